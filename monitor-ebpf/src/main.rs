@@ -1,0 +1,992 @@
+//! Kernel programs of the MCP monitor.
+//!
+//! They decide *what* to capture and copy it out; everything else (framing,
+//! JSON-RPC, sessions, detection) happens in userspace.
+//!
+//! Capture model:
+//! - Local IPC (pipes, unix stream sockets): payload is captured where it is
+//!   **read** (`sys_exit_*` of read/readv/recvfrom/recvmsg). The reader sees
+//!   exactly the bytes that crossed, in pipe-sized pieces, so each byte is
+//!   captured once and a blocking 1 MiB write is not truncated. Writers only
+//!   send a payload-less writer notice, from `sys_enter_*`, i.e. before the
+//!   bytes can reach any reader; userspace uses it to name the peer.
+//! - Which processes: tracked ones (userspace selectors, inherited at fork,
+//!   exe-name selector at exec, cgroup selector) and, without any
+//!   configuration, any stream whose payload starts with a JSON object or
+//!   array holding `"jsonrpc"` within the discovery window. A discovered
+//!   process becomes tracked, so its other streams and its children are
+//!   captured from their first byte. Userspace marks streams it rejects as
+//!   ignored in `STREAMS`, after which they cost one map lookup.
+#![no_std]
+#![no_main]
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::{
+            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
+            bpf_probe_read_kernel, bpf_probe_read_user,
+        },
+    },
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
+    programs::{RawTracePointContext, TracePointContext},
+};
+use monitor_common::{
+    chunk_flags, config_flags, stream_state, ChunkRecord, Counter, Direction, FdKind, KernelConfig, ProcState,
+    ProcessRecord, RecordHeader, RecordKind, StreamKey, Syscall, TrackReason, ABI_VERSION, COMM_LEN, COUNTER_COUNT,
+    MAX_CAPTURE, MAX_DISCOVERY_WINDOW, MAX_IOVECS, SCRATCH_SIZE,
+};
+
+#[map]
+static CONFIG: Array<KernelConfig> = Array::with_max_entries(1, 0);
+
+/// Records to userspace. Userspace sets the size at load time.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// One chunk header + payload per CPU (userspace sets max_entries to the
+/// number of possible CPUs). A plain array because per-CPU map values are
+/// limited to 32 KiB.
+#[map]
+static SCRATCH: Array<[u8; SCRATCH_SIZE]> = Array::with_max_entries(1, 0);
+
+/// Tracked processes by tgid.
+#[map]
+static PROCS: HashMap<u32, ProcState> = HashMap::with_max_entries(32768, 0);
+
+/// Per-stream decisions (capture / ignore / writer notified). LRU: losing an
+/// entry only means the stream is evaluated again.
+#[map]
+static STREAMS: LruHashMap<StreamKey, u8> = LruHashMap::with_max_entries(65536, 0);
+
+/// Arguments of in-flight ingress syscalls, by pid_tgid: the buffer is only
+/// filled when the call returns.
+#[map]
+static ARGS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(32768, 0);
+
+/// Executable-name (comm) selectors, checked at exec.
+#[map]
+static COMM_SELECTORS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(256, 0);
+
+/// cgroup v2 ids whose processes are captured.
+#[map]
+static CGROUP_SELECTORS: HashMap<u64, u8> = HashMap::with_max_entries(256, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+/// The transfer being processed on this CPU, handed from the entry
+/// program to `discover` and `capture` through tail calls.
+#[map]
+static TRANSFER: PerCpuArray<Transfer> = PerCpuArray::with_max_entries(1, 0);
+
+/// Tail-call targets. Splitting the work keeps each program small enough
+/// for the verifier: the 1 KiB discovery scan is verified once, on its own,
+/// instead of along every path of the capture code.
+#[map]
+static JUMP: ProgramArray = ProgramArray::with_max_entries(2, 0);
+const JUMP_DISCOVER: u32 = 0;
+const JUMP_CAPTURE: u32 = 1;
+
+/// One read or write being looked at.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Transfer {
+    pid_tgid: u64,
+    start_ns: u64,
+    /// Buffer for plain calls.
+    buf: u64,
+    /// Bytes moved (ingress) or requested (egress write/sendto).
+    total: u64,
+    /// iovec array and count for vectored calls (iov_cnt 0 otherwise).
+    iov: u64,
+    iov_cnt: u64,
+    /// First segment, used for discovery.
+    first_buf: u64,
+    first_len: u64,
+    fd: i32,
+    syscall: u8,
+    direction: u8,
+    discovered: u8,
+    _pad: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SyscallArgs {
+    /// Buffer, iovec array or msghdr, depending on `syscall`.
+    buf: u64,
+    /// Byte count, or iovec count for readv.
+    len: u64,
+    fd: i32,
+    syscall: u8,
+    _pad: [u8; 3],
+}
+
+const HDR: usize = core::mem::size_of::<ChunkRecord>();
+
+const S_IFMT: u16 = 0o170000;
+const S_IFIFO: u16 = 0o010000;
+const S_IFSOCK: u16 = 0o140000;
+const AF_UNIX: u16 = 1;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const SOCK_STREAM: u16 = 1;
+const SOCK_SEQPACKET: u16 = 5;
+
+// Offsets of the arguments in the syscall tracepoint records
+// (`/sys/kernel/tracing/events/syscalls/sys_enter_read/format`).
+const ARG0: usize = 16;
+const ARG1: usize = 24;
+const ARG2: usize = 32;
+const EXIT_RET: usize = 16;
+
+// ---------------------------------------------------------------- helpers
+
+#[inline(always)]
+fn count(counter: Counter, n: u64) {
+    if let Some(p) = COUNTERS.get_ptr_mut(counter as u32) {
+        // Per-CPU slot: no other writer can race with us.
+        unsafe { *p += n };
+    }
+}
+
+#[inline(always)]
+fn config() -> Option<&'static KernelConfig> {
+    CONFIG.get(0)
+}
+
+#[inline(always)]
+unsafe fn kread<T: Copy>(addr: u64) -> Option<T> {
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
+    let r = bpf_probe_read_kernel(
+        v.as_mut_ptr() as *mut c_void,
+        core::mem::size_of::<T>() as u32,
+        addr as *const c_void,
+    );
+    if r == 0 {
+        Some(v.assume_init())
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+unsafe fn uread<T: Copy>(addr: u64) -> Option<T> {
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
+    let r = bpf_probe_read_user(
+        v.as_mut_ptr() as *mut c_void,
+        core::mem::size_of::<T>() as u32,
+        addr as *const c_void,
+    );
+    if r == 0 {
+        Some(v.assume_init())
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+fn current_start_ns(cfg: &KernelConfig) -> u64 {
+    let task = unsafe { bpf_get_current_task() };
+    unsafe { kread::<u64>(task + cfg.offsets.task_start_boottime as u64) }.unwrap_or(0)
+}
+
+/// Why `tgid` is tracked, or `TrackReason::None`.
+#[inline(always)]
+fn tracked_reason(cfg: &KernelConfig, tgid: u32, start_ns: u64) -> u32 {
+    if let Some(st) = unsafe { PROCS.get(&tgid) } {
+        // Entries made by userspace may not know the start time (0).
+        if st.start_ns == 0 || st.start_ns == start_ns {
+            return st.reason;
+        }
+    }
+    if cfg.flags & config_flags::CGROUP_SELECTORS != 0 {
+        let cg = unsafe { bpf_get_current_cgroup_id() };
+        if unsafe { CGROUP_SELECTORS.get(&cg) }.is_some() {
+            track(tgid, start_ns, TrackReason::CgroupSelector);
+            return TrackReason::CgroupSelector as u32;
+        }
+    }
+    TrackReason::None as u32
+}
+
+#[inline(always)]
+fn track(tgid: u32, start_ns: u64, reason: TrackReason) {
+    let st = ProcState {
+        reason: reason as u32,
+        _pad: 0,
+        start_ns,
+    };
+    if PROCS.insert(&tgid, &st, 0).is_err() {
+        count(Counter::DropProcMapFull, 1);
+    }
+}
+
+/// True when the first non-whitespace byte of the buffer opens a JSON
+/// object or array: the cheap first filter for untracked processes.
+#[inline(always)]
+fn starts_like_json(buf: u64, len: u64) -> bool {
+    let mut head = [0u8; 16];
+    let n = if len < 16 { len as u32 } else { 16 };
+    if n == 0 {
+        return false;
+    }
+    let r = unsafe { bpf_probe_read_user(head.as_mut_ptr() as *mut c_void, n, buf as *const c_void) };
+    if r != 0 {
+        return false;
+    }
+    let mut i = 0usize;
+    while i < 16 {
+        if i as u32 >= n {
+            return false;
+        }
+        let c = head[i];
+        if c == b'{' || c == b'[' {
+            return true;
+        }
+        if !(c == b' ' || c == b'\n' || c == b'\r' || c == b'\t') {
+            return false;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Copies up to the discovery window of the buffer into the scratch payload
+/// area and looks for the `"jsonrpc"` key.
+#[inline(always)]
+fn window_has_jsonrpc(cfg: &KernelConfig, scratch: *mut u8, buf: u64, len: u64) -> bool {
+    let mut n = cfg.discovery_window as u64;
+    if n > MAX_DISCOVERY_WINDOW as u64 {
+        n = MAX_DISCOVERY_WINDOW as u64;
+    }
+    if len < n {
+        n = len;
+    }
+    if n < 9 {
+        return false;
+    }
+    let n = n as u32 & (MAX_DISCOVERY_WINDOW as u32 * 2 - 1);
+    if n as usize > MAX_DISCOVERY_WINDOW {
+        return false;
+    }
+    let dst = unsafe { scratch.add(HDR) };
+    if unsafe { bpf_probe_read_user(dst as *mut c_void, n, buf as *const c_void) } != 0 {
+        return false;
+    }
+    // Rolling window over the last eight bytes; the ninth byte, the opening
+    // quote, is the one shifted out. The loop body has no data-dependent
+    // branch: a "found" branch per byte would give the verifier a new,
+    // unprunable state per position (and the program would not load). The
+    // match is accumulated arithmetically instead; `black_box` keeps LLVM
+    // from turning the zero test back into a compare-and-branch.
+    const KEY: u64 = u64::from_be_bytes(*b"jsonrpc\"");
+    let mut window = 0u64;
+    let mut found = 0u64;
+    let mut i = 0usize;
+    while i < MAX_DISCOVERY_WINDOW {
+        if i >= n as usize {
+            break;
+        }
+        // SAFETY: i < n <= MAX_DISCOVERY_WINDOW < MAX_CAPTURE.
+        let b = unsafe { *dst.add(i) };
+        let out = window >> 56;
+        window = (window << 8) | b as u64;
+        let d = (window ^ KEY) | (out ^ b'"' as u64);
+        // Top bit of d | -d is set exactly when d != 0.
+        let nonzero = core::hint::black_box(d | d.wrapping_neg()) >> 63;
+        found |= nonzero ^ 1;
+        i += 1;
+    }
+    found != 0
+}
+
+/// What a file descriptor refers to.
+#[derive(Clone, Copy)]
+struct FileInfo {
+    kind: FdKind,
+    inode: u64,
+    channel: u64,
+    peer: u64,
+}
+
+/// Walks `current->files->fdt->fd[fd]` to classify the descriptor.
+#[inline(always)]
+fn file_info(cfg: &KernelConfig, fd: i32, dir: Direction) -> Option<FileInfo> {
+    if fd < 0 {
+        return None;
+    }
+    let o = &cfg.offsets;
+    let r = unsafe {
+        let task = bpf_get_current_task();
+        let files: u64 = kread(task + o.task_files as u64)?;
+        let fdt: u64 = kread(files + o.files_fdt as u64)?;
+        let max_fds: u32 = kread(fdt + o.fdt_max_fds as u64)?;
+        if fd as u32 >= max_fds {
+            return None;
+        }
+        let fd_array: u64 = kread(fdt + o.fdt_fd as u64)?;
+        let file: u64 = kread(fd_array + (fd as u64) * 8)?;
+        if file == 0 {
+            return None;
+        }
+        let inode: u64 = kread(file + o.file_inode as u64)?;
+        let mode: u16 = kread(inode + o.inode_mode as u64)?;
+        let ino: u64 = kread(inode + o.inode_ino as u64)?;
+        match mode & S_IFMT {
+            S_IFIFO => Some(FileInfo {
+                kind: FdKind::Pipe,
+                inode: ino,
+                channel: ino,
+                peer: 0,
+            }),
+            S_IFSOCK => {
+                let sock: u64 = kread(file + o.file_private_data as u64)?;
+                let stype: u16 = kread(sock + o.socket_type as u64)?;
+                let sk: u64 = kread(sock + o.socket_sk as u64)?;
+                let family: u16 = kread(sk + o.sock_family as u64)?;
+                if family == AF_UNIX && (stype == SOCK_STREAM || stype == SOCK_SEQPACKET) {
+                    let peer: u64 = kread(sk + o.unix_peer as u64)?;
+                    let channel = match dir {
+                        Direction::Ingress => sk,
+                        Direction::Egress => peer,
+                    };
+                    Some(FileInfo {
+                        kind: FdKind::UnixStream,
+                        inode: ino,
+                        channel,
+                        peer,
+                    })
+                } else if (family == AF_INET || family == AF_INET6) && stype == SOCK_STREAM {
+                    let kind = if family == AF_INET { FdKind::Tcp4 } else { FdKind::Tcp6 };
+                    Some(FileInfo {
+                        kind,
+                        inode: ino,
+                        channel: sk,
+                        peer: 0,
+                    })
+                } else {
+                    Some(FileInfo {
+                        kind: FdKind::Other,
+                        inode: ino,
+                        channel: 0,
+                        peer: 0,
+                    })
+                }
+            }
+            _ => Some(FileInfo {
+                kind: FdKind::Other,
+                inode: ino,
+                channel: 0,
+                peer: 0,
+            }),
+        }
+    };
+    if r.is_none() {
+        count(Counter::FdLookupFailed, 1);
+    }
+    r
+}
+
+#[inline(always)]
+fn scratch() -> Option<*mut u8> {
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    match SCRATCH.get_ptr_mut(cpu) {
+        Some(p) => Some(p as *mut u8),
+        None => {
+            count(Counter::DropNoScratch, 1);
+            None
+        }
+    }
+}
+
+#[inline(always)]
+fn fill_header(h: &mut RecordHeader, kind: RecordKind, pid_tgid: u64, start_ns: u64) {
+    h.kind = kind as u16;
+    h._reserved = 0;
+    h.abi = ABI_VERSION;
+    h.ts_ns = unsafe { bpf_ktime_get_boot_ns() };
+    h.tgid = (pid_tgid >> 32) as u32;
+    h.tid = pid_tgid as u32;
+    h.start_ns = start_ns;
+    h.comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
+}
+
+/// Fills the chunk header in the scratch area (payload fields excepted).
+#[inline(always)]
+fn fill_chunk_header(
+    rec: &mut ChunkRecord,
+    kind: RecordKind,
+    pid_tgid: u64,
+    start_ns: u64,
+    fd: i32,
+    syscall: Syscall,
+    dir: Direction,
+    fi: &FileInfo,
+    flags: u8,
+) {
+    fill_header(&mut rec.header, kind, pid_tgid, start_ns);
+    let ug = bpf_get_current_uid_gid();
+    rec.uid = ug as u32;
+    rec.gid = (ug >> 32) as u32;
+    rec.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    rec.fd = fd;
+    rec.syscall = syscall as u8;
+    rec.direction = dir as u8;
+    rec.fd_kind = fi.kind as u8;
+    rec.flags = flags;
+    rec.inode = fi.inode;
+    rec.channel = fi.channel;
+    rec.peer = fi.peer;
+    rec.orig_len = 0;
+    rec.captured_len = 0;
+    rec.segment = 0;
+    rec.conn = Default::default();
+}
+
+/// Copies `len` bytes at user address `src` after the header already in
+/// `scratch` and sends header + payload to userspace.
+#[inline(always)]
+fn emit_chunk(cfg: &KernelConfig, scratch: *mut u8, src: u64, len: u64, segment: u32, flags: u8) {
+    let rec = unsafe { &mut *(scratch as *mut ChunkRecord) };
+    let mut cap = cfg.capture_cap as u64;
+    if cap > MAX_CAPTURE as u64 {
+        cap = MAX_CAPTURE as u64;
+    }
+    let mut n = len;
+    let mut flags = flags;
+    if n > cap {
+        n = cap;
+        flags |= chunk_flags::TRUNCATED;
+        count(Counter::Truncated, 1);
+    }
+    // Keep the verifier's view of `n` bounded by the scratch payload area.
+    let n = (n as usize) & (MAX_CAPTURE * 2 - 1);
+    if n > MAX_CAPTURE {
+        return;
+    }
+    let mut copied = n;
+    if n > 0 {
+        let dst = unsafe { scratch.add(HDR) } as *mut c_void;
+        if unsafe { bpf_probe_read_user(dst, n as u32, src as *const c_void) } != 0 {
+            flags |= chunk_flags::COPY_FAILED;
+            copied = 0;
+            count(Counter::DropCopyFailed, 1);
+        }
+    }
+    rec.flags = flags;
+    rec.orig_len = len;
+    rec.captured_len = copied as u32;
+    rec.segment = segment;
+    let total = HDR + copied;
+    if total > SCRATCH_SIZE {
+        return;
+    }
+    let data = unsafe { core::slice::from_raw_parts(scratch as *const u8, total) };
+    if EVENTS.output::<[u8]>(data, 0).is_err() {
+        count(Counter::DropRingFull, 1);
+    } else {
+        count(Counter::Records, 1);
+        count(Counter::PayloadBytes, copied as u64);
+    }
+}
+
+#[inline(always)]
+fn emit_process(kind: RecordKind, tgid: u32, start_ns: u64, parent_tgid: u32, parent_start_ns: u64, reason: u32) {
+    let mut rec = ProcessRecord {
+        header: RecordHeader {
+            kind: 0,
+            _reserved: 0,
+            abi: 0,
+            ts_ns: 0,
+            tgid: 0,
+            tid: 0,
+            start_ns: 0,
+            comm: [0; COMM_LEN],
+        },
+        parent_tgid,
+        reason,
+        parent_start_ns,
+    };
+    fill_header(&mut rec.header, kind, (tgid as u64) << 32 | tgid as u64, start_ns);
+    if EVENTS.output::<ProcessRecord>(&rec, 0).is_err() {
+        count(Counter::DropRingFull, 1);
+    } else {
+        count(Counter::Records, 1);
+    }
+}
+
+// ------------------------------------------------------------ ingress
+
+#[inline(always)]
+fn stash_ingress(ctx: &TracePointContext, syscall: Syscall) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(cfg) = config() else { return };
+    if (pid_tgid >> 32) as u32 == cfg.self_tgid {
+        return;
+    }
+    let (Ok(fd), Ok(buf), Ok(len)) = (
+        unsafe { ctx.read_at::<u64>(ARG0) },
+        unsafe { ctx.read_at::<u64>(ARG1) },
+        unsafe { ctx.read_at::<u64>(ARG2) },
+    ) else {
+        return;
+    };
+    let args = SyscallArgs {
+        buf,
+        len,
+        fd: fd as i32,
+        syscall: syscall as u8,
+        _pad: [0; 3],
+    };
+    if ARGS.insert(&pid_tgid, &args, 0).is_err() {
+        count(Counter::DropArgsMapFull, 1);
+    }
+}
+
+#[tracepoint]
+pub fn sys_enter_read(ctx: TracePointContext) -> u32 {
+    stash_ingress(&ctx, Syscall::Read);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_readv(ctx: TracePointContext) -> u32 {
+    stash_ingress(&ctx, Syscall::Readv);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
+    stash_ingress(&ctx, Syscall::Recvfrom);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_recvmsg(ctx: TracePointContext) -> u32 {
+    stash_ingress(&ctx, Syscall::Recvmsg);
+    0
+}
+
+/// Reads (base, len) of iovec `i` of the array at `iov`.
+#[inline(always)]
+fn iovec(iov: u64, i: u32) -> Option<(u64, u64)> {
+    let base: u64 = unsafe { uread(iov + i as u64 * 16)? };
+    let len: u64 = unsafe { uread(iov + i as u64 * 16 + 8)? };
+    Some((base, len))
+}
+
+/// For vectored calls: (iovec array, iovec count); for recvmsg/sendmsg the
+/// values are read from the user `struct msghdr`.
+#[inline(always)]
+fn vector(syscall: Syscall, buf: u64, len: u64) -> Option<(u64, u64)> {
+    match syscall {
+        Syscall::Readv | Syscall::Writev => Some((buf, len)),
+        Syscall::Recvmsg | Syscall::Sendmsg => {
+            // struct user_msghdr: msg_iov at 16, msg_iovlen at 24.
+            let iov: u64 = unsafe { uread(buf + 16)? };
+            let iovlen: u64 = unsafe { uread(buf + 24)? };
+            Some((iov, iovlen))
+        }
+        _ => None,
+    }
+}
+
+#[tracepoint]
+pub fn sys_exit_ingress(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(args) = (unsafe { ARGS.get(&pid_tgid) }).copied() else {
+        return 0;
+    };
+    let _ = ARGS.remove(&pid_tgid);
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(EXIT_RET) }) else {
+        return 0;
+    };
+    if ret <= 0 {
+        return 0;
+    }
+    let Some(cfg) = config() else { return 0 };
+    let Some(syscall) = Syscall::from_u8(args.syscall) else {
+        return 0;
+    };
+    begin_transfer(
+        &ctx,
+        cfg,
+        pid_tgid,
+        syscall,
+        Direction::Ingress,
+        args.fd,
+        args.buf,
+        args.len,
+        ret as u64,
+    );
+    0
+}
+
+/// First stage for a completed transfer of `total` bytes: cheap checks,
+/// then a tail call to `discover` (untracked process) or `capture`.
+///
+/// Ingress: the payload will be captured. Egress (called from sys_enter,
+/// `total` = requested length): a writer notice is sent once per stream.
+#[inline(always)]
+fn begin_transfer(
+    ctx: &TracePointContext,
+    cfg: &KernelConfig,
+    pid_tgid: u64,
+    syscall: Syscall,
+    dir: Direction,
+    fd: i32,
+    buf: u64,
+    len_arg: u64,
+    total: u64,
+) {
+    let tgid = (pid_tgid >> 32) as u32;
+    let start_ns = current_start_ns(cfg);
+    let reason = tracked_reason(cfg, tgid, start_ns);
+
+    let (iov, iov_cnt, first_buf, first_len) = match vector(syscall, buf, len_arg) {
+        Some((iov, cnt)) => {
+            if cnt == 0 {
+                return;
+            }
+            let Some((b, l)) = iovec(iov, 0) else { return };
+            (iov, cnt, b, if l < total { l } else { total })
+        }
+        None => (0, 0, buf, total),
+    };
+    if reason == TrackReason::None as u32
+        && (cfg.flags & config_flags::DISCOVERY == 0 || !starts_like_json(first_buf, first_len))
+    {
+        return;
+    }
+    let Some(t) = TRANSFER.get_ptr_mut(0) else { return };
+    // SAFETY: per-CPU slot; tail calls run on this CPU before anything else
+    // can use it.
+    unsafe {
+        *t = Transfer {
+            pid_tgid,
+            start_ns,
+            buf,
+            total,
+            iov,
+            iov_cnt,
+            first_buf,
+            first_len,
+            fd,
+            syscall: syscall as u8,
+            direction: dir as u8,
+            discovered: 0,
+            _pad: 0,
+        };
+        JUMP.tail_call(
+            ctx,
+            if reason == TrackReason::None as u32 {
+                JUMP_DISCOVER
+            } else {
+                JUMP_CAPTURE
+            },
+        );
+    }
+    // Only reached when the tail call failed.
+    count(Counter::DropTailCall, 1);
+}
+
+/// Tail-call target: is there a `"jsonrpc"` key in the first bytes?
+#[tracepoint]
+pub fn discover(ctx: TracePointContext) -> u32 {
+    let Some(cfg) = config() else { return 0 };
+    let Some(t) = TRANSFER.get_ptr_mut(0) else { return 0 };
+    let Some(scratch) = scratch() else { return 0 };
+    let (first_buf, first_len) = unsafe { ((*t).first_buf, (*t).first_len) };
+    if !window_has_jsonrpc(cfg, scratch, first_buf, first_len) {
+        return 0;
+    }
+    unsafe {
+        (*t).discovered = 1;
+        JUMP.tail_call(&ctx, JUMP_CAPTURE);
+    }
+    count(Counter::DropTailCall, 1);
+    0
+}
+
+/// Tail-call target: classify the descriptor, consult the stream decision,
+/// and send a chunk (ingress) or a writer notice (egress).
+#[tracepoint]
+pub fn capture(_ctx: TracePointContext) -> u32 {
+    let Some(cfg) = config() else { return 0 };
+    let Some(tp) = TRANSFER.get(0) else { return 0 };
+    let t = *tp;
+    let (Some(syscall), Some(dir)) = (Syscall::from_u8(t.syscall), Direction::from_u8(t.direction)) else {
+        return 0;
+    };
+    let pid_tgid = t.pid_tgid;
+    let tgid = (pid_tgid >> 32) as u32;
+    let fd = t.fd;
+    let Some(scratch) = scratch() else { return 0 };
+
+    let Some(fi) = file_info(cfg, fd, dir) else { return 0 };
+    let tcp = matches!(fi.kind, FdKind::Tcp4 | FdKind::Tcp6);
+    if !(fi.kind.is_local_ipc() || (tcp && cfg.flags & config_flags::CAPTURE_TCP != 0)) {
+        return 0;
+    }
+    let key = StreamKey {
+        tgid,
+        fd,
+        inode: fi.inode,
+        direction: dir as u8,
+        _pad: [0; 7],
+    };
+    let state = unsafe { STREAMS.get(&key) }.copied();
+    if state == Some(stream_state::IGNORE) {
+        return 0;
+    }
+    let mut flags = 0u8;
+    if t.discovered != 0 {
+        flags |= chunk_flags::DISCOVERED;
+        count(Counter::DiscoveryHits, 1);
+        track(tgid, t.start_ns, TrackReason::Discovered);
+    } else {
+        flags |= chunk_flags::TRACKED;
+    }
+
+    if dir == Direction::Egress {
+        // Local IPC writes: one notice per stream, no payload.
+        if state.is_some() {
+            return 0;
+        }
+        if STREAMS.insert(&key, &stream_state::WRITER_NOTIFIED, 0).is_err() {
+            count(Counter::DropStreamMapFull, 1);
+        }
+        let rec = unsafe { &mut *(scratch as *mut ChunkRecord) };
+        fill_chunk_header(
+            rec,
+            RecordKind::WriterNotice,
+            pid_tgid,
+            t.start_ns,
+            fd,
+            syscall,
+            dir,
+            &fi,
+            flags | chunk_flags::NEW_STREAM,
+        );
+        rec.orig_len = t.total;
+        let data = unsafe { core::slice::from_raw_parts(scratch as *const u8, HDR) };
+        if EVENTS.output::<[u8]>(data, 0).is_err() {
+            count(Counter::DropRingFull, 1);
+        } else {
+            count(Counter::Records, 1);
+        }
+        return 0;
+    }
+
+    if state.is_none() {
+        flags |= chunk_flags::NEW_STREAM;
+        if STREAMS.insert(&key, &stream_state::CAPTURE, 0).is_err() {
+            count(Counter::DropStreamMapFull, 1);
+        }
+    }
+
+    let rec = unsafe { &mut *(scratch as *mut ChunkRecord) };
+    fill_chunk_header(
+        rec,
+        RecordKind::Chunk,
+        pid_tgid,
+        t.start_ns,
+        fd,
+        syscall,
+        dir,
+        &fi,
+        flags,
+    );
+    if t.iov_cnt == 0 {
+        emit_chunk(cfg, scratch, t.buf, t.total, 0, flags);
+        return 0;
+    }
+    let mut remaining = t.total;
+    let mut i = 0u32;
+    while i < MAX_IOVECS {
+        if remaining == 0 || i as u64 >= t.iov_cnt {
+            break;
+        }
+        let Some((b, l)) = iovec(t.iov, i) else { break };
+        let n = if l < remaining { l } else { remaining };
+        if n > 0 {
+            // Only the first segment carries the stream flags.
+            let f = if i == 0 {
+                flags
+            } else {
+                flags & !(chunk_flags::NEW_STREAM | chunk_flags::DISCOVERED)
+            };
+            emit_chunk(cfg, scratch, b, n, i, f);
+        }
+        remaining -= n;
+        i += 1;
+    }
+    if remaining > 0 {
+        count(Counter::IovecsSkipped, 1);
+    }
+    0
+}
+
+// ------------------------------------------------------------- egress
+
+#[inline(always)]
+fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(cfg) = config() else { return };
+    if (pid_tgid >> 32) as u32 == cfg.self_tgid {
+        return;
+    }
+    let (Ok(fd), Ok(buf), Ok(len)) = (
+        unsafe { ctx.read_at::<u64>(ARG0) },
+        unsafe { ctx.read_at::<u64>(ARG1) },
+        unsafe { ctx.read_at::<u64>(ARG2) },
+    ) else {
+        return;
+    };
+    // For vectored calls the byte total is unknown before the call; the
+    // notice only needs the first segment for discovery.
+    let total = match syscall {
+        Syscall::Write | Syscall::Sendto => len,
+        _ => u64::MAX,
+    };
+    begin_transfer(
+        ctx,
+        cfg,
+        pid_tgid,
+        syscall,
+        Direction::Egress,
+        fd as i32,
+        buf,
+        len,
+        total,
+    );
+}
+
+#[tracepoint]
+pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
+    on_egress_enter(&ctx, Syscall::Write);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
+    on_egress_enter(&ctx, Syscall::Writev);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
+    on_egress_enter(&ctx, Syscall::Sendto);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    on_egress_enter(&ctx, Syscall::Sendmsg);
+    0
+}
+
+// ---------------------------------------------------- process life cycle
+
+/// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`:
+/// children of tracked processes are tracked from birth.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
+    let Some(cfg) = config() else { return 0 };
+    let o = &cfg.offsets;
+    let child: u64 = ctx.arg(1);
+    let Some(child_tgid) = (unsafe { kread::<u32>(child + o.task_tgid as u64) }) else {
+        return 0;
+    };
+    let Some(child_pid) = (unsafe { kread::<u32>(child + o.task_pid as u64) }) else {
+        return 0;
+    };
+    if child_pid != child_tgid {
+        return 0; // a new thread, not a new process
+    }
+    let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let parent_start = current_start_ns(cfg);
+    if tracked_reason(cfg, parent_tgid, parent_start) == TrackReason::None as u32 {
+        return 0;
+    }
+    let child_start = unsafe { kread::<u64>(child + o.task_start_boottime as u64) }.unwrap_or(0);
+    track(child_tgid, child_start, TrackReason::Inherited);
+    emit_process(
+        RecordKind::Fork,
+        child_tgid,
+        child_start,
+        parent_tgid,
+        parent_start,
+        TrackReason::Inherited as u32,
+    );
+    0
+}
+
+#[inline(always)]
+fn parent_of_current(cfg: &KernelConfig) -> u32 {
+    let task = unsafe { bpf_get_current_task() };
+    let o = &cfg.offsets;
+    unsafe {
+        match kread::<u64>(task + o.task_real_parent as u64) {
+            Some(p) if p != 0 => kread::<u32>(p + o.task_tgid as u64).unwrap_or(0),
+            _ => 0,
+        }
+    }
+}
+
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let Some(cfg) = config() else { return 0 };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == cfg.self_tgid {
+        return 0;
+    }
+    let start = current_start_ns(cfg);
+    let mut reason = tracked_reason(cfg, tgid, start);
+    if reason == TrackReason::None as u32 && cfg.flags & config_flags::COMM_SELECTORS != 0 {
+        if let Ok(comm) = bpf_get_current_comm() {
+            if unsafe { COMM_SELECTORS.get(&comm) }.is_some() {
+                track(tgid, start, TrackReason::CommSelector);
+                reason = TrackReason::CommSelector as u32;
+            }
+        }
+    }
+    if reason == TrackReason::None as u32 {
+        return 0;
+    }
+    emit_process(RecordKind::Exec, tgid, start, parent_of_current(cfg), 0, reason);
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid != pid_tgid as u32 {
+        return 0; // a thread, not the process
+    }
+    let Some(st) = (unsafe { PROCS.get(&tgid) }).copied() else {
+        return 0;
+    };
+    let _ = PROCS.remove(&tgid);
+    let Some(cfg) = config() else { return 0 };
+    let start = current_start_ns(cfg);
+    emit_process(RecordKind::Exit, tgid, start, parent_of_current(cfg), 0, st.reason);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,88 @@
+//! Time conversions.
+//!
+//! The kernel stamps records with `CLOCK_BOOTTIME`; events carry wall-clock
+//! time. The offset between the two is measured once when capture starts and
+//! stored in recordings, so a replay prints the same times as the live run.
+
+/// Nanoseconds to add to a `CLOCK_BOOTTIME` reading to get Unix time.
+pub fn boot_to_unix_offset_ns() -> i128 {
+    fn now(clock: libc::clockid_t) -> i128 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid clock id and a valid out pointer.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+    }
+    // Bracket the boot-time read between two real-time reads.
+    let a = now(libc::CLOCK_REALTIME);
+    let b = now(libc::CLOCK_BOOTTIME);
+    let c = now(libc::CLOCK_REALTIME);
+    (a + c) / 2 - b
+}
+
+/// Current `CLOCK_BOOTTIME` in ns.
+pub fn boot_now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid clock id and a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Formats Unix nanoseconds as RFC 3339 UTC with nanoseconds
+/// (`2026-11-22T10:00:00.123456789Z`).
+pub fn rfc3339(unix_ns: i128) -> String {
+    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
+    let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339(951_782_400_000_000_001), "2000-02-29T00:00:00.000000001Z");
+        assert_eq!(rfc3339(1_795_000_000_123_456_789), "2026-11-18T11:06:40.123456789Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999999999Z");
+    }
+
+    #[test]
+    fn agrees_with_humantime() {
+        for secs in [0i64, 86_399, 1_000_000_000, 1_700_000_000, 4_102_444_800] {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
+            let expect = humantime::format_rfc3339_nanos(t).to_string();
+            assert_eq!(rfc3339(secs as i128 * 1_000_000_000), expect);
+        }
+    }
+
+    #[test]
+    fn offset_is_plausible() {
+        let off = boot_to_unix_offset_ns();
+        // Booted after 2020 and not in the future.
+        assert!(off > 1_577_836_800 * 1_000_000_000);
+    }
+}

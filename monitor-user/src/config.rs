@@ -1,0 +1,234 @@
+//! Configuration: built-in defaults, overridden by a TOML file, overridden
+//! by command-line flags.
+//!
+//! Every key is optional; `mcp-monitor config check FILE` prints the
+//! effective configuration. Unknown keys are errors, so a typo cannot
+//! silently leave a default in place.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::PipelineConfig;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub capture: CaptureConfig,
+    pub pipeline: PipelineSettings,
+    pub output: OutputConfig,
+}
+
+/// What the kernel captures.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Payload bytes kept per read (larger reads are cut and flagged).
+    /// At most 1048576.
+    pub capture_cap_bytes: u32,
+    /// Zero-configuration discovery of JSON-RPC streams.
+    pub discovery: bool,
+    /// Bytes at the start of a payload searched for `"jsonrpc"` (<= 1024).
+    pub discovery_window_bytes: u32,
+    /// Size of the kernel-to-agent ring buffer (power of two).
+    pub ring_buffer_bytes: u32,
+    /// In-flight syscalls tracked (threads blocked in read count).
+    pub max_inflight_syscalls: u32,
+    pub selectors: Selectors,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            capture_cap_bytes: monitor_common::DEFAULT_CAPTURE_CAP,
+            discovery: true,
+            discovery_window_bytes: monitor_common::DEFAULT_DISCOVERY_WINDOW,
+            ring_buffer_bytes: 16 << 20,
+            max_inflight_syscalls: 32_768,
+            selectors: Selectors::default(),
+        }
+    }
+}
+
+/// Processes captured whether or not their traffic looks like JSON-RPC;
+/// their children are captured too.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Selectors {
+    pub pids: Vec<u32>,
+    /// Executable names, matched against the kernel task name (the first
+    /// 15 bytes of the executable's file name).
+    pub executables: Vec<String>,
+    /// cgroup v2 directories, e.g. `/sys/fs/cgroup/unified/system.slice/mcp.service`
+    /// or a path relative to the cgroup v2 mount.
+    pub cgroups: Vec<String>,
+}
+
+/// Pipeline limits.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineSettings {
+    pub max_frame_bytes: usize,
+    pub max_json_depth: usize,
+    pub max_batch: usize,
+    pub request_timeout_seconds: u64,
+    pub session_idle_seconds: u64,
+    pub max_streams: usize,
+    pub max_sessions: usize,
+    pub max_pending_requests: usize,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        let d = PipelineConfig::default();
+        Self {
+            max_frame_bytes: d.max_frame,
+            max_json_depth: d.limits.max_depth,
+            max_batch: d.limits.max_batch,
+            request_timeout_seconds: d.request_timeout_ns / 1_000_000_000,
+            session_idle_seconds: d.session_idle_ns / 1_000_000_000,
+            max_streams: d.max_streams,
+            max_sessions: d.max_sessions,
+            max_pending_requests: d.max_pending,
+        }
+    }
+}
+
+/// Where results go.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Events as JSON lines: a file path, or `-` for stdout.
+    pub events_file: String,
+    /// Include each message (secrets redacted) in its event.
+    pub payloads: bool,
+    /// Address of the Prometheus endpoint.
+    pub metrics_addr: SocketAddr,
+    /// Write raw observations to this file for `mcp-monitor replay`.
+    pub record_file: Option<PathBuf>,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            events_file: "-".into(),
+            payloads: false,
+            metrics_addr: "127.0.0.1:9464".parse().unwrap(),
+            record_file: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; errors name the file and the offending key.
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read configuration {}: {e}", path.display()))?;
+        let cfg: Config =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("configuration {} is invalid: {e}", path.display()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that TOML types cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let c = &self.capture;
+        anyhow::ensure!(
+            (1..=monitor_common::MAX_CAPTURE as u32).contains(&c.capture_cap_bytes),
+            "capture.capture_cap_bytes must be between 1 and {} (got {})",
+            monitor_common::MAX_CAPTURE,
+            c.capture_cap_bytes
+        );
+        anyhow::ensure!(
+            (16..=monitor_common::MAX_DISCOVERY_WINDOW as u32).contains(&c.discovery_window_bytes),
+            "capture.discovery_window_bytes must be between 16 and {} (got {})",
+            monitor_common::MAX_DISCOVERY_WINDOW,
+            c.discovery_window_bytes
+        );
+        anyhow::ensure!(
+            c.ring_buffer_bytes.is_power_of_two() && c.ring_buffer_bytes >= 1 << 16,
+            "capture.ring_buffer_bytes must be a power of two of at least 65536 (got {})",
+            c.ring_buffer_bytes
+        );
+        anyhow::ensure!(
+            c.ring_buffer_bytes as usize > 2 * (monitor_common::SCRATCH_SIZE.min(c.capture_cap_bytes as usize + 256)),
+            "capture.ring_buffer_bytes must hold at least two full chunks: raise it above {}",
+            2 * (c.capture_cap_bytes as usize + 256)
+        );
+        for e in &c.selectors.executables {
+            anyhow::ensure!(
+                !e.is_empty() && !e.contains('/'),
+                "capture.selectors.executables: {e:?} must be a file name, not a path"
+            );
+        }
+        let p = &self.pipeline;
+        anyhow::ensure!(
+            p.max_frame_bytes >= 1024,
+            "pipeline.max_frame_bytes must be at least 1024"
+        );
+        anyhow::ensure!(
+            (2..=1000).contains(&p.max_json_depth),
+            "pipeline.max_json_depth must be between 2 and 1000"
+        );
+        anyhow::ensure!(
+            p.max_streams >= 16 && p.max_sessions >= 16,
+            "pipeline.max_streams and max_sessions must be at least 16"
+        );
+        Ok(())
+    }
+
+    /// Pipeline settings in the form the pipeline takes.
+    pub fn pipeline_config(&self, boot_offset_ns: i128) -> PipelineConfig {
+        let p = &self.pipeline;
+        PipelineConfig {
+            max_frame: p.max_frame_bytes,
+            limits: crate::jsonrpc::Limits {
+                max_depth: p.max_json_depth,
+                max_batch: p.max_batch,
+            },
+            payloads: self.output.payloads,
+            boot_offset_ns,
+            max_streams: p.max_streams,
+            max_sessions: p.max_sessions,
+            max_pending: p.max_pending_requests,
+            request_timeout_ns: p.request_timeout_seconds * 1_000_000_000,
+            session_idle_ns: p.session_idle_seconds * 1_000_000_000,
+            ..PipelineConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_roundtrip() {
+        let c = Config::default();
+        c.validate().unwrap();
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(toml::from_str::<Config>(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn partial_files_keep_other_defaults() {
+        let c: Config = toml::from_str("[capture.selectors]\nexecutables = [\"node\"]\n").unwrap();
+        assert_eq!(c.capture.selectors.executables, ["node"]);
+        assert_eq!(c.capture.capture_cap_bytes, monitor_common::DEFAULT_CAPTURE_CAP);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_named() {
+        let e = toml::from_str::<Config>("[capture]\ncapture_cap = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("capture_cap"), "{e}");
+        let mut c = Config::default();
+        c.capture.capture_cap_bytes = 2 << 20;
+        assert!(c.validate().unwrap_err().to_string().contains("capture_cap_bytes"));
+        let mut c = Config::default();
+        c.capture.ring_buffer_bytes = 3 << 20;
+        assert!(c.validate().unwrap_err().to_string().contains("power of two"));
+    }
+}

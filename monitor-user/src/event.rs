@@ -1,0 +1,143 @@
+//! The event written for every MCP message: the monitor's output contract.
+//!
+//! One JSON object per line. Field names and values are documented in the
+//! README ("Events"); tests and downstream tools rely on them, so change
+//! them only additively.
+
+use std::sync::Arc;
+
+use serde::{ser::SerializeMap, Serialize, Serializer};
+
+use crate::{identity::ProcessInfo, jsonrpc::Id};
+
+/// Transport the message travelled over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// Pipes or a unix socketpair between an agent and a server it spawned.
+    Stdio,
+}
+
+impl Transport {
+    /// Metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Stdio => "stdio",
+        }
+    }
+}
+
+/// Which way the message went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flow {
+    ClientToServer,
+    ServerToClient,
+}
+
+impl Flow {
+    /// Metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flow::ClientToServer => "client_to_server",
+            Flow::ServerToClient => "server_to_client",
+        }
+    }
+
+    /// The other direction.
+    pub fn reverse(self) -> Self {
+        match self {
+            Flow::ClientToServer => Flow::ServerToClient,
+            Flow::ServerToClient => Flow::ClientToServer,
+        }
+    }
+}
+
+/// One end of a session: its process (if known) and what it announced.
+#[derive(Clone, Debug, Default)]
+pub struct Party {
+    pub process: Option<Arc<ProcessInfo>>,
+    /// Fallback when no identity was resolved: pid from the kernel.
+    pub pid: Option<u32>,
+    /// `clientInfo.name` / `serverInfo.name`.
+    pub name: Option<Arc<str>>,
+    pub version: Option<Arc<str>>,
+}
+
+impl Serialize for Party {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        match &self.process {
+            Some(p) => {
+                m.serialize_entry("pid", &p.pid)?;
+                m.serialize_entry("start_time", &crate::clock::rfc3339(p.start_unix_ns as i128))?;
+                m.serialize_entry("ppid", &p.ppid)?;
+                m.serialize_entry("exe", &p.exe)?;
+                m.serialize_entry("comm", &p.comm)?;
+                m.serialize_entry("cmdline", &p.cmdline)?;
+                m.serialize_entry("uid", &p.uid)?;
+                if let Some(u) = &p.user {
+                    m.serialize_entry("user", u)?;
+                }
+                m.serialize_entry("cgroup", &p.cgroup)?;
+                if let Some(c) = &p.container_id {
+                    m.serialize_entry("container_id", c)?;
+                }
+                if let Some(c) = &p.pod_uid {
+                    m.serialize_entry("pod_uid", c)?;
+                }
+            }
+            None => m.serialize_entry("pid", &self.pid)?,
+        }
+        m.serialize_entry("name", &self.name.as_deref())?;
+        m.serialize_entry("version", &self.version.as_deref())?;
+        m.end()
+    }
+}
+
+/// One MCP message as seen on the wire.
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    /// Wall-clock time the bytes were read, as RFC 3339 (UTC, ns).
+    #[serde(serialize_with = "ser_time")]
+    pub time: i128,
+    pub transport: Transport,
+    pub direction: Flow,
+    #[serde(rename = "type", serialize_with = "ser_kind")]
+    pub kind: crate::jsonrpc::Kind,
+    /// The method; for responses, the method of the paired request.
+    pub method: Option<String>,
+    pub id: Option<Id>,
+    /// `tools/call` tool name, on the request and its response.
+    pub tool: Option<String>,
+    /// `prompts/get` prompt name, on the request and its response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// `resources/read` (and subscribe) URI, secrets redacted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// Frame size in bytes, without the line terminator.
+    pub bytes: u64,
+    /// Responses: time since the paired request, in milliseconds.
+    pub latency_ms: Option<f64>,
+    /// Error responses: the JSON-RPC error code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<i64>,
+    /// Stable session key (see README).
+    pub session: Arc<str>,
+    /// Negotiated protocol version, once known.
+    pub protocol_version: Option<Arc<str>>,
+    pub server: Party,
+    pub client: Party,
+    /// The message itself, secrets redacted; only with `--payloads`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+}
+
+fn ser_time<S: Serializer>(t: &i128, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::clock::rfc3339(*t))
+}
+
+fn ser_kind<S: Serializer>(k: &crate::jsonrpc::Kind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(k.as_str())
+}

@@ -1,0 +1,337 @@
+//! Process identity: who is behind a pid.
+//!
+//! The parsers here are pure (they take file contents); [`read_process`]
+//! does the `/proc` reads, under a configurable root so tests can use a fake
+//! tree. Identity is checked against the kernel's process start time so a
+//! reused pid never lends its identity to another process.
+
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::redact;
+
+/// Everything the monitor knows about a process.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    /// `CLOCK_BOOTTIME` ns (kernel `start_boottime`).
+    pub start_ns: u64,
+    /// The same instant as Unix time in ns (set by whoever knows the
+    /// boot-to-wall offset).
+    #[serde(default)]
+    pub start_unix_ns: i64,
+    pub ppid: u32,
+    pub comm: String,
+    /// Path of the executable (`/proc/<pid>/exe`).
+    pub exe: String,
+    /// Command line with secret-looking values replaced by `[REDACTED]`.
+    pub cmdline: Vec<String>,
+    pub uid: u32,
+    pub gid: u32,
+    /// User name from the host's `/etc/passwd`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// cgroup path (unified hierarchy when the process is placed there).
+    pub cgroup: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// False when `/proc` could not be read (the process had exited) or
+    /// described a different process: only kernel-provided fields are set.
+    pub complete: bool,
+}
+
+/// Fields of `/proc/<pid>/stat` the monitor uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub comm: String,
+    pub ppid: u32,
+    /// Start time in clock ticks since boot.
+    pub start_ticks: u64,
+}
+
+/// Parses `/proc/<pid>/stat`. The comm field may hold spaces and
+/// parentheses, so fields are counted from the last `)`.
+pub fn parse_stat(s: &str) -> Option<Stat> {
+    let open = s.find('(')?;
+    let close = s.rfind(')')?;
+    let comm = s.get(open + 1..close)?.to_owned();
+    let rest: Vec<&str> = s.get(close + 1..)?.split_ascii_whitespace().collect();
+    // rest[0] is field 3 (state); ppid is field 4, starttime field 22.
+    Some(Stat {
+        comm,
+        ppid: rest.get(1)?.parse().ok()?,
+        start_ticks: rest.get(19)?.parse().ok()?,
+    })
+}
+
+/// Reads `Uid:` and `Gid:` (real ids) from `/proc/<pid>/status`.
+pub fn parse_status_ids(s: &str) -> (Option<u32>, Option<u32>) {
+    let field = |name: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_ascii_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    };
+    (field("Uid:"), field("Gid:"))
+}
+
+/// Splits `/proc/<pid>/cmdline` (NUL separated).
+pub fn parse_cmdline(raw: &[u8]) -> Vec<String> {
+    let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    raw.split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// Picks the most telling cgroup path from `/proc/<pid>/cgroup`: one that
+/// names a container if any does, else the unified (v2) path, else the
+/// systemd or first v1 path.
+pub fn parse_cgroup(s: &str) -> String {
+    let mut unified = None;
+    let mut v1 = Vec::new();
+    for line in s.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(ctrl), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if id == "0" && ctrl.is_empty() {
+            unified = Some(path);
+        } else if ctrl == "name=systemd" {
+            v1.insert(0, path);
+        } else {
+            v1.push(path);
+        }
+    }
+    let candidates = unified.iter().copied().chain(v1.iter().copied());
+    if let Some(p) = candidates.clone().find(|p| container_id_from_cgroup(p).is_some()) {
+        return p.to_owned();
+    }
+    match unified {
+        Some(p) if p != "/" => p.to_owned(),
+        _ => v1.into_iter().find(|p| *p != "/").or(unified).unwrap_or("").to_owned(),
+    }
+}
+
+/// Container id carried by a cgroup path: the last component without the
+/// `cri-containerd-`, `crio-`, `docker-`, `libpod-` prefixes and the
+/// `.scope` suffix, when what remains is 64 hex digits.
+pub fn container_id_from_cgroup(path: &str) -> Option<String> {
+    let last = path.trim_end_matches('/').rsplit('/').next()?;
+    let last = last.strip_suffix(".scope").unwrap_or(last);
+    let id = ["cri-containerd-", "crio-", "docker-", "libpod-", "containerd-"]
+        .iter()
+        .find_map(|p| last.strip_prefix(p))
+        .unwrap_or(last);
+    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
+}
+
+/// Kubernetes pod uid from the directory above a container's cgroup:
+/// `.../pod<uid>/<cid>` (cgroupfs driver) or
+/// `...kubepods-<qos>-pod<uid_with_underscores>.slice/<cid>` (systemd driver).
+pub fn pod_uid_from_cgroup(path: &str) -> Option<String> {
+    container_id_from_cgroup(path)?;
+    let mut comps = path.trim_end_matches('/').rsplit('/');
+    comps.next();
+    let parent = comps.next()?;
+    let parent = parent.strip_suffix(".slice").unwrap_or(parent);
+    let uid = parent.rsplit_once("pod").map(|(_, u)| u)?;
+    let uid = uid.replace('_', "-");
+    let ok = uid.len() == 36 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    ok.then_some(uid)
+}
+
+/// Clock ticks per second for `/proc/<pid>/stat` start times.
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+/// Reads process identities from a `/proc` tree.
+pub struct ProcReader {
+    root: PathBuf,
+    ticks_per_second: u64,
+    users: HashMap<u32, String>,
+}
+
+impl ProcReader {
+    /// A reader of `proc_root` (normally `/proc`); user names come from
+    /// `etc_passwd` when it can be read.
+    pub fn new(proc_root: impl Into<PathBuf>, etc_passwd: &Path) -> Self {
+        let users = fs::read_to_string(etc_passwd)
+            .map(|s| parse_passwd(&s))
+            .unwrap_or_default();
+        Self {
+            root: proc_root.into(),
+            ticks_per_second: clock_ticks_per_second(),
+            users,
+        }
+    }
+
+    /// Identity of process `pid` started at `start_ns`. Fields that cannot be
+    /// read stay empty; `complete` is false if `/proc/<pid>` is gone or
+    /// belongs to a process with another start time (pid reuse).
+    pub fn read(&self, pid: u32, start_ns: u64, comm: &str, uid: u32, gid: u32) -> ProcessInfo {
+        let mut info = ProcessInfo {
+            pid,
+            start_ns,
+            comm: comm.to_owned(),
+            uid,
+            gid,
+            user: self.users.get(&uid).cloned(),
+            ..Default::default()
+        };
+        let dir = self.root.join(pid.to_string());
+        let Some(stat) = fs::read_to_string(dir.join("stat")).ok().and_then(|s| parse_stat(&s)) else {
+            return info;
+        };
+        let ns_per_tick = 1_000_000_000 / self.ticks_per_second.max(1);
+        if start_ns != 0 && stat.start_ticks != start_ns / ns_per_tick {
+            return info; // another process now holds this pid
+        }
+        info.ppid = stat.ppid;
+        info.comm = stat.comm;
+        info.exe = fs::read_link(dir.join("exe"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        info.cmdline = redact::scrub_args(&parse_cmdline(&fs::read(dir.join("cmdline")).unwrap_or_default()));
+        if let Ok(status) = fs::read_to_string(dir.join("status")) {
+            let (u, g) = parse_status_ids(&status);
+            info.uid = u.unwrap_or(uid);
+            info.gid = g.unwrap_or(gid);
+            info.user = self.users.get(&info.uid).cloned();
+        }
+        info.cgroup = fs::read_to_string(dir.join("cgroup"))
+            .map(|s| parse_cgroup(&s))
+            .unwrap_or_default();
+        info.container_id = container_id_from_cgroup(&info.cgroup);
+        info.pod_uid = pod_uid_from_cgroup(&info.cgroup);
+        info.complete = true;
+        info
+    }
+
+    /// Reads `/proc/<pid>/stat` start time converted to ns (tick precision),
+    /// for processes found by scanning `/proc` rather than by the kernel.
+    pub fn start_ns_of(&self, pid: u32) -> Option<u64> {
+        let stat = parse_stat(&fs::read_to_string(self.root.join(pid.to_string()).join("stat")).ok()?)?;
+        Some(stat.start_ticks * (1_000_000_000 / self.ticks_per_second.max(1)))
+    }
+}
+
+/// uid to name from `/etc/passwd` content.
+pub fn parse_passwd(s: &str) -> HashMap<u32, String> {
+    s.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let uid = f.nth(1)?.parse().ok()?;
+            Some((uid, name.to_owned()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_hostile_comm() {
+        let s = "4242 (evil) 1 2 (x) S 100 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 123456 0 0";
+        let st = parse_stat(s).unwrap();
+        assert_eq!(st.comm, "evil) 1 2 (x");
+        assert_eq!(st.ppid, 100);
+        assert_eq!(st.start_ticks, 123456);
+        assert!(parse_stat("garbage").is_none());
+    }
+
+    #[test]
+    fn container_ids_from_runtime_formats() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        for p in [
+            format!("/kubepods/burstable/pod7b4d6e7e-1f1c-4a0e-9a36-0c3c0b1f9d11/{id}"),
+            format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod7b4d6e7e_1f1c_4a0e_9a36_0c3c0b1f9d11.slice/cri-containerd-{id}.scope"),
+            format!("/system.slice/crio-{id}.scope"),
+            format!("/system.slice/docker-{id}.scope"),
+            format!("/machine.slice/libpod-{id}.scope"),
+            format!("/docker/{id}"),
+        ] {
+            assert_eq!(container_id_from_cgroup(&p).as_deref(), Some(id), "{p}");
+        }
+        assert_eq!(
+            container_id_from_cgroup("/user.slice/user-0.slice/session-3.scope"),
+            None
+        );
+        assert_eq!(container_id_from_cgroup("/"), None);
+    }
+
+    #[test]
+    fn pod_uid_both_drivers() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let uid = "7b4d6e7e-1f1c-4a0e-9a36-0c3c0b1f9d11";
+        assert_eq!(
+            pod_uid_from_cgroup(&format!("/kubepods/burstable/pod{uid}/{id}")).as_deref(),
+            Some(uid)
+        );
+        assert_eq!(
+            pod_uid_from_cgroup(&format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{id}.scope",
+                uid.replace('-', "_")
+            ))
+            .as_deref(),
+            Some(uid)
+        );
+        assert_eq!(pod_uid_from_cgroup(&format!("/system.slice/docker-{id}.scope")), None);
+    }
+
+    #[test]
+    fn cgroup_prefers_container_path() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let hybrid = format!("12:memory:/docker/{id}\n1:name=systemd:/docker/{id}\n0::/\n");
+        assert_eq!(parse_cgroup(&hybrid), format!("/docker/{id}"));
+        assert_eq!(
+            parse_cgroup("0::/user.slice/session-1.scope\n"),
+            "/user.slice/session-1.scope"
+        );
+        assert_eq!(
+            parse_cgroup("1:name=systemd:/system.slice/ssh.service\n0::/\n"),
+            "/system.slice/ssh.service"
+        );
+    }
+
+    #[test]
+    fn reads_self_and_detects_pid_reuse() {
+        let r = ProcReader::new("/proc", Path::new("/etc/passwd"));
+        let pid = std::process::id();
+        let start = r.start_ns_of(pid).unwrap();
+        let me = r.read(pid, start, "x", 0, 0);
+        assert!(me.complete);
+        assert!(!me.exe.is_empty());
+        // A start time one second off describes another process.
+        let other = r.read(pid, start + 1_000_000_000, "x", 0, 0);
+        assert!(!other.complete);
+        assert!(other.exe.is_empty());
+    }
+
+    #[test]
+    fn cmdline_split() {
+        assert_eq!(
+            parse_cmdline(b"node\0server.js\0--port\08080\0"),
+            ["node", "server.js", "--port", "8080"]
+        );
+        assert!(parse_cmdline(b"").is_empty());
+    }
+}

@@ -1,0 +1,147 @@
+//! The `mcp-monitor` command.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+use mcp_monitor::{agent, config::Config, metrics::Metrics, output::EventWriter};
+
+/// Host-level monitor for MCP (Model Context Protocol) traffic, captured
+/// from the kernel with eBPF. Run `mcp-monitor run` as root.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Capture MCP traffic on this host and write events (needs root).
+    Run(RunArgs),
+    /// Run the pipeline over a recording made with `run --record` (no root).
+    Replay(ReplayArgs),
+    /// Inspect configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// Configuration file (TOML). Built-in defaults apply without one.
+    #[arg(long, env = "MCP_MONITOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where to write events (JSON lines): a file, or - for stdout.
+    #[arg(long, env = "MCP_MONITOR_EVENTS_FILE")]
+    events_file: Option<String>,
+    /// Include each message, secrets redacted, in its event.
+    #[arg(long)]
+    payloads: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address of the Prometheus endpoint (/metrics, /healthz, /readyz).
+    #[arg(long, env = "MCP_MONITOR_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// Also write everything captured to FILE, for `mcp-monitor replay`.
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Capture this process and its children (repeatable).
+    #[arg(long = "pid")]
+    pids: Vec<u32>,
+    /// Capture processes with this executable name, and their children (repeatable).
+    #[arg(long = "exe")]
+    executables: Vec<String>,
+    /// Capture processes in this cgroup v2 directory (repeatable).
+    #[arg(long = "cgroup")]
+    cgroups: Vec<String>,
+    /// Capture only selected processes: no zero-configuration discovery.
+    #[arg(long)]
+    no_discovery: bool,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// A recording written by `mcp-monitor run --record FILE`.
+    file: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file and print the effective configuration.
+    Check { file: PathBuf },
+    /// Print the built-in default configuration.
+    Default,
+}
+
+fn load(common: &CommonArgs) -> anyhow::Result<Config> {
+    let mut cfg = match &common.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(e) = &common.events_file {
+        cfg.output.events_file = e.clone();
+    }
+    if common.payloads {
+        cfg.output.payloads = true;
+    }
+    Ok(cfg)
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stderr)
+        .init();
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run(a) => {
+            let mut cfg = load(&a.common)?;
+            if let Some(m) = a.metrics_addr {
+                cfg.output.metrics_addr = m;
+            }
+            if let Some(r) = a.record {
+                cfg.output.record_file = Some(r);
+            }
+            cfg.capture.selectors.pids.extend(a.pids);
+            cfg.capture.selectors.executables.extend(a.executables);
+            cfg.capture.selectors.cgroups.extend(a.cgroups);
+            if a.no_discovery {
+                cfg.capture.discovery = false;
+            }
+            cfg.validate()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(agent::run(cfg))
+        }
+        Command::Replay(a) => {
+            let cfg = load(&a.common)?;
+            let metrics = Metrics::new();
+            let mut out = EventWriter::open(&cfg.output.events_file, metrics.clone())?;
+            let s = agent::replay(&a.file, &cfg, metrics, &mut out)?;
+            log::info!("replayed {} observations, {} events", s.observations, s.events);
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            let cfg = Config::load(&file)?;
+            print!("{}", toml::to_string_pretty(&cfg)?);
+            eprintln!("{}: valid", file.display());
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Default) => {
+            print!("{}", toml::to_string_pretty(&Config::default())?);
+            Ok(())
+        }
+    }
+}

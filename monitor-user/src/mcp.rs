@@ -1,0 +1,134 @@
+//! MCP method knowledge: which methods exist, who sends them, and the
+//! bounded set of labels metrics may use.
+//!
+//! Covers the spec revisions 2024-11-05, 2025-03-26, 2025-06-18, 2025-11-25
+//! and the stateless 2026-07-28 revision (`server/discover`,
+//! `subscriptions/listen`).
+
+/// Who originates a method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Sent by the client to the server.
+    Client,
+    /// Sent by the server to the client.
+    Server,
+    /// Either side (ping, progress, cancellation, task status).
+    Either,
+}
+
+/// Broad purpose of a method, for reports and detectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Category {
+    Lifecycle,
+    Tools,
+    Resources,
+    Prompts,
+    Tasks,
+    Completion,
+    Logging,
+    Roots,
+    Sampling,
+    Elicitation,
+    Utility,
+}
+
+/// A method the monitor knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MethodInfo {
+    /// The method name, also its metrics label.
+    pub name: &'static str,
+    pub origin: Origin,
+    pub category: Category,
+    /// True for notifications (`notifications/...`).
+    pub notification: bool,
+}
+
+macro_rules! methods {
+    ($($name:literal => $origin:ident, $cat:ident;)*) => {
+        /// Every known method.
+        pub const METHODS: &[MethodInfo] = &[
+            $(MethodInfo {
+                name: $name,
+                origin: Origin::$origin,
+                category: Category::$cat,
+                notification: $name.len() > 14 && matches!($name.as_bytes().split_at(14).0, b"notifications/"),
+            },)*
+        ];
+    };
+}
+
+methods! {
+    "initialize" => Client, Lifecycle;
+    "ping" => Either, Utility;
+    "server/discover" => Client, Lifecycle;
+    "completion/complete" => Client, Completion;
+    "logging/setLevel" => Client, Logging;
+    "tools/list" => Client, Tools;
+    "tools/call" => Client, Tools;
+    "resources/list" => Client, Resources;
+    "resources/read" => Client, Resources;
+    "resources/subscribe" => Client, Resources;
+    "resources/unsubscribe" => Client, Resources;
+    "resources/templates/list" => Client, Resources;
+    "subscriptions/listen" => Client, Resources;
+    "prompts/list" => Client, Prompts;
+    "prompts/get" => Client, Prompts;
+    "tasks/get" => Either, Tasks;
+    "tasks/list" => Either, Tasks;
+    "tasks/result" => Either, Tasks;
+    "tasks/cancel" => Either, Tasks;
+    "roots/list" => Server, Roots;
+    "sampling/createMessage" => Server, Sampling;
+    "elicitation/create" => Server, Elicitation;
+    "notifications/initialized" => Client, Lifecycle;
+    "notifications/cancelled" => Either, Utility;
+    "notifications/progress" => Either, Utility;
+    "notifications/message" => Server, Logging;
+    "notifications/tools/list_changed" => Server, Tools;
+    "notifications/prompts/list_changed" => Server, Prompts;
+    "notifications/resources/list_changed" => Server, Resources;
+    "notifications/resources/updated" => Server, Resources;
+    "notifications/roots/list_changed" => Client, Roots;
+    "notifications/tasks/status" => Either, Tasks;
+    "notifications/elicitation/complete" => Server, Elicitation;
+}
+
+/// Label used for methods the monitor does not know.
+pub const OTHER: &str = "other";
+
+/// Looks up a method by name.
+pub fn lookup(name: &str) -> Option<&'static MethodInfo> {
+    METHODS.iter().find(|m| m.name == name)
+}
+
+/// Bounded metrics label of a method: the method itself if known, else
+/// [`OTHER`] (attacker-chosen method names must not grow label sets).
+pub fn label(name: &str) -> &'static str {
+    lookup(name).map_or(OTHER, |m| m.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_consistent() {
+        for m in METHODS {
+            assert_eq!(m.notification, m.name.starts_with("notifications/"), "{}", m.name);
+            assert_eq!(lookup(m.name), Some(m));
+        }
+        let mut names: Vec<_> = METHODS.iter().map(|m| m.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), METHODS.len(), "duplicate method");
+    }
+
+    #[test]
+    fn labels_are_bounded() {
+        assert_eq!(label("tools/call"), "tools/call");
+        assert_eq!(label("textDocument/didOpen"), OTHER);
+        assert_eq!(label("server/discover"), "server/discover");
+        assert_eq!(lookup("sampling/createMessage").unwrap().origin, Origin::Server);
+        assert_eq!(lookup("notifications/initialized").unwrap().origin, Origin::Client);
+    }
+}

@@ -1,0 +1,294 @@
+//! Prometheus metrics and the HTTP endpoint that serves them.
+//!
+//! Every metric is prefixed `mcp_monitor_` and documented in the README.
+//! Label values come from closed sets (method labels fold unknown methods
+//! into "other"), so no input can grow the number of series.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// All metrics of the agent.
+pub struct Metrics {
+    pub registry: Registry,
+    pub messages: IntCounterVec,
+    pub message_bytes: IntCounterVec,
+    pub capture_events: IntCounter,
+    pub capture_bytes: IntCounter,
+    pub capture_dropped: IntCounterVec,
+    pub capture_truncated: IntCounter,
+    pub discovery_hits: IntCounter,
+    pub frame_errors: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub sessions_active: IntGauge,
+    pub sessions_total: IntCounter,
+    pub streams: IntCounterVec,
+    pub unpaired_responses: IntCounter,
+    pub pending_evicted: IntCounterVec,
+    pub state_evictions: IntCounterVec,
+    pub events_written: IntCounter,
+    pub output_errors: IntCounterVec,
+    pub processes_tracked: IntGauge,
+    pub build_info: IntGaugeVec,
+    /// Set once probes are attached; `/readyz` reports it.
+    pub ready: AtomicBool,
+}
+
+const PREFIX: &str = "mcp_monitor";
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Arc<Self> {
+        let registry = Registry::new_custom(Some(PREFIX.into()), None).expect("valid prefix");
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m;
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("metric registered once");
+                m
+            }};
+        }
+        let counter = |name: &str, help: &str| IntCounter::with_opts(Opts::new(name, help)).unwrap();
+        let counter_vec =
+            |name: &str, help: &str, labels: &[&str]| IntCounterVec::new(Opts::new(name, help), labels).unwrap();
+        let m = Metrics {
+            messages: reg!(counter_vec(
+                "messages_total",
+                "MCP messages seen, by transport, direction, JSON-RPC type and method (unknown methods fold into \"other\").",
+                &["transport", "direction", "type", "method"]
+            )),
+            message_bytes: reg!(counter_vec(
+                "message_bytes_total",
+                "Bytes of MCP messages seen, by transport and direction.",
+                &["transport", "direction"]
+            )),
+            capture_events: reg!(counter("capture_events_total", "Chunk records received from the kernel.")),
+            capture_bytes: reg!(counter("capture_bytes_total", "Payload bytes received from the kernel.")),
+            capture_dropped: reg!(counter_vec(
+                "capture_dropped_total",
+                "Captures lost, by reason (ring_full, copy_failed, args_map_full, process_map_full, stream_map_full, no_scratch, iovec_limit, tail_call_failed).",
+                &["reason"]
+            )),
+            capture_truncated: reg!(counter("capture_truncated_total", "Chunks cut at the per-chunk capture cap.")),
+            discovery_hits: reg!(counter("discovery_hits_total", "Streams the kernel reported because their payload looked like JSON-RPC.")),
+            frame_errors: reg!(counter_vec(
+                "frame_errors_total",
+                "Frames that were not usable JSON-RPC, by reason (not_json, invalid_utf8, not_jsonrpc, too_deep, batch_too_large, oversized, capture_gap).",
+                &["reason"]
+            )),
+            request_duration: reg!(HistogramVec::new(
+                HistogramOpts::new("request_duration_seconds", "Time from request to response, by method.").buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0
+                ]),
+                &["method"]
+            )
+            .unwrap()),
+            sessions_active: reg!(IntGauge::new("sessions_active", "MCP sessions currently open.").unwrap()),
+            sessions_total: reg!(counter("sessions_total", "MCP sessions seen.")),
+            streams: reg!(counter_vec(
+                "streams_total",
+                "Captured streams by verdict: confirmed (JSON-RPC), or rejected:<reason>.",
+                &["verdict"]
+            )),
+            unpaired_responses: reg!(counter("unpaired_responses_total", "Responses whose request was not seen.")),
+            pending_evicted: reg!(counter_vec(
+                "pending_requests_evicted_total",
+                "Requests forgotten before their response, by reason (limit, timeout, session_end).",
+                &["reason"]
+            )),
+            state_evictions: reg!(counter_vec(
+                "state_evictions_total",
+                "Pipeline state dropped to stay within limits, by kind (stream, session, held_event).",
+                &["kind"]
+            )),
+            events_written: reg!(counter("events_written_total", "Events written to the events output.")),
+            output_errors: reg!(counter_vec("output_errors_total", "Write failures, by output.", &["output"])),
+            processes_tracked: reg!(IntGauge::new("processes_tracked", "Processes the pipeline holds identity for.").unwrap()),
+            build_info: reg!(IntGaugeVec::new(
+                Opts::new("build_info", "Constant 1, labelled with the agent version and kernel release."),
+                &["version", "kernel"]
+            )
+            .unwrap()),
+            ready: AtomicBool::new(false),
+            registry,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), &kernel_release()])
+            .set(1);
+        // Pre-create series so dashboards and alerts see zeros.
+        for r in [
+            "ring_full",
+            "copy_failed",
+            "args_map_full",
+            "process_map_full",
+            "stream_map_full",
+            "no_scratch",
+            "iovec_limit",
+            "tail_call_failed",
+        ] {
+            m.capture_dropped.with_label_values(&[r]);
+        }
+        for r in [
+            "not_json",
+            "invalid_utf8",
+            "not_jsonrpc",
+            "too_deep",
+            "batch_too_large",
+            "oversized",
+            "capture_gap",
+        ] {
+            m.frame_errors.with_label_values(&[r]);
+        }
+        Arc::new(m)
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the task is
+/// dropped. A deliberately small HTTP/1.1 responder: one request per
+/// connection, bounded request size, no request bodies.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen for metrics on {addr}: {e}. Pick another address with --metrics-addr")
+    })?;
+    log::info!("metrics on http://{addr}/metrics");
+    loop {
+        let (mut sock, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("metrics accept failed: {e}");
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let mut n = 0;
+            let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                while n < buf.len() {
+                    let r = sock.read(&mut buf[n..]).await?;
+                    if r == 0 {
+                        break;
+                    }
+                    n += r;
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") || buf[..n].windows(2).any(|w| w == b"\n\n") {
+                        break;
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+            if !matches!(read, Ok(Ok(()))) {
+                return;
+            }
+            let line = buf[..n].split(|&b| b == b'\n').next().unwrap_or_default();
+            let line = String::from_utf8_lossy(line);
+            let mut parts = line.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let path = path.split('?').next().unwrap_or("");
+            let (status, ctype, body) = match (method, path) {
+                ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render()),
+                ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_owned()),
+                ("GET", "/readyz") if metrics.ready.load(Ordering::Relaxed) => {
+                    ("200 OK", "text/plain", "ready\n".to_owned())
+                }
+                ("GET", "/readyz") => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "probes not attached yet\n".to_owned(),
+                ),
+                ("GET", _) => (
+                    "404 Not Found",
+                    "text/plain",
+                    "try /metrics, /healthz or /readyz\n".to_owned(),
+                ),
+                _ => ("405 Method Not Allowed", "text/plain", "GET only\n".to_owned()),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_the_contract_names() {
+        let m = Metrics::new();
+        m.messages
+            .with_label_values(&["stdio", "client_to_server", "request", "tools/call"])
+            .inc();
+        m.request_duration.with_label_values(&["tools/call"]).observe(0.01);
+        let text = m.render();
+        for name in [
+            "mcp_monitor_messages_total{",
+            "mcp_monitor_capture_events_total ",
+            "mcp_monitor_capture_bytes_total ",
+            "mcp_monitor_capture_dropped_total{reason=\"ring_full\"} 0",
+            "mcp_monitor_frame_errors_total{reason=\"not_json\"} 0",
+            "mcp_monitor_request_duration_seconds_bucket{",
+            "mcp_monitor_sessions_active ",
+            "mcp_monitor_build_info{",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_and_readiness() {
+        let m = Metrics::new();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        tokio::spawn(serve(addr, m.clone()));
+        let get = |path: &'static str| async move {
+            for _ in 0..50 {
+                if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+                    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                        .await
+                        .unwrap();
+                    let mut out = String::new();
+                    s.read_to_string(&mut out).await.unwrap();
+                    return out;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            panic!("no server");
+        };
+        assert!(get("/readyz").await.starts_with("HTTP/1.1 503"));
+        m.ready.store(true, Ordering::Relaxed);
+        assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
+        assert!(get("/metrics").await.contains("mcp_monitor_sessions_active"));
+    }
+}

@@ -1,0 +1,112 @@
+//! What the sensor tells the pipeline.
+//!
+//! The pipeline ([`crate::pipeline`]) is a pure function of the sequence of
+//! [`Observation`]s it receives: the live sensor produces them from the
+//! kernel ring buffer and `/proc`, a recording replays them from a file
+//! ([`crate::record`]). Anything that influences events (process identity,
+//! time passing, capture counters) is therefore an observation, so that a
+//! replay reproduces the live output exactly.
+
+use monitor_common::{ConnTuple, Direction, FdKind, Syscall};
+use serde::{Deserialize, Serialize};
+
+use crate::identity::ProcessInfo;
+
+/// A process, told apart from earlier holders of the same pid by its start
+/// time (`task_struct.start_boottime`, nanoseconds since boot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProcKey {
+    pub pid: u32,
+    pub start_ns: u64,
+}
+
+/// Bytes moved by one system call (or one iovec segment of it), or a
+/// payload-less writer notice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// `CLOCK_BOOTTIME` nanoseconds.
+    pub ts_ns: u64,
+    pub proc: ProcKey,
+    pub tid: u32,
+    /// Kernel task name (at most 15 bytes).
+    pub comm: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub fd: i32,
+    pub syscall: Syscall,
+    pub direction: Direction,
+    pub fd_kind: FdKind,
+    /// `monitor_common::chunk_flags` bits.
+    pub flags: u8,
+    pub inode: u64,
+    /// Channel identity shared by both ends (see `ChunkRecord::channel`);
+    /// socket addresses are replaced by keyed hashes before they get here.
+    pub channel: u64,
+    pub peer: u64,
+    /// Bytes the call moved; `data.len() < orig_len` when truncated.
+    pub orig_len: u64,
+    pub segment: u32,
+    pub conn: ConnTuple,
+    /// True for a writer notice (no payload).
+    pub writer_notice: bool,
+    pub data: Vec<u8>,
+}
+
+impl Chunk {
+    /// True when the kernel cut the payload at the capture cap (or failed to
+    /// copy it): the stream has a gap after `data`.
+    pub fn has_gap(&self) -> bool {
+        !self.writer_notice && (self.data.len() as u64) < self.orig_len
+    }
+
+    /// Tests `monitor_common::chunk_flags` bits.
+    pub fn flag(&self, bit: u8) -> bool {
+        self.flags & bit != 0
+    }
+}
+
+/// Process life-cycle transitions of tracked processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LifecycleKind {
+    Fork,
+    Exec,
+    Exit,
+}
+
+/// A fork, exec or exit reported by the kernel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lifecycle {
+    pub kind: LifecycleKind,
+    pub ts_ns: u64,
+    /// The child for forks, the process itself otherwise.
+    pub proc: ProcKey,
+    /// Fork: the parent. Exec/exit: the parent's pid (start time 0).
+    pub parent: Option<ProcKey>,
+    /// Why the kernel tracks the process (`TrackReason::name`).
+    pub reason: String,
+}
+
+/// Cumulative capture counters read from the kernel (summed over CPUs).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureStats {
+    /// Counter name (`monitor_common::Counter` debug name) to total.
+    pub counters: Vec<(String, u64)>,
+}
+
+/// One input of the pipeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observation {
+    Chunk(Chunk),
+    /// Identity of a process, sent before the first chunk that needs it and
+    /// again after exec.
+    Process(Box<ProcessInfo>),
+    Lifecycle(Lifecycle),
+    CaptureStats(CaptureStats),
+    /// Time passes (`CLOCK_BOOTTIME` ns): lets the pipeline expire idle
+    /// sessions and stale requests deterministically.
+    Tick {
+        ts_ns: u64,
+    },
+}

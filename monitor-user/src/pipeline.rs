@@ -1,0 +1,827 @@
+//! The userspace pipeline: observations in, events and capture decisions out.
+//!
+//! ```text
+//! Chunk ──► stream (per reader process, fd, inode) ──► LineFramer ──► jsonrpc::decode
+//!                                                                    │
+//!          writer notices name the peer ──► role + session ◄─────────┘
+//!                                               │
+//!                                   pairing, handshake, tools ──► Event ──► Sink
+//! ```
+//!
+//! It is deterministic: the same observations give the same events, which is
+//! what makes `mcp-monitor replay` reproduce a live run. It does no I/O; the
+//! [`Sink`] receives events and the [`Control`] decisions that the live agent
+//! applies to the kernel maps.
+//!
+//! Every table is bounded (streams, sessions, pending requests, held events)
+//! and every eviction is counted in `mcp_monitor_state_evictions_total` or
+//! `mcp_monitor_pending_requests_evicted_total`.
+
+use std::{borrow::Cow, collections::HashMap, sync::Arc};
+
+use monitor_common::{chunk_flags, Direction, FdKind};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::{
+    event::{Event, Flow, Party},
+    framing::{Frame, LineFramer},
+    identity::ProcessInfo,
+    jsonrpc::{self, Kind, Message},
+    mcp::{self, Origin},
+    metrics::Metrics,
+    observation::{CaptureStats, Chunk, Lifecycle, LifecycleKind, Observation, ProcKey},
+    redact,
+    session::{Pending, Session, SessionKey},
+};
+
+/// Pipeline limits and options.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// Longest frame (line) accepted; longer ones are skipped and counted.
+    pub max_frame: usize,
+    pub limits: jsonrpc::Limits,
+    /// Include redacted payloads in events.
+    pub payloads: bool,
+    /// Added to `CLOCK_BOOTTIME` ns to get Unix ns.
+    pub boot_offset_ns: i128,
+    pub max_streams: usize,
+    pub max_sessions: usize,
+    /// Requests awaiting a response, per session and direction.
+    pub max_pending: usize,
+    pub request_timeout_ns: u64,
+    pub session_idle_ns: u64,
+    /// Messages held for a session not yet shown to be MCP; when exceeded the
+    /// session is judged not MCP and its streams are dropped from capture.
+    pub max_held: usize,
+    /// Bytes a new stream may carry without producing a verdict.
+    pub max_pending_stream_bytes: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            max_frame: 16 << 20,
+            limits: jsonrpc::Limits::default(),
+            payloads: false,
+            boot_offset_ns: 0,
+            max_streams: 65_536,
+            max_sessions: 16_384,
+            max_pending: 1024,
+            request_timeout_ns: 300 * 1_000_000_000,
+            session_idle_ns: 1800 * 1_000_000_000,
+            max_held: 32,
+            max_pending_stream_bytes: 16 << 20,
+        }
+    }
+}
+
+/// A kernel stream the agent asks the kernel to stop reporting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KernelStream {
+    pub pid: u32,
+    pub fd: i32,
+    pub inode: u64,
+    pub direction: Direction,
+}
+
+/// Capture decisions for the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// The stream is not MCP: stop capturing it.
+    IgnoreStream(KernelStream),
+}
+
+/// Where the pipeline's output goes.
+pub trait Sink {
+    /// One MCP message.
+    fn event(&mut self, event: Event);
+    /// A capture decision; ignored when replaying.
+    fn control(&mut self, _control: Control) {}
+}
+
+impl Sink for Vec<Event> {
+    fn event(&mut self, event: Event) {
+        self.push(event);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct StreamId {
+    proc: ProcKey,
+    fd: i32,
+    inode: u64,
+    direction: u8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Pending,
+    Confirmed,
+    Rejected,
+}
+
+/// Which side of a session the reading process is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// The reader is the server: it reads client-to-server messages.
+    ServerInbound,
+    /// The reader is the client.
+    ClientInbound,
+}
+
+#[derive(Debug)]
+struct Stream {
+    id: StreamId,
+    kind: FdKind,
+    channel: u64,
+    peer: u64,
+    framer: LineFramer,
+    verdict: Verdict,
+    /// Joined mid-stream: the first partial line is expected, not an error.
+    expect_partial: bool,
+    role: Option<Role>,
+    session: Option<SessionKey>,
+    pending_bytes: u64,
+    last_ns: u64,
+}
+
+/// What a session keeps about a held (not yet emitted) message.
+struct Held {
+    event: Event,
+    latency_s: Option<f64>,
+}
+
+struct SessionState {
+    session: Session,
+    held: Vec<Held>,
+}
+
+/// The pipeline. Feed it with [`Pipeline::handle`].
+pub struct Pipeline {
+    cfg: PipelineConfig,
+    metrics: Arc<Metrics>,
+    processes: HashMap<ProcKey, Arc<ProcessInfo>>,
+    streams: HashMap<StreamId, Stream>,
+    /// Who writes into a channel, from writer notices: (is_pipe, channel).
+    writers: HashMap<(bool, u64), ProcKey>,
+    sessions: HashMap<SessionKey, SessionState>,
+    /// Last cumulative kernel counters, to turn snapshots into increments.
+    last_stats: HashMap<String, u64>,
+    last_tick_ns: u64,
+}
+
+#[derive(Deserialize)]
+struct NameParams<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct UriParams<'a> {
+    #[serde(borrow)]
+    uri: Option<Cow<'a, str>>,
+}
+
+/// Longest method/tool/prompt/URI string copied into an event.
+const MAX_NAME: usize = 512;
+
+fn clip(s: &str) -> String {
+    if s.len() <= MAX_NAME {
+        return s.to_owned();
+    }
+    let mut end = MAX_NAME;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn first_json_byte(data: &[u8]) -> Option<u8> {
+    data.iter().find(|b| !b.is_ascii_whitespace()).copied()
+}
+
+impl Pipeline {
+    pub fn new(cfg: PipelineConfig, metrics: Arc<Metrics>) -> Self {
+        Self {
+            cfg,
+            metrics,
+            processes: HashMap::new(),
+            streams: HashMap::new(),
+            writers: HashMap::new(),
+            sessions: HashMap::new(),
+            last_stats: HashMap::new(),
+            last_tick_ns: 0,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.cfg
+    }
+
+    /// Number of open sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Processes one observation.
+    pub fn handle(&mut self, obs: Observation, sink: &mut impl Sink) {
+        match obs {
+            Observation::Chunk(c) => self.on_chunk(c, sink),
+            Observation::Process(info) => {
+                let key = ProcKey {
+                    pid: info.pid,
+                    start_ns: info.start_ns,
+                };
+                self.processes.insert(key, Arc::from(info));
+                self.metrics.processes_tracked.set(self.processes.len() as i64);
+            }
+            Observation::Lifecycle(l) => self.on_lifecycle(l),
+            Observation::CaptureStats(s) => self.on_stats(s),
+            Observation::Tick { ts_ns } => self.on_tick(ts_ns),
+        }
+    }
+
+    /// Ends the run: sessions still unconfirmed lose their held messages
+    /// (counted).
+    pub fn finish(&mut self) {
+        let keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
+        for k in keys {
+            self.end_session(&k);
+        }
+    }
+
+    // ------------------------------------------------------------ chunks
+
+    fn on_chunk(&mut self, c: Chunk, sink: &mut impl Sink) {
+        if c.writer_notice {
+            if c.fd_kind.is_local_ipc() && c.channel != 0 {
+                self.writers.insert((c.fd_kind == FdKind::Pipe, c.channel), c.proc);
+            }
+            return;
+        }
+        self.metrics.capture_events.inc();
+        self.metrics.capture_bytes.inc_by(c.data.len() as u64);
+        // Local IPC is captured where it is read; other kinds come with
+        // the TCP capture.
+        if c.direction != Direction::Ingress || !c.fd_kind.is_local_ipc() {
+            return;
+        }
+        let id = StreamId {
+            proc: c.proc,
+            fd: c.fd,
+            inode: c.inode,
+            direction: c.direction as u8,
+        };
+        let mut stream = match self.streams.remove(&id) {
+            Some(s) => s,
+            None => self.new_stream(id, &c),
+        };
+        stream.last_ns = c.ts_ns;
+        if stream.verdict != Verdict::Rejected {
+            if stream.verdict == Verdict::Pending {
+                stream.pending_bytes += c.data.len() as u64;
+            }
+            // The framer lives in the stream; lend it out so frame handling
+            // can borrow the pipeline.
+            let mut framer = std::mem::replace(&mut stream.framer, LineFramer::new(1));
+            framer.push(&c.data, |frame| self.on_frame(&mut stream, frame, c.ts_ns, sink));
+            if c.has_gap() {
+                framer.gap();
+            }
+            stream.framer = framer;
+            if stream.verdict == Verdict::Pending && stream.pending_bytes > self.cfg.max_pending_stream_bytes {
+                self.reject(&mut stream, "no_frame", sink);
+            }
+        }
+        self.insert_stream(stream);
+    }
+
+    fn new_stream(&mut self, id: StreamId, c: &Chunk) -> Stream {
+        // A stream that starts with a JSON value is aligned on a message;
+        // anything else was joined mid-message and resyncs on a newline.
+        let aligned = c.flag(chunk_flags::NEW_STREAM) && matches!(first_json_byte(&c.data), Some(b'{' | b'['));
+        Stream {
+            id,
+            kind: c.fd_kind,
+            channel: c.channel,
+            peer: c.peer,
+            framer: if aligned {
+                LineFramer::new(self.cfg.max_frame)
+            } else {
+                LineFramer::new_resync(self.cfg.max_frame)
+            },
+            verdict: Verdict::Pending,
+            expect_partial: !aligned,
+            role: None,
+            session: None,
+            pending_bytes: 0,
+            last_ns: c.ts_ns,
+        }
+    }
+
+    fn insert_stream(&mut self, stream: Stream) {
+        if self.streams.len() >= self.cfg.max_streams {
+            // Evict the least recently active eighth in one go, so a flood
+            // of new streams costs amortised O(1) per stream.
+            let mut by_age: Vec<(u64, StreamId)> = self.streams.values().map(|s| (s.last_ns, s.id)).collect();
+            by_age.sort_unstable_by_key(|(t, _)| *t);
+            let n = (self.cfg.max_streams / 8).max(1);
+            for (_, id) in by_age.into_iter().take(n) {
+                self.streams.remove(&id);
+            }
+            self.metrics
+                .state_evictions
+                .with_label_values(&["stream"])
+                .inc_by(n as u64);
+        }
+        self.streams.insert(stream.id, stream);
+    }
+
+    fn reject(&mut self, stream: &mut Stream, reason: &str, sink: &mut impl Sink) {
+        stream.verdict = Verdict::Rejected;
+        stream.framer = LineFramer::new(1); // free the buffer
+        self.metrics
+            .streams
+            .with_label_values(&[&format!("rejected:{reason}")])
+            .inc();
+        sink.control(Control::IgnoreStream(KernelStream {
+            pid: stream.id.proc.pid,
+            fd: stream.id.fd,
+            inode: stream.id.inode,
+            direction: if stream.id.direction == Direction::Ingress as u8 {
+                Direction::Ingress
+            } else {
+                Direction::Egress
+            },
+        }));
+    }
+
+    fn on_frame(&mut self, stream: &mut Stream, frame: Frame<'_>, ts_ns: u64, sink: &mut impl Sink) {
+        if stream.verdict == Verdict::Rejected {
+            return;
+        }
+        match frame {
+            Frame::Oversized(_) => {
+                self.metrics.frame_errors.with_label_values(&["oversized"]).inc();
+                if stream.verdict == Verdict::Pending {
+                    self.reject(stream, "oversized", sink);
+                }
+            }
+            Frame::Damaged(_) => {
+                if std::mem::take(&mut stream.expect_partial) {
+                    return;
+                }
+                self.metrics.frame_errors.with_label_values(&["capture_gap"]).inc();
+            }
+            Frame::Line(bytes) => {
+                stream.expect_partial = false;
+                match jsonrpc::decode(bytes, &self.cfg.limits) {
+                    Err(e) => {
+                        self.metrics.frame_errors.with_label_values(&[e.reason()]).inc();
+                        if stream.verdict == Verdict::Pending {
+                            self.reject(stream, e.reason(), sink);
+                        } else {
+                            log::debug!("pid {} fd {}: skipped a frame: {e}", stream.id.proc.pid, stream.id.fd);
+                        }
+                    }
+                    Ok(decoded) => {
+                        if stream.verdict == Verdict::Pending {
+                            stream.verdict = Verdict::Confirmed;
+                            self.metrics.streams.with_label_values(&["confirmed"]).inc();
+                        }
+                        for msg in decoded.into_messages() {
+                            self.on_message(stream, msg, ts_ns, sink);
+                            if stream.verdict == Verdict::Rejected {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------- messages
+
+    fn writer_of(&self, stream: &Stream) -> Option<ProcKey> {
+        self.writers
+            .get(&(stream.kind == FdKind::Pipe, stream.channel))
+            .copied()
+    }
+
+    /// Conversation part of a session key: 0 for pipes (one session per
+    /// server process); the server-side socket for socketpairs.
+    fn conversation(stream: &Stream, role: Role) -> u64 {
+        match (stream.kind, role) {
+            (FdKind::Pipe, _) => 0,
+            (_, Role::ServerInbound) => stream.channel,
+            (_, Role::ClientInbound) => stream.peer,
+        }
+    }
+
+    fn infer_role(&self, stream: &Stream, msg: &Message<'_>) -> Role {
+        if let Some(info) = msg.method.as_deref().and_then(mcp::lookup) {
+            match info.origin {
+                Origin::Client => return Role::ServerInbound,
+                Origin::Server => return Role::ClientInbound,
+                Origin::Either => {}
+            }
+        }
+        let key = |server, role| SessionKey {
+            transport_kind: 0,
+            server: Some(server),
+            conversation: Self::conversation(stream, role),
+        };
+        if let Some(w) = self.writer_of(stream) {
+            if self.sessions.contains_key(&key(w, Role::ClientInbound)) {
+                return Role::ClientInbound;
+            }
+        }
+        if self.sessions.contains_key(&key(stream.id.proc, Role::ServerInbound)) {
+            return Role::ServerInbound;
+        }
+        // Last resort, the stdio convention: servers read their stdin.
+        if stream.id.fd == 0 {
+            Role::ServerInbound
+        } else {
+            Role::ClientInbound
+        }
+    }
+
+    fn session_key(&self, stream: &Stream, role: Role) -> (SessionKey, Option<ProcKey>) {
+        let writer = self.writer_of(stream);
+        match role {
+            Role::ServerInbound => (
+                SessionKey {
+                    transport_kind: 0,
+                    server: Some(stream.id.proc),
+                    conversation: Self::conversation(stream, role),
+                },
+                writer,
+            ),
+            Role::ClientInbound => match writer {
+                Some(w) => (
+                    SessionKey {
+                        transport_kind: 0,
+                        server: Some(w),
+                        conversation: Self::conversation(stream, role),
+                    },
+                    Some(stream.id.proc),
+                ),
+                None => (
+                    SessionKey {
+                        transport_kind: 0,
+                        server: None,
+                        conversation: stream.channel,
+                    },
+                    Some(stream.id.proc),
+                ),
+            },
+        }
+    }
+
+    fn party(&self, proc: Option<ProcKey>, name: &Option<Arc<str>>, version: &Option<Arc<str>>) -> Party {
+        Party {
+            process: proc.and_then(|p| self.processes.get(&p).cloned()),
+            pid: proc.map(|p| p.pid),
+            name: name.clone(),
+            version: version.clone(),
+        }
+    }
+
+    fn on_message(&mut self, stream: &mut Stream, msg: Message<'_>, ts_ns: u64, sink: &mut impl Sink) {
+        let raw = msg.raw;
+        let role = match stream.role {
+            Some(r) => r,
+            None => {
+                let r = self.infer_role(stream, &msg);
+                stream.role = Some(r);
+                r
+            }
+        };
+        // Recompute while the server is unknown: a writer notice may have
+        // named it since.
+        let key = match stream.session {
+            Some(k) if k.server.is_some() => k,
+            _ => {
+                let (k, _) = self.session_key(stream, role);
+                stream.session = Some(k);
+                k
+            }
+        };
+        let peer = self.session_key(stream, role).1;
+        if !self.sessions.contains_key(&key) {
+            self.make_room_for_session();
+            self.sessions.insert(
+                key,
+                SessionState {
+                    session: Session::new(key, ts_ns),
+                    held: Vec::new(),
+                },
+            );
+            self.metrics.sessions_active.set(self.sessions.len() as i64);
+            self.metrics.sessions_total.inc();
+        }
+        let flow = match role {
+            Role::ServerInbound => Flow::ClientToServer,
+            Role::ClientInbound => Flow::ServerToClient,
+        };
+        let max_pending = self.cfg.max_pending;
+        let state = self.sessions.get_mut(&key).expect("inserted above");
+        let s = &mut state.session;
+        if s.client.is_none() {
+            s.client = peer;
+        }
+        s.last_ns = ts_ns;
+        s.messages += 1;
+
+        let mut method = msg.method.as_deref().map(clip);
+        let (mut tool, mut prompt, mut resource) = (None, None, None);
+        let mut latency_s = None;
+        let mut evicted = 0;
+        let mut unpaired = false;
+        match msg.kind {
+            Kind::Request | Kind::Notification => {
+                let m = msg.method.as_deref().unwrap_or("");
+                if mcp::lookup(m).is_some() {
+                    s.mcp_confirmed = true;
+                }
+                (tool, prompt, resource) = request_subject(m, msg.params);
+                if flow == Flow::ClientToServer {
+                    s.observe_client_request(m, msg.params);
+                }
+                if let (Kind::Request, Some(id)) = (msg.kind, msg.id.clone()) {
+                    let p = Pending {
+                        method: m.to_owned(),
+                        tool: tool.clone(),
+                        prompt: prompt.clone(),
+                        resource: resource.clone(),
+                        ts_ns,
+                    };
+                    evicted = s.pending_mut(flow).insert(id, p, max_pending);
+                }
+            }
+            Kind::Response | Kind::Error => {
+                let id = msg.id.clone().unwrap_or(jsonrpc::Id::Null);
+                match s.pending_mut(flow.reverse()).take(&id) {
+                    Some(p) => {
+                        latency_s = Some(ts_ns.saturating_sub(p.ts_ns) as f64 / 1e9);
+                        if let (Some(result), Flow::ServerToClient) = (msg.result, flow) {
+                            s.observe_result(&p.method, result);
+                        }
+                        method = Some(p.method);
+                        (tool, prompt, resource) = (p.tool, p.prompt, p.resource);
+                    }
+                    None => unpaired = true,
+                }
+            }
+        }
+
+        let payload = self.cfg.payloads.then(|| {
+            let mut v: serde_json::Value = serde_json::from_slice(raw).unwrap_or(serde_json::Value::Null);
+            redact::redact_json(&mut v);
+            v
+        });
+        let s = &self.sessions[&key].session;
+        let (server_proc, client_proc) = (s.server, s.client);
+        let event = Event {
+            time: ts_ns as i128 + self.cfg.boot_offset_ns,
+            transport: s.transport,
+            direction: flow,
+            kind: msg.kind,
+            method,
+            id: msg.id,
+            tool,
+            prompt,
+            resource,
+            bytes: raw.len() as u64,
+            latency_ms: latency_s.map(|l| l * 1e3),
+            error_code: msg.error.as_ref().map(|e| e.code),
+            session: s.id.clone(),
+            protocol_version: s.protocol_version.clone(),
+            server: self.party(server_proc, &s.server_info.name, &s.server_info.version),
+            client: self.party(client_proc, &s.client_info.name, &s.client_info.version),
+            payload,
+        };
+        if evicted > 0 {
+            self.metrics
+                .pending_evicted
+                .with_label_values(&["limit"])
+                .inc_by(evicted as u64);
+        }
+        if unpaired {
+            self.metrics.unpaired_responses.inc();
+        }
+
+        let max_held = self.cfg.max_held;
+        let state = self.sessions.get_mut(&key).expect("present");
+        if state.session.mcp_confirmed {
+            let held = std::mem::take(&mut state.held);
+            if !held.is_empty() {
+                // Held events predate what the session has learnt since
+                // (names, versions): give them the current view.
+                let s = &self.sessions[&key].session;
+                let server = self.party(server_proc, &s.server_info.name, &s.server_info.version);
+                let client = self.party(client_proc, &s.client_info.name, &s.client_info.version);
+                for mut h in held {
+                    h.event.server = server.clone();
+                    h.event.client = client.clone();
+                    self.emit(h.event, h.latency_s, sink);
+                }
+            }
+            self.emit(event, latency_s, sink);
+        } else if state.held.len() < max_held {
+            state.held.push(Held { event, latency_s });
+        } else {
+            // JSON-RPC, but no MCP method in max_held messages: another
+            // JSON-RPC user. Stop capturing it.
+            let dropped = state.held.len() + 1;
+            self.metrics
+                .state_evictions
+                .with_label_values(&["held_event"])
+                .inc_by(dropped as u64);
+            self.reject(stream, "not_mcp", sink);
+            let others: Vec<StreamId> = self
+                .streams
+                .values()
+                .filter(|o| o.session == Some(key))
+                .map(|o| o.id)
+                .collect();
+            for id in others {
+                if let Some(mut o) = self.streams.remove(&id) {
+                    self.reject(&mut o, "not_mcp", sink);
+                    self.streams.insert(id, o);
+                }
+            }
+            self.sessions.remove(&key);
+            self.metrics.sessions_active.set(self.sessions.len() as i64);
+        }
+    }
+
+    fn emit(&mut self, event: Event, latency_s: Option<f64>, sink: &mut impl Sink) {
+        let method_label = event.method.as_deref().map_or(mcp::OTHER, mcp::label);
+        self.metrics
+            .messages
+            .with_label_values(&[
+                event.transport.as_str(),
+                event.direction.as_str(),
+                event.kind.as_str(),
+                method_label,
+            ])
+            .inc();
+        self.metrics
+            .message_bytes
+            .with_label_values(&[event.transport.as_str(), event.direction.as_str()])
+            .inc_by(event.bytes);
+        if let Some(l) = latency_s {
+            self.metrics
+                .request_duration
+                .with_label_values(&[method_label])
+                .observe(l);
+        }
+        sink.event(event);
+    }
+
+    fn make_room_for_session(&mut self) {
+        if self.sessions.len() < self.cfg.max_sessions {
+            return;
+        }
+        let mut by_age: Vec<(u64, SessionKey)> = self
+            .sessions
+            .values()
+            .map(|s| (s.session.last_ns, s.session.key))
+            .collect();
+        by_age.sort_unstable();
+        let n = (self.cfg.max_sessions / 8).max(1);
+        for (_, k) in by_age.into_iter().take(n) {
+            self.end_session(&k);
+        }
+        self.metrics
+            .state_evictions
+            .with_label_values(&["session"])
+            .inc_by(n as u64);
+    }
+
+    fn end_session(&mut self, key: &SessionKey) {
+        let Some(state) = self.sessions.remove(key) else {
+            return;
+        };
+        let pending: usize = state.session.pending.iter().map(|p| p.len()).sum();
+        if pending > 0 {
+            self.metrics
+                .pending_evicted
+                .with_label_values(&["session_end"])
+                .inc_by(pending as u64);
+        }
+        if !state.held.is_empty() {
+            self.metrics
+                .state_evictions
+                .with_label_values(&["held_event"])
+                .inc_by(state.held.len() as u64);
+        }
+        self.metrics.sessions_active.set(self.sessions.len() as i64);
+    }
+
+    // --------------------------------------------------------- lifecycle
+
+    fn on_lifecycle(&mut self, l: Lifecycle) {
+        if l.kind != LifecycleKind::Exit {
+            return;
+        }
+        let gone = l.proc;
+        self.streams.retain(|id, _| id.proc != gone);
+        self.writers.retain(|_, w| *w != gone);
+        let ended: Vec<SessionKey> = self
+            .sessions
+            .values()
+            .filter(|s| s.session.server == Some(gone) || s.session.client == Some(gone))
+            .map(|s| s.session.key)
+            .collect();
+        for k in ended {
+            self.end_session(&k);
+        }
+        self.processes.remove(&gone);
+        self.metrics.processes_tracked.set(self.processes.len() as i64);
+    }
+
+    fn on_stats(&mut self, s: CaptureStats) {
+        for (name, total) in s.counters {
+            let last = self.last_stats.insert(name.clone(), total).unwrap_or(0);
+            let delta = total.saturating_sub(last);
+            if delta == 0 {
+                continue;
+            }
+            match monitor_common::Counter::ALL.iter().find(|c| c.name() == name) {
+                Some(c) => {
+                    if let Some(reason) = c.drop_reason() {
+                        self.metrics.capture_dropped.with_label_values(&[reason]).inc_by(delta);
+                    } else if *c == monitor_common::Counter::Truncated {
+                        self.metrics.capture_truncated.inc_by(delta);
+                    } else if *c == monitor_common::Counter::DiscoveryHits {
+                        self.metrics.discovery_hits.inc_by(delta);
+                    }
+                }
+                None => log::debug!("unknown capture counter {name}"),
+            }
+        }
+    }
+
+    fn on_tick(&mut self, now: u64) {
+        self.last_tick_ns = now;
+        let deadline = now.saturating_sub(self.cfg.request_timeout_ns);
+        let mut timed_out = 0;
+        for s in self.sessions.values_mut() {
+            for p in s.session.pending.iter_mut() {
+                timed_out += p.expire(deadline);
+            }
+        }
+        if timed_out > 0 {
+            self.metrics
+                .pending_evicted
+                .with_label_values(&["timeout"])
+                .inc_by(timed_out as u64);
+        }
+        let idle = now.saturating_sub(self.cfg.session_idle_ns);
+        let stale: Vec<SessionKey> = self
+            .sessions
+            .values()
+            .filter(|s| s.session.last_ns < idle)
+            .map(|s| s.session.key)
+            .collect();
+        for k in stale {
+            self.end_session(&k);
+        }
+        self.streams.retain(|_, s| s.last_ns >= idle);
+    }
+}
+
+/// Tool, prompt or resource a request is about.
+fn request_subject(method: &str, params: Option<&RawValue>) -> (Option<String>, Option<String>, Option<String>) {
+    let Some(params) = params else {
+        return (None, None, None);
+    };
+    match method {
+        "tools/call" => (name_param(params), None, None),
+        "prompts/get" => (None, name_param(params), None),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            let uri = serde_json::from_str::<UriParams<'_>>(params.get())
+                .ok()
+                .and_then(|p| p.uri);
+            (
+                None,
+                None,
+                uri.map(|u| redact::redact_url_password(&u).unwrap_or_else(|| clip(&u))),
+            )
+        }
+        _ => (None, None, None),
+    }
+}
+
+fn name_param(params: &RawValue) -> Option<String> {
+    serde_json::from_str::<NameParams<'_>>(params.get())
+        .ok()
+        .and_then(|p| p.name)
+        .map(|n| clip(&n))
+}

@@ -1,0 +1,316 @@
+//! Keeping secrets out of everything the monitor writes.
+//!
+//! Two tools: [`scrub_args`] for command lines, and [`redact_json`] for
+//! payloads included with `--payloads`. Both replace values, never log
+//! them. They rely on names (`--token`, `API_KEY=`, `"password":`) and on
+//! token formats with public prefixes; the detection engine's credential
+//! rules add provider-specific formats.
+
+use serde_json::Value;
+
+/// What replaces a secret.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Name fragments that mark a value as secret (`--api-key`, `DB_PASSWORD=`,
+/// `"client_secret":`). Compared case-insensitively, ignoring `-` and `_`.
+const SECRET_NAME_PARTS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "apikey",
+    "accesskey",
+    "privatekey",
+    "credential",
+    "auth",
+    "bearer",
+    "sessionid",
+    "cookie",
+    "signature",
+    "pat",
+];
+
+/// Names that contain a fragment above but are not secrets.
+const NOT_SECRET_NAMES: &[&str] = &[
+    "author",
+    "authority",
+    "oauthurl",
+    "authurl",
+    "path",
+    "patch",
+    "pattern",
+    "tokens",
+    "maxtokens",
+    "tokencount",
+    "pathname",
+];
+
+/// True when a key or flag name says its value is a secret.
+pub fn is_secret_name(name: &str) -> bool {
+    let norm: String = name
+        .trim_start_matches('-')
+        .chars()
+        .filter(|c| *c != '-' && *c != '_' && *c != '.')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if norm.is_empty() || NOT_SECRET_NAMES.contains(&norm.as_str()) {
+        return false;
+    }
+    if norm == "key" || norm.ends_with("key") && norm.len() > 3 && !norm.ends_with("monkey") {
+        return true;
+    }
+    SECRET_NAME_PARTS.iter().any(|p| {
+        if *p == "pat" {
+            norm == "pat" || norm.ends_with("pat")
+        } else {
+            norm.contains(p)
+        }
+    })
+}
+
+/// Prefixes of token formats that are secret whatever their name.
+const TOKEN_PREFIXES: &[&str] = &[
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "glpat-",
+    "xoxb-",
+    "xoxp-",
+    "xoxa-",
+    "xoxr-",
+    "xoxs-",
+    "sk_live_",
+    "rk_live_",
+    "sk-ant-",
+    "sk-proj-",
+    "AKIA",
+    "ASIA",
+    "AIza",
+    "hf_",
+    "npm_",
+    "pypi-",
+];
+
+/// True when `s` starts like a well-known token and is long enough to be
+/// one. Cheap; used where no name gives the value away.
+pub fn looks_like_token(s: &str) -> bool {
+    let s = s.trim();
+    if s.len() < 16 {
+        return false;
+    }
+    if s.starts_with("-----BEGIN") && s.contains("PRIVATE KEY") {
+        return true;
+    }
+    if TOKEN_PREFIXES.iter().any(|p| s.starts_with(p)) {
+        return s.len() >= 20;
+    }
+    // sk-... (OpenAI style) needs more than the two letters.
+    if let Some(rest) = s.strip_prefix("sk-") {
+        return rest.len() >= 20
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    }
+    // JWT: three base64url parts, header starting with {" (eyJ).
+    if s.starts_with("eyJ") && s.bytes().filter(|&b| b == b'.').count() == 2 {
+        return true;
+    }
+    false
+}
+
+/// Replaces the password of `scheme://user:password@host` URLs.
+pub fn redact_url_password(s: &str) -> Option<String> {
+    let scheme_end = s.find("://")?;
+    let rest = &s[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let at = authority.rfind('@')?;
+    let colon = authority[..at].find(':')?;
+    let start = scheme_end + 3 + colon + 1;
+    let end = scheme_end + 3 + at;
+    Some(format!("{}{}{}", &s[..start], REDACTED, &s[end..]))
+}
+
+/// Scrubs one value seen without a name: token formats and URL passwords.
+fn scrub_value(v: &str) -> Option<String> {
+    if looks_like_token(v) {
+        return Some(REDACTED.to_owned());
+    }
+    redact_url_password(v)
+}
+
+/// Scrubs a command line: values of secret-named flags (`--token X`,
+/// `--password=X`), secret-named assignments (`API_KEY=X`), token formats and
+/// URL passwords.
+pub fn scrub_args(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut redact_next = false;
+    for a in args {
+        if redact_next {
+            redact_next = false;
+            if !a.starts_with('-') {
+                out.push(REDACTED.to_owned());
+                continue;
+            }
+        }
+        if let Some((name, value)) = a.split_once('=') {
+            if is_secret_name(name) && !value.is_empty() {
+                out.push(format!("{name}={REDACTED}"));
+                continue;
+            }
+            if let Some(v) = scrub_value(value) {
+                out.push(format!("{name}={v}"));
+                continue;
+            }
+        } else if a.starts_with('-') && is_secret_name(a) {
+            redact_next = true;
+            out.push(a.clone());
+            continue;
+        }
+        out.push(scrub_value(a).unwrap_or_else(|| a.clone()));
+    }
+    out
+}
+
+/// Redacts a JSON document in place: values under secret-named keys,
+/// strings shaped like tokens, URL passwords, and `Authorization`-style
+/// `Bearer` values. Returns how many values were replaced.
+pub fn redact_json(v: &mut Value) -> usize {
+    // Iterative: payload depth is attacker-controlled.
+    let mut count = 0;
+    let mut stack: Vec<&mut Value> = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map.iter_mut() {
+                    if is_secret_name(k)
+                        && !matches!(child, Value::Null | Value::Bool(_) | Value::Object(_) | Value::Array(_))
+                    {
+                        *child = Value::String(REDACTED.to_owned());
+                        count += 1;
+                    } else {
+                        stack.push(child);
+                    }
+                }
+            }
+            Value::Array(items) => stack.extend(items.iter_mut()),
+            Value::String(s) => {
+                if let Some(r) = scrub_value(s) {
+                    *s = r;
+                    count += 1;
+                } else if s.len() > 7 && s[..7].eq_ignore_ascii_case("bearer ") {
+                    *s = format!("Bearer {REDACTED}");
+                    count += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn args_flags_assignments_tokens_urls() {
+        let fake_gh = format!("ghp_{}", "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8");
+        let got = scrub_args(&s(&[
+            "server",
+            "--token",
+            "hunter2hunter2",
+            "--password=swordfish",
+            "API_KEY=abc123",
+            "--port",
+            "8080",
+            &fake_gh,
+            "postgres://app:s3cr3t@db:5432/x",
+            "--verbose",
+        ]));
+        assert_eq!(
+            got,
+            s(&[
+                "server",
+                "--token",
+                REDACTED,
+                &format!("--password={REDACTED}"),
+                &format!("API_KEY={REDACTED}"),
+                "--port",
+                "8080",
+                REDACTED,
+                &format!("postgres://app:{REDACTED}@db:5432/x"),
+                "--verbose",
+            ])
+        );
+    }
+
+    #[test]
+    fn flag_followed_by_flag_is_not_swallowed() {
+        assert_eq!(scrub_args(&s(&["--auth", "--verbose"])), s(&["--auth", "--verbose"]));
+    }
+
+    #[test]
+    fn names() {
+        for n in [
+            "password",
+            "DB_PASSWORD",
+            "--api-key",
+            "apiKey",
+            "client_secret",
+            "GITHUB_TOKEN",
+            "x-auth-token",
+            "key",
+            "private_key",
+        ] {
+            assert!(is_secret_name(n), "{n}");
+        }
+        for n in [
+            "author",
+            "path",
+            "name",
+            "port",
+            "max_tokens",
+            "monkey",
+            "keyboard_layout",
+        ] {
+            assert!(!is_secret_name(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn json_redaction_is_thorough() {
+        let mut v = json!({
+            "name": "deploy",
+            "arguments": {"apiKey": "abc", "nested": [{"password": "p"}, "Bearer abc.def", "postgres://u:pw@h/db"]},
+            "count": 3
+        });
+        assert_eq!(redact_json(&mut v), 4);
+        let text = v.to_string();
+        for leaked in ["abc", "\"p\"", "pw@", "abc.def"] {
+            assert!(!text.contains(leaked), "{leaked} in {text}");
+        }
+        assert!(text.contains("deploy"));
+    }
+
+    #[test]
+    fn deep_json_does_not_overflow_the_stack() {
+        let mut v = Value::Null;
+        for _ in 0..100_000 {
+            v = Value::Array(vec![v]);
+        }
+        redact_json(&mut v);
+        // Dropping a deeply nested Value recurses: leak it to keep this
+        // test about redact_json, not serde_json's Drop.
+        std::mem::forget(v);
+    }
+}

@@ -1,0 +1,262 @@
+//! Ring-buffer records to observations.
+//!
+//! Kernel socket addresses (used by the kernel as channel ids for unix
+//! sockets) are replaced by keyed hashes here, so they never reach the
+//! pipeline, recordings or output.
+
+use std::hash::{BuildHasher, RandomState};
+
+use monitor_common::{
+    ChunkRecord, Direction, FdKind, ProcessRecord, RecordHeader, RecordKind, Syscall, TrackReason, ABI_VERSION,
+};
+
+use crate::observation::{Chunk, Lifecycle, LifecycleKind, ProcKey};
+
+/// A decoded ring record.
+#[derive(Debug)]
+pub enum Record {
+    Chunk(Chunk),
+    Process { lifecycle: Lifecycle, comm: String },
+}
+
+/// Why a record could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than its header")]
+    Short(usize),
+    #[error("record written by eBPF ABI {0}, agent expects {ABI_VERSION}")]
+    Abi(u32),
+    #[error("unknown record kind {0}")]
+    Kind(u16),
+    #[error("chunk claims {claimed} payload bytes but carries {present}")]
+    Payload { claimed: usize, present: usize },
+    #[error("invalid field {0}")]
+    Field(&'static str),
+}
+
+/// Decodes records; owns the key that hides kernel addresses.
+pub struct Decoder {
+    key: RandomState,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn comm_string(comm: &[u8]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+impl Decoder {
+    pub fn new() -> Self {
+        Self {
+            key: RandomState::new(),
+        }
+    }
+
+    fn hide(&self, addr: u64) -> u64 {
+        if addr == 0 {
+            0
+        } else {
+            self.key.hash_one(addr) | 1
+        }
+    }
+
+    /// Decodes one ring-buffer record.
+    pub fn decode(&self, bytes: &[u8]) -> Result<Record, DecodeError> {
+        if bytes.len() < size_of::<RecordHeader>() {
+            return Err(DecodeError::Short(bytes.len()));
+        }
+        // SAFETY: length checked; RecordHeader is plain data; unaligned read.
+        let h: RecordHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        if h.abi != ABI_VERSION {
+            return Err(DecodeError::Abi(h.abi));
+        }
+        match RecordKind::from_u16(h.kind) {
+            Some(k @ (RecordKind::Chunk | RecordKind::WriterNotice)) => {
+                if bytes.len() < size_of::<ChunkRecord>() {
+                    return Err(DecodeError::Short(bytes.len()));
+                }
+                // SAFETY: as above.
+                let r: ChunkRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+                let payload = &bytes[size_of::<ChunkRecord>()..];
+                let n = r.captured_len as usize;
+                if n > payload.len() {
+                    return Err(DecodeError::Payload {
+                        claimed: n,
+                        present: payload.len(),
+                    });
+                }
+                let fd_kind = FdKind::from_u8(r.fd_kind);
+                let socket_ids = matches!(fd_kind, FdKind::UnixStream | FdKind::Tcp4 | FdKind::Tcp6);
+                Ok(Record::Chunk(Chunk {
+                    ts_ns: h.ts_ns,
+                    proc: ProcKey {
+                        pid: h.tgid,
+                        start_ns: h.start_ns,
+                    },
+                    tid: h.tid,
+                    comm: comm_string(&h.comm),
+                    uid: r.uid,
+                    gid: r.gid,
+                    cgroup_id: r.cgroup_id,
+                    fd: r.fd,
+                    syscall: Syscall::from_u8(r.syscall).ok_or(DecodeError::Field("syscall"))?,
+                    direction: Direction::from_u8(r.direction).ok_or(DecodeError::Field("direction"))?,
+                    fd_kind,
+                    flags: r.flags,
+                    inode: r.inode,
+                    channel: if socket_ids { self.hide(r.channel) } else { r.channel },
+                    peer: if socket_ids { self.hide(r.peer) } else { r.peer },
+                    orig_len: r.orig_len,
+                    segment: r.segment,
+                    conn: r.conn,
+                    writer_notice: k == RecordKind::WriterNotice,
+                    data: payload[..n].to_vec(),
+                }))
+            }
+            Some(k @ (RecordKind::Fork | RecordKind::Exec | RecordKind::Exit)) => {
+                if bytes.len() < size_of::<ProcessRecord>() {
+                    return Err(DecodeError::Short(bytes.len()));
+                }
+                // SAFETY: as above.
+                let r: ProcessRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+                let kind = match k {
+                    RecordKind::Fork => LifecycleKind::Fork,
+                    RecordKind::Exec => LifecycleKind::Exec,
+                    _ => LifecycleKind::Exit,
+                };
+                let parent = (r.parent_tgid != 0).then_some(ProcKey {
+                    pid: r.parent_tgid,
+                    start_ns: r.parent_start_ns,
+                });
+                Ok(Record::Process {
+                    lifecycle: Lifecycle {
+                        kind,
+                        ts_ns: h.ts_ns,
+                        proc: ProcKey {
+                            pid: h.tgid,
+                            start_ns: h.start_ns,
+                        },
+                        parent,
+                        reason: TrackReason::from_u32(r.reason).name().to_owned(),
+                    },
+                    comm: comm_string(&h.comm),
+                })
+            }
+            None => Err(DecodeError::Kind(h.kind)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use monitor_common::{chunk_flags, ConnTuple, COMM_LEN};
+
+    fn header(kind: RecordKind) -> RecordHeader {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..4].copy_from_slice(b"node");
+        RecordHeader {
+            kind: kind as u16,
+            _reserved: 0,
+            abi: ABI_VERSION,
+            ts_ns: 10,
+            tgid: 5,
+            tid: 6,
+            start_ns: 7,
+            comm,
+        }
+    }
+
+    fn as_bytes<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain-data value.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()).to_vec() }
+    }
+
+    fn chunk_record(captured: u32, fd_kind: FdKind, channel: u64) -> ChunkRecord {
+        ChunkRecord {
+            header: header(RecordKind::Chunk),
+            uid: 1,
+            gid: 2,
+            cgroup_id: 3,
+            fd: 0,
+            syscall: Syscall::Read as u8,
+            direction: Direction::Ingress as u8,
+            fd_kind: fd_kind as u8,
+            flags: chunk_flags::NEW_STREAM,
+            inode: 99,
+            channel,
+            peer: 0,
+            orig_len: 10,
+            captured_len: captured,
+            segment: 0,
+            conn: ConnTuple::default(),
+        }
+    }
+
+    #[test]
+    fn chunk_with_payload() {
+        let mut b = as_bytes(&chunk_record(3, FdKind::Pipe, 99));
+        b.extend_from_slice(b"abc");
+        let Record::Chunk(c) = Decoder::new().decode(&b).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (c.proc.pid, c.proc.start_ns, c.comm.as_str(), c.data.as_slice()),
+            (5, 7, "node", &b"abc"[..])
+        );
+        assert_eq!(c.channel, 99, "pipe inodes are kept");
+        assert!(c.has_gap());
+    }
+
+    #[test]
+    fn socket_addresses_are_hidden_but_stable() {
+        let d = Decoder::new();
+        let b = as_bytes(&chunk_record(0, FdKind::UnixStream, 0xffff_8880_1234_5678));
+        let (Record::Chunk(a), Record::Chunk(c)) = (d.decode(&b).unwrap(), d.decode(&b).unwrap()) else {
+            panic!()
+        };
+        assert_ne!(a.channel, 0xffff_8880_1234_5678);
+        assert_eq!(a.channel, c.channel);
+    }
+
+    #[test]
+    fn malformed_records_are_errors() {
+        let d = Decoder::new();
+        assert!(matches!(d.decode(&[0u8; 3]), Err(DecodeError::Short(3))));
+        let b = as_bytes(&chunk_record(100, FdKind::Pipe, 1));
+        assert!(matches!(
+            d.decode(&b),
+            Err(DecodeError::Payload {
+                claimed: 100,
+                present: 0
+            })
+        ));
+        let mut h = header(RecordKind::Chunk);
+        h.abi = 999;
+        assert!(matches!(d.decode(&as_bytes(&h)), Err(DecodeError::Abi(999))));
+        let mut h = header(RecordKind::Chunk);
+        h.kind = 77;
+        assert!(matches!(d.decode(&as_bytes(&h)), Err(DecodeError::Kind(77))));
+    }
+
+    #[test]
+    fn process_records() {
+        let r = ProcessRecord {
+            header: header(RecordKind::Fork),
+            parent_tgid: 1,
+            reason: TrackReason::Inherited as u32,
+            parent_start_ns: 2,
+        };
+        let Record::Process { lifecycle, comm } = Decoder::new().decode(&as_bytes(&r)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(lifecycle.kind, LifecycleKind::Fork);
+        assert_eq!(lifecycle.parent, Some(ProcKey { pid: 1, start_ns: 2 }));
+        assert_eq!((lifecycle.reason.as_str(), comm.as_str()), ("inherited", "node"));
+    }
+}

@@ -1,0 +1,391 @@
+//! The live sensor: loads the kernel programs, reads their ring buffer and
+//! turns records into [`Observation`]s, adding process identity from `/proc`.
+//!
+//! It is the only part of the agent that needs privileges; everything after
+//! it is the pure pipeline, which replays recordings without root.
+
+pub mod btf;
+pub mod decode;
+pub mod preflight;
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+};
+
+use anyhow::Context;
+use aya::{
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use monitor_common::{config_flags, stream_state, Counter, KernelConfig, ProcState, StreamKey, TrackReason, COMM_LEN};
+use tokio::io::unix::AsyncFd;
+
+use crate::{
+    config::CaptureConfig,
+    identity::ProcReader,
+    observation::{CaptureStats, LifecycleKind, Observation, ProcKey},
+    pipeline::Control,
+};
+
+/// The eBPF object built by build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor.bpf.o"));
+
+/// Syscall tracepoints and the program attached to each.
+const SYSCALL_PROGRAMS: &[(&str, &str)] = &[
+    ("sys_enter_read", "sys_enter_read"),
+    ("sys_enter_readv", "sys_enter_readv"),
+    ("sys_enter_recvfrom", "sys_enter_recvfrom"),
+    ("sys_enter_recvmsg", "sys_enter_recvmsg"),
+    ("sys_exit_read", "sys_exit_ingress"),
+    ("sys_exit_readv", "sys_exit_ingress"),
+    ("sys_exit_recvfrom", "sys_exit_ingress"),
+    ("sys_exit_recvmsg", "sys_exit_ingress"),
+    ("sys_enter_write", "sys_enter_write"),
+    ("sys_enter_writev", "sys_enter_writev"),
+    ("sys_enter_sendto", "sys_enter_sendto"),
+    ("sys_enter_sendmsg", "sys_enter_sendmsg"),
+];
+
+const SCHED_PROGRAMS: &[(&str, &str)] = &[
+    ("sched_process_exec", "sched_process_exec"),
+    ("sched_process_exit", "sched_process_exit"),
+];
+
+/// Most records handled per wake-up, so timers and signals get a turn
+/// under sustained load.
+const DRAIN_BUDGET: usize = 4096;
+
+const MAX_KNOWN: usize = 100_000;
+
+/// A loaded and attached sensor.
+pub struct Sensor {
+    // Keeps programs attached and maps alive.
+    ebpf: Ebpf,
+    // Taken out of `ebpf` to fill it; must outlive the programs using it.
+    _jump: ProgramArray<MapData>,
+    ring: AsyncFd<RingBuf<MapData>>,
+    decoder: decode::Decoder,
+    procs: ProcReader,
+    /// Processes whose identity has been sent to the pipeline (bounded:
+    /// cleared when it grows past `MAX_KNOWN`, which only re-sends identities).
+    known: HashSet<ProcKey>,
+    boot_offset_ns: i128,
+    pub capture_cap: u32,
+}
+
+impl Sensor {
+    /// Checks the environment, loads and attaches everything.
+    pub fn start(cfg: &CaptureConfig, boot_offset_ns: i128) -> anyhow::Result<Self> {
+        preflight::check_privileges(preflight::effective_caps())?;
+        preflight::check_btf()?;
+        let tracefs = preflight::ensure_tracefs()?;
+        let mut needed: Vec<(&str, &str)> = SYSCALL_PROGRAMS.iter().map(|(tp, _)| ("syscalls", *tp)).collect();
+        needed.extend(SCHED_PROGRAMS.iter().map(|(tp, _)| ("sched", *tp)));
+        preflight::check_tracepoints(tracefs, &needed)?;
+        preflight::raise_memlock();
+        if EBPF_OBJECT.is_empty() {
+            anyhow::bail!(
+                "this binary was built without its eBPF programs (MCP_MONITOR_SKIP_EBPF=1).\n\
+                 Fix: rebuild with `cargo xtask build`."
+            );
+        }
+
+        let offsets = btf::Btf::from_sys_fs()?
+            .kernel_offsets()
+            .context("resolving kernel structure offsets from BTF")?;
+        let ncpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))? as u32;
+
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("SCRATCH", ncpus)
+            .map_max_entries("EVENTS", cfg.ring_buffer_bytes)
+            .map_max_entries("ARGS", cfg.max_inflight_syscalls)
+            .load(EBPF_OBJECT)
+            .map_err(|e| anyhow::anyhow!(preflight::explain_load_error(&e)))?;
+
+        let mut flags = 0;
+        if cfg.discovery {
+            flags |= config_flags::DISCOVERY;
+        }
+        if !cfg.selectors.executables.is_empty() {
+            flags |= config_flags::COMM_SELECTORS;
+        }
+        if !cfg.selectors.cgroups.is_empty() {
+            flags |= config_flags::CGROUP_SELECTORS;
+        }
+        let kcfg = KernelConfig {
+            self_tgid: std::process::id(),
+            capture_cap: cfg.capture_cap_bytes,
+            discovery_window: cfg.discovery_window_bytes,
+            flags,
+            offsets,
+        };
+        Array::<_, KernelConfig>::try_from(ebpf.map_mut("CONFIG").context("CONFIG map")?)?.set(0, kcfg, 0)?;
+
+        let procs = ProcReader::new("/proc", Path::new("/etc/passwd"));
+        install_selectors(&mut ebpf, cfg)?;
+
+        // Tail-call targets first: the entry programs jump to them.
+        let mut jump = ProgramArray::try_from(ebpf.take_map("JUMP").context("JUMP map")?)?;
+        for (index, prog) in [(0u32, "discover"), (1, "capture")] {
+            let p: &mut TracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
+            p.load()
+                .map_err(|e| anyhow::anyhow!(preflight::explain_load_error(&aya::EbpfError::ProgramError(e))))?;
+            jump.set(index, p.fd()?, 0)?;
+        }
+
+        // Load each program once (sys_exit_ingress serves four tracepoints).
+        let mut loaded = HashSet::new();
+        for (_, prog) in SYSCALL_PROGRAMS {
+            if loaded.insert(*prog) {
+                let p: &mut TracePoint = ebpf.program_mut(prog).context(*prog)?.try_into()?;
+                p.load()
+                    .map_err(|e| anyhow::anyhow!(preflight::explain_load_error(&aya::EbpfError::ProgramError(e))))?;
+            }
+        }
+        for (tp, prog) in SYSCALL_PROGRAMS {
+            let p: &mut TracePoint = ebpf.program_mut(prog).context(*prog)?.try_into()?;
+            p.attach("syscalls", tp)
+                .with_context(|| format!("attaching to syscalls/{tp}"))?;
+        }
+        for (tp, prog) in SCHED_PROGRAMS {
+            let p: &mut TracePoint = ebpf.program_mut(prog).context(*prog)?.try_into()?;
+            p.load()
+                .map_err(|e| anyhow::anyhow!(preflight::explain_load_error(&aya::EbpfError::ProgramError(e))))?;
+            p.attach("sched", tp)
+                .with_context(|| format!("attaching to sched/{tp}"))?;
+        }
+        let fork: &mut RawTracePoint = ebpf
+            .program_mut("sched_process_fork")
+            .context("sched_process_fork")?
+            .try_into()?;
+        fork.load()
+            .map_err(|e| anyhow::anyhow!(preflight::explain_load_error(&aya::EbpfError::ProgramError(e))))?;
+        fork.attach("sched_process_fork")
+            .context("attaching to sched_process_fork")?;
+
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map")?)?;
+        // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged,
+        // for as long as the AsyncFd that owns the RingBuf lives.
+        let ring = unsafe { AsyncFd::register(ring) }
+            .map_err(|e| anyhow::anyhow!("registering the ring buffer with tokio: {e}"))?;
+        log::info!(
+            "capture attached: {} syscall tracepoints, {} CPUs, cap {} bytes/read, discovery {}",
+            SYSCALL_PROGRAMS.len(),
+            ncpus,
+            cfg.capture_cap_bytes,
+            if cfg.discovery { "on" } else { "off" }
+        );
+        Ok(Self {
+            ebpf,
+            _jump: jump,
+            ring,
+            decoder: decode::Decoder::new(),
+            procs,
+            known: HashSet::new(),
+            boot_offset_ns,
+            capture_cap: cfg.capture_cap_bytes,
+        })
+    }
+
+    /// Waits for records, then turns up to a budget of them into
+    /// observations passed to `out` in order.
+    pub async fn next_batch(&mut self, mut out: impl FnMut(Observation)) -> anyhow::Result<usize> {
+        let mut guard = self.ring.readable_mut().await?;
+        let ring = guard.get_inner_mut();
+        let mut n = 0;
+        let mut pending: Vec<decode::Record> = Vec::new();
+        while n < DRAIN_BUDGET {
+            let Some(item) = ring.next() else { break };
+            n += 1;
+            match self.decoder.decode(&item) {
+                Ok(r) => pending.push(r),
+                Err(e) => log::warn!("skipped a malformed ring record: {e}"),
+            }
+        }
+        if n < DRAIN_BUDGET {
+            guard.clear_ready();
+        }
+        drop(guard);
+        for r in pending {
+            self.to_observations(r, &mut out);
+        }
+        Ok(n)
+    }
+
+    fn identity(&self, key: ProcKey, comm: &str, uid: u32, gid: u32) -> Observation {
+        let mut info = self.procs.read(key.pid, key.start_ns, comm, uid, gid);
+        info.start_unix_ns = (key.start_ns as i128 + self.boot_offset_ns) as i64;
+        Observation::Process(Box::new(info))
+    }
+
+    fn to_observations(&mut self, r: decode::Record, out: &mut impl FnMut(Observation)) {
+        match r {
+            decode::Record::Chunk(c) => {
+                if self.known.len() > MAX_KNOWN {
+                    self.known.clear();
+                }
+                if self.known.insert(c.proc) {
+                    out(self.identity(c.proc, &c.comm, c.uid, c.gid));
+                }
+                out(Observation::Chunk(c));
+            }
+            decode::Record::Process { lifecycle, comm } => {
+                match lifecycle.kind {
+                    LifecycleKind::Exec => {
+                        // New image: refresh identity (exe, cmdline).
+                        self.known.insert(lifecycle.proc);
+                        out(self.identity(lifecycle.proc, &comm, 0, 0));
+                    }
+                    LifecycleKind::Exit => {
+                        self.known.remove(&lifecycle.proc);
+                    }
+                    LifecycleKind::Fork => {}
+                }
+                out(Observation::Lifecycle(lifecycle));
+            }
+        }
+    }
+
+    /// Current kernel counters, summed over CPUs.
+    pub fn stats(&self) -> anyhow::Result<CaptureStats> {
+        let arr = PerCpuArray::<_, u64>::try_from(self.ebpf.map("COUNTERS").context("COUNTERS map")?)?;
+        let mut counters = Vec::with_capacity(Counter::ALL.len());
+        for c in Counter::ALL {
+            let v = arr.get(&(c as u32), 0)?;
+            counters.push((c.name().to_owned(), v.iter().sum()));
+        }
+        Ok(CaptureStats { counters })
+    }
+
+    /// Applies a pipeline decision to the kernel maps.
+    pub fn apply(&mut self, control: &Control) {
+        match control {
+            Control::IgnoreStream(s) => {
+                let key = StreamKey {
+                    tgid: s.pid,
+                    fd: s.fd,
+                    inode: s.inode,
+                    direction: s.direction as u8,
+                    _pad: [0; 7],
+                };
+                match self
+                    .ebpf
+                    .map_mut("STREAMS")
+                    .map(BpfHashMap::<_, StreamKey, u8>::try_from)
+                {
+                    Some(Ok(mut m)) => {
+                        if let Err(e) = m.insert(key, stream_state::IGNORE, 0) {
+                            log::warn!("could not mark stream pid {} fd {} ignored: {e}", s.pid, s.fd);
+                        }
+                    }
+                    _ => log::warn!("STREAMS map unavailable"),
+                }
+            }
+        }
+    }
+}
+
+/// Fills the selector maps and marks already-running selected processes
+/// (and their descendants) as tracked.
+fn install_selectors(ebpf: &mut Ebpf, cfg: &CaptureConfig) -> anyhow::Result<()> {
+    let sel = &cfg.selectors;
+    if !sel.executables.is_empty() {
+        let mut comms =
+            BpfHashMap::<_, [u8; COMM_LEN], u8>::try_from(ebpf.map_mut("COMM_SELECTORS").context("COMM_SELECTORS")?)?;
+        for e in &sel.executables {
+            comms.insert(comm_key(e), 1, 0)?;
+        }
+    }
+    if !sel.cgroups.is_empty() {
+        let mut cgs =
+            BpfHashMap::<_, u64, u8>::try_from(ebpf.map_mut("CGROUP_SELECTORS").context("CGROUP_SELECTORS")?)?;
+        for c in &sel.cgroups {
+            let id = cgroup_id(c)?;
+            cgs.insert(id, 1, 0)?;
+            log::info!("capturing cgroup {c} (id {id})");
+        }
+    }
+    // Already running processes: pids, executables, and their descendants.
+    let mut parents: HashMap<u32, Vec<u32>> = HashMap::new();
+    let mut roots: Vec<u32> = sel.pids.clone();
+    let wanted: HashSet<[u8; COMM_LEN]> = sel.executables.iter().map(|e| comm_key(e)).collect();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for ent in dir.flatten() {
+            let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Some(st) = std::fs::read_to_string(ent.path().join("stat"))
+                .ok()
+                .and_then(|s| crate::identity::parse_stat(&s))
+            else {
+                continue;
+            };
+            parents.entry(st.ppid).or_default().push(pid);
+            if wanted.contains(&comm_key(&st.comm)) {
+                roots.push(pid);
+            }
+        }
+    }
+    if roots.is_empty() {
+        return Ok(());
+    }
+    let mut tracked = BpfHashMap::<_, u32, ProcState>::try_from(ebpf.map_mut("PROCS").context("PROCS")?)?;
+    let mut queue = roots;
+    let mut seen = HashSet::new();
+    while let Some(pid) = queue.pop() {
+        if !seen.insert(pid) || pid == std::process::id() {
+            continue;
+        }
+        // /proc start times only have tick precision, so the entry accepts
+        // any start time (0); the kernel removes it when the process exits.
+        tracked.insert(
+            pid,
+            ProcState {
+                reason: TrackReason::Userspace as u32,
+                _pad: 0,
+                start_ns: 0,
+            },
+            0,
+        )?;
+        queue.extend(parents.get(&pid).into_iter().flatten().copied());
+    }
+    log::info!("tracking {} already-running selected processes", seen.len());
+    Ok(())
+}
+
+/// A kernel task name key: the first 15 bytes, NUL padded.
+fn comm_key(name: &str) -> [u8; COMM_LEN] {
+    let mut k = [0u8; COMM_LEN];
+    let b = name.as_bytes();
+    let n = b.len().min(COMM_LEN - 1);
+    k[..n].copy_from_slice(&b[..n]);
+    k
+}
+
+/// The cgroup v2 id of a directory is its inode number.
+fn cgroup_id(path: &str) -> anyhow::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let candidates = [
+        std::path::PathBuf::from(path),
+        Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/')),
+        Path::new("/sys/fs/cgroup/unified").join(path.trim_start_matches('/')),
+    ];
+    for p in &candidates {
+        if let Ok(m) = std::fs::metadata(p) {
+            if m.is_dir() {
+                return Ok(m.ino());
+            }
+        }
+    }
+    anyhow::bail!(
+        "cgroup selector {path:?} names no cgroup directory (tried {}).\n\
+         Fix: give a directory of the cgroup v2 hierarchy, e.g. /sys/fs/cgroup/system.slice/mcp.service",
+        candidates
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}

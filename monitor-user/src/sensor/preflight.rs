@@ -1,0 +1,163 @@
+//! Start-up checks: each failure says what is wrong and how to fix it.
+
+use std::path::Path;
+
+/// Tracefs mount points, in the order the kernel and aya look for them.
+pub const TRACEFS_PATHS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_SYS_PTRACE: u32 = 19;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Effective capability bits of this process (`CapEff` in /proc/self/status).
+pub fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+fn has(caps: u64, cap: u32) -> bool {
+    caps & (1 << cap) != 0
+}
+
+/// Fails unless the process may load and attach tracing programs.
+pub fn check_privileges(caps: u64) -> anyhow::Result<()> {
+    if has(caps, CAP_SYS_ADMIN) || (has(caps, CAP_BPF) && has(caps, CAP_PERFMON)) {
+        if !has(caps, CAP_SYS_PTRACE) && !has(caps, CAP_SYS_ADMIN) {
+            log::warn!(
+                "without CAP_SYS_PTRACE the agent cannot read /proc/<pid>/exe of other users' processes; \
+                 events will lack executable paths. Add cap_sys_ptrace."
+            );
+        }
+        return Ok(());
+    }
+    anyhow::bail!(
+        "not enough privileges to load eBPF programs (effective capabilities {caps:#x}).\n\
+         Fix: run as root (sudo mcp-monitor run), or grant the capabilities:\n  \
+         setcap cap_bpf,cap_perfmon,cap_sys_resource,cap_sys_ptrace,cap_dac_read_search+ep $(command -v mcp-monitor)\n\
+         In Kubernetes, see deploy/kubernetes for the DaemonSet's securityContext."
+    )
+}
+
+/// Returns the tracefs mount point, mounting it if it is missing and we are
+/// allowed to (the agent normally runs as root).
+pub fn ensure_tracefs() -> anyhow::Result<&'static str> {
+    for p in TRACEFS_PATHS {
+        if Path::new(p).join("events").is_dir() {
+            return Ok(p);
+        }
+    }
+    let target = TRACEFS_PATHS[0];
+    let c_target = std::ffi::CString::new(target).unwrap();
+    // SAFETY: valid NUL-terminated strings, no data argument.
+    let rc = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            c_target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 && Path::new(target).join("events").is_dir() {
+        log::info!("mounted tracefs at {target}");
+        return Ok(target);
+    }
+    let err = std::io::Error::last_os_error();
+    anyhow::bail!(
+        "tracefs is not mounted and mounting it failed ({err}).\n\
+         Fix: mount -t tracefs nodev /sys/kernel/tracing\n\
+         (in a container, mount the host's /sys/kernel/tracing into it)"
+    )
+}
+
+/// Fails unless the kernel exposes BTF.
+pub fn check_btf() -> anyhow::Result<()> {
+    if Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing).\n\
+         Fix: use a kernel built with CONFIG_DEBUG_INFO_BTF=y (default in Debian 11+, Ubuntu 20.10+, \
+         RHEL 8.2+, Fedora, and the managed Kubernetes node images); in a container, mount /sys from the host."
+    )
+}
+
+/// Fails when a syscall tracepoint the sensor needs does not exist.
+pub fn check_tracepoints(tracefs: &str, needed: &[(&str, &str)]) -> anyhow::Result<()> {
+    for (cat, name) in needed {
+        let p = Path::new(tracefs).join("events").join(cat).join(name);
+        if !p.exists() {
+            anyhow::bail!(
+                "tracepoint {cat}/{name} is missing from {tracefs}/events.\n\
+                 Fix: the kernel needs CONFIG_FTRACE_SYSCALLS=y (syscall tracepoints); check \
+                 `ls {tracefs}/events/{cat}`."
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Raises RLIMIT_MEMLOCK for kernels that still charge BPF maps to it
+/// (before 5.11).
+pub fn raise_memlock() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid pointer to an initialised rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+        log::debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Explains a failed map creation or program load.
+pub fn explain_load_error(err: &aya::EbpfError) -> String {
+    use aya::{maps::MapError, programs::ProgramError, EbpfError};
+    match err {
+        EbpfError::MapError(MapError::CreateError { name, io_error }) => {
+            let errno = io_error.raw_os_error().unwrap_or(0);
+            if name == "EVENTS" && (errno == libc::EINVAL || errno == libc::EOPNOTSUPP) {
+                format!(
+                    "creating the ring buffer failed ({io_error}): this kernel has no BPF ring buffer.\n\
+                     Fix: Linux 5.8 or later is required."
+                )
+            } else if errno == libc::EPERM {
+                format!(
+                    "creating map {name} was refused ({io_error}).\n\
+                     Fix: run as root or with CAP_BPF; on kernels before 5.11 also raise the memlock limit \
+                     (ulimit -l unlimited)."
+                )
+            } else {
+                format!("creating map {name} failed: {io_error}")
+            }
+        }
+        EbpfError::ProgramError(ProgramError::LoadError { io_error, verifier_log }) => {
+            format!(
+                "the kernel verifier rejected a program ({io_error}). Verifier log:\n{verifier_log}\n\
+                 This is a bug in mcp-monitor for this kernel; please report it with the log above and `uname -r`."
+            )
+        }
+        other => format!("loading the eBPF object failed: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn privilege_rules() {
+        assert!(check_privileges(1 << CAP_SYS_ADMIN).is_ok());
+        assert!(check_privileges(1 << CAP_BPF | 1 << CAP_PERFMON | 1 << CAP_SYS_PTRACE).is_ok());
+        let e = check_privileges(1 << CAP_BPF).unwrap_err().to_string();
+        assert!(e.contains("run as root") && e.contains("setcap"), "{e}");
+        assert!(check_privileges(0).is_err());
+    }
+}
