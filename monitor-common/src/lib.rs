@@ -16,7 +16,7 @@
 #![no_std]
 
 /// Bumped whenever a `#[repr(C)]` layout below changes.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Largest payload one chunk record can carry. The per-CPU scratch buffer is
 /// sized for it, so it is a compile-time constant; the effective cap is
@@ -29,6 +29,10 @@ pub const DEFAULT_CAPTURE_CAP: u32 = 256 * 1024;
 pub const MAX_DISCOVERY_WINDOW: usize = 1024;
 /// Default discovery window.
 pub const DEFAULT_DISCOVERY_WINDOW: u32 = 1024;
+/// Longest first path segment of an MCP method name (`notifications`,
+/// `subscriptions`...) the kernel compares, including NUL padding.
+pub const METHOD_ROOT_LEN: usize = 16;
+
 /// Largest number of iovec segments captured from one readv/writev/
 /// recvmsg/sendmsg call; later segments are counted in
 /// [`Counter::IovecsSkipped`].
@@ -361,6 +365,7 @@ pub struct KernelOffsets {
     pub task_pid: u32,
     pub task_real_parent: u32,
     pub task_start_boottime: u32,
+    pub task_group_leader: u32,
     pub task_files: u32,
     pub files_fdt: u32,
     pub fdt_max_fds: u32,

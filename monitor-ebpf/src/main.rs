@@ -37,7 +37,7 @@ use aya_ebpf::{
 use monitor_common::{
     chunk_flags, config_flags, stream_state, ChunkRecord, Counter, Direction, FdKind, KernelConfig, ProcState,
     ProcessRecord, RecordHeader, RecordKind, StreamKey, Syscall, TrackReason, ABI_VERSION, COMM_LEN, COUNTER_COUNT,
-    MAX_CAPTURE, MAX_DISCOVERY_WINDOW, MAX_IOVECS, SCRATCH_SIZE,
+    MAX_CAPTURE, MAX_DISCOVERY_WINDOW, MAX_IOVECS, METHOD_ROOT_LEN, SCRATCH_SIZE,
 };
 
 #[map]
@@ -70,6 +70,11 @@ static ARGS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(32768, 0);
 /// Executable-name (comm) selectors, checked at exec.
 #[map]
 static COMM_SELECTORS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(256, 0);
+
+/// First path segment of every MCP method (`tools`, `notifications`,
+/// `initialize`...), NUL padded; filled by userspace from its method table.
+#[map]
+static METHOD_ROOTS: HashMap<[u8; METHOD_ROOT_LEN], u8> = HashMap::with_max_entries(64, 0);
 
 /// cgroup v2 ids whose processes are captured.
 #[map]
@@ -189,10 +194,17 @@ unsafe fn uread<T: Copy>(addr: u64) -> Option<T> {
     }
 }
 
+/// Start time of the current *process*: the thread-group leader's. (The
+/// current task may be any thread, and threads have their own start times.)
 #[inline(always)]
 fn current_start_ns(cfg: &KernelConfig) -> u64 {
-    let task = unsafe { bpf_get_current_task() };
-    unsafe { kread::<u64>(task + cfg.offsets.task_start_boottime as u64) }.unwrap_or(0)
+    let o = &cfg.offsets;
+    unsafe {
+        let task = bpf_get_current_task();
+        let leader = kread::<u64>(task + o.task_group_leader as u64).unwrap_or(0);
+        let leader = if leader == 0 { task } else { leader };
+        kread::<u64>(leader + o.task_start_boottime as u64).unwrap_or(0)
+    }
 }
 
 /// Why `tgid` is tracked, or `TrackReason::None`.
@@ -257,9 +269,9 @@ fn starts_like_json(buf: u64, len: u64) -> bool {
 }
 
 /// Copies up to the discovery window of the buffer into the scratch payload
-/// area and looks for the `"jsonrpc"` key.
+/// area; returns the number of bytes copied (0 if too short or unreadable).
 #[inline(always)]
-fn window_has_jsonrpc(cfg: &KernelConfig, scratch: *mut u8, buf: u64, len: u64) -> bool {
+fn copy_window(cfg: &KernelConfig, scratch: *mut u8, buf: u64, len: u64) -> usize {
     let mut n = cfg.discovery_window as u64;
     if n > MAX_DISCOVERY_WINDOW as u64 {
         n = MAX_DISCOVERY_WINDOW as u64;
@@ -268,16 +280,25 @@ fn window_has_jsonrpc(cfg: &KernelConfig, scratch: *mut u8, buf: u64, len: u64) 
         n = len;
     }
     if n < 9 {
-        return false;
+        return 0;
     }
     let n = n as u32 & (MAX_DISCOVERY_WINDOW as u32 * 2 - 1);
     if n as usize > MAX_DISCOVERY_WINDOW {
-        return false;
+        return 0;
     }
     let dst = unsafe { scratch.add(HDR) };
     if unsafe { bpf_probe_read_user(dst as *mut c_void, n, buf as *const c_void) } != 0 {
-        return false;
+        return 0;
     }
+    n as usize
+}
+
+/// Looks for the `"jsonrpc"` key in the `n` window bytes at the scratch
+/// payload area. Keep this the last check before the tail call: every exit
+/// of its loop is a separate verifier state, so little may follow it.
+#[inline(always)]
+fn window_has_jsonrpc(scratch: *mut u8, n: usize) -> bool {
+    let dst = unsafe { scratch.add(HDR) };
     // Rolling window over the last eight bytes; the ninth byte, the opening
     // quote, is the one shifted out. The loop body has no data-dependent
     // branch: a "found" branch per byte would give the verifier a new,
@@ -289,7 +310,7 @@ fn window_has_jsonrpc(cfg: &KernelConfig, scratch: *mut u8, buf: u64, len: u64) 
     let mut found = 0u64;
     let mut i = 0usize;
     while i < MAX_DISCOVERY_WINDOW {
-        if i >= n as usize {
+        if i >= n {
             break;
         }
         // SAFETY: i < n <= MAX_DISCOVERY_WINDOW < MAX_CAPTURE.
@@ -303,6 +324,89 @@ fn window_has_jsonrpc(cfg: &KernelConfig, scratch: *mut u8, buf: u64, len: u64) 
         i += 1;
     }
     found != 0
+}
+
+#[inline(always)]
+fn is_ws(c: u8) -> bool {
+    c == b' ' || c == b'\n' || c == b'\r' || c == b'\t'
+}
+
+/// Second discovery signature, for messages whose `"jsonrpc"` key comes
+/// after a large `params` (the TypeScript SDK writes `{"method":...,
+/// "params":...,"jsonrpc":"2.0"}`): an object whose first key is `"method"`
+/// with a known MCP method root. Reads the window already copied to the
+/// scratch area by `copy_window` (`n` valid bytes).
+#[inline(always)]
+fn starts_with_mcp_method(scratch: *mut u8, n: usize) -> bool {
+    let p = unsafe { scratch.add(HDR) };
+    // SAFETY (all reads): indices are masked below the window size, which
+    // lies inside the scratch value.
+    let at = |i: usize| -> u8 {
+        if i < n {
+            unsafe { *p.add(i & (MAX_DISCOVERY_WINDOW - 1)) }
+        } else {
+            0
+        }
+    };
+    let mut i = 0usize;
+    let mut k = 0;
+    while k < 8 && is_ws(at(i)) {
+        i += 1;
+        k += 1;
+    }
+    if at(i) != b'{' {
+        return false;
+    }
+    i += 1;
+    k = 0;
+    while k < 8 && is_ws(at(i)) {
+        i += 1;
+        k += 1;
+    }
+    let key = b"\"method\"";
+    let mut j = 0;
+    while j < key.len() {
+        if at(i + j) != key[j] {
+            return false;
+        }
+        j += 1;
+    }
+    i += key.len();
+    k = 0;
+    while k < 8 && is_ws(at(i)) {
+        i += 1;
+        k += 1;
+    }
+    if at(i) != b':' {
+        return false;
+    }
+    i += 1;
+    k = 0;
+    while k < 8 && is_ws(at(i)) {
+        i += 1;
+        k += 1;
+    }
+    if at(i) != b'"' {
+        return false;
+    }
+    i += 1;
+    let mut root = [0u8; METHOD_ROOT_LEN];
+    let mut j = 0;
+    while j < METHOD_ROOT_LEN {
+        let c = at(i + j);
+        if c == b'/' || c == b'"' {
+            break;
+        }
+        if c == 0 || c == b'\\' {
+            return false;
+        }
+        root[j] = c;
+        j += 1;
+    }
+    if j == 0 || j == METHOD_ROOT_LEN {
+        return false;
+    }
+    unsafe { METHOD_ROOTS.get(&root) }.is_some()
 }
 
 /// What a file descriptor refers to.
@@ -695,14 +799,21 @@ fn begin_transfer(
     count(Counter::DropTailCall, 1);
 }
 
-/// Tail-call target: is there a `"jsonrpc"` key in the first bytes?
+/// Tail-call target: does the payload start like an MCP message (a
+/// `"method"` with an MCP method root, or a `"jsonrpc"` key in the window)?
 #[tracepoint]
 pub fn discover(ctx: TracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let Some(t) = TRANSFER.get_ptr_mut(0) else { return 0 };
     let Some(scratch) = scratch() else { return 0 };
     let (first_buf, first_len) = unsafe { ((*t).first_buf, (*t).first_len) };
-    if !window_has_jsonrpc(cfg, scratch, first_buf, first_len) {
+    let n = copy_window(cfg, scratch, first_buf, first_len);
+    if n == 0 {
+        return 0;
+    }
+    // Cheap signature first; the 1 KiB scan must come last (see
+    // window_has_jsonrpc).
+    if !starts_with_mcp_method(scratch, n) && !window_has_jsonrpc(scratch, n) {
         return 0;
     }
     unsafe {

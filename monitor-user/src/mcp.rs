@@ -93,6 +93,19 @@ methods! {
     "notifications/elicitation/complete" => Server, Elicitation;
 }
 
+/// First path segments of all known methods (`tools`, `notifications`,
+/// `initialize`...): the kernel's discovery recognises messages that start
+/// with one of these as the value of `"method"`.
+pub fn method_roots() -> Vec<&'static str> {
+    let mut roots: Vec<&str> = METHODS
+        .iter()
+        .map(|m| m.name.split('/').next().unwrap_or(m.name))
+        .collect();
+    roots.sort_unstable();
+    roots.dedup();
+    roots
+}
+
 /// Label used for methods the monitor does not know.
 pub const OTHER: &str = "other";
 
@@ -121,6 +134,18 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), METHODS.len(), "duplicate method");
+    }
+
+    #[test]
+    fn method_roots_fit_the_kernel_key() {
+        let roots = method_roots();
+        assert!(roots.contains(&"tools") && roots.contains(&"notifications") && roots.contains(&"initialize"));
+        for r in roots {
+            assert!(
+                r.len() < monitor_common::METHOD_ROOT_LEN,
+                "{r} too long for the kernel's key"
+            );
+        }
     }
 
     #[test]

@@ -163,8 +163,9 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     processes: HashMap<ProcKey, Arc<ProcessInfo>>,
     streams: HashMap<StreamId, Stream>,
-    /// Who writes into a channel, from writer notices: (is_pipe, channel).
-    writers: HashMap<(bool, u64), ProcKey>,
+    /// Who writes into a channel (process and its fd), from writer notices,
+    /// keyed by (is_pipe, channel).
+    writers: HashMap<(bool, u64), (ProcKey, i32)>,
     sessions: HashMap<SessionKey, SessionState>,
     /// Last cumulative kernel counters, to turn snapshots into increments.
     last_stats: HashMap<String, u64>,
@@ -257,7 +258,8 @@ impl Pipeline {
     fn on_chunk(&mut self, c: Chunk, sink: &mut impl Sink) {
         if c.writer_notice {
             if c.fd_kind.is_local_ipc() && c.channel != 0 {
-                self.writers.insert((c.fd_kind == FdKind::Pipe, c.channel), c.proc);
+                self.writers
+                    .insert((c.fd_kind == FdKind::Pipe, c.channel), (c.proc, c.fd));
             }
             return;
         }
@@ -405,19 +407,24 @@ impl Pipeline {
 
     // ---------------------------------------------------------- messages
 
-    fn writer_of(&self, stream: &Stream) -> Option<ProcKey> {
+    fn writer_of(&self, stream: &Stream) -> Option<(ProcKey, i32)> {
         self.writers
             .get(&(stream.kind == FdKind::Pipe, stream.channel))
             .copied()
     }
 
-    /// Conversation part of a session key: 0 for pipes (one session per
-    /// server process); the server-side socket for socketpairs.
-    fn conversation(stream: &Stream, role: Role) -> u64 {
-        match (stream.kind, role) {
-            (FdKind::Pipe, _) => 0,
-            (_, Role::ServerInbound) => stream.channel,
-            (_, Role::ClientInbound) => stream.peer,
+    /// Conversation part of a session key. A server's stdio (pipes, or the
+    /// socketpairs Node/libuv hands its children, one per fd) is a single
+    /// session: 0. Any other socket, e.g. a server accepting several clients
+    /// on a unix socket, is its own session, keyed by the server-side socket.
+    /// `server_fd` is the server's descriptor for this stream, if known.
+    fn conversation(stream: &Stream, role: Role, server_fd: Option<i32>) -> u64 {
+        if stream.kind == FdKind::Pipe || matches!(server_fd, Some(0 | 1)) {
+            return 0;
+        }
+        match role {
+            Role::ServerInbound => stream.channel,
+            Role::ClientInbound => stream.peer,
         }
     }
 
@@ -429,17 +436,16 @@ impl Pipeline {
                 Origin::Either => {}
             }
         }
-        let key = |server, role| SessionKey {
-            transport_kind: 0,
-            server: Some(server),
-            conversation: Self::conversation(stream, role),
-        };
-        if let Some(w) = self.writer_of(stream) {
-            if self.sessions.contains_key(&key(w, Role::ClientInbound)) {
-                return Role::ClientInbound;
-            }
+        // A message that does not tell (ping, progress, a response): the
+        // stream belongs to a session already known from the other side.
+        let (k, _) = self.session_key(stream, Role::ClientInbound);
+        if k.server.is_some() && self.sessions.contains_key(&k) {
+            return Role::ClientInbound;
         }
-        if self.sessions.contains_key(&key(stream.id.proc, Role::ServerInbound)) {
+        if self
+            .sessions
+            .contains_key(&self.session_key(stream, Role::ServerInbound).0)
+        {
             return Role::ServerInbound;
         }
         // Last resort, the stdio convention: servers read their stdin.
@@ -450,36 +456,34 @@ impl Pipeline {
         }
     }
 
+    /// The session a stream belongs to in `role`, and the process at the
+    /// other end when known.
     fn session_key(&self, stream: &Stream, role: Role) -> (SessionKey, Option<ProcKey>) {
         let writer = self.writer_of(stream);
-        match role {
-            Role::ServerInbound => (
-                SessionKey {
-                    transport_kind: 0,
-                    server: Some(stream.id.proc),
-                    conversation: Self::conversation(stream, role),
-                },
-                writer,
-            ),
-            Role::ClientInbound => match writer {
-                Some(w) => (
-                    SessionKey {
-                        transport_kind: 0,
-                        server: Some(w),
-                        conversation: Self::conversation(stream, role),
-                    },
-                    Some(stream.id.proc),
-                ),
-                None => (
-                    SessionKey {
-                        transport_kind: 0,
-                        server: None,
-                        conversation: stream.channel,
-                    },
-                    Some(stream.id.proc),
-                ),
+        let key = match role {
+            Role::ServerInbound => SessionKey {
+                transport_kind: 0,
+                server: Some(stream.id.proc),
+                conversation: Self::conversation(stream, role, Some(stream.id.fd)),
             },
-        }
+            Role::ClientInbound => match writer {
+                Some((w, wfd)) => SessionKey {
+                    transport_kind: 0,
+                    server: Some(w),
+                    conversation: Self::conversation(stream, role, Some(wfd)),
+                },
+                None => SessionKey {
+                    transport_kind: 0,
+                    server: None,
+                    conversation: stream.channel,
+                },
+            },
+        };
+        let peer = match role {
+            Role::ServerInbound => writer.map(|(w, _)| w),
+            Role::ClientInbound => Some(stream.id.proc),
+        };
+        (key, peer)
     }
 
     fn party(&self, proc: Option<ProcKey>, name: &Option<Arc<str>>, version: &Option<Arc<str>>) -> Party {
@@ -503,15 +507,14 @@ impl Pipeline {
         };
         // Recompute while the server is unknown: a writer notice may have
         // named it since.
+        let (computed, peer) = self.session_key(stream, role);
+        // Keep the session once the server is known; recompute while it is
+        // not (a writer notice may have named it since).
         let key = match stream.session {
             Some(k) if k.server.is_some() => k,
-            _ => {
-                let (k, _) = self.session_key(stream, role);
-                stream.session = Some(k);
-                k
-            }
+            _ => computed,
         };
-        let peer = self.session_key(stream, role).1;
+        stream.session = Some(key);
         if !self.sessions.contains_key(&key) {
             self.make_room_for_session();
             self.sessions.insert(
@@ -732,7 +735,7 @@ impl Pipeline {
         }
         let gone = l.proc;
         self.streams.retain(|id, _| id.proc != gone);
-        self.writers.retain(|_, w| *w != gone);
+        self.writers.retain(|_, (w, _)| *w != gone);
         let ended: Vec<SessionKey> = self
             .sessions
             .values()

@@ -135,12 +135,63 @@ pub fn redact_url_password(s: &str) -> Option<String> {
     Some(format!("{}{}{}", &s[..start], REDACTED, &s[end..]))
 }
 
-/// Scrubs one value seen without a name: token formats and URL passwords.
-fn scrub_value(v: &str) -> Option<String> {
-    if looks_like_token(v) {
+/// Characters a token can be made of (JWTs add `.`; base64 adds `+/=`).
+fn token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '+' | '/' | '=')
+}
+
+/// Redacts token-shaped words and URL credentials anywhere in free text
+/// (`"deploy with ghp_... please"`). `None` when nothing was found.
+pub fn redact_text(s: &str) -> Option<String> {
+    if s.starts_with("-----BEGIN") && s.contains("PRIVATE KEY") {
         return Some(REDACTED.to_owned());
     }
-    redact_url_password(v)
+    let mut out = String::with_capacity(s.len());
+    let mut changed = false;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let start = rest.find(token_char).unwrap_or(rest.len());
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let end = rest.find(|c| !token_char(c)).unwrap_or(rest.len());
+        let word = &rest[..end];
+        // Trailing sentence punctuation is not part of a token.
+        let word_trimmed = word.trim_end_matches(['.', '/', '=', '-']);
+        if looks_like_token(word_trimmed) {
+            out.push_str(REDACTED);
+            out.push_str(&word[word_trimmed.len()..]);
+            changed = true;
+        } else {
+            out.push_str(word);
+        }
+        rest = &rest[end..];
+    }
+    if out.contains("://") {
+        // URL credentials: redact each `scheme://user:password@` occurrence.
+        let mut fixed = String::with_capacity(out.len());
+        let mut tail = out.as_str();
+        while let Some(p) = tail.find("://") {
+            let word_end = tail[p..].find(char::is_whitespace).map_or(tail.len(), |e| p + e);
+            let word_start = tail[..p].rfind(char::is_whitespace).map_or(0, |b| b + 1);
+            fixed.push_str(&tail[..word_start]);
+            match redact_url_password(&tail[word_start..word_end]) {
+                Some(r) => {
+                    fixed.push_str(&r);
+                    changed = true;
+                }
+                None => fixed.push_str(&tail[word_start..word_end]),
+            }
+            tail = &tail[word_end..];
+        }
+        fixed.push_str(tail);
+        out = fixed;
+    }
+    changed.then_some(out)
+}
+
+/// Scrubs one value seen without a name: token formats and URL passwords.
+fn scrub_value(v: &str) -> Option<String> {
+    redact_text(v)
 }
 
 /// Scrubs a command line: values of secret-named flags (`--token X`,
@@ -300,6 +351,25 @@ mod tests {
             assert!(!text.contains(leaked), "{leaked} in {text}");
         }
         assert!(text.contains("deploy"));
+    }
+
+    #[test]
+    fn tokens_inside_text() {
+        let tok = format!("ghp_{}", "Zq7rT2mW9xK4vB8nL3pD6sF1hJ5gC0aY2eR7");
+        let got = redact_text(&format!(
+            "Echo: deploy with token {tok}. Then ping https://bob:hunter2@example.com/x now"
+        ))
+        .unwrap();
+        assert_eq!(
+            got,
+            format!("Echo: deploy with token {REDACTED}. Then ping https://bob:{REDACTED}@example.com/x now")
+        );
+        assert_eq!(redact_text("nothing to see, even sk- or ghp_ alone"), None);
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2lnbmF0dXJl";
+        assert_eq!(
+            redact_text(&format!("Authorization: {jwt}")).unwrap(),
+            format!("Authorization: {REDACTED}")
+        );
     }
 
     #[test]

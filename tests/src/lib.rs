@@ -1,1 +1,484 @@
-//! Helpers for the integration tests.
+//! Harness for the integration tests: start the real monitor (root), drive
+//! real MCP servers with the official SDK clients, and compare what the
+//! monitor reported with what the clients actually sent and received.
+//!
+//! Environment (set by `cargo xtask test`):
+//! - `MCP_MONITOR_BIN`: the mcp-monitor binary (default target/release).
+//! - `MCP_TEST_CLIENTS`: tests/clients, with node_modules installed.
+//! - `MCP_TEST_PYTHON`: python of the virtualenv with `mcp` and `fastmcp`.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The monitor binary under test.
+pub fn monitor_bin() -> PathBuf {
+    std::env::var_os("MCP_MONITOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/release/mcp-monitor"))
+}
+
+/// tests/clients (with node_modules).
+pub fn clients_dir() -> PathBuf {
+    std::env::var_os("MCP_TEST_CLIENTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("tests/clients"))
+}
+
+/// Python with the MCP SDK installed.
+pub fn python() -> PathBuf {
+    std::env::var_os("MCP_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join(".venv/bin/python"))
+}
+
+/// Fails the test early, with the fix, when not root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(
+        uid, 0,
+        "integration tests load eBPF programs and must run as root: `sudo cargo xtask test`"
+    );
+    assert!(
+        monitor_bin().exists(),
+        "{} is missing: run `cargo xtask build`",
+        monitor_bin().display()
+    );
+    assert!(
+        clients_dir().join("node_modules/@modelcontextprotocol/sdk").exists(),
+        "test clients are not installed: run `cargo xtask setup`"
+    );
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "mcpmon-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Minimal HTTP GET; returns (status line, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(String, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    Ok((head.lines().next().unwrap_or("").to_owned(), body.to_owned()))
+}
+
+/// A running monitor.
+pub struct Monitor {
+    child: Option<Child>,
+    pub dir: TempDir,
+    pub events_path: PathBuf,
+    pub metrics_addr: SocketAddr,
+}
+
+impl Monitor {
+    /// Starts `mcp-monitor run` with `extra` arguments and waits until it
+    /// reports ready.
+    pub fn start(extra: &[&str]) -> Monitor {
+        let dir = TempDir::new("mon");
+        let events_path = dir.path().join("events.jsonl");
+        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let child = Command::new(monitor_bin())
+            .arg("run")
+            .arg("--events-file")
+            .arg(&events_path)
+            .arg("--metrics-addr")
+            .arg(metrics_addr.to_string())
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn mcp-monitor");
+        let mut m = Monitor {
+            child: Some(child),
+            dir,
+            events_path,
+            metrics_addr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok((status, _)) = http_get(m.metrics_addr, "/readyz") {
+                if status.contains("200") {
+                    break;
+                }
+            }
+            if let Some(st) = m.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("monitor exited during start-up ({st}):\n{}", m.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "monitor not ready after 120 s:\n{}",
+                m.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        m
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Events written so far.
+    pub fn events(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.events_path).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).expect("event is JSON"))
+            .collect()
+    }
+
+    /// Waits until `pred` holds for the events (or the timeout passes) and
+    /// returns them.
+    pub fn wait_events(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ev = self.events();
+            if pred(&ev) || Instant::now() > deadline {
+                return ev;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The Prometheus exposition.
+    pub fn metrics_text(&self) -> String {
+        http_get(self.metrics_addr, "/metrics").expect("GET /metrics").1
+    }
+
+    /// Sum of all samples of metric `name` whose labels contain every
+    /// `label="value"` in `labels`.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_value(&self.metrics_text(), name, labels)
+    }
+
+    /// Stops the monitor (SIGINT) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: sending a signal to our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while c.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sums samples of `name` with matching labels in a Prometheus exposition.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, lbl) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if n != name {
+                return None;
+            }
+            let ok = labels
+                .iter()
+                .all(|(k, v)| lbl.split(',').any(|p| p == format!("{k}=\"{v}\"")));
+            ok.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// One message of a client transcript.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub dir: String,
+    pub bytes: u64,
+    pub kind: String,
+    pub method: Option<String>,
+    pub id: Value,
+    pub tool: Option<String>,
+    pub after_resume: bool,
+}
+
+/// What a client driver saw on the wire.
+#[derive(Clone, Debug)]
+pub struct Transcript {
+    pub client_pid: u32,
+    pub server_pid: u32,
+    pub messages: Vec<Sent>,
+}
+
+impl Transcript {
+    pub fn load(path: &Path) -> Transcript {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("transcript written")).unwrap();
+        let messages = v["transcript"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| Sent {
+                dir: t["dir"].as_str().unwrap().to_owned(),
+                bytes: t["bytes"].as_u64().unwrap(),
+                kind: t["msg"]["kind"].as_str().unwrap().to_owned(),
+                method: t["msg"]["method"].as_str().map(str::to_owned),
+                id: t["msg"]["id"].clone(),
+                tool: t["msg"]["tool"].as_str().map(str::to_owned),
+                after_resume: t["after_resume"].as_bool().unwrap_or(true),
+            })
+            .collect();
+        Transcript {
+            client_pid: v["client_pid"].as_u64().unwrap() as u32,
+            server_pid: v["server_pid"].as_u64().unwrap() as u32,
+            messages,
+        }
+    }
+
+    /// The events the monitor should report, per direction, as comparable
+    /// rows: (type, method, id, tool, bytes). Responses take the method and
+    /// tool of their request, as the monitor's events do.
+    pub fn expected(&self, only_after_resume: bool) -> HashMap<String, Vec<Row>> {
+        let mut requests: HashMap<(String, String), (Option<String>, Option<String>)> = HashMap::new();
+        let mut out: HashMap<String, Vec<Row>> = HashMap::new();
+        for m in &self.messages {
+            let (method, tool) = match m.kind.as_str() {
+                "request" => {
+                    requests.insert((m.dir.clone(), m.id.to_string()), (m.method.clone(), m.tool.clone()));
+                    (m.method.clone(), m.tool.clone())
+                }
+                "response" | "error" => {
+                    let other = if m.dir == "c2s" { "s2c" } else { "c2s" };
+                    requests
+                        .get(&(other.to_owned(), m.id.to_string()))
+                        .cloned()
+                        .unwrap_or((None, None))
+                }
+                _ => (m.method.clone(), None),
+            };
+            if only_after_resume && !m.after_resume {
+                continue;
+            }
+            out.entry(m.dir.clone()).or_default().push(Row {
+                kind: m.kind.clone(),
+                method,
+                id: m.id.clone(),
+                tool,
+                bytes: m.bytes,
+            });
+        }
+        out
+    }
+}
+
+/// Comparable view of one message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub kind: String,
+    pub method: Option<String>,
+    pub id: Value,
+    pub tool: Option<String>,
+    pub bytes: u64,
+}
+
+/// Events of the session whose server is `server_pid`, per direction.
+pub fn observed(events: &[Value], server_pid: u32) -> HashMap<String, Vec<Row>> {
+    let mut out: HashMap<String, Vec<Row>> = HashMap::new();
+    for e in events
+        .iter()
+        .filter(|e| e["server"]["pid"].as_u64() == Some(server_pid as u64))
+    {
+        let dir = match e["direction"].as_str().unwrap() {
+            "client_to_server" => "c2s",
+            _ => "s2c",
+        };
+        out.entry(dir.to_owned()).or_default().push(Row {
+            kind: e["type"].as_str().unwrap().to_owned(),
+            method: e["method"].as_str().map(str::to_owned),
+            id: e["id"].clone(),
+            tool: e["tool"].as_str().map(str::to_owned),
+            bytes: e["bytes"].as_u64().unwrap(),
+        });
+    }
+    out
+}
+
+/// Asserts the monitor's rows equal the transcript's, direction by direction,
+/// with a readable first difference.
+pub fn assert_same(expected: &HashMap<String, Vec<Row>>, got: &HashMap<String, Vec<Row>>) {
+    for dir in ["c2s", "s2c"] {
+        let e = expected.get(dir).map(Vec::as_slice).unwrap_or(&[]);
+        let g = got.get(dir).map(Vec::as_slice).unwrap_or(&[]);
+        if e != g {
+            let first = e
+                .iter()
+                .zip(g)
+                .position(|(a, b)| a != b)
+                .unwrap_or(e.len().min(g.len()));
+            panic!(
+                "{dir}: expected {} messages, monitor reported {}; first difference at #{first}:\n  expected {:?}\n  reported {:?}",
+                e.len(),
+                g.len(),
+                e.get(first),
+                g.get(first)
+            );
+        }
+    }
+}
+
+/// A running client driver (for tests that pause it).
+pub struct Driver {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    pub transcript_path: PathBuf,
+    _dir: TempDir,
+}
+
+impl Driver {
+    /// Starts tests/clients/stdio_session.mjs with `scenario`.
+    pub fn node(scenario: &str, extra: &[&str]) -> Driver {
+        Self::node_with_env(scenario, extra, &[])
+    }
+
+    /// Same, with extra environment variables for the driver.
+    pub fn node_with_env(scenario: &str, extra: &[&str], env: &[(&str, &str)]) -> Driver {
+        let dir = TempDir::new("drv");
+        let transcript_path = dir.path().join("transcript.json");
+        let mut child = Command::new("node")
+            .current_dir(clients_dir())
+            .arg("stdio_session.mjs")
+            .arg(scenario)
+            .arg(&transcript_path)
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn node (is Node.js installed?)");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Driver {
+            child,
+            stdin,
+            stdout,
+            transcript_path,
+            _dir: dir,
+        }
+    }
+
+    /// Waits for the driver to print `line`.
+    pub fn expect_line(&mut self, line: &str) {
+        let mut s = String::new();
+        loop {
+            s.clear();
+            let n = self.stdout.read_line(&mut s).unwrap();
+            assert!(n > 0, "driver ended before printing {line:?}");
+            if s.trim() == line {
+                return;
+            }
+        }
+    }
+
+    /// Sends a line to the driver's stdin.
+    pub fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for the driver to finish and returns its transcript.
+    pub fn finish(mut self) -> Transcript {
+        drop(self.stdin.take());
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "client driver failed: {st}");
+        Transcript::load(&self.transcript_path)
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // A failed test must not leave a paused client (and its server) behind.
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs a node scenario to completion.
+pub fn run_node(scenario: &str, extra: &[&str]) -> Transcript {
+    Driver::node(scenario, extra).finish()
+}
+
+/// Runs the Python SDK client against a Python FastMCP server.
+pub fn run_python_fastmcp() -> Transcript {
+    let dir = TempDir::new("py");
+    let path = dir.path().join("transcript.json");
+    let st = Command::new(python())
+        .arg(clients_dir().join("py_session.py"))
+        .arg(&path)
+        .arg(python())
+        .arg(clients_dir().join("fastmcp_server.py"))
+        .stderr(Stdio::null())
+        .status()
+        .expect("spawn python");
+    assert!(st.success(), "python client failed: {st}");
+    Transcript::load(&path)
+}
+
+/// Number of messages in a transcript map.
+pub fn count(rows: &HashMap<String, Vec<Row>>) -> usize {
+    rows.values().map(Vec::len).sum()
+}

@@ -1,1 +1,308 @@
-fn main() {}
+//! Project tasks: `cargo xtask <setup|build|run|test|bench|fuzz>`.
+//!
+//! `run` and `test` call `setup` first; `setup` is idempotent and only
+//! installs what is missing, so both work on a fresh Debian 12 machine:
+//! - Debian packages: rustc-web + libstd-rust-web-dev-bpf (a rustc with a
+//!   prebuilt `core` for BPF), llvm-22-dev (for bpf-linker), and the tools the
+//!   tests drive;
+//! - bpf-linker 0.13.0 built against LLVM 22, in `.tools/bin`;
+//! - the MCP servers and SDK clients the tests use: npm packages in
+//!   `tests/clients/node_modules`, PyPI packages in `.venv`.
+//! Everything installed lives in git-ignored folders of the repository.
+
+use std::{
+    env,
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{bail, Context, Result};
+
+const APT_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "libstd-rust-web-dev-bpf",
+    "llvm-22-dev",
+    "curl",
+    "ca-certificates",
+];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn usage() -> &'static str {
+    "usage: cargo xtask <task> [args]\n\
+     tasks:\n  \
+       setup           install the toolchain and test peers (idempotent)\n  \
+       build           build mcp-monitor (release) with its eBPF programs\n  \
+       run [ARGS]      run the monitor with the built-in defaults (ARGS go to `mcp-monitor run`)\n  \
+       test            run every test: unit, property, fuzz smoke, and the root-only integration tests\n  \
+       bench           run the benchmarks and write target/bench-results.json\n  \
+       fuzz [SECONDS]  run each fuzz target for SECONDS (default 60)"
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("build") => setup().and_then(|_| build()),
+        Some("run") => setup().and_then(|_| build()).and_then(|_| run(&args[1..])),
+        Some("test") => setup().and_then(|_| test()),
+        Some("bench") => setup().and_then(|_| bench(&args[1..])),
+        Some("fuzz") => fuzz(args.get(1).map(|s| s.parse().unwrap_or(60)).unwrap_or(60)),
+        _ => {
+            eprintln!("{}", usage());
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { geteuid() == 0 }
+}
+
+extern "C" {
+    fn geteuid() -> u32;
+}
+
+fn step(msg: &str) {
+    eprintln!("\x1b[1mxtask:\x1b[0m {msg}");
+}
+
+/// Runs a command, failing with its description if it fails.
+fn sh(cmd: &mut Command) -> Result<()> {
+    let desc = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot start {desc}"))?;
+    if !status.success() {
+        bail!("{desc} failed ({status})");
+    }
+    Ok(())
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd} >/dev/null 2>&1")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn path_with(extra: &[&Path]) -> OsString {
+    let mut parts: Vec<PathBuf> = extra.iter().map(|p| p.to_path_buf()).collect();
+    parts.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
+    env::join_paths(parts).unwrap()
+}
+
+// ------------------------------------------------------------------ setup
+
+fn dpkg_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// Content hash of files, to notice when a lockfile changed since install.
+fn fingerprint(files: &[PathBuf]) -> String {
+    // FNV-1a: no dependency, good enough to detect edits.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in files {
+        for b in std::fs::read(f).unwrap_or_default() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+fn stamp_ok(stamp: &Path, fp: &str) -> bool {
+    std::fs::read_to_string(stamp).is_ok_and(|s| s.trim() == fp)
+}
+
+fn setup() -> Result<()> {
+    let root = root();
+    let tools = root.join(".tools");
+    std::fs::create_dir_all(tools.join("bin"))?;
+
+    // 1. Debian packages.
+    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    if !missing.is_empty() {
+        if !is_root() {
+            bail!(
+                "Debian packages missing: {}. Run `sudo cargo xtask setup` (or install them with apt-get).",
+                missing.join(" ")
+            );
+        }
+        step(&format!("installing Debian packages: {}", missing.join(" ")));
+        sh(Command::new("apt-get").arg("update").arg("-q"))?;
+        sh(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+
+    // 2. bpf-linker built against LLVM 22.
+    let linker = tools.join("bin/bpf-linker");
+    let linker_ok = Command::new(&linker)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION));
+    if !linker_ok {
+        step(&format!(
+            "building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a minute or two)"
+        ));
+        sh(Command::new("cargo")
+            .args([
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+                "--no-default-features",
+            ])
+            .args(["--features", "llvm-22", "--root"])
+            .arg(&tools)
+            .env("PATH", path_with(&[Path::new(LLVM_BIN)])))?;
+    }
+
+    // 3. npm: MCP servers and the TypeScript SDK client.
+    let clients = root.join("tests/clients");
+    let npm_files = [clients.join("package.json"), clients.join("package-lock.json")];
+    let npm_stamp = clients.join("node_modules/.mcp-monitor-stamp");
+    let npm_fp = fingerprint(&npm_files);
+    if !stamp_ok(&npm_stamp, &npm_fp) {
+        if !have("npm") {
+            if !is_root() {
+                bail!("npm is missing: install Node.js 20 and npm (apt-get install nodejs npm)");
+            }
+            step("installing nodejs and npm");
+            sh(Command::new("apt-get")
+                .args(["install", "-y", "-q", "nodejs", "npm"])
+                .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        }
+        step("installing MCP servers and the TypeScript SDK (npm ci)");
+        sh(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&clients))?;
+        std::fs::write(&npm_stamp, &npm_fp)?;
+    }
+
+    // 4. PyPI: the Python SDK and FastMCP in a virtualenv.
+    let venv = root.join(".venv");
+    let py_files = [clients.join("requirements.txt"), clients.join("requirements.lock")];
+    let py_stamp = venv.join(".mcp-monitor-stamp");
+    let py_fp = fingerprint(&py_files);
+    if !stamp_ok(&py_stamp, &py_fp) {
+        let python = if have("python3.11") { "python3.11" } else { "python3" };
+        if !venv.join("bin/python").exists() {
+            step("creating the Python virtualenv .venv");
+            if Command::new(python)
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .map(|s| !s.success())
+                .unwrap_or(true)
+            {
+                if !is_root() {
+                    bail!("python3 -m venv failed: install python3-venv (apt-get install python3-venv)");
+                }
+                sh(Command::new("apt-get")
+                    .args(["install", "-y", "-q", "python3-venv"])
+                    .env("DEBIAN_FRONTEND", "noninteractive"))?;
+                sh(Command::new(python).args(["-m", "venv"]).arg(&venv))?;
+            }
+        }
+        step("installing the Python MCP SDK and FastMCP (pip)");
+        sh(Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "--disable-pip-version-check", "-r"])
+            .arg(&py_files[0])
+            .arg("-c")
+            .arg(&py_files[1]))?;
+        std::fs::write(&py_stamp, &py_fp)?;
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ build
+
+fn cargo() -> Command {
+    let mut c = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn build() -> Result<()> {
+    step("building mcp-monitor (release)");
+    sh(cargo().args(["build", "--release", "-p", "mcp-monitor", "--bin", "mcp-monitor"]))
+}
+
+fn monitor_bin() -> PathBuf {
+    root().join("target/release/mcp-monitor")
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let bin = monitor_bin();
+    let mut cmd = if is_root() {
+        Command::new(&bin)
+    } else if have("sudo") {
+        step("the monitor loads eBPF programs: running it with sudo");
+        let mut c = Command::new("sudo");
+        c.arg(&bin);
+        c
+    } else {
+        bail!("the monitor must run as root (it loads eBPF programs): run `sudo cargo xtask run`");
+    };
+    cmd.arg("run").args(args);
+    step(&format!("{cmd:?}"));
+    sh(&mut cmd)
+}
+
+// ------------------------------------------------------------------- test
+
+fn test_env(cmd: &mut Command) {
+    let root = root();
+    cmd.env("MCP_MONITOR_BIN", monitor_bin())
+        .env("MCP_TEST_CLIENTS", root.join("tests/clients"))
+        .env("MCP_TEST_PYTHON", root.join(".venv/bin/python"));
+}
+
+fn test() -> Result<()> {
+    step("unit and property tests");
+    sh(cargo().args(["test", "--workspace", "--exclude", "mcp-monitor-tests"]))?;
+    build()?;
+    if !is_root() {
+        bail!(
+            "the integration tests load real eBPF programs and need root: run `sudo cargo xtask test` \
+             (the unit tests above passed)"
+        );
+    }
+    step("integration tests (real eBPF capture of real MCP servers and clients)");
+    let mut cmd = cargo();
+    cmd.args(["test", "-p", "mcp-monitor-tests", "--", "--test-threads=1"]);
+    test_env(&mut cmd);
+    sh(&mut cmd)?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ bench
+
+fn bench(_args: &[String]) -> Result<()> {
+    bail!("benchmarks are not wired up yet")
+}
+
+// ------------------------------------------------------------------- fuzz
+
+fn fuzz(_seconds: u64) -> Result<()> {
+    bail!("fuzz targets are not wired up yet")
+}

@@ -265,6 +265,7 @@ impl Btf {
             task_pid: self.offset_of("task_struct", "pid")?,
             task_real_parent: self.offset_of("task_struct", "real_parent")?,
             task_start_boottime: self.offset_of("task_struct", "start_boottime")?,
+            task_group_leader: self.offset_of("task_struct", "group_leader")?,
             task_files: self.offset_of("task_struct", "files")?,
             files_fdt: self.offset_of("files_struct", "fdt")?,
             fdt_max_fds: self.offset_of("fdtable", "max_fds")?,

@@ -19,7 +19,9 @@ use aya::{
     programs::{RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
-use monitor_common::{config_flags, stream_state, Counter, KernelConfig, ProcState, StreamKey, TrackReason, COMM_LEN};
+use monitor_common::{
+    config_flags, stream_state, Counter, KernelConfig, ProcState, StreamKey, TrackReason, COMM_LEN, METHOD_ROOT_LEN,
+};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
@@ -287,9 +289,16 @@ impl Sensor {
     }
 }
 
-/// Fills the selector maps and marks already-running selected processes
+/// Fills the discovery and selector maps and marks already-running selected processes
 /// (and their descendants) as tracked.
 fn install_selectors(ebpf: &mut Ebpf, cfg: &CaptureConfig) -> anyhow::Result<()> {
+    let mut roots =
+        BpfHashMap::<_, [u8; METHOD_ROOT_LEN], u8>::try_from(ebpf.map_mut("METHOD_ROOTS").context("METHOD_ROOTS")?)?;
+    for r in crate::mcp::method_roots() {
+        let mut k = [0u8; METHOD_ROOT_LEN];
+        k[..r.len()].copy_from_slice(r.as_bytes());
+        roots.insert(k, 1, 0)?;
+    }
     let sel = &cfg.selectors;
     if !sel.executables.is_empty() {
         let mut comms =

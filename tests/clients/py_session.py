@@ -1,0 +1,94 @@
+"""Drives an MCP server over stdio with the official Python SDK client and
+writes a transcript of every message on the wire, with its exact size.
+
+usage: python py_session.py <transcript.json> <server command...>
+"""
+import asyncio
+import json
+import os
+import sys
+
+import mcp.client.stdio as stdio_mod
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+transcript = []
+
+
+def summarize(m):
+    s = {"id": m.get("id"), "method": m.get("method")}
+    if m.get("method") == "tools/call":
+        s["tool"] = m.get("params", {}).get("name")
+    if "error" in m:
+        s["error"] = m["error"].get("code")
+    s["kind"] = ("request" if "id" in m else "notification") if "method" in m else ("error" if "error" in m else "response")
+    return s
+
+
+def record(direction, line):
+    transcript.append({"dir": direction, "bytes": len(line.encode()), "msg": summarize(json.loads(line)), "after_resume": True})
+
+
+# Received: the transport hands each raw line to _parse_line.
+_parse_line = stdio_mod._parse_line
+
+
+def parse_line(line):
+    record("s2c", line.rstrip("\r"))
+    return _parse_line(line)
+
+
+stdio_mod._parse_line = parse_line
+
+
+class RecordingWriter:
+    """Wraps the write stream: the transport serialises each message with
+    model_dump_json(by_alias=True, exclude_unset=True)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    async def send(self, session_message):
+        record("c2s", session_message.message.model_dump_json(by_alias=True, exclude_unset=True))
+        await self._inner.send(session_message)
+
+    async def __aenter__(self):
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc):
+        return await self._inner.__aexit__(*exc)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+async def main():
+    out = sys.argv[1]
+    params = StdioServerParameters(command=sys.argv[2], args=sys.argv[3:])
+    server_pid = None
+    orig_create = stdio_mod._create_platform_compatible_process
+
+    async def create(*a, **kw):
+        nonlocal server_pid
+        p = await orig_create(*a, **kw)
+        server_pid = p.pid
+        return p
+
+    stdio_mod._create_platform_compatible_process = create
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, RecordingWriter(write)) as session:
+            await session.initialize()
+            await session.list_tools()
+            await session.call_tool("echo", {"message": "hi from python"})
+            await session.call_tool("add", {"a": 2, "b": 40})
+            await session.call_tool("echo", {"message": "p" * (1 << 20)})
+            await session.call_tool("big", {"size": 3 << 20})
+            await session.list_resources()
+            await session.read_resource("notes://readme")
+            await session.send_ping()
+    with open(out, "w") as f:
+        json.dump({"client_pid": os.getpid(), "server_pid": server_pid, "transcript": transcript}, f)
+
+
+asyncio.run(main())

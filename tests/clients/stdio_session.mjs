@@ -1,0 +1,146 @@
+// Drives a real MCP server over stdio with the official TypeScript SDK client
+// and writes a transcript of every message that crossed the pipes, with its
+// exact size on the wire. The integration tests compare the monitor's events
+// with this transcript.
+//
+// usage: node stdio_session.mjs <scenario> <transcript.json> [--pause] [server args...]
+//   scenario: everything | filesystem | echo-loop
+//   --pause:  after the first steps print "PAUSED" and wait for a line on stdin
+//             (the test starts the monitor meanwhile); later messages are marked
+//             after_resume.
+import { writeFileSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { createRequire } from "node:module";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { ReadBuffer } from "@modelcontextprotocol/sdk/shared/stdio.js";
+import {
+  CreateMessageRequestSchema,
+  ListRootsRequestSchema,
+} from "@modelcontextprotocol/sdk/types.js";
+
+const [scenario, transcriptPath, ...rest] = process.argv.slice(2);
+const pause = rest.includes("--pause");
+const require = createRequire(import.meta.url);
+
+const transcript = [];
+let resumed = !pause;
+function record(dir, line) {
+  const msg = JSON.parse(line);
+  transcript.push({ dir, bytes: Buffer.byteLength(line, "utf8"), msg: summarize(msg), after_resume: resumed });
+}
+function summarize(m) {
+  const s = { id: m.id, method: m.method };
+  if (m.method === "tools/call") s.tool = m.params?.name;
+  if (m.error) s.error = m.error.code;
+  s.kind = m.method ? ("id" in m ? "request" : "notification") : m.error ? "error" : "response";
+  return s;
+}
+
+// Received lines: ReadBuffer.readMessage is where the transport cuts a line.
+const readMessage = ReadBuffer.prototype.readMessage;
+ReadBuffer.prototype.readMessage = function () {
+  if (this._buffer) {
+    const i = this._buffer.indexOf("\n");
+    if (i !== -1) record("s2c", this._buffer.toString("utf8", 0, i).replace(/\r$/, ""));
+  }
+  return readMessage.call(this);
+};
+
+function serverCommand() {
+  if (scenario === "filesystem") {
+    const dir = rest.find((a) => !a.startsWith("--")) ?? mkdtempSync(join(tmpdir(), "mcpfs-"));
+    return { dir, args: [require.resolve("@modelcontextprotocol/server-filesystem/dist/index.js"), dir] };
+  }
+  return { args: [require.resolve("@modelcontextprotocol/server-everything/dist/index.js"), "stdio"] };
+}
+
+const { dir, args } = serverCommand();
+const transport = new StdioClientTransport({ command: process.execPath, args, stderr: "ignore" });
+// Sent messages: the transport writes JSON.stringify(message) + "\n".
+const send = transport.send.bind(transport);
+transport.send = (message) => {
+  record("c2s", JSON.stringify(message));
+  return send(message);
+};
+
+const client = new Client(
+  { name: "monitor-test-client", version: "1.0.0" },
+  { capabilities: { sampling: {}, roots: { listChanged: true } } },
+);
+client.setRequestHandler(CreateMessageRequestSchema, async () => ({
+  model: "test-model",
+  role: "assistant",
+  content: { type: "text", text: "sampled answer" },
+}));
+client.setRequestHandler(ListRootsRequestSchema, async () => ({
+  roots: dir ? [{ uri: `file://${dir}`, name: "test" }] : [],
+}));
+
+async function waitForResume() {
+  if (!pause) return;
+  process.stdout.write("PAUSED\n");
+  const rl = createInterface({ input: process.stdin });
+  await new Promise((resolve) => rl.once("line", resolve));
+  rl.close();
+  resumed = true;
+}
+
+const big = "x".repeat(1 << 20);
+await client.connect(transport);
+const info = { client_pid: process.pid, server_pid: transport.pid };
+
+if (scenario === "everything") {
+  await client.listTools();
+  await client.callTool({ name: "echo", arguments: { message: "hello" } });
+  await waitForResume();
+  await client.callTool({ name: "echo", arguments: { message: big } });
+  await client.callTool({ name: "get-sum", arguments: { a: 1, b: 2 } });
+  await client.callTool(
+    { name: "trigger-long-running-operation", arguments: { duration: 1, steps: 3 } },
+    undefined,
+    { onprogress: () => {} },
+  );
+  await client.listResources();
+  await client.readResource({ uri: "demo://resource/dynamic/text/1" });
+  await client.listPrompts();
+  await client.getPrompt({ name: "simple-prompt" });
+  await client.getPrompt({ name: "args-prompt", arguments: { city: "Paris" } });
+  await client.ping();
+  await client.setLoggingLevel("error");
+  await client.callTool({ name: "trigger-sampling-request", arguments: { prompt: "hi", maxTokens: 5 } });
+  await client.sendRootsListChanged();
+  await client.callTool({ name: "get-sum", arguments: { a: 5, b: 8 } });
+} else if (scenario === "filesystem") {
+  await client.listTools();
+  await waitForResume();
+  const file = join(dir, "big.txt");
+  await client.callTool({ name: "write_file", arguments: { path: file, content: big } });
+  await client.callTool({ name: "read_text_file", arguments: { path: file } });
+  await client.callTool({ name: "list_directory", arguments: { path: dir } });
+  await client.callTool({ name: "get_file_info", arguments: { path: file } });
+  await client.callTool({ name: "create_directory", arguments: { path: join(dir, "sub") } });
+  await client.callTool({ name: "search_files", arguments: { path: dir, pattern: "big" } });
+  await client.callTool({ name: "list_allowed_directories", arguments: {} });
+  await client.callTool({ name: "read_text_file", arguments: { path: "/etc/shadow" } });
+} else if (scenario === "echo-loop") {
+  // For benchmarks: n echo calls of a given size.
+  const n = Number(process.env.ECHO_COUNT ?? 100);
+  const msg = "y".repeat(Number(process.env.ECHO_BYTES ?? 200));
+  await waitForResume();
+  for (let i = 0; i < n; i++) await client.callTool({ name: "echo", arguments: { message: msg } });
+} else {
+  throw new Error(`unknown scenario ${scenario}`);
+}
+
+// Optional extra call, e.g. to plant a fake secret for redaction tests.
+if (process.env.MCP_TEST_ECHO_MESSAGE && scenario === "everything") {
+  await client.callTool({ name: "echo", arguments: { message: process.env.MCP_TEST_ECHO_MESSAGE } });
+}
+
+// Let in-flight notifications land before closing.
+await new Promise((r) => setTimeout(r, 200));
+await client.close();
+writeFileSync(transcriptPath, JSON.stringify({ ...info, transcript }, null, 1));

@@ -1,0 +1,247 @@
+//! Kernel-to-event tests for the stdio transport: the real monitor (eBPF,
+//! root) watching real MCP servers driven by the official SDK clients.
+//!
+//! Every test compares the monitor's events with the transcript the client
+//! recorded on the wire: count, order per direction, types, methods, ids,
+//! tool names, exact byte sizes, and the pids of both ends.
+
+use std::{process::Command, time::Duration};
+
+use mcp_monitor_tests::*;
+
+const SETTLE: Duration = Duration::from_secs(20);
+
+fn drops(m: &Monitor) -> f64 {
+    m.metric("mcp_monitor_capture_dropped_total", &[])
+}
+
+fn check_session(m: &Monitor, t: &Transcript) {
+    let expected = t.expected(false);
+    let n = count(&expected);
+    let events = m.wait_events(SETTLE, |ev| count(&observed(ev, t.server_pid)) >= n);
+    let got = observed(&events, t.server_pid);
+    assert_same(&expected, &got);
+    for e in events
+        .iter()
+        .filter(|e| e["server"]["pid"].as_u64() == Some(t.server_pid as u64))
+    {
+        assert_eq!(
+            e["client"]["pid"].as_u64(),
+            Some(t.client_pid as u64),
+            "client pid of {e}"
+        );
+        assert_eq!(e["transport"], "stdio");
+        assert!(e["time"].as_str().unwrap().ends_with('Z'));
+        assert!(
+            !e["server"]["exe"].as_str().unwrap_or("").is_empty(),
+            "server exe missing in {e}"
+        );
+        if e["type"] == "response" {
+            assert!(
+                e["latency_ms"].as_f64().unwrap() >= 0.0,
+                "paired response has a latency: {e}"
+            );
+        }
+    }
+    assert_eq!(drops(m), 0.0, "capture drops:\n{}", m.metrics_text());
+}
+
+#[test]
+fn everything_server_with_typescript_client() {
+    require_root();
+    let m = Monitor::start(&[]);
+    let t = run_node("everything", &[]);
+    check_session(&m, &t);
+    let events = m.events();
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| e["server"]["pid"].as_u64() == Some(t.server_pid as u64))
+        .unwrap();
+    assert_eq!(last["client"]["name"], "monitor-test-client");
+    assert!(
+        last["server"]["name"].as_str().unwrap().contains("everything"),
+        "{last}"
+    );
+    assert!(last["protocol_version"].is_string());
+    // The 1 MiB argument and its echo were seen whole.
+    assert!(events
+        .iter()
+        .any(|e| e["tool"] == "echo" && e["bytes"].as_u64().unwrap() > 1 << 20));
+    // Server-to-client requests (sampling, roots) were paired with the
+    // client's responses.
+    assert!(events.iter().any(|e| e["method"] == "sampling/createMessage"
+        && e["type"] == "response"
+        && e["direction"] == "client_to_server"
+        && e["latency_ms"].is_number()));
+    assert_eq!(m.metric("mcp_monitor_unpaired_responses_total", &[]), 0.0);
+    assert_eq!(
+        m.metric("mcp_monitor_frame_errors_total", &[]),
+        0.0,
+        "{}",
+        m.metrics_text()
+    );
+    let c2s_calls = m.metric(
+        "mcp_monitor_messages_total",
+        &[
+            ("direction", "client_to_server"),
+            ("method", "tools/call"),
+            ("type", "request"),
+        ],
+    );
+    assert_eq!(
+        c2s_calls as usize,
+        t.messages
+            .iter()
+            .filter(|s| s.method.as_deref() == Some("tools/call"))
+            .count()
+    );
+}
+
+#[test]
+fn filesystem_server_with_typescript_client() {
+    require_root();
+    let dir = TempDir::new("fs");
+    let m = Monitor::start(&[]);
+    let t = run_node("filesystem", &[dir.path().to_str().unwrap()]);
+    check_session(&m, &t);
+    // A 2 MiB result (read_text_file of the 1 MiB file) arrived whole.
+    assert!(m
+        .events()
+        .iter()
+        .any(|e| e["tool"] == "read_text_file" && e["bytes"].as_u64().unwrap() > 2 << 20));
+}
+
+#[test]
+fn fastmcp_server_with_python_client() {
+    require_root();
+    let m = Monitor::start(&[]);
+    let t = run_python_fastmcp();
+    check_session(&m, &t);
+    let events = m.events();
+    // 6 MiB written by Python in one blocking write, read by the client in
+    // pieces: captured at the reader, so complete.
+    assert!(events
+        .iter()
+        .any(|e| e["tool"] == "big" && e["type"] == "response" && e["bytes"].as_u64().unwrap() > 6 << 20));
+    assert!(events.iter().any(|e| e["server"]["name"] == "pyserver"));
+}
+
+#[test]
+fn monitor_started_mid_session_picks_up_from_the_next_message() {
+    require_root();
+    let mut driver = Driver::node("everything", &["--pause"]);
+    driver.expect_line("PAUSED");
+    // The session is running; only now does the monitor start.
+    let m = Monitor::start(&[]);
+    driver.send_line("go");
+    let t = driver.finish();
+    let expected = t.expected(true);
+    let n = count(&expected);
+    assert!(n > 20, "the scenario continues after the pause");
+    let events = m.wait_events(SETTLE, |ev| count(&observed(ev, t.server_pid)) >= n);
+    assert_same(&expected, &observed(&events, t.server_pid));
+    assert_eq!(drops(&m), 0.0);
+}
+
+#[test]
+fn noisy_json_writers_produce_no_events() {
+    require_root();
+    let m = Monitor::start(&[]);
+    // JSON lines that are not JSON-RPC, through a pipe: the kernel's
+    // discovery never reports them.
+    let quiet = Command::new("sh")
+        .arg("-c")
+        .arg(r#"python3 -c 'import json
+for i in range(20000): print(json.dumps({"level": "info", "msg": "working", "n": i}), flush=True)' | python3 -c 'import sys
+for l in sys.stdin: pass'"#)
+        .status()
+        .unwrap();
+    assert!(quiet.success());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        m.metric("mcp_monitor_capture_events_total", &[]),
+        0.0,
+        "plain JSON logs were captured"
+    );
+
+    // Lines that mention "jsonrpc" but are not JSON-RPC: reported once,
+    // rejected by userspace, then ignored in the kernel.
+    let noisy = Command::new("sh")
+        .arg("-c")
+        .arg(r#"python3 -c 'import json
+for i in range(20000): print(json.dumps({"jsonrpc": "1.0", "note": "not mcp", "n": i}), flush=True)' | python3 -c 'import sys
+for l in sys.stdin: pass'"#)
+        .status()
+        .unwrap();
+    assert!(noisy.success());
+    std::thread::sleep(Duration::from_secs(2));
+    let chunks = m.metric("mcp_monitor_capture_events_total", &[]);
+    assert!(chunks >= 1.0, "the lookalike stream was never reported");
+    assert!(
+        chunks < 50.0,
+        "{chunks} chunks captured: the rejected stream was not ignored by the kernel"
+    );
+    assert!(m.metric("mcp_monitor_streams_total", &[("verdict", "rejected:not_jsonrpc")]) >= 1.0);
+    assert!(m.events().is_empty(), "noise produced events: {:?}", m.events());
+}
+
+#[test]
+fn recording_replays_to_identical_events() {
+    require_root();
+    let dir = TempDir::new("rec");
+    let rec = dir.path().join("capture.rec");
+    let mut m = Monitor::start(&["--record", rec.to_str().unwrap()]);
+    let t = run_node("everything", &[]);
+    let n = count(&t.expected(false));
+    m.wait_events(SETTLE, |ev| count(&observed(ev, t.server_pid)) >= n);
+    m.stop();
+    let live = std::fs::read_to_string(&m.events_path).unwrap();
+    let replayed = dir.path().join("replayed.jsonl");
+    let st = Command::new(monitor_bin())
+        .arg("replay")
+        .arg(&rec)
+        .arg("--events-file")
+        .arg(&replayed)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let replayed = std::fs::read_to_string(&replayed).unwrap();
+    assert!(live.lines().count() >= n);
+    assert_eq!(live, replayed, "replay differs from the live run");
+}
+
+#[test]
+fn payloads_are_included_only_when_asked_and_redacted() {
+    require_root();
+    // A made-up token in GitHub's format (not a real credential).
+    let fake_token = format!("ghp_{}", "Zq7rT2mW9xK4vB8nL3pD6sF1hJ5gC0aY2eR7");
+    let message = format!("deploy with token {fake_token} please");
+
+    let plain = Monitor::start(&[]);
+    let t = Driver::node_with_env("everything", &[], &[("MCP_TEST_ECHO_MESSAGE", &message)]).finish();
+    let n = count(&t.expected(false));
+    let events = plain.wait_events(SETTLE, |ev| count(&observed(ev, t.server_pid)) >= n);
+    assert!(
+        events.iter().all(|e| e.get("payload").is_none()),
+        "payloads without --payloads"
+    );
+    drop(plain);
+
+    let m = Monitor::start(&["--payloads"]);
+    let t = Driver::node_with_env("everything", &[], &[("MCP_TEST_ECHO_MESSAGE", &message)]).finish();
+    let n = count(&t.expected(false));
+    let events = m.wait_events(SETTLE, |ev| count(&observed(ev, t.server_pid)) >= n);
+    let call = events
+        .iter()
+        .find(|e| e["tool"] == "get-sum" && e["type"] == "request")
+        .expect("get-sum call");
+    assert_eq!(call["payload"]["params"]["arguments"]["a"], 1);
+    assert!(events
+        .iter()
+        .any(|e| e["method"] == "tools/list" && e["payload"]["result"]["tools"].is_array()));
+    // The planted token is in a request and in its echo, and in neither event.
+    let raw = std::fs::read_to_string(&m.events_path).unwrap();
+    assert!(!raw.contains(&fake_token), "the token leaked into the events");
+    assert!(raw.contains("[REDACTED]"), "nothing was redacted");
+}
