@@ -828,3 +828,7 @@ fn name_param(params: &RawValue) -> Option<String> {
         .and_then(|p| p.name)
         .map(|n| clip(&n))
 }
+
+#[cfg(test)]
+#[path = "pipeline_tests.rs"]
+mod tests;

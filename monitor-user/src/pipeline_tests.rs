@@ -1,0 +1,756 @@
+//! Pipeline tests on synthetic observations: what the kernel would report
+//! for a client and a server talking over pipes or socketpairs.
+
+use super::*;
+use crate::{identity::ProcessInfo, observation::Chunk};
+use monitor_common::{ConnTuple, Syscall};
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+const CLIENT: ProcKey = ProcKey {
+    pid: 100,
+    start_ns: 1_000,
+};
+const SERVER: ProcKey = ProcKey {
+    pid: 200,
+    start_ns: 2_000,
+};
+
+/// A scripted stdio conversation.
+struct Sim {
+    pipeline: Pipeline,
+    metrics: Arc<Metrics>,
+    out: Recorder,
+    ts: u64,
+    kind: FdKind,
+    /// c2s and s2c channels, and the server's fds for them.
+    c2s: u64,
+    s2c: u64,
+    server_fds: (i32, i32),
+    server: ProcKey,
+    notified: Vec<(ProcKey, u64)>,
+}
+
+#[derive(Default)]
+struct Recorder {
+    events: Vec<Event>,
+    controls: Vec<Control>,
+}
+
+impl Sink for Recorder {
+    fn event(&mut self, event: Event) {
+        self.events.push(event);
+    }
+    fn control(&mut self, control: Control) {
+        self.controls.push(control);
+    }
+}
+
+fn info(p: ProcKey, exe: &str) -> Observation {
+    Observation::Process(Box::new(ProcessInfo {
+        pid: p.pid,
+        start_ns: p.start_ns,
+        exe: exe.into(),
+        complete: true,
+        ..Default::default()
+    }))
+}
+
+fn chunk(p: ProcKey, fd: i32, dir: Direction, kind: FdKind, channel: u64, data: &[u8], ts: u64, flags: u8) -> Chunk {
+    Chunk {
+        ts_ns: ts,
+        proc: p,
+        tid: p.pid,
+        comm: "t".into(),
+        uid: 0,
+        gid: 0,
+        cgroup_id: 0,
+        fd,
+        syscall: if dir == Direction::Ingress {
+            Syscall::Read
+        } else {
+            Syscall::Write
+        },
+        direction: dir,
+        fd_kind: kind,
+        flags,
+        inode: channel,
+        channel,
+        peer: 0,
+        orig_len: data.len() as u64,
+        segment: 0,
+        conn: ConnTuple::default(),
+        writer_notice: dir == Direction::Egress,
+        data: if dir == Direction::Egress {
+            Vec::new()
+        } else {
+            data.to_vec()
+        },
+    }
+}
+
+impl Sim {
+    fn new() -> Self {
+        Self::with(PipelineConfig::default())
+    }
+
+    fn with(cfg: PipelineConfig) -> Self {
+        let metrics = Metrics::new();
+        let mut s = Sim {
+            pipeline: Pipeline::new(cfg, metrics.clone()),
+            metrics,
+            out: Recorder::default(),
+            ts: 1_000_000,
+            kind: FdKind::Pipe,
+            c2s: 11,
+            s2c: 12,
+            server_fds: (0, 1),
+            server: SERVER,
+            notified: Vec::new(),
+        };
+        s.feed(info(CLIENT, "/usr/bin/agent"));
+        s.feed(info(SERVER, "/usr/bin/server"));
+        s
+    }
+
+    fn feed(&mut self, o: Observation) {
+        self.pipeline.handle(o, &mut self.out);
+    }
+
+    fn notice(&mut self, p: ProcKey, fd: i32, channel: u64) {
+        if !self.notified.contains(&(p, channel)) {
+            self.notified.push((p, channel));
+            let c = chunk(
+                p,
+                fd,
+                Direction::Egress,
+                self.kind,
+                channel,
+                b"",
+                self.ts,
+                chunk_flags::NEW_STREAM,
+            );
+            self.feed(Observation::Chunk(c));
+        }
+    }
+
+    /// The client writes `pieces`; the server reads them as separate reads.
+    fn client_sends(&mut self, pieces: &[&[u8]]) {
+        self.notice(CLIENT, 5, self.c2s);
+        for p in pieces {
+            self.ts += 1_000;
+            let c = chunk(
+                self.server,
+                self.server_fds.0,
+                Direction::Ingress,
+                self.kind,
+                self.c2s,
+                p,
+                self.ts,
+                chunk_flags::NEW_STREAM,
+            );
+            self.feed(Observation::Chunk(c));
+        }
+    }
+
+    fn server_sends(&mut self, pieces: &[&[u8]]) {
+        self.notice(self.server, self.server_fds.1, self.s2c);
+        for p in pieces {
+            self.ts += 1_000;
+            let c = chunk(
+                CLIENT,
+                6,
+                Direction::Ingress,
+                self.kind,
+                self.s2c,
+                p,
+                self.ts,
+                chunk_flags::NEW_STREAM,
+            );
+            self.feed(Observation::Chunk(c));
+        }
+    }
+
+    fn c(&mut self, v: Value) {
+        let line = format!("{v}\n");
+        self.client_sends(&[line.as_bytes()]);
+    }
+
+    fn s(&mut self, v: Value) {
+        let line = format!("{v}\n");
+        self.server_sends(&[line.as_bytes()]);
+    }
+
+    fn handshake(&mut self) {
+        self.c(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}));
+        self.s(json!({"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2.0"}}}));
+        self.c(json!({"jsonrpc":"2.0","method":"notifications/initialized"}));
+    }
+
+    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self.metrics.render();
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn rows(&self) -> Vec<(Flow, Kind, Option<String>, Option<String>, Option<String>)> {
+        self.out
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.direction,
+                    e.kind,
+                    e.method.clone(),
+                    e.id.as_ref().map(|i| i.to_string()),
+                    e.tool.clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+use Flow::{ClientToServer as C2S, ServerToClient as S2C};
+
+fn row(
+    f: Flow,
+    k: Kind,
+    m: Option<&str>,
+    id: Option<&str>,
+    tool: Option<&str>,
+) -> (Flow, Kind, Option<String>, Option<String>, Option<String>) {
+    (
+        f,
+        k,
+        m.map(str::to_owned),
+        id.map(str::to_owned),
+        tool.map(str::to_owned),
+    )
+}
+
+#[test]
+fn handshake_pairing_names_and_identity() {
+    let mut s = Sim::new();
+    s.handshake();
+    s.c(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"m":"x"}}}));
+    s.s(json!({"jsonrpc":"2.0","id":1,"result":{"content":[]}}));
+    assert_eq!(
+        s.rows(),
+        vec![
+            row(C2S, Kind::Request, Some("initialize"), Some("0"), None),
+            row(S2C, Kind::Response, Some("initialize"), Some("0"), None),
+            row(C2S, Kind::Notification, Some("notifications/initialized"), None, None),
+            row(C2S, Kind::Request, Some("tools/call"), Some("1"), Some("echo")),
+            row(S2C, Kind::Response, Some("tools/call"), Some("1"), Some("echo")),
+        ]
+    );
+    let last = s.out.events.last().unwrap();
+    assert_eq!(last.latency_ms, Some(0.001));
+    assert_eq!(last.server.process.as_ref().unwrap().exe, "/usr/bin/server");
+    assert_eq!(last.client.process.as_ref().unwrap().exe, "/usr/bin/agent");
+    assert_eq!(last.server.name.as_deref(), Some("srv"));
+    assert_eq!(last.client.name.as_deref(), Some("agent"));
+    assert_eq!(last.protocol_version.as_deref(), Some("2025-06-18"));
+    assert_eq!(&*last.session, "stdio:200:2000");
+    assert!(s.out.controls.is_empty());
+    assert_eq!(s.metric("mcp_monitor_sessions_active", &[]), 1.0);
+    assert_eq!(
+        s.metric(
+            "mcp_monitor_request_duration_seconds_count",
+            &[("method", "tools/call")]
+        ),
+        1.0
+    );
+    assert_eq!(s.metric("mcp_monitor_unpaired_responses_total", &[]), 0.0);
+}
+
+#[test]
+fn server_requests_are_paired_with_client_responses() {
+    let mut s = Sim::new();
+    s.handshake();
+    s.s(json!({"jsonrpc":"2.0","id":7,"method":"sampling/createMessage","params":{"messages":[]}}));
+    s.c(
+        json!({"jsonrpc":"2.0","id":7,"result":{"model":"m","role":"assistant","content":{"type":"text","text":"ok"}}}),
+    );
+    let rows = s.rows();
+    assert_eq!(
+        rows[3],
+        row(S2C, Kind::Request, Some("sampling/createMessage"), Some("7"), None)
+    );
+    assert_eq!(
+        rows[4],
+        row(C2S, Kind::Response, Some("sampling/createMessage"), Some("7"), None)
+    );
+}
+
+#[test]
+fn errors_batches_and_string_ids() {
+    let mut s = Sim::new();
+    s.handshake();
+    s.c(json!([{"jsonrpc":"2.0","id":"a","method":"tools/list"},{"jsonrpc":"2.0","id":"b","method":"ping"}]));
+    s.s(json!([{"jsonrpc":"2.0","id":"b","result":{}},{"jsonrpc":"2.0","id":"a","error":{"code":-32601,"message":"nope"}}]));
+    let rows = s.rows();
+    assert_eq!(
+        rows[3],
+        row(C2S, Kind::Request, Some("tools/list"), Some("\"a\""), None)
+    );
+    assert_eq!(rows[4], row(C2S, Kind::Request, Some("ping"), Some("\"b\""), None));
+    assert_eq!(rows[5], row(S2C, Kind::Response, Some("ping"), Some("\"b\""), None));
+    assert_eq!(rows[6], row(S2C, Kind::Error, Some("tools/list"), Some("\"a\""), None));
+    assert_eq!(s.out.events[6].error_code, Some(-32601));
+    // Each batch member counts its own bytes.
+    assert_eq!(
+        s.out.events[3].bytes,
+        br#"{"id":"a","jsonrpc":"2.0","method":"tools/list"}"#.len() as u64
+    );
+}
+
+#[test]
+fn truncated_capture_skips_only_the_damaged_message() {
+    let mut s = Sim::new();
+    s.handshake();
+    // A message whose middle the kernel could not capture (cap reached).
+    s.notice(CLIENT, 5, s.c2s);
+    let mut c = chunk(
+        SERVER,
+        0,
+        Direction::Ingress,
+        FdKind::Pipe,
+        s.c2s,
+        br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","par"#,
+        s.ts,
+        0,
+    );
+    c.orig_len = 100_000;
+    s.feed(Observation::Chunk(c));
+    s.client_sends(&[
+        b"ams\":{}}\n",
+        format!("{}\n", json!({"jsonrpc":"2.0","id":3,"method":"ping"})).as_bytes(),
+    ]);
+    let rows = s.rows();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[3], row(C2S, Kind::Request, Some("ping"), Some("3"), None));
+    assert_eq!(
+        s.metric("mcp_monitor_frame_errors_total", &[("reason", "capture_gap")]),
+        1.0
+    );
+}
+
+#[test]
+fn streams_that_are_not_json_rpc_are_rejected_and_reported_to_the_kernel() {
+    let mut s = Sim::new();
+    s.client_sends(&[b"{\"level\":\"info\",\"msg\":\"hello\"}\n"]);
+    assert!(s.out.events.is_empty());
+    assert_eq!(
+        s.out.controls,
+        vec![Control::IgnoreStream(KernelStream {
+            pid: 200,
+            fd: 0,
+            inode: 11,
+            direction: Direction::Ingress
+        })]
+    );
+    assert_eq!(
+        s.metric("mcp_monitor_streams_total", &[("verdict", "rejected:not_jsonrpc")]),
+        1.0
+    );
+    // Chunks already in flight after the decision are dropped quietly.
+    s.client_sends(&[b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}\n"]);
+    assert!(s.out.events.is_empty());
+    assert_eq!(s.out.controls.len(), 1);
+}
+
+#[test]
+fn json_rpc_that_is_not_mcp_is_held_then_dropped() {
+    let mut s = Sim::with(PipelineConfig {
+        max_held: 4,
+        ..PipelineConfig::default()
+    });
+    for i in 0..5 {
+        s.c(json!({"jsonrpc":"2.0","id":i,"method":"textDocument/hover","params":{}}));
+    }
+    assert!(s.out.events.is_empty(), "a non-MCP JSON-RPC user produced events");
+    assert!(s
+        .out
+        .controls
+        .iter()
+        .any(|c| matches!(c, Control::IgnoreStream(k) if k.pid == 200)));
+    assert_eq!(
+        s.metric("mcp_monitor_streams_total", &[("verdict", "rejected:not_mcp")]),
+        1.0
+    );
+    assert_eq!(
+        s.metric("mcp_monitor_state_evictions_total", &[("kind", "held_event")]),
+        5.0
+    );
+    assert_eq!(s.metric("mcp_monitor_sessions_active", &[]), 0.0);
+}
+
+#[test]
+fn a_session_joined_on_a_response_is_emitted_once_mcp_is_confirmed() {
+    let mut s = Sim::new();
+    // The monitor starts between a request and its response.
+    s.s(json!({"jsonrpc":"2.0","id":4,"result":{"content":[]}}));
+    assert!(s.out.events.is_empty(), "held until the session shows MCP");
+    s.c(json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"add"}}));
+    let rows = s.rows();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0], row(S2C, Kind::Response, None, Some("4"), None));
+    assert_eq!(
+        rows[1],
+        row(C2S, Kind::Request, Some("tools/call"), Some("5"), Some("add"))
+    );
+    assert_eq!(s.metric("mcp_monitor_unpaired_responses_total", &[]), 1.0);
+}
+
+#[test]
+fn a_stream_joined_mid_message_resyncs_on_the_next_line() {
+    let mut s = Sim::new();
+    s.notice(CLIENT, 5, s.c2s);
+    // No NEW_STREAM flag: the kernel was already capturing before, or the
+    // first chunk was lost. Starts in the middle of a message.
+    let tail = format!(
+        "ut\":1}}}}\n{}\n",
+        json!({"jsonrpc":"2.0","id":9,"method":"tools/list"})
+    );
+    s.feed(Observation::Chunk(chunk(
+        SERVER,
+        0,
+        Direction::Ingress,
+        FdKind::Pipe,
+        s.c2s,
+        tail.as_bytes(),
+        5,
+        0,
+    )));
+    assert_eq!(
+        s.rows(),
+        vec![row(C2S, Kind::Request, Some("tools/list"), Some("9"), None)]
+    );
+    assert_eq!(
+        s.metric("mcp_monitor_frame_errors_total", &[]),
+        0.0,
+        "the partial first line is expected"
+    );
+}
+
+#[test]
+fn oversized_lines_are_skipped_with_bounded_memory() {
+    let mut s = Sim::with(PipelineConfig {
+        max_frame: 1024,
+        ..PipelineConfig::default()
+    });
+    s.handshake();
+    let big = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{{\"x\":\"{}\"}}}}\n",
+        "a".repeat(100_000)
+    );
+    let pieces: Vec<&[u8]> = big.as_bytes().chunks(4096).collect();
+    s.client_sends(&pieces);
+    s.c(json!({"jsonrpc":"2.0","id":2,"method":"ping"}));
+    let rows = s.rows();
+    assert_eq!(
+        rows.last().unwrap(),
+        &row(C2S, Kind::Request, Some("ping"), Some("2"), None)
+    );
+    assert_eq!(rows.len(), 4);
+    assert_eq!(
+        s.metric("mcp_monitor_frame_errors_total", &[("reason", "oversized")]),
+        1.0
+    );
+}
+
+#[test]
+fn pid_reuse_never_mixes_sessions() {
+    let mut s = Sim::new();
+    s.handshake();
+    s.feed(Observation::Lifecycle(Lifecycle {
+        kind: LifecycleKind::Exit,
+        ts_ns: s.ts,
+        proc: SERVER,
+        parent: None,
+        reason: "discovered".into(),
+    }));
+    assert_eq!(s.metric("mcp_monitor_sessions_active", &[]), 0.0);
+    // Same pid, another process.
+    let reborn = ProcKey {
+        pid: SERVER.pid,
+        start_ns: 9_999,
+    };
+    s.feed(info(reborn, "/usr/bin/other-server"));
+    s.server = reborn;
+    s.c2s = 21;
+    s.s2c = 22;
+    s.handshake();
+    let first = &s.out.events[0];
+    let later = s.out.events.last().unwrap();
+    assert_ne!(first.session, later.session);
+    assert_eq!(later.server.process.as_ref().unwrap().exe, "/usr/bin/other-server");
+    assert_eq!(first.server.process.as_ref().unwrap().exe, "/usr/bin/server");
+}
+
+#[test]
+fn exits_end_sessions_and_count_forgotten_requests() {
+    let mut s = Sim::new();
+    s.handshake();
+    s.c(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}));
+    s.feed(Observation::Lifecycle(Lifecycle {
+        kind: LifecycleKind::Exit,
+        ts_ns: s.ts,
+        proc: SERVER,
+        parent: None,
+        reason: "discovered".into(),
+    }));
+    assert_eq!(
+        s.metric(
+            "mcp_monitor_pending_requests_evicted_total",
+            &[("reason", "session_end")]
+        ),
+        1.0
+    );
+    assert_eq!(s.pipeline.session_count(), 0);
+}
+
+#[test]
+fn ticks_expire_requests_and_idle_sessions() {
+    let mut s = Sim::with(PipelineConfig {
+        request_timeout_ns: 10,
+        session_idle_ns: 1_000_000_000,
+        ..PipelineConfig::default()
+    });
+    s.handshake();
+    s.c(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}));
+    s.feed(Observation::Tick { ts_ns: s.ts + 1_000 });
+    assert_eq!(
+        s.metric("mcp_monitor_pending_requests_evicted_total", &[("reason", "timeout")]),
+        1.0
+    );
+    s.s(json!({"jsonrpc":"2.0","id":1,"result":{}}));
+    assert_eq!(s.metric("mcp_monitor_unpaired_responses_total", &[]), 1.0);
+    s.feed(Observation::Tick {
+        ts_ns: s.ts + 2_000_000_000,
+    });
+    assert_eq!(s.pipeline.session_count(), 0);
+}
+
+#[test]
+fn unknown_methods_fold_into_other_in_metrics_only() {
+    let mut s = Sim::new();
+    s.handshake();
+    s.c(json!({"jsonrpc":"2.0","id":1,"method":"x-vendor/secret-sauce","params":{}}));
+    assert_eq!(
+        s.out.events.last().unwrap().method.as_deref(),
+        Some("x-vendor/secret-sauce")
+    );
+    assert_eq!(s.metric("mcp_monitor_messages_total", &[("method", "other")]), 1.0);
+    assert!(!s.metrics.render().contains("secret-sauce"));
+}
+
+#[test]
+fn stateless_revision_client_info_from_meta() {
+    let mut s = Sim::new();
+    s.c(
+        json!({"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{
+        "io.modelcontextprotocol/protocolVersion":"2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities":{},
+        "io.modelcontextprotocol/clientInfo":{"name":"stateless-agent","version":"3"}}}}),
+    );
+    s.s(json!({"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","serverInfo":{"name":"srv26","version":"1"}}}));
+    let last = s.out.events.last().unwrap();
+    assert_eq!(last.method.as_deref(), Some("server/discover"));
+    assert_eq!(last.client.name.as_deref(), Some("stateless-agent"));
+    assert_eq!(last.server.name.as_deref(), Some("srv26"));
+    assert_eq!(last.protocol_version.as_deref(), Some("2026-07-28"));
+}
+
+#[test]
+fn stdio_over_socketpairs_is_one_session() {
+    let mut s = Sim::new();
+    s.kind = FdKind::UnixStream;
+    s.handshake();
+    s.c(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}));
+    s.s(json!({"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"}]}}));
+    assert_eq!(s.pipeline.session_count(), 1);
+    assert_eq!(s.metric("mcp_monitor_unpaired_responses_total", &[]), 0.0);
+}
+
+#[test]
+fn a_socket_server_with_two_clients_has_two_sessions() {
+    // A server accepting clients on a unix socket (fd 7 and 8): each
+    // connection is one bidirectional socket, keyed by its server side.
+    let metrics = Metrics::new();
+    let mut p = Pipeline::new(PipelineConfig::default(), metrics.clone());
+    let mut out = Recorder::default();
+    let c1 = ProcKey { pid: 101, start_ns: 1 };
+    let c2 = ProcKey { pid: 102, start_ns: 1 };
+    let mut ts = 10;
+    for (client, srv_fd, srv_sock, cli_sock) in [(c1, 7, 0xa1u64, 0xb1u64), (c2, 8, 0xa2, 0xb2)] {
+        let mut feed = |c: Chunk| p.handle(Observation::Chunk(c), &mut out);
+        let mut notice = chunk(client, 3, Direction::Egress, FdKind::UnixStream, srv_sock, b"", ts, 0);
+        notice.peer = cli_sock;
+        feed(notice);
+        ts += 1;
+        let mut req = chunk(
+            SERVER,
+            srv_fd,
+            Direction::Ingress,
+            FdKind::UnixStream,
+            srv_sock,
+            format!("{}\n", json!({"jsonrpc":"2.0","id":1,"method":"tools/list"})).as_bytes(),
+            ts,
+            chunk_flags::NEW_STREAM,
+        );
+        req.peer = cli_sock;
+        feed(req);
+        let mut notice = chunk(
+            SERVER,
+            srv_fd,
+            Direction::Egress,
+            FdKind::UnixStream,
+            cli_sock,
+            b"",
+            ts,
+            0,
+        );
+        notice.peer = srv_sock;
+        feed(notice);
+        ts += 1;
+        let mut resp = chunk(
+            client,
+            3,
+            Direction::Ingress,
+            FdKind::UnixStream,
+            cli_sock,
+            format!("{}\n", json!({"jsonrpc":"2.0","id":1,"result":{"tools":[]}})).as_bytes(),
+            ts,
+            chunk_flags::NEW_STREAM,
+        );
+        resp.peer = srv_sock;
+        feed(resp);
+    }
+    assert_eq!(p.session_count(), 2);
+    assert_eq!(out.events.len(), 4);
+    assert!(out
+        .events
+        .iter()
+        .all(|e| e.kind != Kind::Response || e.method.as_deref() == Some("tools/list")));
+    assert_ne!(out.events[0].session, out.events[2].session);
+    assert_eq!(out.events[1].client.pid, Some(101));
+    assert_eq!(out.events[3].client.pid, Some(102));
+}
+
+#[test]
+fn state_tables_are_bounded() {
+    let mut s = Sim::with(PipelineConfig {
+        max_streams: 16,
+        max_sessions: 16,
+        ..PipelineConfig::default()
+    });
+    for i in 0..200u32 {
+        let server = ProcKey {
+            pid: 1000 + i,
+            start_ns: 1,
+        };
+        let line = format!(
+            "{}\n",
+            json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{}})
+        );
+        let c = chunk(
+            server,
+            0,
+            Direction::Ingress,
+            FdKind::Pipe,
+            5000 + i as u64,
+            line.as_bytes(),
+            i as u64,
+            chunk_flags::NEW_STREAM,
+        );
+        s.feed(Observation::Chunk(c));
+    }
+    assert!(s.pipeline.streams.len() <= 16);
+    assert!(s.pipeline.session_count() <= 16);
+    assert!(s.metric("mcp_monitor_state_evictions_total", &[("kind", "stream")]) > 0.0);
+    assert!(s.metric("mcp_monitor_state_evictions_total", &[("kind", "session")]) > 0.0);
+    assert_eq!(s.out.events.len(), 200, "evictions drop state, not messages");
+}
+
+#[test]
+fn kernel_counters_become_metric_increments() {
+    let mut s = Sim::new();
+    let stats = |ring, trunc| {
+        Observation::CaptureStats(CaptureStats {
+            counters: vec![
+                ("drop_ring_full".into(), ring),
+                ("truncated".into(), trunc),
+                ("records".into(), 99),
+            ],
+        })
+    };
+    s.feed(stats(2, 1));
+    s.feed(stats(5, 1));
+    assert_eq!(
+        s.metric("mcp_monitor_capture_dropped_total", &[("reason", "ring_full")]),
+        5.0
+    );
+    assert_eq!(s.metric("mcp_monitor_capture_truncated_total", &[]), 1.0);
+}
+
+fn conversation() -> Vec<(bool, String)> {
+    vec![
+        (true, json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"clientInfo":{"name":"a","version":"1"}}}).to_string()),
+        (false, json!({"jsonrpc":"2.0","id":0,"result":{"serverInfo":{"name":"s","version":"1"},"protocolVersion":"2025-06-18"}}).to_string()),
+        (true, json!({"jsonrpc":"2.0","method":"notifications/initialized"}).to_string()),
+        (true, json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"t":"ünïcödé \n escaped"}}}).to_string()),
+        (false, json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}).to_string()),
+        (false, json!({"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"x".repeat(3000)}]}}).to_string()),
+        (true, json!({"jsonrpc":"2.0","id":2,"method":"ping"}).to_string()),
+        (false, json!({"jsonrpc":"2.0","id":2,"result":{}}).to_string()),
+    ]
+}
+
+proptest! {
+    /// However the kernel cuts the byte streams into reads, and with CRLF
+    /// or blank lines in between, the events are the same.
+    #[test]
+    fn chunking_does_not_change_events(cuts in proptest::collection::vec(1usize..512, 1..40), crlf in any::<bool>(), blank in any::<bool>()) {
+        let reference = {
+            let mut s = Sim::new();
+            for (c2s, m) in conversation() {
+                if c2s { s.c(serde_json::from_str(&m).unwrap()) } else { s.s(serde_json::from_str(&m).unwrap()) }
+            }
+            s.rows()
+        };
+        let mut s = Sim::new();
+        let mut cut = cuts.iter().cycle();
+        for (c2s, m) in conversation() {
+            let mut bytes = m.into_bytes();
+            if crlf { bytes.push(b'\r'); }
+            bytes.push(b'\n');
+            if blank { bytes.extend_from_slice(b"\n  \n"); }
+            let mut pieces: Vec<&[u8]> = Vec::new();
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let n = (*cut.next().unwrap()).min(rest.len());
+                pieces.push(&rest[..n]);
+                rest = &rest[n..];
+            }
+            if c2s { s.client_sends(&pieces) } else { s.server_sends(&pieces) }
+        }
+        prop_assert_eq!(s.rows(), reference);
+        prop_assert_eq!(s.metric("mcp_monitor_frame_errors_total", &[]), 0.0);
+    }
+
+    /// Garbage never panics and never grows state without bound.
+    #[test]
+    fn garbage_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..30)) {
+        let mut s = Sim::with(PipelineConfig { max_frame: 256, max_pending_stream_bytes: 512, ..PipelineConfig::default() });
+        for c in &chunks {
+            s.client_sends(&[c]);
+            s.server_sends(&[c]);
+        }
+        prop_assert!(s.pipeline.streams.values().all(|st| st.framer.buffered() <= 256));
+    }
+}
