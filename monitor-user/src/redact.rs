@@ -172,7 +172,13 @@ pub fn redact_text(s: &str) -> Option<String> {
         let mut tail = out.as_str();
         while let Some(p) = tail.find("://") {
             let word_end = tail[p..].find(char::is_whitespace).map_or(tail.len(), |e| p + e);
-            let word_start = tail[..p].rfind(char::is_whitespace).map_or(0, |b| b + 1);
+            // Whitespace can be multi-byte (U+0085, U+3000): step over the
+            // whole character.
+            let word_start = tail[..p]
+                .char_indices()
+                .rev()
+                .find(|(_, c)| c.is_whitespace())
+                .map_or(0, |(i, c)| i + c.len_utf8());
             fixed.push_str(&tail[..word_start]);
             match redact_url_password(&tail[word_start..word_end]) {
                 Some(r) => {
@@ -253,7 +259,7 @@ pub fn redact_json(v: &mut Value) -> usize {
                 if let Some(r) = scrub_value(s) {
                     *s = r;
                     count += 1;
-                } else if s.len() > 7 && s[..7].eq_ignore_ascii_case("bearer ") {
+                } else if s.len() > 7 && s.as_bytes()[..7].eq_ignore_ascii_case(b"bearer ") {
                     *s = format!("Bearer {REDACTED}");
                     count += 1;
                 }
@@ -369,6 +375,24 @@ mod tests {
         assert_eq!(
             redact_text(&format!("Authorization: {jwt}")).unwrap(),
             format!("Authorization: {REDACTED}")
+        );
+    }
+
+    #[test]
+    fn multibyte_text_in_json_strings() {
+        // Found by the redact fuzz target: byte 7 inside a character.
+        let mut v = serde_json::json!(["bearerʧʧʧ", "Bearer abc"]);
+        assert_eq!(redact_json(&mut v), 1);
+        assert_eq!(v[0], "bearerʧʧʧ");
+    }
+
+    #[test]
+    fn multibyte_whitespace_before_a_url() {
+        // Found by the redact fuzz target: U+0085 is whitespace and two bytes.
+        assert_eq!(redact_text(":/\u{bf}\u{85}t\0://#"), None);
+        assert_eq!(
+            redact_text("x\u{3000}https://u:pw@h/").unwrap(),
+            format!("x\u{3000}https://u:{REDACTED}@h/")
         );
     }
 

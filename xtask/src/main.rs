@@ -55,7 +55,7 @@ fn main() -> ExitCode {
         Some("run") => setup().and_then(|_| build()).and_then(|_| run(&args[1..])),
         Some("test") => setup().and_then(|_| test()),
         Some("bench") => setup().and_then(|_| bench(&args[1..])),
-        Some("fuzz") => fuzz(args.get(1).map(|s| s.parse().unwrap_or(60)).unwrap_or(60)),
+        Some("fuzz") => setup().and_then(|_| fuzz(args.get(1).map(|s| s.parse().unwrap_or(60)).unwrap_or(60))),
         _ => {
             eprintln!("{}", usage());
             return ExitCode::from(2);
@@ -280,6 +280,9 @@ fn test_env(cmd: &mut Command) {
 fn test() -> Result<()> {
     step("unit and property tests");
     sh(cargo().args(["test", "--workspace", "--exclude", "mcp-monitor-tests"]))?;
+    // A short fuzzing pass over every parser of untrusted bytes; long
+    // campaigns: `cargo xtask fuzz 3600`.
+    fuzz(20)?;
     build()?;
     if !is_root() {
         bail!(
@@ -303,6 +306,72 @@ fn bench(_args: &[String]) -> Result<()> {
 
 // ------------------------------------------------------------------- fuzz
 
-fn fuzz(_seconds: u64) -> Result<()> {
-    bail!("fuzz targets are not wired up yet")
+/// Fuzz targets in monitor-user/fuzz (one per parser of untrusted bytes).
+const FUZZ_TARGETS: &[&str] = &[
+    "jsonrpc",
+    "framer",
+    "pipeline",
+    "recording",
+    "ring_record",
+    "btf",
+    "redact",
+];
+
+fn ensure_cargo_fuzz() -> Result<PathBuf> {
+    let tools = root().join(".tools");
+    let bin = tools.join("bin/cargo-fuzz");
+    if !bin.exists() {
+        step("installing cargo-fuzz (a minute or two)");
+        sh(Command::new("cargo")
+            .args(["install", "cargo-fuzz@0.13.2", "--locked", "--root"])
+            .arg(&tools))?;
+    }
+    let nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output();
+    if !nightly.is_ok_and(|o| o.status.success()) {
+        bail!(
+            "fuzzing needs a nightly toolchain (for -Zsanitizer) and rustup has none.\n\
+             Fix: rustup toolchain install nightly"
+        );
+    }
+    Ok(bin)
+}
+
+/// Runs every fuzz target for `seconds`; a crash fails the task and leaves
+/// the input in monitor-user/fuzz/artifacts/<target>/.
+fn fuzz(seconds: u64) -> Result<()> {
+    let cargo_fuzz = ensure_cargo_fuzz()?;
+    let dir = root().join("monitor-user");
+    let fuzz_dir = dir.join("fuzz");
+    step("building fuzz targets (nightly, AddressSanitizer)");
+    sh(Command::new(&cargo_fuzz)
+        .args(["build", "-O"])
+        .current_dir(&dir)
+        .env("RUSTUP_TOOLCHAIN", "nightly")
+        .env("MCP_MONITOR_SKIP_EBPF", "1"))?;
+    for t in FUZZ_TARGETS {
+        step(&format!("fuzzing {t} for {seconds} s"));
+        let corpus = fuzz_dir.join("corpus").join(t);
+        std::fs::create_dir_all(&corpus)?;
+        let mut cmd = Command::new(&cargo_fuzz);
+        cmd.args(["run", "-O", t])
+            .arg(&corpus)
+            .current_dir(&dir)
+            .env("RUSTUP_TOOLCHAIN", "nightly")
+            .env("MCP_MONITOR_SKIP_EBPF", "1");
+        let seeds = fuzz_dir.join("seeds").join(t);
+        if seeds.exists() {
+            cmd.arg(&seeds);
+        }
+        cmd.args([
+            "--",
+            &format!("-max_total_time={seconds}"),
+            "-rss_limit_mb=2048",
+            "-max_len=65536",
+            "-print_final_stats=1",
+        ]);
+        sh(&mut cmd).with_context(|| format!("fuzz target {t} found a crash: see monitor-user/fuzz/artifacts/{t}/"))?;
+    }
+    Ok(())
 }
