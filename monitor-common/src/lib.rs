@@ -16,7 +16,7 @@
 #![no_std]
 
 /// Bumped whenever a `#[repr(C)]` layout below changes.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Largest payload one chunk record can carry. The per-CPU scratch buffer is
 /// sized for it, so it is a compile-time constant; the effective cap is
@@ -410,6 +410,11 @@ pub struct KernelConfig {
     pub discovery_window: u32,
     /// [`config_flags`] bits.
     pub flags: u32,
+    /// Wake the agent only once this many bytes wait in the ring buffer;
+    /// below that it drains on its own timer. Batching wake-ups is what
+    /// keeps the agent's CPU cost per message low at high rates.
+    pub wakeup_bytes: u32,
+    pub _pad: u32,
     pub offsets: KernelOffsets,
 }
 

@@ -164,6 +164,24 @@ fn config() -> Option<&'static KernelConfig> {
     CONFIG.get(0)
 }
 
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
+/// Ring-buffer output flags: wake the agent only when enough data waits.
+#[inline(always)]
+fn ring_flags() -> u64 {
+    let threshold = match config() {
+        Some(c) if c.wakeup_bytes > 0 => c.wakeup_bytes as u64,
+        _ => return 0,
+    };
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 #[inline(always)]
 unsafe fn kread<T: Copy>(addr: u64) -> Option<T> {
     let mut v = core::mem::MaybeUninit::<T>::uninit();
@@ -591,7 +609,11 @@ fn emit_chunk(cfg: &KernelConfig, scratch: *mut u8, src: u64, len: u64, segment:
         return;
     }
     let data = unsafe { core::slice::from_raw_parts(scratch as *const u8, total) };
-    if EVENTS.output::<[u8]>(data, 0).is_err() {
+    // A new stream needs a verdict from userspace (capture or ignore): wake
+    // it now rather than at its next poll, so rejected streams stop costing
+    // anything within microseconds.
+    let wake = if flags & chunk_flags::NEW_STREAM != 0 { BPF_RB_FORCE_WAKEUP } else { ring_flags() };
+    if EVENTS.output::<[u8]>(data, wake).is_err() {
         count(Counter::DropRingFull, 1);
     } else {
         count(Counter::Records, 1);
@@ -617,7 +639,7 @@ fn emit_process(kind: RecordKind, tgid: u32, start_ns: u64, parent_tgid: u32, pa
         parent_start_ns,
     };
     fill_header(&mut rec.header, kind, (tgid as u64) << 32 | tgid as u64, start_ns);
-    if EVENTS.output::<ProcessRecord>(&rec, 0).is_err() {
+    if EVENTS.output::<ProcessRecord>(&rec, ring_flags()).is_err() {
         count(Counter::DropRingFull, 1);
     } else {
         count(Counter::Records, 1);
@@ -886,7 +908,7 @@ pub fn capture(_ctx: TracePointContext) -> u32 {
         );
         rec.orig_len = t.total;
         let data = unsafe { core::slice::from_raw_parts(scratch as *const u8, HDR) };
-        if EVENTS.output::<[u8]>(data, 0).is_err() {
+        if EVENTS.output::<[u8]>(data, ring_flags()).is_err() {
             count(Counter::DropRingFull, 1);
         } else {
             count(Counter::Records, 1);

@@ -80,6 +80,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     );
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let poll = Duration::from_millis(cfg.capture.poll_interval_ms);
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut record_failed = false;
@@ -114,9 +115,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 }
                 feed(Observation::Tick { ts_ns: clock::boot_now_ns() }, &mut pipeline, &mut sink, &mut recorder);
             }
-            r = read_batch(&mut sensor) => {
-                for obs in r? {
-                    feed(obs, &mut pipeline, &mut sink, &mut recorder);
+            r = sensor.wait(poll) => {
+                r?;
+                // Drain everything waiting, a budget at a time.
+                loop {
+                    let mut batch = Vec::new();
+                    let n = sensor.drain(|o| batch.push(o));
+                    for obs in batch {
+                        feed(obs, &mut pipeline, &mut sink, &mut recorder);
+                    }
+                    if n < crate::sensor::DRAIN_BUDGET {
+                        break;
+                    }
                 }
             }
         }
@@ -147,12 +157,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         r.flush().context("flushing the recording")?;
     }
     Ok(())
-}
-
-async fn read_batch(sensor: &mut Sensor) -> anyhow::Result<Vec<Observation>> {
-    let mut out = Vec::new();
-    sensor.next_batch(|o| out.push(o)).await?;
-    Ok(out)
 }
 
 /// What a replay did.

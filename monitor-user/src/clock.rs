@@ -30,17 +30,43 @@ pub fn boot_now_ns() -> u64 {
 /// Formats Unix nanoseconds as RFC 3339 UTC with nanoseconds
 /// (`2026-11-22T10:00:00.123456789Z`).
 pub fn rfc3339(unix_ns: i128) -> String {
+    let mut buf = [0u8; 30];
+    let n = rfc3339_into(unix_ns, &mut buf);
+    // Only ASCII digits and separators were written.
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Writes the RFC 3339 form into `buf` without allocating; returns its
+/// length (30 for years 0-9999).
+pub fn rfc3339_into(unix_ns: i128, buf: &mut [u8; 30]) -> usize {
     let secs = unix_ns.div_euclid(1_000_000_000) as i64;
     let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
     let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u32;
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    let y = y.clamp(0, 9999) as u32;
+    let mut put = |at: usize, v: u32, width: usize| {
+        let mut v = v;
+        for i in (0..width).rev() {
+            buf[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, y, 4);
+    put(5, m, 2);
+    put(8, d, 2);
+    put(11, sod / 3600, 2);
+    put(14, sod % 3600 / 60, 2);
+    put(17, sod % 60, 2);
+    put(20, nanos, 9);
+    buf[4] = b'-';
+    buf[7] = b'-';
+    buf[10] = b'T';
+    buf[13] = b':';
+    buf[16] = b':';
+    buf[19] = b'.';
+    buf[29] = b'Z';
+    30
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian

@@ -35,6 +35,13 @@ pub struct CaptureConfig {
     pub ring_buffer_bytes: u32,
     /// In-flight syscalls tracked (threads blocked in read count).
     pub max_inflight_syscalls: u32,
+    /// The agent drains the ring buffer at least this often; the kernel
+    /// wakes it earlier only when `wakeup_bytes` are waiting. Events reach
+    /// the output at most this late (their timestamps are the kernel's).
+    pub poll_interval_ms: u64,
+    /// Unread ring-buffer bytes that wake the agent immediately (0: wake on
+    /// every record, lowest latency, highest CPU).
+    pub wakeup_bytes: u32,
     pub selectors: Selectors,
 }
 
@@ -46,6 +53,8 @@ impl Default for CaptureConfig {
             discovery_window_bytes: monitor_common::DEFAULT_DISCOVERY_WINDOW,
             ring_buffer_bytes: 16 << 20,
             max_inflight_syscalls: 32_768,
+            poll_interval_ms: 10,
+            wakeup_bytes: 256 * 1024,
             selectors: Selectors::default(),
         }
     }
@@ -155,6 +164,15 @@ impl Config {
             c.ring_buffer_bytes as usize > 2 * (monitor_common::SCRATCH_SIZE.min(c.capture_cap_bytes as usize + 256)),
             "capture.ring_buffer_bytes must hold at least two full chunks: raise it above {}",
             2 * (c.capture_cap_bytes as usize + 256)
+        );
+        anyhow::ensure!(
+            (1..=1000).contains(&c.poll_interval_ms),
+            "capture.poll_interval_ms must be between 1 and 1000 (got {})",
+            c.poll_interval_ms
+        );
+        anyhow::ensure!(
+            c.wakeup_bytes < c.ring_buffer_bytes / 2,
+            "capture.wakeup_bytes must be below half of capture.ring_buffer_bytes"
         );
         for e in &c.selectors.executables {
             anyhow::ensure!(

@@ -62,10 +62,28 @@ pub struct Party {
     /// `clientInfo.name` / `serverInfo.name`.
     pub name: Option<Arc<str>>,
     pub version: Option<Arc<str>>,
+    /// This party already serialised (the pipeline caches it per session:
+    /// identity is the bulk of every event).
+    pub json: Option<Arc<serde_json::value::RawValue>>,
+}
+
+impl Party {
+    /// Serialises the party once, for reuse.
+    pub fn to_raw(&self) -> Arc<serde_json::value::RawValue> {
+        let plain = Party {
+            json: None,
+            ..self.clone()
+        };
+        let text = serde_json::to_string(&plain).expect("party serialises");
+        Arc::from(serde_json::value::RawValue::from_string(text).expect("valid JSON"))
+    }
 }
 
 impl Serialize for Party {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if let Some(raw) = &self.json {
+            return raw.serialize(s);
+        }
         let mut m = s.serialize_map(None)?;
         match &self.process {
             Some(p) => {
@@ -135,7 +153,9 @@ pub struct Event {
 }
 
 fn ser_time<S: Serializer>(t: &i128, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::clock::rfc3339(*t))
+    let mut buf = [0u8; 30];
+    let n = crate::clock::rfc3339_into(*t, &mut buf);
+    s.serialize_str(std::str::from_utf8(&buf[..n]).unwrap_or(""))
 }
 
 fn ser_kind<S: Serializer>(k: &crate::jsonrpc::Kind, s: S) -> Result<S::Ok, S::Error> {

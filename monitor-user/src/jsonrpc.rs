@@ -180,35 +180,92 @@ struct ErrorObject<'a> {
 }
 
 /// True if `bytes` nests arrays/objects deeper than `limit`. Brackets inside
-/// strings do not count. Linear, no allocation.
+/// strings do not count. Linear, no allocation, and fast on the long text
+/// runs MCP payloads are made of: it jumps eight bytes at a time to the next
+/// byte that can matter (`"` and `\\` inside strings; quotes and brackets
+/// outside).
 pub fn exceeds_depth(bytes: &[u8], limit: usize) -> bool {
     let mut depth = 0usize;
     let mut in_str = false;
-    let mut escaped = false;
-    for &b in bytes {
+    let mut i = 0;
+    while i < bytes.len() {
+        i = if in_str {
+            next_string_special(bytes, i)
+        } else {
+            next_structural(bytes, i)
+        };
+        let Some(&b) = bytes.get(i) else { break };
         if in_str {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_str = false;
+            match b {
+                b'\\' => i += 1, // skip the escaped byte
+                b'"' => in_str = false,
+                _ => {}
             }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > limit {
-                    return true;
+        } else {
+            match b {
+                b'"' => in_str = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > limit {
+                        return true;
+                    }
                 }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
             }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
         }
+        i += 1;
     }
     false
+}
+
+/// Bitmask with the high bit set in each byte of `w` equal to `b`.
+#[inline(always)]
+fn eq_mask(w: u64, b: u8) -> u64 {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let x = w ^ (LO * b as u64);
+    // Exact per-byte zero test (no false positives from borrows).
+    !(((x & !HI).wrapping_add(!HI) | x) | !HI)
+}
+
+/// Index of the first `"` or `\\` at or after `i` (or `bytes.len()`).
+#[inline(always)]
+fn next_string_special(bytes: &[u8], mut i: usize) -> usize {
+    while i + 8 <= bytes.len() {
+        let w = u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap());
+        let m = eq_mask(w, b'"') | eq_mask(w, b'\\');
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\\' {
+        i += 1;
+    }
+    i
+}
+
+/// Index of the first quote or bracket at or after `i` (or `bytes.len()`).
+#[inline(always)]
+fn next_structural(bytes: &[u8], mut i: usize) -> usize {
+    while i + 8 <= bytes.len() {
+        let w = u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap());
+        // '[' ']' '{' '}' are 0x5b 0x5d 0x7b 0x7d: clearing bits 0x02, 0x04
+        // and 0x20 maps all four to 0x59. A few other bytes map there too
+        // (Y _ y DEL); the caller re-checks the exact byte, so those only
+        // cost a step, never a wrong answer.
+        let folded = w & !0x2626_2626_2626_2626;
+        let m = eq_mask(w, b'"') | eq_mask(folded, 0x59);
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && !matches!(bytes[i], b'"' | b'[' | b']' | b'{' | b'}') {
+        i += 1;
+    }
+    i
 }
 
 fn parse_id(raw: &RawValue) -> Result<Id, DecodeError> {
@@ -438,7 +495,55 @@ mod tests {
         assert_eq!(serde_json::to_string(&m.id).unwrap(), "1.5");
     }
 
+    /// The obvious byte-at-a-time version, as the reference.
+    fn exceeds_depth_naive(bytes: &[u8], limit: usize) -> bool {
+        let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+        for &b in bytes {
+            if in_str {
+                if esc {
+                    esc = false
+                } else if b == b'\\' {
+                    esc = true
+                } else if b == b'"' {
+                    in_str = false
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_str = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > limit {
+                        return true;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn structural_scan_ignores_lookalike_bytes() {
+        // 0x59 'Y', 0x79 'y', 0x5f '_', 0x7f must not count as brackets.
+        assert!(exceeds_depth(b"YYYYyyyy____\x7f\x7f\x7f\x7f[", 0));
+        assert!(!exceeds_depth(b"YYYYyyyy____\x7f\x7f\x7f\x7f]", 0));
+        assert!(!exceeds_depth(b"YyY_y_Y_yyyyyyyyyyyyyyyyyyyyyyy", 0));
+        assert!(exceeds_depth(b"YyY_y_Y_yyyyyyyyyyyyyyyyyyy[yyy", 0));
+    }
+
     proptest! {
+        #[test]
+        fn fast_depth_scan_matches_naive(s in r#"[\[\]{}"\\aY_y\x7f ]{0,80}"#, limit in 0usize..6) {
+            prop_assert_eq!(exceeds_depth(s.as_bytes(), limit), exceeds_depth_naive(s.as_bytes(), limit));
+        }
+
+        #[test]
+        fn fast_depth_scan_matches_naive_bytes(data in proptest::collection::vec(any::<u8>(), 0..200), limit in 0usize..6) {
+            prop_assert_eq!(exceeds_depth(&data, limit), exceeds_depth_naive(&data, limit));
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = decode(&data, &Limits::default());

@@ -19,6 +19,9 @@
 
 use std::{borrow::Cow, collections::HashMap, sync::Arc};
 
+use prometheus::{Histogram, IntCounter};
+use rustc_hash::FxHashMap;
+
 use monitor_common::{chunk_flags, Direction, FdKind};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -155,18 +158,27 @@ struct Held {
 struct SessionState {
     session: Session,
     held: Vec<Held>,
+    /// Server and client as last serialised (see `Pipeline::party`).
+    parties: [Option<Party>; 2],
 }
 
 /// The pipeline. Feed it with [`Pipeline::handle`].
 pub struct Pipeline {
     cfg: PipelineConfig,
     metrics: Arc<Metrics>,
-    processes: HashMap<ProcKey, Arc<ProcessInfo>>,
-    streams: HashMap<StreamId, Stream>,
+    // Keys below are pids, fds, inodes: not chosen by the traffic, so the
+    // fast Fx hash is safe. Maps keyed by wire values (JSON-RPC ids) keep
+    // std's randomised SipHash.
+    processes: FxHashMap<ProcKey, Arc<ProcessInfo>>,
+    streams: FxHashMap<StreamId, Stream>,
     /// Who writes into a channel (process and its fd), from writer notices,
     /// keyed by (is_pipe, channel).
-    writers: HashMap<(bool, u64), (ProcKey, i32)>,
-    sessions: HashMap<SessionKey, SessionState>,
+    writers: FxHashMap<(bool, u64), (ProcKey, i32)>,
+    sessions: FxHashMap<SessionKey, SessionState>,
+    /// Metric handles by label values: `with_label_values` hashes and locks.
+    message_counters: FxHashMap<(&'static str, &'static str, &'static str, &'static str), IntCounter>,
+    byte_counters: FxHashMap<(&'static str, &'static str), IntCounter>,
+    duration_histograms: FxHashMap<&'static str, Histogram>,
     /// Last cumulative kernel counters, to turn snapshots into increments.
     last_stats: HashMap<String, u64>,
     last_tick_ns: u64,
@@ -207,10 +219,13 @@ impl Pipeline {
         Self {
             cfg,
             metrics,
-            processes: HashMap::new(),
-            streams: HashMap::new(),
-            writers: HashMap::new(),
-            sessions: HashMap::new(),
+            processes: FxHashMap::default(),
+            streams: FxHashMap::default(),
+            writers: FxHashMap::default(),
+            sessions: FxHashMap::default(),
+            message_counters: FxHashMap::default(),
+            byte_counters: FxHashMap::default(),
+            duration_histograms: FxHashMap::default(),
             last_stats: HashMap::new(),
             last_tick_ns: 0,
         }
@@ -486,13 +501,47 @@ impl Pipeline {
         (key, peer)
     }
 
-    fn party(&self, proc: Option<ProcKey>, name: &Option<Arc<str>>, version: &Option<Arc<str>>) -> Party {
-        Party {
-            process: proc.and_then(|p| self.processes.get(&p).cloned()),
-            pid: proc.map(|p| p.pid),
-            name: name.clone(),
-            version: version.clone(),
+    /// The server (`server_side`) or client of a session, serialised once
+    /// and reused until its identity or announced name changes. The cache
+    /// keeps the `Arc`s it was built from, so pointer equality is sound.
+    fn party(&mut self, key: &SessionKey, server_side: bool) -> Party {
+        let Some(state) = self.sessions.get_mut(key) else {
+            return Party::default();
+        };
+        let s = &state.session;
+        let (proc, info) = if server_side {
+            (s.server, &s.server_info)
+        } else {
+            (s.client, &s.client_info)
+        };
+        let process = proc.and_then(|p| self.processes.get(&p).cloned());
+        let slot = &mut state.parties[server_side as usize];
+        fn same<T: ?Sized>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+            match (a, b) {
+                (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+                (None, None) => true,
+                _ => false,
+            }
         }
+        if let Some(c) = slot {
+            if c.pid == proc.map(|p| p.pid)
+                && same(&c.process, &process)
+                && same(&c.name, &info.name)
+                && same(&c.version, &info.version)
+            {
+                return c.clone();
+            }
+        }
+        let mut p = Party {
+            process,
+            pid: proc.map(|p| p.pid),
+            name: info.name.clone(),
+            version: info.version.clone(),
+            json: None,
+        };
+        p.json = Some(p.to_raw());
+        *slot = Some(p.clone());
+        p
     }
 
     fn on_message(&mut self, stream: &mut Stream, msg: Message<'_>, ts_ns: u64, sink: &mut impl Sink) {
@@ -522,6 +571,7 @@ impl Pipeline {
                 SessionState {
                     session: Session::new(key, ts_ns),
                     held: Vec::new(),
+                    parties: [None, None],
                 },
             );
             self.metrics.sessions_active.set(self.sessions.len() as i64);
@@ -587,8 +637,9 @@ impl Pipeline {
             redact::redact_json(&mut v);
             v
         });
+        let server = self.party(&key, true);
+        let client = self.party(&key, false);
         let s = &self.sessions[&key].session;
-        let (server_proc, client_proc) = (s.server, s.client);
         let event = Event {
             time: ts_ns as i128 + self.cfg.boot_offset_ns,
             transport: s.transport,
@@ -604,8 +655,8 @@ impl Pipeline {
             error_code: msg.error.as_ref().map(|e| e.code),
             session: s.id.clone(),
             protocol_version: s.protocol_version.clone(),
-            server: self.party(server_proc, &s.server_info.name, &s.server_info.version),
-            client: self.party(client_proc, &s.client_info.name, &s.client_info.version),
+            server,
+            client,
             payload,
         };
         if evicted > 0 {
@@ -625,9 +676,8 @@ impl Pipeline {
             if !held.is_empty() {
                 // Held events predate what the session has learnt since
                 // (names, versions): give them the current view.
-                let s = &self.sessions[&key].session;
-                let server = self.party(server_proc, &s.server_info.name, &s.server_info.version);
-                let client = self.party(client_proc, &s.client_info.name, &s.client_info.version);
+                let server = self.party(&key, true);
+                let client = self.party(&key, false);
                 for mut h in held {
                     h.event.server = server.clone();
                     h.event.client = client.clone();
@@ -665,23 +715,20 @@ impl Pipeline {
 
     fn emit(&mut self, event: Event, latency_s: Option<f64>, sink: &mut impl Sink) {
         let method_label = event.method.as_deref().map_or(mcp::OTHER, mcp::label);
-        self.metrics
-            .messages
-            .with_label_values(&[
-                event.transport.as_str(),
-                event.direction.as_str(),
-                event.kind.as_str(),
-                method_label,
-            ])
+        let (t, d, k) = (event.transport.as_str(), event.direction.as_str(), event.kind.as_str());
+        let metrics = &self.metrics;
+        self.message_counters
+            .entry((t, d, k, method_label))
+            .or_insert_with(|| metrics.messages.with_label_values(&[t, d, k, method_label]))
             .inc();
-        self.metrics
-            .message_bytes
-            .with_label_values(&[event.transport.as_str(), event.direction.as_str()])
+        self.byte_counters
+            .entry((t, d))
+            .or_insert_with(|| metrics.message_bytes.with_label_values(&[t, d]))
             .inc_by(event.bytes);
         if let Some(l) = latency_s {
-            self.metrics
-                .request_duration
-                .with_label_values(&[method_label])
+            self.duration_histograms
+                .entry(method_label)
+                .or_insert_with(|| metrics.request_duration.with_label_values(&[method_label]))
                 .observe(l);
         }
         sink.event(event);

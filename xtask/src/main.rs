@@ -19,6 +19,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+mod bench;
+
 const APT_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev-bpf",
@@ -29,7 +31,7 @@ const APT_PACKAGES: &[&str] = &[
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -43,7 +45,7 @@ fn usage() -> &'static str {
        build           build mcp-monitor (release) with its eBPF programs\n  \
        run [ARGS]      run the monitor with the built-in defaults (ARGS go to `mcp-monitor run`)\n  \
        test            run every test: unit, property, fuzz smoke, and the root-only integration tests\n  \
-       bench           run the benchmarks and write target/bench-results.json\n  \
+       bench [PART]    run the benchmarks (PART: pipeline|overhead|kernel|drops|memory) and write target/bench-results.json\n  \
        fuzz [SECONDS]  run each fuzz target for SECONDS (default 60)"
 }
 
@@ -70,7 +72,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { geteuid() == 0 }
 }
@@ -79,12 +81,12 @@ extern "C" {
     fn geteuid() -> u32;
 }
 
-fn step(msg: &str) {
+pub(crate) fn step(msg: &str) {
     eprintln!("\x1b[1mxtask:\x1b[0m {msg}");
 }
 
 /// Runs a command, failing with its description if it fails.
-fn sh(cmd: &mut Command) -> Result<()> {
+pub(crate) fn sh(cmd: &mut Command) -> Result<()> {
     let desc = format!("{cmd:?}");
     let status = cmd.status().with_context(|| format!("cannot start {desc}"))?;
     if !status.success() {
@@ -236,7 +238,7 @@ fn setup() -> Result<()> {
 
 // ------------------------------------------------------------------ build
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
     c
@@ -300,8 +302,8 @@ fn test() -> Result<()> {
 
 // ------------------------------------------------------------------ bench
 
-fn bench(_args: &[String]) -> Result<()> {
-    bail!("benchmarks are not wired up yet")
+fn bench(args: &[String]) -> Result<()> {
+    bench::run(args)
 }
 
 // ------------------------------------------------------------------- fuzz

@@ -57,7 +57,7 @@ const SCHED_PROGRAMS: &[(&str, &str)] = &[
 
 /// Most records handled per wake-up, so timers and signals get a turn
 /// under sustained load.
-const DRAIN_BUDGET: usize = 4096;
+pub const DRAIN_BUDGET: usize = 4096;
 
 const MAX_KNOWN: usize = 100_000;
 
@@ -121,6 +121,8 @@ impl Sensor {
             capture_cap: cfg.capture_cap_bytes,
             discovery_window: cfg.discovery_window_bytes,
             flags,
+            wakeup_bytes: cfg.wakeup_bytes,
+            _pad: 0,
             offsets,
         };
         Array::<_, KernelConfig>::try_from(ebpf.map_mut("CONFIG").context("CONFIG map")?)?.set(0, kcfg, 0)?;
@@ -191,29 +193,41 @@ impl Sensor {
         })
     }
 
-    /// Waits for records, then turns up to a budget of them into
-    /// observations passed to `out` in order.
-    pub async fn next_batch(&mut self, mut out: impl FnMut(Observation)) -> anyhow::Result<usize> {
-        let mut guard = self.ring.readable_mut().await?;
-        let ring = guard.get_inner_mut();
+    /// Waits until the kernel wakes us (enough data waiting) or the poll
+    /// interval passes.
+    pub async fn wait(&mut self, poll: std::time::Duration) -> anyhow::Result<()> {
+        match tokio::time::timeout(poll, self.ring.readable_mut()).await {
+            Ok(guard) => {
+                let mut guard = guard?;
+                // Readiness is re-armed by the drain below.
+                guard.clear_ready();
+            }
+            Err(_elapsed) => {}
+        }
+        Ok(())
+    }
+
+    /// Turns up to a budget of waiting records into observations passed to
+    /// `out` in order; returns how many records were read (the budget
+    /// means more may wait).
+    pub fn drain(&mut self, mut out: impl FnMut(Observation)) -> usize {
         let mut n = 0;
         let mut pending: Vec<decode::Record> = Vec::new();
-        while n < DRAIN_BUDGET {
-            let Some(item) = ring.next() else { break };
-            n += 1;
-            match self.decoder.decode(&item) {
-                Ok(r) => pending.push(r),
-                Err(e) => log::warn!("skipped a malformed ring record: {e}"),
+        {
+            let ring = self.ring.get_mut();
+            while n < DRAIN_BUDGET {
+                let Some(item) = ring.next() else { break };
+                n += 1;
+                match self.decoder.decode(&item) {
+                    Ok(r) => pending.push(r),
+                    Err(e) => log::warn!("skipped a malformed ring record: {e}"),
+                }
             }
         }
-        if n < DRAIN_BUDGET {
-            guard.clear_ready();
-        }
-        drop(guard);
         for r in pending {
             self.to_observations(r, &mut out);
         }
-        Ok(n)
+        n
     }
 
     fn identity(&self, key: ProcKey, comm: &str, uid: u32, gid: u32) -> Observation {

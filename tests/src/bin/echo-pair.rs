@@ -1,0 +1,175 @@
+//! A minimal MCP stdio client/server pair for benchmarks and load tests.
+//!
+//! `echo-pair client --size BYTES --count N [--rate MSGS_PER_S] [--sessions K --hold-secs S]`
+//! spawns `echo-pair server` children over pipes, performs the MCP
+//! handshake, then sends `tools/call` requests of exactly BYTES bytes per
+//! line and waits for each echo (ping-pong). It prints one JSON object with
+//! the achieved rate. Native code, so the numbers measure the pipes and the
+//! monitor, not an interpreter.
+
+use std::{
+    io::{BufRead, BufReader, BufWriter, Write},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("server") => server(),
+        Some("client") => client(&args),
+        _ => {
+            eprintln!("usage: echo-pair client --size BYTES --count N [--rate R] [--sessions K --hold-secs S] | echo-pair server");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Answers initialize and tools/call; echoes the text argument back.
+fn server() {
+    let stdin = std::io::stdin();
+    let mut input = BufReader::with_capacity(1 << 20, stdin.lock());
+    let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if input.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let Some(id) = v.get("id") else { continue }; // notification
+        let result = match v["method"].as_str() {
+            Some("initialize") => serde_json::json!({
+                "protocolVersion": "2025-06-18",
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "echo-pair", "version": "1"}
+            }),
+            _ => serde_json::json!({"content": [{"type": "text", "text": v["params"]["arguments"]["text"]}]}),
+        };
+        let resp = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result});
+        serde_json::to_writer(&mut out, &resp).unwrap();
+        out.write_all(b"\n").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+struct Conn {
+    child: Child,
+    tx: BufWriter<ChildStdin>,
+    rx: BufReader<ChildStdout>,
+    line: String,
+}
+
+impl Conn {
+    fn spawn() -> Conn {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .arg("server")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn server");
+        let tx = BufWriter::with_capacity(1 << 20, child.stdin.take().unwrap());
+        let rx = BufReader::with_capacity(1 << 20, child.stdout.take().unwrap());
+        Conn {
+            child,
+            tx,
+            rx,
+            line: String::new(),
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.tx.write_all(line.as_bytes()).unwrap();
+        self.tx.write_all(b"\n").unwrap();
+        self.tx.flush().unwrap();
+    }
+
+    fn recv(&mut self) -> usize {
+        self.line.clear();
+        let n = self.rx.read_line(&mut self.line).unwrap();
+        assert!(n > 0, "server closed");
+        n
+    }
+
+    fn handshake(&mut self) {
+        self.send(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"echo-pair-client","version":"1"}}}"#);
+        self.recv();
+        self.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    }
+}
+
+/// A tools/call request line of exactly `size` bytes (at least ~90).
+fn request(id: u64, size: usize) -> String {
+    let head =
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":""#);
+    let tail = r#""}}}"#;
+    let pad = size.saturating_sub(head.len() + tail.len());
+    let mut s = String::with_capacity(size);
+    s.push_str(&head);
+    s.extend(std::iter::repeat_n('x', pad));
+    s.push_str(tail);
+    s
+}
+
+fn client(args: &[String]) {
+    let size: usize = arg(args, "--size").map_or(4096, |v| v.parse().unwrap());
+    let count: u64 = arg(args, "--count").map_or(10_000, |v| v.parse().unwrap());
+    let rate: Option<f64> = arg(args, "--rate").map(|v| v.parse().unwrap());
+    let sessions: usize = arg(args, "--sessions").map_or(1, |v| v.parse().unwrap());
+    let hold = Duration::from_secs_f64(arg(args, "--hold-secs").map_or(0.0, |v| v.parse().unwrap()));
+
+    if sessions > 1 {
+        // Many concurrent idle sessions (memory measurements).
+        let mut conns: Vec<Conn> = (0..sessions).map(|_| Conn::spawn()).collect();
+        for (i, c) in conns.iter_mut().enumerate() {
+            c.handshake();
+            c.send(&request(i as u64 + 1, size));
+            c.recv();
+        }
+        println!("READY {sessions}");
+        std::io::stdout().flush().unwrap();
+        std::thread::sleep(hold);
+        for mut c in conns {
+            drop(c.tx);
+            let _ = c.child.wait();
+        }
+        return;
+    }
+
+    let mut c = Conn::spawn();
+    c.handshake();
+    let started = Instant::now();
+    let mut received = 0u64;
+    for i in 1..=count {
+        if let Some(r) = rate {
+            // Pace against the schedule, not the previous message, so
+            // scheduling noise does not lower the average rate.
+            let due = started + Duration::from_secs_f64(i as f64 / r);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+        c.send(&request(i, size));
+        received += c.recv() as u64;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "size": size, "messages": count, "elapsed_s": elapsed,
+            "msgs_per_s": count as f64 / elapsed, "received_bytes": received,
+            "client_pid": std::process::id(), "server_pid": c.child.id(),
+        })
+    );
+    drop(c.tx);
+    let _ = c.child.wait();
+}
