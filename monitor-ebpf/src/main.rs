@@ -612,7 +612,11 @@ fn emit_chunk(cfg: &KernelConfig, scratch: *mut u8, src: u64, len: u64, segment:
     // A new stream needs a verdict from userspace (capture or ignore): wake
     // it now rather than at its next poll, so rejected streams stop costing
     // anything within microseconds.
-    let wake = if flags & chunk_flags::NEW_STREAM != 0 { BPF_RB_FORCE_WAKEUP } else { ring_flags() };
+    let wake = if flags & chunk_flags::NEW_STREAM != 0 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        ring_flags()
+    };
     if EVENTS.output::<[u8]>(data, wake).is_err() {
         count(Counter::DropRingFull, 1);
     } else {

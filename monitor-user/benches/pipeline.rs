@@ -9,7 +9,7 @@
 //! serialised to JSON as the agent does. `cargo xtask bench` turns the
 //! timing into MB/s and messages/s per core.
 
-use std::{hint::black_box, sync::Arc};
+use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mcp_monitor::{
@@ -182,8 +182,8 @@ fn workload_with(arg_sizes: &[usize], result_sizes: &[usize], one_mib_every: u64
                 }
                 pending.clear();
             };
-        for (dir, (c, _)) in [(0usize, (true, ())), (1, (false, ()))] {
-            let (writer, fd, channel) = if c { (client, 5, c2s) } else { (server, 1, s2c) };
+        // Writer notices: the client writes c2s, the server s2c.
+        for (writer, fd, channel) in [(client, 5, c2s), (server, 1, s2c)] {
             obs.push(Observation::Chunk(Chunk {
                 ts_ns: ts,
                 proc: writer,
@@ -206,7 +206,6 @@ fn workload_with(arg_sizes: &[usize], result_sizes: &[usize], one_mib_every: u64
                 writer_notice: true,
                 data: Vec::new(),
             }));
-            let _ = dir;
         }
         for (c2s_dir, line) in lines {
             let dir = if c2s_dir { 0 } else { 1 };
@@ -261,7 +260,6 @@ fn bench(c: &mut Criterion) {
     g.bench_function("small_messages", |b| b.iter(|| black_box(run(black_box(&small)))));
     g.finish();
     let _ = small_bytes;
-    let _ = Arc::new(());
 }
 
 criterion_group!(benches, bench);

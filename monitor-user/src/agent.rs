@@ -53,10 +53,24 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let boot_offset = clock::boot_to_unix_offset_ns();
     let mut sensor = Sensor::start(&cfg.capture, boot_offset)?;
+    // Loading parsed the kernel's BTF (megabytes) twice, aya's copy and
+    // ours; hand the freed heap back to the system.
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
     let mut events = EventWriter::open(&cfg.output.events_file, metrics.clone())?;
     let mut recorder = match &cfg.output.record_file {
         Some(path) => {
-            let f = File::create(path).with_context(|| format!("creating recording {}", path.display()))?;
+            // Recordings hold raw captured bytes, secrets included: owner only.
+            let f = {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(path)
+            }
+            .with_context(|| format!("creating recording {}", path.display()))?;
             let header = RecordingHeader {
                 agent_version: env!("CARGO_PKG_VERSION").into(),
                 hostname: hostname(),

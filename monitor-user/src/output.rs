@@ -24,9 +24,11 @@ impl EventWriter {
         let out: Box<dyn Write + Send> = if target == "-" {
             Box::new(BufWriter::with_capacity(64 * 1024, io::stdout()))
         } else {
+            use std::os::unix::fs::OpenOptionsExt;
             let f = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o640)
                 .open(target)
                 .map_err(|e| anyhow::anyhow!("cannot open events file {target}: {e}"))?;
             Box::new(BufWriter::with_capacity(64 * 1024, f))

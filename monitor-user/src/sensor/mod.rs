@@ -330,6 +330,9 @@ fn install_selectors(ebpf: &mut Ebpf, cfg: &CaptureConfig) -> anyhow::Result<()>
             log::info!("capturing cgroup {c} (id {id})");
         }
     }
+    if sel.pids.contains(&1) {
+        log::warn!("selecting pid 1 captures every process on the host (selection covers descendants)");
+    }
     // Already running processes: pids, executables, and their descendants.
     let mut parents: HashMap<u32, Vec<u32>> = HashMap::new();
     let mut roots: Vec<u32> = sel.pids.clone();
