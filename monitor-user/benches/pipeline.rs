@@ -148,7 +148,7 @@ fn workload_with(arg_sizes: &[usize], result_sizes: &[usize], one_mib_every: u64
         // coalescing small messages the way a busy reader sees them.
         let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
         let mut first = [true, true];
-        let mut flush =
+        let flush =
             |dir: usize, pending: &mut Vec<u8>, obs: &mut Vec<Observation>, ts: &mut u64, first: &mut bool| {
                 let (reader, fd, channel) = if dir == 0 { (server, 0, c2s) } else { (client, 7, s2c) };
                 for piece in pending.chunks(64 * 1024) {

@@ -8,24 +8,47 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::{
     clock,
     config::Config,
+    detect::{alert::Alert, Detector},
     event::Event,
     metrics::{self, Metrics},
     observation::Observation,
-    output::EventWriter,
+    output::JsonLines,
     pipeline::{Control, Pipeline, Sink},
     record::{Reader, Recorder, RecordingHeader},
     sensor::Sensor,
 };
 
-/// Sink of the agent: events to the writer, controls queued for the kernel.
-struct AgentSink<'a> {
-    events: &'a mut EventWriter,
+/// Where results go: events and alerts to their writers, capture decisions
+/// queued for the kernel.
+pub struct Outputs {
+    pub events: JsonLines,
+    pub alerts: JsonLines,
     controls: Vec<Control>,
 }
 
-impl Sink for AgentSink<'_> {
+impl Outputs {
+    /// Opens the configured events and alerts outputs.
+    pub fn open(cfg: &Config, metrics: &Metrics) -> anyhow::Result<Outputs> {
+        let err = |n| metrics.output_errors.with_label_values(&[n]);
+        Ok(Outputs {
+            events: JsonLines::open(&cfg.output.events_file, "events", metrics.events_written.clone(), err("events"))?,
+            alerts: JsonLines::open(&cfg.output.alerts_file, "alerts", metrics.alerts_written.clone(), err("alerts"))?,
+            controls: Vec::new(),
+        })
+    }
+
+    fn flush(&mut self) {
+        self.events.flush();
+        self.alerts.flush();
+    }
+}
+
+impl Sink for Outputs {
     fn event(&mut self, event: Event) {
         self.events.write(&event);
+    }
+    fn alert(&mut self, alert: Alert) {
+        self.alerts.write(&alert);
     }
     fn control(&mut self, control: Control) {
         self.controls.push(control);
@@ -33,9 +56,27 @@ impl Sink for AgentSink<'_> {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
+/// The pipeline with its detector (if detection is on).
+fn pipeline(cfg: &Config, boot_offset: i128, metrics: Arc<Metrics>, live: bool) -> anyhow::Result<Pipeline> {
+    let mut p = Pipeline::new(cfg.pipeline_config(boot_offset), metrics.clone());
+    if let Some(dcfg) = cfg.detector_config(live)? {
+        let d = match Detector::new(dcfg.clone(), metrics.clone()) {
+            Ok(d) => d,
+            Err(e) if live => {
+                // Without a writable state directory, rug pulls are still
+                // caught within this run; say so loudly.
+                log::warn!("{e:#}\ntool definitions will only be remembered until the agent stops");
+                Detector::new(crate::detect::DetectorConfig { state_dir: None, ..dcfg }, metrics.clone())?
+            }
+            Err(e) => return Err(e),
+        };
+        log::info!("detection on: {} credential rules", d.credential_rules());
+        p = p.with_detector(d);
+    }
+    Ok(p)
 }
 
 /// Runs live capture until SIGINT or SIGTERM.
@@ -52,23 +93,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let metrics_task = tokio::spawn(metrics::serve(cfg.output.metrics_addr, metrics.clone()));
 
     let boot_offset = clock::boot_to_unix_offset_ns();
+    let mut pipeline = pipeline(&cfg, boot_offset, metrics.clone(), true)?;
     let mut sensor = Sensor::start(&cfg.capture, boot_offset)?;
     // Loading parsed the kernel's BTF (megabytes) twice, aya's copy and
     // ours; hand the freed heap back to the system.
     // SAFETY: malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
-    let mut events = EventWriter::open(&cfg.output.events_file, metrics.clone())?;
+    let mut outputs = Outputs::open(&cfg, &metrics)?;
     let mut recorder = match &cfg.output.record_file {
         Some(path) => {
             // Recordings hold raw captured bytes, secrets included: owner only.
             let f = {
                 use std::os::unix::fs::OpenOptionsExt;
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(path)
+                std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
             }
             .with_context(|| format!("creating recording {}", path.display()))?;
             let header = RecordingHeader {
@@ -82,15 +119,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut pipeline = Pipeline::new(cfg.pipeline_config(boot_offset), metrics.clone());
     metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     log::info!(
-        "ready: writing events to {}",
-        if cfg.output.events_file == "-" {
-            "stdout"
-        } else {
-            &cfg.output.events_file
-        }
+        "ready: events to {}, alerts to {}",
+        if cfg.output.events_file == "-" { "stdout" } else { &cfg.output.events_file },
+        if cfg.output.alerts_file == "-" { "stdout" } else { &cfg.output.alerts_file }
     );
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -98,10 +131,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut record_failed = false;
-    let mut feed = |obs: Observation,
-                    pipeline: &mut Pipeline,
-                    sink: &mut AgentSink<'_>,
-                    rec: &mut Option<Recorder<BufWriter<File>>>| {
+    let mut feed = |obs: Observation, pipeline: &mut Pipeline, sink: &mut Outputs, rec: &mut Option<Recorder<BufWriter<File>>>| {
         if let Some(r) = rec.as_mut() {
             if let Err(e) = r.write(&obs) {
                 if !record_failed {
@@ -115,19 +145,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
 
     loop {
-        let mut sink = AgentSink {
-            events: &mut events,
-            controls: Vec::new(),
-        };
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = tick.tick() => {
                 match sensor.stats() {
-                    Ok(s) => feed(Observation::CaptureStats(s), &mut pipeline, &mut sink, &mut recorder),
+                    Ok(s) => feed(Observation::CaptureStats(s), &mut pipeline, &mut outputs, &mut recorder),
                     Err(e) => log::warn!("reading capture counters failed: {e}"),
                 }
-                feed(Observation::Tick { ts_ns: clock::boot_now_ns() }, &mut pipeline, &mut sink, &mut recorder);
+                feed(Observation::Tick { ts_ns: clock::boot_now_ns() }, &mut pipeline, &mut outputs, &mut recorder);
             }
             r = sensor.wait(poll) => {
                 r?;
@@ -136,7 +162,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                     let mut batch = Vec::new();
                     let n = sensor.drain(|o| batch.push(o));
                     for obs in batch {
-                        feed(obs, &mut pipeline, &mut sink, &mut recorder);
+                        feed(obs, &mut pipeline, &mut outputs, &mut recorder);
                     }
                     if n < crate::sensor::DRAIN_BUDGET {
                         break;
@@ -144,12 +170,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 }
             }
         }
-        let controls = std::mem::take(&mut sink.controls);
-        drop(sink);
-        for c in &controls {
-            sensor.apply(c);
+        for c in std::mem::take(&mut outputs.controls) {
+            sensor.apply(&c);
         }
-        events.flush();
+        outputs.flush();
         if let Some(r) = recorder.as_mut() {
             let _ = r.flush();
         }
@@ -160,13 +184,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     log::info!("stopping");
     // A last look at the kernel counters so drops at the end are counted.
     if let Ok(s) = sensor.stats() {
-        let mut sink = AgentSink {
-            events: &mut events,
-            controls: Vec::new(),
-        };
-        feed(Observation::CaptureStats(s), &mut pipeline, &mut sink, &mut recorder);
+        feed(Observation::CaptureStats(s), &mut pipeline, &mut outputs, &mut recorder);
     }
-    events.flush();
+    pipeline.finish(&mut outputs);
+    outputs.flush();
     if let Some(mut r) = recorder {
         r.flush().context("flushing the recording")?;
     }
@@ -178,36 +199,30 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 pub struct ReplaySummary {
     pub observations: u64,
     pub events: u64,
+    pub alerts: u64,
     pub truncated_tail: bool,
 }
 
-/// Runs the pipeline over a recording. No privileges needed.
-pub fn replay(
-    path: &std::path::Path,
-    cfg: &Config,
-    metrics: Arc<Metrics>,
-    sink_events: &mut EventWriter,
-) -> anyhow::Result<ReplaySummary> {
+/// Runs the pipeline, detection included, over a recording. No privileges
+/// needed. Tool definitions are remembered in memory only, starting empty.
+pub fn replay(path: &std::path::Path, cfg: &Config, metrics: Arc<Metrics>, outputs: &mut Outputs) -> anyhow::Result<ReplaySummary> {
     let f = File::open(path).with_context(|| format!("opening recording {}", path.display()))?;
     let mut reader = Reader::new(std::io::BufReader::with_capacity(1 << 20, f))?;
-    let mut pipeline = Pipeline::new(cfg.pipeline_config(reader.header().boot_offset_ns), metrics.clone());
+    let mut pipeline = pipeline(cfg, reader.header().boot_offset_ns, metrics.clone(), false)?;
     let mut summary = ReplaySummary::default();
-    let before = metrics.events_written.get();
-    let mut sink = AgentSink {
-        events: sink_events,
-        controls: Vec::new(),
-    };
+    let (events0, alerts0) = (metrics.events_written.get(), metrics.alerts_written.get());
     while let Some(obs) = reader.next_observation()? {
         summary.observations += 1;
-        pipeline.handle(obs, &mut sink);
-        sink.controls.clear();
+        pipeline.handle(obs, outputs);
+        outputs.controls.clear();
     }
-    pipeline.finish();
-    sink.events.flush();
+    pipeline.finish(outputs);
+    outputs.flush();
     summary.truncated_tail = reader.truncated_tail;
     if reader.truncated_tail {
         log::warn!("the recording ends inside a record (the agent was probably killed while writing); replayed what was complete");
     }
-    summary.events = metrics.events_written.get() - before;
+    summary.events = metrics.events_written.get() - events0;
+    summary.alerts = metrics.alerts_written.get() - alerts0;
     Ok(summary)
 }

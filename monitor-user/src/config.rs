@@ -17,7 +17,41 @@ use crate::pipeline::PipelineConfig;
 pub struct Config {
     pub capture: CaptureConfig,
     pub pipeline: PipelineSettings,
+    pub detection: DetectionConfig,
     pub output: OutputConfig,
+}
+
+/// Detection settings (the rules themselves are in the rules file).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectionConfig {
+    pub enabled: bool,
+    /// Remembered tool definitions (rug pulls across restarts) and the
+    /// fingerprint key live here.
+    pub state_dir: PathBuf,
+    /// Operator rules merged over the built-ins (`mcp-monitor rules default`).
+    pub rules_file: Option<PathBuf>,
+    /// Key for secret fingerprints; default `<state_dir>/fingerprint.key`
+    /// (created on first start). Share it between hosts to correlate.
+    pub fingerprint_key_file: Option<PathBuf>,
+    /// Bytes the scanners examine per message at most.
+    pub scan_budget_bytes: usize,
+    /// Repeats of an alert within this window are counted, then reported
+    /// once as a summary.
+    pub dedup_window_seconds: u64,
+}
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            state_dir: PathBuf::from("/var/lib/mcp-monitor"),
+            rules_file: None,
+            fingerprint_key_file: None,
+            scan_budget_bytes: 4 << 20,
+            dedup_window_seconds: 300,
+        }
+    }
 }
 
 /// What the kernel captures.
@@ -110,6 +144,8 @@ impl Default for PipelineSettings {
 pub struct OutputConfig {
     /// Events as JSON lines: a file path, or `-` for stdout.
     pub events_file: String,
+    /// Alerts as JSON lines: a file path, or `-` for stdout.
+    pub alerts_file: String,
     /// Include each message (secrets redacted) in its event.
     pub payloads: bool,
     /// Address of the Prometheus endpoint.
@@ -122,6 +158,7 @@ impl Default for OutputConfig {
     fn default() -> Self {
         Self {
             events_file: "-".into(),
+            alerts_file: "-".into(),
             payloads: false,
             metrics_addr: "127.0.0.1:9464".parse().unwrap(),
             record_file: None,
@@ -180,6 +217,7 @@ impl Config {
                 "capture.selectors.executables: {e:?} must be a file name, not a path"
             );
         }
+        anyhow::ensure!(self.detection.scan_budget_bytes >= 4096, "detection.scan_budget_bytes must be at least 4096");
         let p = &self.pipeline;
         anyhow::ensure!(
             p.max_frame_bytes >= 1024,
@@ -194,6 +232,49 @@ impl Config {
             "pipeline.max_streams and max_sessions must be at least 16"
         );
         Ok(())
+    }
+
+    /// The effective detection rules: built-ins plus `rules_file`.
+    pub fn rules(&self) -> anyhow::Result<crate::detect::rules::Rules> {
+        match &self.detection.rules_file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read rules file {}: {e}", p.display()))?;
+                crate::detect::rules::Rules::with_file(&text, &p.display().to_string())
+            }
+            None => Ok(crate::detect::rules::Rules::builtin()),
+        }
+    }
+
+    /// The detector's settings. `persistent`: a live run, with tool state
+    /// and fingerprint key in the state directory; replays keep tool state
+    /// in memory. `None` when detection is off.
+    pub fn detector_config(&self, persistent: bool) -> anyhow::Result<Option<crate::detect::DetectorConfig>> {
+        let d = &self.detection;
+        if !d.enabled {
+            return Ok(None);
+        }
+        let fingerprint_key = match (&d.fingerprint_key_file, persistent) {
+            (Some(f), _) => std::fs::read(f).map_err(|e| anyhow::anyhow!("cannot read fingerprint key {}: {e}", f.display()))?,
+            (None, true) => crate::detect::load_or_create_key(&d.state_dir)?,
+            // Replays: the deployment's key if it can be read, else a random
+            // one (fingerprints then differ from the live run's).
+            (None, false) => match std::fs::read(d.state_dir.join("fingerprint.key")) {
+                Ok(k) if k.len() >= 16 => k,
+                _ => {
+                    let mut k = vec![0u8; 32];
+                    // SAFETY: valid buffer and length.
+                    unsafe { libc::getrandom(k.as_mut_ptr().cast(), k.len(), 0) };
+                    k
+                }
+            },
+        };
+        Ok(Some(crate::detect::DetectorConfig {
+            rules: self.rules()?,
+            fingerprint_key,
+            state_dir: persistent.then(|| d.state_dir.clone()),
+            scan_budget_bytes: d.scan_budget_bytes,
+            dedup_window_seconds: d.dedup_window_seconds,
+        }))
     }
 
     /// Pipeline settings in the form the pipeline takes.

@@ -8,12 +8,15 @@
 //!   identity from `/proc` ([`identity`]).
 //! - [`pipeline`] turns observations into [`event::Event`]s: per-stream
 //!   [`framing`], [`jsonrpc`] decoding, [`mcp`] method knowledge and
-//!   [`session`]s. It does no I/O, so [`record`]ings of a live run replay
-//!   through it without root and give the same events.
+//!   [`session`]s, and [`detect`]ion (credential leaks, tool integrity,
+//!   prompt injection, tool chaining) turning messages into alerts. It does
+//!   no I/O, so [`record`]ings of a live run replay through it without root
+//!   and give the same events and alerts.
 //! - [`agent`] wires them together with [`metrics`] and [`output`].
 pub mod agent;
 pub mod clock;
 pub mod config;
+pub mod detect;
 pub mod event;
 pub mod framing;
 pub mod identity;

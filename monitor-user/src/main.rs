@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
-use mcp_monitor::{agent, config::Config, metrics::Metrics, output::EventWriter};
+use mcp_monitor::{agent, config::Config, metrics::Metrics};
 
 /// Host-level monitor for MCP (Model Context Protocol) traffic, captured
 /// from the kernel with eBPF. Run `mcp-monitor run` as root.
@@ -23,6 +23,19 @@ enum Command {
     /// Inspect configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Inspect detection rules.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Print the built-in rules file (chaining rules, thresholds, examples).
+    Default,
+    /// List the credential rules.
+    Credentials,
+    /// Validate a rules file and print the effective chaining rules.
+    Check { file: PathBuf },
 }
 
 #[derive(Args)]
@@ -36,6 +49,18 @@ struct CommonArgs {
     /// Include each message, secrets redacted, in its event.
     #[arg(long)]
     payloads: bool,
+    /// Where to write alerts (JSON lines): a file, or - for stdout.
+    #[arg(long, env = "MCP_MONITOR_ALERTS_FILE")]
+    alerts_file: Option<String>,
+    /// Detection state directory (tool definitions, fingerprint key).
+    #[arg(long, env = "MCP_MONITOR_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Detection rules file merged over the built-in rules.
+    #[arg(long = "rules", env = "MCP_MONITOR_RULES")]
+    rules_file: Option<PathBuf>,
+    /// Turn detection off (events only).
+    #[arg(long)]
+    no_detection: bool,
 }
 
 #[derive(Args)]
@@ -89,6 +114,19 @@ fn load(common: &CommonArgs) -> anyhow::Result<Config> {
     if common.payloads {
         cfg.output.payloads = true;
     }
+    if let Some(a) = &common.alerts_file {
+        cfg.output.alerts_file = a.clone();
+    }
+    if let Some(d) = &common.state_dir {
+        cfg.detection.state_dir = d.clone();
+    }
+    if let Some(r) = &common.rules_file {
+        cfg.detection.rules_file = Some(r.clone());
+    }
+    if common.no_detection {
+        cfg.detection.enabled = false;
+    }
+    cfg.validate()?;
     Ok(cfg)
 }
 
@@ -128,9 +166,29 @@ fn real_main() -> anyhow::Result<()> {
         Command::Replay(a) => {
             let cfg = load(&a.common)?;
             let metrics = Metrics::new();
-            let mut out = EventWriter::open(&cfg.output.events_file, metrics.clone())?;
+            let mut out = agent::Outputs::open(&cfg, &metrics)?;
             let s = agent::replay(&a.file, &cfg, metrics, &mut out)?;
-            log::info!("replayed {} observations, {} events", s.observations, s.events);
+            log::info!("replayed {} observations: {} events, {} alerts", s.observations, s.events, s.alerts);
+            Ok(())
+        }
+        Command::Rules(RulesCommand::Default) => {
+            print!("{}", mcp_monitor::detect::rules::DEFAULT_RULES_TOML);
+            Ok(())
+        }
+        Command::Rules(RulesCommand::Credentials) => {
+            for r in mcp_monitor::detect::secrets::builtin::RULES {
+                println!("{:<36} {:<17} {:<7} {}", r.id, r.category, format!("{:?}", r.confidence).to_lowercase(), r.name);
+            }
+            println!("{:<36} {:<17} {:<7} {}", mcp_monitor::detect::secrets::GENERIC_KEY_RULE, "generic", "low", "Secret-named JSON key with a high-entropy value");
+            Ok(())
+        }
+        Command::Rules(RulesCommand::Check { file }) => {
+            let text = std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let rules = mcp_monitor::detect::rules::Rules::with_file(&text, &file.display().to_string())?;
+            for c in &rules.chain_rules {
+                println!("{:<50} {:?} {:?}{:?} window {} s, severity {}", c.id, c.scope, c.sequence, c.all_of, c.window_seconds, c.severity.as_str());
+            }
+            eprintln!("{}: valid ({} labels, {} silences)", file.display(), rules.labels.len(), rules.silence.len());
             Ok(())
         }
         Command::Config(ConfigCommand::Check { file }) => {

@@ -36,8 +36,14 @@ pub struct Metrics {
     pub pending_evicted: IntCounterVec,
     pub state_evictions: IntCounterVec,
     pub events_written: IntCounter,
+    pub alerts_written: IntCounter,
     pub output_errors: IntCounterVec,
     pub processes_tracked: IntGauge,
+    pub alerts: IntCounterVec,
+    pub alerts_deduplicated: IntCounterVec,
+    pub alerts_silenced: IntCounterVec,
+    pub detection_budget_exceeded: IntCounter,
+    pub detection_scanned_bytes: IntCounter,
     pub build_info: IntGaugeVec,
     /// Set once probes are attached; `/readyz` reports it.
     pub ready: AtomicBool,
@@ -112,8 +118,32 @@ impl Metrics {
                 &["kind"]
             )),
             events_written: reg!(counter("events_written_total", "Events written to the events output.")),
+            alerts_written: reg!(counter("alerts_written_total", "Alerts written to the alerts output.")),
             output_errors: reg!(counter_vec("output_errors_total", "Write failures, by output.", &["output"])),
             processes_tracked: reg!(IntGauge::new("processes_tracked", "Processes the pipeline holds identity for.").unwrap()),
+            alerts: reg!(counter_vec(
+                "alerts_total",
+                "Alerts raised, by category, rule and severity (a repeat summary counts its repeats).",
+                &["category", "rule", "severity"]
+            )),
+            alerts_deduplicated: reg!(counter_vec(
+                "alerts_deduplicated_total",
+                "Alerts folded into an open deduplication window (reported later as one repeat summary).",
+                &["category", "rule"]
+            )),
+            alerts_silenced: reg!(counter_vec(
+                "alerts_silenced_total",
+                "Alerts matched by a silence of the rules file and not emitted.",
+                &["category", "rule"]
+            )),
+            detection_budget_exceeded: reg!(counter(
+                "detection_budget_exceeded_total",
+                "Messages whose scanning stopped at the per-message byte budget."
+            )),
+            detection_scanned_bytes: reg!(counter(
+                "detection_scanned_bytes_total",
+                "Bytes examined by the credential and injection scanners after the prefilter."
+            )),
             build_info: reg!(IntGaugeVec::new(
                 Opts::new("build_info", "Constant 1, labelled with the agent version and kernel release."),
                 &["version", "kernel"]

@@ -27,6 +27,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::{
+    detect::{alert::Alert, Detector, MessageCtx},
     event::{Event, Flow, Party},
     framing::{Frame, LineFramer},
     identity::ProcessInfo,
@@ -99,6 +100,8 @@ pub enum Control {
 pub trait Sink {
     /// One MCP message.
     fn event(&mut self, event: Event);
+    /// A detection; comes after the event of the message that raised it.
+    fn alert(&mut self, _alert: Alert) {}
     /// A capture decision; ignored when replaying.
     fn control(&mut self, _control: Control) {}
 }
@@ -153,6 +156,7 @@ struct Stream {
 struct Held {
     event: Event,
     latency_s: Option<f64>,
+    alerts: Vec<Alert>,
 }
 
 struct SessionState {
@@ -182,6 +186,7 @@ pub struct Pipeline {
     /// Last cumulative kernel counters, to turn snapshots into increments.
     last_stats: HashMap<String, u64>,
     last_tick_ns: u64,
+    detector: Option<Detector>,
 }
 
 #[derive(Deserialize)]
@@ -228,7 +233,14 @@ impl Pipeline {
             duration_histograms: FxHashMap::default(),
             last_stats: HashMap::new(),
             last_tick_ns: 0,
+            detector: None,
         }
+    }
+
+    /// Adds detection: every message also goes through `detector`.
+    pub fn with_detector(mut self, detector: Detector) -> Self {
+        self.detector = Some(detector);
+        self
     }
 
     /// The configuration in use.
@@ -255,16 +267,29 @@ impl Pipeline {
             }
             Observation::Lifecycle(l) => self.on_lifecycle(l),
             Observation::CaptureStats(s) => self.on_stats(s),
-            Observation::Tick { ts_ns } => self.on_tick(ts_ns),
+            Observation::Tick { ts_ns } => {
+                self.on_tick(ts_ns);
+                let now = ts_ns as i128 + self.cfg.boot_offset_ns;
+                if let Some(d) = self.detector.as_mut() {
+                    for a in d.on_tick(now) {
+                        sink.alert(a);
+                    }
+                }
+            }
         }
     }
 
     /// Ends the run: sessions still unconfirmed lose their held messages
     /// (counted).
-    pub fn finish(&mut self) {
+    pub fn finish(&mut self, sink: &mut impl Sink) {
         let keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
         for k in keys {
             self.end_session(&k);
+        }
+        if let Some(d) = self.detector.as_mut() {
+            for a in d.flush() {
+                sink.alert(a);
+            }
         }
     }
 
@@ -668,6 +693,28 @@ impl Pipeline {
         if unpaired {
             self.metrics.unpaired_responses.inc();
         }
+        let alerts = match self.detector.as_mut() {
+            Some(d) => {
+                let client_key = self.sessions[&key].session.client;
+                d.on_message(&MessageCtx {
+                    time: event.time,
+                    transport: event.transport,
+                    session: &event.session,
+                    flow,
+                    kind: msg.kind,
+                    method: event.method.as_deref(),
+                    id: event.id.as_ref(),
+                    tool: event.tool.as_deref(),
+                    params: msg.params,
+                    result: msg.result,
+                    raw,
+                    server: &event.server,
+                    client: &event.client,
+                    client_key,
+                })
+            }
+            None => Vec::new(),
+        };
 
         let max_held = self.cfg.max_held;
         let state = self.sessions.get_mut(&key).expect("present");
@@ -682,11 +729,17 @@ impl Pipeline {
                     h.event.server = server.clone();
                     h.event.client = client.clone();
                     self.emit(h.event, h.latency_s, sink);
+                    for a in h.alerts {
+                        sink.alert(a);
+                    }
                 }
             }
             self.emit(event, latency_s, sink);
+            for a in alerts {
+                sink.alert(a);
+            }
         } else if state.held.len() < max_held {
-            state.held.push(Held { event, latency_s });
+            state.held.push(Held { event, latency_s, alerts });
         } else {
             // JSON-RPC, but no MCP method in max_held messages: another
             // JSON-RPC user. Stop capturing it.
@@ -708,7 +761,11 @@ impl Pipeline {
                     self.streams.insert(id, o);
                 }
             }
-            self.sessions.remove(&key);
+            if let Some(state) = self.sessions.remove(&key) {
+                if let Some(d) = self.detector.as_mut() {
+                    d.end_session(&state.session.id);
+                }
+            }
             self.metrics.sessions_active.set(self.sessions.len() as i64);
         }
     }
@@ -758,6 +815,9 @@ impl Pipeline {
         let Some(state) = self.sessions.remove(key) else {
             return;
         };
+        if let Some(d) = self.detector.as_mut() {
+            d.end_session(&state.session.id);
+        }
         let pending: usize = state.session.pending.iter().map(|p| p.len()).sum();
         if pending > 0 {
             self.metrics

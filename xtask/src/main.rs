@@ -25,6 +25,10 @@ const APT_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev-bpf",
     "llvm-22-dev",
+    // bpftool: per-program kernel cost in `cargo xtask bench`.
+    "bpftool",
+    // taskset, setpriv: CPU pinning in the bench, privilege tests.
+    "util-linux",
     "curl",
     "ca-certificates",
 ];

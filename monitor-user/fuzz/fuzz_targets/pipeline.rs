@@ -52,5 +52,5 @@ fuzz_target!(|data: &[u8]| {
         p.handle(Observation::Chunk(read), &mut sink);
     }
     p.handle(Observation::Tick { ts_ns: ts + 1_000_000_000_000 }, &mut sink);
-    p.finish();
+    p.finish(&mut sink);
 });

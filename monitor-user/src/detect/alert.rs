@@ -1,0 +1,272 @@
+//! Alerts: what a detector found, ready for a SIEM.
+//!
+//! Field names are part of the output contract (README, "Alerts"). Evidence
+//! is redacted by construction: detectors only put findings (which hold no
+//! secret), names, counts and short redacted excerpts in it.
+
+use std::{collections::HashMap, sync::Arc};
+
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+use crate::{
+    event::{Flow, Party, Transport},
+    jsonrpc::Id,
+};
+
+/// Alert families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    CredentialLeak,
+    ToolChain,
+    ToolIntegrity,
+    PromptInjection,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::CredentialLeak => "credential_leak",
+            Category::ToolChain => "tool_chain",
+            Category::ToolIntegrity => "tool_integrity",
+            Category::PromptInjection => "prompt_injection",
+        }
+    }
+}
+
+/// How urgent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// Parses a configuration value.
+    pub fn parse(s: &str) -> Option<Severity> {
+        Some(match s {
+            "info" => Severity::Info,
+            "low" => Severity::Low,
+            "medium" => Severity::Medium,
+            "high" => Severity::High,
+            "critical" => Severity::Critical,
+            _ => return None,
+        })
+    }
+}
+
+/// A message an alert refers to.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MessageRef {
+    pub session: Arc<str>,
+    pub direction: Flow,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub method: Option<String>,
+    pub id: Option<Id>,
+    pub tool: Option<String>,
+    #[serde(serialize_with = "ser_time")]
+    pub time: i128,
+}
+
+/// One alert.
+#[derive(Clone, Debug, Serialize)]
+pub struct Alert {
+    /// Stable id: the same finding in a replay has the same id.
+    pub id: String,
+    #[serde(serialize_with = "ser_time")]
+    pub time: i128,
+    /// Rule id, e.g. `credential.exposure`, `tool_chain.exfiltration`.
+    pub rule: String,
+    pub category: Category,
+    pub severity: Severity,
+    pub summary: String,
+    pub transport: Transport,
+    pub session: Arc<str>,
+    pub server: Party,
+    pub client: Party,
+    /// Redacted details, rule-specific.
+    pub evidence: Value,
+    /// The messages that make up the finding, oldest first.
+    pub messages: Vec<MessageRef>,
+    /// Times this alert fired: 1, or more for a repeat summary.
+    pub count: u64,
+    /// Repeat summaries: when the first and last repeats happened.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_time")]
+    pub first_seen: Option<i128>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_time")]
+    pub last_seen: Option<i128>,
+    /// Key that makes two alerts "the same" for deduplication.
+    #[serde(skip)]
+    pub dedup_key: String,
+}
+
+fn ser_time<S: Serializer>(t: &i128, s: S) -> Result<S::Ok, S::Error> {
+    let mut buf = [0u8; 30];
+    let n = crate::clock::rfc3339_into(*t, &mut buf);
+    s.serialize_str(std::str::from_utf8(&buf[..n]).unwrap_or(""))
+}
+
+fn ser_opt_time<S: Serializer>(t: &Option<i128>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => ser_time(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// Stable alert id from the parts that identify it.
+pub fn alert_id(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0u8]);
+    }
+    let d = h.finalize();
+    d[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct Window {
+    opened: i128,
+    repeats: u64,
+    last: i128,
+    template: Alert,
+}
+
+/// Deduplication: the first alert of a kind goes out at once; repeats within
+/// the window are counted and reported as one summary alert when the window
+/// closes. Nothing is dropped silently.
+pub struct Dedup {
+    window_ns: i128,
+    open: HashMap<String, Window>,
+    max_open: usize,
+}
+
+impl Dedup {
+    pub fn new(window_ns: i128, max_open: usize) -> Self {
+        Self { window_ns, open: HashMap::new(), max_open: max_open.max(1) }
+    }
+
+    /// Returns the alert if it should go out now; a repeat returns `None`
+    /// and is counted.
+    pub fn admit(&mut self, alert: Alert) -> Option<Alert> {
+        if let Some(w) = self.open.get_mut(&alert.dedup_key) {
+            if alert.time - w.opened < self.window_ns {
+                w.repeats += 1;
+                w.last = alert.time;
+                return None;
+            }
+        }
+        if self.open.len() >= self.max_open {
+            // Too many distinct alerts in flight: stop deduplicating the
+            // oldest ones (they are not repeats of anything new).
+            if let Some(oldest) = self.open.iter().min_by_key(|(_, w)| w.opened).map(|(k, _)| k.clone()) {
+                self.open.remove(&oldest);
+            }
+        }
+        self.open.insert(
+            alert.dedup_key.clone(),
+            Window { opened: alert.time, repeats: 0, last: alert.time, template: alert.clone() },
+        );
+        Some(alert)
+    }
+
+    /// Closes windows older than `now`; returns one summary per window that
+    /// saw repeats.
+    pub fn expire(&mut self, now: i128) -> Vec<Alert> {
+        let window = self.window_ns;
+        let mut out = Vec::new();
+        self.open.retain(|_, w| {
+            if now - w.opened < window {
+                return true;
+            }
+            if w.repeats > 0 {
+                out.push(summary(w));
+            }
+            false
+        });
+        out.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
+        out
+    }
+
+    /// Closes every window (end of a replay or shutdown).
+    pub fn flush(&mut self) -> Vec<Alert> {
+        self.expire(i128::MAX)
+    }
+}
+
+fn summary(w: &Window) -> Alert {
+    let mut a = w.template.clone();
+    a.id = alert_id(&[&w.template.id, "repeats", &w.repeats.to_string()]);
+    a.time = w.last;
+    a.count = w.repeats;
+    a.first_seen = Some(w.opened);
+    a.last_seen = Some(w.last);
+    a.summary = format!("{} (repeated {} more times)", w.template.summary, w.repeats);
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn alert(t: i128, key: &str) -> Alert {
+        Alert {
+            id: alert_id(&[key, &t.to_string()]),
+            time: t,
+            rule: "r".into(),
+            category: Category::CredentialLeak,
+            severity: Severity::High,
+            summary: "s".into(),
+            transport: Transport::Stdio,
+            session: "x".into(),
+            server: Party::default(),
+            client: Party::default(),
+            evidence: json!({}),
+            messages: vec![],
+            count: 1,
+            first_seen: None,
+            last_seen: None,
+            dedup_key: key.into(),
+        }
+    }
+
+    #[test]
+    fn repeats_are_counted_and_summarised() {
+        let mut d = Dedup::new(100, 16);
+        assert!(d.admit(alert(0, "a")).is_some());
+        assert!(d.admit(alert(10, "a")).is_none());
+        assert!(d.admit(alert(20, "a")).is_none());
+        assert!(d.admit(alert(15, "b")).is_some());
+        assert!(d.expire(50).is_empty());
+        let s = d.expire(120);
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].count, s[0].first_seen, s[0].last_seen), (2, Some(0), Some(20)));
+        // "b" had no repeats: its window closes quietly.
+        assert!(d.flush().is_empty());
+        // After the window, the same alert goes out again.
+        assert!(d.admit(alert(300, "a")).is_some());
+    }
+
+    #[test]
+    fn ids_are_stable() {
+        assert_eq!(alert_id(&["a", "b"]), alert_id(&["a", "b"]));
+        assert_ne!(alert_id(&["ab", ""]), alert_id(&["a", "b"]));
+    }
+}

@@ -1,0 +1,572 @@
+//! Tool chaining ("toxic flows"): risky sequences of tool use in a session,
+//! or across the servers one client uses.
+//!
+//! Tools carry labels — `private_data`, `untrusted_content`,
+//! `external_sink`, `destructive` — from operator configuration first (which
+//! can also remove labels), then MCP annotations, then name and description
+//! heuristics. Annotations and heuristics can only add labels: a server
+//! cannot talk its way out of one with `readOnlyHint`. Every label carries
+//! its source, and alerts report it.
+//!
+//! Evidence of data flowing is stronger when content of the earlier result
+//! reappears in the later call: a secret fingerprint, or a shared stretch of
+//! text (winnowing fingerprints of 32-character windows).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::alert::Severity;
+
+/// A tool label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Label {
+    PrivateData,
+    UntrustedContent,
+    ExternalSink,
+    Destructive,
+}
+
+impl Label {
+    pub const ALL: [Label; 4] = [Label::PrivateData, Label::UntrustedContent, Label::ExternalSink, Label::Destructive];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Label::PrivateData => "private_data",
+            Label::UntrustedContent => "untrusted_content",
+            Label::ExternalSink => "external_sink",
+            Label::Destructive => "destructive",
+        }
+    }
+}
+
+/// A label and where it came from (`config`, `annotation:destructiveHint`,
+/// `name:send`, `description:deletes`, `detector:prompt_injection`...).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Labelled {
+    pub label: Label,
+    pub source: String,
+}
+
+/// Operator label configuration for one tool pattern.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelRule {
+    /// Glob on the server name (`serverInfo.name`) or executable path;
+    /// empty means any.
+    #[serde(default)]
+    pub server: String,
+    /// Glob on the tool name.
+    pub tool: String,
+    /// Labels to set.
+    #[serde(default)]
+    pub labels: Vec<Label>,
+    /// Labels to remove (for tools the heuristics get wrong).
+    #[serde(default)]
+    pub not: Vec<Label>,
+}
+
+/// `*` and `?` globs.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    fn go(p: &[char], t: &[char]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some(('*', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            Some(('?', rest)) => !t.is_empty() && go(rest, &t[1..]),
+            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    go(&p, &t)
+}
+
+/// Splits `readTextFile`, `read_text_file`, `read-text-file` into words.
+fn words(name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut prev_lower = false;
+    for c in name.chars() {
+        if !c.is_alphanumeric() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && prev_lower && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+        cur.extend(c.to_lowercase());
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+const READ_VERBS: &[&str] = &["read", "get", "list", "fetch", "query", "search", "find", "show", "view", "cat", "open", "export", "dump", "load", "lookup", "retrieve"];
+const PRIVATE_NOUNS: &[&str] = &[
+    "file", "files", "env", "environment", "secret", "secrets", "credential", "credentials", "password", "passwords",
+    "key", "keys", "token", "tokens", "email", "emails", "mail", "inbox", "message", "messages", "chat", "calendar",
+    "contact", "contacts", "document", "documents", "doc", "docs", "note", "notes", "database", "db", "sql", "table",
+    "record", "records", "customer", "customers", "account", "accounts", "wallet", "history", "repo", "repository",
+    "directory", "folder", "drive", "vault", "memory", "profile", "issue", "issues",
+];
+const SINK_WORDS: &[&str] = &[
+    "send", "post", "publish", "upload", "share", "tweet", "notify", "webhook", "http", "https", "request", "curl",
+    "submit", "comment", "gist", "paste", "pastebin", "push", "slack", "discord", "telegram", "sms", "forward", "reply",
+    "invite", "transfer", "pay",
+];
+const UNTRUSTED_WORDS: &[&str] = &["fetch", "browse", "browser", "web", "url", "scrape", "crawl", "download", "rss", "news", "website", "page", "navigate"];
+const DESTRUCTIVE_WORDS: &[&str] = &[
+    "delete", "remove", "rm", "drop", "truncate", "purge", "destroy", "kill", "terminate", "exec", "execute", "run",
+    "shell", "command", "bash", "eval", "write", "overwrite", "move", "deploy", "format", "reset", "revoke", "edit",
+    "update", "modify", "transfer", "pay",
+];
+
+const DESC_SINK: &[&str] = &["sends ", "send a ", "posts ", "uploads ", "publishes ", "to a webhook", "http request", "makes a request", "emails "];
+const DESC_UNTRUSTED: &[&str] = &["from the web", "from a url", "from the internet", "web page", "fetches a url", "fetches the url", "search the web", "third-party content"];
+const DESC_DESTRUCTIVE: &[&str] = &["deletes ", "delete the", "removes ", "executes ", "runs a command", "shell command", "overwrite", "permanently"];
+const DESC_PRIVATE: &[&str] = &["contents of a file", "content of the file", "read the complete contents", "environment variables", "private ", "personal ", "your emails", "credentials"];
+
+/// Labels of one tool: configuration first, then annotations, then names
+/// and descriptions.
+pub fn label_tool(server_names: &[&str], def: &Value, rules: &[LabelRule]) -> Vec<Labelled> {
+    let name = def.get("name").and_then(Value::as_str).unwrap_or("");
+    let mut out: Vec<Labelled> = Vec::new();
+    let add = |out: &mut Vec<Labelled>, label: Label, source: String| {
+        if !out.iter().any(|l| l.label == label) {
+            out.push(Labelled { label, source });
+        }
+    };
+    let mut removed: HashSet<Label> = HashSet::new();
+    for r in rules {
+        let server_ok = r.server.is_empty() || server_names.iter().any(|s| glob(&r.server, s));
+        if server_ok && glob(&r.tool, name) {
+            for l in &r.labels {
+                add(&mut out, *l, "config".into());
+            }
+            removed.extend(r.not.iter().copied());
+        }
+    }
+    if let Some(a) = def.get("annotations") {
+        if a.get("destructiveHint").and_then(Value::as_bool) == Some(true) {
+            add(&mut out, Label::Destructive, "annotation:destructiveHint".into());
+        }
+        if a.get("openWorldHint").and_then(Value::as_bool) == Some(true) {
+            add(&mut out, Label::UntrustedContent, "annotation:openWorldHint".into());
+        }
+    }
+    let w = words(name);
+    let has = |set: &[&str]| w.iter().find(|x| set.contains(&x.as_str())).cloned();
+    if let (Some(_), Some(noun)) = (has(READ_VERBS), has(PRIVATE_NOUNS)) {
+        add(&mut out, Label::PrivateData, format!("name:{noun}"));
+    }
+    if let Some(x) = has(SINK_WORDS) {
+        add(&mut out, Label::ExternalSink, format!("name:{x}"));
+    }
+    if let Some(x) = has(UNTRUSTED_WORDS) {
+        add(&mut out, Label::UntrustedContent, format!("name:{x}"));
+    }
+    if let Some(x) = has(DESTRUCTIVE_WORDS) {
+        add(&mut out, Label::Destructive, format!("name:{x}"));
+    }
+    if let Some(desc) = def.get("description").and_then(Value::as_str) {
+        let d = desc.to_lowercase();
+        for (label, phrases) in [
+            (Label::ExternalSink, DESC_SINK),
+            (Label::UntrustedContent, DESC_UNTRUSTED),
+            (Label::Destructive, DESC_DESTRUCTIVE),
+            (Label::PrivateData, DESC_PRIVATE),
+        ] {
+            if let Some(p) = phrases.iter().find(|p| d.contains(*p)) {
+                add(&mut out, label, format!("description:{}", p.trim()));
+            }
+        }
+    }
+    out.retain(|l| l.source == "config" || !removed.contains(&l.label));
+    out.sort_by_key(|l| l.label);
+    out
+}
+
+/// A chaining rule (configurable; see docs/RULES.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainRule {
+    pub id: String,
+    /// Two labels in order: the first must have been seen before a call
+    /// with the second (`[private_data, external_sink]`)...
+    #[serde(default)]
+    pub sequence: Vec<Label>,
+    /// ...or all of these within the window, in any order.
+    #[serde(default)]
+    pub all_of: Vec<Label>,
+    /// `session` (one server) or `client` (across the servers one client uses:
+    /// only fires when more than one server took part).
+    pub scope: Scope,
+    pub window_seconds: u64,
+    /// Most tool calls between the two steps.
+    #[serde(default = "default_max_calls")]
+    pub max_calls_between: u64,
+    pub severity: Severity,
+    /// Severity when content of the earlier step reappears in the later one.
+    #[serde(default)]
+    pub severity_with_shared_content: Option<Severity>,
+    pub summary: String,
+}
+
+fn default_max_calls() -> u64 {
+    50
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Session,
+    Client,
+}
+
+/// The built-in chaining rules.
+pub fn default_rules() -> Vec<ChainRule> {
+    let r = |id: &str, seq: &[Label], all: &[Label], scope, sev, with, summary: &str| ChainRule {
+        id: id.into(),
+        sequence: seq.to_vec(),
+        all_of: all.to_vec(),
+        scope,
+        window_seconds: 1800,
+        max_calls_between: 50,
+        severity: sev,
+        severity_with_shared_content: with,
+        summary: summary.into(),
+    };
+    use Label::*;
+    vec![
+        r("tool_chain.exfiltration", &[PrivateData, ExternalSink], &[], Scope::Session, Severity::High, Some(Severity::Critical),
+          "private data read, then sent to an external sink"),
+        r("tool_chain.exfiltration_cross_server", &[PrivateData, ExternalSink], &[], Scope::Client, Severity::High, Some(Severity::Critical),
+          "private data read from one server, then sent to an external sink on another"),
+        r("tool_chain.untrusted_to_destructive", &[UntrustedContent, Destructive], &[], Scope::Session, Severity::High, Some(Severity::Critical),
+          "untrusted content read, then a destructive action"),
+        r("tool_chain.untrusted_to_destructive_cross_server", &[UntrustedContent, Destructive], &[], Scope::Client, Severity::High, Some(Severity::Critical),
+          "untrusted content from one server, then a destructive action on another"),
+        r("tool_chain.lethal_trifecta", &[], &[PrivateData, UntrustedContent, ExternalSink], Scope::Session, Severity::Critical, None,
+          "private data, untrusted content and an external sink in one session"),
+        r("tool_chain.lethal_trifecta_cross_server", &[], &[PrivateData, UntrustedContent, ExternalSink], Scope::Client, Severity::Critical, None,
+          "private data, untrusted content and an external sink across one client's servers"),
+    ]
+}
+
+/// Winnowing fingerprints of `text`: hashes of 32-character windows, the
+/// minimum of every 16 consecutive ones. Two texts sharing a stretch of 47
+/// or more characters share at least one fingerprint.
+pub fn winnow(text: &str) -> Vec<u64> {
+    const K: usize = 32;
+    const W: usize = 16;
+    let b = text.as_bytes();
+    if b.len() < K {
+        return Vec::new();
+    }
+    let hashes: Vec<u64> = b
+        .windows(K)
+        .map(|w| {
+            // FNV-1a: deterministic across runs (replays must agree).
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for &x in w {
+                h ^= x as u64;
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+            h
+        })
+        .collect();
+    let mut out: Vec<u64> = Vec::new();
+    if hashes.len() <= W {
+        out.push(*hashes.iter().min().expect("non-empty"));
+    } else {
+        for win in hashes.windows(W) {
+            let m = *win.iter().min().expect("non-empty");
+            if out.last() != Some(&m) {
+                out.push(m);
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Most content fingerprints kept per step (bounds memory per session).
+const MAX_PRINTS_PER_STEP: usize = 512;
+/// Most steps kept per scope.
+const MAX_STEPS: usize = 256;
+
+/// One labelled step of a flow.
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// Assigned by [`Flow::push`]: tells steps apart.
+    pub seq: u64,
+    pub time: i128,
+    pub call_index: u64,
+    pub labels: Vec<Labelled>,
+    pub tool: String,
+    pub server: String,
+    /// Index into the detector's message references for the alert.
+    pub message: super::alert::MessageRef,
+    /// Winnowing fingerprints of the text this step read (results) or sent
+    /// (arguments), and secret fingerprints.
+    pub prints: Vec<u64>,
+    pub secrets: Vec<String>,
+}
+
+/// Steps of one scope (a session, or a client across sessions).
+#[derive(Default)]
+pub struct Flow {
+    steps: VecDeque<Step>,
+    calls: u64,
+    seq: u64,
+    /// Rule ids already fired, with the time (one alert per window).
+    fired: HashMap<String, i128>,
+}
+
+/// A chaining finding.
+#[derive(Clone, Debug)]
+pub struct ChainHit {
+    pub rule: ChainRule,
+    pub severity: Severity,
+    pub steps: Vec<Step>,
+    pub shared_content: bool,
+    pub shared_secrets: Vec<String>,
+}
+
+impl Flow {
+    /// Tool calls counted so far.
+    pub fn calls(&self) -> u64 {
+        self.calls
+    }
+
+    /// Counts a tool call (for `max_calls_between`).
+    pub fn count_call(&mut self) -> u64 {
+        self.calls += 1;
+        self.calls
+    }
+
+    /// Adds a step and returns the rules it completes.
+    pub fn push(&mut self, mut step: Step, rules: &[ChainRule], scope: Scope) -> Vec<ChainHit> {
+        self.seq += 1;
+        step.seq = self.seq;
+        let mut hits = Vec::new();
+        for rule in rules.iter().filter(|r| r.scope == scope) {
+            let window = rule.window_seconds as i128 * 1_000_000_000;
+            if let Some(&t) = self.fired.get(&rule.id) {
+                if step.time - t < window {
+                    continue;
+                }
+            }
+            let recent = |s: &Step| step.time - s.time <= window && step.call_index - s.call_index <= rule.max_calls_between;
+            let multi_server = |steps: &[&Step]| {
+                let mut servers: Vec<&str> = steps.iter().map(|s| s.server.as_str()).collect();
+                servers.push(&step.server);
+                servers.sort_unstable();
+                servers.dedup();
+                servers.len() > 1
+            };
+            if let [first, second] = rule.sequence[..] {
+                if !step.labels.iter().any(|l| l.label == second) {
+                    continue;
+                }
+                let earlier: Vec<&Step> = self
+                    .steps
+                    .iter()
+                    .filter(|s| recent(s) && s.labels.iter().any(|l| l.label == first))
+                    .collect();
+                if earlier.is_empty() {
+                    continue;
+                }
+                // Cross-server rules need another server in the chain.
+                let earlier: Vec<&Step> = if scope == Scope::Client {
+                    earlier.into_iter().filter(|s| s.server != step.server).collect()
+                } else {
+                    earlier
+                };
+                if earlier.is_empty() {
+                    continue;
+                }
+                // Prefer an earlier step whose content reappears now.
+                let shared = earlier.iter().find(|s| s.prints.iter().any(|p| step.prints.binary_search(p).is_ok()));
+                let shared_secrets: Vec<String> = earlier
+                    .iter()
+                    .flat_map(|s| s.secrets.iter())
+                    .filter(|f| step.secrets.contains(f))
+                    .cloned()
+                    .collect();
+                let chosen = shared.copied().unwrap_or(earlier[earlier.len() - 1]);
+                let evidence = shared.is_some() || !shared_secrets.is_empty();
+                let severity = if evidence { rule.severity_with_shared_content.unwrap_or(rule.severity) } else { rule.severity };
+                self.fired.insert(rule.id.clone(), step.time);
+                hits.push(ChainHit { rule: rule.clone(), severity, steps: vec![chosen.clone(), step.clone()], shared_content: shared.is_some(), shared_secrets });
+            } else if !rule.all_of.is_empty() {
+                let mut chosen: Vec<&Step> = Vec::new();
+                let mut ok = true;
+                for want in &rule.all_of {
+                    if step.labels.iter().any(|l| l.label == *want) {
+                        continue;
+                    }
+                    match self.steps.iter().rev().find(|s| recent(s) && s.labels.iter().any(|l| l.label == *want)) {
+                        Some(s) => chosen.push(s),
+                        None => {
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                if !ok || (scope == Scope::Client && !multi_server(&chosen)) {
+                    continue;
+                }
+                chosen.sort_by_key(|s| s.seq);
+                chosen.dedup_by_key(|s| s.seq);
+                let mut steps: Vec<Step> = chosen.into_iter().cloned().collect();
+                steps.push(step.clone());
+                self.fired.insert(rule.id.clone(), step.time);
+                hits.push(ChainHit { rule: rule.clone(), severity: rule.severity, steps, shared_content: false, shared_secrets: Vec::new() });
+            }
+        }
+        if !step.labels.is_empty() {
+            let mut s = step;
+            s.prints.truncate(MAX_PRINTS_PER_STEP);
+            self.steps.push_back(s);
+            while self.steps.len() > MAX_STEPS {
+                self.steps.pop_front();
+            }
+        }
+        hits
+    }
+
+    /// Drops steps older than `horizon`.
+    pub fn expire(&mut self, horizon: i128) {
+        while self.steps.front().is_some_and(|s| s.time < horizon) {
+            self.steps.pop_front();
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{detect::alert::MessageRef, event::Flow as Dir};
+    use serde_json::json;
+
+    fn labels(name: &str, desc: &str) -> Vec<(Label, String)> {
+        label_tool(&[], &json!({"name": name, "description": desc}), &[]).into_iter().map(|l| (l.label, l.source)).collect()
+    }
+
+    #[test]
+    fn heuristics_from_names_and_descriptions() {
+        assert_eq!(labels("read_text_file", ""), [(Label::PrivateData, "name:file".to_owned())]);
+        assert_eq!(labels("get-env", ""), [(Label::PrivateData, "name:env".to_owned())]);
+        assert!(labels("get-sum", "").is_empty());
+        assert!(labels("echo", "Echoes back the input").is_empty());
+        assert_eq!(labels("send_email", "").iter().map(|l| l.0).collect::<Vec<_>>(), [Label::ExternalSink]);
+        assert_eq!(labels("fetchUrl", "").iter().map(|l| l.0).collect::<Vec<_>>(), [Label::UntrustedContent]);
+        assert!(labels("delete_file", "").iter().any(|l| l.0 == Label::Destructive));
+        assert!(labels("notify", "Posts the text to a webhook").iter().any(|l| l == &(Label::ExternalSink, "name:notify".to_owned())));
+    }
+
+    #[test]
+    fn configuration_wins_and_annotations_only_add() {
+        let rules = vec![
+            LabelRule { server: "internal-*".into(), tool: "send_*".into(), labels: vec![], not: vec![Label::ExternalSink] },
+            LabelRule { server: String::new(), tool: "lookup".into(), labels: vec![Label::PrivateData], not: vec![] },
+        ];
+        let def = json!({"name": "send_report", "annotations": {"readOnlyHint": true}});
+        assert!(label_tool(&["internal-reports"], &def, &rules).is_empty());
+        assert_eq!(label_tool(&["public"], &def, &rules)[0].label, Label::ExternalSink, "readOnlyHint cannot remove a label");
+        let l = label_tool(&[], &json!({"name": "lookup"}), &rules);
+        assert_eq!((l[0].label, l[0].source.as_str()), (Label::PrivateData, "config"));
+        let l = label_tool(&[], &json!({"name": "x", "annotations": {"destructiveHint": true}}), &[]);
+        assert_eq!(l[0].source, "annotation:destructiveHint");
+    }
+
+    #[test]
+    fn winnowing_finds_shared_stretches() {
+        let secret_doc = "Quarterly revenue figures: 12,345,678 dollars, margin 23 percent, confidential until March.";
+        let a = winnow(&format!("file contents: {secret_doc} end"));
+        let b = winnow(&format!("please publish this: {secret_doc}"));
+        assert!(a.iter().any(|p| b.binary_search(p).is_ok()));
+        let c = winnow("a completely different text that shares nothing at all with the other one");
+        assert!(!a.iter().any(|p| c.binary_search(p).is_ok()));
+    }
+
+    fn step(t: i128, i: u64, label: Label, server: &str, text: &str) -> Step {
+        Step {
+            seq: 0,
+            time: t,
+            call_index: i,
+            labels: vec![Labelled { label, source: "test".into() }],
+            tool: format!("tool{i}"),
+            server: server.into(),
+            message: MessageRef { session: "s".into(), direction: Dir::ClientToServer, kind: "request", method: None, id: None, tool: None, time: t },
+            prints: winnow(text),
+            secrets: vec![],
+        }
+    }
+
+    #[test]
+    fn exfiltration_with_and_without_evidence() {
+        let rules = default_rules();
+        let doc = "the private quarterly numbers are 12,345,678 and 9,876,543 for the board only";
+        let mut f = Flow::default();
+        assert!(f.push(step(0, 1, Label::PrivateData, "fs", doc), &rules, Scope::Session).is_empty());
+        let hits = f.push(step(10, 2, Label::ExternalSink, "fs", &format!("body: {doc}")), &rules, Scope::Session);
+        assert_eq!(hits.len(), 1);
+        assert_eq!((hits[0].rule.id.as_str(), hits[0].severity, hits[0].shared_content), ("tool_chain.exfiltration", Severity::Critical, true));
+        // Once per window.
+        assert!(f.push(step(20, 3, Label::ExternalSink, "fs", "x"), &rules, Scope::Session).is_empty());
+        // Without shared content: high.
+        let mut g = Flow::default();
+        g.push(step(0, 1, Label::PrivateData, "fs", doc), &rules, Scope::Session);
+        let hits = g.push(step(10, 2, Label::ExternalSink, "fs", "unrelated text that is long enough to fingerprint"), &rules, Scope::Session);
+        assert_eq!(hits[0].severity, Severity::High);
+    }
+
+    #[test]
+    fn windows_and_cross_server_scope() {
+        let rules = default_rules();
+        let mut f = Flow::default();
+        f.push(step(0, 1, Label::PrivateData, "fs", ""), &rules, Scope::Client);
+        // Same server: not a cross-server chain.
+        assert!(f.push(step(5, 2, Label::ExternalSink, "fs", ""), &rules, Scope::Client).is_empty());
+        let hits = f.push(step(6, 3, Label::ExternalSink, "mail", ""), &rules, Scope::Client);
+        assert_eq!(hits.iter().map(|h| h.rule.id.as_str()).collect::<Vec<_>>(), ["tool_chain.exfiltration_cross_server"]);
+        // Outside the window: nothing.
+        let mut g = Flow::default();
+        g.push(step(0, 1, Label::PrivateData, "fs", ""), &rules, Scope::Session);
+        assert!(g.push(step(3_600_000_000_000, 2, Label::ExternalSink, "fs", ""), &rules, Scope::Session).is_empty());
+    }
+
+    #[test]
+    fn lethal_trifecta() {
+        let rules = default_rules();
+        let mut f = Flow::default();
+        f.push(step(0, 1, Label::PrivateData, "s", ""), &rules, Scope::Session);
+        f.push(step(1, 2, Label::UntrustedContent, "s", ""), &rules, Scope::Session);
+        let hits = f.push(step(2, 3, Label::ExternalSink, "s", ""), &rules, Scope::Session);
+        let ids: Vec<&str> = hits.iter().map(|h| h.rule.id.as_str()).collect();
+        assert!(ids.contains(&"tool_chain.lethal_trifecta"), "{ids:?}");
+        assert!(ids.contains(&"tool_chain.exfiltration"));
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("read_*", "read_text_file"));
+        assert!(glob("*", ""));
+        assert!(glob("?at", "cat"));
+        assert!(!glob("read_*", "write_file"));
+    }
+}

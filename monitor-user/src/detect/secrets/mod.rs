@@ -1,0 +1,490 @@
+//! Credential detection.
+//!
+//! A message is first tested as raw bytes with one Aho-Corasick pass over
+//! every rule's keywords (plus a look for encoded runs): most messages stop
+//! there. Only on a hit is it parsed, and each string leaf (after JSON
+//! unescaping, with its JSON path) goes through the keyword filter again to
+//! pick the few rules whose regexes run on it. Base64- and percent-encoded
+//! runs are decoded and scanned too (bounded depth). A byte budget caps the
+//! work per message.
+//!
+//! A finding never holds the secret: rule, path, length, the first four
+//! characters and a keyed HMAC-SHA256 fingerprint, so the same secret can be
+//! correlated across events and hosts that share the key.
+
+pub mod builtin;
+pub mod rule;
+
+use std::borrow::Cow;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use hmac::{Hmac, Mac};
+use regex::Regex;
+use serde::Serialize;
+use serde_json::Value;
+use sha2::Sha256;
+
+pub use rule::{Check, Confidence, RuleDef};
+
+/// Depth of nested decoding (base64 inside percent-encoding, say).
+const MAX_DECODE_DEPTH: u8 = 2;
+/// Encoded runs outside this length range are not decoded.
+const MIN_ENCODED_RUN: usize = 24;
+const MAX_ENCODED_RUN: usize = 8192;
+
+/// A credential found in a message. Holds no secret material.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Rule id (`github-pat-classic`, `generic-secret-key`...).
+    pub rule: &'static str,
+    pub name: &'static str,
+    pub category: &'static str,
+    #[serde(serialize_with = "ser_confidence")]
+    pub confidence: Confidence,
+    /// JSON path of the string that held it (`$.params.arguments.text`);
+    /// `<base64>`/`<percent>` steps mark decoded content.
+    pub path: String,
+    /// Length of the secret in characters.
+    pub length: usize,
+    /// Its first four characters (a prefix identifies the format, not the secret).
+    pub prefix: String,
+    /// `hmac-sha256:` + 32 hex characters, keyed per deployment.
+    pub fingerprint: String,
+}
+
+fn ser_confidence<S: serde::Serializer>(c: &Confidence, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match c {
+        Confidence::Low => "low",
+        Confidence::Medium => "medium",
+        Confidence::High => "high",
+    })
+}
+
+struct Compiled {
+    def: &'static RuleDef,
+    regex: Regex,
+    secret_group: Option<usize>,
+}
+
+/// Work left for one message.
+#[derive(Debug)]
+pub struct Budget {
+    pub remaining: usize,
+    pub exceeded: bool,
+}
+
+impl Budget {
+    pub fn new(bytes: usize) -> Self {
+        Self { remaining: bytes, exceeded: false }
+    }
+
+    fn take(&mut self, n: usize) -> bool {
+        if n > self.remaining {
+            self.exceeded = true;
+            return false;
+        }
+        self.remaining -= n;
+        true
+    }
+}
+
+/// The compiled credential rules.
+pub struct SecretScanner {
+    rules: Vec<Compiled>,
+    prefilter: AhoCorasick,
+    /// Prefilter pattern index to the rules it selects.
+    pattern_rules: Vec<Vec<usize>>,
+    key: Vec<u8>,
+}
+
+/// Id of the rule for secret-named keys with high-entropy values.
+pub const GENERIC_KEY_RULE: &str = "generic-secret-key";
+
+impl SecretScanner {
+    /// Compiles the built-in rules with the fingerprint `key`.
+    pub fn new(key: &[u8]) -> Self {
+        Self::with_rules(builtin::RULES, key, &[])
+    }
+
+    /// Compiles `rules`, leaving out the ids in `disabled`.
+    pub fn with_rules(rules: &'static [RuleDef], key: &[u8], disabled: &[String]) -> Self {
+        let mut compiled = Vec::new();
+        let mut patterns: Vec<String> = Vec::new();
+        let mut pattern_rules: Vec<Vec<usize>> = Vec::new();
+        for def in rules.iter().filter(|d| !disabled.iter().any(|x| x == d.id)) {
+            let regex = Regex::new(def.pattern).unwrap_or_else(|e| panic!("built-in rule {} does not compile: {e}", def.id));
+            let secret_group = regex.capture_names().position(|n| n == Some("secret"));
+            let idx = compiled.len();
+            compiled.push(Compiled { def, regex, secret_group });
+            for kw in def.keywords {
+                // JSON may escape '/' as "\/": add that spelling too.
+                let mut spellings = vec![kw.to_string()];
+                if kw.contains('/') {
+                    spellings.push(kw.replace('/', "\\/"));
+                }
+                for sp in spellings {
+                    match patterns.iter().position(|p| *p == sp) {
+                        Some(i) => pattern_rules[i].push(idx),
+                        None => {
+                            patterns.push(sp);
+                            pattern_rules.push(vec![idx]);
+                        }
+                    }
+                }
+            }
+        }
+        let prefilter = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(&patterns)
+            .expect("keyword automaton");
+        Self { rules: compiled, prefilter, pattern_rules, key: key.to_vec() }
+    }
+
+    /// Number of compiled rules.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Fast test on a whole raw message: can scanning find anything? False
+    /// for the vast majority of messages. Secret-named JSON keys are looked
+    /// for separately by the caller (they need no keyword).
+    pub fn may_contain(&self, raw: &[u8]) -> bool {
+        self.prefilter.is_match(raw) || has_encoded_run(raw) || has_ascii_unicode_escape(raw)
+    }
+
+    /// Keyed fingerprint of a secret.
+    pub fn fingerprint(&self, secret: &str) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(secret.as_bytes());
+        let out = mac.finalize().into_bytes();
+        let mut hex = String::with_capacity(12 + 32);
+        hex.push_str("hmac-sha256:");
+        for b in &out[..16] {
+            hex.push_str(&format!("{b:02x}"));
+        }
+        hex
+    }
+
+    fn finding(&self, def: &'static RuleDef, secret: &str, path: &str) -> Finding {
+        Finding {
+            rule: def.id,
+            name: def.name,
+            category: def.category,
+            confidence: def.confidence,
+            path: path.to_owned(),
+            length: secret.chars().count(),
+            prefix: secret.chars().take(4).collect(),
+            fingerprint: self.fingerprint(secret),
+        }
+    }
+
+    /// Scans one string found at `path`.
+    pub fn scan_str(&self, s: &str, path: &str, budget: &mut Budget, out: &mut Vec<Finding>) {
+        self.scan_str_depth(s, path, 0, budget, out);
+    }
+
+    fn scan_str_depth(&self, s: &str, path: &str, depth: u8, budget: &mut Budget, out: &mut Vec<Finding>) {
+        if !budget.take(s.len()) {
+            return;
+        }
+        let found_before = out.len();
+        let mut candidates: Vec<usize> = Vec::new();
+        for m in self.prefilter.find_overlapping_iter(s) {
+            for &r in &self.pattern_rules[m.pattern().as_usize()] {
+                if !candidates.contains(&r) {
+                    candidates.push(r);
+                }
+            }
+        }
+        candidates.sort_unstable();
+        for r in candidates {
+            let c = &self.rules[r];
+            for caps in c.regex.captures_iter(s) {
+                let m = match c.secret_group.and_then(|g| caps.get(g)) {
+                    Some(m) => m,
+                    None => caps.get(0).expect("group 0 always matches"),
+                };
+                let secret = m.as_str();
+                if is_placeholder(secret) || !check(c.def.check, secret) {
+                    continue;
+                }
+                let f = self.finding(c.def, secret, path);
+                if !out.iter().any(|o| o.fingerprint == f.fingerprint && o.path == f.path) {
+                    out.push(f);
+                }
+            }
+        }
+        // Decoding looks for secrets hidden by an encoding; a string whose
+        // plain form already gave findings would only repeat them.
+        if depth >= MAX_DECODE_DEPTH || out.len() > found_before {
+            return;
+        }
+        for decoded in decode_candidates(s) {
+            let (kind, text) = decoded;
+            let sub = format!("{path}<{kind}>");
+            self.scan_str_depth(&text, &sub, depth + 1, budget, out);
+        }
+    }
+
+    /// Scans every string (and secret-named key) of a JSON value; `path` is
+    /// the value's own path, e.g. `$.params`.
+    pub fn scan_value(&self, v: &Value, path: &str, budget: &mut Budget, out: &mut Vec<Finding>) {
+        // Iterative: depth is bounded by the decoder, but stay cheap anyway.
+        let mut stack: Vec<(&Value, Cow<'_, str>)> = vec![(v, Cow::Borrowed(path))];
+        while let Some((v, p)) = stack.pop() {
+            match v {
+                Value::String(s) => self.scan_str(s, &p, budget, out),
+                Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate().rev() {
+                        stack.push((item, Cow::Owned(format!("{p}[{i}]"))));
+                    }
+                }
+                Value::Object(map) => {
+                    for (k, item) in map.iter().rev() {
+                        let child = Cow::Owned(child_path(&p, k));
+                        if let Value::String(s) = item {
+                            self.check_secret_named(k, s, &child, out);
+                        }
+                        stack.push((item, child));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// `"password": "<high-entropy value>"` with no known format.
+    fn check_secret_named(&self, key: &str, value: &str, path: &str, out: &mut Vec<Finding>) {
+        if value.len() < 8 || value.len() > 512 || !crate::redact::is_secret_name(key) {
+            return;
+        }
+        if value.contains(char::is_whitespace) || is_placeholder(value) || shannon_entropy(value) < 3.5 {
+            return;
+        }
+        if out.iter().any(|f| f.path == path) {
+            return; // a specific rule already named it
+        }
+        out.push(Finding {
+            rule: GENERIC_KEY_RULE,
+            name: "Secret-named key with a high-entropy value",
+            category: "generic",
+            confidence: Confidence::Low,
+            path: path.to_owned(),
+            length: value.chars().count(),
+            prefix: value.chars().take(4).collect(),
+            fingerprint: self.fingerprint(value),
+        });
+    }
+}
+
+fn child_path(parent: &str, key: &str) -> String {
+    if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        format!("{parent}.{key}")
+    } else {
+        format!("{parent}[{}]", serde_json::to_string(key).unwrap_or_default())
+    }
+}
+
+/// Values that are obviously not real secrets: documentation placeholders,
+/// templates, masks, repeated characters.
+pub fn is_placeholder(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
+    const MARKERS: &[&str] = &["example", "changeme", "placeholder", "your_", "yourtoken", "dummy", "redacted", "xxxx", "${", "{{", "}}", "<", ">", "****"];
+    if MARKERS.iter().any(|m| lower.contains(m)) {
+        return true;
+    }
+    let mut chars = s.chars().filter(|c| c.is_ascii_alphanumeric());
+    match chars.next() {
+        Some(first) => chars.all(|c| c == first),
+        None => true,
+    }
+}
+
+/// Shannon entropy in bits per character.
+pub fn shannon_entropy(s: &str) -> f32 {
+    if s.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    let mut n = 0u32;
+    for b in s.bytes() {
+        counts[b as usize] += 1;
+        n += 1;
+    }
+    let n = n as f32;
+    counts.iter().filter(|&&c| c > 0).map(|&c| {
+        let p = c as f32 / n;
+        -p * p.log2()
+    }).sum()
+}
+
+fn check(c: Check, s: &str) -> bool {
+    match c {
+        Check::None => true,
+        Check::GitHubCrc32 => github_checksum_ok(s),
+        Check::Jwt => jwt_ok(s),
+        Check::MinEntropy(min) => shannon_entropy(s) >= min,
+        Check::AwsKeyIdPrefix => {
+            const PREFIXES: &[&str] = &["AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "ABIA", "ACCA"];
+            s.len() == 20
+                && PREFIXES.iter().any(|p| s.starts_with(p))
+                && s[4..].bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+        }
+    }
+}
+
+/// CRC-32 (IEEE 802.3), bitwise: small inputs only.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// Base62 of `v`, left-padded with '0' to `width`.
+pub fn base62(mut v: u32, width: usize) -> String {
+    let mut out = vec![b'0'; width];
+    let mut i = width;
+    while v > 0 && i > 0 {
+        i -= 1;
+        out[i] = BASE62[(v % 62) as usize];
+        v /= 62;
+    }
+    String::from_utf8(out).expect("ASCII")
+}
+
+/// GitHub `gh?_` tokens: prefix, 30 random base62 characters, then the
+/// base62 CRC32 of those 30 characters in 6 characters.
+pub fn github_checksum_ok(token: &str) -> bool {
+    let Some((_, rest)) = token.split_once('_') else { return false };
+    if rest.len() != 36 || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return false;
+    }
+    let (body, sum) = rest.split_at(30);
+    base62(crc32(body.as_bytes()), 6) == sum
+}
+
+fn b64url_decode(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let t = s.trim_end_matches('=');
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t).ok()
+}
+
+/// A JWT: three base64url parts whose header decodes to JSON with "alg".
+pub fn jwt_ok(s: &str) -> bool {
+    let mut parts = s.split('.');
+    let (Some(h), Some(p), Some(_sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    if p.is_empty() {
+        return false;
+    }
+    let Some(header) = b64url_decode(h) else { return false };
+    matches!(serde_json::from_slice::<Value>(&header), Ok(Value::Object(m)) if m.contains_key("alg"))
+}
+
+fn is_b64_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')
+}
+
+/// Runs that look like base64 (long, mixed case and digits) and could hide
+/// a secret.
+fn encoded_runs(s: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < s.len() {
+            while i < s.len() && !is_b64_byte(s[i]) {
+                i += 1;
+            }
+            let start = i;
+            let (mut up, mut low, mut dig) = (false, false, false);
+            while i < s.len() && is_b64_byte(s[i]) {
+                up |= s[i].is_ascii_uppercase();
+                low |= s[i].is_ascii_lowercase();
+                dig |= s[i].is_ascii_digit();
+                i += 1;
+            }
+            let len = i - start;
+            if (MIN_ENCODED_RUN..=MAX_ENCODED_RUN).contains(&len) && up && low && dig {
+                return Some((start, i));
+            }
+        }
+        None
+    })
+}
+
+fn has_encoded_run(raw: &[u8]) -> bool {
+    encoded_runs(raw).next().is_some() || has_percent_escapes(raw)
+}
+
+fn has_percent_escapes(s: &[u8]) -> bool {
+    s.windows(3).any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+}
+
+/// `\u00XX` escapes of printable ASCII in raw JSON: unusual, and a way to
+/// hide a keyword from a byte-level filter.
+fn has_ascii_unicode_escape(raw: &[u8]) -> bool {
+    raw.windows(6).any(|w| {
+        w[0] == b'\\' && w[1] == b'u' && w[2] == b'0' && w[3] == b'0' && (b'2'..=b'7').contains(&w[4]) && w[5].is_ascii_hexdigit()
+    })
+}
+
+/// Decoded forms of the encoded parts of `s` worth scanning: base64 runs
+/// that decode to mostly printable text, and percent-decoding.
+fn decode_candidates(s: &str) -> Vec<(&'static str, String)> {
+    use base64::Engine;
+    let mut out = Vec::new();
+    for (a, b) in encoded_runs(s.as_bytes()) {
+        let run = &s[a..b];
+        let engines = [
+            &base64::engine::general_purpose::STANDARD,
+            &base64::engine::general_purpose::URL_SAFE,
+            &base64::engine::general_purpose::STANDARD_NO_PAD,
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ];
+        if let Some(bytes) = engines.iter().find_map(|e| e.decode(run).ok()) {
+            if let Ok(text) = String::from_utf8(bytes) {
+                let printable = text.chars().filter(|c| !c.is_control() || c.is_whitespace()).count();
+                if printable * 10 >= text.chars().count() * 9 && !text.is_empty() {
+                    out.push(("base64", text));
+                }
+            }
+        }
+    }
+    if has_percent_escapes(s.as_bytes()) {
+        let decoded = percent_decode(s);
+        if decoded != s {
+            out.push(("percent", decoded));
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests;

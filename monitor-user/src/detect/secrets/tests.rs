@@ -1,0 +1,189 @@
+use super::*;
+use proptest::prelude::*;
+use serde_json::json;
+
+/// Compiled once: 129 regexes take a while in debug builds.
+fn scanner() -> &'static SecretScanner {
+    static S: std::sync::OnceLock<SecretScanner> = std::sync::OnceLock::new();
+    S.get_or_init(|| SecretScanner::new(b"test-key-test-key-test-key-test!"))
+}
+
+fn scan_text(s: &SecretScanner, text: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    s.scan_str(text, "$", &mut Budget::new(1 << 20), &mut out);
+    out
+}
+
+/// Every rule finds each of its examples (and the finding names it), and
+/// none of its near misses. Fails when a rule stops matching its format.
+#[test]
+fn every_rule_matches_its_examples_and_not_its_counterexamples() {
+    let s = scanner();
+    let mut failures = Vec::new();
+    for rule in builtin::RULES {
+        assert!(rule.examples.len() >= 2, "{} needs at least two examples", rule.id);
+        assert!(rule.counterexamples.len() >= 2, "{} needs at least two counterexamples", rule.id);
+        for ex in rule.examples {
+            let found = scan_text(&s, ex);
+            if !found.iter().any(|f| f.rule == rule.id) {
+                failures.push(format!("{}: example not found: {ex}", rule.id));
+            }
+        }
+        for ce in rule.counterexamples {
+            let found = scan_text(&s, ce);
+            if found.iter().any(|f| f.rule == rule.id) {
+                failures.push(format!("{}: counterexample matched: {ce}", rule.id));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} rule failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn at_least_sixty_rules_with_unique_ids_and_keywords() {
+    let mut ids: Vec<&str> = builtin::RULES.iter().map(|r| r.id).collect();
+    assert!(ids.len() >= 60, "only {} rules", ids.len());
+    ids.sort_unstable();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "duplicate rule ids");
+    for r in builtin::RULES {
+        assert!(!r.keywords.is_empty(), "{} has no keyword: it would run on every string", r.id);
+        for k in r.keywords {
+            assert_eq!(k.to_ascii_lowercase(), *k, "{}: keywords are lowercase", r.id);
+            assert!(k.len() >= 3, "{}: keyword {k:?} is too short to filter anything", r.id);
+        }
+    }
+}
+
+#[test]
+fn findings_never_hold_the_secret() {
+    let s = scanner();
+    for rule in builtin::RULES {
+        let re = regex::Regex::new(rule.pattern).unwrap();
+        for ex in rule.examples {
+            // The secret as the rule extracts it.
+            let caps = re.captures(ex).expect("example matches");
+            let secret = caps.name("secret").or_else(|| caps.get(0)).unwrap().as_str();
+            for f in scan_text(&s, ex).into_iter().filter(|f| f.rule == rule.id) {
+                // Rule id, name and category are static text; the fields
+                // derived from the input are the ones that could leak.
+                let json = format!("{} {} {}", f.path, &f.prefix, f.fingerprint);
+                // Beyond the 4-character prefix, no 6 consecutive
+                // characters of the secret may appear.
+                let chars: Vec<char> = secret.chars().collect();
+                for w in chars.windows(6).skip(1) {
+                    let piece: String = w.iter().collect();
+                    assert!(!json.contains(&piece), "{}: finding leaks {piece:?}: {json}", rule.id);
+                }
+                assert_eq!(f.length, chars.len(), "{}: {} at {}", rule.id, ex, f.path);
+                assert!(f.prefix.chars().count() <= 4);
+                assert!(f.fingerprint.starts_with("hmac-sha256:") && f.fingerprint.len() == 12 + 32);
+            }
+        }
+    }
+}
+
+#[test]
+fn fingerprints_are_keyed_and_stable() {
+    let a = SecretScanner::new(b"key-a-key-a-key-a");
+    let b = SecretScanner::new(b"key-b-key-b-key-b");
+    assert_eq!(a.fingerprint("s3cr3t"), a.fingerprint("s3cr3t"));
+    assert_ne!(a.fingerprint("s3cr3t"), b.fingerprint("s3cr3t"));
+    assert_ne!(a.fingerprint("s3cr3t"), a.fingerprint("s3cr3u"));
+}
+
+#[test]
+fn github_checksum() {
+    // A token built here: 30 random base62 characters + their checksum.
+    let body = "Zq7rT2mW9xK4vB8nL3pD6sF1hJ5gC0";
+    let tok = format!("ghp_{body}{}", base62(crc32(body.as_bytes()), 6));
+    assert!(github_checksum_ok(&tok));
+    let mut bad = tok.clone();
+    bad.pop();
+    bad.push(if tok.ends_with('A') { 'B' } else { 'A' });
+    assert!(!github_checksum_ok(&bad));
+    assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+}
+
+#[test]
+fn json_leaves_paths_escapes_and_secret_named_keys() {
+    let s = scanner();
+    let body = "Zq7rT2mW9xK4vB8nL3pD6sF1hJ5gC0";
+    let tok = format!("ghp_{body}{}", base62(crc32(body.as_bytes()), 6));
+    // Escaped as JSON would escape it, with a \u escape in the middle.
+    let raw = format!(r#"{{"params":{{"arguments":{{"note":"use \u0067{} now","db_password":"q8#Lm2$vX9!pR4&tZ7"}}}}}}"#, &tok[1..]);
+    assert!(s.may_contain(raw.as_bytes()));
+    let v: Value = serde_json::from_str(&raw).unwrap();
+    let mut out = Vec::new();
+    s.scan_value(&v, "$", &mut Budget::new(1 << 20), &mut out);
+    let gh = out.iter().find(|f| f.rule.starts_with("github")).expect("token behind a \\u escape");
+    assert_eq!(gh.path, "$.params.arguments.note");
+    let generic = out.iter().find(|f| f.rule == GENERIC_KEY_RULE).expect("secret-named key");
+    assert_eq!(generic.path, "$.params.arguments.db_password");
+}
+
+#[test]
+fn encoded_secrets_are_decoded() {
+    use base64::Engine;
+    let s = scanner();
+    let body = "Zq7rT2mW9xK4vB8nL3pD6sF1hJ5gC0";
+    let tok = format!("ghp_{body}{}", base62(crc32(body.as_bytes()), 6));
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("GITHUB_TOKEN={tok}\n"));
+    let found = scan_text(&s, &format!("attachment: {b64}"));
+    assert!(found.iter().any(|f| f.path == "$<base64>" && f.rule.starts_with("github")), "{found:?}");
+    let pct = format!("https://x.example/cb?t={}", tok.replace('_', "%5F"));
+    let found = scan_text(&s, &pct);
+    assert!(found.iter().any(|f| f.path == "$<percent>"), "{found:?}");
+}
+
+#[test]
+fn placeholders_are_not_secrets() {
+    for p in ["AKIAIOSFODNN7EXAMPLE", "${GITHUB_TOKEN}", "{{ api_key }}", "xxxxxxxxxxxxxxxxxxxx", "changeme", "aaaaaaaaaaaaaaaa", "<your-token>", "****************"] {
+        assert!(is_placeholder(p), "{p}");
+    }
+    assert!(!is_placeholder("q8#Lm2$vX9!pR4&tZ7"));
+}
+
+#[test]
+fn budget_stops_work_and_says_so() {
+    let s = scanner();
+    let mut b = Budget::new(10);
+    let mut out = Vec::new();
+    s.scan_str(&"a".repeat(100), "$", &mut b, &mut out);
+    assert!(b.exceeded);
+}
+
+#[test]
+fn ordinary_mcp_payloads_are_clean() {
+    let s = scanner();
+    for text in [
+        json!({"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"Echo: hello world"}]}}).to_string(),
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/home/user/project/src/main.rs"}}}).to_string(),
+        json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"abc-123","progress":50,"total":100}}).to_string(),
+        json!({"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"get-sum","description":"Returns the sum of two numbers","inputSchema":{"type":"object"}}]}}).to_string(),
+    ] {
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let mut out = Vec::new();
+        s.scan_value(&v, "$", &mut Budget::new(1 << 20), &mut out);
+        assert!(out.is_empty(), "false positive in {text}: {out:?}");
+    }
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_text_never_panics(text in "\\PC{0,300}") {
+        let s = scanner();
+        let _ = scan_text(&s, &text);
+        let _ = s.may_contain(text.as_bytes());
+    }
+
+    #[test]
+    fn arbitrary_json_never_panics(text in "[\\[\\]{}\":,a-zA-Z0-9_+/=%\\\\ -]{0,200}") {
+        let s = scanner();
+        if let Ok(v) = serde_json::from_str::<Value>(&text) {
+            let mut out = Vec::new();
+            s.scan_value(&v, "$", &mut Budget::new(4096), &mut out);
+        }
+    }
+}
