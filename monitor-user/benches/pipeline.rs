@@ -148,40 +148,39 @@ fn workload_with(arg_sizes: &[usize], result_sizes: &[usize], one_mib_every: u64
         // coalescing small messages the way a busy reader sees them.
         let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
         let mut first = [true, true];
-        let flush =
-            |dir: usize, pending: &mut Vec<u8>, obs: &mut Vec<Observation>, ts: &mut u64, first: &mut bool| {
-                let (reader, fd, channel) = if dir == 0 { (server, 0, c2s) } else { (client, 7, s2c) };
-                for piece in pending.chunks(64 * 1024) {
-                    *ts += 10_000;
-                    obs.push(Observation::Chunk(Chunk {
-                        ts_ns: *ts,
-                        proc: reader,
-                        tid: reader.pid,
-                        comm: "node".into(),
-                        uid: 1000,
-                        gid: 1000,
-                        cgroup_id: 7,
-                        fd,
-                        syscall: Syscall::Read,
-                        direction: Direction::Ingress,
-                        fd_kind: FdKind::Pipe,
-                        flags: if std::mem::take(first) {
-                            chunk_flags::NEW_STREAM
-                        } else {
-                            0
-                        },
-                        inode: channel,
-                        channel,
-                        peer: 0,
-                        orig_len: piece.len() as u64,
-                        segment: 0,
-                        conn: ConnTuple::default(),
-                        writer_notice: false,
-                        data: piece.to_vec(),
-                    }));
-                }
-                pending.clear();
-            };
+        let flush = |dir: usize, pending: &mut Vec<u8>, obs: &mut Vec<Observation>, ts: &mut u64, first: &mut bool| {
+            let (reader, fd, channel) = if dir == 0 { (server, 0, c2s) } else { (client, 7, s2c) };
+            for piece in pending.chunks(64 * 1024) {
+                *ts += 10_000;
+                obs.push(Observation::Chunk(Chunk {
+                    ts_ns: *ts,
+                    proc: reader,
+                    tid: reader.pid,
+                    comm: "node".into(),
+                    uid: 1000,
+                    gid: 1000,
+                    cgroup_id: 7,
+                    fd,
+                    syscall: Syscall::Read,
+                    direction: Direction::Ingress,
+                    fd_kind: FdKind::Pipe,
+                    flags: if std::mem::take(first) {
+                        chunk_flags::NEW_STREAM
+                    } else {
+                        0
+                    },
+                    inode: channel,
+                    channel,
+                    peer: 0,
+                    orig_len: piece.len() as u64,
+                    segment: 0,
+                    conn: ConnTuple::default(),
+                    writer_notice: false,
+                    data: piece.to_vec(),
+                }));
+            }
+            pending.clear();
+        };
         // Writer notices: the client writes c2s, the server s2c.
         for (writer, fd, channel) in [(client, 5, c2s), (server, 1, s2c)] {
             obs.push(Observation::Chunk(Chunk {

@@ -31,8 +31,18 @@ impl Outputs {
     pub fn open(cfg: &Config, metrics: &Metrics) -> anyhow::Result<Outputs> {
         let err = |n| metrics.output_errors.with_label_values(&[n]);
         Ok(Outputs {
-            events: JsonLines::open(&cfg.output.events_file, "events", metrics.events_written.clone(), err("events"))?,
-            alerts: JsonLines::open(&cfg.output.alerts_file, "alerts", metrics.alerts_written.clone(), err("alerts"))?,
+            events: JsonLines::open(
+                &cfg.output.events_file,
+                "events",
+                metrics.events_written.clone(),
+                err("events"),
+            )?,
+            alerts: JsonLines::open(
+                &cfg.output.alerts_file,
+                "alerts",
+                metrics.alerts_written.clone(),
+                err("alerts"),
+            )?,
             controls: Vec::new(),
         })
     }
@@ -56,7 +66,9 @@ impl Sink for Outputs {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// The pipeline with its detector (if detection is on).
@@ -69,7 +81,13 @@ fn pipeline(cfg: &Config, boot_offset: i128, metrics: Arc<Metrics>, live: bool) 
                 // Without a writable state directory, rug pulls are still
                 // caught within this run; say so loudly.
                 log::warn!("{e:#}\ntool definitions will only be remembered until the agent stops");
-                Detector::new(crate::detect::DetectorConfig { state_dir: None, ..dcfg }, metrics.clone())?
+                Detector::new(
+                    crate::detect::DetectorConfig {
+                        state_dir: None,
+                        ..dcfg
+                    },
+                    metrics.clone(),
+                )?
             }
             Err(e) => return Err(e),
         };
@@ -105,7 +123,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             // Recordings hold raw captured bytes, secrets included: owner only.
             let f = {
                 use std::os::unix::fs::OpenOptionsExt;
-                std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(path)
             }
             .with_context(|| format!("creating recording {}", path.display()))?;
             let header = RecordingHeader {
@@ -122,8 +145,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     log::info!(
         "ready: events to {}, alerts to {}",
-        if cfg.output.events_file == "-" { "stdout" } else { &cfg.output.events_file },
-        if cfg.output.alerts_file == "-" { "stdout" } else { &cfg.output.alerts_file }
+        if cfg.output.events_file == "-" {
+            "stdout"
+        } else {
+            &cfg.output.events_file
+        },
+        if cfg.output.alerts_file == "-" {
+            "stdout"
+        } else {
+            &cfg.output.alerts_file
+        }
     );
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -131,18 +162,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut record_failed = false;
-    let mut feed = |obs: Observation, pipeline: &mut Pipeline, sink: &mut Outputs, rec: &mut Option<Recorder<BufWriter<File>>>| {
-        if let Some(r) = rec.as_mut() {
-            if let Err(e) = r.write(&obs) {
-                if !record_failed {
-                    log::error!("writing the recording failed, recording stops: {e}");
-                    record_failed = true;
+    let mut feed =
+        |obs: Observation, pipeline: &mut Pipeline, sink: &mut Outputs, rec: &mut Option<Recorder<BufWriter<File>>>| {
+            if let Some(r) = rec.as_mut() {
+                if let Err(e) = r.write(&obs) {
+                    if !record_failed {
+                        log::error!("writing the recording failed, recording stops: {e}");
+                        record_failed = true;
+                    }
+                    metrics.output_errors.with_label_values(&["record"]).inc();
                 }
-                metrics.output_errors.with_label_values(&["record"]).inc();
             }
-        }
-        pipeline.handle(obs, sink);
-    };
+            pipeline.handle(obs, sink);
+        };
 
     loop {
         tokio::select! {
@@ -205,7 +237,12 @@ pub struct ReplaySummary {
 
 /// Runs the pipeline, detection included, over a recording. No privileges
 /// needed. Tool definitions are remembered in memory only, starting empty.
-pub fn replay(path: &std::path::Path, cfg: &Config, metrics: Arc<Metrics>, outputs: &mut Outputs) -> anyhow::Result<ReplaySummary> {
+pub fn replay(
+    path: &std::path::Path,
+    cfg: &Config,
+    metrics: Arc<Metrics>,
+    outputs: &mut Outputs,
+) -> anyhow::Result<ReplaySummary> {
     let f = File::open(path).with_context(|| format!("opening recording {}", path.display()))?;
     let mut reader = Reader::new(std::io::BufReader::with_capacity(1 << 20, f))?;
     let mut pipeline = pipeline(cfg, reader.header().boot_offset_ns, metrics.clone(), false)?;

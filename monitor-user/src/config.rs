@@ -217,7 +217,10 @@ impl Config {
                 "capture.selectors.executables: {e:?} must be a file name, not a path"
             );
         }
-        anyhow::ensure!(self.detection.scan_budget_bytes >= 4096, "detection.scan_budget_bytes must be at least 4096");
+        anyhow::ensure!(
+            self.detection.scan_budget_bytes >= 4096,
+            "detection.scan_budget_bytes must be at least 4096"
+        );
         let p = &self.pipeline;
         anyhow::ensure!(
             p.max_frame_bytes >= 1024,
@@ -238,7 +241,8 @@ impl Config {
     pub fn rules(&self) -> anyhow::Result<crate::detect::rules::Rules> {
         match &self.detection.rules_file {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read rules file {}: {e}", p.display()))?;
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read rules file {}: {e}", p.display()))?;
                 crate::detect::rules::Rules::with_file(&text, &p.display().to_string())
             }
             None => Ok(crate::detect::rules::Rules::builtin()),
@@ -254,7 +258,9 @@ impl Config {
             return Ok(None);
         }
         let fingerprint_key = match (&d.fingerprint_key_file, persistent) {
-            (Some(f), _) => std::fs::read(f).map_err(|e| anyhow::anyhow!("cannot read fingerprint key {}: {e}", f.display()))?,
+            (Some(f), _) => {
+                std::fs::read(f).map_err(|e| anyhow::anyhow!("cannot read fingerprint key {}: {e}", f.display()))?
+            }
             (None, true) => crate::detect::load_or_create_key(&d.state_dir)?,
             // Replays: the deployment's key if it can be read, else a random
             // one (fingerprints then differ from the live run's).

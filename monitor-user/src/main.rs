@@ -168,7 +168,12 @@ fn real_main() -> anyhow::Result<()> {
             let metrics = Metrics::new();
             let mut out = agent::Outputs::open(&cfg, &metrics)?;
             let s = agent::replay(&a.file, &cfg, metrics, &mut out)?;
-            log::info!("replayed {} observations: {} events, {} alerts", s.observations, s.events, s.alerts);
+            log::info!(
+                "replayed {} observations: {} events, {} alerts",
+                s.observations,
+                s.events,
+                s.alerts
+            );
             Ok(())
         }
         Command::Rules(RulesCommand::Default) => {
@@ -177,18 +182,44 @@ fn real_main() -> anyhow::Result<()> {
         }
         Command::Rules(RulesCommand::Credentials) => {
             for r in mcp_monitor::detect::secrets::builtin::RULES {
-                println!("{:<36} {:<17} {:<7} {}", r.id, r.category, format!("{:?}", r.confidence).to_lowercase(), r.name);
+                println!(
+                    "{:<36} {:<17} {:<7} {}",
+                    r.id,
+                    r.category,
+                    format!("{:?}", r.confidence).to_lowercase(),
+                    r.name
+                );
             }
-            println!("{:<36} {:<17} {:<7} {}", mcp_monitor::detect::secrets::GENERIC_KEY_RULE, "generic", "low", "Secret-named JSON key with a high-entropy value");
+            println!(
+                "{:<36} {:<17} {:<7} {}",
+                mcp_monitor::detect::secrets::GENERIC_KEY_RULE,
+                "generic",
+                "low",
+                "Secret-named JSON key with a high-entropy value"
+            );
             Ok(())
         }
         Command::Rules(RulesCommand::Check { file }) => {
-            let text = std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
             let rules = mcp_monitor::detect::rules::Rules::with_file(&text, &file.display().to_string())?;
             for c in &rules.chain_rules {
-                println!("{:<50} {:?} {:?}{:?} window {} s, severity {}", c.id, c.scope, c.sequence, c.all_of, c.window_seconds, c.severity.as_str());
+                println!(
+                    "{:<50} {:?} {:?}{:?} window {} s, severity {}",
+                    c.id,
+                    c.scope,
+                    c.sequence,
+                    c.all_of,
+                    c.window_seconds,
+                    c.severity.as_str()
+                );
             }
-            eprintln!("{}: valid ({} labels, {} silences)", file.display(), rules.labels.len(), rules.silence.len());
+            eprintln!(
+                "{}: valid ({} labels, {} silences)",
+                file.display(),
+                rules.labels.len(),
+                rules.silence.len()
+            );
             Ok(())
         }
         Command::Config(ConfigCommand::Check { file }) => {

@@ -55,7 +55,14 @@ impl JsonLines {
                 .map_err(|e| anyhow::anyhow!("cannot open {name} file {target}: {e}"))?;
             Box::new(BufWriter::with_capacity(64 * 1024, f))
         };
-        Ok(Self { out, written, errors, name, line: Vec::with_capacity(1024), last_error_log: None })
+        Ok(Self {
+            out,
+            written,
+            errors,
+            name,
+            line: Vec::with_capacity(1024),
+            last_error_log: None,
+        })
     }
 
     /// Serialises and writes one record.
@@ -82,7 +89,10 @@ impl JsonLines {
     fn failed(&mut self, msg: &str) {
         self.errors.inc();
         let now = std::time::Instant::now();
-        if self.last_error_log.is_none_or(|t| now.duration_since(t).as_secs() >= 60) {
+        if self
+            .last_error_log
+            .is_none_or(|t| now.duration_since(t).as_secs() >= 60)
+        {
             self.last_error_log = Some(now);
             log::error!("{msg} (further errors counted in mcp_monitor_output_errors_total)");
         }

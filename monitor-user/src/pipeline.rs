@@ -659,7 +659,10 @@ impl Pipeline {
 
         let payload = self.cfg.payloads.then(|| {
             let mut v: serde_json::Value = serde_json::from_slice(raw).unwrap_or(serde_json::Value::Null);
-            redact::redact_json(&mut v);
+            match &self.detector {
+                Some(d) => redact::redact_json_with(&mut v, &|s| d.redact(s)),
+                None => redact::redact_json(&mut v),
+            };
             v
         });
         let server = self.party(&key, true);
@@ -705,6 +708,7 @@ impl Pipeline {
                     method: event.method.as_deref(),
                     id: event.id.as_ref(),
                     tool: event.tool.as_deref(),
+                    resource: event.resource.as_deref(),
                     params: msg.params,
                     result: msg.result,
                     raw,
@@ -739,7 +743,11 @@ impl Pipeline {
                 sink.alert(a);
             }
         } else if state.held.len() < max_held {
-            state.held.push(Held { event, latency_s, alerts });
+            state.held.push(Held {
+                event,
+                latency_s,
+                alerts,
+            });
         } else {
             // JSON-RPC, but no MCP method in max_held messages: another
             // JSON-RPC user. Stop capturing it.

@@ -237,6 +237,12 @@ pub fn scrub_args(args: &[String]) -> Vec<String> {
 /// strings shaped like tokens, URL passwords, and `Authorization`-style
 /// `Bearer` values. Returns how many values were replaced.
 pub fn redact_json(v: &mut Value) -> usize {
+    redact_json_with(v, &|_| None)
+}
+
+/// [`redact_json`], plus `extra` for every string (the credential rules,
+/// when detection is on): it returns the redacted string, if it changed it.
+pub fn redact_json_with(v: &mut Value, extra: &dyn Fn(&str) -> Option<String>) -> usize {
     // Iterative: payload depth is attacker-controlled.
     let mut count = 0;
     let mut stack: Vec<&mut Value> = vec![v];
@@ -256,6 +262,10 @@ pub fn redact_json(v: &mut Value) -> usize {
             }
             Value::Array(items) => stack.extend(items.iter_mut()),
             Value::String(s) => {
+                if let Some(r) = extra(s) {
+                    *s = r;
+                    count += 1;
+                }
                 if let Some(r) = scrub_value(s) {
                     *s = r;
                     count += 1;

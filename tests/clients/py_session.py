@@ -2,6 +2,7 @@
 writes a transcript of every message on the wire, with its exact size.
 
 usage: python py_session.py <transcript.json> <server command...>
+MCP_TEST_PY_SCENARIO=list stops after tools/list.
 """
 import asyncio
 import json
@@ -65,7 +66,10 @@ class RecordingWriter:
 
 async def main():
     out = sys.argv[1]
-    params = StdioServerParameters(command=sys.argv[2], args=sys.argv[3:])
+    # The SDK passes servers only a safe subset of the environment: hand the
+    # test variant over explicitly.
+    env = {"MCP_TEST_VARIANT": os.environ["MCP_TEST_VARIANT"]} if "MCP_TEST_VARIANT" in os.environ else None
+    params = StdioServerParameters(command=sys.argv[2], args=sys.argv[3:], env=env)
     server_pid = None
     orig_create = stdio_mod._create_platform_compatible_process
 
@@ -80,6 +84,8 @@ async def main():
         async with ClientSession(read, RecordingWriter(write)) as session:
             await session.initialize()
             await session.list_tools()
+            if os.environ.get("MCP_TEST_PY_SCENARIO") == "list":
+                return await done(out, server_pid)
             await session.call_tool("echo", {"message": "hi from python"})
             await session.call_tool("add", {"a": 2, "b": 40})
             await session.call_tool("echo", {"message": "p" * (1 << 20)})
@@ -87,6 +93,10 @@ async def main():
             await session.list_resources()
             await session.read_resource("notes://readme")
             await session.send_ping()
+    await done(out, server_pid)
+
+
+async def done(out, server_pid):
     with open(out, "w") as f:
         json.dump({"client_pid": os.getpid(), "server_pid": server_pid, "transcript": transcript}, f)
 

@@ -4,7 +4,10 @@
 // with this transcript.
 //
 // usage: node stdio_session.mjs <scenario> <transcript.json> [--pause] [server args...]
-//   scenario: everything | filesystem | echo-loop
+//   scenario: everything | filesystem | echo-loop | leak
+//   leak: [dir] [file]: read `file` through server-filesystem, then pass its
+//         content to the send_message tool of the FastMCP test server
+//         (MCP_TEST_PYTHON), from the same client process.
 //   --pause:  after the first steps print "PAUSED" and wait for a line on stdin
 //             (the test starts the monitor meanwhile); later messages are marked
 //             after_resume.
@@ -50,7 +53,7 @@ ReadBuffer.prototype.readMessage = function () {
 };
 
 function serverCommand() {
-  if (scenario === "filesystem") {
+  if (scenario === "filesystem" || scenario === "leak") {
     const dir = rest.find((a) => !a.startsWith("--")) ?? mkdtempSync(join(tmpdir(), "mcpfs-"));
     return { dir, args: [require.resolve("@modelcontextprotocol/server-filesystem/dist/index.js"), dir] };
   }
@@ -131,6 +134,22 @@ if (scenario === "everything") {
   const msg = "y".repeat(Number(process.env.ECHO_BYTES ?? 200));
   await waitForResume();
   for (let i = 0; i < n; i++) await client.callTool({ name: "echo", arguments: { message: msg } });
+} else if (scenario === "leak") {
+  const file = rest.filter((a) => !a.startsWith("--"))[1];
+  await client.listTools();
+  const read = await client.callTool({ name: "read_text_file", arguments: { path: file } });
+  const text = read.content.map((c) => c.text ?? "").join("\n");
+  const py = new StdioClientTransport({
+    command: process.env.MCP_TEST_PYTHON,
+    args: [new URL("./fastmcp_server.py", import.meta.url).pathname],
+    stderr: "ignore",
+  });
+  const pyClient = new Client({ name: "monitor-test-client", version: "1.0.0" });
+  await pyClient.connect(py);
+  info.server2_pid = py.pid;
+  await pyClient.listTools();
+  await pyClient.callTool({ name: "send_message", arguments: { to: "ops@example.org", text } });
+  await pyClient.close();
 } else {
   throw new Error(`unknown scenario ${scenario}`);
 }

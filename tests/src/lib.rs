@@ -111,6 +111,7 @@ pub struct Monitor {
     child: Option<Child>,
     pub dir: TempDir,
     pub events_path: PathBuf,
+    pub alerts_path: PathBuf,
     pub metrics_addr: SocketAddr,
 }
 
@@ -120,14 +121,22 @@ impl Monitor {
     pub fn start(extra: &[&str]) -> Monitor {
         let dir = TempDir::new("mon");
         let events_path = dir.path().join("events.jsonl");
+        let alerts_path = dir.path().join("alerts.jsonl");
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let child = Command::new(monitor_bin())
-            .arg("run")
+        let mut cmd = Command::new(monitor_bin());
+        cmd.arg("run")
             .arg("--events-file")
             .arg(&events_path)
+            .arg("--alerts-file")
+            .arg(&alerts_path)
             .arg("--metrics-addr")
-            .arg(metrics_addr.to_string())
+            .arg(metrics_addr.to_string());
+        // Each monitor gets its own detection state unless the test shares one.
+        if !extra.contains(&"--state-dir") {
+            cmd.arg("--state-dir").arg(dir.path().join("state"));
+        }
+        let child = cmd
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -138,6 +147,7 @@ impl Monitor {
             child: Some(child),
             dir,
             events_path,
+            alerts_path,
             metrics_addr,
         };
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -171,6 +181,27 @@ impl Monitor {
             .filter(|l| !l.is_empty())
             .map(|l| serde_json::from_str(l).expect("event is JSON"))
             .collect()
+    }
+
+    /// Alerts written so far.
+    pub fn alerts(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.alerts_path).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).expect("alert is JSON"))
+            .collect()
+    }
+
+    /// Waits until `pred` holds for the alerts (or the timeout passes).
+    pub fn wait_alerts(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let a = self.alerts();
+            if pred(&a) || Instant::now() > deadline {
+                return a;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits until `pred` holds for the events (or the timeout passes) and
@@ -476,6 +507,73 @@ pub fn run_python_fastmcp() -> Transcript {
         .expect("spawn python");
     assert!(st.success(), "python client failed: {st}");
     Transcript::load(&path)
+}
+
+/// Fake credentials in real formats, random per run (never real secrets).
+pub mod fake {
+    fn rng() -> impl FnMut() -> u64 {
+        let mut s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        }
+    }
+
+    fn pick(next: &mut impl FnMut() -> u64, alphabet: &[u8], n: usize) -> String {
+        (0..n)
+            .map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char)
+            .collect()
+    }
+
+    const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in data {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// A GitHub classic PAT with a valid checksum.
+    pub fn github_token() -> String {
+        let mut r = rng();
+        let body = pick(&mut r, BASE62, 30);
+        let mut v = crc32(body.as_bytes());
+        let mut sum = [b'0'; 6];
+        for i in (0..6).rev() {
+            sum[i] = BASE62[(v % 62) as usize];
+            v /= 62;
+        }
+        format!("ghp_{body}{}", std::str::from_utf8(&sum).unwrap())
+    }
+
+    /// An AWS access key id and secret access key.
+    pub fn aws_keys() -> (String, String) {
+        let mut r = rng();
+        r();
+        (
+            format!("AKIA{}", pick(&mut r, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)),
+            pick(
+                &mut r,
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+",
+                40,
+            ),
+        )
+    }
 }
 
 /// Number of messages in a transcript map.

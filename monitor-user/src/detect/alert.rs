@@ -159,7 +159,11 @@ pub struct Dedup {
 
 impl Dedup {
     pub fn new(window_ns: i128, max_open: usize) -> Self {
-        Self { window_ns, open: HashMap::new(), max_open: max_open.max(1) }
+        Self {
+            window_ns,
+            open: HashMap::new(),
+            max_open: max_open.max(1),
+        }
     }
 
     /// Returns the alert if it should go out now; a repeat returns `None`
@@ -181,7 +185,12 @@ impl Dedup {
         }
         self.open.insert(
             alert.dedup_key.clone(),
-            Window { opened: alert.time, repeats: 0, last: alert.time, template: alert.clone() },
+            Window {
+                opened: alert.time,
+                repeats: 0,
+                last: alert.time,
+                template: alert.clone(),
+            },
         );
         Some(alert)
     }

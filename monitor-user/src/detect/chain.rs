@@ -30,7 +30,12 @@ pub enum Label {
 }
 
 impl Label {
-    pub const ALL: [Label; 4] = [Label::PrivateData, Label::UntrustedContent, Label::ExternalSink, Label::Destructive];
+    pub const ALL: [Label; 4] = [
+        Label::PrivateData,
+        Label::UntrustedContent,
+        Label::ExternalSink,
+        Label::Destructive,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -108,30 +113,145 @@ fn words(name: &str) -> Vec<String> {
     out
 }
 
-const READ_VERBS: &[&str] = &["read", "get", "list", "fetch", "query", "search", "find", "show", "view", "cat", "open", "export", "dump", "load", "lookup", "retrieve"];
+const READ_VERBS: &[&str] = &[
+    "read", "get", "list", "fetch", "query", "search", "find", "show", "view", "cat", "open", "export", "dump", "load",
+    "lookup", "retrieve",
+];
 const PRIVATE_NOUNS: &[&str] = &[
-    "file", "files", "env", "environment", "secret", "secrets", "credential", "credentials", "password", "passwords",
-    "key", "keys", "token", "tokens", "email", "emails", "mail", "inbox", "message", "messages", "chat", "calendar",
-    "contact", "contacts", "document", "documents", "doc", "docs", "note", "notes", "database", "db", "sql", "table",
-    "record", "records", "customer", "customers", "account", "accounts", "wallet", "history", "repo", "repository",
-    "directory", "folder", "drive", "vault", "memory", "profile", "issue", "issues",
+    "file",
+    "files",
+    "env",
+    "environment",
+    "secret",
+    "secrets",
+    "credential",
+    "credentials",
+    "password",
+    "passwords",
+    "key",
+    "keys",
+    "token",
+    "tokens",
+    "email",
+    "emails",
+    "mail",
+    "inbox",
+    "message",
+    "messages",
+    "chat",
+    "calendar",
+    "contact",
+    "contacts",
+    "document",
+    "documents",
+    "doc",
+    "docs",
+    "note",
+    "notes",
+    "database",
+    "db",
+    "sql",
+    "table",
+    "record",
+    "records",
+    "customer",
+    "customers",
+    "account",
+    "accounts",
+    "wallet",
+    "history",
+    "repo",
+    "repository",
+    "directory",
+    "folder",
+    "drive",
+    "vault",
+    "memory",
+    "profile",
+    "issue",
+    "issues",
 ];
 const SINK_WORDS: &[&str] = &[
-    "send", "post", "publish", "upload", "share", "tweet", "notify", "webhook", "http", "https", "request", "curl",
-    "submit", "comment", "gist", "paste", "pastebin", "push", "slack", "discord", "telegram", "sms", "forward", "reply",
+    "send", "post", "publish", "upload", "share", "tweet", "notify", "webhook", "http", "https", "curl", "submit",
+    "comment", "gist", "paste", "pastebin", "push", "slack", "discord", "telegram", "sms", "forward", "reply",
     "invite", "transfer", "pay",
 ];
-const UNTRUSTED_WORDS: &[&str] = &["fetch", "browse", "browser", "web", "url", "scrape", "crawl", "download", "rss", "news", "website", "page", "navigate"];
+const UNTRUSTED_WORDS: &[&str] = &[
+    "fetch", "browse", "browser", "web", "url", "scrape", "crawl", "download", "rss", "news", "website", "page",
+    "navigate",
+];
 const DESTRUCTIVE_WORDS: &[&str] = &[
-    "delete", "remove", "rm", "drop", "truncate", "purge", "destroy", "kill", "terminate", "exec", "execute", "run",
-    "shell", "command", "bash", "eval", "write", "overwrite", "move", "deploy", "format", "reset", "revoke", "edit",
-    "update", "modify", "transfer", "pay",
+    "delete",
+    "remove",
+    "rm",
+    "drop",
+    "truncate",
+    "purge",
+    "destroy",
+    "kill",
+    "terminate",
+    "exec",
+    "execute",
+    "run",
+    "shell",
+    "command",
+    "bash",
+    "eval",
+    "write",
+    "overwrite",
+    "move",
+    "deploy",
+    "format",
+    "reset",
+    "revoke",
+    "edit",
+    "update",
+    "modify",
+    "transfer",
+    "pay",
 ];
 
-const DESC_SINK: &[&str] = &["sends ", "send a ", "posts ", "uploads ", "publishes ", "to a webhook", "http request", "makes a request", "emails "];
-const DESC_UNTRUSTED: &[&str] = &["from the web", "from a url", "from the internet", "web page", "fetches a url", "fetches the url", "search the web", "third-party content"];
-const DESC_DESTRUCTIVE: &[&str] = &["deletes ", "delete the", "removes ", "executes ", "runs a command", "shell command", "overwrite", "permanently"];
-const DESC_PRIVATE: &[&str] = &["contents of a file", "content of the file", "read the complete contents", "environment variables", "private ", "personal ", "your emails", "credentials"];
+const DESC_SINK: &[&str] = &[
+    "sends ",
+    "send a ",
+    "posts ",
+    "uploads ",
+    "publishes ",
+    "to a webhook",
+    "http request",
+    "makes a request",
+    "emails ",
+];
+const DESC_UNTRUSTED: &[&str] = &[
+    "from the web",
+    "from a url",
+    "from the internet",
+    "web page",
+    "fetches a url",
+    "fetches the url",
+    "search the web",
+    "third-party content",
+];
+const DESC_DESTRUCTIVE: &[&str] = &[
+    "deletes ",
+    "delete the",
+    "removes ",
+    "executes ",
+    "runs a command",
+    "shell command",
+    "overwrite",
+    "permanently",
+];
+const DESC_PRIVATE: &[&str] = &[
+    "contents of a file",
+    "content of the file",
+    "read the complete contents",
+    "environment variables",
+    "private ",
+    "personal ",
+    "your emails",
+    "credentials",
+];
 
 /// Labels of one tool: configuration first, then annotations, then names
 /// and descriptions.
@@ -245,18 +365,60 @@ pub fn default_rules() -> Vec<ChainRule> {
     };
     use Label::*;
     vec![
-        r("tool_chain.exfiltration", &[PrivateData, ExternalSink], &[], Scope::Session, Severity::High, Some(Severity::Critical),
-          "private data read, then sent to an external sink"),
-        r("tool_chain.exfiltration_cross_server", &[PrivateData, ExternalSink], &[], Scope::Client, Severity::High, Some(Severity::Critical),
-          "private data read from one server, then sent to an external sink on another"),
-        r("tool_chain.untrusted_to_destructive", &[UntrustedContent, Destructive], &[], Scope::Session, Severity::High, Some(Severity::Critical),
-          "untrusted content read, then a destructive action"),
-        r("tool_chain.untrusted_to_destructive_cross_server", &[UntrustedContent, Destructive], &[], Scope::Client, Severity::High, Some(Severity::Critical),
-          "untrusted content from one server, then a destructive action on another"),
-        r("tool_chain.lethal_trifecta", &[], &[PrivateData, UntrustedContent, ExternalSink], Scope::Session, Severity::Critical, None,
-          "private data, untrusted content and an external sink in one session"),
-        r("tool_chain.lethal_trifecta_cross_server", &[], &[PrivateData, UntrustedContent, ExternalSink], Scope::Client, Severity::Critical, None,
-          "private data, untrusted content and an external sink across one client's servers"),
+        r(
+            "tool_chain.exfiltration",
+            &[PrivateData, ExternalSink],
+            &[],
+            Scope::Session,
+            Severity::High,
+            Some(Severity::Critical),
+            "private data read, then sent to an external sink",
+        ),
+        r(
+            "tool_chain.exfiltration_cross_server",
+            &[PrivateData, ExternalSink],
+            &[],
+            Scope::Client,
+            Severity::High,
+            Some(Severity::Critical),
+            "private data read from one server, then sent to an external sink on another",
+        ),
+        r(
+            "tool_chain.untrusted_to_destructive",
+            &[UntrustedContent, Destructive],
+            &[],
+            Scope::Session,
+            Severity::High,
+            Some(Severity::Critical),
+            "untrusted content read, then a destructive action",
+        ),
+        r(
+            "tool_chain.untrusted_to_destructive_cross_server",
+            &[UntrustedContent, Destructive],
+            &[],
+            Scope::Client,
+            Severity::High,
+            Some(Severity::Critical),
+            "untrusted content from one server, then a destructive action on another",
+        ),
+        r(
+            "tool_chain.lethal_trifecta",
+            &[],
+            &[PrivateData, UntrustedContent, ExternalSink],
+            Scope::Session,
+            Severity::Critical,
+            None,
+            "private data, untrusted content and an external sink in one session",
+        ),
+        r(
+            "tool_chain.lethal_trifecta_cross_server",
+            &[],
+            &[PrivateData, UntrustedContent, ExternalSink],
+            Scope::Client,
+            Severity::Critical,
+            None,
+            "private data, untrusted content and an external sink across one client's servers",
+        ),
     ]
 }
 
@@ -365,7 +527,8 @@ impl Flow {
                     continue;
                 }
             }
-            let recent = |s: &Step| step.time - s.time <= window && step.call_index - s.call_index <= rule.max_calls_between;
+            let recent =
+                |s: &Step| step.time - s.time <= window && step.call_index - s.call_index <= rule.max_calls_between;
             let multi_server = |steps: &[&Step]| {
                 let mut servers: Vec<&str> = steps.iter().map(|s| s.server.as_str()).collect();
                 servers.push(&step.server);
@@ -395,7 +558,9 @@ impl Flow {
                     continue;
                 }
                 // Prefer an earlier step whose content reappears now.
-                let shared = earlier.iter().find(|s| s.prints.iter().any(|p| step.prints.binary_search(p).is_ok()));
+                let shared = earlier
+                    .iter()
+                    .find(|s| s.prints.iter().any(|p| step.prints.binary_search(p).is_ok()));
                 let shared_secrets: Vec<String> = earlier
                     .iter()
                     .flat_map(|s| s.secrets.iter())
@@ -404,9 +569,19 @@ impl Flow {
                     .collect();
                 let chosen = shared.copied().unwrap_or(earlier[earlier.len() - 1]);
                 let evidence = shared.is_some() || !shared_secrets.is_empty();
-                let severity = if evidence { rule.severity_with_shared_content.unwrap_or(rule.severity) } else { rule.severity };
+                let severity = if evidence {
+                    rule.severity_with_shared_content.unwrap_or(rule.severity)
+                } else {
+                    rule.severity
+                };
                 self.fired.insert(rule.id.clone(), step.time);
-                hits.push(ChainHit { rule: rule.clone(), severity, steps: vec![chosen.clone(), step.clone()], shared_content: shared.is_some(), shared_secrets });
+                hits.push(ChainHit {
+                    rule: rule.clone(),
+                    severity,
+                    steps: vec![chosen.clone(), step.clone()],
+                    shared_content: shared.is_some(),
+                    shared_secrets,
+                });
             } else if !rule.all_of.is_empty() {
                 let mut chosen: Vec<&Step> = Vec::new();
                 let mut ok = true;
@@ -414,7 +589,12 @@ impl Flow {
                     if step.labels.iter().any(|l| l.label == *want) {
                         continue;
                     }
-                    match self.steps.iter().rev().find(|s| recent(s) && s.labels.iter().any(|l| l.label == *want)) {
+                    match self
+                        .steps
+                        .iter()
+                        .rev()
+                        .find(|s| recent(s) && s.labels.iter().any(|l| l.label == *want))
+                    {
                         Some(s) => chosen.push(s),
                         None => {
                             ok = false;
@@ -430,7 +610,13 @@ impl Flow {
                 let mut steps: Vec<Step> = chosen.into_iter().cloned().collect();
                 steps.push(step.clone());
                 self.fired.insert(rule.id.clone(), step.time);
-                hits.push(ChainHit { rule: rule.clone(), severity: rule.severity, steps, shared_content: false, shared_secrets: Vec::new() });
+                hits.push(ChainHit {
+                    rule: rule.clone(),
+                    severity: rule.severity,
+                    steps,
+                    shared_content: false,
+                    shared_secrets: Vec::new(),
+                });
             }
         }
         if !step.labels.is_empty() {
@@ -463,33 +649,65 @@ mod tests {
     use serde_json::json;
 
     fn labels(name: &str, desc: &str) -> Vec<(Label, String)> {
-        label_tool(&[], &json!({"name": name, "description": desc}), &[]).into_iter().map(|l| (l.label, l.source)).collect()
+        label_tool(&[], &json!({"name": name, "description": desc}), &[])
+            .into_iter()
+            .map(|l| (l.label, l.source))
+            .collect()
     }
 
     #[test]
     fn heuristics_from_names_and_descriptions() {
-        assert_eq!(labels("read_text_file", ""), [(Label::PrivateData, "name:file".to_owned())]);
+        assert_eq!(
+            labels("read_text_file", ""),
+            [(Label::PrivateData, "name:file".to_owned())]
+        );
         assert_eq!(labels("get-env", ""), [(Label::PrivateData, "name:env".to_owned())]);
         assert!(labels("get-sum", "").is_empty());
         assert!(labels("echo", "Echoes back the input").is_empty());
-        assert_eq!(labels("send_email", "").iter().map(|l| l.0).collect::<Vec<_>>(), [Label::ExternalSink]);
-        assert_eq!(labels("fetchUrl", "").iter().map(|l| l.0).collect::<Vec<_>>(), [Label::UntrustedContent]);
+        assert_eq!(
+            labels("send_email", "").iter().map(|l| l.0).collect::<Vec<_>>(),
+            [Label::ExternalSink]
+        );
+        assert_eq!(
+            labels("fetchUrl", "").iter().map(|l| l.0).collect::<Vec<_>>(),
+            [Label::UntrustedContent]
+        );
         assert!(labels("delete_file", "").iter().any(|l| l.0 == Label::Destructive));
-        assert!(labels("notify", "Posts the text to a webhook").iter().any(|l| l == &(Label::ExternalSink, "name:notify".to_owned())));
+        assert!(labels("notify", "Posts the text to a webhook")
+            .iter()
+            .any(|l| l == &(Label::ExternalSink, "name:notify".to_owned())));
     }
 
     #[test]
     fn configuration_wins_and_annotations_only_add() {
         let rules = vec![
-            LabelRule { server: "internal-*".into(), tool: "send_*".into(), labels: vec![], not: vec![Label::ExternalSink] },
-            LabelRule { server: String::new(), tool: "lookup".into(), labels: vec![Label::PrivateData], not: vec![] },
+            LabelRule {
+                server: "internal-*".into(),
+                tool: "send_*".into(),
+                labels: vec![],
+                not: vec![Label::ExternalSink],
+            },
+            LabelRule {
+                server: String::new(),
+                tool: "lookup".into(),
+                labels: vec![Label::PrivateData],
+                not: vec![],
+            },
         ];
         let def = json!({"name": "send_report", "annotations": {"readOnlyHint": true}});
         assert!(label_tool(&["internal-reports"], &def, &rules).is_empty());
-        assert_eq!(label_tool(&["public"], &def, &rules)[0].label, Label::ExternalSink, "readOnlyHint cannot remove a label");
+        assert_eq!(
+            label_tool(&["public"], &def, &rules)[0].label,
+            Label::ExternalSink,
+            "readOnlyHint cannot remove a label"
+        );
         let l = label_tool(&[], &json!({"name": "lookup"}), &rules);
         assert_eq!((l[0].label, l[0].source.as_str()), (Label::PrivateData, "config"));
-        let l = label_tool(&[], &json!({"name": "x", "annotations": {"destructiveHint": true}}), &[]);
+        let l = label_tool(
+            &[],
+            &json!({"name": "x", "annotations": {"destructiveHint": true}}),
+            &[],
+        );
         assert_eq!(l[0].source, "annotation:destructiveHint");
     }
 
@@ -508,10 +726,21 @@ mod tests {
             seq: 0,
             time: t,
             call_index: i,
-            labels: vec![Labelled { label, source: "test".into() }],
+            labels: vec![Labelled {
+                label,
+                source: "test".into(),
+            }],
             tool: format!("tool{i}"),
             server: server.into(),
-            message: MessageRef { session: "s".into(), direction: Dir::ClientToServer, kind: "request", method: None, id: None, tool: None, time: t },
+            message: MessageRef {
+                session: "s".into(),
+                direction: Dir::ClientToServer,
+                kind: "request",
+                method: None,
+                id: None,
+                tool: None,
+                time: t,
+            },
             prints: winnow(text),
             secrets: vec![],
         }
@@ -522,16 +751,37 @@ mod tests {
         let rules = default_rules();
         let doc = "the private quarterly numbers are 12,345,678 and 9,876,543 for the board only";
         let mut f = Flow::default();
-        assert!(f.push(step(0, 1, Label::PrivateData, "fs", doc), &rules, Scope::Session).is_empty());
-        let hits = f.push(step(10, 2, Label::ExternalSink, "fs", &format!("body: {doc}")), &rules, Scope::Session);
+        assert!(f
+            .push(step(0, 1, Label::PrivateData, "fs", doc), &rules, Scope::Session)
+            .is_empty());
+        let hits = f.push(
+            step(10, 2, Label::ExternalSink, "fs", &format!("body: {doc}")),
+            &rules,
+            Scope::Session,
+        );
         assert_eq!(hits.len(), 1);
-        assert_eq!((hits[0].rule.id.as_str(), hits[0].severity, hits[0].shared_content), ("tool_chain.exfiltration", Severity::Critical, true));
+        assert_eq!(
+            (hits[0].rule.id.as_str(), hits[0].severity, hits[0].shared_content),
+            ("tool_chain.exfiltration", Severity::Critical, true)
+        );
         // Once per window.
-        assert!(f.push(step(20, 3, Label::ExternalSink, "fs", "x"), &rules, Scope::Session).is_empty());
+        assert!(f
+            .push(step(20, 3, Label::ExternalSink, "fs", "x"), &rules, Scope::Session)
+            .is_empty());
         // Without shared content: high.
         let mut g = Flow::default();
         g.push(step(0, 1, Label::PrivateData, "fs", doc), &rules, Scope::Session);
-        let hits = g.push(step(10, 2, Label::ExternalSink, "fs", "unrelated text that is long enough to fingerprint"), &rules, Scope::Session);
+        let hits = g.push(
+            step(
+                10,
+                2,
+                Label::ExternalSink,
+                "fs",
+                "unrelated text that is long enough to fingerprint",
+            ),
+            &rules,
+            Scope::Session,
+        );
         assert_eq!(hits[0].severity, Severity::High);
     }
 
@@ -541,13 +791,24 @@ mod tests {
         let mut f = Flow::default();
         f.push(step(0, 1, Label::PrivateData, "fs", ""), &rules, Scope::Client);
         // Same server: not a cross-server chain.
-        assert!(f.push(step(5, 2, Label::ExternalSink, "fs", ""), &rules, Scope::Client).is_empty());
+        assert!(f
+            .push(step(5, 2, Label::ExternalSink, "fs", ""), &rules, Scope::Client)
+            .is_empty());
         let hits = f.push(step(6, 3, Label::ExternalSink, "mail", ""), &rules, Scope::Client);
-        assert_eq!(hits.iter().map(|h| h.rule.id.as_str()).collect::<Vec<_>>(), ["tool_chain.exfiltration_cross_server"]);
+        assert_eq!(
+            hits.iter().map(|h| h.rule.id.as_str()).collect::<Vec<_>>(),
+            ["tool_chain.exfiltration_cross_server"]
+        );
         // Outside the window: nothing.
         let mut g = Flow::default();
         g.push(step(0, 1, Label::PrivateData, "fs", ""), &rules, Scope::Session);
-        assert!(g.push(step(3_600_000_000_000, 2, Label::ExternalSink, "fs", ""), &rules, Scope::Session).is_empty());
+        assert!(g
+            .push(
+                step(3_600_000_000_000, 2, Label::ExternalSink, "fs", ""),
+                &rules,
+                Scope::Session
+            )
+            .is_empty());
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct MessageCtx<'a> {
     pub method: Option<&'a str>,
     pub id: Option<&'a Id>,
     pub tool: Option<&'a str>,
+    /// `resources/read` URI (requests and their responses).
+    pub resource: Option<&'a str>,
     pub params: Option<&'a RawValue>,
     pub result: Option<&'a RawValue>,
     pub raw: &'a [u8],
@@ -108,7 +110,19 @@ const MAX_PRINT_TEXT: usize = 256 * 1024;
 
 /// Secret-name fragments: a message containing one may hold a
 /// `"password": "..."` pair even without any known token format.
-const SECRET_NAME_FRAGMENTS: &[&str] = &["password", "passwd", "secret", "token", "apikey", "api_key", "api-key", "access_key", "private_key", "credential", "auth"];
+const SECRET_NAME_FRAGMENTS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "apikey",
+    "api_key",
+    "api-key",
+    "access_key",
+    "private_key",
+    "credential",
+    "auth",
+];
 
 /// The detector.
 pub struct Detector {
@@ -130,7 +144,11 @@ fn server_key(p: &Party) -> (String, String) {
     match &p.process {
         Some(info) => {
             let args = info.cmdline.get(1..).unwrap_or(&[]).join(" ");
-            let label = if args.is_empty() { info.exe.clone() } else { format!("{} {}", info.exe, args) };
+            let label = if args.is_empty() {
+                info.exe.clone()
+            } else {
+                format!("{} {}", info.exe, args)
+            };
             (format!("stdio:{label}"), label)
         }
         None => {
@@ -177,8 +195,14 @@ impl Detector {
             Some(dir) => ToolStore::open(dir)?,
             None => ToolStore::in_memory(),
         };
-        let secrets = SecretScanner::with_rules(secrets::builtin::RULES, &cfg.fingerprint_key, &cfg.rules.disabled_credential_rules);
-        let secret_names = AhoCorasickBuilder::new().ascii_case_insensitive(true).build(SECRET_NAME_FRAGMENTS)?;
+        let secrets = SecretScanner::with_rules(
+            secrets::builtin::RULES,
+            &cfg.fingerprint_key,
+            &cfg.rules.disabled_credential_rules,
+        );
+        let secret_names = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .build(SECRET_NAME_FRAGMENTS)?;
         let dedup = Dedup::new(cfg.dedup_window_seconds as i128 * 1_000_000_000, 65_536);
         Ok(Self {
             cfg,
@@ -194,6 +218,11 @@ impl Detector {
             relay_order: VecDeque::new(),
             dedup,
         })
+    }
+
+    /// Redacts every secret the credential rules find in `s`.
+    pub fn redact(&self, s: &str) -> Option<String> {
+        self.secrets.redact(s)
     }
 
     /// Number of credential rules in force.
@@ -215,7 +244,14 @@ impl Detector {
             if let Some(p) = &ctx.server.process {
                 names.push(p.exe.clone());
             }
-            self.servers.insert(key.clone(), ServerInfo { label, names, tools: HashMap::new() });
+            self.servers.insert(
+                key.clone(),
+                ServerInfo {
+                    label,
+                    names,
+                    tools: HashMap::new(),
+                },
+            );
         }
         if let Some(n) = &ctx.server.name {
             let s = self.servers.get_mut(&key).expect("inserted");
@@ -231,7 +267,11 @@ impl Detector {
             return l.clone();
         }
         // Tool not listed (yet): name heuristics and configuration only.
-        let names: Vec<&str> = self.servers.get(server).map(|s| s.names.iter().map(String::as_str).collect()).unwrap_or_default();
+        let names: Vec<&str> = self
+            .servers
+            .get(server)
+            .map(|s| s.names.iter().map(String::as_str).collect())
+            .unwrap_or_default();
         chain::label_tool(&names, &json!({"name": tool}), &self.cfg.rules.labels)
     }
 
@@ -258,7 +298,9 @@ impl Detector {
         if budget.exceeded {
             self.metrics.detection_budget_exceeded.inc();
         }
-        self.metrics.detection_scanned_bytes.inc_by((self.cfg.scan_budget_bytes - budget.remaining) as u64);
+        self.metrics
+            .detection_scanned_bytes
+            .inc_by((self.cfg.scan_budget_bytes - budget.remaining) as u64);
         self.finish(out)
     }
 
@@ -266,7 +308,9 @@ impl Detector {
         if !self.secrets.may_contain(ctx.raw) && !self.secret_names.is_match(ctx.raw) {
             return Vec::new();
         }
-        let Ok(v) = serde_json::from_slice::<Value>(ctx.raw) else { return Vec::new() };
+        let Ok(v) = serde_json::from_slice::<Value>(ctx.raw) else {
+            return Vec::new();
+        };
         let mut findings = Vec::new();
         self.secrets.scan_value(&v, "$", budget, &mut findings);
         findings
@@ -278,17 +322,31 @@ impl Detector {
         let sink = sink.iter().find(|l| l.label == Label::ExternalSink).cloned();
         let (rule, severity, what) = match (ctx.flow, ctx.kind) {
             (Flow::ClientToServer, Kind::Request) if method == "tools/call" => match &sink {
-                Some(_) => ("credential.exfiltration", Severity::Critical, "in the arguments of an external-sink tool"),
+                Some(_) => (
+                    "credential.exfiltration",
+                    Severity::Critical,
+                    "in the arguments of an external-sink tool",
+                ),
                 None => ("credential.in_arguments", Severity::Medium, "in tool arguments"),
             },
-            (Flow::ServerToClient, Kind::Response) if matches!(method, "tools/list" | "initialize" | "prompts/list" | "resources/list" | "resources/templates/list") => {
-                ("credential.in_tool_definition", Severity::High, "in tool or server definitions")
+            (Flow::ServerToClient, Kind::Response)
+                if matches!(
+                    method,
+                    "tools/list" | "initialize" | "prompts/list" | "resources/list" | "resources/templates/list"
+                ) =>
+            {
+                (
+                    "credential.in_tool_definition",
+                    Severity::High,
+                    "in tool or server definitions",
+                )
             }
             (Flow::ServerToClient, _) => ("credential.exposure", Severity::High, "returned by the server"),
             (Flow::ClientToServer, _) => ("credential.in_arguments", Severity::Medium, "sent to the server"),
         };
         // Low-confidence (generic) findings alone lower the severity a step.
-        let severity = if findings.iter().all(|f| f.confidence == secrets::Confidence::Low) && severity > Severity::Low {
+        let severity = if findings.iter().all(|f| f.confidence == secrets::Confidence::Low) && severity > Severity::Low
+        {
             lower(severity)
         } else {
             severity
@@ -303,13 +361,24 @@ impl Detector {
             findings.len(),
             if findings.len() == 1 { "" } else { "s" },
             rules.join(", "),
-            ctx.tool.map(|t| format!(": tool {t}")).unwrap_or_else(|| format!(": {method}"))
+            ctx.tool
+                .map(|t| format!(": tool {t}"))
+                .unwrap_or_else(|| format!(": {method}"))
         );
         let mut evidence = json!({"findings": findings, "method": method, "tool": ctx.tool, "server": label});
         if let Some(s) = &sink {
             evidence["sink_label_source"] = json!(s.source);
         }
-        out.push(self.alert(ctx, rule, Category::CredentialLeak, severity, summary, evidence, vec![ctx.reference()], &[rule, server, &prints.join(",")]));
+        out.push(self.alert(
+            ctx,
+            rule,
+            Category::CredentialLeak,
+            severity,
+            summary,
+            evidence,
+            vec![ctx.reference()],
+            &[rule, server, &prints.join(",")],
+        ));
 
         // Relay: a secret returned earlier reappears in a later call.
         if ctx.flow == Flow::ServerToClient {
@@ -320,13 +389,22 @@ impl Detector {
                             self.relay.remove(&old);
                         }
                     }
-                    self.relay.insert(f.fingerprint.clone(), Origin { server: label.clone(), tool: ctx.tool.map(str::to_owned), message: ctx.reference() });
+                    self.relay.insert(
+                        f.fingerprint.clone(),
+                        Origin {
+                            server: label.clone(),
+                            tool: ctx.tool.map(str::to_owned),
+                            message: ctx.reference(),
+                        },
+                    );
                     self.relay_order.push_back(f.fingerprint.clone());
                 }
             }
         } else if ctx.kind == Kind::Request {
             for f in findings {
-                let Some(origin) = self.relay.get(&f.fingerprint).cloned() else { continue };
+                let Some(origin) = self.relay.get(&f.fingerprint).cloned() else {
+                    continue;
+                };
                 let summary = format!(
                     "credential ({}) returned by {}{} is passed on in a call to {}{}",
                     f.rule,
@@ -363,15 +441,27 @@ impl Detector {
                 let ind = lexicon::scan(instr, Mode::Description);
                 let score = lexicon::score(&ind);
                 if score >= self.cfg.rules.poisoning_min_score {
-                    let summary = format!("server instructions of {label} look like hidden instructions (score {score})");
-                    out.push(self.alert(ctx, "tool_integrity.poisoning", Category::ToolIntegrity, poisoning_severity(score), summary,
-                        json!({"where": "server instructions", "score": score, "indicators": ind, "server": label}), vec![ctx.reference()],
-                        &["tool_integrity.poisoning", server, "(instructions)"]));
+                    let summary =
+                        format!("server instructions of {label} look like hidden instructions (score {score})");
+                    out.push(self.alert(
+                        ctx,
+                        "tool_integrity.poisoning",
+                        Category::ToolIntegrity,
+                        poisoning_severity(score),
+                        summary,
+                        json!({"where": "server instructions", "score": score, "indicators": ind, "server": label}),
+                        vec![ctx.reference()],
+                        &["tool_integrity.poisoning", server, "(instructions)"],
+                    ));
                 }
             }
             return;
         }
-        let tools: Vec<Value> = result.get("tools").and_then(Value::as_array).cloned().unwrap_or_default();
+        let tools: Vec<Value> = result
+            .get("tools")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         if tools.is_empty() {
             return;
         }
@@ -380,7 +470,12 @@ impl Detector {
         let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let labelled: Vec<(String, Vec<Labelled>)> = tools
             .iter()
-            .filter_map(|t| Some((t.get("name")?.as_str()?.to_owned(), chain::label_tool(&name_refs, t, &self.cfg.rules.labels))))
+            .filter_map(|t| {
+                Some((
+                    t.get("name")?.as_str()?.to_owned(),
+                    chain::label_tool(&name_refs, t, &self.cfg.rules.labels),
+                ))
+            })
             .collect();
         if let Some(s) = self.servers.get_mut(server) {
             for (n, l) in labelled {
@@ -395,42 +490,105 @@ impl Detector {
                 .find(|t| t.get("name").and_then(Value::as_str) == Some(&change.tool))
                 .map(|t| integrity::assess_tool(t, integrity::median_description_len(&tools)))
                 .filter(|r| r.score >= self.cfg.rules.poisoning_min_score);
-            let severity = if poisoned_now.is_some() { Severity::Critical } else { Severity::High };
-            let summary = format!("tool {} of {label} changed after it was first seen ({})", change.tool, change.changed_fields.join(", "));
-            out.push(self.alert(ctx, "tool_integrity.rug_pull", Category::ToolIntegrity, severity, summary,
-                json!({"change": change, "server": label, "now_poisoned": poisoned_now}), vec![ctx.reference()],
-                &["tool_integrity.rug_pull", server, &change.tool, &change.hash_after]));
+            let severity = if poisoned_now.is_some() {
+                Severity::Critical
+            } else {
+                Severity::High
+            };
+            let summary = format!(
+                "tool {} of {label} changed after it was first seen ({})",
+                change.tool,
+                change.changed_fields.join(", ")
+            );
+            out.push(self.alert(
+                ctx,
+                "tool_integrity.rug_pull",
+                Category::ToolIntegrity,
+                severity,
+                summary,
+                json!({"change": change, "server": label, "now_poisoned": poisoned_now}),
+                vec![ctx.reference()],
+                &["tool_integrity.rug_pull", server, &change.tool, &change.hash_after],
+            ));
         }
         for added in &cmp.added {
             let summary = format!("tool {added} appeared on {label} after its tool list was first seen");
-            out.push(self.alert(ctx, "tool_integrity.tool_added", Category::ToolIntegrity, Severity::Low, summary,
-                json!({"tool": added, "server": label}), vec![ctx.reference()], &["tool_integrity.tool_added", server, added]));
+            out.push(self.alert(
+                ctx,
+                "tool_integrity.tool_added",
+                Category::ToolIntegrity,
+                Severity::Low,
+                summary,
+                json!({"tool": added, "server": label}),
+                vec![ctx.reference()],
+                &["tool_integrity.tool_added", server, added],
+            ));
         }
         // Poisoning.
         let median = integrity::median_description_len(&tools);
         for t in &tools {
             let r = integrity::assess_tool(t, median);
             if r.score >= self.cfg.rules.poisoning_min_score {
-                let summary = format!("tool {} of {label} has hidden instructions in its definition (score {})", r.tool, r.score);
+                let summary = format!(
+                    "tool {} of {label} has hidden instructions in its definition (score {})",
+                    r.tool, r.score
+                );
                 let key_hash = integrity::ToolRecord::of(t, 0).hash;
-                out.push(self.alert(ctx, "tool_integrity.poisoning", Category::ToolIntegrity, poisoning_severity(r.score), summary,
-                    json!({"tool": r.tool, "score": r.score, "indicators": r.indicators, "server": label}), vec![ctx.reference()],
-                    &["tool_integrity.poisoning", server, &r.tool, &key_hash]));
+                out.push(self.alert(
+                    ctx,
+                    "tool_integrity.poisoning",
+                    Category::ToolIntegrity,
+                    poisoning_severity(r.score),
+                    summary,
+                    json!({"tool": r.tool, "score": r.score, "indicators": r.indicators, "server": label}),
+                    vec![ctx.reference()],
+                    &["tool_integrity.poisoning", server, &r.tool, &key_hash],
+                ));
             }
         }
         // Shadowing across the client's servers.
         if let Some(client) = ctx.client_key {
-            let (shadows, refs) = self.client_tools.entry(client).or_default().observe(server, &label, &tools);
+            let (shadows, refs) = self
+                .client_tools
+                .entry(client)
+                .or_default()
+                .observe(server, &label, &tools);
             for s in shadows {
-                let (sev, what) = if s.kind == "look_alike" { (Severity::High, "a look-alike of") } else { (Severity::Medium, "the same name as") };
-                let summary = format!("tool {} of {label} has {what} tool {} of {}, used by the same client", s.tool, s.other_tool, s.other_server);
-                out.push(self.alert(ctx, "tool_integrity.shadowing", Category::ToolIntegrity, sev, summary,
-                    json!({"shadowing": s, "server": label}), vec![ctx.reference()], &["tool_integrity.shadowing", server, &s.tool, &s.other_server]));
+                let (sev, what) = if s.kind == "look_alike" {
+                    (Severity::High, "a look-alike of")
+                } else {
+                    (Severity::Medium, "the same name as")
+                };
+                let summary = format!(
+                    "tool {} of {label} has {what} tool {} of {}, used by the same client",
+                    s.tool, s.other_tool, s.other_server
+                );
+                out.push(self.alert(
+                    ctx,
+                    "tool_integrity.shadowing",
+                    Category::ToolIntegrity,
+                    sev,
+                    summary,
+                    json!({"shadowing": s, "server": label}),
+                    vec![ctx.reference()],
+                    &["tool_integrity.shadowing", server, &s.tool, &s.other_server],
+                ));
             }
             for r in refs {
-                let summary = format!("description of tool {} of {label} refers to tool {} of another server ({})", r.tool, r.mentions, r.other_server);
-                out.push(self.alert(ctx, "tool_integrity.cross_server_reference", Category::ToolIntegrity, Severity::High, summary,
-                    json!({"reference": r, "server": label}), vec![ctx.reference()], &["tool_integrity.cross_server_reference", server, &r.tool, &r.mentions]));
+                let summary = format!(
+                    "description of tool {} of {label} refers to tool {} of another server ({})",
+                    r.tool, r.mentions, r.other_server
+                );
+                out.push(self.alert(
+                    ctx,
+                    "tool_integrity.cross_server_reference",
+                    Category::ToolIntegrity,
+                    Severity::High,
+                    summary,
+                    json!({"reference": r, "server": label}),
+                    vec![ctx.reference()],
+                    &["tool_integrity.cross_server_reference", server, &r.tool, &r.mentions],
+                ));
             }
         }
         if let Err(e) = self.store.save() {
@@ -462,30 +620,60 @@ impl Detector {
             "{where_} from {label}{} carries instructions to the model (score {score})",
             ctx.tool.map(|t| format!(" (tool {t})")).unwrap_or_default()
         );
-        out.push(self.alert(ctx, rule, Category::PromptInjection, injection_severity(score), summary,
-            json!({"score": score, "indicators": ind, "tool": ctx.tool, "server": label}), vec![ctx.reference()],
-            &[rule, server, ctx.tool.unwrap_or(method)]));
+        out.push(self.alert(
+            ctx,
+            rule,
+            Category::PromptInjection,
+            injection_severity(score),
+            summary,
+            json!({"score": score, "indicators": ind, "tool": ctx.tool, "server": label}),
+            vec![ctx.reference()],
+            &[rule, server, ctx.tool.unwrap_or(method)],
+        ));
         true
     }
 
-    fn chaining(&mut self, ctx: &MessageCtx<'_>, server: &str, findings: &[Finding], injected: bool, out: &mut Vec<Alert>) {
+    fn chaining(
+        &mut self,
+        ctx: &MessageCtx<'_>,
+        server: &str,
+        findings: &[Finding],
+        injected: bool,
+        out: &mut Vec<Alert>,
+    ) {
         let method = ctx.method.unwrap_or("");
         let request = ctx.kind == Kind::Request && ctx.flow == Flow::ClientToServer && method == "tools/call";
         let response = ctx.kind == Kind::Response && ctx.flow == Flow::ServerToClient;
         let mut labels: Vec<Labelled> = Vec::new();
         if request {
             if let Some(t) = ctx.tool {
-                labels = self.labels_of(server, t).into_iter().filter(|l| matches!(l.label, Label::ExternalSink | Label::Destructive)).collect();
+                labels = self
+                    .labels_of(server, t)
+                    .into_iter()
+                    .filter(|l| matches!(l.label, Label::ExternalSink | Label::Destructive))
+                    .collect();
             }
         } else if response && method == "tools/call" {
             if let Some(t) = ctx.tool {
-                labels = self.labels_of(server, t).into_iter().filter(|l| matches!(l.label, Label::PrivateData | Label::UntrustedContent)).collect();
+                labels = self
+                    .labels_of(server, t)
+                    .into_iter()
+                    .filter(|l| matches!(l.label, Label::PrivateData | Label::UntrustedContent))
+                    .collect();
             }
-        } else if response && method == "resources/read" {
-            labels.push(Labelled { label: Label::PrivateData, source: "method:resources/read".into() });
+        } else if response && method == "resources/read" && ctx.resource.is_some_and(|u| u.starts_with("file:")) {
+            // Local files behind a resource are private data; other
+            // resources (documentation, generated content) are not assumed so.
+            labels.push(Labelled {
+                label: Label::PrivateData,
+                source: "method:resources/read(file)".into(),
+            });
         }
         if injected && !labels.iter().any(|l| l.label == Label::UntrustedContent) {
-            labels.push(Labelled { label: Label::UntrustedContent, source: "detector:prompt_injection".into() });
+            labels.push(Labelled {
+                label: Label::UntrustedContent,
+                source: "detector:prompt_injection".into(),
+            });
         }
         let session = ctx.session.clone();
         let call_index = if request {
@@ -501,8 +689,14 @@ impl Detector {
             return;
         }
         // Content fingerprints of what was read (results) or sent (arguments).
-        let body = if request { parse(ctx.params).and_then(|p| p.get("arguments").cloned()) } else { parse(ctx.result) };
-        let prints = body.map(|b| chain::winnow(&text_of(&b, MAX_PRINT_TEXT))).unwrap_or_default();
+        let body = if request {
+            parse(ctx.params).and_then(|p| p.get("arguments").cloned())
+        } else {
+            parse(ctx.result)
+        };
+        let prints = body
+            .map(|b| chain::winnow(&text_of(&b, MAX_PRINT_TEXT)))
+            .unwrap_or_default();
         let step_index = if request {
             call_index
         } else {
@@ -525,7 +719,11 @@ impl Detector {
             self.session_flows.clear();
             self.metrics.state_evictions.with_label_values(&["chain_flow"]).inc();
         }
-        let mut hits = self.session_flows.entry(session).or_default().push(step.clone(), &rules, Scope::Session);
+        let mut hits = self
+            .session_flows
+            .entry(session)
+            .or_default()
+            .push(step.clone(), &rules, Scope::Session);
         if let Some(c) = ctx.client_key {
             if self.client_flows.len() >= MAX_FLOWS && !self.client_flows.contains_key(&c) {
                 self.client_flows.clear();
@@ -533,7 +731,12 @@ impl Detector {
             }
             let mut client_step = step;
             client_step.call_index = self.client_flows.get(&c).map_or(0, |f| f.calls());
-            hits.extend(self.client_flows.entry(c).or_default().push(client_step, &rules, Scope::Client));
+            hits.extend(
+                self.client_flows
+                    .entry(c)
+                    .or_default()
+                    .push(client_step, &rules, Scope::Client),
+            );
         }
         for h in hits {
             let steps: Vec<Value> = h
@@ -546,7 +749,11 @@ impl Detector {
                 "{}: {}{}",
                 h.rule.summary,
                 tools.join(" -> "),
-                if h.shared_content || !h.shared_secrets.is_empty() { " (content of the earlier step reappears)" } else { "" }
+                if h.shared_content || !h.shared_secrets.is_empty() {
+                    " (content of the earlier step reappears)"
+                } else {
+                    ""
+                }
             );
             let scope_key = match h.rule.scope {
                 Scope::Session => ctx.session.to_string(),
@@ -554,7 +761,16 @@ impl Detector {
             };
             let refs: Vec<MessageRef> = h.steps.iter().map(|s| s.message.clone()).collect();
             let evidence = json!({"steps": steps, "shared_content": h.shared_content, "shared_secret_fingerprints": h.shared_secrets, "scope": h.rule.scope});
-            out.push(self.alert(ctx, &h.rule.id, Category::ToolChain, h.severity, summary, evidence, refs, &[&h.rule.id, &scope_key]));
+            out.push(self.alert(
+                ctx,
+                &h.rule.id,
+                Category::ToolChain,
+                h.severity,
+                summary,
+                evidence,
+                refs,
+                &[&h.rule.id, &scope_key],
+            ));
         }
     }
 
@@ -594,7 +810,12 @@ impl Detector {
     }
 
     fn silenced(&self, a: &Alert) -> bool {
-        let tool = a.evidence.get("tool").and_then(Value::as_str).or_else(|| a.messages.last().and_then(|m| m.tool.as_deref())).unwrap_or("");
+        let tool = a
+            .evidence
+            .get("tool")
+            .and_then(Value::as_str)
+            .or_else(|| a.messages.last().and_then(|m| m.tool.as_deref()))
+            .unwrap_or("");
         let mut servers: Vec<String> = Vec::new();
         if let Some(n) = &a.server.name {
             servers.push(n.to_string());
@@ -614,7 +835,10 @@ impl Detector {
         let mut out = Vec::new();
         for a in alerts {
             if self.silenced(&a) {
-                self.metrics.alerts_silenced.with_label_values(&[a.category.as_str(), &a.rule]).inc();
+                self.metrics
+                    .alerts_silenced
+                    .with_label_values(&[a.category.as_str(), &a.rule])
+                    .inc();
                 continue;
             }
             match self.dedup.admit(a.clone()) {
@@ -622,20 +846,36 @@ impl Detector {
                     self.count(&a);
                     out.push(a);
                 }
-                None => self.metrics.alerts_deduplicated.with_label_values(&[a.category.as_str(), &a.rule]).inc(),
+                None => self
+                    .metrics
+                    .alerts_deduplicated
+                    .with_label_values(&[a.category.as_str(), &a.rule])
+                    .inc(),
             }
         }
         out
     }
 
     fn count(&self, a: &Alert) {
-        self.metrics.alerts.with_label_values(&[a.category.as_str(), &a.rule, a.severity.as_str()]).inc_by(a.count);
+        self.metrics
+            .alerts
+            .with_label_values(&[a.category.as_str(), &a.rule, a.severity.as_str()])
+            .inc_by(a.count);
     }
 
     /// Time passes: closes deduplication windows (returning repeat
     /// summaries) and forgets old flow steps.
     pub fn on_tick(&mut self, now: i128) -> Vec<Alert> {
-        let horizon = now - self.cfg.rules.chain_rules.iter().map(|r| r.window_seconds).max().unwrap_or(1800) as i128 * 1_000_000_000;
+        let horizon = now
+            - self
+                .cfg
+                .rules
+                .chain_rules
+                .iter()
+                .map(|r| r.window_seconds)
+                .max()
+                .unwrap_or(1800) as i128
+                * 1_000_000_000;
         self.session_flows.retain(|_, f| {
             f.expire(horizon);
             !f.is_empty()
@@ -690,7 +930,10 @@ pub fn load_or_create_key(dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     let path = dir.join("fingerprint.key");
     match std::fs::read(&path) {
         Ok(k) if k.len() >= 16 => return Ok(k),
-        Ok(_) => anyhow::bail!("{} is too short to be a key; remove it to generate a new one", path.display()),
+        Ok(_) => anyhow::bail!(
+            "{} is too short to be a key; remove it to generate a new one",
+            path.display()
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
     }
@@ -699,7 +942,11 @@ pub fn load_or_create_key(dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     getrandom_fill(&mut key)?;
     {
         use std::{io::Write, os::unix::fs::OpenOptionsExt};
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
         f.write_all(&key)?;
         f.sync_all()?;
     }
@@ -710,7 +957,11 @@ pub fn load_or_create_key(dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
 fn getrandom_fill(buf: &mut [u8]) -> anyhow::Result<()> {
     // SAFETY: valid buffer pointer and length.
     let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    anyhow::ensure!(n == buf.len() as isize, "getrandom failed: {}", std::io::Error::last_os_error());
+    anyhow::ensure!(
+        n == buf.len() as isize,
+        "getrandom failed: {}",
+        std::io::Error::last_os_error()
+    );
     Ok(())
 }
 

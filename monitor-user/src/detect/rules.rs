@@ -96,7 +96,8 @@ impl Rules {
 
     /// Built-ins with an operator file (TOML text) on top.
     pub fn with_file(text: &str, origin: &str) -> anyhow::Result<Rules> {
-        let file: RulesFile = toml::from_str(text).map_err(|e| anyhow::anyhow!("rules file {origin} is invalid: {e}"))?;
+        let file: RulesFile =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("rules file {origin} is invalid: {e}"))?;
         Self::merge(&[file]).map_err(|e| anyhow::anyhow!("rules file {origin}: {e}"))
     }
 
@@ -113,7 +114,9 @@ impl Rules {
         };
         let mut specs: Vec<ChainRuleSpec> = base.chain_rules;
         for f in extra {
-            rules.disabled_credential_rules.extend(f.disabled_credential_rules.iter().cloned());
+            rules
+                .disabled_credential_rules
+                .extend(f.disabled_credential_rules.iter().cloned());
             if let Some(s) = f.poisoning_min_score {
                 rules.poisoning_min_score = s;
             }
@@ -130,7 +133,16 @@ impl Rules {
                         macro_rules! over {
                             ($($f:ident),*) => {$( if spec.$f.is_some() { s.$f = spec.$f.clone(); } )*};
                         }
-                        over!(sequence, all_of, scope, window_seconds, max_calls_between, severity, severity_with_shared_content, summary);
+                        over!(
+                            sequence,
+                            all_of,
+                            scope,
+                            window_seconds,
+                            max_calls_between,
+                            severity,
+                            severity_with_shared_content,
+                            summary
+                        );
                     }
                     None => specs.push(spec.clone()),
                 }
@@ -155,10 +167,14 @@ impl Rules {
                 id,
                 sequence,
                 all_of,
-                scope: spec.scope.ok_or_else(|| anyhow::anyhow!("chain rule {}: `scope` is required", spec.id))?,
+                scope: spec
+                    .scope
+                    .ok_or_else(|| anyhow::anyhow!("chain rule {}: `scope` is required", spec.id))?,
                 window_seconds: spec.window_seconds.unwrap_or(1800),
                 max_calls_between: spec.max_calls_between.unwrap_or(50),
-                severity: spec.severity.ok_or_else(|| anyhow::anyhow!("chain rule {}: `severity` is required", spec.id))?,
+                severity: spec
+                    .severity
+                    .ok_or_else(|| anyhow::anyhow!("chain rule {}: `severity` is required", spec.id))?,
                 severity_with_shared_content: spec.severity_with_shared_content,
                 summary: spec.summary.unwrap_or_else(|| spec.id.clone()),
             });
@@ -208,9 +224,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.poisoning_min_score, 6);
-        let ex = r.chain_rules.iter().find(|c| c.id == "tool_chain.exfiltration").unwrap();
+        let ex = r
+            .chain_rules
+            .iter()
+            .find(|c| c.id == "tool_chain.exfiltration")
+            .unwrap();
         assert_eq!((ex.window_seconds, ex.severity), (60, Severity::High));
-        assert!(!r.chain_rules.iter().any(|c| c.id == "tool_chain.lethal_trifecta_cross_server"));
+        assert!(!r
+            .chain_rules
+            .iter()
+            .any(|c| c.id == "tool_chain.lethal_trifecta_cross_server"));
         assert!(r.chain_rules.iter().any(|c| c.id == "custom.read_then_delete"));
         assert_eq!(r.severity["credential.in_arguments"], Severity::High);
         assert_eq!(r.labels.len(), 1);
@@ -219,7 +242,11 @@ mod tests {
 
     #[test]
     fn mistakes_are_named() {
-        let e = Rules::with_file("[[chain_rules]]\nid = \"x\"\nsequence = [\"private_data\"]\nscope = \"session\"\nseverity = \"low\"\n", "f").unwrap_err();
+        let e = Rules::with_file(
+            "[[chain_rules]]\nid = \"x\"\nsequence = [\"private_data\"]\nscope = \"session\"\nseverity = \"low\"\n",
+            "f",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("chain rule x"), "{e}");
         let e = Rules::with_file("disabled_credential_rules = [\"nope\"]", "f").unwrap_err();
         assert!(e.to_string().contains("nope"), "{e}");

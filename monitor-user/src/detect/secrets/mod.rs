@@ -75,7 +75,10 @@ pub struct Budget {
 
 impl Budget {
     pub fn new(bytes: usize) -> Self {
-        Self { remaining: bytes, exceeded: false }
+        Self {
+            remaining: bytes,
+            exceeded: false,
+        }
     }
 
     fn take(&mut self, n: usize) -> bool {
@@ -112,10 +115,15 @@ impl SecretScanner {
         let mut patterns: Vec<String> = Vec::new();
         let mut pattern_rules: Vec<Vec<usize>> = Vec::new();
         for def in rules.iter().filter(|d| !disabled.iter().any(|x| x == d.id)) {
-            let regex = Regex::new(def.pattern).unwrap_or_else(|e| panic!("built-in rule {} does not compile: {e}", def.id));
+            let regex =
+                Regex::new(def.pattern).unwrap_or_else(|e| panic!("built-in rule {} does not compile: {e}", def.id));
             let secret_group = regex.capture_names().position(|n| n == Some("secret"));
             let idx = compiled.len();
-            compiled.push(Compiled { def, regex, secret_group });
+            compiled.push(Compiled {
+                def,
+                regex,
+                secret_group,
+            });
             for kw in def.keywords {
                 // JSON may escape '/' as "\/": add that spelling too.
                 let mut spellings = vec![kw.to_string()];
@@ -138,7 +146,12 @@ impl SecretScanner {
             .match_kind(MatchKind::Standard)
             .build(&patterns)
             .expect("keyword automaton");
-        Self { rules: compiled, prefilter, pattern_rules, key: key.to_vec() }
+        Self {
+            rules: compiled,
+            prefilter,
+            pattern_rules,
+            key: key.to_vec(),
+        }
     }
 
     /// Number of compiled rules.
@@ -179,6 +192,59 @@ impl SecretScanner {
         }
     }
 
+    /// Every validated secret in `s`: the rule and the byte range of the
+    /// secret itself.
+    fn matches(&self, s: &str) -> Vec<(&'static RuleDef, std::ops::Range<usize>)> {
+        let mut candidates: Vec<usize> = Vec::new();
+        for m in self.prefilter.find_overlapping_iter(s) {
+            for &r in &self.pattern_rules[m.pattern().as_usize()] {
+                if !candidates.contains(&r) {
+                    candidates.push(r);
+                }
+            }
+        }
+        candidates.sort_unstable();
+        let mut out = Vec::new();
+        for r in candidates {
+            let c = &self.rules[r];
+            for caps in c.regex.captures_iter(s) {
+                let m = match c.secret_group.and_then(|g| caps.get(g)) {
+                    Some(m) => m,
+                    None => caps.get(0).expect("group 0 always matches"),
+                };
+                if is_placeholder(m.as_str()) || !check(c.def.check, m.as_str()) {
+                    continue;
+                }
+                out.push((c.def, m.range()));
+            }
+        }
+        out
+    }
+
+    /// `s` with every secret the rules find replaced by `[REDACTED]`, or
+    /// `None` when there is none.
+    pub fn redact(&self, s: &str) -> Option<String> {
+        let mut ranges: Vec<std::ops::Range<usize>> = self.matches(s).into_iter().map(|(_, r)| r).collect();
+        if ranges.is_empty() {
+            return None;
+        }
+        ranges.sort_by_key(|r| r.start);
+        let mut out = String::with_capacity(s.len());
+        let mut at = 0;
+        for r in ranges {
+            if r.start < at {
+                // Overlaps the previous secret: extend it.
+                at = at.max(r.end);
+                continue;
+            }
+            out.push_str(&s[at..r.start]);
+            out.push_str(crate::redact::REDACTED);
+            at = r.end;
+        }
+        out.push_str(&s[at..]);
+        Some(out)
+    }
+
     /// Scans one string found at `path`.
     pub fn scan_str(&self, s: &str, path: &str, budget: &mut Budget, out: &mut Vec<Finding>) {
         self.scan_str_depth(s, path, 0, budget, out);
@@ -189,30 +255,10 @@ impl SecretScanner {
             return;
         }
         let found_before = out.len();
-        let mut candidates: Vec<usize> = Vec::new();
-        for m in self.prefilter.find_overlapping_iter(s) {
-            for &r in &self.pattern_rules[m.pattern().as_usize()] {
-                if !candidates.contains(&r) {
-                    candidates.push(r);
-                }
-            }
-        }
-        candidates.sort_unstable();
-        for r in candidates {
-            let c = &self.rules[r];
-            for caps in c.regex.captures_iter(s) {
-                let m = match c.secret_group.and_then(|g| caps.get(g)) {
-                    Some(m) => m,
-                    None => caps.get(0).expect("group 0 always matches"),
-                };
-                let secret = m.as_str();
-                if is_placeholder(secret) || !check(c.def.check, secret) {
-                    continue;
-                }
-                let f = self.finding(c.def, secret, path);
-                if !out.iter().any(|o| o.fingerprint == f.fingerprint && o.path == f.path) {
-                    out.push(f);
-                }
+        for (def, range) in self.matches(s) {
+            let f = self.finding(def, &s[range], path);
+            if !out.iter().any(|o| o.fingerprint == f.fingerprint && o.path == f.path) {
+                out.push(f);
             }
         }
         // Decoding looks for secrets hidden by an encoding; a string whose
@@ -290,7 +336,22 @@ fn child_path(parent: &str, key: &str) -> String {
 /// templates, masks, repeated characters.
 pub fn is_placeholder(s: &str) -> bool {
     let lower = s.to_ascii_lowercase();
-    const MARKERS: &[&str] = &["example", "changeme", "placeholder", "your_", "yourtoken", "dummy", "redacted", "xxxx", "${", "{{", "}}", "<", ">", "****"];
+    const MARKERS: &[&str] = &[
+        "example",
+        "changeme",
+        "placeholder",
+        "your_",
+        "yourtoken",
+        "dummy",
+        "redacted",
+        "xxxx",
+        "${",
+        "{{",
+        "}}",
+        "<",
+        ">",
+        "****",
+    ];
     if MARKERS.iter().any(|m| lower.contains(m)) {
         return true;
     }
@@ -313,10 +374,14 @@ pub fn shannon_entropy(s: &str) -> f32 {
         n += 1;
     }
     let n = n as f32;
-    counts.iter().filter(|&&c| c > 0).map(|&c| {
-        let p = c as f32 / n;
-        -p * p.log2()
-    }).sum()
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f32 / n;
+            -p * p.log2()
+        })
+        .sum()
 }
 
 fn check(c: Check, s: &str) -> bool {
@@ -326,10 +391,14 @@ fn check(c: Check, s: &str) -> bool {
         Check::Jwt => jwt_ok(s),
         Check::MinEntropy(min) => shannon_entropy(s) >= min,
         Check::AwsKeyIdPrefix => {
-            const PREFIXES: &[&str] = &["AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "ABIA", "ACCA"];
+            const PREFIXES: &[&str] = &[
+                "AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "ABIA", "ACCA",
+            ];
             s.len() == 20
                 && PREFIXES.iter().any(|p| s.starts_with(p))
-                && s[4..].bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+                && s[4..]
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
         }
     }
 }
@@ -340,7 +409,11 @@ pub fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -363,7 +436,9 @@ pub fn base62(mut v: u32, width: usize) -> String {
 /// GitHub `gh?_` tokens: prefix, 30 random base62 characters, then the
 /// base62 CRC32 of those 30 characters in 6 characters.
 pub fn github_checksum_ok(token: &str) -> bool {
-    let Some((_, rest)) = token.split_once('_') else { return false };
+    let Some((_, rest)) = token.split_once('_') else {
+        return false;
+    };
     if rest.len() != 36 || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return false;
     }
@@ -425,14 +500,20 @@ fn has_encoded_run(raw: &[u8]) -> bool {
 }
 
 fn has_percent_escapes(s: &[u8]) -> bool {
-    s.windows(3).any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+    s.windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
 }
 
 /// `\u00XX` escapes of printable ASCII in raw JSON: unusual, and a way to
 /// hide a keyword from a byte-level filter.
 fn has_ascii_unicode_escape(raw: &[u8]) -> bool {
     raw.windows(6).any(|w| {
-        w[0] == b'\\' && w[1] == b'u' && w[2] == b'0' && w[3] == b'0' && (b'2'..=b'7').contains(&w[4]) && w[5].is_ascii_hexdigit()
+        w[0] == b'\\'
+            && w[1] == b'u'
+            && w[2] == b'0'
+            && w[3] == b'0'
+            && (b'2'..=b'7').contains(&w[4])
+            && w[5].is_ascii_hexdigit()
     })
 }
 

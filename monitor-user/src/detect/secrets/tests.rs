@@ -22,7 +22,11 @@ fn every_rule_matches_its_examples_and_not_its_counterexamples() {
     let mut failures = Vec::new();
     for rule in builtin::RULES {
         assert!(rule.examples.len() >= 2, "{} needs at least two examples", rule.id);
-        assert!(rule.counterexamples.len() >= 2, "{} needs at least two counterexamples", rule.id);
+        assert!(
+            rule.counterexamples.len() >= 2,
+            "{} needs at least two counterexamples",
+            rule.id
+        );
         for ex in rule.examples {
             let found = scan_text(&s, ex);
             if !found.iter().any(|f| f.rule == rule.id) {
@@ -36,7 +40,12 @@ fn every_rule_matches_its_examples_and_not_its_counterexamples() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} rule failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} rule failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -48,7 +57,11 @@ fn at_least_sixty_rules_with_unique_ids_and_keywords() {
     ids.dedup();
     assert_eq!(ids.len(), n, "duplicate rule ids");
     for r in builtin::RULES {
-        assert!(!r.keywords.is_empty(), "{} has no keyword: it would run on every string", r.id);
+        assert!(
+            !r.keywords.is_empty(),
+            "{} has no keyword: it would run on every string",
+            r.id
+        );
         for k in r.keywords {
             assert_eq!(k.to_ascii_lowercase(), *k, "{}: keywords are lowercase", r.id);
             assert!(k.len() >= 3, "{}: keyword {k:?} is too short to filter anything", r.id);
@@ -112,14 +125,23 @@ fn json_leaves_paths_escapes_and_secret_named_keys() {
     let body = "Zq7rT2mW9xK4vB8nL3pD6sF1hJ5gC0";
     let tok = format!("ghp_{body}{}", base62(crc32(body.as_bytes()), 6));
     // Escaped as JSON would escape it, with a \u escape in the middle.
-    let raw = format!(r#"{{"params":{{"arguments":{{"note":"use \u0067{} now","db_password":"q8#Lm2$vX9!pR4&tZ7"}}}}}}"#, &tok[1..]);
+    let raw = format!(
+        r#"{{"params":{{"arguments":{{"note":"use \u0067{} now","db_password":"q8#Lm2$vX9!pR4&tZ7"}}}}}}"#,
+        &tok[1..]
+    );
     assert!(s.may_contain(raw.as_bytes()));
     let v: Value = serde_json::from_str(&raw).unwrap();
     let mut out = Vec::new();
     s.scan_value(&v, "$", &mut Budget::new(1 << 20), &mut out);
-    let gh = out.iter().find(|f| f.rule.starts_with("github")).expect("token behind a \\u escape");
+    let gh = out
+        .iter()
+        .find(|f| f.rule.starts_with("github"))
+        .expect("token behind a \\u escape");
     assert_eq!(gh.path, "$.params.arguments.note");
-    let generic = out.iter().find(|f| f.rule == GENERIC_KEY_RULE).expect("secret-named key");
+    let generic = out
+        .iter()
+        .find(|f| f.rule == GENERIC_KEY_RULE)
+        .expect("secret-named key");
     assert_eq!(generic.path, "$.params.arguments.db_password");
 }
 
@@ -131,15 +153,48 @@ fn encoded_secrets_are_decoded() {
     let tok = format!("ghp_{body}{}", base62(crc32(body.as_bytes()), 6));
     let b64 = base64::engine::general_purpose::STANDARD.encode(format!("GITHUB_TOKEN={tok}\n"));
     let found = scan_text(&s, &format!("attachment: {b64}"));
-    assert!(found.iter().any(|f| f.path == "$<base64>" && f.rule.starts_with("github")), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|f| f.path == "$<base64>" && f.rule.starts_with("github")),
+        "{found:?}"
+    );
     let pct = format!("https://x.example/cb?t={}", tok.replace('_', "%5F"));
     let found = scan_text(&s, &pct);
     assert!(found.iter().any(|f| f.path == "$<percent>"), "{found:?}");
 }
 
 #[test]
+fn redaction_replaces_exactly_the_secrets() {
+    let s = scanner();
+    for rule in builtin::RULES {
+        for ex in rule.examples {
+            let red = s
+                .redact(ex)
+                .unwrap_or_else(|| panic!("{}: nothing redacted in {ex}", rule.id));
+            assert!(red.contains("[REDACTED]"));
+            assert!(
+                s.redact(&red).is_none(),
+                "{}: redacted text still has a secret: {red}",
+                rule.id
+            );
+        }
+    }
+    assert_eq!(s.redact("nothing secret here"), None);
+}
+
+#[test]
 fn placeholders_are_not_secrets() {
-    for p in ["AKIAIOSFODNN7EXAMPLE", "${GITHUB_TOKEN}", "{{ api_key }}", "xxxxxxxxxxxxxxxxxxxx", "changeme", "aaaaaaaaaaaaaaaa", "<your-token>", "****************"] {
+    for p in [
+        "AKIAIOSFODNN7EXAMPLE",
+        "${GITHUB_TOKEN}",
+        "{{ api_key }}",
+        "xxxxxxxxxxxxxxxxxxxx",
+        "changeme",
+        "aaaaaaaaaaaaaaaa",
+        "<your-token>",
+        "****************",
+    ] {
         assert!(is_placeholder(p), "{p}");
     }
     assert!(!is_placeholder("q8#Lm2$vX9!pR4&tZ7"));
