@@ -1,28 +1,35 @@
-//! Pipeline throughput on a realistic capture: what `mcp-monitor replay`
-//! (and the live agent after the kernel) does per byte.
+//! Throughput of what runs after the kernel, on a realistic capture.
 //!
-//! The workload is generated deterministically: 64 stdio sessions whose
-//! traffic is mostly text and JSON (tools/list with schemas, tools/call with
-//! 200 B - 8 KiB arguments, results from 200 B to 64 KiB and a few of 1 MiB,
-//! progress notifications), cut into pipe-sized reads (at most 64 KiB, often
-//! several messages per read) as the kernel reports them. Events are
-//! serialised to JSON as the agent does. `cargo xtask bench` turns the
-//! timing into MB/s and messages/s per core.
+//! The traffic is generated deterministically: 64 stdio sessions whose
+//! messages are mostly text and JSON (tools/list with schemas, tools/call
+//! with 200 B - 8 KiB arguments, results from 200 B to 64 KiB and a few of
+//! 1 MiB, progress notifications), with a fake credential in one result out
+//! of 200. It is cut into pipe-sized reads (at most 64 KiB, several messages
+//! per read when small) as the kernel reports them.
+//!
+//! - `pipeline/replay`: framing, decoding, sessions, events serialised to JSON;
+//! - `pipeline/replay_with_detection`: the same with every detector on;
+//! - `pipeline/small_messages`: 150-byte messages only (per-message cost);
+//! - `detection/messages`: the detector alone, on pre-decoded messages.
+//!
+//! `cargo xtask bench` turns the timings into MB/s and messages/s per core.
 
-use std::hint::black_box;
+use std::{hint::black_box, sync::Arc};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mcp_monitor::{
-    event::Event,
+    detect::{rules::Rules, Detector, DetectorConfig, MessageCtx},
+    event::{Event, Flow, Party, Transport},
     identity::ProcessInfo,
+    jsonrpc::{self, Kind},
     metrics::Metrics,
     observation::{Chunk, Observation, ProcKey},
     pipeline::{Pipeline, PipelineConfig, Sink},
 };
 use monitor_common::{chunk_flags, ConnTuple, Direction, FdKind, Syscall};
-use serde_json::json;
+use serde_json::{json, value::RawValue};
 
-/// Serialises events like the agent's writer, into a reused buffer.
+/// Serialises events and alerts like the agent's writers, into a reused buffer.
 struct JsonSink {
     buf: Vec<u8>,
     events: u64,
@@ -36,6 +43,10 @@ impl Sink for JsonSink {
         serde_json::to_writer(&mut self.buf, &e).unwrap();
         self.buf.push(b'\n');
         self.events += 1;
+    }
+    fn alert(&mut self, a: mcp_monitor::detect::alert::Alert) {
+        serde_json::to_writer(&mut self.buf, &a).unwrap();
+        self.buf.push(b'\n');
     }
 }
 
@@ -81,24 +92,143 @@ fn text(rng: &mut Rng, n: usize) -> String {
     s
 }
 
-/// Returns the observations and (payload bytes, messages).
-pub fn workload() -> (Vec<Observation>, u64, u64) {
-    workload_with(
-        &[200, 400, 1024, 2048, 8192],
-        &[200, 1024, 4096, 4096, 16384, 65536],
-        200,
-    )
+/// One message of a session.
+struct Line {
+    c2s: bool,
+    text: String,
+    kind: Kind,
+    method: &'static str,
+    tool: Option<String>,
 }
 
-/// Only small messages: the per-message cost.
-pub fn small_workload() -> (Vec<Observation>, u64, u64) {
-    workload_with(&[150], &[150], u64::MAX)
+struct Workload {
+    observations: Vec<Observation>,
+    /// Per session: its server pid and lines.
+    sessions: Vec<(u32, Vec<Line>)>,
+    bytes: u64,
+    messages: u64,
 }
 
-fn workload_with(arg_sizes: &[usize], result_sizes: &[usize], one_mib_every: u64) -> (Vec<Observation>, u64, u64) {
+/// A fake GitHub-format token with a valid checksum (not a real secret).
+fn fake_token(rng: &mut Rng) -> String {
+    const A: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let body: String = (0..30).map(|_| A[(rng.next() % 62) as usize] as char).collect();
+    let sum = mcp_monitor::detect::secrets::base62(mcp_monitor::detect::secrets::crc32(body.as_bytes()), 6);
+    format!("ghp_{body}{sum}")
+}
+
+fn session_lines(rng: &mut Rng, arg_sizes: &[usize], result_sizes: &[usize], one_mib_every: u64) -> Vec<Line> {
+    let l = |c2s, v: serde_json::Value, kind, method, tool: Option<String>| Line {
+        c2s,
+        text: v.to_string(),
+        kind,
+        method,
+        tool,
+    };
+    let mut lines = vec![
+        l(
+            true,
+            json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1"}}}),
+            Kind::Request,
+            "initialize",
+            None,
+        ),
+        l(
+            false,
+            json!({"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"1"}}}),
+            Kind::Response,
+            "initialize",
+            None,
+        ),
+        l(
+            true,
+            json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+            Kind::Notification,
+            "notifications/initialized",
+            None,
+        ),
+        l(
+            true,
+            json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
+            Kind::Request,
+            "tools/list",
+            None,
+        ),
+    ];
+    let tools: Vec<_> = (0..20)
+        .map(|i| json!({"name": format!("tool_{i}"), "description": text(rng, 300), "inputSchema": {"type":"object","properties":{"path":{"type":"string","description":"file path"},"limit":{"type":"integer"}},"required":["path"]}}))
+        .collect();
+    lines.push(l(
+        false,
+        json!({"jsonrpc":"2.0","id":1,"result":{"tools":tools}}),
+        Kind::Response,
+        "tools/list",
+        None,
+    ));
+    for id in 2..120u64 {
+        let tool = format!("tool_{}", id % 20);
+        let arg = rng.pick(arg_sizes);
+        let res = if rng.next() % one_mib_every == 0 {
+            1 << 20
+        } else {
+            rng.pick(result_sizes)
+        };
+        lines.push(l(true, json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":{"path":"/srv/data/file.txt","query":text(rng, arg)}}}), Kind::Request, "tools/call", Some(tool.clone())));
+        if id % 10 == 0 {
+            lines.push(l(false, json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":id,"progress":50,"total":100}}), Kind::Notification, "notifications/progress", None));
+        }
+        let mut body = text(rng, res);
+        if rng.next() % 200 == 0 {
+            body.push_str(&format!("\nGITHUB_TOKEN={}\n", fake_token(rng)));
+        }
+        lines.push(l(
+            false,
+            json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":body}],"isError":false}}),
+            Kind::Response,
+            "tools/call",
+            Some(tool),
+        ));
+    }
+    lines
+}
+
+fn chunk(proc: ProcKey, fd: i32, dir: Direction, channel: u64, data: &[u8], ts: u64, flags: u8) -> Observation {
+    Observation::Chunk(Chunk {
+        ts_ns: ts,
+        proc,
+        tid: proc.pid,
+        comm: "node".into(),
+        uid: 1000,
+        gid: 1000,
+        cgroup_id: 7,
+        fd,
+        syscall: if dir == Direction::Ingress {
+            Syscall::Read
+        } else {
+            Syscall::Write
+        },
+        direction: dir,
+        fd_kind: FdKind::Pipe,
+        flags,
+        inode: channel,
+        channel,
+        peer: 0,
+        orig_len: data.len() as u64,
+        segment: 0,
+        conn: ConnTuple::default(),
+        writer_notice: dir == Direction::Egress,
+        data: data.to_vec(),
+    })
+}
+
+fn workload_with(arg_sizes: &[usize], result_sizes: &[usize], one_mib_every: u64) -> Workload {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut obs = Vec::new();
-    let (mut bytes, mut messages) = (0u64, 0u64);
+    let mut w = Workload {
+        observations: Vec::new(),
+        sessions: Vec::new(),
+        bytes: 0,
+        messages: 0,
+    };
     let mut ts = 1_000_000u64;
     for s in 0..64u32 {
         let client = ProcKey {
@@ -110,7 +240,7 @@ fn workload_with(arg_sizes: &[usize], result_sizes: &[usize], one_mib_every: u64
             start_ns: 2,
         };
         for (p, exe) in [(client, "/usr/bin/node"), (server, "/usr/local/bin/mcp-server")] {
-            obs.push(Observation::Process(Box::new(ProcessInfo {
+            w.observations.push(Observation::Process(Box::new(ProcessInfo {
                 pid: p.pid,
                 start_ns: p.start_ns,
                 exe: exe.into(),
@@ -121,118 +251,77 @@ fn workload_with(arg_sizes: &[usize], result_sizes: &[usize], one_mib_every: u64
             })));
         }
         let (c2s, s2c) = (100 + 2 * s as u64, 101 + 2 * s as u64);
-        let mut lines: Vec<(bool, String)> = vec![
-            (true, json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1"}}}).to_string()),
-            (false, json!({"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"1"}}}).to_string()),
-            (true, json!({"jsonrpc":"2.0","method":"notifications/initialized"}).to_string()),
-            (true, json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}).to_string()),
-        ];
-        let tools: Vec<_> = (0..20)
-            .map(|i| json!({"name": format!("tool_{i}"), "description": text(&mut rng, 300), "inputSchema": {"type":"object","properties":{"path":{"type":"string","description":"file path"},"limit":{"type":"integer"}},"required":["path"]}}))
-            .collect();
-        lines.push((
-            false,
-            json!({"jsonrpc":"2.0","id":1,"result":{"tools":tools}}).to_string(),
+        // Writer notices: the client writes c2s, the server s2c.
+        w.observations.push(chunk(
+            client,
+            5,
+            Direction::Egress,
+            c2s,
+            b"",
+            ts,
+            chunk_flags::NEW_STREAM,
         ));
-        for id in 2..120u64 {
-            let arg = rng.pick(arg_sizes);
-            let res = rng.pick(result_sizes);
-            let res = if rng.next() % one_mib_every == 0 { 1 << 20 } else { res };
-            lines.push((true, json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":format!("tool_{}", id % 20),"arguments":{"path":"/srv/data/file.txt","query":text(&mut rng, arg)}}}).to_string()));
-            if id % 10 == 0 {
-                lines.push((false, json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":id,"progress":50,"total":100}}).to_string()));
-            }
-            lines.push((false, json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":text(&mut rng, res)}],"isError":false}}).to_string()));
-        }
+        w.observations.push(chunk(
+            server,
+            1,
+            Direction::Egress,
+            s2c,
+            b"",
+            ts,
+            chunk_flags::NEW_STREAM,
+        ));
+        let lines = session_lines(&mut rng, arg_sizes, result_sizes, one_mib_every);
         // Cut each direction into reads of at most 64 KiB (pipe capacity),
         // coalescing small messages the way a busy reader sees them.
         let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
         let mut first = [true, true];
-        let flush = |dir: usize, pending: &mut Vec<u8>, obs: &mut Vec<Observation>, ts: &mut u64, first: &mut bool| {
+        let mut flush = |dir: usize, pending: &mut [Vec<u8>; 2], obs: &mut Vec<Observation>, ts: &mut u64| {
             let (reader, fd, channel) = if dir == 0 { (server, 0, c2s) } else { (client, 7, s2c) };
-            for piece in pending.chunks(64 * 1024) {
+            for piece in pending[dir].chunks(64 * 1024) {
                 *ts += 10_000;
-                obs.push(Observation::Chunk(Chunk {
-                    ts_ns: *ts,
-                    proc: reader,
-                    tid: reader.pid,
-                    comm: "node".into(),
-                    uid: 1000,
-                    gid: 1000,
-                    cgroup_id: 7,
-                    fd,
-                    syscall: Syscall::Read,
-                    direction: Direction::Ingress,
-                    fd_kind: FdKind::Pipe,
-                    flags: if std::mem::take(first) {
-                        chunk_flags::NEW_STREAM
-                    } else {
-                        0
-                    },
-                    inode: channel,
-                    channel,
-                    peer: 0,
-                    orig_len: piece.len() as u64,
-                    segment: 0,
-                    conn: ConnTuple::default(),
-                    writer_notice: false,
-                    data: piece.to_vec(),
-                }));
+                let flags = if std::mem::take(&mut first[dir]) {
+                    chunk_flags::NEW_STREAM
+                } else {
+                    0
+                };
+                obs.push(chunk(reader, fd, Direction::Ingress, channel, piece, *ts, flags));
             }
-            pending.clear();
+            pending[dir].clear();
         };
-        // Writer notices: the client writes c2s, the server s2c.
-        for (writer, fd, channel) in [(client, 5, c2s), (server, 1, s2c)] {
-            obs.push(Observation::Chunk(Chunk {
-                ts_ns: ts,
-                proc: writer,
-                tid: writer.pid,
-                comm: "node".into(),
-                uid: 1000,
-                gid: 1000,
-                cgroup_id: 7,
-                fd,
-                syscall: Syscall::Write,
-                direction: Direction::Egress,
-                fd_kind: FdKind::Pipe,
-                flags: chunk_flags::NEW_STREAM,
-                inode: channel,
-                channel,
-                peer: 0,
-                orig_len: 0,
-                segment: 0,
-                conn: ConnTuple::default(),
-                writer_notice: true,
-                data: Vec::new(),
-            }));
-        }
-        for (c2s_dir, line) in lines {
-            let dir = if c2s_dir { 0 } else { 1 };
-            bytes += line.len() as u64 + 1;
-            messages += 1;
-            pending[dir].extend_from_slice(line.as_bytes());
+        for line in &lines {
+            let dir = if line.c2s { 0 } else { 1 };
+            w.bytes += line.text.len() as u64 + 1;
+            w.messages += 1;
+            pending[dir].extend_from_slice(line.text.as_bytes());
             pending[dir].push(b'\n');
-            // Requests and responses alternate: flush the other direction.
-            let other = 1 - dir;
-            if !pending[other].is_empty() {
-                let mut p = std::mem::take(&mut pending[other]);
-                let mut f = first[other];
-                flush(other, &mut p, &mut obs, &mut ts, &mut f);
-                first[other] = f;
+            // Requests and responses alternate: the other side's reads end.
+            if !pending[1 - dir].is_empty() {
+                flush(1 - dir, &mut pending, &mut w.observations, &mut ts);
             }
         }
-        for dir in 0..2 {
-            let mut p = std::mem::take(&mut pending[dir]);
-            let mut f = first[dir];
-            flush(dir, &mut p, &mut obs, &mut ts, &mut f);
-            first[dir] = f;
-        }
+        flush(0, &mut pending, &mut w.observations, &mut ts);
+        flush(1, &mut pending, &mut w.observations, &mut ts);
+        w.sessions.push((server.pid, lines));
     }
-    (obs, bytes, messages)
+    w
 }
 
-fn run(obs: &[Observation]) -> u64 {
+fn detector() -> Detector {
+    let cfg = DetectorConfig {
+        rules: Rules::builtin(),
+        fingerprint_key: b"bench-key-bench-key-bench-key-00".to_vec(),
+        state_dir: None,
+        scan_budget_bytes: 4 << 20,
+        dedup_window_seconds: 300,
+    };
+    Detector::new(cfg, Metrics::new()).unwrap()
+}
+
+fn run(obs: &[Observation], detection: bool) -> u64 {
     let mut p = Pipeline::new(PipelineConfig::default(), Metrics::new());
+    if detection {
+        p = p.with_detector(detector());
+    }
     let mut sink = JsonSink {
         buf: Vec::with_capacity(2 << 20),
         events: 0,
@@ -243,22 +332,122 @@ fn run(obs: &[Observation]) -> u64 {
     sink.events
 }
 
+/// A message decoded once, for the detector-only benchmark.
+struct Decoded {
+    line: usize,
+    session: usize,
+    params: Option<Box<RawValue>>,
+    result: Option<Box<RawValue>>,
+}
+
 fn bench(c: &mut Criterion) {
-    let (obs, bytes, messages) = workload();
-    // Sanity: every message becomes an event.
-    assert_eq!(run(&obs), messages, "the workload must be processed completely");
+    let w = workload_with(
+        &[200, 400, 1024, 2048, 8192],
+        &[200, 1024, 4096, 4096, 16384, 65536],
+        200,
+    );
+    // Sanity: every message becomes an event, with or without detection.
+    assert_eq!(run(&w.observations, false), w.messages);
+    assert_eq!(run(&w.observations, true), w.messages);
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pipeline-workload.json");
-    std::fs::write(&out, json!({"bytes": bytes, "messages": messages}).to_string()).unwrap();
+    std::fs::write(&out, json!({"bytes": w.bytes, "messages": w.messages}).to_string()).unwrap();
+
     let mut g = c.benchmark_group("pipeline");
-    g.throughput(Throughput::Bytes(bytes));
+    g.throughput(Throughput::Bytes(w.bytes));
     g.sample_size(10);
-    g.bench_function("replay", |b| b.iter(|| black_box(run(black_box(&obs)))));
-    let (small, small_bytes, small_messages) = small_workload();
-    assert_eq!(run(&small), small_messages);
-    g.throughput(Throughput::Elements(small_messages));
-    g.bench_function("small_messages", |b| b.iter(|| black_box(run(black_box(&small)))));
+    g.bench_function("replay", |b| {
+        b.iter(|| black_box(run(black_box(&w.observations), false)))
+    });
+    g.bench_function("replay_with_detection", |b| {
+        b.iter(|| black_box(run(black_box(&w.observations), true)))
+    });
+    let small = workload_with(&[150], &[150], u64::MAX);
+    assert_eq!(run(&small.observations, false), small.messages);
+    g.throughput(Throughput::Elements(small.messages));
+    g.bench_function("small_messages", |b| {
+        b.iter(|| black_box(run(black_box(&small.observations), false)))
+    });
     g.finish();
-    let _ = small_bytes;
+
+    // The detector alone.
+    let parties: Vec<(Party, Party)> = w
+        .sessions
+        .iter()
+        .map(|(pid, _)| {
+            let p = |pid: u32, exe: &str| Party {
+                process: Some(Arc::new(ProcessInfo {
+                    pid,
+                    exe: exe.into(),
+                    cmdline: vec![exe.into()],
+                    complete: true,
+                    ..Default::default()
+                })),
+                pid: Some(pid),
+                name: Some("srv".into()),
+                version: None,
+                json: None,
+            };
+            (p(*pid, "/usr/local/bin/mcp-server"), p(pid - 10_000, "/usr/bin/node"))
+        })
+        .collect();
+    let mut decoded = Vec::new();
+    for (si, (_, lines)) in w.sessions.iter().enumerate() {
+        for (li, line) in lines.iter().enumerate() {
+            let m = jsonrpc::decode(line.text.as_bytes(), &jsonrpc::Limits::default())
+                .unwrap()
+                .into_messages()
+                .remove(0);
+            decoded.push(Decoded {
+                line: li,
+                session: si,
+                params: m.params.map(|p| p.to_owned()),
+                result: m.result.map(|r| r.to_owned()),
+            });
+        }
+    }
+    let session_ids: Vec<Arc<str>> = (0..w.sessions.len())
+        .map(|i| Arc::from(format!("stdio:{i}:1")))
+        .collect();
+    let mut g = c.benchmark_group("detection");
+    g.throughput(Throughput::Bytes(w.bytes));
+    g.sample_size(10);
+    g.bench_function("messages", |b| {
+        b.iter(|| {
+            let mut d = detector();
+            let mut alerts = 0;
+            for (i, m) in decoded.iter().enumerate() {
+                let line = &w.sessions[m.session].1[m.line];
+                let (server, client) = &parties[m.session];
+                let ctx = MessageCtx {
+                    time: i as i128,
+                    transport: Transport::Stdio,
+                    session: &session_ids[m.session],
+                    flow: if line.c2s {
+                        Flow::ClientToServer
+                    } else {
+                        Flow::ServerToClient
+                    },
+                    kind: line.kind,
+                    method: Some(line.method),
+                    id: None,
+                    tool: line.tool.as_deref(),
+                    resource: None,
+                    params: m.params.as_deref(),
+                    result: m.result.as_deref(),
+                    raw: line.text.as_bytes(),
+                    server,
+                    client,
+                    client_key: Some(ProcKey {
+                        pid: client.pid.unwrap(),
+                        start_ns: 1,
+                    }),
+                };
+                alerts += d.on_message(&ctx).len();
+            }
+            black_box(alerts)
+        })
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);

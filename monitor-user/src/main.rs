@@ -191,11 +191,10 @@ fn real_main() -> anyhow::Result<()> {
                 );
             }
             println!(
-                "{:<36} {:<17} {:<7} {}",
+                "{:<36} {:<17} {:<7} Secret-named JSON key with a high-entropy value",
                 mcp_monitor::detect::secrets::GENERIC_KEY_RULE,
                 "generic",
-                "low",
-                "Secret-named JSON key with a high-entropy value"
+                "low"
             );
             Ok(())
         }

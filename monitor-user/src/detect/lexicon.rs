@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind};
 use serde::Serialize;
 
 /// Where the text comes from.
@@ -129,6 +129,7 @@ fn automaton() -> &'static AhoCorasick {
     AC.get_or_init(|| {
         AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
+            .kind(Some(AhoCorasickKind::DFA))
             .build(PHRASES.iter().map(|p| p.text))
             .expect("lexicon automaton")
     })
@@ -216,29 +217,9 @@ pub fn scan(text: &str, mode: Mode) -> Vec<Indicator> {
     found
 }
 
-/// Fast test on raw message bytes: could [`scan`] find anything? Looks
-/// for a phrase, or invisible characters either raw (UTF-8) or escaped.
-pub fn may_match(raw: &[u8]) -> bool {
-    if automaton().is_match(raw) {
-        return true;
-    }
-    raw.windows(3).any(|w| {
-        // U+200B..U+200F, U+202A..U+202E: E2 80 8B..8F / AA..AE;
-        // U+2060..U+2069: E2 81 A0..A9; U+FEFF: EF BB BF;
-        // U+E0000.. (tags): F3 A0 80..81.
-        (w[0] == 0xE2 && w[1] == 0x80 && matches!(w[2], 0x8B..=0x8F | 0xAA..=0xAE))
-            || (w[0] == 0xE2 && w[1] == 0x81 && matches!(w[2], 0xA0..=0xA9))
-            || (w[0] == 0xEF && w[1] == 0xBB && w[2] == 0xBF)
-            || (w[0] == 0xF3 && w[1] == 0xA0 && matches!(w[2], 0x80 | 0x81))
-    }) || raw.windows(6).any(|w| {
-        w[0] == b'\\'
-            && w[1] == b'u'
-            && (w[2..5].eq_ignore_ascii_case(b"200")
-                || w[2..5].eq_ignore_ascii_case(b"202")
-                || w[2..5].eq_ignore_ascii_case(b"206")
-                || w[2..6].eq_ignore_ascii_case(b"feff")
-                || w[2..6].eq_ignore_ascii_case(b"db40"))
-    })
+/// The phrases, for the detector's combined first pass.
+pub fn phrases() -> Vec<&'static str> {
+    PHRASES.iter().map(|p| p.text).collect()
 }
 
 /// Sum of the weights.

@@ -10,6 +10,7 @@ pub mod alert;
 pub mod chain;
 pub mod integrity;
 pub mod lexicon;
+pub mod prefilter;
 pub mod rules;
 pub mod secrets;
 
@@ -19,7 +20,6 @@ use std::{
     sync::Arc,
 };
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder};
 use serde_json::{json, value::RawValue, Value};
 
 use self::{
@@ -129,7 +129,7 @@ pub struct Detector {
     cfg: DetectorConfig,
     metrics: Arc<Metrics>,
     secrets: SecretScanner,
-    secret_names: AhoCorasick,
+    prefilter: prefilter::Prefilter,
     store: ToolStore,
     servers: HashMap<String, ServerInfo>,
     client_tools: HashMap<ProcKey, ClientTools>,
@@ -200,15 +200,13 @@ impl Detector {
             &cfg.fingerprint_key,
             &cfg.rules.disabled_credential_rules,
         );
-        let secret_names = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .build(SECRET_NAME_FRAGMENTS)?;
+        let prefilter = prefilter::Prefilter::new(&secrets.keyword_rules(), SECRET_NAME_FRAGMENTS, &lexicon::phrases());
         let dedup = Dedup::new(cfg.dedup_window_seconds as i128 * 1_000_000_000, 65_536);
         Ok(Self {
             cfg,
             metrics,
             secrets,
-            secret_names,
+            prefilter,
             store,
             servers: HashMap::new(),
             client_tools: HashMap::new(),
@@ -280,7 +278,16 @@ impl Detector {
         let mut out = Vec::new();
         let server = self.server_entry(ctx);
         let mut budget = Budget::new(self.cfg.scan_budget_bytes);
-        let findings = self.scan_credentials(ctx, &mut budget);
+        let hits = self.prefilter.scan(ctx.raw);
+        let scan = hits.must_parse_for_credentials()
+            || (!hits.credential_rules.is_empty()
+                && std::str::from_utf8(ctx.raw)
+                    .is_ok_and(|raw| self.secrets.raw_may_match(raw, &hits.credential_rules)));
+        let findings = if scan {
+            self.scan_credentials(ctx, &mut budget)
+        } else {
+            Vec::new()
+        };
         if !findings.is_empty() {
             self.credential_alerts(ctx, &server, &findings, &mut out);
         }
@@ -291,7 +298,7 @@ impl Detector {
         }
         let mut injected = false;
         let content_method = matches!(method, "tools/call" | "resources/read" | "prompts/get");
-        if is_result && content_method {
+        if is_result && content_method && hits.injection() {
             injected = self.injection(ctx, &server, &mut budget, &mut out);
         }
         self.chaining(ctx, &server, &findings, injected, &mut out);
@@ -305,9 +312,6 @@ impl Detector {
     }
 
     fn scan_credentials(&self, ctx: &MessageCtx<'_>, budget: &mut Budget) -> Vec<Finding> {
-        if !self.secrets.may_contain(ctx.raw) && !self.secret_names.is_match(ctx.raw) {
-            return Vec::new();
-        }
         let Ok(v) = serde_json::from_slice::<Value>(ctx.raw) else {
             return Vec::new();
         };
@@ -599,9 +603,6 @@ impl Detector {
 
     /// Prompt injection in content returned to the model; true when found.
     fn injection(&mut self, ctx: &MessageCtx<'_>, server: &str, budget: &mut Budget, out: &mut Vec<Alert>) -> bool {
-        if !lexicon::may_match(ctx.raw) {
-            return false;
-        }
         let Some(result) = parse(ctx.result) else { return false };
         let text = text_of(&result, budget.remaining.min(MAX_PRINT_TEXT));
         let ind = lexicon::scan(&text, Mode::Content);
@@ -790,7 +791,7 @@ impl Detector {
         let dedup_key = dedup.join("\u{1f}");
         let t = ctx.time.to_string();
         Alert {
-            id: alert_id(&[&dedup_key, &ctx.session, &t]),
+            id: alert_id(&[&dedup_key, ctx.session, &t]),
             time: ctx.time,
             rule: rule.to_owned(),
             category,

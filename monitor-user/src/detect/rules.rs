@@ -160,7 +160,7 @@ impl Rules {
             let sequence = spec.sequence.unwrap_or_default();
             let all_of = spec.all_of.unwrap_or_default();
             anyhow::ensure!(
-                (sequence.len() == 2) != !all_of.is_empty(),
+                (sequence.len() == 2) == all_of.is_empty(),
                 "chain rule {id}: give either `sequence` with two labels or `all_of`"
             );
             rules.chain_rules.push(ChainRule {

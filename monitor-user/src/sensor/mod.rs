@@ -225,7 +225,7 @@ impl Sensor {
             }
         }
         for r in pending {
-            self.to_observations(r, &mut out);
+            self.emit_observations(r, &mut out);
         }
         n
     }
@@ -236,7 +236,7 @@ impl Sensor {
         Observation::Process(Box::new(info))
     }
 
-    fn to_observations(&mut self, r: decode::Record, out: &mut impl FnMut(Observation)) {
+    fn emit_observations(&mut self, r: decode::Record, out: &mut impl FnMut(Observation)) {
         match r {
             decode::Record::Chunk(c) => {
                 if self.known.len() > MAX_KNOWN {

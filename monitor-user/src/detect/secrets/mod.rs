@@ -17,7 +17,7 @@ pub mod rule;
 
 use std::borrow::Cow;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use hmac::{Hmac, Mac};
 use regex::Regex;
 use serde::Serialize;
@@ -26,10 +26,12 @@ use sha2::Sha256;
 
 pub use rule::{Check, Confidence, RuleDef};
 
+use super::prefilter::MIN_ENCODED_RUN;
+
 /// Depth of nested decoding (base64 inside percent-encoding, say).
 const MAX_DECODE_DEPTH: u8 = 2;
-/// Encoded runs outside this length range are not decoded.
-const MIN_ENCODED_RUN: usize = 24;
+/// Encoded runs longer than this are not decoded (the shortest worth it is
+/// the prefilter's `MIN_ENCODED_RUN`).
 const MAX_ENCODED_RUN: usize = 8192;
 
 /// A credential found in a message. Holds no secret material.
@@ -95,6 +97,8 @@ impl Budget {
 pub struct SecretScanner {
     rules: Vec<Compiled>,
     prefilter: AhoCorasick,
+    /// Prefilter patterns (keywords and their JSON-escaped spellings).
+    patterns: Vec<String>,
     /// Prefilter pattern index to the rules it selects.
     pattern_rules: Vec<Vec<usize>>,
     key: Vec<u8>,
@@ -144,11 +148,13 @@ impl SecretScanner {
         let prefilter = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
+            .kind(Some(AhoCorasickKind::DFA))
             .build(&patterns)
             .expect("keyword automaton");
         Self {
             rules: compiled,
             prefilter,
+            patterns,
             pattern_rules,
             key: key.to_vec(),
         }
@@ -159,11 +165,24 @@ impl SecretScanner {
         self.rules.len()
     }
 
-    /// Fast test on a whole raw message: can scanning find anything? False
-    /// for the vast majority of messages. Secret-named JSON keys are looked
-    /// for separately by the caller (they need no keyword).
-    pub fn may_contain(&self, raw: &[u8]) -> bool {
-        self.prefilter.is_match(raw) || has_encoded_run(raw) || has_ascii_unicode_escape(raw)
+    /// The keywords of the rules in force (with their JSON-escaped
+    /// spellings) and the rules each selects: input for the detector's
+    /// combined first pass.
+    pub fn keyword_rules(&self) -> Vec<(String, Vec<usize>)> {
+        self.patterns
+            .iter()
+            .cloned()
+            .zip(self.pattern_rules.iter().cloned())
+            .collect()
+    }
+
+    /// Second-level filter on raw message text: does one of `rules` match
+    /// it at all? Keywords alone (`pat`, `key-`) are common in ordinary
+    /// text; parsing the message is only worth it when a regex matches too.
+    pub fn raw_may_match(&self, raw: &str, rules: &[usize]) -> bool {
+        rules
+            .iter()
+            .any(|&r| self.rules.get(r).is_some_and(|c| c.regex.is_match(raw)))
     }
 
     /// Keyed fingerprint of a secret.
@@ -495,26 +514,9 @@ fn encoded_runs(s: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
     })
 }
 
-fn has_encoded_run(raw: &[u8]) -> bool {
-    encoded_runs(raw).next().is_some() || has_percent_escapes(raw)
-}
-
 fn has_percent_escapes(s: &[u8]) -> bool {
     s.windows(3)
         .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
-}
-
-/// `\u00XX` escapes of printable ASCII in raw JSON: unusual, and a way to
-/// hide a keyword from a byte-level filter.
-fn has_ascii_unicode_escape(raw: &[u8]) -> bool {
-    raw.windows(6).any(|w| {
-        w[0] == b'\\'
-            && w[1] == b'u'
-            && w[2] == b'0'
-            && w[3] == b'0'
-            && (b'2'..=b'7').contains(&w[4])
-            && w[5].is_ascii_hexdigit()
-    })
 }
 
 /// Decoded forms of the encoded parts of `s` worth scanning: base64 runs

@@ -28,13 +28,13 @@ fn every_rule_matches_its_examples_and_not_its_counterexamples() {
             rule.id
         );
         for ex in rule.examples {
-            let found = scan_text(&s, ex);
+            let found = scan_text(s, ex);
             if !found.iter().any(|f| f.rule == rule.id) {
                 failures.push(format!("{}: example not found: {ex}", rule.id));
             }
         }
         for ce in rule.counterexamples {
-            let found = scan_text(&s, ce);
+            let found = scan_text(s, ce);
             if found.iter().any(|f| f.rule == rule.id) {
                 failures.push(format!("{}: counterexample matched: {ce}", rule.id));
             }
@@ -78,7 +78,7 @@ fn findings_never_hold_the_secret() {
             // The secret as the rule extracts it.
             let caps = re.captures(ex).expect("example matches");
             let secret = caps.name("secret").or_else(|| caps.get(0)).unwrap().as_str();
-            for f in scan_text(&s, ex).into_iter().filter(|f| f.rule == rule.id) {
+            for f in scan_text(s, ex).into_iter().filter(|f| f.rule == rule.id) {
                 // Rule id, name and category are static text; the fields
                 // derived from the input are the ones that could leak.
                 let json = format!("{} {} {}", f.path, &f.prefix, f.fingerprint);
@@ -129,7 +129,11 @@ fn json_leaves_paths_escapes_and_secret_named_keys() {
         r#"{{"params":{{"arguments":{{"note":"use \u0067{} now","db_password":"q8#Lm2$vX9!pR4&tZ7"}}}}}}"#,
         &tok[1..]
     );
-    assert!(s.may_contain(raw.as_bytes()));
+    let pf = crate::detect::prefilter::Prefilter::new(&s.keyword_rules(), &[], &[]);
+    assert!(
+        pf.scan(raw.as_bytes()).must_parse_for_credentials(),
+        "the \\u escape forces a full scan"
+    );
     let v: Value = serde_json::from_str(&raw).unwrap();
     let mut out = Vec::new();
     s.scan_value(&v, "$", &mut Budget::new(1 << 20), &mut out);
@@ -152,7 +156,7 @@ fn encoded_secrets_are_decoded() {
     let body = "Zq7rT2mW9xK4vB8nL3pD6sF1hJ5gC0";
     let tok = format!("ghp_{body}{}", base62(crc32(body.as_bytes()), 6));
     let b64 = base64::engine::general_purpose::STANDARD.encode(format!("GITHUB_TOKEN={tok}\n"));
-    let found = scan_text(&s, &format!("attachment: {b64}"));
+    let found = scan_text(s, &format!("attachment: {b64}"));
     assert!(
         found
             .iter()
@@ -160,7 +164,7 @@ fn encoded_secrets_are_decoded() {
         "{found:?}"
     );
     let pct = format!("https://x.example/cb?t={}", tok.replace('_', "%5F"));
-    let found = scan_text(&s, &pct);
+    let found = scan_text(s, &pct);
     assert!(found.iter().any(|f| f.path == "$<percent>"), "{found:?}");
 }
 
@@ -229,8 +233,7 @@ proptest! {
     #[test]
     fn arbitrary_text_never_panics(text in "\\PC{0,300}") {
         let s = scanner();
-        let _ = scan_text(&s, &text);
-        let _ = s.may_contain(text.as_bytes());
+        let _ = scan_text(s, &text);
     }
 
     #[test]

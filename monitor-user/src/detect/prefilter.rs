@@ -1,0 +1,457 @@
+//! The first look at every message: can any detector find something in it?
+//!
+//! Two linear passes over the raw bytes, whatever the number of rules: one
+//! Aho-Corasick DFA over every literal the detectors key on (credential
+//! keywords, secret-like key names, injection phrases), and one structural
+//! pass for what literals cannot express (encoded runs, escapes, invisible
+//! characters). Most messages stop here; the detector parses only those
+//! with a hit (and, for credential keywords, only when a selected rule's
+//! regex also matches the raw text).
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+
+const KIND_CREDENTIAL: u8 = 1;
+const KIND_SECRET_NAME: u8 = 2;
+const KIND_LEXICON: u8 = 4;
+
+/// What the raw bytes may hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Hits {
+    /// Credential rules (indices) whose keywords occur.
+    pub credential_rules: Vec<usize>,
+    /// A secret-like key name (`password`, `token`...).
+    pub secret_name: bool,
+    /// An injection phrase.
+    pub lexicon: bool,
+    /// A long mixed-case run of base64 characters.
+    pub encoded: bool,
+    /// `%XX` escapes.
+    pub percent: bool,
+    /// JSON escapes that can hide text from a raw match: `\u00XX` of
+    /// printable ASCII, or `\/`.
+    pub escapes: bool,
+    /// Invisible or bidirectional characters, raw or escaped.
+    pub invisible: bool,
+}
+
+impl Hits {
+    /// Signals that need the parsed message whatever the keywords say.
+    pub fn must_parse_for_credentials(&self) -> bool {
+        self.secret_name || self.encoded || self.percent || self.escapes
+    }
+
+    /// Worth an injection scan.
+    pub fn injection(&self) -> bool {
+        self.lexicon || self.invisible
+    }
+}
+
+/// Encoded runs shorter than this are not worth decoding.
+pub const MIN_ENCODED_RUN: usize = 24;
+
+static B64: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'=' || c == b'-' || c == b'_';
+        b += 1;
+    }
+    t
+};
+
+/// The combined first pass.
+pub struct Prefilter {
+    ac: AhoCorasick,
+    kinds: Vec<u8>,
+    /// Credential rules selected by each pattern.
+    rules: Vec<Vec<usize>>,
+}
+
+impl Prefilter {
+    /// Builds the automaton over the three literal sets (matched ASCII
+    /// case-insensitively). `credential` pairs each keyword with the rules
+    /// it selects.
+    pub fn new(credential: &[(String, Vec<usize>)], secret_names: &[&str], lexicon: &[&str]) -> Self {
+        let mut patterns: Vec<String> = Vec::new();
+        let mut kinds: Vec<u8> = Vec::new();
+        let mut rules: Vec<Vec<usize>> = Vec::new();
+        let mut add = |p: &str, kind: u8, sel: &[usize]| {
+            let i = match patterns.iter().position(|x| x.eq_ignore_ascii_case(p)) {
+                Some(i) => i,
+                None => {
+                    patterns.push(p.to_owned());
+                    kinds.push(0);
+                    rules.push(Vec::new());
+                    patterns.len() - 1
+                }
+            };
+            kinds[i] |= kind;
+            rules[i].extend_from_slice(sel);
+        };
+        for (p, sel) in credential {
+            add(p, KIND_CREDENTIAL, sel);
+        }
+        for p in secret_names {
+            add(p, KIND_SECRET_NAME, &[]);
+        }
+        for p in lexicon {
+            add(p, KIND_LEXICON, &[]);
+        }
+        let ac = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&patterns)
+            .expect("prefilter automaton");
+        Self { ac, kinds, rules }
+    }
+
+    /// Both passes over `raw`.
+    pub fn scan(&self, raw: &[u8]) -> Hits {
+        let mut h = Hits::default();
+        let mut seen = 0u8;
+        // Most messages hold no literal at all: the plain search loop is
+        // faster than overlapping iteration, which only attributes hits.
+        let any = self.ac.is_match(raw);
+        for m in self.ac.find_overlapping_iter(if any { raw } else { &[] }) {
+            let i = m.pattern().as_usize();
+            seen |= self.kinds[i];
+            for &r in &self.rules[i] {
+                if !h.credential_rules.contains(&r) {
+                    h.credential_rules.push(r);
+                }
+            }
+        }
+        h.secret_name = seen & KIND_SECRET_NAME != 0;
+        h.lexicon = seen & KIND_LEXICON != 0;
+        h.encoded = has_encoded_run(raw);
+        specials(raw, &mut h);
+        h
+    }
+}
+
+/// Is there a run of at least [`MIN_ENCODED_RUN`] base64 characters mixing
+/// upper case, lower case and digits?
+///
+/// The bytes are classified 64 at a time into bit masks (SSE2 on x86-64):
+/// base64, upper case, lower case, digit. Runs of 24 set bits are found with
+/// shifts over the previous and current masks, and each candidate run (a
+/// path, a UUID, a real encoding) is judged with a few more bit operations.
+/// Only runs longer than the 128-byte window are walked byte by byte.
+pub fn has_encoded_run(raw: &[u8]) -> bool {
+    const _: () = assert!(MIN_ENCODED_RUN == 24, "the shift ladder below finds runs of 24");
+    let mut prev = Classes::default();
+    // Bytes before this offset belong to runs already judged.
+    let mut checked_until = 0usize;
+    let mut o = 0usize;
+    while o < raw.len() {
+        let cur = if o + 64 <= raw.len() {
+            Classes::of_block(raw[o..o + 64].try_into().expect("64 bytes"))
+        } else {
+            Classes::of_tail(&raw[o..])
+        };
+        // Bit i of the window is byte o - 64 + i.
+        let join = |p: u64, c: u64| p as u128 | (c as u128) << 64;
+        let w = join(prev.base64, cur.base64);
+        let r2 = w & w >> 1;
+        let r4 = r2 & r2 >> 2;
+        let r8 = r4 & r4 >> 4;
+        let r16 = r8 & r8 >> 8;
+        // Bit i set: bytes i .. i + 24 of the window are all base64.
+        let mut r = r16 & r8 >> 16;
+        let skip = (checked_until + 64).saturating_sub(o);
+        r = if skip >= 128 { 0 } else { r & !((1u128 << skip) - 1) };
+        while r != 0 {
+            let p = r.trailing_zeros();
+            // The run around p: it starts after the last non-base64 byte
+            // below p and ends at the first one above.
+            let below = !w & ((1u128 << p) - 1);
+            let start = if below == 0 { 0 } else { 128 - below.leading_zeros() };
+            let end = p + (w >> p).trailing_ones();
+            let first = o + start as usize - 64;
+            let (ok, run_end) = if (start == 0 && o > 0) || end == 128 {
+                // The run reaches past the window.
+                run_around(raw, o + p as usize - 64)
+            } else {
+                let run = (u128::MAX >> (128 - end)) & !((1u128 << start) - 1);
+                let has = |p: u64, c: u64| join(p, c) & run != 0;
+                let ok = has(prev.upper, cur.upper) && has(prev.lower, cur.lower) && has(prev.digit, cur.digit);
+                (ok, first + (end - start) as usize)
+            };
+            if ok {
+                return true;
+            }
+            checked_until = run_end;
+            let skip = (checked_until + 64).saturating_sub(o);
+            r = if skip >= 128 { 0 } else { r & !((1u128 << skip) - 1) };
+        }
+        prev = cur;
+        o += 64;
+    }
+    false
+}
+
+/// One bit per byte of a block of up to 64 bytes, for each class of
+/// character an encoded run is judged by.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+struct Classes {
+    base64: u64,
+    upper: u64,
+    lower: u64,
+    digit: u64,
+}
+
+impl Classes {
+    fn of_tail(bytes: &[u8]) -> Self {
+        let mut c = Self::default();
+        for (i, &b) in bytes.iter().enumerate() {
+            c.base64 |= (B64[b as usize] as u64) << i;
+            c.upper |= (b.is_ascii_uppercase() as u64) << i;
+            c.lower |= (b.is_ascii_lowercase() as u64) << i;
+            c.digit |= (b.is_ascii_digit() as u64) << i;
+        }
+        c
+    }
+
+    #[inline(always)]
+    fn of_block(block: &[u8; 64]) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SSE2 is part of the x86-64 baseline: no runtime detection.
+            use std::arch::x86_64::*;
+            let mut c = Self::default();
+            for (k, lane) in block.chunks_exact(16).enumerate() {
+                // SAFETY: SSE2 is always available on x86-64, and the
+                // unaligned load reads exactly the 16 bytes of `lane`.
+                let [b64, up, low, dig] = unsafe {
+                    let v = _mm_loadu_si128(lane.as_ptr().cast());
+                    // Signed compares: bytes >= 0x80 are negative and fall
+                    // outside every range, as they should.
+                    let within = |lo: u8, hi: u8| {
+                        _mm_and_si128(
+                            _mm_cmpgt_epi8(v, _mm_set1_epi8(lo as i8 - 1)),
+                            _mm_cmplt_epi8(v, _mm_set1_epi8(hi as i8 + 1)),
+                        )
+                    };
+                    let eq = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
+                    let (up, low, dig) = (within(b'A', b'Z'), within(b'a', b'z'), within(b'0', b'9'));
+                    let b64 = _mm_or_si128(
+                        _mm_or_si128(_mm_or_si128(up, low), dig),
+                        _mm_or_si128(
+                            _mm_or_si128(eq(b'+'), eq(b'/')),
+                            _mm_or_si128(_mm_or_si128(eq(b'='), eq(b'-')), eq(b'_')),
+                        ),
+                    );
+                    [b64, up, low, dig].map(|m| _mm_movemask_epi8(m) as u16 as u64)
+                };
+                c.base64 |= b64 << (16 * k);
+                c.upper |= up << (16 * k);
+                c.lower |= low << (16 * k);
+                c.digit |= dig << (16 * k);
+            }
+            c
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            Self::of_tail(block)
+        }
+    }
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Are all eight bytes of `x` base64 characters (`A-Za-z0-9+/=-_`)?
+#[inline(always)]
+fn all_base64(x: u64) -> bool {
+    base64_bytes(x) == HI
+}
+
+/// The high bit of each byte of `x` that is a base64 character. Branch
+/// free: per-byte range tests on the whole word at once.
+#[inline(always)]
+fn base64_bytes(x: u64) -> u64 {
+    // With the high bit forced on, subtracting c (<= 0x80) from a byte never
+    // borrows from its neighbour; the high bit that survives says byte >= c.
+    let h = x | HI;
+    let ge = |c: u8| h.wrapping_sub(LO * c as u64) & HI;
+    let range = |a: u8, b: u8| ge(a) & !ge(b + 1);
+    let ascii = !x & HI;
+    let b64 = range(b'0', b'9')
+        | range(b'A', b'Z')
+        | range(b'a', b'z')
+        | range(b'+', b'+')
+        | range(b'-', b'-')
+        | range(b'/', b'/')
+        | range(b'=', b'=')
+        | range(b'_', b'_');
+    ascii & b64
+}
+
+/// Checks the run that contains byte `at`; returns whether it qualifies and
+/// where it ends.
+fn run_around(raw: &[u8], at: usize) -> (bool, usize) {
+    let mut a = at;
+    while a > 0 && B64[raw[a - 1] as usize] {
+        a -= 1;
+    }
+    let (mut up, mut low, mut dig) = (false, false, false);
+    for &c in &raw[a..at] {
+        up |= c.is_ascii_uppercase();
+        low |= c.is_ascii_lowercase();
+        dig |= c.is_ascii_digit();
+    }
+    // Whole blocks while they last (long paths are runs too, and common),
+    // then the tail byte by byte.
+    let mut b = at;
+    while b + 8 <= raw.len() {
+        let x = u64::from_le_bytes(raw[b..b + 8].try_into().expect("8 bytes"));
+        if !all_base64(x) {
+            break;
+        }
+        let h = x | HI;
+        let ge = |c: u8| h.wrapping_sub(LO * c as u64) & HI;
+        let range = |lo: u8, hi: u8| ge(lo) & !ge(hi + 1) != 0;
+        up |= range(b'A', b'Z');
+        low |= range(b'a', b'z');
+        dig |= range(b'0', b'9');
+        b += 8;
+    }
+    while b < raw.len() && B64[raw[b] as usize] {
+        up |= raw[b].is_ascii_uppercase();
+        low |= raw[b].is_ascii_lowercase();
+        dig |= raw[b].is_ascii_digit();
+        b += 1;
+    }
+    (b - a >= MIN_ENCODED_RUN && up && low && dig, b)
+}
+
+/// Escapes and invisible characters: jumps between the rare bytes that can
+/// start one (`%`, `\`, and the UTF-8 lead bytes E2, EF, F3).
+fn specials(raw: &[u8], h: &mut Hits) {
+    let n = raw.len();
+    for i in memchr::memchr3_iter(b'%', b'\\', 0xE2, raw).chain(memchr::memchr2_iter(0xEF, 0xF3, raw)) {
+        let c = raw[i];
+        match c {
+            b'%' => {
+                if i + 2 < n && raw[i + 1].is_ascii_hexdigit() && raw[i + 2].is_ascii_hexdigit() {
+                    h.percent = true;
+                }
+            }
+            b'\\' => {
+                // "\\" is an escaped backslash, not the start of an escape.
+                if i > 0 && raw[i - 1] == b'\\' && (i < 2 || raw[i - 2] != b'\\') {
+                    continue;
+                }
+                if raw.get(i + 1) == Some(&b'/') {
+                    h.escapes = true;
+                }
+                if i + 5 < n && raw[i + 1] == b'u' {
+                    let hex = &raw[i + 2..i + 6];
+                    if hex[0] == b'0' && hex[1] == b'0' && (b'2'..=b'7').contains(&hex[2]) {
+                        h.escapes = true;
+                    }
+                    if hex[..3].eq_ignore_ascii_case(b"200")
+                        || hex[..3].eq_ignore_ascii_case(b"202")
+                        || hex[..3].eq_ignore_ascii_case(b"206")
+                        || hex.eq_ignore_ascii_case(b"feff")
+                        || hex.eq_ignore_ascii_case(b"db40")
+                    {
+                        h.invisible = true;
+                    }
+                }
+            }
+            _ => {
+                // E2 80 8B..8F / AA..AE, E2 81 A0..A9, EF BB BF, F3 A0 80..81.
+                if i + 2 < n {
+                    let (b1, b2) = (raw[i + 1], raw[i + 2]);
+                    h.invisible |= (c == 0xE2 && b1 == 0x80 && matches!(b2, 0x8B..=0x8F | 0xAA..=0xAE))
+                        || (c == 0xE2 && b1 == 0x81 && matches!(b2, 0xA0..=0xA9))
+                        || (c == 0xEF && b1 == 0xBB && b2 == 0xBF)
+                        || (c == 0xF3 && b1 == 0xA0 && matches!(b2, 0x80 | 0x81));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pf() -> Prefilter {
+        Prefilter::new(
+            &[("ghp_".to_owned(), vec![0]), ("akia".to_owned(), vec![1, 2])],
+            &["password"],
+            &["ignore previous instructions"],
+        )
+    }
+
+    #[test]
+    fn literal_kinds() {
+        let h = pf().scan(br#"{"text":"GHP_abc AKIA","Password":"x"}"#);
+        assert_eq!(h.credential_rules, [0, 1, 2]);
+        assert!(h.secret_name && !h.lexicon);
+        assert!(pf().scan(b"please IGNORE previous instructions").lexicon);
+        assert_eq!(pf().scan(b"nothing to see here"), Hits::default());
+    }
+
+    #[test]
+    fn structural_signals() {
+        assert!(pf().scan(b"x QWxhZGRpbjpvcGVuIHNlc2FtZQ12345678 y").encoded);
+        assert!(
+            !pf()
+                .scan(b"/home/user/project/src/main.rs and more-lower-case-words")
+                .encoded
+        );
+        assert!(pf().scan(b"a%5Fb").percent);
+        assert!(pf().scan(br#"\u0067hp_"#).escapes);
+        assert!(pf().scan(br#"https:\/\/u:p@h"#).escapes);
+        assert!(
+            !pf().scan(br#"a\\u0067 b"#).escapes,
+            "an escaped backslash is not an escape"
+        );
+        assert!(pf().scan("zero\u{200b}width".as_bytes()).invisible);
+        assert!(pf().scan(br#"bidi \u202e here"#).invisible);
+        assert!(pf().scan("tag \u{E0041}".as_bytes()).invisible);
+    }
+
+    proptest! {
+        #[test]
+        fn swar_classification_matches_the_table(bytes in proptest::array::uniform8(any::<u8>())) {
+            prop_assert_eq!(all_base64(u64::from_le_bytes(bytes)), bytes.iter().all(|&b| B64[b as usize]));
+        }
+
+        #[test]
+        fn block_classes_match_the_bytewise_ones(bytes in proptest::collection::vec(any::<u8>(), 64)) {
+            prop_assert_eq!(Classes::of_block(bytes.as_slice().try_into().unwrap()), Classes::of_tail(&bytes));
+        }
+
+        /// The block-based search agrees with a plain run scan.
+        #[test]
+        fn encoded_runs_match_naive(s in "[A-Za-z0-9+/=_ .-]{0,160}") {
+            let naive = s.split(|c: char| !(c.is_ascii_alphanumeric() || "+/=-_".contains(c))).any(|w| {
+                w.len() >= MIN_ENCODED_RUN && w.bytes().any(|b| b.is_ascii_uppercase()) && w.bytes().any(|b| b.is_ascii_lowercase()) && w.bytes().any(|b| b.is_ascii_digit())
+            });
+            prop_assert_eq!(has_encoded_run(s.as_bytes()), naive);
+        }
+
+        /// Runs made of few distinct characters, long and short, around
+        /// block boundaries.
+        #[test]
+        fn encoded_runs_match_naive_long(parts in proptest::collection::vec(("[aB3 ]", 1usize..40), 0..12)) {
+            let s: String = parts.iter().map(|(c, n)| c.repeat(*n)).collect();
+            let naive = s.split(' ').any(|w| {
+                w.len() >= MIN_ENCODED_RUN && w.contains('a') && w.contains('B') && w.contains('3')
+            });
+            prop_assert_eq!(has_encoded_run(s.as_bytes()), naive);
+        }
+
+        #[test]
+        fn never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = pf().scan(&data);
+        }
+    }
+}
