@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: every performance figure the project quotes.
 //!
 //! 1. Pipeline throughput per core (criterion, replaying a realistic
-//!    synthetic capture): MB/s and messages/s.
+//!    synthetic capture): MB/s and messages/s; the same with every detector
+//!    on, the detector alone in MB/s, and the cost it adds per message.
 //! 2. Capture overhead: a native stdio MCP echo pair (tests' `echo-pair`)
 //!    exchanging 200 B, 4 KiB and 64 KiB messages, with and without the
 //!    monitor attached, interleaved rounds, median ratio.
@@ -151,13 +152,21 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn pipeline_throughput() -> Result<Value> {
     step("pipeline throughput (criterion)");
     sh(cargo().args(["bench", "-p", "mcp-monitor", "--bench", "pipeline"]))?;
-    let est: Value = serde_json::from_str(&std::fs::read_to_string(
-        root().join("target/criterion/pipeline/replay/new/estimates.json"),
-    )?)?;
+    let mean_ns = |id: &str| -> Result<f64> {
+        let path = root().join(format!("target/criterion/{id}/new/estimates.json"));
+        let est: Value = serde_json::from_str(
+            &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+        )?;
+        est["mean"]["point_estimate"]
+            .as_f64()
+            .context("estimates.json without a mean")
+    };
     let work: Value = serde_json::from_str(&std::fs::read_to_string(
         root().join("target/tmp/pipeline-workload.json"),
     )?)?;
-    let ns = est["mean"]["point_estimate"].as_f64().unwrap();
+    let ns = mean_ns("pipeline/replay")?;
+    let with_detection_ns = mean_ns("pipeline/replay_with_detection")?;
+    let detection_ns = mean_ns("detection/messages")?;
     let bytes = work["bytes"].as_f64().unwrap();
     let messages = work["messages"].as_f64().unwrap();
     Ok(json!({
@@ -167,6 +176,15 @@ fn pipeline_throughput() -> Result<Value> {
         "mb_per_s_per_core": bytes / ns * 1e3,
         "messages_per_s_per_core": messages / ns * 1e9,
         "target_mb_per_s": 300,
+        "detection": {
+            // Every rule on, same workload: the detector alone, and the
+            // pipeline with it.
+            "mb_per_s_per_core": bytes / detection_ns * 1e3,
+            "target_mb_per_s": 250,
+            "pipeline_with_detection_mb_per_s_per_core": bytes / with_detection_ns * 1e3,
+            "added_us_per_message": (with_detection_ns - ns) / messages / 1e3,
+            "detector_us_per_message": detection_ns / messages / 1e3,
+        },
     }))
 }
 
@@ -401,6 +419,14 @@ fn print_summary(r: &Value, path: &Path) {
             "  pipeline: {:.0} MB/s per core, {:.0} messages/s per core (target >= 300 MB/s)",
             p["mb_per_s_per_core"].as_f64().unwrap_or(0.0),
             p["messages_per_s_per_core"].as_f64().unwrap_or(0.0)
+        );
+        let d = &p["detection"];
+        println!(
+            "  detection (every rule on): {:.0} MB/s per core (target >= 250 MB/s); pipeline with detection {:.0} MB/s; \
+             {:.1} us added per message",
+            d["mb_per_s_per_core"].as_f64().unwrap_or(0.0),
+            d["pipeline_with_detection_mb_per_s_per_core"].as_f64().unwrap_or(0.0),
+            d["added_us_per_message"].as_f64().unwrap_or(0.0)
         );
     }
     if let Some(Value::Array(rows)) = r.get("overhead") {

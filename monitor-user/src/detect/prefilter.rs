@@ -8,7 +8,9 @@
 //! with a hit (and, for credential keywords, only when a selected rule's
 //! regex also matches the raw text).
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use aho_corasick::{
+    automaton::Automaton, dfa::DFA, AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, Anchored, MatchKind, StartKind,
+};
 
 const KIND_CREDENTIAL: u8 = 1;
 const KIND_SECRET_NAME: u8 = 2;
@@ -62,7 +64,12 @@ static B64: [bool; 256] = {
 
 /// The combined first pass.
 pub struct Prefilter {
+    /// Attribution of hits (overlapping search), only on messages with one.
     ac: AhoCorasick,
+    /// The same automaton walked by hand for the yes/no question, several
+    /// lanes at once (see [`Prefilter::any_literal`]).
+    dfa: DFA,
+    max_pattern_len: usize,
     kinds: Vec<u8>,
     /// Credential rules selected by each pattern.
     rules: Vec<Vec<usize>>,
@@ -104,7 +111,72 @@ impl Prefilter {
             .kind(Some(AhoCorasickKind::DFA))
             .build(&patterns)
             .expect("prefilter automaton");
-        Self { ac, kinds, rules }
+        let dfa = DFA::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .start_kind(StartKind::Unanchored)
+            .prefilter(false)
+            .build(&patterns)
+            .expect("prefilter automaton");
+        let max_pattern_len = patterns.iter().map(String::len).max().unwrap_or(1);
+        Self {
+            ac,
+            dfa,
+            max_pattern_len,
+            kinds,
+            rules,
+        }
+    }
+
+    /// Does any literal occur in `raw`?
+    ///
+    /// A DFA walk is bound by the latency of one table load per byte, each
+    /// depending on the previous. Four lanes over four parts of the input
+    /// (each reading on into the next part by the longest pattern's length,
+    /// so no occurrence straddles unseen) keep four independent loads in
+    /// flight: about three times the single-lane speed.
+    pub fn any_literal(&self, raw: &[u8]) -> bool {
+        const LANES: usize = 4;
+        let dfa = &self.dfa;
+        let start = dfa.start_state(Anchored::No).expect("unanchored DFA");
+        let lane = |mut s, bytes: &[u8]| {
+            for &b in bytes {
+                s = dfa.next_state(Anchored::No, s, b);
+                if dfa.is_match(s) {
+                    return None;
+                }
+            }
+            Some(s)
+        };
+        if raw.len() < 64 * LANES {
+            return lane(start, raw).is_none();
+        }
+        let part = raw.len().div_ceil(LANES);
+        // Every part is `part` long except the last; walk them together for
+        // the length of the last, then each to its end plus the overlap.
+        let common = raw.len() - (LANES - 1) * part;
+        let (a, b, c, d) = (
+            &raw[..common],
+            &raw[part..part + common],
+            &raw[2 * part..2 * part + common],
+            &raw[3 * part..3 * part + common],
+        );
+        let mut s = [start; LANES];
+        for i in 0..common {
+            s[0] = dfa.next_state(Anchored::No, s[0], a[i]);
+            s[1] = dfa.next_state(Anchored::No, s[1], b[i]);
+            s[2] = dfa.next_state(Anchored::No, s[2], c[i]);
+            s[3] = dfa.next_state(Anchored::No, s[3], d[i]);
+            if dfa.is_match(s[0]) | dfa.is_match(s[1]) | dfa.is_match(s[2]) | dfa.is_match(s[3]) {
+                return true;
+            }
+        }
+        let overlap = self.max_pattern_len - 1;
+        (0..LANES).any(|k| {
+            let from = k * part + common;
+            let to = ((k + 1) * part + overlap).min(raw.len());
+            from < to && lane(s[k], &raw[from..to]).is_none()
+        })
     }
 
     /// Both passes over `raw`.
@@ -113,7 +185,7 @@ impl Prefilter {
         let mut seen = 0u8;
         // Most messages hold no literal at all: the plain search loop is
         // faster than overlapping iteration, which only attributes hits.
-        let any = self.ac.is_match(raw);
+        let any = self.any_literal(raw);
         for m in self.ac.find_overlapping_iter(if any { raw } else { &[] }) {
             let i = m.pattern().as_usize();
             seen |= self.kinds[i];
@@ -447,6 +519,20 @@ mod tests {
                 w.len() >= MIN_ENCODED_RUN && w.contains('a') && w.contains('B') && w.contains('3')
             });
             prop_assert_eq!(has_encoded_run(s.as_bytes()), naive);
+        }
+
+        /// The four-lane walk finds exactly what the library's search finds,
+        /// wherever the literal falls relative to the lane boundaries.
+        #[test]
+        fn lanes_agree_with_the_library(len in 0usize..1200, at in 0usize..1200, which in 0usize..3) {
+            let p = pf();
+            let lit = ["ghp_", "PassWord", "ignore previous instructions"][which];
+            let mut text = vec![b'x'; len];
+            if at + lit.len() <= len {
+                text[at..at + lit.len()].copy_from_slice(lit.as_bytes());
+            }
+            prop_assert_eq!(p.any_literal(&text), p.ac.is_match(&text));
+            prop_assert_eq!(p.any_literal(&text), at + lit.len() <= len);
         }
 
         #[test]
