@@ -202,13 +202,28 @@ fn real_main() -> anyhow::Result<()> {
             let text =
                 std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
             let rules = mcp_monitor::detect::rules::Rules::with_file(&text, &file.display().to_string())?;
+            let name = |v: serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+            println!(
+                "{:<50} {:<8} {:<58} {:>8} severity",
+                "chain rule", "scope", "labels", "window"
+            );
             for c in &rules.chain_rules {
+                let labels: Vec<String> = c
+                    .sequence
+                    .iter()
+                    .chain(&c.all_of)
+                    .map(|l| name(serde_json::to_value(l).unwrap_or_default()))
+                    .collect();
+                let labels = if c.sequence.is_empty() {
+                    format!("all of {}", labels.join(", "))
+                } else {
+                    labels.join(" -> ")
+                };
                 println!(
-                    "{:<50} {:?} {:?}{:?} window {} s, severity {}",
+                    "{:<50} {:<8} {:<58} {:>6} s {}",
                     c.id,
-                    c.scope,
-                    c.sequence,
-                    c.all_of,
+                    name(serde_json::to_value(c.scope).unwrap_or_default()),
+                    labels,
                     c.window_seconds,
                     c.severity.as_str()
                 );

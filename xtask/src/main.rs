@@ -321,6 +321,9 @@ const FUZZ_TARGETS: &[&str] = &[
     "ring_record",
     "btf",
     "redact",
+    "secrets",
+    "prefilter",
+    "rules",
 ];
 
 fn ensure_cargo_fuzz() -> Result<PathBuf> {

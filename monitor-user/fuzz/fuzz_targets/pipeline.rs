@@ -1,8 +1,10 @@
 //! The whole pipeline on untrusted chunks: a client and a server exchanging
-//! arbitrary bytes over pipes, cut at arbitrary places, with gaps.
+//! arbitrary bytes over pipes, cut at arbitrary places, with gaps; every
+//! detector on, as deployed.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use mcp_monitor::{
+    detect::{alert::Alert, rules::Rules, Detector, DetectorConfig},
     event::Event,
     metrics::Metrics,
     observation::{Chunk, Observation, ProcKey},
@@ -16,11 +18,25 @@ impl Sink for Null {
         self.0 += 1;
         let _ = serde_json::to_vec(&e).unwrap();
     }
+    fn alert(&mut self, a: Alert) {
+        let _ = serde_json::to_vec(&a).unwrap();
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
     let cfg = PipelineConfig { max_frame: 4096, max_pending_stream_bytes: 8192, max_streams: 16, max_sessions: 16, max_pending: 8, max_held: 4, ..PipelineConfig::default() };
-    let mut p = Pipeline::new(cfg, Metrics::new());
+    let detector = Detector::new(
+        DetectorConfig {
+            rules: Rules::builtin(),
+            fingerprint_key: b"fuzz-fingerprint-key".to_vec(),
+            state_dir: None,
+            scan_budget_bytes: 1 << 16,
+            dedup_window_seconds: 300,
+        },
+        Metrics::new(),
+    )
+    .unwrap();
+    let mut p = Pipeline::new(cfg, Metrics::new()).with_detector(detector);
     let mut sink = Null(0);
     let client = ProcKey { pid: 1, start_ns: 1 };
     let server = ProcKey { pid: 2, start_ns: 2 };

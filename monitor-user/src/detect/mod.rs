@@ -110,7 +110,7 @@ const MAX_PRINT_TEXT: usize = 256 * 1024;
 
 /// Secret-name fragments: a message containing one may hold a
 /// `"password": "..."` pair even without any known token format.
-const SECRET_NAME_FRAGMENTS: &[&str] = &[
+pub const SECRET_NAME_FRAGMENTS: &[&str] = &[
     "password",
     "passwd",
     "secret",
@@ -359,11 +359,14 @@ impl Detector {
         prints.sort_unstable();
         prints.dedup();
         let label = self.servers.get(server).map(|s| s.label.clone()).unwrap_or_default();
-        let rules: Vec<&str> = findings.iter().map(|f| f.rule).collect();
+        // The same secret at several paths is one credential.
+        let mut rules: Vec<&str> = findings.iter().map(|f| f.rule).collect();
+        rules.sort_unstable();
+        rules.dedup();
         let summary = format!(
             "{} credential{} ({}) {what}{}",
-            findings.len(),
-            if findings.len() == 1 { "" } else { "s" },
+            prints.len(),
+            if prints.len() == 1 { "" } else { "s" },
             rules.join(", "),
             ctx.tool
                 .map(|t| format!(": tool {t}"))

@@ -149,6 +149,7 @@ impl Prefilter {
             Some(s)
         };
         if raw.len() < 64 * LANES {
+            // Too short for the lanes to pay for their set-up.
             return lane(start, raw).is_none();
         }
         let part = raw.len().div_ceil(LANES);
@@ -177,6 +178,13 @@ impl Prefilter {
             let to = ((k + 1) * part + overlap).min(raw.len());
             from < to && lane(s[k], &raw[from..to]).is_none()
         })
+    }
+
+    /// The library's own search, which [`Prefilter::any_literal`] must
+    /// agree with (for tests and fuzzing).
+    #[doc(hidden)]
+    pub fn any_literal_reference(&self, raw: &[u8]) -> bool {
+        self.ac.is_match(raw)
     }
 
     /// Both passes over `raw`.

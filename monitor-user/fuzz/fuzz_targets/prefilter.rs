@@ -1,0 +1,37 @@
+//! The detector's first pass on untrusted bytes: the four-lane literal walk
+//! agrees with the library's search, and the SIMD encoded-run search agrees
+//! with a plain byte-by-byte one.
+#![no_main]
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use mcp_monitor::detect::{
+    lexicon,
+    prefilter::{has_encoded_run, Prefilter, MIN_ENCODED_RUN},
+    secrets::SecretScanner,
+    SECRET_NAME_FRAGMENTS,
+};
+
+fn prefilter() -> &'static Prefilter {
+    static P: OnceLock<Prefilter> = OnceLock::new();
+    P.get_or_init(|| {
+        let s = SecretScanner::new(b"k");
+        Prefilter::new(&s.keyword_rules(), SECRET_NAME_FRAGMENTS, &lexicon::phrases())
+    })
+}
+
+fn naive_encoded_run(raw: &[u8]) -> bool {
+    raw.split(|&c| !(c.is_ascii_alphanumeric() || b"+/=-_".contains(&c))).any(|w| {
+        w.len() >= MIN_ENCODED_RUN
+            && w.iter().any(u8::is_ascii_uppercase)
+            && w.iter().any(u8::is_ascii_lowercase)
+            && w.iter().any(u8::is_ascii_digit)
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let p = prefilter();
+    assert_eq!(p.any_literal(data), p.any_literal_reference(data));
+    assert_eq!(has_encoded_run(data), naive_encoded_run(data));
+    let _ = p.scan(data);
+});
