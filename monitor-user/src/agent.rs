@@ -8,6 +8,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::{
     clock,
     config::Config,
+    deliver::Deliveries,
     detect::{alert::Alert, Detector},
     event::Event,
     metrics::{self, Metrics},
@@ -23,6 +24,8 @@ use crate::{
 pub struct Outputs {
     pub events: JsonLines,
     pub alerts: JsonLines,
+    /// Alert sinks (`[[sinks]]`); live runs only.
+    pub deliveries: Deliveries,
     controls: Vec<Control>,
 }
 
@@ -43,6 +46,7 @@ impl Outputs {
                 metrics.alerts_written.clone(),
                 err("alerts"),
             )?,
+            deliveries: Deliveries::default(),
             controls: Vec::new(),
         })
     }
@@ -59,6 +63,7 @@ impl Sink for Outputs {
     }
     fn alert(&mut self, alert: Alert) {
         self.alerts.write(&alert);
+        self.deliveries.send(&alert);
     }
     fn control(&mut self, control: Control) {
         self.controls.push(control);
@@ -97,8 +102,51 @@ fn pipeline(cfg: &Config, boot_offset: i128, metrics: Arc<Metrics>, live: bool) 
     Ok(p)
 }
 
-/// Runs live capture until SIGINT or SIGTERM.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+/// Starts the configured sinks; on failure, says which setting to fix.
+fn start_sinks(cfg: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Deliveries> {
+    Deliveries::start(&cfg.sinks, &cfg.detection.state_dir, metrics).context("starting the alert sinks ([[sinks]])")
+}
+
+/// Applies a configuration re-read on SIGHUP: detection rules and alert
+/// sinks change in place; other settings need a restart (logged).
+fn reload(cfg: &mut Config, new: Config, pipeline: &mut Pipeline, outputs: &mut Outputs, metrics: &Arc<Metrics>) {
+    match (pipeline.detector_mut(), new.rules()) {
+        (Some(d), Ok(rules)) => {
+            d.set_rules(rules);
+            log::info!("reload: detection rules applied");
+        }
+        (Some(_), Err(e)) => log::error!("reload: keeping the current rules: {e:#}"),
+        (None, _) => {}
+    }
+    if new.sinks != cfg.sinks {
+        // The old sinks stop first: a webhook's spool has one writer.
+        std::mem::take(&mut outputs.deliveries).shutdown(Duration::from_secs(5));
+        outputs.deliveries = match start_sinks(&new, metrics) {
+            Ok(d) => {
+                log::info!("reload: {} alert sinks running", d.len());
+                cfg.sinks = new.sinks.clone();
+                d
+            }
+            Err(e) => {
+                log::error!("reload: {e:#}; restarting the previous sinks");
+                start_sinks(cfg, metrics).unwrap_or_default()
+            }
+        };
+    }
+    if new.capture != cfg.capture
+        || new.pipeline != cfg.pipeline
+        || new.output != cfg.output
+        || new.detection.enabled != cfg.detection.enabled
+        || new.detection.state_dir != cfg.detection.state_dir
+    {
+        log::warn!("reload: capture, pipeline, output and detection state settings change only on restart");
+    }
+    cfg.detection.rules_file = new.detection.rules_file;
+}
+
+/// Runs live capture until SIGINT or SIGTERM; on SIGHUP, `reread` gives the
+/// configuration again (file and flags) and rules and sinks are reloaded.
+pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     // Bind first: a taken port should fail before probes are loaded.
     let listener = std::net::TcpListener::bind(cfg.output.metrics_addr).map_err(|e| {
@@ -118,6 +166,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // SAFETY: malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
     let mut outputs = Outputs::open(&cfg, &metrics)?;
+    outputs.deliveries = start_sinks(&cfg, &metrics)?;
     let mut recorder = match &cfg.output.record_file {
         Some(path) => {
             // Recordings hold raw captured bytes, secrets included: owner only.
@@ -161,6 +210,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let poll = Duration::from_millis(cfg.capture.poll_interval_ms);
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut record_failed = false;
     let mut feed =
         |obs: Observation, pipeline: &mut Pipeline, sink: &mut Outputs, rec: &mut Option<Recorder<BufWriter<File>>>| {
@@ -180,6 +230,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
+            _ = sighup.recv() => {
+                log::info!("SIGHUP: reloading the configuration");
+                match reread() {
+                    Ok(new) => reload(&mut cfg, new, &mut pipeline, &mut outputs, &metrics),
+                    Err(e) => log::error!("reload failed, keeping the running configuration: {e:#}"),
+                }
+            }
             _ = tick.tick() => {
                 match sensor.stats() {
                     Ok(s) => feed(Observation::CaptureStats(s), &mut pipeline, &mut outputs, &mut recorder),
@@ -220,6 +277,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     pipeline.finish(&mut outputs);
     outputs.flush();
+    std::mem::take(&mut outputs.deliveries).shutdown(Duration::from_secs(10));
     if let Some(mut r) = recorder {
         r.flush().context("flushing the recording")?;
     }

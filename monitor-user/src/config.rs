@@ -19,6 +19,9 @@ pub struct Config {
     pub pipeline: PipelineSettings,
     pub detection: DetectionConfig,
     pub output: OutputConfig,
+    /// Alert sinks besides `output.alerts_file` (file, syslog, webhook);
+    /// live runs only. Reloaded on SIGHUP.
+    pub sinks: Vec<crate::deliver::SinkConfig>,
 }
 
 /// Detection settings (the rules themselves are in the rules file).
@@ -234,6 +237,13 @@ impl Config {
             p.max_streams >= 16 && p.max_sessions >= 16,
             "pipeline.max_streams and max_sessions must be at least 16"
         );
+        let mut names = Vec::new();
+        for (i, s) in self.sinks.iter().enumerate() {
+            s.validate(i).map_err(|e| anyhow::anyhow!("sinks[{i}]: {e}"))?;
+            let n = s.name(i);
+            anyhow::ensure!(!names.contains(&n), "sinks: two sinks are named {n:?}");
+            names.push(n);
+        }
         Ok(())
     }
 

@@ -16,6 +16,7 @@
 pub mod agent;
 pub mod clock;
 pub mod config;
+pub mod deliver;
 pub mod detect;
 pub mod event;
 pub mod framing;

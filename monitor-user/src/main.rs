@@ -38,7 +38,7 @@ enum RulesCommand {
     Check { file: PathBuf },
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct CommonArgs {
     /// Configuration file (TOML). Built-in defaults apply without one.
     #[arg(long, env = "MCP_MONITOR_CONFIG")]
@@ -63,7 +63,7 @@ struct CommonArgs {
     no_detection: bool,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct RunArgs {
     #[command(flatten)]
     common: CommonArgs,
@@ -101,6 +101,25 @@ enum ConfigCommand {
     Check { file: PathBuf },
     /// Print the built-in default configuration.
     Default,
+}
+
+/// The configuration of `run`: file, common flags, then run's own flags.
+fn run_config(a: &RunArgs) -> anyhow::Result<Config> {
+    let mut cfg = load(&a.common)?;
+    if let Some(m) = a.metrics_addr {
+        cfg.output.metrics_addr = m;
+    }
+    if let Some(r) = &a.record {
+        cfg.output.record_file = Some(r.clone());
+    }
+    cfg.capture.selectors.pids.extend(&a.pids);
+    cfg.capture.selectors.executables.extend(a.executables.iter().cloned());
+    cfg.capture.selectors.cgroups.extend(a.cgroups.iter().cloned());
+    if a.no_discovery {
+        cfg.capture.discovery = false;
+    }
+    cfg.validate()?;
+    Ok(cfg)
 }
 
 fn load(common: &CommonArgs) -> anyhow::Result<Config> {
@@ -144,24 +163,20 @@ fn main() -> ExitCode {
 }
 
 fn real_main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        // Printing commands end quietly when their reader goes away
+        // (`mcp-monitor rules credentials | head`). `run` keeps the default
+        // (ignored) so a closed stdout is a counted output error instead.
+        // SAFETY: restoring the default disposition of a signal.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    match cli.command {
         Command::Run(a) => {
-            let mut cfg = load(&a.common)?;
-            if let Some(m) = a.metrics_addr {
-                cfg.output.metrics_addr = m;
-            }
-            if let Some(r) = a.record {
-                cfg.output.record_file = Some(r);
-            }
-            cfg.capture.selectors.pids.extend(a.pids);
-            cfg.capture.selectors.executables.extend(a.executables);
-            cfg.capture.selectors.cgroups.extend(a.cgroups);
-            if a.no_discovery {
-                cfg.capture.discovery = false;
-            }
-            cfg.validate()?;
+            let cfg = run_config(&a)?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(agent::run(cfg))
+            // SIGHUP reads the file again, with the same flags on top.
+            rt.block_on(agent::run(cfg, move || run_config(&a)))
         }
         Command::Replay(a) => {
             let cfg = load(&a.common)?;

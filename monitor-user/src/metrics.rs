@@ -44,6 +44,12 @@ pub struct Metrics {
     pub alerts_silenced: IntCounterVec,
     pub detection_budget_exceeded: IntCounter,
     pub detection_scanned_bytes: IntCounter,
+    pub sink_sent: IntCounterVec,
+    pub sink_retried: IntCounterVec,
+    pub sink_spooled: IntCounterVec,
+    pub sink_dropped: IntCounterVec,
+    pub sink_backlog: IntGaugeVec,
+    pub sink_delivery: HistogramVec,
     pub build_info: IntGaugeVec,
     /// Set once probes are attached; `/readyz` reports it.
     pub ready: AtomicBool,
@@ -144,6 +150,40 @@ impl Metrics {
                 "detection_scanned_bytes_total",
                 "Bytes examined by the credential and injection scanners after the prefilter."
             )),
+            sink_sent: reg!(counter_vec(
+                "sink_sent_total",
+                "Alerts delivered by each alert sink (as configured in [[sinks]]; label = sink name).",
+                &["sink"]
+            )),
+            sink_retried: reg!(counter_vec(
+                "sink_retried_total",
+                "Failed delivery attempts that will be retried (after a backoff), by sink.",
+                &["sink"]
+            )),
+            sink_spooled: reg!(counter_vec(
+                "sink_spooled_total",
+                "Alerts written to a sink's on-disk spool (webhook sinks spool everything before sending).",
+                &["sink"]
+            )),
+            sink_dropped: reg!(counter_vec(
+                "sink_dropped_total",
+                "Alerts a sink gave up on, by reason (queue_full, spool_full, spool_error, rejected, encode_error, shutdown).",
+                &["sink", "reason"]
+            )),
+            sink_backlog: reg!(IntGaugeVec::new(
+                Opts::new("sink_backlog", "Alerts waiting for delivery (in memory or in the spool), by sink."),
+                &["sink"]
+            )
+            .unwrap()),
+            sink_delivery: reg!(HistogramVec::new(
+                HistogramOpts::new(
+                    "sink_delivery_seconds",
+                    "Duration of successful deliveries (one batch or message), by sink."
+                )
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                &["sink"]
+            )
+            .unwrap()),
             build_info: reg!(IntGaugeVec::new(
                 Opts::new("build_info", "Constant 1, labelled with the agent version and kernel release."),
                 &["version", "kernel"]
@@ -167,6 +207,9 @@ impl Metrics {
             "tail_call_failed",
         ] {
             m.capture_dropped.with_label_values(&[r]);
+        }
+        for o in ["events", "alerts", "record"] {
+            m.output_errors.with_label_values(&[o]);
         }
         for r in [
             "not_json",

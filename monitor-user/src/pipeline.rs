@@ -237,6 +237,11 @@ impl Pipeline {
         }
     }
 
+    /// The detector, when detection is on (to reload its rules).
+    pub fn detector_mut(&mut self) -> Option<&mut Detector> {
+        self.detector.as_mut()
+    }
+
     /// Adds detection: every message also goes through `detector`.
     pub fn with_detector(mut self, detector: Detector) -> Self {
         self.detector = Some(detector);

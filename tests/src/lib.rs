@@ -19,7 +19,7 @@ use std::{
 
 use serde_json::Value;
 
-fn workspace() -> PathBuf {
+pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -91,7 +91,8 @@ impl Drop for TempDir {
     }
 }
 
-fn free_port() -> u16 {
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -226,6 +227,14 @@ impl Monitor {
     /// `label="value"` in `labels`.
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         metric_value(&self.metrics_text(), name, labels)
+    }
+
+    /// Sends `sig` to the monitor.
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: sending a signal to our own child.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
     }
 
     /// Stops the monitor (SIGINT) and waits for it.

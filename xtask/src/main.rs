@@ -31,6 +31,12 @@ const APT_PACKAGES: &[&str] = &[
     "util-linux",
     "curl",
     "ca-certificates",
+    // Real receivers in the delivery tests: syslog (UDP, TCP, TLS), a
+    // Prometheus server, and certificates for the TLS test.
+    "rsyslog",
+    "rsyslog-gnutls",
+    "prometheus",
+    "openssl",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";

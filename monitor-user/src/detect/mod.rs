@@ -218,6 +218,23 @@ impl Detector {
         })
     }
 
+    /// Replaces the rules (SIGHUP), keeping everything learnt: remembered
+    /// tools, flows, fingerprints, open deduplication windows. Tool labels
+    /// from the new rules apply to tools listed from now on.
+    pub fn set_rules(&mut self, rules: rules::Rules) {
+        self.secrets = SecretScanner::with_rules(
+            secrets::builtin::RULES,
+            &self.cfg.fingerprint_key,
+            &rules.disabled_credential_rules,
+        );
+        self.prefilter = prefilter::Prefilter::new(
+            &self.secrets.keyword_rules(),
+            SECRET_NAME_FRAGMENTS,
+            &lexicon::phrases(),
+        );
+        self.cfg.rules = rules;
+    }
+
     /// Redacts every secret the credential rules find in `s`.
     pub fn redact(&self, s: &str) -> Option<String> {
         self.secrets.redact(s)

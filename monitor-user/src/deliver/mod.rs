@@ -1,0 +1,661 @@
+//! Alert delivery: several sinks at once, each in its own thread, none able
+//! to slow the pipeline or lose an alert without a metric saying so.
+//!
+//! The pipeline hands every alert to [`Deliveries::send`], which offers it to
+//! each sink's bounded queue (full queue: `sink_dropped_total{reason=
+//! "queue_full"}`). Each sink thread encodes and delivers:
+//!
+//! - [`file`]: JSON lines (or OCSF) to a file with size-based rotation and an
+//!   fsync policy;
+//! - [`syslog`]: RFC 5424 over UDP, TCP (octet counting, RFC 6587) or TLS
+//!   (RFC 5425), message JSON or CEF, reconnecting with backoff while a
+//!   bounded in-memory queue holds what is not yet written;
+//! - [`webhook`]: HTTP(S) POST of batches (JSON array, Splunk HEC, Elastic
+//!   bulk), every alert first written to an on-disk [`spool`], so alerts
+//!   survive a receiver outage and an agent restart; retries with
+//!   exponential backoff.
+//!
+//! Per sink: `sink_sent_total`, `sink_retried_total`, `sink_spooled_total`,
+//! `sink_dropped_total{reason}`, `sink_backlog`, `sink_delivery_seconds`.
+
+pub mod cef;
+pub mod file;
+pub mod http;
+pub mod ocsf;
+pub mod spool;
+pub mod syslog;
+pub mod tls;
+pub mod webhook;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{
+        mpsc::{self, Receiver, SyncSender, TrySendError},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use prometheus::{Histogram, IntCounter, IntGauge};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    detect::alert::{Alert, Severity},
+    metrics::Metrics,
+};
+
+/// How an alert is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// The alert as documented in the README (one JSON object).
+    #[default]
+    Json,
+    /// OCSF 1.8: Detection Finding (2004) or Data Security Finding (2006).
+    Ocsf,
+    /// ArcSight Common Event Format (syslog sinks).
+    Cef,
+}
+
+/// When a file sink forces its data to disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fsync {
+    /// Never explicitly: the kernel writes back (within ~30 s); a host crash
+    /// can lose the last alerts, an agent crash cannot.
+    Never,
+    /// At most once a second, when something was written.
+    #[default]
+    Interval,
+    /// After every alert (slowest; for low-volume, high-value outputs).
+    Always,
+}
+
+fn default_max_bytes() -> u64 {
+    100 << 20
+}
+fn default_max_files() -> u32 {
+    5
+}
+
+/// `type = "file"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSink {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub path: PathBuf,
+    #[serde(default)]
+    pub format: Format,
+    #[serde(default)]
+    pub min_severity: Option<Severity>,
+    /// Rotate when the file would pass this size (0: never).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Rotated files kept (`path.1` newest ... `path.N`).
+    #[serde(default = "default_max_files")]
+    pub max_files: u32,
+    #[serde(default)]
+    pub fsync: Fsync,
+}
+
+/// Syslog transport.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyslogProtocol {
+    Udp,
+    #[default]
+    Tcp,
+    Tls,
+}
+
+fn default_facility() -> String {
+    "local0".into()
+}
+fn default_app_name() -> String {
+    "mcp-monitor".into()
+}
+fn default_queue() -> usize {
+    10_000
+}
+
+/// `type = "syslog"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogSink {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `host:port` (514 for UDP/TCP, 6514 for TLS by convention).
+    pub address: String,
+    #[serde(default)]
+    pub protocol: SyslogProtocol,
+    /// `json` or `cef`.
+    #[serde(default)]
+    pub format: Format,
+    #[serde(default)]
+    pub min_severity: Option<Severity>,
+    #[serde(default = "default_facility")]
+    pub facility: String,
+    #[serde(default = "default_app_name")]
+    pub app_name: String,
+    /// CA bundle (PEM) for TLS; default: the system bundle.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Name the TLS certificate must carry; default: the host of `address`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Alerts held in memory while the receiver is unreachable.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+/// Body layout of a webhook batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flavor {
+    /// A JSON array of alerts.
+    #[default]
+    Generic,
+    /// Splunk HTTP Event Collector (`/services/collector/event`): one
+    /// `{"time","sourcetype","event"}` object per alert.
+    SplunkHec,
+    /// Elasticsearch `_bulk`: an `index` action (document id = alert id, so
+    /// a redelivery overwrites instead of duplicating) and the document.
+    ElasticBulk,
+}
+
+fn default_batch() -> usize {
+    500
+}
+fn default_timeout() -> u64 {
+    10
+}
+fn default_spool_bytes() -> u64 {
+    256 << 20
+}
+fn default_index() -> String {
+    "mcp-monitor-alerts".into()
+}
+
+/// `type = "webhook"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSink {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `http://` or `https://` URL.
+    pub url: String,
+    #[serde(default)]
+    pub format: Format,
+    #[serde(default)]
+    pub flavor: Flavor,
+    #[serde(default)]
+    pub min_severity: Option<Severity>,
+    /// Extra request headers (`Authorization = "Splunk ${HEC_TOKEN}"`);
+    /// `${VAR}` is replaced from the environment. Printed masked.
+    #[serde(default, serialize_with = "mask_values")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "default_batch")]
+    pub batch_max: usize,
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+    /// Default: `<detection.state_dir>/spool/<name>`.
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
+    #[serde(default = "default_spool_bytes")]
+    pub spool_max_bytes: u64,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Index for `elastic_bulk`.
+    #[serde(default = "default_index")]
+    pub index: String,
+}
+
+fn mask_values<S: serde::Serializer>(m: &BTreeMap<String, String>, s: S) -> Result<S::Ok, S::Error> {
+    let masked: BTreeMap<&String, &str> = m.keys().map(|k| (k, "<hidden>")).collect();
+    masked.serialize(s)
+}
+
+/// One `[[sinks]]` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SinkConfig {
+    File(FileSink),
+    Syslog(SyslogSink),
+    Webhook(WebhookSink),
+}
+
+impl SinkConfig {
+    /// The configured name, or `<type>-<index>`.
+    pub fn name(&self, index: usize) -> String {
+        let (n, t) = match self {
+            SinkConfig::File(s) => (&s.name, "file"),
+            SinkConfig::Syslog(s) => (&s.name, "syslog"),
+            SinkConfig::Webhook(s) => (&s.name, "webhook"),
+        };
+        n.clone().unwrap_or_else(|| format!("{t}-{index}"))
+    }
+
+    fn min_severity(&self) -> Option<Severity> {
+        match self {
+            SinkConfig::File(s) => s.min_severity,
+            SinkConfig::Syslog(s) => s.min_severity,
+            SinkConfig::Webhook(s) => s.min_severity,
+        }
+    }
+
+    /// Checks what can be checked without connecting.
+    pub fn validate(&self, index: usize) -> anyhow::Result<()> {
+        let name = self.name(index);
+        anyhow::ensure!(
+            !name.is_empty()
+                && name.len() <= 64
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+            "sink name {name:?}: use 1-64 letters, digits, '-', '_' or '.'"
+        );
+        match self {
+            SinkConfig::File(s) => {
+                anyhow::ensure!(s.format != Format::Cef, "sink {name}: file sinks write json or ocsf");
+            }
+            SinkConfig::Syslog(s) => {
+                anyhow::ensure!(s.format != Format::Ocsf, "sink {name}: syslog sinks write json or cef");
+                syslog::facility_code(&s.facility)
+                    .ok_or_else(|| anyhow::anyhow!("sink {name}: unknown syslog facility {:?} (kern, user, daemon, auth, authpriv, local0..local7...)", s.facility))?;
+                anyhow::ensure!(
+                    s.address
+                        .rsplit_once(':')
+                        .is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
+                    "sink {name}: address {:?} must be host:port",
+                    s.address
+                );
+            }
+            SinkConfig::Webhook(s) => {
+                anyhow::ensure!(s.format != Format::Cef, "sink {name}: webhook sinks write json or ocsf");
+                http::Url::parse(&s.url).map_err(|e| anyhow::anyhow!("sink {name}: {e}"))?;
+                anyhow::ensure!(s.batch_max >= 1, "sink {name}: batch_max must be at least 1");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The metrics of one sink, labels resolved.
+#[derive(Clone)]
+pub struct SinkMetrics {
+    pub sent: IntCounter,
+    pub retried: IntCounter,
+    pub spooled: IntCounter,
+    pub backlog: IntGauge,
+    pub delivery: Histogram,
+    metrics: Arc<Metrics>,
+    name: String,
+}
+
+impl SinkMetrics {
+    /// Registers (zeroed) series for sink `name`.
+    pub fn new(metrics: &Arc<Metrics>, name: &str) -> Self {
+        for r in ["queue_full", "spool_full", "rejected", "shutdown"] {
+            metrics.sink_dropped.with_label_values(&[name, r]);
+        }
+        SinkMetrics {
+            sent: metrics.sink_sent.with_label_values(&[name]),
+            retried: metrics.sink_retried.with_label_values(&[name]),
+            spooled: metrics.sink_spooled.with_label_values(&[name]),
+            backlog: metrics.sink_backlog.with_label_values(&[name]),
+            delivery: metrics.sink_delivery.with_label_values(&[name]),
+            metrics: metrics.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// Counts `n` alerts given up on.
+    pub fn dropped(&self, reason: &str, n: u64) {
+        if n > 0 {
+            self.metrics
+                .sink_dropped
+                .with_label_values(&[&self.name, reason])
+                .inc_by(n);
+        }
+    }
+}
+
+/// Rate-limited error logging for a sink (once a minute per sink).
+pub(crate) struct ErrorLog {
+    name: String,
+    last: Option<Instant>,
+}
+
+impl ErrorLog {
+    pub(crate) fn new(name: &str) -> Self {
+        ErrorLog {
+            name: name.to_owned(),
+            last: None,
+        }
+    }
+
+    pub(crate) fn error(&mut self, msg: &str) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+        {
+            self.last = Some(now);
+            log::error!("sink {}: {msg} (repeats within a minute are only counted)", self.name);
+        }
+    }
+}
+
+/// Exponential backoff between delivery attempts: 1 s doubling to 60 s.
+pub(crate) struct Backoff {
+    next: Option<Instant>,
+    delay: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Backoff {
+            next: None,
+            delay: Duration::from_secs(1),
+        }
+    }
+    pub(crate) fn ready(&self) -> bool {
+        self.next.is_none_or(|t| Instant::now() >= t)
+    }
+    /// Time until the next attempt.
+    pub(crate) fn wait(&self) -> Duration {
+        self.next
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()))
+    }
+    pub(crate) fn failed(&mut self) {
+        self.next = Some(Instant::now() + self.delay);
+        self.delay = (self.delay * 2).min(Duration::from_secs(60));
+    }
+    pub(crate) fn succeeded(&mut self) {
+        self.next = None;
+        self.delay = Duration::from_secs(1);
+    }
+}
+
+/// Encodes one alert as a single line (no trailing newline).
+pub fn encode(alert: &Alert, format: Format) -> anyhow::Result<Vec<u8>> {
+    Ok(match format {
+        Format::Json => serde_json::to_vec(alert)?,
+        Format::Ocsf => serde_json::to_vec(&ocsf::finding(alert))?,
+        Format::Cef => cef::encode(alert).into_bytes(),
+    })
+}
+
+/// Replaces `${VAR}` with the variable's value (empty when unset).
+pub fn expand_env(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        match rest[i + 2..].find('}') {
+            Some(j) => {
+                out.push_str(&std::env::var(&rest[i + 2..i + 2 + j]).unwrap_or_default());
+                rest = &rest[i + 2 + j + 1..];
+            }
+            None => {
+                out.push_str(&rest[i..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+struct Running {
+    name: String,
+    min_severity: Option<Severity>,
+    tx: SyncSender<Arc<Alert>>,
+    done: Receiver<()>,
+    thread: JoinHandle<()>,
+    metrics: SinkMetrics,
+}
+
+/// Every configured sink, running.
+#[derive(Default)]
+pub struct Deliveries {
+    sinks: Vec<Running>,
+}
+
+/// Alerts a sink queue holds before new ones are dropped (and counted).
+const QUEUE: usize = 65_536;
+
+impl Deliveries {
+    /// Starts a thread per sink. `state_dir` holds webhook spools by default.
+    pub fn start(configs: &[SinkConfig], state_dir: &Path, metrics: &Arc<Metrics>) -> anyhow::Result<Deliveries> {
+        let mut sinks = Vec::new();
+        let mut names = Vec::new();
+        for (i, cfg) in configs.iter().enumerate() {
+            cfg.validate(i)?;
+            let name = cfg.name(i);
+            anyhow::ensure!(
+                !names.contains(&name),
+                "two sinks are named {name:?}: names must be unique"
+            );
+            names.push(name.clone());
+            let m = SinkMetrics::new(metrics, &name);
+            let (tx, rx) = mpsc::sync_channel::<Arc<Alert>>(QUEUE);
+            let (done_tx, done) = mpsc::sync_channel::<()>(1);
+            let worker: Box<dyn FnOnce() + Send> = match cfg {
+                SinkConfig::File(c) => {
+                    let w = file::FileWorker::open(c, &name, m.clone())?;
+                    Box::new(move || w.run(rx))
+                }
+                SinkConfig::Syslog(c) => {
+                    let w = syslog::SyslogWorker::new(c, &name, m.clone())?;
+                    Box::new(move || w.run(rx))
+                }
+                SinkConfig::Webhook(c) => {
+                    let dir = c
+                        .spool_dir
+                        .clone()
+                        .unwrap_or_else(|| state_dir.join("spool").join(&name));
+                    let w = webhook::WebhookWorker::new(c, &name, &dir, m.clone())?;
+                    Box::new(move || w.run(rx))
+                }
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("sink-{name}"))
+                .spawn(move || {
+                    worker();
+                    let _ = done_tx.send(());
+                })?;
+            log::info!("alert sink {name} started");
+            sinks.push(Running {
+                name,
+                min_severity: cfg.min_severity(),
+                tx,
+                done,
+                thread,
+                metrics: m,
+            });
+        }
+        Ok(Deliveries { sinks })
+    }
+
+    /// Number of sinks.
+    pub fn len(&self) -> usize {
+        self.sinks.len()
+    }
+
+    /// No sink configured.
+    pub fn is_empty(&self) -> bool {
+        self.sinks.is_empty()
+    }
+
+    /// Offers `alert` to every sink that wants its severity.
+    pub fn send(&self, alert: &Alert) {
+        if self.sinks.is_empty() {
+            return;
+        }
+        let shared = Arc::new(alert.clone());
+        for s in &self.sinks {
+            if s.min_severity.is_some_and(|m| alert.severity < m) {
+                continue;
+            }
+            match s.tx.try_send(shared.clone()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => s.metrics.dropped("queue_full", 1),
+                Err(TrySendError::Disconnected(_)) => s.metrics.dropped("shutdown", 1),
+            }
+        }
+    }
+
+    /// Stops every sink, giving them until `deadline` to finish (write out
+    /// queues; webhook spools stay on disk for the next start).
+    pub fn shutdown(self, deadline: Duration) {
+        let end = Instant::now() + deadline;
+        let mut waiting = Vec::new();
+        for s in self.sinks {
+            drop(s.tx);
+            waiting.push((s.name, s.done, s.thread));
+        }
+        for (name, done, thread) in waiting {
+            match done.recv_timeout(end.saturating_duration_since(Instant::now())) {
+                Ok(()) => {
+                    let _ = thread.join();
+                }
+                Err(_) => log::warn!("sink {name} did not finish in time; what it still held is lost"),
+            }
+        }
+    }
+}
+
+/// Waits for the next alert for at most `wait`: `Ok(Some)` an alert,
+/// `Ok(None)` a timeout, `Err(())` the sender is gone.
+pub(crate) fn next_alert(rx: &Receiver<Arc<Alert>>, wait: Duration) -> Result<Option<Arc<Alert>>, ()> {
+    match rx.recv_timeout(wait) {
+        Ok(a) => Ok(Some(a)),
+        Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use crate::{
+        detect::alert::{Alert, Category, Severity},
+        event::{Party, Transport},
+    };
+
+    /// An alert for sink tests.
+    pub fn alert(n: u64, severity: Severity) -> Alert {
+        Alert {
+            id: format!("alert-{n:06}"),
+            time: 1_795_000_000_000_000_000 + n as i128,
+            rule: "credential.exposure".into(),
+            category: Category::CredentialLeak,
+            severity,
+            summary: format!("1 credential (github-pat-classic) returned by the server | n={n}"),
+            transport: Transport::Stdio,
+            session: Arc::from("stdio:42:1"),
+            server: Party::default(),
+            client: Party::default(),
+            evidence: json!({"findings": [{"rule": "github-pat-classic", "path": "$.result.content[0].text",
+                "length": 40, "prefix": "ghp_", "fingerprint": "hmac-sha256:00112233445566778899aabbccddeeff"}],
+                "tool": "read_text_file"}),
+            messages: Vec::new(),
+            count: 1,
+            first_seen: None,
+            last_seen: None,
+            dedup_key: String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_config_parses_and_validates() {
+        #[derive(Deserialize)]
+        struct F {
+            sinks: Vec<SinkConfig>,
+        }
+        let f: F = toml::from_str(
+            r#"
+            [[sinks]]
+            type = "webhook"
+            name = "siem"
+            url = "https://hec.example:8088/services/collector/event"
+            flavor = "splunk_hec"
+            headers = { Authorization = "Splunk ${HEC_TOKEN}" }
+
+            [[sinks]]
+            type = "syslog"
+            address = "127.0.0.1:6514"
+            protocol = "tls"
+            format = "cef"
+
+            [[sinks]]
+            type = "file"
+            path = "/var/log/mcp-monitor/alerts.ocsf.jsonl"
+            format = "ocsf"
+            min_severity = "high"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(f.sinks.len(), 3);
+        for (i, s) in f.sinks.iter().enumerate() {
+            s.validate(i).unwrap();
+        }
+        assert_eq!(f.sinks[1].name(1), "syslog-1");
+        // Header values never print.
+        let shown = toml::to_string(&f.sinks[0]).unwrap();
+        assert!(shown.contains("<hidden>") && !shown.contains("HEC_TOKEN"), "{shown}");
+        // Typos are errors.
+        assert!(toml::from_str::<F>("[[sinks]]\ntype = \"file\"\npath = \"/x\"\nrotate = 1\n").is_err());
+        assert!(toml::from_str::<F>("[[sinks]]\ntype = \"kafka\"\n").is_err());
+        let bad = SinkConfig::Syslog(SyslogSink {
+            facility: "local9".into(),
+            ..toml::from_str("address = \"h:514\"").unwrap()
+        });
+        assert!(bad.validate(0).unwrap_err().to_string().contains("facility"));
+    }
+
+    #[test]
+    fn env_expansion() {
+        std::env::set_var("MCP_MONITOR_TEST_TOKEN", "abc");
+        assert_eq!(expand_env("Splunk ${MCP_MONITOR_TEST_TOKEN}!"), "Splunk abc!");
+        assert_eq!(expand_env("${"), "${");
+        assert_eq!(expand_env("plain"), "plain");
+    }
+
+    #[test]
+    fn severity_filter_and_queue_metrics() {
+        let metrics = Metrics::new();
+        let dir = std::env::temp_dir().join(format!("mcp-deliver-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("alerts.jsonl");
+        let cfg = SinkConfig::File(FileSink {
+            name: Some("f".into()),
+            path: path.clone(),
+            format: Format::Json,
+            min_severity: Some(Severity::High),
+            max_bytes: 0,
+            max_files: 1,
+            fsync: Fsync::Never,
+        });
+        let d = Deliveries::start(&[cfg], &dir, &metrics).unwrap();
+        d.send(&testing::alert(1, Severity::Low));
+        d.send(&testing::alert(2, Severity::Critical));
+        d.shutdown(Duration::from_secs(5));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        assert!(text.contains("alert-000002"));
+        assert_eq!(metrics.sink_sent.with_label_values(&["f"]).get(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

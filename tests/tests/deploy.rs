@@ -1,0 +1,117 @@
+//! Deployment files: the Kubernetes manifests validate against the
+//! Kubernetes schemas (kubernetes-validate, strict), and every
+//! configuration they ship is accepted by the agent. No root needed.
+
+use std::{path::PathBuf, process::Command};
+
+use mcp_monitor_tests::*;
+
+fn deploy() -> PathBuf {
+    workspace().join("deploy")
+}
+
+fn venv_bin(name: &str) -> PathBuf {
+    python().parent().unwrap().join(name)
+}
+
+#[test]
+fn kubernetes_manifests_validate_strictly() {
+    let dir = deploy().join("kubernetes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml") && !p.ends_with("kustomization.yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 7, "{files:?}");
+    let out = Command::new(venv_bin("kubernetes-validate"))
+        .args(["--strict", "-k", "1.37.0"])
+        .args(&files)
+        .output()
+        .expect("kubernetes-validate (cargo xtask setup installs it into .venv)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    // Every core resource was checked, none skipped for a missing schema.
+    assert!(!text.contains("Couldn't find schema"), "{text}");
+    assert_eq!(text.matches(" passed for resource ").count(), files.len(), "{text}");
+
+    // The check is real: a field Kubernetes does not know fails it.
+    let tmp = TempDir::new("k8sbad");
+    let bad = tmp.path().join("daemonset.yaml");
+    let ds = std::fs::read_to_string(dir.join("daemonset.yaml")).unwrap();
+    std::fs::write(
+        &bad,
+        ds.replacen("hostPID: true", "hostPID: true\n      hostPIDs: true", 1),
+    )
+    .unwrap();
+    let out = Command::new(venv_bin("kubernetes-validate"))
+        .args(["--strict", "-k", "1.37.0"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an unknown field passed validation");
+}
+
+/// Extracts `data.<key>` of the ConfigMap, and facts about the DaemonSet.
+fn yaml_query(file: &str, expr: &str) -> String {
+    let out = Command::new(python())
+        .args([
+            "-c",
+            &format!("import yaml,sys\nd=list(yaml.safe_load_all(open(sys.argv[1])))[0]\nprint({expr}, end='')"),
+        ])
+        .arg(deploy().join("kubernetes").join(file))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn shipped_configurations_are_valid() {
+    let tmp = TempDir::new("deploycfg");
+    let config = tmp.path().join("config.toml");
+    let rules = tmp.path().join("rules.toml");
+    std::fs::write(&config, yaml_query("configmap.yaml", "d['data']['config.toml']")).unwrap();
+    std::fs::write(&rules, yaml_query("configmap.yaml", "d['data']['rules.toml']")).unwrap();
+    let check = |args: &[&str]| {
+        let out = Command::new(monitor_bin()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let effective = check(&["config", "check", config.to_str().unwrap()]);
+    assert!(effective.contains("metrics_addr = \"0.0.0.0:9464\""), "{effective}");
+    check(&["rules", "check", rules.to_str().unwrap()]);
+    check(&[
+        "config",
+        "check",
+        deploy().join("systemd/config.toml").to_str().unwrap(),
+    ]);
+    // The DaemonSet sees every process and runs with named capabilities,
+    // not privileged.
+    assert_eq!(
+        yaml_query("daemonset.yaml", "d['spec']['template']['spec']['hostPID']"),
+        "True"
+    );
+    let caps = yaml_query(
+        "daemonset.yaml",
+        "d['spec']['template']['spec']['containers'][0]['securityContext']['capabilities']['add']",
+    );
+    for c in ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"] {
+        assert!(caps.contains(c), "{caps}");
+    }
+    assert_eq!(
+        yaml_query(
+            "daemonset.yaml",
+            "d['spec']['template']['spec']['containers'][0]['securityContext']['privileged']"
+        ),
+        "False"
+    );
+}
