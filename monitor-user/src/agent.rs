@@ -37,12 +37,14 @@ impl Outputs {
             events: JsonLines::open(
                 &cfg.output.events_file,
                 "events",
+                cfg.output.file_policy(),
                 metrics.events_written.clone(),
                 err("events"),
             )?,
             alerts: JsonLines::open(
                 &cfg.output.alerts_file,
                 "alerts",
+                cfg.output.file_policy(),
                 metrics.alerts_written.clone(),
                 err("alerts"),
             )?,
@@ -54,6 +56,12 @@ impl Outputs {
     fn flush(&mut self) {
         self.events.flush();
         self.alerts.flush();
+    }
+
+    /// Final flush (and sync, unless `fsync = "never"`).
+    fn close(&mut self) {
+        self.events.close();
+        self.alerts.close();
     }
 }
 
@@ -276,7 +284,7 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
         feed(Observation::CaptureStats(s), &mut pipeline, &mut outputs, &mut recorder);
     }
     pipeline.finish(&mut outputs);
-    outputs.flush();
+    outputs.close();
     std::mem::take(&mut outputs.deliveries).shutdown(Duration::from_secs(10));
     if let Some(mut r) = recorder {
         r.flush().context("flushing the recording")?;
@@ -312,7 +320,7 @@ pub fn replay(
         outputs.controls.clear();
     }
     pipeline.finish(outputs);
-    outputs.flush();
+    outputs.close();
     summary.truncated_tail = reader.truncated_tail;
     if reader.truncated_tail {
         log::warn!("the recording ends inside a record (the agent was probably killed while writing); replayed what was complete");

@@ -79,6 +79,10 @@ pub struct CaptureConfig {
     /// Unread ring-buffer bytes that wake the agent immediately (0: wake on
     /// every record, lowest latency, highest CPU).
     pub wakeup_bytes: u32,
+    /// Turn on the kernel's run-time accounting of eBPF programs while the
+    /// agent runs, for `mcp_monitor_bpf_program_*` metrics. It is global:
+    /// every eBPF program on the host then pays ~20 ns per run for it.
+    pub program_stats: bool,
     pub selectors: Selectors,
 }
 
@@ -92,6 +96,7 @@ impl Default for CaptureConfig {
             max_inflight_syscalls: 32_768,
             poll_interval_ms: 10,
             wakeup_bytes: 256 * 1024,
+            program_stats: false,
             selectors: Selectors::default(),
         }
     }
@@ -155,6 +160,24 @@ pub struct OutputConfig {
     pub metrics_addr: SocketAddr,
     /// Write raw observations to this file for `mcp-monitor replay`.
     pub record_file: Option<PathBuf>,
+    /// Events and alerts files rotate before passing this size (0: never)...
+    pub rotate_bytes: u64,
+    /// ...keeping this many rotated files (`<file>.1` is the newest).
+    pub rotate_files: u32,
+    /// When events and alerts files are forced to disk: `never`,
+    /// `interval` (at most once a second) or `always` (every line).
+    pub fsync: crate::deliver::Fsync,
+}
+
+impl OutputConfig {
+    /// Rotation and sync settings of the events and alerts files.
+    pub fn file_policy(&self) -> crate::output::FilePolicy {
+        crate::output::FilePolicy {
+            rotate_bytes: self.rotate_bytes,
+            rotate_files: self.rotate_files,
+            fsync: self.fsync,
+        }
+    }
 }
 
 impl Default for OutputConfig {
@@ -165,6 +188,9 @@ impl Default for OutputConfig {
             payloads: false,
             metrics_addr: "127.0.0.1:9464".parse().unwrap(),
             record_file: None,
+            rotate_bytes: 100 << 20,
+            rotate_files: 5,
+            fsync: crate::deliver::Fsync::Interval,
         }
     }
 }

@@ -24,6 +24,10 @@ pub struct Metrics {
     pub message_bytes: IntCounterVec,
     pub capture_events: IntCounter,
     pub capture_bytes: IntCounter,
+    pub capture_syscall_events: IntCounterVec,
+    pub capture_syscall_bytes: IntCounterVec,
+    pub program_runs: IntCounterVec,
+    pub program_run_seconds: prometheus::CounterVec,
     pub capture_dropped: IntCounterVec,
     pub capture_truncated: IntCounter,
     pub discovery_hits: IntCounter,
@@ -86,6 +90,29 @@ impl Metrics {
             )),
             capture_events: reg!(counter("capture_events_total", "Chunk records received from the kernel.")),
             capture_bytes: reg!(counter("capture_bytes_total", "Payload bytes received from the kernel.")),
+            capture_syscall_events: reg!(counter_vec(
+                "capture_syscall_events_total",
+                "Chunk records by the syscall program that captured them (read, write, readv, writev, recvfrom, sendto, recvmsg, sendmsg).",
+                &["syscall"]
+            )),
+            capture_syscall_bytes: reg!(counter_vec(
+                "capture_syscall_bytes_total",
+                "Payload bytes by the syscall program that captured them.",
+                &["syscall"]
+            )),
+            program_runs: reg!(counter_vec(
+                "bpf_program_runs_total",
+                "Runs of each of the agent's eBPF programs (needs capture.program_stats or kernel.bpf_stats_enabled=1).",
+                &["program"]
+            )),
+            program_run_seconds: reg!(prometheus::CounterVec::new(
+                Opts::new(
+                    "bpf_program_run_seconds_total",
+                    "Time spent in each of the agent's eBPF programs (needs capture.program_stats or kernel.bpf_stats_enabled=1)."
+                ),
+                &["program"]
+            )
+            .unwrap()),
             capture_dropped: reg!(counter_vec(
                 "capture_dropped_total",
                 "Captures lost, by reason (ring_full, copy_failed, args_map_full, process_map_full, stream_map_full, no_scratch, iovec_limit, tail_call_failed).",

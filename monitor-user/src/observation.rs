@@ -93,6 +93,10 @@ pub struct Lifecycle {
 pub struct CaptureStats {
     /// Counter name (`monitor_common::Counter` debug name) to total.
     pub counters: Vec<(String, u64)>,
+    /// Per eBPF program: name, runs, run time in ns (cumulative; zero unless
+    /// the kernel's program statistics are on).
+    #[serde(default)]
+    pub programs: Vec<(String, u64, u64)>,
 }
 
 /// One input of the pipeline.

@@ -185,6 +185,7 @@ pub struct Pipeline {
     duration_histograms: FxHashMap<&'static str, Histogram>,
     /// Last cumulative kernel counters, to turn snapshots into increments.
     last_stats: HashMap<String, u64>,
+    last_program_stats: HashMap<String, (u64, u64)>,
     last_tick_ns: u64,
     detector: Option<Detector>,
 }
@@ -232,6 +233,7 @@ impl Pipeline {
             byte_counters: FxHashMap::default(),
             duration_histograms: FxHashMap::default(),
             last_stats: HashMap::new(),
+            last_program_stats: HashMap::new(),
             last_tick_ns: 0,
             detector: None,
         }
@@ -310,6 +312,12 @@ impl Pipeline {
         }
         self.metrics.capture_events.inc();
         self.metrics.capture_bytes.inc_by(c.data.len() as u64);
+        let sc = c.syscall.name();
+        self.metrics.capture_syscall_events.with_label_values(&[sc]).inc();
+        self.metrics
+            .capture_syscall_bytes
+            .with_label_values(&[sc])
+            .inc_by(c.data.len() as u64);
         // Local IPC is captured where it is read; other kinds come with
         // the TCP capture.
         if c.direction != Direction::Ingress || !c.fd_kind.is_local_ipc() {
@@ -870,6 +878,21 @@ impl Pipeline {
     }
 
     fn on_stats(&mut self, s: CaptureStats) {
+        for (name, runs, ns) in s.programs {
+            // Program names are the agent's own (a closed set).
+            let (last_runs, last_ns) = self
+                .last_program_stats
+                .insert(name.clone(), (runs, ns))
+                .unwrap_or((0, 0));
+            self.metrics
+                .program_runs
+                .with_label_values(&[&name])
+                .inc_by(runs.saturating_sub(last_runs));
+            self.metrics
+                .program_run_seconds
+                .with_label_values(&[&name])
+                .inc_by(ns.saturating_sub(last_ns) as f64 / 1e9);
+        }
         for (name, total) in s.counters {
             let last = self.last_stats.insert(name.clone(), total).unwrap_or(0);
             let delta = total.saturating_sub(last);

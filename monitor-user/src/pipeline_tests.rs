@@ -687,10 +687,22 @@ fn kernel_counters_become_metric_increments() {
                 ("truncated".into(), trunc),
                 ("records".into(), 99),
             ],
+            programs: vec![("sys_exit_ingress".into(), ring * 10, trunc * 1_000_000_000)],
         })
     };
     s.feed(stats(2, 1));
     s.feed(stats(5, 1));
+    assert_eq!(
+        s.metric("mcp_monitor_bpf_program_runs_total", &[("program", "sys_exit_ingress")]),
+        50.0
+    );
+    assert_eq!(
+        s.metric(
+            "mcp_monitor_bpf_program_run_seconds_total",
+            &[("program", "sys_exit_ingress")]
+        ),
+        1.0
+    );
     assert_eq!(
         s.metric("mcp_monitor_capture_dropped_total", &[("reason", "ring_full")]),
         5.0

@@ -451,6 +451,7 @@ mod tests {
             }),
             Observation::CaptureStats(CaptureStats {
                 counters: vec![("records".into(), 3)],
+                programs: vec![("sys_enter_read".into(), 4, 5)],
             }),
             Observation::Tick { ts_ns: 77 },
         ]

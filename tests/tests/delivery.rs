@@ -491,7 +491,9 @@ fn prometheus_query(addr: SocketAddr, q: &str) -> Option<f64> {
 fn prometheus_scrapes_messages_and_alerts() {
     require_root();
     let dir = TempDir::new("prom");
-    let m = Monitor::start(&[]);
+    let config = dir.path().join("monitor.toml");
+    std::fs::write(&config, "[capture]\nprogram_stats = true\n").unwrap();
+    let m = Monitor::start(&["--config", config.to_str().unwrap()]);
     let prom_port = free_port();
     std::fs::write(
         dir.path().join("prometheus.yml"),
@@ -535,4 +537,11 @@ fn prometheus_scrapes_messages_and_alerts() {
         Some(alerts.iter().filter(|a| a["severity"] == "critical").count() as f64)
     );
     assert_eq!(prometheus_query(addr, "up{job=\"mcp-monitor\"}"), Some(1.0));
+    // Per-program statistics: what each syscall program captured, and how
+    // often the kernel ran each program.
+    assert!(m.metric("mcp_monitor_capture_syscall_events_total", &[("syscall", "read")]) > 0.0);
+    assert!(m.metric("mcp_monitor_capture_syscall_bytes_total", &[("syscall", "read")]) > 0.0);
+    let runs = m.metric("mcp_monitor_bpf_program_runs_total", &[]);
+    assert!(runs > 0.0, "no program runs counted:\n{}", m.metrics_text());
+    assert!(m.metric("mcp_monitor_bpf_program_run_seconds_total", &[]) > 0.0);
 }

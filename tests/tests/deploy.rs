@@ -56,6 +56,48 @@ fn kubernetes_manifests_validate_strictly() {
     assert!(!out.status.success(), "an unknown field passed validation");
 }
 
+/// The PrometheusRule's groups are valid Prometheus rules (promtool, from
+/// Debian's prometheus package), and every metric they use exists.
+#[test]
+fn prometheus_rules_are_valid() {
+    let tmp = TempDir::new("promrules");
+    let rules = tmp.path().join("rules.yml");
+    let out = Command::new(python())
+        .args(["-c", "import yaml,sys\nd=yaml.safe_load(open(sys.argv[1]))\nyaml.safe_dump({'groups': d['spec']['groups']}, open(sys.argv[2], 'w'))"])
+        .arg(deploy().join("kubernetes/monitoring/prometheusrule.yaml"))
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .expect("promtool (apt-get install prometheus)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Metric names the rules use must be ones the agent exports.
+    let text = std::fs::read_to_string(&rules).unwrap();
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let mut names: Vec<&str> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("mcp_monitor_"))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(!names.is_empty());
+    for n in names {
+        assert!(
+            readme.contains(&format!("`{n}`")),
+            "{n} is used by the alert rules but not a documented metric"
+        );
+    }
+}
+
 /// Extracts `data.<key>` of the ConfigMap, and facts about the DaemonSet.
 fn yaml_query(file: &str, expr: &str) -> String {
     let out = Command::new(python())

@@ -75,6 +75,8 @@ pub struct Sensor {
     known: HashSet<ProcKey>,
     boot_offset_ns: i128,
     pub capture_cap: u32,
+    /// Keeps the kernel's eBPF run-time accounting on (capture.program_stats).
+    _program_stats: Option<std::os::fd::OwnedFd>,
 }
 
 impl Sensor {
@@ -181,6 +183,17 @@ impl Sensor {
             cfg.capture_cap_bytes,
             if cfg.discovery { "on" } else { "off" }
         );
+        let program_stats = if cfg.program_stats {
+            match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    log::warn!("capture.program_stats: the kernel refused to turn on eBPF run-time statistics ({e}); bpf_program_* metrics stay at zero");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok(Self {
             ebpf,
             _jump: jump,
@@ -190,6 +203,7 @@ impl Sensor {
             known: HashSet::new(),
             boot_offset_ns,
             capture_cap: cfg.capture_cap_bytes,
+            _program_stats: program_stats,
         })
     }
 
@@ -272,7 +286,15 @@ impl Sensor {
             let v = arr.get(&(c as u32), 0)?;
             counters.push((c.name().to_owned(), v.iter().sum()));
         }
-        Ok(CaptureStats { counters })
+        let programs = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some((name.to_owned(), info.run_count(), info.run_time().as_nanos() as u64))
+            })
+            .collect();
+        Ok(CaptureStats { counters, programs })
     }
 
     /// Applies a pipeline decision to the kernel maps.
