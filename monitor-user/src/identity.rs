@@ -42,6 +42,16 @@ pub struct ProcessInfo {
     pub container_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
+    /// systemd unit the process runs in (`nginx.service`), from the cgroup
+    /// path, for services on hosts without containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
+    /// Mount and pid namespace inode numbers (`/proc/<pid>/ns/{mnt,pid}`):
+    /// processes sharing them share a container or sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mnt_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<u64>,
     /// False when `/proc` could not be read (the process had exited) or
     /// described a different process: only kernel-provided fields are set.
     pub complete: bool,
@@ -135,6 +145,23 @@ pub fn container_id_from_cgroup(path: &str) -> Option<String> {
     (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
 }
 
+/// The systemd unit of a cgroup path: its last `.service` component
+/// (`/system.slice/nginx.service` -> `nginx.service`; a container's own
+/// `.scope` is not a unit worth naming).
+pub fn systemd_unit_from_cgroup(path: &str) -> Option<String> {
+    if container_id_from_cgroup(path).is_some() {
+        return None;
+    }
+    path.rsplit('/')
+        .find(|c| c.ends_with(".service") && c.len() > ".service".len())
+        .map(str::to_owned)
+}
+
+/// The inode of a namespace link target (`mnt:[4026531841]`).
+pub fn namespace_inode(link: &str) -> Option<u64> {
+    link.split_once(":[")?.1.strip_suffix(']')?.parse().ok()
+}
+
 /// Kubernetes pod uid from the directory above a container's cgroup:
 /// `.../pod<uid>/<cid>` (cgroupfs driver) or
 /// `...kubepods-<qos>-pod<uid_with_underscores>.slice/<cid>` (systemd driver).
@@ -220,6 +247,14 @@ impl ProcReader {
             .unwrap_or_default();
         info.container_id = container_id_from_cgroup(&info.cgroup);
         info.pod_uid = pod_uid_from_cgroup(&info.cgroup);
+        info.systemd_unit = systemd_unit_from_cgroup(&info.cgroup);
+        let ns = |name: &str| {
+            fs::read_link(dir.join("ns").join(name))
+                .ok()
+                .and_then(|l| namespace_inode(&l.to_string_lossy()))
+        };
+        info.mnt_ns = ns("mnt");
+        info.pid_ns = ns("pid");
         info.complete = true;
         info
     }
@@ -276,6 +311,35 @@ mod tests {
             None
         );
         assert_eq!(container_id_from_cgroup("/"), None);
+    }
+
+    #[test]
+    fn systemd_units_and_namespaces() {
+        assert_eq!(
+            systemd_unit_from_cgroup("/system.slice/nginx.service").as_deref(),
+            Some("nginx.service")
+        );
+        assert_eq!(
+            systemd_unit_from_cgroup("/system.slice/mcp-gateway.service/worker").as_deref(),
+            Some("mcp-gateway.service")
+        );
+        assert_eq!(
+            systemd_unit_from_cgroup("/user.slice/user-0.slice/session-3.scope"),
+            None
+        );
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            systemd_unit_from_cgroup(&format!("/system.slice/docker-{id}.scope")),
+            None
+        );
+        assert_eq!(namespace_inode("mnt:[4026531841]"), Some(4026531841));
+        assert_eq!(namespace_inode("garbage"), None);
+        let me = ProcReader::new("/proc", Path::new("/etc/passwd"));
+        let pid = std::process::id();
+        let info = me.read(pid, me.start_ns_of(pid).unwrap(), "x", 0, 0);
+        let own = namespace_inode(&std::fs::read_link("/proc/self/ns/mnt").unwrap().to_string_lossy());
+        assert_eq!(info.mnt_ns, own);
+        assert!(info.pid_ns.is_some());
     }
 
     #[test]
