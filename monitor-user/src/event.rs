@@ -104,6 +104,15 @@ impl Serialize for Party {
                 if let Some(c) = &p.pod_uid {
                     m.serialize_entry("pod_uid", c)?;
                 }
+                if let Some(u) = &p.systemd_unit {
+                    m.serialize_entry("systemd_unit", u)?;
+                }
+                if let Some(n) = p.mnt_ns {
+                    m.serialize_entry("mnt_ns", &n)?;
+                }
+                if let Some(n) = p.pid_ns {
+                    m.serialize_entry("pid_ns", &n)?;
+                }
             }
             None => m.serialize_entry("pid", &self.pid)?,
         }

@@ -589,3 +589,30 @@ pub mod fake {
 pub fn count(rows: &HashMap<String, Vec<Row>>) -> usize {
     rows.values().map(Vec::len).sum()
 }
+
+/// Runs a Python SDK session with the FastMCP server under a shell that
+/// waits for a go: `prepare` gets the shell's pid first (to select it, or
+/// move it into a cgroup), so the client and server are its children,
+/// forked afterwards.
+pub fn python_session_under_shell(prepare: impl FnOnce(u32)) -> Transcript {
+    let dir = TempDir::new("sel");
+    let transcript = dir.path().join("t.json");
+    // `read` waits for the go; `; true` keeps sh from exec'ing python, so
+    // the client is a child forked after the shell was selected.
+    let script = format!(
+        "read go; {py} {clients}/py_session.py {t} {py} {clients}/fastmcp_server.py 2>/dev/null; true",
+        py = python().display(),
+        clients = clients_dir().display(),
+        t = transcript.display()
+    );
+    let mut sh = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    prepare(sh.id());
+    writeln!(sh.stdin.as_mut().unwrap(), "go").unwrap();
+    assert!(sh.wait().unwrap().success());
+    Transcript::load(&transcript)
+}

@@ -1,40 +1,11 @@
 //! Configured capture (selectors) with zero-configuration discovery turned
 //! off: only selected processes, and their children, are captured.
 
-use std::{
-    io::Write,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use mcp_monitor_tests::*;
 
 const SETTLE: Duration = Duration::from_secs(20);
-
-/// Runs the Python SDK client + FastMCP server under `sh`, after the test
-/// has had a chance to act on the shell's pid (`prepare`).
-fn python_session_under_shell(prepare: impl FnOnce(u32)) -> Transcript {
-    let dir = TempDir::new("sel");
-    let transcript = dir.path().join("t.json");
-    // `read` waits for the go; `; true` keeps sh from exec'ing python, so
-    // the client is a child forked after the shell was selected.
-    let script = format!(
-        "read go; {py} {clients}/py_session.py {t} {py} {clients}/fastmcp_server.py 2>/dev/null; true",
-        py = python().display(),
-        clients = clients_dir().display(),
-        t = transcript.display()
-    );
-    let mut sh = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    prepare(sh.id());
-    writeln!(sh.stdin.as_mut().unwrap(), "go").unwrap();
-    assert!(sh.wait().unwrap().success());
-    Transcript::load(&transcript)
-}
 
 fn assert_captured(m: &Monitor, t: &Transcript) {
     let expected = t.expected(false);
