@@ -261,6 +261,12 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
                     for obs in batch {
                         feed(obs, &mut pipeline, &mut outputs, &mut recorder);
                     }
+                    // Rejected streams are ignored in the kernel at once, not
+                    // after the ring is empty: a fast non-MCP writer must not
+                    // keep the ring busy meanwhile.
+                    for c in std::mem::take(&mut outputs.controls) {
+                        sensor.apply(&c);
+                    }
                     if n < crate::sensor::DRAIN_BUDGET {
                         break;
                     }
