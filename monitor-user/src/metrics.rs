@@ -147,7 +147,7 @@ impl Metrics {
             )),
             state_evictions: reg!(counter_vec(
                 "state_evictions_total",
-                "Pipeline state dropped to stay within limits, by kind (stream, session, held_event).",
+                "State dropped to stay within limits, by kind (stream, session, held_event, chain_flow).",
                 &["kind"]
             )),
             events_written: reg!(counter("events_written_total", "Events written to the events output.")),
@@ -194,7 +194,7 @@ impl Metrics {
             )),
             sink_dropped: reg!(counter_vec(
                 "sink_dropped_total",
-                "Alerts a sink gave up on, by reason (queue_full, spool_full, spool_error, rejected, encode_error, shutdown).",
+                "Alerts a sink gave up on, by reason (queue_full, spool_full, spool_error, rejected, encode_error, write_error, shutdown).",
                 &["sink", "reason"]
             )),
             sink_backlog: reg!(IntGaugeVec::new(

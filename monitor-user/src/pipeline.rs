@@ -186,6 +186,8 @@ pub struct Pipeline {
     /// Last cumulative kernel counters, to turn snapshots into increments.
     last_stats: HashMap<String, u64>,
     last_program_stats: HashMap<String, (u64, u64)>,
+    /// `capture_syscall_{events,bytes}_total` by `Syscall` value.
+    syscall_counters: [Option<(prometheus::IntCounter, prometheus::IntCounter)>; 9],
     last_tick_ns: u64,
     detector: Option<Detector>,
 }
@@ -234,6 +236,7 @@ impl Pipeline {
             duration_histograms: FxHashMap::default(),
             last_stats: HashMap::new(),
             last_program_stats: HashMap::new(),
+            syscall_counters: Default::default(),
             last_tick_ns: 0,
             detector: None,
         }
@@ -312,12 +315,16 @@ impl Pipeline {
         }
         self.metrics.capture_events.inc();
         self.metrics.capture_bytes.inc_by(c.data.len() as u64);
-        let sc = c.syscall.name();
-        self.metrics.capture_syscall_events.with_label_values(&[sc]).inc();
-        self.metrics
-            .capture_syscall_bytes
-            .with_label_values(&[sc])
-            .inc_by(c.data.len() as u64);
+        // Label lookups are resolved once per syscall, not per chunk.
+        let (events, bytes) = self.syscall_counters[c.syscall as usize].get_or_insert_with(|| {
+            let sc = c.syscall.name();
+            (
+                self.metrics.capture_syscall_events.with_label_values(&[sc]),
+                self.metrics.capture_syscall_bytes.with_label_values(&[sc]),
+            )
+        });
+        events.inc();
+        bytes.inc_by(c.data.len() as u64);
         // Local IPC is captured where it is read; other kinds come with
         // the TCP capture.
         if c.direction != Direction::Ingress || !c.fd_kind.is_local_ipc() {
