@@ -12,7 +12,7 @@ use crate::{
     detect::{alert::Alert, Detector},
     event::Event,
     metrics::{self, Metrics},
-    observation::Observation,
+    observation::{Observation, WorkloadChange},
     output::JsonLines,
     pipeline::{Control, Pipeline, Sink},
     record::{Reader, Recorder, RecordingHeader},
@@ -85,8 +85,17 @@ fn hostname() -> String {
 }
 
 /// The pipeline with its detector (if detection is on).
-fn pipeline(cfg: &Config, boot_offset: i128, metrics: Arc<Metrics>, live: bool) -> anyhow::Result<Pipeline> {
-    let mut p = Pipeline::new(cfg.pipeline_config(boot_offset), metrics.clone());
+/// `hostname`: this host's, or the recorded one in replays.
+fn pipeline(
+    cfg: &Config,
+    boot_offset: i128,
+    hostname: &str,
+    metrics: Arc<Metrics>,
+    live: bool,
+) -> anyhow::Result<Pipeline> {
+    let mut pc = cfg.pipeline_config(boot_offset);
+    pc.hostname = hostname.to_owned();
+    let mut p = Pipeline::new(pc, metrics.clone());
     if let Some(dcfg) = cfg.detector_config(live)? {
         let d = match Detector::new(dcfg.clone(), metrics.clone()) {
             Ok(d) => d,
@@ -146,16 +155,50 @@ fn reload(cfg: &mut Config, new: Config, pipeline: &mut Pipeline, outputs: &mut 
         || new.output != cfg.output
         || new.detection.enabled != cfg.detection.enabled
         || new.detection.state_dir != cfg.detection.state_dir
+        || new.identity != cfg.identity
+        || new.kubernetes != cfg.kubernetes
+        || new.metrics != cfg.metrics
     {
-        log::warn!("reload: capture, pipeline, output and detection state settings change only on restart");
+        log::warn!(
+            "reload: capture, pipeline, output, detection state, identity, kubernetes and metrics settings change only on restart"
+        );
     }
     cfg.detection.rules_file = new.detection.rules_file;
+}
+
+/// Starts the pod watch when `[kubernetes]` says so. With `mode = "on"` a
+/// failure stops the start; with `auto` it is logged and capture goes on.
+async fn start_pod_watch(
+    k: &crate::identity::pod_watch::KubernetesConfig,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<tokio::sync::mpsc::Receiver<crate::identity::kubernetes::WorkloadUpdate>>> {
+    use crate::identity::pod_watch::{self, KubernetesMode};
+    if !k.active() {
+        return Ok(None);
+    }
+    match pod_watch::start(k, metrics.clone()).await {
+        Ok(rx) => Ok(Some(rx)),
+        Err(e) if k.mode == KubernetesMode::On => Err(e),
+        Err(e) => {
+            log::error!("kubernetes: {e:#}\nEvents carry container ids and pod uids but no pod names.");
+            Ok(None)
+        }
+    }
+}
+
+async fn next_pod_update(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<crate::identity::kubernetes::WorkloadUpdate>>,
+) -> Option<crate::identity::kubernetes::WorkloadUpdate> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs live capture until SIGINT or SIGTERM; on SIGHUP, `reread` gives the
 /// configuration again (file and flags) and rules and sinks are reloaded.
 pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -> anyhow::Result<()> {
-    let metrics = Metrics::new();
+    let metrics = Metrics::with_config(&cfg.metrics);
     // Bind first: a taken port should fail before probes are loaded.
     let listener = std::net::TcpListener::bind(cfg.output.metrics_addr).map_err(|e| {
         anyhow::anyhow!(
@@ -167,7 +210,7 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
     let metrics_task = tokio::spawn(metrics::serve(cfg.output.metrics_addr, metrics.clone()));
 
     let boot_offset = clock::boot_to_unix_offset_ns();
-    let mut pipeline = pipeline(&cfg, boot_offset, metrics.clone(), true)?;
+    let mut pipeline = pipeline(&cfg, boot_offset, &hostname(), metrics.clone(), true)?;
     let mut sensor = Sensor::start(&cfg.capture, boot_offset)?;
     // Loading parsed the kernel's BTF (megabytes) twice, aya's copy and
     // ours; hand the freed heap back to the system.
@@ -175,6 +218,7 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
     unsafe { libc::malloc_trim(0) };
     let mut outputs = Outputs::open(&cfg, &metrics)?;
     outputs.deliveries = start_sinks(&cfg, &metrics)?;
+    let mut pod_updates = start_pod_watch(&cfg.kubernetes, &metrics).await?;
     let mut recorder = match &cfg.output.record_file {
         Some(path) => {
             // Recordings hold raw captured bytes, secrets included: owner only.
@@ -245,6 +289,16 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
                     Err(e) => log::error!("reload failed, keeping the running configuration: {e:#}"),
                 }
             }
+            u = next_pod_update(&mut pod_updates) => match u {
+                Some(update) => {
+                    let change = WorkloadChange { ts_ns: clock::boot_now_ns(), update };
+                    feed(Observation::Workload(change), &mut pipeline, &mut outputs, &mut recorder);
+                }
+                None => {
+                    log::warn!("kubernetes: the pod watch stopped; events keep the identities known so far");
+                    pod_updates = None;
+                }
+            },
             _ = tick.tick() => {
                 match sensor.stats() {
                     Ok(s) => feed(Observation::CaptureStats(s), &mut pipeline, &mut outputs, &mut recorder),
@@ -317,7 +371,8 @@ pub fn replay(
 ) -> anyhow::Result<ReplaySummary> {
     let f = File::open(path).with_context(|| format!("opening recording {}", path.display()))?;
     let mut reader = Reader::new(std::io::BufReader::with_capacity(1 << 20, f))?;
-    let mut pipeline = pipeline(cfg, reader.header().boot_offset_ns, metrics.clone(), false)?;
+    let header = reader.header().clone();
+    let mut pipeline = pipeline(cfg, header.boot_offset_ns, &header.hostname, metrics.clone(), false)?;
     let mut summary = ReplaySummary::default();
     let (events0, alerts0) = (metrics.events_written.get(), metrics.alerts_written.get());
     while let Some(obs) = reader.next_observation()? {

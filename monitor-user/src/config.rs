@@ -22,6 +22,12 @@ pub struct Config {
     /// Alert sinks besides `output.alerts_file` (file, syslog, webhook);
     /// live runs only. Reloaded on SIGHUP.
     pub sinks: Vec<crate::deliver::SinkConfig>,
+    /// SPIFFE trust domain and mappings for processes outside Kubernetes.
+    pub identity: crate::identity::spiffe::IdentityConfig,
+    /// The pod watch that names the pod and workload of each process.
+    pub kubernetes: crate::identity::pod_watch::KubernetesConfig,
+    /// Optional metric labels.
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// Detection settings (the rules themselves are in the rules file).
@@ -263,6 +269,14 @@ impl Config {
             p.max_streams >= 16 && p.max_sessions >= 16,
             "pipeline.max_streams and max_sessions must be at least 16"
         );
+        crate::identity::spiffe::SpiffeMapper::new(self.identity.clone(), "host")?;
+        anyhow::ensure!(
+            self.metrics.max_workload_label_values >= 1,
+            "metrics.max_workload_label_values must be at least 1"
+        );
+        for l in &self.kubernetes.labels {
+            anyhow::ensure!(!l.is_empty(), "kubernetes.labels: label keys must not be empty");
+        }
         let mut names = Vec::new();
         for (i, s) in self.sinks.iter().enumerate() {
             s.validate(i).map_err(|e| anyhow::anyhow!("sinks[{i}]: {e}"))?;
@@ -335,6 +349,7 @@ impl Config {
             max_pending: p.max_pending_requests,
             request_timeout_ns: p.request_timeout_seconds * 1_000_000_000,
             session_idle_ns: p.session_idle_seconds * 1_000_000_000,
+            identity: self.identity.clone(),
             ..PipelineConfig::default()
         }
     }

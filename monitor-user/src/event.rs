@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use serde::{ser::SerializeMap, Serialize, Serializer};
 
-use crate::{identity::ProcessInfo, jsonrpc::Id};
+use crate::{
+    identity::{workload::WorkloadIdentity, ProcessInfo},
+    jsonrpc::Id,
+};
 
 /// Transport the message travelled over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -57,6 +60,8 @@ impl Flow {
 #[derive(Clone, Debug, Default)]
 pub struct Party {
     pub process: Option<Arc<ProcessInfo>>,
+    /// Kubernetes pod and workload, SPIFFE ID.
+    pub workload: Option<Arc<WorkloadIdentity>>,
     /// Fallback when no identity was resolved: pid from the kernel.
     pub pid: Option<u32>,
     /// `clientInfo.name` / `serverInfo.name`.
@@ -68,6 +73,23 @@ pub struct Party {
 }
 
 impl Party {
+    /// Namespace and workload metric labels of a session: those of the
+    /// party running on this host (the server, else the client).
+    pub fn metric_workload<'a>(server: &'a Party, client: &'a Party) -> (&'a str, &'a str) {
+        let local = if server.process.is_some() { server } else { client };
+        match &local.workload {
+            Some(w) => w.metric_labels(local.process.as_deref()),
+            None => (
+                "",
+                local
+                    .process
+                    .as_ref()
+                    .and_then(|p| p.systemd_unit.as_deref())
+                    .unwrap_or(""),
+            ),
+        }
+    }
+
     /// Serialises the party once, for reuse.
     pub fn to_raw(&self) -> Arc<serde_json::value::RawValue> {
         let plain = Party {
@@ -115,6 +137,14 @@ impl Serialize for Party {
                 }
             }
             None => m.serialize_entry("pid", &self.pid)?,
+        }
+        if let Some(w) = &self.workload {
+            if let Some(k) = &w.kubernetes {
+                m.serialize_entry("kubernetes", k)?;
+            }
+            if let Some(id) = &w.spiffe_id {
+                m.serialize_entry("spiffe_id", id)?;
+            }
         }
         m.serialize_entry("name", &self.name.as_deref())?;
         m.serialize_entry("version", &self.version.as_deref())?;

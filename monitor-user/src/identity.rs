@@ -15,6 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::redact;
 
+pub mod kubernetes;
+pub mod pod_watch;
+pub mod spiffe;
+pub mod workload;
+
 /// Everything the monitor knows about a process.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessInfo {

@@ -180,7 +180,7 @@ fn real_main() -> anyhow::Result<()> {
         }
         Command::Replay(a) => {
             let cfg = load(&a.common)?;
-            let metrics = Metrics::new();
+            let metrics = Metrics::with_config(&cfg.metrics);
             let mut out = agent::Outputs::open(&cfg, &metrics)?;
             let s = agent::replay(&a.file, &cfg, metrics, &mut out)?;
             log::info!(

@@ -8,9 +8,11 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex,
     },
 };
+
+use serde::{Deserialize, Serialize};
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -55,15 +57,81 @@ pub struct Metrics {
     pub sink_backlog: IntGaugeVec,
     pub sink_delivery: HistogramVec,
     pub build_info: IntGaugeVec,
+    pub kubernetes_pods: IntGauge,
+    pub kubernetes_synced: IntGauge,
+    pub kubernetes_lists: IntCounter,
+    pub kubernetes_pod_updates: IntCounter,
+    pub kubernetes_errors: IntCounterVec,
+    pub workload_labels_folded: IntCounter,
+    /// Distinct (namespace, workload) label pairs handed out, when
+    /// `messages_total` and `alerts_total` carry them.
+    workload_labels: Option<Mutex<WorkloadLabels>>,
     /// Set once probes are attached; `/readyz` reports it.
     pub ready: AtomicBool,
 }
 
 const PREFIX: &str = "mcp_monitor";
 
+/// `[metrics]` settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Add `namespace` and `workload` labels to `messages_total` and
+    /// `alerts_total` (the workload of the party on this host: the server,
+    /// else the client).
+    pub workload_labels: bool,
+    /// Distinct (namespace, workload) pairs at most; later ones are
+    /// counted under `namespace="other", workload="other"`.
+    pub max_workload_label_values: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            workload_labels: false,
+            max_workload_label_values: 100,
+        }
+    }
+}
+
+struct WorkloadLabels {
+    max: usize,
+    seen: std::collections::HashMap<(String, String), (Arc<str>, Arc<str>)>,
+    other: (Arc<str>, Arc<str>),
+}
+
 impl Metrics {
-    /// Creates and registers every metric.
+    /// Creates and registers every metric, without workload labels.
     pub fn new() -> Arc<Self> {
+        Self::with_config(&MetricsConfig::default())
+    }
+
+    /// The label values for a (namespace, workload) pair, or `None` when
+    /// workload labels are off. Past the cap, new pairs fold into "other".
+    pub fn workload_label_values(&self, namespace: &str, workload: &str) -> Option<(Arc<str>, Arc<str>)> {
+        let mut w = self.workload_labels.as_ref()?.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = w.seen.get(&(namespace.to_owned(), workload.to_owned())) {
+            return Some(v.clone());
+        }
+        if w.seen.len() >= w.max {
+            self.workload_labels_folded.inc();
+            return Some(w.other.clone());
+        }
+        let v: (Arc<str>, Arc<str>) = (namespace.into(), workload.into());
+        w.seen.insert((namespace.to_owned(), workload.to_owned()), v.clone());
+        Some(v)
+    }
+
+    /// Creates and registers every metric.
+    pub fn with_config(cfg: &MetricsConfig) -> Arc<Self> {
+        let wl: &[&str] = if cfg.workload_labels {
+            &["namespace", "workload"]
+        } else {
+            &[]
+        };
+        let with_wl = |labels: &[&'static str]| -> Vec<&'static str> {
+            labels.iter().copied().chain(wl.iter().copied()).collect()
+        };
         let registry = Registry::new_custom(Some(PREFIX.into()), None).expect("valid prefix");
         macro_rules! reg {
             ($m:expr) => {{
@@ -80,8 +148,8 @@ impl Metrics {
         let m = Metrics {
             messages: reg!(counter_vec(
                 "messages_total",
-                "MCP messages seen, by transport, direction, JSON-RPC type and method (unknown methods fold into \"other\").",
-                &["transport", "direction", "type", "method"]
+                "MCP messages seen, by transport, direction, JSON-RPC type and method (unknown methods fold into \"other\"); with metrics.workload_labels also by namespace and workload.",
+                &with_wl(&["transport", "direction", "type", "method"])
             )),
             message_bytes: reg!(counter_vec(
                 "message_bytes_total",
@@ -156,8 +224,8 @@ impl Metrics {
             processes_tracked: reg!(IntGauge::new("processes_tracked", "Processes the pipeline holds identity for.").unwrap()),
             alerts: reg!(counter_vec(
                 "alerts_total",
-                "Alerts raised, by category, rule and severity (a repeat summary counts its repeats).",
-                &["category", "rule", "severity"]
+                "Alerts raised, by category, rule and severity (a repeat summary counts its repeats); with metrics.workload_labels also by namespace and workload.",
+                &with_wl(&["category", "rule", "severity"])
             )),
             alerts_deduplicated: reg!(counter_vec(
                 "alerts_deduplicated_total",
@@ -216,6 +284,40 @@ impl Metrics {
                 &["version", "kernel"]
             )
             .unwrap()),
+            kubernetes_pods: reg!(IntGauge::new(
+                "kubernetes_pods",
+                "Pods of this node known from the pod watch (deleted pods stay 5 minutes)."
+            )
+            .unwrap()),
+            kubernetes_synced: reg!(IntGauge::new(
+                "kubernetes_synced",
+                "1 once the pod watch has listed the pods of this node."
+            )
+            .unwrap()),
+            kubernetes_lists: reg!(counter(
+                "kubernetes_lists_total",
+                "Complete lists of this node's pods: the first, and one after each 410 Gone (expired resourceVersion)."
+            )),
+            kubernetes_pod_updates: reg!(counter(
+                "kubernetes_pod_updates_total",
+                "Pod additions and changes received from the Kubernetes API."
+            )),
+            kubernetes_errors: reg!(counter_vec(
+                "kubernetes_errors_total",
+                "Pod watch errors, by kind (list, watch_start, watch, gone, owner_lookup); all are retried.",
+                &["kind"]
+            )),
+            workload_labels_folded: reg!(counter(
+                "workload_labels_folded_total",
+                "Messages and alerts counted under workload=\"other\" because metrics.max_workload_label_values was reached."
+            )),
+            workload_labels: cfg.workload_labels.then(|| {
+                Mutex::new(WorkloadLabels {
+                    max: cfg.max_workload_label_values,
+                    seen: Default::default(),
+                    other: ("other".into(), "other".into()),
+                })
+            }),
             ready: AtomicBool::new(false),
             registry,
         };
@@ -234,6 +336,9 @@ impl Metrics {
             "tail_call_failed",
         ] {
             m.capture_dropped.with_label_values(&[r]);
+        }
+        for k in ["list", "watch_start", "watch", "gone", "owner_lookup"] {
+            m.kubernetes_errors.with_label_values(&[k]);
         }
         for o in ["events", "alerts", "record"] {
             m.output_errors.with_label_values(&[o]);

@@ -10,7 +10,7 @@
 use monitor_common::{ConnTuple, Direction, FdKind, Syscall};
 use serde::{Deserialize, Serialize};
 
-use crate::identity::ProcessInfo;
+use crate::identity::{kubernetes::WorkloadUpdate, ProcessInfo};
 
 /// A process, told apart from earlier holders of the same pid by its start
 /// time (`task_struct.start_boottime`, nanoseconds since boot).
@@ -113,4 +113,13 @@ pub enum Observation {
     Tick {
         ts_ns: u64,
     },
+    /// A change in the pods of this node, from the Kubernetes pod watch.
+    Workload(WorkloadChange),
+}
+
+/// A pod update and when it arrived (`CLOCK_BOOTTIME` ns).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadChange {
+    pub ts_ns: u64,
+    pub update: WorkloadUpdate,
 }

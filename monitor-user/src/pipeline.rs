@@ -30,7 +30,11 @@ use crate::{
     detect::{alert::Alert, Detector, MessageCtx},
     event::{Event, Flow, Party},
     framing::{Frame, LineFramer},
-    identity::ProcessInfo,
+    identity::{
+        spiffe::{IdentityConfig, SpiffeMapper},
+        workload::WorkloadResolver,
+        ProcessInfo,
+    },
     jsonrpc::{self, Kind, Message},
     mcp::{self, Origin},
     metrics::Metrics,
@@ -60,6 +64,10 @@ pub struct PipelineConfig {
     pub max_held: usize,
     /// Bytes a new stream may carry without producing a verdict.
     pub max_pending_stream_bytes: u64,
+    /// SPIFFE trust domain and mappings.
+    pub identity: IdentityConfig,
+    /// This host's name (for `{hostname}` in SPIFFE mappings).
+    pub hostname: String,
 }
 
 impl Default for PipelineConfig {
@@ -76,6 +84,8 @@ impl Default for PipelineConfig {
             session_idle_ns: 1800 * 1_000_000_000,
             max_held: 32,
             max_pending_stream_bytes: 16 << 20,
+            identity: IdentityConfig::default(),
+            hostname: String::new(),
         }
     }
 }
@@ -190,6 +200,20 @@ pub struct Pipeline {
     syscall_counters: [Option<(prometheus::IntCounter, prometheus::IntCounter)>; 9],
     last_tick_ns: u64,
     detector: Option<Detector>,
+    /// Kubernetes pods of this node and SPIFFE mappings.
+    workloads: WorkloadResolver,
+    /// `messages_total` handles when it carries namespace/workload labels.
+    workload_message_counters: FxHashMap<
+        (
+            &'static str,
+            &'static str,
+            &'static str,
+            &'static str,
+            Arc<str>,
+            Arc<str>,
+        ),
+        IntCounter,
+    >,
 }
 
 #[derive(Deserialize)]
@@ -224,7 +248,20 @@ fn first_json_byte(data: &[u8]) -> Option<u8> {
 
 impl Pipeline {
     pub fn new(cfg: PipelineConfig, metrics: Arc<Metrics>) -> Self {
+        // The configuration was validated on load; a mapping that fails
+        // here (a library caller's) turns SPIFFE IDs off rather than fail.
+        let spiffe = SpiffeMapper::new(cfg.identity.clone(), &cfg.hostname).unwrap_or_else(|e| {
+            log::error!("{e:#}; SPIFFE IDs are off");
+            let off = IdentityConfig {
+                trust_domain: String::new(),
+                kubernetes_spiffe_ids: false,
+                spiffe: Vec::new(),
+            };
+            SpiffeMapper::new(off, "").expect("an empty mapping is valid")
+        });
         Self {
+            workloads: WorkloadResolver::new(spiffe),
+            workload_message_counters: FxHashMap::default(),
             cfg,
             metrics,
             processes: FxHashMap::default(),
@@ -276,6 +313,10 @@ impl Pipeline {
                 self.metrics.processes_tracked.set(self.processes.len() as i64);
             }
             Observation::Lifecycle(l) => self.on_lifecycle(l),
+            Observation::Workload(w) => {
+                self.workloads.apply(w.update, w.ts_ns);
+                self.metrics.kubernetes_pods.set(self.workloads.pod_count() as i64);
+            }
             Observation::CaptureStats(s) => self.on_stats(s),
             Observation::Tick { ts_ns } => {
                 self.on_tick(ts_ns);
@@ -560,6 +601,7 @@ impl Pipeline {
             (s.client, &s.client_info)
         };
         let process = proc.and_then(|p| self.processes.get(&p).cloned());
+        let workload = process.as_deref().and_then(|p| self.workloads.resolve(p));
         let slot = &mut state.parties[server_side as usize];
         fn same<T: ?Sized>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
             match (a, b) {
@@ -571,6 +613,7 @@ impl Pipeline {
         if let Some(c) = slot {
             if c.pid == proc.map(|p| p.pid)
                 && same(&c.process, &process)
+                && same(&c.workload, &workload)
                 && same(&c.name, &info.name)
                 && same(&c.version, &info.version)
             {
@@ -579,6 +622,7 @@ impl Pipeline {
         }
         let mut p = Party {
             process,
+            workload,
             pid: proc.map(|p| p.pid),
             name: info.name.clone(),
             version: info.version.clone(),
@@ -802,10 +846,21 @@ impl Pipeline {
         let method_label = event.method.as_deref().map_or(mcp::OTHER, mcp::label);
         let (t, d, k) = (event.transport.as_str(), event.direction.as_str(), event.kind.as_str());
         let metrics = &self.metrics;
-        self.message_counters
-            .entry((t, d, k, method_label))
-            .or_insert_with(|| metrics.messages.with_label_values(&[t, d, k, method_label]))
-            .inc();
+        let (ns, wl) = Party::metric_workload(&event.server, &event.client);
+        match metrics.workload_label_values(ns, wl) {
+            None => self
+                .message_counters
+                .entry((t, d, k, method_label))
+                .or_insert_with(|| metrics.messages.with_label_values(&[t, d, k, method_label]))
+                .inc(),
+            Some((ns, wl)) => self
+                .workload_message_counters
+                .entry((t, d, k, method_label, ns, wl))
+                .or_insert_with_key(|(t, d, k, m, ns, wl)| {
+                    metrics.messages.with_label_values(&[*t, *d, *k, *m, &**ns, &**wl])
+                })
+                .inc(),
+        }
         self.byte_counters
             .entry((t, d))
             .or_insert_with(|| metrics.message_bytes.with_label_values(&[t, d]))
@@ -881,6 +936,7 @@ impl Pipeline {
             self.end_session(&k);
         }
         self.processes.remove(&gone);
+        self.workloads.forget(gone.pid, gone.start_ns);
         self.metrics.processes_tracked.set(self.processes.len() as i64);
     }
 
@@ -923,6 +979,8 @@ impl Pipeline {
 
     fn on_tick(&mut self, now: u64) {
         self.last_tick_ns = now;
+        self.workloads.expire(now);
+        self.metrics.kubernetes_pods.set(self.workloads.pod_count() as i64);
         let deadline = now.saturating_sub(self.cfg.request_timeout_ns);
         let mut timed_out = 0;
         for s in self.sessions.values_mut() {

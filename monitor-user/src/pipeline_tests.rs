@@ -95,7 +95,10 @@ impl Sim {
     }
 
     fn with(cfg: PipelineConfig) -> Self {
-        let metrics = Metrics::new();
+        Self::with_metrics(cfg, Metrics::new())
+    }
+
+    fn with_metrics(cfg: PipelineConfig, metrics: Arc<Metrics>) -> Self {
         let mut s = Sim {
             pipeline: Pipeline::new(cfg, metrics.clone()),
             metrics,
@@ -765,4 +768,105 @@ proptest! {
         }
         prop_assert!(s.pipeline.streams.values().all(|st| st.framer.buffered() <= 256));
     }
+}
+
+#[test]
+fn pods_name_the_workload_even_when_they_appear_after_the_process() {
+    use crate::identity::kubernetes::{ContainerInfo, PodInfo, WorkloadRef, WorkloadUpdate};
+    use crate::observation::WorkloadChange;
+    const CID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    const UID: &str = "7b4d6e7e-1f1c-4a0e-9a36-0c3c0b1f9d11";
+    let metrics = Metrics::with_config(&crate::metrics::MetricsConfig {
+        workload_labels: true,
+        max_workload_label_values: 2,
+    });
+    let mut s = Sim::with_metrics(PipelineConfig::default(), metrics);
+    s.feed(Observation::Process(Box::new(ProcessInfo {
+        pid: SERVER.pid,
+        start_ns: SERVER.start_ns,
+        exe: "/usr/bin/server".into(),
+        container_id: Some(CID.into()),
+        pod_uid: Some(UID.into()),
+        complete: true,
+        ..Default::default()
+    })));
+    s.handshake();
+    let first = serde_json::to_value(&s.out.events[0]).unwrap();
+    assert!(first["server"].get("kubernetes").is_none(), "{first}");
+    let pod = |workload: &str| PodInfo {
+        uid: UID.into(),
+        namespace: "team-a".into(),
+        name: format!("{workload}-5d9c7b-x2x4z"),
+        node: "node-1".into(),
+        service_account: "mcp".into(),
+        labels: [("app".to_owned(), workload.to_owned())].into(),
+        workload: Some(WorkloadRef {
+            kind: "Deployment".into(),
+            name: workload.into(),
+            inferred: false,
+        }),
+        containers: vec![ContainerInfo {
+            id: CID.into(),
+            name: "server".into(),
+            image: "ghcr.io/x/server:1".into(),
+            image_id: String::new(),
+        }],
+    };
+    let ts = s.ts;
+    s.feed(Observation::Workload(WorkloadChange {
+        ts_ns: ts,
+        update: WorkloadUpdate::Pod(pod("web")),
+    }));
+    assert_eq!(s.metric("mcp_monitor_kubernetes_pods", &[]), 1.0);
+    s.c(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}));
+    let v = serde_json::to_value(s.out.events.last().unwrap()).unwrap();
+    let k = &v["server"]["kubernetes"];
+    assert_eq!(k["namespace"], "team-a");
+    assert_eq!(k["pod"], "web-5d9c7b-x2x4z");
+    assert_eq!(k["workload"], json!({"kind": "Deployment", "name": "web"}));
+    assert_eq!(
+        (k["container"].as_str(), k["image"].as_str()),
+        (Some("server"), Some("ghcr.io/x/server:1"))
+    );
+    assert_eq!(k["labels"]["app"], "web");
+    assert_eq!(v["server"]["spiffe_id"], "spiffe://cluster.local/ns/team-a/sa/mcp");
+    // The client (no container) has no Kubernetes identity.
+    assert!(v["client"].get("kubernetes").is_none());
+    assert_eq!(
+        s.metric(
+            "mcp_monitor_messages_total",
+            &[("namespace", "team-a"), ("workload", "web")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        s.metric("mcp_monitor_messages_total", &[("namespace", ""), ("workload", "")]),
+        3.0
+    );
+    // A third (namespace, workload) pair is past the cap of two.
+    s.feed(Observation::Workload(WorkloadChange {
+        ts_ns: ts,
+        update: WorkloadUpdate::Pod(pod("api")),
+    }));
+    s.c(json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}));
+    assert_eq!(s.metric("mcp_monitor_messages_total", &[("workload", "other")]), 1.0);
+    assert_eq!(s.metric("mcp_monitor_workload_labels_folded_total", &[]), 1.0);
+    let v = serde_json::to_value(s.out.events.last().unwrap()).unwrap();
+    assert_eq!(v["server"]["kubernetes"]["workload"]["name"], "api");
+    // Deleted: still named during the grace period, then forgotten.
+    s.feed(Observation::Workload(WorkloadChange {
+        ts_ns: ts,
+        update: WorkloadUpdate::PodDeleted { uid: UID.into() },
+    }));
+    s.c(json!({"jsonrpc":"2.0","id":3,"method":"tools/list"}));
+    let v = serde_json::to_value(s.out.events.last().unwrap()).unwrap();
+    assert_eq!(v["server"]["kubernetes"]["namespace"], "team-a");
+    s.feed(Observation::Tick {
+        ts_ns: ts + crate::identity::kubernetes::DELETED_POD_GRACE_NS,
+    });
+    s.ts = ts + crate::identity::kubernetes::DELETED_POD_GRACE_NS;
+    s.c(json!({"jsonrpc":"2.0","id":4,"method":"tools/list"}));
+    let v = serde_json::to_value(s.out.events.last().unwrap()).unwrap();
+    assert!(v["server"].get("kubernetes").is_none(), "{v}");
+    assert_eq!(s.metric("mcp_monitor_kubernetes_pods", &[]), 0.0);
 }

@@ -37,6 +37,7 @@ const KIND_PROCESS: u8 = 2;
 const KIND_LIFECYCLE: u8 = 3;
 const KIND_STATS: u8 = 4;
 const KIND_TICK: u8 = 5;
+const KIND_WORKLOAD: u8 = 6;
 
 /// Metadata at the start of a recording.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -108,6 +109,10 @@ impl<W: Write> Recorder<W> {
             Observation::Tick { ts_ns } => {
                 self.scratch.extend_from_slice(&ts_ns.to_le_bytes());
                 KIND_TICK
+            }
+            Observation::Workload(w) => {
+                serde_json::to_writer(&mut self.scratch, w)?;
+                KIND_WORKLOAD
             }
         };
         self.out.write_all(&[kind])?;
@@ -372,6 +377,9 @@ impl<R: BufRead> Reader<R> {
                         ts_ns: u64::from_le_bytes(b),
                     }
                 }
+                KIND_WORKLOAD => Observation::Workload(
+                    serde_json::from_slice(&self.body).map_err(|e| bad(format!("workload record: {e}")))?,
+                ),
                 _ => {
                     self.skipped_unknown += 1;
                     continue;
@@ -454,6 +462,10 @@ mod tests {
                 programs: vec![("sys_enter_read".into(), 4, 5)],
             }),
             Observation::Tick { ts_ns: 77 },
+            Observation::Workload(crate::observation::WorkloadChange {
+                ts_ns: 78,
+                update: crate::identity::kubernetes::WorkloadUpdate::Synced { uids: vec!["u".into()] },
+            }),
         ]
     }
 
@@ -487,7 +499,7 @@ mod tests {
         while r.next_observation().unwrap().is_some() {
             n += 1;
         }
-        assert_eq!(n, 4);
+        assert_eq!(n, all_kinds().len() - 1);
         assert!(r.truncated_tail);
     }
 

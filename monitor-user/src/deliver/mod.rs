@@ -561,6 +561,7 @@ pub(crate) mod testing {
             session: Arc::from("stdio:42:1"),
             server: Party::default(),
             client: Party::default(),
+            actor: Default::default(),
             evidence: json!({"findings": [{"rule": "github-pat-classic", "path": "$.result.content[0].text",
                 "length": 40, "prefix": "ghp_", "fingerprint": "hmac-sha256:00112233445566778899aabbccddeeff"}],
                 "tool": "read_text_file"}),

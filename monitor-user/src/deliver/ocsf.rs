@@ -78,8 +78,26 @@ fn process(p: &Party) -> Option<Value> {
                 user["name"] = json!(u);
             }
             o.insert("user".into(), user);
-            if let Some(c) = &info.container_id {
-                o.insert("container".into(), json!({"uid": c}));
+            let k8s = p.workload.as_ref().and_then(|w| w.kubernetes.as_ref());
+            if info.container_id.is_some() || k8s.is_some() {
+                let mut c = Map::new();
+                if let Some(id) = &info.container_id {
+                    c.insert("uid".into(), json!(id));
+                }
+                if let Some(k) = k8s {
+                    c.insert("orchestrator".into(), json!("Kubernetes"));
+                    c.insert("pod_uuid".into(), json!(k.pod_uid));
+                    if let Some(n) = &k.container {
+                        c.insert("name".into(), json!(n));
+                    }
+                    if let Some(i) = &k.image {
+                        // OCSF requires an image uid: the digest reference
+                        // when the runtime reported one, else the name.
+                        let uid = k.image_id.as_deref().unwrap_or(i);
+                        c.insert("image".into(), json!({"name": i, "uid": uid}));
+                    }
+                }
+                o.insert("container".into(), Value::Object(c));
             }
         }
         None => {
@@ -171,6 +189,15 @@ pub fn finding(a: &Alert) -> Value {
     }
     if let Some(client) = process(&a.client) {
         f["actor"] = json!({"process": client});
+        if let Some(name) = &a.actor.agent {
+            f["actor"]["app_name"] = json!(name);
+        }
+    }
+    f["unmapped"]["mcp"]["actor"] = json!(a.actor.description);
+    for (key, party) in [("server_workload", &a.server), ("client_workload", &a.client)] {
+        if let Some(w) = &party.workload {
+            f["unmapped"]["mcp"][key] = json!(w);
+        }
     }
     // Detection findings carry evidence objects; data security findings
     // have none, so there the server and the evidence go under unmapped.
@@ -331,8 +358,24 @@ mod tests {
         a.client = Party {
             process: Some(info(10, "/usr/bin/python3")),
             name: Some("agent".into()),
+            workload: Some(Arc::new(crate::identity::workload::WorkloadIdentity {
+                kubernetes: Some(crate::identity::workload::KubernetesIdentity {
+                    namespace: "team-a".into(),
+                    pod: "coder-0".into(),
+                    pod_uid: "7b4d6e7e-1f1c-4a0e-9a36-0c3c0b1f9d11".into(),
+                    service_account: "coder".into(),
+                    node: "node-1".into(),
+                    workload: None,
+                    container: Some("agent".into()),
+                    image: Some("ghcr.io/x/agent:1".into()),
+                    image_id: Some("ghcr.io/x/agent@sha256:0123".into()),
+                    labels: Default::default(),
+                }),
+                spiffe_id: Some("spiffe://cluster.local/ns/team-a/sa/coder".into()),
+            })),
             ..Default::default()
         };
+        a.actor = crate::detect::alert::Actor::of(&a.client);
         a.messages = vec![MessageRef {
             session: a.session.clone(),
             direction: Flow::ServerToClient,
@@ -391,6 +434,21 @@ mod tests {
         assert_eq!(f["finding_info"]["uid"], "alert-000001");
         assert_eq!(f["finding_info"]["analytic"]["uid"], "credential.exposure");
         assert_eq!(f["actor"]["process"]["pid"], 10);
+        assert_eq!(f["actor"]["app_name"], "agent");
+        let c = &f["actor"]["process"]["container"];
+        assert_eq!(
+            (c["name"].as_str(), c["image"]["name"].as_str()),
+            (Some("agent"), Some("ghcr.io/x/agent:1"))
+        );
+        assert_eq!(c["pod_uuid"], "7b4d6e7e-1f1c-4a0e-9a36-0c3c0b1f9d11");
+        assert_eq!(
+            f["unmapped"]["mcp"]["actor"],
+            "agent \"agent\" (pid 10, python3) acting as service account team-a/coder"
+        );
+        assert_eq!(
+            f["unmapped"]["mcp"]["client_workload"]["kubernetes"]["namespace"],
+            "team-a"
+        );
         assert_eq!(f["unmapped"]["mcp"]["server_process"]["file"]["path"], "/usr/bin/node");
         let d = finding(&full_alert(Category::ToolChain, 1));
         assert_eq!(d["evidences"][0]["process"]["file"]["path"], "/usr/bin/node");

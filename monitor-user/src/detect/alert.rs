@@ -84,6 +84,79 @@ pub struct MessageRef {
     pub time: i128,
 }
 
+/// The agent behind a finding: what it announced (`clientInfo`) and the
+/// account it runs under, with a one-line description such as `agent
+/// "claude-code" 1.0.3 (pid 4242, node) acting as service account
+/// team-a/coder`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Actor {
+    /// `clientInfo.name` (announced by the client; not proof of identity).
+    pub agent: Option<String>,
+    pub agent_version: Option<String>,
+    pub pid: Option<u32>,
+    pub exe: Option<String>,
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    /// `namespace/service-account` of the client's pod.
+    pub service_account: Option<String>,
+    pub spiffe_id: Option<String>,
+    pub description: String,
+}
+
+/// Announced names come from the traffic: no control characters, bounded.
+fn announced(s: &str) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(128)
+        .collect();
+    clean.trim().to_owned()
+}
+
+impl Actor {
+    /// The actor of a session: its client.
+    pub fn of(client: &Party) -> Actor {
+        let p = client.process.as_deref();
+        let w = client.workload.as_deref();
+        let mut a = Actor {
+            agent: client.name.as_deref().map(announced).filter(|s| !s.is_empty()),
+            agent_version: client.version.as_deref().map(announced).filter(|s| !s.is_empty()),
+            pid: p.map(|p| p.pid).or(client.pid),
+            exe: p.map(|p| p.exe.clone()).filter(|e| !e.is_empty()),
+            uid: p.filter(|p| p.complete).map(|p| p.uid),
+            user: p.and_then(|p| p.user.clone()),
+            service_account: w.and_then(|w| w.service_account()),
+            spiffe_id: w.and_then(|w| w.spiffe_id.clone()),
+            description: String::new(),
+        };
+        let mut d = match (&a.agent, &a.agent_version) {
+            (Some(n), Some(v)) => format!("agent {n:?} {v}"),
+            (Some(n), None) => format!("agent {n:?}"),
+            _ => "an unnamed MCP client".to_owned(),
+        };
+        let exe_name = a.exe.as_deref().map(|e| e.rsplit('/').next().unwrap_or(e));
+        match (a.pid, exe_name) {
+            (Some(pid), Some(e)) => d.push_str(&format!(" (pid {pid}, {e})")),
+            (Some(pid), None) => d.push_str(&format!(" (pid {pid})")),
+            _ => {}
+        }
+        let user = match (&a.user, a.uid) {
+            (Some(u), Some(uid)) => Some(format!("user {u} (uid {uid})")),
+            (None, Some(uid)) => Some(format!("uid {uid}")),
+            _ => None,
+        };
+        match (&a.service_account, &a.spiffe_id, user) {
+            (Some(sa), _, _) => d.push_str(&format!(" acting as service account {sa}")),
+            (None, Some(id), Some(u)) => d.push_str(&format!(" acting as {id}, {u}")),
+            (None, Some(id), None) => d.push_str(&format!(" acting as {id}")),
+            (None, None, Some(u)) => d.push_str(&format!(" acting as {u}")),
+            (None, None, None) => {}
+        }
+        a.description = d;
+        a
+    }
+}
+
 /// One alert.
 #[derive(Clone, Debug, Serialize)]
 pub struct Alert {
@@ -100,6 +173,9 @@ pub struct Alert {
     pub session: Arc<str>,
     pub server: Party,
     pub client: Party,
+    /// Who acted: the client (normally the AI agent) and the identity it
+    /// runs under.
+    pub actor: Actor,
     /// Redacted details, rule-specific.
     pub evidence: Value,
     /// The messages that make up the finding, oldest first.
@@ -235,6 +311,64 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn actor_says_which_agent_acts_as_whom() {
+        use crate::identity::{
+            workload::{KubernetesIdentity, WorkloadIdentity},
+            ProcessInfo,
+        };
+        let process = Arc::new(ProcessInfo {
+            pid: 4242,
+            exe: "/usr/bin/node".into(),
+            uid: 1000,
+            user: Some("alice".into()),
+            complete: true,
+            ..Default::default()
+        });
+        let mut client = Party {
+            process: Some(process),
+            name: Some("claude-code\u{1b}[31m".into()),
+            version: Some("1.0.3".into()),
+            ..Default::default()
+        };
+        let a = Actor::of(&client);
+        assert_eq!(
+            a.description,
+            "agent \"claude-code [31m\" 1.0.3 (pid 4242, node) acting as user alice (uid 1000)"
+        );
+        assert_eq!((a.uid, a.user.as_deref()), (Some(1000), Some("alice")));
+        client.workload = Some(Arc::new(WorkloadIdentity {
+            kubernetes: Some(KubernetesIdentity {
+                namespace: "team-a".into(),
+                pod: "coder-0".into(),
+                pod_uid: "u".into(),
+                service_account: "coder".into(),
+                node: "n".into(),
+                workload: None,
+                container: None,
+                image: None,
+                image_id: None,
+                labels: Default::default(),
+            }),
+            spiffe_id: Some("spiffe://cluster.local/ns/team-a/sa/coder".into()),
+        }));
+        client.name = Some("claude-code".into());
+        let a = Actor::of(&client);
+        assert_eq!(
+            a.description,
+            "agent \"claude-code\" 1.0.3 (pid 4242, node) acting as service account team-a/coder"
+        );
+        assert_eq!(
+            a.spiffe_id.as_deref(),
+            Some("spiffe://cluster.local/ns/team-a/sa/coder")
+        );
+        let anonymous = Actor::of(&Party {
+            pid: Some(7),
+            ..Default::default()
+        });
+        assert_eq!(anonymous.description, "an unnamed MCP client (pid 7)");
+    }
+
     fn alert(t: i128, key: &str) -> Alert {
         Alert {
             id: alert_id(&[key, &t.to_string()]),
@@ -247,6 +381,7 @@ mod tests {
             session: "x".into(),
             server: Party::default(),
             client: Party::default(),
+            actor: Actor::default(),
             evidence: json!({}),
             messages: vec![],
             count: 1,

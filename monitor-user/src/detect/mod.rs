@@ -821,6 +821,7 @@ impl Detector {
             session: ctx.session.clone(),
             server: ctx.server.clone(),
             client: ctx.client.clone(),
+            actor: alert::Actor::of(ctx.client),
             evidence,
             messages,
             count: 1,
@@ -878,10 +879,19 @@ impl Detector {
     }
 
     fn count(&self, a: &Alert) {
-        self.metrics
-            .alerts
-            .with_label_values(&[a.category.as_str(), &a.rule, a.severity.as_str()])
-            .inc_by(a.count);
+        let (ns, wl) = crate::event::Party::metric_workload(&a.server, &a.client);
+        let counter = match self.metrics.workload_label_values(ns, wl) {
+            None => self
+                .metrics
+                .alerts
+                .with_label_values(&[a.category.as_str(), &a.rule, a.severity.as_str()]),
+            Some((ns, wl)) => {
+                self.metrics
+                    .alerts
+                    .with_label_values(&[a.category.as_str(), &a.rule, a.severity.as_str(), &ns, &wl])
+            }
+        };
+        counter.inc_by(a.count);
     }
 
     /// Time passes: closes deduplication windows (returning repeat

@@ -21,6 +21,7 @@ fn party(pid: u32, exe: &str, args: &[&str], name: &str) -> Party {
         name: Some(name.into()),
         version: None,
         json: None,
+        workload: None,
     }
 }
 
