@@ -211,6 +211,8 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
 
     let boot_offset = clock::boot_to_unix_offset_ns();
     let mut pipeline = pipeline(&cfg, boot_offset, &hostname(), metrics.clone(), true)?;
+    // Before the probes: a watch that cannot start should fail fast.
+    let mut pod_updates = start_pod_watch(&cfg.kubernetes, &metrics).await?;
     let mut sensor = Sensor::start(&cfg.capture, boot_offset)?;
     // Loading parsed the kernel's BTF (megabytes) twice, aya's copy and
     // ours; hand the freed heap back to the system.
@@ -218,7 +220,6 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
     unsafe { libc::malloc_trim(0) };
     let mut outputs = Outputs::open(&cfg, &metrics)?;
     outputs.deliveries = start_sinks(&cfg, &metrics)?;
-    let mut pod_updates = start_pod_watch(&cfg.kubernetes, &metrics).await?;
     let mut recorder = match &cfg.output.record_file {
         Some(path) => {
             // Recordings hold raw captured bytes, secrets included: owner only.

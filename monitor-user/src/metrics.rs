@@ -286,7 +286,7 @@ impl Metrics {
             .unwrap()),
             kubernetes_pods: reg!(IntGauge::new(
                 "kubernetes_pods",
-                "Pods of this node known from the pod watch (deleted pods stay 5 minutes)."
+                "Pods of this node known from the pod watch (deleted pods, kept 5 minutes for late messages, not counted)."
             )
             .unwrap()),
             kubernetes_synced: reg!(IntGauge::new(

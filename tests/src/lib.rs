@@ -117,6 +117,21 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(String, String
     Ok((head.lines().next().unwrap_or("").to_owned(), body.to_owned()))
 }
 
+/// Minimal HTTP POST of a JSON body; returns (status line, body).
+pub fn http_post(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<(String, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    Ok((head.lines().next().unwrap_or("").to_owned(), body.to_owned()))
+}
+
 /// A running monitor.
 pub struct Monitor {
     child: Option<Child>,
@@ -625,4 +640,50 @@ pub fn python_session_under_shell(prepare: impl FnOnce(u32)) -> Transcript {
     writeln!(sh.stdin.as_mut().unwrap(), "go").unwrap();
     assert!(sh.wait().unwrap().success());
     Transcript::load(&transcript)
+}
+
+/// The cgroup v2 hierarchy (`/sys/fs/cgroup/unified` on hybrid hosts).
+pub fn cgroup_root() -> PathBuf {
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cgroup.procs").exists())
+        .expect("a cgroup v2 hierarchy")
+}
+
+/// 64 hex digits, different per seed.
+pub fn container_id(seed: u64) -> String {
+    let mut x = seed ^ 0x9e37_79b9_7f4a_7c15;
+    (0..4)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            format!("{x:016x}")
+        })
+        .collect()
+}
+
+/// Removes test cgroups `base/<path>` and their parents up to and including
+/// `base`, deepest first, once their processes have exited.
+pub fn remove_cgroups<'a>(base: &Path, paths: impl IntoIterator<Item = &'a str>) {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for path in paths {
+        let mut p = base.join(path);
+        while p != base {
+            dirs.push(p.clone());
+            p = p.parent().unwrap().to_owned();
+        }
+    }
+    dirs.push(base.to_owned());
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    dirs.dedup();
+    for d in dirs {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&d).is_ok() || !d.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }

@@ -108,6 +108,17 @@ fn planted_keys_are_caught_relayed_and_never_leave_in_clear() {
     assert_eq!(steps[0]["tool"], "read_text_file");
     assert_eq!(steps[1]["tool"], "send_message");
     assert_eq!(chain["client"]["name"], "monitor-test-client");
+    // Who acted: the announced agent and the account it runs under (root
+    // here, outside Kubernetes).
+    let actor = &chain["actor"];
+    assert_eq!(actor["agent"], "monitor-test-client");
+    assert_eq!(actor["uid"], 0);
+    assert_eq!(actor["pid"], chain["client"]["pid"]);
+    let d = actor["description"].as_str().unwrap();
+    assert!(
+        d.starts_with("agent \"monitor-test-client\" 1.0.0 (pid ") && d.ends_with("acting as user root (uid 0)"),
+        "{d}"
+    );
 
     // The keys appear nowhere: events (with payloads), alerts, logs, metrics.
     let mut outputs = std::fs::read_to_string(&m.events_path).unwrap();

@@ -3,33 +3,12 @@
 //! CRI-O (cgroupfs driver, Kubernetes), Docker and a systemd service; the
 //! events must carry the container id, pod uid or unit those paths encode.
 
-use std::{path::PathBuf, time::Duration};
+use std::{process::Command, time::Duration};
 
 use mcp_monitor_tests::*;
 use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(20);
-
-fn cgroup_root() -> PathBuf {
-    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("cgroup.procs").exists())
-        .expect("a cgroup v2 hierarchy")
-}
-
-/// 64 hex digits, different per run.
-fn container_id(seed: u64) -> String {
-    let mut x = seed ^ 0x9e37_79b9_7f4a_7c15;
-    (0..4)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            format!("{x:016x}")
-        })
-        .collect()
-}
 
 #[test]
 fn container_and_pod_identity_from_real_cgroups() {
@@ -92,24 +71,129 @@ fn container_and_pod_identity_from_real_cgroups() {
         assert_eq!(client["container_id"].as_str(), id.as_deref());
     }
     drop(m);
-    // The processes have exited; remove the cgroups, deepest first.
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for (path, ..) in &shapes {
-        let mut p = base.join(path);
-        while p != base {
-            dirs.push(p.clone());
-            p = p.parent().unwrap().to_owned();
-        }
+    remove_cgroups(&base, shapes.iter().map(|s| s.0.as_str()));
+}
+
+/// A real container: runc (the OCI runtime under containerd and CRI-O)
+/// starts the FastMCP server in new pid, mount, ipc and uts namespaces and in
+/// cgroups at the path a kubelet with the cgroupfs driver gives a container
+/// (`/kubepods/besteffort/pod<uid>/<container id>`, every v1 hierarchy and
+/// the unified one). The Python SDK client on the host talks to it over
+/// runc's stdio. The root file system is the host's directories, bound
+/// read-only: no image is needed.
+#[test]
+fn a_real_runc_container() {
+    require_root();
+    assert!(
+        Command::new("runc")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "runc is missing: run `cargo xtask setup` (it installs Debian's runc)"
+    );
+    let seed = std::process::id() as u64 ^ 0xc0;
+    let cid = container_id(seed);
+    let pod = format!("2c9f4e1a-8b3d-4e5f-a6b7-{:012x}", seed & 0xffff_ffff_ffff);
+    let bundle = TempDir::new("runc");
+    let rootfs = bundle.path().join("rootfs");
+    let out = Command::new("runc")
+        .arg("spec")
+        .current_dir(bundle.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "runc spec: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut spec: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.path().join("config.json")).unwrap()).unwrap();
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!([
+        python().to_str().unwrap(),
+        clients_dir().join("fastmcp_server.py").to_str().unwrap()
+    ]);
+    spec["root"] = serde_json::json!({"path": "rootfs", "readonly": true});
+    let ws = workspace();
+    let mut binds: Vec<String> = ["/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/root", "/tmp"]
+        .iter()
+        .filter(|d| std::path::Path::new(d).exists())
+        .map(|d| d.to_string())
+        .collect();
+    if !binds.iter().any(|b| ws.starts_with(b)) {
+        binds.push(ws.to_str().unwrap().to_owned());
     }
-    dirs.push(base.clone());
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-    dirs.dedup();
-    for d in dirs {
-        for _ in 0..50 {
-            if std::fs::remove_dir(&d).is_ok() || !d.exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    for d in &binds {
+        std::fs::create_dir_all(rootfs.join(d.trim_start_matches('/'))).unwrap();
+        spec["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"destination": d, "type": "bind", "source": d, "options": ["rbind", "ro"]}));
     }
+    // The host network: nothing to set up, and the server speaks stdio.
+    let ns = spec["linux"]["namespaces"].as_array_mut().unwrap();
+    ns.retain(|n| n["type"] != "network");
+    spec["linux"]["cgroupsPath"] = format!("/kubepods/besteffort/pod{pod}/{cid}").into();
+    std::fs::write(bundle.path().join("config.json"), spec.to_string()).unwrap();
+
+    let m = Monitor::start(&[]);
+    let dir = TempDir::new("rpy");
+    let transcript = dir.path().join("t.json");
+    let name = format!("mcp-monitor-test-{}", std::process::id());
+    let st = Command::new(python())
+        .arg(clients_dir().join("py_session.py"))
+        .arg(&transcript)
+        .args(["runc", "run", "--bundle", bundle.path().to_str().unwrap(), &name])
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "the Python SDK session with the containerised server failed"
+    );
+    let t = Transcript::load(&transcript);
+    let events = m.wait_events(SETTLE, |ev| {
+        ev.iter()
+            .filter(|e| e["server"]["container_id"] == cid.as_str())
+            .count()
+            >= t.messages.len()
+    });
+    let server: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["server"]["container_id"] == cid.as_str())
+        .map(|e| &e["server"])
+        .collect();
+    assert_eq!(
+        server.len(),
+        t.messages.len(),
+        "every message of the containerised server"
+    );
+    let own_ns = |kind: &str| {
+        let link = std::fs::read_link(format!("/proc/self/ns/{kind}")).unwrap();
+        let link = link.to_string_lossy().into_owned();
+        link.split_once(":[")
+            .unwrap()
+            .1
+            .trim_end_matches(']')
+            .parse::<u64>()
+            .unwrap()
+    };
+    for s in &server {
+        assert_eq!(s["pod_uid"], pod.as_str(), "{s}");
+        assert!(
+            s["cgroup"].as_str().unwrap().ends_with(&format!("pod{pod}/{cid}")),
+            "{s}"
+        );
+        // Its own namespaces, not the host's.
+        assert_ne!(s["pid_ns"].as_u64(), Some(own_ns("pid")), "{s}");
+        assert_ne!(s["mnt_ns"].as_u64(), Some(own_ns("mnt")), "{s}");
+        assert!(s["exe"].as_str().unwrap().contains("python"), "{s}");
+    }
+    // The client runs on the host: no container.
+    let e = events
+        .iter()
+        .find(|e| e["server"]["container_id"] == cid.as_str())
+        .unwrap();
+    assert!(e["client"].get("container_id").is_none(), "{e}");
+    drop(m);
+    let _ = Command::new("runc").args(["delete", "--force", &name]).output();
 }

@@ -37,6 +37,8 @@ const APT_PACKAGES: &[&str] = &[
     "rsyslog-gnutls",
     "prometheus",
     "openssl",
+    // A real container (namespaces + cgroups) in the identity tests.
+    "runc",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";

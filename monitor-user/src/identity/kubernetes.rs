@@ -209,13 +209,13 @@ impl PodIndex {
         self.generation
     }
 
-    /// Pods held (including recently deleted ones).
+    /// Live pods (deleted ones kept for their grace period not counted).
     pub fn len(&self) -> usize {
-        self.pods.len()
+        self.pods.len() - self.deleted.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pods.is_empty()
+        self.len() == 0
     }
 
     /// Applies an update; `now_ns` is the boot-clock time of the update.

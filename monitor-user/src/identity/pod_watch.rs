@@ -170,8 +170,9 @@ impl Owners {
         };
         let parent = match meta {
             Ok(Some(m)) => controller_of(m.owner_references.as_ref()).cloned(),
-            // Gone already: nothing more to learn; do not cache.
-            Ok(None) => return Some(None),
+            // Gone already (or not visible): fall back to names; do not
+            // cache.
+            Ok(None) => return None,
             Err(e) => {
                 log::warn!(
                     "kubernetes: cannot read {} {namespace}/{}: {e} (the workload is derived from names; \

@@ -88,7 +88,7 @@ impl WorkloadResolver {
         self.pods.generation()
     }
 
-    /// Pods known (including recently deleted ones).
+    /// Live pods known.
     pub fn pod_count(&self) -> usize {
         self.pods.len()
     }
