@@ -131,11 +131,28 @@ fn shipped_configurations_are_valid() {
     let effective = check(&["config", "check", config.to_str().unwrap()]);
     assert!(effective.contains("metrics_addr = \"0.0.0.0:9464\""), "{effective}");
     check(&["rules", "check", rules.to_str().unwrap()]);
-    check(&[
-        "config",
-        "check",
-        deploy().join("systemd/config.toml").to_str().unwrap(),
-    ]);
+    let systemd = deploy().join("systemd/config.toml");
+    check(&["config", "check", systemd.to_str().unwrap()]);
+    // Both files claim to show every key of `config default`.
+    let default = check(&["config", "default"]);
+    let keys = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(str::trim_start)
+            .filter(|l| l.starts_with('[') || l.contains(" = ") && !l.starts_with('#'))
+            .map(|l| match l.strip_prefix('[') {
+                Some(section) => format!("[{}]", section.split(']').next().unwrap()),
+                None => l.split(" = ").next().unwrap().trim().to_owned(),
+            })
+            .collect()
+    };
+    for (name, text) in [
+        ("configmap config.toml", std::fs::read_to_string(&config).unwrap()),
+        ("systemd config.toml", std::fs::read_to_string(&systemd).unwrap()),
+    ] {
+        let have = keys(&text);
+        let missing: Vec<String> = keys(&default).into_iter().filter(|k| !have.contains(k)).collect();
+        assert!(missing.is_empty(), "{name} lacks {missing:?} of `config default`");
+    }
     // The DaemonSet sees every process and runs with named capabilities,
     // not privileged.
     assert_eq!(

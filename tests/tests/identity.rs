@@ -45,7 +45,20 @@ fn container_and_pod_identity_from_real_cgroups() {
             ),
         ]
     };
-    let m = Monitor::start(&[]);
+    // SPIFFE IDs for services outside Kubernetes, mapped from the unit.
+    let cfg_dir = TempDir::new("idcfg");
+    let cfg = cfg_dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        "[identity]\ntrust_domain = \"example.org\"\n\n[[identity.spiffe]]\nsystemd_unit = \"mcp-test-*.service\"\n\
+         id = \"spiffe://{trust_domain}/host/{hostname}/unit/{systemd_unit}\"\n",
+    )
+    .unwrap();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned();
+    let m = Monitor::start(&["--config", cfg.to_str().unwrap()]);
     for (path, id, pod_uid, unit) in &shapes {
         let leaf = base.join(path);
         std::fs::create_dir_all(&leaf).expect("create a test cgroup");
@@ -63,6 +76,10 @@ fn container_and_pod_identity_from_real_cgroups() {
             assert_eq!(s["container_id"].as_str(), id.as_deref(), "{path}: {s}");
             assert_eq!(s["pod_uid"].as_str(), pod_uid.as_deref(), "{path}: {s}");
             assert_eq!(s["systemd_unit"].as_str(), unit.as_deref(), "{path}: {s}");
+            let spiffe = unit
+                .as_ref()
+                .map(|u| format!("spiffe://example.org/host/{hostname}/unit/{u}"));
+            assert_eq!(s["spiffe_id"].as_str(), spiffe.as_deref(), "{path}: {s}");
             assert!(s["cgroup"].as_str().unwrap().ends_with(path.as_str()), "{path}: {s}");
             assert!(s["mnt_ns"].as_u64().is_some() && s["pid_ns"].as_u64().is_some(), "{s}");
         }
