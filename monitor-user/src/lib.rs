@@ -20,6 +20,7 @@ pub mod deliver;
 pub mod detect;
 pub mod event;
 pub mod framing;
+pub mod http;
 pub mod identity;
 pub mod jsonrpc;
 pub mod mcp;

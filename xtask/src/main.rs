@@ -324,6 +324,7 @@ fn bench(args: &[String]) -> Result<()> {
 const FUZZ_TARGETS: &[&str] = &[
     "jsonrpc",
     "framer",
+    "http",
     "pipeline",
     "recording",
     "ring_record",

@@ -1,0 +1,409 @@
+//! MCP over HTTP: from the bytes of one direction of a TCP connection to
+//! JSON-RPC messages with their HTTP context.
+//!
+//! ```text
+//! bytes ──► h1::H1Parser ──► head ──► HttpMeta (method, path, status, session hash)
+//!                        └─► body ──► Content-Encoding (gzip, deflate) ──► JSON body
+//!                                                                      └─► sse::SseParser ──► data of each event
+//! ```
+//!
+//! Streamable HTTP (POST answered by JSON, 202 or an event stream; the GET
+//! stream), the legacy HTTP+SSE transport (the `endpoint` event, POSTs to
+//! the message endpoint) and the stateless revision (`Mcp-Method` headers)
+//! all reduce to this: JSON bodies and SSE event data that hold JSON-RPC.
+//! Every buffer is bounded by `max_body`; decompression output too.
+
+pub mod h1;
+pub mod sse;
+
+use std::{io::Write, sync::Arc};
+
+use h1::{H1Error, H1Event, H1Parser, Head, Side};
+use sse::{SseItem, SseParser};
+
+/// HTTP context of a message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpMeta {
+    /// Request method and target; on responses, those of the request when
+    /// the caller paired them.
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub status: Option<u16>,
+    /// `Mcp-Session-Id`, as given (the caller hashes it before export).
+    pub session_id: Option<String>,
+    /// `Mcp-Method` / `Mcp-Name` headers of the stateless revision.
+    pub mcp_method: Option<String>,
+    pub content_type: Option<String>,
+    /// `Last-Event-ID` of a resumed GET stream.
+    pub last_event_id: Option<String>,
+}
+
+impl HttpMeta {
+    fn from_head(h: &Head) -> Self {
+        let get = |n: &str| h.header(n).map(str::to_owned);
+        HttpMeta {
+            method: h.method.clone(),
+            path: h.path.clone(),
+            status: h.status,
+            session_id: get("mcp-session-id"),
+            mcp_method: get("mcp-method"),
+            content_type: get("content-type"),
+            last_event_id: get("last-event-id"),
+        }
+    }
+
+    /// True when the body is an event stream.
+    pub fn is_event_stream(&self) -> bool {
+        self.content_type
+            .as_deref()
+            .is_some_and(|c| c.to_ascii_lowercase().starts_with("text/event-stream"))
+    }
+}
+
+/// What a direction produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HttpOutput {
+    /// A message head (before its body, if any).
+    Head(Arc<HttpMeta>),
+    /// A JSON body, or the data of one SSE event, with its message's context
+    /// and, for SSE, the event's `event:` name and id.
+    Payload {
+        meta: Arc<HttpMeta>,
+        data: Vec<u8>,
+        sse_event: Option<String>,
+        sse_id: Option<String>,
+    },
+    /// The message ended.
+    End(Arc<HttpMeta>),
+    /// Something was skipped; the label says what (`http_bad_head`,
+    /// `http_body_too_large`, `http_bad_encoding`, `sse_event_too_large`...).
+    Error(&'static str),
+}
+
+enum Decoder {
+    Gzip(flate2::write::GzDecoder<Limited>),
+    Deflate(flate2::write::ZlibDecoder<Limited>),
+}
+
+/// A `Vec` that refuses to grow past a limit (decompression bombs).
+struct Limited {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl Write for Limited {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + b.len() > self.max {
+            return Err(std::io::Error::other("decompressed body too large"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Current {
+    meta: Arc<HttpMeta>,
+    sse: Option<SseParser>,
+    decoder: Option<Decoder>,
+    body: Vec<u8>,
+    failed: bool,
+}
+
+/// One direction of an HTTP/1.1 connection.
+pub struct HttpHalf {
+    parser: H1Parser,
+    max_body: usize,
+    cur: Option<Current>,
+}
+
+impl HttpHalf {
+    /// `side`: requests (client to server) or responses.
+    pub fn new(side: Side, max_body: usize, joined_mid_stream: bool) -> Self {
+        let max_head = 64 * 1024;
+        Self {
+            parser: if joined_mid_stream {
+                H1Parser::new_resync(side, max_head)
+            } else {
+                H1Parser::new(side, max_head)
+            },
+            max_body: max_body.max(1024),
+            cur: None,
+        }
+    }
+
+    /// Bytes held (head, body, event).
+    pub fn buffered(&self) -> usize {
+        self.parser.buffered()
+            + self.cur.as_ref().map_or(0, |c| {
+                c.body.len() + c.sse.as_ref().map_or(0, SseParser::buffered) + decoder_len(&c.decoder)
+            })
+    }
+
+    /// The response side learns the next request was `HEAD`.
+    pub fn expect_response(&mut self, head_request: bool) {
+        self.parser.expect_response(head_request);
+    }
+
+    /// Bytes were lost here.
+    pub fn gap(&mut self, out: &mut impl FnMut(HttpOutput)) {
+        let mut evs = Vec::new();
+        self.parser.gap(&mut |e| evs.push(owned(e)));
+        self.cur = None;
+        for e in evs {
+            self.on_event(e, out);
+        }
+    }
+
+    /// The connection closed.
+    pub fn close(&mut self, out: &mut impl FnMut(HttpOutput)) {
+        let mut evs = Vec::new();
+        self.parser.close(&mut |e| evs.push(owned(e)));
+        for e in evs {
+            self.on_event(e, out);
+        }
+    }
+
+    pub fn feed(&mut self, data: &[u8], out: &mut impl FnMut(HttpOutput)) {
+        // Body slices are handled as they come; heads are owned anyway.
+        let mut parser = std::mem::replace(&mut self.parser, H1Parser::new(Side::Requests, 0));
+        parser.feed(data, &mut |e| match e {
+            H1Event::Body(b) => self.on_body(b, out),
+            other => self.on_event(owned(other), out),
+        });
+        self.parser = parser;
+    }
+
+    fn on_event(&mut self, e: Owned, out: &mut impl FnMut(HttpOutput)) {
+        match e {
+            Owned::Head(h) => {
+                let meta = Arc::new(HttpMeta::from_head(&h));
+                let decoder = match h.header("content-encoding").map(|e| e.trim().to_ascii_lowercase()) {
+                    Some(e) if e == "gzip" || e == "x-gzip" => Some(Decoder::Gzip(flate2::write::GzDecoder::new(
+                        Limited {
+                            buf: Vec::new(),
+                            max: self.max_body,
+                        },
+                    ))),
+                    Some(e) if e == "deflate" => Some(Decoder::Deflate(flate2::write::ZlibDecoder::new(Limited {
+                        buf: Vec::new(),
+                        max: self.max_body,
+                    }))),
+                    _ => None,
+                };
+                let sse = meta.is_event_stream().then(|| SseParser::new(self.max_body));
+                out(HttpOutput::Head(meta.clone()));
+                self.cur = Some(Current {
+                    meta,
+                    sse,
+                    decoder,
+                    body: Vec::new(),
+                    failed: false,
+                });
+            }
+            Owned::End => {
+                let Some(mut c) = self.cur.take() else { return };
+                if let Some(d) = c.decoder.take() {
+                    match finish(d) {
+                        Ok(rest) => deliver(&mut c, &rest, self.max_body, out),
+                        Err(_) if !c.failed => {
+                            c.failed = true;
+                            out(HttpOutput::Error("http_bad_encoding"));
+                        }
+                        Err(_) => {}
+                    }
+                }
+                if c.sse.is_none() && !c.failed && !c.body.is_empty() {
+                    out(HttpOutput::Payload {
+                        meta: c.meta.clone(),
+                        data: std::mem::take(&mut c.body),
+                        sse_event: None,
+                        sse_id: None,
+                    });
+                }
+                out(HttpOutput::End(c.meta));
+            }
+            Owned::Error(e) => {
+                self.cur = None;
+                out(HttpOutput::Error(e.as_str()));
+            }
+            Owned::Upgraded => {
+                self.cur = None;
+                out(HttpOutput::Error("http_upgraded"));
+            }
+        }
+    }
+
+    fn on_body(&mut self, b: &[u8], out: &mut impl FnMut(HttpOutput)) {
+        let max = self.max_body;
+        let Some(c) = self.cur.as_mut() else { return };
+        if c.failed || b.is_empty() {
+            return;
+        }
+        match c.decoder.as_mut() {
+            None => deliver(c, b, max, out),
+            Some(d) => {
+                let r = match d {
+                    Decoder::Gzip(g) => g.write_all(b).map(|_| std::mem::take(&mut g.get_mut().buf)),
+                    Decoder::Deflate(z) => z.write_all(b).map(|_| std::mem::take(&mut z.get_mut().buf)),
+                };
+                match r {
+                    Ok(plain) => deliver(c, &plain, max, out),
+                    Err(_) => {
+                        c.failed = true;
+                        out(HttpOutput::Error("http_bad_encoding"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn decoder_len(d: &Option<Decoder>) -> usize {
+    match d {
+        Some(Decoder::Gzip(g)) => g.get_ref().buf.len(),
+        Some(Decoder::Deflate(z)) => z.get_ref().buf.len(),
+        None => 0,
+    }
+}
+
+fn finish(d: Decoder) -> std::io::Result<Vec<u8>> {
+    Ok(match d {
+        Decoder::Gzip(g) => g.finish()?.buf,
+        Decoder::Deflate(z) => z.finish()?.buf,
+    })
+}
+
+/// Plain body bytes: into the event parser, or the JSON body buffer.
+fn deliver(c: &mut Current, plain: &[u8], max: usize, out: &mut impl FnMut(HttpOutput)) {
+    if plain.is_empty() {
+        return;
+    }
+    match c.sse.as_mut() {
+        Some(sse) => {
+            let meta = &c.meta;
+            sse.feed(plain, &mut |item| match item {
+                SseItem::Event(ev) => out(HttpOutput::Payload {
+                    meta: meta.clone(),
+                    data: ev.data,
+                    sse_event: ev.event,
+                    sse_id: ev.id,
+                }),
+                SseItem::Oversized(_) => out(HttpOutput::Error("sse_event_too_large")),
+            });
+        }
+        None => {
+            if c.body.len() + plain.len() > max {
+                c.failed = true;
+                c.body = Vec::new();
+                out(HttpOutput::Error("http_body_too_large"));
+            } else {
+                c.body.extend_from_slice(plain);
+            }
+        }
+    }
+}
+
+enum Owned {
+    Head(Head),
+    End,
+    Error(H1Error),
+    Upgraded,
+}
+
+fn owned(e: H1Event<'_>) -> Owned {
+    match e {
+        H1Event::Head(h) => Owned::Head(h),
+        H1Event::End => Owned::End,
+        H1Event::Error(e) => Owned::Error(e),
+        H1Event::Upgraded => Owned::Upgraded,
+        // Bodies are handled in `feed`; a body reported by `gap`/`close`
+        // does not exist.
+        H1Event::Body(_) => Owned::End,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn payloads(half: &mut HttpHalf, pieces: &[&[u8]]) -> (Vec<(Option<String>, Vec<u8>)>, Vec<&'static str>) {
+        let mut p = Vec::new();
+        let mut errors = Vec::new();
+        for piece in pieces {
+            half.feed(piece, &mut |o| match o {
+                HttpOutput::Payload { data, sse_event, .. } => p.push((sse_event, data)),
+                HttpOutput::Error(e) => errors.push(e),
+                _ => {}
+            });
+        }
+        (p, errors)
+    }
+
+    fn gzip(b: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn json_bodies_sse_streams_and_gzip() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+        let gz = gzip(body);
+        let mut resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nMcp-Session-Id: s1\r\n\r\n",
+            gz.len()
+        )
+        .into_bytes();
+        resp.extend_from_slice(&gz);
+        let sse = b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\nid: 2\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{}}\n\n";
+        resp.extend_from_slice(
+            format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n", sse.len()).as_bytes(),
+        );
+        resp.extend_from_slice(sse);
+        resp.extend_from_slice(b"\r\n0\r\n\r\n");
+        let mut half = HttpHalf::new(Side::Responses, 1 << 20, false);
+        let (p, errors) = payloads(&mut half, &[&resp]);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[0].1, body);
+        assert!(p[1].1.starts_with(b"{\"jsonrpc\":\"2.0\",\"method\""));
+        assert!(p[2].1.ends_with(b"\"result\":{}}"));
+    }
+
+    #[test]
+    fn bombs_and_oversized_bodies_are_refused() {
+        let zeros = vec![0u8; 4 << 20];
+        let gz = gzip(&zeros);
+        let mut resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+            gz.len()
+        )
+        .into_bytes();
+        resp.extend_from_slice(&gz);
+        resp.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+        let mut half = HttpHalf::new(Side::Responses, 64 * 1024, false);
+        let (p, errors) = payloads(&mut half, &[&resp]);
+        assert_eq!(errors, ["http_bad_encoding"]);
+        assert_eq!(p, [(None, b"{}".to_vec())], "the next message still parses");
+        assert!(half.buffered() < 64 * 1024 + 1024);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_and_stay_bounded(data in proptest::collection::vec(any::<u8>(), 0..4096), gz in any::<bool>()) {
+            let mut input = if gz {
+                b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Type: text/event-stream\r\n\r\n".to_vec()
+            } else {
+                Vec::new()
+            };
+            input.extend_from_slice(&data);
+            let mut half = HttpHalf::new(Side::Responses, 2048, false);
+            half.feed(&input, &mut |_| {});
+            prop_assert!(half.buffered() <= 2 * 2048 + 64 * 1024 + 4096);
+        }
+    }
+}
