@@ -304,7 +304,17 @@ impl Pipeline {
     pub fn handle(&mut self, obs: Observation, sink: &mut impl Sink) {
         match obs {
             Observation::Chunk(c) => self.on_chunk(c, sink),
-            Observation::Process(info) => {
+            Observation::Process(mut info) => {
+                // The sensor scrubbed secret-named flags and common token
+                // shapes; the credential rules (when detection is on) catch
+                // every other format they know.
+                if let Some(d) = self.detector.as_ref() {
+                    for arg in info.cmdline.iter_mut() {
+                        if let Some(clean) = d.redact(arg) {
+                            *arg = clean;
+                        }
+                    }
+                }
                 let key = ProcKey {
                     pid: info.pid,
                     start_ns: info.start_ns,

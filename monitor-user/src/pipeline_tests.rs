@@ -870,3 +870,45 @@ fn pods_name_the_workload_even_when_they_appear_after_the_process() {
     assert!(v["server"].get("kubernetes").is_none(), "{v}");
     assert_eq!(s.metric("mcp_monitor_kubernetes_pods", &[]), 0.0);
 }
+
+#[test]
+fn command_lines_are_scrubbed_with_the_credential_rules_when_detection_is_on() {
+    // A SendGrid key as a positional argument: no secret-named flag and no
+    // shape the sensor's basic scrub knows.
+    let key = [
+        "SG.",
+        "ONesajBJC_gEf7IvCeABMK",
+        ".",
+        "1iWv-N5QWGQm-GEjt72S5u_IO1feYt3eRakWhHhODIJ",
+    ]
+    .concat();
+    let args = vec!["/usr/bin/mailer".to_owned(), "send".to_owned(), key.clone()];
+    assert!(redact::scrub_args(&args).contains(&key), "the basic scrub leaves it");
+    let metrics = Metrics::new();
+    let detector = crate::detect::Detector::new(
+        crate::detect::DetectorConfig {
+            rules: crate::detect::rules::Rules::builtin(),
+            fingerprint_key: b"0123456789abcdef0123456789abcdef".to_vec(),
+            state_dir: None,
+            scan_budget_bytes: 4 << 20,
+            dedup_window_seconds: 300,
+        },
+        metrics.clone(),
+    )
+    .unwrap();
+    let mut s = Sim::with_metrics(PipelineConfig::default(), metrics);
+    s.pipeline = Pipeline::new(PipelineConfig::default(), s.metrics.clone()).with_detector(detector);
+    s.feed(info(CLIENT, "/usr/bin/agent"));
+    s.feed(Observation::Process(Box::new(ProcessInfo {
+        pid: SERVER.pid,
+        start_ns: SERVER.start_ns,
+        exe: "/usr/bin/mailer".into(),
+        cmdline: args,
+        complete: true,
+        ..Default::default()
+    })));
+    s.handshake();
+    let text = serde_json::to_string(&s.out.events[0]).unwrap();
+    assert!(!text.contains(&key[3..]), "{text}");
+    assert!(text.contains("[REDACTED]"), "{text}");
+}

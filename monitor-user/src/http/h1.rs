@@ -30,10 +30,7 @@ pub struct Head {
 impl Head {
     /// The first value of a header (`name` in lowercase).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -93,9 +90,7 @@ enum State {
 }
 
 /// Methods recognised at the start of a request line when resynchronising.
-const METHODS: &[&[u8]] = &[
-    b"GET ", b"POST ", b"DELETE ", b"PUT ", b"HEAD ", b"OPTIONS ", b"PATCH ",
-];
+const METHODS: &[&[u8]] = &[b"GET ", b"POST ", b"DELETE ", b"PUT ", b"HEAD ", b"OPTIONS ", b"PATCH "];
 
 /// The parser.
 #[derive(Debug)]
@@ -339,9 +334,11 @@ impl H1Parser {
         if head.headers.len() > MAX_HEADERS {
             return self.fail(H1Error::HeadTooLarge, out);
         }
-        let chunked = head
-            .header("transfer-encoding")
-            .is_some_and(|te| te.rsplit(',').next().is_some_and(|l| l.trim().eq_ignore_ascii_case("chunked")));
+        let chunked = head.header("transfer-encoding").is_some_and(|te| {
+            te.rsplit(',')
+                .next()
+                .is_some_and(|l| l.trim().eq_ignore_ascii_case("chunked"))
+        });
         let lengths: Vec<&str> = head
             .headers
             .iter()
@@ -541,7 +538,10 @@ mod tests {
     #[test]
     fn bodies_without_length_run_until_close_and_no_body_statuses() {
         let mut p = H1Parser::new(Side::Responses, 8192);
-        let evs = run(&mut p, &[b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\n\r\nstream", b"ing"]);
+        let evs = run(
+            &mut p,
+            &[b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\n\r\nstream", b"ing"],
+        );
         assert_eq!(evs[1], Ev::End);
         assert_eq!(evs[3], Ev::Body(b"streaming".to_vec()));
         let mut end = Vec::new();
@@ -550,7 +550,10 @@ mod tests {
         // A HEAD request's response has no body despite Content-Length.
         let mut p = H1Parser::new(Side::Responses, 8192);
         p.expect_response(true);
-        let evs = run(&mut p, &[b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"]);
+        let evs = run(
+            &mut p,
+            &[b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"],
+        );
         assert_eq!(evs.len(), 5, "{evs:?}");
     }
 
@@ -585,10 +588,16 @@ mod tests {
     #[test]
     fn joined_mid_stream_and_upgrades() {
         let mut p = H1Parser::new_resync(Side::Responses, 8192);
-        let evs = run(&mut p, &[b"tail of an earlier body\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"]);
+        let evs = run(
+            &mut p,
+            &[b"tail of an earlier body\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"],
+        );
         assert!(matches!(evs[0], Ev::Head(_)), "{evs:?}");
         let mut p = H1Parser::new(Side::Responses, 8192);
-        let evs = run(&mut p, &[b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"]);
+        let evs = run(
+            &mut p,
+            &[b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"],
+        );
         assert_eq!(evs.last(), Some(&Ev::Upgraded));
     }
 

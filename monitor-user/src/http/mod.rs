@@ -181,12 +181,12 @@ impl HttpHalf {
             Owned::Head(h) => {
                 let meta = Arc::new(HttpMeta::from_head(&h));
                 let decoder = match h.header("content-encoding").map(|e| e.trim().to_ascii_lowercase()) {
-                    Some(e) if e == "gzip" || e == "x-gzip" => Some(Decoder::Gzip(flate2::write::GzDecoder::new(
-                        Limited {
+                    Some(e) if e == "gzip" || e == "x-gzip" => {
+                        Some(Decoder::Gzip(flate2::write::GzDecoder::new(Limited {
                             buf: Vec::new(),
                             max: self.max_body,
-                        },
-                    ))),
+                        })))
+                    }
                     Some(e) if e == "deflate" => Some(Decoder::Deflate(flate2::write::ZlibDecoder::new(Limited {
                         buf: Vec::new(),
                         max: self.max_body,
@@ -361,7 +361,11 @@ mod tests {
         resp.extend_from_slice(&gz);
         let sse = b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\nid: 2\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{}}\n\n";
         resp.extend_from_slice(
-            format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n", sse.len()).as_bytes(),
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+                sse.len()
+            )
+            .as_bytes(),
         );
         resp.extend_from_slice(sse);
         resp.extend_from_slice(b"\r\n0\r\n\r\n");

@@ -210,7 +210,13 @@ mod tests {
         let big = format!("data: {}\n\ndata: ok\n\n", "x".repeat(1000));
         let items = run(&mut p, &[big.as_bytes()]);
         assert!(matches!(items[0], SseItem::Oversized(n) if n >= 1000), "{items:?}");
-        assert_eq!(items[1], SseItem::Event(SseEvent { data: b"ok".to_vec(), ..Default::default() }));
+        assert_eq!(
+            items[1],
+            SseItem::Event(SseEvent {
+                data: b"ok".to_vec(),
+                ..Default::default()
+            })
+        );
         assert!(p.buffered() < 64 + MAX_FIELD);
     }
 
