@@ -19,6 +19,9 @@ use crate::{
 pub enum Transport {
     /// Pipes or a unix socketpair between an agent and a server it spawned.
     Stdio,
+    /// HTTP/1.1 in clear over TCP (Streamable HTTP, or the legacy HTTP+SSE
+    /// transport).
+    Http,
 }
 
 impl Transport {
@@ -26,8 +29,28 @@ impl Transport {
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Stdio => "stdio",
+            Transport::Http => "http",
         }
     }
+}
+
+/// HTTP context of a message that travelled over HTTP.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HttpInfo {
+    /// Method and path of the request that carried the message, or that the
+    /// response carrying it answers.
+    pub method: Option<String>,
+    pub path: Option<String>,
+    /// Status of the response that carried the message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// `sha256:` + 16 hex digits of the `Mcp-Session-Id` header; the value
+    /// itself is never exported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id_hash: Option<String>,
+    /// `id:` of the server-sent event that carried the message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sse_event_id: Option<String>,
 }
 
 /// Which way the message went.
@@ -186,6 +209,9 @@ pub struct Event {
     pub protocol_version: Option<Arc<str>>,
     pub server: Party,
     pub client: Party,
+    /// HTTP transports: method, path, status, hashed session id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpInfo>,
     /// The message itself, secrets redacted; only with `--payloads`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<serde_json::Value>,

@@ -28,7 +28,7 @@ use serde_json::value::RawValue;
 
 use crate::{
     detect::{alert::Alert, Detector, MessageCtx},
-    event::{Event, Flow, Party},
+    event::{Event, Flow, HttpInfo, Party},
     framing::{Frame, LineFramer},
     identity::{
         spiffe::{IdentityConfig, SpiffeMapper},
@@ -203,6 +203,10 @@ pub struct Pipeline {
     /// Kubernetes pods of this node and SPIFFE mappings.
     workloads: WorkloadResolver,
     /// `messages_total` handles when it carries namespace/workload labels.
+    /// TCP connections carrying (or being judged for) MCP over HTTP.
+    http_conns: FxHashMap<http_conn::ConnId, http_conn::HttpConn>,
+    /// Hashed `Mcp-Session-Id` (with the serving process) to session.
+    http_session_ids: FxHashMap<(Option<ProcKey>, u64), SessionKey>,
     workload_message_counters: FxHashMap<
         (
             &'static str,
@@ -262,6 +266,8 @@ impl Pipeline {
         Self {
             workloads: WorkloadResolver::new(spiffe),
             workload_message_counters: FxHashMap::default(),
+            http_conns: FxHashMap::default(),
+            http_session_ids: FxHashMap::default(),
             cfg,
             metrics,
             processes: FxHashMap::default(),
@@ -376,8 +382,10 @@ impl Pipeline {
         });
         events.inc();
         bytes.inc_by(c.data.len() as u64);
-        // Local IPC is captured where it is read; other kinds come with
-        // the TCP capture.
+        if matches!(c.fd_kind, FdKind::Tcp4 | FdKind::Tcp6) {
+            return self.on_tcp_chunk(&c, sink);
+        }
+        // Local IPC is captured where it is read.
         if c.direction != Direction::Ingress || !c.fd_kind.is_local_ipc() {
             return;
         }
@@ -644,7 +652,6 @@ impl Pipeline {
     }
 
     fn on_message(&mut self, stream: &mut Stream, msg: Message<'_>, ts_ns: u64, sink: &mut impl Sink) {
-        let raw = msg.raw;
         let role = match stream.role {
             Some(r) => r,
             None => {
@@ -663,6 +670,65 @@ impl Pipeline {
             _ => computed,
         };
         stream.session = Some(key);
+        let flow = match role {
+            Role::ServerInbound => Flow::ClientToServer,
+            Role::ClientInbound => Flow::ServerToClient,
+        };
+        if !self.handle_message(key, flow, peer, msg, ts_ns, None, sink) {
+            // JSON-RPC, but no MCP method in max_held messages: another
+            // JSON-RPC user. Stop capturing it.
+            self.reject(stream, "not_mcp", sink);
+            self.drop_session(key, sink);
+        }
+    }
+
+    /// Stops capturing every stream and connection of a session that is not
+    /// MCP, and forgets it.
+    fn drop_session(&mut self, key: SessionKey, sink: &mut impl Sink) {
+        let others: Vec<StreamId> = self
+            .streams
+            .values()
+            .filter(|o| o.session == Some(key))
+            .map(|o| o.id)
+            .collect();
+        for id in others {
+            if let Some(mut o) = self.streams.remove(&id) {
+                self.reject(&mut o, "not_mcp", sink);
+                self.streams.insert(id, o);
+            }
+        }
+        let conns: Vec<http_conn::ConnId> = self
+            .http_conns
+            .iter()
+            .filter(|(_, c)| c.session == Some(key))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in conns {
+            self.reject_conn(id, "not_mcp", sink);
+        }
+        if let Some(state) = self.sessions.remove(&key) {
+            if let Some(d) = self.detector.as_mut() {
+                d.end_session(&state.session.id);
+            }
+        }
+        self.metrics.sessions_active.set(self.sessions.len() as i64);
+    }
+
+    /// One JSON-RPC message of session `key`, going `flow`; `peer` is the
+    /// process at the other end when known. Returns false when the session
+    /// has shown itself not to be MCP (the caller stops capturing it).
+    #[allow(clippy::too_many_arguments)]
+    fn handle_message(
+        &mut self,
+        key: SessionKey,
+        flow: Flow,
+        peer: Option<ProcKey>,
+        msg: Message<'_>,
+        ts_ns: u64,
+        http: Option<HttpInfo>,
+        sink: &mut impl Sink,
+    ) -> bool {
+        let raw = msg.raw;
         if !self.sessions.contains_key(&key) {
             self.make_room_for_session();
             self.sessions.insert(
@@ -676,10 +742,6 @@ impl Pipeline {
             self.metrics.sessions_active.set(self.sessions.len() as i64);
             self.metrics.sessions_total.inc();
         }
-        let flow = match role {
-            Role::ServerInbound => Flow::ClientToServer,
-            Role::ClientInbound => Flow::ServerToClient,
-        };
         let max_pending = self.cfg.max_pending;
         let state = self.sessions.get_mut(&key).expect("inserted above");
         let s = &mut state.session;
@@ -759,6 +821,7 @@ impl Pipeline {
             protocol_version: s.protocol_version.clone(),
             server,
             client,
+            http,
             payload,
         };
         if evicted > 0 {
@@ -823,33 +886,14 @@ impl Pipeline {
                 alerts,
             });
         } else {
-            // JSON-RPC, but no MCP method in max_held messages: another
-            // JSON-RPC user. Stop capturing it.
             let dropped = state.held.len() + 1;
             self.metrics
                 .state_evictions
                 .with_label_values(&["held_event"])
                 .inc_by(dropped as u64);
-            self.reject(stream, "not_mcp", sink);
-            let others: Vec<StreamId> = self
-                .streams
-                .values()
-                .filter(|o| o.session == Some(key))
-                .map(|o| o.id)
-                .collect();
-            for id in others {
-                if let Some(mut o) = self.streams.remove(&id) {
-                    self.reject(&mut o, "not_mcp", sink);
-                    self.streams.insert(id, o);
-                }
-            }
-            if let Some(state) = self.sessions.remove(&key) {
-                if let Some(d) = self.detector.as_mut() {
-                    d.end_session(&state.session.id);
-                }
-            }
-            self.metrics.sessions_active.set(self.sessions.len() as i64);
+            return false;
         }
+        true
     }
 
     fn emit(&mut self, event: Event, latency_s: Option<f64>, sink: &mut impl Sink) {
@@ -935,6 +979,7 @@ impl Pipeline {
         }
         let gone = l.proc;
         self.streams.retain(|id, _| id.proc != gone);
+        self.http_conns.retain(|id, _| id.proc != gone);
         self.writers.retain(|_, (w, _)| *w != gone);
         let ended: Vec<SessionKey> = self
             .sessions
@@ -1015,6 +1060,7 @@ impl Pipeline {
             self.end_session(&k);
         }
         self.streams.retain(|_, s| s.last_ns >= idle);
+        self.http_conns.retain(|_, c| c.last_ns >= idle);
     }
 }
 
@@ -1050,3 +1096,6 @@ fn name_param(params: &RawValue) -> Option<String> {
 #[cfg(test)]
 #[path = "pipeline_tests.rs"]
 mod tests;
+
+#[path = "pipeline_http.rs"]
+mod http_conn;

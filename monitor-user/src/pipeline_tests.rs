@@ -912,3 +912,146 @@ fn command_lines_are_scrubbed_with_the_credential_rules_when_detection_is_on() {
     assert!(!text.contains(&key[3..]), "{text}");
     assert!(text.contains("[REDACTED]"), "{text}");
 }
+
+/// TCP chunks of one process: (direction, bytes).
+fn tcp(s: &mut Sim, p: ProcKey, fd: i32, dir: Direction, data: &[u8]) {
+    s.ts += 1_000;
+    let mut c = chunk(p, fd, dir, FdKind::Tcp4, 900 + fd as u64, data, s.ts, 0);
+    c.writer_notice = false;
+    c.data = data.to_vec();
+    c.orig_len = data.len() as u64;
+    s.feed(Observation::Chunk(c));
+}
+
+fn post(body: &str, session: Option<&str>) -> Vec<u8> {
+    let sid = session.map(|s| format!("Mcp-Session-Id: {s}\r\n")).unwrap_or_default();
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: localhost:8000\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\n{sid}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn streamable_http_server_side() {
+    let mut s = Sim::new();
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
+    // The server (SERVER) reads requests and writes responses on fd 7.
+    tcp(&mut s, SERVER, 7, Direction::Ingress, &post(init, None)[..40]);
+    tcp(&mut s, SERVER, 7, Direction::Ingress, &post(init, None)[40..]);
+    let result = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2.0"}}}"#;
+    let sse = format!("event: message\r\nid: 1\r\ndata: {result}\r\n\r\n");
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nMcp-Session-Id: secret-sid-1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{sse}\r\n0\r\n\r\n",
+        sse.len()
+    );
+    tcp(&mut s, SERVER, 7, Direction::Egress, resp.as_bytes());
+    tcp(
+        &mut s,
+        SERVER,
+        7,
+        Direction::Ingress,
+        &post(
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            Some("secret-sid-1"),
+        ),
+    );
+    tcp(
+        &mut s,
+        SERVER,
+        7,
+        Direction::Egress,
+        b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n",
+    );
+    // A second connection (fd 8) of the same MCP session.
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"m":"x"}}}"#;
+    tcp(&mut s, SERVER, 8, Direction::Ingress, &post(call, Some("secret-sid-1")));
+    let body = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp(&mut s, SERVER, 8, Direction::Egress, resp.as_bytes());
+    assert_eq!(
+        s.rows(),
+        vec![
+            row(C2S, Kind::Request, Some("initialize"), Some("0"), None),
+            row(S2C, Kind::Response, Some("initialize"), Some("0"), None),
+            row(C2S, Kind::Notification, Some("notifications/initialized"), None, None),
+            row(C2S, Kind::Request, Some("tools/call"), Some("1"), Some("echo")),
+            row(S2C, Kind::Response, Some("tools/call"), Some("1"), Some("echo")),
+        ]
+    );
+    let sessions: std::collections::HashSet<&str> = s.out.events.iter().map(|e| &*e.session).collect();
+    assert_eq!(
+        sessions.len(),
+        1,
+        "one MCP session across two connections: {sessions:?}"
+    );
+    let last = serde_json::to_value(s.out.events.last().unwrap()).unwrap();
+    assert_eq!(last["transport"], "http");
+    assert_eq!(last["http"]["method"], "POST");
+    assert_eq!(last["http"]["path"], "/mcp");
+    assert_eq!(last["http"]["status"], 200);
+    assert_eq!(last["server"]["pid"], SERVER.pid);
+    assert_eq!(last["server"]["name"], "srv");
+    assert_eq!(last["client"]["name"], "agent");
+    assert!(last["latency_ms"].as_f64().is_some());
+    let second = serde_json::to_value(&s.out.events[1]).unwrap();
+    assert_eq!(second["http"]["sse_event_id"], "1");
+    let hash = second["http"]["session_id_hash"].as_str().unwrap();
+    assert!(hash.starts_with("sha256:"));
+    let all = serde_json::to_string(&s.out.events).unwrap();
+    assert!(!all.contains("secret-sid-1"), "the session id never leaves in clear");
+    assert_eq!(s.metric("mcp_monitor_messages_total", &[("transport", "http")]), 5.0);
+}
+
+#[test]
+fn http_client_side_and_non_mcp_connections() {
+    let mut s = Sim::new();
+    // The client (CLIENT) writes requests to a remote server on fd 9.
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
+    tcp(&mut s, CLIENT, 9, Direction::Egress, &post(init, None));
+    let body = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"remote","version":"1"}}}"#;
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp(&mut s, CLIENT, 9, Direction::Ingress, resp.as_bytes());
+    assert_eq!(s.out.events.len(), 2, "{:?}", s.rows());
+    let e = serde_json::to_value(&s.out.events[1]).unwrap();
+    assert_eq!(e["direction"], "server_to_client");
+    assert_eq!(e["client"]["pid"], CLIENT.pid);
+    assert_eq!(e["server"]["pid"], Value::Null);
+    assert_eq!(e["server"]["name"], "remote");
+    assert!(e["session"].as_str().unwrap().starts_with("http:remote"), "{e}");
+    // An ordinary web page: no events, and the connection leaves capture.
+    tcp(
+        &mut s,
+        CLIENT,
+        10,
+        Direction::Egress,
+        b"GET / HTTP/1.1\r\nHost: example.org\r\n\r\n",
+    );
+    tcp(
+        &mut s,
+        CLIENT,
+        10,
+        Direction::Ingress,
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 13\r\n\r\n<html></html>",
+    );
+    // And bytes that are not HTTP at all.
+    tcp(&mut s, CLIENT, 11, Direction::Ingress, &[0x16, 0x03, 0x01, 0x02, 0x00]);
+    tcp(&mut s, CLIENT, 11, Direction::Ingress, &vec![0u8; 70 * 1024]);
+    assert_eq!(s.out.events.len(), 2);
+    let ignored: Vec<i32> = s
+        .out
+        .controls
+        .iter()
+        .map(|c| match c {
+            Control::IgnoreStream(k) => k.fd,
+        })
+        .collect();
+    assert!(ignored.contains(&10) && ignored.contains(&11), "{ignored:?}");
+    assert!(!ignored.contains(&9));
+}

@@ -19,6 +19,11 @@ use crate::{
     observation::ProcKey,
 };
 
+/// `SessionKey::transport_kind` of stdio sessions.
+pub const TRANSPORT_STDIO: u8 = 0;
+/// `SessionKey::transport_kind` of HTTP sessions.
+pub const TRANSPORT_HTTP: u8 = 1;
+
 /// Identifies a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionKey {
@@ -30,12 +35,21 @@ pub struct SessionKey {
 }
 
 impl SessionKey {
+    pub fn transport(&self) -> Transport {
+        match self.transport_kind {
+            TRANSPORT_HTTP => Transport::Http,
+            _ => Transport::Stdio,
+        }
+    }
+
     /// Stable textual form used in events: `stdio:<pid>:<start_ns>` with a
     /// `:<conversation>` suffix for socket sessions.
     pub fn render(&self) -> String {
+        let scheme = self.transport().as_str();
         let mut s = match self.server {
-            Some(p) => format!("stdio:{}:{}", p.pid, p.start_ns),
-            None => "stdio:unknown".to_owned(),
+            Some(p) => format!("{scheme}:{}:{}", p.pid, p.start_ns),
+            None if self.transport_kind == TRANSPORT_HTTP => format!("{scheme}:remote"),
+            None => format!("{scheme}:unknown"),
         };
         if self.conversation != 0 {
             s.push_str(&format!(":{:016x}", self.conversation));
@@ -153,7 +167,7 @@ impl Session {
         Self {
             key,
             id: key.render().into(),
-            transport: Transport::Stdio,
+            transport: key.transport(),
             server: key.server,
             client: None,
             client_info: PeerInfo::default(),

@@ -1,0 +1,342 @@
+//! HTTP connections: the TCP chunks one process reads and writes on a
+//! connection, reassembled into MCP messages (see [`crate::http`]).
+//!
+//! A direction is classified from its first bytes (a request line or a
+//! status line); the process that reads requests serves, the one that
+//! writes them calls. Responses take the method and path of the request they
+//! answer (HTTP/1.1 answers in order). Sessions are keyed by the server
+//! process (when it is this one) and the hashed `Mcp-Session-Id`, so the
+//! POSTs, the GET stream and later connections of one MCP session meet in
+//! one session; before the server assigns an id (the `initialize` exchange)
+//! the connection stands for the session. A connection whose first bytes
+//! are not HTTP, or whose session carries no MCP method, is dropped from
+//! capture in the kernel.
+
+use std::collections::VecDeque;
+
+use sha2::{Digest, Sha256};
+
+use super::*;
+use crate::{
+    event::HttpInfo,
+    http::{h1::Side, HttpHalf, HttpMeta, HttpOutput},
+    session::TRANSPORT_HTTP,
+};
+
+/// One connection as seen by one process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct ConnId {
+    pub proc: ProcKey,
+    pub fd: i32,
+    pub inode: u64,
+}
+
+/// Requests remembered for pairing with responses, per connection.
+const MAX_INFLIGHT_REQUESTS: usize = 256;
+
+pub(super) struct HttpConn {
+    /// Per `Direction` (ingress, egress).
+    halves: [Option<HttpHalf>; 2],
+    sides: [Option<Side>; 2],
+    /// The request each direction's current response answers.
+    answering: [Option<Arc<HttpMeta>>; 2],
+    /// This process reads requests (serves).
+    serves: Option<bool>,
+    requests: VecDeque<Arc<HttpMeta>>,
+    pub(super) session: Option<SessionKey>,
+    rejected: bool,
+    unclassified_bytes: u64,
+    pub(super) last_ns: u64,
+}
+
+/// What the first bytes of a direction say it carries.
+fn sniff(data: &[u8]) -> Option<Side> {
+    let d = data.trim_ascii_start();
+    if d.starts_with(b"HTTP/1.") {
+        return Some(Side::Responses);
+    }
+    let method_end = d.iter().position(|b| *b == b' ')?;
+    let method = &d[..method_end];
+    let rest = &d[method_end + 1..];
+    (!method.is_empty()
+        && method.len() <= 10
+        && method.iter().all(u8::is_ascii_uppercase)
+        && (rest.starts_with(b"/") || rest.starts_with(b"http")))
+    .then_some(Side::Requests)
+}
+
+/// `sha256:` and the first 16 hex digits of SHA-256 over a domain tag and
+/// the session id: the id itself (a bearer of the session) never leaves.
+pub(super) fn session_id_hash(id: &str) -> (String, u64) {
+    let d = Sha256::new()
+        .chain_update(b"mcp-monitor/mcp-session-id\0")
+        .chain_update(id.as_bytes())
+        .finalize();
+    let n = u64::from_be_bytes(d[..8].try_into().expect("8 bytes"));
+    (format!("sha256:{n:016x}"), n)
+}
+
+impl Pipeline {
+    /// A TCP chunk (either direction).
+    pub(super) fn on_tcp_chunk(&mut self, c: &Chunk, sink: &mut impl Sink) {
+        if c.writer_notice {
+            return;
+        }
+        let id = ConnId {
+            proc: c.proc,
+            fd: c.fd,
+            inode: c.inode,
+        };
+        let mut conn = match self.http_conns.remove(&id) {
+            Some(conn) => conn,
+            None => HttpConn {
+                halves: [None, None],
+                sides: [None, None],
+                answering: [None, None],
+                serves: None,
+                requests: VecDeque::new(),
+                session: None,
+                rejected: false,
+                unclassified_bytes: 0,
+                last_ns: c.ts_ns,
+            },
+        };
+        conn.last_ns = c.ts_ns;
+        if !conn.rejected {
+            self.feed_conn(&mut conn, id, c, sink);
+        }
+        self.insert_conn(id, conn);
+    }
+
+    fn feed_conn(&mut self, conn: &mut HttpConn, id: ConnId, c: &Chunk, sink: &mut impl Sink) {
+        let d = c.direction as usize;
+        if conn.sides[d].is_none() {
+            let side = match (sniff(&c.data), conn.sides[1 - d]) {
+                (Some(s), _) => s,
+                (None, Some(Side::Requests)) => Side::Responses,
+                (None, Some(Side::Responses)) => Side::Requests,
+                (None, None) => {
+                    conn.unclassified_bytes += c.data.len() as u64;
+                    if conn.unclassified_bytes > self.cfg.max_pending_stream_bytes.min(64 * 1024) {
+                        self.reject_conn_state(conn, id, "not_http", sink);
+                    }
+                    return;
+                }
+            };
+            let joined = sniff(&c.data).is_none();
+            self.set_side(conn, d, side, joined);
+        }
+        let mut outs = Vec::new();
+        if let Some(half) = conn.halves[d].as_mut() {
+            half.feed(&c.data, &mut |o| outs.push(o));
+            if c.has_gap() {
+                half.gap(&mut |o| outs.push(o));
+            }
+        }
+        for o in outs {
+            if conn.rejected {
+                break;
+            }
+            self.on_http_output(conn, id, d, o, c.ts_ns, sink);
+        }
+    }
+
+    fn set_side(&mut self, conn: &mut HttpConn, d: usize, side: Side, joined: bool) {
+        conn.sides[d] = Some(side);
+        conn.halves[d] = Some(HttpHalf::new(side, self.cfg.max_frame, joined));
+        // Ingress requests: this process serves.
+        conn.serves = Some((side == Side::Requests) == (d == Direction::Ingress as usize));
+    }
+
+    fn on_http_output(
+        &mut self,
+        conn: &mut HttpConn,
+        id: ConnId,
+        d: usize,
+        o: HttpOutput,
+        ts_ns: u64,
+        sink: &mut impl Sink,
+    ) {
+        let side = conn.sides[d].expect("a half has a side");
+        match o {
+            HttpOutput::Head(meta) => match side {
+                Side::Requests => {
+                    if conn.sides[1 - d].is_none() {
+                        self.set_side(conn, 1 - d, Side::Responses, false);
+                    }
+                    if let Some(h) = conn.halves[1 - d].as_mut() {
+                        h.expect_response(meta.method.as_deref() == Some("HEAD"));
+                    }
+                    if conn.requests.len() >= MAX_INFLIGHT_REQUESTS {
+                        conn.requests.pop_front();
+                    }
+                    conn.requests.push_back(meta);
+                }
+                Side::Responses => {
+                    if !meta.status.is_some_and(|s| (100..200).contains(&s)) {
+                        conn.answering[d] = conn.requests.pop_front();
+                    }
+                }
+            },
+            HttpOutput::Payload {
+                meta,
+                data,
+                sse_event,
+                sse_id,
+            } => {
+                // The legacy transport's first event names the POST endpoint.
+                if sse_event.as_deref() == Some("endpoint") {
+                    return;
+                }
+                // Judge before taking a session: a body that is not JSON-RPC
+                // on a connection that has carried none is not MCP.
+                let decoded = match jsonrpc::decode(&data, &self.cfg.limits) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.metrics.frame_errors.with_label_values(&[e.reason()]).inc();
+                        if conn.session.is_none() {
+                            self.reject_conn_state(conn, id, e.reason(), sink);
+                        }
+                        return;
+                    }
+                };
+                let request = match side {
+                    Side::Requests => Some(meta.clone()),
+                    Side::Responses => conn.answering[d].clone(),
+                };
+                let session_id = meta
+                    .session_id
+                    .as_deref()
+                    .or(request.as_ref().and_then(|r| r.session_id.as_deref()));
+                let (hash, key) = self.http_session(conn, id, session_id);
+                let http = HttpInfo {
+                    method: request.as_ref().and_then(|r| r.method.clone()),
+                    path: request.as_ref().and_then(|r| r.path.as_deref().map(clip)),
+                    status: meta.status,
+                    session_id_hash: hash,
+                    sse_event_id: sse_id,
+                };
+                let flow = match side {
+                    Side::Requests => Flow::ClientToServer,
+                    Side::Responses => Flow::ServerToClient,
+                };
+                // The client process, when it is this one.
+                let peer = (conn.serves == Some(false)).then_some(id.proc);
+                for msg in decoded.into_messages() {
+                    if !self.handle_message(key, flow, peer, msg, ts_ns, Some(http.clone()), sink) {
+                        self.reject_conn_state(conn, id, "not_mcp", sink);
+                        self.drop_session(key, sink);
+                        return;
+                    }
+                }
+            }
+            HttpOutput::End(_) => {}
+            HttpOutput::Error(reason) => {
+                self.metrics.frame_errors.with_label_values(&[reason]).inc();
+            }
+        }
+    }
+
+    /// The session of a message on `conn` carrying `session_id`.
+    fn http_session(
+        &mut self,
+        conn: &mut HttpConn,
+        id: ConnId,
+        session_id: Option<&str>,
+    ) -> (Option<String>, SessionKey) {
+        let server = (conn.serves == Some(true)).then_some(id.proc);
+        let Some(sid) = session_id else {
+            let key = *conn.session.get_or_insert(SessionKey {
+                transport_kind: TRANSPORT_HTTP,
+                server,
+                // The connection stands for the session until an id shows.
+                conversation: (id.fd as u32 as u64) << 32 ^ id.inode ^ id.proc.start_ns,
+            });
+            return (None, key);
+        };
+        let (text, n) = session_id_hash(sid);
+        if self.http_session_ids.len() >= 2 * self.cfg.max_sessions {
+            self.http_session_ids.clear();
+        }
+        let fallback = SessionKey {
+            transport_kind: TRANSPORT_HTTP,
+            server,
+            conversation: n,
+        };
+        let key = *self
+            .http_session_ids
+            .entry((server, n))
+            .or_insert(conn.session.unwrap_or(fallback));
+        conn.session = Some(key);
+        (Some(text), key)
+    }
+
+    fn insert_conn(&mut self, id: ConnId, conn: HttpConn) {
+        if self.http_conns.len() >= self.cfg.max_streams {
+            let mut by_age: Vec<(u64, ConnId)> = self.http_conns.iter().map(|(i, c)| (c.last_ns, *i)).collect();
+            by_age.sort_unstable_by_key(|(t, _)| *t);
+            let n = (self.cfg.max_streams / 8).max(1);
+            for (_, old) in by_age.into_iter().take(n) {
+                self.http_conns.remove(&old);
+            }
+            self.metrics
+                .state_evictions
+                .with_label_values(&["stream"])
+                .inc_by(n as u64);
+        }
+        self.http_conns.insert(id, conn);
+    }
+
+    /// Stops capturing a connection held in the table.
+    pub(super) fn reject_conn(&mut self, id: ConnId, reason: &str, sink: &mut impl Sink) {
+        if let Some(mut conn) = self.http_conns.remove(&id) {
+            self.reject_conn_state(&mut conn, id, reason, sink);
+            self.http_conns.insert(id, conn);
+        }
+    }
+
+    fn reject_conn_state(&mut self, conn: &mut HttpConn, id: ConnId, reason: &str, sink: &mut impl Sink) {
+        if conn.rejected {
+            return;
+        }
+        conn.rejected = true;
+        conn.halves = [None, None];
+        conn.requests.clear();
+        self.metrics
+            .streams
+            .with_label_values(&[&format!("rejected:{reason}")])
+            .inc();
+        for direction in [Direction::Ingress, Direction::Egress] {
+            sink.control(Control::IgnoreStream(KernelStream {
+                pid: id.proc.pid,
+                fd: id.fd,
+                inode: id.inode,
+                direction,
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffing() {
+        assert_eq!(sniff(b"POST /mcp HTTP/1.1\r\n"), Some(Side::Requests));
+        assert_eq!(sniff(b"GET http://x/ HTTP/1.1\r\n"), Some(Side::Requests));
+        assert_eq!(sniff(b"HTTP/1.1 200 OK\r\n"), Some(Side::Responses));
+        assert_eq!(sniff(b"\x16\x03\x01\x02\x00"), None, "TLS");
+        assert_eq!(sniff(b"{\"jsonrpc\""), None);
+        assert_eq!(sniff(b"PRI * HTTP/2.0\r\n"), None, "HTTP/2 preface");
+    }
+
+    #[test]
+    fn session_ids_are_hashed() {
+        let (text, n) = session_id_hash("7f0c1b9e-secret-session");
+        assert!(text.starts_with("sha256:") && text.len() == 23, "{text}");
+        assert!(!text.contains("secret"));
+        assert_eq!(session_id_hash("7f0c1b9e-secret-session").1, n);
+        assert_ne!(session_id_hash("other").1, n);
+    }
+}
