@@ -92,9 +92,11 @@ static TRANSFER: PerCpuArray<Transfer> = PerCpuArray::with_max_entries(1, 0);
 /// for the verifier: the 1 KiB discovery scan is verified once, on its own,
 /// instead of along every path of the capture code.
 #[map]
-static JUMP: ProgramArray = ProgramArray::with_max_entries(2, 0);
+static JUMP: ProgramArray = ProgramArray::with_max_entries(4, 0);
 const JUMP_DISCOVER: u32 = 0;
 const JUMP_CAPTURE: u32 = 1;
+const JUMP_DISCOVER_HTTP: u32 = 2;
+const JUMP_DISCOVER_JSONRPC: u32 = 3;
 
 /// One read or write being looked at.
 #[repr(C)]
@@ -116,7 +118,9 @@ struct Transfer {
     syscall: u8,
     direction: u8,
     discovered: u8,
-    _pad: u8,
+    /// Egress seen at syscall exit (TCP payloads, with the byte count the
+    /// kernel accepted) rather than at entry (local IPC writer notices).
+    at_exit: u8,
 }
 
 #[repr(C)]
@@ -256,8 +260,10 @@ fn track(tgid: u32, start_ns: u64, reason: TrackReason) {
     }
 }
 
-/// True when the first non-whitespace byte of the buffer opens a JSON
-/// object or array: the cheap first filter for untracked processes.
+/// True when the buffer starts like an MCP message: the first
+/// non-whitespace byte opens a JSON object or array (stdio), or it starts an
+/// HTTP POST or an HTTP/1.x response (MCP over HTTP). The cheap first filter
+/// for untracked processes; `discover` then looks for `"jsonrpc"`.
 #[inline(always)]
 fn starts_like_json(buf: u64, len: u64) -> bool {
     let mut head = [0u8; 16];
@@ -268,6 +274,18 @@ fn starts_like_json(buf: u64, len: u64) -> bool {
     let r = unsafe { bpf_probe_read_user(head.as_mut_ptr() as *mut c_void, n, buf as *const c_void) };
     if r != 0 {
         return false;
+    }
+    if n >= 8
+        && ((head[0] == b'P' && head[1] == b'O' && head[2] == b'S' && head[3] == b'T' && head[4] == b' ')
+            || (head[0] == b'H'
+                && head[1] == b'T'
+                && head[2] == b'T'
+                && head[3] == b'P'
+                && head[4] == b'/'
+                && head[5] == b'1'
+                && head[6] == b'.'))
+    {
+        return true;
     }
     let mut i = 0usize;
     while i < 16 {
@@ -316,6 +334,20 @@ fn copy_window(cfg: &KernelConfig, scratch: *mut u8, buf: u64, len: u64) -> usiz
 /// of its loop is a separate verifier state, so little may follow it.
 #[inline(always)]
 fn window_has_jsonrpc(scratch: *mut u8, n: usize) -> bool {
+    window_has_key(scratch, n, u64::from_be_bytes(*b"jsonrpc\""), b'"')
+}
+
+/// Looks for `text/event-stream` (as `n` + `t-stream`) in the window: MCP
+/// clients accept it on every POST (Streamable HTTP), and the head of the
+/// first request is often written before its JSON body.
+#[inline(always)]
+fn window_has_event_stream(scratch: *mut u8, n: usize) -> bool {
+    window_has_key(scratch, n, u64::from_be_bytes(*b"t-stream"), b'n')
+}
+
+/// Looks for the nine bytes `first` + `key` in the window.
+#[inline(always)]
+fn window_has_key(scratch: *mut u8, n: usize, key: u64, first: u8) -> bool {
     let dst = unsafe { scratch.add(HDR) };
     // Rolling window over the last eight bytes; the ninth byte, the opening
     // quote, is the one shifted out. The loop body has no data-dependent
@@ -323,7 +355,6 @@ fn window_has_jsonrpc(scratch: *mut u8, n: usize) -> bool {
     // unprunable state per position (and the program would not load). The
     // match is accumulated arithmetically instead; `black_box` keeps LLVM
     // from turning the zero test back into a compare-and-branch.
-    const KEY: u64 = u64::from_be_bytes(*b"jsonrpc\"");
     let mut window = 0u64;
     let mut found = 0u64;
     let mut i = 0usize;
@@ -335,7 +366,7 @@ fn window_has_jsonrpc(scratch: *mut u8, n: usize) -> bool {
         let b = unsafe { *dst.add(i) };
         let out = window >> 56;
         window = (window << 8) | b as u64;
-        let d = (window ^ KEY) | (out ^ b'"' as u64);
+        let d = (window ^ key) | (out ^ first as u64);
         // Top bit of d | -d is set exactly when d != 0.
         let nonzero = core::hint::black_box(d | d.wrapping_neg()) >> 63;
         found |= nonzero ^ 1;
@@ -753,6 +784,42 @@ pub fn sys_exit_ingress(ctx: TracePointContext) -> u32 {
         args.buf,
         args.len,
         ret as u64,
+        true,
+    );
+    0
+}
+
+/// Exit of write, writev, sendto, sendmsg: TCP payloads are captured here,
+/// with the byte count the kernel took (a partial write is not captured
+/// twice). Only calls stashed at entry (TCP capture on) come this far.
+#[tracepoint]
+pub fn sys_exit_egress(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(args) = (unsafe { ARGS.get(&pid_tgid) }).copied() else {
+        return 0;
+    };
+    let _ = ARGS.remove(&pid_tgid);
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(EXIT_RET) }) else {
+        return 0;
+    };
+    if ret <= 0 {
+        return 0;
+    }
+    let Some(cfg) = config() else { return 0 };
+    let Some(syscall) = Syscall::from_u8(args.syscall) else {
+        return 0;
+    };
+    begin_transfer(
+        &ctx,
+        cfg,
+        pid_tgid,
+        syscall,
+        Direction::Egress,
+        args.fd,
+        args.buf,
+        args.len,
+        ret as u64,
+        true,
     );
     0
 }
@@ -773,6 +840,7 @@ fn begin_transfer(
     buf: u64,
     len_arg: u64,
     total: u64,
+    at_exit: bool,
 ) {
     let tgid = (pid_tgid >> 32) as u32;
     let start_ns = current_start_ns(cfg);
@@ -810,7 +878,7 @@ fn begin_transfer(
             syscall: syscall as u8,
             direction: dir as u8,
             discovered: 0,
-            _pad: 0,
+            at_exit: at_exit as u8,
         };
         JUMP.tail_call(
             ctx,
@@ -839,7 +907,77 @@ pub fn discover(ctx: TracePointContext) -> u32 {
     }
     // Cheap signature first; the 1 KiB scan must come last (see
     // window_has_jsonrpc).
+    // SAFETY: n >= 1 bytes were copied to the payload area; 5 are read
+    // only when present.
+    let http_post = n >= 5 && unsafe {
+        let p = scratch.add(HDR);
+        *p == b'P' && *p.add(1) == b'O' && *p.add(2) == b'S' && *p.add(3) == b'T' && *p.add(4) == b' '
+    };
+    if http_post {
+        // MCP clients accept text/event-stream on every POST; that is
+        // looked for in its own program (a second scan here would not
+        // verify).
+        unsafe { JUMP.tail_call(&ctx, JUMP_DISCOVER_HTTP) };
+        count(Counter::DropTailCall, 1);
+        return 0;
+    }
     if !starts_with_mcp_method(scratch, n) && !window_has_jsonrpc(scratch, n) {
+        return 0;
+    }
+    unsafe {
+        (*t).discovered = 1;
+        JUMP.tail_call(&ctx, JUMP_CAPTURE);
+    }
+    count(Counter::DropTailCall, 1);
+    0
+}
+
+/// Tail-call target of `discover` for an HTTP POST: an MCP request if its
+/// head accepts `text/event-stream` (Streamable HTTP clients must). The
+/// window is already in the scratch area.
+#[tracepoint]
+pub fn discover_http(ctx: TracePointContext) -> u32 {
+    let Some(cfg) = config() else { return 0 };
+    let Some(t) = TRANSFER.get_ptr_mut(0) else { return 0 };
+    let Some(scratch) = scratch() else { return 0 };
+    let first_len = unsafe { (*t).first_len };
+    let mut n = cfg.discovery_window as u64;
+    if n > first_len {
+        n = first_len;
+    }
+    let n = (n as usize) & (MAX_DISCOVERY_WINDOW * 2 - 1);
+    if n == 0 || n > MAX_DISCOVERY_WINDOW {
+        return 0;
+    }
+    if !window_has_event_stream(scratch, n) {
+        // A POST of JSON-RPC without the Streamable HTTP Accept header (the
+        // legacy HTTP+SSE transport's messages): look for "jsonrpc".
+        unsafe { JUMP.tail_call(&ctx, JUMP_DISCOVER_JSONRPC) };
+        count(Counter::DropTailCall, 1);
+        return 0;
+    }
+    unsafe {
+        (*t).discovered = 1;
+        JUMP.tail_call(&ctx, JUMP_CAPTURE);
+    }
+    count(Counter::DropTailCall, 1);
+    0
+}
+
+/// Tail-call target of `discover_http`: an HTTP POST whose window holds
+/// `"jsonrpc"`.
+#[tracepoint]
+pub fn discover_jsonrpc(ctx: TracePointContext) -> u32 {
+    let Some(cfg) = config() else { return 0 };
+    let Some(t) = TRANSFER.get_ptr_mut(0) else { return 0 };
+    let Some(scratch) = scratch() else { return 0 };
+    let first_len = unsafe { (*t).first_len };
+    let mut n = cfg.discovery_window as u64;
+    if n > first_len {
+        n = first_len;
+    }
+    let n = (n as usize) & (MAX_DISCOVERY_WINDOW * 2 - 1);
+    if n == 0 || n > MAX_DISCOVERY_WINDOW || !window_has_jsonrpc(scratch, n) {
         return 0;
     }
     unsafe {
@@ -890,9 +1028,14 @@ pub fn capture(_ctx: TracePointContext) -> u32 {
         flags |= chunk_flags::TRACKED;
     }
 
-    if dir == Direction::Egress {
-        // Local IPC writes: one notice per stream, no payload.
-        if state.is_some() {
+    if dir == Direction::Egress && tcp {
+        // TCP payloads are taken at syscall exit, with the accepted count.
+        if t.at_exit == 0 {
+            return 0;
+        }
+    } else if dir == Direction::Egress {
+        // Local IPC writes: one notice per stream, no payload, at entry.
+        if state.is_some() || t.at_exit != 0 {
             return 0;
         }
         if STREAMS.insert(&key, &stream_state::WRITER_NOTIFIED, 0).is_err() {
@@ -991,6 +1134,26 @@ fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
         Syscall::Write | Syscall::Sendto => len,
         _ => u64::MAX,
     };
+    if cfg.flags & config_flags::CAPTURE_TCP != 0 {
+        // Stash for the exit program, which captures TCP payloads: calls of
+        // tracked processes, and plain writes that start like MCP (for
+        // discovery). The descriptor kind is only looked at later.
+        let tgid = (pid_tgid >> 32) as u32;
+        let tracked = tracked_reason(cfg, tgid, current_start_ns(cfg)) != TrackReason::None as u32;
+        let plain = matches!(syscall, Syscall::Write | Syscall::Sendto);
+        if tracked || (plain && cfg.flags & config_flags::DISCOVERY != 0 && starts_like_json(buf, len)) {
+            let args = SyscallArgs {
+                buf,
+                len,
+                fd: fd as i32,
+                syscall: syscall as u8,
+                _pad: [0; 3],
+            };
+            if ARGS.insert(&pid_tgid, &args, 0).is_err() {
+                count(Counter::DropArgsMapFull, 1);
+            }
+        }
+    }
     begin_transfer(
         ctx,
         cfg,
@@ -1001,6 +1164,7 @@ fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
         buf,
         len,
         total,
+        false,
     );
 }
 

@@ -89,6 +89,10 @@ pub struct CaptureConfig {
     /// agent runs, for `mcp_monitor_bpf_program_*` metrics. It is global:
     /// every eBPF program on the host then pays ~20 ns per run for it.
     pub program_stats: bool,
+    /// Capture TCP connections (MCP over HTTP) of processes that speak MCP:
+    /// both directions' payloads; connections that are not MCP over HTTP
+    /// leave capture after their first message.
+    pub tcp: bool,
     pub selectors: Selectors,
 }
 
@@ -103,6 +107,7 @@ impl Default for CaptureConfig {
             poll_interval_ms: 10,
             wakeup_bytes: 256 * 1024,
             program_stats: false,
+            tcp: true,
             selectors: Selectors::default(),
         }
     }

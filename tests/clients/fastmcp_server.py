@@ -53,4 +53,9 @@ def readme() -> str:
 
 
 if __name__ == "__main__":
-    mcp.run(show_banner=False)
+    # MCP_TEST_HTTP_PORT: serve Streamable HTTP on 127.0.0.1 instead of stdio.
+    port = os.environ.get("MCP_TEST_HTTP_PORT")
+    if port:
+        mcp.run(transport="http", host="127.0.0.1", port=int(port), show_banner=False)
+    else:
+        mcp.run(show_banner=False)

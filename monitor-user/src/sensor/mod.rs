@@ -48,6 +48,10 @@ const SYSCALL_PROGRAMS: &[(&str, &str)] = &[
     ("sys_enter_writev", "sys_enter_writev"),
     ("sys_enter_sendto", "sys_enter_sendto"),
     ("sys_enter_sendmsg", "sys_enter_sendmsg"),
+    ("sys_exit_write", "sys_exit_egress"),
+    ("sys_exit_writev", "sys_exit_egress"),
+    ("sys_exit_sendto", "sys_exit_egress"),
+    ("sys_exit_sendmsg", "sys_exit_egress"),
 ];
 
 const SCHED_PROGRAMS: &[(&str, &str)] = &[
@@ -118,6 +122,9 @@ impl Sensor {
         if !cfg.selectors.cgroups.is_empty() {
             flags |= config_flags::CGROUP_SELECTORS;
         }
+        if cfg.tcp {
+            flags |= config_flags::CAPTURE_TCP;
+        }
         let kcfg = KernelConfig {
             self_tgid: std::process::id(),
             capture_cap: cfg.capture_cap_bytes,
@@ -134,14 +141,20 @@ impl Sensor {
 
         // Tail-call targets first: the entry programs jump to them.
         let mut jump = ProgramArray::try_from(ebpf.take_map("JUMP").context("JUMP map")?)?;
-        for (index, prog) in [(0u32, "discover"), (1, "capture")] {
+        for (index, prog) in [
+            (0u32, "discover"),
+            (1, "capture"),
+            (2, "discover_http"),
+            (3, "discover_jsonrpc"),
+        ] {
             let p: &mut TracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
             p.load()
                 .map_err(|e| anyhow::anyhow!(preflight::explain_load_error(&aya::EbpfError::ProgramError(e))))?;
             jump.set(index, p.fd()?, 0)?;
         }
 
-        // Load each program once (sys_exit_ingress serves four tracepoints).
+        // Load each program once (sys_exit_ingress and sys_exit_egress
+        // serve four tracepoints each).
         let mut loaded = HashSet::new();
         for (_, prog) in SYSCALL_PROGRAMS {
             if loaded.insert(*prog) {

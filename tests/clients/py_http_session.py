@@ -1,0 +1,34 @@
+"""Drives a Streamable HTTP MCP server with the official Python SDK client
+and writes what it did: the tool calls in order and the size of each result.
+
+usage: python py_http_session.py <transcript.json> <url> [big_result_bytes]
+"""
+import asyncio
+import json
+import os
+import sys
+
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+
+async def main():
+    out, url = sys.argv[1], sys.argv[2]
+    big = int(sys.argv[3]) if len(sys.argv) > 3 else 3 * 1024 * 1024
+    steps = []
+    async with streamable_http_client(url, max_sse_event_size=None) as streams:
+        read, write = streams[0], streams[1]
+        async with ClientSession(read, write) as session:
+            init = await session.initialize()
+            steps.append({"method": "initialize", "server": init.server_info.name})
+            tools = await session.list_tools()
+            steps.append({"method": "tools/list", "tools": len(tools.tools)})
+            r = await session.call_tool("echo", {"message": "hello over http"})
+            steps.append({"method": "tools/call", "tool": "echo", "bytes": len(r.content[0].text)})
+            r = await session.call_tool("big", {"size": big})
+            steps.append({"method": "tools/call", "tool": "big", "bytes": len(r.content[0].text)})
+    with open(out, "w") as f:
+        json.dump({"client_pid": os.getpid(), "steps": steps}, f)
+
+
+asyncio.run(main())
