@@ -759,34 +759,46 @@ fn vector(syscall: Syscall, buf: u64, len: u64) -> Option<(u64, u64)> {
 
 #[tracepoint]
 pub fn sys_exit_ingress(ctx: TracePointContext) -> u32 {
+    on_exit(&ctx, Direction::Ingress);
+    0
+}
+
+/// Exit of a call stashed at entry: the transfer of the bytes the kernel
+/// actually moved (`ret`).
+#[inline(always)]
+fn on_exit(ctx: &TracePointContext, dir: Direction) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(args) = (unsafe { ARGS.get(&pid_tgid) }).copied() else {
-        return 0;
+        return;
     };
     let _ = ARGS.remove(&pid_tgid);
     let Ok(ret) = (unsafe { ctx.read_at::<i64>(EXIT_RET) }) else {
-        return 0;
+        return;
     };
     if ret <= 0 {
-        return 0;
+        return;
     }
-    let Some(cfg) = config() else { return 0 };
+    let Some(cfg) = config() else { return };
     let Some(syscall) = Syscall::from_u8(args.syscall) else {
-        return 0;
+        return;
     };
+    let start_ns = current_start_ns(cfg);
+    let reason = tracked_reason(cfg, (pid_tgid >> 32) as u32, start_ns);
     begin_transfer(
-        &ctx,
+        ctx,
         cfg,
         pid_tgid,
+        start_ns,
+        reason,
+        None,
         syscall,
-        Direction::Ingress,
+        dir,
         args.fd,
         args.buf,
         args.len,
         ret as u64,
         true,
     );
-    0
 }
 
 /// Exit of write, writev, sendto, sendmsg: TCP payloads are captured here,
@@ -794,33 +806,7 @@ pub fn sys_exit_ingress(ctx: TracePointContext) -> u32 {
 /// twice). Only calls stashed at entry (TCP capture on) come this far.
 #[tracepoint]
 pub fn sys_exit_egress(ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(args) = (unsafe { ARGS.get(&pid_tgid) }).copied() else {
-        return 0;
-    };
-    let _ = ARGS.remove(&pid_tgid);
-    let Ok(ret) = (unsafe { ctx.read_at::<i64>(EXIT_RET) }) else {
-        return 0;
-    };
-    if ret <= 0 {
-        return 0;
-    }
-    let Some(cfg) = config() else { return 0 };
-    let Some(syscall) = Syscall::from_u8(args.syscall) else {
-        return 0;
-    };
-    begin_transfer(
-        &ctx,
-        cfg,
-        pid_tgid,
-        syscall,
-        Direction::Egress,
-        args.fd,
-        args.buf,
-        args.len,
-        ret as u64,
-        true,
-    );
+    on_exit(&ctx, Direction::Egress);
     0
 }
 
@@ -830,10 +816,15 @@ pub fn sys_exit_egress(ctx: TracePointContext) -> u32 {
 /// Ingress: the payload will be captured. Egress (called from sys_enter,
 /// `total` = requested length): a writer notice is sent once per stream.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn begin_transfer(
     ctx: &TracePointContext,
     cfg: &KernelConfig,
     pid_tgid: u64,
+    start_ns: u64,
+    reason: u32,
+    // `starts_like_json` of the first segment, when the caller knows it.
+    looks_like_mcp: Option<bool>,
     syscall: Syscall,
     dir: Direction,
     fd: i32,
@@ -842,9 +833,6 @@ fn begin_transfer(
     total: u64,
     at_exit: bool,
 ) {
-    let tgid = (pid_tgid >> 32) as u32;
-    let start_ns = current_start_ns(cfg);
-    let reason = tracked_reason(cfg, tgid, start_ns);
 
     let (iov, iov_cnt, first_buf, first_len) = match vector(syscall, buf, len_arg) {
         Some((iov, cnt)) => {
@@ -857,7 +845,8 @@ fn begin_transfer(
         None => (0, 0, buf, total),
     };
     if reason == TrackReason::None as u32
-        && (cfg.flags & config_flags::DISCOVERY == 0 || !starts_like_json(first_buf, first_len))
+        && (cfg.flags & config_flags::DISCOVERY == 0
+            || !looks_like_mcp.unwrap_or_else(|| starts_like_json(first_buf, first_len)))
     {
         return;
     }
@@ -1134,14 +1123,18 @@ fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
         Syscall::Write | Syscall::Sendto => len,
         _ => u64::MAX,
     };
+    // Tracking and the first-bytes check are looked up once per call, for
+    // the stash and for the transfer.
+    let start_ns = current_start_ns(cfg);
+    let reason = tracked_reason(cfg, (pid_tgid >> 32) as u32, start_ns);
+    let tracked = reason != TrackReason::None as u32;
+    let plain = matches!(syscall, Syscall::Write | Syscall::Sendto);
+    let looks_like_mcp = (plain && !tracked && cfg.flags & config_flags::DISCOVERY != 0).then(|| starts_like_json(buf, len));
     if cfg.flags & config_flags::CAPTURE_TCP != 0 {
         // Stash for the exit program, which captures TCP payloads: calls of
         // tracked processes, and plain writes that start like MCP (for
         // discovery). The descriptor kind is only looked at later.
-        let tgid = (pid_tgid >> 32) as u32;
-        let tracked = tracked_reason(cfg, tgid, current_start_ns(cfg)) != TrackReason::None as u32;
-        let plain = matches!(syscall, Syscall::Write | Syscall::Sendto);
-        if tracked || (plain && cfg.flags & config_flags::DISCOVERY != 0 && starts_like_json(buf, len)) {
+        if tracked || looks_like_mcp == Some(true) {
             let args = SyscallArgs {
                 buf,
                 len,
@@ -1158,6 +1151,9 @@ fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
         ctx,
         cfg,
         pid_tgid,
+        start_ns,
+        reason,
+        looks_like_mcp,
         syscall,
         Direction::Egress,
         fd as i32,

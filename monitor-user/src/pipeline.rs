@@ -246,6 +246,26 @@ fn clip(s: &str) -> String {
     format!("{}…", &s[..end])
 }
 
+/// At `max` entries, evicts the least recently active eighth in one go, so
+/// a flood of new streams or connections costs amortised O(1) each.
+fn make_room<K: Copy + Eq + std::hash::Hash, V>(
+    map: &mut FxHashMap<K, V>,
+    max: usize,
+    last_ns: impl Fn(&V) -> u64,
+    metrics: &Metrics,
+) {
+    if map.len() < max {
+        return;
+    }
+    let mut by_age: Vec<(u64, K)> = map.iter().map(|(k, v)| (last_ns(v), *k)).collect();
+    by_age.sort_unstable_by_key(|(t, _)| *t);
+    let n = (max / 8).max(1);
+    for (_, k) in by_age.into_iter().take(n) {
+        map.remove(&k);
+    }
+    metrics.state_evictions.with_label_values(&["stream"]).inc_by(n as u64);
+}
+
 fn first_json_byte(data: &[u8]) -> Option<u8> {
     data.iter().find(|b| !b.is_ascii_whitespace()).copied()
 }
@@ -443,20 +463,7 @@ impl Pipeline {
     }
 
     fn insert_stream(&mut self, stream: Stream) {
-        if self.streams.len() >= self.cfg.max_streams {
-            // Evict the least recently active eighth in one go, so a flood
-            // of new streams costs amortised O(1) per stream.
-            let mut by_age: Vec<(u64, StreamId)> = self.streams.values().map(|s| (s.last_ns, s.id)).collect();
-            by_age.sort_unstable_by_key(|(t, _)| *t);
-            let n = (self.cfg.max_streams / 8).max(1);
-            for (_, id) in by_age.into_iter().take(n) {
-                self.streams.remove(&id);
-            }
-            self.metrics
-                .state_evictions
-                .with_label_values(&["stream"])
-                .inc_by(n as u64);
-        }
+        make_room(&mut self.streams, self.cfg.max_streams, |s| s.last_ns, &self.metrics);
         self.streams.insert(stream.id, stream);
     }
 

@@ -272,18 +272,7 @@ impl Pipeline {
     }
 
     fn insert_conn(&mut self, id: ConnId, conn: HttpConn) {
-        if self.http_conns.len() >= self.cfg.max_streams {
-            let mut by_age: Vec<(u64, ConnId)> = self.http_conns.iter().map(|(i, c)| (c.last_ns, *i)).collect();
-            by_age.sort_unstable_by_key(|(t, _)| *t);
-            let n = (self.cfg.max_streams / 8).max(1);
-            for (_, old) in by_age.into_iter().take(n) {
-                self.http_conns.remove(&old);
-            }
-            self.metrics
-                .state_evictions
-                .with_label_values(&["stream"])
-                .inc_by(n as u64);
-        }
+        make_room(&mut self.http_conns, self.cfg.max_streams, |c| c.last_ns, &self.metrics);
         self.http_conns.insert(id, conn);
     }
 
