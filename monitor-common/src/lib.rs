@@ -16,7 +16,7 @@
 #![no_std]
 
 /// Bumped whenever a `#[repr(C)]` layout below changes.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Largest payload one chunk record can carry. The per-CPU scratch buffer is
 /// sized for it, so it is a compile-time constant; the effective cap is
@@ -130,6 +130,10 @@ pub enum Syscall {
     Sendto = 6,
     Recvmsg = 7,
     Sendmsg = 8,
+    /// `SSL_read` / `SSL_read_ex` returned plaintext (TLS uprobe).
+    SslRead = 9,
+    /// `SSL_write` / `SSL_write_ex` accepted plaintext (TLS uprobe).
+    SslWrite = 10,
 }
 
 impl Syscall {
@@ -144,6 +148,8 @@ impl Syscall {
             6 => Self::Sendto,
             7 => Self::Recvmsg,
             8 => Self::Sendmsg,
+            9 => Self::SslRead,
+            10 => Self::SslWrite,
             _ => return None,
         })
     }
@@ -159,6 +165,8 @@ impl Syscall {
             Self::Sendto => "sendto",
             Self::Recvmsg => "recvmsg",
             Self::Sendmsg => "sendmsg",
+            Self::SslRead => "ssl_read",
+            Self::SslWrite => "ssl_write",
         }
     }
 }
@@ -175,6 +183,12 @@ pub enum FdKind {
     Tcp4 = 3,
     /// TCP over IPv6 (including v4-mapped addresses).
     Tcp6 = 4,
+    /// Plaintext of a TLS connection, taken from the TLS library (OpenSSL
+    /// `SSL_read`/`SSL_write`). [`ChunkRecord::inode`] holds the address of
+    /// the `SSL` object (the connection's identity), [`ChunkRecord::fd`] the
+    /// socket it is bound to (-1 while unknown) and [`ChunkRecord::conn`]
+    /// that socket's endpoints.
+    Tls = 5,
 }
 
 impl FdKind {
@@ -185,6 +199,7 @@ impl FdKind {
             2 => Self::UnixStream,
             3 => Self::Tcp4,
             4 => Self::Tcp6,
+            5 => Self::Tls,
             _ => Self::Other,
         }
     }
@@ -209,6 +224,24 @@ pub mod chunk_flags {
     pub const TRACKED: u8 = 1 << 3;
     /// The payload could not be copied from user memory; `captured_len` is 0.
     pub const COPY_FAILED: u8 = 1 << 4;
+    /// TLS chunks: the socket in `fd` was inferred (the TCP socket this
+    /// thread last read from when the `SSL` object was first seen), not
+    /// announced through `SSL_set_fd`.
+    pub const TLS_FD_INFERRED: u8 = 1 << 5;
+}
+
+/// [`StreamKey::fd`] of TLS streams: they are keyed by `SSL` object
+/// ([`StreamKey::inode`]), whatever socket they are bound to.
+pub const TLS_STREAM_FD: i32 = -1;
+
+/// Key of the kernel's `SSL` object to socket map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TlsKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    /// Address of the `SSL` object in the process.
+    pub ssl: u64,
 }
 
 /// Socket endpoint addresses. IPv4 addresses occupy the first four bytes.
@@ -448,10 +481,13 @@ pub enum Counter {
     DropNoScratch = 11,
     /// Dropped: a tail call between capture stages failed.
     DropTailCall = 12,
+    /// TLS plaintext chunks sent without a known socket (no `SSL_set_fd`
+    /// and no socket read on the thread yet).
+    TlsUnbound = 13,
 }
 
 /// Number of entries in the counter array.
-pub const COUNTER_COUNT: u32 = 13;
+pub const COUNTER_COUNT: u32 = 14;
 
 impl Counter {
     /// All counters, in index order.
@@ -469,6 +505,7 @@ impl Counter {
         Self::DropStreamMapFull,
         Self::DropNoScratch,
         Self::DropTailCall,
+        Self::TlsUnbound,
     ];
 
     /// Stable snake_case name (used in recordings and logs).
@@ -487,6 +524,7 @@ impl Counter {
             Self::DropStreamMapFull => "drop_stream_map_full",
             Self::DropNoScratch => "drop_no_scratch",
             Self::DropTailCall => "drop_tail_call",
+            Self::TlsUnbound => "tls_unbound",
         }
     }
 

@@ -30,14 +30,16 @@ use aya_ebpf::{
             bpf_probe_read_kernel, bpf_probe_read_user,
         },
     },
-    macros::{map, raw_tracepoint, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
-    programs::{RawTracePointContext, TracePointContext},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
+    EbpfContext,
 };
 use monitor_common::{
-    chunk_flags, config_flags, stream_state, ChunkRecord, Counter, Direction, FdKind, KernelConfig, ProcState,
-    ProcessRecord, RecordHeader, RecordKind, StreamKey, Syscall, TrackReason, ABI_VERSION, COMM_LEN, COUNTER_COUNT,
-    MAX_CAPTURE, MAX_DISCOVERY_WINDOW, MAX_IOVECS, METHOD_ROOT_LEN, SCRATCH_SIZE,
+    chunk_flags, config_flags, stream_state, ChunkRecord, ConnTuple, Counter, Direction, FdKind, KernelConfig,
+    ProcState, ProcessRecord, RecordHeader, RecordKind, StreamKey, Syscall, TlsKey, TrackReason, ABI_VERSION,
+    COMM_LEN, COUNTER_COUNT, MAX_CAPTURE, MAX_DISCOVERY_WINDOW, MAX_IOVECS, METHOD_ROOT_LEN, SCRATCH_SIZE,
+    TLS_STREAM_FD,
 };
 
 #[map]
@@ -98,6 +100,45 @@ const JUMP_CAPTURE: u32 = 1;
 const JUMP_DISCOVER_HTTP: u32 = 2;
 const JUMP_DISCOVER_JSONRPC: u32 = 3;
 
+/// The same stages for TLS plaintext: tail calls only reach programs of the
+/// caller's type, and the TLS entry points are uprobes.
+#[map]
+static TLS_JUMP: ProgramArray = ProgramArray::with_max_entries(4, 0);
+
+/// Arguments of in-flight `SSL_read`/`SSL_write` calls, by pid_tgid.
+#[map]
+static TLS_ARGS: HashMap<u64, TlsArgs> = HashMap::with_max_entries(32768, 0);
+
+/// The socket each `SSL` object reads and writes: announced by
+/// `SSL_set_fd`, or inferred for memory-BIO users (asyncio, node) from the
+/// TCP socket the thread last read. Removed at `SSL_free`.
+#[map]
+static TLS_FDS: LruHashMap<TlsKey, TlsBinding> = LruHashMap::with_max_entries(65536, 0);
+
+/// The TCP socket each thread of a tracked process last read from.
+#[map]
+static LAST_TCP_READ: LruHashMap<u64, i32> = LruHashMap::with_max_entries(16384, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TlsArgs {
+    ssl: u64,
+    buf: u64,
+    /// Requested byte count (`num`).
+    len: u64,
+    /// `_ex` variants: where the library stores the byte count; else 0.
+    out_len: u64,
+    direction: u8,
+    _pad: [u8; 7],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TlsBinding {
+    fd: i32,
+    inferred: u32,
+}
+
 /// One read or write being looked at.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -114,6 +155,9 @@ struct Transfer {
     /// First segment, used for discovery.
     first_buf: u64,
     first_len: u64,
+    /// TLS: address of the `SSL` object; 0 for system calls.
+    ssl: u64,
+    /// The descriptor (for TLS: the bound socket, or -1).
     fd: i32,
     syscall: u8,
     direction: u8,
@@ -121,6 +165,11 @@ struct Transfer {
     /// Egress seen at syscall exit (TCP payloads, with the byte count the
     /// kernel accepted) rather than at entry (local IPC writer notices).
     at_exit: u8,
+    /// Extra [`chunk_flags`] for the chunk (TLS_FD_INFERRED).
+    extra_flags: u8,
+    /// Pieces of this transfer already sent (see `emit_pieces`).
+    pieces: u8,
+    _pad: [u8; 6],
 }
 
 #[repr(C)]
@@ -266,9 +315,13 @@ fn track(tgid: u32, start_ns: u64, reason: TrackReason) {
 /// for untracked processes; `discover` then looks for `"jsonrpc"`.
 #[inline(always)]
 fn starts_like_json(buf: u64, len: u64) -> bool {
-    let mut head = [0u8; 16];
-    let n = if len < 16 { len as u32 } else { 16 };
-    if n == 0 {
+    // 32 bytes of room for at most 16 read: the mask after `black_box`
+    // bounds the register actually passed to the helper (LLVM otherwise
+    // compares one copy of `len` and passes another, unbounded one).
+    let mut head = [0u8; 32];
+    let n = if len < 16 { len } else { 16 };
+    let n = core::hint::black_box(n) as u32 & 0x1f;
+    if n == 0 || n > 16 {
         return false;
     }
     let r = unsafe { bpf_probe_read_user(head.as_mut_ptr() as *mut c_void, n, buf as *const c_void) };
@@ -545,6 +598,37 @@ fn file_info(cfg: &KernelConfig, fd: i32, dir: Direction) -> Option<FileInfo> {
     r
 }
 
+/// Endpoints of the TCP socket `sk` (a `struct sock`).
+#[inline(always)]
+fn conn_tuple(cfg: &KernelConfig, sk: u64, kind: FdKind) -> ConnTuple {
+    let o = &cfg.offsets;
+    let mut t = ConnTuple::default();
+    unsafe {
+        t.local_port = kread::<u16>(sk + o.sock_num as u64).unwrap_or(0);
+        t.remote_port = u16::from_be(kread::<u16>(sk + o.sock_dport as u64).unwrap_or(0));
+        if kind == FdKind::Tcp4 {
+            t.family = AF_INET;
+            if let Some(a) = kread::<[u8; 4]>(sk + o.sock_rcv_saddr as u64) {
+                t.local_addr[0] = a[0];
+                t.local_addr[1] = a[1];
+                t.local_addr[2] = a[2];
+                t.local_addr[3] = a[3];
+            }
+            if let Some(a) = kread::<[u8; 4]>(sk + o.sock_daddr as u64) {
+                t.remote_addr[0] = a[0];
+                t.remote_addr[1] = a[1];
+                t.remote_addr[2] = a[2];
+                t.remote_addr[3] = a[3];
+            }
+        } else {
+            t.family = AF_INET6;
+            t.local_addr = kread::<[u8; 16]>(sk + o.sock_v6_rcv_saddr as u64).unwrap_or([0; 16]);
+            t.remote_addr = kread::<[u8; 16]>(sk + o.sock_v6_daddr as u64).unwrap_or([0; 16]);
+        }
+    }
+    t
+}
+
 #[inline(always)]
 fn scratch() -> Option<*mut u8> {
     let cpu = unsafe { bpf_get_smp_processor_id() };
@@ -654,6 +738,59 @@ fn emit_chunk(cfg: &KernelConfig, scratch: *mut u8, src: u64, len: u64, segment:
         count(Counter::Records, 1);
         count(Counter::PayloadBytes, copied as u64);
     }
+}
+
+/// Most pieces one transfer is sent in, each up to the capture cap. A
+/// tail-call chain holds at most 33 programs; discovery uses up to four.
+const MAX_PIECES: u8 = 24;
+
+/// Sends the transfer's plain buffer at most a capture cap per chunk: one
+/// piece, then a tail call back into the capture stage (`JUMP_CAPTURE` of
+/// `jump`) for the rest. A loop over pieces would not verify; the tail call
+/// gives each piece a fresh program run. Should the chain end early, the
+/// rest goes out as one truncated chunk so userspace sees the gap.
+#[inline(always)]
+fn emit_pieces<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &KernelConfig, scratch: *mut u8, flags: u8) {
+    let Some(t) = TRANSFER.get_ptr_mut(0) else { return };
+    let (buf, total, pieces) = unsafe { ((*t).buf, (*t).total, (*t).pieces) };
+    let mut cap = cfg.capture_cap as u64;
+    if cap > MAX_CAPTURE as u64 {
+        cap = MAX_CAPTURE as u64;
+    }
+    if total <= cap || cap == 0 || pieces >= MAX_PIECES {
+        emit_chunk(cfg, scratch, buf, total, 0, flags);
+        return;
+    }
+    emit_chunk(cfg, scratch, buf, cap, 0, flags);
+    unsafe {
+        (*t).buf = buf + cap;
+        (*t).total = total - cap;
+        (*t).pieces = pieces + 1;
+        jump.tail_call(ctx, JUMP_CAPTURE);
+    }
+    count(Counter::DropTailCall, 1);
+    emit_chunk(
+        cfg,
+        scratch,
+        buf + cap,
+        total - cap,
+        0,
+        flags & !(chunk_flags::NEW_STREAM | chunk_flags::DISCOVERED),
+    );
+}
+
+/// In a capture stage entered again by `emit_pieces`: sends the next piece
+/// with the header already in the scratch area. True if it was one.
+#[inline(always)]
+fn continue_pieces<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &KernelConfig, scratch: *mut u8, t: &Transfer) -> bool {
+    if t.pieces == 0 {
+        return false;
+    }
+    let rec = unsafe { &*(scratch as *const ChunkRecord) };
+    let flags = rec.flags
+        & !(chunk_flags::NEW_STREAM | chunk_flags::DISCOVERED | chunk_flags::TRUNCATED | chunk_flags::COPY_FAILED);
+    emit_pieces(ctx, jump, cfg, scratch, flags);
+    true
 }
 
 #[inline(always)]
@@ -786,6 +923,7 @@ fn on_exit(ctx: &TracePointContext, dir: Direction) {
     let reason = tracked_reason(cfg, (pid_tgid >> 32) as u32, start_ns);
     begin_transfer(
         ctx,
+        &JUMP,
         cfg,
         pid_tgid,
         start_ns,
@@ -798,6 +936,8 @@ fn on_exit(ctx: &TracePointContext, dir: Direction) {
         args.len,
         ret as u64,
         true,
+        0,
+        0,
     );
 }
 
@@ -817,8 +957,9 @@ pub fn sys_exit_egress(ctx: TracePointContext) -> u32 {
 /// `total` = requested length): a writer notice is sent once per stream.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn begin_transfer(
-    ctx: &TracePointContext,
+fn begin_transfer<C: EbpfContext>(
+    ctx: &C,
+    jump: &ProgramArray,
     cfg: &KernelConfig,
     pid_tgid: u64,
     start_ns: u64,
@@ -832,6 +973,8 @@ fn begin_transfer(
     len_arg: u64,
     total: u64,
     at_exit: bool,
+    ssl: u64,
+    extra_flags: u8,
 ) {
 
     let (iov, iov_cnt, first_buf, first_len) = match vector(syscall, buf, len_arg) {
@@ -863,13 +1006,17 @@ fn begin_transfer(
             iov_cnt,
             first_buf,
             first_len,
+            ssl,
             fd,
             syscall: syscall as u8,
             direction: dir as u8,
             discovered: 0,
             at_exit: at_exit as u8,
+            extra_flags,
+            pieces: 0,
+            _pad: [0; 6],
         };
-        JUMP.tail_call(
+        jump.tail_call(
             ctx,
             if reason == TrackReason::None as u32 {
                 JUMP_DISCOVER
@@ -886,6 +1033,17 @@ fn begin_transfer(
 /// `"method"` with an MCP method root, or a `"jsonrpc"` key in the window)?
 #[tracepoint]
 pub fn discover(ctx: TracePointContext) -> u32 {
+    discover_stage(&ctx, &JUMP)
+}
+
+/// [`discover`] for TLS plaintext.
+#[uprobe]
+pub fn tls_discover(ctx: ProbeContext) -> u32 {
+    discover_stage(&ctx, &TLS_JUMP)
+}
+
+#[inline(always)]
+fn discover_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let Some(t) = TRANSFER.get_ptr_mut(0) else { return 0 };
     let Some(scratch) = scratch() else { return 0 };
@@ -906,7 +1064,7 @@ pub fn discover(ctx: TracePointContext) -> u32 {
         // MCP clients accept text/event-stream on every POST; that is
         // looked for in its own program (a second scan here would not
         // verify).
-        unsafe { JUMP.tail_call(&ctx, JUMP_DISCOVER_HTTP) };
+        unsafe { jump.tail_call(ctx, JUMP_DISCOVER_HTTP) };
         count(Counter::DropTailCall, 1);
         return 0;
     }
@@ -915,7 +1073,7 @@ pub fn discover(ctx: TracePointContext) -> u32 {
     }
     unsafe {
         (*t).discovered = 1;
-        JUMP.tail_call(&ctx, JUMP_CAPTURE);
+        jump.tail_call(ctx, JUMP_CAPTURE);
     }
     count(Counter::DropTailCall, 1);
     0
@@ -926,6 +1084,17 @@ pub fn discover(ctx: TracePointContext) -> u32 {
 /// window is already in the scratch area.
 #[tracepoint]
 pub fn discover_http(ctx: TracePointContext) -> u32 {
+    discover_http_stage(&ctx, &JUMP)
+}
+
+/// [`discover_http`] for TLS plaintext.
+#[uprobe]
+pub fn tls_discover_http(ctx: ProbeContext) -> u32 {
+    discover_http_stage(&ctx, &TLS_JUMP)
+}
+
+#[inline(always)]
+fn discover_http_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let Some(t) = TRANSFER.get_ptr_mut(0) else { return 0 };
     let Some(scratch) = scratch() else { return 0 };
@@ -941,13 +1110,13 @@ pub fn discover_http(ctx: TracePointContext) -> u32 {
     if !window_has_event_stream(scratch, n) {
         // A POST of JSON-RPC without the Streamable HTTP Accept header (the
         // legacy HTTP+SSE transport's messages): look for "jsonrpc".
-        unsafe { JUMP.tail_call(&ctx, JUMP_DISCOVER_JSONRPC) };
+        unsafe { jump.tail_call(ctx, JUMP_DISCOVER_JSONRPC) };
         count(Counter::DropTailCall, 1);
         return 0;
     }
     unsafe {
         (*t).discovered = 1;
-        JUMP.tail_call(&ctx, JUMP_CAPTURE);
+        jump.tail_call(ctx, JUMP_CAPTURE);
     }
     count(Counter::DropTailCall, 1);
     0
@@ -957,6 +1126,17 @@ pub fn discover_http(ctx: TracePointContext) -> u32 {
 /// `"jsonrpc"`.
 #[tracepoint]
 pub fn discover_jsonrpc(ctx: TracePointContext) -> u32 {
+    discover_jsonrpc_stage(&ctx, &JUMP)
+}
+
+/// [`discover_jsonrpc`] for TLS plaintext.
+#[uprobe]
+pub fn tls_discover_jsonrpc(ctx: ProbeContext) -> u32 {
+    discover_jsonrpc_stage(&ctx, &TLS_JUMP)
+}
+
+#[inline(always)]
+fn discover_jsonrpc_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let Some(t) = TRANSFER.get_ptr_mut(0) else { return 0 };
     let Some(scratch) = scratch() else { return 0 };
@@ -971,7 +1151,7 @@ pub fn discover_jsonrpc(ctx: TracePointContext) -> u32 {
     }
     unsafe {
         (*t).discovered = 1;
-        JUMP.tail_call(&ctx, JUMP_CAPTURE);
+        jump.tail_call(ctx, JUMP_CAPTURE);
     }
     count(Counter::DropTailCall, 1);
     0
@@ -980,7 +1160,7 @@ pub fn discover_jsonrpc(ctx: TracePointContext) -> u32 {
 /// Tail-call target: classify the descriptor, consult the stream decision,
 /// and send a chunk (ingress) or a writer notice (egress).
 #[tracepoint]
-pub fn capture(_ctx: TracePointContext) -> u32 {
+pub fn capture(ctx: TracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let Some(tp) = TRANSFER.get(0) else { return 0 };
     let t = *tp;
@@ -991,9 +1171,18 @@ pub fn capture(_ctx: TracePointContext) -> u32 {
     let tgid = (pid_tgid >> 32) as u32;
     let fd = t.fd;
     let Some(scratch) = scratch() else { return 0 };
+    if continue_pieces(&ctx, &JUMP, cfg, scratch, &t) {
+        return 0;
+    }
 
     let Some(fi) = file_info(cfg, fd, dir) else { return 0 };
     let tcp = matches!(fi.kind, FdKind::Tcp4 | FdKind::Tcp6);
+    if tcp && dir == Direction::Ingress {
+        // TLS over memory BIOs (asyncio, node): the socket is read, then
+        // SSL_read runs on the same thread; this names the socket of an
+        // SSL object that was never given one through SSL_set_fd.
+        let _ = LAST_TCP_READ.insert(&pid_tgid, &fd, 0);
+    }
     if !(fi.kind.is_local_ipc() || (tcp && cfg.flags & config_flags::CAPTURE_TCP != 0)) {
         return 0;
     }
@@ -1071,8 +1260,11 @@ pub fn capture(_ctx: TracePointContext) -> u32 {
         &fi,
         flags,
     );
+    if tcp {
+        rec.conn = conn_tuple(cfg, fi.channel, fi.kind);
+    }
     if t.iov_cnt == 0 {
-        emit_chunk(cfg, scratch, t.buf, t.total, 0, flags);
+        emit_pieces(&ctx, &JUMP, cfg, scratch, flags);
         return 0;
     }
     let mut remaining = t.total;
@@ -1098,6 +1290,253 @@ pub fn capture(_ctx: TracePointContext) -> u32 {
     if remaining > 0 {
         count(Counter::IovecsSkipped, 1);
     }
+    0
+}
+
+// ------------------------------------------------------------ TLS
+
+/// Tail-call target for TLS plaintext: consult the stream decision (keyed
+/// by `SSL` object) and send the chunk with the bound socket's endpoints.
+#[uprobe]
+pub fn tls_capture(ctx: ProbeContext) -> u32 {
+    let Some(cfg) = config() else { return 0 };
+    let Some(tp) = TRANSFER.get(0) else { return 0 };
+    let t = *tp;
+    let (Some(syscall), Some(dir)) = (Syscall::from_u8(t.syscall), Direction::from_u8(t.direction)) else {
+        return 0;
+    };
+    let pid_tgid = t.pid_tgid;
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(scratch) = scratch() else { return 0 };
+    if continue_pieces(&ctx, &TLS_JUMP, cfg, scratch, &t) {
+        return 0;
+    }
+    let key = StreamKey {
+        tgid,
+        fd: TLS_STREAM_FD,
+        inode: t.ssl,
+        direction: dir as u8,
+        _pad: [0; 7],
+    };
+    let state = unsafe { STREAMS.get(&key) }.copied();
+    if state == Some(stream_state::IGNORE) {
+        return 0;
+    }
+    let mut flags = t.extra_flags;
+    if t.discovered != 0 {
+        flags |= chunk_flags::DISCOVERED;
+        count(Counter::DiscoveryHits, 1);
+        track(tgid, t.start_ns, TrackReason::Discovered);
+    } else {
+        flags |= chunk_flags::TRACKED;
+    }
+    if state.is_none() {
+        flags |= chunk_flags::NEW_STREAM;
+        if STREAMS.insert(&key, &stream_state::CAPTURE, 0).is_err() {
+            count(Counter::DropStreamMapFull, 1);
+        }
+    }
+    let sock = if t.fd >= 0 { file_info(cfg, t.fd, dir) } else { None };
+    let fi = FileInfo {
+        kind: FdKind::Tls,
+        inode: t.ssl,
+        channel: 0,
+        peer: 0,
+    };
+    let rec = unsafe { &mut *(scratch as *mut ChunkRecord) };
+    fill_chunk_header(rec, RecordKind::Chunk, pid_tgid, t.start_ns, t.fd, syscall, dir, &fi, flags);
+    match sock {
+        Some(s) if matches!(s.kind, FdKind::Tcp4 | FdKind::Tcp6) => rec.conn = conn_tuple(cfg, s.channel, s.kind),
+        _ => count(Counter::TlsUnbound, 1),
+    }
+    emit_pieces(&ctx, &TLS_JUMP, cfg, scratch, flags);
+    0
+}
+
+/// Entry of `SSL_read`/`SSL_write` (`ex`: the `_ex` variants, which
+/// return the byte count through a fourth argument): stash the arguments
+/// for the return probe. Writes that neither come from a tracked process
+/// nor start like MCP are skipped here; reads are only known at return.
+#[inline(always)]
+fn tls_enter(ctx: &ProbeContext, dir: Direction, ex: bool) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(cfg) = config() else { return };
+    if (pid_tgid >> 32) as u32 == cfg.self_tgid {
+        return;
+    }
+    let (Some(ssl), Some(buf), Some(num)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2)) else {
+        return;
+    };
+    // `num` is an int for SSL_read/SSL_write, a size_t for the _ex variants.
+    let len = if ex { num } else { num as u32 as i32 as i64 as u64 };
+    if len == 0 || len as i64 <= 0 {
+        return;
+    }
+    let out_len = if ex { ctx.arg::<u64>(3).unwrap_or(0) } else { 0 };
+    if ex && out_len == 0 {
+        return;
+    }
+    if dir == Direction::Egress {
+        let start_ns = current_start_ns(cfg);
+        if tracked_reason(cfg, (pid_tgid >> 32) as u32, start_ns) == TrackReason::None as u32
+            && (cfg.flags & config_flags::DISCOVERY == 0 || !starts_like_json(buf, len))
+        {
+            return;
+        }
+    }
+    let args = TlsArgs {
+        ssl,
+        buf,
+        len,
+        out_len,
+        direction: dir as u8,
+        _pad: [0; 7],
+    };
+    if TLS_ARGS.insert(&pid_tgid, &args, 0).is_err() {
+        count(Counter::DropArgsMapFull, 1);
+    }
+}
+
+#[uprobe]
+pub fn ssl_write(ctx: ProbeContext) -> u32 {
+    tls_enter(&ctx, Direction::Egress, false);
+    0
+}
+
+#[uprobe]
+pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
+    tls_enter(&ctx, Direction::Egress, true);
+    0
+}
+
+#[uprobe]
+pub fn ssl_read(ctx: ProbeContext) -> u32 {
+    tls_enter(&ctx, Direction::Ingress, false);
+    0
+}
+
+#[uprobe]
+pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
+    tls_enter(&ctx, Direction::Ingress, true);
+    0
+}
+
+/// Return of any of the four: the plaintext the library actually moved.
+#[uretprobe]
+pub fn ssl_return(ctx: RetProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(args) = (unsafe { TLS_ARGS.get(&pid_tgid) }).copied() else {
+        return 0;
+    };
+    let _ = TLS_ARGS.remove(&pid_tgid);
+    let ret = ctx.ret::<u64>() as u32 as i32;
+    let n: u64 = if args.out_len != 0 {
+        if ret != 1 {
+            return 0;
+        }
+        match unsafe { uread::<u64>(args.out_len) } {
+            Some(v) => v,
+            None => return 0,
+        }
+    } else {
+        if ret <= 0 {
+            return 0;
+        }
+        ret as u64
+    };
+    if n == 0 || n > args.len {
+        return 0;
+    }
+    let Some(cfg) = config() else { return 0 };
+    let Some(dir) = Direction::from_u8(args.direction) else {
+        return 0;
+    };
+    let syscall = if dir == Direction::Ingress {
+        Syscall::SslRead
+    } else {
+        Syscall::SslWrite
+    };
+    let tgid = (pid_tgid >> 32) as u32;
+    let start_ns = current_start_ns(cfg);
+    let reason = tracked_reason(cfg, tgid, start_ns);
+    let bkey = TlsKey {
+        tgid,
+        _pad: 0,
+        ssl: args.ssl,
+    };
+    let (fd, extra) = match unsafe { TLS_FDS.get(&bkey) }.copied() {
+        Some(b) => (b.fd, if b.inferred != 0 { chunk_flags::TLS_FD_INFERRED } else { 0 }),
+        None => match unsafe { LAST_TCP_READ.get(&pid_tgid) }.copied() {
+            Some(fd) if reason != TrackReason::None as u32 => {
+                let _ = TLS_FDS.insert(&bkey, &TlsBinding { fd, inferred: 1 }, 0);
+                (fd, chunk_flags::TLS_FD_INFERRED)
+            }
+            _ => (-1, 0),
+        },
+    };
+    begin_transfer(
+        &ctx,
+        &TLS_JUMP,
+        cfg,
+        pid_tgid,
+        start_ns,
+        reason,
+        None,
+        syscall,
+        dir,
+        fd,
+        args.buf,
+        args.len,
+        n,
+        true,
+        args.ssl,
+        extra,
+    );
+    0
+}
+
+/// `SSL_set_fd(ssl, fd)` (also `SSL_set_rfd`/`SSL_set_wfd`): the socket
+/// of an `SSL` object, exactly.
+#[uprobe]
+pub fn ssl_set_fd(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (Some(ssl), Some(fd)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+        return 0;
+    };
+    let key = TlsKey {
+        tgid: (pid_tgid >> 32) as u32,
+        _pad: 0,
+        ssl,
+    };
+    let _ = TLS_FDS.insert(
+        &key,
+        &TlsBinding {
+            fd: fd as u32 as i32,
+            inferred: 0,
+        },
+        0,
+    );
+    0
+}
+
+/// `SSL_free(ssl)`: the address may be reused for the next connection, so
+/// its socket binding and stream decisions go.
+#[uprobe]
+pub fn ssl_free(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(ssl) = ctx.arg::<u64>(0) else { return 0 };
+    let tgid = (pid_tgid >> 32) as u32;
+    let _ = TLS_FDS.remove(&TlsKey { tgid, _pad: 0, ssl });
+    let mut key = StreamKey {
+        tgid,
+        fd: TLS_STREAM_FD,
+        inode: ssl,
+        direction: Direction::Ingress as u8,
+        _pad: [0; 7],
+    };
+    let _ = STREAMS.remove(&key);
+    key.direction = Direction::Egress as u8;
+    let _ = STREAMS.remove(&key);
     0
 }
 
@@ -1149,6 +1588,7 @@ fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
     }
     begin_transfer(
         ctx,
+        &JUMP,
         cfg,
         pid_tgid,
         start_ns,
@@ -1161,6 +1601,8 @@ fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
         len,
         total,
         false,
+        0,
+        0,
     );
 }
 

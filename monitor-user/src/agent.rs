@@ -1,6 +1,6 @@
 //! Running the agent: live capture (`run`) and offline analysis (`replay`).
 
-use std::{fs::File, io::BufWriter, sync::Arc, time::Duration};
+use std::{fs::File, io::BufWriter, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
@@ -195,6 +195,55 @@ async fn next_pod_update(
     }
 }
 
+async fn next_tls_target(
+    rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<crate::sensor::tls::TlsTarget>>,
+) -> Option<crate::sensor::tls::TlsTarget> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Probes the TLS libraries present now (host library directories and
+/// every running process), then keeps scanning on a thread; new files
+/// arrive on the returned channel.
+fn start_tls_scan(
+    cfg: &crate::config::CaptureConfig,
+    sensor: &mut Sensor,
+) -> anyhow::Result<Option<tokio::sync::mpsc::UnboundedReceiver<crate::sensor::tls::TlsTarget>>> {
+    if !cfg.tls {
+        return Ok(None);
+    }
+    let mut scanner = crate::sensor::tls::Scanner::new("/proc", cfg.tls_executables.clone());
+    // /proc/1/root is the host's file system, also from inside a container
+    // sharing the host's pid namespace (the DaemonSet); where pid 1 is out
+    // of reach (a sandbox with its own pid 1), our own root is the host's.
+    let host_root = if std::fs::read_dir("/proc/1/root").is_ok() {
+        Path::new("/proc/1/root")
+    } else {
+        Path::new("/")
+    };
+    let mut first = scanner.scan_host(host_root);
+    first.extend(scanner.scan_processes());
+    for t in &first {
+        sensor.attach_tls(t);
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let interval = Duration::from_millis(cfg.tls_scan_interval_ms);
+    std::thread::Builder::new()
+        .name("tls-scan".into())
+        .spawn(move || loop {
+            std::thread::sleep(interval);
+            for t in scanner.scan_processes() {
+                if tx.send(t).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("starting the TLS library scan thread")?;
+    Ok(Some(rx))
+}
+
 /// Runs live capture until SIGINT or SIGTERM; on SIGHUP, `reread` gives the
 /// configuration again (file and flags) and rules and sinks are reloaded.
 pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -> anyhow::Result<()> {
@@ -214,6 +263,7 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
     // Before the probes: a watch that cannot start should fail fast.
     let mut pod_updates = start_pod_watch(&cfg.kubernetes, &metrics).await?;
     let mut sensor = Sensor::start(&cfg.capture, boot_offset)?;
+    let mut tls_targets = start_tls_scan(&cfg.capture, &mut sensor)?;
     // Loading parsed the kernel's BTF (megabytes) twice, aya's copy and
     // ours; hand the freed heap back to the system.
     // SAFETY: malloc_trim has no preconditions.
@@ -300,6 +350,7 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
                     pod_updates = None;
                 }
             },
+            Some(target) = next_tls_target(&mut tls_targets) => sensor.attach_tls(&target),
             _ = tick.tick() => {
                 match sensor.stats() {
                     Ok(s) => feed(Observation::CaptureStats(s), &mut pipeline, &mut outputs, &mut recorder),

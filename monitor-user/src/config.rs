@@ -93,6 +93,16 @@ pub struct CaptureConfig {
     /// both directions' payloads; connections that are not MCP over HTTP
     /// leave capture after their first message.
     pub tcp: bool,
+    /// Capture TLS plaintext through uprobes on OpenSSL's `SSL_read`,
+    /// `SSL_write` (and `_ex`) in every libssl processes load and in the
+    /// executables named in `tls_executables`.
+    pub tls: bool,
+    /// File names of executables that link OpenSSL statically and export
+    /// its symbols (`node` does).
+    pub tls_executables: Vec<String>,
+    /// How often processes are scanned for TLS libraries not probed yet
+    /// (containers that started, libraries loaded with dlopen).
+    pub tls_scan_interval_ms: u64,
     pub selectors: Selectors,
 }
 
@@ -108,6 +118,9 @@ impl Default for CaptureConfig {
             wakeup_bytes: 256 * 1024,
             program_stats: false,
             tcp: true,
+            tls: true,
+            tls_executables: vec!["node".into(), "nodejs".into()],
+            tls_scan_interval_ms: 2000,
             selectors: Selectors::default(),
         }
     }
@@ -247,6 +260,17 @@ impl Config {
             "capture.poll_interval_ms must be between 1 and 1000 (got {})",
             c.poll_interval_ms
         );
+        anyhow::ensure!(
+            c.tls_scan_interval_ms >= 100,
+            "capture.tls_scan_interval_ms must be at least 100 (got {}): each scan reads every process's memory map",
+            c.tls_scan_interval_ms
+        );
+        for e in &c.tls_executables {
+            anyhow::ensure!(
+                !e.is_empty() && !e.contains('/'),
+                "capture.tls_executables holds {e:?}: give file names (\"node\"), not paths"
+            );
+        }
         anyhow::ensure!(
             c.wakeup_bytes < c.ring_buffer_bytes / 2,
             "capture.wakeup_bytes must be below half of capture.ring_buffer_bytes"

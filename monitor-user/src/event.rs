@@ -22,6 +22,8 @@ pub enum Transport {
     /// HTTP/1.1 in clear over TCP (Streamable HTTP, or the legacy HTTP+SSE
     /// transport).
     Http,
+    /// HTTP/1.1 inside TLS, seen as plaintext at the TLS library.
+    Https,
 }
 
 impl Transport {
@@ -30,6 +32,7 @@ impl Transport {
         match self {
             Transport::Stdio => "stdio",
             Transport::Http => "http",
+            Transport::Https => "https",
         }
     }
 }
@@ -51,6 +54,12 @@ pub struct HttpInfo {
     /// `id:` of the server-sent event that carried the message.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sse_event_id: Option<String>,
+    /// The connection's endpoints as this process sees them
+    /// (`address:port`, IPv6 in brackets); the client end connected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
 }
 
 /// Which way the message went.

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub capture_dropped: IntCounterVec,
     pub capture_truncated: IntCounter,
     pub discovery_hits: IntCounter,
+    pub tls_probe_targets: IntGauge,
+    pub tls_attach_errors: IntCounter,
+    pub tls_unbound: IntCounter,
     pub frame_errors: IntCounterVec,
     pub request_duration: HistogramVec,
     pub sessions_active: IntGauge,
@@ -188,6 +191,13 @@ impl Metrics {
             )),
             capture_truncated: reg!(counter("capture_truncated_total", "Chunks cut at the per-chunk capture cap.")),
             discovery_hits: reg!(counter("discovery_hits_total", "Streams the kernel reported because their payload looked like JSON-RPC.")),
+            tls_probe_targets: reg!(IntGauge::new(
+                "tls_probe_targets",
+                "Distinct TLS library files (libssl, statically linked node) with SSL_read/SSL_write uprobes attached."
+            )
+            .unwrap()),
+            tls_attach_errors: reg!(counter("tls_attach_errors_total", "TLS library files found in a process whose uprobes could not be attached (see the agent log).")),
+            tls_unbound: reg!(counter("tls_unbound_chunks_total", "TLS plaintext chunks captured before their SSL object could be tied to a socket (no connection endpoints).")),
             frame_errors: reg!(counter_vec(
                 "frame_errors_total",
                 "Frames that were not usable JSON-RPC, by reason (not_json, invalid_utf8, not_jsonrpc, too_deep, batch_too_large, oversized, capture_gap).",

@@ -197,7 +197,7 @@ pub struct Pipeline {
     last_stats: HashMap<String, u64>,
     last_program_stats: HashMap<String, (u64, u64)>,
     /// `capture_syscall_{events,bytes}_total` by `Syscall` value.
-    syscall_counters: [Option<(prometheus::IntCounter, prometheus::IntCounter)>; 9],
+    syscall_counters: [Option<(prometheus::IntCounter, prometheus::IntCounter)>; 11],
     last_tick_ns: u64,
     detector: Option<Detector>,
     /// Kubernetes pods of this node and SPIFFE mappings.
@@ -206,7 +206,12 @@ pub struct Pipeline {
     /// TCP connections carrying (or being judged for) MCP over HTTP.
     http_conns: FxHashMap<http_conn::ConnId, http_conn::HttpConn>,
     /// Hashed `Mcp-Session-Id` (with the serving process) to session.
-    http_session_ids: FxHashMap<(Option<ProcKey>, u64), SessionKey>,
+    http_session_ids: FxHashMap<(Option<ProcKey>, u8, u64), SessionKey>,
+    /// Client processes of TCP connections seen on this host, by (local,
+    /// remote) end, so the server end of the same connection can name them.
+    local_clients: FxHashMap<(http_conn::Endpoint, http_conn::Endpoint), ProcKey>,
+    /// Server processes by the local end of connections they serve.
+    local_servers: FxHashMap<http_conn::Endpoint, ProcKey>,
     workload_message_counters: FxHashMap<
         (
             &'static str,
@@ -234,6 +239,13 @@ struct UriParams<'a> {
 
 /// Longest method/tool/prompt/URI string copied into an event.
 const MAX_NAME: usize = 512;
+
+/// [`CaptureStats`] entry set by the sensor (not a kernel counter): TLS
+/// library files currently probed (a gauge).
+pub const TLS_PROBE_TARGETS: &str = "tls_probe_targets";
+/// [`CaptureStats`] entry set by the sensor: failed TLS attachments (a
+/// counter).
+pub const TLS_ATTACH_ERRORS: &str = "tls_attach_errors";
 
 fn clip(s: &str) -> String {
     if s.len() <= MAX_NAME {
@@ -288,6 +300,8 @@ impl Pipeline {
             workload_message_counters: FxHashMap::default(),
             http_conns: FxHashMap::default(),
             http_session_ids: FxHashMap::default(),
+            local_clients: FxHashMap::default(),
+            local_servers: FxHashMap::default(),
             cfg,
             metrics,
             processes: FxHashMap::default(),
@@ -402,7 +416,7 @@ impl Pipeline {
         });
         events.inc();
         bytes.inc_by(c.data.len() as u64);
-        if matches!(c.fd_kind, FdKind::Tcp4 | FdKind::Tcp6) {
+        if matches!(c.fd_kind, FdKind::Tcp4 | FdKind::Tcp6 | FdKind::Tls) {
             return self.on_tcp_chunk(&c, sink);
         }
         // Local IPC is captured where it is read.
@@ -681,7 +695,7 @@ impl Pipeline {
             Role::ServerInbound => Flow::ClientToServer,
             Role::ClientInbound => Flow::ServerToClient,
         };
-        if !self.handle_message(key, flow, peer, msg, ts_ns, None, sink) {
+        if !self.handle_message(key, flow, peer, false, msg, ts_ns, None, sink) {
             // JSON-RPC, but no MCP method in max_held messages: another
             // JSON-RPC user. Stop capturing it.
             self.reject(stream, "not_mcp", sink);
@@ -730,6 +744,8 @@ impl Pipeline {
         key: SessionKey,
         flow: Flow,
         peer: Option<ProcKey>,
+        // The client's view of a connection whose server end is seen too.
+        mirror: bool,
         msg: Message<'_>,
         ts_ns: u64,
         http: Option<HttpInfo>,
@@ -755,6 +771,7 @@ impl Pipeline {
         if s.client.is_none() {
             s.client = peer;
         }
+        s.mirror |= mirror;
         s.last_ns = ts_ns;
         s.messages += 1;
 
@@ -841,6 +858,10 @@ impl Pipeline {
             self.metrics.unpaired_responses.inc();
         }
         let alerts = match self.detector.as_mut() {
+            // Judged once, on the server's view: the client's view of the
+            // same messages would repeat every alert (and look like a
+            // second server offering the same tools).
+            Some(_) if self.sessions[&key].session.mirror => Vec::new(),
             Some(d) => {
                 let client_key = self.sessions[&key].session.client;
                 d.on_message(&MessageCtx {
@@ -1019,6 +1040,10 @@ impl Pipeline {
                 .inc_by(ns.saturating_sub(last_ns) as f64 / 1e9);
         }
         for (name, total) in s.counters {
+            if name == TLS_PROBE_TARGETS {
+                self.metrics.tls_probe_targets.set(total as i64);
+                continue;
+            }
             let last = self.last_stats.insert(name.clone(), total).unwrap_or(0);
             let delta = total.saturating_sub(last);
             if delta == 0 {
@@ -1032,8 +1057,11 @@ impl Pipeline {
                         self.metrics.capture_truncated.inc_by(delta);
                     } else if *c == monitor_common::Counter::DiscoveryHits {
                         self.metrics.discovery_hits.inc_by(delta);
+                    } else if *c == monitor_common::Counter::TlsUnbound {
+                        self.metrics.tls_unbound.inc_by(delta);
                     }
                 }
+                None if name == TLS_ATTACH_ERRORS => self.metrics.tls_attach_errors.inc_by(delta),
                 None => log::debug!("unknown capture counter {name}"),
             }
         }

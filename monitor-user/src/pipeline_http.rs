@@ -20,8 +20,9 @@ use super::*;
 use crate::{
     event::HttpInfo,
     http::{h1::Side, HttpHalf, HttpMeta, HttpOutput},
-    session::TRANSPORT_HTTP,
+    session::{TRANSPORT_HTTP, TRANSPORT_HTTPS},
 };
+use monitor_common::ConnTuple;
 
 /// One connection as seen by one process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -47,6 +48,59 @@ pub(super) struct HttpConn {
     rejected: bool,
     unclassified_bytes: u64,
     pub(super) last_ns: u64,
+    /// Plaintext from the TLS library (transport `https`).
+    tls: bool,
+    /// Ends (local, remote), once the kernel named them.
+    ends: Option<(Endpoint, Endpoint)>,
+    /// This client connection is in `Pipeline::local_clients`.
+    registered: bool,
+    /// Per `Direction`: a chunk went that way.
+    seen: [bool; 2],
+}
+
+/// One end of a TCP connection; IPv4 addresses in their v4-mapped IPv6
+/// form, so that an IPv4 client and a server listening on `::` name the
+/// same address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct Endpoint {
+    addr: [u8; 16],
+    port: u16,
+}
+
+impl std::fmt::Display for Endpoint {
+    /// `address:port`, IPv6 in brackets, v4-mapped shown as IPv4.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v6 = std::net::Ipv6Addr::from(self.addr);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => write!(f, "{v4}:{}", self.port),
+            None => write!(f, "[{v6}]:{}", self.port),
+        }
+    }
+}
+
+/// (local, remote) ends of a tuple the kernel filled.
+fn ends(t: &ConnTuple) -> Option<(Endpoint, Endpoint)> {
+    let norm = |a: &[u8; 16]| -> [u8; 16] {
+        if t.family == 2 {
+            std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3])
+                .to_ipv6_mapped()
+                .octets()
+        } else {
+            *a
+        }
+    };
+    (t.family == 2 || t.family == 10).then(|| {
+        (
+            Endpoint {
+                addr: norm(&t.local_addr),
+                port: t.local_port,
+            },
+            Endpoint {
+                addr: norm(&t.remote_addr),
+                port: t.remote_port,
+            },
+        )
+    })
 }
 
 /// What the first bytes of a direction say it carries.
@@ -77,33 +131,71 @@ pub(super) fn session_id_hash(id: &str) -> (String, u64) {
 }
 
 impl Pipeline {
-    /// A TCP chunk (either direction).
+    /// A TCP chunk, or TLS plaintext (either direction).
     pub(super) fn on_tcp_chunk(&mut self, c: &Chunk, sink: &mut impl Sink) {
         if c.writer_notice {
             return;
         }
+        let tls = c.fd_kind == FdKind::Tls;
         let id = ConnId {
             proc: c.proc,
-            fd: c.fd,
+            // A TLS connection is its SSL object (in `inode`), whatever
+            // socket it is tied to; the kernel keys it the same way.
+            fd: if tls { monitor_common::TLS_STREAM_FD } else { c.fd },
             inode: c.inode,
         };
+        let fresh = || HttpConn {
+            halves: [None, None],
+            sides: [None, None],
+            answering: [None, None],
+            serves: None,
+            requests: VecDeque::new(),
+            session: None,
+            rejected: false,
+            unclassified_bytes: 0,
+            last_ns: c.ts_ns,
+            tls,
+            ends: None,
+            registered: false,
+            seen: [false, false],
+        };
         let mut conn = match self.http_conns.remove(&id) {
+            // An SSL object freed and its address reused for the next
+            // connection: the kernel forgot the stream at SSL_free, so the
+            // direction starts again with NEW_STREAM.
+            Some(conn)
+                if tls && c.flag(chunk_flags::NEW_STREAM) && (conn.rejected || conn.seen[c.direction as usize]) =>
+            {
+                fresh()
+            }
             Some(conn) => conn,
-            None => HttpConn {
-                halves: [None, None],
-                sides: [None, None],
-                answering: [None, None],
-                serves: None,
-                requests: VecDeque::new(),
-                session: None,
-                rejected: false,
-                unclassified_bytes: 0,
-                last_ns: c.ts_ns,
-            },
+            None => fresh(),
         };
         conn.last_ns = c.ts_ns;
+        conn.seen[c.direction as usize] = true;
+        // The latest the kernel knows (a TLS socket may be named late).
+        if let Some(e) = ends(&c.conn) {
+            if conn.ends != Some(e) {
+                conn.ends = Some(e);
+                conn.registered = false;
+            }
+        }
         if !conn.rejected {
             self.feed_conn(&mut conn, id, c, sink);
+        }
+        if let (false, Some(serves), Some(ends)) = (conn.registered, conn.serves, conn.ends) {
+            if self.local_clients.len() >= self.cfg.max_streams {
+                self.local_clients.clear();
+            }
+            if self.local_servers.len() >= self.cfg.max_streams {
+                self.local_servers.clear();
+            }
+            if serves {
+                self.local_servers.insert(ends.0, id.proc);
+            } else {
+                self.local_clients.insert(ends, id.proc);
+            }
+            conn.registered = true;
         }
         self.insert_conn(id, conn);
     }
@@ -116,6 +208,18 @@ impl Pipeline {
                 (None, Some(Side::Requests)) => Side::Responses,
                 (None, Some(Side::Responses)) => Side::Requests,
                 (None, None) => {
+                    // Every request and status line starts with an upper-case
+                    // letter: anything else (TLS records, binary protocols)
+                    // is not HTTP/1.x, and is dropped at once so that it
+                    // costs no more capture.
+                    if c.data
+                        .trim_ascii_start()
+                        .first()
+                        .is_some_and(|b| !b.is_ascii_uppercase())
+                    {
+                        self.reject_conn_state(conn, id, "not_http", sink);
+                        return;
+                    }
                     conn.unclassified_bytes += c.data.len() as u64;
                     if conn.unclassified_bytes > self.cfg.max_pending_stream_bytes.min(64 * 1024) {
                         self.reject_conn_state(conn, id, "not_http", sink);
@@ -215,15 +319,25 @@ impl Pipeline {
                     status: meta.status,
                     session_id_hash: hash,
                     sse_event_id: sse_id,
+                    local: conn.ends.map(|e| e.0.to_string()),
+                    remote: conn.ends.map(|e| e.1.to_string()),
                 };
                 let flow = match side {
                     Side::Requests => Flow::ClientToServer,
                     Side::Responses => Flow::ServerToClient,
                 };
-                // The client process, when it is this one.
-                let peer = (conn.serves == Some(false)).then_some(id.proc);
+                // The client process: this one, or for a server, the local
+                // process at the other end of the connection (both ends of
+                // a connection on this host are paired through its tuple).
+                let peer = match conn.serves {
+                    Some(false) => Some(id.proc),
+                    Some(true) => conn.ends.and_then(|(l, r)| self.local_clients.get(&(r, l)).copied()),
+                    None => None,
+                };
+                let mirror =
+                    conn.serves == Some(false) && conn.ends.is_some_and(|(_, r)| self.local_servers.contains_key(&r));
                 for msg in decoded.into_messages() {
-                    if !self.handle_message(key, flow, peer, msg, ts_ns, Some(http.clone()), sink) {
+                    if !self.handle_message(key, flow, peer, mirror, msg, ts_ns, Some(http.clone()), sink) {
                         self.reject_conn_state(conn, id, "not_mcp", sink);
                         self.drop_session(key, sink);
                         return;
@@ -245,9 +359,10 @@ impl Pipeline {
         session_id: Option<&str>,
     ) -> (Option<String>, SessionKey) {
         let server = (conn.serves == Some(true)).then_some(id.proc);
+        let transport_kind = if conn.tls { TRANSPORT_HTTPS } else { TRANSPORT_HTTP };
         let Some(sid) = session_id else {
             let key = *conn.session.get_or_insert(SessionKey {
-                transport_kind: TRANSPORT_HTTP,
+                transport_kind,
                 server,
                 // The connection stands for the session until an id shows.
                 conversation: (id.fd as u32 as u64) << 32 ^ id.inode ^ id.proc.start_ns,
@@ -259,13 +374,13 @@ impl Pipeline {
             self.http_session_ids.clear();
         }
         let fallback = SessionKey {
-            transport_kind: TRANSPORT_HTTP,
+            transport_kind,
             server,
             conversation: n,
         };
         let key = *self
             .http_session_ids
-            .entry((server, n))
+            .entry((server, transport_kind, n))
             .or_insert(conn.session.unwrap_or(fallback));
         conn.session = Some(key);
         (Some(text), key)

@@ -1055,3 +1055,166 @@ fn http_client_side_and_non_mcp_connections() {
     assert!(ignored.contains(&10) && ignored.contains(&11), "{ignored:?}");
     assert!(!ignored.contains(&9));
 }
+
+/// A loopback tuple as the kernel fills it: (local port, remote port).
+fn loopback(local: u16, remote: u16) -> ConnTuple {
+    let mut t = ConnTuple {
+        family: 2,
+        local_port: local,
+        remote_port: remote,
+        ..Default::default()
+    };
+    t.local_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    t.remote_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    t
+}
+
+/// TLS plaintext of one SSL object (`ssl`), bound to socket `fd` with `conn`.
+fn tls(s: &mut Sim, p: ProcKey, ssl: u64, fd: i32, conn: ConnTuple, dir: Direction, data: &[u8], flags: u8) {
+    s.ts += 1_000;
+    let mut c = chunk(p, fd, dir, FdKind::Tls, 0, data, s.ts, flags);
+    c.inode = ssl;
+    c.syscall = if dir == Direction::Ingress {
+        Syscall::SslRead
+    } else {
+        Syscall::SslWrite
+    };
+    c.writer_notice = false;
+    c.data = data.to_vec();
+    c.orig_len = data.len() as u64;
+    c.conn = conn;
+    s.feed(Observation::Chunk(c));
+}
+
+#[test]
+fn https_both_local_ends_are_paired_and_ssl_objects_reused() {
+    let mut s = Sim::new();
+    let new = chunk_flags::NEW_STREAM;
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
+    let result = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2.0"}}}"#;
+    let resp = |body: &str| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: sid-7\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // Client 127.0.0.1:40000 -> server 127.0.0.1:8443; the client's SSL
+    // object is 0xc1 on fd 5, the server's 0x51 on fd 7.
+    let (client_end, server_end) = (loopback(40000, 8443), loopback(8443, 40000));
+    tls(
+        &mut s,
+        CLIENT,
+        0xc1,
+        5,
+        client_end,
+        Direction::Egress,
+        &post(init, None),
+        new,
+    );
+    tls(
+        &mut s,
+        SERVER,
+        0x51,
+        7,
+        server_end,
+        Direction::Ingress,
+        &post(init, None),
+        new,
+    );
+    tls(
+        &mut s,
+        SERVER,
+        0x51,
+        7,
+        server_end,
+        Direction::Egress,
+        resp(result).as_bytes(),
+        new,
+    );
+    tls(
+        &mut s,
+        CLIENT,
+        0xc1,
+        5,
+        client_end,
+        Direction::Ingress,
+        resp(result).as_bytes(),
+        new,
+    );
+    let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    assert_eq!(ev.len(), 4, "{:?}", s.rows());
+    assert!(ev.iter().all(|e| e["transport"] == "https"), "{ev:?}");
+    // The server's view names the local client process at the other end.
+    let server_side: Vec<&Value> = ev.iter().filter(|e| e["server"]["pid"] == SERVER.pid).collect();
+    assert_eq!(server_side.len(), 2);
+    for e in &server_side {
+        assert_eq!(e["client"]["pid"], CLIENT.pid, "{e}");
+        assert_eq!(e["http"]["local"], "127.0.0.1:8443");
+        assert_eq!(e["http"]["remote"], "127.0.0.1:40000");
+    }
+    let client_side: Vec<&Value> = ev.iter().filter(|e| e["server"]["pid"].is_null()).collect();
+    assert_eq!(client_side[1]["http"]["remote"], "127.0.0.1:8443");
+    assert!(client_side[0]["session"].as_str().unwrap().starts_with("https:remote"));
+
+    // The client frees the SSL object and the next connection (port 40002)
+    // gets the same address: the kernel marks the stream new again, and the
+    // pipeline starts a new connection rather than continuing the old one.
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#;
+    let body = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
+    let second = loopback(40002, 8443);
+    // A half-read response on the old connection must not disturb it.
+    tls(
+        &mut s,
+        CLIENT,
+        0xc1,
+        5,
+        client_end,
+        Direction::Ingress,
+        b"HTTP/1.1 200 OK\r\nContent-Le",
+        0,
+    );
+    tls(
+        &mut s,
+        CLIENT,
+        0xc1,
+        6,
+        second,
+        Direction::Egress,
+        &post(call, Some("sid-7")),
+        new,
+    );
+    tls(
+        &mut s,
+        CLIENT,
+        0xc1,
+        6,
+        second,
+        Direction::Ingress,
+        resp(body).as_bytes(),
+        new,
+    );
+    let rows = s.rows();
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    assert_eq!(
+        rows[5],
+        row(S2C, Kind::Response, Some("tools/call"), Some("1"), Some("echo"))
+    );
+    let last = serde_json::to_value(s.out.events.last().unwrap()).unwrap();
+    assert_eq!(last["http"]["local"], "127.0.0.1:40002");
+
+    // Ciphertext on the TCP socket (the process is tracked) leaves capture
+    // with its first chunk.
+    tcp(
+        &mut s,
+        CLIENT,
+        5,
+        Direction::Ingress,
+        &[0x17, 0x03, 0x03, 0x00, 0x20, 0xaa],
+    );
+    assert!(s
+        .out
+        .controls
+        .iter()
+        .any(|c| matches!(c, Control::IgnoreStream(k) if k.fd == 5 && k.inode == 905)));
+    assert_eq!(s.metric("mcp_monitor_messages_total", &[("transport", "https")]), 6.0);
+}

@@ -23,6 +23,8 @@ use crate::{
 pub const TRANSPORT_STDIO: u8 = 0;
 /// `SessionKey::transport_kind` of HTTP sessions.
 pub const TRANSPORT_HTTP: u8 = 1;
+/// `SessionKey::transport_kind` of HTTP-over-TLS sessions.
+pub const TRANSPORT_HTTPS: u8 = 2;
 
 /// Identifies a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -38,6 +40,7 @@ impl SessionKey {
     pub fn transport(&self) -> Transport {
         match self.transport_kind {
             TRANSPORT_HTTP => Transport::Http,
+            TRANSPORT_HTTPS => Transport::Https,
             _ => Transport::Stdio,
         }
     }
@@ -48,7 +51,7 @@ impl SessionKey {
         let scheme = self.transport().as_str();
         let mut s = match self.server {
             Some(p) => format!("{scheme}:{}:{}", p.pid, p.start_ns),
-            None if self.transport_kind == TRANSPORT_HTTP => format!("{scheme}:remote"),
+            None if self.transport_kind != TRANSPORT_STDIO => format!("{scheme}:remote"),
             None => format!("{scheme}:unknown"),
         };
         if self.conversation != 0 {
@@ -157,6 +160,9 @@ pub struct Session {
     pub pending: [PendingRequests; 2],
     /// An MCP method has been seen: this is MCP, not another JSON-RPC user.
     pub mcp_confirmed: bool,
+    /// The client's view of an HTTP session whose server end is on this
+    /// host and seen too: not given to detectors (the server's view is).
+    pub mirror: bool,
     pub first_ns: u64,
     pub last_ns: u64,
     pub messages: u64,
@@ -176,6 +182,7 @@ impl Session {
             tools: Vec::new(),
             pending: Default::default(),
             mcp_confirmed: false,
+            mirror: false,
             first_ns: ts_ns,
             last_ns: ts_ns,
             messages: 0,

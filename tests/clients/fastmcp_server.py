@@ -53,9 +53,22 @@ def readme() -> str:
 
 
 if __name__ == "__main__":
-    # MCP_TEST_HTTP_PORT: serve Streamable HTTP on 127.0.0.1 instead of stdio.
+    # MCP_TEST_HTTP_PORT: serve Streamable HTTP on 127.0.0.1 instead of stdio;
+    # with MCP_TEST_TLS_CERT and MCP_TEST_TLS_KEY (PEM files), over HTTPS.
     port = os.environ.get("MCP_TEST_HTTP_PORT")
     if port:
-        mcp.run(transport="http", host="127.0.0.1", port=int(port), show_banner=False)
+        tls = {}
+        if os.environ.get("MCP_TEST_TLS_CERT"):
+            tls = {
+                "ssl_certfile": os.environ["MCP_TEST_TLS_CERT"],
+                "ssl_keyfile": os.environ["MCP_TEST_TLS_KEY"],
+            }
+        mcp.run(
+            transport="http",
+            host="127.0.0.1",
+            port=int(port),
+            show_banner=False,
+            uvicorn_config=tls or None,
+        )
     else:
         mcp.run(show_banner=False)

@@ -2,12 +2,17 @@
 and writes what it did: the tool calls in order and the size of each result.
 
 usage: python py_http_session.py <transcript.json> <url> [big_result_bytes]
+
+For an https URL, MCP_TEST_CA names the PEM file of the certificate
+authority to trust (the tests make a self-signed one).
 """
 import asyncio
 import json
 import os
+import ssl
 import sys
 
+import httpx2
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
@@ -16,7 +21,13 @@ async def main():
     out, url = sys.argv[1], sys.argv[2]
     big = int(sys.argv[3]) if len(sys.argv) > 3 else 3 * 1024 * 1024
     steps = []
-    async with streamable_http_client(url, max_sse_event_size=None) as streams:
+    client = None
+    if os.environ.get("MCP_TEST_CA"):
+        client = httpx2.AsyncClient(
+            verify=ssl.create_default_context(cafile=os.environ["MCP_TEST_CA"]),
+            timeout=httpx2.Timeout(30, read=300),
+        )
+    async with streamable_http_client(url, http_client=client, max_sse_event_size=None) as streams:
         read, write = streams[0], streams[1]
         async with ClientSession(read, write) as session:
             init = await session.initialize()

@@ -7,6 +7,7 @@
 pub mod btf;
 pub mod decode;
 pub mod preflight;
+pub mod tls;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -16,7 +17,7 @@ use std::{
 use anyhow::Context;
 use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{uprobe::UProbeScope, RawTracePoint, TracePoint, UProbe},
     Ebpf, EbpfLoader,
 };
 use monitor_common::{
@@ -54,6 +55,27 @@ const SYSCALL_PROGRAMS: &[(&str, &str)] = &[
     ("sys_exit_sendmsg", "sys_exit_egress"),
 ];
 
+/// TLS entry probes: (program, OpenSSL function, required). A library
+/// without the required functions is not probed; OpenSSL before 1.1.1 has
+/// no `_ex` variants.
+const TLS_ENTRY_PROBES: &[(&str, &str, bool)] = &[
+    ("ssl_write", "SSL_write", true),
+    ("ssl_read", "SSL_read", true),
+    ("ssl_write_ex", "SSL_write_ex", false),
+    ("ssl_read_ex", "SSL_read_ex", false),
+    ("ssl_set_fd", "SSL_set_fd", false),
+    ("ssl_free", "SSL_free", false),
+];
+
+/// Tail-call stages of the TLS path, by `TLS_JUMP` index (the same indices
+/// as the syscall path's `JUMP`).
+const TLS_STAGES: [(u32, &str); 4] = [
+    (0, "tls_discover"),
+    (1, "tls_capture"),
+    (2, "tls_discover_http"),
+    (3, "tls_discover_jsonrpc"),
+];
+
 const SCHED_PROGRAMS: &[(&str, &str)] = &[
     ("sched_process_exec", "sched_process_exec"),
     ("sched_process_exit", "sched_process_exit"),
@@ -71,6 +93,10 @@ pub struct Sensor {
     ebpf: Ebpf,
     // Taken out of `ebpf` to fill it; must outlive the programs using it.
     _jump: ProgramArray<MapData>,
+    _tls_jump: Option<ProgramArray<MapData>>,
+    /// TLS library files probed, and attachments that failed.
+    tls_targets: u64,
+    tls_attach_errors: u64,
     ring: AsyncFd<RingBuf<MapData>>,
     decoder: decode::Decoder,
     procs: ProcReader,
@@ -153,6 +179,8 @@ impl Sensor {
             jump.set(index, p.fd()?, 0)?;
         }
 
+        let tls_jump = if cfg.tls { Some(load_tls(&mut ebpf)?) } else { None };
+
         // Load each program once (sys_exit_ingress and sys_exit_egress
         // serve four tracepoints each).
         let mut loaded = HashSet::new();
@@ -210,6 +238,9 @@ impl Sensor {
         Ok(Self {
             ebpf,
             _jump: jump,
+            _tls_jump: tls_jump,
+            tls_targets: 0,
+            tls_attach_errors: 0,
             ring,
             decoder: decode::Decoder::new(),
             procs,
@@ -299,6 +330,8 @@ impl Sensor {
             let v = arr.get(&(c as u32), 0)?;
             counters.push((c.name().to_owned(), v.iter().sum()));
         }
+        counters.push((crate::pipeline::TLS_PROBE_TARGETS.to_owned(), self.tls_targets));
+        counters.push((crate::pipeline::TLS_ATTACH_ERRORS.to_owned(), self.tls_attach_errors));
         let programs = self
             .ebpf
             .programs()
@@ -310,12 +343,41 @@ impl Sensor {
         Ok(CaptureStats { counters, programs })
     }
 
+    /// Attaches the TLS probes to one library file (see [`tls`]). Failures
+    /// are logged and counted (`mcp_monitor_tls_attach_errors_total`); the
+    /// agent goes on without that file.
+    pub fn attach_tls(&mut self, target: &tls::TlsTarget) {
+        if self._tls_jump.is_none() {
+            return;
+        }
+        let where_ = if target.pid == 0 {
+            target.path.clone()
+        } else {
+            format!("{} (mapped by pid {})", target.path, target.pid)
+        };
+        match attach_tls_file(&mut self.ebpf, &target.open_path) {
+            Ok(optional_missing) => {
+                self.tls_targets += 1;
+                if optional_missing.is_empty() {
+                    log::info!("TLS: probing {where_}");
+                } else {
+                    log::info!("TLS: probing {where_} (without {})", optional_missing.join(", "));
+                }
+            }
+            Err(e) => {
+                self.tls_attach_errors += 1;
+                log::warn!("TLS: cannot probe {where_}: {e:#}; its TLS traffic is not seen");
+            }
+        }
+    }
+
     /// Applies a pipeline decision to the kernel maps.
     pub fn apply(&mut self, control: &Control) {
         match control {
             Control::IgnoreStream(s) => {
                 let key = StreamKey {
                     tgid: s.pid,
+                    // TLS streams carry TLS_STREAM_FD (keyed by SSL object).
                     fd: s.fd,
                     inode: s.inode,
                     direction: s.direction as u8,
@@ -336,6 +398,53 @@ impl Sensor {
             }
         }
     }
+}
+
+/// Loads the TLS programs and fills their tail-call map.
+fn load_tls(ebpf: &mut Ebpf) -> anyhow::Result<ProgramArray<MapData>> {
+    let mut jump = ProgramArray::try_from(ebpf.take_map("TLS_JUMP").context("TLS_JUMP map")?)?;
+    for (index, prog) in TLS_STAGES {
+        let p: &mut UProbe = ebpf.program_mut(prog).context(prog)?.try_into()?;
+        p.load()
+            .map_err(|e| anyhow::anyhow!(preflight::explain_load_error(&aya::EbpfError::ProgramError(e))))?;
+        jump.set(index, p.fd()?, 0)?;
+    }
+    let mut names: Vec<&str> = TLS_ENTRY_PROBES.iter().map(|(p, _, _)| *p).collect();
+    names.push("ssl_return");
+    for prog in names {
+        let p: &mut UProbe = ebpf.program_mut(prog).context(prog)?.try_into()?;
+        p.load()
+            .map_err(|e| anyhow::anyhow!(preflight::explain_load_error(&aya::EbpfError::ProgramError(e))))?;
+    }
+    Ok(jump)
+}
+
+/// Attaches entry and return probes to the OpenSSL functions in `path`;
+/// returns the optional functions the file lacks. The return probe goes
+/// first so that an entry never waits for a return that is not watched.
+fn attach_tls_file(ebpf: &mut Ebpf, path: &Path) -> anyhow::Result<Vec<&'static str>> {
+    let mut missing = Vec::new();
+    for (prog, func, required) in TLS_ENTRY_PROBES {
+        let returns = matches!(*prog, "ssl_write" | "ssl_read" | "ssl_write_ex" | "ssl_read_ex");
+        if returns {
+            let r: &mut UProbe = ebpf.program_mut("ssl_return").context("ssl_return")?.try_into()?;
+            if let Err(e) = r.attach(*func, path, UProbeScope::AllProcesses) {
+                if *required {
+                    return Err(anyhow::anyhow!("return probe on {func}: {e}"));
+                }
+                missing.push(*func);
+                continue;
+            }
+        }
+        let p: &mut UProbe = ebpf.program_mut(prog).context(*prog)?.try_into()?;
+        if let Err(e) = p.attach(*func, path, UProbeScope::AllProcesses) {
+            if *required {
+                return Err(anyhow::anyhow!("probe on {func}: {e}"));
+            }
+            missing.push(*func);
+        }
+    }
+    Ok(missing)
 }
 
 /// Fills the discovery and selector maps and marks already-running selected processes

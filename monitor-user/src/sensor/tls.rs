@@ -1,0 +1,276 @@
+//! Where TLS plaintext can be taken: the OpenSSL library files (and
+//! statically linked executables such as `node`) that processes on the host
+//! map, found through `/proc/<pid>/maps`.
+//!
+//! A uprobe is attached to a *file* (its inode), not to a process, so each
+//! distinct file is probed once and every process mapping it, now or later,
+//! is covered. Files inside containers are opened through
+//! `/proc/<pid>/root`, which resolves the path in the process's own mount
+//! namespace. The scan repeats (`capture.tls_scan_interval_ms`) to catch
+//! containers that start later and libraries loaded with `dlopen` (Python
+//! loads libssl only when `ssl` is first imported).
+
+use std::{
+    collections::HashSet,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+/// A file to probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsTarget {
+    /// Path the agent opens (through `/proc/<pid>/root` for files seen in
+    /// a process).
+    pub open_path: PathBuf,
+    /// Path as the process sees it, for logs.
+    pub path: String,
+    /// The process it was found in (0: found on the host file system).
+    pub pid: u32,
+    /// (device, inode): the file's identity.
+    pub file: (u64, u64),
+}
+
+/// Library directories looked at on the host at start, so that processes
+/// which load libssl later (or start later) are covered from their first
+/// call.
+const HOST_LIBRARY_DIRS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/lib64",
+    "/usr/lib",
+    "/lib",
+    "/usr/local/lib",
+    "/usr/local/lib64",
+];
+
+/// Directories searched for the configured executables on the host.
+const HOST_BIN_DIRS: &[&str] = &["/usr/bin", "/usr/local/bin", "/bin", "/opt/node/bin"];
+
+/// True for a file name that is an OpenSSL libssl (`libssl.so.3`,
+/// `libssl.so.1.1`, `libssl.so`).
+pub fn is_libssl(name: &str) -> bool {
+    name.starts_with("libssl.so")
+}
+
+/// The mapped files of one `/proc/<pid>/maps` text that may hold OpenSSL:
+/// executable mappings of a libssl or of an executable named in
+/// `executables` (which link OpenSSL statically). Deleted files are
+/// skipped (they cannot be opened by path).
+pub fn candidates<'a>(maps: &'a str, executables: &[String]) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for line in maps.lines() {
+        // address perms offset dev inode path (the path may hold spaces)
+        let mut fields = line.splitn(6, ' ');
+        let (Some(_), Some(perms), Some(_), Some(_), Some(_), Some(rest)) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            continue;
+        };
+        if !perms.contains('x') {
+            continue;
+        }
+        let path = rest.trim_start();
+        if !path.starts_with('/') || path.ends_with(" (deleted)") {
+            continue;
+        }
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if (is_libssl(name) || executables.iter().any(|e| e == name)) && !out.contains(&path) {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Finds TLS library files not seen before.
+pub struct Scanner {
+    proc_root: PathBuf,
+    executables: Vec<String>,
+    seen: HashSet<(u64, u64)>,
+}
+
+impl Scanner {
+    /// `executables`: file names of executables that link OpenSSL
+    /// statically (`capture.tls_executables`).
+    pub fn new(proc_root: impl Into<PathBuf>, executables: Vec<String>) -> Self {
+        Self {
+            proc_root: proc_root.into(),
+            executables,
+            seen: HashSet::new(),
+        }
+    }
+
+    fn new_target(&mut self, open_path: PathBuf, path: &str, pid: u32) -> Option<TlsTarget> {
+        let md = std::fs::metadata(&open_path).ok()?;
+        if !md.is_file() {
+            return None;
+        }
+        let file = (md.dev(), md.ino());
+        self.seen.insert(file).then(|| TlsTarget {
+            open_path,
+            path: path.to_owned(),
+            pid,
+            file,
+        })
+    }
+
+    /// libssl files in the host's usual library directories and the
+    /// configured executables in its usual bin directories, seen from
+    /// `host_root` (`/proc/1/root`: the host's file system even when the
+    /// agent runs in a container).
+    pub fn scan_host(&mut self, host_root: &Path) -> Vec<TlsTarget> {
+        let mut out = Vec::new();
+        for dir in HOST_LIBRARY_DIRS {
+            let Ok(entries) = std::fs::read_dir(host_root.join(dir.trim_start_matches('/'))) else {
+                continue;
+            };
+            // Symbolic links (libssl.so -> libssl.so.3) name a file found
+            // under its own name too.
+            let mut names: Vec<String> = entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| !t.is_symlink()))
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| is_libssl(n))
+                .collect();
+            names.sort();
+            for name in names {
+                let path = format!("{dir}/{name}");
+                let open = host_root.join(path.trim_start_matches('/'));
+                out.extend(self.new_target(open, &path, 0));
+            }
+        }
+        for dir in HOST_BIN_DIRS {
+            for exe in self.executables.clone() {
+                let path = format!("{dir}/{exe}");
+                let open = host_root.join(path.trim_start_matches('/'));
+                out.extend(self.new_target(open, &path, 0));
+            }
+        }
+        out
+    }
+
+    /// One pass over the processes: the files they map that were not seen.
+    pub fn scan_processes(&mut self) -> Vec<TlsTarget> {
+        let mut out = Vec::new();
+        let Ok(dir) = std::fs::read_dir(&self.proc_root) else {
+            return out;
+        };
+        let me = std::process::id();
+        for ent in dir.flatten() {
+            let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let Ok(maps) = std::fs::read_to_string(ent.path().join("maps")) else {
+                continue;
+            };
+            let paths: Vec<String> = candidates(&maps, &self.executables)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            for path in paths {
+                let open = ent.path().join("root").join(path.trim_start_matches('/'));
+                out.extend(self.new_target(open, &path, pid));
+            }
+        }
+        out
+    }
+
+    /// Forgets a file whose attachment failed, so a later scan tries again
+    /// (it may have been replaced by a readable one).
+    pub fn forget(&mut self, file: (u64, u64)) {
+        self.seen.remove(&file);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAPS: &str = "\
+55d0c0a00000-55d0c0a2e000 r--p 00000000 08:01 1311 /usr/bin/python3.11
+55d0c0a2e000-55d0c0d1b000 r-xp 0002e000 08:01 1311 /usr/bin/python3.11
+7f1a2b000000-7f1a2b01f000 r--p 00000000 08:01 2222 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f1a2b01f000-7f1a2b07a000 r-xp 0001f000 08:01 2222 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f1a2b07a000-7f1a2b07b000 r-xp 0007a000 08:01 2222 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f1a2c000000-7f1a2c001000 r-xp 00000000 08:01 3333 /opt/app dir/libssl.so.1.1
+7f1a2d000000-7f1a2d001000 r-xp 00000000 08:01 4444 /tmp/libssl.so.3 (deleted)
+7f1a2e000000-7f1a2e001000 r-xp 00000000 08:01 5555 /usr/lib/x86_64-linux-gnu/libcrypto.so.3
+7f1a2f000000-7f1a2f001000 rw-p 00000000 00:00 0 [heap]
+7ffd5a000000-7ffd5a021000 r-xp 00000000 00:00 0 [vdso]
+55d0c1000000-55d0c2000000 r-xp 00000000 08:01 6666 /usr/local/bin/node
+";
+
+    #[test]
+    fn maps_yield_each_libssl_once_and_named_executables() {
+        assert_eq!(
+            candidates(MAPS, &[]),
+            vec!["/usr/lib/x86_64-linux-gnu/libssl.so.3", "/opt/app dir/libssl.so.1.1"]
+        );
+        assert_eq!(
+            candidates(MAPS, &["node".to_owned()]),
+            vec![
+                "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+                "/opt/app dir/libssl.so.1.1",
+                "/usr/local/bin/node"
+            ]
+        );
+        assert!(candidates("garbage\n\n1 2 3\n", &[]).is_empty());
+    }
+
+    #[test]
+    fn scanner_reports_a_file_once_through_any_process_root() {
+        let t = tempfile::tempdir().unwrap();
+        let proc_root = t.path().join("proc");
+        // Two "processes" whose roots hold the same library file (a hard
+        // link: same inode), and one with a different copy.
+        for pid in ["10", "11", "12"] {
+            std::fs::create_dir_all(proc_root.join(pid).join("root/lib")).unwrap();
+            std::fs::write(
+                proc_root.join(pid).join("maps"),
+                "7f00-7f01 r-xp 00000000 08:01 1 /lib/libssl.so.3\n",
+            )
+            .unwrap();
+        }
+        std::fs::write(proc_root.join("10/root/lib/libssl.so.3"), b"elf").unwrap();
+        std::fs::hard_link(
+            proc_root.join("10/root/lib/libssl.so.3"),
+            proc_root.join("11/root/lib/libssl.so.3"),
+        )
+        .unwrap();
+        std::fs::write(proc_root.join("12/root/lib/libssl.so.3"), b"other elf").unwrap();
+        let mut s = Scanner::new(&proc_root, vec![]);
+        let mut found = s.scan_processes();
+        found.sort_by_key(|t| t.pid);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].path, "/lib/libssl.so.3");
+        assert!(found[0].open_path.ends_with("root/lib/libssl.so.3"));
+        assert_eq!(found[1].pid, 12);
+        assert!(s.scan_processes().is_empty(), "a second pass finds nothing new");
+        s.forget(found[1].file);
+        assert_eq!(s.scan_processes().len(), 1, "a forgotten file is reported again");
+    }
+
+    #[test]
+    fn host_scan_finds_libssl_and_executables() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        std::fs::create_dir_all(root.join("usr/lib/x86_64-linux-gnu")).unwrap();
+        std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+        std::fs::write(root.join("usr/lib/x86_64-linux-gnu/libssl.so.3"), b"a").unwrap();
+        std::fs::write(root.join("usr/lib/x86_64-linux-gnu/libcrypto.so.3"), b"b").unwrap();
+        std::fs::write(root.join("usr/bin/node"), b"c").unwrap();
+        let mut s = Scanner::new(root.join("proc"), vec!["node".into()]);
+        let found: Vec<String> = s.scan_host(root).into_iter().map(|t| t.path).collect();
+        assert_eq!(found, vec!["/usr/lib/x86_64-linux-gnu/libssl.so.3", "/usr/bin/node"]);
+    }
+}
