@@ -1,7 +1,8 @@
 //! MCP over HTTP, captured from the kernel: a FastMCP Streamable HTTP server
 //! and the official Python SDK client on this host, both seen (the server's
 //! reads and writes, and the client's), with a tool result split over many
-//! TCP reads; and a non-MCP HTTP exchange that yields no MCP event.
+//! TCP reads; the same over HTTPS with a self-signed certificate, seen at
+//! the TLS library; and a non-MCP HTTP exchange that yields no MCP event.
 
 use std::{
     net::{SocketAddr, TcpStream},
@@ -32,10 +33,53 @@ fn wait_port(port: u16) {
     }
 }
 
+/// A self-signed certificate for 127.0.0.1: (certificate, key) PEM files.
+struct Certificate {
+    _dir: TempDir,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+fn self_signed() -> Certificate {
+    let dir = TempDir::new("tls");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl (cargo xtask setup installs it)");
+    assert!(st.success(), "openssl could not make a certificate");
+    Certificate { _dir: dir, cert, key }
+}
+
 fn fastmcp_http(port: u16) -> Server {
-    let child = Command::new(python())
-        .arg(clients_dir().join("fastmcp_server.py"))
-        .env("MCP_TEST_HTTP_PORT", port.to_string())
+    fastmcp_server(port, None)
+}
+
+fn fastmcp_server(port: u16, tls: Option<&Certificate>) -> Server {
+    let mut cmd = Command::new(python());
+    cmd.arg(clients_dir().join("fastmcp_server.py"))
+        .env("MCP_TEST_HTTP_PORT", port.to_string());
+    if let Some(c) = tls {
+        cmd.env("MCP_TEST_TLS_CERT", &c.cert).env("MCP_TEST_TLS_KEY", &c.key);
+    }
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -46,15 +90,22 @@ fn fastmcp_http(port: u16) -> Server {
 
 /// Runs the SDK client; returns its pid.
 fn session(port: u16, big: usize) -> u32 {
+    session_with(port, big, None)
+}
+
+/// Runs the SDK client, over HTTPS trusting `tls` when given.
+fn session_with(port: u16, big: usize, tls: Option<&Certificate>) -> u32 {
     let dir = TempDir::new("http");
     let t = dir.path().join("t.json");
-    let st = Command::new(python())
-        .arg(clients_dir().join("py_http_session.py"))
-        .arg(&t)
-        .arg(format!("http://127.0.0.1:{port}/mcp"))
-        .arg(big.to_string())
-        .status()
-        .unwrap();
+    let mut cmd = Command::new(python());
+    cmd.arg(clients_dir().join("py_http_session.py")).arg(&t);
+    match tls {
+        Some(c) => cmd
+            .arg(format!("https://127.0.0.1:{port}/mcp"))
+            .env("MCP_TEST_CA", &c.cert),
+        None => cmd.arg(format!("http://127.0.0.1:{port}/mcp")),
+    };
+    let st = cmd.arg(big.to_string()).status().unwrap();
     assert!(st.success(), "the Python SDK HTTP session failed");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&t).unwrap()).unwrap();
     assert_eq!(v["steps"][3]["bytes"], big, "the client got the whole result");
@@ -92,12 +143,9 @@ fn expected() -> Vec<(String, String, String, String)> {
 #[test]
 fn streamable_http_seen_from_both_ends() {
     require_root();
-    // Sends larger than the capture cap are cut (README, Limits): the
-    // server's 600 KB response fits within the 1 MiB maximum.
-    let dir = TempDir::new("hcfg");
-    let cfg = dir.path().join("config.toml");
-    std::fs::write(&cfg, "[capture]\ncapture_cap_bytes = 1048576\n").unwrap();
-    let m = Monitor::start(&["--config", cfg.to_str().unwrap()]);
+    // Default configuration: the server's 600 KB response is one send,
+    // beyond the 256 KiB capture cap; the kernel sends it in pieces.
+    let m = Monitor::start(&[]);
     let port = free_port();
     let server = fastmcp_http(port);
     let server_pid = server.0.id();
@@ -109,7 +157,7 @@ fn streamable_http_seen_from_both_ends() {
                 if server_side {
                     e["server"]["pid"] == server_pid
                 } else {
-                    e["client"]["pid"] == client_pid
+                    e["server"]["pid"].is_null() && e["client"]["pid"] == client_pid
                 }
             })
             .cloned()
@@ -120,6 +168,13 @@ fn streamable_http_seen_from_both_ends() {
         let mine = of(&events, server_side);
         let refs: Vec<&Value> = mine.iter().collect();
         assert_eq!(rows(&refs), expected(), "server side: {server_side}");
+        // Both ends are on this host: each view names the client process,
+        // and the connection's ends.
+        assert!(mine.iter().all(|e| e["client"]["pid"] == client_pid), "{mine:?}");
+        let end = if server_side { "local" } else { "remote" };
+        assert!(mine
+            .iter()
+            .all(|e| e["http"][end] == format!("127.0.0.1:{port}").as_str()));
         for e in &mine {
             assert_eq!(e["http"]["method"], "POST", "{e}");
             assert_eq!(e["http"]["path"], "/mcp");
@@ -148,16 +203,88 @@ fn streamable_http_seen_from_both_ends() {
     // The client's reads of the large result: many TCP reads, one message.
     assert!(m.metric("mcp_monitor_capture_syscall_events_total", &[]) > 20.0);
 
-    // A multi-megabyte result, on the client side (its reads are at most
-    // its buffer size; the server writes it in one send, beyond the cap).
+    // A multi-megabyte result on both sides: many reads of the client, and
+    // one send of the server that the kernel splits into pieces.
     let client_pid = session(port, 3_000_000);
     let events = m.wait_events(SETTLE, |ev| {
         ev.iter()
-            .any(|e| e["client"]["pid"] == client_pid && e["tool"] == "big" && e["type"] == "response")
+            .filter(|e| e["client"]["pid"] == client_pid && e["tool"] == "big" && e["type"] == "response")
+            .count()
+            >= 2
     });
-    let mine: Vec<&Value> = events.iter().filter(|e| e["client"]["pid"] == client_pid).collect();
-    assert_eq!(rows(&mine), expected());
-    assert!(mine.last().unwrap()["bytes"].as_u64().unwrap() > 6_000_000);
+    for server_side in [true, false] {
+        let mine: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["client"]["pid"] == client_pid && e["server"]["pid"].is_null() != server_side)
+            .collect();
+        assert_eq!(rows(&mine), expected(), "server side: {server_side}");
+        assert!(mine.last().unwrap()["bytes"].as_u64().unwrap() > 6_000_000);
+    }
+    drop(server);
+}
+
+#[test]
+fn https_seen_from_both_ends_at_the_tls_library() {
+    require_root();
+    // Default configuration: the 6 MB result is one SSL_write of the
+    // server, beyond the 256 KiB capture cap; the kernel sends it in pieces.
+    let m = Monitor::start(&[]);
+    let cert = self_signed();
+    let port = free_port();
+    let server = fastmcp_server(port, Some(&cert));
+    let server_pid = server.0.id();
+    let client_pid = session_with(port, 3_000_000, Some(&cert));
+    let of = |ev: &[Value], server_side: bool| -> Vec<Value> {
+        ev.iter()
+            .filter(|e| e["transport"] == "https")
+            .filter(|e| {
+                if server_side {
+                    e["server"]["pid"] == server_pid
+                } else {
+                    e["server"]["pid"].is_null() && e["client"]["pid"] == client_pid
+                }
+            })
+            .cloned()
+            .collect()
+    };
+    let events = m.wait_events(SETTLE, |ev| of(ev, true).len() >= 9 && of(ev, false).len() >= 9);
+    let port_text = format!("127.0.0.1:{port}");
+    for server_side in [true, false] {
+        let mine = of(&events, server_side);
+        let refs: Vec<&Value> = mine.iter().collect();
+        assert_eq!(rows(&refs), expected(), "server side: {server_side}");
+        let sessions: std::collections::HashSet<&str> = mine.iter().map(|e| e["session"].as_str().unwrap()).collect();
+        assert_eq!(sessions.len(), 1, "{sessions:?}");
+        assert!(sessions.iter().all(|s| s.starts_with("https:")));
+        assert!(mine.iter().all(|e| e["http"]["path"] == "/mcp"));
+        assert_eq!(mine[1]["server"]["name"], "pyserver");
+        let big = mine.last().unwrap();
+        assert!(big["bytes"].as_u64().unwrap() > 6_000_000, "{}", big["bytes"]);
+        // Connection endpoints: the server's own end is its port; the
+        // client's remote end is the server's port (the first SSL calls
+        // of a process that just became tracked may have none).
+        let end = if server_side { "local" } else { "remote" };
+        assert_eq!(big["http"][end], port_text.as_str(), "{big}");
+    }
+    // Both ends are on this host: the server's view names the client
+    // process at the other end of the connection.
+    let server_side = of(&events, true);
+    assert_eq!(server_side.last().unwrap()["client"]["pid"], client_pid);
+    // The client's view is not judged again: no shadowing alert from two
+    // views of one server.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        m.alerts().iter().all(|a| a["rule"] != "tool_integrity.shadowing"),
+        "{:?}",
+        m.alerts()
+    );
+    assert!(m.metric("mcp_monitor_tls_probe_targets", &[]) >= 1.0);
+    assert_eq!(
+        m.metric("mcp_monitor_capture_dropped_total", &[("reason", "tail_call_failed")]),
+        0.0
+    );
+    // The ciphertext on the sockets left capture after its first chunk.
+    assert!(m.metric("mcp_monitor_streams_total", &[("verdict", "rejected:not_http")]) >= 2.0);
     drop(server);
 }
 
