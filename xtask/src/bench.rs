@@ -9,6 +9,10 @@
 //! 3. Drops: paced 4 KiB traffic at rising rates; the first rate with
 //!    capture drops (or the highest rate reached without any).
 //! 4. Agent memory: RSS idle and with 1,000 concurrent stdio sessions.
+//! 5. HTTPS: requests/s of a local HTTPS MCP server (FastMCP, self-signed
+//!    certificate) driven by the Python SDK client at rising concurrency,
+//!    with and without the monitor (TLS uprobes on libssl), interleaved
+//!    rounds, median ratio; drops and captured messages at each rate.
 //!
 //! Results go to target/bench-results.json and are printed as a table.
 //! Timing never decides a test's outcome; it is only reported.
@@ -358,6 +362,102 @@ fn machine() -> Value {
     json!({"cpu": cpu, "cores": cores, "kernel": kernel})
 }
 
+const HTTPS_ROUNDS: usize = 3;
+const HTTPS_SECONDS: f64 = 4.0;
+
+/// One load run against the HTTPS server: requests per second.
+fn https_load(url: &str, ca: &Path, concurrency: u32) -> Result<f64> {
+    let out = Command::new(root().join(".venv/bin/python"))
+        .arg(root().join("tests/clients/https_load.py"))
+        .args([url, &HTTPS_SECONDS.to_string(), &concurrency.to_string()])
+        .env("MCP_TEST_CA", ca)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running tests/clients/https_load.py (cargo xtask setup installs the Python SDK)")?;
+    if !out.status.success() {
+        bail!("the HTTPS load client failed");
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).context("reading the load client's result")?;
+    Ok(v["rps"].as_f64().unwrap_or(0.0))
+}
+
+fn https(port: u16) -> Result<Value> {
+    let dir = root().join("target/bench-https");
+    std::fs::create_dir_all(&dir)?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    sh(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null()))?;
+    let server_port = 18_443u16;
+    let mut server = Command::new(root().join(".venv/bin/python"))
+        .arg(root().join("tests/clients/fastmcp_server.py"))
+        .env("MCP_TEST_HTTP_PORT", server_port.to_string())
+        .env("MCP_TEST_TLS_CERT", &cert)
+        .env("MCP_TEST_TLS_KEY", &key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the FastMCP HTTPS server")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", server_port)).is_err() {
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            bail!("the FastMCP HTTPS server did not listen on {server_port}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = format!("https://127.0.0.1:{server_port}/mcp");
+    let mut rows = Vec::new();
+    let result = (|| -> Result<()> {
+        for concurrency in [1u32, 8, 32] {
+            step(&format!(
+                "HTTPS requests/s at concurrency {concurrency}: {HTTPS_ROUNDS} interleaved rounds without / with the monitor"
+            ));
+            let (mut without, mut with) = (Vec::new(), Vec::new());
+            let (mut drops, mut captured) = (0.0, 0.0);
+            for _ in 0..HTTPS_ROUNDS {
+                without.push(https_load(&url, &cert, concurrency)?);
+                let agent = Agent::start(port)?;
+                with.push(https_load(&url, &cert, concurrency)?);
+                std::thread::sleep(Duration::from_millis(500));
+                drops += agent.metric("mcp_monitor_capture_dropped_total", "");
+                captured += agent.metric("mcp_monitor_messages_total", "transport=\"https\"");
+                agent.stop();
+            }
+            let (w, m) = (median(without.clone()), median(with.clone()));
+            rows.push(json!({
+                "concurrency": concurrency,
+                "without_rps": without,
+                "with_rps": with,
+                "median_without_rps": w,
+                "median_with_rps": m,
+                "ratio": m / w,
+                "drops_with_monitor": drops,
+                "https_messages_captured": captured,
+            }));
+        }
+        Ok(())
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    result?;
+    Ok(Value::Array(rows))
+}
+
 /// Runs everything and writes target/bench-results.json.
 pub fn run(args: &[String]) -> Result<()> {
     let only = args.first().map(String::as_str);
@@ -397,6 +497,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if live && only.is_none_or(|o| o == "memory") {
         results["memory"] = memory(port)?;
+    }
+    if live && only.is_none_or(|o| o == "https") {
+        results["https"] = https(port)?;
     }
     std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
     print_summary(&results, &path);
@@ -472,6 +575,20 @@ fn print_summary(r: &Value, path: &Path) {
             m["sessions_1000_rss_mib"].as_f64().unwrap_or(0.0),
             m["peak_rss_mib"].as_f64().unwrap_or(0.0)
         );
+    }
+    if let Some(Value::Array(rows)) = r.get("https") {
+        for h in rows {
+            println!(
+                "  https (FastMCP + Python SDK) concurrency {:>2}: {:>6.0} req/s without, {:>6.0} with, ratio {:.3} \
+                 ({} messages captured, drops {})",
+                h["concurrency"],
+                h["median_without_rps"].as_f64().unwrap_or(0.0),
+                h["median_with_rps"].as_f64().unwrap_or(0.0),
+                h["ratio"].as_f64().unwrap_or(0.0),
+                h["https_messages_captured"],
+                h["drops_with_monitor"]
+            );
+        }
     }
     println!("  full results: {}", path.display());
 }

@@ -57,7 +57,7 @@ fn usage() -> &'static str {
        build           build mcp-monitor (release) with its eBPF programs\n  \
        run [ARGS]      run the monitor with the built-in defaults (ARGS go to `mcp-monitor run`)\n  \
        test            run every test: unit, property, fuzz smoke, and the root-only integration tests\n  \
-       bench [PART]    run the benchmarks (PART: pipeline|overhead|kernel|drops|memory) and write target/bench-results.json\n  \
+       bench [PART]    run the benchmarks (PART: pipeline|overhead|kernel|drops|memory|https) and write target/bench-results.json\n  \
        fuzz [SECONDS]  run each fuzz target for SECONDS (default 60)"
 }
 
