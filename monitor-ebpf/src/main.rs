@@ -1029,6 +1029,29 @@ fn begin_transfer<C: EbpfContext>(
     count(Counter::DropTailCall, 1);
 }
 
+/// A discovery stage's verdict "this is MCP": mark the transfer and go
+/// on to the capture stage.
+#[inline(always)]
+fn discovered<C: EbpfContext>(ctx: &C, jump: &ProgramArray, t: *mut Transfer) -> u32 {
+    unsafe {
+        (*t).discovered = 1;
+        jump.tail_call(ctx, JUMP_CAPTURE);
+    }
+    count(Counter::DropTailCall, 1);
+    0
+}
+
+/// Bytes of the window `discover` copied to the scratch area, for the
+/// later stages (masked for the verifier; check `1..=MAX_DISCOVERY_WINDOW`).
+#[inline(always)]
+fn copied_window_len(cfg: &KernelConfig, first_len: u64) -> usize {
+    let mut n = cfg.discovery_window as u64;
+    if n > first_len {
+        n = first_len;
+    }
+    (n as usize) & (MAX_DISCOVERY_WINDOW * 2 - 1)
+}
+
 /// Tail-call target: does the payload start like an MCP message (a
 /// `"method"` with an MCP method root, or a `"jsonrpc"` key in the window)?
 #[tracepoint]
@@ -1071,12 +1094,7 @@ fn discover_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u32 {
     if !starts_with_mcp_method(scratch, n) && !window_has_jsonrpc(scratch, n) {
         return 0;
     }
-    unsafe {
-        (*t).discovered = 1;
-        jump.tail_call(ctx, JUMP_CAPTURE);
-    }
-    count(Counter::DropTailCall, 1);
-    0
+    discovered(ctx, jump, t)
 }
 
 /// Tail-call target of `discover` for an HTTP POST: an MCP request if its
@@ -1098,12 +1116,7 @@ fn discover_http_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let Some(t) = TRANSFER.get_ptr_mut(0) else { return 0 };
     let Some(scratch) = scratch() else { return 0 };
-    let first_len = unsafe { (*t).first_len };
-    let mut n = cfg.discovery_window as u64;
-    if n > first_len {
-        n = first_len;
-    }
-    let n = (n as usize) & (MAX_DISCOVERY_WINDOW * 2 - 1);
+    let n = copied_window_len(cfg, unsafe { (*t).first_len });
     if n == 0 || n > MAX_DISCOVERY_WINDOW {
         return 0;
     }
@@ -1114,12 +1127,7 @@ fn discover_http_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u32 {
         count(Counter::DropTailCall, 1);
         return 0;
     }
-    unsafe {
-        (*t).discovered = 1;
-        jump.tail_call(ctx, JUMP_CAPTURE);
-    }
-    count(Counter::DropTailCall, 1);
-    0
+    discovered(ctx, jump, t)
 }
 
 /// Tail-call target of `discover_http`: an HTTP POST whose window holds
@@ -1140,21 +1148,11 @@ fn discover_jsonrpc_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let Some(t) = TRANSFER.get_ptr_mut(0) else { return 0 };
     let Some(scratch) = scratch() else { return 0 };
-    let first_len = unsafe { (*t).first_len };
-    let mut n = cfg.discovery_window as u64;
-    if n > first_len {
-        n = first_len;
-    }
-    let n = (n as usize) & (MAX_DISCOVERY_WINDOW * 2 - 1);
+    let n = copied_window_len(cfg, unsafe { (*t).first_len });
     if n == 0 || n > MAX_DISCOVERY_WINDOW || !window_has_jsonrpc(scratch, n) {
         return 0;
     }
-    unsafe {
-        (*t).discovered = 1;
-        jump.tail_call(ctx, JUMP_CAPTURE);
-    }
-    count(Counter::DropTailCall, 1);
-    0
+    discovered(ctx, jump, t)
 }
 
 /// Tail-call target: classify the descriptor, consult the stream decision,

@@ -94,6 +94,19 @@ impl Drop for TempDir {
 /// A TCP port free on 127.0.0.1 right now, never one this test process
 /// was given before (a port picked for a receiver that is not started yet
 /// must not become a monitor's metrics port).
+/// Runs `openssl ARGS` in `dir` (certificates for TLS tests; `cargo xtask
+/// setup` installs openssl) and fails the test if it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let st = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run openssl (cargo xtask setup installs it)");
+    assert!(st.success(), "openssl {args:?}");
+}
+
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());

@@ -78,16 +78,6 @@ fn wait_port(port: u16, what: &str, daemon: &mut Daemon, log: &std::path::Path) 
     }
 }
 
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let st = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(st.success(), "openssl {args:?}");
-}
-
 #[test]
 fn alerts_reach_rsyslog_over_udp_tcp_and_tls_as_json_and_cef() {
     require_root();

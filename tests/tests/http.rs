@@ -42,9 +42,9 @@ struct Certificate {
 
 fn self_signed() -> Certificate {
     let dir = TempDir::new("tls");
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let st = Command::new("openssl")
-        .args([
+    openssl(
+        dir.path(),
+        &[
             "req",
             "-x509",
             "-newkey",
@@ -54,17 +54,15 @@ fn self_signed() -> Certificate {
             "2",
             "-subj",
             "/CN=127.0.0.1",
-        ])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run openssl (cargo xtask setup installs it)");
-    assert!(st.success(), "openssl could not make a certificate");
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ],
+    );
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     Certificate { _dir: dir, cert, key }
 }
 
@@ -112,6 +110,23 @@ fn session_with(port: u16, big: usize, tls: Option<&Certificate>) -> u32 {
     v["client_pid"].as_u64().unwrap() as u32
 }
 
+/// The events of one end of a local session over `transport`: the server's
+/// view (its pid), or the client's (no server pid: the server is remote to
+/// it).
+fn view(ev: &[Value], transport: &str, server_pid: u32, client_pid: u32, server_side: bool) -> Vec<Value> {
+    ev.iter()
+        .filter(|e| e["transport"] == transport)
+        .filter(|e| {
+            if server_side {
+                e["server"]["pid"] == server_pid
+            } else {
+                e["server"]["pid"].is_null() && e["client"]["pid"] == client_pid
+            }
+        })
+        .cloned()
+        .collect()
+}
+
 /// (direction, type, method, tool) of events.
 fn rows(events: &[&Value]) -> Vec<(String, String, String, String)> {
     events
@@ -150,19 +165,7 @@ fn streamable_http_seen_from_both_ends() {
     let server = fastmcp_http(port);
     let server_pid = server.0.id();
     let client_pid = session(port, 300_000);
-    let of = |ev: &[Value], server_side: bool| -> Vec<Value> {
-        ev.iter()
-            .filter(|e| e["transport"] == "http")
-            .filter(|e| {
-                if server_side {
-                    e["server"]["pid"] == server_pid
-                } else {
-                    e["server"]["pid"].is_null() && e["client"]["pid"] == client_pid
-                }
-            })
-            .cloned()
-            .collect()
-    };
+    let of = |ev: &[Value], server_side: bool| view(ev, "http", server_pid, client_pid, server_side);
     let events = m.wait_events(SETTLE, |ev| of(ev, true).len() >= 9 && of(ev, false).len() >= 9);
     for server_side in [true, false] {
         let mine = of(&events, server_side);
@@ -234,19 +237,7 @@ fn https_seen_from_both_ends_at_the_tls_library() {
     let server = fastmcp_server(port, Some(&cert));
     let server_pid = server.0.id();
     let client_pid = session_with(port, 3_000_000, Some(&cert));
-    let of = |ev: &[Value], server_side: bool| -> Vec<Value> {
-        ev.iter()
-            .filter(|e| e["transport"] == "https")
-            .filter(|e| {
-                if server_side {
-                    e["server"]["pid"] == server_pid
-                } else {
-                    e["server"]["pid"].is_null() && e["client"]["pid"] == client_pid
-                }
-            })
-            .cloned()
-            .collect()
-    };
+    let of = |ev: &[Value], server_side: bool| view(ev, "https", server_pid, client_pid, server_side);
     let events = m.wait_events(SETTLE, |ev| of(ev, true).len() >= 9 && of(ev, false).len() >= 9);
     let port_text = format!("127.0.0.1:{port}");
     for server_side in [true, false] {

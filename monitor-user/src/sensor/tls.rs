@@ -184,12 +184,6 @@ impl Scanner {
         }
         out
     }
-
-    /// Forgets a file whose attachment failed, so a later scan tries again
-    /// (it may have been replaced by a readable one).
-    pub fn forget(&mut self, file: (u64, u64)) {
-        self.seen.remove(&file);
-    }
 }
 
 #[cfg(test)]
@@ -256,8 +250,6 @@ mod tests {
         assert!(found[0].open_path.ends_with("root/lib/libssl.so.3"));
         assert_eq!(found[1].pid, 12);
         assert!(s.scan_processes().is_empty(), "a second pass finds nothing new");
-        s.forget(found[1].file);
-        assert_eq!(s.scan_processes().len(), 1, "a forgotten file is reported again");
     }
 
     #[test]
