@@ -167,9 +167,17 @@ struct Transfer {
     at_exit: u8,
     /// Extra [`chunk_flags`] for the chunk (TLS_FD_INFERRED).
     extra_flags: u8,
-    /// Pieces of this transfer already sent (see `emit_pieces`).
+    /// Tail calls back into the capture stage so far (see `emit_rest`).
     pieces: u8,
-    _pad: [u8; 6],
+    _pad: [u8; 2],
+    /// What `emit_rest` has still to send: a plain range (the whole
+    /// buffer of a plain call, or the rest of one large iovec), then for
+    /// vectored calls the iovecs from `iov_next`, `iov_left` bytes in all.
+    range_buf: u64,
+    range_len: u64,
+    iov_next: u32,
+    _pad2: u32,
+    iov_left: u64,
 }
 
 #[repr(C)]
@@ -740,56 +748,99 @@ fn emit_chunk(cfg: &KernelConfig, scratch: *mut u8, src: u64, len: u64, segment:
     }
 }
 
-/// Most pieces one transfer is sent in, each up to the capture cap. A
+/// Most tail calls back into the capture stage for one transfer. A
 /// tail-call chain holds at most 33 programs; discovery uses up to four.
 const MAX_PIECES: u8 = 24;
 
-/// Sends the transfer's plain buffer at most a capture cap per chunk: one
-/// piece, then a tail call back into the capture stage (`JUMP_CAPTURE` of
-/// `jump`) for the rest. A loop over pieces would not verify; the tail call
-/// gives each piece a fresh program run. Should the chain end early, the
-/// rest goes out as one truncated chunk so userspace sees the gap.
+/// Sends what is left of the transfer, at most a capture cap per chunk:
+/// the plain range first (one piece, then a tail call back into the
+/// capture stage, `JUMP_CAPTURE` of `jump`, for the rest of it), then the
+/// iovecs from `iov_next`, small ones directly and a large one by making it
+/// the range. A loop over pieces would not verify; the tail call gives each
+/// piece a fresh program run. Should the chain end early, the rest of the
+/// range goes out as one truncated chunk so userspace sees the gap.
 #[inline(always)]
-fn emit_pieces<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &KernelConfig, scratch: *mut u8, flags: u8) {
+fn emit_rest<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &KernelConfig, scratch: *mut u8, flags: u8) {
     let Some(t) = TRANSFER.get_ptr_mut(0) else { return };
-    let (buf, total, pieces) = unsafe { ((*t).buf, (*t).total, (*t).pieces) };
+    let (buf, len, pieces) = unsafe { ((*t).range_buf, (*t).range_len, (*t).pieces) };
     let mut cap = cfg.capture_cap as u64;
     if cap > MAX_CAPTURE as u64 {
         cap = MAX_CAPTURE as u64;
     }
-    if total <= cap || cap == 0 || pieces >= MAX_PIECES {
-        emit_chunk(cfg, scratch, buf, total, 0, flags);
-        return;
+    // Only the first chunk of a transfer carries the stream flags.
+    let later = flags & !(chunk_flags::NEW_STREAM | chunk_flags::DISCOVERED);
+    let mut flags = flags;
+    if len > 0 {
+        if len > cap && cap > 0 && pieces < MAX_PIECES {
+            emit_chunk(cfg, scratch, buf, cap, 0, flags);
+            unsafe {
+                // The next run takes its flags from the header.
+                (*(scratch as *mut ChunkRecord)).flags = later;
+                (*t).range_buf = buf + cap;
+                (*t).range_len = len - cap;
+                (*t).pieces = pieces + 1;
+                jump.tail_call(ctx, JUMP_CAPTURE);
+            }
+            count(Counter::DropTailCall, 1);
+            emit_chunk(cfg, scratch, buf + cap, len - cap, 0, later);
+            return;
+        }
+        emit_chunk(cfg, scratch, buf, len, 0, flags);
+        unsafe { (*t).range_len = 0 };
+        flags = later;
     }
-    emit_chunk(cfg, scratch, buf, cap, 0, flags);
-    unsafe {
-        (*t).buf = buf + cap;
-        (*t).total = total - cap;
-        (*t).pieces = pieces + 1;
-        jump.tail_call(ctx, JUMP_CAPTURE);
+    let (iov, iov_cnt, first) = unsafe { ((*t).iov, (*t).iov_cnt, (*t).iov_next) };
+    let mut left = unsafe { (*t).iov_left };
+    let mut k = 0u32;
+    while k < MAX_IOVECS {
+        let i = first + k;
+        if left == 0 || i as u64 >= iov_cnt || i >= MAX_IOVECS {
+            break;
+        }
+        let Some((b, l)) = iovec(iov, i) else { break };
+        let n = if l < left { l } else { left };
+        left -= n;
+        if n > cap && cap > 0 && pieces < MAX_PIECES {
+            // A large iovec becomes the range, sent in pieces from the next
+            // run of the capture stage; the iovecs after it follow.
+            unsafe {
+                (*t).range_buf = b;
+                (*t).range_len = n;
+                (*t).iov_next = i + 1;
+                (*t).iov_left = left;
+                (*t).pieces = pieces + 1;
+                // Nothing sent yet in this run: the next one sends with
+                // these flags.
+                (*(scratch as *mut ChunkRecord)).flags = flags;
+                jump.tail_call(ctx, JUMP_CAPTURE);
+            }
+            count(Counter::DropTailCall, 1);
+            emit_chunk(cfg, scratch, b, n, i, flags);
+            return;
+        }
+        if n > 0 {
+            emit_chunk(cfg, scratch, b, n, i, flags);
+            flags = later;
+        }
+        k += 1;
     }
-    count(Counter::DropTailCall, 1);
-    emit_chunk(
-        cfg,
-        scratch,
-        buf + cap,
-        total - cap,
-        0,
-        flags & !(chunk_flags::NEW_STREAM | chunk_flags::DISCOVERED),
-    );
+    unsafe { (*t).iov_left = 0 };
+    if left > 0 {
+        count(Counter::IovecsSkipped, 1);
+    }
 }
 
-/// In a capture stage entered again by `emit_pieces`: sends the next piece
-/// with the header already in the scratch area. True if it was one.
+/// In a capture stage entered again by `emit_rest`: sends what is left
+/// with the header (and flags) already in the scratch area. True if the
+/// transfer was already under way.
 #[inline(always)]
 fn continue_pieces<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &KernelConfig, scratch: *mut u8, t: &Transfer) -> bool {
     if t.pieces == 0 {
         return false;
     }
     let rec = unsafe { &*(scratch as *const ChunkRecord) };
-    let flags = rec.flags
-        & !(chunk_flags::NEW_STREAM | chunk_flags::DISCOVERED | chunk_flags::TRUNCATED | chunk_flags::COPY_FAILED);
-    emit_pieces(ctx, jump, cfg, scratch, flags);
+    let flags = rec.flags & !(chunk_flags::TRUNCATED | chunk_flags::COPY_FAILED);
+    emit_rest(ctx, jump, cfg, scratch, flags);
     true
 }
 
@@ -1014,7 +1065,14 @@ fn begin_transfer<C: EbpfContext>(
             at_exit: at_exit as u8,
             extra_flags,
             pieces: 0,
-            _pad: [0; 6],
+            _pad: [0; 2],
+            // A vectored transfer starts with an empty range and all its
+            // bytes in the iovecs.
+            range_buf: if iov_cnt == 0 { buf } else { 0 },
+            range_len: if iov_cnt == 0 { total } else { 0 },
+            iov_next: 0,
+            _pad2: 0,
+            iov_left: if iov_cnt == 0 { 0 } else { total },
         };
         jump.tail_call(
             ctx,
@@ -1079,14 +1137,23 @@ fn discover_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u32 {
     // window_has_jsonrpc).
     // SAFETY: n >= 1 bytes were copied to the payload area; 5 are read
     // only when present.
-    let http_post = n >= 5 && unsafe {
+    // SAFETY: n >= 9 bytes were copied (copy_window).
+    let http_head = n >= 8 && unsafe {
         let p = scratch.add(HDR);
-        *p == b'P' && *p.add(1) == b'O' && *p.add(2) == b'S' && *p.add(3) == b'T' && *p.add(4) == b' '
+        (*p == b'P' && *p.add(1) == b'O' && *p.add(2) == b'S' && *p.add(3) == b'T' && *p.add(4) == b' ')
+            || (*p == b'H'
+                && *p.add(1) == b'T'
+                && *p.add(2) == b'T'
+                && *p.add(3) == b'P'
+                && *p.add(4) == b'/'
+                && *p.add(5) == b'1'
+                && *p.add(6) == b'.')
     };
-    if http_post {
-        // MCP clients accept text/event-stream on every POST; that is
-        // looked for in its own program (a second scan here would not
-        // verify).
+    if http_head {
+        // MCP clients accept text/event-stream on every POST, and the
+        // legacy transport's GET stream is answered with it (its head
+        // often written apart from the first event); that is looked for
+        // in its own program (a second scan here would not verify).
         unsafe { jump.tail_call(ctx, JUMP_DISCOVER_HTTP) };
         count(Counter::DropTailCall, 1);
         return 0;
@@ -1097,9 +1164,10 @@ fn discover_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u32 {
     discovered(ctx, jump, t)
 }
 
-/// Tail-call target of `discover` for an HTTP POST: an MCP request if its
-/// head accepts `text/event-stream` (Streamable HTTP clients must). The
-/// window is already in the scratch area.
+/// Tail-call target of `discover` for an HTTP POST or response: MCP if
+/// its head names `text/event-stream` (Streamable HTTP clients accept it on
+/// every POST; SSE streams, the legacy transport's included, answer with
+/// it). The window is already in the scratch area.
 #[tracepoint]
 pub fn discover_http(ctx: TracePointContext) -> u32 {
     discover_http_stage(&ctx, &JUMP)
@@ -1122,7 +1190,8 @@ fn discover_http_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u32 {
     }
     if !window_has_event_stream(scratch, n) {
         // A POST of JSON-RPC without the Streamable HTTP Accept header (the
-        // legacy HTTP+SSE transport's messages): look for "jsonrpc".
+        // legacy HTTP+SSE transport's messages), or a JSON response: look
+        // for "jsonrpc".
         unsafe { jump.tail_call(ctx, JUMP_DISCOVER_JSONRPC) };
         count(Counter::DropTailCall, 1);
         return 0;
@@ -1261,33 +1330,7 @@ pub fn capture(ctx: TracePointContext) -> u32 {
     if tcp {
         rec.conn = conn_tuple(cfg, fi.channel, fi.kind);
     }
-    if t.iov_cnt == 0 {
-        emit_pieces(&ctx, &JUMP, cfg, scratch, flags);
-        return 0;
-    }
-    let mut remaining = t.total;
-    let mut i = 0u32;
-    while i < MAX_IOVECS {
-        if remaining == 0 || i as u64 >= t.iov_cnt {
-            break;
-        }
-        let Some((b, l)) = iovec(t.iov, i) else { break };
-        let n = if l < remaining { l } else { remaining };
-        if n > 0 {
-            // Only the first segment carries the stream flags.
-            let f = if i == 0 {
-                flags
-            } else {
-                flags & !(chunk_flags::NEW_STREAM | chunk_flags::DISCOVERED)
-            };
-            emit_chunk(cfg, scratch, b, n, i, f);
-        }
-        remaining -= n;
-        i += 1;
-    }
-    if remaining > 0 {
-        count(Counter::IovecsSkipped, 1);
-    }
+    emit_rest(&ctx, &JUMP, cfg, scratch, flags);
     0
 }
 
@@ -1347,7 +1390,7 @@ pub fn tls_capture(ctx: ProbeContext) -> u32 {
         Some(s) if matches!(s.kind, FdKind::Tcp4 | FdKind::Tcp6) => rec.conn = conn_tuple(cfg, s.channel, s.kind),
         _ => count(Counter::TlsUnbound, 1),
     }
-    emit_pieces(&ctx, &TLS_JUMP, cfg, scratch, flags);
+    emit_rest(&ctx, &TLS_JUMP, cfg, scratch, flags);
     0
 }
 
@@ -1565,8 +1608,12 @@ fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
     let start_ns = current_start_ns(cfg);
     let reason = tracked_reason(cfg, (pid_tgid >> 32) as u32, start_ns);
     let tracked = reason != TrackReason::None as u32;
-    let plain = matches!(syscall, Syscall::Write | Syscall::Sendto);
-    let looks_like_mcp = (plain && !tracked && cfg.flags & config_flags::DISCOVERY != 0).then(|| starts_like_json(buf, len));
+    // The first segment's first bytes (vectored calls: the first iovec,
+    // which for HTTP clients and servers holds the head).
+    let looks_like_mcp = (!tracked && cfg.flags & config_flags::DISCOVERY != 0).then(|| match vector(syscall, buf, len) {
+        None => starts_like_json(buf, len),
+        Some((iov, cnt)) => cnt > 0 && iovec(iov, 0).is_some_and(|(b, l)| starts_like_json(b, l)),
+    });
     if cfg.flags & config_flags::CAPTURE_TCP != 0 {
         // Stash for the exit program, which captures TCP payloads: calls of
         // tracked processes, and plain writes that start like MCP (for
