@@ -386,6 +386,7 @@ fn bench(c: &mut Criterion) {
                 name: Some("srv".into()),
                 version: None,
                 json: None,
+                ..Default::default()
             };
             (p(*pid, "/usr/local/bin/mcp-server"), p(pid - 10_000, "/usr/bin/node"))
         })
@@ -441,6 +442,7 @@ fn bench(c: &mut Criterion) {
                         pid: client.pid.unwrap(),
                         start_ns: 1,
                     }),
+                    header_mismatch: &[],
                 };
                 alerts += d.on_message(&ctx).len();
             }

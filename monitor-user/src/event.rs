@@ -19,11 +19,14 @@ use crate::{
 pub enum Transport {
     /// Pipes or a unix socketpair between an agent and a server it spawned.
     Stdio,
-    /// HTTP/1.1 in clear over TCP (Streamable HTTP, or the legacy HTTP+SSE
-    /// transport).
+    /// HTTP/1.1 in clear over TCP (Streamable HTTP, stateless or not).
     Http,
     /// HTTP/1.1 inside TLS, seen as plaintext at the TLS library.
     Https,
+    /// The legacy HTTP+SSE transport (2024-11-05): a GET event stream that
+    /// names an endpoint, and POSTs to it on other connections (in clear or
+    /// inside TLS).
+    Sse,
 }
 
 impl Transport {
@@ -33,6 +36,7 @@ impl Transport {
             Transport::Stdio => "stdio",
             Transport::Http => "http",
             Transport::Https => "https",
+            Transport::Sse => "sse",
         }
     }
 }
@@ -60,6 +64,17 @@ pub struct HttpInfo {
     pub local: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote: Option<String>,
+    /// Headers of the stateless revision that disagree with the body they
+    /// came with (`mcp-method`, `mcp-name`): a gateway that authorises by
+    /// header was shown one call and the server given another.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub header_mismatch: Vec<&'static str>,
+    /// `Mcp-Method` and `Mcp-Name` of the request, as sent (not exported:
+    /// they repeat the body's method and tool).
+    #[serde(skip)]
+    pub mcp_method: Option<String>,
+    #[serde(skip)]
+    pub mcp_name: Option<String>,
 }
 
 /// Which way the message went.

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub sessions_total: IntCounter,
     pub streams: IntCounterVec,
     pub unpaired_responses: IntCounter,
+    pub sse_replayed: IntCounter,
+    pub http_header_mismatch: IntCounterVec,
     pub pending_evicted: IntCounterVec,
     pub state_evictions: IntCounterVec,
     pub events_written: IntCounter,
@@ -218,6 +220,15 @@ impl Metrics {
                 &["verdict"]
             )),
             unpaired_responses: reg!(counter("unpaired_responses_total", "Responses whose request was not seen.")),
+            http_header_mismatch: reg!(counter_vec(
+                "http_header_mismatch_total",
+                "Requests whose Mcp-Method or Mcp-Name header (stateless revision) disagrees with the body, by header.",
+                &["header"]
+            )),
+            sse_replayed: reg!(counter(
+                "sse_replayed_events_total",
+                "SSE events sent again on a resumed stream (Last-Event-ID) with the id and data of one already reported in the session; reported once."
+            )),
             pending_evicted: reg!(counter_vec(
                 "pending_requests_evicted_total",
                 "Requests forgotten before their response, by reason (limit, timeout, session_end).",
@@ -363,6 +374,9 @@ impl Metrics {
             "capture_gap",
         ] {
             m.frame_errors.with_label_values(&[r]);
+        }
+        for h in ["mcp-method", "mcp-name"] {
+            m.http_header_mismatch.with_label_values(&[h]);
         }
         Arc::new(m)
     }

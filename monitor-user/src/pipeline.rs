@@ -174,6 +174,36 @@ struct SessionState {
     held: Vec<Held>,
     /// Server and client as last serialised (see `Pipeline::party`).
     parties: [Option<Party>; 2],
+    /// SSE events (id and data) already reported, so that a stream resumed
+    /// with `Last-Event-ID` does not report them again.
+    sse_events: RecentSet,
+}
+
+/// The last [`RecentSet::CAPACITY`] values inserted.
+#[derive(Default)]
+struct RecentSet {
+    set: std::collections::HashSet<u64>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl RecentSet {
+    const CAPACITY: usize = 1024;
+
+    fn contains(&self, v: u64) -> bool {
+        self.set.contains(&v)
+    }
+
+    fn insert(&mut self, v: u64) {
+        if !self.set.insert(v) {
+            return;
+        }
+        if self.order.len() >= Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.order.push_back(v);
+    }
 }
 
 /// The pipeline. Feed it with [`Pipeline::handle`].
@@ -212,6 +242,10 @@ pub struct Pipeline {
     local_clients: FxHashMap<(http_conn::Endpoint, http_conn::Endpoint), ProcKey>,
     /// Server processes by the local end of connections they serve.
     local_servers: FxHashMap<http_conn::Endpoint, ProcKey>,
+    /// Legacy HTTP+SSE: (process, endpoint target its event stream named)
+    /// to the session and its hashed id, so that POSTs on other
+    /// connections join the stream's session.
+    sse_endpoints: FxHashMap<(ProcKey, String), (SessionKey, Option<String>)>,
     workload_message_counters: FxHashMap<
         (
             &'static str,
@@ -302,6 +336,7 @@ impl Pipeline {
             http_session_ids: FxHashMap::default(),
             local_clients: FxHashMap::default(),
             local_servers: FxHashMap::default(),
+            sse_endpoints: FxHashMap::default(),
             cfg,
             metrics,
             processes: FxHashMap::default(),
@@ -748,7 +783,7 @@ impl Pipeline {
         mirror: bool,
         msg: Message<'_>,
         ts_ns: u64,
-        http: Option<HttpInfo>,
+        mut http: Option<HttpInfo>,
         sink: &mut impl Sink,
     ) -> bool {
         let raw = msg.raw;
@@ -759,6 +794,7 @@ impl Pipeline {
                 SessionState {
                     session: Session::new(key, ts_ns),
                     held: Vec::new(),
+                    sse_events: RecentSet::default(),
                     parties: [None, None],
                 },
             );
@@ -787,6 +823,12 @@ impl Pipeline {
                     s.mcp_confirmed = true;
                 }
                 (tool, prompt, resource) = request_subject(m, msg.params);
+                if let Some(h) = http.as_mut() {
+                    h.header_mismatch = header_mismatch(h, m, msg.params);
+                    for name in &h.header_mismatch {
+                        self.metrics.http_header_mismatch.with_label_values(&[name]).inc();
+                    }
+                }
                 if flow == Flow::ClientToServer {
                     s.observe_client_request(m, msg.params);
                 }
@@ -880,6 +922,7 @@ impl Pipeline {
                     server: &event.server,
                     client: &event.client,
                     client_key,
+                    header_mismatch: event.http.as_ref().map_or(&[], |h| &h.header_mismatch),
                 })
             }
             None => Vec::new(),
@@ -1100,6 +1143,37 @@ impl Pipeline {
 }
 
 /// Tool, prompt or resource a request is about.
+/// The stateless revision's routing headers that disagree with the body:
+/// `Mcp-Method` against the method, `Mcp-Name` against the tool or prompt
+/// name or the resource URI.
+fn header_mismatch(h: &HttpInfo, method: &str, params: Option<&RawValue>) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if h.mcp_method.as_deref().is_some_and(|m| m.trim() != method) {
+        out.push("mcp-method");
+    }
+    if let Some(name) = h.mcp_name.as_deref() {
+        let named = match method {
+            "tools/call" | "prompts/get" => params.and_then(|p| {
+                serde_json::from_str::<NameParams<'_>>(p.get())
+                    .ok()
+                    .and_then(|p| p.name.map(|n| n.into_owned()))
+            }),
+            "resources/read" => params.and_then(|p| {
+                serde_json::from_str::<UriParams<'_>>(p.get())
+                    .ok()
+                    .and_then(|p| p.uri.map(|u| u.into_owned()))
+            }),
+            // Other methods name nothing; a name sent with them is noise,
+            // not a lie about the call.
+            _ => return out,
+        };
+        if named.as_deref() != Some(name.trim()) {
+            out.push("mcp-name");
+        }
+    }
+    out
+}
+
 fn request_subject(method: &str, params: Option<&RawValue>) -> (Option<String>, Option<String>, Option<String>) {
     let Some(params) = params else {
         return (None, None, None);

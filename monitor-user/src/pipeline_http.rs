@@ -20,7 +20,7 @@ use super::*;
 use crate::{
     event::HttpInfo,
     http::{h1::Side, HttpHalf, HttpMeta, HttpOutput},
-    session::{TRANSPORT_HTTP, TRANSPORT_HTTPS},
+    session::{TRANSPORT_HTTP, TRANSPORT_HTTPS, TRANSPORT_SSE},
 };
 use monitor_common::ConnTuple;
 
@@ -56,6 +56,9 @@ pub(super) struct HttpConn {
     registered: bool,
     /// Per `Direction`: a chunk went that way.
     seen: [bool; 2],
+    /// A legacy HTTP+SSE GET stream: the session its `endpoint` event
+    /// named, and the hash of that session's id.
+    legacy: Option<(SessionKey, Option<String>)>,
 }
 
 /// One end of a TCP connection; IPv4 addresses in their v4-mapped IPv6
@@ -119,6 +122,77 @@ fn sniff(data: &[u8]) -> Option<Side> {
     .then_some(Side::Requests)
 }
 
+/// A content type that announces JSON (`application/json`,
+/// `application/json-rpc`, `...+json`).
+fn is_json_type(t: &str) -> bool {
+    let t = t.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    t.contains("json")
+}
+
+/// The request target of an endpoint URL as a POST to it carries it:
+/// `http://host:port/messages/?session_id=1` becomes
+/// `/messages/?session_id=1`.
+fn request_target(url: &str) -> &str {
+    match url.find("://") {
+        Some(i) => {
+            let rest = &url[i + 3..];
+            rest.find('/').map_or("/", |j| &rest[j..])
+        }
+        None => url,
+    }
+}
+
+/// The legacy transport's session id in a request target: the value of
+/// its `sessionId` (TypeScript SDK) or `session_id` (Python SDK) query
+/// parameter.
+fn legacy_session_id(target: &str) -> Option<&str> {
+    let query = target.split_once('?')?.1;
+    let query = query.split('#').next().unwrap_or(query);
+    query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        (name.eq_ignore_ascii_case("sessionid") || name.eq_ignore_ascii_case("session_id"))
+            .then_some(value)
+            .filter(|v| !v.is_empty())
+    })
+}
+
+/// A request target as exported: query values (session ids, tokens)
+/// replaced by `[REDACTED]`, names kept; clipped like other names.
+fn export_path(target: &str) -> String {
+    let Some((path, query)) = target.split_once('?') else {
+        return clip(target);
+    };
+    let mut out = String::with_capacity(target.len().min(MAX_NAME + 8));
+    out.push_str(path);
+    out.push('?');
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((name, _)) => {
+                out.push_str(name);
+                out.push('=');
+                out.push_str(crate::redact::REDACTED);
+            }
+            // A bare value may be the secret itself.
+            None => out.push_str(crate::redact::REDACTED),
+        }
+    }
+    clip(&out)
+}
+
+/// Identifies an SSE event by its id and data. SipHash with fixed keys:
+/// collisions would need both the id and the data of another event of the
+/// same session, which the sender of the event chooses anyway.
+fn sse_event_digest(id: &str, data: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    data.hash(&mut h);
+    h.finish()
+}
+
 /// `sha256:` and the first 16 hex digits of SHA-256 over a domain tag and
 /// the session id: the id itself (a bearer of the session) never leaves.
 pub(super) fn session_id_hash(id: &str) -> (String, u64) {
@@ -158,6 +232,7 @@ impl Pipeline {
             ends: None,
             registered: false,
             seen: [false, false],
+            legacy: None,
         };
         let mut conn = match self.http_conns.remove(&id) {
             // An SSL object freed and its address reused for the next
@@ -290,12 +365,25 @@ impl Pipeline {
             } => {
                 // The legacy transport's first event names the POST endpoint.
                 if sse_event.as_deref() == Some("endpoint") {
+                    self.on_sse_endpoint(conn, id, &data);
                     return;
                 }
                 // Judge before taking a session: a body that is not JSON-RPC
                 // on a connection that has carried none is not MCP.
                 let decoded = match jsonrpc::decode(&data, &self.cfg.limits) {
                     Ok(d) => d,
+                    // On a connection that carries MCP, a body that does not
+                    // claim to be JSON ("Accepted" with a 202 of the legacy
+                    // transport, often without a type) is no message and no
+                    // error. Every body is decoded first: a server cannot
+                    // hide JSON-RPC by leaving out its type.
+                    Err(_)
+                        if conn.session.is_some()
+                            && sse_event.is_none()
+                            && !meta.content_type.as_deref().is_some_and(is_json_type) =>
+                    {
+                        return;
+                    }
                     Err(e) => {
                         self.metrics.frame_errors.with_label_values(&[e.reason()]).inc();
                         if conn.session.is_none() {
@@ -312,15 +400,35 @@ impl Pipeline {
                     .session_id
                     .as_deref()
                     .or(request.as_ref().and_then(|r| r.session_id.as_deref()));
-                let (hash, key) = self.http_session(conn, id, session_id);
+                let legacy = match side {
+                    // A POST to an endpoint a legacy event stream named, or
+                    // a request of the stateless revision.
+                    Side::Requests if session_id.is_none() => self.legacy_post(conn, id, &meta).or_else(|| {
+                        meta.mcp_method
+                            .is_some()
+                            .then(|| (self.stateless_session(conn, id), None))
+                    }),
+                    Side::Responses => conn.legacy.clone(),
+                    Side::Requests => None,
+                };
+                let (hash, key) = match legacy {
+                    Some((key, hash)) => {
+                        conn.session = Some(key);
+                        (hash, key)
+                    }
+                    None => self.http_session(conn, id, session_id),
+                };
                 let http = HttpInfo {
                     method: request.as_ref().and_then(|r| r.method.clone()),
-                    path: request.as_ref().and_then(|r| r.path.as_deref().map(clip)),
+                    path: request.as_ref().and_then(|r| r.path.as_deref().map(export_path)),
                     status: meta.status,
                     session_id_hash: hash,
                     sse_event_id: sse_id,
                     local: conn.ends.map(|e| e.0.to_string()),
                     remote: conn.ends.map(|e| e.1.to_string()),
+                    header_mismatch: Vec::new(),
+                    mcp_method: (side == Side::Requests).then(|| meta.mcp_method.clone()).flatten(),
+                    mcp_name: (side == Side::Requests).then(|| meta.mcp_name.clone()).flatten(),
                 };
                 let flow = match side {
                     Side::Requests => Flow::ClientToServer,
@@ -336,6 +444,15 @@ impl Pipeline {
                 };
                 let mirror =
                     conn.serves == Some(false) && conn.ends.is_some_and(|(_, r)| self.local_servers.contains_key(&r));
+                // A resumed stream (Last-Event-ID) may repeat events this
+                // session already reported: same id, same data.
+                let replay = http.sse_event_id.as_ref().map(|eid| sse_event_digest(eid, &data));
+                if let Some(h) = replay {
+                    if self.sessions.get(&key).is_some_and(|st| st.sse_events.contains(h)) {
+                        self.metrics.sse_replayed.inc();
+                        return;
+                    }
+                }
                 for msg in decoded.into_messages() {
                     if !self.handle_message(key, flow, peer, mirror, msg, ts_ns, Some(http.clone()), sink) {
                         self.reject_conn_state(conn, id, "not_mcp", sink);
@@ -343,11 +460,92 @@ impl Pipeline {
                         return;
                     }
                 }
+                if let (Some(h), Some(st)) = (replay, self.sessions.get_mut(&key)) {
+                    st.sse_events.insert(h);
+                }
             }
             HttpOutput::End(_) => {}
             HttpOutput::Error(reason) => {
                 self.metrics.frame_errors.with_label_values(&[reason]).inc();
             }
+        }
+    }
+
+    /// The `endpoint` event of a legacy HTTP+SSE stream: this connection
+    /// carries that session's server messages, and POSTs (of this process)
+    /// to the endpoint its client messages.
+    fn on_sse_endpoint(&mut self, conn: &mut HttpConn, id: ConnId, data: &[u8]) {
+        let Some(target) = std::str::from_utf8(data).ok().map(|s| request_target(s.trim())) else {
+            self.metrics.frame_errors.with_label_values(&["sse_bad_endpoint"]).inc();
+            return;
+        };
+        let server = (conn.serves == Some(true)).then_some(id.proc);
+        let (hash, n) = session_id_hash(legacy_session_id(target).unwrap_or(target));
+        let key = SessionKey {
+            transport_kind: TRANSPORT_SSE,
+            server,
+            conversation: n,
+        };
+        if self.sse_endpoints.len() >= self.cfg.max_sessions {
+            self.sse_endpoints.clear();
+        }
+        self.sse_endpoints
+            .insert((id.proc, target.to_owned()), (key, Some(hash.clone())));
+        conn.legacy = Some((key, Some(hash)));
+        conn.session = Some(key);
+    }
+
+    /// The legacy session of a POST (request head `meta`) on `conn`: the
+    /// one whose stream named its target, or, when that stream was not
+    /// seen (started before the monitor), the one its `sessionId` /
+    /// `session_id` query parameter names.
+    fn legacy_post(&mut self, conn: &HttpConn, id: ConnId, meta: &HttpMeta) -> Option<(SessionKey, Option<String>)> {
+        if meta.method.as_deref() != Some("POST") || meta.mcp_method.is_some() {
+            return None;
+        }
+        let target = meta.path.as_deref()?;
+        if let Some(found) = self.sse_endpoints.get(&(id.proc, target.to_owned())) {
+            return Some(found.clone());
+        }
+        let sid = legacy_session_id(target)?;
+        let (hash, n) = session_id_hash(sid);
+        Some((
+            SessionKey {
+                transport_kind: TRANSPORT_SSE,
+                server: (conn.serves == Some(true)).then_some(id.proc),
+                conversation: n,
+            },
+            Some(hash),
+        ))
+    }
+
+    /// The session of a request of the stateless revision (`Mcp-Method`
+    /// header, no session id): every request may come on a new connection,
+    /// so the session is the pair of ends that talk. The server's view: this
+    /// server and the client process when it is on this host, else the
+    /// client's address (not its port, which changes per connection). The
+    /// client's view: this process and the server's address and port.
+    fn stateless_session(&self, conn: &HttpConn, id: ConnId) -> SessionKey {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        "stateless".hash(&mut h);
+        let serves = conn.serves == Some(true);
+        match (serves, conn.ends) {
+            (true, Some((l, r))) => match self.local_clients.get(&(r, l)) {
+                Some(client) => client.hash(&mut h),
+                None => r.addr.hash(&mut h),
+            },
+            (false, Some((_, r))) => {
+                id.proc.hash(&mut h);
+                r.hash(&mut h);
+            }
+            // Ends unknown (TLS before its socket is known): per connection.
+            (_, None) => id.hash(&mut h),
+        }
+        SessionKey {
+            transport_kind: if conn.tls { TRANSPORT_HTTPS } else { TRANSPORT_HTTP },
+            server: serves.then_some(id.proc),
+            conversation: h.finish(),
         }
     }
 
@@ -433,6 +631,29 @@ mod tests {
         assert_eq!(sniff(b"\x16\x03\x01\x02\x00"), None, "TLS");
         assert_eq!(sniff(b"{\"jsonrpc\""), None);
         assert_eq!(sniff(b"PRI * HTTP/2.0\r\n"), None, "HTTP/2 preface");
+    }
+
+    #[test]
+    fn request_targets_and_legacy_session_ids() {
+        assert_eq!(export_path("/mcp"), "/mcp");
+        assert_eq!(
+            export_path("/messages/?session_id=abc&x=1"),
+            "/messages/?session_id=[REDACTED]&x=[REDACTED]"
+        );
+        assert_eq!(export_path("/m?tok"), "/m?[REDACTED]");
+        assert_eq!(
+            request_target("http://h:1/messages/?session_id=a"),
+            "/messages/?session_id=a"
+        );
+        assert_eq!(request_target("https://h"), "/");
+        assert_eq!(request_target("/message?sessionId=b"), "/message?sessionId=b");
+        assert_eq!(legacy_session_id("/message?sessionId=b"), Some("b"));
+        assert_eq!(legacy_session_id("/messages/?x=1&session_id=c#f"), Some("c"));
+        assert_eq!(legacy_session_id("/messages/?session_id="), None);
+        assert_eq!(legacy_session_id("/mcp"), None);
+        assert!(is_json_type("application/json; charset=utf-8"));
+        assert!(is_json_type("application/vnd.api+json"));
+        assert!(!is_json_type("text/plain; charset=utf-8"));
     }
 
     #[test]

@@ -35,9 +35,13 @@ struct Sim {
 struct Recorder {
     events: Vec<Event>,
     controls: Vec<Control>,
+    alerts: Vec<Alert>,
 }
 
 impl Sink for Recorder {
+    fn alert(&mut self, alert: Alert) {
+        self.alerts.push(alert);
+    }
     fn event(&mut self, event: Event) {
         self.events.push(event);
     }
@@ -1217,4 +1221,291 @@ fn https_both_local_ends_are_paired_and_ssl_objects_reused() {
         .iter()
         .any(|c| matches!(c, Control::IgnoreStream(k) if k.fd == 5 && k.inode == 905)));
     assert_eq!(s.metric("mcp_monitor_messages_total", &[("transport", "https")]), 6.0);
+}
+
+/// A legacy HTTP+SSE POST of `body` to `target`.
+fn legacy_post(target: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {target} HTTP/1.1\r\nHost: localhost:3001\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn legacy_sse_posts_join_the_stream_that_named_their_endpoint() {
+    for server_side in [true, false] {
+        let mut s = Sim::new();
+        let (p, stream_dir, post_dir) = if server_side {
+            (SERVER, Direction::Egress, Direction::Ingress)
+        } else {
+            (CLIENT, Direction::Ingress, Direction::Egress)
+        };
+        // The GET stream (fd 5): its request was not captured (a plain GET
+        // does not look like MCP); the response head and the endpoint event
+        // come first.
+        tcp(
+            &mut s,
+            p,
+            5,
+            stream_dir,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        let ev = |e: &str| {
+            let sse = format!("event: message\ndata: {e}\n\n");
+            format!("{:x}\r\n{sse}\r\n", sse.len())
+        };
+        let endpoint = "event: endpoint\ndata: /message?sessionId=legacy-secret-7\n\n";
+        tcp(
+            &mut s,
+            p,
+            5,
+            stream_dir,
+            format!("{:x}\r\n{endpoint}\r\n", endpoint.len()).as_bytes(),
+        );
+        // POSTs on two other connections, each answered 202 "Accepted".
+        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
+        tcp(
+            &mut s,
+            p,
+            6,
+            post_dir,
+            &legacy_post("/message?sessionId=legacy-secret-7", init),
+        );
+        // (node's SDK sends no content type; the Python one text/plain)
+        let accepted: &[u8] = if server_side {
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 8\r\n\r\nAccepted"
+        } else {
+            b"HTTP/1.1 202 Accepted\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 8\r\n\r\nAccepted"
+        };
+        let back = if server_side {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        };
+        tcp(&mut s, p, 6, back, accepted);
+        let result = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2024-11-05","capabilities":{"tools":{}},"serverInfo":{"name":"legacy","version":"1"}}}"#;
+        tcp(&mut s, p, 5, stream_dir, ev(result).as_bytes());
+        let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#;
+        tcp(
+            &mut s,
+            p,
+            7,
+            post_dir,
+            &legacy_post("/message?sessionId=legacy-secret-7", call),
+        );
+        tcp(&mut s, p, 7, back, accepted);
+        tcp(
+            &mut s,
+            p,
+            5,
+            stream_dir,
+            ev(r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#).as_bytes(),
+        );
+        // A POST to another session's endpoint is not joined to this one.
+        let other = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+        tcp(
+            &mut s,
+            p,
+            8,
+            post_dir,
+            &legacy_post("/message?sessionId=another", other),
+        );
+        assert_eq!(
+            s.rows(),
+            vec![
+                row(C2S, Kind::Request, Some("initialize"), Some("0"), None),
+                row(S2C, Kind::Response, Some("initialize"), Some("0"), None),
+                row(C2S, Kind::Request, Some("tools/call"), Some("1"), Some("echo")),
+                row(S2C, Kind::Response, Some("tools/call"), Some("1"), Some("echo")),
+                row(C2S, Kind::Request, Some("tools/list"), Some("5"), None),
+            ],
+            "server side: {server_side}"
+        );
+        let events: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+        let sessions: std::collections::HashSet<&str> =
+            events[..4].iter().map(|e| e["session"].as_str().unwrap()).collect();
+        assert_eq!(sessions.len(), 1, "{sessions:?}");
+        assert_ne!(events[4]["session"], events[0]["session"]);
+        for e in &events {
+            assert_eq!(e["transport"], "sse", "{e}");
+        }
+        // Both halves carry the same hashed id; the id itself never leaves,
+        // not even in the exported request target.
+        let hash = events[0]["http"]["session_id_hash"].as_str().unwrap();
+        assert!(hash.starts_with("sha256:"));
+        assert_eq!(events[1]["http"]["session_id_hash"], hash);
+        assert_eq!(events[0]["http"]["path"], "/message?sessionId=[REDACTED]");
+        assert_eq!(events[1]["server"]["name"], "legacy");
+        let all = serde_json::to_string(&events).unwrap();
+        assert!(!all.contains("legacy-secret-7"), "{all}");
+        // "Accepted" is no frame error.
+        assert_eq!(
+            s.metric("mcp_monitor_frame_errors_total", &[("reason", "not_json")]),
+            0.0
+        );
+        assert_eq!(s.metric("mcp_monitor_messages_total", &[("transport", "sse")]), 5.0);
+    }
+}
+
+#[test]
+fn a_resumed_stream_does_not_report_replayed_events_again() {
+    let mut s = Sim::new();
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
+    tcp(&mut s, SERVER, 7, Direction::Ingress, &post(init, None));
+    let result = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"srv","version":"2.0"}}}"#;
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: sid-r\r\nContent-Length: {}\r\n\r\n{result}",
+        result.len()
+    );
+    tcp(&mut s, SERVER, 7, Direction::Egress, resp.as_bytes());
+    // A long call answered on an SSE stream: progress e1, then the
+    // connection breaks before the result.
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow","arguments":{}}}"#;
+    tcp(&mut s, SERVER, 8, Direction::Ingress, &post(call, Some("sid-r")));
+    let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#;
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n";
+    tcp(
+        &mut s,
+        SERVER,
+        8,
+        Direction::Egress,
+        format!("{head}id: e1\ndata: {progress}\n\n").as_bytes(),
+    );
+    // The client resumes with Last-Event-ID: the server sends e1 again
+    // (it does not know what arrived), then the result.
+    tcp(
+        &mut s,
+        SERVER,
+        9,
+        Direction::Ingress,
+        b"GET /mcp HTTP/1.1\r\nAccept: text/event-stream\r\nMcp-Session-Id: sid-r\r\nLast-Event-ID: e0\r\n\r\n",
+    );
+    let done = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
+    tcp(
+        &mut s,
+        SERVER,
+        9,
+        Direction::Egress,
+        format!("{head}id: e1\ndata: {progress}\n\nid: e2\ndata: {done}\n\n").as_bytes(),
+    );
+    // Same id, other data: a different event, reported.
+    let other = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":2}}"#;
+    tcp(
+        &mut s,
+        SERVER,
+        9,
+        Direction::Egress,
+        format!("id: e1\ndata: {other}\n\n").as_bytes(),
+    );
+    assert_eq!(
+        s.rows(),
+        vec![
+            row(C2S, Kind::Request, Some("initialize"), Some("0"), None),
+            row(S2C, Kind::Response, Some("initialize"), Some("0"), None),
+            row(C2S, Kind::Request, Some("tools/call"), Some("1"), Some("slow")),
+            row(S2C, Kind::Notification, Some("notifications/progress"), None, None),
+            row(S2C, Kind::Response, Some("tools/call"), Some("1"), Some("slow")),
+            row(S2C, Kind::Notification, Some("notifications/progress"), None, None),
+        ]
+    );
+    assert_eq!(s.metric("mcp_monitor_sse_replayed_events_total", &[]), 1.0);
+    let sessions: std::collections::HashSet<&str> = s.out.events.iter().map(|e| &*e.session).collect();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+}
+
+/// A stateless (2026-07-28) POST with its routing headers.
+fn stateless_post(body: &str, method: &str, name: Option<&str>) -> Vec<u8> {
+    let name = name.map(|n| format!("Mcp-Name: {n}\r\n")).unwrap_or_default();
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: localhost:8000\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: {method}\r\n{name}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn stateless_requests_share_a_session_and_lying_headers_are_flagged() {
+    let metrics = Metrics::new();
+    let detector = crate::detect::Detector::new(
+        crate::detect::DetectorConfig {
+            rules: crate::detect::rules::Rules::builtin(),
+            fingerprint_key: b"0123456789abcdef0123456789abcdef".to_vec(),
+            state_dir: None,
+            scan_budget_bytes: 4 << 20,
+            dedup_window_seconds: 300,
+        },
+        metrics.clone(),
+    )
+    .unwrap();
+    let mut s = Sim::with_metrics(PipelineConfig::default(), metrics);
+    s.pipeline = Pipeline::new(PipelineConfig::default(), s.metrics.clone()).with_detector(detector);
+    s.feed(info(CLIENT, "/usr/bin/agent"));
+    s.feed(info(SERVER, "/usr/bin/server"));
+    let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"agent","version":"3"}}"#;
+    let discover = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{{{meta}}}}}"#);
+    let honest = format!(
+        r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"read_file","arguments":{{}},{meta}}}}}"#
+    );
+    let lying = format!(
+        r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"delete_repo","arguments":{{}},{meta}}}}}"#
+    );
+    let ok = |id: u32| {
+        let b = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"resultType":"complete","content":[]}}}}"#);
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )
+    };
+    // Each request on a new connection (client ports 50001..50003), seen
+    // by the server only: the client is remote.
+    let requests = [
+        stateless_post(&discover, "server/discover", None),
+        stateless_post(&honest, "tools/call", Some("read_file")),
+        // The header shows a harmless tool; the body calls another.
+        stateless_post(&lying, "tools/call", Some("=?base64?cmVhZF9maWxl?=")),
+    ];
+    for (i, req) in requests.iter().enumerate() {
+        let fd = 20 + i as i32;
+        for (dir, data) in [
+            (Direction::Ingress, req.clone()),
+            (Direction::Egress, ok(i as u32 + 1).into_bytes()),
+        ] {
+            s.ts += 1_000;
+            let mut c = chunk(SERVER, fd, dir, FdKind::Tcp4, 900 + fd as u64, &data, s.ts, 0);
+            c.writer_notice = false;
+            c.data = data.to_vec();
+            c.orig_len = data.len() as u64;
+            c.conn = loopback(8000, 50_001 + i as u16);
+            s.feed(Observation::Chunk(c));
+        }
+    }
+    assert_eq!(
+        s.rows(),
+        vec![
+            row(C2S, Kind::Request, Some("server/discover"), Some("1"), None),
+            row(S2C, Kind::Response, Some("server/discover"), Some("1"), None),
+            row(C2S, Kind::Request, Some("tools/call"), Some("2"), Some("read_file")),
+            row(S2C, Kind::Response, Some("tools/call"), Some("2"), Some("read_file")),
+            row(C2S, Kind::Request, Some("tools/call"), Some("3"), Some("delete_repo")),
+            row(S2C, Kind::Response, Some("tools/call"), Some("3"), Some("delete_repo")),
+        ]
+    );
+    let sessions: std::collections::HashSet<&str> = s.out.events.iter().map(|e| &*e.session).collect();
+    assert_eq!(sessions.len(), 1, "one session across three connections: {sessions:?}");
+    let events: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    assert_eq!(events[4]["http"]["header_mismatch"], serde_json::json!(["mcp-name"]));
+    assert!(events[2]["http"].get("header_mismatch").is_none(), "{}", events[2]);
+    assert_eq!(events[2]["client"]["name"], "agent");
+    assert_eq!(
+        s.metric("mcp_monitor_http_header_mismatch_total", &[("header", "mcp-name")]),
+        1.0
+    );
+    assert_eq!(
+        s.metric("mcp_monitor_http_header_mismatch_total", &[("header", "mcp-method")]),
+        0.0
+    );
+    let rules: Vec<&str> = s.out.alerts.iter().map(|a| a.rule.as_str()).collect();
+    assert_eq!(rules, vec!["protocol.header_mismatch"], "{rules:?}");
+    assert_eq!(s.out.alerts[0].category.as_str(), "protocol");
 }

@@ -25,6 +25,9 @@ pub const TRANSPORT_STDIO: u8 = 0;
 pub const TRANSPORT_HTTP: u8 = 1;
 /// `SessionKey::transport_kind` of HTTP-over-TLS sessions.
 pub const TRANSPORT_HTTPS: u8 = 2;
+/// `SessionKey::transport_kind` of the legacy HTTP+SSE transport (in clear
+/// or inside TLS).
+pub const TRANSPORT_SSE: u8 = 3;
 
 /// Identifies a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,6 +44,7 @@ impl SessionKey {
         match self.transport_kind {
             TRANSPORT_HTTP => Transport::Http,
             TRANSPORT_HTTPS => Transport::Https,
+            TRANSPORT_SSE => Transport::Sse,
             _ => Transport::Stdio,
         }
     }

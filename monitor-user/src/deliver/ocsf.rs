@@ -398,6 +398,7 @@ mod tests {
             (Category::ToolChain, "detection_finding", 1),
             (Category::ToolIntegrity, "detection_finding", 3),
             (Category::PromptInjection, "detection_finding", 1),
+            (Category::Protocol, "detection_finding", 1),
         ] {
             let f = finding(&full_alert(category, count));
             let c = &schema["classes"][class];

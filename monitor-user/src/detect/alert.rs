@@ -22,6 +22,8 @@ pub enum Category {
     ToolChain,
     ToolIntegrity,
     PromptInjection,
+    /// The protocol itself is misused (headers that disagree with the body).
+    Protocol,
 }
 
 impl Category {
@@ -31,6 +33,7 @@ impl Category {
             Category::ToolChain => "tool_chain",
             Category::ToolIntegrity => "tool_integrity",
             Category::PromptInjection => "prompt_injection",
+            Category::Protocol => "protocol",
         }
     }
 }

@@ -69,6 +69,9 @@ pub struct MessageCtx<'a> {
     pub server: &'a Party,
     pub client: &'a Party,
     pub client_key: Option<ProcKey>,
+    /// Routing headers of the request (stateless revision) that disagree
+    /// with its body.
+    pub header_mismatch: &'a [&'static str],
 }
 
 impl MessageCtx<'_> {
@@ -319,6 +322,9 @@ impl Detector {
             injected = self.injection(ctx, &server, &mut budget, &mut out);
         }
         self.chaining(ctx, &server, &findings, injected, &mut out);
+        if !ctx.header_mismatch.is_empty() {
+            self.header_mismatch(ctx, &server, &mut out);
+        }
         if budget.exceeded {
             self.metrics.detection_budget_exceeded.inc();
         }
@@ -652,6 +658,31 @@ impl Detector {
             &[rule, server, ctx.tool.unwrap_or(method)],
         ));
         true
+    }
+
+    /// `protocol.header_mismatch`: the request's `Mcp-Method`/`Mcp-Name`
+    /// headers name another call than its body. Gateways and proxies of the
+    /// stateless revision route and authorise by these headers without
+    /// parsing the body; a server that does not check them runs what the
+    /// body says.
+    fn header_mismatch(&mut self, ctx: &MessageCtx<'_>, server: &str, out: &mut Vec<Alert>) {
+        let label = self.servers.get(server).map(|s| s.label.clone()).unwrap_or_default();
+        let method = ctx.method.unwrap_or("");
+        let summary = format!(
+            "a {method}{} request to {label} carries {} header(s) that name another call than its body",
+            ctx.tool.map(|t| format!(" ({t})")).unwrap_or_default(),
+            ctx.header_mismatch.join(" and ")
+        );
+        out.push(self.alert(
+            ctx,
+            "protocol.header_mismatch",
+            Category::Protocol,
+            Severity::High,
+            summary,
+            json!({"headers": ctx.header_mismatch, "method": method, "tool": ctx.tool, "server": label}),
+            vec![ctx.reference()],
+            &["protocol.header_mismatch", server, ctx.tool.unwrap_or(method)],
+        ));
     }
 
     fn chaining(

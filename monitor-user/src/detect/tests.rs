@@ -92,6 +92,7 @@ impl Harness {
             server,
             client: &self.client,
             client_key: Some(CLIENT),
+            header_mismatch: &[],
         };
         let a = self.d.on_message(&ctx);
         self.alerts.extend(a);

@@ -33,6 +33,7 @@ pub struct HttpMeta {
     pub session_id: Option<String>,
     /// `Mcp-Method` / `Mcp-Name` headers of the stateless revision.
     pub mcp_method: Option<String>,
+    pub mcp_name: Option<String>,
     pub content_type: Option<String>,
     /// `Last-Event-ID` of a resumed GET stream.
     pub last_event_id: Option<String>,
@@ -47,6 +48,7 @@ impl HttpMeta {
             status: h.status,
             session_id: get("mcp-session-id"),
             mcp_method: get("mcp-method"),
+            mcp_name: get("mcp-name").map(|v| decode_header_value(&v)),
             content_type: get("content-type"),
             last_event_id: get("last-event-id"),
         }
@@ -58,6 +60,18 @@ impl HttpMeta {
             .as_deref()
             .is_some_and(|c| c.to_ascii_lowercase().starts_with("text/event-stream"))
     }
+}
+
+/// A header value as sent: values that are not printable ASCII travel as
+/// `=?base64?<payload>?=` (the stateless revision's `Mcp-Name`, and
+/// `Mcp-Param-*`); undecodable payloads are kept as sent.
+fn decode_header_value(v: &str) -> String {
+    use base64::Engine;
+    v.strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+        .and_then(|p| base64::engine::general_purpose::STANDARD.decode(p.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_else(|| v.to_owned())
 }
 
 /// What a direction produced.
