@@ -2,7 +2,11 @@
 //! and the official Python SDK client on this host, both seen (the server's
 //! reads and writes, and the client's), with a tool result split over many
 //! TCP reads; the same over HTTPS with a self-signed certificate, seen at
-//! the TLS library; and a non-MCP HTTP exchange that yields no MCP event.
+//! the TLS library (Python's libssl, and node's statically linked OpenSSL);
+//! the TypeScript `server-everything` in its Streamable HTTP and legacy
+//! HTTP+SSE modes with the TypeScript SDK client, compared message by
+//! message with the client's transcript on both ends; and a non-MCP HTTP
+//! exchange that yields no MCP event.
 
 use std::{
     net::{SocketAddr, TcpStream},
@@ -276,6 +280,142 @@ fn https_seen_from_both_ends_at_the_tls_library() {
     );
     // The ciphertext on the sockets left capture after its first chunk.
     assert!(m.metric("mcp_monitor_streams_total", &[("verdict", "rejected:not_http")]) >= 2.0);
+    drop(server);
+}
+
+/// `server-everything` in one of its HTTP modes (`streamableHttp`, `sse`).
+fn everything_http(mode: &str, port: u16) -> Server {
+    let child = Command::new("node")
+        .current_dir(clients_dir())
+        .arg("node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+        .arg(mode)
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start server-everything (is Node.js installed?)");
+    wait_port(port);
+    Server(child)
+}
+
+/// Runs tests/clients/http_session.mjs (the TypeScript SDK client) and
+/// returns its transcript.
+fn ts_session(mode: &str, url: &str, big: usize, env: &[(&str, &std::ffi::OsStr)]) -> Transcript {
+    let dir = TempDir::new("ts-http");
+    let t = dir.path().join("t.json");
+    let st = Command::new("node")
+        .current_dir(clients_dir())
+        .arg("http_session.mjs")
+        .arg(mode)
+        .arg(url)
+        .arg(&t)
+        .arg(big.to_string())
+        .envs(env.iter().copied())
+        .status()
+        .expect("run node");
+    assert!(st.success(), "the TypeScript SDK HTTP session failed");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&t).unwrap()).unwrap();
+    assert!(
+        v["big_result_bytes"].as_u64().unwrap() >= big as u64,
+        "the client got the whole result"
+    );
+    Transcript::load(&t)
+}
+
+/// Both ends of one TypeScript SDK session with `server-everything` over
+/// `transport` (`http`, or `sse` for the legacy transport): each end's
+/// events equal the client's transcript, message by message.
+fn everything_seen_from_both_ends(mode: &str, path: &str, transport: &str) {
+    require_root();
+    let m = Monitor::start(&[]);
+    let port = free_port();
+    let server = everything_http(mode, port);
+    let server_pid = server.0.id();
+    // 3 MiB: the argument is one large writev of the client, the result one
+    // of the server; both beyond the 256 KiB capture cap.
+    let big = 3 << 20;
+    let t = ts_session(mode, &format!("http://127.0.0.1:{port}{path}"), big, &[]);
+    let expected = t.expected(false);
+    let n = count(&expected);
+    let of = |ev: &[Value], server_side: bool| view(ev, transport, server_pid, t.client_pid, server_side);
+    let events = m.wait_events(SETTLE, |ev| of(ev, true).len() >= n && of(ev, false).len() >= n);
+    for server_side in [true, false] {
+        let mine = of(&events, server_side);
+        assert_same(&expected, &observed_rows(&mine));
+        let sessions: std::collections::HashSet<&str> = mine.iter().map(|e| e["session"].as_str().unwrap()).collect();
+        assert_eq!(sessions.len(), 1, "server side {server_side}: {sessions:?}");
+        assert!(sessions.iter().all(|s| s.starts_with(&format!("{transport}:"))));
+        // Both ends on this host: each view names the client process.
+        assert!(mine.iter().all(|e| e["client"]["pid"] == t.client_pid), "{mine:?}");
+        assert!(mine.iter().all(|e| e["http"]["session_id_hash"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("sha256:"))
+            || e["method"] == "initialize"));
+        let big_call = mine
+            .iter()
+            .find(|e| e["type"] == "request" && e["bytes"].as_u64().unwrap() > big as u64)
+            .expect("the large call");
+        assert_eq!(big_call["http"]["method"], "POST");
+        // Legacy: the session id in the endpoint's query never leaves.
+        let p = big_call["http"]["path"].as_str().unwrap();
+        assert!(!p.contains('?') || p.ends_with("=[REDACTED]"), "{p}");
+    }
+    assert_eq!(m.metric("mcp_monitor_capture_truncated_total", &[]), 0.0);
+    assert_eq!(
+        m.metric("mcp_monitor_capture_dropped_total", &[("reason", "tail_call_failed")]),
+        0.0
+    );
+    drop(server);
+}
+
+#[test]
+fn typescript_streamable_http_seen_from_both_ends() {
+    everything_seen_from_both_ends("streamableHttp", "/mcp", "http");
+}
+
+#[test]
+fn typescript_legacy_http_sse_seen_from_both_ends() {
+    everything_seen_from_both_ends("sse", "/sse", "sse");
+}
+
+#[test]
+fn https_of_a_node_client_seen_at_its_static_openssl() {
+    require_root();
+    // node links OpenSSL statically: its own binary is probed
+    // (capture.tls_executables).
+    let m = Monitor::start(&[]);
+    let cert = self_signed();
+    let port = free_port();
+    let server = fastmcp_server(port, Some(&cert));
+    let server_pid = server.0.id();
+    let t = ts_session(
+        "streamableHttp",
+        &format!("https://127.0.0.1:{port}/mcp"),
+        3_000_000,
+        &[
+            ("NODE_EXTRA_CA_CERTS", cert.cert.as_os_str()),
+            ("MCP_TEST_TOOLS", std::ffi::OsStr::new("fastmcp")),
+        ],
+    );
+    let expected = t.expected(false);
+    let n = count(&expected);
+    let of = |ev: &[Value], server_side: bool| view(ev, "https", server_pid, t.client_pid, server_side);
+    let events = m.wait_events(SETTLE, |ev| of(ev, true).len() >= n && of(ev, false).len() >= n);
+    for server_side in [true, false] {
+        let mine = of(&events, server_side);
+        assert_same(&expected, &observed_rows(&mine));
+        let last = mine.last().unwrap();
+        assert!(last["bytes"].as_u64().unwrap() > 6_000_000, "{}", last["bytes"]);
+    }
+    // The client's chunks came through node's own SSL_read/SSL_write.
+    let client_side = of(&events, false);
+    assert!(
+        client_side[0]["client"]["exe"]
+            .as_str()
+            .is_some_and(|e| e.contains("node")),
+        "{}",
+        client_side[0]
+    );
     drop(server);
 }
 
