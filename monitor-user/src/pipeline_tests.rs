@@ -1451,7 +1451,12 @@ fn stateless_requests_share_a_session_and_lying_headers_are_flagged() {
         r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"delete_repo","arguments":{{}},{meta}}}}}"#
     );
     let ok = |id: u32| {
-        let b = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"resultType":"complete","content":[]}}}}"#);
+        let b = if id == 1 {
+            // The Python SDK names the server in the result's _meta.
+            r#"{"jsonrpc":"2.0","id":1,"result":{"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"stateless-srv","version":"1"}},"supportedVersions":["2026-07-28"],"capabilities":{},"resultType":"complete"}}"#.to_owned()
+        } else {
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"resultType":"complete","content":[]}}}}"#)
+        };
         format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
             b.len()
@@ -1497,6 +1502,7 @@ fn stateless_requests_share_a_session_and_lying_headers_are_flagged() {
     assert_eq!(events[4]["http"]["header_mismatch"], serde_json::json!(["mcp-name"]));
     assert!(events[2]["http"].get("header_mismatch").is_none(), "{}", events[2]);
     assert_eq!(events[2]["client"]["name"], "agent");
+    assert_eq!(events[2]["server"]["name"], "stateless-srv");
     assert_eq!(
         s.metric("mcp_monitor_http_header_mismatch_total", &[("header", "mcp-name")]),
         1.0

@@ -263,10 +263,20 @@ struct StatelessMeta<'a> {
     client_info: Option<Implementation<'a>>,
 }
 
+/// `server/discover` result: the server's identity in `_meta` (as the
+/// Python SDK sends it), or as `serverInfo` (earlier drafts).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct DiscoverResult<'a> {
     #[serde(borrow)]
+    server_info: Option<Implementation<'a>>,
+    #[serde(borrow, rename = "_meta")]
+    meta: Option<DiscoverMeta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct DiscoverMeta<'a> {
+    #[serde(borrow, rename = "io.modelcontextprotocol/serverInfo")]
     server_info: Option<Implementation<'a>>,
 }
 
@@ -328,7 +338,7 @@ impl Session {
             }
             "server/discover" => {
                 if let Ok(r) = serde_json::from_str::<DiscoverResult<'_>>(result.get()) {
-                    if let Some(si) = r.server_info {
+                    if let Some(si) = r.server_info.or(r.meta.and_then(|m| m.server_info)) {
                         self.server_info = si.into();
                     }
                 }

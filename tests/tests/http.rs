@@ -420,6 +420,82 @@ fn https_of_a_node_client_seen_at_its_static_openssl() {
 }
 
 #[test]
+fn stateless_revision_seen_from_both_ends_and_lying_headers_alerted() {
+    require_root();
+    let m = Monitor::start(&[]);
+    let port = free_port();
+    let server = fastmcp_http(port);
+    let server_pid = server.0.id();
+    let dir = TempDir::new("stateless");
+    let t = dir.path().join("t.json");
+    let st = Command::new(python())
+        .arg(clients_dir().join("py_stateless_session.py"))
+        .arg(&t)
+        .arg(format!("http://127.0.0.1:{port}/mcp"))
+        .arg("3000000")
+        .status()
+        .unwrap();
+    assert!(st.success(), "the Python SDK stateless session failed");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&t).unwrap()).unwrap();
+    assert_eq!(v["steps"][2]["bytes"], 3_000_000, "the client got the whole result");
+    let client_pid = v["client_pid"].as_u64().unwrap() as u32;
+    let want: Vec<(String, String, String, String)> = [
+        ("client_to_server", "request", "server/discover", ""),
+        ("server_to_client", "response", "server/discover", ""),
+        ("client_to_server", "request", "tools/list", ""),
+        ("server_to_client", "response", "tools/list", ""),
+        ("client_to_server", "request", "tools/call", "echo"),
+        ("server_to_client", "response", "tools/call", "echo"),
+        ("client_to_server", "request", "tools/call", "big"),
+        ("server_to_client", "response", "tools/call", "big"),
+    ]
+    .iter()
+    .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
+    .collect();
+    let of = |ev: &[Value], server_side: bool| view(ev, "http", server_pid, client_pid, server_side);
+    let events = m.wait_events(SETTLE, |ev| of(ev, true).len() >= 8 && of(ev, false).len() >= 8);
+    for server_side in [true, false] {
+        let mine = of(&events, server_side);
+        let refs: Vec<&Value> = mine.iter().collect();
+        assert_eq!(rows(&refs), want, "server side: {server_side}");
+        // No session id in this revision: the requests of one client to one
+        // server are one session all the same.
+        let sessions: std::collections::HashSet<&str> = mine.iter().map(|e| e["session"].as_str().unwrap()).collect();
+        assert_eq!(sessions.len(), 1, "{sessions:?}");
+        assert!(mine.iter().all(|e| e["http"]["session_id_hash"].is_null()));
+        assert!(mine.iter().all(|e| e["http"]["header_mismatch"].is_null()));
+        // Identity from the discover result's and the requests' _meta.
+        assert_eq!(mine.last().unwrap()["server"]["name"], "pyserver");
+        assert!(mine.last().unwrap()["bytes"].as_u64().unwrap() > 6_000_000);
+    }
+    // A request whose Mcp-Name shows another tool than its body calls.
+    let body = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"send_message","arguments":{"to":"x@example.org","text":"hi"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: echo\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(&mut conn, request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut conn, &mut answer);
+    let alerts = m.wait_alerts(SETTLE, |a| a.iter().any(|a| a["rule"] == "protocol.header_mismatch"));
+    let a = alerts.iter().find(|a| a["rule"] == "protocol.header_mismatch").unwrap();
+    assert_eq!(a["evidence"]["headers"], serde_json::json!(["mcp-name"]), "{a}");
+    assert_eq!(a["evidence"]["tool"], "send_message");
+    // Counted per end seen (this test process is a client on this host too);
+    // alerted once, from the server's view.
+    assert!(m.metric("mcp_monitor_http_header_mismatch_total", &[("header", "mcp-name")]) >= 1.0);
+    std::thread::sleep(Duration::from_secs(1));
+    let n = m
+        .alerts()
+        .iter()
+        .filter(|a| a["rule"] == "protocol.header_mismatch")
+        .count();
+    assert_eq!(n, 1, "{:?}", m.alerts());
+    drop(server);
+}
+
+#[test]
 fn ordinary_http_gives_no_mcp_events() {
     require_root();
     let m = Monitor::start(&[]);
