@@ -5,12 +5,17 @@
 //! status line); the process that reads requests serves, the one that
 //! writes them calls. Responses take the method and path of the request they
 //! answer (HTTP/1.1 answers in order). Sessions are keyed by the server
-//! process (when it is this one) and the hashed `Mcp-Session-Id`, so the
-//! POSTs, the GET stream and later connections of one MCP session meet in
-//! one session; before the server assigns an id (the `initialize` exchange)
-//! the connection stands for the session. A connection whose first bytes
-//! are not HTTP, or whose session carries no MCP method, is dropped from
-//! capture in the kernel.
+//! process (when it is this one) and:
+//! - Streamable HTTP: the hashed `Mcp-Session-Id`, so the POSTs, the GET
+//!   stream and later connections of one MCP session meet in one session;
+//!   before the server assigns an id (the `initialize` exchange) the
+//!   connection stands for the session;
+//! - the legacy HTTP+SSE transport: the session id in the endpoint its GET
+//!   stream named (`sse_endpoints` joins the POSTs of other connections);
+//! - the stateless revision (`Mcp-Method`, no id): the pair of ends.
+//!
+//! A connection whose first bytes are not HTTP, or whose session carries no
+//! MCP method, is dropped from capture in the kernel.
 
 use std::collections::VecDeque;
 
