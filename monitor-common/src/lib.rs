@@ -325,6 +325,8 @@ pub enum TrackReason {
     Discovered = 4,
     /// Cgroup selector.
     CgroupSelector = 5,
+    /// Port selector: the process bound or connected to a selected TCP port.
+    PortSelector = 6,
 }
 
 impl TrackReason {
@@ -336,6 +338,7 @@ impl TrackReason {
             3 => Self::CommSelector,
             4 => Self::Discovered,
             5 => Self::CgroupSelector,
+            6 => Self::PortSelector,
             _ => Self::None,
         }
     }
@@ -349,6 +352,7 @@ impl TrackReason {
             Self::CommSelector => "exe_selector",
             Self::Discovered => "discovered",
             Self::CgroupSelector => "cgroup_selector",
+            Self::PortSelector => "port_selector",
         }
     }
 }
@@ -429,6 +433,8 @@ pub mod config_flags {
     pub const COMM_SELECTORS: u32 = 1 << 2;
     /// Capture TCP sockets too.
     pub const CAPTURE_TCP: u32 = 1 << 3;
+    /// The port selector map is populated: consult it at bind and connect.
+    pub const PORT_SELECTORS: u32 = 1 << 4;
 }
 
 /// Run-time configuration, entry 0 of the `CONFIG` array map.

@@ -82,6 +82,11 @@ static METHOD_ROOTS: HashMap<[u8; METHOD_ROOT_LEN], u8> = HashMap::with_max_entr
 #[map]
 static CGROUP_SELECTORS: HashMap<u64, u8> = HashMap::with_max_entries(256, 0);
 
+/// TCP ports (host order) whose servers (bind) and clients (connect) are
+/// tracked: `capture.selectors.ports`.
+#[map]
+static PORT_SELECTORS: HashMap<u16, u8> = HashMap::with_max_entries(256, 0);
+
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
@@ -1745,6 +1750,49 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
         return 0;
     }
     emit_process(RecordKind::Exec, tgid, start, parent_of_current(cfg), 0, reason);
+    0
+}
+
+/// `bind(fd, addr, len)` and `connect(fd, addr, len)`: a process that
+/// binds or connects to a selected TCP port is tracked from then on, so its
+/// connections are captured from their first byte.
+#[inline(always)]
+fn on_port_call(ctx: &TracePointContext) {
+    let Some(cfg) = config() else { return };
+    if cfg.flags & config_flags::PORT_SELECTORS == 0 {
+        return;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == cfg.self_tgid {
+        return;
+    }
+    let Ok(addr) = (unsafe { ctx.read_at::<u64>(ARG1) }) else { return };
+    // struct sockaddr_in / sockaddr_in6: family, then the port in network
+    // order at the same offset.
+    let Some(family) = (unsafe { uread::<u16>(addr) }) else { return };
+    if family != 2 && family != 10 {
+        return;
+    }
+    let Some(port) = (unsafe { uread::<u16>(addr + 2) }) else { return };
+    let port = u16::from_be(port);
+    if unsafe { PORT_SELECTORS.get(&port) }.is_none() {
+        return;
+    }
+    let start = current_start_ns(cfg);
+    if tracked_reason(cfg, tgid, start) == TrackReason::None as u32 {
+        track(tgid, start, TrackReason::PortSelector);
+    }
+}
+
+#[tracepoint]
+pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
+    on_port_call(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    on_port_call(&ctx);
     0
 }
 

@@ -138,6 +138,10 @@ pub struct Selectors {
     /// cgroup v2 directories, e.g. `/sys/fs/cgroup/unified/system.slice/mcp.service`
     /// or a path relative to the cgroup v2 mount.
     pub cgroups: Vec<String>,
+    /// TCP ports: processes that listen on one (servers) or connect to one
+    /// (clients), at `bind`/`connect` or, when already running at start,
+    /// found through `/proc/<pid>/net/tcp`.
+    pub ports: Vec<u16>,
 }
 
 /// Pipeline limits.
@@ -275,6 +279,9 @@ impl Config {
             c.wakeup_bytes < c.ring_buffer_bytes / 2,
             "capture.wakeup_bytes must be below half of capture.ring_buffer_bytes"
         );
+        if c.selectors.ports.contains(&0) {
+            anyhow::bail!("capture.selectors.ports: 0 is not a port; list the TCP ports MCP servers listen on");
+        }
         for e in &c.selectors.executables {
             anyhow::ensure!(
                 !e.is_empty() && !e.contains('/'),

@@ -82,6 +82,9 @@ struct RunArgs {
     /// Capture processes in this cgroup v2 directory (repeatable).
     #[arg(long = "cgroup")]
     cgroups: Vec<String>,
+    /// Capture processes that listen on or connect to this TCP port (repeatable).
+    #[arg(long = "port")]
+    ports: Vec<u16>,
     /// Capture only selected processes: no zero-configuration discovery.
     #[arg(long)]
     no_discovery: bool,
@@ -115,6 +118,7 @@ fn run_config(a: &RunArgs) -> anyhow::Result<Config> {
     cfg.capture.selectors.pids.extend(&a.pids);
     cfg.capture.selectors.executables.extend(a.executables.iter().cloned());
     cfg.capture.selectors.cgroups.extend(a.cgroups.iter().cloned());
+    cfg.capture.selectors.ports.extend(&a.ports);
     if a.no_discovery {
         cfg.capture.discovery = false;
     }

@@ -1,7 +1,10 @@
 //! Configured capture (selectors) with zero-configuration discovery turned
 //! off: only selected processes, and their children, are captured.
 
-use std::{process::Command, time::Duration};
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use mcp_monitor_tests::*;
 
@@ -102,5 +105,108 @@ fn startup_without_privileges_says_how_to_fix_it() {
     assert!(
         err.contains("not enough privileges") && err.contains("setcap"),
         "unhelpful error: {err}"
+    );
+}
+
+/// A FastMCP Streamable HTTP server on `port`, killed on drop.
+struct HttpServer(Child);
+
+impl HttpServer {
+    fn start(port: u16) -> HttpServer {
+        let child = Command::new(python())
+            .arg(clients_dir().join("fastmcp_server.py"))
+            .env("MCP_TEST_HTTP_PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the FastMCP HTTP server");
+        // Not by connecting: this test process would become a client of a
+        // selected port, tracked, and so would every child it starts.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !listening(port) {
+            assert!(Instant::now() < deadline, "nothing listens on {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        HttpServer(child)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A socket of this network namespace listens on `port` (from
+/// /proc/net/tcp: local address `:PORT` in hex, state 0A).
+fn listening(port: u16) -> bool {
+    let needle = format!(":{port:04X} ");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|t| {
+        std::fs::read_to_string(t).unwrap_or_default().lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && format!("{} ", f[1]).ends_with(&needle) && f[3] == "0A"
+        })
+    })
+}
+
+/// One Python SDK session against the server on `port`; the client's pid.
+fn http_session(port: u16) -> u32 {
+    let dir = TempDir::new("port-sel");
+    let t = dir.path().join("t.json");
+    let st = Command::new(python())
+        .arg(clients_dir().join("py_http_session.py"))
+        .arg(&t)
+        .arg(format!("http://127.0.0.1:{port}/mcp"))
+        .arg("1000")
+        .status()
+        .unwrap();
+    assert!(st.success(), "the Python SDK HTTP session failed");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&t).unwrap()).unwrap();
+    v["client_pid"].as_u64().unwrap() as u32
+}
+
+#[test]
+fn port_selector_captures_servers_that_listened_before_or_after_start_and_their_clients() {
+    require_root();
+    let (before_port, after_port, other_port) = (free_port(), free_port(), free_port());
+    let before = HttpServer::start(before_port);
+    let m = Monitor::start(&[
+        "--no-discovery",
+        "--port",
+        &before_port.to_string(),
+        "--port",
+        &after_port.to_string(),
+    ]);
+    // Bound after the monitor started: tracked at bind().
+    let after = HttpServer::start(after_port);
+    let other = HttpServer::start(other_port);
+    let clients: Vec<u32> = [before_port, after_port, other_port]
+        .iter()
+        .map(|p| http_session(*p))
+        .collect();
+    let server_events = |ev: &[serde_json::Value], pid: u32| ev.iter().filter(|e| e["server"]["pid"] == pid).count();
+    // initialize, initialized, tools/list, echo, big: 9 messages each way.
+    let events = m.wait_events(SETTLE, |ev| {
+        server_events(ev, before.0.id()) >= 9 && server_events(ev, after.0.id()) >= 9
+    });
+    for (server, client) in [(&before, clients[0]), (&after, clients[1])] {
+        let mine: Vec<&serde_json::Value> = events.iter().filter(|e| e["server"]["pid"] == server.0.id()).collect();
+        assert_eq!(mine.len(), 9, "{mine:?}");
+        assert!(mine.iter().all(|e| e["client"]["pid"] == client), "{mine:?}");
+        // The client connected to a selected port: its own view too.
+        let client_view = events
+            .iter()
+            .filter(|e| e["server"]["pid"].is_null() && e["client"]["pid"] == client)
+            .count();
+        assert_eq!(client_view, 9);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let events = m.events();
+    assert!(
+        events
+            .iter()
+            .all(|e| e["server"]["pid"] != other.0.id() && e["client"]["pid"] != clients[2]),
+        "a server on an unselected port was captured without discovery"
     );
 }

@@ -6,6 +6,7 @@
 
 pub mod btf;
 pub mod decode;
+pub mod ports;
 pub mod preflight;
 pub mod tls;
 
@@ -53,6 +54,9 @@ const SYSCALL_PROGRAMS: &[(&str, &str)] = &[
     ("sys_exit_writev", "sys_exit_egress"),
     ("sys_exit_sendto", "sys_exit_egress"),
     ("sys_exit_sendmsg", "sys_exit_egress"),
+    // Port selectors.
+    ("sys_enter_bind", "sys_enter_bind"),
+    ("sys_enter_connect", "sys_enter_connect"),
 ];
 
 /// TLS entry probes: (program, OpenSSL function, required). A library
@@ -147,6 +151,9 @@ impl Sensor {
         }
         if !cfg.selectors.cgroups.is_empty() {
             flags |= config_flags::CGROUP_SELECTORS;
+        }
+        if !cfg.selectors.ports.is_empty() {
+            flags |= config_flags::PORT_SELECTORS;
         }
         if cfg.tcp {
             flags |= config_flags::CAPTURE_TCP;
@@ -474,12 +481,27 @@ fn install_selectors(ebpf: &mut Ebpf, cfg: &CaptureConfig) -> anyhow::Result<()>
             log::info!("capturing cgroup {c} (id {id})");
         }
     }
+    if !sel.ports.is_empty() {
+        let mut ports = BpfHashMap::<_, u16, u8>::try_from(ebpf.map_mut("PORT_SELECTORS").context("PORT_SELECTORS")?)?;
+        for p in &sel.ports {
+            ports.insert(*p, 1, 0)?;
+        }
+        log::info!(
+            "capturing processes that listen on or connect to TCP ports {:?}",
+            sel.ports
+        );
+    }
     if sel.pids.contains(&1) {
         log::warn!("selecting pid 1 captures every process on the host (selection covers descendants)");
     }
     // Already running processes: pids, executables, and their descendants.
     let mut parents: HashMap<u32, Vec<u32>> = HashMap::new();
     let mut roots: Vec<u32> = sel.pids.clone();
+    // Servers and clients of selected ports that started before us.
+    roots.extend(ports::processes_on_ports(
+        Path::new("/proc"),
+        &sel.ports.iter().copied().collect(),
+    ));
     let wanted: HashSet<[u8; COMM_LEN]> = sel.executables.iter().map(|e| comm_key(e)).collect();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for ent in dir.flatten() {
