@@ -224,6 +224,29 @@ impl Detector {
     /// Replaces the rules (SIGHUP), keeping everything learnt: remembered
     /// tools, flows, fingerprints, open deduplication windows. Tool labels
     /// from the new rules apply to tools listed from now on.
+    /// A detector with this one's configuration and compiled rules but no
+    /// state, remembering tools in memory only: for fuzzing, where
+    /// compiling the rules for every input would leave no time to run them.
+    pub fn fresh(&self) -> Self {
+        Self {
+            cfg: DetectorConfig {
+                state_dir: None,
+                ..self.cfg.clone()
+            },
+            metrics: self.metrics.clone(),
+            secrets: self.secrets.clone(),
+            prefilter: self.prefilter.clone(),
+            store: ToolStore::in_memory(),
+            servers: HashMap::new(),
+            client_tools: HashMap::new(),
+            session_flows: HashMap::new(),
+            client_flows: HashMap::new(),
+            relay: HashMap::new(),
+            relay_order: VecDeque::new(),
+            dedup: Dedup::new(self.cfg.dedup_window_seconds as i128 * 1_000_000_000, 65_536),
+        }
+    }
+
     pub fn set_rules(&mut self, rules: rules::Rules) {
         self.secrets = SecretScanner::with_rules(
             secrets::builtin::RULES,

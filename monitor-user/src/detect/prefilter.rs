@@ -63,6 +63,7 @@ static B64: [bool; 256] = {
 };
 
 /// The combined first pass.
+#[derive(Clone)]
 pub struct Prefilter {
     /// Attribution of hits (overlapping search), only on messages with one.
     ac: AhoCorasick,

@@ -62,6 +62,7 @@ fn ser_confidence<S: serde::Serializer>(c: &Confidence, s: S) -> Result<S::Ok, S
     })
 }
 
+#[derive(Clone)]
 struct Compiled {
     def: &'static RuleDef,
     regex: Regex,
@@ -94,6 +95,7 @@ impl Budget {
 }
 
 /// The compiled credential rules.
+#[derive(Clone)]
 pub struct SecretScanner {
     rules: Vec<Compiled>,
     prefilter: AhoCorasick,
