@@ -1032,7 +1032,12 @@ fn begin_transfer<C: EbpfContext>(
     ssl: u64,
     extra_flags: u8,
 ) {
-
+    let untracked = reason == TrackReason::None as u32;
+    // Judged at entry already (every write on the host passes here): leave
+    // before reading the iovec again.
+    if untracked && (cfg.flags & config_flags::DISCOVERY == 0 || looks_like_mcp == Some(false)) {
+        return;
+    }
     let (iov, iov_cnt, first_buf, first_len) = match vector(syscall, buf, len_arg) {
         Some((iov, cnt)) => {
             if cnt == 0 {
@@ -1043,10 +1048,7 @@ fn begin_transfer<C: EbpfContext>(
         }
         None => (0, 0, buf, total),
     };
-    if reason == TrackReason::None as u32
-        && (cfg.flags & config_flags::DISCOVERY == 0
-            || !looks_like_mcp.unwrap_or_else(|| starts_like_json(first_buf, first_len)))
-    {
+    if untracked && !looks_like_mcp.unwrap_or_else(|| starts_like_json(first_buf, first_len)) {
         return;
     }
     let Some(t) = TRANSFER.get_ptr_mut(0) else { return };
@@ -1079,14 +1081,7 @@ fn begin_transfer<C: EbpfContext>(
             _pad2: 0,
             iov_left: if iov_cnt == 0 { 0 } else { total },
         };
-        jump.tail_call(
-            ctx,
-            if reason == TrackReason::None as u32 {
-                JUMP_DISCOVER
-            } else {
-                JUMP_CAPTURE
-            },
-        );
+        jump.tail_call(ctx, if untracked { JUMP_DISCOVER } else { JUMP_CAPTURE });
     }
     // Only reached when the tail call failed.
     count(Counter::DropTailCall, 1);
