@@ -98,6 +98,27 @@ impl Sim {
         Self::with(PipelineConfig::default())
     }
 
+    /// Default configuration with every detector on (built-in rules).
+    fn with_detector() -> Self {
+        let metrics = Metrics::new();
+        let detector = crate::detect::Detector::new(
+            crate::detect::DetectorConfig {
+                rules: crate::detect::rules::Rules::builtin(),
+                fingerprint_key: b"0123456789abcdef0123456789abcdef".to_vec(),
+                state_dir: None,
+                scan_budget_bytes: 4 << 20,
+                dedup_window_seconds: 300,
+            },
+            metrics.clone(),
+        )
+        .unwrap();
+        let mut s = Self::with_metrics(PipelineConfig::default(), metrics);
+        s.pipeline = Pipeline::new(PipelineConfig::default(), s.metrics.clone()).with_detector(detector);
+        s.feed(info(CLIENT, "/usr/bin/agent"));
+        s.feed(info(SERVER, "/usr/bin/server"));
+        s
+    }
+
     fn with(cfg: PipelineConfig) -> Self {
         Self::with_metrics(cfg, Metrics::new())
     }
@@ -888,21 +909,7 @@ fn command_lines_are_scrubbed_with_the_credential_rules_when_detection_is_on() {
     .concat();
     let args = vec!["/usr/bin/mailer".to_owned(), "send".to_owned(), key.clone()];
     assert!(redact::scrub_args(&args).contains(&key), "the basic scrub leaves it");
-    let metrics = Metrics::new();
-    let detector = crate::detect::Detector::new(
-        crate::detect::DetectorConfig {
-            rules: crate::detect::rules::Rules::builtin(),
-            fingerprint_key: b"0123456789abcdef0123456789abcdef".to_vec(),
-            state_dir: None,
-            scan_budget_bytes: 4 << 20,
-            dedup_window_seconds: 300,
-        },
-        metrics.clone(),
-    )
-    .unwrap();
-    let mut s = Sim::with_metrics(PipelineConfig::default(), metrics);
-    s.pipeline = Pipeline::new(PipelineConfig::default(), s.metrics.clone()).with_detector(detector);
-    s.feed(info(CLIENT, "/usr/bin/agent"));
+    let mut s = Sim::with_detector();
     s.feed(Observation::Process(Box::new(ProcessInfo {
         pid: SERVER.pid,
         start_ns: SERVER.start_ns,
@@ -1426,22 +1433,7 @@ fn stateless_post(body: &str, method: &str, name: Option<&str>) -> Vec<u8> {
 
 #[test]
 fn stateless_requests_share_a_session_and_lying_headers_are_flagged() {
-    let metrics = Metrics::new();
-    let detector = crate::detect::Detector::new(
-        crate::detect::DetectorConfig {
-            rules: crate::detect::rules::Rules::builtin(),
-            fingerprint_key: b"0123456789abcdef0123456789abcdef".to_vec(),
-            state_dir: None,
-            scan_budget_bytes: 4 << 20,
-            dedup_window_seconds: 300,
-        },
-        metrics.clone(),
-    )
-    .unwrap();
-    let mut s = Sim::with_metrics(PipelineConfig::default(), metrics);
-    s.pipeline = Pipeline::new(PipelineConfig::default(), s.metrics.clone()).with_detector(detector);
-    s.feed(info(CLIENT, "/usr/bin/agent"));
-    s.feed(info(SERVER, "/usr/bin/server"));
+    let mut s = Sim::with_detector();
     let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"agent","version":"3"}}"#;
     let discover = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{{{meta}}}}}"#);
     let honest = format!(

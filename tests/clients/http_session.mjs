@@ -20,20 +20,17 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 import { CreateMessageRequestSchema } from "@modelcontextprotocol/sdk/types.js";
+import { summarize } from "./transcript.mjs";
 
 const [kind, url, transcriptPath, bigArg] = process.argv.slice(2);
 const bigBytes = Number(bigArg ?? 3 * 1024 * 1024);
 
 const transcript = [];
 function record(dir, msg) {
-  const s = { id: msg.id, method: msg.method };
-  if (msg.method === "tools/call") s.tool = msg.params?.name;
-  if (msg.error) s.error = msg.error.code;
-  s.kind = msg.method ? ("id" in msg ? "request" : "notification") : msg.error ? "error" : "response";
   // Both SDK transports put JSON.stringify(message) on the wire (as a POST
   // body or an SSE `data:` line); received messages are re-serialised the
   // same way, which gives the sender's text back.
-  transcript.push({ dir, bytes: Buffer.byteLength(JSON.stringify(msg), "utf8"), msg: s });
+  transcript.push({ dir, bytes: Buffer.byteLength(JSON.stringify(msg), "utf8"), msg: summarize(msg) });
 }
 
 const transport =

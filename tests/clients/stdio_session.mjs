@@ -19,6 +19,7 @@ import { createRequire } from "node:module";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { ReadBuffer } from "@modelcontextprotocol/sdk/shared/stdio.js";
+import { summarize } from "./transcript.mjs";
 import {
   CreateMessageRequestSchema,
   ListRootsRequestSchema,
@@ -33,13 +34,6 @@ let resumed = !pause;
 function record(dir, line) {
   const msg = JSON.parse(line);
   transcript.push({ dir, bytes: Buffer.byteLength(line, "utf8"), msg: summarize(msg), after_resume: resumed });
-}
-function summarize(m) {
-  const s = { id: m.id, method: m.method };
-  if (m.method === "tools/call") s.tool = m.params?.name;
-  if (m.error) s.error = m.error.code;
-  s.kind = m.method ? ("id" in m ? "request" : "notification") : m.error ? "error" : "response";
-  return s;
 }
 
 // Received lines: ReadBuffer.readMessage is where the transport cuts a line.

@@ -132,7 +132,7 @@ fn view(ev: &[Value], transport: &str, server_pid: u32, client_pid: u32, server_
 }
 
 /// (direction, type, method, tool) of events.
-fn rows(events: &[&Value]) -> Vec<(String, String, String, String)> {
+fn rows(events: &[&Value]) -> Rows {
     events
         .iter()
         .map(|e| {
@@ -142,21 +142,34 @@ fn rows(events: &[&Value]) -> Vec<(String, String, String, String)> {
         .collect()
 }
 
-fn expected() -> Vec<(String, String, String, String)> {
-    [
+type Rows = Vec<(String, String, String, String)>;
+
+/// The FastMCP session after its opening: tools/list, echo, big.
+const TOOL_ROWS: &[(&str, &str, &str, &str)] = &[
+    ("client_to_server", "request", "tools/list", ""),
+    ("server_to_client", "response", "tools/list", ""),
+    ("client_to_server", "request", "tools/call", "echo"),
+    ("server_to_client", "response", "tools/call", "echo"),
+    ("client_to_server", "request", "tools/call", "big"),
+    ("server_to_client", "response", "tools/call", "big"),
+];
+
+/// `opening` then [`TOOL_ROWS`], as comparable rows.
+fn session_rows(opening: &[(&str, &str, &str, &str)]) -> Rows {
+    opening
+        .iter()
+        .chain(TOOL_ROWS)
+        .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
+        .collect()
+}
+
+/// The Python SDK session with the initialize handshake.
+fn expected() -> Rows {
+    session_rows(&[
         ("client_to_server", "request", "initialize", ""),
         ("server_to_client", "response", "initialize", ""),
         ("client_to_server", "notification", "notifications/initialized", ""),
-        ("client_to_server", "request", "tools/list", ""),
-        ("server_to_client", "response", "tools/list", ""),
-        ("client_to_server", "request", "tools/call", "echo"),
-        ("server_to_client", "response", "tools/call", "echo"),
-        ("client_to_server", "request", "tools/call", "big"),
-        ("server_to_client", "response", "tools/call", "big"),
-    ]
-    .iter()
-    .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
-    .collect()
+    ])
 }
 
 #[test]
@@ -439,19 +452,11 @@ fn stateless_revision_seen_from_both_ends_and_lying_headers_alerted() {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&t).unwrap()).unwrap();
     assert_eq!(v["steps"][2]["bytes"], 3_000_000, "the client got the whole result");
     let client_pid = v["client_pid"].as_u64().unwrap() as u32;
-    let want: Vec<(String, String, String, String)> = [
+    // No handshake in this revision: a discover probe opens it.
+    let want = session_rows(&[
         ("client_to_server", "request", "server/discover", ""),
         ("server_to_client", "response", "server/discover", ""),
-        ("client_to_server", "request", "tools/list", ""),
-        ("server_to_client", "response", "tools/list", ""),
-        ("client_to_server", "request", "tools/call", "echo"),
-        ("server_to_client", "response", "tools/call", "echo"),
-        ("client_to_server", "request", "tools/call", "big"),
-        ("server_to_client", "response", "tools/call", "big"),
-    ]
-    .iter()
-    .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
-    .collect();
+    ]);
     let of = |ev: &[Value], server_side: bool| view(ev, "http", server_pid, client_pid, server_side);
     let events = m.wait_events(SETTLE, |ev| of(ev, true).len() >= 8 && of(ev, false).len() >= 8);
     for server_side in [true, false] {
