@@ -370,6 +370,18 @@ fn starts_like_json(buf: u64, len: u64) -> bool {
     false
 }
 
+/// `n & mask`, computed so that the mask reaches the verifier. Sizes passed
+/// to `bpf_probe_read_user` are first clamped with `min`-like compares; LLVM
+/// then finds a later mask and bound check redundant and drops them, and
+/// what is left is a register-to-register `min`, from which verifiers
+/// before 6.8 learn no bound (5.10 and 6.1 reject the program: "R2 min value
+/// is negative"). `black_box` hides the value from LLVM, so the mask stays
+/// on the very register passed on. Follow it with the `> MAX` check.
+#[inline(always)]
+fn verifier_bound(n: u64, mask: u64) -> u64 {
+    core::hint::black_box(n) & mask
+}
+
 /// Copies up to the discovery window of the buffer into the scratch payload
 /// area; returns the number of bytes copied (0 if too short or unreadable).
 #[inline(always)]
@@ -384,7 +396,7 @@ fn copy_window(cfg: &KernelConfig, scratch: *mut u8, buf: u64, len: u64) -> usiz
     if n < 9 {
         return 0;
     }
-    let n = n as u32 & (MAX_DISCOVERY_WINDOW as u32 * 2 - 1);
+    let n = verifier_bound(n, MAX_DISCOVERY_WINDOW as u64 * 2 - 1) as u32;
     if n as usize > MAX_DISCOVERY_WINDOW {
         return 0;
     }
@@ -715,7 +727,7 @@ fn emit_chunk(cfg: &KernelConfig, scratch: *mut u8, src: u64, len: u64, segment:
         count(Counter::Truncated, 1);
     }
     // Keep the verifier's view of `n` bounded by the scratch payload area.
-    let n = (n as usize) & (MAX_CAPTURE * 2 - 1);
+    let n = verifier_bound(n, MAX_CAPTURE as u64 * 2 - 1) as usize;
     if n > MAX_CAPTURE {
         return;
     }
@@ -833,20 +845,6 @@ fn emit_rest<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &KernelConfig, s
     if left > 0 {
         count(Counter::IovecsSkipped, 1);
     }
-}
-
-/// In a capture stage entered again by `emit_rest`: sends what is left
-/// with the header (and flags) already in the scratch area. True if the
-/// transfer was already under way.
-#[inline(always)]
-fn continue_pieces<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &KernelConfig, scratch: *mut u8, t: &Transfer) -> bool {
-    if t.pieces == 0 {
-        return false;
-    }
-    let rec = unsafe { &*(scratch as *const ChunkRecord) };
-    let flags = rec.flags & !(chunk_flags::TRUNCATED | chunk_flags::COPY_FAILED);
-    emit_rest(ctx, jump, cfg, scratch, flags);
-    true
 }
 
 #[inline(always)]
@@ -1231,18 +1229,37 @@ pub fn capture(ctx: TracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let Some(tp) = TRANSFER.get(0) else { return 0 };
     let t = *tp;
-    let (Some(syscall), Some(dir)) = (Syscall::from_u8(t.syscall), Direction::from_u8(t.direction)) else {
+    let Some(scratch) = scratch() else { return 0 };
+    // A transfer under way already has its header in the scratch area.
+    if t.pieces == 0 && !capture_header(cfg, scratch, &t) {
         return 0;
+    }
+    emit_rest(&ctx, &JUMP, cfg, scratch, header_flags(scratch));
+    0
+}
+
+/// The flags to send the rest of a transfer with: those of the header in
+/// the scratch area, without the per-chunk ones. One `emit_rest` per stage,
+/// fed from memory, keeps the verifier to one walk of it (two call sites,
+/// with flags it knew as constants, doubled `capture`'s cost).
+#[inline(always)]
+fn header_flags(scratch: *mut u8) -> u8 {
+    let rec = unsafe { &*(scratch as *const ChunkRecord) };
+    rec.flags & !(chunk_flags::TRUNCATED | chunk_flags::COPY_FAILED)
+}
+
+/// First run of `capture` for a transfer: classify the descriptor, apply
+/// the stream decision, send the writer notice of a local write, or fill
+/// the chunk header for the payload. True when the payload is to be sent.
+#[inline(always)]
+fn capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer) -> bool {
+    let (Some(syscall), Some(dir)) = (Syscall::from_u8(t.syscall), Direction::from_u8(t.direction)) else {
+        return false;
     };
     let pid_tgid = t.pid_tgid;
     let tgid = (pid_tgid >> 32) as u32;
     let fd = t.fd;
-    let Some(scratch) = scratch() else { return 0 };
-    if continue_pieces(&ctx, &JUMP, cfg, scratch, &t) {
-        return 0;
-    }
-
-    let Some(fi) = file_info(cfg, fd, dir) else { return 0 };
+    let Some(fi) = file_info(cfg, fd, dir) else { return false };
     let tcp = matches!(fi.kind, FdKind::Tcp4 | FdKind::Tcp6);
     if tcp && dir == Direction::Ingress {
         // TLS over memory BIOs (asyncio, node): the socket is read, then
@@ -1251,7 +1268,7 @@ pub fn capture(ctx: TracePointContext) -> u32 {
         let _ = LAST_TCP_READ.insert(&pid_tgid, &fd, 0);
     }
     if !(fi.kind.is_local_ipc() || (tcp && cfg.flags & config_flags::CAPTURE_TCP != 0)) {
-        return 0;
+        return false;
     }
     let key = StreamKey {
         tgid,
@@ -1262,7 +1279,7 @@ pub fn capture(ctx: TracePointContext) -> u32 {
     };
     let state = unsafe { STREAMS.get(&key) }.copied();
     if state == Some(stream_state::IGNORE) {
-        return 0;
+        return false;
     }
     let mut flags = 0u8;
     if t.discovered != 0 {
@@ -1276,12 +1293,12 @@ pub fn capture(ctx: TracePointContext) -> u32 {
     if dir == Direction::Egress && tcp {
         // TCP payloads are taken at syscall exit, with the accepted count.
         if t.at_exit == 0 {
-            return 0;
+            return false;
         }
     } else if dir == Direction::Egress {
         // Local IPC writes: one notice per stream, no payload, at entry.
         if state.is_some() || t.at_exit != 0 {
-            return 0;
+            return false;
         }
         if STREAMS.insert(&key, &stream_state::WRITER_NOTIFIED, 0).is_err() {
             count(Counter::DropStreamMapFull, 1);
@@ -1305,7 +1322,7 @@ pub fn capture(ctx: TracePointContext) -> u32 {
         } else {
             count(Counter::Records, 1);
         }
-        return 0;
+        return false;
     }
 
     if state.is_none() {
@@ -1330,8 +1347,7 @@ pub fn capture(ctx: TracePointContext) -> u32 {
     if tcp {
         rec.conn = conn_tuple(cfg, fi.channel, fi.kind);
     }
-    emit_rest(&ctx, &JUMP, cfg, scratch, flags);
-    0
+    true
 }
 
 // ------------------------------------------------------------ TLS
@@ -1346,12 +1362,20 @@ pub fn tls_capture(ctx: ProbeContext) -> u32 {
     let (Some(syscall), Some(dir)) = (Syscall::from_u8(t.syscall), Direction::from_u8(t.direction)) else {
         return 0;
     };
-    let pid_tgid = t.pid_tgid;
-    let tgid = (pid_tgid >> 32) as u32;
     let Some(scratch) = scratch() else { return 0 };
-    if continue_pieces(&ctx, &TLS_JUMP, cfg, scratch, &t) {
+    if t.pieces == 0 && !tls_capture_header(cfg, scratch, &t, syscall, dir) {
         return 0;
     }
+    emit_rest(&ctx, &TLS_JUMP, cfg, scratch, header_flags(scratch));
+    0
+}
+
+/// First run of `tls_capture` for a transfer: the stream decision and the
+/// chunk header. True when the payload is to be sent.
+#[inline(always)]
+fn tls_capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer, syscall: Syscall, dir: Direction) -> bool {
+    let pid_tgid = t.pid_tgid;
+    let tgid = (pid_tgid >> 32) as u32;
     let key = StreamKey {
         tgid,
         fd: TLS_STREAM_FD,
@@ -1361,7 +1385,7 @@ pub fn tls_capture(ctx: ProbeContext) -> u32 {
     };
     let state = unsafe { STREAMS.get(&key) }.copied();
     if state == Some(stream_state::IGNORE) {
-        return 0;
+        return false;
     }
     let mut flags = t.extra_flags;
     if t.discovered != 0 {
@@ -1390,8 +1414,7 @@ pub fn tls_capture(ctx: ProbeContext) -> u32 {
         Some(s) if matches!(s.kind, FdKind::Tcp4 | FdKind::Tcp6) => rec.conn = conn_tuple(cfg, s.channel, s.kind),
         _ => count(Counter::TlsUnbound, 1),
     }
-    emit_rest(&ctx, &TLS_JUMP, cfg, scratch, flags);
-    0
+    true
 }
 
 /// Entry of `SSL_read`/`SSL_write` (`ex`: the `_ex` variants, which

@@ -207,6 +207,43 @@ async fn next_tls_target(
 /// Probes the TLS libraries present now (host library directories and
 /// every running process), then keeps scanning on a thread; new files
 /// arrive on the returned channel.
+/// What `mcp-monitor check` found: the agent's programs loaded and
+/// attached on this kernel, and what each costs the verifier.
+#[derive(Debug, serde::Serialize)]
+pub struct CheckReport {
+    /// `uname -r`.
+    pub kernel: String,
+    /// The paths chosen for this kernel (the start-up log line).
+    pub paths: String,
+    /// Seconds to load and attach everything.
+    pub load_seconds: f64,
+    /// TLS library files probed at start.
+    pub tls_targets: u64,
+    /// The verifier's limit of instructions processed per program.
+    pub verifier_limit: u64,
+    pub programs: Vec<crate::sensor::verifier::ProgramCost>,
+}
+
+/// Loads and attaches every program exactly as `run` does (TLS probes on
+/// the libraries found at start included), detaches them, and measures
+/// each program's verifier cost. Fails with `run`'s own start-up error.
+pub fn check(cfg: &Config) -> anyhow::Result<CheckReport> {
+    let t0 = std::time::Instant::now();
+    let mut sensor = Sensor::start(&cfg.capture, clock::boot_to_unix_offset_ns())?;
+    let _ = start_tls_scan(&cfg.capture, &mut sensor)?;
+    let load_seconds = t0.elapsed().as_secs_f64();
+    let tls_targets = sensor.tls_targets();
+    drop(sensor);
+    Ok(CheckReport {
+        kernel: crate::sensor::verifier::kernel_release(),
+        paths: crate::sensor::preflight::kernel_paths(),
+        load_seconds,
+        tls_targets,
+        verifier_limit: crate::sensor::verifier::VERIFIER_LIMIT,
+        programs: crate::sensor::verifier_costs()?,
+    })
+}
+
 fn start_tls_scan(
     cfg: &crate::config::CaptureConfig,
     sensor: &mut Sensor,

@@ -20,6 +20,9 @@ enum Command {
     Run(RunArgs),
     /// Run the pipeline over a recording made with `run --record` (no root).
     Replay(ReplayArgs),
+    /// Check that the agent loads and attaches on this kernel, and print
+    /// what each eBPF program costs the verifier (needs root).
+    Check(CheckArgs),
     /// Inspect configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -98,6 +101,16 @@ struct ReplayArgs {
     common: CommonArgs,
 }
 
+#[derive(Args)]
+struct CheckArgs {
+    /// Configuration file (TOML); its `[capture]` section decides what is loaded.
+    #[arg(long, env = "MCP_MONITOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a configuration file and print the effective configuration.
@@ -153,6 +166,24 @@ fn load(common: &CommonArgs) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+fn print_check(r: &agent::CheckReport) {
+    println!("kernel {}: every program loaded and attached in {:.1} s", r.kernel, r.load_seconds);
+    println!("{}", r.paths);
+    println!("TLS library files probed: {}", r.tls_targets);
+    println!();
+    println!("{:<24} {:<15} {:>8} {:>12} {:>9}", "program", "type", "insns", "processed", "of limit");
+    for p in &r.programs {
+        let (processed, share) = match p.processed_insns {
+            Some(n) => (n.to_string(), format!("{:.1}%", n as f64 * 100.0 / r.verifier_limit as f64)),
+            None => ("?".into(), "?".into()),
+        };
+        println!("{:<24} {:<15} {:>8} {:>12} {:>9}", p.name, p.kind, p.insns, processed, share);
+        if let Some(e) = &p.error {
+            println!("    statistics load failed: {e}");
+        }
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
@@ -193,6 +224,21 @@ fn real_main() -> anyhow::Result<()> {
                 s.events,
                 s.alerts
             );
+            Ok(())
+        }
+        Command::Check(a) => {
+            let cfg = match &a.config {
+                Some(p) => Config::load(p)?,
+                None => Config::default(),
+            };
+            // The sensor registers its ring with tokio, as in `run`.
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let r = rt.block_on(async { agent::check(&cfg) })?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_check(&r);
+            }
             Ok(())
         }
         Command::Rules(RulesCommand::Default) => {

@@ -47,6 +47,22 @@ pub fn python() -> PathBuf {
         .unwrap_or_else(|| workspace().join(".venv/bin/python"))
 }
 
+/// How much slower than native this machine runs the tests: 1 natively;
+/// the kernel matrix sets `MCP_TEST_TIME_SCALE` in its emulated guests.
+/// Every wait of the harness is multiplied by it.
+pub fn time_scale() -> u32 {
+    std::env::var("MCP_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(1)
+}
+
+/// `d` scaled by [`time_scale`].
+pub fn scaled(d: Duration) -> Duration {
+    d * time_scale()
+}
+
 /// Fails the test early, with the fix, when not root.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -189,7 +205,8 @@ impl Monitor {
             alerts_path,
             metrics_addr,
         };
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let ready_within = scaled(Duration::from_secs(120));
+        let deadline = Instant::now() + ready_within;
         loop {
             if let Ok((status, _)) = http_get(m.metrics_addr, "/readyz") {
                 if status.contains("200") {
@@ -201,7 +218,8 @@ impl Monitor {
             }
             assert!(
                 Instant::now() < deadline,
-                "monitor not ready after 120 s:\n{}",
+                "monitor not ready after {} s:\n{}",
+                ready_within.as_secs(),
                 m.stderr()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -233,7 +251,7 @@ impl Monitor {
 
     /// Waits until `pred` holds for the alerts (or the timeout passes).
     pub fn wait_alerts(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + scaled(timeout);
         loop {
             let a = self.alerts();
             if pred(&a) || Instant::now() > deadline {
@@ -246,7 +264,7 @@ impl Monitor {
     /// Waits until `pred` holds for the events (or the timeout passes) and
     /// returns them.
     pub fn wait_events(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + scaled(timeout);
         loop {
             let ev = self.events();
             if pred(&ev) || Instant::now() > deadline {
@@ -280,7 +298,7 @@ impl Monitor {
         if let Some(mut c) = self.child.take() {
             // SAFETY: sending a signal to our own child.
             unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
-            let deadline = Instant::now() + Duration::from_secs(20);
+            let deadline = Instant::now() + scaled(Duration::from_secs(20));
             while c.try_wait().unwrap().is_none() {
                 if Instant::now() > deadline {
                     let _ = c.kill();

@@ -30,7 +30,7 @@ impl Drop for Server {
 
 fn wait_port(port: u16) {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + mcp_monitor_tests::scaled(Duration::from_secs(30));
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
         assert!(Instant::now() < deadline, "nothing listens on {port}");
         std::thread::sleep(Duration::from_millis(100));

@@ -20,6 +20,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod kernels;
 
 const APT_PACKAGES: &[&str] = &[
     "rustc-web",
@@ -39,6 +40,12 @@ const APT_PACKAGES: &[&str] = &[
     "openssl",
     // A real container (namespaces + cgroups) in the identity tests.
     "runc",
+    // The kernel matrix: Debian's kernels booted in qemu, with a busybox
+    // initramfs.
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "xz-utils",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
@@ -56,7 +63,8 @@ fn usage() -> &'static str {
        setup           install the toolchain and test peers (idempotent)\n  \
        build           build mcp-monitor (release) with its eBPF programs\n  \
        run [ARGS]      run the monitor with the built-in defaults (ARGS go to `mcp-monitor run`)\n  \
-       test            run every test: unit, property, fuzz smoke, and the root-only integration tests\n  \
+       test            run every test: unit, property, fuzz smoke, the root-only integration tests and the kernel matrix\n  \
+       test kernels [VERSION...]  only the kernel matrix (5.10, 6.1, 6.12 booted in qemu)\n  \
        bench [PART]    run the benchmarks (PART: pipeline|overhead|kernel|drops|memory|https) and write target/bench-results.json\n  \
        fuzz [SECONDS]  run each fuzz target for SECONDS (default 60)"
 }
@@ -67,6 +75,9 @@ fn main() -> ExitCode {
         Some("setup") => setup(),
         Some("build") => setup().and_then(|_| build()),
         Some("run") => setup().and_then(|_| build()).and_then(|_| run(&args[1..])),
+        Some("test") if args.get(1).map(String::as_str) == Some("kernels") => {
+            setup().and_then(|_| build()).and_then(|_| kernel_matrix(&args[2..]))
+        }
         Some("test") => setup().and_then(|_| test()),
         Some("bench") => setup().and_then(|_| bench(&args[1..])),
         Some("fuzz") => setup().and_then(|_| fuzz(args.get(1).map(|s| s.parse().unwrap_or(60)).unwrap_or(60))),
@@ -309,7 +320,92 @@ fn test() -> Result<()> {
     cmd.args(["test", "-p", "mcp-monitor-tests", "--", "--test-threads=1"]);
     test_env(&mut cmd);
     sh(&mut cmd)?;
+    kernel_matrix(&[])
+}
+
+/// Boots each kernel of the matrix (or those named) in qemu and runs the
+/// agent and the capture tests inside; fails if any kernel fails.
+fn kernel_matrix(versions: &[String]) -> Result<()> {
+    if !is_root() {
+        bail!("the kernel matrix runs the agent inside qemu guests as root: run `sudo cargo xtask test kernels`");
+    }
+    let specs = kernels::select(versions)?;
+    let plan = guest_plan()?;
+    let t0 = std::time::Instant::now();
+    let mut outcomes = Vec::new();
+    for spec in specs {
+        let k = kernels::fetch(spec)?;
+        let o = kernels::boot(&k, &plan)?;
+        if o.failures.is_empty() {
+            step(&format!(
+                "kernel {} ({}): agent started in {} s, {} capture tests passed ({} s in all)",
+                o.version,
+                o.release,
+                o.check_seconds.unwrap_or(0),
+                kernels::GUEST_TESTS.len(),
+                o.seconds
+            ));
+        } else {
+            step(&format!("kernel {} ({}): FAILED", o.version, o.release));
+            for f in &o.failures {
+                eprintln!("  {f}");
+            }
+        }
+        outcomes.push(o);
+    }
+    let host = host_check();
+    kernels::write_report(&outcomes, host)?;
+    let failed: Vec<&str> = outcomes.iter().filter(|o| !o.failures.is_empty()).map(|o| o.version).collect();
+    let passed = outcomes.len() - failed.len();
+    // The plain closing line CI reads.
+    println!("kernel matrix: {passed} passed, {} failed", failed.len());
+    step(&format!(
+        "kernel matrix took {} s; table in docs/KERNELS.md, details in target/kernel-matrix/",
+        t0.elapsed().as_secs()
+    ));
+    if !failed.is_empty() {
+        bail!("the agent failed on kernel(s) {}", failed.join(", "));
+    }
     Ok(())
+}
+
+/// `mcp-monitor check --json` on this machine's own kernel, for the table.
+fn host_check() -> Option<(String, serde_json::Value)> {
+    let o = Command::new(monitor_bin()).args(["check", "--json"]).output().ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+    let rel = v["kernel"].as_str()?.to_string();
+    Some((rel, v))
+}
+
+/// Builds the integration test binaries and names what the guests run.
+fn guest_plan() -> Result<kernels::GuestPlan> {
+    step("building the integration test binaries for the guests");
+    let o = cargo()
+        .args(["test", "-p", "mcp-monitor-tests", "--no-run", "--message-format=json"])
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !o.status.success() {
+        bail!("building the integration tests failed");
+    }
+    let mut test_bins = Vec::new();
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str()) else { continue };
+        if kernels::GUEST_TESTS.iter().any(|(b, _)| *b == name) && !test_bins.iter().any(|(b, _): &(String, PathBuf)| b == name) {
+            test_bins.push((name.to_string(), PathBuf::from(exe)));
+        }
+    }
+    let root = root();
+    Ok(kernels::GuestPlan {
+        monitor: monitor_bin(),
+        test_bins,
+        env: vec![
+            ("MCP_MONITOR_BIN".into(), monitor_bin().display().to_string()),
+            ("MCP_TEST_CLIENTS".into(), root.join("tests/clients").display().to_string()),
+            ("MCP_TEST_PYTHON".into(), root.join(".venv/bin/python").display().to_string()),
+            ("MCP_TEST_TIME_SCALE".into(), kernels::TIME_SCALE.to_string()),
+        ],
+    })
 }
 
 // ------------------------------------------------------------------ bench

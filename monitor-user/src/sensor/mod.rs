@@ -9,6 +9,7 @@ pub mod decode;
 pub mod ports;
 pub mod preflight;
 pub mod tls;
+pub mod verifier;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -19,7 +20,7 @@ use anyhow::Context;
 use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{uprobe::UProbeScope, RawTracePoint, TracePoint, UProbe},
-    Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader, VerifierLogLevel,
 };
 use monitor_common::{
     config_flags, stream_state, Counter, KernelConfig, ProcState, StreamKey, TrackReason, COMM_LEN, METHOD_ROOT_LEN,
@@ -116,6 +117,7 @@ pub struct Sensor {
 impl Sensor {
     /// Checks the environment, loads and attaches everything.
     pub fn start(cfg: &CaptureConfig, boot_offset_ns: i128) -> anyhow::Result<Self> {
+        preflight::check_kernel_version()?;
         preflight::check_privileges(preflight::effective_caps())?;
         preflight::check_btf()?;
         let tracefs = preflight::ensure_tracefs()?;
@@ -135,7 +137,11 @@ impl Sensor {
             .context("resolving kernel structure offsets from BTF")?;
         let ncpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))? as u32;
 
+        // A rejected program is retried by aya with a log: statistics only
+        // (the error line and the count), never the per-instruction trace,
+        // which on a long path overflows any buffer and takes minutes.
         let mut ebpf = EbpfLoader::new()
+            .verifier_log_level(VerifierLogLevel::STATS)
             .map_max_entries("SCRATCH", ncpus)
             .map_max_entries("EVENTS", cfg.ring_buffer_bytes)
             .map_max_entries("ARGS", cfg.max_inflight_syscalls)
@@ -181,8 +187,7 @@ impl Sensor {
             (3, "discover_jsonrpc"),
         ] {
             let p: &mut TracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
-            p.load()
-                .map_err(|e| anyhow::anyhow!(preflight::explain_load_error(&aya::EbpfError::ProgramError(e))))?;
+            p.load().map_err(|e| rejected(prog, e))?;
             jump.set(index, p.fd()?, 0)?;
         }
 
@@ -194,8 +199,7 @@ impl Sensor {
         for (_, prog) in SYSCALL_PROGRAMS {
             if loaded.insert(*prog) {
                 let p: &mut TracePoint = ebpf.program_mut(prog).context(*prog)?.try_into()?;
-                p.load()
-                    .map_err(|e| anyhow::anyhow!(preflight::explain_load_error(&aya::EbpfError::ProgramError(e))))?;
+                p.load().map_err(|e| rejected(prog, e))?;
             }
         }
         for (tp, prog) in SYSCALL_PROGRAMS {
@@ -205,8 +209,7 @@ impl Sensor {
         }
         for (tp, prog) in SCHED_PROGRAMS {
             let p: &mut TracePoint = ebpf.program_mut(prog).context(*prog)?.try_into()?;
-            p.load()
-                .map_err(|e| anyhow::anyhow!(preflight::explain_load_error(&aya::EbpfError::ProgramError(e))))?;
+            p.load().map_err(|e| rejected(prog, e))?;
             p.attach("sched", tp)
                 .with_context(|| format!("attaching to sched/{tp}"))?;
         }
@@ -214,8 +217,7 @@ impl Sensor {
             .program_mut("sched_process_fork")
             .context("sched_process_fork")?
             .try_into()?;
-        fork.load()
-            .map_err(|e| anyhow::anyhow!(preflight::explain_load_error(&aya::EbpfError::ProgramError(e))))?;
+        fork.load().map_err(|e| rejected("sched_process_fork", e))?;
         fork.attach("sched_process_fork")
             .context("attaching to sched_process_fork")?;
 
@@ -231,6 +233,7 @@ impl Sensor {
             cfg.capture_cap_bytes,
             if cfg.discovery { "on" } else { "off" }
         );
+        log::info!("{}", preflight::kernel_paths());
         let program_stats = if cfg.program_stats {
             match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
                 Ok(fd) => Some(fd),
@@ -353,6 +356,11 @@ impl Sensor {
     /// Attaches the TLS probes to one library file (see [`tls`]). Failures
     /// are logged and counted (`mcp_monitor_tls_attach_errors_total`); the
     /// agent goes on without that file.
+    /// TLS library files probed so far.
+    pub fn tls_targets(&self) -> u64 {
+        self.tls_targets
+    }
+
     pub fn attach_tls(&mut self, target: &tls::TlsTarget) {
         if self._tls_jump.is_none() {
             return;
@@ -407,21 +415,47 @@ impl Sensor {
     }
 }
 
+/// Map sizes for the verifier probe: small (the verifier does not look at
+/// them), the ring a page-aligned power of two.
+const PROBE_MAP_SIZES: &[(&str, u32)] = &[
+    ("EVENTS", 1 << 16),
+    ("ARGS", 1024),
+    ("TLS_ARGS", 1024),
+    ("PROCS", 1024),
+    ("STREAMS", 1024),
+];
+
+/// The verifier's cost of each program on this kernel (`mcp-monitor check`).
+pub fn verifier_costs() -> anyhow::Result<Vec<verifier::ProgramCost>> {
+    if EBPF_OBJECT.is_empty() {
+        anyhow::bail!("this binary was built without its eBPF programs (MCP_MONITOR_SKIP_EBPF=1)");
+    }
+    Ok(verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES)?.costs())
+}
+
+/// A program the kernel refused, explained (see [`verifier::explain_rejection`]).
+fn rejected(prog: &str, e: aya::programs::ProgramError) -> anyhow::Error {
+    let probe = if verifier::log_keeps_tail() {
+        verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES).ok()
+    } else {
+        None
+    };
+    anyhow::anyhow!(verifier::explain_rejection(prog, &e, probe.as_ref()))
+}
+
 /// Loads the TLS programs and fills their tail-call map.
 fn load_tls(ebpf: &mut Ebpf) -> anyhow::Result<ProgramArray<MapData>> {
     let mut jump = ProgramArray::try_from(ebpf.take_map("TLS_JUMP").context("TLS_JUMP map")?)?;
     for (index, prog) in TLS_STAGES {
         let p: &mut UProbe = ebpf.program_mut(prog).context(prog)?.try_into()?;
-        p.load()
-            .map_err(|e| anyhow::anyhow!(preflight::explain_load_error(&aya::EbpfError::ProgramError(e))))?;
+        p.load().map_err(|e| rejected(prog, e))?;
         jump.set(index, p.fd()?, 0)?;
     }
     let mut names: Vec<&str> = TLS_ENTRY_PROBES.iter().map(|(p, _, _)| *p).collect();
     names.push("ssl_return");
     for prog in names {
         let p: &mut UProbe = ebpf.program_mut(prog).context(prog)?.try_into()?;
-        p.load()
-            .map_err(|e| anyhow::anyhow!(preflight::explain_load_error(&aya::EbpfError::ProgramError(e))))?;
+        p.load().map_err(|e| rejected(prog, e))?;
     }
     Ok(jump)
 }

@@ -77,6 +77,47 @@ pub fn ensure_tracefs() -> anyhow::Result<&'static str> {
     )
 }
 
+/// The oldest kernel the programs can run on: the BPF ring buffer and
+/// `bpf_ktime_get_boot_ns` came in 5.8. The oldest tested is 5.10.
+pub const MIN_KERNEL: (u32, u32) = (5, 8);
+
+/// Fails on kernels older than [`MIN_KERNEL`], with the release and the fix.
+pub fn check_kernel_version() -> anyhow::Result<()> {
+    let release = super::verifier::kernel_release();
+    check_release(&release)
+}
+
+fn check_release(release: &str) -> anyhow::Result<()> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let (Some(major), Some(minor)) = (it.next(), it.next()) else {
+        log::warn!("cannot read the kernel version from release {release:?}; trying anyway");
+        return Ok(());
+    };
+    if (major, minor) < MIN_KERNEL {
+        anyhow::bail!(
+            "Linux {release} is too old: mcp-monitor needs Linux {}.{} or later (BPF ring buffer). \
+             Fix: run it on a node with a newer kernel (5.10 and later are tested).",
+            MIN_KERNEL.0,
+            MIN_KERNEL.1
+        );
+    }
+    Ok(())
+}
+
+/// One line naming the kernel and the paths chosen for it: features newer
+/// than 5.10 are used only where detected.
+pub fn kernel_paths() -> String {
+    let release = super::verifier::kernel_release();
+    let current = aya::util::KernelVersion::current().ok();
+    let at_least = |a, b| current.is_some_and(|v| v >= aya::util::KernelVersion::new(a, b, 0));
+    format!(
+        "kernel {release}: syscall tracepoints, raw tracepoint for fork, uprobes for TLS, BPF ring buffer; \
+         verifier error reports {}; per-program verifier counts from {}",
+        if at_least(6, 4) { "with the instructions before the error" } else { "with the error line only (kernel before 6.4)" },
+        if at_least(5, 16) { "bpf_prog_info" } else { "statistics logs (kernel before 5.16)" }
+    )
+}
+
 /// Fails unless the kernel exposes BTF.
 pub fn check_btf() -> anyhow::Result<()> {
     if Path::new("/sys/kernel/btf/vmlinux").exists() {
@@ -138,11 +179,8 @@ pub fn explain_load_error(err: &aya::EbpfError) -> String {
                 format!("creating map {name} failed: {io_error}")
             }
         }
-        EbpfError::ProgramError(ProgramError::LoadError { io_error, verifier_log }) => {
-            format!(
-                "the kernel verifier rejected a program ({io_error}). Verifier log:\n{verifier_log}\n\
-                 This is a bug in mcp-monitor for this kernel; please report it with the log above and `uname -r`."
-            )
+        EbpfError::ProgramError(e @ ProgramError::LoadError { .. }) => {
+            super::verifier::explain_rejection("(unnamed)", e, None)
         }
         other => format!("loading the eBPF object failed: {other}"),
     }
@@ -151,6 +189,17 @@ pub fn explain_load_error(err: &aya::EbpfError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_floor() {
+        assert!(check_release("5.10.0-46-amd64").is_ok());
+        assert!(check_release("6.18.44-fc-v595").is_ok());
+        assert!(check_release("5.8.0").is_ok());
+        let e = check_release("5.4.0-150-generic").unwrap_err().to_string();
+        assert!(e.contains("5.4.0-150-generic") && e.contains("5.8") && e.contains("Fix:"), "{e}");
+        assert!(check_release("4.19.0").is_err());
+        assert!(check_release("weird").is_ok());
+    }
 
     #[test]
     fn privilege_rules() {

@@ -1,0 +1,320 @@
+//! What the kernel's verifier says about our programs.
+//!
+//! Two uses: `mcp-monitor check` reports how many instructions the verifier
+//! processed for each program (its cost, against the limit of 1,000,000),
+//! and a rejected program is explained by its name, the kernel release and
+//! the verifier's own error line, with the instructions before it where
+//! the kernel can give them.
+//!
+//! aya discards the verifier log of a program that loads, and
+//! `bpf_prog_info.verified_insns` exists only from 5.16; so the count is
+//! read from a second load of the same relocated instructions (this
+//! module's [`Probe`]) with a statistics-only log, which every kernel since
+//! 5.2 writes in a few lines.
+
+use std::{
+    collections::{HashMap, HashSet},
+    ffi::CString,
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+};
+
+use aya::{
+    maps::MapData,
+    programs::ProgramError,
+    util::KernelVersion,
+};
+use aya_obj::{
+    generated::{bpf_attr, bpf_cmd, bpf_insn, bpf_prog_type},
+    Object, ProgramSection,
+};
+
+/// The verifier's limit on instructions processed per program, the same
+/// on every kernel since 5.2.
+pub const VERIFIER_LIMIT: u64 = 1_000_000;
+
+/// Verifier log levels (`BPF_LOG_LEVEL1`, `BPF_LOG_STATS`).
+const LOG_INSNS: u32 = 1;
+const LOG_STATS: u32 = 4;
+
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Whether a long verifier log keeps its end (the error) rather than its
+/// start: the log rotates by default since 6.4.
+pub fn log_keeps_tail() -> bool {
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 4, 0))
+}
+
+/// `processed N insns` from a verifier log.
+pub fn processed_insns(log: &str) -> Option<u64> {
+    let i = log.rfind("processed ")?;
+    log[i + "processed ".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The lines of a verifier log that say why it refused: the last lines
+/// before the statistics, which is where every verifier prints its error.
+pub fn error_lines(log: &str, context: usize) -> Vec<&str> {
+    let lines: Vec<&str> = log
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .filter(|l| !l.starts_with("processed ") && !l.starts_with("verification time"))
+        .filter(|l| !l.starts_with("stack depth") && !l.starts_with("mark_precise"))
+        .collect();
+    lines[lines.len().saturating_sub(context)..].to_vec()
+}
+
+/// A rejected program, explained: which program, on which kernel, the
+/// verifier's error line (from aya's statistics-level log) and, where the
+/// kernel keeps the end of long logs, the instructions before it.
+pub fn explain_rejection(program: &str, err: &ProgramError, probe: Option<&Probe>) -> String {
+    let release = kernel_release();
+    let ProgramError::LoadError { io_error, verifier_log } = err else {
+        return format!("loading eBPF program {program} on Linux {release} failed: {err}");
+    };
+    let log = format!("{verifier_log:?}");
+    let errors = error_lines(&log, 3);
+    let mut msg = format!(
+        "the kernel verifier rejected eBPF program `{program}` on Linux {release} ({io_error}): {}",
+        errors.last().copied().unwrap_or("(the verifier gave no reason)")
+    );
+    if let Some(n) = processed_insns(&log) {
+        msg.push_str(&format!("\n  after processing {n} instructions (limit {VERIFIER_LIMIT})"));
+    }
+    if errors.len() > 1 {
+        msg.push_str("\n  verifier:");
+        for l in &errors {
+            msg.push_str("\n    ");
+            msg.push_str(l);
+        }
+    }
+    if log_keeps_tail() {
+        if let Some(p) = probe {
+            let (_, trace) = p.load(program, LOG_INSNS | LOG_STATS, 4 << 20);
+            let last = error_lines(&trace, 12);
+            if !last.is_empty() {
+                msg.push_str("\n  last instructions the verifier saw:");
+                for l in last {
+                    msg.push_str("\n    ");
+                    msg.push_str(l);
+                }
+            }
+        }
+    } else {
+        msg.push_str(
+            "\n  (this kernel keeps only the start of long verifier logs, so the instructions before the error \
+             are not shown; a kernel of 6.4 or later shows them)",
+        );
+    }
+    msg.push_str(
+        "\nThis is a bug in mcp-monitor for this kernel: please report it with this message. \
+         Capture cannot start until it is fixed.",
+    );
+    msg
+}
+
+/// The object's programs relocated against maps of their own, ready to be
+/// loaded again outside aya with the log level of our choice.
+pub struct Probe {
+    obj: Object,
+    // Keeps the maps the instructions refer to open.
+    _maps: Vec<MapData>,
+}
+
+/// How many instructions the verifier processed for one program.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProgramCost {
+    pub name: String,
+    /// `tracepoint`, `raw_tracepoint`, `uprobe`, `uretprobe`.
+    pub kind: &'static str,
+    /// Instructions in the program (after relocation).
+    pub insns: usize,
+    /// Instructions the verifier processed (all paths), or `None` when the
+    /// statistics load failed (`error` says why).
+    pub processed_insns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn kind_of(section: &ProgramSection) -> Option<(&'static str, bpf_prog_type)> {
+    match section {
+        ProgramSection::TracePoint => Some(("tracepoint", bpf_prog_type::BPF_PROG_TYPE_TRACEPOINT)),
+        ProgramSection::RawTracePoint => Some(("raw_tracepoint", bpf_prog_type::BPF_PROG_TYPE_RAW_TRACEPOINT)),
+        ProgramSection::UProbe { .. } => Some(("uprobe", bpf_prog_type::BPF_PROG_TYPE_KPROBE)),
+        ProgramSection::URetProbe { .. } => Some(("uretprobe", bpf_prog_type::BPF_PROG_TYPE_KPROBE)),
+        ProgramSection::KProbe => Some(("kprobe", bpf_prog_type::BPF_PROG_TYPE_KPROBE)),
+        ProgramSection::KRetProbe => Some(("kretprobe", bpf_prog_type::BPF_PROG_TYPE_KPROBE)),
+        _ => None,
+    }
+}
+
+impl Probe {
+    /// Parses `object` and relocates it against new maps (sized by
+    /// `max_entries` where the object leaves a size to the loader).
+    pub fn new(object: &[u8], max_entries: &[(&str, u32)]) -> anyhow::Result<Self> {
+        let mut obj = Object::parse(object)?;
+        let mut maps = Vec::new();
+        let mut names = Vec::new();
+        let sizes: HashMap<&str, u32> = max_entries.iter().copied().collect();
+        let mut defs: Vec<(String, aya_obj::Map)> = obj.maps.iter().map(|(n, m)| (n.clone(), m.clone())).collect();
+        defs.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, mut def) in defs {
+            if let Some(n) = sizes.get(name.as_str()) {
+                def.set_max_entries(*n);
+            }
+            let data = MapData::create(def, &name, None)
+                .map_err(|e| anyhow::anyhow!("creating map {name} for the verifier statistics: {e}"))?;
+            maps.push(data);
+            names.push(name);
+        }
+        let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
+        let defs: Vec<(String, aya_obj::Map)> = obj.maps.iter().map(|(n, m)| (n.clone(), m.clone())).collect();
+        let lookup: HashMap<&str, &aya_obj::Map> = defs.iter().map(|(n, m)| (n.as_str(), m)).collect();
+        let fds: Vec<(&str, i32, &aya_obj::Map)> = names
+            .iter()
+            .zip(&maps)
+            .map(|(n, m)| (n.as_str(), m.fd().as_fd().as_raw_fd(), lookup[n.as_str()]))
+            .collect();
+        obj.relocate_maps(fds.into_iter(), &text_sections)?;
+        obj.relocate_calls(&text_sections)?;
+        Ok(Self { obj, _maps: maps })
+    }
+
+    /// Program names, sorted.
+    pub fn programs(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.obj.programs.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Loads `program` with the verifier log at `level` into a buffer of
+    /// `log_size` bytes; returns the program (dropped at once by callers)
+    /// and the log.
+    pub fn load(&self, program: &str, level: u32, log_size: usize) -> (std::io::Result<OwnedFd>, String) {
+        let Some(p) = self.obj.programs.get(program) else {
+            return (Err(std::io::Error::other("no such program")), String::new());
+        };
+        let Some((_, ty)) = kind_of(&p.section) else {
+            return (Err(std::io::Error::other("program type not measured")), String::new());
+        };
+        let Some(f) = self.obj.functions.get(&p.function_key()) else {
+            return (Err(std::io::Error::other("program has no instructions")), String::new());
+        };
+        let mut log = vec![0u8; log_size.max(1024)];
+        let kver = KernelVersion::current().map_or(0, KernelVersion::code);
+        let r = prog_load(ty, &f.instructions, &self.obj.license, kver, program, level, &mut log);
+        let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+        (r, String::from_utf8_lossy(&log[..end]).into_owned())
+    }
+
+    /// The verifier's cost of every program of a type we load.
+    pub fn costs(&self) -> Vec<ProgramCost> {
+        let mut out = Vec::new();
+        for name in self.programs() {
+            let p = &self.obj.programs[&name];
+            let Some((kind, _)) = kind_of(&p.section) else { continue };
+            let insns = self.obj.functions.get(&p.function_key()).map_or(0, |f| f.instructions.len());
+            let (r, log) = self.load(&name, LOG_STATS, 64 << 10);
+            let (processed, error) = match r {
+                Ok(_fd) => (processed_insns(&log), None),
+                Err(e) => (
+                    processed_insns(&log),
+                    Some(format!("{e}: {}", error_lines(&log, 1).join(" "))),
+                ),
+            };
+            out.push(ProgramCost {
+                name,
+                kind,
+                insns,
+                processed_insns: processed,
+                error,
+            });
+        }
+        out
+    }
+}
+
+/// `bpf(BPF_PROG_LOAD)` with our own log buffer.
+fn prog_load(
+    ty: bpf_prog_type,
+    insns: &[bpf_insn],
+    license: &CString,
+    kernel_version: u32,
+    name: &str,
+    log_level: u32,
+    log: &mut [u8],
+) -> std::io::Result<OwnedFd> {
+    // SAFETY: bpf_attr is plain data; all-zero is its documented default.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: BPF_PROG_LOAD uses the third member of the union.
+    let u = unsafe { &mut attr.__bindgen_anon_3 };
+    u.prog_type = ty as u32;
+    u.insn_cnt = insns.len() as u32;
+    u.insns = insns.as_ptr() as u64;
+    u.license = license.as_ptr() as u64;
+    u.kern_version = kernel_version;
+    u.log_level = log_level;
+    u.log_buf = log.as_mut_ptr() as u64;
+    u.log_size = log.len() as u32;
+    let n = name.len().min(u.prog_name.len() - 1);
+    for (d, s) in u.prog_name.iter_mut().zip(name.as_bytes()[..n].iter()) {
+        *d = *s as _;
+    }
+    // SAFETY: attr is initialised and outlives the call; the kernel writes
+    // at most log_size bytes into log, which outlives the call too.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            bpf_cmd::BPF_PROG_LOAD as libc::c_long,
+            &attr as *const bpf_attr,
+            std::mem::size_of::<bpf_attr>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new file descriptor that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG_510: &str = "func#0 @0\n\
+        R2 min value is negative, either use unsigned or 'var &= const'\n\
+        processed 618155 insns (limit 1000000) max_states_per_insn 4 total_states 12000 peak_states 9000 mark_read 10\n";
+
+    #[test]
+    fn processed_count_and_error_line() {
+        assert_eq!(processed_insns(LOG_510), Some(618_155));
+        assert_eq!(processed_insns("processed 12 insns (limit 1000000)"), Some(12));
+        assert_eq!(processed_insns("nothing here"), None);
+        assert_eq!(
+            error_lines(LOG_510, 1),
+            vec!["R2 min value is negative, either use unsigned or 'var &= const'"]
+        );
+        assert!(error_lines("", 3).is_empty());
+    }
+
+    #[test]
+    fn rejection_names_program_kernel_and_reason() {
+        let err = ProgramError::LoadError {
+            io_error: std::io::Error::from_raw_os_error(libc::EACCES),
+            verifier_log: aya_obj::VerifierLog::new(LOG_510.to_string()),
+        };
+        let m = explain_rejection("discover", &err, None);
+        assert!(m.contains("`discover`"), "{m}");
+        assert!(m.contains(&kernel_release()), "{m}");
+        assert!(m.contains("R2 min value is negative"), "{m}");
+        assert!(m.contains("618155"), "{m}");
+    }
+}
