@@ -221,6 +221,9 @@ pub struct CheckReport {
     pub tls_targets: u64,
     /// The verifier's limit of instructions processed per program.
     pub verifier_limit: u64,
+    /// Our own budget per program (a quarter of the limit), which the test
+    /// suite enforces.
+    pub verifier_budget: u64,
     pub programs: Vec<crate::sensor::verifier::ProgramCost>,
 }
 
@@ -240,6 +243,7 @@ pub fn check(cfg: &Config) -> anyhow::Result<CheckReport> {
         load_seconds,
         tls_targets,
         verifier_limit: crate::sensor::verifier::VERIFIER_LIMIT,
+        verifier_budget: crate::sensor::verifier::VERIFIER_BUDGET,
         programs: crate::sensor::verifier_costs()?,
     })
 }

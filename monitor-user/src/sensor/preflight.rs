@@ -112,9 +112,12 @@ pub fn kernel_paths() -> String {
     let at_least = |a, b| current.is_some_and(|v| v >= aya::util::KernelVersion::new(a, b, 0));
     format!(
         "kernel {release}: syscall tracepoints, raw tracepoint for fork, uprobes for TLS, BPF ring buffer; \
-         verifier error reports {}; per-program verifier counts from {}",
-        if at_least(6, 4) { "with the instructions before the error" } else { "with the error line only (kernel before 6.4)" },
-        if at_least(5, 16) { "bpf_prog_info" } else { "statistics logs (kernel before 5.16)" }
+         verifier error reports {}",
+        if at_least(6, 4) {
+            "with the instructions before the error"
+        } else {
+            "with the error line only (kernel before 6.4 keeps the start of long verifier logs)"
+        }
     )
 }
 

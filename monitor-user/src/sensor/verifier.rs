@@ -32,6 +32,13 @@ use aya_obj::{
 /// on every kernel since 5.2.
 pub const VERIFIER_LIMIT: u64 = 1_000_000;
 
+/// The most instructions any of our programs may make the verifier
+/// process, on any kernel we test: a quarter of the limit. The kernel
+/// matrix and the native `check` test fail past it, so a change that makes
+/// a program much costlier to verify is caught here, with headroom, before
+/// an old kernel refuses it.
+pub const VERIFIER_BUDGET: u64 = 250_000;
+
 /// Verifier log levels (`BPF_LOG_LEVEL1`, `BPF_LOG_STATS`).
 const LOG_INSNS: u32 = 1;
 const LOG_STATS: u32 = 4;
