@@ -43,6 +43,7 @@ pub struct Metrics {
     pub streams: IntCounterVec,
     pub unpaired_responses: IntCounter,
     pub sse_replayed: IntCounter,
+    pub prelude_frames: IntCounter,
     pub http_header_mismatch: IntCounterVec,
     pub pending_evicted: IntCounterVec,
     pub state_evictions: IntCounterVec,
@@ -224,6 +225,10 @@ impl Metrics {
                 "http_header_mismatch_total",
                 "Requests whose Mcp-Method or Mcp-Name header (stateless revision) disagrees with the body, by header.",
                 &["header"]
+            )),
+            prelude_frames: reg!(counter(
+                "prelude_frames_total",
+                "Lines or HTTP bodies that were not JSON-RPC, seen before the first JSON-RPC message of a stream or connection; it is judged not MCP only past pipeline.max_prelude_frames of them."
             )),
             sse_replayed: reg!(counter(
                 "sse_replayed_events_total",

@@ -64,6 +64,12 @@ pub struct PipelineConfig {
     pub max_held: usize,
     /// Bytes a new stream may carry without producing a verdict.
     pub max_pending_stream_bytes: u64,
+    /// Frames that are not JSON-RPC (lines on a stream, HTTP exchanges
+    /// with a non-JSON body on a connection) a stream or connection may
+    /// carry before its first JSON-RPC message without being judged not
+    /// MCP: no stream is judged for good by what comes first (a banner, an
+    /// OAuth discovery request, or a throwaway request sent to blind us).
+    pub max_prelude_frames: u32,
     /// SPIFFE trust domain and mappings.
     pub identity: IdentityConfig,
     /// This host's name (for `{hostname}` in SPIFFE mappings).
@@ -84,6 +90,7 @@ impl Default for PipelineConfig {
             session_idle_ns: 1800 * 1_000_000_000,
             max_held: 32,
             max_pending_stream_bytes: 16 << 20,
+            max_prelude_frames: 8,
             identity: IdentityConfig::default(),
             hostname: String::new(),
         }
@@ -159,6 +166,8 @@ struct Stream {
     role: Option<Role>,
     session: Option<SessionKey>,
     pending_bytes: u64,
+    /// Lines that were not JSON-RPC before the first that was.
+    prelude: u32,
     last_ns: u64,
 }
 
@@ -504,6 +513,7 @@ impl Pipeline {
             },
             verdict: Verdict::Pending,
             expect_partial: !aligned,
+            prelude: 0,
             role: None,
             session: None,
             pending_bytes: 0,
@@ -558,7 +568,14 @@ impl Pipeline {
                     Err(e) => {
                         self.metrics.frame_errors.with_label_values(&[e.reason()]).inc();
                         if stream.verdict == Verdict::Pending {
-                            self.reject(stream, e.reason(), sink);
+                            // Not judged on its first lines: a banner, or
+                            // garbage written to blind the monitor, may come
+                            // before the JSON-RPC. Bounded, and counted.
+                            stream.prelude += 1;
+                            self.metrics.prelude_frames.inc();
+                            if stream.prelude > self.cfg.max_prelude_frames {
+                                self.reject(stream, e.reason(), sink);
+                            }
                         } else {
                             log::debug!("pid {} fd {}: skipped a frame: {e}", stream.id.proc.pid, stream.id.fd);
                         }
@@ -613,14 +630,12 @@ impl Pipeline {
         }
         // A message that does not tell (ping, progress, a response): the
         // stream belongs to a session already known from the other side.
-        let (k, _) = self.session_key(stream, Role::ClientInbound);
-        if k.server.is_some() && self.sessions.contains_key(&k) {
+        let (k, peer) = self.session_key(stream, Role::ClientInbound);
+        if k.server.is_some() && self.existing_session(stream, k, peer).is_some() {
             return Role::ClientInbound;
         }
-        if self
-            .sessions
-            .contains_key(&self.session_key(stream, Role::ServerInbound).0)
-        {
+        let (k, peer) = self.session_key(stream, Role::ServerInbound);
+        if self.existing_session(stream, k, peer).is_some() {
             return Role::ServerInbound;
         }
         // Last resort, the stdio convention: servers read their stdin.
@@ -629,6 +644,36 @@ impl Pipeline {
         } else {
             Role::ClientInbound
         }
+    }
+
+    /// The session `key` stands for, if there is one already. Over unix
+    /// sockets the two directions of one stdio session can cross on two
+    /// sockets: node gives its child a socketpair per descriptor, and a
+    /// server that reads and writes copies of them (the Python SDK 2.x
+    /// moves stdin and stdout to fds 6 and 7) is keyed by its inbound
+    /// socket on one side and its outbound one on the other. A key not
+    /// found is then the session of the same server and client processes.
+    fn existing_session(&self, stream: &Stream, key: SessionKey, peer: Option<ProcKey>) -> Option<SessionKey> {
+        if self.sessions.contains_key(&key) {
+            return Some(key);
+        }
+        if stream.kind != FdKind::UnixStream || key.transport_kind != 0 {
+            return None;
+        }
+        // `peer` is the client in both roles: the writer of a server's
+        // inbound stream, the reader of a client's.
+        let (server, client) = (key.server?, peer?);
+        self.sessions
+            .values()
+            .filter(|st| {
+                let s = &st.session;
+                s.key.transport_kind == 0
+                    && s.key.server == Some(server)
+                    && s.key.conversation != 0
+                    && s.client == Some(client)
+            })
+            .min_by_key(|st| st.session.key.conversation)
+            .map(|st| st.session.key)
     }
 
     /// The session a stream belongs to in `role`, and the process at the
@@ -723,7 +768,7 @@ impl Pipeline {
         // not (a writer notice may have named it since).
         let key = match stream.session {
             Some(k) if k.server.is_some() => k,
-            _ => computed,
+            _ => self.existing_session(stream, computed, peer).unwrap_or(computed),
         };
         stream.session = Some(key);
         let flow = match role {

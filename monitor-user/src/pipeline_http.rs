@@ -52,6 +52,9 @@ pub(super) struct HttpConn {
     pub(super) session: Option<SessionKey>,
     rejected: bool,
     unclassified_bytes: u64,
+    /// Exchanges with a non-JSON body before the first JSON-RPC message
+    /// (OAuth discovery, health checks, throwaway requests).
+    prelude: u32,
     pub(super) last_ns: u64,
     /// Plaintext from the TLS library (transport `https`).
     tls: bool,
@@ -232,6 +235,7 @@ impl Pipeline {
             session: None,
             rejected: false,
             unclassified_bytes: 0,
+            prelude: 0,
             last_ns: c.ts_ns,
             tls,
             ends: None,
@@ -392,7 +396,18 @@ impl Pipeline {
                     Err(e) => {
                         self.metrics.frame_errors.with_label_values(&[e.reason()]).inc();
                         if conn.session.is_none() {
-                            self.reject_conn_state(conn, id, e.reason(), sink);
+                            // A connection is not judged by its first
+                            // exchanges: MCP clients that follow the
+                            // authorization spec ask for
+                            // /.well-known/oauth-protected-resource first
+                            // on the same keep-alive connection, and any
+                            // client can send a throwaway request to blind
+                            // us. Bounded per body, and counted.
+                            conn.prelude += 1;
+                            self.metrics.prelude_frames.inc();
+                            if conn.prelude > self.cfg.max_prelude_frames {
+                                self.reject_conn_state(conn, id, e.reason(), sink);
+                            }
                         }
                         return;
                     }

@@ -370,6 +370,11 @@ fn truncated_capture_skips_only_the_damaged_message() {
 #[test]
 fn streams_that_are_not_json_rpc_are_rejected_and_reported_to_the_kernel() {
     let mut s = Sim::new();
+    let max = PipelineConfig::default().max_prelude_frames;
+    for _ in 0..max {
+        s.client_sends(&[b"{\"level\":\"info\",\"msg\":\"hello\"}\n"]);
+    }
+    assert!(s.out.controls.is_empty(), "judged within the prelude budget");
     s.client_sends(&[b"{\"level\":\"info\",\"msg\":\"hello\"}\n"]);
     assert!(s.out.events.is_empty());
     assert_eq!(
@@ -389,6 +394,60 @@ fn streams_that_are_not_json_rpc_are_rejected_and_reported_to_the_kernel() {
     s.client_sends(&[b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}\n"]);
     assert!(s.out.events.is_empty());
     assert_eq!(s.out.controls.len(), 1);
+}
+
+#[test]
+fn garbage_before_the_first_message_does_not_blind_the_monitor() {
+    // A banner, or lines written on purpose to get the stream judged not
+    // MCP, then a real session on the same pipe.
+    let mut s = Sim::new();
+    s.client_sends(&[b"starting up...\n", b"\x00\x01garbage\n", b"{\"not\":\"jsonrpc\"}\n"]);
+    assert!(s.out.controls.is_empty());
+    s.handshake();
+    s.c(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}));
+    s.s(json!({"jsonrpc":"2.0","id":1,"result":{"tools":[]}}));
+    assert!(s.rows().iter().any(|r| r.2.as_deref() == Some("tools/list")), "{:?}", s.rows());
+    assert!(s.metric("mcp_monitor_prelude_frames_total", &[]) >= 2.0);
+    assert!(s.out.controls.is_empty());
+}
+
+#[test]
+fn an_http_connection_is_not_judged_by_its_first_exchanges() {
+    // mcp-remote follows the authorization spec: OAuth discovery first, a
+    // 404 in plain text, then MCP on the same keep-alive connection. A
+    // throwaway request sent to blind the monitor looks the same.
+    let mut s = Sim::new();
+    tcp(
+        &mut s,
+        CLIENT,
+        9,
+        Direction::Egress,
+        b"GET /.well-known/oauth-protected-resource/mcp HTTP/1.1\r\nHost: localhost:8000\r\n\r\n",
+    );
+    tcp(
+        &mut s,
+        CLIENT,
+        9,
+        Direction::Ingress,
+        b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nNot Found",
+    );
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"mcp-remote","version":"0.1"}}}"#;
+    tcp(&mut s, CLIENT, 9, Direction::Egress, &post(init, None));
+    let body = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"remote","version":"1"}}}"#;
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp(&mut s, CLIENT, 9, Direction::Ingress, resp.as_bytes());
+    assert_eq!(
+        s.rows(),
+        vec![
+            row(C2S, Kind::Request, Some("initialize"), Some("0"), None),
+            row(S2C, Kind::Response, Some("initialize"), Some("0"), None),
+        ]
+    );
+    assert!(s.out.controls.is_empty(), "{:?}", s.out.controls);
+    assert_eq!(s.metric("mcp_monitor_prelude_frames_total", &[]), 1.0);
 }
 
 #[test]
@@ -603,6 +662,95 @@ fn stdio_over_socketpairs_is_one_session() {
     s.s(json!({"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"}]}}));
     assert_eq!(s.pipeline.session_count(), 1);
     assert_eq!(s.metric("mcp_monitor_unpaired_responses_total", &[]), 0.0);
+}
+
+#[test]
+fn stdio_on_copies_of_two_socketpairs_is_one_session() {
+    // node gives its child one socketpair per descriptor; a Python SDK 2.x
+    // server reads a copy of stdin (fd 6) and writes a copy of stdout
+    // (fd 7). Requests cross the stdin pair, responses the stdout pair:
+    // the server is keyed by its inbound socket on one side and its
+    // outbound one on the other, and both must be the same session.
+    let metrics = Metrics::new();
+    let mut p = Pipeline::new(PipelineConfig::default(), metrics.clone());
+    let mut out = Recorder::default();
+    p.handle(info(CLIENT, "/usr/bin/node"), &mut out);
+    p.handle(info(SERVER, "/usr/bin/python3"), &mut out);
+    // (node end, server end) of each pair.
+    let (stdin_node, stdin_srv) = (0xc0u64, 0x50u64);
+    let (stdout_node, stdout_srv) = (0xc1u64, 0x51u64);
+    let mut ts = 10;
+    let exchanges = [
+        (json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"inspector-cli","version":"0.5.1"}}}),
+         json!({"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"mcp-time","version":"2.3.0"}}})),
+        (json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
+         json!({"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"get_current_time"}]}})),
+        (json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_current_time","arguments":{"timezone":"UTC"}}}),
+         json!({"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"12:00"}]}})),
+    ];
+    for (i, (req, resp)) in exchanges.iter().enumerate() {
+        let first = if i == 0 { chunk_flags::NEW_STREAM } else { 0 };
+        let mut feed = |c: Chunk| p.handle(Observation::Chunk(c), &mut out);
+        // node writes the request on its end of the stdin pair (fd 19).
+        let mut notice = chunk(CLIENT, 19, Direction::Egress, FdKind::UnixStream, stdin_srv, b"", ts, first);
+        notice.peer = stdin_node;
+        feed(notice);
+        ts += 1;
+        let mut r = chunk(
+            SERVER,
+            6,
+            Direction::Ingress,
+            FdKind::UnixStream,
+            stdin_srv,
+            format!("{req}\n").as_bytes(),
+            ts,
+            first,
+        );
+        r.peer = stdin_node;
+        feed(r);
+        // The server answers on its copy of stdout (fd 7); node reads fd 21.
+        let mut notice = chunk(SERVER, 7, Direction::Egress, FdKind::UnixStream, stdout_node, b"", ts, first);
+        notice.peer = stdout_srv;
+        feed(notice);
+        ts += 1;
+        let mut r = chunk(
+            CLIENT,
+            21,
+            Direction::Ingress,
+            FdKind::UnixStream,
+            stdout_node,
+            format!("{resp}\n").as_bytes(),
+            ts,
+            first,
+        );
+        r.peer = stdout_srv;
+        feed(r);
+    }
+    assert_eq!(p.session_count(), 1);
+    assert_eq!(out.events.len(), 6);
+    let methods: Vec<(Kind, Option<&str>)> = out.events.iter().map(|e| (e.kind, e.method.as_deref())).collect();
+    assert_eq!(
+        methods,
+        [
+            (Kind::Request, Some("initialize")),
+            (Kind::Response, Some("initialize")),
+            (Kind::Request, Some("tools/list")),
+            (Kind::Response, Some("tools/list")),
+            (Kind::Request, Some("tools/call")),
+            (Kind::Response, Some("tools/call")),
+        ]
+    );
+    assert!(out.events.iter().all(|e| e.session == out.events[0].session));
+    assert_eq!(out.events[5].tool.as_deref(), Some("get_current_time"));
+    assert_eq!(out.events[5].server.name.as_deref(), Some("mcp-time"));
+    assert_eq!(out.events[5].client.pid, Some(CLIENT.pid));
+    let unpaired: f64 = metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("mcp_monitor_unpaired_responses_total"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(unpaired, 0.0);
 }
 
 #[test]
@@ -1036,21 +1184,27 @@ fn http_client_side_and_non_mcp_connections() {
     assert_eq!(e["server"]["pid"], Value::Null);
     assert_eq!(e["server"]["name"], "remote");
     assert!(e["session"].as_str().unwrap().starts_with("http:remote"), "{e}");
-    // An ordinary web page: no events, and the connection leaves capture.
-    tcp(
-        &mut s,
-        CLIENT,
-        10,
-        Direction::Egress,
-        b"GET / HTTP/1.1\r\nHost: example.org\r\n\r\n",
-    );
-    tcp(
-        &mut s,
-        CLIENT,
-        10,
-        Direction::Ingress,
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 13\r\n\r\n<html></html>",
-    );
+    // Ordinary web pages: no events, and past the prelude budget the
+    // connection leaves capture.
+    let max = PipelineConfig::default().max_prelude_frames;
+    for i in 0..=max {
+        tcp(
+            &mut s,
+            CLIENT,
+            10,
+            Direction::Egress,
+            b"GET / HTTP/1.1\r\nHost: example.org\r\n\r\n",
+        );
+        let ignored = s.out.controls.iter().any(|c| matches!(c, Control::IgnoreStream(k) if k.fd == 10));
+        assert!(!ignored, "judged after {i} pages, before the budget of {max}");
+        tcp(
+            &mut s,
+            CLIENT,
+            10,
+            Direction::Ingress,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 13\r\n\r\n<html></html>",
+        );
+    }
     // And bytes that are not HTTP at all.
     tcp(&mut s, CLIENT, 11, Direction::Ingress, &[0x16, 0x03, 0x01, 0x02, 0x00]);
     tcp(&mut s, CLIENT, 11, Direction::Ingress, &vec![0u8; 70 * 1024]);

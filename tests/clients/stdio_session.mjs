@@ -4,7 +4,9 @@
 // with this transcript.
 //
 // usage: node stdio_session.mjs <scenario> <transcript.json> [--pause] [server args...]
-//   scenario: everything | filesystem | echo-loop | leak
+//   scenario: everything | filesystem | echo-loop | leak | time | git
+//   time: mcp-server-time from PyPI (MCP_TEST_PYTHON's virtualenv).
+//   git:  [repo] mcp-server-git from PyPI on an existing repository.
 //   leak: [dir] [file]: read `file` through server-filesystem, then pass its
 //         content to the send_message tool of the FastMCP test server
 //         (MCP_TEST_PYTHON), from the same client process.
@@ -46,7 +48,19 @@ ReadBuffer.prototype.readMessage = function () {
   return readMessage.call(this);
 };
 
+// A console script of the Python test virtualenv (PyPI reference servers).
+function venvScript(name) {
+  return join(process.env.MCP_TEST_PYTHON, "..", name);
+}
+
 function serverCommand() {
+  if (scenario === "time") {
+    return { command: venvScript("mcp-server-time"), args: [] };
+  }
+  if (scenario === "git") {
+    const dir = rest.find((a) => !a.startsWith("--"));
+    return { dir, command: venvScript("mcp-server-git"), args: ["--repository", dir] };
+  }
   if (scenario === "filesystem" || scenario === "leak") {
     const dir = rest.find((a) => !a.startsWith("--")) ?? mkdtempSync(join(tmpdir(), "mcpfs-"));
     return { dir, args: [require.resolve("@modelcontextprotocol/server-filesystem/dist/index.js"), dir] };
@@ -54,8 +68,8 @@ function serverCommand() {
   return { args: [require.resolve("@modelcontextprotocol/server-everything/dist/index.js"), "stdio"] };
 }
 
-const { dir, args } = serverCommand();
-const transport = new StdioClientTransport({ command: process.execPath, args, stderr: "ignore" });
+const { dir, args, command } = serverCommand();
+const transport = new StdioClientTransport({ command: command ?? process.execPath, args, stderr: "ignore" });
 // Sent messages: the transport writes JSON.stringify(message) + "\n".
 const send = transport.send.bind(transport);
 transport.send = (message) => {
@@ -122,6 +136,19 @@ if (scenario === "everything") {
   await client.callTool({ name: "search_files", arguments: { path: dir, pattern: "big" } });
   await client.callTool({ name: "list_allowed_directories", arguments: {} });
   await client.callTool({ name: "read_text_file", arguments: { path: "/etc/shadow" } });
+} else if (scenario === "time") {
+  await client.listTools();
+  await client.callTool({ name: "get_current_time", arguments: { timezone: "UTC" } });
+  await client.callTool({
+    name: "convert_time",
+    arguments: { source_timezone: "UTC", time: "12:00", target_timezone: "Europe/Paris" },
+  });
+  await client.ping();
+} else if (scenario === "git") {
+  await client.listTools();
+  await client.callTool({ name: "git_status", arguments: { repo_path: dir } });
+  await client.callTool({ name: "git_log", arguments: { repo_path: dir, max_count: 5 } });
+  await client.callTool({ name: "git_branch", arguments: { repo_path: dir, branch_type: "local" } });
 } else if (scenario === "echo-loop") {
   // For benchmarks: n echo calls of a given size.
   const n = Number(process.env.ECHO_COUNT ?? 100);

@@ -98,6 +98,65 @@ fn everything_server_with_typescript_client() {
     );
 }
 
+/// PyPI reference servers (Python SDK 2.x) under a node client: node hands
+/// its child socketpairs, and the server reads and writes copies of them
+/// (fds 6 and 7). Every message of both directions is seen, in one session.
+#[test]
+fn pypi_time_server_with_a_node_client() {
+    require_root();
+    let m = Monitor::start(&[]);
+    let t = run_node("time", &[]);
+    check_session(&m, &t);
+    let events = m.events();
+    let mine: Vec<_> = events
+        .iter()
+        .filter(|e| e["server"]["pid"].as_u64() == Some(t.server_pid as u64))
+        .collect();
+    assert!(mine.iter().any(|e| e["tool"] == "get_current_time" && e["type"] == "response"));
+    let sessions: std::collections::HashSet<&str> = mine.iter().filter_map(|e| e["session"].as_str()).collect();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(m.metric("mcp_monitor_unpaired_responses_total", &[]), 0.0);
+}
+
+/// The git reference server, with a GitHub token in a commit message: the
+/// `git_log` result carries it and must raise an alert (the responses of
+/// this server were not seen at all before).
+#[test]
+fn pypi_git_server_with_a_node_client_and_a_token_in_the_log() {
+    require_root();
+    let repo = TempDir::new("git");
+    let token = fake::github_token();
+    let git = |args: &[&str]| {
+        let st = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+            .args(args)
+            .current_dir(repo.path())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("git");
+        assert!(st.success(), "git {args:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(repo.path().join("README"), "hello\n").unwrap();
+    git(&["add", "README"]);
+    git(&["commit", "-q", "-m", &format!("deploy with GITHUB_TOKEN={token}")]);
+    let m = Monitor::start(&[]);
+    let t = run_node("git", &[repo.path().to_str().unwrap()]);
+    check_session(&m, &t);
+    let alerts = m.wait_alerts(SETTLE, |a| {
+        a.iter()
+            .any(|a| a["rule"] == "credential.exposure" && a["evidence"]["tool"] == "git_log")
+    });
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["rule"] == "credential.exposure" && a["evidence"]["tool"] == "git_log"),
+        "no alert for the token in git_log: {alerts:?}"
+    );
+    let all = std::fs::read_to_string(&m.alerts_path).unwrap() + &std::fs::read_to_string(&m.events_path).unwrap();
+    assert!(!all.contains(&token), "the token left in clear");
+}
+
 #[test]
 fn filesystem_server_with_typescript_client() {
     require_root();
@@ -178,8 +237,10 @@ for l in sys.stdin: pass'"#)
     std::thread::sleep(Duration::from_secs(2));
     let chunks = m.metric("mcp_monitor_capture_events_total", &[]);
     assert!(chunks >= 1.0, "the lookalike stream was never reported");
+    // A stream is judged after a few lines (the prelude budget, 8), then
+    // ignored in the kernel: a few dozen chunks of 20,000 lines.
     assert!(
-        chunks < 50.0,
+        chunks < 100.0,
         "{chunks} chunks captured: the rejected stream was not ignored by the kernel"
     );
     assert!(m.metric("mcp_monitor_streams_total", &[("verdict", "rejected:not_jsonrpc")]) >= 1.0);

@@ -569,6 +569,8 @@ pub(crate) mod testing {
             count: 1,
             first_seen: None,
             last_seen: None,
+            repeats: Vec::new(),
+            repeats_in_other_sessions: 0,
             dedup_key: String::new(),
         }
     }

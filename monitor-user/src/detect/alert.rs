@@ -190,9 +190,35 @@ pub struct Alert {
     pub first_seen: Option<i128>,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_time")]
     pub last_seen: Option<i128>,
+    /// Repeat summaries: the repeats by session, each with its count and
+    /// its first and last message, so every message a summary stands for
+    /// can be found (at most [`MAX_REPEAT_SESSIONS`] sessions; the rest are
+    /// counted in `repeats_in_other_sessions`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repeats: Vec<RepeatGroup>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub repeats_in_other_sessions: u64,
     /// Key that makes two alerts "the same" for deduplication.
     #[serde(skip)]
     pub dedup_key: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Sessions listed in one repeat summary.
+pub const MAX_REPEAT_SESSIONS: usize = 64;
+
+/// The repeats of a deduplicated alert in one session.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RepeatGroup {
+    pub session: Arc<str>,
+    pub count: u64,
+    /// The message of the first and of the last repeat in this session
+    /// (the same one when it repeated once).
+    pub first: Option<MessageRef>,
+    pub last: Option<MessageRef>,
 }
 
 fn ser_time<S: Serializer>(t: &i128, s: S) -> Result<S::Ok, S::Error> {
@@ -225,6 +251,31 @@ struct Window {
     repeats: u64,
     last: i128,
     template: Alert,
+    groups: Vec<RepeatGroup>,
+    other_sessions: u64,
+}
+
+impl Window {
+    /// Counts a repeat under its session, keeping its message.
+    fn repeat(&mut self, alert: &Alert) {
+        self.repeats += 1;
+        self.last = alert.time;
+        // The message that made this alert fire: the last one it names.
+        let msg = alert.messages.last().cloned();
+        if let Some(g) = self.groups.iter_mut().find(|g| g.session == alert.session) {
+            g.count += 1;
+            g.last = msg;
+        } else if self.groups.len() < MAX_REPEAT_SESSIONS {
+            self.groups.push(RepeatGroup {
+                session: alert.session.clone(),
+                count: 1,
+                first: msg.clone(),
+                last: msg,
+            });
+        } else {
+            self.other_sessions += 1;
+        }
+    }
 }
 
 /// Deduplication: the first alert of a kind goes out at once; repeats within
@@ -250,8 +301,7 @@ impl Dedup {
     pub fn admit(&mut self, alert: Alert) -> Option<Alert> {
         if let Some(w) = self.open.get_mut(&alert.dedup_key) {
             if alert.time - w.opened < self.window_ns {
-                w.repeats += 1;
-                w.last = alert.time;
+                w.repeat(&alert);
                 return None;
             }
         }
@@ -269,6 +319,8 @@ impl Dedup {
                 repeats: 0,
                 last: alert.time,
                 template: alert.clone(),
+                groups: Vec::new(),
+                other_sessions: 0,
             },
         );
         Some(alert)
@@ -305,7 +357,15 @@ fn summary(w: &Window) -> Alert {
     a.count = w.repeats;
     a.first_seen = Some(w.opened);
     a.last_seen = Some(w.last);
-    a.summary = format!("{} (repeated {} more times)", w.template.summary, w.repeats);
+    a.repeats = w.groups.clone();
+    a.repeats_in_other_sessions = w.other_sessions;
+    let sessions = w.groups.len() as u64 + u64::from(w.other_sessions > 0);
+    a.summary = format!(
+        "{} (repeated {} more times{})",
+        w.template.summary,
+        w.repeats,
+        if sessions > 1 { format!(" in {sessions} sessions") } else { String::new() }
+    );
     a
 }
 
@@ -390,8 +450,64 @@ mod tests {
             count: 1,
             first_seen: None,
             last_seen: None,
+            repeats: vec![],
+            repeats_in_other_sessions: 0,
             dedup_key: key.into(),
         }
+    }
+
+    fn in_session(mut a: Alert, session: &str, id: i64) -> Alert {
+        a.session = session.into();
+        a.messages = vec![MessageRef {
+            session: session.into(),
+            direction: Flow::ServerToClient,
+            kind: "response",
+            method: Some("tools/call".into()),
+            id: Some(Id::Int(id)),
+            tool: Some("git_log".into()),
+            time: a.time,
+        }];
+        a
+    }
+
+    #[test]
+    fn a_summary_leads_to_every_message_it_stands_for() {
+        let mut d = Dedup::new(1000, 16);
+        assert!(d.admit(in_session(alert(0, "k"), "s1", 1)).is_some());
+        for (t, session, id) in [(10, "s1", 2), (20, "s2", 7), (30, "s1", 3), (40, "s2", 9), (50, "s3", 4)] {
+            assert!(d.admit(in_session(alert(t, "k"), session, id)).is_none());
+        }
+        let s = d.flush();
+        assert_eq!(s.len(), 1);
+        let s = &s[0];
+        assert_eq!(s.count, 5);
+        assert!(s.summary.contains("5 more times in 3 sessions"), "{}", s.summary);
+        let groups: Vec<(&str, u64, Option<&Id>, Option<&Id>)> = s
+            .repeats
+            .iter()
+            .map(|g| (&*g.session, g.count, g.first.as_ref().and_then(|m| m.id.as_ref()), g.last.as_ref().and_then(|m| m.id.as_ref())))
+            .collect();
+        assert_eq!(
+            groups,
+            vec![
+                ("s1", 2, Some(&Id::Int(2)), Some(&Id::Int(3))),
+                ("s2", 2, Some(&Id::Int(7)), Some(&Id::Int(9))),
+                ("s3", 1, Some(&Id::Int(4)), Some(&Id::Int(4))),
+            ]
+        );
+        let json = serde_json::to_value(s).unwrap();
+        assert_eq!(json["repeats"][1]["last"]["id"], 9);
+        assert!(json.get("repeats_in_other_sessions").is_none());
+
+        // Past the cap, sessions are counted, not listed.
+        let mut d = Dedup::new(1000, 16);
+        d.admit(in_session(alert(0, "k"), "s0", 0));
+        for i in 0..(MAX_REPEAT_SESSIONS as i64 + 5) {
+            d.admit(in_session(alert(1 + i as i128, "k"), &format!("t{i}"), i));
+        }
+        let s = d.flush();
+        assert_eq!(s[0].repeats.len(), MAX_REPEAT_SESSIONS);
+        assert_eq!(s[0].repeats_in_other_sessions, 5);
     }
 
     #[test]

@@ -553,10 +553,13 @@ impl Flow {
                 if !step.labels.iter().any(|l| l.label == second) {
                     continue;
                 }
+                // Calls of the same tool are not a chain: a tool whose name
+                // holds two words (`fetch_deploy_config`: untrusted and
+                // destructive) called twice is one action repeated.
                 let earlier: Vec<&Step> = self
                     .steps
                     .iter()
-                    .filter(|s| recent(s) && s.labels.iter().any(|l| l.label == first))
+                    .filter(|s| recent(s) && s.tool != step.tool && s.labels.iter().any(|l| l.label == first))
                     .collect();
                 if earlier.is_empty() {
                     continue;
@@ -606,7 +609,7 @@ impl Flow {
                         .steps
                         .iter()
                         .rev()
-                        .find(|s| recent(s) && s.labels.iter().any(|l| l.label == *want))
+                        .find(|s| recent(s) && s.tool != step.tool && s.labels.iter().any(|l| l.label == *want))
                     {
                         Some(s) => chosen.push(s),
                         None => {
@@ -615,7 +618,8 @@ impl Flow {
                         }
                     }
                 }
-                if !ok || (scope == Scope::Client && !multi_server(&chosen)) {
+                // One tool carrying every label alone is not a chain.
+                if !ok || chosen.is_empty() || (scope == Scope::Client && !multi_server(&chosen)) {
                     continue;
                 }
                 chosen.sort_by_key(|s| s.seq);
@@ -822,6 +826,42 @@ mod tests {
                 Scope::Session
             )
             .is_empty());
+    }
+
+    #[test]
+    fn one_tool_with_two_labels_is_not_a_chain() {
+        let rules = default_rules();
+        let two_words = |t: i128, i: u64, server: &str| {
+            let mut s = step(t, i, Label::UntrustedContent, server, "");
+            s.tool = "fetch_deploy_config".into();
+            s.labels.push(Labelled {
+                label: Label::Destructive,
+                source: "name".into(),
+            });
+            s
+        };
+        for scope in [Scope::Session, Scope::Client] {
+            let mut f = Flow::default();
+            // Called once, and again (on another instance of its server).
+            assert!(f.push(two_words(0, 1, "deploy-a"), &rules, scope).is_empty(), "{scope:?}");
+            let hits = f.push(two_words(1, 2, "deploy-b"), &rules, scope);
+            assert!(hits.is_empty(), "{scope:?}: {:?}", hits.iter().map(|h| &h.rule.id).collect::<Vec<_>>());
+            // A different tool after it is a chain.
+            let mut other = step(2, 3, Label::Destructive, "shell", "");
+            other.tool = "run_command".into();
+            let hits = f.push(other, &rules, scope);
+            assert!(!hits.is_empty(), "{scope:?}");
+            assert!(hits.iter().all(|h| h.steps.len() >= 2 && h.steps[0].tool != h.steps[1].tool));
+        }
+        // every-label rules: one tool with them all is no trifecta.
+        let mut f = Flow::default();
+        let mut all = step(0, 1, Label::PrivateData, "s", "");
+        all.labels.extend([Label::UntrustedContent, Label::ExternalSink].map(|label| Labelled {
+            label,
+            source: "name".into(),
+        }));
+        let hits = f.push(all, &rules, Scope::Session);
+        assert!(hits.is_empty(), "{:?}", hits.iter().map(|h| &h.rule.id).collect::<Vec<_>>());
     }
 
     #[test]

@@ -412,11 +412,20 @@ pub fn skeleton(name: &str) -> String {
         .to_lowercase()
 }
 
-/// Tools of the servers one client uses.
+/// Tools of the servers one client uses now: a server leaves the
+/// comparison when its last session with this client ends (40 servers
+/// started one after another by one client are not 40 servers in use).
 #[derive(Default)]
 pub struct ClientTools {
-    /// Server key -> (server label, tool names).
-    servers: HashMap<String, (String, Vec<String>)>,
+    /// Server key -> its label, tool names and the client's live sessions
+    /// with it.
+    servers: HashMap<String, ServerTools>,
+}
+
+struct ServerTools {
+    label: String,
+    names: Vec<String>,
+    sessions: Vec<std::sync::Arc<str>>,
 }
 
 /// A shadowing finding.
@@ -440,14 +449,20 @@ pub struct CrossReference {
 impl ClientTools {
     /// Records a server's tools for this client and reports collisions and
     /// cross-references with the client's other servers.
-    pub fn observe(&mut self, server: &str, label: &str, tools: &[Value]) -> (Vec<Shadowing>, Vec<CrossReference>) {
+    pub fn observe(
+        &mut self,
+        session: &std::sync::Arc<str>,
+        server: &str,
+        label: &str,
+        tools: &[Value],
+    ) -> (Vec<Shadowing>, Vec<CrossReference>) {
         let names: Vec<String> = tools
             .iter()
             .filter_map(|t| t.get("name")?.as_str().map(str::to_owned))
             .collect();
         let mut shadows = Vec::new();
         let mut refs = Vec::new();
-        for (other, (other_label, other_names)) in &self.servers {
+        for (other, ServerTools { label: other_label, names: other_names, .. }) in &self.servers {
             if other == server {
                 continue;
             }
@@ -489,8 +504,28 @@ impl ClientTools {
                 }
             }
         }
-        self.servers.insert(server.to_owned(), (label.to_owned(), names));
+        let entry = self.servers.entry(server.to_owned()).or_insert_with(|| ServerTools {
+            label: label.to_owned(),
+            names: Vec::new(),
+            sessions: Vec::new(),
+        });
+        entry.label = label.to_owned();
+        entry.names = names;
+        if !entry.sessions.contains(session) {
+            entry.sessions.push(session.clone());
+        }
         (shadows, refs)
+    }
+
+    /// A session of this client ended: servers it was the last session
+    /// with leave the comparison. True when the client uses no server any
+    /// more.
+    pub fn end_session(&mut self, session: &str) -> bool {
+        self.servers.retain(|_, s| {
+            s.sessions.retain(|x| &**x != session);
+            !s.sessions.is_empty()
+        });
+        self.servers.is_empty()
     }
 }
 
@@ -592,13 +627,16 @@ mod tests {
     #[test]
     fn shadowing_and_cross_server_references() {
         let mut c = ClientTools::default();
+        let (sa, sb): (std::sync::Arc<str>, std::sync::Arc<str>) = ("s-a".into(), "s-b".into());
         let (s, r) = c.observe(
+            &sa,
             "a",
             "server-a",
             &[json!({"name": "send_email", "description": "Sends an email"})],
         );
         assert!(s.is_empty() && r.is_empty());
         let (s, r) = c.observe(
+            &sb,
             "b",
             "server-b",
             &[
@@ -623,5 +661,35 @@ mod tests {
                 other_server: "server-a".into()
             }]
         );
+    }
+
+    #[test]
+    fn servers_whose_sessions_ended_leave_the_comparison() {
+        let mut c = ClientTools::default();
+        let tools = [json!({"name": "search", "description": "Searches"})];
+        // One client starts the same kind of server 40 times, one after
+        // another (each with its own arguments, so its own server key):
+        // each run is compared with the live ones only.
+        let mut alerts = 0;
+        for i in 0..40 {
+            let session: std::sync::Arc<str> = format!("stdio:{i}").into();
+            let (s, _) = c.observe(&session, &format!("srv --run {i}"), "srv", &tools);
+            alerts += s.len();
+            assert!(c.end_session(&session), "no server left after its session ended");
+        }
+        assert_eq!(alerts, 0);
+
+        // Two live servers with the same tool still collide, and a server
+        // with two live sessions stays until both end.
+        let (a1, a2, b): (std::sync::Arc<str>, std::sync::Arc<str>, std::sync::Arc<str>) =
+            ("a1".into(), "a2".into(), "b".into());
+        c.observe(&a1, "a", "server-a", &tools);
+        c.observe(&a2, "a", "server-a", &tools);
+        assert!(!c.end_session("a1"));
+        let (s, _) = c.observe(&b, "b", "server-b", &tools);
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!(s[0].other_server, "server-a");
+        assert!(!c.end_session("a2"));
+        assert!(c.end_session("b"));
     }
 }

@@ -605,7 +605,7 @@ impl Detector {
                 .client_tools
                 .entry(client)
                 .or_default()
-                .observe(server, &label, &tools);
+                .observe(ctx.session, server, &label, &tools);
             for s in shadows {
                 let (sev, what) = if s.kind == "look_alike" {
                     (Severity::High, "a look-alike of")
@@ -881,6 +881,8 @@ impl Detector {
             count: 1,
             first_seen: None,
             last_seen: None,
+            repeats: Vec::new(),
+            repeats_in_other_sessions: 0,
             dedup_key,
         }
     }
@@ -975,6 +977,9 @@ impl Detector {
     /// A session ended.
     pub fn end_session(&mut self, session: &Arc<str>) {
         self.session_flows.remove(session);
+        // Its server no longer shadows, or is shadowed by, the client's
+        // other servers.
+        self.client_tools.retain(|_, c| !c.end_session(session));
     }
 
     /// End of input: repeat summaries still open.
