@@ -434,11 +434,7 @@ fn an_http_connection_is_not_judged_by_its_first_exchanges() {
     let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"mcp-remote","version":"0.1"}}}"#;
     tcp(&mut s, CLIENT, 9, Direction::Egress, &post(init, None));
     let body = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"remote","version":"1"}}}"#;
-    let resp = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    tcp(&mut s, CLIENT, 9, Direction::Ingress, resp.as_bytes());
+    tcp(&mut s, CLIENT, 9, Direction::Ingress, &json_response(body));
     assert_eq!(
         s.rows(),
         vec![
@@ -1082,6 +1078,15 @@ fn tcp(s: &mut Sim, p: ProcKey, fd: i32, dir: Direction, data: &[u8]) {
     s.feed(Observation::Chunk(c));
 }
 
+/// An HTTP/1.1 200 response with a JSON body.
+fn json_response(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 fn post(body: &str, session: Option<&str>) -> Vec<u8> {
     let sid = session.map(|s| format!("Mcp-Session-Id: {s}\r\n")).unwrap_or_default();
     format!(
@@ -1126,11 +1131,7 @@ fn streamable_http_server_side() {
     let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"m":"x"}}}"#;
     tcp(&mut s, SERVER, 8, Direction::Ingress, &post(call, Some("secret-sid-1")));
     let body = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
-    let resp = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    tcp(&mut s, SERVER, 8, Direction::Egress, resp.as_bytes());
+    tcp(&mut s, SERVER, 8, Direction::Egress, &json_response(body));
     assert_eq!(
         s.rows(),
         vec![
@@ -1172,11 +1173,7 @@ fn http_client_side_and_non_mcp_connections() {
     let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
     tcp(&mut s, CLIENT, 9, Direction::Egress, &post(init, None));
     let body = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"remote","version":"1"}}}"#;
-    let resp = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    tcp(&mut s, CLIENT, 9, Direction::Ingress, resp.as_bytes());
+    tcp(&mut s, CLIENT, 9, Direction::Ingress, &json_response(body));
     assert_eq!(s.out.events.len(), 2, "{:?}", s.rows());
     let e = serde_json::to_value(&s.out.events[1]).unwrap();
     assert_eq!(e["direction"], "server_to_client");

@@ -561,6 +561,30 @@ impl Drop for Driver {
 }
 
 /// Runs a node scenario to completion.
+/// Runs the MCP Inspector CLI (npm `@modelcontextprotocol/inspector-cli`)
+/// with `args` (a server command or URL, then `--method ...`); returns its
+/// pid and what it printed. It keeps no transcript: tests assert the
+/// exchange it is known to make (initialize, initialized, the method).
+pub fn inspector_cli(args: &[&str]) -> (u32, String) {
+    let cli = clients_dir().join("node_modules/@modelcontextprotocol/inspector-cli/build/index.js");
+    let child = Command::new("node")
+        .arg(cli)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run the MCP Inspector CLI (cargo xtask setup installs it)");
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "inspector CLI {args:?} failed");
+    (pid, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A console script of the Python test virtualenv (the PyPI servers).
+pub fn venv_script(name: &str) -> PathBuf {
+    python().parent().unwrap().join(name)
+}
+
 pub fn run_node(scenario: &str, extra: &[&str]) -> Transcript {
     Driver::node(scenario, extra).finish()
 }

@@ -157,6 +157,57 @@ fn pypi_git_server_with_a_node_client_and_a_token_in_the_log() {
     assert!(!all.contains(&token), "the token left in clear");
 }
 
+/// The MCP Inspector CLI (stdio, node socketpairs) against a PyPI server:
+/// every message of the exchange it makes, both directions, one session.
+#[test]
+fn inspector_cli_with_a_pypi_server_over_stdio() {
+    require_root();
+    let m = Monitor::start(&[]);
+    let server = venv_script("mcp-server-time");
+    let (cli_pid, out) = inspector_cli(&[
+        server.to_str().unwrap(),
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "get_current_time",
+        "--tool-arg",
+        "timezone=UTC",
+    ]);
+    assert!(out.contains("UTC"), "{out}");
+    let expected = [
+        ("client_to_server", "request", "initialize"),
+        ("server_to_client", "response", "initialize"),
+        ("client_to_server", "notification", "notifications/initialized"),
+        ("client_to_server", "request", "tools/list"),
+        ("server_to_client", "response", "tools/list"),
+        ("client_to_server", "request", "tools/call"),
+        ("server_to_client", "response", "tools/call"),
+    ];
+    let mine = |ev: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        ev.iter()
+            .filter(|e| e["client"]["pid"].as_u64() == Some(cli_pid as u64))
+            .cloned()
+            .collect()
+    };
+    let events = m.wait_events(SETTLE, |ev| mine(ev).len() >= expected.len());
+    let mine = mine(&events);
+    let got: Vec<(&str, &str, &str)> = mine
+        .iter()
+        .map(|e| {
+            (
+                e["direction"].as_str().unwrap(),
+                e["type"].as_str().unwrap(),
+                e["method"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+    assert!(mine.iter().all(|e| e["session"] == mine[0]["session"]));
+    assert_eq!(mine[0]["client"]["name"], "inspector-cli");
+    assert_eq!(mine[6]["tool"], "get_current_time");
+    assert_eq!(m.metric("mcp_monitor_unpaired_responses_total", &[]), 0.0);
+}
+
 #[test]
 fn filesystem_server_with_typescript_client() {
     require_root();
