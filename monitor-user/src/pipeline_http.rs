@@ -295,12 +295,14 @@ impl Pipeline {
                     // Every request and status line starts with an upper-case
                     // letter: anything else (TLS records, binary protocols)
                     // is not HTTP/1.x, and is dropped at once so that it
-                    // costs no more capture.
-                    if c.data
-                        .trim_ascii_start()
-                        .first()
-                        .is_some_and(|b| !b.is_ascii_uppercase())
-                    {
+                    // costs no more capture. Except a JSON body: the kernel
+                    // discovers a process on one, so capture can start in
+                    // the middle of a response whose head went out in an
+                    // earlier send (uvicorn sends head and body apart);
+                    // wait for the next request or status line instead.
+                    let first = c.data.trim_ascii_start().first().copied();
+                    let json_body = matches!(first, Some(b'{' | b'['));
+                    if first.is_some_and(|b| !b.is_ascii_uppercase()) && !json_body {
                         self.reject_conn_state(conn, id, "not_http", sink);
                         return;
                     }

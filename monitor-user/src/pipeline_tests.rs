@@ -447,6 +447,48 @@ fn an_http_connection_is_not_judged_by_its_first_exchanges() {
 }
 
 #[test]
+fn a_server_first_seen_in_the_middle_of_a_response_is_seen_from_its_next_request() {
+    // The server was discovered on the body of its answer to a GET (head
+    // and body sent apart): its first captured chunk on the connection is
+    // a bare JSON body. The next exchanges on that connection are MCP.
+    let mut s = Sim::new();
+    tcp(
+        &mut s,
+        SERVER,
+        7,
+        Direction::Egress,
+        br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Bad Request: Missing session ID"}}"#,
+    );
+    assert!(s.out.controls.is_empty(), "{:?}", s.out.controls);
+    tcp(
+        &mut s,
+        SERVER,
+        7,
+        Direction::Ingress,
+        b"GET /.well-known/oauth-protected-resource HTTP/1.1\r\nHost: localhost:8000\r\n\r\n",
+    );
+    tcp(
+        &mut s,
+        SERVER,
+        7,
+        Direction::Egress,
+        b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nNot Found",
+    );
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"mcp-remote-fallback-test","version":"0.1"}}}"#;
+    tcp(&mut s, SERVER, 7, Direction::Ingress, &post(init, None));
+    let body = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"srv","version":"1"}}}"#;
+    tcp(&mut s, SERVER, 7, Direction::Egress, &json_response(body));
+    assert_eq!(
+        s.rows(),
+        vec![
+            row(C2S, Kind::Request, Some("initialize"), Some("0"), None),
+            row(S2C, Kind::Response, Some("initialize"), Some("0"), None),
+        ]
+    );
+    assert!(s.out.controls.is_empty(), "{:?}", s.out.controls);
+}
+
+#[test]
 fn json_rpc_that_is_not_mcp_is_held_then_dropped() {
     let mut s = Sim::with(PipelineConfig {
         max_held: 4,

@@ -7,6 +7,8 @@
 //   scenario: everything | filesystem | echo-loop | leak | time | git
 //   time: mcp-server-time from PyPI (MCP_TEST_PYTHON's virtualenv).
 //   git:  [repo] mcp-server-git from PyPI on an existing repository.
+//   remote: <url> mcp-remote (npm), the stdio-to-HTTP bridge, to an MCP
+//         server at url (the FastMCP test server: echo, add).
 //   leak: [dir] [file]: read `file` through server-filesystem, then pass its
 //         content to the send_message tool of the FastMCP test server
 //         (MCP_TEST_PYTHON), from the same client process.
@@ -56,6 +58,11 @@ function venvScript(name) {
 function serverCommand() {
   if (scenario === "time") {
     return { command: venvScript("mcp-server-time"), args: [] };
+  }
+  if (scenario === "remote") {
+    const url = rest.find((a) => !a.startsWith("--"));
+    const proxy = new URL("./node_modules/mcp-remote/dist/proxy.js", import.meta.url).pathname;
+    return { args: [proxy, url] };
   }
   if (scenario === "git") {
     const dir = rest.find((a) => !a.startsWith("--"));
@@ -149,6 +156,10 @@ if (scenario === "everything") {
   await client.callTool({ name: "git_status", arguments: { repo_path: dir } });
   await client.callTool({ name: "git_log", arguments: { repo_path: dir, max_count: 5 } });
   await client.callTool({ name: "git_branch", arguments: { repo_path: dir, branch_type: "local" } });
+} else if (scenario === "remote") {
+  await client.listTools();
+  await client.callTool({ name: "echo", arguments: { message: "through the bridge" } });
+  await client.callTool({ name: "add", arguments: { a: 2, b: 3 } });
 } else if (scenario === "echo-loop") {
   // For benchmarks: n echo calls of a given size.
   const n = Number(process.env.ECHO_COUNT ?? 100);

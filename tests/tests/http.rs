@@ -172,6 +172,116 @@ fn expected() -> Rows {
     ])
 }
 
+/// The MCP Inspector CLI over Streamable HTTP against FastMCP: its whole
+/// exchange from both ends.
+#[test]
+fn inspector_cli_over_streamable_http_seen_from_both_ends() {
+    require_root();
+    let port = free_port();
+    let server = fastmcp_http(port);
+    let m = Monitor::start(&[]);
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let (cli, out) = inspector_cli(&[&url, "--transport", "http", "--method", "tools/list"]);
+    assert!(out.contains("\"tools\""), "{out}");
+    let want: Rows = [
+        ("client_to_server", "request", "initialize", ""),
+        ("server_to_client", "response", "initialize", ""),
+        ("client_to_server", "notification", "notifications/initialized", ""),
+        ("client_to_server", "request", "tools/list", ""),
+        ("server_to_client", "response", "tools/list", ""),
+    ]
+    .iter()
+    .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
+    .collect();
+    let spid = server.0.id();
+    let ev = m.wait_events(SETTLE, |ev| {
+        view(ev, "http", spid, cli, true).len() >= want.len() && view(ev, "http", spid, cli, false).len() >= want.len()
+    });
+    for server_side in [true, false] {
+        let v = view(&ev, "http", spid, cli, server_side);
+        assert_eq!(rows(&v.iter().collect::<Vec<_>>()), want, "server side: {server_side}");
+        assert!(v.iter().all(|e| e["client"]["pid"] == cli), "server side: {server_side}");
+    }
+}
+
+/// mcp-remote, the stdio-to-HTTP bridge desktop agents use for remote
+/// servers: a node client speaks stdio to it, it speaks Streamable HTTP to
+/// FastMCP after its OAuth discovery requests (plain-text 404s on the same
+/// keep-alive connection). Both hops are seen message for message, and
+/// both name the bridge process, so they can be joined.
+#[test]
+fn mcp_remote_bridge_seen_on_both_hops() {
+    require_root();
+    let port = free_port();
+    let server = fastmcp_http(port);
+    let m = Monitor::start(&[]);
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let t = run_node("remote", &[&url]);
+    let bridge = t.server_pid;
+    // The stdio hop, by the client's own transcript.
+    let expected = t.expected(false);
+    let n = count(&expected);
+    // Rows as events name them: a response carries its request's method
+    // and tool.
+    let asked: std::collections::HashMap<String, (String, String)> = t
+        .messages
+        .iter()
+        .filter(|s| s.kind == "request")
+        .map(|s| {
+            let what = (s.method.clone().unwrap_or_default(), s.tool.clone().unwrap_or_default());
+            (s.id.to_string(), what)
+        })
+        .collect();
+    let want: Rows = t
+        .messages
+        .iter()
+        .map(|s| {
+            let (method, tool) = match s.kind.as_str() {
+                "response" | "error" => asked.get(&s.id.to_string()).cloned().unwrap_or_default(),
+                _ => (s.method.clone().unwrap_or_default(), s.tool.clone().unwrap_or_default()),
+            };
+            let dir = if s.dir == "c2s" { "client_to_server" } else { "server_to_client" };
+            (dir.to_string(), s.kind.clone(), method, tool)
+        })
+        .collect();
+    let spid = server.0.id();
+    let ev = m.wait_events(SETTLE, |ev| count(&observed(ev, bridge)) >= n);
+    assert_same(&expected, &observed(&ev, bridge));
+    // The HTTP hop carries the same messages, from both of its ends, and
+    // names the bridge as the client; before them, the bridge's own
+    // transport probe (an initialize as `mcp-remote-fallback-test`, on the
+    // connection of its OAuth discovery requests, where the server is first
+    // seen in the middle of a response).
+    let mut want = want;
+    for (d, k, m) in [
+        ("client_to_server", "request", "initialize"),
+        ("server_to_client", "response", "initialize"),
+        ("client_to_server", "notification", "notifications/initialized"),
+    ] {
+        want.push((d.into(), k.into(), m.into(), String::new()));
+    }
+    want.sort();
+    let n = want.len();
+    let ev = m.wait_events(SETTLE, |ev| {
+        view(ev, "http", spid, bridge, true).len() >= n && view(ev, "http", spid, bridge, false).len() >= n
+    });
+    for server_side in [true, false] {
+        let v = view(&ev, "http", spid, bridge, server_side);
+        let mut got = rows(&v.iter().collect::<Vec<_>>());
+        got.sort();
+        assert_eq!(got, want, "HTTP hop, server side: {server_side}");
+        assert!(
+            v.iter().any(|e| e["client"]["name"] == "mcp-remote-fallback-test"),
+            "server side: {server_side}"
+        );
+    }
+    assert!(
+        m.metric("mcp_monitor_prelude_frames_total", &[]) >= 1.0,
+        "the OAuth discovery exchanges were not seen"
+    );
+    assert_eq!(m.metric("mcp_monitor_streams_total", &[("verdict", "rejected:not_json")]), 0.0);
+}
+
 #[test]
 fn streamable_http_seen_from_both_ends() {
     require_root();
