@@ -571,9 +571,12 @@ impl Pipeline {
                             // Not judged on its first lines: a banner, or
                             // garbage written to blind the monitor, may come
                             // before the JSON-RPC. Bounded, and counted.
+                            // JSON that is not JSON-RPC (structured logs) is
+                            // judged at once: such streams write fast, and
+                            // until the verdict every line costs a capture.
                             stream.prelude += 1;
                             self.metrics.prelude_frames.inc();
-                            if stream.prelude > self.cfg.max_prelude_frames {
+                            if stream.prelude > self.cfg.max_prelude_frames || e.reason() == "not_jsonrpc" {
                                 self.reject(stream, e.reason(), sink);
                             }
                         } else {

@@ -369,12 +369,8 @@ fn truncated_capture_skips_only_the_damaged_message() {
 
 #[test]
 fn streams_that_are_not_json_rpc_are_rejected_and_reported_to_the_kernel() {
+    // JSON that is not JSON-RPC (a structured log) is judged at once.
     let mut s = Sim::new();
-    let max = PipelineConfig::default().max_prelude_frames;
-    for _ in 0..max {
-        s.client_sends(&[b"{\"level\":\"info\",\"msg\":\"hello\"}\n"]);
-    }
-    assert!(s.out.controls.is_empty(), "judged within the prelude budget");
     s.client_sends(&[b"{\"level\":\"info\",\"msg\":\"hello\"}\n"]);
     assert!(s.out.events.is_empty());
     assert_eq!(
@@ -401,7 +397,7 @@ fn garbage_before_the_first_message_does_not_blind_the_monitor() {
     // A banner, or lines written on purpose to get the stream judged not
     // MCP, then a real session on the same pipe.
     let mut s = Sim::new();
-    s.client_sends(&[b"starting up...\n", b"\x00\x01garbage\n", b"{\"not\":\"jsonrpc\"}\n"]);
+    s.client_sends(&[b"starting up...\n", b"\x00\x01garbage\n", b"server ready\n"]);
     assert!(s.out.controls.is_empty());
     s.handshake();
     s.c(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}));
@@ -486,6 +482,24 @@ fn a_server_first_seen_in_the_middle_of_a_response_is_seen_from_its_next_request
         ]
     );
     assert!(s.out.controls.is_empty(), "{:?}", s.out.controls);
+}
+
+#[test]
+fn text_lines_are_judged_after_the_prelude_budget() {
+    let mut s = Sim::new();
+    let max = PipelineConfig::default().max_prelude_frames;
+    // The first line of a stream that does not start with JSON is taken
+    // for the tail of a message joined mid-way, not counted.
+    for _ in 0..=max {
+        s.client_sends(&[b"INFO listening\n"]);
+    }
+    assert!(s.out.controls.is_empty(), "judged within the prelude budget");
+    s.client_sends(&[b"INFO listening\n"]);
+    assert_eq!(s.out.controls.len(), 1);
+    assert_eq!(
+        s.metric("mcp_monitor_streams_total", &[("verdict", "rejected:not_json")]),
+        1.0
+    );
 }
 
 #[test]
