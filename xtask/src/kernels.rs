@@ -361,7 +361,9 @@ fn modinfo_depends(ko: &[u8]) -> Vec<String> {
 
 /// The initramfs' init: loads the modules, mounts the host's root (9p,
 /// read-only) under a tmpfs overlay, mounts the run's output folder and
-/// switches into the guest script.
+/// switches into the guest script. Nothing else is mounted over the host's
+/// folders: the checkout under test may live anywhere, /tmp included (the
+/// overlay already makes every folder writable).
 const INIT: &str = r#"#!/bin/busybox sh
 B=/bin/busybox
 $B mkdir -p /proc /sys /dev /lower /rw /newroot
@@ -376,12 +378,11 @@ $B mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 root
 $B mount -t tmpfs -o size=75% tmpfs /rw
 $B mkdir -p /rw/upper /rw/work
 $B mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot || fail "overlay failed"
-$B mount -t tmpfs tmpfs /newroot/run
-$B mkdir -p /newroot/run/matrix
-$B mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 out /newroot/run/matrix || fail "mounting the output folder failed"
+$B mkdir -p /newroot/matrix-out
+$B mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 out /newroot/matrix-out || fail "mounting the output folder failed"
 $B umount /proc /sys
 $B umount /dev
-exec $B switch_root /newroot /bin/busybox sh /run/matrix/guest.sh
+exec $B switch_root /newroot /bin/busybox sh /matrix-out/guest.sh
 "#;
 
 fn build_initramfs(k: &Kernel) -> Result<PathBuf> {
@@ -429,7 +430,7 @@ fn guest_script(plan: &GuestPlan) -> String {
     let mut s = String::from(
         "set -u\n\
          export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root\n\
-         O=/run/matrix\n\
+         O=/matrix-out\n\
          B=/bin/busybox\n\
          $B mount -t proc proc /proc\n\
          $B mount -t sysfs sys /sys\n\
@@ -437,7 +438,7 @@ fn guest_script(plan: &GuestPlan) -> String {
          $B mkdir -p /dev/pts /dev/shm\n\
          $B mount -t devpts devpts /dev/pts\n\
          $B mount -t tmpfs tmpfs /dev/shm\n\
-         $B mount -t tmpfs tmpfs /tmp\n\
+
          $B mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || $B mount -t debugfs nodev /sys/kernel/debug\n\
          $B mount -t cgroup2 none /sys/fs/cgroup\n\
          $B mount -t bpf bpf /sys/fs/bpf\n\
