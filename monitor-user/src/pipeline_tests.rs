@@ -407,30 +407,24 @@ fn garbage_before_the_first_message_does_not_blind_the_monitor() {
     assert!(s.out.controls.is_empty());
 }
 
-#[test]
-fn an_http_connection_is_not_judged_by_its_first_exchanges() {
-    // mcp-remote follows the authorization spec: OAuth discovery first, a
-    // 404 in plain text, then MCP on the same keep-alive connection. A
-    // throwaway request sent to blind the monitor looks the same.
-    let mut s = Sim::new();
-    tcp(
-        &mut s,
-        CLIENT,
-        9,
-        Direction::Egress,
-        b"GET /.well-known/oauth-protected-resource/mcp HTTP/1.1\r\nHost: localhost:8000\r\n\r\n",
-    );
-    tcp(
-        &mut s,
-        CLIENT,
-        9,
-        Direction::Ingress,
-        b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nNot Found",
-    );
-    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"mcp-remote","version":"0.1"}}}"#;
-    tcp(&mut s, CLIENT, 9, Direction::Egress, &post(init, None));
+/// On one connection of `p` (fd `fd`, requests going `requests`): an OAuth
+/// discovery GET answered 404 in plain text, then `initialize` and its
+/// JSON answer; checks that exactly the MCP exchange is reported.
+fn prelude_then_initialize(s: &mut Sim, p: ProcKey, fd: i32, requests: Direction, client: &str) {
+    let responses = if requests == Direction::Egress {
+        Direction::Ingress
+    } else {
+        Direction::Egress
+    };
+    let get = b"GET /.well-known/oauth-protected-resource/mcp HTTP/1.1\r\nHost: localhost:8000\r\n\r\n";
+    tcp(s, p, fd, requests, get);
+    let not_found = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nNot Found";
+    tcp(s, p, fd, responses, not_found);
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18",
+        "capabilities":{},"clientInfo":{"name":client,"version":"0.1"}}});
+    tcp(s, p, fd, requests, &post(&init.to_string(), None));
     let body = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"remote","version":"1"}}}"#;
-    tcp(&mut s, CLIENT, 9, Direction::Ingress, &json_response(body));
+    tcp(s, p, fd, responses, &json_response(body));
     assert_eq!(
         s.rows(),
         vec![
@@ -438,6 +432,15 @@ fn an_http_connection_is_not_judged_by_its_first_exchanges() {
             row(S2C, Kind::Response, Some("initialize"), Some("0"), None),
         ]
     );
+}
+
+#[test]
+fn an_http_connection_is_not_judged_by_its_first_exchanges() {
+    // mcp-remote follows the authorization spec: OAuth discovery first, a
+    // 404 in plain text, then MCP on the same keep-alive connection. A
+    // throwaway request sent to blind the monitor looks the same.
+    let mut s = Sim::new();
+    prelude_then_initialize(&mut s, CLIENT, 9, Direction::Egress, "mcp-remote");
     assert!(s.out.controls.is_empty(), "{:?}", s.out.controls);
     assert_eq!(s.metric("mcp_monitor_prelude_frames_total", &[]), 1.0);
 }
@@ -456,31 +459,7 @@ fn a_server_first_seen_in_the_middle_of_a_response_is_seen_from_its_next_request
         br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Bad Request: Missing session ID"}}"#,
     );
     assert!(s.out.controls.is_empty(), "{:?}", s.out.controls);
-    tcp(
-        &mut s,
-        SERVER,
-        7,
-        Direction::Ingress,
-        b"GET /.well-known/oauth-protected-resource HTTP/1.1\r\nHost: localhost:8000\r\n\r\n",
-    );
-    tcp(
-        &mut s,
-        SERVER,
-        7,
-        Direction::Egress,
-        b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nNot Found",
-    );
-    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"mcp-remote-fallback-test","version":"0.1"}}}"#;
-    tcp(&mut s, SERVER, 7, Direction::Ingress, &post(init, None));
-    let body = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"srv","version":"1"}}}"#;
-    tcp(&mut s, SERVER, 7, Direction::Egress, &json_response(body));
-    assert_eq!(
-        s.rows(),
-        vec![
-            row(C2S, Kind::Request, Some("initialize"), Some("0"), None),
-            row(S2C, Kind::Response, Some("initialize"), Some("0"), None),
-        ]
-    );
+    prelude_then_initialize(&mut s, SERVER, 7, Direction::Ingress, "mcp-remote-fallback-test");
     assert!(s.out.controls.is_empty(), "{:?}", s.out.controls);
 }
 
