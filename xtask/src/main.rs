@@ -358,7 +358,7 @@ fn kernel_matrix(versions: &[String]) -> Result<()> {
     let failed: Vec<&str> = outcomes.iter().filter(|o| !o.failures.is_empty()).map(|o| o.version).collect();
     let passed = outcomes.len() - failed.len();
     // The plain closing line CI reads.
-    println!("kernel matrix: {passed} passed, {} failed", failed.len());
+    println!("kernels: {passed} passed, {} failed", failed.len());
     step(&format!(
         "kernel matrix took {} s; table in docs/KERNELS.md, details in target/kernel-matrix/",
         t0.elapsed().as_secs()
