@@ -167,17 +167,29 @@ fn load(common: &CommonArgs) -> anyhow::Result<Config> {
 }
 
 fn print_check(r: &agent::CheckReport) {
-    println!("kernel {}: every program loaded and attached in {:.1} s", r.kernel, r.load_seconds);
+    println!(
+        "kernel {}: every program loaded and attached in {:.1} s",
+        r.kernel, r.load_seconds
+    );
     println!("{}", r.paths);
     println!("TLS library files probed: {}", r.tls_targets);
     println!();
-    println!("{:<24} {:<15} {:>8} {:>12} {:>9}", "program", "type", "insns", "processed", "of limit");
+    println!(
+        "{:<24} {:<15} {:>8} {:>12} {:>9}",
+        "program", "type", "insns", "processed", "of limit"
+    );
     for p in &r.programs {
         let (processed, share) = match p.processed_insns {
-            Some(n) => (n.to_string(), format!("{:.1}%", n as f64 * 100.0 / r.verifier_limit as f64)),
+            Some(n) => (
+                n.to_string(),
+                format!("{:.1}%", n as f64 * 100.0 / r.verifier_limit as f64),
+            ),
             None => ("?".into(), "?".into()),
         };
-        println!("{:<24} {:<15} {:>8} {:>12} {:>9}", p.name, p.kind, p.insns, processed, share);
+        println!(
+            "{:<24} {:<15} {:>8} {:>12} {:>9}",
+            p.name, p.kind, p.insns, processed, share
+        );
         if let Some(e) = &p.error {
             println!("    statistics load failed: {e}");
         }

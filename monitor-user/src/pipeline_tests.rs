@@ -402,7 +402,11 @@ fn garbage_before_the_first_message_does_not_blind_the_monitor() {
     s.handshake();
     s.c(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}));
     s.s(json!({"jsonrpc":"2.0","id":1,"result":{"tools":[]}}));
-    assert!(s.rows().iter().any(|r| r.2.as_deref() == Some("tools/list")), "{:?}", s.rows());
+    assert!(
+        s.rows().iter().any(|r| r.2.as_deref() == Some("tools/list")),
+        "{:?}",
+        s.rows()
+    );
     assert!(s.metric("mcp_monitor_prelude_frames_total", &[]) >= 2.0);
     assert!(s.out.controls.is_empty());
 }
@@ -712,18 +716,33 @@ fn stdio_on_copies_of_two_socketpairs_is_one_session() {
     let (stdout_node, stdout_srv) = (0xc1u64, 0x51u64);
     let mut ts = 10;
     let exchanges = [
-        (json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"inspector-cli","version":"0.5.1"}}}),
-         json!({"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"mcp-time","version":"2.3.0"}}})),
-        (json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
-         json!({"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"get_current_time"}]}})),
-        (json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_current_time","arguments":{"timezone":"UTC"}}}),
-         json!({"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"12:00"}]}})),
+        (
+            json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"inspector-cli","version":"0.5.1"}}}),
+            json!({"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"mcp-time","version":"2.3.0"}}}),
+        ),
+        (
+            json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
+            json!({"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"get_current_time"}]}}),
+        ),
+        (
+            json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_current_time","arguments":{"timezone":"UTC"}}}),
+            json!({"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"12:00"}]}}),
+        ),
     ];
     for (i, (req, resp)) in exchanges.iter().enumerate() {
         let first = if i == 0 { chunk_flags::NEW_STREAM } else { 0 };
         let mut feed = |c: Chunk| p.handle(Observation::Chunk(c), &mut out);
         // node writes the request on its end of the stdin pair (fd 19).
-        let mut notice = chunk(CLIENT, 19, Direction::Egress, FdKind::UnixStream, stdin_srv, b"", ts, first);
+        let mut notice = chunk(
+            CLIENT,
+            19,
+            Direction::Egress,
+            FdKind::UnixStream,
+            stdin_srv,
+            b"",
+            ts,
+            first,
+        );
         notice.peer = stdin_node;
         feed(notice);
         ts += 1;
@@ -740,7 +759,16 @@ fn stdio_on_copies_of_two_socketpairs_is_one_session() {
         r.peer = stdin_node;
         feed(r);
         // The server answers on its copy of stdout (fd 7); node reads fd 21.
-        let mut notice = chunk(SERVER, 7, Direction::Egress, FdKind::UnixStream, stdout_node, b"", ts, first);
+        let mut notice = chunk(
+            SERVER,
+            7,
+            Direction::Egress,
+            FdKind::UnixStream,
+            stdout_node,
+            b"",
+            ts,
+            first,
+        );
         notice.peer = stdout_srv;
         feed(notice);
         ts += 1;
@@ -1227,7 +1255,11 @@ fn http_client_side_and_non_mcp_connections() {
             Direction::Egress,
             b"GET / HTTP/1.1\r\nHost: example.org\r\n\r\n",
         );
-        let ignored = s.out.controls.iter().any(|c| matches!(c, Control::IgnoreStream(k) if k.fd == 10));
+        let ignored = s
+            .out
+            .controls
+            .iter()
+            .any(|c| matches!(c, Control::IgnoreStream(k) if k.fd == 10));
         assert!(!ignored, "judged after {i} pages, before the budget of {max}");
         tcp(
             &mut s,

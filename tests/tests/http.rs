@@ -200,7 +200,10 @@ fn inspector_cli_over_streamable_http_seen_from_both_ends() {
     for server_side in [true, false] {
         let v = view(&ev, "http", spid, cli, server_side);
         assert_eq!(rows(&v.iter().collect::<Vec<_>>()), want, "server side: {server_side}");
-        assert!(v.iter().all(|e| e["client"]["pid"] == cli), "server side: {server_side}");
+        assert!(
+            v.iter().all(|e| e["client"]["pid"] == cli),
+            "server side: {server_side}"
+        );
     }
 }
 
@@ -240,7 +243,11 @@ fn mcp_remote_bridge_seen_on_both_hops() {
                 "response" | "error" => asked.get(&s.id.to_string()).cloned().unwrap_or_default(),
                 _ => (s.method.clone().unwrap_or_default(), s.tool.clone().unwrap_or_default()),
             };
-            let dir = if s.dir == "c2s" { "client_to_server" } else { "server_to_client" };
+            let dir = if s.dir == "c2s" {
+                "client_to_server"
+            } else {
+                "server_to_client"
+            };
             (dir.to_string(), s.kind.clone(), method, tool)
         })
         .collect();
@@ -279,7 +286,10 @@ fn mcp_remote_bridge_seen_on_both_hops() {
         m.metric("mcp_monitor_prelude_frames_total", &[]) >= 1.0,
         "the OAuth discovery exchanges were not seen"
     );
-    assert_eq!(m.metric("mcp_monitor_streams_total", &[("verdict", "rejected:not_json")]), 0.0);
+    assert_eq!(
+        m.metric("mcp_monitor_streams_total", &[("verdict", "rejected:not_json")]),
+        0.0
+    );
 }
 
 #[test]

@@ -112,7 +112,9 @@ fn pypi_time_server_with_a_node_client() {
         .iter()
         .filter(|e| e["server"]["pid"].as_u64() == Some(t.server_pid as u64))
         .collect();
-    assert!(mine.iter().any(|e| e["tool"] == "get_current_time" && e["type"] == "response"));
+    assert!(mine
+        .iter()
+        .any(|e| e["tool"] == "get_current_time" && e["type"] == "response"));
     let sessions: std::collections::HashSet<&str> = mine.iter().filter_map(|e| e["session"].as_str()).collect();
     assert_eq!(sessions.len(), 1, "{sessions:?}");
     assert_eq!(m.metric("mcp_monitor_unpaired_responses_total", &[]), 0.0);

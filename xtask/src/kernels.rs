@@ -34,11 +34,19 @@ pub struct Spec {
 /// The kernels production nodes run, oldest first (the machine's own
 /// kernel is covered by the ordinary integration tests).
 pub const MATRIX: &[Spec] = &[
-    Spec { version: "5.10", suite: "bullseye" },
-    Spec { version: "6.1", suite: "bookworm" },
-    Spec { version: "6.12", suite: "trixie" },
+    Spec {
+        version: "5.10",
+        suite: "bullseye",
+    },
+    Spec {
+        version: "6.1",
+        suite: "bookworm",
+    },
+    Spec {
+        version: "6.12",
+        suite: "trixie",
+    },
 ];
-
 
 /// Modules the guest loads from its initramfs (with their dependencies):
 /// virtio PCI transport, 9p over virtio, overlayfs.
@@ -223,22 +231,43 @@ pub fn fetch(spec: &Spec) -> Result<Kernel> {
             s = spec.suite
         ),
     )?;
-    step(&format!("kernel {}: reading Debian {} package lists", spec.version, spec.suite));
-    sh(apt(&aptdir, "apt-get").args(["-q", "update"]).stdout(Stdio::null()))
-        .with_context(|| format!("apt-get update for Debian {} (private configuration in {})", spec.suite, aptdir.display()))?;
-    let deps = apt(&aptdir, "apt-cache").args(["depends", "linux-image-amd64"]).output()?;
+    step(&format!(
+        "kernel {}: reading Debian {} package lists",
+        spec.version, spec.suite
+    ));
+    sh(apt(&aptdir, "apt-get").args(["-q", "update"]).stdout(Stdio::null())).with_context(|| {
+        format!(
+            "apt-get update for Debian {} (private configuration in {})",
+            spec.suite,
+            aptdir.display()
+        )
+    })?;
+    let deps = apt(&aptdir, "apt-cache")
+        .args(["depends", "linux-image-amd64"])
+        .output()?;
     let deps = String::from_utf8_lossy(&deps.stdout);
     let package = deps
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Depends: "))
         .find(|p| p.starts_with("linux-image-") && !p.contains("unsigned"))
-        .with_context(|| format!("linux-image-amd64 of Debian {} names no kernel package:\n{deps}", spec.suite))?
+        .with_context(|| {
+            format!(
+                "linux-image-amd64 of Debian {} names no kernel package:\n{deps}",
+                spec.suite
+            )
+        })?
         .to_string();
-    step(&format!("kernel {}: downloading {package} (Debian {})", spec.version, spec.suite));
+    step(&format!(
+        "kernel {}: downloading {package} (Debian {})",
+        spec.version, spec.suite
+    ));
     let tmp = cache_dir().join(format!("tmp-{}", spec.version));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
-    sh(apt(&aptdir, "apt-get").args(["-q", "download", &package]).current_dir(&tmp).stdout(Stdio::null()))?;
+    sh(apt(&aptdir, "apt-get")
+        .args(["-q", "download", &package])
+        .current_dir(&tmp)
+        .stdout(Stdio::null()))?;
     let deb = std::fs::read_dir(&tmp)?
         .flatten()
         .map(|e| e.path())
@@ -266,7 +295,12 @@ pub fn fetch(spec: &Spec) -> Result<Kernel> {
     std::fs::write(dir.join("modules/order"), order.join("\n") + "\n")?;
     std::fs::remove_dir_all(&tmp)?;
     std::fs::write(&ready, format!("{package}\n{release}\n"))?;
-    Ok(Kernel { version: spec.version, release, package, dir })
+    Ok(Kernel {
+        version: spec.version,
+        release,
+        package,
+        dir,
+    })
 }
 
 fn norm(name: &str) -> String {
@@ -303,7 +337,11 @@ fn collect_modules(mods: &Path, dst: &Path) -> Result<Vec<String>> {
             bail!("kernel module {name} is neither built in nor shipped in the package")
         };
         let bytes = if src.extension().is_some_and(|e| e == "xz") {
-            let o = Command::new("xz").arg("-dc").arg(src).output().context("xz (apt-get install xz-utils)")?;
+            let o = Command::new("xz")
+                .arg("-dc")
+                .arg(src)
+                .output()
+                .context("xz (apt-get install xz-utils)")?;
             if !o.status.success() {
                 bail!("xz -dc {} failed", src.display());
             }
@@ -513,15 +551,30 @@ pub fn boot(k: &Kernel, plan: &GuestPlan) -> Result<Outcome> {
     let t0 = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
         .args(["-accel", accel(), "-cpu", "max", "-m", "3072", "-smp", "2"])
-        .args(["-nographic", "-no-reboot", "-nic", "none", "-monitor", "none", "-serial", "stdio"])
+        .args([
+            "-nographic",
+            "-no-reboot",
+            "-nic",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+        ])
         .arg("-kernel")
         .arg(k.dir.join("vmlinuz"))
         .arg("-initrd")
         .arg(&initramfs)
         .args(["-append", "console=ttyS0 panic=-1 random.trust_cpu=on quiet loglevel=3"])
-        .args(["-virtfs", "local,path=/,mount_tag=root,security_model=none,readonly=on,multidevs=remap"])
+        .args([
+            "-virtfs",
+            "local,path=/,mount_tag=root,security_model=none,readonly=on,multidevs=remap",
+        ])
         .arg("-virtfs")
-        .arg(format!("local,path={},mount_tag=out,security_model=none,multidevs=remap", out.display()))
+        .arg(format!(
+            "local,path={},mount_tag=out,security_model=none,multidevs=remap",
+            out.display()
+        ))
         .stdin(Stdio::null())
         .stdout(console.try_clone()?)
         .stderr(console)
@@ -602,7 +655,10 @@ pub fn over_budget(report: &Value) -> Vec<String> {
                 report["verifier_limit"]
             )),
             Some(_) => {}
-            None => out.push(format!("the verifier cost of program {name} could not be measured: {}", p["error"])),
+            None => out.push(format!(
+                "the verifier cost of program {name} could not be measured: {}",
+                p["error"]
+            )),
         }
     }
     out
@@ -699,12 +755,19 @@ mod tests {
     #[test]
     fn sources_in_both_formats() {
         let one = "deb [arch=amd64 signed-by=/k.gpg] http://m.example/debian bookworm main\n# deb x y\n";
-        assert_eq!(source_entries(one), vec![("http://m.example/debian".into(), "bookworm".into())]);
-        let deb822 = "Types: deb\nURIs: http://m.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\n\
+        assert_eq!(
+            source_entries(one),
+            vec![("http://m.example/debian".into(), "bookworm".into())]
+        );
+        let deb822 =
+            "Types: deb\nURIs: http://m.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\n\
                       Types: deb\nURIs: http://m.example/debian-security\nSuites: bookworm-security\n";
         let e = source_entries(deb822);
         assert_eq!(e.len(), 3);
-        assert_eq!(e[2], ("http://m.example/debian-security".into(), "bookworm-security".into()));
+        assert_eq!(
+            e[2],
+            ("http://m.example/debian-security".into(), "bookworm-security".into())
+        );
     }
 
     #[test]

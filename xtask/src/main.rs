@@ -355,7 +355,11 @@ fn kernel_matrix(versions: &[String]) -> Result<()> {
     }
     let host = host_check();
     kernels::write_report(&outcomes, host)?;
-    let failed: Vec<&str> = outcomes.iter().filter(|o| !o.failures.is_empty()).map(|o| o.version).collect();
+    let failed: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| !o.failures.is_empty())
+        .map(|o| o.version)
+        .collect();
     let passed = outcomes.len() - failed.len();
     // The plain closing line CI reads.
     println!("kernels: {passed} passed, {} failed", failed.len());
@@ -389,9 +393,15 @@ fn guest_plan() -> Result<kernels::GuestPlan> {
     }
     let mut test_bins = Vec::new();
     for line in String::from_utf8_lossy(&o.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str()) else { continue };
-        if kernels::GUEST_TESTS.iter().any(|(b, _)| *b == name) && !test_bins.iter().any(|(b, _): &(String, PathBuf)| b == name) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str()) else {
+            continue;
+        };
+        if kernels::GUEST_TESTS.iter().any(|(b, _)| *b == name)
+            && !test_bins.iter().any(|(b, _): &(String, PathBuf)| b == name)
+        {
             test_bins.push((name.to_string(), PathBuf::from(exe)));
         }
     }
@@ -401,8 +411,14 @@ fn guest_plan() -> Result<kernels::GuestPlan> {
         test_bins,
         env: vec![
             ("MCP_MONITOR_BIN".into(), monitor_bin().display().to_string()),
-            ("MCP_TEST_CLIENTS".into(), root.join("tests/clients").display().to_string()),
-            ("MCP_TEST_PYTHON".into(), root.join(".venv/bin/python").display().to_string()),
+            (
+                "MCP_TEST_CLIENTS".into(),
+                root.join("tests/clients").display().to_string(),
+            ),
+            (
+                "MCP_TEST_PYTHON".into(),
+                root.join(".venv/bin/python").display().to_string(),
+            ),
             ("MCP_TEST_TIME_SCALE".into(), kernels::TIME_SCALE.to_string()),
         ],
     })

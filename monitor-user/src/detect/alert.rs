@@ -364,7 +364,11 @@ fn summary(w: &Window) -> Alert {
         "{} (repeated {} more times{})",
         w.template.summary,
         w.repeats,
-        if sessions > 1 { format!(" in {sessions} sessions") } else { String::new() }
+        if sessions > 1 {
+            format!(" in {sessions} sessions")
+        } else {
+            String::new()
+        }
     );
     a
 }
@@ -474,7 +478,13 @@ mod tests {
     fn a_summary_leads_to_every_message_it_stands_for() {
         let mut d = Dedup::new(1000, 16);
         assert!(d.admit(in_session(alert(0, "k"), "s1", 1)).is_some());
-        for (t, session, id) in [(10, "s1", 2), (20, "s2", 7), (30, "s1", 3), (40, "s2", 9), (50, "s3", 4)] {
+        for (t, session, id) in [
+            (10, "s1", 2),
+            (20, "s2", 7),
+            (30, "s1", 3),
+            (40, "s2", 9),
+            (50, "s3", 4),
+        ] {
             assert!(d.admit(in_session(alert(t, "k"), session, id)).is_none());
         }
         let s = d.flush();
@@ -485,7 +495,14 @@ mod tests {
         let groups: Vec<(&str, u64, Option<&Id>, Option<&Id>)> = s
             .repeats
             .iter()
-            .map(|g| (&*g.session, g.count, g.first.as_ref().and_then(|m| m.id.as_ref()), g.last.as_ref().and_then(|m| m.id.as_ref())))
+            .map(|g| {
+                (
+                    &*g.session,
+                    g.count,
+                    g.first.as_ref().and_then(|m| m.id.as_ref()),
+                    g.last.as_ref().and_then(|m| m.id.as_ref()),
+                )
+            })
             .collect();
         assert_eq!(
             groups,

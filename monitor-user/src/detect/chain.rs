@@ -843,25 +843,39 @@ mod tests {
         for scope in [Scope::Session, Scope::Client] {
             let mut f = Flow::default();
             // Called once, and again (on another instance of its server).
-            assert!(f.push(two_words(0, 1, "deploy-a"), &rules, scope).is_empty(), "{scope:?}");
+            assert!(
+                f.push(two_words(0, 1, "deploy-a"), &rules, scope).is_empty(),
+                "{scope:?}"
+            );
             let hits = f.push(two_words(1, 2, "deploy-b"), &rules, scope);
-            assert!(hits.is_empty(), "{scope:?}: {:?}", hits.iter().map(|h| &h.rule.id).collect::<Vec<_>>());
+            assert!(
+                hits.is_empty(),
+                "{scope:?}: {:?}",
+                hits.iter().map(|h| &h.rule.id).collect::<Vec<_>>()
+            );
             // A different tool after it is a chain.
             let mut other = step(2, 3, Label::Destructive, "shell", "");
             other.tool = "run_command".into();
             let hits = f.push(other, &rules, scope);
             assert!(!hits.is_empty(), "{scope:?}");
-            assert!(hits.iter().all(|h| h.steps.len() >= 2 && h.steps[0].tool != h.steps[1].tool));
+            assert!(hits
+                .iter()
+                .all(|h| h.steps.len() >= 2 && h.steps[0].tool != h.steps[1].tool));
         }
         // every-label rules: one tool with them all is no trifecta.
         let mut f = Flow::default();
         let mut all = step(0, 1, Label::PrivateData, "s", "");
-        all.labels.extend([Label::UntrustedContent, Label::ExternalSink].map(|label| Labelled {
-            label,
-            source: "name".into(),
-        }));
+        all.labels
+            .extend([Label::UntrustedContent, Label::ExternalSink].map(|label| Labelled {
+                label,
+                source: "name".into(),
+            }));
         let hits = f.push(all, &rules, Scope::Session);
-        assert!(hits.is_empty(), "{:?}", hits.iter().map(|h| &h.rule.id).collect::<Vec<_>>());
+        assert!(
+            hits.is_empty(),
+            "{:?}",
+            hits.iter().map(|h| &h.rule.id).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -462,7 +462,15 @@ impl ClientTools {
             .collect();
         let mut shadows = Vec::new();
         let mut refs = Vec::new();
-        for (other, ServerTools { label: other_label, names: other_names, .. }) in &self.servers {
+        for (
+            other,
+            ServerTools {
+                label: other_label,
+                names: other_names,
+                ..
+            },
+        ) in &self.servers
+        {
             if other == server {
                 continue;
             }

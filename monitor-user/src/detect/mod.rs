@@ -601,11 +601,11 @@ impl Detector {
         }
         // Shadowing across the client's servers.
         if let Some(client) = ctx.client_key {
-            let (shadows, refs) = self
-                .client_tools
-                .entry(client)
-                .or_default()
-                .observe(ctx.session, server, &label, &tools);
+            let (shadows, refs) =
+                self.client_tools
+                    .entry(client)
+                    .or_default()
+                    .observe(ctx.session, server, &label, &tools);
             for s in shadows {
                 let (sev, what) = if s.kind == "look_alike" {
                     (Severity::High, "a look-alike of")

@@ -88,7 +88,9 @@ pub fn check_kernel_version() -> anyhow::Result<()> {
 }
 
 fn check_release(release: &str) -> anyhow::Result<()> {
-    let mut it = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
     let (Some(major), Some(minor)) = (it.next(), it.next()) else {
         log::warn!("cannot read the kernel version from release {release:?}; trying anyway");
         return Ok(());
@@ -199,7 +201,10 @@ mod tests {
         assert!(check_release("6.18.44-fc-v595").is_ok());
         assert!(check_release("5.8.0").is_ok());
         let e = check_release("5.4.0-150-generic").unwrap_err().to_string();
-        assert!(e.contains("5.4.0-150-generic") && e.contains("5.8") && e.contains("Fix:"), "{e}");
+        assert!(
+            e.contains("5.4.0-150-generic") && e.contains("5.8") && e.contains("Fix:"),
+            "{e}"
+        );
         assert!(check_release("4.19.0").is_err());
         assert!(check_release("weird").is_ok());
     }

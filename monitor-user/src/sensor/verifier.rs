@@ -18,11 +18,7 @@ use std::{
     os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
 };
 
-use aya::{
-    maps::MapData,
-    programs::ProgramError,
-    util::KernelVersion,
-};
+use aya::{maps::MapData, programs::ProgramError, util::KernelVersion};
 use aya_obj::{
     generated::{bpf_attr, bpf_cmd, bpf_insn, bpf_prog_type},
     Object, ProgramSection,
@@ -59,11 +55,7 @@ pub fn log_keeps_tail() -> bool {
 /// `processed N insns` from a verifier log.
 pub fn processed_insns(log: &str) -> Option<u64> {
     let i = log.rfind("processed ")?;
-    log[i + "processed ".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    log[i + "processed ".len()..].split_whitespace().next()?.parse().ok()
 }
 
 /// The lines of a verifier log that say why it refused: the last lines
@@ -94,7 +86,9 @@ pub fn explain_rejection(program: &str, err: &ProgramError, probe: Option<&Probe
         errors.last().copied().unwrap_or("(the verifier gave no reason)")
     );
     if let Some(n) = processed_insns(&log) {
-        msg.push_str(&format!("\n  after processing {n} instructions (limit {VERIFIER_LIMIT})"));
+        msg.push_str(&format!(
+            "\n  after processing {n} instructions (limit {VERIFIER_LIMIT})"
+        ));
     }
     if errors.len() > 1 {
         msg.push_str("\n  verifier:");
@@ -228,7 +222,11 @@ impl Probe {
         for name in self.programs() {
             let p = &self.obj.programs[&name];
             let Some((kind, _)) = kind_of(&p.section) else { continue };
-            let insns = self.obj.functions.get(&p.function_key()).map_or(0, |f| f.instructions.len());
+            let insns = self
+                .obj
+                .functions
+                .get(&p.function_key())
+                .map_or(0, |f| f.instructions.len());
             let (r, log) = self.load(&name, LOG_STATS, 64 << 10);
             let (processed, error) = match r {
                 Ok(_fd) => (processed_insns(&log), None),
