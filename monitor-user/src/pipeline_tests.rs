@@ -699,6 +699,43 @@ fn stdio_over_socketpairs_is_one_session() {
     assert_eq!(s.metric("mcp_monitor_unpaired_responses_total", &[]), 0.0);
 }
 
+/// `line` crossing a connected pair of unix sockets: the writer's notice
+/// (naming the reader's socket, as the kernel does), then the reader's
+/// read. Each end is (process, fd, its own socket).
+fn over_socket(
+    feed: &mut impl FnMut(Chunk),
+    (writer, wfd, wsock): (ProcKey, i32, u64),
+    (reader, rfd, rsock): (ProcKey, i32, u64),
+    line: &str,
+    ts: u64,
+    flags: u8,
+) {
+    let mut notice = chunk(
+        writer,
+        wfd,
+        Direction::Egress,
+        FdKind::UnixStream,
+        rsock,
+        b"",
+        ts,
+        flags,
+    );
+    notice.peer = wsock;
+    feed(notice);
+    let mut read = chunk(
+        reader,
+        rfd,
+        Direction::Ingress,
+        FdKind::UnixStream,
+        rsock,
+        line.as_bytes(),
+        ts,
+        flags,
+    );
+    read.peer = wsock;
+    feed(read);
+}
+
 #[test]
 fn stdio_on_copies_of_two_socketpairs_is_one_session() {
     // node gives its child one socketpair per descriptor; a Python SDK 2.x
@@ -732,58 +769,28 @@ fn stdio_on_copies_of_two_socketpairs_is_one_session() {
     for (i, (req, resp)) in exchanges.iter().enumerate() {
         let first = if i == 0 { chunk_flags::NEW_STREAM } else { 0 };
         let mut feed = |c: Chunk| p.handle(Observation::Chunk(c), &mut out);
-        // node writes the request on its end of the stdin pair (fd 19).
-        let mut notice = chunk(
-            CLIENT,
-            19,
-            Direction::Egress,
-            FdKind::UnixStream,
-            stdin_srv,
-            b"",
+        // node writes the request on its end of the stdin pair (fd 19);
+        // the server reads its copy of stdin (fd 6).
+        let line = format!("{req}\n");
+        over_socket(
+            &mut feed,
+            (CLIENT, 19, stdin_node),
+            (SERVER, 6, stdin_srv),
+            &line,
             ts,
             first,
         );
-        notice.peer = stdin_node;
-        feed(notice);
-        ts += 1;
-        let mut r = chunk(
-            SERVER,
-            6,
-            Direction::Ingress,
-            FdKind::UnixStream,
-            stdin_srv,
-            format!("{req}\n").as_bytes(),
-            ts,
-            first,
-        );
-        r.peer = stdin_node;
-        feed(r);
         // The server answers on its copy of stdout (fd 7); node reads fd 21.
-        let mut notice = chunk(
-            SERVER,
-            7,
-            Direction::Egress,
-            FdKind::UnixStream,
-            stdout_node,
-            b"",
-            ts,
+        let line = format!("{resp}\n");
+        over_socket(
+            &mut feed,
+            (SERVER, 7, stdout_srv),
+            (CLIENT, 21, stdout_node),
+            &line,
+            ts + 1,
             first,
         );
-        notice.peer = stdout_srv;
-        feed(notice);
-        ts += 1;
-        let mut r = chunk(
-            CLIENT,
-            21,
-            Direction::Ingress,
-            FdKind::UnixStream,
-            stdout_node,
-            format!("{resp}\n").as_bytes(),
-            ts,
-            first,
-        );
-        r.peer = stdout_srv;
-        feed(r);
+        ts += 2;
     }
     assert_eq!(p.session_count(), 1);
     assert_eq!(out.events.len(), 6);
@@ -824,47 +831,25 @@ fn a_socket_server_with_two_clients_has_two_sessions() {
     let mut ts = 10;
     for (client, srv_fd, srv_sock, cli_sock) in [(c1, 7, 0xa1u64, 0xb1u64), (c2, 8, 0xa2, 0xb2)] {
         let mut feed = |c: Chunk| p.handle(Observation::Chunk(c), &mut out);
-        let mut notice = chunk(client, 3, Direction::Egress, FdKind::UnixStream, srv_sock, b"", ts, 0);
-        notice.peer = cli_sock;
-        feed(notice);
-        ts += 1;
-        let mut req = chunk(
-            SERVER,
-            srv_fd,
-            Direction::Ingress,
-            FdKind::UnixStream,
-            srv_sock,
-            format!("{}\n", json!({"jsonrpc":"2.0","id":1,"method":"tools/list"})).as_bytes(),
+        let req = format!("{}\n", json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}));
+        over_socket(
+            &mut feed,
+            (client, 3, cli_sock),
+            (SERVER, srv_fd, srv_sock),
+            &req,
             ts,
             chunk_flags::NEW_STREAM,
         );
-        req.peer = cli_sock;
-        feed(req);
-        let mut notice = chunk(
-            SERVER,
-            srv_fd,
-            Direction::Egress,
-            FdKind::UnixStream,
-            cli_sock,
-            b"",
-            ts,
-            0,
-        );
-        notice.peer = srv_sock;
-        feed(notice);
-        ts += 1;
-        let mut resp = chunk(
-            client,
-            3,
-            Direction::Ingress,
-            FdKind::UnixStream,
-            cli_sock,
-            format!("{}\n", json!({"jsonrpc":"2.0","id":1,"result":{"tools":[]}})).as_bytes(),
-            ts,
+        let resp = format!("{}\n", json!({"jsonrpc":"2.0","id":1,"result":{"tools":[]}}));
+        over_socket(
+            &mut feed,
+            (SERVER, srv_fd, srv_sock),
+            (client, 3, cli_sock),
+            &resp,
+            ts + 1,
             chunk_flags::NEW_STREAM,
         );
-        resp.peer = srv_sock;
-        feed(resp);
+        ts += 2;
     }
     assert_eq!(p.session_count(), 2);
     assert_eq!(out.events.len(), 4);

@@ -94,12 +94,7 @@ pub fn select(args: &[String]) -> Result<Vec<&'static Spec>> {
 /// The Debian archive and security URIs this machine's apt uses: the
 /// kernels come from the same mirrors, other suites.
 fn mirrors() -> Result<(String, String)> {
-    let mut texts = Vec::new();
-    for f in ["/etc/apt/sources.list"] {
-        if let Ok(t) = std::fs::read_to_string(f) {
-            texts.push(t);
-        }
-    }
+    let mut texts: Vec<String> = std::fs::read_to_string("/etc/apt/sources.list").into_iter().collect();
     if let Ok(rd) = std::fs::read_dir("/etc/apt/sources.list.d") {
         for e in rd.flatten() {
             let p = e.path();
@@ -476,7 +471,6 @@ fn guest_script(plan: &GuestPlan) -> String {
          $B mkdir -p /dev/pts /dev/shm\n\
          $B mount -t devpts devpts /dev/pts\n\
          $B mount -t tmpfs tmpfs /dev/shm\n\
-
          $B mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || $B mount -t debugfs nodev /sys/kernel/debug\n\
          $B mount -t cgroup2 none /sys/fs/cgroup\n\
          $B mount -t bpf bpf /sys/fs/bpf\n\

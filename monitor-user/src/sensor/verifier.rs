@@ -162,29 +162,26 @@ impl Probe {
     /// `max_entries` where the object leaves a size to the loader).
     pub fn new(object: &[u8], max_entries: &[(&str, u32)]) -> anyhow::Result<Self> {
         let mut obj = Object::parse(object)?;
-        let mut maps = Vec::new();
-        let mut names = Vec::new();
         let sizes: HashMap<&str, u32> = max_entries.iter().copied().collect();
-        let mut defs: Vec<(String, aya_obj::Map)> = obj.maps.iter().map(|(n, m)| (n.clone(), m.clone())).collect();
-        defs.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, mut def) in defs {
+        // The definitions stay borrowed by the relocation while `obj` is
+        // changed: work on copies.
+        let defs: Vec<(String, aya_obj::Map)> = obj.maps.iter().map(|(n, m)| (n.clone(), m.clone())).collect();
+        let mut maps = Vec::with_capacity(defs.len());
+        for (name, def) in &defs {
+            let mut def = def.clone();
             if let Some(n) = sizes.get(name.as_str()) {
                 def.set_max_entries(*n);
             }
-            let data = MapData::create(def, &name, None)
+            let data = MapData::create(def, name, None)
                 .map_err(|e| anyhow::anyhow!("creating map {name} for the verifier statistics: {e}"))?;
             maps.push(data);
-            names.push(name);
         }
         let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
-        let defs: Vec<(String, aya_obj::Map)> = obj.maps.iter().map(|(n, m)| (n.clone(), m.clone())).collect();
-        let lookup: HashMap<&str, &aya_obj::Map> = defs.iter().map(|(n, m)| (n.as_str(), m)).collect();
-        let fds: Vec<(&str, i32, &aya_obj::Map)> = names
+        let fds = defs
             .iter()
             .zip(&maps)
-            .map(|(n, m)| (n.as_str(), m.fd().as_fd().as_raw_fd(), lookup[n.as_str()]))
-            .collect();
-        obj.relocate_maps(fds.into_iter(), &text_sections)?;
+            .map(|((name, def), data)| (name.as_str(), data.fd().as_fd().as_raw_fd(), def));
+        obj.relocate_maps(fds, &text_sections)?;
         obj.relocate_calls(&text_sections)?;
         Ok(Self { obj, _maps: maps })
     }
