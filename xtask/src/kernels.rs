@@ -664,8 +664,8 @@ fn tail(s: &str, n: usize) -> String {
 }
 
 /// Writes the verifier table (instructions processed per program per
-/// kernel) to docs/KERNELS.md between its markers, and every outcome to
-/// target/kernel-matrix/results.json.
+/// kernel) to docs/KERNELS.md between its markers when every kernel of the
+/// matrix ran, and every outcome to target/kernel-matrix/results.json.
 pub fn write_report(outcomes: &[Outcome], host: Option<(String, Value)>) -> Result<()> {
     let mut cols: Vec<(String, &Value)> = outcomes
         .iter()
@@ -708,8 +708,11 @@ pub fn write_report(outcomes: &[Outcome], host: Option<(String, Value)>) -> Resu
         }
         t.push('\n');
     }
+    // Only a run of the whole matrix, every kernel measured, rewrites the
+    // table: a run of one kernel would leave the others' columns out.
+    let complete = outcomes.len() == MATRIX.len() && outcomes.iter().all(|o| o.check.is_some());
     let doc = root().join("docs/KERNELS.md");
-    if let Ok(text) = std::fs::read_to_string(&doc) {
+    if let (true, Ok(text)) = (complete, std::fs::read_to_string(&doc)) {
         let (b, e) = ("<!-- verifier-table:begin -->", "<!-- verifier-table:end -->");
         if let (Some(i), Some(j)) = (text.find(b), text.find(e)) {
             let new = format!("{}{b}\n{t}{}", &text[..i], &text[j..]);
