@@ -16,7 +16,7 @@
 #![no_std]
 
 /// Bumped whenever a `#[repr(C)]` layout below changes.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Largest payload one chunk record can carry. The per-CPU scratch buffer is
 /// sized for it, so it is a compile-time constant; the effective cap is
@@ -228,6 +228,10 @@ pub mod chunk_flags {
     /// thread last read from when the `SSL` object was first seen), not
     /// announced through `SSL_set_fd`.
     pub const TLS_FD_INFERRED: u8 = 1 << 5;
+    /// The stream had been ignored (userspace judged it not MCP) and this
+    /// transfer starts like MCP again: userspace judges it afresh. Comes
+    /// with [`NEW_STREAM`].
+    pub const RESUMED: u8 = 1 << 6;
 }
 
 /// [`StreamKey::fd`] of TLS streams: they are keyed by `SSL` object
@@ -385,7 +389,9 @@ pub struct StreamKey {
 pub mod stream_state {
     /// Capture every chunk of this stream.
     pub const CAPTURE: u8 = 1;
-    /// Userspace rejected the stream: never report it again.
+    /// Userspace rejected the stream: report nothing of it, except a
+    /// transfer that starts like MCP again (discovery runs on it; a hit
+    /// resumes capture, see `chunk_flags::RESUMED`).
     pub const IGNORE: u8 = 2;
     /// Writer notice already sent for this (egress, local IPC) stream.
     pub const WRITER_NOTIFIED: u8 = 3;
@@ -490,10 +496,15 @@ pub enum Counter {
     /// TLS plaintext chunks sent without a known socket (no `SSL_set_fd`
     /// and no socket read on the thread yet).
     TlsUnbound = 13,
+    /// Transfers of ignored streams that started like MCP and were looked
+    /// at again by the discovery stages.
+    Relooks = 14,
+    /// Ignored streams resumed because such a re-look found MCP.
+    Resumed = 15,
 }
 
 /// Number of entries in the counter array.
-pub const COUNTER_COUNT: u32 = 14;
+pub const COUNTER_COUNT: u32 = 16;
 
 impl Counter {
     /// All counters, in index order.
@@ -512,6 +523,8 @@ impl Counter {
         Self::DropNoScratch,
         Self::DropTailCall,
         Self::TlsUnbound,
+        Self::Relooks,
+        Self::Resumed,
     ];
 
     /// Stable snake_case name (used in recordings and logs).
@@ -531,6 +544,8 @@ impl Counter {
             Self::DropNoScratch => "drop_no_scratch",
             Self::DropTailCall => "drop_tail_call",
             Self::TlsUnbound => "tls_unbound",
+            Self::Relooks => "relooks",
+            Self::Resumed => "resumed",
         }
     }
 

@@ -174,7 +174,10 @@ struct Transfer {
     extra_flags: u8,
     /// Tail calls back into the capture stage so far (see `emit_rest`).
     pieces: u8,
-    _pad: [u8; 2],
+    /// The stream was ignored and this transfer went through the discovery
+    /// stages again (see `Header::Relook`).
+    relook: u8,
+    _pad: u8,
     /// What `emit_rest` has still to send: a plain range (the whole
     /// buffer of a plain call, or the rest of one large iovec), then for
     /// vectored calls the iovecs from `iov_next`, `iov_left` bytes in all.
@@ -1070,7 +1073,8 @@ fn begin_transfer<C: EbpfContext>(
             at_exit: at_exit as u8,
             extra_flags,
             pieces: 0,
-            _pad: [0; 2],
+            relook: 0,
+            _pad: 0,
             // A vectored transfer starts with an empty range and all its
             // bytes in the iovecs.
             range_buf: if iov_cnt == 0 { buf } else { 0 },
@@ -1231,11 +1235,73 @@ pub fn capture(ctx: TracePointContext) -> u32 {
     let t = *tp;
     let Some(scratch) = scratch() else { return 0 };
     // A transfer under way already has its header in the scratch area.
-    if t.pieces == 0 && !capture_header(cfg, scratch, &t) {
-        return 0;
+    if t.pieces == 0 {
+        match capture_header(cfg, scratch, &t) {
+            Header::Send => {}
+            Header::Skip => return 0,
+            Header::Relook => return relook(&ctx, &JUMP),
+        }
     }
     emit_rest(&ctx, &JUMP, cfg, scratch, header_flags(scratch));
     0
+}
+
+/// What the first run of a capture stage decided for the transfer.
+enum Header {
+    /// The header is in the scratch area: send the payload.
+    Send,
+    /// Nothing (more) to send.
+    Skip,
+    /// An ignored stream's transfer that starts like MCP: run the
+    /// discovery stages on it; a hit comes back resumed.
+    Relook,
+}
+
+/// No stream is judged for good by what came first (a banner, an OAuth
+/// discovery request, a throwaway request sent to blind us): a transfer of
+/// an ignored stream that starts like MCP goes through discovery again.
+/// Costs one 16-byte read per transfer of an ignored stream of a tracked
+/// process, and the discovery scan for those that start with `{`, `[`,
+/// `POST ` or `HTTP/1.`.
+#[inline(always)]
+fn relook<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u32 {
+    let Some(t) = TRANSFER.get_ptr_mut(0) else { return 0 };
+    count(Counter::Relooks, 1);
+    unsafe {
+        (*t).relook = 1;
+        jump.tail_call(ctx, JUMP_DISCOVER);
+    }
+    count(Counter::DropTailCall, 1);
+    0
+}
+
+/// The decision for an ignored stream `key`: skip the transfer, look at it
+/// again, or (discovery found MCP in it) capture the stream again from
+/// here, and its other direction from its next transfer.
+#[inline(always)]
+fn ignored_stream(key: &StreamKey, t: &Transfer) -> Header {
+    if t.discovered == 0 {
+        if t.relook == 0 && starts_like_json(t.first_buf, t.first_len) {
+            return Header::Relook;
+        }
+        return Header::Skip;
+    }
+    count(Counter::Resumed, 1);
+    if STREAMS.insert(key, &stream_state::CAPTURE, 0).is_err() {
+        count(Counter::DropStreamMapFull, 1);
+    }
+    let other = StreamKey {
+        direction: if key.direction == Direction::Ingress as u8 {
+            Direction::Egress as u8
+        } else {
+            Direction::Ingress as u8
+        },
+        ..*key
+    };
+    if unsafe { STREAMS.get(&other) }.copied() == Some(stream_state::IGNORE) {
+        let _ = STREAMS.remove(&other);
+    }
+    Header::Send
 }
 
 /// The flags to send the rest of a transfer with: those of the header in
@@ -1250,16 +1316,16 @@ fn header_flags(scratch: *mut u8) -> u8 {
 
 /// First run of `capture` for a transfer: classify the descriptor, apply
 /// the stream decision, send the writer notice of a local write, or fill
-/// the chunk header for the payload. True when the payload is to be sent.
+/// the chunk header for the payload.
 #[inline(always)]
-fn capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer) -> bool {
+fn capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer) -> Header {
     let (Some(syscall), Some(dir)) = (Syscall::from_u8(t.syscall), Direction::from_u8(t.direction)) else {
-        return false;
+        return Header::Skip;
     };
     let pid_tgid = t.pid_tgid;
     let tgid = (pid_tgid >> 32) as u32;
     let fd = t.fd;
-    let Some(fi) = file_info(cfg, fd, dir) else { return false };
+    let Some(fi) = file_info(cfg, fd, dir) else { return Header::Skip };
     let tcp = matches!(fi.kind, FdKind::Tcp4 | FdKind::Tcp6);
     if tcp && dir == Direction::Ingress {
         // TLS over memory BIOs (asyncio, node): the socket is read, then
@@ -1268,7 +1334,7 @@ fn capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer) -> bool {
         let _ = LAST_TCP_READ.insert(&pid_tgid, &fd, 0);
     }
     if !(fi.kind.is_local_ipc() || (tcp && cfg.flags & config_flags::CAPTURE_TCP != 0)) {
-        return false;
+        return Header::Skip;
     }
     let key = StreamKey {
         tgid,
@@ -1278,11 +1344,21 @@ fn capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer) -> bool {
         _pad: [0; 7],
     };
     let state = unsafe { STREAMS.get(&key) }.copied();
-    if state == Some(stream_state::IGNORE) {
-        return false;
-    }
     let mut flags = 0u8;
-    if t.discovered != 0 {
+    if state == Some(stream_state::IGNORE) {
+        // TCP writes are captured at exit only.
+        if dir == Direction::Egress && t.at_exit == 0 {
+            return Header::Skip;
+        }
+        match ignored_stream(&key, t) {
+            Header::Send => flags |= chunk_flags::RESUMED | chunk_flags::NEW_STREAM,
+            other => return other,
+        }
+    }
+    if t.relook != 0 {
+        // A tracked process keeps its reason.
+        flags |= chunk_flags::TRACKED;
+    } else if t.discovered != 0 {
         flags |= chunk_flags::DISCOVERED;
         count(Counter::DiscoveryHits, 1);
         track(tgid, t.start_ns, TrackReason::Discovered);
@@ -1293,12 +1369,12 @@ fn capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer) -> bool {
     if dir == Direction::Egress && tcp {
         // TCP payloads are taken at syscall exit, with the accepted count.
         if t.at_exit == 0 {
-            return false;
+            return Header::Skip;
         }
     } else if dir == Direction::Egress {
         // Local IPC writes: one notice per stream, no payload, at entry.
         if state.is_some() || t.at_exit != 0 {
-            return false;
+            return Header::Skip;
         }
         if STREAMS.insert(&key, &stream_state::WRITER_NOTIFIED, 0).is_err() {
             count(Counter::DropStreamMapFull, 1);
@@ -1322,7 +1398,7 @@ fn capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer) -> bool {
         } else {
             count(Counter::Records, 1);
         }
-        return false;
+        return Header::Skip;
     }
 
     if state.is_none() {
@@ -1347,7 +1423,7 @@ fn capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer) -> bool {
     if tcp {
         rec.conn = conn_tuple(cfg, fi.channel, fi.kind);
     }
-    true
+    Header::Send
 }
 
 // ------------------------------------------------------------ TLS
@@ -1363,17 +1439,21 @@ pub fn tls_capture(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let Some(scratch) = scratch() else { return 0 };
-    if t.pieces == 0 && !tls_capture_header(cfg, scratch, &t, syscall, dir) {
-        return 0;
+    if t.pieces == 0 {
+        match tls_capture_header(cfg, scratch, &t, syscall, dir) {
+            Header::Send => {}
+            Header::Skip => return 0,
+            Header::Relook => return relook(&ctx, &TLS_JUMP),
+        }
     }
     emit_rest(&ctx, &TLS_JUMP, cfg, scratch, header_flags(scratch));
     0
 }
 
 /// First run of `tls_capture` for a transfer: the stream decision and the
-/// chunk header. True when the payload is to be sent.
+/// chunk header.
 #[inline(always)]
-fn tls_capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer, syscall: Syscall, dir: Direction) -> bool {
+fn tls_capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer, syscall: Syscall, dir: Direction) -> Header {
     let pid_tgid = t.pid_tgid;
     let tgid = (pid_tgid >> 32) as u32;
     let key = StreamKey {
@@ -1384,11 +1464,16 @@ fn tls_capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer, syscal
         _pad: [0; 7],
     };
     let state = unsafe { STREAMS.get(&key) }.copied();
-    if state == Some(stream_state::IGNORE) {
-        return false;
-    }
     let mut flags = t.extra_flags;
-    if t.discovered != 0 {
+    if state == Some(stream_state::IGNORE) {
+        match ignored_stream(&key, t) {
+            Header::Send => flags |= chunk_flags::RESUMED | chunk_flags::NEW_STREAM,
+            other => return other,
+        }
+    }
+    if t.relook != 0 {
+        flags |= chunk_flags::TRACKED;
+    } else if t.discovered != 0 {
         flags |= chunk_flags::DISCOVERED;
         count(Counter::DiscoveryHits, 1);
         track(tgid, t.start_ns, TrackReason::Discovered);
@@ -1414,7 +1499,7 @@ fn tls_capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer, syscal
         Some(s) if matches!(s.kind, FdKind::Tcp4 | FdKind::Tcp6) => rec.conn = conn_tuple(cfg, s.channel, s.kind),
         _ => count(Counter::TlsUnbound, 1),
     }
-    true
+    Header::Send
 }
 
 /// Entry of `SSL_read`/`SSL_write` (`ex`: the `_ex` variants, which

@@ -156,6 +156,11 @@ pub struct PipelineSettings {
     pub max_streams: usize,
     pub max_sessions: usize,
     pub max_pending_requests: usize,
+    /// Lines or HTTP bodies that are not JSON-RPC a stream or connection
+    /// may carry before its first JSON-RPC message.
+    pub max_prelude_frames: u32,
+    /// Times per minute a stream judged not MCP may be judged afresh.
+    pub max_relooks_per_minute: u32,
 }
 
 impl Default for PipelineSettings {
@@ -170,6 +175,8 @@ impl Default for PipelineSettings {
             max_streams: d.max_streams,
             max_sessions: d.max_sessions,
             max_pending_requests: d.max_pending,
+            max_prelude_frames: d.max_prelude_frames,
+            max_relooks_per_minute: d.max_relooks_per_minute,
         }
     }
 }
@@ -385,6 +392,9 @@ impl Config {
             max_pending: p.max_pending_requests,
             request_timeout_ns: p.request_timeout_seconds * 1_000_000_000,
             session_idle_ns: p.session_idle_seconds * 1_000_000_000,
+            max_prelude_frames: p.max_prelude_frames,
+            max_relooks_per_minute: p.max_relooks_per_minute,
+            discovery_window: self.capture.discovery_window_bytes as usize,
             identity: self.identity.clone(),
             ..PipelineConfig::default()
         }

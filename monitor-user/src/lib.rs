@@ -30,5 +30,6 @@ pub mod output;
 pub mod pipeline;
 pub mod record;
 pub mod redact;
+pub mod relook;
 pub mod sensor;
 pub mod session;

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub unpaired_responses: IntCounter,
     pub sse_replayed: IntCounter,
     pub prelude_frames: IntCounter,
+    pub stream_relooks: IntCounterVec,
     pub http_header_mismatch: IntCounterVec,
     pub pending_evicted: IntCounterVec,
     pub state_evictions: IntCounterVec,
@@ -229,6 +230,11 @@ impl Metrics {
             prelude_frames: reg!(counter(
                 "prelude_frames_total",
                 "Lines or HTTP bodies that were not JSON-RPC, seen before the first JSON-RPC message of a stream or connection; it is judged not MCP only past pipeline.max_prelude_frames of them."
+            )),
+            stream_relooks: reg!(counter_vec(
+                "stream_relooks_total",
+                "Streams and connections judged not MCP that were looked at again: kernel_looked (a transfer that starts like MCP ran discovery again), kernel_found (it found MCP and resumed capture), resumed (judged afresh), over_budget (not judged afresh: pipeline.max_relooks_per_minute spent).",
+                &["result"]
             )),
             sse_replayed: reg!(counter(
                 "sse_replayed_events_total",

@@ -40,6 +40,7 @@ use crate::{
     metrics::Metrics,
     observation::{CaptureStats, Chunk, Lifecycle, LifecycleKind, Observation, ProcKey},
     redact,
+    relook::{self, RelookBudget},
     session::{Pending, Session, SessionKey},
 };
 
@@ -70,6 +71,14 @@ pub struct PipelineConfig {
     /// MCP: no stream is judged for good by what comes first (a banner, an
     /// OAuth discovery request, or a throwaway request sent to blind us).
     pub max_prelude_frames: u32,
+    /// Times per minute a stream or connection judged not MCP may be judged
+    /// afresh because a later transfer or line starts like MCP (see
+    /// [`crate::relook`]).
+    pub max_relooks_per_minute: u32,
+    /// Bytes at the start of a transfer that the kernel's discovery looks
+    /// at (`capture.discovery_window_bytes`); the pipeline's re-look of
+    /// lines uses the same window.
+    pub discovery_window: usize,
     /// SPIFFE trust domain and mappings.
     pub identity: IdentityConfig,
     /// This host's name (for `{hostname}` in SPIFFE mappings).
@@ -91,6 +100,8 @@ impl Default for PipelineConfig {
             max_held: 32,
             max_pending_stream_bytes: 16 << 20,
             max_prelude_frames: 8,
+            max_relooks_per_minute: 16,
+            discovery_window: 1024,
             identity: IdentityConfig::default(),
             hostname: String::new(),
         }
@@ -109,8 +120,11 @@ pub struct KernelStream {
 /// Capture decisions for the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Control {
-    /// The stream is not MCP: stop capturing it.
+    /// The stream is not MCP: stop capturing it (the kernel still looks at
+    /// transfers that start like MCP).
     IgnoreStream(KernelStream),
+    /// A stream judged not MCP showed MCP again: capture it again.
+    CaptureStream(KernelStream),
 }
 
 /// Where the pipeline's output goes.
@@ -168,7 +182,23 @@ struct Stream {
     pending_bytes: u64,
     /// Lines that were not JSON-RPC before the first that was.
     prelude: u32,
+    relooks: RelookBudget,
     last_ns: u64,
+}
+
+impl StreamId {
+    fn kernel(&self) -> KernelStream {
+        KernelStream {
+            pid: self.proc.pid,
+            fd: self.fd,
+            inode: self.inode,
+            direction: if self.direction == Direction::Ingress as u8 {
+                Direction::Ingress
+            } else {
+                Direction::Egress
+            },
+        }
+    }
 }
 
 /// What a session keeps about a held (not yet emitted) message.
@@ -474,6 +504,10 @@ impl Pipeline {
             direction: c.direction as u8,
         };
         let mut stream = match self.streams.remove(&id) {
+            Some(s) if s.verdict == Verdict::Rejected => match self.relook_stream(s, &c, sink) {
+                Ok(fresh) => fresh,
+                Err(s) => return self.insert_stream(s),
+            },
             Some(s) => s,
             None => self.new_stream(id, &c),
         };
@@ -489,12 +523,41 @@ impl Pipeline {
             if c.has_gap() {
                 framer.gap();
             }
-            stream.framer = framer;
+            // A stream rejected in this chunk frees its buffer.
+            if stream.verdict != Verdict::Rejected {
+                stream.framer = framer;
+            }
             if stream.verdict == Verdict::Pending && stream.pending_bytes > self.cfg.max_pending_stream_bytes {
                 self.reject(&mut stream, "no_frame", sink);
             }
         }
         self.insert_stream(stream);
+    }
+
+    /// A chunk of a stream judged not MCP: judged afresh when the kernel
+    /// resumed it, or (a chunk already on its way when the stream was
+    /// ignored) when it starts like MCP; within the stream's budget.
+    fn relook_stream(&mut self, old: Stream, c: &Chunk, sink: &mut impl Sink) -> Result<Stream, Stream> {
+        let resumed = c.flag(chunk_flags::RESUMED);
+        if !resumed && !relook::looks_like_mcp(&c.data, self.cfg.discovery_window) {
+            return Err(old);
+        }
+        let mut budget = old.relooks;
+        if !budget.take(c.ts_ns, self.cfg.max_relooks_per_minute) {
+            self.metrics.stream_relooks.with_label_values(&["over_budget"]).inc();
+            if resumed {
+                // The kernel captures it again since the hit: stop that.
+                sink.control(Control::IgnoreStream(old.id.kernel()));
+            }
+            return Err(old);
+        }
+        self.metrics.stream_relooks.with_label_values(&["resumed"]).inc();
+        if !resumed {
+            sink.control(Control::CaptureStream(old.id.kernel()));
+        }
+        let mut fresh = self.new_stream(old.id, c);
+        fresh.relooks = budget;
+        Ok(fresh)
     }
 
     fn new_stream(&mut self, id: StreamId, c: &Chunk) -> Stream {
@@ -514,6 +577,7 @@ impl Pipeline {
             verdict: Verdict::Pending,
             expect_partial: !aligned,
             prelude: 0,
+            relooks: RelookBudget::default(),
             role: None,
             session: None,
             pending_bytes: 0,
@@ -533,21 +597,29 @@ impl Pipeline {
             .streams
             .with_label_values(&[&format!("rejected:{reason}")])
             .inc();
-        sink.control(Control::IgnoreStream(KernelStream {
-            pid: stream.id.proc.pid,
-            fd: stream.id.fd,
-            inode: stream.id.inode,
-            direction: if stream.id.direction == Direction::Ingress as u8 {
-                Direction::Ingress
-            } else {
-                Direction::Egress
-            },
-        }));
+        sink.control(Control::IgnoreStream(stream.id.kernel()));
     }
 
     fn on_frame(&mut self, stream: &mut Stream, frame: Frame<'_>, ts_ns: u64, sink: &mut impl Sink) {
         if stream.verdict == Verdict::Rejected {
-            return;
+            // Rejected earlier in this chunk: a later line that starts like
+            // MCP is judged afresh (the kernel only looks again at the
+            // start of the next transfer).
+            let Frame::Line(bytes) = &frame else { return };
+            if !relook::looks_like_mcp(bytes, self.cfg.discovery_window) {
+                return;
+            }
+            if !stream.relooks.take(ts_ns, self.cfg.max_relooks_per_minute) {
+                self.metrics.stream_relooks.with_label_values(&["over_budget"]).inc();
+                return;
+            }
+            self.metrics.stream_relooks.with_label_values(&["resumed"]).inc();
+            sink.control(Control::CaptureStream(stream.id.kernel()));
+            stream.verdict = Verdict::Pending;
+            stream.prelude = 0;
+            stream.pending_bytes = 0;
+            stream.role = None;
+            stream.session = None;
         }
         match frame {
             Frame::Oversized(_) => {
@@ -1150,6 +1222,16 @@ impl Pipeline {
                         self.metrics.discovery_hits.inc_by(delta);
                     } else if *c == monitor_common::Counter::TlsUnbound {
                         self.metrics.tls_unbound.inc_by(delta);
+                    } else if *c == monitor_common::Counter::Relooks {
+                        self.metrics
+                            .stream_relooks
+                            .with_label_values(&["kernel_looked"])
+                            .inc_by(delta);
+                    } else if *c == monitor_common::Counter::Resumed {
+                        self.metrics
+                            .stream_relooks
+                            .with_label_values(&["kernel_found"])
+                            .inc_by(delta);
                     }
                 }
                 None if name == TLS_ATTACH_ERRORS => self.metrics.tls_attach_errors.inc_by(delta),

@@ -55,6 +55,7 @@ pub(super) struct HttpConn {
     /// Exchanges with a non-JSON body before the first JSON-RPC message
     /// (OAuth discovery, health checks, throwaway requests).
     prelude: u32,
+    relooks: RelookBudget,
     pub(super) last_ns: u64,
     /// Plaintext from the TLS library (transport `https`).
     tls: bool,
@@ -236,6 +237,7 @@ impl Pipeline {
             rejected: false,
             unclassified_bytes: 0,
             prelude: 0,
+            relooks: RelookBudget::default(),
             last_ns: c.ts_ns,
             tls,
             ends: None,
@@ -248,10 +250,20 @@ impl Pipeline {
             // connection: the kernel forgot the stream at SSL_free, so the
             // direction starts again with NEW_STREAM.
             Some(conn)
-                if tls && c.flag(chunk_flags::NEW_STREAM) && (conn.rejected || conn.seen[c.direction as usize]) =>
+                if tls
+                    && c.flag(chunk_flags::NEW_STREAM)
+                    && !c.flag(chunk_flags::RESUMED)
+                    && (conn.rejected || conn.seen[c.direction as usize]) =>
             {
                 fresh()
             }
+            Some(conn) if conn.rejected => match self.relook_conn(&conn, id, c, sink) {
+                Some(budget) => HttpConn {
+                    relooks: budget,
+                    ..fresh()
+                },
+                None => conn,
+            },
             Some(conn) => conn,
             None => fresh(),
         };
@@ -604,6 +616,38 @@ impl Pipeline {
             .or_insert(conn.session.unwrap_or(fallback));
         conn.session = Some(key);
         (Some(text), key)
+    }
+
+    /// A chunk of a connection judged not MCP: the budget left to judge it
+    /// afresh, when the kernel resumed it or (a chunk on its way when the
+    /// connection was ignored) it starts like MCP; `None` to keep ignoring it.
+    fn relook_conn(&mut self, conn: &HttpConn, id: ConnId, c: &Chunk, sink: &mut impl Sink) -> Option<RelookBudget> {
+        let resumed = c.flag(chunk_flags::RESUMED);
+        if !resumed && !relook::looks_like_mcp(&c.data, self.cfg.discovery_window) {
+            return None;
+        }
+        let mut budget = conn.relooks;
+        let granted = budget.take(c.ts_ns, self.cfg.max_relooks_per_minute);
+        let result = if granted { "resumed" } else { "over_budget" };
+        self.metrics.stream_relooks.with_label_values(&[result]).inc();
+        // The kernel resumed both directions on its hit; in-flight chunks
+        // found here need it told.
+        if granted != resumed {
+            for direction in [Direction::Ingress, Direction::Egress] {
+                let k = KernelStream {
+                    pid: id.proc.pid,
+                    fd: id.fd,
+                    inode: id.inode,
+                    direction,
+                };
+                sink.control(if granted {
+                    Control::CaptureStream(k)
+                } else {
+                    Control::IgnoreStream(k)
+                });
+            }
+        }
+        granted.then_some(budget)
     }
 
     fn insert_conn(&mut self, id: ConnId, conn: HttpConn) {

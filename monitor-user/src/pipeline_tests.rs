@@ -386,10 +386,143 @@ fn streams_that_are_not_json_rpc_are_rejected_and_reported_to_the_kernel() {
         s.metric("mcp_monitor_streams_total", &[("verdict", "rejected:not_jsonrpc")]),
         1.0
     );
-    // Chunks already in flight after the decision are dropped quietly.
-    s.client_sends(&[b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}\n"]);
+    // Chunks already in flight after the decision are dropped quietly,
+    // unless they start like MCP (see the re-look tests below).
+    s.client_sends(&[b"{\"level\":\"info\",\"msg\":\"again\"}\n"]);
     assert!(s.out.events.is_empty());
     assert_eq!(s.out.controls.len(), 1);
+}
+
+impl Sim {
+    /// The server reads `data` on the client-to-server pipe with `flags`.
+    fn server_reads(&mut self, data: &[u8], flags: u8) {
+        self.notice(CLIENT, 5, self.c2s);
+        self.ts += 1_000;
+        let c = chunk(
+            self.server,
+            self.server_fds.0,
+            Direction::Ingress,
+            self.kind,
+            self.c2s,
+            data,
+            self.ts,
+            flags,
+        );
+        self.feed(Observation::Chunk(c));
+    }
+}
+
+const C2S_PIPE: KernelStream = KernelStream {
+    pid: 200,
+    fd: 0,
+    inode: 11,
+    direction: Direction::Ingress,
+};
+
+#[test]
+fn a_stream_judged_not_mcp_is_judged_afresh_when_the_kernel_finds_mcp_in_it() {
+    let mut s = Sim::new();
+    s.client_sends(&[b"{\"level\":\"info\",\"msg\":\"hello\"}\n"]);
+    assert_eq!(s.out.controls, vec![Control::IgnoreStream(C2S_PIPE)]);
+    // The kernel's re-look found MCP at the start of a later read.
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}});
+    s.server_reads(
+        format!("{init}\n").as_bytes(),
+        chunk_flags::NEW_STREAM | chunk_flags::RESUMED | chunk_flags::TRACKED,
+    );
+    s.s(json!({"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2.0"}}}));
+    s.c(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}));
+    assert_eq!(
+        s.rows(),
+        vec![
+            row(C2S, Kind::Request, Some("initialize"), Some("0"), None),
+            row(S2C, Kind::Response, Some("initialize"), Some("0"), None),
+            row(C2S, Kind::Request, Some("tools/list"), Some("1"), None),
+        ]
+    );
+    assert_eq!(
+        s.metric("mcp_monitor_stream_relooks_total", &[("result", "resumed")]),
+        1.0
+    );
+    // The kernel resumed it itself: nothing more to tell it.
+    assert_eq!(s.out.controls, vec![Control::IgnoreStream(C2S_PIPE)]);
+}
+
+#[test]
+fn garbage_past_the_prelude_budget_in_one_read_does_not_blind_the_monitor() {
+    // More throwaway lines than the prelude budget, then MCP, all in one
+    // read: the lines after the rejection are looked at again.
+    let mut s = Sim::new();
+    let mut burst = Vec::new();
+    for i in 0..3 * PipelineConfig::default().max_prelude_frames {
+        burst.extend(format!("noise {i}\n").as_bytes());
+    }
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}});
+    burst.extend(format!("{init}\n").as_bytes());
+    s.server_reads(&burst, chunk_flags::NEW_STREAM | chunk_flags::TRACKED);
+    assert_eq!(
+        s.out.controls,
+        vec![Control::IgnoreStream(C2S_PIPE), Control::CaptureStream(C2S_PIPE)],
+        "rejected past the budget, then captured again"
+    );
+    s.s(json!({"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2.0"}}}));
+    assert_eq!(
+        s.rows(),
+        vec![
+            row(C2S, Kind::Request, Some("initialize"), Some("0"), None),
+            row(S2C, Kind::Response, Some("initialize"), Some("0"), None),
+        ]
+    );
+}
+
+#[test]
+fn re_judgements_of_a_stream_are_bounded_per_minute() {
+    // JSON that holds "jsonrpc" but is not JSON-RPC: the kernel finds it at
+    // every read; past the budget the pipeline stops judging it afresh and
+    // tells the kernel to ignore it again.
+    let max = 4;
+    let mut s = Sim::with(PipelineConfig {
+        max_relooks_per_minute: max,
+        ..PipelineConfig::default()
+    });
+    let line = b"{\"jsonrpc\":\"1.0\",\"log\":\"not json-rpc 2.0\"}\n";
+    s.server_reads(line, chunk_flags::NEW_STREAM | chunk_flags::TRACKED);
+    for _ in 0..max + 3 {
+        s.server_reads(
+            line,
+            chunk_flags::NEW_STREAM | chunk_flags::RESUMED | chunk_flags::TRACKED,
+        );
+    }
+    assert!(s.out.events.is_empty());
+    assert_eq!(
+        s.metric("mcp_monitor_stream_relooks_total", &[("result", "resumed")]),
+        max as f64
+    );
+    assert_eq!(
+        s.metric("mcp_monitor_stream_relooks_total", &[("result", "over_budget")]),
+        3.0
+    );
+    let ignores = s
+        .out
+        .controls
+        .iter()
+        .filter(|c| **c == Control::IgnoreStream(C2S_PIPE))
+        .count();
+    assert_eq!(
+        ignores,
+        1 + max as usize + 3,
+        "every rejection and every refused resume is told to the kernel"
+    );
+    // A minute later the stream may be judged afresh again.
+    s.ts += 61_000_000_000;
+    s.server_reads(
+        line,
+        chunk_flags::NEW_STREAM | chunk_flags::RESUMED | chunk_flags::TRACKED,
+    );
+    assert_eq!(
+        s.metric("mcp_monitor_stream_relooks_total", &[("result", "resumed")]),
+        max as f64 + 1.0
+    );
 }
 
 #[test]
@@ -447,6 +580,71 @@ fn an_http_connection_is_not_judged_by_its_first_exchanges() {
     prelude_then_initialize(&mut s, CLIENT, 9, Direction::Egress, "mcp-remote");
     assert!(s.out.controls.is_empty(), "{:?}", s.out.controls);
     assert_eq!(s.metric("mcp_monitor_prelude_frames_total", &[]), 1.0);
+}
+
+#[test]
+fn throwaway_requests_past_the_budget_do_not_blind_the_monitor() {
+    // The evasion: more throwaway requests than the prelude budget on one
+    // keep-alive connection, then MCP on it. The connection is ignored,
+    // then the kernel's re-look resumes it at the POST.
+    let mut s = Sim::new();
+    let fd = 9;
+    for _ in 0..=PipelineConfig::default().max_prelude_frames {
+        tcp(
+            &mut s,
+            CLIENT,
+            fd,
+            Direction::Egress,
+            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        tcp(
+            &mut s,
+            CLIENT,
+            fd,
+            Direction::Ingress,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
+        );
+    }
+    let ignored = |s: &Sim| {
+        s.out
+            .controls
+            .iter()
+            .filter(|c| matches!(c, Control::IgnoreStream(k) if k.fd == fd))
+            .count()
+    };
+    assert_eq!(ignored(&s), 2, "both directions ignored: {:?}", s.out.controls);
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18",
+        "capabilities":{},"clientInfo":{"name":"sneaky","version":"0.1"}}});
+    s.ts += 1_000;
+    let mut c = chunk(
+        CLIENT,
+        fd,
+        Direction::Egress,
+        FdKind::Tcp4,
+        900 + fd as u64,
+        b"",
+        s.ts,
+        0,
+    );
+    c.writer_notice = false;
+    c.data = post(&init.to_string(), None);
+    c.flags = chunk_flags::NEW_STREAM | chunk_flags::RESUMED | chunk_flags::TRACKED;
+    s.feed(Observation::Chunk(c));
+    // The response direction comes back as a new stream.
+    let body = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"remote","version":"1"}}}"#;
+    tcp(&mut s, CLIENT, fd, Direction::Ingress, &json_response(body));
+    assert_eq!(
+        s.rows(),
+        vec![
+            row(C2S, Kind::Request, Some("initialize"), Some("0"), None),
+            row(S2C, Kind::Response, Some("initialize"), Some("0"), None),
+        ]
+    );
+    assert_eq!(
+        s.metric("mcp_monitor_stream_relooks_total", &[("result", "resumed")]),
+        1.0
+    );
+    assert_eq!(ignored(&s), 2);
 }
 
 #[test]
@@ -1262,8 +1460,9 @@ fn http_client_side_and_non_mcp_connections() {
         .out
         .controls
         .iter()
-        .map(|c| match c {
-            Control::IgnoreStream(k) => k.fd,
+        .filter_map(|c| match c {
+            Control::IgnoreStream(k) => Some(k.fd),
+            Control::CaptureStream(_) => None,
         })
         .collect();
     assert!(ignored.contains(&10) && ignored.contains(&11), "{ignored:?}");

@@ -12,6 +12,10 @@
 //   leak: [dir] [file]: read `file` through server-filesystem, then pass its
 //         content to the send_message tool of the FastMCP test server
 //         (MCP_TEST_PYTHON), from the same client process.
+//   --noise=N: before the first message, and again after tools/list, write N
+//             lines that are not JSON-RPC to the server's stdin, one write
+//             each (a client trying to get the stream judged not MCP; the
+//             SDK servers skip such lines).
 //   --pause:  after the first steps print "PAUSED" and wait for a line on stdin
 //             (the test starts the monitor meanwhile); later messages are marked
 //             after_resume.
@@ -78,8 +82,18 @@ function serverCommand() {
 const { dir, args, command } = serverCommand();
 const transport = new StdioClientTransport({ command: command ?? process.execPath, args, stderr: "ignore" });
 // Sent messages: the transport writes JSON.stringify(message) + "\n".
+const noise = Number(rest.find((a) => a.startsWith("--noise="))?.slice(8) ?? 0);
+let noiseDue = noise > 0;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const send = transport.send.bind(transport);
-transport.send = (message) => {
+transport.send = async (message) => {
+  if (noiseDue) {
+    noiseDue = false;
+    for (let i = 0; i < noise; i++) {
+      transport._process.stdin.write(`not json-rpc, line ${i}\n`);
+      await sleep(15);
+    }
+  }
   record("c2s", JSON.stringify(message));
   return send(message);
 };
@@ -112,6 +126,7 @@ const info = { client_pid: process.pid, server_pid: transport.pid };
 
 if (scenario === "everything") {
   await client.listTools();
+  noiseDue = noise > 0;
   await client.callTool({ name: "echo", arguments: { message: "hello" } });
   await waitForResume();
   await client.callTool({ name: "echo", arguments: { message: big } });

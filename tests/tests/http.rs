@@ -292,6 +292,51 @@ fn mcp_remote_bridge_seen_on_both_hops() {
     );
 }
 
+/// The evasion over HTTP: more throwaway requests than the prelude budget
+/// on one keep-alive connection to a server the monitor already tracks,
+/// then MCP on that connection. The connection is judged not MCP on the
+/// throwaway exchanges; after a pause (the kernel ignores it by then) the
+/// kernel's re-look resumes it at the first POST, and the server's view
+/// has every message.
+#[test]
+fn throwaway_requests_before_mcp_on_one_connection_do_not_blind_the_monitor() {
+    require_root();
+    let m = Monitor::start(&[]);
+    let port = free_port();
+    let server = fastmcp_http(port);
+    let server_pid = server.0.id();
+    // A first session gets the server discovered, hence tracked.
+    let first_client = session(port, 10);
+    m.wait_events(SETTLE, |ev| view(ev, "http", server_pid, first_client, true).len() >= 9);
+    let dir = TempDir::new("keepalive");
+    let path = dir.path().join("t.json");
+    let st = Command::new(python())
+        .arg(clients_dir().join("py_keepalive_session.py"))
+        .arg(format!("http://127.0.0.1:{port}/mcp"))
+        .arg(&path)
+        .arg("12")
+        // Time for the agent to have the kernel ignore the connection.
+        .arg(scaled(Duration::from_secs(1)).as_secs_f64().to_string())
+        .status()
+        .unwrap();
+    assert!(st.success(), "the keep-alive client failed");
+    let t = Transcript::load(&path);
+    let expected = t.expected(false);
+    let second = |ev: &[Value]| {
+        observed_rows(ev.iter().filter(|e| {
+            e["transport"] == "http" && e["server"]["pid"] == server_pid && e["client"]["pid"] != first_client
+        }))
+    };
+    let events = m.wait_events(SETTLE, |ev| count(&second(ev)) >= count(&expected));
+    assert_same(&expected, &second(&events));
+    let text = m.metrics_text();
+    assert!(
+        m.metric("mcp_monitor_stream_relooks_total", &[("result", "kernel_found")]) >= 1.0,
+        "the connection was judged not MCP, then resumed:\n{text}"
+    );
+    drop(server);
+}
+
 #[test]
 fn streamable_http_seen_from_both_ends() {
     require_root();

@@ -210,6 +210,28 @@ fn inspector_cli_with_a_pypi_server_over_stdio() {
     assert_eq!(m.metric("mcp_monitor_unpaired_responses_total", &[]), 0.0);
 }
 
+/// The evasion on a pipe: the client writes more lines that are not
+/// JSON-RPC than the prelude budget before its first message (one write
+/// each, so the server reads them apart), to a server tracked from its
+/// start. The stream is judged not MCP on those lines, and the kernel's
+/// re-look resumes it at `initialize`: every message is still seen.
+#[test]
+fn garbage_before_the_first_message_on_a_pipe_does_not_blind_the_monitor() {
+    require_root();
+    let m = Monitor::start(&["--exe", "node"]);
+    let t = run_node("everything", &["--noise=20"]);
+    check_session(&m, &t);
+    let text = m.metrics_text();
+    assert!(
+        text.contains("mcp_monitor_streams_total{verdict=\"rejected:"),
+        "the noise got the stream judged not MCP first:\n{text}"
+    );
+    assert!(
+        m.metric("mcp_monitor_stream_relooks_total", &[("result", "kernel_found")]) >= 1.0,
+        "{text}"
+    );
+}
+
 #[test]
 fn filesystem_server_with_typescript_client() {
     require_root();

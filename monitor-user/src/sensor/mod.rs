@@ -388,29 +388,29 @@ impl Sensor {
 
     /// Applies a pipeline decision to the kernel maps.
     pub fn apply(&mut self, control: &Control) {
-        match control {
-            Control::IgnoreStream(s) => {
-                let key = StreamKey {
-                    tgid: s.pid,
-                    // TLS streams carry TLS_STREAM_FD (keyed by SSL object).
-                    fd: s.fd,
-                    inode: s.inode,
-                    direction: s.direction as u8,
-                    _pad: [0; 7],
-                };
-                match self
-                    .ebpf
-                    .map_mut("STREAMS")
-                    .map(BpfHashMap::<_, StreamKey, u8>::try_from)
-                {
-                    Some(Ok(mut m)) => {
-                        if let Err(e) = m.insert(key, stream_state::IGNORE, 0) {
-                            log::warn!("could not mark stream pid {} fd {} ignored: {e}", s.pid, s.fd);
-                        }
-                    }
-                    _ => log::warn!("STREAMS map unavailable"),
+        let (s, state, what) = match control {
+            Control::IgnoreStream(s) => (s, stream_state::IGNORE, "ignored"),
+            Control::CaptureStream(s) => (s, stream_state::CAPTURE, "captured"),
+        };
+        let key = StreamKey {
+            tgid: s.pid,
+            // TLS streams carry TLS_STREAM_FD (keyed by SSL object).
+            fd: s.fd,
+            inode: s.inode,
+            direction: s.direction as u8,
+            _pad: [0; 7],
+        };
+        match self
+            .ebpf
+            .map_mut("STREAMS")
+            .map(BpfHashMap::<_, StreamKey, u8>::try_from)
+        {
+            Some(Ok(mut m)) => {
+                if let Err(e) = m.insert(key, state, 0) {
+                    log::warn!("could not mark stream pid {} fd {} {what}: {e}", s.pid, s.fd);
                 }
             }
+            _ => log::warn!("STREAMS map unavailable"),
         }
     }
 }
