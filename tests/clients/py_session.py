@@ -2,7 +2,9 @@
 writes a transcript of every message on the wire, with its exact size.
 
 usage: python py_session.py <transcript.json> <server command...>
-MCP_TEST_PY_SCENARIO=list stops after tools/list.
+MCP_TEST_PY_SCENARIO: list stops after tools/list; time, git and fetch
+drive the PyPI reference servers (git: the repository in MCP_TEST_REPO;
+fetch: the page at MCP_TEST_FETCH_URL); otherwise the FastMCP test server.
 """
 import asyncio
 import json
@@ -64,6 +66,28 @@ class RecordingWriter:
         return getattr(self._inner, name)
 
 
+async def drive_time(session):
+    await session.call_tool("get_current_time", {"timezone": "UTC"})
+    await session.call_tool("convert_time", {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Tokyo"})
+    await session.send_ping()
+
+
+async def drive_git(session):
+    repo = os.environ["MCP_TEST_REPO"]
+    await session.call_tool("git_status", {"repo_path": repo})
+    await session.call_tool("git_log", {"repo_path": repo, "max_count": 5})
+
+
+async def drive_fetch(session):
+    url = os.environ["MCP_TEST_FETCH_URL"]
+    page = await session.call_tool("fetch", {"url": url})
+    assert not page.is_error, page.content
+    await session.call_tool("fetch", {"url": url, "max_length": 200, "start_index": 10})
+
+
+REFERENCE_SERVERS = {"time": drive_time, "git": drive_git, "fetch": drive_fetch}
+
+
 async def main():
     out = sys.argv[1]
     # The SDK passes servers only a safe subset of the environment: hand the
@@ -84,7 +108,11 @@ async def main():
         async with ClientSession(read, RecordingWriter(write)) as session:
             await session.initialize()
             await session.list_tools()
-            if os.environ.get("MCP_TEST_PY_SCENARIO") == "list":
+            scenario = os.environ.get("MCP_TEST_PY_SCENARIO", "")
+            if scenario == "list":
+                return await done(out, server_pid)
+            if scenario in REFERENCE_SERVERS:
+                await REFERENCE_SERVERS[scenario](session)
                 return await done(out, server_pid)
             await session.call_tool("echo", {"message": "hi from python"})
             await session.call_tool("add", {"a": 2, "b": 40})

@@ -7,6 +7,7 @@
 //   scenario: everything | filesystem | echo-loop | leak | time | git
 //   time: mcp-server-time from PyPI (MCP_TEST_PYTHON's virtualenv).
 //   git:  [repo] mcp-server-git from PyPI on an existing repository.
+//   fetch: <url> mcp-server-fetch from PyPI, fetching url (a local page).
 //   remote: <url> mcp-remote (npm), the stdio-to-HTTP bridge, to an MCP
 //         server at url (the FastMCP test server: echo, add).
 //   leak: [dir] [file]: read `file` through server-filesystem, then pass its
@@ -25,7 +26,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { createRequire } from "node:module";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
-import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { StdioClientTransport, getDefaultEnvironment } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { ReadBuffer } from "@modelcontextprotocol/sdk/shared/stdio.js";
 import { summarize } from "./transcript.mjs";
 import {
@@ -66,7 +67,14 @@ function serverCommand() {
   if (scenario === "remote") {
     const url = rest.find((a) => !a.startsWith("--"));
     const proxy = new URL("./node_modules/mcp-remote/dist/proxy.js", import.meta.url).pathname;
-    return { args: [proxy, url] };
+    // The SDK hands servers a safe subset of the environment: pass on the
+    // CA of an HTTPS test server.
+    const ca = process.env.NODE_EXTRA_CA_CERTS;
+    const env = ca ? { ...getDefaultEnvironment(), NODE_EXTRA_CA_CERTS: ca } : undefined;
+    return { args: [proxy, url], env };
+  }
+  if (scenario === "fetch") {
+    return { command: venvScript("mcp-server-fetch"), args: ["--ignore-robots-txt", "--allow-private-ips"] };
   }
   if (scenario === "git") {
     const dir = rest.find((a) => !a.startsWith("--"));
@@ -79,8 +87,8 @@ function serverCommand() {
   return { args: [require.resolve("@modelcontextprotocol/server-everything/dist/index.js"), "stdio"] };
 }
 
-const { dir, args, command } = serverCommand();
-const transport = new StdioClientTransport({ command: command ?? process.execPath, args, stderr: "ignore" });
+const { dir, args, command, env } = serverCommand();
+const transport = new StdioClientTransport({ command: command ?? process.execPath, args, env, stderr: "ignore" });
 // Sent messages: the transport writes JSON.stringify(message) + "\n".
 const noise = Number(rest.find((a) => a.startsWith("--noise="))?.slice(8) ?? 0);
 let noiseDue = noise > 0;
@@ -171,6 +179,12 @@ if (scenario === "everything") {
   await client.callTool({ name: "git_status", arguments: { repo_path: dir } });
   await client.callTool({ name: "git_log", arguments: { repo_path: dir, max_count: 5 } });
   await client.callTool({ name: "git_branch", arguments: { repo_path: dir, branch_type: "local" } });
+} else if (scenario === "fetch") {
+  const url = rest.find((a) => !a.startsWith("--"));
+  await client.listTools();
+  const page = await client.callTool({ name: "fetch", arguments: { url } });
+  if (page.isError) throw new Error(`fetch failed: ${JSON.stringify(page.content)}`);
+  await client.callTool({ name: "fetch", arguments: { url, max_length: 200, start_index: 10 } });
 } else if (scenario === "remote") {
   await client.listTools();
   await client.callTool({ name: "echo", arguments: { message: "through the bridge" } });

@@ -285,6 +285,19 @@ impl Monitor {
         metric_value(&self.metrics_text(), name, labels)
     }
 
+    /// [`Monitor::metric`] once it reaches `at_least`, or its value at the
+    /// end of `timeout` (kernel counters reach the metrics once a second).
+    pub fn wait_metric(&self, timeout: Duration, name: &str, labels: &[(&str, &str)], at_least: f64) -> f64 {
+        let deadline = Instant::now() + scaled(timeout);
+        loop {
+            let v = self.metric(name, labels);
+            if v >= at_least || Instant::now() >= deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Sends `sig` to the monitor.
     pub fn signal(&self, sig: i32) {
         if let Some(c) = &self.child {
@@ -505,6 +518,8 @@ impl Driver {
             .arg(scenario)
             .arg(&transcript_path)
             .args(extra)
+            // The PyPI reference servers live in the test virtualenv.
+            .env("MCP_TEST_PYTHON", python())
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -591,17 +606,25 @@ pub fn run_node(scenario: &str, extra: &[&str]) -> Transcript {
 
 /// Runs the Python SDK client against a Python FastMCP server.
 pub fn run_python_fastmcp() -> Transcript {
+    let server = clients_dir().join("fastmcp_server.py");
+    run_python_client("", &[python().as_os_str(), server.as_os_str()], &[])
+}
+
+/// Runs the Python SDK client (`py_session.py`) in `scenario` against the
+/// stdio server `command`, with `env` for the client.
+pub fn run_python_client(scenario: &str, command: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Transcript {
     let dir = TempDir::new("py");
     let path = dir.path().join("transcript.json");
     let st = Command::new(python())
         .arg(clients_dir().join("py_session.py"))
         .arg(&path)
-        .arg(python())
-        .arg(clients_dir().join("fastmcp_server.py"))
+        .args(command)
+        .env("MCP_TEST_PY_SCENARIO", scenario)
+        .envs(env.iter().copied())
         .stderr(Stdio::null())
         .status()
         .expect("spawn python");
-    assert!(st.success(), "python client failed: {st}");
+    assert!(st.success(), "python client ({scenario:?}) failed: {st}");
     Transcript::load(&path)
 }
 

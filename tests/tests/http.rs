@@ -179,9 +179,25 @@ fn inspector_cli_over_streamable_http_seen_from_both_ends() {
     require_root();
     let port = free_port();
     let server = fastmcp_http(port);
+    inspector_cli_seen_from_both_ends(&server, &format!("http://127.0.0.1:{port}/mcp"), "http", "http");
+}
+
+/// The MCP Inspector CLI over the legacy HTTP+SSE transport, against
+/// `server-everything` in its `sse` mode.
+#[test]
+fn inspector_cli_over_legacy_sse_seen_from_both_ends() {
+    require_root();
+    let port = free_port();
+    let server = everything_http("sse", port);
+    inspector_cli_seen_from_both_ends(&server, &format!("http://127.0.0.1:{port}/sse"), "sse", "sse");
+}
+
+/// Runs the Inspector CLI's `tools/list` against `url` with its
+/// `--transport cli_transport`; both ends' events (`transport`) are its
+/// whole exchange.
+fn inspector_cli_seen_from_both_ends(server: &Server, url: &str, cli_transport: &str, transport: &str) {
     let m = Monitor::start(&[]);
-    let url = format!("http://127.0.0.1:{port}/mcp");
-    let (cli, out) = inspector_cli(&[&url, "--transport", "http", "--method", "tools/list"]);
+    let (cli, out) = inspector_cli(&[url, "--transport", cli_transport, "--method", "tools/list"]);
     assert!(out.contains("\"tools\""), "{out}");
     let want: Rows = [
         ("client_to_server", "request", "initialize", ""),
@@ -194,17 +210,32 @@ fn inspector_cli_over_streamable_http_seen_from_both_ends() {
     .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
     .collect();
     let spid = server.0.id();
+    // Until both ends have the last message, the tools/list response.
+    let done = |v: Vec<Value>| v.iter().any(|e| e["type"] == "response" && e["method"] == "tools/list");
     let ev = m.wait_events(SETTLE, |ev| {
-        view(ev, "http", spid, cli, true).len() >= want.len() && view(ev, "http", spid, cli, false).len() >= want.len()
+        done(view(ev, transport, spid, cli, true)) && done(view(ev, transport, spid, cli, false))
     });
+    let mut both = Vec::new();
     for server_side in [true, false] {
-        let v = view(&ev, "http", spid, cli, server_side);
-        assert_eq!(rows(&v.iter().collect::<Vec<_>>()), want, "server side: {server_side}");
+        let v = view(&ev, transport, spid, cli, server_side);
+        let all = rows(&v.iter().collect::<Vec<_>>());
+        // Notifications the server sends on its own (server-everything:
+        // tools/list_changed) are not part of the CLI's exchange; both
+        // ends must still agree on them.
+        let exchange: Rows = all
+            .iter()
+            .filter(|r| !(r.0 == "server_to_client" && r.1 == "notification"))
+            .cloned()
+            .collect();
+        assert_eq!(exchange, want, "server side: {server_side}");
         assert!(
             v.iter().all(|e| e["client"]["pid"] == cli),
             "server side: {server_side}"
         );
+        assert_eq!(v[0]["client"]["name"], "inspector-cli", "server side: {server_side}");
+        both.push(all);
     }
+    assert_eq!(both[0], both[1], "the two ends saw different messages");
 }
 
 /// mcp-remote, the stdio-to-HTTP bridge desktop agents use for remote
@@ -215,11 +246,32 @@ fn inspector_cli_over_streamable_http_seen_from_both_ends() {
 #[test]
 fn mcp_remote_bridge_seen_on_both_hops() {
     require_root();
+    mcp_remote_bridge(None);
+}
+
+/// The same bridge to an HTTPS server (self-signed, trusted through
+/// NODE_EXTRA_CA_CERTS): the HTTP hop is seen at the TLS libraries, node's
+/// static OpenSSL on the bridge's side and libssl on the server's.
+#[test]
+fn mcp_remote_bridge_to_https_seen_on_both_hops() {
+    require_root();
+    mcp_remote_bridge(Some(&self_signed()));
+}
+
+fn mcp_remote_bridge(tls: Option<&Certificate>) {
     let port = free_port();
-    let server = fastmcp_http(port);
+    let server = fastmcp_server(port, tls);
     let m = Monitor::start(&[]);
-    let url = format!("http://127.0.0.1:{port}/mcp");
-    let t = run_node("remote", &[&url]);
+    let (scheme, transport) = if tls.is_some() {
+        ("https", "https")
+    } else {
+        ("http", "http")
+    };
+    let url = format!("{scheme}://127.0.0.1:{port}/mcp");
+    let env: Vec<(&str, &str)> = tls
+        .map(|c| vec![("NODE_EXTRA_CA_CERTS", c.cert.to_str().unwrap())])
+        .unwrap_or_default();
+    let t = Driver::node_with_env("remote", &[&url], &env).finish();
     let bridge = t.server_pid;
     // The stdio hop, by the client's own transcript.
     let expected = t.expected(false);
@@ -270,10 +322,10 @@ fn mcp_remote_bridge_seen_on_both_hops() {
     want.sort();
     let n = want.len();
     let ev = m.wait_events(SETTLE, |ev| {
-        view(ev, "http", spid, bridge, true).len() >= n && view(ev, "http", spid, bridge, false).len() >= n
+        view(ev, transport, spid, bridge, true).len() >= n && view(ev, transport, spid, bridge, false).len() >= n
     });
     for server_side in [true, false] {
-        let v = view(&ev, "http", spid, bridge, server_side);
+        let v = view(&ev, transport, spid, bridge, server_side);
         let mut got = rows(&v.iter().collect::<Vec<_>>());
         got.sort();
         assert_eq!(got, want, "HTTP hop, server side: {server_side}");
@@ -331,7 +383,12 @@ fn throwaway_requests_before_mcp_on_one_connection_do_not_blind_the_monitor() {
     assert_same(&expected, &second(&events));
     let text = m.metrics_text();
     assert!(
-        m.metric("mcp_monitor_stream_relooks_total", &[("result", "kernel_found")]) >= 1.0,
+        m.wait_metric(
+            SETTLE,
+            "mcp_monitor_stream_relooks_total",
+            &[("result", "kernel_found")],
+            1.0
+        ) >= 1.0,
         "the connection was judged not MCP, then resumed:\n{text}"
     );
     drop(server);

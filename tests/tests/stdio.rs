@@ -126,22 +126,8 @@ fn pypi_time_server_with_a_node_client() {
 #[test]
 fn pypi_git_server_with_a_node_client_and_a_token_in_the_log() {
     require_root();
-    let repo = TempDir::new("git");
     let token = fake::github_token();
-    let git = |args: &[&str]| {
-        let st = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
-            .args(args)
-            .current_dir(repo.path())
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("git");
-        assert!(st.success(), "git {args:?}");
-    };
-    git(&["init", "-q", "-b", "main"]);
-    std::fs::write(repo.path().join("README"), "hello\n").unwrap();
-    git(&["add", "README"]);
-    git(&["commit", "-q", "-m", &format!("deploy with GITHUB_TOKEN={token}")]);
+    let repo = git_repo(&format!("deploy with GITHUB_TOKEN={token}"));
     let m = Monitor::start(&[]);
     let t = run_node("git", &[repo.path().to_str().unwrap()]);
     check_session(&m, &t);
@@ -157,6 +143,108 @@ fn pypi_git_server_with_a_node_client_and_a_token_in_the_log() {
     );
     let all = std::fs::read_to_string(&m.alerts_path).unwrap() + &std::fs::read_to_string(&m.events_path).unwrap();
     assert!(!all.contains(&token), "the token left in clear");
+}
+
+/// A temporary git repository with one commit whose message is `message`.
+fn git_repo(message: &str) -> TempDir {
+    let repo = TempDir::new("git");
+    let git = |args: &[&str]| {
+        let st = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+            .args(args)
+            .current_dir(repo.path())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("git");
+        assert!(st.success(), "git {args:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(repo.path().join("README"), "hello\n").unwrap();
+    git(&["add", "README"]);
+    git(&["commit", "-q", "-m", message]);
+    repo
+}
+
+/// The PyPI reference servers under the Python SDK client (plain pipes):
+/// time and git, every message of both directions.
+#[test]
+fn pypi_time_and_git_servers_with_the_python_client() {
+    require_root();
+    let repo = git_repo("first commit");
+    let m = Monitor::start(&[]);
+    let time = venv_script("mcp-server-time");
+    let t = run_python_client("time", &[time.as_os_str()], &[]);
+    check_session(&m, &t);
+    let git = venv_script("mcp-server-git");
+    let repo_path = repo.path().to_str().unwrap();
+    let t = run_python_client(
+        "git",
+        &[git.as_os_str(), "--repository".as_ref(), repo_path.as_ref()],
+        &[("MCP_TEST_REPO", repo_path)],
+    );
+    check_session(&m, &t);
+    assert!(m
+        .events()
+        .iter()
+        .any(|e| e["tool"] == "git_log" && e["type"] == "response" && e["server"]["pid"] == t.server_pid));
+}
+
+/// `mcp-server-fetch` (PyPI) fetching a page from a local web server,
+/// driven by the node client and by the Python client: every message of
+/// both sessions. The server's own HTTP fetch is not MCP and gives no
+/// event.
+#[test]
+fn pypi_fetch_server_with_node_and_python_clients() {
+    require_root();
+    let site = TempDir::new("site");
+    std::fs::write(
+        site.path().join("notes.html"),
+        "<html><body><h1>Release notes</h1><p>Version 2 fixes the parser and speeds up the \
+         build; this paragraph is long enough for the second call to page through it.</p></body></html>",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut web = Command::new(python())
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(site.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python -m http.server");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(20));
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the page server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = format!("http://{addr}/notes.html");
+    let m = Monitor::start(&[]);
+    let t = run_node("fetch", &[&url]);
+    check_session(&m, &t);
+    let fetch = venv_script("mcp-server-fetch");
+    let t = run_python_client(
+        "fetch",
+        &[
+            fetch.as_os_str(),
+            "--ignore-robots-txt".as_ref(),
+            "--allow-private-ips".as_ref(),
+        ],
+        &[("MCP_TEST_FETCH_URL", &url)],
+    );
+    check_session(&m, &t);
+    assert!(
+        m.events().iter().all(|e| e["transport"] == "stdio"),
+        "the page fetch is not MCP"
+    );
+    let _ = web.kill();
+    let _ = web.wait();
 }
 
 /// The MCP Inspector CLI (stdio, node socketpairs) against a PyPI server:
@@ -227,7 +315,12 @@ fn garbage_before_the_first_message_on_a_pipe_does_not_blind_the_monitor() {
         "the noise got the stream judged not MCP first:\n{text}"
     );
     assert!(
-        m.metric("mcp_monitor_stream_relooks_total", &[("result", "kernel_found")]) >= 1.0,
+        m.wait_metric(
+            SETTLE,
+            "mcp_monitor_stream_relooks_total",
+            &[("result", "kernel_found")],
+            1.0
+        ) >= 1.0,
         "{text}"
     );
 }

@@ -254,6 +254,14 @@ fn setup() -> Result<()> {
             .arg(&py_files[0])
             .arg("-c")
             .arg(&py_files[1]))?;
+        // mcp-server-fetch extracts pages with readabilipy, which installs
+        // its Readability.js dependencies with npm on first use: do it now,
+        // not in the middle of a test.
+        step("installing readabilipy's JavaScript dependencies (npm)");
+        sh(Command::new(venv.join("bin/python")).args([
+            "-c",
+            "from readabilipy.utils import run_npm_install; run_npm_install()",
+        ]))?;
         std::fs::write(&py_stamp, &py_fp)?;
     }
     Ok(())
