@@ -1183,6 +1183,27 @@ proptest! {
         }
         prop_assert!(s.pipeline.streams.values().all(|st| st.framer.buffered() <= 256));
     }
+
+    /// Garbage and MCP lines, with or without the kernel's RESUMED flag, in
+    /// any order: no panic, buffers bounded, and the re-judgements of the
+    /// one stream never exceed its budget for the minute.
+    #[test]
+    fn relooks_stay_bounded(chunks in proptest::collection::vec((0u8..4, any::<bool>(), proptest::collection::vec(any::<u8>(), 0..120)), 0..40)) {
+        let max = 3;
+        let mut s = Sim::with(PipelineConfig { max_frame: 256, max_relooks_per_minute: max, ..PipelineConfig::default() });
+        for (what, resumed, noise) in &chunks {
+            let data: Vec<u8> = match what {
+                0 => noise.clone(),
+                1 => b"{\"level\":\"info\"}\n".to_vec(),
+                2 => b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}\n".to_vec(),
+                _ => [noise.as_slice(), b"\n{\"jsonrpc\":\"2.0\",\"method\":\"x\"}\n"].concat(),
+            };
+            let flags = chunk_flags::NEW_STREAM | if *resumed { chunk_flags::RESUMED } else { 0 };
+            s.server_reads(&data, flags);
+        }
+        prop_assert!(s.pipeline.streams.values().all(|st| st.framer.buffered() <= 256));
+        prop_assert!(s.metric("mcp_monitor_stream_relooks_total", &[("result", "resumed")]) <= max as f64);
+    }
 }
 
 #[test]

@@ -83,6 +83,16 @@ mod tests {
         assert!(looks_like_mcp(&late, 4096));
     }
 
+    proptest::proptest! {
+        /// Any bytes, any window: no panic, and only the window counts.
+        #[test]
+        fn only_the_window_counts(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048), window in 1usize..1500) {
+            let start = data.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(data.len());
+            let cut = &data[..data.len().min(start + window)];
+            proptest::prop_assert_eq!(looks_like_mcp(&data, window), looks_like_mcp(cut, window));
+        }
+    }
+
     #[test]
     fn budget_per_minute() {
         let mut b = RelookBudget::default();

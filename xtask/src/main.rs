@@ -258,10 +258,8 @@ fn setup() -> Result<()> {
         // its Readability.js dependencies with npm on first use: do it now,
         // not in the middle of a test.
         step("installing readabilipy's JavaScript dependencies (npm)");
-        sh(Command::new(venv.join("bin/python")).args([
-            "-c",
-            "from readabilipy.utils import run_npm_install; run_npm_install()",
-        ]))?;
+        sh(Command::new(venv.join("bin/python"))
+            .args(["-c", "from readabilipy.utils import run_npm_install; run_npm_install()"]))?;
         std::fs::write(&py_stamp, &py_fp)?;
     }
     Ok(())

@@ -6,6 +6,10 @@
 //! line and waits for each echo (ping-pong). It prints one JSON object with
 //! the achieved rate. Native code, so the numbers measure the pipes and the
 //! monitor, not an interpreter.
+//!
+//! `echo-pair logs --size BYTES --count N` writes N JSON log lines (not
+//! JSON-RPC) of BYTES bytes, one write each, to an `echo-pair log-reader`
+//! child over a pipe, and prints the rate: what a structured-log pipe costs.
 
 use std::{
     io::{BufRead, BufReader, BufWriter, Write},
@@ -24,11 +28,53 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("server") => server(),
         Some("client") => client(&args),
+        Some("logs") => logs(&args),
+        Some("log-reader") => {
+            let mut sink = Vec::new();
+            let mut input = BufReader::new(std::io::stdin().lock());
+            let mut line = String::new();
+            while input.read_line(&mut line).unwrap_or(0) > 0 {
+                sink.push(line.len());
+                line.clear();
+            }
+            println!("{}", sink.len());
+        }
         _ => {
             eprintln!("usage: echo-pair client --size BYTES --count N [--rate R] [--sessions K --hold-secs S] | echo-pair server");
             std::process::exit(2);
         }
     }
+}
+
+fn logs(args: &[String]) {
+    let size: usize = arg(args, "--size").map_or(200, |v| v.parse().unwrap());
+    let count: u64 = arg(args, "--count").map_or(100_000, |v| v.parse().unwrap());
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .arg("log-reader")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn log-reader");
+    let mut tx = child.stdin.take().unwrap();
+    let head = r#"{"level":"info","ts":"2026-11-30T12:00:00Z","msg":""#;
+    let tail = "\"}\n";
+    let mut line = String::with_capacity(size);
+    line.push_str(head);
+    line.extend(std::iter::repeat_n('l', size.saturating_sub(head.len() + tail.len())));
+    line.push_str(tail);
+    let started = Instant::now();
+    for _ in 0..count {
+        tx.write_all(line.as_bytes()).unwrap();
+    }
+    drop(tx);
+    let out = child.wait_with_output().unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    let read: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    assert_eq!(read, count, "the reader got every line");
+    println!(
+        "{}",
+        serde_json::json!({"size": size, "lines": count, "elapsed_s": elapsed, "lines_per_s": count as f64 / elapsed})
+    );
 }
 
 /// Answers initialize and tools/call; echoes the text argument back.
