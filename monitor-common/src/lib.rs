@@ -16,7 +16,7 @@
 #![no_std]
 
 /// Bumped whenever a `#[repr(C)]` layout below changes.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// Largest payload one chunk record can carry. The per-CPU scratch buffer is
 /// sized for it, so it is a compile-time constant; the effective cap is
@@ -232,6 +232,9 @@ pub mod chunk_flags {
     /// transfer starts like MCP again: userspace judges it afresh. Comes
     /// with [`NEW_STREAM`].
     pub const RESUMED: u8 = 1 << 6;
+    /// Records of this stream were lost just before this chunk (the ring
+    /// buffer was full): its bytes do not continue the previous chunk's.
+    pub const GAP_BEFORE: u8 = 1 << 7;
 }
 
 /// [`StreamKey::fd`] of TLS streams: they are keyed by `SSL` object
@@ -395,6 +398,9 @@ pub mod stream_state {
     pub const IGNORE: u8 = 2;
     /// Writer notice already sent for this (egress, local IPC) stream.
     pub const WRITER_NOTIFIED: u8 = 3;
+    /// Captured, and the last chunk could not be sent (ring buffer full):
+    /// the next chunk carries `chunk_flags::GAP_BEFORE`.
+    pub const AFTER_GAP: u8 = 4;
 }
 
 /// Byte offsets of the kernel structure members the programs read.

@@ -177,7 +177,10 @@ struct Transfer {
     /// The stream was ignored and this transfer went through the discovery
     /// stages again (see `Header::Relook`).
     relook: u8,
-    _pad: u8,
+    /// `GAP_BEFORE` while the last chunk sent for this transfer was lost.
+    gap: u8,
+    /// The stream's key in `STREAMS`, set by the capture stage.
+    key: StreamKey,
     /// What `emit_rest` has still to send: a plain range (the whole
     /// buffer of a plain call, or the rest of one large iovec), then for
     /// vectored calls the iovecs from `iov_next`, `iov_left` bytes in all.
@@ -714,9 +717,13 @@ fn fill_chunk_header(
 }
 
 /// Copies `len` bytes at user address `src` after the header already in
-/// `scratch` and sends header + payload to userspace.
+/// `scratch` and sends header + payload to userspace. A chunk the ring
+/// buffer cannot take marks the next one of the transfer `GAP_BEFORE`
+/// (`Transfer::gap`, kept in the map: a flag in a register would double
+/// the verifier's states at every chunk), so userspace never joins the
+/// bytes on both sides of the hole.
 #[inline(always)]
-fn emit_chunk(cfg: &KernelConfig, scratch: *mut u8, src: u64, len: u64, segment: u32, flags: u8) {
+fn emit_chunk(cfg: &KernelConfig, t: *mut Transfer, scratch: *mut u8, src: u64, len: u64, segment: u32, flags: u8) {
     let rec = unsafe { &mut *(scratch as *mut ChunkRecord) };
     let mut cap = cfg.capture_cap as u64;
     if cap > MAX_CAPTURE as u64 {
@@ -743,7 +750,9 @@ fn emit_chunk(cfg: &KernelConfig, scratch: *mut u8, src: u64, len: u64, segment:
             count(Counter::DropCopyFailed, 1);
         }
     }
-    rec.flags = flags;
+    // Volatile: forwarded from the previous chunk's store, the gap would
+    // be a value the verifier knows, and each chunk would double its walk.
+    rec.flags = flags | unsafe { core::ptr::read_volatile(&(*t).gap) };
     rec.orig_len = len;
     rec.captured_len = copied as u32;
     rec.segment = segment;
@@ -762,9 +771,26 @@ fn emit_chunk(cfg: &KernelConfig, scratch: *mut u8, src: u64, len: u64, segment:
     };
     if EVENTS.output::<[u8]>(data, wake).is_err() {
         count(Counter::DropRingFull, 1);
-    } else {
-        count(Counter::Records, 1);
-        count(Counter::PayloadBytes, copied as u64);
+        unsafe { (*t).gap = chunk_flags::GAP_BEFORE };
+        // And the stream's next transfer, should this be its last chunk.
+        mark_gap(t);
+        return;
+    }
+    unsafe { (*t).gap = 0 };
+    count(Counter::Records, 1);
+    count(Counter::PayloadBytes, copied as u64);
+}
+
+/// A chunk was lost: the stream's next transfer starts with `GAP_BEFORE`
+/// (a chunk sent later in this one does not clear it: at worst, one more
+/// partial message is dropped after a hole, never one joined across it).
+/// The key is the one the capture stage kept in `Transfer::key`: built on
+/// the stack here, at every loss site, it would leave stack states the
+/// verifier cannot prune (`capture` went from 115k to 370k instructions).
+#[inline(always)]
+fn mark_gap(t: *mut Transfer) {
+    if STREAMS.insert(unsafe { &(*t).key }, &stream_state::AFTER_GAP, 0).is_err() {
+        count(Counter::DropStreamMapFull, 1);
     }
 }
 
@@ -788,11 +814,12 @@ fn emit_rest<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &KernelConfig, s
         cap = MAX_CAPTURE as u64;
     }
     // Only the first chunk of a transfer carries the stream flags.
-    let later = flags & !(chunk_flags::NEW_STREAM | chunk_flags::DISCOVERED);
+    let later = flags
+        & !(chunk_flags::NEW_STREAM | chunk_flags::DISCOVERED | chunk_flags::RESUMED | chunk_flags::GAP_BEFORE);
     let mut flags = flags;
     if len > 0 {
         if len > cap && cap > 0 && pieces < MAX_PIECES {
-            emit_chunk(cfg, scratch, buf, cap, 0, flags);
+            emit_chunk(cfg, t, scratch, buf, cap, 0, flags);
             unsafe {
                 // The next run takes its flags from the header.
                 (*(scratch as *mut ChunkRecord)).flags = later;
@@ -801,11 +828,13 @@ fn emit_rest<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &KernelConfig, s
                 (*t).pieces = pieces + 1;
                 jump.tail_call(ctx, JUMP_CAPTURE);
             }
+            // The chain ended early: the rest goes out cut (TRUNCATED),
+            // which userspace treats as a hole after it anyway.
             count(Counter::DropTailCall, 1);
-            emit_chunk(cfg, scratch, buf + cap, len - cap, 0, later);
+            emit_chunk(cfg, t, scratch, buf + cap, len - cap, 0, later);
             return;
         }
-        emit_chunk(cfg, scratch, buf, len, 0, flags);
+        emit_chunk(cfg, t, scratch, buf, len, 0, flags);
         unsafe { (*t).range_len = 0 };
         flags = later;
     }
@@ -835,11 +864,11 @@ fn emit_rest<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &KernelConfig, s
                 jump.tail_call(ctx, JUMP_CAPTURE);
             }
             count(Counter::DropTailCall, 1);
-            emit_chunk(cfg, scratch, b, n, i, flags);
+            emit_chunk(cfg, t, scratch, b, n, i, flags);
             return;
         }
         if n > 0 {
-            emit_chunk(cfg, scratch, b, n, i, flags);
+            emit_chunk(cfg, t, scratch, b, n, i, flags);
             flags = later;
         }
         k += 1;
@@ -1074,7 +1103,14 @@ fn begin_transfer<C: EbpfContext>(
             extra_flags,
             pieces: 0,
             relook: 0,
-            _pad: 0,
+            gap: 0,
+            key: StreamKey {
+                tgid: 0,
+                fd: 0,
+                inode: 0,
+                direction: 0,
+                _pad: [0; 7],
+            },
             // A vectored transfer starts with an empty range and all its
             // bytes in the iovecs.
             range_buf: if iov_cnt == 0 { buf } else { 0 },
@@ -1246,6 +1282,26 @@ pub fn capture(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Keeps the stream's key in the transfer (for `mark_gap`); after a lost
+/// chunk (`AFTER_GAP`), flags the first chunk of this transfer (through
+/// `Transfer::gap`, in memory: flags in a register would double the
+/// verifier's walk of `emit_rest`) and puts the stream back to plain
+/// capture.
+#[inline(always)]
+fn keep_stream(key: &StreamKey, state: u8) {
+    let Some(t) = TRANSFER.get_ptr_mut(0) else { return };
+    unsafe { (*t).key = *key };
+    if state == stream_state::AFTER_GAP {
+        if STREAMS.insert(key, &stream_state::CAPTURE, 0).is_err() {
+            count(Counter::DropStreamMapFull, 1);
+        }
+        unsafe { (*t).gap = chunk_flags::GAP_BEFORE };
+    }
+}
+
+/// No entry in `STREAMS` (no `stream_state` value is 0).
+const NO_STATE: u8 = 0;
+
 /// What the first run of a capture stage decided for the transfer.
 enum Header {
     /// The header is in the scratch area: send the payload.
@@ -1343,9 +1399,11 @@ fn capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer) -> Header 
         direction: dir as u8,
         _pad: [0; 7],
     };
-    let state = unsafe { STREAMS.get(&key) }.copied();
+    // 0 for none: an `Option<u8>` lets LLVM carry an undefined payload
+    // register along the `None` path, which the verifier refuses to read.
+    let state = unsafe { STREAMS.get(&key) }.copied().unwrap_or(NO_STATE);
     let mut flags = 0u8;
-    if state == Some(stream_state::IGNORE) {
+    if state == stream_state::IGNORE {
         // TCP writes are captured at exit only.
         if dir == Direction::Egress && t.at_exit == 0 {
             return Header::Skip;
@@ -1373,7 +1431,7 @@ fn capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer) -> Header 
         }
     } else if dir == Direction::Egress {
         // Local IPC writes: one notice per stream, no payload, at entry.
-        if state.is_some() || t.at_exit != 0 {
+        if state != NO_STATE || t.at_exit != 0 {
             return Header::Skip;
         }
         if STREAMS.insert(&key, &stream_state::WRITER_NOTIFIED, 0).is_err() {
@@ -1401,12 +1459,13 @@ fn capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer) -> Header 
         return Header::Skip;
     }
 
-    if state.is_none() {
+    if state == NO_STATE {
         flags |= chunk_flags::NEW_STREAM;
         if STREAMS.insert(&key, &stream_state::CAPTURE, 0).is_err() {
             count(Counter::DropStreamMapFull, 1);
         }
     }
+    keep_stream(&key, state);
 
     let rec = unsafe { &mut *(scratch as *mut ChunkRecord) };
     fill_chunk_header(
@@ -1463,9 +1522,11 @@ fn tls_capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer, syscal
         direction: dir as u8,
         _pad: [0; 7],
     };
-    let state = unsafe { STREAMS.get(&key) }.copied();
+    // 0 for none: an `Option<u8>` lets LLVM carry an undefined payload
+    // register along the `None` path, which the verifier refuses to read.
+    let state = unsafe { STREAMS.get(&key) }.copied().unwrap_or(NO_STATE);
     let mut flags = t.extra_flags;
-    if state == Some(stream_state::IGNORE) {
+    if state == stream_state::IGNORE {
         match ignored_stream(&key, t) {
             Header::Send => flags |= chunk_flags::RESUMED | chunk_flags::NEW_STREAM,
             other => return other,
@@ -1480,12 +1541,13 @@ fn tls_capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer, syscal
     } else {
         flags |= chunk_flags::TRACKED;
     }
-    if state.is_none() {
+    if state == NO_STATE {
         flags |= chunk_flags::NEW_STREAM;
         if STREAMS.insert(&key, &stream_state::CAPTURE, 0).is_err() {
             count(Counter::DropStreamMapFull, 1);
         }
     }
+    keep_stream(&key, state);
     let sock = if t.fd >= 0 { file_info(cfg, t.fd, dir) } else { None };
     let fi = FileInfo {
         kind: FdKind::Tls,

@@ -77,6 +77,28 @@ impl LineFramer {
         self.buf.clear();
     }
 
+    /// Declares that bytes were lost just before the next [`push`]: the line
+    /// in progress is reported damaged, never joined to what follows. The
+    /// next bytes are skipped to a newline, unless `aligned`: they start
+    /// with a JSON value, taken as the start of a message (if they are not,
+    /// they fail to parse; they are never joined to anything either).
+    ///
+    /// [`push`]: LineFramer::push
+    pub fn hole(&mut self, aligned: bool, mut on_frame: impl FnMut(Frame<'_>)) {
+        if !aligned {
+            return self.gap();
+        }
+        let n = self.skipped + self.buf.len() as u64;
+        match self.skipping.take() {
+            Some(Skip::Oversized) => on_frame(Frame::Oversized(n)),
+            Some(Skip::Damaged) => on_frame(Frame::Damaged(n)),
+            None if n > 0 => on_frame(Frame::Damaged(n)),
+            None => {}
+        }
+        self.skipped = 0;
+        self.buf.clear();
+    }
+
     /// Feeds bytes; calls `on_frame` for every frame they complete.
     pub fn push(&mut self, mut data: &[u8], mut on_frame: impl FnMut(Frame<'_>)) {
         while !data.is_empty() {
@@ -219,6 +241,44 @@ mod tests {
             run(&mut f, &[b"abcdefg\nab\n"]),
             vec![Out::Over(7), Out::L(b"ab".to_vec())]
         );
+    }
+
+    #[test]
+    fn a_hole_never_joins_the_bytes_around_it() {
+        let hole = |f: &mut LineFramer, aligned: bool, out: &mut Vec<Out>| {
+            f.hole(aligned, |fr| {
+                out.push(match fr {
+                    Frame::Line(l) => Out::L(l.to_vec()),
+                    Frame::Oversized(n) => Out::Over(n),
+                    Frame::Damaged(n) => Out::Dmg(n),
+                })
+            })
+        };
+        // Lost between `{"a":` and `2}`: neither half is a message.
+        let mut f = LineFramer::new(100);
+        let mut out = run(&mut f, &[b"{\"x\":0}\n{\"a\":"]);
+        hole(&mut f, false, &mut out);
+        out.extend(run(&mut f, &[b"2}\n{\"b\":3}\n"]));
+        assert_eq!(
+            out,
+            vec![
+                Out::L(b"{\"x\":0}".to_vec()),
+                Out::Dmg(7),
+                Out::L(b"{\"b\":3}".to_vec())
+            ]
+        );
+        // The bytes after the hole start a message: kept; the partial line
+        // before it reported damaged.
+        let mut f = LineFramer::new(100);
+        let mut out = run(&mut f, &[b"{\"a\":"]);
+        hole(&mut f, true, &mut out);
+        out.extend(run(&mut f, &[b"{\"b\":3}\n"]));
+        assert_eq!(out, vec![Out::Dmg(5), Out::L(b"{\"b\":3}".to_vec())]);
+        // At a boundary: nothing held, nothing reported.
+        let mut f = LineFramer::new(100);
+        let mut out = Vec::new();
+        hole(&mut f, true, &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

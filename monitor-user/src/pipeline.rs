@@ -281,6 +281,12 @@ pub struct Pipeline {
     local_clients: FxHashMap<(http_conn::Endpoint, http_conn::Endpoint), ProcKey>,
     /// Server processes by the local end of connections they serve.
     local_servers: FxHashMap<http_conn::Endpoint, ProcKey>,
+    /// Requests written by clients on TLS connections, whose sockets the
+    /// kernel may not name yet (the first `SSL_write` of a process that was
+    /// not tracked during its handshake, on either end): (body hash,
+    /// client, time). The server end of the same connection reads the same
+    /// body just after, and is paired with the client through it.
+    unbound_requests: std::collections::VecDeque<(u64, ProcKey, u64)>,
     /// Legacy HTTP+SSE: (process, endpoint target its event stream named)
     /// to the session and its hashed id, so that POSTs on other
     /// connections join the stream's session.
@@ -375,6 +381,7 @@ impl Pipeline {
             http_session_ids: FxHashMap::default(),
             local_clients: FxHashMap::default(),
             local_servers: FxHashMap::default(),
+            unbound_requests: std::collections::VecDeque::new(),
             sse_endpoints: FxHashMap::default(),
             cfg,
             metrics,
@@ -519,6 +526,11 @@ impl Pipeline {
             // The framer lives in the stream; lend it out so frame handling
             // can borrow the pipeline.
             let mut framer = std::mem::replace(&mut stream.framer, LineFramer::new(1));
+            if c.flag(chunk_flags::GAP_BEFORE) {
+                // Records of this stream were lost (ring buffer full).
+                let aligned = matches!(first_json_byte(&c.data), Some(b'{' | b'['));
+                framer.hole(aligned, |frame| self.on_frame(&mut stream, frame, c.ts_ns, sink));
+            }
             framer.push(&c.data, |frame| self.on_frame(&mut stream, frame, c.ts_ns, sink));
             if c.has_gap() {
                 framer.gap();

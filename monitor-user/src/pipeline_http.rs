@@ -61,6 +61,9 @@ pub(super) struct HttpConn {
     tls: bool,
     /// Ends (local, remote), once the kernel named them.
     ends: Option<(Endpoint, Endpoint)>,
+    /// Served connections: the local client paired through a request body
+    /// (see `Pipeline::unbound_requests`), while the ends cannot name it.
+    paired_client: Option<ProcKey>,
     /// This client connection is in `Pipeline::local_clients`.
     registered: bool,
     /// Per `Direction`: a chunk went that way.
@@ -202,6 +205,18 @@ fn sse_event_digest(id: &str, data: &[u8]) -> u64 {
     h.finish()
 }
 
+/// Unnamed client requests kept for pairing, and how long.
+const MAX_UNBOUND_REQUESTS: usize = 256;
+const UNBOUND_PAIRING_NS: u64 = 10 * 1_000_000_000;
+
+/// Identifies a request body for pairing the two ends of a connection.
+fn body_digest(body: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    body.hash(&mut h);
+    h.finish()
+}
+
 /// `sha256:` and the first 16 hex digits of SHA-256 over a domain tag and
 /// the session id: the id itself (a bearer of the session) never leaves.
 pub(super) fn session_id_hash(id: &str) -> (String, u64) {
@@ -241,6 +256,7 @@ impl Pipeline {
             last_ns: c.ts_ns,
             tls,
             ends: None,
+            paired_client: None,
             registered: false,
             seen: [false, false],
             legacy: None,
@@ -330,6 +346,11 @@ impl Pipeline {
         }
         let mut outs = Vec::new();
         if let Some(half) = conn.halves[d].as_mut() {
+            if c.flag(chunk_flags::GAP_BEFORE) {
+                // Records lost just before (ring buffer full): what the half
+                // holds is not continued by these bytes.
+                half.gap(&mut |o| outs.push(o));
+            }
             half.feed(&c.data, &mut |o| outs.push(o));
             if c.has_gap() {
                 half.gap(&mut |o| outs.push(o));
@@ -472,8 +493,25 @@ impl Pipeline {
                 // process at the other end of the connection (both ends of
                 // a connection on this host are paired through its tuple).
                 let peer = match conn.serves {
-                    Some(false) => Some(id.proc),
-                    Some(true) => conn.ends.and_then(|(l, r)| self.local_clients.get(&(r, l)).copied()),
+                    Some(false) => {
+                        if (conn.tls || conn.ends.is_none()) && side == Side::Requests {
+                            self.note_unbound_request(&data, id.proc, ts_ns);
+                        }
+                        Some(id.proc)
+                    }
+                    Some(true) => conn
+                        .ends
+                        .and_then(|(l, r)| self.local_clients.get(&(r, l)).copied())
+                        .or(conn.paired_client)
+                        .or_else(|| {
+                            let client = (side == Side::Requests)
+                                .then(|| self.unbound_client(&data, ts_ns))
+                                .flatten()?;
+                            // The response and later messages of this
+                            // connection name it too.
+                            conn.paired_client = Some(client);
+                            Some(client)
+                        }),
                     None => None,
                 };
                 let mirror =
@@ -616,6 +654,29 @@ impl Pipeline {
             .or_insert(conn.session.unwrap_or(fallback));
         conn.session = Some(key);
         (Some(text), key)
+    }
+
+    /// A request of a client TLS connection (whose ends the kernel may not
+    /// have named yet, on either side).
+    fn note_unbound_request(&mut self, body: &[u8], client: ProcKey, ts_ns: u64) {
+        if self.unbound_requests.len() >= MAX_UNBOUND_REQUESTS {
+            self.unbound_requests.pop_front();
+        }
+        self.unbound_requests.push_back((body_digest(body), client, ts_ns));
+    }
+
+    /// The client that wrote `body` on an unnamed connection within the
+    /// last seconds, taken out of the list.
+    fn unbound_client(&mut self, body: &[u8], ts_ns: u64) -> Option<ProcKey> {
+        let digest = body_digest(body);
+        let i = self
+            .unbound_requests
+            .iter()
+            // The oldest: identical bodies of two clients (the same agent
+            // started twice) reach their servers in the order they were
+            // written, as far as one can tell.
+            .position(|(d, _, t)| *d == digest && ts_ns.saturating_sub(*t) <= UNBOUND_PAIRING_NS)?;
+        self.unbound_requests.remove(i).map(|(_, client, _)| client)
     }
 
     /// A chunk of a connection judged not MCP: the budget left to judge it

@@ -15,6 +15,11 @@ const SERVER: ProcKey = ProcKey {
     pid: 200,
     start_ns: 2_000,
 };
+/// A second client process.
+const OTHER_CLIENT: ProcKey = ProcKey {
+    pid: 300,
+    start_ns: 3_000,
+};
 
 /// A scripted stdio conversation.
 struct Sim {
@@ -418,6 +423,41 @@ const C2S_PIPE: KernelStream = KernelStream {
     inode: 11,
     direction: Direction::Ingress,
 };
+
+#[test]
+fn a_ring_drop_never_splices_two_messages() {
+    let mut s = Sim::new();
+    s.handshake();
+    let before = s.out.events.len();
+    // A call read in three pieces; the middle one was lost (ring full), so
+    // the kernel flags the third.
+    let call = json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":{"text":"a".repeat(300)}}})
+        .to_string()
+        + "\n";
+    let (head, rest) = call.split_at(100);
+    let (_lost, tail) = rest.split_at(100);
+    let list = json!({"jsonrpc":"2.0","id":6,"method":"tools/list"}).to_string() + "\n";
+    s.server_reads(head.as_bytes(), chunk_flags::TRACKED);
+    s.server_reads(
+        [tail, list.as_str()].concat().as_bytes(),
+        chunk_flags::TRACKED | chunk_flags::GAP_BEFORE,
+    );
+    // A hole right at a message boundary keeps the message after it.
+    let again = json!({"jsonrpc":"2.0","id":7,"method":"tools/list"}).to_string() + "\n";
+    s.server_reads(again.as_bytes(), chunk_flags::TRACKED | chunk_flags::GAP_BEFORE);
+    assert_eq!(
+        s.rows()[before..].to_vec(),
+        vec![
+            row(C2S, Kind::Request, Some("tools/list"), Some("6"), None),
+            row(C2S, Kind::Request, Some("tools/list"), Some("7"), None),
+        ],
+        "the call whose middle was lost is not reported, spliced or not"
+    );
+    assert_eq!(
+        s.metric("mcp_monitor_frame_errors_total", &[("reason", "capture_gap")]),
+        1.0
+    );
+}
 
 #[test]
 fn a_stream_judged_not_mcp_is_judged_afresh_when_the_kernel_finds_mcp_in_it() {
@@ -1518,6 +1558,124 @@ fn tls(s: &mut Sim, p: ProcKey, ssl: u64, fd: i32, conn: ConnTuple, dir: Directi
     c.orig_len = data.len() as u64;
     c.conn = conn;
     s.feed(Observation::Chunk(c));
+}
+
+/// The first `SSL_write` of a client that was not tracked during its
+/// handshake has no socket (the kernel names it from a later read): the
+/// server's view of that connection still names the client, paired through
+/// the request body both ends carry.
+#[test]
+fn https_server_side_names_a_client_whose_first_writes_had_no_socket() {
+    let mut s = Sim::new();
+    let new = chunk_flags::NEW_STREAM;
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
+    let result = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2.0"}}}"#;
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: sid-9\r\nContent-Length: {}\r\n\r\n{result}",
+        result.len()
+    );
+    let server_end = loopback(8443, 40010);
+    // Another client's request just before, with a different body.
+    let other = init.replace("\"agent\"", "\"other\"");
+    tls(
+        &mut s,
+        OTHER_CLIENT,
+        0xb1,
+        -1,
+        ConnTuple::default(),
+        Direction::Egress,
+        &post(&other, None),
+        new,
+    );
+    tls(
+        &mut s,
+        CLIENT,
+        0xc1,
+        -1,
+        ConnTuple::default(),
+        Direction::Egress,
+        &post(init, None),
+        new,
+    );
+    tls(
+        &mut s,
+        SERVER,
+        0x51,
+        7,
+        server_end,
+        Direction::Ingress,
+        &post(init, None),
+        new,
+    );
+    tls(
+        &mut s,
+        SERVER,
+        0x51,
+        7,
+        server_end,
+        Direction::Egress,
+        resp.as_bytes(),
+        new,
+    );
+    let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    let server_side: Vec<&Value> = ev.iter().filter(|e| e["server"]["pid"] == SERVER.pid).collect();
+    assert_eq!(server_side.len(), 2, "{ev:?}");
+    for e in &server_side {
+        assert_eq!(e["client"]["pid"], CLIENT.pid, "{e}");
+    }
+    // Neither end named: the server's socket unknown too (a server not
+    // tracked before this connection).
+    let init2 = init.replace("\"1.0\"", "\"1.1\"");
+    tls(
+        &mut s,
+        CLIENT,
+        0xc2,
+        -1,
+        ConnTuple::default(),
+        Direction::Egress,
+        &post(&init2, None),
+        new,
+    );
+    tls(
+        &mut s,
+        SERVER,
+        0x53,
+        -1,
+        ConnTuple::default(),
+        Direction::Ingress,
+        &post(&init2, None),
+        new,
+    );
+    tls(
+        &mut s,
+        SERVER,
+        0x53,
+        -1,
+        ConnTuple::default(),
+        Direction::Egress,
+        resp.as_bytes(),
+        new,
+    );
+    let n = s.out.events.len();
+    for e in &s.out.events[n - 2..] {
+        let e = serde_json::to_value(e).unwrap();
+        assert_eq!(e["client"]["pid"], CLIENT.pid, "{e}");
+    }
+    // A body no client wrote names nobody.
+    let lone = init.replace("\"agent\"", "\"lone\"");
+    let third = loopback(8443, 40012);
+    tls(
+        &mut s,
+        SERVER,
+        0x52,
+        8,
+        third,
+        Direction::Ingress,
+        &post(&lone, None),
+        new,
+    );
+    let last = serde_json::to_value(s.out.events.last().unwrap()).unwrap();
+    assert_eq!(last["client"]["pid"], Value::Null, "{last}");
 }
 
 #[test]

@@ -474,3 +474,74 @@ fn payloads_are_included_only_when_asked_and_redacted() {
     assert!(!raw.contains(&fake_token), "the token leaked into the events");
     assert!(raw.contains("[REDACTED]"), "nothing was redacted");
 }
+
+/// A ring buffer that overflows (a tiny one, a flood of large
+/// notifications, an agent that drains it every 100 ms): records are lost,
+/// and the monitor never reports a message that was not sent. Every
+/// reported notification has exactly the size that was written; none is
+/// two messages spliced across the hole.
+#[test]
+fn a_full_ring_buffer_never_yields_a_message_that_was_not_sent() {
+    require_root();
+    let dir = TempDir::new("ring");
+    let config = dir.path().join("monitor.toml");
+    std::fs::write(
+        &config,
+        "[capture]\ncapture_cap_bytes = 65536\nring_buffer_bytes = 262144\npoll_interval_ms = 100\nwakeup_bytes = 65536\n",
+    )
+    .unwrap();
+    let m = Monitor::start(&["--config", config.to_str().unwrap()]);
+    let size = 20_000;
+    let count = 400;
+    let out = Command::new(env!("CARGO_BIN_EXE_echo-pair"))
+        .args(["burst", "--size", &size.to_string(), "--count", &count.to_string()])
+        .output()
+        .expect("run echo-pair");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let server = run["server_pid"].as_u64().unwrap();
+    let lost = m.wait_metric(
+        SETTLE,
+        "mcp_monitor_capture_dropped_total",
+        &[("reason", "ring_full")],
+        1.0,
+    );
+    assert!(
+        lost >= 1.0,
+        "the flood did not overflow the ring:\n{}",
+        m.metrics_text()
+    );
+    // The last call went through after the flood: wait for what will come.
+    let events = m.wait_events(SETTLE, |ev| {
+        ev.iter()
+            .any(|e| e["server"]["pid"] == server && e["method"] == "tools/call" && e["type"] == "response")
+    });
+    let burst: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["server"]["pid"] == server && e["method"] == "notifications/progress")
+        .collect();
+    assert!(
+        burst.len() < count,
+        "records were lost, yet {} of {count} reported",
+        burst.len()
+    );
+    for e in &burst {
+        assert_eq!(
+            e["bytes"].as_u64(),
+            Some(size as u64),
+            "a message that was never sent: {e}"
+        );
+    }
+    // Every message the monitor did report is one the client wrote.
+    let other: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["server"]["pid"] == server)
+        .filter(|e| {
+            !matches!(
+                e["method"].as_str(),
+                Some("notifications/progress" | "initialize" | "notifications/initialized" | "tools/call")
+            )
+        })
+        .collect();
+    assert!(other.is_empty(), "{other:?}");
+}

@@ -3,6 +3,8 @@
 //! Rotation renames `path` to `path.1` (and `path.1` to `path.2`...,
 //! deleting the oldest beyond `max_files`) before the write that would make
 //! the file pass `max_bytes`, so a reader tailing by name sees whole lines.
+//! Only regular files rotate and sync: `/dev/null`, `/dev/stdout` or a named
+//! pipe into `jq` are written to, never renamed, and cannot be synced.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -23,19 +25,22 @@ pub struct RotatingFile {
     max_files: u32,
     out: BufWriter<File>,
     size: u64,
+    /// A regular file (not a device, pipe or socket): rotated and synced.
+    regular: bool,
 }
 
 impl RotatingFile {
     /// Opens `path` for appending (mode 0640 when created).
     pub fn open(path: &Path, max_bytes: u64, max_files: u32) -> io::Result<Self> {
         let f = Self::open_file(path)?;
-        let size = f.metadata()?.len();
+        let meta = f.metadata()?;
         Ok(RotatingFile {
             path: path.to_owned(),
             max_bytes,
             max_files,
             out: BufWriter::with_capacity(64 * 1024, f),
-            size,
+            size: meta.len(),
+            regular: meta.is_file(),
         })
     }
 
@@ -52,7 +57,7 @@ impl RotatingFile {
     /// Writes one line (a newline is added).
     pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
         let len = line.len() as u64 + 1;
-        if self.max_bytes > 0 && self.size > 0 && self.size + len > self.max_bytes {
+        if self.regular && self.max_bytes > 0 && self.size > 0 && self.size + len > self.max_bytes {
             self.rotate()?;
         }
         self.out.write_all(line)?;
@@ -88,6 +93,9 @@ impl RotatingFile {
     /// Flushes and forces the data to disk.
     pub fn sync(&mut self) -> io::Result<()> {
         self.out.flush()?;
+        if !self.regular {
+            return Ok(());
+        }
         self.out.get_ref().sync_data()
     }
 }
@@ -188,6 +196,36 @@ impl FileWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pipe_is_written_to_but_never_rotated_nor_synced() {
+        use std::os::unix::fs::FileTypeExt;
+        let d = std::env::temp_dir().join(format!("mcp-fifo-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        let p = d.join("events.pipe");
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let reader = {
+            let p = p.clone();
+            std::thread::spawn(move || fs::read_to_string(p).unwrap())
+        };
+        let mut f = RotatingFile::open(&p, 100, 1).unwrap();
+        for i in 0..20 {
+            f.write_line(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(40)).as_bytes())
+                .unwrap();
+        }
+        f.sync().expect("no fsync of a pipe");
+        drop(f);
+        assert_eq!(reader.join().unwrap().lines().count(), 20, "every line went through");
+        assert!(
+            fs::metadata(&p).unwrap().file_type().is_fifo(),
+            "the pipe is still there"
+        );
+        assert!(!d.join("events.pipe.1").exists(), "a pipe is never renamed");
+        fs::remove_dir_all(&d).unwrap();
+    }
 
     #[test]
     fn rotates_by_size_and_keeps_max_files() {

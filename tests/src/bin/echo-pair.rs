@@ -10,6 +10,11 @@
 //! `echo-pair logs --size BYTES --count N` writes N JSON log lines (not
 //! JSON-RPC) of BYTES bytes, one write each, to an `echo-pair log-reader`
 //! child over a pipe, and prints the rate: what a structured-log pipe costs.
+//!
+//! `echo-pair burst --size BYTES --count N` performs the handshake, then
+//! writes N `notifications/progress` lines of exactly BYTES bytes as fast as
+//! the pipe takes them (a flood to overflow the monitor's ring buffer),
+//! then one ping-pong call so that the server has read everything.
 
 use std::{
     io::{BufRead, BufReader, BufWriter, Write},
@@ -29,6 +34,7 @@ fn main() {
         Some("server") => server(),
         Some("client") => client(&args),
         Some("logs") => logs(&args),
+        Some("burst") => burst(&args),
         Some("log-reader") => {
             let mut sink = Vec::new();
             let mut input = BufReader::new(std::io::stdin().lock());
@@ -44,6 +50,35 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+fn burst(args: &[String]) {
+    let size: usize = arg(args, "--size").map_or(20_000, |v| v.parse().unwrap());
+    let count: u64 = arg(args, "--count").map_or(400, |v| v.parse().unwrap());
+    let mut c = Conn::spawn();
+    c.handshake();
+    for i in 0..count {
+        let head = format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":"burst","progress":{i},"message":""#
+        );
+        let tail = r#""}}"#;
+        let mut line = String::with_capacity(size);
+        line.push_str(&head);
+        line.extend(std::iter::repeat_n('b', size.saturating_sub(head.len() + tail.len())));
+        line.push_str(tail);
+        assert_eq!(line.len(), size);
+        c.tx.write_all(line.as_bytes()).unwrap();
+        c.tx.write_all(b"\n").unwrap();
+    }
+    c.tx.flush().unwrap();
+    c.send(&request(count + 1, 200));
+    c.recv();
+    println!(
+        "{}",
+        serde_json::json!({"size": size, "count": count, "client_pid": std::process::id(), "server_pid": c.child.id()})
+    );
+    drop(c.tx);
+    let _ = c.child.wait();
 }
 
 fn logs(args: &[String]) {
