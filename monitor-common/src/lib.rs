@@ -401,6 +401,10 @@ pub mod stream_state {
     /// Captured, and the last chunk could not be sent (ring buffer full):
     /// the next chunk carries `chunk_flags::GAP_BEFORE`.
     pub const AFTER_GAP: u8 = 4;
+    /// Ignored, and not looked at again for now: userspace judged it afresh
+    /// as often as its budget allows this minute (it sets `IGNORE` again
+    /// when the minute is over).
+    pub const IGNORE_QUIET: u8 = 5;
 }
 
 /// Byte offsets of the kernel structure members the programs read.

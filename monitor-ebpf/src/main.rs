@@ -1403,6 +1403,9 @@ fn capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer) -> Header 
     // register along the `None` path, which the verifier refuses to read.
     let state = unsafe { STREAMS.get(&key) }.copied().unwrap_or(NO_STATE);
     let mut flags = 0u8;
+    if state == stream_state::IGNORE_QUIET {
+        return Header::Skip;
+    }
     if state == stream_state::IGNORE {
         // TCP writes are captured at exit only.
         if dir == Direction::Egress && t.at_exit == 0 {
@@ -1526,6 +1529,9 @@ fn tls_capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer, syscal
     // register along the `None` path, which the verifier refuses to read.
     let state = unsafe { STREAMS.get(&key) }.copied().unwrap_or(NO_STATE);
     let mut flags = t.extra_flags;
+    if state == stream_state::IGNORE_QUIET {
+        return Header::Skip;
+    }
     if state == stream_state::IGNORE {
         match ignored_stream(&key, t) {
             Header::Send => flags |= chunk_flags::RESUMED | chunk_flags::NEW_STREAM,

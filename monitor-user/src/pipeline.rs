@@ -125,6 +125,9 @@ pub enum Control {
     IgnoreStream(KernelStream),
     /// A stream judged not MCP showed MCP again: capture it again.
     CaptureStream(KernelStream),
+    /// The stream was judged afresh as often as its budget allows this
+    /// minute: ignore it without looking again (until `IgnoreStream`).
+    QuietStream(KernelStream),
 }
 
 /// Where the pipeline's output goes.
@@ -287,6 +290,9 @@ pub struct Pipeline {
     /// client, time). The server end of the same connection reads the same
     /// body just after, and is paired with the client through it.
     unbound_requests: std::collections::VecDeque<(u64, ProcKey, u64)>,
+    /// Streams the kernel does not look at again until the time given (their
+    /// re-judgement budget is spent), oldest first.
+    quiet_streams: std::collections::VecDeque<(u64, KernelStream)>,
     /// Legacy HTTP+SSE: (process, endpoint target its event stream named)
     /// to the session and its hashed id, so that POSTs on other
     /// connections join the stream's session.
@@ -382,6 +388,7 @@ impl Pipeline {
             local_clients: FxHashMap::default(),
             local_servers: FxHashMap::default(),
             unbound_requests: std::collections::VecDeque::new(),
+            quiet_streams: std::collections::VecDeque::new(),
             sse_endpoints: FxHashMap::default(),
             cfg,
             metrics,
@@ -451,6 +458,7 @@ impl Pipeline {
             Observation::CaptureStats(s) => self.on_stats(s),
             Observation::Tick { ts_ns } => {
                 self.on_tick(ts_ns);
+                self.end_quiet(ts_ns, sink);
                 let now = ts_ns as i128 + self.cfg.boot_offset_ns;
                 if let Some(d) = self.detector.as_mut() {
                     for a in d.on_tick(now) {
@@ -554,15 +562,15 @@ impl Pipeline {
         if !resumed && !relook::looks_like_mcp(&c.data, self.cfg.discovery_window) {
             return Err(old);
         }
-        let mut budget = old.relooks;
-        if !budget.take(c.ts_ns, self.cfg.max_relooks_per_minute) {
+        let mut old = old;
+        if !old.relooks.take(c.ts_ns, self.cfg.max_relooks_per_minute) {
             self.metrics.stream_relooks.with_label_values(&["over_budget"]).inc();
-            if resumed {
-                // The kernel captures it again since the hit: stop that.
-                sink.control(Control::IgnoreStream(old.id.kernel()));
+            if old.relooks.first_refusal() {
+                self.quiet(&[old.id.kernel()], old.relooks.window_end(), sink);
             }
             return Err(old);
         }
+        let budget = old.relooks;
         self.metrics.stream_relooks.with_label_values(&["resumed"]).inc();
         if !resumed {
             sink.control(Control::CaptureStream(old.id.kernel()));
@@ -570,6 +578,29 @@ impl Pipeline {
         let mut fresh = self.new_stream(old.id, c);
         fresh.relooks = budget;
         Ok(fresh)
+    }
+
+    /// Stops the kernel looking at `streams` again until `until_ns`: their
+    /// re-judgement budget for the minute is spent.
+    pub(crate) fn quiet(&mut self, streams: &[KernelStream], until_ns: u64, sink: &mut impl Sink) {
+        for k in streams {
+            sink.control(Control::QuietStream(*k));
+            if self.quiet_streams.len() >= self.cfg.max_streams {
+                // Forgotten: it stays quiet until the kernel forgets it.
+                self.quiet_streams.pop_front();
+                self.metrics.state_evictions.with_label_values(&["quiet_stream"]).inc();
+            }
+            self.quiet_streams.push_back((until_ns, *k));
+        }
+    }
+
+    /// Streams whose quiet minute is over are looked at again.
+    fn end_quiet(&mut self, now_ns: u64, sink: &mut impl Sink) {
+        while self.quiet_streams.front().is_some_and(|(until, _)| *until <= now_ns) {
+            if let Some((_, k)) = self.quiet_streams.pop_front() {
+                sink.control(Control::IgnoreStream(k));
+            }
+        }
     }
 
     fn new_stream(&mut self, id: StreamId, c: &Chunk) -> Stream {
@@ -623,6 +654,9 @@ impl Pipeline {
             }
             if !stream.relooks.take(ts_ns, self.cfg.max_relooks_per_minute) {
                 self.metrics.stream_relooks.with_label_values(&["over_budget"]).inc();
+                if stream.relooks.first_refusal() {
+                    self.quiet(&[stream.id.kernel()], stream.relooks.window_end(), sink);
+                }
                 return;
             }
             self.metrics.stream_relooks.with_label_values(&["resumed"]).inc();

@@ -273,7 +273,7 @@ impl Pipeline {
             {
                 fresh()
             }
-            Some(conn) if conn.rejected => match self.relook_conn(&conn, id, c, sink) {
+            Some(mut conn) if conn.rejected => match self.relook_conn(&mut conn, id, c, sink) {
                 Some(budget) => HttpConn {
                     relooks: budget,
                     ..fresh()
@@ -682,7 +682,13 @@ impl Pipeline {
     /// A chunk of a connection judged not MCP: the budget left to judge it
     /// afresh, when the kernel resumed it or (a chunk on its way when the
     /// connection was ignored) it starts like MCP; `None` to keep ignoring it.
-    fn relook_conn(&mut self, conn: &HttpConn, id: ConnId, c: &Chunk, sink: &mut impl Sink) -> Option<RelookBudget> {
+    fn relook_conn(
+        &mut self,
+        conn: &mut HttpConn,
+        id: ConnId,
+        c: &Chunk,
+        sink: &mut impl Sink,
+    ) -> Option<RelookBudget> {
         let resumed = c.flag(chunk_flags::RESUMED);
         if !resumed && !relook::looks_like_mcp(&c.data, self.cfg.discovery_window) {
             return None;
@@ -691,24 +697,27 @@ impl Pipeline {
         let granted = budget.take(c.ts_ns, self.cfg.max_relooks_per_minute);
         let result = if granted { "resumed" } else { "over_budget" };
         self.metrics.stream_relooks.with_label_values(&[result]).inc();
+        let both = [Direction::Ingress, Direction::Egress].map(|direction| KernelStream {
+            pid: id.proc.pid,
+            fd: id.fd,
+            inode: id.inode,
+            direction,
+        });
+        if !granted {
+            if budget.first_refusal() {
+                self.quiet(&both, budget.window_end(), sink);
+            }
+            conn.relooks = budget;
+            return None;
+        }
         // The kernel resumed both directions on its hit; in-flight chunks
         // found here need it told.
-        if granted != resumed {
-            for direction in [Direction::Ingress, Direction::Egress] {
-                let k = KernelStream {
-                    pid: id.proc.pid,
-                    fd: id.fd,
-                    inode: id.inode,
-                    direction,
-                };
-                sink.control(if granted {
-                    Control::CaptureStream(k)
-                } else {
-                    Control::IgnoreStream(k)
-                });
+        if !resumed {
+            for k in both {
+                sink.control(Control::CaptureStream(k));
             }
         }
-        granted.then_some(budget)
+        Some(budget)
     }
 
     fn insert_conn(&mut self, id: ConnId, conn: HttpConn) {

@@ -32,6 +32,8 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 pub struct RelookBudget {
     window_start_ns: u64,
     used: u32,
+    /// The kernel was told to stop looking for the rest of the window.
+    quieted: bool,
 }
 
 impl RelookBudget {
@@ -43,12 +45,24 @@ impl RelookBudget {
         if now_ns.saturating_sub(self.window_start_ns) >= Self::WINDOW_NS || self.used == 0 {
             self.window_start_ns = now_ns;
             self.used = 0;
+            self.quieted = false;
         }
         if self.used >= per_minute {
             return false;
         }
         self.used += 1;
         true
+    }
+
+    /// After a refused [`take`](Self::take): true the first time in the
+    /// window, when the kernel is to stop looking until [`Self::window_end`].
+    pub fn first_refusal(&mut self) -> bool {
+        !std::mem::replace(&mut self.quieted, true)
+    }
+
+    /// When the current window ends (boot-clock ns).
+    pub fn window_end(&self) -> u64 {
+        self.window_start_ns + Self::WINDOW_NS
     }
 }
 

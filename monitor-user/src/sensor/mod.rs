@@ -391,6 +391,7 @@ impl Sensor {
         let (s, state, what) = match control {
             Control::IgnoreStream(s) => (s, stream_state::IGNORE, "ignored"),
             Control::CaptureStream(s) => (s, stream_state::CAPTURE, "captured"),
+            Control::QuietStream(s) => (s, stream_state::IGNORE_QUIET, "ignored for now"),
         };
         let key = StreamKey {
             tgid: s.pid,
