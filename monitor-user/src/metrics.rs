@@ -247,7 +247,7 @@ impl Metrics {
             )),
             state_evictions: reg!(counter_vec(
                 "state_evictions_total",
-                "State dropped to stay within limits, by kind (stream, session, held_event, chain_flow).",
+                "State dropped to stay within limits, by kind (stream, session, held_event, chain_flow, quiet_stream).",
                 &["kind"]
             )),
             events_written: reg!(counter("events_written_total", "Events written to the events output.")),

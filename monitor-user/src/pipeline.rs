@@ -557,12 +557,11 @@ impl Pipeline {
     /// A chunk of a stream judged not MCP: judged afresh when the kernel
     /// resumed it, or (a chunk already on its way when the stream was
     /// ignored) when it starts like MCP; within the stream's budget.
-    fn relook_stream(&mut self, old: Stream, c: &Chunk, sink: &mut impl Sink) -> Result<Stream, Stream> {
+    fn relook_stream(&mut self, mut old: Stream, c: &Chunk, sink: &mut impl Sink) -> Result<Stream, Stream> {
         let resumed = c.flag(chunk_flags::RESUMED);
         if !resumed && !relook::looks_like_mcp(&c.data, self.cfg.discovery_window) {
             return Err(old);
         }
-        let mut old = old;
         if !old.relooks.take(c.ts_ns, self.cfg.max_relooks_per_minute) {
             self.metrics.stream_relooks.with_label_values(&["over_budget"]).inc();
             if old.relooks.first_refusal() {
