@@ -100,7 +100,7 @@ impl Default for PipelineConfig {
             max_held: 32,
             max_pending_stream_bytes: 16 << 20,
             max_prelude_frames: 8,
-            max_relooks_per_minute: 16,
+            max_relooks_per_minute: 4,
             discovery_window: 1024,
             identity: IdentityConfig::default(),
             hostname: String::new(),
@@ -555,11 +555,13 @@ impl Pipeline {
     }
 
     /// A chunk of a stream judged not MCP: judged afresh when the kernel
-    /// resumed it, or (a chunk already on its way when the stream was
-    /// ignored) when it starts like MCP; within the stream's budget.
+    /// resumed it, within the stream's budget. Chunks that were already on
+    /// their way when the stream was ignored are dropped: resuming on them
+    /// would have the kernel capture a lookalike stream again and again
+    /// (line streams write fast; connections, see `relook_conn`, do not).
     fn relook_stream(&mut self, mut old: Stream, c: &Chunk, sink: &mut impl Sink) -> Result<Stream, Stream> {
         let resumed = c.flag(chunk_flags::RESUMED);
-        if !resumed && !relook::looks_like_mcp(&c.data, self.cfg.discovery_window) {
+        if !resumed {
             return Err(old);
         }
         if !old.relooks.take(c.ts_ns, self.cfg.max_relooks_per_minute) {
@@ -571,9 +573,6 @@ impl Pipeline {
         }
         let budget = old.relooks;
         self.metrics.stream_relooks.with_label_values(&["resumed"]).inc();
-        if !resumed {
-            sink.control(Control::CaptureStream(old.id.kernel()));
-        }
         let mut fresh = self.new_stream(old.id, c);
         fresh.relooks = budget;
         Ok(fresh)
