@@ -16,21 +16,13 @@ import sys
 import time
 import urllib.parse
 
+from transcript import summarize
+
 url, path, throwaway = sys.argv[1], sys.argv[2], int(sys.argv[3])
 pause = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
 u = urllib.parse.urlsplit(url)
 conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
 transcript = []
-
-
-def summarize(m):
-    s = {"id": m.get("id"), "method": m.get("method")}
-    if m.get("method") == "tools/call":
-        s["tool"] = m.get("params", {}).get("name")
-    if "error" in m:
-        s["error"] = m["error"].get("code")
-    s["kind"] = ("request" if "id" in m else "notification") if "method" in m else ("error" if "error" in m else "response")
-    return s
 
 
 def record(direction, text):

@@ -14,18 +14,9 @@ import sys
 import mcp.client.stdio as stdio_mod
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from transcript import summarize
 
 transcript = []
-
-
-def summarize(m):
-    s = {"id": m.get("id"), "method": m.get("method")}
-    if m.get("method") == "tools/call":
-        s["tool"] = m.get("params", {}).get("name")
-    if "error" in m:
-        s["error"] = m["error"].get("code")
-    s["kind"] = ("request" if "id" in m else "notification") if "method" in m else ("error" if "error" in m else "response")
-    return s
 
 
 def record(direction, line):

@@ -274,6 +274,17 @@ impl Monitor {
         }
     }
 
+    /// Waits for the kernel to have resumed an ignored stream on a re-look
+    /// (`stream_relooks_total{result="kernel_found"}`); false if it never did.
+    pub fn resumed_by_kernel(&self, timeout: Duration) -> bool {
+        self.wait_metric(
+            timeout,
+            "mcp_monitor_stream_relooks_total",
+            &[("result", "kernel_found")],
+            1.0,
+        ) >= 1.0
+    }
+
     /// The Prometheus exposition.
     pub fn metrics_text(&self) -> String {
         http_get(self.metrics_addr, "/metrics").expect("GET /metrics").1

@@ -389,12 +389,7 @@ fn throwaway_requests_before_mcp_on_one_connection_do_not_blind_the_monitor() {
     assert_same(&expected, &second(&events));
     let text = m.metrics_text();
     assert!(
-        m.wait_metric(
-            SETTLE,
-            "mcp_monitor_stream_relooks_total",
-            &[("result", "kernel_found")],
-            1.0
-        ) >= 1.0,
+        m.resumed_by_kernel(SETTLE),
         "the connection was judged not MCP, then resumed:\n{text}"
     );
     drop(server);
