@@ -70,8 +70,10 @@ impl Sink for Outputs {
         self.events.write(&event);
     }
     fn alert(&mut self, alert: Alert) {
-        self.alerts.write(&alert);
+        // Spooled first: an alert in the alerts file is always in the
+        // webhook spools too, whenever the agent is killed.
         self.deliveries.send(&alert);
+        self.alerts.write(&alert);
     }
     fn control(&mut self, control: Control) {
         self.controls.push(control);
@@ -398,6 +400,7 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
                     Err(e) => log::warn!("reading capture counters failed: {e}"),
                 }
                 feed(Observation::Tick { ts_ns: clock::boot_now_ns() }, &mut pipeline, &mut outputs, &mut recorder);
+                outputs.deliveries.refresh();
             }
             r = sensor.wait(poll) => {
                 r?;

@@ -15,7 +15,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -62,6 +63,7 @@ pub struct Metrics {
     pub sink_spooled: IntCounterVec,
     pub sink_dropped: IntCounterVec,
     pub sink_backlog: IntGaugeVec,
+    pub sink_oldest_pending: GaugeVec,
     pub sink_delivery: HistogramVec,
     pub build_info: IntGaugeVec,
     pub kubernetes_pods: IntGauge,
@@ -298,7 +300,18 @@ impl Metrics {
                 &["sink", "reason"]
             )),
             sink_backlog: reg!(IntGaugeVec::new(
-                Opts::new("sink_backlog", "Alerts waiting for delivery (in memory or in the spool), by sink."),
+                Opts::new(
+                    "sink_backlog",
+                    "Alerts accepted by a sink and not yet delivered or dropped (in memory or in the spool), by sink."
+                ),
+                &["sink"]
+            )
+            .unwrap()),
+            sink_oldest_pending: reg!(GaugeVec::new(
+                Opts::new(
+                    "sink_oldest_pending_seconds",
+                    "Age of the oldest alert in a sink's backlog (0 when it is empty), by sink."
+                ),
                 &["sink"]
             )
             .unwrap()),

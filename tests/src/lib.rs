@@ -317,6 +317,20 @@ impl Monitor {
         }
     }
 
+    /// Kills the monitor with SIGKILL (no clean-up of any kind) and waits.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Alerts written so far, tolerating a last line torn by a kill.
+    pub fn alerts_lenient(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.alerts_path).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
     /// Stops the monitor (SIGINT) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

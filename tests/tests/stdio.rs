@@ -512,9 +512,8 @@ fn a_full_ring_buffer_never_yields_a_message_that_was_not_sent() {
     // its response. Its request may itself have been lost to the full ring,
     // and then the response is reported unpaired (no method).
     let last_id = count as u64 + 1;
-    let last_response = |e: &serde_json::Value| {
-        e["server"]["pid"] == server && e["type"] == "response" && e["id"] == last_id
-    };
+    let last_response =
+        |e: &serde_json::Value| e["server"]["pid"] == server && e["type"] == "response" && e["id"] == last_id;
     // (It too can be lost if the ring is still full when it is written, so
     // its absence is not a failure.)
     let events = m.wait_events(SETTLE, |ev| ev.iter().any(last_response));

@@ -168,7 +168,7 @@ impl FileWorker {
         let line = match encode(alert, self.format) {
             Ok(l) => l,
             Err(e) => {
-                self.metrics.dropped("encode_error", 1);
+                self.metrics.gave_up("encode_error", 1);
                 self.log.error(&format!("cannot encode an alert: {e}"));
                 return;
             }
@@ -176,11 +176,11 @@ impl FileWorker {
         let t = Instant::now();
         match self.file.write_line(&line) {
             Ok(()) => {
-                self.metrics.sent.inc();
+                self.metrics.delivered(1);
                 self.metrics.delivery.observe(t.elapsed().as_secs_f64());
             }
             Err(e) => {
-                self.metrics.dropped("write_error", 1);
+                self.metrics.gave_up("write_error", 1);
                 self.log.error(&format!("write failed: {e}"));
             }
         }

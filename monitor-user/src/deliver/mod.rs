@@ -1,9 +1,10 @@
 //! Alert delivery: several sinks at once, each in its own thread, none able
 //! to slow the pipeline or lose an alert without a metric saying so.
 //!
-//! The pipeline hands every alert to [`Deliveries::send`], which offers it to
-//! each sink's bounded queue (full queue: `sink_dropped_total{reason=
-//! "queue_full"}`). Each sink thread encodes and delivers:
+//! The agent hands every alert to [`Deliveries::send`]: file and syslog
+//! sinks get it through a bounded memory queue (full queue: `sink_dropped_
+//! total{reason="queue_full"}`), webhook sinks write it to their on-disk
+//! spool before `send` returns. Each sink thread then delivers:
 //!
 //! - [`file`]: JSON lines (or OCSF) to a file with size-based rotation and an
 //!   fsync policy;
@@ -11,13 +12,15 @@
 //!   (RFC 5425), message JSON or CEF, reconnecting with backoff while a
 //!   bounded in-memory queue holds what is not yet written;
 //! - [`webhook`]: HTTP(S) POST of batches (JSON array, Splunk HEC, Elastic
-//!   bulk), every alert first written to an on-disk [`spool`], so alerts
-//!   survive a receiver outage and an agent restart; retries with
+//!   bulk) read from the [`spool`], so alerts survive a receiver that is
+//!   down, slow or hung, and an agent killed at any moment; retries with
 //!   exponential backoff.
 //!
 //! Per sink: `sink_sent_total`, `sink_retried_total`, `sink_spooled_total`,
-//! `sink_dropped_total{reason}`, `sink_backlog`, `sink_delivery_seconds`.
+//! `sink_dropped_total{reason}`, `sink_delivery_seconds`, and from the
+//! [`backlog`] ledger `sink_backlog` and `sink_oldest_pending_seconds`.
 
+pub mod backlog;
 pub mod cef;
 pub mod file;
 pub mod http;
@@ -38,9 +41,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use prometheus::{Histogram, IntCounter, IntGauge};
+use prometheus::{Histogram, IntCounter};
 use serde::{Deserialize, Serialize};
 
+use self::backlog::Backlog;
 use crate::{
     detect::alert::{Alert, Severity},
     metrics::Metrics,
@@ -206,6 +210,11 @@ pub struct WebhookSink {
     pub spool_dir: Option<PathBuf>,
     #[serde(default = "default_spool_bytes")]
     pub spool_max_bytes: u64,
+    /// When spooled alerts are forced to disk (an agent crash loses none of
+    /// them whatever this says; a host crash loses up to the last second
+    /// with `interval`, none with `always`).
+    #[serde(default)]
+    pub fsync: Fsync,
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Index for `elastic_bulk`.
@@ -281,13 +290,13 @@ impl SinkConfig {
     }
 }
 
-/// The metrics of one sink, labels resolved.
+/// The metrics of one sink, labels resolved, and its backlog ledger.
 #[derive(Clone)]
 pub struct SinkMetrics {
-    pub sent: IntCounter,
+    sent: IntCounter,
     pub retried: IntCounter,
     pub spooled: IntCounter,
-    pub backlog: IntGauge,
+    pub backlog: Arc<Backlog>,
     pub delivery: Histogram,
     metrics: Arc<Metrics>,
     name: String,
@@ -303,14 +312,29 @@ impl SinkMetrics {
             sent: metrics.sink_sent.with_label_values(&[name]),
             retried: metrics.sink_retried.with_label_values(&[name]),
             spooled: metrics.sink_spooled.with_label_values(&[name]),
-            backlog: metrics.sink_backlog.with_label_values(&[name]),
+            backlog: Arc::new(Backlog::new(
+                metrics.sink_backlog.with_label_values(&[name]),
+                metrics.sink_oldest_pending.with_label_values(&[name]),
+            )),
             delivery: metrics.sink_delivery.with_label_values(&[name]),
             metrics: metrics.clone(),
             name: name.to_owned(),
         }
     }
 
-    /// Counts `n` alerts given up on.
+    /// The `n` oldest accepted alerts were delivered.
+    pub fn delivered(&self, n: u64) {
+        self.sent.inc_by(n);
+        self.backlog.settle(n);
+    }
+
+    /// The `n` oldest accepted alerts were given up on, for `reason`.
+    pub fn gave_up(&self, reason: &str, n: u64) {
+        self.dropped(reason, n);
+        self.backlog.settle(n);
+    }
+
+    /// Counts `n` alerts refused before the sink accepted them.
     pub fn dropped(&self, reason: &str, n: u64) {
         if n > 0 {
             self.metrics
@@ -408,10 +432,18 @@ pub fn expand_env(s: &str) -> String {
     out
 }
 
+/// How a running sink takes alerts.
+enum Intake {
+    /// A bounded memory queue to the sink's thread.
+    Queue(SyncSender<Arc<Alert>>),
+    /// Straight to the sink's spool, on the caller's thread.
+    Spool(Arc<webhook::Intake>),
+}
+
 struct Running {
     name: String,
     min_severity: Option<Severity>,
-    tx: SyncSender<Arc<Alert>>,
+    intake: Intake,
     done: Receiver<()>,
     thread: JoinHandle<()>,
     metrics: SinkMetrics,
@@ -440,16 +472,17 @@ impl Deliveries {
             );
             names.push(name.clone());
             let m = SinkMetrics::new(metrics, &name);
-            let (tx, rx) = mpsc::sync_channel::<Arc<Alert>>(QUEUE);
             let (done_tx, done) = mpsc::sync_channel::<()>(1);
-            let worker: Box<dyn FnOnce() + Send> = match cfg {
+            let (intake, worker): (Intake, Box<dyn FnOnce() + Send>) = match cfg {
                 SinkConfig::File(c) => {
+                    let (tx, rx) = mpsc::sync_channel::<Arc<Alert>>(QUEUE);
                     let w = file::FileWorker::open(c, &name, m.clone())?;
-                    Box::new(move || w.run(rx))
+                    (Intake::Queue(tx), Box::new(move || w.run(rx)))
                 }
                 SinkConfig::Syslog(c) => {
+                    let (tx, rx) = mpsc::sync_channel::<Arc<Alert>>(QUEUE);
                     let w = syslog::SyslogWorker::new(c, &name, m.clone())?;
-                    Box::new(move || w.run(rx))
+                    (Intake::Queue(tx), Box::new(move || w.run(rx)))
                 }
                 SinkConfig::Webhook(c) => {
                     let dir = c
@@ -457,7 +490,7 @@ impl Deliveries {
                         .clone()
                         .unwrap_or_else(|| state_dir.join("spool").join(&name));
                     let w = webhook::WebhookWorker::new(c, &name, &dir, m.clone())?;
-                    Box::new(move || w.run(rx))
+                    (Intake::Spool(w.intake()), Box::new(move || w.run()))
                 }
             };
             let thread = std::thread::Builder::new()
@@ -470,7 +503,7 @@ impl Deliveries {
             sinks.push(Running {
                 name,
                 min_severity: cfg.min_severity(),
-                tx,
+                intake,
                 done,
                 thread,
                 metrics: m,
@@ -489,7 +522,8 @@ impl Deliveries {
         self.sinks.is_empty()
     }
 
-    /// Offers `alert` to every sink that wants its severity.
+    /// Offers `alert` to every sink that wants its severity. Webhook sinks
+    /// spool it before this returns.
     pub fn send(&self, alert: &Alert) {
         if self.sinks.is_empty() {
             return;
@@ -499,29 +533,84 @@ impl Deliveries {
             if s.min_severity.is_some_and(|m| alert.severity < m) {
                 continue;
             }
-            match s.tx.try_send(shared.clone()) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => s.metrics.dropped("queue_full", 1),
-                Err(TrySendError::Disconnected(_)) => s.metrics.dropped("shutdown", 1),
+            match &s.intake {
+                Intake::Spool(spool) => spool.accept(alert),
+                Intake::Queue(tx) => {
+                    // Entered before the thread can settle it.
+                    s.metrics.backlog.accept(1);
+                    let refused = match tx.try_send(shared.clone()) {
+                        Ok(()) => None,
+                        Err(TrySendError::Full(_)) => Some("queue_full"),
+                        Err(TrySendError::Disconnected(_)) => Some("shutdown"),
+                    };
+                    if let Some(reason) = refused {
+                        s.metrics.backlog.retract();
+                        s.metrics.dropped(reason, 1);
+                    }
+                }
             }
         }
     }
 
-    /// Stops every sink, giving them until `deadline` to finish (write out
-    /// queues; webhook spools stay on disk for the next start).
+    /// Refreshes the age of each sink's oldest pending alert.
+    pub fn refresh(&self) {
+        for s in &self.sinks {
+            s.metrics.backlog.refresh();
+        }
+    }
+
+    /// Stops every sink within `deadline`: queues are written out and
+    /// spools delivered while receivers answer. What is left is said, per
+    /// sink: webhook alerts stay in the spool for the next start; syslog
+    /// alerts still in memory are lost and counted (`reason="shutdown"`).
     pub fn shutdown(self, deadline: Duration) {
         let end = Instant::now() + deadline;
         let mut waiting = Vec::new();
         for s in self.sinks {
-            drop(s.tx);
-            waiting.push((s.name, s.done, s.thread));
+            match &s.intake {
+                Intake::Spool(spool) => spool.close(),
+                Intake::Queue(_) => {}
+            }
+            waiting.push(s);
         }
-        for (name, done, thread) in waiting {
-            match done.recv_timeout(end.saturating_duration_since(Instant::now())) {
-                Ok(()) => {
-                    let _ = thread.join();
+        for s in waiting {
+            let Running {
+                name,
+                intake,
+                done,
+                thread,
+                metrics,
+                ..
+            } = s;
+            // Closing a queue is dropping its sender.
+            let spool = match intake {
+                Intake::Spool(spool) => Some(spool),
+                Intake::Queue(tx) => {
+                    drop(tx);
+                    None
                 }
-                Err(_) => log::warn!("sink {name} did not finish in time; what it still held is lost"),
+            };
+            let finished = done.recv_timeout(end.saturating_duration_since(Instant::now())).is_ok();
+            if finished {
+                let _ = thread.join();
+            }
+            match spool {
+                Some(spool) => {
+                    let left = spool.abandon();
+                    if left > 0 {
+                        log::warn!(
+                            "sink {name}: {left} alerts not delivered{} stay in the spool {} and are delivered after the next start",
+                            if finished { "" } else { " (the receiver did not answer in time)" },
+                            spool.spool_dir().display()
+                        );
+                    }
+                }
+                None if !finished => {
+                    let left = metrics.backlog.pending();
+                    log::warn!("sink {name} did not finish in time: {left} alerts it held are lost");
+                    metrics.gave_up("shutdown", left);
+                }
+                None => {}
             }
         }
     }

@@ -24,16 +24,18 @@ use std::{
 };
 
 /// Position of a record: segment number and byte offset in it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
     pub segment: u64,
     pub offset: u64,
 }
 
-/// Records read for delivery, and where the spool continues after them.
+/// Records read for delivery, where they start, and where the spool
+/// continues after them.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub records: Vec<Vec<u8>>,
+    pub start: Position,
     pub next: Option<Position>,
 }
 
@@ -154,6 +156,12 @@ impl Spool {
             Some(&(_, size)) => size > 0 && size + len > self.segment_bytes(),
         };
         if need_new {
+            // What the sink already synced is on disk; the rest of the
+            // segment being closed is synced now, since later syncs only
+            // see the new one.
+            if let Some(w) = &self.writer {
+                w.sync_data()?;
+            }
             let n = self.segments.last().map_or(self.cursor.segment, |s| s.0 + 1);
             self.segments.push((n, 0));
             self.writer = None;
@@ -189,10 +197,24 @@ impl Spool {
         }
     }
 
+    /// A handle on the segment being written, to sync it without holding
+    /// the spool (appends go on meanwhile).
+    pub fn sync_handle(&self) -> Option<File> {
+        self.writer.as_ref().and_then(|w| w.try_clone().ok())
+    }
+
+    /// The spool's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Up to `max_records` (and about `max_bytes`) undelivered records, from
     /// the cursor on.
     pub fn peek(&self, max_records: usize, max_bytes: usize) -> io::Result<Batch> {
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            start: self.cursor,
+            ..Batch::default()
+        };
         let mut pos = self.cursor;
         let mut bytes = 0;
         for &(n, size) in self.segments.iter().filter(|s| s.0 >= self.cursor.segment) {
@@ -227,22 +249,29 @@ impl Spool {
         Ok(batch)
     }
 
-    /// Marks everything before `next` delivered (`records` of them).
+    /// Marks everything before `next` delivered (`records` of them, read
+    /// from the cursor on).
     pub fn commit(&mut self, next: Position, records: u64) -> io::Result<()> {
-        self.cursor = next;
-        self.pending = self.pending.saturating_sub(records);
-        let tmp = self.dir.join("cursor.tmp");
-        {
-            let mut f = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            writeln!(f, "{} {}", next.segment, next.offset)?;
-            f.sync_data()?;
+        save_cursor(&self.dir, next)?;
+        let start = self.cursor;
+        self.advance(start, next, records).map(|_| ())
+    }
+
+    /// Moves the cursor to `next` after a batch read from `start` (`records`
+    /// of them) was delivered and [`save_cursor`] recorded it. Returns how
+    /// many records this settled: fewer than `records` when a full spool
+    /// dropped some of them meanwhile (they were counted as dropped then).
+    pub fn advance(&mut self, start: Position, next: Position, records: u64) -> io::Result<u64> {
+        if next <= self.cursor {
+            return Ok(0);
         }
-        fs::rename(&tmp, self.dir.join("cursor"))?;
+        let settled = if start >= self.cursor {
+            records
+        } else {
+            self.count_between(self.cursor, next)?
+        };
+        self.cursor = next;
+        self.pending = self.pending.saturating_sub(settled);
         // Delivered segments other than the one being written go.
         while self.segments.len() > 1 && self.segments[0].0 < self.cursor.segment {
             let (n, _) = self.segments.remove(0);
@@ -258,7 +287,7 @@ impl Spool {
                 };
             }
         }
-        Ok(())
+        Ok(settled)
     }
 
     /// Deletes the oldest segment; returns its undelivered records.
@@ -286,13 +315,46 @@ impl Spool {
     }
 
     fn count_from(&self, from: Position) -> io::Result<u64> {
+        self.count_between(
+            from,
+            Position {
+                segment: u64::MAX,
+                offset: 0,
+            },
+        )
+    }
+
+    /// Records from `from` up to (not including) `to`.
+    fn count_between(&self, from: Position, to: Position) -> io::Result<u64> {
         let mut total = 0;
-        for &(n, size) in self.segments.iter().filter(|s| s.0 >= from.segment) {
+        for &(n, size) in self
+            .segments
+            .iter()
+            .filter(|s| s.0 >= from.segment && s.0 <= to.segment)
+        {
             let start = if n == from.segment { from.offset } else { 0 };
-            total += count_lines(&self.dir.join(segment_name(n)), start, size)?;
+            let end = if n == to.segment { to.offset.min(size) } else { size };
+            total += count_lines(&self.dir.join(segment_name(n)), start, end)?;
         }
         Ok(total)
     }
+}
+
+/// Records durably that everything before `next` was delivered (write,
+/// fsync, rename). Only the sink's sender calls it, so it needs no lock.
+pub fn save_cursor(dir: &Path, next: Position) -> io::Result<()> {
+    let tmp = dir.join("cursor.tmp");
+    {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        writeln!(f, "{} {}", next.segment, next.offset)?;
+        f.sync_data()?;
+    }
+    fs::rename(&tmp, dir.join("cursor"))
 }
 
 fn count_lines(path: &Path, from: u64, size: u64) -> io::Result<u64> {
@@ -399,6 +461,35 @@ mod tests {
         assert_eq!(dropped + s.pending(), 1000, "every record is delivered or counted");
         let left = drain(&mut s).len() as u64;
         assert_eq!(left + dropped, 1000);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A batch in flight while a full spool drops the segment it came
+    /// from: its commit settles only what was not already counted as
+    /// dropped, and never moves the cursor back.
+    #[test]
+    fn commit_after_a_drop_settles_only_what_is_left() {
+        let d = tmp("race");
+        let mut s = Spool::open(&d, 8 * 1024).unwrap();
+        let rec = vec![b'y'; 99];
+        for _ in 0..10 {
+            s.append(&rec).unwrap();
+        }
+        let batch = s.peek(5, 1 << 20).unwrap();
+        let next = batch.next.unwrap();
+        let (mut dropped, mut appended) = (0, 10);
+        while dropped == 0 {
+            dropped += s.append(&rec).unwrap();
+            appended += 1;
+        }
+        let pending = s.pending();
+        save_cursor(&d, next).unwrap();
+        let settled = s.advance(batch.start, next, 5).unwrap();
+        assert!(settled <= 5);
+        assert_eq!(s.pending(), pending - settled);
+        let left = drain(&mut s).len() as u64;
+        assert_eq!(left + settled + dropped, appended, "every record settled once");
+        assert!(settled < 5, "the dropped segment held part of the batch");
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -174,11 +174,16 @@ impl SyslogWorker {
                     backoff.failed();
                 }
             }
-            self.metrics.backlog.set(self.queue.len() as i64);
             if let Some(t) = closing_since {
                 if self.queue.is_empty() || t.elapsed() >= Duration::from_secs(5) {
-                    self.metrics.dropped("shutdown", self.queue.len() as u64);
-                    self.metrics.backlog.set(0);
+                    if !self.queue.is_empty() {
+                        log::warn!(
+                            "sink stopping: {} alerts the syslog receiver {} did not take are lost (counted as dropped, reason shutdown)",
+                            self.queue.len(),
+                            self.address
+                        );
+                    }
+                    self.metrics.gave_up("shutdown", self.queue.len() as u64);
                     return;
                 }
             }
@@ -190,12 +195,12 @@ impl SyslogWorker {
             Ok(m) => {
                 if self.queue.len() >= self.capacity {
                     self.queue.pop_front();
-                    self.metrics.dropped("queue_full", 1);
+                    self.metrics.gave_up("queue_full", 1);
                 }
                 self.queue.push_back(m);
             }
             Err(e) => {
-                self.metrics.dropped("encode_error", 1);
+                self.metrics.gave_up("encode_error", 1);
                 self.log.error(&format!("cannot encode an alert: {e}"));
             }
         }
@@ -259,13 +264,13 @@ impl SyslogWorker {
         };
         match r {
             Ok(()) => {
-                self.metrics.sent.inc();
+                self.metrics.delivered(1);
                 self.metrics.delivery.observe(t.elapsed().as_secs_f64());
                 self.queue.pop_front();
                 true
             }
             Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
-                self.metrics.dropped("rejected", 1);
+                self.metrics.gave_up("rejected", 1);
                 self.log
                     .error("an alert is larger than a UDP datagram can carry: dropped (use tcp or tls)");
                 self.queue.pop_front();

@@ -1,17 +1,26 @@
-//! Webhook sink: every alert goes to the on-disk spool first, and batches
-//! leave the spool only when the receiver answered 2xx.
+//! Webhook sink: every alert is written to the on-disk spool by the thread
+//! that raised it, before any network I/O, and batches leave the spool only
+//! when the receiver answered 2xx.
+//!
+//! Two parties share the spool: [`Intake::accept`], called on the agent's
+//! thread, appends (and syncs per the `fsync` policy); the sink's sender
+//! thread reads batches, POSTs them without holding the spool, and moves the
+//! cursor. A receiver that is slow or never answers holds up only the
+//! sender: new alerts keep reaching the disk, so `kill -9` at any moment
+//! loses nothing the agent had raised (a host crash loses what the fsync
+//! policy allows).
 //!
 //! Delivery is at least once: an alert is re-sent if the agent stops between
-//! the receiver's answer and the spool's cursor update (a window of one
-//! fsync). Elastic bulk indexes by alert id, so a resend overwrites; for the
-//! other flavors the alert `id` lets the receiver deduplicate. Answers 408,
-//! 429 and 5xx, and network errors, are retried with backoff (1 s doubling
-//! to 60 s); other 4xx answers mean the receiver will never take the batch:
-//! it is dropped and counted as `rejected`.
+//! the receiver's answer and the cursor update. Every alert carries its
+//! stable `id` (`finding_info.uid` in OCSF) for the receiver to deduplicate
+//! on; Elastic bulk indexes by it, so a resend overwrites. Answers 408, 429
+//! and 5xx, and network errors, are retried with backoff (1 s doubling to
+//! 60 s); other 4xx answers mean the receiver will never take the batch: it
+//! is dropped and counted as `rejected`.
 
 use std::{
     path::Path,
-    sync::{mpsc::Receiver, Arc},
+    sync::{Arc, Condvar, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -20,26 +29,120 @@ use rustls::ClientConfig;
 use super::{
     encode, expand_env,
     http::{self, Url},
-    next_alert,
-    spool::Spool,
-    Backoff, ErrorLog, Flavor, Format, SinkMetrics, WebhookSink,
+    spool::{self, Spool},
+    Backoff, ErrorLog, Flavor, Format, Fsync, SinkMetrics, WebhookSink,
 };
 use crate::detect::alert::Alert;
 
 /// Most bytes of records in one request.
 const BATCH_BYTES: usize = 4 << 20;
 
-/// The thread behind a `type = "webhook"` sink.
+/// The spool and what its two users tell each other.
+struct Shared {
+    spool: Spool,
+    /// Appended since the last sync.
+    dirty: bool,
+    /// Stop: deliver what can be delivered now, then leave.
+    closing: bool,
+    /// Stopped waiting for: the sender must not touch the spool again (a
+    /// new sink may own it already).
+    abandoned: bool,
+}
+
+/// The write side of a webhook sink, used on the agent's thread.
+pub struct Intake {
+    shared: Mutex<Shared>,
+    wake: Condvar,
+    format: Format,
+    fsync: Fsync,
+    metrics: SinkMetrics,
+    log: Mutex<ErrorLog>,
+}
+
+impl Intake {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn error(&self, msg: &str) {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).error(msg);
+    }
+
+    /// Writes `alert` to the spool (and to the disk, with `fsync =
+    /// "always"`), and wakes the sender.
+    pub fn accept(&self, alert: &Alert) {
+        let record = match encode(alert, self.format) {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.dropped("encode_error", 1);
+                self.error(&format!("cannot encode an alert: {e}"));
+                return;
+            }
+        };
+        let mut shared = self.lock();
+        match shared.spool.append(&record) {
+            Ok(lost) => {
+                // Backlog first: a scrape in between never shows the
+                // alert spooled and already settled.
+                self.metrics.backlog.accept(1);
+                self.metrics.spooled.inc();
+                if lost > 0 {
+                    self.metrics.gave_up("spool_full", lost);
+                    self.error(&format!("spool full: dropped the {lost} oldest undelivered alerts"));
+                }
+                if self.fsync == Fsync::Always {
+                    if let Err(e) = shared.spool.sync() {
+                        self.error(&format!("spool fsync failed: {e}"));
+                    }
+                } else {
+                    shared.dirty = true;
+                }
+            }
+            Err(e) => {
+                self.metrics.dropped("spool_error", 1);
+                self.error(&format!("cannot write to the spool: {e}"));
+            }
+        }
+        drop(shared);
+        self.wake.notify_one();
+    }
+
+    /// Asks the sender to stop once nothing more can be delivered now.
+    pub fn close(&self) {
+        self.lock().closing = true;
+        self.wake.notify_one();
+    }
+
+    /// Gives up on the sender (still in a request past the shutdown
+    /// deadline) and syncs the spool for the next start. Returns the alerts
+    /// left in it.
+    pub fn abandon(&self) -> u64 {
+        let mut shared = self.lock();
+        shared.abandoned = true;
+        if self.fsync != Fsync::Never {
+            if let Err(e) = shared.spool.sync() {
+                self.error(&format!("spool fsync failed: {e}"));
+            }
+        }
+        shared.spool.pending()
+    }
+
+    /// Where the spool is.
+    pub fn spool_dir(&self) -> std::path::PathBuf {
+        self.lock().spool.dir().to_owned()
+    }
+}
+
+/// The sender thread behind a `type = "webhook"` sink.
 pub struct WebhookWorker {
     url: Url,
     tls: Option<Arc<ClientConfig>>,
     headers: Vec<(String, String)>,
-    format: Format,
     flavor: Flavor,
     index: String,
     batch_max: usize,
     timeout: Duration,
-    spool: Spool,
+    intake: Arc<Intake>,
     metrics: SinkMetrics,
     log: ErrorLog,
 }
@@ -66,110 +169,116 @@ impl WebhookWorker {
                 spool.pending(),
                 spool_dir.display()
             );
+            // They count from the time of the oldest of them.
+            let since = spool
+                .peek(1, 1 << 20)
+                .ok()
+                .and_then(|b| b.records.first().cloned())
+                .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r).ok())
+                .and_then(|v| alert_epoch(&v))
+                .map_or_else(unix_now, |t| t as u64);
+            metrics.backlog.accept_at(since, spool.pending());
         }
-        metrics.backlog.set(spool.pending() as i64);
+        let intake = Arc::new(Intake {
+            shared: Mutex::new(Shared {
+                spool,
+                dirty: false,
+                closing: false,
+                abandoned: false,
+            }),
+            wake: Condvar::new(),
+            format: cfg.format,
+            fsync: cfg.fsync,
+            metrics: metrics.clone(),
+            log: Mutex::new(ErrorLog::new(name)),
+        });
         Ok(WebhookWorker {
             url,
             tls,
             headers: cfg.headers.iter().map(|(k, v)| (k.clone(), expand_env(v))).collect(),
-            format: cfg.format,
             flavor: cfg.flavor,
             index: cfg.index.clone(),
             batch_max: cfg.batch_max,
             timeout: Duration::from_secs(cfg.timeout_seconds.max(1)),
-            spool,
+            intake,
             metrics,
             log: ErrorLog::new(name),
         })
     }
 
-    /// Spools and delivers until the queue closes; the spool keeps what is
-    /// left for the next start.
-    pub fn run(mut self, rx: Receiver<Arc<Alert>>) {
+    /// The write side, for [`super::Deliveries::send`].
+    pub fn intake(&self) -> Arc<Intake> {
+        self.intake.clone()
+    }
+
+    /// Delivers from the spool until closed (then for as long as batches go
+    /// through) or abandoned; the spool keeps what is left.
+    pub fn run(mut self) {
         let mut backoff = Backoff::new();
         let mut last_sync = Instant::now();
-        let mut unsynced = false;
         loop {
-            let wait = if self.spool.pending() == 0 {
-                Duration::from_secs(1)
-            } else {
-                backoff.wait().min(Duration::from_secs(1))
-            };
-            let closing = match next_alert(&rx, wait) {
-                Ok(Some(a)) => {
-                    self.spool_alert(&a);
-                    while let Ok(a) = rx.try_recv() {
-                        self.spool_alert(&a);
+            // Under the lock: sync if due, then take a batch or wait.
+            let (batch, sync) = {
+                let mut shared = self.intake.lock();
+                loop {
+                    if shared.abandoned {
+                        return;
                     }
-                    unsynced = true;
-                    false
+                    let mut sync = None;
+                    if shared.dirty && (shared.closing || last_sync.elapsed() >= Duration::from_secs(1)) {
+                        shared.dirty = false;
+                        last_sync = Instant::now();
+                        if self.intake.fsync == Fsync::Interval {
+                            sync = shared.spool.sync_handle();
+                        }
+                    }
+                    let pending = shared.spool.pending();
+                    if sync.is_some() {
+                        break (None, sync);
+                    }
+                    if pending > 0 && backoff.ready() {
+                        match shared.spool.peek(self.batch_max, BATCH_BYTES) {
+                            Ok(b) => break (Some(b), None),
+                            Err(e) => {
+                                self.log.error(&format!("cannot read the spool: {e}"));
+                                backoff.failed();
+                                continue;
+                            }
+                        }
+                    }
+                    if shared.closing {
+                        return;
+                    }
+                    let wait = if pending > 0 {
+                        backoff.wait().clamp(Duration::from_millis(10), Duration::from_secs(1))
+                    } else {
+                        Duration::from_secs(1)
+                    };
+                    shared = self
+                        .intake
+                        .wake
+                        .wait_timeout(shared, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
                 }
-                Ok(None) => false,
-                Err(()) => true,
             };
-            if unsynced && (closing || last_sync.elapsed() >= Duration::from_secs(1)) {
-                if let Err(e) = self.spool.sync() {
+            if let Some(f) = sync {
+                if let Err(e) = f.sync_data() {
                     self.log.error(&format!("spool fsync failed: {e}"));
                 }
-                unsynced = false;
-                last_sync = Instant::now();
             }
-            // Deliver while batches go through.
-            while self.spool.pending() > 0 && backoff.ready() {
-                if self.deliver_batch() {
-                    backoff.succeeded();
-                } else {
-                    self.metrics.retried.inc();
-                    backoff.failed();
-                }
-            }
-            self.metrics.backlog.set(self.spool.pending() as i64);
-            if closing {
-                if self.spool.pending() > 0 {
-                    log::info!(
-                        "sink stopping with {} alerts spooled; they are delivered after the next start",
-                        self.spool.pending()
-                    );
-                }
-                return;
+            let Some(batch) = batch else { continue };
+            if self.deliver(batch) {
+                backoff.succeeded();
+            } else {
+                self.metrics.retried.inc();
+                backoff.failed();
             }
         }
     }
 
-    fn spool_alert(&mut self, alert: &Alert) {
-        let record = match encode(alert, self.format) {
-            Ok(r) => r,
-            Err(e) => {
-                self.metrics.dropped("encode_error", 1);
-                self.log.error(&format!("cannot encode an alert: {e}"));
-                return;
-            }
-        };
-        match self.spool.append(&record) {
-            Ok(lost) => {
-                self.metrics.spooled.inc();
-                if lost > 0 {
-                    self.metrics.dropped("spool_full", lost);
-                    self.log
-                        .error(&format!("spool full: dropped the {lost} oldest undelivered alerts"));
-                }
-            }
-            Err(e) => {
-                self.metrics.dropped("spool_error", 1);
-                self.log.error(&format!("cannot write to the spool: {e}"));
-            }
-        }
-    }
-
-    /// One request. `false`: retry later.
-    fn deliver_batch(&mut self) -> bool {
-        let batch = match self.spool.peek(self.batch_max, BATCH_BYTES) {
-            Ok(b) => b,
-            Err(e) => {
-                self.log.error(&format!("cannot read the spool: {e}"));
-                return false;
-            }
-        };
+    /// One request, no lock held while it runs. `false`: retry later.
+    fn deliver(&mut self, batch: spool::Batch) -> bool {
         let Some(next) = batch.next else {
             return true;
         };
@@ -186,19 +295,17 @@ impl WebhookWorker {
         ) {
             Ok(code) if (200..300).contains(&code) => {
                 self.metrics.delivery.observe(t.elapsed().as_secs_f64());
-                self.metrics.sent.inc_by(n);
-                self.commit(next, n)
+                self.commit(batch.start, next, n, None)
             }
             Ok(code) if code == 408 || code == 429 || code >= 500 => {
                 self.log.error(&format!("receiver answered {code}; retrying"));
                 false
             }
             Ok(code) => {
-                self.metrics.dropped("rejected", n);
                 self.log.error(&format!(
                     "receiver answered {code} to a batch of {n} alerts: dropped (check the URL, headers and flavor)"
                 ));
-                self.commit(next, n)
+                self.commit(batch.start, next, n, Some("rejected"))
             }
             Err(e) => {
                 self.log.error(&format!(
@@ -210,12 +317,35 @@ impl WebhookWorker {
         }
     }
 
-    fn commit(&mut self, next: super::spool::Position, n: u64) -> bool {
-        match self.spool.commit(next, n) {
-            Ok(()) => true,
+    /// Moves the cursor past a batch that was delivered (or, with a
+    /// reason, given up on).
+    fn commit(&mut self, start: spool::Position, next: spool::Position, n: u64, dropped: Option<&str>) -> bool {
+        let dir = {
+            let shared = self.intake.lock();
+            if shared.abandoned {
+                return false;
+            }
+            shared.spool.dir().to_owned()
+        };
+        if let Err(e) = spool::save_cursor(&dir, next) {
+            // Delivered but not marked: they will be sent again.
+            self.log.error(&format!("cannot update the spool cursor: {e}"));
+            return false;
+        }
+        let mut shared = self.intake.lock();
+        if shared.abandoned {
+            return false;
+        }
+        match shared.spool.advance(start, next, n) {
+            Ok(settled) => {
+                match dropped {
+                    None => self.metrics.delivered(settled),
+                    Some(reason) => self.metrics.gave_up(reason, settled),
+                }
+                true
+            }
             Err(e) => {
-                // Delivered but not marked: they will be sent again.
-                self.log.error(&format!("cannot update the spool cursor: {e}"));
+                self.log.error(&format!("cannot clean up the spool: {e}"));
                 false
             }
         }
@@ -268,6 +398,12 @@ impl WebhookWorker {
             }
         }
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Seconds since the epoch of an alert (JSON `time`) or OCSF finding (`time`
@@ -374,6 +510,7 @@ mod tests {
             timeout_seconds: 2,
             spool_dir: Some(spool.to_owned()),
             spool_max_bytes: 64 << 20,
+            fsync: Fsync::Interval,
             ca_file: None,
             index: String::new(),
         })
@@ -427,6 +564,67 @@ mod tests {
             + metrics2.sink_sent.with_label_values(&["hook"]).get();
         assert_eq!(sent, 700);
         assert_eq!(metrics2.sink_backlog.with_label_values(&["hook"]).get(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A receiver that accepts connections and never answers (a stalled
+    /// proxy): every alert is on disk when `send` returns, the backlog says
+    /// so, shutdown keeps its deadline, and the next start delivers them.
+    #[test]
+    fn hung_receiver_stalls_nothing_but_the_sender() {
+        let dir = std::env::temp_dir().join(format!("mcp-webhook-hung-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = hung.local_addr().unwrap().port();
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let h = held.clone();
+        std::thread::spawn(move || {
+            for c in hung.incoming().flatten() {
+                h.lock().unwrap().push(c);
+            }
+        });
+        let metrics = Metrics::new();
+        let d = Deliveries::start(&[sink(port, &dir)], &dir, &metrics).unwrap();
+        let spooled_lines = || -> usize {
+            std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("seg-"))
+                .map(|e| std::fs::read(e.path()).unwrap().iter().filter(|&&b| b == b'\n').count())
+                .sum()
+        };
+        d.send(&testing::alert(0, Severity::High));
+        // The sender is now stuck in its POST.
+        let end = Instant::now() + Duration::from_secs(5);
+        while held.lock().unwrap().is_empty() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!held.lock().unwrap().is_empty(), "no request was made");
+        for n in 1..50 {
+            d.send(&testing::alert(n, Severity::High));
+            assert_eq!(spooled_lines(), n as usize + 1, "alert {n} is not on disk yet");
+        }
+        let backlog = || metrics.sink_backlog.with_label_values(&["hook"]).get();
+        assert_eq!(backlog(), 50);
+        assert_eq!(metrics.sink_spooled.with_label_values(&["hook"]).get(), 50);
+        let t = Instant::now();
+        d.shutdown(Duration::from_millis(500));
+        assert!(t.elapsed() < Duration::from_secs(2), "shutdown took {:?}", t.elapsed());
+        assert_eq!(backlog(), 50, "nothing was delivered");
+        // The next start, a receiver that answers.
+        let ids = Arc::new(Mutex::new(Vec::new()));
+        let rx = Receiver::start(0, ids.clone());
+        let metrics2 = Metrics::new();
+        let d = Deliveries::start(&[sink(rx.port, &dir)], &dir, &metrics2).unwrap();
+        assert_eq!(metrics2.sink_backlog.with_label_values(&["hook"]).get(), 50);
+        assert!(metrics2.sink_oldest_pending.with_label_values(&["hook"]).get() >= 0.0);
+        wait_for(&ids, 50, 10);
+        d.shutdown(Duration::from_secs(5));
+        rx.stop();
+        let want: Vec<String> = (0..50).map(|n| format!("alert-{n:06}")).collect();
+        assert_eq!(*ids.lock().unwrap(), want);
+        assert_eq!(metrics2.sink_backlog.with_label_values(&["hook"]).get(), 0);
+        assert_eq!(metrics2.sink_oldest_pending.with_label_values(&["hook"]).get(), 0.0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -15,6 +15,11 @@
 //! writes N `notifications/progress` lines of exactly BYTES bytes as fast as
 //! the pipe takes them (a flood to overflow the monitor's ring buffer),
 //! then one ping-pong call so that the server has read everything.
+//!
+//! `echo-pair leak --count N --interval-ms MS` performs the handshake, then
+//! makes N echo calls, MS apart, each carrying a different planted (fake)
+//! GitHub token: at least one credential alert per call. It prints the
+//! server pid as soon as the handshake is done.
 
 use std::{
     io::{BufRead, BufReader, BufWriter, Write},
@@ -35,6 +40,7 @@ fn main() {
         Some("client") => client(&args),
         Some("logs") => logs(&args),
         Some("burst") => burst(&args),
+        Some("leak") => leak(&args),
         Some("log-reader") => {
             let mut sink = Vec::new();
             let mut input = BufReader::new(std::io::stdin().lock());
@@ -77,6 +83,26 @@ fn burst(args: &[String]) {
         "{}",
         serde_json::json!({"size": size, "count": count, "client_pid": std::process::id(), "server_pid": c.child.id()})
     );
+    drop(c.tx);
+    let _ = c.child.wait();
+}
+
+fn leak(args: &[String]) {
+    let count: u64 = arg(args, "--count").map_or(50, |v| v.parse().unwrap());
+    let interval = Duration::from_millis(arg(args, "--interval-ms").map_or(100, |v| v.parse().unwrap()));
+    let mut c = Conn::spawn();
+    c.handshake();
+    println!("{}", serde_json::json!({"server_pid": c.child.id()}));
+    std::io::stdout().flush().unwrap();
+    for i in 0..count {
+        let token = mcp_monitor_tests::fake::github_token();
+        c.send(&format!(
+            r#"{{"jsonrpc":"2.0","id":{},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"export GITHUB_TOKEN={token}"}}}}}}"#,
+            i + 1
+        ));
+        c.recv();
+        std::thread::sleep(interval);
+    }
     drop(c.tx);
     let _ = c.child.wait();
 }
