@@ -407,7 +407,7 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
                 // Drain everything waiting, a budget at a time.
                 loop {
                     let mut batch = Vec::new();
-                    let n = sensor.drain(|o| batch.push(o));
+                    let more = sensor.drain(|o| batch.push(o));
                     for obs in batch {
                         feed(obs, &mut pipeline, &mut outputs, &mut recorder);
                     }
@@ -417,7 +417,7 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
                     for c in std::mem::take(&mut outputs.controls) {
                         sensor.apply(&c);
                     }
-                    if n < crate::sensor::DRAIN_BUDGET {
+                    if !more {
                         break;
                     }
                 }

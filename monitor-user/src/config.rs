@@ -149,6 +149,8 @@ pub struct Selectors {
 #[serde(default, deny_unknown_fields)]
 pub struct PipelineSettings {
     pub max_frame_bytes: usize,
+    /// Bytes partial messages of all streams may hold together.
+    pub max_buffered_bytes: usize,
     pub max_json_depth: usize,
     pub max_batch: usize,
     pub request_timeout_seconds: u64,
@@ -168,6 +170,7 @@ impl Default for PipelineSettings {
         let d = PipelineConfig::default();
         Self {
             max_frame_bytes: d.max_frame,
+            max_buffered_bytes: d.max_buffered,
             max_json_depth: d.limits.max_depth,
             max_batch: d.limits.max_batch,
             request_timeout_seconds: d.request_timeout_ns / 1_000_000_000,
@@ -305,6 +308,12 @@ impl Config {
             "pipeline.max_frame_bytes must be at least 1024"
         );
         anyhow::ensure!(
+            p.max_buffered_bytes >= p.max_frame_bytes,
+            "pipeline.max_buffered_bytes ({}) must be at least pipeline.max_frame_bytes ({}), or no message of the largest size could be held",
+            p.max_buffered_bytes,
+            p.max_frame_bytes
+        );
+        anyhow::ensure!(
             (2..=1000).contains(&p.max_json_depth),
             "pipeline.max_json_depth must be between 2 and 1000"
         );
@@ -381,6 +390,7 @@ impl Config {
         let p = &self.pipeline;
         PipelineConfig {
             max_frame: p.max_frame_bytes,
+            max_buffered: p.max_buffered_bytes,
             limits: crate::jsonrpc::Limits {
                 max_depth: p.max_json_depth,
                 max_batch: p.max_batch,

@@ -7,7 +7,12 @@
 //! not capture (a gap), or a stream joined mid-message.
 //!
 //! Memory is bounded by `max_frame` per stream: a line that outgrows it is
-//! dropped as it streams past and reported once as [`Frame::Oversized`].
+//! dropped as it streams past and reported once as [`Frame::Oversized`];
+//! and by the pipeline's [`Budget`] over all streams: a partial line that
+//! would take it past its limit is dropped the same way and reported as
+//! [`Frame::OverBudget`].
+
+use crate::buffer_budget::{Budget, Charge};
 
 /// What the framer found.
 #[derive(Debug, PartialEq, Eq)]
@@ -19,6 +24,9 @@ pub enum Frame<'a> {
     /// A line that lost bytes to a capture gap (or started before capture
     /// began) was skipped; `len` is the number of bytes seen of it.
     Damaged(u64),
+    /// A line was skipped because holding it would have taken all streams
+    /// together past the memory budget (total length given).
+    OverBudget(u64),
 }
 
 /// Per-stream line framer.
@@ -29,13 +37,29 @@ pub struct LineFramer {
     /// Inside a line that is being skipped, and why.
     skipping: Option<Skip>,
     skipped: u64,
+    /// What `buf` holds, charged to the shared budget.
+    charge: Option<Charge>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Skip {
     Oversized,
     Damaged,
+    OverBudget,
 }
+
+impl Skip {
+    fn frame(self, n: u64) -> Frame<'static> {
+        match self {
+            Skip::Oversized => Frame::Oversized(n),
+            Skip::Damaged => Frame::Damaged(n),
+            Skip::OverBudget => Frame::OverBudget(n),
+        }
+    }
+}
+
+/// Partial lines up to this capacity keep their allocation between lines.
+const KEEP_CAPACITY: usize = 64 * 1024;
 
 impl LineFramer {
     /// A framer that keeps at most `max_frame` bytes of one line.
@@ -45,7 +69,54 @@ impl LineFramer {
             max_frame: max_frame.max(1),
             skipping: None,
             skipped: 0,
+            charge: None,
         }
+    }
+
+    /// Charges what this framer holds to `budget`, and skips lines that
+    /// would take it past its limit.
+    pub fn with_budget(mut self, budget: &Budget) -> Self {
+        self.charge = Some(Charge::new(budget));
+        self
+    }
+
+    /// Empties the buffer, keeping a small allocation.
+    fn reset_buf(&mut self) {
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
+        self.recharge();
+    }
+
+    fn recharge(&mut self) {
+        if let Some(c) = &mut self.charge {
+            c.set(self.buf.capacity());
+        }
+    }
+
+    /// Makes room for `extra` more bytes if the budget allows, and says
+    /// whether it did. The allocation doubles as usual, or grows exactly
+    /// when doubling would not fit; what is allocated is what is charged.
+    fn reserve(&mut self, extra: usize) -> bool {
+        let (len, cap) = (self.buf.len(), self.buf.capacity());
+        if cap - len >= extra {
+            return true;
+        }
+        let Some(c) = &self.charge else { return true };
+        let exact = len + extra;
+        let doubled = (cap * 2).max(exact);
+        let target = if c.fits(doubled) {
+            doubled
+        } else if c.fits(exact) {
+            exact
+        } else {
+            return false;
+        };
+        self.buf.reserve_exact(target - len);
+        self.recharge();
+        true
     }
 
     /// A framer for a stream joined at an unknown position: everything up
@@ -74,7 +145,7 @@ impl LineFramer {
             self.skipped = self.buf.len() as u64;
             self.skipping = Some(Skip::Damaged);
         }
-        self.buf.clear();
+        self.reset_buf();
     }
 
     /// Declares that bytes were lost just before the next [`push`]: the line
@@ -90,13 +161,12 @@ impl LineFramer {
         }
         let n = self.skipped + self.buf.len() as u64;
         match self.skipping.take() {
-            Some(Skip::Oversized) => on_frame(Frame::Oversized(n)),
-            Some(Skip::Damaged) => on_frame(Frame::Damaged(n)),
+            Some(why) => on_frame(why.frame(n)),
             None if n > 0 => on_frame(Frame::Damaged(n)),
             None => {}
         }
         self.skipped = 0;
-        self.buf.clear();
+        self.reset_buf();
     }
 
     /// Feeds bytes; calls `on_frame` for every frame they complete.
@@ -114,27 +184,29 @@ impl LineFramer {
                 if complete {
                     let n = std::mem::take(&mut self.skipped);
                     self.skipping = None;
-                    on_frame(match why {
-                        Skip::Oversized => Frame::Oversized(n),
-                        Skip::Damaged => Frame::Damaged(n),
-                    });
+                    on_frame(why.frame(n));
                 }
                 continue;
             }
 
-            if self.buf.len() + piece.len() > self.max_frame {
+            let too_long = self.buf.len() + piece.len() > self.max_frame;
+            // A line complete in this piece alone needs no buffer.
+            let buffered = !complete || !self.buf.is_empty();
+            if too_long || (buffered && !self.reserve(piece.len())) {
+                let why = if too_long { Skip::Oversized } else { Skip::OverBudget };
                 self.skipped = (self.buf.len() + piece.len()) as u64;
-                self.buf.clear();
+                self.reset_buf();
                 if complete {
-                    on_frame(Frame::Oversized(std::mem::take(&mut self.skipped)));
+                    on_frame(why.frame(std::mem::take(&mut self.skipped)));
                 } else {
-                    self.skipping = Some(Skip::Oversized);
+                    self.skipping = Some(why);
                 }
                 continue;
             }
 
             if !complete {
                 self.buf.extend_from_slice(piece);
+                self.recharge();
                 continue;
             }
             if self.buf.is_empty() {
@@ -142,14 +214,16 @@ impl LineFramer {
                 emit_line(piece, &mut on_frame);
             } else {
                 self.buf.extend_from_slice(piece);
+                self.recharge();
                 let line = std::mem::take(&mut self.buf);
                 emit_line(&line, &mut on_frame);
                 // Keep the allocation for the next partial line, unless it
                 // was large: idle streams should not pin megabytes.
-                if line.capacity() <= 64 * 1024 {
+                if line.capacity() <= KEEP_CAPACITY {
                     self.buf = line;
                     self.buf.clear();
                 }
+                self.recharge();
             }
         }
     }
@@ -191,6 +265,7 @@ mod tests {
         L(Vec<u8>),
         Over(u64),
         Dmg(u64),
+        Budget(u64),
     }
 
     fn run(f: &mut LineFramer, pieces: &[&[u8]]) -> Vec<Out> {
@@ -201,6 +276,7 @@ mod tests {
                     Frame::Line(l) => Out::L(l.to_vec()),
                     Frame::Oversized(n) => Out::Over(n),
                     Frame::Damaged(n) => Out::Dmg(n),
+                    Frame::OverBudget(n) => Out::Budget(n),
                 })
             });
         }
@@ -251,6 +327,7 @@ mod tests {
                     Frame::Line(l) => Out::L(l.to_vec()),
                     Frame::Oversized(n) => Out::Over(n),
                     Frame::Damaged(n) => Out::Dmg(n),
+                    Frame::OverBudget(n) => Out::Budget(n),
                 })
             })
         };
@@ -314,7 +391,53 @@ mod tests {
         }
     }
 
+    /// Two streams share a budget: the one whose partial line would pass
+    /// it loses that line (reported once) and resyncs; the other keeps its
+    /// line; the budget is given back as lines complete and framers go.
+    #[test]
+    fn streams_share_one_budget() {
+        let budget = Budget::new(100);
+        let mut a = LineFramer::new(1 << 20).with_budget(&budget);
+        let mut b = LineFramer::new(1 << 20).with_budget(&budget);
+        assert!(run(&mut a, &[&[b'a'; 80]]).is_empty());
+        assert_eq!(budget.used(), a.buf.capacity());
+        // b's partial line does not fit next to a's.
+        assert!(run(&mut b, &[&[b'b'; 30]]).is_empty());
+        assert_eq!(
+            run(&mut b, &[b"bb\n{\"ok\":1}\n"]),
+            [Out::Budget(32), Out::L(b"{\"ok\":1}".to_vec())]
+        );
+        // A line complete in one piece needs no buffer, whatever the budget.
+        let mut line = vec![b'c'; 50];
+        line.push(b'\n');
+        assert_eq!(run(&mut b, &[&line]), [Out::L(vec![b'c'; 50])]);
+        assert_eq!(run(&mut a, &[b"a\n"]), [Out::L(vec![b'a'; 81])]);
+        assert!(budget.used() <= 100);
+        drop(a);
+        drop(b);
+        assert_eq!(budget.used(), 0);
+    }
+
     proptest! {
+        /// Framers sharing a budget never hold more than it, and give all
+        /// of it back.
+        #[test]
+        fn a_shared_budget_is_never_exceeded(
+            pieces in proptest::collection::vec((0usize..4, proptest::collection::vec(prop_oneof![Just(b'x'), Just(b'\n')], 0..200)), 0..60),
+            max in 1usize..600,
+        ) {
+            let budget = Budget::new(max);
+            let mut framers: Vec<LineFramer> = (0..4).map(|_| LineFramer::new(10_000).with_budget(&budget)).collect();
+            for (i, p) in &pieces {
+                framers[*i].push(p, |_| {});
+                prop_assert!(budget.used() <= max, "{} > {max}", budget.used());
+                let held: usize = framers.iter().map(|f| f.buf.capacity()).sum();
+                prop_assert_eq!(held, budget.used());
+            }
+            drop(framers);
+            prop_assert_eq!(budget.used(), 0);
+        }
+
         /// Any split of a byte stream yields the same frames.
         #[test]
         fn arbitrary_splits_give_same_frames(

@@ -14,6 +14,7 @@
 //!   and give the same events and alerts.
 //! - [`agent`] wires them together with [`metrics`] and [`output`].
 pub mod agent;
+pub mod buffer_budget;
 pub mod clock;
 pub mod config;
 pub mod deliver;

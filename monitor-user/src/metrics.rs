@@ -62,6 +62,7 @@ pub struct Metrics {
     pub sink_retried: IntCounterVec,
     pub sink_spooled: IntCounterVec,
     pub sink_dropped: IntCounterVec,
+    pub buffered_bytes: IntGauge,
     pub sink_backlog: IntGaugeVec,
     pub sink_oldest_pending: GaugeVec,
     pub sink_delivery: HistogramVec,
@@ -206,7 +207,7 @@ impl Metrics {
             tls_unbound: reg!(counter("tls_unbound_chunks_total", "TLS plaintext chunks captured before their SSL object could be tied to a socket (no connection endpoints).")),
             frame_errors: reg!(counter_vec(
                 "frame_errors_total",
-                "Frames that were not usable JSON-RPC, by reason (not_json, invalid_utf8, not_jsonrpc, too_deep, batch_too_large, oversized, capture_gap).",
+                "Frames that were not usable JSON-RPC, by reason (not_json, invalid_utf8, not_jsonrpc, too_deep, batch_too_large, oversized, capture_gap, memory_budget).",
                 &["reason"]
             )),
             request_duration: reg!(HistogramVec::new(
@@ -299,6 +300,11 @@ impl Metrics {
                 "Alerts a sink gave up on, by reason (queue_full, spool_full, spool_error, rejected, encode_error, write_error, shutdown).",
                 &["sink", "reason"]
             )),
+            buffered_bytes: reg!(IntGauge::new(
+                "buffered_bytes",
+                "Bytes held by partial messages of all streams and connections (bounded by pipeline.max_buffered_bytes)."
+            )
+            .unwrap()),
             sink_backlog: reg!(IntGaugeVec::new(
                 Opts::new(
                     "sink_backlog",
@@ -396,6 +402,7 @@ impl Metrics {
             "batch_too_large",
             "oversized",
             "capture_gap",
+            "memory_budget",
         ] {
             m.frame_errors.with_label_values(&[r]);
         }

@@ -27,6 +27,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::{
+    buffer_budget::Budget,
     detect::{alert::Alert, Detector, MessageCtx},
     event::{Event, Flow, HttpInfo, Party},
     framing::{Frame, LineFramer},
@@ -49,6 +50,9 @@ use crate::{
 pub struct PipelineConfig {
     /// Longest frame (line) accepted; longer ones are skipped and counted.
     pub max_frame: usize,
+    /// Bytes all partial messages (lines, HTTP heads and bodies) may hold
+    /// together; see [`crate::buffer_budget`].
+    pub max_buffered: usize,
     pub limits: jsonrpc::Limits,
     /// Include redacted payloads in events.
     pub payloads: bool,
@@ -89,6 +93,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             max_frame: 16 << 20,
+            max_buffered: 64 << 20,
             limits: jsonrpc::Limits::default(),
             payloads: false,
             boot_offset_ns: 0,
@@ -297,6 +302,8 @@ pub struct Pipeline {
     /// to the session and its hashed id, so that POSTs on other
     /// connections join the stream's session.
     sse_endpoints: FxHashMap<(ProcKey, String), (SessionKey, Option<String>)>,
+    /// What partial messages of all streams and connections hold together.
+    budget: Budget,
     workload_message_counters: FxHashMap<
         (
             &'static str,
@@ -390,6 +397,7 @@ impl Pipeline {
             unbound_requests: std::collections::VecDeque::new(),
             quiet_streams: std::collections::VecDeque::new(),
             sse_endpoints: FxHashMap::default(),
+            budget: Budget::new(cfg.max_buffered),
             cfg,
             metrics,
             processes: FxHashMap::default(),
@@ -454,6 +462,7 @@ impl Pipeline {
             Observation::Workload(w) => {
                 self.workloads.apply(w.update, w.ts_ns);
                 self.metrics.kubernetes_pods.set(self.workloads.pod_count() as i64);
+                self.metrics.buffered_bytes.set(self.budget.used() as i64);
             }
             Observation::CaptureStats(s) => self.on_stats(s),
             Observation::Tick { ts_ns } => {
@@ -614,7 +623,8 @@ impl Pipeline {
                 LineFramer::new(self.cfg.max_frame)
             } else {
                 LineFramer::new_resync(self.cfg.max_frame)
-            },
+            }
+            .with_budget(&self.budget),
             verdict: Verdict::Pending,
             expect_partial: !aligned,
             prelude: 0,
@@ -677,6 +687,17 @@ impl Pipeline {
                     return;
                 }
                 self.metrics.frame_errors.with_label_values(&["capture_gap"]).inc();
+            }
+            Frame::OverBudget(n) => {
+                // Not the stream's fault: no verdict on it.
+                self.metrics.frame_errors.with_label_values(&["memory_budget"]).inc();
+                log::debug!(
+                    "pid {} fd {}: skipped a {n}-byte line: partial messages hold {} of {} bytes",
+                    stream.id.proc.pid,
+                    stream.id.fd,
+                    self.budget.used(),
+                    self.budget.max()
+                );
             }
             Frame::Line(bytes) => {
                 stream.expect_partial = false;
@@ -1288,6 +1309,7 @@ impl Pipeline {
         self.last_tick_ns = now;
         self.workloads.expire(now);
         self.metrics.kubernetes_pods.set(self.workloads.pod_count() as i64);
+        self.metrics.buffered_bytes.set(self.budget.used() as i64);
         let deadline = now.saturating_sub(self.cfg.request_timeout_ns);
         let mut timed_out = 0;
         for s in self.sessions.values_mut() {

@@ -355,6 +355,9 @@ impl Pipeline {
             if c.has_gap() {
                 half.gap(&mut |o| outs.push(o));
             }
+            if half.enforce_budget(&mut |o| outs.push(o)) {
+                self.metrics.frame_errors.with_label_values(&["memory_budget"]).inc();
+            }
         }
         for o in outs {
             if conn.rejected {
@@ -366,7 +369,7 @@ impl Pipeline {
 
     fn set_side(&mut self, conn: &mut HttpConn, d: usize, side: Side, joined: bool) {
         conn.sides[d] = Some(side);
-        conn.halves[d] = Some(HttpHalf::new(side, self.cfg.max_frame, joined));
+        conn.halves[d] = Some(HttpHalf::new(side, self.cfg.max_frame, joined).with_budget(&self.budget));
         // Ingress requests: this process serves.
         conn.serves = Some((side == Side::Requests) == (d == Direction::Ingress as usize));
     }

@@ -317,6 +317,24 @@ impl Monitor {
         }
     }
 
+    /// The monitor's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("monitor running").id()
+    }
+
+    /// (VmRSS, VmHWM) of the monitor, in KiB.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |n: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(n))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     /// Kills the monitor with SIGKILL (no clean-up of any kind) and waits.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

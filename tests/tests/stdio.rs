@@ -547,3 +547,49 @@ fn a_full_ring_buffer_never_yields_a_message_that_was_not_sent() {
         .collect();
     assert!(other.is_empty(), "{other:?}");
 }
+
+/// Eight sessions exchange 6 MB messages as fast as they can for 10 s (the
+/// kernel ring overflows, streams are torn by holes, partial messages pile
+/// up): the agent stays well under the DaemonSet's 256 MiB memory limit,
+/// partial messages within their budget, and it still reports calls.
+/// Before reads from the ring were bounded by bytes, four such sessions
+/// took it to 324 MiB.
+#[test]
+fn a_flood_of_6_mb_messages_stays_within_the_memory_limit() {
+    require_root();
+    let m = Monitor::start(&[]);
+    let clients: Vec<std::process::Child> = (0..8)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_echo-pair"))
+                .args(["client", "--size", "6000000", "--seconds", "10"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("run echo-pair")
+        })
+        .collect();
+    let budget = 64.0 * 1048576.0;
+    let mut samples = 0;
+    let mut clients = clients;
+    while clients.iter_mut().any(|c| c.try_wait().unwrap().is_none()) {
+        let buffered = m.metric("mcp_monitor_buffered_bytes", &[]);
+        assert!(buffered <= budget, "partial messages hold {buffered} bytes");
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (_, peak_kib) = m.rss_kib();
+    let peak_mib = peak_kib as f64 / 1024.0;
+    eprintln!("peak RSS {peak_mib:.1} MiB over {samples} samples");
+    assert!(samples > 0);
+    assert!(
+        peak_mib < 192.0,
+        "peak RSS {peak_mib:.1} MiB (the pod limit is 256 MiB)\n{}",
+        m.metrics_text()
+    );
+    let seen = m.wait_metric(
+        SETTLE,
+        "mcp_monitor_messages_total",
+        &[("method", "tools/call"), ("type", "request")],
+        1.0,
+    );
+    assert!(seen >= 1.0, "no call was reported");
+}

@@ -8,7 +8,9 @@
 //!    monitor attached, interleaved rounds, median ratio.
 //! 3. Drops: paced 4 KiB traffic at rising rates; the first rate with
 //!    capture drops (or the highest rate reached without any).
-//! 4. Agent memory: RSS idle and with 1,000 concurrent stdio sessions.
+//! 4. Agent memory: RSS idle and with 1,000 concurrent stdio sessions; the
+//!    peak under a 60 s flood of 6 MB messages on 8 sessions at once,
+//!    against the DaemonSet's 256 MiB limit.
 //! 5. HTTPS: requests/s of a local HTTPS MCP server (FastMCP, self-signed
 //!    certificate) driven by the Python SDK client at rising concurrency,
 //!    with and without the monitor (TLS uprobes on libssl), interleaved
@@ -398,6 +400,64 @@ fn memory(port: u16) -> Result<Value> {
         "sessions_active_seen": sessions,
         "dropped": dropped,
         "target_idle_mib": 64,
+        "flood": memory_flood(port)?,
+    }))
+}
+
+const FLOOD_SECONDS: u32 = 60;
+const FLOOD_SESSIONS: usize = 8;
+const FLOOD_MESSAGE_BYTES: usize = 6_000_000;
+
+/// Peak RSS of a fresh agent while 8 stdio sessions exchange 6 MB
+/// messages as fast as they can for 60 s.
+fn memory_flood(port: u16) -> Result<Value> {
+    step("agent memory: 60 s flood of 6 MB messages on 8 sessions");
+    let agent = Agent::start(port)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let clients: Vec<Child> = (0..FLOOD_SESSIONS)
+        .map(|_| {
+            Command::new(echo_pair())
+                .args(["client", "--size", &FLOOD_MESSAGE_BYTES.to_string()])
+                .args(["--seconds", &FLOOD_SECONDS.to_string()])
+                .stdout(Stdio::piped())
+                .spawn()
+        })
+        .collect::<std::io::Result<_>>()?;
+    let mut max_rss = 0;
+    let mut max_buffered: f64 = 0.0;
+    let end = Instant::now() + Duration::from_secs(FLOOD_SECONDS as u64);
+    while Instant::now() < end {
+        max_rss = max_rss.max(agent.rss_kib().0);
+        max_buffered = max_buffered.max(agent.metric("mcp_monitor_buffered_bytes", ""));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let mut sent = 0.0;
+    for c in clients {
+        let out = c.wait_with_output()?;
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        sent += v["messages"].as_f64().unwrap_or(0.0);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, peak) = agent.rss_kib();
+    let seen = agent.metric(
+        "mcp_monitor_messages_total",
+        "method=\"tools/call\",transport=\"stdio\",type=\"request\"",
+    );
+    let ring_full = agent.metric("mcp_monitor_capture_dropped_total", "ring_full");
+    let over_budget = agent.metric("mcp_monitor_frame_errors_total", "memory_budget");
+    agent.stop();
+    Ok(json!({
+        "seconds": FLOOD_SECONDS,
+        "sessions": FLOOD_SESSIONS,
+        "message_bytes": FLOOD_MESSAGE_BYTES,
+        "calls_sent": sent,
+        "calls_seen": seen,
+        "ring_full_drops": ring_full,
+        "memory_budget_drops": over_budget,
+        "max_buffered_mib": max_buffered / 1048576.0,
+        "max_sampled_rss_mib": max_rss as f64 / 1024.0,
+        "peak_rss_mib": peak as f64 / 1024.0,
+        "limit_mib": 256,
     }))
 }
 
@@ -632,6 +692,21 @@ fn print_summary(r: &Value, path: &Path) {
             m["idle_rss_mib"].as_f64().unwrap_or(0.0),
             m["sessions_1000_rss_mib"].as_f64().unwrap_or(0.0),
             m["peak_rss_mib"].as_f64().unwrap_or(0.0)
+        );
+        let f = &m["flood"];
+        println!(
+            "  agent RSS under {} s of {} B messages on {} sessions: peak {:.1} MiB (limit {} MiB); \
+             partial messages held at most {:.1} MiB; {} of {} calls seen, {} ring drops, {} over the memory budget",
+            f["seconds"],
+            f["message_bytes"],
+            f["sessions"],
+            f["peak_rss_mib"].as_f64().unwrap_or(0.0),
+            f["limit_mib"],
+            f["max_buffered_mib"].as_f64().unwrap_or(0.0),
+            f["calls_seen"],
+            f["calls_sent"],
+            f["ring_full_drops"],
+            f["memory_budget_drops"]
         );
     }
     if let Some(Value::Array(rows)) = r.get("https") {

@@ -11,11 +11,11 @@ use std::{
     io::{self, BufWriter, Write},
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
-    sync::{mpsc::Receiver, Arc},
+    sync::mpsc::Receiver,
     time::{Duration, Instant},
 };
 
-use super::{encode, next_alert, ErrorLog, FileSink, Format, Fsync, SinkMetrics};
+use super::{encode, next_alert, ErrorLog, FileSink, Format, Fsync, Queued, SinkMetrics};
 use crate::detect::alert::Alert;
 
 /// A JSON-lines file that rotates.
@@ -128,7 +128,7 @@ impl FileWorker {
     }
 
     /// Writes alerts until the queue closes.
-    pub fn run(mut self, rx: Receiver<Arc<Alert>>) {
+    pub fn run(mut self, rx: Receiver<Queued>) {
         let mut dirty = false;
         let mut last_sync = Instant::now();
         loop {

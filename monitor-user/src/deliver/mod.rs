@@ -34,6 +34,7 @@ use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     sync::{
+        atomic::{AtomicUsize, Ordering},
         mpsc::{self, Receiver, SyncSender, TrySendError},
         Arc,
     },
@@ -432,10 +433,32 @@ pub fn expand_env(s: &str) -> String {
     out
 }
 
+/// An alert on its way to a sink's thread; its bytes count against the
+/// queue's limit until the thread is done with it.
+pub struct Queued {
+    alert: Arc<Alert>,
+    bytes: usize,
+    held: Arc<AtomicUsize>,
+}
+
+impl std::ops::Deref for Queued {
+    type Target = Alert;
+    fn deref(&self) -> &Alert {
+        &self.alert
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 /// How a running sink takes alerts.
 enum Intake {
-    /// A bounded memory queue to the sink's thread.
-    Queue(SyncSender<Arc<Alert>>),
+    /// A memory queue to the sink's thread, bounded by alerts and by bytes
+    /// (the bytes of the alerts in it, shared with its `Queued` items).
+    Queue(SyncSender<Queued>, Arc<AtomicUsize>),
     /// Straight to the sink's spool, on the caller's thread.
     Spool(Arc<webhook::Intake>),
 }
@@ -458,6 +481,11 @@ pub struct Deliveries {
 /// Alerts a sink queue holds before new ones are dropped (and counted).
 const QUEUE: usize = 65_536;
 
+/// Bytes (of encoded alerts) a sink queue holds before new ones are dropped
+/// (and counted): alerts carry evidence of varying size, so a count alone
+/// does not bound memory.
+pub const QUEUE_BYTES: usize = 32 << 20;
+
 impl Deliveries {
     /// Starts a thread per sink. `state_dir` holds webhook spools by default.
     pub fn start(configs: &[SinkConfig], state_dir: &Path, metrics: &Arc<Metrics>) -> anyhow::Result<Deliveries> {
@@ -475,14 +503,14 @@ impl Deliveries {
             let (done_tx, done) = mpsc::sync_channel::<()>(1);
             let (intake, worker): (Intake, Box<dyn FnOnce() + Send>) = match cfg {
                 SinkConfig::File(c) => {
-                    let (tx, rx) = mpsc::sync_channel::<Arc<Alert>>(QUEUE);
+                    let (tx, rx) = mpsc::sync_channel::<Queued>(QUEUE);
                     let w = file::FileWorker::open(c, &name, m.clone())?;
-                    (Intake::Queue(tx), Box::new(move || w.run(rx)))
+                    (Intake::Queue(tx, Arc::default()), Box::new(move || w.run(rx)))
                 }
                 SinkConfig::Syslog(c) => {
-                    let (tx, rx) = mpsc::sync_channel::<Arc<Alert>>(QUEUE);
+                    let (tx, rx) = mpsc::sync_channel::<Queued>(QUEUE);
                     let w = syslog::SyslogWorker::new(c, &name, m.clone())?;
-                    (Intake::Queue(tx), Box::new(move || w.run(rx)))
+                    (Intake::Queue(tx, Arc::default()), Box::new(move || w.run(rx)))
                 }
                 SinkConfig::Webhook(c) => {
                     let dir = c
@@ -529,16 +557,29 @@ impl Deliveries {
             return;
         }
         let shared = Arc::new(alert.clone());
+        let mut bytes = None;
         for s in &self.sinks {
             if s.min_severity.is_some_and(|m| alert.severity < m) {
                 continue;
             }
             match &s.intake {
                 Intake::Spool(spool) => spool.accept(alert),
-                Intake::Queue(tx) => {
+                Intake::Queue(tx, held) => {
+                    // The size of the alert as JSON (measured once).
+                    let bytes = *bytes.get_or_insert_with(|| serde_json::to_vec(alert).map_or(4096, |v| v.len()));
+                    if held.load(Ordering::Relaxed) + bytes > QUEUE_BYTES {
+                        s.metrics.dropped("queue_full", 1);
+                        continue;
+                    }
+                    held.fetch_add(bytes, Ordering::Relaxed);
+                    let item = Queued {
+                        alert: shared.clone(),
+                        bytes,
+                        held: held.clone(),
+                    };
                     // Entered before the thread can settle it.
                     s.metrics.backlog.accept(1);
-                    let refused = match tx.try_send(shared.clone()) {
+                    let refused = match tx.try_send(item) {
                         Ok(()) => None,
                         Err(TrySendError::Full(_)) => Some("queue_full"),
                         Err(TrySendError::Disconnected(_)) => Some("shutdown"),
@@ -569,7 +610,7 @@ impl Deliveries {
         for s in self.sinks {
             match &s.intake {
                 Intake::Spool(spool) => spool.close(),
-                Intake::Queue(_) => {}
+                Intake::Queue(..) => {}
             }
             waiting.push(s);
         }
@@ -585,7 +626,7 @@ impl Deliveries {
             // Closing a queue is dropping its sender.
             let spool = match intake {
                 Intake::Spool(spool) => Some(spool),
-                Intake::Queue(tx) => {
+                Intake::Queue(tx, _) => {
                     drop(tx);
                     None
                 }
@@ -618,7 +659,7 @@ impl Deliveries {
 
 /// Waits for the next alert for at most `wait`: `Ok(Some)` an alert,
 /// `Ok(None)` a timeout, `Err(())` the sender is gone.
-pub(crate) fn next_alert(rx: &Receiver<Arc<Alert>>, wait: Duration) -> Result<Option<Arc<Alert>>, ()> {
+pub(crate) fn next_alert(rx: &Receiver<Queued>, wait: Duration) -> Result<Option<Queued>, ()> {
     match rx.recv_timeout(wait) {
         Ok(a) => Ok(Some(a)),
         Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),

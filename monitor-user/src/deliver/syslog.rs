@@ -7,7 +7,8 @@
 //! alert category, no structured data, MSG the alert as JSON or CEF.
 //!
 //! While the receiver is unreachable, messages wait in a bounded queue
-//! (`queue`, default 10,000; the oldest are dropped and counted when full)
+//! (`queue`, default 10,000 messages, and at most 32 MiB; the oldest are
+//! dropped and counted when full)
 //! and the connection is retried with backoff. Over TCP a write can succeed
 //! into a connection the receiver has already closed; the sink checks for a
 //! closed connection before each write, which narrows (but, as with any
@@ -28,7 +29,7 @@ use rustls::ClientConfig;
 use super::{
     encode, next_alert,
     tls::{self, Conn},
-    Backoff, ErrorLog, Format, SinkMetrics, SyslogProtocol, SyslogSink,
+    Backoff, ErrorLog, Format, Queued, SinkMetrics, SyslogProtocol, SyslogSink, QUEUE_BYTES,
 };
 use crate::detect::alert::{Alert, Severity};
 
@@ -104,6 +105,8 @@ pub struct SyslogWorker {
     server_name: String,
     capacity: usize,
     queue: VecDeque<Vec<u8>>,
+    /// Bytes of the messages in `queue` (bounded by `QUEUE_BYTES` too).
+    queued_bytes: usize,
     link: Option<Link>,
     metrics: SinkMetrics,
     log: ErrorLog,
@@ -135,6 +138,7 @@ impl SyslogWorker {
                 .unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned()),
             capacity: cfg.queue.max(1),
             queue: VecDeque::new(),
+            queued_bytes: 0,
             link: None,
             metrics,
             log: ErrorLog::new(name),
@@ -143,7 +147,7 @@ impl SyslogWorker {
 
     /// Sends until the queue closes, then for at most 5 s more to empty its
     /// own queue (what remains is counted as dropped at shutdown).
-    pub fn run(mut self, rx: Receiver<Arc<Alert>>) {
+    pub fn run(mut self, rx: Receiver<Queued>) {
         let mut backoff = Backoff::new();
         let mut closing_since: Option<Instant> = None;
         loop {
@@ -193,16 +197,25 @@ impl SyslogWorker {
     fn enqueue(&mut self, alert: &Alert) {
         match message(alert, self.facility, &self.hostname, &self.app_name, self.format) {
             Ok(m) => {
-                if self.queue.len() >= self.capacity {
-                    self.queue.pop_front();
+                while !self.queue.is_empty()
+                    && (self.queue.len() >= self.capacity || self.queued_bytes + m.len() > QUEUE_BYTES)
+                {
+                    self.pop_front();
                     self.metrics.gave_up("queue_full", 1);
                 }
+                self.queued_bytes += m.len();
                 self.queue.push_back(m);
             }
             Err(e) => {
                 self.metrics.gave_up("encode_error", 1);
                 self.log.error(&format!("cannot encode an alert: {e}"));
             }
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(m) = self.queue.pop_front() {
+            self.queued_bytes -= m.len();
         }
     }
 
@@ -266,14 +279,14 @@ impl SyslogWorker {
             Ok(()) => {
                 self.metrics.delivered(1);
                 self.metrics.delivery.observe(t.elapsed().as_secs_f64());
-                self.queue.pop_front();
+                self.pop_front();
                 true
             }
             Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
                 self.metrics.gave_up("rejected", 1);
                 self.log
                     .error("an alert is larger than a UDP datagram can carry: dropped (use tcp or tls)");
-                self.queue.pop_front();
+                self.pop_front();
                 true
             }
             Err(e) => {
@@ -314,6 +327,28 @@ mod tests {
         deliver::{testing, Deliveries, SinkConfig},
         metrics::Metrics,
     };
+
+    /// Large alerts while the receiver is away: the queue keeps at most
+    /// QUEUE_BYTES of them, drops the oldest, and counts each drop.
+    #[test]
+    fn queue_is_bounded_by_bytes() {
+        let metrics = Metrics::new();
+        let m = SinkMetrics::new(&metrics, "big");
+        let cfg: SyslogSink = toml::from_str("address = \"127.0.0.1:9\"").unwrap();
+        let mut w = SyslogWorker::new(&cfg, "big", m.clone()).unwrap();
+        let mut alert = testing::alert(1, crate::detect::alert::Severity::High);
+        alert.evidence = serde_json::json!({"text": "e".repeat(1 << 20)});
+        for _ in 0..100 {
+            m.backlog.accept(1);
+            w.enqueue(&alert);
+        }
+        assert!(w.queued_bytes <= QUEUE_BYTES, "{} bytes queued", w.queued_bytes);
+        assert_eq!(w.queued_bytes, w.queue.iter().map(Vec::len).sum::<usize>());
+        assert!(w.queue.len() >= 25 && w.queue.len() < 100, "{} queued", w.queue.len());
+        let dropped = metrics.sink_dropped.with_label_values(&["big", "queue_full"]).get();
+        assert_eq!(dropped + w.queue.len() as u64, 100);
+        assert_eq!(m.backlog.pending(), w.queue.len() as u64);
+    }
 
     #[test]
     fn rfc5424_header() {

@@ -18,6 +18,7 @@ pub mod sse;
 
 use std::{io::Write, sync::Arc};
 
+use crate::buffer_budget::{Budget, Charge};
 use h1::{H1Error, H1Event, H1Parser, Head, Side};
 use sse::{SseItem, SseParser};
 
@@ -131,6 +132,8 @@ pub struct HttpHalf {
     parser: H1Parser,
     max_body: usize,
     cur: Option<Current>,
+    /// What it holds, charged to the pipeline's budget.
+    charge: Option<Charge>,
 }
 
 impl HttpHalf {
@@ -145,7 +148,32 @@ impl HttpHalf {
             },
             max_body: max_body.max(1024),
             cur: None,
+            charge: None,
         }
+    }
+
+    /// Charges what this half holds to `budget`.
+    pub fn with_budget(mut self, budget: &Budget) -> Self {
+        self.charge = Some(Charge::new(budget));
+        self
+    }
+
+    /// After a feed: if what the half holds no longer fits the budget, the
+    /// message in progress is dropped (as after a capture gap). Returns
+    /// whether it was.
+    pub fn enforce_budget(&mut self, out: &mut impl FnMut(HttpOutput)) -> bool {
+        let held = self.buffered();
+        let Some(charge) = &mut self.charge else { return false };
+        if charge.fits(held) {
+            charge.set(held);
+            return false;
+        }
+        self.gap(out);
+        let held = self.buffered();
+        if let Some(c) = &mut self.charge {
+            c.set(held);
+        }
+        true
     }
 
     /// Bytes held (head, body, event).

@@ -90,6 +90,11 @@ const SCHED_PROGRAMS: &[(&str, &str)] = &[
 /// under sustained load.
 pub const DRAIN_BUDGET: usize = 4096;
 
+/// Most captured bytes taken from the ring per wake-up: the ring refills
+/// while it is drained, so a count alone let a flood of large writes pull
+/// hundreds of MiB into memory at once.
+pub const DRAIN_BYTES: usize = 4 << 20;
+
 const MAX_KNOWN: usize = 100_000;
 
 /// A loaded and attached sensor.
@@ -278,14 +283,19 @@ impl Sensor {
     /// Turns up to a budget of waiting records into observations passed to
     /// `out` in order; returns how many records were read (the budget
     /// means more may wait).
-    pub fn drain(&mut self, mut out: impl FnMut(Observation)) -> usize {
+    /// Takes what the ring holds, up to [`DRAIN_BUDGET`] records and
+    /// [`DRAIN_BYTES`] bytes, and hands it to `out`. Returns whether the
+    /// budget ran out (more may be waiting).
+    pub fn drain(&mut self, mut out: impl FnMut(Observation)) -> bool {
         let mut n = 0;
+        let mut bytes = 0;
         let mut pending: Vec<decode::Record> = Vec::new();
         {
             let ring = self.ring.get_mut();
-            while n < DRAIN_BUDGET {
+            while n < DRAIN_BUDGET && bytes < DRAIN_BYTES {
                 let Some(item) = ring.next() else { break };
                 n += 1;
+                bytes += item.len();
                 match self.decoder.decode(&item) {
                     Ok(r) => pending.push(r),
                     Err(e) => log::warn!("skipped a malformed ring record: {e}"),
@@ -295,7 +305,7 @@ impl Sensor {
         for r in pending {
             self.emit_observations(r, &mut out);
         }
-        n
+        n >= DRAIN_BUDGET || bytes >= DRAIN_BYTES
     }
 
     fn identity(&self, key: ProcKey, comm: &str, uid: u32, gid: u32) -> Observation {

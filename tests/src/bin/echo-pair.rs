@@ -52,7 +52,7 @@ fn main() {
             println!("{}", sink.len());
         }
         _ => {
-            eprintln!("usage: echo-pair client --size BYTES --count N [--rate R] [--sessions K --hold-secs S] | echo-pair server");
+            eprintln!("usage: echo-pair client --size BYTES (--count N | --seconds S) [--rate R] [--sessions K --hold-secs S] | echo-pair server");
             std::process::exit(2);
         }
     }
@@ -230,6 +230,8 @@ fn client(args: &[String]) {
     let size: usize = arg(args, "--size").map_or(4096, |v| v.parse().unwrap());
     let count: u64 = arg(args, "--count").map_or(10_000, |v| v.parse().unwrap());
     let rate: Option<f64> = arg(args, "--rate").map(|v| v.parse().unwrap());
+    // With --seconds, calls go on for that long, whatever --count says.
+    let seconds: Option<f64> = arg(args, "--seconds").map(|v| v.parse().unwrap());
     let sessions: usize = arg(args, "--sessions").map_or(1, |v| v.parse().unwrap());
     let hold = Duration::from_secs_f64(arg(args, "--hold-secs").map_or(0.0, |v| v.parse().unwrap()));
 
@@ -255,7 +257,16 @@ fn client(args: &[String]) {
     c.handshake();
     let started = Instant::now();
     let mut received = 0u64;
-    for i in 1..=count {
+    let mut sent = 0u64;
+    for i in 1.. {
+        let done = match seconds {
+            Some(s) => started.elapsed().as_secs_f64() >= s,
+            None => i > count,
+        };
+        if done {
+            break;
+        }
+        sent += 1;
         if let Some(r) = rate {
             // Pace against the schedule, not the previous message, so
             // scheduling noise does not lower the average rate.
@@ -272,8 +283,8 @@ fn client(args: &[String]) {
     println!(
         "{}",
         serde_json::json!({
-            "size": size, "messages": count, "elapsed_s": elapsed,
-            "msgs_per_s": count as f64 / elapsed, "received_bytes": received,
+            "size": size, "messages": sent, "elapsed_s": elapsed,
+            "msgs_per_s": sent as f64 / elapsed, "received_bytes": received,
             "client_pid": std::process::id(), "server_pid": c.child.id(),
         })
     );
