@@ -58,8 +58,10 @@ impl Skip {
     }
 }
 
-/// Partial lines up to this capacity keep their allocation between lines.
-const KEEP_CAPACITY: usize = 64 * 1024;
+/// Partial lines up to this capacity keep their allocation between lines
+/// (it is charged to the budget while kept: thousands of idle streams must
+/// not use it up).
+const KEEP_CAPACITY: usize = 4096;
 
 impl LineFramer {
     /// A framer that keeps at most `max_frame` bytes of one line.

@@ -1,8 +1,12 @@
 //! The line framer: any split of a stream gives the same frames as the
-//! whole stream, and memory stays within the frame limit.
+//! whole stream, and memory stays within the frame limit; framers sharing a
+//! memory budget never hold more than it together.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mcp_monitor::framing::{Frame, LineFramer};
+use mcp_monitor::{
+    buffer_budget::Budget,
+    framing::{Frame, LineFramer},
+};
 
 fn frames(pieces: &[&[u8]], max: usize) -> Vec<(u8, Vec<u8>, u64)> {
     let mut f = LineFramer::new(max);
@@ -12,6 +16,7 @@ fn frames(pieces: &[&[u8]], max: usize) -> Vec<(u8, Vec<u8>, u64)> {
             Frame::Line(l) => (0, l.to_vec(), 0),
             Frame::Oversized(n) => (1, Vec::new(), n),
             Frame::Damaged(n) => (2, Vec::new(), n),
+            Frame::OverBudget(n) => (3, Vec::new(), n),
         }));
         assert!(f.buffered() <= max);
     }
@@ -28,4 +33,16 @@ fuzz_target!(|data: &[u8]| {
     let whole = frames(&[body], max);
     let pieces: Vec<&[u8]> = body.chunks(stride).collect();
     assert_eq!(whole, frames(&pieces, max));
+    // Two streams sharing a budget of `max` bytes, fed alternately.
+    let budget = Budget::new(max);
+    let mut pair = [
+        LineFramer::new(1 << 20).with_budget(&budget),
+        LineFramer::new(1 << 20).with_budget(&budget),
+    ];
+    for (i, p) in pieces.iter().enumerate() {
+        pair[i % 2].push(p, |_| {});
+        assert!(budget.used() <= max);
+    }
+    drop(pair);
+    assert_eq!(budget.used(), 0);
 });

@@ -647,9 +647,10 @@ impl Deliveries {
                     }
                 }
                 None if !finished => {
+                    // The thread counts them as dropped if it gets to (not
+                    // here too: it may still be running, after a reload).
                     let left = metrics.backlog.pending();
-                    log::warn!("sink {name} did not finish in time: {left} alerts it held are lost");
-                    metrics.gave_up("shutdown", left);
+                    log::warn!("sink {name} did not finish in time: the {left} alerts it still held are lost");
                 }
                 None => {}
             }

@@ -179,14 +179,36 @@ impl Spool {
         let mut line = Vec::with_capacity(record.len() + 1);
         line.extend_from_slice(record);
         line.push(b'\n');
-        self.writer.as_mut().expect("writer").write_all(&line)?;
+        let writer = self.writer.as_mut().expect("writer");
+        if let Err(e) = writer.write_all(&line) {
+            // Cut off what part of the record was written (disk full), so
+            // that the next record starts on a line of its own.
+            let size = self.segments.last().expect("a segment").1;
+            if let Err(e2) = writer.set_len(size) {
+                log::error!("spool: cannot cut off a partly written record ({e2}); it is skipped when read");
+            }
+            return Err(e);
+        }
         self.segments.last_mut().expect("a segment").1 += len;
         self.pending += 1;
         let mut dropped = 0;
         while self.bytes() > self.max_bytes && self.segments.len() > 1 {
-            dropped += self.drop_oldest()?;
+            match self.drop_oldest() {
+                Ok(n) => dropped += n,
+                Err(e) => {
+                    // The record is written; the spool is only over size.
+                    log::error!("spool: cannot delete the oldest segment: {e}");
+                    break;
+                }
+            }
         }
         Ok(dropped)
+    }
+
+    /// Counts the records waiting afresh (after a write that failed).
+    pub fn recount(&mut self) -> io::Result<()> {
+        self.pending = self.count_from(self.cursor)?;
+        Ok(())
     }
 
     /// Flushes appended records to the disk.

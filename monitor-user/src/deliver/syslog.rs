@@ -145,7 +145,7 @@ impl SyslogWorker {
         })
     }
 
-    /// Sends until the queue closes, then for at most 5 s more to empty its
+    /// Sends until the queue closes, then for at most 3 s more to empty its
     /// own queue (what remains is counted as dropped at shutdown).
     pub fn run(mut self, rx: Receiver<Queued>) {
         let mut backoff = Backoff::new();
@@ -179,7 +179,9 @@ impl SyslogWorker {
                 }
             }
             if let Some(t) = closing_since {
-                if self.queue.is_empty() || t.elapsed() >= Duration::from_secs(5) {
+                // Shorter than the shortest shutdown deadline (a reload's
+                // 5 s), so that the thread ends and counts what it drops.
+                if self.queue.is_empty() || t.elapsed() >= Duration::from_secs(3) {
                     if !self.queue.is_empty() {
                         log::warn!(
                             "sink stopping: {} alerts the syslog receiver {} did not take are lost (counted as dropped, reason shutdown)",

@@ -52,7 +52,10 @@ struct Shared {
 /// The write side of a webhook sink, used on the agent's thread.
 pub struct Intake {
     shared: Mutex<Shared>,
+    /// Wakes the sender (an alert came, or stop).
     wake: Condvar,
+    /// Wakes the sync thread (stop).
+    wake_sync: Condvar,
     format: Format,
     fsync: Fsync,
     metrics: SinkMetrics,
@@ -107,6 +110,35 @@ impl Intake {
         self.wake.notify_one();
     }
 
+    /// `fsync = "interval"`: syncs what was appended, once a second, on
+    /// its own thread (the sender may be stuck in a request for much
+    /// longer). Ends when the sink is abandoned.
+    fn sync_every_second(&self) {
+        loop {
+            let handle = {
+                let shared = self.lock();
+                let mut shared = self
+                    .wake_sync
+                    .wait_timeout(shared, Duration::from_secs(1))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+                if shared.abandoned {
+                    return;
+                }
+                if !shared.dirty {
+                    continue;
+                }
+                shared.dirty = false;
+                shared.spool.sync_handle()
+            };
+            if let Some(f) = handle {
+                if let Err(e) = f.sync_data() {
+                    self.error(&format!("spool fsync failed: {e}"));
+                }
+            }
+        }
+    }
+
     /// Asks the sender to stop once nothing more can be delivered now.
     pub fn close(&self) {
         self.lock().closing = true;
@@ -119,6 +151,7 @@ impl Intake {
     pub fn abandon(&self) -> u64 {
         let mut shared = self.lock();
         shared.abandoned = true;
+        self.wake_sync.notify_all();
         if self.fsync != Fsync::Never {
             if let Err(e) = shared.spool.sync() {
                 self.error(&format!("spool fsync failed: {e}"));
@@ -187,6 +220,7 @@ impl WebhookWorker {
                 abandoned: false,
             }),
             wake: Condvar::new(),
+            wake_sync: Condvar::new(),
             format: cfg.format,
             fsync: cfg.fsync,
             metrics: metrics.clone(),
@@ -214,31 +248,41 @@ impl WebhookWorker {
     /// Delivers from the spool until closed (then for as long as batches go
     /// through) or abandoned; the spool keeps what is left.
     pub fn run(mut self) {
+        if self.intake.fsync == Fsync::Interval {
+            let intake = self.intake.clone();
+            let spawned = std::thread::Builder::new()
+                .name("sink-spool-sync".into())
+                .spawn(move || intake.sync_every_second());
+            if let Err(e) = spawned {
+                self.log.error(&format!(
+                    "cannot start the spool's sync thread ({e}): spooled alerts are synced by the kernel only"
+                ));
+            }
+        }
         let mut backoff = Backoff::new();
-        let mut last_sync = Instant::now();
         loop {
-            // Under the lock: sync if due, then take a batch or wait.
-            let (batch, sync) = {
+            // Under the lock: take a batch, or wait.
+            let batch = {
                 let mut shared = self.intake.lock();
                 loop {
                     if shared.abandoned {
                         return;
                     }
-                    let mut sync = None;
-                    if shared.dirty && (shared.closing || last_sync.elapsed() >= Duration::from_secs(1)) {
-                        shared.dirty = false;
-                        last_sync = Instant::now();
-                        if self.intake.fsync == Fsync::Interval {
-                            sync = shared.spool.sync_handle();
-                        }
-                    }
                     let pending = shared.spool.pending();
-                    if sync.is_some() {
-                        break (None, sync);
-                    }
                     if pending > 0 && backoff.ready() {
                         match shared.spool.peek(self.batch_max, BATCH_BYTES) {
-                            Ok(b) => break (Some(b), None),
+                            Ok(b) if b.next.is_some() => break b,
+                            Ok(_) => {
+                                // Counted records the files do not hold
+                                // (a write that failed half-way): recount.
+                                if let Err(e) = shared.spool.recount() {
+                                    self.log.error(&format!("cannot read the spool: {e}"));
+                                }
+                                let now = shared.spool.pending();
+                                self.metrics.backlog.settle(pending.saturating_sub(now));
+                                backoff.failed();
+                                continue;
+                            }
                             Err(e) => {
                                 self.log.error(&format!("cannot read the spool: {e}"));
                                 backoff.failed();
@@ -262,12 +306,6 @@ impl WebhookWorker {
                         .0;
                 }
             };
-            if let Some(f) = sync {
-                if let Err(e) = f.sync_data() {
-                    self.log.error(&format!("spool fsync failed: {e}"));
-                }
-            }
-            let Some(batch) = batch else { continue };
             if self.deliver(batch) {
                 backoff.succeeded();
             } else {
@@ -320,20 +358,15 @@ impl WebhookWorker {
     /// Moves the cursor past a batch that was delivered (or, with a
     /// reason, given up on).
     fn commit(&mut self, start: spool::Position, next: spool::Position, n: u64, dropped: Option<&str>) -> bool {
-        let dir = {
-            let shared = self.intake.lock();
-            if shared.abandoned {
-                return false;
-            }
-            shared.spool.dir().to_owned()
-        };
-        if let Err(e) = spool::save_cursor(&dir, next) {
-            // Delivered but not marked: they will be sent again.
-            self.log.error(&format!("cannot update the spool cursor: {e}"));
-            return false;
-        }
+        // Under the lock: once abandoned, this sender writes nothing (a new
+        // sink may own the directory). Appends wait for one small fsync.
         let mut shared = self.intake.lock();
         if shared.abandoned {
+            return false;
+        }
+        if let Err(e) = spool::save_cursor(shared.spool.dir(), next) {
+            // Delivered but not marked: they will be sent again.
+            self.log.error(&format!("cannot update the spool cursor: {e}"));
             return false;
         }
         match shared.spool.advance(start, next, n) {

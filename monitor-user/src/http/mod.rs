@@ -162,14 +162,14 @@ impl HttpHalf {
     /// message in progress is dropped (as after a capture gap). Returns
     /// whether it was.
     pub fn enforce_budget(&mut self, out: &mut impl FnMut(HttpOutput)) -> bool {
-        let held = self.buffered();
+        let held = self.allocated();
         let Some(charge) = &mut self.charge else { return false };
         if charge.fits(held) {
             charge.set(held);
             return false;
         }
         self.gap(out);
-        let held = self.buffered();
+        let held = self.allocated();
         if let Some(c) = &mut self.charge {
             c.set(held);
         }
@@ -181,6 +181,14 @@ impl HttpHalf {
         self.parser.buffered()
             + self.cur.as_ref().map_or(0, |c| {
                 c.body.len() + c.sse.as_ref().map_or(0, SseParser::buffered) + decoder_len(&c.decoder)
+            })
+    }
+
+    /// Bytes allocated for what it holds (what the budget is charged).
+    fn allocated(&self) -> usize {
+        self.parser.buffered()
+            + self.cur.as_ref().map_or(0, |c| {
+                c.body.capacity() + c.sse.as_ref().map_or(0, SseParser::allocated) + decoder_len(&c.decoder)
             })
     }
 

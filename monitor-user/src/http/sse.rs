@@ -60,6 +60,11 @@ impl SseParser {
         self.line.len() + self.cur.data.len()
     }
 
+    /// Bytes allocated (what the memory budget is charged).
+    pub fn allocated(&self) -> usize {
+        self.line.capacity() + self.cur.data.capacity()
+    }
+
     /// The last event id of the stream (for `Last-Event-ID` resumption).
     pub fn last_event_id(&self) -> Option<&str> {
         self.last_id.as_deref()
@@ -96,8 +101,8 @@ impl SseParser {
         if self.line.len() + b.len() > room {
             let seen = self.oversized.unwrap_or(self.cur.data.len() as u64);
             self.oversized = Some(seen + (self.line.len() + b.len()) as u64);
-            self.line.clear();
-            self.cur.data.clear();
+            self.line = Vec::new();
+            self.cur.data = Vec::new();
             return;
         }
         self.line.extend_from_slice(b);
@@ -136,7 +141,7 @@ impl SseParser {
                 self.has_data = true;
                 if self.cur.data.len() > self.max_event {
                     self.oversized = Some(self.cur.data.len() as u64);
-                    self.cur.data.clear();
+                    self.cur.data = Vec::new();
                 }
             }
             b"event" if value.len() <= MAX_FIELD => self.cur.event = Some(String::from_utf8_lossy(value).into_owned()),
@@ -151,8 +156,12 @@ impl SseParser {
             }
             _ => {}
         }
-        self.line = line;
-        self.line.clear();
+        // Keep a small line buffer; a long-lived stream must not pin the
+        // allocation of its largest event.
+        if line.capacity() <= 4096 {
+            self.line = line;
+            self.line.clear();
+        }
     }
 
     fn dispatch(&mut self, out: &mut impl FnMut(SseItem)) {
