@@ -385,6 +385,43 @@ impl Drop for Receiver {
     }
 }
 
+/// A configuration with one webhook sink named `hook` on a free local port
+/// (`extra`: more keys of the sink), and a state directory of its own.
+struct WebhookSetup {
+    dir: TempDir,
+    port: u16,
+}
+
+impl WebhookSetup {
+    fn new(tag: &str, extra: &str) -> WebhookSetup {
+        let dir = TempDir::new(tag);
+        let port = free_port();
+        std::fs::write(
+            dir.path().join("monitor.toml"),
+            format!(
+                "[[sinks]]\ntype = \"webhook\"\nname = \"hook\"\nurl = \"http://127.0.0.1:{port}/alerts\"\n{extra}"
+            ),
+        )
+        .unwrap();
+        WebhookSetup { dir, port }
+    }
+
+    fn state(&self) -> std::path::PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Monitor arguments: the configuration and the shared state directory.
+    fn args(&self) -> Vec<String> {
+        let path = |p: std::path::PathBuf| p.to_str().unwrap().to_owned();
+        vec![
+            "--config".into(),
+            path(self.dir.path().join("monitor.toml")),
+            "--state-dir".into(),
+            path(self.state()),
+        ]
+    }
+}
+
 /// The monitor raises alerts while the webhook receiver misbehaves
 /// (`behaviour`), and is killed with SIGKILL once `kill_after` alerts are in
 /// its alerts file. Every alert in that file reaches the receiver after a
@@ -393,23 +430,10 @@ impl Drop for Receiver {
 /// backlog gauge never claims a delivery the receiver has not had.
 fn kill_9_with_a_misbehaving_receiver(behaviour: Behaviour, kill_after: usize) {
     require_root();
-    let dir = TempDir::new("kill9");
-    let port = free_port();
-    let state = dir.path().join("state");
-    let config = dir.path().join("monitor.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[sinks]]\ntype = \"webhook\"\nname = \"hook\"\nurl = \"http://127.0.0.1:{port}/alerts\"\nbatch_max = 5\ntimeout_seconds = 3\n"
-        ),
-    )
-    .unwrap();
-    let args = [
-        "--config",
-        config.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-    ];
+    let hook = WebhookSetup::new("kill9", "batch_max = 5\ntimeout_seconds = 3\n");
+    let port = hook.port;
+    let owned = hook.args();
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let first = Receiver::start_with(port, behaviour);
     let mut m = Monitor::start(&args);
     let mut client = Command::new(env!("CARGO_BIN_EXE_echo-pair"))
@@ -520,23 +544,10 @@ fn kill_9_with_a_receiver_that_fails_then_recovers_loses_no_alert() {
 #[test]
 fn webhook_alerts_survive_a_receiver_outage_and_a_monitor_restart() {
     require_root();
-    let dir = TempDir::new("webhook");
-    let port = free_port();
-    let state = dir.path().join("state");
-    let config = dir.path().join("monitor.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[sinks]]\ntype = \"webhook\"\nname = \"hook\"\nurl = \"http://127.0.0.1:{port}/alerts\"\nformat = \"ocsf\"\n"
-        ),
-    )
-    .unwrap();
-    let args = [
-        "--config",
-        config.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-    ];
+    let hook = WebhookSetup::new("webhook", "format = \"ocsf\"\n");
+    let (port, state) = (hook.port, hook.state());
+    let owned = hook.args();
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let mut m = Monitor::start(&args);
     let token = leak_session();
     let alerts = m.wait_alerts(SETTLE, has_all_rules);
