@@ -515,6 +515,27 @@ mod tests {
         fs::remove_dir_all(&d).unwrap();
     }
 
+    /// Records counted but no longer in the files (a write that failed
+    /// half-way, a file changed behind the spool's back): a read finds
+    /// nothing, and a recount brings the count back to what is there.
+    #[test]
+    fn recount_matches_the_files() {
+        let d = tmp("recount");
+        let mut s = Spool::open(&d, 64 * 1024).unwrap();
+        for r in ["one", "two", "three"] {
+            s.append(r.as_bytes()).unwrap();
+        }
+        let seg = d.join(segment_name(0));
+        OpenOptions::new().write(true).open(&seg).unwrap().set_len(4).unwrap();
+        s.segments[0].1 = 4;
+        assert_eq!(s.pending(), 3);
+        s.recount().unwrap();
+        assert_eq!(s.pending(), 1);
+        assert_eq!(drain(&mut s), ["one"]);
+        assert_eq!(s.pending(), 0);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
     #[test]
     fn torn_record_is_cut_off() {
         let d = tmp("torn");
