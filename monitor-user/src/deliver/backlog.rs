@@ -23,7 +23,8 @@ pub struct Backlog {
     oldest: Gauge,
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch, now.
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

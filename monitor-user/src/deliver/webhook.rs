@@ -27,6 +27,7 @@ use std::{
 use rustls::ClientConfig;
 
 use super::{
+    backlog::unix_now,
     encode, expand_env,
     http::{self, Url},
     spool::{self, Spool},
@@ -431,12 +432,6 @@ impl WebhookWorker {
             }
         }
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Seconds since the epoch of an alert (JSON `time`) or OCSF finding (`time`
