@@ -310,7 +310,7 @@ fn detector() -> Detector {
     let cfg = DetectorConfig {
         rules: Rules::builtin(),
         fingerprint_key: b"bench-key-bench-key-bench-key-00".to_vec(),
-        state_dir: None,
+        persisted_tools: None,
         scan_budget_bytes: 4 << 20,
         dedup_window_seconds: 300,
     };

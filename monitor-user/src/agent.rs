@@ -98,16 +98,24 @@ fn pipeline(
     let mut pc = cfg.pipeline_config(boot_offset);
     pc.hostname = hostname.to_owned();
     let mut p = Pipeline::new(pc, metrics.clone());
-    if let Some(dcfg) = cfg.detector_config(live)? {
+    if let Some(mut dcfg) = cfg.detector_config(live)? {
+        // Without a usable state directory, rug pulls are still caught
+        // within this run; say so loudly.
+        const IN_MEMORY: &str = "tool definitions will only be remembered until the agent stops";
+        if live {
+            match crate::state_dir::open_tool_state(&cfg.detection.state_dir, &metrics) {
+                Ok(p) => dcfg.persisted_tools = Some(p),
+                Err(e) => log::warn!("{e:#}\n{IN_MEMORY}"),
+            }
+        }
         let d = match Detector::new(dcfg.clone(), metrics.clone()) {
             Ok(d) => d,
-            Err(e) if live => {
-                // Without a writable state directory, rug pulls are still
-                // caught within this run; say so loudly.
-                log::warn!("{e:#}\ntool definitions will only be remembered until the agent stops");
+            Err(e) if dcfg.persisted_tools.is_some() => {
+                let file = cfg.detection.state_dir.join(crate::detect::integrity::STATE_FILE);
+                log::warn!("{}: {e:#}\n{IN_MEMORY}", file.display());
                 Detector::new(
                     crate::detect::DetectorConfig {
-                        state_dir: None,
+                        persisted_tools: None,
                         ..dcfg
                     },
                     metrics.clone(),

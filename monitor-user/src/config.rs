@@ -351,9 +351,10 @@ impl Config {
         }
     }
 
-    /// The detector's settings. `persistent`: a live run, with tool state
-    /// and fingerprint key in the state directory; replays keep tool state
-    /// in memory. `None` when detection is off.
+    /// The detector's settings. `persistent`: a live run, with the
+    /// fingerprint key in the state directory (the agent adds the tool
+    /// state: [`crate::state_dir::open_tool_state`]). `None` when detection
+    /// is off.
     pub fn detector_config(&self, persistent: bool) -> anyhow::Result<Option<crate::detect::DetectorConfig>> {
         let d = &self.detection;
         if !d.enabled {
@@ -363,7 +364,7 @@ impl Config {
             (Some(f), _) => {
                 std::fs::read(f).map_err(|e| anyhow::anyhow!("cannot read fingerprint key {}: {e}", f.display()))?
             }
-            (None, true) => crate::detect::load_or_create_key(&d.state_dir)?,
+            (None, true) => crate::state_dir::load_or_create_key(&d.state_dir)?,
             // Replays: the deployment's key if it can be read, else a random
             // one (fingerprints then differ from the live run's).
             (None, false) => match std::fs::read(d.state_dir.join("fingerprint.key")) {
@@ -379,7 +380,7 @@ impl Config {
         Ok(Some(crate::detect::DetectorConfig {
             rules: self.rules()?,
             fingerprint_key,
-            state_dir: persistent.then(|| d.state_dir.clone()),
+            persisted_tools: None,
             scan_budget_bytes: d.scan_budget_bytes,
             dedup_window_seconds: d.dedup_window_seconds,
         }))

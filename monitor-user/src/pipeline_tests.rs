@@ -110,7 +110,7 @@ impl Sim {
             crate::detect::DetectorConfig {
                 rules: crate::detect::rules::Rules::builtin(),
                 fingerprint_key: b"0123456789abcdef0123456789abcdef".to_vec(),
-                state_dir: None,
+                persisted_tools: None,
                 scan_budget_bytes: 4 << 20,
                 dedup_window_seconds: 300,
             },

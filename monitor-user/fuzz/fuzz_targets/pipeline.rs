@@ -33,7 +33,7 @@ static TEMPLATE: std::sync::LazyLock<std::sync::Mutex<Detector>> = std::sync::La
             DetectorConfig {
                 rules: Rules::builtin(),
                 fingerprint_key: b"fuzz-fingerprint-key".to_vec(),
-                state_dir: None,
+                persisted_tools: None,
                 scan_budget_bytes: 1 << 16,
                 dedup_window_seconds: 300,
             },

@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
         let cfg = DetectorConfig {
             rules,
             fingerprint_key: b"fuzz-fingerprint-key".to_vec(),
-            state_dir: None,
+            persisted_tools: None,
             scan_budget_bytes: 1 << 16,
             dedup_window_seconds: 300,
         };

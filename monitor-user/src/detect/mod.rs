@@ -16,7 +16,6 @@ pub mod secrets;
 
 use std::{
     collections::{HashMap, VecDeque},
-    path::PathBuf,
     sync::Arc,
 };
 
@@ -25,7 +24,7 @@ use serde_json::{json, value::RawValue, Value};
 use self::{
     alert::{alert_id, Alert, Category, Dedup, MessageRef, Severity},
     chain::{Flow as ChainFlow, Label, Labelled, Scope, Step},
-    integrity::{ClientTools, ToolStore},
+    integrity::{ClientTools, PersistedTools, ToolStore},
     lexicon::Mode,
     rules::Rules,
     secrets::{Budget, Finding, SecretScanner},
@@ -43,8 +42,9 @@ pub struct DetectorConfig {
     pub rules: Rules,
     /// Key for secret fingerprints.
     pub fingerprint_key: Vec<u8>,
-    /// Where tool definitions are remembered; `None`: in memory only.
-    pub state_dir: Option<PathBuf>,
+    /// Tool definitions from the previous run and where to keep them;
+    /// `None`: in memory only.
+    pub persisted_tools: Option<PersistedTools>,
     /// Bytes scanned per message at most.
     pub scan_budget_bytes: usize,
     pub dedup_window_seconds: u64,
@@ -192,10 +192,11 @@ fn text_of(v: &Value, limit: usize) -> String {
 }
 
 impl Detector {
-    /// A detector; opens the tool state directory if one is configured.
+    /// A detector, starting from the tool definitions the previous run
+    /// saved if there are any.
     pub fn new(cfg: DetectorConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let store = match &cfg.state_dir {
-            Some(dir) => ToolStore::open(dir)?,
+        let store = match cfg.persisted_tools.as_ref().and_then(|p| p.saved.as_deref()) {
+            Some(saved) => ToolStore::from_json(saved)?,
             None => ToolStore::in_memory(),
         };
         let secrets = SecretScanner::with_rules(
@@ -230,7 +231,7 @@ impl Detector {
     pub fn fresh(&self) -> Self {
         Self {
             cfg: DetectorConfig {
-                state_dir: None,
+                persisted_tools: None,
                 ..self.cfg.clone()
             },
             metrics: self.metrics.clone(),
@@ -644,9 +645,10 @@ impl Detector {
                 ));
             }
         }
-        if let Err(e) = self.store.save() {
-            log::warn!("could not save tool state: {e}");
-            self.metrics.output_errors.with_label_values(&["tool_state"]).inc();
+        if let Some(persisted) = &self.cfg.persisted_tools {
+            if let Some(state) = self.store.take_changes() {
+                persisted.sink.save(state);
+            }
         }
     }
 
@@ -902,9 +904,9 @@ impl Detector {
             servers.push(p.exe.clone());
         }
         self.cfg.rules.silence.iter().any(|s| {
-            chain::glob(&s.rule, &a.rule)
-                && (s.server.is_empty() || servers.iter().any(|n| chain::glob(&s.server, n)))
-                && (s.tool.is_empty() || chain::glob(&s.tool, tool))
+            crate::glob::glob(&s.rule, &a.rule)
+                && (s.server.is_empty() || servers.iter().any(|n| crate::glob::glob(&s.server, n)))
+                && (s.tool.is_empty() || crate::glob::glob(&s.tool, tool))
         })
     }
 
@@ -1012,47 +1014,6 @@ fn injection_severity(score: u32) -> Severity {
         s if s >= 6 => Severity::Medium,
         _ => Severity::Low,
     }
-}
-
-/// Loads or creates the fingerprint key in `dir` (`fingerprint.key`, 32
-/// random bytes, mode 0600).
-pub fn load_or_create_key(dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    let path = dir.join("fingerprint.key");
-    match std::fs::read(&path) {
-        Ok(k) if k.len() >= 16 => return Ok(k),
-        Ok(_) => anyhow::bail!(
-            "{} is too short to be a key; remove it to generate a new one",
-            path.display()
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
-    }
-    std::fs::create_dir_all(dir)?;
-    let mut key = vec![0u8; 32];
-    getrandom_fill(&mut key)?;
-    {
-        use std::{io::Write, os::unix::fs::OpenOptionsExt};
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
-        f.write_all(&key)?;
-        f.sync_all()?;
-    }
-    log::info!("created the fingerprint key {}", path.display());
-    Ok(key)
-}
-
-fn getrandom_fill(buf: &mut [u8]) -> anyhow::Result<()> {
-    // SAFETY: valid buffer pointer and length.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    anyhow::ensure!(
-        n == buf.len() as isize,
-        "getrandom failed: {}",
-        std::io::Error::last_os_error()
-    );
-    Ok(())
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ProcessInfo;
-use crate::detect::chain::glob;
+use crate::glob::glob;
 
 /// One entry of the non-Kubernetes mapping. Every condition given must
 /// hold; an entry with none matches every process.
