@@ -475,7 +475,7 @@ pub struct KernelConfig {
 
 /// Indices of the per-CPU counter array.
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Counter {
     /// Records written to the ring buffer.
     Records = 0,

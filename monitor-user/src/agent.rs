@@ -6,12 +6,12 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    clock,
+    boot_clock,
     config::Config,
     deliver::Deliveries,
     detect::{alert::Alert, Detector},
     event::Event,
-    metrics::{self, Metrics},
+    metrics::Metrics,
     observation::{Observation, WorkloadChange},
     output::JsonLines,
     pipeline::{Control, Pipeline, Sink},
@@ -179,10 +179,10 @@ fn reload(cfg: &mut Config, new: Config, pipeline: &mut Pipeline, outputs: &mut 
 /// Starts the pod watch when `[kubernetes]` says so. With `mode = "on"` a
 /// failure stops the start; with `auto` it is logged and capture goes on.
 async fn start_pod_watch(
-    k: &crate::identity::pod_watch::KubernetesConfig,
+    k: &crate::pod_watch::KubernetesConfig,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Option<tokio::sync::mpsc::Receiver<crate::identity::kubernetes::WorkloadUpdate>>> {
-    use crate::identity::pod_watch::{self, KubernetesMode};
+    use crate::pod_watch::{self, KubernetesMode};
     if !k.active() {
         return Ok(None);
     }
@@ -242,7 +242,7 @@ pub struct CheckReport {
 /// each program's verifier cost. Fails with `run`'s own start-up error.
 pub fn check(cfg: &Config) -> anyhow::Result<CheckReport> {
     let t0 = std::time::Instant::now();
-    let mut sensor = Sensor::start(&cfg.capture, clock::boot_to_unix_offset_ns())?;
+    let mut sensor = Sensor::start(&cfg.capture, boot_clock::boot_to_unix_offset_ns())?;
     let _ = start_tls_scan(&cfg.capture, &mut sensor)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     let tls_targets = sensor.tls_targets();
@@ -299,6 +299,7 @@ fn start_tls_scan(
 /// configuration again (file and flags) and rules and sinks are reloaded.
 pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -> anyhow::Result<()> {
     let metrics = Metrics::with_config(&cfg.metrics);
+    metrics.set_build_info(&crate::sensor::verifier::kernel_release());
     // Bind first: a taken port should fail before probes are loaded.
     let listener = std::net::TcpListener::bind(cfg.output.metrics_addr).map_err(|e| {
         anyhow::anyhow!(
@@ -307,9 +308,9 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
         )
     })?;
     drop(listener);
-    let metrics_task = tokio::spawn(metrics::serve(cfg.output.metrics_addr, metrics.clone()));
+    let metrics_task = tokio::spawn(crate::metrics_endpoint::serve(cfg.output.metrics_addr, metrics.clone()));
 
-    let boot_offset = clock::boot_to_unix_offset_ns();
+    let boot_offset = boot_clock::boot_to_unix_offset_ns();
     let mut pipeline = pipeline(&cfg, boot_offset, &hostname(), metrics.clone(), true)?;
     // Before the probes: a watch that cannot start should fail fast.
     let mut pod_updates = start_pod_watch(&cfg.kubernetes, &metrics).await?;
@@ -339,7 +340,7 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
                 hostname: hostname(),
                 boot_offset_ns: boot_offset,
                 capture_cap: sensor.capture_cap,
-                started_unix_ns: clock::boot_now_ns() as i128 + boot_offset,
+                started_unix_ns: boot_clock::boot_now_ns() as i128 + boot_offset,
             };
             Some(Recorder::new(BufWriter::with_capacity(1 << 20, f), &header)?)
         }
@@ -393,7 +394,7 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
             }
             u = next_pod_update(&mut pod_updates) => match u {
                 Some(update) => {
-                    let change = WorkloadChange { ts_ns: clock::boot_now_ns(), update };
+                    let change = WorkloadChange { ts_ns: boot_clock::boot_now_ns(), update };
                     feed(Observation::Workload(change), &mut pipeline, &mut outputs, &mut recorder);
                 }
                 None => {
@@ -407,7 +408,7 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
                     Ok(s) => feed(Observation::CaptureStats(s), &mut pipeline, &mut outputs, &mut recorder),
                     Err(e) => log::warn!("reading capture counters failed: {e}"),
                 }
-                feed(Observation::Tick { ts_ns: clock::boot_now_ns() }, &mut pipeline, &mut outputs, &mut recorder);
+                feed(Observation::Tick { ts_ns: boot_clock::boot_now_ns() }, &mut pipeline, &mut outputs, &mut recorder);
                 outputs.deliveries.refresh();
             }
             r = sensor.wait(poll) => {

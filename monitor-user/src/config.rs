@@ -25,7 +25,7 @@ pub struct Config {
     /// SPIFFE trust domain and mappings for processes outside Kubernetes.
     pub identity: crate::identity::spiffe::IdentityConfig,
     /// The pod watch that names the pod and workload of each process.
-    pub kubernetes: crate::identity::pod_watch::KubernetesConfig,
+    pub kubernetes: crate::pod_watch::KubernetesConfig,
     /// Optional metric labels.
     pub metrics: crate::metrics::MetricsConfig,
 }

@@ -1,38 +1,31 @@
 //! mcp-monitor: a host-level monitor for MCP (Model Context Protocol)
 //! traffic, captured from the kernel with eBPF.
 //!
-//! The crate splits into a privileged **sensor** and a pure **pipeline**:
+//! Two crates, and Cargo keeps the direction between them:
 //!
-//! - [`sensor`] loads the kernel programs (`monitor-ebpf`), reads their ring
-//!   buffer and produces [`observation::Observation`]s, adding process
-//!   identity from `/proc` ([`identity`]).
-//! - [`pipeline`] turns observations into [`event::Event`]s: per-stream
-//!   [`framing`], [`jsonrpc`] decoding, [`mcp`] method knowledge and
-//!   [`session`]s, and [`detect`]ion (credential leaks, tool integrity,
-//!   prompt injection, tool chaining) turning messages into alerts. It does
-//!   no I/O, so [`record`]ings of a live run replay through it without root
-//!   and give the same events and alerts.
-//! - [`agent`] wires them together with [`metrics`] and [`output`].
+//! - **`mcp-monitor-pipeline`** (`monitor-user/pipeline`) is the pure part:
+//!   observations in; events, alerts and metrics out, with no I/O, so
+//!   recordings of a live run replay through it without root and give the
+//!   same events and alerts. Its modules are re-exported here under their
+//!   own names ([`pipeline`], [`framing`], [`detect`], ...).
+//! - **this crate** is the agent, everything that touches the system:
+//!   [`sensor`] loads the kernel programs (`monitor-ebpf`), reads their ring
+//!   buffer and produces observations, adding process identity from `/proc`
+//!   ([`sensor::procfs`]); [`pod_watch`] follows the node's pods; [`agent`]
+//!   wires them to the pipeline and sends what comes out to [`output`] and
+//!   [`deliver`]y, serves [`metrics_endpoint`], keeps [`state_dir`], and
+//!   reads [`config`].
 pub mod agent;
-pub mod buffer_budget;
-pub mod clock;
+pub mod boot_clock;
 pub mod config;
 pub mod deliver;
-pub mod detect;
-pub mod event;
-pub mod framing;
-pub mod glob;
-pub mod http;
-pub mod identity;
-pub mod jsonrpc;
-pub mod mcp;
-pub mod metrics;
-pub mod observation;
+pub mod metrics_endpoint;
 pub mod output;
-pub mod pipeline;
-pub mod record;
-pub mod redact;
-pub mod relook;
+pub mod pod_watch;
 pub mod sensor;
-pub mod session;
 pub mod state_dir;
+
+pub use mcp_monitor_pipeline::{
+    btf, buffer_budget, clock, detect, event, framing, glob, http, identity, jsonrpc, mcp, metrics, observation,
+    pipeline, record, redact, relook, ring_record, session,
+};

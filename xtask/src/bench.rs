@@ -162,7 +162,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn pipeline_throughput() -> Result<Value> {
     step("pipeline throughput (criterion)");
-    sh(cargo().args(["bench", "-p", "mcp-monitor", "--bench", "pipeline"]))?;
+    sh(cargo().args(["bench", "-p", "mcp-monitor-pipeline", "--bench", "pipeline"]))?;
     let mean_ns = |id: &str| -> Result<f64> {
         let path = root().join(format!("target/criterion/{id}/new/estimates.json"));
         let est: Value = serde_json::from_str(

@@ -1,7 +1,7 @@
 //! BTF parsing (the kernel's own data, parsed without trusting it).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mcp_monitor::sensor::btf::Btf;
+use mcp_monitor_pipeline::btf::Btf;
 
 fuzz_target!(|data: &[u8]| {
     let mut v = data.to_vec();

@@ -3,7 +3,7 @@
 //! memory budget never hold more than it together.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mcp_monitor::{
+use mcp_monitor_pipeline::{
     buffer_budget::Budget,
     framing::{Frame, LineFramer},
 };
@@ -12,12 +12,14 @@ fn frames(pieces: &[&[u8]], max: usize) -> Vec<(u8, Vec<u8>, u64)> {
     let mut f = LineFramer::new(max);
     let mut out = Vec::new();
     for p in pieces {
-        f.push(p, |fr| out.push(match fr {
-            Frame::Line(l) => (0, l.to_vec(), 0),
-            Frame::Oversized(n) => (1, Vec::new(), n),
-            Frame::Damaged(n) => (2, Vec::new(), n),
-            Frame::OverBudget(n) => (3, Vec::new(), n),
-        }));
+        f.push(p, |fr| {
+            out.push(match fr {
+                Frame::Line(l) => (0, l.to_vec(), 0),
+                Frame::Oversized(n) => (1, Vec::new(), n),
+                Frame::Damaged(n) => (2, Vec::new(), n),
+                Frame::OverBudget(n) => (3, Vec::new(), n),
+            })
+        });
         assert!(f.buffered() <= max);
     }
     out

@@ -3,7 +3,7 @@
 //! reads gives the same payloads as the whole.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mcp_monitor::http::{h1::Side, HttpHalf, HttpOutput};
+use mcp_monitor_pipeline::http::{h1::Side, HttpHalf, HttpOutput};
 
 const MAX_BODY: usize = 4096;
 
@@ -17,7 +17,11 @@ fn run(side: Side, pieces: &[&[u8]]) -> (Vec<(Option<String>, Vec<u8>)>, usize) 
             HttpOutput::Error(_) => errors += 1,
             _ => {}
         });
-        assert!(half.buffered() <= 2 * MAX_BODY + 64 * 1024 + 8192, "{}", half.buffered());
+        assert!(
+            half.buffered() <= 2 * MAX_BODY + 64 * 1024 + 8192,
+            "{}",
+            half.buffered()
+        );
     }
     (payloads, errors)
 }
@@ -26,7 +30,11 @@ fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {
         return;
     }
-    let side = if data[0] & 1 == 0 { Side::Requests } else { Side::Responses };
+    let side = if data[0] & 1 == 0 {
+        Side::Requests
+    } else {
+        Side::Responses
+    };
     let stride = 1 + data[1] as usize;
     let body = &data[2..];
     let (whole, errors) = run(side, &[body]);

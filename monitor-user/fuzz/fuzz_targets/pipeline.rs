@@ -5,7 +5,7 @@
 //! gaps; every detector on, as deployed.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mcp_monitor::{
+use mcp_monitor_pipeline::{
     detect::{alert::Alert, rules::Rules, Detector, DetectorConfig},
     event::Event,
     metrics::Metrics,
@@ -44,7 +44,15 @@ static TEMPLATE: std::sync::LazyLock<std::sync::Mutex<Detector>> = std::sync::La
 });
 
 fuzz_target!(|data: &[u8]| {
-    let cfg = PipelineConfig { max_frame: 4096, max_pending_stream_bytes: 8192, max_streams: 16, max_sessions: 16, max_pending: 8, max_held: 4, ..PipelineConfig::default() };
+    let cfg = PipelineConfig {
+        max_frame: 4096,
+        max_pending_stream_bytes: 8192,
+        max_streams: 16,
+        max_sessions: 16,
+        max_pending: 8,
+        max_held: 4,
+        ..PipelineConfig::default()
+    };
     // A fresh detector (no state from earlier inputs) with the compiled rules.
     let detector = TEMPLATE.lock().unwrap().fresh();
     let mut p = Pipeline::new(cfg, Metrics::new()).with_detector(detector);
@@ -55,7 +63,12 @@ fuzz_target!(|data: &[u8]| {
     if let Some((&mode, tail)) = data.split_first() {
         if mode & 1 == 1 {
             http(&mut p, &mut sink, client, server, tail);
-            p.handle(Observation::Tick { ts_ns: 1_000_000_000_000 }, &mut sink);
+            p.handle(
+                Observation::Tick {
+                    ts_ns: 1_000_000_000_000,
+                },
+                &mut sink,
+            );
             p.finish(&mut sink);
             return;
         }
@@ -68,32 +81,75 @@ fuzz_target!(|data: &[u8]| {
         rest = tail;
         ts += 1;
         let c2s = ctl & 1 == 0;
-        let (reader, writer, fd, channel) = if c2s { (server, client, 0, 10) } else { (client, server, 7, 11) };
+        let (reader, writer, fd, channel) = if c2s {
+            (server, client, 0, 10)
+        } else {
+            (client, server, 7, 11)
+        };
         let notice = Chunk {
-            ts_ns: ts, proc: writer, tid: 0, comm: String::new(), uid: 0, gid: 0, cgroup_id: 0,
-            fd: if c2s { 7 } else { 1 }, syscall: Syscall::Write, direction: Direction::Egress, fd_kind: FdKind::Pipe,
-            flags: 0, inode: channel, channel, peer: 0, orig_len: 0, segment: 0, conn: ConnTuple::default(),
-            writer_notice: true, data: Vec::new(),
+            ts_ns: ts,
+            proc: writer,
+            tid: 0,
+            comm: String::new(),
+            uid: 0,
+            gid: 0,
+            cgroup_id: 0,
+            fd: if c2s { 7 } else { 1 },
+            syscall: Syscall::Write,
+            direction: Direction::Egress,
+            fd_kind: FdKind::Pipe,
+            flags: 0,
+            inode: channel,
+            channel,
+            peer: 0,
+            orig_len: 0,
+            segment: 0,
+            conn: ConnTuple::default(),
+            writer_notice: true,
+            data: Vec::new(),
         };
         p.handle(Observation::Chunk(notice), &mut sink);
         let gap = ctl & 2 != 0;
         let read = Chunk {
-            ts_ns: ts, proc: reader, tid: 0, comm: String::new(), uid: 0, gid: 0, cgroup_id: 0,
-            fd, syscall: Syscall::Read, direction: Direction::Ingress, fd_kind: FdKind::Pipe,
-            flags: monitor_common::chunk_flags::NEW_STREAM, inode: channel, channel, peer: 0,
-            orig_len: payload.len() as u64 + if gap { 10 } else { 0 }, segment: 0, conn: ConnTuple::default(),
-            writer_notice: false, data: payload.to_vec(),
+            ts_ns: ts,
+            proc: reader,
+            tid: 0,
+            comm: String::new(),
+            uid: 0,
+            gid: 0,
+            cgroup_id: 0,
+            fd,
+            syscall: Syscall::Read,
+            direction: Direction::Ingress,
+            fd_kind: FdKind::Pipe,
+            flags: monitor_common::chunk_flags::NEW_STREAM,
+            inode: channel,
+            channel,
+            peer: 0,
+            orig_len: payload.len() as u64 + if gap { 10 } else { 0 },
+            segment: 0,
+            conn: ConnTuple::default(),
+            writer_notice: false,
+            data: payload.to_vec(),
         };
         p.handle(Observation::Chunk(read), &mut sink);
     }
-    p.handle(Observation::Tick { ts_ns: ts + 1_000_000_000_000 }, &mut sink);
+    p.handle(
+        Observation::Tick {
+            ts_ns: ts + 1_000_000_000_000,
+        },
+        &mut sink,
+    );
     p.finish(&mut sink);
 });
 
 /// A loopback connection between client port `c` and server port 8000, as
 /// the end `server_end` sees it.
 fn tuple(c: u16, server_end: bool) -> ConnTuple {
-    let mut t = ConnTuple { family: 2, ..Default::default() };
+    let mut t = ConnTuple {
+        family: 2,
+        ..Default::default()
+    };
     t.local_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
     t.remote_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
     (t.local_port, t.remote_port) = if server_end { (8000, c) } else { (c, 8000) };
@@ -122,10 +178,20 @@ fn http(p: &mut Pipeline, sink: &mut Null, client: ProcKey, server: ProcKey, mut
                 _ => (if server_end { server } else { client }, Direction::Egress),
             };
             let key = conn * 2 + server_end as usize;
-            let flags = if std::mem::replace(&mut first[key], false) { monitor_common::chunk_flags::NEW_STREAM } else { 0 };
+            let flags = if std::mem::replace(&mut first[key], false) {
+                monitor_common::chunk_flags::NEW_STREAM
+            } else {
+                0
+            };
             let fd = 20 + conn as i32;
             let c = Chunk {
-                ts_ns: ts, proc, tid: 0, comm: String::new(), uid: 0, gid: 0, cgroup_id: 0,
+                ts_ns: ts,
+                proc,
+                tid: 0,
+                comm: String::new(),
+                uid: 0,
+                gid: 0,
+                cgroup_id: 0,
                 fd: if tls { -1 } else { fd },
                 syscall: match (tls, direction) {
                     (true, Direction::Ingress) => Syscall::SslRead,
@@ -135,10 +201,15 @@ fn http(p: &mut Pipeline, sink: &mut Null, client: ProcKey, server: ProcKey, mut
                 },
                 direction,
                 fd_kind: if tls { FdKind::Tls } else { FdKind::Tcp4 },
-                flags, inode: if tls { 0xdead } else { 100 + conn as u64 }, channel: 0, peer: 0,
-                orig_len: payload.len() as u64 + if gap { 10 } else { 0 }, segment: 0,
+                flags,
+                inode: if tls { 0xdead } else { 100 + conn as u64 },
+                channel: 0,
+                peer: 0,
+                orig_len: payload.len() as u64 + if gap { 10 } else { 0 },
+                segment: 0,
                 conn: tuple(50_000 + conn as u16, server_end),
-                writer_notice: false, data: payload.to_vec(),
+                writer_notice: false,
+                data: payload.to_vec(),
             };
             p.handle(Observation::Chunk(c), sink);
         }

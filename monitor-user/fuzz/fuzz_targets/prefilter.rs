@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use mcp_monitor::detect::{
+use mcp_monitor_pipeline::detect::{
     lexicon,
     prefilter::{has_encoded_run, Prefilter, MIN_ENCODED_RUN},
     secrets::SecretScanner,
@@ -21,12 +21,13 @@ fn prefilter() -> &'static Prefilter {
 }
 
 fn naive_encoded_run(raw: &[u8]) -> bool {
-    raw.split(|&c| !(c.is_ascii_alphanumeric() || b"+/=-_".contains(&c))).any(|w| {
-        w.len() >= MIN_ENCODED_RUN
-            && w.iter().any(u8::is_ascii_uppercase)
-            && w.iter().any(u8::is_ascii_lowercase)
-            && w.iter().any(u8::is_ascii_digit)
-    })
+    raw.split(|&c| !(c.is_ascii_alphanumeric() || b"+/=-_".contains(&c)))
+        .any(|w| {
+            w.len() >= MIN_ENCODED_RUN
+                && w.iter().any(u8::is_ascii_uppercase)
+                && w.iter().any(u8::is_ascii_lowercase)
+                && w.iter().any(u8::is_ascii_digit)
+        })
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! token never survives.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mcp_monitor::redact;
+use mcp_monitor_pipeline::redact;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };

@@ -1,7 +1,7 @@
 //! Ring-buffer records from the kernel (trusted, but decoded defensively).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mcp_monitor::sensor::decode::Decoder;
+use mcp_monitor_pipeline::ring_record::Decoder;
 
 fuzz_target!(|data: &[u8]| {
     let mut v = data.to_vec();

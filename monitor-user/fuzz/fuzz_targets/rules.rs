@@ -2,7 +2,7 @@
 //! valid ones build a detector.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mcp_monitor::{
+use mcp_monitor_pipeline::{
     detect::{rules::Rules, Detector, DetectorConfig},
     metrics::Metrics,
 };

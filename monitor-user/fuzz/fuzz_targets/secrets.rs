@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use mcp_monitor::detect::secrets::{Budget, SecretScanner};
+use mcp_monitor_pipeline::detect::secrets::{Budget, SecretScanner};
 
 fn scanner() -> &'static SecretScanner {
     static S: OnceLock<SecretScanner> = OnceLock::new();
@@ -29,6 +29,6 @@ fuzz_target!(|data: &[u8]| {
         assert!(f.length > 0);
     }
     if let Some(r) = scanner.redact(s) {
-        assert!(r.contains(mcp_monitor::redact::REDACTED));
+        assert!(r.contains(mcp_monitor_pipeline::redact::REDACTED));
     }
 });

@@ -4,10 +4,9 @@
 //! It is the only part of the agent that needs privileges; everything after
 //! it is the pure pipeline, which replays recordings without root.
 
-pub mod btf;
-pub mod decode;
 pub mod ports;
 pub mod preflight;
+pub mod procfs;
 pub mod tls;
 pub mod verifier;
 
@@ -28,10 +27,12 @@ use monitor_common::{
 use tokio::io::unix::AsyncFd;
 
 use crate::{
+    btf::Btf,
     config::CaptureConfig,
-    identity::ProcReader,
-    observation::{CaptureStats, LifecycleKind, Observation, ProcKey},
+    observation::{CaptureCounter, CaptureStats, LifecycleKind, Observation, ProcKey},
     pipeline::Control,
+    ring_record,
+    sensor::procfs::ProcReader,
 };
 
 /// The eBPF object built by build.rs.
@@ -108,7 +109,7 @@ pub struct Sensor {
     tls_targets: u64,
     tls_attach_errors: u64,
     ring: AsyncFd<RingBuf<MapData>>,
-    decoder: decode::Decoder,
+    decoder: ring_record::Decoder,
     procs: ProcReader,
     /// Processes whose identity has been sent to the pipeline (bounded:
     /// cleared when it grows past `MAX_KNOWN`, which only re-sends identities).
@@ -137,7 +138,7 @@ impl Sensor {
             );
         }
 
-        let offsets = btf::Btf::from_sys_fs()?
+        let offsets = kernel_btf()?
             .kernel_offsets()
             .context("resolving kernel structure offsets from BTF")?;
         let ncpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))? as u32;
@@ -257,7 +258,7 @@ impl Sensor {
             tls_targets: 0,
             tls_attach_errors: 0,
             ring,
-            decoder: decode::Decoder::new(),
+            decoder: ring_record::Decoder::new(),
             procs,
             known: HashSet::new(),
             boot_offset_ns,
@@ -289,7 +290,7 @@ impl Sensor {
     pub fn drain(&mut self, mut out: impl FnMut(Observation)) -> bool {
         let mut n = 0;
         let mut bytes = 0;
-        let mut pending: Vec<decode::Record> = Vec::new();
+        let mut pending: Vec<ring_record::Record> = Vec::new();
         {
             let ring = self.ring.get_mut();
             while n < DRAIN_BUDGET && bytes < DRAIN_BYTES {
@@ -314,9 +315,9 @@ impl Sensor {
         Observation::Process(Box::new(info))
     }
 
-    fn emit_observations(&mut self, r: decode::Record, out: &mut impl FnMut(Observation)) {
+    fn emit_observations(&mut self, r: ring_record::Record, out: &mut impl FnMut(Observation)) {
         match r {
-            decode::Record::Chunk(c) => {
+            ring_record::Record::Chunk(c) => {
                 if self.known.len() > MAX_KNOWN {
                     self.known.clear();
                 }
@@ -325,7 +326,7 @@ impl Sensor {
                 }
                 out(Observation::Chunk(c));
             }
-            decode::Record::Process { lifecycle, comm } => {
+            ring_record::Record::Process { lifecycle, comm } => {
                 match lifecycle.kind {
                     LifecycleKind::Exec => {
                         // New image: refresh identity (exe, cmdline).
@@ -348,10 +349,10 @@ impl Sensor {
         let mut counters = Vec::with_capacity(Counter::ALL.len());
         for c in Counter::ALL {
             let v = arr.get(&(c as u32), 0)?;
-            counters.push((c.name().to_owned(), v.iter().sum()));
+            counters.push((CaptureCounter::Kernel(c), v.iter().sum()));
         }
-        counters.push((crate::pipeline::TLS_PROBE_TARGETS.to_owned(), self.tls_targets));
-        counters.push((crate::pipeline::TLS_ATTACH_ERRORS.to_owned(), self.tls_attach_errors));
+        counters.push((CaptureCounter::TlsProbeTargets, self.tls_targets));
+        counters.push((CaptureCounter::TlsAttachErrors, self.tls_attach_errors));
         let programs = self
             .ebpf
             .programs()
@@ -625,4 +626,30 @@ fn cgroup_id(path: &str) -> anyhow::Result<u64> {
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+/// Reads the running kernel's BTF.
+fn kernel_btf() -> anyhow::Result<Btf> {
+    let path = "/sys/kernel/btf/vmlinux";
+    let data = std::fs::read(path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read {path} ({e}): this kernel exposes no BTF. The monitor needs a kernel \
+             built with CONFIG_DEBUG_INFO_BTF=y (default on current Debian, Ubuntu, RHEL, \
+             Fedora and cloud kernels)"
+        )
+    })?;
+    Ok(Btf::parse(&data)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_kernel_has_every_offset() {
+        // Only meaningful where the kernel exposes BTF (CI machines do).
+        let Ok(btf) = kernel_btf() else { return };
+        let o = btf.kernel_offsets().expect("all members present");
+        assert!(o.task_files > 0 && o.file_inode > 0 && o.inode_ino > 0);
+    }
 }

@@ -17,7 +17,7 @@
 use std::{hint::black_box, sync::Arc};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use mcp_monitor::{
+use mcp_monitor_pipeline::{
     detect::{rules::Rules, Detector, DetectorConfig, MessageCtx},
     event::{Event, Flow, Party, Transport},
     identity::ProcessInfo,
@@ -44,7 +44,7 @@ impl Sink for JsonSink {
         self.buf.push(b'\n');
         self.events += 1;
     }
-    fn alert(&mut self, a: mcp_monitor::detect::alert::Alert) {
+    fn alert(&mut self, a: mcp_monitor_pipeline::detect::alert::Alert) {
         serde_json::to_writer(&mut self.buf, &a).unwrap();
         self.buf.push(b'\n');
     }
@@ -113,7 +113,8 @@ struct Workload {
 fn fake_token(rng: &mut Rng) -> String {
     const A: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let body: String = (0..30).map(|_| A[(rng.next() % 62) as usize] as char).collect();
-    let sum = mcp_monitor::detect::secrets::base62(mcp_monitor::detect::secrets::crc32(body.as_bytes()), 6);
+    let sum =
+        mcp_monitor_pipeline::detect::secrets::base62(mcp_monitor_pipeline::detect::secrets::crc32(body.as_bytes()), 6);
     format!("ghp_{body}{sum}")
 }
 

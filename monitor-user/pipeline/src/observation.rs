@@ -7,7 +7,7 @@
 //! time passing, capture counters) is therefore an observation, so that a
 //! replay reproduces the live output exactly.
 
-use monitor_common::{ConnTuple, Direction, FdKind, Syscall};
+use monitor_common::{ConnTuple, Counter, Direction, FdKind, Syscall};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{kubernetes::WorkloadUpdate, ProcessInfo};
@@ -88,11 +88,72 @@ pub struct Lifecycle {
     pub reason: String,
 }
 
-/// Cumulative capture counters read from the kernel (summed over CPUs).
+/// A counter the sensor reports: one of the kernel's, or one the sensor
+/// keeps itself. Recordings store it by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CaptureCounter {
+    /// The kernel's per-CPU counter, summed over CPUs.
+    Kernel(Counter),
+    /// TLS library files currently probed (a gauge).
+    TlsProbeTargets,
+    /// Failed TLS attachments (a counter).
+    TlsAttachErrors,
+}
+
+impl CaptureCounter {
+    /// The name recordings store.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kernel(c) => c.name(),
+            Self::TlsProbeTargets => "tls_probe_targets",
+            Self::TlsAttachErrors => "tls_attach_errors",
+        }
+    }
+
+    /// The counter of a stored name; `None` for a name this version does not
+    /// know (a recording of a newer agent).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "tls_probe_targets" => Some(Self::TlsProbeTargets),
+            "tls_attach_errors" => Some(Self::TlsAttachErrors),
+            _ => Counter::ALL.iter().find(|c| c.name() == name).map(|&c| Self::Kernel(c)),
+        }
+    }
+}
+
+/// Capture counters stored by name, so recordings stay readable when
+/// counters are added; names this version does not know are skipped.
+mod counter_names {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::CaptureCounter;
+
+    pub fn serialize<S: Serializer>(v: &[(CaptureCounter, u64)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|(c, n)| (c.name(), *n)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(CaptureCounter, u64)>, D::Error> {
+        let named: Vec<(String, u64)> = Vec::deserialize(d)?;
+        Ok(named
+            .into_iter()
+            .filter_map(|(name, n)| match CaptureCounter::from_name(&name) {
+                Some(c) => Some((c, n)),
+                None => {
+                    log::debug!("skipping the unknown capture counter {name}");
+                    None
+                }
+            })
+            .collect())
+    }
+}
+
+/// Cumulative capture counters read from the kernel (summed over CPUs) and
+/// kept by the sensor.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureStats {
-    /// Counter name (`monitor_common::Counter` debug name) to total.
-    pub counters: Vec<(String, u64)>,
+    /// Each counter's total so far.
+    #[serde(with = "counter_names")]
+    pub counters: Vec<(CaptureCounter, u64)>,
     /// Per eBPF program: name, runs, run time in ns (cumulative; zero unless
     /// the kernel's program statistics are on).
     #[serde(default)]
@@ -122,4 +183,30 @@ pub enum Observation {
 pub struct WorkloadChange {
     pub ts_ns: u64,
     pub update: WorkloadUpdate,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_stored_by_name_and_unknown_names_are_skipped() {
+        let stats = CaptureStats {
+            counters: vec![
+                (CaptureCounter::Kernel(Counter::Truncated), 3),
+                (CaptureCounter::TlsAttachErrors, 1),
+            ],
+            programs: vec![],
+        };
+        let json = serde_json::to_string(&stats).unwrap();
+        assert!(
+            json.contains(r#"["truncated",3]"#) && json.contains(r#"["tls_attach_errors",1]"#),
+            "{json}"
+        );
+        let newer = json.replace(r#"["truncated",3]"#, r#"["from_a_newer_agent",7],["truncated",3]"#);
+        assert_eq!(serde_json::from_str::<CaptureStats>(&newer).unwrap(), stats);
+        for c in Counter::ALL {
+            assert_eq!(CaptureCounter::from_name(c.name()), Some(CaptureCounter::Kernel(c)));
+        }
+    }
 }

@@ -1,16 +1,11 @@
-//! Prometheus metrics and the HTTP endpoint that serves them.
+//! Prometheus metrics (the agent serves them: `metrics_endpoint` in the
+//! agent crate).
 //!
 //! Every metric is prefixed `mcp_monitor_` and documented in the README.
 //! Label values come from closed sets (method labels fold unknown methods
 //! into "other"), so no input can grow the number of series.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
-};
+use std::sync::{atomic::AtomicBool, Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +13,6 @@ use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// All metrics of the agent.
 pub struct Metrics {
@@ -372,9 +366,6 @@ impl Metrics {
             ready: AtomicBool::new(false),
             registry,
         };
-        m.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), &kernel_release()])
-            .set(1);
         // Pre-create series so dashboards and alerts see zeros.
         for r in [
             "ring_full",
@@ -412,6 +403,14 @@ impl Metrics {
         Arc::new(m)
     }
 
+    /// Sets `build_info` (the agent's version and the running kernel's
+    /// release), which the agent reads from the system.
+    pub fn set_build_info(&self, kernel_release: &str) {
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), kernel_release])
+            .set(1);
+    }
+
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -422,83 +421,6 @@ impl Metrics {
     }
 }
 
-fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the task is
-/// dropped. A deliberately small HTTP/1.1 responder: one request per
-/// connection, bounded request size, no request bodies.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        anyhow::anyhow!("cannot listen for metrics on {addr}: {e}. Pick another address with --metrics-addr")
-    })?;
-    log::info!("metrics on http://{addr}/metrics");
-    loop {
-        let (mut sock, _) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                log::warn!("metrics accept failed: {e}");
-                continue;
-            }
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 8192];
-            let mut n = 0;
-            let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-                while n < buf.len() {
-                    let r = sock.read(&mut buf[n..]).await?;
-                    if r == 0 {
-                        break;
-                    }
-                    n += r;
-                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") || buf[..n].windows(2).any(|w| w == b"\n\n") {
-                        break;
-                    }
-                }
-                Ok::<_, std::io::Error>(())
-            })
-            .await;
-            if !matches!(read, Ok(Ok(()))) {
-                return;
-            }
-            let line = buf[..n].split(|&b| b == b'\n').next().unwrap_or_default();
-            let line = String::from_utf8_lossy(line);
-            let mut parts = line.split_whitespace();
-            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let path = path.split('?').next().unwrap_or("");
-            let (status, ctype, body) = match (method, path) {
-                ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render()),
-                ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_owned()),
-                ("GET", "/readyz") if metrics.ready.load(Ordering::Relaxed) => {
-                    ("200 OK", "text/plain", "ready\n".to_owned())
-                }
-                ("GET", "/readyz") => (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "probes not attached yet\n".to_owned(),
-                ),
-                ("GET", _) => (
-                    "404 Not Found",
-                    "text/plain",
-                    "try /metrics, /healthz or /readyz\n".to_owned(),
-                ),
-                _ => ("405 Method Not Allowed", "text/plain", "GET only\n".to_owned()),
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body.as_bytes()).await;
-            let _ = sock.shutdown().await;
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,6 +428,7 @@ mod tests {
     #[test]
     fn exposition_has_the_contract_names() {
         let m = Metrics::new();
+        m.set_build_info("6.1.0-test");
         m.messages
             .with_label_values(&["stdio", "client_to_server", "request", "tools/call"])
             .inc();
@@ -519,36 +442,9 @@ mod tests {
             "mcp_monitor_frame_errors_total{reason=\"not_json\"} 0",
             "mcp_monitor_request_duration_seconds_bucket{",
             "mcp_monitor_sessions_active ",
-            "mcp_monitor_build_info{",
+            "mcp_monitor_build_info{kernel=\"6.1.0-test\",",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
-    }
-
-    #[tokio::test]
-    async fn serves_metrics_and_readiness() {
-        let m = Metrics::new();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
-        tokio::spawn(serve(addr, m.clone()));
-        let get = |path: &'static str| async move {
-            for _ in 0..50 {
-                if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
-                    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                        .await
-                        .unwrap();
-                    let mut out = String::new();
-                    s.read_to_string(&mut out).await.unwrap();
-                    return out;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            panic!("no server");
-        };
-        assert!(get("/readyz").await.starts_with("HTTP/1.1 503"));
-        m.ready.store(true, Ordering::Relaxed);
-        assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
-        assert!(get("/metrics").await.contains("mcp_monitor_sessions_active"));
     }
 }

@@ -22,7 +22,10 @@ use kube::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::kubernetes::{controller_of, pod_info, workload_of, WorkloadUpdate, DEFAULT_LABELS};
+use crate::identity::kubernetes::{
+    container_id_of, deployment_from_replicaset_name, ContainerInfo, PodInfo, WorkloadRef, WorkloadUpdate,
+    DEFAULT_LABELS,
+};
 use crate::metrics::Metrics;
 
 /// Whether to watch the Kubernetes API.
@@ -275,7 +278,7 @@ async fn watch(
     }
 }
 
-async fn convert(pod: &Pod, labels: &[String], owners: &mut Owners) -> Option<super::kubernetes::PodInfo> {
+async fn convert(pod: &Pod, labels: &[String], owners: &mut Owners) -> Option<PodInfo> {
     let owner = controller_of(pod.metadata.owner_references.as_ref());
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let (parent, known) = match owner {
@@ -292,4 +295,179 @@ async fn convert(pod: &Pod, labels: &[String], owners: &mut Owners) -> Option<su
         .and_then(|l| l.get("pod-template-hash"))
         .map(String::as_str);
     pod_info(pod, workload_of(owner, parent.as_ref(), known, hash), labels)
+}
+
+// ------------------------------------------------ API objects to PodInfo
+
+/// The controlling owner reference of an object, if any.
+pub fn controller_of(owners: Option<&Vec<OwnerReference>>) -> Option<&OwnerReference> {
+    owners?.iter().find(|o| o.controller == Some(true))
+}
+
+/// Converts an API pod. `workload` is the owner already resolved by the
+/// caller (which may ask the API about ReplicaSets and Jobs); `labels` are
+/// the label keys to keep.
+pub fn pod_info(pod: &Pod, workload: Option<WorkloadRef>, labels: &[String]) -> Option<PodInfo> {
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    let mut containers = Vec::new();
+    if let Some(status) = &pod.status {
+        let all = [
+            &status.container_statuses,
+            &status.init_container_statuses,
+            &status.ephemeral_container_statuses,
+        ];
+        for list in all.into_iter().flatten() {
+            for c in list {
+                if let Some(id) = c.container_id.as_deref().and_then(container_id_of) {
+                    containers.push(ContainerInfo {
+                        id,
+                        name: c.name.clone(),
+                        image: c.image.clone(),
+                        image_id: c.image_id.clone(),
+                    });
+                }
+            }
+        }
+    }
+    let pod_labels = meta.labels.as_ref();
+    Some(PodInfo {
+        uid: meta.uid.clone()?,
+        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        name: meta.name.clone()?,
+        node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        service_account: spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_else(|| "default".into()),
+        labels: labels
+            .iter()
+            .filter_map(|k| Some((k.clone(), pod_labels?.get(k)?.clone())))
+            .collect(),
+        workload,
+        containers,
+    })
+}
+
+/// The workload of a pod whose controller is `owner`, when no further API
+/// lookup is needed or possible. ReplicaSets and Jobs are returned as they
+/// are unless `parent` (their own controller, from the API) is given; a
+/// ReplicaSet without a known parent falls back to the name rule.
+pub fn workload_of(
+    owner: Option<&OwnerReference>,
+    parent: Option<&OwnerReference>,
+    parent_known: bool,
+    pod_template_hash: Option<&str>,
+) -> Option<WorkloadRef> {
+    let owner = owner?;
+    if let Some(p) = parent {
+        return Some(WorkloadRef {
+            kind: p.kind.clone(),
+            name: p.name.clone(),
+            inferred: false,
+        });
+    }
+    if owner.kind == "ReplicaSet" && !parent_known {
+        if let Some(d) = deployment_from_replicaset_name(&owner.name, pod_template_hash) {
+            return Some(WorkloadRef {
+                kind: "Deployment".into(),
+                name: d,
+                inferred: true,
+            });
+        }
+    }
+    Some(WorkloadRef {
+        kind: owner.kind.clone(),
+        name: owner.name.clone(),
+        inferred: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    const CID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    const UID: &str = "7b4d6e7e-1f1c-4a0e-9a36-0c3c0b1f9d11";
+
+    fn pod_json(uid: &str, cid: &str) -> serde_json::Value {
+        serde_json::json!({
+            "metadata": {
+                "name": "web-5d9c7b-x2x4z", "namespace": "team-a", "uid": uid,
+                "labels": {"app": "web", "pod-template-hash": "5d9c7b", "secret-ish": "no"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d9c7b",
+                                     "uid": "rs-uid", "controller": true}]
+            },
+            "spec": {"nodeName": "node-1", "serviceAccountName": "mcp-agent",
+                     "containers": [{"name": "server", "image": "ghcr.io/x/server:1"}]},
+            "status": {"containerStatuses": [
+                {"name": "server", "containerID": format!("containerd://{cid}"), "image": "ghcr.io/x/server:1",
+                 "imageID": "", "ready": true, "restartCount": 0}
+            ]}
+        })
+    }
+
+    #[test]
+    fn pods_convert_with_selected_labels_and_runtime_ids() {
+        let pod: Pod = serde_json::from_value(pod_json(UID, CID)).unwrap();
+        let owner = controller_of(pod.metadata.owner_references.as_ref());
+        let hash = pod.metadata.labels.as_ref().and_then(|l| l.get("pod-template-hash"));
+        let w = workload_of(owner, None, false, hash.map(String::as_str));
+        let info = pod_info(&pod, w, &["app".into(), "missing".into()]).unwrap();
+        assert_eq!(info.namespace, "team-a");
+        assert_eq!(info.service_account, "mcp-agent");
+        assert_eq!(info.node, "node-1");
+        assert_eq!(info.labels, BTreeMap::from([("app".into(), "web".into())]));
+        assert_eq!(
+            info.workload,
+            Some(WorkloadRef {
+                kind: "Deployment".into(),
+                name: "web".into(),
+                inferred: true
+            })
+        );
+        assert_eq!(info.containers[0].id, CID);
+        assert_eq!(info.containers[0].name, "server");
+    }
+
+    #[test]
+    fn owners_resolve_through_the_api_answer_first() {
+        let rs = OwnerReference {
+            kind: "ReplicaSet".into(),
+            name: "web-5d9c7b".into(),
+            controller: Some(true),
+            ..Default::default()
+        };
+        let dep = OwnerReference {
+            kind: "Deployment".into(),
+            name: "web-real".into(),
+            ..Default::default()
+        };
+        let w = workload_of(Some(&rs), Some(&dep), true, Some("5d9c7b")).unwrap();
+        assert_eq!(
+            (w.kind.as_str(), w.name.as_str(), w.inferred),
+            ("Deployment", "web-real", false)
+        );
+        // The API said the ReplicaSet has no owner: it is the workload.
+        let w = workload_of(Some(&rs), None, true, Some("5d9c7b")).unwrap();
+        assert_eq!(w.kind, "ReplicaSet");
+        // No hash label: no inference.
+        let w = workload_of(Some(&rs), None, false, None).unwrap();
+        assert_eq!(w.kind, "ReplicaSet");
+        assert_eq!(
+            deployment_from_replicaset_name("web-abc", Some("abc")).as_deref(),
+            Some("web")
+        );
+        assert_eq!(deployment_from_replicaset_name("web-abc", Some("xyz")), None);
+        assert_eq!(deployment_from_replicaset_name("-abc", Some("abc")), None);
+        let ss = OwnerReference {
+            kind: "StatefulSet".into(),
+            name: "db".into(),
+            controller: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(workload_of(Some(&ss), None, false, None).unwrap().kind, "StatefulSet");
+        assert_eq!(workload_of(None, None, false, None), None);
+    }
 }

@@ -1,31 +1,9 @@
-//! Time conversions.
+//! Time formats of events and alerts (RFC 3339, UTC, nanoseconds).
 //!
 //! The kernel stamps records with `CLOCK_BOOTTIME`; events carry wall-clock
-//! time. The offset between the two is measured once when capture starts and
-//! stored in recordings, so a replay prints the same times as the live run.
-
-/// Nanoseconds to add to a `CLOCK_BOOTTIME` reading to get Unix time.
-pub fn boot_to_unix_offset_ns() -> i128 {
-    fn now(clock: libc::clockid_t) -> i128 {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: valid clock id and a valid out pointer.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
-    }
-    // Bracket the boot-time read between two real-time reads.
-    let a = now(libc::CLOCK_REALTIME);
-    let b = now(libc::CLOCK_BOOTTIME);
-    let c = now(libc::CLOCK_REALTIME);
-    (a + c) / 2 - b
-}
-
-/// Current `CLOCK_BOOTTIME` in ns.
-pub fn boot_now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid clock id and a valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+//! time. The agent measures the offset between the two once when capture
+//! starts (`boot_clock` in the agent crate) and recordings store it, so a
+//! replay prints the same times as the live run.
 
 /// Formats Unix nanoseconds as RFC 3339 UTC with nanoseconds
 /// (`2026-11-22T10:00:00.123456789Z`).
@@ -103,12 +81,5 @@ mod tests {
             let expect = humantime::format_rfc3339_nanos(t).to_string();
             assert_eq!(rfc3339(secs as i128 * 1_000_000_000), expect);
         }
-    }
-
-    #[test]
-    fn offset_is_plausible() {
-        let off = boot_to_unix_offset_ns();
-        // Booted after 2020 and not in the future.
-        assert!(off > 1_577_836_800 * 1_000_000_000);
     }
 }

@@ -22,7 +22,7 @@ use std::{borrow::Cow, collections::HashMap, sync::Arc};
 use prometheus::{Histogram, IntCounter};
 use rustc_hash::FxHashMap;
 
-use monitor_common::{chunk_flags, Direction, FdKind};
+use monitor_common::{chunk_flags, Counter, Direction, FdKind};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -39,7 +39,7 @@ use crate::{
     jsonrpc::{self, Kind, Message},
     mcp::{self, Origin},
     metrics::Metrics,
-    observation::{CaptureStats, Chunk, Lifecycle, LifecycleKind, Observation, ProcKey},
+    observation::{CaptureCounter, CaptureStats, Chunk, Lifecycle, LifecycleKind, Observation, ProcKey},
     redact,
     relook::{self, RelookBudget},
     session::{Pending, Session, SessionKey},
@@ -271,7 +271,7 @@ pub struct Pipeline {
     byte_counters: FxHashMap<(&'static str, &'static str), IntCounter>,
     duration_histograms: FxHashMap<&'static str, Histogram>,
     /// Last cumulative kernel counters, to turn snapshots into increments.
-    last_stats: HashMap<String, u64>,
+    last_stats: HashMap<CaptureCounter, u64>,
     last_program_stats: HashMap<String, (u64, u64)>,
     /// `capture_syscall_{events,bytes}_total` by `Syscall` value.
     syscall_counters: [Option<(prometheus::IntCounter, prometheus::IntCounter)>; 11],
@@ -331,13 +331,6 @@ struct UriParams<'a> {
 
 /// Longest method/tool/prompt/URI string copied into an event.
 const MAX_NAME: usize = 512;
-
-/// [`CaptureStats`] entry set by the sensor (not a kernel counter): TLS
-/// library files currently probed (a gauge).
-pub const TLS_PROBE_TARGETS: &str = "tls_probe_targets";
-/// [`CaptureStats`] entry set by the sensor: failed TLS attachments (a
-/// counter).
-pub const TLS_ATTACH_ERRORS: &str = "tls_attach_errors";
 
 fn clip(s: &str) -> String {
     if s.len() <= MAX_NAME {
@@ -1267,40 +1260,43 @@ impl Pipeline {
                 .with_label_values(&[&name])
                 .inc_by(ns.saturating_sub(last_ns) as f64 / 1e9);
         }
-        for (name, total) in s.counters {
-            if name == TLS_PROBE_TARGETS {
-                self.metrics.tls_probe_targets.set(total as i64);
-                continue;
-            }
-            let last = self.last_stats.insert(name.clone(), total).unwrap_or(0);
+        for (counter, total) in s.counters {
+            let c = match counter {
+                CaptureCounter::TlsProbeTargets => {
+                    self.metrics.tls_probe_targets.set(total as i64);
+                    continue;
+                }
+                CaptureCounter::TlsAttachErrors => None,
+                CaptureCounter::Kernel(c) => Some(c),
+            };
+            let last = self.last_stats.insert(counter, total).unwrap_or(0);
             let delta = total.saturating_sub(last);
             if delta == 0 {
                 continue;
             }
-            match monitor_common::Counter::ALL.iter().find(|c| c.name() == name) {
-                Some(c) => {
-                    if let Some(reason) = c.drop_reason() {
-                        self.metrics.capture_dropped.with_label_values(&[reason]).inc_by(delta);
-                    } else if *c == monitor_common::Counter::Truncated {
-                        self.metrics.capture_truncated.inc_by(delta);
-                    } else if *c == monitor_common::Counter::DiscoveryHits {
-                        self.metrics.discovery_hits.inc_by(delta);
-                    } else if *c == monitor_common::Counter::TlsUnbound {
-                        self.metrics.tls_unbound.inc_by(delta);
-                    } else if *c == monitor_common::Counter::Relooks {
-                        self.metrics
-                            .stream_relooks
-                            .with_label_values(&["kernel_looked"])
-                            .inc_by(delta);
-                    } else if *c == monitor_common::Counter::Resumed {
-                        self.metrics
-                            .stream_relooks
-                            .with_label_values(&["kernel_found"])
-                            .inc_by(delta);
-                    }
-                }
-                None if name == TLS_ATTACH_ERRORS => self.metrics.tls_attach_errors.inc_by(delta),
-                None => log::debug!("unknown capture counter {name}"),
+            let Some(c) = c else {
+                self.metrics.tls_attach_errors.inc_by(delta);
+                continue;
+            };
+            if let Some(reason) = c.drop_reason() {
+                self.metrics.capture_dropped.with_label_values(&[reason]).inc_by(delta);
+                continue;
+            }
+            match c {
+                Counter::Truncated => self.metrics.capture_truncated.inc_by(delta),
+                Counter::DiscoveryHits => self.metrics.discovery_hits.inc_by(delta),
+                Counter::TlsUnbound => self.metrics.tls_unbound.inc_by(delta),
+                Counter::Relooks => self
+                    .metrics
+                    .stream_relooks
+                    .with_label_values(&["kernel_looked"])
+                    .inc_by(delta),
+                Counter::Resumed => self
+                    .metrics
+                    .stream_relooks
+                    .with_label_values(&["kernel_found"])
+                    .inc_by(delta),
+                _ => {}
             }
         }
     }

@@ -1145,9 +1145,9 @@ fn kernel_counters_become_metric_increments() {
     let stats = |ring, trunc| {
         Observation::CaptureStats(CaptureStats {
             counters: vec![
-                ("drop_ring_full".into(), ring),
-                ("truncated".into(), trunc),
-                ("records".into(), 99),
+                (CaptureCounter::Kernel(monitor_common::Counter::DropRingFull), ring),
+                (CaptureCounter::Kernel(monitor_common::Counter::Truncated), trunc),
+                (CaptureCounter::Kernel(monitor_common::Counter::Records), 99),
             ],
             programs: vec![("sys_exit_ingress".into(), ring * 10, trunc * 1_000_000_000)],
         })

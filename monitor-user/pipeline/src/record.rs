@@ -395,7 +395,7 @@ mod tests {
     use super::*;
     use crate::{
         identity::ProcessInfo,
-        observation::{CaptureStats, Lifecycle, LifecycleKind},
+        observation::{CaptureCounter, CaptureStats, Lifecycle, LifecycleKind},
     };
     use proptest::prelude::*;
 
@@ -458,7 +458,7 @@ mod tests {
                 reason: "discovered".into(),
             }),
             Observation::CaptureStats(CaptureStats {
-                counters: vec![("records".into(), 3)],
+                counters: vec![(CaptureCounter::Kernel(monitor_common::Counter::Records), 3)],
                 programs: vec![("sys_enter_read".into(), 4, 5)],
             }),
             Observation::Tick { ts_ns: 77 },
