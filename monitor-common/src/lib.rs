@@ -211,6 +211,60 @@ impl FdKind {
     }
 }
 
+/// Tail-call slots of the two program arrays, `JUMP` (syscall path) and
+/// `TLS_JUMP` (TLS path): the entry programs jump to these stages, and the
+/// loader fills the slots.
+pub mod jump_slot {
+    /// Is an untracked stream JSON-RPC? (`discover`, `tls_discover`)
+    pub const DISCOVER: u32 = 0;
+    /// Capture a tracked stream and send its bytes (`capture`, `tls_capture`).
+    pub const CAPTURE: u32 = 1;
+    /// JSON-RPC inside an HTTP message (`discover_http`, `tls_discover_http`).
+    pub const DISCOVER_HTTP: u32 = 2;
+    /// An MCP method at the start of the payload (`discover_jsonrpc`,
+    /// `tls_discover_jsonrpc`).
+    pub const DISCOVER_JSONRPC: u32 = 3;
+    /// Slots in each array.
+    pub const COUNT: u32 = 4;
+}
+
+/// Names of the kernel programs' maps, as userspace looks them up (the
+/// kernel side declares them as statics of the same names in
+/// `monitor-ebpf/src/maps.rs`; a test of the loader checks the object).
+pub mod map_name {
+    pub const CONFIG: &str = "CONFIG";
+    pub const EVENTS: &str = "EVENTS";
+    pub const SCRATCH: &str = "SCRATCH";
+    pub const PROCS: &str = "PROCS";
+    pub const STREAMS: &str = "STREAMS";
+    pub const ARGS: &str = "ARGS";
+    pub const COMM_SELECTORS: &str = "COMM_SELECTORS";
+    pub const METHOD_ROOTS: &str = "METHOD_ROOTS";
+    pub const CGROUP_SELECTORS: &str = "CGROUP_SELECTORS";
+    pub const PORT_SELECTORS: &str = "PORT_SELECTORS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const JUMP: &str = "JUMP";
+    pub const TLS_JUMP: &str = "TLS_JUMP";
+    pub const TLS_ARGS: &str = "TLS_ARGS";
+    /// Every map userspace looks up.
+    pub const ALL: [&str; 14] = [
+        CONFIG,
+        EVENTS,
+        SCRATCH,
+        PROCS,
+        STREAMS,
+        ARGS,
+        COMM_SELECTORS,
+        METHOD_ROOTS,
+        CGROUP_SELECTORS,
+        PORT_SELECTORS,
+        COUNTERS,
+        JUMP,
+        TLS_JUMP,
+        TLS_ARGS,
+    ];
+}
+
 /// [`ChunkRecord::flags`] bits.
 pub mod chunk_flags {
     /// The payload was cut at the capture cap; `orig_len` holds the length.

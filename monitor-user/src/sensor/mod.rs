@@ -22,7 +22,8 @@ use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
 };
 use monitor_common::{
-    config_flags, stream_state, Counter, KernelConfig, ProcState, StreamKey, TrackReason, COMM_LEN, METHOD_ROOT_LEN,
+    config_flags, jump_slot, map_name, stream_state, Counter, KernelConfig, ProcState, StreamKey, TrackReason,
+    COMM_LEN, METHOD_ROOT_LEN,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -75,11 +76,11 @@ const TLS_ENTRY_PROBES: &[(&str, &str, bool)] = &[
 
 /// Tail-call stages of the TLS path, by `TLS_JUMP` index (the same indices
 /// as the syscall path's `JUMP`).
-const TLS_STAGES: [(u32, &str); 4] = [
-    (0, "tls_discover"),
-    (1, "tls_capture"),
-    (2, "tls_discover_http"),
-    (3, "tls_discover_jsonrpc"),
+const TLS_STAGES: [(u32, &str); jump_slot::COUNT as usize] = [
+    (jump_slot::DISCOVER, "tls_discover"),
+    (jump_slot::CAPTURE, "tls_capture"),
+    (jump_slot::DISCOVER_HTTP, "tls_discover_http"),
+    (jump_slot::DISCOVER_JSONRPC, "tls_discover_jsonrpc"),
 ];
 
 const SCHED_PROGRAMS: &[(&str, &str)] = &[
@@ -148,9 +149,9 @@ impl Sensor {
         // which on a long path overflows any buffer and takes minutes.
         let mut ebpf = EbpfLoader::new()
             .verifier_log_level(VerifierLogLevel::STATS)
-            .map_max_entries("SCRATCH", ncpus)
-            .map_max_entries("EVENTS", cfg.ring_buffer_bytes)
-            .map_max_entries("ARGS", cfg.max_inflight_syscalls)
+            .map_max_entries(map_name::SCRATCH, ncpus)
+            .map_max_entries(map_name::EVENTS, cfg.ring_buffer_bytes)
+            .map_max_entries(map_name::ARGS, cfg.max_inflight_syscalls)
             .load(EBPF_OBJECT)
             .map_err(|e| anyhow::anyhow!(preflight::explain_load_error(&e)))?;
 
@@ -179,18 +180,18 @@ impl Sensor {
             _pad: 0,
             offsets,
         };
-        Array::<_, KernelConfig>::try_from(ebpf.map_mut("CONFIG").context("CONFIG map")?)?.set(0, kcfg, 0)?;
+        Array::<_, KernelConfig>::try_from(ebpf.map_mut(map_name::CONFIG).context("CONFIG map")?)?.set(0, kcfg, 0)?;
 
         let procs = ProcReader::new("/proc", Path::new("/etc/passwd"));
         install_selectors(&mut ebpf, cfg)?;
 
         // Tail-call targets first: the entry programs jump to them.
-        let mut jump = ProgramArray::try_from(ebpf.take_map("JUMP").context("JUMP map")?)?;
+        let mut jump = ProgramArray::try_from(ebpf.take_map(map_name::JUMP).context("JUMP map")?)?;
         for (index, prog) in [
-            (0u32, "discover"),
-            (1, "capture"),
-            (2, "discover_http"),
-            (3, "discover_jsonrpc"),
+            (jump_slot::DISCOVER, "discover"),
+            (jump_slot::CAPTURE, "capture"),
+            (jump_slot::DISCOVER_HTTP, "discover_http"),
+            (jump_slot::DISCOVER_JSONRPC, "discover_jsonrpc"),
         ] {
             let p: &mut TracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
             p.load().map_err(|e| rejected(prog, e))?;
@@ -227,7 +228,7 @@ impl Sensor {
         fork.attach("sched_process_fork")
             .context("attaching to sched_process_fork")?;
 
-        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map")?)?;
+        let ring = RingBuf::try_from(ebpf.take_map(map_name::EVENTS).context("EVENTS map")?)?;
         // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged,
         // for as long as the AsyncFd that owns the RingBuf lives.
         let ring = unsafe { AsyncFd::register(ring) }
@@ -345,7 +346,7 @@ impl Sensor {
 
     /// Current kernel counters, summed over CPUs.
     pub fn stats(&self) -> anyhow::Result<CaptureStats> {
-        let arr = PerCpuArray::<_, u64>::try_from(self.ebpf.map("COUNTERS").context("COUNTERS map")?)?;
+        let arr = PerCpuArray::<_, u64>::try_from(self.ebpf.map(map_name::COUNTERS).context("COUNTERS map")?)?;
         let mut counters = Vec::with_capacity(Counter::ALL.len());
         for c in Counter::ALL {
             let v = arr.get(&(c as u32), 0)?;
@@ -414,7 +415,7 @@ impl Sensor {
         };
         match self
             .ebpf
-            .map_mut("STREAMS")
+            .map_mut(map_name::STREAMS)
             .map(BpfHashMap::<_, StreamKey, u8>::try_from)
         {
             Some(Ok(mut m)) => {
@@ -430,11 +431,11 @@ impl Sensor {
 /// Map sizes for the verifier probe: small (the verifier does not look at
 /// them), the ring a page-aligned power of two.
 const PROBE_MAP_SIZES: &[(&str, u32)] = &[
-    ("EVENTS", 1 << 16),
-    ("ARGS", 1024),
-    ("TLS_ARGS", 1024),
-    ("PROCS", 1024),
-    ("STREAMS", 1024),
+    (map_name::EVENTS, 1 << 16),
+    (map_name::ARGS, 1024),
+    (map_name::TLS_ARGS, 1024),
+    (map_name::PROCS, 1024),
+    (map_name::STREAMS, 1024),
 ];
 
 /// The verifier's cost of each program on this kernel (`mcp-monitor check`).
@@ -457,7 +458,7 @@ fn rejected(prog: &str, e: aya::programs::ProgramError) -> anyhow::Error {
 
 /// Loads the TLS programs and fills their tail-call map.
 fn load_tls(ebpf: &mut Ebpf) -> anyhow::Result<ProgramArray<MapData>> {
-    let mut jump = ProgramArray::try_from(ebpf.take_map("TLS_JUMP").context("TLS_JUMP map")?)?;
+    let mut jump = ProgramArray::try_from(ebpf.take_map(map_name::TLS_JUMP).context("TLS_JUMP map")?)?;
     for (index, prog) in TLS_STAGES {
         let p: &mut UProbe = ebpf.program_mut(prog).context(prog)?.try_into()?;
         p.load().map_err(|e| rejected(prog, e))?;
@@ -503,8 +504,9 @@ fn attach_tls_file(ebpf: &mut Ebpf, path: &Path) -> anyhow::Result<Vec<&'static 
 /// Fills the discovery and selector maps and marks already-running selected processes
 /// (and their descendants) as tracked.
 fn install_selectors(ebpf: &mut Ebpf, cfg: &CaptureConfig) -> anyhow::Result<()> {
-    let mut roots =
-        BpfHashMap::<_, [u8; METHOD_ROOT_LEN], u8>::try_from(ebpf.map_mut("METHOD_ROOTS").context("METHOD_ROOTS")?)?;
+    let mut roots = BpfHashMap::<_, [u8; METHOD_ROOT_LEN], u8>::try_from(
+        ebpf.map_mut(map_name::METHOD_ROOTS).context("METHOD_ROOTS")?,
+    )?;
     for r in crate::mcp::method_roots() {
         let mut k = [0u8; METHOD_ROOT_LEN];
         k[..r.len()].copy_from_slice(r.as_bytes());
@@ -512,15 +514,16 @@ fn install_selectors(ebpf: &mut Ebpf, cfg: &CaptureConfig) -> anyhow::Result<()>
     }
     let sel = &cfg.selectors;
     if !sel.executables.is_empty() {
-        let mut comms =
-            BpfHashMap::<_, [u8; COMM_LEN], u8>::try_from(ebpf.map_mut("COMM_SELECTORS").context("COMM_SELECTORS")?)?;
+        let mut comms = BpfHashMap::<_, [u8; COMM_LEN], u8>::try_from(
+            ebpf.map_mut(map_name::COMM_SELECTORS).context("COMM_SELECTORS")?,
+        )?;
         for e in &sel.executables {
             comms.insert(comm_key(e), 1, 0)?;
         }
     }
     if !sel.cgroups.is_empty() {
         let mut cgs =
-            BpfHashMap::<_, u64, u8>::try_from(ebpf.map_mut("CGROUP_SELECTORS").context("CGROUP_SELECTORS")?)?;
+            BpfHashMap::<_, u64, u8>::try_from(ebpf.map_mut(map_name::CGROUP_SELECTORS).context("CGROUP_SELECTORS")?)?;
         for c in &sel.cgroups {
             let id = cgroup_id(c)?;
             cgs.insert(id, 1, 0)?;
@@ -528,7 +531,8 @@ fn install_selectors(ebpf: &mut Ebpf, cfg: &CaptureConfig) -> anyhow::Result<()>
         }
     }
     if !sel.ports.is_empty() {
-        let mut ports = BpfHashMap::<_, u16, u8>::try_from(ebpf.map_mut("PORT_SELECTORS").context("PORT_SELECTORS")?)?;
+        let mut ports =
+            BpfHashMap::<_, u16, u8>::try_from(ebpf.map_mut(map_name::PORT_SELECTORS).context("PORT_SELECTORS")?)?;
         for p in &sel.ports {
             ports.insert(*p, 1, 0)?;
         }
@@ -569,7 +573,7 @@ fn install_selectors(ebpf: &mut Ebpf, cfg: &CaptureConfig) -> anyhow::Result<()>
     if roots.is_empty() {
         return Ok(());
     }
-    let mut tracked = BpfHashMap::<_, u32, ProcState>::try_from(ebpf.map_mut("PROCS").context("PROCS")?)?;
+    let mut tracked = BpfHashMap::<_, u32, ProcState>::try_from(ebpf.map_mut(map_name::PROCS).context("PROCS")?)?;
     let mut queue = roots;
     let mut seen = HashSet::new();
     while let Some(pid) = queue.pop() {
@@ -651,5 +655,21 @@ mod tests {
         let Ok(btf) = kernel_btf() else { return };
         let o = btf.kernel_offsets().expect("all members present");
         assert!(o.task_files > 0 && o.file_inode > 0 && o.inode_ino > 0);
+    }
+
+    #[test]
+    fn the_object_has_every_map_and_stage_the_loader_looks_up() {
+        assert!(
+            !EBPF_OBJECT.is_empty(),
+            "built with MCP_MONITOR_SKIP_EBPF=1: no kernel programs to check"
+        );
+        let obj = aya_obj::Object::parse(EBPF_OBJECT).unwrap();
+        for name in map_name::ALL {
+            assert!(obj.maps.contains_key(name), "no map {name} in the object");
+        }
+        let stages = ["discover", "capture", "discover_http", "discover_jsonrpc"];
+        for name in stages.iter().chain(TLS_STAGES.iter().map(|(_, n)| n)) {
+            assert!(obj.programs.contains_key(*name), "no program {name} in the object");
+        }
     }
 }

@@ -1,0 +1,235 @@
+//! The capture stage of the syscall path: the stream's state in `STREAMS`
+//! (capture, ignore, look again) and the chunk header of what is sent.
+
+use aya_ebpf::EbpfContext;
+use aya_ebpf::macros::tracepoint;
+use aya_ebpf::maps::ProgramArray;
+use aya_ebpf::programs::TracePointContext;
+use monitor_common::{ChunkRecord, Counter, Direction, FdKind, KernelConfig, RecordKind, StreamKey, Syscall, TrackReason, chunk_flags, config_flags, jump_slot, stream_state};
+use crate::{discovery::starts_like_json, emit::{HDR, emit_rest, fill_chunk_header, ring_flags, scratch}, kernel_read::{conn_tuple, file_info}, maps::{EVENTS, JUMP, LAST_TCP_READ, STREAMS, TRANSFER, config, count}, tracking::track, transfer::Transfer};
+
+/// Tail-call target: classify the descriptor, consult the stream decision,
+/// and send a chunk (ingress) or a writer notice (egress).
+#[tracepoint]
+pub fn capture(ctx: TracePointContext) -> u32 {
+    let Some(cfg) = config() else { return 0 };
+    let Some(tp) = TRANSFER.get(0) else { return 0 };
+    let t = *tp;
+    let Some(scratch) = scratch() else { return 0 };
+    // A transfer under way already has its header in the scratch area.
+    if t.pieces == 0 {
+        match capture_header(cfg, scratch, &t) {
+            Header::Send => {}
+            Header::Skip => return 0,
+            Header::Relook => return relook(&ctx, &JUMP),
+        }
+    }
+    emit_rest(&ctx, &JUMP, cfg, scratch, header_flags(scratch));
+    0
+}
+
+/// Keeps the stream's key in the transfer (for `mark_gap`); after a lost
+/// chunk (`AFTER_GAP`), flags the first chunk of this transfer (through
+/// `Transfer::gap`, in memory: flags in a register would double the
+/// verifier's walk of `emit_rest`) and puts the stream back to plain
+/// capture.
+#[inline(always)]
+pub(crate) fn keep_stream(key: &StreamKey, state: u8) {
+    let Some(t) = TRANSFER.get_ptr_mut(0) else { return };
+    unsafe { (*t).key = *key };
+    if state == stream_state::AFTER_GAP {
+        if STREAMS.insert(key, &stream_state::CAPTURE, 0).is_err() {
+            count(Counter::DropStreamMapFull, 1);
+        }
+        unsafe { (*t).gap = chunk_flags::GAP_BEFORE };
+    }
+}
+
+/// No entry in `STREAMS` (no `stream_state` value is 0).
+pub(crate) const NO_STATE: u8 = 0;
+
+/// What the first run of a capture stage decided for the transfer.
+pub(crate) enum Header {
+    /// The header is in the scratch area: send the payload.
+    Send,
+    /// Nothing (more) to send.
+    Skip,
+    /// An ignored stream's transfer that starts like MCP: run the
+    /// discovery stages on it; a hit comes back resumed.
+    Relook,
+}
+
+/// No stream is judged for good by what came first (a banner, an OAuth
+/// discovery request, a throwaway request sent to blind us): a transfer of
+/// an ignored stream that starts like MCP goes through discovery again.
+/// Costs one 16-byte read per transfer of an ignored stream of a tracked
+/// process, and the discovery scan for those that start with `{`, `[`,
+/// `POST ` or `HTTP/1.`.
+#[inline(always)]
+pub(crate) fn relook<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u32 {
+    let Some(t) = TRANSFER.get_ptr_mut(0) else { return 0 };
+    count(Counter::Relooks, 1);
+    unsafe {
+        (*t).relook = 1;
+        jump.tail_call(ctx, jump_slot::DISCOVER);
+    }
+    count(Counter::DropTailCall, 1);
+    0
+}
+
+/// The decision for an ignored stream `key`: skip the transfer, look at it
+/// again, or (discovery found MCP in it) capture the stream again from
+/// here, and its other direction from its next transfer.
+#[inline(always)]
+pub(crate) fn ignored_stream(key: &StreamKey, t: &Transfer) -> Header {
+    if t.discovered == 0 {
+        if t.relook == 0 && starts_like_json(t.first_buf, t.first_len) {
+            return Header::Relook;
+        }
+        return Header::Skip;
+    }
+    count(Counter::Resumed, 1);
+    if STREAMS.insert(key, &stream_state::CAPTURE, 0).is_err() {
+        count(Counter::DropStreamMapFull, 1);
+    }
+    let other = StreamKey {
+        direction: if key.direction == Direction::Ingress as u8 {
+            Direction::Egress as u8
+        } else {
+            Direction::Ingress as u8
+        },
+        ..*key
+    };
+    if unsafe { STREAMS.get(&other) }.copied() == Some(stream_state::IGNORE) {
+        let _ = STREAMS.remove(&other);
+    }
+    Header::Send
+}
+
+/// The flags to send the rest of a transfer with: those of the header in
+/// the scratch area, without the per-chunk ones. One `emit_rest` per stage,
+/// fed from memory, keeps the verifier to one walk of it (two call sites,
+/// with flags it knew as constants, doubled `capture`'s cost).
+#[inline(always)]
+pub(crate) fn header_flags(scratch: *mut u8) -> u8 {
+    let rec = unsafe { &*(scratch as *const ChunkRecord) };
+    rec.flags & !(chunk_flags::TRUNCATED | chunk_flags::COPY_FAILED)
+}
+
+/// First run of `capture` for a transfer: classify the descriptor, apply
+/// the stream decision, send the writer notice of a local write, or fill
+/// the chunk header for the payload.
+#[inline(always)]
+pub(crate) fn capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer) -> Header {
+    let (Some(syscall), Some(dir)) = (Syscall::from_u8(t.syscall), Direction::from_u8(t.direction)) else {
+        return Header::Skip;
+    };
+    let pid_tgid = t.pid_tgid;
+    let tgid = (pid_tgid >> 32) as u32;
+    let fd = t.fd;
+    let Some(fi) = file_info(cfg, fd, dir) else { return Header::Skip };
+    let tcp = matches!(fi.kind, FdKind::Tcp4 | FdKind::Tcp6);
+    if tcp && dir == Direction::Ingress {
+        // TLS over memory BIOs (asyncio, node): the socket is read, then
+        // SSL_read runs on the same thread; this names the socket of an
+        // SSL object that was never given one through SSL_set_fd.
+        let _ = LAST_TCP_READ.insert(&pid_tgid, &fd, 0);
+    }
+    if !(fi.kind.is_local_ipc() || (tcp && cfg.flags & config_flags::CAPTURE_TCP != 0)) {
+        return Header::Skip;
+    }
+    let key = StreamKey {
+        tgid,
+        fd,
+        inode: fi.inode,
+        direction: dir as u8,
+        _pad: [0; 7],
+    };
+    // 0 for none: an `Option<u8>` lets LLVM carry an undefined payload
+    // register along the `None` path, which the verifier refuses to read.
+    let state = unsafe { STREAMS.get(&key) }.copied().unwrap_or(NO_STATE);
+    let mut flags = 0u8;
+    if state == stream_state::IGNORE_QUIET {
+        return Header::Skip;
+    }
+    if state == stream_state::IGNORE {
+        // TCP writes are captured at exit only.
+        if dir == Direction::Egress && t.at_exit == 0 {
+            return Header::Skip;
+        }
+        match ignored_stream(&key, t) {
+            Header::Send => flags |= chunk_flags::RESUMED | chunk_flags::NEW_STREAM,
+            other => return other,
+        }
+    }
+    if t.relook != 0 {
+        // A tracked process keeps its reason.
+        flags |= chunk_flags::TRACKED;
+    } else if t.discovered != 0 {
+        flags |= chunk_flags::DISCOVERED;
+        count(Counter::DiscoveryHits, 1);
+        track(tgid, t.start_ns, TrackReason::Discovered);
+    } else {
+        flags |= chunk_flags::TRACKED;
+    }
+
+    if dir == Direction::Egress && tcp {
+        // TCP payloads are taken at syscall exit, with the accepted count.
+        if t.at_exit == 0 {
+            return Header::Skip;
+        }
+    } else if dir == Direction::Egress {
+        // Local IPC writes: one notice per stream, no payload, at entry.
+        if state != NO_STATE || t.at_exit != 0 {
+            return Header::Skip;
+        }
+        if STREAMS.insert(&key, &stream_state::WRITER_NOTIFIED, 0).is_err() {
+            count(Counter::DropStreamMapFull, 1);
+        }
+        let rec = unsafe { &mut *(scratch as *mut ChunkRecord) };
+        fill_chunk_header(
+            rec,
+            RecordKind::WriterNotice,
+            pid_tgid,
+            t.start_ns,
+            fd,
+            syscall,
+            dir,
+            &fi,
+            flags | chunk_flags::NEW_STREAM,
+        );
+        rec.orig_len = t.total;
+        let data = unsafe { core::slice::from_raw_parts(scratch as *const u8, HDR) };
+        if EVENTS.output::<[u8]>(data, ring_flags()).is_err() {
+            count(Counter::DropRingFull, 1);
+        } else {
+            count(Counter::Records, 1);
+        }
+        return Header::Skip;
+    }
+
+    if state == NO_STATE {
+        flags |= chunk_flags::NEW_STREAM;
+        if STREAMS.insert(&key, &stream_state::CAPTURE, 0).is_err() {
+            count(Counter::DropStreamMapFull, 1);
+        }
+    }
+    keep_stream(&key, state);
+
+    let rec = unsafe { &mut *(scratch as *mut ChunkRecord) };
+    fill_chunk_header(
+        rec,
+        RecordKind::Chunk,
+        pid_tgid,
+        t.start_ns,
+        fd,
+        syscall,
+        dir,
+        &fi,
+        flags,
+    );
+    if tcp {
+        rec.conn = conn_tuple(cfg, fi.channel, fi.kind);
+    }
+    Header::Send
+}

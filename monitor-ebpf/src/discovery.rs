@@ -1,0 +1,340 @@
+//! The discovery stages: does an untracked stream start like JSON-RPC, HTTP
+//! carrying it, or an MCP method? Shared by the syscall path (`JUMP`) and
+//! the TLS path (`TLS_JUMP`), each stage a tracepoint and a uprobe twin.
+
+use aya_ebpf::EbpfContext;
+use aya_ebpf::helpers::generated::bpf_probe_read_user;
+use aya_ebpf::macros::{tracepoint, uprobe};
+use aya_ebpf::maps::ProgramArray;
+use aya_ebpf::programs::{ProbeContext, TracePointContext};
+use core::ffi::c_void;
+use monitor_common::{Counter, KernelConfig, MAX_DISCOVERY_WINDOW, METHOD_ROOT_LEN, jump_slot};
+use crate::{emit::{HDR, scratch}, maps::{JUMP, METHOD_ROOTS, TLS_JUMP, TRANSFER, config, count}, transfer::{copied_window_len, discovered}};
+
+/// True when the buffer starts like an MCP message: the first
+/// non-whitespace byte opens a JSON object or array (stdio), or it starts an
+/// HTTP POST or an HTTP/1.x response (MCP over HTTP). The cheap first filter
+/// for untracked processes; `discover` then looks for `"jsonrpc"`.
+#[inline(always)]
+pub(crate) fn starts_like_json(buf: u64, len: u64) -> bool {
+    // 32 bytes of room for at most 16 read: the mask after `black_box`
+    // bounds the register actually passed to the helper (LLVM otherwise
+    // compares one copy of `len` and passes another, unbounded one).
+    let mut head = [0u8; 32];
+    let n = if len < 16 { len } else { 16 };
+    let n = core::hint::black_box(n) as u32 & 0x1f;
+    if n == 0 || n > 16 {
+        return false;
+    }
+    let r = unsafe { bpf_probe_read_user(head.as_mut_ptr() as *mut c_void, n, buf as *const c_void) };
+    if r != 0 {
+        return false;
+    }
+    if n >= 8
+        && ((head[0] == b'P' && head[1] == b'O' && head[2] == b'S' && head[3] == b'T' && head[4] == b' ')
+            || (head[0] == b'H'
+                && head[1] == b'T'
+                && head[2] == b'T'
+                && head[3] == b'P'
+                && head[4] == b'/'
+                && head[5] == b'1'
+                && head[6] == b'.'))
+    {
+        return true;
+    }
+    let mut i = 0usize;
+    while i < 16 {
+        if i as u32 >= n {
+            return false;
+        }
+        let c = head[i];
+        if c == b'{' || c == b'[' {
+            return true;
+        }
+        if !(c == b' ' || c == b'\n' || c == b'\r' || c == b'\t') {
+            return false;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// `n & mask`, computed so that the mask reaches the verifier. Sizes passed
+/// to `bpf_probe_read_user` are first clamped with `min`-like compares; LLVM
+/// then finds a later mask and bound check redundant and drops them, and
+/// what is left is a register-to-register `min`, from which verifiers
+/// before 6.8 learn no bound (5.10 and 6.1 reject the program: "R2 min value
+/// is negative"). `black_box` hides the value from LLVM, so the mask stays
+/// on the very register passed on. Follow it with the `> MAX` check.
+#[inline(always)]
+pub(crate) fn verifier_bound(n: u64, mask: u64) -> u64 {
+    core::hint::black_box(n) & mask
+}
+
+/// Copies up to the discovery window of the buffer into the scratch payload
+/// area; returns the number of bytes copied (0 if too short or unreadable).
+#[inline(always)]
+pub(crate) fn copy_window(cfg: &KernelConfig, scratch: *mut u8, buf: u64, len: u64) -> usize {
+    let mut n = cfg.discovery_window as u64;
+    if n > MAX_DISCOVERY_WINDOW as u64 {
+        n = MAX_DISCOVERY_WINDOW as u64;
+    }
+    if len < n {
+        n = len;
+    }
+    if n < 9 {
+        return 0;
+    }
+    let n = verifier_bound(n, MAX_DISCOVERY_WINDOW as u64 * 2 - 1) as u32;
+    if n as usize > MAX_DISCOVERY_WINDOW {
+        return 0;
+    }
+    let dst = unsafe { scratch.add(HDR) };
+    if unsafe { bpf_probe_read_user(dst as *mut c_void, n, buf as *const c_void) } != 0 {
+        return 0;
+    }
+    n as usize
+}
+
+/// Looks for the `"jsonrpc"` key in the `n` window bytes at the scratch
+/// payload area. Keep this the last check before the tail call: every exit
+/// of its loop is a separate verifier state, so little may follow it.
+#[inline(always)]
+pub(crate) fn window_has_jsonrpc(scratch: *mut u8, n: usize) -> bool {
+    window_has_key(scratch, n, u64::from_be_bytes(*b"jsonrpc\""), b'"')
+}
+
+/// Looks for `text/event-stream` (as `n` + `t-stream`) in the window: MCP
+/// clients accept it on every POST (Streamable HTTP), and the head of the
+/// first request is often written before its JSON body.
+#[inline(always)]
+pub(crate) fn window_has_event_stream(scratch: *mut u8, n: usize) -> bool {
+    window_has_key(scratch, n, u64::from_be_bytes(*b"t-stream"), b'n')
+}
+
+/// Looks for the nine bytes `first` + `key` in the window.
+#[inline(always)]
+pub(crate) fn window_has_key(scratch: *mut u8, n: usize, key: u64, first: u8) -> bool {
+    let dst = unsafe { scratch.add(HDR) };
+    // Rolling window over the last eight bytes; the ninth byte, the opening
+    // quote, is the one shifted out. The loop body has no data-dependent
+    // branch: a "found" branch per byte would give the verifier a new,
+    // unprunable state per position (and the program would not load). The
+    // match is accumulated arithmetically instead; `black_box` keeps LLVM
+    // from turning the zero test back into a compare-and-branch.
+    let mut window = 0u64;
+    let mut found = 0u64;
+    let mut i = 0usize;
+    while i < MAX_DISCOVERY_WINDOW {
+        if i >= n {
+            break;
+        }
+        // SAFETY: i < n <= MAX_DISCOVERY_WINDOW < MAX_CAPTURE.
+        let b = unsafe { *dst.add(i) };
+        let out = window >> 56;
+        window = (window << 8) | b as u64;
+        let d = (window ^ key) | (out ^ first as u64);
+        // Top bit of d | -d is set exactly when d != 0.
+        let nonzero = core::hint::black_box(d | d.wrapping_neg()) >> 63;
+        found |= nonzero ^ 1;
+        i += 1;
+    }
+    found != 0
+}
+
+#[inline(always)]
+pub(crate) fn is_ws(c: u8) -> bool {
+    c == b' ' || c == b'\n' || c == b'\r' || c == b'\t'
+}
+
+/// Second discovery signature, for messages whose `"jsonrpc"` key comes
+/// after a large `params` (the TypeScript SDK writes `{"method":...,
+/// "params":...,"jsonrpc":"2.0"}`): an object whose first key is `"method"`
+/// with a known MCP method root. Reads the window already copied to the
+/// scratch area by `copy_window` (`n` valid bytes).
+#[inline(always)]
+pub(crate) fn starts_with_mcp_method(scratch: *mut u8, n: usize) -> bool {
+    let p = unsafe { scratch.add(HDR) };
+    // SAFETY (all reads): indices are masked below the window size, which
+    // lies inside the scratch value.
+    let at = |i: usize| -> u8 {
+        if i < n {
+            unsafe { *p.add(i & (MAX_DISCOVERY_WINDOW - 1)) }
+        } else {
+            0
+        }
+    };
+    let mut i = 0usize;
+    let mut k = 0;
+    while k < 8 && is_ws(at(i)) {
+        i += 1;
+        k += 1;
+    }
+    if at(i) != b'{' {
+        return false;
+    }
+    i += 1;
+    k = 0;
+    while k < 8 && is_ws(at(i)) {
+        i += 1;
+        k += 1;
+    }
+    let key = b"\"method\"";
+    let mut j = 0;
+    while j < key.len() {
+        if at(i + j) != key[j] {
+            return false;
+        }
+        j += 1;
+    }
+    i += key.len();
+    k = 0;
+    while k < 8 && is_ws(at(i)) {
+        i += 1;
+        k += 1;
+    }
+    if at(i) != b':' {
+        return false;
+    }
+    i += 1;
+    k = 0;
+    while k < 8 && is_ws(at(i)) {
+        i += 1;
+        k += 1;
+    }
+    if at(i) != b'"' {
+        return false;
+    }
+    i += 1;
+    let mut root = [0u8; METHOD_ROOT_LEN];
+    let mut j = 0;
+    while j < METHOD_ROOT_LEN {
+        let c = at(i + j);
+        if c == b'/' || c == b'"' {
+            break;
+        }
+        if c == 0 || c == b'\\' {
+            return false;
+        }
+        root[j] = c;
+        j += 1;
+    }
+    if j == 0 || j == METHOD_ROOT_LEN {
+        return false;
+    }
+    unsafe { METHOD_ROOTS.get(&root) }.is_some()
+}
+
+/// Tail-call target: does the payload start like an MCP message (a
+/// `"method"` with an MCP method root, or a `"jsonrpc"` key in the window)?
+#[tracepoint]
+pub fn discover(ctx: TracePointContext) -> u32 {
+    discover_stage(&ctx, &JUMP)
+}
+
+/// [`discover`] for TLS plaintext.
+#[uprobe]
+pub fn tls_discover(ctx: ProbeContext) -> u32 {
+    discover_stage(&ctx, &TLS_JUMP)
+}
+
+#[inline(always)]
+pub(crate) fn discover_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u32 {
+    let Some(cfg) = config() else { return 0 };
+    let Some(t) = TRANSFER.get_ptr_mut(0) else { return 0 };
+    let Some(scratch) = scratch() else { return 0 };
+    let (first_buf, first_len) = unsafe { ((*t).first_buf, (*t).first_len) };
+    let n = copy_window(cfg, scratch, first_buf, first_len);
+    if n == 0 {
+        return 0;
+    }
+    // Cheap signature first; the 1 KiB scan must come last (see
+    // window_has_jsonrpc).
+    // SAFETY: n >= 1 bytes were copied to the payload area; 5 are read
+    // only when present.
+    // SAFETY: n >= 9 bytes were copied (copy_window).
+    let http_head = n >= 8 && unsafe {
+        let p = scratch.add(HDR);
+        (*p == b'P' && *p.add(1) == b'O' && *p.add(2) == b'S' && *p.add(3) == b'T' && *p.add(4) == b' ')
+            || (*p == b'H'
+                && *p.add(1) == b'T'
+                && *p.add(2) == b'T'
+                && *p.add(3) == b'P'
+                && *p.add(4) == b'/'
+                && *p.add(5) == b'1'
+                && *p.add(6) == b'.')
+    };
+    if http_head {
+        // MCP clients accept text/event-stream on every POST, and the
+        // legacy transport's GET stream is answered with it (its head
+        // often written apart from the first event); that is looked for
+        // in its own program (a second scan here would not verify).
+        unsafe { jump.tail_call(ctx, jump_slot::DISCOVER_HTTP) };
+        count(Counter::DropTailCall, 1);
+        return 0;
+    }
+    if !starts_with_mcp_method(scratch, n) && !window_has_jsonrpc(scratch, n) {
+        return 0;
+    }
+    discovered(ctx, jump, t)
+}
+
+/// Tail-call target of `discover` for an HTTP POST or response: MCP if
+/// its head names `text/event-stream` (Streamable HTTP clients accept it on
+/// every POST; SSE streams, the legacy transport's included, answer with
+/// it). The window is already in the scratch area.
+#[tracepoint]
+pub fn discover_http(ctx: TracePointContext) -> u32 {
+    discover_http_stage(&ctx, &JUMP)
+}
+
+/// [`discover_http`] for TLS plaintext.
+#[uprobe]
+pub fn tls_discover_http(ctx: ProbeContext) -> u32 {
+    discover_http_stage(&ctx, &TLS_JUMP)
+}
+
+#[inline(always)]
+pub(crate) fn discover_http_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u32 {
+    let Some(cfg) = config() else { return 0 };
+    let Some(t) = TRANSFER.get_ptr_mut(0) else { return 0 };
+    let Some(scratch) = scratch() else { return 0 };
+    let n = copied_window_len(cfg, unsafe { (*t).first_len });
+    if n == 0 || n > MAX_DISCOVERY_WINDOW {
+        return 0;
+    }
+    if !window_has_event_stream(scratch, n) {
+        // A POST of JSON-RPC without the Streamable HTTP Accept header (the
+        // legacy HTTP+SSE transport's messages), or a JSON response: look
+        // for "jsonrpc".
+        unsafe { jump.tail_call(ctx, jump_slot::DISCOVER_JSONRPC) };
+        count(Counter::DropTailCall, 1);
+        return 0;
+    }
+    discovered(ctx, jump, t)
+}
+
+/// Tail-call target of `discover_http`: an HTTP POST whose window holds
+/// `"jsonrpc"`.
+#[tracepoint]
+pub fn discover_jsonrpc(ctx: TracePointContext) -> u32 {
+    discover_jsonrpc_stage(&ctx, &JUMP)
+}
+
+/// [`discover_jsonrpc`] for TLS plaintext.
+#[uprobe]
+pub fn tls_discover_jsonrpc(ctx: ProbeContext) -> u32 {
+    discover_jsonrpc_stage(&ctx, &TLS_JUMP)
+}
+
+#[inline(always)]
+pub(crate) fn discover_jsonrpc_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u32 {
+    let Some(cfg) = config() else { return 0 };
+    let Some(t) = TRANSFER.get_ptr_mut(0) else { return 0 };
+    let Some(scratch) = scratch() else { return 0 };
+    let n = copied_window_len(cfg, unsafe { (*t).first_len });
+    if n == 0 || n > MAX_DISCOVERY_WINDOW || !window_has_jsonrpc(scratch, n) {
+        return 0;
+    }
+    discovered(ctx, jump, t)
+}

@@ -1,0 +1,263 @@
+//! Writing records to the ring buffer: chunk headers and payload pieces
+//! (continued by tail calls for large transfers) and process records.
+
+use aya_ebpf::EbpfContext;
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_uid_gid};
+use aya_ebpf::helpers::generated::{bpf_get_current_cgroup_id, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_probe_read_user};
+use aya_ebpf::maps::ProgramArray;
+use core::ffi::c_void;
+use monitor_common::{ABI_VERSION, COMM_LEN, ChunkRecord, Counter, Direction, KernelConfig, MAX_CAPTURE, MAX_IOVECS, ProcessRecord, RecordHeader, RecordKind, SCRATCH_SIZE, Syscall, chunk_flags, jump_slot};
+use crate::{discovery::verifier_bound, kernel_read::FileInfo, maps::{EVENTS, SCRATCH, TRANSFER, config, count}, transfer::{Transfer, iovec, mark_gap}};
+
+pub(crate) const HDR: usize = core::mem::size_of::<ChunkRecord>();
+
+pub(crate) const BPF_RB_AVAIL_DATA: u64 = 0;
+
+pub(crate) const BPF_RB_NO_WAKEUP: u64 = 1;
+
+pub(crate) const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
+/// Ring-buffer output flags: wake the agent only when enough data waits.
+#[inline(always)]
+pub(crate) fn ring_flags() -> u64 {
+    let threshold = match config() {
+        Some(c) if c.wakeup_bytes > 0 => c.wakeup_bytes as u64,
+        _ => return 0,
+    };
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
+#[inline(always)]
+pub(crate) fn scratch() -> Option<*mut u8> {
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    match SCRATCH.get_ptr_mut(cpu) {
+        Some(p) => Some(p as *mut u8),
+        None => {
+            count(Counter::DropNoScratch, 1);
+            None
+        }
+    }
+}
+
+#[inline(always)]
+pub(crate) fn fill_header(h: &mut RecordHeader, kind: RecordKind, pid_tgid: u64, start_ns: u64) {
+    h.kind = kind as u16;
+    h._reserved = 0;
+    h.abi = ABI_VERSION;
+    h.ts_ns = unsafe { bpf_ktime_get_boot_ns() };
+    h.tgid = (pid_tgid >> 32) as u32;
+    h.tid = pid_tgid as u32;
+    h.start_ns = start_ns;
+    h.comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
+}
+
+/// Fills the chunk header in the scratch area (payload fields excepted).
+#[inline(always)]
+pub(crate) fn fill_chunk_header(
+    rec: &mut ChunkRecord,
+    kind: RecordKind,
+    pid_tgid: u64,
+    start_ns: u64,
+    fd: i32,
+    syscall: Syscall,
+    dir: Direction,
+    fi: &FileInfo,
+    flags: u8,
+) {
+    fill_header(&mut rec.header, kind, pid_tgid, start_ns);
+    let ug = bpf_get_current_uid_gid();
+    rec.uid = ug as u32;
+    rec.gid = (ug >> 32) as u32;
+    rec.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    rec.fd = fd;
+    rec.syscall = syscall as u8;
+    rec.direction = dir as u8;
+    rec.fd_kind = fi.kind as u8;
+    rec.flags = flags;
+    rec.inode = fi.inode;
+    rec.channel = fi.channel;
+    rec.peer = fi.peer;
+    rec.orig_len = 0;
+    rec.captured_len = 0;
+    rec.segment = 0;
+    rec.conn = Default::default();
+}
+
+/// Copies `len` bytes at user address `src` after the header already in
+/// `scratch` and sends header + payload to userspace. A chunk the ring
+/// buffer cannot take marks the next one of the transfer `GAP_BEFORE`
+/// (`Transfer::gap`, kept in the map: a flag in a register would double
+/// the verifier's states at every chunk), so userspace never joins the
+/// bytes on both sides of the hole.
+#[inline(always)]
+pub(crate) fn emit_chunk(cfg: &KernelConfig, t: *mut Transfer, scratch: *mut u8, src: u64, len: u64, segment: u32, flags: u8) {
+    let rec = unsafe { &mut *(scratch as *mut ChunkRecord) };
+    let mut cap = cfg.capture_cap as u64;
+    if cap > MAX_CAPTURE as u64 {
+        cap = MAX_CAPTURE as u64;
+    }
+    let mut n = len;
+    let mut flags = flags;
+    if n > cap {
+        n = cap;
+        flags |= chunk_flags::TRUNCATED;
+        count(Counter::Truncated, 1);
+    }
+    // Keep the verifier's view of `n` bounded by the scratch payload area.
+    let n = verifier_bound(n, MAX_CAPTURE as u64 * 2 - 1) as usize;
+    if n > MAX_CAPTURE {
+        return;
+    }
+    let mut copied = n;
+    if n > 0 {
+        let dst = unsafe { scratch.add(HDR) } as *mut c_void;
+        if unsafe { bpf_probe_read_user(dst, n as u32, src as *const c_void) } != 0 {
+            flags |= chunk_flags::COPY_FAILED;
+            copied = 0;
+            count(Counter::DropCopyFailed, 1);
+        }
+    }
+    // Volatile: forwarded from the previous chunk's store, the gap would
+    // be a value the verifier knows, and each chunk would double its walk.
+    rec.flags = flags | unsafe { core::ptr::read_volatile(&(*t).gap) };
+    rec.orig_len = len;
+    rec.captured_len = copied as u32;
+    rec.segment = segment;
+    let total = HDR + copied;
+    if total > SCRATCH_SIZE {
+        return;
+    }
+    let data = unsafe { core::slice::from_raw_parts(scratch as *const u8, total) };
+    // A new stream needs a verdict from userspace (capture or ignore): wake
+    // it now rather than at its next poll, so rejected streams stop costing
+    // anything within microseconds.
+    let wake = if flags & chunk_flags::NEW_STREAM != 0 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        ring_flags()
+    };
+    if EVENTS.output::<[u8]>(data, wake).is_err() {
+        count(Counter::DropRingFull, 1);
+        unsafe { (*t).gap = chunk_flags::GAP_BEFORE };
+        // And the stream's next transfer, should this be its last chunk.
+        mark_gap(t);
+        return;
+    }
+    unsafe { (*t).gap = 0 };
+    count(Counter::Records, 1);
+    count(Counter::PayloadBytes, copied as u64);
+}
+
+/// Most tail calls back into the capture stage for one transfer. A
+/// tail-call chain holds at most 33 programs; discovery uses up to four.
+pub(crate) const MAX_PIECES: u8 = 24;
+
+/// Sends what is left of the transfer, at most a capture cap per chunk:
+/// the plain range first (one piece, then a tail call back into the
+/// capture stage, `jump_slot::CAPTURE` of `jump`, for the rest of it), then the
+/// iovecs from `iov_next`, small ones directly and a large one by making it
+/// the range. A loop over pieces would not verify; the tail call gives each
+/// piece a fresh program run. Should the chain end early, the rest of the
+/// range goes out as one truncated chunk so userspace sees the gap.
+#[inline(always)]
+pub(crate) fn emit_rest<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &KernelConfig, scratch: *mut u8, flags: u8) {
+    let Some(t) = TRANSFER.get_ptr_mut(0) else { return };
+    let (buf, len, pieces) = unsafe { ((*t).range_buf, (*t).range_len, (*t).pieces) };
+    let mut cap = cfg.capture_cap as u64;
+    if cap > MAX_CAPTURE as u64 {
+        cap = MAX_CAPTURE as u64;
+    }
+    // Only the first chunk of a transfer carries the stream flags.
+    let later = flags
+        & !(chunk_flags::NEW_STREAM | chunk_flags::DISCOVERED | chunk_flags::RESUMED | chunk_flags::GAP_BEFORE);
+    let mut flags = flags;
+    if len > 0 {
+        if len > cap && cap > 0 && pieces < MAX_PIECES {
+            emit_chunk(cfg, t, scratch, buf, cap, 0, flags);
+            unsafe {
+                // The next run takes its flags from the header.
+                (*(scratch as *mut ChunkRecord)).flags = later;
+                (*t).range_buf = buf + cap;
+                (*t).range_len = len - cap;
+                (*t).pieces = pieces + 1;
+                jump.tail_call(ctx, jump_slot::CAPTURE);
+            }
+            // The chain ended early: the rest goes out cut (TRUNCATED),
+            // which userspace treats as a hole after it anyway.
+            count(Counter::DropTailCall, 1);
+            emit_chunk(cfg, t, scratch, buf + cap, len - cap, 0, later);
+            return;
+        }
+        emit_chunk(cfg, t, scratch, buf, len, 0, flags);
+        unsafe { (*t).range_len = 0 };
+        flags = later;
+    }
+    let (iov, iov_cnt, first) = unsafe { ((*t).iov, (*t).iov_cnt, (*t).iov_next) };
+    let mut left = unsafe { (*t).iov_left };
+    let mut k = 0u32;
+    while k < MAX_IOVECS {
+        let i = first + k;
+        if left == 0 || i as u64 >= iov_cnt || i >= MAX_IOVECS {
+            break;
+        }
+        let Some((b, l)) = iovec(iov, i) else { break };
+        let n = if l < left { l } else { left };
+        left -= n;
+        if n > cap && cap > 0 && pieces < MAX_PIECES {
+            // A large iovec becomes the range, sent in pieces from the next
+            // run of the capture stage; the iovecs after it follow.
+            unsafe {
+                (*t).range_buf = b;
+                (*t).range_len = n;
+                (*t).iov_next = i + 1;
+                (*t).iov_left = left;
+                (*t).pieces = pieces + 1;
+                // Nothing sent yet in this run: the next one sends with
+                // these flags.
+                (*(scratch as *mut ChunkRecord)).flags = flags;
+                jump.tail_call(ctx, jump_slot::CAPTURE);
+            }
+            count(Counter::DropTailCall, 1);
+            emit_chunk(cfg, t, scratch, b, n, i, flags);
+            return;
+        }
+        if n > 0 {
+            emit_chunk(cfg, t, scratch, b, n, i, flags);
+            flags = later;
+        }
+        k += 1;
+    }
+    unsafe { (*t).iov_left = 0 };
+    if left > 0 {
+        count(Counter::IovecsSkipped, 1);
+    }
+}
+
+#[inline(always)]
+pub(crate) fn emit_process(kind: RecordKind, tgid: u32, start_ns: u64, parent_tgid: u32, parent_start_ns: u64, reason: u32) {
+    let mut rec = ProcessRecord {
+        header: RecordHeader {
+            kind: 0,
+            _reserved: 0,
+            abi: 0,
+            ts_ns: 0,
+            tgid: 0,
+            tid: 0,
+            start_ns: 0,
+            comm: [0; COMM_LEN],
+        },
+        parent_tgid,
+        reason,
+        parent_start_ns,
+    };
+    fill_header(&mut rec.header, kind, (tgid as u64) << 32 | tgid as u64, start_ns);
+    if EVENTS.output::<ProcessRecord>(&rec, ring_flags()).is_err() {
+        count(Counter::DropRingFull, 1);
+    } else {
+        count(Counter::Records, 1);
+    }
+}

@@ -1,0 +1,51 @@
+//! Port selectors: a process that binds or connects to a selected port is
+//! tracked.
+
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use aya_ebpf::macros::tracepoint;
+use aya_ebpf::programs::TracePointContext;
+use monitor_common::{TrackReason, config_flags};
+use crate::{hooks::ARG1, kernel_read::{current_start_ns, uread}, maps::{PORT_SELECTORS, config}, tracking::{track, tracked_reason}};
+
+/// `bind(fd, addr, len)` and `connect(fd, addr, len)`: a process that
+/// binds or connects to a selected TCP port is tracked from then on, so its
+/// connections are captured from their first byte.
+#[inline(always)]
+pub(crate) fn on_port_call(ctx: &TracePointContext) {
+    let Some(cfg) = config() else { return };
+    if cfg.flags & config_flags::PORT_SELECTORS == 0 {
+        return;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == cfg.self_tgid {
+        return;
+    }
+    let Ok(addr) = (unsafe { ctx.read_at::<u64>(ARG1) }) else { return };
+    // struct sockaddr_in / sockaddr_in6: family, then the port in network
+    // order at the same offset.
+    let Some(family) = (unsafe { uread::<u16>(addr) }) else { return };
+    if family != 2 && family != 10 {
+        return;
+    }
+    let Some(port) = (unsafe { uread::<u16>(addr + 2) }) else { return };
+    let port = u16::from_be(port);
+    if unsafe { PORT_SELECTORS.get(&port) }.is_none() {
+        return;
+    }
+    let start = current_start_ns(cfg);
+    if tracked_reason(cfg, tgid, start) == TrackReason::None as u32 {
+        track(tgid, start, TrackReason::PortSelector);
+    }
+}
+
+#[tracepoint]
+pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
+    on_port_call(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    on_port_call(&ctx);
+    0
+}

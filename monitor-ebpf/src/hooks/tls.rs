@@ -1,0 +1,276 @@
+//! OpenSSL uprobes: the plaintext of `SSL_read`/`SSL_write` (and `_ex`),
+//! bound to the socket `SSL_set_fd` names or the last TCP socket the thread
+//! read, and the TLS capture stage.
+
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use aya_ebpf::macros::{uprobe, uretprobe};
+use aya_ebpf::programs::{ProbeContext, RetProbeContext};
+use monitor_common::{ChunkRecord, Counter, Direction, FdKind, KernelConfig, RecordKind, StreamKey, Syscall, TLS_STREAM_FD, TlsKey, TrackReason, chunk_flags, config_flags, stream_state};
+use crate::{capture::{Header, NO_STATE, header_flags, ignored_stream, keep_stream, relook}, discovery::starts_like_json, emit::{emit_rest, fill_chunk_header, scratch}, kernel_read::{FileInfo, conn_tuple, current_start_ns, file_info, uread}, maps::{LAST_TCP_READ, STREAMS, TLS_ARGS, TLS_FDS, TLS_JUMP, TRANSFER, TlsArgs, TlsBinding, config, count}, tracking::{track, tracked_reason}, transfer::{Transfer, begin_transfer}};
+
+/// Tail-call target for TLS plaintext: consult the stream decision (keyed
+/// by `SSL` object) and send the chunk with the bound socket's endpoints.
+#[uprobe]
+pub fn tls_capture(ctx: ProbeContext) -> u32 {
+    let Some(cfg) = config() else { return 0 };
+    let Some(tp) = TRANSFER.get(0) else { return 0 };
+    let t = *tp;
+    let (Some(syscall), Some(dir)) = (Syscall::from_u8(t.syscall), Direction::from_u8(t.direction)) else {
+        return 0;
+    };
+    let Some(scratch) = scratch() else { return 0 };
+    if t.pieces == 0 {
+        match tls_capture_header(cfg, scratch, &t, syscall, dir) {
+            Header::Send => {}
+            Header::Skip => return 0,
+            Header::Relook => return relook(&ctx, &TLS_JUMP),
+        }
+    }
+    emit_rest(&ctx, &TLS_JUMP, cfg, scratch, header_flags(scratch));
+    0
+}
+
+/// First run of `tls_capture` for a transfer: the stream decision and the
+/// chunk header.
+#[inline(always)]
+pub(crate) fn tls_capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer, syscall: Syscall, dir: Direction) -> Header {
+    let pid_tgid = t.pid_tgid;
+    let tgid = (pid_tgid >> 32) as u32;
+    let key = StreamKey {
+        tgid,
+        fd: TLS_STREAM_FD,
+        inode: t.ssl,
+        direction: dir as u8,
+        _pad: [0; 7],
+    };
+    // 0 for none: an `Option<u8>` lets LLVM carry an undefined payload
+    // register along the `None` path, which the verifier refuses to read.
+    let state = unsafe { STREAMS.get(&key) }.copied().unwrap_or(NO_STATE);
+    let mut flags = t.extra_flags;
+    if state == stream_state::IGNORE_QUIET {
+        return Header::Skip;
+    }
+    if state == stream_state::IGNORE {
+        match ignored_stream(&key, t) {
+            Header::Send => flags |= chunk_flags::RESUMED | chunk_flags::NEW_STREAM,
+            other => return other,
+        }
+    }
+    if t.relook != 0 {
+        flags |= chunk_flags::TRACKED;
+    } else if t.discovered != 0 {
+        flags |= chunk_flags::DISCOVERED;
+        count(Counter::DiscoveryHits, 1);
+        track(tgid, t.start_ns, TrackReason::Discovered);
+    } else {
+        flags |= chunk_flags::TRACKED;
+    }
+    if state == NO_STATE {
+        flags |= chunk_flags::NEW_STREAM;
+        if STREAMS.insert(&key, &stream_state::CAPTURE, 0).is_err() {
+            count(Counter::DropStreamMapFull, 1);
+        }
+    }
+    keep_stream(&key, state);
+    let sock = if t.fd >= 0 { file_info(cfg, t.fd, dir) } else { None };
+    let fi = FileInfo {
+        kind: FdKind::Tls,
+        inode: t.ssl,
+        channel: 0,
+        peer: 0,
+    };
+    let rec = unsafe { &mut *(scratch as *mut ChunkRecord) };
+    fill_chunk_header(rec, RecordKind::Chunk, pid_tgid, t.start_ns, t.fd, syscall, dir, &fi, flags);
+    match sock {
+        Some(s) if matches!(s.kind, FdKind::Tcp4 | FdKind::Tcp6) => rec.conn = conn_tuple(cfg, s.channel, s.kind),
+        _ => count(Counter::TlsUnbound, 1),
+    }
+    Header::Send
+}
+
+/// Entry of `SSL_read`/`SSL_write` (`ex`: the `_ex` variants, which
+/// return the byte count through a fourth argument): stash the arguments
+/// for the return probe. Writes that neither come from a tracked process
+/// nor start like MCP are skipped here; reads are only known at return.
+#[inline(always)]
+pub(crate) fn tls_enter(ctx: &ProbeContext, dir: Direction, ex: bool) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(cfg) = config() else { return };
+    if (pid_tgid >> 32) as u32 == cfg.self_tgid {
+        return;
+    }
+    let (Some(ssl), Some(buf), Some(num)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2)) else {
+        return;
+    };
+    // `num` is an int for SSL_read/SSL_write, a size_t for the _ex variants.
+    let len = if ex { num } else { num as u32 as i32 as i64 as u64 };
+    if len == 0 || len as i64 <= 0 {
+        return;
+    }
+    let out_len = if ex { ctx.arg::<u64>(3).unwrap_or(0) } else { 0 };
+    if ex && out_len == 0 {
+        return;
+    }
+    if dir == Direction::Egress {
+        let start_ns = current_start_ns(cfg);
+        if tracked_reason(cfg, (pid_tgid >> 32) as u32, start_ns) == TrackReason::None as u32
+            && (cfg.flags & config_flags::DISCOVERY == 0 || !starts_like_json(buf, len))
+        {
+            return;
+        }
+    }
+    let args = TlsArgs {
+        ssl,
+        buf,
+        len,
+        out_len,
+        direction: dir as u8,
+        _pad: [0; 7],
+    };
+    if TLS_ARGS.insert(&pid_tgid, &args, 0).is_err() {
+        count(Counter::DropArgsMapFull, 1);
+    }
+}
+
+#[uprobe]
+pub fn ssl_write(ctx: ProbeContext) -> u32 {
+    tls_enter(&ctx, Direction::Egress, false);
+    0
+}
+
+#[uprobe]
+pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
+    tls_enter(&ctx, Direction::Egress, true);
+    0
+}
+
+#[uprobe]
+pub fn ssl_read(ctx: ProbeContext) -> u32 {
+    tls_enter(&ctx, Direction::Ingress, false);
+    0
+}
+
+#[uprobe]
+pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
+    tls_enter(&ctx, Direction::Ingress, true);
+    0
+}
+
+/// Return of any of the four: the plaintext the library actually moved.
+#[uretprobe]
+pub fn ssl_return(ctx: RetProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(args) = (unsafe { TLS_ARGS.get(&pid_tgid) }).copied() else {
+        return 0;
+    };
+    let _ = TLS_ARGS.remove(&pid_tgid);
+    let ret = ctx.ret::<u64>() as u32 as i32;
+    let n: u64 = if args.out_len != 0 {
+        if ret != 1 {
+            return 0;
+        }
+        match unsafe { uread::<u64>(args.out_len) } {
+            Some(v) => v,
+            None => return 0,
+        }
+    } else {
+        if ret <= 0 {
+            return 0;
+        }
+        ret as u64
+    };
+    if n == 0 || n > args.len {
+        return 0;
+    }
+    let Some(cfg) = config() else { return 0 };
+    let Some(dir) = Direction::from_u8(args.direction) else {
+        return 0;
+    };
+    let syscall = if dir == Direction::Ingress {
+        Syscall::SslRead
+    } else {
+        Syscall::SslWrite
+    };
+    let tgid = (pid_tgid >> 32) as u32;
+    let start_ns = current_start_ns(cfg);
+    let reason = tracked_reason(cfg, tgid, start_ns);
+    let bkey = TlsKey {
+        tgid,
+        _pad: 0,
+        ssl: args.ssl,
+    };
+    let (fd, extra) = match unsafe { TLS_FDS.get(&bkey) }.copied() {
+        Some(b) => (b.fd, if b.inferred != 0 { chunk_flags::TLS_FD_INFERRED } else { 0 }),
+        None => match unsafe { LAST_TCP_READ.get(&pid_tgid) }.copied() {
+            Some(fd) if reason != TrackReason::None as u32 => {
+                let _ = TLS_FDS.insert(&bkey, &TlsBinding { fd, inferred: 1 }, 0);
+                (fd, chunk_flags::TLS_FD_INFERRED)
+            }
+            _ => (-1, 0),
+        },
+    };
+    begin_transfer(
+        &ctx,
+        &TLS_JUMP,
+        cfg,
+        pid_tgid,
+        start_ns,
+        reason,
+        None,
+        syscall,
+        dir,
+        fd,
+        args.buf,
+        args.len,
+        n,
+        true,
+        args.ssl,
+        extra,
+    );
+    0
+}
+
+/// `SSL_set_fd(ssl, fd)` (also `SSL_set_rfd`/`SSL_set_wfd`): the socket
+/// of an `SSL` object, exactly.
+#[uprobe]
+pub fn ssl_set_fd(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (Some(ssl), Some(fd)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+        return 0;
+    };
+    let key = TlsKey {
+        tgid: (pid_tgid >> 32) as u32,
+        _pad: 0,
+        ssl,
+    };
+    let _ = TLS_FDS.insert(
+        &key,
+        &TlsBinding {
+            fd: fd as u32 as i32,
+            inferred: 0,
+        },
+        0,
+    );
+    0
+}
+
+/// `SSL_free(ssl)`: the address may be reused for the next connection, so
+/// its socket binding and stream decisions go.
+#[uprobe]
+pub fn ssl_free(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(ssl) = ctx.arg::<u64>(0) else { return 0 };
+    let tgid = (pid_tgid >> 32) as u32;
+    let _ = TLS_FDS.remove(&TlsKey { tgid, _pad: 0, ssl });
+    let mut key = StreamKey {
+        tgid,
+        fd: TLS_STREAM_FD,
+        inode: ssl,
+        direction: Direction::Ingress as u8,
+        _pad: [0; 7],
+    };
+    let _ = STREAMS.remove(&key);
+    key.direction = Direction::Egress as u8;
+    let _ = STREAMS.remove(&key);
+    0
+}

@@ -1,0 +1,109 @@
+//! Write-side syscalls (write, writev, sendto, sendmsg): writer notices for
+//! local IPC at entry, TCP payloads at exit.
+
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use aya_ebpf::macros::tracepoint;
+use aya_ebpf::programs::TracePointContext;
+use monitor_common::{Counter, Direction, Syscall, TrackReason, config_flags};
+use crate::{discovery::starts_like_json, hooks::{ARG0, ARG1, ARG2, on_exit}, kernel_read::current_start_ns, maps::{ARGS, JUMP, SyscallArgs, config, count}, tracking::tracked_reason, transfer::{begin_transfer, iovec, vector}};
+
+/// Exit of write, writev, sendto, sendmsg: TCP payloads are captured here,
+/// with the byte count the kernel took (a partial write is not captured
+/// twice). Only calls stashed at entry (TCP capture on) come this far.
+#[tracepoint]
+pub fn sys_exit_egress(ctx: TracePointContext) -> u32 {
+    on_exit(&ctx, Direction::Egress);
+    0
+}
+
+#[inline(always)]
+pub(crate) fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(cfg) = config() else { return };
+    if (pid_tgid >> 32) as u32 == cfg.self_tgid {
+        return;
+    }
+    let (Ok(fd), Ok(buf), Ok(len)) = (
+        unsafe { ctx.read_at::<u64>(ARG0) },
+        unsafe { ctx.read_at::<u64>(ARG1) },
+        unsafe { ctx.read_at::<u64>(ARG2) },
+    ) else {
+        return;
+    };
+    // For vectored calls the byte total is unknown before the call; the
+    // notice only needs the first segment for discovery.
+    let total = match syscall {
+        Syscall::Write | Syscall::Sendto => len,
+        _ => u64::MAX,
+    };
+    // Tracking and the first-bytes check are looked up once per call, for
+    // the stash and for the transfer.
+    let start_ns = current_start_ns(cfg);
+    let reason = tracked_reason(cfg, (pid_tgid >> 32) as u32, start_ns);
+    let tracked = reason != TrackReason::None as u32;
+    // The first segment's first bytes (vectored calls: the first iovec,
+    // which for HTTP clients and servers holds the head).
+    let looks_like_mcp = (!tracked && cfg.flags & config_flags::DISCOVERY != 0).then(|| match vector(syscall, buf, len) {
+        None => starts_like_json(buf, len),
+        Some((iov, cnt)) => cnt > 0 && iovec(iov, 0).is_some_and(|(b, l)| starts_like_json(b, l)),
+    });
+    if cfg.flags & config_flags::CAPTURE_TCP != 0 {
+        // Stash for the exit program, which captures TCP payloads: calls of
+        // tracked processes, and plain writes that start like MCP (for
+        // discovery). The descriptor kind is only looked at later.
+        if tracked || looks_like_mcp == Some(true) {
+            let args = SyscallArgs {
+                buf,
+                len,
+                fd: fd as i32,
+                syscall: syscall as u8,
+                _pad: [0; 3],
+            };
+            if ARGS.insert(&pid_tgid, &args, 0).is_err() {
+                count(Counter::DropArgsMapFull, 1);
+            }
+        }
+    }
+    begin_transfer(
+        ctx,
+        &JUMP,
+        cfg,
+        pid_tgid,
+        start_ns,
+        reason,
+        looks_like_mcp,
+        syscall,
+        Direction::Egress,
+        fd as i32,
+        buf,
+        len,
+        total,
+        false,
+        0,
+        0,
+    );
+}
+
+#[tracepoint]
+pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
+    on_egress_enter(&ctx, Syscall::Write);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
+    on_egress_enter(&ctx, Syscall::Writev);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
+    on_egress_enter(&ctx, Syscall::Sendto);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    on_egress_enter(&ctx, Syscall::Sendmsg);
+    0
+}

@@ -1,0 +1,131 @@
+//! Every map of the kernel programs, the private types they hold, and the two
+//! accessors every program uses ([`config`], [`count`]). Userspace finds the
+//! maps by these names (`monitor_common::map_name`).
+
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf};
+use monitor_common::{COMM_LEN, COUNTER_COUNT, Counter, KernelConfig, METHOD_ROOT_LEN, ProcState, SCRATCH_SIZE, StreamKey, TlsKey, jump_slot};
+use crate::transfer::Transfer;
+
+#[map]
+pub(crate) static CONFIG: Array<KernelConfig> = Array::with_max_entries(1, 0);
+
+/// Records to userspace. Userspace sets the size at load time.
+#[map]
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// One chunk header + payload per CPU (userspace sets max_entries to the
+/// number of possible CPUs). A plain array because per-CPU map values are
+/// limited to 32 KiB.
+#[map]
+pub(crate) static SCRATCH: Array<[u8; SCRATCH_SIZE]> = Array::with_max_entries(1, 0);
+
+/// Tracked processes by tgid.
+#[map]
+pub(crate) static PROCS: HashMap<u32, ProcState> = HashMap::with_max_entries(32768, 0);
+
+/// Per-stream decisions (capture / ignore / writer notified). LRU: losing an
+/// entry only means the stream is evaluated again.
+#[map]
+pub(crate) static STREAMS: LruHashMap<StreamKey, u8> = LruHashMap::with_max_entries(65536, 0);
+
+/// Arguments of in-flight ingress syscalls, by pid_tgid: the buffer is only
+/// filled when the call returns.
+#[map]
+pub(crate) static ARGS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(32768, 0);
+
+/// Executable-name (comm) selectors, checked at exec.
+#[map]
+pub(crate) static COMM_SELECTORS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(256, 0);
+
+/// First path segment of every MCP method (`tools`, `notifications`,
+/// `initialize`...), NUL padded; filled by userspace from its method table.
+#[map]
+pub(crate) static METHOD_ROOTS: HashMap<[u8; METHOD_ROOT_LEN], u8> = HashMap::with_max_entries(64, 0);
+
+/// cgroup v2 ids whose processes are captured.
+#[map]
+pub(crate) static CGROUP_SELECTORS: HashMap<u64, u8> = HashMap::with_max_entries(256, 0);
+
+/// TCP ports (host order) whose servers (bind) and clients (connect) are
+/// tracked: `capture.selectors.ports`.
+#[map]
+pub(crate) static PORT_SELECTORS: HashMap<u16, u8> = HashMap::with_max_entries(256, 0);
+
+#[map]
+pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+/// The transfer being processed on this CPU, handed from the entry
+/// program to `discover` and `capture` through tail calls.
+#[map]
+pub(crate) static TRANSFER: PerCpuArray<Transfer> = PerCpuArray::with_max_entries(1, 0);
+
+/// Tail-call targets. Splitting the work keeps each program small enough
+/// for the verifier: the 1 KiB discovery scan is verified once, on its own,
+/// instead of along every path of the capture code.
+#[map]
+pub(crate) static JUMP: ProgramArray = ProgramArray::with_max_entries(jump_slot::COUNT, 0);
+
+/// The same stages for TLS plaintext: tail calls only reach programs of the
+/// caller's type, and the TLS entry points are uprobes.
+#[map]
+pub(crate) static TLS_JUMP: ProgramArray = ProgramArray::with_max_entries(jump_slot::COUNT, 0);
+
+/// Arguments of in-flight `SSL_read`/`SSL_write` calls, by pid_tgid.
+#[map]
+pub(crate) static TLS_ARGS: HashMap<u64, TlsArgs> = HashMap::with_max_entries(32768, 0);
+
+/// The socket each `SSL` object reads and writes: announced by
+/// `SSL_set_fd`, or inferred for memory-BIO users (asyncio, node) from the
+/// TCP socket the thread last read. Removed at `SSL_free`.
+#[map]
+pub(crate) static TLS_FDS: LruHashMap<TlsKey, TlsBinding> = LruHashMap::with_max_entries(65536, 0);
+
+/// The TCP socket each thread of a tracked process last read from.
+#[map]
+pub(crate) static LAST_TCP_READ: LruHashMap<u64, i32> = LruHashMap::with_max_entries(16384, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct TlsArgs {
+    pub(crate) ssl: u64,
+    pub(crate) buf: u64,
+    /// Requested byte count (`num`).
+    pub(crate) len: u64,
+    /// `_ex` variants: where the library stores the byte count; else 0.
+    pub(crate) out_len: u64,
+    pub(crate) direction: u8,
+    pub(crate) _pad: [u8; 7],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct TlsBinding {
+    pub(crate) fd: i32,
+    pub(crate) inferred: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct SyscallArgs {
+    /// Buffer, iovec array or msghdr, depending on `syscall`.
+    pub(crate) buf: u64,
+    /// Byte count, or iovec count for readv.
+    pub(crate) len: u64,
+    pub(crate) fd: i32,
+    pub(crate) syscall: u8,
+    pub(crate) _pad: [u8; 3],
+}
+
+#[inline(always)]
+pub(crate) fn count(counter: Counter, n: u64) {
+    if let Some(p) = COUNTERS.get_ptr_mut(counter as u32) {
+        // Per-CPU slot: no other writer can race with us.
+        unsafe { *p += n };
+    }
+}
+
+#[inline(always)]
+pub(crate) fn config() -> Option<&'static KernelConfig> {
+    CONFIG.get(0)
+}

@@ -1,0 +1,36 @@
+//! Which processes are tracked and why (`PROCS`).
+
+use aya_ebpf::helpers::generated::bpf_get_current_cgroup_id;
+use monitor_common::{Counter, KernelConfig, ProcState, TrackReason, config_flags};
+use crate::maps::{CGROUP_SELECTORS, PROCS, count};
+
+/// Why `tgid` is tracked, or `TrackReason::None`.
+#[inline(always)]
+pub(crate) fn tracked_reason(cfg: &KernelConfig, tgid: u32, start_ns: u64) -> u32 {
+    if let Some(st) = unsafe { PROCS.get(&tgid) } {
+        // Entries made by userspace may not know the start time (0).
+        if st.start_ns == 0 || st.start_ns == start_ns {
+            return st.reason;
+        }
+    }
+    if cfg.flags & config_flags::CGROUP_SELECTORS != 0 {
+        let cg = unsafe { bpf_get_current_cgroup_id() };
+        if unsafe { CGROUP_SELECTORS.get(&cg) }.is_some() {
+            track(tgid, start_ns, TrackReason::CgroupSelector);
+            return TrackReason::CgroupSelector as u32;
+        }
+    }
+    TrackReason::None as u32
+}
+
+#[inline(always)]
+pub(crate) fn track(tgid: u32, start_ns: u64, reason: TrackReason) {
+    let st = ProcState {
+        reason: reason as u32,
+        _pad: 0,
+        start_ns,
+    };
+    if PROCS.insert(&tgid, &st, 0).is_err() {
+        count(Counter::DropProcMapFull, 1);
+    }
+}

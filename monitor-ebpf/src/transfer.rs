@@ -1,0 +1,203 @@
+//! One read or write being looked at (`TRANSFER`, per CPU): set up by the
+//! hooks, then handed through the tail-call stages.
+
+use aya_ebpf::EbpfContext;
+use aya_ebpf::maps::ProgramArray;
+use monitor_common::{Counter, Direction, KernelConfig, MAX_DISCOVERY_WINDOW, StreamKey, Syscall, TrackReason, config_flags, jump_slot, stream_state};
+use crate::{discovery::starts_like_json, kernel_read::uread, maps::{STREAMS, TRANSFER, count}};
+
+/// One read or write being looked at.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Transfer {
+    pub(crate) pid_tgid: u64,
+    pub(crate) start_ns: u64,
+    /// Buffer for plain calls.
+    pub(crate) buf: u64,
+    /// Bytes moved (ingress) or requested (egress write/sendto).
+    pub(crate) total: u64,
+    /// iovec array and count for vectored calls (iov_cnt 0 otherwise).
+    pub(crate) iov: u64,
+    pub(crate) iov_cnt: u64,
+    /// First segment, used for discovery.
+    pub(crate) first_buf: u64,
+    pub(crate) first_len: u64,
+    /// TLS: address of the `SSL` object; 0 for system calls.
+    pub(crate) ssl: u64,
+    /// The descriptor (for TLS: the bound socket, or -1).
+    pub(crate) fd: i32,
+    pub(crate) syscall: u8,
+    pub(crate) direction: u8,
+    pub(crate) discovered: u8,
+    /// Egress seen at syscall exit (TCP payloads, with the byte count the
+    /// kernel accepted) rather than at entry (local IPC writer notices).
+    pub(crate) at_exit: u8,
+    /// Extra [`chunk_flags`] for the chunk (TLS_FD_INFERRED).
+    pub(crate) extra_flags: u8,
+    /// Tail calls back into the capture stage so far (see `emit_rest`).
+    pub(crate) pieces: u8,
+    /// The stream was ignored and this transfer went through the discovery
+    /// stages again (see `Header::Relook`).
+    pub(crate) relook: u8,
+    /// `GAP_BEFORE` while the last chunk sent for this transfer was lost.
+    pub(crate) gap: u8,
+    /// The stream's key in `STREAMS`, set by the capture stage.
+    pub(crate) key: StreamKey,
+    /// What `emit_rest` has still to send: a plain range (the whole
+    /// buffer of a plain call, or the rest of one large iovec), then for
+    /// vectored calls the iovecs from `iov_next`, `iov_left` bytes in all.
+    pub(crate) range_buf: u64,
+    pub(crate) range_len: u64,
+    pub(crate) iov_next: u32,
+    pub(crate) _pad2: u32,
+    pub(crate) iov_left: u64,
+}
+
+/// A chunk was lost: the stream's next transfer starts with `GAP_BEFORE`
+/// (a chunk sent later in this one does not clear it: at worst, one more
+/// partial message is dropped after a hole, never one joined across it).
+/// The key is the one the capture stage kept in `Transfer::key`: built on
+/// the stack here, at every loss site, it would leave stack states the
+/// verifier cannot prune (`capture` went from 115k to 370k instructions).
+#[inline(always)]
+pub(crate) fn mark_gap(t: *mut Transfer) {
+    if STREAMS.insert(unsafe { &(*t).key }, &stream_state::AFTER_GAP, 0).is_err() {
+        count(Counter::DropStreamMapFull, 1);
+    }
+}
+
+/// Reads (base, len) of iovec `i` of the array at `iov`.
+#[inline(always)]
+pub(crate) fn iovec(iov: u64, i: u32) -> Option<(u64, u64)> {
+    let base: u64 = unsafe { uread(iov + i as u64 * 16)? };
+    let len: u64 = unsafe { uread(iov + i as u64 * 16 + 8)? };
+    Some((base, len))
+}
+
+/// For vectored calls: (iovec array, iovec count); for recvmsg/sendmsg the
+/// values are read from the user `struct msghdr`.
+#[inline(always)]
+pub(crate) fn vector(syscall: Syscall, buf: u64, len: u64) -> Option<(u64, u64)> {
+    match syscall {
+        Syscall::Readv | Syscall::Writev => Some((buf, len)),
+        Syscall::Recvmsg | Syscall::Sendmsg => {
+            // struct user_msghdr: msg_iov at 16, msg_iovlen at 24.
+            let iov: u64 = unsafe { uread(buf + 16)? };
+            let iovlen: u64 = unsafe { uread(buf + 24)? };
+            Some((iov, iovlen))
+        }
+        _ => None,
+    }
+}
+
+/// First stage for a completed transfer of `total` bytes: cheap checks,
+/// then a tail call to `discover` (untracked process) or `capture`.
+///
+/// Ingress: the payload will be captured. Egress (called from sys_enter,
+/// `total` = requested length): a writer notice is sent once per stream.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn begin_transfer<C: EbpfContext>(
+    ctx: &C,
+    jump: &ProgramArray,
+    cfg: &KernelConfig,
+    pid_tgid: u64,
+    start_ns: u64,
+    reason: u32,
+    // `starts_like_json` of the first segment, when the caller knows it.
+    looks_like_mcp: Option<bool>,
+    syscall: Syscall,
+    dir: Direction,
+    fd: i32,
+    buf: u64,
+    len_arg: u64,
+    total: u64,
+    at_exit: bool,
+    ssl: u64,
+    extra_flags: u8,
+) {
+    let untracked = reason == TrackReason::None as u32;
+    // Judged at entry already (every write on the host passes here): leave
+    // before reading the iovec again.
+    if untracked && (cfg.flags & config_flags::DISCOVERY == 0 || looks_like_mcp == Some(false)) {
+        return;
+    }
+    let (iov, iov_cnt, first_buf, first_len) = match vector(syscall, buf, len_arg) {
+        Some((iov, cnt)) => {
+            if cnt == 0 {
+                return;
+            }
+            let Some((b, l)) = iovec(iov, 0) else { return };
+            (iov, cnt, b, if l < total { l } else { total })
+        }
+        None => (0, 0, buf, total),
+    };
+    if untracked && !looks_like_mcp.unwrap_or_else(|| starts_like_json(first_buf, first_len)) {
+        return;
+    }
+    let Some(t) = TRANSFER.get_ptr_mut(0) else { return };
+    // SAFETY: per-CPU slot; tail calls run on this CPU before anything else
+    // can use it.
+    unsafe {
+        *t = Transfer {
+            pid_tgid,
+            start_ns,
+            buf,
+            total,
+            iov,
+            iov_cnt,
+            first_buf,
+            first_len,
+            ssl,
+            fd,
+            syscall: syscall as u8,
+            direction: dir as u8,
+            discovered: 0,
+            at_exit: at_exit as u8,
+            extra_flags,
+            pieces: 0,
+            relook: 0,
+            gap: 0,
+            key: StreamKey {
+                tgid: 0,
+                fd: 0,
+                inode: 0,
+                direction: 0,
+                _pad: [0; 7],
+            },
+            // A vectored transfer starts with an empty range and all its
+            // bytes in the iovecs.
+            range_buf: if iov_cnt == 0 { buf } else { 0 },
+            range_len: if iov_cnt == 0 { total } else { 0 },
+            iov_next: 0,
+            _pad2: 0,
+            iov_left: if iov_cnt == 0 { 0 } else { total },
+        };
+        jump.tail_call(ctx, if untracked { jump_slot::DISCOVER } else { jump_slot::CAPTURE });
+    }
+    // Only reached when the tail call failed.
+    count(Counter::DropTailCall, 1);
+}
+
+/// A discovery stage's verdict "this is MCP": mark the transfer and go
+/// on to the capture stage.
+#[inline(always)]
+pub(crate) fn discovered<C: EbpfContext>(ctx: &C, jump: &ProgramArray, t: *mut Transfer) -> u32 {
+    unsafe {
+        (*t).discovered = 1;
+        jump.tail_call(ctx, jump_slot::CAPTURE);
+    }
+    count(Counter::DropTailCall, 1);
+    0
+}
+
+/// Bytes of the window `discover` copied to the scratch area, for the
+/// later stages (masked for the verifier; check `1..=MAX_DISCOVERY_WINDOW`).
+#[inline(always)]
+pub(crate) fn copied_window_len(cfg: &KernelConfig, first_len: u64) -> usize {
+    let mut n = cfg.discovery_window as u64;
+    if n > first_len {
+        n = first_len;
+    }
+    (n as usize) & (MAX_DISCOVERY_WINDOW * 2 - 1)
+}
