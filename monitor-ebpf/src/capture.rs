@@ -36,11 +36,14 @@ pub fn capture(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 pub(crate) fn keep_stream(key: &StreamKey, state: u8) {
     let Some(t) = TRANSFER.get_ptr_mut(0) else { return };
+    // SAFETY: t is this CPU's TRANSFER slot from the lookup above, valid for
+    // a Transfer; the caller holds only a copy, no reference into the slot.
     unsafe { (*t).key = *key };
     if state == stream_state::AFTER_GAP {
         if STREAMS.insert(key, &stream_state::CAPTURE, 0).is_err() {
             count(Counter::DropStreamMapFull, 1);
         }
+        // SAFETY: same slot as above.
         unsafe { (*t).gap = chunk_flags::GAP_BEFORE };
     }
 }
@@ -69,6 +72,8 @@ pub(crate) enum Header {
 pub(crate) fn relook<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u32 {
     let Some(t) = TRANSFER.get_ptr_mut(0) else { return 0 };
     count(Counter::Relooks, 1);
+    // SAFETY: t is this CPU's TRANSFER slot from the lookup above; tail_call
+    // never returns on success, and on failure returns to the count below.
     unsafe {
         (*t).relook = 1;
         jump.tail_call(ctx, jump_slot::DISCOVER);
@@ -100,6 +105,8 @@ pub(crate) fn ignored_stream(key: &StreamKey, t: &Transfer) -> Header {
         },
         ..*key
     };
+    // SAFETY: the u8 is copied out at once; a concurrent update or LRU
+    // eviction of the entry can at worst give a stale state.
     if unsafe { STREAMS.get(&other) }.copied() == Some(stream_state::IGNORE) {
         let _ = STREAMS.remove(&other);
     }
@@ -112,6 +119,8 @@ pub(crate) fn ignored_stream(key: &StreamKey, t: &Transfer) -> Header {
 /// with flags it knew as constants, doubled `capture`'s cost).
 #[inline(always)]
 pub(crate) fn header_flags(scratch: *mut u8) -> u8 {
+    // SAFETY: callers pass scratch(): 8-aligned map memory of >= HDR bytes,
+    // and any bit pattern is a valid ChunkRecord.
     let rec = unsafe { &*(scratch as *const ChunkRecord) };
     rec.flags & !(chunk_flags::TRUNCATED | chunk_flags::COPY_FAILED)
 }
@@ -147,6 +156,8 @@ pub(crate) fn capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer)
     };
     // 0 for none: an `Option<u8>` lets LLVM carry an undefined payload
     // register along the `None` path, which the verifier refuses to read.
+    // SAFETY: the u8 is copied out at once; a concurrent update or LRU
+    // eviction of the entry can at worst give a stale state.
     let state = unsafe { STREAMS.get(&key) }.copied().unwrap_or(NO_STATE);
     let mut flags = 0u8;
     if state == stream_state::IGNORE_QUIET {
@@ -186,6 +197,8 @@ pub(crate) fn capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer)
         if STREAMS.insert(&key, &stream_state::WRITER_NOTIFIED, 0).is_err() {
             count(Counter::DropStreamMapFull, 1);
         }
+        // SAFETY: scratch is this CPU's SCRATCH value (the caller passes
+        // scratch()): 8-aligned, >= HDR bytes, any bit pattern valid.
         let rec = unsafe { &mut *(scratch as *mut ChunkRecord) };
         fill_chunk_header(
             rec,
@@ -199,6 +212,8 @@ pub(crate) fn capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer)
             flags | chunk_flags::NEW_STREAM,
         );
         rec.orig_len = t.total;
+        // SAFETY: HDR <= SCRATCH_SIZE initialized bytes of the scratch value;
+        // `rec` is not used after this shared view is made.
         let data = unsafe { core::slice::from_raw_parts(scratch as *const u8, HDR) };
         if EVENTS.output::<[u8]>(data, ring_flags()).is_err() {
             count(Counter::DropRingFull, 1);
@@ -216,6 +231,7 @@ pub(crate) fn capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer)
     }
     keep_stream(&key, state);
 
+    // SAFETY: as above: this CPU's SCRATCH value, 8-aligned, >= HDR bytes.
     let rec = unsafe { &mut *(scratch as *mut ChunkRecord) };
     fill_chunk_header(
         rec,

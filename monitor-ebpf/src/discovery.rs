@@ -26,6 +26,8 @@ pub(crate) fn starts_like_json(buf: u64, len: u64) -> bool {
     if n == 0 || n > 16 {
         return false;
     }
+    // SAFETY: n is 1..=16 (checked above) into the 32-byte local `head`; the
+    // helper checks `buf` and fails instead of faulting.
     let r = unsafe { bpf_probe_read_user(head.as_mut_ptr() as *mut c_void, n, buf as *const c_void) };
     if r != 0 {
         return false;
@@ -89,7 +91,11 @@ pub(crate) fn copy_window(cfg: &KernelConfig, scratch: *mut u8, buf: u64, len: u
     if n as usize > MAX_DISCOVERY_WINDOW {
         return 0;
     }
+    // SAFETY: scratch is this CPU's SCRATCH value (the caller passes
+    // scratch()), and HDR < SCRATCH_SIZE.
     let dst = unsafe { scratch.add(HDR) };
+    // SAFETY: n <= MAX_DISCOVERY_WINDOW <= MAX_CAPTURE (checked above) fits
+    // the payload area; the helper checks `buf` and fails instead of faulting.
     if unsafe { bpf_probe_read_user(dst as *mut c_void, n, buf as *const c_void) } != 0 {
         return 0;
     }
@@ -115,6 +121,8 @@ pub(crate) fn window_has_event_stream(scratch: *mut u8, n: usize) -> bool {
 /// Looks for the nine bytes `first` + `key` in the window.
 #[inline(always)]
 pub(crate) fn window_has_key(scratch: *mut u8, n: usize, key: u64, first: u8) -> bool {
+    // SAFETY: scratch is this CPU's SCRATCH value (all callers pass
+    // scratch()), and HDR < SCRATCH_SIZE.
     let dst = unsafe { scratch.add(HDR) };
     // Rolling window over the last eight bytes; the ninth byte, the opening
     // quote, is the one shifted out. The loop body has no data-dependent
@@ -129,7 +137,8 @@ pub(crate) fn window_has_key(scratch: *mut u8, n: usize, key: u64, first: u8) ->
         if i >= n {
             break;
         }
-        // SAFETY: i < n <= MAX_DISCOVERY_WINDOW < MAX_CAPTURE.
+        // SAFETY: i < MAX_DISCOVERY_WINDOW (loop bound, whatever `n` is)
+        // <= MAX_CAPTURE, so dst + i is inside the payload area.
         let b = unsafe { *dst.add(i) };
         let out = window >> 56;
         window = (window << 8) | b as u64;
@@ -154,11 +163,13 @@ pub(crate) fn is_ws(c: u8) -> bool {
 /// scratch area by `copy_window` (`n` valid bytes).
 #[inline(always)]
 pub(crate) fn starts_with_mcp_method(scratch: *mut u8, n: usize) -> bool {
+    // SAFETY: scratch is this CPU's SCRATCH value (all callers pass
+    // scratch()), and HDR < SCRATCH_SIZE.
     let p = unsafe { scratch.add(HDR) };
-    // SAFETY (all reads): indices are masked below the window size, which
-    // lies inside the scratch value.
     let at = |i: usize| -> u8 {
         if i < n {
+            // SAFETY: the index is masked below MAX_DISCOVERY_WINDOW <=
+            // MAX_CAPTURE, so every read is inside the payload area.
             unsafe { *p.add(i & (MAX_DISCOVERY_WINDOW - 1)) }
         } else {
             0
@@ -222,6 +233,7 @@ pub(crate) fn starts_with_mcp_method(scratch: *mut u8, n: usize) -> bool {
     if j == 0 || j == METHOD_ROOT_LEN {
         return false;
     }
+    // SAFETY: only presence is tested; the value is never read.
     unsafe { METHOD_ROOTS.get(&root) }.is_some()
 }
 
@@ -243,6 +255,8 @@ pub(crate) fn discover_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u3
     let Some(cfg) = config() else { return 0 };
     let Some(t) = TRANSFER.get_ptr_mut(0) else { return 0 };
     let Some(scratch) = scratch() else { return 0 };
+    // SAFETY: t is this CPU's TRANSFER slot from the lookup above, valid for
+    // a Transfer (maps.rs NOTE).
     let (first_buf, first_len) = unsafe { ((*t).first_buf, (*t).first_len) };
     let n = copy_window(cfg, scratch, first_buf, first_len);
     if n == 0 {
@@ -250,9 +264,8 @@ pub(crate) fn discover_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u3
     }
     // Cheap signature first; the 1 KiB scan must come last (see
     // window_has_jsonrpc).
-    // SAFETY: n >= 1 bytes were copied to the payload area; 5 are read
-    // only when present.
-    // SAFETY: n >= 9 bytes were copied (copy_window).
+    // SAFETY: reads reach scratch + HDR + 6 at most, inside the scratch
+    // value; copy_window copied n >= 9 bytes there (it returns 0 below 9).
     let http_head = n >= 8 && unsafe {
         let p = scratch.add(HDR);
         (*p == b'P' && *p.add(1) == b'O' && *p.add(2) == b'S' && *p.add(3) == b'T' && *p.add(4) == b' ')
@@ -269,6 +282,8 @@ pub(crate) fn discover_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u3
         // legacy transport's GET stream is answered with it (its head
         // often written apart from the first event); that is looked for
         // in its own program (a second scan here would not verify).
+        // SAFETY: tail_call never returns on success; on failure (empty slot,
+        // chain limit) it returns and is counted below. No Drop values live.
         unsafe { jump.tail_call(ctx, jump_slot::DISCOVER_HTTP) };
         count(Counter::DropTailCall, 1);
         return 0;
@@ -299,6 +314,8 @@ pub(crate) fn discover_http_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) 
     let Some(cfg) = config() else { return 0 };
     let Some(t) = TRANSFER.get_ptr_mut(0) else { return 0 };
     let Some(scratch) = scratch() else { return 0 };
+    // SAFETY: t is this CPU's TRANSFER slot from the lookup above, valid for
+    // a Transfer.
     let n = copied_window_len(cfg, unsafe { (*t).first_len });
     if n == 0 || n > MAX_DISCOVERY_WINDOW {
         return 0;
@@ -307,6 +324,8 @@ pub(crate) fn discover_http_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) 
         // A POST of JSON-RPC without the Streamable HTTP Accept header (the
         // legacy HTTP+SSE transport's messages), or a JSON response: look
         // for "jsonrpc".
+        // SAFETY: tail_call never returns on success; on failure it returns
+        // and is counted below. No Drop values live.
         unsafe { jump.tail_call(ctx, jump_slot::DISCOVER_JSONRPC) };
         count(Counter::DropTailCall, 1);
         return 0;
@@ -332,6 +351,8 @@ pub(crate) fn discover_jsonrpc_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArra
     let Some(cfg) = config() else { return 0 };
     let Some(t) = TRANSFER.get_ptr_mut(0) else { return 0 };
     let Some(scratch) = scratch() else { return 0 };
+    // SAFETY: t is this CPU's TRANSFER slot from the lookup above, valid for
+    // a Transfer.
     let n = copied_window_len(cfg, unsafe { (*t).first_len });
     if n == 0 || n > MAX_DISCOVERY_WINDOW || !window_has_jsonrpc(scratch, n) {
         return 0;

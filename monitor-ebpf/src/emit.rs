@@ -33,6 +33,7 @@ pub(crate) fn ring_flags() -> u64 {
 
 #[inline(always)]
 pub(crate) fn scratch() -> Option<*mut u8> {
+    // SAFETY: argument-less helper, nothing to uphold.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     match SCRATCH.get_ptr_mut(cpu) {
         Some(p) => Some(p as *mut u8),
@@ -48,6 +49,7 @@ pub(crate) fn fill_header(h: &mut RecordHeader, kind: RecordKind, pid_tgid: u64,
     h.kind = kind as u16;
     h._reserved = 0;
     h.abi = ABI_VERSION;
+    // SAFETY: argument-less helper, nothing to uphold.
     h.ts_ns = unsafe { bpf_ktime_get_boot_ns() };
     h.tgid = (pid_tgid >> 32) as u32;
     h.tid = pid_tgid as u32;
@@ -72,6 +74,7 @@ pub(crate) fn fill_chunk_header(
     let ug = bpf_get_current_uid_gid();
     rec.uid = ug as u32;
     rec.gid = (ug >> 32) as u32;
+    // SAFETY: argument-less helper, nothing to uphold.
     rec.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     rec.fd = fd;
     rec.syscall = syscall as u8;
@@ -95,6 +98,8 @@ pub(crate) fn fill_chunk_header(
 /// bytes on both sides of the hole.
 #[inline(always)]
 pub(crate) fn emit_chunk(cfg: &KernelConfig, t: *mut Transfer, scratch: *mut u8, src: u64, len: u64, segment: u32, flags: u8) {
+    // SAFETY: scratch is this CPU's SCRATCH value (callers pass scratch()):
+    // 8-aligned, >= HDR bytes, and any bit pattern is a valid ChunkRecord.
     let rec = unsafe { &mut *(scratch as *mut ChunkRecord) };
     let mut cap = cfg.capture_cap as u64;
     if cap > MAX_CAPTURE as u64 {
@@ -114,7 +119,10 @@ pub(crate) fn emit_chunk(cfg: &KernelConfig, t: *mut Transfer, scratch: *mut u8,
     }
     let mut copied = n;
     if n > 0 {
+        // SAFETY: HDR < SCRATCH_SIZE, so scratch + HDR is inside the value.
         let dst = unsafe { scratch.add(HDR) } as *mut c_void;
+        // SAFETY: n <= MAX_CAPTURE (checked above) fits the payload area
+        // (SCRATCH_SIZE = HDR + MAX_CAPTURE); the helper checks src, no fault.
         if unsafe { bpf_probe_read_user(dst, n as u32, src as *const c_void) } != 0 {
             flags |= chunk_flags::COPY_FAILED;
             copied = 0;
@@ -123,6 +131,8 @@ pub(crate) fn emit_chunk(cfg: &KernelConfig, t: *mut Transfer, scratch: *mut u8,
     }
     // Volatile: forwarded from the previous chunk's store, the gap would
     // be a value the verifier knows, and each chunk would double its walk.
+    // SAFETY: t is this CPU's TRANSFER slot (emit_rest's successful lookup),
+    // valid and aligned for a Transfer.
     rec.flags = flags | unsafe { core::ptr::read_volatile(&(*t).gap) };
     rec.orig_len = len;
     rec.captured_len = copied as u32;
@@ -131,6 +141,8 @@ pub(crate) fn emit_chunk(cfg: &KernelConfig, t: *mut Transfer, scratch: *mut u8,
     if total > SCRATCH_SIZE {
         return;
     }
+    // SAFETY: total <= SCRATCH_SIZE (checked above), initialized map memory;
+    // `rec` is not used after this shared view is made.
     let data = unsafe { core::slice::from_raw_parts(scratch as *const u8, total) };
     // A new stream needs a verdict from userspace (capture or ignore): wake
     // it now rather than at its next poll, so rejected streams stop costing
@@ -142,11 +154,13 @@ pub(crate) fn emit_chunk(cfg: &KernelConfig, t: *mut Transfer, scratch: *mut u8,
     };
     if EVENTS.output::<[u8]>(data, wake).is_err() {
         count(Counter::DropRingFull, 1);
+        // SAFETY: t is this CPU's TRANSFER slot (see above).
         unsafe { (*t).gap = chunk_flags::GAP_BEFORE };
         // And the stream's next transfer, should this be its last chunk.
         mark_gap(t);
         return;
     }
+    // SAFETY: t is this CPU's TRANSFER slot (see above).
     unsafe { (*t).gap = 0 };
     count(Counter::Records, 1);
     count(Counter::PayloadBytes, copied as u64);
@@ -166,6 +180,8 @@ pub(crate) const MAX_PIECES: u8 = 24;
 #[inline(always)]
 pub(crate) fn emit_rest<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &KernelConfig, scratch: *mut u8, flags: u8) {
     let Some(t) = TRANSFER.get_ptr_mut(0) else { return };
+    // SAFETY: t is this CPU's TRANSFER slot from the lookup just above,
+    // valid for a Transfer (maps.rs NOTE).
     let (buf, len, pieces) = unsafe { ((*t).range_buf, (*t).range_len, (*t).pieces) };
     let mut cap = cfg.capture_cap as u64;
     if cap > MAX_CAPTURE as u64 {
@@ -178,6 +194,9 @@ pub(crate) fn emit_rest<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &Kern
     if len > 0 {
         if len > cap && cap > 0 && pieces < MAX_PIECES {
             emit_chunk(cfg, t, scratch, buf, cap, 0, flags);
+            // SAFETY: scratch is this CPU's SCRATCH value (8-aligned, >= HDR
+            // bytes), t its TRANSFER slot; tail_call never returns on success
+            // and on failure falls through to the count below.
             unsafe {
                 // The next run takes its flags from the header.
                 (*(scratch as *mut ChunkRecord)).flags = later;
@@ -193,10 +212,13 @@ pub(crate) fn emit_rest<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &Kern
             return;
         }
         emit_chunk(cfg, t, scratch, buf, len, 0, flags);
+        // SAFETY: t is this CPU's TRANSFER slot (see above).
         unsafe { (*t).range_len = 0 };
         flags = later;
     }
+    // SAFETY: t is this CPU's TRANSFER slot (see above).
     let (iov, iov_cnt, first) = unsafe { ((*t).iov, (*t).iov_cnt, (*t).iov_next) };
+    // SAFETY: as above.
     let mut left = unsafe { (*t).iov_left };
     let mut k = 0u32;
     while k < MAX_IOVECS {
@@ -210,6 +232,8 @@ pub(crate) fn emit_rest<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &Kern
         if n > cap && cap > 0 && pieces < MAX_PIECES {
             // A large iovec becomes the range, sent in pieces from the next
             // run of the capture stage; the iovecs after it follow.
+            // SAFETY: as for the tail call above: this CPU's TRANSFER slot and
+            // SCRATCH value; a failed tail call falls through to the count.
             unsafe {
                 (*t).range_buf = b;
                 (*t).range_len = n;
@@ -231,6 +255,7 @@ pub(crate) fn emit_rest<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &Kern
         }
         k += 1;
     }
+    // SAFETY: t is this CPU's TRANSFER slot (see above).
     unsafe { (*t).iov_left = 0 };
     if left > 0 {
         count(Counter::IovecsSkipped, 1);

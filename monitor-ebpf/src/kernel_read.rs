@@ -23,30 +23,53 @@ pub(crate) const SOCK_STREAM: u16 = 1;
 
 pub(crate) const SOCK_SEQPACKET: u16 = 5;
 
+/// Reads a `T` at kernel address `addr`; `None` if the helper fails.
+///
+/// # Safety
+///
+/// Every bit pattern must be a valid `T` (integers, arrays of them): the
+/// bytes come from arbitrary kernel memory. `addr` may be anything: the
+/// helper checks it and fails instead of faulting.
 #[inline(always)]
 pub(crate) unsafe fn kread<T: Copy>(addr: u64) -> Option<T> {
     let mut v = core::mem::MaybeUninit::<T>::uninit();
+    // SAFETY: dst is the local `v`, exactly size_of::<T>() bytes; the helper
+    // checks `addr` and fails instead of faulting.
     let r = bpf_probe_read_kernel(
         v.as_mut_ptr() as *mut c_void,
         core::mem::size_of::<T>() as u32,
         addr as *const c_void,
     );
     if r == 0 {
+        // SAFETY: r == 0: the helper filled all of `v`, and the caller
+        // guarantees every bit pattern is a valid `T`.
         Some(v.assume_init())
     } else {
         None
     }
 }
 
+/// Reads a `T` at user address `addr` (current process); `None` if the
+/// helper fails.
+///
+/// # Safety
+///
+/// Every bit pattern must be a valid `T` (integers, arrays of them): the
+/// bytes come from arbitrary user memory. `addr` may be anything: the
+/// helper checks it and fails instead of faulting.
 #[inline(always)]
 pub(crate) unsafe fn uread<T: Copy>(addr: u64) -> Option<T> {
     let mut v = core::mem::MaybeUninit::<T>::uninit();
+    // SAFETY: dst is the local `v`, exactly size_of::<T>() bytes; the helper
+    // checks `addr` and fails instead of faulting.
     let r = bpf_probe_read_user(
         v.as_mut_ptr() as *mut c_void,
         core::mem::size_of::<T>() as u32,
         addr as *const c_void,
     );
     if r == 0 {
+        // SAFETY: r == 0: the helper filled all of `v`, and the caller
+        // guarantees every bit pattern is a valid `T`.
         Some(v.assume_init())
     } else {
         None
@@ -58,6 +81,8 @@ pub(crate) unsafe fn uread<T: Copy>(addr: u64) -> Option<T> {
 #[inline(always)]
 pub(crate) fn current_start_ns(cfg: &KernelConfig) -> u64 {
     let o = &cfg.offsets;
+    // SAFETY: bpf_get_current_task takes no arguments; both kreads are of u64
+    // (any bit pattern valid), and a bad address makes them return None.
     unsafe {
         let task = bpf_get_current_task();
         let leader = kread::<u64>(task + o.task_group_leader as u64).unwrap_or(0);
@@ -82,6 +107,8 @@ pub(crate) fn file_info(cfg: &KernelConfig, fd: i32, dir: Direction) -> Option<F
         return None;
     }
     let o = &cfg.offsets;
+    // SAFETY: bpf_get_current_task takes no arguments; every kread is of a
+    // u64/u32/u16 (any bit pattern valid), and a bad address returns None.
     let r = unsafe {
         let task = bpf_get_current_task();
         let files: u64 = kread(task + o.task_files as u64)?;
@@ -158,6 +185,8 @@ pub(crate) fn file_info(cfg: &KernelConfig, fd: i32, dir: Direction) -> Option<F
 pub(crate) fn conn_tuple(cfg: &KernelConfig, sk: u64, kind: FdKind) -> ConnTuple {
     let o = &cfg.offsets;
     let mut t = ConnTuple::default();
+    // SAFETY: kreads of u16 and byte arrays (any bit pattern valid); a bad
+    // `sk` or offset makes the helper fail and the field stays 0.
     unsafe {
         t.local_port = kread::<u16>(sk + o.sock_num as u64).unwrap_or(0);
         t.remote_port = u16::from_be(kread::<u16>(sk + o.sock_dport as u64).unwrap_or(0));

@@ -35,6 +35,10 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+// SAFETY: plain read-only bytes in the section the loader reads the license
+// from; nothing executes or writes it.
 #[unsafe(link_section = "license")]
+// SAFETY: no other symbol of this object is named `LICENSE`, so the
+// unmangled name cannot clash.
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -55,6 +55,14 @@ pub(crate) static PORT_SELECTORS: HashMap<u16, u8> = HashMap::with_max_entries(2
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
+// NOTE on per-CPU exclusivity, which the SAFETY comments on TRANSFER and
+// SCRATCH accesses rely on: another CPU never touches this CPU's slot, and a
+// tail-call chain stays on its CPU (migration is disabled for the run).
+// Tracepoint programs also run with preemption disabled, so no other run of
+// ours interleaves. Uprobe programs (the TLS path) run with only migration
+// disabled on recent kernels: on a preemptible kernel another run on this CPU
+// may rewrite the slot mid-chain. Every access stays inside the value (bounds
+// are checked where used), but the record sent can then be garbled.
 /// The transfer being processed on this CPU, handed from the entry
 /// program to `discover` and `capture` through tail calls.
 #[map]
@@ -120,7 +128,8 @@ pub(crate) struct SyscallArgs {
 #[inline(always)]
 pub(crate) fn count(counter: Counter, n: u64) {
     if let Some(p) = COUNTERS.get_ptr_mut(counter as u32) {
-        // Per-CPU slot: no other writer can race with us.
+        // SAFETY: p is this CPU's slot from a successful lookup, valid for a
+        // u64; other CPUs have their own slot and userspace only reads it.
         unsafe { *p += n };
     }
 }

@@ -7,6 +7,8 @@ use crate::maps::{CGROUP_SELECTORS, PROCS, count};
 /// Why `tgid` is tracked, or `TrackReason::None`.
 #[inline(always)]
 pub(crate) fn tracked_reason(cfg: &KernelConfig, tgid: u32, start_ns: u64) -> u32 {
+    // SAFETY: the value is plain integers, read right away; a concurrent
+    // update (userspace, another CPU) can at worst give a stale entry.
     if let Some(st) = unsafe { PROCS.get(&tgid) } {
         // Entries made by userspace may not know the start time (0).
         if st.start_ns == 0 || st.start_ns == start_ns {
@@ -14,7 +16,9 @@ pub(crate) fn tracked_reason(cfg: &KernelConfig, tgid: u32, start_ns: u64) -> u3
         }
     }
     if cfg.flags & config_flags::CGROUP_SELECTORS != 0 {
+        // SAFETY: argument-less helper, nothing to uphold.
         let cg = unsafe { bpf_get_current_cgroup_id() };
+        // SAFETY: only presence is tested; the value is never read.
         if unsafe { CGROUP_SELECTORS.get(&cg) }.is_some() {
             track(tgid, start_ns, TrackReason::CgroupSelector);
             return TrackReason::CgroupSelector as u32;

@@ -61,6 +61,8 @@ pub(crate) struct Transfer {
 /// verifier cannot prune (`capture` went from 115k to 370k instructions).
 #[inline(always)]
 pub(crate) fn mark_gap(t: *mut Transfer) {
+    // SAFETY: the only caller (emit_chunk) passes this CPU's TRANSFER slot
+    // from a successful lookup; insert only copies the key.
     if STREAMS.insert(unsafe { &(*t).key }, &stream_state::AFTER_GAP, 0).is_err() {
         count(Counter::DropStreamMapFull, 1);
     }
@@ -69,7 +71,10 @@ pub(crate) fn mark_gap(t: *mut Transfer) {
 /// Reads (base, len) of iovec `i` of the array at `iov`.
 #[inline(always)]
 pub(crate) fn iovec(iov: u64, i: u32) -> Option<(u64, u64)> {
+    // SAFETY: uread of a u64 (any bit pattern valid); the helper checks the
+    // user address and fails instead of faulting.
     let base: u64 = unsafe { uread(iov + i as u64 * 16)? };
+    // SAFETY: as for `base`: a u64, helper-checked address.
     let len: u64 = unsafe { uread(iov + i as u64 * 16 + 8)? };
     Some((base, len))
 }
@@ -82,7 +87,10 @@ pub(crate) fn vector(syscall: Syscall, buf: u64, len: u64) -> Option<(u64, u64)>
         Syscall::Readv | Syscall::Writev => Some((buf, len)),
         Syscall::Recvmsg | Syscall::Sendmsg => {
             // struct user_msghdr: msg_iov at 16, msg_iovlen at 24.
+            // SAFETY: uread of a u64 (any bit pattern valid); the helper
+            // checks the user address and fails instead of faulting.
             let iov: u64 = unsafe { uread(buf + 16)? };
+            // SAFETY: as for `iov`: a u64, helper-checked address.
             let iovlen: u64 = unsafe { uread(buf + 24)? };
             Some((iov, iovlen))
         }
@@ -136,8 +144,9 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
         return;
     }
     let Some(t) = TRANSFER.get_ptr_mut(0) else { return };
-    // SAFETY: per-CPU slot; tail calls run on this CPU before anything else
-    // can use it.
+    // SAFETY: t is this CPU's TRANSFER slot from the lookup above, valid for
+    // a Transfer (maps.rs NOTE); tail_call never returns on success, and on
+    // failure returns to the DropTailCall count below.
     unsafe {
         *t = Transfer {
             pid_tgid,
@@ -183,6 +192,8 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
 /// on to the capture stage.
 #[inline(always)]
 pub(crate) fn discovered<C: EbpfContext>(ctx: &C, jump: &ProgramArray, t: *mut Transfer) -> u32 {
+    // SAFETY: every caller passes this CPU's TRANSFER slot from a successful
+    // lookup; tail_call never returns on success, a failure is counted below.
     unsafe {
         (*t).discovered = 1;
         jump.tail_call(ctx, jump_slot::CAPTURE);

@@ -27,10 +27,14 @@ pub(crate) const EXIT_RET: usize = 16;
 #[inline(always)]
 pub(crate) fn on_exit(ctx: &TracePointContext, dir: Direction) {
     let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: keyed by this thread's pid_tgid, which only this thread (now
+    // running here) inserts or removes; the value is copied out at once.
     let Some(args) = (unsafe { ARGS.get(&pid_tgid) }).copied() else {
         return;
     };
     let _ = ARGS.remove(&pid_tgid);
+    // SAFETY: read_at copies with bpf_probe_read_kernel, which checks the
+    // address and fails instead of faulting; 16 is the i64 `ret` of sys_exit.
     let Ok(ret) = (unsafe { ctx.read_at::<i64>(EXIT_RET) }) else {
         return;
     };

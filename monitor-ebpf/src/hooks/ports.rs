@@ -20,15 +20,21 @@ pub(crate) fn on_port_call(ctx: &TracePointContext) {
     if tgid == cfg.self_tgid {
         return;
     }
+    // SAFETY: read_at copies with bpf_probe_read_kernel, which checks the
+    // address and fails instead of faulting; 24 is arg 1 (the sockaddr).
     let Ok(addr) = (unsafe { ctx.read_at::<u64>(ARG1) }) else { return };
     // struct sockaddr_in / sockaddr_in6: family, then the port in network
     // order at the same offset.
+    // SAFETY: uread of a u16 (any bit pattern valid); the helper checks the
+    // user address and fails instead of faulting.
     let Some(family) = (unsafe { uread::<u16>(addr) }) else { return };
     if family != 2 && family != 10 {
         return;
     }
+    // SAFETY: as for `family`: a u16, helper-checked address.
     let Some(port) = (unsafe { uread::<u16>(addr + 2) }) else { return };
     let port = u16::from_be(port);
+    // SAFETY: only presence is tested; the value is never read.
     if unsafe { PORT_SELECTORS.get(&port) }.is_none() {
         return;
     }

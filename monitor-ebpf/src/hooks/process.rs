@@ -15,9 +15,12 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     let Some(cfg) = config() else { return 0 };
     let o = &cfg.offsets;
     let child: u64 = ctx.arg(1);
+    // SAFETY: kread of a u32 (any bit pattern valid); a bad address makes the
+    // helper fail instead of faulting.
     let Some(child_tgid) = (unsafe { kread::<u32>(child + o.task_tgid as u64) }) else {
         return 0;
     };
+    // SAFETY: as for `child_tgid`: a u32, helper-checked address.
     let Some(child_pid) = (unsafe { kread::<u32>(child + o.task_pid as u64) }) else {
         return 0;
     };
@@ -29,6 +32,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     if tracked_reason(cfg, parent_tgid, parent_start) == TrackReason::None as u32 {
         return 0;
     }
+    // SAFETY: kread of a u64 (any bit pattern valid), helper-checked address.
     let child_start = unsafe { kread::<u64>(child + o.task_start_boottime as u64) }.unwrap_or(0);
     track(child_tgid, child_start, TrackReason::Inherited);
     emit_process(
@@ -44,8 +48,11 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 pub(crate) fn parent_of_current(cfg: &KernelConfig) -> u32 {
+    // SAFETY: argument-less helper, nothing to uphold.
     let task = unsafe { bpf_get_current_task() };
     let o = &cfg.offsets;
+    // SAFETY: kreads of a u64 and a u32 (any bit pattern valid); a bad
+    // address makes the helper fail and the result is 0.
     unsafe {
         match kread::<u64>(task + o.task_real_parent as u64) {
             Some(p) if p != 0 => kread::<u32>(p + o.task_tgid as u64).unwrap_or(0),
@@ -66,6 +73,7 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let mut reason = tracked_reason(cfg, tgid, start);
     if reason == TrackReason::None as u32 && cfg.flags & config_flags::COMM_SELECTORS != 0 {
         if let Ok(comm) = bpf_get_current_comm() {
+            // SAFETY: only presence is tested; the value is never read.
             if unsafe { COMM_SELECTORS.get(&comm) }.is_some() {
                 track(tgid, start, TrackReason::CommSelector);
                 reason = TrackReason::CommSelector as u32;
@@ -86,6 +94,8 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     if tgid != pid_tgid as u32 {
         return 0; // a thread, not the process
     }
+    // SAFETY: plain integers copied out at once; a concurrent update (another
+    // thread, userspace) can at worst give a stale entry.
     let Some(st) = (unsafe { PROCS.get(&tgid) }).copied() else {
         return 0;
     };

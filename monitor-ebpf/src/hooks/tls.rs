@@ -45,6 +45,8 @@ pub(crate) fn tls_capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Trans
     };
     // 0 for none: an `Option<u8>` lets LLVM carry an undefined payload
     // register along the `None` path, which the verifier refuses to read.
+    // SAFETY: the u8 is copied out at once; a concurrent update or LRU
+    // eviction of the entry can at worst give a stale state.
     let state = unsafe { STREAMS.get(&key) }.copied().unwrap_or(NO_STATE);
     let mut flags = t.extra_flags;
     if state == stream_state::IGNORE_QUIET {
@@ -79,6 +81,8 @@ pub(crate) fn tls_capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Trans
         channel: 0,
         peer: 0,
     };
+    // SAFETY: scratch is this CPU's SCRATCH value (the caller passes
+    // scratch()): 8-aligned, >= HDR bytes, any bit pattern valid.
     let rec = unsafe { &mut *(scratch as *mut ChunkRecord) };
     fill_chunk_header(rec, RecordKind::Chunk, pid_tgid, t.start_ns, t.fd, syscall, dir, &fi, flags);
     match sock {
@@ -160,6 +164,8 @@ pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: keyed by this thread's pid_tgid, which only this thread (now
+    // running here) inserts or removes; the value is copied out at once.
     let Some(args) = (unsafe { TLS_ARGS.get(&pid_tgid) }).copied() else {
         return 0;
     };
@@ -169,6 +175,8 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         if ret != 1 {
             return 0;
         }
+        // SAFETY: uread of a u64 (any bit pattern valid); the helper checks
+        // the user address and fails instead of faulting.
         match unsafe { uread::<u64>(args.out_len) } {
             Some(v) => v,
             None => return 0,
@@ -199,8 +207,12 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         _pad: 0,
         ssl: args.ssl,
     };
+    // SAFETY: plain integers copied out at once; a concurrent update or LRU
+    // eviction can at worst give a stale binding.
     let (fd, extra) = match unsafe { TLS_FDS.get(&bkey) }.copied() {
         Some(b) => (b.fd, if b.inferred != 0 { chunk_flags::TLS_FD_INFERRED } else { 0 }),
+        // SAFETY: an i32 copied out at once; LRU eviction by another CPU can
+        // at worst give a stale descriptor.
         None => match unsafe { LAST_TCP_READ.get(&pid_tgid) }.copied() {
             Some(fd) if reason != TrackReason::None as u32 => {
                 let _ = TLS_FDS.insert(&bkey, &TlsBinding { fd, inferred: 1 }, 0);

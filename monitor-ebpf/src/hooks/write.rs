@@ -24,8 +24,12 @@ pub(crate) fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
         return;
     }
     let (Ok(fd), Ok(buf), Ok(len)) = (
+        // SAFETY: read_at copies with bpf_probe_read_kernel, which checks the
+        // address and fails instead of faulting; a u64 (arg 0 at 16) is plain.
         unsafe { ctx.read_at::<u64>(ARG0) },
+        // SAFETY: as for ARG0 (24: arg 1).
         unsafe { ctx.read_at::<u64>(ARG1) },
+        // SAFETY: as for ARG0 (32: arg 2).
         unsafe { ctx.read_at::<u64>(ARG2) },
     ) else {
         return;
