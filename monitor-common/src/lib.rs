@@ -122,13 +122,21 @@ impl Direction {
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Syscall {
+    /// `read(2)`.
     Read = 1,
+    /// `write(2)`.
     Write = 2,
+    /// `readv(2)`: one chunk per captured iovec segment.
     Readv = 3,
+    /// `writev(2)`: one chunk per captured iovec segment.
     Writev = 4,
+    /// `recvfrom(2)`.
     Recvfrom = 5,
+    /// `sendto(2)`.
     Sendto = 6,
+    /// `recvmsg(2)`: one chunk per captured iovec segment of the msghdr.
     Recvmsg = 7,
+    /// `sendmsg(2)`: one chunk per captured iovec segment of the msghdr.
     Sendmsg = 8,
     /// `SSL_read` / `SSL_read_ex` returned plaintext (TLS uprobe).
     SslRead = 9,
@@ -175,7 +183,9 @@ impl Syscall {
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FdKind {
+    /// Anything else (regular files, ttys, datagram sockets...).
     Other = 0,
+    /// A pipe or FIFO (`S_IFIFO` inode).
     Pipe = 1,
     /// `AF_UNIX` stream or seqpacket socket (includes socketpairs).
     UnixStream = 2,
@@ -232,19 +242,33 @@ pub mod jump_slot {
 /// kernel side declares them as statics of the same names in
 /// `monitor-ebpf/src/maps.rs`; a test of the loader checks the object).
 pub mod map_name {
+    /// [`KernelConfig`](crate::KernelConfig) array (one entry), written by userspace at load.
     pub const CONFIG: &str = "CONFIG";
+    /// Ring buffer carrying chunk and process records to userspace.
     pub const EVENTS: &str = "EVENTS";
+    /// Scratch areas, one per CPU, where a chunk header and its payload are assembled.
     pub const SCRATCH: &str = "SCRATCH";
+    /// Tracked processes: tgid to [`ProcState`](crate::ProcState).
     pub const PROCS: &str = "PROCS";
+    /// Per-stream decisions: [`StreamKey`](crate::StreamKey) to a `stream_state` value.
     pub const STREAMS: &str = "STREAMS";
+    /// Arguments of in-flight syscalls by pid_tgid, stashed at entry for the exit program.
     pub const ARGS: &str = "ARGS";
+    /// Executable-name (comm) selectors, checked at exec.
     pub const COMM_SELECTORS: &str = "COMM_SELECTORS";
+    /// First path segments of the MCP method names, filled by userspace for discovery.
     pub const METHOD_ROOTS: &str = "METHOD_ROOTS";
+    /// cgroup v2 ids whose processes are captured.
     pub const CGROUP_SELECTORS: &str = "CGROUP_SELECTORS";
+    /// TCP ports whose servers (bind) and clients (connect) are tracked.
     pub const PORT_SELECTORS: &str = "PORT_SELECTORS";
+    /// Per-CPU [`Counter`](crate::Counter) array.
     pub const COUNTERS: &str = "COUNTERS";
+    /// Tail-call program array of the syscall path, indexed by `jump_slot`.
     pub const JUMP: &str = "JUMP";
+    /// Tail-call program array of the TLS (uprobe) path, indexed by `jump_slot`.
     pub const TLS_JUMP: &str = "TLS_JUMP";
+    /// Arguments of in-flight `SSL_read`/`SSL_write` calls by pid_tgid.
     pub const TLS_ARGS: &str = "TLS_ARGS";
     /// Every map userspace looks up.
     pub const ALL: [&str; 14] = [
@@ -299,7 +323,9 @@ pub const TLS_STREAM_FD: i32 = -1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TlsKey {
+    /// Process (thread group) id that owns the `SSL` object.
     pub tgid: u32,
+    /// Explicit padding so the `#[repr(C)]` layout is identical in the kernel and userspace.
     pub _pad: u32,
     /// Address of the `SSL` object in the process.
     pub ssl: u64,
@@ -312,10 +338,15 @@ pub struct TlsKey {
 pub struct ConnTuple {
     /// `AF_INET` (2), `AF_INET6` (10) or 0 when not a TCP socket.
     pub family: u16,
+    /// Port of this process's end of the connection.
     pub local_port: u16,
+    /// Port of the peer's end of the connection.
     pub remote_port: u16,
+    /// Explicit padding so the `#[repr(C)]` layout is identical in the kernel and userspace.
     pub _pad: u16,
+    /// Address of this process's end (network byte order; IPv4 in the first four bytes).
     pub local_addr: [u8; 16],
+    /// Address of the peer's end (network byte order; IPv4 in the first four bytes).
     pub remote_addr: [u8; 16],
 }
 
@@ -324,11 +355,15 @@ pub struct ConnTuple {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ChunkRecord {
+    /// Common header; `kind` is `Chunk` or `WriterNotice`.
     pub header: RecordHeader,
+    /// Real user id of the calling process (initial user namespace).
     pub uid: u32,
+    /// Real group id of the calling process (initial user namespace).
     pub gid: u32,
     /// cgroup v2 id of the process (inode number of its cgroup directory).
     pub cgroup_id: u64,
+    /// File descriptor the call used; for TLS chunks the bound socket, -1 while unknown.
     pub fd: i32,
     /// A [`Syscall`] value.
     pub syscall: u8,
@@ -368,6 +403,8 @@ pub struct ProcessRecord {
     pub parent_tgid: u32,
     /// [`TrackReason`] of the process.
     pub reason: u32,
+    /// Fork: the parent's start time (ns since boot), identifying it with `parent_tgid`.
+    /// Exec/Exit: 0.
     pub parent_start_ns: u64,
 }
 
@@ -375,6 +412,7 @@ pub struct ProcessRecord {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TrackReason {
+    /// Not tracked (also any unknown wire value).
     None = 0,
     /// Userspace asked (pid selector, or confirmed MCP traffic).
     Userspace = 1,
@@ -424,6 +462,7 @@ impl TrackReason {
 pub struct ProcState {
     /// A [`TrackReason`] value.
     pub reason: u32,
+    /// Explicit padding so the `#[repr(C)]` layout is identical in the kernel and userspace.
     pub _pad: u32,
     /// Start time of the process this entry was made for; an entry whose
     /// start time does not match the current task is stale (pid reuse).
@@ -434,11 +473,15 @@ pub struct ProcState {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct StreamKey {
+    /// Process (thread group) id.
     pub tgid: u32,
+    /// File descriptor of the stream, or [`TLS_STREAM_FD`] for TLS streams.
     pub fd: i32,
+    /// Inode number of the pipe or socket behind `fd`; for TLS streams the `SSL` object address.
     pub inode: u64,
     /// A [`Direction`] value.
     pub direction: u8,
+    /// Explicit padding so the `#[repr(C)]` layout is identical in the kernel and userspace.
     pub _pad: [u8; 7],
 }
 
@@ -468,28 +511,51 @@ pub mod stream_state {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelOffsets {
+    /// `task_struct.tgid`.
     pub task_tgid: u32,
+    /// `task_struct.pid`.
     pub task_pid: u32,
+    /// `task_struct.real_parent`.
     pub task_real_parent: u32,
+    /// `task_struct.start_boottime`.
     pub task_start_boottime: u32,
+    /// `task_struct.group_leader`.
     pub task_group_leader: u32,
+    /// `task_struct.files`.
     pub task_files: u32,
+    /// `files_struct.fdt`.
     pub files_fdt: u32,
+    /// `fdtable.max_fds`.
     pub fdt_max_fds: u32,
+    /// `fdtable.fd`.
     pub fdt_fd: u32,
+    /// `file.f_inode`.
     pub file_inode: u32,
+    /// `file.private_data` (the `struct socket` of a socket file).
     pub file_private_data: u32,
+    /// `inode.i_mode`.
     pub inode_mode: u32,
+    /// `inode.i_ino`.
     pub inode_ino: u32,
+    /// `socket.type`.
     pub socket_type: u32,
+    /// `socket.sk`.
     pub socket_sk: u32,
+    /// `sock.__sk_common.skc_family`.
     pub sock_family: u32,
+    /// `unix_sock.peer`.
     pub unix_peer: u32,
+    /// `sock.__sk_common.skc_daddr` (remote IPv4 address).
     pub sock_daddr: u32,
+    /// `sock.__sk_common.skc_rcv_saddr` (local IPv4 address).
     pub sock_rcv_saddr: u32,
+    /// `sock.__sk_common.skc_dport` (remote port, network byte order).
     pub sock_dport: u32,
+    /// `sock.__sk_common.skc_num` (local port, host byte order).
     pub sock_num: u32,
+    /// `sock.__sk_common.skc_v6_daddr` (remote IPv6 address).
     pub sock_v6_daddr: u32,
+    /// `sock.__sk_common.skc_v6_rcv_saddr` (local IPv6 address).
     pub sock_v6_rcv_saddr: u32,
 }
 
@@ -523,7 +589,9 @@ pub struct KernelConfig {
     /// below that it drains on its own timer. Batching wake-ups is what
     /// keeps the agent's CPU cost per message low at high rates.
     pub wakeup_bytes: u32,
+    /// Explicit padding so the `#[repr(C)]` layout is identical in the kernel and userspace.
     pub _pad: u32,
+    /// Kernel structure member offsets, resolved by userspace from BTF.
     pub offsets: KernelOffsets,
 }
 

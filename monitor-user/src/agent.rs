@@ -22,7 +22,9 @@ use crate::{
 /// Where results go: events and alerts to their writers, capture decisions
 /// queued for the kernel.
 pub struct Outputs {
+    /// Writer of events as JSON lines (`output.events_file`).
     pub events: JsonLines,
+    /// Writer of alerts as JSON lines (`output.alerts_file`).
     pub alerts: JsonLines,
     /// Alert sinks (`[[sinks]]`); live runs only.
     pub deliveries: Deliveries,
@@ -234,6 +236,7 @@ pub struct CheckReport {
     /// Our own budget per program (a quarter of the limit), which the test
     /// suite enforces.
     pub verifier_budget: u64,
+    /// Verifier cost of each measured program of the eBPF object, by name.
     pub programs: Vec<crate::sensor::verifier::ProgramCost>,
 }
 
@@ -460,9 +463,13 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
 /// What a replay did.
 #[derive(Debug, Default)]
 pub struct ReplaySummary {
+    /// Observations read from the recording and fed to the pipeline.
     pub observations: u64,
+    /// Events written during the replay.
     pub events: u64,
+    /// Alerts written during the replay.
     pub alerts: u64,
+    /// The recording ended inside a record (writer killed mid-write); the partial record was skipped.
     pub truncated_tail: bool,
 }
 

@@ -15,9 +15,13 @@ use crate::pipeline::PipelineConfig;
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// What the kernel captures (`[capture]`).
     pub capture: CaptureConfig,
+    /// Limits of the userspace pipeline (`[pipeline]`).
     pub pipeline: PipelineSettings,
+    /// Detection settings (`[detection]`).
     pub detection: DetectionConfig,
+    /// Where events, alerts, metrics and recordings go (`[output]`).
     pub output: OutputConfig,
     /// Alert sinks besides `output.alerts_file` (file, syslog, webhook);
     /// live runs only. Reloaded on SIGHUP.
@@ -34,6 +38,7 @@ pub struct Config {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectionConfig {
+    /// Run detection and report alerts (default true; `false` turns the detector off).
     pub enabled: bool,
     /// Remembered tool definitions (rug pulls across restarts) and the
     /// fingerprint key live here.
@@ -103,6 +108,7 @@ pub struct CaptureConfig {
     /// How often processes are scanned for TLS libraries not probed yet
     /// (containers that started, libraries loaded with dlopen).
     pub tls_scan_interval_ms: u64,
+    /// Processes captured whether or not their traffic looks like JSON-RPC (default: none).
     pub selectors: Selectors,
 }
 
@@ -131,6 +137,7 @@ impl Default for CaptureConfig {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Selectors {
+    /// Process ids captured with their descendants (default empty; `--pid` adds to it).
     pub pids: Vec<u32>,
     /// Executable names, matched against the kernel task name (the first
     /// 15 bytes of the executable's file name).
@@ -148,15 +155,24 @@ pub struct Selectors {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PipelineSettings {
+    /// Longest message (line or HTTP body) in bytes; longer ones are skipped and counted (default 16 MiB).
     pub max_frame_bytes: usize,
     /// Bytes partial messages of all streams may hold together.
     pub max_buffered_bytes: usize,
+    /// Deepest array/object nesting accepted in a JSON-RPC message (default 64).
     pub max_json_depth: usize,
+    /// Most messages accepted in one JSON-RPC batch (default 256).
     pub max_batch: usize,
+    /// Seconds after which an unanswered request is forgotten (default 300).
     pub request_timeout_seconds: u64,
+    /// Seconds without traffic after which a session ends (default 1800).
     pub session_idle_seconds: u64,
+    /// Streams and HTTP connections the pipeline keeps state for (default 65536); past it the
+    /// least recently active are dropped.
     pub max_streams: usize,
+    /// Sessions kept at once (default 16384); past it the least recently active end.
     pub max_sessions: usize,
+    /// Requests awaiting a response kept per session and direction (default 1024).
     pub max_pending_requests: usize,
     /// Lines or HTTP bodies that are not JSON-RPC a stream or connection
     /// may carry before its first JSON-RPC message.

@@ -19,6 +19,7 @@ pub struct FilePolicy {
     pub rotate_bytes: u64,
     /// Rotated files kept (`file.1` newest).
     pub rotate_files: u32,
+    /// When the file is forced to disk (`output.fsync`, default `interval`).
     pub fsync: Fsync,
 }
 

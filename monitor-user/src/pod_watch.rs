@@ -35,7 +35,9 @@ pub enum KubernetesMode {
     /// On when the agent runs in a pod (`KUBERNETES_SERVICE_HOST` is set)
     /// or `api_url` is given.
     Auto,
+    /// Always watch; failing to start the watch stops the agent's start.
     On,
+    /// Never watch the API.
     Off,
 }
 
@@ -43,6 +45,7 @@ pub enum KubernetesMode {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct KubernetesConfig {
+    /// When to watch the Kubernetes API for this node's pods (default `auto`).
     pub mode: KubernetesMode,
     /// This node's name; empty: the `NODE_NAME` environment variable (the
     /// DaemonSet sets it from `spec.nodeName`).

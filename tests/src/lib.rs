@@ -19,6 +19,7 @@ use std::{
 
 use serde_json::Value;
 
+/// Root of the workspace (the parent directory of the `tests` crate).
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -86,6 +87,7 @@ pub fn require_root() {
 pub struct TempDir(PathBuf);
 
 impl TempDir {
+    /// Creates a fresh `mcpmon-<tag>-<pid>-<n>` directory under the system temp directory.
     pub fn new(tag: &str) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let p = std::env::temp_dir().join(format!(
@@ -96,6 +98,7 @@ impl TempDir {
         std::fs::create_dir_all(&p).unwrap();
         Self(p)
     }
+    /// The directory's path.
     pub fn path(&self) -> &Path {
         &self.0
     }
@@ -107,9 +110,6 @@ impl Drop for TempDir {
     }
 }
 
-/// A TCP port free on 127.0.0.1 right now, never one this test process
-/// was given before (a port picked for a receiver that is not started yet
-/// must not become a monitor's metrics port).
 /// Runs `openssl ARGS` in `dir` (certificates for TLS tests; `cargo xtask
 /// setup` installs openssl) and fails the test if it fails.
 pub fn openssl(dir: &Path, args: &[&str]) {
@@ -123,6 +123,9 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     assert!(st.success(), "openssl {args:?}");
 }
 
+/// A TCP port free on 127.0.0.1 right now, never one this test process
+/// was given before (a port picked for a receiver that is not started yet
+/// must not become a monitor's metrics port).
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
@@ -164,9 +167,13 @@ pub fn http_post(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<(S
 /// A running monitor.
 pub struct Monitor {
     child: Option<Child>,
+    /// Temporary directory of this monitor (stderr.log, events, alerts, default state dir), removed on drop.
     pub dir: TempDir,
+    /// File the monitor writes events to (`--events-file`).
     pub events_path: PathBuf,
+    /// File the monitor writes alerts to (`--alerts-file`).
     pub alerts_path: PathBuf,
+    /// Address of the monitor's metrics endpoint (`--metrics-addr`), on a free 127.0.0.1 port.
     pub metrics_addr: SocketAddr,
 }
 
@@ -227,6 +234,7 @@ impl Monitor {
         m
     }
 
+    /// What the monitor wrote to stderr (its log) so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
@@ -397,24 +405,35 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 /// One message of a client transcript.
 #[derive(Clone, Debug)]
 pub struct Sent {
+    /// `c2s` (client to server) or `s2c` (server to client).
     pub dir: String,
+    /// Size in bytes of the message's JSON text on the wire (without the line's newline).
     pub bytes: u64,
+    /// `request`, `notification`, `response` or `error`.
     pub kind: String,
+    /// JSON-RPC method; `None` for responses and errors.
     pub method: Option<String>,
+    /// JSON-RPC id; `Null` when the message has none (notifications).
     pub id: Value,
+    /// Tool name of a `tools/call` request.
     pub tool: Option<String>,
+    /// Sent after a `--pause`d driver was resumed (always true when it did not pause).
     pub after_resume: bool,
 }
 
 /// What a client driver saw on the wire.
 #[derive(Clone, Debug)]
 pub struct Transcript {
+    /// Pid of the client driver process.
     pub client_pid: u32,
+    /// Pid of the server the driver started; 0 for HTTP drivers (the test knows the server).
     pub server_pid: u32,
+    /// Every message that crossed, in the order the client saw them.
     pub messages: Vec<Sent>,
 }
 
 impl Transcript {
+    /// Reads the transcript JSON file a client driver wrote.
     pub fn load(path: &Path) -> Transcript {
         let v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("transcript written")).unwrap();
         let messages = v["transcript"]
@@ -478,10 +497,15 @@ impl Transcript {
 /// Comparable view of one message.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
+    /// `request`, `notification`, `response` or `error` (the event's `type`).
     pub kind: String,
+    /// Method; responses and errors carry that of their request.
     pub method: Option<String>,
+    /// JSON-RPC id; `Null` when the message has none.
     pub id: Value,
+    /// Tool name of a `tools/call`; responses carry that of their request.
     pub tool: Option<String>,
+    /// Size of the message in bytes.
     pub bytes: u64,
 }
 
@@ -541,6 +565,7 @@ pub struct Driver {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
+    /// Where the driver writes its transcript (in a temporary directory removed on drop).
     pub transcript_path: PathBuf,
     _dir: TempDir,
 }
@@ -618,7 +643,6 @@ impl Drop for Driver {
     }
 }
 
-/// Runs a node scenario to completion.
 /// Runs the MCP Inspector CLI (npm `@modelcontextprotocol/inspector-cli`)
 /// with `args` (a server command or URL, then `--method ...`); returns its
 /// pid and what it printed. It keeps no transcript: tests assert the
@@ -643,6 +667,7 @@ pub fn venv_script(name: &str) -> PathBuf {
     python().parent().unwrap().join(name)
 }
 
+/// Runs `stdio_session.mjs` with `scenario` to completion and returns its transcript.
 pub fn run_node(scenario: &str, extra: &[&str]) -> Transcript {
     Driver::node(scenario, extra).finish()
 }

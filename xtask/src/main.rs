@@ -8,6 +8,7 @@
 //! - bpf-linker 0.13.0 built against LLVM 22, in `.tools/bin`;
 //! - the MCP servers and SDK clients the tests use: npm packages in
 //!   `tests/clients/node_modules`, PyPI packages in `.venv`.
+//!
 //! Everything installed lives in git-ignored folders of the repository.
 
 use std::{
@@ -308,7 +309,32 @@ fn test_env(cmd: &mut Command) {
         .env("MCP_TEST_PYTHON", root.join(".venv/bin/python"));
 }
 
+/// Installs rustfmt and clippy into the active toolchain when they are
+/// missing (a minimal rustup profile has neither).
+fn ensure_lint_tools() -> Result<()> {
+    let have = |tool: &str| {
+        cargo()
+            .args([tool, "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if have("fmt") && have("clippy") {
+        return Ok(());
+    }
+    step("installing rustfmt and clippy (rustup component add)");
+    sh(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"])).context(
+        "rustfmt and clippy are missing and rustup could not add them.\n\
+         Fix: rustup component add rustfmt clippy",
+    )
+}
+
 fn test() -> Result<()> {
+    ensure_lint_tools()?;
+    step("formatting (cargo fmt --check) and lints (clippy, warnings are errors)");
+    sh(cargo().args(["fmt", "--all", "--check"]))
+        .context("the code is not formatted as rustfmt.toml says.\nFix: cargo fmt --all")?;
+    sh(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+        .context("clippy or a lint of [workspace.lints] failed (see above); fix the code, or allow the lint where it is wrong, with a reason")?;
     step("unit and property tests");
     sh(cargo().args(["test", "--workspace", "--exclude", "mcp-monitor-tests"]))?;
     // A short fuzzing pass over every parser of untrusted bytes; long

@@ -14,6 +14,9 @@
 //!
 //! `cargo xtask bench` turns the timings into MB/s and messages/s per core.
 
+// criterion_group! defines an undocumented public function.
+#![allow(missing_docs)]
+
 use std::{hint::black_box, sync::Arc};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -86,7 +89,7 @@ fn text(rng: &mut Rng, n: usize) -> String {
     let mut s = String::with_capacity(n + 16);
     while s.len() < n {
         s.push_str(WORDS[(rng.next() % WORDS.len() as u64) as usize]);
-        s.push(if rng.next() % 9 == 0 { '\n' } else { ' ' });
+        s.push(if rng.next().is_multiple_of(9) { '\n' } else { ' ' });
     }
     s.truncate(n);
     s
@@ -169,7 +172,7 @@ fn session_lines(rng: &mut Rng, arg_sizes: &[usize], result_sizes: &[usize], one
     for id in 2..120u64 {
         let tool = format!("tool_{}", id % 20);
         let arg = rng.pick(arg_sizes);
-        let res = if rng.next() % one_mib_every == 0 {
+        let res = if rng.next().is_multiple_of(one_mib_every) {
             1 << 20
         } else {
             rng.pick(result_sizes)
@@ -179,7 +182,7 @@ fn session_lines(rng: &mut Rng, arg_sizes: &[usize], result_sizes: &[usize], one
             lines.push(l(false, json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":id,"progress":50,"total":100}}), Kind::Notification, "notifications/progress", None));
         }
         let mut body = text(rng, res);
-        if rng.next() % 200 == 0 {
+        if rng.next().is_multiple_of(200) {
             body.push_str(&format!("\nGITHUB_TOKEN={}\n", fake_token(rng)));
         }
         lines.push(l(

@@ -16,12 +16,21 @@ use monitor_common::KernelOffsets;
 /// Errors from reading BTF or resolving a member.
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
+    /// The BTF bytes are malformed (what is wrong).
     #[error("BTF data is malformed: {0}")]
     Malformed(&'static str),
+    /// No complete struct or union of that name (the name given).
     #[error("the kernel's BTF has no struct `{0}`")]
     NoStruct(String),
+    /// The struct has no member at that path.
     #[error("struct `{strukt}` in the kernel's BTF has no member `{member}`")]
-    NoMember { strukt: String, member: String },
+    NoMember {
+        /// The struct searched.
+        strukt: String,
+        /// The whole member path asked for (`__sk_common.skc_family`).
+        member: String,
+    },
+    /// The member (`struct.path`) is a bitfield or does not start on a byte boundary.
     #[error("member `{0}` is a bitfield; only byte-aligned members are supported")]
     Bitfield(String),
 }

@@ -47,6 +47,7 @@ pub struct HttpInfo {
     /// Method and path of the request that carried the message, or that the
     /// response carrying it answers.
     pub method: Option<String>,
+    /// Its target, query values replaced by `[REDACTED]` (names kept).
     pub path: Option<String>,
     /// Status of the response that carried the message.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,6 +63,7 @@ pub struct HttpInfo {
     /// (`address:port`, IPv6 in brackets); the client end connected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local: Option<String>,
+    /// The other end, `address:port` (see `local`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote: Option<String>,
     /// Headers of the stateless revision that disagree with the body they
@@ -73,6 +75,7 @@ pub struct HttpInfo {
     /// they repeat the body's method and tool).
     #[serde(skip)]
     pub mcp_method: Option<String>,
+    /// `Mcp-Name` header of the request, base64 form decoded; compared with the tool, prompt or URI.
     #[serde(skip)]
     pub mcp_name: Option<String>,
 }
@@ -81,7 +84,9 @@ pub struct HttpInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Flow {
+    /// Sent by the client to the server: `client_to_server` in events.
     ClientToServer,
+    /// Sent by the server to the client: `server_to_client` in events.
     ServerToClient,
 }
 
@@ -106,6 +111,7 @@ impl Flow {
 /// One end of a session: its process (if known) and what it announced.
 #[derive(Clone, Debug, Default)]
 pub struct Party {
+    /// Its process as `/proc` and the kernel describe it (`pid`, `start_time`, `exe`...); `None` if unknown or remote.
     pub process: Option<Arc<ProcessInfo>>,
     /// Kubernetes pod and workload, SPIFFE ID.
     pub workload: Option<Arc<WorkloadIdentity>>,
@@ -113,6 +119,7 @@ pub struct Party {
     pub pid: Option<u32>,
     /// `clientInfo.name` / `serverInfo.name`.
     pub name: Option<Arc<str>>,
+    /// `clientInfo.version` / `serverInfo.version`, as announced.
     pub version: Option<Arc<str>>,
     /// This party already serialised (the pipeline caches it per session:
     /// identity is the bulk of every event).
@@ -205,12 +212,16 @@ pub struct Event {
     /// Wall-clock time the bytes were read, as RFC 3339 (UTC, ns).
     #[serde(serialize_with = "ser_time")]
     pub time: i128,
+    /// `transport`: `stdio`, `http`, `https` or `sse`.
     pub transport: Transport,
+    /// `direction`: `client_to_server` or `server_to_client`.
     pub direction: Flow,
+    /// `type`: `request`, `notification`, `response` or `error`.
     #[serde(rename = "type", serialize_with = "ser_kind")]
     pub kind: crate::jsonrpc::Kind,
     /// The method; for responses, the method of the paired request.
     pub method: Option<String>,
+    /// `id`: the JSON-RPC id (number or string); `null` for notifications.
     pub id: Option<Id>,
     /// `tools/call` tool name, on the request and its response.
     pub tool: Option<String>,
@@ -231,7 +242,9 @@ pub struct Event {
     pub session: Arc<str>,
     /// Negotiated protocol version, once known.
     pub protocol_version: Option<Arc<str>>,
+    /// `server`: the server end (process, workload identity, announced name and version).
     pub server: Party,
+    /// `client`: the client end, described like `server`.
     pub client: Party,
     /// HTTP transports: method, path, status, hashed session id.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -12,6 +12,7 @@ pub mod workload;
 /// Everything the monitor knows about a process.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessInfo {
+    /// Process id (tgid) in the initial pid namespace: `pid` of the party in events.
     pub pid: u32,
     /// `CLOCK_BOOTTIME` ns (kernel `start_boottime`).
     pub start_ns: u64,
@@ -19,21 +20,27 @@ pub struct ProcessInfo {
     /// boot-to-wall offset).
     #[serde(default)]
     pub start_unix_ns: i64,
+    /// Parent pid from `/proc/<pid>/stat` (0 when it could not be read): `ppid` in events.
     pub ppid: u32,
+    /// Task name from `/proc/<pid>/stat`, else the kernel's: `comm` in events.
     pub comm: String,
     /// Path of the executable (`/proc/<pid>/exe`).
     pub exe: String,
     /// Command line with secret-looking values replaced by `[REDACTED]`.
     pub cmdline: Vec<String>,
+    /// Real uid (`/proc/<pid>/status`, else the kernel's): `uid` in events.
     pub uid: u32,
+    /// Real gid (`/proc/<pid>/status`, else the kernel's); not in events.
     pub gid: u32,
     /// User name from the host's `/etc/passwd`, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// cgroup path (unified hierarchy when the process is placed there).
     pub cgroup: String,
+    /// Container id (64 hex digits) found in the cgroup path: `container_id` in events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// Kubernetes pod UID found in the cgroup path: `pod_uid` in events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
     /// systemd unit the process runs in (`nginx.service`), from the cgroup
@@ -44,6 +51,7 @@ pub struct ProcessInfo {
     /// processes sharing them share a container or sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mnt_ns: Option<u64>,
+    /// Pid namespace inode (`/proc/<pid>/ns/pid`): `pid_ns` in events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_ns: Option<u64>,
     /// False when `/proc` could not be read (the process had exited) or
@@ -54,7 +62,9 @@ pub struct ProcessInfo {
 /// Fields of `/proc/<pid>/stat` the monitor uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stat {
+    /// Task name (field 2, between the parentheses).
     pub comm: String,
+    /// Parent pid (field 4).
     pub ppid: u32,
     /// Start time in clock ticks since boot.
     pub start_ticks: u64,

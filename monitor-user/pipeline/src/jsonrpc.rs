@@ -32,10 +32,13 @@ impl Default for Limits {
 /// A JSON-RPC id. Numbers that are not integers keep their text.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Id {
+    /// An integer id that fits in an `i64`.
     Int(i64),
+    /// A string id.
     Str(String),
     /// Non-integer number, kept as written.
     Other(String),
+    /// A `null` id (error responses to unreadable requests carry it); also stands for an error response's missing id.
     Null,
 }
 
@@ -67,9 +70,13 @@ impl fmt::Display for Id {
 /// The four JSON-RPC message shapes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
+    /// Has a method and an id: expects a response.
     Request,
+    /// Has a method and no id: expects no response.
     Notification,
+    /// A success response: carries `result`.
     Response,
+    /// An error response: carries `error`.
     Error,
 }
 
@@ -88,6 +95,7 @@ impl Kind {
 /// The `error` member of an error response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RpcError {
+    /// The JSON-RPC error code (`-32601`: method not found...): the event's `error_code`.
     pub code: i64,
     /// Kept for detectors; never written out unredacted.
     pub message: String,
@@ -96,11 +104,17 @@ pub struct RpcError {
 /// One decoded message, borrowing from the frame.
 #[derive(Clone, Debug)]
 pub struct Message<'a> {
+    /// Which of the four shapes the message is.
     pub kind: Kind,
+    /// The id; `None` for notifications, `Some(Id::Null)` for an error response without one.
     pub id: Option<Id>,
+    /// Method of a request or notification; `None` for responses.
     pub method: Option<Cow<'a, str>>,
+    /// Raw `params` of a request or notification (an object or array), when present.
     pub params: Option<&'a RawValue>,
+    /// Raw `result` of a success response.
     pub result: Option<&'a RawValue>,
+    /// The `error` member of an error response (code and message).
     pub error: Option<RpcError>,
     /// The message's own bytes: the frame, or the member of a batch.
     pub raw: &'a [u8],
@@ -109,14 +123,19 @@ pub struct Message<'a> {
 /// Why a frame is not JSON-RPC 2.0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// The frame is not valid UTF-8.
     #[error("invalid UTF-8")]
     InvalidUtf8,
+    /// The frame does not start with `{` or `[`, or does not parse as JSON.
     #[error("not JSON")]
     NotJson,
+    /// Arrays and objects nest deeper than `Limits::max_depth`.
     #[error("nesting deeper than the limit")]
     TooDeep,
+    /// JSON, but not a JSON-RPC 2.0 message; the text says what is wrong.
     #[error("not a JSON-RPC 2.0 message: {0}")]
     NotJsonRpc(&'static str),
+    /// A batch of more than `Limits::max_batch` messages.
     #[error("batch larger than the limit")]
     BatchTooLarge,
 }
@@ -137,7 +156,9 @@ impl DecodeError {
 /// A frame holds one message or a batch (2025-03-26 only, still parsed).
 #[derive(Debug)]
 pub enum Decoded<'a> {
+    /// The frame is one message object.
     Single(Message<'a>),
+    /// The frame is a batch (a JSON array): its messages, in order.
     Batch(Vec<Message<'a>>),
 }
 

@@ -19,16 +19,27 @@ pub enum Origin {
 /// Broad purpose of a method, for reports and detectors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Category {
+    /// Session set-up: `initialize`, `notifications/initialized`, `server/discover`.
     Lifecycle,
+    /// `tools/list`, `tools/call` and the tool list change notification.
     Tools,
+    /// `resources/*`, resource templates, `subscriptions/listen` and the resource notifications.
     Resources,
+    /// `prompts/list`, `prompts/get` and the prompt list change notification.
     Prompts,
+    /// `tasks/*` and task status notifications.
     Tasks,
+    /// Argument completion (`completion/complete`).
     Completion,
+    /// `logging/setLevel` and log messages (`notifications/message`).
     Logging,
+    /// `roots/list` (the server asks the client) and the roots change notification.
     Roots,
+    /// `sampling/createMessage`: the server asks the client's model for a completion.
     Sampling,
+    /// `elicitation/create` (the server asks the user for input) and its completion notification.
     Elicitation,
+    /// `ping`, progress and cancellation notifications.
     Utility,
 }
 
@@ -37,7 +48,9 @@ pub enum Category {
 pub struct MethodInfo {
     /// The method name, also its metrics label.
     pub name: &'static str,
+    /// Which side sends it.
     pub origin: Origin,
+    /// Its broad purpose.
     pub category: Category,
     /// True for notifications (`notifications/...`).
     pub notification: bool,

@@ -16,56 +16,139 @@ use prometheus::{
 
 /// All metrics of the agent.
 pub struct Metrics {
+    /// Registry (names prefixed `mcp_monitor_`) holding every metric below; `render` encodes it.
     pub registry: Registry,
+    /// `mcp_monitor_messages_total`: MCP messages seen, by `transport`, `direction`, `type` and `method`
+    /// (unknown methods fold into "other"), plus `namespace` and `workload` with `metrics.workload_labels`.
     pub messages: IntCounterVec,
+    /// `mcp_monitor_message_bytes_total`: bytes of MCP messages seen, by `transport` and `direction`.
     pub message_bytes: IntCounterVec,
+    /// `mcp_monitor_capture_events_total`: chunk records received from the kernel.
     pub capture_events: IntCounter,
+    /// `mcp_monitor_capture_bytes_total`: payload bytes received from the kernel.
     pub capture_bytes: IntCounter,
+    /// `mcp_monitor_capture_syscall_events_total`: chunk records by `syscall`, the syscall program that
+    /// captured them (read, write, readv, writev, recvfrom, sendto, recvmsg, sendmsg).
     pub capture_syscall_events: IntCounterVec,
+    /// `mcp_monitor_capture_syscall_bytes_total`: payload bytes by `syscall`, the syscall program that
+    /// captured them.
     pub capture_syscall_bytes: IntCounterVec,
+    /// `mcp_monitor_bpf_program_runs_total`: runs of each of the agent's eBPF programs, by `program`
+    /// (needs `capture.program_stats` or `kernel.bpf_stats_enabled=1`).
     pub program_runs: IntCounterVec,
+    /// `mcp_monitor_bpf_program_run_seconds_total`: time spent in each of the agent's eBPF programs, by
+    /// `program` (needs `capture.program_stats` or `kernel.bpf_stats_enabled=1`).
     pub program_run_seconds: prometheus::CounterVec,
+    /// `mcp_monitor_capture_dropped_total`: captures lost in the kernel, by `reason` (ring_full, copy_failed,
+    /// args_map_full, process_map_full, stream_map_full, no_scratch, iovec_limit, tail_call_failed).
     pub capture_dropped: IntCounterVec,
+    /// `mcp_monitor_capture_truncated_total`: chunks cut at the per-chunk capture cap.
     pub capture_truncated: IntCounter,
+    /// `mcp_monitor_discovery_hits_total`: streams the kernel reported because their payload looked like
+    /// JSON-RPC.
     pub discovery_hits: IntCounter,
+    /// `mcp_monitor_tls_probe_targets`: distinct TLS library files (libssl, statically linked node) with
+    /// SSL_read/SSL_write uprobes attached.
     pub tls_probe_targets: IntGauge,
+    /// `mcp_monitor_tls_attach_errors_total`: TLS library files found in a process whose uprobes could not
+    /// be attached.
     pub tls_attach_errors: IntCounter,
+    /// `mcp_monitor_tls_unbound_chunks_total`: TLS plaintext chunks captured before their SSL object could be
+    /// tied to a socket (so without connection endpoints).
     pub tls_unbound: IntCounter,
+    /// `mcp_monitor_frame_errors_total`: frames that were not usable JSON-RPC, by `reason` (not_json,
+    /// invalid_utf8, not_jsonrpc, too_deep, batch_too_large, oversized, capture_gap, memory_budget).
     pub frame_errors: IntCounterVec,
+    /// `mcp_monitor_request_duration_seconds`: histogram of the time from request to response, by `method`.
     pub request_duration: HistogramVec,
+    /// `mcp_monitor_sessions_active`: MCP sessions currently open.
     pub sessions_active: IntGauge,
+    /// `mcp_monitor_sessions_total`: MCP sessions seen.
     pub sessions_total: IntCounter,
+    /// `mcp_monitor_streams_total`: captured streams by `verdict`: `confirmed` (JSON-RPC) or `rejected:<reason>`.
     pub streams: IntCounterVec,
+    /// `mcp_monitor_unpaired_responses_total`: responses whose request was not seen.
     pub unpaired_responses: IntCounter,
+    /// `mcp_monitor_sse_replayed_events_total`: SSE events re-sent on a resumed stream (Last-Event-ID) with the
+    /// id and data of one already reported in the session; reported only once.
     pub sse_replayed: IntCounter,
+    /// `mcp_monitor_prelude_frames_total`: non-JSON-RPC lines or HTTP bodies seen before a stream's first
+    /// JSON-RPC message; past `pipeline.max_prelude_frames` of them the stream is judged not MCP.
     pub prelude_frames: IntCounter,
+    /// `mcp_monitor_stream_relooks_total`: streams judged not MCP that were looked at again, by `result`
+    /// (kernel_looked, kernel_found, resumed, over_budget).
     pub stream_relooks: IntCounterVec,
+    /// `mcp_monitor_http_header_mismatch_total`: requests whose `Mcp-Method` or `Mcp-Name` header
+    /// disagrees with the body, by `header` (mcp-method, mcp-name).
     pub http_header_mismatch: IntCounterVec,
+    /// `mcp_monitor_pending_requests_evicted_total`: requests forgotten before their response, by `reason`
+    /// (limit, timeout, session_end).
     pub pending_evicted: IntCounterVec,
+    /// `mcp_monitor_state_evictions_total`: state dropped to stay within limits, by `kind` (stream, session,
+    /// held_event, chain_flow, quiet_stream).
     pub state_evictions: IntCounterVec,
+    /// `mcp_monitor_events_written_total`: events written to the events output.
     pub events_written: IntCounter,
+    /// `mcp_monitor_alerts_written_total`: alerts written to the alerts output.
     pub alerts_written: IntCounter,
+    /// `mcp_monitor_output_errors_total`: write failures, by `output` (events, alerts, record).
     pub output_errors: IntCounterVec,
+    /// `mcp_monitor_processes_tracked`: processes the pipeline currently holds identity for.
     pub processes_tracked: IntGauge,
+    /// `mcp_monitor_alerts_total`: alerts raised, by `category`, `rule` and `severity` (a repeat summary counts its
+    /// repeats), plus `namespace` and `workload` with `metrics.workload_labels`.
     pub alerts: IntCounterVec,
+    /// `mcp_monitor_alerts_deduplicated_total`: alerts folded into an open deduplication window (reported
+    /// later as one repeat summary), by `category` and `rule`.
     pub alerts_deduplicated: IntCounterVec,
+    /// `mcp_monitor_alerts_silenced_total`: alerts matched by a silence of the rules file and not emitted,
+    /// by `category` and `rule`.
     pub alerts_silenced: IntCounterVec,
+    /// `mcp_monitor_detection_budget_exceeded_total`: messages whose scanning stopped at the
+    /// per-message byte budget.
     pub detection_budget_exceeded: IntCounter,
+    /// `mcp_monitor_detection_scanned_bytes_total`: bytes examined by the credential and injection
+    /// scanners after the prefilter.
     pub detection_scanned_bytes: IntCounter,
+    /// `mcp_monitor_sink_sent_total`: alerts delivered, by `sink` (the sink's name in `[[sinks]]`).
     pub sink_sent: IntCounterVec,
+    /// `mcp_monitor_sink_retried_total`: failed delivery attempts that will be retried after a backoff, by `sink`.
     pub sink_retried: IntCounterVec,
+    /// `mcp_monitor_sink_spooled_total`: alerts written to a sink's on-disk spool, by `sink`.
     pub sink_spooled: IntCounterVec,
+    /// `mcp_monitor_sink_dropped_total`: alerts a sink gave up on, by `sink` and `reason` (queue_full, spool_full,
+    /// spool_error, rejected, encode_error, write_error, shutdown).
     pub sink_dropped: IntCounterVec,
+    /// `mcp_monitor_buffered_bytes`: bytes held by partial messages of all streams and connections (bounded
+    /// by `pipeline.max_buffered_bytes`).
     pub buffered_bytes: IntGauge,
+    /// `mcp_monitor_sink_backlog`: alerts accepted by a sink and not yet delivered or dropped (in memory or in
+    /// the spool), by `sink`.
     pub sink_backlog: IntGaugeVec,
+    /// `mcp_monitor_sink_oldest_pending_seconds`: age of the oldest alert in a sink's backlog (0 when
+    /// empty), by `sink`.
     pub sink_oldest_pending: GaugeVec,
+    /// `mcp_monitor_sink_delivery_seconds`: histogram of successful delivery durations (one batch or message),
+    /// by `sink`.
     pub sink_delivery: HistogramVec,
+    /// `mcp_monitor_build_info`: constant 1, labelled with the agent `version` and `kernel` release.
     pub build_info: IntGaugeVec,
+    /// `mcp_monitor_kubernetes_pods`: pods of this node known from the pod watch (deleted pods, kept 5
+    /// minutes for late messages, not counted).
     pub kubernetes_pods: IntGauge,
+    /// `mcp_monitor_kubernetes_synced`: 1 once the pod watch has listed the pods of this node.
     pub kubernetes_synced: IntGauge,
+    /// `mcp_monitor_kubernetes_lists_total`: complete lists of this node's pods (the first, and one after
+    /// each 410 Gone).
     pub kubernetes_lists: IntCounter,
+    /// `mcp_monitor_kubernetes_pod_updates_total`: pod additions and changes received from the
+    /// Kubernetes API.
     pub kubernetes_pod_updates: IntCounter,
+    /// `mcp_monitor_kubernetes_errors_total`: pod watch errors, all retried, by `kind` (list, watch_start,
+    /// watch, gone, owner_lookup).
     pub kubernetes_errors: IntCounterVec,
+    /// `mcp_monitor_workload_labels_folded_total`: messages and alerts counted under
+    /// `workload="other"` because `metrics.max_workload_label_values` was reached.
     pub workload_labels_folded: IntCounter,
     /// Distinct (namespace, workload) label pairs handed out, when
     /// `messages_total` and `alerts_total` carry them.

@@ -16,7 +16,9 @@ use crate::identity::{kubernetes::WorkloadUpdate, ProcessInfo};
 /// time (`task_struct.start_boottime`, nanoseconds since boot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ProcKey {
+    /// Process id (tgid) in the initial pid namespace.
     pub pid: u32,
+    /// Start time (`task_struct.start_boottime`): nanoseconds since boot (`CLOCK_BOOTTIME`).
     pub start_ns: u64,
 }
 
@@ -26,30 +28,44 @@ pub struct ProcKey {
 pub struct Chunk {
     /// `CLOCK_BOOTTIME` nanoseconds.
     pub ts_ns: u64,
+    /// The process that made the call.
     pub proc: ProcKey,
+    /// Thread id of the caller (initial pid namespace).
     pub tid: u32,
     /// Kernel task name (at most 15 bytes).
     pub comm: String,
+    /// Real uid of the caller, in the initial user namespace.
     pub uid: u32,
+    /// Real gid of the caller, in the initial user namespace.
     pub gid: u32,
+    /// cgroup v2 id of the caller (inode number of its cgroup directory).
     pub cgroup_id: u64,
+    /// File descriptor the call used; for TLS chunks, the socket the `SSL` object is bound to (-1 while unknown).
     pub fd: i32,
+    /// The system call (or TLS library function) that moved the bytes.
     pub syscall: Syscall,
+    /// Ingress: the process received the bytes; egress: it sent them.
     pub direction: Direction,
+    /// What `fd` refers to: pipe, unix socket, TCP socket, TLS plaintext or other.
     pub fd_kind: FdKind,
     /// `monitor_common::chunk_flags` bits.
     pub flags: u8,
+    /// Inode number of the pipe or socket behind `fd`; for TLS chunks, the address of the `SSL` object.
     pub inode: u64,
     /// Channel identity shared by both ends (see `ChunkRecord::channel`);
     /// socket addresses are replaced by keyed hashes before they get here.
     pub channel: u64,
+    /// Unix sockets: keyed hash of the socket at the other end (0 if unknown); 0 for other kinds.
     pub peer: u64,
     /// Bytes the call moved; `data.len() < orig_len` when truncated.
     pub orig_len: u64,
+    /// Index of the iovec segment for readv/writev/recvmsg/sendmsg, else 0.
     pub segment: u32,
+    /// Endpoints of the TCP socket (for TLS chunks, the bound socket's); `family` is 0 when there is none.
     pub conn: ConnTuple,
     /// True for a writer notice (no payload).
     pub writer_notice: bool,
+    /// Captured payload bytes (at most the capture cap); empty for a writer notice.
     pub data: Vec<u8>,
 }
 
@@ -70,15 +86,20 @@ impl Chunk {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LifecycleKind {
+    /// A tracked process forked; `Lifecycle::proc` is the child.
     Fork,
+    /// A tracked process called execve.
     Exec,
+    /// A tracked process exited.
     Exit,
 }
 
 /// A fork, exec or exit reported by the kernel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lifecycle {
+    /// Which transition it is.
     pub kind: LifecycleKind,
+    /// When the kernel reported it: `CLOCK_BOOTTIME` nanoseconds.
     pub ts_ns: u64,
     /// The child for forks, the process itself otherwise.
     pub proc: ProcKey,
@@ -163,15 +184,19 @@ pub struct CaptureStats {
 /// One input of the pipeline.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observation {
+    /// Bytes a tracked process read or wrote (or a writer notice), as the kernel reported them.
     Chunk(Chunk),
     /// Identity of a process, sent before the first chunk that needs it and
     /// again after exec.
     Process(Box<ProcessInfo>),
+    /// A fork, exec or exit of a tracked process.
     Lifecycle(Lifecycle),
+    /// The capture counters' cumulative totals, read by the sensor at every tick.
     CaptureStats(CaptureStats),
     /// Time passes (`CLOCK_BOOTTIME` ns): lets the pipeline expire idle
     /// sessions and stale requests deterministically.
     Tick {
+        /// The current time, `CLOCK_BOOTTIME` nanoseconds.
         ts_ns: u64,
     },
     /// A change in the pods of this node, from the Kubernetes pod watch.
@@ -181,7 +206,9 @@ pub enum Observation {
 /// A pod update and when it arrived (`CLOCK_BOOTTIME` ns).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadChange {
+    /// When the update came from the pod watch: `CLOCK_BOOTTIME` nanoseconds.
     pub ts_ns: u64,
+    /// The pod added, changed or deleted, or the pods a complete relist found.
     pub update: WorkloadUpdate,
 }
 

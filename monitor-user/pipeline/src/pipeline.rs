@@ -53,16 +53,21 @@ pub struct PipelineConfig {
     /// Bytes all partial messages (lines, HTTP heads and bodies) may hold
     /// together; see [`crate::buffer_budget`].
     pub max_buffered: usize,
+    /// JSON-RPC decoding limits (nesting depth, batch size).
     pub limits: jsonrpc::Limits,
     /// Include redacted payloads in events.
     pub payloads: bool,
     /// Added to `CLOCK_BOOTTIME` ns to get Unix ns.
     pub boot_offset_ns: i128,
+    /// Most streams kept, and most HTTP connections; when full, the least recently active eighth is evicted.
     pub max_streams: usize,
+    /// Most sessions kept; when full, the least recently active eighth is ended.
     pub max_sessions: usize,
     /// Requests awaiting a response, per session and direction.
     pub max_pending: usize,
+    /// A request unanswered this long (ns) is dropped from the pending table and counted as timed out.
     pub request_timeout_ns: u64,
+    /// Sessions, streams and HTTP connections silent this long (ns) are dropped at the next tick.
     pub session_idle_ns: u64,
     /// Messages held for a session not yet shown to be MCP; when exceeded the
     /// session is judged not MCP and its streams are dropped from capture.
@@ -116,9 +121,13 @@ impl Default for PipelineConfig {
 /// A kernel stream the agent asks the kernel to stop reporting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct KernelStream {
+    /// Process id (tgid) of the process that reads or writes the stream.
     pub pid: u32,
+    /// Its file descriptor; `monitor_common::TLS_STREAM_FD` for TLS streams (keyed by `SSL` object).
     pub fd: i32,
+    /// Inode number of the pipe or socket; for TLS streams, the address of the `SSL` object.
     pub inode: u64,
+    /// Which half: what the process reads (ingress) or writes (egress).
     pub direction: Direction,
 }
 
@@ -304,17 +313,27 @@ pub struct Pipeline {
     sse_endpoints: FxHashMap<(ProcKey, String), (SessionKey, Option<String>)>,
     /// What partial messages of all streams and connections hold together.
     budget: Budget,
-    workload_message_counters: FxHashMap<
-        (
-            &'static str,
-            &'static str,
-            &'static str,
-            &'static str,
-            Arc<str>,
-            Arc<str>,
-        ),
-        IntCounter,
-    >,
+    workload_message_counters: FxHashMap<WorkloadMessageLabels, IntCounter>,
+}
+
+/// Label values of `messages` with workload labels on: transport, direction, kind,
+/// method, namespace, workload.
+type WorkloadMessageLabels = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Arc<str>,
+    Arc<str>,
+);
+
+/// What judging a rejected stream afresh decided for one of its chunks.
+enum Relook {
+    /// The kernel resumed it and the budget allows: a new stream, judged
+    /// from this chunk on.
+    Afresh(Stream),
+    /// Still not MCP: the chunk is dropped and the stream kept as it was.
+    StillRejected(Stream),
 }
 
 #[derive(Deserialize)]
@@ -368,6 +387,7 @@ fn first_json_byte(data: &[u8]) -> Option<u8> {
 }
 
 impl Pipeline {
+    /// A pipeline with empty state; a SPIFFE mapping that fails to build turns SPIFFE IDs off (logged).
     pub fn new(cfg: PipelineConfig, metrics: Arc<Metrics>) -> Self {
         // The configuration was validated on load; a mapping that fails
         // here (a library caller's) turns SPIFFE IDs off rather than fail.
@@ -522,8 +542,8 @@ impl Pipeline {
         };
         let mut stream = match self.streams.remove(&id) {
             Some(s) if s.verdict == Verdict::Rejected => match self.relook_stream(s, &c, sink) {
-                Ok(fresh) => fresh,
-                Err(s) => return self.insert_stream(s),
+                Relook::Afresh(fresh) => fresh,
+                Relook::StillRejected(s) => return self.insert_stream(s),
             },
             Some(s) => s,
             None => self.new_stream(id, &c),
@@ -561,23 +581,23 @@ impl Pipeline {
     /// their way when the stream was ignored are dropped: resuming on them
     /// would have the kernel capture a lookalike stream again and again
     /// (line streams write fast; connections, see `relook_conn`, do not).
-    fn relook_stream(&mut self, mut old: Stream, c: &Chunk, sink: &mut impl Sink) -> Result<Stream, Stream> {
+    fn relook_stream(&mut self, mut old: Stream, c: &Chunk, sink: &mut impl Sink) -> Relook {
         let resumed = c.flag(chunk_flags::RESUMED);
         if !resumed {
-            return Err(old);
+            return Relook::StillRejected(old);
         }
         if !old.relooks.take(c.ts_ns, self.cfg.max_relooks_per_minute) {
             self.metrics.stream_relooks.with_label_values(&["over_budget"]).inc();
             if old.relooks.first_refusal() {
                 self.quiet(&[old.id.kernel()], old.relooks.window_end(), sink);
             }
-            return Err(old);
+            return Relook::StillRejected(old);
         }
         let budget = old.relooks;
         self.metrics.stream_relooks.with_label_values(&["resumed"]).inc();
         let mut fresh = self.new_stream(old.id, c);
         fresh.relooks = budget;
-        Ok(fresh)
+        Relook::Afresh(fresh)
     }
 
     /// Stops the kernel looking at `streams` again until `until_ns`: their

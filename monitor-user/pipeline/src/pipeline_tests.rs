@@ -65,7 +65,28 @@ fn info(p: ProcKey, exe: &str) -> Observation {
     }))
 }
 
-fn chunk(p: ProcKey, fd: i32, dir: Direction, kind: FdKind, channel: u64, data: &[u8], ts: u64, flags: u8) -> Chunk {
+/// What the transcript tests compare of an event: direction, kind, method,
+/// JSON-RPC id and tool.
+type Row = (Flow, Kind, Option<String>, Option<String>, Option<String>);
+
+/// One end of a channel as the kernel names it: the process, its
+/// descriptor, the descriptor's kind and the channel (pipe or socket inode).
+#[derive(Clone, Copy)]
+struct End {
+    proc: ProcKey,
+    fd: i32,
+    kind: FdKind,
+    channel: u64,
+}
+
+/// A chunk at `end`: the bytes read (ingress), or a writer notice (egress).
+fn chunk(end: End, dir: Direction, data: &[u8], ts: u64, flags: u8) -> Chunk {
+    let End {
+        proc: p,
+        fd,
+        kind,
+        channel,
+    } = end;
     Chunk {
         ts_ns: ts,
         proc: p,
@@ -154,11 +175,13 @@ impl Sim {
         if !self.notified.contains(&(p, channel)) {
             self.notified.push((p, channel));
             let c = chunk(
-                p,
-                fd,
+                End {
+                    proc: p,
+                    fd,
+                    kind: self.kind,
+                    channel,
+                },
                 Direction::Egress,
-                self.kind,
-                channel,
                 b"",
                 self.ts,
                 chunk_flags::NEW_STREAM,
@@ -173,11 +196,13 @@ impl Sim {
         for p in pieces {
             self.ts += 1_000;
             let c = chunk(
-                self.server,
-                self.server_fds.0,
+                End {
+                    proc: self.server,
+                    fd: self.server_fds.0,
+                    kind: self.kind,
+                    channel: self.c2s,
+                },
                 Direction::Ingress,
-                self.kind,
-                self.c2s,
                 p,
                 self.ts,
                 chunk_flags::NEW_STREAM,
@@ -191,11 +216,13 @@ impl Sim {
         for p in pieces {
             self.ts += 1_000;
             let c = chunk(
-                CLIENT,
-                6,
+                End {
+                    proc: CLIENT,
+                    fd: 6,
+                    kind: self.kind,
+                    channel: self.s2c,
+                },
                 Direction::Ingress,
-                self.kind,
-                self.s2c,
                 p,
                 self.ts,
                 chunk_flags::NEW_STREAM,
@@ -229,7 +256,7 @@ impl Sim {
             .sum()
     }
 
-    fn rows(&self) -> Vec<(Flow, Kind, Option<String>, Option<String>, Option<String>)> {
+    fn rows(&self) -> Vec<Row> {
         self.out
             .events
             .iter()
@@ -348,11 +375,13 @@ fn truncated_capture_skips_only_the_damaged_message() {
     // A message whose middle the kernel could not capture (cap reached).
     s.notice(CLIENT, 5, s.c2s);
     let mut c = chunk(
-        SERVER,
-        0,
+        End {
+            proc: SERVER,
+            fd: 0,
+            kind: FdKind::Pipe,
+            channel: s.c2s,
+        },
         Direction::Ingress,
-        FdKind::Pipe,
-        s.c2s,
         br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","par"#,
         s.ts,
         0,
@@ -404,11 +433,13 @@ impl Sim {
         self.notice(CLIENT, 5, self.c2s);
         self.ts += 1_000;
         let c = chunk(
-            self.server,
-            self.server_fds.0,
+            End {
+                proc: self.server,
+                fd: self.server_fds.0,
+                kind: self.kind,
+                channel: self.c2s,
+            },
             Direction::Ingress,
-            self.kind,
-            self.c2s,
             data,
             self.ts,
             flags,
@@ -661,11 +692,13 @@ fn throwaway_requests_past_the_budget_do_not_blind_the_monitor() {
         "capabilities":{},"clientInfo":{"name":"sneaky","version":"0.1"}}});
     s.ts += 1_000;
     let mut c = chunk(
-        CLIENT,
-        fd,
+        End {
+            proc: CLIENT,
+            fd,
+            kind: FdKind::Tcp4,
+            channel: 900 + fd as u64,
+        },
         Direction::Egress,
-        FdKind::Tcp4,
-        900 + fd as u64,
         b"",
         s.ts,
         0,
@@ -781,11 +814,13 @@ fn a_stream_joined_mid_message_resyncs_on_the_next_line() {
         json!({"jsonrpc":"2.0","id":9,"method":"tools/list"})
     );
     s.feed(Observation::Chunk(chunk(
-        SERVER,
-        0,
+        End {
+            proc: SERVER,
+            fd: 0,
+            kind: FdKind::Pipe,
+            channel: s.c2s,
+        },
         Direction::Ingress,
-        FdKind::Pipe,
-        s.c2s,
         tail.as_bytes(),
         5,
         0,
@@ -953,11 +988,13 @@ fn over_socket(
     flags: u8,
 ) {
     let mut notice = chunk(
-        writer,
-        wfd,
+        End {
+            proc: writer,
+            fd: wfd,
+            kind: FdKind::UnixStream,
+            channel: rsock,
+        },
         Direction::Egress,
-        FdKind::UnixStream,
-        rsock,
         b"",
         ts,
         flags,
@@ -965,11 +1002,13 @@ fn over_socket(
     notice.peer = wsock;
     feed(notice);
     let mut read = chunk(
-        reader,
-        rfd,
+        End {
+            proc: reader,
+            fd: rfd,
+            kind: FdKind::UnixStream,
+            channel: rsock,
+        },
         Direction::Ingress,
-        FdKind::UnixStream,
-        rsock,
         line.as_bytes(),
         ts,
         flags,
@@ -1121,11 +1160,13 @@ fn state_tables_are_bounded() {
             json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{}})
         );
         let c = chunk(
-            server,
-            0,
+            End {
+                proc: server,
+                fd: 0,
+                kind: FdKind::Pipe,
+                channel: 5000 + i as u64,
+            },
             Direction::Ingress,
-            FdKind::Pipe,
-            5000 + i as u64,
             line.as_bytes(),
             i as u64,
             chunk_flags::NEW_STREAM,
@@ -1382,7 +1423,18 @@ fn command_lines_are_scrubbed_with_the_credential_rules_when_detection_is_on() {
 /// TCP chunks of one process: (direction, bytes).
 fn tcp(s: &mut Sim, p: ProcKey, fd: i32, dir: Direction, data: &[u8]) {
     s.ts += 1_000;
-    let mut c = chunk(p, fd, dir, FdKind::Tcp4, 900 + fd as u64, data, s.ts, 0);
+    let mut c = chunk(
+        End {
+            proc: p,
+            fd,
+            kind: FdKind::Tcp4,
+            channel: 900 + fd as u64,
+        },
+        dir,
+        data,
+        s.ts,
+        0,
+    );
     c.writer_notice = false;
     c.data = data.to_vec();
     c.orig_len = data.len() as u64;
@@ -1547,10 +1599,31 @@ fn loopback(local: u16, remote: u16) -> ConnTuple {
     t
 }
 
-/// TLS plaintext of one SSL object (`ssl`), bound to socket `fd` with `conn`.
-fn tls(s: &mut Sim, p: ProcKey, ssl: u64, fd: i32, conn: ConnTuple, dir: Direction, data: &[u8], flags: u8) {
+/// A TLS connection as one process sees it: its SSL object, bound to
+/// socket `fd` (-1: not known yet) with `conn`.
+struct TlsEnd {
+    proc: ProcKey,
+    ssl: u64,
+    fd: i32,
+    conn: ConnTuple,
+}
+
+/// TLS plaintext of one SSL object.
+fn tls(s: &mut Sim, end: TlsEnd, dir: Direction, data: &[u8], flags: u8) {
+    let TlsEnd { proc: p, ssl, fd, conn } = end;
     s.ts += 1_000;
-    let mut c = chunk(p, fd, dir, FdKind::Tls, 0, data, s.ts, flags);
+    let mut c = chunk(
+        End {
+            proc: p,
+            fd,
+            kind: FdKind::Tls,
+            channel: 0,
+        },
+        dir,
+        data,
+        s.ts,
+        flags,
+    );
     c.inode = ssl;
     c.syscall = if dir == Direction::Ingress {
         Syscall::SslRead
@@ -1583,40 +1656,48 @@ fn https_server_side_names_a_client_whose_first_writes_had_no_socket() {
     let other = init.replace("\"agent\"", "\"other\"");
     tls(
         &mut s,
-        OTHER_CLIENT,
-        0xb1,
-        -1,
-        ConnTuple::default(),
+        TlsEnd {
+            proc: OTHER_CLIENT,
+            ssl: 0xb1,
+            fd: -1,
+            conn: ConnTuple::default(),
+        },
         Direction::Egress,
         &post(&other, None),
         new,
     );
     tls(
         &mut s,
-        CLIENT,
-        0xc1,
-        -1,
-        ConnTuple::default(),
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc1,
+            fd: -1,
+            conn: ConnTuple::default(),
+        },
         Direction::Egress,
         &post(init, None),
         new,
     );
     tls(
         &mut s,
-        SERVER,
-        0x51,
-        7,
-        server_end,
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x51,
+            fd: 7,
+            conn: server_end,
+        },
         Direction::Ingress,
         &post(init, None),
         new,
     );
     tls(
         &mut s,
-        SERVER,
-        0x51,
-        7,
-        server_end,
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x51,
+            fd: 7,
+            conn: server_end,
+        },
         Direction::Egress,
         resp.as_bytes(),
         new,
@@ -1632,30 +1713,36 @@ fn https_server_side_names_a_client_whose_first_writes_had_no_socket() {
     let init2 = init.replace("\"1.0\"", "\"1.1\"");
     tls(
         &mut s,
-        CLIENT,
-        0xc2,
-        -1,
-        ConnTuple::default(),
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc2,
+            fd: -1,
+            conn: ConnTuple::default(),
+        },
         Direction::Egress,
         &post(&init2, None),
         new,
     );
     tls(
         &mut s,
-        SERVER,
-        0x53,
-        -1,
-        ConnTuple::default(),
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x53,
+            fd: -1,
+            conn: ConnTuple::default(),
+        },
         Direction::Ingress,
         &post(&init2, None),
         new,
     );
     tls(
         &mut s,
-        SERVER,
-        0x53,
-        -1,
-        ConnTuple::default(),
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x53,
+            fd: -1,
+            conn: ConnTuple::default(),
+        },
         Direction::Egress,
         resp.as_bytes(),
         new,
@@ -1670,10 +1757,12 @@ fn https_server_side_names_a_client_whose_first_writes_had_no_socket() {
     let third = loopback(8443, 40012);
     tls(
         &mut s,
-        SERVER,
-        0x52,
-        8,
-        third,
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x52,
+            fd: 8,
+            conn: third,
+        },
         Direction::Ingress,
         &post(&lone, None),
         new,
@@ -1699,40 +1788,48 @@ fn https_both_local_ends_are_paired_and_ssl_objects_reused() {
     let (client_end, server_end) = (loopback(40000, 8443), loopback(8443, 40000));
     tls(
         &mut s,
-        CLIENT,
-        0xc1,
-        5,
-        client_end,
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc1,
+            fd: 5,
+            conn: client_end,
+        },
         Direction::Egress,
         &post(init, None),
         new,
     );
     tls(
         &mut s,
-        SERVER,
-        0x51,
-        7,
-        server_end,
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x51,
+            fd: 7,
+            conn: server_end,
+        },
         Direction::Ingress,
         &post(init, None),
         new,
     );
     tls(
         &mut s,
-        SERVER,
-        0x51,
-        7,
-        server_end,
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x51,
+            fd: 7,
+            conn: server_end,
+        },
         Direction::Egress,
         resp(result).as_bytes(),
         new,
     );
     tls(
         &mut s,
-        CLIENT,
-        0xc1,
-        5,
-        client_end,
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc1,
+            fd: 5,
+            conn: client_end,
+        },
         Direction::Ingress,
         resp(result).as_bytes(),
         new,
@@ -1761,30 +1858,36 @@ fn https_both_local_ends_are_paired_and_ssl_objects_reused() {
     // A half-read response on the old connection must not disturb it.
     tls(
         &mut s,
-        CLIENT,
-        0xc1,
-        5,
-        client_end,
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc1,
+            fd: 5,
+            conn: client_end,
+        },
         Direction::Ingress,
         b"HTTP/1.1 200 OK\r\nContent-Le",
         0,
     );
     tls(
         &mut s,
-        CLIENT,
-        0xc1,
-        6,
-        second,
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc1,
+            fd: 6,
+            conn: second,
+        },
         Direction::Egress,
         &post(call, Some("sid-7")),
         new,
     );
     tls(
         &mut s,
-        CLIENT,
-        0xc1,
-        6,
-        second,
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc1,
+            fd: 6,
+            conn: second,
+        },
         Direction::Ingress,
         resp(body).as_bytes(),
         new,
@@ -2054,7 +2157,18 @@ fn stateless_requests_share_a_session_and_lying_headers_are_flagged() {
             (Direction::Egress, ok(i as u32 + 1).into_bytes()),
         ] {
             s.ts += 1_000;
-            let mut c = chunk(SERVER, fd, dir, FdKind::Tcp4, 900 + fd as u64, &data, s.ts, 0);
+            let mut c = chunk(
+                End {
+                    proc: SERVER,
+                    fd,
+                    kind: FdKind::Tcp4,
+                    channel: 900 + fd as u64,
+                },
+                dir,
+                &data,
+                s.ts,
+                0,
+            );
             c.writer_notice = false;
             c.data = data.to_vec();
             c.orig_len = data.len() as u64;

@@ -44,6 +44,7 @@ const KIND_WORKLOAD: u8 = 6;
 pub struct RecordingHeader {
     /// Version of the agent that wrote it.
     pub agent_version: String,
+    /// Name of the recording host; replays use it for `{hostname}` in SPIFFE IDs.
     pub hostname: String,
     /// Unix ns = boot ns + this offset.
     pub boot_offset_ns: i128,
@@ -56,12 +57,21 @@ pub struct RecordingHeader {
 /// Errors reading a recording.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
+    /// The file does not start with [`MAGIC`].
     #[error("not a recording (bad magic); expected a file written by `mcp-monitor run --record`")]
     BadMagic,
+    /// The file's format version (given) is not [`VERSION`].
     #[error("recording format version {0} is not supported by this build (supports {VERSION})")]
     Version(u32),
+    /// A header or record that cannot be decoded.
     #[error("recording is malformed at byte {offset}: {what}")]
-    Malformed { offset: u64, what: String },
+    Malformed {
+        /// Byte offset in the file where the bad header or record starts.
+        offset: u64,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// Reading failed (a file cut short inside its fixed header included).
     #[error("reading the recording failed: {0}")]
     Io(#[from] io::Error),
 }
@@ -120,10 +130,12 @@ impl<W: Write> Recorder<W> {
         self.out.write_all(&self.scratch)
     }
 
+    /// Flushes the underlying writer.
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 
+    /// Returns the underlying writer.
     pub fn into_inner(self) -> W {
         self.out
     }
@@ -310,6 +322,7 @@ impl<R: BufRead> Reader<R> {
         })
     }
 
+    /// The header read from the file.
     pub fn header(&self) -> &RecordingHeader {
         &self.header
     }

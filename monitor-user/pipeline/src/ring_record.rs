@@ -15,21 +15,38 @@ use crate::observation::{Chunk, Lifecycle, LifecycleKind, ProcKey};
 /// A decoded ring record.
 #[derive(Debug)]
 pub enum Record {
+    /// Bytes read or written by a tracked process, or a writer notice.
     Chunk(Chunk),
-    Process { lifecycle: Lifecycle, comm: String },
+    /// A fork, exec or exit of a tracked process.
+    Process {
+        /// The transition.
+        lifecycle: Lifecycle,
+        /// Task name of the task that made the record (the parent, for a fork).
+        comm: String,
+    },
 }
 
 /// Why a record could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// Shorter than the header, or than the layout of its kind (the record's length in bytes).
     #[error("record of {0} bytes is shorter than its header")]
     Short(usize),
+    /// Written by eBPF programs of another ABI version (the one given).
     #[error("record written by eBPF ABI {0}, agent expects {ABI_VERSION}")]
     Abi(u32),
+    /// A record kind this agent does not know (the value given).
     #[error("unknown record kind {0}")]
     Kind(u16),
+    /// A chunk claims more payload bytes than the record carries.
     #[error("chunk claims {claimed} payload bytes but carries {present}")]
-    Payload { claimed: usize, present: usize },
+    Payload {
+        /// `captured_len` of the chunk.
+        claimed: usize,
+        /// Bytes after the chunk header.
+        present: usize,
+    },
+    /// A field holds an invalid value (the field's name).
     #[error("invalid field {0}")]
     Field(&'static str),
 }
@@ -51,6 +68,7 @@ fn comm_string(comm: &[u8]) -> String {
 }
 
 impl Decoder {
+    /// A decoder with a fresh random key for hiding kernel socket addresses.
     pub fn new() -> Self {
         Self {
             key: RandomState::new(),

@@ -32,6 +32,7 @@ pub const TRANSPORT_SSE: u8 = 3;
 /// Identifies a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionKey {
+    /// Transport of the session: one of the `TRANSPORT_*` constants.
     pub transport_kind: u8,
     /// The server process, when known.
     pub server: Option<ProcKey>,
@@ -40,6 +41,7 @@ pub struct SessionKey {
 }
 
 impl SessionKey {
+    /// The [`Transport`] that `transport_kind` names (unknown values read as stdio).
     pub fn transport(&self) -> Transport {
         match self.transport_kind {
             TRANSPORT_HTTP => Transport::Http,
@@ -68,10 +70,15 @@ impl SessionKey {
 /// A request waiting for its response.
 #[derive(Clone, Debug)]
 pub struct Pending {
+    /// The request's method as sent, reported on its response's event too.
     pub method: String,
+    /// `tools/call` tool name, reported on the response's event too.
     pub tool: Option<String>,
+    /// `prompts/get` prompt name, reported on the response's event too.
     pub prompt: Option<String>,
+    /// `resources/read`/`subscribe`/`unsubscribe` URI (credentials redacted), reported on the response too.
     pub resource: Option<String>,
+    /// When the request was seen (`CLOCK_BOOTTIME` ns): gives its response's latency and its timeout.
     pub ts_ns: u64,
 }
 
@@ -131,10 +138,12 @@ impl PendingRequests {
         n
     }
 
+    /// Requests awaiting a response.
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
+    /// True when no request awaits a response.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
@@ -143,20 +152,30 @@ impl PendingRequests {
 /// What one side announced about itself.
 #[derive(Clone, Debug, Default)]
 pub struct PeerInfo {
+    /// The `name` it announced (`clientInfo` / `serverInfo`), cut to 256 bytes.
     pub name: Option<Arc<str>>,
+    /// The `version` it announced, cut to 256 bytes.
     pub version: Option<Arc<str>>,
 }
 
 /// One MCP session.
 #[derive(Debug)]
 pub struct Session {
+    /// What identifies the session: transport, server process, conversation.
     pub key: SessionKey,
+    /// `key` rendered ([`SessionKey::render`]): the `session` field of its events.
     pub id: Arc<str>,
+    /// The transport `key` names.
     pub transport: Transport,
+    /// The server process, when it is on this host (from `key`).
     pub server: Option<ProcKey>,
+    /// The client process once a message named it (then kept); `None` while unknown or not on this host.
     pub client: Option<ProcKey>,
+    /// What the client announced (`clientInfo` of `initialize`, or the stateless revision's `_meta`).
     pub client_info: PeerInfo,
+    /// What the server announced (`serverInfo` of the `initialize` or `server/discover` result).
     pub server_info: PeerInfo,
+    /// Negotiated protocol version (`initialize`, its result winning, or stateless `_meta`); `None` until seen.
     pub protocol_version: Option<Arc<str>>,
     /// Tool names from the latest `tools/list` result.
     pub tools: Vec<String>,
@@ -167,12 +186,16 @@ pub struct Session {
     /// The client's view of an HTTP session whose server end is on this
     /// host and seen too: not given to detectors (the server's view is).
     pub mirror: bool,
+    /// When the session's first message was seen (`CLOCK_BOOTTIME` ns).
     pub first_ns: u64,
+    /// When its latest message was seen (`CLOCK_BOOTTIME` ns): idle expiry and eviction go by it.
     pub last_ns: u64,
+    /// Messages seen in the session so far.
     pub messages: u64,
 }
 
 impl Session {
+    /// A session for `key` whose first message was seen at `ts_ns` (`CLOCK_BOOTTIME`); nothing learnt yet.
     pub fn new(key: SessionKey, ts_ns: u64) -> Self {
         Self {
             key,

@@ -15,8 +15,11 @@ use super::tls::{self, Conn};
 /// A parsed `http://` or `https://` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Url {
+    /// `https://`: connect with TLS.
     pub tls: bool,
+    /// Host name or IP address (IPv6 without its brackets).
     pub host: String,
+    /// Port from the URL; default 443 for `https`, 80 for `http`.
     pub port: u16,
     /// Path and query, starting with `/`.
     pub path: String,

@@ -89,11 +89,15 @@ fn default_max_files() -> u32 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSink {
+    /// Sink name, the `sink` label of its metrics; default `<type>-<index>`.
     #[serde(default)]
     pub name: Option<String>,
+    /// File the alerts are appended to (created with mode 0640).
     pub path: PathBuf,
+    /// `json` (default) or `ocsf`.
     #[serde(default)]
     pub format: Format,
+    /// Deliver only alerts at least this severe; `None` (default): all alerts.
     #[serde(default)]
     pub min_severity: Option<Severity>,
     /// Rotate when the file would pass this size (0: never).
@@ -102,6 +106,7 @@ pub struct FileSink {
     /// Rotated files kept (`path.1` newest ... `path.N`).
     #[serde(default = "default_max_files")]
     pub max_files: u32,
+    /// When the file is forced to disk (default `interval`).
     #[serde(default)]
     pub fsync: Fsync,
 }
@@ -110,9 +115,12 @@ pub struct FileSink {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyslogProtocol {
+    /// One RFC 5424 message per UDP datagram.
     Udp,
+    /// TCP with octet-counting framing (RFC 6587); the default.
     #[default]
     Tcp,
+    /// TLS (RFC 5425), verified against `ca_file` or the system CA bundle.
     Tls,
 }
 
@@ -130,19 +138,24 @@ fn default_queue() -> usize {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyslogSink {
+    /// Sink name, the `sink` label of its metrics; default `<type>-<index>`.
     #[serde(default)]
     pub name: Option<String>,
     /// `host:port` (514 for UDP/TCP, 6514 for TLS by convention).
     pub address: String,
+    /// Transport: `udp`, `tcp` (default) or `tls`.
     #[serde(default)]
     pub protocol: SyslogProtocol,
     /// `json` or `cef`.
     #[serde(default)]
     pub format: Format,
+    /// Deliver only alerts at least this severe; `None` (default): all alerts.
     #[serde(default)]
     pub min_severity: Option<Severity>,
+    /// Syslog facility name, combined with the alert severity into PRI (default `local0`).
     #[serde(default = "default_facility")]
     pub facility: String,
+    /// APP-NAME field of each message (default `mcp-monitor`).
     #[serde(default = "default_app_name")]
     pub app_name: String,
     /// CA bundle (PEM) for TLS; default: the system bundle.
@@ -188,27 +201,34 @@ fn default_index() -> String {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSink {
+    /// Sink name, the `sink` label of its metrics; default `<type>-<index>`. Also names the default spool directory.
     #[serde(default)]
     pub name: Option<String>,
     /// `http://` or `https://` URL.
     pub url: String,
+    /// `json` (default) or `ocsf`.
     #[serde(default)]
     pub format: Format,
+    /// Body layout of a batch (default `generic`, a JSON array).
     #[serde(default)]
     pub flavor: Flavor,
+    /// Deliver only alerts at least this severe; `None` (default): all alerts.
     #[serde(default)]
     pub min_severity: Option<Severity>,
     /// Extra request headers (`Authorization = "Splunk ${HEC_TOKEN}"`);
     /// `${VAR}` is replaced from the environment. Printed masked.
     #[serde(default, serialize_with = "mask_values")]
     pub headers: BTreeMap<String, String>,
+    /// Most alerts per POST (default 500; at least 1).
     #[serde(default = "default_batch")]
     pub batch_max: usize,
+    /// Bound in seconds on each connect, read and write of a request (default 10, at least 1).
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
     /// Default: `<detection.state_dir>/spool/<name>`.
     #[serde(default)]
     pub spool_dir: Option<PathBuf>,
+    /// Size cap of the on-disk spool in bytes (default 256 MiB); when full the oldest segment is dropped.
     #[serde(default = "default_spool_bytes")]
     pub spool_max_bytes: u64,
     /// When spooled alerts are forced to disk (an agent crash loses none of
@@ -216,6 +236,7 @@ pub struct WebhookSink {
     /// with `interval`, none with `always`).
     #[serde(default)]
     pub fsync: Fsync,
+    /// CA bundle (PEM) for an `https` URL; default: the system bundle.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Index for `elastic_bulk`.
@@ -232,8 +253,11 @@ fn mask_values<S: serde::Serializer>(m: &BTreeMap<String, String>, s: S) -> Resu
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SinkConfig {
+    /// `type = "file"`: JSON or OCSF lines to a rotated file.
     File(FileSink),
+    /// `type = "syslog"`: RFC 5424 messages over UDP, TCP or TLS.
     Syslog(SyslogSink),
+    /// `type = "webhook"`: HTTP(S) POST of batches read from an on-disk spool.
     Webhook(WebhookSink),
 }
 
@@ -295,9 +319,13 @@ impl SinkConfig {
 #[derive(Clone)]
 pub struct SinkMetrics {
     sent: IntCounter,
+    /// Failed delivery attempts that will be retried (`sink_retried_total`).
     pub retried: IntCounter,
+    /// Alerts written to the webhook spool (`sink_spooled_total`).
     pub spooled: IntCounter,
+    /// Alerts accepted and not yet delivered or dropped (`sink_backlog`, `sink_oldest_pending_seconds`).
     pub backlog: Arc<Backlog>,
+    /// Duration in seconds of successful deliveries (`sink_delivery_seconds`).
     pub delivery: Histogram,
     metrics: Arc<Metrics>,
     name: String,

@@ -26,7 +26,9 @@ use std::{
 /// Position of a record: segment number and byte offset in it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
+    /// Segment number (the `<n>` of `seg-<n>.jsonl`).
     pub segment: u64,
+    /// Byte offset within that segment.
     pub offset: u64,
 }
 
@@ -34,8 +36,11 @@ pub struct Position {
 /// continues after them.
 #[derive(Debug, Default)]
 pub struct Batch {
+    /// Encoded alerts, one per record (the line without its newline).
     pub records: Vec<Vec<u8>>,
+    /// Position of the first record (the cursor when the batch was read).
     pub start: Position,
+    /// Position just after the last record; `None` when the batch is empty.
     pub next: Option<Position>,
 }
 

@@ -60,7 +60,9 @@ pub fn connect(cfg: &Arc<ClientConfig>, server_name: &str, tcp: TcpStream) -> io
 
 /// A plain or TLS connection.
 pub enum Conn {
+    /// Plain TCP.
     Plain(TcpStream),
+    /// TLS (rustls client) over TCP.
     Tls(Box<TlsStream>),
 }
 

@@ -116,6 +116,7 @@ pub struct Sensor {
     /// cleared when it grows past `MAX_KNOWN`, which only re-sends identities).
     known: HashSet<ProcKey>,
     boot_offset_ns: i128,
+    /// Per-chunk payload cap in bytes given to the kernel (`capture.capture_cap_bytes`); written into recordings.
     pub capture_cap: u32,
     /// Keeps the kernel's eBPF run-time accounting on (capture.program_stats).
     _program_stats: Option<std::os::fd::OwnedFd>,
@@ -365,14 +366,14 @@ impl Sensor {
         Ok(CaptureStats { counters, programs })
     }
 
-    /// Attaches the TLS probes to one library file (see [`tls`]). Failures
-    /// are logged and counted (`mcp_monitor_tls_attach_errors_total`); the
-    /// agent goes on without that file.
     /// TLS library files probed so far.
     pub fn tls_targets(&self) -> u64 {
         self.tls_targets
     }
 
+    /// Attaches the TLS probes to one library file (see [`tls`]). Failures
+    /// are logged and counted (`mcp_monitor_tls_attach_errors_total`); the
+    /// agent goes on without that file.
     pub fn attach_tls(&mut self, target: &tls::TlsTarget) {
         if self._tls_jump.is_none() {
             return;

@@ -133,6 +133,7 @@ pub struct Probe {
 /// How many instructions the verifier processed for one program.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ProgramCost {
+    /// Program (function) name in the eBPF object.
     pub name: String,
     /// `tracepoint`, `raw_tracepoint`, `uprobe`, `uretprobe`.
     pub kind: &'static str,
@@ -141,6 +142,7 @@ pub struct ProgramCost {
     /// Instructions the verifier processed (all paths), or `None` when the
     /// statistics load failed (`error` says why).
     pub processed_insns: Option<u64>,
+    /// Why the statistics load failed: the error and the verifier log's last line; `None` on success.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -18,15 +18,21 @@ use crate::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
+    /// A credential in the traffic or in a tool definition (`credential.*` rules).
     CredentialLeak,
+    /// Tool calls whose labels form a risky chain, e.g. private data then an external sink (`tool_chain.*`).
     ToolChain,
+    /// Tool definitions that changed, appeared, are poisoned, shadow or name other servers' tools
+    /// (`tool_integrity.*`).
     ToolIntegrity,
+    /// Injection phrases in a tool result, resource or prompt (`prompt_injection.*`).
     PromptInjection,
     /// The protocol itself is misused (headers that disagree with the body).
     Protocol,
 }
 
 impl Category {
+    /// The `category` value in alerts (snake_case), also used as a metrics label and by the sinks.
     pub fn as_str(self) -> &'static str {
         match self {
             Category::CredentialLeak => "credential_leak",
@@ -42,14 +48,20 @@ impl Category {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
+    /// Informational only: no built-in rule raises it; a `[severity]` override of the rules file can.
     Info,
+    /// Worth a look, e.g. `tool_integrity.tool_added`, weak prompt injection.
     Low,
+    /// Suspicious, e.g. `credential.in_arguments`, same-name shadowing.
     Medium,
+    /// Likely harmful, e.g. `credential.exposure`, `tool_integrity.rug_pull`, chaining rules.
     High,
+    /// Most urgent, e.g. `credential.exfiltration`, `credential.relay`, the lethal trifecta.
     Critical,
 }
 
 impl Severity {
+    /// The `severity` value in alerts and configuration (lowercase), also a metrics label.
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",
@@ -76,13 +88,20 @@ impl Severity {
 /// A message an alert refers to.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MessageRef {
+    /// Session key of the message (as in events).
     pub session: Arc<str>,
+    /// Which way the message went: `client_to_server` or `server_to_client`.
     pub direction: Flow,
+    /// JSON-RPC message type, serialized as `type`: request, notification, response or error.
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// The method; for responses, the method of the paired request.
     pub method: Option<String>,
+    /// JSON-RPC id, when the message has one.
     pub id: Option<Id>,
+    /// `tools/call` tool name, on the request and its response.
     pub tool: Option<String>,
+    /// Wall-clock time the message was read, Unix ns; serialized as RFC 3339.
     #[serde(serialize_with = "ser_time")]
     pub time: i128,
 }
@@ -95,14 +114,21 @@ pub struct MessageRef {
 pub struct Actor {
     /// `clientInfo.name` (announced by the client; not proof of identity).
     pub agent: Option<String>,
+    /// `clientInfo.version` (announced by the client).
     pub agent_version: Option<String>,
+    /// Pid of the client process.
     pub pid: Option<u32>,
+    /// Path of the client's executable (`/proc/<pid>/exe`).
     pub exe: Option<String>,
+    /// Uid of the client process; only when its `/proc` entry could be read.
     pub uid: Option<u32>,
+    /// Name of that uid in the host's `/etc/passwd`, when known.
     pub user: Option<String>,
     /// `namespace/service-account` of the client's pod.
     pub service_account: Option<String>,
+    /// SPIFFE ID of the client's workload, when known.
     pub spiffe_id: Option<String>,
+    /// One line for humans: which agent (pid, executable) acting as which account.
     pub description: String,
 }
 
@@ -165,16 +191,25 @@ impl Actor {
 pub struct Alert {
     /// Stable id: the same finding in a replay has the same id.
     pub id: String,
+    /// Time of the message that completed the finding (a repeat summary: of the last repeat), Unix ns;
+    /// serialized as RFC 3339.
     #[serde(serialize_with = "ser_time")]
     pub time: i128,
     /// Rule id, e.g. `credential.exposure`, `tool_chain.exfiltration`.
     pub rule: String,
+    /// Alert family of the rule.
     pub category: Category,
+    /// Rule's severity, after any `[severity]` override of the rules file.
     pub severity: Severity,
+    /// One line for humans (repeat summaries add how many more times and in how many sessions).
     pub summary: String,
+    /// Transport of the session, as in events.
     pub transport: Transport,
+    /// Session key of the message that completed the finding, as in events.
     pub session: Arc<str>,
+    /// The MCP server of the session, as in events.
     pub server: Party,
+    /// The MCP client of the session, as in events.
     pub client: Party,
     /// Who acted: the client (normally the AI agent) and the identity it
     /// runs under.
@@ -188,6 +223,7 @@ pub struct Alert {
     /// Repeat summaries: when the first and last repeats happened.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_time")]
     pub first_seen: Option<i128>,
+    /// Repeat summaries: when the last repeat happened.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_time")]
     pub last_seen: Option<i128>,
     /// Repeat summaries: the repeats by session, each with its count and
@@ -196,6 +232,8 @@ pub struct Alert {
     /// counted in `repeats_in_other_sessions`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub repeats: Vec<RepeatGroup>,
+    /// Repeat summaries: repeats in sessions past the first [`MAX_REPEAT_SESSIONS`]
+    /// listed in `repeats`.
     #[serde(skip_serializing_if = "is_zero")]
     pub repeats_in_other_sessions: u64,
     /// Key that makes two alerts "the same" for deduplication.
@@ -213,11 +251,14 @@ pub const MAX_REPEAT_SESSIONS: usize = 64;
 /// The repeats of a deduplicated alert in one session.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RepeatGroup {
+    /// The session the repeats happened in.
     pub session: Arc<str>,
+    /// Number of repeats in this session.
     pub count: u64,
     /// The message of the first and of the last repeat in this session
     /// (the same one when it repeated once).
     pub first: Option<MessageRef>,
+    /// The message of the last repeat in this session.
     pub last: Option<MessageRef>,
 }
 
@@ -288,6 +329,8 @@ pub struct Dedup {
 }
 
 impl Dedup {
+    /// A deduplicator with a window of `window_ns` nanoseconds, keeping at most `max_open` (at least 1)
+    /// windows open at once (the oldest is closed, without a summary, to make room).
     pub fn new(window_ns: i128, max_open: usize) -> Self {
         Self {
             window_ns,

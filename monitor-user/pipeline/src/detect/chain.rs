@@ -24,13 +24,19 @@ use crate::glob::glob;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Label {
+    /// Reads private data: files, environment, secrets, mail, databases...
     PrivateData,
+    /// Brings in content from outside (web pages, URLs, downloads), or returned a result flagged as
+    /// prompt injection.
     UntrustedContent,
+    /// Sends data out: messages, uploads, webhooks, payments...
     ExternalSink,
+    /// Changes or deletes things, or runs commands.
     Destructive,
 }
 
 impl Label {
+    /// Every label, in the order of their declaration (and `Ord`).
     pub const ALL: [Label; 4] = [
         Label::PrivateData,
         Label::UntrustedContent,
@@ -38,6 +44,7 @@ impl Label {
         Label::Destructive,
     ];
 
+    /// The label as spelled in rules files and alerts (`private_data`...).
     pub fn as_str(self) -> &'static str {
         match self {
             Label::PrivateData => "private_data",
@@ -52,7 +59,9 @@ impl Label {
 /// `name:send`, `description:deletes`, `detector:prompt_injection`...).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Labelled {
+    /// Which of the four labels the tool (or step) carries.
     pub label: Label,
+    /// Where the label came from, e.g. `config`, `annotation:destructiveHint`, `name:send`.
     pub source: String,
 }
 
@@ -303,6 +312,8 @@ pub fn label_tool(server_names: &[&str], def: &Value, rules: &[LabelRule]) -> Ve
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainRule {
+    /// `id` of the `[[chain_rules]]` entry, reported as the alert's `rule`; a file entry with a built-in's
+    /// id changes that rule.
     pub id: String,
     /// Two labels in order: the first must have been seen before a call
     /// with the second (`[private_data, external_sink]`)...
@@ -314,14 +325,18 @@ pub struct ChainRule {
     /// `session` (one server) or `client` (across the servers one client uses:
     /// only fires when more than one server took part).
     pub scope: Scope,
+    /// `window_seconds`: steps further apart than this do not chain; the rule fires at most once
+    /// per window and scope.
     pub window_seconds: u64,
     /// Most tool calls between the two steps.
     #[serde(default = "default_max_calls")]
     pub max_calls_between: u64,
+    /// `severity`: the alert's severity when no content of an earlier step reappears.
     pub severity: Severity,
     /// Severity when content of the earlier step reappears in the later one.
     #[serde(default)]
     pub severity_with_shared_content: Option<Severity>,
+    /// `summary`: start of the alert's summary, which then lists the tools of the chain.
     pub summary: String,
 }
 
@@ -329,10 +344,13 @@ fn default_max_calls() -> u64 {
     50
 }
 
+/// Where a chaining rule looks for its steps (`scope` of a chain rule).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
+    /// Within one session, i.e. one client talking to one server.
     Session,
+    /// Across all sessions of one client process; fires only when more than one server took part.
     Client,
 }
 
@@ -456,16 +474,23 @@ const MAX_STEPS: usize = 256;
 pub struct Step {
     /// Assigned by [`Flow::push`]: tells steps apart.
     pub seq: u64,
+    /// Time of the message, Unix ns.
     pub time: i128,
+    /// Tool calls counted in this scope up to this step: for `max_calls_between`.
     pub call_index: u64,
+    /// Labels this message contributes, with their sources (calls: external_sink, destructive;
+    /// results: private_data, untrusted_content).
     pub labels: Vec<Labelled>,
+    /// Tool name, or the method (`resources/read`) when there is none.
     pub tool: String,
+    /// Human label of the server (executable and arguments).
     pub server: String,
     /// Index into the detector's message references for the alert.
     pub message: super::alert::MessageRef,
     /// Winnowing fingerprints of the text this step read (results) or sent
     /// (arguments), and secret fingerprints.
     pub prints: Vec<u64>,
+    /// Fingerprints of the credentials found in the message.
     pub secrets: Vec<String>,
 }
 
@@ -482,10 +507,16 @@ pub struct Flow {
 /// A chaining finding.
 #[derive(Clone, Debug)]
 pub struct ChainHit {
+    /// The rule the chain completes.
     pub rule: ChainRule,
+    /// The rule's `severity`, or its `severity_with_shared_content` when content or a secret of the
+    /// earlier step reappears.
     pub severity: Severity,
+    /// The steps that make the chain, oldest first; the last one completed it.
     pub steps: Vec<Step>,
+    /// Sequence rules: text of the earlier step reappears in the last one (shared winnowing fingerprints).
     pub shared_content: bool,
+    /// Sequence rules: fingerprints of credentials seen both in an earlier step and in the last one.
     pub shared_secrets: Vec<String>,
 }
 
@@ -627,6 +658,7 @@ impl Flow {
         }
     }
 
+    /// True when no step is kept: the flow can be forgotten.
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
     }

@@ -79,6 +79,7 @@ pub struct ToolRecord {
     pub hash: String,
     /// Hash of each present field.
     pub fields: BTreeMap<String, String>,
+    /// Length of the `description` in bytes (0 when absent).
     pub description_len: usize,
     /// Input schema property names, to say which were added or removed.
     pub params: Vec<String>,
@@ -122,14 +123,21 @@ pub fn param_names(def: &Value) -> Vec<String> {
 /// How a definition changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DefinitionChange {
+    /// Name of the tool whose definition changed.
     pub tool: String,
     /// Fields whose content changed, appeared or disappeared.
     pub changed_fields: Vec<String>,
+    /// Length of the remembered `description` in bytes.
     pub description_len_before: usize,
+    /// Length of the new `description` in bytes.
     pub description_len_after: usize,
+    /// Input schema properties the new definition has and the remembered one had not.
     pub params_added: Vec<String>,
+    /// Input schema properties the remembered definition had and the new one has not.
     pub params_removed: Vec<String>,
+    /// SHA-256 (hex) of the remembered definition in canonical form.
     pub hash_before: String,
+    /// SHA-256 (hex) of the new definition in canonical form.
     pub hash_after: String,
 }
 
@@ -138,7 +146,9 @@ pub struct DefinitionChange {
 pub struct Comparison {
     /// First time this server is seen: everything is the baseline.
     pub baseline: bool,
+    /// Tools new to a server whose tool list was already known (`tool_integrity.tool_added`).
     pub added: Vec<String>,
+    /// Tools whose definition differs from the remembered one (`tool_integrity.rug_pull`).
     pub changed: Vec<DefinitionChange>,
 }
 
@@ -279,8 +289,11 @@ impl ToolStore {
 /// Poisoning assessment of one tool definition.
 #[derive(Clone, Debug, Serialize)]
 pub struct PoisoningReport {
+    /// Name of the tool assessed.
     pub tool: String,
+    /// Sum of the indicator weights, compared with `poisoning_min_score` of the rules.
     pub score: u32,
+    /// Lexicon and structural signals found, strongest first.
     pub indicators: Vec<lexicon::Indicator>,
 }
 
@@ -411,8 +424,11 @@ struct ServerTools {
 /// A shadowing finding.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Shadowing {
+    /// Tool of the server just listed whose name collides.
     pub tool: String,
+    /// The tool with the same or a look-alike name on the client's other server.
     pub other_tool: String,
+    /// Label (executable and arguments) of that other server.
     pub other_server: String,
     /// `same_name` or `look_alike`.
     pub kind: &'static str,
@@ -421,8 +437,11 @@ pub struct Shadowing {
 /// A description that names another server's tool.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CrossReference {
+    /// Tool whose description names the other server's tool.
     pub tool: String,
+    /// The other server's tool name found in the description.
     pub mentions: String,
+    /// Label (executable and arguments) of the server that has the mentioned tool.
     pub other_server: String,
 }
 

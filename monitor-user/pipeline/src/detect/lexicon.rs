@@ -25,7 +25,9 @@ pub enum Mode {
 /// What was found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Indicator {
+    /// Indicator kind, e.g. `instruction_override`, `concealment`, `invisible_tag_characters`.
     pub id: &'static str,
+    /// Its contribution to the score (the highest of its matches, for the text's mode).
     pub weight: u32,
     /// A short redacted excerpt around the first occurrence.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -39,6 +39,7 @@ use crate::{
 /// Detection settings.
 #[derive(Clone)]
 pub struct DetectorConfig {
+    /// Detection rules: the built-ins merged with the rules file, if any.
     pub rules: Rules,
     /// Key for secret fingerprints.
     pub fingerprint_key: Vec<u8>,
@@ -47,27 +48,41 @@ pub struct DetectorConfig {
     pub persisted_tools: Option<PersistedTools>,
     /// Bytes scanned per message at most.
     pub scan_budget_bytes: usize,
+    /// Repeats of an alert within this many seconds are folded into one repeat summary.
     pub dedup_window_seconds: u64,
 }
 
 /// One decoded message with its context.
 pub struct MessageCtx<'a> {
+    /// Wall-clock time the message was read, Unix ns.
     pub time: i128,
+    /// Transport of the session.
     pub transport: Transport,
+    /// Session key, as in events.
     pub session: &'a Arc<str>,
+    /// Which way the message went.
     pub flow: Flow,
+    /// JSON-RPC message type: request, notification, response or error.
     pub kind: Kind,
     /// Method, or for responses the method of the paired request.
     pub method: Option<&'a str>,
+    /// JSON-RPC id, when the message has one.
     pub id: Option<&'a Id>,
+    /// `tools/call` tool name, on the request and its response.
     pub tool: Option<&'a str>,
     /// `resources/read` URI (requests and their responses).
     pub resource: Option<&'a str>,
+    /// The `params` member, unparsed.
     pub params: Option<&'a RawValue>,
+    /// The `result` member of a response, unparsed.
     pub result: Option<&'a RawValue>,
+    /// The message's own bytes: the whole frame, or its member of a batch.
     pub raw: &'a [u8],
+    /// The MCP server of the session.
     pub server: &'a Party,
+    /// The MCP client of the session.
     pub client: &'a Party,
+    /// The client process, when known: the scope of client-wide chains and of shadowing checks.
     pub client_key: Option<ProcKey>,
     /// Routing headers of the request (stateless revision) that disagree
     /// with its body.
@@ -222,9 +237,6 @@ impl Detector {
         })
     }
 
-    /// Replaces the rules (SIGHUP), keeping everything learnt: remembered
-    /// tools, flows, fingerprints, open deduplication windows. Tool labels
-    /// from the new rules apply to tools listed from now on.
     /// A detector with this one's configuration and compiled rules but no
     /// state, remembering tools in memory only: for fuzzing, where
     /// compiling the rules for every input would leave no time to run them.
@@ -248,6 +260,9 @@ impl Detector {
         }
     }
 
+    /// Replaces the rules (SIGHUP), keeping everything learnt: remembered
+    /// tools, flows, fingerprints, open deduplication windows. Tool labels
+    /// from the new rules apply to tools listed from now on.
     pub fn set_rules(&mut self, rules: rules::Rules) {
         self.secrets = SecretScanner::with_rules(
             secrets::builtin::RULES,

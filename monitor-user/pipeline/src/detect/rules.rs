@@ -17,23 +17,36 @@ pub const DEFAULT_RULES_TOML: &str = include_str!("default_rules.toml");
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ChainRuleSpec {
+    /// `id`: the id of a built-in rule changes that rule; any other id adds a rule.
     pub id: String,
+    /// `enabled` (default true): false turns the rule off.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// `sequence`: two labels; the rule fires on a call with the second after one with the first.
     #[serde(default)]
     pub sequence: Option<Vec<super::chain::Label>>,
+    /// `all_of` (instead of `sequence`): labels that must all be seen within the window, in any order.
     #[serde(default)]
     pub all_of: Option<Vec<super::chain::Label>>,
+    /// `scope`: `session` or `client` (across one client's servers); required for a new rule.
     #[serde(default)]
     pub scope: Option<super::chain::Scope>,
+    /// `window_seconds` (default 1800): how far apart the steps may be; the rule fires at most once per window
+    /// and scope.
     #[serde(default)]
     pub window_seconds: Option<u64>,
+    /// `max_calls_between` (default 50): most tool calls between an earlier step and the one
+    /// completing the chain.
     #[serde(default)]
     pub max_calls_between: Option<u64>,
+    /// `severity`: the alert's severity; required for a new rule.
     #[serde(default)]
     pub severity: Option<Severity>,
+    /// `severity_with_shared_content`: severity when content of the earlier step
+    /// reappears in the later one.
     #[serde(default)]
     pub severity_with_shared_content: Option<Severity>,
+    /// `summary`: start of the alert's summary (default: the rule id).
     #[serde(default)]
     pub summary: Option<String>,
 }
@@ -60,18 +73,27 @@ pub struct Silence {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RulesFile {
+    /// `disabled_credential_rules`: ids of credential rules to turn off; each must exist.
     #[serde(default)]
     pub disabled_credential_rules: Vec<String>,
+    /// `poisoning_min_score`: replaces the built-in score (4) from which a tool definition or server
+    /// instructions are reported as poisoned.
     #[serde(default)]
     pub poisoning_min_score: Option<u32>,
+    /// `injection_min_score`: replaces the built-in score (5) from which returned content is
+    /// reported as prompt injection.
     #[serde(default)]
     pub injection_min_score: Option<u32>,
+    /// `[severity]`: severity per alert rule id, overriding the detector's choice.
     #[serde(default)]
     pub severity: BTreeMap<String, Severity>,
+    /// `[[chain_rules]]`: chaining rules to change, turn off or add.
     #[serde(default)]
     pub chain_rules: Vec<ChainRuleSpec>,
+    /// `[[labels]]`: tool labels set or removed by the operator; they win over annotations and heuristics.
     #[serde(default)]
     pub labels: Vec<LabelRule>,
+    /// `[[silence]]`: alerts to count in `mcp_monitor_alerts_silenced_total` and not emit.
     #[serde(default)]
     pub silence: Vec<Silence>,
 }
@@ -79,12 +101,20 @@ pub struct RulesFile {
 /// The effective rules.
 #[derive(Clone, Debug)]
 pub struct Rules {
+    /// Credential rule ids turned off (the built-in list plus the file's).
     pub disabled_credential_rules: Vec<String>,
+    /// Lowest score of a tool definition or server instructions that raises
+    /// `tool_integrity.poisoning`.
     pub poisoning_min_score: u32,
+    /// Lowest score of a tool result, resource or prompt that raises `prompt_injection.*`.
     pub injection_min_score: u32,
+    /// Severity per alert rule id, replacing the detector's choice.
     pub severity: BTreeMap<String, Severity>,
+    /// Enabled chaining rules: the built-ins as changed by the file, then the file's new ones.
     pub chain_rules: Vec<ChainRule>,
+    /// Operator tool labels, the built-in ones then the file's.
     pub labels: Vec<LabelRule>,
+    /// Silences: alerts matching one are counted, not emitted.
     pub silence: Vec<Silence>,
 }
 

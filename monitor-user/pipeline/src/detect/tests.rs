@@ -53,17 +53,14 @@ impl Harness {
         }
     }
 
-    /// One message from `server`: (flow, kind, method, tool, body).
-    fn msg(
-        &mut self,
-        server: &Party,
-        session: &str,
-        flow: Flow,
-        kind: Kind,
-        method: &str,
-        tool: Option<&str>,
-        body: Value,
-    ) {
+    /// One message from `server`: (flow, method, tool, body); a body with a
+    /// method is a request, one without a response.
+    fn msg(&mut self, server: &Party, session: &str, flow: Flow, method: &str, tool: Option<&str>, body: Value) {
+        let kind = if body.get("method").is_some() {
+            Kind::Request
+        } else {
+            Kind::Response
+        };
         self.t += 1_000_000;
         let raw = body.to_string();
         let params_text = body.get("params").map(|p| p.to_string());
@@ -103,7 +100,6 @@ impl Harness {
             server,
             session,
             Flow::ClientToServer,
-            Kind::Request,
             "tools/call",
             Some(tool),
             json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":tool,"arguments":args}}),
@@ -115,7 +111,6 @@ impl Harness {
             server,
             session,
             Flow::ServerToClient,
-            Kind::Response,
             "tools/call",
             Some(tool),
             json!({"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":text}]}}),
@@ -127,7 +122,6 @@ impl Harness {
             server,
             session,
             Flow::ServerToClient,
-            Kind::Response,
             "tools/list",
             None,
             json!({"jsonrpc":"2.0","id":1,"result":{"tools":tools}}),

@@ -11,7 +11,9 @@
 /// What kind of messages this direction carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
+    /// Client to server: request lines, headers and bodies.
     Requests,
+    /// Server to client: status lines, headers and bodies, in request order.
     Responses,
 }
 
@@ -20,6 +22,7 @@ pub enum Side {
 pub struct Head {
     /// Requests: method and request target.
     pub method: Option<String>,
+    /// Requests: the request target (path and query) as sent, not redacted.
     pub path: Option<String>,
     /// Responses: the status code.
     pub status: Option<u16>,
@@ -59,6 +62,7 @@ impl H1Error {
 /// One parser output.
 #[derive(Debug, PartialEq, Eq)]
 pub enum H1Event<'a> {
+    /// A complete request or status line with its headers.
     Head(Head),
     /// Body bytes, transfer coding removed (content coding, e.g. gzip, is
     /// not: see `Content-Encoding`).
@@ -110,6 +114,7 @@ const MAX_HEADERS: usize = 128;
 const MAX_LINE: usize = 4096;
 
 impl H1Parser {
+    /// A parser at the start of a stream of `side` messages; heads over `max_head` bytes (at least 256) are errors.
     pub fn new(side: Side, max_head: usize) -> Self {
         Self {
             side,

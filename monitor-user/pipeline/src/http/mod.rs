@@ -28,13 +28,17 @@ pub struct HttpMeta {
     /// Request method and target; on responses, those of the request when
     /// the caller paired them.
     pub method: Option<String>,
+    /// The request target (path and query) as sent; redacted only when exported.
     pub path: Option<String>,
+    /// Responses: the status code; `None` on requests.
     pub status: Option<u16>,
     /// `Mcp-Session-Id`, as given (the caller hashes it before export).
     pub session_id: Option<String>,
     /// `Mcp-Method` / `Mcp-Name` headers of the stateless revision.
     pub mcp_method: Option<String>,
+    /// `Mcp-Name`, its `=?base64?...?=` form decoded.
     pub mcp_name: Option<String>,
+    /// `Content-Type` as sent; `text/event-stream` makes the body an SSE stream.
     pub content_type: Option<String>,
     /// `Last-Event-ID` of a resumed GET stream.
     pub last_event_id: Option<String>,
@@ -83,9 +87,13 @@ pub enum HttpOutput {
     /// A JSON body, or the data of one SSE event, with its message's context
     /// and, for SSE, the event's `event:` name and id.
     Payload {
+        /// Head of the message that carried it.
         meta: Arc<HttpMeta>,
+        /// The body with its content coding removed, or the event's `data:` lines joined by `\n`.
         data: Vec<u8>,
+        /// SSE: the event's `event:` name; `None` for JSON bodies and unnamed events.
         sse_event: Option<String>,
+        /// SSE: the stream's last event `id:` as of this event; `None` for JSON bodies or before any id.
         sse_id: Option<String>,
     },
     /// The message ended.
@@ -216,6 +224,7 @@ impl HttpHalf {
         }
     }
 
+    /// Parses the next captured bytes of this direction, reporting heads, payloads, ends and errors to `out`.
     pub fn feed(&mut self, data: &[u8], out: &mut impl FnMut(HttpOutput)) {
         // Body slices are handled as they come; heads are owned anyway.
         let mut parser = std::mem::replace(&mut self.parser, H1Parser::new(Side::Requests, 0));
@@ -380,7 +389,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn payloads(half: &mut HttpHalf, pieces: &[&[u8]]) -> (Vec<(Option<String>, Vec<u8>)>, Vec<&'static str>) {
+    /// (content type, payload) of each message, and the errors, of `pieces` fed in order.
+    type Payloads = (Vec<(Option<String>, Vec<u8>)>, Vec<&'static str>);
+
+    fn payloads(half: &mut HttpHalf, pieces: &[&[u8]]) -> Payloads {
         let mut p = Vec::new();
         let mut errors = Vec::new();
         for piece in pieces {

@@ -10,13 +10,16 @@ pub struct SseEvent {
     pub event: Option<String>,
     /// `id:` of this event (the last event id as of this event).
     pub id: Option<String>,
+    /// `retry:` (reconnection delay in milliseconds) given within this event, if any.
     pub retry_ms: Option<u64>,
+    /// The `data:` lines joined with `\n`.
     pub data: Vec<u8>,
 }
 
 /// Parser output.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SseItem {
+    /// An event with data, dispatched by a blank line.
     Event(SseEvent),
     /// An event whose data outgrew the limit was skipped (bytes seen).
     Oversized(u64),
@@ -42,6 +45,7 @@ pub struct SseParser {
 const MAX_FIELD: usize = 4096;
 
 impl SseParser {
+    /// A parser that skips (and reports) events whose data exceeds `max_event` bytes (at least 64).
     pub fn new(max_event: usize) -> Self {
         Self {
             max_event: max_event.max(64),
@@ -70,6 +74,7 @@ impl SseParser {
         self.last_id.as_deref()
     }
 
+    /// Parses the next piece of the stream, reporting each dispatched or oversized event to `out`.
     pub fn feed(&mut self, mut data: &[u8], out: &mut impl FnMut(SseItem)) {
         if data.is_empty() {
             return;
@@ -149,10 +154,8 @@ impl SseParser {
             b"id" if !value.contains(&0) && value.len() <= MAX_FIELD => {
                 self.last_id = Some(String::from_utf8_lossy(value).into_owned());
             }
-            b"retry" => {
-                if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
-                    self.cur.retry_ms = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
-                }
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                self.cur.retry_ms = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
             }
             _ => {}
         }

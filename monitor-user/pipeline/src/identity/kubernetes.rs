@@ -33,6 +33,7 @@ pub struct WorkloadRef {
     /// `Deployment`, `StatefulSet`, `DaemonSet`, `Job`, `CronJob`,
     /// `ReplicaSet` (without a Deployment), or a custom controller's kind.
     pub kind: String,
+    /// Name of the owning object (after following ReplicaSet and Job to their owner).
     pub name: String,
     /// True when the owner's owner could not be read from the API and was
     /// derived from names (a ReplicaSet `web-5d9c7b` of a pod with
@@ -46,7 +47,9 @@ pub struct WorkloadRef {
 pub struct ContainerInfo {
     /// 64 hex digits, without the `containerd://` (etc.) scheme.
     pub id: String,
+    /// Container name from the pod spec.
     pub name: String,
+    /// Image the container runs, as its status reports it.
     pub image: String,
     /// Image digest reference as the runtime resolved it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -56,13 +59,19 @@ pub struct ContainerInfo {
 /// What the monitor keeps of a pod.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodInfo {
+    /// Pod UID (`metadata.uid`), the key of the index.
     pub uid: String,
+    /// `metadata.namespace` (`default` when absent).
     pub namespace: String,
+    /// Pod name (`metadata.name`).
     pub name: String,
+    /// Node the pod is scheduled on (`spec.nodeName`; empty when unset).
     pub node: String,
+    /// `spec.serviceAccountName` (`default` when unset).
     pub service_account: String,
     /// The labels selected in the configuration (`kubernetes.labels`).
     pub labels: BTreeMap<String, String>,
+    /// The owning workload; `None` for a pod without a controller.
     pub workload: Option<WorkloadRef>,
     /// Containers with a runtime id (started at least once).
     pub containers: Vec<ContainerInfo>,
@@ -75,10 +84,16 @@ pub enum WorkloadUpdate {
     /// A pod was added or changed.
     Pod(PodInfo),
     /// A pod was deleted.
-    PodDeleted { uid: String },
+    PodDeleted {
+        /// UID of the deleted pod.
+        uid: String,
+    },
     /// A complete (re)list finished: pods not named here are gone (their
     /// deletion happened while the watch was down).
-    Synced { uids: Vec<String> },
+    Synced {
+        /// UIDs of every pod the list returned.
+        uids: Vec<String>,
+    },
 }
 
 /// The container id of a pod status entry: `containerd://<64 hex>`,
@@ -100,7 +115,9 @@ pub fn deployment_from_replicaset_name(replicaset: &str, pod_template_hash: Opti
 /// matched, which container.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodMatch {
+    /// The matched pod.
     pub pod: Arc<PodInfo>,
+    /// Index of the process's container in `pod.containers`; `None` when matched by pod UID alone.
     pub container: Option<usize>,
 }
 
@@ -129,6 +146,7 @@ impl PodIndex {
         self.pods.len() - self.deleted.len()
     }
 
+    /// True when no live pod is known (deleted ones in their grace period do not count).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -19,6 +19,7 @@ use crate::glob::glob;
 pub struct SpiffeMapping {
     /// Glob on the systemd unit (`mcp-*.service`).
     pub systemd_unit: Option<String>,
+    /// Exact uid of the process.
     pub uid: Option<u32>,
     /// Glob on the user name.
     pub user: Option<String>,

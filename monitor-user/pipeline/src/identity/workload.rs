@@ -15,22 +15,30 @@ use super::{
 /// The Kubernetes side of a process's identity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct KubernetesIdentity {
+    /// The pod's namespace (`kubernetes.namespace` in events).
     pub namespace: String,
+    /// The pod's name.
     pub pod: String,
+    /// The pod's UID.
     pub pod_uid: String,
+    /// Service account the pod runs as.
     pub service_account: String,
+    /// Node the pod is scheduled on.
     pub node: String,
+    /// Owning workload (`kind`, `name`, `inferred`); omitted for a pod without a controller.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workload: Option<WorkloadRef>,
     /// Container name and image, when the process's container id is in the
     /// pod's status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// That container's image, as its status reports it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Image digest reference (`registry/x@sha256:...`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
+    /// Pod labels selected by `kubernetes.labels`; omitted when none.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
@@ -38,8 +46,10 @@ pub struct KubernetesIdentity {
 /// Identity beyond the process itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct WorkloadIdentity {
+    /// The process's pod, when its container id or pod UID matches one on this node: `kubernetes` in events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesIdentity>,
+    /// From the pod's service account, else (no pod) the first matching `[[identity.spiffe]]`: `spiffe_id` in events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spiffe_id: Option<String>,
 }
@@ -71,10 +81,14 @@ pub struct WorkloadResolver {
     spiffe: SpiffeMapper,
     /// Per process (pid, start time): the index generation it was resolved
     /// at and the answer.
-    cache: FxHashMap<(u32, u64), (u64, Option<Arc<WorkloadIdentity>>)>,
+    cache: FxHashMap<(u32, u64), Resolved>,
 }
 
+/// The index generation a process was resolved at, and the answer.
+type Resolved = (u64, Option<Arc<WorkloadIdentity>>);
+
 impl WorkloadResolver {
+    /// A resolver with no pods yet, deriving SPIFFE IDs with `spiffe`.
     pub fn new(spiffe: SpiffeMapper) -> Self {
         Self {
             pods: PodIndex::default(),
@@ -93,6 +107,7 @@ impl WorkloadResolver {
         self.pods.len()
     }
 
+    /// Applies a pod update received at `now_ns` (`CLOCK_BOOTTIME`; a deletion's grace period counts from it).
     pub fn apply(&mut self, update: WorkloadUpdate, now_ns: u64) {
         self.pods.apply(update, now_ns);
     }

@@ -21,6 +21,7 @@
 
 use super::rule::{Check, Confidence, RuleDef};
 
+/// The built-in credential rules, one per format (`mcp-monitor rules credentials` lists them).
 pub const RULES: &[RuleDef] = &[
     // ---- Cloud providers
     RuleDef {

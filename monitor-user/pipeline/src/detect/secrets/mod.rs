@@ -39,8 +39,11 @@ const MAX_ENCODED_RUN: usize = 8192;
 pub struct Finding {
     /// Rule id (`github-pat-classic`, `generic-secret-key`...).
     pub rule: &'static str,
+    /// Human name of the credential format (`GitHub personal access token (classic)`).
     pub name: &'static str,
+    /// Group of the rule: cloud, code-hosting, chat, payments, ai, ..., generic.
     pub category: &'static str,
+    /// How sure the rule is that this is a live credential; written as low, medium or high.
     #[serde(serialize_with = "ser_confidence")]
     pub confidence: Confidence,
     /// JSON path of the string that held it (`$.params.arguments.text`);
@@ -72,11 +75,14 @@ struct Compiled {
 /// Work left for one message.
 #[derive(Debug)]
 pub struct Budget {
+    /// Bytes that may still be examined.
     pub remaining: usize,
+    /// Set when a string was skipped because it did not fit in what remained.
     pub exceeded: bool,
 }
 
 impl Budget {
+    /// A budget of `bytes` bytes (the detector passes `scan_budget_bytes`).
     pub fn new(bytes: usize) -> Self {
         Self {
             remaining: bytes,

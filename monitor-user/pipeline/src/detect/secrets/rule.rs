@@ -34,6 +34,7 @@ pub struct RuleDef {
 /// Structural validation of a candidate.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Check {
+    /// No validation beyond the regex.
     None,
     /// GitHub's `gh?_` tokens end with a base62 CRC32 of their random part.
     GitHubCrc32,
