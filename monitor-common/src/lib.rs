@@ -454,6 +454,15 @@ impl TrackReason {
             Self::PortSelector => "port_selector",
         }
     }
+
+    /// The reason of a [`TrackReason::name`]; [`TrackReason::None`] for a
+    /// name this version does not know.
+    pub fn from_name(name: &str) -> Self {
+        (0..=6)
+            .map(Self::from_u32)
+            .find(|r| r.name() == name)
+            .unwrap_or(Self::None)
+    }
 }
 
 /// Value of the kernel's tracked-process map, keyed by tgid.

@@ -7,7 +7,7 @@
 //! time passing, capture counters) is therefore an observation, so that a
 //! replay reproduces the live output exactly.
 
-use monitor_common::{ConnTuple, Counter, Direction, FdKind, Syscall};
+use monitor_common::{ConnTuple, Counter, Direction, FdKind, Syscall, TrackReason};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{kubernetes::WorkloadUpdate, ProcessInfo};
@@ -105,8 +105,24 @@ pub struct Lifecycle {
     pub proc: ProcKey,
     /// Fork: the parent. Exec/exit: the parent's pid (start time 0).
     pub parent: Option<ProcKey>,
-    /// Why the kernel tracks the process (`TrackReason::name`).
-    pub reason: String,
+    /// Why the kernel tracks the process (recordings store its name).
+    #[serde(with = "track_reason_name")]
+    pub reason: TrackReason,
+}
+
+/// A tracking reason stored by its name, so recordings read the same
+/// whatever the kernel's wire values.
+mod track_reason_name {
+    use monitor_common::TrackReason;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(r: &TrackReason, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(r.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TrackReason, D::Error> {
+        Ok(TrackReason::from_name(&String::deserialize(d)?))
+    }
 }
 
 /// A counter the sensor reports: one of the kernel's, or one the sensor
@@ -235,5 +251,24 @@ mod tests {
         for c in Counter::ALL {
             assert_eq!(CaptureCounter::from_name(c.name()), Some(CaptureCounter::Kernel(c)));
         }
+    }
+
+    #[test]
+    fn tracking_reasons_are_stored_by_name() {
+        let l = Lifecycle {
+            kind: LifecycleKind::Exec,
+            ts_ns: 1,
+            proc: ProcKey { pid: 2, start_ns: 3 },
+            parent: None,
+            reason: TrackReason::PortSelector,
+        };
+        let json = serde_json::to_string(&l).unwrap();
+        assert!(json.contains(r#""reason":"port_selector""#), "{json}");
+        assert_eq!(serde_json::from_str::<Lifecycle>(&json).unwrap(), l);
+        let newer = json.replace("port_selector", "a_reason_of_a_newer_agent");
+        assert_eq!(
+            serde_json::from_str::<Lifecycle>(&newer).unwrap().reason,
+            TrackReason::None
+        );
     }
 }

@@ -468,7 +468,7 @@ mod tests {
                 ts_ns: 5,
                 proc: ProcKey { pid: 7, start_ns: 99 },
                 parent: None,
-                reason: "discovered".into(),
+                reason: monitor_common::TrackReason::Discovered,
             }),
             Observation::CaptureStats(CaptureStats {
                 counters: vec![(CaptureCounter::Kernel(monitor_common::Counter::Records), 3)],

@@ -160,7 +160,7 @@ impl Decoder {
                             start_ns: h.start_ns,
                         },
                         parent,
-                        reason: TrackReason::from_u32(r.reason).name().to_owned(),
+                        reason: TrackReason::from_u32(r.reason),
                     },
                     comm: comm_string(&h.comm),
                 })
@@ -275,6 +275,6 @@ mod tests {
         };
         assert_eq!(lifecycle.kind, LifecycleKind::Fork);
         assert_eq!(lifecycle.parent, Some(ProcKey { pid: 1, start_ns: 2 }));
-        assert_eq!((lifecycle.reason.as_str(), comm.as_str()), ("inherited", "node"));
+        assert_eq!((lifecycle.reason, comm.as_str()), (TrackReason::Inherited, "node"));
     }
 }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::{identity::ProcessInfo, observation::Chunk};
-use monitor_common::{ConnTuple, Syscall};
+use monitor_common::{ConnTuple, Syscall, TrackReason};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -871,7 +871,7 @@ fn pid_reuse_never_mixes_sessions() {
         ts_ns: s.ts,
         proc: SERVER,
         parent: None,
-        reason: "discovered".into(),
+        reason: TrackReason::Discovered,
     }));
     assert_eq!(s.metric("mcp_monitor_sessions_active", &[]), 0.0);
     // Same pid, another process.
@@ -901,7 +901,7 @@ fn exits_end_sessions_and_count_forgotten_requests() {
         ts_ns: s.ts,
         proc: SERVER,
         parent: None,
-        reason: "discovered".into(),
+        reason: TrackReason::Discovered,
     }));
     assert_eq!(
         s.metric(

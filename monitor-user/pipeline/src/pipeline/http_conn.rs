@@ -29,6 +29,31 @@ use crate::{
 };
 use monitor_common::ConnTuple;
 
+/// The HTTP stage's tables: the connections, and what joins them into
+/// sessions across connections and across the two ends on this host.
+#[derive(Default)]
+pub(super) struct HttpTables {
+    /// TCP connections carrying (or being judged for) MCP over HTTP.
+    pub(super) conns: FxHashMap<ConnId, HttpConn>,
+    /// Hashed `Mcp-Session-Id` (with the serving process) to session.
+    session_ids: FxHashMap<(Option<ProcKey>, u8, u64), SessionKey>,
+    /// Client processes of TCP connections seen on this host, by (local,
+    /// remote) end, so the server end of the same connection can name them.
+    local_clients: FxHashMap<(Endpoint, Endpoint), ProcKey>,
+    /// Server processes by the local end of connections they serve.
+    local_servers: FxHashMap<Endpoint, ProcKey>,
+    /// Requests written by clients on TLS connections, whose sockets the
+    /// kernel may not name yet (the first `SSL_write` of a process that was
+    /// not tracked during its handshake, on either end): (body hash,
+    /// client, time). The server end of the same connection reads the same
+    /// body just after, and is paired with the client through it.
+    unbound_requests: VecDeque<(u64, ProcKey, u64)>,
+    /// Legacy HTTP+SSE: (process, endpoint target its event stream named)
+    /// to the session and its hashed id, so that POSTs on other
+    /// connections join the stream's session.
+    sse_endpoints: FxHashMap<(ProcKey, String), (SessionKey, Option<String>)>,
+}
+
 /// One connection as seen by one process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct ConnId {
@@ -261,7 +286,7 @@ impl Pipeline {
             seen: [false, false],
             legacy: None,
         };
-        let mut conn = match self.http_conns.remove(&id) {
+        let mut conn = match self.http.conns.remove(&id) {
             // An SSL object freed and its address reused for the next
             // connection: the kernel forgot the stream at SSL_free, so the
             // direction starts again with NEW_STREAM.
@@ -296,16 +321,16 @@ impl Pipeline {
             self.feed_conn(&mut conn, id, c, sink);
         }
         if let (false, Some(serves), Some(ends)) = (conn.registered, conn.serves, conn.ends) {
-            if self.local_clients.len() >= self.cfg.max_streams {
-                self.local_clients.clear();
+            if self.http.local_clients.len() >= self.cfg.max_streams {
+                self.http.local_clients.clear();
             }
-            if self.local_servers.len() >= self.cfg.max_streams {
-                self.local_servers.clear();
+            if self.http.local_servers.len() >= self.cfg.max_streams {
+                self.http.local_servers.clear();
             }
             if serves {
-                self.local_servers.insert(ends.0, id.proc);
+                self.http.local_servers.insert(ends.0, id.proc);
             } else {
-                self.local_clients.insert(ends, id.proc);
+                self.http.local_clients.insert(ends, id.proc);
             }
             conn.registered = true;
         }
@@ -504,7 +529,7 @@ impl Pipeline {
                     }
                     Some(true) => conn
                         .ends
-                        .and_then(|(l, r)| self.local_clients.get(&(r, l)).copied())
+                        .and_then(|(l, r)| self.http.local_clients.get(&(r, l)).copied())
                         .or(conn.paired_client)
                         .or_else(|| {
                             let client = (side == Side::Requests)
@@ -517,8 +542,8 @@ impl Pipeline {
                         }),
                     None => None,
                 };
-                let mirror =
-                    conn.serves == Some(false) && conn.ends.is_some_and(|(_, r)| self.local_servers.contains_key(&r));
+                let mirror = conn.serves == Some(false)
+                    && conn.ends.is_some_and(|(_, r)| self.http.local_servers.contains_key(&r));
                 // A resumed stream (Last-Event-ID) may repeat events this
                 // session already reported: same id, same data.
                 let replay = http.sse_event_id.as_ref().map(|eid| sse_event_digest(eid, &data));
@@ -561,10 +586,11 @@ impl Pipeline {
             server,
             conversation: n,
         };
-        if self.sse_endpoints.len() >= self.cfg.max_sessions {
-            self.sse_endpoints.clear();
+        if self.http.sse_endpoints.len() >= self.cfg.max_sessions {
+            self.http.sse_endpoints.clear();
         }
-        self.sse_endpoints
+        self.http
+            .sse_endpoints
             .insert((id.proc, target.to_owned()), (key, Some(hash.clone())));
         conn.legacy = Some((key, Some(hash)));
         conn.session = Some(key);
@@ -579,7 +605,7 @@ impl Pipeline {
             return None;
         }
         let target = meta.path.as_deref()?;
-        if let Some(found) = self.sse_endpoints.get(&(id.proc, target.to_owned())) {
+        if let Some(found) = self.http.sse_endpoints.get(&(id.proc, target.to_owned())) {
             return Some(found.clone());
         }
         let sid = legacy_session_id(target)?;
@@ -606,7 +632,7 @@ impl Pipeline {
         "stateless".hash(&mut h);
         let serves = conn.serves == Some(true);
         match (serves, conn.ends) {
-            (true, Some((l, r))) => match self.local_clients.get(&(r, l)) {
+            (true, Some((l, r))) => match self.http.local_clients.get(&(r, l)) {
                 Some(client) => client.hash(&mut h),
                 None => r.addr.hash(&mut h),
             },
@@ -643,8 +669,8 @@ impl Pipeline {
             return (None, key);
         };
         let (text, n) = session_id_hash(sid);
-        if self.http_session_ids.len() >= 2 * self.cfg.max_sessions {
-            self.http_session_ids.clear();
+        if self.http.session_ids.len() >= 2 * self.cfg.max_sessions {
+            self.http.session_ids.clear();
         }
         let fallback = SessionKey {
             transport_kind,
@@ -652,7 +678,8 @@ impl Pipeline {
             conversation: n,
         };
         let key = *self
-            .http_session_ids
+            .http
+            .session_ids
             .entry((server, transport_kind, n))
             .or_insert(conn.session.unwrap_or(fallback));
         conn.session = Some(key);
@@ -662,10 +689,10 @@ impl Pipeline {
     /// A request of a client TLS connection (whose ends the kernel may not
     /// have named yet, on either side).
     fn note_unbound_request(&mut self, body: &[u8], client: ProcKey, ts_ns: u64) {
-        if self.unbound_requests.len() >= MAX_UNBOUND_REQUESTS {
-            self.unbound_requests.pop_front();
+        if self.http.unbound_requests.len() >= MAX_UNBOUND_REQUESTS {
+            self.http.unbound_requests.pop_front();
         }
-        self.unbound_requests.push_back((body_digest(body), client, ts_ns));
+        self.http.unbound_requests.push_back((body_digest(body), client, ts_ns));
     }
 
     /// The client that wrote `body` on an unnamed connection within the
@@ -673,13 +700,14 @@ impl Pipeline {
     fn unbound_client(&mut self, body: &[u8], ts_ns: u64) -> Option<ProcKey> {
         let digest = body_digest(body);
         let i = self
+            .http
             .unbound_requests
             .iter()
             // The oldest: identical bodies of two clients (the same agent
             // started twice) reach their servers in the order they were
             // written, as far as one can tell.
             .position(|(d, _, t)| *d == digest && ts_ns.saturating_sub(*t) <= UNBOUND_PAIRING_NS)?;
-        self.unbound_requests.remove(i).map(|(_, client, _)| client)
+        self.http.unbound_requests.remove(i).map(|(_, client, _)| client)
     }
 
     /// A chunk of a connection judged not MCP: the budget left to judge it
@@ -724,15 +752,15 @@ impl Pipeline {
     }
 
     fn insert_conn(&mut self, id: ConnId, conn: HttpConn) {
-        make_room(&mut self.http_conns, self.cfg.max_streams, |c| c.last_ns, &self.metrics);
-        self.http_conns.insert(id, conn);
+        make_room(&mut self.http.conns, self.cfg.max_streams, |c| c.last_ns, &self.metrics);
+        self.http.conns.insert(id, conn);
     }
 
     /// Stops capturing a connection held in the table.
     pub(super) fn reject_conn(&mut self, id: ConnId, reason: &str, sink: &mut impl Sink) {
-        if let Some(mut conn) = self.http_conns.remove(&id) {
+        if let Some(mut conn) = self.http.conns.remove(&id) {
             self.reject_conn_state(&mut conn, id, reason, sink);
-            self.http_conns.insert(id, conn);
+            self.http.conns.insert(id, conn);
         }
     }
 

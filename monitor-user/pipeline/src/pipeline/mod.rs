@@ -288,31 +288,14 @@ pub struct Pipeline {
     detector: Option<Detector>,
     /// Kubernetes pods of this node and SPIFFE mappings.
     workloads: WorkloadResolver,
-    /// `messages_total` handles when it carries namespace/workload labels.
-    /// TCP connections carrying (or being judged for) MCP over HTTP.
-    http_conns: FxHashMap<http_conn::ConnId, http_conn::HttpConn>,
-    /// Hashed `Mcp-Session-Id` (with the serving process) to session.
-    http_session_ids: FxHashMap<(Option<ProcKey>, u8, u64), SessionKey>,
-    /// Client processes of TCP connections seen on this host, by (local,
-    /// remote) end, so the server end of the same connection can name them.
-    local_clients: FxHashMap<(http_conn::Endpoint, http_conn::Endpoint), ProcKey>,
-    /// Server processes by the local end of connections they serve.
-    local_servers: FxHashMap<http_conn::Endpoint, ProcKey>,
-    /// Requests written by clients on TLS connections, whose sockets the
-    /// kernel may not name yet (the first `SSL_write` of a process that was
-    /// not tracked during its handshake, on either end): (body hash,
-    /// client, time). The server end of the same connection reads the same
-    /// body just after, and is paired with the client through it.
-    unbound_requests: std::collections::VecDeque<(u64, ProcKey, u64)>,
+    /// The HTTP stage's connections and what joins them into sessions.
+    http: http_conn::HttpTables,
     /// Streams the kernel does not look at again until the time given (their
     /// re-judgement budget is spent), oldest first.
     quiet_streams: std::collections::VecDeque<(u64, KernelStream)>,
-    /// Legacy HTTP+SSE: (process, endpoint target its event stream named)
-    /// to the session and its hashed id, so that POSTs on other
-    /// connections join the stream's session.
-    sse_endpoints: FxHashMap<(ProcKey, String), (SessionKey, Option<String>)>,
     /// What partial messages of all streams and connections hold together.
     budget: Budget,
+    /// `messages_total` handles when it carries namespace/workload labels.
     workload_message_counters: FxHashMap<WorkloadMessageLabels, IntCounter>,
 }
 
@@ -403,13 +386,8 @@ impl Pipeline {
         Self {
             workloads: WorkloadResolver::new(spiffe),
             workload_message_counters: FxHashMap::default(),
-            http_conns: FxHashMap::default(),
-            http_session_ids: FxHashMap::default(),
-            local_clients: FxHashMap::default(),
-            local_servers: FxHashMap::default(),
-            unbound_requests: std::collections::VecDeque::new(),
+            http: http_conn::HttpTables::default(),
             quiet_streams: std::collections::VecDeque::new(),
-            sse_endpoints: FxHashMap::default(),
             budget: Budget::new(cfg.max_buffered),
             cfg,
             metrics,
@@ -952,7 +930,8 @@ impl Pipeline {
             }
         }
         let conns: Vec<http_conn::ConnId> = self
-            .http_conns
+            .http
+            .conns
             .iter()
             .filter(|(_, c)| c.session == Some(key))
             .map(|(id, _)| *id)
@@ -1248,7 +1227,7 @@ impl Pipeline {
         }
         let gone = l.proc;
         self.streams.retain(|id, _| id.proc != gone);
-        self.http_conns.retain(|id, _| id.proc != gone);
+        self.http.conns.retain(|id, _| id.proc != gone);
         self.writers.retain(|_, (w, _)| *w != gone);
         let ended: Vec<SessionKey> = self
             .sessions
@@ -1350,7 +1329,7 @@ impl Pipeline {
             self.end_session(&k);
         }
         self.streams.retain(|_, s| s.last_ns >= idle);
-        self.http_conns.retain(|_, c| c.last_ns >= idle);
+        self.http.conns.retain(|_, c| c.last_ns >= idle);
     }
 }
 
@@ -1415,8 +1394,6 @@ fn name_param(params: &RawValue) -> Option<String> {
 }
 
 #[cfg(test)]
-#[path = "pipeline_tests.rs"]
 mod tests;
 
-#[path = "pipeline_http.rs"]
 mod http_conn;
