@@ -21,7 +21,10 @@ use std::collections::VecDeque;
 
 use sha2::{Digest, Sha256};
 
-use super::*;
+use super::{
+    request::{clip, MAX_NAME},
+    *,
+};
 use crate::{
     event::HttpInfo,
     http::{h1::Side, HttpHalf, HttpMeta, HttpOutput},

@@ -17,14 +17,12 @@
 //! and every eviction is counted in `mcp_monitor_state_evictions_total` or
 //! `mcp_monitor_pending_requests_evicted_total`.
 
-use std::{borrow::Cow, collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use prometheus::{Histogram, IntCounter};
 use rustc_hash::FxHashMap;
 
-use monitor_common::{chunk_flags, Counter, Direction, FdKind};
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use monitor_common::{chunk_flags, Direction, FdKind};
 
 use crate::{
     buffer_budget::Budget,
@@ -39,7 +37,7 @@ use crate::{
     jsonrpc::{self, Kind, Message},
     mcp::{self, Origin},
     metrics::Metrics,
-    observation::{CaptureCounter, CaptureStats, Chunk, Lifecycle, LifecycleKind, Observation, ProcKey},
+    observation::{Chunk, Lifecycle, LifecycleKind, Observation, ProcKey},
     redact,
     relook::{self, RelookBudget},
     session::{Pending, Session, SessionKey},
@@ -279,9 +277,8 @@ pub struct Pipeline {
     message_counters: FxHashMap<(&'static str, &'static str, &'static str, &'static str), IntCounter>,
     byte_counters: FxHashMap<(&'static str, &'static str), IntCounter>,
     duration_histograms: FxHashMap<&'static str, Histogram>,
-    /// Last cumulative kernel counters, to turn snapshots into increments.
-    last_stats: HashMap<CaptureCounter, u64>,
-    last_program_stats: HashMap<String, (u64, u64)>,
+    /// Last capture totals, to turn snapshots into increments.
+    capture_totals: capture_stats::CaptureTotals,
     /// `capture_syscall_{events,bytes}_total` by `Syscall` value.
     syscall_counters: [Option<(prometheus::IntCounter, prometheus::IntCounter)>; 11],
     last_tick_ns: u64,
@@ -317,32 +314,6 @@ enum Relook {
     Afresh(Stream),
     /// Still not MCP: the chunk is dropped and the stream kept as it was.
     StillRejected(Stream),
-}
-
-#[derive(Deserialize)]
-struct NameParams<'a> {
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct UriParams<'a> {
-    #[serde(borrow)]
-    uri: Option<Cow<'a, str>>,
-}
-
-/// Longest method/tool/prompt/URI string copied into an event.
-const MAX_NAME: usize = 512;
-
-fn clip(s: &str) -> String {
-    if s.len() <= MAX_NAME {
-        return s.to_owned();
-    }
-    let mut end = MAX_NAME;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 /// At `max` entries, evicts the least recently active eighth in one go, so
@@ -398,8 +369,7 @@ impl Pipeline {
             message_counters: FxHashMap::default(),
             byte_counters: FxHashMap::default(),
             duration_histograms: FxHashMap::default(),
-            last_stats: HashMap::new(),
-            last_program_stats: HashMap::new(),
+            capture_totals: capture_stats::CaptureTotals::default(),
             syscall_counters: Default::default(),
             last_tick_ns: 0,
             detector: None,
@@ -455,7 +425,7 @@ impl Pipeline {
                 self.metrics.kubernetes_pods.set(self.workloads.pod_count() as i64);
                 self.metrics.buffered_bytes.set(self.budget.used() as i64);
             }
-            Observation::CaptureStats(s) => self.on_stats(s),
+            Observation::CaptureStats(s) => self.capture_totals.record(s, &self.metrics),
             Observation::Tick { ts_ns } => {
                 self.on_tick(ts_ns);
                 self.end_quiet(ts_ns, sink);
@@ -988,7 +958,7 @@ impl Pipeline {
         s.last_ns = ts_ns;
         s.messages += 1;
 
-        let mut method = msg.method.as_deref().map(clip);
+        let mut method = msg.method.as_deref().map(request::clip);
         let (mut tool, mut prompt, mut resource) = (None, None, None);
         let mut latency_s = None;
         let mut evicted = 0;
@@ -999,9 +969,9 @@ impl Pipeline {
                 if mcp::lookup(m).is_some() {
                     s.mcp_confirmed = true;
                 }
-                (tool, prompt, resource) = request_subject(m, msg.params);
+                (tool, prompt, resource) = request::request_subject(m, msg.params);
                 if let Some(h) = http.as_mut() {
-                    h.header_mismatch = header_mismatch(h, m, msg.params);
+                    h.header_mismatch = request::header_mismatch(h, m, msg.params);
                     for name in &h.header_mismatch {
                         self.metrics.http_header_mismatch.with_label_values(&[name]).inc();
                     }
@@ -1243,63 +1213,6 @@ impl Pipeline {
         self.metrics.processes_tracked.set(self.processes.len() as i64);
     }
 
-    fn on_stats(&mut self, s: CaptureStats) {
-        for (name, runs, ns) in s.programs {
-            // Program names are the agent's own (a closed set).
-            let (last_runs, last_ns) = self
-                .last_program_stats
-                .insert(name.clone(), (runs, ns))
-                .unwrap_or((0, 0));
-            self.metrics
-                .program_runs
-                .with_label_values(&[&name])
-                .inc_by(runs.saturating_sub(last_runs));
-            self.metrics
-                .program_run_seconds
-                .with_label_values(&[&name])
-                .inc_by(ns.saturating_sub(last_ns) as f64 / 1e9);
-        }
-        for (counter, total) in s.counters {
-            let c = match counter {
-                CaptureCounter::TlsProbeTargets => {
-                    self.metrics.tls_probe_targets.set(total as i64);
-                    continue;
-                }
-                CaptureCounter::TlsAttachErrors => None,
-                CaptureCounter::Kernel(c) => Some(c),
-            };
-            let last = self.last_stats.insert(counter, total).unwrap_or(0);
-            let delta = total.saturating_sub(last);
-            if delta == 0 {
-                continue;
-            }
-            let Some(c) = c else {
-                self.metrics.tls_attach_errors.inc_by(delta);
-                continue;
-            };
-            if let Some(reason) = c.drop_reason() {
-                self.metrics.capture_dropped.with_label_values(&[reason]).inc_by(delta);
-                continue;
-            }
-            match c {
-                Counter::Truncated => self.metrics.capture_truncated.inc_by(delta),
-                Counter::DiscoveryHits => self.metrics.discovery_hits.inc_by(delta),
-                Counter::TlsUnbound => self.metrics.tls_unbound.inc_by(delta),
-                Counter::Relooks => self
-                    .metrics
-                    .stream_relooks
-                    .with_label_values(&["kernel_looked"])
-                    .inc_by(delta),
-                Counter::Resumed => self
-                    .metrics
-                    .stream_relooks
-                    .with_label_values(&["kernel_found"])
-                    .inc_by(delta),
-                _ => {}
-            }
-        }
-    }
-
     fn on_tick(&mut self, now: u64) {
         self.last_tick_ns = now;
         self.workloads.expire(now);
@@ -1333,67 +1246,9 @@ impl Pipeline {
     }
 }
 
-/// Tool, prompt or resource a request is about.
-/// The stateless revision's routing headers that disagree with the body:
-/// `Mcp-Method` against the method, `Mcp-Name` against the tool or prompt
-/// name or the resource URI.
-fn header_mismatch(h: &HttpInfo, method: &str, params: Option<&RawValue>) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if h.mcp_method.as_deref().is_some_and(|m| m.trim() != method) {
-        out.push("mcp-method");
-    }
-    if let Some(name) = h.mcp_name.as_deref() {
-        let named = match method {
-            "tools/call" | "prompts/get" => params.and_then(|p| {
-                serde_json::from_str::<NameParams<'_>>(p.get())
-                    .ok()
-                    .and_then(|p| p.name.map(|n| n.into_owned()))
-            }),
-            "resources/read" => params.and_then(|p| {
-                serde_json::from_str::<UriParams<'_>>(p.get())
-                    .ok()
-                    .and_then(|p| p.uri.map(|u| u.into_owned()))
-            }),
-            // Other methods name nothing; a name sent with them is noise,
-            // not a lie about the call.
-            _ => return out,
-        };
-        if named.as_deref() != Some(name.trim()) {
-            out.push("mcp-name");
-        }
-    }
-    out
-}
-
-fn request_subject(method: &str, params: Option<&RawValue>) -> (Option<String>, Option<String>, Option<String>) {
-    let Some(params) = params else {
-        return (None, None, None);
-    };
-    match method {
-        "tools/call" => (name_param(params), None, None),
-        "prompts/get" => (None, name_param(params), None),
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-            let uri = serde_json::from_str::<UriParams<'_>>(params.get())
-                .ok()
-                .and_then(|p| p.uri);
-            (
-                None,
-                None,
-                uri.map(|u| redact::redact_url_password(&u).unwrap_or_else(|| clip(&u))),
-            )
-        }
-        _ => (None, None, None),
-    }
-}
-
-fn name_param(params: &RawValue) -> Option<String> {
-    serde_json::from_str::<NameParams<'_>>(params.get())
-        .ok()
-        .and_then(|p| p.name)
-        .map(|n| clip(&n))
-}
-
 #[cfg(test)]
 mod tests;
 
+mod capture_stats;
 mod http_conn;
+mod request;

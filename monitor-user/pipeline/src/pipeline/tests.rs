@@ -2,7 +2,10 @@
 //! for a client and a server talking over pipes or socketpairs.
 
 use super::*;
-use crate::{identity::ProcessInfo, observation::Chunk};
+use crate::{
+    identity::ProcessInfo,
+    observation::{CaptureCounter, CaptureStats, Chunk},
+};
 use monitor_common::{ConnTuple, Syscall, TrackReason};
 use proptest::prelude::*;
 use serde_json::{json, Value};
