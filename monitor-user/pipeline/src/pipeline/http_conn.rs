@@ -557,7 +557,13 @@ impl Pipeline {
                     }
                 }
                 for msg in decoded.into_messages() {
-                    if !self.handle_message(key, flow, peer, mirror, msg, ts_ns, Some(http.clone()), sink) {
+                    let route = Route {
+                        key,
+                        flow,
+                        peer,
+                        mirror,
+                    };
+                    if !self.handle_message(route, msg, ts_ns, Some(http.clone()), sink) {
                         self.reject_conn_state(conn, id, "not_mcp", sink);
                         self.drop_session(key, sink);
                         return;

@@ -307,6 +307,29 @@ type WorkloadMessageLabels = (
     Arc<str>,
 );
 
+/// Where a decoded message belongs: its session, its direction, and what
+/// the transport knows of the other end.
+struct Route {
+    key: SessionKey,
+    flow: Flow,
+    /// The process at the other end, when the transport names it.
+    peer: Option<ProcKey>,
+    /// The client's view of a connection whose server end is seen too.
+    mirror: bool,
+}
+
+/// What pairing a message with its request gives its event.
+#[derive(Default)]
+struct Pairing {
+    /// The message's method, or for a response its request's.
+    method: Option<String>,
+    tool: Option<String>,
+    prompt: Option<String>,
+    resource: Option<String>,
+    /// Seconds since the request, for a paired response.
+    latency_s: Option<f64>,
+}
+
 /// What judging a rejected stream afresh decided for one of its chunks.
 enum Relook {
     /// The kernel resumed it and the budget allows: a new stream, judged
@@ -876,7 +899,13 @@ impl Pipeline {
             Role::ServerInbound => Flow::ClientToServer,
             Role::ClientInbound => Flow::ServerToClient,
         };
-        if !self.handle_message(key, flow, peer, false, msg, ts_ns, None, sink) {
+        let route = Route {
+            key,
+            flow,
+            peer,
+            mirror: false,
+        };
+        if !self.handle_message(route, msg, ts_ns, None, sink) {
             // JSON-RPC, but no MCP method in max_held messages: another
             // JSON-RPC user. Stop capturing it.
             self.reject(stream, "not_mcp", sink);
@@ -917,29 +946,32 @@ impl Pipeline {
         self.metrics.sessions_active.set(self.sessions.len() as i64);
     }
 
-    /// One JSON-RPC message of session `key`, going `flow`; `peer` is the
-    /// process at the other end when known. Returns false when the session
-    /// has shown itself not to be MCP (the caller stops capturing it).
-    #[allow(clippy::too_many_arguments)]
+    /// One JSON-RPC message on `route`. Returns false when the session has
+    /// shown itself not to be MCP (the caller stops capturing it).
     fn handle_message(
         &mut self,
-        key: SessionKey,
-        flow: Flow,
-        peer: Option<ProcKey>,
-        // The client's view of a connection whose server end is seen too.
-        mirror: bool,
+        route: Route,
         msg: Message<'_>,
         ts_ns: u64,
         mut http: Option<HttpInfo>,
         sink: &mut impl Sink,
     ) -> bool {
-        let raw = msg.raw;
-        if !self.sessions.contains_key(&key) {
+        self.touch_session(&route, ts_ns);
+        let pairing = self.pair(&route, &msg, ts_ns, http.as_mut());
+        let latency_s = pairing.latency_s;
+        let event = self.event(&route, &msg, ts_ns, pairing, http);
+        let alerts = self.detect(&route, &msg, &event);
+        self.emit_or_hold(route.key, event, latency_s, alerts, sink)
+    }
+
+    /// Creates the session of `route` if it is new, and notes the message.
+    fn touch_session(&mut self, route: &Route, ts_ns: u64) {
+        if !self.sessions.contains_key(&route.key) {
             self.make_room_for_session();
             self.sessions.insert(
-                key,
+                route.key,
                 SessionState {
-                    session: Session::new(key, ts_ns),
+                    session: Session::new(route.key, ts_ns),
                     held: Vec::new(),
                     sse_events: RecentSet::default(),
                     parties: [None, None],
@@ -948,29 +980,34 @@ impl Pipeline {
             self.metrics.sessions_active.set(self.sessions.len() as i64);
             self.metrics.sessions_total.inc();
         }
-        let max_pending = self.cfg.max_pending;
-        let state = self.sessions.get_mut(&key).expect("inserted above");
-        let s = &mut state.session;
+        let s = &mut self.sessions.get_mut(&route.key).expect("inserted above").session;
         if s.client.is_none() {
-            s.client = peer;
+            s.client = route.peer;
         }
-        s.mirror |= mirror;
+        s.mirror |= route.mirror;
         s.last_ns = ts_ns;
         s.messages += 1;
+    }
 
-        let mut method = msg.method.as_deref().map(request::clip);
-        let (mut tool, mut prompt, mut resource) = (None, None, None);
-        let mut latency_s = None;
-        let mut evicted = 0;
-        let mut unpaired = false;
+    /// Pairs a response with its request (or remembers a request for its
+    /// response), and learns what the session's messages tell: MCP methods,
+    /// the client's requests, the server's results.
+    fn pair(&mut self, route: &Route, msg: &Message<'_>, ts_ns: u64, http: Option<&mut HttpInfo>) -> Pairing {
+        let max_pending = self.cfg.max_pending;
+        let s = &mut self.sessions.get_mut(&route.key).expect("touched").session;
+        let flow = route.flow;
+        let mut pairing = Pairing {
+            method: msg.method.as_deref().map(request::clip),
+            ..Pairing::default()
+        };
         match msg.kind {
             Kind::Request | Kind::Notification => {
                 let m = msg.method.as_deref().unwrap_or("");
                 if mcp::lookup(m).is_some() {
                     s.mcp_confirmed = true;
                 }
-                (tool, prompt, resource) = request::request_subject(m, msg.params);
-                if let Some(h) = http.as_mut() {
+                (pairing.tool, pairing.prompt, pairing.resource) = request::request_subject(m, msg.params);
+                if let Some(h) = http {
                     h.header_mismatch = request::header_mismatch(h, m, msg.params);
                     for name in &h.header_mismatch {
                         self.metrics.http_header_mismatch.with_label_values(&[name]).inc();
@@ -982,53 +1019,71 @@ impl Pipeline {
                 if let (Kind::Request, Some(id)) = (msg.kind, msg.id.clone()) {
                     let p = Pending {
                         method: m.to_owned(),
-                        tool: tool.clone(),
-                        prompt: prompt.clone(),
-                        resource: resource.clone(),
+                        tool: pairing.tool.clone(),
+                        prompt: pairing.prompt.clone(),
+                        resource: pairing.resource.clone(),
                         ts_ns,
                     };
-                    evicted = s.pending_mut(flow).insert(id, p, max_pending);
+                    let evicted = s.pending_mut(flow).insert(id, p, max_pending);
+                    if evicted > 0 {
+                        self.metrics
+                            .pending_evicted
+                            .with_label_values(&["limit"])
+                            .inc_by(evicted as u64);
+                    }
                 }
             }
             Kind::Response | Kind::Error => {
                 let id = msg.id.clone().unwrap_or(jsonrpc::Id::Null);
                 match s.pending_mut(flow.reverse()).take(&id) {
                     Some(p) => {
-                        latency_s = Some(ts_ns.saturating_sub(p.ts_ns) as f64 / 1e9);
+                        pairing.latency_s = Some(ts_ns.saturating_sub(p.ts_ns) as f64 / 1e9);
                         if let (Some(result), Flow::ServerToClient) = (msg.result, flow) {
                             s.observe_result(&p.method, result);
                         }
-                        method = Some(p.method);
-                        (tool, prompt, resource) = (p.tool, p.prompt, p.resource);
+                        pairing.method = Some(p.method);
+                        (pairing.tool, pairing.prompt, pairing.resource) = (p.tool, p.prompt, p.resource);
                     }
-                    None => unpaired = true,
+                    None => self.metrics.unpaired_responses.inc(),
                 }
             }
         }
+        pairing
+    }
 
+    /// The event of one message, with both parties and, when payloads are
+    /// on, the redacted message.
+    fn event(
+        &mut self,
+        route: &Route,
+        msg: &Message<'_>,
+        ts_ns: u64,
+        pairing: Pairing,
+        http: Option<HttpInfo>,
+    ) -> Event {
         let payload = self.cfg.payloads.then(|| {
-            let mut v: serde_json::Value = serde_json::from_slice(raw).unwrap_or(serde_json::Value::Null);
+            let mut v: serde_json::Value = serde_json::from_slice(msg.raw).unwrap_or(serde_json::Value::Null);
             match &self.detector {
                 Some(d) => redact::redact_json_with(&mut v, &|s| d.redact(s)),
                 None => redact::redact_json(&mut v),
             };
             v
         });
-        let server = self.party(&key, true);
-        let client = self.party(&key, false);
-        let s = &self.sessions[&key].session;
-        let event = Event {
+        let server = self.party(&route.key, true);
+        let client = self.party(&route.key, false);
+        let s = &self.sessions[&route.key].session;
+        Event {
             time: ts_ns as i128 + self.cfg.boot_offset_ns,
             transport: s.transport,
-            direction: flow,
+            direction: route.flow,
             kind: msg.kind,
-            method,
-            id: msg.id,
-            tool,
-            prompt,
-            resource,
-            bytes: raw.len() as u64,
-            latency_ms: latency_s.map(|l| l * 1e3),
+            method: pairing.method,
+            id: msg.id.clone(),
+            tool: pairing.tool,
+            prompt: pairing.prompt,
+            resource: pairing.resource,
+            bytes: msg.raw.len() as u64,
+            latency_ms: pairing.latency_s.map(|l| l * 1e3),
             error_code: msg.error.as_ref().map(|e| e.code),
             session: s.id.clone(),
             protocol_version: s.protocol_version.clone(),
@@ -1036,45 +1091,50 @@ impl Pipeline {
             client,
             http,
             payload,
-        };
-        if evicted > 0 {
-            self.metrics
-                .pending_evicted
-                .with_label_values(&["limit"])
-                .inc_by(evicted as u64);
         }
-        if unpaired {
-            self.metrics.unpaired_responses.inc();
-        }
-        let alerts = match self.detector.as_mut() {
+    }
+
+    /// The detector's alerts for one message.
+    fn detect(&mut self, route: &Route, msg: &Message<'_>, event: &Event) -> Vec<Alert> {
+        let session = &self.sessions[&route.key].session;
+        match self.detector.as_mut() {
             // Judged once, on the server's view: the client's view of the
             // same messages would repeat every alert (and look like a
             // second server offering the same tools).
-            Some(_) if self.sessions[&key].session.mirror => Vec::new(),
-            Some(d) => {
-                let client_key = self.sessions[&key].session.client;
-                d.on_message(&MessageCtx {
-                    time: event.time,
-                    transport: event.transport,
-                    session: &event.session,
-                    flow,
-                    kind: msg.kind,
-                    method: event.method.as_deref(),
-                    id: event.id.as_ref(),
-                    tool: event.tool.as_deref(),
-                    resource: event.resource.as_deref(),
-                    params: msg.params,
-                    result: msg.result,
-                    raw,
-                    server: &event.server,
-                    client: &event.client,
-                    client_key,
-                    header_mismatch: event.http.as_ref().map_or(&[], |h| &h.header_mismatch),
-                })
-            }
+            Some(_) if session.mirror => Vec::new(),
+            Some(d) => d.on_message(&MessageCtx {
+                time: event.time,
+                transport: event.transport,
+                session: &event.session,
+                flow: route.flow,
+                kind: msg.kind,
+                method: event.method.as_deref(),
+                id: event.id.as_ref(),
+                tool: event.tool.as_deref(),
+                resource: event.resource.as_deref(),
+                params: msg.params,
+                result: msg.result,
+                raw: msg.raw,
+                server: &event.server,
+                client: &event.client,
+                client_key: session.client,
+                header_mismatch: event.http.as_ref().map_or(&[], |h| &h.header_mismatch),
+            }),
             None => Vec::new(),
-        };
+        }
+    }
 
+    /// Sends the event and its alerts once the session is MCP-confirmed
+    /// (with the events held until then); holds them before. False when the
+    /// session held as many as it may without showing an MCP method.
+    fn emit_or_hold(
+        &mut self,
+        key: SessionKey,
+        event: Event,
+        latency_s: Option<f64>,
+        alerts: Vec<Alert>,
+        sink: &mut impl Sink,
+    ) -> bool {
         let max_held = self.cfg.max_held;
         let state = self.sessions.get_mut(&key).expect("present");
         if state.session.mcp_confirmed {
