@@ -19,7 +19,6 @@
 
 use std::sync::Arc;
 
-use prometheus::{Histogram, IntCounter};
 use rustc_hash::FxHashMap;
 
 use monitor_common::{chunk_flags, Direction, FdKind};
@@ -274,13 +273,9 @@ pub struct Pipeline {
     writers: FxHashMap<(bool, u64), (ProcKey, i32)>,
     sessions: FxHashMap<SessionKey, SessionState>,
     /// Metric handles by label values: `with_label_values` hashes and locks.
-    message_counters: FxHashMap<(&'static str, &'static str, &'static str, &'static str), IntCounter>,
-    byte_counters: FxHashMap<(&'static str, &'static str), IntCounter>,
-    duration_histograms: FxHashMap<&'static str, Histogram>,
+    handles: metric_handles::MetricHandles,
     /// Last capture totals, to turn snapshots into increments.
     capture_totals: capture_stats::CaptureTotals,
-    /// `capture_syscall_{events,bytes}_total` by `Syscall` value.
-    syscall_counters: [Option<(prometheus::IntCounter, prometheus::IntCounter)>; 11],
     last_tick_ns: u64,
     detector: Option<Detector>,
     /// Kubernetes pods of this node and SPIFFE mappings.
@@ -292,20 +287,7 @@ pub struct Pipeline {
     quiet_streams: std::collections::VecDeque<(u64, KernelStream)>,
     /// What partial messages of all streams and connections hold together.
     budget: Budget,
-    /// `messages_total` handles when it carries namespace/workload labels.
-    workload_message_counters: FxHashMap<WorkloadMessageLabels, IntCounter>,
 }
-
-/// Label values of `messages` with workload labels on: transport, direction, kind,
-/// method, namespace, workload.
-type WorkloadMessageLabels = (
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    Arc<str>,
-    Arc<str>,
-);
 
 /// Where a decoded message belongs: its session, its direction, and what
 /// the transport knows of the other end.
@@ -379,7 +361,6 @@ impl Pipeline {
         });
         Self {
             workloads: WorkloadResolver::new(spiffe),
-            workload_message_counters: FxHashMap::default(),
             http: http_conn::HttpTables::default(),
             quiet_streams: std::collections::VecDeque::new(),
             budget: Budget::new(cfg.max_buffered),
@@ -389,11 +370,8 @@ impl Pipeline {
             streams: FxHashMap::default(),
             writers: FxHashMap::default(),
             sessions: FxHashMap::default(),
-            message_counters: FxHashMap::default(),
-            byte_counters: FxHashMap::default(),
-            duration_histograms: FxHashMap::default(),
+            handles: metric_handles::MetricHandles::default(),
             capture_totals: capture_stats::CaptureTotals::default(),
-            syscall_counters: Default::default(),
             last_tick_ns: 0,
             detector: None,
         }
@@ -486,18 +464,7 @@ impl Pipeline {
             }
             return;
         }
-        self.metrics.capture_events.inc();
-        self.metrics.capture_bytes.inc_by(c.data.len() as u64);
-        // Label lookups are resolved once per syscall, not per chunk.
-        let (events, bytes) = self.syscall_counters[c.syscall as usize].get_or_insert_with(|| {
-            let sc = c.syscall.name();
-            (
-                self.metrics.capture_syscall_events.with_label_values(&[sc]),
-                self.metrics.capture_syscall_bytes.with_label_values(&[sc]),
-            )
-        });
-        events.inc();
-        bytes.inc_by(c.data.len() as u64);
+        self.handles.count_chunk(&self.metrics, &c);
         if matches!(c.fd_kind, FdKind::Tcp4 | FdKind::Tcp6 | FdKind::Tls) {
             return self.on_tcp_chunk(&c, sink);
         }
@@ -1175,34 +1142,7 @@ impl Pipeline {
     }
 
     fn emit(&mut self, event: Event, latency_s: Option<f64>, sink: &mut impl Sink) {
-        let method_label = event.method.as_deref().map_or(mcp::OTHER, mcp::label);
-        let (t, d, k) = (event.transport.as_str(), event.direction.as_str(), event.kind.as_str());
-        let metrics = &self.metrics;
-        let (ns, wl) = Party::metric_workload(&event.server, &event.client);
-        match metrics.workload_label_values(ns, wl) {
-            None => self
-                .message_counters
-                .entry((t, d, k, method_label))
-                .or_insert_with(|| metrics.messages.with_label_values(&[t, d, k, method_label]))
-                .inc(),
-            Some((ns, wl)) => self
-                .workload_message_counters
-                .entry((t, d, k, method_label, ns, wl))
-                .or_insert_with_key(|(t, d, k, m, ns, wl)| {
-                    metrics.messages.with_label_values(&[*t, *d, *k, *m, &**ns, &**wl])
-                })
-                .inc(),
-        }
-        self.byte_counters
-            .entry((t, d))
-            .or_insert_with(|| metrics.message_bytes.with_label_values(&[t, d]))
-            .inc_by(event.bytes);
-        if let Some(l) = latency_s {
-            self.duration_histograms
-                .entry(method_label)
-                .or_insert_with(|| metrics.request_duration.with_label_values(&[method_label]))
-                .observe(l);
-        }
+        self.handles.count_message(&self.metrics, &event, latency_s);
         sink.event(event);
     }
 
@@ -1311,4 +1251,5 @@ mod tests;
 
 mod capture_stats;
 mod http_conn;
+mod metric_handles;
 mod request;
