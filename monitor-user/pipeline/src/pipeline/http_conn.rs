@@ -17,18 +17,24 @@
 //! A connection whose first bytes are not HTTP, or whose session carries no
 //! MCP method, is dropped from capture in the kernel.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, sync::Arc};
 
+use monitor_common::{chunk_flags, Direction, FdKind};
+use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha256};
 
 use super::{
+    make_room,
     request::{clip, MAX_NAME},
-    *,
+    Control, KernelStream, Pipeline, Route, Sink,
 };
 use crate::{
-    event::HttpInfo,
+    event::{Flow, HttpInfo},
     http::{h1::Side, HttpHalf, HttpMeta, HttpOutput},
-    session::{TRANSPORT_HTTP, TRANSPORT_HTTPS, TRANSPORT_SSE},
+    jsonrpc,
+    observation::{Chunk, ProcKey},
+    relook::{self, RelookBudget},
+    session::{SessionKey, TRANSPORT_HTTP, TRANSPORT_HTTPS, TRANSPORT_SSE},
 };
 use monitor_common::ConnTuple;
 

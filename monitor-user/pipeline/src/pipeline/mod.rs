@@ -21,24 +21,22 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use monitor_common::{chunk_flags, Direction, FdKind};
+use monitor_common::{Direction, FdKind};
 
 use crate::{
     buffer_budget::Budget,
     detect::{alert::Alert, Detector, MessageCtx},
     event::{Event, Flow, HttpInfo, Party},
-    framing::{Frame, LineFramer},
     identity::{
         spiffe::{IdentityConfig, SpiffeMapper},
         workload::WorkloadResolver,
         ProcessInfo,
     },
     jsonrpc::{self, Kind, Message},
-    mcp::{self, Origin},
+    mcp,
     metrics::Metrics,
     observation::{Chunk, Lifecycle, LifecycleKind, Observation, ProcKey},
     redact,
-    relook::{self, RelookBudget},
     session::{Pending, Session, SessionKey},
 };
 
@@ -157,64 +155,6 @@ impl Sink for Vec<Event> {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct StreamId {
-    proc: ProcKey,
-    fd: i32,
-    inode: u64,
-    direction: u8,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Verdict {
-    Pending,
-    Confirmed,
-    Rejected,
-}
-
-/// Which side of a session the reading process is on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Role {
-    /// The reader is the server: it reads client-to-server messages.
-    ServerInbound,
-    /// The reader is the client.
-    ClientInbound,
-}
-
-#[derive(Debug)]
-struct Stream {
-    id: StreamId,
-    kind: FdKind,
-    channel: u64,
-    peer: u64,
-    framer: LineFramer,
-    verdict: Verdict,
-    /// Joined mid-stream: the first partial line is expected, not an error.
-    expect_partial: bool,
-    role: Option<Role>,
-    session: Option<SessionKey>,
-    pending_bytes: u64,
-    /// Lines that were not JSON-RPC before the first that was.
-    prelude: u32,
-    relooks: RelookBudget,
-    last_ns: u64,
-}
-
-impl StreamId {
-    fn kernel(&self) -> KernelStream {
-        KernelStream {
-            pid: self.proc.pid,
-            fd: self.fd,
-            inode: self.inode,
-            direction: if self.direction == Direction::Ingress as u8 {
-                Direction::Ingress
-            } else {
-                Direction::Egress
-            },
-        }
-    }
-}
-
 /// What a session keeps about a held (not yet emitted) message.
 struct Held {
     event: Event,
@@ -267,10 +207,8 @@ pub struct Pipeline {
     // fast Fx hash is safe. Maps keyed by wire values (JSON-RPC ids) keep
     // std's randomised SipHash.
     processes: FxHashMap<ProcKey, Arc<ProcessInfo>>,
-    streams: FxHashMap<StreamId, Stream>,
-    /// Who writes into a channel (process and its fd), from writer notices,
-    /// keyed by (is_pipe, channel).
-    writers: FxHashMap<(bool, u64), (ProcKey, i32)>,
+    /// The stdio stage's streams and channel writers.
+    stdio: stdio::StdioTables,
     sessions: FxHashMap<SessionKey, SessionState>,
     /// Metric handles by label values: `with_label_values` hashes and locks.
     handles: metric_handles::MetricHandles,
@@ -312,15 +250,6 @@ struct Pairing {
     latency_s: Option<f64>,
 }
 
-/// What judging a rejected stream afresh decided for one of its chunks.
-enum Relook {
-    /// The kernel resumed it and the budget allows: a new stream, judged
-    /// from this chunk on.
-    Afresh(Stream),
-    /// Still not MCP: the chunk is dropped and the stream kept as it was.
-    StillRejected(Stream),
-}
-
 /// At `max` entries, evicts the least recently active eighth in one go, so
 /// a flood of new streams or connections costs amortised O(1) each.
 fn make_room<K: Copy + Eq + std::hash::Hash, V>(
@@ -339,10 +268,6 @@ fn make_room<K: Copy + Eq + std::hash::Hash, V>(
         map.remove(&k);
     }
     metrics.state_evictions.with_label_values(&["stream"]).inc_by(n as u64);
-}
-
-fn first_json_byte(data: &[u8]) -> Option<u8> {
-    data.iter().find(|b| !b.is_ascii_whitespace()).copied()
 }
 
 impl Pipeline {
@@ -367,8 +292,7 @@ impl Pipeline {
             cfg,
             metrics,
             processes: FxHashMap::default(),
-            streams: FxHashMap::default(),
-            writers: FxHashMap::default(),
+            stdio: stdio::StdioTables::default(),
             sessions: FxHashMap::default(),
             handles: metric_handles::MetricHandles::default(),
             capture_totals: capture_stats::CaptureTotals::default(),
@@ -459,7 +383,8 @@ impl Pipeline {
     fn on_chunk(&mut self, c: Chunk, sink: &mut impl Sink) {
         if c.writer_notice {
             if c.fd_kind.is_local_ipc() && c.channel != 0 {
-                self.writers
+                self.stdio
+                    .writers
                     .insert((c.fd_kind == FdKind::Pipe, c.channel), (c.proc, c.fd));
             }
             return;
@@ -468,74 +393,7 @@ impl Pipeline {
         if matches!(c.fd_kind, FdKind::Tcp4 | FdKind::Tcp6 | FdKind::Tls) {
             return self.on_tcp_chunk(&c, sink);
         }
-        // Local IPC is captured where it is read.
-        if c.direction != Direction::Ingress || !c.fd_kind.is_local_ipc() {
-            return;
-        }
-        let id = StreamId {
-            proc: c.proc,
-            fd: c.fd,
-            inode: c.inode,
-            direction: c.direction as u8,
-        };
-        let mut stream = match self.streams.remove(&id) {
-            Some(s) if s.verdict == Verdict::Rejected => match self.relook_stream(s, &c, sink) {
-                Relook::Afresh(fresh) => fresh,
-                Relook::StillRejected(s) => return self.insert_stream(s),
-            },
-            Some(s) => s,
-            None => self.new_stream(id, &c),
-        };
-        stream.last_ns = c.ts_ns;
-        if stream.verdict != Verdict::Rejected {
-            if stream.verdict == Verdict::Pending {
-                stream.pending_bytes += c.data.len() as u64;
-            }
-            // The framer lives in the stream; lend it out so frame handling
-            // can borrow the pipeline.
-            let mut framer = std::mem::replace(&mut stream.framer, LineFramer::new(1));
-            if c.flag(chunk_flags::GAP_BEFORE) {
-                // Records of this stream were lost (ring buffer full).
-                let aligned = matches!(first_json_byte(&c.data), Some(b'{' | b'['));
-                framer.hole(aligned, |frame| self.on_frame(&mut stream, frame, c.ts_ns, sink));
-            }
-            framer.push(&c.data, |frame| self.on_frame(&mut stream, frame, c.ts_ns, sink));
-            if c.has_gap() {
-                framer.gap();
-            }
-            // A stream rejected in this chunk frees its buffer.
-            if stream.verdict != Verdict::Rejected {
-                stream.framer = framer;
-            }
-            if stream.verdict == Verdict::Pending && stream.pending_bytes > self.cfg.max_pending_stream_bytes {
-                self.reject(&mut stream, "no_frame", sink);
-            }
-        }
-        self.insert_stream(stream);
-    }
-
-    /// A chunk of a stream judged not MCP: judged afresh when the kernel
-    /// resumed it, within the stream's budget. Chunks that were already on
-    /// their way when the stream was ignored are dropped: resuming on them
-    /// would have the kernel capture a lookalike stream again and again
-    /// (line streams write fast; connections, see `relook_conn`, do not).
-    fn relook_stream(&mut self, mut old: Stream, c: &Chunk, sink: &mut impl Sink) -> Relook {
-        let resumed = c.flag(chunk_flags::RESUMED);
-        if !resumed {
-            return Relook::StillRejected(old);
-        }
-        if !old.relooks.take(c.ts_ns, self.cfg.max_relooks_per_minute) {
-            self.metrics.stream_relooks.with_label_values(&["over_budget"]).inc();
-            if old.relooks.first_refusal() {
-                self.quiet(&[old.id.kernel()], old.relooks.window_end(), sink);
-            }
-            return Relook::StillRejected(old);
-        }
-        let budget = old.relooks;
-        self.metrics.stream_relooks.with_label_values(&["resumed"]).inc();
-        let mut fresh = self.new_stream(old.id, c);
-        fresh.relooks = budget;
-        Relook::Afresh(fresh)
+        self.on_stdio_chunk(c, sink);
     }
 
     /// Stops the kernel looking at `streams` again until `until_ns`: their
@@ -561,241 +419,7 @@ impl Pipeline {
         }
     }
 
-    fn new_stream(&mut self, id: StreamId, c: &Chunk) -> Stream {
-        // A stream that starts with a JSON value is aligned on a message;
-        // anything else was joined mid-message and resyncs on a newline.
-        let aligned = c.flag(chunk_flags::NEW_STREAM) && matches!(first_json_byte(&c.data), Some(b'{' | b'['));
-        Stream {
-            id,
-            kind: c.fd_kind,
-            channel: c.channel,
-            peer: c.peer,
-            framer: if aligned {
-                LineFramer::new(self.cfg.max_frame)
-            } else {
-                LineFramer::new_resync(self.cfg.max_frame)
-            }
-            .with_budget(&self.budget),
-            verdict: Verdict::Pending,
-            expect_partial: !aligned,
-            prelude: 0,
-            relooks: RelookBudget::default(),
-            role: None,
-            session: None,
-            pending_bytes: 0,
-            last_ns: c.ts_ns,
-        }
-    }
-
-    fn insert_stream(&mut self, stream: Stream) {
-        make_room(&mut self.streams, self.cfg.max_streams, |s| s.last_ns, &self.metrics);
-        self.streams.insert(stream.id, stream);
-    }
-
-    fn reject(&mut self, stream: &mut Stream, reason: &str, sink: &mut impl Sink) {
-        stream.verdict = Verdict::Rejected;
-        stream.framer = LineFramer::new(1); // free the buffer
-        self.metrics
-            .streams
-            .with_label_values(&[&format!("rejected:{reason}")])
-            .inc();
-        sink.control(Control::IgnoreStream(stream.id.kernel()));
-    }
-
-    fn on_frame(&mut self, stream: &mut Stream, frame: Frame<'_>, ts_ns: u64, sink: &mut impl Sink) {
-        if stream.verdict == Verdict::Rejected {
-            // Rejected earlier in this chunk: a later line that starts like
-            // MCP is judged afresh (the kernel only looks again at the
-            // start of the next transfer).
-            let Frame::Line(bytes) = &frame else { return };
-            if !relook::looks_like_mcp(bytes, self.cfg.discovery_window) {
-                return;
-            }
-            if !stream.relooks.take(ts_ns, self.cfg.max_relooks_per_minute) {
-                self.metrics.stream_relooks.with_label_values(&["over_budget"]).inc();
-                if stream.relooks.first_refusal() {
-                    self.quiet(&[stream.id.kernel()], stream.relooks.window_end(), sink);
-                }
-                return;
-            }
-            self.metrics.stream_relooks.with_label_values(&["resumed"]).inc();
-            sink.control(Control::CaptureStream(stream.id.kernel()));
-            stream.verdict = Verdict::Pending;
-            stream.prelude = 0;
-            stream.pending_bytes = 0;
-            stream.role = None;
-            stream.session = None;
-        }
-        match frame {
-            Frame::Oversized(_) => {
-                self.metrics.frame_errors.with_label_values(&["oversized"]).inc();
-                if stream.verdict == Verdict::Pending {
-                    self.reject(stream, "oversized", sink);
-                }
-            }
-            Frame::Damaged(_) => {
-                if std::mem::take(&mut stream.expect_partial) {
-                    return;
-                }
-                self.metrics.frame_errors.with_label_values(&["capture_gap"]).inc();
-            }
-            Frame::OverBudget(n) => {
-                // Not the stream's fault: no verdict on it.
-                self.metrics.frame_errors.with_label_values(&["memory_budget"]).inc();
-                log::debug!(
-                    "pid {} fd {}: skipped a {n}-byte line: partial messages hold {} of {} bytes",
-                    stream.id.proc.pid,
-                    stream.id.fd,
-                    self.budget.used(),
-                    self.budget.max()
-                );
-            }
-            Frame::Line(bytes) => {
-                stream.expect_partial = false;
-                match jsonrpc::decode(bytes, &self.cfg.limits) {
-                    Err(e) => {
-                        self.metrics.frame_errors.with_label_values(&[e.reason()]).inc();
-                        if stream.verdict == Verdict::Pending {
-                            // Not judged on its first lines: a banner, or
-                            // garbage written to blind the monitor, may come
-                            // before the JSON-RPC. Bounded, and counted.
-                            // JSON that is not JSON-RPC (structured logs) is
-                            // judged at once: such streams write fast, and
-                            // until the verdict every line costs a capture.
-                            stream.prelude += 1;
-                            self.metrics.prelude_frames.inc();
-                            if stream.prelude > self.cfg.max_prelude_frames || e.reason() == "not_jsonrpc" {
-                                self.reject(stream, e.reason(), sink);
-                            }
-                        } else {
-                            log::debug!("pid {} fd {}: skipped a frame: {e}", stream.id.proc.pid, stream.id.fd);
-                        }
-                    }
-                    Ok(decoded) => {
-                        if stream.verdict == Verdict::Pending {
-                            stream.verdict = Verdict::Confirmed;
-                            self.metrics.streams.with_label_values(&["confirmed"]).inc();
-                        }
-                        for msg in decoded.into_messages() {
-                            self.on_message(stream, msg, ts_ns, sink);
-                            if stream.verdict == Verdict::Rejected {
-                                return;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    // ---------------------------------------------------------- messages
-
-    fn writer_of(&self, stream: &Stream) -> Option<(ProcKey, i32)> {
-        self.writers
-            .get(&(stream.kind == FdKind::Pipe, stream.channel))
-            .copied()
-    }
-
-    /// Conversation part of a session key. A server's stdio (pipes, or the
-    /// socketpairs Node/libuv hands its children, one per fd) is a single
-    /// session: 0. Any other socket, e.g. a server accepting several clients
-    /// on a unix socket, is its own session, keyed by the server-side socket.
-    /// `server_fd` is the server's descriptor for this stream, if known.
-    fn conversation(stream: &Stream, role: Role, server_fd: Option<i32>) -> u64 {
-        if stream.kind == FdKind::Pipe || matches!(server_fd, Some(0 | 1)) {
-            return 0;
-        }
-        match role {
-            Role::ServerInbound => stream.channel,
-            Role::ClientInbound => stream.peer,
-        }
-    }
-
-    fn infer_role(&self, stream: &Stream, msg: &Message<'_>) -> Role {
-        if let Some(info) = msg.method.as_deref().and_then(mcp::lookup) {
-            match info.origin {
-                Origin::Client => return Role::ServerInbound,
-                Origin::Server => return Role::ClientInbound,
-                Origin::Either => {}
-            }
-        }
-        // A message that does not tell (ping, progress, a response): the
-        // stream belongs to a session already known from the other side.
-        let (k, peer) = self.session_key(stream, Role::ClientInbound);
-        if k.server.is_some() && self.existing_session(stream, k, peer).is_some() {
-            return Role::ClientInbound;
-        }
-        let (k, peer) = self.session_key(stream, Role::ServerInbound);
-        if self.existing_session(stream, k, peer).is_some() {
-            return Role::ServerInbound;
-        }
-        // Last resort, the stdio convention: servers read their stdin.
-        if stream.id.fd == 0 {
-            Role::ServerInbound
-        } else {
-            Role::ClientInbound
-        }
-    }
-
-    /// The session `key` stands for, if there is one already. Over unix
-    /// sockets the two directions of one stdio session can cross on two
-    /// sockets: node gives its child a socketpair per descriptor, and a
-    /// server that reads and writes copies of them (the Python SDK 2.x
-    /// moves stdin and stdout to fds 6 and 7) is keyed by its inbound
-    /// socket on one side and its outbound one on the other. A key not
-    /// found is then the session of the same server and client processes.
-    fn existing_session(&self, stream: &Stream, key: SessionKey, peer: Option<ProcKey>) -> Option<SessionKey> {
-        if self.sessions.contains_key(&key) {
-            return Some(key);
-        }
-        if stream.kind != FdKind::UnixStream || key.transport_kind != 0 {
-            return None;
-        }
-        // `peer` is the client in both roles: the writer of a server's
-        // inbound stream, the reader of a client's.
-        let (server, client) = (key.server?, peer?);
-        self.sessions
-            .values()
-            .filter(|st| {
-                let s = &st.session;
-                s.key.transport_kind == 0
-                    && s.key.server == Some(server)
-                    && s.key.conversation != 0
-                    && s.client == Some(client)
-            })
-            .min_by_key(|st| st.session.key.conversation)
-            .map(|st| st.session.key)
-    }
-
-    /// The session a stream belongs to in `role`, and the process at the
-    /// other end when known.
-    fn session_key(&self, stream: &Stream, role: Role) -> (SessionKey, Option<ProcKey>) {
-        let writer = self.writer_of(stream);
-        let key = match role {
-            Role::ServerInbound => SessionKey {
-                transport_kind: 0,
-                server: Some(stream.id.proc),
-                conversation: Self::conversation(stream, role, Some(stream.id.fd)),
-            },
-            Role::ClientInbound => match writer {
-                Some((w, wfd)) => SessionKey {
-                    transport_kind: 0,
-                    server: Some(w),
-                    conversation: Self::conversation(stream, role, Some(wfd)),
-                },
-                None => SessionKey {
-                    transport_kind: 0,
-                    server: None,
-                    conversation: stream.channel,
-                },
-            },
-        };
-        let peer = match role {
-            Role::ServerInbound => writer.map(|(w, _)| w),
-            Role::ClientInbound => Some(stream.id.proc),
-        };
-        (key, peer)
-    }
+    // ---------------------------------------------------------- sessions
 
     /// The server (`server_side`) or client of a session, serialised once
     /// and reused until its identity or announced name changes. The cache
@@ -843,56 +467,20 @@ impl Pipeline {
         p
     }
 
-    fn on_message(&mut self, stream: &mut Stream, msg: Message<'_>, ts_ns: u64, sink: &mut impl Sink) {
-        let role = match stream.role {
-            Some(r) => r,
-            None => {
-                let r = self.infer_role(stream, &msg);
-                stream.role = Some(r);
-                r
-            }
-        };
-        // Recompute while the server is unknown: a writer notice may have
-        // named it since.
-        let (computed, peer) = self.session_key(stream, role);
-        // Keep the session once the server is known; recompute while it is
-        // not (a writer notice may have named it since).
-        let key = match stream.session {
-            Some(k) if k.server.is_some() => k,
-            _ => self.existing_session(stream, computed, peer).unwrap_or(computed),
-        };
-        stream.session = Some(key);
-        let flow = match role {
-            Role::ServerInbound => Flow::ClientToServer,
-            Role::ClientInbound => Flow::ServerToClient,
-        };
-        let route = Route {
-            key,
-            flow,
-            peer,
-            mirror: false,
-        };
-        if !self.handle_message(route, msg, ts_ns, None, sink) {
-            // JSON-RPC, but no MCP method in max_held messages: another
-            // JSON-RPC user. Stop capturing it.
-            self.reject(stream, "not_mcp", sink);
-            self.drop_session(key, sink);
-        }
-    }
-
     /// Stops capturing every stream and connection of a session that is not
     /// MCP, and forgets it.
     fn drop_session(&mut self, key: SessionKey, sink: &mut impl Sink) {
         let others: Vec<StreamId> = self
+            .stdio
             .streams
             .values()
             .filter(|o| o.session == Some(key))
             .map(|o| o.id)
             .collect();
         for id in others {
-            if let Some(mut o) = self.streams.remove(&id) {
+            if let Some(mut o) = self.stdio.streams.remove(&id) {
                 self.reject(&mut o, "not_mcp", sink);
-                self.streams.insert(id, o);
+                self.stdio.streams.insert(id, o);
             }
         }
         let conns: Vec<http_conn::ConnId> = self
@@ -1196,9 +784,9 @@ impl Pipeline {
             return;
         }
         let gone = l.proc;
-        self.streams.retain(|id, _| id.proc != gone);
+        self.stdio.streams.retain(|id, _| id.proc != gone);
         self.http.conns.retain(|id, _| id.proc != gone);
-        self.writers.retain(|_, (w, _)| *w != gone);
+        self.stdio.writers.retain(|_, (w, _)| *w != gone);
         let ended: Vec<SessionKey> = self
             .sessions
             .values()
@@ -1241,7 +829,7 @@ impl Pipeline {
         for k in stale {
             self.end_session(&k);
         }
-        self.streams.retain(|_, s| s.last_ns >= idle);
+        self.stdio.streams.retain(|_, s| s.last_ns >= idle);
         self.http.conns.retain(|_, c| c.last_ns >= idle);
     }
 }
@@ -1252,4 +840,7 @@ mod tests;
 mod capture_stats;
 mod http_conn;
 mod metric_handles;
+mod stdio;
+
+use stdio::StreamId;
 mod request;

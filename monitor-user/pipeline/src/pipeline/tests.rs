@@ -6,7 +6,7 @@ use crate::{
     identity::ProcessInfo,
     observation::{CaptureCounter, CaptureStats, Chunk},
 };
-use monitor_common::{ConnTuple, Syscall, TrackReason};
+use monitor_common::{chunk_flags, ConnTuple, Syscall, TrackReason};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -1176,7 +1176,7 @@ fn state_tables_are_bounded() {
         );
         s.feed(Observation::Chunk(c));
     }
-    assert!(s.pipeline.streams.len() <= 16);
+    assert!(s.pipeline.stdio.streams.len() <= 16);
     assert!(s.pipeline.session_count() <= 16);
     assert!(s.metric("mcp_monitor_state_evictions_total", &[("kind", "stream")]) > 0.0);
     assert!(s.metric("mcp_monitor_state_evictions_total", &[("kind", "session")]) > 0.0);
@@ -1269,7 +1269,7 @@ proptest! {
             s.client_sends(&[c]);
             s.server_sends(&[c]);
         }
-        prop_assert!(s.pipeline.streams.values().all(|st| st.framer.buffered() <= 256));
+        prop_assert!(s.pipeline.stdio.streams.values().all(|st| st.framer.buffered() <= 256));
     }
 
     /// Garbage and MCP lines, with or without the kernel's RESUMED flag, in
@@ -1289,7 +1289,7 @@ proptest! {
             let flags = chunk_flags::NEW_STREAM | if *resumed { chunk_flags::RESUMED } else { 0 };
             s.server_reads(&data, flags);
         }
-        prop_assert!(s.pipeline.streams.values().all(|st| st.framer.buffered() <= 256));
+        prop_assert!(s.pipeline.stdio.streams.values().all(|st| st.framer.buffered() <= 256));
         prop_assert!(s.metric("mcp_monitor_stream_relooks_total", &[("result", "resumed")]) <= max as f64);
     }
 }
