@@ -8,13 +8,14 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::{
     boot_clock,
     config::Config,
+    control::Control,
     deliver::Deliveries,
     detect::{alert::Alert, Detector},
     event::Event,
     metrics::Metrics,
     observation::{Observation, WorkloadChange},
     output::JsonLines,
-    pipeline::{Control, Pipeline, Sink},
+    pipeline::{Pipeline, Sink},
     record::{Reader, Recorder, RecordingHeader},
     sensor::Sensor,
 };

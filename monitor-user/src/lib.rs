@@ -26,6 +26,6 @@ pub mod sensor;
 pub mod state_dir;
 
 pub use mcp_monitor_pipeline::{
-    btf, buffer_budget, clock, detect, event, framing, glob, http, identity, jsonrpc, mcp, metrics, observation,
-    pipeline, record, redact, relook, ring_record, session,
+    btf, buffer_budget, clock, control, detect, event, framing, glob, http, identity, jsonrpc, mcp, metrics,
+    observation, pipeline, record, redact, relook, ring_record, session,
 };

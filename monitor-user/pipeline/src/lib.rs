@@ -7,7 +7,8 @@
 //!   stream and process, process lifecycle, workload changes, ticks);
 //!   [`ring_record`] decodes the kernel's ring records into them, and
 //!   [`record`] reads and writes recordings of them.
-//! - [`pipeline`] turns observations into [`event::Event`]s: per-stream
+//! - [`pipeline`] turns observations into [`event::Event`]s (and tells the
+//!   sensor which streams to stop capturing: [`control`]): per-stream
 //!   [`framing`] of stdio, [`http`] for HTTP/1.1 and SSE, [`jsonrpc`]
 //!   decoding, [`mcp`] method knowledge, [`session`]s and [`identity`];
 //!   [`relook`] and [`buffer_budget`] bound what it keeps.
@@ -21,6 +22,7 @@
 pub mod btf;
 pub mod buffer_budget;
 pub mod clock;
+pub mod control;
 pub mod detect;
 pub mod event;
 pub mod framing;

@@ -30,8 +30,8 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     btf::Btf,
     config::CaptureConfig,
+    control::Control,
     observation::{CaptureCounter, CaptureStats, LifecycleKind, Observation, ProcKey},
-    pipeline::Control,
     ring_record,
     sensor::procfs::ProcReader,
 };

@@ -3,10 +3,13 @@
 
 use super::*;
 use crate::{
+    event::Flow,
     identity::ProcessInfo,
+    jsonrpc::Kind,
     observation::{CaptureCounter, CaptureStats, Chunk},
+    redact,
 };
-use monitor_common::{chunk_flags, ConnTuple, Syscall, TrackReason};
+use monitor_common::{chunk_flags, ConnTuple, Direction, Syscall, TrackReason};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
