@@ -1,12 +1,22 @@
 //! The capture stage of the syscall path: the stream's state in `STREAMS`
 //! (capture, ignore, look again) and the chunk header of what is sent.
 
-use aya_ebpf::EbpfContext;
+use crate::{
+    emit::{emit_rest, fill_chunk_header, ring_flags, scratch, HDR},
+    kernel_read::{conn_tuple, file_info},
+    maps::Transfer,
+    maps::{config, count, EVENTS, JUMP, LAST_TCP_READ, STREAMS, TRANSFER},
+    payload::starts_like_json,
+    tracking::track,
+};
 use aya_ebpf::macros::tracepoint;
 use aya_ebpf::maps::ProgramArray;
 use aya_ebpf::programs::TracePointContext;
-use monitor_common::{ChunkRecord, Counter, Direction, FdKind, KernelConfig, RecordKind, StreamKey, Syscall, TrackReason, chunk_flags, config_flags, jump_slot, stream_state};
-use crate::{discovery::starts_like_json, emit::{HDR, emit_rest, fill_chunk_header, ring_flags, scratch}, kernel_read::{conn_tuple, file_info}, maps::{EVENTS, JUMP, LAST_TCP_READ, STREAMS, TRANSFER, config, count}, tracking::track, transfer::Transfer};
+use aya_ebpf::EbpfContext;
+use monitor_common::{
+    chunk_flags, config_flags, jump_slot, stream_state, ChunkRecord, Counter, Direction, FdKind, KernelConfig,
+    RecordKind, StreamKey, Syscall, TrackReason,
+};
 
 /// Tail-call target: classify the descriptor, consult the stream decision,
 /// and send a chunk (ingress) or a writer notice (egress).
@@ -136,7 +146,9 @@ pub(crate) fn capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer)
     let pid_tgid = t.pid_tgid;
     let tgid = (pid_tgid >> 32) as u32;
     let fd = t.fd;
-    let Some(fi) = file_info(cfg, fd, dir) else { return Header::Skip };
+    let Some(fi) = file_info(cfg, fd, dir) else {
+        return Header::Skip;
+    };
     let tcp = matches!(fi.kind, FdKind::Tcp4 | FdKind::Tcp6);
     if tcp && dir == Direction::Ingress {
         // TLS over memory BIOs (asyncio, node): the socket is read, then

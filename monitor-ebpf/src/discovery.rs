@@ -2,76 +2,19 @@
 //! carrying it, or an MCP method? Shared by the syscall path (`JUMP`) and
 //! the TLS path (`TLS_JUMP`), each stage a tracepoint and a uprobe twin.
 
-use aya_ebpf::EbpfContext;
+use crate::{
+    emit::{scratch, HDR},
+    kernel_read::verifier_bound,
+    maps::{config, count, JUMP, METHOD_ROOTS, TLS_JUMP, TRANSFER},
+    transfer::{copied_window_len, discovered},
+};
 use aya_ebpf::helpers::generated::bpf_probe_read_user;
 use aya_ebpf::macros::{tracepoint, uprobe};
 use aya_ebpf::maps::ProgramArray;
 use aya_ebpf::programs::{ProbeContext, TracePointContext};
+use aya_ebpf::EbpfContext;
 use core::ffi::c_void;
-use monitor_common::{Counter, KernelConfig, MAX_DISCOVERY_WINDOW, METHOD_ROOT_LEN, jump_slot};
-use crate::{emit::{HDR, scratch}, maps::{JUMP, METHOD_ROOTS, TLS_JUMP, TRANSFER, config, count}, transfer::{copied_window_len, discovered}};
-
-/// True when the buffer starts like an MCP message: the first
-/// non-whitespace byte opens a JSON object or array (stdio), or it starts an
-/// HTTP POST or an HTTP/1.x response (MCP over HTTP). The cheap first filter
-/// for untracked processes; `discover` then looks for `"jsonrpc"`.
-#[inline(always)]
-pub(crate) fn starts_like_json(buf: u64, len: u64) -> bool {
-    // 32 bytes of room for at most 16 read: the mask after `black_box`
-    // bounds the register actually passed to the helper (LLVM otherwise
-    // compares one copy of `len` and passes another, unbounded one).
-    let mut head = [0u8; 32];
-    let n = if len < 16 { len } else { 16 };
-    let n = core::hint::black_box(n) as u32 & 0x1f;
-    if n == 0 || n > 16 {
-        return false;
-    }
-    // SAFETY: n is 1..=16 (checked above) into the 32-byte local `head`; the
-    // helper checks `buf` and fails instead of faulting.
-    let r = unsafe { bpf_probe_read_user(head.as_mut_ptr() as *mut c_void, n, buf as *const c_void) };
-    if r != 0 {
-        return false;
-    }
-    if n >= 8
-        && ((head[0] == b'P' && head[1] == b'O' && head[2] == b'S' && head[3] == b'T' && head[4] == b' ')
-            || (head[0] == b'H'
-                && head[1] == b'T'
-                && head[2] == b'T'
-                && head[3] == b'P'
-                && head[4] == b'/'
-                && head[5] == b'1'
-                && head[6] == b'.'))
-    {
-        return true;
-    }
-    let mut i = 0usize;
-    while i < 16 {
-        if i as u32 >= n {
-            return false;
-        }
-        let c = head[i];
-        if c == b'{' || c == b'[' {
-            return true;
-        }
-        if !(c == b' ' || c == b'\n' || c == b'\r' || c == b'\t') {
-            return false;
-        }
-        i += 1;
-    }
-    false
-}
-
-/// `n & mask`, computed so that the mask reaches the verifier. Sizes passed
-/// to `bpf_probe_read_user` are first clamped with `min`-like compares; LLVM
-/// then finds a later mask and bound check redundant and drops them, and
-/// what is left is a register-to-register `min`, from which verifiers
-/// before 6.8 learn no bound (5.10 and 6.1 reject the program: "R2 min value
-/// is negative"). `black_box` hides the value from LLVM, so the mask stays
-/// on the very register passed on. Follow it with the `> MAX` check.
-#[inline(always)]
-pub(crate) fn verifier_bound(n: u64, mask: u64) -> u64 {
-    core::hint::black_box(n) & mask
-}
+use monitor_common::{jump_slot, Counter, KernelConfig, MAX_DISCOVERY_WINDOW, METHOD_ROOT_LEN};
 
 /// Copies up to the discovery window of the buffer into the scratch payload
 /// area; returns the number of bytes copied (0 if too short or unreadable).
@@ -266,17 +209,18 @@ pub(crate) fn discover_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u3
     // window_has_jsonrpc).
     // SAFETY: reads reach scratch + HDR + 6 at most, inside the scratch
     // value; copy_window copied n >= 9 bytes there (it returns 0 below 9).
-    let http_head = n >= 8 && unsafe {
-        let p = scratch.add(HDR);
-        (*p == b'P' && *p.add(1) == b'O' && *p.add(2) == b'S' && *p.add(3) == b'T' && *p.add(4) == b' ')
-            || (*p == b'H'
-                && *p.add(1) == b'T'
-                && *p.add(2) == b'T'
-                && *p.add(3) == b'P'
-                && *p.add(4) == b'/'
-                && *p.add(5) == b'1'
-                && *p.add(6) == b'.')
-    };
+    let http_head = n >= 8
+        && unsafe {
+            let p = scratch.add(HDR);
+            (*p == b'P' && *p.add(1) == b'O' && *p.add(2) == b'S' && *p.add(3) == b'T' && *p.add(4) == b' ')
+                || (*p == b'H'
+                    && *p.add(1) == b'T'
+                    && *p.add(2) == b'T'
+                    && *p.add(3) == b'P'
+                    && *p.add(4) == b'/'
+                    && *p.add(5) == b'1'
+                    && *p.add(6) == b'.')
+        };
     if http_head {
         // MCP clients accept text/event-stream on every POST, and the
         // legacy transport's GET stream is answered with it (its head

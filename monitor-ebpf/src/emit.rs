@@ -1,13 +1,22 @@
 //! Writing records to the ring buffer: chunk headers and payload pieces
 //! (continued by tail calls for large transfers) and process records.
 
-use aya_ebpf::EbpfContext;
+use crate::{
+    kernel_read::{verifier_bound, FileInfo},
+    maps::{config, count, Transfer, EVENTS, SCRATCH, TRANSFER},
+    transfer::{iovec, mark_gap},
+};
+use aya_ebpf::helpers::generated::{
+    bpf_get_current_cgroup_id, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_probe_read_user,
+};
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_uid_gid};
-use aya_ebpf::helpers::generated::{bpf_get_current_cgroup_id, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_probe_read_user};
 use aya_ebpf::maps::ProgramArray;
+use aya_ebpf::EbpfContext;
 use core::ffi::c_void;
-use monitor_common::{ABI_VERSION, COMM_LEN, ChunkRecord, Counter, Direction, KernelConfig, MAX_CAPTURE, MAX_IOVECS, ProcessRecord, RecordHeader, RecordKind, SCRATCH_SIZE, Syscall, chunk_flags, jump_slot};
-use crate::{discovery::verifier_bound, kernel_read::FileInfo, maps::{EVENTS, SCRATCH, TRANSFER, config, count}, transfer::{Transfer, iovec, mark_gap}};
+use monitor_common::{
+    chunk_flags, jump_slot, ChunkRecord, Counter, Direction, KernelConfig, ProcessRecord, RecordHeader, RecordKind,
+    Syscall, ABI_VERSION, COMM_LEN, MAX_CAPTURE, MAX_IOVECS, SCRATCH_SIZE,
+};
 
 pub(crate) const HDR: usize = core::mem::size_of::<ChunkRecord>();
 
@@ -97,7 +106,15 @@ pub(crate) fn fill_chunk_header(
 /// the verifier's states at every chunk), so userspace never joins the
 /// bytes on both sides of the hole.
 #[inline(always)]
-pub(crate) fn emit_chunk(cfg: &KernelConfig, t: *mut Transfer, scratch: *mut u8, src: u64, len: u64, segment: u32, flags: u8) {
+pub(crate) fn emit_chunk(
+    cfg: &KernelConfig,
+    t: *mut Transfer,
+    scratch: *mut u8,
+    src: u64,
+    len: u64,
+    segment: u32,
+    flags: u8,
+) {
     // SAFETY: scratch is this CPU's SCRATCH value (callers pass scratch()):
     // 8-aligned, >= HDR bytes, and any bit pattern is a valid ChunkRecord.
     let rec = unsafe { &mut *(scratch as *mut ChunkRecord) };
@@ -188,8 +205,8 @@ pub(crate) fn emit_rest<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &Kern
         cap = MAX_CAPTURE as u64;
     }
     // Only the first chunk of a transfer carries the stream flags.
-    let later = flags
-        & !(chunk_flags::NEW_STREAM | chunk_flags::DISCOVERED | chunk_flags::RESUMED | chunk_flags::GAP_BEFORE);
+    let later =
+        flags & !(chunk_flags::NEW_STREAM | chunk_flags::DISCOVERED | chunk_flags::RESUMED | chunk_flags::GAP_BEFORE);
     let mut flags = flags;
     if len > 0 {
         if len > cap && cap > 0 && pieces < MAX_PIECES {
@@ -263,7 +280,14 @@ pub(crate) fn emit_rest<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &Kern
 }
 
 #[inline(always)]
-pub(crate) fn emit_process(kind: RecordKind, tgid: u32, start_ns: u64, parent_tgid: u32, parent_start_ns: u64, reason: u32) {
+pub(crate) fn emit_process(
+    kind: RecordKind,
+    tgid: u32,
+    start_ns: u64,
+    parent_tgid: u32,
+    parent_start_ns: u64,
+    reason: u32,
+) {
     let mut rec = ProcessRecord {
         header: RecordHeader {
             kind: 0,

@@ -2,10 +2,10 @@
 //! the start time of the current task, and what a descriptor is (pipe, unix
 //! or TCP socket) and, for TCP, its connection.
 
+use crate::maps::count;
 use aya_ebpf::helpers::generated::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user};
 use core::ffi::c_void;
 use monitor_common::{ConnTuple, Counter, Direction, FdKind, KernelConfig};
-use crate::maps::count;
 
 pub(crate) const S_IFMT: u16 = 0o170000;
 
@@ -211,4 +211,16 @@ pub(crate) fn conn_tuple(cfg: &KernelConfig, sk: u64, kind: FdKind) -> ConnTuple
         }
     }
     t
+}
+
+/// `n & mask`, computed so that the mask reaches the verifier. Sizes passed
+/// to `bpf_probe_read_user` are first clamped with `min`-like compares; LLVM
+/// then finds a later mask and bound check redundant and drops them, and
+/// what is left is a register-to-register `min`, from which verifiers
+/// before 6.8 learn no bound (5.10 and 6.1 reject the program: "R2 min value
+/// is negative"). `black_box` hides the value from LLVM, so the mask stays
+/// on the very register passed on. Follow it with the `> MAX` check.
+#[inline(always)]
+pub(crate) fn verifier_bound(n: u64, mask: u64) -> u64 {
+    core::hint::black_box(n) & mask
 }

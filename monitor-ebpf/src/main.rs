@@ -26,6 +26,7 @@ mod emit;
 mod hooks;
 mod kernel_read;
 mod maps;
+mod payload;
 mod tracking;
 mod transfer;
 

@@ -4,8 +4,10 @@
 
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf};
-use monitor_common::{COMM_LEN, COUNTER_COUNT, Counter, KernelConfig, METHOD_ROOT_LEN, ProcState, SCRATCH_SIZE, StreamKey, TlsKey, jump_slot};
-use crate::transfer::Transfer;
+use monitor_common::{
+    jump_slot, Counter, KernelConfig, ProcState, StreamKey, TlsKey, COMM_LEN, COUNTER_COUNT, METHOD_ROOT_LEN,
+    SCRATCH_SIZE,
+};
 
 #[map]
 pub(crate) static CONFIG: Array<KernelConfig> = Array::with_max_entries(1, 0);
@@ -137,4 +139,51 @@ pub(crate) fn count(counter: Counter, n: u64) {
 #[inline(always)]
 pub(crate) fn config() -> Option<&'static KernelConfig> {
     CONFIG.get(0)
+}
+
+/// One read or write being looked at.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Transfer {
+    pub(crate) pid_tgid: u64,
+    pub(crate) start_ns: u64,
+    /// Buffer for plain calls.
+    pub(crate) buf: u64,
+    /// Bytes moved (ingress) or requested (egress write/sendto).
+    pub(crate) total: u64,
+    /// iovec array and count for vectored calls (iov_cnt 0 otherwise).
+    pub(crate) iov: u64,
+    pub(crate) iov_cnt: u64,
+    /// First segment, used for discovery.
+    pub(crate) first_buf: u64,
+    pub(crate) first_len: u64,
+    /// TLS: address of the `SSL` object; 0 for system calls.
+    pub(crate) ssl: u64,
+    /// The descriptor (for TLS: the bound socket, or -1).
+    pub(crate) fd: i32,
+    pub(crate) syscall: u8,
+    pub(crate) direction: u8,
+    pub(crate) discovered: u8,
+    /// Egress seen at syscall exit (TCP payloads, with the byte count the
+    /// kernel accepted) rather than at entry (local IPC writer notices).
+    pub(crate) at_exit: u8,
+    /// Extra [`chunk_flags`] for the chunk (TLS_FD_INFERRED).
+    pub(crate) extra_flags: u8,
+    /// Tail calls back into the capture stage so far (see `emit_rest`).
+    pub(crate) pieces: u8,
+    /// The stream was ignored and this transfer went through the discovery
+    /// stages again (see `Header::Relook`).
+    pub(crate) relook: u8,
+    /// `GAP_BEFORE` while the last chunk sent for this transfer was lost.
+    pub(crate) gap: u8,
+    /// The stream's key in `STREAMS`, set by the capture stage.
+    pub(crate) key: StreamKey,
+    /// What `emit_rest` has still to send: a plain range (the whole
+    /// buffer of a plain call, or the rest of one large iovec), then for
+    /// vectored calls the iovecs from `iov_next`, `iov_left` bytes in all.
+    pub(crate) range_buf: u64,
+    pub(crate) range_len: u64,
+    pub(crate) iov_next: u32,
+    pub(crate) _pad2: u32,
+    pub(crate) iov_left: u64,
 }

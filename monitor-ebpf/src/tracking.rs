@@ -1,8 +1,8 @@
 //! Which processes are tracked and why (`PROCS`).
 
+use crate::maps::{count, CGROUP_SELECTORS, PROCS};
 use aya_ebpf::helpers::generated::bpf_get_current_cgroup_id;
-use monitor_common::{Counter, KernelConfig, ProcState, TrackReason, config_flags};
-use crate::maps::{CGROUP_SELECTORS, PROCS, count};
+use monitor_common::{config_flags, Counter, KernelConfig, ProcState, TrackReason};
 
 /// Why `tgid` is tracked, or `TrackReason::None`.
 #[inline(always)]

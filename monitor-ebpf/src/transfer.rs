@@ -1,57 +1,17 @@
 //! One read or write being looked at (`TRANSFER`, per CPU): set up by the
 //! hooks, then handed through the tail-call stages.
 
-use aya_ebpf::EbpfContext;
+use crate::{
+    kernel_read::uread,
+    maps::{count, Transfer, STREAMS, TRANSFER},
+    payload::starts_like_json,
+};
 use aya_ebpf::maps::ProgramArray;
-use monitor_common::{Counter, Direction, KernelConfig, MAX_DISCOVERY_WINDOW, StreamKey, Syscall, TrackReason, config_flags, jump_slot, stream_state};
-use crate::{discovery::starts_like_json, kernel_read::uread, maps::{STREAMS, TRANSFER, count}};
-
-/// One read or write being looked at.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub(crate) struct Transfer {
-    pub(crate) pid_tgid: u64,
-    pub(crate) start_ns: u64,
-    /// Buffer for plain calls.
-    pub(crate) buf: u64,
-    /// Bytes moved (ingress) or requested (egress write/sendto).
-    pub(crate) total: u64,
-    /// iovec array and count for vectored calls (iov_cnt 0 otherwise).
-    pub(crate) iov: u64,
-    pub(crate) iov_cnt: u64,
-    /// First segment, used for discovery.
-    pub(crate) first_buf: u64,
-    pub(crate) first_len: u64,
-    /// TLS: address of the `SSL` object; 0 for system calls.
-    pub(crate) ssl: u64,
-    /// The descriptor (for TLS: the bound socket, or -1).
-    pub(crate) fd: i32,
-    pub(crate) syscall: u8,
-    pub(crate) direction: u8,
-    pub(crate) discovered: u8,
-    /// Egress seen at syscall exit (TCP payloads, with the byte count the
-    /// kernel accepted) rather than at entry (local IPC writer notices).
-    pub(crate) at_exit: u8,
-    /// Extra [`chunk_flags`] for the chunk (TLS_FD_INFERRED).
-    pub(crate) extra_flags: u8,
-    /// Tail calls back into the capture stage so far (see `emit_rest`).
-    pub(crate) pieces: u8,
-    /// The stream was ignored and this transfer went through the discovery
-    /// stages again (see `Header::Relook`).
-    pub(crate) relook: u8,
-    /// `GAP_BEFORE` while the last chunk sent for this transfer was lost.
-    pub(crate) gap: u8,
-    /// The stream's key in `STREAMS`, set by the capture stage.
-    pub(crate) key: StreamKey,
-    /// What `emit_rest` has still to send: a plain range (the whole
-    /// buffer of a plain call, or the rest of one large iovec), then for
-    /// vectored calls the iovecs from `iov_next`, `iov_left` bytes in all.
-    pub(crate) range_buf: u64,
-    pub(crate) range_len: u64,
-    pub(crate) iov_next: u32,
-    pub(crate) _pad2: u32,
-    pub(crate) iov_left: u64,
-}
+use aya_ebpf::EbpfContext;
+use monitor_common::{
+    config_flags, jump_slot, stream_state, Counter, Direction, KernelConfig, StreamKey, Syscall, TrackReason,
+    MAX_DISCOVERY_WINDOW,
+};
 
 /// A chunk was lost: the stream's next transfer starts with `GAP_BEFORE`
 /// (a chunk sent later in this one does not clear it: at worst, one more
@@ -63,7 +23,10 @@ pub(crate) struct Transfer {
 pub(crate) fn mark_gap(t: *mut Transfer) {
     // SAFETY: the only caller (emit_chunk) passes this CPU's TRANSFER slot
     // from a successful lookup; insert only copies the key.
-    if STREAMS.insert(unsafe { &(*t).key }, &stream_state::AFTER_GAP, 0).is_err() {
+    if STREAMS
+        .insert(unsafe { &(*t).key }, &stream_state::AFTER_GAP, 0)
+        .is_err()
+    {
         count(Counter::DropStreamMapFull, 1);
     }
 }
@@ -182,7 +145,14 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
             _pad2: 0,
             iov_left: if iov_cnt == 0 { 0 } else { total },
         };
-        jump.tail_call(ctx, if untracked { jump_slot::DISCOVER } else { jump_slot::CAPTURE });
+        jump.tail_call(
+            ctx,
+            if untracked {
+                jump_slot::DISCOVER
+            } else {
+                jump_slot::CAPTURE
+            },
+        );
     }
     // Only reached when the tail call failed.
     count(Counter::DropTailCall, 1);

@@ -7,10 +7,15 @@ pub mod read;
 pub mod tls;
 pub mod write;
 
+use crate::{
+    kernel_read::current_start_ns,
+    maps::{config, ARGS, JUMP},
+    tracking::tracked_reason,
+    transfer::begin_transfer,
+};
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::programs::TracePointContext;
 use monitor_common::{Direction, Syscall};
-use crate::{kernel_read::current_start_ns, maps::{ARGS, JUMP, config}, tracking::tracked_reason, transfer::begin_transfer};
 
 // Offsets of the arguments in the syscall tracepoint records
 // (`/sys/kernel/tracing/events/syscalls/sys_enter_read/format`).
@@ -48,21 +53,7 @@ pub(crate) fn on_exit(ctx: &TracePointContext, dir: Direction) {
     let start_ns = current_start_ns(cfg);
     let reason = tracked_reason(cfg, (pid_tgid >> 32) as u32, start_ns);
     begin_transfer(
-        ctx,
-        &JUMP,
-        cfg,
-        pid_tgid,
-        start_ns,
-        reason,
-        None,
-        syscall,
-        dir,
-        args.fd,
-        args.buf,
-        args.len,
-        ret as u64,
-        true,
-        0,
-        0,
+        ctx, &JUMP, cfg, pid_tgid, start_ns, reason, None, syscall, dir, args.fd, args.buf, args.len, ret as u64, true,
+        0, 0,
     );
 }

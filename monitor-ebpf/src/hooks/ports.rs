@@ -1,11 +1,16 @@
 //! Port selectors: a process that binds or connects to a selected port is
 //! tracked.
 
+use crate::{
+    hooks::ARG1,
+    kernel_read::{current_start_ns, uread},
+    maps::{config, PORT_SELECTORS},
+    tracking::{track, tracked_reason},
+};
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::tracepoint;
 use aya_ebpf::programs::TracePointContext;
-use monitor_common::{TrackReason, config_flags};
-use crate::{hooks::ARG1, kernel_read::{current_start_ns, uread}, maps::{PORT_SELECTORS, config}, tracking::{track, tracked_reason}};
+use monitor_common::{config_flags, TrackReason};
 
 /// `bind(fd, addr, len)` and `connect(fd, addr, len)`: a process that
 /// binds or connects to a selected TCP port is tracked from then on, so its
@@ -22,17 +27,23 @@ pub(crate) fn on_port_call(ctx: &TracePointContext) {
     }
     // SAFETY: read_at copies with bpf_probe_read_kernel, which checks the
     // address and fails instead of faulting; 24 is arg 1 (the sockaddr).
-    let Ok(addr) = (unsafe { ctx.read_at::<u64>(ARG1) }) else { return };
+    let Ok(addr) = (unsafe { ctx.read_at::<u64>(ARG1) }) else {
+        return;
+    };
     // struct sockaddr_in / sockaddr_in6: family, then the port in network
     // order at the same offset.
     // SAFETY: uread of a u16 (any bit pattern valid); the helper checks the
     // user address and fails instead of faulting.
-    let Some(family) = (unsafe { uread::<u16>(addr) }) else { return };
+    let Some(family) = (unsafe { uread::<u16>(addr) }) else {
+        return;
+    };
     if family != 2 && family != 10 {
         return;
     }
     // SAFETY: as for `family`: a u16, helper-checked address.
-    let Some(port) = (unsafe { uread::<u16>(addr + 2) }) else { return };
+    let Some(port) = (unsafe { uread::<u16>(addr + 2) }) else {
+        return;
+    };
     let port = u16::from_be(port);
     // SAFETY: only presence is tested; the value is never read.
     if unsafe { PORT_SELECTORS.get(&port) }.is_none() {

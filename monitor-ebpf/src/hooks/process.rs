@@ -1,12 +1,17 @@
 //! Process life cycle: tracking is inherited at fork, selectors are checked
 //! at exec, and exits are reported.
 
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use crate::{
+    emit::emit_process,
+    kernel_read::{current_start_ns, kread},
+    maps::{config, COMM_SELECTORS, PROCS},
+    tracking::{track, tracked_reason},
+};
 use aya_ebpf::helpers::generated::bpf_get_current_task;
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
 use aya_ebpf::macros::{raw_tracepoint, tracepoint};
 use aya_ebpf::programs::{RawTracePointContext, TracePointContext};
-use monitor_common::{KernelConfig, RecordKind, TrackReason, config_flags};
-use crate::{emit::emit_process, kernel_read::{current_start_ns, kread}, maps::{COMM_SELECTORS, PROCS, config}, tracking::{track, tracked_reason}};
+use monitor_common::{config_flags, KernelConfig, RecordKind, TrackReason};
 
 /// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`:
 /// children of tracked processes are tracked from birth.

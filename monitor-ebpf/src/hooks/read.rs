@@ -1,11 +1,14 @@
 //! Read-side syscalls (read, readv, recvfrom, recvmsg): the arguments are
 //! stashed at entry and the bytes captured at exit, where the count is known.
 
+use crate::{
+    hooks::{on_exit, ARG0, ARG1, ARG2},
+    maps::{config, count, SyscallArgs, ARGS},
+};
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::tracepoint;
 use aya_ebpf::programs::TracePointContext;
 use monitor_common::{Counter, Direction, Syscall};
-use crate::{hooks::{ARG0, ARG1, ARG2, on_exit}, maps::{ARGS, SyscallArgs, config, count}};
 
 #[inline(always)]
 pub(crate) fn stash_ingress(ctx: &TracePointContext, syscall: Syscall) {

@@ -2,11 +2,23 @@
 //! bound to the socket `SSL_set_fd` names or the last TCP socket the thread
 //! read, and the TLS capture stage.
 
+use crate::{
+    capture::{header_flags, ignored_stream, keep_stream, relook, Header, NO_STATE},
+    emit::{emit_rest, fill_chunk_header, scratch},
+    kernel_read::{conn_tuple, current_start_ns, file_info, uread, FileInfo},
+    maps::Transfer,
+    maps::{config, count, TlsArgs, TlsBinding, LAST_TCP_READ, STREAMS, TLS_ARGS, TLS_FDS, TLS_JUMP, TRANSFER},
+    payload::starts_like_json,
+    tracking::{track, tracked_reason},
+    transfer::begin_transfer,
+};
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::{uprobe, uretprobe};
 use aya_ebpf::programs::{ProbeContext, RetProbeContext};
-use monitor_common::{ChunkRecord, Counter, Direction, FdKind, KernelConfig, RecordKind, StreamKey, Syscall, TLS_STREAM_FD, TlsKey, TrackReason, chunk_flags, config_flags, stream_state};
-use crate::{capture::{Header, NO_STATE, header_flags, ignored_stream, keep_stream, relook}, discovery::starts_like_json, emit::{emit_rest, fill_chunk_header, scratch}, kernel_read::{FileInfo, conn_tuple, current_start_ns, file_info, uread}, maps::{LAST_TCP_READ, STREAMS, TLS_ARGS, TLS_FDS, TLS_JUMP, TRANSFER, TlsArgs, TlsBinding, config, count}, tracking::{track, tracked_reason}, transfer::{Transfer, begin_transfer}};
+use monitor_common::{
+    chunk_flags, config_flags, stream_state, ChunkRecord, Counter, Direction, FdKind, KernelConfig, RecordKind,
+    StreamKey, Syscall, TlsKey, TrackReason, TLS_STREAM_FD,
+};
 
 /// Tail-call target for TLS plaintext: consult the stream decision (keyed
 /// by `SSL` object) and send the chunk with the bound socket's endpoints.
@@ -33,7 +45,13 @@ pub fn tls_capture(ctx: ProbeContext) -> u32 {
 /// First run of `tls_capture` for a transfer: the stream decision and the
 /// chunk header.
 #[inline(always)]
-pub(crate) fn tls_capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer, syscall: Syscall, dir: Direction) -> Header {
+pub(crate) fn tls_capture_header(
+    cfg: &KernelConfig,
+    scratch: *mut u8,
+    t: &Transfer,
+    syscall: Syscall,
+    dir: Direction,
+) -> Header {
     let pid_tgid = t.pid_tgid;
     let tgid = (pid_tgid >> 32) as u32;
     let key = StreamKey {
@@ -84,7 +102,17 @@ pub(crate) fn tls_capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Trans
     // SAFETY: scratch is this CPU's SCRATCH value (the caller passes
     // scratch()): 8-aligned, >= HDR bytes, any bit pattern valid.
     let rec = unsafe { &mut *(scratch as *mut ChunkRecord) };
-    fill_chunk_header(rec, RecordKind::Chunk, pid_tgid, t.start_ns, t.fd, syscall, dir, &fi, flags);
+    fill_chunk_header(
+        rec,
+        RecordKind::Chunk,
+        pid_tgid,
+        t.start_ns,
+        t.fd,
+        syscall,
+        dir,
+        &fi,
+        flags,
+    );
     match sock {
         Some(s) if matches!(s.kind, FdKind::Tcp4 | FdKind::Tcp6) => rec.conn = conn_tuple(cfg, s.channel, s.kind),
         _ => count(Counter::TlsUnbound, 1),
@@ -210,7 +238,14 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     // SAFETY: plain integers copied out at once; a concurrent update or LRU
     // eviction can at worst give a stale binding.
     let (fd, extra) = match unsafe { TLS_FDS.get(&bkey) }.copied() {
-        Some(b) => (b.fd, if b.inferred != 0 { chunk_flags::TLS_FD_INFERRED } else { 0 }),
+        Some(b) => (
+            b.fd,
+            if b.inferred != 0 {
+                chunk_flags::TLS_FD_INFERRED
+            } else {
+                0
+            },
+        ),
         // SAFETY: an i32 copied out at once; LRU eviction by another CPU can
         // at worst give a stale descriptor.
         None => match unsafe { LAST_TCP_READ.get(&pid_tgid) }.copied() {
@@ -222,22 +257,8 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         },
     };
     begin_transfer(
-        &ctx,
-        &TLS_JUMP,
-        cfg,
-        pid_tgid,
-        start_ns,
-        reason,
-        None,
-        syscall,
-        dir,
-        fd,
-        args.buf,
-        args.len,
-        n,
-        true,
-        args.ssl,
-        extra,
+        &ctx, &TLS_JUMP, cfg, pid_tgid, start_ns, reason, None, syscall, dir, fd, args.buf, args.len, n, true,
+        args.ssl, extra,
     );
     0
 }

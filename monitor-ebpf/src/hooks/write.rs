@@ -1,11 +1,18 @@
 //! Write-side syscalls (write, writev, sendto, sendmsg): writer notices for
 //! local IPC at entry, TCP payloads at exit.
 
+use crate::{
+    hooks::{on_exit, ARG0, ARG1, ARG2},
+    kernel_read::current_start_ns,
+    maps::{config, count, SyscallArgs, ARGS, JUMP},
+    payload::starts_like_json,
+    tracking::tracked_reason,
+    transfer::{begin_transfer, iovec, vector},
+};
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::tracepoint;
 use aya_ebpf::programs::TracePointContext;
-use monitor_common::{Counter, Direction, Syscall, TrackReason, config_flags};
-use crate::{discovery::starts_like_json, hooks::{ARG0, ARG1, ARG2, on_exit}, kernel_read::current_start_ns, maps::{ARGS, JUMP, SyscallArgs, config, count}, tracking::tracked_reason, transfer::{begin_transfer, iovec, vector}};
+use monitor_common::{config_flags, Counter, Direction, Syscall, TrackReason};
 
 /// Exit of write, writev, sendto, sendmsg: TCP payloads are captured here,
 /// with the byte count the kernel took (a partial write is not captured
@@ -47,10 +54,11 @@ pub(crate) fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
     let tracked = reason != TrackReason::None as u32;
     // The first segment's first bytes (vectored calls: the first iovec,
     // which for HTTP clients and servers holds the head).
-    let looks_like_mcp = (!tracked && cfg.flags & config_flags::DISCOVERY != 0).then(|| match vector(syscall, buf, len) {
-        None => starts_like_json(buf, len),
-        Some((iov, cnt)) => cnt > 0 && iovec(iov, 0).is_some_and(|(b, l)| starts_like_json(b, l)),
-    });
+    let looks_like_mcp =
+        (!tracked && cfg.flags & config_flags::DISCOVERY != 0).then(|| match vector(syscall, buf, len) {
+            None => starts_like_json(buf, len),
+            Some((iov, cnt)) => cnt > 0 && iovec(iov, 0).is_some_and(|(b, l)| starts_like_json(b, l)),
+        });
     if cfg.flags & config_flags::CAPTURE_TCP != 0 {
         // Stash for the exit program, which captures TCP payloads: calls of
         // tracked processes, and plain writes that start like MCP (for

@@ -1,0 +1,55 @@
+//! What the first bytes of a payload look like, read from the process's
+//! memory: the cheap first filter before the discovery stages.
+
+use aya_ebpf::helpers::generated::bpf_probe_read_user;
+use core::ffi::c_void;
+
+/// True when the buffer starts like an MCP message: the first
+/// non-whitespace byte opens a JSON object or array (stdio), or it starts an
+/// HTTP POST or an HTTP/1.x response (MCP over HTTP). The cheap first filter
+/// for untracked processes; `discover` then looks for `"jsonrpc"`.
+#[inline(always)]
+pub(crate) fn starts_like_json(buf: u64, len: u64) -> bool {
+    // 32 bytes of room for at most 16 read: the mask after `black_box`
+    // bounds the register actually passed to the helper (LLVM otherwise
+    // compares one copy of `len` and passes another, unbounded one).
+    let mut head = [0u8; 32];
+    let n = if len < 16 { len } else { 16 };
+    let n = core::hint::black_box(n) as u32 & 0x1f;
+    if n == 0 || n > 16 {
+        return false;
+    }
+    // SAFETY: n is 1..=16 (checked above) into the 32-byte local `head`; the
+    // helper checks `buf` and fails instead of faulting.
+    let r = unsafe { bpf_probe_read_user(head.as_mut_ptr() as *mut c_void, n, buf as *const c_void) };
+    if r != 0 {
+        return false;
+    }
+    if n >= 8
+        && ((head[0] == b'P' && head[1] == b'O' && head[2] == b'S' && head[3] == b'T' && head[4] == b' ')
+            || (head[0] == b'H'
+                && head[1] == b'T'
+                && head[2] == b'T'
+                && head[3] == b'P'
+                && head[4] == b'/'
+                && head[5] == b'1'
+                && head[6] == b'.'))
+    {
+        return true;
+    }
+    let mut i = 0usize;
+    while i < 16 {
+        if i as u32 >= n {
+            return false;
+        }
+        let c = head[i];
+        if c == b'{' || c == b'[' {
+            return true;
+        }
+        if !(c == b' ' || c == b'\n' || c == b'\r' || c == b'\t') {
+            return false;
+        }
+        i += 1;
+    }
+    false
+}
