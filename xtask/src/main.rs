@@ -333,6 +333,13 @@ fn test() -> Result<()> {
     step("formatting (cargo fmt --check) and lints (clippy, warnings are errors)");
     sh(cargo().args(["fmt", "--all", "--check"]))
         .context("the code is not formatted as rustfmt.toml says.\nFix: cargo fmt --all")?;
+    // The kernel programs and the fuzz targets are workspaces of their own.
+    for manifest in ["monitor-ebpf/Cargo.toml", "monitor-user/fuzz/Cargo.toml"] {
+        sh(cargo()
+            .args(["fmt", "--check", "--manifest-path"])
+            .arg(root().join(manifest)))
+        .with_context(|| format!("{manifest}: not formatted.\nFix: cargo fmt --manifest-path {manifest}"))?;
+    }
     sh(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
         .context("clippy or a lint of [workspace.lints] failed (see above); fix the code, or allow the lint where it is wrong, with a reason")?;
     step("unit and property tests");
