@@ -21,12 +21,13 @@ use std::{collections::VecDeque, sync::Arc};
 
 use monitor_common::{chunk_flags, Direction, FdKind};
 use rustc_hash::FxHashMap;
-use sha2::{Digest, Sha256};
 
 use super::{
-    make_room,
-    request::{clip, MAX_NAME},
-    Control, KernelStream, Pipeline, Route, Sink,
+    http_wire::{
+        body_digest, ends, export_path, is_json_type, legacy_session_id, request_target, session_id_hash, sniff,
+        sse_event_digest, Endpoint,
+    },
+    make_room, Control, KernelStream, Pipeline, Route, Sink,
 };
 use crate::{
     event::{Flow, HttpInfo},
@@ -36,7 +37,6 @@ use crate::{
     relook::{self, RelookBudget},
     session::{SessionKey, TRANSPORT_HTTP, TRANSPORT_HTTPS, TRANSPORT_SSE},
 };
-use monitor_common::ConnTuple;
 
 /// The HTTP stage's tables: the connections, and what joins them into
 /// sessions across connections and across the two ends on this host.
@@ -107,160 +107,9 @@ pub(super) struct HttpConn {
     legacy: Option<(SessionKey, Option<String>)>,
 }
 
-/// One end of a TCP connection; IPv4 addresses in their v4-mapped IPv6
-/// form, so that an IPv4 client and a server listening on `::` name the
-/// same address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(super) struct Endpoint {
-    addr: [u8; 16],
-    port: u16,
-}
-
-impl std::fmt::Display for Endpoint {
-    /// `address:port`, IPv6 in brackets, v4-mapped shown as IPv4.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let v6 = std::net::Ipv6Addr::from(self.addr);
-        match v6.to_ipv4_mapped() {
-            Some(v4) => write!(f, "{v4}:{}", self.port),
-            None => write!(f, "[{v6}]:{}", self.port),
-        }
-    }
-}
-
-/// (local, remote) ends of a tuple the kernel filled.
-fn ends(t: &ConnTuple) -> Option<(Endpoint, Endpoint)> {
-    let norm = |a: &[u8; 16]| -> [u8; 16] {
-        if t.family == 2 {
-            std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3])
-                .to_ipv6_mapped()
-                .octets()
-        } else {
-            *a
-        }
-    };
-    (t.family == 2 || t.family == 10).then(|| {
-        (
-            Endpoint {
-                addr: norm(&t.local_addr),
-                port: t.local_port,
-            },
-            Endpoint {
-                addr: norm(&t.remote_addr),
-                port: t.remote_port,
-            },
-        )
-    })
-}
-
-/// What the first bytes of a direction say it carries.
-fn sniff(data: &[u8]) -> Option<Side> {
-    let d = data.trim_ascii_start();
-    if d.starts_with(b"HTTP/1.") {
-        return Some(Side::Responses);
-    }
-    let method_end = d.iter().position(|b| *b == b' ')?;
-    let method = &d[..method_end];
-    let rest = &d[method_end + 1..];
-    (!method.is_empty()
-        && method.len() <= 10
-        && method.iter().all(u8::is_ascii_uppercase)
-        && (rest.starts_with(b"/") || rest.starts_with(b"http")))
-    .then_some(Side::Requests)
-}
-
-/// A content type that announces JSON (`application/json`,
-/// `application/json-rpc`, `...+json`).
-fn is_json_type(t: &str) -> bool {
-    let t = t.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    t.contains("json")
-}
-
-/// The request target of an endpoint URL as a POST to it carries it:
-/// `http://host:port/messages/?session_id=1` becomes
-/// `/messages/?session_id=1`.
-fn request_target(url: &str) -> &str {
-    match url.find("://") {
-        Some(i) => {
-            let rest = &url[i + 3..];
-            rest.find('/').map_or("/", |j| &rest[j..])
-        }
-        None => url,
-    }
-}
-
-/// The legacy transport's session id in a request target: the value of
-/// its `sessionId` (TypeScript SDK) or `session_id` (Python SDK) query
-/// parameter.
-fn legacy_session_id(target: &str) -> Option<&str> {
-    let query = target.split_once('?')?.1;
-    let query = query.split('#').next().unwrap_or(query);
-    query.split('&').find_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        (name.eq_ignore_ascii_case("sessionid") || name.eq_ignore_ascii_case("session_id"))
-            .then_some(value)
-            .filter(|v| !v.is_empty())
-    })
-}
-
-/// A request target as exported: query values (session ids, tokens)
-/// replaced by `[REDACTED]`, names kept; clipped like other names.
-fn export_path(target: &str) -> String {
-    let Some((path, query)) = target.split_once('?') else {
-        return clip(target);
-    };
-    let mut out = String::with_capacity(target.len().min(MAX_NAME + 8));
-    out.push_str(path);
-    out.push('?');
-    for (i, pair) in query.split('&').enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        match pair.split_once('=') {
-            Some((name, _)) => {
-                out.push_str(name);
-                out.push('=');
-                out.push_str(crate::redact::REDACTED);
-            }
-            // A bare value may be the secret itself.
-            None => out.push_str(crate::redact::REDACTED),
-        }
-    }
-    clip(&out)
-}
-
-/// Identifies an SSE event by its id and data. SipHash with fixed keys:
-/// collisions would need both the id and the data of another event of the
-/// same session, which the sender of the event chooses anyway.
-fn sse_event_digest(id: &str, data: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    id.hash(&mut h);
-    data.hash(&mut h);
-    h.finish()
-}
-
 /// Unnamed client requests kept for pairing, and how long.
 const MAX_UNBOUND_REQUESTS: usize = 256;
 const UNBOUND_PAIRING_NS: u64 = 10 * 1_000_000_000;
-
-/// Identifies a request body for pairing the two ends of a connection.
-fn body_digest(body: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = rustc_hash::FxHasher::default();
-    body.hash(&mut h);
-    h.finish()
-}
-
-/// `sha256:` and the first 16 hex digits of SHA-256 over a domain tag and
-/// the session id: the id itself (a bearer of the session) never leaves.
-pub(super) fn session_id_hash(id: &str) -> (String, u64) {
-    let d = Sha256::new()
-        .chain_update(b"mcp-monitor/mcp-session-id\0")
-        .chain_update(id.as_bytes())
-        .finalize();
-    let n = u64::from_be_bytes(d[..8].try_into().expect("8 bytes"));
-    (format!("sha256:{n:016x}"), n)
-}
 
 impl Pipeline {
     /// A TCP chunk, or TLS plaintext (either direction).

@@ -387,6 +387,7 @@ mod tests;
 
 mod capture_stats;
 mod http_conn;
+mod http_wire;
 mod metric_handles;
 mod sessions;
 mod stdio;
