@@ -6,10 +6,12 @@ use serde_json::{json, Value};
 
 use super::{
     alert::{Alert, Category, MessageRef},
-    chain::{self, Label, Labelled, Scope, Step},
+    chain::{self, Scope, Step},
     parse,
     secrets::Finding,
-    text_of, Detector, MessageCtx, MAX_FLOWS, MAX_PRINT_TEXT,
+    text_of,
+    tool_labels::{Label, Labelled},
+    Detector, MessageCtx, MAX_FLOWS, MAX_PRINT_TEXT,
 };
 use crate::{event::Flow, jsonrpc::Kind};
 

@@ -6,9 +6,9 @@ use serde_json::{json, Value};
 
 use super::{
     alert::{Alert, Category, Severity},
-    chain::Label,
     lower,
     secrets::{self, Budget, Finding},
+    tool_labels::Label,
     Detector, MessageCtx, Origin, MAX_RELAY,
 };
 use crate::{event::Flow, jsonrpc::Kind};

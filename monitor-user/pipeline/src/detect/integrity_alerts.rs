@@ -7,10 +7,11 @@ use serde_json::{json, Value};
 
 use super::{
     alert::{Alert, Category, Severity},
-    chain::{self, Labelled},
     integrity,
     lexicon::{self, Mode},
-    parse, Detector, MessageCtx,
+    parse,
+    tool_labels::{self, Labelled},
+    Detector, MessageCtx,
 };
 
 impl Detector {
@@ -54,7 +55,7 @@ impl Detector {
             .filter_map(|t| {
                 Some((
                     t.get("name")?.as_str()?.to_owned(),
-                    chain::label_tool(&name_refs, t, &self.cfg.rules.labels),
+                    tool_labels::label_tool(&name_refs, t, &self.cfg.rules.labels),
                 ))
             })
             .collect();

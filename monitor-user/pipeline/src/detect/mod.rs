@@ -16,6 +16,7 @@ pub mod lexicon;
 pub mod prefilter;
 pub mod rules;
 pub mod secrets;
+pub mod tool_labels;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -26,11 +27,12 @@ use serde_json::{json, value::RawValue, Value};
 
 use self::{
     alert::{alert_id, Alert, Category, Dedup, MessageRef, Severity},
-    chain::{Flow as ChainFlow, Labelled},
+    chain::Flow as ChainFlow,
     integrity::{ClientTools, PersistedTools, ToolStore},
     lexicon::Mode,
     rules::Rules,
     secrets::{Budget, SecretScanner},
+    tool_labels::Labelled,
 };
 use crate::{
     event::{Flow, Party, Transport},
@@ -332,7 +334,7 @@ impl Detector {
             .get(server)
             .map(|s| s.names.iter().map(String::as_str).collect())
             .unwrap_or_default();
-        chain::label_tool(&names, &json!({"name": tool}), &self.cfg.rules.labels)
+        tool_labels::label_tool(&names, &json!({"name": tool}), &self.cfg.rules.labels)
     }
 
     /// Examines one message; returns the alerts it raises.

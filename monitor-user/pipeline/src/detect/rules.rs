@@ -4,10 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    alert::Severity,
-    chain::{ChainRule, LabelRule},
-};
+use super::{alert::Severity, chain::ChainRule, tool_labels::LabelRule};
 
 /// The built-in rules, as shipped (documented in docs/RULES.md).
 pub const DEFAULT_RULES_TOML: &str = include_str!("default_rules.toml");
@@ -24,10 +21,10 @@ pub struct ChainRuleSpec {
     pub enabled: bool,
     /// `sequence`: two labels; the rule fires on a call with the second after one with the first.
     #[serde(default)]
-    pub sequence: Option<Vec<super::chain::Label>>,
+    pub sequence: Option<Vec<super::tool_labels::Label>>,
     /// `all_of` (instead of `sequence`): labels that must all be seen within the window, in any order.
     #[serde(default)]
-    pub all_of: Option<Vec<super::chain::Label>>,
+    pub all_of: Option<Vec<super::tool_labels::Label>>,
     /// `scope`: `session` or `client` (across one client's servers); required for a new rule.
     #[serde(default)]
     pub scope: Option<super::chain::Scope>,
