@@ -1,0 +1,682 @@
+//! HTTP and HTTPS: Streamable HTTP from both ends, TLS records without a
+//! socket yet, legacy HTTP+SSE, resumed streams, the stateless revision.
+
+use super::*;
+
+#[test]
+fn streamable_http_server_side() {
+    let mut s = Sim::new();
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
+    // The server (SERVER) reads requests and writes responses on fd 7.
+    tcp(&mut s, SERVER, 7, Direction::Ingress, &post(init, None)[..40]);
+    tcp(&mut s, SERVER, 7, Direction::Ingress, &post(init, None)[40..]);
+    let result = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2.0"}}}"#;
+    let sse = format!("event: message\r\nid: 1\r\ndata: {result}\r\n\r\n");
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nMcp-Session-Id: secret-sid-1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{sse}\r\n0\r\n\r\n",
+        sse.len()
+    );
+    tcp(&mut s, SERVER, 7, Direction::Egress, resp.as_bytes());
+    tcp(
+        &mut s,
+        SERVER,
+        7,
+        Direction::Ingress,
+        &post(
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            Some("secret-sid-1"),
+        ),
+    );
+    tcp(
+        &mut s,
+        SERVER,
+        7,
+        Direction::Egress,
+        b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n",
+    );
+    // A second connection (fd 8) of the same MCP session.
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"m":"x"}}}"#;
+    tcp(&mut s, SERVER, 8, Direction::Ingress, &post(call, Some("secret-sid-1")));
+    let body = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
+    tcp(&mut s, SERVER, 8, Direction::Egress, &json_response(body));
+    assert_eq!(
+        s.rows(),
+        vec![
+            row(C2S, Kind::Request, Some("initialize"), Some("0"), None),
+            row(S2C, Kind::Response, Some("initialize"), Some("0"), None),
+            row(C2S, Kind::Notification, Some("notifications/initialized"), None, None),
+            row(C2S, Kind::Request, Some("tools/call"), Some("1"), Some("echo")),
+            row(S2C, Kind::Response, Some("tools/call"), Some("1"), Some("echo")),
+        ]
+    );
+    let sessions: std::collections::HashSet<&str> = s.out.events.iter().map(|e| &*e.session).collect();
+    assert_eq!(
+        sessions.len(),
+        1,
+        "one MCP session across two connections: {sessions:?}"
+    );
+    let last = serde_json::to_value(s.out.events.last().unwrap()).unwrap();
+    assert_eq!(last["transport"], "http");
+    assert_eq!(last["http"]["method"], "POST");
+    assert_eq!(last["http"]["path"], "/mcp");
+    assert_eq!(last["http"]["status"], 200);
+    assert_eq!(last["server"]["pid"], SERVER.pid);
+    assert_eq!(last["server"]["name"], "srv");
+    assert_eq!(last["client"]["name"], "agent");
+    assert!(last["latency_ms"].as_f64().is_some());
+    let second = serde_json::to_value(&s.out.events[1]).unwrap();
+    assert_eq!(second["http"]["sse_event_id"], "1");
+    let hash = second["http"]["session_id_hash"].as_str().unwrap();
+    assert!(hash.starts_with("sha256:"));
+    let all = serde_json::to_string(&s.out.events).unwrap();
+    assert!(!all.contains("secret-sid-1"), "the session id never leaves in clear");
+    assert_eq!(s.metric("mcp_monitor_messages_total", &[("transport", "http")]), 5.0);
+}
+
+#[test]
+fn http_client_side_and_non_mcp_connections() {
+    let mut s = Sim::new();
+    // The client (CLIENT) writes requests to a remote server on fd 9.
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
+    tcp(&mut s, CLIENT, 9, Direction::Egress, &post(init, None));
+    let body = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"remote","version":"1"}}}"#;
+    tcp(&mut s, CLIENT, 9, Direction::Ingress, &json_response(body));
+    assert_eq!(s.out.events.len(), 2, "{:?}", s.rows());
+    let e = serde_json::to_value(&s.out.events[1]).unwrap();
+    assert_eq!(e["direction"], "server_to_client");
+    assert_eq!(e["client"]["pid"], CLIENT.pid);
+    assert_eq!(e["server"]["pid"], Value::Null);
+    assert_eq!(e["server"]["name"], "remote");
+    assert!(e["session"].as_str().unwrap().starts_with("http:remote"), "{e}");
+    // Ordinary web pages: no events, and past the prelude budget the
+    // connection leaves capture.
+    let max = PipelineConfig::default().max_prelude_frames;
+    for i in 0..=max {
+        tcp(
+            &mut s,
+            CLIENT,
+            10,
+            Direction::Egress,
+            b"GET / HTTP/1.1\r\nHost: example.org\r\n\r\n",
+        );
+        let ignored = s
+            .out
+            .controls
+            .iter()
+            .any(|c| matches!(c, Control::IgnoreStream(k) if k.fd == 10));
+        assert!(!ignored, "judged after {i} pages, before the budget of {max}");
+        tcp(
+            &mut s,
+            CLIENT,
+            10,
+            Direction::Ingress,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 13\r\n\r\n<html></html>",
+        );
+    }
+    // And bytes that are not HTTP at all.
+    tcp(&mut s, CLIENT, 11, Direction::Ingress, &[0x16, 0x03, 0x01, 0x02, 0x00]);
+    tcp(&mut s, CLIENT, 11, Direction::Ingress, &vec![0u8; 70 * 1024]);
+    assert_eq!(s.out.events.len(), 2);
+    let ignored: Vec<i32> = s
+        .out
+        .controls
+        .iter()
+        .filter_map(|c| match c {
+            Control::IgnoreStream(k) => Some(k.fd),
+            _ => None,
+        })
+        .collect();
+    assert!(ignored.contains(&10) && ignored.contains(&11), "{ignored:?}");
+    assert!(!ignored.contains(&9));
+}
+
+/// The first `SSL_write` of a client that was not tracked during its
+/// handshake has no socket (the kernel names it from a later read): the
+/// server's view of that connection still names the client, paired through
+/// the request body both ends carry.
+#[test]
+fn https_server_side_names_a_client_whose_first_writes_had_no_socket() {
+    let mut s = Sim::new();
+    let new = chunk_flags::NEW_STREAM;
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
+    let result = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2.0"}}}"#;
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: sid-9\r\nContent-Length: {}\r\n\r\n{result}",
+        result.len()
+    );
+    let server_end = loopback(8443, 40010);
+    // Another client's request just before, with a different body.
+    let other = init.replace("\"agent\"", "\"other\"");
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: OTHER_CLIENT,
+            ssl: 0xb1,
+            fd: -1,
+            conn: ConnTuple::default(),
+        },
+        Direction::Egress,
+        &post(&other, None),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc1,
+            fd: -1,
+            conn: ConnTuple::default(),
+        },
+        Direction::Egress,
+        &post(init, None),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x51,
+            fd: 7,
+            conn: server_end,
+        },
+        Direction::Ingress,
+        &post(init, None),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x51,
+            fd: 7,
+            conn: server_end,
+        },
+        Direction::Egress,
+        resp.as_bytes(),
+        new,
+    );
+    let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    let server_side: Vec<&Value> = ev.iter().filter(|e| e["server"]["pid"] == SERVER.pid).collect();
+    assert_eq!(server_side.len(), 2, "{ev:?}");
+    for e in &server_side {
+        assert_eq!(e["client"]["pid"], CLIENT.pid, "{e}");
+    }
+    // Neither end named: the server's socket unknown too (a server not
+    // tracked before this connection).
+    let init2 = init.replace("\"1.0\"", "\"1.1\"");
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc2,
+            fd: -1,
+            conn: ConnTuple::default(),
+        },
+        Direction::Egress,
+        &post(&init2, None),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x53,
+            fd: -1,
+            conn: ConnTuple::default(),
+        },
+        Direction::Ingress,
+        &post(&init2, None),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x53,
+            fd: -1,
+            conn: ConnTuple::default(),
+        },
+        Direction::Egress,
+        resp.as_bytes(),
+        new,
+    );
+    let n = s.out.events.len();
+    for e in &s.out.events[n - 2..] {
+        let e = serde_json::to_value(e).unwrap();
+        assert_eq!(e["client"]["pid"], CLIENT.pid, "{e}");
+    }
+    // A body no client wrote names nobody.
+    let lone = init.replace("\"agent\"", "\"lone\"");
+    let third = loopback(8443, 40012);
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x52,
+            fd: 8,
+            conn: third,
+        },
+        Direction::Ingress,
+        &post(&lone, None),
+        new,
+    );
+    let last = serde_json::to_value(s.out.events.last().unwrap()).unwrap();
+    assert_eq!(last["client"]["pid"], Value::Null, "{last}");
+}
+
+#[test]
+fn https_both_local_ends_are_paired_and_ssl_objects_reused() {
+    let mut s = Sim::new();
+    let new = chunk_flags::NEW_STREAM;
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
+    let result = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2.0"}}}"#;
+    let resp = |body: &str| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: sid-7\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // Client 127.0.0.1:40000 -> server 127.0.0.1:8443; the client's SSL
+    // object is 0xc1 on fd 5, the server's 0x51 on fd 7.
+    let (client_end, server_end) = (loopback(40000, 8443), loopback(8443, 40000));
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc1,
+            fd: 5,
+            conn: client_end,
+        },
+        Direction::Egress,
+        &post(init, None),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x51,
+            fd: 7,
+            conn: server_end,
+        },
+        Direction::Ingress,
+        &post(init, None),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x51,
+            fd: 7,
+            conn: server_end,
+        },
+        Direction::Egress,
+        resp(result).as_bytes(),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc1,
+            fd: 5,
+            conn: client_end,
+        },
+        Direction::Ingress,
+        resp(result).as_bytes(),
+        new,
+    );
+    let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    assert_eq!(ev.len(), 4, "{:?}", s.rows());
+    assert!(ev.iter().all(|e| e["transport"] == "https"), "{ev:?}");
+    // The server's view names the local client process at the other end.
+    let server_side: Vec<&Value> = ev.iter().filter(|e| e["server"]["pid"] == SERVER.pid).collect();
+    assert_eq!(server_side.len(), 2);
+    for e in &server_side {
+        assert_eq!(e["client"]["pid"], CLIENT.pid, "{e}");
+        assert_eq!(e["http"]["local"], "127.0.0.1:8443");
+        assert_eq!(e["http"]["remote"], "127.0.0.1:40000");
+    }
+    let client_side: Vec<&Value> = ev.iter().filter(|e| e["server"]["pid"].is_null()).collect();
+    assert_eq!(client_side[1]["http"]["remote"], "127.0.0.1:8443");
+    assert!(client_side[0]["session"].as_str().unwrap().starts_with("https:remote"));
+
+    // The client frees the SSL object and the next connection (port 40002)
+    // gets the same address: the kernel marks the stream new again, and the
+    // pipeline starts a new connection rather than continuing the old one.
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#;
+    let body = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
+    let second = loopback(40002, 8443);
+    // A half-read response on the old connection must not disturb it.
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc1,
+            fd: 5,
+            conn: client_end,
+        },
+        Direction::Ingress,
+        b"HTTP/1.1 200 OK\r\nContent-Le",
+        0,
+    );
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc1,
+            fd: 6,
+            conn: second,
+        },
+        Direction::Egress,
+        &post(call, Some("sid-7")),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc1,
+            fd: 6,
+            conn: second,
+        },
+        Direction::Ingress,
+        resp(body).as_bytes(),
+        new,
+    );
+    let rows = s.rows();
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    assert_eq!(
+        rows[5],
+        row(S2C, Kind::Response, Some("tools/call"), Some("1"), Some("echo"))
+    );
+    let last = serde_json::to_value(s.out.events.last().unwrap()).unwrap();
+    assert_eq!(last["http"]["local"], "127.0.0.1:40002");
+
+    // Ciphertext on the TCP socket (the process is tracked) leaves capture
+    // with its first chunk.
+    tcp(
+        &mut s,
+        CLIENT,
+        5,
+        Direction::Ingress,
+        &[0x17, 0x03, 0x03, 0x00, 0x20, 0xaa],
+    );
+    assert!(s
+        .out
+        .controls
+        .iter()
+        .any(|c| matches!(c, Control::IgnoreStream(k) if k.fd == 5 && k.inode == 905)));
+    assert_eq!(s.metric("mcp_monitor_messages_total", &[("transport", "https")]), 6.0);
+}
+
+#[test]
+fn legacy_sse_posts_join_the_stream_that_named_their_endpoint() {
+    for server_side in [true, false] {
+        let mut s = Sim::new();
+        let (p, stream_dir, post_dir) = if server_side {
+            (SERVER, Direction::Egress, Direction::Ingress)
+        } else {
+            (CLIENT, Direction::Ingress, Direction::Egress)
+        };
+        // The GET stream (fd 5): its request was not captured (a plain GET
+        // does not look like MCP); the response head and the endpoint event
+        // come first.
+        tcp(
+            &mut s,
+            p,
+            5,
+            stream_dir,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        let ev = |e: &str| {
+            let sse = format!("event: message\ndata: {e}\n\n");
+            format!("{:x}\r\n{sse}\r\n", sse.len())
+        };
+        let endpoint = "event: endpoint\ndata: /message?sessionId=legacy-secret-7\n\n";
+        tcp(
+            &mut s,
+            p,
+            5,
+            stream_dir,
+            format!("{:x}\r\n{endpoint}\r\n", endpoint.len()).as_bytes(),
+        );
+        // POSTs on two other connections, each answered 202 "Accepted".
+        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
+        tcp(
+            &mut s,
+            p,
+            6,
+            post_dir,
+            &legacy_post("/message?sessionId=legacy-secret-7", init),
+        );
+        // (node's SDK sends no content type; the Python one text/plain)
+        let accepted: &[u8] = if server_side {
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 8\r\n\r\nAccepted"
+        } else {
+            b"HTTP/1.1 202 Accepted\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 8\r\n\r\nAccepted"
+        };
+        let back = if server_side {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        };
+        tcp(&mut s, p, 6, back, accepted);
+        let result = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2024-11-05","capabilities":{"tools":{}},"serverInfo":{"name":"legacy","version":"1"}}}"#;
+        tcp(&mut s, p, 5, stream_dir, ev(result).as_bytes());
+        let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#;
+        tcp(
+            &mut s,
+            p,
+            7,
+            post_dir,
+            &legacy_post("/message?sessionId=legacy-secret-7", call),
+        );
+        tcp(&mut s, p, 7, back, accepted);
+        tcp(
+            &mut s,
+            p,
+            5,
+            stream_dir,
+            ev(r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#).as_bytes(),
+        );
+        // A POST to another session's endpoint is not joined to this one.
+        let other = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+        tcp(
+            &mut s,
+            p,
+            8,
+            post_dir,
+            &legacy_post("/message?sessionId=another", other),
+        );
+        assert_eq!(
+            s.rows(),
+            vec![
+                row(C2S, Kind::Request, Some("initialize"), Some("0"), None),
+                row(S2C, Kind::Response, Some("initialize"), Some("0"), None),
+                row(C2S, Kind::Request, Some("tools/call"), Some("1"), Some("echo")),
+                row(S2C, Kind::Response, Some("tools/call"), Some("1"), Some("echo")),
+                row(C2S, Kind::Request, Some("tools/list"), Some("5"), None),
+            ],
+            "server side: {server_side}"
+        );
+        let events: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+        let sessions: std::collections::HashSet<&str> =
+            events[..4].iter().map(|e| e["session"].as_str().unwrap()).collect();
+        assert_eq!(sessions.len(), 1, "{sessions:?}");
+        assert_ne!(events[4]["session"], events[0]["session"]);
+        for e in &events {
+            assert_eq!(e["transport"], "sse", "{e}");
+        }
+        // Both halves carry the same hashed id; the id itself never leaves,
+        // not even in the exported request target.
+        let hash = events[0]["http"]["session_id_hash"].as_str().unwrap();
+        assert!(hash.starts_with("sha256:"));
+        assert_eq!(events[1]["http"]["session_id_hash"], hash);
+        assert_eq!(events[0]["http"]["path"], "/message?sessionId=[REDACTED]");
+        assert_eq!(events[1]["server"]["name"], "legacy");
+        let all = serde_json::to_string(&events).unwrap();
+        assert!(!all.contains("legacy-secret-7"), "{all}");
+        // "Accepted" is no frame error.
+        assert_eq!(
+            s.metric("mcp_monitor_frame_errors_total", &[("reason", "not_json")]),
+            0.0
+        );
+        assert_eq!(s.metric("mcp_monitor_messages_total", &[("transport", "sse")]), 5.0);
+    }
+}
+
+#[test]
+fn a_resumed_stream_does_not_report_replayed_events_again() {
+    let mut s = Sim::new();
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
+    tcp(&mut s, SERVER, 7, Direction::Ingress, &post(init, None));
+    let result = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"srv","version":"2.0"}}}"#;
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: sid-r\r\nContent-Length: {}\r\n\r\n{result}",
+        result.len()
+    );
+    tcp(&mut s, SERVER, 7, Direction::Egress, resp.as_bytes());
+    // A long call answered on an SSE stream: progress e1, then the
+    // connection breaks before the result.
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow","arguments":{}}}"#;
+    tcp(&mut s, SERVER, 8, Direction::Ingress, &post(call, Some("sid-r")));
+    let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#;
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n";
+    tcp(
+        &mut s,
+        SERVER,
+        8,
+        Direction::Egress,
+        format!("{head}id: e1\ndata: {progress}\n\n").as_bytes(),
+    );
+    // The client resumes with Last-Event-ID: the server sends e1 again
+    // (it does not know what arrived), then the result.
+    tcp(
+        &mut s,
+        SERVER,
+        9,
+        Direction::Ingress,
+        b"GET /mcp HTTP/1.1\r\nAccept: text/event-stream\r\nMcp-Session-Id: sid-r\r\nLast-Event-ID: e0\r\n\r\n",
+    );
+    let done = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
+    tcp(
+        &mut s,
+        SERVER,
+        9,
+        Direction::Egress,
+        format!("{head}id: e1\ndata: {progress}\n\nid: e2\ndata: {done}\n\n").as_bytes(),
+    );
+    // Same id, other data: a different event, reported.
+    let other = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":2}}"#;
+    tcp(
+        &mut s,
+        SERVER,
+        9,
+        Direction::Egress,
+        format!("id: e1\ndata: {other}\n\n").as_bytes(),
+    );
+    assert_eq!(
+        s.rows(),
+        vec![
+            row(C2S, Kind::Request, Some("initialize"), Some("0"), None),
+            row(S2C, Kind::Response, Some("initialize"), Some("0"), None),
+            row(C2S, Kind::Request, Some("tools/call"), Some("1"), Some("slow")),
+            row(S2C, Kind::Notification, Some("notifications/progress"), None, None),
+            row(S2C, Kind::Response, Some("tools/call"), Some("1"), Some("slow")),
+            row(S2C, Kind::Notification, Some("notifications/progress"), None, None),
+        ]
+    );
+    assert_eq!(s.metric("mcp_monitor_sse_replayed_events_total", &[]), 1.0);
+    let sessions: std::collections::HashSet<&str> = s.out.events.iter().map(|e| &*e.session).collect();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+}
+
+#[test]
+fn stateless_requests_share_a_session_and_lying_headers_are_flagged() {
+    let mut s = Sim::with_detector();
+    let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"agent","version":"3"}}"#;
+    let discover = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{{{meta}}}}}"#);
+    let honest = format!(
+        r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"read_file","arguments":{{}},{meta}}}}}"#
+    );
+    let lying = format!(
+        r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"delete_repo","arguments":{{}},{meta}}}}}"#
+    );
+    let ok = |id: u32| {
+        let b = if id == 1 {
+            // The Python SDK names the server in the result's _meta.
+            r#"{"jsonrpc":"2.0","id":1,"result":{"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"stateless-srv","version":"1"}},"supportedVersions":["2026-07-28"],"capabilities":{},"resultType":"complete"}}"#.to_owned()
+        } else {
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"resultType":"complete","content":[]}}}}"#)
+        };
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )
+    };
+    // Each request on a new connection (client ports 50001..50003), seen
+    // by the server only: the client is remote.
+    let requests = [
+        stateless_post(&discover, "server/discover", None),
+        stateless_post(&honest, "tools/call", Some("read_file")),
+        // The header shows a harmless tool; the body calls another.
+        stateless_post(&lying, "tools/call", Some("=?base64?cmVhZF9maWxl?=")),
+    ];
+    for (i, req) in requests.iter().enumerate() {
+        let fd = 20 + i as i32;
+        for (dir, data) in [
+            (Direction::Ingress, req.clone()),
+            (Direction::Egress, ok(i as u32 + 1).into_bytes()),
+        ] {
+            s.ts += 1_000;
+            let mut c = chunk(
+                End {
+                    proc: SERVER,
+                    fd,
+                    kind: FdKind::Tcp4,
+                    channel: 900 + fd as u64,
+                },
+                dir,
+                &data,
+                s.ts,
+                0,
+            );
+            c.writer_notice = false;
+            c.data = data.to_vec();
+            c.orig_len = data.len() as u64;
+            c.conn = loopback(8000, 50_001 + i as u16);
+            s.feed(Observation::Chunk(c));
+        }
+    }
+    assert_eq!(
+        s.rows(),
+        vec![
+            row(C2S, Kind::Request, Some("server/discover"), Some("1"), None),
+            row(S2C, Kind::Response, Some("server/discover"), Some("1"), None),
+            row(C2S, Kind::Request, Some("tools/call"), Some("2"), Some("read_file")),
+            row(S2C, Kind::Response, Some("tools/call"), Some("2"), Some("read_file")),
+            row(C2S, Kind::Request, Some("tools/call"), Some("3"), Some("delete_repo")),
+            row(S2C, Kind::Response, Some("tools/call"), Some("3"), Some("delete_repo")),
+        ]
+    );
+    let sessions: std::collections::HashSet<&str> = s.out.events.iter().map(|e| &*e.session).collect();
+    assert_eq!(sessions.len(), 1, "one session across three connections: {sessions:?}");
+    let events: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    assert_eq!(events[4]["http"]["header_mismatch"], serde_json::json!(["mcp-name"]));
+    assert!(events[2]["http"].get("header_mismatch").is_none(), "{}", events[2]);
+    assert_eq!(events[2]["client"]["name"], "agent");
+    assert_eq!(events[2]["server"]["name"], "stateless-srv");
+    assert_eq!(
+        s.metric("mcp_monitor_http_header_mismatch_total", &[("header", "mcp-name")]),
+        1.0
+    );
+    assert_eq!(
+        s.metric("mcp_monitor_http_header_mismatch_total", &[("header", "mcp-method")]),
+        0.0
+    );
+    let rules: Vec<&str> = s.out.alerts.iter().map(|a| a.rule.as_str()).collect();
+    assert_eq!(rules, vec!["protocol.header_mismatch"], "{rules:?}");
+    assert_eq!(s.out.alerts[0].category.as_str(), "protocol");
+}
