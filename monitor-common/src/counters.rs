@@ -1,0 +1,104 @@
+//! The kernel's per-CPU counters.
+
+/// Indices of the per-CPU counter array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Counter {
+    /// Records written to the ring buffer.
+    Records = 0,
+    /// Payload bytes written to the ring buffer.
+    PayloadBytes = 1,
+    /// Dropped: the ring buffer was full.
+    DropRingFull = 2,
+    /// Dropped: `bpf_probe_read_user` failed (payload missing).
+    DropCopyFailed = 3,
+    /// Dropped: no room in the syscall argument map.
+    DropArgsMapFull = 4,
+    /// Dropped: no room in the tracked-process map.
+    DropProcMapFull = 5,
+    /// Chunks whose payload was cut at the capture cap.
+    Truncated = 6,
+    /// iovec segments beyond [`MAX_IOVECS`], not captured.
+    IovecsSkipped = 7,
+    /// Streams reported by zero-configuration discovery.
+    DiscoveryHits = 8,
+    /// Kernel structure reads that failed (fd table walk).
+    FdLookupFailed = 9,
+    /// Dropped: no room in the stream decision map.
+    DropStreamMapFull = 10,
+    /// Dropped: the scratch buffer for this CPU was missing.
+    DropNoScratch = 11,
+    /// Dropped: a tail call between capture stages failed.
+    DropTailCall = 12,
+    /// TLS plaintext chunks sent without a known socket (no `SSL_set_fd`
+    /// and no socket read on the thread yet).
+    TlsUnbound = 13,
+    /// Transfers of ignored streams that started like MCP and were looked
+    /// at again by the discovery stages.
+    Relooks = 14,
+    /// Ignored streams resumed because such a re-look found MCP.
+    Resumed = 15,
+}
+
+/// Number of entries in the counter array.
+pub const COUNTER_COUNT: u32 = 16;
+
+impl Counter {
+    /// All counters, in index order.
+    pub const ALL: [Counter; COUNTER_COUNT as usize] = [
+        Self::Records,
+        Self::PayloadBytes,
+        Self::DropRingFull,
+        Self::DropCopyFailed,
+        Self::DropArgsMapFull,
+        Self::DropProcMapFull,
+        Self::Truncated,
+        Self::IovecsSkipped,
+        Self::DiscoveryHits,
+        Self::FdLookupFailed,
+        Self::DropStreamMapFull,
+        Self::DropNoScratch,
+        Self::DropTailCall,
+        Self::TlsUnbound,
+        Self::Relooks,
+        Self::Resumed,
+    ];
+
+    /// Stable snake_case name (used in recordings and logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Records => "records",
+            Self::PayloadBytes => "payload_bytes",
+            Self::DropRingFull => "drop_ring_full",
+            Self::DropCopyFailed => "drop_copy_failed",
+            Self::DropArgsMapFull => "drop_args_map_full",
+            Self::DropProcMapFull => "drop_process_map_full",
+            Self::Truncated => "truncated",
+            Self::IovecsSkipped => "iovecs_skipped",
+            Self::DiscoveryHits => "discovery_hits",
+            Self::FdLookupFailed => "fd_lookup_failed",
+            Self::DropStreamMapFull => "drop_stream_map_full",
+            Self::DropNoScratch => "drop_no_scratch",
+            Self::DropTailCall => "drop_tail_call",
+            Self::TlsUnbound => "tls_unbound",
+            Self::Relooks => "relooks",
+            Self::Resumed => "resumed",
+        }
+    }
+
+    /// For drop counters, the `reason` label of
+    /// `mcp_monitor_capture_dropped_total`; `None` for other counters.
+    pub fn drop_reason(self) -> Option<&'static str> {
+        match self {
+            Self::DropRingFull => Some("ring_full"),
+            Self::DropCopyFailed => Some("copy_failed"),
+            Self::DropArgsMapFull => Some("args_map_full"),
+            Self::DropProcMapFull => Some("process_map_full"),
+            Self::DropStreamMapFull => Some("stream_map_full"),
+            Self::DropNoScratch => Some("no_scratch"),
+            Self::IovecsSkipped => Some("iovec_limit"),
+            Self::DropTailCall => Some("tail_call_failed"),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! How userspace finds the kernel programs' pieces: tail-call slots and
+//! map names.
+
+/// Tail-call slots of the two program arrays, `JUMP` (syscall path) and
+/// `TLS_JUMP` (TLS path): the entry programs jump to these stages, and the
+/// loader fills the slots.
+pub mod jump_slot {
+    /// Is an untracked stream JSON-RPC? (`discover`, `tls_discover`)
+    pub const DISCOVER: u32 = 0;
+    /// Capture a tracked stream and send its bytes (`capture`, `tls_capture`).
+    pub const CAPTURE: u32 = 1;
+    /// JSON-RPC inside an HTTP message (`discover_http`, `tls_discover_http`).
+    pub const DISCOVER_HTTP: u32 = 2;
+    /// An MCP method at the start of the payload (`discover_jsonrpc`,
+    /// `tls_discover_jsonrpc`).
+    pub const DISCOVER_JSONRPC: u32 = 3;
+    /// Slots in each array.
+    pub const COUNT: u32 = 4;
+}
+
+/// Names of the kernel programs' maps, as userspace looks them up (the
+/// kernel side declares them as statics of the same names in
+/// `monitor-ebpf/src/maps.rs`; a test of the loader checks the object).
+pub mod map_name {
+    /// [`KernelConfig`](crate::KernelConfig) array (one entry), written by userspace at load.
+    pub const CONFIG: &str = "CONFIG";
+    /// Ring buffer carrying chunk and process records to userspace.
+    pub const EVENTS: &str = "EVENTS";
+    /// Scratch areas, one per CPU, where a chunk header and its payload are assembled.
+    pub const SCRATCH: &str = "SCRATCH";
+    /// Tracked processes: tgid to [`ProcState`](crate::ProcState).
+    pub const PROCS: &str = "PROCS";
+    /// Per-stream decisions: [`StreamKey`](crate::StreamKey) to a `stream_state` value.
+    pub const STREAMS: &str = "STREAMS";
+    /// Arguments of in-flight syscalls by pid_tgid, stashed at entry for the exit program.
+    pub const ARGS: &str = "ARGS";
+    /// Executable-name (comm) selectors, checked at exec.
+    pub const COMM_SELECTORS: &str = "COMM_SELECTORS";
+    /// First path segments of the MCP method names, filled by userspace for discovery.
+    pub const METHOD_ROOTS: &str = "METHOD_ROOTS";
+    /// cgroup v2 ids whose processes are captured.
+    pub const CGROUP_SELECTORS: &str = "CGROUP_SELECTORS";
+    /// TCP ports whose servers (bind) and clients (connect) are tracked.
+    pub const PORT_SELECTORS: &str = "PORT_SELECTORS";
+    /// Per-CPU [`Counter`](crate::Counter) array.
+    pub const COUNTERS: &str = "COUNTERS";
+    /// Tail-call program array of the syscall path, indexed by `jump_slot`.
+    pub const JUMP: &str = "JUMP";
+    /// Tail-call program array of the TLS (uprobe) path, indexed by `jump_slot`.
+    pub const TLS_JUMP: &str = "TLS_JUMP";
+    /// Arguments of in-flight `SSL_read`/`SSL_write` calls by pid_tgid.
+    pub const TLS_ARGS: &str = "TLS_ARGS";
+    /// Every map userspace looks up.
+    pub const ALL: [&str; 14] = [
+        CONFIG,
+        EVENTS,
+        SCRATCH,
+        PROCS,
+        STREAMS,
+        ARGS,
+        COMM_SELECTORS,
+        METHOD_ROOTS,
+        CGROUP_SELECTORS,
+        PORT_SELECTORS,
+        COUNTERS,
+        JUMP,
+        TLS_JUMP,
+        TLS_ARGS,
+    ];
+}
