@@ -1,0 +1,148 @@
+//! What the agent costs the rest of the host: echo-pair and JSON-log pipes
+//! with and without the agent, interleaved rounds, and the kernel programs' own run time.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use super::*;
+
+/// Rounds per overhead case; this class of machine varies by tens of
+/// percent from minute to minute, so medians of interleaved rounds.
+const ROUNDS: u64 = 5;
+
+pub(super) fn overhead(port: u16) -> Result<Value> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut rows = Vec::new();
+    for (size, count) in [(200usize, 60_000u64), (4096, 30_000), (65536, 3_000)] {
+        // Unpinned: as users run it. Pinned (pair on CPU 0, agent on CPU 1):
+        // isolates what the kernel programs cost the traced processes.
+        for pin in [false, true] {
+            if pin && cores < 2 {
+                continue;
+            }
+            let (pair_cpu, agent_cpu) = if pin { (Some(0), Some(1)) } else { (None, None) };
+            step(&format!(
+                "overhead at {size} B{}: {ROUNDS} interleaved rounds without / with the monitor",
+                if pin {
+                    ", pair pinned to CPU 0 and agent to CPU 1"
+                } else {
+                    ""
+                }
+            ));
+            let (mut without, mut with) = (Vec::new(), Vec::new());
+            let (mut drops, mut agent_cpu_s) = (0.0, 0.0);
+            for _ in 0..ROUNDS {
+                without.push(pair_on(size, count, None, pair_cpu)?["msgs_per_s"].as_f64().unwrap());
+                let agent = Agent::start_on(port, agent_cpu)?;
+                let cpu0 = agent.cpu_seconds();
+                with.push(pair_on(size, count, None, pair_cpu)?["msgs_per_s"].as_f64().unwrap());
+                std::thread::sleep(Duration::from_millis(500));
+                agent_cpu_s += agent.cpu_seconds() - cpu0;
+                drops += agent.metric("mcp_monitor_capture_dropped_total", "");
+                agent.stop();
+            }
+            let (w, m) = (median(without.clone()), median(with.clone()));
+            rows.push(json!({
+                "message_bytes": size,
+                "pinned": pin,
+                "messages_per_run": count,
+                "without_msgs_per_s": without,
+                "with_msgs_per_s": with,
+                "median_without": w,
+                "median_with": m,
+                "ratio": m / w,
+                "agent_cpu_us_per_message": agent_cpu_s * 1e6 / (ROUNDS * count) as f64,
+                "drops_with_monitor": drops,
+            }));
+        }
+    }
+    Ok(Value::Array(rows))
+}
+
+/// A JSON-log pipe (not MCP) through `echo-pair logs`, in interleaved
+/// rounds: without the agent; with it, the reader untracked (discovery
+/// judges every read that starts with `{`); and with the reader tracked
+/// (`--exe echo-pair`): its stream is judged not MCP at the first line,
+/// then every later read that starts like MCP is looked at again. The
+/// price of not judging a stream for good.
+pub(super) fn log_pipe(port: u16) -> Result<Value> {
+    const LINES: u64 = 200_000;
+    step(&format!(
+        "JSON-log pipe, {ROUNDS} interleaved rounds: no agent / agent / agent tracking the reader"
+    ));
+    let run = || -> Result<f64> {
+        let out = Command::new(echo_pair())
+            .args(["logs", "--size", "200", "--count", &LINES.to_string()])
+            .output()
+            .context("running echo-pair logs")?;
+        if !out.status.success() {
+            bail!("echo-pair logs failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        Ok(v["lines_per_s"].as_f64().unwrap_or(0.0))
+    };
+    let (mut without, mut untracked, mut tracked) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut looked, mut found) = (0.0, 0.0);
+    for _ in 0..ROUNDS {
+        without.push(run()?);
+        let agent = Agent::start(port)?;
+        untracked.push(run()?);
+        agent.stop();
+        let agent = Agent::start_with(port, None, &["--exe", "echo-pair"])?;
+        tracked.push(run()?);
+        std::thread::sleep(Duration::from_millis(1500));
+        looked += agent.metric("mcp_monitor_stream_relooks_total", "kernel_looked");
+        found += agent.metric("mcp_monitor_stream_relooks_total", "kernel_found");
+        agent.stop();
+    }
+    let w = median(without.clone());
+    Ok(json!({
+        "line_bytes": 200,
+        "lines_per_run": LINES,
+        "without_lines_per_s": without,
+        "untracked_lines_per_s": untracked,
+        "tracked_lines_per_s": tracked,
+        "ratio_untracked": median(untracked) / w,
+        "ratio_tracked": median(tracked) / w,
+        "relooks_per_round": looked / ROUNDS as f64,
+        "relook_hits": found,
+    }))
+}
+
+/// Average kernel time per run of each capture program, from the kernel's
+/// BPF statistics (enabled for the measurement), while a pinned 4 KiB
+/// ping-pong runs.
+pub(super) fn kernel_cost(port: u16) -> Result<Value> {
+    step("kernel cost per traced syscall (kernel.bpf_stats_enabled, bpftool)");
+    let sysctl = Path::new("/proc/sys/kernel/bpf_stats_enabled");
+    let before = std::fs::read_to_string(sysctl).unwrap_or_default();
+    std::fs::write(sysctl, "1").context("enabling kernel.bpf_stats_enabled")?;
+    let mut out = serde_json::Map::new();
+    for size in [200usize, 4096] {
+        // A fresh agent per size: the kernel's counters start at load.
+        let agent = Agent::start(port)?;
+        let r = pair_on(size, 50_000, None, Some(0))?;
+        let progs: Value =
+            serde_json::from_slice(&Command::new("bpftool").args(["-j", "prog", "show"]).output()?.stdout)?;
+        let mut per = serde_json::Map::new();
+        for p in progs.as_array().into_iter().flatten() {
+            let (Some(name), Some(cnt), Some(ns)) =
+                (p["name"].as_str(), p["run_cnt"].as_u64(), p["run_time_ns"].as_u64())
+            else {
+                continue;
+            };
+            if cnt > 0 && (name.starts_with("sys_") || name.starts_with("sched_")) {
+                per.insert(name.to_owned(), json!({"runs": cnt, "avg_ns": ns as f64 / cnt as f64}));
+            }
+        }
+        out.insert(
+            format!("{size}"),
+            json!({"pair_msgs_per_s": r["msgs_per_s"], "programs": per}),
+        );
+        agent.stop();
+    }
+    let _ = std::fs::write(sysctl, before.trim());
+    Ok(Value::Object(out))
+}

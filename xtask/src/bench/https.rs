@@ -1,0 +1,109 @@
+//! HTTPS through the TLS uprobes: requests per second with and without the
+//! agent.
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use super::*;
+
+const HTTPS_ROUNDS: usize = 3;
+const HTTPS_SECONDS: f64 = 4.0;
+
+/// One load run against the HTTPS server: requests per second.
+fn https_load(url: &str, ca: &Path, concurrency: u32) -> Result<f64> {
+    let out = Command::new(root().join(".venv/bin/python"))
+        .arg(root().join("tests/clients/https_load.py"))
+        .args([url, &HTTPS_SECONDS.to_string(), &concurrency.to_string()])
+        .env("MCP_TEST_CA", ca)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running tests/clients/https_load.py (cargo xtask setup installs the Python SDK)")?;
+    if !out.status.success() {
+        bail!("the HTTPS load client failed");
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).context("reading the load client's result")?;
+    Ok(v["rps"].as_f64().unwrap_or(0.0))
+}
+
+pub(super) fn https(port: u16) -> Result<Value> {
+    let dir = root().join("target/bench-https");
+    std::fs::create_dir_all(&dir)?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    sh(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null()))?;
+    let server_port = 18_443u16;
+    let mut server = Command::new(root().join(".venv/bin/python"))
+        .arg(root().join("tests/clients/fastmcp_server.py"))
+        .env("MCP_TEST_HTTP_PORT", server_port.to_string())
+        .env("MCP_TEST_TLS_CERT", &cert)
+        .env("MCP_TEST_TLS_KEY", &key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the FastMCP HTTPS server")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", server_port)).is_err() {
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            bail!("the FastMCP HTTPS server did not listen on {server_port}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = format!("https://127.0.0.1:{server_port}/mcp");
+    let mut rows = Vec::new();
+    let result = (|| -> Result<()> {
+        for concurrency in [1u32, 8, 32] {
+            step(&format!(
+                "HTTPS requests/s at concurrency {concurrency}: {HTTPS_ROUNDS} interleaved rounds without / with the monitor"
+            ));
+            let (mut without, mut with) = (Vec::new(), Vec::new());
+            let (mut drops, mut captured) = (0.0, 0.0);
+            for _ in 0..HTTPS_ROUNDS {
+                without.push(https_load(&url, &cert, concurrency)?);
+                let agent = Agent::start(port)?;
+                with.push(https_load(&url, &cert, concurrency)?);
+                std::thread::sleep(Duration::from_millis(500));
+                drops += agent.metric("mcp_monitor_capture_dropped_total", "");
+                captured += agent.metric("mcp_monitor_messages_total", "transport=\"https\"");
+                agent.stop();
+            }
+            let (w, m) = (median(without.clone()), median(with.clone()));
+            rows.push(json!({
+                "concurrency": concurrency,
+                "without_rps": without,
+                "with_rps": with,
+                "median_without_rps": w,
+                "median_with_rps": m,
+                "ratio": m / w,
+                "drops_with_monitor": drops,
+                "https_messages_captured": captured,
+            }));
+        }
+        Ok(())
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    result?;
+    Ok(Value::Array(rows))
+}

@@ -1,0 +1,388 @@
+//! `cargo xtask bench`: every performance figure the project quotes.
+//!
+//! 1. Pipeline throughput per core (criterion, replaying a realistic
+//!    synthetic capture): MB/s and messages/s; the same with every detector
+//!    on, the detector alone in MB/s, and the cost it adds per message.
+//! 2. Capture overhead: a native stdio MCP echo pair (tests' `echo-pair`)
+//!    exchanging 200 B, 4 KiB and 64 KiB messages, with and without the
+//!    monitor attached, interleaved rounds, median ratio.
+//! 3. Drops: paced 4 KiB traffic at rising rates; the first rate with
+//!    capture drops (or the highest rate reached without any).
+//! 4. Agent memory: RSS idle and with 1,000 concurrent stdio sessions; the
+//!    peak under a 60 s flood of 6 MB messages on 8 sessions at once,
+//!    against the DaemonSet's 256 MiB limit.
+//! 5. HTTPS: requests/s of a local HTTPS MCP server (FastMCP, self-signed
+//!    certificate) driven by the Python SDK client at rising concurrency,
+//!    with and without the monitor (TLS uprobes on libssl), interleaved
+//!    rounds, median ratio; drops and captured messages at each rate.
+//!
+//! Results go to target/bench-results.json and are printed as a table.
+//! Timing never decides a test's outcome; it is only reported.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::{cargo, is_root, root, sh, step};
+
+mod host_cost;
+mod https;
+mod memory;
+
+use host_cost::{kernel_cost, log_pipe, overhead};
+use https::https;
+use memory::{drops, memory};
+
+fn echo_pair() -> PathBuf {
+    root().join("target/release/echo-pair")
+}
+
+fn monitor_bin() -> PathBuf {
+    root().join("target/release/mcp-monitor")
+}
+
+struct Agent {
+    child: Child,
+    port: u16,
+}
+
+/// `taskset -c CPU` prefix when pinning, else the program itself.
+fn pinned(cpu: Option<u32>, program: &Path) -> Command {
+    match cpu {
+        Some(c) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", &c.to_string()]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+impl Agent {
+    fn start(port: u16) -> Result<Agent> {
+        Self::start_on(port, None)
+    }
+
+    fn start_on(port: u16, cpu: Option<u32>) -> Result<Agent> {
+        Self::start_with(port, cpu, &[])
+    }
+
+    fn start_with(port: u16, cpu: Option<u32>, extra: &[&str]) -> Result<Agent> {
+        let child = pinned(cpu, &monitor_bin())
+            .args(["run", "--events-file", "/dev/null", "--metrics-addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting mcp-monitor")?;
+        let agent = Agent { child, port };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if agent.get("/readyz").is_ok_and(|b| b.contains("ready")) {
+                return Ok(agent);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("mcp-monitor did not become ready")
+    }
+
+    fn get(&self, path: &str) -> std::io::Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    }
+
+    fn metric(&self, name: &str, label_filter: &str) -> f64 {
+        let text = self.get("/metrics").unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(name) && l.contains(label_filter))
+            .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |n: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(n))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// CPU seconds (user + system) the agent has used.
+    fn cpu_seconds(&self) -> f64 {
+        // With taskset the child is taskset, which execs the agent: same pid.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        ticks / 100.0
+    }
+
+    fn stop(mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { kill(self.child.id() as i32, 2) };
+        let _ = self.child.wait();
+    }
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+/// One echo-pair run; returns its JSON report.
+fn pair(size: usize, count: u64, rate: Option<f64>) -> Result<Value> {
+    pair_on(size, count, rate, None)
+}
+
+fn pair_on(size: usize, count: u64, rate: Option<f64>, cpu: Option<u32>) -> Result<Value> {
+    let mut cmd = pinned(cpu, &echo_pair());
+    cmd.args(["client", "--size", &size.to_string(), "--count", &count.to_string()]);
+    if let Some(r) = rate {
+        cmd.args(["--rate", &r.to_string()]);
+    }
+    let out = cmd.output().context("running echo-pair")?;
+    if !out.status.success() {
+        bail!("echo-pair failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn pipeline_throughput() -> Result<Value> {
+    step("pipeline throughput (criterion)");
+    sh(cargo().args(["bench", "-p", "mcp-monitor-pipeline", "--bench", "pipeline"]))?;
+    let mean_ns = |id: &str| -> Result<f64> {
+        let path = root().join(format!("target/criterion/{id}/new/estimates.json"));
+        let est: Value = serde_json::from_str(
+            &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+        )?;
+        est["mean"]["point_estimate"]
+            .as_f64()
+            .context("estimates.json without a mean")
+    };
+    let work: Value = serde_json::from_str(&std::fs::read_to_string(
+        root().join("target/tmp/pipeline-workload.json"),
+    )?)?;
+    let ns = mean_ns("pipeline/replay")?;
+    let with_detection_ns = mean_ns("pipeline/replay_with_detection")?;
+    let detection_ns = mean_ns("detection/messages")?;
+    let bytes = work["bytes"].as_f64().unwrap();
+    let messages = work["messages"].as_f64().unwrap();
+    Ok(json!({
+        "workload_bytes": bytes,
+        "workload_messages": messages,
+        "mean_seconds": ns / 1e9,
+        "mb_per_s_per_core": bytes / ns * 1e3,
+        "messages_per_s_per_core": messages / ns * 1e9,
+        "target_mb_per_s": 300,
+        "detection": {
+            // Every rule on, same workload: the detector alone, and the
+            // pipeline with it.
+            "mb_per_s_per_core": bytes / detection_ns * 1e3,
+            "target_mb_per_s": 250,
+            "pipeline_with_detection_mb_per_s_per_core": bytes / with_detection_ns * 1e3,
+            "added_us_per_message": (with_detection_ns - ns) / messages / 1e3,
+            "detector_us_per_message": detection_ns / messages / 1e3,
+        },
+    }))
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name\t: ").map(str::to_owned))
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    json!({"cpu": cpu, "cores": cores, "kernel": kernel})
+}
+
+/// Runs everything and writes target/bench-results.json.
+pub fn run(args: &[String]) -> Result<()> {
+    let only = args.first().map(String::as_str);
+    sh(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "mcp-monitor",
+        "-p",
+        "mcp-monitor-tests",
+        "--bins",
+    ]))?;
+    let path = root().join("target/bench-results.json");
+    // Running one PART updates that part of an earlier full run.
+    let mut results = match (only, std::fs::read_to_string(&path)) {
+        (Some(_), Ok(text)) => serde_json::from_str(&text).unwrap_or_else(|_| json!({})),
+        _ => json!({}),
+    };
+    results["machine"] = machine();
+    results["when"] = json!(humantime_now());
+    if only.is_none_or(|o| o == "pipeline") {
+        results["pipeline"] = pipeline_throughput()?;
+    }
+    let live = only.is_none_or(|o| o != "pipeline");
+    if live && !is_root() {
+        bail!("the capture benchmarks load eBPF programs: run `sudo cargo xtask bench` (pipeline only: `cargo xtask bench pipeline`)");
+    }
+    let port = 19_464;
+    if live && only.is_none_or(|o| o == "overhead") {
+        results["overhead"] = overhead(port)?;
+    }
+    if live && only.is_none_or(|o| o == "kernel") {
+        results["kernel_cost"] = kernel_cost(port)?;
+    }
+    if live && only.is_none_or(|o| o == "drops") {
+        results["drops"] = drops(port)?;
+    }
+    if live && only.is_none_or(|o| o == "memory") {
+        results["memory"] = memory(port)?;
+    }
+    if live && only.is_none_or(|o| o == "https") {
+        results["https"] = https(port)?;
+    }
+    if live && only.is_none_or(|o| o == "logs") {
+        results["log_pipe"] = log_pipe(port)?;
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
+    print_summary(&results, &path);
+    Ok(())
+}
+
+fn humantime_now() -> String {
+    let out = Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]).output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn print_summary(r: &Value, path: &Path) {
+    println!(
+        "\nmcp-monitor benchmarks ({}, {} cores, kernel {})",
+        r["machine"]["cpu"], r["machine"]["cores"], r["machine"]["kernel"]
+    );
+    if let Some(p) = r.get("pipeline") {
+        println!(
+            "  pipeline: {:.0} MB/s per core, {:.0} messages/s per core (target >= 300 MB/s)",
+            p["mb_per_s_per_core"].as_f64().unwrap_or(0.0),
+            p["messages_per_s_per_core"].as_f64().unwrap_or(0.0)
+        );
+        let d = &p["detection"];
+        println!(
+            "  detection (every rule on): {:.0} MB/s per core (target >= 250 MB/s); pipeline with detection {:.0} MB/s; \
+             {:.1} us added per message",
+            d["mb_per_s_per_core"].as_f64().unwrap_or(0.0),
+            d["pipeline_with_detection_mb_per_s_per_core"].as_f64().unwrap_or(0.0),
+            d["added_us_per_message"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if let Some(Value::Array(rows)) = r.get("overhead") {
+        for o in rows {
+            println!(
+                "  overhead {:>6} B {}: {:>8.0} msg/s without, {:>8.0} with, ratio {:.3}, agent {:.1} us CPU/msg (drops {})",
+                o["message_bytes"],
+                if o["pinned"].as_bool().unwrap_or(false) { "pinned  " } else { "unpinned" },
+                o["median_without"].as_f64().unwrap_or(0.0),
+                o["median_with"].as_f64().unwrap_or(0.0),
+                o["ratio"].as_f64().unwrap_or(0.0),
+                o["agent_cpu_us_per_message"].as_f64().unwrap_or(0.0),
+                o["drops_with_monitor"]
+            );
+        }
+    }
+    if let Some(Value::Object(k)) = r.get("kernel_cost") {
+        for (size, v) in k {
+            let progs = v["programs"].as_object().cloned().unwrap_or_default();
+            let parts: Vec<String> = progs
+                .iter()
+                .filter(|(n, _)| n.starts_with("sys_"))
+                .map(|(n, p)| format!("{n} {:.0} ns", p["avg_ns"].as_f64().unwrap_or(0.0)))
+                .collect();
+            println!("  kernel cost per traced syscall ({size} B): {}", parts.join(", "));
+        }
+    }
+    if let Some(d) = r.get("drops") {
+        println!(
+            "  drops at 4 KiB: none up to {:.0} msg/s; first drops at {}",
+            d["highest_clean_msgs_per_s"].as_f64().unwrap_or(0.0),
+            if d["drops_start_at_msgs_per_s"].is_null() {
+                "no rate reached".to_owned()
+            } else {
+                d["drops_start_at_msgs_per_s"].to_string()
+            }
+        );
+    }
+    if let Some(m) = r.get("memory") {
+        println!(
+            "  agent RSS: {:.1} MiB idle, {:.1} MiB with 1,000 sessions (peak {:.1} MiB; target idle < 64 MiB)",
+            m["idle_rss_mib"].as_f64().unwrap_or(0.0),
+            m["sessions_1000_rss_mib"].as_f64().unwrap_or(0.0),
+            m["peak_rss_mib"].as_f64().unwrap_or(0.0)
+        );
+        let f = &m["flood"];
+        println!(
+            "  agent RSS under {} s of {} B messages on {} sessions: peak {:.1} MiB (limit {} MiB); \
+             partial messages held at most {:.1} MiB; {} of {} calls seen, {} ring drops, {} over the memory budget",
+            f["seconds"],
+            f["message_bytes"],
+            f["sessions"],
+            f["peak_rss_mib"].as_f64().unwrap_or(0.0),
+            f["limit_mib"],
+            f["max_buffered_mib"].as_f64().unwrap_or(0.0),
+            f["calls_seen"],
+            f["calls_sent"],
+            f["ring_full_drops"],
+            f["memory_budget_drops"]
+        );
+    }
+    if let Some(Value::Array(rows)) = r.get("https") {
+        for h in rows {
+            println!(
+                "  https (FastMCP + Python SDK) concurrency {:>2}: {:>6.0} req/s without, {:>6.0} with, ratio {:.3} \
+                 ({} messages captured, drops {})",
+                h["concurrency"],
+                h["median_without_rps"].as_f64().unwrap_or(0.0),
+                h["median_with_rps"].as_f64().unwrap_or(0.0),
+                h["ratio"].as_f64().unwrap_or(0.0),
+                h["https_messages_captured"],
+                h["drops_with_monitor"]
+            );
+        }
+    }
+    if let Some(l) = r.get("log_pipe") {
+        println!(
+            "  JSON-log pipe ({} B lines): {:.3} of the rate without the agent with the reader untracked, \
+             {:.3} with it tracked (its stream judged not MCP, {:.0} re-looks per run, {} found MCP)",
+            l["line_bytes"],
+            l["ratio_untracked"].as_f64().unwrap_or(0.0),
+            l["ratio_tracked"].as_f64().unwrap_or(0.0),
+            l["relooks_per_round"].as_f64().unwrap_or(0.0),
+            l["relook_hits"]
+        );
+    }
+    println!("  full results: {}", path.display());
+}
