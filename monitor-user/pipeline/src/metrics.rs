@@ -91,7 +91,7 @@ pub struct Metrics {
     pub events_written: IntCounter,
     /// `mcp_monitor_alerts_written_total`: alerts written to the alerts output.
     pub alerts_written: IntCounter,
-    /// `mcp_monitor_output_errors_total`: write failures, by `output` (events, alerts, record).
+    /// `mcp_monitor_output_errors_total`: write failures, by `output` (events, alerts, record, tool_state).
     pub output_errors: IntCounterVec,
     /// `mcp_monitor_processes_tracked`: processes the pipeline currently holds identity for.
     pub processes_tracked: IntGauge,
@@ -465,7 +465,7 @@ impl Metrics {
         for k in ["list", "watch_start", "watch", "gone", "owner_lookup"] {
             m.kubernetes_errors.with_label_values(&[k]);
         }
-        for o in ["events", "alerts", "record"] {
+        for o in ["events", "alerts", "record", "tool_state"] {
             m.output_errors.with_label_values(&[o]);
         }
         for r in [
