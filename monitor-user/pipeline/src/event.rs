@@ -122,7 +122,9 @@ pub struct Party {
     /// `clientInfo.version` / `serverInfo.version`, as announced.
     pub version: Option<Arc<str>>,
     /// This party already serialised (the pipeline caches it per session:
-    /// identity is the bulk of every event).
+    /// identity is the bulk of every event). Serialisation uses it instead
+    /// of the fields, so it must be set last ([`Party::to_raw`]); debug
+    /// builds, which the tests run, check that it matches the fields.
     pub json: Option<Arc<serde_json::value::RawValue>>,
 }
 
@@ -158,6 +160,11 @@ impl Party {
 impl Serialize for Party {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if let Some(raw) = &self.json {
+            debug_assert_eq!(
+                raw.get(),
+                self.to_raw().get(),
+                "a party changed after its JSON was cached"
+            );
             return raw.serialize(s);
         }
         let mut m = s.serialize_map(None)?;
@@ -262,4 +269,37 @@ fn ser_time<S: Serializer>(t: &i128, s: S) -> Result<S::Ok, S::Error> {
 
 fn ser_kind<S: Serializer>(k: &crate::jsonrpc::Kind, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(k.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn party() -> Party {
+        Party {
+            pid: Some(7),
+            name: Some("calc".into()),
+            ..Party::default()
+        }
+    }
+
+    #[test]
+    fn a_cached_party_serialises_as_its_fields_do() {
+        let mut p = party();
+        let plain = serde_json::to_string(&p).unwrap();
+        p.json = Some(p.to_raw());
+        assert_eq!(serde_json::to_string(&p).unwrap(), plain);
+    }
+
+    /// The cache is used instead of the fields: a field changed after it
+    /// was set would be exported stale. Debug builds (the tests) refuse.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "a party changed after its JSON was cached")]
+    fn a_party_changed_after_caching_is_caught() {
+        let mut p = party();
+        p.json = Some(p.to_raw());
+        p.name = Some("evil".into());
+        let _ = serde_json::to_string(&p);
+    }
 }
