@@ -73,6 +73,16 @@ mod tests {
     use super::*;
     use core::mem::size_of;
 
+    /// `TrackReason::from_name` looks through a fixed range of wire values:
+    /// a reason added past it would read back from recordings as `None`.
+    #[test]
+    fn every_tracking_reason_reads_back_by_name() {
+        for v in 0..=u8::MAX as u32 {
+            let r = TrackReason::from_u32(v);
+            assert_eq!(TrackReason::from_name(r.name()), r, "wire value {v}");
+        }
+    }
+
     #[test]
     fn layouts_are_stable() {
         // These sizes are the ABI; a change needs an ABI_VERSION bump.
