@@ -38,10 +38,16 @@ pub enum Counter {
     Relooks = 14,
     /// Ignored streams resumed because such a re-look found MCP.
     Resumed = 15,
+    /// Transfers of untracked streams that start like JSON but were not
+    /// scanned: the stream was scanned moments ago and found not MCP.
+    DiscoveryDeferred = 16,
+    /// Read exits whose saved registers did not hold the call's arguments
+    /// (the system call number did not match): not captured.
+    RegsMismatch = 17,
 }
 
 /// Number of entries in the counter array.
-pub const COUNTER_COUNT: u32 = 16;
+pub const COUNTER_COUNT: u32 = 18;
 
 impl Counter {
     /// All counters, in index order.
@@ -62,6 +68,8 @@ impl Counter {
         Self::TlsUnbound,
         Self::Relooks,
         Self::Resumed,
+        Self::DiscoveryDeferred,
+        Self::RegsMismatch,
     ];
 
     /// Stable snake_case name (used in recordings and logs).
@@ -83,6 +91,8 @@ impl Counter {
             Self::TlsUnbound => "tls_unbound",
             Self::Relooks => "relooks",
             Self::Resumed => "resumed",
+            Self::DiscoveryDeferred => "discovery_deferred",
+            Self::RegsMismatch => "regs_mismatch",
         }
     }
 
@@ -98,6 +108,7 @@ impl Counter {
             Self::DropNoScratch => Some("no_scratch"),
             Self::IovecsSkipped => Some("iovec_limit"),
             Self::DropTailCall => Some("tail_call_failed"),
+            Self::RegsMismatch => Some("regs_mismatch"),
             _ => None,
         }
     }

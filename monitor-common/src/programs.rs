@@ -50,8 +50,11 @@ pub mod map_name {
     pub const TLS_JUMP: &str = "TLS_JUMP";
     /// Arguments of in-flight `SSL_read`/`SSL_write` calls by pid_tgid.
     pub const TLS_ARGS: &str = "TLS_ARGS";
+    /// Where the saved user registers are from the kernel stack base, as
+    /// measured by the `calibrate_regs` program (one `u64`).
+    pub const REGS_CALIBRATION: &str = "REGS_CALIBRATION";
     /// Every map userspace looks up.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         CONFIG,
         EVENTS,
         SCRATCH,
@@ -66,5 +69,6 @@ pub mod map_name {
         JUMP,
         TLS_JUMP,
         TLS_ARGS,
+        REGS_CALIBRATION,
     ];
 }

@@ -36,6 +36,19 @@ pub(crate) static STREAMS: LruHashMap<StreamKey, u8> = LruHashMap::with_max_entr
 #[map]
 pub(crate) static ARGS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(32768, 0);
 
+/// Where `calibrate_regs` found the saved user registers, from the kernel
+/// stack base (entry 0); read by userspace at start.
+#[map]
+pub(crate) static REGS_CALIBRATION: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Streams of untracked processes that started like JSON and were scanned
+/// and found not MCP, by [`judged_key`](crate::transfer::judged_key): later
+/// transfers are scanned at growing intervals instead of every time (a
+/// JSON-log pipe pays the scan once in 64 lines). LRU: losing an entry
+/// only means the next transfer is scanned.
+#[map]
+pub(crate) static JUDGED: LruHashMap<u64, Judgement> = LruHashMap::with_max_entries(16384, 0);
+
 /// Executable-name (comm) selectors, checked at exec.
 #[map]
 pub(crate) static COMM_SELECTORS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(256, 0);
@@ -113,6 +126,18 @@ pub(crate) struct TlsArgs {
 pub(crate) struct TlsBinding {
     pub(crate) fd: i32,
     pub(crate) inferred: u32,
+}
+
+/// The discovery scans of one untracked stream (`JUDGED`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Judgement {
+    /// When the stream was last scanned (`bpf_ktime_get_ns`).
+    pub(crate) last_ns: u64,
+    /// Transfers still to let pass unscanned.
+    pub(crate) skip_left: u32,
+    /// Scans since the stream was last quiet.
+    pub(crate) scans: u32,
 }
 
 #[repr(C)]

@@ -1,17 +1,24 @@
 //! Which processes are tracked and why (`PROCS`).
 
-use crate::maps::{count, CGROUP_SELECTORS, PROCS};
+use crate::{
+    kernel_read::current_start_ns,
+    maps::{count, CGROUP_SELECTORS, PROCS},
+};
 use aya_ebpf::helpers::generated::bpf_get_current_cgroup_id;
 use monitor_common::{config_flags, Counter, KernelConfig, ProcState, TrackReason};
 
-/// Why `tgid` is tracked, or `TrackReason::None`.
+/// Why the current process, `tgid`, is tracked, or `TrackReason::None`.
+///
+/// Every read and write on the host asks, so the common answer (not
+/// tracked) costs one hash lookup: the process start time, which tells a
+/// reused pid from the tracked process, is only read on a hit.
 #[inline(always)]
-pub(crate) fn tracked_reason(cfg: &KernelConfig, tgid: u32, start_ns: u64) -> u32 {
+pub(crate) fn tracked_reason(cfg: &KernelConfig, tgid: u32) -> u32 {
     // SAFETY: the value is plain integers, read right away; a concurrent
     // update (userspace, another CPU) can at worst give a stale entry.
     if let Some(st) = unsafe { PROCS.get(&tgid) } {
         // Entries made by userspace may not know the start time (0).
-        if st.start_ns == 0 || st.start_ns == start_ns {
+        if st.start_ns == 0 || st.start_ns == current_start_ns(cfg) {
             return st.reason;
         }
     }
@@ -20,7 +27,7 @@ pub(crate) fn tracked_reason(cfg: &KernelConfig, tgid: u32, start_ns: u64) -> u3
         let cg = unsafe { bpf_get_current_cgroup_id() };
         // SAFETY: only presence is tested; the value is never read.
         if unsafe { CGROUP_SELECTORS.get(&cg) }.is_some() {
-            track(tgid, start_ns, TrackReason::CgroupSelector);
+            track(tgid, current_start_ns(cfg), TrackReason::CgroupSelector);
             return TrackReason::CgroupSelector as u32;
         }
     }

@@ -2,10 +2,11 @@
 //! hooks, then handed through the tail-call stages.
 
 use crate::{
-    kernel_read::uread,
-    maps::{count, Transfer, STREAMS, TRANSFER},
+    kernel_read::{current_start_ns, uread},
+    maps::{count, Judgement, Transfer, JUDGED, STREAMS, TRANSFER},
     payload::starts_like_json,
 };
+use aya_ebpf::helpers::bpf_ktime_get_ns;
 use aya_ebpf::maps::ProgramArray;
 use aya_ebpf::EbpfContext;
 use monitor_common::{
@@ -73,7 +74,6 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
     jump: &ProgramArray,
     cfg: &KernelConfig,
     pid_tgid: u64,
-    start_ns: u64,
     reason: u32,
     // `starts_like_json` of the first segment, when the caller knows it.
     looks_like_mcp: Option<bool>,
@@ -106,6 +106,11 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
     if untracked && !looks_like_mcp.unwrap_or_else(|| starts_like_json(first_buf, first_len)) {
         return;
     }
+    if untracked && ssl == 0 && scanned_recently(pid_tgid, fd, dir) {
+        count(Counter::DiscoveryDeferred, 1);
+        return;
+    }
+    let start_ns = current_start_ns(cfg);
     let Some(t) = TRANSFER.get_ptr_mut(0) else { return };
     // SAFETY: t is this CPU's TRANSFER slot from the lookup above, valid for
     // a Transfer (maps.rs NOTE); tail_call never returns on success, and on
@@ -156,6 +161,67 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
     }
     // Only reached when the tail call failed.
     count(Counter::DropTailCall, 1);
+}
+
+/// Longest run of transfers of a stream found not MCP that pass unscanned.
+const MAX_SKIP: u32 = 63;
+
+/// A stream quiet this long is scanned afresh on its next transfers.
+const QUIET_NS: u64 = 250_000_000;
+
+/// `JUDGED` key of a descriptor of the current process, one direction.
+#[inline(always)]
+pub(crate) fn judged_key(pid_tgid: u64, fd: i32, dir: Direction) -> u64 {
+    (pid_tgid & 0xffff_ffff_0000_0000) | ((fd as u32 as u64 & 0x7fff_ffff) << 1) | (dir as u64 & 1)
+}
+
+/// Whether to let this transfer of an untracked stream that starts like
+/// JSON pass without the discovery scan; bookkeeping for the next one.
+///
+/// A process stays untracked until a scan finds MCP, so every scan this
+/// remembers found none. The first two transfers of a stream (and of one
+/// that was quiet for [`QUIET_NS`]) are always scanned, so a first message
+/// that came in pieces cannot hide the second; after that the scans thin
+/// out (1 in 2, 1 in 4, ... down to 1 in 64): a JSON-log pipe pays the
+/// scan once in 64 lines, and MCP that follows non-MCP JSON on the same
+/// stream is found within 64 transfers, or at once after a pause. The
+/// key is the descriptor number: a descriptor reused for another file
+/// inherits at most that many unscanned transfers. Skips are counted
+/// (`DiscoveryDeferred`).
+#[inline(always)]
+pub(crate) fn scanned_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool {
+    let key = judged_key(pid_tgid, fd, dir);
+    // SAFETY: bpf_ktime_get_ns takes no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(j) = JUDGED.get_ptr_mut(&key) {
+        // SAFETY: j points at the map value, valid for a Judgement while
+        // this program runs (RCU); another CPU updating the same stream at
+        // once can at worst skip or scan one transfer too many.
+        unsafe {
+            if now.wrapping_sub((*j).last_ns) < QUIET_NS {
+                if (*j).skip_left > 0 {
+                    (*j).skip_left -= 1;
+                    return true;
+                }
+                let scans = (*j).scans + 1;
+                (*j).scans = scans;
+                (*j).skip_left = if scans >= 7 {
+                    MAX_SKIP
+                } else {
+                    (1u32 << (scans - 1)) - 1
+                };
+                (*j).last_ns = now;
+                return false;
+            }
+        }
+    }
+    let first = Judgement {
+        last_ns: now,
+        skip_left: 0,
+        scans: 1,
+    };
+    let _ = JUDGED.insert(&key, &first, 0);
+    false
 }
 
 /// A discovery stage's verdict "this is MCP": mark the transfer and go

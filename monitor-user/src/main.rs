@@ -23,6 +23,11 @@ enum Command {
     /// Check that the agent loads and attaches on this kernel, and print
     /// what each eBPF program costs the verifier (needs root).
     Check(CheckArgs),
+    /// Attach programs that do nothing to the syscall tracepoints `run`
+    /// uses, until interrupted: the price of the hooks alone, which
+    /// `cargo xtask bench host` compares the agent with (needs root).
+    #[command(hide = true)]
+    Floor(CheckArgs),
     /// Inspect configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -173,6 +178,7 @@ fn print_check(r: &agent::CheckReport) {
     );
     println!("{}", r.paths);
     println!("TLS library files probed: {}", r.tls_targets);
+    println!("read arguments: {}", r.read_arguments);
     println!();
     println!(
         "{:<24} {:<15} {:>8} {:>12} {:>9}",
@@ -251,6 +257,29 @@ fn real_main() -> anyhow::Result<()> {
             } else {
                 print_check(&r);
             }
+            Ok(())
+        }
+        Command::Floor(a) => {
+            let cfg = match &a.config {
+                Some(p) => Config::load(p)?,
+                None => Config::default(),
+            };
+            let floor = mcp_monitor::sensor::Floor::attach(&cfg.capture)?;
+            eprintln!(
+                "floor: a do-nothing program on {} tracepoints ({}); interrupt to detach",
+                floor.tracepoints.len(),
+                floor.tracepoints.join(" ")
+            );
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                anyhow::Ok(())
+            })?;
+            drop(floor);
             Ok(())
         }
         Command::Rules(RulesCommand::Default) => {

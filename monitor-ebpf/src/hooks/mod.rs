@@ -1,6 +1,7 @@
 //! Hooks by family. The syscall tracepoints share the argument offsets of
 //! their records and the exit handling of reads and TCP writes.
 
+pub mod floor;
 pub mod ports;
 pub mod process;
 pub mod read;
@@ -8,17 +9,20 @@ pub mod tls;
 pub mod write;
 
 use crate::{
-    kernel_read::current_start_ns,
-    maps::{config, ARGS, JUMP},
+    maps::{config, SyscallArgs, ARGS, JUMP},
     tracking::tracked_reason,
     transfer::begin_transfer,
 };
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::programs::TracePointContext;
-use monitor_common::{Direction, Syscall};
+use aya_ebpf::EbpfContext;
+use monitor_common::{Direction, Syscall, TrackReason};
 
-// Offsets of the arguments in the syscall tracepoint records
+// Offsets of the fields in the syscall tracepoint records
 // (`/sys/kernel/tracing/events/syscalls/sys_enter_read/format`).
+/// `__syscall_nr` (an int) of entry and exit records.
+pub(crate) const SYSCALL_NR: usize = 8;
+
 pub(crate) const ARG0: usize = 16;
 
 pub(crate) const ARG1: usize = 24;
@@ -27,10 +31,40 @@ pub(crate) const ARG2: usize = 32;
 
 pub(crate) const EXIT_RET: usize = 16;
 
-/// Exit of a call stashed at entry: the transfer of the bytes the kernel
-/// actually moved (`ret`).
+/// A 64-bit field of the tracepoint record, loaded straight from the
+/// context: the verifier allows aligned reads past the first 8 bytes, and
+/// a helper call per field (aya's `read_at`) cost every read and write on
+/// the host some 10 ns each.
 #[inline(always)]
-pub(crate) fn on_exit(ctx: &TracePointContext, dir: Direction) {
+pub(crate) fn record_u64(ctx: &TracePointContext, offset: usize) -> u64 {
+    // SAFETY: offsets are the 8-aligned field offsets above (>= 8), inside
+    // the record buffer the kernel passes; the verifier checks the access.
+    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(offset) as *const u64) }
+}
+
+/// The 32-bit `__syscall_nr` of the record.
+#[inline(always)]
+pub(crate) fn record_nr(ctx: &TracePointContext) -> u32 {
+    // SAFETY: as for record_u64: offset 8, 4-aligned, inside the record.
+    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(SYSCALL_NR) as *const u32) }
+}
+
+/// The arguments of a call as its entry record holds them.
+#[inline(always)]
+pub(crate) fn entry_args(ctx: &TracePointContext, syscall: Syscall) -> SyscallArgs {
+    SyscallArgs {
+        buf: record_u64(ctx, ARG1),
+        len: record_u64(ctx, ARG2),
+        fd: record_u64(ctx, ARG0) as i32,
+        syscall: syscall as u8,
+        _pad: [0; 3],
+    }
+}
+
+/// Exit of a call stashed at entry: the transfer of the bytes the kernel
+/// actually moved. The stash is removed whatever the outcome.
+#[inline(always)]
+pub(crate) fn on_stashed_exit(ctx: &TracePointContext, dir: Direction) {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: keyed by this thread's pid_tgid, which only this thread (now
     // running here) inserts or removes; the value is copied out at once.
@@ -38,11 +72,12 @@ pub(crate) fn on_exit(ctx: &TracePointContext, dir: Direction) {
         return;
     };
     let _ = ARGS.remove(&pid_tgid);
-    // SAFETY: read_at copies with bpf_probe_read_kernel, which checks the
-    // address and fails instead of faulting; 16 is the i64 `ret` of sys_exit.
-    let Ok(ret) = (unsafe { ctx.read_at::<i64>(EXIT_RET) }) else {
-        return;
-    };
+    on_exit(ctx, dir, pid_tgid, &args, record_u64(ctx, EXIT_RET) as i64);
+}
+
+/// The transfer of the `ret` bytes a call with `args` moved.
+#[inline(always)]
+pub(crate) fn on_exit(ctx: &TracePointContext, dir: Direction, pid_tgid: u64, args: &SyscallArgs, ret: i64) {
     if ret <= 0 {
         return;
     }
@@ -50,10 +85,13 @@ pub(crate) fn on_exit(ctx: &TracePointContext, dir: Direction) {
     let Some(syscall) = Syscall::from_u8(args.syscall) else {
         return;
     };
-    let start_ns = current_start_ns(cfg);
-    let reason = tracked_reason(cfg, (pid_tgid >> 32) as u32, start_ns);
+    let reason = tracked_reason(cfg, (pid_tgid >> 32) as u32);
+    // An untracked write stashed at entry was scanned there: had it found
+    // MCP, the process would be tracked now.
+    if dir == Direction::Egress && reason == TrackReason::None as u32 {
+        return;
+    }
     begin_transfer(
-        ctx, &JUMP, cfg, pid_tgid, start_ns, reason, None, syscall, dir, args.fd, args.buf, args.len, ret as u64, true,
-        0, 0,
+        ctx, &JUMP, cfg, pid_tgid, reason, None, syscall, dir, args.fd, args.buf, args.len, ret as u64, true, 0, 0,
     );
 }

@@ -49,9 +49,8 @@ pub(crate) fn on_port_call(ctx: &TracePointContext) {
     if unsafe { PORT_SELECTORS.get(&port) }.is_none() {
         return;
     }
-    let start = current_start_ns(cfg);
-    if tracked_reason(cfg, tgid, start) == TrackReason::None as u32 {
-        track(tgid, start, TrackReason::PortSelector);
+    if tracked_reason(cfg, tgid) == TrackReason::None as u32 {
+        track(tgid, current_start_ns(cfg), TrackReason::PortSelector);
     }
 }
 

@@ -33,8 +33,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
         return 0; // a new thread, not a new process
     }
     let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let parent_start = current_start_ns(cfg);
-    if tracked_reason(cfg, parent_tgid, parent_start) == TrackReason::None as u32 {
+    if tracked_reason(cfg, parent_tgid) == TrackReason::None as u32 {
         return 0;
     }
     // SAFETY: kread of a u64 (any bit pattern valid), helper-checked address.
@@ -45,7 +44,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
         child_tgid,
         child_start,
         parent_tgid,
-        parent_start,
+        current_start_ns(cfg),
         TrackReason::Inherited as u32,
     );
     0
@@ -75,7 +74,7 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
         return 0;
     }
     let start = current_start_ns(cfg);
-    let mut reason = tracked_reason(cfg, tgid, start);
+    let mut reason = tracked_reason(cfg, tgid);
     if reason == TrackReason::None as u32 && cfg.flags & config_flags::COMM_SELECTORS != 0 {
         if let Ok(comm) = bpf_get_current_comm() {
             // SAFETY: only presence is tested; the value is never read.

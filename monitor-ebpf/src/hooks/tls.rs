@@ -5,7 +5,7 @@
 use crate::{
     capture::{header_flags, ignored_stream, keep_stream, relook, Header, NO_STATE},
     emit::{emit_rest, fill_chunk_header, scratch},
-    kernel_read::{conn_tuple, current_start_ns, file_info, uread, FileInfo},
+    kernel_read::{conn_tuple, file_info, uread, FileInfo},
     maps::Transfer,
     maps::{config, count, TlsArgs, TlsBinding, LAST_TCP_READ, STREAMS, TLS_ARGS, TLS_FDS, TLS_JUMP, TRANSFER},
     payload::starts_like_json,
@@ -144,8 +144,7 @@ pub(crate) fn tls_enter(ctx: &ProbeContext, dir: Direction, ex: bool) {
         return;
     }
     if dir == Direction::Egress {
-        let start_ns = current_start_ns(cfg);
-        if tracked_reason(cfg, (pid_tgid >> 32) as u32, start_ns) == TrackReason::None as u32
+        if tracked_reason(cfg, (pid_tgid >> 32) as u32) == TrackReason::None as u32
             && (cfg.flags & config_flags::DISCOVERY == 0 || !starts_like_json(buf, len))
         {
             return;
@@ -228,8 +227,7 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         Syscall::SslWrite
     };
     let tgid = (pid_tgid >> 32) as u32;
-    let start_ns = current_start_ns(cfg);
-    let reason = tracked_reason(cfg, tgid, start_ns);
+    let reason = tracked_reason(cfg, tgid);
     let bkey = TlsKey {
         tgid,
         _pad: 0,
@@ -257,8 +255,7 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         },
     };
     begin_transfer(
-        &ctx, &TLS_JUMP, cfg, pid_tgid, start_ns, reason, None, syscall, dir, fd, args.buf, args.len, n, true,
-        args.ssl, extra,
+        &ctx, &TLS_JUMP, cfg, pid_tgid, reason, None, syscall, dir, fd, args.buf, args.len, n, true, args.ssl, extra,
     );
     0
 }

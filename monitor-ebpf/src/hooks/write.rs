@@ -2,9 +2,8 @@
 //! local IPC at entry, TCP payloads at exit.
 
 use crate::{
-    hooks::{on_exit, ARG0, ARG1, ARG2},
-    kernel_read::current_start_ns,
-    maps::{config, count, SyscallArgs, ARGS, JUMP},
+    hooks::{entry_args, on_stashed_exit},
+    maps::{config, count, ARGS, JUMP},
     payload::starts_like_json,
     tracking::tracked_reason,
     transfer::{begin_transfer, iovec, vector},
@@ -19,7 +18,7 @@ use monitor_common::{config_flags, Counter, Direction, Syscall, TrackReason};
 /// twice). Only calls stashed at entry (TCP capture on) come this far.
 #[tracepoint]
 pub fn sys_exit_egress(ctx: TracePointContext) -> u32 {
-    on_exit(&ctx, Direction::Egress);
+    on_stashed_exit(&ctx, Direction::Egress);
     0
 }
 
@@ -30,17 +29,8 @@ pub(crate) fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
     if (pid_tgid >> 32) as u32 == cfg.self_tgid {
         return;
     }
-    let (Ok(fd), Ok(buf), Ok(len)) = (
-        // SAFETY: read_at copies with bpf_probe_read_kernel, which checks the
-        // address and fails instead of faulting; a u64 (arg 0 at 16) is plain.
-        unsafe { ctx.read_at::<u64>(ARG0) },
-        // SAFETY: as for ARG0 (24: arg 1).
-        unsafe { ctx.read_at::<u64>(ARG1) },
-        // SAFETY: as for ARG0 (32: arg 2).
-        unsafe { ctx.read_at::<u64>(ARG2) },
-    ) else {
-        return;
-    };
+    let args = entry_args(ctx, syscall);
+    let (fd, buf, len) = (args.fd, args.buf, args.len);
     // For vectored calls the byte total is unknown before the call; the
     // notice only needs the first segment for discovery.
     let total = match syscall {
@@ -49,8 +39,7 @@ pub(crate) fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
     };
     // Tracking and the first-bytes check are looked up once per call, for
     // the stash and for the transfer.
-    let start_ns = current_start_ns(cfg);
-    let reason = tracked_reason(cfg, (pid_tgid >> 32) as u32, start_ns);
+    let reason = tracked_reason(cfg, (pid_tgid >> 32) as u32);
     let tracked = reason != TrackReason::None as u32;
     // The first segment's first bytes (vectored calls: the first iovec,
     // which for HTTP clients and servers holds the head).
@@ -64,13 +53,6 @@ pub(crate) fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
         // tracked processes, and plain writes that start like MCP (for
         // discovery). The descriptor kind is only looked at later.
         if tracked || looks_like_mcp == Some(true) {
-            let args = SyscallArgs {
-                buf,
-                len,
-                fd: fd as i32,
-                syscall: syscall as u8,
-                _pad: [0; 3],
-            };
             if ARGS.insert(&pid_tgid, &args, 0).is_err() {
                 count(Counter::DropArgsMapFull, 1);
             }
@@ -81,12 +63,11 @@ pub(crate) fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
         &JUMP,
         cfg,
         pid_tgid,
-        start_ns,
         reason,
         looks_like_mcp,
         syscall,
         Direction::Egress,
-        fd as i32,
+        fd,
         buf,
         len,
         total,

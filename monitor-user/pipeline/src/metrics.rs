@@ -40,13 +40,16 @@ pub struct Metrics {
     /// `program` (needs `capture.program_stats` or `kernel.bpf_stats_enabled=1`).
     pub program_run_seconds: prometheus::CounterVec,
     /// `mcp_monitor_capture_dropped_total`: captures lost in the kernel, by `reason` (ring_full, copy_failed,
-    /// args_map_full, process_map_full, stream_map_full, no_scratch, iovec_limit, tail_call_failed).
+    /// args_map_full, process_map_full, stream_map_full, no_scratch, iovec_limit, tail_call_failed, regs_mismatch).
     pub capture_dropped: IntCounterVec,
     /// `mcp_monitor_capture_truncated_total`: chunks cut at the per-chunk capture cap.
     pub capture_truncated: IntCounter,
     /// `mcp_monitor_discovery_hits_total`: streams the kernel reported because their payload looked like
     /// JSON-RPC.
     pub discovery_hits: IntCounter,
+    /// `mcp_monitor_discovery_deferred_total`: transfers of untracked streams that started like JSON
+    /// and were not scanned, because the stream was scanned moments ago and found not MCP.
+    pub discovery_deferred: IntCounter,
     /// `mcp_monitor_tls_probe_targets`: distinct TLS library files (libssl, statically linked node) with
     /// SSL_read/SSL_write uprobes attached.
     pub tls_probe_targets: IntGauge,
@@ -270,11 +273,12 @@ impl Metrics {
             .unwrap()),
             capture_dropped: reg!(counter_vec(
                 "capture_dropped_total",
-                "Captures lost, by reason (ring_full, copy_failed, args_map_full, process_map_full, stream_map_full, no_scratch, iovec_limit, tail_call_failed).",
+                "Captures lost, by reason (ring_full, copy_failed, args_map_full, process_map_full, stream_map_full, no_scratch, iovec_limit, tail_call_failed, regs_mismatch).",
                 &["reason"]
             )),
             capture_truncated: reg!(counter("capture_truncated_total", "Chunks cut at the per-chunk capture cap.")),
             discovery_hits: reg!(counter("discovery_hits_total", "Streams the kernel reported because their payload looked like JSON-RPC.")),
+            discovery_deferred: reg!(counter("discovery_deferred_total", "Transfers of untracked streams that started like JSON but were not scanned: the stream was scanned moments ago and found not MCP (scans thin out to 1 in 64 transfers; a stream quiet for 250 ms is scanned afresh).")),
             tls_probe_targets: reg!(IntGauge::new(
                 "tls_probe_targets",
                 "Distinct TLS library files (libssl, statically linked node) with SSL_read/SSL_write uprobes attached."
@@ -459,6 +463,7 @@ impl Metrics {
             "no_scratch",
             "iovec_limit",
             "tail_call_failed",
+            "regs_mismatch",
         ] {
             m.capture_dropped.with_label_values(&[r]);
         }

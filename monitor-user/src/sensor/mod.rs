@@ -39,12 +39,19 @@ use crate::{
 /// The eBPF object built by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor.bpf.o"));
 
-/// Syscall tracepoints and the program attached to each.
-const SYSCALL_PROGRAMS: &[(&str, &str)] = &[
+/// Read entries: attached only where the saved user registers could not be
+/// found at start (see [`calibrate_regs`]); otherwise read exits take the
+/// arguments from them and reads cost one program run instead of two.
+const READ_ENTRY_PROGRAMS: &[(&str, &str)] = &[
     ("sys_enter_read", "sys_enter_read"),
     ("sys_enter_readv", "sys_enter_readv"),
     ("sys_enter_recvfrom", "sys_enter_recvfrom"),
     ("sys_enter_recvmsg", "sys_enter_recvmsg"),
+];
+
+/// Syscall tracepoints and the program attached to each (besides
+/// [`READ_ENTRY_PROGRAMS`]).
+const SYSCALL_PROGRAMS: &[(&str, &str)] = &[
     ("sys_exit_read", "sys_exit_ingress"),
     ("sys_exit_readv", "sys_exit_ingress"),
     ("sys_exit_recvfrom", "sys_exit_ingress"),
@@ -120,69 +127,17 @@ pub struct Sensor {
     pub capture_cap: u32,
     /// Keeps the kernel's eBPF run-time accounting on (capture.program_stats).
     _program_stats: Option<std::os::fd::OwnedFd>,
+    /// Where read exits find the saved user registers (0: the arguments
+    /// are stashed at entry).
+    regs_offset: u32,
 }
 
 impl Sensor {
     /// Checks the environment, loads and attaches everything.
     pub fn start(cfg: &CaptureConfig, boot_offset_ns: i128) -> anyhow::Result<Self> {
-        preflight::check_kernel_version()?;
-        preflight::check_privileges(preflight::effective_caps())?;
-        preflight::check_btf()?;
-        let tracefs = preflight::ensure_tracefs()?;
-        let mut needed: Vec<(&str, &str)> = SYSCALL_PROGRAMS.iter().map(|(tp, _)| ("syscalls", *tp)).collect();
-        needed.extend(SCHED_PROGRAMS.iter().map(|(tp, _)| ("sched", *tp)));
-        preflight::check_tracepoints(tracefs, &needed)?;
-        preflight::raise_memlock();
-        if EBPF_OBJECT.is_empty() {
-            anyhow::bail!(
-                "this binary was built without its eBPF programs (MCP_MONITOR_SKIP_EBPF=1).\n\
-                 Fix: rebuild with `cargo xtask build`."
-            );
-        }
-
-        let offsets = kernel_btf()?
-            .kernel_offsets()
-            .context("resolving kernel structure offsets from BTF")?;
+        let (mut ebpf, kcfg) = load(cfg)?;
+        let syscall_programs = syscall_programs(kcfg.regs_offset);
         let ncpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))? as u32;
-
-        // A rejected program is retried by aya with a log: statistics only
-        // (the error line and the count), never the per-instruction trace,
-        // which on a long path overflows any buffer and takes minutes.
-        let mut ebpf = EbpfLoader::new()
-            .verifier_log_level(VerifierLogLevel::STATS)
-            .map_max_entries(map_name::SCRATCH, ncpus)
-            .map_max_entries(map_name::EVENTS, cfg.ring_buffer_bytes)
-            .map_max_entries(map_name::ARGS, cfg.max_inflight_syscalls)
-            .load(EBPF_OBJECT)
-            .map_err(|e| anyhow::anyhow!(preflight::explain_load_error(&e)))?;
-
-        let mut flags = 0;
-        if cfg.discovery {
-            flags |= config_flags::DISCOVERY;
-        }
-        if !cfg.selectors.executables.is_empty() {
-            flags |= config_flags::COMM_SELECTORS;
-        }
-        if !cfg.selectors.cgroups.is_empty() {
-            flags |= config_flags::CGROUP_SELECTORS;
-        }
-        if !cfg.selectors.ports.is_empty() {
-            flags |= config_flags::PORT_SELECTORS;
-        }
-        if cfg.tcp {
-            flags |= config_flags::CAPTURE_TCP;
-        }
-        let kcfg = KernelConfig {
-            self_tgid: std::process::id(),
-            capture_cap: cfg.capture_cap_bytes,
-            discovery_window: cfg.discovery_window_bytes,
-            flags,
-            wakeup_bytes: cfg.wakeup_bytes,
-            _pad: 0,
-            offsets,
-        };
-        Array::<_, KernelConfig>::try_from(ebpf.map_mut(map_name::CONFIG).context("CONFIG map")?)?.set(0, kcfg, 0)?;
-
         let procs = ProcReader::new("/proc", Path::new("/etc/passwd"));
         install_selectors(&mut ebpf, cfg)?;
 
@@ -204,13 +159,13 @@ impl Sensor {
         // Load each program once (sys_exit_ingress and sys_exit_egress
         // serve four tracepoints each).
         let mut loaded = HashSet::new();
-        for (_, prog) in SYSCALL_PROGRAMS {
+        for (_, prog) in &syscall_programs {
             if loaded.insert(*prog) {
                 let p: &mut TracePoint = ebpf.program_mut(prog).context(*prog)?.try_into()?;
                 p.load().map_err(|e| rejected(prog, e))?;
             }
         }
-        for (tp, prog) in SYSCALL_PROGRAMS {
+        for (tp, prog) in &syscall_programs {
             let p: &mut TracePoint = ebpf.program_mut(prog).context(*prog)?.try_into()?;
             p.attach("syscalls", tp)
                 .with_context(|| format!("attaching to syscalls/{tp}"))?;
@@ -235,8 +190,13 @@ impl Sensor {
         let ring = unsafe { AsyncFd::register(ring) }
             .map_err(|e| anyhow::anyhow!("registering the ring buffer with tokio: {e}"))?;
         log::info!(
-            "capture attached: {} syscall tracepoints, {} CPUs, cap {} bytes/read, discovery {}",
-            SYSCALL_PROGRAMS.len(),
+            "capture attached: {} syscall tracepoints (read arguments {}), {} CPUs, cap {} bytes/read, discovery {}",
+            syscall_programs.len(),
+            if kcfg.regs_offset != 0 {
+                "from the saved registers at exit"
+            } else {
+                "stashed at entry"
+            },
             ncpus,
             cfg.capture_cap_bytes,
             if cfg.discovery { "on" } else { "off" }
@@ -266,6 +226,7 @@ impl Sensor {
             boot_offset_ns,
             capture_cap: cfg.capture_cap_bytes,
             _program_stats: program_stats,
+            regs_offset: kcfg.regs_offset,
         })
     }
 
@@ -369,6 +330,18 @@ impl Sensor {
     /// TLS library files probed so far.
     pub fn tls_targets(&self) -> u64 {
         self.tls_targets
+    }
+
+    /// How read exits get the call's arguments, for `check`.
+    pub fn read_arguments(&self) -> String {
+        if self.regs_offset != 0 {
+            format!(
+                "from the user registers saved at syscall entry ({:#x} from the kernel stack base): one program per read",
+                self.regs_offset
+            )
+        } else {
+            "stashed at entry (the saved registers were not found): two programs per read".to_owned()
+        }
     }
 
     /// Attaches the TLS probes to one library file (see [`tls`]). Failures
@@ -596,6 +569,150 @@ fn install_selectors(ebpf: &mut Ebpf, cfg: &CaptureConfig) -> anyhow::Result<()>
     }
     log::info!("tracking {} already-running selected processes", seen.len());
     Ok(())
+}
+
+/// Checks the environment, loads the eBPF object, writes the kernel
+/// configuration and measures where the saved user registers are; attaches
+/// nothing but the short-lived `calibrate_regs`.
+fn load(cfg: &CaptureConfig) -> anyhow::Result<(Ebpf, KernelConfig)> {
+    preflight::check_kernel_version()?;
+    preflight::check_privileges(preflight::effective_caps())?;
+    preflight::check_btf()?;
+    let tracefs = preflight::ensure_tracefs()?;
+    let mut needed: Vec<(&str, &str)> = SYSCALL_PROGRAMS
+        .iter()
+        .chain(READ_ENTRY_PROGRAMS)
+        .map(|(tp, _)| ("syscalls", *tp))
+        .collect();
+    needed.extend(SCHED_PROGRAMS.iter().map(|(tp, _)| ("sched", *tp)));
+    preflight::check_tracepoints(tracefs, &needed)?;
+    preflight::raise_memlock();
+    if EBPF_OBJECT.is_empty() {
+        anyhow::bail!(
+            "this binary was built without its eBPF programs (MCP_MONITOR_SKIP_EBPF=1).\n\
+                 Fix: rebuild with `cargo xtask build`."
+        );
+    }
+
+    let offsets = kernel_btf()?
+        .kernel_offsets()
+        .context("resolving kernel structure offsets from BTF")?;
+    let ncpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))? as u32;
+
+    // A rejected program is retried by aya with a log: statistics only
+    // (the error line and the count), never the per-instruction trace,
+    // which on a long path overflows any buffer and takes minutes.
+    let mut ebpf = EbpfLoader::new()
+        .verifier_log_level(VerifierLogLevel::STATS)
+        .map_max_entries(map_name::SCRATCH, ncpus)
+        .map_max_entries(map_name::EVENTS, cfg.ring_buffer_bytes)
+        .map_max_entries(map_name::ARGS, cfg.max_inflight_syscalls)
+        .load(EBPF_OBJECT)
+        .map_err(|e| anyhow::anyhow!(preflight::explain_load_error(&e)))?;
+
+    let mut flags = 0;
+    if cfg.discovery {
+        flags |= config_flags::DISCOVERY;
+    }
+    if !cfg.selectors.executables.is_empty() {
+        flags |= config_flags::COMM_SELECTORS;
+    }
+    if !cfg.selectors.cgroups.is_empty() {
+        flags |= config_flags::CGROUP_SELECTORS;
+    }
+    if !cfg.selectors.ports.is_empty() {
+        flags |= config_flags::PORT_SELECTORS;
+    }
+    if cfg.tcp {
+        flags |= config_flags::CAPTURE_TCP;
+    }
+    let mut kcfg = KernelConfig {
+        self_tgid: std::process::id(),
+        capture_cap: cfg.capture_cap_bytes,
+        discovery_window: cfg.discovery_window_bytes,
+        flags,
+        wakeup_bytes: cfg.wakeup_bytes,
+        regs_offset: 0,
+        offsets,
+    };
+    Array::<_, KernelConfig>::try_from(ebpf.map_mut(map_name::CONFIG).context("CONFIG map")?)?.set(0, kcfg, 0)?;
+    kcfg.regs_offset = calibrate_regs(&mut ebpf);
+    Array::<_, KernelConfig>::try_from(ebpf.map_mut(map_name::CONFIG).context("CONFIG map")?)?.set(0, kcfg, 0)?;
+    Ok((ebpf, kcfg))
+}
+
+/// Programs that do nothing, attached to the syscall tracepoints the agent
+/// would use on this kernel (`mcp-monitor floor`): what the hooks alone
+/// cost, the floor benchmarks compare the agent with. Detached on drop.
+pub struct Floor {
+    _ebpf: Ebpf,
+    /// The tracepoints the program is attached to.
+    pub tracepoints: Vec<&'static str>,
+}
+
+impl Floor {
+    /// Attaches the do-nothing program (see [`Floor`]).
+    pub fn attach(cfg: &CaptureConfig) -> anyhow::Result<Self> {
+        let (mut ebpf, kcfg) = load(cfg)?;
+        let hooks = syscall_programs(kcfg.regs_offset);
+        let p: &mut TracePoint = ebpf.program_mut("floor").context("floor")?.try_into()?;
+        p.load().map_err(|e| rejected("floor", e))?;
+        for (tp, _) in &hooks {
+            p.attach("syscalls", tp)
+                .with_context(|| format!("attaching to syscalls/{tp}"))?;
+        }
+        Ok(Self {
+            _ebpf: ebpf,
+            tracepoints: hooks.iter().map(|(tp, _)| *tp).collect(),
+        })
+    }
+}
+
+/// The syscall tracepoints to attach, and their programs.
+fn syscall_programs(regs_offset: u32) -> Vec<(&'static str, &'static str)> {
+    let mut v = SYSCALL_PROGRAMS.to_vec();
+    if regs_offset == 0 {
+        v.extend_from_slice(READ_ENTRY_PROGRAMS);
+    }
+    v
+}
+
+/// Finds where the kernel keeps the user registers saved at syscall entry,
+/// from a task's kernel stack base (`THREAD_SIZE` and the padding above
+/// `pt_regs` differ between kernel builds): `calibrate_regs` is attached
+/// to the raw `sys_enter` tracepoint for one system call of ours. Returns
+/// 0 (the read arguments are then stashed at entry) if that fails; the
+/// kernel programs still check every use against the call's number.
+fn calibrate_regs(ebpf: &mut Ebpf) -> u32 {
+    let measured = (|| -> anyhow::Result<u64> {
+        let p: &mut RawTracePoint = ebpf
+            .program_mut("calibrate_regs")
+            .context("calibrate_regs")?
+            .try_into()?;
+        p.load().map_err(|e| rejected("calibrate_regs", e))?;
+        let link = p.attach("sys_enter").context("attaching to raw tracepoint sys_enter")?;
+        // Any system call of this process will do.
+        let _ = std::fs::metadata("/");
+        p.detach(link)?;
+        p.unload()?;
+        let m = Array::<_, u64>::try_from(ebpf.map(map_name::REGS_CALIBRATION).context("REGS_CALIBRATION map")?)?;
+        Ok(m.get(&0, 0)?)
+    })();
+    match measured {
+        // A kernel stack is at most a few pages; pt_regs is 8-aligned.
+        Ok(off) if off > 0 && off < (1 << 20) && off % 8 == 0 => off as u32,
+        Ok(off) => {
+            log::warn!(
+                "the saved user registers were not found at a plausible place ({off:#x} from the stack base); \
+                 read arguments are stashed at entry (a second program run per read)"
+            );
+            0
+        }
+        Err(e) => {
+            log::warn!("could not measure where the saved user registers are ({e:#}); read arguments are stashed at entry (a second program run per read)");
+            0
+        }
+    }
 }
 
 /// A kernel task name key: the first 15 bytes, NUL padded.

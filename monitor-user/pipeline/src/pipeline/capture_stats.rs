@@ -62,6 +62,7 @@ impl CaptureTotals {
             match c {
                 Counter::Truncated => metrics.capture_truncated.inc_by(delta),
                 Counter::DiscoveryHits => metrics.discovery_hits.inc_by(delta),
+                Counter::DiscoveryDeferred => metrics.discovery_deferred.inc_by(delta),
                 Counter::TlsUnbound => metrics.tls_unbound.inc_by(delta),
                 Counter::Relooks => metrics
                     .stream_relooks
