@@ -29,7 +29,7 @@ pub use counters::{Counter, COUNTER_COUNT};
 pub use programs::{jump_slot, map_name};
 pub use records::{chunk_flags, ChunkRecord, ConnTuple, ProcessRecord, RecordHeader, RecordKind};
 pub use streams::{stream_state, StreamKey, TlsKey, TLS_STREAM_FD};
-pub use tracking::{ProcState, TrackReason};
+pub use tracking::{ProcState, TrackReason, TRACKED_HINT_SLOTS};
 
 /// Bumped whenever a `#[repr(C)]` layout below changes.
 pub const ABI_VERSION: u32 = 7;

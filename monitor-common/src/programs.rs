@@ -53,8 +53,12 @@ pub mod map_name {
     /// Where the saved user registers are from the kernel stack base, as
     /// measured by the `calibrate_regs` program (one `u64`).
     pub const REGS_CALIBRATION: &str = "REGS_CALIBRATION";
+    /// One byte per slot of tgids (`tgid % TRACKED_HINT_SLOTS`), set once
+    /// any process of the slot was tracked: most calls of the host learn
+    /// they are not tracked without a hash lookup.
+    pub const TRACKED_HINT: &str = "TRACKED_HINT";
     /// Every map userspace looks up.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         CONFIG,
         EVENTS,
         SCRATCH,
@@ -70,5 +74,6 @@ pub mod map_name {
         TLS_JUMP,
         TLS_ARGS,
         REGS_CALIBRATION,
+        TRACKED_HINT,
     ];
 }

@@ -1,5 +1,9 @@
 //! Which processes the kernel tracks, and why.
 
+/// Slots of the `TRACKED_HINT` map: a process `tgid` may be tracked only
+/// if slot `tgid % TRACKED_HINT_SLOTS` is set.
+pub const TRACKED_HINT_SLOTS: u32 = 65536;
+
 /// Why the kernel tracks a process (value of [`ProcState::reason`]).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf};
 use monitor_common::{
     jump_slot, Counter, KernelConfig, ProcState, StreamKey, TlsKey, COMM_LEN, COUNTER_COUNT, METHOD_ROOT_LEN,
-    SCRATCH_SIZE,
+    SCRATCH_SIZE, TRACKED_HINT_SLOTS,
 };
 
 #[map]
@@ -25,6 +25,13 @@ pub(crate) static SCRATCH: Array<[u8; SCRATCH_SIZE]> = Array::with_max_entries(1
 /// Tracked processes by tgid.
 #[map]
 pub(crate) static PROCS: HashMap<u32, ProcState> = HashMap::with_max_entries(32768, 0);
+
+/// Set, never cleared, for every slot of tgids (`tgid % TRACKED_HINT_SLOTS`)
+/// of which a process was ever put in `PROCS`: an array load tells most
+/// calls of the host they are not tracked, before any hash lookup. A slot
+/// set by a process long gone only costs its namesakes that lookup.
+#[map]
+pub(crate) static TRACKED_HINT: Array<u8> = Array::with_max_entries(TRACKED_HINT_SLOTS, 0);
 
 /// Per-stream decisions (capture / ignore / writer notified). LRU: losing an
 /// entry only means the stream is evaluated again.

@@ -106,7 +106,9 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
     if untracked && !looks_like_mcp.unwrap_or_else(|| starts_like_json(first_buf, first_len)) {
         return;
     }
-    if untracked && ssl == 0 && scanned_recently(pid_tgid, fd, dir) {
+    // Callers that judged the first bytes (`looks_like_mcp`) consulted
+    // `scanned_recently` already.
+    if untracked && ssl == 0 && looks_like_mcp.is_none() && scanned_recently(pid_tgid, fd, dir) {
         count(Counter::DiscoveryDeferred, 1);
         return;
     }
@@ -166,6 +168,9 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
 /// Longest run of transfers of a stream found not MCP that pass unscanned.
 const MAX_SKIP: u32 = 63;
 
+/// Scans of a stream before any transfer is let pass unscanned.
+const ALWAYS_SCANNED: u32 = 8;
+
 /// A stream quiet this long is scanned afresh on its next transfers.
 const QUIET_NS: u64 = 250_000_000;
 
@@ -179,12 +184,13 @@ pub(crate) fn judged_key(pid_tgid: u64, fd: i32, dir: Direction) -> u64 {
 /// JSON pass without the discovery scan; bookkeeping for the next one.
 ///
 /// A process stays untracked until a scan finds MCP, so every scan this
-/// remembers found none. The first two transfers of a stream (and of one
-/// that was quiet for [`QUIET_NS`]) are always scanned, so a first message
-/// that came in pieces cannot hide the second; after that the scans thin
-/// out (1 in 2, 1 in 4, ... down to 1 in 64): a JSON-log pipe pays the
-/// scan once in 64 lines, and MCP that follows non-MCP JSON on the same
-/// stream is found within 64 transfers, or at once after a pause. The
+/// remembers found none. The first [`ALWAYS_SCANNED`] transfers of a stream
+/// (and of one that was quiet for [`QUIET_NS`]) are always scanned, so a
+/// first message in pieces, or a few log lines before it, cannot hide it;
+/// after that the scans thin out (1 in 2, 1 in 4, ... down to 1 in 64): a
+/// JSON-log pipe pays the scan once in 64 lines, and MCP that follows a
+/// burst of non-MCP JSON on the same stream is found within 64 transfers,
+/// at once after a pause, or by its peer's reply on the other stream. The
 /// key is the descriptor number: a descriptor reused for another file
 /// inherits at most that many unscanned transfers. Skips are counted
 /// (`DiscoveryDeferred`).
@@ -205,10 +211,12 @@ pub(crate) fn scanned_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool {
                 }
                 let scans = (*j).scans + 1;
                 (*j).scans = scans;
-                (*j).skip_left = if scans >= 7 {
+                (*j).skip_left = if scans < ALWAYS_SCANNED {
+                    0
+                } else if scans >= ALWAYS_SCANNED + 5 {
                     MAX_SKIP
                 } else {
-                    (1u32 << (scans - 1)) - 1
+                    (1u32 << (scans - ALWAYS_SCANNED + 1)) - 1
                 };
                 (*j).last_ns = now;
                 return false;

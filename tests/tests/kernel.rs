@@ -28,6 +28,13 @@ fn every_program_loads_within_the_verifier_budget() {
         "{stderr}"
     );
 
+    // Read exits take the arguments from the saved user registers (one
+    // program per read), measured at start; stashing them at entry is
+    // only the fallback.
+    let args = r["read_arguments"].as_str().unwrap_or("");
+    assert!(args.starts_with("from the user registers"), "read arguments: {args}");
+    assert!(stderr.contains("14 syscall tracepoints"), "{stderr}");
+
     let limit = r["verifier_limit"].as_u64().unwrap();
     let budget = r["verifier_budget"].as_u64().unwrap();
     assert_eq!(limit, 1_000_000);
@@ -44,6 +51,8 @@ fn every_program_loads_within_the_verifier_budget() {
         "sys_exit_ingress",
         "sys_exit_egress",
         "sched_process_fork",
+        "calibrate_regs",
+        "floor",
         "tls_discover",
         "tls_capture",
         "ssl_return",

@@ -383,6 +383,16 @@ for l in sys.stdin: pass'"#)
         0.0,
         "plain JSON logs were captured"
     );
+    // The writer's stream is scanned for MCP on its first lines, then at
+    // thinning intervals (down to 1 line in 64): a JSON-log pipe does not
+    // pay the scan on every line. (Half the writes is a loose bound: the
+    // writer flushes each line, and a stream quiet for 250 ms, on a busy
+    // machine, is scanned afresh.)
+    let deferred = m.metric("mcp_monitor_discovery_deferred_total", &[]);
+    assert!(
+        deferred >= 10_000.0,
+        "only {deferred} of 20000 JSON-log writes skipped the discovery scan"
+    );
 
     // Lines that mention "jsonrpc" but are not JSON-RPC: reported once,
     // rejected by userspace, then ignored in the kernel.

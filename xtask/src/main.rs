@@ -66,7 +66,7 @@ fn usage() -> &'static str {
        run [ARGS]      run the monitor with the built-in defaults (ARGS go to `mcp-monitor run`)\n  \
        test            run every test: unit, property, fuzz smoke, the root-only integration tests and the kernel matrix\n  \
        test kernels [VERSION...]  only the kernel matrix (5.10, 6.1, 6.12 booted in qemu)\n  \
-       bench [PART]    run the benchmarks (PART: pipeline|overhead|kernel|drops|memory|https) and write target/bench-results.json\n  \
+       bench [PART]    run the benchmarks (PART: pipeline|overhead|kernel|drops|memory|https|logs|host) and write target/bench-results.json\n  \
        fuzz [SECONDS]  run each fuzz target for SECONDS (default 60)"
 }
 

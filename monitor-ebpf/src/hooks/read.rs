@@ -8,7 +8,7 @@
 //! programs stash them in `ARGS` instead.
 
 use crate::{
-    hooks::{entry_args, on_exit, on_stashed_exit, record_nr, record_u64, EXIT_RET},
+    hooks::{entry_args, exit_from_regs},
     kernel_read::kread,
     maps::{config, count, ARGS, REGS_CALIBRATION},
 };
@@ -16,7 +16,7 @@ use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::helpers::generated::bpf_get_current_task;
 use aya_ebpf::macros::{raw_tracepoint, tracepoint};
 use aya_ebpf::programs::{RawTracePointContext, TracePointContext};
-use monitor_common::{Counter, Direction, KernelConfig, Syscall};
+use monitor_common::{Counter, Direction, Syscall};
 
 #[inline(always)]
 pub(crate) fn stash_ingress(ctx: &TracePointContext, syscall: Syscall) {
@@ -60,67 +60,16 @@ const NR_READV: u32 = 19;
 const NR_RECVFROM: u32 = 45;
 const NR_RECVMSG: u32 = 47;
 
-/// Offset of `dx` in x86_64 `struct pt_regs`; `si`, `di` and `orig_ax`
-/// follow at 104, 112 and 120.
-const PT_REGS_DX: u64 = 96;
-
 #[tracepoint]
 pub fn sys_exit_ingress(ctx: TracePointContext) -> u32 {
-    let Some(cfg) = config() else { return 0 };
-    if cfg.regs_offset == 0 {
-        on_stashed_exit(&ctx, Direction::Ingress);
-        return 0;
-    }
-    // Most reads on a host return data or EAGAIN; either way nothing more
-    // is looked at for those that moved nothing.
-    let ret = record_u64(&ctx, EXIT_RET) as i64;
-    if ret <= 0 {
-        return 0;
-    }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 == cfg.self_tgid {
-        return 0;
-    }
-    let nr = record_nr(&ctx);
-    let syscall = match nr {
-        NR_READ => Syscall::Read,
-        NR_READV => Syscall::Readv,
-        NR_RECVFROM => Syscall::Recvfrom,
-        NR_RECVMSG => Syscall::Recvmsg,
-        _ => return 0,
-    };
-    let Some(args) = saved_args(cfg, nr, syscall) else {
-        count(Counter::RegsMismatch, 1);
-        return 0;
-    };
-    on_exit(&ctx, Direction::Ingress, pid_tgid, &args, ret);
+    exit_from_regs(&ctx, Direction::Ingress, |nr| match nr {
+        NR_READ => Some(Syscall::Read),
+        NR_READV => Some(Syscall::Readv),
+        NR_RECVFROM => Some(Syscall::Recvfrom),
+        NR_RECVMSG => Some(Syscall::Recvmsg),
+        _ => None,
+    });
     0
-}
-
-/// The first three arguments of the current system call `nr`, from the user
-/// registers saved at its entry; `None` if they cannot be read or are not
-/// those of `nr` (`orig_ax` differs: a wrong calibration is counted, never
-/// taken for arguments).
-#[inline(always)]
-fn saved_args(cfg: &KernelConfig, nr: u32, syscall: Syscall) -> Option<crate::maps::SyscallArgs> {
-    // SAFETY: argument-less helper; both kreads are of plain integers (any
-    // bit pattern valid) and a bad address makes the helper fail.
-    let regs: [u64; 4] = unsafe {
-        let task = bpf_get_current_task();
-        let stack: u64 = kread(task + cfg.offsets.task_stack as u64)?;
-        kread(stack + cfg.regs_offset as u64 + PT_REGS_DX)?
-    };
-    let [dx, si, di, orig_ax] = regs;
-    if orig_ax != nr as u64 {
-        return None;
-    }
-    Some(crate::maps::SyscallArgs {
-        buf: si,
-        len: dx,
-        fd: di as i32,
-        syscall: syscall as u8,
-        _pad: [0; 3],
-    })
 }
 
 /// Attached for a moment at start, on the raw `sys_enter` tracepoint

@@ -2,23 +2,36 @@
 //! local IPC at entry, TCP payloads at exit.
 
 use crate::{
-    hooks::{entry_args, on_stashed_exit},
+    hooks::{entry_args, exit_from_regs},
     maps::{config, count, ARGS, JUMP},
     payload::starts_like_json,
     tracking::tracked_reason,
-    transfer::{begin_transfer, iovec, vector},
+    transfer::{begin_transfer, iovec, scanned_recently, vector},
 };
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::tracepoint;
 use aya_ebpf::programs::TracePointContext;
 use monitor_common::{config_flags, Counter, Direction, Syscall, TrackReason};
 
-/// Exit of write, writev, sendto, sendmsg: TCP payloads are captured here,
-/// with the byte count the kernel took (a partial write is not captured
-/// twice). Only calls stashed at entry (TCP capture on) come this far.
+/// x86_64 system call numbers of the write side.
+const NR_WRITE: u32 = 1;
+const NR_WRITEV: u32 = 20;
+const NR_SENDTO: u32 = 44;
+const NR_SENDMSG: u32 = 46;
+
+/// Exit of write, writev, sendto, sendmsg: TCP payloads of tracked
+/// processes are captured here, with the byte count the kernel took (a
+/// partial write is not captured twice). With TCP capture off it returns
+/// at once.
 #[tracepoint]
 pub fn sys_exit_egress(ctx: TracePointContext) -> u32 {
-    on_stashed_exit(&ctx, Direction::Egress);
+    exit_from_regs(&ctx, Direction::Egress, |nr| match nr {
+        NR_WRITE => Some(Syscall::Write),
+        NR_WRITEV => Some(Syscall::Writev),
+        NR_SENDTO => Some(Syscall::Sendto),
+        NR_SENDMSG => Some(Syscall::Sendmsg),
+        _ => None,
+    });
     0
 }
 
@@ -43,15 +56,22 @@ pub(crate) fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
     let tracked = reason != TrackReason::None as u32;
     // The first segment's first bytes (vectored calls: the first iovec,
     // which for HTTP clients and servers holds the head).
-    let looks_like_mcp =
+    let mut looks_like_mcp =
         (!tracked && cfg.flags & config_flags::DISCOVERY != 0).then(|| match vector(syscall, buf, len) {
             None => starts_like_json(buf, len),
             Some((iov, cnt)) => cnt > 0 && iovec(iov, 0).is_some_and(|(b, l)| starts_like_json(b, l)),
         });
-    if cfg.flags & config_flags::CAPTURE_TCP != 0 {
+    // A stream found not MCP moments ago is not scanned again yet (see
+    // `scanned_recently`); `begin_transfer` leaves such a write at once.
+    if looks_like_mcp == Some(true) && scanned_recently(pid_tgid, fd, Direction::Egress) {
+        count(Counter::DiscoveryDeferred, 1);
+        looks_like_mcp = Some(false);
+    }
+    if cfg.flags & config_flags::CAPTURE_TCP != 0 && cfg.regs_offset == 0 {
         // Stash for the exit program, which captures TCP payloads: calls of
-        // tracked processes, and plain writes that start like MCP (for
-        // discovery). The descriptor kind is only looked at later.
+        // tracked processes, and writes that start like MCP (discovery may
+        // track the process on the way). The descriptor kind is only
+        // looked at later. Unless the exit finds them in the registers.
         if tracked || looks_like_mcp == Some(true) {
             if ARGS.insert(&pid_tgid, &args, 0).is_err() {
                 count(Counter::DropArgsMapFull, 1);

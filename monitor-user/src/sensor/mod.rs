@@ -23,7 +23,7 @@ use aya::{
 };
 use monitor_common::{
     config_flags, jump_slot, map_name, stream_state, Counter, KernelConfig, ProcState, StreamKey, TrackReason,
-    COMM_LEN, METHOD_ROOT_LEN,
+    COMM_LEN, METHOD_ROOT_LEN, TRACKED_HINT_SLOTS,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -336,7 +336,7 @@ impl Sensor {
     pub fn read_arguments(&self) -> String {
         if self.regs_offset != 0 {
             format!(
-                "from the user registers saved at syscall entry ({:#x} from the kernel stack base): one program per read",
+                "from the user registers saved at syscall entry ({:#x} from the kernel stack base): one program per read, no map write per call",
                 self.regs_offset
             )
         } else {
@@ -547,7 +547,6 @@ fn install_selectors(ebpf: &mut Ebpf, cfg: &CaptureConfig) -> anyhow::Result<()>
     if roots.is_empty() {
         return Ok(());
     }
-    let mut tracked = BpfHashMap::<_, u32, ProcState>::try_from(ebpf.map_mut(map_name::PROCS).context("PROCS")?)?;
     let mut queue = roots;
     let mut seen = HashSet::new();
     while let Some(pid) = queue.pop() {
@@ -556,13 +555,19 @@ fn install_selectors(ebpf: &mut Ebpf, cfg: &CaptureConfig) -> anyhow::Result<()>
         }
         // /proc start times only have tick precision, so the entry accepts
         // any start time (0); the kernel removes it when the process exits.
-        tracked.insert(
+        // The entry, then its hint (see `track` in the kernel programs).
+        BpfHashMap::<_, u32, ProcState>::try_from(ebpf.map_mut(map_name::PROCS).context("PROCS")?)?.insert(
             pid,
             ProcState {
                 reason: TrackReason::Userspace as u32,
                 _pad: 0,
                 start_ns: 0,
             },
+            0,
+        )?;
+        Array::<_, u8>::try_from(ebpf.map_mut(map_name::TRACKED_HINT).context("TRACKED_HINT")?)?.set(
+            pid % TRACKED_HINT_SLOTS,
+            1,
             0,
         )?;
         queue.extend(parents.get(&pid).into_iter().flatten().copied());

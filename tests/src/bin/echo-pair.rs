@@ -7,9 +7,10 @@
 //! the achieved rate. Native code, so the numbers measure the pipes and the
 //! monitor, not an interpreter.
 //!
-//! `echo-pair logs --size BYTES --count N` writes N JSON log lines (not
-//! JSON-RPC) of BYTES bytes, one write each, to an `echo-pair log-reader`
-//! child over a pipe, and prints the rate: what a structured-log pipe costs.
+//! `echo-pair logs --size BYTES --count N [--text]` writes N JSON log lines
+//! (not JSON-RPC; plain text lines with `--text`) of BYTES bytes, one write
+//! each, to an `echo-pair log-reader` child over a pipe, and prints the
+//! rate: what a structured-log pipe costs.
 //!
 //! `echo-pair burst --size BYTES --count N` performs the handshake, then
 //! writes N `notifications/progress` lines of exactly BYTES bytes as fast as
@@ -117,8 +118,11 @@ fn logs(args: &[String]) {
         .spawn()
         .expect("spawn log-reader");
     let mut tx = child.stdin.take().unwrap();
-    let head = r#"{"level":"info","ts":"2026-11-30T12:00:00Z","msg":""#;
-    let tail = "\"}\n";
+    let (head, tail) = if args.iter().any(|a| a == "--text") {
+        ("2026-11-30T12:00:00Z info ", "\n")
+    } else {
+        (r#"{"level":"info","ts":"2026-11-30T12:00:00Z","msg":""#, "\"}\n")
+    };
     let mut line = String::with_capacity(size);
     line.push_str(head);
     line.extend(std::iter::repeat_n('l', size.saturating_sub(head.len() + tail.len())));

@@ -16,6 +16,11 @@
 //!    with and without the monitor (TLS uprobes on libssl), interleaved
 //!    rounds, median ratio; drops and captured messages at each rate.
 //!
+//! 6. Host cost (`host`): redis-benchmark, a JSON-log pipe, a text pipe
+//!    and dd with nothing, with do-nothing programs on the same hooks (the
+//!    floor) and with the agent; interleaved rounds, medians, ratios, cost
+//!    per system call, nanoseconds per program run.
+//!
 //! Results go to target/bench-results.json and are printed as a table.
 //! Timing never decides a test's outcome; it is only reported.
 
@@ -32,10 +37,12 @@ use serde_json::{json, Value};
 
 use crate::{cargo, is_root, root, sh, step};
 
+mod host;
 mod host_cost;
 mod https;
 mod memory;
 
+use host::host;
 use host_cost::{kernel_cost, log_pipe, overhead};
 use https::https;
 use memory::{drops, memory};
@@ -269,6 +276,9 @@ pub fn run(args: &[String]) -> Result<()> {
     if live && only.is_none_or(|o| o == "logs") {
         results["log_pipe"] = log_pipe(port)?;
     }
+    if live && only.is_none_or(|o| o == "host") {
+        results["host"] = host(port)?;
+    }
     std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
     print_summary(&results, &path);
     Ok(())
@@ -383,6 +393,39 @@ fn print_summary(r: &Value, path: &Path) {
             l["relooks_per_round"].as_f64().unwrap_or(0.0),
             l["relook_hits"]
         );
+    }
+    if let Some(h) = r.get("host") {
+        println!(
+            "  what it costs a node (workload on CPU 0, medians of {} interleaved rounds):",
+            h["rounds"]
+        );
+        for (name, w) in h["workloads"].as_object().into_iter().flatten() {
+            if w["unit"] == "CPU s" {
+                println!(
+                    "    {name}: {:.3} s CPU alone, floor +{:.0} ns/call, agent +{:.0} ns/call ({:.2}x the floor)",
+                    w["median_nothing"].as_f64().unwrap_or(0.0),
+                    w["floor_ns_per_call"].as_f64().unwrap_or(0.0),
+                    w["agent_ns_per_call"].as_f64().unwrap_or(0.0),
+                    w["agent_over_floor"].as_f64().unwrap_or(0.0)
+                );
+            } else {
+                println!(
+                    "    {name}: {:.0}/s alone, floor ratio {:.3}, agent ratio {:.3} (target >= 0.98)",
+                    w["median_nothing"].as_f64().unwrap_or(0.0),
+                    w["ratio_floor"].as_f64().unwrap_or(0.0),
+                    w["ratio_agent"].as_f64().unwrap_or(0.0)
+                );
+            }
+        }
+        for (setup, progs) in h["program_ns"].as_object().into_iter().flatten() {
+            let parts: Vec<String> = progs
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(n, p)| format!("{n} {:.0} ns", p["avg_ns"].as_f64().unwrap_or(0.0)))
+                .collect();
+            println!("    {setup} per program run: {}", parts.join(", "));
+        }
     }
     println!("  full results: {}", path.display());
 }

@@ -248,7 +248,7 @@ pub fn boot(k: &Kernel, plan: &GuestPlan) -> Result<Outcome> {
         }
     }
     if let Some(c) = &check {
-        failures.extend(over_budget(c));
+        failures.extend(report_failures(c));
     }
     Ok(Outcome {
         version: k.version,

@@ -86,9 +86,10 @@ pub fn select(args: &[String]) -> Result<Vec<&'static Spec>> {
         .collect()
 }
 
-/// Programs of a `mcp-monitor check --json` report that cost the verifier
-/// more than the report's budget, or whose cost could not be measured.
-pub fn over_budget(report: &Value) -> Vec<String> {
+/// What a `mcp-monitor check --json` report shows wrong: programs that cost
+/// the verifier more than the report's budget or whose cost could not be
+/// measured, and read arguments not taken from the saved registers.
+pub fn report_failures(report: &Value) -> Vec<String> {
     let budget = report["verifier_budget"].as_u64().unwrap_or(0);
     let mut out = Vec::new();
     for p in report["programs"].as_array().into_iter().flatten() {
@@ -105,6 +106,13 @@ pub fn over_budget(report: &Value) -> Vec<String> {
                 p["error"]
             )),
         }
+    }
+    // Reads cost one program run only where the saved registers were found.
+    let args = report["read_arguments"].as_str().unwrap_or("");
+    if !args.starts_with("from the user registers") {
+        out.push(format!(
+            "read arguments are not taken from the saved user registers on this kernel: {args:?}"
+        ));
     }
     out
 }
@@ -230,15 +238,18 @@ mod tests {
 
     #[test]
     fn budget_is_enforced_from_the_report() {
-        let r = serde_json::json!({"verifier_budget": 100, "verifier_limit": 1000, "programs": [
+        let mut r = serde_json::json!({"verifier_budget": 100, "verifier_limit": 1000, "programs": [
             {"name": "a", "processed_insns": 100},
             {"name": "b", "processed_insns": 101},
             {"name": "c", "processed_insns": null, "error": "EINVAL"},
-        ]});
-        let f = over_budget(&r);
+        ], "read_arguments": "from the user registers saved at syscall entry (0x3f58 from the kernel stack base)"});
+        let f = report_failures(&r);
         assert_eq!(f.len(), 2, "{f:?}");
         assert!(f[0].contains("program b") && f[0].contains("101"), "{f:?}");
         assert!(f[1].contains("program c") && f[1].contains("EINVAL"), "{f:?}");
+        r["read_arguments"] = "stashed at entry".into();
+        let f = report_failures(&r);
+        assert!(f.len() == 3 && f[2].contains("saved user registers"), "{f:?}");
     }
 
     #[test]

@@ -1,0 +1,322 @@
+//! `cargo xtask bench host`: what the agent costs a node's other workloads,
+//! which have nothing to do with MCP.
+//!
+//! Each workload runs pinned to CPU 0 in three set-ups, interleaved round
+//! by round: nothing attached; the floor (`mcp-monitor floor`: a program
+//! that does nothing, on every syscall tracepoint the agent uses); the
+//! agent (default configuration, on CPU 1). Medians per set-up, and for the
+//! CPU-time workloads the cost each adds per system call, so the agent's
+//! own work reads as a multiple of the hooks' price. A last pass turns on
+//! `kernel.bpf_stats_enabled` and reads each program's nanoseconds per run.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use super::*;
+
+/// Interleaved rounds; medians over them.
+const ROUNDS: usize = 5;
+
+/// Port of the bench's own redis-server (not the packaged service's).
+const REDIS_PORT: u16 = 16_379;
+
+const PIPE_LINES: u64 = 1_000_000;
+
+const DD_BLOCKS: u64 = 1_000_000;
+
+const REDIS_REQUESTS: u64 = 200_000;
+
+/// What runs beside the workload.
+#[derive(Clone, Copy, PartialEq)]
+enum Setup {
+    Nothing,
+    Floor,
+    Agent,
+}
+
+impl Setup {
+    const ALL: [Setup; 3] = [Setup::Nothing, Setup::Floor, Setup::Agent];
+
+    fn name(self) -> &'static str {
+        match self {
+            Setup::Nothing => "nothing",
+            Setup::Floor => "floor",
+            Setup::Agent => "agent",
+        }
+    }
+}
+
+/// The floor or the agent while it runs.
+enum Attached {
+    Nothing,
+    Floor(Child),
+    Agent(Agent),
+}
+
+impl Attached {
+    fn start(setup: Setup, port: u16) -> Result<Attached> {
+        Ok(match setup {
+            Setup::Nothing => Attached::Nothing,
+            Setup::Floor => Attached::Floor(start_floor()?),
+            Setup::Agent => Attached::Agent(Agent::start_on(port, Some(1))?),
+        })
+    }
+
+    fn stop(self) {
+        match self {
+            Attached::Nothing => {}
+            Attached::Floor(mut c) => {
+                // SAFETY: signalling our own child.
+                unsafe { kill(c.id() as i32, 15) };
+                let _ = c.wait();
+            }
+            Attached::Agent(a) => a.stop(),
+        }
+    }
+}
+
+/// `mcp-monitor floor` on CPU 1, returned once its programs are attached.
+fn start_floor() -> Result<Child> {
+    let mut child = pinned(Some(1), &monitor_bin())
+        .arg("floor")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting mcp-monitor floor")?;
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line?;
+        if line.starts_with("floor:") {
+            // Keep draining its stderr so it never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return Ok(child);
+        }
+    }
+    let _ = child.wait();
+    bail!("mcp-monitor floor exited before attaching (run as root; see its output above)")
+}
+
+/// User + system CPU seconds of a shell command and its children, pinned
+/// to CPU 0.
+fn cpu_seconds(script: &str) -> Result<f64> {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("TIMEFORMAT='%3U %3S'; time (taskset -c 0 {script}) >/dev/null"))
+        .output()
+        .context("running bash")?;
+    if !out.status.success() {
+        bail!("`{script}` failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or("");
+    let mut it = last.split_whitespace().map(|v| v.parse::<f64>());
+    match (it.next(), it.next()) {
+        (Some(Ok(u)), Some(Ok(s))) => Ok(u + s),
+        _ => bail!("no timing from `{script}`: {err}"),
+    }
+}
+
+/// redis-benchmark SET and GET requests/s against the bench's server.
+fn redis_rps() -> Result<(f64, f64)> {
+    let out = Command::new("taskset")
+        .args(["-c", "0", "redis-benchmark", "-p"])
+        .arg(REDIS_PORT.to_string())
+        .args(["-c", "50", "-n"])
+        .arg(REDIS_REQUESTS.to_string())
+        .args(["-t", "set,get", "--csv"])
+        .output()
+        .context("running redis-benchmark")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rate = |test: &str| -> Option<f64> {
+        text.lines().find_map(|l| {
+            let mut f = l.split(',').map(|c| c.trim_matches('"'));
+            (f.next()? == test).then(|| f.next()?.parse().ok()).flatten()
+        })
+    };
+    match (rate("SET"), rate("GET")) {
+        (Some(s), Some(g)) => Ok((s, g)),
+        _ => bail!("redis-benchmark printed no SET/GET rates: {text}"),
+    }
+}
+
+/// One workload's figures per set-up.
+struct Workload {
+    name: &'static str,
+    /// What one figure is: "requests/s" (higher is better) or "CPU s".
+    unit: &'static str,
+    /// System calls of the workload per run (read + write), for the cost
+    /// per call; 0 where not counted.
+    calls: u64,
+    runs: [Vec<f64>; 3],
+}
+
+impl Workload {
+    fn new(name: &'static str, unit: &'static str, calls: u64) -> Self {
+        Self {
+            name,
+            unit,
+            calls,
+            runs: Default::default(),
+        }
+    }
+
+    fn report(&self) -> Value {
+        let med: Vec<f64> = self.runs.iter().map(|r| median(r.clone())).collect();
+        let (none, floor, agent) = (med[0], med[1], med[2]);
+        let mut v = json!({
+            "unit": self.unit,
+            "nothing": self.runs[0],
+            "floor": self.runs[1],
+            "agent": self.runs[2],
+            "median_nothing": none,
+            "median_floor": floor,
+            "median_agent": agent,
+        });
+        if self.unit == "CPU s" {
+            let per_call = |x: f64| (x - none) * 1e9 / self.calls as f64;
+            let (f, a) = (per_call(floor), per_call(agent));
+            v["calls_per_run"] = json!(self.calls);
+            v["floor_ns_per_call"] = json!(f);
+            v["agent_ns_per_call"] = json!(a);
+            v["agent_over_floor"] = json!(if f > 0.0 { a / f } else { f64::NAN });
+            v["ratio_agent"] = json!(agent / none);
+        } else {
+            v["ratio_floor"] = json!(floor / none);
+            v["ratio_agent"] = json!(agent / none);
+        }
+        v
+    }
+}
+
+/// Installs redis (server and benchmark) if missing: only this bench needs
+/// them.
+fn ensure_redis() -> Result<()> {
+    let have = |bin: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {bin}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if have("redis-server") && have("redis-benchmark") {
+        return Ok(());
+    }
+    step("installing redis-server and redis-tools (Debian) for the host bench");
+    sh(Command::new("apt-get").arg("update").arg("-q"))?;
+    sh(Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "redis-server",
+            "redis-tools",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn start_redis() -> Result<Child> {
+    let child = Command::new("taskset")
+        .args(["-c", "0", "redis-server", "--port"])
+        .arg(REDIS_PORT.to_string())
+        .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting redis-server")?;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", REDIS_PORT)).is_ok() {
+            return Ok(child);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("redis-server did not listen on port {REDIS_PORT}")
+}
+
+pub(super) fn host(port: u16) -> Result<Value> {
+    ensure_redis()?;
+    let mut redis = start_redis()?;
+    let result = measure(port);
+    // SAFETY: signalling our own child.
+    unsafe { kill(redis.id() as i32, 15) };
+    let _ = redis.wait();
+    result
+}
+
+fn measure(port: u16) -> Result<Value> {
+    let pair = echo_pair();
+    let pair = pair.display();
+    let json_pipe = format!("{pair} logs --size 200 --count {PIPE_LINES}");
+    let text_pipe = format!("{pair} logs --text --size 200 --count {PIPE_LINES}");
+    let dd = format!("dd if=/dev/zero of=/dev/null bs=512 count={DD_BLOCKS} status=none");
+    let mut set = Workload::new("redis SET", "requests/s", 0);
+    let mut get = Workload::new("redis GET", "requests/s", 0);
+    // A write per line; the reader reads 8 KiB at a time (about 40 lines).
+    let calls = PIPE_LINES + PIPE_LINES * 200 / 8192;
+    let mut json_w = Workload::new("JSON-log pipe (1M lines of 200 B)", "CPU s", calls);
+    let mut text_w = Workload::new("text pipe (1M lines of 200 B)", "CPU s", calls);
+    let mut dd_w = Workload::new("dd 512 B /dev/zero -> /dev/null (1M blocks)", "CPU s", 2 * DD_BLOCKS);
+    for round in 0..ROUNDS {
+        for (i, setup) in Setup::ALL.into_iter().enumerate() {
+            step(&format!("host cost, round {} of {ROUNDS}: {}", round + 1, setup.name()));
+            let attached = Attached::start(setup, port)?;
+            let (s, g) = redis_rps()?;
+            set.runs[i].push(s);
+            get.runs[i].push(g);
+            json_w.runs[i].push(cpu_seconds(&json_pipe)?);
+            text_w.runs[i].push(cpu_seconds(&text_pipe)?);
+            dd_w.runs[i].push(cpu_seconds(&dd)?);
+            attached.stop();
+        }
+    }
+    let mut workloads = serde_json::Map::new();
+    for w in [&set, &get, &json_w, &text_w, &dd_w] {
+        workloads.insert(w.name.to_owned(), w.report());
+    }
+    Ok(json!({
+        "rounds": ROUNDS,
+        "workloads": workloads,
+        "program_ns": program_costs(port, &json_pipe)?,
+    }))
+}
+
+/// Nanoseconds per run of each attached program (floor and agent), from
+/// `kernel.bpf_stats_enabled`, over the JSON-log pipe and redis.
+fn program_costs(port: u16, json_pipe: &str) -> Result<Value> {
+    step("host cost: nanoseconds per program run (kernel.bpf_stats_enabled)");
+    let sysctl = Path::new("/proc/sys/kernel/bpf_stats_enabled");
+    let before = std::fs::read_to_string(sysctl).unwrap_or_default();
+    std::fs::write(sysctl, "1").context("enabling kernel.bpf_stats_enabled")?;
+    let mut out = serde_json::Map::new();
+    for setup in [Setup::Floor, Setup::Agent] {
+        let attached = Attached::start(setup, port)?;
+        let r = (|| -> Result<Value> {
+            cpu_seconds(json_pipe)?;
+            redis_rps()?;
+            let progs: Value =
+                serde_json::from_slice(&Command::new("bpftool").args(["-j", "prog", "show"]).output()?.stdout)?;
+            let mut per = serde_json::Map::new();
+            for p in progs.as_array().into_iter().flatten() {
+                let (Some(name), Some(cnt), Some(ns)) =
+                    (p["name"].as_str(), p["run_cnt"].as_u64(), p["run_time_ns"].as_u64())
+                else {
+                    continue;
+                };
+                if cnt > 0 && (name == "floor" || name.starts_with("sys_")) {
+                    per.insert(name.to_owned(), json!({"runs": cnt, "avg_ns": ns as f64 / cnt as f64}));
+                }
+            }
+            Ok(Value::Object(per))
+        })();
+        attached.stop();
+        out.insert(setup.name().to_owned(), r?);
+    }
+    let _ = std::fs::write(sysctl, before.trim());
+    Ok(Value::Object(out))
+}
