@@ -49,12 +49,17 @@ pub(crate) static ARGS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(32
 pub(crate) static REGS_CALIBRATION: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Streams of untracked processes that started like JSON and were scanned
-/// and found not MCP, by [`judged_key`](crate::transfer::judged_key): later
-/// transfers are scanned at growing intervals instead of every time (a
-/// JSON-log pipe pays the scan once in 64 lines). LRU: losing an entry
-/// only means the next transfer is scanned.
+/// and found not MCP: later transfers are scanned at growing intervals
+/// instead of every time (a JSON-log pipe pays the scan once in 64 lines).
+/// A direct-mapped cache, not a hash map (an array load is all a JSON
+/// write pays): slot [`judged_slot`](crate::transfer::judged_slot) of the
+/// stream's key, the key kept in the entry. A stream that takes another's
+/// slot only means the other's next transfer is scanned.
 #[map]
-pub(crate) static JUDGED: LruHashMap<u64, Judgement> = LruHashMap::with_max_entries(16384, 0);
+pub(crate) static JUDGED: Array<Judgement> = Array::with_max_entries(JUDGED_SLOTS, 0);
+
+/// Slots of `JUDGED` (a power of two).
+pub(crate) const JUDGED_SLOTS: u32 = 16384;
 
 /// Executable-name (comm) selectors, checked at exec.
 #[map]
@@ -139,6 +144,8 @@ pub(crate) struct TlsBinding {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct Judgement {
+    /// The stream's key ([`judged_key`](crate::transfer::judged_key)).
+    pub(crate) key: u64,
     /// When the stream was last scanned (`bpf_ktime_get_ns`).
     pub(crate) last_ns: u64,
     /// Transfers still to let pass unscanned.

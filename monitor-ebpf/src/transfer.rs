@@ -3,7 +3,7 @@
 
 use crate::{
     kernel_read::{current_start_ns, uread},
-    maps::{count, Judgement, Transfer, JUDGED, STREAMS, TRANSFER},
+    maps::{count, Transfer, JUDGED, JUDGED_SLOTS, STREAMS, TRANSFER},
     payload::starts_like_json,
 };
 use aya_ebpf::helpers::bpf_ktime_get_ns;
@@ -180,6 +180,12 @@ pub(crate) fn judged_key(pid_tgid: u64, fd: i32, dir: Direction) -> u64 {
     (pid_tgid & 0xffff_ffff_0000_0000) | ((fd as u32 as u64 & 0x7fff_ffff) << 1) | (dir as u64 & 1)
 }
 
+/// `JUDGED` slot of a key: a multiplicative hash of it.
+#[inline(always)]
+pub(crate) fn judged_slot(key: u64) -> u32 {
+    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as u32 & (JUDGED_SLOTS - 1)
+}
+
 /// Whether to let this transfer of an untracked stream that starts like
 /// JSON pass without the discovery scan; bookkeeping for the next one.
 ///
@@ -193,42 +199,42 @@ pub(crate) fn judged_key(pid_tgid: u64, fd: i32, dir: Direction) -> u64 {
 /// at once after a pause, or by its peer's reply on the other stream. The
 /// key is the descriptor number: a descriptor reused for another file
 /// inherits at most that many unscanned transfers. Skips are counted
-/// (`DiscoveryDeferred`).
+/// (`DiscoveryDeferred`). Two CPUs writing one slot at once can leave a
+/// mixed entry: at worst one stream's transfers pass unscanned on another's
+/// count, within the same bounds.
 #[inline(always)]
 pub(crate) fn scanned_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool {
     let key = judged_key(pid_tgid, fd, dir);
     // SAFETY: bpf_ktime_get_ns takes no arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(j) = JUDGED.get_ptr_mut(&key) {
-        // SAFETY: j points at the map value, valid for a Judgement while
-        // this program runs (RCU); another CPU updating the same stream at
-        // once can at worst skip or scan one transfer too many.
-        unsafe {
-            if now.wrapping_sub((*j).last_ns) < QUIET_NS {
-                if (*j).skip_left > 0 {
-                    (*j).skip_left -= 1;
-                    return true;
-                }
-                let scans = (*j).scans + 1;
-                (*j).scans = scans;
-                (*j).skip_left = if scans < ALWAYS_SCANNED {
-                    0
-                } else if scans >= ALWAYS_SCANNED + 5 {
-                    MAX_SKIP
-                } else {
-                    (1u32 << (scans - ALWAYS_SCANNED + 1)) - 1
-                };
-                (*j).last_ns = now;
-                return false;
-            }
-        }
-    }
-    let first = Judgement {
-        last_ns: now,
-        skip_left: 0,
-        scans: 1,
+    let Some(j) = JUDGED.get_ptr_mut(judged_slot(key)) else {
+        return false;
     };
-    let _ = JUDGED.insert(&key, &first, 0);
+    // SAFETY: j points at the array value, valid for a Judgement (plain
+    // integers, any bit pattern valid); concurrent writers are covered above.
+    unsafe {
+        if (*j).key == key && now.wrapping_sub((*j).last_ns) < QUIET_NS {
+            if (*j).skip_left > 0 {
+                (*j).skip_left -= 1;
+                return true;
+            }
+            let scans = (*j).scans + 1;
+            (*j).scans = scans;
+            (*j).skip_left = if scans < ALWAYS_SCANNED {
+                0
+            } else if scans >= ALWAYS_SCANNED + 5 {
+                MAX_SKIP
+            } else {
+                (1u32 << (scans - ALWAYS_SCANNED + 1)) - 1
+            };
+            (*j).last_ns = now;
+            return false;
+        }
+        (*j).key = key;
+        (*j).last_ns = now;
+        (*j).skip_left = 0;
+        (*j).scans = 1;
+    }
     false
 }
 
