@@ -340,7 +340,7 @@ impl Sensor {
                 self.regs_offset
             )
         } else {
-            "stashed at entry (the saved registers were not found): two programs per read".to_owned()
+            "stashed at entry (capture.arguments_from_registers is off, or the saved registers were not found): two programs per read".to_owned()
         }
     }
 
@@ -641,7 +641,9 @@ fn load(cfg: &CaptureConfig) -> anyhow::Result<(Ebpf, KernelConfig)> {
         offsets,
     };
     Array::<_, KernelConfig>::try_from(ebpf.map_mut(map_name::CONFIG).context("CONFIG map")?)?.set(0, kcfg, 0)?;
-    kcfg.regs_offset = calibrate_regs(&mut ebpf);
+    if cfg.arguments_from_registers {
+        kcfg.regs_offset = calibrate_regs(&mut ebpf);
+    }
     Array::<_, KernelConfig>::try_from(ebpf.map_mut(map_name::CONFIG).context("CONFIG map")?)?.set(0, kcfg, 0)?;
     Ok((ebpf, kcfg))
 }
