@@ -299,20 +299,7 @@ fn program_costs(port: u16, json_pipe: &str) -> Result<Value> {
         let r = (|| -> Result<Value> {
             cpu_seconds(json_pipe)?;
             redis_rps()?;
-            let progs: Value =
-                serde_json::from_slice(&Command::new("bpftool").args(["-j", "prog", "show"]).output()?.stdout)?;
-            let mut per = serde_json::Map::new();
-            for p in progs.as_array().into_iter().flatten() {
-                let (Some(name), Some(cnt), Some(ns)) =
-                    (p["name"].as_str(), p["run_cnt"].as_u64(), p["run_time_ns"].as_u64())
-                else {
-                    continue;
-                };
-                if cnt > 0 && (name == "floor" || name.starts_with("sys_")) {
-                    per.insert(name.to_owned(), json!({"runs": cnt, "avg_ns": ns as f64 / cnt as f64}));
-                }
-            }
-            Ok(Value::Object(per))
+            program_run_costs(|name| name == "floor" || name.starts_with("sys_"))
         })();
         attached.stop();
         out.insert(setup.name().to_owned(), r?);

@@ -124,19 +124,7 @@ pub(super) fn kernel_cost(port: u16) -> Result<Value> {
         // A fresh agent per size: the kernel's counters start at load.
         let agent = Agent::start(port)?;
         let r = pair_on(size, 50_000, None, Some(0))?;
-        let progs: Value =
-            serde_json::from_slice(&Command::new("bpftool").args(["-j", "prog", "show"]).output()?.stdout)?;
-        let mut per = serde_json::Map::new();
-        for p in progs.as_array().into_iter().flatten() {
-            let (Some(name), Some(cnt), Some(ns)) =
-                (p["name"].as_str(), p["run_cnt"].as_u64(), p["run_time_ns"].as_u64())
-            else {
-                continue;
-            };
-            if cnt > 0 && (name.starts_with("sys_") || name.starts_with("sched_")) {
-                per.insert(name.to_owned(), json!({"runs": cnt, "avg_ns": ns as f64 / cnt as f64}));
-            }
-        }
+        let per = program_run_costs(|name| name.starts_with("sys_") || name.starts_with("sched_"))?;
         out.insert(
             format!("{size}"),
             json!({"pair_msgs_per_s": r["msgs_per_s"], "programs": per}),

@@ -152,6 +152,24 @@ extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
 }
 
+/// Runs and average nanoseconds per run of the loaded eBPF programs whose
+/// name `wanted` accepts and that ran (`bpftool`; needs
+/// `kernel.bpf_stats_enabled` on).
+fn program_run_costs(wanted: impl Fn(&str) -> bool) -> Result<Value> {
+    let progs: Value = serde_json::from_slice(&Command::new("bpftool").args(["-j", "prog", "show"]).output()?.stdout)?;
+    let mut per = serde_json::Map::new();
+    for p in progs.as_array().into_iter().flatten() {
+        let (Some(name), Some(cnt), Some(ns)) = (p["name"].as_str(), p["run_cnt"].as_u64(), p["run_time_ns"].as_u64())
+        else {
+            continue;
+        };
+        if cnt > 0 && wanted(name) {
+            per.insert(name.to_owned(), json!({"runs": cnt, "avg_ns": ns as f64 / cnt as f64}));
+        }
+    }
+    Ok(Value::Object(per))
+}
+
 /// One echo-pair run; returns its JSON report.
 fn pair(size: usize, count: u64, rate: Option<f64>) -> Result<Value> {
     pair_on(size, count, rate, None)
