@@ -2,7 +2,7 @@
 //! (capture, ignore, look again) and the chunk header of what is sent.
 
 use crate::{
-    emit::{emit_rest, fill_chunk_header, ring_flags, scratch, HDR},
+    emit::{emit_rest, fill_chunk_header, ring_flags, scratch, Scratch, HDR},
     kernel_read::{conn_tuple, file_info},
     maps::Transfer,
     maps::{config, count, EVENTS, JUMP, LAST_TCP_READ, STREAMS, TRANSFER},
@@ -128,7 +128,8 @@ pub(crate) fn ignored_stream(key: &StreamKey, t: &Transfer) -> Header {
 /// fed from memory, keeps the verifier to one walk of it (two call sites,
 /// with flags it knew as constants, doubled `capture`'s cost).
 #[inline(always)]
-pub(crate) fn header_flags(scratch: *mut u8) -> u8 {
+pub(crate) fn header_flags(scratch: Scratch) -> u8 {
+    let scratch = scratch.ptr();
     // SAFETY: callers pass scratch(): 8-aligned map memory of >= HDR bytes,
     // and any bit pattern is a valid ChunkRecord.
     let rec = unsafe { &*(scratch as *const ChunkRecord) };
@@ -139,7 +140,8 @@ pub(crate) fn header_flags(scratch: *mut u8) -> u8 {
 /// the stream decision, send the writer notice of a local write, or fill
 /// the chunk header for the payload.
 #[inline(always)]
-pub(crate) fn capture_header(cfg: &KernelConfig, scratch: *mut u8, t: &Transfer) -> Header {
+pub(crate) fn capture_header(cfg: &KernelConfig, scratch: Scratch, t: &Transfer) -> Header {
+    let scratch = scratch.ptr();
     let (Some(syscall), Some(dir)) = (Syscall::from_u8(t.syscall), Direction::from_u8(t.direction)) else {
         return Header::Skip;
     };

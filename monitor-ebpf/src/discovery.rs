@@ -3,7 +3,7 @@
 //! the TLS path (`TLS_JUMP`), each stage a tracepoint and a uprobe twin.
 
 use crate::{
-    emit::{scratch, HDR},
+    emit::{scratch, Scratch, HDR},
     kernel_read::verifier_bound,
     maps::{config, count, JUMP, METHOD_ROOTS, TLS_JUMP, TRANSFER},
     transfer::{copied_window_len, discovered},
@@ -19,7 +19,8 @@ use monitor_common::{jump_slot, Counter, KernelConfig, MAX_DISCOVERY_WINDOW, MET
 /// Copies up to the discovery window of the buffer into the scratch payload
 /// area; returns the number of bytes copied (0 if too short or unreadable).
 #[inline(always)]
-pub(crate) fn copy_window(cfg: &KernelConfig, scratch: *mut u8, buf: u64, len: u64) -> usize {
+pub(crate) fn copy_window(cfg: &KernelConfig, scratch: Scratch, buf: u64, len: u64) -> usize {
+    let scratch = scratch.ptr();
     let mut n = cfg.discovery_window as u64;
     if n > MAX_DISCOVERY_WINDOW as u64 {
         n = MAX_DISCOVERY_WINDOW as u64;
@@ -49,7 +50,7 @@ pub(crate) fn copy_window(cfg: &KernelConfig, scratch: *mut u8, buf: u64, len: u
 /// payload area. Keep this the last check before the tail call: every exit
 /// of its loop is a separate verifier state, so little may follow it.
 #[inline(always)]
-pub(crate) fn window_has_jsonrpc(scratch: *mut u8, n: usize) -> bool {
+pub(crate) fn window_has_jsonrpc(scratch: Scratch, n: usize) -> bool {
     window_has_key(scratch, n, u64::from_be_bytes(*b"jsonrpc\""), b'"')
 }
 
@@ -57,13 +58,14 @@ pub(crate) fn window_has_jsonrpc(scratch: *mut u8, n: usize) -> bool {
 /// clients accept it on every POST (Streamable HTTP), and the head of the
 /// first request is often written before its JSON body.
 #[inline(always)]
-pub(crate) fn window_has_event_stream(scratch: *mut u8, n: usize) -> bool {
+pub(crate) fn window_has_event_stream(scratch: Scratch, n: usize) -> bool {
     window_has_key(scratch, n, u64::from_be_bytes(*b"t-stream"), b'n')
 }
 
 /// Looks for the nine bytes `first` + `key` in the window.
 #[inline(always)]
-pub(crate) fn window_has_key(scratch: *mut u8, n: usize, key: u64, first: u8) -> bool {
+pub(crate) fn window_has_key(scratch: Scratch, n: usize, key: u64, first: u8) -> bool {
+    let scratch = scratch.ptr();
     // SAFETY: scratch is this CPU's SCRATCH value (all callers pass
     // scratch()), and HDR < SCRATCH_SIZE.
     let dst = unsafe { scratch.add(HDR) };
@@ -105,7 +107,8 @@ pub(crate) fn is_ws(c: u8) -> bool {
 /// with a known MCP method root. Reads the window already copied to the
 /// scratch area by `copy_window` (`n` valid bytes).
 #[inline(always)]
-pub(crate) fn starts_with_mcp_method(scratch: *mut u8, n: usize) -> bool {
+pub(crate) fn starts_with_mcp_method(scratch: Scratch, n: usize) -> bool {
+    let scratch = scratch.ptr();
     // SAFETY: scratch is this CPU's SCRATCH value (all callers pass
     // scratch()), and HDR < SCRATCH_SIZE.
     let p = unsafe { scratch.add(HDR) };
@@ -211,7 +214,7 @@ pub(crate) fn discover_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u3
     // value; copy_window copied n >= 9 bytes there (it returns 0 below 9).
     let http_head = n >= 8
         && unsafe {
-            let p = scratch.add(HDR);
+            let p = scratch.ptr().add(HDR);
             (*p == b'P' && *p.add(1) == b'O' && *p.add(2) == b'S' && *p.add(3) == b'T' && *p.add(4) == b' ')
                 || (*p == b'H'
                     && *p.add(1) == b'T'

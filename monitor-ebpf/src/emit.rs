@@ -40,12 +40,27 @@ pub(crate) fn ring_flags() -> u64 {
     }
 }
 
+/// This CPU's `SCRATCH` value: a chunk header and its payload area,
+/// `SCRATCH_SIZE` bytes, 8-aligned, any bit pattern valid. Only
+/// [`scratch`] makes one, so a function given a `Scratch` may read and
+/// write inside those bytes (see the per-CPU NOTE in maps.rs).
+#[derive(Clone, Copy)]
+pub(crate) struct Scratch(*mut u8);
+
+impl Scratch {
+    /// The start of the value.
+    #[inline(always)]
+    pub(crate) fn ptr(self) -> *mut u8 {
+        self.0
+    }
+}
+
 #[inline(always)]
-pub(crate) fn scratch() -> Option<*mut u8> {
+pub(crate) fn scratch() -> Option<Scratch> {
     // SAFETY: argument-less helper, nothing to uphold.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     match SCRATCH.get_ptr_mut(cpu) {
-        Some(p) => Some(p as *mut u8),
+        Some(p) => Some(Scratch(p as *mut u8)),
         None => {
             count(Counter::DropNoScratch, 1);
             None
@@ -109,12 +124,13 @@ pub(crate) fn fill_chunk_header(
 pub(crate) fn emit_chunk(
     cfg: &KernelConfig,
     t: *mut Transfer,
-    scratch: *mut u8,
+    scratch: Scratch,
     src: u64,
     len: u64,
     segment: u32,
     flags: u8,
 ) {
+    let scratch = scratch.ptr();
     // SAFETY: scratch is this CPU's SCRATCH value (callers pass scratch()):
     // 8-aligned, >= HDR bytes, and any bit pattern is a valid ChunkRecord.
     let rec = unsafe { &mut *(scratch as *mut ChunkRecord) };
@@ -195,7 +211,7 @@ pub(crate) const MAX_PIECES: u8 = 24;
 /// piece a fresh program run. Should the chain end early, the rest of the
 /// range goes out as one truncated chunk so userspace sees the gap.
 #[inline(always)]
-pub(crate) fn emit_rest<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &KernelConfig, scratch: *mut u8, flags: u8) {
+pub(crate) fn emit_rest<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &KernelConfig, scratch: Scratch, flags: u8) {
     let Some(t) = TRANSFER.get_ptr_mut(0) else { return };
     // SAFETY: t is this CPU's TRANSFER slot from the lookup just above,
     // valid for a Transfer (maps.rs NOTE).
@@ -216,7 +232,7 @@ pub(crate) fn emit_rest<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &Kern
             // and on failure falls through to the count below.
             unsafe {
                 // The next run takes its flags from the header.
-                (*(scratch as *mut ChunkRecord)).flags = later;
+                (*(scratch.ptr() as *mut ChunkRecord)).flags = later;
                 (*t).range_buf = buf + cap;
                 (*t).range_len = len - cap;
                 (*t).pieces = pieces + 1;
@@ -259,7 +275,7 @@ pub(crate) fn emit_rest<C: EbpfContext>(ctx: &C, jump: &ProgramArray, cfg: &Kern
                 (*t).pieces = pieces + 1;
                 // Nothing sent yet in this run: the next one sends with
                 // these flags.
-                (*(scratch as *mut ChunkRecord)).flags = flags;
+                (*(scratch.ptr() as *mut ChunkRecord)).flags = flags;
                 jump.tail_call(ctx, jump_slot::CAPTURE);
             }
             count(Counter::DropTailCall, 1);

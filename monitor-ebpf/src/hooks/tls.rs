@@ -4,7 +4,7 @@
 
 use crate::{
     capture::{header_flags, ignored_stream, keep_stream, relook, Header, NO_STATE},
-    emit::{emit_rest, fill_chunk_header, scratch},
+    emit::{emit_rest, fill_chunk_header, scratch, Scratch},
     kernel_read::{conn_tuple, file_info, uread, FileInfo},
     maps::Transfer,
     maps::{config, count, TlsArgs, TlsBinding, LAST_TCP_READ, STREAMS, TLS_ARGS, TLS_FDS, TLS_JUMP, TRANSFER},
@@ -47,11 +47,12 @@ pub fn tls_capture(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 pub(crate) fn tls_capture_header(
     cfg: &KernelConfig,
-    scratch: *mut u8,
+    scratch: Scratch,
     t: &Transfer,
     syscall: Syscall,
     dir: Direction,
 ) -> Header {
+    let scratch = scratch.ptr();
     let pid_tgid = t.pid_tgid;
     let tgid = (pid_tgid >> 32) as u32;
     let key = StreamKey {
