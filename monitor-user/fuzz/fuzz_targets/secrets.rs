@@ -28,6 +28,12 @@ fuzz_target!(|data: &[u8]| {
         assert!(f.fingerprint.starts_with("hmac-sha256:") && f.fingerprint.len() == 12 + 32);
         assert!(f.length > 0);
     }
+    // The raw-text gate's view of a message: every leaf of a JSON string
+    // survives it.
+    let unescaped = mcp_monitor_pipeline::detect::secrets::json_unescape(s);
+    if let Ok(serde_json::Value::String(leaf)) = serde_json::from_str::<serde_json::Value>(s) {
+        assert_eq!(unescaped, format!("\"{leaf}\""));
+    }
     if let Some(r) = scanner.redact(s) {
         assert!(r.contains(mcp_monitor_pipeline::redact::REDACTED));
     }

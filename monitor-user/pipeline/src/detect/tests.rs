@@ -37,6 +37,16 @@ impl Harness {
         Self::with_rules(Rules::builtin(), None)
     }
 
+    /// A harness on a fresh copy of `d` (compiled rules reused).
+    fn new_from(d: &Detector) -> Self {
+        Self {
+            d: d.fresh(),
+            t: 1_000_000_000,
+            alerts: Vec::new(),
+            client: party(10, "/usr/bin/node", &["agent.js"], "agent"),
+        }
+    }
+
     fn with_rules(rules: Rules, persisted_tools: Option<PersistedTools>) -> Self {
         let cfg = DetectorConfig {
             rules,
@@ -56,13 +66,19 @@ impl Harness {
     /// One message from `server`: (flow, method, tool, body); a body with a
     /// method is a request, one without a response.
     fn msg(&mut self, server: &Party, session: &str, flow: Flow, method: &str, tool: Option<&str>, body: Value) {
+        self.msg_raw(server, session, flow, method, tool, &body.to_string());
+    }
+
+    /// As [`Harness::msg`], with the message's bytes as given (its own
+    /// JSON escaping).
+    fn msg_raw(&mut self, server: &Party, session: &str, flow: Flow, method: &str, tool: Option<&str>, raw: &str) {
+        let body: Value = serde_json::from_str(raw).expect("test message is JSON");
         let kind = if body.get("method").is_some() {
             Kind::Request
         } else {
             Kind::Response
         };
         self.t += 1_000_000;
-        let raw = body.to_string();
         let params_text = body.get("params").map(|p| p.to_string());
         let result_text = body.get("result").map(|p| p.to_string());
         let params = params_text
@@ -390,4 +406,79 @@ fn normal_sessions_raise_nothing() {
         "false positives: {:?}",
         h.alerts.iter().map(|a| &a.summary).collect::<Vec<_>>()
     );
+}
+
+/// JSON text of `s` as a serializer might write it: `slash` escapes `/`
+/// as `\/` (PHP, some Java), `ascii_every` > 0 writes every n-th ASCII
+/// letter as `\u00XX`.
+fn json_string(s: &str, slash: bool, ascii_every: usize) -> String {
+    let mut out = String::from("\"");
+    for (i, c) in s.chars().enumerate() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '/' if slash => out.push_str("\\/"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if ascii_every > 0 && c.is_ascii_alphabetic() && i % ascii_every == 0 => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn template() -> &'static Detector {
+    static D: std::sync::OnceLock<Detector> = std::sync::OnceLock::new();
+    D.get_or_init(|| Harness::new().d)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+    /// A credential is found whatever precedes it (start of text, a
+    /// newline, a tab, a quote, `=`...) and however the server's JSON
+    /// serializer escapes the text.
+    #[test]
+    fn credentials_are_found_whatever_precedes_them_and_however_escaped(
+        rule in 0..secrets::builtin::RULES.len(),
+        example in 0usize..8,
+        before in proptest::sample::select(vec!["", "\n", "\t", "\r\n", "\"", "'", "=", " ", ": ", "\n\n  ", "`"]),
+        lead in "[a-z ]{0,12}",
+        after in proptest::sample::select(vec!["", "\n", " ", "\"", "\tx", ";"]),
+        slash in proptest::bool::ANY,
+        ascii_every in proptest::sample::select(vec![0usize, 0, 7, 13]),
+    ) {
+        let def = &secrets::builtin::RULES[rule];
+        let ex = def.examples[example % def.examples.len()];
+        // From where the rule's match starts: what precedes it is ours.
+        let start = regex::Regex::new(def.pattern).unwrap().find(ex).expect("example matches").start();
+        let ex = &ex[start..];
+        // Rules keyed on context (`discord`) need their keyword somewhere.
+        let lower = ex.to_ascii_lowercase();
+        let keyword = match def.keywords.iter().any(|k| lower.contains(k)) {
+            true => "",
+            false => def.keywords[0],
+        };
+        let lead = match (lead.is_empty(), keyword.is_empty()) {
+            (true, true) => String::new(),
+            _ => format!("{lead} {keyword}\n"),
+        };
+        let text = format!("{lead}{before}{ex}{after}");
+        let mut h = Harness::new_from(template());
+        let server = party(20, "/usr/bin/node", &["srv.js"], "srv");
+        let raw = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"content":[{{"type":"text","text":{}}}]}}}}"#,
+            json_string(&text, slash, ascii_every)
+        );
+        h.msg_raw(&server, "s", Flow::ServerToClient, "tools/call", Some("read"), &raw);
+        let found = h.alerts.iter().any(|a| {
+            a.rule == "credential.exposure"
+                && a.evidence["findings"].as_array().is_some_and(|f| f.iter().any(|f| f["rule"] == def.id))
+        });
+        proptest::prop_assert!(found, "{} not found in {raw}: {:?}", def.id, h.rules());
+    }
 }

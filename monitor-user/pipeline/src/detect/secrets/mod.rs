@@ -187,10 +187,18 @@ impl SecretScanner {
     /// Second-level filter on raw message text: does one of `rules` match
     /// it at all? Keywords alone (`pat`, `key-`) are common in ordinary
     /// text; parsing the message is only worth it when a regex matches too.
+    ///
+    /// The regexes run on the text with its JSON escapes undone: in the raw
+    /// bytes a newline is `\n`, whose `n` would glue itself to a token at
+    /// the start of a line and defeat the rule's `\b`. Undoing the escapes
+    /// of the whole message (structure and all) keeps every string leaf's
+    /// text intact between quotes, so anything a rule finds in a leaf it
+    /// also finds here.
     pub fn raw_may_match(&self, raw: &str, rules: &[usize]) -> bool {
+        let text = json_unescape(raw);
         rules
             .iter()
-            .any(|&r| self.rules.get(r).is_some_and(|c| c.regex.is_match(raw)))
+            .any(|&r| self.rules.get(r).is_some_and(|c| c.regex.is_match(&text)))
     }
 
     /// Keyed fingerprint of a secret.
@@ -349,6 +357,63 @@ impl SecretScanner {
             fingerprint: self.fingerprint(value),
         });
     }
+}
+
+/// `raw` with its JSON string escapes undone (`\n`, `\"`, `\/`,
+/// `\u00e9`...), everything else kept; borrowed when there is none.
+/// Invalid escapes are kept as they are and lone surrogates become U+FFFD:
+/// this is a view for matching, not a parser.
+pub fn json_unescape(raw: &str) -> Cow<'_, str> {
+    let Some(first) = raw.find('\\') else {
+        return Cow::Borrowed(raw);
+    };
+    let b = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    out.push_str(&raw[..first]);
+    let mut i = first;
+    let mut plain = first;
+    while i < b.len() {
+        if b[i] != b'\\' || i + 1 >= b.len() {
+            i += 1;
+            continue;
+        }
+        out.push_str(&raw[plain..i]);
+        let (ch, used) = match b[i + 1] {
+            b'n' => ('\n', 2),
+            b't' => ('\t', 2),
+            b'r' => ('\r', 2),
+            b'b' => ('\u{8}', 2),
+            b'f' => ('\u{c}', 2),
+            b'"' => ('"', 2),
+            b'\\' => ('\\', 2),
+            b'/' => ('/', 2),
+            b'u' => match hex4(&b[i + 2..]) {
+                Some(hi @ 0xd800..=0xdbff) => match (b.get(i + 6..i + 8), hex4(b.get(i + 8..).unwrap_or(&[]))) {
+                    (Some(b"\\u"), Some(lo @ 0xdc00..=0xdfff)) => {
+                        let c = 0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00);
+                        (char::from_u32(c).unwrap_or('\u{fffd}'), 12)
+                    }
+                    _ => ('\u{fffd}', 6),
+                },
+                Some(c) => (char::from_u32(c).unwrap_or('\u{fffd}'), 6),
+                None => ('\\', 1),
+            },
+            _ => ('\\', 1),
+        };
+        out.push(ch);
+        i += used;
+        plain = i;
+    }
+    out.push_str(&raw[plain..]);
+    Cow::Owned(out)
+}
+
+fn hex4(b: &[u8]) -> Option<u32> {
+    let h = b.get(..4)?;
+    let s = std::str::from_utf8(h).ok()?;
+    u32::from_str_radix(s, 16)
+        .ok()
+        .filter(|_| h.iter().all(u8::is_ascii_hexdigit))
 }
 
 fn child_path(parent: &str, key: &str) -> String {

@@ -244,4 +244,22 @@ proptest! {
             s.scan_value(&v, "$", &mut Budget::new(4096), &mut out);
         }
     }
+
+    /// Undoing the escapes of a JSON string gives the string back between
+    /// its quotes, whatever it holds (and with `/` escaped too).
+    #[test]
+    fn json_unescape_inverts_the_serializer(text in "\\PC{0,80}|[\\x00-\\x7f]{0,80}", slash in any::<bool>()) {
+        let mut json = serde_json::to_string(&text).unwrap();
+        if slash {
+            json = json.replace('/', "\\/");
+        }
+        prop_assert_eq!(json_unescape(&json).into_owned(), format!("\"{text}\""));
+    }
+
+    /// Arbitrary bytes around backslashes never panic and keep every
+    /// character that is not part of an escape.
+    #[test]
+    fn json_unescape_never_panics(text in "[a\\\\u0-9dDfF\"/é]{0,60}") {
+        let _ = json_unescape(&text);
+    }
 }
