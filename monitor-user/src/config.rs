@@ -53,6 +53,10 @@ pub struct DetectionConfig {
     /// Repeats of an alert within this window are counted, then reported
     /// once as a summary.
     pub dedup_window_seconds: u64,
+    /// Credentials a server returned are remembered by value (in memory
+    /// only) for this long after they were last returned, to recognise
+    /// them in later requests whatever surrounds them (`credential.relay`).
+    pub relay_memory_seconds: u64,
 }
 
 impl Default for DetectionConfig {
@@ -64,6 +68,7 @@ impl Default for DetectionConfig {
             fingerprint_key_file: None,
             scan_budget_bytes: 4 << 20,
             dedup_window_seconds: 300,
+            relay_memory_seconds: 3600,
         }
     }
 }
@@ -406,6 +411,7 @@ impl Config {
             persisted_tools: None,
             scan_budget_bytes: d.scan_budget_bytes,
             dedup_window_seconds: d.dedup_window_seconds,
+            relay_memory_seconds: d.relay_memory_seconds,
         }))
     }
 

@@ -36,6 +36,7 @@ static TEMPLATE: std::sync::LazyLock<std::sync::Mutex<Detector>> = std::sync::La
                 persisted_tools: None,
                 scan_budget_bytes: 1 << 16,
                 dedup_window_seconds: 300,
+                relay_memory_seconds: 3600,
             },
             Metrics::new(),
         )

@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
             persisted_tools: None,
             scan_budget_bytes: 1 << 16,
             dedup_window_seconds: 300,
+            relay_memory_seconds: 3600,
         };
         let _ = Detector::new(cfg, Metrics::new());
     }

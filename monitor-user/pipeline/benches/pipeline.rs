@@ -317,6 +317,7 @@ fn detector() -> Detector {
         persisted_tools: None,
         scan_budget_bytes: 4 << 20,
         dedup_window_seconds: 300,
+        relay_memory_seconds: 3600,
     };
     Detector::new(cfg, Metrics::new()).unwrap()
 }

@@ -7,9 +7,10 @@ use serde_json::{json, Value};
 use super::{
     alert::{Alert, Category, Severity},
     lower,
+    relay::{Form, Origin, Recall},
     secrets::{self, Budget, Finding},
     tool_labels::Label,
-    Detector, MessageCtx, Origin, MAX_RELAY,
+    Detector, MessageCtx,
 };
 use crate::{event::Flow, jsonrpc::Kind};
 
@@ -96,56 +97,83 @@ impl Detector {
             &[rule, server, &prints.join(",")],
         ));
 
-        // Relay: a secret returned earlier reappears in a later call.
+        // Remember what servers return, by value, for the relay check.
         if ctx.flow == Flow::ServerToClient {
             for f in findings {
-                if !self.relay.contains_key(&f.fingerprint) {
-                    if self.relay.len() >= MAX_RELAY {
-                        if let Some(old) = self.relay_order.pop_front() {
-                            self.relay.remove(&old);
-                        }
-                    }
-                    self.relay.insert(
-                        f.fingerprint.clone(),
-                        Origin {
-                            server: label.clone(),
-                            tool: ctx.tool.map(str::to_owned),
-                            message: ctx.reference(),
-                        },
-                    );
-                    self.relay_order.push_back(f.fingerprint.clone());
-                }
-            }
-        } else if ctx.kind == Kind::Request {
-            for f in findings {
-                let Some(origin) = self.relay.get(&f.fingerprint).cloned() else {
-                    continue;
+                let origin = Origin {
+                    server: label.clone(),
+                    tool: ctx.tool.map(str::to_owned),
+                    message: ctx.reference(),
                 };
-                let summary = format!(
-                    "credential ({}) returned by {}{} is passed on in a call to {}{}",
-                    f.rule,
-                    origin.server,
-                    origin.tool.as_ref().map(|t| format!(" (tool {t})")).unwrap_or_default(),
-                    label,
-                    ctx.tool.map(|t| format!(" (tool {t})")).unwrap_or_default()
-                );
-                let evidence = json!({
-                    "finding": f,
-                    "first_seen": {"server": origin.server, "tool": origin.tool},
-                    "relayed_to": {"server": label, "tool": ctx.tool, "method": method},
-                    "cross_server": origin.server != label,
-                });
-                out.push(self.alert(
-                    ctx,
-                    "credential.relay",
-                    Category::CredentialLeak,
-                    Severity::Critical,
-                    summary,
-                    evidence,
-                    vec![origin.message.clone(), ctx.reference()],
-                    &["credential.relay", &f.fingerprint, server],
-                ));
+                self.relay.remember(f, origin, ctx.time);
             }
+        }
+    }
+
+    /// `credential.relay`: a credential a server returned earlier is in
+    /// this request, found by the rules (`findings`) or by its value alone.
+    pub(super) fn relay_alerts(
+        &mut self,
+        ctx: &MessageCtx<'_>,
+        server: &str,
+        findings: &[Finding],
+        out: &mut Vec<Alert>,
+    ) {
+        let mut recalls = self.relay.recall(ctx.raw, ctx.time);
+        // Fingerprints the rules found here that the value search cannot
+        // (values too long to search for, or decoded by the scanner).
+        for f in findings {
+            if recalls
+                .iter()
+                .any(|r| r.remembered.finding.fingerprint == f.fingerprint)
+            {
+                continue;
+            }
+            if let Some(remembered) = self.relay.get(&f.fingerprint) {
+                recalls.push(Recall {
+                    remembered: remembered.clone(),
+                    path: f.path.clone(),
+                    form: Form::Plain,
+                });
+            }
+        }
+        if recalls.is_empty() {
+            return;
+        }
+        let method = ctx.method.unwrap_or("");
+        let label = self.servers.get(server).map(|s| s.label.clone()).unwrap_or_default();
+        for r in recalls {
+            let origin = &r.remembered.origin;
+            let f = &r.remembered.finding;
+            let summary = format!(
+                "credential ({}) returned by {}{} is passed on in a call to {}{}",
+                f.rule,
+                origin.server,
+                origin.tool.as_ref().map(|t| format!(" (tool {t})")).unwrap_or_default(),
+                label,
+                ctx.tool.map(|t| format!(" (tool {t})")).unwrap_or_default()
+            );
+            // The finding as first made, at the path where it is now.
+            let mut finding = json!(f);
+            finding["path"] = json!(r.path);
+            let evidence = json!({
+                "finding": finding,
+                "form": r.form.as_str(),
+                "found_by": if findings.iter().any(|x| x.fingerprint == f.fingerprint) { "rule" } else { "value" },
+                "first_seen": {"server": origin.server, "tool": origin.tool},
+                "relayed_to": {"server": label, "tool": ctx.tool, "method": method},
+                "cross_server": origin.server != label,
+            });
+            out.push(self.alert(
+                ctx,
+                "credential.relay",
+                Category::CredentialLeak,
+                Severity::Critical,
+                summary,
+                evidence,
+                vec![origin.message.clone(), ctx.reference()],
+                &["credential.relay", &f.fingerprint, server],
+            ));
         }
     }
 }

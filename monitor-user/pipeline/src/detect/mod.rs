@@ -14,14 +14,12 @@ pub mod integrity;
 mod integrity_alerts;
 pub mod lexicon;
 pub mod prefilter;
+pub mod relay;
 pub mod rules;
 pub mod secrets;
 pub mod tool_labels;
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-};
+use std::{collections::HashMap, sync::Arc};
 
 use serde_json::{json, value::RawValue, Value};
 
@@ -55,6 +53,9 @@ pub struct DetectorConfig {
     pub scan_budget_bytes: usize,
     /// Repeats of an alert within this many seconds are folded into one repeat summary.
     pub dedup_window_seconds: u64,
+    /// Credentials servers return are recognised by value in later
+    /// requests for this long after they were last returned.
+    pub relay_memory_seconds: u64,
 }
 
 /// One decoded message with its context.
@@ -117,16 +118,10 @@ struct ServerInfo {
     tools: HashMap<String, Vec<Labelled>>,
 }
 
-/// Where a fingerprint was first seen in content a server returned.
-#[derive(Clone)]
-struct Origin {
-    server: String,
-    tool: Option<String>,
-    message: MessageRef,
-}
-
 const MAX_SERVERS: usize = 4096;
-const MAX_RELAY: usize = 16_384;
+/// Credentials the relay memory holds at most (values and their encoded
+/// spellings: a few hundred bytes each).
+const MAX_RELAY: usize = 4096;
 const MAX_FLOWS: usize = 16_384;
 /// Text kept from one result for content fingerprints.
 const MAX_PRINT_TEXT: usize = 256 * 1024;
@@ -158,8 +153,7 @@ pub struct Detector {
     client_tools: HashMap<ProcKey, ClientTools>,
     session_flows: HashMap<Arc<str>, ChainFlow>,
     client_flows: HashMap<ProcKey, ChainFlow>,
-    relay: HashMap<String, Origin>,
-    relay_order: VecDeque<String>,
+    relay: relay::RelayMemory,
     dedup: Dedup,
 }
 
@@ -226,6 +220,7 @@ impl Detector {
         );
         let prefilter = prefilter::Prefilter::new(&secrets.keyword_rules(), SECRET_NAME_FRAGMENTS, &lexicon::phrases());
         let dedup = Dedup::new(cfg.dedup_window_seconds as i128 * 1_000_000_000, 65_536);
+        let relay = relay::RelayMemory::new(MAX_RELAY, cfg.relay_memory_seconds);
         Ok(Self {
             cfg,
             metrics,
@@ -236,8 +231,7 @@ impl Detector {
             client_tools: HashMap::new(),
             session_flows: HashMap::new(),
             client_flows: HashMap::new(),
-            relay: HashMap::new(),
-            relay_order: VecDeque::new(),
+            relay,
             dedup,
         })
     }
@@ -259,8 +253,7 @@ impl Detector {
             client_tools: HashMap::new(),
             session_flows: HashMap::new(),
             client_flows: HashMap::new(),
-            relay: HashMap::new(),
-            relay_order: VecDeque::new(),
+            relay: relay::RelayMemory::new(MAX_RELAY, self.cfg.relay_memory_seconds),
             dedup: Dedup::new(self.cfg.dedup_window_seconds as i128 * 1_000_000_000, 65_536),
         }
     }
@@ -354,6 +347,9 @@ impl Detector {
         };
         if !findings.is_empty() {
             self.credential_alerts(ctx, &server, &findings, &mut out);
+        }
+        if ctx.flow == Flow::ClientToServer && ctx.kind == Kind::Request {
+            self.relay_alerts(ctx, &server, &findings, &mut out);
         }
         let method = ctx.method.unwrap_or("");
         let is_result = ctx.kind == Kind::Response && ctx.flow == Flow::ServerToClient;

@@ -54,6 +54,7 @@ impl Harness {
             persisted_tools,
             scan_budget_bytes: 4 << 20,
             dedup_window_seconds: 300,
+            relay_memory_seconds: 3600,
         };
         Self {
             d: Detector::new(cfg, Metrics::new()).unwrap(),
@@ -480,5 +481,53 @@ proptest::proptest! {
                 && a.evidence["findings"].as_array().is_some_and(|f| f.iter().any(|f| f["rule"] == def.id))
         });
         proptest::prop_assert!(found, "{} not found in {raw}: {:?}", def.id, h.rules());
+    }
+}
+
+/// A credential that only its context identifies (`AWS_SECRET_ACCESS_KEY=`)
+/// is passed on alone, with no context at all, then base64-encoded inside
+/// a longer text: both are relays, found by the value.
+#[test]
+fn relay_follows_the_value_without_its_context() {
+    use base64::Engine;
+    let mut h = Harness::new();
+    let fs = party(20, "/usr/bin/node", &["fs-server.js"], "filesystem");
+    let notes = party(30, "/usr/bin/python3", &["notes.py"], "notes");
+    let secret = "Q2vN8kLm4pR7sT1wX5yZ9aB3cD6eF0gH2jK/4mN+";
+    h.result(
+        &fs,
+        "s1",
+        "read_text_file",
+        &format!("AWS_ACCESS_KEY_ID=AKIAVQJXXVBOTHD2WTFL\nAWS_SECRET_ACCESS_KEY={secret}\nREGION=eu-west-1\n"),
+    );
+    assert!(h.rules().contains(&"credential.exposure"), "{:?}", h.rules());
+    // The bare value matches no rule by itself.
+    h.call(
+        &notes,
+        "s2",
+        "add_note",
+        json!({"text": format!("remember this for later: {secret} (from the ops box)")}),
+    );
+    let relay = h.get("credential.relay");
+    assert_eq!(relay.evidence["found_by"], "value");
+    assert_eq!(relay.evidence["form"], "plain");
+    assert_eq!(relay.evidence["finding"]["rule"], "aws-secret-access-key");
+    assert_eq!(relay.evidence["finding"]["path"], "$.params.arguments.text");
+    assert_eq!(relay.evidence["cross_server"], true);
+    assert!(
+        !h.rules().contains(&"credential.in_arguments"),
+        "no rule saw the bare value: {:?}",
+        h.rules()
+    );
+    let blob = base64::engine::general_purpose::STANDARD.encode(format!("ops notes\nkey: {secret}\n"));
+    // (Another server: repeats to the same one fold into one alert.)
+    let paste = party(40, "/usr/bin/node", &["paste.js"], "paste");
+    h.call(&paste, "s3", "upload", json!({"name": "notes.txt", "content": blob}));
+    let relays: Vec<&Alert> = h.alerts.iter().filter(|a| a.rule == "credential.relay").collect();
+    assert_eq!(relays.len(), 2, "{:?}", h.rules());
+    assert_eq!(relays[1].evidence["form"], "base64");
+    for a in &h.alerts {
+        let text = serde_json::to_string(a).unwrap();
+        assert!(!text.contains(&secret[4..16]), "{} leaks the secret: {text}", a.rule);
     }
 }

@@ -55,6 +55,50 @@ pub struct Finding {
     pub prefix: String,
     /// `hmac-sha256:` + 32 hex characters, keyed per deployment.
     pub fingerprint: String,
+    /// The secret itself, for the relay memory only: never serialized,
+    /// never printed, zeroed when the last copy goes.
+    #[serde(skip)]
+    pub secret: SecretText,
+}
+
+/// Secret material held in memory: `Debug` shows its length only, it has
+/// no `Display` or `Serialize`, and its bytes are overwritten on drop.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretText(std::sync::Arc<Zeroed>);
+
+#[derive(Default, PartialEq, Eq)]
+struct Zeroed(Box<str>);
+
+impl Drop for Zeroed {
+    fn drop(&mut self) {
+        // SAFETY: the pointer is valid for the box's length and owned by
+        // it; volatile so the stores are not elided as dead. Zero bytes
+        // keep the str valid UTF-8.
+        unsafe {
+            let p = self.0.as_mut_ptr();
+            for i in 0..self.0.len() {
+                std::ptr::write_volatile(p.add(i), 0);
+            }
+        }
+    }
+}
+
+impl SecretText {
+    /// Holds a copy of `s`.
+    pub fn new(s: &str) -> Self {
+        Self(std::sync::Arc::new(Zeroed(s.into())))
+    }
+
+    /// The secret, for matching. Never log or export it.
+    pub fn expose(&self) -> &str {
+        &self.0 .0
+    }
+}
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretText({} bytes)", self.0 .0.len())
+    }
 }
 
 fn ser_confidence<S: serde::Serializer>(c: &Confidence, s: S) -> Result<S::Ok, S::Error> {
@@ -224,6 +268,7 @@ impl SecretScanner {
             length: secret.chars().count(),
             prefix: secret.chars().take(4).collect(),
             fingerprint: self.fingerprint(secret),
+            secret: SecretText::new(secret),
         }
     }
 
@@ -355,6 +400,7 @@ impl SecretScanner {
             length: value.chars().count(),
             prefix: value.chars().take(4).collect(),
             fingerprint: self.fingerprint(value),
+            secret: SecretText::new(value),
         });
     }
 }
@@ -416,7 +462,7 @@ fn hex4(b: &[u8]) -> Option<u32> {
         .filter(|_| h.iter().all(u8::is_ascii_hexdigit))
 }
 
-fn child_path(parent: &str, key: &str) -> String {
+pub(crate) fn child_path(parent: &str, key: &str) -> String {
     if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         format!("{parent}.{key}")
     } else {

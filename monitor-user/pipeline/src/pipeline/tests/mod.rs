@@ -145,6 +145,7 @@ impl Sim {
                 persisted_tools: None,
                 scan_budget_bytes: 4 << 20,
                 dedup_window_seconds: 300,
+                relay_memory_seconds: 3600,
             },
             metrics.clone(),
         )
