@@ -45,6 +45,9 @@ pub struct DetectionConfig {
     pub state_dir: PathBuf,
     /// Operator rules merged over the built-ins (`mcp-monitor rules default`).
     pub rules_file: Option<PathBuf>,
+    /// Credential rules in gitleaks' configuration format, added to the
+    /// built-in ones (`mcp-monitor rules check FILE` validates one).
+    pub extra_rules: Vec<PathBuf>,
     /// Key for secret fingerprints; default `<state_dir>/fingerprint.key`
     /// (created on first start). Share it between hosts to correlate.
     pub fingerprint_key_file: Option<PathBuf>,
@@ -65,6 +68,7 @@ impl Default for DetectionConfig {
             enabled: true,
             state_dir: PathBuf::from("/var/lib/mcp-monitor"),
             rules_file: None,
+            extra_rules: Vec::new(),
             fingerprint_key_file: None,
             scan_budget_bytes: 4 << 20,
             dedup_window_seconds: 300,
@@ -367,16 +371,32 @@ impl Config {
         Ok(())
     }
 
-    /// The effective detection rules: built-ins plus `rules_file`.
+    /// The effective detection rules: built-ins plus `rules_file`, plus
+    /// the credential rules of the `extra_rules` files.
     pub fn rules(&self) -> anyhow::Result<crate::detect::rules::Rules> {
-        match &self.detection.rules_file {
+        let rules = match &self.detection.rules_file {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| anyhow::anyhow!("cannot read rules file {}: {e}", p.display()))?;
-                crate::detect::rules::Rules::with_file(&text, &p.display().to_string())
+                crate::detect::rules::Rules::with_file(&text, &p.display().to_string())?
             }
-            None => Ok(crate::detect::rules::Rules::builtin()),
+            None => crate::detect::rules::Rules::builtin(),
+        };
+        let mut files = Vec::new();
+        for p in &self.detection.extra_rules {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read extra rules file {} ([detection] extra_rules): {e}",
+                    p.display()
+                )
+            })?;
+            files.push((p.display().to_string(), text));
         }
+        let rules = rules.with_extra_credential_rules(&files)?;
+        for w in &rules.extra_credential_rules.warnings {
+            log::warn!("{w}");
+        }
+        Ok(rules)
     }
 
     /// The detector's settings. `persistent`: a live run, with the

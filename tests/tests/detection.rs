@@ -144,6 +144,77 @@ fn planted_keys_are_caught_relayed_and_never_leave_in_clear() {
     );
 }
 
+/// A credential only its context identifies is passed on alone (no rule
+/// can know it there): the relay memory recognises the value. The same run
+/// loads the example gitleaks file of docs/ and catches its token format.
+#[test]
+fn bare_values_are_followed_and_gitleaks_rules_apply() {
+    require_root();
+    let fsdir = TempDir::new("bare");
+    let (aws_id, aws_secret) = fake::aws_keys();
+    let acme = "acme_live_7f3k9q2m8x4v1b6n0p5r2t8w3y7z1c4d";
+    let file = fsdir.path().join("ops.env");
+    std::fs::write(
+        &file,
+        format!("AWS_ACCESS_KEY_ID={aws_id}\nAWS_SECRET_ACCESS_KEY={aws_secret}\nACME_TOKEN={acme}\n"),
+    )
+    .unwrap();
+    let gitleaks = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs/examples/gitleaks-extra-rules.toml")
+        .canonicalize()
+        .unwrap();
+    let config = fsdir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[detection]\nextra_rules = [{:?}]\n", gitleaks.to_str().unwrap()),
+    )
+    .unwrap();
+
+    let m = Monitor::start(&["--payloads", "--config", config.to_str().unwrap()]);
+    let d = Driver::node_with_env(
+        "leak",
+        &[fsdir.path().to_str().unwrap(), file.to_str().unwrap()],
+        &[("MCP_TEST_SEND_VALUE_OF", "AWS_SECRET_ACCESS_KEY")],
+    );
+    d.finish();
+    let alerts = m.wait_alerts(SETTLE, |a| {
+        let r = rules_of(a);
+        r.iter().any(|x| x == "credential.relay") && r.iter().any(|x| x == "credential.exposure")
+    });
+    let exposure = find(&alerts, "credential.exposure");
+    let found: Vec<&str> = exposure["evidence"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    for r in ["aws-secret-access-key", "acme-api-token"] {
+        assert!(found.contains(&r), "{r} not found: {found:?}");
+    }
+    let relay = find(&alerts, "credential.relay");
+    assert_eq!(relay["evidence"]["found_by"], "value", "{relay}");
+    assert_eq!(relay["evidence"]["finding"]["rule"], "aws-secret-access-key");
+    assert_eq!(relay["evidence"]["finding"]["path"], "$.params.arguments.text");
+    assert_eq!(relay["evidence"]["relayed_to"]["tool"], "send_message");
+    assert_eq!(relay["evidence"]["cross_server"], true);
+    // No rule recognised the bare value in the call itself.
+    assert!(
+        !rules_of(&alerts).iter().any(|r| r == "credential.exfiltration"),
+        "{:?}",
+        rules_of(&alerts)
+    );
+    let mut outputs = std::fs::read_to_string(&m.events_path).unwrap();
+    outputs += &std::fs::read_to_string(&m.alerts_path).unwrap();
+    outputs += &m.stderr();
+    outputs += &m.metrics_text();
+    for secret in [aws_secret.as_str(), acme] {
+        assert!(
+            !outputs.contains(&secret[6..18]),
+            "a planted key leaked into the outputs"
+        );
+    }
+}
+
 #[test]
 fn rug_pull_is_caught_across_a_monitor_restart() {
     require_root();

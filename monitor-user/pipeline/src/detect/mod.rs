@@ -217,6 +217,7 @@ impl Detector {
             secrets::builtin::RULES,
             &cfg.fingerprint_key,
             &cfg.rules.disabled_credential_rules,
+            &cfg.rules.extra_credential_rules.rules,
         );
         let prefilter = prefilter::Prefilter::new(&secrets.keyword_rules(), SECRET_NAME_FRAGMENTS, &lexicon::phrases());
         let dedup = Dedup::new(cfg.dedup_window_seconds as i128 * 1_000_000_000, 65_536);
@@ -266,6 +267,7 @@ impl Detector {
             secrets::builtin::RULES,
             &self.cfg.fingerprint_key,
             &rules.disabled_credential_rules,
+            &rules.extra_credential_rules.rules,
         );
         self.prefilter = prefilter::Prefilter::new(
             &self.secrets.keyword_rules(),
@@ -275,9 +277,20 @@ impl Detector {
         self.cfg.rules = rules;
     }
 
-    /// Redacts every secret the credential rules find in `s`.
+    /// Redacts every secret the credential rules find in `s`, and every
+    /// credential the relay memory holds (a value passed on without the
+    /// context a rule needs), as of the last [`Detector::prepare_redaction`].
     pub fn redact(&self, s: &str) -> Option<String> {
-        self.secrets.redact(s)
+        match self.secrets.redact(s) {
+            Some(r) => Some(self.relay.redact(&r).unwrap_or(r)),
+            None => self.relay.redact(s),
+        }
+    }
+
+    /// Brings the relay memory's search up to date for [`Detector::redact`]
+    /// (`now`: Unix ns of the message about to be redacted).
+    pub fn prepare_redaction(&mut self, now: i128) {
+        self.relay.prepare(now);
     }
 
     /// Number of credential rules in force.
@@ -337,7 +350,7 @@ impl Detector {
         let mut budget = Budget::new(self.cfg.scan_budget_bytes);
         let hits = self.prefilter.scan(ctx.raw);
         let scan = hits.must_parse_for_credentials()
-            || (!hits.credential_rules.is_empty()
+            || ((!hits.credential_rules.is_empty() || self.secrets.has_unconditional_rules())
                 && std::str::from_utf8(ctx.raw)
                     .is_ok_and(|raw| self.secrets.raw_may_match(raw, &hits.credential_rules)));
         let findings = if scan {

@@ -169,6 +169,38 @@ impl RelayMemory {
         }
     }
 
+    /// Forgets what expired by `now` and readies the search, so that
+    /// [`RelayMemory::redact`] sees every remembered value.
+    pub fn prepare(&mut self, now: i128) {
+        self.expire(now);
+        if self.search.is_none() && !self.entries.is_empty() {
+            self.search = Some(Search::build(&self.entries));
+        }
+    }
+
+    /// `s` with every remembered value (in any of its spellings) replaced
+    /// by `[REDACTED]`, or `None` when it holds none. Uses the search as
+    /// of the last [`RelayMemory::prepare`] or [`RelayMemory::recall`].
+    pub fn redact(&self, s: &str) -> Option<String> {
+        let search = self.search.as_ref()?;
+        let mut out = String::new();
+        let mut at = 0;
+        for m in search.automaton.find_iter(s) {
+            // Spellings are ASCII or whole UTF-8 sequences: boundaries hold.
+            if !s.is_char_boundary(m.start()) || !s.is_char_boundary(m.end()) {
+                continue;
+            }
+            out.push_str(&s[at..m.start()]);
+            out.push_str(crate::redact::REDACTED);
+            at = m.end();
+        }
+        if at == 0 {
+            return None;
+        }
+        out.push_str(&s[at..]);
+        Some(out)
+    }
+
     /// The remembered credentials in `raw` (a message's bytes) at `now`:
     /// one recall per credential, with the JSON path of the first string
     /// that holds it.
@@ -429,6 +461,19 @@ mod tests {
         assert_eq!(m.recall(secs[2].as_bytes(), 3).len(), 1);
         assert!(m.recall(secs[2].as_bytes(), 3 + 11_000_000_000).is_empty(), "expired");
         assert!(m.is_empty());
+    }
+
+    #[test]
+    fn remembered_values_are_redacted_in_any_spelling() {
+        let mut m = RelayMemory::new(16, 3600);
+        assert_eq!(m.redact(SECRET), None);
+        m.remember(&finding(SECRET), origin(), 0);
+        m.prepare(1);
+        let r = m.redact(&format!("a {SECRET} b")).unwrap();
+        assert_eq!(r, format!("a {} b", crate::redact::REDACTED));
+        let enc = base64::engine::general_purpose::STANDARD.encode(format!("x={SECRET};"));
+        assert!(!m.redact(&enc).unwrap().contains(&enc[4..20]));
+        assert_eq!(m.redact("nothing here"), None);
     }
 
     #[test]

@@ -113,9 +113,26 @@ pub struct Rules {
     pub labels: Vec<LabelRule>,
     /// Silences: alerts matching one are counted, not emitted.
     pub silence: Vec<Silence>,
+    /// Operator credential rules in gitleaks' format (`[detection]
+    /// extra_rules`), added with [`Rules::with_extra_credential_rules`].
+    pub extra_credential_rules: super::secrets::gitleaks::CustomRules,
 }
 
 impl Rules {
+    /// These rules plus the credential rules of gitleaks-format files:
+    /// (origin, text) pairs, read by the caller.
+    pub fn with_extra_credential_rules(mut self, files: &[(String, String)]) -> anyhow::Result<Rules> {
+        let builtin: Vec<&str> = super::secrets::builtin::RULES
+            .iter()
+            .map(|r| r.id)
+            .chain([super::secrets::GENERIC_KEY_RULE])
+            .collect();
+        for (origin, text) in files {
+            self.extra_credential_rules.add_file(text, origin, &builtin)?;
+        }
+        Ok(self)
+    }
+
     /// The built-in rules alone.
     pub fn builtin() -> Rules {
         Self::merge(&[]).expect("built-in rules are valid")
@@ -138,6 +155,7 @@ impl Rules {
             chain_rules: Vec::new(),
             labels: base.labels,
             silence: base.silence,
+            extra_credential_rules: Default::default(),
         };
         let mut specs: Vec<ChainRuleSpec> = base.chain_rules;
         for f in extra {

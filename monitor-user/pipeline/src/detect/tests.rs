@@ -531,3 +531,44 @@ fn relay_follows_the_value_without_its_context() {
         assert!(!text.contains(&secret[4..16]), "{} leaks the secret: {text}", a.rule);
     }
 }
+
+/// Operator rules in gitleaks' format raise the same alerts as built-in
+/// ones, including a rule without keywords (it runs on every message).
+#[test]
+fn gitleaks_rules_from_the_operator_raise_alerts() {
+    let file = r#"
+[[rules]]
+id = "acme-api-token"
+description = "Acme internal API token"
+regex = '''\b(acme_live_[a-z0-9]{32})\b'''
+keywords = ["acme_live_"]
+
+[[rules]]
+id = "acme-badge"
+regex = '''\bBDG-([0-9]{4}-[A-Z]{4}-[0-9]{4})\b'''
+"#;
+    let rules = Rules::builtin()
+        .with_extra_credential_rules(&[("acme.toml".into(), file.into())])
+        .unwrap();
+    let mut h = Harness::with_rules(rules, None);
+    let fs = party(20, "/usr/bin/node", &["fs.js"], "fs");
+    let token = "acme_live_7f3k9q2m8x4v1b6n0p5r2t8w3y7z1c4d";
+    h.result(&fs, "s1", "read_file", &format!("line one\n{token}\n"));
+    let a = h.get("credential.exposure");
+    assert_eq!(a.evidence["findings"][0]["rule"], "acme-api-token");
+    assert_eq!(a.evidence["findings"][0]["category"], "custom");
+    assert_eq!(a.evidence["findings"][0]["name"], "Acme internal API token");
+    let other = party(21, "/usr/bin/node", &["other.js"], "other");
+    h.result(&other, "s2", "read_file", "badge: BDG-4821-QXZT-9034");
+    let badge: Vec<&Alert> = h.alerts.iter().filter(|a| a.rule == "credential.exposure").collect();
+    assert_eq!(badge.len(), 2, "{:?}", h.rules());
+    assert_eq!(badge[1].evidence["findings"][0]["rule"], "acme-badge");
+    assert_eq!(
+        badge[1].evidence["findings"][0]["length"], 14,
+        "the first non-empty group"
+    );
+    for a in &h.alerts {
+        let text = serde_json::to_string(a).unwrap();
+        assert!(!text.contains(&token[10..]) && !text.contains("QXZT"), "{text}");
+    }
+}

@@ -279,6 +279,11 @@ impl Pipeline {
         pairing: Pairing,
         http: Option<HttpInfo>,
     ) -> Event {
+        if self.cfg.payloads {
+            if let Some(d) = self.detector.as_mut() {
+                d.prepare_redaction(ts_ns as i128 + self.cfg.boot_offset_ns);
+            }
+        }
         let payload = self.cfg.payloads.then(|| {
             let mut v: serde_json::Value = serde_json::from_slice(msg.raw).unwrap_or(serde_json::Value::Null);
             match &self.detector {

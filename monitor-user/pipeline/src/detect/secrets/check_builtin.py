@@ -47,7 +47,7 @@ from collections import Counter
 MIN_RULES = 65
 CATEGORIES = {
     "cloud", "code-hosting", "chat", "payments", "ai", "package-registry", "observability", "saas",
-    "private-key", "database", "auth", "generic",
+    "private-key", "database", "auth", "generic", "ci",
 }
 CHECKS = {"None", "GitHubCrc32", "Jwt", "MinEntropy", "AwsKeyIdPrefix"}
 CONFIDENCES = {"High", "Medium", "Low"}

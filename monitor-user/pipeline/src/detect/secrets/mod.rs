@@ -13,6 +13,7 @@
 //! correlated across events and hosts that share the key.
 
 pub mod builtin;
+pub mod gitleaks;
 pub mod rule;
 
 use std::borrow::Cow;
@@ -111,9 +112,36 @@ fn ser_confidence<S: serde::Serializer>(c: &Confidence, s: S) -> Result<S::Ok, S
 
 #[derive(Clone)]
 struct Compiled {
-    def: &'static RuleDef,
+    def: RuleDef,
     regex: Regex,
-    secret_group: Option<usize>,
+    group: Group,
+    /// Operator rules: the secret's entropy must exceed this.
+    entropy_above: Option<f32>,
+    /// Operator rules: findings these allow are dropped.
+    allowlists: Vec<gitleaks::Allowlist>,
+}
+
+/// Which part of a match is the secret.
+#[derive(Clone, Copy)]
+enum Group {
+    /// Built-in rules: the `secret` group (index), or the whole match.
+    Named(Option<usize>),
+    /// Operator rules, as gitleaks decides.
+    Custom(gitleaks::SecretGroup),
+}
+
+impl Group {
+    fn pick<'h>(self, caps: &regex::Captures<'h>) -> Option<regex::Match<'h>> {
+        let whole = caps.get(0);
+        match self {
+            Group::Named(Some(g)) => caps.get(g).or(whole),
+            Group::Named(None) => whole,
+            Group::Custom(gitleaks::SecretGroup::Index(g)) => caps.get(g).filter(|m| !m.is_empty()),
+            Group::Custom(gitleaks::SecretGroup::FirstNonEmpty) => {
+                caps.iter().skip(1).flatten().find(|m| !m.is_empty()).or(whole)
+            }
+        }
+    }
 }
 
 /// Work left for one message.
@@ -153,6 +181,9 @@ pub struct SecretScanner {
     patterns: Vec<String>,
     /// Prefilter pattern index to the rules it selects.
     pattern_rules: Vec<Vec<usize>>,
+    /// Rules without keywords (operator rules only): they run on every
+    /// message.
+    unconditional: Vec<usize>,
     key: Vec<u8>,
 }
 
@@ -162,25 +193,60 @@ pub const GENERIC_KEY_RULE: &str = "generic-secret-key";
 impl SecretScanner {
     /// Compiles the built-in rules with the fingerprint `key`.
     pub fn new(key: &[u8]) -> Self {
-        Self::with_rules(builtin::RULES, key, &[])
+        Self::with_rules(builtin::RULES, key, &[], &[])
     }
 
-    /// Compiles `rules`, leaving out the ids in `disabled`.
-    pub fn with_rules(rules: &'static [RuleDef], key: &[u8], disabled: &[String]) -> Self {
+    /// Compiles `rules` and the operator's `custom` rules, leaving out the
+    /// ids in `disabled`.
+    pub fn with_rules(
+        rules: &'static [RuleDef],
+        key: &[u8],
+        disabled: &[String],
+        custom: &[gitleaks::CustomRule],
+    ) -> Self {
         let mut compiled = Vec::new();
-        let mut patterns: Vec<String> = Vec::new();
-        let mut pattern_rules: Vec<Vec<usize>> = Vec::new();
+        let mut keywords: Vec<Vec<String>> = Vec::new();
         for def in rules.iter().filter(|d| !disabled.iter().any(|x| x == d.id)) {
             let regex =
                 Regex::new(def.pattern).unwrap_or_else(|e| panic!("built-in rule {} does not compile: {e}", def.id));
             let secret_group = regex.capture_names().position(|n| n == Some("secret"));
-            let idx = compiled.len();
             compiled.push(Compiled {
-                def,
+                def: def.clone(),
                 regex,
-                secret_group,
+                group: Group::Named(secret_group),
+                entropy_above: None,
+                allowlists: Vec::new(),
             });
-            for kw in def.keywords {
+            keywords.push(def.keywords.iter().map(|k| k.to_string()).collect());
+        }
+        for c in custom.iter().filter(|c| !disabled.iter().any(|x| x == c.id)) {
+            compiled.push(Compiled {
+                def: RuleDef {
+                    id: c.id,
+                    name: c.name,
+                    category: "custom",
+                    keywords: &[],
+                    pattern: "",
+                    check: Check::None,
+                    confidence: Confidence::Medium,
+                    examples: &[],
+                    counterexamples: &[],
+                },
+                regex: c.regex.clone(),
+                group: Group::Custom(c.group),
+                entropy_above: c.entropy,
+                allowlists: c.allowlists.clone(),
+            });
+            keywords.push(c.keywords.clone());
+        }
+        let mut patterns: Vec<String> = Vec::new();
+        let mut pattern_rules: Vec<Vec<usize>> = Vec::new();
+        let mut unconditional = Vec::new();
+        for (idx, kws) in keywords.iter().enumerate() {
+            if kws.is_empty() {
+                unconditional.push(idx);
+            }
+            for kw in kws {
                 // JSON may escape '/' as "\/": add that spelling too.
                 let mut spellings = vec![kw.to_string()];
                 if kw.contains('/') {
@@ -208,8 +274,15 @@ impl SecretScanner {
             prefilter,
             patterns,
             pattern_rules,
+            unconditional,
             key: key.to_vec(),
         }
+    }
+
+    /// Are there rules without keywords, which every message must be
+    /// tested against?
+    pub fn has_unconditional_rules(&self) -> bool {
+        !self.unconditional.is_empty()
     }
 
     /// Number of compiled rules.
@@ -242,6 +315,7 @@ impl SecretScanner {
         let text = json_unescape(raw);
         rules
             .iter()
+            .chain(&self.unconditional)
             .any(|&r| self.rules.get(r).is_some_and(|c| c.regex.is_match(&text)))
     }
 
@@ -258,7 +332,7 @@ impl SecretScanner {
         hex
     }
 
-    fn finding(&self, def: &'static RuleDef, secret: &str, path: &str) -> Finding {
+    fn finding(&self, def: &RuleDef, secret: &str, path: &str) -> Finding {
         Finding {
             rule: def.id,
             name: def.name,
@@ -274,8 +348,8 @@ impl SecretScanner {
 
     /// Every validated secret in `s`: the rule and the byte range of the
     /// secret itself.
-    fn matches(&self, s: &str) -> Vec<(&'static RuleDef, std::ops::Range<usize>)> {
-        let mut candidates: Vec<usize> = Vec::new();
+    fn matches(&self, s: &str) -> Vec<(&RuleDef, std::ops::Range<usize>)> {
+        let mut candidates: Vec<usize> = self.unconditional.clone();
         for m in self.prefilter.find_overlapping_iter(s) {
             for &r in &self.pattern_rules[m.pattern().as_usize()] {
                 if !candidates.contains(&r) {
@@ -283,19 +357,31 @@ impl SecretScanner {
                 }
             }
         }
-        candidates.sort_unstable();
+        // The most specific rule names a secret that several rules find
+        // (`Bearer figd_...`: the Figma rule, not the Bearer one): higher
+        // confidence first, then table order.
+        candidates.sort_unstable_by_key(|&r| (std::cmp::Reverse(self.rules[r].def.confidence), r));
         let mut out = Vec::new();
         for r in candidates {
             let c = &self.rules[r];
             for caps in c.regex.captures_iter(s) {
-                let m = match c.secret_group.and_then(|g| caps.get(g)) {
-                    Some(m) => m,
-                    None => caps.get(0).expect("group 0 always matches"),
-                };
+                let Some(m) = c.group.pick(&caps) else { continue };
                 if is_placeholder(m.as_str()) || !check(c.def.check, m.as_str()) {
                     continue;
                 }
-                out.push((c.def, m.range()));
+                if c.entropy_above.is_some_and(|e| shannon_entropy(m.as_str()) <= e) {
+                    continue;
+                }
+                if !c.allowlists.is_empty() {
+                    let whole = caps.get(0).expect("group 0 always matches");
+                    let line_start = s[..whole.start()].rfind('\n').map_or(0, |i| i + 1);
+                    let line_end = s[whole.end()..].find('\n').map_or(s.len(), |i| whole.end() + i);
+                    let line = &s[line_start..line_end];
+                    if c.allowlists.iter().any(|a| a.allows(m.as_str(), whole.as_str(), line)) {
+                        continue;
+                    }
+                }
+                out.push((&c.def, m.range()));
             }
         }
         out

@@ -6,14 +6,14 @@
 //! not.
 
 /// One credential format.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct RuleDef {
     /// Stable kebab-case id, used in alerts and configuration.
     pub id: &'static str,
     /// Human name.
     pub name: &'static str,
     /// Grouping: cloud, code-hosting, chat, payments, ai, package-registry,
-    /// observability, saas, private-key, database, auth, generic.
+    /// observability, saas, ci, private-key, database, auth, generic.
     pub category: &'static str,
     /// Lowercase literals; the regex runs only on text containing one of them
     /// (case-insensitively). This is what keeps scanning fast.
