@@ -49,7 +49,7 @@ CATEGORIES = {
     "cloud", "code-hosting", "chat", "payments", "ai", "package-registry", "observability", "saas",
     "private-key", "database", "auth", "generic", "ci",
 }
-CHECKS = {"None", "GitHubCrc32", "Jwt", "MinEntropy", "AwsKeyIdPrefix"}
+CHECKS = {"None", "GitHubCrc32", "Jwt", "MinEntropy", "AwsKeyIdPrefix", "Assignment", "GrafanaLegacyKey"}
 CONFIDENCES = {"High", "Medium", "Low"}
 ID_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 AWS_PREFIXES = ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "ABIA", "ACCA")
@@ -370,8 +370,89 @@ def aws_key_id_ok(secret):
     return len(secret) == 20 and secret.startswith(AWS_PREFIXES) and re.fullmatch(r"[A-Z2-7]{16}", secret[4:]) is not None
 
 
-def check_ok(check, secret):
-    name, arg = check
+# The assignment check (`name_strength`, `is_reference_or_code`,
+# `assignment_ok` in mod.rs), written again from their documentation.
+NOT_SECRET_NAMES = (
+    "public_key", "publickey", "public-key", "pubkey", "primary_key", "primarykey", "foreign_key",
+    "foreignkey", "sort_key", "sortkey", "partition_key", "partitionkey", "cache_key", "cachekey",
+    "idempotency_key", "idempotencykey", "hotkey", "monkey", "turnkey", "keyboard_key", "lookup_key",
+    "row_key", "rowkey", "group_key", "object_key", "objectkey", "s3_key", "map_key", "dedup_key",
+    "routing_key", "routingkey", "shortcut_key", "hash_key", "hashkey", "range_key", "rangekey",
+    "registry_key", "license_key_id", "access_key_id", "accesskeyid", "key_id", "keyid", "token_type",
+    "tokentype", "bypass", "compass", "max_tokens", "author", "oauth", "passkey")
+STRONG_NAMES = (
+    "password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "api_key", "api-key",
+    "secretkey", "secret_key", "secret-key", "privatekey", "private_key", "private-key", "accesskey",
+    "access_key", "access-key", "credential", "credentials", "client_secret")
+VALUE_WORDS = {
+    "null", "none", "nil", "true", "false", "undefined", "string", "str", "int", "bool", "boolean",
+    "required", "optional", "secret", "password", "token", "value", "empty", "default", "env",
+    "hidden", "masked", "unset", "not_set", "notset", "secretstring", "securestring", "text", "bytes",
+    "os.environ", "process.env"}
+IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def name_strength(name):
+    low = name.lower().lstrip("$@-.>")
+    if low.endswith(NOT_SECRET_NAMES) or low in ("pwd", "oldpwd"):
+        return "none"
+    if low.endswith(STRONG_NAMES):
+        return "strong"
+    def sep_word(w):
+        return low == w or any(low.endswith(sep + w) for sep in "_-.")
+    if sep_word("pass") or sep_word("pat"):
+        return "strong"
+    if name.endswith("Key") or sep_word("key") or sep_word("login") or sep_word("auth") or low == "auth":
+        return "weak"
+    if name.endswith("Pass") or name.endswith("Pat"):
+        return "strong"
+    return "none"
+
+
+def is_reference_or_code(value, name):
+    v = value.strip("\"'")
+    if v.startswith(("$", "%(", "%{", "#{")):
+        return True
+    if v.startswith("%") and v.endswith("%") and len(v) > 2:
+        return True
+    if v.startswith("!") and v[1:2].isascii() and v[1:2].isalpha():
+        return True
+    if v.lower() in VALUE_WORDS:
+        return True
+    def ident(x):
+        return IDENT_RE.fullmatch(x) is not None
+    if "." in v and all(p and ident(p) for p in v.split(".")):
+        return True
+    if ident(v) and (not any(c.isdigit() for c in v) or (not any(c.islower() for c in v) and "_" in v)):
+        return True
+    def norm(x):
+        return "".join(c for c in x if c.isascii() and c.isalnum()).lower()
+    nv, nn = norm(v), norm(name)
+    return bool(nv) and (nn.endswith(nv) or nv.endswith(nn))
+
+
+def assignment_ok(name, value):
+    strength = name_strength(name)
+    if strength == "none" or is_reference_or_code(value, name):
+        return False
+    classes = sum([any(c.islower() and c.isascii() for c in value), any(c.isupper() and c.isascii() for c in value),
+                   any(c.isdigit() for c in value), any(not (c.isascii() and c.isalnum()) for c in value)])
+    if strength == "strong":
+        return len(value) >= 8 and classes >= 2 and entropy(value) >= 2.5
+    return len(value) >= 16 and classes >= 2 and entropy(value) >= 3.5
+
+
+def check_ok(check, secret, name=""):
+    name_, arg = check
+    if name_ == "Assignment":
+        return assignment_ok(name, secret)
+    name = name_
+    if name == "GrafanaLegacyKey":
+        try:
+            obj = json.loads(base64.b64decode(secret, validate=True))
+        except Exception:
+            return False
+        return isinstance(obj, dict) and all(k in obj for k in ("k", "n", "id"))
     if name == "None":
         return True
     if name == "GitHubCrc32":
@@ -394,8 +475,25 @@ LOOSE_MARKERS = ("example", "xxx", "changeme", "placeholder", "your_", "yourtoke
 STRICT_MARKERS = ("EXAMPLE", "xxxx", "changeme")
 
 
+def typed_sequence(value):
+    """Six ascending characters, or a1b2c3 (`has_typed_sequence`)."""
+    b = value.encode()
+    def nxt(x, y):
+        return chr(x).isascii() and chr(x).isalnum() and y == x + 1 and chr(y).isalnum()
+    for i in range(len(b) - 5):
+        w = b[i:i + 6]
+        if all(nxt(w[j], w[j + 1]) for j in range(5)):
+            return True
+        if (chr(w[0]).isalpha() and chr(w[1]).isdigit() and nxt(w[0], w[2]) and nxt(w[2], w[4])
+                and nxt(w[1], w[3]) and nxt(w[3], w[5])):
+            return True
+    return False
+
+
 def is_placeholder(value, strict):
     """strict: placeholder under every reading; not strict: under some reading."""
+    if typed_sequence(value):
+        return True
     if strict:
         return (len(set(value)) <= 1 or TEMPLATE_RE.search(value) is not None
                 or any(m in value for m in STRICT_MARKERS))
@@ -411,7 +509,7 @@ def findings(rx, check, text, strict):
         secret = m.group("secret") if "secret" in rx.groupindex else m.group(0)
         if secret is None:
             out.append((m.group(0), "no secret"))
-        elif not check_ok(check, secret):
+        elif not check_ok(check, secret, m.group("name") if "name" in rx.groupindex and m.group("name") else ""):
             out.append((secret, "check failed"))
         elif is_placeholder(secret, strict):
             out.append((secret, "placeholder"))
@@ -496,8 +594,8 @@ def main():
             errors.append(f"{rid}: pattern does not compile: {e}")
             continue
         for g in rx.groupindex:
-            if g != "secret":
-                errs.append(f"unexpected named group {g!r}")
+            if g not in ("secret", "name") or (g == "name" and check[0] != "Assignment"):
+                errs.append(f"unexpected named group {g!r} (only `secret`, and `name` for the Assignment check)")
 
         keyword_outside_match = False
         for ex in r["examples"]:

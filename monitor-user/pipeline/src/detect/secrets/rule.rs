@@ -44,6 +44,13 @@ pub enum Check {
     MinEntropy(f32),
     /// AWS access key id prefixes (AKIA, ASIA, ...).
     AwsKeyIdPrefix,
+    /// Base64 of a JSON object with `k`, `n` and `id` (Grafana's legacy API
+    /// keys; a Power BI link's `?r=` is `k`, `t`, `c`).
+    GrafanaLegacyKey,
+    /// `name = value` with no known format: the pattern's `name` group
+    /// must say secret and the value must not be a reference, a type, a
+    /// word or too simple (see `assignment_ok`).
+    Assignment,
 }
 
 /// Confidence that a match is a live credential.

@@ -143,7 +143,7 @@ fn errors_name_the_file_the_rule_and_the_fix() {
 fn rules_without_keywords_run_everywhere_and_say_so() {
     let r = load("[[rules]]\nid = 'bare'\nregex = '''zz[0-9]{6}zz'''\n").unwrap();
     assert!(r.warnings.iter().any(|w| w.contains("no keywords")));
-    assert_eq!(scan(&r, "value zz123456zz here").len(), 1);
+    assert_eq!(scan(&r, "value zz483920zz here").len(), 1);
 }
 
 #[test]
@@ -155,7 +155,7 @@ fn and_allowlists_with_criteria_this_tool_lacks_never_apply() {
         "{:?}",
         r.warnings
     );
-    assert_eq!(scan(&r, "tok_a1b2c3d4e5f6").len(), 1);
+    assert_eq!(scan(&r, "tok_q8v3k1m9x2z7").len(), 1);
 }
 
 #[test]
