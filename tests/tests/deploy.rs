@@ -131,6 +131,25 @@ fn shipped_configurations_are_valid() {
     let effective = check(&["config", "check", config.to_str().unwrap()]);
     assert!(effective.contains("metrics_addr = \"0.0.0.0:9464\""), "{effective}");
     check(&["rules", "check", rules.to_str().unwrap()]);
+    // The documented gitleaks example: its rules are listed, and a file
+    // with an error is refused naming the rule.
+    let gitleaks = deploy().join("../docs/examples/gitleaks-extra-rules.toml");
+    let listed = check(&["rules", "check", gitleaks.to_str().unwrap()]);
+    assert!(
+        listed.contains("acme-api-token") && listed.contains("acme-db-password"),
+        "{listed}"
+    );
+    let bad = tmp.path().join("bad-gitleaks.toml");
+    std::fs::write(&bad, "[[rules]]\nid = \"broken\"\nregex = '''(unclosed'''\n").unwrap();
+    let out = Command::new(monitor_bin())
+        .args(["rules", "check", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("rule broken: the regex does not compile"),
+        "{err}"
+    );
     let systemd = deploy().join("systemd/config.toml");
     check(&["config", "check", systemd.to_str().unwrap()]);
     // Both files claim to show every key of `config default`.

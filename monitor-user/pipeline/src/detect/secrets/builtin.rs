@@ -2922,8 +2922,16 @@ pub const RULES: &[RuleDef] = &[
         id: "generic-secret-assignment",
         name: "Generic secret assignment",
         category: "generic",
-        keywords: &["pass", "pwd", "secret", "token", "key", "pat", "login", "auth", "credential"],
-        pattern: r#"\b(?P<name>(?:[A-Za-z_][A-Za-z0-9_.>-]{0,60}?)?(?i:password|passwd|passphrase|pwd|pass|secret|token|key|pat|login|auth|credentials?))["']?(?:\s*(?:=>|:=|[:=])\s*["']?|\s+["'])(?P<secret>[^\s"'`<>(){}\[\],;]{8,200})"#,
+        // A name ends in one of these words, then comes an operator or a
+        // quote: keywords that spell the word with its neighbour keep the
+        // rule off the many texts that merely say "key" or "passed".
+        keywords: &[
+            "password", "passwd", "passphrase", "pwd", "secret", "token", "credential", "_pass", "-pass", ".pass",
+            "pass=", "pass:", "pass\"", "pass'", "_key", "-key", ".key", "key=", "key:", "key\"", "key'", "key =",
+            "_pat", "-pat", ".pat", "pat=", "pat:", "pat\"", "_login", ".login", "-login", "auth=", "auth:",
+            "auth\"", "_auth", ".auth", "-auth",
+        ],
+        pattern: r#"(?-u:\b)(?P<name>(?:[A-Za-z_][A-Za-z0-9_.>-]{0,60}?)?(?i:password|passwd|passphrase|pwd|pass|secret|token|key|pat|login|auth|credentials?))["']?(?:\s*(?:=>|:=|[:=])\s*["']?|\s+["'])(?P<secret>[^\s"'`<>(){}\[\],;]{8,200})"#,
         check: Check::Assignment,
         confidence: Confidence::Low,
         examples: &[
