@@ -89,9 +89,25 @@ pub struct RelayMemory {
     order: VecDeque<String>,
     capacity: usize,
     ttl_ns: i128,
-    /// Built on the first search after a change.
-    search: Option<Search>,
+    /// Credentials not in `recent`, and the search over them (built on the
+    /// first search after it was dropped).
+    settled: Option<Search>,
+    /// Fingerprints remembered since `settled` was built (a small search,
+    /// rebuilt on each change); at [`RECENT_MAX`] they join the settled
+    /// ones. A server that returns a new credential in every response thus
+    /// costs a rebuild of the large search once per [`RECENT_MAX`]
+    /// credentials, not once per message.
+    recent: Vec<String>,
+    recent_search: Option<Search>,
+    /// Credentials forgotten since `settled` was built: their spellings
+    /// stay in it (and are only redacted, never recalled) until it is
+    /// rebuilt, at [`RECENT_MAX`] of them or a quarter of it.
+    forgotten_settled: usize,
+    settled_len: usize,
 }
+
+/// Credentials searched by the small, often rebuilt automaton.
+const RECENT_MAX: usize = 64;
 
 struct Search {
     automaton: AhoCorasick,
@@ -108,8 +124,56 @@ impl RelayMemory {
             order: VecDeque::new(),
             capacity: capacity.max(1),
             ttl_ns: ttl_seconds as i128 * 1_000_000_000,
-            search: None,
+            settled: None,
+            recent: Vec::new(),
+            recent_search: None,
+            forgotten_settled: 0,
+            settled_len: 0,
         }
+    }
+
+    fn forget(&mut self, print: &str) {
+        self.entries.remove(print);
+        if let Some(i) = self.recent.iter().position(|p| p == print) {
+            self.recent.swap_remove(i);
+            self.recent_search = None;
+        } else {
+            self.forgotten_settled += 1;
+            if self.forgotten_settled >= RECENT_MAX || self.forgotten_settled * 4 >= self.settled_len {
+                self.settled = None;
+            }
+        }
+    }
+
+    /// Builds what a change dropped.
+    fn ready(&mut self) {
+        if self.settled.is_none() {
+            self.recent.clear();
+            self.recent_search = None;
+            self.settled_len = self.entries.len();
+            self.forgotten_settled = 0;
+            self.settled = Some(Search::build(self.entries.iter()));
+        }
+        if self.recent_search.is_none() {
+            let entries = &self.entries;
+            self.recent_search = Some(Search::build(
+                self.recent.iter().filter_map(|p| entries.get_key_value(p)),
+            ));
+        }
+    }
+
+    /// Every (fingerprint, form) whose spelling occurs in `hay`.
+    fn occurrences(&self, hay: &[u8]) -> Vec<(String, Form)> {
+        let mut out: Vec<(String, Form)> = Vec::new();
+        for search in [&self.settled, &self.recent_search].into_iter().flatten() {
+            for m in search.automaton.find_overlapping_iter(hay) {
+                let (print, form) = &search.patterns[m.pattern().as_usize()];
+                if self.entries.contains_key(print) && !out.iter().any(|(p, _)| p == print) {
+                    out.push((print.clone(), *form));
+                }
+            }
+        }
+        out
     }
 
     /// Number of credentials remembered.
@@ -142,7 +206,7 @@ impl RelayMemory {
         }
         while self.entries.len() >= self.capacity {
             let Some(old) = self.order.pop_front() else { break };
-            self.entries.remove(&old);
+            self.forget(&old);
         }
         self.entries.insert(
             finding.fingerprint.clone(),
@@ -153,7 +217,13 @@ impl RelayMemory {
             },
         );
         self.order.push_back(finding.fingerprint.clone());
-        self.search = None;
+        if self.settled.is_some() {
+            self.recent.push(finding.fingerprint.clone());
+            self.recent_search = None;
+            if self.recent.len() >= RECENT_MAX {
+                self.settled = None;
+            }
+        }
     }
 
     fn expire(&mut self, now: i128) {
@@ -162,8 +232,7 @@ impl RelayMemory {
                 Some(e) if now - e.last_seen <= self.ttl_ns => break,
                 _ => {
                     let f = self.order.pop_front().expect("front exists");
-                    self.entries.remove(&f);
-                    self.search = None;
+                    self.forget(&f);
                 }
             }
         }
@@ -173,32 +242,33 @@ impl RelayMemory {
     /// [`RelayMemory::redact`] sees every remembered value.
     pub fn prepare(&mut self, now: i128) {
         self.expire(now);
-        if self.search.is_none() && !self.entries.is_empty() {
-            self.search = Some(Search::build(&self.entries));
-        }
+        self.ready();
     }
 
     /// `s` with every remembered value (in any of its spellings) replaced
     /// by `[REDACTED]`, or `None` when it holds none. Uses the search as
     /// of the last [`RelayMemory::prepare`] or [`RelayMemory::recall`].
     pub fn redact(&self, s: &str) -> Option<String> {
-        let search = self.search.as_ref()?;
-        let mut out = String::new();
-        let mut at = 0;
-        for m in search.automaton.find_iter(s) {
-            // Spellings are ASCII or whole UTF-8 sequences: boundaries hold.
-            if !s.is_char_boundary(m.start()) || !s.is_char_boundary(m.end()) {
-                continue;
+        let mut text: Option<String> = None;
+        for search in [&self.settled, &self.recent_search].into_iter().flatten() {
+            let cur = text.as_deref().unwrap_or(s);
+            let mut out = String::new();
+            let mut at = 0;
+            for m in search.automaton.find_iter(cur) {
+                // Spellings are ASCII or whole UTF-8 sequences: boundaries hold.
+                if !cur.is_char_boundary(m.start()) || !cur.is_char_boundary(m.end()) {
+                    continue;
+                }
+                out.push_str(&cur[at..m.start()]);
+                out.push_str(crate::redact::REDACTED);
+                at = m.end();
             }
-            out.push_str(&s[at..m.start()]);
-            out.push_str(crate::redact::REDACTED);
-            at = m.end();
+            if at > 0 {
+                out.push_str(&cur[at..]);
+                text = Some(out);
+            }
         }
-        if at == 0 {
-            return None;
-        }
-        out.push_str(&s[at..]);
-        Some(out)
+        text
     }
 
     /// The remembered credentials in `raw` (a message's bytes) at `now`:
@@ -209,16 +279,10 @@ impl RelayMemory {
         if self.entries.is_empty() {
             return Vec::new();
         }
-        let search = self.search.get_or_insert_with(|| Search::build(&self.entries));
+        self.ready();
         // Raw bytes first (escaped spellings are patterns too): most
         // messages hold none, and parsing is only worth it on a hit.
-        let mut hits: Vec<(String, Form)> = Vec::new();
-        for m in search.automaton.find_overlapping_iter(raw) {
-            let (print, form) = &search.patterns[m.pattern().as_usize()];
-            if !hits.iter().any(|(p, _)| p == print) {
-                hits.push((print.clone(), *form));
-            }
-        }
+        let hits = self.occurrences(raw);
         if hits.is_empty() {
             return Vec::new();
         }
@@ -228,9 +292,8 @@ impl RelayMemory {
             while let Some((v, p)) = stack.pop() {
                 match v {
                     Value::String(s) => {
-                        for m in search.automaton.find_overlapping_iter(s.as_bytes()) {
-                            let (print, form) = &search.patterns[m.pattern().as_usize()];
-                            paths.entry(print.clone()).or_insert_with(|| (p.clone(), *form));
+                        for (print, form) in self.occurrences(s.as_bytes()) {
+                            paths.entry(print).or_insert_with(|| (p.clone(), form));
                         }
                     }
                     Value::Array(items) => {
@@ -258,8 +321,9 @@ impl RelayMemory {
 }
 
 impl Search {
-    fn build(entries: &HashMap<String, Remembered>) -> Self {
+    fn build<'a>(entries: impl Iterator<Item = (&'a String, &'a Remembered)>) -> Self {
         let mut texts: Vec<String> = Vec::new();
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut patterns: Vec<(String, Form)> = Vec::new();
         for (print, e) in entries {
             let value = e.finding.secret.expose();
@@ -267,7 +331,7 @@ impl Search {
                 continue;
             }
             for (form, text) in encodings(value) {
-                if !texts.contains(&text) {
+                if seen.insert(text.clone()) {
                     texts.push(text);
                     patterns.push((print.clone(), form));
                 }
@@ -474,6 +538,36 @@ mod tests {
         let enc = base64::engine::general_purpose::STANDARD.encode(format!("x={SECRET};"));
         assert!(!m.redact(&enc).unwrap().contains(&enc[4..20]));
         assert_eq!(m.redact("nothing here"), None);
+    }
+
+    /// A server that returns a new credential in every response: each is
+    /// recalled right away, forgotten ones are not, and the large search
+    /// is rebuilt once per [`RECENT_MAX`] credentials, not per message.
+    #[test]
+    fn a_stream_of_new_credentials_is_followed_without_rebuilding_everything() {
+        let mut m = RelayMemory::new(300, 3600);
+        let mut values = Vec::new();
+        let mut rebuilds = 0;
+        for i in 0..1000 {
+            let v = format!("Zq{i:05}xK4vB8nL3pD6sF1hJ5gC0");
+            let mut f = finding(&v);
+            f.fingerprint = format!("print-{i}");
+            let had = m.settled.is_some();
+            m.remember(&f, origin(), i);
+            let r = m.recall(format!(r#"{{"text":"here {v}"}}"#).as_bytes(), i);
+            assert_eq!(r.len(), 1, "credential {i}");
+            assert_eq!(r[0].remembered.finding.fingerprint, format!("print-{i}"));
+            if had && m.settled_len != 0 && m.recent.is_empty() {
+                rebuilds += 1;
+            }
+            values.push(v);
+        }
+        assert!(rebuilds <= 1000 / RECENT_MAX + 2, "{rebuilds} rebuilds");
+        // Evicted (capacity 300): no longer recalled, though perhaps still
+        // in the settled search.
+        assert!(m.recall(format!("x {}", values[10]).as_bytes(), 2000).is_empty());
+        assert_eq!(m.recall(format!("x {}", values[999]).as_bytes(), 2000).len(), 1);
+        assert_eq!(m.len(), 300);
     }
 
     #[test]

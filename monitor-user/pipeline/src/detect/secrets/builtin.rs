@@ -2917,6 +2917,78 @@ pub const RULES: &[RuleDef] = &[
             r#"<add key="Timeout" value="Zq7rT2mW9xK4vB8nL3pD" />"#,
         ],
     },
+    RuleDef {
+        id: "teams-webhook-url-legacy",
+        name: "Microsoft Teams incoming webhook URL (legacy outlook.office.com)",
+        category: "chat",
+        keywords: &["outlook.office.com/webhook"],
+        pattern: r#"(?P<secret>https://outlook\.office(?:365)?\.com/webhook/[0-9a-f-]{36}@[0-9a-f-]{36}/IncomingWebhook/[0-9a-f]{32}/[0-9a-f-]{36})"#,
+        check: Check::None,
+        confidence: Confidence::High,
+        examples: &[
+            r#"TEAMS_WEBHOOK=https://outlook.office.com/webhook/9974d75b-3338-24fe-6179-0134676b1b69@221c4e00-3f99-31ee-3af2-7f802dc5fd3d/IncomingWebhook/28c2f6d6bc64e5a22fac180d6b2e6e1b/ebb7344d-f3d2-273a-3740-3227210f4d0c"#,
+            r#"{"webhook": "https://outlook.office.com/webhook/cab5f7c4-bf5c-b443-292a-f8f3b713b4c7@fb9e8dda-ecc2-c55e-986d-484271143591/IncomingWebhook/551305fd2d2490ca4c616e8c4bf144d3/4bc4f0a0-24c7-0f48-1e64-176618b3205e"}"#,
+        ],
+        counterexamples: &[
+            r#"https://outlook.office.com/webhook/"#,
+            r#"https://outlook.office.com/webhook/68ed8a23-2d7a-2d12-fdba-24d02c941da5/IncomingWebhook/"#,
+            r#"https://outlook.office.com/webhook/e163e7ce-3523-eb0d-ec94-09ff25403cfd@7fc73719-c543-e396-51b0-f6188f9b7341/IncomingWebhook/783b52901a6ccaccdb251bce79793a6/x"#,
+        ],
+    },
+    RuleDef {
+        id: "slack-legacy-bot-token",
+        name: "Slack legacy bot token",
+        category: "chat",
+        keywords: &["xoxb-"],
+        pattern: r#"\b(?P<secret>xoxb-[0-9]{8,14}-[A-Za-z0-9]{18,26})(?:[^A-Za-z0-9-]|$)"#,
+        check: Check::MinEntropy(3.5),
+        confidence: Confidence::High,
+        examples: &[
+            r#"SLACK_BOT_TOKEN=xoxb-843700532916-BW8U4YPiJxEBBLNOVnQw8EpA"#,
+            r#"{"bot_token": "xoxb-6834750192-wkoSrSNZHwC9wonzqMmoShHf"}"#,
+        ],
+        counterexamples: &[
+            r#"xoxb-929654630178-bVg7NhhxzoKv"#,
+            r#"xoxb-53021-qUCWR1e9BHGpzxcVxIp5FFbt"#,
+            r#"xoxb-123456789012-aaaaaaaaaaaaaaaaaaaaaaaa"#,
+        ],
+    },
+    RuleDef {
+        id: "square-production-access-token",
+        name: "Square production access token",
+        category: "payments",
+        keywords: &["eaaa"],
+        pattern: r#"\b(?P<secret>EAAA[A-Za-z0-9_-]{60})(?:[^A-Za-z0-9_-]|$)"#,
+        check: Check::MinEntropy(4.0),
+        confidence: Confidence::High,
+        examples: &[
+            r#"SQUARE_ACCESS_TOKEN=EAAAqrxdwWtCN3awVuMO8BzjOcEJzlKYkMjjQUGAVvIHOfPjjm6bh5StVrsWLE65"#,
+            r#"Authorization: Bearer EAAAcKF1PfuY-WiI6QTSkTk7RBg042L0Lorr0NdHzlpwFFtNUhZAauRBOgGkiWFz"#,
+        ],
+        counterexamples: &[
+            r#"EAAAmdq5QpWNYfTDB4hBkCorru2kAopYwvd7v5hCfVeFGXYJMkKdCLapLKeRSHU"#,
+            r#"EAAAKmp10KXNcucGUtJTzT3nHxVXuOZtp3DVQ7cx1QWTq0fJtmsAOTQqOSaAdbUak"#,
+            r#"EAAAabababababababababababababababababababababababababababababab"#,
+        ],
+    },
+    RuleDef {
+        id: "truenas-api-key",
+        name: "TrueNAS API key",
+        category: "saas",
+        keywords: &["truenas"],
+        pattern: r#"(?i:truenas)[A-Za-z0-9_.-]{0,25}["']?\s*[:=]\s*["']?(?:Bearer\s+)?(?P<secret>[0-9]{1,5}-[A-Za-z0-9]{64})(?:[^A-Za-z0-9]|$)"#,
+        check: Check::MinEntropy(4.0),
+        confidence: Confidence::Medium,
+        examples: &[
+            r#"TRUENAS_API_KEY=32-oUImD4yvuFmfLy9fBL1xhv5nxr2LXDfS5foadIAsOecPYRRbLq2Q15VKDR2xXN8h"#,
+            r#"truenas_api_key: '6-FySSZx4CuE3NLzac7jY9Ndygtptg733xmLxHaCI0m4TPGw5CTsf3pGWraQWjzpK4'"#,
+        ],
+        counterexamples: &[
+            r#"TRUENAS_API_KEY=1-x7XacdPD9zi0YkI4FX3ASVKHoIWSIUjPxC27obAVAlNeGZhglNUDj1thz4duJZM"#,
+            r#"TRUENAS_API_KEY=abc-tQ3p4BzdiTIEaWikRsZOSO73etne16gqOUOabfnhav3ymBW6oqUzm68qlGUwBQVL"#,
+            r#"TRUENAS_API_KEY=1-abababababababababababababababababababababababababababababababab"#,
+        ],
+    },
     // ---- Generic
     RuleDef {
         id: "generic-secret-assignment",

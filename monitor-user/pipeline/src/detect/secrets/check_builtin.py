@@ -280,6 +280,8 @@ def rust_regex_problems(pat):
                     probs.append(f"inline comment at {i}")
                 elif rest.startswith(("P<", ":")):
                     pass
+                elif rest.startswith("-u:\\b)"):
+                    pass  # an ASCII word boundary; translated for Python below
                 else:
                     m = re.match(r"([a-zA-Z-]*)[:)]", rest)
                     if not m:
@@ -596,7 +598,7 @@ def main():
             errors.append(f"{rid}: pattern does not compile: {e}")
             continue
         for g in rx.groupindex:
-            if g not in ("secret", "name") or (g == "name" and check[0] != "Assignment"):
+            if g not in ("secret", "name") or (g == "name" and name != "Assignment"):
                 errs.append(f"unexpected named group {g!r} (only `secret`, and `name` for the Assignment check)")
 
         keyword_outside_match = False
