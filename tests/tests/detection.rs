@@ -19,6 +19,16 @@ fn find<'a>(alerts: &'a [Value], rule: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {rule} alert; got {:?}", rules_of(alerts)))
 }
 
+/// The credential rules an alert's findings name.
+fn finding_rules(alert: &Value) -> Vec<&str> {
+    alert["evidence"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect()
+}
+
 fn python_list_session(variant: &str) -> Transcript {
     let dir = TempDir::new("py");
     let path = dir.path().join("t.json");
@@ -73,12 +83,7 @@ fn planted_keys_are_caught_relayed_and_never_leave_in_clear() {
     assert_eq!(exposure["severity"], "high");
     assert_eq!(exposure["category"], "credential_leak");
     assert_eq!(exposure["evidence"]["tool"], "read_text_file");
-    let found: Vec<&str> = exposure["evidence"]["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["rule"].as_str().unwrap())
-        .collect();
+    let found = finding_rules(exposure);
     for r in ["github-pat-classic", "aws-access-key-id", "aws-secret-access-key"] {
         assert!(found.contains(&r), "{r} not found: {found:?}");
     }
@@ -182,12 +187,7 @@ fn bare_values_are_followed_and_gitleaks_rules_apply() {
         r.iter().any(|x| x == "credential.relay") && r.iter().any(|x| x == "credential.exposure")
     });
     let exposure = find(&alerts, "credential.exposure");
-    let found: Vec<&str> = exposure["evidence"]["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["rule"].as_str().unwrap())
-        .collect();
+    let found = finding_rules(exposure);
     for r in ["aws-secret-access-key", "acme-api-token"] {
         assert!(found.contains(&r), "{r} not found: {found:?}");
     }
