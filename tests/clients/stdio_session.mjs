@@ -98,6 +98,9 @@ const send = transport.send.bind(transport);
 transport.send = async (message) => {
   if (noiseDue) {
     noiseDue = false;
+    // Give the server time to start reading, so the noise reaches it line
+    // by line rather than all at once with the first message in one read.
+    await sleep(1000);
     for (let i = 0; i < noise; i++) {
       transport._process.stdin.write(`not json-rpc, line ${i}\n`);
       await sleep(15);

@@ -301,8 +301,11 @@ fn inspector_cli_with_a_pypi_server_over_stdio() {
 /// The evasion on a pipe: the client writes more lines that are not
 /// JSON-RPC than the prelude budget before its first message (one write
 /// each, so the server reads them apart), to a server tracked from its
-/// start. The stream is judged not MCP on those lines, and the kernel's
-/// re-look resumes it at `initialize`: every message is still seen.
+/// start. The stream is judged not MCP on those lines and resumed at
+/// `initialize`: every message is still seen. Usually the kernel's re-look
+/// resumes it; when the server reads the last lines and `initialize` in
+/// one read (a server slow to start on a loaded machine), the pipeline's
+/// re-test of the rest of that read does, which is as good.
 #[test]
 fn garbage_before_the_first_message_on_a_pipe_does_not_blind_the_monitor() {
     require_root();
@@ -314,7 +317,13 @@ fn garbage_before_the_first_message_on_a_pipe_does_not_blind_the_monitor() {
         text.contains("mcp_monitor_streams_total{verdict=\"rejected:"),
         "the noise got the stream judged not MCP first:\n{text}"
     );
-    assert!(m.resumed_by_kernel(SETTLE), "{text}");
+    let resumed = m.wait_metric(
+        SETTLE,
+        "mcp_monitor_stream_relooks_total",
+        &[("result", "resumed")],
+        1.0,
+    );
+    assert!(resumed >= 1.0, "the stream was not judged afresh:\n{text}");
 }
 
 /// The fallback where the saved registers are not found (or
