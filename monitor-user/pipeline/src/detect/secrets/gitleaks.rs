@@ -60,9 +60,11 @@ impl Allowlist {
             Target::Match => whole,
             Target::Line => line,
         };
-        let lower = secret.to_lowercase();
         let regex = (!self.regexes.is_empty()).then(|| self.regexes.iter().any(|r| r.is_match(text)));
-        let stop = (!self.stopwords.is_empty()).then(|| self.stopwords.iter().any(|w| lower.contains(w.as_str())));
+        let stop = (!self.stopwords.is_empty()).then(|| {
+            let lower = secret.to_lowercase();
+            self.stopwords.iter().any(|w| lower.contains(w.as_str()))
+        });
         let criteria = [regex, stop];
         if self.all {
             !self.unsupported && criteria.iter().flatten().count() > 0 && criteria.iter().flatten().all(|&c| c)

@@ -239,6 +239,15 @@ impl SecretScanner {
             });
             keywords.push(c.keywords.clone());
         }
+        // Rule indices run from the most confident rule down (table order
+        // within a confidence), so that when several rules find one secret
+        // (`Bearer figd_...`) the most specific names it: the Figma rule,
+        // not the Bearer one. Done once here, not per scanned string.
+        let mut order: Vec<usize> = (0..compiled.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(compiled[i].def.confidence));
+        let mut slots: Vec<Option<(Compiled, Vec<String>)>> = compiled.into_iter().zip(keywords).map(Some).collect();
+        let (compiled, keywords): (Vec<Compiled>, Vec<Vec<String>>) =
+            order.iter().map(|&i| slots[i].take().expect("each index once")).unzip();
         let mut patterns: Vec<String> = Vec::new();
         let mut pattern_rules: Vec<Vec<usize>> = Vec::new();
         let mut unconditional = Vec::new();
@@ -357,10 +366,8 @@ impl SecretScanner {
                 }
             }
         }
-        // The most specific rule names a secret that several rules find
-        // (`Bearer figd_...`: the Figma rule, not the Bearer one): higher
-        // confidence first, then table order.
-        candidates.sort_unstable_by_key(|&r| (std::cmp::Reverse(self.rules[r].def.confidence), r));
+        // Index order is confidence order (see `with_rules`).
+        candidates.sort_unstable();
         let mut out = Vec::new();
         for r in candidates {
             let c = &self.rules[r];
