@@ -6,6 +6,7 @@
 //! - `MCP_MONITOR_BIN`: the mcp-monitor binary (default target/release).
 //! - `MCP_TEST_CLIENTS`: tests/clients, with node_modules installed.
 //! - `MCP_TEST_PYTHON`: python of the virtualenv with `mcp` and `fastmcp`.
+//! - `MCP_TEST_IMAGE`: the container image under test (Podman's store).
 
 use std::{
     io::{Read, Write},
@@ -15,10 +16,12 @@ use std::{
     time::Duration,
 };
 
+mod container;
 mod monitor;
 mod peers;
 mod transcript;
 
+pub use container::{podman_ulimit_args, test_image, PodSpec};
 pub use monitor::{metric_value, Monitor};
 pub use peers::{
     inspector_cli, python_session_under_shell, run_node, run_python_client, run_python_fastmcp, venv_script, Driver,

@@ -23,6 +23,8 @@ pub struct Monitor {
     pub alerts_path: PathBuf,
     /// Address of the monitor's metrics endpoint (`--metrics-addr`), on a free 127.0.0.1 port.
     pub metrics_addr: SocketAddr,
+    /// Name of the Podman container the monitor runs in, if it does.
+    pub container: Option<String>,
 }
 
 impl Monitor {
@@ -53,13 +55,42 @@ impl Monitor {
             .stderr(stderr)
             .spawn()
             .expect("spawn mcp-monitor");
-        let mut m = Monitor {
+        Monitor {
             child: Some(child),
             dir,
             events_path,
             alerts_path,
             metrics_addr,
-        };
+            container: None,
+        }
+        .ready()
+    }
+
+    /// A monitor already started as `child` (its log in `dir/stderr.log`),
+    /// once it reports ready.
+    pub(crate) fn adopt(
+        child: Child,
+        dir: TempDir,
+        events_path: PathBuf,
+        alerts_path: PathBuf,
+        metrics_addr: SocketAddr,
+        container: Option<String>,
+    ) -> Monitor {
+        Monitor {
+            child: Some(child),
+            dir,
+            events_path,
+            alerts_path,
+            metrics_addr,
+            container,
+        }
+        .ready()
+    }
+
+    /// Waits until `/readyz` answers 200; fails the test with the monitor's
+    /// log if it exits or takes too long.
+    fn ready(self) -> Monitor {
+        let mut m = self;
         let ready_within = scaled(Duration::from_secs(120));
         let deadline = Instant::now() + ready_within;
         loop {
@@ -205,8 +236,16 @@ impl Monitor {
         text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
-    /// Stops the monitor (SIGINT) and waits for it.
+    /// Stops the monitor (SIGINT; a container is stopped with SIGTERM, as
+    /// the kubelet does) and waits for it.
     pub fn stop(&mut self) {
+        if let Some(name) = self.container.take() {
+            let _ = Command::new("podman")
+                .args(["stop", "--time", "20", &name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         if let Some(mut c) = self.child.take() {
             // SAFETY: sending a signal to our own child.
             unsafe { libc::kill(c.id() as i32, libc::SIGINT) };

@@ -182,7 +182,7 @@ fn shipped_configurations_are_valid() {
         "daemonset.yaml",
         "d['spec']['template']['spec']['containers'][0]['securityContext']['capabilities']['add']",
     );
-    for c in ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"] {
+    for c in ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH", "SYS_ADMIN"] {
         assert!(caps.contains(c), "{caps}");
     }
     assert_eq!(

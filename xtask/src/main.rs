@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask <setup|build|run|test|bench|fuzz>`.
+//! Project tasks: `cargo xtask <setup|build|run|test|bench|fuzz|image>`.
 //!
 //! `run` and `test` call `setup` first; `setup` is idempotent and only
 //! installs what is missing, so both work on a fresh Debian 12 machine:
@@ -21,6 +21,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod image;
 mod kernels;
 
 const APT_PACKAGES: &[&str] = &[
@@ -67,7 +68,9 @@ fn usage() -> &'static str {
        test            run every test: unit, property, fuzz smoke, the root-only integration tests and the kernel matrix\n  \
        test kernels [VERSION...]  only the kernel matrix (5.10, 6.1, 6.12 booted in qemu)\n  \
        bench [PART]    run the benchmarks (PART: pipeline|overhead|kernel|drops|memory|https|logs|host) and write target/bench-results.json\n  \
-       fuzz [SECONDS]  run each fuzz target for SECONDS (default 60)"
+       fuzz [SECONDS]  run each fuzz target for SECONDS (default 60)\n  \
+       image           build the container image with Podman: the Dockerfile's full multi-stage build\n  \
+       image --prebuilt  the image's runtime stage around the release binary built here (what `test` runs)"
 }
 
 fn main() -> ExitCode {
@@ -81,6 +84,11 @@ fn main() -> ExitCode {
         }
         Some("test") => setup().and_then(|_| test()),
         Some("bench") => setup().and_then(|_| bench(&args[1..])),
+        Some("image") if args.get(1).map(String::as_str) == Some("--prebuilt") => setup()
+            .and_then(|_| build())
+            .and_then(|_| image::build(image::Binary::Prebuilt))
+            .map(|_| ()),
+        Some("image") => image::build(image::Binary::FullBuild).map(|_| ()),
         Some("fuzz") => setup().and_then(|_| fuzz(args.get(1).map(|s| s.parse().unwrap_or(60)).unwrap_or(60))),
         _ => {
             eprintln!("{}", usage());
@@ -354,10 +362,15 @@ fn test() -> Result<()> {
              (the unit tests above passed)"
         );
     }
+    // The container test runs the image as the DaemonSet does; the suite
+    // assembles its runtime stage around the binary it just built (the full
+    // build, `cargo xtask image`, would take most of CI's time).
+    let image = image::build(image::Binary::Prebuilt)?;
     step("integration tests (real eBPF capture of real MCP servers and clients)");
     let mut cmd = cargo();
     cmd.args(["test", "-p", "mcp-monitor-tests", "--", "--test-threads=1"]);
     test_env(&mut cmd);
+    cmd.env("MCP_TEST_IMAGE", image);
     sh(&mut cmd)?;
     kernel_matrix(&[])
 }

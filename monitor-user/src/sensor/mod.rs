@@ -138,7 +138,7 @@ impl Sensor {
         let (mut ebpf, kcfg) = load(cfg)?;
         let syscall_programs = syscall_programs(kcfg.regs_offset);
         let ncpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))? as u32;
-        let procs = ProcReader::new("/proc", Path::new("/etc/passwd"));
+        let procs = ProcReader::new("/proc", &procfs::node_passwd(Path::new("/proc")));
         install_selectors(&mut ebpf, cfg)?;
 
         // Tail-call targets first: the entry programs jump to them.
@@ -458,7 +458,7 @@ fn attach_tls_file(ebpf: &mut Ebpf, path: &Path) -> anyhow::Result<Vec<&'static 
             let r: &mut UProbe = ebpf.program_mut("ssl_return").context("ssl_return")?.try_into()?;
             if let Err(e) = r.attach(*func, path, UProbeScope::AllProcesses) {
                 if *required {
-                    return Err(anyhow::anyhow!("return probe on {func}: {e}"));
+                    return Err(anyhow::Error::new(e).context(format!("return probe on {func}")));
                 }
                 missing.push(*func);
                 continue;
@@ -467,7 +467,7 @@ fn attach_tls_file(ebpf: &mut Ebpf, path: &Path) -> anyhow::Result<Vec<&'static 
         let p: &mut UProbe = ebpf.program_mut(prog).context(*prog)?.try_into()?;
         if let Err(e) = p.attach(*func, path, UProbeScope::AllProcesses) {
             if *required {
-                return Err(anyhow::anyhow!("probe on {func}: {e}"));
+                return Err(anyhow::Error::new(e).context(format!("probe on {func}")));
             }
             missing.push(*func);
         }
@@ -582,6 +582,9 @@ fn install_selectors(ebpf: &mut Ebpf, cfg: &CaptureConfig) -> anyhow::Result<()>
 fn load(cfg: &CaptureConfig) -> anyhow::Result<(Ebpf, KernelConfig)> {
     preflight::check_kernel_version()?;
     preflight::check_privileges(preflight::effective_caps())?;
+    if cfg.tls {
+        preflight::check_uprobe_privilege()?;
+    }
     preflight::check_btf()?;
     let tracefs = preflight::ensure_tracefs()?;
     let mut needed: Vec<(&str, &str)> = SYSCALL_PROGRAMS

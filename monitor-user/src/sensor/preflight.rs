@@ -37,11 +37,77 @@ pub fn check_privileges(caps: u64) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    let missing: Vec<&str> = [
+        (CAP_BPF, "CAP_BPF (create maps, load programs)"),
+        (CAP_PERFMON, "CAP_PERFMON (attach programs to tracepoints and uprobes)"),
+    ]
+    .into_iter()
+    .filter(|(cap, _)| !has(caps, *cap))
+    .map(|(_, what)| what)
+    .collect();
     anyhow::bail!(
-        "not enough privileges to load eBPF programs (effective capabilities {caps:#x}).\n\
+        "not enough privileges to load eBPF programs: missing {} (effective capabilities {caps:#x}; \
+         CAP_SYS_ADMIN alone would also do).\n\
          Fix: run as root (sudo mcp-monitor run), or grant the capabilities:\n  \
          setcap cap_bpf,cap_perfmon,cap_sys_resource,cap_sys_ptrace,cap_dac_read_search+ep $(command -v mcp-monitor)\n\
-         In Kubernetes, see deploy/kubernetes for the DaemonSet's securityContext."
+         In a container, add them to its capabilities (Kubernetes: securityContext.capabilities.add in \
+         deploy/kubernetes/daemonset.yaml lists BPF, PERFMON, SYS_RESOURCE, SYS_PTRACE, DAC_READ_SEARCH).",
+        missing.join(" and ")
+    )
+}
+
+/// Whether the kernel lets this process create uprobes through the perf
+/// `uprobe` PMU: `None` where that PMU does not exist. Asked by opening an
+/// event on a path that is not a regular file: the privilege check comes
+/// first (EACCES), the path check after it (EINVAL), so nothing is probed.
+pub fn uprobes_permitted() -> Option<bool> {
+    let pmu: u64 = std::fs::read_to_string("/sys/bus/event_source/devices/uprobe/type")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+    let path = c"/";
+    // struct perf_event_attr, 128 bytes: type and size, then config (0: an
+    // entry probe), and config1/config2 (uprobe_path, probe_offset) at bytes
+    // 56 and 64.
+    let mut attr = [0u64; 16];
+    attr[0] = pmu | (128 << 32);
+    attr[7] = path.as_ptr() as u64;
+    // SAFETY: perf_event_open reads `attr` (128 bytes, alive) and the path.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_ptr(),
+            -1 as libc::c_int,
+            0 as libc::c_int,
+            -1 as libc::c_int,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: a descriptor we own.
+        unsafe { libc::close(fd as libc::c_int) };
+        return Some(true);
+    }
+    let errno = std::io::Error::last_os_error().raw_os_error();
+    Some(!matches!(errno, Some(libc::EACCES) | Some(libc::EPERM)))
+}
+
+/// Fails when TLS capture is on but the kernel refuses this process
+/// uprobes. Since the fix of CVE-2025-38466 (Linux 6.16, and the stable
+/// kernels 5.10.240, 5.15.189, 6.1.146, 6.6.99, 6.12.39 and later) uprobe
+/// events need CAP_SYS_ADMIN; CAP_PERFMON no longer does.
+pub fn check_uprobe_privilege() -> anyhow::Result<()> {
+    if uprobes_permitted() != Some(false) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "TLS capture (capture.tls = true) needs uprobes, and this kernel refuses them without CAP_SYS_ADMIN \
+         (since the fix of CVE-2025-38466: Linux 6.16, and stable kernels from 5.10.240, 5.15.189, 6.1.146, \
+         6.6.99, 6.12.39 on, CAP_PERFMON no longer suffices).\n\
+         Fix: grant CAP_SYS_ADMIN (Kubernetes: SYS_ADMIN in securityContext.capabilities.add, as \
+         deploy/kubernetes/daemonset.yaml does), or set capture.tls = false to run without TLS plaintext capture."
     )
 }
 
@@ -210,11 +276,25 @@ mod tests {
     }
 
     #[test]
+    fn uprobe_privilege_is_asked_without_probing() {
+        // As root with every capability (the test suite runs so), uprobes
+        // are permitted; the answer never creates a probe either way.
+        if has(effective_caps(), CAP_SYS_ADMIN) {
+            assert_ne!(uprobes_permitted(), Some(false));
+            assert!(check_uprobe_privilege().is_ok());
+        }
+    }
+
+    #[test]
     fn privilege_rules() {
         assert!(check_privileges(1 << CAP_SYS_ADMIN).is_ok());
         assert!(check_privileges(1 << CAP_BPF | 1 << CAP_PERFMON | 1 << CAP_SYS_PTRACE).is_ok());
         let e = check_privileges(1 << CAP_BPF).unwrap_err().to_string();
         assert!(e.contains("run as root") && e.contains("setcap"), "{e}");
-        assert!(check_privileges(0).is_err());
+        assert!(e.contains("missing CAP_PERFMON") && !e.contains("CAP_BPF ("), "{e}");
+        let e = check_privileges(1 << CAP_PERFMON).unwrap_err().to_string();
+        assert!(e.contains("missing CAP_BPF (") && !e.contains("CAP_PERFMON ("), "{e}");
+        let e = check_privileges(0).unwrap_err().to_string();
+        assert!(e.contains("CAP_BPF (") && e.contains("CAP_PERFMON ("), "{e}");
     }
 }

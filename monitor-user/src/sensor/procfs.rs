@@ -7,6 +7,8 @@ use std::{
     collections::HashMap,
     fs,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use crate::{
@@ -28,16 +30,40 @@ pub fn clock_ticks_per_second() -> u64 {
     }
 }
 
+/// The user database of the node: `<proc_root>/1/root/etc/passwd` (the
+/// files of pid 1, the host's init when the agent shares the host's PID
+/// namespace, as the DaemonSet does) when it can be read, else
+/// `/etc/passwd`. In a container, `/etc/passwd` is the image's, which names
+/// none of the node's users.
+pub fn node_passwd(proc_root: &Path) -> PathBuf {
+    let host = proc_root.join("1/root/etc/passwd");
+    if fs::read(&host).is_ok() {
+        host
+    } else {
+        PathBuf::from("/etc/passwd")
+    }
+}
+
+/// User databases of mount namespaces seen lately, at most this many.
+const MAX_USER_DATABASES: usize = 256;
+/// A namespace's /etc/passwd is read again after this long.
+const USER_DATABASE_TTL: Duration = Duration::from_secs(60);
+
 /// Reads process identities from a `/proc` tree.
 pub struct ProcReader {
     root: PathBuf,
     ticks_per_second: u64,
+    /// The node's users: for processes whose own files cannot be read.
     users: HashMap<u32, String>,
+    /// uid → name of each mount namespace, from the `/etc/passwd` its
+    /// processes see (`/proc/<pid>/root/etc/passwd`).
+    by_namespace: Mutex<HashMap<u64, (Instant, Option<Arc<HashMap<u32, String>>>)>>,
 }
 
 impl ProcReader {
-    /// A reader of `proc_root` (normally `/proc`); user names come from
-    /// `etc_passwd` when it can be read.
+    /// A reader of `proc_root` (normally `/proc`); user names come from the
+    /// `/etc/passwd` each process sees, and from `etc_passwd` for those whose
+    /// files cannot be read.
     pub fn new(proc_root: impl Into<PathBuf>, etc_passwd: &Path) -> Self {
         let users = fs::read_to_string(etc_passwd)
             .map(|s| parse_passwd(&s))
@@ -46,6 +72,32 @@ impl ProcReader {
             root: proc_root.into(),
             ticks_per_second: clock_ticks_per_second(),
             users,
+            by_namespace: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The name of `uid` as the process in `dir` (mount namespace `mnt_ns`)
+    /// sees it: the node's name for host processes, the image's for
+    /// processes in containers (what `ps` shows inside them), whatever
+    /// namespace the agent itself runs in.
+    fn user_name(&self, dir: &Path, mnt_ns: Option<u64>, uid: u32) -> Option<String> {
+        let Some(ns) = mnt_ns else {
+            return self.users.get(&uid).cloned();
+        };
+        let mut cache = self.by_namespace.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = cache.get(&ns).is_some_and(|(at, _)| at.elapsed() < USER_DATABASE_TTL);
+        if !fresh {
+            if cache.len() >= MAX_USER_DATABASES {
+                cache.clear();
+            }
+            let db = fs::read_to_string(dir.join("root/etc/passwd"))
+                .ok()
+                .map(|s| Arc::new(parse_passwd(&s)));
+            cache.insert(ns, (Instant::now(), db));
+        }
+        match &cache[&ns].1 {
+            Some(db) => db.get(&uid).cloned(),
+            None => self.users.get(&uid).cloned(),
         }
     }
 
@@ -80,7 +132,6 @@ impl ProcReader {
             let (u, g) = parse_status_ids(&status);
             info.uid = u.unwrap_or(uid);
             info.gid = g.unwrap_or(gid);
-            info.user = self.users.get(&info.uid).cloned();
         }
         info.cgroup = fs::read_to_string(dir.join("cgroup"))
             .map(|s| parse_cgroup(&s))
@@ -95,6 +146,7 @@ impl ProcReader {
         };
         info.mnt_ns = ns("mnt");
         info.pid_ns = ns("pid");
+        info.user = self.user_name(&dir, info.mnt_ns, info.uid);
         info.complete = true;
         info
     }
@@ -122,6 +174,49 @@ pub fn parse_passwd(s: &str) -> HashMap<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_names_come_from_the_files_of_pid_1() {
+        let root = std::env::temp_dir().join(format!("procfs-passwd-{}", std::process::id()));
+        let etc = root.join("1/root/etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        // No passwd under pid 1's root: the agent's own.
+        assert_eq!(node_passwd(&root), PathBuf::from("/etc/passwd"));
+        std::fs::write(etc.join("passwd"), "alice:x:1234:1234::/home/alice:/bin/sh\n").unwrap();
+        assert_eq!(node_passwd(&root), etc.join("passwd"));
+        let r = ProcReader::new("/proc", &node_passwd(&root));
+        // A pid that does not exist: the uid the kernel reported is named.
+        assert_eq!(r.read(0x3fff_fff0, 0, "x", 1234, 1234).user.as_deref(), Some("alice"));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn user_names_come_from_the_passwd_the_process_sees() {
+        // A fake /proc holding our own stat (so the process is "alive"), a
+        // mount namespace link, and a root whose /etc/passwd names uid 4321.
+        let root = std::env::temp_dir().join(format!("procfs-ns-passwd-{}", std::process::id()));
+        let pid = std::process::id();
+        let dir = root.join(pid.to_string());
+        std::fs::create_dir_all(dir.join("root/etc")).unwrap();
+        std::fs::create_dir_all(dir.join("ns")).unwrap();
+        std::fs::write(dir.join("stat"), std::fs::read("/proc/self/stat").unwrap()).unwrap();
+        std::fs::write(
+            dir.join("status"),
+            "Name:\tx\nUid:\t4321\t4321\t4321\t4321\nGid:\t0\t0\t0\t0\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("mnt:[4026539999]", dir.join("ns/mnt")).unwrap();
+        std::fs::write(dir.join("root/etc/passwd"), "node:x:4321:4321::/home/node:/bin/sh\n").unwrap();
+        let r = ProcReader::new(&root, Path::new("/nonexistent"));
+        let info = r.read(pid, 0, "x", 0, 0);
+        assert_eq!(info.uid, 4321);
+        assert_eq!(info.user.as_deref(), Some("node"));
+        // Unreadable files: the node's database (here: none) is the fallback.
+        std::fs::remove_file(dir.join("root/etc/passwd")).unwrap();
+        let r = ProcReader::new(&root, Path::new("/nonexistent"));
+        assert_eq!(r.read(pid, 0, "x", 0, 0).user, None);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn reads_own_namespaces() {

@@ -1,0 +1,240 @@
+//! The container image, run the way the DaemonSet runs it (security
+//! context, host mounts, environment, arguments, limits and ConfigMap read
+//! from deploy/kubernetes by [`PodSpec`]), watching MCP sessions started on
+//! the host: host pids, the right identity, metrics, and alerts written to
+//! the mounted state directory. And without one of the capabilities the
+//! manifest grants, it must refuse to start with its own error naming it.
+//!
+//! `cargo xtask test` builds the image under test (the runtime stage of the
+//! Dockerfile around the binary it tested); `cargo xtask image` is the full
+//! build.
+
+use std::{
+    net::{SocketAddr, TcpStream},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use mcp_monitor_tests::*;
+use serde_json::Value;
+
+const SETTLE: Duration = Duration::from_secs(20);
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A user of this host that the image's /etc/passwd does not have, so that
+/// a name in the events can only come from the node's user database.
+fn host_only_user(image: &str) -> (String, u32) {
+    let image_passwd = Command::new("podman")
+        .arg("run")
+        .args(podman_ulimit_args())
+        .args(["--rm", "--entrypoint", "cat", image, "/etc/passwd"])
+        .output()
+        .unwrap();
+    let image_passwd = String::from_utf8_lossy(&image_passwd.stdout).to_string();
+    let image_uids: Vec<&str> = image_passwd.lines().filter_map(|l| l.split(':').nth(2)).collect();
+    assert!(image_uids.contains(&"0"), "cannot read the image's /etc/passwd");
+    let host = std::fs::read_to_string("/etc/passwd").unwrap();
+    host.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let uid: u32 = f.get(2)?.parse().ok()?;
+            (uid != 0 && uid < 60000 && !image_uids.contains(&f[2])).then(|| (f[0].to_string(), uid))
+        })
+        .next()
+        .expect("this host has no user the image lacks (cargo xtask setup installs prometheus, which adds one)")
+}
+
+fn wait_port(port: u16) {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + scaled(Duration::from_secs(30));
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn image_runs_as_the_daemonset_does_and_watches_the_host() {
+    require_root();
+    let image = test_image();
+    let pod = PodSpec::shipped();
+    let m = pod.start(&image);
+
+    // stdio on the host: the TypeScript SDK client and server-everything,
+    // with a GitHub token echoed back.
+    let token = fake::github_token();
+    let d = Driver::node_with_env(
+        "everything",
+        &[],
+        &[("MCP_TEST_ECHO_MESSAGE", &format!("deploy with GITHUB_TOKEN={token}"))],
+    );
+    let t = d.finish();
+    let expected = t.expected(false);
+    let n = count(&expected);
+    let events = m.wait_events(SETTLE, |ev| count(&observed(ev, t.server_pid)) >= n);
+    assert_same(&expected, &observed(&events, t.server_pid));
+    let stdio: Vec<&Value> = events.iter().filter(|e| e["server"]["pid"] == t.server_pid).collect();
+    for e in &stdio {
+        // Host pids (hostPID), and the identity read through the host's /proc.
+        assert_eq!(e["client"]["pid"], t.client_pid, "{e}");
+        assert_eq!(e["transport"], "stdio");
+        for (end, pid) in [("server", t.server_pid), ("client", t.client_pid)] {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+            if let Some(exe) = exe {
+                assert_eq!(e[end]["exe"], exe.to_string_lossy().as_ref(), "{end} exe in {e}");
+            }
+            assert_eq!(e[end]["uid"], 0, "{e}");
+            assert_eq!(e[end]["user"], "root", "{e}");
+            assert!(e[end]["container_id"].is_null(), "a host process has no container: {e}");
+        }
+    }
+
+    // Streamable HTTP on the host: a FastMCP server run as a user only the
+    // host knows, and the Python SDK client; both ends are seen.
+    let (user, uid) = host_only_user(&image);
+    let port = free_port();
+    let server = Server(
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                &uid.to_string(),
+                "--regid",
+                &uid.to_string(),
+                "--clear-groups",
+            ])
+            .arg(python())
+            .arg(clients_dir().join("fastmcp_server.py"))
+            .env("MCP_TEST_HTTP_PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the FastMCP HTTP server"),
+    );
+    wait_port(port);
+    let server_pid = server.0.id();
+    let dir = TempDir::new("img-http");
+    let tpath = dir.path().join("t.json");
+    let st = Command::new(python())
+        .arg(clients_dir().join("py_http_session.py"))
+        .arg(&tpath)
+        .arg(format!("http://127.0.0.1:{port}/mcp"))
+        .arg("1000")
+        .status()
+        .unwrap();
+    assert!(st.success(), "the Python SDK HTTP session failed");
+    let tv: Value = serde_json::from_str(&std::fs::read_to_string(&tpath).unwrap()).unwrap();
+    let client_pid = tv["client_pid"].as_u64().unwrap();
+    let http_of = |ev: &[Value], server_side: bool| -> Vec<Value> {
+        ev.iter()
+            .filter(|e| e["transport"] == "http" && e["client"]["pid"] == client_pid)
+            .filter(|e| {
+                if server_side {
+                    e["server"]["pid"] == server_pid
+                } else {
+                    e["server"]["pid"].is_null()
+                }
+            })
+            .cloned()
+            .collect()
+    };
+    let steps = tv["steps"].as_array().unwrap().len();
+    let events = m.wait_events(SETTLE, |ev| {
+        http_of(ev, true).len() >= steps * 2 && http_of(ev, false).len() >= steps * 2
+    });
+    for server_side in [true, false] {
+        let mine = http_of(&events, server_side);
+        assert!(
+            mine.len() >= steps * 2,
+            "server side {server_side}: {} events for {steps} calls: {mine:?}",
+            mine.len()
+        );
+        let calls = mine
+            .iter()
+            .filter(|e| e["method"] == "tools/call" && e["type"] == "response")
+            .count();
+        assert!(calls >= 1, "no tools/call response seen, server side {server_side}");
+    }
+    let server_view = http_of(&events, true);
+    assert_eq!(server_view[0]["server"]["uid"], uid, "{}", server_view[0]);
+    assert_eq!(
+        server_view[0]["server"]["user"],
+        user.as_str(),
+        "the name comes from the node's /etc/passwd: {}",
+        server_view[0]
+    );
+    drop(server);
+
+    // Metrics on the pod's port, published as the Service would reach it.
+    let text = m.metrics_text();
+    assert!(metric_value(&text, "mcp_monitor_messages_total", &[]) >= (n + steps * 4) as f64);
+    assert_eq!(
+        metric_value(&text, "mcp_monitor_capture_dropped_total", &[]),
+        0.0,
+        "{text}"
+    );
+
+    // Alerts in the mounted state directory, the token never in clear.
+    let alerts = m.wait_alerts(SETTLE, |a| {
+        a.iter()
+            .any(|a| a["rule"] == "credential.exposure" && a["evidence"]["tool"] == "echo")
+    });
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["rule"] == "credential.exposure" && a["evidence"]["tool"] == "echo"),
+        "no alert for the token echoed: {alerts:?}"
+    );
+    assert!(m.alerts_path.starts_with(m.dir.path()));
+    let written = std::fs::read_to_string(&m.alerts_path).unwrap() + &std::fs::read_to_string(&m.events_path).unwrap();
+    assert!(!written.contains(&token), "the token left in clear");
+    // State in the host directory: the fingerprint key and the pinned tool
+    // definitions (rug pulls across restarts).
+    let state = m.dir.path().join("state");
+    assert!(state.join("fingerprint.key").is_file());
+    let pinned = std::fs::read_to_string(state.join("tools.json")).unwrap_or_default();
+    assert!(
+        pinned.contains("echo"),
+        "tools of server-everything not pinned: {pinned}"
+    );
+    // Every probe attached, TLS included, with the manifest's privileges.
+    let log = m.stderr();
+    assert!(
+        !log.contains("WARN") && !log.contains("ERROR"),
+        "the agent warned:\n{log}"
+    );
+}
+
+#[test]
+fn image_without_a_granted_capability_refuses_to_start_and_names_it() {
+    require_root();
+    let image = test_image();
+    let pod = PodSpec::shipped();
+    // Without SYS_ADMIN the kernel refuses the TLS uprobes (CVE-2025-38466);
+    // without PERFMON as well, nothing can be attached at all; without BPF
+    // too, no map can be made.
+    for (without, named) in [
+        (&["SYS_ADMIN"][..], "without CAP_SYS_ADMIN"),
+        (&["SYS_ADMIN", "PERFMON"][..], "missing CAP_PERFMON"),
+        (&["SYS_ADMIN", "BPF"][..], "missing CAP_BPF"),
+    ] {
+        for cap in without {
+            assert!(pod.capabilities().iter().any(|c| c == cap), "the manifest grants {cap}");
+        }
+        let out = pod.run_without(&image, without);
+        let log = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "started without {without:?}:\n{log}");
+        assert!(log.contains(named), "the error does not say {named:?}:\n{log}");
+        assert!(
+            log.contains("daemonset.yaml"),
+            "the error does not say where to fix it:\n{log}"
+        );
+    }
+}
