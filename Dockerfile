@@ -2,6 +2,7 @@
 #
 # mcp-monitor container image (the DaemonSet in deploy/kubernetes runs it).
 #
+#   cargo xtask image          # Podman, from a Debian base made with debootstrap
 #   docker build -t ghcr.io/mcp-monitor/mcp-monitor:0.1.0 .
 #
 # The build uses the project's own toolchain recipe (shared/docs/toolchain.md,

@@ -49,6 +49,9 @@ const MAX_USER_DATABASES: usize = 256;
 /// A namespace's /etc/passwd is read again after this long.
 const USER_DATABASE_TTL: Duration = Duration::from_secs(60);
 
+/// uid → user name, as one `/etc/passwd` says.
+type UserDatabase = Arc<HashMap<u32, String>>;
+
 /// Reads process identities from a `/proc` tree.
 pub struct ProcReader {
     root: PathBuf,
@@ -57,7 +60,7 @@ pub struct ProcReader {
     users: HashMap<u32, String>,
     /// uid → name of each mount namespace, from the `/etc/passwd` its
     /// processes see (`/proc/<pid>/root/etc/passwd`).
-    by_namespace: Mutex<HashMap<u64, (Instant, Option<Arc<HashMap<u32, String>>>)>>,
+    by_namespace: Mutex<HashMap<u64, (Instant, Option<UserDatabase>)>>,
 }
 
 impl ProcReader {
