@@ -55,10 +55,21 @@ RUN apt-get update -q \
 # llvm-config and fails (`unable to find library -lLLVM`). Installed under
 # /opt/mcp-monitor-tools, the image's counterpart of the repository's .tools.
 # Done before the sources are copied, so source changes reuse this layer.
-RUN PATH=/usr/lib/llvm-22/bin:$PATH \
+#
+# Behind a TLS-inspecting proxy, crates.io is reached only when its CA is
+# trusted: give it as the optional build secret `build-ca` (PEM; `cargo xtask
+# image` passes the host's /usr/local/share/ca-certificates). It is used
+# for the downloads of this stage only and is never written into a layer.
+RUN --mount=type=secret,id=build-ca,target=/run/secrets/build-ca.pem \
+    if [ -s /run/secrets/build-ca.pem ]; then \
+      cat /etc/ssl/certs/ca-certificates.crt /run/secrets/build-ca.pem > /tmp/build-ca-bundle.pem \
+      && export CARGO_HTTP_CAINFO=/tmp/build-ca-bundle.pem; \
+    fi \
+ && PATH=/usr/lib/llvm-22/bin:$PATH \
     cargo install "bpf-linker@${BPF_LINKER_VERSION}" --locked \
       --no-default-features --features llvm-22 \
       --root /opt/mcp-monitor-tools \
+ && rm -f /tmp/build-ca-bundle.pem \
  && /opt/mcp-monitor-tools/bin/bpf-linker --version
 
 # What monitor-user/build.rs reads to build the kernel programs (it then
@@ -85,7 +96,13 @@ COPY . .
 # panics still name functions.
 RUN --mount=type=cache,target=/root/.cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p mcp-monitor --bin mcp-monitor \
+    --mount=type=secret,id=build-ca,target=/run/secrets/build-ca.pem \
+    if [ -s /run/secrets/build-ca.pem ]; then \
+      cat /etc/ssl/certs/ca-certificates.crt /run/secrets/build-ca.pem > /tmp/build-ca-bundle.pem \
+      && export CARGO_HTTP_CAINFO=/tmp/build-ca-bundle.pem; \
+    fi \
+ && cargo build --release --locked -p mcp-monitor --bin mcp-monitor \
+ && rm -f /tmp/build-ca-bundle.pem \
  && mkdir -p /out \
  && objcopy --strip-debug target/release/mcp-monitor /out/mcp-monitor \
  && chmod 0755 /out/mcp-monitor \

@@ -239,16 +239,28 @@ impl Monitor {
     /// Stops the monitor (SIGINT; a container is stopped with SIGTERM, as
     /// the kubelet does) and waits for it.
     pub fn stop(&mut self) {
-        if let Some(name) = self.container.take() {
+        self.stop_with_status();
+    }
+
+    /// [`Monitor::stop`], returning how the monitor (or `podman run`, which
+    /// exits as its container does) ended; `None` if it was not running.
+    pub fn stop_with_status(&mut self) -> Option<std::process::ExitStatus> {
+        let in_container = if let Some(name) = self.container.take() {
             let _ = Command::new("podman")
                 .args(["stop", "--time", "20", &name])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
-        }
+            true
+        } else {
+            false
+        };
         if let Some(mut c) = self.child.take() {
-            // SAFETY: sending a signal to our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            // A container was stopped already; `podman run` exits after it.
+            if !in_container {
+                // SAFETY: sending a signal to our own child.
+                unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            }
             let deadline = Instant::now() + scaled(Duration::from_secs(20));
             while c.try_wait().unwrap().is_none() {
                 if Instant::now() > deadline {
@@ -257,8 +269,9 @@ impl Monitor {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = c.wait();
+            return c.wait().ok();
         }
+        None
     }
 }
 

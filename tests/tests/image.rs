@@ -66,7 +66,12 @@ fn image_runs_as_the_daemonset_does_and_watches_the_host() {
     require_root();
     let image = test_image();
     let pod = PodSpec::shipped();
-    let m = pod.start(&image);
+    let mut m = pod.start(&image);
+    // The probes of the manifest, through the published pod port.
+    for path in ["/healthz", "/readyz"] {
+        let (status, _) = http_get(m.metrics_addr, path).unwrap();
+        assert!(status.contains("200"), "{path}: {status}");
+    }
 
     // stdio on the host: the TypeScript SDK client and server-everything,
     // with a GitHub token echoed back.
@@ -210,6 +215,10 @@ fn image_runs_as_the_daemonset_does_and_watches_the_host() {
         !log.contains("WARN") && !log.contains("ERROR"),
         "the agent warned:\n{log}"
     );
+    // The kubelet stops a pod with SIGTERM (podman stop does the same): a
+    // clean exit within the grace period.
+    let status = m.stop_with_status().expect("the container was running");
+    assert!(status.success(), "exit on SIGTERM: {status}\n{}", m.stderr());
 }
 
 #[test]

@@ -59,9 +59,17 @@ pub fn build(binary: Binary) -> Result<&'static str> {
         }
     ));
     let mut cmd = Command::new("podman");
-    cmd.arg("build")
-        .args(ulimit_args())
-        .args(["--build-arg", &format!("BUILD_BASE={BASE_TAG}")])
+    cmd.arg("build").args(ulimit_args());
+    if binary == Binary::FullBuild {
+        if let Some(ca) = build_ca()? {
+            step(&format!(
+                "trusting the extra CA certificates of this host for the build's downloads ({}; build secret only, not in the image)",
+                ca.display()
+            ));
+            cmd.arg("--secret").arg(format!("id=build-ca,src={}", ca.display()));
+        }
+    }
+    cmd.args(["--build-arg", &format!("BUILD_BASE={BASE_TAG}")])
         .args(["--build-arg", &format!("RUNTIME_BASE={BASE_TAG}")])
         .args([
             "--build-arg",
@@ -86,6 +94,36 @@ pub fn build(binary: Binary) -> Result<&'static str> {
         binary_size_in(tag).unwrap_or(0) as f64 / 1e6
     ));
     Ok(tag)
+}
+
+/// The CA certificates this host trusts beyond Debian's (a TLS-inspecting
+/// proxy's, typically): `MCP_MONITOR_BUILD_CA` (a PEM file), or every
+/// `*.crt` of /usr/local/share/ca-certificates, joined in
+/// target/image/build-ca.pem. The build trusts them for downloads only.
+fn build_ca() -> Result<Option<PathBuf>> {
+    if let Some(p) = std::env::var_os("MCP_MONITOR_BUILD_CA") {
+        return Ok(Some(PathBuf::from(p)));
+    }
+    let Ok(dir) = std::fs::read_dir("/usr/local/share/ca-certificates") else {
+        return Ok(None);
+    };
+    let mut pem = Vec::new();
+    let mut files: Vec<PathBuf> = dir
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+        .collect();
+    files.sort();
+    for f in files {
+        pem.extend(std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?);
+        pem.push(b'\n');
+    }
+    if pem.is_empty() {
+        return Ok(None);
+    }
+    let out = root().join("target/image/build-ca.pem");
+    std::fs::create_dir_all(out.parent().unwrap())?;
+    std::fs::write(&out, pem)?;
+    Ok(Some(out))
 }
 
 /// Installs Podman (with the CNI plugins of its bridge network), debootstrap
