@@ -274,15 +274,12 @@ fn start_tls_scan(
         return Ok(None);
     }
     let mut scanner = crate::sensor::tls::Scanner::new("/proc", cfg.tls_executables.clone());
-    // /proc/1/root is the host's file system, also from inside a container
-    // sharing the host's pid namespace (the DaemonSet); where pid 1 is out
-    // of reach (a sandbox with its own pid 1), our own root is the host's.
-    let host_root = if std::fs::read_dir("/proc/1/root").is_ok() {
-        Path::new("/proc/1/root")
-    } else {
-        Path::new("/")
-    };
-    let mut first = scanner.scan_host(host_root);
+    // The host's libraries, also from inside a container sharing the
+    // host's pid namespace (the DaemonSet): probed before any process loads
+    // them, so that their first TLS bytes are seen.
+    let host_root = crate::sensor::tls::host_root(Path::new("/proc"));
+    log::debug!("TLS: host libraries looked up under {}", host_root.display());
+    let mut first = scanner.scan_host(&host_root);
     first.extend(scanner.scan_processes());
     for t in &first {
         sensor.attach_tls(t);

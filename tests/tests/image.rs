@@ -11,6 +11,7 @@
 
 use std::{
     net::{SocketAddr, TcpStream},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -61,6 +62,75 @@ fn wait_port(port: u16) {
     }
 }
 
+/// A Streamable HTTP session on the host: the FastMCP server as `uid`
+/// (over TLS with `cert` = (certificate, key)), the Python SDK client as
+/// root. Returns the events of the server's end and of the client's end.
+fn http_session(m: &Monitor, uid: u32, cert: Option<&(PathBuf, PathBuf)>) -> (Vec<Value>, Vec<Value>) {
+    let port = free_port();
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        &uid.to_string(),
+        "--regid",
+        &uid.to_string(),
+        "--clear-groups",
+    ])
+    .arg(python())
+    .arg(clients_dir().join("fastmcp_server.py"))
+    .env("MCP_TEST_HTTP_PORT", port.to_string());
+    if let Some((c, k)) = cert {
+        cmd.env("MCP_TEST_TLS_CERT", c).env("MCP_TEST_TLS_KEY", k);
+    }
+    let server = Server(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the FastMCP HTTP server"),
+    );
+    wait_port(port);
+    let server_pid = server.0.id();
+    let dir = TempDir::new("img-http");
+    let tpath = dir.path().join("t.json");
+    // The scheme is also the transport the events name.
+    let scheme = if cert.is_some() { "https" } else { "http" };
+    let mut client = Command::new(python());
+    client
+        .arg(clients_dir().join("py_http_session.py"))
+        .arg(&tpath)
+        .arg(format!("{scheme}://127.0.0.1:{port}/mcp"))
+        .arg("1000");
+    if let Some((c, _)) = cert {
+        client.env("MCP_TEST_CA", c);
+    }
+    assert!(
+        client.status().unwrap().success(),
+        "the Python SDK {scheme} session failed"
+    );
+    let tv: Value = serde_json::from_str(&std::fs::read_to_string(&tpath).unwrap()).unwrap();
+    let client_pid = tv["client_pid"].as_u64().unwrap();
+    let of = |ev: &[Value], server_side: bool| -> Vec<Value> {
+        ev.iter()
+            .filter(|e| e["transport"] == scheme && e["client"]["pid"] == client_pid)
+            .filter(|e| {
+                if server_side {
+                    e["server"]["pid"] == server_pid
+                } else {
+                    e["server"]["pid"].is_null()
+                }
+            })
+            .cloned()
+            .collect()
+    };
+    let done = |ev: &[Value], side: bool| {
+        of(ev, side)
+            .iter()
+            .any(|e| e["method"] == "tools/call" && e["type"] == "response" && e["tool"] == "big")
+    };
+    let events = m.wait_events(SETTLE, |ev| done(ev, true) && done(ev, false));
+    drop(server);
+    (of(&events, true), of(&events, false))
+}
+
 #[test]
 fn image_runs_as_the_daemonset_does_and_watches_the_host() {
     require_root();
@@ -102,84 +172,72 @@ fn image_runs_as_the_daemonset_does_and_watches_the_host() {
         }
     }
 
-    // Streamable HTTP on the host: a FastMCP server run as a user only the
-    // host knows, and the Python SDK client; both ends are seen.
+    // Streamable HTTP on the host, plain and over TLS: a FastMCP server run
+    // as a user only the host knows, and the Python SDK client; both ends
+    // are seen, the TLS session through the uprobes on OpenSSL.
     let (user, uid) = host_only_user(&image);
-    let port = free_port();
-    let server = Server(
-        Command::new("setpriv")
-            .args([
-                "--reuid",
-                &uid.to_string(),
-                "--regid",
-                &uid.to_string(),
-                "--clear-groups",
-            ])
-            .arg(python())
-            .arg(clients_dir().join("fastmcp_server.py"))
-            .env("MCP_TEST_HTTP_PORT", port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the FastMCP HTTP server"),
+    let tls = TempDir::new("img-tls");
+    openssl(
+        tls.path(),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ],
     );
-    wait_port(port);
-    let server_pid = server.0.id();
-    let dir = TempDir::new("img-http");
-    let tpath = dir.path().join("t.json");
-    let st = Command::new(python())
-        .arg(clients_dir().join("py_http_session.py"))
-        .arg(&tpath)
-        .arg(format!("http://127.0.0.1:{port}/mcp"))
-        .arg("1000")
-        .status()
-        .unwrap();
-    assert!(st.success(), "the Python SDK HTTP session failed");
-    let tv: Value = serde_json::from_str(&std::fs::read_to_string(&tpath).unwrap()).unwrap();
-    let client_pid = tv["client_pid"].as_u64().unwrap();
-    let http_of = |ev: &[Value], server_side: bool| -> Vec<Value> {
-        ev.iter()
-            .filter(|e| e["transport"] == "http" && e["client"]["pid"] == client_pid)
-            .filter(|e| {
-                if server_side {
-                    e["server"]["pid"] == server_pid
-                } else {
-                    e["server"]["pid"].is_null()
-                }
-            })
-            .cloned()
-            .collect()
-    };
-    let steps = tv["steps"].as_array().unwrap().len();
-    let events = m.wait_events(SETTLE, |ev| {
-        http_of(ev, true).len() >= steps * 2 && http_of(ev, false).len() >= steps * 2
-    });
-    for server_side in [true, false] {
-        let mine = http_of(&events, server_side);
-        assert!(
-            mine.len() >= steps * 2,
-            "server side {server_side}: {} events for {steps} calls: {mine:?}",
-            mine.len()
-        );
-        let calls = mine
-            .iter()
-            .filter(|e| e["method"] == "tools/call" && e["type"] == "response")
-            .count();
-        assert!(calls >= 1, "no tools/call response seen, server side {server_side}");
+    // The server, running as another user, must read its key.
+    for f in ["key.pem", "cert.pem"] {
+        std::fs::set_permissions(tls.path().join(f), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     }
-    let server_view = http_of(&events, true);
-    assert_eq!(server_view[0]["server"]["uid"], uid, "{}", server_view[0]);
-    assert_eq!(
-        server_view[0]["server"]["user"],
-        user.as_str(),
-        "the name comes from the node's /etc/passwd: {}",
-        server_view[0]
-    );
-    drop(server);
+    std::fs::set_permissions(tls.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut http_events = 0;
+    for secure in [false, true] {
+        let cert = secure.then(|| (tls.path().join("cert.pem"), tls.path().join("key.pem")));
+        let (server_side, client_side) = http_session(&m, uid, cert.as_ref());
+        for (side, mine) in [("server", &server_side), ("client", &client_side)] {
+            for method in ["initialize", "notifications/initialized", "tools/list", "tools/call"] {
+                assert!(
+                    mine.iter().any(|e| e["method"] == method),
+                    "{method} not seen on the {side} side (TLS: {secure}): {mine:?}\nother side: {}\nagent log:\n{}",
+                    if side == "server" {
+                        client_side.len()
+                    } else {
+                        server_side.len()
+                    },
+                    m.stderr()
+                );
+            }
+            assert!(
+                mine.iter()
+                    .any(|e| e["method"] == "tools/call" && e["type"] == "response"),
+                "no tools/call result on the {side} side (TLS: {secure})"
+            );
+        }
+        assert_eq!(server_side[0]["server"]["uid"], uid, "{}", server_side[0]);
+        assert_eq!(
+            server_side[0]["server"]["user"],
+            user.as_str(),
+            "the name comes from the node's /etc/passwd: {}",
+            server_side[0]
+        );
+        http_events += server_side.len() + client_side.len();
+    }
 
     // Metrics on the pod's port, published as the Service would reach it.
     let text = m.metrics_text();
-    assert!(metric_value(&text, "mcp_monitor_messages_total", &[]) >= (n + steps * 4) as f64);
+    assert!(metric_value(&text, "mcp_monitor_messages_total", &[]) >= (n + http_events) as f64);
     assert_eq!(
         metric_value(&text, "mcp_monitor_capture_dropped_total", &[]),
         0.0,

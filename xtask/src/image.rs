@@ -144,6 +144,7 @@ fn ensure_podman() -> Result<()> {
         );
     }
     step(&format!("installing {}", missing.join(" ")));
+    sh(Command::new("apt-get").args(["update", "-q"]))?;
     sh(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)

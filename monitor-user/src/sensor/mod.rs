@@ -356,7 +356,7 @@ impl Sensor {
         } else {
             format!("{} (mapped by pid {})", target.path, target.pid)
         };
-        match attach_tls_file(&mut self.ebpf, &target.open_path) {
+        match attach_tls_file(&mut self.ebpf, &target.attach_path()) {
             Ok(optional_missing) => {
                 self.tls_targets += 1;
                 if optional_missing.is_empty() {

@@ -12,22 +12,71 @@
 
 use std::{
     collections::HashSet,
-    os::unix::fs::MetadataExt,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 /// A file to probe.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct TlsTarget {
-    /// Path the agent opens (through `/proc/<pid>/root` for files seen in
-    /// a process).
+    /// Path the scanner opened (through `/proc/<pid>/root` for files seen
+    /// in a process).
     pub open_path: PathBuf,
+    /// The file, held open from the scan to the attach: a process that
+    /// exits in between (its `/proc/<pid>/root` gone) cannot make the
+    /// attach fail, and so cannot leave its library unprobed for good.
+    pub handle: Arc<std::fs::File>,
     /// Path as the process sees it, for logs.
     pub path: String,
     /// The process it was found in (0: found on the host file system).
     pub pid: u32,
     /// (device, inode): the file's identity.
     pub file: (u64, u64),
+}
+
+impl TlsTarget {
+    /// The path to attach through: the agent's own descriptor of the file
+    /// (`/proc/self/fd/N`), which the kernel follows to the same inode
+    /// whatever became of the process it was found in.
+    pub fn attach_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.handle.as_raw_fd()))
+    }
+}
+
+/// The host's file system as the agent can reach it: `/proc/1/root` (pid 1
+/// is the host's init when the agent shares the host's PID namespace, as
+/// the DaemonSet does); where pid 1's files are out of reach (some
+/// sandboxes refuse them even to root), the root of the nearest ancestor
+/// in another mount namespace (the container runtime's shim, on the host);
+/// else our own root (the agent runs on the host itself).
+pub fn host_root(proc_root: &Path) -> PathBuf {
+    let init = proc_root.join("1/root");
+    if std::fs::read_dir(&init).is_ok() {
+        return init;
+    }
+    let mnt_ns = |pid: &str| std::fs::read_link(proc_root.join(pid).join("ns/mnt")).ok();
+    let own = mnt_ns("self");
+    let mut pid = std::os::unix::process::parent_id();
+    for _ in 0..64 {
+        if pid <= 1 {
+            break;
+        }
+        let p = pid.to_string();
+        let root = proc_root.join(&p).join("root");
+        if mnt_ns(&p).is_some() && mnt_ns(&p) != own && std::fs::read_dir(&root).is_ok() {
+            return root;
+        }
+        let Some(ppid) = std::fs::read_to_string(proc_root.join(&p).join("stat"))
+            .ok()
+            .and_then(|s| crate::identity::parse_stat(&s))
+            .map(|st| st.ppid)
+        else {
+            break;
+        };
+        pid = ppid;
+    }
+    PathBuf::from("/")
 }
 
 /// Library directories looked at on the host at start, so that processes
@@ -113,8 +162,15 @@ impl Scanner {
             return None;
         }
         let file = (md.dev(), md.ino());
-        self.seen.insert(file).then(|| TlsTarget {
+        if self.seen.contains(&file) {
+            return None;
+        }
+        // Only a file that could be opened counts as seen.
+        let handle = std::fs::File::open(&open_path).ok()?;
+        self.seen.insert(file);
+        Some(TlsTarget {
             open_path,
+            handle: Arc::new(handle),
             path: path.to_owned(),
             pid,
             file,
@@ -250,6 +306,10 @@ mod tests {
         assert!(found[0].open_path.ends_with("root/lib/libssl.so.3"));
         assert_eq!(found[1].pid, 12);
         assert!(s.scan_processes().is_empty(), "a second pass finds nothing new");
+        // The process goes away before the attach: the file is still
+        // reachable through the agent's own descriptor.
+        std::fs::remove_dir_all(proc_root.join("12")).unwrap();
+        assert_eq!(std::fs::read(found[1].attach_path()).unwrap(), b"other elf");
     }
 
     #[test]
