@@ -254,13 +254,13 @@ impl PodSpec {
     /// ConfigMap sends them to stdout; `--events-file`/`--alerts-file`
     /// redirect them where the test reads them from the host).
     pub fn start(&self, image: &str) -> Monitor {
-        let dir = TempDir::new("pod");
-        let state = dir.path().join("state");
-        let config = dir.path().join("config");
-        std::fs::create_dir_all(&state).unwrap();
-        std::fs::create_dir_all(&config).unwrap();
-        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let name = container_name();
+        let Pod {
+            dir,
+            state,
+            config,
+            metrics_addr,
+            name,
+        } = Pod::new();
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
         let child = Command::new("podman")
             .args(self.podman_args(&name, &state, &config, metrics_addr, &[]))
@@ -288,13 +288,13 @@ impl PodSpec {
     /// Runs the image as the DaemonSet would but without the capabilities
     /// `without`, until it exits (it must not start).
     pub fn run_without(&self, image: &str, without: &[&str]) -> Output {
-        let dir = TempDir::new("pod");
-        let state = dir.path().join("state");
-        let config = dir.path().join("config");
-        std::fs::create_dir_all(&state).unwrap();
-        std::fs::create_dir_all(&config).unwrap();
-        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let name = container_name();
+        let Pod {
+            dir: _dir,
+            state,
+            config,
+            metrics_addr,
+            name,
+        } = Pod::new();
         let mut child = Command::new("podman")
             .args(self.podman_args(&name, &state, &config, metrics_addr, without))
             .arg(image)
@@ -344,13 +344,33 @@ pub fn podman_ulimit_args() -> Vec<String> {
     ]
 }
 
-fn container_name() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "mcpmon-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+/// What one run of the image gets of its own: a temporary directory with
+/// the state directory and the ConfigMap's files, a metrics port, a name.
+struct Pod {
+    dir: TempDir,
+    state: PathBuf,
+    config: PathBuf,
+    metrics_addr: SocketAddr,
+    name: String,
+}
+
+impl Pod {
+    fn new() -> Pod {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = TempDir::new("pod");
+        let state = dir.path().join("state");
+        let config = dir.path().join("config");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::create_dir_all(&config).unwrap();
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        Pod {
+            dir,
+            state,
+            config,
+            metrics_addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            name: format!("mcpmon-test-{}-{n}", std::process::id()),
+        }
+    }
 }
 
 fn hostname() -> String {

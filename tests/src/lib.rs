@@ -19,6 +19,7 @@ use std::{
 mod container;
 mod monitor;
 mod peers;
+mod servers;
 mod transcript;
 
 pub use container::{podman_ulimit_args, test_image, PodSpec};
@@ -26,6 +27,7 @@ pub use monitor::{metric_value, Monitor};
 pub use peers::{
     inspector_cli, python_session_under_shell, run_node, run_python_client, run_python_fastmcp, venv_script, Driver,
 };
+pub use servers::{self_signed, wait_port, Certificate, Server};
 pub use transcript::{assert_same, count, observed, observed_rows, Row, Sent, Transcript};
 
 /// Root of the workspace (the parent directory of the `tests` crate).

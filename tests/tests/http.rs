@@ -9,66 +9,15 @@
 //! exchange that yields no MCP event.
 
 use std::{
-    net::{SocketAddr, TcpStream},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    net::TcpStream,
+    process::{Command, Stdio},
+    time::Duration,
 };
 
 use mcp_monitor_tests::*;
 use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(20);
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_port(port: u16) {
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + mcp_monitor_tests::scaled(Duration::from_secs(30));
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A self-signed certificate for 127.0.0.1: (certificate, key) PEM files.
-struct Certificate {
-    _dir: TempDir,
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
-}
-
-fn self_signed() -> Certificate {
-    let dir = TempDir::new("tls");
-    openssl(
-        dir.path(),
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-        ],
-    );
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    Certificate { _dir: dir, cert, key }
-}
 
 fn fastmcp_http(port: u16) -> Server {
     fastmcp_server(port, None)

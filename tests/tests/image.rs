@@ -10,25 +10,15 @@
 //! build.
 
 use std::{
-    net::{SocketAddr, TcpStream},
     path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    time::Duration,
 };
 
 use mcp_monitor_tests::*;
 use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(20);
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A user of this host that the image's /etc/passwd does not have, so that
 /// a name in the events can only come from the node's user database.
@@ -51,15 +41,6 @@ fn host_only_user(image: &str) -> (String, u32) {
         })
         .next()
         .expect("this host has no user the image lacks (cargo xtask setup installs prometheus, which adds one)")
-}
-
-fn wait_port(port: u16) {
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + scaled(Duration::from_secs(30));
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A Streamable HTTP session on the host: the FastMCP server as `uid`
@@ -176,35 +157,15 @@ fn image_runs_as_the_daemonset_does_and_watches_the_host() {
     // as a user only the host knows, and the Python SDK client; both ends
     // are seen, the TLS session through the uprobes on OpenSSL.
     let (user, uid) = host_only_user(&image);
-    let tls = TempDir::new("img-tls");
-    openssl(
-        tls.path(),
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-        ],
-    );
+    let tls = self_signed();
     // The server, running as another user, must read its key.
-    for f in ["key.pem", "cert.pem"] {
-        std::fs::set_permissions(tls.path().join(f), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    for f in [&tls.dir.path().to_path_buf(), &tls.cert, &tls.key] {
+        let mode = if f.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
     }
-    std::fs::set_permissions(tls.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let mut http_events = 0;
     for secure in [false, true] {
-        let cert = secure.then(|| (tls.path().join("cert.pem"), tls.path().join("key.pem")));
+        let cert = secure.then(|| (tls.cert.clone(), tls.key.clone()));
         let (server_side, client_side) = http_session(&m, uid, cert.as_ref());
         for (side, mine) in [("server", &server_side), ("client", &client_side)] {
             for method in ["initialize", "notifications/initialized", "tools/list", "tools/call"] {
