@@ -55,15 +55,7 @@ impl Monitor {
             .stderr(stderr)
             .spawn()
             .expect("spawn mcp-monitor");
-        Monitor {
-            child: Some(child),
-            dir,
-            events_path,
-            alerts_path,
-            metrics_addr,
-            container: None,
-        }
-        .ready()
+        Monitor::adopt(child, dir, events_path, alerts_path, metrics_addr, None)
     }
 
     /// A monitor already started as `child` (its log in `dir/stderr.log`),

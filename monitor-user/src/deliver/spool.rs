@@ -541,6 +541,62 @@ mod tests {
         fs::remove_dir_all(&d).unwrap();
     }
 
+    /// Name of the test below, which runs itself again in a child process:
+    /// a file size limit is process-wide and must not reach other tests.
+    const HALF_WAY: &str = "deliver::spool::tests::a_record_written_half_way_is_cut_off_and_the_next_is_whole";
+
+    #[test]
+    fn a_record_written_half_way_is_cut_off_and_the_next_is_whole() {
+        let Some(dir) = std::env::var_os("MCP_SPOOL_HALF_WAY_DIR") else {
+            let d = tmp("half-way");
+            fs::create_dir_all(&d).unwrap();
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", HALF_WAY, "--test-threads=1", "--nocapture"])
+                .env("MCP_SPOOL_HALF_WAY_DIR", &d)
+                .output()
+                .unwrap();
+            let log = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{log}");
+            assert!(log.contains("1 passed"), "the child ran the test: {log}");
+            // What the child left behaves after a restart too.
+            let mut s = Spool::open(&d, 1 << 20).unwrap();
+            assert_eq!(s.pending(), 2);
+            assert_eq!(drain(&mut s), ["first", "third"]);
+            fs::remove_dir_all(&d).unwrap();
+            return;
+        };
+        // The child: writes past RLIMIT_FSIZE stop at the limit (a short
+        // write), then fail with EFBIG, as a full disk does half-way.
+        // SAFETY: ignoring SIGXFSZ in this child process only.
+        unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+        let d = PathBuf::from(dir);
+        let mut s = Spool::open(&d, 1 << 20).unwrap();
+        s.append(b"first").unwrap();
+        let seg = d.join(segment_name(0));
+        let size = fs::metadata(&seg).unwrap().len();
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit on a struct we own.
+        unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim) };
+        let saved = lim.rlim_cur;
+        lim.rlim_cur = size + 40;
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &lim) }, 0);
+        let err = s.append(&[b'x'; 200]).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EFBIG), "{err}");
+        // The 40 bytes that reached the file are gone again.
+        assert_eq!(fs::metadata(&seg).unwrap().len(), size);
+        assert_eq!(s.pending(), 1);
+        lim.rlim_cur = saved;
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &lim) }, 0);
+        s.append(b"third").unwrap();
+        assert_eq!(s.pending(), 2);
+        let b = s.peek(10, 1 << 20).unwrap();
+        let got: Vec<&[u8]> = b.records.iter().map(|r| r.as_slice()).collect();
+        assert_eq!(got, [b"first".as_slice(), b"third".as_slice()]);
+    }
+
     #[test]
     fn torn_record_is_cut_off() {
         let d = tmp("torn");
