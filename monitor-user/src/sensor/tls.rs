@@ -313,6 +313,37 @@ mod tests {
     }
 
     #[test]
+    fn host_root_is_pid_1s_or_else_the_nearest_ancestor_in_another_mount_namespace() {
+        let t = tempfile::tempdir().unwrap();
+        let proc_root = t.path();
+        let ppid = std::os::unix::process::parent_id();
+        let link = |pid: &str, ns: &str| {
+            std::fs::create_dir_all(proc_root.join(pid).join("ns")).unwrap();
+            std::os::unix::fs::symlink(ns, proc_root.join(pid).join("ns/mnt")).unwrap();
+        };
+        link("self", "mnt:[4026530001]");
+        // Nothing readable: our own root.
+        assert_eq!(host_root(proc_root), PathBuf::from("/"));
+        // The parent in the same mount namespace is not the host; its
+        // parent, in another one, is (the runtime's shim). (The test's own
+        // parent is cargo or a shell, never pid 1.)
+        assert!(ppid > 1);
+        link(&ppid.to_string(), "mnt:[4026530001]");
+        std::fs::create_dir_all(proc_root.join(ppid.to_string()).join("root")).unwrap();
+        std::fs::write(
+            proc_root.join(ppid.to_string()).join("stat"),
+            format!("{ppid} (podman) S 4242 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 100 0 0\n"),
+        )
+        .unwrap();
+        link("4242", "mnt:[4026531840]");
+        std::fs::create_dir_all(proc_root.join("4242/root")).unwrap();
+        assert_eq!(host_root(proc_root), proc_root.join("4242/root"));
+        // pid 1's files, when readable, come first.
+        std::fs::create_dir_all(proc_root.join("1/root")).unwrap();
+        assert_eq!(host_root(proc_root), proc_root.join("1/root"));
+    }
+
+    #[test]
     fn host_scan_finds_libssl_and_executables() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path();
