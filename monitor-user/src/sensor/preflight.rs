@@ -49,9 +49,10 @@ pub fn check_privileges(caps: u64) -> anyhow::Result<()> {
         "not enough privileges to load eBPF programs: missing {} (effective capabilities {caps:#x}; \
          CAP_SYS_ADMIN alone would also do).\n\
          Fix: run as root (sudo mcp-monitor run), or grant the capabilities:\n  \
-         setcap cap_bpf,cap_perfmon,cap_sys_resource,cap_sys_ptrace,cap_dac_read_search+ep $(command -v mcp-monitor)\n\
-         In a container, add them to its capabilities (Kubernetes: securityContext.capabilities.add in \
-         deploy/kubernetes/daemonset.yaml lists BPF, PERFMON, SYS_RESOURCE, SYS_PTRACE, DAC_READ_SEARCH).",
+         setcap cap_bpf,cap_perfmon,cap_sys_resource,cap_sys_ptrace,cap_dac_read_search,cap_sys_admin+ep $(command -v mcp-monitor)\n\
+         (cap_sys_admin is for TLS capture's uprobes). In a container, add them to its capabilities \
+         (Kubernetes: securityContext.capabilities.add in deploy/kubernetes/daemonset.yaml lists BPF, PERFMON, \
+         SYS_RESOURCE, SYS_PTRACE, DAC_READ_SEARCH, SYS_ADMIN).",
         missing.join(" and ")
     )
 }

@@ -64,7 +64,8 @@ pub fn host_root(proc_root: &Path) -> PathBuf {
         }
         let p = pid.to_string();
         let root = proc_root.join(&p).join("root");
-        if mnt_ns(&p).is_some() && mnt_ns(&p) != own && std::fs::read_dir(&root).is_ok() {
+        let ns = mnt_ns(&p);
+        if ns.is_some() && ns != own && std::fs::read_dir(&root).is_ok() {
             return root;
         }
         let Some(ppid) = std::fs::read_to_string(proc_root.join(&p).join("stat"))
