@@ -28,6 +28,13 @@ enum Command {
     /// `cargo xtask bench host` compares the agent with (needs root).
     #[command(hide = true)]
     Floor(CheckArgs),
+    /// Live terminal view of sessions, tools and alerts, from the agent's
+    /// events and alerts files (or `-`: a pipe from `mcp-monitor run`).
+    Top(TopArgs),
+    /// Write one self-contained HTML investigation report (graph of agents,
+    /// servers and tools; timeline per session; alerts linked to their
+    /// messages; tool definitions) from events and alerts files or a recording.
+    Report(ReportArgs),
     /// Inspect configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -105,6 +112,55 @@ struct ReplayArgs {
     file: PathBuf,
     #[command(flatten)]
     common: CommonArgs,
+}
+
+#[derive(Args)]
+struct TopArgs {
+    /// Files to follow: the agent's events and alerts files (one file with
+    /// both works too), or - for standard input. Default: the files of the
+    /// configuration (`output.events_file`, `output.alerts_file`).
+    files: Vec<PathBuf>,
+    /// Configuration whose output files to follow when none are given.
+    #[arg(long, env = "MCP_MONITOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Show only what happens from now on (skip what the files hold).
+    #[arg(long)]
+    from_end: bool,
+    /// Print plain-text snapshots even on a terminal (the default when
+    /// standard output is not one).
+    #[arg(long, short = 'b')]
+    batch: bool,
+    /// Seconds between plain-text snapshots.
+    #[arg(long, short = 'd', default_value_t = 2.0)]
+    interval: f64,
+    /// Plain-text snapshots to print before leaving (0: until interrupted).
+    #[arg(long, short = 'n', default_value_t = 1)]
+    iterations: u64,
+    /// Start with this minimum alert severity (info, low, medium, high, critical).
+    #[arg(long)]
+    severity: Option<String>,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// The agent's events and alerts files (JSON lines; one file with both
+    /// works too; - for standard input).
+    files: Vec<PathBuf>,
+    /// Report on a recording instead: the pipeline runs over it (as
+    /// `replay --payloads` does) and the report is made of what it finds.
+    #[arg(long, conflicts_with = "files")]
+    recording: Option<PathBuf>,
+    /// The agent's state directory: its pinned tool definitions are listed;
+    /// with --recording, its fingerprint key is used, so fingerprints match
+    /// the live alerts (nothing in it is changed).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Configuration for --recording (detection rules, labels).
+    #[arg(long, env = "MCP_MONITOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where to write the report.
+    #[arg(long, short = 'o', default_value = "report.html")]
+    output: PathBuf,
 }
 
 #[derive(Args)]
@@ -203,6 +259,132 @@ fn print_check(r: &agent::CheckReport) {
     }
 }
 
+fn top(a: TopArgs) -> anyhow::Result<()> {
+    use mcp_monitor_investigate::{model::Severity, top};
+    let mut files = a.files;
+    if files.is_empty() {
+        let cfg = match &a.config {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        for f in [&cfg.output.events_file, &cfg.output.alerts_file] {
+            if f != "-" && !files.iter().any(|x| x.as_os_str() == f.as_str()) {
+                files.push(PathBuf::from(f));
+            }
+        }
+    }
+    let min_severity = match a.severity.as_deref() {
+        None => None,
+        Some(s @ ("info" | "low" | "medium" | "high" | "critical")) => Some(Severity::parse(s)),
+        Some(other) => anyhow::bail!("unknown severity {other:?}: use info, low, medium, high or critical"),
+    };
+    if !(a.interval.is_finite() && a.interval > 0.0) {
+        anyhow::bail!("--interval must be a positive number of seconds");
+    }
+    top::run(top::Options {
+        files,
+        from_end: a.from_end,
+        batch: a.batch,
+        interval: std::time::Duration::from_secs_f64(a.interval),
+        iterations: a.iterations,
+        min_severity,
+    })
+}
+
+fn report(a: ReportArgs) -> anyhow::Result<()> {
+    use mcp_monitor_investigate::{input, model, report};
+    let mut m = model::Investigation::new(model::Limits::REPORT, true);
+    let mut names: Vec<String> = a.files.iter().map(|p| p.display().to_string()).collect();
+    let mut skipped = 0;
+    if let Some(rec) = &a.recording {
+        let work = tempdir("report")?;
+        let result = (|| -> anyhow::Result<()> {
+            let mut cfg = match &a.config {
+                Some(p) => Config::load(p)?,
+                None => Config::default(),
+            };
+            let events = work.join("events.jsonl");
+            let alerts = work.join("alerts.jsonl");
+            cfg.output.events_file = events.display().to_string();
+            cfg.output.alerts_file = alerts.display().to_string();
+            cfg.output.payloads = true;
+            // A replay only reads the fingerprint key there, so its
+            // fingerprints match the live alerts'; it changes nothing.
+            if let Some(dir) = &a.state_dir {
+                cfg.detection.state_dir = dir.clone();
+            }
+            let metrics = Metrics::with_config(&cfg.metrics);
+            let mut outputs = agent::Outputs::open(&cfg, &metrics)?;
+            agent::replay(rec, &cfg, metrics, &mut outputs)?;
+            drop(outputs);
+            for f in [&events, &alerts] {
+                skipped += input::read_lines(f, |l| m.ingest_line(l))?;
+            }
+            Ok(())
+        })();
+        let _ = std::fs::remove_dir_all(&work);
+        result?;
+        names = vec![format!("recording {}", rec.display())];
+    } else {
+        if a.files.is_empty() {
+            anyhow::bail!(
+                "report needs the agent's events and alerts files (or --recording FILE): \
+                 mcp-monitor report events.jsonl alerts.jsonl -o report.html"
+            );
+        }
+        for f in &a.files {
+            skipped += input::read_lines(f, |l| m.ingest_line(l))?;
+        }
+    }
+    if let Some(dir) = &a.state_dir {
+        let p = dir.join("tools.json");
+        match std::fs::read_to_string(&p) {
+            Ok(t) => m.pinned = Some(model::Pinned::parse(&t, m.scrubber())?),
+            Err(e) => log::warn!("no pinned tool definitions: cannot read {}: {e}", p.display()),
+        }
+    }
+    if skipped > 0 {
+        log::warn!(
+            "{skipped} lines skipped: longer than {} bytes or not UTF-8",
+            input::MAX_LINE
+        );
+    }
+    if m.counts.unreadable > 0 {
+        log::warn!("{} lines were neither events nor alerts", m.counts.unreadable);
+    }
+    let html = report::render(
+        &m,
+        &report::Sources {
+            files: names,
+            generated: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        },
+    );
+    std::fs::write(&a.output, html).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", a.output.display()))?;
+    eprintln!(
+        "wrote {}: {} sessions, {} events, {} alerts",
+        a.output.display(),
+        m.sessions.len(),
+        m.counts.events,
+        m.counts.alerts
+    );
+    Ok(())
+}
+
+/// A private directory under the temporary directory.
+fn tempdir(what: &str) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    for n in 0..100u32 {
+        let p = base.join(format!("mcp-monitor-{what}-{}-{n}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => anyhow::bail!("cannot create a directory under {}: {e}", base.display()),
+        }
+    }
+    anyhow::bail!("cannot create a directory under {}", base.display())
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
@@ -245,6 +427,8 @@ fn real_main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Top(a) => top(a),
+        Command::Report(a) => report(a),
         Command::Check(a) => {
             let cfg = match &a.config {
                 Some(p) => Config::load(p)?,

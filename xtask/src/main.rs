@@ -48,6 +48,10 @@ const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     "cpio",
     "xz-utils",
+    // The investigation views' tests: `top` driven in tmux, the report
+    // rendered (and photographed) by headless Chromium.
+    "tmux",
+    "chromium",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
