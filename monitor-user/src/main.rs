@@ -339,7 +339,10 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
     if let Some(dir) = &a.state_dir {
         let p = dir.join("tools.json");
         match std::fs::read_to_string(&p) {
-            Ok(t) => m.pinned = Some(model::Pinned::parse(&t, m.scrubber())?),
+            Ok(t) => {
+                m.pinned =
+                    Some(model::Pinned::parse(&t, m.scrubber()).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?)
+            }
             Err(e) => log::warn!("no pinned tool definitions: cannot read {}: {e}", p.display()),
         }
     }

@@ -79,6 +79,16 @@ fn record_session() -> Recorded {
         "--state-dir",
         live_state.path().to_str().unwrap(),
     ]);
+    // The live view, fed by the running agent's files from the start.
+    let live = Tmux::start(
+        "live",
+        &format!(
+            "{} top {} {}",
+            monitor_bin().display(),
+            m.events_path.display(),
+            m.alerts_path.display()
+        ),
+    );
     python_list_session("");
     python_list_session("v2");
     Driver::node_with_env(
@@ -91,6 +101,17 @@ fn record_session() -> Recorded {
         let rules: Vec<&str> = a.iter().filter_map(|x| x["rule"].as_str()).collect();
         rules.contains(&"credential.relay") && rules.contains(&"tool_integrity.rug_pull")
     });
+    // What the agent wrote reached the screen while it ran.
+    let screen = live.wait("the live session and its alerts", |s| {
+        s.contains("monitor-test-client") && s.contains("credential.relay") && s.contains("Sessions (4)")
+    });
+    assert_no_secret(
+        "live screen",
+        &screen,
+        &[gh.clone(), aws_id.clone(), aws_secret.clone()],
+    );
+    live.send(&["q"]);
+    drop(live);
     m.stop();
 
     let events = dir.path().join("events.jsonl");
@@ -116,10 +137,12 @@ fn record_session() -> Recorded {
     }
 }
 
+/// No 12-character piece of any planted key.
 fn assert_no_secret(what: &str, text: &str, secrets: &[String]) {
     for s in secrets {
-        assert!(!text.contains(s.as_str()), "a planted key is in the {what}");
-        assert!(!text.contains(&s[6..18]), "part of a planted key is in the {what}");
+        for i in 0..=s.len() - 12 {
+            assert!(!text.contains(&s[i..i + 12]), "part of a planted key is in the {what}");
+        }
     }
 }
 
@@ -285,9 +308,21 @@ fn check_report(r: &Recorded, events: &[Value], alerts: &[Value]) {
     };
     let links = attr_values(article, "href");
     let msg_links: Vec<&&str> = links.iter().filter(|h| h.starts_with("#msg-")).collect();
-    assert_eq!(msg_links.len(), 2, "the relay cites the response and the later request");
-    for l in &msg_links {
+    assert_eq!(msg_links.len(), 2, "the relay cites the response and the later request"); // Each lands on the row of the message the alert names: the server's
+                                                                                          // response that held the key, then the client's request that sent it.
+    for (l, m) in msg_links.iter().zip(relay["messages"].as_array().unwrap()) {
         assert!(element(&dom, &l[1..]).starts_with("<tr"), "{l} is not a message row");
+        let at = dom.find(&format!(" id=\"{}\"", &l[1..])).unwrap();
+        let row = &dom[at..at + dom[at..].find("</tr>").unwrap()];
+        let arrow = if m["direction"] == "server_to_client" {
+            "←"
+        } else {
+            "→"
+        };
+        let id = m["id"].to_string();
+        for c in [arrow, m["type"].as_str().unwrap(), m["tool"].as_str().unwrap(), &id] {
+            assert!(row.contains(&format!(">{c}</td>")), "{l}: {c} not in {row}");
+        }
     }
     // The relay is drawn from the tool that returned the key to the sink.
     let edge = dom
@@ -315,11 +350,18 @@ fn check_report(r: &Recorded, events: &[Value], alerts: &[Value]) {
     assert!(
         defs.iter().any(|d| d.contains(&format!("data-hash=\"{hash_after}\""))),
         "the changed definition's hash is the one the agent pinned"
-    );
-    assert!(
-        dom.contains("id=\"pinned\""),
-        "tools.json of the state directory is listed"
-    );
+    ); // The state directory's pinned hashes are listed.
+    let pinned: Value =
+        serde_json::from_str(&std::fs::read_to_string(r.live_state.path().join("tools.json")).unwrap()).unwrap();
+    let pinned_table = &dom[dom.find("id=\"pinned\"").expect("the pinned table")..];
+    let mut hashes = 0;
+    for server in pinned["servers"].as_object().unwrap().values() {
+        for t in server["tools"].as_object().unwrap().values() {
+            assert!(pinned_table.contains(t["hash"].as_str().unwrap()));
+            hashes += 1;
+        }
+    }
+    assert!(hashes >= 3, "{pinned}");
 
     // The same report straight from the recording.
     let from_rec = r.dir.path().join("from-recording.html");
@@ -358,9 +400,9 @@ struct Tmux {
 }
 
 impl Tmux {
-    fn start(cmd: &str) -> Tmux {
+    fn start(tag: &str, cmd: &str) -> Tmux {
         let t = Tmux {
-            socket: format!("mcpmon-top-{}", std::process::id()),
+            socket: format!("mcpmon-top-{tag}-{}", std::process::id()),
         };
         let st = Command::new("tmux")
             .args([
@@ -434,7 +476,7 @@ fn check_top(r: &Recorded, events: &[Value], alerts: &[Value]) {
         r.events.display(),
         r.alerts.display()
     );
-    let t = Tmux::start(&cmd);
+    let t = Tmux::start("replay", &cmd);
     let mut screens = Vec::new();
     let s = t.wait("the overview", |s| s.contains("Sessions ("));
     let sessions: std::collections::BTreeSet<&str> = events.iter().filter_map(|e| e["session"].as_str()).collect();
@@ -447,8 +489,8 @@ fn check_top(r: &Recorded, events: &[Value], alerts: &[Value]) {
     assert!(s.contains("user root"), "identity is shown: {s}");
     assert!(s.lines().all(|l| l.chars().count() <= 80));
     // The newest alerts first; the rug pull (high) is older than the
-    // critical ones but still on an 80x24 screen.
-    assert!(s.contains("credential.relay") || s.contains("tool_chain."), "{s}");
+    // critical ones but still on an 80x24 screen.    assert!(s.contains("credential.relay") || s.contains("tool_chain."), "{s}");
+    assert!(s.contains(" high     tool_integrity.rug_pull"), "{s}");
     let color = t.capture(true);
     screens.push(s);
 
@@ -459,7 +501,12 @@ fn check_top(r: &Recorded, events: &[Value], alerts: &[Value]) {
         !s.contains(" high     tool_integrity"),
         "a high alert passed the critical filter: {s}"
     );
-    assert!(s.contains(" critical "), "{s}");
+    let alert_lines: Vec<&str> = s
+        .lines()
+        .filter(|l| l.len() > 9 && l.as_bytes()[2] == b':' && l.as_bytes()[5] == b':')
+        .collect();
+    assert!(!alert_lines.is_empty(), "{s}");
+    assert!(alert_lines.iter().all(|l| l[9..].starts_with("critical ")), "{s}");
     screens.push(s.clone());
     // Only sessions with a critical alert remain: the node client's two.
     let critical_sessions: std::collections::BTreeSet<&str> = alerts

@@ -118,6 +118,13 @@ fn pypi_time_server_with_a_node_client() {
     let sessions: std::collections::HashSet<&str> = mine.iter().filter_map(|e| e["session"].as_str()).collect();
     assert_eq!(sessions.len(), 1, "{sessions:?}");
     assert_eq!(m.metric("mcp_monitor_unpaired_responses_total", &[]), 0.0);
+    // The server's asyncio wake-up socketpair (one NUL byte per wake-up,
+    // never a newline) is judged not MCP and left to the kernel to skip.
+    assert!(
+        m.metric("mcp_monitor_streams_total", &[("verdict", "rejected:not_json")]) >= 1.0,
+        "{}",
+        m.metrics_text()
+    );
 }
 
 /// The git reference server, with a GitHub token in a commit message: the

@@ -140,12 +140,15 @@ impl Graph {
                 Some(tool.and_then(|t| tools.get(&(v, t)).copied()).unwrap_or(v))
             };
             let ends: Vec<usize> = a.messages.iter().filter_map(node_of).collect();
-            if a.is_flow() && ends.len() >= 2 {
-                g.alert_edges.push(AlertEdge {
-                    from: ends[0],
-                    to: ends[ends.len() - 1],
-                    alert: index,
-                });
+            // A flow is drawn only when both its first and its last message
+            // are known: a missing end would move the arrow.
+            if a.is_flow() {
+                if let (Some(from), Some(to)) = (
+                    a.messages.first().and_then(node_of),
+                    a.messages.last().and_then(node_of),
+                ) {
+                    g.alert_edges.push(AlertEdge { from, to, alert: index });
+                }
             }
             for n in ends {
                 g.nodes[n].worst = g.nodes[n].worst.max(Some(a.severity));

@@ -147,19 +147,34 @@ impl Follower {
     }
 
     /// Hands every new complete line to `each`, at most `budget` bytes per
-    /// call so a huge backlog does not freeze the screen.
+    /// call so a huge backlog does not freeze the screen. A file replaced
+    /// under the same name (rotation) is read to its end first.
     pub fn poll(&mut self, budget: usize, mut each: impl FnMut(&str)) {
         match std::fs::metadata(&self.path) {
-            Ok(m) if self.file.is_none() || m.ino() != self.inode || m.len() < self.pos => {
-                if self.file.is_some() {
-                    self.reopened += 1;
+            Ok(_) if self.file.is_none() => {
+                self.open();
+            }
+            Ok(m) if m.ino() != self.inode => {
+                // What the agent wrote before it moved to the new file.
+                if self.drain(budget, &mut each) >= budget {
+                    return;
                 }
+                self.reopened += 1;
+                self.open();
+            }
+            Ok(m) if m.len() < self.pos => {
+                self.reopened += 1;
                 self.open();
             }
             Ok(_) => {}
             Err(_) => return,
         }
-        let Some(file) = &mut self.file else { return };
+        self.drain(budget, &mut each);
+    }
+
+    /// Reads complete lines from the open file; returns the bytes read.
+    fn drain(&mut self, budget: usize, each: &mut impl FnMut(&str)) -> usize {
+        let Some(file) = &mut self.file else { return 0 };
         let mut read = 0;
         while read < budget {
             let chunk = match file.fill_buf() {
@@ -195,13 +210,41 @@ impl Follower {
                 self.too_long = false;
             }
         }
+        read
     }
 }
 
-/// Lines of stdin, read on a thread of their own (the terminal view reads
-/// its keys from /dev/tty meanwhile).
-pub fn stdin_lines() -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::sync_channel(10_000);
+/// Bytes of stdin lines read ahead of the view: the reader waits past it.
+const STDIN_AHEAD: usize = 64 << 20;
+
+/// Lines of standard input, read on a thread of their own (the terminal
+/// view reads its keys from /dev/tty meanwhile).
+pub struct StdinLines {
+    rx: mpsc::Receiver<String>,
+    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    skipped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl StdinLines {
+    /// The next line if one is ready; `Err(Disconnected)` once stdin ended.
+    pub fn try_recv(&self) -> Result<String, mpsc::TryRecvError> {
+        let l = self.rx.try_recv()?;
+        self.queued.fetch_sub(l.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(l)
+    }
+    /// Lines skipped (longer than [`MAX_LINE`], or not UTF-8).
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Starts reading standard input.
+pub fn stdin_lines() -> StdinLines {
+    use std::sync::atomic::Ordering;
+    let (tx, rx) = mpsc::channel::<String>();
+    let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let skipped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (q, sk) = (queued.clone(), skipped.clone());
     std::thread::spawn(move || {
         let mut r = BufReader::new(std::io::stdin());
         let mut buf = Vec::new();
@@ -209,18 +252,27 @@ pub fn stdin_lines() -> mpsc::Receiver<String> {
             buf.clear();
             match read_bounded_line(&mut r, &mut buf) {
                 Ok(Line::End) | Err(_) => return,
-                Ok(Line::TooLong) => {}
-                Ok(_) => {
-                    if let Ok(s) = std::str::from_utf8(&buf) {
+                Ok(Line::TooLong) => {
+                    sk.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => match std::str::from_utf8(&buf) {
+                    Ok(s) => {
+                        while q.load(Ordering::Relaxed) > STDIN_AHEAD {
+                            std::thread::sleep(std::time::Duration::from_millis(20));
+                        }
+                        q.fetch_add(s.len(), Ordering::Relaxed);
                         if tx.send(s.to_owned()).is_err() {
                             return;
                         }
                     }
-                }
+                    Err(_) => {
+                        sk.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
             }
         }
     });
-    rx
+    StdinLines { rx, queued, skipped }
 }
 
 #[cfg(test)]
@@ -262,6 +314,14 @@ mod tests {
         f.poll(usize::MAX, |l| got.push(l.to_owned()));
         assert_eq!(got.last().unwrap(), "again");
         assert_eq!(f.reopened, 2);
+        // Lines written to the old file after the last read, before the
+        // rotation, are not lost.
+        let mut old = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        old.write_all(b"late\n").unwrap();
+        std::fs::rename(&p, dir.join("events.jsonl.2")).unwrap();
+        std::fs::write(&p, "fresh\n").unwrap();
+        f.poll(usize::MAX, |l| got.push(l.to_owned()));
+        assert_eq!(got[got.len() - 2..], ["late", "fresh"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -519,6 +519,8 @@ pub struct Definition {
     pub time: String,
     /// The response that carried it.
     pub seq: u64,
+    /// Its session.
+    pub session: String,
 }
 
 /// Tool definitions the detector pinned, from the state directory's
@@ -572,7 +574,16 @@ pub struct Dropped {
     pub sessions: u64,
     /// Alerts forgotten.
     pub alerts: u64,
+    /// Tools whose definitions were not kept ([`MAX_DEFINITIONS`]).
+    pub definitions: u64,
+    /// Alert-to-message links given up (the message or session they wait
+    /// for never came while the alert was held).
+    pub links: u64,
 }
+
+/// Server-and-tool pairs whose definitions are kept: a server that renames
+/// its tools on every list must not grow the model without end.
+pub const MAX_DEFINITIONS: usize = 20_000;
 
 /// The model.
 pub struct Investigation {
@@ -601,6 +612,9 @@ pub struct Investigation {
     waiting_messages: HashMap<String, Vec<usize>>,
     /// Session key → alerts about a session not seen yet.
     waiting_sessions: HashMap<String, Vec<usize>>,
+    /// Entries of both waiting maps.
+    waiting: usize,
+    definition_count: usize,
     link: bool,
 }
 
@@ -625,8 +639,9 @@ fn link_key(session: &str, direction: Direction, kind: &str, id: Option<&str>, t
 }
 
 impl Investigation {
-    /// An empty model. `link`: remember every message's identity so alerts
-    /// can point at it (the report); a live view leaves it off.
+    /// An empty model. `link`: remember the identity of every message held
+    /// so alerts can point at it (the report's links, the live view's ▲
+    /// marks); the index shrinks as messages and sessions fall off.
     pub fn new(limits: Limits, link: bool) -> Investigation {
         Investigation {
             limits,
@@ -642,6 +657,8 @@ impl Investigation {
             index: HashMap::new(),
             waiting_messages: HashMap::new(),
             waiting_sessions: HashMap::new(),
+            waiting: 0,
+            definition_count: 0,
             link,
         }
     }
@@ -707,12 +724,16 @@ impl Investigation {
         let bytes = v.get("bytes").and_then(Value::as_u64).unwrap_or(0);
         let latency_ms = v.get("latency_ms").and_then(Value::as_f64);
         let error_code = v.get("error_code").and_then(Value::as_i64);
-        let id = id_text(v.get("id"));
+        let id = id_text(v.get("id")).map(|i| self.scrub.name(&i));
         let is_error = kind == "error"
             || v.pointer("/payload/result/isError")
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
-        let payload = v.get("payload").cloned().map(|p| self.scrub.json(p));
+        let payload = if self.limits.payloads {
+            v.get("payload").cloned().map(|p| self.scrub.json(p))
+        } else {
+            None
+        };
 
         if !self.sessions.contains_key(&key) {
             if self.sessions.len() >= self.limits.sessions {
@@ -731,7 +752,7 @@ impl Investigation {
             };
             let session = Session {
                 key: key.clone(),
-                transport: s("transport").unwrap_or("?").to_owned(),
+                transport: self.scrub.name(s("transport").unwrap_or("?")),
                 protocol_version: None,
                 client: Party::from_json(v.get("client"), client_remote, &self.scrub),
                 server: Party::from_json(v.get("server"), server_remote, &self.scrub),
@@ -765,7 +786,7 @@ impl Investigation {
             session.server = Party::from_json(v.get("server"), remote.as_deref(), scrub);
         }
         if let Some(pv) = s("protocol_version") {
-            session.protocol_version = Some(pv.to_owned());
+            session.protocol_version = Some(scrub.name(pv));
         }
         session.last = time.clone();
         session.last_ns = session.last_ns.max(ns);
@@ -818,6 +839,10 @@ impl Investigation {
                         continue;
                     };
                     let record = ToolRecord::of(t, 0);
+                    if !per_server.contains_key(name) && self.definition_count >= MAX_DEFINITIONS {
+                        self.dropped.definitions += 1;
+                        continue;
+                    }
                     let list = per_server.entry(name.to_owned()).or_default();
                     if list.last().is_some_and(|d| d.hash == record.hash) {
                         continue;
@@ -826,7 +851,11 @@ impl Investigation {
                         // Keep the first (the baseline) and the newest.
                         list.remove(1);
                     }
+                    if list.is_empty() {
+                        self.definition_count += 1;
+                    }
                     list.push(Definition {
+                        session: key.clone(),
                         hash: record.hash,
                         description: t.get("description").and_then(Value::as_str).unwrap_or("").to_owned(),
                         params: record.params,
@@ -858,12 +887,13 @@ impl Investigation {
             bytes,
             latency_ms,
             error_code,
-            payload: if self.limits.payloads { payload } else { None },
+            payload,
             alerts: Vec::new(),
         };
         // Alerts that arrived before the session or message they cite
         // (mixed output can put an alert first).
         if let Some(waiting) = self.waiting_sessions.remove(&key) {
+            self.waiting -= waiting.len();
             for i in waiting {
                 if let Some(a) = i.checked_sub(self.alerts_base).and_then(|j| self.alerts.get(j)) {
                     if !session.alerts.contains(&i) {
@@ -875,7 +905,9 @@ impl Investigation {
         }
         if self.link {
             let k = link_key(&key, msg.direction, &msg.kind, msg.id.as_deref(), &msg.time);
-            for i in self.waiting_messages.remove(&k).unwrap_or_default() {
+            let waiting = self.waiting_messages.remove(&k).unwrap_or_default();
+            self.waiting -= waiting.len();
+            for i in waiting {
                 let Some(a) = i.checked_sub(self.alerts_base).and_then(|j| self.alerts.get_mut(j)) else {
                     continue;
                 };
@@ -892,11 +924,15 @@ impl Investigation {
 
     fn evict_session(&mut self) {
         if let Some(oldest) = self.sessions.values().min_by_key(|s| s.last_seq).map(|s| s.key.clone()) {
-            self.sessions.remove(&oldest);
-            self.dropped.sessions += 1;
-            if self.link {
-                self.index.retain(|_, (s, _)| *s != oldest);
+            if let Some(gone) = self.sessions.remove(&oldest) {
+                if self.link {
+                    for m in &gone.messages {
+                        self.index
+                            .remove(&link_key(&oldest, m.direction, &m.kind, m.id.as_deref(), &m.time));
+                    }
+                }
             }
+            self.dropped.sessions += 1;
         }
     }
 
@@ -915,8 +951,8 @@ impl Investigation {
                             session: ms("session").unwrap_or_default(),
                             direction: Direction::parse(m.get("direction").and_then(Value::as_str).unwrap_or("")),
                             kind: ms("type").unwrap_or_default(),
-                            method: ms("method"),
-                            id: id_text(m.get("id")),
+                            method: ms("method").map(|x| self.scrub.name(&x)),
+                            id: id_text(m.get("id")).map(|i| self.scrub.name(&i)),
                             tool: ms("tool").map(|t| self.scrub.name(&t)),
                             time: ms("time").unwrap_or_default(),
                             seq: None,
@@ -963,8 +999,9 @@ impl Investigation {
                     {
                         m.alerts.push(index);
                     }
-                } else if self.waiting_messages.len() < self.limits.alerts {
+                } else {
                     self.waiting_messages.entry(k).or_default().push(index);
+                    self.waiting += 1;
                 }
             }
         }
@@ -976,13 +1013,43 @@ impl Investigation {
         sessions.dedup();
         for key in sessions {
             if let Some(s) = self.sessions.get_mut(key) {
+                let base = self.alerts_base;
+                s.alerts.retain(|&i| i >= base);
                 s.alerts.push(index);
                 s.worst = s.worst.max(Some(severity));
-            } else if self.waiting_sessions.len() < self.limits.sessions {
+            } else {
                 self.waiting_sessions.entry(key.to_owned()).or_default().push(index);
+                self.waiting += 1;
             }
         }
         self.alerts.push_back(alert);
+        self.trim_waiting();
+    }
+
+    /// Keeps the waiting maps within [`Limits::alerts`] entries: first
+    /// entries of alerts no longer held, then, if still over, all of them
+    /// (counted in [`Dropped::links`]).
+    fn trim_waiting(&mut self) {
+        if self.waiting <= self.limits.alerts {
+            return;
+        }
+        let base = self.alerts_base;
+        let mut kept = 0;
+        for map in [&mut self.waiting_messages, &mut self.waiting_sessions] {
+            map.retain(|_, v| {
+                v.retain(|&i| i >= base);
+                kept += v.len();
+                !v.is_empty()
+            });
+        }
+        self.dropped.links += (self.waiting - kept) as u64;
+        self.waiting = kept;
+        if self.waiting > self.limits.alerts {
+            self.dropped.links += self.waiting as u64;
+            self.waiting_messages.clear();
+            self.waiting_sessions.clear();
+            self.waiting = 0;
+        }
     }
 
     /// Sessions, most recently active first.
@@ -1160,6 +1227,25 @@ mod tests {
             .sessions
             .values()
             .all(|s| s.messages.iter().all(|m| m.payload.is_none())));
+    }
+
+    #[test]
+    fn links_waiting_for_what_never_comes_are_bounded() {
+        let limits = Limits {
+            alerts: 4,
+            ..Limits::LIVE
+        };
+        let mut m = Investigation::new(limits, true);
+        for i in 0..100 {
+            m.ingest(json!({"id": i, "rule": "r", "severity": "low", "session": format!("gone{i}"),
+                "messages": [{"session": format!("gone{i}"), "direction": "client_to_server", "type": "request", "id": i, "time": "T"}]}));
+            assert!(m.waiting <= 4, "{} waiting", m.waiting);
+        }
+        assert!(m.dropped.links >= 96 * 2);
+        // A session that shows up later still gets the alerts still held.
+        m.ingest(event("gone99", "client_to_server", "request", 99, "t", "T"));
+        assert_eq!(m.sessions["gone99"].alerts, vec![99]);
+        assert_eq!(m.sessions["gone99"].messages[0].alerts, vec![99]);
     }
 
     #[test]

@@ -131,7 +131,10 @@ pub fn render(m: &Investigation, src: &Sources) -> String {
     if sessions.is_empty() {
         h.push_str("<p class=\"muted\">No events in the input.</p>");
     }
-    let mut budget = PAYLOAD_BUDGET;
+    let mut budget = Budget {
+        left: PAYLOAD_BUDGET,
+        noted: false,
+    };
     for (i, s) in sessions.iter().enumerate() {
         render_session(&mut h, m, s, i, &mut budget);
     }
@@ -211,8 +214,7 @@ fn render_graph(h: &mut String, g: &Graph, m: &Investigation) {
             esc(&a.summary)
         );
     }
-    for n in &g.nodes {
-        let i = g.nodes.iter().position(|x| x.id == n.id).unwrap_or(0);
+    for (i, n) in g.nodes.iter().enumerate() {
         let (x, y) = pos[i];
         let _ = write!(
             h,
@@ -330,7 +332,7 @@ fn render_alert(
                 None => {
                     let _ = write!(
                         h,
-                        "<li class=\"msg-missing\">{} {} <span class=\"muted\">{} · {} (its event is not in the input)</span></li>",
+                        "<li class=\"msg-missing\">{} {} <span class=\"muted\">{} · {} (its event is not in the input, or the report's limits left it out)</span></li>",
                         r.direction.arrow(),
                         esc(&label),
                         esc(&where_),
@@ -362,7 +364,13 @@ fn party_rows(h: &mut String, role: &str, p: &crate::model::Party) {
     );
 }
 
-fn render_session(h: &mut String, m: &Investigation, s: &Session, n: usize, budget: &mut usize) {
+/// Payload text still allowed, and whether its end was announced.
+struct Budget {
+    left: usize,
+    noted: bool,
+}
+
+fn render_session(h: &mut String, m: &Investigation, s: &Session, n: usize, budget: &mut Budget) {
     let _ = write!(
         h,
         "<div class=\"session{}\" id=\"session-{n}\" data-session=\"{}\"><h3>{} → {} <span class=\"muted\">{} · {}</span></h3>",
@@ -420,11 +428,6 @@ fn render_session(h: &mut String, m: &Investigation, s: &Session, n: usize, budg
             s.messages_dropped
         );
     }
-    if *budget == 0 && s.messages.iter().any(|m| m.payload.is_some()) {
-        h.push_str(
-            "<p class=\"muted\">Payloads are left out from here on: the report's payload budget (16 MiB) is spent.</p>",
-        );
-    }
     h.push_str("<table class=\"timeline\"><tr><th>+time</th><th></th><th>type</th><th>method</th><th>tool</th><th>id</th><th>bytes</th><th>latency</th><th>alerts</th></tr>");
     for msg in &s.messages {
         render_message(h, m, s, msg, budget);
@@ -466,7 +469,7 @@ fn render_strip(h: &mut String, s: &Session) {
     h.push_str("</svg>");
 }
 
-fn render_message(h: &mut String, m: &Investigation, s: &Session, msg: &Message, budget: &mut usize) {
+fn render_message(h: &mut String, m: &Investigation, s: &Session, msg: &Message, budget: &mut Budget) {
     let offset = if msg.ns > 0 && s.first_ns > 0 {
         format!("{:.3} s", (msg.ns - s.first_ns) as f64 / 1e9)
     } else {
@@ -502,7 +505,14 @@ fn render_message(h: &mut String, m: &Investigation, s: &Session, msg: &Message,
         }
     }
     h.push_str("</td></tr>");
-    if msg.payload.is_some() && *budget == 0 {
+    if msg.payload.is_some() && budget.left == 0 {
+        if !std::mem::replace(&mut budget.noted, true) {
+            h.push_str(
+                "<tr class=\"payload\"><td></td><td colspan=\"8\" class=\"muted\" id=\"payload-budget\">\
+                 Payloads are left out from here on, in this session and the next ones: \
+                 the report's payload budget (16 MiB) is spent.</td></tr>",
+            );
+        }
         return;
     }
     if let Some(p) = &msg.payload {
@@ -516,11 +526,11 @@ fn render_message(h: &mut String, m: &Investigation, s: &Session, msg: &Message,
             text.truncate(end);
             let _ = write!(text, "\n… ({} bytes on the wire; cut here)", msg.bytes);
         }
-        *budget = budget.saturating_sub(text.len());
+        let text = esc(&text);
+        budget.left = budget.left.saturating_sub(text.len());
         let _ = write!(
             h,
-            "<tr class=\"payload\"><td></td><td colspan=\"8\"><details><summary>payload</summary><pre>{}</pre></details></td></tr>",
-            esc(&text)
+            "<tr class=\"payload\"><td></td><td colspan=\"8\"><details><summary>payload</summary><pre>{text}</pre></details></td></tr>"
         );
     }
 }
@@ -663,9 +673,18 @@ fn render_definitions(h: &mut String, m: &Investigation) {
                 } else {
                     esc(&d.description)
                 };
+                let held = m
+                    .sessions
+                    .get(&d.session)
+                    .is_some_and(|s| s.messages.iter().any(|x| x.seq == d.seq));
+                let seen = if held {
+                    format!("<a href=\"#msg-{}\">{}</a>", d.seq, esc(&d.time))
+                } else {
+                    esc(&d.time)
+                };
                 let _ = write!(
                     h,
-                    "<tr class=\"definition{}\" data-tool=\"{}\" data-hash=\"{}\"><td>{}{}</td><td class=\"mono\" title=\"{}\">{}</td><td>{}</td><td>{desc}</td><td><a href=\"#msg-{}\">{}</a></td></tr>",
+                    "<tr class=\"definition{}\" data-tool=\"{}\" data-hash=\"{}\"><td>{}{}</td><td class=\"mono\" title=\"{}\">{}</td><td>{}</td><td>{desc}</td><td>{seen}</td></tr>",
                     if changed { " changed" } else { "" },
                     esc(name),
                     esc(&d.hash),
@@ -674,8 +693,6 @@ fn render_definitions(h: &mut String, m: &Investigation) {
                     esc(&d.hash),
                     esc(&cut(&d.hash, 16)),
                     esc(&d.params.join(", ")),
-                    d.seq,
-                    esc(&d.time)
                 );
             }
         }

@@ -27,6 +27,12 @@ pub enum Frame<'a> {
     /// A line was skipped because holding it would have taken all streams
     /// together past the memory budget (total length given).
     OverBudget(u64),
+    /// Bytes of a line that cannot be JSON (its first byte is neither `{`
+    /// nor `[`) were skipped without being kept, up to the next newline:
+    /// given once per piece, so a stream that never ends such a line (the
+    /// one-byte wake-ups of an event loop's socketpair) is still judged,
+    /// and holds no memory meanwhile.
+    NotJson,
 }
 
 /// Per-stream line framer.
@@ -46,14 +52,18 @@ enum Skip {
     Oversized,
     Damaged,
     OverBudget,
+    NotJson,
 }
 
 impl Skip {
-    fn frame(self, n: u64) -> Frame<'static> {
+    /// The frame that ends a skipped line; `None` when every piece of it
+    /// was reported already.
+    fn frame(self, n: u64) -> Option<Frame<'static>> {
         match self {
-            Skip::Oversized => Frame::Oversized(n),
-            Skip::Damaged => Frame::Damaged(n),
-            Skip::OverBudget => Frame::OverBudget(n),
+            Skip::Oversized => Some(Frame::Oversized(n)),
+            Skip::Damaged => Some(Frame::Damaged(n)),
+            Skip::OverBudget => Some(Frame::OverBudget(n)),
+            Skip::NotJson => None,
         }
     }
 }
@@ -163,7 +173,11 @@ impl LineFramer {
         }
         let n = self.skipped + self.buf.len() as u64;
         match self.skipping.take() {
-            Some(why) => on_frame(why.frame(n)),
+            Some(why) => {
+                if let Some(f) = why.frame(n) {
+                    on_frame(f);
+                }
+            }
             None if n > 0 => on_frame(Frame::Damaged(n)),
             None => {}
         }
@@ -181,14 +195,39 @@ impl LineFramer {
             };
             data = rest;
 
-            if let Some(why) = self.skipping {
+            if let Some(mut why) = self.skipping {
                 self.skipped += piece.len() as u64;
+                if why == Skip::Damaged && !complete && has_control_bytes(piece) {
+                    // Joined mid-line, but not a JSON one after all.
+                    why = Skip::NotJson;
+                    self.skipping = Some(why);
+                }
+                if why == Skip::NotJson && !piece.is_empty() {
+                    on_frame(Frame::NotJson);
+                }
                 if complete {
                     let n = std::mem::take(&mut self.skipped);
                     self.skipping = None;
-                    on_frame(why.frame(n));
+                    if let Some(f) = why.frame(n) {
+                        on_frame(f);
+                    }
                 }
                 continue;
+            }
+
+            // A line that cannot be JSON is not kept while it grows: a
+            // complete one goes to the parser (which says why), an
+            // unfinished one is skipped to its newline.
+            if !complete && (self.buf.iter().all(u8::is_ascii_whitespace) || has_control_bytes(piece)) {
+                if let Some(b) = self.buf.iter().chain(piece).find(|b| !b.is_ascii_whitespace()) {
+                    if !matches!(b, b'{' | b'[') || has_control_bytes(piece) {
+                        self.skipped = (self.buf.len() + piece.len()) as u64;
+                        self.reset_buf();
+                        self.skipping = Some(Skip::NotJson);
+                        on_frame(Frame::NotJson);
+                        continue;
+                    }
+                }
             }
 
             let too_long = self.buf.len() + piece.len() > self.max_frame;
@@ -199,7 +238,9 @@ impl LineFramer {
                 self.skipped = (self.buf.len() + piece.len()) as u64;
                 self.reset_buf();
                 if complete {
-                    on_frame(why.frame(std::mem::take(&mut self.skipped)));
+                    if let Some(f) = why.frame(std::mem::take(&mut self.skipped)) {
+                        on_frame(f);
+                    }
                 } else {
                     self.skipping = Some(why);
                 }
@@ -229,6 +270,17 @@ impl LineFramer {
             }
         }
     }
+}
+
+/// True when the start of `piece` holds a byte JSON text never contains
+/// raw (a control character other than tab, CR and LF): the line it belongs
+/// to is not JSON, wherever it started. Binary protocols and an event
+/// loop's wake-up bytes (NUL) show it in their first bytes; only those are
+/// looked at, so large messages cost nothing more.
+fn has_control_bytes(piece: &[u8]) -> bool {
+    piece[..piece.len().min(64)]
+        .iter()
+        .any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n'))
 }
 
 fn emit_line(line: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) {
@@ -268,6 +320,7 @@ mod tests {
         Over(u64),
         Dmg(u64),
         Budget(u64),
+        NotJson,
     }
 
     fn run(f: &mut LineFramer, pieces: &[&[u8]]) -> Vec<Out> {
@@ -279,10 +332,43 @@ mod tests {
                     Frame::Oversized(n) => Out::Over(n),
                     Frame::Damaged(n) => Out::Dmg(n),
                     Frame::OverBudget(n) => Out::Budget(n),
+                    Frame::NotJson => Out::NotJson,
                 })
             });
         }
         out
+    }
+
+    #[test]
+    fn event_loop_wakeups_are_reported_not_kept() {
+        // asyncio's self-pipe: one NUL byte per wake-up, never a newline.
+        let mut f = LineFramer::new(16 << 20);
+        let mut out = Vec::new();
+        for _ in 0..10_000 {
+            out.extend(run(&mut f, &[b"\0"]));
+        }
+        assert_eq!(f.buffered(), 0);
+        assert_eq!(out.len(), 10_000);
+        // Joined mid-line (the framer resyncs): the NUL still tells.
+        let mut f = LineFramer::new_resync(1024);
+        assert_eq!(run(&mut f, &[b"\0", b"\0"]), [Out::NotJson, Out::NotJson]);
+        // A message joined mid-way is skipped quietly, as before.
+        let mut f = LineFramer::new_resync(1024);
+        assert_eq!(
+            run(&mut f, &[b"ent\":1}", b"\n{}\n"]),
+            [Out::Dmg(7), Out::L(b"{}".to_vec())]
+        );
+        // A line that starts like JSON in a later piece is still whole.
+        let mut f = LineFramer::new(1024);
+        assert_eq!(
+            run(&mut f, &[b"  ", b"{\"a\"", b":1}\n", b"banner ", b"text\n", b"{}\n"]),
+            [
+                Out::L(b"  {\"a\":1}".to_vec()),
+                Out::NotJson,
+                Out::NotJson,
+                Out::L(b"{}".to_vec())
+            ]
+        );
     }
 
     #[test]
@@ -303,13 +389,13 @@ mod tests {
     #[test]
     fn oversized_line_is_skipped_and_memory_stays_bounded() {
         let mut f = LineFramer::new(10);
-        let mut out = Vec::new();
+        let mut out = run(&mut f, &[b"{"]);
         for _ in 0..1000 {
             out.extend(run(&mut f, &[&[b'x'; 1000]]));
             assert!(f.buffered() <= 10);
         }
         out.extend(run(&mut f, &[b"yy\nok\n"]));
-        assert_eq!(out, vec![Out::Over(1_000_002), Out::L(b"ok".to_vec())]);
+        assert_eq!(out, vec![Out::Over(1_000_003), Out::L(b"ok".to_vec())]);
     }
 
     #[test]
@@ -330,6 +416,7 @@ mod tests {
                     Frame::Oversized(n) => Out::Over(n),
                     Frame::Damaged(n) => Out::Dmg(n),
                     Frame::OverBudget(n) => Out::Budget(n),
+                    Frame::NotJson => Out::NotJson,
                 })
             })
         };
@@ -401,10 +488,11 @@ mod tests {
         let budget = Budget::new(100);
         let mut a = LineFramer::new(1 << 20).with_budget(&budget);
         let mut b = LineFramer::new(1 << 20).with_budget(&budget);
-        assert!(run(&mut a, &[&[b'a'; 80]]).is_empty());
+        let partial = |c: u8, n: usize| [vec![b'['], vec![c; n - 1]].concat();
+        assert!(run(&mut a, &[&partial(b'a', 80)]).is_empty());
         assert_eq!(budget.used(), a.buf.capacity());
         // b's partial line does not fit next to a's.
-        assert!(run(&mut b, &[&[b'b'; 30]]).is_empty());
+        assert!(run(&mut b, &[&partial(b'b', 30)]).is_empty());
         assert_eq!(
             run(&mut b, &[b"bb\n{\"ok\":1}\n"]),
             [Out::Budget(32), Out::L(b"{\"ok\":1}".to_vec())]
@@ -413,7 +501,7 @@ mod tests {
         let mut line = vec![b'c'; 50];
         line.push(b'\n');
         assert_eq!(run(&mut b, &[&line]), [Out::L(vec![b'c'; 50])]);
-        assert_eq!(run(&mut a, &[b"a\n"]), [Out::L(vec![b'a'; 81])]);
+        assert_eq!(run(&mut a, &[b"a\n"]), [Out::L([vec![b'['], vec![b'a'; 80]].concat())]);
         assert!(budget.used() <= 100);
         drop(a);
         drop(b);
@@ -425,7 +513,7 @@ mod tests {
         /// of it back.
         #[test]
         fn a_shared_budget_is_never_exceeded(
-            pieces in proptest::collection::vec((0usize..4, proptest::collection::vec(prop_oneof![Just(b'x'), Just(b'\n')], 0..200)), 0..60),
+            pieces in proptest::collection::vec((0usize..4, proptest::collection::vec(prop_oneof![Just(b'{'), Just(b'x'), Just(b'\n')], 0..200)), 0..60),
             max in 1usize..600,
         ) {
             let budget = Budget::new(max);
@@ -440,15 +528,22 @@ mod tests {
             prop_assert_eq!(budget.used(), 0);
         }
 
-        /// Any split of a byte stream yields the same frames.
+        /// Any split of a stream of lines that start like JSON (and hold no
+        /// control bytes, which JSON text never has) yields the same frames.
         #[test]
         fn arbitrary_splits_give_same_frames(
-            lines in proptest::collection::vec(proptest::collection::vec(any::<u8>().prop_filter("no newline", |b| *b != b'\n'), 0..40), 0..20),
+            lines in proptest::collection::vec(proptest::collection::vec(any::<u8>().prop_filter("no newline or control byte", |b| *b >= 0x20 || matches!(b, b'\t' | b'\r')), 0..40), 0..20),
             cuts in proptest::collection::vec(0usize..1000, 0..20),
             max in 1usize..64,
         ) {
             let mut stream = Vec::new();
-            for l in &lines { stream.extend_from_slice(l); stream.push(b'\n'); }
+            for l in &lines {
+                if !l.is_empty() {
+                    stream.push(b'{');
+                }
+                stream.extend_from_slice(l);
+                stream.push(b'\n');
+            }
             let whole = run(&mut LineFramer::new(max), &[&stream]);
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (stream.len() + 1)).collect();
             cuts.sort();
@@ -464,6 +559,25 @@ mod tests {
             for o in &whole {
                 if let Out::L(l) = o { prop_assert!(l.len() <= max); }
             }
+        }
+
+        /// Bytes that cannot start JSON are never kept, however they come:
+        /// an event loop's one-byte wake-ups, a log without newlines.
+        #[test]
+        fn lines_that_cannot_be_json_hold_no_memory(
+            first in any::<u8>().prop_filter("not JSON, not blank", |b| !matches!(b, b'{' | b'[' | b'\n') && !b.is_ascii_whitespace()),
+            pieces in proptest::collection::vec(proptest::collection::vec(any::<u8>().prop_filter("no newline", |b| *b != b'\n'), 1..50), 0..50),
+        ) {
+            let mut f = LineFramer::new(1 << 20);
+            let mut out = run(&mut f, &[&[first]]);
+            for p in &pieces {
+                out.extend(run(&mut f, &[p]));
+                prop_assert_eq!(f.buffered(), 0);
+            }
+            prop_assert_eq!(out.len(), pieces.len() + 1);
+            prop_assert!(out.iter().all(|o| *o == Out::NotJson));
+            // The next line is whole again.
+            prop_assert_eq!(run(&mut f, &[b"\n{\"a\":1}\n"]), [Out::L(b"{\"a\":1}".to_vec())]);
         }
 
         #[test]

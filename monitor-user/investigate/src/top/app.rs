@@ -240,6 +240,20 @@ mod tests {
     }
 
     #[test]
+    fn plain_text_never_carries_control_characters_from_the_input() {
+        let mut a = app();
+        a.model
+            .ingest(json!({"time": "T", "direction": "client_to_server", "type": "request",
+            "method": "tools/call", "tool": "x\u{1b}[2J\u{7}", "id": 1, "session": "evil",
+            "server": {"name": "s\u{1b}]52;c;Zm9v\u{7}"}, "client": {"name": "agent"}}));
+        a.model
+            .ingest(json!({"id": "e", "rule": "r", "severity": "high", "summary": "\u{1b}[1A", "session": "evil"}));
+        let text = crate::top::text::snapshot(&a);
+        assert!(text.contains("x\u{FFFD}[2J"), "{text}");
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+    }
+
+    #[test]
     fn enter_drills_into_the_selected_session_and_back_returns() {
         let mut a = app();
         // Most recent first: c, b, a.

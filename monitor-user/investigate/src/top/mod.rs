@@ -42,7 +42,7 @@ const READ_BUDGET: usize = 8 << 20;
 
 struct Sources {
     followers: Vec<Follower>,
-    stdin: Option<std::sync::mpsc::Receiver<String>>,
+    stdin: Option<crate::input::StdinLines>,
     stdin_open: bool,
 }
 
@@ -87,7 +87,12 @@ impl Sources {
     }
 
     fn describe(&self, o: &Options) -> String {
-        let names: Vec<String> = o.files.iter().map(|p| p.display().to_string()).collect();
+        let mut names: Vec<String> = o.files.iter().map(|p| p.display().to_string()).collect();
+        let skipped: u64 =
+            self.followers.iter().map(|f| f.skipped).sum::<u64>() + self.stdin.as_ref().map_or(0, |s| s.skipped());
+        if skipped > 0 {
+            names.push(format!("{skipped} unreadable lines skipped"));
+        }
         let missing: Vec<String> = self
             .followers
             .iter()

@@ -34,7 +34,16 @@ pub fn session_line(s: &Session) -> String {
 }
 
 /// A snapshot of what the overview shows, with each session's tools.
+/// Control characters from the input (a tool named with an escape
+/// sequence) are replaced: they would drive the reader's terminal.
 pub fn snapshot(app: &App) -> String {
+    snapshot_raw(app)
+        .chars()
+        .map(|c| if c.is_control() && c != '\n' { '\u{FFFD}' } else { c })
+        .collect()
+}
+
+fn snapshot_raw(app: &App) -> String {
     let m = &app.model;
     let mut out = String::new();
     let _ = writeln!(

@@ -269,23 +269,31 @@ impl Pipeline {
                     self.budget.max()
                 );
             }
+            Frame::NotJson => {
+                // Bytes that cannot be JSON: a binary stream (libuv's
+                // signal pipe, an event loop's wake-ups) before any
+                // JSON-RPC is only a prelude frame (no line of it was a
+                // frame error); after it, a damaged line.
+                stream.expect_partial = false;
+                log::debug!(
+                    "pid {} fd {}: a line that cannot be JSON ({:?})",
+                    stream.id.proc.pid,
+                    stream.id.fd,
+                    stream.kind
+                );
+                if stream.verdict == Verdict::Pending {
+                    self.prelude(stream, "not_json", sink);
+                } else {
+                    self.metrics.frame_errors.with_label_values(&["not_json"]).inc();
+                }
+            }
             Frame::Line(bytes) => {
                 stream.expect_partial = false;
                 match jsonrpc::decode(bytes, &self.cfg.limits) {
                     Err(e) => {
                         self.metrics.frame_errors.with_label_values(&[e.reason()]).inc();
                         if stream.verdict == Verdict::Pending {
-                            // Not judged on its first lines: a banner, or
-                            // garbage written to blind the monitor, may come
-                            // before the JSON-RPC. Bounded, and counted.
-                            // JSON that is not JSON-RPC (structured logs) is
-                            // judged at once: such streams write fast, and
-                            // until the verdict every line costs a capture.
-                            stream.prelude += 1;
-                            self.metrics.prelude_frames.inc();
-                            if stream.prelude > self.cfg.max_prelude_frames || e.reason() == "not_jsonrpc" {
-                                self.reject(stream, e.reason(), sink);
-                            }
+                            self.prelude(stream, e.reason(), sink);
                         } else {
                             log::debug!("pid {} fd {}: skipped a frame: {e}", stream.id.proc.pid, stream.id.fd);
                         }
@@ -304,6 +312,21 @@ impl Pipeline {
                     }
                 }
             }
+        }
+    }
+
+    /// A frame of a stream not judged yet that is not JSON-RPC. Streams
+    /// are not judged on their first lines: a banner, or garbage written to
+    /// blind the monitor, may come before the JSON-RPC (bounded, and
+    /// counted). JSON that is not JSON-RPC (structured logs) is judged at
+    /// once: such streams write fast, and until the verdict every line
+    /// costs a capture. A rejected stream is looked at again when the
+    /// kernel sees a transfer that starts like JSON.
+    fn prelude(&mut self, stream: &mut Stream, reason: &str, sink: &mut impl Sink) {
+        stream.prelude += 1;
+        self.metrics.prelude_frames.inc();
+        if stream.prelude > self.cfg.max_prelude_frames || reason == "not_jsonrpc" {
+            self.reject(stream, reason, sink);
         }
     }
 

@@ -298,3 +298,31 @@ fn json_rpc_that_is_not_mcp_is_held_then_dropped() {
     );
     assert_eq!(s.metric("mcp_monitor_sessions_active", &[]), 0.0);
 }
+
+#[test]
+fn an_event_loop_wakeup_socket_is_judged_and_holds_no_memory() {
+    // asyncio's self-pipe (Python SDK 2.x servers): one NUL byte per
+    // wake-up, never a newline. Each read is a prelude frame; past the
+    // prelude budget the stream is rejected and the kernel stops
+    // capturing it, instead of the bytes piling up towards max_frame.
+    let mut s = Sim::new();
+    for _ in 0..20 {
+        s.client_sends(&[b"\0"]);
+    }
+    assert!(s.out.events.is_empty());
+    assert_eq!(s.out.controls, vec![Control::IgnoreStream(C2S_PIPE)]);
+    assert_eq!(
+        s.metric("mcp_monitor_streams_total", &[("verdict", "rejected:not_json")]),
+        1.0
+    );
+    assert_eq!(
+        s.metric("mcp_monitor_prelude_frames_total", &[]),
+        9.0,
+        "the default prelude budget is 8 frames"
+    );
+    assert_eq!(
+        s.metric("mcp_monitor_frame_errors_total", &[("reason", "not_json")]),
+        0.0
+    );
+    assert_eq!(s.pipeline.budget.used(), 0);
+}
