@@ -121,7 +121,7 @@ fn pypi_time_server_with_a_node_client() {
     // The server's asyncio wake-up socketpair (one NUL byte per wake-up,
     // never a newline) is judged not MCP and left to the kernel to skip.
     assert!(
-        m.metric("mcp_monitor_streams_total", &[("verdict", "rejected:not_json")]) >= 1.0,
+        m.metric("mcp_monitor_streams_total", &[("verdict", "rejected:binary")]) >= 1.0,
         "{}",
         m.metrics_text()
     );

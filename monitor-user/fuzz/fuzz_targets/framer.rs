@@ -19,6 +19,7 @@ fn frames(pieces: &[&[u8]], max: usize) -> Vec<(u8, Vec<u8>, u64)> {
                 Frame::Damaged(n) => (2, Vec::new(), n),
                 Frame::OverBudget(n) => (3, Vec::new(), n),
                 Frame::NotJson => (4, Vec::new(), 0),
+                Frame::Binary => (5, Vec::new(), 0),
             })
         });
         assert!(f.buffered() <= max);

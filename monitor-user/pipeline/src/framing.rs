@@ -29,10 +29,13 @@ pub enum Frame<'a> {
     OverBudget(u64),
     /// Bytes of a line that cannot be JSON (its first byte is neither `{`
     /// nor `[`) were skipped without being kept, up to the next newline:
-    /// given once per piece, so a stream that never ends such a line (the
-    /// one-byte wake-ups of an event loop's socketpair) is still judged,
-    /// and holds no memory meanwhile.
+    /// given once per piece, so a stream that never ends such a line is
+    /// still judged, and holds no memory meanwhile.
     NotJson,
+    /// Like [`Frame::NotJson`], for bytes JSON text never holds raw
+    /// (control characters): a binary stream, such as libuv's signal pipe
+    /// or the one-byte wake-ups of an asyncio event loop's socketpair.
+    Binary,
 }
 
 /// Per-stream line framer.
@@ -53,6 +56,7 @@ enum Skip {
     Damaged,
     OverBudget,
     NotJson,
+    Binary,
 }
 
 impl Skip {
@@ -63,7 +67,7 @@ impl Skip {
             Skip::Oversized => Some(Frame::Oversized(n)),
             Skip::Damaged => Some(Frame::Damaged(n)),
             Skip::OverBudget => Some(Frame::OverBudget(n)),
-            Skip::NotJson => None,
+            Skip::NotJson | Skip::Binary => None,
         }
     }
 }
@@ -199,11 +203,15 @@ impl LineFramer {
                 self.skipped += piece.len() as u64;
                 if why == Skip::Damaged && !complete && has_control_bytes(piece) {
                     // Joined mid-line, but not a JSON one after all.
-                    why = Skip::NotJson;
+                    why = Skip::Binary;
                     self.skipping = Some(why);
                 }
-                if why == Skip::NotJson && !piece.is_empty() {
-                    on_frame(Frame::NotJson);
+                if !piece.is_empty() {
+                    match why {
+                        Skip::NotJson => on_frame(Frame::NotJson),
+                        Skip::Binary => on_frame(Frame::Binary),
+                        _ => {}
+                    }
                 }
                 if complete {
                     let n = std::mem::take(&mut self.skipped);
@@ -220,11 +228,17 @@ impl LineFramer {
             // unfinished one is skipped to its newline.
             if !complete && (self.buf.iter().all(u8::is_ascii_whitespace) || has_control_bytes(piece)) {
                 if let Some(b) = self.buf.iter().chain(piece).find(|b| !b.is_ascii_whitespace()) {
-                    if !matches!(b, b'{' | b'[') || has_control_bytes(piece) {
+                    let binary = has_control_bytes(piece);
+                    if !matches!(b, b'{' | b'[') || binary {
                         self.skipped = (self.buf.len() + piece.len()) as u64;
                         self.reset_buf();
-                        self.skipping = Some(Skip::NotJson);
-                        on_frame(Frame::NotJson);
+                        if binary {
+                            self.skipping = Some(Skip::Binary);
+                            on_frame(Frame::Binary);
+                        } else {
+                            self.skipping = Some(Skip::NotJson);
+                            on_frame(Frame::NotJson);
+                        }
                         continue;
                     }
                 }
@@ -321,6 +335,7 @@ mod tests {
         Dmg(u64),
         Budget(u64),
         NotJson,
+        Binary,
     }
 
     fn run(f: &mut LineFramer, pieces: &[&[u8]]) -> Vec<Out> {
@@ -333,6 +348,7 @@ mod tests {
                     Frame::Damaged(n) => Out::Dmg(n),
                     Frame::OverBudget(n) => Out::Budget(n),
                     Frame::NotJson => Out::NotJson,
+                    Frame::Binary => Out::Binary,
                 })
             });
         }
@@ -349,9 +365,10 @@ mod tests {
         }
         assert_eq!(f.buffered(), 0);
         assert_eq!(out.len(), 10_000);
+        assert!(out.iter().all(|o| *o == Out::Binary));
         // Joined mid-line (the framer resyncs): the NUL still tells.
         let mut f = LineFramer::new_resync(1024);
-        assert_eq!(run(&mut f, &[b"\0", b"\0"]), [Out::NotJson, Out::NotJson]);
+        assert_eq!(run(&mut f, &[b"\0", b"\0"]), [Out::Binary, Out::Binary]);
         // A message joined mid-way is skipped quietly, as before.
         let mut f = LineFramer::new_resync(1024);
         assert_eq!(
@@ -417,6 +434,7 @@ mod tests {
                     Frame::Damaged(n) => Out::Dmg(n),
                     Frame::OverBudget(n) => Out::Budget(n),
                     Frame::NotJson => Out::NotJson,
+                    Frame::Binary => Out::Binary,
                 })
             })
         };
@@ -575,7 +593,7 @@ mod tests {
                 prop_assert_eq!(f.buffered(), 0);
             }
             prop_assert_eq!(out.len(), pieces.len() + 1);
-            prop_assert!(out.iter().all(|o| *o == Out::NotJson));
+            prop_assert!(out.iter().all(|o| matches!(o, Out::NotJson | Out::Binary)));
             // The next line is whole again.
             prop_assert_eq!(run(&mut f, &[b"\n{\"a\":1}\n"]), [Out::L(b"{\"a\":1}".to_vec())]);
         }

@@ -288,7 +288,7 @@ impl Metrics {
             tls_unbound: reg!(counter("tls_unbound_chunks_total", "TLS plaintext chunks captured before their SSL object could be tied to a socket (no connection endpoints).")),
             frame_errors: reg!(counter_vec(
                 "frame_errors_total",
-                "Frames that were not usable JSON-RPC, by reason (not_json, invalid_utf8, not_jsonrpc, too_deep, batch_too_large, oversized, capture_gap, memory_budget).",
+                "Frames that were not usable JSON-RPC, by reason (not_json, binary, invalid_utf8, not_jsonrpc, too_deep, batch_too_large, oversized, capture_gap, memory_budget).",
                 &["reason"]
             )),
             request_duration: reg!(HistogramVec::new(
@@ -482,6 +482,7 @@ impl Metrics {
             "oversized",
             "capture_gap",
             "memory_budget",
+            "binary",
         ] {
             m.frame_errors.with_label_values(&[r]);
         }

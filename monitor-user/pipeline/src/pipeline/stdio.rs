@@ -269,22 +269,23 @@ impl Pipeline {
                     self.budget.max()
                 );
             }
-            Frame::NotJson => {
-                // Bytes that cannot be JSON: a binary stream (libuv's
-                // signal pipe, an event loop's wake-ups) before any
-                // JSON-RPC is only a prelude frame (no line of it was a
-                // frame error); after it, a damaged line.
+            Frame::NotJson | Frame::Binary => {
+                // A line that cannot be JSON, held nowhere: text that starts
+                // otherwise (a banner written in pieces), or a binary stream
+                // (libuv's signal pipe, an event loop's wake-ups). Before
+                // any JSON-RPC it is a prelude frame; after, a frame error.
+                let reason = if frame == Frame::Binary { "binary" } else { "not_json" };
                 stream.expect_partial = false;
                 log::debug!(
-                    "pid {} fd {}: a line that cannot be JSON ({:?})",
+                    "pid {} fd {}: a line that cannot be JSON ({reason}, {:?})",
                     stream.id.proc.pid,
                     stream.id.fd,
                     stream.kind
                 );
                 if stream.verdict == Verdict::Pending {
-                    self.prelude(stream, "not_json", sink);
+                    self.prelude(stream, reason, sink);
                 } else {
-                    self.metrics.frame_errors.with_label_values(&["not_json"]).inc();
+                    self.metrics.frame_errors.with_label_values(&[reason]).inc();
                 }
             }
             Frame::Line(bytes) => {

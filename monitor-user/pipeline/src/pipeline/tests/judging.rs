@@ -312,7 +312,7 @@ fn an_event_loop_wakeup_socket_is_judged_and_holds_no_memory() {
     assert!(s.out.events.is_empty());
     assert_eq!(s.out.controls, vec![Control::IgnoreStream(C2S_PIPE)]);
     assert_eq!(
-        s.metric("mcp_monitor_streams_total", &[("verdict", "rejected:not_json")]),
+        s.metric("mcp_monitor_streams_total", &[("verdict", "rejected:binary")]),
         1.0
     );
     assert_eq!(
