@@ -275,8 +275,10 @@ fn top(a: TopArgs) -> anyhow::Result<()> {
     }
     let min_severity = match a.severity.as_deref() {
         None => None,
-        Some(s @ ("info" | "low" | "medium" | "high" | "critical")) => Some(Severity::parse(s)),
-        Some(other) => anyhow::bail!("unknown severity {other:?}: use info, low, medium, high or critical"),
+        Some(s) => Some(
+            Severity::parse(s)
+                .ok_or_else(|| anyhow::anyhow!("unknown severity {s:?}: use info, low, medium, high or critical"))?,
+        ),
     };
     if !(a.interval.is_finite() && a.interval > 0.0) {
         anyhow::bail!("--interval must be a positive number of seconds");

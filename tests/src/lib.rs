@@ -240,6 +240,20 @@ pub mod fake {
             ),
         )
     }
+
+    /// Planted keys, as a `.env` file in `dir` holds them: the file's path
+    /// and `[github token, aws key id, aws secret]`.
+    pub fn env_file(dir: &std::path::Path) -> (std::path::PathBuf, [String; 3]) {
+        let gh = github_token();
+        let (aws_id, aws_secret) = aws_keys();
+        let file = dir.join("secrets.env");
+        std::fs::write(
+            &file,
+            format!("GITHUB_TOKEN={gh}\nAWS_ACCESS_KEY_ID={aws_id}\nAWS_SECRET_ACCESS_KEY={aws_secret}\n"),
+        )
+        .unwrap();
+        (file, [gh, aws_id, aws_secret])
+    }
 }
 
 /// The cgroup v2 hierarchy (`/sys/fs/cgroup/unified` on hybrid hosts).

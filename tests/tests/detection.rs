@@ -50,15 +50,7 @@ fn python_list_session(variant: &str) -> Transcript {
 fn planted_keys_are_caught_relayed_and_never_leave_in_clear() {
     require_root();
     let fsdir = TempDir::new("leak");
-    let gh = fake::github_token();
-    let (aws_id, aws_secret) = fake::aws_keys();
-    let file = fsdir.path().join("secrets.env");
-    std::fs::write(
-        &file,
-        format!("GITHUB_TOKEN={gh}\nAWS_ACCESS_KEY_ID={aws_id}\nAWS_SECRET_ACCESS_KEY={aws_secret}\n"),
-    )
-    .unwrap();
-
+    let (file, [gh, aws_id, aws_secret]) = fake::env_file(fsdir.path());
     let m = Monitor::start(&["--payloads"]);
     let d = Driver::node_with_env(
         "leak",

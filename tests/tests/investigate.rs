@@ -62,14 +62,7 @@ struct Recorded {
 
 fn record_session() -> Recorded {
     let fsdir = TempDir::new("inv-fs");
-    let gh = fake::github_token();
-    let (aws_id, aws_secret) = fake::aws_keys();
-    let file = fsdir.path().join("secrets.env");
-    std::fs::write(
-        &file,
-        format!("GITHUB_TOKEN={gh}\nAWS_ACCESS_KEY_ID={aws_id}\nAWS_SECRET_ACCESS_KEY={aws_secret}\n"),
-    )
-    .unwrap();
+    let (file, secrets) = fake::env_file(fsdir.path());
     let dir = TempDir::new("inv");
     let recording = dir.path().join("session.rec");
     let live_state = TempDir::new("inv-state");
@@ -105,11 +98,7 @@ fn record_session() -> Recorded {
     let screen = live.wait("the live session and its alerts", |s| {
         s.contains("monitor-test-client") && s.contains("credential.relay") && s.contains("Sessions (4)")
     });
-    assert_no_secret(
-        "live screen",
-        &screen,
-        &[gh.clone(), aws_id.clone(), aws_secret.clone()],
-    );
+    assert_no_secret("live screen", &screen, &secrets);
     live.send(&["q"]);
     drop(live);
     m.stop();
@@ -133,7 +122,7 @@ fn record_session() -> Recorded {
         live_state,
         events,
         alerts,
-        secrets: vec![gh, aws_id, aws_secret],
+        secrets: secrets.to_vec(),
     }
 }
 

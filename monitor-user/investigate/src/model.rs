@@ -51,50 +51,21 @@ impl Limits {
     };
 }
 
-/// Alert severity, ordered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Severity {
-    /// `info`
-    Info,
-    /// `low`
-    Low,
-    /// `medium`
-    Medium,
-    /// `high`
-    High,
-    /// `critical`
-    Critical,
-}
+/// Alert severity, ordered: the detector's own type.
+pub use mcp_monitor_pipeline::detect::alert::Severity;
 
-impl Severity {
-    /// From the alert's `severity` field; unknown words read as `info`.
-    pub fn parse(s: &str) -> Severity {
-        match s {
-            "low" => Severity::Low,
-            "medium" => Severity::Medium,
-            "high" => Severity::High,
-            "critical" => Severity::Critical,
-            _ => Severity::Info,
-        }
-    }
-    /// The word the agent writes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-    /// All, lowest first.
-    pub const ALL: [Severity; 5] = [
-        Severity::Info,
-        Severity::Low,
-        Severity::Medium,
-        Severity::High,
-        Severity::Critical,
-    ];
+/// Every severity, lowest first.
+pub const SEVERITIES: [Severity; 5] = [
+    Severity::Info,
+    Severity::Low,
+    Severity::Medium,
+    Severity::High,
+    Severity::Critical,
+];
+
+/// The severity an alert line names; an unknown word reads as `info`.
+pub fn severity_of(s: &str) -> Severity {
+    Severity::parse(s).unwrap_or(Severity::Info)
 }
 
 /// Removes credentials from text before the model keeps it: the detector's
@@ -939,7 +910,7 @@ impl Investigation {
     fn add_alert(&mut self, v: Value) {
         let s = |k: &str| v.get(k).and_then(Value::as_str);
         let time = s("time").unwrap_or("").to_owned();
-        let severity = Severity::parse(s("severity").unwrap_or(""));
+        let severity = severity_of(s("severity").unwrap_or(""));
         let messages: Vec<MessageRef> = v
             .get("messages")
             .and_then(Value::as_array)

@@ -115,7 +115,7 @@ pub fn render(m: &Investigation, src: &Sources) -> String {
             String::new()
         }
     );
-    for s in Severity::ALL.iter().rev() {
+    for s in crate::model::SEVERITIES.iter().rev() {
         let n = m.alerts.iter().filter(|a| a.severity == *s).count();
         let _ = write!(
             h,

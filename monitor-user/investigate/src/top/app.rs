@@ -151,7 +151,7 @@ impl App {
                 self.min_severity = match self.min_severity {
                     None => Some(Severity::Low),
                     Some(Severity::Critical) => None,
-                    Some(s) => Severity::ALL.iter().copied().find(|x| *x > s),
+                    Some(s) => crate::model::SEVERITIES.iter().copied().find(|x| *x > s),
                 };
                 self.selected = 0;
             }

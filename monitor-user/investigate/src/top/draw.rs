@@ -43,7 +43,7 @@ fn header(f: &mut Frame, app: &App, area: Rect) {
         Span::styled("mcp-monitor top", Style::new().add_modifier(Modifier::BOLD)),
         Span::raw(format!("  {} sessions · {} msgs ·", m.sessions.len(), m.counts.events)),
     ];
-    for s in Severity::ALL.iter().rev() {
+    for s in crate::model::SEVERITIES.iter().rev() {
         let n = m.alerts.iter().filter(|a| a.severity == *s).count();
         spans.push(Span::raw(" "));
         let short = match s {
