@@ -71,14 +71,16 @@ pub fn severity_of(s: &str) -> Severity {
 /// Removes credentials from text before the model keeps it: the detector's
 /// provider rules, then the token and URL-password rules of event payloads.
 pub struct Scrubber {
-    scanner: SecretScanner,
+    scanner: &'static SecretScanner,
 }
 
 impl Default for Scrubber {
     fn default() -> Self {
-        // The key only seeds fingerprints, which the scrubber never shows.
+        // Compiled once per process (163 rules); the key only seeds
+        // fingerprints, which the scrubber never shows.
+        static SCANNER: std::sync::OnceLock<SecretScanner> = std::sync::OnceLock::new();
         Scrubber {
-            scanner: SecretScanner::new(b"mcp-monitor investigate"),
+            scanner: SCANNER.get_or_init(|| SecretScanner::new(b"mcp-monitor investigate")),
         }
     }
 }
