@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use mcp_monitor::{agent, config::Config, metrics::Metrics};
 
@@ -299,33 +300,32 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
     let mut names: Vec<String> = a.files.iter().map(|p| p.display().to_string()).collect();
     let mut skipped = 0;
     if let Some(rec) = &a.recording {
-        let work = tempdir("report")?;
-        let result = (|| -> anyhow::Result<()> {
-            let mut cfg = match &a.config {
-                Some(p) => Config::load(p)?,
-                None => Config::default(),
-            };
-            let events = work.join("events.jsonl");
-            let alerts = work.join("alerts.jsonl");
-            cfg.output.events_file = events.display().to_string();
-            cfg.output.alerts_file = alerts.display().to_string();
-            cfg.output.payloads = true;
-            // A replay only reads the fingerprint key there, so its
-            // fingerprints match the live alerts'; it changes nothing.
-            if let Some(dir) = &a.state_dir {
-                cfg.detection.state_dir = dir.clone();
-            }
-            let metrics = Metrics::with_config(&cfg.metrics);
-            let mut outputs = agent::Outputs::open(&cfg, &metrics)?;
-            agent::replay(rec, &cfg, metrics, &mut outputs)?;
-            drop(outputs);
-            for f in [&events, &alerts] {
-                skipped += input::read_lines(f, |l| m.ingest_line(l))?;
-            }
-            Ok(())
-        })();
-        let _ = std::fs::remove_dir_all(&work);
-        result?;
+        // Private (0700) and removed when dropped: events with payloads.
+        let dir = tempfile::Builder::new()
+            .prefix("mcp-monitor-report-")
+            .tempdir()
+            .context("cannot create a directory under the temporary directory (TMPDIR)")?;
+        let mut cfg = match &a.config {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        let events = dir.path().join("events.jsonl");
+        let alerts = dir.path().join("alerts.jsonl");
+        cfg.output.events_file = events.display().to_string();
+        cfg.output.alerts_file = alerts.display().to_string();
+        cfg.output.payloads = true;
+        // A replay only reads the fingerprint key there, so its
+        // fingerprints match the live alerts'; it changes nothing.
+        if let Some(d) = &a.state_dir {
+            cfg.detection.state_dir = d.clone();
+        }
+        let metrics = Metrics::with_config(&cfg.metrics);
+        let mut outputs = agent::Outputs::open(&cfg, &metrics)?;
+        agent::replay(rec, &cfg, metrics, &mut outputs)?;
+        drop(outputs);
+        for f in [&events, &alerts] {
+            skipped += input::read_lines(f, |l| m.ingest_line(l))?;
+        }
         names = vec![format!("recording {}", rec.display())];
     } else {
         if a.files.is_empty() {
@@ -373,21 +373,6 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
         m.counts.alerts
     );
     Ok(())
-}
-
-/// A private directory under the temporary directory.
-fn tempdir(what: &str) -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
-    let base = std::env::temp_dir();
-    for n in 0..100u32 {
-        let p = base.join(format!("mcp-monitor-{what}-{}-{n}", std::process::id()));
-        match std::fs::DirBuilder::new().mode(0o700).create(&p) {
-            Ok(()) => return Ok(p),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => anyhow::bail!("cannot create a directory under {}: {e}", base.display()),
-        }
-    }
-    anyhow::bail!("cannot create a directory under {}", base.display())
 }
 
 fn main() -> ExitCode {

@@ -1,17 +1,81 @@
 //! Reading the agent's JSON lines: whole files for a report, followed
-//! files (rotation and truncation included) or stdin for `top`.
+//! files (rotation and truncation included) or stdin for `top`. All three
+//! go through one [`Lines`] assembler, so a line is bounded the same way
+//! everywhere.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 
 use anyhow::Context;
+use mcp_monitor_pipeline::framing::memchr;
 
 /// Longest line kept. The agent never writes longer ones (its payload cap
 /// is lower); a longer line is skipped and counted, never held whole.
 pub const MAX_LINE: usize = 16 << 20;
+
+/// Assembles lines from a reader across calls: a partial line waits for
+/// the rest; one longer than [`MAX_LINE`] is dropped as it streams past.
+#[derive(Default)]
+struct Lines {
+    partial: Vec<u8>,
+    too_long: bool,
+    /// Lines skipped (too long, not UTF-8).
+    skipped: u64,
+}
+
+impl Lines {
+    /// Hands every complete line `r` has now to `each`, reading at most
+    /// about `budget` bytes. Returns the bytes read and whether `r` is at
+    /// its end.
+    fn drain(&mut self, r: &mut impl BufRead, budget: usize, each: &mut impl FnMut(&str)) -> (usize, bool) {
+        let mut read = 0;
+        while read < budget {
+            let chunk = match r.fill_buf() {
+                Ok(c) if !c.is_empty() => c,
+                _ => return (read, true),
+            };
+            let (take, done) = match memchr(b'\n', chunk) {
+                Some(i) => (i + 1, true),
+                None => (chunk.len(), false),
+            };
+            if !self.too_long {
+                if self.partial.len() + take > MAX_LINE {
+                    self.too_long = true;
+                    self.partial.clear();
+                } else {
+                    self.partial.extend_from_slice(&chunk[..take]);
+                }
+            }
+            r.consume(take);
+            read += take;
+            if done {
+                self.end_line(each);
+            }
+        }
+        (read, false)
+    }
+
+    /// Ends the line in progress (its newline, or the end of the input).
+    fn end_line(&mut self, each: &mut impl FnMut(&str)) {
+        if self.too_long {
+            self.skipped += 1;
+        } else if !self.partial.is_empty() {
+            if self.partial.last() == Some(&b'\n') {
+                self.partial.pop();
+            }
+            match std::str::from_utf8(&self.partial) {
+                Ok(s) => each(s),
+                Err(_) => self.skipped += 1,
+            }
+        }
+        self.partial.clear();
+        self.too_long = false;
+    }
+}
 
 /// Reads `path` (or stdin for `-`) line by line into `each`. Returns the
 /// number of lines skipped for being longer than [`MAX_LINE`] or not UTF-8.
@@ -22,67 +86,11 @@ pub fn read_lines(path: &Path, mut each: impl FnMut(&str)) -> anyhow::Result<u64
         Box::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?)
     };
     let mut r = BufReader::with_capacity(1 << 16, input);
-    let mut skipped = 0;
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match read_bounded_line(&mut r, &mut buf)? {
-            Line::End => return Ok(skipped),
-            Line::TooLong => skipped += 1,
-            Line::Complete | Line::Partial => match std::str::from_utf8(&buf) {
-                Ok(s) => each(s),
-                Err(_) => skipped += 1,
-            },
-        }
-    }
-}
-
-enum Line {
-    Complete,
-    /// The last line, without its newline.
-    Partial,
-    TooLong,
-    End,
-}
-
-/// One line into `buf`, never more than [`MAX_LINE`] bytes of it.
-fn read_bounded_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Line> {
-    let mut too_long = false;
-    let mut any = false;
-    loop {
-        let chunk = r.fill_buf()?;
-        if chunk.is_empty() {
-            return Ok(match (any, too_long) {
-                (false, _) => Line::End,
-                (true, true) => Line::TooLong,
-                (true, false) => Line::Partial,
-            });
-        }
-        any = true;
-        let (take, done) = match memchr_newline(chunk) {
-            Some(i) => (i + 1, true),
-            None => (chunk.len(), false),
-        };
-        if !too_long {
-            if buf.len() + take > MAX_LINE {
-                too_long = true;
-                buf.clear();
-            } else {
-                buf.extend_from_slice(&chunk[..take]);
-            }
-        }
-        r.consume(take);
-        if done {
-            if buf.last() == Some(&b'\n') {
-                buf.pop();
-            }
-            return Ok(if too_long { Line::TooLong } else { Line::Complete });
-        }
-    }
-}
-
-fn memchr_newline(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\n')
+    let mut lines = Lines::default();
+    while !lines.drain(&mut r, usize::MAX, &mut each).1 {}
+    // The last line, without its newline.
+    lines.end_line(&mut each);
+    Ok(lines.skipped)
 }
 
 /// Follows a file the agent appends to, like `tail -F`: new complete
@@ -93,10 +101,7 @@ pub struct Follower {
     file: Option<BufReader<File>>,
     inode: u64,
     pos: u64,
-    partial: Vec<u8>,
-    too_long: bool,
-    /// Lines skipped (too long, not UTF-8).
-    pub skipped: u64,
+    lines: Lines,
     /// Times the file was found truncated or replaced.
     pub reopened: u64,
 }
@@ -109,9 +114,7 @@ impl Follower {
             file: None,
             inode: 0,
             pos: 0,
-            partial: Vec::new(),
-            too_long: false,
-            skipped: 0,
+            lines: Lines::default(),
             reopened: 0,
         };
         if f.open() && from_end {
@@ -127,14 +130,21 @@ impl Follower {
         &self.path
     }
 
+    /// Lines skipped (too long, not UTF-8).
+    pub fn skipped(&self) -> u64 {
+        self.lines.skipped
+    }
+
     fn open(&mut self) -> bool {
         match File::open(&self.path) {
             Ok(file) => {
                 self.inode = file.metadata().map(|m| m.ino()).unwrap_or(0);
                 self.file = Some(BufReader::with_capacity(1 << 16, file));
                 self.pos = 0;
-                self.partial.clear();
-                self.too_long = false;
+                self.lines = Lines {
+                    skipped: self.lines.skipped,
+                    ..Lines::default()
+                };
                 true
             }
             Err(_) => false,
@@ -172,44 +182,10 @@ impl Follower {
         self.drain(budget, &mut each);
     }
 
-    /// Reads complete lines from the open file; returns the bytes read.
     fn drain(&mut self, budget: usize, each: &mut impl FnMut(&str)) -> usize {
         let Some(file) = &mut self.file else { return 0 };
-        let mut read = 0;
-        while read < budget {
-            let chunk = match file.fill_buf() {
-                Ok(c) if !c.is_empty() => c,
-                _ => break,
-            };
-            let (take, done) = match memchr_newline(chunk) {
-                Some(i) => (i + 1, true),
-                None => (chunk.len(), false),
-            };
-            if !self.too_long {
-                if self.partial.len() + take > MAX_LINE {
-                    self.too_long = true;
-                    self.partial.clear();
-                } else {
-                    self.partial.extend_from_slice(&chunk[..take]);
-                }
-            }
-            file.consume(take);
-            self.pos += take as u64;
-            read += take;
-            if done {
-                if self.too_long {
-                    self.skipped += 1;
-                } else {
-                    self.partial.pop();
-                    match std::str::from_utf8(&self.partial) {
-                        Ok(s) => each(s),
-                        Err(_) => self.skipped += 1,
-                    }
-                }
-                self.partial.clear();
-                self.too_long = false;
-            }
-        }
+        let (read, _) = self.lines.drain(file, budget, each);
+        self.pos += read as u64;
         read
     }
 }
@@ -221,54 +197,53 @@ const STDIN_AHEAD: usize = 64 << 20;
 /// view reads its keys from /dev/tty meanwhile).
 pub struct StdinLines {
     rx: mpsc::Receiver<String>,
-    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    skipped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    queued: Arc<AtomicUsize>,
+    skipped: Arc<AtomicU64>,
 }
 
 impl StdinLines {
     /// The next line if one is ready; `Err(Disconnected)` once stdin ended.
     pub fn try_recv(&self) -> Result<String, mpsc::TryRecvError> {
         let l = self.rx.try_recv()?;
-        self.queued.fetch_sub(l.len(), std::sync::atomic::Ordering::Relaxed);
+        self.queued.fetch_sub(l.len(), Ordering::Relaxed);
         Ok(l)
     }
     /// Lines skipped (longer than [`MAX_LINE`], or not UTF-8).
     pub fn skipped(&self) -> u64 {
-        self.skipped.load(std::sync::atomic::Ordering::Relaxed)
+        self.skipped.load(Ordering::Relaxed)
     }
 }
 
 /// Starts reading standard input.
 pub fn stdin_lines() -> StdinLines {
-    use std::sync::atomic::Ordering;
     let (tx, rx) = mpsc::channel::<String>();
-    let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let skipped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let queued = Arc::new(AtomicUsize::new(0));
+    let skipped = Arc::new(AtomicU64::new(0));
     let (q, sk) = (queued.clone(), skipped.clone());
     std::thread::spawn(move || {
         let mut r = BufReader::new(std::io::stdin());
-        let mut buf = Vec::new();
+        let mut lines = Lines::default();
+        // The view has gone: stop reading.
+        let gone = std::cell::Cell::new(false);
+        let mut send = |s: &str| {
+            while q.load(Ordering::Relaxed) > STDIN_AHEAD {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            q.fetch_add(s.len(), Ordering::Relaxed);
+            if tx.send(s.to_owned()).is_err() {
+                gone.set(true);
+            }
+        };
         loop {
-            buf.clear();
-            match read_bounded_line(&mut r, &mut buf) {
-                Ok(Line::End) | Err(_) => return,
-                Ok(Line::TooLong) => {
-                    sk.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(_) => match std::str::from_utf8(&buf) {
-                    Ok(s) => {
-                        while q.load(Ordering::Relaxed) > STDIN_AHEAD {
-                            std::thread::sleep(std::time::Duration::from_millis(20));
-                        }
-                        q.fetch_add(s.len(), Ordering::Relaxed);
-                        if tx.send(s.to_owned()).is_err() {
-                            return;
-                        }
-                    }
-                    Err(_) => {
-                        sk.fetch_add(1, Ordering::Relaxed);
-                    }
-                },
+            let (_, end) = lines.drain(&mut r, 1 << 16, &mut send);
+            sk.store(lines.skipped, Ordering::Relaxed);
+            if gone.get() {
+                return;
+            }
+            if end {
+                lines.end_line(&mut send);
+                sk.store(lines.skipped, Ordering::Relaxed);
+                return;
             }
         }
     });

@@ -87,31 +87,18 @@ impl Default for Scrubber {
 
 impl Scrubber {
     /// `s` with credentials replaced by `[REDACTED]`: provider formats,
-    /// token-shaped words, URL passwords, and token-shaped values of
-    /// `name=value` words (`--github=ghp_…`).
+    /// token-shaped words, URL passwords.
     pub fn text(&self, s: &str) -> String {
         let s = self.scanner.redact(s).unwrap_or_else(|| s.to_owned());
-        let s = redact::redact_text(&s).unwrap_or(s);
-        if !s.contains('=') {
-            return s;
-        }
-        let mut out = String::with_capacity(s.len());
-        for piece in s.split_inclusive(char::is_whitespace) {
-            let word = piece.trim_end();
-            match word.split_once('=') {
-                Some((name, value))
-                    if redact::looks_like_token(value) || redact::is_secret_name(name) && !value.is_empty() =>
-                {
-                    out.push_str(name);
-                    out.push('=');
-                    out.push_str(redact::REDACTED);
-                    out.push_str(&piece[word.len()..]);
-                }
-                _ => out.push_str(piece),
-            }
-        }
-        out
+        redact::redact_text(&s).unwrap_or(s)
     }
+
+    /// A command line: the agent's own command-line scrubbing (secret-named
+    /// flags and assignments, `--flag=token`), then [`Scrubber::text`].
+    pub fn command_line(&self, words: &[String]) -> String {
+        self.text(&redact::scrub_args(words).join(" "))
+    }
+
     /// A short name or label: only the provider rules, so hashes, paths
     /// and ids stay readable.
     pub fn name(&self, s: &str) -> String {
@@ -187,8 +174,8 @@ impl Party {
         let ks = |k: &str| k8s.and_then(|o| o.get(k)).and_then(Value::as_str);
         let user = s("user").or_else(|| v.get("uid").and_then(Value::as_u64).map(|u| format!("uid {u}")));
         let cmdline = v.get("cmdline").and_then(Value::as_array).map(|a| {
-            let words: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
-            scrub.text(&words.join(" "))
+            let words: Vec<String> = a.iter().filter_map(Value::as_str).map(str::to_owned).collect();
+            scrub.command_line(&words)
         });
         Party {
             pid: v.get("pid").and_then(Value::as_u64),

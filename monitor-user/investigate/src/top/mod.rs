@@ -89,7 +89,7 @@ impl Sources {
     fn describe(&self, o: &Options) -> String {
         let mut names: Vec<String> = o.files.iter().map(|p| p.display().to_string()).collect();
         let skipped: u64 =
-            self.followers.iter().map(|f| f.skipped).sum::<u64>() + self.stdin.as_ref().map_or(0, |s| s.skipped());
+            self.followers.iter().map(|f| f.skipped()).sum::<u64>() + self.stdin.as_ref().map_or(0, |s| s.skipped());
         if skipped > 0 {
             names.push(format!("{skipped} unreadable lines skipped"));
         }
