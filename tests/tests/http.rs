@@ -288,6 +288,27 @@ fn mcp_remote_bridge(tls: Option<&Certificate>) {
             v.iter().any(|e| e["client"]["name"] == "mcp-remote-fallback-test"),
             "server side: {server_side}"
         );
+        // The probe and the real session are two sessions, though they
+        // share a keep-alive connection and every POST has `Mcp-Method`.
+        let session_of = |probe: bool| -> std::collections::HashSet<&str> {
+            v.iter()
+                .filter(|e| (e["client"]["name"] == "mcp-remote-fallback-test") == probe)
+                .map(|e| e["session"].as_str().unwrap())
+                .collect()
+        };
+        let (probe, real) = (session_of(true), session_of(false));
+        assert_eq!(probe.len(), 1, "server side {server_side}: {probe:?}");
+        assert_eq!(real.len(), 1, "server side {server_side}: {real:?}");
+        assert_ne!(
+            probe, real,
+            "server side {server_side}: the probe and the session are one"
+        );
+        // Both ends are on this host: the server's view names the bridge
+        // from the first message on.
+        assert!(
+            v.iter().all(|e| e["client"]["pid"] == bridge),
+            "server side {server_side}: {v:?}"
+        );
     }
     assert!(
         m.metric("mcp_monitor_prelude_frames_total", &[]) >= 1.0,

@@ -100,6 +100,10 @@ pub(super) struct HttpConn {
     paired_client: Option<ProcKey>,
     /// This client connection is in `Pipeline::local_clients`.
     registered: bool,
+    /// `initialize` requests seen: each opens a new session, also on a
+    /// keep-alive connection that carried another one (mcp-remote's
+    /// transport probe, then the real session).
+    opened: u32,
     /// Per `Direction`: a chunk went that way.
     seen: [bool; 2],
     /// A legacy HTTP+SSE GET stream: the session its `endpoint` event
@@ -136,6 +140,7 @@ impl Pipeline {
             unclassified_bytes: 0,
             prelude: 0,
             relooks: RelookBudget::default(),
+            opened: 0,
             last_ns: c.ts_ns,
             tls,
             ends: None,
@@ -341,13 +346,16 @@ impl Pipeline {
                     .session_id
                     .as_deref()
                     .or(request.as_ref().and_then(|r| r.session_id.as_deref()));
+                // The stateless revision has no `initialize`: one, even
+                // with an `Mcp-Method` header (clients send it on every
+                // request for servers of either revision), opens a stateful
+                // session, new also on a connection that carried another.
+                let opens = side == Side::Requests && session_id.is_none() && opens_session(&decoded);
                 let legacy = match side {
                     // A POST to an endpoint a legacy event stream named, or
                     // a request of the stateless revision.
                     Side::Requests if session_id.is_none() => self.legacy_post(conn, id, &meta).or_else(|| {
-                        meta.mcp_method
-                            .is_some()
-                            .then(|| (self.stateless_session(conn, id), None))
+                        (meta.mcp_method.is_some() && !opens).then(|| (self.stateless_session(conn, id), None))
                     }),
                     Side::Responses => conn.legacy.clone(),
                     Side::Requests => None,
@@ -357,7 +365,13 @@ impl Pipeline {
                         conn.session = Some(key);
                         (hash, key)
                     }
-                    None => self.http_session(conn, id, session_id),
+                    None => {
+                        if opens {
+                            conn.opened = conn.opened.wrapping_add(1);
+                            conn.session = None;
+                        }
+                        self.http_session(conn, id, session_id)
+                    }
                 };
                 let http = HttpInfo {
                     method: request.as_ref().and_then(|r| r.method.clone()),
@@ -527,8 +541,12 @@ impl Pipeline {
             let key = *conn.session.get_or_insert(SessionKey {
                 transport_kind,
                 server,
-                // The connection stands for the session until an id shows.
-                conversation: (id.fd as u32 as u64) << 32 ^ id.inode ^ id.proc.start_ns,
+                // The connection stands for the session until an id shows
+                // (each `initialize` on it for a new one).
+                conversation: (id.fd as u32 as u64) << 32
+                    ^ id.inode
+                    ^ id.proc.start_ns
+                    ^ u64::from(conn.opened).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             });
             return (None, key);
         };
@@ -647,6 +665,17 @@ impl Pipeline {
                 direction,
             }));
         }
+    }
+}
+
+/// A request body that starts a stateful session: an `initialize` request,
+/// alone or in a batch.
+fn opens_session(d: &jsonrpc::Decoded<'_>) -> bool {
+    let opens =
+        |m: &jsonrpc::Message<'_>| m.kind == jsonrpc::Kind::Request && m.method.as_deref() == Some("initialize");
+    match d {
+        jsonrpc::Decoded::Single(m) => opens(m),
+        jsonrpc::Decoded::Batch(v) => v.iter().any(opens),
     }
 }
 

@@ -680,3 +680,106 @@ fn stateless_requests_share_a_session_and_lying_headers_are_flagged() {
     assert_eq!(rules, vec!["protocol.header_mismatch"], "{rules:?}");
     assert_eq!(s.out.alerts[0].category.as_str(), "protocol");
 }
+
+/// mcp-remote on one keep-alive connection: a transport probe (an
+/// `initialize` as `mcp-remote-fallback-test`, answered with session id A),
+/// then the real session (another `initialize`, session id B), every POST
+/// with an `Mcp-Method` header. Each `initialize` opens its own session, in
+/// the server's view and in the client's: an `Mcp-Method` header does not
+/// make an `initialize` one of the stateless revision.
+#[test]
+fn two_sessions_on_one_keep_alive_connection_stay_apart() {
+    let mut s = Sim::new();
+    let init = |id: u32, name: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"{name}","version":"1"}}}}}}"#
+        )
+    };
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let post = |body: &str, method: &str, sid: Option<&str>| {
+        let sid = sid.map(|s| format!("Mcp-Session-Id: {s}\r\n")).unwrap_or_default();
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Type: application/json\r\nMcp-Method: {method}\r\n{sid}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let answer = |body: &str, sid: &str| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: {sid}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let accepted = "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n".to_owned();
+    let result = |id: u32| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"result":{{"protocolVersion":"2025-06-18","capabilities":{{"tools":{{}}}},"serverInfo":{{"name":"srv","version":"1"}}}}}}"#
+        )
+    };
+    let exchanges = [
+        (
+            post(&init(0, "mcp-remote-fallback-test"), "initialize", None),
+            answer(&result(0), "sid-a"),
+        ),
+        (
+            post(initialized, "notifications/initialized", Some("sid-a")),
+            accepted.clone(),
+        ),
+        (
+            post(&init(0, "agent (via mcp-remote)"), "initialize", None),
+            answer(&result(0), "sid-b"),
+        ),
+        (post(initialized, "notifications/initialized", Some("sid-b")), accepted),
+        (
+            post(list, "tools/list", Some("sid-b")),
+            answer(r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}"#, "sid-b"),
+        ),
+    ];
+    // Both ends on this host: the client on fd 5 (127.0.0.1:40000), the
+    // server on fd 7 (127.0.0.1:8000).
+    let send = |s: &mut Sim, p: ProcKey, fd: i32, dir: Direction, data: &str, conn: ConnTuple| {
+        s.ts += 1_000;
+        let end = End {
+            proc: p,
+            fd,
+            kind: FdKind::Tcp4,
+            channel: 900 + fd as u64,
+        };
+        let mut c = chunk(end, dir, data.as_bytes(), s.ts, 0);
+        c.writer_notice = false;
+        c.data = data.as_bytes().to_vec();
+        c.orig_len = data.len() as u64;
+        c.conn = conn;
+        s.feed(Observation::Chunk(c));
+    };
+    let (client_end, server_end) = (loopback(40000, 8000), loopback(8000, 40000));
+    for (request, response) in &exchanges {
+        send(&mut s, CLIENT, 5, Direction::Egress, request, client_end);
+        send(&mut s, SERVER, 7, Direction::Ingress, request, server_end);
+        send(&mut s, SERVER, 7, Direction::Egress, response, server_end);
+        send(&mut s, CLIENT, 5, Direction::Ingress, response, client_end);
+    }
+    let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    for server_side in [true, false] {
+        let mine: Vec<&Value> = ev
+            .iter()
+            .filter(|e| (e["server"]["pid"] == SERVER.pid) == server_side)
+            .collect();
+        assert_eq!(mine.len(), 8, "server side {server_side}: {mine:?}");
+        let probe: Vec<&str> = mine[..3].iter().map(|e| e["session"].as_str().unwrap()).collect();
+        let real: Vec<&str> = mine[3..].iter().map(|e| e["session"].as_str().unwrap()).collect();
+        assert!(probe.iter().all(|k| *k == probe[0]), "{probe:?}");
+        assert!(real.iter().all(|k| *k == real[0]), "{real:?}");
+        assert_ne!(
+            probe[0], real[0],
+            "server side {server_side}: one session for two initializes"
+        );
+        assert!(mine[..3]
+            .iter()
+            .all(|e| e["client"]["name"] == "mcp-remote-fallback-test"));
+        assert!(mine[3..]
+            .iter()
+            .all(|e| e["client"]["name"] == "agent (via mcp-remote)"));
+        assert!(mine.iter().all(|e| e["client"]["pid"] == CLIENT.pid), "{mine:?}");
+    }
+}
