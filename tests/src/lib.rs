@@ -25,7 +25,8 @@ mod transcript;
 pub use container::{podman_ulimit_args, test_image, PodSpec};
 pub use monitor::{metric_value, Monitor};
 pub use peers::{
-    inspector_cli, python_session_under_shell, run_node, run_python_client, run_python_fastmcp, venv_script, Driver,
+    inspector_cli, inspector_cli_with_env, python_session_under_shell, run_node, run_python_client, run_python_fastmcp,
+    venv_script, Driver,
 };
 pub use servers::{self_signed, wait_port, Certificate, Server};
 pub use transcript::{assert_same, count, observed, observed_rows, Row, Sent, Transcript};

@@ -97,10 +97,16 @@ impl Drop for Driver {
 /// pid and what it printed. It keeps no transcript: tests assert the
 /// exchange it is known to make (initialize, initialized, the method).
 pub fn inspector_cli(args: &[&str]) -> (u32, String) {
+    inspector_cli_with_env(args, &[])
+}
+
+/// [`inspector_cli`] with more environment (`NODE_EXTRA_CA_CERTS`).
+pub fn inspector_cli_with_env(args: &[&str], env: &[(&str, &str)]) -> (u32, String) {
     let cli = clients_dir().join("node_modules/@modelcontextprotocol/inspector-cli/build/index.js");
     let child = Command::new("node")
         .arg(cli)
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

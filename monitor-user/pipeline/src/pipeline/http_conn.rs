@@ -57,6 +57,12 @@ pub(super) struct HttpTables {
     /// client, time). The server end of the same connection reads the same
     /// body just after, and is paired with the client through it.
     unbound_requests: VecDeque<(u64, ProcKey, u64)>,
+    /// The other order: requests a server read on such a connection before
+    /// the agent had its client's write (two CPUs, one ring: the server's
+    /// read can be reserved first). (body hash, the server's connection,
+    /// time). The client's write of the same body names the client for the
+    /// rest of that connection; the request already reported keeps none.
+    unnamed_reads: VecDeque<(u64, ConnId, u64)>,
     /// Legacy HTTP+SSE: (process, endpoint target its event stream named)
     /// to the session and its hashed id, so that POSTs on other
     /// connections join the stream's session.
@@ -404,9 +410,15 @@ impl Pipeline {
                         .and_then(|(l, r)| self.http.local_clients.get(&(r, l)).copied())
                         .or(conn.paired_client)
                         .or_else(|| {
-                            let client = (side == Side::Requests)
-                                .then(|| self.unbound_client(&data, ts_ns))
-                                .flatten()?;
+                            if side != Side::Requests {
+                                return None;
+                            }
+                            let Some(client) = self.unbound_client(&data, ts_ns) else {
+                                if conn.tls || conn.ends.is_none() {
+                                    self.note_unnamed_read(&data, id, ts_ns);
+                                }
+                                return None;
+                            };
                             // The response and later messages of this
                             // connection name it too.
                             conn.paired_client = Some(client);
@@ -571,10 +583,33 @@ impl Pipeline {
     /// A request of a client TLS connection (whose ends the kernel may not
     /// have named yet, on either side).
     fn note_unbound_request(&mut self, body: &[u8], client: ProcKey, ts_ns: u64) {
+        let digest = body_digest(body);
+        // A server that read this body already: name the client there.
+        if let Some(i) = self
+            .http
+            .unnamed_reads
+            .iter()
+            .position(|(d, _, t)| *d == digest && t.abs_diff(ts_ns) <= UNBOUND_PAIRING_NS)
+        {
+            let (_, server_conn, _) = self.http.unnamed_reads.remove(i).expect("position is in range");
+            if let Some(c) = self.http.conns.get_mut(&server_conn) {
+                c.paired_client.get_or_insert(client);
+            }
+            return;
+        }
         if self.http.unbound_requests.len() >= MAX_UNBOUND_REQUESTS {
             self.http.unbound_requests.pop_front();
         }
-        self.http.unbound_requests.push_back((body_digest(body), client, ts_ns));
+        self.http.unbound_requests.push_back((digest, client, ts_ns));
+    }
+
+    /// A request a server read on a connection whose client is not known
+    /// yet (see `unnamed_reads`).
+    fn note_unnamed_read(&mut self, body: &[u8], conn: ConnId, ts_ns: u64) {
+        if self.http.unnamed_reads.len() >= MAX_UNBOUND_REQUESTS {
+            self.http.unnamed_reads.pop_front();
+        }
+        self.http.unnamed_reads.push_back((body_digest(body), conn, ts_ns));
     }
 
     /// The client that wrote `body` on an unnamed connection within the

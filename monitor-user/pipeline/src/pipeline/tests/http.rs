@@ -783,3 +783,62 @@ fn two_sessions_on_one_keep_alive_connection_stay_apart() {
         assert!(mine.iter().all(|e| e["client"]["pid"] == CLIENT.pid), "{mine:?}");
     }
 }
+
+/// Two CPUs, one ring: the server's `SSL_read` of a request can reach the
+/// agent before the client's `SSL_write` of it. That request is reported
+/// without its client; once the client's write comes, the server's view of
+/// the connection names the client from the response on.
+#[test]
+fn https_server_read_before_the_client_write_names_the_client_from_then_on() {
+    let mut s = Sim::new();
+    let new = chunk_flags::NEW_STREAM;
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
+    let result = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2.0"}}}"#;
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: sid-5\r\nContent-Length: {}\r\n\r\n{result}",
+        result.len()
+    );
+    let server = |s: &mut Sim, dir: Direction, data: &[u8]| {
+        let end = TlsEnd {
+            proc: SERVER,
+            ssl: 0x55,
+            fd: 7,
+            conn: loopback(8443, 40020),
+        };
+        tls(s, end, dir, data, new);
+    };
+    // The client's socket is not named yet (it was not tracked during its
+    // handshake), so the tuple cannot pair the two ends either.
+    let client = |s: &mut Sim, dir: Direction, data: &[u8]| {
+        let end = TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc5,
+            fd: -1,
+            conn: ConnTuple::default(),
+        };
+        tls(s, end, dir, data, new);
+    };
+    server(&mut s, Direction::Ingress, &post(init, None));
+    client(&mut s, Direction::Egress, &post(init, None));
+    server(&mut s, Direction::Egress, resp.as_bytes());
+    client(&mut s, Direction::Ingress, resp.as_bytes());
+    let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    let server_side: Vec<&Value> = ev.iter().filter(|e| e["server"]["pid"] == SERVER.pid).collect();
+    assert_eq!(server_side.len(), 2, "{ev:?}");
+    assert_eq!(server_side[0]["client"]["pid"], Value::Null, "{}", server_side[0]);
+    assert_eq!(server_side[1]["client"]["pid"], CLIENT.pid, "{}", server_side[1]);
+    // The pairing is used up: a second server reading the same body names
+    // nobody (no client wrote it twice).
+    let other = TlsEnd {
+        proc: ProcKey {
+            pid: 400,
+            start_ns: 4_000,
+        },
+        ssl: 0x56,
+        fd: 9,
+        conn: loopback(9443, 40021),
+    };
+    tls(&mut s, other, Direction::Ingress, &post(init, None), new);
+    let last = serde_json::to_value(s.out.events.last().unwrap()).unwrap();
+    assert_eq!(last["client"]["pid"], Value::Null, "{last}");
+}
