@@ -2,6 +2,7 @@
 //! for a client and a server talking over pipes or socketpairs.
 
 mod http;
+mod https;
 mod judging;
 mod state;
 mod stdio;

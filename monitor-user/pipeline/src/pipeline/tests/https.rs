@@ -1,0 +1,345 @@
+//! HTTPS seen at the TLS library: both local ends paired, SSL objects
+//! reused, TLS records without a socket yet, and the two ends' records in
+//! either order.
+
+use super::*;
+
+/// The first `SSL_write` of a client that was not tracked during its
+/// handshake has no socket (the kernel names it from a later read): the
+/// server's view of that connection still names the client, paired through
+/// the request body both ends carry.
+#[test]
+fn https_server_side_names_a_client_whose_first_writes_had_no_socket() {
+    let mut s = Sim::new();
+    let new = chunk_flags::NEW_STREAM;
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
+    let result = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2.0"}}}"#;
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: sid-9\r\nContent-Length: {}\r\n\r\n{result}",
+        result.len()
+    );
+    let server_end = loopback(8443, 40010);
+    // Another client's request just before, with a different body.
+    let other = init.replace("\"agent\"", "\"other\"");
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: OTHER_CLIENT,
+            ssl: 0xb1,
+            fd: -1,
+            conn: ConnTuple::default(),
+        },
+        Direction::Egress,
+        &post(&other, None),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc1,
+            fd: -1,
+            conn: ConnTuple::default(),
+        },
+        Direction::Egress,
+        &post(init, None),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x51,
+            fd: 7,
+            conn: server_end,
+        },
+        Direction::Ingress,
+        &post(init, None),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x51,
+            fd: 7,
+            conn: server_end,
+        },
+        Direction::Egress,
+        resp.as_bytes(),
+        new,
+    );
+    let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    let server_side: Vec<&Value> = ev.iter().filter(|e| e["server"]["pid"] == SERVER.pid).collect();
+    assert_eq!(server_side.len(), 2, "{ev:?}");
+    for e in &server_side {
+        assert_eq!(e["client"]["pid"], CLIENT.pid, "{e}");
+    }
+    // Neither end named: the server's socket unknown too (a server not
+    // tracked before this connection).
+    let init2 = init.replace("\"1.0\"", "\"1.1\"");
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc2,
+            fd: -1,
+            conn: ConnTuple::default(),
+        },
+        Direction::Egress,
+        &post(&init2, None),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x53,
+            fd: -1,
+            conn: ConnTuple::default(),
+        },
+        Direction::Ingress,
+        &post(&init2, None),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x53,
+            fd: -1,
+            conn: ConnTuple::default(),
+        },
+        Direction::Egress,
+        resp.as_bytes(),
+        new,
+    );
+    let n = s.out.events.len();
+    for e in &s.out.events[n - 2..] {
+        let e = serde_json::to_value(e).unwrap();
+        assert_eq!(e["client"]["pid"], CLIENT.pid, "{e}");
+    }
+    // A body no client wrote names nobody.
+    let lone = init.replace("\"agent\"", "\"lone\"");
+    let third = loopback(8443, 40012);
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x52,
+            fd: 8,
+            conn: third,
+        },
+        Direction::Ingress,
+        &post(&lone, None),
+        new,
+    );
+    let last = serde_json::to_value(s.out.events.last().unwrap()).unwrap();
+    assert_eq!(last["client"]["pid"], Value::Null, "{last}");
+}
+
+#[test]
+fn https_both_local_ends_are_paired_and_ssl_objects_reused() {
+    let mut s = Sim::new();
+    let new = chunk_flags::NEW_STREAM;
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
+    let result = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2.0"}}}"#;
+    let resp = |body: &str| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: sid-7\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // Client 127.0.0.1:40000 -> server 127.0.0.1:8443; the client's SSL
+    // object is 0xc1 on fd 5, the server's 0x51 on fd 7.
+    let (client_end, server_end) = (loopback(40000, 8443), loopback(8443, 40000));
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc1,
+            fd: 5,
+            conn: client_end,
+        },
+        Direction::Egress,
+        &post(init, None),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x51,
+            fd: 7,
+            conn: server_end,
+        },
+        Direction::Ingress,
+        &post(init, None),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: SERVER,
+            ssl: 0x51,
+            fd: 7,
+            conn: server_end,
+        },
+        Direction::Egress,
+        resp(result).as_bytes(),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc1,
+            fd: 5,
+            conn: client_end,
+        },
+        Direction::Ingress,
+        resp(result).as_bytes(),
+        new,
+    );
+    let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    assert_eq!(ev.len(), 4, "{:?}", s.rows());
+    assert!(ev.iter().all(|e| e["transport"] == "https"), "{ev:?}");
+    // The server's view names the local client process at the other end.
+    let server_side: Vec<&Value> = ev.iter().filter(|e| e["server"]["pid"] == SERVER.pid).collect();
+    assert_eq!(server_side.len(), 2);
+    for e in &server_side {
+        assert_eq!(e["client"]["pid"], CLIENT.pid, "{e}");
+        assert_eq!(e["http"]["local"], "127.0.0.1:8443");
+        assert_eq!(e["http"]["remote"], "127.0.0.1:40000");
+    }
+    let client_side: Vec<&Value> = ev.iter().filter(|e| e["server"]["pid"].is_null()).collect();
+    assert_eq!(client_side[1]["http"]["remote"], "127.0.0.1:8443");
+    assert!(client_side[0]["session"].as_str().unwrap().starts_with("https:remote"));
+
+    // The client frees the SSL object and the next connection (port 40002)
+    // gets the same address: the kernel marks the stream new again, and the
+    // pipeline starts a new connection rather than continuing the old one.
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#;
+    let body = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
+    let second = loopback(40002, 8443);
+    // A half-read response on the old connection must not disturb it.
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc1,
+            fd: 5,
+            conn: client_end,
+        },
+        Direction::Ingress,
+        b"HTTP/1.1 200 OK\r\nContent-Le",
+        0,
+    );
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc1,
+            fd: 6,
+            conn: second,
+        },
+        Direction::Egress,
+        &post(call, Some("sid-7")),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc1,
+            fd: 6,
+            conn: second,
+        },
+        Direction::Ingress,
+        resp(body).as_bytes(),
+        new,
+    );
+    let rows = s.rows();
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    assert_eq!(
+        rows[5],
+        row(S2C, Kind::Response, Some("tools/call"), Some("1"), Some("echo"))
+    );
+    let last = serde_json::to_value(s.out.events.last().unwrap()).unwrap();
+    assert_eq!(last["http"]["local"], "127.0.0.1:40002");
+
+    // Ciphertext on the TCP socket (the process is tracked) leaves capture
+    // with its first chunk.
+    tcp(
+        &mut s,
+        CLIENT,
+        5,
+        Direction::Ingress,
+        &[0x17, 0x03, 0x03, 0x00, 0x20, 0xaa],
+    );
+    assert!(s
+        .out
+        .controls
+        .iter()
+        .any(|c| matches!(c, Control::IgnoreStream(k) if k.fd == 5 && k.inode == 905)));
+    assert_eq!(s.metric("mcp_monitor_messages_total", &[("transport", "https")]), 6.0);
+}
+
+/// Two CPUs, one ring: the server's `SSL_read` of a request can reach the
+/// agent before the client's `SSL_write` of it. That request is reported
+/// without its client; once the client's write comes, the server's view of
+/// the connection names the client from the response on.
+#[test]
+fn https_server_read_before_the_client_write_names_the_client_from_then_on() {
+    let mut s = Sim::new();
+    let new = chunk_flags::NEW_STREAM;
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
+    let result = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2.0"}}}"#;
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: sid-5\r\nContent-Length: {}\r\n\r\n{result}",
+        result.len()
+    );
+    let server = |s: &mut Sim, dir: Direction, data: &[u8]| {
+        let end = TlsEnd {
+            proc: SERVER,
+            ssl: 0x55,
+            fd: 7,
+            conn: loopback(8443, 40020),
+        };
+        tls(s, end, dir, data, new);
+    };
+    // The client's socket is not named yet (it was not tracked during its
+    // handshake), so the tuple cannot pair the two ends either.
+    let client = |s: &mut Sim, dir: Direction, data: &[u8]| {
+        let end = TlsEnd {
+            proc: CLIENT,
+            ssl: 0xc5,
+            fd: -1,
+            conn: ConnTuple::default(),
+        };
+        tls(s, end, dir, data, new);
+    };
+    server(&mut s, Direction::Ingress, &post(init, None));
+    client(&mut s, Direction::Egress, &post(init, None));
+    server(&mut s, Direction::Egress, resp.as_bytes());
+    client(&mut s, Direction::Ingress, resp.as_bytes());
+    let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    let server_side: Vec<&Value> = ev.iter().filter(|e| e["server"]["pid"] == SERVER.pid).collect();
+    assert_eq!(server_side.len(), 2, "{ev:?}");
+    assert_eq!(server_side[0]["client"]["pid"], Value::Null, "{}", server_side[0]);
+    assert_eq!(server_side[1]["client"]["pid"], CLIENT.pid, "{}", server_side[1]);
+    // The pairing is used up: a second server reading the same body names
+    // nobody (no client wrote it twice).
+    let other = TlsEnd {
+        proc: ProcKey {
+            pid: 400,
+            start_ns: 4_000,
+        },
+        ssl: 0x56,
+        fd: 9,
+        conn: loopback(9443, 40021),
+    };
+    tls(&mut s, other, Direction::Ingress, &post(init, None), new);
+    let last = serde_json::to_value(s.out.events.last().unwrap()).unwrap();
+    assert_eq!(last["client"]["pid"], Value::Null, "{last}");
+}
