@@ -17,12 +17,17 @@ use std::{
 };
 
 mod container;
+mod http;
 mod monitor;
 mod peers;
 mod servers;
 mod transcript;
 
 pub use container::{podman_ulimit_args, test_image, PodSpec};
+pub use http::{
+    everything_http, expected, fastmcp_http, fastmcp_server, rows, session, session_rows, session_with, ts_session,
+    view, Rows, TOOL_ROWS,
+};
 pub use monitor::{metric_value, Monitor};
 pub use peers::{
     inspector_cli, inspector_cli_with_env, python_session_under_shell, run_node, run_python_client, run_python_fastmcp,

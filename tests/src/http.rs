@@ -1,0 +1,153 @@
+//! HTTP sessions for the integration tests: the FastMCP and
+//! `server-everything` HTTP servers, the SDK clients' HTTP sessions, and the
+//! rows events are compared by.
+
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::{clients_dir, python, wait_port, Certificate, Server, TempDir, Transcript};
+
+/// The FastMCP test server over plain HTTP on `port`.
+pub fn fastmcp_http(port: u16) -> Server {
+    fastmcp_server(port, None)
+}
+
+/// The FastMCP test server on `port`, over HTTPS with `tls` when given.
+pub fn fastmcp_server(port: u16, tls: Option<&Certificate>) -> Server {
+    let mut cmd = Command::new(python());
+    cmd.arg(clients_dir().join("fastmcp_server.py"))
+        .env("MCP_TEST_HTTP_PORT", port.to_string());
+    if let Some(c) = tls {
+        cmd.env("MCP_TEST_TLS_CERT", &c.cert).env("MCP_TEST_TLS_KEY", &c.key);
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the FastMCP HTTP server");
+    wait_port(port);
+    Server(child)
+}
+
+/// Runs the SDK client; returns its pid.
+pub fn session(port: u16, big: usize) -> u32 {
+    session_with(port, big, None)
+}
+
+/// Runs the SDK client, over HTTPS trusting `tls` when given.
+pub fn session_with(port: u16, big: usize, tls: Option<&Certificate>) -> u32 {
+    let dir = TempDir::new("http");
+    let t = dir.path().join("t.json");
+    let mut cmd = Command::new(python());
+    cmd.arg(clients_dir().join("py_http_session.py")).arg(&t);
+    match tls {
+        Some(c) => cmd
+            .arg(format!("https://127.0.0.1:{port}/mcp"))
+            .env("MCP_TEST_CA", &c.cert),
+        None => cmd.arg(format!("http://127.0.0.1:{port}/mcp")),
+    };
+    let st = cmd.arg(big.to_string()).status().unwrap();
+    assert!(st.success(), "the Python SDK HTTP session failed");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&t).unwrap()).unwrap();
+    assert_eq!(v["steps"][3]["bytes"], big, "the client got the whole result");
+    v["client_pid"].as_u64().unwrap() as u32
+}
+
+/// The events of one end of a local session over `transport`: the server's
+/// view (its pid), or the client's (no server pid: the server is remote to
+/// it).
+pub fn view(ev: &[Value], transport: &str, server_pid: u32, client_pid: u32, server_side: bool) -> Vec<Value> {
+    ev.iter()
+        .filter(|e| e["transport"] == transport)
+        .filter(|e| {
+            if server_side {
+                e["server"]["pid"] == server_pid
+            } else {
+                e["server"]["pid"].is_null() && e["client"]["pid"] == client_pid
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+/// (direction, type, method, tool) of events.
+pub fn rows(events: &[&Value]) -> Rows {
+    events
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
+            (s("direction"), s("type"), s("method"), s("tool"))
+        })
+        .collect()
+}
+
+/// Comparable rows: (direction, type, method, tool).
+pub type Rows = Vec<(String, String, String, String)>;
+
+/// The FastMCP session after its opening: tools/list, echo, big.
+pub const TOOL_ROWS: &[(&str, &str, &str, &str)] = &[
+    ("client_to_server", "request", "tools/list", ""),
+    ("server_to_client", "response", "tools/list", ""),
+    ("client_to_server", "request", "tools/call", "echo"),
+    ("server_to_client", "response", "tools/call", "echo"),
+    ("client_to_server", "request", "tools/call", "big"),
+    ("server_to_client", "response", "tools/call", "big"),
+];
+
+/// `opening` then [`TOOL_ROWS`], as comparable rows.
+pub fn session_rows(opening: &[(&str, &str, &str, &str)]) -> Rows {
+    opening
+        .iter()
+        .chain(TOOL_ROWS)
+        .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
+        .collect()
+}
+
+/// The Python SDK session with the initialize handshake.
+pub fn expected() -> Rows {
+    session_rows(&[
+        ("client_to_server", "request", "initialize", ""),
+        ("server_to_client", "response", "initialize", ""),
+        ("client_to_server", "notification", "notifications/initialized", ""),
+    ])
+}
+
+/// `server-everything` in one of its HTTP modes (`streamableHttp`, `sse`).
+pub fn everything_http(mode: &str, port: u16) -> Server {
+    let child = Command::new("node")
+        .current_dir(clients_dir())
+        .arg("node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+        .arg(mode)
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start server-everything (is Node.js installed?)");
+    wait_port(port);
+    Server(child)
+}
+
+/// Runs tests/clients/http_session.mjs (the TypeScript SDK client) and
+/// returns its transcript.
+pub fn ts_session(mode: &str, url: &str, big: usize, env: &[(&str, &std::ffi::OsStr)]) -> Transcript {
+    let dir = TempDir::new("ts-http");
+    let t = dir.path().join("t.json");
+    let st = Command::new("node")
+        .current_dir(clients_dir())
+        .arg("http_session.mjs")
+        .arg(mode)
+        .arg(url)
+        .arg(&t)
+        .arg(big.to_string())
+        .envs(env.iter().copied())
+        .status()
+        .expect("run node");
+    assert!(st.success(), "the TypeScript SDK HTTP session failed");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&t).unwrap()).unwrap();
+    assert!(
+        v["big_result_bytes"].as_u64().unwrap() >= big as u64,
+        "the client got the whole result"
+    );
+    Transcript::load(&t)
+}

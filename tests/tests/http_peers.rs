@@ -1,0 +1,293 @@
+//! MCP over HTTP between peers our own code does not drive, from both
+//! ends: the MCP Inspector CLI (Streamable HTTP, legacy HTTP+SSE, HTTPS),
+//! `mcp-remote` bridging a stdio client to HTTP and HTTPS after its OAuth
+//! discovery requests, and many new TLS clients of two stacks against one
+//! server.
+
+use std::time::Duration;
+
+use mcp_monitor_tests::*;
+use serde_json::Value;
+
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// The MCP Inspector CLI over Streamable HTTP against FastMCP: its whole
+/// exchange from both ends.
+#[test]
+fn inspector_cli_over_streamable_http_seen_from_both_ends() {
+    require_root();
+    let port = free_port();
+    let server = fastmcp_http(port);
+    inspector_cli_seen_from_both_ends(&server, &format!("http://127.0.0.1:{port}/mcp"), "http", "http");
+}
+
+/// The MCP Inspector CLI over the legacy HTTP+SSE transport, against
+/// `server-everything` in its `sse` mode.
+#[test]
+fn inspector_cli_over_legacy_sse_seen_from_both_ends() {
+    require_root();
+    let port = free_port();
+    let server = everything_http("sse", port);
+    inspector_cli_seen_from_both_ends(&server, &format!("http://127.0.0.1:{port}/sse"), "sse", "sse");
+}
+
+/// The MCP Inspector CLI over HTTPS (node's static OpenSSL) against
+/// FastMCP (libssl): every new TLS connection's first messages name the
+/// client process in the server's view too.
+#[test]
+fn inspector_cli_over_https_seen_from_both_ends() {
+    require_root();
+    let cert = self_signed();
+    let port = free_port();
+    let server = fastmcp_server(port, Some(&cert));
+    let env = [("NODE_EXTRA_CA_CERTS", cert.cert.to_str().unwrap())];
+    for _ in 0..3 {
+        inspector_cli_seen_from_both_ends_with(
+            &server,
+            &format!("https://127.0.0.1:{port}/mcp"),
+            "http",
+            "https",
+            &env,
+        );
+    }
+}
+
+/// Runs the Inspector CLI's `tools/list` against `url` with its
+/// `--transport cli_transport`; both ends' events (`transport`) are its
+/// whole exchange.
+fn inspector_cli_seen_from_both_ends(server: &Server, url: &str, cli_transport: &str, transport: &str) {
+    inspector_cli_seen_from_both_ends_with(server, url, cli_transport, transport, &[]);
+}
+
+/// [`inspector_cli_seen_from_both_ends`], the CLI with more environment.
+fn inspector_cli_seen_from_both_ends_with(
+    server: &Server,
+    url: &str,
+    cli_transport: &str,
+    transport: &str,
+    env: &[(&str, &str)],
+) {
+    let m = Monitor::start(&[]);
+    let (cli, out) = inspector_cli_with_env(&[url, "--transport", cli_transport, "--method", "tools/list"], env);
+    assert!(out.contains("\"tools\""), "{out}");
+    let want: Rows = [
+        ("client_to_server", "request", "initialize", ""),
+        ("server_to_client", "response", "initialize", ""),
+        ("client_to_server", "notification", "notifications/initialized", ""),
+        ("client_to_server", "request", "tools/list", ""),
+        ("server_to_client", "response", "tools/list", ""),
+    ]
+    .iter()
+    .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
+    .collect();
+    let spid = server.0.id();
+    // Until both ends have the last message, the tools/list response.
+    let done = |v: Vec<Value>| v.iter().any(|e| e["type"] == "response" && e["method"] == "tools/list");
+    let ev = m.wait_events(SETTLE, |ev| {
+        done(view(ev, transport, spid, cli, true)) && done(view(ev, transport, spid, cli, false))
+    });
+    let mut both = Vec::new();
+    for server_side in [true, false] {
+        let v = view(&ev, transport, spid, cli, server_side);
+        let all = rows(&v.iter().collect::<Vec<_>>());
+        // Notifications the server sends on its own (server-everything:
+        // tools/list_changed) are not part of the CLI's exchange; both
+        // ends must still agree on them.
+        let exchange: Rows = all
+            .iter()
+            .filter(|r| !(r.0 == "server_to_client" && r.1 == "notification"))
+            .cloned()
+            .collect();
+        assert_eq!(exchange, want, "server side: {server_side}");
+        assert!(
+            v.iter().all(|e| e["client"]["pid"] == cli),
+            "server side: {server_side}: {v:?}"
+        );
+        assert_eq!(v[0]["client"]["name"], "inspector-cli", "server side: {server_side}");
+        both.push(all);
+    }
+    // Per direction: across directions the order depends on which end
+    // looks (the legacy transport answers on another connection).
+    for dir in ["client_to_server", "server_to_client"] {
+        let [server_view, client_view] =
+            [&both[0], &both[1]].map(|rows| rows.iter().filter(|r| r.0 == dir).cloned().collect::<Rows>());
+        assert_eq!(server_view, client_view, "the two ends saw different messages ({dir})");
+    }
+}
+
+/// mcp-remote, the stdio-to-HTTP bridge desktop agents use for remote
+/// servers: a node client speaks stdio to it, it speaks Streamable HTTP to
+/// FastMCP after its OAuth discovery requests (plain-text 404s on the same
+/// keep-alive connection). Both hops are seen message for message, and
+/// both name the bridge process, so they can be joined.
+#[test]
+fn mcp_remote_bridge_seen_on_both_hops() {
+    require_root();
+    mcp_remote_bridge(None);
+}
+
+/// The same bridge to an HTTPS server (self-signed, trusted through
+/// NODE_EXTRA_CA_CERTS): the HTTP hop is seen at the TLS libraries, node's
+/// static OpenSSL on the bridge's side and libssl on the server's.
+#[test]
+fn mcp_remote_bridge_to_https_seen_on_both_hops() {
+    require_root();
+    mcp_remote_bridge(Some(&self_signed()));
+}
+
+fn mcp_remote_bridge(tls: Option<&Certificate>) {
+    let port = free_port();
+    let server = fastmcp_server(port, tls);
+    let m = Monitor::start(&[]);
+    let (scheme, transport) = if tls.is_some() {
+        ("https", "https")
+    } else {
+        ("http", "http")
+    };
+    let url = format!("{scheme}://127.0.0.1:{port}/mcp");
+    let env: Vec<(&str, &str)> = tls
+        .map(|c| vec![("NODE_EXTRA_CA_CERTS", c.cert.to_str().unwrap())])
+        .unwrap_or_default();
+    let t = Driver::node_with_env("remote", &[&url], &env).finish();
+    let bridge = t.server_pid;
+    // The stdio hop, by the client's own transcript.
+    let expected = t.expected(false);
+    let n = count(&expected);
+    // Rows as events name them: a response carries its request's method
+    // and tool.
+    let asked: std::collections::HashMap<String, (String, String)> = t
+        .messages
+        .iter()
+        .filter(|s| s.kind == "request")
+        .map(|s| {
+            let what = (s.method.clone().unwrap_or_default(), s.tool.clone().unwrap_or_default());
+            (s.id.to_string(), what)
+        })
+        .collect();
+    let want: Rows = t
+        .messages
+        .iter()
+        .map(|s| {
+            let (method, tool) = match s.kind.as_str() {
+                "response" | "error" => asked.get(&s.id.to_string()).cloned().unwrap_or_default(),
+                _ => (s.method.clone().unwrap_or_default(), s.tool.clone().unwrap_or_default()),
+            };
+            let dir = if s.dir == "c2s" {
+                "client_to_server"
+            } else {
+                "server_to_client"
+            };
+            (dir.to_string(), s.kind.clone(), method, tool)
+        })
+        .collect();
+    let spid = server.0.id();
+    let ev = m.wait_events(SETTLE, |ev| count(&observed(ev, bridge)) >= n);
+    assert_same(&expected, &observed(&ev, bridge));
+    // The HTTP hop carries the same messages, from both of its ends, and
+    // names the bridge as the client; before them, the bridge's own
+    // transport probe (an initialize as `mcp-remote-fallback-test`, on the
+    // connection of its OAuth discovery requests, where the server is first
+    // seen in the middle of a response).
+    let mut want = want;
+    for (d, k, m) in [
+        ("client_to_server", "request", "initialize"),
+        ("server_to_client", "response", "initialize"),
+        ("client_to_server", "notification", "notifications/initialized"),
+    ] {
+        want.push((d.into(), k.into(), m.into(), String::new()));
+    }
+    want.sort();
+    let n = want.len();
+    let ev = m.wait_events(SETTLE, |ev| {
+        view(ev, transport, spid, bridge, true).len() >= n && view(ev, transport, spid, bridge, false).len() >= n
+    });
+    for server_side in [true, false] {
+        let v = view(&ev, transport, spid, bridge, server_side);
+        let mut got = rows(&v.iter().collect::<Vec<_>>());
+        got.sort();
+        assert_eq!(got, want, "HTTP hop, server side: {server_side}");
+        assert!(
+            v.iter().any(|e| e["client"]["name"] == "mcp-remote-fallback-test"),
+            "server side: {server_side}"
+        );
+        // The probe and the real session are two sessions, though they
+        // share a keep-alive connection and every POST has `Mcp-Method`.
+        let session_of = |probe: bool| -> std::collections::HashSet<&str> {
+            v.iter()
+                .filter(|e| (e["client"]["name"] == "mcp-remote-fallback-test") == probe)
+                .map(|e| e["session"].as_str().unwrap())
+                .collect()
+        };
+        let (probe, real) = (session_of(true), session_of(false));
+        assert_eq!(probe.len(), 1, "server side {server_side}: {probe:?}");
+        assert_eq!(real.len(), 1, "server side {server_side}: {real:?}");
+        assert_ne!(
+            probe, real,
+            "server side {server_side}: the probe and the session are one"
+        );
+        // Both ends are on this host: the server's view names the bridge
+        // from the first message on.
+        assert!(
+            v.iter().all(|e| e["client"]["pid"] == bridge),
+            "server side {server_side}: {v:?}"
+        );
+    }
+    assert!(
+        m.metric("mcp_monitor_prelude_frames_total", &[]) >= 1.0,
+        "the OAuth discovery exchanges were not seen"
+    );
+    assert_eq!(
+        m.metric("mcp_monitor_streams_total", &[("verdict", "rejected:not_json")]),
+        0.0
+    );
+}
+
+/// Many new TLS connections to one server from new client processes, of
+/// two TLS stacks (node's static OpenSSL, Python's libssl): the server's
+/// view names the client process of every message, the first exchange of
+/// each connection included (the field report: 6–7 of 26 events had none).
+#[test]
+fn https_server_side_names_the_client_of_every_new_connection() {
+    require_root();
+    let cert = self_signed();
+    let port = free_port();
+    let server = fastmcp_server(port, Some(&cert));
+    let spid = server.0.id();
+    let m = Monitor::start(&[]);
+    let env = [("NODE_EXTRA_CA_CERTS", cert.cert.to_str().unwrap())];
+    let url = format!("https://127.0.0.1:{port}/mcp");
+    let mut clients = Vec::new();
+    // The Inspector's tools/list is 5 messages, the Python session 9.
+    let mut expected = 0;
+    for i in 0..10 {
+        if i % 2 == 0 {
+            let (cli, out) = inspector_cli_with_env(&[&url, "--transport", "http", "--method", "tools/list"], &env);
+            assert!(out.contains("\"tools\""), "{out}");
+            clients.push(cli);
+            expected += 5;
+        } else {
+            clients.push(session_with(port, 10, Some(&cert)));
+            expected += 9;
+        }
+    }
+    let server_side = |ev: &[Value]| -> Vec<Value> {
+        ev.iter()
+            .filter(|e| e["transport"] == "https" && e["server"]["pid"] == spid)
+            .cloned()
+            .collect()
+    };
+    let ev = m.wait_events(SETTLE, |ev| server_side(ev).len() >= expected);
+    let seen = server_side(&ev);
+    assert_eq!(seen.len(), expected);
+    let unnamed: Vec<&Value> = seen
+        .iter()
+        .filter(|e| !clients.iter().any(|c| e["client"]["pid"] == *c))
+        .collect();
+    assert!(
+        unnamed.is_empty(),
+        "{} of {} server-side events name no client of this test: {unnamed:?}",
+        unnamed.len(),
+        seen.len()
+    );
+    drop(server);
+}
