@@ -24,9 +24,10 @@ use rustc_hash::FxHashMap;
 
 use super::{
     http_wire::{
-        body_digest, ends, export_path, is_json_type, legacy_session_id, request_target, session_id_hash, sniff,
-        sse_event_digest, Endpoint,
+        ends, export_path, is_json_type, legacy_session_id, request_target, session_id_hash, sniff, sse_event_digest,
+        Endpoint,
     },
+    local_ends::LocalEnds,
     make_room, Control, KernelStream, Pipeline, Route, Sink,
 };
 use crate::{
@@ -46,23 +47,9 @@ pub(super) struct HttpTables {
     pub(super) conns: FxHashMap<ConnId, HttpConn>,
     /// Hashed `Mcp-Session-Id` (with the serving process) to session.
     session_ids: FxHashMap<(Option<ProcKey>, u8, u64), SessionKey>,
-    /// Client processes of TCP connections seen on this host, by (local,
-    /// remote) end, so the server end of the same connection can name them.
-    local_clients: FxHashMap<(Endpoint, Endpoint), ProcKey>,
-    /// Server processes by the local end of connections they serve.
-    local_servers: FxHashMap<Endpoint, ProcKey>,
-    /// Requests written by clients on TLS connections, whose sockets the
-    /// kernel may not name yet (the first `SSL_write` of a process that was
-    /// not tracked during its handshake, on either end): (body hash,
-    /// client, time). The server end of the same connection reads the same
-    /// body just after, and is paired with the client through it.
-    unbound_requests: VecDeque<(u64, ProcKey, u64)>,
-    /// The other order: requests a server read on such a connection before
-    /// the agent had its client's write (two CPUs, one ring: the server's
-    /// read can be reserved first). (body hash, the server's connection,
-    /// time). The client's write of the same body names the client for the
-    /// rest of that connection; the request already reported keeps none.
-    unnamed_reads: VecDeque<(u64, ConnId, u64)>,
+    /// Both ends of connections on this host, so the server's view can
+    /// name the client process.
+    local: LocalEnds,
     /// Legacy HTTP+SSE: (process, endpoint target its event stream named)
     /// to the session and its hashed id, so that POSTs on other
     /// connections join the stream's session.
@@ -102,9 +89,9 @@ pub(super) struct HttpConn {
     /// Ends (local, remote), once the kernel named them.
     ends: Option<(Endpoint, Endpoint)>,
     /// Served connections: the local client paired through a request body
-    /// (see `Pipeline::unbound_requests`), while the ends cannot name it.
+    /// (see [`LocalEnds`]), while the ends cannot name it.
     paired_client: Option<ProcKey>,
-    /// This client connection is in `Pipeline::local_clients`.
+    /// This connection's ends are in [`LocalEnds`].
     registered: bool,
     /// `initialize` requests seen: each opens a new session, also on a
     /// keep-alive connection that carried another one (mcp-remote's
@@ -116,10 +103,6 @@ pub(super) struct HttpConn {
     /// named, and the hash of that session's id.
     legacy: Option<(SessionKey, Option<String>)>,
 }
-
-/// Unnamed client requests kept for pairing, and how long.
-const MAX_UNBOUND_REQUESTS: usize = 256;
-const UNBOUND_PAIRING_NS: u64 = 10 * 1_000_000_000;
 
 impl Pipeline {
     /// A TCP chunk, or TLS plaintext (either direction).
@@ -190,17 +173,7 @@ impl Pipeline {
             self.feed_conn(&mut conn, id, c, sink);
         }
         if let (false, Some(serves), Some(ends)) = (conn.registered, conn.serves, conn.ends) {
-            if self.http.local_clients.len() >= self.cfg.max_streams {
-                self.http.local_clients.clear();
-            }
-            if self.http.local_servers.len() >= self.cfg.max_streams {
-                self.http.local_servers.clear();
-            }
-            if serves {
-                self.http.local_servers.insert(ends.0, id.proc);
-            } else {
-                self.http.local_clients.insert(ends, id.proc);
-            }
+            self.http.local.register(ends, id.proc, serves, self.cfg.max_streams);
             conn.registered = true;
         }
         self.insert_conn(id, conn);
@@ -401,24 +374,25 @@ impl Pipeline {
                 let peer = match conn.serves {
                     Some(false) => {
                         if (conn.tls || conn.ends.is_none()) && side == Side::Requests {
-                            self.note_unbound_request(&data, id.proc, ts_ns);
+                            // A server that read this already is named now.
+                            if let Some(server_conn) = self.http.local.client_wrote(&data, id.proc, ts_ns) {
+                                if let Some(c) = self.http.conns.get_mut(&server_conn) {
+                                    c.paired_client.get_or_insert(id.proc);
+                                }
+                            }
                         }
                         Some(id.proc)
                     }
                     Some(true) => conn
                         .ends
-                        .and_then(|(l, r)| self.http.local_clients.get(&(r, l)).copied())
+                        .and_then(|e| self.http.local.client_of(e))
                         .or(conn.paired_client)
                         .or_else(|| {
                             if side != Side::Requests {
                                 return None;
                             }
-                            let Some(client) = self.unbound_client(&data, ts_ns) else {
-                                if conn.tls || conn.ends.is_none() {
-                                    self.note_unnamed_read(&data, id, ts_ns);
-                                }
-                                return None;
-                            };
+                            let unpaired = conn.tls || conn.ends.is_none();
+                            let client = self.http.local.server_read(&data, id, ts_ns, unpaired)?;
                             // The response and later messages of this
                             // connection name it too.
                             conn.paired_client = Some(client);
@@ -426,8 +400,7 @@ impl Pipeline {
                         }),
                     None => None,
                 };
-                let mirror = conn.serves == Some(false)
-                    && conn.ends.is_some_and(|(_, r)| self.http.local_servers.contains_key(&r));
+                let mirror = conn.serves == Some(false) && conn.ends.is_some_and(|(_, r)| self.http.local.serves(&r));
                 // A resumed stream (Last-Event-ID) may repeat events this
                 // session already reported: same id, same data.
                 let replay = http.sse_event_id.as_ref().map(|eid| sse_event_digest(eid, &data));
@@ -522,9 +495,9 @@ impl Pipeline {
         "stateless".hash(&mut h);
         let serves = conn.serves == Some(true);
         match (serves, conn.ends) {
-            (true, Some((l, r))) => match self.http.local_clients.get(&(r, l)) {
+            (true, Some(ends)) => match self.http.local.client_of(ends) {
                 Some(client) => client.hash(&mut h),
-                None => r.addr.hash(&mut h),
+                None => ends.1.addr.hash(&mut h),
             },
             (false, Some((_, r))) => {
                 id.proc.hash(&mut h);
@@ -578,53 +551,6 @@ impl Pipeline {
             .or_insert(conn.session.unwrap_or(fallback));
         conn.session = Some(key);
         (Some(text), key)
-    }
-
-    /// A request of a client TLS connection (whose ends the kernel may not
-    /// have named yet, on either side).
-    fn note_unbound_request(&mut self, body: &[u8], client: ProcKey, ts_ns: u64) {
-        let digest = body_digest(body);
-        // A server that read this body already: name the client there.
-        if let Some(i) = self
-            .http
-            .unnamed_reads
-            .iter()
-            .position(|(d, _, t)| *d == digest && t.abs_diff(ts_ns) <= UNBOUND_PAIRING_NS)
-        {
-            let (_, server_conn, _) = self.http.unnamed_reads.remove(i).expect("position is in range");
-            if let Some(c) = self.http.conns.get_mut(&server_conn) {
-                c.paired_client.get_or_insert(client);
-            }
-            return;
-        }
-        if self.http.unbound_requests.len() >= MAX_UNBOUND_REQUESTS {
-            self.http.unbound_requests.pop_front();
-        }
-        self.http.unbound_requests.push_back((digest, client, ts_ns));
-    }
-
-    /// A request a server read on a connection whose client is not known
-    /// yet (see `unnamed_reads`).
-    fn note_unnamed_read(&mut self, body: &[u8], conn: ConnId, ts_ns: u64) {
-        if self.http.unnamed_reads.len() >= MAX_UNBOUND_REQUESTS {
-            self.http.unnamed_reads.pop_front();
-        }
-        self.http.unnamed_reads.push_back((body_digest(body), conn, ts_ns));
-    }
-
-    /// The client that wrote `body` on an unnamed connection within the
-    /// last seconds, taken out of the list.
-    fn unbound_client(&mut self, body: &[u8], ts_ns: u64) -> Option<ProcKey> {
-        let digest = body_digest(body);
-        let i = self
-            .http
-            .unbound_requests
-            .iter()
-            // The oldest: identical bodies of two clients (the same agent
-            // started twice) reach their servers in the order they were
-            // written, as far as one can tell.
-            .position(|(d, _, t)| *d == digest && ts_ns.saturating_sub(*t) <= UNBOUND_PAIRING_NS)?;
-        self.http.unbound_requests.remove(i).map(|(_, client, _)| client)
     }
 
     /// A chunk of a connection judged not MCP: the budget left to judge it

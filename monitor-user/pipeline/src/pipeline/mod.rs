@@ -388,6 +388,7 @@ mod tests;
 mod capture_stats;
 mod http_conn;
 mod http_wire;
+mod local_ends;
 mod metric_handles;
 mod sessions;
 mod stdio;

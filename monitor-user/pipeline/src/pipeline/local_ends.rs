@@ -1,0 +1,107 @@
+//! Both ends of a connection on this host: the server's view of a
+//! connection names the local client process at its other end.
+//!
+//! Through the connection's tuple when the kernel named both sockets, else
+//! (TLS, where a client that was not tracked during its handshake writes
+//! before the kernel names its socket) through the request body both ends
+//! carry, in either order: two CPUs share one ring, so the server's read can
+//! reach the agent before the client's write.
+
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
+
+use super::{
+    http_conn::ConnId,
+    http_wire::{body_digest, Endpoint},
+};
+use crate::observation::ProcKey;
+
+/// Requests kept for pairing by body, per order, and for how long.
+const MAX_UNPAIRED: usize = 256;
+const PAIRING_NS: u64 = 10 * 1_000_000_000;
+
+/// The local ends of connections, and requests waiting for the other end.
+#[derive(Default)]
+pub(super) struct LocalEnds {
+    /// Client processes by their connection's (local, remote) end.
+    clients: FxHashMap<(Endpoint, Endpoint), ProcKey>,
+    /// Server processes by the local end of connections they serve.
+    servers: FxHashMap<Endpoint, ProcKey>,
+    /// Requests clients wrote on connections whose ends cannot pair them:
+    /// (body hash, client, time).
+    written: VecDeque<(u64, ProcKey, u64)>,
+    /// Requests servers read on such connections before the client's write
+    /// came: (body hash, the server's connection, time).
+    read_first: VecDeque<(u64, ConnId, u64)>,
+}
+
+impl LocalEnds {
+    /// A connection's ends, once the kernel named them, for the process
+    /// that `serves` it or calls through it. At most `max` of each are
+    /// kept (all forgotten past it: connections come back with traffic).
+    pub(super) fn register(&mut self, ends: (Endpoint, Endpoint), proc: ProcKey, serves: bool, max: usize) {
+        if self.clients.len() >= max {
+            self.clients.clear();
+        }
+        if self.servers.len() >= max {
+            self.servers.clear();
+        }
+        if serves {
+            self.servers.insert(ends.0, proc);
+        } else {
+            self.clients.insert(ends, proc);
+        }
+    }
+
+    /// The local client of the connection a server sees as `ends`.
+    pub(super) fn client_of(&self, (local, remote): (Endpoint, Endpoint)) -> Option<ProcKey> {
+        self.clients.get(&(remote, local)).copied()
+    }
+
+    /// A local process serves the end `remote`.
+    pub(super) fn serves(&self, remote: &Endpoint) -> bool {
+        self.servers.contains_key(remote)
+    }
+
+    /// A client wrote `body` on a connection its ends cannot pair. Returns
+    /// the server connection that already read it, to be named now.
+    pub(super) fn client_wrote(&mut self, body: &[u8], client: ProcKey, ts_ns: u64) -> Option<ConnId> {
+        let digest = body_digest(body);
+        let within = |t: u64| t.abs_diff(ts_ns) <= PAIRING_NS;
+        if let Some(i) = self.read_first.iter().position(|(d, _, t)| *d == digest && within(*t)) {
+            return self.read_first.remove(i).map(|(_, conn, _)| conn);
+        }
+        if self.written.len() >= MAX_UNPAIRED {
+            self.written.pop_front();
+        }
+        self.written.push_back((digest, client, ts_ns));
+        None
+    }
+
+    /// A server read `body` on `conn`, whose client its ends cannot name:
+    /// the client that wrote it within the last seconds (taken out of the
+    /// list), else, when the connection's ends cannot pair it later
+    /// (`remember`: TLS, or no ends), the read waits for that client's write.
+    pub(super) fn server_read(&mut self, body: &[u8], conn: ConnId, ts_ns: u64, remember: bool) -> Option<ProcKey> {
+        let digest = body_digest(body);
+        // The oldest: identical bodies of two clients (the same agent
+        // started twice) reach their servers in the order they were
+        // written, as far as one can tell.
+        let found = self
+            .written
+            .iter()
+            .position(|(d, _, t)| *d == digest && ts_ns.saturating_sub(*t) <= PAIRING_NS);
+        if let Some(i) = found {
+            return self.written.remove(i).map(|(_, client, _)| client);
+        }
+        if !remember {
+            return None;
+        }
+        if self.read_first.len() >= MAX_UNPAIRED {
+            self.read_first.pop_front();
+        }
+        self.read_first.push_back((digest, conn, ts_ns));
+        None
+    }
+}
