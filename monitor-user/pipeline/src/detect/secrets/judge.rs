@@ -1,0 +1,290 @@
+//! Whether a name and value assigned to it are a credential: how strongly
+//! the name says secret, placeholders and references that are not, and the
+//! value's entropy.
+
+/// Values that are obviously not real secrets: documentation placeholders,
+/// templates, masks, repeated characters.
+pub fn is_placeholder(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
+    const MARKERS: &[&str] = &[
+        "example",
+        "changeme",
+        "placeholder",
+        "your_",
+        "yourtoken",
+        "dummy",
+        "redacted",
+        "xxxx",
+        "${",
+        "{{",
+        "}}",
+        "<",
+        ">",
+        "****",
+    ];
+    if MARKERS.iter().any(|m| lower.contains(m)) || has_typed_sequence(s.as_bytes()) {
+        return true;
+    }
+    let mut chars = s.chars().filter(|c| c.is_ascii_alphanumeric());
+    match chars.next() {
+        Some(first) => chars.all(|c| c == first),
+        None => true,
+    }
+}
+
+/// How sure a key name is that its value is a secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameStrength {
+    /// `password`, `secret`, `token`, `api_key`, `*_pat`...: short values count.
+    Strong,
+    /// `*_key`, `fooKey`, `*.login`, `auth`: only long random values count.
+    Weak,
+    /// Not a secret name (or one of the `*_key` names that are not secrets).
+    None,
+}
+
+/// Judges a key name (`DB_PASSWORD`, `fooKey`, `sonar.login`,
+/// `aws.secretkey`, `GITHUB_PAT`).
+pub fn name_strength(name: &str) -> NameStrength {
+    let lower = name.to_ascii_lowercase();
+    let lower = lower.trim_start_matches(['$', '@', '-', '.', '>']);
+    // The last word of the name, separators kept: `_pass` yes, `bypass` no.
+    const NOT_SECRET: &[&str] = &[
+        "public_key",
+        "publickey",
+        "public-key",
+        "pubkey",
+        "primary_key",
+        "primarykey",
+        "foreign_key",
+        "foreignkey",
+        "sort_key",
+        "sortkey",
+        "partition_key",
+        "partitionkey",
+        "cache_key",
+        "cachekey",
+        "idempotency_key",
+        "idempotencykey",
+        "hotkey",
+        "monkey",
+        "turnkey",
+        "keyboard_key",
+        "lookup_key",
+        "row_key",
+        "rowkey",
+        "group_key",
+        "object_key",
+        "objectkey",
+        "s3_key",
+        "map_key",
+        "dedup_key",
+        "routing_key",
+        "routingkey",
+        "shortcut_key",
+        "hash_key",
+        "hashkey",
+        "range_key",
+        "rangekey",
+        "registry_key",
+        "license_key_id",
+        "access_key_id",
+        "accesskeyid",
+        "key_id",
+        "keyid",
+        "token_type",
+        "tokentype",
+        "bypass",
+        "compass",
+        "max_tokens",
+        "author",
+        "oauth",
+        "passkey",
+    ];
+    // `PWD`, `OLDPWD`: the shell's working directories.
+    if NOT_SECRET.iter().any(|n| lower.ends_with(n)) || lower == "pwd" || lower == "oldpwd" {
+        return NameStrength::None;
+    }
+    const STRONG: &[&str] = &[
+        "password",
+        "passwd",
+        "passphrase",
+        "pwd",
+        "secret",
+        "token",
+        "apikey",
+        "api_key",
+        "api-key",
+        "secretkey",
+        "secret_key",
+        "secret-key",
+        "privatekey",
+        "private_key",
+        "private-key",
+        "accesskey",
+        "access_key",
+        "access-key",
+        "credential",
+        "credentials",
+        "client_secret",
+    ];
+    if STRONG.iter().any(|w| lower.ends_with(w)) {
+        return NameStrength::Strong;
+    }
+    let sep_word = |w: &str| {
+        lower == w
+            || [b'_', b'-', b'.']
+                .iter()
+                .any(|s| lower.ends_with(&format!("{}{w}", *s as char)))
+    };
+    if sep_word("pass") || sep_word("pat") {
+        return NameStrength::Strong;
+    }
+    // camelCase `fooKey`, `fooPass`: the original spelling has the capital.
+    if name.ends_with("Key") || sep_word("key") || sep_word("login") || sep_word("auth") || lower == "auth" {
+        return NameStrength::Weak;
+    }
+    if name.ends_with("Pass") || name.ends_with("Pat") {
+        return NameStrength::Strong;
+    }
+    NameStrength::None
+}
+
+/// Values of secret-named keys that are not secrets: references to
+/// variables (`${X}`, `$password`, `process.env.X`, `config.db.password`,
+/// `DB_PASSWORD`), types and keywords (`string`, `null`, `true`), or
+/// identifiers (`accessToken`, `user_password`).
+pub fn is_reference_or_code(value: &str, name: &str) -> bool {
+    let v = value.trim_matches(|c| c == '"' || c == '\'');
+    if v.starts_with('$') || v.starts_with("%(") || v.starts_with("%{") || v.starts_with("#{") {
+        return true;
+    }
+    if v.starts_with('%') && v.ends_with('%') && v.len() > 2 {
+        return true; // %WINDOWS_VAR%
+    }
+    if v.starts_with('!') && v[1..].starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return true; // YAML tags: !Ref, !vault
+    }
+    let lower = v.to_ascii_lowercase();
+    const WORDS: &[&str] = &[
+        "null",
+        "none",
+        "nil",
+        "true",
+        "false",
+        "undefined",
+        "string",
+        "str",
+        "int",
+        "bool",
+        "boolean",
+        "required",
+        "optional",
+        "secret",
+        "password",
+        "token",
+        "value",
+        "empty",
+        "default",
+        "env",
+        "hidden",
+        "masked",
+        "unset",
+        "not_set",
+        "notset",
+        "secretstring",
+        "securestring",
+        "text",
+        "bytes",
+        "os.environ",
+        "process.env",
+    ];
+    if WORDS.contains(&lower.as_str()) {
+        return true;
+    }
+    let ident = |s: &str| {
+        s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    // A dotted path of identifiers: `env.FOO_PASSWORD`, `self.token`.
+    if v.contains('.') && v.split('.').all(|p| !p.is_empty() && ident(p)) {
+        return true;
+    }
+    // An identifier with no digit (`accessToken`, `DB_PASSWORD`,
+    // `user_password`), or an upper-case constant name.
+    if ident(v)
+        && (!v.bytes().any(|b| b.is_ascii_digit()) || v.bytes().all(|b| !b.is_ascii_lowercase()) && v.contains('_'))
+    {
+        return true;
+    }
+    // The value repeats the name (`password=password`, `token: TOKEN`).
+    let norm = |s: &str| {
+        s.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+            .to_ascii_lowercase()
+    };
+    let (nv, nn) = (norm(v), norm(name));
+    !nv.is_empty() && (nn.ends_with(&nv) || nv.ends_with(&nn))
+}
+
+/// `name = value` with no known format: is it a credential?
+pub fn assignment_ok(name: &str, value: &str) -> bool {
+    let strength = name_strength(name);
+    if strength == NameStrength::None || is_reference_or_code(value, name) {
+        return false;
+    }
+    let classes = [
+        value.bytes().any(|b| b.is_ascii_lowercase()),
+        value.bytes().any(|b| b.is_ascii_uppercase()),
+        value.bytes().any(|b| b.is_ascii_digit()),
+        value.bytes().any(|b| !b.is_ascii_alphanumeric()),
+    ]
+    .iter()
+    .filter(|&&c| c)
+    .count();
+    let len = value.chars().count();
+    match strength {
+        NameStrength::Strong => len >= 8 && classes >= 2 && shannon_entropy(value) >= 2.5,
+        NameStrength::Weak => len >= 16 && classes >= 2 && shannon_entropy(value) >= 3.5,
+        NameStrength::None => false,
+    }
+}
+
+/// A run someone typed rather than a generator drew: six ascending
+/// characters (`abcdef`, `ABCDEF`, `123456`) or `a1b2c3`. Random tokens
+/// hold one with a probability around 10^-7.
+fn has_typed_sequence(b: &[u8]) -> bool {
+    let next = |x: u8, y: u8| x.is_ascii_alphanumeric() && y == x.wrapping_add(1) && y.is_ascii_alphanumeric();
+    b.windows(6).any(|w| {
+        (0..5).all(|i| next(w[i], w[i + 1]))
+            || (w[0].is_ascii_alphabetic()
+                && w[1].is_ascii_digit()
+                && next(w[0], w[2])
+                && next(w[2], w[4])
+                && next(w[1], w[3])
+                && next(w[3], w[5]))
+    })
+}
+
+/// Shannon entropy in bits per character.
+pub fn shannon_entropy(s: &str) -> f32 {
+    if s.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    let mut n = 0u32;
+    for b in s.bytes() {
+        counts[b as usize] += 1;
+        n += 1;
+    }
+    let n = n as f32;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f32 / n;
+            -p * p.log2()
+        })
+        .sum()
+}
