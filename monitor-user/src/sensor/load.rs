@@ -1,0 +1,311 @@
+//! Loading the kernel programs: the object, its configuration, the
+//! verifier's answers, the offsets the programs need, and the TLS stages.
+
+use std::path::Path;
+
+use anyhow::Context;
+use aya::{
+    maps::{Array, MapData, ProgramArray},
+    programs::{uprobe::UProbeScope, RawTracePoint, UProbe},
+    Ebpf, EbpfLoader, VerifierLogLevel,
+};
+use monitor_common::{config_flags, jump_slot, map_name, KernelConfig};
+
+use super::{preflight, verifier};
+use crate::{btf::Btf, config::CaptureConfig};
+
+/// The eBPF object built by build.rs.
+pub(super) static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor.bpf.o"));
+
+/// Read entries: attached only where the saved user registers could not be
+/// found at start (see [`calibrate_regs`]); otherwise read exits take the
+/// arguments from them and reads cost one program run instead of two.
+pub(super) const READ_ENTRY_PROGRAMS: &[(&str, &str)] = &[
+    ("sys_enter_read", "sys_enter_read"),
+    ("sys_enter_readv", "sys_enter_readv"),
+    ("sys_enter_recvfrom", "sys_enter_recvfrom"),
+    ("sys_enter_recvmsg", "sys_enter_recvmsg"),
+];
+
+/// Syscall tracepoints and the program attached to each (besides
+/// [`READ_ENTRY_PROGRAMS`]).
+pub(super) const SYSCALL_PROGRAMS: &[(&str, &str)] = &[
+    ("sys_exit_read", "sys_exit_ingress"),
+    ("sys_exit_readv", "sys_exit_ingress"),
+    ("sys_exit_recvfrom", "sys_exit_ingress"),
+    ("sys_exit_recvmsg", "sys_exit_ingress"),
+    ("sys_enter_write", "sys_enter_write"),
+    ("sys_enter_writev", "sys_enter_writev"),
+    ("sys_enter_sendto", "sys_enter_sendto"),
+    ("sys_enter_sendmsg", "sys_enter_sendmsg"),
+    ("sys_exit_write", "sys_exit_egress"),
+    ("sys_exit_writev", "sys_exit_egress"),
+    ("sys_exit_sendto", "sys_exit_egress"),
+    ("sys_exit_sendmsg", "sys_exit_egress"),
+    // Port selectors.
+    ("sys_enter_bind", "sys_enter_bind"),
+    ("sys_enter_connect", "sys_enter_connect"),
+];
+
+/// TLS entry probes: (program, OpenSSL function, required). A library
+/// without the required functions is not probed; OpenSSL before 1.1.1 has
+/// no `_ex` variants.
+pub(super) const TLS_ENTRY_PROBES: &[(&str, &str, bool)] = &[
+    ("ssl_write", "SSL_write", true),
+    ("ssl_read", "SSL_read", true),
+    ("ssl_write_ex", "SSL_write_ex", false),
+    ("ssl_read_ex", "SSL_read_ex", false),
+    ("ssl_set_fd", "SSL_set_fd", false),
+    ("ssl_free", "SSL_free", false),
+];
+
+/// Tail-call stages of the TLS path, by `TLS_JUMP` index (the same indices
+/// as the syscall path's `JUMP`).
+pub(super) const TLS_STAGES: [(u32, &str); jump_slot::COUNT as usize] = [
+    (jump_slot::DISCOVER, "tls_discover"),
+    (jump_slot::CAPTURE, "tls_capture"),
+    (jump_slot::DISCOVER_HTTP, "tls_discover_http"),
+    (jump_slot::DISCOVER_JSONRPC, "tls_discover_jsonrpc"),
+];
+
+pub(super) const SCHED_PROGRAMS: &[(&str, &str)] = &[
+    ("sched_process_exec", "sched_process_exec"),
+    ("sched_process_exit", "sched_process_exit"),
+];
+
+/// Checks the environment, loads the eBPF object, writes the kernel
+/// configuration and measures where the saved user registers are; attaches
+/// nothing but the short-lived `calibrate_regs`.
+pub(super) fn load(cfg: &CaptureConfig) -> anyhow::Result<(Ebpf, KernelConfig)> {
+    preflight::check_kernel_version()?;
+    preflight::check_privileges(preflight::effective_caps())?;
+    if cfg.tls {
+        preflight::check_uprobe_privilege()?;
+    }
+    preflight::check_btf()?;
+    let tracefs = preflight::ensure_tracefs()?;
+    let mut needed: Vec<(&str, &str)> = SYSCALL_PROGRAMS
+        .iter()
+        .chain(READ_ENTRY_PROGRAMS)
+        .map(|(tp, _)| ("syscalls", *tp))
+        .collect();
+    needed.extend(SCHED_PROGRAMS.iter().map(|(tp, _)| ("sched", *tp)));
+    preflight::check_tracepoints(tracefs, &needed)?;
+    preflight::raise_memlock();
+    if EBPF_OBJECT.is_empty() {
+        anyhow::bail!(
+            "this binary was built without its eBPF programs (MCP_MONITOR_SKIP_EBPF=1).\n\
+                 Fix: rebuild with `cargo xtask build`."
+        );
+    }
+
+    let offsets = kernel_btf()?
+        .kernel_offsets()
+        .context("resolving kernel structure offsets from BTF")?;
+    let ncpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))? as u32;
+
+    // A rejected program is retried by aya with a log: statistics only
+    // (the error line and the count), never the per-instruction trace,
+    // which on a long path overflows any buffer and takes minutes.
+    let mut ebpf = EbpfLoader::new()
+        .verifier_log_level(VerifierLogLevel::STATS)
+        .map_max_entries(map_name::SCRATCH, ncpus)
+        .map_max_entries(map_name::EVENTS, cfg.ring_buffer_bytes)
+        .map_max_entries(map_name::ARGS, cfg.max_inflight_syscalls)
+        .load(EBPF_OBJECT)
+        .map_err(|e| anyhow::anyhow!(preflight::explain_load_error(&e)))?;
+
+    let mut flags = 0;
+    if cfg.discovery {
+        flags |= config_flags::DISCOVERY;
+    }
+    if !cfg.selectors.executables.is_empty() {
+        flags |= config_flags::COMM_SELECTORS;
+    }
+    if !cfg.selectors.cgroups.is_empty() {
+        flags |= config_flags::CGROUP_SELECTORS;
+    }
+    if !cfg.selectors.ports.is_empty() {
+        flags |= config_flags::PORT_SELECTORS;
+    }
+    if cfg.tcp {
+        flags |= config_flags::CAPTURE_TCP;
+    }
+    let mut kcfg = KernelConfig {
+        self_tgid: std::process::id(),
+        capture_cap: cfg.capture_cap_bytes,
+        discovery_window: cfg.discovery_window_bytes,
+        flags,
+        wakeup_bytes: cfg.wakeup_bytes,
+        regs_offset: 0,
+        offsets,
+    };
+    Array::<_, KernelConfig>::try_from(ebpf.map_mut(map_name::CONFIG).context("CONFIG map")?)?.set(0, kcfg, 0)?;
+    if cfg.arguments_from_registers {
+        kcfg.regs_offset = calibrate_regs(&mut ebpf);
+    }
+    Array::<_, KernelConfig>::try_from(ebpf.map_mut(map_name::CONFIG).context("CONFIG map")?)?.set(0, kcfg, 0)?;
+    Ok((ebpf, kcfg))
+}
+
+/// Map sizes for the verifier probe: small (the verifier does not look at
+/// them), the ring a page-aligned power of two.
+const PROBE_MAP_SIZES: &[(&str, u32)] = &[
+    (map_name::EVENTS, 1 << 16),
+    (map_name::ARGS, 1024),
+    (map_name::TLS_ARGS, 1024),
+    (map_name::PROCS, 1024),
+    (map_name::STREAMS, 1024),
+];
+
+/// The verifier's cost of each program on this kernel (`mcp-monitor check`).
+pub fn verifier_costs() -> anyhow::Result<Vec<verifier::ProgramCost>> {
+    if EBPF_OBJECT.is_empty() {
+        anyhow::bail!("this binary was built without its eBPF programs (MCP_MONITOR_SKIP_EBPF=1)");
+    }
+    Ok(verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES)?.costs())
+}
+
+/// A program the kernel refused, explained (see [`verifier::explain_rejection`]).
+pub(super) fn rejected(prog: &str, e: aya::programs::ProgramError) -> anyhow::Error {
+    let probe = if verifier::log_keeps_tail() {
+        verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES).ok()
+    } else {
+        None
+    };
+    anyhow::anyhow!(verifier::explain_rejection(prog, &e, probe.as_ref()))
+}
+
+/// The syscall tracepoints to attach, and their programs.
+pub(super) fn syscall_programs(regs_offset: u32) -> Vec<(&'static str, &'static str)> {
+    let mut v = SYSCALL_PROGRAMS.to_vec();
+    if regs_offset == 0 {
+        v.extend_from_slice(READ_ENTRY_PROGRAMS);
+    }
+    v
+}
+
+/// Finds where the kernel keeps the user registers saved at syscall entry,
+/// from a task's kernel stack base (`THREAD_SIZE` and the padding above
+/// `pt_regs` differ between kernel builds): `calibrate_regs` is attached
+/// to the raw `sys_enter` tracepoint for one system call of ours. Returns
+/// 0 (the read arguments are then stashed at entry) if that fails; the
+/// kernel programs still check every use against the call's number.
+pub(super) fn calibrate_regs(ebpf: &mut Ebpf) -> u32 {
+    let measured = (|| -> anyhow::Result<u64> {
+        let p: &mut RawTracePoint = ebpf
+            .program_mut("calibrate_regs")
+            .context("calibrate_regs")?
+            .try_into()?;
+        p.load().map_err(|e| rejected("calibrate_regs", e))?;
+        let link = p.attach("sys_enter").context("attaching to raw tracepoint sys_enter")?;
+        // Any system call of this process will do.
+        let _ = std::fs::metadata("/");
+        p.detach(link)?;
+        p.unload()?;
+        let m = Array::<_, u64>::try_from(ebpf.map(map_name::REGS_CALIBRATION).context("REGS_CALIBRATION map")?)?;
+        Ok(m.get(&0, 0)?)
+    })();
+    match measured {
+        // A kernel stack is at most a few pages; pt_regs is 8-aligned.
+        Ok(off) if off > 0 && off < (1 << 20) && off % 8 == 0 => off as u32,
+        Ok(off) => {
+            log::warn!(
+                "the saved user registers were not found at a plausible place ({off:#x} from the stack base); \
+                 read arguments are stashed at entry (a second program run per read)"
+            );
+            0
+        }
+        Err(e) => {
+            log::warn!("could not measure where the saved user registers are ({e:#}); read arguments are stashed at entry (a second program run per read)");
+            0
+        }
+    }
+}
+
+/// Reads the running kernel's BTF.
+pub(super) fn kernel_btf() -> anyhow::Result<Btf> {
+    let path = "/sys/kernel/btf/vmlinux";
+    let data = std::fs::read(path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read {path} ({e}): this kernel exposes no BTF. The monitor needs a kernel \
+             built with CONFIG_DEBUG_INFO_BTF=y (default on current Debian, Ubuntu, RHEL, \
+             Fedora and cloud kernels)"
+        )
+    })?;
+    Ok(Btf::parse(&data)?)
+}
+
+/// Loads the TLS programs and fills their tail-call map.
+pub(super) fn load_tls(ebpf: &mut Ebpf) -> anyhow::Result<ProgramArray<MapData>> {
+    let mut jump = ProgramArray::try_from(ebpf.take_map(map_name::TLS_JUMP).context("TLS_JUMP map")?)?;
+    for (index, prog) in TLS_STAGES {
+        let p: &mut UProbe = ebpf.program_mut(prog).context(prog)?.try_into()?;
+        p.load().map_err(|e| rejected(prog, e))?;
+        jump.set(index, p.fd()?, 0)?;
+    }
+    let mut names: Vec<&str> = TLS_ENTRY_PROBES.iter().map(|(p, _, _)| *p).collect();
+    names.push("ssl_return");
+    for prog in names {
+        let p: &mut UProbe = ebpf.program_mut(prog).context(prog)?.try_into()?;
+        p.load().map_err(|e| rejected(prog, e))?;
+    }
+    Ok(jump)
+}
+
+/// Attaches entry and return probes to the OpenSSL functions in `path`;
+/// returns the optional functions the file lacks. The return probe goes
+/// first so that an entry never waits for a return that is not watched.
+pub(super) fn attach_tls_file(ebpf: &mut Ebpf, path: &Path) -> anyhow::Result<Vec<&'static str>> {
+    let mut missing = Vec::new();
+    for (prog, func, required) in TLS_ENTRY_PROBES {
+        let returns = matches!(*prog, "ssl_write" | "ssl_read" | "ssl_write_ex" | "ssl_read_ex");
+        if returns {
+            let r: &mut UProbe = ebpf.program_mut("ssl_return").context("ssl_return")?.try_into()?;
+            if let Err(e) = r.attach(*func, path, UProbeScope::AllProcesses) {
+                if *required {
+                    return Err(anyhow::Error::new(e).context(format!("return probe on {func}")));
+                }
+                missing.push(*func);
+                continue;
+            }
+        }
+        let p: &mut UProbe = ebpf.program_mut(prog).context(*prog)?.try_into()?;
+        if let Err(e) = p.attach(*func, path, UProbeScope::AllProcesses) {
+            if *required {
+                return Err(anyhow::Error::new(e).context(format!("probe on {func}")));
+            }
+            missing.push(*func);
+        }
+    }
+    Ok(missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_kernel_has_every_offset() {
+        // Only meaningful where the kernel exposes BTF (CI machines do).
+        let Ok(btf) = kernel_btf() else { return };
+        let o = btf.kernel_offsets().expect("all members present");
+        assert!(o.task_files > 0 && o.file_inode > 0 && o.inode_ino > 0);
+    }
+
+    #[test]
+    fn the_object_has_every_map_and_stage_the_loader_looks_up() {
+        assert!(
+            !EBPF_OBJECT.is_empty(),
+            "built with MCP_MONITOR_SKIP_EBPF=1: no kernel programs to check"
+        );
+        let obj = aya_obj::Object::parse(EBPF_OBJECT).unwrap();
+        for name in map_name::ALL {
+            assert!(obj.maps.contains_key(name), "no map {name} in the object");
+        }
+        let stages = ["discover", "capture", "discover_http", "discover_jsonrpc"];
+        for name in stages.iter().chain(TLS_STAGES.iter().map(|(_, n)| n)) {
+            assert!(obj.programs.contains_key(*name), "no program {name} in the object");
+        }
+    }
+}
