@@ -18,6 +18,7 @@ use std::{
 
 mod container;
 mod http;
+mod leak;
 mod monitor;
 mod peers;
 mod servers;
@@ -28,6 +29,7 @@ pub use http::{
     everything_http, expected, fastmcp_http, fastmcp_server, rows, session, session_rows, session_with, ts_session,
     view, Rows, TOOL_ROWS,
 };
+pub use leak::{has_all_rules, leak_session, wait_until, LEAK_RULES};
 pub use monitor::{metric_value, Monitor};
 pub use peers::{
     inspector_cli, inspector_cli_with_env, python_session_under_shell, run_node, run_python_client, run_python_fastmcp,
