@@ -23,48 +23,28 @@ fn https_server_side_names_a_client_whose_first_writes_had_no_socket() {
     let other = init.replace("\"agent\"", "\"other\"");
     tls(
         &mut s,
-        TlsEnd {
-            proc: OTHER_CLIENT,
-            ssl: 0xb1,
-            fd: -1,
-            conn: ConnTuple::default(),
-        },
+        TlsEnd::new(OTHER_CLIENT, 0xb1, -1, ConnTuple::default()),
         Direction::Egress,
         &post(&other, None),
         new,
     );
     tls(
         &mut s,
-        TlsEnd {
-            proc: CLIENT,
-            ssl: 0xc1,
-            fd: -1,
-            conn: ConnTuple::default(),
-        },
+        TlsEnd::new(CLIENT, 0xc1, -1, ConnTuple::default()),
         Direction::Egress,
         &post(init, None),
         new,
     );
     tls(
         &mut s,
-        TlsEnd {
-            proc: SERVER,
-            ssl: 0x51,
-            fd: 7,
-            conn: server_end,
-        },
+        TlsEnd::new(SERVER, 0x51, 7, server_end),
         Direction::Ingress,
         &post(init, None),
         new,
     );
     tls(
         &mut s,
-        TlsEnd {
-            proc: SERVER,
-            ssl: 0x51,
-            fd: 7,
-            conn: server_end,
-        },
+        TlsEnd::new(SERVER, 0x51, 7, server_end),
         Direction::Egress,
         resp.as_bytes(),
         new,
@@ -80,36 +60,21 @@ fn https_server_side_names_a_client_whose_first_writes_had_no_socket() {
     let init2 = init.replace("\"1.0\"", "\"1.1\"");
     tls(
         &mut s,
-        TlsEnd {
-            proc: CLIENT,
-            ssl: 0xc2,
-            fd: -1,
-            conn: ConnTuple::default(),
-        },
+        TlsEnd::new(CLIENT, 0xc2, -1, ConnTuple::default()),
         Direction::Egress,
         &post(&init2, None),
         new,
     );
     tls(
         &mut s,
-        TlsEnd {
-            proc: SERVER,
-            ssl: 0x53,
-            fd: -1,
-            conn: ConnTuple::default(),
-        },
+        TlsEnd::new(SERVER, 0x53, -1, ConnTuple::default()),
         Direction::Ingress,
         &post(&init2, None),
         new,
     );
     tls(
         &mut s,
-        TlsEnd {
-            proc: SERVER,
-            ssl: 0x53,
-            fd: -1,
-            conn: ConnTuple::default(),
-        },
+        TlsEnd::new(SERVER, 0x53, -1, ConnTuple::default()),
         Direction::Egress,
         resp.as_bytes(),
         new,
@@ -124,12 +89,7 @@ fn https_server_side_names_a_client_whose_first_writes_had_no_socket() {
     let third = loopback(8443, 40012);
     tls(
         &mut s,
-        TlsEnd {
-            proc: SERVER,
-            ssl: 0x52,
-            fd: 8,
-            conn: third,
-        },
+        TlsEnd::new(SERVER, 0x52, 8, third),
         Direction::Ingress,
         &post(&lone, None),
         new,
@@ -155,48 +115,28 @@ fn https_both_local_ends_are_paired_and_ssl_objects_reused() {
     let (client_end, server_end) = (loopback(40000, 8443), loopback(8443, 40000));
     tls(
         &mut s,
-        TlsEnd {
-            proc: CLIENT,
-            ssl: 0xc1,
-            fd: 5,
-            conn: client_end,
-        },
+        TlsEnd::new(CLIENT, 0xc1, 5, client_end),
         Direction::Egress,
         &post(init, None),
         new,
     );
     tls(
         &mut s,
-        TlsEnd {
-            proc: SERVER,
-            ssl: 0x51,
-            fd: 7,
-            conn: server_end,
-        },
+        TlsEnd::new(SERVER, 0x51, 7, server_end),
         Direction::Ingress,
         &post(init, None),
         new,
     );
     tls(
         &mut s,
-        TlsEnd {
-            proc: SERVER,
-            ssl: 0x51,
-            fd: 7,
-            conn: server_end,
-        },
+        TlsEnd::new(SERVER, 0x51, 7, server_end),
         Direction::Egress,
         resp(result).as_bytes(),
         new,
     );
     tls(
         &mut s,
-        TlsEnd {
-            proc: CLIENT,
-            ssl: 0xc1,
-            fd: 5,
-            conn: client_end,
-        },
+        TlsEnd::new(CLIENT, 0xc1, 5, client_end),
         Direction::Ingress,
         resp(result).as_bytes(),
         new,
@@ -225,36 +165,21 @@ fn https_both_local_ends_are_paired_and_ssl_objects_reused() {
     // A half-read response on the old connection must not disturb it.
     tls(
         &mut s,
-        TlsEnd {
-            proc: CLIENT,
-            ssl: 0xc1,
-            fd: 5,
-            conn: client_end,
-        },
+        TlsEnd::new(CLIENT, 0xc1, 5, client_end),
         Direction::Ingress,
         b"HTTP/1.1 200 OK\r\nContent-Le",
         0,
     );
     tls(
         &mut s,
-        TlsEnd {
-            proc: CLIENT,
-            ssl: 0xc1,
-            fd: 6,
-            conn: second,
-        },
+        TlsEnd::new(CLIENT, 0xc1, 6, second),
         Direction::Egress,
         &post(call, Some("sid-7")),
         new,
     );
     tls(
         &mut s,
-        TlsEnd {
-            proc: CLIENT,
-            ssl: 0xc1,
-            fd: 6,
-            conn: second,
-        },
+        TlsEnd::new(CLIENT, 0xc1, 6, second),
         Direction::Ingress,
         resp(body).as_bytes(),
         new,

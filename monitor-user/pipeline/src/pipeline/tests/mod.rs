@@ -474,6 +474,12 @@ struct TlsEnd {
     conn: ConnTuple,
 }
 
+impl TlsEnd {
+    fn new(proc: ProcKey, ssl: u64, fd: i32, conn: ConnTuple) -> TlsEnd {
+        TlsEnd { proc, ssl, fd, conn }
+    }
+}
+
 /// TLS plaintext of one SSL object.
 fn tls(s: &mut Sim, end: TlsEnd, dir: Direction, data: &[u8], flags: u8) {
     let TlsEnd { proc: p, ssl, fd, conn } = end;
