@@ -390,7 +390,6 @@ fn bench(c: &mut Criterion) {
                 pid: Some(pid),
                 name: Some("srv".into()),
                 version: None,
-                json: None,
                 ..Default::default()
             };
             (p(*pid, "/usr/local/bin/mcp-server"), p(pid - 10_000, "/usr/bin/node"))

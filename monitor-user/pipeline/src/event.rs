@@ -121,11 +121,6 @@ pub struct Party {
     pub name: Option<Arc<str>>,
     /// `clientInfo.version` / `serverInfo.version`, as announced.
     pub version: Option<Arc<str>>,
-    /// This party already serialised (the pipeline caches it per session:
-    /// identity is the bulk of every event). Serialisation uses it instead
-    /// of the fields, so it must be set last ([`Party::to_raw`]); debug
-    /// builds, which the tests run, check that it matches the fields.
-    pub json: Option<Arc<serde_json::value::RawValue>>,
 }
 
 impl Party {
@@ -145,28 +140,52 @@ impl Party {
             ),
         }
     }
+}
 
-    /// Serialises the party once, for reuse.
-    pub fn to_raw(&self) -> Arc<serde_json::value::RawValue> {
-        let plain = Party {
-            json: None,
-            ..self.clone()
-        };
-        let text = serde_json::to_string(&plain).expect("party serialises");
-        Arc::from(serde_json::value::RawValue::from_string(text).expect("valid JSON"))
+/// A party of an event, serialised once: identity is the bulk of every
+/// event, and the pipeline gives every event of a session the same one
+/// until the session's identity or announced names change. Immutable, so
+/// the cached JSON cannot go stale; cloning is an `Arc` clone. Reads go
+/// through to the [`Party`].
+#[derive(Clone, Debug)]
+pub struct SharedParty(Arc<(Party, Box<serde_json::value::RawValue>)>);
+
+impl SharedParty {
+    /// Serialises `party` once, for every event that names it.
+    pub fn new(party: Party) -> SharedParty {
+        let text = serde_json::to_string(&party).expect("party serialises");
+        let raw = serde_json::value::RawValue::from_string(text).expect("valid JSON");
+        SharedParty(Arc::new((party, raw)))
+    }
+}
+
+impl From<Party> for SharedParty {
+    fn from(p: Party) -> Self {
+        SharedParty::new(p)
+    }
+}
+
+impl Default for SharedParty {
+    fn default() -> Self {
+        SharedParty::new(Party::default())
+    }
+}
+
+impl std::ops::Deref for SharedParty {
+    type Target = Party;
+    fn deref(&self) -> &Party {
+        &self.0 .0
+    }
+}
+
+impl Serialize for SharedParty {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0 .1.serialize(s)
     }
 }
 
 impl Serialize for Party {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if let Some(raw) = &self.json {
-            debug_assert_eq!(
-                raw.get(),
-                self.to_raw().get(),
-                "a party changed after its JSON was cached"
-            );
-            return raw.serialize(s);
-        }
         let mut m = s.serialize_map(None)?;
         match &self.process {
             Some(p) => {
@@ -250,9 +269,9 @@ pub struct Event {
     /// Negotiated protocol version, once known.
     pub protocol_version: Option<Arc<str>>,
     /// `server`: the server end (process, workload identity, announced name and version).
-    pub server: Party,
+    pub server: SharedParty,
     /// `client`: the client end, described like `server`.
-    pub client: Party,
+    pub client: SharedParty,
     /// HTTP transports: method, path, status, hashed session id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpInfo>,
@@ -284,22 +303,11 @@ mod tests {
     }
 
     #[test]
-    fn a_cached_party_serialises_as_its_fields_do() {
-        let mut p = party();
+    fn a_shared_party_serialises_as_its_fields_do() {
+        let p = party();
         let plain = serde_json::to_string(&p).unwrap();
-        p.json = Some(p.to_raw());
-        assert_eq!(serde_json::to_string(&p).unwrap(), plain);
-    }
-
-    /// The cache is used instead of the fields: a field changed after it
-    /// was set would be exported stale. Debug builds (the tests) refuse.
-    #[test]
-    #[cfg(debug_assertions)]
-    #[should_panic(expected = "a party changed after its JSON was cached")]
-    fn a_party_changed_after_caching_is_caught() {
-        let mut p = party();
-        p.json = Some(p.to_raw());
-        p.name = Some("evil".into());
-        let _ = serde_json::to_string(&p);
+        let shared = SharedParty::new(p);
+        assert_eq!(serde_json::to_string(&shared).unwrap(), plain);
+        assert_eq!(shared.name.as_deref(), Some("calc"));
     }
 }

@@ -20,7 +20,6 @@ fn party(pid: u32, exe: &str, args: &[&str], name: &str) -> Party {
         pid: Some(pid),
         name: Some(name.into()),
         version: None,
-        json: None,
         workload: None,
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::{http_conn, request, stdio::StreamId, Pipeline, Sink};
 use crate::{
     detect::{alert::Alert, MessageCtx},
-    event::{Event, Flow, HttpInfo, Party},
+    event::{Event, Flow, HttpInfo, Party, SharedParty},
     jsonrpc::{self, Kind, Message},
     mcp,
     observation::ProcKey,
@@ -27,7 +27,7 @@ pub(super) struct SessionState {
     pub(super) session: Session,
     pub(super) held: Vec<Held>,
     /// Server and client as last serialised (see `Pipeline::party`).
-    pub(super) parties: [Option<Party>; 2],
+    pub(super) parties: [Option<SharedParty>; 2],
     /// SSE events (id and data) already reported, so that a stream resumed
     /// with `Last-Event-ID` does not report them again.
     pub(super) sse_events: RecentSet,
@@ -87,9 +87,9 @@ impl Pipeline {
     /// The server (`server_side`) or client of a session, serialised once
     /// and reused until its identity or announced name changes. The cache
     /// keeps the `Arc`s it was built from, so pointer equality is sound.
-    pub(super) fn party(&mut self, key: &SessionKey, server_side: bool) -> Party {
+    pub(super) fn party(&mut self, key: &SessionKey, server_side: bool) -> SharedParty {
         let Some(state) = self.sessions.get_mut(key) else {
-            return Party::default();
+            return SharedParty::default();
         };
         let s = &state.session;
         let (proc, info) = if server_side {
@@ -117,15 +117,13 @@ impl Pipeline {
                 return c.clone();
             }
         }
-        let mut p = Party {
+        let p = SharedParty::new(Party {
             process,
             workload,
             pid: proc.map(|p| p.pid),
             name: info.name.clone(),
             version: info.version.clone(),
-            json: None,
-        };
-        p.json = Some(p.to_raw());
+        });
         *slot = Some(p.clone());
         p
     }
