@@ -24,12 +24,12 @@ impl Detector {
         injected: bool,
         out: &mut Vec<Alert>,
     ) {
-        let method = ctx.method.unwrap_or("");
-        let request = ctx.kind == Kind::Request && ctx.flow == Flow::ClientToServer && method == "tools/call";
-        let response = ctx.kind == Kind::Response && ctx.flow == Flow::ServerToClient;
+        let method = ctx.method().unwrap_or("");
+        let request = ctx.kind() == Kind::Request && ctx.flow() == Flow::ClientToServer && method == "tools/call";
+        let response = ctx.kind() == Kind::Response && ctx.flow() == Flow::ServerToClient;
         let mut labels: Vec<Labelled> = Vec::new();
         if request {
-            if let Some(t) = ctx.tool {
+            if let Some(t) = ctx.tool() {
                 labels = self
                     .labels_of(server, t)
                     .into_iter()
@@ -37,14 +37,14 @@ impl Detector {
                     .collect();
             }
         } else if response && method == "tools/call" {
-            if let Some(t) = ctx.tool {
+            if let Some(t) = ctx.tool() {
                 labels = self
                     .labels_of(server, t)
                     .into_iter()
                     .filter(|l| matches!(l.label, Label::PrivateData | Label::UntrustedContent))
                     .collect();
             }
-        } else if response && method == "resources/read" && ctx.resource.is_some_and(|u| u.starts_with("file:")) {
+        } else if response && method == "resources/read" && ctx.resource().is_some_and(|u| u.starts_with("file:")) {
             // Local files behind a resource are private data; other
             // resources (documentation, generated content) are not assumed so.
             labels.push(Labelled {
@@ -58,7 +58,7 @@ impl Detector {
                 source: "detector:prompt_injection".into(),
             });
         }
-        let session = ctx.session.clone();
+        let session = ctx.session().clone();
         let call_index = if request {
             let s = self.session_flows.entry(session.clone()).or_default().count_call();
             if let Some(c) = ctx.client_key {
@@ -73,9 +73,9 @@ impl Detector {
         }
         // Content fingerprints of what was read (results) or sent (arguments).
         let body = if request {
-            parse(ctx.params).and_then(|p| p.get("arguments").cloned())
+            parse(ctx.params()).and_then(|p| p.get("arguments").cloned())
         } else {
-            parse(ctx.result)
+            parse(ctx.result())
         };
         let prints = body
             .map(|b| chain::winnow(&text_of(&b, MAX_PRINT_TEXT)))
@@ -88,10 +88,10 @@ impl Detector {
         let label = self.servers.get(server).map(|s| s.label.clone()).unwrap_or_default();
         let step = Step {
             seq: 0,
-            time: ctx.time,
+            time: ctx.time(),
             call_index: step_index,
             labels,
-            tool: ctx.tool.unwrap_or(method).to_owned(),
+            tool: ctx.tool().unwrap_or(method).to_owned(),
             server: label.clone(),
             message: ctx.reference(),
             prints,
@@ -139,7 +139,7 @@ impl Detector {
                 }
             );
             let scope_key = match h.rule.scope {
-                Scope::Session => ctx.session.to_string(),
+                Scope::Session => ctx.session().to_string(),
                 Scope::Client => format!("client:{:?}", ctx.client_key),
             };
             let refs: Vec<MessageRef> = h.steps.iter().map(|s| s.message.clone()).collect();

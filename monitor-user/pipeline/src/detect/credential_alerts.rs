@@ -16,7 +16,7 @@ use crate::{event::Flow, jsonrpc::Kind};
 
 impl Detector {
     pub(super) fn scan_credentials(&self, ctx: &MessageCtx<'_>, budget: &mut Budget) -> Vec<Finding> {
-        let Ok(v) = serde_json::from_slice::<Value>(ctx.raw) else {
+        let Ok(v) = serde_json::from_slice::<Value>(ctx.raw()) else {
             return Vec::new();
         };
         let mut findings = Vec::new();
@@ -31,10 +31,10 @@ impl Detector {
         findings: &[Finding],
         out: &mut Vec<Alert>,
     ) {
-        let method = ctx.method.unwrap_or("");
-        let sink = ctx.tool.map(|t| self.labels_of(server, t)).unwrap_or_default();
+        let method = ctx.method().unwrap_or("");
+        let sink = ctx.tool().map(|t| self.labels_of(server, t)).unwrap_or_default();
         let sink = sink.iter().find(|l| l.label == Label::ExternalSink).cloned();
-        let (rule, severity, what) = match (ctx.flow, ctx.kind) {
+        let (rule, severity, what) = match (ctx.flow(), ctx.kind()) {
             (Flow::ClientToServer, Kind::Request) if method == "tools/call" => match &sink {
                 Some(_) => (
                     "credential.exfiltration",
@@ -78,11 +78,11 @@ impl Detector {
             prints.len(),
             if prints.len() == 1 { "" } else { "s" },
             rules.join(", "),
-            ctx.tool
+            ctx.tool()
                 .map(|t| format!(": tool {t}"))
                 .unwrap_or_else(|| format!(": {method}"))
         );
-        let mut evidence = json!({"findings": findings, "method": method, "tool": ctx.tool, "server": label});
+        let mut evidence = json!({"findings": findings, "method": method, "tool": ctx.tool(), "server": label});
         if let Some(s) = &sink {
             evidence["sink_label_source"] = json!(s.source);
         }
@@ -98,14 +98,14 @@ impl Detector {
         ));
 
         // Remember what servers return, by value, for the relay check.
-        if ctx.flow == Flow::ServerToClient {
+        if ctx.flow() == Flow::ServerToClient {
             for f in findings {
                 let origin = Origin {
                     server: label.clone(),
-                    tool: ctx.tool.map(str::to_owned),
+                    tool: ctx.tool().map(str::to_owned),
                     message: ctx.reference(),
                 };
-                self.relay.remember(f, origin, ctx.time);
+                self.relay.remember(f, origin, ctx.time());
             }
         }
     }
@@ -119,7 +119,7 @@ impl Detector {
         findings: &[Finding],
         out: &mut Vec<Alert>,
     ) {
-        let mut recalls = self.relay.recall(ctx.raw, ctx.time);
+        let mut recalls = self.relay.recall(ctx.raw(), ctx.time());
         // Fingerprints the rules found here that the value search cannot
         // (values too long to search for, or decoded by the scanner).
         for f in findings {
@@ -140,7 +140,7 @@ impl Detector {
         if recalls.is_empty() {
             return;
         }
-        let method = ctx.method.unwrap_or("");
+        let method = ctx.method().unwrap_or("");
         let label = self.servers.get(server).map(|s| s.label.clone()).unwrap_or_default();
         for r in recalls {
             let origin = &r.remembered.origin;
@@ -151,7 +151,7 @@ impl Detector {
                 origin.server,
                 origin.tool.as_ref().map(|t| format!(" (tool {t})")).unwrap_or_default(),
                 label,
-                ctx.tool.map(|t| format!(" (tool {t})")).unwrap_or_default()
+                ctx.tool().map(|t| format!(" (tool {t})")).unwrap_or_default()
             );
             // The finding as first made, at the path where it is now.
             let mut finding = json!(f);
@@ -161,7 +161,7 @@ impl Detector {
                 "form": r.form.as_str(),
                 "found_by": if findings.iter().any(|x| x.fingerprint == f.fingerprint) { "rule" } else { "value" },
                 "first_seen": {"server": origin.server, "tool": origin.tool},
-                "relayed_to": {"server": label, "tool": ctx.tool, "method": method},
+                "relayed_to": {"server": label, "tool": ctx.tool(), "method": method},
                 "cross_server": origin.server != label,
             });
             out.push(self.alert(

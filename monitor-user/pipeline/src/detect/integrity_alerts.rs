@@ -16,7 +16,7 @@ use super::{
 
 impl Detector {
     pub(super) fn integrity(&mut self, ctx: &MessageCtx<'_>, server: &str, method: &str, out: &mut Vec<Alert>) {
-        let Some(result) = parse(ctx.result) else { return };
+        let Some(result) = parse(ctx.result()) else { return };
         let label = self.servers.get(server).map(|s| s.label.clone()).unwrap_or_default();
         if method == "initialize" {
             if let Some(instr) = result.get("instructions").and_then(Value::as_str) {
@@ -65,7 +65,7 @@ impl Detector {
             }
         }
         // Rug pulls and additions.
-        let cmp = self.store.observe(server, &label, &tools, ctx.time);
+        let cmp = self.store.observe(server, &label, &tools, ctx.time());
         for change in &cmp.changed {
             let poisoned_now = tools
                 .iter()
@@ -134,7 +134,7 @@ impl Detector {
                 self.client_tools
                     .entry(client)
                     .or_default()
-                    .observe(ctx.session, server, &label, &tools);
+                    .observe(ctx.session(), server, &label, &tools);
             for s in shadows {
                 let (sev, what) = if s.kind == "look_alike" {
                     (Severity::High, "a look-alike of")

@@ -33,8 +33,8 @@ use self::{
     tool_labels::Labelled,
 };
 use crate::{
-    event::{Flow, Party, Transport},
-    jsonrpc::{Id, Kind},
+    event::{Event, Flow, Party, Transport},
+    jsonrpc::{Id, Kind, Message},
     metrics::Metrics,
     observation::ProcKey,
 };
@@ -58,53 +58,92 @@ pub struct DetectorConfig {
     pub relay_memory_seconds: u64,
 }
 
-/// One decoded message with its context.
+/// One decoded message with its context: the event the pipeline made of
+/// it (session, parties, pairing, HTTP), the message itself (its raw
+/// members), and the client process.
 pub struct MessageCtx<'a> {
-    /// Wall-clock time the message was read, Unix ns.
-    pub time: i128,
-    /// Transport of the session.
-    pub transport: Transport,
-    /// Session key, as in events.
-    pub session: &'a Arc<str>,
-    /// Which way the message went.
-    pub flow: Flow,
-    /// JSON-RPC message type: request, notification, response or error.
-    pub kind: Kind,
-    /// Method, or for responses the method of the paired request.
-    pub method: Option<&'a str>,
-    /// JSON-RPC id, when the message has one.
-    pub id: Option<&'a Id>,
-    /// `tools/call` tool name, on the request and its response.
-    pub tool: Option<&'a str>,
-    /// `resources/read` URI (requests and their responses).
-    pub resource: Option<&'a str>,
-    /// The `params` member, unparsed.
-    pub params: Option<&'a RawValue>,
-    /// The `result` member of a response, unparsed.
-    pub result: Option<&'a RawValue>,
-    /// The message's own bytes: the whole frame, or its member of a batch.
-    pub raw: &'a [u8],
-    /// The MCP server of the session.
-    pub server: &'a Party,
-    /// The MCP client of the session.
-    pub client: &'a Party,
+    /// The message's event, before it is written.
+    pub event: &'a Event,
+    /// The decoded message, borrowing from the frame.
+    pub message: &'a Message<'a>,
     /// The client process, when known: the scope of client-wide chains and of shadowing checks.
     pub client_key: Option<ProcKey>,
+}
+
+impl<'a> MessageCtx<'a> {
+    /// Wall-clock time the message was read, Unix ns.
+    pub fn time(&self) -> i128 {
+        self.event.time
+    }
+    /// Transport of the session.
+    pub fn transport(&self) -> Transport {
+        self.event.transport
+    }
+    /// Session key, as in events.
+    pub fn session(&self) -> &'a Arc<str> {
+        &self.event.session
+    }
+    /// Which way the message went.
+    pub fn flow(&self) -> Flow {
+        self.event.direction
+    }
+    /// JSON-RPC message type: request, notification, response or error.
+    pub fn kind(&self) -> Kind {
+        self.message.kind
+    }
+    /// Method, or for responses the method of the paired request.
+    pub fn method(&self) -> Option<&'a str> {
+        self.event.method.as_deref()
+    }
+    /// JSON-RPC id, when the message has one.
+    pub fn id(&self) -> Option<&'a Id> {
+        self.event.id.as_ref()
+    }
+    /// `tools/call` tool name, on the request and its response.
+    pub fn tool(&self) -> Option<&'a str> {
+        self.event.tool.as_deref()
+    }
+    /// `resources/read` URI (requests and their responses).
+    pub fn resource(&self) -> Option<&'a str> {
+        self.event.resource.as_deref()
+    }
+    /// The `params` member, unparsed.
+    pub fn params(&self) -> Option<&'a RawValue> {
+        self.message.params
+    }
+    /// The `result` member of a response, unparsed.
+    pub fn result(&self) -> Option<&'a RawValue> {
+        self.message.result
+    }
+    /// The message's own bytes: the whole frame, or its member of a batch.
+    pub fn raw(&self) -> &'a [u8] {
+        self.message.raw
+    }
+    /// The MCP server of the session.
+    pub fn server(&self) -> &'a Party {
+        &self.event.server
+    }
+    /// The MCP client of the session.
+    pub fn client(&self) -> &'a Party {
+        &self.event.client
+    }
     /// Routing headers of the request (stateless revision) that disagree
     /// with its body.
-    pub header_mismatch: &'a [&'static str],
+    pub fn header_mismatch(&self) -> &'a [&'static str] {
+        self.event.http.as_ref().map_or(&[], |h| &h.header_mismatch)
+    }
 }
 
 impl MessageCtx<'_> {
     fn reference(&self) -> MessageRef {
         MessageRef {
-            session: self.session.clone(),
-            direction: self.flow,
-            kind: self.kind.as_str(),
-            method: self.method.map(str::to_owned),
-            id: self.id.cloned(),
-            tool: self.tool.map(str::to_owned),
-            time: self.time,
+            session: self.session().clone(),
+            direction: self.flow(),
+            kind: self.kind().as_str(),
+            method: self.method().map(str::to_owned),
+            id: self.id().cloned(),
+            tool: self.tool().map(str::to_owned),
+            time: self.time(),
         }
     }
 }
@@ -299,7 +338,7 @@ impl Detector {
     }
 
     fn server_entry(&mut self, ctx: &MessageCtx<'_>) -> String {
-        let (key, label) = server_key(ctx.server);
+        let (key, label) = server_key(ctx.server());
         if !self.servers.contains_key(&key) {
             if self.servers.len() >= MAX_SERVERS {
                 // Forget an arbitrary server; its tools are re-learnt on the
@@ -309,7 +348,7 @@ impl Detector {
                 }
             }
             let mut names = Vec::new();
-            if let Some(p) = &ctx.server.process {
+            if let Some(p) = &ctx.server().process {
                 names.push(p.exe.clone());
             }
             self.servers.insert(
@@ -321,7 +360,7 @@ impl Detector {
                 },
             );
         }
-        if let Some(n) = &ctx.server.name {
+        if let Some(n) = &ctx.server().name {
             let s = self.servers.get_mut(&key).expect("inserted");
             if !s.names.iter().any(|x| x == &**n) {
                 s.names.push(n.to_string());
@@ -348,10 +387,10 @@ impl Detector {
         let mut out = Vec::new();
         let server = self.server_entry(ctx);
         let mut budget = Budget::new(self.cfg.scan_budget_bytes);
-        let hits = self.prefilter.scan(ctx.raw);
+        let hits = self.prefilter.scan(ctx.raw());
         let scan = hits.must_parse_for_credentials()
             || ((!hits.credential_rules.is_empty() || self.secrets.has_unconditional_rules())
-                && std::str::from_utf8(ctx.raw)
+                && std::str::from_utf8(ctx.raw())
                     .is_ok_and(|raw| self.secrets.raw_may_match(raw, &hits.credential_rules)));
         let findings = if scan {
             self.scan_credentials(ctx, &mut budget)
@@ -361,11 +400,11 @@ impl Detector {
         if !findings.is_empty() {
             self.credential_alerts(ctx, &server, &findings, &mut out);
         }
-        if ctx.flow == Flow::ClientToServer && ctx.kind == Kind::Request {
+        if ctx.flow() == Flow::ClientToServer && ctx.kind() == Kind::Request {
             self.relay_alerts(ctx, &server, &findings, &mut out);
         }
-        let method = ctx.method.unwrap_or("");
-        let is_result = ctx.kind == Kind::Response && ctx.flow == Flow::ServerToClient;
+        let method = ctx.method().unwrap_or("");
+        let is_result = ctx.kind() == Kind::Response && ctx.flow() == Flow::ServerToClient;
         if is_result && (method == "tools/list" || method == "initialize") {
             self.integrity(ctx, &server, method, &mut out);
         }
@@ -375,7 +414,7 @@ impl Detector {
             injected = self.injection(ctx, &server, &mut budget, &mut out);
         }
         self.chaining(ctx, &server, &findings, injected, &mut out);
-        if !ctx.header_mismatch.is_empty() {
+        if !ctx.header_mismatch().is_empty() {
             self.header_mismatch(ctx, &server, &mut out);
         }
         if budget.exceeded {
@@ -389,14 +428,16 @@ impl Detector {
 
     /// Prompt injection in content returned to the model; true when found.
     fn injection(&mut self, ctx: &MessageCtx<'_>, server: &str, budget: &mut Budget, out: &mut Vec<Alert>) -> bool {
-        let Some(result) = parse(ctx.result) else { return false };
+        let Some(result) = parse(ctx.result()) else {
+            return false;
+        };
         let text = text_of(&result, budget.remaining.min(MAX_PRINT_TEXT));
         let ind = lexicon::scan(&text, Mode::Content);
         let score = lexicon::score(&ind);
         if score < self.cfg.rules.injection_min_score {
             return false;
         }
-        let method = ctx.method.unwrap_or("");
+        let method = ctx.method().unwrap_or("");
         let (rule, where_) = match method {
             "resources/read" => ("prompt_injection.resource", "a resource"),
             "prompts/get" => ("prompt_injection.prompt", "a prompt"),
@@ -405,7 +446,7 @@ impl Detector {
         let label = self.servers.get(server).map(|s| s.label.clone()).unwrap_or_default();
         let summary = format!(
             "{where_} from {label}{} carries instructions to the model (score {score})",
-            ctx.tool.map(|t| format!(" (tool {t})")).unwrap_or_default()
+            ctx.tool().map(|t| format!(" (tool {t})")).unwrap_or_default()
         );
         out.push(self.alert(
             ctx,
@@ -413,9 +454,9 @@ impl Detector {
             Category::PromptInjection,
             injection_severity(score),
             summary,
-            json!({"score": score, "indicators": ind, "tool": ctx.tool, "server": label}),
+            json!({"score": score, "indicators": ind, "tool": ctx.tool(), "server": label}),
             vec![ctx.reference()],
-            &[rule, server, ctx.tool.unwrap_or(method)],
+            &[rule, server, ctx.tool().unwrap_or(method)],
         ));
         true
     }
@@ -427,11 +468,11 @@ impl Detector {
     /// body says.
     fn header_mismatch(&mut self, ctx: &MessageCtx<'_>, server: &str, out: &mut Vec<Alert>) {
         let label = self.servers.get(server).map(|s| s.label.clone()).unwrap_or_default();
-        let method = ctx.method.unwrap_or("");
+        let method = ctx.method().unwrap_or("");
         let summary = format!(
             "a {method}{} request to {label} carries {} header(s) that name another call than its body",
-            ctx.tool.map(|t| format!(" ({t})")).unwrap_or_default(),
-            ctx.header_mismatch.join(" and ")
+            ctx.tool().map(|t| format!(" ({t})")).unwrap_or_default(),
+            ctx.header_mismatch().join(" and ")
         );
         out.push(self.alert(
             ctx,
@@ -439,9 +480,9 @@ impl Detector {
             Category::Protocol,
             Severity::High,
             summary,
-            json!({"headers": ctx.header_mismatch, "method": method, "tool": ctx.tool, "server": label}),
+            json!({"headers": ctx.header_mismatch(), "method": method, "tool": ctx.tool(), "server": label}),
             vec![ctx.reference()],
-            &["protocol.header_mismatch", server, ctx.tool.unwrap_or(method)],
+            &["protocol.header_mismatch", server, ctx.tool().unwrap_or(method)],
         ));
     }
 
@@ -459,19 +500,19 @@ impl Detector {
     ) -> Alert {
         let severity = self.cfg.rules.severity.get(rule).copied().unwrap_or(severity);
         let dedup_key = dedup.join("\u{1f}");
-        let t = ctx.time.to_string();
+        let t = ctx.time().to_string();
         Alert {
-            id: alert_id(&[&dedup_key, ctx.session, &t]),
-            time: ctx.time,
+            id: alert_id(&[&dedup_key, ctx.session(), &t]),
+            time: ctx.time(),
             rule: rule.to_owned(),
             category,
             severity,
             summary,
-            transport: ctx.transport,
-            session: ctx.session.clone(),
-            server: ctx.server.clone(),
-            client: ctx.client.clone(),
-            actor: alert::Actor::of(ctx.client),
+            transport: ctx.transport(),
+            session: ctx.session().clone(),
+            server: ctx.server().clone(),
+            client: ctx.client().clone(),
+            actor: alert::Actor::of(ctx.client()),
             evidence,
             messages,
             count: 1,

@@ -87,25 +87,40 @@ impl Harness {
         let result = result_text
             .as_deref()
             .map(|s| RawValue::from_string(s.to_owned()).unwrap());
-        let session: Arc<str> = session.into();
         let id = body.get("id").and_then(Value::as_i64).map(Id::Int);
-        let ctx = MessageCtx {
+        let event = Event {
             time: self.t,
             transport: Transport::Stdio,
-            session: &session,
-            flow,
+            direction: flow,
             kind,
-            method: Some(method),
-            id: id.as_ref(),
-            tool,
+            method: Some(method.to_owned()),
+            id: id.clone(),
+            tool: tool.map(str::to_owned),
+            prompt: None,
             resource: None,
+            bytes: raw.len() as u64,
+            latency_ms: None,
+            error_code: None,
+            session: session.into(),
+            protocol_version: None,
+            server: server.clone().into(),
+            client: self.client.clone().into(),
+            http: None,
+            payload: None,
+        };
+        let message = Message {
+            kind,
+            id,
+            method: Some(method.into()),
             params: params.as_deref(),
             result: result.as_deref(),
+            error: None,
             raw: raw.as_bytes(),
-            server,
-            client: &self.client,
+        };
+        let ctx = MessageCtx {
+            event: &event,
+            message: &message,
             client_key: Some(CLIENT),
-            header_mismatch: &[],
         };
         let a = self.d.on_message(&ctx);
         self.alerts.extend(a);
