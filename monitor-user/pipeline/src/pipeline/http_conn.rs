@@ -47,6 +47,11 @@ pub(super) struct HttpTables {
     pub(super) conns: FxHashMap<ConnId, HttpConn>,
     /// Hashed `Mcp-Session-Id` (with the serving process) to session.
     session_ids: FxHashMap<(Option<ProcKey>, u8, u64), SessionKey>,
+    /// The pair of ends ([`Pipeline::pair_of_ends`]) to the session its
+    /// latest `initialize` opened: requests that carry `Mcp-Method` and no
+    /// session id (a server that issues none, to a client that sends the
+    /// header on every request) belong to it, on any connection.
+    opened_by_pair: FxHashMap<u64, SessionKey>,
     /// Both ends of connections on this host, so the server's view can
     /// name the client process.
     local: LocalEnds,
@@ -349,7 +354,15 @@ impl Pipeline {
                             conn.opened = conn.opened.wrapping_add(1);
                             conn.session = None;
                         }
-                        self.http_session(conn, id, session_id)
+                        let (hash, key) = self.http_session(conn, id, session_id);
+                        if opens {
+                            if self.http.opened_by_pair.len() >= 2 * self.cfg.max_sessions {
+                                self.http.opened_by_pair.clear();
+                            }
+                            let pair = self.pair_of_ends(conn, id);
+                            self.http.opened_by_pair.insert(pair, key);
+                        }
+                        (hash, key)
                     }
                 };
                 let http = HttpInfo {
@@ -375,9 +388,11 @@ impl Pipeline {
                     Some(false) => {
                         if (conn.tls || conn.ends.is_none()) && side == Side::Requests {
                             // A server that read this already is named now.
-                            if let Some(server_conn) = self.http.local.client_wrote(&data, id.proc, ts_ns) {
+                            let conns = &self.http.conns;
+                            let unnamed = |c: ConnId| conns.get(&c).is_some_and(|c| c.paired_client.is_none());
+                            if let Some(server_conn) = self.http.local.client_wrote(&data, id.proc, ts_ns, unnamed) {
                                 if let Some(c) = self.http.conns.get_mut(&server_conn) {
-                                    c.paired_client.get_or_insert(id.proc);
+                                    c.paired_client = Some(id.proc);
                                 }
                             }
                         }
@@ -391,7 +406,9 @@ impl Pipeline {
                             if side != Side::Requests {
                                 return None;
                             }
-                            let unpaired = conn.tls || conn.ends.is_none();
+                            // Reads whose client may be on this host: ends
+                            // unknown, or a loopback peer.
+                            let unpaired = conn.ends.is_none_or(|(_, r)| conn.tls && r.is_loopback());
                             let client = self.http.local.server_read(&data, id, ts_ns, unpaired)?;
                             // The response and later messages of this
                             // connection name it too.
@@ -490,6 +507,22 @@ impl Pipeline {
     /// client's address (not its port, which changes per connection). The
     /// client's view: this process and the server's address and port.
     fn stateless_session(&self, conn: &HttpConn, id: ConnId) -> SessionKey {
+        let pair = self.pair_of_ends(conn, id);
+        if let Some(key) = self.http.opened_by_pair.get(&pair) {
+            return *key;
+        }
+        SessionKey {
+            transport_kind: if conn.tls { TRANSPORT_HTTPS } else { TRANSPORT_HTTP },
+            server: (conn.serves == Some(true)).then_some(id.proc),
+            conversation: pair,
+        }
+    }
+
+    /// Who talks on `conn`, whatever the connection: the server's view, this
+    /// server and the client process (on this host) or the client's
+    /// address; the client's view, this process and the server's address
+    /// and port; per connection while the ends are unknown.
+    fn pair_of_ends(&self, conn: &HttpConn, id: ConnId) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         "stateless".hash(&mut h);
@@ -506,11 +539,7 @@ impl Pipeline {
             // Ends unknown (TLS before its socket is known): per connection.
             (_, None) => id.hash(&mut h),
         }
-        SessionKey {
-            transport_kind: if conn.tls { TRANSPORT_HTTPS } else { TRANSPORT_HTTP },
-            server: serves.then_some(id.proc),
-            conversation: h.finish(),
-        }
+        h.finish()
     }
 
     /// The session of a message on `conn` carrying `session_id`.

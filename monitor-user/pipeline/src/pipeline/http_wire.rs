@@ -18,6 +18,17 @@ pub(super) struct Endpoint {
     pub(super) port: u16,
 }
 
+impl Endpoint {
+    /// 127.0.0.0/8, ::1, or v4-mapped loopback: an end on this host.
+    pub(super) fn is_loopback(&self) -> bool {
+        let v6 = std::net::Ipv6Addr::from(self.addr);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => v4.is_loopback(),
+            None => v6.is_loopback(),
+        }
+    }
+}
+
 impl std::fmt::Display for Endpoint {
     /// `address:port`, IPv6 in brackets, v4-mapped shown as IPv4.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

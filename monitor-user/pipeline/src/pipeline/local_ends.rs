@@ -65,11 +65,25 @@ impl LocalEnds {
     }
 
     /// A client wrote `body` on a connection its ends cannot pair. Returns
-    /// the server connection that already read it, to be named now.
-    pub(super) fn client_wrote(&mut self, body: &[u8], client: ProcKey, ts_ns: u64) -> Option<ConnId> {
+    /// the server connection that already read it, to be named now: the one
+    /// read within the last seconds whose connection still `wants` a client.
+    /// When none or several do (identical bodies are common:
+    /// `notifications/initialized`), the write waits for its server's read.
+    pub(super) fn client_wrote(
+        &mut self,
+        body: &[u8],
+        client: ProcKey,
+        ts_ns: u64,
+        wants: impl Fn(ConnId) -> bool,
+    ) -> Option<ConnId> {
         let digest = body_digest(body);
-        let within = |t: u64| t.abs_diff(ts_ns) <= PAIRING_NS;
-        if let Some(i) = self.read_first.iter().position(|(d, _, t)| *d == digest && within(*t)) {
+        let mut candidates = self
+            .read_first
+            .iter()
+            .enumerate()
+            .filter(|(_, (d, c, t))| *d == digest && t.abs_diff(ts_ns) <= PAIRING_NS && wants(*c))
+            .map(|(i, _)| i);
+        if let (Some(i), None) = (candidates.next(), candidates.next()) {
             return self.read_first.remove(i).map(|(_, conn, _)| conn);
         }
         if self.written.len() >= MAX_UNPAIRED {
@@ -81,8 +95,9 @@ impl LocalEnds {
 
     /// A server read `body` on `conn`, whose client its ends cannot name:
     /// the client that wrote it within the last seconds (taken out of the
-    /// list), else, when the connection's ends cannot pair it later
-    /// (`remember`: TLS, or no ends), the read waits for that client's write.
+    /// list), else, when the client may be on this host and the ends cannot
+    /// pair them (`remember`: ends unknown, or TLS from a loopback peer), the
+    /// read waits for that client's write.
     pub(super) fn server_read(&mut self, body: &[u8], conn: ConnId, ts_ns: u64, remember: bool) -> Option<ProcKey> {
         let digest = body_digest(body);
         // The oldest: identical bodies of two clients (the same agent

@@ -502,3 +502,63 @@ fn two_sessions_on_one_keep_alive_connection_stay_apart() {
         assert!(mine.iter().all(|e| e["client"]["pid"] == CLIENT.pid), "{mine:?}");
     }
 }
+
+/// A server that issues no session id (FastMCP with `stateless_http`), to
+/// a client that sends `Mcp-Method` on every request: the requests after
+/// `initialize`, on this connection or a new one, belong to the session
+/// `initialize` opened.
+#[test]
+fn requests_without_a_session_id_join_the_session_their_initialize_opened() {
+    let mut s = Sim::new();
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1"}}}"#;
+    let result = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"1"}}}"#;
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let listed = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}"#;
+    let post = |body: &str, method: &str| {
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Type: application/json\r\nMcp-Method: {method}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let send = |s: &mut Sim, p: ProcKey, fd: i32, dir: Direction, data: &str, conn: ConnTuple| {
+        s.ts += 1_000;
+        let end = End {
+            proc: p,
+            fd,
+            kind: FdKind::Tcp4,
+            channel: 900 + fd as u64,
+        };
+        let mut c = chunk(end, dir, data.as_bytes(), s.ts, 0);
+        c.writer_notice = false;
+        c.data = data.as_bytes().to_vec();
+        c.orig_len = data.len() as u64;
+        c.conn = conn;
+        s.feed(Observation::Chunk(c));
+    };
+    // initialize on the client's port 40000, tools/list on a new
+    // connection from port 40001.
+    for (port, request, response) in [
+        (40000, post(init, "initialize"), json_response(result)),
+        (40001, post(list, "tools/list"), json_response(listed)),
+    ] {
+        let (client_end, server_end) = (loopback(port, 8000), loopback(8000, port));
+        let response = String::from_utf8(response).unwrap();
+        let fd = port as i32 - 39_990;
+        send(&mut s, CLIENT, fd, Direction::Egress, &request, client_end);
+        send(&mut s, SERVER, fd + 20, Direction::Ingress, &request, server_end);
+        send(&mut s, SERVER, fd + 20, Direction::Egress, &response, server_end);
+        send(&mut s, CLIENT, fd, Direction::Ingress, &response, client_end);
+    }
+    let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    for server_side in [true, false] {
+        let mine: Vec<&Value> = ev
+            .iter()
+            .filter(|e| (e["server"]["pid"] == SERVER.pid) == server_side)
+            .collect();
+        assert_eq!(mine.len(), 4, "server side {server_side}: {mine:?}");
+        let sessions: std::collections::HashSet<&str> = mine.iter().map(|e| e["session"].as_str().unwrap()).collect();
+        assert_eq!(sessions.len(), 1, "server side {server_side}: {mine:?}");
+        // What initialize announced names the later messages too.
+        assert_eq!(mine[2]["client"]["name"], "agent", "server side {server_side}");
+    }
+}

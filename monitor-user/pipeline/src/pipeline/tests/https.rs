@@ -268,3 +268,82 @@ fn https_server_read_before_the_client_write_names_the_client_from_then_on() {
     let last = serde_json::to_value(s.out.events.last().unwrap()).unwrap();
     assert_eq!(last["client"]["pid"], Value::Null, "{last}");
 }
+
+/// Reads paired with a later write by body are only those that may come
+/// from a client on this host, and only when one server read it: identical
+/// bodies (`notifications/initialized`) from several clients pair nobody
+/// rather than the wrong one, and a read from a remote client never waits.
+#[test]
+fn https_a_read_is_paired_with_a_later_write_only_when_unambiguous() {
+    let mut s = Sim::new();
+    let new = chunk_flags::NEW_STREAM;
+    let body = r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#;
+    let mut remote = loopback(8443, 40030);
+    remote.remote_addr[..4].copy_from_slice(&[10, 0, 0, 5]);
+    // A remote client's read, then two local servers' reads of the same body.
+    tls(
+        &mut s,
+        TlsEnd::new(SERVER, 0x60, 7, remote),
+        Direction::Ingress,
+        &post(body, None),
+        new,
+    );
+    let other_server = ProcKey {
+        pid: 400,
+        start_ns: 4_000,
+    };
+    tls(
+        &mut s,
+        TlsEnd::new(SERVER, 0x61, 8, loopback(8443, 40031)),
+        Direction::Ingress,
+        &post(body, None),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd::new(other_server, 0x62, 9, loopback(9443, 40032)),
+        Direction::Ingress,
+        &post(body, None),
+        new,
+    );
+    // One local client writes it (its socket not named yet): which of the
+    // two it went to cannot be told, so neither is named.
+    tls(
+        &mut s,
+        TlsEnd::new(CLIENT, 0xc6, -1, ConnTuple::default()),
+        Direction::Egress,
+        &post(body, None),
+        new,
+    );
+    let answer = |id: u32| {
+        let b = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"tools":[]}}}}"#);
+        json_response(&b)
+    };
+    tls(
+        &mut s,
+        TlsEnd::new(SERVER, 0x60, 7, remote),
+        Direction::Egress,
+        &answer(7),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd::new(SERVER, 0x61, 8, loopback(8443, 40031)),
+        Direction::Egress,
+        &answer(7),
+        new,
+    );
+    tls(
+        &mut s,
+        TlsEnd::new(other_server, 0x62, 9, loopback(9443, 40032)),
+        Direction::Egress,
+        &answer(7),
+        new,
+    );
+    let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    let responses: Vec<&Value> = ev.iter().filter(|e| e["type"] == "response").collect();
+    assert_eq!(responses.len(), 3, "{ev:?}");
+    for r in &responses {
+        assert_eq!(r["client"]["pid"], Value::Null, "{r}");
+    }
+}
