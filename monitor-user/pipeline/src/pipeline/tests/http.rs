@@ -456,27 +456,12 @@ fn two_sessions_on_one_keep_alive_connection_stay_apart() {
     ];
     // Both ends on this host: the client on fd 5 (127.0.0.1:40000), the
     // server on fd 7 (127.0.0.1:8000).
-    let send = |s: &mut Sim, p: ProcKey, fd: i32, dir: Direction, data: &str, conn: ConnTuple| {
-        s.ts += 1_000;
-        let end = End {
-            proc: p,
-            fd,
-            kind: FdKind::Tcp4,
-            channel: 900 + fd as u64,
-        };
-        let mut c = chunk(end, dir, data.as_bytes(), s.ts, 0);
-        c.writer_notice = false;
-        c.data = data.as_bytes().to_vec();
-        c.orig_len = data.len() as u64;
-        c.conn = conn;
-        s.feed(Observation::Chunk(c));
-    };
     let (client_end, server_end) = (loopback(40000, 8000), loopback(8000, 40000));
     for (request, response) in &exchanges {
-        send(&mut s, CLIENT, 5, Direction::Egress, request, client_end);
-        send(&mut s, SERVER, 7, Direction::Ingress, request, server_end);
-        send(&mut s, SERVER, 7, Direction::Egress, response, server_end);
-        send(&mut s, CLIENT, 5, Direction::Ingress, response, client_end);
+        tcp_on(&mut s, CLIENT, 5, Direction::Egress, request.as_bytes(), client_end);
+        tcp_on(&mut s, SERVER, 7, Direction::Ingress, request.as_bytes(), server_end);
+        tcp_on(&mut s, SERVER, 7, Direction::Egress, response.as_bytes(), server_end);
+        tcp_on(&mut s, CLIENT, 5, Direction::Ingress, response.as_bytes(), client_end);
     }
     let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
     for server_side in [true, false] {
@@ -520,21 +505,6 @@ fn requests_without_a_session_id_join_the_session_their_initialize_opened() {
             body.len()
         )
     };
-    let send = |s: &mut Sim, p: ProcKey, fd: i32, dir: Direction, data: &str, conn: ConnTuple| {
-        s.ts += 1_000;
-        let end = End {
-            proc: p,
-            fd,
-            kind: FdKind::Tcp4,
-            channel: 900 + fd as u64,
-        };
-        let mut c = chunk(end, dir, data.as_bytes(), s.ts, 0);
-        c.writer_notice = false;
-        c.data = data.as_bytes().to_vec();
-        c.orig_len = data.len() as u64;
-        c.conn = conn;
-        s.feed(Observation::Chunk(c));
-    };
     // initialize on the client's port 40000, tools/list on a new
     // connection from port 40001.
     for (port, request, response) in [
@@ -542,12 +512,18 @@ fn requests_without_a_session_id_join_the_session_their_initialize_opened() {
         (40001, post(list, "tools/list"), json_response(listed)),
     ] {
         let (client_end, server_end) = (loopback(port, 8000), loopback(8000, port));
-        let response = String::from_utf8(response).unwrap();
         let fd = port as i32 - 39_990;
-        send(&mut s, CLIENT, fd, Direction::Egress, &request, client_end);
-        send(&mut s, SERVER, fd + 20, Direction::Ingress, &request, server_end);
-        send(&mut s, SERVER, fd + 20, Direction::Egress, &response, server_end);
-        send(&mut s, CLIENT, fd, Direction::Ingress, &response, client_end);
+        tcp_on(&mut s, CLIENT, fd, Direction::Egress, request.as_bytes(), client_end);
+        tcp_on(
+            &mut s,
+            SERVER,
+            fd + 20,
+            Direction::Ingress,
+            request.as_bytes(),
+            server_end,
+        );
+        tcp_on(&mut s, SERVER, fd + 20, Direction::Egress, &response, server_end);
+        tcp_on(&mut s, CLIENT, fd, Direction::Ingress, &response, client_end);
     }
     let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
     for server_side in [true, false] {

@@ -413,6 +413,23 @@ fn conversation() -> Vec<(bool, String)> {
     ]
 }
 
+/// A TCP chunk of one process on a connection with ends `conn`.
+fn tcp_on(s: &mut Sim, p: ProcKey, fd: i32, dir: Direction, data: &[u8], conn: ConnTuple) {
+    s.ts += 1_000;
+    let end = End {
+        proc: p,
+        fd,
+        kind: FdKind::Tcp4,
+        channel: 900 + fd as u64,
+    };
+    let mut c = chunk(end, dir, data, s.ts, 0);
+    c.writer_notice = false;
+    c.data = data.to_vec();
+    c.orig_len = data.len() as u64;
+    c.conn = conn;
+    s.feed(Observation::Chunk(c));
+}
+
 /// TCP chunks of one process: (direction, bytes).
 fn tcp(s: &mut Sim, p: ProcKey, fd: i32, dir: Direction, data: &[u8]) {
     s.ts += 1_000;
