@@ -456,19 +456,12 @@ fn two_sessions_on_one_keep_alive_connection_stay_apart() {
     ];
     // Both ends on this host: the client on fd 5 (127.0.0.1:40000), the
     // server on fd 7 (127.0.0.1:8000).
-    let (client_end, server_end) = (loopback(40000, 8000), loopback(8000, 40000));
     for (request, response) in &exchanges {
-        tcp_on(&mut s, CLIENT, 5, Direction::Egress, request.as_bytes(), client_end);
-        tcp_on(&mut s, SERVER, 7, Direction::Ingress, request.as_bytes(), server_end);
-        tcp_on(&mut s, SERVER, 7, Direction::Egress, response.as_bytes(), server_end);
-        tcp_on(&mut s, CLIENT, 5, Direction::Ingress, response.as_bytes(), client_end);
+        exchange_on_loopback(&mut s, 5, 7, 40000, request.as_bytes(), response.as_bytes());
     }
     let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
     for server_side in [true, false] {
-        let mine: Vec<&Value> = ev
-            .iter()
-            .filter(|e| (e["server"]["pid"] == SERVER.pid) == server_side)
-            .collect();
+        let mine = view_of(&ev, server_side);
         assert_eq!(mine.len(), 8, "server side {server_side}: {mine:?}");
         let probe: Vec<&str> = mine[..3].iter().map(|e| e["session"].as_str().unwrap()).collect();
         let real: Vec<&str> = mine[3..].iter().map(|e| e["session"].as_str().unwrap()).collect();
@@ -511,26 +504,12 @@ fn requests_without_a_session_id_join_the_session_their_initialize_opened() {
         (40000, post(init, "initialize"), json_response(result)),
         (40001, post(list, "tools/list"), json_response(listed)),
     ] {
-        let (client_end, server_end) = (loopback(port, 8000), loopback(8000, port));
         let fd = port as i32 - 39_990;
-        tcp_on(&mut s, CLIENT, fd, Direction::Egress, request.as_bytes(), client_end);
-        tcp_on(
-            &mut s,
-            SERVER,
-            fd + 20,
-            Direction::Ingress,
-            request.as_bytes(),
-            server_end,
-        );
-        tcp_on(&mut s, SERVER, fd + 20, Direction::Egress, &response, server_end);
-        tcp_on(&mut s, CLIENT, fd, Direction::Ingress, &response, client_end);
+        exchange_on_loopback(&mut s, fd, fd + 20, port, request.as_bytes(), &response);
     }
     let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
     for server_side in [true, false] {
-        let mine: Vec<&Value> = ev
-            .iter()
-            .filter(|e| (e["server"]["pid"] == SERVER.pid) == server_side)
-            .collect();
+        let mine = view_of(&ev, server_side);
         assert_eq!(mine.len(), 4, "server side {server_side}: {mine:?}");
         let sessions: std::collections::HashSet<&str> = mine.iter().map(|e| e["session"].as_str().unwrap()).collect();
         assert_eq!(sessions.len(), 1, "server side {server_side}: {mine:?}");

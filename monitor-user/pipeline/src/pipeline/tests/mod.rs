@@ -430,6 +430,25 @@ fn tcp_on(s: &mut Sim, p: ProcKey, fd: i32, dir: Direction, data: &[u8], conn: C
     s.feed(Observation::Chunk(c));
 }
 
+/// One HTTP exchange seen from both ends on this host: the client (`CLIENT`
+/// on `client_fd`, port `port`) writes `request` to the server (`SERVER`
+/// on `server_fd`, port 8000), which reads it and answers `response`.
+fn exchange_on_loopback(s: &mut Sim, client_fd: i32, server_fd: i32, port: u16, request: &[u8], response: &[u8]) {
+    let (client_end, server_end) = (loopback(port, 8000), loopback(8000, port));
+    tcp_on(s, CLIENT, client_fd, Direction::Egress, request, client_end);
+    tcp_on(s, SERVER, server_fd, Direction::Ingress, request, server_end);
+    tcp_on(s, SERVER, server_fd, Direction::Egress, response, server_end);
+    tcp_on(s, CLIENT, client_fd, Direction::Ingress, response, client_end);
+}
+
+/// The events of the server's view (`server_side`) or the client's.
+fn view_of(events: &[Value], server_side: bool) -> Vec<&Value> {
+    events
+        .iter()
+        .filter(|e| (e["server"]["pid"] == SERVER.pid) == server_side)
+        .collect()
+}
+
 /// TCP chunks of one process: (direction, bytes).
 fn tcp(s: &mut Sim, p: ProcKey, fd: i32, dir: Direction, data: &[u8]) {
     s.ts += 1_000;
