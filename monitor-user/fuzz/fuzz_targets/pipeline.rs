@@ -9,7 +9,7 @@ use mcp_monitor_pipeline::{
     detect::{alert::Alert, rules::Rules, Detector, DetectorConfig},
     event::Event,
     metrics::Metrics,
-    observation::{Chunk, Observation, ProcKey},
+    observation::{Chunk, Observation, ProcKey, WriterNotice},
     pipeline::{Pipeline, PipelineConfig, Sink},
 };
 use monitor_common::{ConnTuple, Direction, FdKind, Syscall};
@@ -87,29 +87,14 @@ fuzz_target!(|data: &[u8]| {
         } else {
             (client, server, 7, 11)
         };
-        let notice = Chunk {
+        let notice = WriterNotice {
             ts_ns: ts,
             proc: writer,
-            tid: 0,
-            comm: String::new(),
-            uid: 0,
-            gid: 0,
-            cgroup_id: 0,
             fd: if c2s { 7 } else { 1 },
-            syscall: Syscall::Write,
-            direction: Direction::Egress,
             fd_kind: FdKind::Pipe,
-            flags: 0,
-            inode: channel,
             channel,
-            peer: 0,
-            orig_len: 0,
-            segment: 0,
-            conn: ConnTuple::default(),
-            writer_notice: true,
-            data: Vec::new(),
         };
-        p.handle(Observation::Chunk(notice), &mut sink);
+        p.handle(Observation::WriterNotice(notice), &mut sink);
         let gap = ctl & 2 != 0;
         let read = Chunk {
             ts_ns: ts,
@@ -130,7 +115,6 @@ fuzz_target!(|data: &[u8]| {
             orig_len: payload.len() as u64 + if gap { 10 } else { 0 },
             segment: 0,
             conn: ConnTuple::default(),
-            writer_notice: false,
             data: payload.to_vec(),
         };
         p.handle(Observation::Chunk(read), &mut sink);
@@ -209,8 +193,7 @@ fn http(p: &mut Pipeline, sink: &mut Null, client: ProcKey, server: ProcKey, mut
                 orig_len: payload.len() as u64 + if gap { 10 } else { 0 },
                 segment: 0,
                 conn: tuple(50_000 + conn as u16, server_end),
-                writer_notice: false,
-                data: payload.to_vec(),
+                    data: payload.to_vec(),
             };
             p.handle(Observation::Chunk(c), sink);
         }

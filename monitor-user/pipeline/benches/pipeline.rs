@@ -26,7 +26,7 @@ use mcp_monitor_pipeline::{
     identity::ProcessInfo,
     jsonrpc::{self, Kind, Message},
     metrics::Metrics,
-    observation::{Chunk, Observation, ProcKey},
+    observation::{Chunk, Observation, ProcKey, WriterNotice},
     pipeline::{Pipeline, PipelineConfig, Sink},
 };
 use monitor_common::{chunk_flags, ConnTuple, Direction, FdKind, Syscall};
@@ -220,8 +220,17 @@ fn chunk(proc: ProcKey, fd: i32, dir: Direction, channel: u64, data: &[u8], ts: 
         orig_len: data.len() as u64,
         segment: 0,
         conn: ConnTuple::default(),
-        writer_notice: dir == Direction::Egress,
         data: data.to_vec(),
+    })
+}
+
+fn notice(proc: ProcKey, fd: i32, channel: u64, ts: u64) -> Observation {
+    Observation::WriterNotice(WriterNotice {
+        ts_ns: ts,
+        proc,
+        fd,
+        fd_kind: FdKind::Pipe,
+        channel,
     })
 }
 
@@ -256,24 +265,8 @@ fn workload_with(arg_sizes: &[usize], result_sizes: &[usize], one_mib_every: u64
         }
         let (c2s, s2c) = (100 + 2 * s as u64, 101 + 2 * s as u64);
         // Writer notices: the client writes c2s, the server s2c.
-        w.observations.push(chunk(
-            client,
-            5,
-            Direction::Egress,
-            c2s,
-            b"",
-            ts,
-            chunk_flags::NEW_STREAM,
-        ));
-        w.observations.push(chunk(
-            server,
-            1,
-            Direction::Egress,
-            s2c,
-            b"",
-            ts,
-            chunk_flags::NEW_STREAM,
-        ));
+        w.observations.push(notice(client, 5, c2s, ts));
+        w.observations.push(notice(server, 1, s2c, ts));
         let lines = session_lines(&mut rng, arg_sizes, result_sizes, one_mib_every);
         // Cut each direction into reads of at most 64 KiB (pipe capacity),
         // coalescing small messages the way a busy reader sees them.

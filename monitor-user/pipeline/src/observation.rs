@@ -22,8 +22,7 @@ pub struct ProcKey {
     pub start_ns: u64,
 }
 
-/// Bytes moved by one system call (or one iovec segment of it), or a
-/// payload-less writer notice.
+/// Bytes moved by one system call (or one iovec segment of it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chunk {
     /// `CLOCK_BOOTTIME` nanoseconds.
@@ -63,9 +62,7 @@ pub struct Chunk {
     pub segment: u32,
     /// Endpoints of the TCP socket (for TLS chunks, the bound socket's); `family` is 0 when there is none.
     pub conn: ConnTuple,
-    /// True for a writer notice (no payload).
-    pub writer_notice: bool,
-    /// Captured payload bytes (at most the capture cap); empty for a writer notice.
+    /// Captured payload bytes (at most the capture cap).
     pub data: Vec<u8>,
 }
 
@@ -73,13 +70,31 @@ impl Chunk {
     /// True when the kernel cut the payload at the capture cap (or failed to
     /// copy it): the stream has a gap after `data`.
     pub fn has_gap(&self) -> bool {
-        !self.writer_notice && (self.data.len() as u64) < self.orig_len
+        (self.data.len() as u64) < self.orig_len
     }
 
     /// Tests `monitor_common::chunk_flags` bits.
     pub fn flag(&self, bit: u8) -> bool {
         self.flags & bit != 0
     }
+}
+
+/// A process writes into a local channel (pipe or unix socket) whose reading
+/// end is captured. The kernel captures local IPC once, at the reader; the
+/// writer gets this payload-less notice, once per stream, so the pipeline
+/// knows which process sits at the other end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriterNotice {
+    /// `CLOCK_BOOTTIME` nanoseconds.
+    pub ts_ns: u64,
+    /// The writing process.
+    pub proc: ProcKey,
+    /// The writer's file descriptor.
+    pub fd: i32,
+    /// Pipe or unix socket (notices of other kinds carry nothing the pipeline uses).
+    pub fd_kind: FdKind,
+    /// Channel identity shared with the reader's chunks (`Chunk::channel`).
+    pub channel: u64,
 }
 
 /// Process life-cycle transitions of tracked processes.
@@ -200,8 +215,10 @@ pub struct CaptureStats {
 /// One input of the pipeline.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observation {
-    /// Bytes a tracked process read or wrote (or a writer notice), as the kernel reported them.
+    /// Bytes a tracked process read or wrote, as the kernel reported them.
     Chunk(Chunk),
+    /// The writing end of a captured local channel.
+    WriterNotice(WriterNotice),
     /// Identity of a process, sent before the first chunk that needs it and
     /// again after exec.
     Process(Box<ProcessInfo>),

@@ -6,7 +6,7 @@
 //! ```text
 //! file    := magic "MCPMREC\0" | u32 version | u32 header_len | header (JSON) | record*
 //! record  := u8 kind | u32 len | body[len]
-//! kind 1  := chunk, binary (layout in `encode_chunk`)
+//! kind 1  := chunk or writer notice, binary (layout in `encode_chunk`)
 //! kind 2  := process identity, JSON (`ProcessInfo`)
 //! kind 3  := process life cycle, JSON (`Lifecycle`)
 //! kind 4  := capture counters, JSON (`CaptureStats`)
@@ -23,7 +23,7 @@ use std::io::{self, BufRead, Write};
 use monitor_common::{ConnTuple, Direction, FdKind, Syscall};
 use serde::{Deserialize, Serialize};
 
-use crate::observation::{Chunk, Observation, ProcKey};
+use crate::observation::{Chunk, Observation, ProcKey, WriterNotice};
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"MCPMREC\0";
@@ -101,7 +101,11 @@ impl<W: Write> Recorder<W> {
         self.scratch.clear();
         let kind = match obs {
             Observation::Chunk(c) => {
-                encode_chunk(c, &mut self.scratch);
+                encode_chunk(c, false, &mut self.scratch);
+                KIND_CHUNK
+            }
+            Observation::WriterNotice(n) => {
+                encode_chunk(&notice_as_chunk(n), true, &mut self.scratch);
                 KIND_CHUNK
             }
             Observation::Process(p) => {
@@ -150,7 +154,9 @@ const CHUNK_FIXED: usize =
 /// flags u8, writer_notice u8, inode u64, channel u64, peer u64,
 /// orig_len u64, segment u32, family u16, local_port u16, remote_port u16,
 /// local_addr [16], remote_addr [16], comm_len u8, data_len u32, comm, data.
-fn encode_chunk(c: &Chunk, out: &mut Vec<u8>) {
+/// A writer notice is stored as a payload-less chunk whose `writer_notice`
+/// byte is 1, the layout recordings have always used for it.
+fn encode_chunk(c: &Chunk, writer_notice: bool, out: &mut Vec<u8>) {
     out.reserve(CHUNK_FIXED + c.comm.len() + c.data.len());
     out.extend_from_slice(&c.ts_ns.to_le_bytes());
     out.extend_from_slice(&c.proc.pid.to_le_bytes());
@@ -165,7 +171,7 @@ fn encode_chunk(c: &Chunk, out: &mut Vec<u8>) {
         c.direction as u8,
         c.fd_kind as u8,
         c.flags,
-        c.writer_notice as u8,
+        writer_notice as u8,
     ]);
     out.extend_from_slice(&c.inode.to_le_bytes());
     out.extend_from_slice(&c.channel.to_le_bytes());
@@ -212,8 +218,34 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Decodes a chunk body; `None` if it is malformed.
-pub fn decode_chunk(body: &[u8]) -> Option<Chunk> {
+/// The fields of a writer notice in a chunk record (the others are zero).
+fn notice_as_chunk(n: &WriterNotice) -> Chunk {
+    Chunk {
+        ts_ns: n.ts_ns,
+        proc: n.proc,
+        tid: n.proc.pid,
+        comm: String::new(),
+        uid: 0,
+        gid: 0,
+        cgroup_id: 0,
+        fd: n.fd,
+        syscall: Syscall::Write,
+        direction: Direction::Egress,
+        fd_kind: n.fd_kind,
+        flags: 0,
+        inode: 0,
+        channel: n.channel,
+        peer: 0,
+        orig_len: 0,
+        segment: 0,
+        conn: ConnTuple::default(),
+        data: Vec::new(),
+    }
+}
+
+/// Decodes a chunk record: a chunk, or a writer notice; `None` if it is
+/// malformed.
+pub fn decode_chunk(body: &[u8]) -> Option<Observation> {
     let mut c = Cursor { b: body, pos: 0 };
     let ts_ns = c.u64()?;
     let pid = c.u32()?;
@@ -248,7 +280,16 @@ pub fn decode_chunk(body: &[u8]) -> Option<Chunk> {
     if c.pos != body.len() {
         return None;
     }
-    Some(Chunk {
+    if writer_notice {
+        return Some(Observation::WriterNotice(WriterNotice {
+            ts_ns,
+            proc: ProcKey { pid, start_ns },
+            fd,
+            fd_kind,
+            channel,
+        }));
+    }
+    Some(Observation::Chunk(Chunk {
         ts_ns,
         proc: ProcKey { pid, start_ns },
         tid,
@@ -267,9 +308,8 @@ pub fn decode_chunk(body: &[u8]) -> Option<Chunk> {
         orig_len,
         segment,
         conn,
-        writer_notice,
         data,
-    })
+    }))
 }
 
 /// Reads observations from a recording.
@@ -368,9 +408,7 @@ impl<R: BufRead> Reader<R> {
             self.offset += 5 + len as u64;
             let bad = |what: String| RecordError::Malformed { offset: at, what };
             let obs = match kind {
-                KIND_CHUNK => {
-                    Observation::Chunk(decode_chunk(&self.body).ok_or_else(|| bad("malformed chunk".into()))?)
-                }
+                KIND_CHUNK => decode_chunk(&self.body).ok_or_else(|| bad("malformed chunk".into()))?,
                 KIND_PROCESS => Observation::Process(Box::new(
                     serde_json::from_slice(&self.body).map_err(|e| bad(format!("process record: {e}")))?,
                 )),
@@ -449,7 +487,6 @@ mod tests {
                 local_addr: [1; 16],
                 remote_addr: [2; 16],
             },
-            writer_notice: false,
             data: data.to_vec(),
         }
     }
@@ -463,6 +500,13 @@ mod tests {
                 ..Default::default()
             })),
             Observation::Chunk(chunk(b"{\"jsonrpc\":\"2.0\"}\n")),
+            Observation::WriterNotice(WriterNotice {
+                ts_ns: 43,
+                proc: ProcKey { pid: 9, start_ns: 98 },
+                fd: 1,
+                fd_kind: FdKind::UnixStream,
+                channel: 12,
+            }),
             Observation::Lifecycle(Lifecycle {
                 kind: LifecycleKind::Exit,
                 ts_ns: 5,
@@ -557,8 +601,8 @@ mod tests {
             let mut c = chunk(&data);
             c.comm = comm;
             let mut out = Vec::new();
-            encode_chunk(&c, &mut out);
-            prop_assert_eq!(decode_chunk(&out), Some(c));
+            encode_chunk(&c, false, &mut out);
+            prop_assert_eq!(decode_chunk(&out), Some(Observation::Chunk(c)));
         }
     }
 }

@@ -10,13 +10,24 @@ use monitor_common::{
     ChunkRecord, Direction, FdKind, ProcessRecord, RecordHeader, RecordKind, Syscall, TrackReason, ABI_VERSION,
 };
 
-use crate::observation::{Chunk, Lifecycle, LifecycleKind, ProcKey};
+use crate::observation::{Chunk, Lifecycle, LifecycleKind, ProcKey, WriterNotice};
 
 /// A decoded ring record.
 #[derive(Debug)]
 pub enum Record {
-    /// Bytes read or written by a tracked process, or a writer notice.
+    /// Bytes read or written by a tracked process.
     Chunk(Chunk),
+    /// The writing end of a captured local channel.
+    WriterNotice {
+        /// The notice.
+        notice: WriterNotice,
+        /// Task name of the writer.
+        comm: String,
+        /// Real uid of the writer, in the initial user namespace.
+        uid: u32,
+        /// Real gid of the writer, in the initial user namespace.
+        gid: u32,
+    },
     /// A fork, exec or exit of a tracked process.
     Process {
         /// The transition.
@@ -110,12 +121,28 @@ impl Decoder {
                 }
                 let fd_kind = FdKind::from_u8(r.fd_kind);
                 let socket_ids = matches!(fd_kind, FdKind::UnixStream | FdKind::Tcp4 | FdKind::Tcp6);
+                let proc = ProcKey {
+                    pid: h.tgid,
+                    start_ns: h.start_ns,
+                };
+                let channel = if socket_ids { self.hide(r.channel) } else { r.channel };
+                if k == RecordKind::WriterNotice {
+                    return Ok(Record::WriterNotice {
+                        notice: WriterNotice {
+                            ts_ns: h.ts_ns,
+                            proc,
+                            fd: r.fd,
+                            fd_kind,
+                            channel,
+                        },
+                        comm: comm_string(&h.comm),
+                        uid: r.uid,
+                        gid: r.gid,
+                    });
+                }
                 Ok(Record::Chunk(Chunk {
                     ts_ns: h.ts_ns,
-                    proc: ProcKey {
-                        pid: h.tgid,
-                        start_ns: h.start_ns,
-                    },
+                    proc,
                     tid: h.tid,
                     comm: comm_string(&h.comm),
                     uid: r.uid,
@@ -127,12 +154,11 @@ impl Decoder {
                     fd_kind,
                     flags: r.flags,
                     inode: r.inode,
-                    channel: if socket_ids { self.hide(r.channel) } else { r.channel },
+                    channel,
                     peer: if socket_ids { self.hide(r.peer) } else { r.peer },
                     orig_len: r.orig_len,
                     segment: r.segment,
                     conn: r.conn,
-                    writer_notice: k == RecordKind::WriterNotice,
                     data: payload[..n].to_vec(),
                 }))
             }
@@ -240,6 +266,34 @@ mod tests {
         };
         assert_ne!(a.channel, 0xffff_8880_1234_5678);
         assert_eq!(a.channel, c.channel);
+    }
+
+    #[test]
+    fn writer_notices_carry_the_writer_and_a_hidden_channel() {
+        let d = Decoder::new();
+        let mut r = chunk_record(0, FdKind::UnixStream, 0xffff_8880_1234_5678);
+        r.header = header(RecordKind::WriterNotice);
+        r.direction = Direction::Egress as u8;
+        r.fd = 4;
+        let Record::WriterNotice { notice, comm, uid, gid } = d.decode(&as_bytes(&r)).unwrap() else {
+            panic!("not a writer notice")
+        };
+        assert_eq!(
+            (notice.proc.pid, notice.proc.start_ns, notice.fd, notice.fd_kind),
+            (5, 7, 4, FdKind::UnixStream)
+        );
+        assert_eq!((comm.as_str(), uid, gid), ("node", 1, 2));
+        let Record::Chunk(c) = d
+            .decode(&as_bytes(&chunk_record(0, FdKind::UnixStream, 0xffff_8880_1234_5678)))
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_ne!(notice.channel, 0xffff_8880_1234_5678);
+        assert_eq!(
+            notice.channel, c.channel,
+            "the notice names the channel the reader's chunks do"
+        );
     }
 
     #[test]

@@ -220,16 +220,25 @@ impl Sensor {
         Observation::Process(Box::new(info))
     }
 
+    /// Sends a process's identity before its first record.
+    fn introduce(&mut self, key: ProcKey, comm: &str, uid: u32, gid: u32, out: &mut impl FnMut(Observation)) {
+        if self.known.len() > MAX_KNOWN {
+            self.known.clear();
+        }
+        if self.known.insert(key) {
+            out(self.identity(key, comm, uid, gid));
+        }
+    }
+
     fn emit_observations(&mut self, r: ring_record::Record, out: &mut impl FnMut(Observation)) {
         match r {
             ring_record::Record::Chunk(c) => {
-                if self.known.len() > MAX_KNOWN {
-                    self.known.clear();
-                }
-                if self.known.insert(c.proc) {
-                    out(self.identity(c.proc, &c.comm, c.uid, c.gid));
-                }
+                self.introduce(c.proc, &c.comm, c.uid, c.gid, out);
                 out(Observation::Chunk(c));
+            }
+            ring_record::Record::WriterNotice { notice, comm, uid, gid } => {
+                self.introduce(notice.proc, &comm, uid, gid, out);
+                out(Observation::WriterNotice(notice));
             }
             ring_record::Record::Process { lifecycle, comm } => {
                 match lifecycle.kind {

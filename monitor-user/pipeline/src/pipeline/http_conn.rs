@@ -112,9 +112,6 @@ pub(super) struct HttpConn {
 impl Pipeline {
     /// A TCP chunk, or TLS plaintext (either direction).
     pub(super) fn on_tcp_chunk(&mut self, c: &Chunk, sink: &mut impl Sink) {
-        if c.writer_notice {
-            return;
-        }
         let tls = c.fd_kind == FdKind::Tls;
         let id = ConnId {
             proc: c.proc,

@@ -35,7 +35,7 @@ use crate::{
     },
     jsonrpc,
     metrics::Metrics,
-    observation::{Chunk, Lifecycle, LifecycleKind, Observation, ProcKey},
+    observation::{Chunk, Lifecycle, LifecycleKind, Observation, ProcKey, WriterNotice},
     session::SessionKey,
 };
 
@@ -232,6 +232,7 @@ impl Pipeline {
     pub fn handle(&mut self, obs: Observation, sink: &mut impl Sink) {
         match obs {
             Observation::Chunk(c) => self.on_chunk(c, sink),
+            Observation::WriterNotice(n) => self.on_writer_notice(n),
             Observation::Process(mut info) => {
                 // The sensor scrubbed secret-named flags and common token
                 // shapes; the credential rules (when detection is on) catch
@@ -286,15 +287,15 @@ impl Pipeline {
 
     // ------------------------------------------------------------ chunks
 
-    fn on_chunk(&mut self, c: Chunk, sink: &mut impl Sink) {
-        if c.writer_notice {
-            if c.fd_kind.is_local_ipc() && c.channel != 0 {
-                self.stdio
-                    .writers
-                    .insert((c.fd_kind == FdKind::Pipe, c.channel), (c.proc, c.fd));
-            }
-            return;
+    fn on_writer_notice(&mut self, n: WriterNotice) {
+        if n.fd_kind.is_local_ipc() && n.channel != 0 {
+            self.stdio
+                .writers
+                .insert((n.fd_kind == FdKind::Pipe, n.channel), (n.proc, n.fd));
         }
+    }
+
+    fn on_chunk(&mut self, c: Chunk, sink: &mut impl Sink) {
         self.handles.count_chunk(&self.metrics, &c);
         if matches!(c.fd_kind, FdKind::Tcp4 | FdKind::Tcp6 | FdKind::Tls) {
             return self.on_tcp_chunk(&c, sink);

@@ -362,7 +362,6 @@ fn stateless_requests_share_a_session_and_lying_headers_are_flagged() {
                 s.ts,
                 0,
             );
-            c.writer_notice = false;
             c.data = data.to_vec();
             c.orig_len = data.len() as u64;
             c.conn = loopback(8000, 50_001 + i as u16);

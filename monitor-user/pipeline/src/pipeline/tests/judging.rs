@@ -216,7 +216,6 @@ fn throwaway_requests_past_the_budget_do_not_blind_the_monitor() {
         s.ts,
         0,
     );
-    c.writer_notice = false;
     c.data = post(&init.to_string(), None);
     c.flags = chunk_flags::NEW_STREAM | chunk_flags::RESUMED | chunk_flags::TRACKED;
     s.feed(Observation::Chunk(c));

@@ -12,7 +12,7 @@ use crate::{
     event::Flow,
     identity::ProcessInfo,
     jsonrpc::Kind,
-    observation::{CaptureCounter, CaptureStats, Chunk},
+    observation::{CaptureCounter, CaptureStats, Chunk, WriterNotice},
     redact,
 };
 use monitor_common::{chunk_flags, ConnTuple, Direction, Syscall, TrackReason};
@@ -91,7 +91,7 @@ struct End {
     channel: u64,
 }
 
-/// A chunk at `end`: the bytes read (ingress), or a writer notice (egress).
+/// A chunk at `end`: the bytes read (ingress) or written (egress).
 fn chunk(end: End, dir: Direction, data: &[u8], ts: u64, flags: u8) -> Chunk {
     let End {
         proc: p,
@@ -122,13 +122,19 @@ fn chunk(end: End, dir: Direction, data: &[u8], ts: u64, flags: u8) -> Chunk {
         orig_len: data.len() as u64,
         segment: 0,
         conn: ConnTuple::default(),
-        writer_notice: dir == Direction::Egress,
-        data: if dir == Direction::Egress {
-            Vec::new()
-        } else {
-            data.to_vec()
-        },
+        data: data.to_vec(),
     }
+}
+
+/// The writer notice of `end`: its process writes into `end.channel`.
+fn writer_notice(end: End, ts: u64) -> Observation {
+    Observation::WriterNotice(WriterNotice {
+        ts_ns: ts,
+        proc: end.proc,
+        fd: end.fd,
+        fd_kind: end.kind,
+        channel: end.channel,
+    })
 }
 
 impl Sim {
@@ -187,19 +193,16 @@ impl Sim {
     fn notice(&mut self, p: ProcKey, fd: i32, channel: u64) {
         if !self.notified.contains(&(p, channel)) {
             self.notified.push((p, channel));
-            let c = chunk(
+            let n = writer_notice(
                 End {
                     proc: p,
                     fd,
                     kind: self.kind,
                     channel,
                 },
-                Direction::Egress,
-                b"",
                 self.ts,
-                chunk_flags::NEW_STREAM,
             );
-            self.feed(Observation::Chunk(c));
+            self.feed(n);
         }
     }
 
@@ -363,27 +366,22 @@ fn prelude_then_initialize(s: &mut Sim, p: ProcKey, fd: i32, requests: Direction
 /// (naming the reader's socket, as the kernel does), then the reader's
 /// read. Each end is (process, fd, its own socket).
 fn over_socket(
-    feed: &mut impl FnMut(Chunk),
+    feed: &mut impl FnMut(Observation),
     (writer, wfd, wsock): (ProcKey, i32, u64),
     (reader, rfd, rsock): (ProcKey, i32, u64),
     line: &str,
     ts: u64,
     flags: u8,
 ) {
-    let mut notice = chunk(
+    feed(writer_notice(
         End {
             proc: writer,
             fd: wfd,
             kind: FdKind::UnixStream,
             channel: rsock,
         },
-        Direction::Egress,
-        b"",
         ts,
-        flags,
-    );
-    notice.peer = wsock;
-    feed(notice);
+    ));
     let mut read = chunk(
         End {
             proc: reader,
@@ -397,7 +395,7 @@ fn over_socket(
         flags,
     );
     read.peer = wsock;
-    feed(read);
+    feed(Observation::Chunk(read));
 }
 
 fn conversation() -> Vec<(bool, String)> {
@@ -423,7 +421,6 @@ fn tcp_on(s: &mut Sim, p: ProcKey, fd: i32, dir: Direction, data: &[u8], conn: C
         channel: 900 + fd as u64,
     };
     let mut c = chunk(end, dir, data, s.ts, 0);
-    c.writer_notice = false;
     c.data = data.to_vec();
     c.orig_len = data.len() as u64;
     c.conn = conn;
@@ -464,7 +461,6 @@ fn tcp(s: &mut Sim, p: ProcKey, fd: i32, dir: Direction, data: &[u8]) {
         s.ts,
         0,
     );
-    c.writer_notice = false;
     c.data = data.to_vec();
     c.orig_len = data.len() as u64;
     s.feed(Observation::Chunk(c));
@@ -538,7 +534,6 @@ fn tls(s: &mut Sim, end: TlsEnd, dir: Direction, data: &[u8], flags: u8) {
     } else {
         Syscall::SslWrite
     };
-    c.writer_notice = false;
     c.data = data.to_vec();
     c.orig_len = data.len() as u64;
     c.conn = conn;

@@ -284,7 +284,7 @@ fn stdio_on_copies_of_two_socketpairs_is_one_session() {
     ];
     for (i, (req, resp)) in exchanges.iter().enumerate() {
         let first = if i == 0 { chunk_flags::NEW_STREAM } else { 0 };
-        let mut feed = |c: Chunk| p.handle(Observation::Chunk(c), &mut out);
+        let mut feed = |o: Observation| p.handle(o, &mut out);
         // node writes the request on its end of the stdin pair (fd 19);
         // the server reads its copy of stdin (fd 6).
         let line = format!("{req}\n");
@@ -346,7 +346,7 @@ fn a_socket_server_with_two_clients_has_two_sessions() {
     let c2 = ProcKey { pid: 102, start_ns: 1 };
     let mut ts = 10;
     for (client, srv_fd, srv_sock, cli_sock) in [(c1, 7, 0xa1u64, 0xb1u64), (c2, 8, 0xa2, 0xb2)] {
-        let mut feed = |c: Chunk| p.handle(Observation::Chunk(c), &mut out);
+        let mut feed = |o: Observation| p.handle(o, &mut out);
         let req = format!("{}\n", json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}));
         over_socket(
             &mut feed,
