@@ -35,20 +35,20 @@ pub struct Outputs {
 impl Outputs {
     /// Opens the configured events and alerts outputs.
     pub fn open(cfg: &Config, metrics: &Metrics) -> anyhow::Result<Outputs> {
-        let err = |n| metrics.output_errors.with_label_values(&[n]);
+        let err = |n| metrics.output.errors.with_label_values(&[n]);
         Ok(Outputs {
             events: JsonLines::open(
                 &cfg.output.events_file,
                 "events",
                 cfg.output.file_policy(),
-                metrics.events_written.clone(),
+                metrics.output.events_written.clone(),
                 err("events"),
             )?,
             alerts: JsonLines::open(
                 &cfg.output.alerts_file,
                 "alerts",
                 cfg.output.file_policy(),
-                metrics.alerts_written.clone(),
+                metrics.output.alerts_written.clone(),
                 err("alerts"),
             )?,
             deliveries: Deliveries::default(),
@@ -380,7 +380,7 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
                         log::error!("writing the recording failed, recording stops: {e}");
                         record_failed = true;
                     }
-                    metrics.output_errors.with_label_values(&["record"]).inc();
+                    metrics.output.errors.with_label_values(&["record"]).inc();
                 }
             }
             pipeline.handle(obs, sink);
@@ -488,7 +488,7 @@ pub fn replay(
     let header = reader.header().clone();
     let mut pipeline = pipeline(cfg, header.boot_offset_ns, &header.hostname, metrics.clone(), false)?;
     let mut summary = ReplaySummary::default();
-    let (events0, alerts0) = (metrics.events_written.get(), metrics.alerts_written.get());
+    let (events0, alerts0) = (metrics.output.events_written.get(), metrics.output.alerts_written.get());
     while let Some(obs) = reader.next_observation()? {
         summary.observations += 1;
         pipeline.handle(obs, outputs);
@@ -500,7 +500,7 @@ pub fn replay(
     if reader.truncated_tail {
         log::warn!("the recording ends inside a record (the agent was probably killed while writing); replayed what was complete");
     }
-    summary.events = metrics.events_written.get() - events0;
-    summary.alerts = metrics.alerts_written.get() - alerts0;
+    summary.events = metrics.output.events_written.get() - events0;
+    summary.alerts = metrics.output.alerts_written.get() - alerts0;
     Ok(summary)
 }

@@ -187,7 +187,8 @@ impl Owners {
                     owner.name
                 );
                 self.metrics
-                    .kubernetes_errors
+                    .kubernetes
+                    .errors
                     .with_label_values(&["owner_lookup"])
                     .inc();
                 return None;
@@ -236,12 +237,12 @@ async fn watch(
     while let Some(item) = stream.next().await {
         let update = match item {
             Ok(watcher::Event::Init) => {
-                metrics.kubernetes_lists.inc();
+                metrics.kubernetes.lists.inc();
                 listed.clear();
                 continue;
             }
             Ok(watcher::Event::InitDone) => {
-                metrics.kubernetes_synced.set(1);
+                metrics.kubernetes.synced.set(1);
                 log::info!("kubernetes: {} pods on node {node}", listed.len());
                 WorkloadUpdate::Synced {
                     uids: std::mem::take(&mut listed),
@@ -252,7 +253,7 @@ async fn watch(
                     continue;
                 };
                 listed.push(info.uid.clone());
-                metrics.kubernetes_pod_updates.inc();
+                metrics.kubernetes.pod_updates.inc();
                 WorkloadUpdate::Pod(info)
             }
             Ok(watcher::Event::Delete(pod)) => match pod.metadata.uid {
@@ -271,7 +272,7 @@ async fn watch(
                 } else {
                     log::warn!("kubernetes: {e} (retrying with backoff)");
                 }
-                metrics.kubernetes_errors.with_label_values(&[kind]).inc();
+                metrics.kubernetes.errors.with_label_values(&[kind]).inc();
                 continue;
             }
         };

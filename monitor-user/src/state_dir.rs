@@ -112,7 +112,7 @@ impl Shared {
                     "could not save the tool definitions to {}: {e}; rug pulls across restarts are missed until it can be written",
                     self.path.display()
                 );
-                self.metrics.output_errors.with_label_values(&["tool_state"]).inc();
+                self.metrics.output.errors.with_label_values(&["tool_state"]).inc();
             }
         }
     }
@@ -204,7 +204,7 @@ mod tests {
         std::fs::write(dir.path().join(STATE_FILE).join("x"), b"").unwrap();
         persisted.sink.save(b"{}".to_vec());
         drop(persisted);
-        assert_eq!(metrics.output_errors.with_label_values(&["tool_state"]).get(), 1);
+        assert_eq!(metrics.output.errors.with_label_values(&["tool_state"]).get(), 1);
     }
 
     #[test]

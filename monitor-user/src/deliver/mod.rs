@@ -72,17 +72,17 @@ impl SinkMetrics {
     /// Registers (zeroed) series for sink `name`.
     pub fn new(metrics: &Arc<Metrics>, name: &str) -> Self {
         for r in ["queue_full", "spool_full", "rejected", "shutdown"] {
-            metrics.sink_dropped.with_label_values(&[name, r]);
+            metrics.delivery.dropped.with_label_values(&[name, r]);
         }
         SinkMetrics {
-            sent: metrics.sink_sent.with_label_values(&[name]),
-            retried: metrics.sink_retried.with_label_values(&[name]),
-            spooled: metrics.sink_spooled.with_label_values(&[name]),
+            sent: metrics.delivery.sent.with_label_values(&[name]),
+            retried: metrics.delivery.retried.with_label_values(&[name]),
+            spooled: metrics.delivery.spooled.with_label_values(&[name]),
             backlog: Arc::new(Backlog::new(
-                metrics.sink_backlog.with_label_values(&[name]),
-                metrics.sink_oldest_pending.with_label_values(&[name]),
+                metrics.delivery.backlog.with_label_values(&[name]),
+                metrics.delivery.oldest_pending.with_label_values(&[name]),
             )),
-            delivery: metrics.sink_delivery.with_label_values(&[name]),
+            delivery: metrics.delivery.duration.with_label_values(&[name]),
             metrics: metrics.clone(),
             name: name.to_owned(),
         }
@@ -104,7 +104,8 @@ impl SinkMetrics {
     pub fn dropped(&self, reason: &str, n: u64) {
         if n > 0 {
             self.metrics
-                .sink_dropped
+                .delivery
+                .dropped
                 .with_label_values(&[&self.name, reason])
                 .inc_by(n);
         }
@@ -507,7 +508,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 1);
         assert!(text.contains("alert-000002"));
-        assert_eq!(metrics.sink_sent.with_label_values(&["f"]).get(), 1);
+        assert_eq!(metrics.delivery.sent.with_label_values(&["f"]).get(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -347,7 +347,7 @@ mod tests {
         assert!(w.queued_bytes <= QUEUE_BYTES, "{} bytes queued", w.queued_bytes);
         assert_eq!(w.queued_bytes, w.queue.iter().map(Vec::len).sum::<usize>());
         assert!(w.queue.len() >= 25 && w.queue.len() < 100, "{} queued", w.queue.len());
-        let dropped = metrics.sink_dropped.with_label_values(&["big", "queue_full"]).get();
+        let dropped = metrics.delivery.dropped.with_label_values(&["big", "queue_full"]).get();
         assert_eq!(dropped + w.queue.len() as u64, 100);
         assert_eq!(m.backlog.pending(), w.queue.len() as u64);
     }
@@ -422,6 +422,6 @@ mod tests {
             assert!(m.contains(&format!("alert-{:06}", i + 5)), "{m}");
         }
         d.shutdown(Duration::from_secs(5));
-        assert_eq!(metrics.sink_sent.with_label_values(&["s"]).get(), 10);
+        assert_eq!(metrics.delivery.sent.with_label_values(&["s"]).get(), 10);
     }
 }

@@ -573,7 +573,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(1500));
         d.shutdown(Duration::from_secs(5));
         let m = &metrics;
-        assert!(m.sink_retried.with_label_values(&["hook"]).get() >= 1);
+        assert!(m.delivery.retried.with_label_values(&["hook"]).get() >= 1);
         // A new agent, the receiver back.
         let rx = Receiver::start(port, ids.clone());
         let metrics2 = Metrics::new();
@@ -588,10 +588,10 @@ mod tests {
         let want: Vec<String> = (0..700).map(|n| format!("alert-{n:06}")).collect();
         assert_eq!(got.len(), 700, "received {} alerts", got.len());
         assert_eq!(got, want, "exactly once, in order");
-        let sent = metrics.sink_sent.with_label_values(&["hook"]).get()
-            + metrics2.sink_sent.with_label_values(&["hook"]).get();
+        let sent = metrics.delivery.sent.with_label_values(&["hook"]).get()
+            + metrics2.delivery.sent.with_label_values(&["hook"]).get();
         assert_eq!(sent, 700);
-        assert_eq!(metrics2.sink_backlog.with_label_values(&["hook"]).get(), 0);
+        assert_eq!(metrics2.delivery.backlog.with_label_values(&["hook"]).get(), 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -632,9 +632,9 @@ mod tests {
             d.send(&testing::alert(n, Severity::High));
             assert_eq!(spooled_lines(), n as usize + 1, "alert {n} is not on disk yet");
         }
-        let backlog = || metrics.sink_backlog.with_label_values(&["hook"]).get();
+        let backlog = || metrics.delivery.backlog.with_label_values(&["hook"]).get();
         assert_eq!(backlog(), 50);
-        assert_eq!(metrics.sink_spooled.with_label_values(&["hook"]).get(), 50);
+        assert_eq!(metrics.delivery.spooled.with_label_values(&["hook"]).get(), 50);
         let t = Instant::now();
         d.shutdown(Duration::from_millis(500));
         assert!(t.elapsed() < Duration::from_secs(2), "shutdown took {:?}", t.elapsed());
@@ -644,15 +644,15 @@ mod tests {
         let rx = Receiver::start(0, ids.clone());
         let metrics2 = Metrics::new();
         let d = Deliveries::start(&[sink(rx.port, &dir)], &dir, &metrics2).unwrap();
-        assert_eq!(metrics2.sink_backlog.with_label_values(&["hook"]).get(), 50);
-        assert!(metrics2.sink_oldest_pending.with_label_values(&["hook"]).get() >= 0.0);
+        assert_eq!(metrics2.delivery.backlog.with_label_values(&["hook"]).get(), 50);
+        assert!(metrics2.delivery.oldest_pending.with_label_values(&["hook"]).get() >= 0.0);
         wait_for(&ids, 50, 10);
         d.shutdown(Duration::from_secs(5));
         rx.stop();
         let want: Vec<String> = (0..50).map(|n| format!("alert-{n:06}")).collect();
         assert_eq!(*ids.lock().unwrap(), want);
-        assert_eq!(metrics2.sink_backlog.with_label_values(&["hook"]).get(), 0);
-        assert_eq!(metrics2.sink_oldest_pending.with_label_values(&["hook"]).get(), 0.0);
+        assert_eq!(metrics2.delivery.backlog.with_label_values(&["hook"]).get(), 0);
+        assert_eq!(metrics2.delivery.oldest_pending.with_label_values(&["hook"]).get(), 0.0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

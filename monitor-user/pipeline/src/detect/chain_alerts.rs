@@ -100,7 +100,11 @@ impl Detector {
         let rules = self.cfg.rules.chain_rules.clone();
         if self.session_flows.len() >= MAX_FLOWS && !self.session_flows.contains_key(&session) {
             self.session_flows.clear();
-            self.metrics.state_evictions.with_label_values(&["chain_flow"]).inc();
+            self.metrics
+                .pipeline
+                .state_evictions
+                .with_label_values(&["chain_flow"])
+                .inc();
         }
         let mut hits = self
             .session_flows
@@ -110,7 +114,11 @@ impl Detector {
         if let Some(c) = ctx.client_key {
             if self.client_flows.len() >= MAX_FLOWS && !self.client_flows.contains_key(&c) {
                 self.client_flows.clear();
-                self.metrics.state_evictions.with_label_values(&["chain_flow"]).inc();
+                self.metrics
+                    .pipeline
+                    .state_evictions
+                    .with_label_values(&["chain_flow"])
+                    .inc();
             }
             let mut client_step = step;
             client_step.call_index = self.client_flows.get(&c).map_or(0, |f| f.calls());

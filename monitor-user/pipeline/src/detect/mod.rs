@@ -418,10 +418,11 @@ impl Detector {
             self.header_mismatch(ctx, &server, &mut out);
         }
         if budget.exceeded {
-            self.metrics.detection_budget_exceeded.inc();
+            self.metrics.detection.budget_exceeded.inc();
         }
         self.metrics
-            .detection_scanned_bytes
+            .detection
+            .scanned_bytes
             .inc_by((self.cfg.scan_budget_bytes - budget.remaining) as u64);
         self.finish(out)
     }
@@ -551,7 +552,8 @@ impl Detector {
         for a in alerts {
             if self.silenced(&a) {
                 self.metrics
-                    .alerts_silenced
+                    .detection
+                    .silenced
                     .with_label_values(&[a.category.as_str(), &a.rule])
                     .inc();
                 continue;
@@ -563,7 +565,8 @@ impl Detector {
                 }
                 None => self
                     .metrics
-                    .alerts_deduplicated
+                    .detection
+                    .deduplicated
                     .with_label_values(&[a.category.as_str(), &a.rule])
                     .inc(),
             }
@@ -574,15 +577,19 @@ impl Detector {
     fn count(&self, a: &Alert) {
         let (ns, wl) = crate::event::Party::metric_workload(&a.server, &a.client);
         let counter = match self.metrics.workload_label_values(ns, wl) {
-            None => self
-                .metrics
-                .alerts
-                .with_label_values(&[a.category.as_str(), &a.rule, a.severity.as_str()]),
-            Some((ns, wl)) => {
+            None => {
                 self.metrics
+                    .detection
                     .alerts
-                    .with_label_values(&[a.category.as_str(), &a.rule, a.severity.as_str(), &ns, &wl])
+                    .with_label_values(&[a.category.as_str(), &a.rule, a.severity.as_str()])
             }
+            Some((ns, wl)) => self.metrics.detection.alerts.with_label_values(&[
+                a.category.as_str(),
+                &a.rule,
+                a.severity.as_str(),
+                &ns,
+                &wl,
+            ]),
         };
         counter.inc_by(a.count);
     }

@@ -29,10 +29,12 @@ impl CaptureTotals {
                 .insert(name.clone(), (runs, ns))
                 .unwrap_or((0, 0));
             metrics
+                .capture
                 .program_runs
                 .with_label_values(&[&name])
                 .inc_by(runs.saturating_sub(last_runs));
             metrics
+                .capture
                 .program_run_seconds
                 .with_label_values(&[&name])
                 .inc_by(ns.saturating_sub(last_ns) as f64 / 1e9);
@@ -40,7 +42,7 @@ impl CaptureTotals {
         for (counter, total) in s.counters {
             let c = match counter {
                 CaptureCounter::TlsProbeTargets => {
-                    metrics.tls_probe_targets.set(total as i64);
+                    metrics.capture.tls_probe_targets.set(total as i64);
                     continue;
                 }
                 CaptureCounter::TlsAttachErrors => None,
@@ -52,23 +54,25 @@ impl CaptureTotals {
                 continue;
             }
             let Some(c) = c else {
-                metrics.tls_attach_errors.inc_by(delta);
+                metrics.capture.tls_attach_errors.inc_by(delta);
                 continue;
             };
             if let Some(reason) = c.drop_reason() {
-                metrics.capture_dropped.with_label_values(&[reason]).inc_by(delta);
+                metrics.capture.dropped.with_label_values(&[reason]).inc_by(delta);
                 continue;
             }
             match c {
-                Counter::Truncated => metrics.capture_truncated.inc_by(delta),
-                Counter::DiscoveryHits => metrics.discovery_hits.inc_by(delta),
-                Counter::DiscoveryDeferred => metrics.discovery_deferred.inc_by(delta),
-                Counter::TlsUnbound => metrics.tls_unbound.inc_by(delta),
+                Counter::Truncated => metrics.capture.truncated.inc_by(delta),
+                Counter::DiscoveryHits => metrics.capture.discovery_hits.inc_by(delta),
+                Counter::DiscoveryDeferred => metrics.capture.discovery_deferred.inc_by(delta),
+                Counter::TlsUnbound => metrics.capture.tls_unbound.inc_by(delta),
                 Counter::Relooks => metrics
+                    .pipeline
                     .stream_relooks
                     .with_label_values(&["kernel_looked"])
                     .inc_by(delta),
                 Counter::Resumed => metrics
+                    .pipeline
                     .stream_relooks
                     .with_label_values(&["kernel_found"])
                     .inc_by(delta),

@@ -225,7 +225,11 @@ impl Pipeline {
                 half.gap(&mut |o| outs.push(o));
             }
             if half.enforce_budget(&mut |o| outs.push(o)) {
-                self.metrics.frame_errors.with_label_values(&["memory_budget"]).inc();
+                self.metrics
+                    .pipeline
+                    .frame_errors
+                    .with_label_values(&["memory_budget"])
+                    .inc();
             }
         }
         for o in outs {
@@ -301,7 +305,11 @@ impl Pipeline {
                         return;
                     }
                     Err(e) => {
-                        self.metrics.frame_errors.with_label_values(&[e.reason()]).inc();
+                        self.metrics
+                            .pipeline
+                            .frame_errors
+                            .with_label_values(&[e.reason()])
+                            .inc();
                         if conn.session.is_none() {
                             // A connection is not judged by its first
                             // exchanges: MCP clients that follow the
@@ -311,7 +319,7 @@ impl Pipeline {
                             // client can send a throwaway request to blind
                             // us. Bounded per body, and counted.
                             conn.prelude += 1;
-                            self.metrics.prelude_frames.inc();
+                            self.metrics.pipeline.prelude_frames.inc();
                             if conn.prelude > self.cfg.max_prelude_frames {
                                 self.reject_conn_state(conn, id, e.reason(), sink);
                             }
@@ -420,7 +428,7 @@ impl Pipeline {
                 let replay = http.sse_event_id.as_ref().map(|eid| sse_event_digest(eid, &data));
                 if let Some(h) = replay {
                     if self.sessions.get(&key).is_some_and(|st| st.sse_events.contains(h)) {
-                        self.metrics.sse_replayed.inc();
+                        self.metrics.pipeline.sse_replayed.inc();
                         return;
                     }
                 }
@@ -443,7 +451,7 @@ impl Pipeline {
             }
             HttpOutput::End(_) => {}
             HttpOutput::Error(reason) => {
-                self.metrics.frame_errors.with_label_values(&[reason]).inc();
+                self.metrics.pipeline.frame_errors.with_label_values(&[reason]).inc();
             }
         }
     }
@@ -453,7 +461,11 @@ impl Pipeline {
     /// to the endpoint its client messages.
     fn on_sse_endpoint(&mut self, conn: &mut HttpConn, id: ConnId, data: &[u8]) {
         let Some(target) = std::str::from_utf8(data).ok().map(|s| request_target(s.trim())) else {
-            self.metrics.frame_errors.with_label_values(&["sse_bad_endpoint"]).inc();
+            self.metrics
+                .pipeline
+                .frame_errors
+                .with_label_values(&["sse_bad_endpoint"])
+                .inc();
             return;
         };
         let server = (conn.serves == Some(true)).then_some(id.proc);
@@ -596,7 +608,7 @@ impl Pipeline {
         let mut budget = conn.relooks;
         let granted = budget.take(c.ts_ns, self.cfg.max_relooks_per_minute);
         let result = if granted { "resumed" } else { "over_budget" };
-        self.metrics.stream_relooks.with_label_values(&[result]).inc();
+        self.metrics.pipeline.stream_relooks.with_label_values(&[result]).inc();
         let both = [Direction::Ingress, Direction::Egress].map(|direction| KernelStream {
             pid: id.proc.pid,
             fd: id.fd,
@@ -641,6 +653,7 @@ impl Pipeline {
         conn.halves = [None, None];
         conn.requests.clear();
         self.metrics
+            .pipeline
             .streams
             .with_label_values(&[&format!("rejected:{reason}")])
             .inc();

@@ -44,13 +44,13 @@ impl MetricHandles {
     /// Counts one chunk from the kernel: events and bytes, in all and by
     /// system call.
     pub(super) fn count_chunk(&mut self, metrics: &Metrics, c: &Chunk) {
-        metrics.capture_events.inc();
-        metrics.capture_bytes.inc_by(c.data.len() as u64);
+        metrics.capture.events.inc();
+        metrics.capture.bytes.inc_by(c.data.len() as u64);
         let (events, bytes) = self.syscalls[c.syscall as usize].get_or_insert_with(|| {
             let sc = c.syscall.name();
             (
-                metrics.capture_syscall_events.with_label_values(&[sc]),
-                metrics.capture_syscall_bytes.with_label_values(&[sc]),
+                metrics.capture.syscall_events.with_label_values(&[sc]),
+                metrics.capture.syscall_bytes.with_label_values(&[sc]),
             )
         });
         events.inc();
@@ -67,24 +67,27 @@ impl MetricHandles {
             None => self
                 .messages
                 .entry((t, d, k, method_label))
-                .or_insert_with(|| metrics.messages.with_label_values(&[t, d, k, method_label]))
+                .or_insert_with(|| metrics.pipeline.messages.with_label_values(&[t, d, k, method_label]))
                 .inc(),
             Some((ns, wl)) => self
                 .workload_messages
                 .entry((t, d, k, method_label, ns, wl))
                 .or_insert_with_key(|(t, d, k, m, ns, wl)| {
-                    metrics.messages.with_label_values(&[*t, *d, *k, *m, &**ns, &**wl])
+                    metrics
+                        .pipeline
+                        .messages
+                        .with_label_values(&[*t, *d, *k, *m, &**ns, &**wl])
                 })
                 .inc(),
         }
         self.bytes
             .entry((t, d))
-            .or_insert_with(|| metrics.message_bytes.with_label_values(&[t, d]))
+            .or_insert_with(|| metrics.pipeline.message_bytes.with_label_values(&[t, d]))
             .inc_by(event.bytes);
         if let Some(l) = latency_s {
             self.durations
                 .entry(method_label)
-                .or_insert_with(|| metrics.request_duration.with_label_values(&[method_label]))
+                .or_insert_with(|| metrics.pipeline.request_duration.with_label_values(&[method_label]))
                 .observe(l);
         }
     }

@@ -173,7 +173,11 @@ fn make_room<K: Copy + Eq + std::hash::Hash, V>(
     for (_, k) in by_age.into_iter().take(n) {
         map.remove(&k);
     }
-    metrics.state_evictions.with_label_values(&["stream"]).inc_by(n as u64);
+    metrics
+        .pipeline
+        .state_evictions
+        .with_label_values(&["stream"])
+        .inc_by(n as u64);
 }
 
 impl Pipeline {
@@ -249,13 +253,13 @@ impl Pipeline {
                     start_ns: info.start_ns,
                 };
                 self.processes.insert(key, Arc::from(info));
-                self.metrics.processes_tracked.set(self.processes.len() as i64);
+                self.metrics.pipeline.processes_tracked.set(self.processes.len() as i64);
             }
             Observation::Lifecycle(l) => self.on_lifecycle(l),
             Observation::Workload(w) => {
                 self.workloads.apply(w.update, w.ts_ns);
-                self.metrics.kubernetes_pods.set(self.workloads.pod_count() as i64);
-                self.metrics.buffered_bytes.set(self.budget.used() as i64);
+                self.metrics.kubernetes.pods.set(self.workloads.pod_count() as i64);
+                self.metrics.pipeline.buffered_bytes.set(self.budget.used() as i64);
             }
             Observation::CaptureStats(s) => self.capture_totals.record(s, &self.metrics),
             Observation::Tick { ts_ns } => {
@@ -311,7 +315,11 @@ impl Pipeline {
             if self.quiet_streams.len() >= self.cfg.max_streams {
                 // Forgotten: it stays quiet until the kernel forgets it.
                 self.quiet_streams.pop_front();
-                self.metrics.state_evictions.with_label_values(&["quiet_stream"]).inc();
+                self.metrics
+                    .pipeline
+                    .state_evictions
+                    .with_label_values(&["quiet_stream"])
+                    .inc();
             }
             self.quiet_streams.push_back((until_ns, *k));
         }
@@ -347,14 +355,14 @@ impl Pipeline {
         }
         self.processes.remove(&gone);
         self.workloads.forget(gone.pid, gone.start_ns);
-        self.metrics.processes_tracked.set(self.processes.len() as i64);
+        self.metrics.pipeline.processes_tracked.set(self.processes.len() as i64);
     }
 
     fn on_tick(&mut self, now: u64) {
         self.last_tick_ns = now;
         self.workloads.expire(now);
-        self.metrics.kubernetes_pods.set(self.workloads.pod_count() as i64);
-        self.metrics.buffered_bytes.set(self.budget.used() as i64);
+        self.metrics.kubernetes.pods.set(self.workloads.pod_count() as i64);
+        self.metrics.pipeline.buffered_bytes.set(self.budget.used() as i64);
         let deadline = now.saturating_sub(self.cfg.request_timeout_ns);
         let mut timed_out = 0;
         for s in self.sessions.values_mut() {
@@ -364,6 +372,7 @@ impl Pipeline {
         }
         if timed_out > 0 {
             self.metrics
+                .pipeline
                 .pending_evicted
                 .with_label_values(&["timeout"])
                 .inc_by(timed_out as u64);

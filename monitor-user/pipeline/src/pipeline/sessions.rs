@@ -159,7 +159,7 @@ impl Pipeline {
                 d.end_session(&state.session.id);
             }
         }
-        self.metrics.sessions_active.set(self.sessions.len() as i64);
+        self.metrics.pipeline.sessions_active.set(self.sessions.len() as i64);
     }
 
     /// One JSON-RPC message on `route`. Returns false when the session has
@@ -193,8 +193,8 @@ impl Pipeline {
                     parties: [None, None],
                 },
             );
-            self.metrics.sessions_active.set(self.sessions.len() as i64);
-            self.metrics.sessions_total.inc();
+            self.metrics.pipeline.sessions_active.set(self.sessions.len() as i64);
+            self.metrics.pipeline.sessions_total.inc();
         }
         let s = &mut self.sessions.get_mut(&route.key).expect("inserted above").session;
         if s.client.is_none() {
@@ -226,7 +226,11 @@ impl Pipeline {
                 if let Some(h) = http {
                     h.header_mismatch = request::header_mismatch(h, m, msg.params);
                     for name in &h.header_mismatch {
-                        self.metrics.http_header_mismatch.with_label_values(&[name]).inc();
+                        self.metrics
+                            .pipeline
+                            .http_header_mismatch
+                            .with_label_values(&[name])
+                            .inc();
                     }
                 }
                 if flow == Flow::ClientToServer {
@@ -243,6 +247,7 @@ impl Pipeline {
                     let evicted = s.pending_mut(flow).insert(id, p, max_pending);
                     if evicted > 0 {
                         self.metrics
+                            .pipeline
                             .pending_evicted
                             .with_label_values(&["limit"])
                             .inc_by(evicted as u64);
@@ -260,7 +265,7 @@ impl Pipeline {
                         pairing.method = Some(p.method);
                         (pairing.tool, pairing.prompt, pairing.resource) = (p.tool, p.prompt, p.resource);
                     }
-                    None => self.metrics.unpaired_responses.inc(),
+                    None => self.metrics.pipeline.unpaired_responses.inc(),
                 }
             }
         }
@@ -374,6 +379,7 @@ impl Pipeline {
         } else {
             let dropped = state.held.len() + 1;
             self.metrics
+                .pipeline
                 .state_evictions
                 .with_label_values(&["held_event"])
                 .inc_by(dropped as u64);
@@ -402,6 +408,7 @@ impl Pipeline {
             self.end_session(&k);
         }
         self.metrics
+            .pipeline
             .state_evictions
             .with_label_values(&["session"])
             .inc_by(n as u64);
@@ -417,16 +424,18 @@ impl Pipeline {
         let pending: usize = state.session.pending.iter().map(|p| p.len()).sum();
         if pending > 0 {
             self.metrics
+                .pipeline
                 .pending_evicted
                 .with_label_values(&["session_end"])
                 .inc_by(pending as u64);
         }
         if !state.held.is_empty() {
             self.metrics
+                .pipeline
                 .state_evictions
                 .with_label_values(&["held_event"])
                 .inc_by(state.held.len() as u64);
         }
-        self.metrics.sessions_active.set(self.sessions.len() as i64);
+        self.metrics.pipeline.sessions_active.set(self.sessions.len() as i64);
     }
 }

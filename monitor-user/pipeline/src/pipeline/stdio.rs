@@ -162,14 +162,22 @@ impl Pipeline {
             return Relook::StillRejected(old);
         }
         if !old.relooks.take(c.ts_ns, self.cfg.max_relooks_per_minute) {
-            self.metrics.stream_relooks.with_label_values(&["over_budget"]).inc();
+            self.metrics
+                .pipeline
+                .stream_relooks
+                .with_label_values(&["over_budget"])
+                .inc();
             if old.relooks.first_refusal() {
                 self.quiet(&[old.id.kernel()], old.relooks.window_end(), sink);
             }
             return Relook::StillRejected(old);
         }
         let budget = old.relooks;
-        self.metrics.stream_relooks.with_label_values(&["resumed"]).inc();
+        self.metrics
+            .pipeline
+            .stream_relooks
+            .with_label_values(&["resumed"])
+            .inc();
         let mut fresh = self.new_stream(old.id, c);
         fresh.relooks = budget;
         Relook::Afresh(fresh)
@@ -215,6 +223,7 @@ impl Pipeline {
         stream.verdict = Verdict::Rejected;
         stream.framer = LineFramer::new(1); // free the buffer
         self.metrics
+            .pipeline
             .streams
             .with_label_values(&[&format!("rejected:{reason}")])
             .inc();
@@ -231,13 +240,21 @@ impl Pipeline {
                 return;
             }
             if !stream.relooks.take(ts_ns, self.cfg.max_relooks_per_minute) {
-                self.metrics.stream_relooks.with_label_values(&["over_budget"]).inc();
+                self.metrics
+                    .pipeline
+                    .stream_relooks
+                    .with_label_values(&["over_budget"])
+                    .inc();
                 if stream.relooks.first_refusal() {
                     self.quiet(&[stream.id.kernel()], stream.relooks.window_end(), sink);
                 }
                 return;
             }
-            self.metrics.stream_relooks.with_label_values(&["resumed"]).inc();
+            self.metrics
+                .pipeline
+                .stream_relooks
+                .with_label_values(&["resumed"])
+                .inc();
             sink.control(Control::CaptureStream(stream.id.kernel()));
             stream.verdict = Verdict::Pending;
             stream.prelude = 0;
@@ -247,7 +264,11 @@ impl Pipeline {
         }
         match frame {
             Frame::Oversized(_) => {
-                self.metrics.frame_errors.with_label_values(&["oversized"]).inc();
+                self.metrics
+                    .pipeline
+                    .frame_errors
+                    .with_label_values(&["oversized"])
+                    .inc();
                 if stream.verdict == Verdict::Pending {
                     self.reject(stream, "oversized", sink);
                 }
@@ -256,11 +277,19 @@ impl Pipeline {
                 if std::mem::take(&mut stream.expect_partial) {
                     return;
                 }
-                self.metrics.frame_errors.with_label_values(&["capture_gap"]).inc();
+                self.metrics
+                    .pipeline
+                    .frame_errors
+                    .with_label_values(&["capture_gap"])
+                    .inc();
             }
             Frame::OverBudget(n) => {
                 // Not the stream's fault: no verdict on it.
-                self.metrics.frame_errors.with_label_values(&["memory_budget"]).inc();
+                self.metrics
+                    .pipeline
+                    .frame_errors
+                    .with_label_values(&["memory_budget"])
+                    .inc();
                 log::debug!(
                     "pid {} fd {}: skipped a {n}-byte line: partial messages hold {} of {} bytes",
                     stream.id.proc.pid,
@@ -285,14 +314,18 @@ impl Pipeline {
                 if stream.verdict == Verdict::Pending {
                     self.prelude(stream, reason, sink);
                 } else {
-                    self.metrics.frame_errors.with_label_values(&[reason]).inc();
+                    self.metrics.pipeline.frame_errors.with_label_values(&[reason]).inc();
                 }
             }
             Frame::Line(bytes) => {
                 stream.expect_partial = false;
                 match jsonrpc::decode(bytes, &self.cfg.limits) {
                     Err(e) => {
-                        self.metrics.frame_errors.with_label_values(&[e.reason()]).inc();
+                        self.metrics
+                            .pipeline
+                            .frame_errors
+                            .with_label_values(&[e.reason()])
+                            .inc();
                         if stream.verdict == Verdict::Pending {
                             self.prelude(stream, e.reason(), sink);
                         } else {
@@ -302,7 +335,7 @@ impl Pipeline {
                     Ok(decoded) => {
                         if stream.verdict == Verdict::Pending {
                             stream.verdict = Verdict::Confirmed;
-                            self.metrics.streams.with_label_values(&["confirmed"]).inc();
+                            self.metrics.pipeline.streams.with_label_values(&["confirmed"]).inc();
                         }
                         for msg in decoded.into_messages() {
                             self.on_message(stream, msg, ts_ns, sink);
@@ -325,7 +358,7 @@ impl Pipeline {
     /// kernel sees a transfer that starts like JSON.
     fn prelude(&mut self, stream: &mut Stream, reason: &str, sink: &mut impl Sink) {
         stream.prelude += 1;
-        self.metrics.prelude_frames.inc();
+        self.metrics.pipeline.prelude_frames.inc();
         if stream.prelude > self.cfg.max_prelude_frames || reason == "not_jsonrpc" {
             self.reject(stream, reason, sink);
         }
