@@ -61,6 +61,45 @@ pub(crate) fn keep_stream(key: &StreamKey, state: u8) {
 /// No entry in `STREAMS` (no `stream_state` value is 0).
 pub(crate) const NO_STATE: u8 = 0;
 
+/// The decision stored for stream `key`, [`NO_STATE`] for none.
+#[inline(always)]
+pub(crate) fn stream_state_of(key: &StreamKey) -> u8 {
+    // 0 for none: an `Option<u8>` lets LLVM carry an undefined payload
+    // register along the `None` path, which the verifier refuses to read.
+    // SAFETY: the u8 is copied out at once; a concurrent update or LRU
+    // eviction of the entry can at worst give a stale state.
+    unsafe { STREAMS.get(key) }.copied().unwrap_or(NO_STATE)
+}
+
+/// The flag telling userspace why process `tgid` is captured; a transfer
+/// that discovery found MCP in marks its process tracked.
+#[inline(always)]
+pub(crate) fn tracking_flags(t: &Transfer, tgid: u32) -> u8 {
+    if t.relook == 0 && t.discovered != 0 {
+        count(Counter::DiscoveryHits, 1);
+        track(tgid, t.start_ns, TrackReason::Discovered);
+        chunk_flags::DISCOVERED
+    } else {
+        // Tracked already (a re-look keeps the process's reason).
+        chunk_flags::TRACKED
+    }
+}
+
+/// Starts capturing stream `key` if it has no decision yet (`NEW_STREAM`
+/// in the returned flags), and keeps it in the transfer.
+#[inline(always)]
+pub(crate) fn open_stream(key: &StreamKey, state: u8) -> u8 {
+    let mut flags = 0;
+    if state == NO_STATE {
+        flags = chunk_flags::NEW_STREAM;
+        if STREAMS.insert(key, &stream_state::CAPTURE, 0).is_err() {
+            count(Counter::DropStreamMapFull, 1);
+        }
+    }
+    keep_stream(key, state);
+    flags
+}
+
 /// What the first run of a capture stage decided for the transfer.
 pub(crate) enum Header {
     /// The header is in the scratch area: send the payload.
@@ -168,11 +207,7 @@ pub(crate) fn capture_header(cfg: &KernelConfig, scratch: Scratch, t: &Transfer)
         direction: dir as u8,
         _pad: [0; 7],
     };
-    // 0 for none: an `Option<u8>` lets LLVM carry an undefined payload
-    // register along the `None` path, which the verifier refuses to read.
-    // SAFETY: the u8 is copied out at once; a concurrent update or LRU
-    // eviction of the entry can at worst give a stale state.
-    let state = unsafe { STREAMS.get(&key) }.copied().unwrap_or(NO_STATE);
+    let state = stream_state_of(&key);
     let mut flags = 0u8;
     if state == stream_state::IGNORE_QUIET {
         return Header::Skip;
@@ -187,16 +222,7 @@ pub(crate) fn capture_header(cfg: &KernelConfig, scratch: Scratch, t: &Transfer)
             other => return other,
         }
     }
-    if t.relook != 0 {
-        // A tracked process keeps its reason.
-        flags |= chunk_flags::TRACKED;
-    } else if t.discovered != 0 {
-        flags |= chunk_flags::DISCOVERED;
-        count(Counter::DiscoveryHits, 1);
-        track(tgid, t.start_ns, TrackReason::Discovered);
-    } else {
-        flags |= chunk_flags::TRACKED;
-    }
+    flags |= tracking_flags(t, tgid);
 
     if dir == Direction::Egress && tcp {
         // TCP payloads are taken at syscall exit, with the accepted count.
@@ -237,13 +263,7 @@ pub(crate) fn capture_header(cfg: &KernelConfig, scratch: Scratch, t: &Transfer)
         return Header::Skip;
     }
 
-    if state == NO_STATE {
-        flags |= chunk_flags::NEW_STREAM;
-        if STREAMS.insert(&key, &stream_state::CAPTURE, 0).is_err() {
-            count(Counter::DropStreamMapFull, 1);
-        }
-    }
-    keep_stream(&key, state);
+    flags |= open_stream(&key, state);
 
     // SAFETY: as above: this CPU's SCRATCH value, 8-aligned, >= HDR bytes.
     let rec = unsafe { &mut *(scratch as *mut ChunkRecord) };

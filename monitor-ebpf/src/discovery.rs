@@ -5,7 +5,7 @@
 use crate::{
     emit::{scratch, Scratch, HDR},
     kernel_read::verifier_bound,
-    maps::{config, count, JUMP, METHOD_ROOTS, TLS_JUMP, TRANSFER},
+    maps::{config, count, Transfer, JUMP, METHOD_ROOTS, TLS_JUMP, TRANSFER},
     transfer::{copied_window_len, discovered},
 };
 use aya_ebpf::helpers::generated::bpf_probe_read_user;
@@ -15,6 +15,26 @@ use aya_ebpf::programs::{ProbeContext, TracePointContext};
 use aya_ebpf::EbpfContext;
 use core::ffi::c_void;
 use monitor_common::{jump_slot, Counter, KernelConfig, MAX_DISCOVERY_WINDOW, METHOD_ROOT_LEN};
+
+/// Defines a discovery stage twice: a tracepoint for the syscall path
+/// (tail calls through `JUMP`) and a uprobe for TLS plaintext (`TLS_JUMP`),
+/// both running `$stage`. (A program has one context type, so one function
+/// cannot serve both.)
+macro_rules! stage_twins {
+    ($(#[$doc:meta])* $syscall:ident, $tls:ident => $stage:ident) => {
+        $(#[$doc])*
+        #[tracepoint]
+        pub fn $syscall(ctx: TracePointContext) -> u32 {
+            $stage(&ctx, &JUMP)
+        }
+
+        #[doc = concat!("[`", stringify!($syscall), "`] for TLS plaintext.")]
+        #[uprobe]
+        pub fn $tls(ctx: ProbeContext) -> u32 {
+            $stage(&ctx, &TLS_JUMP)
+        }
+    };
+}
 
 /// Copies up to the discovery window of the buffer into the scratch payload
 /// area; returns the number of bytes copied (0 if too short or unreadable).
@@ -183,17 +203,10 @@ pub(crate) fn starts_with_mcp_method(scratch: Scratch, n: usize) -> bool {
     unsafe { METHOD_ROOTS.get(&root) }.is_some()
 }
 
-/// Tail-call target: does the payload start like an MCP message (a
-/// `"method"` with an MCP method root, or a `"jsonrpc"` key in the window)?
-#[tracepoint]
-pub fn discover(ctx: TracePointContext) -> u32 {
-    discover_stage(&ctx, &JUMP)
-}
-
-/// [`discover`] for TLS plaintext.
-#[uprobe]
-pub fn tls_discover(ctx: ProbeContext) -> u32 {
-    discover_stage(&ctx, &TLS_JUMP)
+stage_twins! {
+    /// Tail-call target: does the payload start like an MCP message (a
+    /// `"method"` with an MCP method root, or a `"jsonrpc"` key in the window)?
+    discover, tls_discover => discover_stage
 }
 
 #[inline(always)]
@@ -241,32 +254,17 @@ pub(crate) fn discover_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u3
     discovered(ctx, jump, t)
 }
 
-/// Tail-call target of `discover` for an HTTP POST or response: MCP if
-/// its head names `text/event-stream` (Streamable HTTP clients accept it on
-/// every POST; SSE streams, the legacy transport's included, answer with
-/// it). The window is already in the scratch area.
-#[tracepoint]
-pub fn discover_http(ctx: TracePointContext) -> u32 {
-    discover_http_stage(&ctx, &JUMP)
-}
-
-/// [`discover_http`] for TLS plaintext.
-#[uprobe]
-pub fn tls_discover_http(ctx: ProbeContext) -> u32 {
-    discover_http_stage(&ctx, &TLS_JUMP)
+stage_twins! {
+    /// Tail-call target of `discover` for an HTTP POST or response: MCP if
+    /// its head names `text/event-stream` (Streamable HTTP clients accept it on
+    /// every POST; SSE streams, the legacy transport's included, answer with
+    /// it). The window is already in the scratch area.
+    discover_http, tls_discover_http => discover_http_stage
 }
 
 #[inline(always)]
 pub(crate) fn discover_http_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u32 {
-    let Some(cfg) = config() else { return 0 };
-    let Some(t) = TRANSFER.get_ptr_mut(0) else { return 0 };
-    let Some(scratch) = scratch() else { return 0 };
-    // SAFETY: t is this CPU's TRANSFER slot from the lookup above, valid for
-    // a Transfer.
-    let n = copied_window_len(cfg, unsafe { (*t).first_len });
-    if n == 0 || n > MAX_DISCOVERY_WINDOW {
-        return 0;
-    }
+    let Some((t, scratch, n)) = copied_window() else { return 0 };
     if !window_has_event_stream(scratch, n) {
         // A POST of JSON-RPC without the Streamable HTTP Accept header (the
         // legacy HTTP+SSE transport's messages), or a JSON response: look
@@ -280,29 +278,34 @@ pub(crate) fn discover_http_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) 
     discovered(ctx, jump, t)
 }
 
-/// Tail-call target of `discover_http`: an HTTP POST whose window holds
-/// `"jsonrpc"`.
-#[tracepoint]
-pub fn discover_jsonrpc(ctx: TracePointContext) -> u32 {
-    discover_jsonrpc_stage(&ctx, &JUMP)
-}
-
-/// [`discover_jsonrpc`] for TLS plaintext.
-#[uprobe]
-pub fn tls_discover_jsonrpc(ctx: ProbeContext) -> u32 {
-    discover_jsonrpc_stage(&ctx, &TLS_JUMP)
+stage_twins! {
+    /// Tail-call target of `discover_http`: an HTTP POST whose window holds
+    /// `"jsonrpc"`.
+    discover_jsonrpc, tls_discover_jsonrpc => discover_jsonrpc_stage
 }
 
 #[inline(always)]
 pub(crate) fn discover_jsonrpc_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u32 {
-    let Some(cfg) = config() else { return 0 };
-    let Some(t) = TRANSFER.get_ptr_mut(0) else { return 0 };
-    let Some(scratch) = scratch() else { return 0 };
-    // SAFETY: t is this CPU's TRANSFER slot from the lookup above, valid for
-    // a Transfer.
-    let n = copied_window_len(cfg, unsafe { (*t).first_len });
-    if n == 0 || n > MAX_DISCOVERY_WINDOW || !window_has_jsonrpc(scratch, n) {
+    let Some((t, scratch, n)) = copied_window() else { return 0 };
+    if !window_has_jsonrpc(scratch, n) {
         return 0;
     }
     discovered(ctx, jump, t)
+}
+
+/// For the stages after `discover`: this CPU's transfer, the scratch area
+/// and the length of the window `discover` copied there (`None` for an
+/// empty window).
+#[inline(always)]
+fn copied_window() -> Option<(*mut Transfer, Scratch, usize)> {
+    let cfg = config()?;
+    let t = TRANSFER.get_ptr_mut(0)?;
+    let scratch = scratch()?;
+    // SAFETY: t is this CPU's TRANSFER slot from the lookup above, valid for
+    // a Transfer.
+    let n = copied_window_len(cfg, unsafe { (*t).first_len });
+    if n == 0 || n > MAX_DISCOVERY_WINDOW {
+        return None;
+    }
+    Some((t, scratch, n))
 }

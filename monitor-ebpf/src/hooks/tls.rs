@@ -3,13 +3,13 @@
 //! read, and the TLS capture stage.
 
 use crate::{
-    capture::{header_flags, ignored_stream, keep_stream, relook, Header, NO_STATE},
+    capture::{header_flags, ignored_stream, open_stream, relook, stream_state_of, tracking_flags, Header},
     emit::{emit_rest, fill_chunk_header, scratch, Scratch},
     kernel_read::{conn_tuple, file_info, uread, FileInfo},
     maps::Transfer,
     maps::{config, count, TlsArgs, TlsBinding, LAST_TCP_READ, STREAMS, TLS_ARGS, TLS_FDS, TLS_JUMP, TRANSFER},
     payload::starts_like_json,
-    tracking::{track, tracked_reason},
+    tracking::tracked_reason,
     transfer::begin_transfer,
 };
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
@@ -62,11 +62,7 @@ pub(crate) fn tls_capture_header(
         direction: dir as u8,
         _pad: [0; 7],
     };
-    // 0 for none: an `Option<u8>` lets LLVM carry an undefined payload
-    // register along the `None` path, which the verifier refuses to read.
-    // SAFETY: the u8 is copied out at once; a concurrent update or LRU
-    // eviction of the entry can at worst give a stale state.
-    let state = unsafe { STREAMS.get(&key) }.copied().unwrap_or(NO_STATE);
+    let state = stream_state_of(&key);
     let mut flags = t.extra_flags;
     if state == stream_state::IGNORE_QUIET {
         return Header::Skip;
@@ -77,22 +73,8 @@ pub(crate) fn tls_capture_header(
             other => return other,
         }
     }
-    if t.relook != 0 {
-        flags |= chunk_flags::TRACKED;
-    } else if t.discovered != 0 {
-        flags |= chunk_flags::DISCOVERED;
-        count(Counter::DiscoveryHits, 1);
-        track(tgid, t.start_ns, TrackReason::Discovered);
-    } else {
-        flags |= chunk_flags::TRACKED;
-    }
-    if state == NO_STATE {
-        flags |= chunk_flags::NEW_STREAM;
-        if STREAMS.insert(&key, &stream_state::CAPTURE, 0).is_err() {
-            count(Counter::DropStreamMapFull, 1);
-        }
-    }
-    keep_stream(&key, state);
+    flags |= tracking_flags(t, tgid);
+    flags |= open_stream(&key, state);
     let sock = if t.fd >= 0 { file_info(cfg, t.fd, dir) } else { None };
     let fi = FileInfo {
         kind: FdKind::Tls,

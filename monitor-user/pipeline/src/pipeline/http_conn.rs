@@ -25,7 +25,7 @@ use rustc_hash::FxHashMap;
 use super::{
     http_wire::{
         ends, export_path, is_json_type, legacy_session_id, request_target, session_id_hash, sniff, sse_event_digest,
-        Endpoint,
+        ConnId, Endpoint,
     },
     local_ends::LocalEnds,
     make_room, Control, KernelStream, Pipeline, Route, Sink,
@@ -59,14 +59,6 @@ pub(super) struct HttpTables {
     /// to the session and its hashed id, so that POSTs on other
     /// connections join the stream's session.
     sse_endpoints: FxHashMap<(ProcKey, String), (SessionKey, Option<String>)>,
-}
-
-/// One connection as seen by one process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(super) struct ConnId {
-    pub proc: ProcKey,
-    pub fd: i32,
-    pub inode: u64,
 }
 
 /// Requests remembered for pairing with responses, per connection.

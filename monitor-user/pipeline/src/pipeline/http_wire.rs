@@ -1,4 +1,4 @@
-//! What the HTTP stage reads off the wire: the two ends of a connection,
+//! What the HTTP stage reads off the wire: a connection's identity and its two ends,
 //! whether a direction starts with a request or a response, request targets
 //! and the legacy transport's session ids in them, and the digests that
 //! recognise an SSE event or a request body again.
@@ -7,7 +7,16 @@ use monitor_common::ConnTuple;
 use sha2::{Digest, Sha256};
 
 use super::request::{clip, MAX_NAME};
-use crate::http::h1::Side;
+use crate::{http::h1::Side, observation::ProcKey};
+
+/// One connection as seen by one process: its socket (`fd`, `inode`), or
+/// for TLS its `SSL` object (`inode`, with `TLS_STREAM_FD`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct ConnId {
+    pub(super) proc: ProcKey,
+    pub(super) fd: i32,
+    pub(super) inode: u64,
+}
 
 /// One end of a TCP connection; IPv4 addresses in their v4-mapped IPv6
 /// form, so that an IPv4 client and a server listening on `::` name the

@@ -11,10 +11,7 @@ use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
 
-use super::{
-    http_conn::ConnId,
-    http_wire::{body_digest, Endpoint},
-};
+use super::http_wire::{body_digest, ConnId, Endpoint};
 use crate::observation::ProcKey;
 
 /// Requests kept for pairing by body, per order, and for how long.

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{http_conn, request, stdio::StreamId, Pipeline, Sink};
+use super::{http_wire, request, stdio::StreamId, Pipeline, Sink};
 use crate::{
     detect::{alert::Alert, MessageCtx},
     event::{Event, Flow, HttpInfo, Party, SharedParty},
@@ -144,7 +144,7 @@ impl Pipeline {
                 self.stdio.streams.insert(id, o);
             }
         }
-        let conns: Vec<http_conn::ConnId> = self
+        let conns: Vec<http_wire::ConnId> = self
             .http
             .conns
             .iter()
