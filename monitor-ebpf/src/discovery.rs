@@ -264,7 +264,9 @@ stage_twins! {
 
 #[inline(always)]
 pub(crate) fn discover_http_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u32 {
-    let Some((t, scratch, n)) = copied_window() else { return 0 };
+    let Some((t, scratch, n)) = copied_window() else {
+        return 0;
+    };
     if !window_has_event_stream(scratch, n) {
         // A POST of JSON-RPC without the Streamable HTTP Accept header (the
         // legacy HTTP+SSE transport's messages), or a JSON response: look
@@ -286,7 +288,9 @@ stage_twins! {
 
 #[inline(always)]
 pub(crate) fn discover_jsonrpc_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) -> u32 {
-    let Some((t, scratch, n)) = copied_window() else { return 0 };
+    let Some((t, scratch, n)) = copied_window() else {
+        return 0;
+    };
     if !window_has_jsonrpc(scratch, n) {
         return 0;
     }
