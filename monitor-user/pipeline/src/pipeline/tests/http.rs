@@ -458,7 +458,7 @@ fn two_sessions_on_one_keep_alive_connection_stay_apart() {
     for (request, response) in &exchanges {
         exchange_on_loopback(&mut s, 5, 7, 40000, request.as_bytes(), response.as_bytes());
     }
-    let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    let ev = s.events_json();
     for server_side in [true, false] {
         let mine = view_of(&ev, server_side);
         assert_eq!(mine.len(), 8, "server side {server_side}: {mine:?}");
@@ -506,7 +506,7 @@ fn requests_without_a_session_id_join_the_session_their_initialize_opened() {
         let fd = port as i32 - 39_990;
         exchange_on_loopback(&mut s, fd, fd + 20, port, request.as_bytes(), &response);
     }
-    let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    let ev = s.events_json();
     for server_side in [true, false] {
         let mine = view_of(&ev, server_side);
         assert_eq!(mine.len(), 4, "server side {server_side}: {mine:?}");

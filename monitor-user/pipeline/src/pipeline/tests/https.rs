@@ -11,7 +11,6 @@ use super::*;
 #[test]
 fn https_server_side_names_a_client_whose_first_writes_had_no_socket() {
     let mut s = Sim::new();
-    let new = chunk_flags::NEW_STREAM;
     let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
     let result = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2.0"}}}"#;
     let resp = format!(
@@ -21,35 +20,11 @@ fn https_server_side_names_a_client_whose_first_writes_had_no_socket() {
     let server_end = loopback(8443, 40010);
     // Another client's request just before, with a different body.
     let other = init.replace("\"agent\"", "\"other\"");
-    tls(
-        &mut s,
-        TlsEnd::new(OTHER_CLIENT, 0xb1, -1, ConnTuple::default()),
-        Direction::Egress,
-        &post(&other, None),
-        new,
-    );
-    tls(
-        &mut s,
-        TlsEnd::new(CLIENT, 0xc1, -1, ConnTuple::default()),
-        Direction::Egress,
-        &post(init, None),
-        new,
-    );
-    tls(
-        &mut s,
-        TlsEnd::new(SERVER, 0x51, 7, server_end),
-        Direction::Ingress,
-        &post(init, None),
-        new,
-    );
-    tls(
-        &mut s,
-        TlsEnd::new(SERVER, 0x51, 7, server_end),
-        Direction::Egress,
-        resp.as_bytes(),
-        new,
-    );
-    let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    TlsEnd::unbound(OTHER_CLIENT, 0xb1).writes(&mut s, &post(&other, None));
+    TlsEnd::unbound(CLIENT, 0xc1).writes(&mut s, &post(init, None));
+    TlsEnd::new(SERVER, 0x51, 7, server_end).reads(&mut s, &post(init, None));
+    TlsEnd::new(SERVER, 0x51, 7, server_end).writes(&mut s, resp.as_bytes());
+    let ev = s.events_json();
     let server_side: Vec<&Value> = ev.iter().filter(|e| e["server"]["pid"] == SERVER.pid).collect();
     assert_eq!(server_side.len(), 2, "{ev:?}");
     for e in &server_side {
@@ -58,27 +33,9 @@ fn https_server_side_names_a_client_whose_first_writes_had_no_socket() {
     // Neither end named: the server's socket unknown too (a server not
     // tracked before this connection).
     let init2 = init.replace("\"1.0\"", "\"1.1\"");
-    tls(
-        &mut s,
-        TlsEnd::new(CLIENT, 0xc2, -1, ConnTuple::default()),
-        Direction::Egress,
-        &post(&init2, None),
-        new,
-    );
-    tls(
-        &mut s,
-        TlsEnd::new(SERVER, 0x53, -1, ConnTuple::default()),
-        Direction::Ingress,
-        &post(&init2, None),
-        new,
-    );
-    tls(
-        &mut s,
-        TlsEnd::new(SERVER, 0x53, -1, ConnTuple::default()),
-        Direction::Egress,
-        resp.as_bytes(),
-        new,
-    );
+    TlsEnd::unbound(CLIENT, 0xc2).writes(&mut s, &post(&init2, None));
+    TlsEnd::unbound(SERVER, 0x53).reads(&mut s, &post(&init2, None));
+    TlsEnd::unbound(SERVER, 0x53).writes(&mut s, resp.as_bytes());
     let n = s.out.events.len();
     for e in &s.out.events[n - 2..] {
         let e = serde_json::to_value(e).unwrap();
@@ -87,13 +44,7 @@ fn https_server_side_names_a_client_whose_first_writes_had_no_socket() {
     // A body no client wrote names nobody.
     let lone = init.replace("\"agent\"", "\"lone\"");
     let third = loopback(8443, 40012);
-    tls(
-        &mut s,
-        TlsEnd::new(SERVER, 0x52, 8, third),
-        Direction::Ingress,
-        &post(&lone, None),
-        new,
-    );
+    TlsEnd::new(SERVER, 0x52, 8, third).reads(&mut s, &post(&lone, None));
     let last = serde_json::to_value(s.out.events.last().unwrap()).unwrap();
     assert_eq!(last["client"]["pid"], Value::Null, "{last}");
 }
@@ -101,7 +52,6 @@ fn https_server_side_names_a_client_whose_first_writes_had_no_socket() {
 #[test]
 fn https_both_local_ends_are_paired_and_ssl_objects_reused() {
     let mut s = Sim::new();
-    let new = chunk_flags::NEW_STREAM;
     let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
     let result = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2.0"}}}"#;
     let resp = |body: &str| {
@@ -113,35 +63,11 @@ fn https_both_local_ends_are_paired_and_ssl_objects_reused() {
     // Client 127.0.0.1:40000 -> server 127.0.0.1:8443; the client's SSL
     // object is 0xc1 on fd 5, the server's 0x51 on fd 7.
     let (client_end, server_end) = (loopback(40000, 8443), loopback(8443, 40000));
-    tls(
-        &mut s,
-        TlsEnd::new(CLIENT, 0xc1, 5, client_end),
-        Direction::Egress,
-        &post(init, None),
-        new,
-    );
-    tls(
-        &mut s,
-        TlsEnd::new(SERVER, 0x51, 7, server_end),
-        Direction::Ingress,
-        &post(init, None),
-        new,
-    );
-    tls(
-        &mut s,
-        TlsEnd::new(SERVER, 0x51, 7, server_end),
-        Direction::Egress,
-        resp(result).as_bytes(),
-        new,
-    );
-    tls(
-        &mut s,
-        TlsEnd::new(CLIENT, 0xc1, 5, client_end),
-        Direction::Ingress,
-        resp(result).as_bytes(),
-        new,
-    );
-    let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    TlsEnd::new(CLIENT, 0xc1, 5, client_end).writes(&mut s, &post(init, None));
+    TlsEnd::new(SERVER, 0x51, 7, server_end).reads(&mut s, &post(init, None));
+    TlsEnd::new(SERVER, 0x51, 7, server_end).writes(&mut s, resp(result).as_bytes());
+    TlsEnd::new(CLIENT, 0xc1, 5, client_end).reads(&mut s, resp(result).as_bytes());
+    let ev = s.events_json();
     assert_eq!(ev.len(), 4, "{:?}", s.rows());
     assert!(ev.iter().all(|e| e["transport"] == "https"), "{ev:?}");
     // The server's view names the local client process at the other end.
@@ -170,20 +96,8 @@ fn https_both_local_ends_are_paired_and_ssl_objects_reused() {
         b"HTTP/1.1 200 OK\r\nContent-Le",
         0,
     );
-    tls(
-        &mut s,
-        TlsEnd::new(CLIENT, 0xc1, 6, second),
-        Direction::Egress,
-        &post(call, Some("sid-7")),
-        new,
-    );
-    tls(
-        &mut s,
-        TlsEnd::new(CLIENT, 0xc1, 6, second),
-        Direction::Ingress,
-        resp(body).as_bytes(),
-        new,
-    );
+    TlsEnd::new(CLIENT, 0xc1, 6, second).writes(&mut s, &post(call, Some("sid-7")));
+    TlsEnd::new(CLIENT, 0xc1, 6, second).reads(&mut s, resp(body).as_bytes());
     let rows = s.rows();
     assert_eq!(rows.len(), 6, "{rows:?}");
     assert_eq!(
@@ -217,54 +131,32 @@ fn https_both_local_ends_are_paired_and_ssl_objects_reused() {
 #[test]
 fn https_server_read_before_the_client_write_names_the_client_from_then_on() {
     let mut s = Sim::new();
-    let new = chunk_flags::NEW_STREAM;
     let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
     let result = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2.0"}}}"#;
     let resp = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: sid-5\r\nContent-Length: {}\r\n\r\n{result}",
         result.len()
     );
-    let server = |s: &mut Sim, dir: Direction, data: &[u8]| {
-        let end = TlsEnd {
-            proc: SERVER,
-            ssl: 0x55,
-            fd: 7,
-            conn: loopback(8443, 40020),
-        };
-        tls(s, end, dir, data, new);
-    };
+    let server = TlsEnd::new(SERVER, 0x55, 7, loopback(8443, 40020));
     // The client's socket is not named yet (it was not tracked during its
     // handshake), so the tuple cannot pair the two ends either.
-    let client = |s: &mut Sim, dir: Direction, data: &[u8]| {
-        let end = TlsEnd {
-            proc: CLIENT,
-            ssl: 0xc5,
-            fd: -1,
-            conn: ConnTuple::default(),
-        };
-        tls(s, end, dir, data, new);
-    };
-    server(&mut s, Direction::Ingress, &post(init, None));
-    client(&mut s, Direction::Egress, &post(init, None));
-    server(&mut s, Direction::Egress, resp.as_bytes());
-    client(&mut s, Direction::Ingress, resp.as_bytes());
-    let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    let client = TlsEnd::unbound(CLIENT, 0xc5);
+    server.reads(&mut s, &post(init, None));
+    client.writes(&mut s, &post(init, None));
+    server.writes(&mut s, resp.as_bytes());
+    client.reads(&mut s, resp.as_bytes());
+    let ev = s.events_json();
     let server_side: Vec<&Value> = ev.iter().filter(|e| e["server"]["pid"] == SERVER.pid).collect();
     assert_eq!(server_side.len(), 2, "{ev:?}");
     assert_eq!(server_side[0]["client"]["pid"], Value::Null, "{}", server_side[0]);
     assert_eq!(server_side[1]["client"]["pid"], CLIENT.pid, "{}", server_side[1]);
     // The pairing is used up: a second server reading the same body names
     // nobody (no client wrote it twice).
-    let other = TlsEnd {
-        proc: ProcKey {
-            pid: 400,
-            start_ns: 4_000,
-        },
-        ssl: 0x56,
-        fd: 9,
-        conn: loopback(9443, 40021),
+    let other = ProcKey {
+        pid: 400,
+        start_ns: 4_000,
     };
-    tls(&mut s, other, Direction::Ingress, &post(init, None), new);
+    TlsEnd::new(other, 0x56, 9, loopback(9443, 40021)).reads(&mut s, &post(init, None));
     let last = serde_json::to_value(s.out.events.last().unwrap()).unwrap();
     assert_eq!(last["client"]["pid"], Value::Null, "{last}");
 }
@@ -276,71 +168,28 @@ fn https_server_read_before_the_client_write_names_the_client_from_then_on() {
 #[test]
 fn https_a_read_is_paired_with_a_later_write_only_when_unambiguous() {
     let mut s = Sim::new();
-    let new = chunk_flags::NEW_STREAM;
     let body = r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#;
     let mut remote = loopback(8443, 40030);
     remote.remote_addr[..4].copy_from_slice(&[10, 0, 0, 5]);
     // A remote client's read, then two local servers' reads of the same body.
-    tls(
-        &mut s,
-        TlsEnd::new(SERVER, 0x60, 7, remote),
-        Direction::Ingress,
-        &post(body, None),
-        new,
-    );
+    TlsEnd::new(SERVER, 0x60, 7, remote).reads(&mut s, &post(body, None));
     let other_server = ProcKey {
         pid: 400,
         start_ns: 4_000,
     };
-    tls(
-        &mut s,
-        TlsEnd::new(SERVER, 0x61, 8, loopback(8443, 40031)),
-        Direction::Ingress,
-        &post(body, None),
-        new,
-    );
-    tls(
-        &mut s,
-        TlsEnd::new(other_server, 0x62, 9, loopback(9443, 40032)),
-        Direction::Ingress,
-        &post(body, None),
-        new,
-    );
+    TlsEnd::new(SERVER, 0x61, 8, loopback(8443, 40031)).reads(&mut s, &post(body, None));
+    TlsEnd::new(other_server, 0x62, 9, loopback(9443, 40032)).reads(&mut s, &post(body, None));
     // One local client writes it (its socket not named yet): which of the
     // two it went to cannot be told, so neither is named.
-    tls(
-        &mut s,
-        TlsEnd::new(CLIENT, 0xc6, -1, ConnTuple::default()),
-        Direction::Egress,
-        &post(body, None),
-        new,
-    );
+    TlsEnd::unbound(CLIENT, 0xc6).writes(&mut s, &post(body, None));
     let answer = |id: u32| {
         let b = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"tools":[]}}}}"#);
         json_response(&b)
     };
-    tls(
-        &mut s,
-        TlsEnd::new(SERVER, 0x60, 7, remote),
-        Direction::Egress,
-        &answer(7),
-        new,
-    );
-    tls(
-        &mut s,
-        TlsEnd::new(SERVER, 0x61, 8, loopback(8443, 40031)),
-        Direction::Egress,
-        &answer(7),
-        new,
-    );
-    tls(
-        &mut s,
-        TlsEnd::new(other_server, 0x62, 9, loopback(9443, 40032)),
-        Direction::Egress,
-        &answer(7),
-        new,
-    );
-    let ev: Vec<Value> = s.out.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    TlsEnd::new(SERVER, 0x60, 7, remote).writes(&mut s, &answer(7));
+    TlsEnd::new(SERVER, 0x61, 8, loopback(8443, 40031)).writes(&mut s, &answer(7));
+    TlsEnd::new(other_server, 0x62, 9, loopback(9443, 40032)).writes(&mut s, &answer(7));
+    let ev = s.events_json();
     let responses: Vec<&Value> = ev.iter().filter(|e| e["type"] == "response").collect();
     assert_eq!(responses.len(), 3, "{ev:?}");
     for r in &responses {

@@ -272,6 +272,15 @@ impl Sim {
             .sum()
     }
 
+    /// Every event so far, as the JSON it is written as.
+    fn events_json(&self) -> Vec<Value> {
+        self.out
+            .events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect()
+    }
+
     fn rows(&self) -> Vec<Row> {
         self.out
             .events
@@ -499,6 +508,7 @@ fn loopback(local: u16, remote: u16) -> ConnTuple {
 
 /// A TLS connection as one process sees it: its SSL object, bound to
 /// socket `fd` (-1: not known yet) with `conn`.
+#[derive(Clone, Copy)]
 struct TlsEnd {
     proc: ProcKey,
     ssl: u64,
@@ -509,6 +519,22 @@ struct TlsEnd {
 impl TlsEnd {
     fn new(proc: ProcKey, ssl: u64, fd: i32, conn: ConnTuple) -> TlsEnd {
         TlsEnd { proc, ssl, fd, conn }
+    }
+
+    /// An end whose socket the kernel has not named yet (fd -1, no tuple).
+    fn unbound(proc: ProcKey, ssl: u64) -> TlsEnd {
+        TlsEnd::new(proc, ssl, -1, ConnTuple::default())
+    }
+
+    /// The end's `SSL_write` of `data`, first of its stream as far as the
+    /// kernel knows.
+    fn writes(self, s: &mut Sim, data: &[u8]) {
+        tls(s, self, Direction::Egress, data, chunk_flags::NEW_STREAM);
+    }
+
+    /// The end's `SSL_read` of `data`, flagged like [`TlsEnd::writes`].
+    fn reads(self, s: &mut Sim, data: &[u8]) {
+        tls(s, self, Direction::Ingress, data, chunk_flags::NEW_STREAM);
     }
 }
 
