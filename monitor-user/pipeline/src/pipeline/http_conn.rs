@@ -4,18 +4,13 @@
 //! A direction is classified from its first bytes (a request line or a
 //! status line); the process that reads requests serves, the one that
 //! writes them calls. Responses take the method and path of the request they
-//! answer (HTTP/1.1 answers in order). Sessions are keyed by the server
-//! process (when it is this one) and:
-//! - Streamable HTTP: the hashed `Mcp-Session-Id`, so the POSTs, the GET
-//!   stream and later connections of one MCP session meet in one session;
-//!   before the server assigns an id (the `initialize` exchange) the
-//!   connection stands for the session;
-//! - the legacy HTTP+SSE transport: the session id in the endpoint its GET
-//!   stream named (`sse_endpoints` joins the POSTs of other connections);
-//! - the stateless revision (`Mcp-Method`, no id): the pair of ends.
+//! answer (HTTP/1.1 answers in order). Which session a message belongs to
+//! is decided in [`session_keys`].
 //!
 //! A connection whose first bytes are not HTTP, or whose session carries no
 //! MCP method, is dropped from capture in the kernel.
+
+mod session_keys;
 
 use std::{collections::VecDeque, sync::Arc};
 
@@ -23,10 +18,7 @@ use monitor_common::{chunk_flags, Direction, FdKind};
 use rustc_hash::FxHashMap;
 
 use super::{
-    http_wire::{
-        ends, export_path, is_json_type, legacy_session_id, request_target, session_id_hash, sniff, sse_event_digest,
-        ConnId, Endpoint,
-    },
+    http_wire::{ends, export_path, is_json_type, sniff, sse_event_digest, ConnId, Endpoint},
     local_ends::LocalEnds,
     make_room, Control, KernelStream, Pipeline, Route, Sink,
 };
@@ -36,8 +28,9 @@ use crate::{
     jsonrpc,
     observation::{Chunk, ProcKey},
     relook::{self, RelookBudget},
-    session::{SessionKey, TRANSPORT_HTTP, TRANSPORT_HTTPS, TRANSPORT_SSE},
+    session::SessionKey,
 };
+use session_keys::opens_session;
 
 /// The HTTP stage's tables: the connections, and what joins them into
 /// sessions across connections and across the two ends on this host.
@@ -448,141 +441,6 @@ impl Pipeline {
         }
     }
 
-    /// The `endpoint` event of a legacy HTTP+SSE stream: this connection
-    /// carries that session's server messages, and POSTs (of this process)
-    /// to the endpoint its client messages.
-    fn on_sse_endpoint(&mut self, conn: &mut HttpConn, id: ConnId, data: &[u8]) {
-        let Some(target) = std::str::from_utf8(data).ok().map(|s| request_target(s.trim())) else {
-            self.metrics
-                .pipeline
-                .frame_errors
-                .with_label_values(&["sse_bad_endpoint"])
-                .inc();
-            return;
-        };
-        let server = (conn.serves == Some(true)).then_some(id.proc);
-        let (hash, n) = session_id_hash(legacy_session_id(target).unwrap_or(target));
-        let key = SessionKey {
-            transport_kind: TRANSPORT_SSE,
-            server,
-            conversation: n,
-        };
-        if self.http.sse_endpoints.len() >= self.cfg.max_sessions {
-            self.http.sse_endpoints.clear();
-        }
-        self.http
-            .sse_endpoints
-            .insert((id.proc, target.to_owned()), (key, Some(hash.clone())));
-        conn.legacy = Some((key, Some(hash)));
-        conn.session = Some(key);
-    }
-
-    /// The legacy session of a POST (request head `meta`) on `conn`: the
-    /// one whose stream named its target, or, when that stream was not
-    /// seen (started before the monitor), the one its `sessionId` /
-    /// `session_id` query parameter names.
-    fn legacy_post(&mut self, conn: &HttpConn, id: ConnId, meta: &HttpMeta) -> Option<(SessionKey, Option<String>)> {
-        if meta.method.as_deref() != Some("POST") || meta.mcp_method.is_some() {
-            return None;
-        }
-        let target = meta.path.as_deref()?;
-        if let Some(found) = self.http.sse_endpoints.get(&(id.proc, target.to_owned())) {
-            return Some(found.clone());
-        }
-        let sid = legacy_session_id(target)?;
-        let (hash, n) = session_id_hash(sid);
-        Some((
-            SessionKey {
-                transport_kind: TRANSPORT_SSE,
-                server: (conn.serves == Some(true)).then_some(id.proc),
-                conversation: n,
-            },
-            Some(hash),
-        ))
-    }
-
-    /// The session of a request of the stateless revision (`Mcp-Method`
-    /// header, no session id): every request may come on a new connection,
-    /// so the session is the pair of ends that talk. The server's view: this
-    /// server and the client process when it is on this host, else the
-    /// client's address (not its port, which changes per connection). The
-    /// client's view: this process and the server's address and port.
-    fn stateless_session(&self, conn: &HttpConn, id: ConnId) -> SessionKey {
-        let pair = self.pair_of_ends(conn, id);
-        if let Some(key) = self.http.opened_by_pair.get(&pair) {
-            return *key;
-        }
-        SessionKey {
-            transport_kind: if conn.tls { TRANSPORT_HTTPS } else { TRANSPORT_HTTP },
-            server: (conn.serves == Some(true)).then_some(id.proc),
-            conversation: pair,
-        }
-    }
-
-    /// Who talks on `conn`, whatever the connection: the server's view, this
-    /// server and the client process (on this host) or the client's
-    /// address; the client's view, this process and the server's address
-    /// and port; per connection while the ends are unknown.
-    fn pair_of_ends(&self, conn: &HttpConn, id: ConnId) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        "stateless".hash(&mut h);
-        let serves = conn.serves == Some(true);
-        match (serves, conn.ends) {
-            (true, Some(ends)) => match self.http.local.client_of(ends) {
-                Some(client) => client.hash(&mut h),
-                None => ends.1.addr.hash(&mut h),
-            },
-            (false, Some((_, r))) => {
-                id.proc.hash(&mut h);
-                r.hash(&mut h);
-            }
-            // Ends unknown (TLS before its socket is known): per connection.
-            (_, None) => id.hash(&mut h),
-        }
-        h.finish()
-    }
-
-    /// The session of a message on `conn` carrying `session_id`.
-    fn http_session(
-        &mut self,
-        conn: &mut HttpConn,
-        id: ConnId,
-        session_id: Option<&str>,
-    ) -> (Option<String>, SessionKey) {
-        let server = (conn.serves == Some(true)).then_some(id.proc);
-        let transport_kind = if conn.tls { TRANSPORT_HTTPS } else { TRANSPORT_HTTP };
-        let Some(sid) = session_id else {
-            let key = *conn.session.get_or_insert(SessionKey {
-                transport_kind,
-                server,
-                // The connection stands for the session until an id shows
-                // (each `initialize` on it for a new one).
-                conversation: (id.fd as u32 as u64) << 32
-                    ^ id.inode
-                    ^ id.proc.start_ns
-                    ^ u64::from(conn.opened).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            });
-            return (None, key);
-        };
-        let (text, n) = session_id_hash(sid);
-        if self.http.session_ids.len() >= 2 * self.cfg.max_sessions {
-            self.http.session_ids.clear();
-        }
-        let fallback = SessionKey {
-            transport_kind,
-            server,
-            conversation: n,
-        };
-        let key = *self
-            .http
-            .session_ids
-            .entry((server, transport_kind, n))
-            .or_insert(conn.session.unwrap_or(fallback));
-        conn.session = Some(key);
-        (Some(text), key)
-    }
-
     /// A chunk of a connection judged not MCP: the budget left to judge it
     /// afresh, when the kernel resumed it or (a chunk on its way when the
     /// connection was ignored) it starts like MCP; `None` to keep ignoring it.
@@ -657,63 +515,5 @@ impl Pipeline {
                 direction,
             }));
         }
-    }
-}
-
-/// A request body that starts a stateful session: an `initialize` request,
-/// alone or in a batch.
-fn opens_session(d: &jsonrpc::Decoded<'_>) -> bool {
-    let opens =
-        |m: &jsonrpc::Message<'_>| m.kind == jsonrpc::Kind::Request && m.method.as_deref() == Some("initialize");
-    match d {
-        jsonrpc::Decoded::Single(m) => opens(m),
-        jsonrpc::Decoded::Batch(v) => v.iter().any(opens),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sniffing() {
-        assert_eq!(sniff(b"POST /mcp HTTP/1.1\r\n"), Some(Side::Requests));
-        assert_eq!(sniff(b"GET http://x/ HTTP/1.1\r\n"), Some(Side::Requests));
-        assert_eq!(sniff(b"HTTP/1.1 200 OK\r\n"), Some(Side::Responses));
-        assert_eq!(sniff(b"\x16\x03\x01\x02\x00"), None, "TLS");
-        assert_eq!(sniff(b"{\"jsonrpc\""), None);
-        assert_eq!(sniff(b"PRI * HTTP/2.0\r\n"), None, "HTTP/2 preface");
-    }
-
-    #[test]
-    fn request_targets_and_legacy_session_ids() {
-        assert_eq!(export_path("/mcp"), "/mcp");
-        assert_eq!(
-            export_path("/messages/?session_id=abc&x=1"),
-            "/messages/?session_id=[REDACTED]&x=[REDACTED]"
-        );
-        assert_eq!(export_path("/m?tok"), "/m?[REDACTED]");
-        assert_eq!(
-            request_target("http://h:1/messages/?session_id=a"),
-            "/messages/?session_id=a"
-        );
-        assert_eq!(request_target("https://h"), "/");
-        assert_eq!(request_target("/message?sessionId=b"), "/message?sessionId=b");
-        assert_eq!(legacy_session_id("/message?sessionId=b"), Some("b"));
-        assert_eq!(legacy_session_id("/messages/?x=1&session_id=c#f"), Some("c"));
-        assert_eq!(legacy_session_id("/messages/?session_id="), None);
-        assert_eq!(legacy_session_id("/mcp"), None);
-        assert!(is_json_type("application/json; charset=utf-8"));
-        assert!(is_json_type("application/vnd.api+json"));
-        assert!(!is_json_type("text/plain; charset=utf-8"));
-    }
-
-    #[test]
-    fn session_ids_are_hashed() {
-        let (text, n) = session_id_hash("7f0c1b9e-secret-session");
-        assert!(text.starts_with("sha256:") && text.len() == 23, "{text}");
-        assert!(!text.contains("secret"));
-        assert_eq!(session_id_hash("7f0c1b9e-secret-session").1, n);
-        assert_ne!(session_id_hash("other").1, n);
     }
 }

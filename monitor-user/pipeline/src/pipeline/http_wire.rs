@@ -179,3 +179,50 @@ pub(super) fn session_id_hash(id: &str) -> (String, u64) {
     let n = u64::from_be_bytes(d[..8].try_into().expect("8 bytes"));
     (format!("sha256:{n:016x}"), n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffing() {
+        assert_eq!(sniff(b"POST /mcp HTTP/1.1\r\n"), Some(Side::Requests));
+        assert_eq!(sniff(b"GET http://x/ HTTP/1.1\r\n"), Some(Side::Requests));
+        assert_eq!(sniff(b"HTTP/1.1 200 OK\r\n"), Some(Side::Responses));
+        assert_eq!(sniff(b"\x16\x03\x01\x02\x00"), None, "TLS");
+        assert_eq!(sniff(b"{\"jsonrpc\""), None);
+        assert_eq!(sniff(b"PRI * HTTP/2.0\r\n"), None, "HTTP/2 preface");
+    }
+
+    #[test]
+    fn request_targets_and_legacy_session_ids() {
+        assert_eq!(export_path("/mcp"), "/mcp");
+        assert_eq!(
+            export_path("/messages/?session_id=abc&x=1"),
+            "/messages/?session_id=[REDACTED]&x=[REDACTED]"
+        );
+        assert_eq!(export_path("/m?tok"), "/m?[REDACTED]");
+        assert_eq!(
+            request_target("http://h:1/messages/?session_id=a"),
+            "/messages/?session_id=a"
+        );
+        assert_eq!(request_target("https://h"), "/");
+        assert_eq!(request_target("/message?sessionId=b"), "/message?sessionId=b");
+        assert_eq!(legacy_session_id("/message?sessionId=b"), Some("b"));
+        assert_eq!(legacy_session_id("/messages/?x=1&session_id=c#f"), Some("c"));
+        assert_eq!(legacy_session_id("/messages/?session_id="), None);
+        assert_eq!(legacy_session_id("/mcp"), None);
+        assert!(is_json_type("application/json; charset=utf-8"));
+        assert!(is_json_type("application/vnd.api+json"));
+        assert!(!is_json_type("text/plain; charset=utf-8"));
+    }
+
+    #[test]
+    fn session_ids_are_hashed() {
+        let (text, n) = session_id_hash("7f0c1b9e-secret-session");
+        assert!(text.starts_with("sha256:") && text.len() == 23, "{text}");
+        assert!(!text.contains("secret"));
+        assert_eq!(session_id_hash("7f0c1b9e-secret-session").1, n);
+        assert_ne!(session_id_hash("other").1, n);
+    }
+}
