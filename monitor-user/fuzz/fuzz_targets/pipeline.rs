@@ -193,7 +193,7 @@ fn http(p: &mut Pipeline, sink: &mut Null, client: ProcKey, server: ProcKey, mut
                 orig_len: payload.len() as u64 + if gap { 10 } else { 0 },
                 segment: 0,
                 conn: tuple(50_000 + conn as u16, server_end),
-                    data: payload.to_vec(),
+                data: payload.to_vec(),
             };
             p.handle(Observation::Chunk(c), sink);
         }
