@@ -1,6 +1,5 @@
 //! The detector's first pass on untrusted bytes: the four-lane literal walk
-//! agrees with the library's search (whether a literal occurs, and which
-//! rules and kinds it attributes), and the SIMD encoded-run search agrees
+//! agrees with the library's search, and the SIMD encoded-run search agrees
 //! with a plain byte-by-byte one.
 #![no_main]
 use std::sync::OnceLock;
@@ -35,8 +34,5 @@ fuzz_target!(|data: &[u8]| {
     let p = prefilter();
     assert_eq!(p.any_literal(data), p.any_literal_reference(data));
     assert_eq!(has_encoded_run(data), naive_encoded_run(data));
-    let h = p.scan(data);
-    let mut rules = h.credential_rules.clone();
-    rules.sort_unstable();
-    assert_eq!((rules, h.secret_name, h.lexicon), p.literal_hits_reference(data));
+    let _ = p.scan(data);
 });

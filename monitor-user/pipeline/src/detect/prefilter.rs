@@ -9,9 +9,7 @@
 //! regex also matches the raw text).
 
 use aho_corasick::{
-    automaton::{Automaton, OverlappingState, StateID},
-    dfa::DFA,
-    Anchored, Input, MatchKind, StartKind,
+    automaton::Automaton, dfa::DFA, AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, Anchored, MatchKind, StartKind,
 };
 
 const KIND_CREDENTIAL: u8 = 1;
@@ -67,19 +65,16 @@ static B64: [bool; 256] = {
 /// The combined first pass.
 #[derive(Clone)]
 pub struct Prefilter {
-    /// One Aho-Corasick DFA over every literal, walked by hand several
-    /// lanes at once (see [`Prefilter::walk`]). Its match states list every
-    /// pattern ending there (standard match semantics), which is all that
-    /// attribution needs.
+    /// Attribution of hits (overlapping search), only on messages with one.
+    ac: AhoCorasick,
+    /// The same automaton walked by hand for the yes/no question, several
+    /// lanes at once (see [`Prefilter::any_literal`]).
     dfa: DFA,
     max_pattern_len: usize,
     kinds: Vec<u8>,
     /// Credential rules selected by each pattern.
     rules: Vec<Vec<usize>>,
 }
-
-/// Lanes of [`Prefilter::walk`].
-const LANES: usize = 4;
 
 impl Prefilter {
     /// Builds the automaton over the three literal sets (matched ASCII
@@ -111,6 +106,12 @@ impl Prefilter {
         for p in lexicon {
             add(p, KIND_LEXICON, &[]);
         }
+        let ac = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&patterns)
+            .expect("prefilter automaton");
         let dfa = DFA::builder()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
@@ -120,6 +121,7 @@ impl Prefilter {
             .expect("prefilter automaton");
         let max_pattern_len = patterns.iter().map(String::len).max().unwrap_or(1);
         Self {
+            ac,
             dfa,
             max_pattern_len,
             kinds,
@@ -128,28 +130,20 @@ impl Prefilter {
     }
 
     /// Does any literal occur in `raw`?
-    pub fn any_literal(&self, raw: &[u8]) -> bool {
-        self.walk(raw, |_| true)
-    }
-
-    /// Walks the DFA over `raw` and calls `hit` with every match state it
-    /// reaches (each occurrence of a literal at least once), until `hit`
-    /// returns true; returns whether it did.
     ///
     /// A DFA walk is bound by the latency of one table load per byte, each
     /// depending on the previous. Four lanes over four parts of the input
     /// (each reading on into the next part by the longest pattern's length,
     /// so no occurrence straddles unseen) keep four independent loads in
-    /// flight: about three times the single-lane speed. An occurrence near
-    /// a part's start may be reported by two lanes.
-    #[inline(always)]
-    fn walk(&self, raw: &[u8], mut hit: impl FnMut(StateID) -> bool) -> bool {
+    /// flight: about three times the single-lane speed.
+    pub fn any_literal(&self, raw: &[u8]) -> bool {
+        const LANES: usize = 4;
         let dfa = &self.dfa;
         let start = dfa.start_state(Anchored::No).expect("unanchored DFA");
-        let lane = |mut s, bytes: &[u8], hit: &mut dyn FnMut(StateID) -> bool| {
+        let lane = |mut s, bytes: &[u8]| {
             for &b in bytes {
                 s = dfa.next_state(Anchored::No, s, b);
-                if dfa.is_match(s) && hit(s) {
+                if dfa.is_match(s) {
                     return None;
                 }
             }
@@ -157,7 +151,7 @@ impl Prefilter {
         };
         if raw.len() < 64 * LANES {
             // Too short for the lanes to pay for their set-up.
-            return lane(start, raw, &mut hit).is_none();
+            return lane(start, raw).is_none();
         }
         let part = raw.len().div_ceil(LANES);
         // Every part is `part` long except the last; walk them together for
@@ -175,9 +169,7 @@ impl Prefilter {
             s[1] = dfa.next_state(Anchored::No, s[1], b[i]);
             s[2] = dfa.next_state(Anchored::No, s[2], c[i]);
             s[3] = dfa.next_state(Anchored::No, s[3], d[i]);
-            if (dfa.is_match(s[0]) | dfa.is_match(s[1]) | dfa.is_match(s[2]) | dfa.is_match(s[3]))
-                && s.iter().any(|&k| dfa.is_match(k) && hit(k))
-            {
+            if dfa.is_match(s[0]) | dfa.is_match(s[1]) | dfa.is_match(s[2]) | dfa.is_match(s[3]) {
                 return true;
             }
         }
@@ -185,7 +177,7 @@ impl Prefilter {
         (0..LANES).any(|k| {
             let from = k * part + common;
             let to = ((k + 1) * part + overlap).min(raw.len());
-            from < to && lane(s[k], &raw[from..to], &mut hit).is_none()
+            from < to && lane(s[k], &raw[from..to]).is_none()
         })
     }
 
@@ -193,56 +185,25 @@ impl Prefilter {
     /// agree with (for tests and fuzzing).
     #[doc(hidden)]
     pub fn any_literal_reference(&self, raw: &[u8]) -> bool {
-        self.dfa.try_find(&Input::new(raw)).expect("unanchored DFA").is_some()
-    }
-
-    /// What the library's overlapping search attributes to `raw`: the
-    /// credential rules selected (sorted), a secret-like name, an
-    /// injection phrase. [`Prefilter::scan`] must agree (for tests and
-    /// fuzzing).
-    #[doc(hidden)]
-    pub fn literal_hits_reference(&self, raw: &[u8]) -> (Vec<usize>, bool, bool) {
-        let mut state = OverlappingState::start();
-        let (mut rules, mut kinds) = (Vec::new(), 0u8);
-        loop {
-            self.dfa
-                .try_find_overlapping(&Input::new(raw), &mut state)
-                .expect("unanchored DFA");
-            let Some(m) = state.get_match() else { break };
-            kinds |= self.kinds[m.pattern().as_usize()];
-            rules.extend_from_slice(&self.rules[m.pattern().as_usize()]);
-        }
-        rules.sort_unstable();
-        rules.dedup();
-        (rules, kinds & KIND_SECRET_NAME != 0, kinds & KIND_LEXICON != 0)
+        self.ac.is_match(raw)
     }
 
     /// Both passes over `raw`.
     pub fn scan(&self, raw: &[u8]) -> Hits {
         let mut h = Hits::default();
         let mut seen = 0u8;
-        // Patterns already attributed; allocated at the first hit, since
-        // most messages hold no literal at all.
-        let mut done: Vec<u64> = Vec::new();
-        self.walk(raw, |sid| {
-            for j in 0..self.dfa.match_len(sid) {
-                let i = self.dfa.match_pattern(sid, j).as_usize();
-                if done.is_empty() {
-                    done = vec![0; self.kinds.len().div_ceil(64)];
-                }
-                if done[i / 64] & 1 << (i % 64) != 0 {
-                    continue;
-                }
-                done[i / 64] |= 1 << (i % 64);
-                seen |= self.kinds[i];
-                for &r in &self.rules[i] {
-                    if !h.credential_rules.contains(&r) {
-                        h.credential_rules.push(r);
-                    }
+        // Most messages hold no literal at all: the plain search loop is
+        // faster than overlapping iteration, which only attributes hits.
+        let any = self.any_literal(raw);
+        for m in self.ac.find_overlapping_iter(if any { raw } else { &[] }) {
+            let i = m.pattern().as_usize();
+            seen |= self.kinds[i];
+            for &r in &self.rules[i] {
+                if !h.credential_rules.contains(&r) {
+                    h.credential_rules.push(r);
                 }
             }
-            false
-        });
+        }
         h.secret_name = seen & KIND_SECRET_NAME != 0;
         h.lexicon = seen & KIND_LEXICON != 0;
         h.encoded = has_encoded_run(raw);
@@ -579,32 +540,8 @@ mod tests {
             if at + lit.len() <= len {
                 text[at..at + lit.len()].copy_from_slice(lit.as_bytes());
             }
-            prop_assert_eq!(p.any_literal(&text), p.any_literal_reference(&text));
+            prop_assert_eq!(p.any_literal(&text), p.ac.is_match(&text));
             prop_assert_eq!(p.any_literal(&text), at + lit.len() <= len);
-        }
-
-        /// Attribution from the lane walk (each pattern once, whichever
-        /// lane saw it) equals attribution from the library's overlapping
-        /// search, for literals anywhere, repeated, overlapping each other
-        /// and the lane boundaries.
-        #[test]
-        fn attribution_agrees_with_overlapping_search(
-            len in 0usize..1500,
-            placed in proptest::collection::vec((0usize..1500, 0usize..4), 0..6),
-        ) {
-            let p = pf();
-            let lits = ["ghp_", "AKIA", "PassWord", "ignore previous instructions"];
-            let mut text = vec![b'x'; len];
-            for (at, which) in placed {
-                let lit = lits[which].as_bytes();
-                if at + lit.len() <= len {
-                    text[at..at + lit.len()].copy_from_slice(lit);
-                }
-            }
-            let h = p.scan(&text);
-            let mut rules = h.credential_rules.clone();
-            rules.sort_unstable();
-            prop_assert_eq!((rules, h.secret_name, h.lexicon), p.literal_hits_reference(&text));
         }
 
         #[test]
