@@ -126,6 +126,8 @@ impl Decoder {
                     start_ns: h.start_ns,
                 };
                 let channel = if socket_ids { self.hide(r.channel) } else { r.channel };
+                let syscall = Syscall::from_u8(r.syscall).ok_or(DecodeError::Field("syscall"))?;
+                let direction = Direction::from_u8(r.direction).ok_or(DecodeError::Field("direction"))?;
                 if k == RecordKind::WriterNotice {
                     return Ok(Record::WriterNotice {
                         notice: WriterNotice {
@@ -149,8 +151,8 @@ impl Decoder {
                     gid: r.gid,
                     cgroup_id: r.cgroup_id,
                     fd: r.fd,
-                    syscall: Syscall::from_u8(r.syscall).ok_or(DecodeError::Field("syscall"))?,
-                    direction: Direction::from_u8(r.direction).ok_or(DecodeError::Field("direction"))?,
+                    syscall,
+                    direction,
                     fd_kind,
                     flags: r.flags,
                     inode: r.inode,
