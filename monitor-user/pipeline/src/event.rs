@@ -44,6 +44,8 @@ impl Transport {
 /// HTTP context of a message that travelled over HTTP.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct HttpInfo {
+    /// `"1.1"` or `"2"`: the HTTP version that carried the message.
+    pub version: &'static str,
     /// Method and path of the request that carried the message, or that the
     /// response carrying it answers.
     pub method: Option<String>,

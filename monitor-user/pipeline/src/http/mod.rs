@@ -14,6 +14,9 @@
 //! Every buffer is bounded by `max_body`; decompression output too.
 
 pub mod h1;
+pub mod h2;
+pub mod hpack;
+mod huffman_table;
 pub mod sse;
 
 use std::{io::Write, sync::Arc};
@@ -42,10 +45,34 @@ pub struct HttpMeta {
     pub content_type: Option<String>,
     /// `Last-Event-ID` of a resumed GET stream.
     pub last_event_id: Option<String>,
+    /// The protocol version that carried it.
+    pub version: HttpVersion,
+    /// HTTP/2: the stream, which pairs a response with its request.
+    pub stream: Option<u32>,
+}
+
+/// HTTP/1.x or HTTP/2.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// HTTP/1.0 or 1.1.
+    #[default]
+    H1,
+    /// HTTP/2, over TLS or cleartext (h2c).
+    H2,
+}
+
+impl HttpVersion {
+    /// As exported: `"1.1"` or `"2"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpVersion::H1 => "1.1",
+            HttpVersion::H2 => "2",
+        }
+    }
 }
 
 impl HttpMeta {
-    fn from_head(h: &Head) -> Self {
+    pub(crate) fn from_head(h: &Head) -> Self {
         let get = |n: &str| h.header(n).map(str::to_owned);
         HttpMeta {
             method: h.method.clone(),
@@ -56,6 +83,8 @@ impl HttpMeta {
             mcp_name: get("mcp-name").map(|v| decode_header_value(&v)),
             content_type: get("content-type"),
             last_event_id: get("last-event-id"),
+            version: HttpVersion::H1,
+            stream: None,
         }
     }
 
@@ -127,7 +156,9 @@ impl Write for Limited {
     }
 }
 
-struct Current {
+/// One message in progress: its head, and its body on the way to JSON
+/// bodies or SSE event data. Shared by HTTP/1.1 and each HTTP/2 stream.
+pub(crate) struct Message {
     meta: Arc<HttpMeta>,
     sse: Option<SseParser>,
     decoder: Option<Decoder>,
@@ -135,29 +166,139 @@ struct Current {
     failed: bool,
 }
 
-/// One direction of an HTTP/1.1 connection.
+impl Message {
+    /// A message whose head was `meta`, its body in `content_encoding`.
+    pub(crate) fn start(meta: Arc<HttpMeta>, content_encoding: Option<&str>, max_body: usize) -> Message {
+        let limited = || Limited {
+            buf: Vec::new(),
+            max: max_body,
+        };
+        let decoder = match content_encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
+            Some("gzip" | "x-gzip") => Some(Decoder::Gzip(flate2::write::GzDecoder::new(limited()))),
+            Some("deflate") => Some(Decoder::Deflate(flate2::write::ZlibDecoder::new(limited()))),
+            _ => None,
+        };
+        let sse = meta.is_event_stream().then(|| SseParser::new(max_body));
+        Message {
+            meta,
+            sse,
+            decoder,
+            body: Vec::new(),
+            failed: false,
+        }
+    }
+
+    /// The head this message started with.
+    pub(crate) fn meta(&self) -> &Arc<HttpMeta> {
+        &self.meta
+    }
+
+    /// Body bytes (transfer or frame coding removed).
+    pub(crate) fn body(&mut self, b: &[u8], max: usize, out: &mut impl FnMut(HttpOutput)) {
+        if self.failed || b.is_empty() {
+            return;
+        }
+        match self.decoder.as_mut() {
+            None => deliver(self, b, max, out),
+            Some(d) => {
+                let r = match d {
+                    Decoder::Gzip(g) => g.write_all(b).map(|_| std::mem::take(&mut g.get_mut().buf)),
+                    Decoder::Deflate(z) => z.write_all(b).map(|_| std::mem::take(&mut z.get_mut().buf)),
+                };
+                match r {
+                    Ok(plain) => deliver(self, &plain, max, out),
+                    Err(_) => {
+                        self.failed = true;
+                        out(HttpOutput::Error("http_bad_encoding"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The body is complete: a JSON body is reported, then the end.
+    pub(crate) fn end(mut self, max: usize, out: &mut impl FnMut(HttpOutput)) {
+        if let Some(d) = self.decoder.take() {
+            match finish(d) {
+                Ok(rest) => deliver(&mut self, &rest, max, out),
+                Err(_) if !self.failed => {
+                    self.failed = true;
+                    out(HttpOutput::Error("http_bad_encoding"));
+                }
+                Err(_) => {}
+            }
+        }
+        if self.sse.is_none() && !self.failed && !self.body.is_empty() {
+            out(HttpOutput::Payload {
+                meta: self.meta.clone(),
+                data: std::mem::take(&mut self.body),
+                sse_event: None,
+                sse_id: None,
+            });
+        }
+        out(HttpOutput::End(self.meta));
+    }
+
+    /// Bytes held.
+    pub(crate) fn buffered(&self) -> usize {
+        self.body.len() + self.sse.as_ref().map_or(0, SseParser::buffered) + decoder_len(&self.decoder)
+    }
+
+    /// Bytes allocated.
+    pub(crate) fn allocated(&self) -> usize {
+        self.body.capacity() + self.sse.as_ref().map_or(0, SseParser::allocated) + decoder_len(&self.decoder)
+    }
+}
+
+/// How a direction is framed.
+enum Framing {
+    /// HTTP/1.x: one message at a time.
+    H1 { parser: H1Parser, cur: Option<Message> },
+    /// HTTP/2: frames of many streams.
+    H2(Box<h2::H2Half>),
+}
+
+/// One direction of an HTTP connection (HTTP/1.1 or HTTP/2).
 pub struct HttpHalf {
-    parser: H1Parser,
+    framing: Framing,
     max_body: usize,
-    cur: Option<Current>,
     /// What it holds, charged to the pipeline's budget.
     charge: Option<Charge>,
 }
 
 impl HttpHalf {
-    /// `side`: requests (client to server) or responses.
+    /// An HTTP/1.x direction. `side`: requests (client to server) or responses.
     pub fn new(side: Side, max_body: usize, joined_mid_stream: bool) -> Self {
         let max_head = 64 * 1024;
         Self {
-            parser: if joined_mid_stream {
-                H1Parser::new_resync(side, max_head)
-            } else {
-                H1Parser::new(side, max_head)
+            framing: Framing::H1 {
+                parser: if joined_mid_stream {
+                    H1Parser::new_resync(side, max_head)
+                } else {
+                    H1Parser::new(side, max_head)
+                },
+                cur: None,
             },
             max_body: max_body.max(1024),
-            cur: None,
             charge: None,
         }
+    }
+
+    /// An HTTP/2 direction (over TLS after ALPN `h2`, or h2c). Capture that
+    /// joined the connection in progress knows neither frame boundaries nor
+    /// the header table: it looks for DATA frames that carry JSON or events.
+    pub fn new_h2(side: Side, max_body: usize, joined_mid_stream: bool) -> Self {
+        let max_body = max_body.max(1024);
+        Self {
+            framing: Framing::H2(Box::new(h2::H2Half::new(side, max_body, joined_mid_stream))),
+            max_body,
+            charge: None,
+        }
+    }
+
+    /// True for an HTTP/2 direction.
+    pub fn is_h2(&self) -> bool {
+        matches!(self.framing, Framing::H2(_))
     }
 
     /// Charges what this half holds to `budget`.
@@ -186,136 +327,89 @@ impl HttpHalf {
 
     /// Bytes held (head, body, event).
     pub fn buffered(&self) -> usize {
-        self.parser.buffered()
-            + self.cur.as_ref().map_or(0, |c| {
-                c.body.len() + c.sse.as_ref().map_or(0, SseParser::buffered) + decoder_len(&c.decoder)
-            })
+        match &self.framing {
+            Framing::H1 { parser, cur } => parser.buffered() + cur.as_ref().map_or(0, Message::buffered),
+            Framing::H2(h) => h.buffered(),
+        }
     }
 
     /// Bytes allocated for what it holds (what the budget is charged).
     fn allocated(&self) -> usize {
-        self.parser.buffered()
-            + self.cur.as_ref().map_or(0, |c| {
-                c.body.capacity() + c.sse.as_ref().map_or(0, SseParser::allocated) + decoder_len(&c.decoder)
-            })
+        match &self.framing {
+            Framing::H1 { parser, cur } => parser.buffered() + cur.as_ref().map_or(0, Message::allocated),
+            Framing::H2(h) => h.allocated(),
+        }
     }
 
     /// The response side learns the next request was `HEAD`.
     pub fn expect_response(&mut self, head_request: bool) {
-        self.parser.expect_response(head_request);
+        if let Framing::H1 { parser, .. } = &mut self.framing {
+            parser.expect_response(head_request);
+        }
     }
 
     /// Bytes were lost here.
     pub fn gap(&mut self, out: &mut impl FnMut(HttpOutput)) {
-        let mut evs = Vec::new();
-        self.parser.gap(&mut |e| evs.push(owned(e)));
-        self.cur = None;
-        for e in evs {
-            self.on_event(e, out);
+        let max = self.max_body;
+        match &mut self.framing {
+            Framing::H1 { parser, cur } => {
+                *cur = None;
+                parser.gap(&mut |e| h1_event(cur, max, owned(e), out));
+            }
+            Framing::H2(h) => h.gap(out),
         }
     }
 
     /// The connection closed.
     pub fn close(&mut self, out: &mut impl FnMut(HttpOutput)) {
-        let mut evs = Vec::new();
-        self.parser.close(&mut |e| evs.push(owned(e)));
-        for e in evs {
-            self.on_event(e, out);
+        let max = self.max_body;
+        match &mut self.framing {
+            Framing::H1 { parser, cur } => parser.close(&mut |e| h1_event(cur, max, owned(e), out)),
+            Framing::H2(h) => h.close(out),
         }
     }
 
     /// Parses the next captured bytes of this direction, reporting heads, payloads, ends and errors to `out`.
     pub fn feed(&mut self, data: &[u8], out: &mut impl FnMut(HttpOutput)) {
-        // Body slices are handled as they come; heads are owned anyway.
-        let mut parser = std::mem::replace(&mut self.parser, H1Parser::new(Side::Requests, 0));
-        parser.feed(data, &mut |e| match e {
-            H1Event::Body(b) => self.on_body(b, out),
-            other => self.on_event(owned(other), out),
-        });
-        self.parser = parser;
-    }
-
-    fn on_event(&mut self, e: Owned, out: &mut impl FnMut(HttpOutput)) {
-        match e {
-            Owned::Head(h) => {
-                let meta = Arc::new(HttpMeta::from_head(&h));
-                let decoder = match h.header("content-encoding").map(|e| e.trim().to_ascii_lowercase()) {
-                    Some(e) if e == "gzip" || e == "x-gzip" => {
-                        Some(Decoder::Gzip(flate2::write::GzDecoder::new(Limited {
-                            buf: Vec::new(),
-                            max: self.max_body,
-                        })))
+        let max = self.max_body;
+        match &mut self.framing {
+            Framing::H1 { parser, cur } => {
+                // Body slices are handled as they come, in order with heads.
+                parser.feed(data, &mut |e| match e {
+                    H1Event::Body(b) => {
+                        if let Some(c) = cur.as_mut() {
+                            c.body(b, max, out);
+                        }
                     }
-                    Some(e) if e == "deflate" => Some(Decoder::Deflate(flate2::write::ZlibDecoder::new(Limited {
-                        buf: Vec::new(),
-                        max: self.max_body,
-                    }))),
-                    _ => None,
-                };
-                let sse = meta.is_event_stream().then(|| SseParser::new(self.max_body));
-                out(HttpOutput::Head(meta.clone()));
-                self.cur = Some(Current {
-                    meta,
-                    sse,
-                    decoder,
-                    body: Vec::new(),
-                    failed: false,
+                    other => h1_event(cur, max, owned(other), out),
                 });
             }
-            Owned::End => {
-                let Some(mut c) = self.cur.take() else { return };
-                if let Some(d) = c.decoder.take() {
-                    match finish(d) {
-                        Ok(rest) => deliver(&mut c, &rest, self.max_body, out),
-                        Err(_) if !c.failed => {
-                            c.failed = true;
-                            out(HttpOutput::Error("http_bad_encoding"));
-                        }
-                        Err(_) => {}
-                    }
-                }
-                if c.sse.is_none() && !c.failed && !c.body.is_empty() {
-                    out(HttpOutput::Payload {
-                        meta: c.meta.clone(),
-                        data: std::mem::take(&mut c.body),
-                        sse_event: None,
-                        sse_id: None,
-                    });
-                }
-                out(HttpOutput::End(c.meta));
-            }
-            Owned::Error(e) => {
-                self.cur = None;
-                out(HttpOutput::Error(e.as_str()));
-            }
-            Owned::Upgraded => {
-                self.cur = None;
-                out(HttpOutput::Error("http_upgraded"));
-            }
+            Framing::H2(h) => h.feed(data, out),
         }
     }
 
-    fn on_body(&mut self, b: &[u8], out: &mut impl FnMut(HttpOutput)) {
-        let max = self.max_body;
-        let Some(c) = self.cur.as_mut() else { return };
-        if c.failed || b.is_empty() {
-            return;
+}
+
+/// An HTTP/1.x parser event other than body bytes.
+fn h1_event(cur: &mut Option<Message>, max: usize, e: Owned, out: &mut impl FnMut(HttpOutput)) {
+    match e {
+        Owned::Head(h) => {
+            let meta = Arc::new(HttpMeta::from_head(&h));
+            out(HttpOutput::Head(meta.clone()));
+            *cur = Some(Message::start(meta, h.header("content-encoding"), max));
         }
-        match c.decoder.as_mut() {
-            None => deliver(c, b, max, out),
-            Some(d) => {
-                let r = match d {
-                    Decoder::Gzip(g) => g.write_all(b).map(|_| std::mem::take(&mut g.get_mut().buf)),
-                    Decoder::Deflate(z) => z.write_all(b).map(|_| std::mem::take(&mut z.get_mut().buf)),
-                };
-                match r {
-                    Ok(plain) => deliver(c, &plain, max, out),
-                    Err(_) => {
-                        c.failed = true;
-                        out(HttpOutput::Error("http_bad_encoding"));
-                    }
-                }
+        Owned::End => {
+            if let Some(c) = cur.take() {
+                c.end(max, out);
             }
+        }
+        Owned::Error(e) => {
+            *cur = None;
+            out(HttpOutput::Error(e.as_str()));
+        }
+        Owned::Upgraded => {
+            *cur = None;
+            out(HttpOutput::Error("http_upgraded"));
         }
     }
 }
@@ -336,7 +430,7 @@ fn finish(d: Decoder) -> std::io::Result<Vec<u8>> {
 }
 
 /// Plain body bytes: into the event parser, or the JSON body buffer.
-fn deliver(c: &mut Current, plain: &[u8], max: usize, out: &mut impl FnMut(HttpOutput)) {
+fn deliver(c: &mut Message, plain: &[u8], max: usize, out: &mut impl FnMut(HttpOutput)) {
     if plain.is_empty() {
         return;
     }

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     event::{Flow, HttpInfo},
-    http::{h1::Side, HttpHalf, HttpMeta, HttpOutput},
+    http::{h1::Side, h2, HttpHalf, HttpMeta, HttpOutput},
     jsonrpc,
     observation::{Chunk, ProcKey},
     relook::{self, RelookBudget},
@@ -66,6 +66,10 @@ pub(super) struct HttpConn {
     /// This process reads requests (serves).
     serves: Option<bool>,
     requests: VecDeque<Arc<HttpMeta>>,
+    /// HTTP/2: requests by stream, for their responses.
+    streams: FxHashMap<u32, Arc<HttpMeta>>,
+    /// The connection speaks HTTP/2 (h2 over TLS, or h2c).
+    h2: bool,
     pub(super) session: Option<SessionKey>,
     rejected: bool,
     unclassified_bytes: u64,
@@ -111,6 +115,8 @@ impl Pipeline {
             answering: [None, None],
             serves: None,
             requests: VecDeque::new(),
+            streams: FxHashMap::default(),
+            h2: false,
             session: None,
             rejected: false,
             unclassified_bytes: 0,
@@ -168,6 +174,30 @@ impl Pipeline {
 
     fn feed_conn(&mut self, conn: &mut HttpConn, id: ConnId, c: &Chunk, sink: &mut impl Sink) {
         let d = c.direction as usize;
+        if conn.sides[d].is_none() {
+            // HTTP/2 first: its preface would pass for a request line.
+            if let Some(side) = h2::sniff(&c.data) {
+                conn.h2 = true;
+                self.set_side(conn, d, side, false);
+            } else if conn.h2 || (c.data.len() >= 9 && h2::looks_like_frames(&c.data)) {
+                // The other direction's frames were seen, or capture joined
+                // an HTTP/2 connection in progress.
+                conn.h2 = true;
+                let side = match conn.sides[1 - d] {
+                    Some(Side::Requests) => Side::Responses,
+                    Some(Side::Responses) => Side::Requests,
+                    // Clients use odd streams: a HEADERS or DATA frame on one
+                    // was sent by the client.
+                    None => match h2::FrameHeader::parse(&c.data) {
+                        Some(h) if h.stream % 2 == 1 => Side::Requests,
+                        _ => Side::Responses,
+                    },
+                };
+                // Its start (the preface, or a server's first SETTINGS) was
+                // not seen: frames are looked for.
+                self.set_side(conn, d, side, true);
+            }
+        }
         if conn.sides[d].is_none() {
             let side = match (sniff(&c.data), conn.sides[1 - d]) {
                 (Some(s), _) => s,
@@ -227,7 +257,12 @@ impl Pipeline {
 
     fn set_side(&mut self, conn: &mut HttpConn, d: usize, side: Side, joined: bool) {
         conn.sides[d] = Some(side);
-        conn.halves[d] = Some(HttpHalf::new(side, self.cfg.max_frame, joined).with_budget(&self.budget));
+        let half = if conn.h2 {
+            HttpHalf::new_h2(side, self.cfg.max_frame, joined)
+        } else {
+            HttpHalf::new(side, self.cfg.max_frame, joined)
+        };
+        conn.halves[d] = Some(half.with_budget(&self.budget));
         // Ingress requests: this process serves.
         conn.serves = Some((side == Side::Requests) == (d == Direction::Ingress as usize));
     }
@@ -244,6 +279,18 @@ impl Pipeline {
         let side = conn.sides[d].expect("a half has a side");
         match o {
             HttpOutput::Head(meta) => match side {
+                Side::Requests if meta.stream.is_some() => {
+                    if conn.sides[1 - d].is_none() {
+                        self.set_side(conn, 1 - d, Side::Responses, false);
+                    }
+                    if conn.streams.len() >= MAX_INFLIGHT_REQUESTS {
+                        // Streams whose responses never came (reset, or lost).
+                        let oldest = conn.streams.keys().min().copied();
+                        conn.streams.retain(|s, _| Some(*s) != oldest);
+                    }
+                    conn.streams.insert(meta.stream.unwrap_or_default(), meta);
+                }
+                Side::Responses if meta.stream.is_some() => {}
                 Side::Requests => {
                     if conn.sides[1 - d].is_none() {
                         self.set_side(conn, 1 - d, Side::Responses, false);
@@ -312,9 +359,10 @@ impl Pipeline {
                         return;
                     }
                 };
-                let request = match side {
-                    Side::Requests => Some(meta.clone()),
-                    Side::Responses => conn.answering[d].clone(),
+                let request = match (side, meta.stream) {
+                    (Side::Requests, _) => Some(meta.clone()),
+                    (Side::Responses, Some(stream)) => conn.streams.get(&stream).cloned(),
+                    (Side::Responses, None) => conn.answering[d].clone(),
                 };
                 let session_id = meta
                     .session_id
@@ -356,6 +404,7 @@ impl Pipeline {
                     }
                 };
                 let http = HttpInfo {
+                    version: meta.version.as_str(),
                     method: request.as_ref().and_then(|r| r.method.clone()),
                     path: request.as_ref().and_then(|r| r.path.as_deref().map(export_path)),
                     status: meta.status,
@@ -434,7 +483,11 @@ impl Pipeline {
                     st.sse_events.insert(h);
                 }
             }
-            HttpOutput::End(_) => {}
+            HttpOutput::End(meta) => {
+                if let (Side::Responses, Some(stream)) = (side, meta.stream) {
+                    conn.streams.remove(&stream);
+                }
+            }
             HttpOutput::Error(reason) => {
                 self.metrics.pipeline.frame_errors.with_label_values(&[reason]).inc();
             }
@@ -502,6 +555,7 @@ impl Pipeline {
         conn.rejected = true;
         conn.halves = [None, None];
         conn.requests.clear();
+        conn.streams.clear();
         self.metrics
             .pipeline
             .streams

@@ -1,6 +1,7 @@
 //! Pipeline tests on synthetic observations: what the kernel would report
 //! for a client and a server talking over pipes or socketpairs.
 
+mod h2;
 mod http;
 mod https;
 mod judging;

@@ -1,0 +1,132 @@
+//! MCP over HTTP/2 (h2 over TLS, seen at the TLS library): frames, a
+//! stateful header table per direction, responses paired by stream, and
+//! the same events and alerts as HTTP/1.1.
+
+use super::*;
+use crate::http::h2::{frames::*, PREFACE};
+
+const HEADERS: u8 = 0x1;
+const DATA: u8 = 0x0;
+const SETTINGS: u8 = 0x4;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+/// A request on `stream`: HEADERS (POST /mcp) and its body in one DATA frame.
+fn h2_post(table: &mut Vec<(String, String)>, stream: u32, body: &str, session: Option<&str>) -> Vec<u8> {
+    let mut fields = vec![
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", "127.0.0.1:8443"),
+        (":path", "/mcp"),
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+    ];
+    if let Some(s) = session {
+        fields.push(("mcp-session-id", s));
+    }
+    let mut out = frame(HEADERS, END_HEADERS, stream, &block(table, &fields, true));
+    out.extend(frame(DATA, END_STREAM, stream, body.as_bytes()));
+    out
+}
+
+/// The head of a response on `stream`.
+fn h2_head(table: &mut Vec<(String, String)>, stream: u32, content_type: &str, session: &str) -> Vec<u8> {
+    let fields = [(":status", "200"), ("content-type", content_type), ("mcp-session-id", session)];
+    frame(HEADERS, END_HEADERS, stream, &block(table, &fields, true))
+}
+
+#[test]
+fn h2_over_tls_seen_from_both_ends_with_interleaved_streams() {
+    let mut s = Sim::with_detector();
+    let (client_end, server_end) = (loopback(40100, 8443), loopback(8443, 40100));
+    let client = TlsEnd::new(CLIENT, 0xc7, 5, client_end);
+    let server = TlsEnd::new(SERVER, 0x57, 7, server_end);
+    let (mut req_table, mut resp_table) = (Vec::new(), Vec::new());
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
+    let result = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2.0"}}}"#;
+
+    // The client's preface and SETTINGS, then the initialize request.
+    let mut hello = PREFACE.to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[0, 2, 0, 0, 0, 0]));
+    let first = h2_post(&mut req_table, 1, init, None);
+    client.writes(&mut s, &hello);
+    tls(&mut s, client, Direction::Egress, &first, 0);
+    // The server reads it all at once.
+    let mut read = hello.clone();
+    read.extend_from_slice(&first);
+    server.reads(&mut s, &read);
+    let mut answer = frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]);
+    answer.extend(frame(SETTINGS, 1, 0, &[]));
+    answer.extend(h2_head(&mut resp_table, 1, "application/json", "sid-h2"));
+    answer.extend(frame(DATA, END_STREAM, 1, result.as_bytes()));
+    server.writes(&mut s, &answer);
+    tls(&mut s, client, Direction::Ingress, &answer, chunk_flags::NEW_STREAM);
+
+    // Two calls on streams 3 and 5; the answer to 5 comes first, and the
+    // answer to 3 is an event stream holding a credential.
+    let read_call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/srv/.env"}}}"#;
+    let echo_call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}"#;
+    let mut calls = h2_post(&mut req_table, 3, read_call, Some("sid-h2"));
+    calls.extend(h2_post(&mut req_table, 5, echo_call, Some("sid-h2")));
+    tls(&mut s, client, Direction::Egress, &calls, 0);
+    tls(&mut s, server, Direction::Ingress, &calls, 0);
+    let secret_result = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"AWS_ACCESS_KEY_ID=AKIAZ7VQ3XH2L5MNB4PD\nAWS_SECRET_ACCESS_KEY=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\n"}]}}"#;
+    let echo_result = r#"{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"hi"}]}}"#;
+    let mut answers = h2_head(&mut resp_table, 3, "text/event-stream", "sid-h2");
+    answers.extend(h2_head(&mut resp_table, 5, "application/json", "sid-h2"));
+    answers.extend(frame(DATA, END_STREAM, 5, echo_result.as_bytes()));
+    answers.extend(frame(DATA, 0, 3, format!("event: message\ndata: {secret_result}\n\n").as_bytes()));
+    answers.extend(frame(DATA, END_STREAM, 3, b""));
+    tls(&mut s, server, Direction::Egress, &answers, 0);
+    tls(&mut s, client, Direction::Ingress, &answers, 0);
+
+    let ev = s.events_json();
+    assert_eq!(ev.len(), 12, "{:?}", s.rows());
+    for side in [true, false] {
+        let view = view_of(&ev, side);
+        assert_eq!(view.len(), 6, "{view:?}");
+        let methods: Vec<&str> = view.iter().map(|e| e["method"].as_str().unwrap_or("")).collect();
+        assert_eq!(
+            methods,
+            ["initialize", "initialize", "tools/call", "tools/call", "tools/call", "tools/call"],
+            "responses are paired with their requests: {view:?}"
+        );
+        for e in &view {
+            assert_eq!(e["transport"], "https", "{e}");
+            assert_eq!(e["http"]["version"], "2", "{e}");
+            assert_eq!(e["http"]["method"], "POST", "responses take their request's method: {e}");
+            assert_eq!(e["http"]["path"], "/mcp", "{e}");
+            assert_eq!(e["client"]["pid"], CLIENT.pid, "{e}");
+        }
+        // After initialize, every message carries the session's id.
+        let hashes: Vec<&Value> = view[1..].iter().map(|e| &e["http"]["session_id_hash"]).collect();
+        assert!(hashes.iter().all(|h| h.is_string() && *h == hashes[0]), "{hashes:?}");
+        // The SSE answer on stream 3 is the read_file result; it came last.
+        assert_eq!(view[5]["id"], 1, "{view:?}");
+        assert_eq!(view[5]["tool"], "read_file", "{}", view[5]);
+        assert_eq!(view[4]["tool"], "echo", "{}", view[4]);
+    }
+    let rules: Vec<&str> = s.out.alerts.iter().map(|a| a.rule.as_str()).collect();
+    assert!(rules.contains(&"credential.exposure"), "{rules:?}");
+    let all = format!("{ev:?}{:?}", s.out.alerts);
+    assert!(!all.contains("q8Hk2vN5xR7tL1wZ4cY9pB3mJ6sD0fG8aE2uK5iO"), "the secret is never exported");
+    assert_eq!(s.metric("mcp_monitor_frame_errors_total", &[]), 0.0);
+}
+
+/// Capture that joins an HTTP/2 connection in progress (the agent started
+/// after the client connected) still decodes the JSON-RPC bodies.
+#[test]
+fn h2_joined_in_progress_still_yields_bodies() {
+    let mut s = Sim::new();
+    let server = TlsEnd::new(SERVER, 0x58, 7, loopback(8443, 40101));
+    let mut table = Vec::new();
+    // Earlier requests filled the client's table; this one refers to it.
+    let _ = h2_post(&mut table, 1, "{}", Some("sid-j"));
+    let call = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"echo","arguments":{"message":"late"}}}"#;
+    let later = h2_post(&mut table, 3, call, Some("sid-j"));
+    tls(&mut s, server, Direction::Ingress, &later, chunk_flags::NEW_STREAM | chunk_flags::RESUMED);
+    let ev = s.events_json();
+    assert_eq!(ev.len(), 1, "{:?}", s.rows());
+    assert_eq!(ev[0]["method"], "tools/call");
+    assert_eq!(ev[0]["http"]["version"], "2");
+}
