@@ -99,7 +99,9 @@ pub fn looks_like_frames(data: &[u8]) -> bool {
     let mut rest = data;
     let mut frames = 0;
     while !rest.is_empty() {
-        let Some(h) = FrameHeader::parse(rest) else { return false };
+        let Some(h) = FrameHeader::parse(rest) else {
+            return false;
+        };
         if !plausible(&h) || rest.len() < 9 + h.len {
             return false;
         }
@@ -114,9 +116,9 @@ fn plausible(h: &FrameHeader) -> bool {
     let on_stream = h.stream != 0;
     match h.kind {
         DATA | HEADERS | RST_STREAM | PUSH_PROMISE | CONTINUATION => on_stream && h.len <= MAX_RESYNC_FRAME,
-        0x2 => on_stream && h.len == 5,               // PRIORITY
+        0x2 => on_stream && h.len == 5,                                // PRIORITY
         SETTINGS | 0x6 | 0x7 => h.stream == 0 && h.len <= MAX_CONTROL, // PING, GOAWAY
-        0x8 => h.len == 4,                            // WINDOW_UPDATE
+        0x8 => h.len == 4,                                             // WINDOW_UPDATE
         _ => false,
     }
 }
@@ -127,7 +129,13 @@ enum State {
     /// Before a frame header: the bytes of it seen so far.
     Header,
     /// Inside a DATA frame: payload bytes still to pass on, then padding.
-    Data { stream: u32, left: usize, pad: usize, end: bool, padded_first: bool },
+    Data {
+        stream: u32,
+        left: usize,
+        pad: usize,
+        end: bool,
+        padded_first: bool,
+    },
     /// Inside a frame whose payload is kept whole.
     Keep { header: FrameHeader },
     /// Inside a frame that is skipped.
@@ -159,7 +167,11 @@ impl H2Half {
     pub fn new(side: Side, max_body: usize, joined_mid_stream: bool) -> Self {
         H2Half {
             side,
-            state: if joined_mid_stream { State::Resync } else { State::Header },
+            state: if joined_mid_stream {
+                State::Resync
+            } else {
+                State::Header
+            },
             buf: Vec::new(),
             preface_left: if side == Side::Requests && !joined_mid_stream {
                 PREFACE.len()
@@ -313,7 +325,11 @@ impl H2Half {
 
     /// The payload of a DATA frame is through: padding is skipped next.
     fn finish_data(&mut self, stream: u32, pad: usize, end: bool, out: &mut impl FnMut(HttpOutput)) {
-        self.state = if pad > 0 { State::Skip { left: pad } } else { State::Header };
+        self.state = if pad > 0 {
+            State::Skip { left: pad }
+        } else {
+            State::Header
+        };
         if end {
             self.end_stream(stream, out);
         }
@@ -550,7 +566,9 @@ fn data_frame_start(w: &[u8]) -> bool {
 
 /// The first bytes of an SSE stream: a field name or a comment.
 fn starts_like_events(b: &[u8]) -> bool {
-    [&b"data:"[..], b"event:", b"id:", b"retry:", b":"].iter().any(|p| b.starts_with(p))
+    [&b"data:"[..], b"event:", b"id:", b"retry:", b":"]
+        .iter()
+        .any(|p| b.starts_with(p))
 }
 
 /// The header block fragment of a HEADERS or PUSH_PROMISE payload
@@ -630,10 +648,13 @@ mod tests {
     use super::{frames::*, *};
     use proptest::prelude::*;
 
-    /// (stream, path or status, payload) of each payload, and the errors.
+    /// A payload: its stream, its head's path and status, its data.
+    type Payload = (Option<u32>, Option<String>, Option<u16>, String);
+
+    /// What a direction reported: payloads, heads, ends and errors.
     #[derive(Debug, Default, PartialEq)]
     struct Seen {
-        payloads: Vec<(Option<u32>, Option<String>, Option<u16>, String)>,
+        payloads: Vec<Payload>,
         heads: usize,
         ends: usize,
         errors: Vec<&'static str>,
@@ -717,7 +738,11 @@ mod tests {
         assert_eq!(seen.ends, 3);
         for (i, (stream, path, _, body)) in seen.payloads.iter().enumerate() {
             assert_eq!(*stream, Some(1 + 2 * i as u32));
-            assert_eq!(path.as_deref(), Some("/mcp"), "the later requests' path comes from the table");
+            assert_eq!(
+                path.as_deref(),
+                Some("/mcp"),
+                "the later requests' path comes from the table"
+            );
             assert_eq!(body, &b[i]);
         }
     }
@@ -727,14 +752,32 @@ mod tests {
         let mut table = Vec::new();
         let mut out = frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]);
         out.extend(frame(SETTINGS, 1, 0, &[]));
-        let h1 = block(&mut table, &[(":status", "200"), ("content-type", "text/event-stream")], true);
-        let h3 = block(&mut table, &[(":status", "200"), ("content-type", "application/json")], true);
+        let h1 = block(
+            &mut table,
+            &[(":status", "200"), ("content-type", "text/event-stream")],
+            true,
+        );
+        let h3 = block(
+            &mut table,
+            &[(":status", "200"), ("content-type", "application/json")],
+            true,
+        );
         out.extend(frame(HEADERS, END_HEADERS, 1, &h1));
         out.extend(frame(HEADERS, END_HEADERS, 3, &h3));
-        out.extend(frame(DATA, 0, 1, b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n"));
+        out.extend(frame(
+            DATA,
+            0,
+            1,
+            b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n",
+        ));
         out.extend(frame(DATA, 0, 3, b"{\"jsonrpc\":\"2.0\","));
         out.extend(frame(DATA, END_STREAM, 3, b"\"id\":3,\"result\":{}}"));
-        out.extend(frame(DATA, 0, 1, b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n"));
+        out.extend(frame(
+            DATA,
+            0,
+            1,
+            b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n",
+        ));
         out.extend(frame(DATA, END_STREAM, 1, b""));
         out.extend(frame(0x7, 0, 0, &[0, 0, 0, 3, 0, 0, 0, 0]));
         // One byte at a time: every state resumes.
@@ -742,12 +785,19 @@ mod tests {
         let mut half = H2Half::new(Side::Responses, 1 << 20, false);
         let seen = run(&mut half, &pieces);
         assert!(seen.errors.is_empty(), "{:?}", seen.errors);
-        let got: Vec<(Option<u32>, Option<u16>, &str)> =
-            seen.payloads.iter().map(|(s, _, st, b)| (*s, *st, b.as_str())).collect();
+        let got: Vec<(Option<u32>, Option<u16>, &str)> = seen
+            .payloads
+            .iter()
+            .map(|(s, _, st, b)| (*s, *st, b.as_str()))
+            .collect();
         assert_eq!(
             got,
             [
-                (Some(1), Some(200), r#"{"jsonrpc":"2.0","method":"notifications/progress"}"#),
+                (
+                    Some(1),
+                    Some(200),
+                    r#"{"jsonrpc":"2.0","method":"notifications/progress"}"#
+                ),
                 (Some(3), Some(200), r#"{"jsonrpc":"2.0","id":3,"result":{}}"#),
                 (Some(1), Some(200), r#"{"jsonrpc":"2.0","id":1,"result":{}}"#),
             ]
@@ -765,7 +815,10 @@ mod tests {
         let seen = run(&mut half, &[&bytes[second..]]);
         let got: Vec<&str> = seen.payloads.iter().map(|p| p.3.as_str()).collect();
         assert_eq!(got, [&b[2], &b[3]], "the two whole bodies after the join");
-        assert!(seen.payloads.iter().all(|p| p.1.is_none()), "heads decoded against an unknown table are not trusted");
+        assert!(
+            seen.payloads.iter().all(|p| p.1.is_none()),
+            "heads decoded against an unknown table are not trusted"
+        );
         assert!(sniff(&bytes[second..]).is_none());
         assert!(looks_like_frames(&frame(DATA, END_STREAM, 5, b"{}")));
         assert!(!looks_like_frames(b"GET / HTTP/1.1\r\n\r\n"));
@@ -794,7 +847,10 @@ mod tests {
     #[test]
     fn sniffing_the_first_bytes() {
         assert_eq!(sniff(PREFACE), Some(Side::Requests));
-        assert_eq!(sniff(&frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100])), Some(Side::Responses));
+        assert_eq!(
+            sniff(&frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100])),
+            Some(Side::Responses)
+        );
         assert_eq!(sniff(b"POST /mcp HTTP/1.1\r\n"), None);
         assert_eq!(sniff(&frame(DATA, 0, 1, b"{}")), None);
     }

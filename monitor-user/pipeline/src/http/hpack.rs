@@ -440,13 +440,21 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     fn strs(fields: &[Field]) -> Vec<(String, String)> {
         fields
             .iter()
-            .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(v).into_owned()))
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
             .collect()
     }
 
@@ -459,10 +467,17 @@ mod tests {
     #[test]
     fn rfc_requests_with_huffman_share_the_dynamic_table() {
         let mut d = Decoder::new();
-        let first = d.decode(&hex("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff"), 1 << 16).unwrap();
+        let first = d
+            .decode(&hex("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff"), 1 << 16)
+            .unwrap();
         assert_eq!(
             strs(&first),
-            pairs(&[(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "www.example.com")])
+            pairs(&[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/"),
+                (":authority", "www.example.com")
+            ])
         );
         assert_eq!(d.table_size(), 57);
         let second = d.decode(&hex("8286 84be 5886 a8eb 1064 9cbf"), 1 << 16).unwrap();
@@ -477,7 +492,10 @@ mod tests {
             ])
         );
         let third = d
-            .decode(&hex("8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf"), 1 << 16)
+            .decode(
+                &hex("8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf"),
+                1 << 16,
+            )
             .unwrap();
         assert_eq!(
             strs(&third),
@@ -538,7 +556,10 @@ mod tests {
             (vec![0x80], HpackError::BadIndex),
             (vec![0xbe], HpackError::BadIndex),
             (vec![0x40, 0x05, b'a'], HpackError::Truncated),
-            (vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], HpackError::IntegerOverflow),
+            (
+                vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+                HpackError::IntegerOverflow,
+            ),
             // "a" is 00011; padding 000 is not EOS's ones.
             (vec![0x40, 0x81, 0x18, 0x00], HpackError::BadHuffman),
         ] {
