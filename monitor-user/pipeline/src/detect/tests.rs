@@ -586,3 +586,62 @@ regex = '''\bBDG-([0-9]{4}-[A-Z]{4}-[0-9]{4})\b'''
         assert!(!text.contains(&token[10..]) && !text.contains("QXZT"), "{text}");
     }
 }
+
+/// Recall and false positives on a corpus kept outside the repository
+/// (`MCP_SECRET_CORPUS`: a folder with `positives.jsonl` and
+/// `negatives.jsonl`, one `{"id","category","text"}` per line). Each text is
+/// a tool result of a fresh session; a positive counts as found when a
+/// `credential.exposure` alert is raised. Writes the misses and false
+/// positives (ids and rules only) to `$MCP_SECRET_CORPUS/report.txt`.
+/// Run: `MCP_SECRET_CORPUS=dir cargo test --release -p mcp-monitor-pipeline --lib corpus -- --ignored --nocapture`.
+#[test]
+#[ignore = "needs a corpus outside the repository"]
+fn corpus_recall_and_false_positives() {
+    let dir = std::path::PathBuf::from(std::env::var("MCP_SECRET_CORPUS").expect("MCP_SECRET_CORPUS"));
+    let mut report = String::new();
+    let mut totals = Vec::new();
+    for (file, positive) in [("positives.jsonl", true), ("negatives.jsonl", false)] {
+        let text = std::fs::read_to_string(dir.join(file)).expect("corpus file");
+        let (mut n, mut alerted) = (0, 0);
+        let mut by_cat: std::collections::BTreeMap<String, (u32, u32)> = Default::default();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let rec: Value = serde_json::from_str(line).expect("JSON line");
+            let mut h = Harness::new_from(template());
+            let server = party(20, "/usr/bin/node", &["srv.js"], "srv");
+            h.result(&server, "s", "read", rec["text"].as_str().unwrap_or(""));
+            let hit: Vec<String> = h
+                .alerts
+                .iter()
+                .filter(|a| a.rule == "credential.exposure")
+                .flat_map(|a| a.evidence["findings"].as_array().cloned().unwrap_or_default())
+                .map(|f| f["rule"].as_str().unwrap_or("").to_owned())
+                .collect();
+            n += 1;
+            let cat = rec["category"].as_str().unwrap_or("").to_owned();
+            let e = by_cat.entry(cat.clone()).or_default();
+            e.0 += 1;
+            if !hit.is_empty() {
+                alerted += 1;
+                e.1 += 1;
+            }
+            if hit.is_empty() == positive {
+                report.push_str(&format!(
+                    "{} {} {} {:?}\n",
+                    if positive { "MISS" } else { "FP" },
+                    rec["id"],
+                    cat,
+                    hit
+                ));
+            }
+        }
+        for (cat, (t, a)) in by_cat {
+            report.push_str(&format!("{file} {cat}: {a}/{t}\n"));
+        }
+        totals.push(format!(
+            "{file}: {alerted}/{n} alerted ({:.1}%)",
+            100.0 * alerted as f64 / n.max(1) as f64
+        ));
+    }
+    std::fs::write(dir.join("report.txt"), &report).unwrap();
+    println!("{}", totals.join("\n"));
+}

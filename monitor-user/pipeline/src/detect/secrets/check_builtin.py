@@ -381,7 +381,8 @@ NOT_SECRET_NAMES = (
     "row_key", "rowkey", "group_key", "object_key", "objectkey", "s3_key", "map_key", "dedup_key",
     "routing_key", "routingkey", "shortcut_key", "hash_key", "hashkey", "range_key", "rangekey",
     "registry_key", "license_key_id", "access_key_id", "accesskeyid", "key_id", "keyid", "token_type",
-    "tokentype", "bypass", "compass", "max_tokens", "author", "oauth", "passkey")
+    "tokentype", "bypass", "compass", "max_tokens", "author", "oauth", "passkey",
+    "public_token", "publictoken", "publishable_key", "publishablekey", "public_api_key", "site_key", "sitekey")
 STRONG_NAMES = (
     "password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "api_key", "api-key",
     "secretkey", "secret_key", "secret-key", "privatekey", "private_key", "private-key", "accesskey",
@@ -423,10 +424,18 @@ def is_reference_or_code(value, name):
         return True
     def ident(x):
         return IDENT_RE.fullmatch(x) is not None
+    roots = {"env", "self", "this", "config", "cfg", "conf", "settings", "process", "os", "values", "secrets",
+             "vars", "params", "props", "ctx", "context", "app", "options", "opts", "request", "req", "input", "inputs"}
     if "." in v and all(p and ident(p) for p in v.split(".")):
+        if not any(c.isdigit() for c in v) or v.split(".")[0].lower() in roots:
+            return True
+    if ident(v) and not any(c.islower() for c in v) and "_" in v:
         return True
-    if ident(v) and (not any(c.isdigit() for c in v) or (not any(c.islower() for c in v) and "_" in v)):
-        return True
+    if ident(v) and not any(c.isdigit() for c in v):
+        letters = sum(c.isascii() and c.isalpha() for c in v)
+        vowels = sum(c.lower() in "aeiouy" for c in v)
+        if letters < 12 or vowels * 4 >= letters:
+            return True
     def norm(x):
         return "".join(c for c in x if c.isascii() and c.isalnum()).lower()
     nv, nn = norm(v), norm(name)
@@ -436,6 +445,9 @@ def is_reference_or_code(value, name):
 def assignment_ok(name, value):
     strength = name_strength(name)
     if strength == "none" or is_reference_or_code(value, name):
+        return False
+    if (value.startswith("age1") and len(value) == 62) or value.startswith(
+            ("ssh-", "ecdsa-sha2-", "npub1", "pk.ey", "pk_live_", "pk_test_")):
         return False
     classes = sum([any(c.islower() and c.isascii() for c in value), any(c.isupper() and c.isascii() for c in value),
                    any(c.isdigit() for c in value), any(not (c.isascii() and c.isalnum()) for c in value)])
@@ -471,7 +483,7 @@ def check_ok(check, secret, name=""):
 TEMPLATE_RE = re.compile(r"\$\{[^}]*\}|\{\{.*?\}\}", re.S)
 # Broadest reading: the documented markers in any case, and those of
 # `is_placeholder` in mod.rs.
-LOOSE_MARKERS = ("example", "xxx", "changeme", "placeholder", "your_", "yourtoken", "dummy", "redacted",
+LOOSE_MARKERS = ("example", "xxx", "changeme", "placeholder", "your_", "your-", "-here", "_here", "yourtoken", "dummy", "redacted",
                  "${", "{{", "}}", "<", ">", "****")
 # Narrowest reading: spellings that every reading treats as a placeholder.
 STRICT_MARKERS = ("EXAMPLE", "xxxx", "changeme")

@@ -11,7 +11,10 @@ pub fn is_placeholder(s: &str) -> bool {
         "changeme",
         "placeholder",
         "your_",
+        "your-",
         "yourtoken",
+        "-here",
+        "_here",
         "dummy",
         "redacted",
         "xxxx",
@@ -23,6 +26,22 @@ pub fn is_placeholder(s: &str) -> bool {
         "****",
     ];
     if MARKERS.iter().any(|m| lower.contains(m)) || has_typed_sequence(s.as_bytes()) {
+        return true;
+    }
+    // The word itself (`postgres://user:password@host`), `my-secret`, and
+    // Python's `%(name)s` interpolation.
+    const WORDS: &[&str] = &[
+        "password",
+        "passwd",
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "my-secret",
+        "my_secret",
+        "mysecret",
+    ];
+    if WORDS.contains(&lower.as_str()) || lower.starts_with("%(") || lower.starts_with("%%(") {
         return true;
     }
     let mut chars = s.chars().filter(|c| c.is_ascii_alphanumeric());
@@ -100,6 +119,14 @@ pub fn name_strength(name: &str) -> NameStrength {
         "author",
         "oauth",
         "passkey",
+        // Meant to be public: browser and mobile clients carry them.
+        "public_token",
+        "publictoken",
+        "publishable_key",
+        "publishablekey",
+        "public_api_key",
+        "site_key",
+        "sitekey",
     ];
     // `PWD`, `OLDPWD`: the shell's working directories.
     if NOT_SECRET.iter().any(|n| lower.ends_with(n)) || lower == "pwd" || lower == "oldpwd" {
@@ -206,15 +233,26 @@ pub fn is_reference_or_code(value: &str, name: &str) -> bool {
         s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
     };
-    // A dotted path of identifiers: `env.FOO_PASSWORD`, `self.token`.
+    // A dotted path of identifiers: `env.FOO_PASSWORD`, `self.token`,
+    // `config.db.password`. Not a passphrase of words and digits
+    // (`mango.pickle.cactus24`), unless it starts from a known root.
+    const ROOTS: &[&str] = &[
+        "env", "self", "this", "config", "cfg", "conf", "settings", "process", "os", "values", "secrets", "vars",
+        "params", "props", "ctx", "context", "app", "options", "opts", "request", "req", "input", "inputs",
+    ];
     if v.contains('.') && v.split('.').all(|p| !p.is_empty() && ident(p)) {
+        let root = v.split('.').next().unwrap_or("").to_ascii_lowercase();
+        if !v.bytes().any(|b| b.is_ascii_digit()) || ROOTS.contains(&root.as_str()) {
+            return true;
+        }
+    }
+    // An upper-case constant name (`DB_PASSWORD`, `API_KEY_2`).
+    if ident(v) && v.bytes().all(|b| !b.is_ascii_lowercase()) && v.contains('_') {
         return true;
     }
-    // An identifier with no digit (`accessToken`, `DB_PASSWORD`,
-    // `user_password`), or an upper-case constant name.
-    if ident(v)
-        && (!v.bytes().any(|b| b.is_ascii_digit()) || v.bytes().all(|b| !b.is_ascii_lowercase()) && v.contains('_'))
-    {
+    // An identifier of words with no digit (`accessToken`,
+    // `user_password`): words have vowels, random letters few of them.
+    if ident(v) && !v.bytes().any(|b| b.is_ascii_digit()) && looks_like_words(v) {
         return true;
     }
     // The value repeats the name (`password=password`, `token: TOKEN`).
@@ -228,10 +266,30 @@ pub fn is_reference_or_code(value: &str, name: &str) -> bool {
     !nv.is_empty() && (nn.ends_with(&nv) || nv.ends_with(&nn))
 }
 
+/// Letters of an identifier that read as words: short, or about a
+/// quarter vowels or more (English words about 40%, random letters 19%).
+fn looks_like_words(v: &str) -> bool {
+    let letters = v.bytes().filter(u8::is_ascii_alphabetic).count();
+    let vowels = v
+        .bytes()
+        .filter(|b| matches!(b.to_ascii_lowercase(), b'a' | b'e' | b'i' | b'o' | b'u' | b'y'))
+        .count();
+    letters < 12 || vowels * 4 >= letters
+}
+
+/// Values of formats that are public by design: age and SSH public keys,
+/// Mapbox `pk.` and Stripe `pk_` publishable tokens.
+fn is_public_value(v: &str) -> bool {
+    (v.starts_with("age1") && v.len() == 62)
+        || ["ssh-", "ecdsa-sha2-", "npub1", "pk.ey", "pk_live_", "pk_test_"]
+            .iter()
+            .any(|p| v.starts_with(p))
+}
+
 /// `name = value` with no known format: is it a credential?
 pub fn assignment_ok(name: &str, value: &str) -> bool {
     let strength = name_strength(name);
-    if strength == NameStrength::None || is_reference_or_code(value, name) {
+    if strength == NameStrength::None || is_reference_or_code(value, name) || is_public_value(value) {
         return false;
     }
     let classes = [

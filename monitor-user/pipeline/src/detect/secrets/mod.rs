@@ -392,6 +392,14 @@ impl SecretScanner {
                         continue;
                     }
                 }
+                // One secret, one finding: the most confident rule's
+                // (rules run in confidence order).
+                if out
+                    .iter()
+                    .any(|(_, r): &(&RuleDef, std::ops::Range<usize>)| r.start < m.end() && m.start() < r.end)
+                {
+                    continue;
+                }
                 out.push((&c.def, m.range()));
             }
         }
