@@ -5,8 +5,10 @@ use aya_ebpf::helpers::generated::bpf_probe_read_user;
 use core::ffi::c_void;
 
 /// True when the buffer starts like an MCP message: the first
-/// non-whitespace byte opens a JSON object or array (stdio), or it starts an
-/// HTTP POST or an HTTP/1.x response (MCP over HTTP). The cheap first filter
+/// non-whitespace byte opens a JSON object or array (stdio), it starts an
+/// HTTP POST or an HTTP/1.x response (MCP over HTTP), the HTTP/2 client
+/// preface, an HTTP/2 DATA frame of JSON, or the HEADERS frame of an
+/// HTTP/2 request with a body. The cheap first filter
 /// for untracked processes; `discover` then looks for `"jsonrpc"`.
 #[inline(always)]
 pub(crate) fn starts_like_json(buf: u64, len: u64) -> bool {
@@ -27,6 +29,16 @@ pub(crate) fn starts_like_json(buf: u64, len: u64) -> bool {
     }
     if n >= 8
         && ((head[0] == b'P' && head[1] == b'O' && head[2] == b'S' && head[3] == b'T' && head[4] == b' ')
+            // The HTTP/2 client preface: once per connection; the window
+            // scan then finds the first request when it came in the same
+            // read (h2c, where the server reads it all at once).
+            || (head[0] == b'P'
+                && head[1] == b'R'
+                && head[2] == b'I'
+                && head[3] == b' '
+                && head[4] == b'*'
+                && head[5] == b' '
+                && head[6] == b'H')
             || (head[0] == b'H'
                 && head[1] == b'T'
                 && head[2] == b'T'
@@ -34,6 +46,31 @@ pub(crate) fn starts_like_json(buf: u64, len: u64) -> bool {
                 && head[4] == b'/'
                 && head[5] == b'1'
                 && head[6] == b'.'))
+    {
+        return true;
+    }
+    // An HTTP/2 DATA frame (type 0, flags at most END_STREAM, a stream
+    // id) whose payload opens JSON: MCP over h2 and h2c, whose messages
+    // start with a 9-byte frame header.
+    if n >= 10
+        && head[3] == 0
+        && head[4] & !1 == 0
+        && head[5] & 0x80 == 0
+        && (head[5] | head[6] | head[7] | head[8]) != 0
+        && (head[9] == b'{' || head[9] == b'[')
+    {
+        return true;
+    }
+    // An HTTP/2 HEADERS frame whose block is whole and whose stream goes on
+    // (a request with a body): the discovery scan looks for its DATA in
+    // the same read (h2c servers read head and body at once). Streams that
+    // carry no MCP thin out their scans (`transfer::scanned_recently`).
+    if n >= 9
+        && head[3] == 1
+        && head[4] & 0x04 != 0
+        && head[4] & !0x2c == 0
+        && head[5] & 0x80 == 0
+        && (head[5] | head[6] | head[7] | head[8]) != 0
     {
         return true;
     }

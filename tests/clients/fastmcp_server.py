@@ -56,7 +56,22 @@ if __name__ == "__main__":
     # MCP_TEST_HTTP_PORT: serve Streamable HTTP on 127.0.0.1 instead of stdio;
     # with MCP_TEST_TLS_CERT and MCP_TEST_TLS_KEY (PEM files), over HTTPS.
     port = os.environ.get("MCP_TEST_HTTP_PORT")
-    if port:
+    if port and os.environ.get("MCP_TEST_H2"):
+        # HTTP/2 through Hypercorn: h2 by ALPN over TLS, or h2c (prior
+        # knowledge) in clear; HTTP/1.1 stays offered either way.
+        import asyncio
+
+        from hypercorn.asyncio import serve
+        from hypercorn.config import Config
+
+        config = Config()
+        config.bind = [f"127.0.0.1:{port}"]
+        if os.environ.get("MCP_TEST_TLS_CERT"):
+            config.certfile = os.environ["MCP_TEST_TLS_CERT"]
+            config.keyfile = os.environ["MCP_TEST_TLS_KEY"]
+        config.accesslog = None
+        asyncio.run(serve(mcp.http_app(path="/mcp"), config))
+    elif port:
         tls = {}
         if os.environ.get("MCP_TEST_TLS_CERT"):
             tls = {

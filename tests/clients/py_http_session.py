@@ -4,7 +4,9 @@ and writes what it did: the tool calls in order and the size of each result.
 usage: python py_http_session.py <transcript.json> <url> [big_result_bytes]
 
 For an https URL, MCP_TEST_CA names the PEM file of the certificate
-authority to trust (the tests make a self-signed one).
+authority to trust (the tests make a self-signed one). MCP_TEST_HTTP2=1
+speaks HTTP/2 only: h2 over TLS, or h2c with prior knowledge.
+MCP_TEST_ECHO: the message of the echo call.
 """
 import asyncio
 import json
@@ -22,9 +24,17 @@ async def main():
     big = int(sys.argv[3]) if len(sys.argv) > 3 else 3 * 1024 * 1024
     steps = []
     client = None
-    if os.environ.get("MCP_TEST_CA"):
+    # MCP_TEST_HTTP2=1: HTTP/2 only (h2 by ALPN over TLS; h2c with prior
+    # knowledge for an http URL).
+    h2 = bool(os.environ.get("MCP_TEST_HTTP2"))
+    if os.environ.get("MCP_TEST_CA") or h2:
+        verify = True
+        if os.environ.get("MCP_TEST_CA"):
+            verify = ssl.create_default_context(cafile=os.environ["MCP_TEST_CA"])
         client = httpx2.AsyncClient(
-            verify=ssl.create_default_context(cafile=os.environ["MCP_TEST_CA"]),
+            verify=verify,
+            http1=not h2,
+            http2=h2,
             timeout=httpx2.Timeout(30, read=300),
         )
     async with streamable_http_client(url, http_client=client, max_sse_event_size=None) as streams:
@@ -34,7 +44,8 @@ async def main():
             steps.append({"method": "initialize", "server": init.server_info.name})
             tools = await session.list_tools()
             steps.append({"method": "tools/list", "tools": len(tools.tools)})
-            r = await session.call_tool("echo", {"message": "hello over http"})
+            message = os.environ.get("MCP_TEST_ECHO") or "hello over http"
+            r = await session.call_tool("echo", {"message": message})
             steps.append({"method": "tools/call", "tool": "echo", "bytes": len(r.content[0].text)})
             r = await session.call_tool("big", {"size": big})
             steps.append({"method": "tools/call", "tool": "big", "bytes": len(r.content[0].text)})

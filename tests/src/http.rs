@@ -15,9 +15,22 @@ pub fn fastmcp_http(port: u16) -> Server {
 
 /// The FastMCP test server on `port`, over HTTPS with `tls` when given.
 pub fn fastmcp_server(port: u16, tls: Option<&Certificate>) -> Server {
+    fastmcp_server_with(port, tls, false)
+}
+
+/// The FastMCP test server under Hypercorn, which speaks HTTP/2: h2 by
+/// ALPN over HTTPS with `tls`, h2c (prior knowledge) without.
+pub fn fastmcp_h2_server(port: u16, tls: Option<&Certificate>) -> Server {
+    fastmcp_server_with(port, tls, true)
+}
+
+fn fastmcp_server_with(port: u16, tls: Option<&Certificate>, h2: bool) -> Server {
     let mut cmd = Command::new(python());
     cmd.arg(clients_dir().join("fastmcp_server.py"))
         .env("MCP_TEST_HTTP_PORT", port.to_string());
+    if h2 {
+        cmd.env("MCP_TEST_H2", "1");
+    }
     if let Some(c) = tls {
         cmd.env("MCP_TEST_TLS_CERT", &c.cert).env("MCP_TEST_TLS_KEY", &c.key);
     }
@@ -37,10 +50,22 @@ pub fn session(port: u16, big: usize) -> u32 {
 
 /// Runs the SDK client, over HTTPS trusting `tls` when given.
 pub fn session_with(port: u16, big: usize, tls: Option<&Certificate>) -> u32 {
+    session_full(port, big, tls, &[])
+}
+
+/// Runs the SDK client speaking HTTP/2 only (h2 over HTTPS with `tls`, h2c
+/// without), its echo call sending `echo`.
+pub fn session_h2(port: u16, big: usize, tls: Option<&Certificate>, echo: &str) -> u32 {
+    session_full(port, big, tls, &[("MCP_TEST_HTTP2", "1"), ("MCP_TEST_ECHO", echo)])
+}
+
+fn session_full(port: u16, big: usize, tls: Option<&Certificate>, env: &[(&str, &str)]) -> u32 {
     let dir = TempDir::new("http");
     let t = dir.path().join("t.json");
     let mut cmd = Command::new(python());
-    cmd.arg(clients_dir().join("py_http_session.py")).arg(&t);
+    cmd.arg(clients_dir().join("py_http_session.py"))
+        .arg(&t)
+        .envs(env.iter().copied());
     match tls {
         Some(c) => cmd
             .arg(format!("https://127.0.0.1:{port}/mcp"))

@@ -26,8 +26,8 @@ mod transcript;
 
 pub use container::{podman_ulimit_args, test_image, PodSpec};
 pub use http::{
-    everything_http, expected, fastmcp_http, fastmcp_server, rows, session, session_rows, session_with, ts_session,
-    view, Rows, TOOL_ROWS,
+    everything_http, expected, fastmcp_h2_server, fastmcp_http, fastmcp_server, rows, session, session_h2,
+    session_rows, session_with, ts_session, view, Rows, TOOL_ROWS,
 };
 pub use leak::{has_all_rules, leak_session, wait_until, LEAK_RULES};
 pub use monitor::{metric_value, Monitor};

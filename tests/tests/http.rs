@@ -192,6 +192,117 @@ fn https_seen_from_both_ends_at_the_tls_library() {
     drop(server);
 }
 
+/// HTTP/2 over TLS (Hypercorn serving FastMCP, the Python SDK client on
+/// httpx with h2 only), seen at Python's libssl from both ends: frames,
+/// a header table per direction, responses paired by stream. The kernel
+/// discovers each process on its first DATA frame of JSON, so the first
+/// connection of each is joined in progress: its bodies are whole, and
+/// the header fields sent from then on are known. A credential the echo
+/// tool returns raises an alert and is exported nowhere.
+#[test]
+fn https_h2_seen_from_both_ends() {
+    require_root();
+    let m = Monitor::start(&[]);
+    let cert = self_signed();
+    let port = free_port();
+    let server = fastmcp_h2_server(port, Some(&cert));
+    let server_pid = server.0.id();
+    // A fake GitHub token (checksum valid), returned by the echo tool.
+    let secret = "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";
+    let clients = [
+        session_h2(port, 1_000_000, Some(&cert), "first session"),
+        session_h2(port, 1_000_000, Some(&cert), &format!("token: {secret}")),
+    ];
+    let of = |ev: &[Value], client: u32, server_side: bool| {
+        let mut v = view(ev, "https", server_pid, client, server_side);
+        v.retain(|e| e["client"]["pid"] == client);
+        v
+    };
+    let events = m.wait_events(SETTLE, |ev| {
+        clients
+            .iter()
+            .all(|&c| of(ev, c, true).len() >= 9 && of(ev, c, false).len() >= 9)
+    });
+    for (n, &client) in clients.iter().enumerate() {
+        for server_side in [true, false] {
+            let mine = of(&events, client, server_side);
+            let refs: Vec<&Value> = mine.iter().collect();
+            assert_eq!(rows(&refs), expected(), "session {n}, server side: {server_side}");
+            assert!(mine.iter().all(|e| e["http"]["version"] == "2"), "{mine:?}");
+            let sessions: std::collections::HashSet<&str> =
+                mine.iter().map(|e| e["session"].as_str().unwrap()).collect();
+            assert_eq!(sessions.len(), 1, "{sessions:?}");
+            let big = mine.last().unwrap();
+            assert!(big["bytes"].as_u64().unwrap() > 1_000_000, "{big}");
+            // Responses carry their status; from the server's answer to
+            // initialize on, every message its session id.
+            for e in &mine {
+                if e["direction"] == "server_to_client" {
+                    assert_eq!(e["http"]["status"], 200, "{e}");
+                }
+            }
+            let hashes: std::collections::HashSet<&str> = mine[1..]
+                .iter()
+                .filter_map(|e| e["http"]["session_id_hash"].as_str())
+                .collect();
+            assert_eq!(hashes.len(), 1, "session {n}, server side {server_side}: {mine:?}");
+        }
+    }
+    // The server's second connection was seen from its first byte: every
+    // head is whole, responses take their request's method and path.
+    let second = of(&events, clients[1], true);
+    assert!(
+        second
+            .iter()
+            .all(|e| e["http"]["method"] == "POST" && e["http"]["path"] == "/mcp"),
+        "{second:?}"
+    );
+    assert_eq!(
+        second
+            .iter()
+            .filter(|e| e["http"]["session_id_hash"].is_string())
+            .count(),
+        8,
+        "all but the initialize request carry the session id: {second:?}"
+    );
+    let alerts = m.wait_alerts(SETTLE, |a| a.iter().any(|a| a["rule"] == "credential.exposure"));
+    let exposure = alerts.iter().find(|a| a["rule"] == "credential.exposure").unwrap();
+    assert_eq!(
+        exposure["evidence"]["findings"][0]["rule"], "github-pat-classic",
+        "{exposure}"
+    );
+    let everything = format!("{:?}{:?}{}", m.events(), m.alerts(), m.stderr());
+    assert!(!everything.contains(&secret[4..20]), "the token is exported nowhere");
+    assert_eq!(m.metric("mcp_monitor_frame_errors_total", &[("reason", "h2_gap")]), 0.0);
+    drop(server);
+}
+
+/// h2c: HTTP/2 in clear with prior knowledge, seen on the TCP sockets of
+/// both ends (the same frames and header tables as over TLS).
+#[test]
+fn h2c_seen_from_both_ends() {
+    require_root();
+    let m = Monitor::start(&[]);
+    let port = free_port();
+    let server = fastmcp_h2_server(port, None);
+    let server_pid = server.0.id();
+    let client = session_h2(port, 500_000, None, "over h2c");
+    let of = |ev: &[Value], server_side: bool| {
+        let mut v = view(ev, "http", server_pid, client, server_side);
+        v.retain(|e| e["client"]["pid"] == client);
+        v
+    };
+    let events = m.wait_events(SETTLE, |ev| of(ev, true).len() >= 9 && of(ev, false).len() >= 9);
+    for server_side in [true, false] {
+        let mine = of(&events, server_side);
+        let refs: Vec<&Value> = mine.iter().collect();
+        assert_eq!(rows(&refs), expected(), "server side: {server_side}");
+        assert!(mine.iter().all(|e| e["http"]["version"] == "2"), "{mine:?}");
+        assert!(mine.last().unwrap()["bytes"].as_u64().unwrap() > 500_000);
+    }
+    drop(server);
+}
+
 /// Both ends of one TypeScript SDK session with `server-everything` over
 /// `transport` (`http`, or `sse` for the legacy transport): each end's
 /// events equal the client's transcript, message by message.

@@ -184,7 +184,12 @@ pub fn boot(k: &Kernel, plan: &GuestPlan) -> Result<Outcome> {
         .arg(k.dir.join("vmlinuz"))
         .arg("-initrd")
         .arg(&initramfs)
-        .args(["-append", "console=ttyS0 panic=-1 random.trust_cpu=on quiet loglevel=3"])
+        // loglevel 5 and all-CPU backtraces: a soft lockup (seen once on
+        // 5.10 under TCG) prints where every CPU was, not only its first line.
+        .args([
+            "-append",
+            "console=ttyS0 panic=-1 random.trust_cpu=on quiet loglevel=5 softlockup_all_cpu_backtrace=1",
+        ])
         .args([
             "-virtfs",
             "local,path=/,mount_tag=root,security_model=none,readonly=on,multidevs=remap",

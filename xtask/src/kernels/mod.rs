@@ -57,6 +57,7 @@ pub const GUEST_TESTS: &[(&str, &str)] = &[
     ("stdio", "everything_server_with_typescript_client"),
     ("http", "streamable_http_seen_from_both_ends"),
     ("http", "https_seen_from_both_ends_at_the_tls_library"),
+    ("http", "https_h2_seen_from_both_ends"),
 ];
 
 /// How much slower than native the guests are allowed to be (TCG): the

@@ -24,7 +24,7 @@ use rustc_hash::FxHashMap;
 
 use super::{
     h1::{Head, Side},
-    hpack, HttpMeta, HttpOutput, HttpVersion, Message,
+    hpack, starts_like_events, HttpMeta, HttpOutput, HttpVersion, Message,
 };
 
 /// The client's connection preface.
@@ -144,6 +144,17 @@ enum State {
     Resync,
 }
 
+/// Where capture of a direction begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum H2Start {
+    /// At the start: the client preface, or the server's first SETTINGS.
+    Fresh,
+    /// In progress, at a frame header (a TLS library is handed whole frames).
+    AtFrame,
+    /// In progress, anywhere (bytes were lost): frames are looked for.
+    Anywhere,
+}
+
 /// One direction of an HTTP/2 connection.
 pub struct H2Half {
     side: Side,
@@ -164,24 +175,24 @@ pub struct H2Half {
 
 impl H2Half {
     /// A direction that sends `side` (requests: the client's).
-    pub fn new(side: Side, max_body: usize, joined_mid_stream: bool) -> Self {
+    pub fn new(side: Side, max_body: usize, start: H2Start) -> Self {
         H2Half {
             side,
-            state: if joined_mid_stream {
+            state: if start == H2Start::Anywhere {
                 State::Resync
             } else {
                 State::Header
             },
             buf: Vec::new(),
-            preface_left: if side == Side::Requests && !joined_mid_stream {
+            preface_left: if side == Side::Requests && start == H2Start::Fresh {
                 PREFACE.len()
             } else {
                 0
             },
-            hpack: if joined_mid_stream {
-                hpack::Decoder::joined_mid_stream()
-            } else {
+            hpack: if start == H2Start::Fresh {
                 hpack::Decoder::new()
+            } else {
+                hpack::Decoder::joined_mid_stream()
             },
             block: None,
             streams: FxHashMap::default(),
@@ -216,7 +227,7 @@ impl H2Half {
         self.block = None;
         self.buf = Vec::new();
         self.preface_left = 0;
-        self.hpack = hpack::Decoder::joined_mid_stream();
+        self.hpack = hpack::Decoder::lost();
         self.state = State::Resync;
     }
 
@@ -340,7 +351,7 @@ impl H2Half {
             // A header block must be followed by its CONTINUATIONs.
             out(HttpOutput::Error("h2_bad_frame"));
             self.block = None;
-            self.hpack = hpack::Decoder::joined_mid_stream();
+            self.hpack = hpack::Decoder::lost();
         }
         self.state = match h.kind {
             DATA if h.stream != 0 && h.flags & PADDED != 0 && h.len == 0 => {
@@ -367,7 +378,7 @@ impl H2Half {
                 if h.len > MAX_HEAD {
                     out(HttpOutput::Error("http_head_too_large"));
                     // The table now differs from the encoder's.
-                    self.hpack = hpack::Decoder::joined_mid_stream();
+                    self.hpack = hpack::Decoder::lost();
                     self.block = None;
                     State::Skip { left: h.len }
                 } else if h.len == 0 {
@@ -388,7 +399,7 @@ impl H2Half {
             HEADERS | PUSH_PROMISE => {
                 let Some(fragment) = header_fragment(&h, payload) else {
                     out(HttpOutput::Error("h2_bad_frame"));
-                    self.hpack = hpack::Decoder::joined_mid_stream();
+                    self.hpack = hpack::Decoder::lost();
                     return;
                 };
                 let flags = (h.kind == HEADERS).then_some(h.flags);
@@ -409,7 +420,7 @@ impl H2Half {
                     } else {
                         "http_head_too_large"
                     }));
-                    self.hpack = hpack::Decoder::joined_mid_stream();
+                    self.hpack = hpack::Decoder::lost();
                     return;
                 }
                 block.extend_from_slice(payload);
@@ -564,13 +575,6 @@ fn data_frame_start(w: &[u8]) -> bool {
         && matches!(w[9], b'{' | b'[' | b'd' | b'e' | b'i' | b':')
 }
 
-/// The first bytes of an SSE stream: a field name or a comment.
-fn starts_like_events(b: &[u8]) -> bool {
-    [&b"data:"[..], b"event:", b"id:", b"retry:", b":"]
-        .iter()
-        .any(|p| b.starts_with(p))
-}
-
 /// The header block fragment of a HEADERS or PUSH_PROMISE payload
 /// (padding, priority and the promised stream removed).
 fn header_fragment<'a>(h: &FrameHeader, p: &'a [u8]) -> Option<&'a [u8]> {
@@ -626,16 +630,26 @@ pub(crate) mod frames {
         f
     }
 
-    /// A header block: every field a literal with incremental indexing the
-    /// first time, indexed from the table the next time (as encoders do),
-    /// tracked in `table` (names and values, newest first).
+    /// A header block as encoders write one: a field in the static table
+    /// by its index, one sent before from the dynamic table, a new one as a
+    /// literal with incremental indexing (its name indexed when the static
+    /// table has it), tracked in `table` (newest first).
     pub fn block(table: &mut Vec<(String, String)>, fields: &[(&str, &str)], huffman: bool) -> Vec<u8> {
+        use super::super::hpack::STATIC;
         let mut b = Vec::new();
         for (n, v) in fields {
-            if let Some(i) = table.iter().position(|(tn, tv)| tn == n && tv == v) {
+            if let Some(i) = STATIC.iter().position(|(sn, sv)| sn == n && sv == v) {
+                encode::integer(&mut b, 0x80, 7, 1 + i);
+            } else if let Some(i) = table.iter().position(|(tn, tv)| tn == n && tv == v) {
                 encode::integer(&mut b, 0x80, 7, 62 + i);
             } else {
-                encode::indexed_literal(&mut b, n.as_bytes(), v.as_bytes(), huffman);
+                match STATIC.iter().position(|(sn, _)| sn == n) {
+                    Some(i) => {
+                        encode::integer(&mut b, 0x40, 6, 1 + i);
+                        encode::string(&mut b, v.as_bytes(), huffman);
+                    }
+                    None => encode::indexed_literal(&mut b, n.as_bytes(), v.as_bytes(), huffman),
+                }
                 table.insert(0, (n.to_string(), v.to_string()));
             }
         }
@@ -731,7 +745,7 @@ mod tests {
     fn requests_with_continuations_padding_and_a_stateful_table() {
         let b = bodies(3);
         let bytes = client_bytes(&b, 17, true, true);
-        let mut half = H2Half::new(Side::Requests, 1 << 20, false);
+        let mut half = H2Half::new(Side::Requests, 1 << 20, H2Start::Fresh);
         let seen = run(&mut half, &[&bytes]);
         assert!(seen.errors.is_empty(), "{:?}", seen.errors);
         assert_eq!(seen.heads, 3);
@@ -782,7 +796,7 @@ mod tests {
         out.extend(frame(0x7, 0, 0, &[0, 0, 0, 3, 0, 0, 0, 0]));
         // One byte at a time: every state resumes.
         let pieces: Vec<&[u8]> = out.chunks(1).collect();
-        let mut half = H2Half::new(Side::Responses, 1 << 20, false);
+        let mut half = H2Half::new(Side::Responses, 1 << 20, H2Start::Fresh);
         let seen = run(&mut half, &pieces);
         assert!(seen.errors.is_empty(), "{:?}", seen.errors);
         let got: Vec<(Option<u32>, Option<u16>, &str)> = seen
@@ -811,7 +825,7 @@ mod tests {
         let bytes = client_bytes(&b, 1000, true, false);
         // Start in the middle of the second request's HEADERS.
         let second = bytes.windows(4).position(|w| w == b"m1\"}").unwrap() - 100;
-        let mut half = H2Half::new(Side::Requests, 1 << 20, true);
+        let mut half = H2Half::new(Side::Requests, 1 << 20, H2Start::Anywhere);
         let seen = run(&mut half, &[&bytes[second..]]);
         let got: Vec<&str> = seen.payloads.iter().map(|p| p.3.as_str()).collect();
         assert_eq!(got, [&b[2], &b[3]], "the two whole bodies after the join");
@@ -828,7 +842,7 @@ mod tests {
     fn a_gap_drops_open_messages_and_finds_the_next_body() {
         let b = bodies(3);
         let bytes = client_bytes(&b, 1000, false, false);
-        let mut half = H2Half::new(Side::Requests, 1 << 20, false);
+        let mut half = H2Half::new(Side::Requests, 1 << 20, H2Start::Fresh);
         let cut = bytes.windows(4).position(|w| w == b"m0\"}").unwrap();
         let mut seen = run(&mut half, &[&bytes[..cut]]);
         half.gap(&mut |o| {
@@ -871,7 +885,7 @@ mod tests {
                 prev = c;
             }
             pieces.push(&bytes[prev..]);
-            let mut half = H2Half::new(Side::Requests, 1 << 20, false);
+            let mut half = H2Half::new(Side::Requests, 1 << 20, H2Start::Fresh);
             let seen = run(&mut half, &pieces);
             prop_assert!(seen.errors.is_empty());
             let got: Vec<String> = seen.payloads.iter().map(|p| p.3.clone()).collect();
@@ -884,7 +898,8 @@ mod tests {
         #[test]
         fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..4096), joined: bool, side_requests: bool) {
             let side = if side_requests { Side::Requests } else { Side::Responses };
-            let mut half = H2Half::new(side, 2048, joined);
+            let start = if joined { H2Start::Anywhere } else { H2Start::Fresh };
+            let mut half = H2Half::new(side, 2048, start);
             half.feed(&data, &mut |_| {});
             prop_assert!(half.buffered() <= MAX_STREAMS * 2 * 2048 + MAX_HEAD + hpack::MAX_TABLE_SIZE + MAX_RESYNC_FRAME);
         }

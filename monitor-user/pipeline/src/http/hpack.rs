@@ -2,10 +2,15 @@
 //!
 //! The decoder is stateful: header blocks add entries to a dynamic table
 //! that later blocks of the same direction refer to by index, so one
-//! decoder lives per connection and direction, and a block that cannot be
-//! decoded (bytes lost, or capture joined a connection in progress) leaves
-//! the table unknown: [`Decoder::desynced`] then says every later block
-//! is suspect, and the caller falls back to what needs no headers.
+//! decoder lives per connection and direction. A block that cannot be
+//! decoded (bytes lost) leaves the table unknown: [`Decoder::desynced`]
+//! then says every later block is suspect, and the caller falls back to
+//! what needs no headers.
+//!
+//! Capture that joins a connection in progress knows only the entries
+//! added since ([`Decoder::joined_mid_stream`]): indices count from the
+//! newest entry, so those resolve, and fields that refer to older entries
+//! are left out of the block rather than guessed.
 //!
 //! Memory is bounded: the dynamic table by the size the peer may set, capped
 //! at [`MAX_TABLE_SIZE`]; a decoded header list by the caller's limit.
@@ -50,7 +55,7 @@ impl HpackError {
 }
 
 /// RFC 7541 Appendix A.
-const STATIC: [(&str, &str); 61] = [
+pub(crate) const STATIC: [(&str, &str); 61] = [
     (":authority", ""),
     (":method", "GET"),
     (":method", "POST"),
@@ -129,6 +134,11 @@ pub struct Decoder {
     max_size: usize,
     /// A block failed: the table may now differ from the encoder's.
     desynced: bool,
+    /// Joined in progress: only the newest entries are known, and the
+    /// table's true size is not (entries are kept until memory says).
+    partial: bool,
+    /// Fields left out because they referred to entries added before the join.
+    unknown: u64,
 }
 
 impl Default for Decoder {
@@ -145,23 +155,40 @@ impl Decoder {
             size: 0,
             max_size: 4096,
             desynced: false,
+            partial: false,
+            unknown: 0,
         }
     }
 
-    /// A decoder for a connection already in progress: its table is
-    /// unknown from the start.
+    /// A decoder for a connection already in progress: entries added from
+    /// now on are known, older ones are not.
     pub fn joined_mid_stream() -> Self {
+        Decoder {
+            partial: true,
+            max_size: MAX_TABLE_SIZE,
+            ..Self::new()
+        }
+    }
+
+    /// A decoder that lost track (bytes lost inside a header block): every
+    /// later block is suspect.
+    pub fn lost() -> Self {
         Decoder {
             desynced: true,
             ..Self::new()
         }
     }
 
-    /// True once a block could not be decoded, or when the connection was
-    /// joined in progress: headers decoded from now on may be wrong or
-    /// missing, since the encoder's table is not known.
+    /// True once a block could not be decoded: headers decoded from now on
+    /// may be wrong, since the encoder's table is not known.
     pub fn desynced(&self) -> bool {
         self.desynced
+    }
+
+    /// Fields left out so far because they referred to entries added
+    /// before a mid-stream join.
+    pub fn unknown_fields(&self) -> u64 {
+        self.unknown
     }
 
     /// Bytes the dynamic table holds (its RFC size).
@@ -192,48 +219,71 @@ impl Decoder {
             Ok(())
         };
         while let Some(&b) = block.first() {
+            // `None`: a field that refers to an entry older than a join.
             if b & 0x80 != 0 {
                 // Indexed field.
                 let i = integer(block, 7)?;
-                let f = self.get(i)?;
-                push(&mut out, f)?;
+                match self.get(i)? {
+                    Some(f) => push(&mut out, f)?,
+                    None => self.unknown += 1,
+                }
             } else if b & 0xc0 == 0x40 {
-                // Literal with incremental indexing.
+                // Literal with incremental indexing: added even when its
+                // name is unknown, so the indices of later entries hold.
                 let f = self.literal(block, 6)?;
-                self.insert(f.clone());
-                push(&mut out, f)?;
+                self.insert(f.clone().unwrap_or_default());
+                match f {
+                    Some(f) => push(&mut out, f)?,
+                    None => self.unknown += 1,
+                }
             } else if b & 0xe0 == 0x20 {
                 // Dynamic table size update.
                 let n = integer(block, 5)?;
                 if n > MAX_TABLE_SIZE {
                     return Err(HpackError::TableTooLarge);
                 }
-                self.max_size = n;
-                self.evict(0);
+                if !self.partial {
+                    self.max_size = n;
+                    self.evict(0);
+                }
             } else {
                 // Literal without indexing (0000) or never indexed (0001).
-                let f = self.literal(block, 4)?;
-                push(&mut out, f)?;
+                match self.literal(block, 4)? {
+                    Some(f) => push(&mut out, f)?,
+                    None => self.unknown += 1,
+                }
             }
         }
         Ok(out)
     }
 
-    fn literal(&self, block: &mut &[u8], prefix: u8) -> Result<Field, HpackError> {
+    /// A literal field; `None` when its name is an entry older than a join.
+    fn literal(&self, block: &mut &[u8], prefix: u8) -> Result<Option<Field>, HpackError> {
         let i = integer(block, prefix)?;
-        let name = if i == 0 { string(block)? } else { self.get(i)?.0 };
+        let name = if i == 0 {
+            Some(string(block)?)
+        } else {
+            self.get(i)?.map(|f| f.0)
+        };
         let value = string(block)?;
-        Ok((name, value))
+        Ok(name.map(|n| (n, value)))
     }
 
-    fn get(&self, i: usize) -> Result<Field, HpackError> {
+    /// Entry `i`; `None` for an entry older than a join (an entry whose
+    /// name was unknown when it was added counts as one).
+    fn get(&self, i: usize) -> Result<Option<Field>, HpackError> {
         match i {
             0 => Err(HpackError::BadIndex),
             1..=61 => {
                 let (n, v) = STATIC[i - 1];
-                Ok((n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                Ok(Some((n.as_bytes().to_vec(), v.as_bytes().to_vec())))
             }
-            _ => self.dynamic.get(i - 62).cloned().ok_or(HpackError::BadIndex),
+            _ => match self.dynamic.get(i - 62) {
+                Some(f) if !f.0.is_empty() => Ok(Some(f.clone())),
+                Some(_) => Ok(None),
+                None if self.partial => Ok(None),
+                None => Err(HpackError::BadIndex),
+            },
         }
     }
 
@@ -548,6 +598,34 @@ mod tests {
             ])
         );
         assert_eq!(d.table_size(), 222, "\":status: 302\" was evicted for \":status: 307\"");
+    }
+
+    /// Joined in progress: entries added since the join resolve, fields
+    /// that refer to older ones are left out (and counted), and a later
+    /// entry's index is right even when an unknown one was added before it.
+    #[test]
+    fn a_joined_decoder_knows_the_entries_added_since() {
+        // Before the join the encoder added ":path: /mcp" (now index 62).
+        let mut d = Decoder::joined_mid_stream();
+        let mut b = Vec::new();
+        encode::integer(&mut b, 0x80, 7, 3); // :method POST (static)
+        encode::integer(&mut b, 0x80, 7, 62); // :path /mcp (before the join)
+        encode::indexed_literal(&mut b, b"mcp-session-id", b"s-1", true);
+        // A literal with an unknown name, added to the table.
+        encode::integer(&mut b, 0x40, 6, 63);
+        encode::string(&mut b, b"v", false);
+        let f = d.decode(&b, 1 << 16).unwrap();
+        assert_eq!(strs(&f), pairs(&[(":method", "POST"), ("mcp-session-id", "s-1")]));
+        assert_eq!(d.unknown_fields(), 2);
+        // Now: 62 = the unknown-named entry, 63 = mcp-session-id.
+        let mut b = Vec::new();
+        encode::integer(&mut b, 0x80, 7, 63);
+        encode::integer(&mut b, 0x80, 7, 62);
+        encode::integer(&mut b, 0x80, 7, 70);
+        let f = d.decode(&b, 1 << 16).unwrap();
+        assert_eq!(strs(&f), pairs(&[("mcp-session-id", "s-1")]));
+        assert_eq!(d.unknown_fields(), 4);
+        assert!(!d.desynced());
     }
 
     #[test]

@@ -198,6 +198,17 @@ impl Message {
         if self.failed || b.is_empty() {
             return;
         }
+        // A head whose content type is not known (an HTTP/2 stream whose
+        // header fields referred to entries from before capture began): an
+        // event stream is told by its first bytes.
+        if self.meta.content_type.is_none()
+            && self.sse.is_none()
+            && self.decoder.is_none()
+            && self.body.is_empty()
+            && starts_like_events(b)
+        {
+            self.sse = Some(SseParser::new(max));
+        }
         match self.decoder.as_mut() {
             None => deliver(self, b, max, out),
             Some(d) => {
@@ -250,6 +261,13 @@ impl Message {
     }
 }
 
+/// The first bytes of an SSE stream: a field name or a comment.
+pub(crate) fn starts_like_events(b: &[u8]) -> bool {
+    [&b"data:"[..], b"event:", b"id:", b"retry:", b":"]
+        .iter()
+        .any(|p| b.starts_with(p))
+}
+
 /// How a direction is framed. One per connection direction, so the size
 /// difference does not matter; HTTP/1.1, the common case, stays inline.
 #[allow(clippy::large_enum_variant)]
@@ -286,13 +304,12 @@ impl HttpHalf {
         }
     }
 
-    /// An HTTP/2 direction (over TLS after ALPN `h2`, or h2c). Capture that
-    /// joined the connection in progress knows neither frame boundaries nor
-    /// the header table: it looks for DATA frames that carry JSON or events.
-    pub fn new_h2(side: Side, max_body: usize, joined_mid_stream: bool) -> Self {
+    /// An HTTP/2 direction (over TLS after ALPN `h2`, or h2c), captured
+    /// from `start`.
+    pub fn new_h2(side: Side, max_body: usize, start: h2::H2Start) -> Self {
         let max_body = max_body.max(1024);
         Self {
-            framing: Framing::H2(Box::new(h2::H2Half::new(side, max_body, joined_mid_stream))),
+            framing: Framing::H2(Box::new(h2::H2Half::new(side, max_body, start))),
             max_body,
             charge: None,
         }

@@ -24,7 +24,11 @@ use super::{
 };
 use crate::{
     event::{Flow, HttpInfo},
-    http::{h1::Side, h2, HttpHalf, HttpMeta, HttpOutput},
+    http::{
+        h1::Side,
+        h2::{self, H2Start},
+        HttpHalf, HttpMeta, HttpOutput,
+    },
     jsonrpc,
     observation::{Chunk, ProcKey},
     relook::{self, RelookBudget},
@@ -70,6 +74,9 @@ pub(super) struct HttpConn {
     streams: FxHashMap<u32, Arc<HttpMeta>>,
     /// The connection speaks HTTP/2 (h2 over TLS, or h2c).
     h2: bool,
+    /// An HTTP/2 connection captured from the middle: header tables are
+    /// known only from then on.
+    h2_joined: bool,
     pub(super) session: Option<SessionKey>,
     rejected: bool,
     unclassified_bytes: u64,
@@ -117,6 +124,7 @@ impl Pipeline {
             requests: VecDeque::new(),
             streams: FxHashMap::default(),
             h2: false,
+            h2_joined: false,
             session: None,
             rejected: false,
             unclassified_bytes: 0,
@@ -178,7 +186,7 @@ impl Pipeline {
             // HTTP/2 first: its preface would pass for a request line.
             if let Some(side) = h2::sniff(&c.data) {
                 conn.h2 = true;
-                self.set_side(conn, d, side, false);
+                self.set_side(conn, d, side, H2Start::Fresh);
             } else if conn.h2 || (c.data.len() >= 9 && h2::looks_like_frames(&c.data)) {
                 // The other direction's frames were seen, or capture joined
                 // an HTTP/2 connection in progress.
@@ -194,8 +202,15 @@ impl Pipeline {
                     },
                 };
                 // Its start (the preface, or a server's first SETTINGS) was
-                // not seen: frames are looked for.
-                self.set_side(conn, d, side, true);
+                // not seen: the header table is known only from here on,
+                // and frames are looked for unless these bytes start at one.
+                conn.h2_joined = true;
+                let start = if h2::looks_like_frames(&c.data) {
+                    H2Start::AtFrame
+                } else {
+                    H2Start::Anywhere
+                };
+                self.set_side(conn, d, side, start);
             }
         }
         if conn.sides[d].is_none() {
@@ -226,7 +241,7 @@ impl Pipeline {
                 }
             };
             let joined = sniff(&c.data).is_none();
-            self.set_side(conn, d, side, joined);
+            self.set_side(conn, d, side, if joined { H2Start::Anywhere } else { H2Start::Fresh });
         }
         let mut outs = Vec::new();
         if let Some(half) = conn.halves[d].as_mut() {
@@ -255,12 +270,14 @@ impl Pipeline {
         }
     }
 
-    fn set_side(&mut self, conn: &mut HttpConn, d: usize, side: Side, joined: bool) {
+    /// Sets direction `d` to carry `side`, captured from `start` (for
+    /// HTTP/1.x, anything but `Fresh` means joined in progress).
+    fn set_side(&mut self, conn: &mut HttpConn, d: usize, side: Side, start: H2Start) {
         conn.sides[d] = Some(side);
         let half = if conn.h2 {
-            HttpHalf::new_h2(side, self.cfg.max_frame, joined)
+            HttpHalf::new_h2(side, self.cfg.max_frame, start)
         } else {
-            HttpHalf::new(side, self.cfg.max_frame, joined)
+            HttpHalf::new(side, self.cfg.max_frame, start != H2Start::Fresh)
         };
         conn.halves[d] = Some(half.with_budget(&self.budget));
         // Ingress requests: this process serves.
@@ -281,7 +298,14 @@ impl Pipeline {
             HttpOutput::Head(meta) => match side {
                 Side::Requests if meta.stream.is_some() => {
                     if conn.sides[1 - d].is_none() {
-                        self.set_side(conn, 1 - d, Side::Responses, false);
+                        // Responses follow: their frames start from here,
+                        // their table is known only if the connection's is.
+                        let start = if conn.h2_joined {
+                            H2Start::AtFrame
+                        } else {
+                            H2Start::Fresh
+                        };
+                        self.set_side(conn, 1 - d, Side::Responses, start);
                     }
                     if conn.streams.len() >= MAX_INFLIGHT_REQUESTS {
                         // Streams whose responses never came (reset, or lost).
@@ -293,7 +317,7 @@ impl Pipeline {
                 Side::Responses if meta.stream.is_some() => {}
                 Side::Requests => {
                     if conn.sides[1 - d].is_none() {
-                        self.set_side(conn, 1 - d, Side::Responses, false);
+                        self.set_side(conn, 1 - d, Side::Responses, H2Start::Fresh);
                     }
                     if let Some(h) = conn.halves[1 - d].as_mut() {
                         h.expect_response(meta.method.as_deref() == Some("HEAD"));

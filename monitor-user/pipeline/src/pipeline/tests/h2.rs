@@ -31,7 +31,11 @@ fn h2_post(table: &mut Vec<(String, String)>, stream: u32, body: &str, session: 
 
 /// The head of a response on `stream`.
 fn h2_head(table: &mut Vec<(String, String)>, stream: u32, content_type: &str, session: &str) -> Vec<u8> {
-    let fields = [(":status", "200"), ("content-type", content_type), ("mcp-session-id", session)];
+    let fields = [
+        (":status", "200"),
+        ("content-type", content_type),
+        ("mcp-session-id", session),
+    ];
     frame(HEADERS, END_HEADERS, stream, &block(table, &fields, true))
 }
 
@@ -65,7 +69,8 @@ fn h2_over_tls_seen_from_both_ends_with_interleaved_streams() {
     // Two calls on streams 3 and 5; the answer to 5 comes first, and the
     // answer to 3 is an event stream holding a credential.
     let read_call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/srv/.env"}}}"#;
-    let echo_call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}"#;
+    let echo_call =
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}"#;
     let mut calls = h2_post(&mut req_table, 3, read_call, Some("sid-h2"));
     calls.extend(h2_post(&mut req_table, 5, echo_call, Some("sid-h2")));
     tls(&mut s, client, Direction::Egress, &calls, 0);
@@ -75,7 +80,12 @@ fn h2_over_tls_seen_from_both_ends_with_interleaved_streams() {
     let mut answers = h2_head(&mut resp_table, 3, "text/event-stream", "sid-h2");
     answers.extend(h2_head(&mut resp_table, 5, "application/json", "sid-h2"));
     answers.extend(frame(DATA, END_STREAM, 5, echo_result.as_bytes()));
-    answers.extend(frame(DATA, 0, 3, format!("event: message\ndata: {secret_result}\n\n").as_bytes()));
+    answers.extend(frame(
+        DATA,
+        0,
+        3,
+        format!("event: message\ndata: {secret_result}\n\n").as_bytes(),
+    ));
     answers.extend(frame(DATA, END_STREAM, 3, b""));
     tls(&mut s, server, Direction::Egress, &answers, 0);
     tls(&mut s, client, Direction::Ingress, &answers, 0);
@@ -88,13 +98,23 @@ fn h2_over_tls_seen_from_both_ends_with_interleaved_streams() {
         let methods: Vec<&str> = view.iter().map(|e| e["method"].as_str().unwrap_or("")).collect();
         assert_eq!(
             methods,
-            ["initialize", "initialize", "tools/call", "tools/call", "tools/call", "tools/call"],
+            [
+                "initialize",
+                "initialize",
+                "tools/call",
+                "tools/call",
+                "tools/call",
+                "tools/call"
+            ],
             "responses are paired with their requests: {view:?}"
         );
         for e in &view {
             assert_eq!(e["transport"], "https", "{e}");
             assert_eq!(e["http"]["version"], "2", "{e}");
-            assert_eq!(e["http"]["method"], "POST", "responses take their request's method: {e}");
+            assert_eq!(
+                e["http"]["method"], "POST",
+                "responses take their request's method: {e}"
+            );
             assert_eq!(e["http"]["path"], "/mcp", "{e}");
             assert_eq!(e["client"]["pid"], CLIENT.pid, "{e}");
         }
@@ -109,7 +129,10 @@ fn h2_over_tls_seen_from_both_ends_with_interleaved_streams() {
     let rules: Vec<&str> = s.out.alerts.iter().map(|a| a.rule.as_str()).collect();
     assert!(rules.contains(&"credential.exposure"), "{rules:?}");
     let all = format!("{ev:?}{:?}", s.out.alerts);
-    assert!(!all.contains("q8Hk2vN5xR7tL1wZ4cY9pB3mJ6sD0fG8aE2uK5iO"), "the secret is never exported");
+    assert!(
+        !all.contains("q8Hk2vN5xR7tL1wZ4cY9pB3mJ6sD0fG8aE2uK5iO"),
+        "the secret is never exported"
+    );
     assert_eq!(s.metric("mcp_monitor_frame_errors_total", &[]), 0.0);
 }
 
@@ -122,11 +145,76 @@ fn h2_joined_in_progress_still_yields_bodies() {
     let mut table = Vec::new();
     // Earlier requests filled the client's table; this one refers to it.
     let _ = h2_post(&mut table, 1, "{}", Some("sid-j"));
-    let call = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"echo","arguments":{"message":"late"}}}"#;
+    let call =
+        r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"echo","arguments":{"message":"late"}}}"#;
     let later = h2_post(&mut table, 3, call, Some("sid-j"));
-    tls(&mut s, server, Direction::Ingress, &later, chunk_flags::NEW_STREAM | chunk_flags::RESUMED);
+    tls(
+        &mut s,
+        server,
+        Direction::Ingress,
+        &later,
+        chunk_flags::NEW_STREAM | chunk_flags::RESUMED,
+    );
     let ev = s.events_json();
     assert_eq!(ev.len(), 1, "{:?}", s.rows());
     assert_eq!(ev[0]["method"], "tools/call");
     assert_eq!(ev[0]["http"]["version"], "2");
+}
+
+/// A server discovered on a request in the middle of its connection: its
+/// reads and writes start at frame headers, the header fields that refer
+/// to entries from before are unknown (the event-stream content type
+/// among them), and every request and response is still reported, the
+/// responses with their status and session id once the server sends one.
+#[test]
+fn h2_server_joined_at_a_frame_reports_requests_and_event_stream_answers() {
+    let mut s = Sim::new();
+    let server = TlsEnd::new(SERVER, 0x59, 7, loopback(8443, 40102));
+    let (mut req_table, mut resp_table) = (Vec::new(), Vec::new());
+    // What went before capture: a request and an event-stream answer.
+    let _ = h2_post(&mut req_table, 1, "{}", None);
+    let _ = h2_head(&mut resp_table, 1, "text/event-stream", "sid-x");
+    let mut rows = Vec::new();
+    for (i, stream) in [3u32, 5].into_iter().enumerate() {
+        let call = format!(
+            r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"echo","arguments":{{}}}}}}"#
+        );
+        let answer = format!(r#"{{"jsonrpc":"2.0","id":{i},"result":{{"content":[]}}}}"#);
+        let flags = if i == 0 { chunk_flags::NEW_STREAM } else { 0 };
+        tls(
+            &mut s,
+            server,
+            Direction::Ingress,
+            &h2_post(&mut req_table, stream, &call, Some("sid-x")),
+            flags,
+        );
+        let mut out = h2_head(&mut resp_table, stream, "text/event-stream", "sid-x");
+        out.extend(frame(
+            DATA,
+            END_STREAM,
+            stream,
+            format!("event: message\r\ndata: {answer}\r\n\r\n").as_bytes(),
+        ));
+        tls(&mut s, server, Direction::Egress, &out, flags);
+        rows.push(("client_to_server", i));
+        rows.push(("server_to_client", i));
+    }
+    let ev = s.events_json();
+    let got: Vec<(&str, u64)> = ev
+        .iter()
+        .map(|e| (e["direction"].as_str().unwrap(), e["id"].as_u64().unwrap()))
+        .collect();
+    let want: Vec<(&str, u64)> = rows.iter().map(|(d, i)| (*d, *i as u64)).collect();
+    assert_eq!(got, want, "{:?}", s.rows());
+    for e in &ev {
+        assert_eq!(e["method"], "tools/call", "{e}");
+        assert_eq!(e["http"]["version"], "2");
+        if e["direction"] == "server_to_client" {
+            assert_eq!(e["http"]["status"], 200, "{e}");
+            assert_eq!(
+                e["http"]["method"], "POST",
+                "the response takes its request's method: {e}"
+            );
+        }
+    }
 }
