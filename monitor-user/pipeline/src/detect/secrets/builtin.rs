@@ -2262,7 +2262,7 @@ pub const RULES: &[RuleDef] = &[
         category: "auth",
         keywords: &["://"],
         pattern: r#"\b[A-Za-z][A-Za-z0-9+.-]{1,30}://[^\s:@/?#"'<>`]{1,64}:(?P<secret>[^\s@/?#"'<>`]{3,128})@[A-Za-z0-9._-]+"#,
-        check: Check::MinEntropy(3.0),
+        check: Check::MinEntropy(2.5),
         confidence: Confidence::Low,
         examples: &[
             r#"git clone https://deploy:Z5iH7H~jlT*UT7MDA_Okiw@git.internal.dev/team/repo.git"#,
@@ -2273,7 +2273,7 @@ pub const RULES: &[RuleDef] = &[
             r#"conn = driver.connect("mssql://sa:32SSyAJ9TlxqnrDK@sql01.corp.test/db")"#,
         ],
         counterexamples: &[
-            r#"https://user:password@localhost/"#,
+            r#"https://user:${PASS}@localhost/"#,
             r#"https://git.internal.dev:8443/team/repo.git"#,
             r#"https://admin:${ADMIN_PASSWORD}@grafana.acme.test/"#,
             r#"https://grafana.acme.test:3000/d/abc?orgId=1&from=now@1"#,
@@ -2364,7 +2364,7 @@ pub const RULES: &[RuleDef] = &[
         name: "HTTP Basic credentials in an Authorization header",
         category: "auth",
         keywords: &["authorization", "basic"],
-        pattern: r#"(?i:authorization|auth)["']?\s*[:=]?\s*["'`]?(?i:basic)\s+(?P<secret>[A-Za-z0-9+/]{8,}={0,2})"#,
+        pattern: r#"(?i:authorization|auth)["']?\s*[:=,]?\s*["'`]?(?i:basic)\s+(?P<secret>[A-Za-z0-9+/]{8,}={0,2})"#,
         check: Check::MinEntropy(3.0),
         confidence: Confidence::Medium,
         examples: &[
@@ -2975,7 +2975,7 @@ pub const RULES: &[RuleDef] = &[
         name: "Wi-Fi WPA passphrase (wpa_supplicant psk=)",
         category: "generic",
         keywords: &["psk"],
-        pattern: r#"\bpsk\s*=\s*"(?P<secret>[^"]{8,63})""#,
+        pattern: r#"\bpsk\s*=\s*"?(?P<secret>[^"\s]{8,63})"?"#,
         check: Check::MinEntropy(2.5),
         confidence: Confidence::Medium,
         examples: &[
@@ -2988,11 +2988,367 @@ pub const RULES: &[RuleDef] = &[
         ],
     },
     RuleDef {
+        id: "name-value-pair",
+        name: "A secret-named entry given as a name and a value (Kubernetes env, Postman and HAR headers, JSON settings lists)",
+        category: "generic",
+        keywords: &["name", "key"],
+        pattern: r#"["']?(?:name|key)["']?\s*:\s*["']?(?P<name>[A-Za-z0-9_.-]{2,60})["']?\s*,?\s*["']?value["']?\s*:\s*["']?(?P<secret>[^\s"'`<>(){}\[\],;]{8,200})"#,
+        check: Check::Assignment,
+        confidence: Confidence::Low,
+        examples: &[
+            r#"env:
+  - name: API_KEY
+    value: "u8jzPde0IgxLd6GncfBAepfJ""#,
+            r#"{"key": "client_secret", "value": "Bd0Kh8oOOL8dKLzdocJ2isAjIhKtJ0", "type": "secret"}"#,
+            r#"{"name": "x-api-key", "value": "RlgLKOmxgJTeKdNnFRIBXuDL7DxtpYlS"}"#,
+        ],
+        counterexamples: &[
+            r#"env:
+  - name: API_KEY
+    valueFrom:
+      secretKeyRef: {name: api, key: key}"#,
+            r#"{"name": "content-type", "value": "application/json"}"#,
+            r#"- name: DB_PASSWORD
+  value: "${DB_PASSWORD}""#,
+        ],
+    },
+    RuleDef {
+        id: "named-property-value",
+        name: "A secret-named XML property (<property name=...secret>value</property>)",
+        category: "generic",
+        keywords: &["property", "entry", "setting", "param"],
+        pattern: r#"<(?:property|entry|setting|param)\s+(?:name|key)=["'](?P<name>[A-Za-z0-9_.:-]{2,60})["'][^>]{0,60}>(?P<secret>[^<\s]{8,200})</"#,
+        check: Check::Assignment,
+        confidence: Confidence::Low,
+        examples: &[
+            r#"<property name="connection.secret">tHF4vUCsMehGAkWvj7FAc9QeWJKY40uv</property>"#,
+            r#"<entry key="db.password">1f8rESQedUStPKR0CsTy</entry>"#,
+        ],
+        counterexamples: &[
+            r#"<property name="connection.username">deploy_user_account</property>"#,
+            r#"<property name="db.password">${DB_PASSWORD}</property>"#,
+        ],
+    },
+    RuleDef {
+        id: "sql-password-clause",
+        name: "A password in a SQL statement (IDENTIFIED BY, WITH PASSWORD)",
+        category: "generic",
+        keywords: &["identified by", "password '"],
+        pattern: r#"(?i:identified\s+by|\bwith\b[^;\n]{0,40}?\bpassword)\s+'(?P<secret>[^'\s]{6,128})'"#,
+        check: Check::MinEntropy(2.5),
+        confidence: Confidence::Medium,
+        examples: &[
+            r#"CREATE USER 'replicator'@'%' IDENTIFIED BY 'nXsiVpzz63Ff!';"#,
+            r#"CREATE ROLE app WITH LOGIN PASSWORD '4y9ojfljoQoaF1Ll';"#,
+        ],
+        counterexamples: &[
+            r#"CREATE USER 'app'@'%' IDENTIFIED BY '${APP_PASSWORD}';"#,
+            r#"ALTER USER app IDENTIFIED BY 'aaaaaaaa';"#,
+        ],
+    },
+    RuleDef {
+        id: "jdbc-get-connection",
+        name: "A password passed to DriverManager.getConnection(url, user, password)",
+        category: "generic",
+        keywords: &["getconnection"],
+        pattern: r#"getConnection\s*\([^,()]{1,200},\s*"[^"]{1,64}"\s*,\s*"(?P<secret>[^"]{6,128})""#,
+        check: Check::MinEntropy(2.5),
+        confidence: Confidence::Medium,
+        examples: &[
+            r#"Connection c = DriverManager.getConnection(url, "airflow", "e56Cbh_gFe50x");"#,
+            r#"conn = DriverManager.getConnection(JDBC_URL, "sa", "ZomHFwUbbYrEqmSM");"#,
+        ],
+        counterexamples: &[
+            r#"Connection c = DriverManager.getConnection(url, user, password);"#,
+            r#"Connection c = DriverManager.getConnection(url, "sa", "aaaaaaaa");"#,
+        ],
+    },
+    RuleDef {
+        id: "oracle-ezconnect",
+        name: "A password in an Oracle EZConnect string (user/password@//host)",
+        category: "generic",
+        keywords: &["@//"],
+        pattern: r#"(?:^|[\s=:"'`])[A-Za-z0-9_.$-]{1,64}/(?P<secret>[^\s/@"'$][^\s/"']{3,127})@//[A-Za-z0-9.-]+"#,
+        check: Check::MinEntropy(2.5),
+        confidence: Confidence::Medium,
+        examples: &[
+            r#"ORACLE_CONN=ci-bot/OnBKp^~E%4MCq#+@//ora-main.acme.test:1521/PROD"#,
+            r#"sqlplus admin/CaqYMR_TLuYRIC7Z@//db-repl.acme.test:1521/ORCL"#,
+        ],
+        counterexamples: &[
+            r#"sqlplus admin@//db.acme.test:1521/ORCL"#,
+            r#"sqlplus admin/${ORACLE_PASSWORD}@//db:1521/ORCL"#,
+        ],
+    },
+    RuleDef {
+        id: "secret-manager-output",
+        name: "A value printed by a command that reads a secret (vault kv get -field, op read, bw get password, aws secretsmanager/ssm --output text, doppler --plain, kubectl get secret | base64 -d, az keyvault secret show -o tsv, cat /run/secrets/...)",
+        category: "generic",
+        keywords: &["vault", "op read", "bw get", "secretsmanager", "ssm", "doppler", "base64 -d", "keyvault", "/run/secrets/", "gcloud secrets"],
+        pattern: r#"(?:\bvault\s+(?:kv\s+get|read)\b[^\n]*-field[=\s]\S+[^\n]*|\bop\s+read\s+op://\S+[^\n]*|\bbw\s+get\s+(?:password|notes)\b[^\n]*|\baws\s+(?:secretsmanager\s+get-secret-value|ssm\s+get-parameters?)\b[^\n]*--output\s+text[^\n]*|\bdoppler\s+secrets\s+get\b[^\n]*--plain[^\n]*|\bkubectl\s+get\s+secrets?\b[^\n]*\|\s*base64\s+(?:-d|--decode)[^\n]*|\baz\s+keyvault\s+secret\s+show\b[^\n]*-o\s+tsv[^\n]*|\bcat\s+/run/secrets/\S+[^\n]*|\bgcloud\s+secrets\s+versions\s+access\b[^\n]*)\r?\n(?P<secret>[^\s$][^\s]{7,255})\r?(?:\n|$)"#,
+        check: Check::MinEntropy(2.5),
+        confidence: Confidence::Medium,
+        examples: &[
+            r#"$ vault kv get -field=api_key secret/ledger/prod
+b23c6f5da2cec255404e4fb440034d6608697a8d
+$ "#,
+            r#"$ op read op://Production/ledger/db_password
+VqE1SkHbn88HxjSI6bWHtP3f
+"#,
+            r#"$ cat /run/secrets/token
+gaKjIg8xNbe3nNyjOq9wMxEhh2FD
+"#,
+        ],
+        counterexamples: &[
+            r#"$ vault kv get -field=api_key secret/ledger/prod
+No value found at secret/data/ledger/prod
+"#,
+            r#"$ cat /run/secrets/token
+cat: /run/secrets/token: No such file or directory
+"#,
+            r#"$ op read op://Production/ledger/db_password
+[ERROR] 2024/01/01 could not read
+"#,
+        ],
+    },
+    RuleDef {
+        id: "redis-requirepass",
+        name: "Password in a Redis configuration (requirepass, masterauth)",
+        category: "generic",
+        keywords: &["requirepass", "masterauth"],
+        pattern: r#"\b(?:requirepass|masterauth)\s+"?(?P<secret>[^\s"$]{6,128})"?"#,
+        check: Check::MinEntropy(2.5),
+        confidence: Confidence::Medium,
+        examples: &[
+            r#"bind 0.0.0.0
+port 6379
+requirepass 9wCZ7Uw9xfogoEmvnE
+maxmemory 2gb"#,
+            r#"masterauth "ZomHFwUbbYrEqmSM""#,
+        ],
+        counterexamples: &[
+            r#"requirepass changeme"#,
+            r#"requirepass ${REDIS_PASSWORD}"#,
+        ],
+    },
+    RuleDef {
+        id: "pgpass-entry",
+        name: "A password in a .pgpass line (host:port:database:user:password)",
+        category: "generic",
+        keywords: &[":5432:", ".pgpass", "pgpass"],
+        pattern: r#"\b[A-Za-z0-9][A-Za-z0-9_.*-]*:(?:\d{2,5}|\*):[A-Za-z0-9_*.-]+:[A-Za-z0-9_*.@-]+:(?P<secret>[^\s:*]\S{5,127})(?:\s|$)"#,
+        check: Check::MinEntropy(2.5),
+        confidence: Confidence::Medium,
+        examples: &[
+            r#"# hostname:port:database:username:password
+pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
+"#,
+            r#"db.acme.test:5432:billing:svc_orders:m3@d0wM@pl359^"#,
+        ],
+        counterexamples: &[
+            r#"pg-primary.acme.test:5432:*:postgres:*"#,
+            r#"localhost:5432:app:app:aaaaaaaa"#,
+        ],
+    },
+    RuleDef {
+        id: "cli-password-option-2",
+        name: "Password on a command line (PsExec -p, mosquitto -P, httpie -a user:pass, nmcli password, net user NAME PASS, mc alias set)",
+        category: "generic",
+        keywords: &["psexec", "paexec", "mosquitto", "http ", "https ", "nmcli", "net user", "mc alias"],
+        pattern: r#"(?:\b(?i:psexec(?:64)?(?:\.exe)?|paexec(?:\.exe)?)\b[^\n]{0,200}?\s-p|\bmosquitto_(?:pub|sub|rr)\b[^\n]{0,200}?\s-P|\bhttps?\s+(?:-a|--auth)[\s=]+["']?[^:\s"']{1,64}:|\bnmcli\b[^\n]{0,200}?\spassword|(?i:\bnet\s+user)\s+[^\s/]+|\bmc\s+alias\s+set\s+\S+\s+\S+\s+\S+)\s*["']?(?P<secret>[^\s"'$<{%/*-][^\s"'`]{5,127})"#,
+        check: Check::MinEntropy(2.5),
+        confidence: Confidence::Medium,
+        examples: &[
+            r#"PsExec.exe \\10.27.1.4 -u CORP\svc -p Sparrow.814lotus cmd.exe"#,
+            r#"mosquitto_pub -h mq.acme.test -u grafana -P 'M4N-WDyljOtgdFid' -t sensors"#,
+            r#"$ http -a admin:MRuwluEiuoSXdXQ POST https://api.acme.test/items"#,
+            r#"nmcli dev wifi connect 'corp' password 'qrjb.kVBj7'"#,
+            r#"C:\> net user ci-bot tfMQ4WLIHA1gYZPbzVfjSr /add /domain"#,
+            r#"mc alias set prod https://minio.acme.test AKIAEXAMPLEKEY12 PXQyQhucNodWt3ebVqyXoOvJpvZZ"#,
+        ],
+        counterexamples: &[
+            r#"net user ci-bot /add"#,
+            r#"net user ci-bot * /add"#,
+            r#"http -a admin: GET https://x.test"#,
+            r#"psexec \\h -u svc -p $PASS cmd"#,
+        ],
+    },
+    RuleDef {
+        id: "docker-oat",
+        name: "Docker organization access token",
+        category: "package-registry",
+        keywords: &["dckr_oat_"],
+        pattern: r#"\b(?P<secret>dckr_oat_[A-Za-z0-9_-]{20,64})(?:[^A-Za-z0-9_-]|$)"#,
+        check: Check::None,
+        confidence: Confidence::High,
+        examples: &[
+            r#"DOCKER_TOKEN=dckr_oat_b7XyBmeipYK_-pF78TcHYKty7e9"#,
+            r#"dckr_oat_u8jzPde0IgxLd6GncfBAepfJ"#,
+        ],
+        counterexamples: &[
+            r#"dckr_oat_"#,
+            r#"dckr_oat_${TOKEN}"#,
+        ],
+    },
+    RuleDef {
+        id: "prefect-api-key",
+        name: "Prefect Cloud API key",
+        category: "saas",
+        keywords: &["pnu_"],
+        pattern: r#"\b(?P<secret>pnu_[A-Za-z0-9]{36})\b"#,
+        check: Check::None,
+        confidence: Confidence::High,
+        examples: &[
+            r#"PREFECT_API_KEY=pnu_5EVvmgiLEyhVwAkruWGhnKMnbLYMQMFsKFJ8"#,
+            r#"- pnu_RlgLKOmxgJTeKdNnFRIBXuDL7DxtpYlSXpfK"#,
+        ],
+        counterexamples: &[
+            r#"pnu_short"#,
+            r#"pnu_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"#,
+        ],
+    },
+    RuleDef {
+        id: "brevo-api-key",
+        name: "Brevo (Sendinblue) API or SMTP key",
+        category: "saas",
+        keywords: &["xkeysib-", "xsmtpsib-"],
+        pattern: r#"\b(?P<secret>x(?:keysib|smtpsib)-[a-f0-9]{64}-[A-Za-z0-9]{16})\b"#,
+        check: Check::None,
+        confidence: Confidence::High,
+        examples: &[
+            r#"BREVO_KEY=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"#,
+            r#"xsmtpsib-c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2-9wCZ7Uw9xfogoEmv"#,
+        ],
+        counterexamples: &[
+            r#"xkeysib-"#,
+            r#"xkeysib-abc"#,
+        ],
+    },
+    RuleDef {
+        id: "stytch-secret",
+        name: "Stytch project secret",
+        category: "saas",
+        keywords: &["secret-live-", "secret-test-"],
+        pattern: r#"\b(?P<secret>secret-(?:live|test)-[A-Za-z0-9_=-]{36})(?:[^A-Za-z0-9_=-]|$)"#,
+        check: Check::None,
+        confidence: Confidence::High,
+        examples: &[
+            r#"STYTCH_SECRET=secret-live-OXY8dHkp3DOE-z_eTNok1FJwKDYKVxlgwTGh"#,
+            r#"secret-test-RlgLKOmxgJTeKdNnFRIBXuDL7DxtpYlSXpfK"#,
+        ],
+        counterexamples: &[
+            r#"secret-live-short"#,
+            r#"secret-live-${STYTCH}"#,
+        ],
+    },
+    RuleDef {
+        id: "axiom-token",
+        name: "Axiom API or personal token",
+        category: "observability",
+        keywords: &["xapt-", "xaat-"],
+        pattern: r#"\b(?P<secret>xa[ap]t-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\b"#,
+        check: Check::None,
+        confidence: Confidence::High,
+        examples: &[
+            r#"AXIOM_TOKEN=xapt-6cb272e4-d0d0-454f-98a0-e54d63c3df06"#,
+            r#"xaat-9c3a23cd-e67a-9b75-fc39-47249fc2d0a1"#,
+        ],
+        counterexamples: &[
+            r#"xapt-"#,
+            r#"xapt-00000000-0000"#,
+        ],
+    },
+    RuleDef {
+        id: "neon-api-key",
+        name: "Neon API key",
+        category: "database",
+        keywords: &["napi_"],
+        pattern: r#"\b(?P<secret>napi_[a-z0-9]{64})\b"#,
+        check: Check::None,
+        confidence: Confidence::High,
+        examples: &[
+            r#"NEON_API_KEY=napi_kunv2x8030bx4mq7zd5mm9vko4ezrp0ae5md7k01t955mo57k9vaxu6ki9o63n7c"#,
+            r#"napi_b23c6f5da2cec255404e4fb440034d6608697a8d7f3e9a1c5b2d8e4f6a0c3b9d"#,
+        ],
+        counterexamples: &[
+            r#"napi_short"#,
+            r#"napi_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"#,
+        ],
+    },
+    RuleDef {
+        id: "hubspot-private-app-token",
+        name: "HubSpot private app token",
+        category: "saas",
+        keywords: &["pat-na1-", "pat-eu1-", "pat-na2-", "pat-ap1-"],
+        pattern: r#"\b(?P<secret>pat-(?:na1|na2|eu1|ap1)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\b"#,
+        check: Check::None,
+        confidence: Confidence::High,
+        examples: &[
+            r#"HUBSPOT_TOKEN=pat-eu1-1be9f2a7-8a1b-404a-9141-15c0ef400c25"#,
+            r#"pat-na1-e8c14743-7abe-c539-007d-1034d726c86b"#,
+        ],
+        counterexamples: &[
+            r#"pat-na1-"#,
+            r#"pat-xx1-e8c14743-7abe-c539-007d-1034d726c86b"#,
+        ],
+    },
+    RuleDef {
+        id: "plaid-access-token",
+        name: "Plaid access token",
+        category: "payments",
+        keywords: &["access-production-", "access-development-"],
+        pattern: r#"\b(?P<secret>access-(?:production|development)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\b"#,
+        check: Check::None,
+        confidence: Confidence::High,
+        examples: &[
+            r#"PLAID_ACCESS_TOKEN=access-production-3397b4d3-b512-42eb-a47a-524148632c9a"#,
+            r#"access-development-9c3a23cd-e67a-9b75-fc39-47249fc2d0a1"#,
+        ],
+        counterexamples: &[
+            r#"access-production-"#,
+            r#"access-sandbox-9c3a23cd-e67a-9b75-fc39-47249fc2d0a1"#,
+        ],
+    },
+    RuleDef {
+        id: "openshift-token",
+        name: "OpenShift OAuth access token",
+        category: "cloud",
+        keywords: &["sha256~"],
+        pattern: r#"\b(?P<secret>sha256~[A-Za-z0-9_-]{43})(?:[^A-Za-z0-9_-]|$)"#,
+        check: Check::None,
+        confidence: Confidence::High,
+        examples: &[
+            r#"oc login --token=sha256~KuQT4XMIcIXG684JHDI414K5XOcSZkJVK3rzADFx5FC --server=https://api.acme.test:6443"#,
+            r#"OPENSHIFT_TOKEN=sha256~AIxNKu8iS2G8NPRVdD53X83RZJzzzzgEOzdmenCkhvM"#,
+        ],
+        counterexamples: &[
+            r#"sha256~short"#,
+            r#"sha256~${TOKEN}"#,
+        ],
+    },
+    RuleDef {
+        id: "intercom-access-token",
+        name: "Intercom access token (base64 of tok:...)",
+        category: "saas",
+        keywords: &["dg9roj"],
+        pattern: r#"\b(?P<secret>dG9rOj[A-Za-z0-9+/]{40,80}={0,2})"#,
+        check: Check::None,
+        confidence: Confidence::High,
+        examples: &[
+            r#"INTERCOM_TOKEN=dG9rOjE0M2JiNGVhLWY4OWEtNDhhMy05ZjliLTU5NDcxNDIxMDM5ZDoxOjA="#,
+            r#"dG9rOjljM2EyM2NkLWU2N2EtOWI3NS1mYzM5LTQ3MjQ5ZmMyZDBhMToxOjA="#,
+        ],
+        counterexamples: &[
+            r#"dG9rOj"#,
+            r#"dG9rOjE0"#,
+        ],
+    },
+    RuleDef {
         id: "authorization-scheme-token",
         name: "Token in an Authorization header (SSWS, token, Token, Key, Api-Key)",
         category: "auth",
         keywords: &["authorization"],
-        pattern: r#"(?i:authorization)["']?\s*[:=]\s*["']?(?:SSWS|[Tt]oken|Key|Api-Key|ApiKey|GenieKey|Klaviyo-API-Key)\s+(?P<secret>[A-Za-z0-9._~+/-]{20,}=*)"#,
+        pattern: r#"(?i:authorization)["']?\s*[:=,]\s*["'`]?(?:SSWS|[Tt]oken|Key|Api-Key|ApiKey|GenieKey|Klaviyo-API-Key|Splunk|Bot|DSN)\s+(?P<secret>[A-Za-z0-9._~+/-]{20,}=*)"#,
         check: Check::MinEntropy(3.5),
         confidence: Confidence::Medium,
         examples: &[
@@ -3147,7 +3503,7 @@ pub const RULES: &[RuleDef] = &[
             "_pat", "-pat", ".pat", "pat=", "pat:", "pat\"", "_login", ".login", "-login", "auth=", "auth:",
             "auth\"", "_auth", ".auth", "-auth",
         ],
-        pattern: r#"(?-u:\b)(?P<name>(?:[A-Za-z_][A-Za-z0-9_.>-]{0,60}?)?(?i:password|passwd|passphrase|pwd|pass|secret|token|key|pat|login|auth|credentials?))(?:["']?\]?(?:\s*(?:=>|:=|[:=])\s*["']?|\s+["']|\s*:\s*[A-Za-z_][A-Za-z0-9_.\[\]|]{0,30}\s*=\s*["']?)|["']\s*,\s*["'])(?P<secret>[^\s"'`<>(){}\[\],;]{8,200})"#,
+        pattern: r#"(?-u:\b)(?P<name>(?:[A-Za-z_][A-Za-z0-9_.>-]{0,60}?)?(?i:password|passwd|passphrase|pwd|pass|secret|token|key|pat|login|auth|credentials?))(?:["']?\]?(?:\s*(?:=>|:=|\?=|[:=])\s*["']?|\s+["']|\s*:\s*&?(?:'static\s+)?[A-Za-z_][A-Za-z0-9_.\[\]|]{0,30}\s*=\s*["']?)|["']\s*,\s*["'])(?P<secret>[^\s"'`<>(){}\[\],;]{8,200})"#,
         check: Check::Assignment,
         confidence: Confidence::Low,
         examples: &[
@@ -3168,6 +3524,9 @@ pub const RULES: &[RuleDef] = &[
             r#"$config['api_token'] = "Hq3Lm8Zp2Xw7Rv5N";"#,
             r#"POSTGRES_PASSWORD=JbpWDzk_lqTZGKWsj"#,
             r#"password=cactus.orbit.staple54"#,
+            r#"PRIVATE_TOKEN ?= QP1resMPWwpdCS2c6iOnzxN9AKMd"#,
+            r#"const SMTP_PASSWORD: &str = "a^NUvBvNwnQz+l27";"#,
+            r#"PWD = Vdu7@~LJ9IG_SWaR@c"#,
         ],
         counterexamples: &[
             r#"password = "hunter2""#,
@@ -3184,6 +3543,11 @@ pub const RULES: &[RuleDef] = &[
             r#"accessToken = refreshAccessToken"#,
             r#"password: config.database.password2"#,
             r#"token = getAuthenticationTokenFromEnvironment"#,
+            r#"let secret_key = std::env::var("SECRET_KEY").expect("set");"#,
+            r#"secret = client.secrets.kv.v2.read_secret_version(path="app")"#,
+            r#"token = req.headers.authorization?.split(' ')[1];"#,
+            r#"password: !vault"#,
+            r#"PWD=/home/runner/work/project/src"#,
             r#"# public key: age1ufk2dd6mgp4zxr4t4kyyf44n4t39su2xn9pew76k0x99scqy7knsrggzfm"#,
             r#"MAPBOX_PUBLIC_TOKEN=pk.eyJ1IjoiYWNtZSIsImEiOiJjbHh5ejEyMzQifQ.kR2vQ8mZ4pX7wN1tL5bY9c"#,
             r#"primary_key: customer_id_7"#,

@@ -397,7 +397,7 @@ IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 def name_strength(name):
     low = name.lower().lstrip("$@-.>")
-    if low.endswith(NOT_SECRET_NAMES) or low in ("pwd", "oldpwd"):
+    if low.endswith(NOT_SECRET_NAMES) or low == "oldpwd":
         return "none"
     if low.endswith(STRONG_NAMES):
         return "strong"
@@ -418,7 +418,12 @@ def is_reference_or_code(value, name):
         return True
     if v.startswith("%") and v.endswith("%") and len(v) > 2:
         return True
-    if v.startswith("!") and v[1:2].isascii() and v[1:2].isalpha():
+    if v.startswith("!") and len(v) > 1 and all(c.isascii() and c.isalpha() for c in v[1:]):
+        return True
+    if v.startswith(("/", "./", "../", "~/")) or any(p in v for p in ("::", "?.", "()", "->")) \
+            or v.lower().startswith("@microsoft.keyvault"):
+        return True
+    if v.count("/") >= 2 and not any(c.isupper() for c in v):
         return True
     if v.lower() in VALUE_WORDS:
         return True
@@ -426,8 +431,12 @@ def is_reference_or_code(value, name):
         return IDENT_RE.fullmatch(x) is not None
     roots = {"env", "self", "this", "config", "cfg", "conf", "settings", "process", "os", "values", "secrets",
              "vars", "params", "props", "ctx", "context", "app", "options", "opts", "request", "req", "input", "inputs"}
-    if "." in v and all(p and ident(p) for p in v.split(".")):
-        if not any(c.isdigit() for c in v) or v.split(".")[0].lower() in roots:
+    d = v.lstrip("@")
+    if "." in d and all(p and ident(p) for p in d.split(".")):
+        parts = d.split(".")
+        code = parts[0].lower() in roots or "_" in d or len(parts) > 3 or \
+            any(any(c.isdigit() for c in p) for p in parts[:-1])
+        if not any(c.isdigit() for c in d) or code:
             return True
     if ident(v) and not any(c.islower() for c in v) and "_" in v:
         return True
@@ -483,7 +492,7 @@ def check_ok(check, secret, name=""):
 TEMPLATE_RE = re.compile(r"\$\{[^}]*\}|\{\{.*?\}\}", re.S)
 # Broadest reading: the documented markers in any case, and those of
 # `is_placeholder` in mod.rs.
-LOOSE_MARKERS = ("example", "xxx", "changeme", "placeholder", "your_", "your-", "-here", "_here", "yourtoken", "dummy", "redacted",
+LOOSE_MARKERS = ("example", "xxx", "changeme", "placeholder", "your_", "your-", "-here", "_here", "fake", "yourtoken", "dummy", "redacted",
                  "${", "{{", "}}", "<", ">", "****")
 # Narrowest reading: spellings that every reading treats as a placeholder.
 STRICT_MARKERS = ("EXAMPLE", "xxxx", "changeme")

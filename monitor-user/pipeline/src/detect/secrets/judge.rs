@@ -15,6 +15,7 @@ pub fn is_placeholder(s: &str) -> bool {
         "yourtoken",
         "-here",
         "_here",
+        "fake",
         "dummy",
         "redacted",
         "xxxx",
@@ -40,6 +41,7 @@ pub fn is_placeholder(s: &str) -> bool {
         "my-secret",
         "my_secret",
         "mysecret",
+        "foobared",
     ];
     if WORDS.contains(&lower.as_str()) || lower.starts_with("%(") || lower.starts_with("%%(") {
         return true;
@@ -128,8 +130,9 @@ pub fn name_strength(name: &str) -> NameStrength {
         "site_key",
         "sitekey",
     ];
-    // `PWD`, `OLDPWD`: the shell's working directories.
-    if NOT_SECRET.iter().any(|n| lower.ends_with(n)) || lower == "pwd" || lower == "oldpwd" {
+    // `OLDPWD`: the shell's previous directory (`PWD` is judged by its
+    // value: a path is the shell's, see `is_reference_or_code`).
+    if NOT_SECRET.iter().any(|n| lower.ends_with(n)) || lower == "oldpwd" {
         return NameStrength::None;
     }
     const STRONG: &[&str] = &[
@@ -189,8 +192,23 @@ pub fn is_reference_or_code(value: &str, name: &str) -> bool {
     if v.starts_with('%') && v.ends_with('%') && v.len() > 2 {
         return true; // %WINDOWS_VAR%
     }
-    if v.starts_with('!') && v[1..].starts_with(|c: char| c.is_ascii_alphabetic()) {
+    if v.starts_with('!') && v.len() > 1 && v[1..].bytes().all(|b| b.is_ascii_alphabetic()) {
         return true; // YAML tags: !Ref, !vault
+    }
+    // File paths (`./db_password.txt`, `/run/secrets/x`, `~/.token`), Rust
+    // and C++ paths (`std::env::var`), optional chaining and calls
+    // (`req.headers.authorization?.split`, `getToken()`), Azure Key Vault
+    // references (`@Microsoft.KeyVault(...)`).
+    if ["/", "./", "../", "~/"].iter().any(|p| v.starts_with(p))
+        || ["::", "?.", "()", "->"].iter().any(|p| v.contains(p))
+        || v.to_ascii_lowercase().starts_with("@microsoft.keyvault")
+    {
+        return true;
+    }
+    // A path of lowercase words (`secret/data/app:api_key`, a Vault path):
+    // random values with slashes (base64) mix cases.
+    if v.matches('/').count() >= 2 && !v.bytes().any(|b| b.is_ascii_uppercase()) {
+        return true;
     }
     let lower = v.to_ascii_lowercase();
     const WORDS: &[&str] = &[
@@ -240,9 +258,19 @@ pub fn is_reference_or_code(value: &str, name: &str) -> bool {
         "env", "self", "this", "config", "cfg", "conf", "settings", "process", "os", "values", "secrets", "vars",
         "params", "props", "ctx", "context", "app", "options", "opts", "request", "req", "input", "inputs",
     ];
-    if v.contains('.') && v.split('.').all(|p| !p.is_empty() && ident(p)) {
-        let root = v.split('.').next().unwrap_or("").to_ascii_lowercase();
-        if !v.bytes().any(|b| b.is_ascii_digit()) || ROOTS.contains(&root.as_str()) {
+    let dotted = v.trim_start_matches('@');
+    if dotted.contains('.') && dotted.split('.').all(|p| !p.is_empty() && ident(p)) {
+        let parts: Vec<&str> = dotted.split('.').collect();
+        let root = parts[0].to_ascii_lowercase();
+        // Code (`client.secrets.kv.v2.read_secret_version`): a known root,
+        // an underscore, more than three parts, or digits before the last.
+        let code = ROOTS.contains(&root.as_str())
+            || dotted.contains('_')
+            || parts.len() > 3
+            || parts[..parts.len() - 1]
+                .iter()
+                .any(|p| p.bytes().any(|b| b.is_ascii_digit()));
+        if !dotted.bytes().any(|b| b.is_ascii_digit()) || code {
             return true;
         }
     }
