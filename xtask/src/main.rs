@@ -493,6 +493,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "jsonrpc",
     "framer",
     "http",
+    "h2",
     "pipeline",
     "recording",
     "ring_record",

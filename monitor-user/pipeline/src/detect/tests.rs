@@ -592,7 +592,8 @@ regex = '''\bBDG-([0-9]{4}-[A-Z]{4}-[0-9]{4})\b'''
 /// `negatives.jsonl`, one `{"id","category","text"}` per line). Each text is
 /// a tool result of a fresh session; a positive counts as found when a
 /// `credential.exposure` alert is raised. Writes the misses and false
-/// positives (ids and rules only) to `$MCP_SECRET_CORPUS/report.txt`.
+/// positives (ids, rules and the first four characters the alert itself
+/// carries) to `$MCP_SECRET_CORPUS/report.txt`.
 /// Run: `MCP_SECRET_CORPUS=dir cargo test --release -p mcp-monitor-pipeline --lib corpus -- --ignored --nocapture`.
 #[test]
 #[ignore = "needs a corpus outside the repository"]
@@ -614,7 +615,13 @@ fn corpus_recall_and_false_positives() {
                 .iter()
                 .filter(|a| a.rule == "credential.exposure")
                 .flat_map(|a| a.evidence["findings"].as_array().cloned().unwrap_or_default())
-                .map(|f| f["rule"].as_str().unwrap_or("").to_owned())
+                .map(|f| {
+                    format!(
+                        "{}:{}",
+                        f["rule"].as_str().unwrap_or(""),
+                        f["prefix"].as_str().unwrap_or("")
+                    )
+                })
                 .collect();
             n += 1;
             let cat = rec["category"].as_str().unwrap_or("").to_owned();

@@ -397,7 +397,7 @@ IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 def name_strength(name):
     low = name.lower().lstrip("$@-.>")
-    if low.endswith(NOT_SECRET_NAMES) or low == "oldpwd":
+    if low.endswith(NOT_SECRET_NAMES) or low in ("oldpwd", "key") or name.startswith(":"):
         return "none"
     if low.endswith(STRONG_NAMES):
         return "strong"
@@ -413,7 +413,7 @@ def name_strength(name):
 
 
 def is_reference_or_code(value, name):
-    v = value.strip("\"'")
+    v = value.strip("\"'").rstrip("!?")
     if v.startswith(("$", "%(", "%{", "#{")):
         return True
     if v.startswith("%") and v.endswith("%") and len(v) > 2:
@@ -422,6 +422,9 @@ def is_reference_or_code(value, name):
         return True
     if v.startswith(("/", "./", "../", "~/")) or any(p in v for p in ("::", "?.", "()", "->")) \
             or v.lower().startswith("@microsoft.keyvault"):
+        return True
+    if v.startswith("?") or v.lower().startswith(("op://", "arn:", "vault:", "awssm:", "sm://", "gcpsm://",
+                                                    "azkv://", "ref+", "secretref:", "keyvault:")):
         return True
     if v.count("/") >= 2 and not any(c.isupper() for c in v):
         return True
@@ -492,7 +495,8 @@ def check_ok(check, secret, name=""):
 TEMPLATE_RE = re.compile(r"\$\{[^}]*\}|\{\{.*?\}\}", re.S)
 # Broadest reading: the documented markers in any case, and those of
 # `is_placeholder` in mod.rs.
-LOOSE_MARKERS = ("example", "xxx", "changeme", "placeholder", "your_", "your-", "-here", "_here", "fake", "yourtoken", "dummy", "redacted",
+LOOSE_MARKERS = ("example", "xxx", "changeme", "placeholder", "your_", "your-", "-here", "_here", "fake", "not-a-real", "not_a_real", "not-real",
+                 "change-this", "change_this", "replace-me", "replace_me", "replaceme", "yourtoken", "dummy", "redacted",
                  "${", "{{", "}}", "<", ">", "****")
 # Narrowest reading: spellings that every reading treats as a placeholder.
 STRICT_MARKERS = ("EXAMPLE", "xxxx", "changeme")
@@ -503,6 +507,8 @@ def typed_sequence(value):
     b = value.encode()
     def nxt(x, y):
         return chr(x).isascii() and chr(x).isalnum() and y == x + 1 and chr(y).isalnum()
+    if sum(all(nxt(b[i + j], b[i + j + 1]) for j in range(3)) for i in range(len(b) - 3)) >= 2:
+        return True
     for i in range(len(b) - 5):
         w = b[i:i + 6]
         if all(nxt(w[j], w[j + 1]) for j in range(5)):

@@ -16,6 +16,14 @@ pub fn is_placeholder(s: &str) -> bool {
         "-here",
         "_here",
         "fake",
+        "not-a-real",
+        "not_a_real",
+        "not-real",
+        "change-this",
+        "change_this",
+        "replace-me",
+        "replace_me",
+        "replaceme",
         "dummy",
         "redacted",
         "xxxx",
@@ -132,7 +140,9 @@ pub fn name_strength(name: &str) -> NameStrength {
     ];
     // `OLDPWD`: the shell's previous directory (`PWD` is judged by its
     // value: a path is the shell's, see `is_reference_or_code`).
-    if NOT_SECRET.iter().any(|n| lower.ends_with(n)) || lower == "oldpwd" {
+    // A bare `key` names anything (`Cache restored from key: ...`), and a
+    // name after a colon is part of an ARN (`...:secret:prod/api-key`).
+    if NOT_SECRET.iter().any(|n| lower.ends_with(n)) || lower == "oldpwd" || lower == "key" || name.starts_with(':') {
         return NameStrength::None;
     }
     const STRONG: &[&str] = &[
@@ -185,7 +195,10 @@ pub fn name_strength(name: &str) -> NameStrength {
 /// `DB_PASSWORD`), types and keywords (`string`, `null`, `true`), or
 /// identifiers (`accessToken`, `user_password`).
 pub fn is_reference_or_code(value: &str, name: &str) -> bool {
-    let v = value.trim_matches(|c| c == '"' || c == '\'');
+    // TypeScript's `x!` and `x?` assertions end code, not secrets.
+    let v = value
+        .trim_matches(|c| c == '"' || c == '\'')
+        .trim_end_matches(['!', '?']);
     if v.starts_with('$') || v.starts_with("%(") || v.starts_with("%{") || v.starts_with("#{") {
         return true;
     }
@@ -203,6 +216,23 @@ pub fn is_reference_or_code(value: &str, name: &str) -> bool {
         || ["::", "?.", "()", "->"].iter().any(|p| v.contains(p))
         || v.to_ascii_lowercase().starts_with("@microsoft.keyvault")
     {
+        return true;
+    }
+    // References into secret stores: 1Password `op://`, AWS ARNs, Vault,
+    // and the shell's `${X:?message}` tail.
+    const STORES: &[&str] = &[
+        "op://",
+        "arn:",
+        "vault:",
+        "awssm:",
+        "sm://",
+        "gcpsm://",
+        "azkv://",
+        "ref+",
+        "secretref:",
+        "keyvault:",
+    ];
+    if v.starts_with('?') || STORES.iter().any(|p| v.to_ascii_lowercase().starts_with(p)) {
         return true;
     }
     // A path of lowercase words (`secret/data/app:api_key`, a Vault path):
@@ -342,6 +372,11 @@ pub fn assignment_ok(name: &str, value: &str) -> bool {
 /// hold one with a probability around 10^-7.
 fn has_typed_sequence(b: &[u8]) -> bool {
     let next = |x: u8, y: u8| x.is_ascii_alphanumeric() && y == x.wrapping_add(1) && y.is_ascii_alphanumeric();
+    // Two runs of four (`abcd1234`): about 10^-9 in a random token.
+    let fours = b.windows(4).filter(|w| (0..3).all(|i| next(w[i], w[i + 1]))).count();
+    if fours >= 2 {
+        return true;
+    }
     b.windows(6).any(|w| {
         (0..5).all(|i| next(w[i], w[i + 1]))
             || (w[0].is_ascii_alphabetic()

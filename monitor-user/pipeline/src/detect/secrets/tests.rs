@@ -272,3 +272,31 @@ proptest! {
         let _ = json_unescape(&text);
     }
 }
+
+/// Forms that name a secret without holding one: an empty value whose
+/// line ends (the next line's text is not its value), references into
+/// secret stores, and one finding per secret when two rules match it.
+#[test]
+fn empty_values_store_references_and_one_finding_per_secret() {
+    let s = scanner();
+    for text in [
+        "spring.datasource.password=\nexternal.api.timeout_ms=Xq7Lm2Zp9Rt4",
+        "DB_PASSWORD=op://Production/crm-db/password",
+        "STRIPE_SECRET_KEY: ${STRIPE_SECRET_KEY:?missing}",
+        "stripeKey: process.env.STRIPE_SECRET_KEY!,",
+    ] {
+        let f = scan_text(s, text);
+        assert!(
+            f.is_empty(),
+            "{text:?}: {:?}",
+            f.iter().map(|f| f.rule).collect::<Vec<_>>()
+        );
+    }
+    // A postgres URL is also a URL with credentials: one finding, the
+    // more confident rule's.
+    let f = scan_text(s, "DATABASE_URL=postgres://app:xS8F-sZ-onlYMEyOaS@db.internal:5432/app");
+    assert_eq!(
+        f.iter().map(|f| f.rule).collect::<Vec<_>>(),
+        ["postgres-connection-string"]
+    );
+}
