@@ -24,7 +24,7 @@ use rustc_hash::FxHashMap;
 
 use super::{
     h1::{Head, Side},
-    hpack, starts_like_events, HttpMeta, HttpOutput, HttpVersion, Message,
+    hpack, HttpMeta, HttpOutput, HttpVersion, Message,
 };
 
 /// The client's connection preface.
@@ -514,13 +514,11 @@ impl H2Half {
     fn body(&mut self, stream: u32, b: &[u8], out: &mut impl FnMut(HttpOutput)) {
         if !self.streams.contains_key(&stream) {
             // DATA on a stream whose head was not seen (joined in progress,
-            // or its head could not be decoded): a body without a head. An
-            // event stream is told by its first bytes.
-            let events = starts_like_events(b);
+            // or its head could not be decoded): a body without a head, an
+            // event stream if its first bytes say so (see `Message`).
             let meta = HttpMeta {
                 version: HttpVersion::H2,
                 stream: Some(stream),
-                content_type: events.then(|| "text/event-stream".to_owned()),
                 ..HttpMeta::default()
             };
             self.make_room(out);

@@ -164,6 +164,9 @@ pub(crate) struct Message {
     decoder: Option<Decoder>,
     body: Vec<u8>,
     failed: bool,
+    /// No content type: the first body bytes decide between JSON and
+    /// events (held in `body` until they can).
+    sniffing: bool,
 }
 
 impl Message {
@@ -179,12 +182,14 @@ impl Message {
             _ => None,
         };
         let sse = meta.is_event_stream().then(|| SseParser::new(max_body));
+        let sniffing = meta.content_type.is_none() && decoder.is_none();
         Message {
             meta,
             sse,
             decoder,
             body: Vec::new(),
             failed: false,
+            sniffing,
         }
     }
 
@@ -200,14 +205,20 @@ impl Message {
         }
         // A head whose content type is not known (an HTTP/2 stream whose
         // header fields referred to entries from before capture began): an
-        // event stream is told by its first bytes.
-        if self.meta.content_type.is_none()
-            && self.sse.is_none()
-            && self.decoder.is_none()
-            && self.body.is_empty()
-            && starts_like_events(b)
-        {
-            self.sse = Some(SseParser::new(max));
+        // event stream is told by its first bytes, however they are split.
+        if self.sniffing {
+            let mut probe = std::mem::take(&mut self.body);
+            probe.extend_from_slice(b);
+            if starts_like_events(&probe) {
+                self.sniffing = false;
+                self.sse = Some(SseParser::new(max));
+            } else if !could_start_events(&probe) {
+                self.sniffing = false;
+            } else {
+                self.body = probe;
+                return;
+            }
+            return self.body(&probe, max, out);
         }
         match self.decoder.as_mut() {
             None => deliver(self, b, max, out),
@@ -262,10 +273,16 @@ impl Message {
 }
 
 /// The first bytes of an SSE stream: a field name or a comment.
+const EVENT_STARTS: [&[u8]; 5] = [b"data:", b"event:", b"id:", b"retry:", b":"];
+
+/// `b` starts like an SSE stream.
 pub(crate) fn starts_like_events(b: &[u8]) -> bool {
-    [&b"data:"[..], b"event:", b"id:", b"retry:", b":"]
-        .iter()
-        .any(|p| b.starts_with(p))
+    EVENT_STARTS.iter().any(|p| b.starts_with(p))
+}
+
+/// `b` is too short to tell: the start of a field name.
+fn could_start_events(b: &[u8]) -> bool {
+    EVENT_STARTS.iter().any(|p| p.starts_with(b))
 }
 
 /// How a direction is framed. One per connection direction, so the size
@@ -568,6 +585,31 @@ mod tests {
         assert_eq!(errors, ["http_bad_encoding"]);
         assert_eq!(p, [(None, b"{}".to_vec())], "the next message still parses");
         assert!(half.buffered() < 64 * 1024 + 1024);
+    }
+
+    /// A body without a content type is an event stream when it starts
+    /// like one, however its first bytes are split (found by the h2 fuzz
+    /// target: a split after "d" took events for JSON).
+    #[test]
+    fn a_body_without_a_type_is_sniffed_whatever_the_split() {
+        let sse = b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";
+        let json = br#"{"jsonrpc":"2.0","id":2,"result":{}}"#;
+        for (body, events) in [(&sse[..], true), (&json[..], false)] {
+            for cut in 0..8 {
+                let mut m = Message::start(Arc::new(HttpMeta::default()), None, 1 << 16);
+                let mut got = Vec::new();
+                let mut push = |o: HttpOutput| {
+                    if let HttpOutput::Payload { data, .. } = o {
+                        got.push(data)
+                    }
+                };
+                m.body(&body[..cut], 1 << 16, &mut push);
+                m.body(&body[cut..], 1 << 16, &mut push);
+                m.end(1 << 16, &mut push);
+                let want: &[u8] = if events { &body[6..body.len() - 2] } else { body };
+                assert_eq!(got, [want.to_vec()], "cut at {cut}");
+            }
+        }
     }
 
     proptest! {
