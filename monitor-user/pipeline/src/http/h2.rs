@@ -24,7 +24,7 @@ use rustc_hash::FxHashMap;
 
 use super::{
     h1::{Head, Side},
-    hpack, HttpMeta, HttpOutput, HttpVersion, Message,
+    hpack, starts_like_events, HttpMeta, HttpOutput, HttpVersion, Message,
 };
 
 /// The client's connection preface.
@@ -88,27 +88,62 @@ pub fn sniff(data: &[u8]) -> Option<Side> {
         return Some(Side::Requests);
     }
     let h = FrameHeader::parse(data)?;
-    (h.kind == SETTINGS && h.stream == 0 && h.len % 6 == 0 && h.len <= 6 * 16 && h.flags & !1 == 0)
+    // A server's first SETTINGS is never an acknowledgement.
+    (h.kind == SETTINGS && h.stream == 0 && h.len % 6 == 0 && h.len <= 6 * 16 && h.flags == 0)
         .then_some(Side::Responses)
 }
 
 /// True when `data`, the first bytes seen of a direction joined in
-/// progress, is a run of whole, plausible HTTP/2 frames (TLS libraries
-/// are handed whole frames, so a captured write or read starts at one).
+/// progress, is a run of plausible HTTP/2 frames, the last of which may
+/// go on in the next read (TLS libraries are handed whole frames, so a
+/// captured write or read starts at one).
 pub fn looks_like_frames(data: &[u8]) -> bool {
     let mut rest = data;
     let mut frames = 0;
-    while !rest.is_empty() {
-        let Some(h) = FrameHeader::parse(rest) else {
-            return false;
-        };
-        if !plausible(&h) || rest.len() < 9 + h.len {
+    while rest.len() >= 9 {
+        let h = FrameHeader::parse(rest).expect("nine bytes");
+        if !plausible(&h) {
             return false;
         }
-        rest = &rest[9 + h.len..];
         frames += 1;
+        if rest.len() < 9 + h.len {
+            return true;
+        }
+        rest = &rest[9 + h.len..];
     }
     frames > 0
+}
+
+/// The side a direction joined in progress carries, from its first
+/// frames: a HEADERS block opening with `:status` is a response's, with
+/// `:method` a request's; a DATA payload of events is a response's. `None`
+/// when these frames do not tell.
+pub fn side_of_frames(data: &[u8]) -> Option<Side> {
+    let mut rest = data;
+    while let Some(h) = FrameHeader::parse(rest) {
+        let payload = &rest[9..rest.len().min(9 + h.len)];
+        match h.kind {
+            HEADERS => {
+                let fragment = header_fragment(&h, payload).or(Some(payload))?;
+                let first = *fragment.iter().find(|b| **b & 0xe0 != 0x20)?;
+                // Indexed :status (8..=14), or a literal with the name
+                // :status (index 8): a response; :method (2, 3): a request.
+                return match first {
+                    0x88..=0x8e => Some(Side::Responses),
+                    0x48 | 0x08 | 0x18 => Some(Side::Responses),
+                    0x82 | 0x83 | 0x42 | 0x02 | 0x12 => Some(Side::Requests),
+                    _ => None,
+                };
+            }
+            DATA if starts_like_events(payload) => return Some(Side::Responses),
+            _ => {}
+        }
+        if rest.len() < 9 + h.len {
+            return None;
+        }
+        rest = &rest[9 + h.len..];
+    }
+    None
 }
 
 /// A frame header that a real peer could send.
@@ -171,6 +206,9 @@ pub struct H2Half {
     streams: FxHashMap<u32, (u64, Message)>,
     opened: u64,
     max_body: usize,
+    /// Seen from the preface or first SETTINGS on: every frame header
+    /// is trusted.
+    fresh: bool,
 }
 
 impl H2Half {
@@ -198,6 +236,7 @@ impl H2Half {
             streams: FxHashMap::default(),
             opened: 0,
             max_body,
+            fresh: start == H2Start::Fresh,
         }
     }
 
@@ -227,8 +266,9 @@ impl H2Half {
         self.block = None;
         self.buf = Vec::new();
         self.preface_left = 0;
-        self.hpack = hpack::Decoder::lost();
+        self.hpack = hpack::Decoder::joined_mid_stream();
         self.state = State::Resync;
+        self.fresh = false;
     }
 
     /// The connection closed: messages still open end here.
@@ -347,11 +387,21 @@ impl H2Half {
     }
 
     fn start_frame(&mut self, h: FrameHeader, out: &mut impl FnMut(HttpOutput)) {
+        if !self.fresh && !plausible(&h) {
+            // Taken up in progress at what only looked like a frame: look
+            // again, rather than skip whatever length this header claims.
+            out(HttpOutput::Error("h2_gap"));
+            self.streams.clear();
+            self.block = None;
+            self.hpack = hpack::Decoder::joined_mid_stream();
+            self.state = State::Resync;
+            return;
+        }
         if self.block.is_some() && h.kind != CONTINUATION {
             // A header block must be followed by its CONTINUATIONs.
             out(HttpOutput::Error("h2_bad_frame"));
             self.block = None;
-            self.hpack = hpack::Decoder::lost();
+            self.hpack = hpack::Decoder::joined_mid_stream();
         }
         self.state = match h.kind {
             DATA if h.stream != 0 && h.flags & PADDED != 0 && h.len == 0 => {
@@ -378,7 +428,7 @@ impl H2Half {
                 if h.len > MAX_HEAD {
                     out(HttpOutput::Error("http_head_too_large"));
                     // The table now differs from the encoder's.
-                    self.hpack = hpack::Decoder::lost();
+                    self.hpack = hpack::Decoder::joined_mid_stream();
                     self.block = None;
                     State::Skip { left: h.len }
                 } else if h.len == 0 {
@@ -399,7 +449,7 @@ impl H2Half {
             HEADERS | PUSH_PROMISE => {
                 let Some(fragment) = header_fragment(&h, payload) else {
                     out(HttpOutput::Error("h2_bad_frame"));
-                    self.hpack = hpack::Decoder::lost();
+                    self.hpack = hpack::Decoder::joined_mid_stream();
                     return;
                 };
                 let flags = (h.kind == HEADERS).then_some(h.flags);
@@ -411,7 +461,10 @@ impl H2Half {
             }
             CONTINUATION => {
                 let Some((stream, flags, mut block)) = self.block.take() else {
+                    // The HEADERS before it was not seen: what its block
+                    // added to the table is unknown.
                     out(HttpOutput::Error("h2_bad_frame"));
+                    self.hpack = hpack::Decoder::joined_mid_stream();
                     return;
                 };
                 if stream != h.stream || block.len() + payload.len() > MAX_HEAD {
@@ -420,7 +473,7 @@ impl H2Half {
                     } else {
                         "http_head_too_large"
                     }));
-                    self.hpack = hpack::Decoder::lost();
+                    self.hpack = hpack::Decoder::joined_mid_stream();
                     return;
                 }
                 block.extend_from_slice(payload);
@@ -529,6 +582,17 @@ impl H2Half {
         if let Some((_, m)) = self.streams.get_mut(&stream) {
             m.body(b, self.max_body, out);
         }
+        // Many streams of one connection must not hold many bodies' worth:
+        // past four, the oldest open message goes (counted).
+        while self.streams.len() > 1
+            && self.streams.values().map(|(_, m)| m.buffered()).sum::<usize>() > 4 * self.max_body
+        {
+            let oldest = self.streams.iter().min_by_key(|(_, (n, _))| *n).map(|(s, _)| *s);
+            if let Some(s) = oldest {
+                self.streams.remove(&s);
+                out(HttpOutput::Error("h2_streams_over_budget"));
+            }
+        }
     }
 
     fn end_stream(&mut self, stream: u32, out: &mut impl FnMut(HttpOutput)) {
@@ -628,6 +692,23 @@ pub(crate) mod frames {
         f
     }
 
+    /// The header fields of a Streamable HTTP POST to /mcp, with the
+    /// session id when given.
+    pub fn mcp_post(session: Option<&str>) -> Vec<(&str, &str)> {
+        let mut fields = vec![
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":authority", "127.0.0.1:8443"),
+            (":path", "/mcp"),
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+        ];
+        if let Some(s) = session {
+            fields.push(("mcp-session-id", s));
+        }
+        fields
+    }
+
     /// A header block as encoders write one: a field in the static table
     /// by its index, one sent before from the dynamic table, a new one as a
     /// literal with incremental indexing (its name indexed when the static
@@ -700,17 +781,7 @@ mod tests {
         let mut table = Vec::new();
         for (i, body) in bodies.iter().enumerate() {
             let stream = 1 + 2 * i as u32;
-            let mut fields = vec![
-                (":method", "POST"),
-                (":scheme", "https"),
-                (":authority", "127.0.0.1:8443"),
-                (":path", "/mcp"),
-                ("content-type", "application/json"),
-                ("accept", "application/json, text/event-stream"),
-            ];
-            if i > 0 {
-                fields.push(("mcp-session-id", "abc123"));
-            }
+            let fields = mcp_post((i > 0).then_some("abc123"));
             let b = block(&mut table, &fields, huffman);
             // Split the block over HEADERS and a CONTINUATION.
             let cut = b.len() / 2;
@@ -865,6 +936,47 @@ mod tests {
         );
         assert_eq!(sniff(b"POST /mcp HTTP/1.1\r\n"), None);
         assert_eq!(sniff(&frame(DATA, 0, 1, b"{}")), None);
+    }
+
+    /// Joined in progress, the side comes from the frames, not the stream
+    /// id (a response travels on its request's odd stream); a read that
+    /// ends inside a frame still counts as frames; an acknowledgement of
+    /// SETTINGS is not a server's first frame.
+    #[test]
+    fn joined_directions_are_told_by_their_frames() {
+        let mut table = Vec::new();
+        let resp = frame(HEADERS, END_HEADERS, 3, &block(&mut table, &[(":status", "200")], true));
+        assert_eq!(side_of_frames(&resp), Some(Side::Responses));
+        let req = frame(
+            HEADERS,
+            END_HEADERS,
+            3,
+            &block(&mut Vec::new(), &frames::mcp_post(None), true),
+        );
+        assert_eq!(side_of_frames(&req), Some(Side::Requests));
+        let events = frame(DATA, 0, 5, b"event: message\ndata: {}\n\n");
+        assert_eq!(side_of_frames(&events), Some(Side::Responses));
+        assert_eq!(side_of_frames(&frame(DATA, 0, 5, b"{}")), None);
+        let long = frame(DATA, 0, 5, &[b'{'; 4000]);
+        assert!(looks_like_frames(&long[..1000]), "a frame cut by the read");
+        assert!(!looks_like_frames(&[0xff; 1000]));
+        assert_eq!(sniff(&frame(SETTINGS, 1, 0, &[])), None);
+    }
+
+    /// One connection's open streams hold at most a few bodies' worth.
+    #[test]
+    fn many_open_streams_hold_a_bounded_total() {
+        let mut half = H2Half::new(Side::Requests, 4096, H2Start::AtFrame);
+        let mut errors = Vec::new();
+        for stream in (1..200u32).step_by(2) {
+            half.feed(&frame(DATA, 0, stream, &[b'{'; 3000]), &mut |o| {
+                if let HttpOutput::Error(e) = o {
+                    errors.push(e)
+                }
+            });
+        }
+        assert!(half.buffered() <= 5 * 4096, "{}", half.buffered());
+        assert!(errors.contains(&"h2_streams_over_budget"), "{errors:?}");
     }
 
     proptest! {

@@ -182,7 +182,9 @@ impl Message {
             _ => None,
         };
         let sse = meta.is_event_stream().then(|| SseParser::new(max_body));
-        let sniffing = meta.content_type.is_none() && decoder.is_none();
+        // Only HTTP/2 heads lose their content type (fields that referred
+        // to table entries from before capture began).
+        let sniffing = meta.version == HttpVersion::H2 && meta.content_type.is_none() && decoder.is_none();
         Message {
             meta,
             sse,
@@ -587,8 +589,8 @@ mod tests {
         assert!(half.buffered() < 64 * 1024 + 1024);
     }
 
-    /// A body without a content type is an event stream when it starts
-    /// like one, however its first bytes are split (found by the h2 fuzz
+    /// An HTTP/2 body without a content type is an event stream when it
+    /// starts like one, however its first bytes are split (found by the h2 fuzz
     /// target: a split after "d" took events for JSON).
     #[test]
     fn a_body_without_a_type_is_sniffed_whatever_the_split() {
@@ -596,7 +598,11 @@ mod tests {
         let json = br#"{"jsonrpc":"2.0","id":2,"result":{}}"#;
         for (body, events) in [(&sse[..], true), (&json[..], false)] {
             for cut in 0..8 {
-                let mut m = Message::start(Arc::new(HttpMeta::default()), None, 1 << 16);
+                let h2 = HttpMeta {
+                    version: HttpVersion::H2,
+                    ..HttpMeta::default()
+                };
+                let mut m = Message::start(Arc::new(h2), None, 1 << 16);
                 let mut got = Vec::new();
                 let mut push = |o: HttpOutput| {
                     if let HttpOutput::Payload { data, .. } = o {
@@ -610,6 +616,20 @@ mod tests {
                 assert_eq!(got, [want.to_vec()], "cut at {cut}");
             }
         }
+        // HTTP/1.1 without a type keeps its body whole, as before.
+        let mut m = Message::start(Arc::new(HttpMeta::default()), None, 1 << 16);
+        let mut got = Vec::new();
+        m.body(sse, 1 << 16, &mut |o| {
+            if let HttpOutput::Payload { data, .. } = o {
+                got.push(data)
+            }
+        });
+        m.end(1 << 16, &mut |o| {
+            if let HttpOutput::Payload { data, .. } = o {
+                got.push(data)
+            }
+        });
+        assert_eq!(got, [sse.to_vec()]);
     }
 
     proptest! {

@@ -194,12 +194,11 @@ impl Pipeline {
                 let side = match conn.sides[1 - d] {
                     Some(Side::Requests) => Side::Responses,
                     Some(Side::Responses) => Side::Requests,
-                    // Clients use odd streams: a HEADERS or DATA frame on one
-                    // was sent by the client.
-                    None => match h2::FrameHeader::parse(&c.data) {
-                        Some(h) if h.stream % 2 == 1 => Side::Requests,
-                        _ => Side::Responses,
-                    },
+                    // Told by the frames (a head's :status or :method, a
+                    // body of events); else whoever reads bodies of JSON-RPC
+                    // requests on a client-opened stream serves, and the
+                    // kernel discovers a client on its first request.
+                    None => h2::side_of_frames(&c.data).unwrap_or(Side::Requests),
                 };
                 // Its start (the preface, or a server's first SETTINGS) was
                 // not seen: the header table is known only from here on,

@@ -13,18 +13,7 @@ const END_HEADERS: u8 = 0x4;
 
 /// A request on `stream`: HEADERS (POST /mcp) and its body in one DATA frame.
 fn h2_post(table: &mut Vec<(String, String)>, stream: u32, body: &str, session: Option<&str>) -> Vec<u8> {
-    let mut fields = vec![
-        (":method", "POST"),
-        (":scheme", "https"),
-        (":authority", "127.0.0.1:8443"),
-        (":path", "/mcp"),
-        ("content-type", "application/json"),
-        ("accept", "application/json, text/event-stream"),
-    ];
-    if let Some(s) = session {
-        fields.push(("mcp-session-id", s));
-    }
-    let mut out = frame(HEADERS, END_HEADERS, stream, &block(table, &fields, true));
+    let mut out = frame(HEADERS, END_HEADERS, stream, &block(table, &mcp_post(session), true));
     out.extend(frame(DATA, END_STREAM, stream, body.as_bytes()));
     out
 }
@@ -217,4 +206,38 @@ fn h2_server_joined_at_a_frame_reports_requests_and_event_stream_answers() {
             );
         }
     }
+}
+
+/// A server first seen writing a response (its request was read before
+/// capture began): the response travels on the request's odd stream, and
+/// is still a response, not taken for a request.
+#[test]
+fn h2_server_first_seen_answering_keeps_its_roles() {
+    let mut s = Sim::new();
+    let server = TlsEnd::new(SERVER, 0x5a, 7, loopback(8443, 40103));
+    let (mut req_table, mut resp_table) = (Vec::new(), Vec::new());
+    let answer = r#"{"jsonrpc":"2.0","id":4,"result":{"content":[]}}"#;
+    let mut out = h2_head(&mut resp_table, 3, "application/json", "sid-r");
+    out.extend(frame(DATA, END_STREAM, 3, answer.as_bytes()));
+    tls(&mut s, server, Direction::Egress, &out, chunk_flags::NEW_STREAM);
+    let call = r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#;
+    tls(
+        &mut s,
+        server,
+        Direction::Ingress,
+        &h2_post(&mut req_table, 5, call, Some("sid-r")),
+        chunk_flags::NEW_STREAM,
+    );
+    let ev = s.events_json();
+    let got: Vec<(&str, &str)> = ev
+        .iter()
+        .map(|e| (e["direction"].as_str().unwrap(), e["type"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [("server_to_client", "response"), ("client_to_server", "request")],
+        "{:?}",
+        s.rows()
+    );
+    assert!(ev.iter().all(|e| e["server"]["pid"] == SERVER.pid), "{ev:?}");
 }
