@@ -170,15 +170,6 @@ impl Decoder {
         }
     }
 
-    /// A decoder that lost track (bytes lost inside a header block): every
-    /// later block is suspect.
-    pub fn lost() -> Self {
-        Decoder {
-            desynced: true,
-            ..Self::new()
-        }
-    }
-
     /// True once a block could not be decoded: headers decoded from now on
     /// may be wrong, since the encoder's table is not known.
     pub fn desynced(&self) -> bool {

@@ -334,11 +334,6 @@ impl HttpHalf {
         }
     }
 
-    /// True for an HTTP/2 direction.
-    pub fn is_h2(&self) -> bool {
-        matches!(self.framing, Framing::H2(_))
-    }
-
     /// Charges what this half holds to `budget`.
     pub fn with_budget(mut self, budget: &Budget) -> Self {
         self.charge = Some(Charge::new(budget));
