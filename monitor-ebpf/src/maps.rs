@@ -48,13 +48,14 @@ pub(crate) static ARGS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(32
 #[map]
 pub(crate) static REGS_CALIBRATION: Array<u64> = Array::with_max_entries(1, 0);
 
-/// Streams of untracked processes that started like JSON and were scanned
-/// and found not MCP: later transfers are scanned at growing intervals
-/// instead of every time (a JSON-log pipe pays the scan once in 64 lines).
-/// A direct-mapped cache, not a hash map (an array load is all a JSON
-/// write pays): slot [`judged_slot`](crate::transfer::judged_slot) of the
-/// stream's key, the key kept in the entry. A stream that takes another's
-/// slot only means the other's next transfer is scanned.
+/// Streams of untracked processes that were looked at and found not MCP:
+/// later transfers are looked at (first bytes read, then scanned) at
+/// growing intervals instead of every time (a log pipe or a redis socket
+/// pays the read once in 64 transfers). A direct-mapped cache, not a hash
+/// map (an array load is all such a call pays): slot
+/// [`judged_slot`](crate::transfer::judged_slot) of the stream's key, the
+/// key kept in the entry. A stream that takes another's slot only means
+/// the other's next transfer is looked at.
 #[map]
 pub(crate) static JUDGED: Array<Judgement> = Array::with_max_entries(JUDGED_SLOTS, 0);
 
@@ -140,18 +141,18 @@ pub(crate) struct TlsBinding {
     pub(crate) inferred: u32,
 }
 
-/// The discovery scans of one untracked stream (`JUDGED`).
+/// The looks discovery took at one untracked stream (`JUDGED`).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct Judgement {
     /// The stream's key ([`judged_key`](crate::transfer::judged_key)).
     pub(crate) key: u64,
-    /// When the stream was last scanned (`bpf_ktime_get_ns`).
-    pub(crate) last_ns: u64,
-    /// Transfers still to let pass unscanned.
+    /// When the stream was last looked at (`jiffies`).
+    pub(crate) last_tick: u64,
+    /// Transfers still to let pass unread.
     pub(crate) skip_left: u32,
-    /// Scans since the stream was last quiet.
-    pub(crate) scans: u32,
+    /// Looks since the stream was last quiet.
+    pub(crate) looks: u32,
 }
 
 #[repr(C)]

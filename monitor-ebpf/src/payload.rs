@@ -64,7 +64,7 @@ pub(crate) fn starts_like_json(buf: u64, len: u64) -> bool {
     // An HTTP/2 HEADERS frame whose block is whole and whose stream goes on
     // (a request with a body): the discovery scan looks for its DATA in
     // the same read (h2c servers read head and body at once). Streams that
-    // carry no MCP thin out their scans (`transfer::scanned_recently`).
+    // carry no MCP thin out their looks (`transfer::looked_at_recently`).
     if n >= 9
         && head[3] == 1
         && head[4] & 0x04 != 0

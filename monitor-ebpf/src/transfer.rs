@@ -6,7 +6,7 @@ use crate::{
     maps::{count, Transfer, JUDGED, JUDGED_SLOTS, STREAMS, TRANSFER},
     payload::starts_like_json,
 };
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::generated::bpf_jiffies64;
 use aya_ebpf::maps::ProgramArray;
 use aya_ebpf::EbpfContext;
 use monitor_common::{
@@ -93,6 +93,13 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
     if untracked && (cfg.flags & config_flags::DISCOVERY == 0 || looks_like_mcp == Some(false)) {
         return;
     }
+    // Callers that judged the first bytes (`looks_like_mcp`) consulted
+    // `looked_at_recently` already. TLS plaintext is not thinned: its
+    // probes fire only in processes that use a TLS library.
+    if untracked && ssl == 0 && looks_like_mcp.is_none() && looked_at_recently(pid_tgid, fd, dir) {
+        count(Counter::DiscoveryDeferred, 1);
+        return;
+    }
     let (iov, iov_cnt, first_buf, first_len) = match vector(syscall, buf, len_arg) {
         Some((iov, cnt)) => {
             if cnt == 0 {
@@ -104,12 +111,6 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
         None => (0, 0, buf, total),
     };
     if untracked && !looks_like_mcp.unwrap_or_else(|| starts_like_json(first_buf, first_len)) {
-        return;
-    }
-    // Callers that judged the first bytes (`looks_like_mcp`) consulted
-    // `scanned_recently` already.
-    if untracked && ssl == 0 && looks_like_mcp.is_none() && scanned_recently(pid_tgid, fd, dir) {
-        count(Counter::DiscoveryDeferred, 1);
         return;
     }
     let start_ns = current_start_ns(cfg);
@@ -165,14 +166,17 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
     count(Counter::DropTailCall, 1);
 }
 
-/// Longest run of transfers of a stream found not MCP that pass unscanned.
+/// Longest run of transfers of a stream found not MCP that pass unread.
 const MAX_SKIP: u32 = 63;
 
-/// Scans of a stream before any transfer is let pass unscanned.
-const ALWAYS_SCANNED: u32 = 8;
+/// Looks at a stream before any transfer is let pass unread.
+const ALWAYS_LOOKED_AT: u32 = 8;
 
-/// A stream quiet this long is scanned afresh on its next transfers.
-const QUIET_NS: u64 = 250_000_000;
+/// A stream quiet this many timer ticks is looked at afresh on its next
+/// transfers: 100 ms at HZ=250 (Debian's kernels), 250 ms at most (HZ=100).
+/// Ticks, not `bpf_ktime_get_ns`: reading the clock cost more than the rest
+/// of an unread transfer (a `jiffies` load is all this costs).
+const QUIET_TICKS: u64 = 25;
 
 /// `JUDGED` key of a descriptor of the current process, one direction.
 #[inline(always)]
@@ -186,57 +190,98 @@ pub(crate) fn judged_slot(key: u64) -> u32 {
     (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as u32 & (JUDGED_SLOTS - 1)
 }
 
-/// Whether to let this transfer of an untracked stream that starts like
-/// JSON pass without the discovery scan; bookkeeping for the next one.
+/// Whether to let this transfer of an untracked stream pass without
+/// looking at it (neither its first bytes read nor the discovery scan);
+/// bookkeeping for the next one.
 ///
-/// A process stays untracked until a scan finds MCP, so every scan this
-/// remembers found none. The first [`ALWAYS_SCANNED`] transfers of a stream
-/// (and of one that was quiet for [`QUIET_NS`]) are always scanned, so a
-/// first message in pieces, or a few log lines before it, cannot hide it;
-/// after that the scans thin out (1 in 2, 1 in 4, ... down to 1 in 64): a
-/// JSON-log pipe pays the scan once in 64 lines, and MCP that follows a
-/// burst of non-MCP JSON on the same stream is found within 64 transfers,
-/// at once after a pause, or by its peer's reply on the other stream. The
-/// key is the descriptor number: a descriptor reused for another file
-/// inherits at most that many unscanned transfers. Skips are counted
-/// (`DiscoveryDeferred`). Two CPUs writing one slot at once can leave a
-/// mixed entry: at worst one stream's transfers pass unscanned on another's
-/// count, within the same bounds.
+/// Every read and write of every untracked process on the host comes
+/// here, so this is what keeps the agent's price for non-MCP work (a
+/// redis socket, a log pipe, `dd`) near that of the hooks themselves: the
+/// 16-byte read of the first bytes costs more than everything else an
+/// untracked call does. A process stays untracked until a look finds MCP,
+/// so every look this remembers found none. The first [`ALWAYS_LOOKED_AT`]
+/// transfers of a stream (and of one that was quiet for [`QUIET_TICKS`]) are
+/// always looked at, so a first message in pieces, or a few log lines
+/// before it, cannot hide it; after that the looks thin out (1 in 2, 1 in
+/// 4, ... down to 1 in 64): a busy pipe or socket without MCP pays the read
+/// once in 64 transfers, and MCP that follows a burst of other traffic on
+/// the same stream is found within 64 transfers, at once after a pause, or
+/// by its peer's reply on the other stream. The key is the descriptor
+/// number: a descriptor reused for another file inherits at most that many
+/// unread transfers. Skips are counted (`DiscoveryDeferred`). Two CPUs
+/// writing one slot at once can leave a mixed entry: at worst one stream's
+/// transfers pass unread on another's count, within the same bounds.
 #[inline(always)]
-pub(crate) fn scanned_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool {
+pub(crate) fn looked_at_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool {
     let key = judged_key(pid_tgid, fd, dir);
-    // SAFETY: bpf_ktime_get_ns takes no arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: bpf_jiffies64 takes no arguments.
+    let now = unsafe { bpf_jiffies64() };
     let Some(j) = JUDGED.get_ptr_mut(judged_slot(key)) else {
         return false;
     };
     // SAFETY: j points at the array value, valid for a Judgement (plain
     // integers, any bit pattern valid); concurrent writers are covered above.
     unsafe {
-        if (*j).key == key && now.wrapping_sub((*j).last_ns) < QUIET_NS {
+        if (*j).key == key && now.wrapping_sub((*j).last_tick) < QUIET_TICKS {
             if (*j).skip_left > 0 {
                 (*j).skip_left -= 1;
                 return true;
             }
-            let scans = (*j).scans + 1;
-            (*j).scans = scans;
-            (*j).skip_left = if scans < ALWAYS_SCANNED {
+            let looks = (*j).looks + 1;
+            (*j).looks = looks;
+            (*j).skip_left = if looks < ALWAYS_LOOKED_AT {
                 0
-            } else if scans >= ALWAYS_SCANNED + 5 {
+            } else if looks >= ALWAYS_LOOKED_AT + 5 {
                 MAX_SKIP
             } else {
-                (1u32 << (scans - ALWAYS_SCANNED + 1)) - 1
+                (1u32 << (looks - ALWAYS_LOOKED_AT + 1)) - 1
             };
-            (*j).last_ns = now;
+            (*j).last_tick = now;
             return false;
         }
         (*j).key = key;
-        (*j).last_ns = now;
+        (*j).last_tick = now;
         (*j).skip_left = 0;
-        (*j).scans = 1;
+        (*j).looks = 1;
     }
     false
 }
+
+/// Forgets what `looked_at_recently` kept about descriptor `fd` of the
+/// current process, both directions: it was closed (or replaced), and its
+/// number will name another file.
+#[inline(always)]
+pub(crate) fn forget_judged(pid_tgid: u64, fd: i32) {
+    for dir in [Direction::Ingress, Direction::Egress] {
+        let key = judged_key(pid_tgid, fd, dir);
+        if let Some(j) = JUDGED.get_ptr_mut(judged_slot(key)) {
+            // SAFETY: j points at the array value, valid for a Judgement;
+            // a racing writer can at worst leave a stale entry, within the
+            // bounds of `looked_at_recently`. Key 0 is nobody's (tgid 0
+            // never runs user code).
+            unsafe {
+                if (*j).key == key {
+                    (*j).key = 0;
+                }
+            }
+        }
+    }
+}
+
+/// Forgets the first [`FORGOTTEN_AT_EXEC`] descriptors of the current
+/// process: at exec, close-on-exec descriptors close without `close`, and
+/// the new program reuses their numbers.
+#[inline(always)]
+pub(crate) fn forget_judged_at_exec(pid_tgid: u64) {
+    let mut fd = 0;
+    while fd < FORGOTTEN_AT_EXEC {
+        forget_judged(pid_tgid, fd);
+        fd += 1;
+    }
+}
+
+/// Descriptors forgotten at exec: the numbers a program opens first.
+const FORGOTTEN_AT_EXEC: i32 = 64;
 
 /// A discovery stage's verdict "this is MCP": mark the transfer and go
 /// on to the capture stage.

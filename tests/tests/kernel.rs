@@ -33,7 +33,7 @@ fn every_program_loads_within_the_verifier_budget() {
     // only the fallback.
     let args = r["read_arguments"].as_str().unwrap_or("");
     assert!(args.starts_with("from the user registers"), "read arguments: {args}");
-    assert!(stderr.contains("14 syscall tracepoints"), "{stderr}");
+    assert!(stderr.contains("17 syscall tracepoints"), "{stderr}");
 
     let limit = r["verifier_limit"].as_u64().unwrap();
     let budget = r["verifier_budget"].as_u64().unwrap();

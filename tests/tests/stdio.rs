@@ -347,7 +347,7 @@ fn arguments_stashed_at_entry_see_the_same_session() {
     check_session(&m, &t);
     assert!(
         m.stderr()
-            .contains("18 syscall tracepoints (read arguments stashed at entry)"),
+            .contains("21 syscall tracepoints (read arguments stashed at entry)"),
         "{}",
         m.stderr()
     );
@@ -423,12 +423,31 @@ for l in sys.stdin: pass'"#)
     // The writer's stream is scanned for MCP on its first lines, then at
     // thinning intervals (down to 1 line in 64): a JSON-log pipe does not
     // pay the scan on every line. (Half the writes is a loose bound: the
-    // writer flushes each line, and a stream quiet for 250 ms, on a busy
+    // writer flushes each line, and a stream quiet for 25 timer ticks, on a busy
     // machine, is scanned afresh.)
     let deferred = m.metric("mcp_monitor_discovery_deferred_total", &[]);
     assert!(
         deferred >= 10_000.0,
         "only {deferred} of 20000 JSON-log writes skipped the discovery scan"
+    );
+
+    // Plain text lines: the same thinning spares them the read of their
+    // first bytes (the 16-byte check cost every write of a log pipe, a
+    // redis socket or `dd` more than the rest of the agent's work).
+    let text = Command::new("sh")
+        .arg("-c")
+        .arg(
+            r#"python3 -c 'for i in range(20000): print("plain text log line", i, flush=True)' | python3 -c 'import sys
+for l in sys.stdin: pass'"#,
+        )
+        .status()
+        .unwrap();
+    assert!(text.success());
+    std::thread::sleep(Duration::from_secs(2));
+    let unread = m.metric("mcp_monitor_discovery_deferred_total", &[]) - deferred;
+    assert!(
+        unread >= 10_000.0,
+        "only {unread} of 20000 text-log writes passed without their first bytes read"
     );
 
     // Lines that mention "jsonrpc" but are not JSON-RPC: reported once,

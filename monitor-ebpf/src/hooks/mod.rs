@@ -1,6 +1,7 @@
 //! Hooks by family. The syscall tracepoints share the argument offsets of
 //! their records and the exit handling of reads and TCP writes.
 
+pub mod descriptors;
 pub mod floor;
 pub mod ports;
 pub mod process;

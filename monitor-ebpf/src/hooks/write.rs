@@ -6,7 +6,7 @@ use crate::{
     maps::{config, count, ARGS, JUMP},
     payload::starts_like_json,
     tracking::tracked_reason,
-    transfer::{begin_transfer, iovec, scanned_recently, vector},
+    transfer::{begin_transfer, iovec, looked_at_recently, vector},
 };
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::tracepoint;
@@ -56,17 +56,19 @@ pub(crate) fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
     let tracked = reason != TrackReason::None as u32;
     // The first segment's first bytes (vectored calls: the first iovec,
     // which for HTTP clients and servers holds the head).
-    let mut looks_like_mcp =
-        (!tracked && cfg.flags & config_flags::DISCOVERY != 0).then(|| match vector(syscall, buf, len) {
+    // A stream looked at moments ago and found not MCP is not looked at
+    // again yet (see `looked_at_recently`): no read of its bytes at all, and
+    // `begin_transfer` leaves such a write at once.
+    let looks_like_mcp = (!tracked && cfg.flags & config_flags::DISCOVERY != 0).then(|| {
+        if looked_at_recently(pid_tgid, fd, Direction::Egress) {
+            count(Counter::DiscoveryDeferred, 1);
+            return false;
+        }
+        match vector(syscall, buf, len) {
             None => starts_like_json(buf, len),
             Some((iov, cnt)) => cnt > 0 && iovec(iov, 0).is_some_and(|(b, l)| starts_like_json(b, l)),
-        });
-    // A stream found not MCP moments ago is not scanned again yet (see
-    // `scanned_recently`); `begin_transfer` leaves such a write at once.
-    if looks_like_mcp == Some(true) && scanned_recently(pid_tgid, fd, Direction::Egress) {
-        count(Counter::DiscoveryDeferred, 1);
-        looks_like_mcp = Some(false);
-    }
+        }
+    });
     if cfg.flags & config_flags::CAPTURE_TCP != 0 && cfg.regs_offset == 0 {
         // Stash for the exit program, which captures TCP payloads: calls of
         // tracked processes, and writes that start like MCP (discovery may

@@ -68,8 +68,8 @@ pub struct CaptureMetrics {
     /// `mcp_monitor_discovery_hits_total`: streams the kernel reported because their payload looked like
     /// JSON-RPC.
     pub discovery_hits: IntCounter,
-    /// `mcp_monitor_discovery_deferred_total`: transfers of untracked streams that started like JSON
-    /// and were not scanned, because the stream was scanned moments ago and found not MCP.
+    /// `mcp_monitor_discovery_deferred_total`: transfers of untracked streams that were not looked at
+    /// (first bytes unread, no scan), because the stream was looked at moments ago and found not MCP.
     pub discovery_deferred: IntCounter,
     /// `mcp_monitor_tls_probe_targets`: distinct TLS library files (libssl, statically linked node) with
     /// SSL_read/SSL_write uprobes attached.
@@ -332,7 +332,7 @@ impl CaptureMetrics {
             ),
             discovery_deferred: r.counter(
                 "discovery_deferred_total",
-                "Transfers of untracked streams that started like JSON but were not scanned: the stream was scanned moments ago and found not MCP (scans thin out to 1 in 64 transfers; a stream quiet for 250 ms is scanned afresh).",
+                "Transfers of untracked streams that discovery did not look at (first bytes unread, no scan): the stream was looked at moments ago and found not MCP (looks thin out to 1 in 64 transfers; a stream quiet for 25 timer ticks, 100 ms on Debian kernels, is looked at afresh).",
             ),
             tls_probe_targets: r.gauge(
                 "tls_probe_targets",

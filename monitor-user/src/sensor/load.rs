@@ -42,6 +42,10 @@ pub(super) const SYSCALL_PROGRAMS: &[(&str, &str)] = &[
     ("sys_exit_writev", "sys_exit_egress"),
     ("sys_exit_sendto", "sys_exit_egress"),
     ("sys_exit_sendmsg", "sys_exit_egress"),
+    // Descriptors closed or replaced: discovery forgets their streams.
+    ("sys_enter_close", "sys_enter_close"),
+    ("sys_enter_dup2", "sys_enter_dup_onto"),
+    ("sys_enter_dup3", "sys_enter_dup_onto"),
     // Port selectors.
     ("sys_enter_bind", "sys_enter_bind"),
     ("sys_enter_connect", "sys_enter_connect"),
