@@ -172,8 +172,9 @@ const MAX_SKIP: u32 = 63;
 /// Looks at a stream before any transfer is let pass unread.
 const ALWAYS_LOOKED_AT: u32 = 8;
 
-/// A stream quiet this many timer ticks is looked at afresh on its next
-/// transfers: 100 ms at HZ=250 (Debian's kernels), 250 ms at most (HZ=100).
+/// A stream without a transfer for this many timer ticks is looked at
+/// afresh on its next transfers: 100 ms at HZ=250 (Debian's kernels),
+/// 25 ms at HZ=1000, 250 ms at most (HZ=100).
 /// Ticks, not `bpf_ktime_get_ns`: reading the clock cost more than the rest
 /// of an unread transfer (a `jiffies` load is all this costs).
 const QUIET_TICKS: u64 = 25;
@@ -223,6 +224,8 @@ pub(crate) fn looked_at_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool
     // integers, any bit pattern valid); concurrent writers are covered above.
     unsafe {
         if (*j).key == key && now.wrapping_sub((*j).last_tick) < QUIET_TICKS {
+            // Quiet means no transfer at all, skipped ones included.
+            (*j).last_tick = now;
             if (*j).skip_left > 0 {
                 (*j).skip_left -= 1;
                 return true;
@@ -236,7 +239,6 @@ pub(crate) fn looked_at_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool
             } else {
                 (1u32 << (looks - ALWAYS_LOOKED_AT + 1)) - 1
             };
-            (*j).last_tick = now;
             return false;
         }
         (*j).key = key;

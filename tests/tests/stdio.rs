@@ -5,7 +5,10 @@
 //! recorded on the wire: count, order per direction, types, methods, ids,
 //! tool names, exact byte sizes, and the pids of both ends.
 
-use std::{process::Command, time::Duration};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use mcp_monitor_tests::*;
 
@@ -433,23 +436,33 @@ for l in sys.stdin: pass'"#)
 
     // Plain text lines: the same thinning spares them the read of their
     // first bytes (the 16-byte check cost every write of a log pipe, a
-    // redis socket or `dd` more than the rest of the agent's work).
-    let text = Command::new("sh")
-        .arg("-c")
-        .arg(
-            r#"python3 -c 'for i in range(20000): print("plain text log line", i, flush=True)' | python3 -c 'import sys
-for l in sys.stdin: pass'"#,
-        )
-        .status()
-        .unwrap();
-    assert!(text.success());
+    // redis socket or `dd` more than the rest of the agent's work). The
+    // counter is the whole host's, so what the host adds meanwhile is
+    // measured first, over an idle interval as long as the run.
+    let text_pipe = || {
+        let started = Instant::now();
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(r#"python3 -c 'for i in range(40000): print("plain text log line", i, flush=True)' | python3 -c 'import sys
+for l in sys.stdin: pass'"#)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        started.elapsed()
+    };
+    let before_idle = m.metric("mcp_monitor_discovery_deferred_total", &[]);
+    let took = text_pipe();
     std::thread::sleep(Duration::from_secs(2));
-    let unread = m.metric("mcp_monitor_discovery_deferred_total", &[]) - deferred;
+    let with_pipe = m.metric("mcp_monitor_discovery_deferred_total", &[]) - before_idle;
+    let before_idle = m.metric("mcp_monitor_discovery_deferred_total", &[]);
+    std::thread::sleep(took + Duration::from_secs(2));
+    let idle = m.metric("mcp_monitor_discovery_deferred_total", &[]) - before_idle;
+    // The writer's 40000 one-line writes: all but its first looks pass
+    // unread (the previous build read every one, and counted none).
     assert!(
-        unread >= 10_000.0,
-        "only {unread} of 20000 text-log writes passed without their first bytes read"
+        with_pipe - idle >= 30_000.0,
+        "only {with_pipe} transfers passed unread during 40000 text-log writes, {idle} without them"
     );
-
     // Lines that mention "jsonrpc" but are not JSON-RPC: reported once,
     // rejected by userspace, then ignored in the kernel.
     let noisy = Command::new("sh")
@@ -480,6 +493,53 @@ for l in sys.stdin: pass'"#)
     );
     assert!(m.metric("mcp_monitor_streams_total", &[("verdict", "rejected:not_jsonrpc")]) >= 1.0);
     assert!(m.events().is_empty(), "noise produced events: {:?}", m.events());
+}
+
+/// A descriptor replaced by `dup2` is looked at afresh: a process that
+/// read a file hundreds of times on descriptor 9, and then reads MCP from
+/// its stdin moved onto 9, has its first request seen. (Without the
+/// `dup2` hook the file's reads had the descriptor's looks thinned, and
+/// the request passed unread.)
+#[test]
+fn a_descriptor_replaced_by_dup2_is_looked_at_afresh() {
+    require_root();
+    let m = Monitor::start(&[]);
+    let server = r#"
+import os
+fd = os.open("/etc/services", os.O_RDONLY)
+os.dup2(fd, 9)
+os.close(fd)
+for _ in range(300):
+    os.lseek(9, 0, 0)
+    os.read(9, 512)
+os.dup2(0, 9)
+request = os.read(9, 65536)
+os.write(1, b'{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"dup2-server","version":"1"}}}\n')
+"#;
+    let request = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"dup2-client","version":"1"}}}"#;
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(r#"printf '%s\n' "$REQUEST" | python3 -c "$SERVER" | cat > /dev/null"#)
+        .env("REQUEST", request)
+        .env("SERVER", server)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let events = m.wait_events(SETTLE, |ev| {
+        ev.iter().any(|e| {
+            e["transport"] == "stdio"
+                && e["method"] == "initialize"
+                && e["type"] == "request"
+                && e["client"]["name"] == "dup2-client"
+        })
+    });
+    assert!(
+        events.iter().any(|e| e["transport"] == "stdio"
+            && e["method"] == "initialize"
+            && e["type"] == "request"
+            && e["client"]["name"] == "dup2-client"),
+        "the request read from the replaced descriptor was not seen: {events:?}"
+    );
 }
 
 #[test]

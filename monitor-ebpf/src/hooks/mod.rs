@@ -86,8 +86,9 @@ pub(crate) fn on_exit(ctx: &TracePointContext, dir: Direction, pid_tgid: u64, ar
     }
     let Some(cfg) = config() else { return };
     let reason = tracked_reason(cfg, (pid_tgid >> 32) as u32);
-    // An untracked write was scanned at entry: had it found MCP, the
-    // process would be tracked now.
+    // An untracked write was looked at on entry (or let pass unread, see
+    // `looked_at_recently`): had it found MCP, the process would be
+    // tracked now.
     if dir == Direction::Egress && reason == TrackReason::None as u32 {
         return;
     }
@@ -121,7 +122,8 @@ const PT_REGS_DX: u64 = 96;
 /// entry). `syscall_of` names the calls of the side by number. The order
 /// is the cheapest first, as every such call on the host comes here: the
 /// byte count, then whether the process is tracked (untracked writes were
-/// looked at on entry and end here), then the registers.
+/// judged on entry, looked at or let pass unread, and end here), then the
+/// registers.
 #[inline(always)]
 pub(crate) fn exit_from_regs(ctx: &TracePointContext, dir: Direction, syscall_of: impl Fn(u32) -> Option<Syscall>) {
     let Some(cfg) = config() else { return };
