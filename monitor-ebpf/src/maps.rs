@@ -147,7 +147,7 @@ pub(crate) struct TlsBinding {
 pub(crate) struct Judgement {
     /// The stream's key ([`judged_key`](crate::transfer::judged_key)).
     pub(crate) key: u64,
-    /// When the stream was last looked at (`jiffies`).
+    /// The stream's last transfer, looked at or not (`jiffies`).
     pub(crate) last_tick: u64,
     /// Transfers still to let pass unread.
     pub(crate) skip_left: u32,

@@ -426,8 +426,8 @@ for l in sys.stdin: pass'"#)
     // The writer's stream is scanned for MCP on its first lines, then at
     // thinning intervals (down to 1 line in 64): a JSON-log pipe does not
     // pay the scan on every line. (Half the writes is a loose bound: the
-    // writer flushes each line, and a stream quiet for 25 timer ticks, on a busy
-    // machine, is scanned afresh.)
+    // writer flushes each line, and a stream without a transfer for 25
+    // timer ticks, on a busy machine, is scanned afresh.)
     let deferred = m.metric("mcp_monitor_discovery_deferred_total", &[]);
     assert!(
         deferred >= 10_000.0,
@@ -525,19 +525,15 @@ os.write(1, b'{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","
         .status()
         .unwrap();
     assert!(st.success());
-    let events = m.wait_events(SETTLE, |ev| {
-        ev.iter().any(|e| {
-            e["transport"] == "stdio"
-                && e["method"] == "initialize"
-                && e["type"] == "request"
-                && e["client"]["name"] == "dup2-client"
-        })
-    });
-    assert!(
-        events.iter().any(|e| e["transport"] == "stdio"
+    let seen = |e: &serde_json::Value| {
+        e["transport"] == "stdio"
             && e["method"] == "initialize"
             && e["type"] == "request"
-            && e["client"]["name"] == "dup2-client"),
+            && e["client"]["name"] == "dup2-client"
+    };
+    let events = m.wait_events(SETTLE, |ev| ev.iter().any(seen));
+    assert!(
+        events.iter().any(seen),
         "the request read from the replaced descriptor was not seen: {events:?}"
     );
 }
