@@ -1,6 +1,6 @@
 //! The detector's first pass on untrusted bytes: the four-lane literal walk
-//! agrees with the library's search, and the SIMD encoded-run search agrees
-//! with a plain byte-by-byte one.
+//! agrees with the library's search, the SIMD encoded-run search with a
+//! plain byte-by-byte one, and the one-pass scan with the plain one.
 #![no_main]
 use std::sync::OnceLock;
 
@@ -34,5 +34,5 @@ fuzz_target!(|data: &[u8]| {
     let p = prefilter();
     assert_eq!(p.any_literal(data), p.any_literal_reference(data));
     assert_eq!(has_encoded_run(data), naive_encoded_run(data));
-    let _ = p.scan(data);
+    assert_eq!(p.scan(data), p.scan_reference(data));
 });

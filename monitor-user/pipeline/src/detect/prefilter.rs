@@ -191,11 +191,51 @@ impl Prefilter {
     /// Both passes over `raw`.
     pub fn scan(&self, raw: &[u8]) -> Hits {
         let mut h = Hits::default();
+        // Most messages hold no literal at all: the lanes answer for them;
+        // the few with one are walked again, one lane, to attribute.
+        if self.any_literal(raw) {
+            self.attribute(raw, &mut h);
+        }
+        structural(raw, &mut h);
+        h
+    }
+
+    /// Every literal in `raw`, overlapping ones included: the rules they
+    /// select and the kinds they are of. A hand walk of the same DFA the
+    /// lanes use: the library's overlapping iterator cost eight times as
+    /// much per byte (it was a sixth of the detector's time).
+    fn attribute(&self, raw: &[u8], h: &mut Hits) {
+        let dfa = &self.dfa;
+        let mut s = dfa.start_state(Anchored::No).expect("unanchored DFA");
         let mut seen = 0u8;
-        // Most messages hold no literal at all: the plain search loop is
-        // faster than overlapping iteration, which only attributes hits.
-        let any = self.any_literal(raw);
-        for m in self.ac.find_overlapping_iter(if any { raw } else { &[] }) {
+        for &b in raw {
+            s = dfa.next_state(Anchored::No, s, b);
+            if !dfa.is_match(s) {
+                continue;
+            }
+            // A Standard-semantics state holds every pattern that ends here.
+            for k in 0..dfa.match_len(s) {
+                let i = dfa.match_pattern(s, k).as_usize();
+                seen |= self.kinds[i];
+                for &r in &self.rules[i] {
+                    if !h.credential_rules.contains(&r) {
+                        h.credential_rules.push(r);
+                    }
+                }
+            }
+        }
+        h.secret_name = seen & KIND_SECRET_NAME != 0;
+        h.lexicon = seen & KIND_LEXICON != 0;
+    }
+
+    /// [`Prefilter::scan`] the plain way: the library's overlapping search,
+    /// and the structural checks one after the other (for tests and
+    /// fuzzing, which check that both agree).
+    #[doc(hidden)]
+    pub fn scan_reference(&self, raw: &[u8]) -> Hits {
+        let mut h = Hits::default();
+        let mut seen = 0u8;
+        for m in self.ac.find_overlapping_iter(raw) {
             let i = m.pattern().as_usize();
             seen |= self.kinds[i];
             for &r in &self.rules[i] {
@@ -207,8 +247,54 @@ impl Prefilter {
         h.secret_name = seen & KIND_SECRET_NAME != 0;
         h.lexicon = seen & KIND_LEXICON != 0;
         h.encoded = has_encoded_run(raw);
-        specials(raw, &mut h);
+        for i in memchr::memchr3_iter(b'%', b'\\', 0xE2, raw).chain(memchr::memchr2_iter(0xEF, 0xF3, raw)) {
+            special_at(raw, i, &mut h);
+        }
         h
+    }
+}
+
+/// The structural signals of `raw` (encoded runs, escapes, invisible
+/// characters) in one pass of 64-byte blocks: the classes an encoded run is
+/// judged by, and the bytes that can start an escape or an invisible
+/// character, come from the same loads. With AVX2 where the CPU has it
+/// (the classification was most of the pass).
+fn structural(raw: &[u8], h: &mut Hits) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        unsafe { structural_avx2(raw, h) };
+        return;
+    }
+    structural_with(raw, h, Classes::of_block);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn structural_avx2(raw: &[u8], h: &mut Hits) {
+    // SAFETY: this function only runs where the CPU has AVX2.
+    structural_with(raw, h, |b| unsafe { Classes::of_block_avx2(b) });
+}
+
+#[inline(always)]
+fn structural_with(raw: &[u8], h: &mut Hits, of_block: impl Fn(&[u8; 64]) -> Classes) {
+    let mut runs = EncodedRuns::default();
+    let mut o = 0usize;
+    while o < raw.len() {
+        let cur = if o + 64 <= raw.len() {
+            of_block(raw[o..o + 64].try_into().expect("64 bytes"))
+        } else {
+            Classes::of_tail(&raw[o..])
+        };
+        let mut special = cur.special;
+        while special != 0 {
+            special_at(raw, o + special.trailing_zeros() as usize, h);
+            special &= special - 1;
+        }
+        if !h.encoded {
+            h.encoded = runs.next_block(raw, o, cur);
+        }
+        o += 64;
     }
 }
 
@@ -221,17 +307,34 @@ impl Prefilter {
 /// path, a UUID, a real encoding) is judged with a few more bit operations.
 /// Only runs longer than the 128-byte window are walked byte by byte.
 pub fn has_encoded_run(raw: &[u8]) -> bool {
-    const _: () = assert!(MIN_ENCODED_RUN == 24, "the shift ladder below finds runs of 24");
-    let mut prev = Classes::default();
-    // Bytes before this offset belong to runs already judged.
-    let mut checked_until = 0usize;
+    let mut runs = EncodedRuns::default();
     let mut o = 0usize;
     while o < raw.len() {
-        let cur = if o + 64 <= raw.len() {
-            Classes::of_block(raw[o..o + 64].try_into().expect("64 bytes"))
-        } else {
-            Classes::of_tail(&raw[o..])
-        };
+        if runs.next_block(raw, o, Classes::at(raw, o)) {
+            return true;
+        }
+        o += 64;
+    }
+    false
+}
+
+/// The search for encoded runs, block by block.
+#[derive(Default)]
+struct EncodedRuns {
+    /// The classes of the previous block.
+    prev: Classes,
+    /// Bytes before this offset belong to runs already judged.
+    checked_until: usize,
+}
+
+impl EncodedRuns {
+    /// Takes the block at `o` (`cur`, its classes; blocks in order from 0):
+    /// does a qualifying run end in it or the one before?
+    #[inline(always)]
+    fn next_block(&mut self, raw: &[u8], o: usize, cur: Classes) -> bool {
+        const _: () = assert!(MIN_ENCODED_RUN == 24, "the shift ladder below finds runs of 24");
+        let prev = self.prev;
+        self.prev = cur;
         // Bit i of the window is byte o - 64 + i.
         let join = |p: u64, c: u64| p as u128 | (c as u128) << 64;
         let w = join(prev.base64, cur.base64);
@@ -241,7 +344,7 @@ pub fn has_encoded_run(raw: &[u8]) -> bool {
         let r16 = r8 & r8 >> 8;
         // Bit i set: bytes i .. i + 24 of the window are all base64.
         let mut r = r16 & r8 >> 16;
-        let skip = (checked_until + 64).saturating_sub(o);
+        let skip = (self.checked_until + 64).saturating_sub(o);
         r = if skip >= 128 { 0 } else { r & !((1u128 << skip) - 1) };
         while r != 0 {
             let p = r.trailing_zeros();
@@ -263,14 +366,12 @@ pub fn has_encoded_run(raw: &[u8]) -> bool {
             if ok {
                 return true;
             }
-            checked_until = run_end;
-            let skip = (checked_until + 64).saturating_sub(o);
+            self.checked_until = run_end;
+            let skip = (self.checked_until + 64).saturating_sub(o);
             r = if skip >= 128 { 0 } else { r & !((1u128 << skip) - 1) };
         }
-        prev = cur;
-        o += 64;
+        false
     }
-    false
 }
 
 /// One bit per byte of a block of up to 64 bytes, for each class of
@@ -281,9 +382,27 @@ struct Classes {
     upper: u64,
     lower: u64,
     digit: u64,
+    /// Bytes that can start an escape or an invisible character: `%`,
+    /// `\`, and the UTF-8 lead bytes E2, EF, F3.
+    special: u64,
+}
+
+/// Is `b` one of the bytes of [`Classes::special`]?
+fn is_special(b: u8) -> bool {
+    matches!(b, b'%' | b'\\' | 0xE2 | 0xEF | 0xF3)
 }
 
 impl Classes {
+    /// The classes of the block of `raw` at `o` (64 bytes, fewer at the end).
+    #[inline(always)]
+    fn at(raw: &[u8], o: usize) -> Self {
+        if o + 64 <= raw.len() {
+            Self::of_block(raw[o..o + 64].try_into().expect("64 bytes"))
+        } else {
+            Self::of_tail(&raw[o..])
+        }
+    }
+
     fn of_tail(bytes: &[u8]) -> Self {
         let mut c = Self::default();
         for (i, &b) in bytes.iter().enumerate() {
@@ -291,6 +410,7 @@ impl Classes {
             c.upper |= (b.is_ascii_uppercase() as u64) << i;
             c.lower |= (b.is_ascii_lowercase() as u64) << i;
             c.digit |= (b.is_ascii_digit() as u64) << i;
+            c.special |= (is_special(b) as u64) << i;
         }
         c
     }
@@ -305,7 +425,7 @@ impl Classes {
             for (k, lane) in block.chunks_exact(16).enumerate() {
                 // SAFETY: SSE2 is always available on x86-64, and the
                 // unaligned load reads exactly the 16 bytes of `lane`.
-                let [b64, up, low, dig] = unsafe {
+                let [b64, up, low, dig, special] = unsafe {
                     let v = _mm_loadu_si128(lane.as_ptr().cast());
                     // Signed compares: bytes >= 0x80 are negative and fall
                     // outside every range, as they should.
@@ -324,12 +444,17 @@ impl Classes {
                             _mm_or_si128(_mm_or_si128(eq(b'='), eq(b'-')), eq(b'_')),
                         ),
                     );
-                    [b64, up, low, dig].map(|m| _mm_movemask_epi8(m) as u16 as u64)
+                    let special = _mm_or_si128(
+                        _mm_or_si128(eq(b'%'), eq(b'\\')),
+                        _mm_or_si128(_mm_or_si128(eq(0xE2), eq(0xEF)), eq(0xF3)),
+                    );
+                    [b64, up, low, dig, special].map(|m| _mm_movemask_epi8(m) as u16 as u64)
                 };
                 c.base64 |= b64 << (16 * k);
                 c.upper |= up << (16 * k);
                 c.lower |= low << (16 * k);
                 c.digit |= dig << (16 * k);
+                c.special |= special << (16 * k);
             }
             c
         }
@@ -337,6 +462,49 @@ impl Classes {
         {
             Self::of_tail(block)
         }
+    }
+
+    /// [`Classes::of_block`] 32 bytes at a time.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn of_block_avx2(block: &[u8; 64]) -> Self {
+        use std::arch::x86_64::*;
+        let mut c = Self::default();
+        for (k, half) in block.chunks_exact(32).enumerate() {
+            // SAFETY: the caller runs on a CPU with AVX2; the unaligned load
+            // reads exactly the 32 bytes of `half`.
+            let [b64, up, low, dig, special] = unsafe {
+                let v = _mm256_loadu_si256(half.as_ptr().cast());
+                // Signed compares, as in `of_block`.
+                let within = |lo: u8, hi: u8| {
+                    _mm256_and_si256(
+                        _mm256_cmpgt_epi8(v, _mm256_set1_epi8(lo as i8 - 1)),
+                        _mm256_cmpgt_epi8(_mm256_set1_epi8(hi as i8 + 1), v),
+                    )
+                };
+                let eq = |c: u8| _mm256_cmpeq_epi8(v, _mm256_set1_epi8(c as i8));
+                let (up, low, dig) = (within(b'A', b'Z'), within(b'a', b'z'), within(b'0', b'9'));
+                let b64 = _mm256_or_si256(
+                    _mm256_or_si256(_mm256_or_si256(up, low), dig),
+                    _mm256_or_si256(
+                        _mm256_or_si256(eq(b'+'), eq(b'/')),
+                        _mm256_or_si256(_mm256_or_si256(eq(b'='), eq(b'-')), eq(b'_')),
+                    ),
+                );
+                let special = _mm256_or_si256(
+                    _mm256_or_si256(eq(b'%'), eq(b'\\')),
+                    _mm256_or_si256(_mm256_or_si256(eq(0xE2), eq(0xEF)), eq(0xF3)),
+                );
+                [b64, up, low, dig, special].map(|m| _mm256_movemask_epi8(m) as u32 as u64)
+            };
+            c.base64 |= b64 << (32 * k);
+            c.upper |= up << (32 * k);
+            c.lower |= low << (32 * k);
+            c.digit |= dig << (32 * k);
+            c.special |= special << (32 * k);
+        }
+        c
     }
 }
 
@@ -408,50 +576,49 @@ fn run_around(raw: &[u8], at: usize) -> (bool, usize) {
     (b - a >= MIN_ENCODED_RUN && up && low && dig, b)
 }
 
-/// Escapes and invisible characters: jumps between the rare bytes that can
-/// start one (`%`, `\`, and the UTF-8 lead bytes E2, EF, F3).
-fn specials(raw: &[u8], h: &mut Hits) {
+/// The escape or invisible character that may start at `raw[i]`, one of
+/// the bytes of [`Classes::special`].
+#[inline(always)]
+fn special_at(raw: &[u8], i: usize, h: &mut Hits) {
     let n = raw.len();
-    for i in memchr::memchr3_iter(b'%', b'\\', 0xE2, raw).chain(memchr::memchr2_iter(0xEF, 0xF3, raw)) {
-        let c = raw[i];
-        match c {
-            b'%' => {
-                if i + 2 < n && raw[i + 1].is_ascii_hexdigit() && raw[i + 2].is_ascii_hexdigit() {
-                    h.percent = true;
-                }
+    let c = raw[i];
+    match c {
+        b'%' => {
+            if i + 2 < n && raw[i + 1].is_ascii_hexdigit() && raw[i + 2].is_ascii_hexdigit() {
+                h.percent = true;
             }
-            b'\\' => {
-                // "\\" is an escaped backslash, not the start of an escape.
-                if i > 0 && raw[i - 1] == b'\\' && (i < 2 || raw[i - 2] != b'\\') {
-                    continue;
-                }
-                if raw.get(i + 1) == Some(&b'/') {
+        }
+        b'\\' => {
+            // "\\" is an escaped backslash, not the start of an escape.
+            if i > 0 && raw[i - 1] == b'\\' && (i < 2 || raw[i - 2] != b'\\') {
+                return;
+            }
+            if raw.get(i + 1) == Some(&b'/') {
+                h.escapes = true;
+            }
+            if i + 5 < n && raw[i + 1] == b'u' {
+                let hex = &raw[i + 2..i + 6];
+                if hex[0] == b'0' && hex[1] == b'0' && (b'2'..=b'7').contains(&hex[2]) {
                     h.escapes = true;
                 }
-                if i + 5 < n && raw[i + 1] == b'u' {
-                    let hex = &raw[i + 2..i + 6];
-                    if hex[0] == b'0' && hex[1] == b'0' && (b'2'..=b'7').contains(&hex[2]) {
-                        h.escapes = true;
-                    }
-                    if hex[..3].eq_ignore_ascii_case(b"200")
-                        || hex[..3].eq_ignore_ascii_case(b"202")
-                        || hex[..3].eq_ignore_ascii_case(b"206")
-                        || hex.eq_ignore_ascii_case(b"feff")
-                        || hex.eq_ignore_ascii_case(b"db40")
-                    {
-                        h.invisible = true;
-                    }
+                if hex[..3].eq_ignore_ascii_case(b"200")
+                    || hex[..3].eq_ignore_ascii_case(b"202")
+                    || hex[..3].eq_ignore_ascii_case(b"206")
+                    || hex.eq_ignore_ascii_case(b"feff")
+                    || hex.eq_ignore_ascii_case(b"db40")
+                {
+                    h.invisible = true;
                 }
             }
-            _ => {
-                // E2 80 8B..8F / AA..AE, E2 81 A0..A9, EF BB BF, F3 A0 80..81.
-                if i + 2 < n {
-                    let (b1, b2) = (raw[i + 1], raw[i + 2]);
-                    h.invisible |= (c == 0xE2 && b1 == 0x80 && matches!(b2, 0x8B..=0x8F | 0xAA..=0xAE))
-                        || (c == 0xE2 && b1 == 0x81 && matches!(b2, 0xA0..=0xA9))
-                        || (c == 0xEF && b1 == 0xBB && b2 == 0xBF)
-                        || (c == 0xF3 && b1 == 0xA0 && matches!(b2, 0x80 | 0x81));
-                }
+        }
+        _ => {
+            // E2 80 8B..8F / AA..AE, E2 81 A0..A9, EF BB BF, F3 A0 80..81.
+            if i + 2 < n {
+                let (b1, b2) = (raw[i + 1], raw[i + 2]);
+                h.invisible |= (c == 0xE2 && b1 == 0x80 && matches!(b2, 0x8B..=0x8F | 0xAA..=0xAE))
+                    || (c == 0xE2 && b1 == 0x81 && matches!(b2, 0xA0..=0xA9))
+                    || (c == 0xEF && b1 == 0xBB && b2 == 0xBF)
+                    || (c == 0xF3 && b1 == 0xA0 && matches!(b2, 0x80 | 0x81));
             }
         }
     }
@@ -507,7 +674,13 @@ mod tests {
 
         #[test]
         fn block_classes_match_the_bytewise_ones(bytes in proptest::collection::vec(any::<u8>(), 64)) {
-            prop_assert_eq!(Classes::of_block(bytes.as_slice().try_into().unwrap()), Classes::of_tail(&bytes));
+            let block: &[u8; 64] = bytes.as_slice().try_into().unwrap();
+            prop_assert_eq!(Classes::of_block(block), Classes::of_tail(&bytes));
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                prop_assert_eq!(unsafe { Classes::of_block_avx2(block) }, Classes::of_tail(&bytes));
+            }
         }
 
         /// The block-based search agrees with a plain run scan.
@@ -547,6 +720,31 @@ mod tests {
         #[test]
         fn never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = pf().scan(&data);
+        }
+
+        /// The one-pass scan (hand attribution, fused structural pass)
+        /// finds what the plain one finds: literals (overlapping ones
+        /// too), encoded runs, escapes and invisible characters, wherever
+        /// they fall relative to the 64-byte blocks.
+        #[test]
+        fn scan_agrees_with_the_reference(
+            parts in proptest::collection::vec(prop_oneof![
+                Just("ghp_".to_owned()), Just("aKiA".to_owned()), Just("password".to_owned()),
+                Just("ignore previous instructions".to_owned()), Just("%5f".to_owned()), Just("\\\\".to_owned()),
+                Just("\\u0067".to_owned()), Just("\\/".to_owned()), Just("\\u200b".to_owned()),
+                Just("\u{200b}".to_owned()), Just("\u{feff}".to_owned()), Just("\u{E0041}".to_owned()),
+                "[A-Za-z0-9+/]{1,40}", "[ x.\n]{1,70}",
+            ], 0..24),
+        ) {
+            let p = pf();
+            let text = parts.concat();
+            prop_assert_eq!(p.scan(text.as_bytes()), p.scan_reference(text.as_bytes()));
+        }
+
+        #[test]
+        fn scan_agrees_with_the_reference_on_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let p = pf();
+            prop_assert_eq!(p.scan(&data), p.scan_reference(&data));
         }
     }
 }
