@@ -3136,7 +3136,7 @@ maxmemory 2gb"#,
         name: "A password in a .pgpass line (host:port:database:user:password)",
         category: "generic",
         keywords: &[":5432:", ".pgpass", "pgpass"],
-        pattern: r#"\b[A-Za-z0-9][A-Za-z0-9_.*-]*:(?:\d{2,5}|\*):[A-Za-z0-9_*.-]+:[A-Za-z0-9_*.@-]+:(?P<secret>[^\s:*]\S{5,127})(?:\s|$)"#,
+        pattern: r#"(?:\b[A-Za-z0-9][A-Za-z0-9_.*-]*|(?m:^)[ \t]*\*):(?:\d{2,5}|\*):[A-Za-z0-9_*.-]+:[A-Za-z0-9_*.@-]+:(?P<secret>[^\s:*]\S{5,127})(?:\s|$)"#,
         check: Check::MinEntropy(2.5),
         confidence: Confidence::Medium,
         examples: &[
@@ -3144,6 +3144,7 @@ maxmemory 2gb"#,
 pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
 "#,
             r#"db.acme.test:5432:billing:svc_orders:m3@d0wM@pl359^"#,
+            r#"*:5432:billing:build:j=7eyQU-Obvx%TEqNG"#,
         ],
         counterexamples: &[
             r#"pg-primary.acme.test:5432:*:postgres:*"#,
@@ -3384,7 +3385,7 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
         name: "Password or secret in an XML element",
         category: "generic",
         keywords: &["password", "passwd", "secret", "apikey", "api_key", "token", "<pass", "<pwd"],
-        pattern: r#"<(?:[A-Za-z0-9_.:-]*(?i:password|passwd|secret|api_?key|token)|(?i:pass|pwd))(?:\s[^<>]{0,80})?>(?P<secret>[^<\s]{8,128})</"#,
+        pattern: r#"<(?:[A-Za-z0-9_.:-]*(?i:password|passwd|secret|api_?key|token)|(?i:pass|pwd))(?:\s[^<>]{0,80})?>(?P<secret>[^<\s{][^<\s]{7,127})</"#,
         check: Check::MinEntropy(3.0),
         confidence: Confidence::Medium,
         examples: &[
@@ -3503,7 +3504,7 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
             "_pat", "-pat", ".pat", "pat=", "pat:", "pat\"", "_login", ".login", "-login", "auth=", "auth:",
             "auth\"", "_auth", ".auth", "-auth",
         ],
-        pattern: r#"(?-u:\b)(?P<name>:?(?:[A-Za-z_][A-Za-z0-9_.>-]{0,60}?)?(?i:password|passwd|passphrase|pwd|pass|secret|token|key|pat|login|auth|credentials?))(?:["']?\]?(?:\s*(?:=>|:=|\?=|[:=])[ \t]*["']?|\s+["']|\s*:\s*&?(?:'static\s+)?[A-Za-z_][A-Za-z0-9_.\[\]|]{0,30}\s*=\s*["']?)|["']\s*,\s*["'])(?P<secret>[^\s"'`<>(){}\[\],;]{8,200})"#,
+        pattern: r#"(?-u:\b)(?P<name>:?(?:[A-Za-z_][A-Za-z0-9_.>-]{0,60}?)?(?i:password|passwd|passphrase|pwd|pass|secret|token|key|pat|login|auth|credentials?))(?:["']?\]?(?:\s*(?:=>|:=|\?=|[:=])[ \t]*["']?|\s+["']|\s*:\s*&?(?:'static\s+)?[A-Za-z_][A-Za-z0-9_.\[\]|]{0,30}\s*=\s*["']?)|["']\s*,\s*["'])(?P<secret>[^\s"'`<>(){}\[\],;\\][^\s"'`<>(){}\[\];\\]{6,198}[^\s"'`<>(){}\[\],;\\])"#,
         check: Check::Assignment,
         confidence: Confidence::Low,
         examples: &[
@@ -3517,6 +3518,7 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
             r#"GITLAB_PAT := Rt5Kq2Wm8Xp3Lz7V"#,
             r#"'password' => 'Tr0ub4dor&3',"#,
             r#"password=Zx9!kq2M"#,
+            r#"export POSTGRES_PASSWORD=zQw*,uLjwh~:LLTRa6fKbFR"#,
             r#"$mail->Password = 'Smtp#Pa55w0rd';"#,
             r#"password 'Gr4dle!Publish9'"#,
             r#"    jwt_secret: str = "c3f0a9b8e7d6c5b4a3f2e1d0c9b8a7f6""#,

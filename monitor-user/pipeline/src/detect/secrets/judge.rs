@@ -24,6 +24,9 @@ pub fn is_placeholder(s: &str) -> bool {
         "replace-me",
         "replace_me",
         "replaceme",
+        "fill-me",
+        "fill_me",
+        "fillme",
         "dummy",
         "redacted",
         "xxxx",
@@ -35,6 +38,13 @@ pub fn is_placeholder(s: &str) -> bool {
         "****",
     ];
     if MARKERS.iter().any(|m| lower.contains(m)) || has_typed_sequence(s.as_bytes()) {
+        return true;
+    }
+    // Published keys of local emulators: Azurite's (and the Azure Storage
+    // Emulator's) development account.
+    const WELL_KNOWN: &[&str] =
+        &["Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="];
+    if WELL_KNOWN.iter().any(|k| s.contains(k)) {
         return true;
     }
     // The word itself (`postgres://user:password@host`), `my-secret`, and
@@ -72,11 +82,11 @@ pub enum NameStrength {
     None,
 }
 
-/// Judges a key name (`DB_PASSWORD`, `fooKey`, `sonar.login`,
-/// `aws.secretkey`, `GITHUB_PAT`).
-pub fn name_strength(name: &str) -> NameStrength {
+/// Names that hold no secret although they say `key`, `pass` or
+/// `token` (`idempotency_key`, `bypass`, `max_tokens`, `public_key`).
+pub fn names_no_secret(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    let lower = lower.trim_start_matches(['$', '@', '-', '.', '>']);
+    let lower = lower.trim_start_matches(['$', '@', '-', '.', '>', ':']);
     // The last word of the name, separators kept: `_pass` yes, `bypass` no.
     const NOT_SECRET: &[&str] = &[
         "public_key",
@@ -137,14 +147,33 @@ pub fn name_strength(name: &str) -> NameStrength {
         "public_api_key",
         "site_key",
         "sitekey",
+        // Algolia's search-only key is meant for browsers.
+        "search_only_api_key",
+        "search_only_key",
+        "searchonlyapikey",
     ];
     // `OLDPWD`: the shell's previous directory (`PWD` is judged by its
     // value: a path is the shell's, see `is_reference_or_code`).
     // A bare `key` names anything (`Cache restored from key: ...`), and a
-    // name after a colon is part of an ARN (`...:secret:prod/api-key`).
-    if NOT_SECRET.iter().any(|n| lower.ends_with(n)) || lower == "oldpwd" || lower == "key" || name.starts_with(':') {
+    // word after a colon is part of an ARN (`...:secret:prod/api-key`) or
+    // of a CloudFormation reference (`{{resolve:secretsmanager:MySecret:...}}`);
+    // a constant name in capitals is a name of its own (`grep -n` prints
+    // `.env:4:DB_PASSWORD=...`).
+    let arn_part = name.starts_with(':')
+        && !name[1..]
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    NOT_SECRET.iter().any(|n| lower.ends_with(n)) || lower == "oldpwd" || lower == "key" || arn_part
+}
+
+/// Judges a key name (`DB_PASSWORD`, `fooKey`, `sonar.login`,
+/// `aws.secretkey`, `GITHUB_PAT`).
+pub fn name_strength(name: &str) -> NameStrength {
+    if names_no_secret(name) {
         return NameStrength::None;
     }
+    let lower = name.to_ascii_lowercase();
+    let lower = lower.trim_start_matches(['$', '@', '-', '.', '>', ':']);
     const STRONG: &[&str] = &[
         "password",
         "passwd",
@@ -336,18 +365,44 @@ fn looks_like_words(v: &str) -> bool {
 }
 
 /// Values of formats that are public by design: age and SSH public keys,
-/// Mapbox `pk.` and Stripe `pk_` publishable tokens.
+/// Mapbox `pk.` and Stripe `pk_` publishable tokens, Supabase `anon` JWTs.
 fn is_public_value(v: &str) -> bool {
     (v.starts_with("age1") && v.len() == 62)
+        || (v.starts_with("eyJ") && super::checks::jwt_is_public(v))
         || ["ssh-", "ecdsa-sha2-", "npub1", "pk.ey", "pk_live_", "pk_test_"]
             .iter()
             .any(|p| v.starts_with(p))
 }
 
+/// A password hash in the `algorithm$...` form of Django and Passlib
+/// (`pbkdf2_sha256$600000$salt$hash`): what a password check compares
+/// against, not a credential (the `$2b$...` and `$6$...` crypt forms start
+/// with `$` and are taken for references before this).
+fn is_password_hash(v: &str) -> bool {
+    const ALGORITHMS: &[&str] = &[
+        "pbkdf2_sha256$",
+        "pbkdf2_sha1$",
+        "pbkdf2-sha256$",
+        "pbkdf2-sha512$",
+        "argon2$",
+        "bcrypt$",
+        "bcrypt_sha256$",
+        "scrypt$",
+        "sha1$",
+        "md5$",
+    ];
+    let lower = v.to_ascii_lowercase();
+    ALGORITHMS.iter().any(|a| lower.starts_with(a))
+}
+
 /// `name = value` with no known format: is it a credential?
 pub fn assignment_ok(name: &str, value: &str) -> bool {
     let strength = name_strength(name);
-    if strength == NameStrength::None || is_reference_or_code(value, name) || is_public_value(value) {
+    if strength == NameStrength::None
+        || is_reference_or_code(value, name)
+        || is_public_value(value)
+        || is_password_hash(value)
+    {
         return false;
     }
     let classes = [

@@ -32,7 +32,9 @@ use checks::check;
 pub use checks::{base62, crc32, github_checksum_ok, jwt_ok};
 use encoded::decode_candidates;
 pub use encoded::json_unescape;
-pub use judge::{assignment_ok, is_placeholder, is_reference_or_code, name_strength, shannon_entropy, NameStrength};
+pub use judge::{
+    assignment_ok, is_placeholder, is_reference_or_code, name_strength, names_no_secret, shannon_entropy, NameStrength,
+};
 pub use rule::{Check, Confidence, RuleDef};
 
 /// Depth of nested decoding (base64 inside percent-encoding, say).
@@ -446,9 +448,42 @@ impl SecretScanner {
                 out.push(f);
             }
         }
+        // A JSON document carried as text (a tool returning `{"path": ...,
+        // "content": "..."}` as its text content): its own strings are
+        // escaped once more in `s`, which hides assignments in them from the
+        // rules (`\"password\": \"...\"`). Scanned parsed, whatever the plain
+        // form found; a secret found both ways is reported once, in its
+        // decoded form (the one an agent would pass on).
+        let plain_found = out.len() > found_before;
+        if depth < MAX_DECODE_DEPTH && looks_like_json_document(s) {
+            if let Ok(v) = serde_json::from_str::<Value>(s) {
+                let mut inner = Vec::new();
+                self.scan_value_depth(&v, &format!("{path}<json>"), depth + 1, budget, &mut inner);
+                for f in inner {
+                    let escaped = serde_json::to_string(f.secret.expose()).unwrap_or_default();
+                    let escaped = self.fingerprint(escaped.trim_matches('"'));
+                    let same = |o: &Finding| o.fingerprint == f.fingerprint || o.fingerprint == escaped;
+                    match out[found_before..].iter().position(same) {
+                        // Found plain already, under the rule that judged it there.
+                        Some(i) if out[found_before + i].fingerprint == f.fingerprint => {}
+                        Some(i) => {
+                            let o = &out[found_before + i];
+                            out[found_before + i] = Finding {
+                                rule: o.rule,
+                                name: o.name,
+                                category: o.category,
+                                confidence: o.confidence,
+                                ..f
+                            };
+                        }
+                        None => out.push(f),
+                    }
+                }
+            }
+        }
         // Decoding looks for secrets hidden by an encoding; a string whose
         // plain form already gave findings would only repeat them.
-        if depth >= MAX_DECODE_DEPTH || out.len() > found_before {
+        if depth >= MAX_DECODE_DEPTH || plain_found || out.len() > found_before {
             return;
         }
         for decoded in decode_candidates(s) {
@@ -461,11 +496,16 @@ impl SecretScanner {
     /// Scans every string (and secret-named key) of a JSON value; `path` is
     /// the value's own path, e.g. `$.params`.
     pub fn scan_value(&self, v: &Value, path: &str, budget: &mut Budget, out: &mut Vec<Finding>) {
+        self.scan_value_depth(v, path, 0, budget, out);
+    }
+
+    /// [`SecretScanner::scan_value`] of a value decoded `depth` times.
+    fn scan_value_depth(&self, v: &Value, path: &str, depth: u8, budget: &mut Budget, out: &mut Vec<Finding>) {
         // Iterative: depth is bounded by the decoder, but stay cheap anyway.
         let mut stack: Vec<(&Value, Cow<'_, str>)> = vec![(v, Cow::Borrowed(path))];
         while let Some((v, p)) = stack.pop() {
             match v {
-                Value::String(s) => self.scan_str(s, &p, budget, out),
+                Value::String(s) => self.scan_str_depth(s, &p, depth, budget, out),
                 Value::Array(items) => {
                     for (i, item) in items.iter().enumerate().rev() {
                         stack.push((item, Cow::Owned(format!("{p}[{i}]"))));
@@ -497,7 +537,9 @@ impl SecretScanner {
         // count); other secret-like names (`cookie`, `signature`) need a
         // high-entropy value.
         let ok = match name_strength(key) {
-            NameStrength::None => shannon_entropy(value) >= 3.5 && !is_reference_or_code(value, key),
+            NameStrength::None => {
+                !names_no_secret(key) && shannon_entropy(value) >= 3.5 && !is_reference_or_code(value, key)
+            }
             _ => assignment_ok(key, value),
         };
         if !ok {
@@ -518,6 +560,17 @@ impl SecretScanner {
             secret: SecretText::new(value),
         });
     }
+}
+
+/// An object or array with room for a secret: parsed only when it looks
+/// like one from both ends.
+fn looks_like_json_document(s: &str) -> bool {
+    let t = s.trim();
+    t.len() >= 16
+        && matches!(
+            (t.as_bytes()[0], t.as_bytes()[t.len() - 1]),
+            (b'{', b'}') | (b'[', b']')
+        )
 }
 
 pub(crate) fn child_path(parent: &str, key: &str) -> String {

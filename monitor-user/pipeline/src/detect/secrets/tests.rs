@@ -98,7 +98,16 @@ fn findings_never_hold_the_secret() {
                     let piece: String = w.iter().collect();
                     assert!(!json.contains(&piece), "{}: finding leaks {piece:?}: {json}", rule.id);
                 }
-                assert_eq!(f.length, chars.len(), "{}: {} at {}", rule.id, ex, f.path);
+                // Found in a JSON document carried as text: in its decoded form.
+                let decoded: Option<String> = serde_json::from_str(&format!("\"{secret}\"")).ok();
+                let decoded_len = decoded.map_or(0, |d| d.chars().count());
+                assert!(
+                    f.length == chars.len() || (f.path.contains("<json>") && f.length == decoded_len),
+                    "{}: {} at {}",
+                    rule.id,
+                    ex,
+                    f.path
+                );
                 assert!(f.prefix.chars().count() <= 4);
                 assert!(f.fingerprint.starts_with("hmac-sha256:") && f.fingerprint.len() == 12 + 32);
             }
@@ -299,4 +308,74 @@ fn empty_values_store_references_and_one_finding_per_secret() {
         f.iter().map(|f| f.rule).collect::<Vec<_>>(),
         ["postgres-connection-string"]
     );
+}
+
+/// Secrets inside a JSON document that a tool returns as text, in `grep -n`
+/// output, with commas in them; and values that look like secrets but are
+/// hashes, public or well-known keys, or what is left of an empty value in
+/// escaped text.
+#[test]
+fn json_documents_grep_output_and_look_alikes() {
+    let s = SecretScanner::new(b"k");
+    let found = |text: &str| -> Vec<String> {
+        scan_text(&s, text)
+            .iter()
+            .map(|f| f.secret.expose().to_owned())
+            .collect()
+    };
+    // A file read returned as a JSON document: the assignment sits in a
+    // string of it, escaped once more.
+    let doc = serde_json::json!({
+        "path": "app/settings.py",
+        "content": "CONFIG = {\n    \"secret\": \"zkkdKNRP+~6j*znt-6:8FT\",\n}\n",
+    })
+    .to_string();
+    assert_eq!(found(&doc), ["zkkdKNRP+~6j*znt-6:8FT"]);
+    // A secret found plain and parsed is reported once, decoded.
+    let pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACDJZ9zOj5HSDDb6WGhGfI/663W96k1YLHElhLt4/sdAKwAAAJj7oR0t+6Ed\n-----END OPENSSH PRIVATE KEY-----\n";
+    let doc =
+        serde_json::json!({"path": ".env", "content": format!("PRIVATE_KEY=\"{pem}\"\nAPP_ID=4805\n")}).to_string();
+    let keys = found(&doc);
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(
+        keys[0].contains('\n') && !keys[0].contains("\\n"),
+        "decoded form: {:?}",
+        keys[0]
+    );
+    // grep -n output: the name follows `path:line:`.
+    let grep = "$ grep -rn -C1 key .\nservices/media/.env:4:APP_SECRET=0a0a50cd1839b7e9e1b5d79ecdbbea6f174d79d9f881ed3455adac5b170455b1\nservices/media/.env-5-MAX_RETRIES=5";
+    assert_eq!(
+        found(grep),
+        ["0a0a50cd1839b7e9e1b5d79ecdbbea6f174d79d9f881ed3455adac5b170455b1"]
+    );
+    assert_eq!(
+        found("export POSTGRES_PASSWORD=zMw*,uLjwh~:LLTRa6fKbFR\n"),
+        ["zMw*,uLjwh~:LLTRa6fKbFR"]
+    );
+    assert_eq!(
+        found("*:5432:billing:build:j=0eyMU-Obuy%TEqMG\n"),
+        ["j=0eyMU-Obuy%TEqMG"]
+    );
+    for not_secret in [
+        // An ARN part and a CloudFormation dynamic reference after a colon.
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/api-key-AbCdEf",
+        r#"MasterUserPassword: "{{resolve:secretsmanager:MyRDSSecret:SecretString:password}}""#,
+        // A Django password hash, Jenkins' encrypted form.
+        r#""password": "pbkdf2_sha256$600000$kNtB0MVBwpMcwRS2TLUzMr$MqVb67kN1PBHe5JMCKxuDlm6Ql2Esrb5M5ao1d2KfRA=","#,
+        "<password>{AQAAABAAAAAQmGHvz8QcNOjKy8t1mxwF+MAlPdFosay6XmoszZynwe07UosOxYmv7WdpDnohIRBQ}</password>",
+        // Supabase's public anon key and jwt.io's sample token.
+        "SUPABASE_ANON_KEY=eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZSIsInJlZiI6Im5pc2hsb3h6ZGVtd2dnbm9iZHhsIiwicm9sZSI6ImFub24iLCJpYXQiOjE3MDAwMDAwMDAsImV4cCI6MjAxNTU3NjAwMH0.BDFFtmojvmcOLs3S7-vT2vPGS3LzQ2XSBWo04TAzeUw",
+        "e.g. eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+        // Azurite's published development key; Algolia's search-only key.
+        "AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;",
+        "ALGOLIA_SEARCH_ONLY_API_KEY=7fd37e9c639bd413c2d1c26e3e575e97",
+        "FLASK_SECRET_KEY=fill-me-in",
+        // Empty values and a Terraform reference, in escaped text.
+        r#"{"text": "DATABASE_URL=\nOPENAI_API_KEY=\nSTRIPE_SECRET_KEY=\n"}"#,
+        r#"resource \"aws_db_instance\" \"main\" {\n  password = var.db_password\n}"#,
+        // A log line's idempotency key, parsed out of a JSON document.
+        r#"{"level":"info","msg":"processed","idempotency_key":"36ce3ec3-4119-4a83-8411-2500cbe9eee5"}"#,
+    ] {
+        assert_eq!(found(not_secret), Vec::<String>::new(), "{not_secret}");
+    }
 }
