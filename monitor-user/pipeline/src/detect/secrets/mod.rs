@@ -378,11 +378,18 @@ impl SecretScanner {
             let c = &self.rules[r];
             for caps in c.regex.captures_iter(s) {
                 let Some(m) = c.group.pick(&caps) else { continue };
+                let mut range = m.range();
+                if c.def.check == Check::Assignment {
+                    // `password=Sup3rS3cret,host=db`: the next field is not
+                    // part of the value.
+                    range.end = range.start + value_before_next_field(m.as_str());
+                }
+                let secret = &s[range.clone()];
                 let name = caps.name("name").map_or("", |n| n.as_str());
-                if is_placeholder(m.as_str()) || !check(c.def.check, m.as_str(), name) {
+                if is_placeholder(secret) || !check(c.def.check, secret, name) {
                     continue;
                 }
-                if c.entropy_above.is_some_and(|e| shannon_entropy(m.as_str()) <= e) {
+                if c.entropy_above.is_some_and(|e| shannon_entropy(secret) <= e) {
                     continue;
                 }
                 if !c.allowlists.is_empty() {
@@ -390,7 +397,7 @@ impl SecretScanner {
                     let line_start = s[..whole.start()].rfind('\n').map_or(0, |i| i + 1);
                     let line_end = s[whole.end()..].find('\n').map_or(s.len(), |i| whole.end() + i);
                     let line = &s[line_start..line_end];
-                    if c.allowlists.iter().any(|a| a.allows(m.as_str(), whole.as_str(), line)) {
+                    if c.allowlists.iter().any(|a| a.allows(secret, whole.as_str(), line)) {
                         continue;
                     }
                 }
@@ -398,11 +405,11 @@ impl SecretScanner {
                 // (rules run in confidence order).
                 if out
                     .iter()
-                    .any(|(_, r): &(&RuleDef, std::ops::Range<usize>)| r.start < m.end() && m.start() < r.end)
+                    .any(|(_, r): &(&RuleDef, std::ops::Range<usize>)| r.start < range.end && range.start < r.end)
                 {
                     continue;
                 }
-                out.push((&c.def, m.range()));
+                out.push((&c.def, range));
             }
         }
         out
@@ -411,6 +418,32 @@ impl SecretScanner {
     /// `s` with every secret the rules find replaced by `[REDACTED]`, or
     /// `None` when there is none.
     pub fn redact(&self, s: &str) -> Option<String> {
+        self.redact_depth(s, 0)
+    }
+
+    fn redact_depth(&self, s: &str, depth: u8) -> Option<String> {
+        let plain = self.redact_plain(s);
+        // What the scan finds in a JSON document carried as text must not
+        // stay in clear in it: its strings and secret-named keys are
+        // redacted parsed, and the document written back (compact).
+        if depth < MAX_DECODE_DEPTH {
+            let text = plain.as_deref().unwrap_or(s);
+            if looks_like_json_document(text) {
+                if let Ok(mut v) = serde_json::from_str::<Value>(text) {
+                    let before = v.clone();
+                    // Counts values already `[REDACTED]` too: compare instead.
+                    crate::redact::redact_json_with(&mut v, &|x| self.redact_depth(x, depth + 1));
+                    if v != before {
+                        return serde_json::to_string(&v).ok().or(plain);
+                    }
+                }
+            }
+        }
+        plain
+    }
+
+    /// [`SecretScanner::redact`] of the text as it is.
+    fn redact_plain(&self, s: &str) -> Option<String> {
         let mut ranges: Vec<std::ops::Range<usize>> = self.matches(s).into_iter().map(|(_, r)| r).collect();
         if ranges.is_empty() {
             return None;
@@ -457,15 +490,26 @@ impl SecretScanner {
         let plain_found = out.len() > found_before;
         if depth < MAX_DECODE_DEPTH && looks_like_json_document(s) {
             if let Ok(v) = serde_json::from_str::<Value>(s) {
+                // The document's strings are the bytes just charged, read
+                // again: the budget counts them once (the larger of the two).
+                let charged = budget.remaining;
+                budget.remaining += s.len();
                 let mut inner = Vec::new();
                 self.scan_value_depth(&v, &format!("{path}<json>"), depth + 1, budget, &mut inner);
+                budget.remaining = budget.remaining.min(charged);
                 for f in inner {
                     let escaped = serde_json::to_string(f.secret.expose()).unwrap_or_default();
-                    let escaped = self.fingerprint(escaped.trim_matches('"'));
-                    let same = |o: &Finding| o.fingerprint == f.fingerprint || o.fingerprint == escaped;
-                    match out[found_before..].iter().position(same) {
+                    let escaped = escaped
+                        .strip_prefix('"')
+                        .and_then(|e| e.strip_suffix('"'))
+                        .unwrap_or("");
+                    let escaped = self.fingerprint(escaped);
+                    let plain = &out[found_before..];
+                    if plain.iter().any(|o| o.fingerprint == f.fingerprint) {
                         // Found plain already, under the rule that judged it there.
-                        Some(i) if out[found_before + i].fingerprint == f.fingerprint => {}
+                        continue;
+                    }
+                    match plain.iter().position(|o| o.fingerprint == escaped) {
                         Some(i) => {
                             let o = &out[found_before + i];
                             out[found_before + i] = Finding {
@@ -560,6 +604,22 @@ impl SecretScanner {
             secret: SecretText::new(value),
         });
     }
+}
+
+/// The length of `value` up to a comma that starts another `name=` or
+/// `name:` field.
+fn value_before_next_field(value: &str) -> usize {
+    let b = value.as_bytes();
+    for (i, _) in value.match_indices(',') {
+        let name_len = b[i + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_' || **c == b'-' || **c == b'.')
+            .count();
+        if name_len > 0 && b[i + 1 + name_len..].first().is_some_and(|c| *c == b'=' || *c == b':') {
+            return i;
+        }
+    }
+    value.len()
 }
 
 /// An object or array with room for a secret: parsed only when it looks

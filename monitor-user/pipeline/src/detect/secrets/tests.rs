@@ -356,6 +356,8 @@ fn json_documents_grep_output_and_look_alikes() {
         found("*:5432:billing:build:j=0eyMU-Obuy%TEqMG\n"),
         ["j=0eyMU-Obuy%TEqMG"]
     );
+    // A comma ends the value where another field starts.
+    assert_eq!(found("f(password=Sup3rS3cret9,host=db)"), ["Sup3rS3cret9"]);
     for not_secret in [
         // An ARN part and a CloudFormation dynamic reference after a colon.
         "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/api-key-AbCdEf",
@@ -378,4 +380,28 @@ fn json_documents_grep_output_and_look_alikes() {
     ] {
         assert_eq!(found(not_secret), Vec::<String>::new(), "{not_secret}");
     }
+}
+
+/// A JSON document carried as text is charged to the budget once, not
+/// once plain and again parsed; and what the scan finds in it is redacted
+/// from it.
+#[test]
+fn json_documents_cost_their_size_once_and_are_redacted() {
+    let s = SecretScanner::new(b"k");
+    let filler = "x".repeat(2000);
+    let doc = serde_json::json!({
+        "path": "app/settings.py",
+        "notes": filler,
+        "content": "CONFIG = {\n    \"secret\": \"zkkdKNRP+~6j*znt-6:8FT\",\n}\n",
+    })
+    .to_string();
+    let mut budget = Budget::new(doc.len() + 16);
+    let mut out = Vec::new();
+    s.scan_str(&doc, "$", &mut budget, &mut out);
+    assert_eq!(out.len(), 1, "found within a budget of the document's size");
+    assert!(!budget.exceeded && budget.remaining <= 16);
+    let redacted = s.redact(&doc).expect("redacted");
+    assert!(!redacted.contains("zkkdKNRP"), "{redacted}");
+    let back: serde_json::Value = serde_json::from_str(&redacted).expect("still a JSON document");
+    assert_eq!(back["notes"], filler.as_str());
 }
