@@ -3492,17 +3492,54 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
     },
     // ---- Generic
     RuleDef {
+        id: "session-cookie",
+        name: "A session cookie in a Cookie or Set-Cookie header (sessionid, laravel_session, JSESSIONID, connect.sid, .AspNetCore.Cookies...)",
+        category: "auth",
+        keywords: &["cookie"],
+        pattern: r#"(?i:\b(?:set-)?cookie)["']?\s*[:=]\s*["']?[^\n]{0,400}?(?:^|[\s;"'])[A-Za-z0-9_.-]*(?i:sess(?:ion)?(?:id)?|\bsid|\.AspNetCore\.(?:Cookies|Session)|_auth|auth_token|remember_token|remember_user_token)=(?P<secret>[^;\s"'\\,]{16,512})"#,
+        check: Check::MinEntropy(3.5),
+        confidence: Confidence::Medium,
+        examples: &[
+            "< Set-Cookie: sessionid=65mcior31mca98fsqd2pvx9e7209qkke; Path=/; HttpOnly",
+            "Cookie: theme=dark; laravel_session=eyJpdiI6InphRjdDUDlzVjBDQnNLUldRQnBZOHc9PSIsInZhbHVlIjoiZ2FtWjZH%3D",
+            "-H 'cookie: _ga=GA1.1.727677.16931; connect.sid=s%3AqY7kLm2xZp9Vw4Rt8Nb3Hc6Jd1Fg.Q2w3E4r5T6y7'",
+        ],
+        counterexamples: &[
+            "Cookie: theme=dark; _ga=GA1.1.7276777048.1693133424; lang=en",
+            "Set-Cookie: sessionid=; Max-Age=0; Path=/",
+            "Cookie: sessionid=aaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ],
+    },
+    RuleDef {
+        id: "piped-password-login",
+        name: "A password echoed into a login that reads it from stdin (docker/podman/helm login --password-stdin, sudo -S, chpasswd)",
+        category: "generic",
+        keywords: &["login", "sudo -s", "chpasswd"],
+        pattern: r#"\b(?:echo|printf)\s+(?:-n\s+|-e\s+)?["']?(?P<secret>[^\s"'|$<>`]{6,128})["']?\s*\|\s*(?:sudo\s+(?:-\w+\s+)*)?(?:(?:docker|podman|nerdctl|buildah|oras|skopeo|helm(?:\s+registry)?|crane)\s+login\b|sudo\s+-S\b|sudo\s+--stdin\b)"#,
+        check: Check::MinEntropy(2.5),
+        confidence: Confidence::Medium,
+        examples: &[
+            "echo 'd^UncKxLUKqsHmd_+tkc.*4+' | docker login registry.acme.test -u ci --password-stdin",
+            "echo 'F,AK7wZl7?=:fv18' | sudo -S systemctl restart mailer-web",
+        ],
+        counterexamples: &[
+            "echo \"$REGISTRY_TOKEN\" | docker login ghcr.io -u ci --password-stdin",
+            "echo 'aaaaaaaa' | sudo -S true",
+        ],
+    },
+    RuleDef {
         id: "credential-setter-call",
         name: "A secret passed as a literal to a setter or builder (setPassword(\"...\"), withApiKey('...'), .token(\"...\"))",
         category: "generic",
-        keywords: &["password(", "passwd(", "secret(", "token(", "key(", "credential(", "credentials(", "passphrase("],
-        pattern: r#"(?P<name>(?:\b(?:set|with)_?[A-Za-z0-9_]*|\.)(?i:password|passwd|secret|token|api_?key|credentials?|passphrase))\s*\(\s*["'](?P<secret>[^"'\s\\]{8,200})["']\s*\)"#,
+        keywords: &["password(", "passwd(", "secret(", "token(", "key(", "credential(", "credentials(", "passphrase(", ".auth("],
+        pattern: r#"(?P<name>(?:\b(?:set|with)_?[A-Za-z0-9_]*|\.)(?i:password|passwd|secret|token|api_?key|credentials?|passphrase|auth))\s*\(\s*["'](?P<secret>[^"'\s\\]{8,200})["']\s*\)"#,
         check: Check::Assignment,
         confidence: Confidence::Low,
         examples: &[
             r#"cfg.setPassword("7eb3d92525ec26d5cc585504a61e9b213aa1a340");"#,
             r#"client = Client.builder().withApiKey('Qm9x7LpR2vT8nW4kZ1sY').build()"#,
             r#"new Options().token("xK4m9PqR2wT7vN3bL8zY5cH1");"#,
+            r#"jedis.auth("Copper_apple_Lantern_6787");"#,
         ],
         counterexamples: &[
             r#"cfg.setPassword(System.getenv("DB_PASSWORD"));"#,
@@ -3514,8 +3551,8 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
         id: "positional-password-call",
         name: "A password passed positionally to a login or connection call (HTTPBasicAuth(user, pw), requests auth=(user, pw), LDAP simple_bind_s(dn, pw), .login(user, pw), new PDO(dsn, user, pw), mysqli)",
         category: "generic",
-        keywords: &["basicauth", "digestauth", "proxyauth", "basic_auth", "auth=", "auth =", "bind_s", "simple_bind", ".login(", "pdo", "mysqli"],
-        pattern: r#"(?:\b(?:HTTPBasicAuth|HTTPDigestAuth|HTTPProxyAuth|BasicAuth|basic_auth|simple_bind_s|simple_bind|bind_s)\s*\(|\bauth\s*=\s*\(|\.login\s*\(|\bnew\s+PDO\s*\(\s*["'][^"'\n]{1,300}["']\s*,|\b(?:mysqli_connect|new\s+mysqli|mysqli_real_connect)\s*\(\s*(?:\$\w+\s*,\s*)?["'][^"'\n]{1,200}["']\s*,)\s*["'][^"'\n]{1,200}["']\s*,\s*["'](?P<secret>[^"'\s\\]{6,128})["']"#,
+        keywords: &["basicauth", "digestauth", "proxyauth", "basic_auth", "auth=", "auth =", "bind_s", "simple_bind", ".login(", "pdo", "mysqli", "passwordauthentication", "usernamepasswordcredentials"],
+        pattern: r#"(?:\b(?:HTTPBasicAuth|HTTPDigestAuth|HTTPProxyAuth|BasicAuth|basic_auth|simple_bind_s|simple_bind|bind_s|PasswordAuthentication|UsernamePasswordCredentials)\s*\(|\bauth\s*=\s*\(|\.login\s*\(|\bnew\s+PDO\s*\(\s*["'][^"'\n]{1,300}["']\s*,|\b(?:mysqli_connect|new\s+mysqli|mysqli_real_connect)\s*\(\s*(?:\$\w+\s*,\s*)?["'][^"'\n]{1,200}["']\s*,)\s*["'][^"'\n]{1,200}["']\s*,\s*["'](?P<secret>[^"'\s\\]{6,128})["']"#,
         check: Check::MinEntropy(2.5),
         confidence: Confidence::Medium,
         examples: &[
@@ -3525,6 +3562,7 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
             r#"server.login("alerts@acme.test", "Mq4nV8xZ2pLw")"#,
             r#"$pdo = new PDO('mysql:host=db;dbname=orders', 'bob', 'Quartz_harbor_6751');"#,
             r#"$db = mysqli_connect("db.internal", "shop", "Vk3pQ9mZx2Lr", "shop");"#,
+            r#"return new PasswordAuthentication("api_user", "spruce_lantern_Coral_8856".toCharArray());"#,
         ],
         counterexamples: &[
             r#"auth=HTTPBasicAuth(os.environ["USER"], os.environ["PASSWORD"])"#,

@@ -29,6 +29,15 @@ pub fn is_placeholder(s: &str) -> bool {
         "fillme",
         "dummy",
         "redacted",
+        // What loggers and error trackers put in place of a value, and
+        // masked displays (`sk-...Bog8`).
+        "[filtered]",
+        "[hidden]",
+        "[masked]",
+        "[removed]",
+        "[sensitive]",
+        "...",
+        "\u{2026}",
         "xxxx",
         "${",
         "{{",
@@ -42,8 +51,11 @@ pub fn is_placeholder(s: &str) -> bool {
     }
     // Published keys of local emulators: Azurite's (and the Azure Storage
     // Emulator's) development account.
-    const WELL_KNOWN: &[&str] =
-        &["Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="];
+    // And the sample key of Mailgun's documentation.
+    const WELL_KNOWN: &[&str] = &[
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
+        "key-3ax6xnjp29jd6fds4gc373sgvjxteol0",
+    ];
     if WELL_KNOWN.iter().any(|k| s.contains(k)) {
         return true;
     }
@@ -147,6 +159,10 @@ pub fn names_no_secret(name: &str) -> bool {
         "public_api_key",
         "site_key",
         "sitekey",
+        // A Web Push (VAPID) public key; a release signing key's fingerprint.
+        "applicationserverkey",
+        "gpg_key",
+        "gpgkey",
         // Algolia's search-only key is meant for browsers.
         "search_only_api_key",
         "search_only_key",
@@ -250,6 +266,14 @@ pub fn is_reference_or_code(value: &str, name: &str) -> bool {
     // References into secret stores: 1Password `op://`, AWS ARNs, Vault,
     // and the shell's `${X:?message}` tail.
     const STORES: &[&str] = &[
+        // Ciphertexts, safe to show: dotenvx, SOPS and Jasypt, ejson,
+        // Vault transit, Spring Cloud Config.
+        "encrypted:",
+        "enc[",
+        "enc(",
+        "ej[",
+        "vault:v",
+        "{cipher}",
         "op://",
         "arn:",
         "vault:",
@@ -264,9 +288,19 @@ pub fn is_reference_or_code(value: &str, name: &str) -> bool {
     if v.starts_with('?') || STORES.iter().any(|p| v.to_ascii_lowercase().starts_with(p)) {
         return true;
     }
-    // A path of lowercase words (`secret/data/app:api_key`, a Vault path):
-    // random values with slashes (base64) mix cases.
-    if v.matches('/').count() >= 2 && !v.bytes().any(|b| b.is_ascii_uppercase()) {
+    // A path of lowercase words (`secret/data/app:api_key`, a Vault path,
+    // `stripe/api_key`): random values with slashes (base64) mix cases, and
+    // one slash between words without digits names a path, not a secret.
+    let lower_path = !v.bytes().any(|b| b.is_ascii_uppercase());
+    if (v.matches('/').count() >= 2 && lower_path)
+        || (v.contains('/')
+            && v.bytes()
+                .all(|b| b.is_ascii_lowercase() || matches!(b, b'/' | b'_' | b'-' | b'.')))
+    {
+        return true;
+    }
+    // Template markers of deployment tools: `@@DB_PASSWORD@@`, `__TOKEN__`.
+    if v.len() > 4 && ["@@", "__"].iter().any(|m| v.starts_with(m) && v.ends_with(m)) {
         return true;
     }
     let lower = v.to_ascii_lowercase();
@@ -369,6 +403,8 @@ fn looks_like_words(v: &str) -> bool {
 fn is_public_value(v: &str) -> bool {
     (v.starts_with("age1") && v.len() == 62)
         || (v.starts_with("eyJ") && super::checks::jwt_is_public(v))
+        // Datadog browser (RUM) client tokens: `pub` and 32 hex digits.
+        || (v.len() == 35 && v.starts_with("pub") && v[3..].bytes().all(|b| b.is_ascii_hexdigit()))
         || ["ssh-", "ecdsa-sha2-", "npub1", "pk.ey", "pk_live_", "pk_test_"]
             .iter()
             .any(|p| v.starts_with(p))

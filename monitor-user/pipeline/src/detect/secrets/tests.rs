@@ -375,6 +375,18 @@ fn json_documents_grep_output_and_look_alikes() {
         // Empty values and a Terraform reference, in escaped text.
         r#"{"text": "DATABASE_URL=\nOPENAI_API_KEY=\nSTRIPE_SECRET_KEY=\n"}"#,
         r#"resource \"aws_db_instance\" \"main\" {\n  password = var.db_password\n}"#,
+        // Ciphertexts (dotenvx, SOPS, ejson), filtered and masked values,
+        // a reference into a template's store, deployment-tool markers,
+        // Datadog's browser token, a release key's fingerprint.
+        r#"DATABASE_URL="encrypted:ER06EYi8jmgdkTs58quQ047OBn6Lssv7+4H4aEGgi2oj""#,
+        "db_password: ENC[AES256_GCM,data:Tr5kq9Zx2Lm8,iv:Qw3e,tag:Zx9c,type:str]",
+        r#""database_password": "EJ[1:kS5p/H94QyQbk4R4i77V9/VkgXFdPzt0R3LtnXJudg8=:ZbWXE0m3rdf1]""#,
+        r#"{"headers": {"Authorization": "[Filtered]"}, "data": {"password": "[Filtered]"}}"#,
+        "api_key = sk-...Bog8",
+        r#"MAILGUN_API_KEY={{ secret "stripe/api_key" }}"#,
+        "DB_PASSWORD=@@DB_PASSWORD@@",
+        "clientToken: 'pube7127f7808b92a723cf8f537c71ede49',",
+        "GPG_KEY=D81DD5DD96538B1817E3FB88219AA241932E4AA0",
         // A log line's idempotency key, parsed out of a JSON document.
         r#"{"level":"info","msg":"processed","idempotency_key":"36ce3ec3-4119-4a83-8411-2500cbe9eee5"}"#,
     ] {
