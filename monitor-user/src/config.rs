@@ -125,6 +125,8 @@ pub struct CaptureConfig {
     pub tls_scan_interval_ms: u64,
     /// Processes captured whether or not their traffic looks like JSON-RPC (default: none).
     pub selectors: Selectors,
+    /// Processes whose end of a session is never reported (default: none).
+    pub exclude: Exclude,
 }
 
 impl Default for CaptureConfig {
@@ -144,8 +146,24 @@ impl Default for CaptureConfig {
             tls_executables: vec!["node".into(), "nodejs".into()],
             tls_scan_interval_ms: 2000,
             selectors: Selectors::default(),
+            exclude: Exclude::default(),
         }
     }
+}
+
+/// Processes whose end of a session is never reported: their streams are
+/// dropped from capture at their first chunk, and the session is seen, if
+/// at all, from the other end only (as when that end is on another host).
+/// For trusted or noisy local servers, and for testing what the client's
+/// end alone shows. An exclusion wins over a selector.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Exclude {
+    /// Process ids (in the host's pid namespace; not their children).
+    pub pids: Vec<u32>,
+    /// Executable names, matched against the kernel task name (the first
+    /// 15 bytes of the executable's file name).
+    pub executables: Vec<String>,
 }
 
 /// Processes captured whether or not their traffic looks like JSON-RPC;
@@ -456,6 +474,7 @@ impl Config {
             max_relooks_per_minute: p.max_relooks_per_minute,
             discovery_window: self.capture.discovery_window_bytes as usize,
             identity: self.identity.clone(),
+            exclude: crate::pipeline::Exclusions::new(&self.capture.exclude.pids, &self.capture.exclude.executables),
             ..PipelineConfig::default()
         }
     }

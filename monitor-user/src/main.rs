@@ -93,6 +93,10 @@ struct RunArgs {
     /// Capture this process and its children (repeatable).
     #[arg(long = "pid")]
     pids: Vec<u32>,
+    /// Never report this process's end of any session (repeatable); see
+    /// `capture.exclude`.
+    #[arg(long = "exclude-pid")]
+    exclude_pids: Vec<u32>,
     /// Capture processes with this executable name, and their children (repeatable).
     #[arg(long = "exe")]
     executables: Vec<String>,
@@ -192,6 +196,7 @@ fn run_config(a: &RunArgs) -> anyhow::Result<Config> {
         cfg.output.record_file = Some(r.clone());
     }
     cfg.capture.selectors.pids.extend(&a.pids);
+    cfg.capture.exclude.pids.extend(&a.exclude_pids);
     cfg.capture.selectors.executables.extend(a.executables.iter().cloned());
     cfg.capture.selectors.cgroups.extend(a.cgroups.iter().cloned());
     cfg.capture.selectors.ports.extend(&a.ports);

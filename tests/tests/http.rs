@@ -277,6 +277,46 @@ fn https_h2_seen_from_both_ends() {
     drop(server);
 }
 
+/// Only the client's end on this host, as with a remote server: the
+/// server's process is excluded (`--exclude-pid`), so its end is never
+/// reported. The client's view alone (HTTP/2 over TLS, at its libssl) gives
+/// every message of the session, and detection runs on it: the credential
+/// the server returns raises the alert, exported nowhere.
+#[test]
+fn https_h2_client_end_alone_raises_the_alerts() {
+    require_root();
+    let cert = self_signed();
+    let port = free_port();
+    let server = fastmcp_h2_server(port, Some(&cert));
+    let server_pid = server.0.id();
+    let m = Monitor::start(&["--exclude-pid", &server_pid.to_string()]);
+    // A fake GitHub token (checksum valid), returned by the echo tool.
+    let secret = "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";
+    let client = session_h2(port, 1_000_000, Some(&cert), &format!("token: {secret}"));
+    let events = m.wait_events(SETTLE, |ev| view(ev, "https", server_pid, client, false).len() >= 9);
+    let mine = view(&events, "https", server_pid, client, false);
+    let refs: Vec<&Value> = mine.iter().collect();
+    assert_eq!(rows(&refs), expected());
+    assert!(mine.iter().all(|e| e["http"]["version"] == "2"), "{mine:?}");
+    let alerts = m.wait_alerts(SETTLE, |a| a.iter().any(|a| a["rule"] == "credential.exposure"));
+    let exposure = alerts.iter().find(|a| a["rule"] == "credential.exposure").unwrap();
+    assert_eq!(
+        exposure["evidence"]["findings"][0]["rule"], "github-pat-classic",
+        "{exposure}"
+    );
+    // Nothing of the server's end: no event names it, and its chunks were
+    // dropped as excluded.
+    let events = m.events();
+    assert!(
+        events.iter().all(|e| e["server"]["pid"] != server_pid),
+        "the excluded server's end was reported"
+    );
+    assert!(m.metric("mcp_monitor_excluded_chunks_total", &[]) >= 1.0);
+    let everything = format!("{:?}{:?}{}", events, m.alerts(), m.stderr());
+    assert!(!everything.contains(&secret[4..20]), "the token is exported nowhere");
+    drop(server);
+}
+
 /// h2c: HTTP/2 in clear with prior knowledge, seen on the TCP sockets of
 /// both ends (the same frames and header tables as over TLS).
 #[test]

@@ -125,6 +125,8 @@ pub struct PipelineMetrics {
     pub buffered_bytes: IntGauge,
     /// `mcp_monitor_processes_tracked`: processes the pipeline currently holds identity for.
     pub processes_tracked: IntGauge,
+    /// `mcp_monitor_excluded_chunks_total`: chunks of processes excluded by `capture.exclude`, dropped.
+    pub excluded_chunks: IntCounter,
 }
 
 /// Alerts raised, folded and silenced, and the scanners' work.
@@ -395,6 +397,10 @@ impl PipelineMetrics {
                 &["verdict"],
             ),
             unpaired_responses: r.counter("unpaired_responses_total", "Responses whose request was not seen."),
+            excluded_chunks: r.counter(
+                "excluded_chunks_total",
+                "Chunks of processes excluded by capture.exclude, dropped (their streams leave capture at the first).",
+            ),
             sse_replayed: r.counter(
                 "sse_replayed_events_total",
                 "SSE events sent again on a resumed stream (Last-Event-ID) with the id and data of one already reported in the session; reported once.",

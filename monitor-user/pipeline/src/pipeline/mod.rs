@@ -86,6 +86,40 @@ pub struct PipelineConfig {
     pub identity: IdentityConfig,
     /// This host's name (for `{hostname}` in SPIFFE mappings).
     pub hostname: String,
+    /// Processes whose end of any session is not reported.
+    pub exclude: Exclusions,
+}
+
+/// Processes whose chunks are dropped at once (`capture.exclude`): their
+/// streams leave capture, and their sessions are seen, if at all, from the
+/// other end only.
+#[derive(Clone, Debug, Default)]
+pub struct Exclusions {
+    pids: std::collections::HashSet<u32>,
+    /// Kernel task names (at most 15 bytes).
+    comms: Vec<String>,
+}
+
+impl Exclusions {
+    /// Excludes `pids` and the processes whose task name is the first 15
+    /// bytes of one of `executables`.
+    pub fn new(pids: &[u32], executables: &[String]) -> Self {
+        let comm = |e: &String| {
+            let mut end = e.len().min(15);
+            while !e.is_char_boundary(end) {
+                end -= 1;
+            }
+            e[..end].to_owned()
+        };
+        Self {
+            pids: pids.iter().copied().collect(),
+            comms: executables.iter().map(comm).collect(),
+        }
+    }
+
+    fn excludes(&self, pid: u32, comm: &str) -> bool {
+        self.pids.contains(&pid) || self.comms.iter().any(|c| c == comm)
+    }
 }
 
 impl Default for PipelineConfig {
@@ -108,6 +142,7 @@ impl Default for PipelineConfig {
             discovery_window: 1024,
             identity: IdentityConfig::default(),
             hostname: String::new(),
+            exclude: Exclusions::default(),
         }
     }
 }
@@ -301,6 +336,20 @@ impl Pipeline {
 
     fn on_chunk(&mut self, c: Chunk, sink: &mut impl Sink) {
         self.handles.count_chunk(&self.metrics, &c);
+        if self.cfg.exclude.excludes(c.proc.pid, &c.comm) {
+            self.metrics.pipeline.excluded_chunks.inc();
+            // Stops the kernel sending the stream (TLS plaintext has no
+            // stream of its own there: its chunks keep coming, dropped here).
+            if c.fd_kind != FdKind::Tls {
+                sink.control(Control::IgnoreStream(KernelStream {
+                    pid: c.proc.pid,
+                    fd: c.fd,
+                    inode: c.inode,
+                    direction: c.direction,
+                }));
+            }
+            return;
+        }
         if matches!(c.fd_kind, FdKind::Tcp4 | FdKind::Tcp6 | FdKind::Tls) {
             return self.on_tcp_chunk(&c, sink);
         }

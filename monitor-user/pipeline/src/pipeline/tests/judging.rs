@@ -325,3 +325,34 @@ fn an_event_loop_wakeup_socket_is_judged_and_holds_no_memory() {
     );
     assert_eq!(s.pipeline.budget.used(), 0);
 }
+
+/// An excluded process's chunks are dropped, counted, and its streams
+/// leave capture; the other end's are not. On pipes a process's end is
+/// what it reads, so the client's end alone holds only the answers, never
+/// confirmed as a session: remote peers matter over HTTP, where each end
+/// sees both directions.
+#[test]
+fn an_excluded_process_is_dropped_and_its_streams_leave_capture() {
+    let cfg = PipelineConfig {
+        exclude: Exclusions::new(&[SERVER.pid], &[]),
+        ..PipelineConfig::default()
+    };
+    let mut s = Sim::with(cfg);
+    s.handshake();
+    assert!(s.rows().is_empty());
+    assert_eq!(s.out.controls, vec![Control::IgnoreStream(C2S_PIPE); 2]);
+    assert_eq!(s.metric("mcp_monitor_excluded_chunks_total", &[]), 2.0);
+    // By task name (the first 15 bytes of the executable's name; the test
+    // chunks' task name is `t`).
+    let by_name = |names: &[&str]| {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut s = Sim::with(PipelineConfig {
+            exclude: Exclusions::new(&[], &names),
+            ..PipelineConfig::default()
+        });
+        s.handshake();
+        (s.rows().len(), s.metric("mcp_monitor_excluded_chunks_total", &[]))
+    };
+    assert_eq!(by_name(&["t"]), (0, 3.0));
+    assert_eq!(by_name(&["tt", "x"]), (3, 0.0));
+}
