@@ -95,8 +95,10 @@ pub struct PipelineConfig {
 /// other end only.
 #[derive(Clone, Debug, Default)]
 pub struct Exclusions {
-    pids: std::collections::HashSet<u32>,
-    /// Kernel task names (at most 15 bytes).
+    /// Excluded pids, each with the start time of the process first seen
+    /// with it: a later process that reuses the pid is not excluded.
+    pids: FxHashMap<u32, Option<u64>>,
+    /// Kernel task names (the first 15 bytes, as the kernel keeps them).
     comms: Vec<String>,
 }
 
@@ -104,21 +106,30 @@ impl Exclusions {
     /// Excludes `pids` and the processes whose task name is the first 15
     /// bytes of one of `executables`.
     pub fn new(pids: &[u32], executables: &[String]) -> Self {
+        // Cut as the kernel cuts and as task names are decoded (a split
+        // character becomes U+FFFD), so long names match.
         let comm = |e: &String| {
-            let mut end = e.len().min(15);
-            while !e.is_char_boundary(end) {
-                end -= 1;
-            }
-            e[..end].to_owned()
+            let b = &e.as_bytes()[..e.len().min(15)];
+            String::from_utf8_lossy(b).into_owned()
         };
         Self {
-            pids: pids.iter().copied().collect(),
+            pids: pids.iter().map(|&p| (p, None)).collect(),
             comms: executables.iter().map(comm).collect(),
         }
     }
 
-    fn excludes(&self, pid: u32, comm: &str) -> bool {
-        self.pids.contains(&pid) || self.comms.iter().any(|c| c == comm)
+    fn excludes(&mut self, proc: ProcKey, comm: &str) -> bool {
+        if let Some(start) = self.pids.get_mut(&proc.pid) {
+            match start {
+                None => {
+                    *start = Some(proc.start_ns);
+                    return true;
+                }
+                Some(s) if *s == proc.start_ns => return true,
+                Some(_) => {}
+            }
+        }
+        self.comms.iter().any(|c| c == comm)
     }
 }
 
@@ -336,18 +347,17 @@ impl Pipeline {
 
     fn on_chunk(&mut self, c: Chunk, sink: &mut impl Sink) {
         self.handles.count_chunk(&self.metrics, &c);
-        if self.cfg.exclude.excludes(c.proc.pid, &c.comm) {
+        if self.cfg.exclude.excludes(c.proc, &c.comm) {
             self.metrics.pipeline.excluded_chunks.inc();
-            // Stops the kernel sending the stream (TLS plaintext has no
-            // stream of its own there: its chunks keep coming, dropped here).
-            if c.fd_kind != FdKind::Tls {
-                sink.control(Control::IgnoreStream(KernelStream {
-                    pid: c.proc.pid,
-                    fd: c.fd,
-                    inode: c.inode,
-                    direction: c.direction,
-                }));
-            }
+            // Stops the kernel sending the stream; TLS plaintext is keyed
+            // by its SSL object there.
+            let tls = c.fd_kind == FdKind::Tls;
+            sink.control(Control::IgnoreStream(KernelStream {
+                pid: c.proc.pid,
+                fd: if tls { monitor_common::TLS_STREAM_FD } else { c.fd },
+                inode: c.inode,
+                direction: c.direction,
+            }));
             return;
         }
         if matches!(c.fd_kind, FdKind::Tcp4 | FdKind::Tcp6 | FdKind::Tls) {

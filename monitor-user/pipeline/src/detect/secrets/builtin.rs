@@ -3496,7 +3496,7 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
         name: "A session cookie in a Cookie or Set-Cookie header (sessionid, laravel_session, JSESSIONID, connect.sid, .AspNetCore.Cookies...)",
         category: "auth",
         keywords: &["cookie"],
-        pattern: r#"(?i:\b(?:set-)?cookie)["']?\s*[:=]\s*["']?[^\n]{0,400}?(?:^|[\s;"'])[A-Za-z0-9_.-]*(?i:sess(?:ion)?(?:id)?|\bsid|\.AspNetCore\.(?:Cookies|Session)|_auth|auth_token|remember_token|remember_user_token)=(?P<secret>[^;\s"'\\,]{16,512})"#,
+        pattern: r#"(?i:\b(?:set-)?cookie)["']?\s*[:=]\s*["']?[^\n"'(){}<>]{0,400}?(?:^|[\s;"'])[A-Za-z0-9_.-]*(?i:sess(?:ion)?(?:id)?|\bsid|\.AspNetCore\.(?:Cookies|Session)|_auth|auth_token|remember_token|remember_user_token)=(?P<secret>[^;\s"'\\,(){}]{16,512})"#,
         check: Check::MinEntropy(3.5),
         confidence: Confidence::Medium,
         examples: &[
@@ -3508,6 +3508,7 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
             "Cookie: theme=dark; _ga=GA1.1.7276777048.1693133424; lang=en",
             "Set-Cookie: sessionid=; Max-Age=0; Path=/",
             "Cookie: sessionid=aaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            r#"document.cookie = "a=b"; window.session=Object.freeze(defaultSessionConfig)"#,
         ],
     },
     RuleDef {
@@ -3575,7 +3576,7 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
         name: "A secret given to any command-line tool as a long option (--password X, --api-key=X, --db-token X; a value stops at `=`: `--secret id=x,src=y` names a file)",
         category: "generic",
         keywords: &["-password", "-passwd", "-pass ", "-pass=", "-token", "-secret", "-api-key", "-apikey"],
-        pattern: r#"(?:^|[\s"'])--(?P<name>(?:[A-Za-z0-9]+-)*(?i:password|passwd|pass|token|secret|api-key|apikey|client-secret))(?:=|[ \t]+)["']?(?P<secret>[^\s"'$<{%\\=-][^\s"'`\\=]{5,127})"#,
+        pattern: r#"(?:^|[\s"'])--(?P<name>(?:[A-Za-z0-9]+-)*(?i:password|passwd|pass|token|secret|api-key|apikey|client-secret))(?:=|[ \t]+)["']?(?P<secret>[^\s"'$<{%\\=-][^\s"'`\\=]{4,126}[^\s"'`\\=,;.)])"#,
         check: Check::Assignment,
         confidence: Confidence::Low,
         examples: &[
@@ -3587,6 +3588,7 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
             r#"echo "$PASS" | docker login --username ci --password-stdin registry.acme.test"#,
             r#"gh auth login --with-token < token.txt && acme --token $ACME_TOKEN"#,
             r#"docker build --secret id=npmrc,src=$HOME/.npmrc ."#,
+            r#"Pass it with the --token argument, or set --password parameter."#,
         ],
     },
     RuleDef {

@@ -36,8 +36,6 @@ pub fn is_placeholder(s: &str) -> bool {
         "[masked]",
         "[removed]",
         "[sensitive]",
-        "...",
-        "\u{2026}",
         "xxxx",
         "${",
         "{{",
@@ -48,6 +46,15 @@ pub fn is_placeholder(s: &str) -> bool {
     ];
     if MARKERS.iter().any(|m| lower.contains(m)) || has_typed_sequence(s.as_bytes()) {
         return true;
+    }
+    // A masked display (`sk-...Bog8`): short on both sides of the dots. A
+    // value cut in a log (`Zr7kLm2Qx9...`) is still judged.
+    for dots in ["...", "\u{2026}"] {
+        if let Some((a, b)) = s.split_once(dots) {
+            if !a.is_empty() && !b.is_empty() && a.len() <= 8 && b.len() <= 8 {
+                return true;
+            }
+        }
     }
     // Published keys of local emulators: Azurite's (and the Azure Storage
     // Emulator's) development account.
@@ -159,10 +166,8 @@ pub fn names_no_secret(name: &str) -> bool {
         "public_api_key",
         "site_key",
         "sitekey",
-        // A Web Push (VAPID) public key; a release signing key's fingerprint.
+        // A Web Push (VAPID) public key.
         "applicationserverkey",
-        "gpg_key",
-        "gpgkey",
         // Algolia's search-only key is meant for browsers.
         "search_only_api_key",
         "search_only_key",
@@ -257,6 +262,11 @@ pub fn is_reference_or_code(value: &str, name: &str) -> bool {
     // and C++ paths (`std::env::var`), optional chaining and calls
     // (`req.headers.authorization?.split`, `getToken()`), Azure Key Vault
     // references (`@Microsoft.KeyVault(...)`).
+    // A Windows path (`C:\\certs\\server.key`).
+    let b = v.as_bytes();
+    if b.len() > 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'\\' {
+        return true;
+    }
     if ["/", "./", "../", "~/"].iter().any(|p| v.starts_with(p))
         || ["::", "?.", "()", "->"].iter().any(|p| v.contains(p))
         || v.to_ascii_lowercase().starts_with("@microsoft.keyvault")
@@ -434,7 +444,14 @@ fn is_password_hash(v: &str) -> bool {
 /// `name = value` with no known format: is it a credential?
 pub fn assignment_ok(name: &str, value: &str) -> bool {
     let strength = name_strength(name);
+    // `GPG_KEY=<fingerprint>` (official container images): the id of a
+    // release signing key, public; a key itself is not 40 hex digits.
+    let lower = name.to_ascii_lowercase();
+    let fingerprint = (lower.ends_with("gpg_key") || lower.ends_with("gpgkey"))
+        && matches!(value.len(), 16 | 40)
+        && value.bytes().all(|b| b.is_ascii_hexdigit());
     if strength == NameStrength::None
+        || fingerprint
         || is_reference_or_code(value, name)
         || is_public_value(value)
         || is_password_hash(value)

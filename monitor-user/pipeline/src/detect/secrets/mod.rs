@@ -425,16 +425,17 @@ impl SecretScanner {
         let plain = self.redact_plain(s);
         // What the scan finds in a JSON document carried as text must not
         // stay in clear in it: its strings and secret-named keys are
-        // redacted parsed, and the document written back (compact).
-        if depth < MAX_DECODE_DEPTH {
-            let text = plain.as_deref().unwrap_or(s);
-            if looks_like_json_document(text) {
-                if let Ok(mut v) = serde_json::from_str::<Value>(text) {
-                    let before = v.clone();
-                    // Counts values already `[REDACTED]` too: compare instead.
-                    crate::redact::redact_json_with(&mut v, &|x| self.redact_depth(x, depth + 1));
-                    if v != before {
-                        return serde_json::to_string(&v).ok().or(plain);
+        // redacted parsed (from the text as it came: a plain match may
+        // have run past a quote), the document written back compact, and
+        // the rules run once more on what was written.
+        if depth < MAX_DECODE_DEPTH && looks_like_json_document(s) {
+            if let Ok(mut v) = serde_json::from_str::<Value>(s) {
+                let before = v.clone();
+                // Counts values already `[REDACTED]` too: compare instead.
+                crate::redact::redact_json_with(&mut v, &|x| self.redact_depth(x, depth + 1));
+                if v != before {
+                    if let Ok(text) = serde_json::to_string(&v) {
+                        return Some(self.redact_plain(&text).unwrap_or(text));
                     }
                 }
             }
@@ -607,7 +608,7 @@ impl SecretScanner {
 }
 
 /// The length of `value` up to a comma that starts another `name=` or
-/// `name:` field.
+/// `name:` field (a name of two or more characters, from a letter).
 fn value_before_next_field(value: &str) -> usize {
     let b = value.as_bytes();
     for (i, _) in value.match_indices(',') {
@@ -615,7 +616,10 @@ fn value_before_next_field(value: &str) -> usize {
             .iter()
             .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_' || **c == b'-' || **c == b'.')
             .count();
-        if name_len > 0 && b[i + 1 + name_len..].first().is_some_and(|c| *c == b'=' || *c == b':') {
+        // A name: a letter, then at least one more character (a password
+        // drawn from all printable characters holds `,x=` often enough).
+        let named = name_len >= 2 && b[i + 1].is_ascii_alphabetic();
+        if named && b[i + 1 + name_len..].first().is_some_and(|c| *c == b'=' || *c == b':') {
             return i;
         }
     }

@@ -356,8 +356,16 @@ fn json_documents_grep_output_and_look_alikes() {
         found("*:5432:billing:build:j=0eyMU-Obuy%TEqMG\n"),
         ["j=0eyMU-Obuy%TEqMG"]
     );
-    // A comma ends the value where another field starts.
+    // A comma ends the value where another field starts, not at any `,x=`.
     assert_eq!(found("f(password=Sup3rS3cret9,host=db)"), ["Sup3rS3cret9"]);
+    assert_eq!(found("password=Zq8,x=Lm2pW7v"), ["Zq8,x=Lm2pW7v"]);
+    // A value cut in a log is still one; a signing key's fingerprint is
+    // not, a key under the same name is.
+    assert_eq!(found("password=Zr7kLm2Qx9..."), ["Zr7kLm2Qx9..."]);
+    assert_eq!(
+        found("GPG_KEY=Zk4pQ9wX2mR7vL3nB8tY5cH1Lq6Vd0Ws"),
+        ["Zk4pQ9wX2mR7vL3nB8tY5cH1Lq6Vd0Ws"]
+    );
     for not_secret in [
         // An ARN part and a CloudFormation dynamic reference after a colon.
         "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/api-key-AbCdEf",
@@ -387,6 +395,7 @@ fn json_documents_grep_output_and_look_alikes() {
         "DB_PASSWORD=@@DB_PASSWORD@@",
         "clientToken: 'pube7127f7808b92a723cf8f537c71ede49',",
         "GPG_KEY=D81DD5DD96538B1817E3FB88219AA241932E4AA0",
+        r"PRIVATE_KEY=C:\certs\prod\server.key",
         // A log line's idempotency key, parsed out of a JSON document.
         r#"{"level":"info","msg":"processed","idempotency_key":"36ce3ec3-4119-4a83-8411-2500cbe9eee5"}"#,
     ] {

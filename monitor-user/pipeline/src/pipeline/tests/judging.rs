@@ -355,4 +355,43 @@ fn an_excluded_process_is_dropped_and_its_streams_leave_capture() {
     };
     assert_eq!(by_name(&["t"]), (0, 3.0));
     assert_eq!(by_name(&["tt", "x"]), (3, 0.0));
+    // TLS plaintext leaves capture by its SSL object, as the kernel keys it.
+    let mut s = Sim::with(PipelineConfig {
+        exclude: Exclusions::new(&[SERVER.pid], &[]),
+        ..PipelineConfig::default()
+    });
+    TlsEnd::unbound(SERVER, 0xfeed).writes(&mut s, b"HTTP/1.1 200 OK\r\n\r\n");
+    assert_eq!(
+        s.out.controls,
+        vec![Control::IgnoreStream(KernelStream {
+            pid: SERVER.pid,
+            fd: monitor_common::TLS_STREAM_FD,
+            inode: 0xfeed,
+            direction: Direction::Egress,
+        })]
+    );
+}
+
+/// An excluded pid is the process first seen with it: a later process that
+/// reuses the number is reported; names are cut at 15 bytes as the
+/// kernel cuts them.
+#[test]
+fn exclusions_follow_the_process_not_the_number() {
+    let mut x = Exclusions::new(
+        &[700],
+        &[
+            "a-rather-long-executable".into(),
+            "n\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}x".into(),
+        ],
+    );
+    let first = ProcKey { pid: 700, start_ns: 5 };
+    let reused = ProcKey { pid: 700, start_ns: 9 };
+    assert!(x.excludes(first, "bash"));
+    assert!(x.excludes(first, "bash"));
+    assert!(!x.excludes(reused, "bash"));
+    let other = ProcKey { pid: 1, start_ns: 1 };
+    assert!(x.excludes(other, "a-rather-long-e"));
+    // 15 bytes end inside the eighth é: the kernel's name decodes to U+FFFD there.
+    let cut = String::from_utf8_lossy(&"n\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}x".as_bytes()[..15]).into_owned();
+    assert!(x.excludes(other, &cut));
 }
