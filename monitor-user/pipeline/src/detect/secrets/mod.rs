@@ -488,7 +488,6 @@ impl SecretScanner {
         // rules (`\"password\": \"...\"`). Scanned parsed, whatever the plain
         // form found; a secret found both ways is reported once, in its
         // decoded form (the one an agent would pass on).
-        let plain_found = out.len() > found_before;
         if depth < MAX_DECODE_DEPTH && looks_like_json_document(s) {
             if let Ok(v) = serde_json::from_str::<Value>(s) {
                 // The document's strings are the bytes just charged, read
@@ -527,8 +526,8 @@ impl SecretScanner {
             }
         }
         // Decoding looks for secrets hidden by an encoding; a string whose
-        // plain form already gave findings would only repeat them.
-        if depth >= MAX_DECODE_DEPTH || plain_found || out.len() > found_before {
+        // plain or parsed form already gave findings would only repeat them.
+        if depth >= MAX_DECODE_DEPTH || out.len() > found_before {
             return;
         }
         for decoded in decode_candidates(s) {
