@@ -117,6 +117,23 @@ pub(crate) static TLS_ARGS: HashMap<u64, TlsArgs> = HashMap::with_max_entries(32
 #[map]
 pub(crate) static TLS_FDS: LruHashMap<TlsKey, TlsBinding> = LruHashMap::with_max_entries(65536, 0);
 
+/// Arguments of in-flight Go `crypto/tls` `Read`/`Write` calls, by
+/// goroutine: a goroutine may move to another thread inside the call. LRU:
+/// a call that never returns through a probed `RET` (a panic) cannot fill
+/// the map for good.
+#[map]
+pub(crate) static GO_TLS_CALLS: LruHashMap<GoCallKey, TlsArgs> = LruHashMap::with_max_entries(16384, 0);
+
+/// Key of [`GO_TLS_CALLS`]: the process, the direction (a goroutine has at
+/// most one call of each in flight) and the goroutine (`g`, R14).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct GoCallKey {
+    pub(crate) tgid: u32,
+    pub(crate) direction: u32,
+    pub(crate) g: u64,
+}
+
 /// The TCP socket each thread of a tracked process last read from.
 #[map]
 pub(crate) static LAST_TCP_READ: LruHashMap<u64, i32> = LruHashMap::with_max_entries(16384, 0);

@@ -17,6 +17,7 @@ use std::{
 };
 
 mod container;
+mod go_peers;
 mod http;
 mod leak;
 mod monitor;
@@ -25,6 +26,7 @@ mod servers;
 mod transcript;
 
 pub use container::{podman_ulimit_args, test_image, PodSpec};
+pub use go_peers::{go_peers, go_record, go_server, GoClient, GoPeers};
 pub use http::{
     everything_http, expected, fastmcp_h2_server, fastmcp_http, fastmcp_server, rows, session, session_h2,
     session_rows, session_with, ts_session, view, Rows, TOOL_ROWS,

@@ -291,3 +291,135 @@ fn https_server_side_names_the_client_of_every_new_connection() {
     );
     drop(server);
 }
+
+/// Go programs as they ship (stripped with `-s -w`), built from the
+/// standard library only: an MCP server and two runs of a client over
+/// HTTPS, where net/http speaks HTTP/2. Their plaintext is taken at
+/// `crypto/tls`, found through `.gopclntab` (return probes at each `RET`),
+/// and tied to the socket under each connection. Each session is seen from
+/// both ends and checked against the server's own record and the client's
+/// transcript. The kernel discovers a process on its first body of JSON, so
+/// the first connection of each process is joined in progress (Go's framer
+/// reads a frame's header and payload apart: that first body comes alone);
+/// the server's second connection is seen whole. The credential the echo
+/// tool returns raises an alert and is exported nowhere.
+#[test]
+fn go_https_h2_seen_from_both_ends() {
+    require_root();
+    let peers = go_peers();
+    let cert = self_signed();
+    let port = free_port();
+    let dir = TempDir::new("gorec");
+    let record = dir.path().join("record.jsonl");
+    let server = go_server(port, &cert, &record);
+    let server_pid = server.0.id();
+    let m = Monitor::start(&[]);
+    let probed = |exe: &std::path::Path| {
+        let exe = std::fs::canonicalize(exe).unwrap();
+        let line = format!("TLS: probing {} (mapped by pid", exe.display());
+        wait_until(scaled(SETTLE), || m.stderr().contains(&line))
+    };
+    // Running before the agent: probed at its start.
+    assert!(probed(&peers.server), "{}", m.stderr());
+    // A fake GitHub token (checksum valid), returned by the echo tool.
+    let secret = "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";
+    let url = format!("https://127.0.0.1:{port}/mcp");
+    // A new executable is found by the agent's scan of processes (every
+    // capture.tls_scan_interval_ms): the first client waits until then.
+    let first = GoClient::start(&url, &cert.cert, "first session");
+    let first_pid = first.pid();
+    assert!(probed(&peers.client), "{}", m.stderr());
+    let mut received = first.run();
+    let second = GoClient::start(&url, &cert.cert, &format!("token: {secret}"));
+    let second_pid = second.pid();
+    received.extend(second.run());
+    assert_eq!(received.len(), 8, "{received:?}");
+    assert!(
+        received.iter().all(|r| r["proto"] == "HTTP/2.0"),
+        "the peers spoke HTTP/2: {received:?}"
+    );
+
+    let of = |ev: &[Value], client: u32, server_side: bool| {
+        let mut v = view(ev, "https", server_pid, client, server_side);
+        v.retain(|e| e["client"]["pid"] == client);
+        v
+    };
+    let clients = [first_pid, second_pid];
+    let events = m.wait_events(SETTLE, |ev| {
+        clients
+            .iter()
+            .all(|&c| of(ev, c, true).len() >= 7 && of(ev, c, false).len() >= 7)
+    });
+    let answered = go_record(&record);
+    assert_eq!(answered.len(), 8, "{answered:?}");
+    let expected: Vec<(String, String, String, String)> = [
+        ("client_to_server", "request", "initialize", ""),
+        ("server_to_client", "response", "initialize", ""),
+        ("client_to_server", "notification", "notifications/initialized", ""),
+        ("client_to_server", "request", "tools/list", ""),
+        ("server_to_client", "response", "tools/list", ""),
+        ("client_to_server", "request", "tools/call", "echo"),
+        ("server_to_client", "response", "tools/call", "echo"),
+    ]
+    .iter()
+    .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
+    .collect();
+    let server_addr = format!("127.0.0.1:{port}");
+    for (n, &client) in clients.iter().enumerate() {
+        // What the server says it answered in this session: the same ids,
+        // methods and body sizes, in order.
+        let recorded: Vec<(Value, Value, Value)> = answered[4 * n..4 * n + 4]
+            .iter()
+            .filter(|r| r["id"].is_number())
+            .map(|r| (r["id"].clone(), r["method"].clone(), r["bytes"].clone()))
+            .collect();
+        for server_side in [true, false] {
+            let mine = of(&events, client, server_side);
+            let refs: Vec<&Value> = mine.iter().collect();
+            assert_eq!(
+                rows(&refs),
+                expected,
+                "session {n}, server side {server_side}: {mine:?}"
+            );
+            let responses: Vec<(Value, Value, Value)> = mine
+                .iter()
+                .filter(|e| e["type"] == "response")
+                .map(|e| (e["id"].clone(), e["method"].clone(), e["bytes"].clone()))
+                .collect();
+            assert_eq!(responses, recorded, "session {n}, server side {server_side}");
+            let sessions: std::collections::HashSet<&str> =
+                mine.iter().map(|e| e["session"].as_str().unwrap()).collect();
+            assert_eq!(sessions.len(), 1, "{sessions:?}");
+            for e in &mine {
+                assert_eq!(e["http"]["version"], "2", "{e}");
+                // The socket under each crypto/tls connection was found.
+                let end = if server_side {
+                    &e["http"]["local"]
+                } else {
+                    &e["http"]["remote"]
+                };
+                assert_eq!(*end, server_addr, "session {n}, server side {server_side}: {e}");
+            }
+        }
+    }
+    // The server's second connection was seen from its first byte: every
+    // head is whole, responses take their request's method and path.
+    let whole = of(&events, second_pid, true);
+    assert!(
+        whole
+            .iter()
+            .all(|e| e["http"]["method"] == "POST" && e["http"]["path"] == "/mcp"),
+        "{whole:?}"
+    );
+    let alerts = m.wait_alerts(SETTLE, |a| a.iter().any(|a| a["rule"] == "credential.exposure"));
+    let exposure = alerts.iter().find(|a| a["rule"] == "credential.exposure").unwrap();
+    assert_eq!(
+        exposure["evidence"]["findings"][0]["rule"], "github-pat-classic",
+        "{exposure}"
+    );
+    let everything = format!("{:?}{:?}{}", m.events(), m.alerts(), m.stderr());
+    assert!(!everything.contains(&secret[4..20]), "the token is exported nowhere");
+    assert_eq!(m.metric("mcp_monitor_go_tls_refused_total", &[]), 0.0);
+    assert_eq!(m.metric("mcp_monitor_tls_unbound_chunks_total", &[]), 0.0);
+    drop(server);
+}

@@ -21,6 +21,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod go_toolchain;
 mod image;
 mod kernels;
 
@@ -275,6 +276,9 @@ fn setup() -> Result<()> {
             .args(["-c", "from readabilipy.utils import run_npm_install; run_npm_install()"]))?;
         std::fs::write(&py_stamp, &py_fp)?;
     }
+
+    // 5. Go: Debian's toolchain for the real Go peers (tests/go).
+    go_toolchain::ensure()?;
     Ok(())
 }
 
@@ -318,7 +322,8 @@ fn test_env(cmd: &mut Command) {
     let root = root();
     cmd.env("MCP_MONITOR_BIN", monitor_bin())
         .env("MCP_TEST_CLIENTS", root.join("tests/clients"))
-        .env("MCP_TEST_PYTHON", root.join(".venv/bin/python"));
+        .env("MCP_TEST_PYTHON", root.join(".venv/bin/python"))
+        .env("MCP_TEST_GO", go_toolchain::go_bin());
 }
 
 /// Installs rustfmt and clippy into the active toolchain when they are
@@ -439,6 +444,9 @@ fn host_check() -> Option<(String, serde_json::Value)> {
 
 /// Builds the integration test binaries and names what the guests run.
 fn guest_plan() -> Result<kernels::GuestPlan> {
+    step("building the Go test peers for the guests");
+    let go_peers = root().join("target/go-peers");
+    go_toolchain::build_peers(&go_peers)?;
     step("building the integration test binaries for the guests");
     let o = cargo()
         .args(["test", "-p", "mcp-monitor-tests", "--no-run", "--message-format=json"])
@@ -475,6 +483,7 @@ fn guest_plan() -> Result<kernels::GuestPlan> {
                 "MCP_TEST_PYTHON".into(),
                 root.join(".venv/bin/python").display().to_string(),
             ),
+            ("MCP_TEST_GO_PEERS".into(), go_peers.display().to_string()),
             ("MCP_TEST_TIME_SCALE".into(), kernels::TIME_SCALE.to_string()),
         ],
     })
@@ -502,6 +511,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "secrets",
     "prefilter",
     "rules",
+    "go_binary",
 ];
 
 fn ensure_cargo_fuzz() -> Result<PathBuf> {

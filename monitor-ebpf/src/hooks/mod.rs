@@ -3,6 +3,7 @@
 
 pub mod descriptors;
 pub mod floor;
+pub mod go_tls;
 pub mod ports;
 pub mod process;
 pub mod read;

@@ -18,7 +18,8 @@
 //! - [`metrics`] counts all of it.
 //! - [`btf`] reads the kernel's type information for the sensor (struct
 //!   member offsets the kernel programs need): a parser of bytes like the
-//!   others, so it lives here.
+//!   others, so it lives here; [`go_binary`] finds where Go programs hand
+//!   TLS plaintext over, for the same reason.
 pub mod btf;
 pub mod buffer_budget;
 pub mod clock;
@@ -27,6 +28,7 @@ pub mod detect;
 pub mod event;
 pub mod framing;
 pub mod glob;
+pub mod go_binary;
 pub mod http;
 pub mod identity;
 pub mod jsonrpc;

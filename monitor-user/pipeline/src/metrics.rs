@@ -71,12 +71,15 @@ pub struct CaptureMetrics {
     /// `mcp_monitor_discovery_deferred_total`: transfers of untracked streams that were not looked at
     /// (first bytes unread, no scan), because the stream was looked at moments ago and found not MCP.
     pub discovery_deferred: IntCounter,
-    /// `mcp_monitor_tls_probe_targets`: distinct TLS library files (libssl, statically linked node) with
-    /// SSL_read/SSL_write uprobes attached.
+    /// `mcp_monitor_tls_probe_targets`: distinct files with TLS uprobes attached (libssl, statically linked
+    /// node, Go programs with crypto/tls).
     pub tls_probe_targets: IntGauge,
     /// `mcp_monitor_tls_attach_errors_total`: TLS library files found in a process whose uprobes could not
     /// be attached.
     pub tls_attach_errors: IntCounter,
+    /// `mcp_monitor_go_tls_refused_total`: Go programs with crypto/tls left unprobed because their layout is
+    /// not known (Go version, architecture) or their tables are damaged (see the agent log).
+    pub go_tls_refused: IntCounter,
     /// `mcp_monitor_tls_unbound_chunks_total`: TLS plaintext chunks captured before their SSL object could be
     /// tied to a socket (so without connection endpoints).
     pub tls_unbound: IntCounter,
@@ -338,11 +341,15 @@ impl CaptureMetrics {
             ),
             tls_probe_targets: r.gauge(
                 "tls_probe_targets",
-                "Distinct TLS library files (libssl, statically linked node) with SSL_read/SSL_write uprobes attached.",
+                "Distinct files with TLS uprobes attached (libssl, statically linked node, Go programs with crypto/tls).",
             ),
             tls_attach_errors: r.counter(
                 "tls_attach_errors_total",
                 "TLS library files found in a process whose uprobes could not be attached (see the agent log).",
+            ),
+            go_tls_refused: r.counter(
+                "go_tls_refused_total",
+                "Go programs with crypto/tls left unprobed: their layout is not known (Go version, architecture) or their tables are damaged (see the agent log).",
             ),
             tls_unbound: r.counter(
                 "tls_unbound_chunks_total",

@@ -150,6 +150,9 @@ pub enum CaptureCounter {
     TlsProbeTargets,
     /// Failed TLS attachments (a counter).
     TlsAttachErrors,
+    /// Go programs with `crypto/tls` not probed (unknown version or
+    /// architecture, damaged tables; a counter).
+    GoTlsRefused,
 }
 
 impl CaptureCounter {
@@ -159,6 +162,7 @@ impl CaptureCounter {
             Self::Kernel(c) => c.name(),
             Self::TlsProbeTargets => "tls_probe_targets",
             Self::TlsAttachErrors => "tls_attach_errors",
+            Self::GoTlsRefused => "go_tls_refused",
         }
     }
 
@@ -168,6 +172,7 @@ impl CaptureCounter {
         match name {
             "tls_probe_targets" => Some(Self::TlsProbeTargets),
             "tls_attach_errors" => Some(Self::TlsAttachErrors),
+            "go_tls_refused" => Some(Self::GoTlsRefused),
             _ => Counter::ALL.iter().find(|c| c.name() == name).map(|&c| Self::Kernel(c)),
         }
     }

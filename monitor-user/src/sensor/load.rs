@@ -13,6 +13,7 @@ use monitor_common::{config_flags, jump_slot, map_name, KernelConfig};
 
 use super::{preflight, verifier};
 use crate::{btf::Btf, config::CaptureConfig};
+use mcp_monitor_pipeline::go_binary::GoTlsProbes;
 
 /// The eBPF object built by build.rs.
 pub(super) static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor.bpf.o"));
@@ -250,6 +251,7 @@ pub(super) fn load_tls(ebpf: &mut Ebpf) -> anyhow::Result<ProgramArray<MapData>>
     }
     let mut names: Vec<&str> = TLS_ENTRY_PROBES.iter().map(|(p, _, _)| *p).collect();
     names.push("ssl_return");
+    names.extend(GO_TLS_PROGRAMS);
     for prog in names {
         let p: &mut UProbe = ebpf.program_mut(prog).context(prog)?.try_into()?;
         p.load().map_err(|e| rejected(prog, e))?;
@@ -285,6 +287,33 @@ pub(super) fn attach_tls_file(ebpf: &mut Ebpf, path: &Path) -> anyhow::Result<Ve
     Ok(missing)
 }
 
+/// The Go `crypto/tls` programs (hooks/go_tls.rs).
+const GO_TLS_PROGRAMS: [&str; 5] = [
+    "go_tls_read",
+    "go_tls_write",
+    "go_tls_read_return",
+    "go_tls_write_return",
+    "go_tls_close",
+];
+
+/// Attaches the Go `crypto/tls` programs to the executable at `path`, at
+/// the file offsets `probes` gives: the returns first, so that an entry
+/// never waits for a return that is not watched.
+pub(super) fn attach_go_file(ebpf: &mut Ebpf, path: &Path, probes: &GoTlsProbes) -> anyhow::Result<()> {
+    let mut points: Vec<(&str, u64)> = Vec::new();
+    points.extend(probes.read.returns.iter().map(|&o| ("go_tls_read_return", o)));
+    points.extend(probes.write.returns.iter().map(|&o| ("go_tls_write_return", o)));
+    points.push(("go_tls_read", probes.read.entry));
+    points.push(("go_tls_write", probes.write.entry));
+    points.extend(probes.close.map(|o| ("go_tls_close", o)));
+    for (prog, offset) in points {
+        let p: &mut UProbe = ebpf.program_mut(prog).context(prog)?.try_into()?;
+        p.attach(offset, path, UProbeScope::AllProcesses)
+            .with_context(|| format!("{prog} at file offset {offset:#x}"))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,7 +337,11 @@ mod tests {
             assert!(obj.maps.contains_key(name), "no map {name} in the object");
         }
         let stages = ["discover", "capture", "discover_http", "discover_jsonrpc"];
-        for name in stages.iter().chain(TLS_STAGES.iter().map(|(_, n)| n)) {
+        for name in stages
+            .iter()
+            .chain(TLS_STAGES.iter().map(|(_, n)| n))
+            .chain(GO_TLS_PROGRAMS.iter())
+        {
             assert!(obj.programs.contains_key(*name), "no program {name} in the object");
         }
     }

@@ -9,7 +9,7 @@ mod load;
 
 pub use floor::Floor;
 pub use load::verifier_costs;
-use load::{attach_tls_file, load, load_tls, rejected, syscall_programs, SCHED_PROGRAMS};
+use load::{attach_go_file, attach_tls_file, load, load_tls, rejected, syscall_programs, SCHED_PROGRAMS};
 use selectors::install_selectors;
 pub mod ports;
 pub mod preflight;
@@ -58,6 +58,7 @@ pub struct Sensor {
     /// TLS library files probed, and attachments that failed.
     tls_targets: u64,
     tls_attach_errors: u64,
+    go_tls_refused: u64,
     ring: AsyncFd<RingBuf<MapData>>,
     decoder: ring_record::Decoder,
     procs: ProcReader,
@@ -161,6 +162,7 @@ impl Sensor {
             _tls_jump: tls_jump,
             tls_targets: 0,
             tls_attach_errors: 0,
+            go_tls_refused: 0,
             ring,
             decoder: ring_record::Decoder::new(),
             procs,
@@ -267,6 +269,7 @@ impl Sensor {
         }
         counters.push((CaptureCounter::TlsProbeTargets, self.tls_targets));
         counters.push((CaptureCounter::TlsAttachErrors, self.tls_attach_errors));
+        counters.push((CaptureCounter::GoTlsRefused, self.go_tls_refused));
         let programs = self
             .ebpf
             .programs()
@@ -295,9 +298,12 @@ impl Sensor {
         }
     }
 
-    /// Attaches the TLS probes to one library file (see [`tls`]). Failures
-    /// are logged and counted (`mcp_monitor_tls_attach_errors_total`); the
-    /// agent goes on without that file.
+    /// Attaches the TLS probes to one file (see [`tls`]): OpenSSL's
+    /// functions by symbol, or Go's `crypto/tls` at the offsets of its
+    /// function table. Failures are logged and counted
+    /// (`mcp_monitor_tls_attach_errors_total`), Go programs that cannot be
+    /// probed safely too (`mcp_monitor_go_tls_refused_total`); the agent
+    /// goes on without that file.
     pub fn attach_tls(&mut self, target: &tls::TlsTarget) {
         if self._tls_jump.is_none() {
             return;
@@ -307,14 +313,31 @@ impl Sensor {
         } else {
             format!("{} (mapped by pid {})", target.path, target.pid)
         };
-        match attach_tls_file(&mut self.ebpf, &target.attach_path()) {
-            Ok(optional_missing) => {
-                self.tls_targets += 1;
-                if optional_missing.is_empty() {
-                    log::info!("TLS: probing {where_}");
+        let attached = match &target.probes {
+            tls::Probes::OpenSsl => attach_tls_file(&mut self.ebpf, &target.attach_path()).map(|missing| {
+                if missing.is_empty() {
+                    String::new()
                 } else {
-                    log::info!("TLS: probing {where_} (without {})", optional_missing.join(", "));
+                    format!(" (without {})", missing.join(", "))
                 }
+            }),
+            tls::Probes::Go(p) => attach_go_file(&mut self.ebpf, &target.attach_path(), p).map(|()| {
+                format!(
+                    " (Go {} crypto/tls: {} return points)",
+                    p.version,
+                    p.read.returns.len() + p.write.returns.len()
+                )
+            }),
+            tls::Probes::GoRefused(e) => {
+                self.go_tls_refused += 1;
+                log::warn!("TLS: not probing {where_}: {e}; its TLS traffic is not seen");
+                return;
+            }
+        };
+        match attached {
+            Ok(what) => {
+                self.tls_targets += 1;
+                log::info!("TLS: probing {where_}{what}");
             }
             Err(e) => {
                 self.tls_attach_errors += 1;

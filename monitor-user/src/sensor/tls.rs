@@ -9,7 +9,13 @@
 //! namespace. The scan repeats (`capture.tls_scan_interval_ms`) to catch
 //! containers that start later and libraries loaded with `dlopen` (Python
 //! loads libssl only when `ssl` is first imported).
+//!
+//! Go programs carry their own TLS (`crypto/tls`) inside the executable:
+//! the executable of each process is read once per distinct file, and a Go
+//! program's probe points come from its function table
+//! ([`mcp_monitor_pipeline::go_binary`]).
 
+use mcp_monitor_pipeline::go_binary::{self, GoBinaryError, GoTlsProbes};
 use std::{
     collections::HashSet,
     os::{fd::AsRawFd, unix::fs::MetadataExt},
@@ -17,9 +23,24 @@ use std::{
     sync::Arc,
 };
 
+/// What to attach to a file.
+#[derive(Clone, Debug)]
+pub enum Probes {
+    /// OpenSSL's `SSL_*` functions, by symbol.
+    OpenSsl,
+    /// Go's `crypto/tls`, at the offsets its function table gives.
+    Go(GoTlsProbes),
+    /// A Go program with `crypto/tls` that cannot be probed safely
+    /// (unknown Go version, another architecture, a damaged table): logged
+    /// and counted, never guessed.
+    GoRefused(GoBinaryError),
+}
+
 /// A file to probe.
 #[derive(Clone, Debug)]
 pub struct TlsTarget {
+    /// What to attach.
+    pub probes: Probes,
     /// Path the scanner opened (through `/proc/<pid>/root` for files seen
     /// in a process).
     pub open_path: PathBuf,
@@ -144,6 +165,8 @@ pub struct Scanner {
     proc_root: PathBuf,
     executables: Vec<String>,
     seen: HashSet<(u64, u64)>,
+    /// Executables already looked at for Go (each distinct file once).
+    exes_checked: HashSet<(u64, u64)>,
 }
 
 impl Scanner {
@@ -154,6 +177,7 @@ impl Scanner {
             proc_root: proc_root.into(),
             executables,
             seen: HashSet::new(),
+            exes_checked: HashSet::new(),
         }
     }
 
@@ -170,6 +194,7 @@ impl Scanner {
         let handle = std::fs::File::open(&open_path).ok()?;
         self.seen.insert(file);
         Some(TlsTarget {
+            probes: Probes::OpenSsl,
             open_path,
             handle: Arc::new(handle),
             path: path.to_owned(),
@@ -238,8 +263,77 @@ impl Scanner {
                 let open = ent.path().join("root").join(path.trim_start_matches('/'));
                 out.extend(self.new_target(open, &path, pid));
             }
+            out.extend(self.go_target(&ent.path(), pid));
         }
         out
+    }
+
+    /// The process's executable, when it is a Go program with `crypto/tls`
+    /// not looked at before. `/proc/<pid>/exe` opens the file itself,
+    /// whatever the process's mount namespace.
+    fn go_target(&mut self, proc_dir: &Path, pid: u32) -> Option<TlsTarget> {
+        let open_path = proc_dir.join("exe");
+        let md = std::fs::metadata(&open_path).ok()?;
+        let file = (md.dev(), md.ino());
+        if !md.is_file() || self.seen.contains(&file) || !self.exes_checked.insert(file) {
+            return None;
+        }
+        let handle = std::fs::File::open(&open_path).ok()?;
+        let path = std::fs::read_link(&open_path)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| open_path.display().to_string());
+        let probes = match go_probes(&handle, md.len()) {
+            Ok(p) => Probes::Go(p),
+            Err(e @ (GoBinaryError::UnknownVersion(_) | GoBinaryError::Architecture | GoBinaryError::Malformed(_))) => {
+                Probes::GoRefused(e)
+            }
+            Err(e) => {
+                log::trace!("TLS: {path} (pid {pid}): {e}");
+                return None;
+            }
+        };
+        self.seen.insert(file);
+        Some(TlsTarget {
+            probes,
+            open_path,
+            handle: Arc::new(handle),
+            path,
+            pid,
+            file,
+        })
+    }
+}
+
+/// Executables larger than this are not read for Go tables.
+const MAX_EXECUTABLE: u64 = 2 << 30;
+
+/// Reads an executable's Go TLS probe points from a read-only mapping of
+/// it: only the pages the tables occupy are read from disk. (A running
+/// executable cannot be truncated under the mapping: the kernel refuses to
+/// open it for writing.)
+fn go_probes(file: &std::fs::File, len: u64) -> Result<GoTlsProbes, GoBinaryError> {
+    if !(64..=MAX_EXECUTABLE).contains(&len) {
+        return Err(GoBinaryError::NotElf);
+    }
+    let len = len as usize;
+    // SAFETY: a fresh private read-only mapping of an open file, checked
+    // for failure; the slice lives only while the mapping does (unmapped
+    // below, after the last use).
+    unsafe {
+        let at = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        );
+        if at == libc::MAP_FAILED {
+            return Err(GoBinaryError::NotElf);
+        }
+        let result = go_binary::inspect(std::slice::from_raw_parts(at as *const u8, len));
+        libc::munmap(at, len);
+        result
     }
 }
 

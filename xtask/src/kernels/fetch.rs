@@ -15,7 +15,7 @@ use crate::{sh, step};
 
 /// The Debian archive and security URIs this machine's apt uses: the
 /// kernels come from the same mirrors, other suites.
-fn mirrors() -> Result<(String, String)> {
+pub(crate) fn mirrors() -> Result<(String, String)> {
     let mut texts: Vec<String> = std::fs::read_to_string("/etc/apt/sources.list").into_iter().collect();
     if let Ok(rd) = std::fs::read_dir("/etc/apt/sources.list.d") {
         for e in rd.flatten() {
@@ -100,7 +100,7 @@ pub struct Kernel {
 }
 
 /// apt with a private configuration rooted in `dir`.
-fn apt(dir: &Path, tool: &str) -> Command {
+pub(crate) fn apt(dir: &Path, tool: &str) -> Command {
     let mut c = Command::new(tool);
     for o in [
         format!("Dir::Etc::sourcelist={}", dir.join("sources.list").display()),

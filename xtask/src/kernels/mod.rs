@@ -20,6 +20,7 @@ use crate::root;
 mod fetch;
 mod guest;
 
+pub(crate) use fetch::{apt, mirrors};
 pub use fetch::{fetch, Kernel};
 pub use guest::{boot, GuestPlan, Outcome};
 
@@ -58,6 +59,7 @@ pub const GUEST_TESTS: &[(&str, &str)] = &[
     ("http", "streamable_http_seen_from_both_ends"),
     ("http", "https_seen_from_both_ends_at_the_tls_library"),
     ("http", "https_h2_seen_from_both_ends"),
+    ("http_peers", "go_https_h2_seen_from_both_ends"),
 ];
 
 /// How much slower than native the guests are allowed to be (TCG): the

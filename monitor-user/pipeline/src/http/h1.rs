@@ -17,6 +17,16 @@ pub enum Side {
     Responses,
 }
 
+impl Side {
+    /// What the other direction of the connection carries.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Requests => Side::Responses,
+            Side::Responses => Side::Requests,
+        }
+    }
+}
+
 /// A request line or status line with its headers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Head {

@@ -45,7 +45,7 @@ impl CaptureTotals {
                     metrics.capture.tls_probe_targets.set(total as i64);
                     continue;
                 }
-                CaptureCounter::TlsAttachErrors => None,
+                CaptureCounter::TlsAttachErrors | CaptureCounter::GoTlsRefused => None,
                 CaptureCounter::Kernel(c) => Some(c),
             };
             let last = self.last_stats.insert(counter, total).unwrap_or(0);
@@ -54,7 +54,11 @@ impl CaptureTotals {
                 continue;
             }
             let Some(c) = c else {
-                metrics.capture.tls_attach_errors.inc_by(delta);
+                if counter == CaptureCounter::GoTlsRefused {
+                    metrics.capture.go_tls_refused.inc_by(delta);
+                } else {
+                    metrics.capture.tls_attach_errors.inc_by(delta);
+                }
                 continue;
             };
             if let Some(reason) = c.drop_reason() {

@@ -27,7 +27,7 @@ use crate::{
     http::{
         h1::Side,
         h2::{self, H2Start},
-        HttpHalf, HttpMeta, HttpOutput,
+        HttpHalf, HttpMeta, HttpOutput, HttpVersion,
     },
     jsonrpc,
     observation::{Chunk, ProcKey},
@@ -80,6 +80,12 @@ pub(super) struct HttpConn {
     pub(super) session: Option<SessionKey>,
     rejected: bool,
     unclassified_bytes: u64,
+    /// Per `Direction`: JSON bodies read before the connection could be
+    /// told (bounded by the unclassified-bytes cap). Go's HTTP/2 framer
+    /// reads a frame's header and its payload apart, and the kernel
+    /// discovers a process on the payload: once later frames show HTTP/2,
+    /// these are its first messages.
+    pending_bodies: [Vec<u8>; 2],
     /// Exchanges with a non-JSON body before the first JSON-RPC message
     /// (OAuth discovery, health checks, throwaway requests).
     prelude: u32,
@@ -105,6 +111,28 @@ pub(super) struct HttpConn {
     legacy: Option<(SessionKey, Option<String>)>,
 }
 
+/// The side a bare JSON body was sent on: a JSON-RPC request or
+/// notification (or a batch of them) goes with requests, a result or an
+/// error with responses; `None` for anything else.
+fn body_side(body: &[u8]) -> Option<Side> {
+    if body.is_empty() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let first = match &v {
+        serde_json::Value::Array(items) => items.first()?,
+        other => other,
+    };
+    let o = first.as_object()?;
+    if o.contains_key("method") {
+        Some(Side::Requests)
+    } else if o.contains_key("result") || o.contains_key("error") {
+        Some(Side::Responses)
+    } else {
+        None
+    }
+}
+
 impl Pipeline {
     /// A TCP chunk, or TLS plaintext (either direction).
     pub(super) fn on_tcp_chunk(&mut self, c: &Chunk, sink: &mut impl Sink) {
@@ -128,6 +156,7 @@ impl Pipeline {
             session: None,
             rejected: false,
             unclassified_bytes: 0,
+            pending_bodies: [Vec::new(), Vec::new()],
             prelude: 0,
             relooks: RelookBudget::default(),
             opened: 0,
@@ -198,7 +227,12 @@ impl Pipeline {
                     // body of events); else whoever reads bodies of JSON-RPC
                     // requests on a client-opened stream serves, and the
                     // kernel discovers a client on its first request.
-                    None => h2::side_of_frames(&c.data).unwrap_or(Side::Requests),
+                    // A body held from before tells too (Go's server may
+                    // first write a WINDOW_UPDATE, which tells nothing).
+                    None => h2::side_of_frames(&c.data)
+                        .or_else(|| body_side(&conn.pending_bodies[1 - d]).map(Side::other))
+                        .or_else(|| body_side(&conn.pending_bodies[d]))
+                        .unwrap_or(Side::Requests),
                 };
                 // Its start (the preface, or a server's first SETTINGS) was
                 // not seen: the header table is known only from here on,
@@ -210,6 +244,20 @@ impl Pipeline {
                     H2Start::Anywhere
                 };
                 self.set_side(conn, d, side, start);
+            }
+            // Bodies held while the connection could not be told are its
+            // first messages: the other direction's was read before this.
+            if let (true, Some(side)) = (conn.h2, conn.sides[d]) {
+                let other = 1 - d;
+                if conn.sides[other].is_none() && !conn.pending_bodies[other].is_empty() {
+                    self.set_side(conn, other, side.other(), H2Start::Anywhere);
+                }
+                for dir in [other, d] {
+                    self.replay_pending_body(conn, id, dir, c.ts_ns, sink);
+                }
+                if conn.rejected {
+                    return;
+                }
             }
         }
         if conn.sides[d].is_none() {
@@ -228,9 +276,15 @@ impl Pipeline {
                     // wait for the next request or status line instead.
                     let first = c.data.trim_ascii_start().first().copied();
                     let json_body = matches!(first, Some(b'{' | b'['));
-                    if first.is_some_and(|b| !b.is_ascii_uppercase()) && !json_body {
+                    // The rest of a body held from the previous read.
+                    let more_body =
+                        !conn.pending_bodies[d].is_empty() && !first.is_some_and(|b| b.is_ascii_uppercase());
+                    if first.is_some_and(|b| !b.is_ascii_uppercase()) && !json_body && !more_body {
                         self.reject_conn_state(conn, id, "not_http", sink);
                         return;
+                    }
+                    if json_body || more_body {
+                        conn.pending_bodies[d].extend_from_slice(&c.data);
                     }
                     conn.unclassified_bytes += c.data.len() as u64;
                     if conn.unclassified_bytes > self.cfg.max_pending_stream_bytes.min(64 * 1024) {
@@ -241,6 +295,8 @@ impl Pipeline {
             };
             let joined = sniff(&c.data).is_none();
             self.set_side(conn, d, side, if joined { H2Start::Anywhere } else { H2Start::Fresh });
+            // HTTP/1.x: a body whose head was not seen is not taken up.
+            conn.pending_bodies = [Vec::new(), Vec::new()];
         }
         let mut outs = Vec::new();
         if let Some(half) = conn.halves[d].as_mut() {
@@ -266,6 +322,34 @@ impl Pipeline {
                 break;
             }
             self.on_http_output(conn, id, d, o, c.ts_ns, sink);
+        }
+    }
+
+    /// The JSON body direction `dir` held before the connection was found
+    /// to be HTTP/2, as the body of a stream whose head was not seen.
+    fn replay_pending_body(&mut self, conn: &mut HttpConn, id: ConnId, dir: usize, ts_ns: u64, sink: &mut impl Sink) {
+        let data = std::mem::take(&mut conn.pending_bodies[dir]);
+        if data.is_empty() || conn.sides[dir].is_none() || conn.rejected {
+            return;
+        }
+        let meta = Arc::new(HttpMeta {
+            version: HttpVersion::H2,
+            ..HttpMeta::default()
+        });
+        let outs = [
+            HttpOutput::Payload {
+                meta: meta.clone(),
+                data,
+                sse_event: None,
+                sse_id: None,
+            },
+            HttpOutput::End(meta),
+        ];
+        for o in outs {
+            if conn.rejected {
+                break;
+            }
+            self.on_http_output(conn, id, dir, o, ts_ns, sink);
         }
     }
 

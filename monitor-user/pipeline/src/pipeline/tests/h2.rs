@@ -8,6 +8,7 @@ use crate::http::h2::{frames::*, PREFACE};
 const HEADERS: u8 = 0x1;
 const DATA: u8 = 0x0;
 const SETTINGS: u8 = 0x4;
+const WINDOW_UPDATE: u8 = 0x8;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 
@@ -240,4 +241,90 @@ fn h2_server_first_seen_answering_keeps_its_roles() {
         s.rows()
     );
     assert!(ev.iter().all(|e| e["server"]["pid"] == SERVER.pid), "{ev:?}");
+}
+
+/// Go's HTTP/2 framer reads a frame's 9-byte header and its payload apart,
+/// and the kernel discovers a process on a payload of JSON: capture starts
+/// with a bare body. Once the frames that follow show HTTP/2, that body is
+/// the connection's first message (a request whose head was not seen), in
+/// order before the answer to it.
+#[test]
+fn h2_joined_at_a_bare_body_keeps_that_body() {
+    for server_settings_late in [false, true] {
+        joined_at_a_bare_body(server_settings_late);
+    }
+}
+
+fn joined_at_a_bare_body(server_settings_late: bool) {
+    let mut s = Sim::with_detector();
+    let server = TlsEnd::new(SERVER, 0x60, 7, loopback(8443, 40200));
+    let (mut req_table, mut resp_table) = (Vec::new(), Vec::new());
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"go-agent","version":"1.0"}}}"#;
+    let result = r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2.0"}}}"#;
+    // The request's HEADERS and DATA header were read before discovery;
+    // the payload arrives in two reads.
+    let (a, b) = init.split_at(40);
+    server.reads(&mut s, a.as_bytes());
+    tls(&mut s, server, Direction::Ingress, b.as_bytes(), 0);
+    // Go's server first gives the flow-control window back (a frame that
+    // tells nothing of the side), then answers; or its own SETTINGS, the
+    // start of its direction, go out only now.
+    if server_settings_late {
+        server.writes(&mut s, &frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 250]));
+    } else {
+        server.writes(&mut s, &frame(WINDOW_UPDATE, 0, 0, &[0, 0, 0, 200]));
+    }
+    let mut answer = h2_head(&mut resp_table, 1, "application/json", "sid-go");
+    answer.extend(frame(DATA, END_STREAM, 1, result.as_bytes()));
+    tls(&mut s, server, Direction::Egress, &answer, 0);
+    // The next request, read frame header by frame header.
+    let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let next = h2_post(&mut req_table, 3, call, Some("sid-go"));
+    let head_len = 9 + u32::from_be_bytes([0, next[0], next[1], next[2]]) as usize;
+    for piece in [
+        &next[..9],
+        &next[9..head_len],
+        &next[head_len..head_len + 9],
+        &next[head_len + 9..],
+    ] {
+        tls(&mut s, server, Direction::Ingress, piece, 0);
+    }
+    let ev = s.events_json();
+    let rows: Vec<(String, String, Value)> = ev
+        .iter()
+        .map(|e| {
+            (
+                e["direction"].as_str().unwrap_or("").to_owned(),
+                e["method"].as_str().unwrap_or("").to_owned(),
+                e["id"].clone(),
+            )
+        })
+        .collect();
+    let row = |d: &str, m: &str, id: i64| (d.to_owned(), m.to_owned(), Value::from(id));
+    assert_eq!(
+        rows,
+        [
+            row("client_to_server", "initialize", 1),
+            row("server_to_client", "initialize", 1),
+            row("client_to_server", "tools/list", 2),
+        ],
+        "settings late: {server_settings_late}: {ev:?}"
+    );
+    let sessions: std::collections::HashSet<&str> = ev.iter().map(|e| e["session"].as_str().unwrap()).collect();
+    assert_eq!(sessions.len(), 1, "{ev:?}");
+    assert!(ev.iter().all(|e| e["http"]["version"] == "2"), "{ev:?}");
+    // The same bare body on a connection that turns out to be HTTP/1.x is
+    // not taken up: its head was never seen.
+    let mut s = Sim::new();
+    let server = TlsEnd::new(SERVER, 0x61, 8, loopback(8443, 40201));
+    server.reads(&mut s, init.as_bytes());
+    let body = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let post = format!(
+        "POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tls(&mut s, server, Direction::Ingress, post.as_bytes(), 0);
+    let ev = s.events_json();
+    let methods: Vec<&str> = ev.iter().map(|e| e["method"].as_str().unwrap_or("")).collect();
+    assert_eq!(methods, ["tools/list"], "{ev:?}");
 }

@@ -1,0 +1,475 @@
+//! Go executables: where `crypto/tls` hands over plaintext, found without a
+//! symbol table.
+//!
+//! Go binaries are usually built with `-s -w` (no `.symtab`, no DWARF), but
+//! the runtime needs its own function table, `.gopclntab`, which stays and
+//! names every function. From it this module takes the entry and the end of
+//! `crypto/tls.(*Conn).Read`, `.Write` and `.Close`, and decodes the
+//! machine code of `Read` and `Write` to find each `RET`: return probes go
+//! there, as uretprobes are unsafe on Go's movable stacks. The Go version
+//! comes from the build information (`.go.buildinfo`); the kernel programs
+//! read registers of the register ABI (Go 1.17 and later, amd64) and fields
+//! of `net.netFD` whose layout is known up to [`NEWEST_KNOWN`], so any
+//! other version, or another architecture, is refused, never guessed.
+//!
+//! The input is an untrusted file: every offset is checked, and a damaged
+//! file gives an error, never a panic (fuzz target `go_binary`).
+
+use iced_x86::{Code, Decoder, DecoderOptions, Mnemonic};
+
+/// The newest Go release (major, minor) whose layout the probes are known
+/// to match; newer ones are refused until checked.
+pub const NEWEST_KNOWN: (u32, u32) = (1, 25);
+
+/// The oldest: Go 1.17 introduced the register ABI on amd64.
+pub const OLDEST_KNOWN: (u32, u32) = (1, 17);
+
+/// Where to probe one function, as offsets in the file (what a uprobe takes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionProbes {
+    /// The first instruction.
+    pub entry: u64,
+    /// Each `RET` instruction.
+    pub returns: Vec<u64>,
+}
+
+/// The probe points of `crypto/tls` in one Go executable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoTlsProbes {
+    /// As the build information gives it (`go1.24.4`).
+    pub version: String,
+    /// `crypto/tls.(*Conn).Read`.
+    pub read: FunctionProbes,
+    /// `crypto/tls.(*Conn).Write`.
+    pub write: FunctionProbes,
+    /// `crypto/tls.(*Conn).Close` (entry only), when the program has it.
+    pub close: Option<u64>,
+}
+
+/// Why an executable gets no Go TLS probes.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GoBinaryError {
+    /// Not a 64-bit little-endian ELF file.
+    #[error("not a 64-bit little-endian ELF executable")]
+    NotElf,
+    /// An ELF file without Go build information.
+    #[error("not a Go program")]
+    NotGo,
+    /// A Go program that does not link `crypto/tls`.
+    #[error("a Go program without crypto/tls")]
+    NoTls,
+    /// Built for another architecture than x86-64.
+    #[error("a Go program for another architecture than x86-64 (only x86-64 is probed)")]
+    Architecture,
+    /// A Go version whose layout is not known to the probes.
+    #[error("built with {0}, whose crypto/tls and net layout is not known to the probes (known: go1.17 to go1.25)")]
+    UnknownVersion(String),
+    /// A table or the code is not what a Go linker writes.
+    #[error("damaged or unusual Go executable: {0}")]
+    Malformed(&'static str),
+}
+
+/// Reads `bytes` (the whole executable) and finds the probe points.
+pub fn inspect(bytes: &[u8]) -> Result<GoTlsProbes, GoBinaryError> {
+    let elf = Elf::parse(bytes)?;
+    let version = build_version(&elf).ok_or(GoBinaryError::NotGo)?;
+    if elf.machine != EM_X86_64 {
+        return Err(GoBinaryError::Architecture);
+    }
+    match parse_version(&version) {
+        Some(v) if (OLDEST_KNOWN..=NEWEST_KNOWN).contains(&v) => {}
+        _ => return Err(GoBinaryError::UnknownVersion(version)),
+    }
+    let table = FuncTable::find(&elf)?;
+    let read = table.lookup(b"crypto/tls.(*Conn).Read");
+    let write = table.lookup(b"crypto/tls.(*Conn).Write");
+    let (Some(read), Some(write)) = (read, write) else {
+        return Err(GoBinaryError::NoTls);
+    };
+    let close = table.lookup(b"crypto/tls.(*Conn).Close");
+    let probes = |(start, end): (u64, u64)| -> Result<FunctionProbes, GoBinaryError> {
+        let entry = elf
+            .file_offset(start)
+            .ok_or(GoBinaryError::Malformed("function outside the file"))?;
+        let len = end
+            .checked_sub(start)
+            .filter(|l| *l > 0 && *l < 1 << 20)
+            .ok_or(GoBinaryError::Malformed("function bounds"))?;
+        let code = elf
+            .bytes_at(entry, len)
+            .ok_or(GoBinaryError::Malformed("function outside the file"))?;
+        let returns = returns(code, start)?
+            .into_iter()
+            .map(|va| va - start + entry)
+            .collect::<Vec<_>>();
+        if returns.is_empty() {
+            return Err(GoBinaryError::Malformed("a function without RET"));
+        }
+        Ok(FunctionProbes { entry, returns })
+    };
+    Ok(GoTlsProbes {
+        version,
+        read: probes(read)?,
+        write: probes(write)?,
+        close: close.and_then(|(start, _)| elf.file_offset(start)),
+    })
+}
+
+/// `go1.24.4` → (1, 24); `go1.17` → (1, 17); anything else (`devel …`) →
+/// None.
+pub fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let rest = v.strip_prefix("go")?;
+    let mut parts = rest.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// The virtual addresses of the `RET` instructions of the code at `code`
+/// (loaded at `start`). Code that does not decode (a table pointing into
+/// data) is refused: a probe in the middle of an instruction would corrupt
+/// the program.
+fn returns(code: &[u8], start: u64) -> Result<Vec<u64>, GoBinaryError> {
+    let mut decoder = Decoder::with_ip(64, code, start, DecoderOptions::NONE);
+    let mut out = Vec::new();
+    while decoder.can_decode() {
+        let ins = decoder.decode();
+        if ins.code() == Code::INVALID {
+            return Err(GoBinaryError::Malformed("code that does not decode"));
+        }
+        if ins.mnemonic() == Mnemonic::Ret {
+            out.push(ins.ip());
+        }
+    }
+    Ok(out)
+}
+
+const EM_X86_64: u16 = 62;
+const PT_LOAD: u32 = 1;
+
+fn u16_at(b: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(off..off.checked_add(2)?)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(off..off.checked_add(4)?)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], off: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(off..off.checked_add(8)?)?.try_into().ok()?))
+}
+
+struct Section<'a> {
+    name: &'a [u8],
+    addr: u64,
+    offset: u64,
+    size: u64,
+    /// SHT_NOBITS (`.bss`): no bytes in the file.
+    nobits: bool,
+}
+
+struct Segment {
+    vaddr: u64,
+    offset: u64,
+    filesz: u64,
+}
+
+/// The parts of a 64-bit little-endian ELF file this module reads.
+struct Elf<'a> {
+    bytes: &'a [u8],
+    machine: u16,
+    sections: Vec<Section<'a>>,
+    segments: Vec<Segment>,
+}
+
+impl<'a> Elf<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<Self, GoBinaryError> {
+        if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
+            return Err(GoBinaryError::NotElf);
+        }
+        let bad = GoBinaryError::Malformed("ELF headers");
+        let machine = u16_at(bytes, 18).ok_or(GoBinaryError::NotElf)?;
+        let phoff = u64_at(bytes, 32).ok_or(GoBinaryError::NotElf)? as usize;
+        let shoff = u64_at(bytes, 40).ok_or(GoBinaryError::NotElf)? as usize;
+        let phentsize = u16_at(bytes, 54).ok_or(GoBinaryError::NotElf)? as usize;
+        let phnum = u16_at(bytes, 56).ok_or(GoBinaryError::NotElf)? as usize;
+        let shentsize = u16_at(bytes, 58).ok_or(GoBinaryError::NotElf)? as usize;
+        let shnum = u16_at(bytes, 60).ok_or(GoBinaryError::NotElf)? as usize;
+        let shstrndx = u16_at(bytes, 62).ok_or(GoBinaryError::NotElf)? as usize;
+        let mut segments = Vec::new();
+        if phnum > 0 {
+            if phentsize < 56 {
+                return Err(bad);
+            }
+            for i in 0..phnum {
+                let h = phoff
+                    .checked_add(i * phentsize)
+                    .ok_or(GoBinaryError::Malformed("ELF headers"))?;
+                let (Some(kind), Some(offset), Some(vaddr), Some(filesz)) = (
+                    u32_at(bytes, h),
+                    u64_at(bytes, h + 8),
+                    u64_at(bytes, h + 16),
+                    u64_at(bytes, h + 32),
+                ) else {
+                    return Err(GoBinaryError::Malformed("ELF headers"));
+                };
+                if kind == PT_LOAD {
+                    segments.push(Segment { vaddr, offset, filesz });
+                }
+            }
+        }
+        let mut raw = Vec::new();
+        if shnum > 0 {
+            if shentsize < 64 {
+                return Err(bad);
+            }
+            for i in 0..shnum {
+                let h = shoff
+                    .checked_add(i * shentsize)
+                    .ok_or(GoBinaryError::Malformed("ELF headers"))?;
+                let (Some(name), Some(kind), Some(addr), Some(offset), Some(size)) = (
+                    u32_at(bytes, h),
+                    u32_at(bytes, h + 4),
+                    u64_at(bytes, h + 16),
+                    u64_at(bytes, h + 24),
+                    u64_at(bytes, h + 32),
+                ) else {
+                    return Err(GoBinaryError::Malformed("ELF headers"));
+                };
+                raw.push((name, kind, addr, offset, size));
+            }
+        }
+        let strtab = raw.get(shstrndx).and_then(|&(_, _, _, off, size)| {
+            bytes.get(usize::try_from(off).ok()?..usize::try_from(off.checked_add(size)?).ok()?)
+        });
+        let sections = raw
+            .iter()
+            .map(|&(name, kind, addr, offset, size)| {
+                let name = strtab
+                    .and_then(|t| t.get(name as usize..))
+                    .map(|s| &s[..memchr::memchr(0, s).unwrap_or(s.len())])
+                    .unwrap_or(b"");
+                Section {
+                    name,
+                    addr,
+                    offset,
+                    size,
+                    nobits: kind == 8,
+                }
+            })
+            .collect();
+        Ok(Elf {
+            bytes,
+            machine,
+            sections,
+            segments,
+        })
+    }
+
+    fn section(&self, name: &[u8]) -> Option<&Section<'a>> {
+        self.sections.iter().find(|s| s.name == name)
+    }
+
+    fn section_bytes(&self, name: &[u8]) -> Option<(&'a [u8], u64)> {
+        let s = self.section(name).filter(|s| !s.nobits)?;
+        Some((self.bytes_at(s.offset, s.size)?, s.addr))
+    }
+
+    fn bytes_at(&self, offset: u64, len: u64) -> Option<&'a [u8]> {
+        let start = usize::try_from(offset).ok()?;
+        let end = usize::try_from(offset.checked_add(len)?).ok()?;
+        self.bytes.get(start..end)
+    }
+
+    /// The file offset of a virtual address (through the loadable segments).
+    fn file_offset(&self, va: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|s| va >= s.vaddr && va - s.vaddr < s.filesz)
+            .map(|s| va - s.vaddr + s.offset)
+    }
+
+    /// `len` bytes at virtual address `va`.
+    fn bytes_at_va(&self, va: u64, len: u64) -> Option<&'a [u8]> {
+        let off = self.file_offset(va)?;
+        self.bytes_at(off, len)
+    }
+}
+
+const BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";
+
+/// The Go version in the build information: `.go.buildinfo`, or (where
+/// section headers were removed) the magic searched for in the file.
+fn build_version(elf: &Elf) -> Option<String> {
+    let data = match elf.section_bytes(b".go.buildinfo") {
+        Some((b, _)) => b,
+        // Only where section headers were removed: every other executable
+        // on the host comes here, and most are not Go.
+        None if elf.sections.is_empty() => {
+            let at = memchr::memmem::find(elf.bytes, BUILDINFO_MAGIC)?;
+            &elf.bytes[at..]
+        }
+        None => return None,
+    };
+    if !data.starts_with(BUILDINFO_MAGIC) || data.len() < 32 {
+        return None;
+    }
+    let ptr_size = data[14];
+    let flags = data[15];
+    let version = if flags & 2 != 0 {
+        // Go 1.18 and later: the strings follow inline, length-prefixed
+        // (uvarint).
+        let (len, n) = uvarint(&data[32..])?;
+        let start = 32 + n;
+        data.get(start..start.checked_add(usize::try_from(len).ok()?)?)?
+    } else {
+        // Go 1.17: pointers to Go string headers (pointer, length).
+        if ptr_size != 8 || flags & 1 != 0 {
+            return None;
+        }
+        let header = u64_at(data, 16)?;
+        let h = elf.bytes_at_va(header, 16)?;
+        let (ptr, len) = (u64_at(h, 0)?, u64_at(h, 8)?);
+        if len > 256 {
+            return None;
+        }
+        elf.bytes_at_va(ptr, len)?
+    };
+    let v = std::str::from_utf8(version).ok()?;
+    (v.starts_with("go") || v.starts_with("devel")).then(|| v.to_owned())
+}
+
+fn uvarint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+/// The function table of `.gopclntab`, formats of Go 1.16/1.17
+/// (`0xfffffffa`) and 1.18 and later (`0xfffffff0`, `0xfffffff1`).
+struct FuncTable<'a> {
+    table: &'a [u8],
+    /// Number of functions.
+    nfunc: usize,
+    /// Start of the names (`funcnametab`).
+    names: usize,
+    /// Start of `functab` (and of the `_func` records, relative to it).
+    pcln: usize,
+    /// Go 1.18+: entries are 32-bit offsets from `text_start`; before,
+    /// 64-bit addresses.
+    text_start: Option<u64>,
+}
+
+impl<'a> FuncTable<'a> {
+    fn find(elf: &Elf<'a>) -> Result<Self, GoBinaryError> {
+        if let Some((table, _)) = elf.section_bytes(b".gopclntab") {
+            return Self::parse(table, elf);
+        }
+        // Section headers stripped or the table inside `.data.rel.ro`
+        // (position-independent builds): try each place the magic occurs.
+        for magic in [0xfffffff1u32, 0xfffffff0, 0xfffffffa] {
+            let pattern = magic.to_le_bytes();
+            for at in memchr::memmem::find_iter(elf.bytes, &pattern) {
+                if let Ok(t) = Self::parse(&elf.bytes[at..], elf) {
+                    if t.lookup(b"runtime.main").is_some() {
+                        return Ok(t);
+                    }
+                }
+            }
+        }
+        Err(GoBinaryError::Malformed("no function table (.gopclntab)"))
+    }
+
+    fn parse(table: &'a [u8], elf: &Elf<'a>) -> Result<Self, GoBinaryError> {
+        let bad = GoBinaryError::Malformed("function table header");
+        let magic = u32_at(table, 0).ok_or(bad)?;
+        let (pad, min_lc, ptr_size) = (u16_at(table, 4), table.get(6), table.get(7));
+        if pad != Some(0) || !matches!(min_lc, Some(1 | 2 | 4)) || ptr_size != Some(&8) {
+            return Err(GoBinaryError::Malformed("function table header"));
+        }
+        let word = |i: usize| u64_at(table, 8 + 8 * i).and_then(|v| usize::try_from(v).ok());
+        let (nfunc, names, pcln, text_start) = match magic {
+            0xfffffff0 | 0xfffffff1 => {
+                let text = u64_at(table, 24).ok_or(GoBinaryError::Malformed("function table header"))?;
+                // Position-independent builds leave the field to a dynamic
+                // relocation: the text section gives it.
+                let text = if text == 0 {
+                    elf.section(b".text").map(|s| s.addr).unwrap_or(0)
+                } else {
+                    text
+                };
+                (word(0), word(3), word(7), Some(text))
+            }
+            0xfffffffa => (word(0), word(2), word(6), None),
+            _ => return Err(GoBinaryError::Malformed("function table header")),
+        };
+        let (Some(nfunc), Some(names), Some(pcln)) = (nfunc, names, pcln) else {
+            return Err(GoBinaryError::Malformed("function table header"));
+        };
+        let entry = if text_start.is_some() { 8 } else { 16 };
+        let fits = nfunc
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(entry))
+            .and_then(|n| n.checked_add(pcln))
+            .is_some_and(|end| end <= table.len());
+        if nfunc == 0 || names >= table.len() || !fits {
+            return Err(GoBinaryError::Malformed("function table header"));
+        }
+        Ok(FuncTable {
+            table,
+            nfunc,
+            names,
+            pcln,
+            text_start,
+        })
+    }
+
+    /// (entry, record offset) of function `i` (`i == nfunc`: the end).
+    fn entry(&self, i: usize) -> Option<(u64, usize)> {
+        match self.text_start {
+            Some(text) => {
+                let at = self.pcln + 8 * i;
+                let off = u32_at(self.table, at)?;
+                let rec = u32_at(self.table, at + 4)? as usize;
+                Some((text.checked_add(u64::from(off))?, rec))
+            }
+            None => {
+                let at = self.pcln + 16 * i;
+                let pc = u64_at(self.table, at)?;
+                let rec = usize::try_from(u64_at(self.table, at + 8)?).ok()?;
+                Some((pc, rec))
+            }
+        }
+    }
+
+    fn name(&self, rec: usize) -> Option<&'a [u8]> {
+        // `_func`: entry (4 bytes from 1.18, 8 before), then nameOff (i32).
+        let name_field = if self.text_start.is_some() { 4 } else { 8 };
+        let at = self.pcln.checked_add(rec)?.checked_add(name_field)?;
+        let off = u32_at(self.table, at)? as i32;
+        let start = self.names.checked_add(usize::try_from(off).ok()?)?;
+        let s = self.table.get(start..)?;
+        let end = memchr::memchr(0, &s[..s.len().min(4096)])?;
+        Some(&s[..end])
+    }
+
+    /// The [start, end) addresses of the function named `name`.
+    fn lookup(&self, name: &[u8]) -> Option<(u64, u64)> {
+        (0..self.nfunc).find_map(|i| {
+            let (start, rec) = self.entry(i)?;
+            if self.name(rec)? != name {
+                return None;
+            }
+            let (end, _) = self.entry(i + 1)?;
+            Some((start, end))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

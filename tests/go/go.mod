@@ -1,0 +1,3 @@
+module mcpmonitor.test/gopeers
+
+go 1.19

@@ -1,0 +1,157 @@
+//! Real Go peers (tests/go): an MCP server and client built from Go's
+//! standard library only, stripped (`-s -w`) as Go programs ship, with
+//! Debian's Go toolchain (`cargo xtask setup` unpacks it under
+//! `.tools/go`).
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::OnceLock,
+};
+
+use serde_json::Value;
+
+use crate::*;
+
+/// The two executables.
+pub struct GoPeers {
+    /// `tests/go/mcpserver`.
+    pub server: PathBuf,
+    /// `tests/go/mcpclient`.
+    pub client: PathBuf,
+}
+
+/// The peers: prebuilt where `MCP_TEST_GO_PEERS` names their directory
+/// (the kernel matrix builds them before booting), else built now with
+/// `MCP_TEST_GO` (default: the toolchain `cargo xtask setup` unpacked).
+pub fn go_peers() -> &'static GoPeers {
+    static PEERS: OnceLock<GoPeers> = OnceLock::new();
+    PEERS.get_or_init(|| {
+        let dir = match std::env::var_os("MCP_TEST_GO_PEERS") {
+            Some(d) => PathBuf::from(d),
+            None => {
+                let go = std::env::var_os("MCP_TEST_GO")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| workspace().join(".tools/go/root/usr/lib/go-1.24/bin/go"));
+                let out = workspace().join("target/go-peers");
+                let target = workspace().join("target");
+                let st = Command::new(&go)
+                    .args(["build", "-trimpath", "-ldflags=-s -w", "-o"])
+                    .arg(format!("{}/", out.display()))
+                    .args(["./mcpserver", "./mcpclient"])
+                    .current_dir(workspace().join("tests/go"))
+                    .env("GOTOOLCHAIN", "local")
+                    .env("GOPROXY", "off")
+                    .env("GOFLAGS", "-mod=mod")
+                    .env("GOCACHE", target.join("go-cache"))
+                    .env("GOPATH", target.join("go-path"))
+                    .status()
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "{}: {e} (run `cargo xtask setup`, which unpacks Debian's Go)",
+                            go.display()
+                        )
+                    });
+                assert!(st.success(), "building tests/go failed");
+                out
+            }
+        };
+        GoPeers {
+            server: dir.join("mcpserver"),
+            client: dir.join("mcpclient"),
+        }
+    })
+}
+
+/// The Go MCP server on 127.0.0.1:`port` over HTTPS with `cert`, appending
+/// each answer to `record`.
+pub fn go_server(port: u16, cert: &Certificate, record: &Path) -> Server {
+    let child = Command::new(&go_peers().server)
+        .arg("-addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-cert")
+        .arg(&cert.cert)
+        .arg("-key")
+        .arg(&cert.key)
+        .arg("-record")
+        .arg(record)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn the Go MCP server");
+    let server = Server(child);
+    wait_port(port);
+    server
+}
+
+/// The server's record: one object per answer or notification.
+pub fn go_record(record: &Path) -> Vec<Value> {
+    std::fs::read_to_string(record)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("record line"))
+        .collect()
+}
+
+/// The Go MCP client, started and waiting (it has printed `ready`) until
+/// [`GoClient::run`].
+pub struct GoClient {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    transcript: PathBuf,
+    _dir: TempDir,
+}
+
+impl GoClient {
+    /// Starts the client for `url`, trusting `ca`, asking echo for `text`.
+    pub fn start(url: &str, ca: &Path, text: &str) -> GoClient {
+        let dir = TempDir::new("goc");
+        let transcript = dir.path().join("transcript.json");
+        let mut child = Command::new(&go_peers().client)
+            .args(["-wait", "-url", url, "-text", text, "-ca"])
+            .arg(ca)
+            .arg("-transcript")
+            .arg(&transcript)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the Go MCP client");
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "the Go client did not start");
+        GoClient {
+            child,
+            stdin,
+            stdout,
+            transcript,
+            _dir: dir,
+        }
+    }
+
+    /// The client's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets it run its session; returns what it received.
+    pub fn run(mut self) -> Vec<Value> {
+        let mut stdin = self.stdin.take().unwrap();
+        writeln!(stdin, "go").unwrap();
+        drop(stdin);
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let st = self.child.wait().unwrap();
+        assert!(st.success() && line.trim() == "done", "the Go client failed: {st}");
+        serde_json::from_str(&std::fs::read_to_string(&self.transcript).unwrap()).unwrap()
+    }
+}
+
+impl Drop for GoClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
