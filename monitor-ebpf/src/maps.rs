@@ -117,8 +117,7 @@ pub(crate) static TLS_ARGS: HashMap<u64, TlsArgs> = HashMap::with_max_entries(32
 #[map]
 pub(crate) static TLS_FDS: LruHashMap<TlsKey, TlsBinding> = LruHashMap::with_max_entries(65536, 0);
 
-/// Arguments of in-flight Go `crypto/tls` `Read`/`Write` calls, by
-/// goroutine: a goroutine may move to another thread inside the call. LRU:
+/// Arguments of in-flight Go `crypto/tls` `Read` calls, by goroutine: a goroutine may move to another thread inside the call. LRU:
 /// a call that never returns through a probed `RET` (a panic) cannot fill
 /// the map for good.
 #[map]

@@ -7,67 +7,74 @@ use std::{
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
-    sync::OnceLock,
+    sync::Mutex,
 };
 
 use serde_json::Value;
 
 use crate::*;
 
-/// The two executables.
+/// The two executables, built with one Go version.
 pub struct GoPeers {
+    /// The Go version (`1.24`).
+    pub version: &'static str,
     /// `tests/go/mcpserver`.
     pub server: PathBuf,
     /// `tests/go/mcpclient`.
     pub client: PathBuf,
 }
 
-/// The peers: prebuilt where `MCP_TEST_GO_PEERS` names their directory
-/// (the kernel matrix builds them before booting), else built now with
-/// `MCP_TEST_GO` (default: the toolchain `cargo xtask setup` unpacked).
-pub fn go_peers() -> &'static GoPeers {
-    static PEERS: OnceLock<GoPeers> = OnceLock::new();
-    PEERS.get_or_init(|| {
-        let dir = match std::env::var_os("MCP_TEST_GO_PEERS") {
-            Some(d) => PathBuf::from(d),
-            None => {
-                let go = std::env::var_os("MCP_TEST_GO")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| workspace().join(".tools/go/root/usr/lib/go-1.24/bin/go"));
-                let out = workspace().join("target/go-peers");
-                let target = workspace().join("target");
-                let st = Command::new(&go)
-                    .args(["build", "-trimpath", "-ldflags=-s -w", "-o"])
-                    .arg(format!("{}/", out.display()))
-                    .args(["./mcpserver", "./mcpclient"])
-                    .current_dir(workspace().join("tests/go"))
-                    .env("GOTOOLCHAIN", "local")
-                    .env("GOPROXY", "off")
-                    .env("GOFLAGS", "-mod=mod")
-                    .env("GOCACHE", target.join("go-cache"))
-                    .env("GOPATH", target.join("go-path"))
-                    .status()
-                    .unwrap_or_else(|e| {
-                        panic!(
-                            "{}: {e} (run `cargo xtask setup`, which unpacks Debian's Go)",
-                            go.display()
-                        )
-                    });
-                assert!(st.success(), "building tests/go failed");
-                out
-            }
-        };
-        GoPeers {
-            server: dir.join("mcpserver"),
-            client: dir.join("mcpclient"),
+/// The peers built with Debian's Go `version` (`1.24`, `1.19`, `1.15`):
+/// prebuilt where `MCP_TEST_GO_PEERS` names their directory (`cargo xtask
+/// test` builds them first), else built now with the toolchain `cargo
+/// xtask setup` unpacked under `.tools/go/`.
+pub fn go_peers(version: &'static str) -> &'static GoPeers {
+    static PEERS: Mutex<Vec<&'static GoPeers>> = Mutex::new(Vec::new());
+    let mut built = PEERS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.iter().find(|p| p.version == version) {
+        return p;
+    }
+    let dir = match std::env::var_os("MCP_TEST_GO_PEERS") {
+        Some(d) => PathBuf::from(d).join(version),
+        None => {
+            let go = workspace().join(format!(".tools/go/{version}/root/usr/lib/go-{version}/bin/go"));
+            let out = workspace().join("target/go-peers").join(version);
+            let target = workspace().join("target");
+            std::fs::create_dir_all(&out).unwrap();
+            let st = Command::new(&go)
+                .args(["build", "-trimpath", "-ldflags=-s -w", "-o"])
+                .arg(format!("{}/", out.display()))
+                .args(["./mcpserver", "./mcpclient"])
+                .current_dir(workspace().join("tests/go"))
+                .env("GOTOOLCHAIN", "local")
+                .env("GOPROXY", "off")
+                .env("GOFLAGS", "-mod=mod")
+                .env("GOCACHE", target.join("go-cache").join(version))
+                .env("GOPATH", target.join("go-path"))
+                .status()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "{}: {e} (run `cargo xtask setup`, which unpacks Debian's Go)",
+                        go.display()
+                    )
+                });
+            assert!(st.success(), "building tests/go with Go {version} failed");
+            out
         }
-    })
+    };
+    let peers: &'static GoPeers = Box::leak(Box::new(GoPeers {
+        version,
+        server: dir.join("mcpserver"),
+        client: dir.join("mcpclient"),
+    }));
+    built.push(peers);
+    peers
 }
 
 /// The Go MCP server on 127.0.0.1:`port` over HTTPS with `cert`, appending
 /// each answer to `record`.
-pub fn go_server(port: u16, cert: &Certificate, record: &Path) -> Server {
-    let child = Command::new(&go_peers().server)
+pub fn go_server(peers: &GoPeers, port: u16, cert: &Certificate, record: &Path) -> Server {
+    let child = Command::new(&peers.server)
         .arg("-addr")
         .arg(format!("127.0.0.1:{port}"))
         .arg("-cert")
@@ -105,10 +112,10 @@ pub struct GoClient {
 
 impl GoClient {
     /// Starts the client for `url`, trusting `ca`, asking echo for `text`.
-    pub fn start(url: &str, ca: &Path, text: &str) -> GoClient {
+    pub fn start(peers: &GoPeers, url: &str, ca: &Path, text: &str) -> GoClient {
         let dir = TempDir::new("goc");
         let transcript = dir.path().join("transcript.json");
-        let mut child = Command::new(&go_peers().client)
+        let mut child = Command::new(&peers.client)
             .args(["-wait", "-url", url, "-text", text, "-ca"])
             .arg(ca)
             .arg("-transcript")

@@ -305,13 +305,24 @@ fn https_server_side_names_the_client_of_every_new_connection() {
 /// tool returns raises an alert and is exported nowhere.
 #[test]
 fn go_https_h2_seen_from_both_ends() {
+    go_https_h2("1.24");
+}
+
+/// The same with bookworm's Go 1.19 (the oldest `.gopclntab` layout of the
+/// register ABI's era that Debian ships, and other code in `Read`/`Write`).
+#[test]
+fn go_1_19_https_h2_seen_from_both_ends() {
+    go_https_h2("1.19");
+}
+
+fn go_https_h2(version: &'static str) {
     require_root();
-    let peers = go_peers();
+    let peers = go_peers(version);
     let cert = self_signed();
     let port = free_port();
     let dir = TempDir::new("gorec");
     let record = dir.path().join("record.jsonl");
-    let server = go_server(port, &cert, &record);
+    let server = go_server(peers, port, &cert, &record);
     let server_pid = server.0.id();
     let m = Monitor::start(&[]);
     let probed = |exe: &std::path::Path| {
@@ -326,11 +337,11 @@ fn go_https_h2_seen_from_both_ends() {
     let url = format!("https://127.0.0.1:{port}/mcp");
     // A new executable is found by the agent's scan of processes (every
     // capture.tls_scan_interval_ms): the first client waits until then.
-    let first = GoClient::start(&url, &cert.cert, "first session");
+    let first = GoClient::start(peers, &url, &cert.cert, "first session");
     let first_pid = first.pid();
     assert!(probed(&peers.client), "{}", m.stderr());
     let mut received = first.run();
-    let second = GoClient::start(&url, &cert.cert, &format!("token: {secret}"));
+    let second = GoClient::start(peers, &url, &cert.cert, &format!("token: {secret}"));
     let second_pid = second.pid();
     received.extend(second.run());
     assert_eq!(received.len(), 8, "{received:?}");
@@ -421,5 +432,46 @@ fn go_https_h2_seen_from_both_ends() {
     assert!(!everything.contains(&secret[4..20]), "the token is exported nowhere");
     assert_eq!(m.metric("mcp_monitor_go_tls_refused_total", &[]), 0.0);
     assert_eq!(m.metric("mcp_monitor_tls_unbound_chunks_total", &[]), 0.0);
+    drop(server);
+}
+
+/// A Go program built before the register ABI (bullseye's Go 1.15) is not
+/// probed: the kernel programs would read the wrong registers. The agent
+/// says so, counts it, and goes on; the program's HTTPS stays unseen (its
+/// own TCP socket carries only ciphertext).
+#[test]
+fn go_before_1_17_is_refused_and_counted() {
+    require_root();
+    let peers = go_peers("1.15");
+    let cert = self_signed();
+    let port = free_port();
+    let dir = TempDir::new("gorec");
+    let record = dir.path().join("record.jsonl");
+    let server = go_server(peers, port, &cert, &record);
+    let m = Monitor::start(&[]);
+    let exe = std::fs::canonicalize(&peers.server).unwrap();
+    let line = format!("TLS: not probing {} (mapped by pid", exe.display());
+    assert!(
+        wait_until(scaled(SETTLE), || m.stderr().contains(&line)),
+        "{}",
+        m.stderr()
+    );
+    assert!(m.stderr().contains("built with go1.15"), "{}", m.stderr());
+    assert!(!m.stderr().contains(&format!("TLS: probing {}", exe.display())));
+    let client = GoClient::start(peers, &format!("https://127.0.0.1:{port}/mcp"), &cert.cert, "hello");
+    let client_exe = std::fs::canonicalize(&peers.client).unwrap();
+    let refused = format!("TLS: not probing {} (mapped by pid", client_exe.display());
+    assert!(
+        wait_until(scaled(SETTLE), || m.stderr().contains(&refused)),
+        "{}",
+        m.stderr()
+    );
+    let received = client.run();
+    assert_eq!(received.len(), 4, "the session ran: {received:?}");
+    assert_eq!(go_record(&record).len(), 4);
+    // A moment for anything captured to come out.
+    std::thread::sleep(scaled(std::time::Duration::from_secs(2)));
+    assert_eq!(m.metric("mcp_monitor_go_tls_refused_total", &[]), 2.0);
+    assert!(m.events().iter().all(|e| e["transport"] != "https"), "{:?}", m.events());
     drop(server);
 }

@@ -1,9 +1,9 @@
-//! The Go toolchain the real Go peers of the tests are built with: Debian
-//! trixie's `golang-1.24-go` and `golang-1.24-src`, downloaded by package
-//! name through apt with a private configuration (as the kernels of the
-//! matrix are; nothing under /etc changes) and unpacked under
-//! `.tools/go/`. The Go module proxy is not needed: the peers use the
-//! standard library only.
+//! The Go toolchains the real Go peers of the tests are built with:
+//! Debian's own (`golang-X.Y-go` and `golang-X.Y-src` of trixie, bookworm
+//! and bullseye), downloaded by package name through apt with a private
+//! configuration (as the kernels of the matrix are; nothing under /etc
+//! changes) and unpacked under `.tools/go/X.Y/`. The Go module proxy is not
+//! needed: the peers use the standard library only.
 
 use std::{
     path::{Path, PathBuf},
@@ -14,24 +14,32 @@ use anyhow::{Context, Result};
 
 use crate::{kernels, root, sh, step};
 
-/// The Debian suite and packages of the toolchain.
-const SUITE: &str = "trixie";
-const PACKAGES: &[&str] = &["golang-1.24-go", "golang-1.24-src"];
+/// (Go version, Debian suite): the newest Go Debian ships, bookworm's, and
+/// bullseye's 1.15, which predates the register ABI (the agent must refuse
+/// it).
+pub const TOOLCHAINS: &[(&str, &str)] = &[("1.24", "trixie"), ("1.19", "bookworm"), ("1.15", "bullseye")];
 
-fn dir() -> PathBuf {
-    root().join(".tools/go")
+fn dir(version: &str) -> PathBuf {
+    root().join(".tools/go").join(version)
 }
 
-/// The `go` command, once [`ensure`] has run.
-pub fn go_bin() -> PathBuf {
-    dir().join("root/usr/lib/go-1.24/bin/go")
+/// The `go` command of `version`, once [`ensure`] has run.
+pub fn go_bin(version: &str) -> PathBuf {
+    dir(version).join(format!("root/usr/lib/go-{version}/bin/go"))
 }
 
-/// Fetches and unpacks the toolchain unless it is there.
+/// Fetches and unpacks every toolchain that is not there.
 pub fn ensure() -> Result<()> {
-    let dir = dir();
+    for (version, suite) in TOOLCHAINS {
+        ensure_one(version, suite)?;
+    }
+    Ok(())
+}
+
+fn ensure_one(version: &str, suite: &str) -> Result<()> {
+    let dir = dir(version);
     let ready = dir.join("ready");
-    if ready.exists() && go_bin().exists() {
+    if ready.exists() && go_bin(version).exists() {
         return Ok(());
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -44,37 +52,38 @@ pub fn ensure() -> Result<()> {
     let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
     std::fs::write(
         aptdir.join("sources.list"),
-        format!("deb [signed-by={keyring}] {archive} {SUITE} main\n"),
+        format!("deb [signed-by={keyring}] {archive} {suite} main\n"),
     )?;
+    let packages = [format!("golang-{version}-go"), format!("golang-{version}-src")];
     step(&format!(
-        "Go toolchain: downloading {} (Debian {SUITE})",
-        PACKAGES.join(", ")
+        "Go toolchain: downloading {} (Debian {suite})",
+        packages.join(", ")
     ));
     sh(kernels::apt(&aptdir, "apt-get")
         .args(["-q", "update"])
         .stdout(Stdio::null()))
     .with_context(|| {
         format!(
-            "apt-get update for Debian {SUITE} (private configuration in {})",
+            "apt-get update for Debian {suite} (private configuration in {})",
             aptdir.display()
         )
     })?;
     sh(kernels::apt(&aptdir, "apt-get")
         .args(["-q", "download"])
-        .args(PACKAGES)
+        .args(&packages)
         .current_dir(aptdir.join("debs"))
         .stdout(Stdio::null()))?;
     for deb in std::fs::read_dir(aptdir.join("debs"))?.flatten() {
         sh(Command::new("dpkg").arg("-x").arg(deb.path()).arg(dir.join("root")))?;
     }
     std::fs::remove_dir_all(&aptdir)?;
-    let out = Command::new(go_bin())
+    let out = Command::new(go_bin(version))
         .arg("version")
         .output()
         .context("running the unpacked go")?;
     anyhow::ensure!(
         out.status.success(),
-        "the unpacked Go toolchain does not run: {}",
+        "the unpacked Go {version} does not run: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::write(&ready, &out.stdout)?;
@@ -82,19 +91,24 @@ pub fn ensure() -> Result<()> {
 }
 
 /// Builds the Go peers of the tests (tests/go: an MCP server and client
-/// over HTTPS, standard library only) stripped (`-s -w`), as Go programs
-/// ship, into `out`.
+/// over HTTPS, standard library only) with each toolchain, stripped
+/// (`-s -w`) as Go programs ship, into `out/X.Y/`.
 pub fn build_peers(out: &Path) -> Result<()> {
     let target = root().join("target");
-    sh(Command::new(go_bin())
-        .args(["build", "-trimpath", "-ldflags=-s -w", "-o"])
-        .arg(format!("{}/", out.display()))
-        .args(["./mcpserver", "./mcpclient"])
-        .current_dir(root().join("tests/go"))
-        .env("GOTOOLCHAIN", "local")
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOCACHE", target.join("go-cache"))
-        .env("GOPATH", target.join("go-path")))
-    .context("building the Go test peers (tests/go)")
+    for (version, _) in TOOLCHAINS {
+        let dest = out.join(version);
+        std::fs::create_dir_all(&dest)?;
+        sh(Command::new(go_bin(version))
+            .args(["build", "-trimpath", "-ldflags=-s -w", "-o"])
+            .arg(format!("{}/", dest.display()))
+            .args(["./mcpserver", "./mcpclient"])
+            .current_dir(root().join("tests/go"))
+            .env("GOTOOLCHAIN", "local")
+            .env("GOPROXY", "off")
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOCACHE", target.join("go-cache").join(version))
+            .env("GOPATH", target.join("go-path")))
+        .with_context(|| format!("building the Go test peers (tests/go) with Go {version}"))?;
+    }
+    Ok(())
 }

@@ -277,7 +277,7 @@ fn setup() -> Result<()> {
         std::fs::write(&py_stamp, &py_fp)?;
     }
 
-    // 5. Go: Debian's toolchain for the real Go peers (tests/go).
+    // 5. Go: Debian's toolchains for the real Go peers (tests/go).
     go_toolchain::ensure()?;
     Ok(())
 }
@@ -322,8 +322,7 @@ fn test_env(cmd: &mut Command) {
     let root = root();
     cmd.env("MCP_MONITOR_BIN", monitor_bin())
         .env("MCP_TEST_CLIENTS", root.join("tests/clients"))
-        .env("MCP_TEST_PYTHON", root.join(".venv/bin/python"))
-        .env("MCP_TEST_GO", go_toolchain::go_bin());
+        .env("MCP_TEST_PYTHON", root.join(".venv/bin/python"));
 }
 
 /// Installs rustfmt and clippy into the active toolchain when they are
@@ -375,11 +374,14 @@ fn test() -> Result<()> {
     // assembles its runtime stage around the binary it just built (the full
     // build, `cargo xtask image`, would take most of CI's time).
     let image = image::build(image::Binary::Prebuilt)?;
+    step("building the Go test peers (tests/go) with Debian's Go toolchains");
+    let go_peers = root().join("target/go-peers");
+    go_toolchain::build_peers(&go_peers)?;
     step("integration tests (real eBPF capture of real MCP servers and clients)");
     let mut cmd = cargo();
     cmd.args(["test", "-p", "mcp-monitor-tests", "--", "--test-threads=1"]);
     test_env(&mut cmd);
-    cmd.env("MCP_TEST_IMAGE", image);
+    cmd.env("MCP_TEST_IMAGE", image).env("MCP_TEST_GO_PEERS", &go_peers);
     sh(&mut cmd)?;
     kernel_matrix(&[])
 }

@@ -16,7 +16,7 @@
 //! sent once, at the return.
 
 use crate::{
-    kernel_read::uread,
+    kernel_read::{file_info, uread},
     maps::{config, count, GoCallKey, TlsArgs, TlsBinding, GO_TLS_CALLS, STREAMS, TLS_FDS, TLS_JUMP},
     payload::starts_like_json,
     tracking::tracked_reason,
@@ -25,7 +25,9 @@ use crate::{
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::uprobe;
 use aya_ebpf::programs::ProbeContext;
-use monitor_common::{config_flags, Counter, Direction, StreamKey, Syscall, TlsKey, TrackReason, TLS_STREAM_FD};
+use monitor_common::{
+    config_flags, Counter, Direction, FdKind, KernelConfig, StreamKey, Syscall, TlsKey, TrackReason, TLS_STREAM_FD,
+};
 
 /// Offset of `Sysfd` in `internal/poll.FD` (after `fdmu`, a 16-byte
 /// `fdMutex`), which is the first field of `net.netFD`; unchanged from Go
@@ -53,11 +55,9 @@ fn regs(ctx: &ProbeContext) -> GoRegs {
     }
 }
 
-/// Entry of `Read` or `Write`: stash the receiver and the buffer under the
-/// goroutine. Writes that neither come from a tracked process nor start
-/// like MCP are skipped here.
+/// Entry of `Read`: stash the receiver and the buffer under the goroutine.
 #[inline(always)]
-fn go_tls_enter(ctx: &ProbeContext, dir: Direction) {
+fn on_read_entry(ctx: &ProbeContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(cfg) = config() else { return };
     let tgid = (pid_tgid >> 32) as u32;
@@ -65,27 +65,24 @@ fn go_tls_enter(ctx: &ProbeContext, dir: Direction) {
         return;
     }
     let r = regs(ctx);
-    let (conn, buf, len) = (r.rax, r.rbx, r.rcx);
-    if conn == 0 || r.g == 0 || len == 0 || len as i64 <= 0 {
-        return;
-    }
-    if dir == Direction::Egress
-        && tracked_reason(cfg, tgid) == TrackReason::None as u32
-        && (cfg.flags & config_flags::DISCOVERY == 0 || !starts_like_json(buf, len))
-    {
-        return;
-    }
     let key = GoCallKey {
         tgid,
-        direction: dir as u32,
+        direction: Direction::Ingress as u32,
         g: r.g,
     };
+    let (conn, buf, len) = (r.rax, r.rbx, r.rcx);
+    if conn == 0 || len == 0 || len as i64 <= 0 {
+        // A stash of an earlier call that never returned through a probed
+        // RET must not be taken for this one's.
+        let _ = GO_TLS_CALLS.remove(&key);
+        return;
+    }
     let args = TlsArgs {
         ssl: conn,
         buf,
         len,
         out_len: 0,
-        direction: dir as u8,
+        direction: Direction::Ingress as u8,
         _pad: [0; 7],
     };
     if GO_TLS_CALLS.insert(&key, &args, 0).is_err() {
@@ -93,15 +90,15 @@ fn go_tls_enter(ctx: &ProbeContext, dir: Direction) {
     }
 }
 
-/// A `RET` of `Read` or `Write`: the bytes the call moved (RAX).
+/// A `RET` of `Read`: the bytes the call moved (RAX).
 #[inline(always)]
-fn go_tls_return(ctx: &ProbeContext, dir: Direction) {
+fn on_read_return(ctx: &ProbeContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let r = regs(ctx);
     let key = GoCallKey {
         tgid,
-        direction: dir as u32,
+        direction: Direction::Ingress as u32,
         g: r.g,
     };
     // SAFETY: plain integers copied out at once; only this goroutine, now
@@ -115,25 +112,74 @@ fn go_tls_return(ctx: &ProbeContext, dir: Direction) {
         return;
     }
     let Some(cfg) = config() else { return };
-    let syscall = if dir == Direction::Ingress {
-        Syscall::SslRead
-    } else {
-        Syscall::SslWrite
-    };
-    let fd = conn_fd(tgid, args.ssl);
+    let fd = conn_fd(cfg, tgid, args.ssl);
     let reason = tracked_reason(cfg, tgid);
     begin_transfer(
-        ctx, &TLS_JUMP, cfg, pid_tgid, reason, None, syscall, dir, fd, args.buf, args.len, n as u64, true, args.ssl, 0,
+        ctx,
+        &TLS_JUMP,
+        cfg,
+        pid_tgid,
+        reason,
+        None,
+        Syscall::SslRead,
+        Direction::Ingress,
+        fd,
+        args.buf,
+        args.len,
+        n as u64,
+        true,
+        args.ssl,
+        0,
+    );
+}
+
+/// The start of `Write`'s body: the bytes it is asked to write. Writes that
+/// neither come from a tracked process nor start like MCP stop here.
+#[inline(always)]
+fn on_write_body(ctx: &ProbeContext) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(cfg) = config() else { return };
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == cfg.self_tgid {
+        return;
+    }
+    let r = regs(ctx);
+    let (conn, buf, len) = (r.rax, r.rbx, r.rcx);
+    if conn == 0 || len == 0 || len as i64 <= 0 {
+        return;
+    }
+    let reason = tracked_reason(cfg, tgid);
+    if reason == TrackReason::None as u32 && (cfg.flags & config_flags::DISCOVERY == 0 || !starts_like_json(buf, len)) {
+        return;
+    }
+    let fd = conn_fd(cfg, tgid, conn);
+    begin_transfer(
+        ctx,
+        &TLS_JUMP,
+        cfg,
+        pid_tgid,
+        reason,
+        None,
+        Syscall::SslWrite,
+        Direction::Egress,
+        fd,
+        buf,
+        len,
+        len,
+        true,
+        conn,
+        0,
     );
 }
 
 /// The socket under a `*tls.Conn`, remembered per connection: `c.conn` is
 /// a `net.Conn` interface (type word, then data) at offset 0, whose data
-/// is a `*net.TCPConn`, whose first word is its `*netFD`. A connection over
-/// something else gives a number that is not a TCP socket; the capture
-/// stage then sends the chunk without endpoints and counts it.
+/// is a `*net.TCPConn`, whose first word is its `*netFD`. Only a number
+/// that names a TCP socket of this process is taken (and remembered): a
+/// connection over something else (a wrapped `net.Conn`, a unix socket)
+/// gets none, and its chunks are counted as unbound.
 #[inline(always)]
-fn conn_fd(tgid: u32, conn: u64) -> i32 {
+fn conn_fd(cfg: &KernelConfig, tgid: u32, conn: u64) -> i32 {
     let key = TlsKey {
         tgid,
         _pad: 0,
@@ -151,9 +197,12 @@ fn conn_fd(tgid: u32, conn: u64) -> i32 {
             .and_then(|tcp| uread::<u64>(tcp))
             .and_then(|netfd| uread::<i64>(netfd + NETFD_SYSFD))
     };
-    match fd {
-        Some(fd) if (0..(1 << 24)).contains(&fd) => {
-            let fd = fd as i32;
+    let Some(fd) = fd.filter(|fd| (0..(1 << 24)).contains(fd)) else {
+        return -1;
+    };
+    let fd = fd as i32;
+    match file_info(cfg, fd, Direction::Ingress) {
+        Some(f) if matches!(f.kind, FdKind::Tcp4 | FdKind::Tcp6) => {
             let _ = TLS_FDS.insert(&key, &TlsBinding { fd, inferred: 0 }, 0);
             fd
         }
@@ -163,25 +212,19 @@ fn conn_fd(tgid: u32, conn: u64) -> i32 {
 
 #[uprobe]
 pub fn go_tls_read(ctx: ProbeContext) -> u32 {
-    go_tls_enter(&ctx, Direction::Ingress);
-    0
-}
-
-#[uprobe]
-pub fn go_tls_write(ctx: ProbeContext) -> u32 {
-    go_tls_enter(&ctx, Direction::Egress);
+    on_read_entry(&ctx);
     0
 }
 
 #[uprobe]
 pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
-    go_tls_return(&ctx, Direction::Ingress);
+    on_read_return(&ctx);
     0
 }
 
 #[uprobe]
-pub fn go_tls_write_return(ctx: ProbeContext) -> u32 {
-    go_tls_return(&ctx, Direction::Egress);
+pub fn go_tls_write(ctx: ProbeContext) -> u32 {
+    on_write_body(&ctx);
     0
 }
 

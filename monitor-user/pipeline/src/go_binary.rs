@@ -5,8 +5,9 @@
 //! the runtime needs its own function table, `.gopclntab`, which stays and
 //! names every function. From it this module takes the entry and the end of
 //! `crypto/tls.(*Conn).Read`, `.Write` and `.Close`, and decodes the
-//! machine code of `Read` and `Write` to find each `RET`: return probes go
-//! there, as uretprobes are unsafe on Go's movable stacks. The Go version
+//! machine code of `Read` and `Write` to find each `RET` (return probes go
+//! there, as uretprobes are unsafe on Go's movable stacks) and the end of
+//! the prologue's stack check. The Go version
 //! comes from the build information (`.go.buildinfo`); the kernel programs
 //! read registers of the register ABI (Go 1.17 and later, amd64) and fields
 //! of `net.netFD` whose layout is known up to [`NEWEST_KNOWN`], so any
@@ -29,6 +30,12 @@ pub const OLDEST_KNOWN: (u32, u32) = (1, 17);
 pub struct FunctionProbes {
     /// The first instruction.
     pub entry: u64,
+    /// The first instruction after the stack-growth check of the prologue
+    /// (the entry itself when the function has none): when the stack must
+    /// grow, the runtime calls `morestack` and jumps back to the entry, so
+    /// a probe at the entry may fire twice for one call, a probe here once.
+    /// The arguments are still in their registers.
+    pub body: u64,
     /// Each `RET` instruction.
     pub returns: Vec<u64>,
 }
@@ -69,24 +76,36 @@ pub enum GoBinaryError {
     Malformed(&'static str),
 }
 
-/// Reads `bytes` (the whole executable) and finds the probe points.
+const READ: &[u8] = b"crypto/tls.(*Conn).Read";
+const WRITE: &[u8] = b"crypto/tls.(*Conn).Write";
+const CLOSE: &[u8] = b"crypto/tls.(*Conn).Close";
+
+/// Reads `bytes` (the whole executable) and finds the probe points. Only a
+/// Go program that links `crypto/tls` is refused (an unknown version or
+/// architecture, damaged tables); others are `NotGo` or `NoTls`.
 pub fn inspect(bytes: &[u8]) -> Result<GoTlsProbes, GoBinaryError> {
     let elf = Elf::parse(bytes)?;
     let version = build_version(&elf).ok_or(GoBinaryError::NotGo)?;
+    let known = parse_version(&version).is_some_and(|v| (OLDEST_KNOWN..=NEWEST_KNOWN).contains(&v));
+    let found = FuncTable::find(&elf).map(|t| t.lookup([READ, WRITE, CLOSE]));
+    let [read, write, close] = match found {
+        Ok([Some(read), Some(write), close]) => [Some(read), Some(write), close],
+        Ok(_) => return Err(GoBinaryError::NoTls),
+        // A table this module cannot read (another layout): refused only
+        // where the program names crypto/tls at all.
+        Err(_) if memchr::memmem::find(bytes, READ).is_none() => return Err(GoBinaryError::NoTls),
+        Err(_) if !known => return Err(GoBinaryError::UnknownVersion(version)),
+        Err(e) => return Err(e),
+    };
     if elf.machine != EM_X86_64 {
         return Err(GoBinaryError::Architecture);
     }
-    match parse_version(&version) {
-        Some(v) if (OLDEST_KNOWN..=NEWEST_KNOWN).contains(&v) => {}
-        _ => return Err(GoBinaryError::UnknownVersion(version)),
+    if !known {
+        return Err(GoBinaryError::UnknownVersion(version));
     }
-    let table = FuncTable::find(&elf)?;
-    let read = table.lookup(b"crypto/tls.(*Conn).Read");
-    let write = table.lookup(b"crypto/tls.(*Conn).Write");
     let (Some(read), Some(write)) = (read, write) else {
         return Err(GoBinaryError::NoTls);
     };
-    let close = table.lookup(b"crypto/tls.(*Conn).Close");
     let probes = |(start, end): (u64, u64)| -> Result<FunctionProbes, GoBinaryError> {
         let entry = elf
             .file_offset(start)
@@ -98,21 +117,62 @@ pub fn inspect(bytes: &[u8]) -> Result<GoTlsProbes, GoBinaryError> {
         let code = elf
             .bytes_at(entry, len)
             .ok_or(GoBinaryError::Malformed("function outside the file"))?;
-        let returns = returns(code, start)?
-            .into_iter()
-            .map(|va| va - start + entry)
-            .collect::<Vec<_>>();
+        let (body, returns) = scan(code, start)?;
+        let returns = returns.into_iter().map(|va| va - start + entry).collect::<Vec<_>>();
         if returns.is_empty() {
             return Err(GoBinaryError::Malformed("a function without RET"));
         }
-        Ok(FunctionProbes { entry, returns })
+        Ok(FunctionProbes {
+            entry,
+            body: body - start + entry,
+            returns,
+        })
     };
     Ok(GoTlsProbes {
         version,
         read: probes(read)?,
         write: probes(write)?,
-        close: close.and_then(|(start, _)| elf.file_offset(start)),
+        close: close
+            .and_then(|(start, _)| elf.file_offset(start))
+            .filter(|&o| elf.bytes_at(o, 1).is_some()),
     })
+}
+
+/// Whether an executable may be a Go program, from its ELF header and
+/// section names only, read through `read_at(offset, len)`: a
+/// `.go.buildinfo` or `.gopclntab` section, or no section headers at all.
+/// The agent reads only such files in full.
+pub fn may_be_go(read_at: &mut dyn FnMut(u64, usize) -> Option<Vec<u8>>) -> bool {
+    let Some(h) = read_at(0, 64) else { return false };
+    if h.len() < 64 || &h[..4] != b"\x7fELF" || h[4] != 2 || h[5] != 1 {
+        return false;
+    }
+    let (Some(shoff), Some(shentsize), Some(shnum), Some(shstrndx)) =
+        (u64_at(&h, 40), u16_at(&h, 58), u16_at(&h, 60), u16_at(&h, 62))
+    else {
+        return false;
+    };
+    let (shentsize, shnum, shstrndx) = (usize::from(shentsize), usize::from(shnum), usize::from(shstrndx));
+    if shnum == 0 {
+        return true;
+    }
+    if shentsize < 64 || shstrndx >= shnum {
+        return false;
+    }
+    let Some(names_header) = read_at(shoff.saturating_add((shstrndx * shentsize) as u64), 64) else {
+        return false;
+    };
+    let (Some(off), Some(size)) = (u64_at(&names_header, 24), u64_at(&names_header, 32)) else {
+        return false;
+    };
+    if size > 1 << 20 {
+        return false;
+    }
+    let Some(names) = read_at(off, size as usize) else {
+        return false;
+    };
+    memchr::memmem::find(&names, b".go.buildinfo\0").is_some()
+        || memchr::memmem::find(&names, b".gopclntab\0").is_some()
 }
 
 /// `go1.24.4` → (1, 24); `go1.17` → (1, 17); anything else (`devel …`) →
@@ -125,23 +185,38 @@ pub fn parse_version(v: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// The virtual addresses of the `RET` instructions of the code at `code`
-/// (loaded at `start`). Code that does not decode (a table pointing into
+/// The virtual address of the instruction after the prologue's
+/// stack-growth check, and those of the `RET` instructions, of the code at
+/// `code` (loaded at `start`). The check is a compare of the stack pointer
+/// with the goroutine's stack guard followed, within the first few
+/// instructions, by a conditional jump forward to the `morestack` call at
+/// the function's end. Code that does not decode (a table pointing into
 /// data) is refused: a probe in the middle of an instruction would corrupt
 /// the program.
-fn returns(code: &[u8], start: u64) -> Result<Vec<u64>, GoBinaryError> {
+fn scan(code: &[u8], start: u64) -> Result<(u64, Vec<u64>), GoBinaryError> {
+    let end = start + code.len() as u64;
     let mut decoder = Decoder::with_ip(64, code, start, DecoderOptions::NONE);
-    let mut out = Vec::new();
+    let mut body = None;
+    let mut returns = Vec::new();
+    let mut n = 0;
     while decoder.can_decode() {
         let ins = decoder.decode();
         if ins.code() == Code::INVALID {
             return Err(GoBinaryError::Malformed("code that does not decode"));
         }
+        n += 1;
+        if body.is_none()
+            && n <= 4
+            && ins.is_jcc_short_or_near()
+            && (ins.next_ip()..end).contains(&ins.near_branch_target())
+        {
+            body = Some(ins.next_ip());
+        }
         if ins.mnemonic() == Mnemonic::Ret {
-            out.push(ins.ip());
+            returns.push(ins.ip());
         }
     }
-    Ok(out)
+    Ok((body.unwrap_or(start), returns))
 }
 
 const EM_X86_64: u16 = 62;
@@ -227,12 +302,13 @@ impl<'a> Elf<'a> {
                 let h = shoff
                     .checked_add(i * shentsize)
                     .ok_or(GoBinaryError::Malformed("ELF headers"))?;
+                let field = |k: usize| h.checked_add(k).and_then(|at| u64_at(bytes, at));
                 let (Some(name), Some(kind), Some(addr), Some(offset), Some(size)) = (
                     u32_at(bytes, h),
-                    u32_at(bytes, h + 4),
-                    u64_at(bytes, h + 16),
-                    u64_at(bytes, h + 24),
-                    u64_at(bytes, h + 32),
+                    h.checked_add(4).and_then(|at| u32_at(bytes, at)),
+                    field(16),
+                    field(24),
+                    field(32),
                 ) else {
                     return Err(GoBinaryError::Malformed("ELF headers"));
                 };
@@ -286,7 +362,7 @@ impl<'a> Elf<'a> {
         self.segments
             .iter()
             .find(|s| va >= s.vaddr && va - s.vaddr < s.filesz)
-            .map(|s| va - s.vaddr + s.offset)
+            .and_then(|s| (va - s.vaddr).checked_add(s.offset))
     }
 
     /// `len` bytes at virtual address `va`.
@@ -372,11 +448,13 @@ impl<'a> FuncTable<'a> {
         }
         // Section headers stripped or the table inside `.data.rel.ro`
         // (position-independent builds): try each place the magic occurs.
+        // At most 8 candidates per magic are looked through: a crafted file
+        // cannot make the scan long.
         for magic in [0xfffffff1u32, 0xfffffff0, 0xfffffffa] {
             let pattern = magic.to_le_bytes();
-            for at in memchr::memmem::find_iter(elf.bytes, &pattern) {
+            for at in memchr::memmem::find_iter(elf.bytes, &pattern).take(8) {
                 if let Ok(t) = Self::parse(&elf.bytes[at..], elf) {
-                    if t.lookup(b"runtime.main").is_some() {
+                    if t.lookup([b"runtime.main"])[0].is_some() {
                         return Ok(t);
                     }
                 }
@@ -399,7 +477,9 @@ impl<'a> FuncTable<'a> {
                 // Position-independent builds leave the field to a dynamic
                 // relocation: the text section gives it.
                 let text = if text == 0 {
-                    elf.section(b".text").map(|s| s.addr).unwrap_or(0)
+                    elf.section(b".text")
+                        .map(|s| s.addr)
+                        .ok_or(GoBinaryError::Malformed("no text start"))?
                 } else {
                     text
                 };
@@ -447,27 +527,40 @@ impl<'a> FuncTable<'a> {
         }
     }
 
-    fn name(&self, rec: usize) -> Option<&'a [u8]> {
+    /// Whether the name of record `rec` is `name` (compared in place: a
+    /// damaged table with names missing their terminator costs no more).
+    fn name_is(&self, rec: usize, name: &[u8]) -> bool {
         // `_func`: entry (4 bytes from 1.18, 8 before), then nameOff (i32).
         let name_field = if self.text_start.is_some() { 4 } else { 8 };
-        let at = self.pcln.checked_add(rec)?.checked_add(name_field)?;
-        let off = u32_at(self.table, at)? as i32;
-        let start = self.names.checked_add(usize::try_from(off).ok()?)?;
-        let s = self.table.get(start..)?;
-        let end = memchr::memchr(0, &s[..s.len().min(4096)])?;
-        Some(&s[..end])
+        let Some(at) = self.pcln.checked_add(rec).and_then(|a| a.checked_add(name_field)) else {
+            return false;
+        };
+        let Some(off) = u32_at(self.table, at).and_then(|o| usize::try_from(o as i32).ok()) else {
+            return false;
+        };
+        let Some(start) = self.names.checked_add(off) else {
+            return false;
+        };
+        let end = start.saturating_add(name.len());
+        self.table.get(start..end) == Some(name) && self.table.get(end) == Some(&0)
     }
 
-    /// The [start, end) addresses of the function named `name`.
-    fn lookup(&self, name: &[u8]) -> Option<(u64, u64)> {
-        (0..self.nfunc).find_map(|i| {
-            let (start, rec) = self.entry(i)?;
-            if self.name(rec)? != name {
-                return None;
+    /// The [start, end) addresses of the functions named `names`, in one
+    /// pass over the table.
+    fn lookup<const N: usize>(&self, names: [&[u8]; N]) -> [Option<(u64, u64)>; N] {
+        let mut out = [None; N];
+        for i in 0..self.nfunc {
+            let Some((start, rec)) = self.entry(i) else { break };
+            for (slot, name) in out.iter_mut().zip(names) {
+                if slot.is_none() && self.name_is(rec, name) {
+                    *slot = self.entry(i + 1).map(|(end, _)| (start, end));
+                }
             }
-            let (end, _) = self.entry(i + 1)?;
-            Some((start, end))
-        })
+            if out.iter().all(Option::is_some) {
+                break;
+            }
+        }
+        out
     }
 }
 

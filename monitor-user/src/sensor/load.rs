@@ -288,23 +288,17 @@ pub(super) fn attach_tls_file(ebpf: &mut Ebpf, path: &Path) -> anyhow::Result<Ve
 }
 
 /// The Go `crypto/tls` programs (hooks/go_tls.rs).
-const GO_TLS_PROGRAMS: [&str; 5] = [
-    "go_tls_read",
-    "go_tls_write",
-    "go_tls_read_return",
-    "go_tls_write_return",
-    "go_tls_close",
-];
+const GO_TLS_PROGRAMS: [&str; 4] = ["go_tls_read", "go_tls_read_return", "go_tls_write", "go_tls_close"];
 
 /// Attaches the Go `crypto/tls` programs to the executable at `path`, at
-/// the file offsets `probes` gives: the returns first, so that an entry
-/// never waits for a return that is not watched.
+/// the file offsets `probes` gives: `Read`'s returns first, so that an
+/// entry never waits for a return that is not watched; `Write` where its
+/// body starts (after the stack check).
 pub(super) fn attach_go_file(ebpf: &mut Ebpf, path: &Path, probes: &GoTlsProbes) -> anyhow::Result<()> {
     let mut points: Vec<(&str, u64)> = Vec::new();
     points.extend(probes.read.returns.iter().map(|&o| ("go_tls_read_return", o)));
-    points.extend(probes.write.returns.iter().map(|&o| ("go_tls_write_return", o)));
     points.push(("go_tls_read", probes.read.entry));
-    points.push(("go_tls_write", probes.write.entry));
+    points.push(("go_tls_write", probes.write.body));
     points.extend(probes.close.map(|o| ("go_tls_close", o)));
     for (prog, offset) in points {
         let p: &mut UProbe = ebpf.program_mut(prog).context(prog)?.try_into()?;

@@ -321,13 +321,8 @@ impl Sensor {
                     format!(" (without {})", missing.join(", "))
                 }
             }),
-            tls::Probes::Go(p) => attach_go_file(&mut self.ebpf, &target.attach_path(), p).map(|()| {
-                format!(
-                    " (Go {} crypto/tls: {} return points)",
-                    p.version,
-                    p.read.returns.len() + p.write.returns.len()
-                )
-            }),
+            tls::Probes::Go(p) => attach_go_file(&mut self.ebpf, &target.attach_path(), p)
+                .map(|()| format!(" (Go {} crypto/tls: {} return points)", p.version, p.read.returns.len())),
             tls::Probes::GoRefused(e) => {
                 self.go_tls_refused += 1;
                 log::warn!("TLS: not probing {where_}: {e}; its TLS traffic is not seen");

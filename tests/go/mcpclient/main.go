@@ -3,7 +3,9 @@
 // with its own TLS settings must), and runs initialize, the initialized
 // notification, tools/list and tools/call of echo. It prints "ready" and
 // waits for a line on stdin before connecting when -wait is given, and
-// writes what it received to its transcript.
+// writes what it received to its transcript. With -load SECONDS it then
+// calls echo from -conc goroutines for that long and prints
+// {"requests", "seconds", "rps"} instead (`cargo xtask bench https`).
 package main
 
 import (
@@ -14,10 +16,13 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
+	"io/ioutil"
 	"log"
 	"net/http"
 	"os"
+	"sync"
+	"sync/atomic"
+	"time"
 )
 
 func main() {
@@ -26,24 +31,27 @@ func main() {
 	text := flag.String("text", "hello", "what echo is asked to return")
 	transcript := flag.String("transcript", "", "where to write what was received")
 	wait := flag.Bool("wait", false, "wait for a line on stdin before connecting")
+	load := flag.Float64("load", 0, "after the session, call echo for this many seconds")
+	conc := flag.Int("conc", 1, "concurrent callers under -load")
 	flag.Parse()
-	pem, err := os.ReadFile(*ca)
+	pem, err := ioutil.ReadFile(*ca)
 	if err != nil {
 		log.Fatal(err)
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
 	client := &http.Client{Transport: &http.Transport{
-		TLSClientConfig:   &tls.Config{RootCAs: pool},
-		ForceAttemptHTTP2: true,
+		TLSClientConfig:     &tls.Config{RootCAs: pool},
+		ForceAttemptHTTP2:   true,
+		MaxIdleConnsPerHost: 64,
 	}}
 	if *wait {
 		fmt.Println("ready")
 		bufio.NewReader(os.Stdin).ReadString('\n')
 	}
 	session := ""
-	var received []any
-	call := func(msg map[string]any) {
+	var received []interface{}
+	call := func(msg map[string]interface{}) {
 		body, _ := json.Marshal(msg)
 		req, _ := http.NewRequest(http.MethodPost, *url, bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
@@ -60,10 +68,10 @@ func main() {
 		if s := resp.Header.Get("Mcp-Session-Id"); s != "" {
 			session = s
 		}
-		out, _ := io.ReadAll(resp.Body)
-		entry := map[string]any{"status": resp.StatusCode, "proto": resp.Proto}
+		out, _ := ioutil.ReadAll(resp.Body)
+		entry := map[string]interface{}{"status": resp.StatusCode, "proto": resp.Proto}
 		if len(out) > 0 {
-			var v any
+			var v interface{}
 			if err := json.Unmarshal(out, &v); err != nil {
 				log.Fatalf("%s answered %q", msg["method"], out)
 			}
@@ -71,18 +79,51 @@ func main() {
 		}
 		received = append(received, entry)
 	}
-	call(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": map[string]any{
+	call(map[string]interface{}{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": map[string]interface{}{
 		"protocolVersion": "2025-06-18",
-		"capabilities":    map[string]any{},
-		"clientInfo":      map[string]any{"name": "go-mcp-client", "version": "1.0.0"},
+		"capabilities":    map[string]interface{}{},
+		"clientInfo":      map[string]interface{}{"name": "go-mcp-client", "version": "1.0.0"},
 	}})
-	call(map[string]any{"jsonrpc": "2.0", "method": "notifications/initialized"})
-	call(map[string]any{"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
-	call(map[string]any{"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": map[string]any{
-		"name": "echo", "arguments": map[string]any{"text": *text},
+	call(map[string]interface{}{"jsonrpc": "2.0", "method": "notifications/initialized"})
+	call(map[string]interface{}{"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+	call(map[string]interface{}{"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": map[string]interface{}{
+		"name": "echo", "arguments": map[string]interface{}{"text": *text},
 	}})
+	if *load > 0 {
+		var done int64
+		var wg sync.WaitGroup
+		start := time.Now()
+		deadline := start.Add(time.Duration(*load * float64(time.Second)))
+		for i := 0; i < *conc; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				for n := 0; time.Now().Before(deadline); n++ {
+					body, _ := json.Marshal(map[string]interface{}{"jsonrpc": "2.0", "id": 1000 + n, "method": "tools/call", "params": map[string]interface{}{
+						"name": "echo", "arguments": map[string]interface{}{"text": fmt.Sprintf("load %d %d", i, n)},
+					}})
+					req, _ := http.NewRequest(http.MethodPost, *url, bytes.NewReader(body))
+					req.Header.Set("Content-Type", "application/json")
+					req.Header.Set("Accept", "application/json, text/event-stream")
+					req.Header.Set("Mcp-Session-Id", session)
+					resp, err := client.Do(req)
+					if err != nil {
+						log.Fatal(err)
+					}
+					ioutil.ReadAll(resp.Body)
+					resp.Body.Close()
+					atomic.AddInt64(&done, 1)
+				}
+			}(i)
+		}
+		wg.Wait()
+		elapsed := time.Since(start).Seconds()
+		out, _ := json.Marshal(map[string]interface{}{"requests": done, "seconds": elapsed, "rps": float64(done) / elapsed})
+		fmt.Println(string(out))
+		return
+	}
 	out, _ := json.MarshalIndent(received, "", "  ")
-	if err := os.WriteFile(*transcript, out, 0o600); err != nil {
+	if err := ioutil.WriteFile(*transcript, out, 0o600); err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println("done")

@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/ioutil"
 	"log"
 	"net"
 	"net/http"
@@ -31,28 +32,28 @@ var (
 	record   *os.File
 )
 
-func remember(entry map[string]any) {
+func remember(entry map[string]interface{}) {
 	recordMu.Lock()
 	defer recordMu.Unlock()
 	line, _ := json.Marshal(entry)
 	record.Write(append(line, '\n'))
 }
 
-func result(req request) (any, *map[string]any) {
+func result(req request) (interface{}, *map[string]interface{}) {
 	switch req.Method {
 	case "initialize":
-		return map[string]any{
+		return map[string]interface{}{
 			"protocolVersion": "2025-06-18",
-			"capabilities":    map[string]any{"tools": map[string]any{}},
-			"serverInfo":      map[string]any{"name": "go-mcp-server", "version": "1.0.0"},
+			"capabilities":    map[string]interface{}{"tools": map[string]interface{}{}},
+			"serverInfo":      map[string]interface{}{"name": "go-mcp-server", "version": "1.0.0"},
 		}, nil
 	case "tools/list":
-		return map[string]any{"tools": []any{map[string]any{
+		return map[string]interface{}{"tools": []interface{}{map[string]interface{}{
 			"name":        "echo",
 			"description": "Returns the text it is given.",
-			"inputSchema": map[string]any{
+			"inputSchema": map[string]interface{}{
 				"type":       "object",
-				"properties": map[string]any{"text": map[string]any{"type": "string"}},
+				"properties": map[string]interface{}{"text": map[string]interface{}{"type": "string"}},
 				"required":   []string{"text"},
 			},
 		}}}, nil
@@ -65,14 +66,14 @@ func result(req request) (any, *map[string]any) {
 		}
 		json.Unmarshal(req.Params, &p)
 		if p.Name != "echo" {
-			e := map[string]any{"code": -32602, "message": "unknown tool " + p.Name}
+			e := map[string]interface{}{"code": -32602, "message": "unknown tool " + p.Name}
 			return nil, &e
 		}
-		return map[string]any{"content": []any{map[string]any{"type": "text", "text": p.Arguments.Text}}}, nil
+		return map[string]interface{}{"content": []interface{}{map[string]interface{}{"type": "text", "text": p.Arguments.Text}}}, nil
 	case "ping":
-		return map[string]any{}, nil
+		return map[string]interface{}{}, nil
 	}
-	e := map[string]any{"code": -32601, "message": "method not found: " + req.Method}
+	e := map[string]interface{}{"code": -32601, "message": "method not found: " + req.Method}
 	return nil, &e
 }
 
@@ -81,7 +82,7 @@ func handle(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "only POST", http.StatusMethodNotAllowed)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, 16<<20))
+	body, err := ioutil.ReadAll(io.LimitReader(r.Body, 16<<20))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -92,12 +93,12 @@ func handle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(req.ID) == 0 {
-		remember(map[string]any{"notification": req.Method, "proto": r.Proto})
+		remember(map[string]interface{}{"notification": req.Method, "proto": r.Proto})
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
 	res, rpcErr := result(req)
-	answer := map[string]any{"jsonrpc": "2.0", "id": req.ID}
+	answer := map[string]interface{}{"jsonrpc": "2.0", "id": req.ID}
 	if rpcErr != nil {
 		answer["error"] = *rpcErr
 	} else {
@@ -111,7 +112,7 @@ func handle(w http.ResponseWriter, r *http.Request) {
 	out, _ := json.Marshal(answer)
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(out)
-	remember(map[string]any{"id": req.ID, "method": req.Method, "proto": r.Proto, "bytes": len(out)})
+	remember(map[string]interface{}{"id": req.ID, "method": req.Method, "proto": r.Proto, "bytes": len(out)})
 }
 
 func main() {
@@ -133,5 +134,7 @@ func main() {
 	mux.HandleFunc("/mcp", handle)
 	fmt.Printf("listening %s\n", ln.Addr())
 	os.Stdout.Sync()
-	log.Fatal(http.ServeTLS(ln, mux, *cert, *key))
+	// Handshakes cut short (a test probing the port) are not errors here.
+	server := &http.Server{Handler: mux, ErrorLog: log.New(ioutil.Discard, "", 0)}
+	log.Fatal(server.ServeTLS(ln, *cert, *key))
 }

@@ -1,5 +1,6 @@
 //! HTTPS through the TLS uprobes: requests per second with and without the
-//! agent.
+//! agent, for FastMCP with the Python SDK (OpenSSL, HTTP/1.1) and for the Go
+//! peers of the tests (`crypto/tls`, HTTP/2).
 
 use std::{
     path::Path,
@@ -29,6 +30,103 @@ fn https_load(url: &str, ca: &Path, concurrency: u32) -> Result<f64> {
     }
     let v: Value = serde_json::from_slice(&out.stdout).context("reading the load client's result")?;
     Ok(v["rps"].as_f64().unwrap_or(0.0))
+}
+
+/// One load run of the Go client (tests/go, `-load`): requests per second.
+fn go_load(client: &Path, url: &str, ca: &Path, concurrency: u32) -> Result<f64> {
+    let out = Command::new(client)
+        .args([
+            "-url",
+            url,
+            "-load",
+            &HTTPS_SECONDS.to_string(),
+            "-conc",
+            &concurrency.to_string(),
+            "-ca",
+        ])
+        .arg(ca)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the Go load client")?;
+    if !out.status.success() {
+        bail!("the Go load client failed");
+    }
+    let last = out
+        .stdout
+        .split(|b| *b == b'\n')
+        .rfind(|l| !l.is_empty())
+        .unwrap_or_default();
+    let v: Value = serde_json::from_slice(last).context("reading the Go load client's result")?;
+    Ok(v["rps"].as_f64().unwrap_or(0.0))
+}
+
+/// Rows of interleaved rounds without and with the agent, per concurrency.
+fn rounds(port: u16, mut load: impl FnMut(u32) -> Result<f64>, what: &str) -> Result<Vec<Value>> {
+    let mut rows = Vec::new();
+    for concurrency in [1u32, 8, 32] {
+        step(&format!(
+            "{what} requests/s at concurrency {concurrency}: {HTTPS_ROUNDS} interleaved rounds without / with the monitor"
+        ));
+        let (mut without, mut with) = (Vec::new(), Vec::new());
+        let (mut drops, mut captured) = (0.0, 0.0);
+        for _ in 0..HTTPS_ROUNDS {
+            without.push(load(concurrency)?);
+            let agent = Agent::start(port)?;
+            with.push(load(concurrency)?);
+            std::thread::sleep(Duration::from_millis(500));
+            drops += agent.metric("mcp_monitor_capture_dropped_total", "");
+            captured += agent.metric("mcp_monitor_messages_total", "transport=\"https\"");
+            agent.stop();
+        }
+        let (w, m) = (median(without.clone()), median(with.clone()));
+        rows.push(json!({
+            "concurrency": concurrency,
+            "without_rps": without,
+            "with_rps": with,
+            "median_without_rps": w,
+            "median_with_rps": m,
+            "ratio": m / w,
+            "drops_with_monitor": drops,
+            "https_messages_captured": captured,
+        }));
+    }
+    Ok(rows)
+}
+
+/// The Go server and client (Go 1.24, stripped) over HTTPS with HTTP/2:
+/// what the `crypto/tls` probes cost per call.
+pub(super) fn https_go(port: u16) -> Result<Value> {
+    let dir = root().join("target/bench-https");
+    let cert = dir.join("cert.pem");
+    let peers = root().join("target/go-peers");
+    crate::go_toolchain::build_peers(&peers)?;
+    let (server_bin, client) = (peers.join("1.24/mcpserver"), peers.join("1.24/mcpclient"));
+    let server_port = 18_444u16;
+    let mut server = Command::new(&server_bin)
+        .arg("-addr")
+        .arg(format!("127.0.0.1:{server_port}"))
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(dir.join("key.pem"))
+        .arg("-record")
+        .arg("/dev/null")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting the Go HTTPS server")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", server_port)).is_err() {
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            bail!("the Go HTTPS server did not listen on {server_port}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = format!("https://127.0.0.1:{server_port}/mcp");
+    let result = rounds(port, |c| go_load(&client, &url, &cert, c), "HTTPS (Go, HTTP/2)");
+    let _ = server.kill();
+    let _ = server.wait();
+    Ok(Value::Array(result?))
 }
 
 pub(super) fn https(port: u16) -> Result<Value> {
@@ -71,39 +169,8 @@ pub(super) fn https(port: u16) -> Result<Value> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let url = format!("https://127.0.0.1:{server_port}/mcp");
-    let mut rows = Vec::new();
-    let result = (|| -> Result<()> {
-        for concurrency in [1u32, 8, 32] {
-            step(&format!(
-                "HTTPS requests/s at concurrency {concurrency}: {HTTPS_ROUNDS} interleaved rounds without / with the monitor"
-            ));
-            let (mut without, mut with) = (Vec::new(), Vec::new());
-            let (mut drops, mut captured) = (0.0, 0.0);
-            for _ in 0..HTTPS_ROUNDS {
-                without.push(https_load(&url, &cert, concurrency)?);
-                let agent = Agent::start(port)?;
-                with.push(https_load(&url, &cert, concurrency)?);
-                std::thread::sleep(Duration::from_millis(500));
-                drops += agent.metric("mcp_monitor_capture_dropped_total", "");
-                captured += agent.metric("mcp_monitor_messages_total", "transport=\"https\"");
-                agent.stop();
-            }
-            let (w, m) = (median(without.clone()), median(with.clone()));
-            rows.push(json!({
-                "concurrency": concurrency,
-                "without_rps": without,
-                "with_rps": with,
-                "median_without_rps": w,
-                "median_with_rps": m,
-                "ratio": m / w,
-                "drops_with_monitor": drops,
-                "https_messages_captured": captured,
-            }));
-        }
-        Ok(())
-    })();
+    let result = rounds(port, |c| https_load(&url, &cert, c), "HTTPS (FastMCP)");
     let _ = server.kill();
     let _ = server.wait();
-    result?;
-    Ok(Value::Array(rows))
+    Ok(Value::Array(result?))
 }

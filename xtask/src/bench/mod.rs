@@ -44,7 +44,7 @@ mod memory;
 
 use host::host;
 use host_cost::{kernel_cost, log_pipe, overhead};
-use https::https;
+use https::{https, https_go};
 use memory::{drops, memory};
 
 fn echo_pair() -> PathBuf {
@@ -290,6 +290,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if live && only.is_none_or(|o| o == "https") {
         results["https"] = https(port)?;
+        results["https_go_h2"] = https_go(port)?;
     }
     if live && only.is_none_or(|o| o == "logs") {
         results["log_pipe"] = log_pipe(port)?;
@@ -387,10 +388,14 @@ fn print_summary(r: &Value, path: &Path) {
             f["memory_budget_drops"]
         );
     }
-    if let Some(Value::Array(rows)) = r.get("https") {
+    for (key, what) in [
+        ("https", "FastMCP + Python SDK"),
+        ("https_go_h2", "Go, crypto/tls, HTTP/2"),
+    ] {
+        let Some(Value::Array(rows)) = r.get(key) else { continue };
         for h in rows {
             println!(
-                "  https (FastMCP + Python SDK) concurrency {:>2}: {:>6.0} req/s without, {:>6.0} with, ratio {:.3} \
+                "  https ({what}) concurrency {:>2}: {:>6.0} req/s without, {:>6.0} with, ratio {:.3} \
                  ({} messages captured, drops {})",
                 h["concurrency"],
                 h["median_without_rps"].as_f64().unwrap_or(0.0),

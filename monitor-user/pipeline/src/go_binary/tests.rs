@@ -9,8 +9,12 @@ const BASE: u64 = 0x400000;
 /// `mov eax, 0xc3; ret; int3; xor eax, eax; ret`: a byte 0xc3 inside an
 /// instruction, which is not a return.
 const READ_CODE: &[u8] = &[0xb8, 0xc3, 0x00, 0x00, 0x00, 0xc3, 0xcc, 0x31, 0xc0, 0xc3];
-/// `push rbp; mov rbp, rsp; pop rbp; ret`.
-const WRITE_CODE: &[u8] = &[0x55, 0x48, 0x89, 0xe5, 0x5d, 0xc3];
+/// Go's prologue: `cmp rsp, [r14+0x10]; jbe +6` (to the `morestack` call
+/// at the end), then `push rbp; mov rbp, rsp; pop rbp; ret`, then
+/// `call rel32; jmp` back to the entry.
+const WRITE_CODE: &[u8] = &[
+    0x49, 0x3b, 0x66, 0x10, 0x76, 0x06, 0x55, 0x48, 0x89, 0xe5, 0x5d, 0xc3, 0xe8, 0x00, 0x00, 0x00, 0x00, 0xeb, 0xec,
+];
 
 #[derive(Clone, Copy, PartialEq)]
 enum Layout {
@@ -68,7 +72,10 @@ fn build(spec: &Spec) -> (Vec<u8>, Vec<u64>) {
     for (_, code) in &spec.functions {
         starts.push(file.len() as u64);
         file.extend_from_slice(code);
-        pad_to(&mut file, 16);
+        // Go's linker pads functions with INT3.
+        while !file.len().is_multiple_of(16) {
+            file.push(0xcc);
+        }
     }
     let text_end = file.len();
     // .gopclntab
@@ -245,19 +252,23 @@ fn finds_entries_and_each_return_on_instruction_boundaries() {
         let p = inspect(&file).unwrap();
         assert_eq!(p.version, spec.version);
         let read = starts[1];
-        // The 0xc3 inside `mov eax, 0xc3` (read + 1) is not a return.
+        // The 0xc3 inside `mov eax, 0xc3` (read + 1) is not a return; no
+        // stack check: the body starts at the entry.
         assert_eq!(
             p.read,
             FunctionProbes {
                 entry: read,
+                body: read,
                 returns: vec![read + 5, read + 9]
             }
         );
+        // The body starts after the stack check's jump.
         assert_eq!(
             p.write,
             FunctionProbes {
                 entry: starts[2],
-                returns: vec![starts[2] + 5]
+                body: starts[2] + 6,
+                returns: vec![starts[2] + 11]
             }
         );
         assert_eq!(p.close, Some(starts[3]));
@@ -335,4 +346,47 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn only_files_with_go_sections_are_read_in_full() {
+    let (file, _) = build(&Spec::new("go1.24.4"));
+    let mut reads = 0;
+    let mut read_at = |off: u64, n: usize| {
+        reads += 1;
+        file.get(off as usize..off as usize + n).map(<[u8]>::to_vec)
+    };
+    assert!(may_be_go(&mut read_at));
+    // Without the Go sections' names: not Go.
+    let mut other = file.clone();
+    for name in [&b".go.buildinfo"[..], b".gopclntab"] {
+        let at = memchr::memmem::rfind(&other, name).unwrap();
+        other[at + 1] = b'x';
+    }
+    let mut read_other = |off: u64, n: usize| other.get(off as usize..off as usize + n).map(<[u8]>::to_vec);
+    assert!(!may_be_go(&mut read_other));
+    // No section headers at all: maybe.
+    let mut stripped = Spec::new("go1.24.4");
+    stripped.section_headers = false;
+    let (bare, _) = build(&stripped);
+    assert!(may_be_go(&mut |off: u64, n: usize| bare
+        .get(off as usize..off as usize + n)
+        .map(<[u8]>::to_vec)));
+    assert!(!may_be_go(&mut |_: u64, _: usize| None));
+}
+
+#[test]
+fn a_table_of_another_layout_is_refused_only_when_it_names_crypto_tls() {
+    // A Go 1.15 table (magic 0xfffffffb), as bullseye's Go writes it.
+    let (mut file, _) = build(&Spec::new("go1.15.15"));
+    let tab = memchr::memmem::find(&file, &0xfffffff1u32.to_le_bytes()).unwrap();
+    file[tab..tab + 4].copy_from_slice(&0xfffffffbu32.to_le_bytes());
+    assert_eq!(inspect(&file), Err(GoBinaryError::UnknownVersion("go1.15.15".into())));
+    let at = memchr::memmem::find(&file, b"crypto/tls.(*Conn).Read").unwrap();
+    file[at] = b'x';
+    assert_eq!(inspect(&file), Err(GoBinaryError::NoTls));
+    // A newer Go without crypto/tls is no refusal either.
+    let mut no_tls = Spec::new("go1.26.0");
+    no_tls.functions.retain(|(n, _)| !n.starts_with("crypto/tls"));
+    assert_eq!(inspect(&build(&no_tls).0), Err(GoBinaryError::NoTls));
 }

@@ -277,8 +277,7 @@ impl Pipeline {
                     let first = c.data.trim_ascii_start().first().copied();
                     let json_body = matches!(first, Some(b'{' | b'['));
                     // The rest of a body held from the previous read.
-                    let more_body =
-                        !conn.pending_bodies[d].is_empty() && !first.is_some_and(|b| b.is_ascii_uppercase());
+                    let more_body = !conn.pending_bodies[d].is_empty();
                     if first.is_some_and(|b| !b.is_ascii_uppercase()) && !json_body && !more_body {
                         self.reject_conn_state(conn, id, "not_http", sink);
                         return;
@@ -663,6 +662,7 @@ impl Pipeline {
         conn.halves = [None, None];
         conn.requests.clear();
         conn.streams.clear();
+        conn.pending_bodies = [Vec::new(), Vec::new()];
         self.metrics
             .pipeline
             .streams
