@@ -16,8 +16,9 @@
 //! sent once, at the return.
 
 use crate::{
+    hooks::tls::forget_tls_conn,
     kernel_read::{file_info, uread},
-    maps::{config, count, GoCallKey, TlsArgs, TlsBinding, GO_TLS_CALLS, STREAMS, TLS_FDS, TLS_JUMP},
+    maps::{config, count, GoCallKey, TlsArgs, TlsBinding, GO_TLS_CALLS, TLS_FDS, TLS_JUMP},
     payload::starts_like_json,
     tracking::tracked_reason,
     transfer::begin_transfer,
@@ -25,9 +26,7 @@ use crate::{
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::uprobe;
 use aya_ebpf::programs::ProbeContext;
-use monitor_common::{
-    config_flags, Counter, Direction, FdKind, KernelConfig, StreamKey, Syscall, TlsKey, TrackReason, TLS_STREAM_FD,
-};
+use monitor_common::{config_flags, Counter, Direction, FdKind, KernelConfig, Syscall, TlsKey, TrackReason};
 
 /// Offset of `Sysfd` in `internal/poll.FD` (after `fdmu`, a 16-byte
 /// `fdMutex`), which is the first field of `net.netFD`; unchanged from Go
@@ -55,16 +54,22 @@ fn regs(ctx: &ProbeContext) -> GoRegs {
     }
 }
 
+/// The calling process and the registers, unless the caller is the agent.
+#[inline(always)]
+fn go_call(ctx: &ProbeContext) -> Option<(u64, &'static KernelConfig, u32, GoRegs)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let cfg = config()?;
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == cfg.self_tgid {
+        return None;
+    }
+    Some((pid_tgid, cfg, tgid, regs(ctx)))
+}
+
 /// Entry of `Read`: stash the receiver and the buffer under the goroutine.
 #[inline(always)]
 fn on_read_entry(ctx: &ProbeContext) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(cfg) = config() else { return };
-    let tgid = (pid_tgid >> 32) as u32;
-    if tgid == cfg.self_tgid {
-        return;
-    }
-    let r = regs(ctx);
+    let Some((_, _, tgid, r)) = go_call(ctx) else { return };
     let key = GoCallKey {
         tgid,
         direction: Direction::Ingress as u32,
@@ -137,13 +142,9 @@ fn on_read_return(ctx: &ProbeContext) {
 /// neither come from a tracked process nor start like MCP stop here.
 #[inline(always)]
 fn on_write_body(ctx: &ProbeContext) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(cfg) = config() else { return };
-    let tgid = (pid_tgid >> 32) as u32;
-    if tgid == cfg.self_tgid {
+    let Some((pid_tgid, cfg, tgid, r)) = go_call(ctx) else {
         return;
-    }
-    let r = regs(ctx);
+    };
     let (conn, buf, len) = (r.rax, r.rbx, r.rcx);
     if conn == 0 || len == 0 || len as i64 <= 0 {
         return;
@@ -232,22 +233,6 @@ pub fn go_tls_write(ctx: ProbeContext) -> u32 {
 /// its socket binding and stream decisions go (as at `SSL_free`).
 #[uprobe]
 pub fn go_tls_close(ctx: ProbeContext) -> u32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let conn = regs(&ctx).rax;
-    let _ = TLS_FDS.remove(&TlsKey {
-        tgid,
-        _pad: 0,
-        ssl: conn,
-    });
-    let mut key = StreamKey {
-        tgid,
-        fd: TLS_STREAM_FD,
-        inode: conn,
-        direction: Direction::Ingress as u8,
-        _pad: [0; 7],
-    };
-    let _ = STREAMS.remove(&key);
-    key.direction = Direction::Egress as u8;
-    let _ = STREAMS.remove(&key);
+    forget_tls_conn((bpf_get_current_pid_tgid() >> 32) as u32, regs(&ctx).rax);
     0
 }

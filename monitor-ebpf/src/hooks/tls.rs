@@ -273,17 +273,27 @@ pub fn ssl_set_fd(ctx: ProbeContext) -> u32 {
 pub fn ssl_free(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(ssl) = ctx.arg::<u64>(0) else { return 0 };
-    let tgid = (pid_tgid >> 32) as u32;
-    let _ = TLS_FDS.remove(&TlsKey { tgid, _pad: 0, ssl });
+    forget_tls_conn((pid_tgid >> 32) as u32, ssl);
+    0
+}
+
+/// A TLS connection object of process `tgid` is gone (`SSL_free`, Go's
+/// `(*Conn).Close`): its socket binding and stream decisions go with it.
+#[inline(always)]
+pub(crate) fn forget_tls_conn(tgid: u32, conn: u64) {
+    let _ = TLS_FDS.remove(&TlsKey {
+        tgid,
+        _pad: 0,
+        ssl: conn,
+    });
     let mut key = StreamKey {
         tgid,
         fd: TLS_STREAM_FD,
-        inode: ssl,
+        inode: conn,
         direction: Direction::Ingress as u8,
         _pad: [0; 7],
     };
     let _ = STREAMS.remove(&key);
     key.direction = Direction::Egress as u8;
     let _ = STREAMS.remove(&key);
-    0
 }
