@@ -119,9 +119,12 @@ pub(crate) static TLS_FDS: LruHashMap<TlsKey, TlsBinding> = LruHashMap::with_max
 
 /// Arguments of in-flight Go `crypto/tls` `Read` calls, by goroutine: a goroutine may move to another thread inside the call. LRU:
 /// a call that never returns through a probed `RET` (a panic) cannot fill
-/// the map for good.
+/// the map for good. Every Go program with `crypto/tls` on the host stashes
+/// here (whether a read is MCP is known only at its return), and each idle
+/// HTTP/2 connection holds one read open: past 65,536 such reads at once,
+/// the oldest stashes go, uncounted, and their reads are missed.
 #[map]
-pub(crate) static GO_TLS_CALLS: LruHashMap<GoCallKey, TlsArgs> = LruHashMap::with_max_entries(16384, 0);
+pub(crate) static GO_TLS_CALLS: LruHashMap<GoCallKey, TlsArgs> = LruHashMap::with_max_entries(65536, 0);
 
 /// Key of [`GO_TLS_CALLS`]: the process, the direction (a goroutine has at
 /// most one call of each in flight) and the goroutine (`g`, R14).

@@ -1,3 +1,3 @@
 module mcpmonitor.test/gopeers
 
-go 1.15
+go 1.24

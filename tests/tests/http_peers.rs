@@ -430,7 +430,8 @@ fn go_https_h2(version: &'static str) {
     );
     let everything = format!("{:?}{:?}{}", m.events(), m.alerts(), m.stderr());
     assert!(!everything.contains(&secret[4..20]), "the token is exported nowhere");
-    assert_eq!(m.metric("mcp_monitor_go_tls_refused_total", &[]), 0.0);
+    // (The counter is host-wide: other Go programs may run here.)
+    assert!(!m.stderr().contains("TLS: not probing"), "{}", m.stderr());
     assert_eq!(m.metric("mcp_monitor_tls_unbound_chunks_total", &[]), 0.0);
     drop(server);
 }
@@ -471,7 +472,8 @@ fn go_before_1_17_is_refused_and_counted() {
     assert_eq!(go_record(&record).len(), 4);
     // A moment for anything captured to come out.
     std::thread::sleep(scaled(std::time::Duration::from_secs(2)));
-    assert_eq!(m.metric("mcp_monitor_go_tls_refused_total", &[]), 2.0);
+    // Both executables (and any other refused Go program on the host).
+    assert!(m.metric("mcp_monitor_go_tls_refused_total", &[]) >= 2.0);
     assert!(m.events().iter().all(|e| e["transport"] != "https"), "{:?}", m.events());
     drop(server);
 }

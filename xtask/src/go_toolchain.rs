@@ -108,7 +108,11 @@ pub fn build_peers(out: &Path) -> Result<()> {
             .env("GOFLAGS", "-mod=mod")
             .env("GOCACHE", target.join("go-cache").join(version))
             .env("GOPATH", target.join("go-path")))
-        .with_context(|| format!("building the Go test peers (tests/go) with Go {version}"))?;
+        .with_context(|| {
+            format!(
+                "building the Go test peers (tests/go) with Go {version} (`cargo xtask setup` unpacks the toolchains)"
+            )
+        })?;
     }
     Ok(())
 }

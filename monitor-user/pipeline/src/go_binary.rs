@@ -34,7 +34,9 @@ pub struct FunctionProbes {
     /// (the entry itself when the function has none): when the stack must
     /// grow, the runtime calls `morestack` and jumps back to the entry, so
     /// a probe at the entry may fire twice for one call, a probe here once.
-    /// The arguments are still in their registers.
+    /// The arguments are still in their registers. (Functions with frames
+    /// over 4 KiB check twice; the body is then after the first check.
+    /// `Write`'s frame is small.)
     pub body: u64,
     /// Each `RET` instruction.
     pub returns: Vec<u64>,
@@ -280,12 +282,10 @@ impl<'a> Elf<'a> {
                 let h = phoff
                     .checked_add(i * phentsize)
                     .ok_or(GoBinaryError::Malformed("ELF headers"))?;
-                let (Some(kind), Some(offset), Some(vaddr), Some(filesz)) = (
-                    u32_at(bytes, h),
-                    u64_at(bytes, h + 8),
-                    u64_at(bytes, h + 16),
-                    u64_at(bytes, h + 32),
-                ) else {
+                let field = |k: usize| h.checked_add(k).and_then(|at| u64_at(bytes, at));
+                let (Some(kind), Some(offset), Some(vaddr), Some(filesz)) =
+                    (u32_at(bytes, h), field(8), field(16), field(32))
+                else {
                     return Err(GoBinaryError::Malformed("ELF headers"));
                 };
                 if kind == PT_LOAD {
@@ -444,7 +444,7 @@ struct FuncTable<'a> {
 impl<'a> FuncTable<'a> {
     fn find(elf: &Elf<'a>) -> Result<Self, GoBinaryError> {
         if let Some((table, _)) = elf.section_bytes(b".gopclntab") {
-            return Self::parse(table, elf);
+            return Self::parse(table);
         }
         // Section headers stripped or the table inside `.data.rel.ro`
         // (position-independent builds): try each place the magic occurs.
@@ -453,7 +453,7 @@ impl<'a> FuncTable<'a> {
         for magic in [0xfffffff1u32, 0xfffffff0, 0xfffffffa] {
             let pattern = magic.to_le_bytes();
             for at in memchr::memmem::find_iter(elf.bytes, &pattern).take(8) {
-                if let Ok(t) = Self::parse(&elf.bytes[at..], elf) {
+                if let Ok(t) = Self::parse(&elf.bytes[at..]) {
                     if t.lookup([b"runtime.main"])[0].is_some() {
                         return Ok(t);
                     }
@@ -463,7 +463,7 @@ impl<'a> FuncTable<'a> {
         Err(GoBinaryError::Malformed("no function table (.gopclntab)"))
     }
 
-    fn parse(table: &'a [u8], elf: &Elf<'a>) -> Result<Self, GoBinaryError> {
+    fn parse(table: &'a [u8]) -> Result<Self, GoBinaryError> {
         let bad = GoBinaryError::Malformed("function table header");
         let magic = u32_at(table, 0).ok_or(bad)?;
         let (pad, min_lc, ptr_size) = (u16_at(table, 4), table.get(6), table.get(7));
@@ -475,14 +475,13 @@ impl<'a> FuncTable<'a> {
             0xfffffff0 | 0xfffffff1 => {
                 let text = u64_at(table, 24).ok_or(GoBinaryError::Malformed("function table header"))?;
                 // Position-independent builds leave the field to a dynamic
-                // relocation: the text section gives it.
-                let text = if text == 0 {
-                    elf.section(b".text")
-                        .map(|s| s.addr)
-                        .ok_or(GoBinaryError::Malformed("no text start"))?
-                } else {
-                    text
-                };
+                // relocation; `.text` may start before `runtime.text`
+                // (external linking), so no address is guessed.
+                if text == 0 {
+                    return Err(GoBinaryError::Malformed(
+                        "text start not in the file (position-independent build)",
+                    ));
+                }
                 (word(0), word(3), word(7), Some(text))
             }
             0xfffffffa => (word(0), word(2), word(6), None),

@@ -305,14 +305,19 @@ impl Scanner {
 }
 
 /// Executables larger than this are not read for Go tables.
-const MAX_EXECUTABLE: u64 = 1 << 30;
+const MAX_EXECUTABLE: u64 = 2 << 30;
 
 /// Reads an executable's Go TLS probe points. Its section names are read
-/// first; only a file that may be a Go program is read in full (once per
-/// distinct file; read, not mapped: a file rewritten in place meanwhile
-/// gives an error, not a fault).
+/// first (`pread`); only a file that may be a Go program is looked at in
+/// full, through a read-only mapping: the pages the tables occupy are read
+/// from disk as clean page cache, which the kernel can reclaim, not copied
+/// into the agent's memory (Go executables reach hundreds of megabytes,
+/// and the DaemonSet's limit is 256 MiB). A running executable cannot be
+/// truncated under the mapping (the kernel refuses to open it for writing
+/// while it runs); one rewritten in place after its last process exited,
+/// during the few milliseconds of the parse, would fault the agent.
 fn go_probes(file: &std::fs::File, len: u64) -> Result<GoTlsProbes, GoBinaryError> {
-    use std::{io::Read, os::unix::fs::FileExt};
+    use std::os::unix::fs::FileExt;
     if !(64..=MAX_EXECUTABLE).contains(&len) {
         return Err(GoBinaryError::NotElf);
     }
@@ -323,9 +328,140 @@ fn go_probes(file: &std::fs::File, len: u64) -> Result<GoTlsProbes, GoBinaryErro
     if !go_binary::may_be_go(&mut read_at) {
         return Err(GoBinaryError::NotGo);
     }
-    let mut bytes = Vec::with_capacity(len as usize);
-    file.take(MAX_EXECUTABLE)
-        .read_to_end(&mut bytes)
-        .map_err(|_| GoBinaryError::NotElf)?;
-    go_binary::inspect(&bytes)
+    let len = len as usize;
+    // SAFETY: a fresh private read-only mapping of an open file, checked
+    // for failure; the slice lives only while the mapping does (unmapped
+    // below, after the last use).
+    unsafe {
+        let at = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        );
+        if at == libc::MAP_FAILED {
+            return Err(GoBinaryError::NotElf);
+        }
+        let result = go_binary::inspect(std::slice::from_raw_parts(at as *const u8, len));
+        libc::munmap(at, len);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAPS: &str = "\
+55d0c0a00000-55d0c0a2e000 r--p 00000000 08:01 1311 /usr/bin/python3.11
+55d0c0a2e000-55d0c0d1b000 r-xp 0002e000 08:01 1311 /usr/bin/python3.11
+7f1a2b000000-7f1a2b01f000 r--p 00000000 08:01 2222 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f1a2b01f000-7f1a2b07a000 r-xp 0001f000 08:01 2222 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f1a2b07a000-7f1a2b07b000 r-xp 0007a000 08:01 2222 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f1a2c000000-7f1a2c001000 r-xp 00000000 08:01 3333 /opt/app dir/libssl.so.1.1
+7f1a2d000000-7f1a2d001000 r-xp 00000000 08:01 4444 /tmp/libssl.so.3 (deleted)
+7f1a2e000000-7f1a2e001000 r-xp 00000000 08:01 5555 /usr/lib/x86_64-linux-gnu/libcrypto.so.3
+7f1a2f000000-7f1a2f001000 rw-p 00000000 00:00 0 [heap]
+7ffd5a000000-7ffd5a021000 r-xp 00000000 00:00 0 [vdso]
+55d0c1000000-55d0c2000000 r-xp 00000000 08:01 6666 /usr/local/bin/node
+";
+
+    #[test]
+    fn maps_yield_each_libssl_once_and_named_executables() {
+        assert_eq!(
+            candidates(MAPS, &[]),
+            vec!["/usr/lib/x86_64-linux-gnu/libssl.so.3", "/opt/app dir/libssl.so.1.1"]
+        );
+        assert_eq!(
+            candidates(MAPS, &["node".to_owned()]),
+            vec![
+                "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+                "/opt/app dir/libssl.so.1.1",
+                "/usr/local/bin/node"
+            ]
+        );
+        assert!(candidates("garbage\n\n1 2 3\n", &[]).is_empty());
+    }
+
+    #[test]
+    fn scanner_reports_a_file_once_through_any_process_root() {
+        let t = tempfile::tempdir().unwrap();
+        let proc_root = t.path().join("proc");
+        // Two "processes" whose roots hold the same library file (a hard
+        // link: same inode), and one with a different copy.
+        for pid in ["10", "11", "12"] {
+            std::fs::create_dir_all(proc_root.join(pid).join("root/lib")).unwrap();
+            std::fs::write(
+                proc_root.join(pid).join("maps"),
+                "7f00-7f01 r-xp 00000000 08:01 1 /lib/libssl.so.3\n",
+            )
+            .unwrap();
+        }
+        std::fs::write(proc_root.join("10/root/lib/libssl.so.3"), b"elf").unwrap();
+        std::fs::hard_link(
+            proc_root.join("10/root/lib/libssl.so.3"),
+            proc_root.join("11/root/lib/libssl.so.3"),
+        )
+        .unwrap();
+        std::fs::write(proc_root.join("12/root/lib/libssl.so.3"), b"other elf").unwrap();
+        let mut s = Scanner::new(&proc_root, vec![]);
+        let mut found = s.scan_processes();
+        found.sort_by_key(|t| t.pid);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].path, "/lib/libssl.so.3");
+        assert!(found[0].open_path.ends_with("root/lib/libssl.so.3"));
+        assert_eq!(found[1].pid, 12);
+        assert!(s.scan_processes().is_empty(), "a second pass finds nothing new");
+        // The process goes away before the attach: the file is still
+        // reachable through the agent's own descriptor.
+        std::fs::remove_dir_all(proc_root.join("12")).unwrap();
+        assert_eq!(std::fs::read(found[1].attach_path()).unwrap(), b"other elf");
+    }
+
+    #[test]
+    fn host_root_is_pid_1s_or_else_the_nearest_ancestor_in_another_mount_namespace() {
+        let t = tempfile::tempdir().unwrap();
+        let proc_root = t.path();
+        let ppid = std::os::unix::process::parent_id();
+        let link = |pid: &str, ns: &str| {
+            std::fs::create_dir_all(proc_root.join(pid).join("ns")).unwrap();
+            std::os::unix::fs::symlink(ns, proc_root.join(pid).join("ns/mnt")).unwrap();
+        };
+        link("self", "mnt:[4026530001]");
+        // Nothing readable: our own root.
+        assert_eq!(host_root(proc_root), PathBuf::from("/"));
+        // The parent in the same mount namespace is not the host; its
+        // parent, in another one, is (the runtime's shim). (The test's own
+        // parent is cargo or a shell, never pid 1.)
+        assert!(ppid > 1);
+        link(&ppid.to_string(), "mnt:[4026530001]");
+        std::fs::create_dir_all(proc_root.join(ppid.to_string()).join("root")).unwrap();
+        std::fs::write(
+            proc_root.join(ppid.to_string()).join("stat"),
+            format!("{ppid} (podman) S 4242 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 100 0 0\n"),
+        )
+        .unwrap();
+        link("4242", "mnt:[4026531840]");
+        std::fs::create_dir_all(proc_root.join("4242/root")).unwrap();
+        assert_eq!(host_root(proc_root), proc_root.join("4242/root"));
+        // pid 1's files, when readable, come first.
+        std::fs::create_dir_all(proc_root.join("1/root")).unwrap();
+        assert_eq!(host_root(proc_root), proc_root.join("1/root"));
+    }
+
+    #[test]
+    fn host_scan_finds_libssl_and_executables() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        std::fs::create_dir_all(root.join("usr/lib/x86_64-linux-gnu")).unwrap();
+        std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+        std::fs::write(root.join("usr/lib/x86_64-linux-gnu/libssl.so.3"), b"a").unwrap();
+        std::fs::write(root.join("usr/lib/x86_64-linux-gnu/libcrypto.so.3"), b"b").unwrap();
+        std::fs::write(root.join("usr/bin/node"), b"c").unwrap();
+        let mut s = Scanner::new(root.join("proc"), vec!["node".into()]);
+        let found: Vec<String> = s.scan_host(root).into_iter().map(|t| t.path).collect();
+        assert_eq!(found, vec!["/usr/lib/x86_64-linux-gnu/libssl.so.3", "/usr/bin/node"]);
+    }
 }

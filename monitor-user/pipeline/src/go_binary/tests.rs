@@ -305,6 +305,12 @@ fn refuses_what_it_does_not_know() {
     junk.functions[1].1 = vec![0x48, 0x8b, 0x04, 0xc3, 0x06];
     assert!(matches!(inspect(&build(&junk).0), Err(GoBinaryError::Malformed(_))));
     assert_eq!(inspect(b"#!/bin/sh\necho hi\n"), Err(GoBinaryError::NotElf));
+    // A text start left to a relocation (position-independent build) is
+    // not guessed from the `.text` section.
+    let (mut pie, _) = build(&Spec::new("go1.24.4"));
+    let tab = memchr::memmem::find(&pie, &0xfffffff1u32.to_le_bytes()).unwrap();
+    pie[tab + 24..tab + 32].fill(0);
+    assert!(matches!(inspect(&pie), Err(GoBinaryError::Malformed(_))));
     // An ELF file without Go build information.
     let (mut file, _) = build(&Spec::new("go1.24.4"));
     let at = memchr::memmem::find(&file, BUILDINFO_MAGIC).unwrap();
