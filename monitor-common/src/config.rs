@@ -71,6 +71,10 @@ pub mod config_flags {
     pub const CAPTURE_TCP: u32 = 1 << 3;
     /// The port selector map is populated: consult it at bind and connect.
     pub const PORT_SELECTORS: u32 = 1 << 4;
+    /// Report every exec (an [`ExecNotice`](crate::RecordKind::ExecNotice)
+    /// for untracked processes): the agent looks at each new executable
+    /// for TLS libraries at once (TLS capture is on).
+    pub const EXEC_NOTICES: u32 = 1 << 5;
 }
 
 /// Run-time configuration, entry 0 of the `CONFIG` array map.

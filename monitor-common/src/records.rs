@@ -19,6 +19,13 @@ pub enum RecordKind {
     Exec = 4,
     /// A [`ProcessRecord`]: a tracked process exited.
     Exit = 5,
+    /// A [`ProcessRecord`]: a process that is not tracked called execve
+    /// (with [`EXEC_NOTICES`](crate::config_flags::EXEC_NOTICES)). Execs
+    /// are rare next to reads and writes; the agent looks at the new
+    /// executable for TLS libraries before it can open its first
+    /// connection, which a periodic scan would miss for short-lived
+    /// programs (`claude mcp list` runs for 0.3 s).
+    ExecNotice = 6,
 }
 
 impl RecordKind {
@@ -30,6 +37,7 @@ impl RecordKind {
             3 => Self::Fork,
             4 => Self::Exec,
             5 => Self::Exit,
+            6 => Self::ExecNotice,
             _ => return None,
         })
     }

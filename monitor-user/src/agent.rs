@@ -266,6 +266,9 @@ pub fn check(cfg: &Config) -> anyhow::Result<CheckReport> {
     })
 }
 
+/// Processes that ran a new executable waiting for the TLS scan, at most.
+const EXEC_QUEUE: usize = 4096;
+
 fn start_tls_scan(
     cfg: &crate::config::CaptureConfig,
     sensor: &mut Sensor,
@@ -286,13 +289,32 @@ fn start_tls_scan(
     }
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let interval = Duration::from_millis(cfg.tls_scan_interval_ms);
+    // Processes that ran a new executable, from the kernel's exec notices:
+    // looked at at once, between the periodic scans.
+    let (exec_tx, exec_rx) = std::sync::mpsc::sync_channel::<u32>(EXEC_QUEUE);
+    sensor.watch_execs(exec_tx);
     std::thread::Builder::new()
         .name("tls-scan".into())
-        .spawn(move || loop {
-            std::thread::sleep(interval);
-            for t in scanner.scan_processes() {
-                if tx.send(t).is_err() {
-                    return;
+        .spawn(move || {
+            let mut next_scan = std::time::Instant::now() + interval;
+            loop {
+                let wait = next_scan.saturating_duration_since(std::time::Instant::now());
+                let found = match exec_rx.recv_timeout(wait) {
+                    Ok(pid) => scanner.scan_executable(pid).into_iter().collect(),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        next_scan = std::time::Instant::now() + interval;
+                        scanner.scan_processes()
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        std::thread::sleep(wait);
+                        next_scan = std::time::Instant::now() + interval;
+                        scanner.scan_processes()
+                    }
+                };
+                for t in found {
+                    if tx.send(t).is_err() {
+                        return;
+                    }
                 }
             }
         })

@@ -15,19 +15,26 @@ pub fn fastmcp_http(port: u16) -> Server {
 
 /// The FastMCP test server on `port`, over HTTPS with `tls` when given.
 pub fn fastmcp_server(port: u16, tls: Option<&Certificate>) -> Server {
-    fastmcp_server_with(port, tls, false)
+    fastmcp_server_with(port, tls, false, "")
+}
+
+/// [`fastmcp_server`] with other tool definitions (`MCP_TEST_VARIANT` of
+/// tests/clients/fastmcp_server.py: `v2`, `poisoned`).
+pub fn fastmcp_server_variant(port: u16, tls: Option<&Certificate>, variant: &str) -> Server {
+    fastmcp_server_with(port, tls, false, variant)
 }
 
 /// The FastMCP test server under Hypercorn, which speaks HTTP/2: h2 by
 /// ALPN over HTTPS with `tls`, h2c (prior knowledge) without.
 pub fn fastmcp_h2_server(port: u16, tls: Option<&Certificate>) -> Server {
-    fastmcp_server_with(port, tls, true)
+    fastmcp_server_with(port, tls, true, "")
 }
 
-fn fastmcp_server_with(port: u16, tls: Option<&Certificate>, h2: bool) -> Server {
+fn fastmcp_server_with(port: u16, tls: Option<&Certificate>, h2: bool, variant: &str) -> Server {
     let mut cmd = Command::new(python());
     cmd.arg(clients_dir().join("fastmcp_server.py"))
-        .env("MCP_TEST_HTTP_PORT", port.to_string());
+        .env("MCP_TEST_HTTP_PORT", port.to_string())
+        .env("MCP_TEST_VARIANT", variant);
     if h2 {
         cmd.env("MCP_TEST_H2", "1");
     }
@@ -156,9 +163,20 @@ pub fn everything_http(mode: &str, port: u16) -> Server {
 /// Runs tests/clients/http_session.mjs (the TypeScript SDK client) and
 /// returns its transcript.
 pub fn ts_session(mode: &str, url: &str, big: usize, env: &[(&str, &std::ffi::OsStr)]) -> Transcript {
+    ts_session_under(std::ffi::OsStr::new("node"), mode, url, big, env)
+}
+
+/// [`ts_session`] under another JavaScript runtime (`runtime`: Bun).
+pub fn ts_session_under(
+    runtime: &std::ffi::OsStr,
+    mode: &str,
+    url: &str,
+    big: usize,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Transcript {
     let dir = TempDir::new("ts-http");
     let t = dir.path().join("t.json");
-    let st = Command::new("node")
+    let st = Command::new(runtime)
         .current_dir(clients_dir())
         .arg("http_session.mjs")
         .arg(mode)
@@ -167,7 +185,7 @@ pub fn ts_session(mode: &str, url: &str, big: usize, env: &[(&str, &std::ffi::Os
         .arg(big.to_string())
         .envs(env.iter().copied())
         .status()
-        .expect("run node");
+        .expect("run the JavaScript runtime");
     assert!(st.success(), "the TypeScript SDK HTTP session failed");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&t).unwrap()).unwrap();
     assert!(

@@ -177,3 +177,51 @@ pub fn python_session_under_shell(prepare: impl FnOnce(u32)) -> Transcript {
     assert!(sh.wait().unwrap().success());
     Transcript::load(&transcript)
 }
+
+/// Bun, from npm `bun` (its executable links BoringSSL statically, without
+/// symbols).
+pub fn bun_exe() -> PathBuf {
+    clients_dir().join("node_modules/bun/bin/bun.exe")
+}
+
+/// Claude Code, from npm `@anthropic-ai/claude-code` (a Bun executable).
+pub fn claude_exe() -> PathBuf {
+    clients_dir().join("node_modules/@anthropic-ai/claude-code/bin/claude.exe")
+}
+
+/// Claude Code in a temporary HOME with one HTTP MCP server added
+/// (`claude mcp add --transport http NAME URL`); it works offline and
+/// without an account for `mcp list`.
+pub struct ClaudeHome {
+    dir: TempDir,
+    ca: PathBuf,
+}
+
+impl ClaudeHome {
+    /// Adds `url` as server `name`, trusting the certificate `ca`.
+    pub fn new(name: &str, url: &str, ca: &std::path::Path) -> Self {
+        let home = ClaudeHome {
+            dir: TempDir::new("claude-home"),
+            ca: ca.to_owned(),
+        };
+        let out = home.run(&["mcp", "add", "--transport", "http", name, url]);
+        assert!(out.contains(name), "claude mcp add: {out}");
+        home
+    }
+
+    /// Runs `claude ARGS` in this HOME; its standard output.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = Command::new(claude_exe())
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
+            .env("NODE_EXTRA_CA_CERTS", &self.ca)
+            .env("DISABLE_AUTOUPDATER", "1")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run claude (npm @anthropic-ai/claude-code)");
+        assert!(out.status.success(), "claude {args:?}: {:?}", out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}

@@ -477,3 +477,175 @@ fn go_before_1_17_is_refused_and_counted() {
     assert!(m.events().iter().all(|e| e["transport"] != "https"), "{:?}", m.events());
     drop(server);
 }
+
+/// The `TLS: probing` line of `exe` (canonical path), with Bun's BoringSSL
+/// found in it.
+fn probed_as_bun(m: &Monitor, exe: &std::path::Path) -> bool {
+    let exe = std::fs::canonicalize(exe).unwrap();
+    let line = format!("TLS: probing {} (mapped by pid", exe.display());
+    m.stderr()
+        .lines()
+        .any(|l| l.contains(&line) && l.contains("Bun's BoringSSL: SSL_read at"))
+}
+
+/// Bun (npm `bun`: BoringSSL linked in statically, no symbols) running the
+/// TypeScript SDK client over HTTPS against FastMCP: found at its exec
+/// (the client starts after the agent and connects at once), its
+/// `SSL_read`/`SSL_write` found in the machine code, and its whole session
+/// seen from both ends, as its own transcript says.
+#[test]
+fn bun_https_client_seen_from_both_ends() {
+    require_root();
+    let m = Monitor::start(&[]);
+    let cert = self_signed();
+    let port = free_port();
+    let server = fastmcp_server(port, Some(&cert));
+    let server_pid = server.0.id();
+    let t = ts_session_under(
+        bun_exe().as_os_str(),
+        "streamableHttp",
+        &format!("https://127.0.0.1:{port}/mcp"),
+        1_000_000,
+        &[
+            ("NODE_EXTRA_CA_CERTS", cert.cert.as_os_str()),
+            ("MCP_TEST_TOOLS", std::ffi::OsStr::new("fastmcp")),
+        ],
+    );
+    assert!(
+        wait_until(scaled(SETTLE), || probed_as_bun(&m, &bun_exe())),
+        "{}",
+        m.stderr()
+    );
+    let expected = t.expected(false);
+    let n = count(&expected);
+    let of = |ev: &[Value], server_side: bool| view(ev, "https", server_pid, t.client_pid, server_side);
+    let events = m.wait_events(SETTLE, |ev| of(ev, true).len() >= n && of(ev, false).len() >= n);
+    for server_side in [true, false] {
+        let mine = of(&events, server_side);
+        assert_same(&expected, &observed_rows(&mine));
+        let last = mine.last().unwrap();
+        assert!(last["bytes"].as_u64().unwrap() > 2_000_000, "{}", last["bytes"]);
+    }
+    // The client's end came through Bun's own BoringSSL.
+    let client_side = of(&events, false);
+    assert!(
+        client_side
+            .iter()
+            .all(|e| e["client"]["exe"].as_str().is_some_and(|x| x.ends_with("bun.exe"))),
+        "{client_side:?}"
+    );
+    // After its first request (written before the connection was ever
+    // read, over Bun's memory BIO), every chunk names its socket.
+    let server_addr = format!("127.0.0.1:{port}");
+    assert!(
+        client_side[1..].iter().all(|e| e["http"]["remote"] == server_addr),
+        "{client_side:?}"
+    );
+    assert_eq!(m.metric("mcp_monitor_boringssl_refused_total", &[]), 0.0);
+    drop(server);
+}
+
+/// Claude Code (npm `@anthropic-ai/claude-code` 2.1.332, a Bun executable)
+/// as a client of a local HTTPS MCP server, in a temporary HOME, offline
+/// and without an account: each `claude mcp list` runs for a fraction of a
+/// second, so it is probed at its exec; its exchange (the stateless
+/// revision's `server/discover`, then `tools/list`) is seen at its own
+/// BoringSSL exactly as the server's end sees it.
+#[test]
+fn claude_code_seen_at_its_boringssl_from_its_first_run() {
+    require_root();
+    let cert = self_signed();
+    let port = free_port();
+    let server = fastmcp_server(port, Some(&cert));
+    let server_pid = server.0.id();
+    let m = Monitor::start(&[]);
+    let home = ClaudeHome::new("local", &format!("https://127.0.0.1:{port}/mcp"), &cert.cert);
+    for _ in 0..2 {
+        let out = home.run(&["mcp", "list"]);
+        assert!(out.contains("Connected"), "claude mcp list: {out}");
+    }
+    assert!(
+        wait_until(scaled(SETTLE), || probed_as_bun(&m, &claude_exe())),
+        "{}",
+        m.stderr()
+    );
+    let claude = |e: &Value| e["client"]["exe"].as_str().is_some_and(|x| x.ends_with("claude.exe"));
+    let runs = |ev: &[Value]| {
+        let mut pids: Vec<u64> = ev
+            .iter()
+            .filter(|e| claude(e) && e["server"]["pid"].is_null())
+            .filter_map(|e| e["client"]["pid"].as_u64())
+            .collect();
+        pids.dedup();
+        pids
+    };
+    let done = |ev: &[Value], pid: u64, server_side: bool| {
+        view(ev, "https", server_pid, pid as u32, server_side)
+            .iter()
+            .any(|e| e["type"] == "response" && e["method"] == "tools/list" && e["client"]["pid"] == pid)
+    };
+    let events = m.wait_events(SETTLE, |ev| {
+        let r = runs(ev);
+        r.len() == 2 && r.iter().all(|&p| done(ev, p, true) && done(ev, p, false))
+    });
+    let pids = runs(&events);
+    assert_eq!(pids.len(), 2, "both runs seen at Claude Code's end: {events:?}");
+    for &pid in &pids {
+        let mut seen = Vec::new();
+        for server_side in [true, false] {
+            let mut v = view(&events, "https", server_pid, pid as u32, server_side);
+            v.retain(|e| e["client"]["pid"] == pid);
+            let r = rows(&v.iter().collect::<Vec<_>>());
+            for want in [
+                ("client_to_server", "request", "server/discover"),
+                ("server_to_client", "response", "server/discover"),
+                ("client_to_server", "request", "tools/list"),
+                ("server_to_client", "response", "tools/list"),
+            ] {
+                assert!(
+                    r.iter().any(|x| (x.0.as_str(), x.1.as_str(), x.2.as_str()) == want),
+                    "run {pid}, server side {server_side}: {want:?} missing from {r:?}"
+                );
+            }
+            seen.push(r);
+        }
+        assert_eq!(seen[0], seen[1], "the two ends of run {pid} saw different messages");
+    }
+    assert_eq!(m.metric("mcp_monitor_boringssl_refused_total", &[]), 0.0);
+    drop(server);
+}
+
+/// Only Claude Code's end on this host (the server excluded, as a remote
+/// server would be): a poisoned tool description in its `tools/list` is
+/// alerted from the client's view alone.
+#[test]
+fn claude_code_end_alone_raises_the_alerts() {
+    require_root();
+    let cert = self_signed();
+    let port = free_port();
+    let server = fastmcp_server_variant(port, Some(&cert), "poisoned");
+    let server_pid = server.0.id();
+    let m = Monitor::start(&["--exclude-pid", &server_pid.to_string()]);
+    let home = ClaudeHome::new("remote", &format!("https://127.0.0.1:{port}/mcp"), &cert.cert);
+    let out = home.run(&["mcp", "list"]);
+    assert!(out.contains("Connected"), "claude mcp list: {out}");
+    let alerts = m.wait_alerts(SETTLE, |a| a.iter().any(|a| a["rule"] == "tool_integrity.poisoning"));
+    let p = alerts
+        .iter()
+        .find(|a| a["rule"] == "tool_integrity.poisoning")
+        .unwrap_or_else(|| panic!("{alerts:?}\n{}", m.stderr()));
+    assert_eq!(p["evidence"]["tool"], "add", "{p}");
+    let events = m.events();
+    assert!(
+        events.iter().all(|e| e["server"]["pid"] != server_pid),
+        "the excluded server's end was reported"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["method"] == "tools/list"
+                && e["client"]["exe"].as_str().is_some_and(|x| x.ends_with("claude.exe"))),
+        "{events:?}"
+    );
+    drop(server);
+}

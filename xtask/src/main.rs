@@ -514,6 +514,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "prefilter",
     "rules",
     "go_binary",
+    "boringssl_binary",
 ];
 
 fn ensure_cargo_fuzz() -> Result<PathBuf> {

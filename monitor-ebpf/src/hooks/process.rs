@@ -89,6 +89,9 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
         }
     }
     if reason == TrackReason::None as u32 {
+        if cfg.flags & config_flags::EXEC_NOTICES != 0 {
+            emit_process(RecordKind::ExecNotice, tgid, start, 0, 0, reason);
+        }
         return 0;
     }
     emit_process(RecordKind::Exec, tgid, start, parent_of_current(cfg), 0, reason);

@@ -16,6 +16,7 @@
 //! The input is an untrusted file: every offset is checked, and a damaged
 //! file gives an error, never a panic (fuzz target `go_binary`).
 
+use crate::elf::{self, u16_at, u32_at, u64_at, Elf, ElfError, EM_X86_64};
 use iced_x86::{Code, Decoder, DecoderOptions, Mnemonic};
 
 /// The newest Go release (major, minor) whose layout the probes are known
@@ -86,7 +87,10 @@ const CLOSE: &[u8] = b"crypto/tls.(*Conn).Close";
 /// Go program that links `crypto/tls` is refused (an unknown version or
 /// architecture, damaged tables); others are `NotGo` or `NoTls`.
 pub fn inspect(bytes: &[u8]) -> Result<GoTlsProbes, GoBinaryError> {
-    let elf = Elf::parse(bytes)?;
+    let elf = Elf::parse(bytes).map_err(|e| match e {
+        ElfError::NotElf => GoBinaryError::NotElf,
+        ElfError::Malformed => GoBinaryError::Malformed("ELF headers"),
+    })?;
     let version = build_version(&elf).ok_or(GoBinaryError::NotGo)?;
     let known = parse_version(&version).is_some_and(|v| (OLDEST_KNOWN..=NEWEST_KNOWN).contains(&v));
     let found = FuncTable::find(&elf).map(|t| t.lookup([READ, WRITE, CLOSE]));
@@ -145,36 +149,14 @@ pub fn inspect(bytes: &[u8]) -> Result<GoTlsProbes, GoBinaryError> {
 /// `.go.buildinfo` or `.gopclntab` section, or no section headers at all.
 /// The agent reads only such files in full.
 pub fn may_be_go(read_at: &mut dyn FnMut(u64, usize) -> Option<Vec<u8>>) -> bool {
-    let Some(h) = read_at(0, 64) else { return false };
-    if h.len() < 64 || &h[..4] != b"\x7fELF" || h[4] != 2 || h[5] != 1 {
-        return false;
+    match elf::section_names(read_at) {
+        Some(names) if names.is_empty() => true,
+        Some(names) => {
+            memchr::memmem::find(&names, b".go.buildinfo\0").is_some()
+                || memchr::memmem::find(&names, b".gopclntab\0").is_some()
+        }
+        None => false,
     }
-    let (Some(shoff), Some(shentsize), Some(shnum), Some(shstrndx)) =
-        (u64_at(&h, 40), u16_at(&h, 58), u16_at(&h, 60), u16_at(&h, 62))
-    else {
-        return false;
-    };
-    let (shentsize, shnum, shstrndx) = (usize::from(shentsize), usize::from(shnum), usize::from(shstrndx));
-    if shnum == 0 {
-        return true;
-    }
-    if shentsize < 64 || shstrndx >= shnum {
-        return false;
-    }
-    let Some(names_header) = read_at(shoff.saturating_add((shstrndx * shentsize) as u64), 64) else {
-        return false;
-    };
-    let (Some(off), Some(size)) = (u64_at(&names_header, 24), u64_at(&names_header, 32)) else {
-        return false;
-    };
-    if size > 1 << 20 {
-        return false;
-    }
-    let Some(names) = read_at(off, size as usize) else {
-        return false;
-    };
-    memchr::memmem::find(&names, b".go.buildinfo\0").is_some()
-        || memchr::memmem::find(&names, b".gopclntab\0").is_some()
 }
 
 /// `go1.24.4` → (1, 24); `go1.17` → (1, 17); anything else (`devel …`) →
@@ -219,157 +201,6 @@ fn scan(code: &[u8], start: u64) -> Result<(u64, Vec<u64>), GoBinaryError> {
         }
     }
     Ok((body.unwrap_or(start), returns))
-}
-
-const EM_X86_64: u16 = 62;
-const PT_LOAD: u32 = 1;
-
-fn u16_at(b: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(off..off.checked_add(2)?)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(off..off.checked_add(4)?)?.try_into().ok()?))
-}
-
-fn u64_at(b: &[u8], off: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(off..off.checked_add(8)?)?.try_into().ok()?))
-}
-
-struct Section<'a> {
-    name: &'a [u8],
-    addr: u64,
-    offset: u64,
-    size: u64,
-    /// SHT_NOBITS (`.bss`): no bytes in the file.
-    nobits: bool,
-}
-
-struct Segment {
-    vaddr: u64,
-    offset: u64,
-    filesz: u64,
-}
-
-/// The parts of a 64-bit little-endian ELF file this module reads.
-struct Elf<'a> {
-    bytes: &'a [u8],
-    machine: u16,
-    sections: Vec<Section<'a>>,
-    segments: Vec<Segment>,
-}
-
-impl<'a> Elf<'a> {
-    fn parse(bytes: &'a [u8]) -> Result<Self, GoBinaryError> {
-        if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
-            return Err(GoBinaryError::NotElf);
-        }
-        let bad = GoBinaryError::Malformed("ELF headers");
-        let machine = u16_at(bytes, 18).ok_or(GoBinaryError::NotElf)?;
-        let phoff = u64_at(bytes, 32).ok_or(GoBinaryError::NotElf)? as usize;
-        let shoff = u64_at(bytes, 40).ok_or(GoBinaryError::NotElf)? as usize;
-        let phentsize = u16_at(bytes, 54).ok_or(GoBinaryError::NotElf)? as usize;
-        let phnum = u16_at(bytes, 56).ok_or(GoBinaryError::NotElf)? as usize;
-        let shentsize = u16_at(bytes, 58).ok_or(GoBinaryError::NotElf)? as usize;
-        let shnum = u16_at(bytes, 60).ok_or(GoBinaryError::NotElf)? as usize;
-        let shstrndx = u16_at(bytes, 62).ok_or(GoBinaryError::NotElf)? as usize;
-        let mut segments = Vec::new();
-        if phnum > 0 {
-            if phentsize < 56 {
-                return Err(bad);
-            }
-            for i in 0..phnum {
-                let h = phoff
-                    .checked_add(i * phentsize)
-                    .ok_or(GoBinaryError::Malformed("ELF headers"))?;
-                let field = |k: usize| h.checked_add(k).and_then(|at| u64_at(bytes, at));
-                let (Some(kind), Some(offset), Some(vaddr), Some(filesz)) =
-                    (u32_at(bytes, h), field(8), field(16), field(32))
-                else {
-                    return Err(GoBinaryError::Malformed("ELF headers"));
-                };
-                if kind == PT_LOAD {
-                    segments.push(Segment { vaddr, offset, filesz });
-                }
-            }
-        }
-        let mut raw = Vec::new();
-        if shnum > 0 {
-            if shentsize < 64 {
-                return Err(bad);
-            }
-            for i in 0..shnum {
-                let h = shoff
-                    .checked_add(i * shentsize)
-                    .ok_or(GoBinaryError::Malformed("ELF headers"))?;
-                let field = |k: usize| h.checked_add(k).and_then(|at| u64_at(bytes, at));
-                let (Some(name), Some(kind), Some(addr), Some(offset), Some(size)) = (
-                    u32_at(bytes, h),
-                    h.checked_add(4).and_then(|at| u32_at(bytes, at)),
-                    field(16),
-                    field(24),
-                    field(32),
-                ) else {
-                    return Err(GoBinaryError::Malformed("ELF headers"));
-                };
-                raw.push((name, kind, addr, offset, size));
-            }
-        }
-        let strtab = raw.get(shstrndx).and_then(|&(_, _, _, off, size)| {
-            bytes.get(usize::try_from(off).ok()?..usize::try_from(off.checked_add(size)?).ok()?)
-        });
-        let sections = raw
-            .iter()
-            .map(|&(name, kind, addr, offset, size)| {
-                let name = strtab
-                    .and_then(|t| t.get(name as usize..))
-                    .map(|s| &s[..memchr::memchr(0, s).unwrap_or(s.len())])
-                    .unwrap_or(b"");
-                Section {
-                    name,
-                    addr,
-                    offset,
-                    size,
-                    nobits: kind == 8,
-                }
-            })
-            .collect();
-        Ok(Elf {
-            bytes,
-            machine,
-            sections,
-            segments,
-        })
-    }
-
-    fn section(&self, name: &[u8]) -> Option<&Section<'a>> {
-        self.sections.iter().find(|s| s.name == name)
-    }
-
-    fn section_bytes(&self, name: &[u8]) -> Option<(&'a [u8], u64)> {
-        let s = self.section(name).filter(|s| !s.nobits)?;
-        Some((self.bytes_at(s.offset, s.size)?, s.addr))
-    }
-
-    fn bytes_at(&self, offset: u64, len: u64) -> Option<&'a [u8]> {
-        let start = usize::try_from(offset).ok()?;
-        let end = usize::try_from(offset.checked_add(len)?).ok()?;
-        self.bytes.get(start..end)
-    }
-
-    /// The file offset of a virtual address (through the loadable segments).
-    fn file_offset(&self, va: u64) -> Option<u64> {
-        self.segments
-            .iter()
-            .find(|s| va >= s.vaddr && va - s.vaddr < s.filesz)
-            .and_then(|s| (va - s.vaddr).checked_add(s.offset))
-    }
-
-    /// `len` bytes at virtual address `va`.
-    fn bytes_at_va(&self, va: u64, len: u64) -> Option<&'a [u8]> {
-        let off = self.file_offset(va)?;
-        self.bytes_at(off, len)
-    }
 }
 
 const BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";

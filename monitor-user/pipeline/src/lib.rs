@@ -18,13 +18,16 @@
 //! - [`metrics`] counts all of it.
 //! - [`btf`] reads the kernel's type information for the sensor (struct
 //!   member offsets the kernel programs need): a parser of bytes like the
-//!   others, so it lives here; [`go_binary`] finds where Go programs hand
-//!   TLS plaintext over, for the same reason.
+//!   others, so it lives here; [`go_binary`] and [`boringssl_binary`] find
+//!   where Go programs and Bun executables hand TLS plaintext over, for the
+//!   same reason.
+pub mod boringssl_binary;
 pub mod btf;
 pub mod buffer_budget;
 pub mod clock;
 pub mod control;
 pub mod detect;
+mod elf;
 pub mod event;
 pub mod framing;
 pub mod glob;

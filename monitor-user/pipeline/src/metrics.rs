@@ -80,6 +80,12 @@ pub struct CaptureMetrics {
     /// `mcp_monitor_go_tls_refused_total`: Go programs with crypto/tls left unprobed because their layout is
     /// not known (Go version, architecture) or their tables are damaged (see the agent log).
     pub go_tls_refused: IntCounter,
+    /// `mcp_monitor_boringssl_refused_total`: Bun executables (Claude Code among them) left unprobed because
+    /// their BoringSSL `SSL_read`/`SSL_write` were not recognised (see the agent log).
+    pub boringssl_refused: IntCounter,
+    /// `mcp_monitor_exec_notices_dropped_total`: processes that ran a new executable which the TLS scan had
+    /// no room to look at at once (the periodic scan finds them later, if they still run).
+    pub exec_notices_dropped: IntCounter,
     /// `mcp_monitor_tls_unbound_chunks_total`: TLS plaintext chunks captured before their SSL object could be
     /// tied to a socket (so without connection endpoints).
     pub tls_unbound: IntCounter,
@@ -350,6 +356,14 @@ impl CaptureMetrics {
             go_tls_refused: r.counter(
                 "go_tls_refused_total",
                 "Go programs with crypto/tls left unprobed: their layout is not known (Go version, architecture) or their tables are damaged (see the agent log).",
+            ),
+            boringssl_refused: r.counter(
+                "boringssl_refused_total",
+                "Bun executables (Claude Code among them) left unprobed: their BoringSSL SSL_read/SSL_write were not recognised (see the agent log).",
+            ),
+            exec_notices_dropped: r.counter(
+                "exec_notices_dropped_total",
+                "Processes that ran a new executable which the TLS scan had no room to look at at once (the periodic scan finds them later, if they still run).",
             ),
             tls_unbound: r.counter(
                 "tls_unbound_chunks_total",

@@ -153,6 +153,12 @@ pub enum CaptureCounter {
     /// Go programs with `crypto/tls` not probed (unknown version or
     /// architecture, damaged tables; a counter).
     GoTlsRefused,
+    /// Bun executables whose BoringSSL functions were not recognised (a
+    /// counter).
+    BoringSslRefused,
+    /// New executables the TLS scan had no room to look at at once (a
+    /// counter; the periodic scan finds them later).
+    ExecNoticesDropped,
 }
 
 impl CaptureCounter {
@@ -163,6 +169,8 @@ impl CaptureCounter {
             Self::TlsProbeTargets => "tls_probe_targets",
             Self::TlsAttachErrors => "tls_attach_errors",
             Self::GoTlsRefused => "go_tls_refused",
+            Self::BoringSslRefused => "boringssl_refused",
+            Self::ExecNoticesDropped => "exec_notices_dropped",
         }
     }
 
@@ -173,6 +181,8 @@ impl CaptureCounter {
             "tls_probe_targets" => Some(Self::TlsProbeTargets),
             "tls_attach_errors" => Some(Self::TlsAttachErrors),
             "go_tls_refused" => Some(Self::GoTlsRefused),
+            "boringssl_refused" => Some(Self::BoringSslRefused),
+            "exec_notices_dropped" => Some(Self::ExecNoticesDropped),
             _ => Counter::ALL.iter().find(|c| c.name() == name).map(|&c| Self::Kernel(c)),
         }
     }

@@ -35,6 +35,12 @@ pub enum Record {
         /// Task name of the task that made the record (the parent, for a fork).
         comm: String,
     },
+    /// A process that is not tracked ran a new executable: not an
+    /// observation, a hint to look at the executable for TLS libraries.
+    ExecNotice {
+        /// The process.
+        pid: u32,
+    },
 }
 
 /// Why a record could not be decoded.
@@ -164,6 +170,7 @@ impl Decoder {
                     data: payload[..n].to_vec(),
                 }))
             }
+            Some(RecordKind::ExecNotice) => Ok(Record::ExecNotice { pid: h.tgid }),
             Some(k @ (RecordKind::Fork | RecordKind::Exec | RecordKind::Exit)) => {
                 if bytes.len() < size_of::<ProcessRecord>() {
                     return Err(DecodeError::Short(bytes.len()));
@@ -332,5 +339,19 @@ mod tests {
         assert_eq!(lifecycle.kind, LifecycleKind::Fork);
         assert_eq!(lifecycle.parent, Some(ProcKey { pid: 1, start_ns: 2 }));
         assert_eq!((lifecycle.reason, comm.as_str()), (TrackReason::Inherited, "node"));
+    }
+
+    #[test]
+    fn exec_notices_name_the_process() {
+        let r = ProcessRecord {
+            header: header(RecordKind::ExecNotice),
+            parent_tgid: 0,
+            reason: TrackReason::None as u32,
+            parent_start_ns: 0,
+        };
+        assert!(matches!(
+            Decoder::new().decode(&as_bytes(&r)).unwrap(),
+            Record::ExecNotice { pid: 5 }
+        ));
     }
 }

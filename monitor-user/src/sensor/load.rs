@@ -13,7 +13,7 @@ use monitor_common::{config_flags, jump_slot, map_name, KernelConfig};
 
 use super::{preflight, verifier};
 use crate::{btf::Btf, config::CaptureConfig};
-use mcp_monitor_pipeline::go_binary::GoTlsProbes;
+use mcp_monitor_pipeline::{boringssl_binary::BoringSslProbes, go_binary::GoTlsProbes};
 
 /// The eBPF object built by build.rs.
 pub(super) static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor.bpf.o"));
@@ -135,6 +135,9 @@ pub(super) fn load(cfg: &CaptureConfig) -> anyhow::Result<(Ebpf, KernelConfig)> 
     }
     if cfg.tcp {
         flags |= config_flags::CAPTURE_TCP;
+    }
+    if cfg.tls {
+        flags |= config_flags::EXEC_NOTICES;
     }
     let mut kcfg = KernelConfig {
         self_tgid: std::process::id(),
@@ -300,6 +303,25 @@ pub(super) fn attach_go_file(ebpf: &mut Ebpf, path: &Path, probes: &GoTlsProbes)
     points.push(("go_tls_read", probes.read.entry));
     points.push(("go_tls_write", probes.write.body));
     points.extend(probes.close.map(|o| ("go_tls_close", o)));
+    for (prog, offset) in points {
+        let p: &mut UProbe = ebpf.program_mut(prog).context(prog)?.try_into()?;
+        p.attach(offset, path, UProbeScope::AllProcesses)
+            .with_context(|| format!("{prog} at file offset {offset:#x}"))?;
+    }
+    Ok(())
+}
+
+/// Attaches the OpenSSL programs to a Bun executable's BoringSSL at the
+/// file offsets `probes` gives (BoringSSL's `SSL_read`/`SSL_write` take the
+/// arguments OpenSSL's do): return probes first, as in
+/// [`attach_tls_file`].
+pub(super) fn attach_boringssl_file(ebpf: &mut Ebpf, path: &Path, probes: &BoringSslProbes) -> anyhow::Result<()> {
+    let points = [
+        ("ssl_return", probes.read),
+        ("ssl_return", probes.write),
+        ("ssl_read", probes.read),
+        ("ssl_write", probes.write),
+    ];
     for (prog, offset) in points {
         let p: &mut UProbe = ebpf.program_mut(prog).context(prog)?.try_into()?;
         p.attach(offset, path, UProbeScope::AllProcesses)

@@ -9,7 +9,9 @@ mod load;
 
 pub use floor::Floor;
 pub use load::verifier_costs;
-use load::{attach_go_file, attach_tls_file, load, load_tls, rejected, syscall_programs, SCHED_PROGRAMS};
+use load::{
+    attach_boringssl_file, attach_go_file, attach_tls_file, load, load_tls, rejected, syscall_programs, SCHED_PROGRAMS,
+};
 use selectors::install_selectors;
 pub mod ports;
 pub mod preflight;
@@ -59,6 +61,11 @@ pub struct Sensor {
     tls_targets: u64,
     tls_attach_errors: u64,
     go_tls_refused: u64,
+    boringssl_refused: u64,
+    /// Where processes that ran a new executable are sent (the TLS scan),
+    /// and how many could not be (the scan was behind).
+    execs: Option<std::sync::mpsc::SyncSender<u32>>,
+    exec_notices_dropped: u64,
     ring: AsyncFd<RingBuf<MapData>>,
     decoder: ring_record::Decoder,
     procs: ProcReader,
@@ -163,6 +170,9 @@ impl Sensor {
             tls_targets: 0,
             tls_attach_errors: 0,
             go_tls_refused: 0,
+            boringssl_refused: 0,
+            execs: None,
+            exec_notices_dropped: 0,
             ring,
             decoder: ring_record::Decoder::new(),
             procs,
@@ -232,6 +242,22 @@ impl Sensor {
         }
     }
 
+    /// Sends processes that ran a new executable to `execs` (the TLS
+    /// scan, which looks at each at once): a bounded queue; a process it
+    /// has no room for is counted (`mcp_monitor_exec_notices_dropped_total`)
+    /// and found by the next periodic scan instead, if it still runs.
+    pub fn watch_execs(&mut self, execs: std::sync::mpsc::SyncSender<u32>) {
+        self.execs = Some(execs);
+    }
+
+    fn exec_seen(&mut self, pid: u32) {
+        if let Some(tx) = &self.execs {
+            if tx.try_send(pid).is_err() {
+                self.exec_notices_dropped += 1;
+            }
+        }
+    }
+
     fn emit_observations(&mut self, r: ring_record::Record, out: &mut impl FnMut(Observation)) {
         match r {
             ring_record::Record::Chunk(c) => {
@@ -242,9 +268,11 @@ impl Sensor {
                 self.introduce(notice.proc, &comm, uid, gid, out);
                 out(Observation::WriterNotice(notice));
             }
+            ring_record::Record::ExecNotice { pid } => self.exec_seen(pid),
             ring_record::Record::Process { lifecycle, comm } => {
                 match lifecycle.kind {
                     LifecycleKind::Exec => {
+                        self.exec_seen(lifecycle.proc.pid);
                         // New image: refresh identity (exe, cmdline).
                         self.known.insert(lifecycle.proc);
                         out(self.identity(lifecycle.proc, &comm, 0, 0));
@@ -270,6 +298,8 @@ impl Sensor {
         counters.push((CaptureCounter::TlsProbeTargets, self.tls_targets));
         counters.push((CaptureCounter::TlsAttachErrors, self.tls_attach_errors));
         counters.push((CaptureCounter::GoTlsRefused, self.go_tls_refused));
+        counters.push((CaptureCounter::BoringSslRefused, self.boringssl_refused));
+        counters.push((CaptureCounter::ExecNoticesDropped, self.exec_notices_dropped));
         let programs = self
             .ebpf
             .programs()
@@ -299,11 +329,13 @@ impl Sensor {
     }
 
     /// Attaches the TLS probes to one file (see [`tls`]): OpenSSL's
-    /// functions by symbol, or Go's `crypto/tls` at the offsets of its
-    /// function table. Failures are logged and counted
-    /// (`mcp_monitor_tls_attach_errors_total`), Go programs that cannot be
-    /// probed safely too (`mcp_monitor_go_tls_refused_total`); the agent
-    /// goes on without that file.
+    /// functions by symbol, Go's `crypto/tls` at the offsets of its
+    /// function table, or a Bun executable's BoringSSL at the offsets its
+    /// error reports give. Failures are logged and counted
+    /// (`mcp_monitor_tls_attach_errors_total`), executables that cannot be
+    /// probed safely too (`mcp_monitor_go_tls_refused_total`,
+    /// `mcp_monitor_boringssl_refused_total`); the agent goes on without
+    /// that file.
     pub fn attach_tls(&mut self, target: &tls::TlsTarget) {
         if self._tls_jump.is_none() {
             return;
@@ -326,6 +358,17 @@ impl Sensor {
             tls::Probes::GoRefused(e) => {
                 self.go_tls_refused += 1;
                 log::warn!("TLS: not probing {where_}: {e}; its TLS traffic is not seen");
+                return;
+            }
+            tls::Probes::BoringSsl(p) => attach_boringssl_file(&mut self.ebpf, &target.attach_path(), p).map(|()| {
+                format!(
+                    " (Bun's BoringSSL: SSL_read at {:#x}, SSL_write at {:#x})",
+                    p.read, p.write
+                )
+            }),
+            tls::Probes::BoringSslRefused(e) => {
+                self.boringssl_refused += 1;
+                log::warn!("TLS: not probing {where_}: a Bun executable whose {e}; its TLS traffic is not seen");
                 return;
             }
         };

@@ -13,11 +13,15 @@
 //! Go programs carry their own TLS (`crypto/tls`) inside the executable:
 //! the executable of each process is read once per distinct file, and a Go
 //! program's probe points come from its function table
-//! ([`mcp_monitor_pipeline::go_binary`]).
+//! ([`mcp_monitor_pipeline::go_binary`]). Bun executables (Claude Code
+//! among them) carry BoringSSL without symbols: theirs come from the
+//! machine code ([`mcp_monitor_pipeline::boringssl_binary`]), found once
+//! per build (the same executable is often installed many times) and kept.
 
+use mcp_monitor_pipeline::boringssl_binary::{self, BoringSslError, BoringSslProbes};
 use mcp_monitor_pipeline::go_binary::{self, GoBinaryError, GoTlsProbes};
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
     sync::Arc,
@@ -34,6 +38,12 @@ pub enum Probes {
     /// (unknown Go version, another architecture, a damaged table): logged
     /// and counted, never guessed.
     GoRefused(GoBinaryError),
+    /// BoringSSL's `SSL_read`/`SSL_write` in a Bun executable, at the
+    /// offsets its machine code gives.
+    BoringSsl(BoringSslProbes),
+    /// A Bun executable whose BoringSSL functions were not recognised:
+    /// logged and counted, never guessed.
+    BoringSslRefused(BoringSslError),
 }
 
 /// A file to probe.
@@ -165,8 +175,12 @@ pub struct Scanner {
     proc_root: PathBuf,
     executables: Vec<String>,
     seen: HashSet<(u64, u64)>,
-    /// Executables already looked at for Go (each distinct file once).
+    /// Executables already looked at for Go and Bun (each distinct file
+    /// once).
     exes_checked: HashSet<(u64, u64)>,
+    /// What each Bun build (by build id) gave: a copy in another container
+    /// or directory is not searched again.
+    bun_builds: HashMap<String, Result<BoringSslProbes, BoringSslError>>,
 }
 
 impl Scanner {
@@ -178,6 +192,7 @@ impl Scanner {
             executables,
             seen: HashSet::new(),
             exes_checked: HashSet::new(),
+            bun_builds: HashMap::new(),
         }
     }
 
@@ -252,26 +267,43 @@ impl Scanner {
             if pid == me {
                 continue;
             }
-            let Ok(maps) = std::fs::read_to_string(ent.path().join("maps")) else {
-                continue;
-            };
-            let paths: Vec<String> = candidates(&maps, &self.executables)
-                .into_iter()
-                .map(str::to_owned)
-                .collect();
-            for path in paths {
-                let open = ent.path().join("root").join(path.trim_start_matches('/'));
-                out.extend(self.new_target(open, &path, pid));
-            }
-            out.extend(self.go_target(&ent.path(), pid));
+            out.extend(self.scan_process(pid));
         }
         out
     }
 
+    /// A process that just ran a new executable (the kernel's exec
+    /// notices): its executable, looked at before the program can open its
+    /// first connection (libraries are not mapped yet at exec; the
+    /// periodic scan finds them). One `stat` for a file seen before.
+    pub fn scan_executable(&mut self, pid: u32) -> Option<TlsTarget> {
+        self.exe_target(&self.proc_root.join(pid.to_string()), pid)
+    }
+
+    /// One process: the files it maps and its executable, where not seen
+    /// before.
+    fn scan_process(&mut self, pid: u32) -> Vec<TlsTarget> {
+        let mut out = Vec::new();
+        let proc_dir = self.proc_root.join(pid.to_string());
+        let Ok(maps) = std::fs::read_to_string(proc_dir.join("maps")) else {
+            return out;
+        };
+        let paths: Vec<String> = candidates(&maps, &self.executables)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        for path in paths {
+            let open = proc_dir.join("root").join(path.trim_start_matches('/'));
+            out.extend(self.new_target(open, &path, pid));
+        }
+        out.extend(self.exe_target(&proc_dir, pid));
+        out
+    }
+
     /// The process's executable, when it is a Go program with `crypto/tls`
-    /// not looked at before. `/proc/<pid>/exe` opens the file itself,
-    /// whatever the process's mount namespace.
-    fn go_target(&mut self, proc_dir: &Path, pid: u32) -> Option<TlsTarget> {
+    /// or a Bun executable, not looked at before. `/proc/<pid>/exe` opens
+    /// the file itself, whatever the process's mount namespace.
+    fn exe_target(&mut self, proc_dir: &Path, pid: u32) -> Option<TlsTarget> {
         let open_path = proc_dir.join("exe");
         let md = std::fs::metadata(&open_path).ok()?;
         let file = (md.dev(), md.ino());
@@ -287,6 +319,11 @@ impl Scanner {
             Err(e @ (GoBinaryError::UnknownVersion(_) | GoBinaryError::Architecture | GoBinaryError::Malformed(_))) => {
                 Probes::GoRefused(e)
             }
+            Err(GoBinaryError::NotGo) => match self.bun_probes(&handle, md.len()) {
+                Some(Ok(p)) => Probes::BoringSsl(p),
+                Some(Err(BoringSslError::NoBoringSsl | BoringSslError::NotElf)) | None => return None,
+                Some(Err(e)) => Probes::BoringSslRefused(e),
+            },
             Err(e) => {
                 log::trace!("TLS: {path} (pid {pid}): {e}");
                 return None;
@@ -304,7 +341,62 @@ impl Scanner {
     }
 }
 
-/// Executables larger than this are not read for Go tables.
+impl Scanner {
+    /// A Bun executable's BoringSSL probe points (None: not a Bun
+    /// executable), from the cache when its build was seen before.
+    fn bun_probes(&mut self, file: &std::fs::File, len: u64) -> Option<Result<BoringSslProbes, BoringSslError>> {
+        use std::os::unix::fs::FileExt;
+        if !(64..=MAX_EXECUTABLE).contains(&len) {
+            return None;
+        }
+        let mut read_at = |offset: u64, n: usize| {
+            let mut buf = vec![0; n];
+            file.read_exact_at(&mut buf, offset).ok().map(|()| buf)
+        };
+        if !boringssl_binary::may_be_bun(&mut read_at) {
+            return None;
+        }
+        with_mapping(file, len, |bytes| {
+            let id = boringssl_binary::build_id(bytes);
+            if let Some(known) = id.as_ref().and_then(|id| self.bun_builds.get(id)) {
+                return known.clone();
+            }
+            let found = boringssl_binary::inspect(bytes);
+            if let Some(id) = id {
+                self.bun_builds.insert(id, found.clone());
+            }
+            found
+        })
+    }
+}
+
+/// Runs `f` on a read-only mapping of `file` (see [`go_probes`] for why a
+/// mapping); None when the file cannot be mapped.
+fn with_mapping<T>(file: &std::fs::File, len: u64, f: impl FnOnce(&[u8]) -> T) -> Option<T> {
+    let len = usize::try_from(len).ok()?;
+    // SAFETY: a fresh private read-only mapping of an open file, checked
+    // for failure; the slice lives only while the mapping does (unmapped
+    // below, after the last use).
+    unsafe {
+        let at = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        );
+        if at == libc::MAP_FAILED {
+            return None;
+        }
+        let result = f(std::slice::from_raw_parts(at as *const u8, len));
+        libc::munmap(at, len);
+        Some(result)
+    }
+}
+
+/// Executables larger than this are not read (for Go tables or Bun's
+/// BoringSSL).
 const MAX_EXECUTABLE: u64 = 2 << 30;
 
 /// Reads an executable's Go TLS probe points. Its section names are read
@@ -328,26 +420,7 @@ fn go_probes(file: &std::fs::File, len: u64) -> Result<GoTlsProbes, GoBinaryErro
     if !go_binary::may_be_go(&mut read_at) {
         return Err(GoBinaryError::NotGo);
     }
-    let len = len as usize;
-    // SAFETY: a fresh private read-only mapping of an open file, checked
-    // for failure; the slice lives only while the mapping does (unmapped
-    // below, after the last use).
-    unsafe {
-        let at = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE,
-            file.as_raw_fd(),
-            0,
-        );
-        if at == libc::MAP_FAILED {
-            return Err(GoBinaryError::NotElf);
-        }
-        let result = go_binary::inspect(std::slice::from_raw_parts(at as *const u8, len));
-        libc::munmap(at, len);
-        result
-    }
+    with_mapping(file, len, go_binary::inspect).unwrap_or(Err(GoBinaryError::NotElf))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! the layout of Go 1.18+ (or 1.16/1.17) and a `.go.buildinfo`.
 
 use super::*;
+use crate::elf::PT_LOAD;
 use proptest::prelude::*;
 
 const BASE: u64 = 0x400000;

@@ -45,7 +45,10 @@ impl CaptureTotals {
                     metrics.capture.tls_probe_targets.set(total as i64);
                     continue;
                 }
-                CaptureCounter::TlsAttachErrors | CaptureCounter::GoTlsRefused => None,
+                CaptureCounter::TlsAttachErrors
+                | CaptureCounter::GoTlsRefused
+                | CaptureCounter::BoringSslRefused
+                | CaptureCounter::ExecNoticesDropped => None,
                 CaptureCounter::Kernel(c) => Some(c),
             };
             let last = self.last_stats.insert(counter, total).unwrap_or(0);
@@ -54,10 +57,11 @@ impl CaptureTotals {
                 continue;
             }
             let Some(c) = c else {
-                if counter == CaptureCounter::GoTlsRefused {
-                    metrics.capture.go_tls_refused.inc_by(delta);
-                } else {
-                    metrics.capture.tls_attach_errors.inc_by(delta);
+                match counter {
+                    CaptureCounter::GoTlsRefused => metrics.capture.go_tls_refused.inc_by(delta),
+                    CaptureCounter::BoringSslRefused => metrics.capture.boringssl_refused.inc_by(delta),
+                    CaptureCounter::ExecNoticesDropped => metrics.capture.exec_notices_dropped.inc_by(delta),
+                    _ => metrics.capture.tls_attach_errors.inc_by(delta),
                 }
                 continue;
             };
