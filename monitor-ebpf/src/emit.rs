@@ -320,14 +320,7 @@ pub(crate) fn emit_process(
         parent_start_ns,
     };
     fill_header(&mut rec.header, kind, (tgid as u64) << 32 | tgid as u64, start_ns);
-    // An exec notice is acted on at once (the new program may open its
-    // first TLS connection within milliseconds); execs are rare.
-    let flags = if matches!(kind, RecordKind::ExecNotice) {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        ring_flags()
-    };
-    if EVENTS.output::<ProcessRecord>(&rec, flags).is_err() {
+    if EVENTS.output::<ProcessRecord>(&rec, ring_flags()).is_err() {
         count(Counter::DropRingFull, 1);
     } else {
         count(Counter::Records, 1);

@@ -299,16 +299,26 @@ fn start_tls_scan(
             let mut next_scan = std::time::Instant::now() + interval;
             loop {
                 let wait = next_scan.saturating_duration_since(std::time::Instant::now());
-                let found = match exec_rx.recv_timeout(wait) {
-                    Ok(pid) => scanner.scan_executable(pid).into_iter().collect(),
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        next_scan = std::time::Instant::now() + interval;
-                        scanner.scan_processes()
+                // A steady stream of execs must not postpone the periodic
+                // scan, and a long scan must leave a pause after it.
+                let exec = if wait.is_zero() {
+                    None
+                } else {
+                    match exec_rx.recv_timeout(wait) {
+                        Ok(pid) => Some(pid),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                            std::thread::sleep(wait);
+                            None
+                        }
                     }
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                        std::thread::sleep(wait);
+                };
+                let found = match exec {
+                    Some(pid) => scanner.scan_executable(pid).into_iter().collect(),
+                    None => {
+                        let found = scanner.scan_processes();
                         next_scan = std::time::Instant::now() + interval;
-                        scanner.scan_processes()
+                        found
                     }
                 };
                 for t in found {

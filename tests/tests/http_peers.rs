@@ -558,8 +558,10 @@ fn claude_code_seen_at_its_boringssl_from_its_first_run() {
     let port = free_port();
     let server = fastmcp_server(port, Some(&cert));
     let server_pid = server.0.id();
-    let m = Monitor::start(&[]);
+    // Set up before the agent starts: the first `mcp list` is the first
+    // run of Claude Code the agent sees.
     let home = ClaudeHome::new("local", &format!("https://127.0.0.1:{port}/mcp"), &cert.cert);
+    let m = Monitor::start(&[]);
     for _ in 0..2 {
         let out = home.run(&["mcp", "list"]);
         assert!(out.contains("Connected"), "claude mcp list: {out}");
@@ -576,6 +578,7 @@ fn claude_code_seen_at_its_boringssl_from_its_first_run() {
             .filter(|e| claude(e) && e["server"]["pid"].is_null())
             .filter_map(|e| e["client"]["pid"].as_u64())
             .collect();
+        pids.sort_unstable();
         pids.dedup();
         pids
     };
@@ -596,6 +599,7 @@ fn claude_code_seen_at_its_boringssl_from_its_first_run() {
             let mut v = view(&events, "https", server_pid, pid as u32, server_side);
             v.retain(|e| e["client"]["pid"] == pid);
             let r = rows(&v.iter().collect::<Vec<_>>());
+            let all: Vec<&Value> = events.iter().filter(|e| e["client"]["pid"] == pid).collect();
             for want in [
                 ("client_to_server", "request", "server/discover"),
                 ("server_to_client", "response", "server/discover"),
@@ -604,7 +608,7 @@ fn claude_code_seen_at_its_boringssl_from_its_first_run() {
             ] {
                 assert!(
                     r.iter().any(|x| (x.0.as_str(), x.1.as_str(), x.2.as_str()) == want),
-                    "run {pid}, server side {server_side}: {want:?} missing from {r:?}"
+                    "run {pid}, server side {server_side}: {want:?} missing from {r:?}; all its events: {all:?}"
                 );
             }
             seen.push(r);
@@ -625,8 +629,8 @@ fn claude_code_end_alone_raises_the_alerts() {
     let port = free_port();
     let server = fastmcp_server_variant(port, Some(&cert), "poisoned");
     let server_pid = server.0.id();
-    let m = Monitor::start(&["--exclude-pid", &server_pid.to_string()]);
     let home = ClaudeHome::new("remote", &format!("https://127.0.0.1:{port}/mcp"), &cert.cert);
+    let m = Monitor::start(&["--exclude-pid", &server_pid.to_string()]);
     let out = home.run(&["mcp", "list"]);
     assert!(out.contains("Connected"), "claude mcp list: {out}");
     let alerts = m.wait_alerts(SETTLE, |a| a.iter().any(|a| a["rule"] == "tool_integrity.poisoning"));

@@ -218,7 +218,24 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     };
     // SAFETY: plain integers copied out at once; a concurrent update or LRU
     // eviction can at worst give a stale binding.
-    let (fd, extra) = match unsafe { TLS_FDS.get(&bkey) }.copied() {
+    let mut binding = unsafe { TLS_FDS.get(&bkey) }.copied();
+    if let Some(b) = binding {
+        // An inferred socket that is no longer the one this thread just
+        // read: the SSL object's address was freed and reused for another
+        // connection without an `SSL_free` seen (Bun's BoringSSL has no
+        // symbol for it). Forget the old connection's binding and stream
+        // decisions; the socket is inferred again below.
+        if b.inferred != 0 && dir == Direction::Ingress {
+            // SAFETY: an i32 copied out at once.
+            if let Some(fd) = unsafe { LAST_TCP_READ.get(&pid_tgid) }.copied() {
+                if fd != b.fd {
+                    forget_tls_conn(tgid, args.ssl);
+                    binding = None;
+                }
+            }
+        }
+    }
+    let (fd, extra) = match binding {
         Some(b) => (
             b.fd,
             if b.inferred != 0 {

@@ -95,7 +95,7 @@ const MAX_BODY: u64 = 16 << 10;
 /// (read through `read_at(offset, len)`): Bun writes its own `.bun`
 /// sections. The agent reads only such files in full.
 pub fn may_be_bun(read_at: &mut dyn FnMut(u64, usize) -> Option<Vec<u8>>) -> bool {
-    elf::section_names(read_at).is_some_and(|names| memchr::memmem::find(&names, b".bun\0").is_some())
+    matches!(elf::section_names(read_at), Some(Some(names)) if memchr::memmem::find(&names, b".bun\0").is_some())
 }
 
 /// The GNU build id of an executable (hex), read from its headers only.
@@ -119,10 +119,11 @@ pub fn inspect(bytes: &[u8]) -> Result<BoringSslProbes, BoringSslError> {
     }
     let code = Code_::new(&elf);
     let sites = error_sites(&code, &names);
-    let write = find_write(&code, &sites)?;
-    let read = find_read(&code, &sites, &write)?;
+    let mut bodies = Bodies::default();
+    let write = find_write(&code, &sites, &mut bodies)?;
+    let read = find_read(&code, &sites, &write, &mut bodies)?;
     let offset = |va: u64| {
-        elf.file_offset(va)
+        code.file_offset(va)
             .ok_or(BoringSslError::Malformed("function outside the file"))
     };
     Ok(BoringSslProbes {
@@ -147,9 +148,9 @@ fn file_names(elf: &Elf) -> Vec<u64> {
     out
 }
 
-/// The executable segments.
+/// The executable segments: bytes, virtual address, file offset.
 struct Code_<'a> {
-    segments: Vec<(&'a [u8], u64)>,
+    segments: Vec<(&'a [u8], u64, u64)>,
 }
 
 impl<'a> Code_<'a> {
@@ -159,9 +160,18 @@ impl<'a> Code_<'a> {
         }
     }
 
-    /// Up to `len` bytes of code from `va`, and `va`.
+    /// The file offset of code at `va` (through the segment it was read
+    /// from, so always inside the file).
+    fn file_offset(&self, va: u64) -> Option<u64> {
+        self.segments.iter().find_map(|&(bytes, base, offset)| {
+            let off = va.checked_sub(base)?;
+            (off < bytes.len() as u64).then_some(offset + off)
+        })
+    }
+
+    /// Up to `len` bytes of code from `va`.
     fn at(&self, va: u64, len: u64) -> Option<&'a [u8]> {
-        self.segments.iter().find_map(|&(bytes, base)| {
+        self.segments.iter().find_map(|&(bytes, base, _)| {
             let off = usize::try_from(va.checked_sub(base)?).ok()?;
             let rest = bytes.get(off..)?;
             Some(&rest[..rest.len().min(usize::try_from(len).ok()?)])
@@ -186,30 +196,35 @@ struct Site {
 /// the fourth argument (RCX): `mov ecx, imm32` in position-dependent code,
 /// `lea rcx, [rip+disp32]` in position-independent code.
 fn error_sites(code: &Code_, names: &[u64]) -> Vec<Site> {
+    // (Segments were kept only where base + length does not wrap.)
     let mut loads = Vec::new();
-    for &(bytes, base) in &code.segments {
+    'segments: for &(bytes, base, _) in &code.segments {
         for &name in names {
             if let Ok(imm) = u32::try_from(name) {
                 let mut pattern = [0xb9u8; 5];
                 pattern[1..].copy_from_slice(&imm.to_le_bytes());
-                loads.extend(memchr::memmem::find_iter(bytes, &pattern).map(|p| base + p as u64));
+                for p in memchr::memmem::find_iter(bytes, &pattern) {
+                    if loads.len() >= MAX_SITES {
+                        break 'segments;
+                    }
+                    loads.push(base + p as u64);
+                }
             }
         }
         for p in memchr::memmem::find_iter(bytes, b"\x48\x8d\x0d") {
             let Some(disp) = elf::u32_at(bytes, p + 3) else {
                 continue;
             };
-            let next = base + p as u64 + 7;
+            let next = (base + p as u64).wrapping_add(7);
             let target = next.wrapping_add(disp as i32 as i64 as u64);
             if names.contains(&target) {
+                if loads.len() >= MAX_SITES {
+                    break 'segments;
+                }
                 loads.push(base + p as u64);
             }
         }
-        if loads.len() > MAX_SITES {
-            break;
-        }
     }
-    loads.truncate(MAX_SITES);
     let mut sites: Vec<Site> = loads
         .into_iter()
         .filter_map(|at| {
@@ -301,22 +316,24 @@ struct Function {
 }
 
 /// The start of the function whose first error call is `site`: the
-/// nearest 16-byte-aligned address at most [`MAX_PROLOGUE`] bytes before
-/// it that follows padding or a return, opens like a compiled function,
-/// and decodes straight onto `site` (no return, no padding in between).
-/// Also the field of the last `cmp qword [rdi-based reg + d], 0` on the
-/// way: the QUIC test.
+/// lowest 16-byte-aligned address at most [`MAX_PROLOGUE`] bytes before it
+/// that follows padding (int3, as clang and lld lay functions out) or a
+/// return, opens like a compiled function, and decodes straight onto
+/// `site` (no return, jump or padding in between). The lowest, not the
+/// nearest: an aligned address inside the function (a loop target after a
+/// one-byte NOP) may pass the same test, an address in the function before
+/// cannot (its code reaches a return first). Also the field of the last
+/// `cmp qword [reg + d], 0` on the way: the QUIC test.
 fn function_of(code: &Code_, site: u64) -> Option<Function> {
-    let lowest = site.saturating_sub(MAX_PROLOGUE);
-    let mut start = site & !15;
-    while start >= lowest && start > 0 {
+    let mut start = site.saturating_sub(MAX_PROLOGUE).max(1).next_multiple_of(16);
+    while start < site {
         let before = code.at(start - 1, 1).and_then(|b| b.first().copied());
         if matches!(before, Some(0xcc | 0xc3 | 0x90)) {
             if let Some(quic_field) = straight_to(code, start, site) {
                 return Some(Function { start, quic_field });
             }
         }
-        start -= 16;
+        start += 16;
     }
     None
 }
@@ -364,7 +381,7 @@ fn opens_function(i: &Instruction) -> bool {
 /// The reasons reported along a function's body from `start` (linear
 /// decoding up to the padding and opening of the next function), and the
 /// targets of its direct calls.
-fn body(code: &Code_, start: u64, sites: &[Site]) -> (Vec<u32>, Vec<u64>) {
+fn body(code: &Code_, start: u64, sites: &[Site]) -> Body {
     let (mut reasons, mut calls) = (Vec::new(), Vec::new());
     let Some(mut d) = code.decode(start, MAX_BODY) else {
         return (reasons, calls);
@@ -396,9 +413,35 @@ fn body(code: &Code_, start: u64, sites: &[Site]) -> (Vec<u32>, Vec<u64>) {
     (reasons, calls)
 }
 
+/// The reasons a function body reports and the targets of its direct
+/// calls (see [`body`]).
+type Body = (Vec<u32>, Vec<u64>);
+
+/// Function bodies decoded so far (by start), and the number decoded: a
+/// crafted file with thousands of error calls costs a bounded amount of
+/// work.
+#[derive(Default)]
+struct Bodies {
+    seen: std::collections::HashMap<u64, Option<Body>>,
+}
+
+/// Bodies decoded per file, at most (each up to [`MAX_BODY`] bytes).
+const MAX_BODIES: usize = 256;
+
+impl Bodies {
+    /// [`body`] of the function at `start`, None once the budget is spent.
+    fn of(&mut self, code: &Code_, start: u64, sites: &[Site]) -> Option<&Body> {
+        if !self.seen.contains_key(&start) {
+            let value = (self.seen.len() < MAX_BODIES).then(|| body(code, start, sites));
+            self.seen.insert(start, value);
+        }
+        self.seen.get(&start).and_then(Option::as_ref)
+    }
+}
+
 /// `SSL_write`: the function around the only `SSL_R_BAD_LENGTH` report,
 /// opening with the QUIC test and reporting `SSL_R_UNINITIALIZED`.
-fn find_write(code: &Code_, sites: &[Site]) -> Result<Function, BoringSslError> {
+fn find_write(code: &Code_, sites: &[Site], bodies: &mut Bodies) -> Result<Function, BoringSslError> {
     let mut found: Vec<Function> = Vec::new();
     for bad in sites.iter().filter(|s| s.reason == R_BAD_LENGTH) {
         let Some(quic) = sites
@@ -409,36 +452,41 @@ fn find_write(code: &Code_, sites: &[Site]) -> Result<Function, BoringSslError> 
             continue;
         };
         let Some(f) = function_of(code, quic.at) else { continue };
-        let (reasons, _) = body(code, f.start, sites);
+        if found.iter().any(|g| g.start == f.start) {
+            continue;
+        }
+        let Some((reasons, _)) = bodies.of(code, f.start, sites) else {
+            break;
+        };
         let has = |r| reasons.contains(&r);
-        if has(R_BAD_LENGTH)
-            && has(R_UNINITIALIZED)
-            && reasons.first() == Some(&R_SHOULD_NOT_HAVE_BEEN_CALLED)
-            && !found.iter().any(|g| g.start == f.start)
-        {
+        if has(R_BAD_LENGTH) && has(R_UNINITIALIZED) && reasons.first() == Some(&R_SHOULD_NOT_HAVE_BEEN_CALLED) {
             found.push(f);
+            if found.len() > 1 {
+                return Err(BoringSslError::Ambiguous("SSL_write"));
+            }
         }
     }
-    match found.len() {
-        0 => Err(BoringSslError::NotFound("SSL_write")),
-        1 => Ok(found.remove(0)),
-        _ => Err(BoringSslError::Ambiguous("SSL_write")),
-    }
+    found.pop().ok_or(BoringSslError::NotFound("SSL_write"))
 }
 
 /// `SSL_read`: a function opening with the same QUIC test as `SSL_write`
 /// (same field), that is not `SSL_write`, and whose body or a function it
 /// calls reports `SSL_R_UNINITIALIZED` and `SSL_R_SSL_HANDSHAKE_FAILURE`
-/// (`ssl_read_impl`).
-fn find_read(code: &Code_, sites: &[Site], write: &Function) -> Result<u64, BoringSslError> {
+/// (`ssl_read_impl`). (Where BoringSSL's `SSL_peek` is a function of its
+/// own, it has the same shape: two candidates are refused.)
+fn find_read(code: &Code_, sites: &[Site], write: &Function, bodies: &mut Bodies) -> Result<u64, BoringSslError> {
     let mut found: Vec<u64> = Vec::new();
+    let mut looked_at: Vec<u64> = Vec::new();
     let reads = |reasons: &[u32]| reasons.contains(&R_UNINITIALIZED) && reasons.contains(&R_HANDSHAKE_FAILURE);
     for quic in sites.iter().filter(|s| s.reason == R_SHOULD_NOT_HAVE_BEEN_CALLED) {
         let Some(f) = function_of(code, quic.at) else { continue };
-        if f.start == write.start || f.quic_field != write.quic_field || found.contains(&f.start) {
+        if f.start == write.start || f.quic_field != write.quic_field || looked_at.contains(&f.start) {
             continue;
         }
-        let (reasons, calls) = body(code, f.start, sites);
+        looked_at.push(f.start);
+        let Some((reasons, calls)) = bodies.of(code, f.start, sites).cloned() else {
+            break;
+        };
         if reasons.first() != Some(&R_SHOULD_NOT_HAVE_BEEN_CALLED) || reasons.contains(&R_BAD_LENGTH) {
             continue;
         }
@@ -446,16 +494,15 @@ fn find_read(code: &Code_, sites: &[Site], write: &Function) -> Result<u64, Bori
             || calls
                 .iter()
                 .take(16)
-                .any(|&c| c != f.start && c != write.start && reads(&body(code, c, sites).0));
+                .any(|&c| c != f.start && c != write.start && bodies.of(code, c, sites).is_some_and(|(r, _)| reads(r)));
         if is_read {
             found.push(f.start);
+            if found.len() > 1 {
+                return Err(BoringSslError::Ambiguous("SSL_read"));
+            }
         }
     }
-    match found.len() {
-        0 => Err(BoringSslError::NotFound("SSL_read")),
-        1 => Ok(found[0]),
-        _ => Err(BoringSslError::Ambiguous("SSL_read")),
-    }
+    found.pop().ok_or(BoringSslError::NotFound("SSL_read"))
 }
 
 #[cfg(test)]

@@ -175,12 +175,13 @@ impl<'a> Elf<'a> {
             .and_then(|s| (offset - s.offset).checked_add(s.vaddr))
     }
 
-    /// The executable segments' bytes, each with its virtual address.
-    pub(crate) fn code(&self) -> impl Iterator<Item = (&'a [u8], u64)> + '_ {
+    /// The executable segments' bytes, each with its virtual address and
+    /// file offset (segments whose addresses would wrap are left out).
+    pub(crate) fn code(&self) -> impl Iterator<Item = (&'a [u8], u64, u64)> + '_ {
         self.segments
             .iter()
-            .filter(|s| s.flags & PF_X != 0)
-            .filter_map(|s| Some((self.bytes_at(s.offset, s.filesz)?, s.vaddr)))
+            .filter(|s| s.flags & PF_X != 0 && s.vaddr.checked_add(s.filesz).is_some())
+            .filter_map(|s| Some((self.bytes_at(s.offset, s.filesz)?, s.vaddr, s.offset)))
     }
 
     /// `len` bytes at virtual address `va`.
@@ -192,9 +193,9 @@ impl<'a> Elf<'a> {
 
 /// The section names of an ELF file (`.shstrtab`), read through
 /// `read_at(offset, len)` without reading the rest of the file: None when
-/// it is not a 64-bit little-endian ELF file, empty when it has no section
-/// headers.
-pub(crate) fn section_names(read_at: &mut dyn FnMut(u64, usize) -> Option<Vec<u8>>) -> Option<Vec<u8>> {
+/// it is not a 64-bit little-endian ELF file (or its headers cannot be
+/// read), `Some(None)` when it has no section headers.
+pub(crate) fn section_names(read_at: &mut dyn FnMut(u64, usize) -> Option<Vec<u8>>) -> Option<Option<Vec<u8>>> {
     let h = read_at(0, 64)?;
     if h.len() < 64 || &h[..4] != b"\x7fELF" || h[4] != 2 || h[5] != 1 {
         return None;
@@ -202,7 +203,7 @@ pub(crate) fn section_names(read_at: &mut dyn FnMut(u64, usize) -> Option<Vec<u8
     let (shoff, shentsize, shnum, shstrndx) = (u64_at(&h, 40)?, u16_at(&h, 58)?, u16_at(&h, 60)?, u16_at(&h, 62)?);
     let (shentsize, shnum, shstrndx) = (usize::from(shentsize), usize::from(shnum), usize::from(shstrndx));
     if shnum == 0 {
-        return Some(Vec::new());
+        return Some(None);
     }
     if shentsize < 64 || shstrndx >= shnum {
         return None;
@@ -212,7 +213,7 @@ pub(crate) fn section_names(read_at: &mut dyn FnMut(u64, usize) -> Option<Vec<u8
     if size > 1 << 20 {
         return None;
     }
-    read_at(off, size as usize)
+    read_at(off, size as usize).map(Some)
 }
 
 impl Elf<'_> {

@@ -150,8 +150,8 @@ pub fn inspect(bytes: &[u8]) -> Result<GoTlsProbes, GoBinaryError> {
 /// The agent reads only such files in full.
 pub fn may_be_go(read_at: &mut dyn FnMut(u64, usize) -> Option<Vec<u8>>) -> bool {
     match elf::section_names(read_at) {
-        Some(names) if names.is_empty() => true,
-        Some(names) => {
+        Some(None) => true,
+        Some(Some(names)) => {
             memchr::memmem::find(&names, b".go.buildinfo\0").is_some()
                 || memchr::memmem::find(&names, b".gopclntab\0").is_some()
         }

@@ -8,7 +8,11 @@
 //! `/proc/<pid>/root`, which resolves the path in the process's own mount
 //! namespace. The scan repeats (`capture.tls_scan_interval_ms`) to catch
 //! containers that start later and libraries loaded with `dlopen` (Python
-//! loads libssl only when `ssl` is first imported).
+//! loads libssl only when `ssl` is first imported). Between scans, the
+//! kernel's exec notices name each process that ran a new executable, and
+//! that executable is looked at at once ([`Scanner::scan_executable`]): a
+//! short-lived program (`claude mcp list` runs for 0.3 s) is probed before
+//! its first connection, usually.
 //!
 //! Go programs carry their own TLS (`crypto/tls`) inside the executable:
 //! the executable of each process is read once per distinct file, and a Go
@@ -180,7 +184,8 @@ pub struct Scanner {
     exes_checked: HashSet<(u64, u64)>,
     /// What each Bun build (by build id) gave: a copy in another container
     /// or directory is not searched again.
-    bun_builds: HashMap<String, Result<BoringSslProbes, BoringSslError>>,
+    /// Only successes are kept, with the code at both probe points.
+    bun_builds: HashMap<String, (BoringSslProbes, [[u8; 32]; 2])>,
 }
 
 impl Scanner {
@@ -307,10 +312,17 @@ impl Scanner {
         let open_path = proc_dir.join("exe");
         let md = std::fs::metadata(&open_path).ok()?;
         let file = (md.dev(), md.ino());
-        if !md.is_file() || self.seen.contains(&file) || !self.exes_checked.insert(file) {
+        if !md.is_file() || self.seen.contains(&file) || self.exes_checked.contains(&file) {
             return None;
         }
         let handle = std::fs::File::open(&open_path).ok()?;
+        // The opened file's own identity and size (the process may have run
+        // another executable since the stat above).
+        let md = handle.metadata().ok()?;
+        let file = (md.dev(), md.ino());
+        if !md.is_file() || self.seen.contains(&file) || !self.exes_checked.insert(file) {
+            return None;
+        }
         let path = std::fs::read_link(&open_path)
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| open_path.display().to_string());
@@ -358,16 +370,37 @@ impl Scanner {
         }
         with_mapping(file, len, |bytes| {
             let id = boringssl_binary::build_id(bytes);
-            if let Some(known) = id.as_ref().and_then(|id| self.bun_builds.get(id)) {
-                return known.clone();
+            // A build id is only bytes in a note that anyone can copy: a
+            // cached result is used only where the code at both probe
+            // points is the same as in the file it was found in.
+            if let Some((known, code)) = id.as_ref().and_then(|id| self.bun_builds.get(id)) {
+                if probe_code(bytes, known).as_ref() == Some(code) {
+                    return Ok(known.clone());
+                }
             }
             let found = boringssl_binary::inspect(bytes);
-            if let Some(id) = id {
-                self.bun_builds.insert(id, found.clone());
+            if let (Some(id), Ok(p)) = (id, &found) {
+                if let Some(code) = probe_code(bytes, p) {
+                    if self.bun_builds.len() < MAX_BUN_BUILDS {
+                        self.bun_builds.insert(id, (p.clone(), code));
+                    }
+                }
             }
             found
         })
     }
+}
+
+/// Bun builds remembered, at most.
+const MAX_BUN_BUILDS: usize = 64;
+
+/// The first bytes of code at both probe points of `p` in `bytes`.
+fn probe_code(bytes: &[u8], p: &BoringSslProbes) -> Option<[[u8; 32]; 2]> {
+    let at = |off: u64| -> Option<[u8; 32]> {
+        let start = usize::try_from(off).ok()?;
+        bytes.get(start..start.checked_add(32)?)?.try_into().ok()
+    };
+    Some([at(p.read)?, at(p.write)?])
 }
 
 /// Runs `f` on a read-only mapping of `file` (see [`go_probes`] for why a
