@@ -6,7 +6,12 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::{clients_dir, python, wait_port, Certificate, Server, TempDir, Transcript};
+use std::time::Duration;
+
+use crate::{
+    assert_same, clients_dir, count, free_port, observed_rows, python, self_signed, wait_port, Certificate, Monitor,
+    Server, TempDir, Transcript,
+};
 
 /// The FastMCP test server over plain HTTP on `port`.
 pub fn fastmcp_http(port: u16) -> Server {
@@ -164,6 +169,43 @@ pub fn everything_http(mode: &str, port: u16) -> Server {
 /// returns its transcript.
 pub fn ts_session(mode: &str, url: &str, big: usize, env: &[(&str, &std::ffi::OsStr)]) -> Transcript {
     ts_session_under(std::ffi::OsStr::new("node"), mode, url, big, env)
+}
+
+/// The TypeScript SDK client under `runtime` (node, Bun) against FastMCP
+/// over HTTPS (a fresh certificate, a result of `big` bytes), watched by
+/// `m`: both ends' events are the client's transcript, message for
+/// message, and the last one carries the whole result (twice `big`: the
+/// echo and the large result). Returns the client's end's events and the
+/// server's port.
+pub fn ts_https_seen_from_both_ends(m: &Monitor, runtime: &std::ffi::OsStr, big: usize) -> (Vec<Value>, u16) {
+    let cert = self_signed();
+    let port = free_port();
+    let server = fastmcp_server(port, Some(&cert));
+    let server_pid = server.0.id();
+    let t = ts_session_under(
+        runtime,
+        "streamableHttp",
+        &format!("https://127.0.0.1:{port}/mcp"),
+        big,
+        &[
+            ("NODE_EXTRA_CA_CERTS", cert.cert.as_os_str()),
+            ("MCP_TEST_TOOLS", std::ffi::OsStr::new("fastmcp")),
+        ],
+    );
+    let expected = t.expected(false);
+    let n = count(&expected);
+    let of = |ev: &[Value], server_side: bool| view(ev, "https", server_pid, t.client_pid, server_side);
+    let events = m.wait_events(Duration::from_secs(20), |ev| {
+        of(ev, true).len() >= n && of(ev, false).len() >= n
+    });
+    for server_side in [true, false] {
+        let mine = of(&events, server_side);
+        assert_same(&expected, &observed_rows(&mine));
+        let last = mine.last().unwrap();
+        assert!(last["bytes"].as_u64().unwrap() > 2 * big as u64, "{}", last["bytes"]);
+    }
+    drop(server);
+    (of(&events, false), port)
 }
 
 /// [`ts_session`] under another JavaScript runtime (`runtime`: Bun).

@@ -405,31 +405,8 @@ fn https_of_a_node_client_seen_at_its_static_openssl() {
     // node links OpenSSL statically: its own binary is probed
     // (capture.tls_executables).
     let m = Monitor::start(&[]);
-    let cert = self_signed();
-    let port = free_port();
-    let server = fastmcp_server(port, Some(&cert));
-    let server_pid = server.0.id();
-    let t = ts_session(
-        "streamableHttp",
-        &format!("https://127.0.0.1:{port}/mcp"),
-        3_000_000,
-        &[
-            ("NODE_EXTRA_CA_CERTS", cert.cert.as_os_str()),
-            ("MCP_TEST_TOOLS", std::ffi::OsStr::new("fastmcp")),
-        ],
-    );
-    let expected = t.expected(false);
-    let n = count(&expected);
-    let of = |ev: &[Value], server_side: bool| view(ev, "https", server_pid, t.client_pid, server_side);
-    let events = m.wait_events(SETTLE, |ev| of(ev, true).len() >= n && of(ev, false).len() >= n);
-    for server_side in [true, false] {
-        let mine = of(&events, server_side);
-        assert_same(&expected, &observed_rows(&mine));
-        let last = mine.last().unwrap();
-        assert!(last["bytes"].as_u64().unwrap() > 6_000_000, "{}", last["bytes"]);
-    }
+    let (client_side, _) = ts_https_seen_from_both_ends(&m, std::ffi::OsStr::new("node"), 3_000_000);
     // The client's chunks came through node's own SSL_read/SSL_write.
-    let client_side = of(&events, false);
     assert!(
         client_side[0]["client"]["exe"]
             .as_str()
@@ -437,7 +414,6 @@ fn https_of_a_node_client_seen_at_its_static_openssl() {
         "{}",
         client_side[0]
     );
-    drop(server);
 }
 
 #[test]

@@ -60,7 +60,6 @@ pub const GUEST_TESTS: &[(&str, &str)] = &[
     ("http", "https_seen_from_both_ends_at_the_tls_library"),
     ("http", "https_h2_seen_from_both_ends"),
     ("http_peers", "go_https_h2_seen_from_both_ends"),
-    ("http_peers", "claude_code_seen_at_its_boringssl_from_its_first_run"),
 ];
 
 /// How much slower than native the guests are allowed to be (TCG): the
