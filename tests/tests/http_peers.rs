@@ -534,8 +534,12 @@ fn claude_code_seen_at_its_boringssl_from_its_first_run() {
     let server = fastmcp_server(port, Some(&cert));
     let server_pid = server.0.id();
     // Set up before the agent starts: the first `mcp list` is the first
-    // run of Claude Code the agent sees.
+    // run of Claude Code the agent sees. The race between its exec notice
+    // and its first connection is won with the file in the page cache (a
+    // freshly installed one is read from disk first: a fresh clone lost
+    // it, README "Short-lived runs"), which `mcp add` leaves behind.
     let home = ClaudeHome::new("local", &format!("https://127.0.0.1:{port}/mcp"), &cert.cert);
+    std::io::copy(&mut std::fs::File::open(claude_exe()).unwrap(), &mut std::io::sink()).unwrap();
     let m = Monitor::start(&[]);
     for _ in 0..2 {
         let out = home.run(&["mcp", "list"]);
@@ -606,6 +610,14 @@ fn claude_code_end_alone_raises_the_alerts() {
     let server_pid = server.0.id();
     let home = ClaudeHome::new("remote", &format!("https://127.0.0.1:{port}/mcp"), &cert.cert);
     let m = Monitor::start(&["--exclude-pid", &server_pid.to_string()]);
+    // Probed by a first run: this test is about the client's view, not
+    // about the race of a first run (the test above).
+    home.run(&["--version"]);
+    assert!(
+        wait_until(scaled(SETTLE), || probed_as_bun(&m, &claude_exe())),
+        "{}",
+        m.stderr()
+    );
     let out = home.run(&["mcp", "list"]);
     assert!(out.contains("Connected"), "claude mcp list: {out}");
     let alerts = m.wait_alerts(SETTLE, |a| a.iter().any(|a| a["rule"] == "tool_integrity.poisoning"));
