@@ -488,6 +488,17 @@ fn probed_as_bun(m: &Monitor, exe: &std::path::Path) -> bool {
         .any(|l| l.contains(&line) && l.contains("Bun's BoringSSL: SSL_read at"))
 }
 
+/// The probes of the Bun executable were verified by their first capture
+/// (the log names the file and what the capture was), and counted.
+fn bun_probes_verified(m: &Monitor, exe: &std::path::Path) -> bool {
+    let exe = std::fs::canonicalize(exe).unwrap();
+    let line = format!("TLS: the BoringSSL probes of {} (mapped by pid", exe.display());
+    m.stderr()
+        .lines()
+        .any(|l| l.contains(&line) && l.contains("are verified: their first capture"))
+        && m.metric("mcp_monitor_boringssl_verified_total", &[]) == 1.0
+}
+
 /// Bun (npm `bun`: BoringSSL linked in statically, no symbols) running the
 /// TypeScript SDK client over HTTPS against FastMCP: found at its exec
 /// (the client starts after the agent and connects at once), its
@@ -516,6 +527,11 @@ fn bun_https_client_seen_from_both_ends() {
     assert!(
         client_side[1..].iter().all(|e| e["http"]["remote"] == server_addr),
         "{client_side:?}"
+    );
+    assert!(
+        wait_until(scaled(SETTLE), || bun_probes_verified(&m, &bun_exe())),
+        "{}",
+        m.stderr()
     );
     assert_eq!(m.metric("mcp_monitor_boringssl_refused_total", &[]), 0.0);
 }
@@ -594,6 +610,11 @@ fn claude_code_seen_at_its_boringssl_from_its_first_run() {
         }
         assert_eq!(seen[0], seen[1], "the two ends of run {pid} saw different messages");
     }
+    assert!(
+        wait_until(scaled(SETTLE), || bun_probes_verified(&m, &claude_exe())),
+        "{}",
+        m.stderr()
+    );
     assert_eq!(m.metric("mcp_monitor_boringssl_refused_total", &[]), 0.0);
     drop(server);
 }

@@ -20,7 +20,8 @@
 //!   member offsets the kernel programs need): a parser of bytes like the
 //!   others, so it lives here; [`go_binary`] and [`boringssl_binary`] find
 //!   where Go programs and Bun executables hand TLS plaintext over, for the
-//!   same reason.
+//!   same reason, and [`probe_check`] judges whether probes placed from
+//!   such a search hand over plaintext.
 pub mod boringssl_binary;
 pub mod btf;
 pub mod buffer_budget;
@@ -39,6 +40,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod observation;
 pub mod pipeline;
+pub mod probe_check;
 pub mod record;
 pub mod redact;
 pub mod relook;

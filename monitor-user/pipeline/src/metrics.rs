@@ -81,8 +81,12 @@ pub struct CaptureMetrics {
     /// not known (Go version, architecture) or their tables are damaged (see the agent log).
     pub go_tls_refused: IntCounter,
     /// `mcp_monitor_boringssl_refused_total`: Bun executables (Claude Code among them) left unprobed because
-    /// their BoringSSL `SSL_read`/`SSL_write` were not recognised (see the agent log).
+    /// their BoringSSL `SSL_read`/`SSL_write` were not recognised, or whose probes handed over no plaintext
+    /// in their first captures and were taken off (see the agent log).
     pub boringssl_refused: IntCounter,
+    /// `mcp_monitor_boringssl_verified_total`: Bun executables whose BoringSSL probes were verified by a
+    /// capture that reads as plaintext.
+    pub boringssl_verified: IntCounter,
     /// `mcp_monitor_exec_notices_dropped_total`: processes that ran a new executable which the TLS scan had
     /// no room to look at at once (the periodic scan finds them later, if they still run).
     pub exec_notices_dropped: IntCounter,
@@ -359,7 +363,11 @@ impl CaptureMetrics {
             ),
             boringssl_refused: r.counter(
                 "boringssl_refused_total",
-                "Bun executables (Claude Code among them) left unprobed: their BoringSSL SSL_read/SSL_write were not recognised (see the agent log).",
+                "Bun executables (Claude Code among them) left unprobed: their BoringSSL SSL_read/SSL_write were not recognised, or the probes' first captures were not plaintext and they were taken off (see the agent log).",
+            ),
+            boringssl_verified: r.counter(
+                "boringssl_verified_total",
+                "Bun executables whose BoringSSL probes were verified by a capture that reads as plaintext (HTTP/1.x, HTTP/2 or text).",
             ),
             exec_notices_dropped: r.counter(
                 "exec_notices_dropped_total",

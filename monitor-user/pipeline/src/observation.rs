@@ -156,6 +156,9 @@ pub enum CaptureCounter {
     /// Bun executables whose BoringSSL functions were not recognised (a
     /// counter).
     BoringSslRefused,
+    /// Bun executables whose BoringSSL probes' first capture read as
+    /// plaintext (a counter).
+    BoringSslVerified,
     /// New executables the TLS scan had no room to look at at once (a
     /// counter; the periodic scan finds them later).
     ExecNoticesDropped,
@@ -170,6 +173,7 @@ impl CaptureCounter {
             Self::TlsAttachErrors => "tls_attach_errors",
             Self::GoTlsRefused => "go_tls_refused",
             Self::BoringSslRefused => "boringssl_refused",
+            Self::BoringSslVerified => "boringssl_verified",
             Self::ExecNoticesDropped => "exec_notices_dropped",
         }
     }
@@ -182,6 +186,7 @@ impl CaptureCounter {
             "tls_attach_errors" => Some(Self::TlsAttachErrors),
             "go_tls_refused" => Some(Self::GoTlsRefused),
             "boringssl_refused" => Some(Self::BoringSslRefused),
+            "boringssl_verified" => Some(Self::BoringSslVerified),
             "exec_notices_dropped" => Some(Self::ExecNoticesDropped),
             _ => Counter::ALL.iter().find(|c| c.name() == name).map(|&c| Self::Kernel(c)),
         }

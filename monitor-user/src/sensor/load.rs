@@ -6,7 +6,10 @@ use std::path::Path;
 use anyhow::Context;
 use aya::{
     maps::{Array, MapData, ProgramArray},
-    programs::{uprobe::UProbeScope, RawTracePoint, UProbe},
+    programs::{
+        uprobe::{UProbeLinkId, UProbeScope},
+        RawTracePoint, UProbe,
+    },
     Ebpf, EbpfLoader, VerifierLogLevel,
 };
 use monitor_common::{config_flags, jump_slot, map_name, KernelConfig};
@@ -315,19 +318,53 @@ pub(super) fn attach_go_file(ebpf: &mut Ebpf, path: &Path, probes: &GoTlsProbes)
 /// file offsets `probes` gives (BoringSSL's `SSL_read`/`SSL_write` take the
 /// arguments OpenSSL's do): return probes first, as in
 /// [`attach_tls_file`].
-pub(super) fn attach_boringssl_file(ebpf: &mut Ebpf, path: &Path, probes: &BoringSslProbes) -> anyhow::Result<()> {
+/// The uprobes attached to one file at offsets the agent found itself, so
+/// that they can be taken off again.
+pub(super) type FoundLinks = Vec<(&'static str, UProbeLinkId)>;
+
+/// Attaches the OpenSSL programs at BoringSSL's `SSL_read`/`SSL_write`
+/// (return probes first, so no entry is ever left without its return).
+/// On a failure the probes attached so far are taken off again.
+pub(super) fn attach_boringssl_file(ebpf: &mut Ebpf, path: &Path, probes: &BoringSslProbes) -> anyhow::Result<FoundLinks> {
     let points = [
         ("ssl_return", probes.read),
         ("ssl_return", probes.write),
         ("ssl_read", probes.read),
         ("ssl_write", probes.write),
     ];
+    let mut links = FoundLinks::new();
     for (prog, offset) in points {
-        let p: &mut UProbe = ebpf.program_mut(prog).context(prog)?.try_into()?;
-        p.attach(offset, path, UProbeScope::AllProcesses)
-            .with_context(|| format!("{prog} at file offset {offset:#x}"))?;
+        let attached = ebpf
+            .program_mut(prog)
+            .context(prog)
+            .and_then(|p| Ok(<&mut UProbe>::try_from(p)?))
+            .and_then(|p| {
+                p.attach(offset, path, UProbeScope::AllProcesses)
+                    .with_context(|| format!("{prog} at file offset {offset:#x}"))
+            });
+        match attached {
+            Ok(link) => links.push((prog, link)),
+            Err(e) => {
+                detach_found(ebpf, links);
+                return Err(e);
+            }
+        }
     }
-    Ok(())
+    Ok(links)
+}
+
+/// Takes off probes attached by [`attach_boringssl_file`]; entries first.
+pub(super) fn detach_found(ebpf: &mut Ebpf, links: FoundLinks) {
+    for (prog, link) in links.into_iter().rev() {
+        let detached = ebpf
+            .program_mut(prog)
+            .context(prog)
+            .and_then(|p| Ok(<&mut UProbe>::try_from(p)?))
+            .and_then(|p| Ok(p.detach(link)?));
+        if let Err(e) = detached {
+            log::warn!("TLS: could not take the {prog} probe off: {e:#}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,12 +5,14 @@
 //! it is the pure pipeline, which replays recordings without root.
 
 mod floor;
+mod found_probes;
 mod load;
 
 pub use floor::Floor;
 pub use load::verifier_costs;
 use load::{
-    attach_boringssl_file, attach_go_file, attach_tls_file, load, load_tls, rejected, syscall_programs, SCHED_PROGRAMS,
+    attach_boringssl_file, attach_go_file, attach_tls_file, detach_found, load, load_tls, rejected, syscall_programs,
+    SCHED_PROGRAMS,
 };
 use selectors::install_selectors;
 pub mod ports;
@@ -62,6 +64,10 @@ pub struct Sensor {
     tls_attach_errors: u64,
     go_tls_refused: u64,
     boringssl_refused: u64,
+    boringssl_verified: u64,
+    /// Probes at offsets found in machine code, until their first
+    /// captures show plaintext.
+    found_probes: found_probes::FoundProbes,
     /// Where processes that ran a new executable are sent (the TLS scan),
     /// and how many could not be (the scan was behind).
     execs: Option<std::sync::mpsc::SyncSender<u32>>,
@@ -171,6 +177,8 @@ impl Sensor {
             tls_attach_errors: 0,
             go_tls_refused: 0,
             boringssl_refused: 0,
+            boringssl_verified: 0,
+            found_probes: found_probes::FoundProbes::new("/proc"),
             execs: None,
             exec_notices_dropped: 0,
             ring,
@@ -261,6 +269,15 @@ impl Sensor {
     fn emit_observations(&mut self, r: ring_record::Record, out: &mut impl FnMut(Observation)) {
         match r {
             ring_record::Record::Chunk(c) => {
+                match self.found_probes.observe(&c) {
+                    Some(found_probes::Outcome::Verified) => self.boringssl_verified += 1,
+                    Some(found_probes::Outcome::Wrong(links)) => {
+                        detach_found(&mut self.ebpf, links);
+                        self.boringssl_refused += 1;
+                        self.tls_targets = self.tls_targets.saturating_sub(1);
+                    }
+                    None => {}
+                }
                 self.introduce(c.proc, &c.comm, c.uid, c.gid, out);
                 out(Observation::Chunk(c));
             }
@@ -279,6 +296,7 @@ impl Sensor {
                     }
                     LifecycleKind::Exit => {
                         self.known.remove(&lifecycle.proc);
+                        self.found_probes.exited(&lifecycle.proc);
                     }
                     LifecycleKind::Fork => {}
                 }
@@ -299,6 +317,7 @@ impl Sensor {
         counters.push((CaptureCounter::TlsAttachErrors, self.tls_attach_errors));
         counters.push((CaptureCounter::GoTlsRefused, self.go_tls_refused));
         counters.push((CaptureCounter::BoringSslRefused, self.boringssl_refused));
+        counters.push((CaptureCounter::BoringSslVerified, self.boringssl_verified));
         counters.push((CaptureCounter::ExecNoticesDropped, self.exec_notices_dropped));
         let programs = self
             .ebpf
@@ -360,7 +379,16 @@ impl Sensor {
                 log::warn!("TLS: not probing {where_}: {e}; its TLS traffic is not seen");
                 return;
             }
-            tls::Probes::BoringSsl(p) => attach_boringssl_file(&mut self.ebpf, &target.attach_path(), p).map(|()| {
+            tls::Probes::BoringSsl(p) if self.found_probes.distrusts(p.build_id.as_deref()) => {
+                self.boringssl_refused += 1;
+                log::warn!(
+                    "TLS: not probing {where_}: a Bun executable of a build whose probes handed over no plaintext earlier in this run; its TLS traffic is not seen"
+                );
+                return;
+            }
+            tls::Probes::BoringSsl(p) => attach_boringssl_file(&mut self.ebpf, &target.attach_path(), p).map(|links| {
+                self.found_probes
+                    .attached(target.file, where_.clone(), p.build_id.clone(), links);
                 format!(
                     " (Bun's BoringSSL: SSL_read at {:#x}, SSL_write at {:#x})",
                     p.read, p.write

@@ -48,6 +48,7 @@ impl CaptureTotals {
                 CaptureCounter::TlsAttachErrors
                 | CaptureCounter::GoTlsRefused
                 | CaptureCounter::BoringSslRefused
+                | CaptureCounter::BoringSslVerified
                 | CaptureCounter::ExecNoticesDropped => None,
                 CaptureCounter::Kernel(c) => Some(c),
             };
@@ -60,6 +61,7 @@ impl CaptureTotals {
                 match counter {
                     CaptureCounter::GoTlsRefused => metrics.capture.go_tls_refused.inc_by(delta),
                     CaptureCounter::BoringSslRefused => metrics.capture.boringssl_refused.inc_by(delta),
+                    CaptureCounter::BoringSslVerified => metrics.capture.boringssl_verified.inc_by(delta),
                     CaptureCounter::ExecNoticesDropped => metrics.capture.exec_notices_dropped.inc_by(delta),
                     _ => metrics.capture.tls_attach_errors.inc_by(delta),
                 }
