@@ -102,7 +102,7 @@ fn is_h2_frame_header(b: &[u8]) -> bool {
         // SETTINGS, PING and GOAWAY belong to the connection (stream 0),
         // DATA and HEADERS to a stream.
         && match kind {
-            4 => stream == 0 && len % 6 == 0,
+            4 => stream == 0 && len.is_multiple_of(6),
             6 => stream == 0 && len == 8,
             7 => stream == 0,
             0 | 1 => stream != 0,
@@ -122,7 +122,10 @@ fn is_text(b: &[u8]) -> bool {
         },
         Err(_) => return false,
     };
-    !valid.is_empty() && valid.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\r' | '\n'))
+    !valid.is_empty()
+        && valid
+            .chars()
+            .all(|c| !c.is_control() || matches!(c, '\t' | '\r' | '\n'))
 }
 
 /// Where the check of one probed file stands.
@@ -182,7 +185,10 @@ mod tests {
             (b"POST /mcp HTTP/1.1\r\nHost: x\r\n", Plaintext::Http1Request),
             (b"GET /sse HTTP/1.1\r\n", Plaintext::Http1Request),
             (b"DELETE /mcp HTTP/1.1\r\n", Plaintext::Http1Request),
-            (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n", Plaintext::Http1Response),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n",
+                Plaintext::Http1Response,
+            ),
             (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Plaintext::Http2),
             // SETTINGS with two settings, on stream 0.
             (&[0, 0, 12, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100], Plaintext::Http2),
@@ -201,15 +207,27 @@ mod tests {
 
     #[test]
     fn ciphertext_and_binary_are_not() {
-        assert_eq!(judge(&[0x17, 0x03, 0x03, 0x00, 0x40, 0xde, 0xad]), Err(NotPlaintext::TlsRecord));
-        assert_eq!(judge(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]), Err(NotPlaintext::TlsRecord));
+        assert_eq!(
+            judge(&[0x17, 0x03, 0x03, 0x00, 0x40, 0xde, 0xad]),
+            Err(NotPlaintext::TlsRecord)
+        );
+        assert_eq!(
+            judge(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]),
+            Err(NotPlaintext::TlsRecord)
+        );
         assert_eq!(judge(&[0x1f, 0x8b, 0x08, 0x00, 0x00]), Err(NotPlaintext::Binary));
         assert_eq!(judge(b"ab\x00cd"), Err(NotPlaintext::Binary));
         assert_eq!(judge(b"\xff\xfe\xfd"), Err(NotPlaintext::Binary));
         assert_eq!(judge(b""), Err(NotPlaintext::Empty));
         // SETTINGS on a stream, DATA on stream 0, an oversized frame.
-        assert_eq!(judge(&[0, 0, 6, 4, 0, 0, 0, 0, 1, 0, 3, 0, 0, 0, 100]), Err(NotPlaintext::Binary));
-        assert_eq!(judge(&[0, 0, 5, 0, 1, 0, 0, 0, 0, 0x88, 0x99]), Err(NotPlaintext::Binary));
+        assert_eq!(
+            judge(&[0, 0, 6, 4, 0, 0, 0, 0, 1, 0, 3, 0, 0, 0, 100]),
+            Err(NotPlaintext::Binary)
+        );
+        assert_eq!(
+            judge(&[0, 0, 5, 0, 1, 0, 0, 0, 0, 0x88, 0x99]),
+            Err(NotPlaintext::Binary)
+        );
         assert_eq!(judge(&[0, 0x50, 0, 0, 0, 0, 0, 0, 1, 0x88]), Err(NotPlaintext::Binary));
         // Lower-case or overlong "methods".
         assert_eq!(judge(b"post /mcp"), Ok(Plaintext::Text));
@@ -223,7 +241,10 @@ mod tests {
             assert_eq!(c.observe(&[0x17, 3, 3, 0, 9]), Verdict::Pending);
             assert_eq!(c.observe(b""), Verdict::Pending, "empty captures are not judged");
         }
-        assert_eq!(c.observe(b"HTTP/1.1 200 OK"), Verdict::Verified(Plaintext::Http1Response));
+        assert_eq!(
+            c.observe(b"HTTP/1.1 200 OK"),
+            Verdict::Verified(Plaintext::Http1Response)
+        );
 
         let mut c = ProbeCheck::default();
         for i in 0..CHECKED_CAPTURES - 1 {

@@ -8,11 +8,7 @@
 //! that made it (`/proc/<pid>/exe`, looked at once per process and only
 //! while some file's probes are unverified).
 
-use std::{
-    collections::HashMap,
-    os::unix::fs::MetadataExt,
-    path::PathBuf,
-};
+use std::{collections::HashMap, os::unix::fs::MetadataExt, path::PathBuf};
 
 use mcp_monitor_pipeline::{
     observation::{Chunk, ProcKey},

@@ -325,7 +325,11 @@ pub(super) type FoundLinks = Vec<(&'static str, UProbeLinkId)>;
 /// Attaches the OpenSSL programs at BoringSSL's `SSL_read`/`SSL_write`
 /// (return probes first, so no entry is ever left without its return).
 /// On a failure the probes attached so far are taken off again.
-pub(super) fn attach_boringssl_file(ebpf: &mut Ebpf, path: &Path, probes: &BoringSslProbes) -> anyhow::Result<FoundLinks> {
+pub(super) fn attach_boringssl_file(
+    ebpf: &mut Ebpf,
+    path: &Path,
+    probes: &BoringSslProbes,
+) -> anyhow::Result<FoundLinks> {
     let points = [
         ("ssl_return", probes.read),
         ("ssl_return", probes.write),

@@ -7,6 +7,7 @@
 mod floor;
 mod found_probes;
 mod load;
+mod mapped_file;
 
 pub use floor::Floor;
 pub use load::verifier_costs;

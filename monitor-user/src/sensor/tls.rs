@@ -24,6 +24,8 @@
 
 use mcp_monitor_pipeline::boringssl_binary::{self, BoringSslError, BoringSslProbes};
 use mcp_monitor_pipeline::go_binary::{self, GoBinaryError, GoTlsProbes};
+
+use super::mapped_file::{with_mapping, MappingError};
 use std::{
     collections::{HashMap, HashSet},
     os::{fd::AsRawFd, unix::fs::MetadataExt},
@@ -368,7 +370,7 @@ impl Scanner {
         if !boringssl_binary::may_be_bun(&mut read_at) {
             return None;
         }
-        with_mapping(file, len, |bytes| {
+        let searched = with_mapping(file, len, |bytes| {
             let id = boringssl_binary::build_id(bytes);
             // A build id is only bytes in a note that anyone can copy: a
             // cached result is used only where the code at both probe
@@ -387,7 +389,20 @@ impl Scanner {
                 }
             }
             found
-        })
+        });
+        match searched {
+            Ok(found) => Some(found),
+            Err(e) => {
+                mapping_failed(e);
+                None
+            }
+        }
+    }
+}
+
+fn mapping_failed(e: MappingError) {
+    if e == MappingError::Shrank {
+        log::warn!("TLS: an executable was rewritten while it was searched; it is not probed");
     }
 }
 
@@ -403,31 +418,6 @@ fn probe_code(bytes: &[u8], p: &BoringSslProbes) -> Option<[[u8; 32]; 2]> {
     Some([at(p.read)?, at(p.write)?])
 }
 
-/// Runs `f` on a read-only mapping of `file` (see [`go_probes`] for why a
-/// mapping); None when the file cannot be mapped.
-fn with_mapping<T>(file: &std::fs::File, len: u64, f: impl FnOnce(&[u8]) -> T) -> Option<T> {
-    let len = usize::try_from(len).ok()?;
-    // SAFETY: a fresh private read-only mapping of an open file, checked
-    // for failure; the slice lives only while the mapping does (unmapped
-    // below, after the last use).
-    unsafe {
-        let at = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE,
-            file.as_raw_fd(),
-            0,
-        );
-        if at == libc::MAP_FAILED {
-            return None;
-        }
-        let result = f(std::slice::from_raw_parts(at as *const u8, len));
-        libc::munmap(at, len);
-        Some(result)
-    }
-}
-
 /// Executables larger than this are not read (for Go tables or Bun's
 /// BoringSSL).
 const MAX_EXECUTABLE: u64 = 2 << 30;
@@ -437,10 +427,8 @@ const MAX_EXECUTABLE: u64 = 2 << 30;
 /// full, through a read-only mapping: the pages the tables occupy are read
 /// from disk as clean page cache, which the kernel can reclaim, not copied
 /// into the agent's memory (Go executables reach hundreds of megabytes,
-/// and the DaemonSet's limit is 256 MiB). A running executable cannot be
-/// truncated under the mapping (the kernel refuses to open it for writing
-/// while it runs); one rewritten in place after its last process exited,
-/// during the few milliseconds of the parse, would fault the agent.
+/// and the DaemonSet's limit is 256 MiB); a file rewritten in place while
+/// it is read is noticed, not fatal ([`super::mapped_file`]).
 fn go_probes(file: &std::fs::File, len: u64) -> Result<GoTlsProbes, GoBinaryError> {
     use std::os::unix::fs::FileExt;
     if !(64..=MAX_EXECUTABLE).contains(&len) {
@@ -453,7 +441,10 @@ fn go_probes(file: &std::fs::File, len: u64) -> Result<GoTlsProbes, GoBinaryErro
     if !go_binary::may_be_go(&mut read_at) {
         return Err(GoBinaryError::NotGo);
     }
-    with_mapping(file, len, go_binary::inspect).unwrap_or(Err(GoBinaryError::NotElf))
+    with_mapping(file, len, go_binary::inspect).unwrap_or_else(|e| {
+        mapping_failed(e);
+        Err(GoBinaryError::NotElf)
+    })
 }
 
 #[cfg(test)]
