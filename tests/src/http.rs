@@ -29,6 +29,24 @@ pub fn fastmcp_server_variant(port: u16, tls: Option<&Certificate>, variant: &st
     fastmcp_server_with(port, tls, false, variant)
 }
 
+/// An MCP server on `Bun.serve` over HTTPS (tests/clients/bun_server.mjs:
+/// the TypeScript SDK's web-standard transport, Bun's own HTTPS server and
+/// BoringSSL), with the tools the Python SDK client calls.
+pub fn bun_server(port: u16, tls: &Certificate) -> Server {
+    let child = Command::new(crate::bun_exe())
+        .current_dir(clients_dir())
+        .arg("bun_server.mjs")
+        .env("MCP_TEST_HTTP_PORT", port.to_string())
+        .env("MCP_TEST_TLS_CERT", &tls.cert)
+        .env("MCP_TEST_TLS_KEY", &tls.key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the Bun server");
+    wait_port(port);
+    Server(child)
+}
+
 /// The FastMCP test server under Hypercorn, which speaks HTTP/2: h2 by
 /// ALPN over HTTPS with `tls`, h2c (prior knowledge) without.
 pub fn fastmcp_h2_server(port: u16, tls: Option<&Certificate>) -> Server {

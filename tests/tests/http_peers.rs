@@ -536,6 +536,63 @@ fn bun_https_client_seen_from_both_ends() {
     assert_eq!(m.metric("mcp_monitor_boringssl_refused_total", &[]), 0.0);
 }
 
+/// A server on `Bun.serve` (the TypeScript SDK's web-standard transport,
+/// Bun's own HTTPS server and BoringSSL) with the Python SDK client: the
+/// server's end seen at Bun's BoringSSL, the client's at Python's libssl,
+/// the same session from both, with the probes verified.
+#[test]
+fn bun_serve_https_server_seen_from_both_ends() {
+    require_root();
+    let m = Monitor::start(&[]);
+    let cert = self_signed();
+    let port = free_port();
+    let server = bun_server(port, &cert);
+    let server_pid = server.0.id();
+    assert!(
+        wait_until(scaled(SETTLE), || probed_as_bun(&m, &bun_exe())),
+        "{}",
+        m.stderr()
+    );
+    let big = 300_000;
+    let client = session_with(port, big, Some(&cert));
+    let of = |ev: &[Value], server_side: bool| {
+        let mut v = view(ev, "https", server_pid, client, server_side);
+        v.retain(|e| e["client"]["pid"] == client);
+        v
+    };
+    let n = expected().len();
+    let events = m.wait_events(SETTLE, |ev| of(ev, true).len() >= n && of(ev, false).len() >= n);
+    for server_side in [true, false] {
+        let mine = of(&events, server_side);
+        let refs: Vec<&Value> = mine.iter().collect();
+        assert_eq!(rows(&refs), expected(), "server side: {server_side}");
+        assert!(mine.iter().all(|e| e["http"]["version"] == "1.1"), "{mine:?}");
+        assert!(mine.last().unwrap()["bytes"].as_u64().unwrap() > big as u64);
+    }
+    // The server's end: Bun, with its socket's ends.
+    let served = of(&events, true);
+    assert!(
+        served
+            .iter()
+            .all(|e| e["server"]["exe"].as_str().is_some_and(|x| x.ends_with("bun.exe"))),
+        "{served:?}"
+    );
+    // Past the exchange that discovered it (its first request and answer
+    // came before the agent tracked Bun's socket reads: README "Which
+    // connection"), every message names the server's socket.
+    let server_addr = format!("127.0.0.1:{port}");
+    assert!(
+        served[2..].iter().all(|e| e["http"]["local"] == server_addr),
+        "{served:?}"
+    );
+    assert!(
+        wait_until(scaled(SETTLE), || bun_probes_verified(&m, &bun_exe())),
+        "{}",
+        m.stderr()
+    );
+    drop(server);
+}
+
 /// Claude Code (npm `@anthropic-ai/claude-code` 2.1.332, a Bun executable)
 /// as a client of a local HTTPS MCP server, in a temporary HOME, offline
 /// and without an account: each `claude mcp list` runs for a fraction of a
