@@ -1,5 +1,6 @@
 //! HTTPS through the TLS uprobes: requests per second with and without the
-//! agent, for FastMCP with the Python SDK (OpenSSL, HTTP/1.1) and for the Go
+//! agent, for FastMCP with the Python SDK (OpenSSL, HTTP/1.1), for a
+//! `Bun.serve` server with the same client (Bun's BoringSSL) and for the Go
 //! peers of the tests (`crypto/tls`, HTTP/2).
 
 use std::{
@@ -96,8 +97,7 @@ fn rounds(port: u16, mut load: impl FnMut(u32) -> Result<f64>, what: &str) -> Re
 /// The Go server and client (Go 1.24, stripped) over HTTPS with HTTP/2:
 /// what the `crypto/tls` probes cost per call.
 pub(super) fn https_go(port: u16) -> Result<Value> {
-    let dir = root().join("target/bench-https");
-    let cert = dir.join("cert.pem");
+    let (cert, key) = certificate()?;
     let peers = root().join("target/go-peers");
     crate::go_toolchain::build_peers(&peers)?;
     let (server_bin, client) = (peers.join("1.24/mcpserver"), peers.join("1.24/mcpclient"));
@@ -108,7 +108,7 @@ pub(super) fn https_go(port: u16) -> Result<Value> {
         .arg("-cert")
         .arg(&cert)
         .arg("-key")
-        .arg(dir.join("key.pem"))
+        .arg(&key)
         .arg("-record")
         .arg("/dev/null")
         .stdout(Stdio::null())
@@ -129,7 +129,8 @@ pub(super) fn https_go(port: u16) -> Result<Value> {
     Ok(Value::Array(result?))
 }
 
-pub(super) fn https(port: u16) -> Result<Value> {
+/// A self-signed certificate for 127.0.0.1 in target/bench-https.
+fn certificate() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     let dir = root().join("target/bench-https");
     std::fs::create_dir_all(&dir)?;
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -150,27 +151,49 @@ pub(super) fn https(port: u16) -> Result<Value> {
         .arg("-out")
         .arg(&cert)
         .stderr(Stdio::null()))?;
-    let server_port = 18_443u16;
-    let mut server = Command::new(root().join(".venv/bin/python"))
-        .arg(root().join("tests/clients/fastmcp_server.py"))
+    Ok((cert, key))
+}
+
+/// The Python SDK's load client against an HTTPS MCP server started by
+/// `server` on `server_port`, rounds without and with the agent.
+fn python_load_against(port: u16, server_port: u16, mut server: Command, what: &str) -> Result<Value> {
+    let (cert, key) = certificate()?;
+    let mut server = server
         .env("MCP_TEST_HTTP_PORT", server_port.to_string())
         .env("MCP_TEST_TLS_CERT", &cert)
         .env("MCP_TEST_TLS_KEY", &key)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("starting the FastMCP HTTPS server")?;
+        .with_context(|| format!("starting the {what} server"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", server_port)).is_err() {
         if Instant::now() > deadline {
             let _ = server.kill();
-            bail!("the FastMCP HTTPS server did not listen on {server_port}");
+            bail!("the {what} server did not listen on {server_port}");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let url = format!("https://127.0.0.1:{server_port}/mcp");
-    let result = rounds(port, |c| https_load(&url, &cert, c), "HTTPS (FastMCP)");
+    let result = rounds(port, |c| https_load(&url, &cert, c), what);
     let _ = server.kill();
     let _ = server.wait();
     Ok(Value::Array(result?))
+}
+
+/// FastMCP (Python, OpenSSL) with the Python SDK client.
+pub(super) fn https(port: u16) -> Result<Value> {
+    let mut server = Command::new(root().join(".venv/bin/python"));
+    server.arg(root().join("tests/clients/fastmcp_server.py"));
+    python_load_against(port, 18_443, server, "HTTPS (FastMCP)")
+}
+
+/// A `Bun.serve` server (tests/clients/bun_server.mjs: Bun's BoringSSL,
+/// probed at the offsets found in its machine code) with the Python SDK
+/// client: what the BoringSSL probes cost per call.
+pub(super) fn https_bun(port: u16) -> Result<Value> {
+    let clients = root().join("tests/clients");
+    let mut server = Command::new(clients.join("node_modules/bun/bin/bun.exe"));
+    server.current_dir(&clients).arg("bun_server.mjs");
+    python_load_against(port, 18_445, server, "HTTPS (Bun.serve)")
 }

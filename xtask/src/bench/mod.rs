@@ -44,7 +44,7 @@ mod memory;
 
 use host::host;
 use host_cost::{kernel_cost, log_pipe, overhead};
-use https::{https, https_go};
+use https::{https, https_bun, https_go};
 use memory::{drops, memory};
 
 fn echo_pair() -> PathBuf {
@@ -290,6 +290,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if live && only.is_none_or(|o| o == "https") {
         results["https"] = https(port)?;
+        results["https_bun"] = https_bun(port)?;
         results["https_go_h2"] = https_go(port)?;
     }
     if live && only.is_none_or(|o| o == "logs") {
@@ -390,6 +391,7 @@ fn print_summary(r: &Value, path: &Path) {
     }
     for (key, what) in [
         ("https", "FastMCP + Python SDK"),
+        ("https_bun", "Bun.serve + Python SDK"),
         ("https_go_h2", "Go, crypto/tls, HTTP/2"),
     ] {
         let Some(Value::Array(rows)) = r.get(key) else { continue };
