@@ -208,9 +208,9 @@ async fn next_pod_update(
     }
 }
 
-async fn next_tls_target(
-    rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<crate::sensor::tls::TlsTarget>>,
-) -> Option<crate::sensor::tls::TlsTarget> {
+async fn next_tls_finding(
+    rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<crate::sensor::tls::Finding>>,
+) -> Option<crate::sensor::tls::Finding> {
     match rx {
         Some(r) => r.recv().await,
         None => std::future::pending().await,
@@ -272,7 +272,7 @@ const EXEC_QUEUE: usize = 4096;
 fn start_tls_scan(
     cfg: &crate::config::CaptureConfig,
     sensor: &mut Sensor,
-) -> anyhow::Result<Option<tokio::sync::mpsc::UnboundedReceiver<crate::sensor::tls::TlsTarget>>> {
+) -> anyhow::Result<Option<tokio::sync::mpsc::UnboundedReceiver<crate::sensor::tls::Finding>>> {
     if !cfg.tls {
         return Ok(None);
     }
@@ -313,16 +313,19 @@ fn start_tls_scan(
                         }
                     }
                 };
-                let found = match exec {
-                    Some(pid) => scanner.scan_executable(pid).into_iter().collect(),
+                use crate::sensor::tls::Finding;
+                let found: Vec<Finding> = match exec {
+                    Some(pid) => scanner.scan_executable(pid).into_iter().map(Finding::Probe).collect(),
                     None => {
-                        let found = scanner.scan_processes();
+                        let mut found: Vec<Finding> =
+                            scanner.scan_processes().into_iter().map(Finding::Probe).collect();
+                        found.extend(scanner.take_unused().into_iter().map(Finding::Unused));
                         next_scan = std::time::Instant::now() + interval;
                         found
                     }
                 };
-                for t in found {
-                    if tx.send(t).is_err() {
+                for f in found {
+                    if tx.send(f).is_err() {
                         return;
                     }
                 }
@@ -439,7 +442,10 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
                     pod_updates = None;
                 }
             },
-            Some(target) = next_tls_target(&mut tls_targets) => sensor.attach_tls(&target),
+            Some(finding) = next_tls_finding(&mut tls_targets) => match finding {
+                crate::sensor::tls::Finding::Probe(target) => sensor.attach_tls(&target),
+                crate::sensor::tls::Finding::Unused(unused) => sensor.unprobe(&unused),
+            },
             _ = tick.tick() => {
                 match sensor.stats() {
                     Ok(s) => feed(Observation::CaptureStats(s), &mut pipeline, &mut outputs, &mut recorder),

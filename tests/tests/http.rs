@@ -522,3 +522,57 @@ fn ordinary_http_gives_no_mcp_events() {
     let events = m.events();
     assert!(events.iter().all(|e| e["transport"] != "http"), "{events:?}");
 }
+
+/// A probe holds its file: a library that was deleted and that no process
+/// maps any more (an upgraded libssl, a build's test binary) gets its
+/// probes taken off by the next scan, or its blocks would stay on disk as
+/// long as the agent runs; a new file at the same path is probed again.
+#[test]
+fn probes_of_a_deleted_library_no_process_uses_are_taken_off() {
+    require_root();
+    let system = std::path::Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3");
+    assert!(system.exists(), "Debian's libssl3 is installed by cargo xtask setup");
+    let dir = TempDir::new("libssl");
+    let lib = dir.path().join("libssl.so.3");
+    let m = Monitor::start(&[]);
+    let probed = |m: &Monitor, n: usize| {
+        let line = format!("TLS: probing {} (mapped by pid", lib.display());
+        m.stderr().lines().filter(|l| l.contains(&line)).count() >= n
+    };
+    let removed = |m: &Monitor| {
+        let line = format!("TLS: {} was deleted and no process uses it any more", lib.display());
+        m.stderr().contains(&line) && m.metric("mcp_monitor_tls_probes_removed_total", &[]) >= 1.0
+    };
+    let run = || {
+        std::process::Command::new("sleep")
+            .arg("4")
+            .env("LD_PRELOAD", &lib)
+            .spawn()
+            .unwrap()
+    };
+    std::fs::copy(system, &lib).unwrap();
+    let mut user = run();
+    assert!(wait_until(scaled(SETTLE), || probed(&m, 1)), "{}", m.stderr());
+    // Deleted while mapped: kept for as long as the process runs.
+    std::fs::remove_file(&lib).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!removed(&m), "taken off while still mapped: {}", m.stderr());
+    // Read after a metrics tick has counted the probe.
+    let targets = m.metric("mcp_monitor_tls_probe_targets", &[]);
+    user.wait().unwrap();
+    assert!(wait_until(scaled(SETTLE), || removed(&m)), "{}", m.stderr());
+    assert!(
+        wait_until(scaled(SETTLE), || m.metric("mcp_monitor_tls_probe_targets", &[])
+            == targets - 1.0),
+        "the gauge counts the files probed now: {targets} before, {} now; {}",
+        m.metric("mcp_monitor_tls_probe_targets", &[]),
+        m.stderr()
+    );
+    // A new file at the same path (maybe the same inode number) is a new
+    // file: probed again.
+    std::fs::copy(system, &lib).unwrap();
+    let mut user = run();
+    assert!(wait_until(scaled(SETTLE), || probed(&m, 2)), "{}", m.stderr());
+    user.kill().unwrap();
+    user.wait().unwrap();
+}

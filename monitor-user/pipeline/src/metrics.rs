@@ -87,6 +87,9 @@ pub struct CaptureMetrics {
     /// `mcp_monitor_boringssl_verified_total`: Bun executables whose BoringSSL probes were verified by a
     /// capture that reads as plaintext.
     pub boringssl_verified: IntCounter,
+    /// `mcp_monitor_tls_probes_removed_total`: probed files whose probes were taken off because the file was
+    /// deleted and no process used it any more.
+    pub tls_probes_removed: IntCounter,
     /// `mcp_monitor_exec_notices_dropped_total`: processes that ran a new executable which the TLS scan had
     /// no room to look at at once (the periodic scan finds them later, if they still run).
     pub exec_notices_dropped: IntCounter,
@@ -368,6 +371,10 @@ impl CaptureMetrics {
             boringssl_verified: r.counter(
                 "boringssl_verified_total",
                 "Bun executables whose BoringSSL probes were verified by a capture that reads as plaintext (HTTP/1.x, HTTP/2 or text).",
+            ),
+            tls_probes_removed: r.counter(
+                "tls_probes_removed_total",
+                "Probed files (libssl, Go and Bun executables) whose probes were taken off because the file was deleted and no process used it any more.",
             ),
             exec_notices_dropped: r.counter(
                 "exec_notices_dropped_total",

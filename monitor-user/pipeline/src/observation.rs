@@ -159,6 +159,9 @@ pub enum CaptureCounter {
     /// Bun executables whose BoringSSL probes' first capture read as
     /// plaintext (a counter).
     BoringSslVerified,
+    /// Probed files whose probes were taken off: deleted, and no process
+    /// used them any more (a counter).
+    TlsProbesRemoved,
     /// New executables the TLS scan had no room to look at at once (a
     /// counter; the periodic scan finds them later).
     ExecNoticesDropped,
@@ -174,6 +177,7 @@ impl CaptureCounter {
             Self::GoTlsRefused => "go_tls_refused",
             Self::BoringSslRefused => "boringssl_refused",
             Self::BoringSslVerified => "boringssl_verified",
+            Self::TlsProbesRemoved => "tls_probes_removed",
             Self::ExecNoticesDropped => "exec_notices_dropped",
         }
     }
@@ -187,6 +191,7 @@ impl CaptureCounter {
             "go_tls_refused" => Some(Self::GoTlsRefused),
             "boringssl_refused" => Some(Self::BoringSslRefused),
             "boringssl_verified" => Some(Self::BoringSslVerified),
+            "tls_probes_removed" => Some(Self::TlsProbesRemoved),
             "exec_notices_dropped" => Some(Self::ExecNoticesDropped),
             _ => Counter::ALL.iter().find(|c| c.name() == name).map(|&c| Self::Kernel(c)),
         }

@@ -6,15 +6,17 @@
 //! is an inference. So the first captures through such probes are judged:
 //! the probes of a file are **verified** at the first capture that reads
 //! as what MCP over HTTPS carries (an HTTP/1.x start line, HTTP/2 frames,
-//! text), and **wrong** after [`CHECKED_CAPTURES`] captures of which none
-//! did (TLS records, meaning the probes sit below the encryption, or
-//! binary data).
+//! text), and **wrong** when [`CHECKED_CAPTURES`] captures in a row did
+//! not and at least half of them were TLS records: the probes sit below
+//! the encryption. Binary data alone proves nothing (a tracked process's
+//! database protocol over TLS, a download joined in the middle): the
+//! probes stay, unverified.
 //!
 //! Only the first bytes of a capture are looked at, and nothing of them is
 //! kept: the verdict names a kind, never content.
 
-/// Captures judged before probes that handed over no plaintext at all are
-/// called wrong.
+/// Captures judged before probes that handed over no plaintext, at least
+/// half of it TLS records, are called wrong.
 pub const CHECKED_CAPTURES: u32 = 16;
 
 /// Bytes of a capture looked at.
@@ -122,7 +124,8 @@ fn is_text(b: &[u8]) -> bool {
         },
         Err(_) => return false,
     };
-    !valid.is_empty()
+    // A byte or two of text is too little to tell anything.
+    valid.len() >= 4
         && valid
             .chars()
             .all(|c| !c.is_control() || matches!(c, '\t' | '\r' | '\n'))
@@ -131,12 +134,13 @@ fn is_text(b: &[u8]) -> bool {
 /// Where the check of one probed file stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Not decided yet: more captures are needed.
+    /// Not decided yet: more captures are needed (or, after
+    /// [`CHECKED_CAPTURES`] binary ones, nothing can be decided).
     Pending,
     /// This capture reads as plaintext: the probes are right.
     Verified(Plaintext),
-    /// [`CHECKED_CAPTURES`] captures and none read as plaintext; how many
-    /// of them were TLS records.
+    /// [`CHECKED_CAPTURES`] captures in a row, none plaintext, at least
+    /// half of them TLS records; how many were.
     Wrong {
         /// Of the captures judged, those that were TLS records.
         tls_records: u32,
@@ -153,6 +157,8 @@ pub struct ProbeCheck {
 impl ProbeCheck {
     /// Judges one more capture. Empty captures are not counted; after a
     /// verdict other than `Pending` the check is over (its owner drops it).
+    /// A window of [`CHECKED_CAPTURES`] with too few TLS records starts
+    /// over.
     pub fn observe(&mut self, bytes: &[u8]) -> Verdict {
         match judge(bytes) {
             Ok(kind) => Verdict::Verified(kind),
@@ -162,10 +168,13 @@ impl ProbeCheck {
                 if not == NotPlaintext::TlsRecord {
                     self.tls_records += 1;
                 }
-                if self.judged >= CHECKED_CAPTURES {
-                    Verdict::Wrong {
-                        tls_records: self.tls_records,
-                    }
+                if self.judged < CHECKED_CAPTURES {
+                    return Verdict::Pending;
+                }
+                let tls_records = self.tls_records;
+                *self = ProbeCheck::default();
+                if tls_records * 2 >= CHECKED_CAPTURES {
+                    Verdict::Wrong { tls_records }
                 } else {
                     Verdict::Pending
                 }
@@ -256,6 +265,21 @@ mod tests {
             Verdict::Wrong {
                 tls_records: CHECKED_CAPTURES / 2
             }
+        );
+    }
+
+    #[test]
+    fn binary_alone_never_makes_probes_wrong() {
+        // A database protocol over TLS, a compressed download: however
+        // long, the probes stay (unverified) while TLS records are rare.
+        let mut c = ProbeCheck::default();
+        for i in 0..10 * CHECKED_CAPTURES {
+            let bytes: &[u8] = if i % 4 == 0 { &[0x17, 3, 3, 0, 9] } else { &[0x80, 0x01] };
+            assert_eq!(c.observe(bytes), Verdict::Pending, "capture {i}");
+        }
+        assert_eq!(
+            c.observe(b"HTTP/1.1 200 OK"),
+            Verdict::Verified(Plaintext::Http1Response)
         );
     }
 

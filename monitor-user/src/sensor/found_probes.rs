@@ -16,8 +16,6 @@ use mcp_monitor_pipeline::{
 };
 use monitor_common::FdKind;
 
-use super::load::FoundLinks;
-
 /// Processes whose executable is remembered; cleared past this (which
 /// only means looking again).
 const MAX_PROCESSES: usize = 4096;
@@ -29,7 +27,6 @@ const MAX_DISTRUSTED: usize = 64;
 struct Unverified {
     path: String,
     build_id: Option<String>,
-    links: FoundLinks,
     check: ProbeCheck,
 }
 
@@ -37,8 +34,8 @@ struct Unverified {
 pub(super) enum Outcome {
     /// The probes are right; nothing to do but say so.
     Verified,
-    /// The probes are wrong: these links are to be taken off.
-    Wrong(FoundLinks),
+    /// The probes of this file (device, inode) are wrong: to be taken off.
+    Wrong((u64, u64)),
 }
 
 /// The files whose found probes have not been verified yet.
@@ -64,16 +61,20 @@ impl FoundProbes {
     }
 
     /// Probes just attached to `file` (device, inode), to be checked.
-    pub(super) fn attached(&mut self, file: (u64, u64), path: String, build_id: Option<String>, links: FoundLinks) {
+    pub(super) fn attached(&mut self, file: (u64, u64), path: String, build_id: Option<String>) {
         self.unverified.insert(
             file,
             Unverified {
                 path,
                 build_id,
-                links,
                 check: ProbeCheck::default(),
             },
         );
+    }
+
+    /// The file's probes were taken off for another reason (deleted).
+    pub(super) fn forget(&mut self, file: &(u64, u64)) {
+        self.unverified.remove(file);
     }
 
     /// A process is gone: its executable is forgotten.
@@ -114,13 +115,8 @@ impl FoundProbes {
             }
             Verdict::Wrong { tls_records } => {
                 let u = self.unverified.remove(&file)?;
-                let seen = if tls_records > 0 {
-                    format!("{tls_records} of them TLS records (ciphertext)")
-                } else {
-                    "binary data".to_owned()
-                };
                 log::warn!(
-                    "TLS: taking the BoringSSL probes of {} off: none of their first {} captures is plaintext ({seen}); its TLS traffic is not seen, and this build is not probed again in this run",
+                    "TLS: taking the BoringSSL probes of {} off: {} captures in a row were not plaintext, {tls_records} of them TLS records (the probes see ciphertext); its TLS traffic is not seen, and this build is not probed again in this run",
                     u.path,
                     mcp_monitor_pipeline::probe_check::CHECKED_CAPTURES
                 );
@@ -130,7 +126,7 @@ impl FoundProbes {
                     }
                     self.distrusted.push(b);
                 }
-                Some(Outcome::Wrong(u.links))
+                Some(Outcome::Wrong(file))
             }
         }
     }
@@ -176,9 +172,9 @@ mod tests {
     fn verified_by_the_first_plaintext_of_a_process_running_the_file() {
         let mut f = FoundProbes::new("/proc");
         let pid = std::process::id();
-        f.attached(own_exe(), "/bun".into(), Some("b1".into()), Vec::new());
+        f.attached(own_exe(), "/bun".into(), Some("b1".into()));
         // Another executable's captures do not count.
-        f.attached((u64::MAX, 1), "/other".into(), None, Vec::new());
+        f.attached((u64::MAX, 1), "/other".into(), None);
         assert!(f.observe(&chunk(pid, &[0x80, 1, 2])).is_none());
         assert!(matches!(
             f.observe(&chunk(pid, b"POST /mcp HTTP/1.1\r\n")),
@@ -193,7 +189,7 @@ mod tests {
     fn taken_off_after_the_checked_captures_and_the_build_distrusted() {
         let mut f = FoundProbes::new("/proc");
         let pid = std::process::id();
-        f.attached(own_exe(), "/bun".into(), Some("b1".into()), Vec::new());
+        f.attached(own_exe(), "/bun".into(), Some("b1".into()));
         let mut outcome = None;
         for _ in 0..mcp_monitor_pipeline::probe_check::CHECKED_CAPTURES {
             assert!(outcome.is_none());

@@ -265,100 +265,103 @@ pub(super) fn load_tls(ebpf: &mut Ebpf) -> anyhow::Result<ProgramArray<MapData>>
     Ok(jump)
 }
 
+/// The uprobes attached to one file, so that they can be taken off again
+/// (probes that handed over no plaintext; a file deleted that no process
+/// runs any more, which the probes would keep on disk).
+pub(super) type Links = Vec<(&'static str, UProbeLinkId)>;
+
+/// Attaches `prog` at `point` of `path`, adding the link to `links`.
+fn attach_one<'a>(
+    ebpf: &mut Ebpf,
+    links: &mut Links,
+    prog: &'static str,
+    point: impl Into<aya::programs::uprobe::UProbeAttachPoint<'a>>,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let p: &mut UProbe = ebpf.program_mut(prog).context(prog)?.try_into()?;
+    let link = p.attach(point, path, UProbeScope::AllProcesses)?;
+    links.push((prog, link));
+    Ok(())
+}
+
 /// Attaches entry and return probes to the OpenSSL functions in `path`;
-/// returns the optional functions the file lacks. The return probe goes
-/// first so that an entry never waits for a return that is not watched.
-pub(super) fn attach_tls_file(ebpf: &mut Ebpf, path: &Path) -> anyhow::Result<Vec<&'static str>> {
+/// returns the links and the optional functions the file lacks. The return
+/// probe goes first so that an entry never waits for a return that is not
+/// watched. On a failure the probes attached so far are taken off again.
+pub(super) fn attach_tls_file(ebpf: &mut Ebpf, path: &Path) -> anyhow::Result<(Links, Vec<&'static str>)> {
     let mut missing = Vec::new();
+    let mut links = Links::new();
     for (prog, func, required) in TLS_ENTRY_PROBES {
         let returns = matches!(*prog, "ssl_write" | "ssl_read" | "ssl_write_ex" | "ssl_read_ex");
         if returns {
-            let r: &mut UProbe = ebpf.program_mut("ssl_return").context("ssl_return")?.try_into()?;
-            if let Err(e) = r.attach(*func, path, UProbeScope::AllProcesses) {
+            if let Err(e) = attach_one(ebpf, &mut links, "ssl_return", *func, path) {
                 if *required {
-                    return Err(anyhow::Error::new(e).context(format!("return probe on {func}")));
+                    detach_links(ebpf, links);
+                    return Err(e.context(format!("return probe on {func}")));
                 }
                 missing.push(*func);
                 continue;
             }
         }
-        let p: &mut UProbe = ebpf.program_mut(prog).context(*prog)?.try_into()?;
-        if let Err(e) = p.attach(*func, path, UProbeScope::AllProcesses) {
+        if let Err(e) = attach_one(ebpf, &mut links, prog, *func, path) {
             if *required {
-                return Err(anyhow::Error::new(e).context(format!("probe on {func}")));
+                detach_links(ebpf, links);
+                return Err(e.context(format!("probe on {func}")));
             }
             missing.push(*func);
         }
     }
-    Ok(missing)
+    Ok((links, missing))
 }
 
 /// The Go `crypto/tls` programs (hooks/go_tls.rs).
 const GO_TLS_PROGRAMS: [&str; 4] = ["go_tls_read", "go_tls_read_return", "go_tls_write", "go_tls_close"];
 
+/// Attaches programs at file offsets, in order; on a failure the probes
+/// attached so far are taken off again.
+fn attach_at_offsets(ebpf: &mut Ebpf, path: &Path, points: &[(&'static str, u64)]) -> anyhow::Result<Links> {
+    let mut links = Links::new();
+    for &(prog, offset) in points {
+        if let Err(e) = attach_one(ebpf, &mut links, prog, offset, path) {
+            detach_links(ebpf, links);
+            return Err(e.context(format!("{prog} at file offset {offset:#x}")));
+        }
+    }
+    Ok(links)
+}
+
 /// Attaches the Go `crypto/tls` programs to the executable at `path`, at
 /// the file offsets `probes` gives: `Read`'s returns first, so that an
 /// entry never waits for a return that is not watched; `Write` where its
 /// body starts (after the stack check).
-pub(super) fn attach_go_file(ebpf: &mut Ebpf, path: &Path, probes: &GoTlsProbes) -> anyhow::Result<()> {
-    let mut points: Vec<(&str, u64)> = Vec::new();
+pub(super) fn attach_go_file(ebpf: &mut Ebpf, path: &Path, probes: &GoTlsProbes) -> anyhow::Result<Links> {
+    let mut points: Vec<(&'static str, u64)> = Vec::new();
     points.extend(probes.read.returns.iter().map(|&o| ("go_tls_read_return", o)));
     points.push(("go_tls_read", probes.read.entry));
     points.push(("go_tls_write", probes.write.body));
     points.extend(probes.close.map(|o| ("go_tls_close", o)));
-    for (prog, offset) in points {
-        let p: &mut UProbe = ebpf.program_mut(prog).context(prog)?.try_into()?;
-        p.attach(offset, path, UProbeScope::AllProcesses)
-            .with_context(|| format!("{prog} at file offset {offset:#x}"))?;
-    }
-    Ok(())
+    attach_at_offsets(ebpf, path, &points)
 }
 
 /// Attaches the OpenSSL programs to a Bun executable's BoringSSL at the
 /// file offsets `probes` gives (BoringSSL's `SSL_read`/`SSL_write` take the
 /// arguments OpenSSL's do): return probes first, as in
 /// [`attach_tls_file`].
-/// The uprobes attached to one file at offsets the agent found itself, so
-/// that they can be taken off again.
-pub(super) type FoundLinks = Vec<(&'static str, UProbeLinkId)>;
-
-/// Attaches the OpenSSL programs at BoringSSL's `SSL_read`/`SSL_write`
-/// (return probes first, so no entry is ever left without its return).
-/// On a failure the probes attached so far are taken off again.
-pub(super) fn attach_boringssl_file(
-    ebpf: &mut Ebpf,
-    path: &Path,
-    probes: &BoringSslProbes,
-) -> anyhow::Result<FoundLinks> {
-    let points = [
-        ("ssl_return", probes.read),
-        ("ssl_return", probes.write),
-        ("ssl_read", probes.read),
-        ("ssl_write", probes.write),
-    ];
-    let mut links = FoundLinks::new();
-    for (prog, offset) in points {
-        let attached = ebpf
-            .program_mut(prog)
-            .context(prog)
-            .and_then(|p| Ok(<&mut UProbe>::try_from(p)?))
-            .and_then(|p| {
-                p.attach(offset, path, UProbeScope::AllProcesses)
-                    .with_context(|| format!("{prog} at file offset {offset:#x}"))
-            });
-        match attached {
-            Ok(link) => links.push((prog, link)),
-            Err(e) => {
-                detach_found(ebpf, links);
-                return Err(e);
-            }
-        }
-    }
-    Ok(links)
+pub(super) fn attach_boringssl_file(ebpf: &mut Ebpf, path: &Path, probes: &BoringSslProbes) -> anyhow::Result<Links> {
+    attach_at_offsets(
+        ebpf,
+        path,
+        &[
+            ("ssl_return", probes.read),
+            ("ssl_return", probes.write),
+            ("ssl_read", probes.read),
+            ("ssl_write", probes.write),
+        ],
+    )
 }
 
-/// Takes off probes attached by [`attach_boringssl_file`]; entries first.
-pub(super) fn detach_found(ebpf: &mut Ebpf, links: FoundLinks) {
+/// Takes probes off; entries first.
+pub(super) fn detach_links(ebpf: &mut Ebpf, links: Links) {
     for (prog, link) in links.into_iter().rev() {
         let detached = ebpf
             .program_mut(prog)

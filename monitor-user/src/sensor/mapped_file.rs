@@ -8,10 +8,13 @@
 //! file's end raises `SIGBUS`, which would kill the agent: a running
 //! executable cannot be opened for writing, one whose last process has
 //! just exited can be rewritten in place (`cp` over it) while it is read.
-//! So while a mapping is read, a `SIGBUS` handler replaces a faulting page
-//! of *that* mapping with a page of zeros and notes that the file changed;
-//! the result of that read is then thrown away. A `SIGBUS` anywhere else
-//! gets the default action, as without the handler.
+//! So while a mapping is read, a `SIGBUS` handler replaces the rest of
+//! *that* mapping, from the faulting page on, with zeros and notes that the
+//! file changed; the result of that read is then thrown away. A `SIGBUS`
+//! anywhere else (or sent by `kill`) gets the default action, as without
+//! the handler. A file rewritten without shrinking past a page being read
+//! raises no fault: its size and times, compared before and after the
+//! read, tell instead.
 
 use std::{
     os::fd::AsRawFd,
@@ -35,24 +38,28 @@ static INSTALL: Once = Once::new();
 pub enum MappingError {
     /// `mmap` refused (the length is the file's, as `fstat` gave it).
     Map,
-    /// The file shrank while it was read: what was read is not the file.
-    Shrank,
+    /// The file changed (shrank, or was written) while it was read: what
+    /// was read is not the file.
+    Changed,
 }
 
 extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
-    let addr = unsafe { (*info).si_addr() } as usize;
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler;
+    // si_addr is meaningful for a fault (si_code > 0), not for `kill`.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
     let start = START.load(Ordering::SeqCst);
     let len = LEN.load(Ordering::SeqCst);
-    if start != 0 && addr >= start && addr - start < len {
-        // SAFETY: sysconf and mmap are plain system calls; the page lies
+    if code > 0 && start != 0 && addr >= start && addr - start < len {
+        // SAFETY: sysconf and mmap are plain system calls; the range lies
         // inside our own mapping, which nothing else uses while it is read.
         unsafe {
             let page = libc::sysconf(libc::_SC_PAGESIZE).max(4096) as usize;
             let at = addr & !(page - 1);
+            // The rest at once: a file cut short faults on every page past
+            // its new end.
             let zeros = libc::mmap(
                 at as *mut libc::c_void,
-                page,
+                start + len - at,
                 libc::PROT_READ,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
                 -1,
@@ -64,11 +71,15 @@ extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
             }
         }
     }
-    // Not ours (or the page could not be replaced): the default action, as
-    // if there were no handler, when the faulting access is retried.
-    // SAFETY: resetting a signal's disposition is async-signal-safe.
+    // Not ours (or the pages could not be replaced): the default action, as
+    // if there were no handler: a fault repeats when the access is retried,
+    // a signal sent by `kill` is raised again (pending until we return).
+    // SAFETY: signal and raise are async-signal-safe.
     unsafe {
         libc::signal(libc::SIGBUS, libc::SIG_DFL);
+        if code <= 0 {
+            libc::raise(libc::SIGBUS);
+        }
     }
 }
 
@@ -89,6 +100,32 @@ fn install() {
     });
 }
 
+/// What tells a file rewritten in place: size, modification and change
+/// times.
+fn version(file: &std::fs::File) -> Option<(u64, i64, i64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata().ok()?;
+    Some((m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
+}
+
+/// The mapping being read; unmapped, and forgotten by the handler, when
+/// dropped (also if the reader panics).
+struct Mapped {
+    at: *mut libc::c_void,
+    len: usize,
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        START.store(0, Ordering::SeqCst);
+        LEN.store(0, Ordering::SeqCst);
+        // SAFETY: our own mapping, no longer read.
+        unsafe {
+            libc::munmap(self.at, self.len);
+        }
+    }
+}
+
 /// Runs `f` on a read-only mapping of the first `len` bytes of `file`.
 pub fn with_mapping<T>(file: &std::fs::File, len: u64, f: impl FnOnce(&[u8]) -> T) -> Result<T, MappingError> {
     let len = usize::try_from(len).map_err(|_| MappingError::Map)?;
@@ -97,11 +134,12 @@ pub fn with_mapping<T>(file: &std::fs::File, len: u64, f: impl FnOnce(&[u8]) -> 
     }
     install();
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let before = version(file);
     // SAFETY: a fresh private read-only mapping of an open file, checked
     // for failure; the slice lives only while the mapping does (unmapped
-    // below, after the last use), and a page of it that faults is replaced
-    // by zeros (above) rather than left unmapped.
-    unsafe {
+    // when `mapped` drops, after the last use), and pages of it that fault
+    // are replaced by zeros (above) rather than left unmapped.
+    let result = unsafe {
         let at = libc::mmap(
             std::ptr::null_mut(),
             len,
@@ -113,18 +151,18 @@ pub fn with_mapping<T>(file: &std::fs::File, len: u64, f: impl FnOnce(&[u8]) -> 
         if at == libc::MAP_FAILED {
             return Err(MappingError::Map);
         }
+        let mapped = Mapped { at, len };
         FAULTED.store(false, Ordering::SeqCst);
         LEN.store(len, Ordering::SeqCst);
         START.store(at as usize, Ordering::SeqCst);
-        let result = f(std::slice::from_raw_parts(at as *const u8, len));
-        START.store(0, Ordering::SeqCst);
-        LEN.store(0, Ordering::SeqCst);
-        libc::munmap(at, len);
-        if FAULTED.swap(false, Ordering::SeqCst) {
-            return Err(MappingError::Shrank);
-        }
-        Ok(result)
+        let result = f(std::slice::from_raw_parts(mapped.at as *const u8, mapped.len));
+        drop(mapped);
+        result
+    };
+    if FAULTED.swap(false, Ordering::SeqCst) || before.is_none() || version(file) != before {
+        return Err(MappingError::Changed);
     }
+    Ok(result)
 }
 
 #[cfg(test)]
@@ -158,10 +196,57 @@ mod tests {
                 .unwrap();
             b[len as usize - 1]
         });
-        assert_eq!(r, Err(MappingError::Shrank));
+        assert_eq!(r, Err(MappingError::Changed));
 
         // The next read of the (now short) file works as before.
         let len = file.metadata().unwrap().len();
         assert_eq!(with_mapping(&file, len, |b| b.len()), Ok(100));
+
+        // Rewritten in place without shrinking: no fault, but the read is
+        // not taken for the file either.
+        let r = with_mapping(&file, len, |b| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .write_all(&[9u8; 100])
+                .unwrap();
+            b[0]
+        });
+        assert_eq!(r, Err(MappingError::Changed));
+    }
+
+    #[test]
+    fn a_sigbus_outside_the_mapping_is_not_taken_for_ours() {
+        // `kill -BUS` is no fault of the mapping: with none being read the
+        // handler must leave it alone (tested in a child, which the default
+        // action ends).
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sensor::mapped_file::tests::child_sends_itself_sigbus",
+                "--ignored",
+            ])
+            .env("MCP_MONITOR_SIGBUS_CHILD", "1")
+            .status()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGBUS), "{status:?}");
+    }
+
+    #[test]
+    #[ignore = "run by a_sigbus_outside_the_mapping_is_not_taken_for_ours"]
+    fn child_sends_itself_sigbus() {
+        if std::env::var_os("MCP_MONITOR_SIGBUS_CHILD").is_none() {
+            return;
+        }
+        install();
+        // SAFETY: raising a signal at ourselves.
+        unsafe {
+            libc::raise(libc::SIGBUS);
+        }
+        // The default action has ended the process before this.
+        std::process::exit(0);
     }
 }

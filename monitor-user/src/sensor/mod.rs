@@ -12,8 +12,8 @@ mod mapped_file;
 pub use floor::Floor;
 pub use load::verifier_costs;
 use load::{
-    attach_boringssl_file, attach_go_file, attach_tls_file, detach_found, load, load_tls, rejected, syscall_programs,
-    SCHED_PROGRAMS,
+    attach_boringssl_file, attach_go_file, attach_tls_file, detach_links, load, load_tls, rejected, syscall_programs,
+    Links, SCHED_PROGRAMS,
 };
 use selectors::install_selectors;
 pub mod ports;
@@ -66,6 +66,9 @@ pub struct Sensor {
     go_tls_refused: u64,
     boringssl_refused: u64,
     boringssl_verified: u64,
+    tls_probes_removed: u64,
+    /// The probes of each file (device, inode), with its path for logs.
+    probed: std::collections::HashMap<(u64, u64), (String, Links)>,
     /// Probes at offsets found in machine code, until their first
     /// captures show plaintext.
     found_probes: found_probes::FoundProbes,
@@ -179,6 +182,8 @@ impl Sensor {
             go_tls_refused: 0,
             boringssl_refused: 0,
             boringssl_verified: 0,
+            tls_probes_removed: 0,
+            probed: std::collections::HashMap::new(),
             found_probes: found_probes::FoundProbes::new("/proc"),
             execs: None,
             exec_notices_dropped: 0,
@@ -272,10 +277,9 @@ impl Sensor {
             ring_record::Record::Chunk(c) => {
                 match self.found_probes.observe(&c) {
                     Some(found_probes::Outcome::Verified) => self.boringssl_verified += 1,
-                    Some(found_probes::Outcome::Wrong(links)) => {
-                        detach_found(&mut self.ebpf, links);
+                    Some(found_probes::Outcome::Wrong(file)) => {
                         self.boringssl_refused += 1;
-                        self.tls_targets = self.tls_targets.saturating_sub(1);
+                        self.take_off(&file);
                     }
                     None => {}
                 }
@@ -291,6 +295,8 @@ impl Sensor {
                 match lifecycle.kind {
                     LifecycleKind::Exec => {
                         self.exec_seen(lifecycle.proc.pid);
+                        // Another executable: looked up again.
+                        self.found_probes.exited(&lifecycle.proc);
                         // New image: refresh identity (exe, cmdline).
                         self.known.insert(lifecycle.proc);
                         out(self.identity(lifecycle.proc, &comm, 0, 0));
@@ -319,6 +325,7 @@ impl Sensor {
         counters.push((CaptureCounter::GoTlsRefused, self.go_tls_refused));
         counters.push((CaptureCounter::BoringSslRefused, self.boringssl_refused));
         counters.push((CaptureCounter::BoringSslVerified, self.boringssl_verified));
+        counters.push((CaptureCounter::TlsProbesRemoved, self.tls_probes_removed));
         counters.push((CaptureCounter::ExecNoticesDropped, self.exec_notices_dropped));
         let programs = self
             .ebpf
@@ -366,15 +373,20 @@ impl Sensor {
             format!("{} (mapped by pid {})", target.path, target.pid)
         };
         let attached = match &target.probes {
-            tls::Probes::OpenSsl => attach_tls_file(&mut self.ebpf, &target.attach_path()).map(|missing| {
-                if missing.is_empty() {
+            tls::Probes::OpenSsl => attach_tls_file(&mut self.ebpf, &target.attach_path()).map(|(links, missing)| {
+                let what = if missing.is_empty() {
                     String::new()
                 } else {
                     format!(" (without {})", missing.join(", "))
-                }
+                };
+                (links, what)
             }),
-            tls::Probes::Go(p) => attach_go_file(&mut self.ebpf, &target.attach_path(), p)
-                .map(|()| format!(" (Go {} crypto/tls: {} return points)", p.version, p.read.returns.len())),
+            tls::Probes::Go(p) => attach_go_file(&mut self.ebpf, &target.attach_path(), p).map(|links| {
+                (
+                    links,
+                    format!(" (Go {} crypto/tls: {} return points)", p.version, p.read.returns.len()),
+                )
+            }),
             tls::Probes::GoRefused(e) => {
                 self.go_tls_refused += 1;
                 log::warn!("TLS: not probing {where_}: {e}; its TLS traffic is not seen");
@@ -389,10 +401,13 @@ impl Sensor {
             }
             tls::Probes::BoringSsl(p) => attach_boringssl_file(&mut self.ebpf, &target.attach_path(), p).map(|links| {
                 self.found_probes
-                    .attached(target.file, where_.clone(), p.build_id.clone(), links);
-                format!(
-                    " (Bun's BoringSSL: SSL_read at {:#x}, SSL_write at {:#x})",
-                    p.read, p.write
+                    .attached(target.file, where_.clone(), p.build_id.clone());
+                (
+                    links,
+                    format!(
+                        " (Bun's BoringSSL: SSL_read at {:#x}, SSL_write at {:#x})",
+                        p.read, p.write
+                    ),
                 )
             }),
             tls::Probes::BoringSslRefused(e) => {
@@ -402,8 +417,9 @@ impl Sensor {
             }
         };
         match attached {
-            Ok(what) => {
+            Ok((links, what)) => {
                 self.tls_targets += 1;
+                self.probed.insert(target.file, (target.path.clone(), links));
                 log::info!("TLS: probing {where_}{what}");
             }
             Err(e) => {
@@ -411,6 +427,30 @@ impl Sensor {
                 log::warn!("TLS: cannot probe {where_}: {e:#}; its TLS traffic is not seen");
             }
         }
+    }
+
+    /// A probed file that was deleted and that no process maps or runs any
+    /// more ([`tls::Scanner::take_unused`]): its probes are taken off, so
+    /// that its blocks are freed on disk (a probe holds its file).
+    pub fn unprobe(&mut self, unused: &tls::Unused) {
+        if self.take_off(&unused.file) {
+            self.tls_probes_removed += 1;
+            log::info!(
+                "TLS: {} was deleted and no process uses it any more: its probes are taken off",
+                unused.path
+            );
+        }
+    }
+
+    /// Takes the probes of a file off; whether it had any.
+    fn take_off(&mut self, file: &(u64, u64)) -> bool {
+        self.found_probes.forget(file);
+        let Some((_, links)) = self.probed.remove(file) else {
+            return false;
+        };
+        detach_links(&mut self.ebpf, links);
+        self.tls_targets = self.tls_targets.saturating_sub(1);
+        true
     }
 
     /// Applies a pipeline decision to the kernel maps.

@@ -176,14 +176,88 @@ pub fn candidates<'a>(maps: &'a str, executables: &[String]) -> Vec<&'a str> {
     out
 }
 
+/// The (device, inode) of every executable mapping in one
+/// `/proc/<pid>/maps` text, deleted files included (what
+/// [`Scanner::take_unused`] must not take probes off).
+pub fn mapped_files(maps: &str) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for line in maps.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(_), Some(perms), Some(_), Some(dev), Some(inode)) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            continue;
+        };
+        if !perms.contains('x') {
+            continue;
+        }
+        let Some((major, minor)) = dev.split_once(':') else {
+            continue;
+        };
+        let (Ok(major), Ok(minor), Ok(inode)) = (
+            u32::from_str_radix(major, 16),
+            u32::from_str_radix(minor, 16),
+            inode.parse::<u64>(),
+        ) else {
+            continue;
+        };
+        if inode != 0 {
+            out.push((libc::makedev(major, minor), inode));
+        }
+    }
+    out
+}
+
+/// A file probed (or refused): the agent's descriptor of it, kept to tell
+/// when it is deleted.
+struct Seen {
+    /// `None` past [`MAX_HELD`] files: such a file is never taken off.
+    handle: Option<Arc<std::fs::File>>,
+    path: String,
+}
+
+/// Probed files whose descriptor is kept (to tell when they are deleted).
+const MAX_HELD: usize = 4096;
+
+/// A probed file that was deleted and that no process maps or runs any
+/// more: its probes are to be taken off (they would keep its blocks on
+/// disk, and its inode number may be reused by a new file).
+#[derive(Clone, Debug)]
+pub struct Unused {
+    /// (device, inode), as in [`TlsTarget::file`].
+    pub file: (u64, u64),
+    /// Path as it was found, for logs.
+    pub path: String,
+}
+
+/// What the scan reports to the sensor.
+#[derive(Debug)]
+pub enum Finding {
+    /// A file to probe.
+    Probe(TlsTarget),
+    /// A file whose probes are to be taken off.
+    Unused(Unused),
+}
+
+/// Executables remembered as looked at (not Go with `crypto/tls`, not
+/// Bun); past this the set starts over, which only means looking again.
+const MAX_EXES_CHECKED: usize = 65_536;
+
 /// Finds TLS library files not seen before.
 pub struct Scanner {
     proc_root: PathBuf,
     executables: Vec<String>,
-    seen: HashSet<(u64, u64)>,
+    seen: HashMap<(u64, u64), Seen>,
+    /// Files mapped or run by a process in the scan in progress.
+    in_use: HashSet<(u64, u64)>,
     /// Executables already looked at for Go and Bun (each distinct file
-    /// once).
-    exes_checked: HashSet<(u64, u64)>,
+    /// once), by (device, inode, modification time, size): a new file
+    /// that reuses an inode number is looked at afresh.
+    exes_checked: HashSet<(u64, u64, i64, i64, u64)>,
     /// What each Bun build (by build id) gave: a copy in another container
     /// or directory is not searched again.
     /// Only successes are kept, with the code at both probe points.
@@ -197,7 +271,8 @@ impl Scanner {
         Self {
             proc_root: proc_root.into(),
             executables,
-            seen: HashSet::new(),
+            seen: HashMap::new(),
+            in_use: HashSet::new(),
             exes_checked: HashSet::new(),
             bun_builds: HashMap::new(),
         }
@@ -209,20 +284,54 @@ impl Scanner {
             return None;
         }
         let file = (md.dev(), md.ino());
-        if self.seen.contains(&file) {
+        self.in_use.insert(file);
+        if self.seen.contains_key(&file) {
             return None;
         }
         // Only a file that could be opened counts as seen.
-        let handle = std::fs::File::open(&open_path).ok()?;
-        self.seen.insert(file);
+        let handle = Arc::new(std::fs::File::open(&open_path).ok()?);
+        self.remember(file, &handle, path);
         Some(TlsTarget {
             probes: Probes::OpenSsl,
             open_path,
-            handle: Arc::new(handle),
+            handle,
             path: path.to_owned(),
             pid,
             file,
         })
+    }
+
+    fn remember(&mut self, file: (u64, u64), handle: &Arc<std::fs::File>, path: &str) {
+        let held = self.seen.values().filter(|s| s.handle.is_some()).count();
+        self.seen.insert(
+            file,
+            Seen {
+                handle: (held < MAX_HELD).then(|| handle.clone()),
+                path: path.to_owned(),
+            },
+        );
+    }
+
+    /// After a pass over the processes ([`Scanner::scan_processes`]): the
+    /// files seen before that were deleted since and that no process maps
+    /// or runs. They are forgotten (a new file with the same inode number
+    /// is a new file).
+    pub fn take_unused(&mut self) -> Vec<Unused> {
+        let in_use = std::mem::take(&mut self.in_use);
+        let gone: Vec<(u64, u64)> = self
+            .seen
+            .iter()
+            .filter(|(file, s)| {
+                !in_use.contains(file)
+                    && s.handle
+                        .as_ref()
+                        .is_some_and(|h| h.metadata().is_ok_and(|m| m.nlink() == 0))
+            })
+            .map(|(file, _)| *file)
+            .collect();
+        gone.into_iter()
+            .filter_map(|file| self.seen.remove(&file).map(|s| Unused { file, path: s.path }))
+            .collect()
     }
 
     /// libssl files in the host's usual library directories and the
@@ -261,7 +370,10 @@ impl Scanner {
     }
 
     /// One pass over the processes: the files they map that were not seen.
+    /// Then [`Scanner::take_unused`] tells which seen files no process
+    /// uses any more.
     pub fn scan_processes(&mut self) -> Vec<TlsTarget> {
+        self.in_use.clear();
         let mut out = Vec::new();
         let Ok(dir) = std::fs::read_dir(&self.proc_root) else {
             return out;
@@ -295,6 +407,7 @@ impl Scanner {
         let Ok(maps) = std::fs::read_to_string(proc_dir.join("maps")) else {
             return out;
         };
+        self.in_use.extend(mapped_files(&maps));
         let paths: Vec<String> = candidates(&maps, &self.executables)
             .into_iter()
             .map(str::to_owned)
@@ -314,7 +427,9 @@ impl Scanner {
         let open_path = proc_dir.join("exe");
         let md = std::fs::metadata(&open_path).ok()?;
         let file = (md.dev(), md.ino());
-        if !md.is_file() || self.seen.contains(&file) || self.exes_checked.contains(&file) {
+        self.in_use.insert(file);
+        let checked = |md: &std::fs::Metadata| (md.dev(), md.ino(), md.mtime(), md.mtime_nsec(), md.size());
+        if !md.is_file() || self.seen.contains_key(&file) || self.exes_checked.contains(&checked(&md)) {
             return None;
         }
         let handle = std::fs::File::open(&open_path).ok()?;
@@ -322,7 +437,10 @@ impl Scanner {
         // another executable since the stat above).
         let md = handle.metadata().ok()?;
         let file = (md.dev(), md.ino());
-        if !md.is_file() || self.seen.contains(&file) || !self.exes_checked.insert(file) {
+        if self.exes_checked.len() >= MAX_EXES_CHECKED {
+            self.exes_checked.clear();
+        }
+        if !md.is_file() || self.seen.contains_key(&file) || !self.exes_checked.insert(checked(&md)) {
             return None;
         }
         let path = std::fs::read_link(&open_path)
@@ -343,11 +461,12 @@ impl Scanner {
                 return None;
             }
         };
-        self.seen.insert(file);
+        let handle = Arc::new(handle);
+        self.remember(file, &handle, &path);
         Some(TlsTarget {
             probes,
             open_path,
-            handle: Arc::new(handle),
+            handle,
             path,
             pid,
             file,
@@ -370,28 +489,34 @@ impl Scanner {
         if !boringssl_binary::may_be_bun(&mut read_at) {
             return None;
         }
+        let builds = &self.bun_builds;
         let searched = with_mapping(file, len, |bytes| {
             let id = boringssl_binary::build_id(bytes);
             // A build id is only bytes in a note that anyone can copy: a
             // cached result is used only where the code at both probe
             // points is the same as in the file it was found in.
-            if let Some((known, code)) = id.as_ref().and_then(|id| self.bun_builds.get(id)) {
+            if let Some((known, code)) = id.as_ref().and_then(|id| builds.get(id)) {
                 if probe_code(bytes, known).as_ref() == Some(code) {
-                    return Ok(known.clone());
+                    return (Ok(known.clone()), None);
                 }
             }
             let found = boringssl_binary::inspect(bytes);
-            if let (Some(id), Ok(p)) = (id, &found) {
-                if let Some(code) = probe_code(bytes, p) {
-                    if self.bun_builds.len() < MAX_BUN_BUILDS {
-                        self.bun_builds.insert(id, (p.clone(), code));
-                    }
-                }
-            }
-            found
+            let to_cache = match (id, &found) {
+                (Some(id), Ok(p)) => probe_code(bytes, p).map(|code| (id, (p.clone(), code))),
+                _ => None,
+            };
+            (found, to_cache)
         });
         match searched {
-            Ok(found) => Some(found),
+            Ok((found, to_cache)) => {
+                // Only from a read of the whole, unchanged file.
+                if let Some((id, entry)) = to_cache {
+                    if self.bun_builds.len() < MAX_BUN_BUILDS {
+                        self.bun_builds.insert(id, entry);
+                    }
+                }
+                Some(found)
+            }
             Err(e) => {
                 mapping_failed(e);
                 None
@@ -400,9 +525,11 @@ impl Scanner {
     }
 }
 
+/// A file that changed while it was read is looked at again by a later
+/// scan (its modification time is part of what marks it as looked at).
 fn mapping_failed(e: MappingError) {
-    if e == MappingError::Shrank {
-        log::warn!("TLS: an executable was rewritten while it was searched; it is not probed");
+    if e == MappingError::Changed {
+        log::warn!("TLS: an executable was rewritten while it was searched; it is looked at again by a later scan");
     }
 }
 
@@ -515,6 +642,77 @@ mod tests {
         // reachable through the agent's own descriptor.
         std::fs::remove_dir_all(proc_root.join("12")).unwrap();
         assert_eq!(std::fs::read(found[1].attach_path()).unwrap(), b"other elf");
+    }
+
+    #[test]
+    fn a_deleted_file_no_process_maps_is_reported_unused_and_forgotten() {
+        let t = tempfile::tempdir().unwrap();
+        let proc_root = t.path().join("proc");
+        let lib = proc_root.join("20/root/lib/libssl.so.3");
+        std::fs::create_dir_all(lib.parent().unwrap()).unwrap();
+        std::fs::write(&lib, b"elf").unwrap();
+        // The maps line names the file by its real device and inode, as
+        // the kernel's does (and still does once it is deleted).
+        let md = std::fs::metadata(&lib).unwrap();
+        let maps_line = |deleted: bool| {
+            format!(
+                "7f00-7f01 r-xp 00000000 {:02x}:{:02x} {} /lib/libssl.so.3{}\n",
+                libc::major(md.dev()),
+                libc::minor(md.dev()),
+                md.ino(),
+                if deleted { " (deleted)" } else { "" }
+            )
+        };
+        std::fs::write(proc_root.join("20/maps"), maps_line(false)).unwrap();
+        let mut s = Scanner::new(&proc_root, vec![]);
+        let found = s.scan_processes();
+        assert_eq!(found.len(), 1);
+        let file = found[0].file;
+        drop(found);
+        assert!(s.take_unused().is_empty(), "mapped and not deleted");
+
+        // Deleted, but still mapped by the process: kept.
+        std::fs::remove_file(&lib).unwrap();
+        std::fs::write(proc_root.join("20/maps"), maps_line(true)).unwrap();
+        assert!(s.scan_processes().is_empty());
+        assert!(s.take_unused().is_empty(), "deleted but still mapped");
+
+        // The process is gone too: unused, and forgotten.
+        std::fs::remove_dir_all(proc_root.join("20")).unwrap();
+        assert!(s.scan_processes().is_empty());
+        let unused = s.take_unused();
+        assert_eq!(unused.len(), 1, "{unused:?}");
+        assert_eq!((unused[0].file, unused[0].path.as_str()), (file, "/lib/libssl.so.3"));
+        assert!(s.take_unused().is_empty(), "reported once");
+
+        // A file still on disk that no process maps stays probed: later
+        // runs of it are covered.
+        let other = proc_root.join("21/root/lib/libssl.so.3");
+        std::fs::create_dir_all(other.parent().unwrap()).unwrap();
+        std::fs::write(&other, b"elf 2").unwrap();
+        std::fs::write(
+            proc_root.join("21/maps"),
+            "7f00-7f01 r-xp 00000000 08:01 1 /lib/libssl.so.3\n",
+        )
+        .unwrap();
+        assert_eq!(s.scan_processes().len(), 1);
+        std::fs::remove_file(proc_root.join("21/maps")).unwrap();
+        assert!(s.scan_processes().is_empty());
+        assert!(s.take_unused().is_empty(), "not deleted");
+    }
+
+    #[test]
+    fn mapped_files_are_read_with_their_devices() {
+        let maps = "\
+55d0c0a2e000-55d0c0d1b000 r-xp 0002e000 08:01 1311 /usr/bin/python3.11
+7f1a2b01f000-7f1a2b07a000 r-xp 0001f000 fd:10 2222 /usr/lib/x86_64-linux-gnu/libssl.so.3 (deleted)
+7f1a2b07a000-7f1a2b09a000 r--p 0007a000 08:01 2222 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7ffd1c000000-7ffd1c021000 r-xp 00000000 00:00 0 [vdso]
+";
+        assert_eq!(
+            mapped_files(maps),
+            vec![(libc::makedev(8, 1), 1311), (libc::makedev(0xfd, 0x10), 2222)]
+        );
     }
 
     #[test]

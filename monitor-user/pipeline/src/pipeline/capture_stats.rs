@@ -49,6 +49,7 @@ impl CaptureTotals {
                 | CaptureCounter::GoTlsRefused
                 | CaptureCounter::BoringSslRefused
                 | CaptureCounter::BoringSslVerified
+                | CaptureCounter::TlsProbesRemoved
                 | CaptureCounter::ExecNoticesDropped => None,
                 CaptureCounter::Kernel(c) => Some(c),
             };
@@ -62,6 +63,7 @@ impl CaptureTotals {
                     CaptureCounter::GoTlsRefused => metrics.capture.go_tls_refused.inc_by(delta),
                     CaptureCounter::BoringSslRefused => metrics.capture.boringssl_refused.inc_by(delta),
                     CaptureCounter::BoringSslVerified => metrics.capture.boringssl_verified.inc_by(delta),
+                    CaptureCounter::TlsProbesRemoved => metrics.capture.tls_probes_removed.inc_by(delta),
                     CaptureCounter::ExecNoticesDropped => metrics.capture.exec_notices_dropped.inc_by(delta),
                     _ => metrics.capture.tls_attach_errors.inc_by(delta),
                 }
