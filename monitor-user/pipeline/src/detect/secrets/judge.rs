@@ -47,6 +47,17 @@ pub fn is_placeholder(s: &str) -> bool {
     if MARKERS.iter().any(|m| lower.contains(m)) || has_typed_sequence(s.as_bytes()) {
         return true;
     }
+    // An interpolated name (`Password={password};` in an f-string or a C#
+    // interpolated string): braces around a lower-case identifier.
+    if let Some(inner) = s.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+        if inner.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && inner
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+        {
+            return true;
+        }
+    }
     // A masked display (`sk-...Bog8`): short on both sides of the dots. A
     // value cut in a log (`Zr7kLm2Qx9...`) is still judged.
     for dots in ["...", "\u{2026}"] {
@@ -124,6 +135,21 @@ pub fn names_no_secret(name: &str) -> bool {
         "cachekey",
         "idempotency_key",
         "idempotencykey",
+        "idempotency-key",
+        // Pagination and sync cursors (`next_page_token`, AWS `NextToken`,
+        // `continuationToken`): opaque positions in a listing.
+        "page_token",
+        "pagetoken",
+        "page-token",
+        "next_token",
+        "nexttoken",
+        "continuation_token",
+        "continuationtoken",
+        "continuation-token",
+        "sync_token",
+        "synctoken",
+        "resume_token",
+        "resumetoken",
         "hotkey",
         "monkey",
         "turnkey",
@@ -412,6 +438,12 @@ fn looks_like_words(v: &str) -> bool {
 /// Mapbox `pk.` and Stripe `pk_` publishable tokens, Supabase `anon` JWTs.
 fn is_public_value(v: &str) -> bool {
     (v.starts_with("age1") && v.len() == 62)
+        // A SealedSecret's ciphertext (`encryptedData`, safe in Git by
+        // design): base64 of a two-byte length (0x02 0x00 and the like) and
+        // the sealed key, hundreds of characters (the match stops at 200).
+        || (v.starts_with("Ag")
+            && v.len() >= 190
+            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)))
         || (v.starts_with("eyJ") && super::checks::jwt_is_public(v))
         // Datadog browser (RUM) client tokens: `pub` and 32 hex digits.
         || (v.len() == 35 && v.starts_with("pub") && v[3..].bytes().all(|b| b.is_ascii_hexdigit()))
@@ -450,8 +482,17 @@ pub fn assignment_ok(name: &str, value: &str) -> bool {
     let fingerprint = (lower.ends_with("gpg_key") || lower.ends_with("gpgkey"))
         && matches!(value.len(), 16 | 40)
         && value.bytes().all(|b| b.is_ascii_hexdigit());
+    // `--secret=stripe-secret-key` (`gcloud secrets versions access`),
+    // `secret: db-password`: the name of a secret in a store, words joined
+    // by dashes, not the secret itself.
+    let secret_name = (lower.ends_with("secret") || lower.ends_with("secret_id") || lower.ends_with("secret-id"))
+        && value.contains(['-', '_'])
+        && value
+            .split(['-', '_'])
+            .all(|w| w.len() >= 2 && w.bytes().all(|b| b.is_ascii_lowercase()));
     if strength == NameStrength::None
         || fingerprint
+        || secret_name
         || is_reference_or_code(value, name)
         || is_public_value(value)
         || is_password_hash(value)

@@ -426,3 +426,62 @@ fn json_documents_cost_their_size_once_and_are_redacted() {
     let back: serde_json::Value = serde_json::from_str(&redacted).expect("still a JSON document");
     assert_eq!(back["notes"], filler.as_str());
 }
+
+/// Forms that a look-alike takes and that hold no credential: cursors of
+/// listings, idempotency keys, interpolated names in connection strings,
+/// the names of secrets in a store, a SealedSecret's ciphertext, a Twilio
+/// account SID alone (an identifier); and forms of real ones: a value alone
+/// on its line under a label, a tab-separated listing, and vendor formats
+/// (Salesforce, Yandex, Fly.io, Asana, an EVM key given to a wallet).
+#[test]
+fn cursors_names_and_ciphertexts_are_not_secrets_and_labelled_lines_are() {
+    let s = scanner();
+    let clean = [
+        "next_page_token: Qz8LmT2vXw4Rp7NkB1cY6dHf3JsG9aEu0WoZiMqVn5Kx",
+        r#"{"NextToken": "AAMA-EFRSURBSGpoSkRleEp6ZU9yZ3gvd0tjZ3dMZz09ZmZXS0xB"}"#,
+        r#"{"continuationToken": "b3ZlcnNlZW4/cGFnZT0xMiZzaXplPTUwJnNvcnQ9ZGVzYw=="}"#,
+        "Idempotency-Key: 5f0c2a9e-7b3d-41c8-a6e2-f9d0b1c7e4a3",
+        r#"conn = f"Server={host};Database={db};User Id={user};Password={db_password};""#,
+        "gcloud secrets versions access latest --secret=payments-api-key --project=acme",
+        "TWILIO_ACCOUNT_SID=AC7d2f9a4c1e8b3d6f0a5c9e2b7d4f1a8c",
+    ];
+    for text in clean {
+        let found = scan_text(s, text);
+        assert!(found.is_empty(), "{text}: {found:?}");
+    }
+    let sealed = format!(
+        "spec:\n  encryptedData:\n    password: AgC{}\n",
+        "Xq7Lm2Zp9Rv4Nk8Tb3Yc6Jd1Fg0Sa5WeHuOiPl+/".repeat(10)
+    );
+    assert!(scan_text(s, &sealed).is_empty(), "a SealedSecret's ciphertext");
+
+    let found = [
+        ("Staging API token:\n-----\nR7kQ2mZx9Lp4Wt8Nv3Bc6Yh1Jd5Fg0SaKe\n-----\n", "labelled-secret-line"),
+        ("app\tSTRIPE_WEBHOOK_SECRET\tq8Vd2LmZx4Rt7NwKp3Hs9Cb\tteam-a\n", "env-listing-secret"),
+        (
+            "session = 00D5e000001AbCdE!AQ8AQGm3xT.Zk7Lp2Rv9Nq4Wb6Yc1Hd8Fg3Js0Ku5Mt2Xe7Pa.Oi9Rl4Sn6Vb1Qw3Ez8Tc5Yg0Uh2Ij7Kf4Lm9Nd6Pb1Qc3",
+            "salesforce-access-token",
+        ),
+        ("AQVNx7Kq2mZLp9Rt4Wv8Nb3Yc6Jd1Fg0SaHeUi5O", "yandex-cloud-api-key"),
+        (
+            "FLY_API_TOKEN=FlyV1 fm2_k8Lq2Zp9Xw4Rv7Nt3Bc6Yh1Jd5Fg0SaKe+Mu/Oi8Pl2Qr4Sn6Tb1Vc3Wd5Xe7Yf9Zg0Ah2Bi4Cj6Dk8El",
+            "flyio-macaroon-token",
+        ),
+        (
+            r#"headers = {"Authorization": "Bearer 1/1203948576102938:8f3a9c2e7b1d4f6a0c5e9b2d7f1a4c8e"}"#,
+            "asana-personal-access-token",
+        ),
+        (
+            r#"account = Account.from_key(private_key="0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")"#,
+            "ethereum-private-key",
+        ),
+        (
+            r#"twilio = Client("AC7d2f9a4c1e8b3d6f0a5c9e2b7d4f1a8c", "9f2c7a4e1b8d3f6a0c5e9b2d7f1a4c8e")"#,
+            "twilio-credential-pair",
+        ),
+    ];
+    for (text, rule) in found {
+        let f = scan_text(s, text);
+        assert!(f.iter().any(|f| f.rule == rule), "{rule}: {text}: {f:?}");
+    }
+}
