@@ -18,6 +18,8 @@ use crate::*;
 pub struct GoPeers {
     /// The Go version (`1.24`).
     pub version: &'static str,
+    /// Built with the symbol table and DWARF (no `-s -w`).
+    pub symbols: bool,
     /// `tests/go/mcpserver`.
     pub server: PathBuf,
     /// `tests/go/mcpclient`.
@@ -29,20 +31,37 @@ pub struct GoPeers {
 /// test` builds them first), else built now with the toolchain `cargo
 /// xtask setup` unpacked under `.tools/go/`.
 pub fn go_peers(version: &'static str) -> &'static GoPeers {
+    go_peers_built(version, false)
+}
+
+/// The peers built with Debian's Go `version` without `-s -w`: the symbol
+/// table and DWARF kept (always built here, never prebuilt).
+pub fn go_peers_with_symbols(version: &'static str) -> &'static GoPeers {
+    go_peers_built(version, true)
+}
+
+fn go_peers_built(version: &'static str, symbols: bool) -> &'static GoPeers {
     static PEERS: Mutex<Vec<&'static GoPeers>> = Mutex::new(Vec::new());
     let mut built = PEERS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = built.iter().find(|p| p.version == version) {
+    if let Some(p) = built.iter().find(|p| p.version == version && p.symbols == symbols) {
         return p;
     }
-    let dir = match std::env::var_os("MCP_TEST_GO_PEERS") {
+    let prebuilt = std::env::var_os("MCP_TEST_GO_PEERS").filter(|_| !symbols);
+    let dir = match prebuilt {
         Some(d) => PathBuf::from(d).join(version),
         None => {
             let go = workspace().join(format!(".tools/go/{version}/root/usr/lib/go-{version}/bin/go"));
-            let out = workspace().join("target/go-peers").join(version);
+            let name = if symbols {
+                format!("{version}-symbols")
+            } else {
+                version.to_owned()
+            };
+            let out = workspace().join("target/go-peers").join(name);
             let target = workspace().join("target");
             std::fs::create_dir_all(&out).unwrap();
+            let ldflags = if symbols { "-ldflags=" } else { "-ldflags=-s -w" };
             let st = Command::new(&go)
-                .args(["build", "-trimpath", "-ldflags=-s -w", "-o"])
+                .args(["build", "-trimpath", ldflags, "-o"])
                 .arg(format!("{}/", out.display()))
                 .args(["./mcpserver", "./mcpclient"])
                 .current_dir(workspace().join("tests/go"))
@@ -64,6 +83,7 @@ pub fn go_peers(version: &'static str) -> &'static GoPeers {
     };
     let peers: &'static GoPeers = Box::leak(Box::new(GoPeers {
         version,
+        symbols,
         server: dir.join("mcpserver"),
         client: dir.join("mcpclient"),
     }));

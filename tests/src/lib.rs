@@ -26,7 +26,7 @@ mod servers;
 mod transcript;
 
 pub use container::{podman_ulimit_args, test_image, PodSpec};
-pub use go_peers::{go_peers, go_record, go_server, GoClient, GoPeers};
+pub use go_peers::{go_peers, go_peers_with_symbols, go_record, go_server, GoClient, GoPeers};
 pub use http::{
     bun_server, everything_http, expected, fastmcp_h2_server, fastmcp_http, fastmcp_server, fastmcp_server_variant,
     rows, session, session_h2, session_rows, session_with, ts_https_seen_from_both_ends, ts_session, ts_session_under,

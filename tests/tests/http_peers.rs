@@ -315,9 +315,19 @@ fn go_1_19_https_h2_seen_from_both_ends() {
     go_https_h2("1.19");
 }
 
+/// The same with Go 1.24 executables that keep their symbol table and
+/// DWARF (built without `-s -w`, as `go build` does by default).
+#[test]
+fn go_with_symbols_https_h2_seen_from_both_ends() {
+    go_https_h2_of(go_peers_with_symbols("1.24"));
+}
+
 fn go_https_h2(version: &'static str) {
+    go_https_h2_of(go_peers(version));
+}
+
+fn go_https_h2_of(peers: &'static GoPeers) {
     require_root();
-    let peers = go_peers(version);
     let cert = self_signed();
     let port = free_port();
     let dir = TempDir::new("gorec");
