@@ -142,29 +142,43 @@ pub fn is_libssl(name: &str) -> bool {
     name.starts_with("libssl.so")
 }
 
+/// One line of `/proc/<pid>/maps`: `address perms offset dev inode path`.
+struct MapsLine<'a> {
+    executable: bool,
+    dev: &'a str,
+    inode: &'a str,
+    /// The path (it may hold spaces, and end in ` (deleted)`); empty for
+    /// anonymous mappings.
+    path: &'a str,
+}
+
+fn maps_lines(maps: &str) -> impl Iterator<Item = MapsLine<'_>> {
+    maps.lines().filter_map(|line| {
+        let mut fields = line.splitn(6, ' ');
+        let (_, perms, _, dev, inode) = (
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+        );
+        Some(MapsLine {
+            executable: perms.contains('x'),
+            dev,
+            inode,
+            path: fields.next().unwrap_or("").trim_start(),
+        })
+    })
+}
+
 /// The mapped files of one `/proc/<pid>/maps` text that may hold OpenSSL:
 /// executable mappings of a libssl or of an executable named in
 /// `executables` (which link OpenSSL statically). Deleted files are
 /// skipped (they cannot be opened by path).
 pub fn candidates<'a>(maps: &'a str, executables: &[String]) -> Vec<&'a str> {
     let mut out: Vec<&str> = Vec::new();
-    for line in maps.lines() {
-        // address perms offset dev inode path (the path may hold spaces)
-        let mut fields = line.splitn(6, ' ');
-        let (Some(_), Some(perms), Some(_), Some(_), Some(_), Some(rest)) = (
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-        ) else {
-            continue;
-        };
-        if !perms.contains('x') {
-            continue;
-        }
-        let path = rest.trim_start();
+    for line in maps_lines(maps).filter(|l| l.executable) {
+        let path = line.path;
         if !path.starts_with('/') || path.ends_with(" (deleted)") {
             continue;
         }
@@ -180,36 +194,16 @@ pub fn candidates<'a>(maps: &'a str, executables: &[String]) -> Vec<&'a str> {
 /// `/proc/<pid>/maps` text, deleted files included (what
 /// [`Scanner::take_unused`] must not take probes off).
 pub fn mapped_files(maps: &str) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    for line in maps.lines() {
-        let mut fields = line.split_ascii_whitespace();
-        let (Some(_), Some(perms), Some(_), Some(dev), Some(inode)) = (
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-        ) else {
-            continue;
-        };
-        if !perms.contains('x') {
-            continue;
-        }
-        let Some((major, minor)) = dev.split_once(':') else {
-            continue;
-        };
-        let (Ok(major), Ok(minor), Ok(inode)) = (
-            u32::from_str_radix(major, 16),
-            u32::from_str_radix(minor, 16),
-            inode.parse::<u64>(),
-        ) else {
-            continue;
-        };
-        if inode != 0 {
-            out.push((libc::makedev(major, minor), inode));
-        }
-    }
-    out
+    maps_lines(maps)
+        .filter(|l| l.executable)
+        .filter_map(|l| {
+            let (major, minor) = l.dev.split_once(':')?;
+            let major = u32::from_str_radix(major, 16).ok()?;
+            let minor = u32::from_str_radix(minor, 16).ok()?;
+            let inode = l.inode.parse::<u64>().ok().filter(|&i| i != 0)?;
+            Some((libc::makedev(major, minor), inode))
+        })
+        .collect()
 }
 
 /// A file probed (or refused): the agent's descriptor of it, kept to tell
