@@ -430,15 +430,23 @@ impl Sensor {
     }
 
     /// A probed file that was deleted and that no process maps or runs any
-    /// more ([`tls::Scanner::take_unused`]): its probes are taken off, so
-    /// that its blocks are freed on disk (a probe holds its file).
+    /// more, or that was rewritten in place ([`tls::Scanner::take_unused`]):
+    /// its probes are taken off, so that its blocks are freed on disk (a
+    /// probe holds its file), or so that it is probed afresh.
     pub fn unprobe(&mut self, unused: &tls::Unused) {
         if self.take_off(&unused.file) {
             self.tls_probes_removed += 1;
-            log::info!(
-                "TLS: {} was deleted and no process uses it any more: its probes are taken off",
-                unused.path
-            );
+            if unused.rewritten {
+                log::info!(
+                    "TLS: {} was rewritten in place: its probes are taken off, and it is looked at again by the next scan",
+                    unused.path
+                );
+            } else {
+                log::info!(
+                    "TLS: {} was deleted and no process uses it any more: its probes are taken off",
+                    unused.path
+                );
+            }
         }
     }
 

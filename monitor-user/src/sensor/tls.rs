@@ -209,23 +209,52 @@ pub fn mapped_files(maps: &str) -> Vec<(u64, u64)> {
 /// A file probed (or refused): the agent's descriptor of it, kept to tell
 /// when it is deleted.
 struct Seen {
-    /// `None` past [`MAX_HELD`] files: such a file is never taken off.
+    /// `None` past the descriptors the scan may hold: such a file is never
+    /// taken off.
     handle: Option<Arc<std::fs::File>>,
+    /// Size and modification time when it was probed (not the change
+    /// time, which a `chmod` or an unlink moves).
+    version: Option<FileVersion>,
     path: String,
 }
 
-/// Probed files whose descriptor is kept (to tell when they are deleted).
+type FileVersion = (u64, i64, i64);
+
+fn version_of(m: &std::fs::Metadata) -> FileVersion {
+    (m.size(), m.mtime(), m.mtime_nsec())
+}
+
+/// Probed files whose descriptor is kept (to tell when they are deleted or
+/// rewritten), at most; fewer where the open-file limit is low (a quarter
+/// of it).
 const MAX_HELD: usize = 4096;
 
-/// A probed file that was deleted and that no process maps or runs any
-/// more: its probes are to be taken off (they would keep its blocks on
-/// disk, and its inode number may be reused by a new file).
+fn max_held() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid pointer to an rlimit we own.
+    let cur = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        1024
+    };
+    MAX_HELD.min(cur / 4)
+}
+
+/// A probed file whose probes are to be taken off: deleted, and no process
+/// maps or runs it any more (the probes would keep its blocks on disk, and
+/// its inode number may be reused by a new file); or rewritten in place
+/// (the probes' offsets are the old content's; it is looked at again).
 #[derive(Clone, Debug)]
 pub struct Unused {
     /// (device, inode), as in [`TlsTarget::file`].
     pub file: (u64, u64),
     /// Path as it was found, for logs.
     pub path: String,
+    /// Rewritten in place rather than deleted.
+    pub rewritten: bool,
 }
 
 /// What the scan reports to the sensor.
@@ -248,6 +277,12 @@ pub struct Scanner {
     seen: HashMap<(u64, u64), Seen>,
     /// Files mapped or run by a process in the scan in progress.
     in_use: HashSet<(u64, u64)>,
+    /// A process's memory map could not be read in the scan in progress
+    /// (not because it exited): nothing is taken off after it.
+    incomplete: bool,
+    /// Descriptors held in `seen`, and the most allowed.
+    held: usize,
+    max_held: usize,
     /// Executables already looked at for Go and Bun (each distinct file
     /// once), by (device, inode, modification time, size): a new file
     /// that reuses an inode number is looked at afresh.
@@ -267,6 +302,9 @@ impl Scanner {
             executables,
             seen: HashMap::new(),
             in_use: HashSet::new(),
+            incomplete: false,
+            held: 0,
+            max_held: max_held(),
             exes_checked: HashSet::new(),
             bun_builds: HashMap::new(),
         }
@@ -296,36 +334,59 @@ impl Scanner {
     }
 
     fn remember(&mut self, file: (u64, u64), handle: &Arc<std::fs::File>, path: &str) {
-        let held = self.seen.values().filter(|s| s.handle.is_some()).count();
-        self.seen.insert(
+        let keep = self.held < self.max_held;
+        self.held += usize::from(keep);
+        let old = self.seen.insert(
             file,
             Seen {
-                handle: (held < MAX_HELD).then(|| handle.clone()),
+                handle: keep.then(|| handle.clone()),
+                version: handle.metadata().ok().map(|m| version_of(&m)),
                 path: path.to_owned(),
             },
         );
+        if old.is_some_and(|o| o.handle.is_some()) {
+            self.held -= 1;
+        }
     }
 
     /// After a pass over the processes ([`Scanner::scan_processes`]): the
     /// files seen before that were deleted since and that no process maps
     /// or runs. They are forgotten (a new file with the same inode number
     /// is a new file).
+    ///
+    /// A file counts as in use by its inode alone: a maps line names a file
+    /// on overlayfs (before Linux 6.8) or btrfs by another device than
+    /// `stat` does, and a collision only keeps probes longer. After a pass
+    /// that could not read some process's map (no `CAP_SYS_PTRACE`,
+    /// `hidepid`), deleted files are left alone.
     pub fn take_unused(&mut self) -> Vec<Unused> {
-        let in_use = std::mem::take(&mut self.in_use);
-        let gone: Vec<(u64, u64)> = self
-            .seen
-            .iter()
-            .filter(|(file, s)| {
-                !in_use.contains(file)
-                    && s.handle
-                        .as_ref()
-                        .is_some_and(|h| h.metadata().is_ok_and(|m| m.nlink() == 0))
-            })
-            .map(|(file, _)| *file)
+        let in_use: HashSet<u64> = std::mem::take(&mut self.in_use)
+            .into_iter()
+            .map(|(_, ino)| ino)
             .collect();
-        gone.into_iter()
-            .filter_map(|file| self.seen.remove(&file).map(|s| Unused { file, path: s.path }))
-            .collect()
+        let complete = !std::mem::take(&mut self.incomplete);
+        let mut out = Vec::new();
+        for (file, s) in &self.seen {
+            let Some(m) = s.handle.as_ref().and_then(|h| h.metadata().ok()) else {
+                continue;
+            };
+            let rewritten = s.version.is_some_and(|v| v != version_of(&m));
+            let deleted = m.nlink() == 0 && complete && !in_use.contains(&file.1);
+            if rewritten || deleted {
+                out.push(Unused {
+                    file: *file,
+                    path: s.path.clone(),
+                    rewritten,
+                });
+            }
+        }
+        for u in &out {
+            if self.seen.remove(&u.file).is_some_and(|s| s.handle.is_some()) {
+                self.held -= 1;
+            }
+            self.exes_checked.retain(|c| (c.0, c.1) != u.file);
+        }
+        out
     }
 
     /// libssl files in the host's usual library directories and the
@@ -368,6 +429,7 @@ impl Scanner {
     /// uses any more.
     pub fn scan_processes(&mut self) -> Vec<TlsTarget> {
         self.in_use.clear();
+        self.incomplete = false;
         let mut out = Vec::new();
         let Ok(dir) = std::fs::read_dir(&self.proc_root) else {
             return out;
@@ -398,8 +460,19 @@ impl Scanner {
     fn scan_process(&mut self, pid: u32) -> Vec<TlsTarget> {
         let mut out = Vec::new();
         let proc_dir = self.proc_root.join(pid.to_string());
-        let Ok(maps) = std::fs::read_to_string(proc_dir.join("maps")) else {
-            return out;
+        // The executable first: it counts as in use even where the map
+        // cannot be read.
+        out.extend(self.exe_target(&proc_dir, pid));
+        let maps = match std::fs::read_to_string(proc_dir.join("maps")) {
+            Ok(maps) => maps,
+            Err(e) => {
+                // Gone meanwhile (ENOENT, ESRCH) is not a gap in the view,
+                // nor is pid 1 of a sandbox that refuses its files even to
+                // root (see `host_root`): such an init maps no libssl.
+                let exited = e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH);
+                self.incomplete |= !exited && pid != 1;
+                return out;
+            }
         };
         self.in_use.extend(mapped_files(&maps));
         let paths: Vec<String> = candidates(&maps, &self.executables)
@@ -410,7 +483,6 @@ impl Scanner {
             let open = proc_dir.join("root").join(path.trim_start_matches('/'));
             out.extend(self.new_target(open, &path, pid));
         }
-        out.extend(self.exe_target(&proc_dir, pid));
         out
     }
 
@@ -693,6 +765,57 @@ mod tests {
         std::fs::remove_file(proc_root.join("21/maps")).unwrap();
         assert!(s.scan_processes().is_empty());
         assert!(s.take_unused().is_empty(), "not deleted");
+    }
+
+    #[test]
+    fn a_file_rewritten_in_place_is_reported_and_looked_at_again() {
+        let t = tempfile::tempdir().unwrap();
+        let proc_root = t.path().join("proc");
+        let lib = proc_root.join("30/root/lib/libssl.so.3");
+        std::fs::create_dir_all(lib.parent().unwrap()).unwrap();
+        std::fs::write(&lib, b"elf").unwrap();
+        std::fs::write(
+            proc_root.join("30/maps"),
+            "7f00-7f01 r-xp 00000000 08:01 1 /lib/libssl.so.3\n",
+        )
+        .unwrap();
+        let mut s = Scanner::new(&proc_root, vec![]);
+        assert_eq!(s.scan_processes().len(), 1);
+        assert!(s.take_unused().is_empty());
+        // `cp` over it: same inode, new content.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&lib, b"elf, version 2").unwrap();
+        assert!(s.scan_processes().is_empty(), "still seen until the probes are off");
+        let unused = s.take_unused();
+        assert_eq!(unused.len(), 1, "{unused:?}");
+        assert!(unused[0].rewritten);
+        assert_eq!(s.scan_processes().len(), 1, "probed afresh");
+    }
+
+    #[test]
+    fn a_pass_that_could_not_read_a_map_takes_nothing_off() {
+        let t = tempfile::tempdir().unwrap();
+        let proc_root = t.path().join("proc");
+        let lib = proc_root.join("40/root/lib/libssl.so.3");
+        std::fs::create_dir_all(lib.parent().unwrap()).unwrap();
+        std::fs::write(&lib, b"elf").unwrap();
+        std::fs::write(
+            proc_root.join("40/maps"),
+            "7f00-7f01 r-xp 00000000 08:01 1 /lib/libssl.so.3\n",
+        )
+        .unwrap();
+        let mut s = Scanner::new(&proc_root, vec![]);
+        assert_eq!(s.scan_processes().len(), 1);
+        std::fs::remove_file(&lib).unwrap();
+        // Another process whose map cannot be read (a directory stands in
+        // for a file that refuses reading): it might map the deleted file.
+        std::fs::remove_file(proc_root.join("40/maps")).unwrap();
+        std::fs::create_dir_all(proc_root.join("41/maps")).unwrap();
+        assert!(s.scan_processes().is_empty());
+        assert!(s.take_unused().is_empty(), "the view was incomplete");
+        std::fs::remove_dir_all(proc_root.join("41")).unwrap();
+        assert!(s.scan_processes().is_empty());
+        assert_eq!(s.take_unused().len(), 1, "complete again");
     }
 
     #[test]

@@ -3660,7 +3660,7 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
         name: "Twilio account SID with its auth token (the SID alone is an identifier)",
         category: "observability",
         keywords: &["twilio"],
-        pattern: r#"\bAC[a-f0-9]{32}\b["']?[^\r\n]{0,80}?(?:[^0-9a-zA-Z]|^)(?P<secret>[a-f0-9]{32})(?:[^0-9a-zA-Z]|$)"#,
+        pattern: r#"\bAC[a-f0-9]{32}\b["']?\s*[,:]?\s*(?:[A-Za-z_]{1,20}\s*[:=]\s*)?["']?(?P<secret>[a-f0-9]{32})(?:[^0-9a-zA-Z]|$)"#,
         check: Check::MinEntropy(3.0),
         confidence: Confidence::Medium,
         examples: &[
@@ -3670,6 +3670,7 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
         counterexamples: &[
             r#"TWILIO_ACCOUNT_SID=ACedfe40934d68e46a59036ec2bc20b287"#,
             r#"curl https://api.twilio.com/2010-04-01/Accounts/ACf1948ec36938d2fa994129d26600a60a/Messages.json"#,
+            r#"twilio account ACf1948ec36938d2fa994129d26600a60a, request 38fda71bffd1ab68bc20de11f4fc3b38 took 20 ms"#,
         ],
     },
     RuleDef {
@@ -3677,7 +3678,7 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
         name: "A secret alone on its line under a label that names it (`API token:` then the value, in notes, chats and docs)",
         category: "generic",
         keywords: &["password", "passwd", "secret", "token", "credential", "api key", "api_key", "apikey", "access key"],
-        pattern: r#"(?m)(?P<name>(?i:password|passwd|secret|token|credentials?|api[ _-]?key|access[ _-]?key))\b[^\r\n:]{0,40}:[ \t]*\r?\n(?:[ \t]*(?:-{3,}|```[A-Za-z]*)?[ \t]*\r?\n){0,2}[ \t]*(?P<secret>[A-Za-z0-9][A-Za-z0-9_\-+/=.:%~!@#^&*]{18,300}[A-Za-z0-9_\-+/=%~!@#^&*])[ \t]*\r?$"#,
+        pattern: r#"(?m)(?P<name>(?:[A-Za-z0-9_-]{1,20} ){0,3}(?i:password|passwd|secret|token|credentials?|api[ _-]?key|access[ _-]?key)(?i:[ _-]?(?:id|address|url|endpoint|type|name))?)\b[^\r\n:]{0,40}:[ \t]*\r?\n(?:[ \t]*(?:-{3,}|```[A-Za-z]*)?[ \t]*\r?\n){0,2}[ \t]*(?P<secret>[A-Za-z0-9][A-Za-z0-9_\-+/=.:%~!@#^&*]{18,300}[A-Za-z0-9_\-+/=%~!@#^&*])[ \t]*\r?$"#,
         check: Check::Assignment,
         confidence: Confidence::Low,
         examples: &[
@@ -3687,6 +3688,7 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
         counterexamples: &[
             "Password:\nSee the vault entry prod/db.\n",
             "token:\nhttps://docs.acme.test/tokens/how-to-create-one\n",
+            "Next page token:\nQz8LmT2vXw4Rp7NkB1cY6dHf3JsG9aEu0WoZiMqVn5Kx\n",
         ],
     },
     RuleDef {

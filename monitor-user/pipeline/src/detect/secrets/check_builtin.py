@@ -381,7 +381,10 @@ NOT_SECRET_NAMES = (
     "row_key", "rowkey", "group_key", "object_key", "objectkey", "s3_key", "map_key", "dedup_key",
     "routing_key", "routingkey", "shortcut_key", "hash_key", "hashkey", "range_key", "rangekey",
     "registry_key", "license_key_id", "access_key_id", "accesskeyid", "key_id", "keyid", "token_type",
-    "tokentype", "bypass", "compass", "max_tokens", "author", "oauth", "passkey",
+    "tokentype", "bypass", "compass", "max_tokens", "author", "oauth", "passkey", "idempotency-key",
+    "page_token", "pagetoken", "page-token", "next_token", "nexttoken", "continuation_token",
+    "continuationtoken", "continuation-token", "sync_token", "synctoken", "resume_token", "resumetoken",
+    "token_id", "tokenid", "token_address", "token_url", "token_endpoint", "token_name",
     "public_token", "publictoken", "publishable_key", "publishablekey", "public_api_key", "site_key", "sitekey")
 STRONG_NAMES = (
     "password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "api_key", "api-key",
@@ -455,6 +458,7 @@ def is_reference_or_code(value, name):
 
 
 def assignment_ok(name, value):
+    name = name.replace(" ", "_")
     strength = name_strength(name)
     if strength == "none" or is_reference_or_code(value, name):
         return False

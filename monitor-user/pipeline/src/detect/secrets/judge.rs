@@ -177,6 +177,13 @@ pub fn names_no_secret(name: &str) -> bool {
         "key_id",
         "keyid",
         "token_type",
+        // Labels of what is not the token itself (`Token ID:`).
+        "token_id",
+        "tokenid",
+        "token_address",
+        "token_url",
+        "token_endpoint",
+        "token_name",
         "tokentype",
         "bypass",
         "compass",
@@ -442,6 +449,7 @@ fn is_public_value(v: &str) -> bool {
         // design): base64 of a two-byte length (0x02 0x00 and the like) and
         // the sealed key, hundreds of characters (the match stops at 200).
         || (v.starts_with("Ag")
+            && v.as_bytes().get(2).is_some_and(|b| (b'A'..=b'D').contains(b))
             && v.len() >= 190
             && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)))
         || (v.starts_with("eyJ") && super::checks::jwt_is_public(v))
@@ -475,6 +483,8 @@ fn is_password_hash(v: &str) -> bool {
 
 /// `name = value` with no known format: is it a credential?
 pub fn assignment_ok(name: &str, value: &str) -> bool {
+    // A label in words (`Staging API token`) reads as a name in snake case.
+    let name = &name.replace(' ', "_");
     let strength = name_strength(name);
     // `GPG_KEY=<fingerprint>` (official container images): the id of a
     // release signing key, public; a key itself is not 40 hex digits.
@@ -484,9 +494,13 @@ pub fn assignment_ok(name: &str, value: &str) -> bool {
         && value.bytes().all(|b| b.is_ascii_hexdigit());
     // `--secret=stripe-secret-key` (`gcloud secrets versions access`),
     // `secret: db-password`: the name of a secret in a store, words joined
-    // by dashes, not the secret itself.
-    let secret_name = (lower.ends_with("secret") || lower.ends_with("secret_id") || lower.ends_with("secret-id"))
-        && value.contains(['-', '_'])
+    // by dashes, not the secret itself. Only under a name that is `secret`
+    // alone: `CLIENT_SECRET=sprout-gallant-yodel` is a passphrase.
+    let bare = lower.trim_start_matches('-');
+    let secret_name = matches!(
+        bare,
+        "secret" | "secret_id" | "secret-id" | "secret_name" | "secret-name"
+    ) && value.contains(['-', '_'])
         && value
             .split(['-', '_'])
             .all(|w| w.len() >= 2 && w.bytes().all(|b| b.is_ascii_lowercase()));

@@ -444,6 +444,8 @@ fn cursors_names_and_ciphertexts_are_not_secrets_and_labelled_lines_are() {
         r#"conn = f"Server={host};Database={db};User Id={user};Password={db_password};""#,
         "gcloud secrets versions access latest --secret=payments-api-key --project=acme",
         "TWILIO_ACCOUNT_SID=AC7d2f9a4c1e8b3d6f0a5c9e2b7d4f1a8c",
+        "Token ID:\n7d2f9a4c-1e8b-4d6f-8a5c-9e2b7d4f1a8c\n",
+        "Next page token:\nQz8LmT2vXw4Rp7NkB1cY6dHf3JsG9aEu0WoZiMqVn5Kx\n",
     ];
     for text in clean {
         let found = scan_text(s, text);
@@ -457,6 +459,9 @@ fn cursors_names_and_ciphertexts_are_not_secrets_and_labelled_lines_are() {
 
     let found = [
         ("Staging API token:\n-----\nR7kQ2mZx9Lp4Wt8Nv3Bc6Yh1Jd5Fg0SaKe\n-----\n", "labelled-secret-line"),
+        ("the new API key:\n\n  Wq4Lp9Zx2Rt7Nv3Bk8Yc1Jd6Fg0SaHe\n", "labelled-secret-line"),
+        // A passphrase of words under a name that is not `secret` alone.
+        ("CLIENT_SECRET=sprout-gallant-yodel-repel", "generic-secret-assignment"),
         ("app\tSTRIPE_WEBHOOK_SECRET\tq8Vd2LmZx4Rt7NwKp3Hs9Cb\tteam-a\n", "env-listing-secret"),
         (
             "session = 00D5e000001AbCdE!AQ8AQGm3xT.Zk7Lp2Rv9Nq4Wb6Yc1Hd8Fg3Js0Ku5Mt2Xe7Pa.Oi9Rl4Sn6Vb1Qw3Ez8Tc5Yg0Uh2Ij7Kf4Lm9Nd6Pb1Qc3",
