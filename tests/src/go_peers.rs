@@ -147,7 +147,9 @@ impl GoClient {
         let stdin = child.stdin.take();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
+        let dog = Watchdog::new(child.id(), "the Go MCP client (starting)");
+        let _ = stdout.read_line(&mut line);
+        dog.check();
         assert_eq!(line.trim(), "ready", "the Go client did not start");
         GoClient {
             child,
@@ -169,8 +171,10 @@ impl GoClient {
         writeln!(stdin, "go").unwrap();
         drop(stdin);
         let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        let st = self.child.wait().unwrap();
+        let dog = Watchdog::new(self.child.id(), "the Go MCP client");
+        let _ = self.stdout.read_line(&mut line);
+        dog.check();
+        let st = wait_bounded(&mut self.child, "the Go MCP client");
         assert!(st.success() && line.trim() == "done", "the Go client failed: {st}");
         serde_json::from_str(&std::fs::read_to_string(&self.transcript).unwrap()).unwrap()
     }

@@ -9,8 +9,8 @@ use serde_json::Value;
 use std::time::Duration;
 
 use crate::{
-    assert_same, clients_dir, count, free_port, observed_rows, python, self_signed, wait_port, Certificate, Monitor,
-    Server, TempDir, Transcript,
+    assert_same, clients_dir, count, free_port, observed_rows, python, self_signed, status_bounded, wait_port,
+    Certificate, Monitor, Server, TempDir, Transcript,
 };
 
 /// The FastMCP test server over plain HTTP on `port`.
@@ -102,7 +102,7 @@ fn session_full(port: u16, big: usize, tls: Option<&Certificate>, env: &[(&str, 
             .env("MCP_TEST_CA", &c.cert),
         None => cmd.arg(format!("http://127.0.0.1:{port}/mcp")),
     };
-    let st = cmd.arg(big.to_string()).status().unwrap();
+    let st = status_bounded(cmd.arg(big.to_string()), "the Python SDK HTTP session");
     assert!(st.success(), "the Python SDK HTTP session failed");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&t).unwrap()).unwrap();
     assert_eq!(v["steps"][3]["bytes"], big, "the client got the whole result");
@@ -236,16 +236,17 @@ pub fn ts_session_under(
 ) -> Transcript {
     let dir = TempDir::new("ts-http");
     let t = dir.path().join("t.json");
-    let st = Command::new(runtime)
-        .current_dir(clients_dir())
-        .arg("http_session.mjs")
-        .arg(mode)
-        .arg(url)
-        .arg(&t)
-        .arg(big.to_string())
-        .envs(env.iter().copied())
-        .status()
-        .expect("run the JavaScript runtime");
+    let st = status_bounded(
+        Command::new(runtime)
+            .current_dir(clients_dir())
+            .arg("http_session.mjs")
+            .arg(mode)
+            .arg(url)
+            .arg(&t)
+            .arg(big.to_string())
+            .envs(env.iter().copied()),
+        "the TypeScript SDK HTTP session",
+    );
     assert!(st.success(), "the TypeScript SDK HTTP session failed");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&t).unwrap()).unwrap();
     assert!(

@@ -16,6 +16,7 @@ use std::{
     time::Duration,
 };
 
+mod bounded;
 mod container;
 mod go_peers;
 mod http;
@@ -25,6 +26,7 @@ mod peers;
 mod servers;
 mod transcript;
 
+pub use bounded::{command_output_bounded, output_bounded, peer_limit, status_bounded, wait_bounded, Watchdog};
 pub use container::{podman_ulimit_args, test_image, PodSpec};
 pub use go_peers::{go_peers, go_peers_with_symbols, go_record, go_server, GoClient, GoPeers};
 pub use http::{

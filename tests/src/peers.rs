@@ -56,11 +56,16 @@ impl Driver {
     /// Waits for the driver to print `line`.
     pub fn expect_line(&mut self, line: &str) {
         let mut s = String::new();
+        let dog = Watchdog::new(self.child.id(), &format!("the client driver (waiting for {line:?})"));
         loop {
             s.clear();
-            let n = self.stdout.read_line(&mut s).unwrap();
-            assert!(n > 0, "driver ended before printing {line:?}");
+            let n = self.stdout.read_line(&mut s).unwrap_or(0);
+            if n == 0 {
+                dog.check();
+                panic!("driver ended before printing {line:?}");
+            }
             if s.trim() == line {
+                dog.check();
                 return;
             }
         }
@@ -76,7 +81,7 @@ impl Driver {
     /// Waits for the driver to finish and returns its transcript.
     pub fn finish(mut self) -> Transcript {
         drop(self.stdin.take());
-        let st = self.child.wait().unwrap();
+        let st = wait_bounded(&mut self.child, "the client driver");
         assert!(st.success(), "client driver failed: {st}");
         Transcript::load(&self.transcript_path)
     }
@@ -112,7 +117,7 @@ pub fn inspector_cli_with_env(args: &[&str], env: &[(&str, &str)]) -> (u32, Stri
         .spawn()
         .expect("run the MCP Inspector CLI (cargo xtask setup installs it)");
     let pid = child.id();
-    let out = child.wait_with_output().unwrap();
+    let out = output_bounded(child, "the MCP Inspector CLI");
     assert!(out.status.success(), "inspector CLI {args:?} failed");
     (pid, String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -138,15 +143,16 @@ pub fn run_python_fastmcp() -> Transcript {
 pub fn run_python_client(scenario: &str, command: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Transcript {
     let dir = TempDir::new("py");
     let path = dir.path().join("transcript.json");
-    let st = Command::new(python())
-        .arg(clients_dir().join("py_session.py"))
-        .arg(&path)
-        .args(command)
-        .env("MCP_TEST_PY_SCENARIO", scenario)
-        .envs(env.iter().copied())
-        .stderr(Stdio::null())
-        .status()
-        .expect("spawn python");
+    let st = status_bounded(
+        Command::new(python())
+            .arg(clients_dir().join("py_session.py"))
+            .arg(&path)
+            .args(command)
+            .env("MCP_TEST_PY_SCENARIO", scenario)
+            .envs(env.iter().copied())
+            .stderr(Stdio::null()),
+        "the Python SDK client",
+    );
     assert!(st.success(), "python client ({scenario:?}) failed: {st}");
     Transcript::load(&path)
 }
@@ -174,7 +180,7 @@ pub fn python_session_under_shell(prepare: impl FnOnce(u32)) -> Transcript {
         .unwrap();
     prepare(sh.id());
     writeln!(sh.stdin.as_mut().unwrap(), "go").unwrap();
-    assert!(sh.wait().unwrap().success());
+    assert!(wait_bounded(&mut sh, "the Python session under a shell").success());
     Transcript::load(&transcript)
 }
 
@@ -211,16 +217,17 @@ impl ClaudeHome {
 
     /// Runs `claude ARGS` in this HOME; its standard output.
     pub fn run(&self, args: &[&str]) -> String {
-        let out = Command::new(claude_exe())
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("HOME", self.dir.path())
-            .env("NODE_EXTRA_CA_CERTS", &self.ca)
-            .env("DISABLE_AUTOUPDATER", "1")
-            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run claude (npm @anthropic-ai/claude-code)");
+        let out = command_output_bounded(
+            Command::new(claude_exe())
+                .args(args)
+                .current_dir(self.dir.path())
+                .env("HOME", self.dir.path())
+                .env("NODE_EXTRA_CA_CERTS", &self.ca)
+                .env("DISABLE_AUTOUPDATER", "1")
+                .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+                .stdin(Stdio::null()),
+            "claude (npm @anthropic-ai/claude-code)",
+        );
         assert!(out.status.success(), "claude {args:?}: {:?}", out);
         String::from_utf8_lossy(&out.stdout).into_owned()
     }

@@ -398,7 +398,26 @@ fn kernel_matrix(versions: &[String]) -> Result<()> {
     let mut outcomes = Vec::new();
     for spec in specs {
         let k = kernels::fetch(spec)?;
-        let o = kernels::boot(&k, &plan)?;
+        let mut o = kernels::boot(&k, &plan)?;
+        if o.timed_out {
+            // The guest as a whole stalled (its console's end is in the
+            // failure): boot it once more, and report the stall either way.
+            step(&format!(
+                "kernel {}: the guest stalled; booting it once more",
+                o.version
+            ));
+            let first = o.failures.join("\n");
+            let kept = kernels::set_aside(o.version);
+            o = kernels::boot(&k, &plan)?;
+            o.warnings.insert(
+                0,
+                format!("the first boot stalled (its files: {}):\n{first}", kept.display()),
+            );
+        }
+        for w in &o.warnings {
+            step(&format!("kernel {}: WARNING", o.version));
+            eprintln!("  {w}");
+        }
         if o.failures.is_empty() {
             step(&format!(
                 "kernel {} ({}): agent started in {} s, {} capture tests passed ({} s in all)",

@@ -22,7 +22,7 @@ mod guest;
 
 pub(crate) use fetch::{apt, mirrors};
 pub use fetch::{fetch, Kernel};
-pub use guest::{boot, GuestPlan, Outcome};
+pub use guest::{boot, set_aside, GuestPlan, Outcome};
 
 /// Modules the guest loads from its initramfs (with their dependencies):
 /// virtio PCI transport, 9p over virtio, overlayfs.
