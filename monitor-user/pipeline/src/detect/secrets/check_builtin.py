@@ -390,6 +390,10 @@ STRONG_NAMES = (
     "password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "api_key", "api-key",
     "secretkey", "secret_key", "secret-key", "privatekey", "private_key", "private-key", "accesskey",
     "access_key", "access-key", "credential", "credentials", "client_secret")
+LOCALIZED_NAMES = (
+    "passwort", "kennwort", "contraseña", "contrasena", "mot_de_passe", "motdepasse", "senha",
+    "wachtwoord", "hasło", "haslo", "lösenord", "losenord", "salasana", "adgangskode", "passord",
+    "пароль", "密码", "密碼", "口令", "パスワード", "비밀번호")
 VALUE_WORDS = {
     "null", "none", "nil", "true", "false", "undefined", "string", "str", "int", "bool", "boolean",
     "required", "optional", "secret", "password", "token", "value", "empty", "default", "env",
@@ -402,7 +406,7 @@ def name_strength(name):
     low = name.lower().lstrip("$@-.>")
     if low.endswith(NOT_SECRET_NAMES) or low in ("oldpwd", "key") or name.startswith(":"):
         return "none"
-    if low.endswith(STRONG_NAMES):
+    if low.endswith(STRONG_NAMES) or low.endswith(LOCALIZED_NAMES):
         return "strong"
     def sep_word(w):
         return low == w or any(low.endswith(sep + w) for sep in "_-.")
@@ -454,13 +458,19 @@ def is_reference_or_code(value, name):
     def norm(x):
         return "".join(c for c in x if c.isascii() and c.isalnum()).lower()
     nv, nn = norm(v), norm(name)
-    return bool(nv) and (nn.endswith(nv) or nv.endswith(nn))
+    return bool(nv) and bool(nn) and (nn.endswith(nv) or nv.endswith(nn))
 
 
 def assignment_ok(name, value):
     name = name.replace(" ", "_")
     strength = name_strength(name)
     if strength == "none" or is_reference_or_code(value, name):
+        return False
+    low_name = name.lower()
+    if "encrypted" in low_name or "ciphertext" in low_name or value.startswith("--"):
+        return False
+    m = re.match(r"(?i)(hmac-sha256|hmac-sha512|hmac-sha1|sha256|sha512|sha1|md5):([0-9a-f]*)$", value)
+    if m:
         return False
     if (value.startswith("age1") and len(value) == 62) or value.startswith(
             ("ssh-", "ecdsa-sha2-", "npub1", "pk.ey", "pk_live_", "pk_test_")):

@@ -40,11 +40,16 @@ pub fn is_placeholder(s: &str) -> bool {
         "${",
         "{{",
         "}}",
-        "<",
-        ">",
         "****",
     ];
     if MARKERS.iter().any(|m| lower.contains(m)) || has_typed_sequence(s.as_bytes()) {
+        return true;
+    }
+    // `<TOKEN>`, `<your key>`, or one cut by the match (`<token`): angle
+    // brackets around a name. A generated password may hold a lone `>`.
+    let open = s.find('<');
+    let close = s.rfind('>');
+    if s.starts_with('<') || s.ends_with('>') || matches!((open, close), (Some(o), Some(c)) if o < c) {
         return true;
     }
     // An interpolated name (`Password={password};` in an f-string or a C#
@@ -58,21 +63,40 @@ pub fn is_placeholder(s: &str) -> bool {
             return true;
         }
     }
-    // A masked display (`sk-...Bog8`): short on both sides of the dots. A
-    // value cut in a log (`Zr7kLm2Qx9...`) is still judged.
+    // A masked display (`sk-...Bog8`), or a prefix alone before the dots
+    // (`sk_live_...` in docs): short on both sides of the dots. A value cut
+    // in a log (`Zr7kLm2Qx9...`) is still judged.
     for dots in ["...", "\u{2026}"] {
         if let Some((a, b)) = s.split_once(dots) {
-            if !a.is_empty() && !b.is_empty() && a.len() <= 8 && b.len() <= 8 {
+            if !a.is_empty() && a.len() <= 8 && b.len() <= 8 {
                 return true;
             }
         }
     }
+    // `%NUGET_FEED_PASSWORD%` (a Windows variable) and `API_TOKEN` (the name
+    // of a value, `curl -u USERNAME:API_TOKEN` in docs): upper-case words
+    // joined by underscores, no digits, are names, not values.
+    let inner = s.strip_prefix('%').and_then(|r| r.strip_suffix('%')).unwrap_or(s);
+    if inner.contains('_')
+        && inner
+            .split('_')
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        return true;
+    }
     // Published keys of local emulators: Azurite's (and the Azure Storage
     // Emulator's) development account.
     // And the sample key of Mailgun's documentation.
+    // The examples of the RFCs that define HTTP Basic (`Aladdin:open
+    // sesame`, RFC 7617 and 2617) and OAuth 2.0 (RFC 6749's access and
+    // refresh tokens, RFC 6750's bearer token), copied into countless docs.
     const WELL_KNOWN: &[&str] = &[
         "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
         "key-3ax6xnjp29jd6fds4gc373sgvjxteol0",
+        "QWxhZGRpbjpvcGVuIHNlc2FtZQ==",
+        "2YotnFZFEjr1zCsicMWpAA",
+        "tGzv3JOkF0XG5Qx2TlKWIA",
+        "mF_9.B5f-4.1JqM",
     ];
     if WELL_KNOWN.iter().any(|k| s.contains(k)) {
         return true;
@@ -254,6 +278,34 @@ pub fn name_strength(name: &str) -> NameStrength {
     if STRONG.iter().any(|w| lower.ends_with(w)) {
         return NameStrength::Strong;
     }
+    // "Password" in the languages teams write notes and configs in.
+    const LOCALIZED: &[&str] = &[
+        "passwort",
+        "kennwort",
+        "contraseña",
+        "contrasena",
+        "mot_de_passe",
+        "motdepasse",
+        "senha",
+        "wachtwoord",
+        "hasło",
+        "haslo",
+        "lösenord",
+        "losenord",
+        "salasana",
+        "adgangskode",
+        "passord",
+        "пароль",
+        "密码",
+        "密碼",
+        "口令",
+        "パスワード",
+        "비밀번호",
+    ];
+    let folded = name.to_lowercase();
+    if LOCALIZED.iter().any(|w| folded.ends_with(w)) {
+        return NameStrength::Strong;
+    }
     let sep_word = |w: &str| {
         lower == w
             || [b'_', b'-', b'.']
@@ -426,8 +478,9 @@ pub fn is_reference_or_code(value: &str, name: &str) -> bool {
             .collect::<String>()
             .to_ascii_lowercase()
     };
+    // A name without ASCII letters (`密码`) repeats nothing.
     let (nv, nn) = (norm(v), norm(name));
-    !nv.is_empty() && (nn.ends_with(&nv) || nv.ends_with(&nn))
+    !nv.is_empty() && !nn.is_empty() && (nn.ends_with(&nv) || nv.ends_with(&nn))
 }
 
 /// Letters of an identifier that read as words: short, or about a
@@ -481,6 +534,24 @@ fn is_password_hash(v: &str) -> bool {
     ALGORITHMS.iter().any(|a| lower.starts_with(a))
 }
 
+/// A keyed digest named by its algorithm (`hmac-sha256:<hex>`, Vault's
+/// audit log form of every token it logs; `sha256:<hex>`): one-way, not a
+/// credential.
+fn is_digest(v: &str) -> bool {
+    let lower = v.to_ascii_lowercase();
+    [
+        "hmac-sha256:",
+        "hmac-sha512:",
+        "hmac-sha1:",
+        "sha256:",
+        "sha512:",
+        "sha1:",
+        "md5:",
+    ]
+    .iter()
+    .any(|p| lower.starts_with(p) && lower[p.len()..].bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// `name = value` with no known format: is it a credential?
 pub fn assignment_ok(name: &str, value: &str) -> bool {
     // A label in words (`Staging API token`) reads as a name in snake case.
@@ -504,12 +575,19 @@ pub fn assignment_ok(name: &str, value: &str) -> bool {
         && value
             .split(['-', '_'])
             .all(|w| w.len() >= 2 && w.bytes().all(|b| b.is_ascii_lowercase()));
+    // `ENCRYPTED_DB_PASSWORD=AQICAH...` (a KMS ciphertext), `*_ciphertext`:
+    // what only a key holder can read, kept in config by design.
+    let encrypted = lower.contains("encrypted") || lower.contains("ciphertext");
     if strength == NameStrength::None
         || fingerprint
         || secret_name
+        || encrypted
         || is_reference_or_code(value, name)
         || is_public_value(value)
         || is_password_hash(value)
+        || is_digest(value)
+        // `"get-token", "--cluster-name"` (an argument list): an option.
+        || value.starts_with("--")
     {
         return false;
     }

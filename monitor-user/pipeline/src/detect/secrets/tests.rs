@@ -490,3 +490,49 @@ fn cursors_names_and_ciphertexts_are_not_secrets_and_labelled_lines_are() {
         assert!(f.iter().any(|f| f.rule == rule), "{rule}: {text}: {f:?}");
     }
 }
+
+/// Look-alikes of corpus 7 (docs, audit logs, ciphertexts, argument
+/// lists): no finding. Each names what makes it no credential.
+#[test]
+fn documented_examples_digests_ciphertexts_and_names_are_not_secrets() {
+    let s = scanner();
+    for text in [
+        // A vendor prefix alone before dots (docs).
+        r#"stripe.api_key = "sk_live_..."  # never commit the real key"#,
+        // A Windows variable, and the name of a value in a docs command.
+        r#"<add key="ClearTextPassword" value="%NUGET_FEED_PASSWORD%" />"#,
+        "curl -u USERNAME:API_TOKEN https://acme.atlassian.test/rest/api/3/myself",
+        // Vault's audit log: every token as an HMAC.
+        r#"{"auth": {"client_token": "hmac-sha256:3eb2063efbb82618b528355c69a5dfffb594aefdb97d465937fb52ba15de8f4d"}}"#,
+        // The RFCs' own examples.
+        "Authorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==",
+        r#"{"access_token":"2YotnFZFEjr1zCsicMWpAA","token_type":"example","expires_in":3600}"#,
+        // A KMS ciphertext under a name that says so.
+        "ENCRYPTED_DB_PASSWORD=AQICAH9cVVBO/zc9nu6syH4KIQ+v+z+Il3ARpmB/yu4l6FOaf8jQKkm+MpP/4o35EqrAQs56PZQPpjYlu1bKK6lY",
+        // An option in an argument list after a word ending in `token`.
+        r#"args: ["eks", "get-token", "--cluster-name", "prod-eks"]"#,
+        // Angle brackets around a name.
+        "DB_PASSWORD=<db-password-from-vault>",
+    ] {
+        let found = scan_text(s, text);
+        assert!(found.is_empty(), "{text}: {found:?}");
+    }
+}
+
+/// A password that holds a lone `>` is still a password; a name in another
+/// script is a name (it does not make every value "repeat the name").
+#[test]
+fn generated_passwords_with_angle_brackets_and_localized_names_are_found() {
+    let s = scanner();
+    for text in [
+        "$ docker login iad.ocir.io -u 'tenancy/ci@acme.test' -p '0XEj2CATS>U:F9rvGUW;'",
+        "数据库连接信息：主机 10.0.3.15，用户名 root，密码 T0aj5$mTq8",
+        "Hola Marta, la contraseña del servidor de base de datos es Nebula2008? (usuario: admin_ventas).",
+        "db:\n  passwort: Vq8#kLz2Rt",
+    ] {
+        let found = scan_text(s, text);
+        assert!(!found.is_empty(), "{text}: nothing found");
+    }
+    assert_eq!(name_strength("пароль"), NameStrength::Strong);
+    assert!(!is_reference_or_code("T0aj5mTq8", "密码"));
+}
