@@ -21,6 +21,8 @@ pub fn is_placeholder(s: &str) -> bool {
         "not-real",
         "change-this",
         "change_this",
+        "change-me",
+        "change_me",
         "replace-me",
         "replace_me",
         "replaceme",
@@ -42,7 +44,7 @@ pub fn is_placeholder(s: &str) -> bool {
         "}}",
         "****",
     ];
-    if MARKERS.iter().any(|m| lower.contains(m)) || has_typed_sequence(s.as_bytes()) {
+    if MARKERS.iter().any(|m| has_marker(s, &lower, m)) || has_typed_sequence(s.as_bytes()) {
         return true;
     }
     // `<TOKEN>`, `<your key>`, or one cut by the match (`<token`): angle
@@ -125,6 +127,24 @@ pub fn is_placeholder(s: &str) -> bool {
     }
 }
 
+/// `marker` in `s` (`lower` is `s` in ASCII lower case) written the way a
+/// person writes a word: `fake`, `FAKE` or `Fake`. Random material holds
+/// four-letter words in mixed case by chance (`aKfAkE` in a PEM body);
+/// a person's placeholder does not.
+fn has_marker(s: &str, lower: &str, marker: &str) -> bool {
+    lower.match_indices(marker).any(|(i, m)| {
+        let Some(orig) = s.get(i..i + m.len()) else {
+            return true;
+        };
+        let letters: Vec<u8> = orig.bytes().filter(u8::is_ascii_alphabetic).collect();
+        let all_lower = letters.iter().all(u8::is_ascii_lowercase);
+        let all_upper = letters.iter().all(u8::is_ascii_uppercase);
+        let capitalised =
+            letters.first().is_some_and(u8::is_ascii_uppercase) && letters[1..].iter().all(u8::is_ascii_lowercase);
+        all_lower || all_upper || capitalised
+    })
+}
+
 /// How sure a key name is that its value is a secret.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NameStrength {
@@ -174,6 +194,17 @@ pub fn names_no_secret(name: &str) -> bool {
         "synctoken",
         "resume_token",
         "resumetoken",
+        // What a check compares against (`PasswordHash`, ASP.NET Identity's
+        // `AQAAAA...`; `password_digest`), and WebSocket's handshake nonce.
+        "hash",
+        "digest",
+        "websocket-key",
+        "websocket_key",
+        "websocket-accept",
+        // An AEAD cipher's authentication tag: public beside its ciphertext.
+        "auth_tag",
+        "authtag",
+        "authentication_tag",
         "hotkey",
         "monkey",
         "turnkey",
@@ -570,7 +601,17 @@ pub fn assignment_ok(name: &str, value: &str) -> bool {
     let bare = lower.trim_start_matches('-');
     let secret_name = matches!(
         bare,
-        "secret" | "secret_id" | "secret-id" | "secret_name" | "secret-name"
+        "secret"
+            | "secret_id"
+            | "secret-id"
+            | "secret_name"
+            | "secret-name"
+            | "secretname"
+            | "existingsecret"
+            | "existing_secret"
+            | "existing-secret"
+            | "secretref"
+            | "secret_ref"
     ) && value.contains(['-', '_'])
         && value
             .split(['-', '_'])

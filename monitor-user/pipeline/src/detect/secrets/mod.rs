@@ -261,10 +261,16 @@ impl SecretScanner {
                 unconditional.push(idx);
             }
             for kw in kws {
-                // JSON may escape '/' as "\/": add that spelling too.
+                // JSON may escape '/' as "\/", and must escape '"' as
+                // "\"": add those spellings too.
                 let mut spellings = vec![kw.to_string()];
                 if kw.contains('/') {
                     spellings.push(kw.replace('/', "\\/"));
+                }
+                if kw.contains('"') {
+                    for sp in spellings.clone() {
+                        spellings.push(sp.replace('"', "\\\""));
+                    }
                 }
                 for sp in spellings {
                     match patterns.iter().position(|p| *p == sp) {
@@ -556,10 +562,23 @@ impl SecretScanner {
                     }
                 }
                 Value::Object(map) => {
+                    // An encrypted envelope (`{"ciphertext"|"encrypted_data",
+                    // "iv"|"nonce", "tag", "cipher"}`): every part of it is
+                    // safe to show without the key; its strings are still
+                    // scanned for known formats.
+                    let envelope = map
+                        .keys()
+                        .any(|k| matches!(k.to_ascii_lowercase().as_str(), "iv" | "nonce"))
+                        && map.keys().any(|k| {
+                            let k = k.to_ascii_lowercase();
+                            k.contains("cipher") || k.contains("encrypted")
+                        });
                     for (k, item) in map.iter().rev() {
                         let child = Cow::Owned(child_path(&p, k));
                         if let Value::String(s) = item {
-                            self.check_secret_named(k, s, &child, out);
+                            if !envelope {
+                                self.check_secret_named(k, s, &child, out);
+                            }
                         }
                         stack.push((item, child));
                     }

@@ -513,6 +513,14 @@ fn documented_examples_digests_ciphertexts_and_names_are_not_secrets() {
         r#"args: ["eks", "get-token", "--cluster-name", "prod-eks"]"#,
         // Angle brackets around a name.
         "DB_PASSWORD=<db-password-from-vault>",
+        // Corpus 8: a stored password hash, a WebSocket handshake nonce, the
+        // name of a Kubernetes Secret, an encrypted envelope, a marked
+        // placeholder.
+        r#"{"UserName": "ops@contoso.test", "PasswordHash": "AQAAAAIAAYagAAAAEH2ZW4YfDyxIZ+/fdcPH/WVr1yXU7bKVA3O7U8Lza6D3qRcEbQSOzzWV8AcHllac"}"#,
+        "GET /chat HTTP/1.1\nUpgrade: websocket\nSec-WebSocket-Key: j10HZd+UEljSwU0pcjPf6w==\n",
+        "postgresql:\n  auth:\n    password: \"\"\n    existingSecret: app-postgresql\n",
+        r#"{"password": {"encrypted_data": "3/361xgKqPn9Gzv32e/PbU5+ACNAs0x+cYxfvaUIa6x5B/w/3NtJUdrorBVCn2TM", "iv": "iTZ386LBPyhAghC9", "auth_tag": "qqAlXXQc4A6pe5+VYYn52A==", "cipher": "aes-256-gcm"}}"#,
+        "SECRET_KEY = 'django-insecure-CHANGE-ME'",
     ] {
         let found = scan_text(s, text);
         assert!(found.is_empty(), "{text}: {found:?}");
@@ -535,4 +543,18 @@ fn generated_passwords_with_angle_brackets_and_localized_names_are_found() {
     }
     assert_eq!(name_strength("пароль"), NameStrength::Strong);
     assert!(!is_reference_or_code("T0aj5mTq8", "密码"));
+}
+
+/// Placeholder words count when a person wrote them (`fake`, `FAKE`,
+/// `Fake`), not when random material spells them in mixed case.
+#[test]
+fn placeholder_words_in_random_material_do_not_hide_it() {
+    assert!(is_placeholder("my-fake-token-value"));
+    assert!(is_placeholder("FAKE_KEY_9f8e7d6c"));
+    assert!(is_placeholder("FakeToken9f8e7d6c"));
+    assert!(!is_placeholder(
+        "AoGAd/8aKFakEbPB4WeGk9SNI3I9a6CVS7ZTlTQ2ccMFSzzURCN3gtteqFzE"
+    ));
+    assert!(!is_placeholder("0XEj2CATS>U:F9rvGUW;"));
+    assert!(is_placeholder("<your-token>"));
 }
