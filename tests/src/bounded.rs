@@ -14,7 +14,9 @@ use crate::scaled;
 /// How long a peer run may take before the test gives up on it (scaled by
 /// the time scale: the kernel matrix's emulated guests get more).
 pub fn peer_limit() -> Duration {
-    scaled(Duration::from_secs(90))
+    // At most 4 minutes: the kernel matrix stops a whole test binary after
+    // 8, and a hung peer should fail its own test first, with its state.
+    scaled(Duration::from_secs(90)).min(Duration::from_secs(240))
 }
 
 /// Waits for `child` at most [`peer_limit`]; on expiry reports the state
@@ -30,6 +32,9 @@ pub fn wait_bounded(child: &mut Child, what: &str) -> ExitStatus {
         if Instant::now() >= end {
             let state = process_tree_state(child.id());
             kill_tree(child.id());
+            // SAFETY: kill has no memory preconditions. The group, if the
+            // child leads one (`status_bounded` makes it): orphans too.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             let _ = child.kill();
             let _ = child.wait();
             panic!(
@@ -43,7 +48,11 @@ pub fn wait_bounded(child: &mut Child, what: &str) -> ExitStatus {
 
 /// `Command::status`, bounded as [`wait_bounded`].
 pub fn status_bounded(cmd: &mut Command, what: &str) -> ExitStatus {
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    use std::os::unix::process::CommandExt;
+    let mut child = cmd
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
     wait_bounded(&mut child, what)
 }
 
@@ -123,16 +132,30 @@ pub fn output_bounded(mut child: Child, what: &str) -> Output {
     let out = drain(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
     let err = drain(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
     let status = wait_bounded(&mut child, what);
+    // A grandchild may still hold the pipes open: wait a little, not forever.
+    let join = |t: std::thread::JoinHandle<Vec<u8>>| {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !t.is_finished() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if t.is_finished() {
+            t.join().unwrap_or_default()
+        } else {
+            Vec::new()
+        }
+    };
     Output {
         status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
+        stdout: join(out),
+        stderr: join(err),
     }
 }
 
 /// `Command::output`, bounded as [`wait_bounded`].
 pub fn command_output_bounded(cmd: &mut Command, what: &str) -> Output {
+    use std::os::unix::process::CommandExt;
     let child = cmd
+        .process_group(0)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -254,6 +277,7 @@ mod tests {
         let _ = sh.kill();
         let _ = sh.wait();
         assert!(found, "{state}");
-        assert!(state.contains("sleep 30"), "{state}");
+        // The sleep's own line, not the shell's (`sh -c sleep 30 & wait`).
+        assert!(state.contains(": sleep 30\n"), "{state}");
     }
 }

@@ -402,7 +402,9 @@ mod tests {
         assert_eq!(read("quick.log").trim(), "hi");
         assert!(!dir.join("quick.hang").exists());
         assert_eq!(read("stuck.rc").trim(), "137");
-        assert!(read("stuck.hang").contains("sleep 301"), "{}", read("stuck.hang"));
+        // The stuck command's own task line (`...: sleep 301`), not the
+        // outer shell's, whose command line holds the script.
+        assert!(read("stuck.hang").contains(": sleep 301 \n"), "{}", read("stuck.hang"));
         assert_eq!(read("sysrq"), "l\n", "the sysrq requests were made");
         // The session went with it: no `sleep 300` left behind.
         let ps = std::process::Command::new("pgrep")

@@ -3389,19 +3389,19 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
         name: "Secret in an appSettings <add key=... value=...> entry",
         category: "generic",
         keywords: &["<add"],
-        pattern: r#"<add\s+key="[A-Za-z0-9_.:-]*(?i:password|passwd|pwd|secret|api_?key|token|auth|credentials?|connectionstring)"\s+value="(?P<secret>[^"\s]{8,128})""#,
+        pattern: r#"<add\s+key="[A-Za-z0-9_.:-]*(?i:password|passwd|pwd|secret|api_?key|token|credentials?|connectionstring)"\s+value="(?P<secret>[^"\s]{8,128})""#,
         check: Check::MinEntropy(3.0),
         confidence: Confidence::Medium,
         examples: &[
             r#"<appSettings><add key="PaymentApiKey" value="dw1MqTSETP4PNsFXbZ9Mak8Y" /></appSettings>"#,
             r#"<add key="SmtpPassword" value="ZecN6UUhTNnyt4"/>"#,
-            r#"<add key="Auth" value="cT7vQm2ZpX9wRk4NbL8sYd3F"/>"#,
+            r#"<add key="ServiceCredentials" value="cT7vQm2ZpX9wRk4NbL8sYd3F"/>"#,
         ],
         counterexamples: &[
             r#"<add key="ApiKeyHeader" value="X-Api-Key" />"#,
             r#"<add key="SmtpPassword" value="aaaaaaaabbbb" />"#,
             r#"<add key="Timeout" value="Zq7rT2mW9xK4vB8nL3pD" />"#,
-            r#"<add key="OAuth" value="Enabled" />"#,
+            r#"<add key="DefaultAuth" value="ActiveDirectory" />"#,
         ],
     },
     RuleDef {
@@ -3530,7 +3530,7 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
         name: "Password given to rabbitmqctl add_user or change_password",
         category: "database",
         keywords: &["rabbitmqctl"],
-        pattern: r#"rabbitmqctl\s+(?:add_user|change_password)\s+["']?[^\s"']+["']?\s+["']?(?P<secret>[^\s"'$<{%-][^\s"'`]{5,127})"#,
+        pattern: r#"rabbitmqctl[ \t]+(?:add_user|change_password)[ \t]+["']?[^\s"']+["']?[ \t]+["']?(?P<secret>[^\s"'$<{%-][^\s"'`]{5,127})"#,
         check: Check::MinEntropy(2.5),
         confidence: Confidence::Medium,
         examples: &[
@@ -3539,7 +3539,7 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
         ],
         counterexamples: &[
             r#"rabbitmqctl add_user app "$RABBIT_PASSWORD""#,
-            r#"rabbitmqctl add_user app --pre-hashed-password"#,
+            "rabbitmqctl add_user metrics\nrabbitmqctl set_user_tags metrics monitoring",
         ],
     },
     RuleDef {
@@ -3585,7 +3585,7 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
             "haslo", "lösenord", "salasana", "adgangskode", "passord", "пароль", "密码：", "密码:", "密码 ", "密碼：",
             "密碼:", "密碼 ", "パスワード", "비밀번호",
         ],
-        pattern: r#"(?i)(?P<name>passwort|kennwort|contraseña|contrasena|mot de passe|senha|wachtwoord|hasło|haslo|lösenord|salasana|adgangskode|passord|пароль|密码|密碼|パスワード|비밀번호)(?:[ \t]+(?:del?|de la|des|du|do|da|der|des|für|van|dla|för|til|för)[ \t][^\n:：=]{0,48}?)?(?:[ \t]*[:：=][ \t]*|[ \t]+(?:es|ist|est|é|è|is|jest|är|er|on|ist:|lautet)[ \t]+|[ \t]*(?:是|は|는|：)[ \t]*|[ \t]+)["'«„“]?(?P<secret>[^\s"'»“”,，。；;()（）]{7,63}[^\s"'»“”,，。；;()（）.?!])"#,
+        pattern: r#"(?i)(?P<name>passwort|kennwort|contraseña|contrasena|mot de passe|senha|wachtwoord|hasło|haslo|lösenord|salasana|adgangskode|passord|пароль|密码|密碼|パスワード|비밀번호)(?:[ \t]+(?:del?|de la|des|du|do|da|der|des|für|van|dla|för|til|för)[ \t][^\n:：=]{0,48}?)?(?:[ \t]*[:：=][ \t]*|[ \t]+(?:es|ist|est|é|è|is|jest|är|er|on|ist:|lautet)[ \t]+|[ \t]*(?:是|は|는|：)[ \t]*|[ \t]+)["'«„“]?(?P<secret>[A-Za-z0-9!#$%&*+./:<=>?@^_~-]{6,62}[A-Za-z0-9!#$%&*+/<=>@^_~-])"#,
         check: Check::Assignment,
         confidence: Confidence::Low,
         examples: &[
@@ -3596,6 +3596,9 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
         counterexamples: &[
             "Das Passwort ist abgelaufen, bitte neu setzen.",
             "la contraseña es obligatoria",
+            "Passwort bestätigen",
+            "Senha inválida",
+            "Hasło nieprawidłowe",
             "密码 ${DB_PASSWORD}",
         ],
     },
@@ -3620,8 +3623,8 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
         id: "solana-keypair-array",
         name: "Solana keypair file (64 bytes as a JSON array, the form `solana-keygen` writes)",
         category: "private-key",
-        keywords: &["solana", "keypair", "id.json"],
-        pattern: r#"(?P<secret>\[\s*(?:\d{1,3}\s*,\s*){63}\d{1,3}\s*\])"#,
+        keywords: &["id.json", "secretkey", "keypair"],
+        pattern: r#"(?P<secret>\[\s*(?:(?:25[0-5]|2[0-4]\d|1\d\d|\d{1,2})\s*,\s*){63}(?:25[0-5]|2[0-4]\d|1\d\d|\d{1,2})\s*\])"#,
         check: Check::MinEntropy(2.5),
         confidence: Confidence::Medium,
         examples: &[
@@ -3629,8 +3632,8 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
             "KEYPAIR=[213,98,196,163,20,54,43,135,133,139,123,251,74,14,158,91,107,59,148,224,163,152,148,234,142,40,130,143,205,4,11,249,55,224,18,249,245,249,0,224,245,91,35,178,140,54,80,173,183,70,225,237,4,81,82,187,103,123,98,115,78,13,188,64]",
         ],
         counterexamples: &[
-            "solana: [0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]",
-            "solana pubkey bytes: [55,224,18,249,245,249,0,224,245,91,35,178,140,54,80,173,183,70,225,237,4,81,82,187,103,123,98,115,78,13,188,64]",
+            "keypair: [0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]",
+            "keypair pubkey bytes: [55,224,18,249,245,249,0,224,245,91,35,178,140,54,80,173,183,70,225,237,4,81,82,187,103,123,98,115,78,13,188,64]",
         ],
     },
     RuleDef {
@@ -3780,7 +3783,7 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
         name: "Password turned into a SecureString from plain text in PowerShell",
         category: "generic",
         keywords: &["convertto-securestring"],
-        pattern: r#"(?i:ConvertTo-SecureString)\s+(?:-String\s+)?["'](?P<secret>[^"'$`\s][^"'`]{5,127})["']\s+-AsPlainText"#,
+        pattern: r#"(?i:ConvertTo-SecureString)\s+(?:-String\s+)?["'](?P<secret>[^"'$`\s][^"'`]{5,127})["']\s+(?i:-AsPlainText)"#,
         check: Check::MinEntropy(2.5),
         confidence: Confidence::Medium,
         examples: &[

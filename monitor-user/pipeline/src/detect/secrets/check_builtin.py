@@ -385,7 +385,9 @@ NOT_SECRET_NAMES = (
     "page_token", "pagetoken", "page-token", "next_token", "nexttoken", "continuation_token",
     "continuationtoken", "continuation-token", "sync_token", "synctoken", "resume_token", "resumetoken",
     "token_id", "tokenid", "token_address", "token_url", "token_endpoint", "token_name",
-    "public_token", "publictoken", "publishable_key", "publishablekey", "public_api_key", "site_key", "sitekey")
+    "public_token", "publictoken", "publishable_key", "publishablekey", "public_api_key", "site_key", "sitekey",
+    "hash", "digest", "websocket-key", "websocket_key", "websocket-accept", "auth_tag", "authtag",
+    "authentication_tag")
 STRONG_NAMES = (
     "password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "api_key", "api-key",
     "secretkey", "secret_key", "secret-key", "privatekey", "private_key", "private-key", "accesskey",

@@ -75,15 +75,27 @@ pub fn is_placeholder(s: &str) -> bool {
             }
         }
     }
-    // `%NUGET_FEED_PASSWORD%` (a Windows variable) and `API_TOKEN` (the name
-    // of a value, `curl -u USERNAME:API_TOKEN` in docs): upper-case words
-    // joined by underscores, no digits, are names, not values.
-    let inner = s.strip_prefix('%').and_then(|r| r.strip_suffix('%')).unwrap_or(s);
-    if inner.contains('_')
-        && inner
-            .split('_')
-            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_uppercase()))
-    {
+    // `%NUGET_FEED_PASSWORD%` (a Windows variable), and `API_TOKEN` (the
+    // name of a value, `curl -u USERNAME:API_TOKEN` in docs): upper-case
+    // words joined by underscores, one of them naming what the value is.
+    let wrapped = s.len() > 2 && s.starts_with('%') && s.ends_with('%');
+    let inner = if wrapped { &s[1..s.len() - 1] } else { s };
+    let words: Vec<&str> = inner.split('_').collect();
+    let upper_snake = words.len() >= 2
+        && words
+            .iter()
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_uppercase()));
+    const WHAT: &[&str] = &[
+        "TOKEN",
+        "KEY",
+        "PASSWORD",
+        "PASS",
+        "PWD",
+        "SECRET",
+        "APIKEY",
+        "CREDENTIALS",
+    ];
+    if upper_snake && (wrapped || words.iter().any(|w| WHAT.contains(w))) {
         return true;
     }
     // Published keys of local emulators: Azurite's (and the Azure Storage
@@ -136,6 +148,11 @@ fn has_marker(s: &str, lower: &str, marker: &str) -> bool {
         let Some(orig) = s.get(i..i + m.len()) else {
             return true;
         };
+        // Long markers (`changeme`, `your_`...) do not occur by chance and
+        // come in any casing (`ChangeMe`, `yourToken`).
+        if m.len() > 5 {
+            return true;
+        }
         let letters: Vec<u8> = orig.bytes().filter(u8::is_ascii_alphabetic).collect();
         let all_lower = letters.iter().all(u8::is_ascii_lowercase);
         let all_upper = letters.iter().all(u8::is_ascii_uppercase);
@@ -618,7 +635,11 @@ pub fn assignment_ok(name: &str, value: &str) -> bool {
             .all(|w| w.len() >= 2 && w.bytes().all(|b| b.is_ascii_lowercase()));
     // `ENCRYPTED_DB_PASSWORD=AQICAH...` (a KMS ciphertext), `*_ciphertext`:
     // what only a key holder can read, kept in config by design.
-    let encrypted = lower.contains("encrypted") || lower.contains("ciphertext");
+    let encrypted = ((lower.contains("encrypted") && !lower.contains("unencrypted")) || lower.contains("ciphertext"))
+        && value.len() >= 40
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/=_-".contains(&b));
     if strength == NameStrength::None
         || fingerprint
         || secret_name

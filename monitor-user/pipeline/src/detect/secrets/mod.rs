@@ -563,9 +563,10 @@ impl SecretScanner {
                 }
                 Value::Object(map) => {
                     // An encrypted envelope (`{"ciphertext"|"encrypted_data",
-                    // "iv"|"nonce", "tag", "cipher"}`): every part of it is
-                    // safe to show without the key; its strings are still
-                    // scanned for known formats.
+                    // "iv"|"nonce", "tag", "cipher"}`): its parts are safe to
+                    // show without the key (other keys beside them are
+                    // judged as usual); strings are still scanned for known
+                    // formats.
                     let envelope = map
                         .keys()
                         .any(|k| matches!(k.to_ascii_lowercase().as_str(), "iv" | "nonce"))
@@ -576,7 +577,12 @@ impl SecretScanner {
                     for (k, item) in map.iter().rev() {
                         let child = Cow::Owned(child_path(&p, k));
                         if let Value::String(s) = item {
-                            if !envelope {
+                            let lower = k.to_ascii_lowercase();
+                            let part =
+                                matches!(lower.as_str(), "iv" | "nonce" | "tag" | "auth_tag" | "authtag" | "salt")
+                                    || lower.contains("cipher")
+                                    || lower.contains("encrypted");
+                            if !(envelope && part) {
                                 self.check_secret_named(k, s, &child, out);
                             }
                         }

@@ -558,3 +558,21 @@ fn placeholder_words_in_random_material_do_not_hide_it() {
     assert!(!is_placeholder("0XEj2CATS>U:F9rvGUW;"));
     assert!(is_placeholder("<your-token>"));
 }
+
+/// Review of corpus 8's fixes: the exceptions stay narrow. A passphrase
+/// beside an envelope's parts, a password for an unencrypted store, and a
+/// `CHANGEME`-style word in a person's casing still decide as before.
+#[test]
+fn the_exceptions_for_envelopes_encrypted_names_and_markers_stay_narrow() {
+    let s = scanner();
+    for text in [
+        r#"{"cipher": "aes-256-gcm", "nonce": "a1b2", "passphrase": "Tr0ub4dor&3xQ"}"#,
+        "UNENCRYPTED_DB_PASSWORD=Vq8#kLz2Rt7mWp",
+        "ENCRYPTED_VOLUME_PASSPHRASE=Vq8#kLz2Rt7mWp",
+    ] {
+        assert!(!scan_text(s, text).is_empty(), "{text}: nothing found");
+    }
+    assert!(is_placeholder("ChangeMe123"));
+    assert!(is_placeholder("Not-A-Real-Key-7f3a"));
+    assert!(!is_placeholder("NOC_READ_ONLY"));
+}
