@@ -567,22 +567,20 @@ impl SecretScanner {
                     // show without the key (other keys beside them are
                     // judged as usual); strings are still scanned for known
                     // formats.
-                    let envelope = map
-                        .keys()
-                        .any(|k| matches!(k.to_ascii_lowercase().as_str(), "iv" | "nonce"))
-                        && map.keys().any(|k| {
-                            let k = k.to_ascii_lowercase();
-                            k.contains("cipher") || k.contains("encrypted")
-                        });
+                    let named = |k: &str, w: &[&str]| w.iter().any(|w| k.eq_ignore_ascii_case(w));
+                    let ciphered = |k: &str| {
+                        let b = k.as_bytes();
+                        ["cipher", "encrypted"]
+                            .iter()
+                            .any(|w| b.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w.as_bytes())))
+                    };
+                    let envelope = map.keys().any(|k| named(k, &["iv", "nonce"])) && map.keys().any(|k| ciphered(k));
                     for (k, item) in map.iter().rev() {
                         let child = Cow::Owned(child_path(&p, k));
                         if let Value::String(s) = item {
-                            let lower = k.to_ascii_lowercase();
-                            let part =
-                                matches!(lower.as_str(), "iv" | "nonce" | "tag" | "auth_tag" | "authtag" | "salt")
-                                    || lower.contains("cipher")
-                                    || lower.contains("encrypted");
-                            if !(envelope && part) {
+                            let part = envelope
+                                && (named(k, &["iv", "nonce", "tag", "auth_tag", "authtag", "salt"]) || ciphered(k));
+                            if !part {
                                 self.check_secret_named(k, s, &child, out);
                             }
                         }
