@@ -3,9 +3,10 @@
 
 use crate::{
     emit::{emit_rest, fill_chunk_header, ring_flags, scratch, Scratch, HDR},
+    hooks::mark_for_exit,
     kernel_read::{conn_tuple, file_info},
-    maps::Transfer,
     maps::{config, count, EVENTS, JUMP, LAST_TCP_READ, STREAMS, TRANSFER},
+    maps::{SyscallArgs, Transfer},
     payload::starts_like_json,
     tracking::track,
 };
@@ -98,6 +99,20 @@ pub(crate) fn open_stream(key: &StreamKey, state: u8) -> u8 {
     }
     keep_stream(key, state);
     flags
+}
+
+/// The arguments of the write `t` as its exit needs them.
+#[inline(always)]
+fn exit_args(t: &Transfer) -> SyscallArgs {
+    SyscallArgs {
+        buf: t.buf,
+        // Vectored calls: the iovec count (sendmsg's is read again from
+        // its header at exit).
+        len: if t.iov_cnt == 0 { t.total } else { t.iov_cnt },
+        fd: t.fd,
+        syscall: t.syscall,
+        _pad: [0; 3],
+    }
 }
 
 /// What the first run of a capture stage decided for the transfer.
@@ -212,6 +227,11 @@ pub(crate) fn capture_header(cfg: &KernelConfig, scratch: Scratch, t: &Transfer)
     if state == stream_state::IGNORE_QUIET {
         return Header::Skip;
     }
+    if tcp && dir == Direction::Egress && t.at_exit == 0 && t.ssl == 0 {
+        // The payload is taken at the write's exit; only the writes marked
+        // here go that far there.
+        mark_for_exit(pid_tgid, &exit_args(t));
+    }
     if state == stream_state::IGNORE {
         // TCP writes are captured at exit only.
         if dir == Direction::Egress && t.at_exit == 0 {
@@ -255,7 +275,7 @@ pub(crate) fn capture_header(cfg: &KernelConfig, scratch: Scratch, t: &Transfer)
         // SAFETY: HDR <= SCRATCH_SIZE initialized bytes of the scratch value;
         // `rec` is not used after this shared view is made.
         let data = unsafe { core::slice::from_raw_parts(scratch as *const u8, HDR) };
-        if EVENTS.output::<[u8]>(data, ring_flags()).is_err() {
+        if EVENTS.output::<[u8]>(data, ring_flags(HDR as u64)).is_err() {
             count(Counter::DropRingFull, 1);
         } else {
             count(Counter::Records, 1);

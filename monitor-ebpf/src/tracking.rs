@@ -7,17 +7,48 @@ use crate::{
 use aya_ebpf::helpers::generated::bpf_get_current_cgroup_id;
 use monitor_common::{config_flags, Counter, KernelConfig, ProcState, TrackReason, TRACKED_HINT_SLOTS};
 
+/// Why the current process is tracked, and its start time when finding
+/// that out read it.
+#[derive(Clone, Copy)]
+pub(crate) struct Tracking {
+    /// A `TrackReason`.
+    pub(crate) reason: u32,
+    /// The process's start time, 0 when not read: the capture stages need
+    /// it, and it costs two kernel reads (the task's group leader, then
+    /// its start time), which a tracked process's check pays already.
+    pub(crate) start_ns: u64,
+}
+
+impl Tracking {
+    /// A process nobody tracks.
+    pub(crate) const NONE: Tracking = Tracking {
+        reason: TrackReason::None as u32,
+        start_ns: 0,
+    };
+
+    #[inline(always)]
+    pub(crate) fn untracked(&self) -> bool {
+        self.reason == TrackReason::None as u32
+    }
+}
+
 /// Why the current process, `tgid`, is tracked, or `TrackReason::None`.
+#[inline(always)]
+pub(crate) fn tracked_reason(cfg: &KernelConfig, tgid: u32) -> u32 {
+    tracking(cfg, tgid).reason
+}
+
+/// Why the current process, `tgid`, is tracked (`Tracking::NONE` if not).
 ///
 /// Every read and write on the host asks, so the common answer (not
 /// tracked) costs an array load (`TRACKED_HINT`); the hash lookup, and the
 /// process start time that tells a reused pid from the tracked process,
 /// only come after a hit.
 #[inline(always)]
-pub(crate) fn tracked_reason(cfg: &KernelConfig, tgid: u32) -> u32 {
+pub(crate) fn tracking(cfg: &KernelConfig, tgid: u32) -> Tracking {
     if maybe_tracked(tgid) {
-        if let Some(r) = procs_reason(cfg, tgid) {
-            return r;
+        if let Some(t) = procs_tracking(cfg, tgid) {
+            return t;
         }
     }
     if cfg.flags & config_flags::CGROUP_SELECTORS != 0 {
@@ -25,11 +56,15 @@ pub(crate) fn tracked_reason(cfg: &KernelConfig, tgid: u32) -> u32 {
         let cg = unsafe { bpf_get_current_cgroup_id() };
         // SAFETY: only presence is tested; the value is never read.
         if unsafe { CGROUP_SELECTORS.get(&cg) }.is_some() {
-            track(tgid, current_start_ns(cfg), TrackReason::CgroupSelector);
-            return TrackReason::CgroupSelector as u32;
+            let start_ns = current_start_ns(cfg);
+            track(tgid, start_ns, TrackReason::CgroupSelector);
+            return Tracking {
+                reason: TrackReason::CgroupSelector as u32,
+                start_ns,
+            };
         }
     }
-    TrackReason::None as u32
+    Tracking::NONE
 }
 
 /// Whether `tgid`'s slot of `TRACKED_HINT` is set.
@@ -38,18 +73,24 @@ pub(crate) fn maybe_tracked(tgid: u32) -> bool {
     TRACKED_HINT.get(tgid % TRACKED_HINT_SLOTS).is_some_and(|h| *h != 0)
 }
 
-/// The reason of `tgid`'s `PROCS` entry, if it is this process's.
+/// `tgid`'s `PROCS` entry, if it is this process's.
 #[inline(always)]
-fn procs_reason(cfg: &KernelConfig, tgid: u32) -> Option<u32> {
+fn procs_tracking(cfg: &KernelConfig, tgid: u32) -> Option<Tracking> {
     // SAFETY: the value is plain integers, read right away; a concurrent
     // update (userspace, another CPU) can at worst give a stale entry.
-    if let Some(st) = unsafe { PROCS.get(&tgid) } {
-        // Entries made by userspace may not know the start time (0).
-        if st.start_ns == 0 || st.start_ns == current_start_ns(cfg) {
-            return Some(st.reason);
-        }
+    let st = unsafe { PROCS.get(&tgid) }.copied()?;
+    // Entries made by userspace may not know the start time (0).
+    if st.start_ns == 0 {
+        return Some(Tracking {
+            reason: st.reason,
+            start_ns: 0,
+        });
     }
-    None
+    let start_ns = current_start_ns(cfg);
+    (st.start_ns == start_ns).then_some(Tracking {
+        reason: st.reason,
+        start_ns,
+    })
 }
 
 #[inline(always)]

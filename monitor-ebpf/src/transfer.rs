@@ -5,13 +5,13 @@ use crate::{
     kernel_read::{current_start_ns, uread},
     maps::{count, Transfer, JUDGED, JUDGED_SLOTS, STREAMS, TRANSFER},
     payload::starts_like_json,
+    tracking::Tracking,
 };
 use aya_ebpf::helpers::generated::bpf_jiffies64;
 use aya_ebpf::maps::ProgramArray;
 use aya_ebpf::EbpfContext;
 use monitor_common::{
-    config_flags, jump_slot, stream_state, Counter, Direction, KernelConfig, StreamKey, Syscall, TrackReason,
-    MAX_DISCOVERY_WINDOW,
+    config_flags, jump_slot, stream_state, Counter, Direction, KernelConfig, StreamKey, Syscall, MAX_DISCOVERY_WINDOW,
 };
 
 /// A chunk was lost: the stream's next transfer starts with `GAP_BEFORE`
@@ -74,7 +74,7 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
     jump: &ProgramArray,
     cfg: &KernelConfig,
     pid_tgid: u64,
-    reason: u32,
+    who: Tracking,
     // `starts_like_json` of the first segment, when the caller knows it.
     looks_like_mcp: Option<bool>,
     syscall: Syscall,
@@ -87,7 +87,7 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
     ssl: u64,
     extra_flags: u8,
 ) {
-    let untracked = reason == TrackReason::None as u32;
+    let untracked = who.untracked();
     // Judged at entry already (every write on the host passes here): leave
     // before reading the iovec again.
     if untracked && (cfg.flags & config_flags::DISCOVERY == 0 || looks_like_mcp == Some(false)) {
@@ -113,7 +113,11 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
     if untracked && !looks_like_mcp.unwrap_or_else(|| starts_like_json(first_buf, first_len)) {
         return;
     }
-    let start_ns = current_start_ns(cfg);
+    let start_ns = if who.start_ns != 0 {
+        who.start_ns
+    } else {
+        current_start_ns(cfg)
+    };
     let Some(t) = TRANSFER.get_ptr_mut(0) else { return };
     // SAFETY: t is this CPU's TRANSFER slot from the lookup above, valid for
     // a Transfer (maps.rs NOTE); tail_call never returns on success, and on

@@ -20,7 +20,7 @@ use crate::{
     kernel_read::{file_info, uread},
     maps::{config, count, GoCallKey, TlsArgs, TlsBinding, GO_TLS_CALLS, TLS_FDS, TLS_JUMP},
     payload::starts_like_json,
-    tracking::tracked_reason,
+    tracking::tracking,
     transfer::begin_transfer,
 };
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
@@ -118,13 +118,13 @@ fn on_read_return(ctx: &ProbeContext) {
     }
     let Some(cfg) = config() else { return };
     let fd = conn_fd(cfg, tgid, args.ssl);
-    let reason = tracked_reason(cfg, tgid);
+    let who = tracking(cfg, tgid);
     begin_transfer(
         ctx,
         &TLS_JUMP,
         cfg,
         pid_tgid,
-        reason,
+        who,
         None,
         Syscall::SslRead,
         Direction::Ingress,
@@ -149,7 +149,8 @@ fn on_write_body(ctx: &ProbeContext) {
     if conn == 0 || len == 0 || len as i64 <= 0 {
         return;
     }
-    let reason = tracked_reason(cfg, tgid);
+    let who = tracking(cfg, tgid);
+    let reason = who.reason;
     if reason == TrackReason::None as u32 && (cfg.flags & config_flags::DISCOVERY == 0 || !starts_like_json(buf, len)) {
         return;
     }
@@ -159,7 +160,7 @@ fn on_write_body(ctx: &ProbeContext) {
         &TLS_JUMP,
         cfg,
         pid_tgid,
-        reason,
+        who,
         None,
         Syscall::SslWrite,
         Direction::Egress,

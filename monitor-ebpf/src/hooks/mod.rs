@@ -13,14 +13,14 @@ pub mod write;
 use crate::{
     kernel_read::kread,
     maps::{config, count, SyscallArgs, ARGS, JUMP},
-    tracking::tracked_reason,
+    tracking::{maybe_tracked, tracking, Tracking},
     transfer::begin_transfer,
 };
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
-use aya_ebpf::helpers::generated::bpf_get_current_task;
+use aya_ebpf::helpers::generated::{bpf_get_current_task, bpf_get_current_task_btf, bpf_task_pt_regs};
 use aya_ebpf::programs::TracePointContext;
 use aya_ebpf::EbpfContext;
-use monitor_common::{config_flags, Counter, Direction, KernelConfig, Syscall, TrackReason};
+use monitor_common::{config_flags, Counter, Direction, KernelConfig, Syscall};
 
 // Offsets of the fields in the syscall tracepoint records
 // (`/sys/kernel/tracing/events/syscalls/sys_enter_read/format`).
@@ -70,13 +70,20 @@ pub(crate) fn entry_args(ctx: &TracePointContext, syscall: Syscall) -> SyscallAr
 #[inline(always)]
 pub(crate) fn on_stashed_exit(ctx: &TracePointContext, dir: Direction) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: keyed by this thread's pid_tgid, which only this thread (now
-    // running here) inserts or removes; the value is copied out at once.
-    let Some(args) = (unsafe { ARGS.get(&pid_tgid) }).copied() else {
+    let Some(args) = take_stash(pid_tgid) else {
         return;
     };
-    let _ = ARGS.remove(&pid_tgid);
     on_exit(ctx, dir, pid_tgid, &args, record_u64(ctx, EXIT_RET) as i64);
+}
+
+/// This thread's `ARGS` entry, removed.
+#[inline(always)]
+fn take_stash(pid_tgid: u64) -> Option<SyscallArgs> {
+    // SAFETY: keyed by this thread's pid_tgid, which only this thread (now
+    // running here) inserts or removes; the value is copied out at once.
+    let args = (unsafe { ARGS.get(&pid_tgid) }).copied()?;
+    let _ = ARGS.remove(&pid_tgid);
+    Some(args)
 }
 
 /// The transfer of the `ret` bytes a call with `args` moved.
@@ -86,14 +93,14 @@ pub(crate) fn on_exit(ctx: &TracePointContext, dir: Direction, pid_tgid: u64, ar
         return;
     }
     let Some(cfg) = config() else { return };
-    let reason = tracked_reason(cfg, (pid_tgid >> 32) as u32);
+    let who = tracking(cfg, (pid_tgid >> 32) as u32);
     // An untracked write was looked at on entry (or let pass unread, see
     // `looked_at_recently`): had it found MCP, the process would be
     // tracked now.
-    if dir == Direction::Egress && reason == TrackReason::None as u32 {
+    if dir == Direction::Egress && who.untracked() {
         return;
     }
-    transfer_at_exit(ctx, cfg, dir, pid_tgid, reason, args, ret);
+    transfer_at_exit(ctx, cfg, dir, pid_tgid, who, args, ret);
 }
 
 #[inline(always)]
@@ -102,7 +109,7 @@ fn transfer_at_exit(
     cfg: &KernelConfig,
     dir: Direction,
     pid_tgid: u64,
-    reason: u32,
+    who: Tracking,
     args: &SyscallArgs,
     ret: i64,
 ) {
@@ -110,7 +117,7 @@ fn transfer_at_exit(
         return;
     };
     begin_transfer(
-        ctx, &JUMP, cfg, pid_tgid, reason, None, syscall, dir, args.fd, args.buf, args.len, ret as u64, true, 0, 0,
+        ctx, &JUMP, cfg, pid_tgid, who, None, syscall, dir, args.fd, args.buf, args.len, ret as u64, true, 0, 0,
     );
 }
 
@@ -118,15 +125,14 @@ fn transfer_at_exit(
 /// follow at 104, 112 and 120.
 const PT_REGS_DX: u64 = 96;
 
-/// Exit of a read- or write-side call whose arguments are taken from the
-/// saved user registers (`regs_offset` known; else they were stashed at
-/// entry). `syscall_of` names the calls of the side by number. The order
-/// is the cheapest first, as every such call on the host comes here: the
-/// byte count, then whether the process is tracked (untracked writes were
-/// judged on entry, looked at or let pass unread, and end here), then the
-/// registers.
+/// Exit of a read-side call; its arguments are taken from the saved user
+/// registers (`regs_offset` known; else they were stashed at entry).
+/// `syscall_of` names the calls of the side by number. The order is the
+/// cheapest first, as every such call on the host comes here: the byte
+/// count, then whether the process is tracked, then the registers.
 #[inline(always)]
-pub(crate) fn exit_from_regs(ctx: &TracePointContext, dir: Direction, syscall_of: impl Fn(u32) -> Option<Syscall>) {
+pub(crate) fn exit_from_regs(ctx: &TracePointContext, syscall_of: impl Fn(u32) -> Option<Syscall>) {
+    let dir = Direction::Ingress;
     let Some(cfg) = config() else { return };
     if cfg.regs_offset == 0 {
         on_stashed_exit(ctx, dir);
@@ -141,21 +147,67 @@ pub(crate) fn exit_from_regs(ctx: &TracePointContext, dir: Direction, syscall_of
     if tgid == cfg.self_tgid {
         return;
     }
-    if dir == Direction::Egress && cfg.flags & config_flags::CAPTURE_TCP == 0 {
-        return;
-    }
-    let reason = tracked_reason(cfg, tgid);
-    if dir == Direction::Egress && reason == TrackReason::None as u32 {
-        return;
-    }
+    let who = tracking(cfg, tgid);
     let nr = record_nr(ctx);
     let Some(syscall) = syscall_of(nr) else { return };
     let Some(args) = saved_args(cfg, nr, syscall) else {
         count(Counter::RegsMismatch, 1);
         return;
     };
-    transfer_at_exit(ctx, cfg, dir, pid_tgid, reason, &args, ret);
+    transfer_at_exit(ctx, cfg, dir, pid_tgid, who, &args, ret);
 }
+
+/// Exit of a write-side call: the TCP payload of a write that the capture
+/// stage marked at entry (`mark_for_exit`), with the byte count the kernel
+/// took. Every write on the host comes here, and nearly all end at the
+/// first checks: TCP capture off, an untracked process (its writes were
+/// judged on entry: had one found MCP, the process would be tracked now),
+/// or no mark (a tracked process's pipe, unix socket or file: the entry
+/// sent what those need, so no descriptor walk is repeated here).
+#[inline(always)]
+pub(crate) fn egress_exit(ctx: &TracePointContext, syscall_of: impl Fn(u32) -> Option<Syscall>) {
+    let Some(cfg) = config() else { return };
+    if cfg.flags & config_flags::CAPTURE_TCP == 0 {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !maybe_tracked((pid_tgid >> 32) as u32) {
+        return;
+    }
+    // Taken whatever the outcome: a failed write (EAGAIN) must not leave
+    // its mark to the thread's next write.
+    let Some(args) = take_stash(pid_tgid) else {
+        return;
+    };
+    if syscall_of(record_nr(ctx)).map(|s| s as u8) != Some(args.syscall) {
+        return;
+    }
+    on_exit(
+        ctx,
+        Direction::Egress,
+        pid_tgid,
+        &args,
+        record_u64(ctx, EXIT_RET) as i64,
+    );
+}
+
+/// Marks the current write, a TCP write of a tracked process, for its
+/// exit (`egress_exit`), which captures the bytes the kernel took.
+#[inline(always)]
+pub(crate) fn mark_for_exit(pid_tgid: u64, args: &SyscallArgs) {
+    if ARGS.insert(&pid_tgid, args, 0).is_err() {
+        count(Counter::DropArgsMapFull, 1);
+    }
+}
+
+/// Set at load by userspace on kernels with `bpf_task_pt_regs` (5.15+):
+/// the saved registers are then found through the task's BTF pointer,
+/// with plain loads, instead of two kernel reads (the stack base, then the
+/// registers: 40-60 ns of every read on the host). Read-only data the
+/// verifier sees as a constant, so on older kernels the branch that calls
+/// the newer helpers is dead code it never checks.
+#[no_mangle]
+static TASK_PT_REGS: u8 = 0;
 
 /// The first three arguments of the current system call `nr`, from the user
 /// registers saved at its entry; `None` if they cannot be read or are not
@@ -163,14 +215,27 @@ pub(crate) fn exit_from_regs(ctx: &TracePointContext, dir: Direction, syscall_of
 /// taken for arguments).
 #[inline(always)]
 fn saved_args(cfg: &KernelConfig, nr: u32, syscall: Syscall) -> Option<SyscallArgs> {
-    // SAFETY: argument-less helper; both kreads are of plain integers (any
-    // bit pattern valid) and a bad address makes the helper fail.
-    let regs: [u64; 4] = unsafe {
-        let task = bpf_get_current_task();
-        let stack: u64 = kread(task + cfg.offsets.task_stack as u64)?;
-        kread(stack + cfg.regs_offset as u64 + PT_REGS_DX)?
+    // SAFETY: a volatile read of a u8 static (any value valid); volatile so
+    // that LLVM keeps the load the loader's value reaches.
+    let [dx, si, di, orig_ax] = if unsafe { core::ptr::read_volatile(&TASK_PT_REGS) } != 0 {
+        // SAFETY: argument-less helper, then a helper given the trusted
+        // task pointer it returns; the loads are of u64 fields of `struct
+        // pt_regs` (dx, si, di, orig_ax at 96..128), which the verifier
+        // checks against the kernel's BTF and turns into fault-safe loads.
+        unsafe {
+            let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u64;
+            let at = (PT_REGS_DX / 8) as usize;
+            [*regs.add(at), *regs.add(at + 1), *regs.add(at + 2), *regs.add(at + 3)]
+        }
+    } else {
+        // SAFETY: argument-less helper; both kreads are of plain integers
+        // (any bit pattern valid) and a bad address makes the helper fail.
+        unsafe {
+            let task = bpf_get_current_task();
+            let stack: u64 = kread(task + cfg.offsets.task_stack as u64)?;
+            kread::<[u64; 4]>(stack + cfg.regs_offset as u64 + PT_REGS_DX)?
+        }
     };
-    let [dx, si, di, orig_ax] = regs;
     if orig_ax != nr as u64 {
         return None;
     }

@@ -16,7 +16,7 @@ use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::helpers::generated::bpf_get_current_task;
 use aya_ebpf::macros::{raw_tracepoint, tracepoint};
 use aya_ebpf::programs::{RawTracePointContext, TracePointContext};
-use monitor_common::{Counter, Direction, Syscall};
+use monitor_common::{Counter, Syscall};
 
 #[inline(always)]
 pub(crate) fn stash_ingress(ctx: &TracePointContext, syscall: Syscall) {
@@ -62,7 +62,7 @@ const NR_RECVMSG: u32 = 47;
 
 #[tracepoint]
 pub fn sys_exit_ingress(ctx: TracePointContext) -> u32 {
-    exit_from_regs(&ctx, Direction::Ingress, |nr| match nr {
+    exit_from_regs(&ctx, |nr| match nr {
         NR_READ => Some(Syscall::Read),
         NR_READV => Some(Syscall::Readv),
         NR_RECVFROM => Some(Syscall::Recvfrom),

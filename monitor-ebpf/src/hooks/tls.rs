@@ -9,7 +9,7 @@ use crate::{
     maps::Transfer,
     maps::{config, count, TlsArgs, TlsBinding, LAST_TCP_READ, STREAMS, TLS_ARGS, TLS_FDS, TLS_JUMP, TRANSFER},
     payload::starts_like_json,
-    tracking::tracked_reason,
+    tracking::{tracked_reason, tracking},
     transfer::begin_transfer,
 };
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
@@ -210,7 +210,8 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         Syscall::SslWrite
     };
     let tgid = (pid_tgid >> 32) as u32;
-    let reason = tracked_reason(cfg, tgid);
+    let who = tracking(cfg, tgid);
+    let reason = who.reason;
     let bkey = TlsKey {
         tgid,
         _pad: 0,
@@ -255,7 +256,7 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         },
     };
     begin_transfer(
-        &ctx, &TLS_JUMP, cfg, pid_tgid, reason, None, syscall, dir, fd, args.buf, args.len, n, true, args.ssl, extra,
+        &ctx, &TLS_JUMP, cfg, pid_tgid, who, None, syscall, dir, fd, args.buf, args.len, n, true, args.ssl, extra,
     );
     0
 }

@@ -2,16 +2,16 @@
 //! local IPC at entry, TCP payloads at exit.
 
 use crate::{
-    hooks::{entry_args, exit_from_regs},
-    maps::{config, count, ARGS, JUMP},
+    hooks::{egress_exit, entry_args},
+    maps::{config, count, JUMP},
     payload::starts_like_json,
-    tracking::tracked_reason,
+    tracking::tracking,
     transfer::{begin_transfer, iovec, looked_at_recently, vector},
 };
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::tracepoint;
 use aya_ebpf::programs::TracePointContext;
-use monitor_common::{config_flags, Counter, Direction, Syscall, TrackReason};
+use monitor_common::{config_flags, Counter, Direction, Syscall};
 
 /// x86_64 system call numbers of the write side.
 const NR_WRITE: u32 = 1;
@@ -21,11 +21,11 @@ const NR_SENDMSG: u32 = 46;
 
 /// Exit of write, writev, sendto, sendmsg: TCP payloads of tracked
 /// processes are captured here, with the byte count the kernel took (a
-/// partial write is not captured twice). With TCP capture off it returns
-/// at once.
+/// partial write is not captured twice), for the writes their entry
+/// marked. With TCP capture off it returns at once.
 #[tracepoint]
 pub fn sys_exit_egress(ctx: TracePointContext) -> u32 {
-    exit_from_regs(&ctx, Direction::Egress, |nr| match nr {
+    egress_exit(&ctx, |nr| match nr {
         NR_WRITE => Some(Syscall::Write),
         NR_WRITEV => Some(Syscall::Writev),
         NR_SENDTO => Some(Syscall::Sendto),
@@ -50,10 +50,8 @@ pub(crate) fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
         Syscall::Write | Syscall::Sendto => len,
         _ => u64::MAX,
     };
-    // Tracking and the first-bytes check are looked up once per call, for
-    // the stash and for the transfer.
-    let reason = tracked_reason(cfg, (pid_tgid >> 32) as u32);
-    let tracked = reason != TrackReason::None as u32;
+    let who = tracking(cfg, (pid_tgid >> 32) as u32);
+    let tracked = !who.untracked();
     // The first segment's first bytes (vectored calls: the first iovec,
     // which for HTTP clients and servers holds the head).
     // A stream looked at moments ago and found not MCP is not looked at
@@ -69,23 +67,12 @@ pub(crate) fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
             Some((iov, cnt)) => cnt > 0 && iovec(iov, 0).is_some_and(|(b, l)| starts_like_json(b, l)),
         }
     });
-    if cfg.flags & config_flags::CAPTURE_TCP != 0 && cfg.regs_offset == 0 {
-        // Stash for the exit program, which captures TCP payloads: calls of
-        // tracked processes, and writes that start like MCP (discovery may
-        // track the process on the way). The descriptor kind is only
-        // looked at later. Unless the exit finds them in the registers.
-        if tracked || looks_like_mcp == Some(true) {
-            if ARGS.insert(&pid_tgid, &args, 0).is_err() {
-                count(Counter::DropArgsMapFull, 1);
-            }
-        }
-    }
     begin_transfer(
         ctx,
         &JUMP,
         cfg,
         pid_tgid,
-        reason,
+        who,
         looks_like_mcp,
         syscall,
         Direction::Egress,

@@ -115,8 +115,10 @@ pub(super) fn load(cfg: &CaptureConfig) -> anyhow::Result<(Ebpf, KernelConfig)> 
     // A rejected program is retried by aya with a log: statistics only
     // (the error line and the count), never the per-instruction trace,
     // which on a long path overflows any buffer and takes minutes.
+    let task_pt_regs = u8::from(cfg.arguments_from_registers && preflight::has_task_pt_regs());
     let mut ebpf = EbpfLoader::new()
         .verifier_log_level(VerifierLogLevel::STATS)
+        .override_global(TASK_PT_REGS, &task_pt_regs, true)
         .map_max_entries(map_name::SCRATCH, ncpus)
         .map_max_entries(map_name::EVENTS, cfg.ring_buffer_bytes)
         .map_max_entries(map_name::ARGS, cfg.max_inflight_syscalls)
@@ -158,6 +160,10 @@ pub(super) fn load(cfg: &CaptureConfig) -> anyhow::Result<(Ebpf, KernelConfig)> 
     Array::<_, KernelConfig>::try_from(ebpf.map_mut(map_name::CONFIG).context("CONFIG map")?)?.set(0, kcfg, 0)?;
     Ok((ebpf, kcfg))
 }
+
+/// The read-only global that makes read exits find the saved registers
+/// through `bpf_task_pt_regs` (monitor-ebpf `hooks::saved_args`).
+pub(super) const TASK_PT_REGS: &str = "TASK_PT_REGS";
 
 /// Map sizes for the verifier probe: small (the verifier does not look at
 /// them), the ring a page-aligned power of two.

@@ -90,6 +90,8 @@ pub struct Sensor {
     /// Where read exits find the saved user registers (0: the arguments
     /// are stashed at entry).
     regs_offset: u32,
+    /// Whether they are found through `bpf_task_pt_regs` (5.15+).
+    task_pt_regs: bool,
 }
 
 impl Sensor {
@@ -195,6 +197,7 @@ impl Sensor {
             capture_cap: cfg.capture_cap_bytes,
             _program_stats: program_stats,
             regs_offset: kcfg.regs_offset,
+            task_pt_regs: kcfg.regs_offset != 0 && cfg.arguments_from_registers && preflight::has_task_pt_regs(),
         })
     }
 
@@ -347,8 +350,12 @@ impl Sensor {
     pub fn read_arguments(&self) -> String {
         if self.regs_offset != 0 {
             format!(
-                "from the user registers saved at syscall entry ({:#x} from the kernel stack base): one program per read, no map write per call",
-                self.regs_offset
+                "from the user registers saved at syscall entry ({}): one program per read, no map write per call",
+                if self.task_pt_regs {
+                    "found through bpf_task_pt_regs".to_owned()
+                } else {
+                    format!("{:#x} from the kernel stack base", self.regs_offset)
+                }
             )
         } else {
             "stashed at entry (capture.arguments_from_registers is off, or the saved registers were not found): two programs per read".to_owned()

@@ -190,6 +190,19 @@ pub fn kernel_paths() -> String {
     )
 }
 
+/// Whether read exits may find the saved user registers through the
+/// task's BTF pointer (`bpf_get_current_task_btf`, 5.11, and
+/// `bpf_task_pt_regs`, 5.15) rather than two kernel reads. The kernel
+/// version decides: a helper the kernel lacks would fail the program's
+/// load. `MCP_MONITOR_NO_TASK_PT_REGS=1` turns it off (to compare, or
+/// should a kernel refuse it).
+pub fn has_task_pt_regs() -> bool {
+    if std::env::var_os("MCP_MONITOR_NO_TASK_PT_REGS").is_some_and(|v| v == "1") {
+        return false;
+    }
+    aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 15, 0))
+}
+
 /// Fails unless the kernel exposes BTF.
 pub fn check_btf() -> anyhow::Result<()> {
     if Path::new("/sys/kernel/btf/vmlinux").exists() {
