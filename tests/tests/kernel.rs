@@ -33,6 +33,18 @@ fn every_program_loads_within_the_verifier_budget() {
     // only the fallback.
     let args = r["read_arguments"].as_str().unwrap_or("");
     assert!(args.starts_with("from the user registers"), "read arguments: {args}");
+    // Through bpf_task_pt_regs from 5.15 on, at the measured offset before.
+    let mut version = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    let newer = matches!((version.next(), version.next()), (Some(a), Some(b)) if (a, b) >= (5, 15));
+    let want = if newer {
+        "bpf_task_pt_regs"
+    } else {
+        "from the kernel stack base"
+    };
+    assert!(args.contains(want), "read arguments on {release}: {args}");
     assert!(stderr.contains("17 syscall tracepoints"), "{stderr}");
 
     let limit = r["verifier_limit"].as_u64().unwrap();

@@ -116,8 +116,30 @@ pub fn report_failures(report: &Value) -> Vec<String> {
         out.push(format!(
             "read arguments are not taken from the saved user registers on this kernel: {args:?}"
         ));
+    } else {
+        // 5.15 and later find them through bpf_task_pt_regs, older kernels
+        // at the offset measured at start: each path runs somewhere.
+        let release = report["kernel"].as_str().unwrap_or("");
+        let want = if kernel_at_least(release, (5, 15)) {
+            "bpf_task_pt_regs"
+        } else {
+            "from the kernel stack base"
+        };
+        if !args.contains(want) {
+            out.push(format!(
+                "read arguments on kernel {release:?} should be found {want:?}: {args:?}"
+            ));
+        }
     }
     out
+}
+
+/// Whether a kernel release string (`6.1.0-57-amd64`) is at least `min`.
+fn kernel_at_least(release: &str, min: (u32, u32)) -> bool {
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    matches!((it.next(), it.next()), (Some(a), Some(b)) if (a, b) >= min)
 }
 
 fn tail(s: &str, n: usize) -> String {
@@ -245,9 +267,19 @@ mod tests {
             {"name": "a", "processed_insns": 100},
             {"name": "b", "processed_insns": 101},
             {"name": "c", "processed_insns": null, "error": "EINVAL"},
-        ], "read_arguments": "from the user registers saved at syscall entry (0x3f58 from the kernel stack base)"});
+        ], "kernel": "5.10.0-46-amd64",
+        "read_arguments": "from the user registers saved at syscall entry (0x3f58 from the kernel stack base)"});
         let f = report_failures(&r);
         assert_eq!(f.len(), 2, "{f:?}");
+        // A 5.15+ kernel must use bpf_task_pt_regs, an older one must not.
+        r["kernel"] = "6.1.0-57-amd64".into();
+        let f = report_failures(&r);
+        assert!(f.len() == 3 && f[2].contains("bpf_task_pt_regs"), "{f:?}");
+        r["read_arguments"] = "from the user registers saved at syscall entry (found through bpf_task_pt_regs)".into();
+        assert_eq!(report_failures(&r).len(), 2);
+        r["kernel"] = "5.10.0-46-amd64".into();
+        let f = report_failures(&r);
+        assert!(f.len() == 3 && f[2].contains("kernel stack base"), "{f:?}");
         assert!(f[0].contains("program b") && f[0].contains("101"), "{f:?}");
         assert!(f[1].contains("program c") && f[1].contains("EINVAL"), "{f:?}");
         r["read_arguments"] = "stashed at entry".into();
