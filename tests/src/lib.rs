@@ -240,18 +240,24 @@ pub mod fake {
         format!("ghp_{body}{}", std::str::from_utf8(&sum).unwrap())
     }
 
-    /// An AWS access key id and secret access key.
+    /// An AWS access key id and secret access key (with both cases and a
+    /// digit, as the detector expects of a secret key beside an id).
     pub fn aws_keys() -> (String, String) {
         let mut r = rng();
         r();
-        (
-            format!("AKIA{}", pick(&mut r, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)),
+        let id = format!("AKIA{}", pick(&mut r, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16));
+        let secret = format!(
+            "{}{}{}{}",
+            pick(&mut r, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", 1),
+            pick(&mut r, b"abcdefghijklmnopqrstuvwxyz", 1),
+            pick(&mut r, b"0123456789", 1),
             pick(
                 &mut r,
                 b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+",
-                40,
-            ),
-        )
+                37,
+            )
+        );
+        (id, secret)
     }
 
     /// Planted keys, as a `.env` file in `dir` holds them: the file's path

@@ -33,9 +33,9 @@ pub const RULES: &[RuleDef] = &[
         check: Check::AwsKeyIdPrefix,
         confidence: Confidence::High,
         examples: &[
-            r#"export AWS_ACCESS_KEY_ID=AKIAVQJXXVBOTHD2WTFL"#,
-            r#"{"AccessKeyId": "ASIAHBMUAPTT2ZN5X2PD", "Expiration": "2030-01-01T00:00:00Z"}"#,
-            r#"aws_access_key_id = AROAQXRYONJ3DYBVZXG2"#,
+            "export AWS_ACCESS_KEY_ID=AKIAVQJXXVBOTHD2WTFL\nexport AWS_SECRET_ACCESS_KEY=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",
+            r#"{"AccessKeyId": "ASIAHBMUAPTT2ZN5X2PD", "SecretAccessKey": "w8Rf2Kp5Xn0Ls7Bd4Tq1Vz9Hc6Jm3Ya8Ug5Oe2Wi", "Expiration": "2030-01-01T00:00:00Z"}"#,
+            r#"ci-deploy,AROAQXRYONJ3DYBVZXG2,Zk4Pw7Ry0Tm3Hb8Nq5Lx2Fd9Vc6Js1Ga4Ue7Ko0E"#,
         ],
         counterexamples: &[
             r#"AKIAIOSFODNN7EXAMPLE"#,

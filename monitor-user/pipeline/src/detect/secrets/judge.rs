@@ -54,6 +54,20 @@ pub fn is_placeholder(s: &str) -> bool {
     if s.starts_with('<') || s.ends_with('>') || matches!((open, close), (Some(o), Some(c)) if o < c) {
         return true;
     }
+    // `[password]`, `[[username]:[password]]` (the notation of docs for an
+    // optional or variable part): square brackets around a lower-case word.
+    let trimmed = s.trim_matches(|c| c == '[' || c == ']');
+    if s.starts_with('[') && !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        return true;
+    }
+    // `myPassword`, `mySecretKey` (connectionstrings.com and every driver's
+    // docs): `my` and capitalized words, one of them naming the value.
+    if let Some(rest) = s.strip_prefix("my") {
+        let words = ["Password", "Pass", "Pwd", "Secret", "Token", "Key", "ApiKey"];
+        if rest.bytes().all(|b| b.is_ascii_alphabetic()) && words.iter().any(|w| rest.contains(w)) {
+            return true;
+        }
+    }
     // An interpolated name (`Password={password};` in an f-string or a C#
     // interpolated string): braces around a lower-case identifier.
     if let Some(inner) = s.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
@@ -273,10 +287,19 @@ pub fn names_no_secret(name: &str) -> bool {
         "sitekey",
         // A Web Push (VAPID) public key.
         "applicationserverkey",
-        // Algolia's search-only key is meant for browsers.
+        // Algolia's search-only key is meant for browsers, as are the
+        // search keys of Meilisearch and Typesense (`ALGOLIA_SEARCH_KEY`).
         "search_only_api_key",
         "search_only_key",
         "searchonlyapikey",
+        "search_key",
+        "searchkey",
+        "search-key",
+        "search_api_key",
+        "searchapikey",
+        "search-api-key",
+        // An HTTP cache's key (`X-Cache-Key:`): a digest of the request.
+        "cache-key",
     ];
     // `OLDPWD`: the shell's previous directory (`PWD` is judged by its
     // value: a path is the shell's, see `is_reference_or_code`).
@@ -556,7 +579,9 @@ fn is_public_value(v: &str) -> bool {
         || (v.starts_with("eyJ") && super::checks::jwt_is_public(v))
         // Datadog browser (RUM) client tokens: `pub` and 32 hex digits.
         || (v.len() == 35 && v.starts_with("pub") && v[3..].bytes().all(|b| b.is_ascii_hexdigit()))
-        || ["ssh-", "ecdsa-sha2-", "npub1", "pk.ey", "pk_live_", "pk_test_"]
+        // PostHog project keys (`phc_`): shipped in every page that
+        // reports to PostHog, write-only by design.
+        || ["ssh-", "ecdsa-sha2-", "npub1", "pk.ey", "pk_live_", "pk_test_", "phc_"]
             .iter()
             .any(|p| v.starts_with(p))
 }
@@ -577,6 +602,10 @@ fn is_password_hash(v: &str) -> bool {
         "scrypt$",
         "sha1$",
         "md5$",
+        // PostgreSQL's stored SCRAM verifier (`CREATE ROLE ... PASSWORD
+        // 'SCRAM-SHA-256$4096:...'`, `pg_authid`).
+        "scram-sha-256$",
+        "scram-sha-1$",
     ];
     let lower = v.to_ascii_lowercase();
     ALGORITHMS.iter().any(|a| lower.starts_with(a))

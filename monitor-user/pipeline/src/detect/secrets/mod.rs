@@ -14,6 +14,7 @@
 
 pub mod builtin;
 mod checks;
+mod context;
 mod encoded;
 pub mod gitleaks;
 mod judge;
@@ -393,6 +394,9 @@ impl SecretScanner {
                 let secret = &s[range.clone()];
                 let name = caps.name("name").map_or("", |n| n.as_str());
                 if is_placeholder(secret) || !check(c.def.check, secret, name) {
+                    continue;
+                }
+                if context::public_by_context(c.def.id, s, &range) {
                     continue;
                 }
                 if c.entropy_above.is_some_and(|e| shannon_entropy(secret) <= e) {

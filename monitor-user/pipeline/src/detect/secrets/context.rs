@@ -1,0 +1,166 @@
+//! Matches that their surroundings show to be public or not a credential
+//! on their own: a Firebase web configuration's API key, an AWS access key
+//! ID with no secret key near it, a SealedSecret's ciphertext, a DocSearch
+//! key, a local database's default login.
+
+use std::ops::Range;
+
+/// How far around a match its context is looked for, in bytes.
+const NEAR: usize = 600;
+
+/// Whether the match `range` of rule `rule_id` in `text` is public or not a
+/// credential by what surrounds it.
+pub fn public_by_context(rule_id: &str, text: &str, range: &Range<usize>) -> bool {
+    let before = &text[floor(text, range.start.saturating_sub(NEAR))..range.start];
+    let after = &text[range.end..ceil(text, (range.end + NEAR).min(text.len()))];
+    // Firebase's web configuration carries an API key that Google
+    // documents as public (it names the project; rules guard the data),
+    // whichever rule took it (its format's, or `apiKey: ...`'s).
+    if text[range.clone()].starts_with("AIza")
+        && ["firebaseapp.com", "messagingSenderId", "authDomain"]
+            .iter()
+            .any(|w| before.contains(w) || after.contains(w))
+    {
+        return true;
+    }
+    match rule_id {
+        // An access key ID names a key (and its account), like a user
+        // name: without the secret access key it grants nothing. It counts
+        // when a secret-key-shaped value is near it.
+        "aws-access-key-id" => !has_secret_key_shape(before) && !has_secret_key_shape(after),
+        "generic-secret-assignment" => {
+            // A SealedSecret's `encryptedData` values: ciphertexts only the
+            // cluster's controller can open, kept in Git by design.
+            (text.contains("kind: SealedSecret") && before.contains("encryptedData"))
+                // Algolia DocSearch's `apiKey`: a search-only key for browsers.
+                || before.contains("docsearch")
+        }
+        id if id.ends_with("-connection-string") || id == "url-credentials" => loopback_default_login(text, range),
+        _ => false,
+    }
+}
+
+/// A 40-character run of the base64 alphabet with upper case, lower case
+/// and a digit (an AWS secret access key's shape; hex digests, which are
+/// one case, are not).
+fn has_secret_key_shape(s: &str) -> bool {
+    s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '/' || c == '+'))
+        .any(|w| {
+            w.len() == 40
+                && w.bytes().any(|b| b.is_ascii_uppercase())
+                && w.bytes().any(|b| b.is_ascii_lowercase())
+                && w.bytes().any(|b| b.is_ascii_digit())
+        })
+}
+
+/// `scheme://postgres:postgres@localhost`, `amqp://guest:guest@127.0.0.1`:
+/// the password is the user name and the host is this machine, the
+/// defaults of local development images.
+fn loopback_default_login(text: &str, range: &Range<usize>) -> bool {
+    let secret = &text[range.clone()];
+    let head = &text[..range.start];
+    let Some(user) = head.strip_suffix(':').and_then(|h| h.rsplit("//").next()) else {
+        return false;
+    };
+    let Some(host) = text[range.end..].strip_prefix('@') else {
+        return false;
+    };
+    user == secret && ["localhost", "127.0.0.1", "[::1]"].iter().any(|h| host.starts_with(h))
+}
+
+fn floor(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judge(rule: &str, text: &str, secret: &str) -> bool {
+        let start = text.find(secret).expect("secret in text");
+        public_by_context(rule, text, &(start..start + secret.len()))
+    }
+
+    #[test]
+    fn firebase_web_config_key_is_public_a_lone_google_key_is_not() {
+        let key = "AIzaQ3bX9kLm2Nv8Rt5Yw1Zc4Hd7Jf0Gp6Sq2Ue";
+        let config = format!(
+            "const firebaseConfig = {{\n  apiKey: \"{key}\",\n  authDomain: \"shop.firebaseapp.com\",\n  projectId: \"shop\"\n}};"
+        );
+        assert!(judge("gcp-api-key", &config, key));
+        assert!(judge("generic-secret-assignment", &config, key));
+        assert!(!judge("gcp-api-key", &format!("GOOGLE_API_KEY={key}"), key));
+    }
+
+    #[test]
+    fn aws_key_id_counts_only_beside_a_secret_key() {
+        let id = "AKIAQ7XRT2MB5VZW4NLD";
+        assert!(judge(
+            "aws-access-key-id",
+            &format!("Deactivated access key {id} for user ana"),
+            id
+        ));
+        assert!(judge(
+            "aws-access-key-id",
+            &format!("key {id} rotated; commit 9f3c2a7d1e0b4c5a6f7e8d9c0b1a2f3e4d5c6b7a"),
+            id
+        ));
+        let pair = format!(
+            "[default]\naws_access_key_id = {id}\naws_secret_access_key = kP3v9Xq2Lm8Rt5Yw1Zc4Hd7Jf0Gp6Sq2Ue9Bn4Ma\n"
+        );
+        assert!(!judge("aws-access-key-id", &pair, id));
+        let csv =
+            format!("User name,Access key ID,Secret access key\nci,{id},kP3v9Xq2Lm8Rt5Yw1Zc4Hd7Jf0Gp6Sq2Ue9Bn4Ma");
+        assert!(!judge("aws-access-key-id", &csv, id));
+    }
+
+    #[test]
+    fn sealed_secret_and_docsearch_values_are_public() {
+        let blob = "AgZ8HXBNevqzw1DlJh3aQfQrUWAWuJL4lVk8NqZ3eOJ";
+        let sealed = format!("kind: SealedSecret\nspec:\n  encryptedData:\n    password: {blob}\n");
+        assert!(judge("generic-secret-assignment", &sealed, blob));
+        let plain = format!("kind: Secret\nstringData:\n  password: {blob}\n");
+        assert!(!judge("generic-secret-assignment", &plain, blob));
+        let ds = "docsearch:\n  appId: KNNXFQH91G\n  apiKey: 6ebe75c35eb78c4ad2cae51f078a4511\n";
+        assert!(judge(
+            "generic-secret-assignment",
+            ds,
+            "6ebe75c35eb78c4ad2cae51f078a4511"
+        ));
+    }
+
+    #[test]
+    fn local_default_logins_are_not_credentials_elsewhere_they_are() {
+        let t = "DATABASE_URL=postgres://postgres:postgres@localhost:5432/app";
+        let start = t.find(":postgres@").unwrap() + 1;
+        assert!(public_by_context("postgres-connection-string", t, &(start..start + 8)));
+        assert!(public_by_context("url-credentials", t, &(start..start + 8)));
+        let t = "amqp://guest:guest@rabbit.prod.internal:5672//";
+        let start = t.find(":guest@").unwrap() + 1;
+        assert!(!public_by_context("amqp-connection-string", t, &(start..start + 5)));
+        let t = "postgres://app:Zr7kLm2Qx9@localhost/app";
+        let start = t.find("Zr7").unwrap();
+        assert!(!public_by_context(
+            "postgres-connection-string",
+            t,
+            &(start..start + 10)
+        ));
+    }
+
+    #[test]
+    fn windows_at_the_text_edges_and_inside_multibyte_characters() {
+        let t = format!("é{}AKIAQ7XRT2MB5VZW4NLDé", "ü".repeat(400));
+        let start = t.find("AKIA").unwrap();
+        assert!(public_by_context("aws-access-key-id", &t, &(start..start + 20)));
+    }
+}
