@@ -41,6 +41,8 @@ pub(crate) fn ring_flags(size: u64) -> u64 {
         _ => return 0,
     };
     let before = EVENTS.query(BPF_RB_AVAIL_DATA);
+    // The ring counts each record's 8-byte header and its padding to 8.
+    let size = (size + 8 + 7) & !7;
     if before / threshold != (before + size) / threshold {
         BPF_RB_FORCE_WAKEUP
     } else {

@@ -78,6 +78,8 @@ fn every_program_loads_within_the_verifier_budget() {
             .unwrap_or_else(|| panic!("no verifier count for {name}: {}", p["error"]));
         // Every program does some work; a zero would mean the count is not read.
         assert!(n > 0, "{name}: {p}");
+        // A count beside an error is a walk cut short by a rejection.
+        assert!(p["error"].is_null(), "{name} was refused by the verifier: {p}");
         assert!(
             n <= budget,
             "{name} made the verifier process {n} instructions, over the budget of {budget}: \

@@ -66,13 +66,17 @@ pub(crate) fn entry_args(ctx: &TracePointContext, syscall: Syscall) -> SyscallAr
 }
 
 /// Exit of a call stashed at entry: the transfer of the bytes the kernel
-/// actually moved. The stash is removed whatever the outcome.
+/// actually moved. The stash is removed whatever the outcome, and used
+/// only if it is this call's (`syscall_of` its number).
 #[inline(always)]
-pub(crate) fn on_stashed_exit(ctx: &TracePointContext, dir: Direction) {
+pub(crate) fn on_stashed_exit(ctx: &TracePointContext, dir: Direction, syscall_of: impl Fn(u32) -> Option<Syscall>) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(args) = take_stash(pid_tgid) else {
         return;
     };
+    if syscall_of(record_nr(ctx)).map(|s| s as u8) != Some(args.syscall) {
+        return;
+    }
     on_exit(ctx, dir, pid_tgid, &args, record_u64(ctx, EXIT_RET) as i64);
 }
 
@@ -135,7 +139,7 @@ pub(crate) fn exit_from_regs(ctx: &TracePointContext, syscall_of: impl Fn(u32) -
     let dir = Direction::Ingress;
     let Some(cfg) = config() else { return };
     if cfg.regs_offset == 0 {
-        on_stashed_exit(ctx, dir);
+        on_stashed_exit(ctx, dir, syscall_of);
         return;
     }
     let ret = record_u64(ctx, EXIT_RET) as i64;
@@ -176,19 +180,7 @@ pub(crate) fn egress_exit(ctx: &TracePointContext, syscall_of: impl Fn(u32) -> O
     }
     // Taken whatever the outcome: a failed write (EAGAIN) must not leave
     // its mark to the thread's next write.
-    let Some(args) = take_stash(pid_tgid) else {
-        return;
-    };
-    if syscall_of(record_nr(ctx)).map(|s| s as u8) != Some(args.syscall) {
-        return;
-    }
-    on_exit(
-        ctx,
-        Direction::Egress,
-        pid_tgid,
-        &args,
-        record_u64(ctx, EXIT_RET) as i64,
-    );
+    on_stashed_exit(ctx, Direction::Egress, syscall_of);
 }
 
 /// Marks the current write, a TCP write of a tracked process, for its

@@ -38,14 +38,16 @@ pub(super) const SYSCALL_PROGRAMS: &[(&str, &str)] = &[
     ("sys_exit_readv", "sys_exit_ingress"),
     ("sys_exit_recvfrom", "sys_exit_ingress"),
     ("sys_exit_recvmsg", "sys_exit_ingress"),
-    ("sys_enter_write", "sys_enter_write"),
-    ("sys_enter_writev", "sys_enter_writev"),
-    ("sys_enter_sendto", "sys_enter_sendto"),
-    ("sys_enter_sendmsg", "sys_enter_sendmsg"),
+    // Write exits before write entries: an entry's mark for its exit
+    // (`mark_for_exit`) must never be left behind for a later call.
     ("sys_exit_write", "sys_exit_egress"),
     ("sys_exit_writev", "sys_exit_egress"),
     ("sys_exit_sendto", "sys_exit_egress"),
     ("sys_exit_sendmsg", "sys_exit_egress"),
+    ("sys_enter_write", "sys_enter_write"),
+    ("sys_enter_writev", "sys_enter_writev"),
+    ("sys_enter_sendto", "sys_enter_sendto"),
+    ("sys_enter_sendmsg", "sys_enter_sendmsg"),
     // Descriptors closed or replaced: discovery forgets their streams.
     ("sys_enter_close", "sys_enter_close"),
     ("sys_enter_dup2", "sys_enter_dup_onto"),
@@ -175,18 +177,23 @@ const PROBE_MAP_SIZES: &[(&str, u32)] = &[
     (map_name::STREAMS, 1024),
 ];
 
+/// The read-only globals as the agent's default load sets them.
+fn probe_globals() -> [(&'static str, &'static [u8]); 1] {
+    [(TASK_PT_REGS, if preflight::has_task_pt_regs() { &[1] } else { &[0] })]
+}
+
 /// The verifier's cost of each program on this kernel (`mcp-monitor check`).
 pub fn verifier_costs() -> anyhow::Result<Vec<verifier::ProgramCost>> {
     if EBPF_OBJECT.is_empty() {
         anyhow::bail!("this binary was built without its eBPF programs (MCP_MONITOR_SKIP_EBPF=1)");
     }
-    Ok(verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES)?.costs())
+    Ok(verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES, &probe_globals())?.costs())
 }
 
 /// A program the kernel refused, explained (see [`verifier::explain_rejection`]).
 pub(super) fn rejected(prog: &str, e: aya::programs::ProgramError) -> anyhow::Error {
     let probe = if verifier::log_keeps_tail() {
-        verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES).ok()
+        verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES, &probe_globals()).ok()
     } else {
         None
     };

@@ -21,7 +21,7 @@ use std::{
 use aya::{maps::MapData, programs::ProgramError, util::KernelVersion};
 use aya_obj::{
     generated::{bpf_attr, bpf_cmd, bpf_insn, bpf_prog_type},
-    Object, ProgramSection,
+    EbpfSectionKind, Object, ProgramSection,
 };
 
 /// The verifier's limit on instructions processed per program, the same
@@ -162,8 +162,14 @@ fn kind_of(section: &ProgramSection) -> Option<(&'static str, bpf_prog_type)> {
 impl Probe {
     /// Parses `object` and relocates it against new maps (sized by
     /// `max_entries` where the object leaves a size to the loader).
-    pub fn new(object: &[u8], max_entries: &[(&str, u32)]) -> anyhow::Result<Self> {
+    /// Read-only globals (`globals`: name and bytes) are written into the
+    /// object's `.rodata` and frozen as the loader does, so the verifier
+    /// prunes the same dead branches as in the real load (on 5.10, the
+    /// branch that calls 5.15 helpers).
+    pub fn new(object: &[u8], max_entries: &[(&str, u32)], globals: &[(&str, &[u8])]) -> anyhow::Result<Self> {
         let mut obj = Object::parse(object)?;
+        obj.patch_map_data(globals.iter().map(|(n, v)| (*n, (*v, true))).collect())
+            .map_err(|e| anyhow::anyhow!("setting the globals for the verifier statistics: {e}"))?;
         let sizes: HashMap<&str, u32> = max_entries.iter().copied().collect();
         // The definitions stay borrowed by the relocation while `obj` is
         // changed: work on copies.
@@ -174,8 +180,13 @@ impl Probe {
             if let Some(n) = sizes.get(name.as_str()) {
                 def.set_max_entries(*n);
             }
-            let data = MapData::create(def, name, None)
+            let data = MapData::create(def.clone(), name, None)
                 .map_err(|e| anyhow::anyhow!("creating map {name} for the verifier statistics: {e}"))?;
+            if !def.data().is_empty() {
+                let freeze = def.section_kind() == EbpfSectionKind::Rodata;
+                write_section_data(data.fd().as_fd().as_raw_fd(), def.data(), freeze)
+                    .map_err(|e| anyhow::anyhow!("filling map {name} for the verifier statistics: {e}"))?;
+            }
             maps.push(data);
         }
         let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
@@ -244,6 +255,47 @@ impl Probe {
         }
         out
     }
+}
+
+/// Writes a data section's bytes into its one-entry array map and, for
+/// `.rodata`, freezes it: only a frozen map's values are constants to the
+/// verifier.
+fn write_section_data(fd: i32, data: &[u8], freeze: bool) -> std::io::Result<()> {
+    let key = 0u32;
+    let sys = |cmd: bpf_cmd, attr: &bpf_attr| {
+        // SAFETY: attr is initialised and outlives the call; the kernel only
+        // reads the key and value it points at, which outlive it too.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd as libc::c_long,
+                attr as *const bpf_attr,
+                std::mem::size_of::<bpf_attr>(),
+            )
+        };
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY: bpf_attr is plain data; all-zero is its documented default.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: BPF_MAP_UPDATE_ELEM and BPF_MAP_FREEZE use the second member
+    // of the union.
+    let u = unsafe { &mut attr.__bindgen_anon_2 };
+    u.map_fd = fd as u32;
+    u.key = &key as *const u32 as u64;
+    u.__bindgen_anon_1.value = data.as_ptr() as u64;
+    sys(bpf_cmd::BPF_MAP_UPDATE_ELEM, &attr)?;
+    if freeze {
+        // SAFETY: as above.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        // Writing a union field is safe; only reading one is not.
+        attr.__bindgen_anon_2.map_fd = fd as u32;
+        sys(bpf_cmd::BPF_MAP_FREEZE, &attr)?;
+    }
+    Ok(())
 }
 
 /// `bpf(BPF_PROG_LOAD)` with our own log buffer.

@@ -103,6 +103,10 @@ pub fn report_failures(report: &Value) -> Vec<String> {
                  (limit {})",
                 report["verifier_limit"]
             )),
+            // A count with an error is a walk cut short by a rejection.
+            Some(_) if !p["error"].is_null() => {
+                out.push(format!("program {name} was refused by the verifier: {}", p["error"]))
+            }
             Some(_) => {}
             None => out.push(format!(
                 "the verifier cost of program {name} could not be measured: {}",
@@ -267,6 +271,7 @@ mod tests {
             {"name": "a", "processed_insns": 100},
             {"name": "b", "processed_insns": 101},
             {"name": "c", "processed_insns": null, "error": "EINVAL"},
+            {"name": "d", "processed_insns": 50, "error": null},
         ], "kernel": "5.10.0-46-amd64",
         "read_arguments": "from the user registers saved at syscall entry (0x3f58 from the kernel stack base)"});
         let f = report_failures(&r);
@@ -282,6 +287,15 @@ mod tests {
         assert!(f.len() == 3 && f[2].contains("kernel stack base"), "{f:?}");
         assert!(f[0].contains("program b") && f[0].contains("101"), "{f:?}");
         assert!(f[1].contains("program c") && f[1].contains("EINVAL"), "{f:?}");
+        // A count cut short by a rejection fails too.
+        let mut cut = r.clone();
+        cut["kernel"] = "6.1.0-57-amd64".into();
+        cut["programs"][3]["error"] = "invalid func unknown#158".into();
+        let f = report_failures(&cut);
+        assert!(
+            f.len() == 3 && f[2].contains("program d") && f[2].contains("unknown#158"),
+            "{f:?}"
+        );
         r["read_arguments"] = "stashed at entry".into();
         let f = report_failures(&r);
         assert!(f.len() == 3 && f[2].contains("saved user registers"), "{f:?}");

@@ -9,14 +9,19 @@ use std::ops::Range;
 const NEAR: usize = 600;
 
 /// Whether the match `range` of rule `rule_id` in `text` is public or not a
-/// credential by what surrounds it.
-pub fn public_by_context(rule_id: &str, text: &str, range: &Range<usize>) -> bool {
+/// credential by what surrounds it; `name` is the assignment's name where
+/// the rule has one (else empty).
+pub fn public_by_context(rule_id: &str, name: &str, text: &str, range: &Range<usize>) -> bool {
     let before = &text[floor(text, range.start.saturating_sub(NEAR))..range.start];
     let after = &text[range.end..ceil(text, (range.end + NEAR).min(text.len()))];
+    let line_before = before[before.rfind('\n').map_or(0, |i| i + 1)..].to_ascii_lowercase();
     // Firebase's web configuration carries an API key that Google
     // documents as public (it names the project; rules guard the data),
-    // whichever rule took it (its format's, or `apiKey: ...`'s).
+    // whichever rule took it (its format's, or `apiKey: ...`'s): a key
+    // named `apiKey` or `*FIREBASE*` beside the configuration's other
+    // fields. A Gemini key (`GEMINI_API_KEY=AIza...`) beside them counts.
     if text[range.clone()].starts_with("AIza")
+        && (line_before.contains("apikey") || line_before.contains("firebase"))
         && ["firebaseapp.com", "messagingSenderId", "authDomain"]
             .iter()
             .any(|w| before.contains(w) || after.contains(w))
@@ -30,10 +35,17 @@ pub fn public_by_context(rule_id: &str, text: &str, range: &Range<usize>) -> boo
         "aws-access-key-id" => !has_secret_key_shape(before) && !has_secret_key_shape(after),
         "generic-secret-assignment" => {
             // A SealedSecret's `encryptedData` values: ciphertexts only the
-            // cluster's controller can open, kept in Git by design.
-            (text.contains("kind: SealedSecret") && before.contains("encryptedData"))
-                // Algolia DocSearch's `apiKey`: a search-only key for browsers.
-                || before.contains("docsearch")
+            // cluster's controller can open, kept in Git by design. Within
+            // the same YAML document only.
+            let doc_start = text[..range.start].rfind("\n---").unwrap_or(0);
+            let doc_end = text[range.end..].find("\n---").map_or(text.len(), |i| range.end + i);
+            let sealed = text[doc_start..doc_end].contains("kind: SealedSecret")
+                && text[doc_start..range.start].contains("encryptedData:");
+            // Algolia DocSearch's `apiKey:` in its `docsearch` block: a
+            // search-only key for browsers (the scraper's `API_KEY` is not).
+            let near = &before[floor(before, before.len().saturating_sub(200))..];
+            let docsearch = name.trim_matches(|c| c == '"' || c == '\'') == "apiKey" && near.contains("docsearch");
+            sealed || docsearch
         }
         id if id.ends_with("-connection-string") || id == "url-credentials" => loopback_default_login(text, range),
         _ => false,
@@ -43,7 +55,7 @@ pub fn public_by_context(rule_id: &str, text: &str, range: &Range<usize>) -> boo
 /// A 40-character run of the base64 alphabet with upper case, lower case
 /// and a digit (an AWS secret access key's shape; hex digests, which are
 /// one case, are not).
-fn has_secret_key_shape(s: &str) -> bool {
+pub fn has_secret_key_shape(s: &str) -> bool {
     s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '/' || c == '+'))
         .any(|w| {
             w.len() == 40
@@ -65,7 +77,11 @@ fn loopback_default_login(text: &str, range: &Range<usize>) -> bool {
     let Some(host) = text[range.end..].strip_prefix('@') else {
         return false;
     };
-    user == secret && ["localhost", "127.0.0.1", "[::1]"].iter().any(|h| host.starts_with(h))
+    user == secret
+        && ["localhost", "127.0.0.1", "[::1]"].iter().any(|h| {
+            host.strip_prefix(h)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/', '?', '#']))
+        })
 }
 
 fn floor(s: &str, mut i: usize) -> usize {
@@ -88,7 +104,8 @@ mod tests {
 
     fn judge(rule: &str, text: &str, secret: &str) -> bool {
         let start = text.find(secret).expect("secret in text");
-        public_by_context(rule, text, &(start..start + secret.len()))
+        let name = if text.contains("apiKey:") { "apiKey" } else { "" };
+        public_by_context(rule, name, text, &(start..start + secret.len()))
     }
 
     #[test]
@@ -100,6 +117,9 @@ mod tests {
         assert!(judge("gcp-api-key", &config, key));
         assert!(judge("generic-secret-assignment", &config, key));
         assert!(!judge("gcp-api-key", &format!("GOOGLE_API_KEY={key}"), key));
+        // A Gemini key in the same .env as a Firebase auth domain.
+        let env = format!("NEXT_PUBLIC_FIREBASE_AUTH_DOMAIN=shop.firebaseapp.com\nGEMINI_API_KEY={key}\n");
+        assert!(!judge("gcp-api-key", &env, key));
     }
 
     #[test]
@@ -131,6 +151,20 @@ mod tests {
         assert!(judge("generic-secret-assignment", &sealed, blob));
         let plain = format!("kind: Secret\nstringData:\n  password: {blob}\n");
         assert!(!judge("generic-secret-assignment", &plain, blob));
+        // A plain Secret after a SealedSecret, in another YAML document.
+        let both = format!("{sealed}---\nkind: Secret\nstringData:\n  password: {blob}Q\n");
+        let second = both.rfind(blob).unwrap();
+        let r = second..second + blob.len() + 1;
+        assert!(!public_by_context("generic-secret-assignment", "password", &both, &r));
+        // The scraper's admin key beside the word is not the search key.
+        let scraper = "# docsearch scraper\nAPPLICATION_ID=KNNXFQH91G\nAPI_KEY=9f3c2a7d1e0b4c5a6f7e8d9c0b1a2f3e\n";
+        let start = scraper.find("9f3c").unwrap();
+        assert!(!public_by_context(
+            "generic-secret-assignment",
+            "API_KEY",
+            scraper,
+            &(start..start + 32)
+        ));
         let ds = "docsearch:\n  appId: KNNXFQH91G\n  apiKey: 6ebe75c35eb78c4ad2cae51f078a4511\n";
         assert!(judge(
             "generic-secret-assignment",
@@ -143,15 +177,29 @@ mod tests {
     fn local_default_logins_are_not_credentials_elsewhere_they_are() {
         let t = "DATABASE_URL=postgres://postgres:postgres@localhost:5432/app";
         let start = t.find(":postgres@").unwrap() + 1;
-        assert!(public_by_context("postgres-connection-string", t, &(start..start + 8)));
-        assert!(public_by_context("url-credentials", t, &(start..start + 8)));
+        assert!(public_by_context(
+            "postgres-connection-string",
+            "",
+            t,
+            &(start..start + 8)
+        ));
+        assert!(public_by_context("url-credentials", "", t, &(start..start + 8)));
         let t = "amqp://guest:guest@rabbit.prod.internal:5672//";
         let start = t.find(":guest@").unwrap() + 1;
-        assert!(!public_by_context("amqp-connection-string", t, &(start..start + 5)));
+        assert!(!public_by_context("amqp-connection-string", "", t, &(start..start + 5)));
+        let t = "postgres://admin:admin@localhost.prod.example.net/app";
+        let start = t.find(":admin@").unwrap() + 1;
+        assert!(!public_by_context(
+            "postgres-connection-string",
+            "",
+            t,
+            &(start..start + 5)
+        ));
         let t = "postgres://app:Zr7kLm2Qx9@localhost/app";
         let start = t.find("Zr7").unwrap();
         assert!(!public_by_context(
             "postgres-connection-string",
+            "",
             t,
             &(start..start + 10)
         ));
@@ -161,6 +209,6 @@ mod tests {
     fn windows_at_the_text_edges_and_inside_multibyte_characters() {
         let t = format!("é{}AKIAQ7XRT2MB5VZW4NLDé", "ü".repeat(400));
         let start = t.find("AKIA").unwrap();
-        assert!(public_by_context("aws-access-key-id", &t, &(start..start + 20)));
+        assert!(public_by_context("aws-access-key-id", "", &t, &(start..start + 20)));
     }
 }

@@ -62,9 +62,16 @@ pub fn is_placeholder(s: &str) -> bool {
     }
     // `myPassword`, `mySecretKey` (connectionstrings.com and every driver's
     // docs): `my` and capitalized words, one of them naming the value.
-    if let Some(rest) = s.strip_prefix("my") {
-        let words = ["Password", "Pass", "Pwd", "Secret", "Token", "Key", "ApiKey"];
-        if rest.bytes().all(|b| b.is_ascii_alphabetic()) && words.iter().any(|w| rest.contains(w)) {
+    if let Some(mut rest) = s.strip_prefix("my") {
+        // Only capitalized words of that kind: `myPassionFruit` is a password.
+        const WORDS: &[&str] = &[
+            "Password", "Pass", "Pwd", "Secret", "Token", "Api", "Key", "Db", "Admin", "User",
+        ];
+        let named = !rest.is_empty();
+        while let Some(w) = WORDS.iter().find(|w| rest.starts_with(**w)) {
+            rest = &rest[w.len()..];
+        }
+        if named && rest.is_empty() {
             return true;
         }
     }
@@ -292,12 +299,6 @@ pub fn names_no_secret(name: &str) -> bool {
         "search_only_api_key",
         "search_only_key",
         "searchonlyapikey",
-        "search_key",
-        "searchkey",
-        "search-key",
-        "search_api_key",
-        "searchapikey",
-        "search-api-key",
         // An HTTP cache's key (`X-Cache-Key:`): a digest of the request.
         "cache-key",
     ];
@@ -312,7 +313,22 @@ pub fn names_no_secret(name: &str) -> bool {
         && !name[1..]
             .bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
-    NOT_SECRET.iter().any(|n| lower.ends_with(n)) || lower == "oldpwd" || lower == "key" || arn_part
+    NOT_SECRET.iter().any(|n| lower.ends_with(n))
+        || lower == "oldpwd"
+        || lower == "key"
+        || arn_part
+        || browser_search_key(lower)
+}
+
+/// The search key of a search service meant for browsers
+/// (`ALGOLIA_SEARCH_KEY`, `MEILI_SEARCH_KEY`, `typesenseSearchKey`); not
+/// their admin or master keys, nor other services' search API keys
+/// (`ELASTICSEARCH_API_KEY`, `BRAVE_SEARCH_API_KEY` are secrets).
+fn browser_search_key(lower: &str) -> bool {
+    let l = lower.replace("meilisearch", "meili").replace("docsearch", "docs");
+    ["algolia", "meili", "typesense"].iter().any(|v| l.contains(v))
+        && l.contains("search")
+        && !["admin", "master", "write"].iter().any(|w| l.contains(w))
 }
 
 /// Judges a key name (`DB_PASSWORD`, `fooKey`, `sonar.login`,

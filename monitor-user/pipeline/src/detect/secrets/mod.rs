@@ -396,7 +396,7 @@ impl SecretScanner {
                 if is_placeholder(secret) || !check(c.def.check, secret, name) {
                     continue;
                 }
-                if context::public_by_context(c.def.id, s, &range) {
+                if context::public_by_context(c.def.id, name, s, &range) {
                     continue;
                 }
                 if c.entropy_above.is_some_and(|e| shannon_entropy(secret) <= e) {
@@ -579,6 +579,7 @@ impl SecretScanner {
                             .any(|w| b.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w.as_bytes())))
                     };
                     let envelope = map.keys().any(|k| named(k, &["iv", "nonce"])) && map.keys().any(|k| ciphered(k));
+                    self.aws_key_pair(map, &p, out);
                     for (k, item) in map.iter().rev() {
                         let child = Cow::Owned(child_path(&p, k));
                         if let Value::String(s) = item {
@@ -592,6 +593,37 @@ impl SecretScanner {
                     }
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// An AWS access key ID and a secret access key as values of one
+    /// object (`{"AccessKeyId": ..., "SecretAccessKey": ...}` in structured
+    /// arguments or results): each value is scanned alone, where an ID has
+    /// no secret beside it to count (see `context.rs`) and the secret no
+    /// name for its rule. Reported here under their own rules.
+    fn aws_key_pair(&self, map: &serde_json::Map<String, Value>, path: &str, out: &mut Vec<Finding>) {
+        let rule = |id: &str| self.rules.iter().find(|c| c.def.id == id).map(|c| &c.def);
+        let (Some(id_rule), Some(secret_rule)) = (rule("aws-access-key-id"), rule("aws-secret-access-key")) else {
+            return;
+        };
+        let string = |pred: &dyn Fn(&str) -> bool| {
+            map.iter()
+                .find_map(|(k, v)| v.as_str().filter(|s| pred(s)).map(|s| (k.as_str(), s)))
+        };
+        let Some((id_key, id)) = string(&|s| check(Check::AwsKeyIdPrefix, s, "")) else {
+            return;
+        };
+        let Some((secret_key, secret)) = string(&|s| s.len() == 40 && context::has_secret_key_shape(s)) else {
+            return;
+        };
+        if is_placeholder(id) || is_placeholder(secret) {
+            return;
+        }
+        for (def, key, value) in [(id_rule, id_key, id), (secret_rule, secret_key, secret)] {
+            let child = child_path(path, key);
+            if !out.iter().any(|f| f.path == child) {
+                out.push(self.finding(def, value, &child));
             }
         }
     }

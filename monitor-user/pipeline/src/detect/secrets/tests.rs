@@ -576,3 +576,63 @@ fn the_exceptions_for_envelopes_encrypted_names_and_markers_stay_narrow() {
     assert!(is_placeholder("Not-A-Real-Key-7f3a"));
     assert!(!is_placeholder("NOC_READ_ONLY"));
 }
+
+/// An AWS key pair as values of one JSON object is reported under its own
+/// rules, though each value, scanned alone, has no context; an ID alone in
+/// an object (an IAM listing) is not.
+#[test]
+fn aws_key_pair_in_one_object_is_found_an_id_alone_is_not() {
+    let s = scanner();
+    let scan = |v: serde_json::Value| {
+        let mut out = Vec::new();
+        s.scan_value(&v, "$", &mut Budget::new(1 << 20), &mut out);
+        out
+    };
+    let pair = scan(
+        json!({"AccessKeyId": "AKIAQ7XRT2MB5VZW4NLD", "SecretAccessKey": "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"}),
+    );
+    let rules: Vec<&str> = pair.iter().map(|f| f.rule).collect();
+    assert!(
+        rules.contains(&"aws-access-key-id") && rules.contains(&"aws-secret-access-key"),
+        "{rules:?}"
+    );
+    assert!(pair.iter().any(|f| f.path == "$.SecretAccessKey"), "{pair:?}");
+    let listing = scan(json!({"UserName": "ci", "AccessKeyId": "AKIAQ7XRT2MB5VZW4NLD", "Status": "Active"}));
+    assert!(listing.is_empty(), "{listing:?}");
+}
+
+/// Search keys of browser search services are public by name; other
+/// services' search API keys, and admin keys, are not.
+#[test]
+fn only_browser_search_keys_are_public_by_name() {
+    for public in [
+        "ALGOLIA_SEARCH_KEY",
+        "NEXT_PUBLIC_ALGOLIA_SEARCH_API_KEY",
+        "MEILI_SEARCH_KEY",
+        "typesenseSearchOnlyKey",
+    ] {
+        assert!(names_no_secret(public), "{public}");
+    }
+    for secret in [
+        "ELASTICSEARCH_API_KEY",
+        "BRAVE_SEARCH_API_KEY",
+        "AZURE_SEARCH_API_KEY",
+        "MEILISEARCH_MASTER_KEY",
+        "ALGOLIA_ADMIN_KEY",
+        "ALGOLIA_WRITE_SEARCH_KEY",
+    ] {
+        assert!(!names_no_secret(secret), "{secret}");
+    }
+}
+
+/// `myPassword` is a documentation placeholder; a password that merely
+/// starts with `my` is not.
+#[test]
+fn my_placeholders_are_whole_words_only() {
+    for p in ["myPassword", "mySecretKey", "myApiKey", "myDbPassword", "[password]"] {
+        assert!(is_placeholder(p), "{p}");
+    }
+    for real in ["myPassionFruit42", "mySecretGarden", "myPasswordIs9x!"] {
+        assert!(!is_placeholder(real), "{real}");
+    }
+}
