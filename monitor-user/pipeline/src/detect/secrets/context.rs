@@ -205,6 +205,18 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// Any text, any match range on character boundaries, any rule:
+        /// an answer, never a panic.
+        #[test]
+        fn never_panics(text in "\\PC{0,300}", a in 0usize..400, b in 0usize..400, rule in 0usize..5) {
+            let (a, b) = (floor(&text, a.min(text.len())), floor(&text, b.min(text.len())));
+            let range = a.min(b)..a.max(b);
+            let rules = ["aws-access-key-id", "gcp-api-key", "generic-secret-assignment", "url-credentials", "x"];
+            let _ = public_by_context(rules[rule], "apiKey", &text, &range);
+        }
+    }
+
     #[test]
     fn windows_at_the_text_edges_and_inside_multibyte_characters() {
         let t = format!("é{}AKIAQ7XRT2MB5VZW4NLDé", "ü".repeat(400));

@@ -603,10 +603,6 @@ impl SecretScanner {
     /// no secret beside it to count (see `context.rs`) and the secret no
     /// name for its rule. Reported here under their own rules.
     fn aws_key_pair(&self, map: &serde_json::Map<String, Value>, path: &str, out: &mut Vec<Finding>) {
-        let rule = |id: &str| self.rules.iter().find(|c| c.def.id == id).map(|c| &c.def);
-        let (Some(id_rule), Some(secret_rule)) = (rule("aws-access-key-id"), rule("aws-secret-access-key")) else {
-            return;
-        };
         let string = |pred: &dyn Fn(&str) -> bool| {
             map.iter()
                 .find_map(|(k, v)| v.as_str().filter(|s| pred(s)).map(|s| (k.as_str(), s)))
@@ -620,6 +616,12 @@ impl SecretScanner {
         if is_placeholder(id) || is_placeholder(secret) {
             return;
         }
+        // Looked up only for an object holding both: this runs for every
+        // object of every message.
+        let rule = |id: &str| self.rules.iter().find(|c| c.def.id == id).map(|c| &c.def);
+        let (Some(id_rule), Some(secret_rule)) = (rule("aws-access-key-id"), rule("aws-secret-access-key")) else {
+            return;
+        };
         for (def, key, value) in [(id_rule, id_key, id), (secret_rule, secret_key, secret)] {
             let child = child_path(path, key);
             if !out.iter().any(|f| f.path == child) {
