@@ -184,13 +184,15 @@ pub const RULES: &[RuleDef] = &[
         id: "azure-storage-account-key",
         name: "Azure storage account key",
         category: "cloud",
-        keywords: &["accountkey"],
-        pattern: r#"(?i:accountkey)\s*=\s*(?P<secret>[A-Za-z0-9+/]{86}==)(?:[^A-Za-z0-9+/=]|$)"#,
+        keywords: &["accountkey", "account-key"],
+        pattern: r#"(?i:account-?key)(?:\s*=\s*|\s+)["']?(?P<secret>[A-Za-z0-9+/]{86}==)(?:[^A-Za-z0-9+/=]|$)"#,
         check: Check::None,
         confidence: Confidence::High,
         examples: &[
             r#"DefaultEndpointsProtocol=https;AccountName=demostore4821;AccountKey=H4uL41eVTJ5N9cGKiwNVVVFIc5QVBduXDPzyvLyBb5ixXQUUS9JyxQy/pyKsN+WKNDozsq3gq8iJIfFFHIue9t==;EndpointSuffix=core.windows.net"#,
             r#"AZURE_STORAGE_CONNECTION_STRING="AccountName=logs0193;AccountKey=TbXUFrYyfe1dKeKCEBG4ypekt905BfZU0ONfc6RazG7kddFrwn+GUNNBJMWBWm4Co6WcxZECX2ke0wMd4F323/==""#,
+            r#"$ctx = New-AzStorageContext -StorageAccountName "logs0193" -StorageAccountKey "Wb2kPx7Lq9Zt4Rv8Nm3Hc6Jd1Fg5Sa0Ye2Ui7Ok4Pl9Qw3Er8Ty6Uz1Xc5Vb2Nm7Lk4Jh9Gf3Ds8Az6Qx1Wc5E==""#,
+            r#"az storage blob list --account-name logs0193 --account-key Wb2kPx7Lq9Zt4Rv8Nm3Hc6Jd1Fg5Sa0Ye2Ui7Ok4Pl9Qw3Er8Ty6Uz1Xc5Vb2Nm7Lk4Jh9Gf3Ds8Az6Qx1Wc5E== -c backups"#,
         ],
         counterexamples: &[
             r#"AccountName=demostore;AccountKey=M6cM+RgKstWZ9CxqvH3YSMsVCDjAOwtmh2zmMV26r5Z0BBmOQWmscltLEAeelgmX8769uNfwmgagTfHiKlCWs==;"#,
@@ -1883,12 +1885,13 @@ pub const RULES: &[RuleDef] = &[
         name: "Doppler token",
         category: "saas",
         keywords: &["dp.pt.", "dp.st.", "dp.ct.", "dp.sa.", "dp.scim.", "dp.audit."],
-        pattern: r#"\b(?P<secret>dp\.(?:pt|st|ct|sa|scim|audit)\.[A-Za-z0-9]{40,44})\b"#,
+        pattern: r#"\b(?P<secret>dp\.(?:pt|st|ct|sa|scim|audit)\.(?:[a-z0-9_-]{1,64}\.)?[A-Za-z0-9]{40,44})\b"#,
         check: Check::None,
         confidence: Confidence::High,
         examples: &[
             r#"DOPPLER_TOKEN=dp.pt.5yY8QzX3ETCsEnEC1UL0vbY21rQPYtzfUEer1u9AEYb"#,
             r#"doppler run --token dp.st.5zBuWJryYJGieRiGgt8plcPiaEQV5tHo4mtucpIYE3O -- ./server"#,
+            r#"doppler run --token dp.st.prd.Kx8vQ2mZp9LwT4rY7nB3cH6jD1fG5sA0eU2iO7kP -- npm start"#,
         ],
         counterexamples: &[
             r#"DOPPLER_TOKEN=dp.pt.8JuvtINItYsrcG8V8hA86ZyYEp2kcS"#,
@@ -1919,10 +1922,11 @@ pub const RULES: &[RuleDef] = &[
         name: "HashiCorp Vault batch token",
         category: "saas",
         keywords: &["hvb."],
-        pattern: r#"\b(?P<secret>hvb\.[A-Za-z0-9_-]{138,300})(?:[^A-Za-z0-9_-]|$)"#,
+        pattern: r#"\b(?P<secret>hvb\.[A-Za-z0-9_-]{100,300})(?:[^A-Za-z0-9_-]|$)"#,
         check: Check::None,
         confidence: Confidence::High,
         examples: &[
+            r#"vault login hvb.AAAAAQLkx9Zp2Wq7Rt4Yv8Nb3Mc6Jd1Hf5Gs0Ka2Ue7Io4Pl9Qz3Xw8Er6Ty1Uc5Vb2Nm7Lk4Jh9Gf3Ds8Az6Qx1Wc5Ev0Rt2Yb7Hn4Jm9Kl3Pq8"#,
             r#"VAULT_TOKEN=hvb.AAAAAQp5iI2Z6OWvp0uwU55386Gb_Q5jSmHTqmJ56_rdGEoQ08y_n1HRRfCACc6wbwMYhe68pwt49-5tqvBxyibu6RJIqaI7jcxfbwDMVaEmzPPpF3e7X7GsAXpGju14Jo4N-5qxRAGB6CImOyDkNNY1TCFUYCbvnXOzkkvg0nZdsRzQ"#,
             r#"{"auth": {"client_token": "hvb.AAAAAQRJyMPuYGOZloUHGY6O_NAeIv3E7tNZfZmpDRLEerg1Ee1Dq_OVbM4NXQ35KvrhO-vSJVf6ddt3Qc5HJ-0SXXQylF2u2OUw6ZyMseVdnhnycB4f3IgE3Vsb7NcQ6qnm4tW1rUWCNiq9SQQiqarfbsz9RBlCaqed3aQ40xpNc9LaaiOsveWVcoVvDKbW-bPAJ8cg6mnFMR"}}"#,
         ],
@@ -2347,12 +2351,13 @@ pub const RULES: &[RuleDef] = &[
         name: "HTTP Basic credentials in an Authorization header",
         category: "auth",
         keywords: &["authorization", "basic"],
-        pattern: r#"(?i:authorization|auth)["']?\s*[:=,]?\s*["'`]?(?i:basic)\s+(?:["'`]\s*\+\s*["'`])?(?P<secret>[A-Za-z0-9+/]{8,}={0,2})"#,
+        pattern: r#"(?i:authorization|auth)["']?\s*[:=,]?\s*(?:\n\s*(?i:value)\s*:\s*)?["'`]?(?i:basic)\s+(?:["'`]\s*\+\s*["'`])?(?P<secret>[A-Za-z0-9+/]{8,}={0,2})"#,
         check: Check::MinEntropy(3.0),
         confidence: Confidence::Medium,
         examples: &[
             r#"curl -H "Authorization: Basic c3ZjLWRlcGxveTphM1BtWmFKa3FHQ1gwY1RI" https://registry.acme.test/v2/"#,
             r#"{"headers": {"Authorization": "Basic YWRtaW46RHllSWU5WGcyQ0w1dTVqQQ=="}}"#,
+            "httpHeaders:\n  - name: Authorization\n    value: Basic c3ZjOkpBbFhSTnFnRUZaYVo2OUZhTXB2UnBDOA==",
             r#"headers = {"Authorization": "Basic " + "c3ZjOkpBbFhSTnFnRUZaYVo2OUZhTXB2UnBDOA=="}"#,
         ],
         counterexamples: &[
@@ -2822,12 +2827,13 @@ pub const RULES: &[RuleDef] = &[
         name: "Password in curl -u user:password",
         category: "generic",
         keywords: &["curl"],
-        pattern: r#"\bcurl\b[^\n]{0,200}?\s(?:-u|--user)\s*["']?[^:\s"']{1,64}:(?P<secret>[^\s"'$][^\s"']{5,127})"#,
+        pattern: r#"\bcurl\b[^\n]{0,200}?\s(?:-u|--user)\s*["']?[^:\s"']{1,64}:["']?(?P<secret>[^\s"'$][^\s"']{5,127})"#,
         check: Check::MinEntropy(2.5),
         confidence: Confidence::Medium,
         examples: &[
             r#"curl -u admin:XS%zPuuyFwcZwk https://jenkins.acme.test/api/json"#,
             r#"curl -s --user "deploy:EGEb9ygeMN2IOOs5" -X POST https://registry.acme.test/v2/"#,
+            r#"curl -u ops:'Qw7~hPz2LmR9vT4x' https://ci.acme.test/job/web/build -X POST"#,
         ],
         counterexamples: &[
             r#"curl -u admin:$ADMIN_PASSWORD https://x.test"#,
@@ -2856,10 +2862,10 @@ pub const RULES: &[RuleDef] = &[
     },
     RuleDef {
         id: "cli-password-option",
-        name: "Password given to a client on its command line (sshpass -p, redis-cli -a, sqlcmd -P, ldapsearch -w, RDP /p:, smbclient -U user%password)",
+        name: "Password given to a client on its command line (sshpass -p, redis-cli -a, sqlcmd -P, ldapsearch -w, RDP /p:, smbclient -U user%password, mongosh -p)",
         category: "generic",
-        keywords: &["sshpass", "redis-cli", "sqlcmd", "bcp", "ldap", "rdp", "rdesktop", "smbclient", "rpcclient", "smbmap", "net use", "htpasswd"],
-        pattern: r#"\b(?:sshpass\s+-p|redis-cli\b[^\n]{0,200}?\s(?:-a|--pass)|(?:sqlcmd|bcp|osql)\b[^\n]{0,200}?\s-P|ldap(?:search|modify|add|delete|whoami|passwd|compare|modrdn)\b[^\n]{0,300}?\s-w|(?:xfreerdp|wfreerdp|rdesktop)\b[^\n]{0,200}?\s(?:/p:|-p)|(?:smbclient|rpcclient|smbmap)\b[^\n]{0,200}?\s-U\s*["']?[^%\s"']{1,64}%|\bnet\s+use\b[^\n]{0,200}?/user:\S+\s|\bhtpasswd\s+-\w*b\w*(?:\s+-\w+)*\s+\S+\s+\S+\s)\s*["']?(?P<secret>[^\s"'$<{%-][^\s"'`]{5,127})"#,
+        keywords: &["sshpass", "redis-cli", "sqlcmd", "bcp", "ldap", "rdp", "rdesktop", "smbclient", "rpcclient", "smbmap", "net use", "htpasswd", "mongo"],
+        pattern: r#"\b(?:sshpass\s+-p|redis-cli\b[^\n]{0,200}?\s(?:-a|--pass)|(?:sqlcmd|bcp|osql)\b[^\n]{0,200}?\s-P|ldap(?:search|modify|add|delete|whoami|passwd|compare|modrdn)\b[^\n]{0,300}?\s-w|(?:xfreerdp|wfreerdp|rdesktop)\b[^\n]{0,200}?\s(?:/p:|-p)|(?:smbclient|rpcclient|smbmap)\b[^\n]{0,200}?\s-U\s*["']?[^%\s"']{1,64}%|\bnet\s+use\b[^\n]{0,200}?/user:\S+\s|\bhtpasswd\s+-\w*b\w*(?:\s+-\w+)*\s+\S+\s+\S+\s|\bmongo(?:sh|dump|restore|export|import)?\b[^\n]{0,300}?\s-p\s)\s*["']?(?P<secret>[^\s"'$<{%-][^\s"'`]{5,127})"#,
         check: Check::MinEntropy(2.5),
         confidence: Confidence::Medium,
         examples: &[
@@ -2870,6 +2876,7 @@ pub const RULES: &[RuleDef] = &[
             r#"xfreerdp /v:10.0.3.17 /u:Administrator /p:'M8AhghjsllAj7n' /cert:ignore"#,
             r#"smbclient //fs01/finance -U 'CORP\dave%uXFZo2qh20xlReGsaL1d' -c ls"#,
             r#"net use Z: \\fs01\share /user:CORP\svc_backup Vb9gZteLc9dAtx /persistent:yes"#,
+            r#"mongosh "mongodb://db01.acme.test:27017" -u admin -p 'Tq8#vLz2Wm4k' --authenticationDatabase admin"#,
             r#"htpasswd -b -c /etc/nginx/.htpasswd judy 'mWg3YzzYlqDvi4i5'"#,
         ],
         counterexamples: &[
@@ -3100,7 +3107,7 @@ cat: /run/secrets/token: No such file or directory
         name: "Password in a Redis configuration (requirepass, masterauth)",
         category: "generic",
         keywords: &["requirepass", "masterauth"],
-        pattern: r#"\b(?:requirepass|masterauth)\s+"?(?P<secret>[^\s"$]{6,128})"?"#,
+        pattern: r#"\b(?:requirepass|masterauth)(?:\s*[:=]\s*|\s+)["']?(?P<secret>[^\s"'$][^\s"']{5,127})"#,
         check: Check::MinEntropy(2.5),
         confidence: Confidence::Medium,
         examples: &[
@@ -3109,6 +3116,7 @@ port 6379
 requirepass 9wCZ7Uw9xfogoEmvnE
 maxmemory 2gb"#,
             r#"masterauth "ZomHFwUbbYrEqmSM""#,
+            "redis:\n  host: cache.acme.test\n  requirepass: Kd83*Lmq2Vb",
         ],
         counterexamples: &[
             r#"requirepass changeme"#,
@@ -4197,7 +4205,7 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
         // rule off the many texts that merely say "key" or "passed".
         keywords: &[
             "password", "passwd", "passphrase", "pwd", "secret", "token", "credential", "_pass", "-pass", ".pass",
-            "pass=", "pass:", "pass\"", "pass'", "_key", "-key", ".key", "key=", "key:", "key\"", "key'", "key =",
+            "pass=", "pass =", "pass:", "pass\"", "pass'", "_key", "-key", ".key", "key=", "key:", "key\"", "key'", "key =",
             "_pat", "-pat", ".pat", "pat=", "pat:", "pat\"", "_login", ".login", "-login", "auth=", "auth:",
             "auth\"", "_auth", ".auth", "-auth",
         ],
@@ -4214,6 +4222,7 @@ pg-primary.acme.test:5432:*:postgres:vL6DyDRsomcUjkXCmurU
             r#"aws.secretkey: Hq3Lm8Zp2Xw7Rv5Nk9Tb4Yc6Jd1Fg0Sa"#,
             r#"GITLAB_PAT := Rt5Kq2Wm8Xp3Lz7V"#,
             r#"'password' => 'Tr0ub4dor&3',"#,
+            r#"var pass = "Heron52!Quarry" // do not share"#,
             r#"password=Zx9!kq2M"#,
             r#"export POSTGRES_PASSWORD=zQw*,uLjwh~:LLTRa6fKbFR"#,
             r#"password=Ab\9xYzQ7kLm2"#,

@@ -1,7 +1,8 @@
 //! Matches that their surroundings show to be public or not a credential
 //! on their own: a Firebase web configuration's API key, an AWS access key
-//! ID with no secret key near it, a SealedSecret's ciphertext, a DocSearch
-//! key, a local database's default login.
+//! ID with no secret key near it, a Google Maps key in its embed URL, a
+//! SealedSecret's ciphertext, a DocSearch key, a local database's default
+//! login.
 
 use std::ops::Range;
 
@@ -28,6 +29,12 @@ pub fn public_by_context(rule_id: &str, name: &str, text: &str, range: &Range<us
     {
         return true;
     }
+    // A Google Maps key in the page's own embed or script URL: a browser
+    // key, public by design (restricted to the site's referrers). The
+    // key must be the URL's `key=` parameter, on the same URL.
+    if text[range.clone()].starts_with("AIza") && maps_url_key(before) {
+        return true;
+    }
     match rule_id {
         // An access key ID names a key (and its account), like a user
         // name: without the secret access key it grants nothing. It counts
@@ -50,6 +57,21 @@ pub fn public_by_context(rule_id: &str, name: &str, text: &str, range: &Range<us
         id if id.ends_with("-connection-string") || id == "url-credentials" => loopback_default_login(text, range),
         _ => false,
     }
+}
+
+/// Whether the text just before a key ends a Google Maps embed or
+/// JavaScript API URL at its `key=` parameter.
+fn maps_url_key(before: &str) -> bool {
+    let Some(url) = before.rfind("https://").map(|i| &before[i..]) else {
+        return false;
+    };
+    if url.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '<' || c == '>') {
+        return false;
+    }
+    let maps = url.starts_with("https://maps.googleapis.com/maps/api/js?")
+        || url.starts_with("https://www.google.com/maps/embed/v1/")
+        || url.starts_with("https://maps.googleapis.com/maps/api/staticmap?");
+    maps && (url.ends_with("?key=") || url.ends_with("&key=") || url.ends_with("&amp;key="))
 }
 
 /// A 40-character run of the base64 alphabet with upper case, lower case
@@ -120,6 +142,27 @@ mod tests {
         // A Gemini key in the same .env as a Firebase auth domain.
         let env = format!("NEXT_PUBLIC_FIREBASE_AUTH_DOMAIN=shop.firebaseapp.com\nGEMINI_API_KEY={key}\n");
         assert!(!judge("gcp-api-key", &env, key));
+    }
+
+    #[test]
+    fn google_maps_browser_keys_in_their_urls_are_public_elsewhere_not() {
+        let key = "AIzaSyB4kWORFb5QK0tdA9Pqaka5Ux009r1VKb3";
+        for page in [
+            format!("<iframe src=\"https://www.google.com/maps/embed/v1/place?key={key}&q=Berlin\"></iframe>"),
+            format!(
+                "<script async src=\"https://maps.googleapis.com/maps/api/js?key={key}&callback=initMap\"></script>"
+            ),
+            format!("<img src=\"https://maps.googleapis.com/maps/api/staticmap?center=Paris&zoom=12&key={key}\">"),
+        ] {
+            assert!(judge("gcp-api-key", &page, key), "{page}");
+        }
+        for text in [
+            format!("curl \"https://generativelanguage.googleapis.com/v1beta/models?key={key}\""),
+            format!("see https://maps.googleapis.com/maps/api/js?callback=x then GOOGLE_API_KEY={key}"),
+            format!("https://maps.googleapis.com/maps/api/js?key= {key}"),
+        ] {
+            assert!(!judge("gcp-api-key", &text, key), "{text}");
+        }
     }
 
     #[test]

@@ -106,15 +106,25 @@ fn has_percent_escapes(s: &[u8]) -> bool {
 pub(super) fn decode_candidates(s: &str) -> Vec<(&'static str, String)> {
     use base64::Engine;
     let mut out = Vec::new();
+    let engines = [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::URL_SAFE,
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ];
     for (a, b) in encoded_runs(s.as_bytes()) {
         let run = &s[a..b];
-        let engines = [
-            &base64::engine::general_purpose::STANDARD,
-            &base64::engine::general_purpose::URL_SAFE,
-            &base64::engine::general_purpose::STANDARD_NO_PAD,
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        ];
-        if let Some(bytes) = engines.iter().find_map(|e| e.decode(run).ok()) {
+        // `KEY_B64=LS0tLS1...`: `_` and `=` are base64 bytes too, so the
+        // run starts at the name; failing whole, it is tried from after
+        // its first `=` that padding cannot be (one not at the end).
+        let decoded = engines.iter().find_map(|e| e.decode(run).ok()).or_else(|| {
+            let at = run.trim_end_matches('=').find('=')? + 1;
+            let rest = run[at..].trim_start_matches('=');
+            (rest.len() >= MIN_ENCODED_RUN)
+                .then(|| engines.iter().find_map(|e| e.decode(rest).ok()))
+                .flatten()
+        });
+        if let Some(bytes) = decoded {
             if let Ok(text) = String::from_utf8(bytes) {
                 let printable = text.chars().filter(|c| !c.is_control() || c.is_whitespace()).count();
                 if printable * 10 >= text.chars().count() * 9 && !text.is_empty() {

@@ -602,6 +602,34 @@ fn is_public_value(v: &str) -> bool {
             .any(|p| v.starts_with(p))
 }
 
+/// Validation rules in Laravel's (and Yii's, CakePHP's) pipe form,
+/// `'password' => 'required|string|min:12|confirmed'`: what a password
+/// must be, not one.
+fn is_validation_rules(v: &str) -> bool {
+    const RULES: &[&str] = &[
+        "required",
+        "nullable",
+        "string",
+        "min",
+        "max",
+        "confirmed",
+        "sometimes",
+        "between",
+        "size",
+    ];
+    let mut parts = 0;
+    let mut known = false;
+    for part in v.split('|') {
+        let head = part.split(':').next().unwrap_or("");
+        if head.len() < 3 || !head.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return false;
+        }
+        known |= RULES.contains(&head);
+        parts += 1;
+    }
+    parts >= 2 && known
+}
+
 /// A password hash in the `algorithm$...` form of Django and Passlib
 /// (`pbkdf2_sha256$600000$salt$hash`): what a password check compares
 /// against, not a credential (the `$2b$...` and `$6$...` crypt forms start
@@ -693,6 +721,7 @@ pub fn assignment_ok(name: &str, value: &str) -> bool {
         || is_public_value(value)
         || is_password_hash(value)
         || is_digest(value)
+        || is_validation_rules(value)
         // `"get-token", "--cluster-name"` (an argument list): an option.
         || value.starts_with("--")
     {

@@ -181,6 +181,19 @@ fn encoded_secrets_are_decoded() {
             .any(|f| f.path == "$<base64>" && f.rule.starts_with("github")),
         "{found:?}"
     );
+    // After a name joined to it by `=` (both base64 bytes), as in
+    // `.env` files: `SSH_KEY_B64=LS0tLS1CRUdJTi...`.
+    let key = "-----BEGIN EC PRIVATE KEY-----\nMHQCAQEEIMw+1g7/zUzTtrBFLjP7I0NaAY0RjzTCt6K9pakfNiIUoAcGBSuBBAAK\noUQDQgAEPc81kPsNHbOMeoSs/GBLTfOOZU8kMfIQ2WrpotEhMSldZsHguGHuAo0+\n4tB+ZvxsaCncKW9Y20RRdJRUkACtVw==\n-----END EC PRIVATE KEY-----\n";
+    let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+    for text in [format!("SSH_PRIVATE_KEY_B64={b64}"), format!("export ID_EC_BASE64={b64}")] {
+        let found = scan_text(s, &text);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.path == "$<base64>" && f.rule.contains("private-key")),
+            "{text}: {found:?}"
+        );
+    }
     let pct = format!("https://x.example/cb?t={}", tok.replace('_', "%5F"));
     let found = scan_text(s, &pct);
     assert!(found.iter().any(|f| f.path == "$<percent>"), "{found:?}");
@@ -635,4 +648,19 @@ fn my_placeholders_are_whole_words_only() {
     for real in ["myPassionFruit42", "mySecretGarden", "myPasswordIs9x!"] {
         assert!(!is_placeholder(real), "{real}");
     }
+}
+
+/// Validation rules name what a password must be; a password made of
+/// pipes and words is still a password.
+#[test]
+fn validation_rules_are_not_passwords() {
+    let s = scanner();
+    for text in [
+        "'password' => 'required|string|min:12|confirmed',",
+        "$rules = ['password' => 'nullable|min:8|max:64'];",
+    ] {
+        assert!(scan_text(s, text).is_empty(), "{text}: {:?}", scan_text(s, text));
+    }
+    assert!(assignment_ok("password", "tiger|Lamp9|sun_Rise"));
+    assert!(!assignment_ok("password", "required|string|min:12|confirmed"));
 }
