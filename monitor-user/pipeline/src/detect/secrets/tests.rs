@@ -185,7 +185,10 @@ fn encoded_secrets_are_decoded() {
     // `.env` files: `SSH_KEY_B64=LS0tLS1CRUdJTi...`.
     let key = "-----BEGIN EC PRIVATE KEY-----\nMHQCAQEEIMw+1g7/zUzTtrBFLjP7I0NaAY0RjzTCt6K9pakfNiIUoAcGBSuBBAAK\noUQDQgAEPc81kPsNHbOMeoSs/GBLTfOOZU8kMfIQ2WrpotEhMSldZsHguGHuAo0+\n4tB+ZvxsaCncKW9Y20RRdJRUkACtVw==\n-----END EC PRIVATE KEY-----\n";
     let b64 = base64::engine::general_purpose::STANDARD.encode(key);
-    for text in [format!("SSH_PRIVATE_KEY_B64={b64}"), format!("export ID_EC_BASE64={b64}")] {
+    for text in [
+        format!("SSH_PRIVATE_KEY_B64={b64}"),
+        format!("export ID_EC_BASE64={b64}"),
+    ] {
         let found = scan_text(s, &text);
         assert!(
             found
