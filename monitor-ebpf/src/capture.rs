@@ -4,7 +4,8 @@
 use crate::{
     emit::{emit_rest, fill_chunk_header, ring_flags, scratch, Scratch, HDR},
     hooks::mark_for_exit,
-    kernel_read::{conn_tuple, file_info},
+    kernel_read::conn_tuple,
+    known_files::known_file_info,
     maps::{config, count, EVENTS, JUMP, LAST_TCP_READ, STREAMS, TRANSFER},
     maps::{SyscallArgs, Transfer},
     payload::starts_like_json,
@@ -202,7 +203,7 @@ pub(crate) fn capture_header(cfg: &KernelConfig, scratch: Scratch, t: &Transfer)
     let pid_tgid = t.pid_tgid;
     let tgid = (pid_tgid >> 32) as u32;
     let fd = t.fd;
-    let Some(fi) = file_info(cfg, fd, dir) else {
+    let Some(fi) = known_file_info(cfg, pid_tgid, t.start_ns, fd, dir) else {
         return Header::Skip;
     };
     let tcp = matches!(fi.kind, FdKind::Tcp4 | FdKind::Tcp6);

@@ -25,6 +25,7 @@ mod discovery;
 mod emit;
 mod hooks;
 mod kernel_read;
+mod known_files;
 mod maps;
 mod payload;
 mod tracking;

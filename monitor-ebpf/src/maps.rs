@@ -62,6 +62,12 @@ pub(crate) static JUDGED: Array<Judgement> = Array::with_max_entries(JUDGED_SLOT
 /// Slots of `JUDGED` (a power of two).
 pub(crate) const JUDGED_SLOTS: u32 = 16384;
 
+/// What descriptors of tracked processes refer to, per direction
+/// ([`known_files`](crate::known_files)): slot
+/// [`judged_slot`](crate::transfer::judged_slot) of the key, as `JUDGED`.
+#[map]
+pub(crate) static KNOWN_FILES: Array<KnownFile> = Array::with_max_entries(JUDGED_SLOTS, 0);
+
 /// Executable-name (comm) selectors, checked at exec.
 #[map]
 pub(crate) static COMM_SELECTORS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(256, 0);
@@ -172,6 +178,26 @@ pub(crate) struct Judgement {
     pub(crate) skip_left: u32,
     /// Looks since the stream was last quiet.
     pub(crate) looks: u32,
+}
+
+/// One descriptor's [`FileInfo`](crate::kernel_read::FileInfo) in
+/// `KNOWN_FILES`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct KnownFile {
+    /// [`judged_key`](crate::transfer::judged_key) of the descriptor and
+    /// direction; 0 for none.
+    pub(crate) key: u64,
+    /// Start time of the process that has it.
+    pub(crate) start_ns: u64,
+    pub(crate) inode: u64,
+    pub(crate) channel: u64,
+    pub(crate) peer: u64,
+    /// An `FdKind`.
+    pub(crate) kind: u8,
+    /// Transfers it may still serve before the descriptor is walked again.
+    pub(crate) uses_left: u8,
+    pub(crate) _pad: [u8; 6],
 }
 
 #[repr(C)]

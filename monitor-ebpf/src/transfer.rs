@@ -3,6 +3,7 @@
 
 use crate::{
     kernel_read::{current_start_ns, uread},
+    known_files::forget_known_file,
     maps::{count, Transfer, JUDGED, JUDGED_SLOTS, STREAMS, TRANSFER},
     payload::starts_like_json,
     tracking::Tracking,
@@ -274,14 +275,18 @@ pub(crate) fn forget_judged(pid_tgid: u64, fd: i32) {
     }
 }
 
-/// Forgets the first [`FORGOTTEN_AT_EXEC`] descriptors of the current
-/// process: at exec, close-on-exec descriptors close without `close`, and
-/// the new program reuses their numbers.
+/// Forgets what is known of the first [`FORGOTTEN_AT_EXEC`] descriptors
+/// of the current process (`JUDGED` only with `discovery` on, and
+/// `KNOWN_FILES`): at exec, close-on-exec descriptors close without
+/// `close`, and the new program reuses their numbers.
 #[inline(always)]
-pub(crate) fn forget_judged_at_exec(pid_tgid: u64) {
+pub(crate) fn forget_descriptors_at_exec(pid_tgid: u64, discovery: bool) {
     let mut fd = 0;
     while fd < FORGOTTEN_AT_EXEC {
-        forget_judged(pid_tgid, fd);
+        if discovery {
+            forget_judged(pid_tgid, fd);
+        }
+        forget_known_file(pid_tgid, fd);
         fd += 1;
     }
 }

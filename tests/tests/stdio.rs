@@ -538,6 +538,76 @@ os.write(1, b'{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","
     );
 }
 
+/// A tracked server's stdin replaced by another client's pipe (`dup2`)
+/// is a new stream: the kernel remembers what each descriptor refers to
+/// (`KNOWN_FILES`) and must forget it when the number is given to another
+/// file. Otherwise the second pipe's bytes are sent as the first pipe's,
+/// joined to the message the first pipe left unfinished, and the second
+/// client's request is lost in that line.
+#[test]
+fn a_tracked_descriptor_replaced_by_dup2_is_a_new_stream() {
+    require_root();
+    let m = Monitor::start(&[]);
+    let server = r#"
+import os, time
+def answer(name):
+    os.write(1, ('{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"%s","version":"1"}}}\n' % name).encode())
+os.read(0, 65536)
+answer("first-server")
+r, w = os.pipe()
+child = os.fork()
+if child == 0:
+    os.close(r)
+    time.sleep(0.5)
+    os.write(w, os.environ["SECOND"].encode() + b"\n")
+    os._exit(0)
+os.close(w)
+# The first pipe to its end (a message cut short), read on the same
+# number many times, so what it refers to is well known.
+while os.read(0, 16):
+    pass
+os.dup2(r, 0)
+os.close(r)
+os.read(0, 65536)
+answer("second-server")
+os.waitpid(child, 0)
+"#;
+    let request = |name: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"{name}","version":"1"}}}}}}"#
+        )
+    };
+    let first = format!(
+        "{}\n{}",
+        request("first-client"),
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"cursor":"cut short here and never ended"#
+    );
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(r#"printf '%s' "$FIRST" | python3 -c "$SERVER" | cat > /dev/null"#)
+        .env("FIRST", first)
+        .env("SECOND", request("second-client"))
+        .env("SERVER", server)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let request_of = |e: &serde_json::Value, name: &str| {
+        e["transport"] == "stdio"
+            && e["method"] == "initialize"
+            && e["type"] == "request"
+            && e["client"]["name"] == name
+    };
+    let events = m.wait_events(SETTLE, |ev| ev.iter().any(|e| request_of(e, "second-client")));
+    assert!(
+        events.iter().any(|e| request_of(e, "first-client")),
+        "the first client's request was not seen: {events:?}"
+    );
+    assert!(
+        events.iter().any(|e| request_of(e, "second-client")),
+        "the request read from the new pipe on the same descriptor was not seen: {events:?}"
+    );
+}
+
 #[test]
 fn recording_replays_to_identical_events() {
     require_root();

@@ -6,7 +6,7 @@ use crate::{
     kernel_read::{current_start_ns, kread},
     maps::{config, COMM_SELECTORS, PROCS},
     tracking::{track, tracked_reason},
-    transfer::forget_judged_at_exec,
+    transfer::forget_descriptors_at_exec,
 };
 use aya_ebpf::helpers::generated::bpf_get_current_task;
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
@@ -74,9 +74,7 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     if tgid == cfg.self_tgid {
         return 0;
     }
-    if cfg.flags & config_flags::DISCOVERY != 0 {
-        forget_judged_at_exec(pid_tgid);
-    }
+    forget_descriptors_at_exec(pid_tgid, cfg.flags & config_flags::DISCOVERY != 0);
     let start = current_start_ns(cfg);
     let mut reason = tracked_reason(cfg, tgid);
     if reason == TrackReason::None as u32 && cfg.flags & config_flags::COMM_SELECTORS != 0 {

@@ -3,6 +3,7 @@
 
 use crate::{
     hooks::{egress_exit, entry_args},
+    known_files::writer_notified,
     maps::{config, count, JUMP},
     payload::starts_like_json,
     tracking::tracking,
@@ -52,6 +53,9 @@ pub(crate) fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
     };
     let who = tracking(cfg, (pid_tgid >> 32) as u32);
     let tracked = !who.untracked();
+    if tracked && writer_notified(pid_tgid, who.start_ns, fd) {
+        return;
+    }
     // The first segment's first bytes (vectored calls: the first iovec,
     // which for HTTP clients and servers holds the head).
     // A stream looked at moments ago and found not MCP is not looked at
