@@ -668,11 +668,13 @@ fn payloads_are_included_only_when_asked_and_redacted() {
     assert!(raw.contains("[REDACTED]"), "nothing was redacted");
 }
 
-/// A ring buffer that overflows (a tiny one, a flood of large
-/// notifications, an agent that drains it every 100 ms): records are lost,
-/// and the monitor never reports a message that was not sent. Every
-/// reported notification has exactly the size that was written; none is
-/// two messages spliced across the hole.
+/// A ring buffer that overflows (a small one, a flood of large
+/// notifications while the agent is stopped): records are lost, and the
+/// monitor never reports a message that was not sent. Every reported
+/// notification has exactly the size that was written; none is two
+/// messages spliced across the hole. The agent is stopped (SIGSTOP) for the
+/// flood: an agent that merely drains slowly kept up with 8 MB on a quiet
+/// machine, and the ring did not overflow at all.
 #[test]
 fn a_full_ring_buffer_never_yields_a_message_that_was_not_sent() {
     require_root();
@@ -686,13 +688,45 @@ fn a_full_ring_buffer_never_yields_a_message_that_was_not_sent() {
     let m = Monitor::start(&["--config", config.to_str().unwrap()]);
     let size = 20_000;
     let count = 400;
-    let out = Command::new(env!("CARGO_BIN_EXE_echo-pair"))
-        .args(["burst", "--size", &size.to_string(), "--count", &count.to_string()])
-        .output()
+    let mut pair = Command::new(env!("CARGO_BIN_EXE_echo-pair"))
+        .args([
+            "burst",
+            "--hold",
+            "--size",
+            &size.to_string(),
+            "--count",
+            &count.to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .expect("run echo-pair");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _watchdog = Watchdog::new(pair.id(), "echo-pair burst");
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(pair.stdout.as_mut().unwrap()), &mut first).unwrap();
+    let held: serde_json::Value = serde_json::from_str(&first).expect("server pid after the handshake");
+    let server = held["server_pid"].as_u64().unwrap();
+    // The session is known to the agent before it stops.
+    let seen = m.wait_events(SETTLE, |ev| {
+        ev.iter()
+            .any(|e| e["server"]["pid"] == server && e["method"] == "initialize")
+    });
+    assert!(
+        seen.iter()
+            .any(|e| e["server"]["pid"] == server && e["method"] == "initialize"),
+        "the handshake was not reported"
+    );
+    // Nothing between the stop and the continue may panic: a stopped agent
+    // would not take the SIGTERM that ends it.
+    m.signal(libc::SIGSTOP);
+    let go = std::io::Write::write_all(pair.stdin.as_mut().unwrap(), b"go\n");
+    let out = pair.wait_with_output();
+    m.signal(libc::SIGCONT);
+    go.expect("release the flood");
+    let out = out.expect("echo-pair burst");
+    assert!(out.status.success(), "echo-pair burst failed");
     let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let server = run["server_pid"].as_u64().unwrap();
+    assert_eq!(run["server_pid"].as_u64(), Some(server));
     let lost = m.wait_metric(
         SETTLE,
         "mcp_monitor_capture_dropped_total",

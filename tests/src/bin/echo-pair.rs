@@ -15,7 +15,10 @@
 //! `echo-pair burst --size BYTES --count N` performs the handshake, then
 //! writes N `notifications/progress` lines of exactly BYTES bytes as fast as
 //! the pipe takes them (a flood to overflow the monitor's ring buffer),
-//! then one ping-pong call so that the server has read everything.
+//! then one ping-pong call so that the server has read everything. With
+//! `--hold`, it prints `{"server_pid": …}` after the handshake and waits for
+//! a line on its stdin before the flood (so that a test can stop the agent
+//! first).
 //!
 //! `echo-pair leak --count N --interval-ms MS` performs the handshake, then
 //! makes N echo calls, MS apart, each carrying a different planted (fake)
@@ -62,8 +65,15 @@ fn main() {
 fn burst(args: &[String]) {
     let size: usize = arg(args, "--size").map_or(20_000, |v| v.parse().unwrap());
     let count: u64 = arg(args, "--count").map_or(400, |v| v.parse().unwrap());
+    let hold = args.iter().any(|a| a == "--hold");
     let mut c = Conn::spawn();
     c.handshake();
+    if hold {
+        println!("{}", serde_json::json!({"server_pid": c.child.id()}));
+        std::io::stdout().flush().unwrap();
+        let mut go = String::new();
+        std::io::stdin().read_line(&mut go).unwrap();
+    }
     for i in 0..count {
         let head = format!(
             r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":"burst","progress":{i},"message":""#
