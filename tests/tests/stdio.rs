@@ -707,15 +707,9 @@ fn a_full_ring_buffer_never_yields_a_message_that_was_not_sent() {
     let held: serde_json::Value = serde_json::from_str(&first).expect("server pid after the handshake");
     let server = held["server_pid"].as_u64().unwrap();
     // The session is known to the agent before it stops.
-    let seen = m.wait_events(SETTLE, |ev| {
-        ev.iter()
-            .any(|e| e["server"]["pid"] == server && e["method"] == "initialize")
-    });
-    assert!(
-        seen.iter()
-            .any(|e| e["server"]["pid"] == server && e["method"] == "initialize"),
-        "the handshake was not reported"
-    );
+    let handshake = |e: &serde_json::Value| e["server"]["pid"] == server && e["method"] == "initialize";
+    let seen = m.wait_events(SETTLE, |ev| ev.iter().any(handshake));
+    assert!(seen.iter().any(handshake), "the handshake was not reported");
     // Nothing between the stop and the continue may panic: a stopped agent
     // would not take the SIGTERM that ends it.
     m.signal(libc::SIGSTOP);
