@@ -19,7 +19,7 @@ const KIND_LEXICON: u8 = 4;
 /// What the raw bytes may hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Hits {
-    /// Credential rules (indices) whose keywords occur.
+    /// Credential rules (indices, ascending) whose keywords occur.
     pub credential_rules: Vec<usize>,
     /// A secret-like key name (`password`, `token`...).
     pub secret_name: bool,
@@ -65,10 +65,10 @@ static B64: [bool; 256] = {
 /// The combined first pass.
 #[derive(Clone)]
 pub struct Prefilter {
-    /// Attribution of hits (overlapping search), only on messages with one.
+    /// The library's search, the reference the hand walk is checked
+    /// against (tests and fuzzing).
     ac: AhoCorasick,
-    /// The same automaton walked by hand for the yes/no question, several
-    /// lanes at once (see [`Prefilter::any_literal`]).
+    /// The same automaton walked by hand (see [`Prefilter::scan`]).
     dfa: DFA,
     max_pattern_len: usize,
     kinds: Vec<u8>,
@@ -129,103 +129,99 @@ impl Prefilter {
         }
     }
 
-    /// Does any literal occur in `raw`?
+    /// Every literal in `raw`, overlapping ones included: the rules they
+    /// select and the kinds they are of.
     ///
-    /// A DFA walk is bound by the latency of one table load per byte, each
-    /// depending on the previous. Four lanes over four parts of the input
-    /// (each reading on into the next part by the longest pattern's length,
-    /// so no occurrence straddles unseen) keep four independent loads in
-    /// flight: about three times the single-lane speed.
-    pub fn any_literal(&self, raw: &[u8]) -> bool {
+    /// A hand walk of the DFA: the library's overlapping iterator cost
+    /// eight times as much per byte. A walk is bound by the latency of one
+    /// table load per byte, each depending on the previous, so four lanes
+    /// walk four parts of the input together (each reading on into the
+    /// next part by the longest pattern's length, so no occurrence
+    /// straddles unseen) and keep four independent loads in flight: about
+    /// three times the single-lane speed. An occurrence in the overlap of
+    /// two lanes is seen by both, which is harmless: hits are sets. One
+    /// walk both answers whether anything occurs and attributes it (a
+    /// message with a literal used to be walked a second time, one lane,
+    /// and half of all messages have one: `pat` occurs in every `path`).
+    fn literals(&self, raw: &[u8], h: &mut Hits) {
         const LANES: usize = 4;
         let dfa = &self.dfa;
         let start = dfa.start_state(Anchored::No).expect("unanchored DFA");
-        let lane = |mut s, bytes: &[u8]| {
+        let mut seen = 0u8;
+        let lane = |mut s, bytes: &[u8], seen: &mut u8, h: &mut Hits| {
             for &b in bytes {
                 s = dfa.next_state(Anchored::No, s, b);
                 if dfa.is_match(s) {
-                    return None;
+                    self.note(s, seen, h);
                 }
             }
-            Some(s)
+            s
         };
         if raw.len() < 64 * LANES {
             // Too short for the lanes to pay for their set-up.
-            return lane(start, raw).is_none();
-        }
-        let part = raw.len().div_ceil(LANES);
-        // Every part is `part` long except the last; walk them together for
-        // the length of the last, then each to its end plus the overlap.
-        let common = raw.len() - (LANES - 1) * part;
-        let (a, b, c, d) = (
-            &raw[..common],
-            &raw[part..part + common],
-            &raw[2 * part..2 * part + common],
-            &raw[3 * part..3 * part + common],
-        );
-        let mut s = [start; LANES];
-        for i in 0..common {
-            s[0] = dfa.next_state(Anchored::No, s[0], a[i]);
-            s[1] = dfa.next_state(Anchored::No, s[1], b[i]);
-            s[2] = dfa.next_state(Anchored::No, s[2], c[i]);
-            s[3] = dfa.next_state(Anchored::No, s[3], d[i]);
-            if dfa.is_match(s[0]) | dfa.is_match(s[1]) | dfa.is_match(s[2]) | dfa.is_match(s[3]) {
-                return true;
-            }
-        }
-        let overlap = self.max_pattern_len - 1;
-        (0..LANES).any(|k| {
-            let from = k * part + common;
-            let to = ((k + 1) * part + overlap).min(raw.len());
-            from < to && lane(s[k], &raw[from..to]).is_none()
-        })
-    }
-
-    /// The library's own search, which [`Prefilter::any_literal`] must
-    /// agree with (for tests and fuzzing).
-    #[doc(hidden)]
-    pub fn any_literal_reference(&self, raw: &[u8]) -> bool {
-        self.ac.is_match(raw)
-    }
-
-    /// Both passes over `raw`.
-    pub fn scan(&self, raw: &[u8]) -> Hits {
-        let mut h = Hits::default();
-        // Most messages hold no literal at all: the lanes answer for them;
-        // the few with one are walked again, one lane, to attribute.
-        if self.any_literal(raw) {
-            self.attribute(raw, &mut h);
-        }
-        structural(raw, &mut h);
-        h
-    }
-
-    /// Every literal in `raw`, overlapping ones included: the rules they
-    /// select and the kinds they are of. A hand walk of the same DFA the
-    /// lanes use: the library's overlapping iterator cost eight times as
-    /// much per byte (it was a sixth of the detector's time).
-    fn attribute(&self, raw: &[u8], h: &mut Hits) {
-        let dfa = &self.dfa;
-        let mut s = dfa.start_state(Anchored::No).expect("unanchored DFA");
-        let mut seen = 0u8;
-        for &b in raw {
-            s = dfa.next_state(Anchored::No, s, b);
-            if !dfa.is_match(s) {
-                continue;
-            }
-            // A Standard-semantics state holds every pattern that ends here.
-            for k in 0..dfa.match_len(s) {
-                let i = dfa.match_pattern(s, k).as_usize();
-                seen |= self.kinds[i];
-                for &r in &self.rules[i] {
-                    if !h.credential_rules.contains(&r) {
-                        h.credential_rules.push(r);
+            lane(start, raw, &mut seen, h);
+        } else {
+            let part = raw.len().div_ceil(LANES);
+            // Every part is `part` long except the last; walk them together
+            // for the length of the last, then each to its end plus the
+            // overlap.
+            let common = raw.len() - (LANES - 1) * part;
+            let (a, b, c, d) = (
+                &raw[..common],
+                &raw[part..part + common],
+                &raw[2 * part..2 * part + common],
+                &raw[3 * part..3 * part + common],
+            );
+            let mut s = [start; LANES];
+            for i in 0..common {
+                s[0] = dfa.next_state(Anchored::No, s[0], a[i]);
+                s[1] = dfa.next_state(Anchored::No, s[1], b[i]);
+                s[2] = dfa.next_state(Anchored::No, s[2], c[i]);
+                s[3] = dfa.next_state(Anchored::No, s[3], d[i]);
+                if dfa.is_match(s[0]) | dfa.is_match(s[1]) | dfa.is_match(s[2]) | dfa.is_match(s[3]) {
+                    for &q in &s {
+                        if dfa.is_match(q) {
+                            self.note(q, &mut seen, h);
+                        }
                     }
+                }
+            }
+            let overlap = self.max_pattern_len - 1;
+            for (k, &q) in s.iter().enumerate() {
+                let from = k * part + common;
+                let to = ((k + 1) * part + overlap).min(raw.len());
+                if from < to {
+                    lane(q, &raw[from..to], &mut seen, h);
                 }
             }
         }
         h.secret_name = seen & KIND_SECRET_NAME != 0;
         h.lexicon = seen & KIND_LEXICON != 0;
+        h.credential_rules.sort_unstable();
+    }
+
+    /// Records the patterns of match state `s` (a Standard-semantics state
+    /// holds every pattern that ends there).
+    #[cold]
+    #[inline(never)]
+    fn note(&self, s: aho_corasick::automaton::StateID, seen: &mut u8, h: &mut Hits) {
+        for k in 0..self.dfa.match_len(s) {
+            let i = self.dfa.match_pattern(s, k).as_usize();
+            *seen |= self.kinds[i];
+            for &r in &self.rules[i] {
+                if !h.credential_rules.contains(&r) {
+                    h.credential_rules.push(r);
+                }
+            }
+        }
+    }
+
+    /// Both passes over `raw`.
+    pub fn scan(&self, raw: &[u8]) -> Hits {
+        let mut h = Hits::default();
+        self.literals(raw, &mut h);
+        structural(raw, &mut h);
+        h
     }
 
     /// [`Prefilter::scan`] the plain way: the library's overlapping search,
@@ -246,6 +242,7 @@ impl Prefilter {
         }
         h.secret_name = seen & KIND_SECRET_NAME != 0;
         h.lexicon = seen & KIND_LEXICON != 0;
+        h.credential_rules.sort_unstable();
         h.encoded = has_encoded_run(raw);
         for i in memchr::memchr3_iter(b'%', b'\\', 0xE2, raw).chain(memchr::memchr2_iter(0xEF, 0xF3, raw)) {
             special_at(raw, i, &mut h);
@@ -704,17 +701,23 @@ mod tests {
         }
 
         /// The four-lane walk finds exactly what the library's search finds,
-        /// wherever the literal falls relative to the lane boundaries.
+        /// wherever the literals fall relative to the lane boundaries.
         #[test]
-        fn lanes_agree_with_the_library(len in 0usize..1200, at in 0usize..1200, which in 0usize..3) {
+        fn lanes_agree_with_the_library(len in 0usize..1200, at in 0usize..1200, which in 0usize..3, at2 in 0usize..1200) {
             let p = pf();
-            let lit = ["ghp_", "PassWord", "ignore previous instructions"][which];
+            let lits = ["ghp_", "PassWord", "ignore previous instructions"];
             let mut text = vec![b'x'; len];
-            if at + lit.len() <= len {
-                text[at..at + lit.len()].copy_from_slice(lit.as_bytes());
+            let mut placed = Vec::new();
+            for (at, lit) in [(at, lits[which]), (at2, lits[(which + 1) % 3])] {
+                if at + lit.len() <= len && !placed.iter().any(|&(a, l): &(usize, usize)| at < a + l && a < at + lit.len()) {
+                    text[at..at + lit.len()].copy_from_slice(lit.as_bytes());
+                    placed.push((at, lit.len()));
+                }
             }
-            prop_assert_eq!(p.any_literal(&text), p.ac.is_match(&text));
-            prop_assert_eq!(p.any_literal(&text), at + lit.len() <= len);
+            let h = p.scan(&text);
+            prop_assert_eq!(&h, &p.scan_reference(&text));
+            let found = usize::from(h.secret_name) + usize::from(h.lexicon) + usize::from(!h.credential_rules.is_empty());
+            prop_assert_eq!(found, placed.len());
         }
 
         #[test]
