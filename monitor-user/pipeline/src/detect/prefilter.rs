@@ -8,9 +8,11 @@
 //! with a hit (and, for credential keywords, only when a selected rule's
 //! regex also matches the raw text).
 
-use aho_corasick::{
-    automaton::Automaton, dfa::DFA, AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, Anchored, MatchKind, StartKind,
-};
+use std::sync::{Arc, OnceLock};
+
+use aho_corasick::{dfa::DFA, AhoCorasick, AhoCorasickBuilder, MatchKind, StartKind};
+
+mod table;
 
 const KIND_CREDENTIAL: u8 = 1;
 const KIND_SECRET_NAME: u8 = 2;
@@ -65,11 +67,14 @@ static B64: [bool; 256] = {
 /// The combined first pass.
 #[derive(Clone)]
 pub struct Prefilter {
+    /// The patterns, for the reference search.
+    patterns: Arc<[String]>,
     /// The library's search, the reference the hand walk is checked
-    /// against (tests and fuzzing).
-    ac: AhoCorasick,
-    /// The same automaton walked by hand (see [`Prefilter::scan`]).
-    dfa: DFA,
+    /// against: built on first use (tests and fuzzing), never by the agent.
+    reference: OnceLock<AhoCorasick>,
+    /// The automaton, copied into a table for the hand walk (see
+    /// [`Prefilter::scan`]).
+    table: Arc<table::Table>,
     max_pattern_len: usize,
     kinds: Vec<u8>,
     /// Credential rules selected by each pattern.
@@ -106,12 +111,6 @@ impl Prefilter {
         for p in lexicon {
             add(p, KIND_LEXICON, &[]);
         }
-        let ac = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(&patterns)
-            .expect("prefilter automaton");
         let dfa = DFA::builder()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
@@ -121,8 +120,9 @@ impl Prefilter {
             .expect("prefilter automaton");
         let max_pattern_len = patterns.iter().map(String::len).max().unwrap_or(1);
         Self {
-            ac,
-            dfa,
+            patterns: patterns.into(),
+            reference: OnceLock::new(),
+            table: Arc::new(table::Table::new(&dfa)),
             max_pattern_len,
             kinds,
             rules,
@@ -132,26 +132,26 @@ impl Prefilter {
     /// Every literal in `raw`, overlapping ones included: the rules they
     /// select and the kinds they are of.
     ///
-    /// A hand walk of the DFA: the library's overlapping iterator cost
-    /// eight times as much per byte. A walk is bound by the latency of one
-    /// table load per byte, each depending on the previous, so four lanes
-    /// walk four parts of the input together (each reading on into the
-    /// next part by the longest pattern's length, so no occurrence
-    /// straddles unseen) and keep four independent loads in flight: about
-    /// three times the single-lane speed. An occurrence in the overlap of
+    /// A hand walk of the automaton, copied into a flat table (see
+    /// [`table`]): the library's overlapping iterator cost eight times as
+    /// much per byte. A walk is bound by the latency of one table load per
+    /// byte, each depending on the previous, so four lanes walk four parts
+    /// of the input together (each reading on into the next part by the
+    /// longest pattern's length, so no occurrence straddles unseen) and
+    /// keep four independent loads in flight: about three times the
+    /// single-lane speed (eight lanes were slower: too few registers). An occurrence in the overlap of
     /// two lanes is seen by both, which is harmless: hits are sets. One
     /// walk both answers whether anything occurs and attributes it (a
     /// message with a literal used to be walked a second time, one lane,
     /// and half of all messages have one: `pat` occurs in every `path`).
     fn literals(&self, raw: &[u8], h: &mut Hits) {
         const LANES: usize = 4;
-        let dfa = &self.dfa;
-        let start = dfa.start_state(Anchored::No).expect("unanchored DFA");
+        let t = &self.table;
         let mut seen = 0u8;
         let lane = |mut s, bytes: &[u8], seen: &mut u8, h: &mut Hits| {
             for &b in bytes {
-                s = dfa.next_state(Anchored::No, s, b);
-                if dfa.is_match(s) {
+                s = t.next(s, b);
+                if t.is_match(s) {
                     self.note(s, seen, h);
                 }
             }
@@ -159,7 +159,7 @@ impl Prefilter {
         };
         if raw.len() < 64 * LANES {
             // Too short for the lanes to pay for their set-up.
-            lane(start, raw, &mut seen, h);
+            lane(t.start, raw, &mut seen, h);
         } else {
             let part = raw.len().div_ceil(LANES);
             // Every part is `part` long except the last; walk them together
@@ -172,15 +172,16 @@ impl Prefilter {
                 &raw[2 * part..2 * part + common],
                 &raw[3 * part..3 * part + common],
             );
-            let mut s = [start; LANES];
+            let mut s = [t.start; LANES];
             for i in 0..common {
-                s[0] = dfa.next_state(Anchored::No, s[0], a[i]);
-                s[1] = dfa.next_state(Anchored::No, s[1], b[i]);
-                s[2] = dfa.next_state(Anchored::No, s[2], c[i]);
-                s[3] = dfa.next_state(Anchored::No, s[3], d[i]);
-                if dfa.is_match(s[0]) | dfa.is_match(s[1]) | dfa.is_match(s[2]) | dfa.is_match(s[3]) {
+                s[0] = t.next(s[0], a[i]);
+                s[1] = t.next(s[1], b[i]);
+                s[2] = t.next(s[2], c[i]);
+                s[3] = t.next(s[3], d[i]);
+                // Match states are numbered first: one comparison for four.
+                if t.is_match(s[0].min(s[1]).min(s[2].min(s[3]))) {
                     for &q in &s {
-                        if dfa.is_match(q) {
+                        if t.is_match(q) {
                             self.note(q, &mut seen, h);
                         }
                     }
@@ -200,13 +201,11 @@ impl Prefilter {
         h.credential_rules.sort_unstable();
     }
 
-    /// Records the patterns of match state `s` (a Standard-semantics state
-    /// holds every pattern that ends there).
+    /// Records the patterns that end at match state `s`.
     #[cold]
     #[inline(never)]
-    fn note(&self, s: aho_corasick::automaton::StateID, seen: &mut u8, h: &mut Hits) {
-        for k in 0..self.dfa.match_len(s) {
-            let i = self.dfa.match_pattern(s, k).as_usize();
+    fn note(&self, s: u32, seen: &mut u8, h: &mut Hits) {
+        for &i in self.table.patterns_of(s) {
             *seen |= self.kinds[i];
             for &r in &self.rules[i] {
                 if !h.credential_rules.contains(&r) {
@@ -231,7 +230,14 @@ impl Prefilter {
     pub fn scan_reference(&self, raw: &[u8]) -> Hits {
         let mut h = Hits::default();
         let mut seen = 0u8;
-        for m in self.ac.find_overlapping_iter(raw) {
+        let ac = self.reference.get_or_init(|| {
+            AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .build(self.patterns.iter())
+                .expect("prefilter automaton")
+        });
+        for m in ac.find_overlapping_iter(raw) {
             let i = m.pattern().as_usize();
             seen |= self.kinds[i];
             for &r in &self.rules[i] {
