@@ -323,7 +323,7 @@ fn print_summary(r: &Value, path: &Path) {
         );
         let d = &p["detection"];
         println!(
-            "  detection (every rule on): {:.0} MB/s per core (target >= 250 MB/s); pipeline with detection {:.0} MB/s; \
+            "  detection (every rule on): {:.0} MB/s per core (target >= 400 MB/s); pipeline with detection {:.0} MB/s; \
              {:.1} us added per message",
             d["mb_per_s_per_core"].as_f64().unwrap_or(0.0),
             d["pipeline_with_detection_mb_per_s_per_core"].as_f64().unwrap_or(0.0),
