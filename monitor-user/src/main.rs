@@ -467,13 +467,19 @@ fn real_main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Rules(RulesCommand::Credentials) => {
+            let off = mcp_monitor::detect::rules::Rules::builtin().disabled_credential_rules;
             for r in mcp_monitor::detect::secrets::builtin::RULES {
                 println!(
-                    "{:<36} {:<17} {:<7} {}",
+                    "{:<36} {:<17} {:<7} {}{}",
                     r.id,
                     r.category,
                     format!("{:?}", r.confidence).to_lowercase(),
-                    r.name
+                    r.name,
+                    if off.iter().any(|id| id == r.id) {
+                        " (off by default: enabled_credential_rules turns it on)"
+                    } else {
+                        ""
+                    }
                 );
             }
             println!(

@@ -305,8 +305,11 @@ fn workload_with(arg_sizes: &[usize], result_sizes: &[usize], one_mib_every: u64
 }
 
 fn detector() -> Detector {
+    // Every rule on, those off by default too.
+    let mut rules = Rules::builtin();
+    rules.disabled_credential_rules.clear();
     let cfg = DetectorConfig {
-        rules: Rules::builtin(),
+        rules,
         fingerprint_key: b"bench-key-bench-key-bench-key-00".to_vec(),
         persisted_tools: None,
         scan_budget_bytes: 4 << 20,

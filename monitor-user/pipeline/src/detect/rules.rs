@@ -73,6 +73,10 @@ pub struct RulesFile {
     /// `disabled_credential_rules`: ids of credential rules to turn off; each must exist.
     #[serde(default)]
     pub disabled_credential_rules: Vec<String>,
+    /// `enabled_credential_rules`: ids of credential rules to turn on that the built-in defaults
+    /// turn off (`stripe-test-secret-key`); each must exist.
+    #[serde(default)]
+    pub enabled_credential_rules: Vec<String>,
     /// `poisoning_min_score`: replaces the built-in score (4) from which a tool definition or server
     /// instructions are reported as poisoned.
     #[serde(default)]
@@ -159,9 +163,21 @@ impl Rules {
         };
         let mut specs: Vec<ChainRuleSpec> = base.chain_rules;
         for f in extra {
+            if let Some(id) = f
+                .enabled_credential_rules
+                .iter()
+                .find(|id| f.disabled_credential_rules.contains(id))
+            {
+                anyhow::bail!(
+                    "credential rule {id:?} is both in disabled_credential_rules and enabled_credential_rules"
+                );
+            }
             rules
                 .disabled_credential_rules
                 .extend(f.disabled_credential_rules.iter().cloned());
+            rules
+                .disabled_credential_rules
+                .retain(|id| !f.enabled_credential_rules.contains(id));
             if let Some(s) = f.poisoning_min_score {
                 rules.poisoning_min_score = s;
             }
@@ -194,10 +210,16 @@ impl Rules {
             }
         }
         let known = super::secrets::builtin::RULES;
-        for id in &rules.disabled_credential_rules {
+        let enabled = extra.iter().flat_map(|f| &f.enabled_credential_rules);
+        for (key, id) in rules
+            .disabled_credential_rules
+            .iter()
+            .map(|id| ("disabled_credential_rules", id))
+            .chain(enabled.map(|id| ("enabled_credential_rules", id)))
+        {
             anyhow::ensure!(
                 known.iter().any(|r| r.id == id) || id == super::secrets::GENERIC_KEY_RULE,
-                "disabled_credential_rules: no credential rule {id:?} (list them with `mcp-monitor rules credentials`)"
+                "{key}: no credential rule {id:?} (list them with `mcp-monitor rules credentials`)"
             );
         }
         for spec in specs.into_iter().filter(|s| s.enabled) {

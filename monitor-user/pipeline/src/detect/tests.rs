@@ -447,9 +447,15 @@ fn json_string(s: &str, slash: bool, ascii_every: usize) -> String {
     out
 }
 
+/// A detector with every built-in credential rule on, those off by
+/// default too.
 fn template() -> &'static Detector {
     static D: std::sync::OnceLock<Detector> = std::sync::OnceLock::new();
-    D.get_or_init(|| Harness::new().d)
+    D.get_or_init(|| {
+        let mut rules = Rules::builtin();
+        rules.disabled_credential_rules.clear();
+        Harness::with_rules(rules, None).d
+    })
 }
 
 proptest::proptest! {
@@ -651,4 +657,39 @@ fn corpus_recall_and_false_positives() {
     }
     std::fs::write(dir.join("report.txt"), &report).unwrap();
     println!("{}", totals.join("\n"));
+}
+
+/// Stripe test-mode keys are off by default, and no generic rule reports
+/// them in their place (an assignment, a Bearer header, a JSON key named
+/// secret); `enabled_credential_rules` turns them back on.
+#[test]
+fn test_mode_keys_are_off_by_default_in_every_form_and_can_be_turned_on() {
+    let key = "sk_test_51Hq7LmT2cVbN7pRsZw4YhJ6kD9fGa3EuKo5iXq1Pz8Wc";
+    let restricted = "rk_test_51Hq7LmT2cVbN7pRsZw4YhJ6kD9fGa3EuKo5iXq1Pz8Wc";
+    let texts = [
+        format!("STRIPE_SECRET_KEY={key}"),
+        format!("STRIPE_RESTRICTED_KEY={restricted}"),
+        format!("curl https://api.stripe.com/v1/charges -H \"Authorization: Bearer {key}\""),
+        format!("{{\"secret_key\": \"{key}\"}}"),
+    ];
+    let s = party(20, "/usr/bin/node", &["docs.js"], "docs");
+    let mut h = Harness::new();
+    for t in &texts {
+        h.result(&s, "s", "fetch", t);
+    }
+    assert!(h.alerts.is_empty(), "off by default: {:?}", h.rules());
+    // A live key beside them is still reported.
+    h.result(&s, "s", "fetch", &format!("token {}", fake_github_token()));
+    assert_eq!(h.rules(), ["credential.exposure"]);
+
+    let on = Rules::with_file(r#"enabled_credential_rules = ["stripe-test-secret-key"]"#, "t").unwrap();
+    for t in &texts {
+        let mut h = Harness::with_rules(on.clone(), None);
+        h.result(&s, "s", "fetch", t);
+        assert_eq!(h.rules(), ["credential.exposure"], "{t}");
+    }
+    let both = r#"disabled_credential_rules = ["jwt"]
+        enabled_credential_rules = ["jwt"]"#;
+    assert!(Rules::with_file(both, "t").is_err());
+    assert!(Rules::with_file(r#"enabled_credential_rules = ["nope"]"#, "t").is_err());
 }

@@ -931,15 +931,16 @@ pub const RULES: &[RuleDef] = &[
     },
     RuleDef {
         id: "stripe-test-secret-key",
-        name: "Stripe test-mode secret key",
+        name: "Stripe test-mode secret or restricted key",
         category: "payments",
-        keywords: &["sk_test_"],
-        pattern: r#"\b(?P<secret>sk_test_[A-Za-z0-9]{24,247})\b"#,
+        keywords: &["sk_test_", "rk_test_"],
+        pattern: r#"\b(?P<secret>[sr]k_test_[A-Za-z0-9]{24,247})\b"#,
         check: Check::None,
         confidence: Confidence::Low,
         examples: &[
             r#"STRIPE_SECRET_KEY=sk_test_fVEc1Pn1UDXqw831Rxj6TvjkCvi8kVEq5rl5SKX0a19Z52eQMjsmCyIRxDs6DKUWTY6PsoSSapsKyKZ9wsTn0N67KnzHyIELzK8"#,
             r#"stripe.api_key = "sk_test_WDiCDBEqloMS519yGVUcItV7""#,
+            r#"STRIPE_RESTRICTED_KEY=rk_test_51Qx8LmT2cVbN7pRsZw4YhJ6kD9fGa3EuKo5iXq1"#,
         ],
         counterexamples: &[
             r#"STRIPE_SECRET_KEY=sk_test_EeiIWs5vKqL9XdgV"#,

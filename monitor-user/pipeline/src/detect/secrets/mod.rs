@@ -190,6 +190,12 @@ pub struct SecretScanner {
     /// Rules without keywords (operator rules only): they run on every
     /// message.
     unconditional: Vec<usize>,
+    /// The turned-off built-in rules, run on values other rules found: a
+    /// value of a format turned off (a Stripe test-mode key) is not
+    /// reported by a generic rule either (`STRIPE_KEY=sk_test_...`, `Bearer
+    /// sk_test_...`). Rules that need context around the value never match
+    /// a value alone, so only self-identifying formats act here.
+    formats_off: Vec<Regex>,
     key: Vec<u8>,
 }
 
@@ -212,6 +218,11 @@ impl SecretScanner {
     ) -> Self {
         let mut compiled = Vec::new();
         let mut keywords: Vec<Vec<String>> = Vec::new();
+        let formats_off = rules
+            .iter()
+            .filter(|d| disabled.iter().any(|x| x == d.id))
+            .map(|d| Regex::new(d.pattern).unwrap_or_else(|e| panic!("built-in rule {} does not compile: {e}", d.id)))
+            .collect();
         for def in rules.iter().filter(|d| !disabled.iter().any(|x| x == d.id)) {
             let regex =
                 Regex::new(def.pattern).unwrap_or_else(|e| panic!("built-in rule {} does not compile: {e}", def.id));
@@ -296,6 +307,7 @@ impl SecretScanner {
             patterns,
             pattern_rules,
             unconditional,
+            formats_off,
             key: key.to_vec(),
         }
     }
@@ -304,6 +316,17 @@ impl SecretScanner {
     /// tested against?
     pub fn has_unconditional_rules(&self) -> bool {
         !self.unconditional.is_empty()
+    }
+
+    /// Is `value` wholly of a format whose rule is turned off?
+    fn format_turned_off(&self, value: &str) -> bool {
+        self.formats_off.iter().any(|re| {
+            re.captures(value).is_some_and(|c| {
+                c.name("secret")
+                    .or_else(|| c.get(0))
+                    .is_some_and(|m| m.start() == 0 && m.end() == value.len())
+            })
+        })
     }
 
     /// Number of compiled rules.
@@ -393,7 +416,7 @@ impl SecretScanner {
                 }
                 let secret = &s[range.clone()];
                 let name = caps.name("name").map_or("", |n| n.as_str());
-                if is_placeholder(secret) || !check(c.def.check, secret, name) {
+                if is_placeholder(secret) || !check(c.def.check, secret, name) || self.format_turned_off(secret) {
                     continue;
                 }
                 if context::public_by_context(c.def.id, name, s, &range) {
@@ -635,7 +658,7 @@ impl SecretScanner {
         if value.len() < 8 || value.len() > 512 || !crate::redact::is_secret_name(key) {
             return;
         }
-        if value.contains(char::is_whitespace) || is_placeholder(value) {
+        if value.contains(char::is_whitespace) || is_placeholder(value) || self.format_turned_off(value) {
             return;
         }
         // Names the assignment rule knows decide as there (short passwords
