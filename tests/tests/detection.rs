@@ -51,6 +51,12 @@ fn planted_keys_are_caught_relayed_and_never_leave_in_clear() {
     require_root();
     let fsdir = TempDir::new("leak");
     let (file, [gh, aws_id, aws_secret]) = fake::env_file(fsdir.path());
+    // A Stripe test-mode key beside them: off by default, reported by no
+    // rule (not even as a generic `*_SECRET_KEY=` assignment).
+    let test_key = "sk_test_51Hq7LmT2cVbN7pRsZw4YhJ6kD9fGa3EuKo5iXq1Pz8Wc";
+    let mut env = std::fs::read_to_string(&file).unwrap();
+    env += &format!("STRIPE_SECRET_KEY={test_key}\n");
+    std::fs::write(&file, env).unwrap();
     let m = Monitor::start(&["--payloads"]);
     let d = Driver::node_with_env(
         "leak",
@@ -86,6 +92,16 @@ fn planted_keys_are_caught_relayed_and_never_leave_in_clear() {
         .find(|f| f["rule"] == "github-pat-classic")
         .unwrap();
     assert_eq!(gh_finding["prefix"], "ghp_");
+    let test_key_findings: Vec<&Value> = alerts
+        .iter()
+        .filter_map(|a| a["evidence"]["findings"].as_array())
+        .flatten()
+        .filter(|f| f["prefix"] == "sk_t" || f["rule"] == "stripe-test-secret-key")
+        .collect();
+    assert!(
+        test_key_findings.is_empty(),
+        "a test-mode key was reported: {test_key_findings:?}"
+    );
     assert_eq!(gh_finding["length"], 40);
     assert!(gh_finding["fingerprint"].as_str().unwrap().starts_with("hmac-sha256:"));
 

@@ -139,11 +139,12 @@ impl Prefilter {
     /// of the input together (each reading on into the next part by the
     /// longest pattern's length, so no occurrence straddles unseen) and
     /// keep four independent loads in flight: about three times the
-    /// single-lane speed (eight lanes were slower: too few registers). An occurrence in the overlap of
-    /// two lanes is seen by both, which is harmless: hits are sets. One
-    /// walk both answers whether anything occurs and attributes it (a
-    /// message with a literal used to be walked a second time, one lane,
-    /// and half of all messages have one: `pat` occurs in every `path`).
+    /// single-lane speed (eight lanes were slower: too few registers). An
+    /// occurrence in the overlap of two lanes is seen by both, which is
+    /// harmless: hits are sets. One walk both answers whether anything
+    /// occurs and attributes it (a message with a literal used to be walked
+    /// a second time, one lane, and half of all messages have one: `pat`
+    /// occurs in every `path`).
     fn literals(&self, raw: &[u8], h: &mut Hits) {
         const LANES: usize = 4;
         let t = &self.table;

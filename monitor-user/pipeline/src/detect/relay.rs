@@ -11,9 +11,10 @@
 //! percent-encoded, and base64-encoded at any alignment inside a longer
 //! encoded text.
 
-use std::collections::{HashMap, VecDeque};
-
-use std::sync::OnceLock;
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::OnceLock,
+};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use base64::Engine;
