@@ -20,9 +20,6 @@ pub struct KernelOffsets {
     pub task_group_leader: u32,
     /// `task_struct.files`.
     pub task_files: u32,
-    /// `task_struct.stack`: the base of the task's kernel stack, whose top
-    /// holds the user registers saved at syscall entry.
-    pub task_stack: u32,
     /// `files_struct.fdt`.
     pub files_fdt: u32,
     /// `fdtable.max_fds`.
@@ -93,11 +90,6 @@ pub struct KernelConfig {
     /// below that it drains on its own timer. Batching wake-ups is what
     /// keeps the agent's CPU cost per message low at high rates.
     pub wakeup_bytes: u32,
-    /// Where the user registers saved at syscall entry (`struct pt_regs`)
-    /// are, from `task_struct.stack`: measured at start by the
-    /// `calibrate_regs` program. Read exits take the syscall arguments from
-    /// there; 0 means unknown, and the arguments are stashed at entry.
-    pub regs_offset: u32,
     /// Kernel structure member offsets, resolved by userspace from BTF.
     pub offsets: KernelOffsets,
 }

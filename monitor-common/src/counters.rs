@@ -41,13 +41,10 @@ pub enum Counter {
     /// Transfers of untracked streams that start like JSON but were not
     /// scanned: the stream was scanned moments ago and found not MCP.
     DiscoveryDeferred = 16,
-    /// Read exits whose saved registers did not hold the call's arguments
-    /// (the system call number did not match): not captured.
-    RegsMismatch = 17,
 }
 
 /// Number of entries in the counter array.
-pub const COUNTER_COUNT: u32 = 18;
+pub const COUNTER_COUNT: u32 = 17;
 
 impl Counter {
     /// All counters, in index order.
@@ -69,7 +66,6 @@ impl Counter {
         Self::Relooks,
         Self::Resumed,
         Self::DiscoveryDeferred,
-        Self::RegsMismatch,
     ];
 
     /// Stable snake_case name (used in recordings and logs).
@@ -92,7 +88,6 @@ impl Counter {
             Self::Relooks => "relooks",
             Self::Resumed => "resumed",
             Self::DiscoveryDeferred => "discovery_deferred",
-            Self::RegsMismatch => "regs_mismatch",
         }
     }
 
@@ -108,7 +103,6 @@ impl Counter {
             Self::DropNoScratch => Some("no_scratch"),
             Self::IovecsSkipped => Some("iovec_limit"),
             Self::DropTailCall => Some("tail_call_failed"),
-            Self::RegsMismatch => Some("regs_mismatch"),
             _ => None,
         }
     }

@@ -32,7 +32,7 @@ pub mod map_name {
     pub const PROCS: &str = "PROCS";
     /// Per-stream decisions: [`StreamKey`](crate::StreamKey) to a `stream_state` value.
     pub const STREAMS: &str = "STREAMS";
-    /// Arguments of in-flight syscalls by pid_tgid, stashed at entry for the exit program.
+    /// TCP writes of tracked processes marked at entry for their exit, by pid_tgid.
     pub const ARGS: &str = "ARGS";
     /// Executable-name (comm) selectors, checked at exec.
     pub const COMM_SELECTORS: &str = "COMM_SELECTORS";
@@ -50,15 +50,12 @@ pub mod map_name {
     pub const TLS_JUMP: &str = "TLS_JUMP";
     /// Arguments of in-flight `SSL_read`/`SSL_write` calls by pid_tgid.
     pub const TLS_ARGS: &str = "TLS_ARGS";
-    /// Where the saved user registers are from the kernel stack base, as
-    /// measured by the `calibrate_regs` program (one `u64`).
-    pub const REGS_CALIBRATION: &str = "REGS_CALIBRATION";
     /// One byte per slot of tgids (`tgid % TRACKED_HINT_SLOTS`), set once
     /// any process of the slot was tracked: most calls of the host learn
     /// they are not tracked without a hash lookup.
     pub const TRACKED_HINT: &str = "TRACKED_HINT";
     /// Every map userspace looks up.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 15] = [
         CONFIG,
         EVENTS,
         SCRATCH,
@@ -73,7 +70,6 @@ pub mod map_name {
         JUMP,
         TLS_JUMP,
         TLS_ARGS,
-        REGS_CALIBRATION,
         TRACKED_HINT,
     ];
 }

@@ -11,9 +11,9 @@ use crate::{
     payload::starts_like_json,
     tracking::track,
 };
-use aya_ebpf::macros::tracepoint;
+use aya_ebpf::macros::raw_tracepoint;
 use aya_ebpf::maps::ProgramArray;
-use aya_ebpf::programs::TracePointContext;
+use aya_ebpf::programs::RawTracePointContext;
 use aya_ebpf::EbpfContext;
 use monitor_common::{
     chunk_flags, config_flags, jump_slot, stream_state, ChunkRecord, Counter, Direction, FdKind, KernelConfig,
@@ -22,8 +22,8 @@ use monitor_common::{
 
 /// Tail-call target: classify the descriptor, consult the stream decision,
 /// and send a chunk (ingress) or a writer notice (egress).
-#[tracepoint]
-pub fn capture(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn capture(ctx: RawTracePointContext) -> i32 {
     let Some(cfg) = config() else { return 0 };
     let Some(tp) = TRANSFER.get(0) else { return 0 };
     let t = *tp;
@@ -33,7 +33,7 @@ pub fn capture(ctx: TracePointContext) -> u32 {
         match capture_header(cfg, scratch, &t) {
             Header::Send => {}
             Header::Skip => return 0,
-            Header::Relook => return relook(&ctx, &JUMP),
+            Header::Relook => return relook(&ctx, &JUMP) as i32,
         }
     }
     emit_rest(&ctx, &JUMP, cfg, scratch, header_flags(scratch));

@@ -1,6 +1,6 @@
 //! The discovery stages: does an untracked stream start like JSON-RPC, HTTP
 //! carrying it, or an MCP method? Shared by the syscall path (`JUMP`) and
-//! the TLS path (`TLS_JUMP`), each stage a tracepoint and a uprobe twin.
+//! the TLS path (`TLS_JUMP`), each stage a raw tracepoint and a uprobe twin.
 
 use crate::{
     emit::{scratch, Scratch, HDR},
@@ -9,23 +9,23 @@ use crate::{
     transfer::{copied_window_len, discovered},
 };
 use aya_ebpf::helpers::generated::bpf_probe_read_user;
-use aya_ebpf::macros::{tracepoint, uprobe};
+use aya_ebpf::macros::{raw_tracepoint, uprobe};
 use aya_ebpf::maps::ProgramArray;
-use aya_ebpf::programs::{ProbeContext, TracePointContext};
+use aya_ebpf::programs::{ProbeContext, RawTracePointContext};
 use aya_ebpf::EbpfContext;
 use core::ffi::c_void;
 use monitor_common::{jump_slot, Counter, KernelConfig, MAX_DISCOVERY_WINDOW, METHOD_ROOT_LEN};
 
-/// Defines a discovery stage twice: a tracepoint for the syscall path
+/// Defines a discovery stage twice: a raw tracepoint for the syscall path
 /// (tail calls through `JUMP`) and a uprobe for TLS plaintext (`TLS_JUMP`),
 /// both running `$stage`. (A program has one context type, so one function
 /// cannot serve both.)
 macro_rules! stage_twins {
     ($(#[$doc:meta])* $syscall:ident, $tls:ident => $stage:ident) => {
         $(#[$doc])*
-        #[tracepoint]
-        pub fn $syscall(ctx: TracePointContext) -> u32 {
-            $stage(&ctx, &JUMP)
+        #[raw_tracepoint]
+        pub fn $syscall(ctx: RawTracePointContext) -> i32 {
+            $stage(&ctx, &JUMP) as i32
         }
 
         #[doc = concat!("[`", stringify!($syscall), "`] for TLS plaintext.")]

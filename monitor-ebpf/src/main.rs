@@ -5,10 +5,10 @@
 //!
 //! Capture model:
 //! - Local IPC (pipes, unix stream sockets): payload is captured where it is
-//!   **read** (`sys_exit_*` of read/readv/recvfrom/recvmsg). The reader sees
+//!   **read** (the exit of read/readv/recvfrom/recvmsg). The reader sees
 //!   exactly the bytes that crossed, in pipe-sized pieces, so each byte is
 //!   captured once and a blocking 1 MiB write is not truncated. Writers only
-//!   send a payload-less writer notice, from `sys_enter_*`, i.e. before the
+//!   send a payload-less writer notice, from `sys_enter`, i.e. before the
 //!   bytes can reach any reader; userspace uses it to name the peer.
 //! - Which processes: tracked ones (userspace selectors, inherited at fork,
 //!   exe-name selector at exec, cgroup selector) and, without any

@@ -38,15 +38,10 @@ pub(crate) static TRACKED_HINT: Array<u8> = Array::with_max_entries(TRACKED_HINT
 #[map]
 pub(crate) static STREAMS: LruHashMap<StreamKey, u8> = LruHashMap::with_max_entries(65536, 0);
 
-/// Arguments of in-flight ingress syscalls, by pid_tgid: the buffer is only
-/// filled when the call returns.
+/// TCP writes of tracked processes marked at entry for their exit, by
+/// pid_tgid: the payload is taken there, with the count the kernel took.
 #[map]
 pub(crate) static ARGS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(32768, 0);
-
-/// Where `calibrate_regs` found the saved user registers, from the kernel
-/// stack base (entry 0); read by userspace at start.
-#[map]
-pub(crate) static REGS_CALIBRATION: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Streams of untracked processes that were looked at and found not MCP:
 /// later transfers are looked at (first bytes read, then scanned) at

@@ -232,8 +232,6 @@ pub struct CheckReport {
     pub load_seconds: f64,
     /// TLS library files probed at start.
     pub tls_targets: u64,
-    /// How read exits get the call's arguments on this kernel.
-    pub read_arguments: String,
     /// The verifier's limit of instructions processed per program.
     pub verifier_limit: u64,
     /// Our own budget per program (a quarter of the limit), which the test
@@ -252,14 +250,12 @@ pub fn check(cfg: &Config) -> anyhow::Result<CheckReport> {
     let _ = start_tls_scan(&cfg.capture, &mut sensor)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     let tls_targets = sensor.tls_targets();
-    let read_arguments = sensor.read_arguments();
     drop(sensor);
     Ok(CheckReport {
         kernel: crate::sensor::verifier::kernel_release(),
         paths: crate::sensor::preflight::kernel_paths(),
         load_seconds,
         tls_targets,
-        read_arguments,
         verifier_limit: crate::sensor::verifier::VERIFIER_LIMIT,
         verifier_budget: crate::sensor::verifier::VERIFIER_BUDGET,
         programs: crate::sensor::verifier_costs()?,

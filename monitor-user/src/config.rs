@@ -90,7 +90,8 @@ pub struct CaptureConfig {
     pub discovery_window_bytes: u32,
     /// Size of the kernel-to-agent ring buffer (power of two).
     pub ring_buffer_bytes: u32,
-    /// In-flight syscalls tracked (threads blocked in read count).
+    /// TCP writes of tracked processes in flight that the kernel can follow
+    /// from entry to exit (a thread blocked in a write counts).
     pub max_inflight_syscalls: u32,
     /// The agent drains the ring buffer at least this often; the kernel
     /// wakes it earlier only when `wakeup_bytes` are waiting. Events reach
@@ -103,12 +104,6 @@ pub struct CaptureConfig {
     /// agent runs, for `mcp_monitor_bpf_program_*` metrics. It is global:
     /// every eBPF program on the host then pays ~20 ns per run for it.
     pub program_stats: bool,
-    /// Take the arguments of reads and TCP sends at syscall exit from the
-    /// user registers the kernel saved at entry (found at start): one
-    /// program run per read and no map write per call. `false` stashes
-    /// them at entry in a map instead (the fallback where the registers
-    /// are not found), which costs every read on the host a second run.
-    pub arguments_from_registers: bool,
     /// Capture TCP connections (MCP over HTTP) of processes that speak MCP:
     /// both directions' payloads; connections that are not MCP over HTTP
     /// leave capture after their first message.
@@ -140,7 +135,6 @@ impl Default for CaptureConfig {
             poll_interval_ms: 10,
             wakeup_bytes: 256 * 1024,
             program_stats: false,
-            arguments_from_registers: true,
             tcp: true,
             tls: true,
             tls_executables: vec!["node".into(), "nodejs".into()],

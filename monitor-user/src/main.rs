@@ -241,7 +241,6 @@ fn print_check(r: &agent::CheckReport) {
     );
     println!("{}", r.paths);
     println!("TLS library files probed: {}", r.tls_targets);
-    println!("read arguments: {}", r.read_arguments);
     println!();
     println!(
         "{:<24} {:<15} {:>8} {:>12} {:>9}",

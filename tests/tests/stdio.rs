@@ -336,27 +336,6 @@ fn garbage_before_the_first_message_on_a_pipe_does_not_blind_the_monitor() {
     assert!(resumed >= 1.0, "the stream was not judged afresh:\n{text}");
 }
 
-/// The fallback where the saved registers are not found (or
-/// `capture.arguments_from_registers = false`): read and TCP-send arguments
-/// stashed at entry. The same session is seen message for message.
-#[test]
-fn arguments_stashed_at_entry_see_the_same_session() {
-    require_root();
-    let dir = TempDir::new("stash");
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, "[capture]\narguments_from_registers = false\n").unwrap();
-    let m = Monitor::start(&["--config", config.to_str().unwrap()]);
-    let t = run_node("everything", &[]);
-    check_session(&m, &t);
-    assert!(
-        m.stderr()
-            .contains("21 syscall tracepoints (read arguments stashed at entry)"),
-        "{}",
-        m.stderr()
-    );
-    assert_eq!(drops(&m), 0.0);
-}
-
 #[test]
 fn filesystem_server_with_typescript_client() {
     require_root();

@@ -7,34 +7,19 @@
 //! milliseconds) would have the looks at its MCP stream thinned before its
 //! first message.
 
-use crate::{
-    hooks::{record_u64, ARG0, ARG1},
-    known_files::forget_known_file,
-    maps::config,
-    transfer::forget_judged,
-};
+use crate::{known_files::forget_known_file, maps::config, transfer::forget_judged};
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
-use aya_ebpf::macros::tracepoint;
-use aya_ebpf::programs::TracePointContext;
 use monitor_common::config_flags;
 
-/// `close(fd)`.
-#[tracepoint]
-pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
-    forget(record_u64(&ctx, ARG0));
-    0
-}
+/// x86_64 system call numbers: `close(fd)`; `dup2(old, new)` and
+/// `dup3(old, new, flags)`, which close `new` first if it was open.
+pub(crate) const NR_CLOSE: u64 = 3;
+pub(crate) const NR_DUP2: u64 = 33;
+pub(crate) const NR_DUP3: u64 = 292;
 
-/// `dup2(old, new)` and `dup3(old, new, flags)`: `new` is closed first if
-/// it was open.
-#[tracepoint]
-pub fn sys_enter_dup_onto(ctx: TracePointContext) -> u32 {
-    forget(record_u64(&ctx, ARG1));
-    0
-}
-
+/// Forgets descriptor `fd` of the current process: closed or replaced.
 #[inline(always)]
-fn forget(fd: u64) {
+pub(crate) fn forget(fd: u64) {
     let Some(cfg) = config() else { return };
     let pid_tgid = bpf_get_current_pid_tgid();
     forget_known_file(pid_tgid, fd as i32);

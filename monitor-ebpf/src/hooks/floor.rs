@@ -1,11 +1,12 @@
-//! A program that does nothing. `mcp-monitor floor` attaches it to every
-//! syscall tracepoint the agent uses, so a benchmark can tell the price of
-//! the hooks themselves (the floor) from the work of the agent's programs.
+//! A program that does nothing. `mcp-monitor floor` attaches it to the
+//! raw syscall tracepoints the agent uses, so a benchmark can tell the
+//! price of the hooks themselves (the floor) from the work of the agent's
+//! programs.
 
-use aya_ebpf::macros::tracepoint;
-use aya_ebpf::programs::TracePointContext;
+use aya_ebpf::macros::raw_tracepoint;
+use aya_ebpf::programs::RawTracePointContext;
 
-#[tracepoint]
-pub fn floor(_ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn floor(_ctx: RawTracePointContext) -> i32 {
     0
 }

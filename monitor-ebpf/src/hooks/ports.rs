@@ -2,21 +2,29 @@
 //! tracked.
 
 use crate::{
-    hooks::ARG1,
     kernel_read::{current_start_ns, uread},
     maps::{config, PORT_SELECTORS},
     tracking::{track, tracked_reason},
 };
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
-use aya_ebpf::macros::tracepoint;
-use aya_ebpf::programs::TracePointContext;
 use monitor_common::{config_flags, TrackReason};
 
-/// `bind(fd, addr, len)` and `connect(fd, addr, len)`: a process that
-/// binds or connects to a selected TCP port is tracked from then on, so its
-/// connections are captured from their first byte.
+/// x86_64 system call numbers of `connect(fd, addr, len)` and
+/// `bind(fd, addr, len)`.
+pub(crate) const NR_CONNECT: u64 = 42;
+pub(crate) const NR_BIND: u64 = 49;
+
+/// Whether port selectors are configured (else the calls need no look).
 #[inline(always)]
-pub(crate) fn on_port_call(ctx: &TracePointContext) {
+pub(crate) fn port_selectors_on() -> bool {
+    config().is_some_and(|cfg| cfg.flags & config_flags::PORT_SELECTORS != 0)
+}
+
+/// `bind` or `connect` with the user `sockaddr` at `addr`: a process that
+/// binds or connects to a selected TCP port is tracked from then on, so
+/// its connections are captured from their first byte.
+#[inline(always)]
+pub(crate) fn on_port_call(addr: u64) {
     let Some(cfg) = config() else { return };
     if cfg.flags & config_flags::PORT_SELECTORS == 0 {
         return;
@@ -25,11 +33,6 @@ pub(crate) fn on_port_call(ctx: &TracePointContext) {
     if tgid == cfg.self_tgid {
         return;
     }
-    // SAFETY: read_at copies with bpf_probe_read_kernel, which checks the
-    // address and fails instead of faulting; 24 is arg 1 (the sockaddr).
-    let Ok(addr) = (unsafe { ctx.read_at::<u64>(ARG1) }) else {
-        return;
-    };
     // struct sockaddr_in / sockaddr_in6: family, then the port in network
     // order at the same offset.
     // SAFETY: uread of a u16 (any bit pattern valid); the helper checks the
@@ -52,16 +55,4 @@ pub(crate) fn on_port_call(ctx: &TracePointContext) {
     if tracked_reason(cfg, tgid) == TrackReason::None as u32 {
         track(tgid, current_start_ns(cfg), TrackReason::PortSelector);
     }
-}
-
-#[tracepoint]
-pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
-    on_port_call(&ctx);
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    on_port_call(&ctx);
-    0
 }

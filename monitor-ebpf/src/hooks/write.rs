@@ -1,49 +1,61 @@
-//! Write-side syscalls (write, writev, sendto, sendmsg): writer notices for
+//! Write-side calls (write, writev, sendto, sendmsg): writer notices for
 //! local IPC at entry, TCP payloads at exit.
 
 use crate::{
-    hooks::{egress_exit, entry_args},
+    hooks::{marked_exit, SavedRegs},
     known_files::writer_notified,
     maps::{config, count, JUMP},
     payload::starts_like_json,
-    tracking::tracking,
+    tracking::{maybe_tracked, tracking},
     transfer::{begin_transfer, iovec, looked_at_recently, vector},
 };
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
-use aya_ebpf::macros::tracepoint;
-use aya_ebpf::programs::TracePointContext;
+use aya_ebpf::programs::RawTracePointContext;
 use monitor_common::{config_flags, Counter, Direction, Syscall};
 
 /// x86_64 system call numbers of the write side.
-const NR_WRITE: u32 = 1;
-const NR_WRITEV: u32 = 20;
-const NR_SENDTO: u32 = 44;
-const NR_SENDMSG: u32 = 46;
+pub(crate) const NR_WRITE: u64 = 1;
+pub(crate) const NR_WRITEV: u64 = 20;
+pub(crate) const NR_SENDTO: u64 = 44;
+pub(crate) const NR_SENDMSG: u64 = 46;
 
-/// Exit of write, writev, sendto, sendmsg: TCP payloads of tracked
-/// processes are captured here, with the byte count the kernel took (a
-/// partial write is not captured twice), for the writes their entry
-/// marked. With TCP capture off it returns at once.
-#[tracepoint]
-pub fn sys_exit_egress(ctx: TracePointContext) -> u32 {
-    egress_exit(&ctx, |nr| match nr {
-        NR_WRITE => Some(Syscall::Write),
-        NR_WRITEV => Some(Syscall::Writev),
-        NR_SENDTO => Some(Syscall::Sendto),
-        NR_SENDMSG => Some(Syscall::Sendmsg),
-        _ => None,
-    });
-    0
+/// Whether the current process can have a write marked for its exit:
+/// TCP capture is on and a tracked process shares its hint slot (an
+/// untracked process's writes were judged on entry: had one found MCP,
+/// the process would be tracked now).
+#[inline(always)]
+pub(crate) fn marks_possible() -> bool {
+    let Some(cfg) = config() else { return false };
+    cfg.flags & config_flags::CAPTURE_TCP != 0 && maybe_tracked((bpf_get_current_pid_tgid() >> 32) as u32)
 }
 
+/// Exit of a write-side call: the TCP payload of a write that the capture
+/// stage marked at entry (`mark_for_exit`), with the byte count the kernel
+/// took (a partial write is not captured twice). Every write on the host
+/// comes here, and nearly all end at [`marks_possible`].
 #[inline(always)]
-pub(crate) fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
+pub(crate) fn on_write_exit(ctx: &RawTracePointContext, syscall: Syscall, ret: i64) {
+    if !marks_possible() {
+        return;
+    }
+    marked_exit(ctx, bpf_get_current_pid_tgid(), syscall, ret);
+}
+
+/// Entry of a write-side call.
+#[inline(always)]
+pub(crate) fn on_write_enter(ctx: &RawTracePointContext, syscall: Syscall) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(cfg) = config() else { return };
     if (pid_tgid >> 32) as u32 == cfg.self_tgid {
         return;
     }
-    let args = entry_args(ctx, syscall);
+    let who = tracking(cfg, (pid_tgid >> 32) as u32);
+    let tracked = !who.untracked();
+    if !tracked && cfg.flags & config_flags::DISCOVERY == 0 {
+        return;
+    }
+    let Some(regs) = SavedRegs::of(ctx) else { return };
+    let args = regs.args(syscall);
     let (fd, buf, len) = (args.fd, args.buf, args.len);
     // For vectored calls the byte total is unknown before the call; the
     // notice only needs the first segment for discovery.
@@ -51,8 +63,6 @@ pub(crate) fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
         Syscall::Write | Syscall::Sendto => len,
         _ => u64::MAX,
     };
-    let who = tracking(cfg, (pid_tgid >> 32) as u32);
-    let tracked = !who.untracked();
     if tracked && writer_notified(pid_tgid, who.start_ns, fd) {
         return;
     }
@@ -88,28 +98,4 @@ pub(crate) fn on_egress_enter(ctx: &TracePointContext, syscall: Syscall) {
         0,
         0,
     );
-}
-
-#[tracepoint]
-pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
-    on_egress_enter(&ctx, Syscall::Write);
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
-    on_egress_enter(&ctx, Syscall::Writev);
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
-    on_egress_enter(&ctx, Syscall::Sendto);
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
-    on_egress_enter(&ctx, Syscall::Sendmsg);
-    0
 }

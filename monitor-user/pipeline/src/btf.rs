@@ -264,7 +264,6 @@ impl Btf {
             task_start_boottime: self.offset_of("task_struct", "start_boottime")?,
             task_group_leader: self.offset_of("task_struct", "group_leader")?,
             task_files: self.offset_of("task_struct", "files")?,
-            task_stack: self.offset_of("task_struct", "stack")?,
             files_fdt: self.offset_of("files_struct", "fdt")?,
             fdt_max_fds: self.offset_of("fdtable", "max_fds")?,
             fdt_fd: self.offset_of("fdtable", "fd")?,

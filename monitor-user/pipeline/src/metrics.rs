@@ -61,7 +61,7 @@ pub struct CaptureMetrics {
     /// `program` (needs `capture.program_stats` or `kernel.bpf_stats_enabled=1`).
     pub program_run_seconds: CounterVec,
     /// `mcp_monitor_capture_dropped_total`: captures lost in the kernel, by `reason` (ring_full, copy_failed,
-    /// args_map_full, process_map_full, stream_map_full, no_scratch, iovec_limit, tail_call_failed, regs_mismatch).
+    /// args_map_full, process_map_full, stream_map_full, no_scratch, iovec_limit, tail_call_failed).
     pub dropped: IntCounterVec,
     /// `mcp_monitor_capture_truncated_total`: chunks cut at the per-chunk capture cap.
     pub truncated: IntCounter,
@@ -329,7 +329,7 @@ impl CaptureMetrics {
             )),
             dropped: r.counters_of(
                 "capture_dropped_total",
-                "Captures lost, by reason (ring_full, copy_failed, args_map_full, process_map_full, stream_map_full, no_scratch, iovec_limit, tail_call_failed, regs_mismatch).",
+                "Captures lost, by reason (ring_full, copy_failed, args_map_full, process_map_full, stream_map_full, no_scratch, iovec_limit, tail_call_failed).",
                 "reason",
                 &[
                     "ring_full",
@@ -340,7 +340,6 @@ impl CaptureMetrics {
                     "no_scratch",
                     "iovec_limit",
                     "tail_call_failed",
-                    "regs_mismatch",
                 ],
             ),
             truncated: r.counter("capture_truncated_total", "Chunks cut at the per-chunk capture cap."),

@@ -2,14 +2,14 @@
 //! programs that do nothing.
 
 use anyhow::Context;
-use aya::{programs::TracePoint, Ebpf};
+use aya::{programs::RawTracePoint, Ebpf};
 
-use super::load::{load, rejected, syscall_programs};
+use super::load::{load, rejected, SYSCALL_PROGRAMS};
 use crate::config::CaptureConfig;
 
-/// Programs that do nothing, attached to the syscall tracepoints the agent
-/// would use on this kernel (`mcp-monitor floor`): what the hooks alone
-/// cost, the floor benchmarks compare the agent with. Detached on drop.
+/// A program that does nothing, attached to the raw syscall tracepoints
+/// the agent uses (`mcp-monitor floor`): what the hooks alone cost, the
+/// floor benchmarks compare the agent with. Detached on drop.
 pub struct Floor {
     _ebpf: Ebpf,
     /// The tracepoints the program is attached to.
@@ -19,17 +19,16 @@ pub struct Floor {
 impl Floor {
     /// Attaches the do-nothing program (see [`Floor`]).
     pub fn attach(cfg: &CaptureConfig) -> anyhow::Result<Self> {
-        let (mut ebpf, kcfg) = load(cfg)?;
-        let hooks = syscall_programs(kcfg.regs_offset);
-        let p: &mut TracePoint = ebpf.program_mut("floor").context("floor")?.try_into()?;
+        let (mut ebpf, _) = load(cfg)?;
+        let p: &mut RawTracePoint = ebpf.program_mut("floor").context("floor")?.try_into()?;
         p.load().map_err(|e| rejected("floor", e))?;
-        for (tp, _) in &hooks {
-            p.attach("syscalls", tp)
-                .with_context(|| format!("attaching to syscalls/{tp}"))?;
+        for tp in SYSCALL_PROGRAMS {
+            p.attach(tp)
+                .with_context(|| format!("attaching to the raw tracepoint {tp}"))?;
         }
         Ok(Self {
             _ebpf: ebpf,
-            tracepoints: hooks.iter().map(|(tp, _)| *tp).collect(),
+            tracepoints: SYSCALL_PROGRAMS.to_vec(),
         })
     }
 }

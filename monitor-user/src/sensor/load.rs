@@ -8,7 +8,7 @@ use aya::{
     maps::{Array, MapData, ProgramArray},
     programs::{
         uprobe::{UProbeLinkId, UProbeScope},
-        RawTracePoint, UProbe,
+        UProbe,
     },
     Ebpf, EbpfLoader, VerifierLogLevel,
 };
@@ -21,41 +21,10 @@ use mcp_monitor_pipeline::{boringssl_binary::BoringSslProbes, go_binary::GoTlsPr
 /// The eBPF object built by build.rs.
 pub(super) static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor.bpf.o"));
 
-/// Read entries: attached only where the saved user registers could not be
-/// found at start (see [`calibrate_regs`]); otherwise read exits take the
-/// arguments from them and reads cost one program run instead of two.
-pub(super) const READ_ENTRY_PROGRAMS: &[(&str, &str)] = &[
-    ("sys_enter_read", "sys_enter_read"),
-    ("sys_enter_readv", "sys_enter_readv"),
-    ("sys_enter_recvfrom", "sys_enter_recvfrom"),
-    ("sys_enter_recvmsg", "sys_enter_recvmsg"),
-];
-
-/// Syscall tracepoints and the program attached to each (besides
-/// [`READ_ENTRY_PROGRAMS`]).
-pub(super) const SYSCALL_PROGRAMS: &[(&str, &str)] = &[
-    ("sys_exit_read", "sys_exit_ingress"),
-    ("sys_exit_readv", "sys_exit_ingress"),
-    ("sys_exit_recvfrom", "sys_exit_ingress"),
-    ("sys_exit_recvmsg", "sys_exit_ingress"),
-    // Write exits before write entries: an entry's mark for its exit
-    // (`mark_for_exit`) must never be left behind for a later call.
-    ("sys_exit_write", "sys_exit_egress"),
-    ("sys_exit_writev", "sys_exit_egress"),
-    ("sys_exit_sendto", "sys_exit_egress"),
-    ("sys_exit_sendmsg", "sys_exit_egress"),
-    ("sys_enter_write", "sys_enter_write"),
-    ("sys_enter_writev", "sys_enter_writev"),
-    ("sys_enter_sendto", "sys_enter_sendto"),
-    ("sys_enter_sendmsg", "sys_enter_sendmsg"),
-    // Descriptors closed or replaced: discovery forgets their streams.
-    ("sys_enter_close", "sys_enter_close"),
-    ("sys_enter_dup2", "sys_enter_dup_onto"),
-    ("sys_enter_dup3", "sys_enter_dup_onto"),
-    // Port selectors.
-    ("sys_enter_bind", "sys_enter_bind"),
-    ("sys_enter_connect", "sys_enter_connect"),
-];
+/// The raw syscall tracepoints and their programs, of the same names, in
+/// the order they are attached: the exit first, so that a write's mark
+/// for its exit (`mark_for_exit`) is never left behind for a later call.
+pub(super) const SYSCALL_PROGRAMS: [&str; 2] = ["sys_exit", "sys_enter"];
 
 /// TLS entry probes: (program, OpenSSL function, required). A library
 /// without the required functions is not probed; OpenSSL before 1.1.1 has
@@ -83,9 +52,8 @@ pub(super) const SCHED_PROGRAMS: &[(&str, &str)] = &[
     ("sched_process_exit", "sched_process_exit"),
 ];
 
-/// Checks the environment, loads the eBPF object, writes the kernel
-/// configuration and measures where the saved user registers are; attaches
-/// nothing but the short-lived `calibrate_regs`.
+/// Checks the environment, loads the eBPF object and writes the kernel
+/// configuration; attaches nothing.
 pub(super) fn load(cfg: &CaptureConfig) -> anyhow::Result<(Ebpf, KernelConfig)> {
     preflight::check_kernel_version()?;
     preflight::check_privileges(preflight::effective_caps())?;
@@ -94,12 +62,7 @@ pub(super) fn load(cfg: &CaptureConfig) -> anyhow::Result<(Ebpf, KernelConfig)> 
     }
     preflight::check_btf()?;
     let tracefs = preflight::ensure_tracefs()?;
-    let mut needed: Vec<(&str, &str)> = SYSCALL_PROGRAMS
-        .iter()
-        .chain(READ_ENTRY_PROGRAMS)
-        .map(|(tp, _)| ("syscalls", *tp))
-        .collect();
-    needed.extend(SCHED_PROGRAMS.iter().map(|(tp, _)| ("sched", *tp)));
+    let needed: Vec<(&str, &str)> = SCHED_PROGRAMS.iter().map(|(tp, _)| ("sched", *tp)).collect();
     preflight::check_tracepoints(tracefs, &needed)?;
     preflight::raise_memlock();
     if EBPF_OBJECT.is_empty() {
@@ -117,10 +80,9 @@ pub(super) fn load(cfg: &CaptureConfig) -> anyhow::Result<(Ebpf, KernelConfig)> 
     // A rejected program is retried by aya with a log: statistics only
     // (the error line and the count), never the per-instruction trace,
     // which on a long path overflows any buffer and takes minutes.
-    let task_pt_regs = u8::from(cfg.arguments_from_registers && preflight::has_task_pt_regs());
     let mut ebpf = EbpfLoader::new()
         .verifier_log_level(VerifierLogLevel::STATS)
-        .override_global(TASK_PT_REGS, &task_pt_regs, true)
+        .override_global(TASK_PT_REGS, &u8::from(preflight::has_task_pt_regs()), true)
         .map_max_entries(map_name::SCRATCH, ncpus)
         .map_max_entries(map_name::EVENTS, cfg.ring_buffer_bytes)
         .map_max_entries(map_name::ARGS, cfg.max_inflight_syscalls)
@@ -146,26 +108,26 @@ pub(super) fn load(cfg: &CaptureConfig) -> anyhow::Result<(Ebpf, KernelConfig)> 
     if cfg.tls {
         flags |= config_flags::EXEC_NOTICES;
     }
-    let mut kcfg = KernelConfig {
+    let kcfg = KernelConfig {
         self_tgid: std::process::id(),
         capture_cap: cfg.capture_cap_bytes,
         discovery_window: cfg.discovery_window_bytes,
         flags,
         wakeup_bytes: cfg.wakeup_bytes,
-        regs_offset: 0,
         offsets,
     };
-    Array::<_, KernelConfig>::try_from(ebpf.map_mut(map_name::CONFIG).context("CONFIG map")?)?.set(0, kcfg, 0)?;
-    if cfg.arguments_from_registers {
-        kcfg.regs_offset = calibrate_regs(&mut ebpf);
-    }
     Array::<_, KernelConfig>::try_from(ebpf.map_mut(map_name::CONFIG).context("CONFIG map")?)?.set(0, kcfg, 0)?;
     Ok((ebpf, kcfg))
 }
 
-/// The read-only global that makes read exits find the saved registers
-/// through `bpf_task_pt_regs` (monitor-ebpf `hooks::saved_args`).
+/// The read-only global that makes the syscall hooks reach the saved
+/// registers through `bpf_task_pt_regs` (monitor-ebpf `SavedRegs::of`).
 pub(super) const TASK_PT_REGS: &str = "TASK_PT_REGS";
+
+/// The read-only globals as the agent's load sets them.
+fn probe_globals() -> [(&'static str, &'static [u8]); 1] {
+    [(TASK_PT_REGS, if preflight::has_task_pt_regs() { &[1] } else { &[0] })]
+}
 
 /// Map sizes for the verifier probe: small (the verifier does not look at
 /// them), the ring a page-aligned power of two.
@@ -176,11 +138,6 @@ const PROBE_MAP_SIZES: &[(&str, u32)] = &[
     (map_name::PROCS, 1024),
     (map_name::STREAMS, 1024),
 ];
-
-/// The read-only globals as the agent's default load sets them.
-fn probe_globals() -> [(&'static str, &'static [u8]); 1] {
-    [(TASK_PT_REGS, if preflight::has_task_pt_regs() { &[1] } else { &[0] })]
-}
 
 /// The verifier's cost of each program on this kernel (`mcp-monitor check`).
 pub fn verifier_costs() -> anyhow::Result<Vec<verifier::ProgramCost>> {
@@ -198,53 +155,6 @@ pub(super) fn rejected(prog: &str, e: aya::programs::ProgramError) -> anyhow::Er
         None
     };
     anyhow::anyhow!(verifier::explain_rejection(prog, &e, probe.as_ref()))
-}
-
-/// The syscall tracepoints to attach, and their programs.
-pub(super) fn syscall_programs(regs_offset: u32) -> Vec<(&'static str, &'static str)> {
-    let mut v = SYSCALL_PROGRAMS.to_vec();
-    if regs_offset == 0 {
-        v.extend_from_slice(READ_ENTRY_PROGRAMS);
-    }
-    v
-}
-
-/// Finds where the kernel keeps the user registers saved at syscall entry,
-/// from a task's kernel stack base (`THREAD_SIZE` and the padding above
-/// `pt_regs` differ between kernel builds): `calibrate_regs` is attached
-/// to the raw `sys_enter` tracepoint for one system call of ours. Returns
-/// 0 (the read arguments are then stashed at entry) if that fails; the
-/// kernel programs still check every use against the call's number.
-pub(super) fn calibrate_regs(ebpf: &mut Ebpf) -> u32 {
-    let measured = (|| -> anyhow::Result<u64> {
-        let p: &mut RawTracePoint = ebpf
-            .program_mut("calibrate_regs")
-            .context("calibrate_regs")?
-            .try_into()?;
-        p.load().map_err(|e| rejected("calibrate_regs", e))?;
-        let link = p.attach("sys_enter").context("attaching to raw tracepoint sys_enter")?;
-        // Any system call of this process will do.
-        let _ = std::fs::metadata("/");
-        p.detach(link)?;
-        p.unload()?;
-        let m = Array::<_, u64>::try_from(ebpf.map(map_name::REGS_CALIBRATION).context("REGS_CALIBRATION map")?)?;
-        Ok(m.get(&0, 0)?)
-    })();
-    match measured {
-        // A kernel stack is at most a few pages; pt_regs is 8-aligned.
-        Ok(off) if off > 0 && off < (1 << 20) && off % 8 == 0 => off as u32,
-        Ok(off) => {
-            log::warn!(
-                "the saved user registers were not found at a plausible place ({off:#x} from the stack base); \
-                 read arguments are stashed at entry (a second program run per read)"
-            );
-            0
-        }
-        Err(e) => {
-            log::warn!("could not measure where the saved user registers are ({e:#}); read arguments are stashed at entry (a second program run per read)");
-            0
-        }
-    }
 }
 
 /// Reads the running kernel's BTF.

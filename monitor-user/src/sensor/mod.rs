@@ -12,8 +12,8 @@ mod mapped_file;
 pub use floor::Floor;
 pub use load::verifier_costs;
 use load::{
-    attach_boringssl_file, attach_go_file, attach_tls_file, detach_links, load, load_tls, rejected, syscall_programs,
-    Links, SCHED_PROGRAMS,
+    attach_boringssl_file, attach_go_file, attach_tls_file, detach_links, load, load_tls, rejected, Links,
+    SCHED_PROGRAMS, SYSCALL_PROGRAMS,
 };
 use selectors::install_selectors;
 pub mod ports;
@@ -87,18 +87,12 @@ pub struct Sensor {
     pub capture_cap: u32,
     /// Keeps the kernel's eBPF run-time accounting on (capture.program_stats).
     _program_stats: Option<std::os::fd::OwnedFd>,
-    /// Where read exits find the saved user registers (0: the arguments
-    /// are stashed at entry).
-    regs_offset: u32,
-    /// Whether they are found through `bpf_task_pt_regs` (5.15+).
-    task_pt_regs: bool,
 }
 
 impl Sensor {
     /// Checks the environment, loads and attaches everything.
     pub fn start(cfg: &CaptureConfig, boot_offset_ns: i128) -> anyhow::Result<Self> {
-        let (mut ebpf, kcfg) = load(cfg)?;
-        let syscall_programs = syscall_programs(kcfg.regs_offset);
+        let (mut ebpf, _) = load(cfg)?;
         let ncpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))? as u32;
         let procs = ProcReader::new("/proc", &procfs::node_passwd(Path::new("/proc")));
         install_selectors(&mut ebpf, cfg)?;
@@ -111,26 +105,21 @@ impl Sensor {
             (jump_slot::DISCOVER_HTTP, "discover_http"),
             (jump_slot::DISCOVER_JSONRPC, "discover_jsonrpc"),
         ] {
-            let p: &mut TracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
+            let p: &mut RawTracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
             p.load().map_err(|e| rejected(prog, e))?;
             jump.set(index, p.fd()?, 0)?;
         }
 
         let tls_jump = if cfg.tls { Some(load_tls(&mut ebpf)?) } else { None };
 
-        // Load each program once (sys_exit_ingress and sys_exit_egress
-        // serve four tracepoints each).
-        let mut loaded = HashSet::new();
-        for (_, prog) in &syscall_programs {
-            if loaded.insert(*prog) {
-                let p: &mut TracePoint = ebpf.program_mut(prog).context(*prog)?.try_into()?;
-                p.load().map_err(|e| rejected(prog, e))?;
-            }
+        for prog in SYSCALL_PROGRAMS {
+            let p: &mut RawTracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
+            p.load().map_err(|e| rejected(prog, e))?;
         }
-        for (tp, prog) in &syscall_programs {
-            let p: &mut TracePoint = ebpf.program_mut(prog).context(*prog)?.try_into()?;
-            p.attach("syscalls", tp)
-                .with_context(|| format!("attaching to syscalls/{tp}"))?;
+        for tp in SYSCALL_PROGRAMS {
+            let p: &mut RawTracePoint = ebpf.program_mut(tp).context(tp)?.try_into()?;
+            p.attach(tp)
+                .with_context(|| format!("attaching to the raw tracepoint {tp}"))?;
         }
         for (tp, prog) in SCHED_PROGRAMS {
             let p: &mut TracePoint = ebpf.program_mut(prog).context(*prog)?.try_into()?;
@@ -152,13 +141,7 @@ impl Sensor {
         let ring = unsafe { AsyncFd::register(ring) }
             .map_err(|e| anyhow::anyhow!("registering the ring buffer with tokio: {e}"))?;
         log::info!(
-            "capture attached: {} syscall tracepoints (read arguments {}), {} CPUs, cap {} bytes/read, discovery {}",
-            syscall_programs.len(),
-            if kcfg.regs_offset != 0 {
-                "from the saved registers at exit"
-            } else {
-                "stashed at entry"
-            },
+            "capture attached: raw tracepoints sys_enter and sys_exit, {} CPUs, cap {} bytes/read, discovery {}",
             ncpus,
             cfg.capture_cap_bytes,
             if cfg.discovery { "on" } else { "off" }
@@ -196,8 +179,6 @@ impl Sensor {
             boot_offset_ns,
             capture_cap: cfg.capture_cap_bytes,
             _program_stats: program_stats,
-            regs_offset: kcfg.regs_offset,
-            task_pt_regs: kcfg.regs_offset != 0 && cfg.arguments_from_registers && preflight::has_task_pt_regs(),
         })
     }
 
@@ -344,22 +325,6 @@ impl Sensor {
     /// TLS library files probed so far.
     pub fn tls_targets(&self) -> u64 {
         self.tls_targets
-    }
-
-    /// How read exits get the call's arguments, for `check`.
-    pub fn read_arguments(&self) -> String {
-        if self.regs_offset != 0 {
-            format!(
-                "from the user registers saved at syscall entry ({}): one program per read, no map write per call",
-                if self.task_pt_regs {
-                    "found through bpf_task_pt_regs".to_owned()
-                } else {
-                    format!("{:#x} from the kernel stack base", self.regs_offset)
-                }
-            )
-        } else {
-            "stashed at entry (capture.arguments_from_registers is off, or the saved registers were not found): two programs per read".to_owned()
-        }
     }
 
     /// Attaches the TLS probes to one file (see [`tls`]): OpenSSL's
