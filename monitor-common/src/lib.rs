@@ -32,7 +32,7 @@ pub use streams::{stream_state, StreamKey, TlsKey, TLS_STREAM_FD};
 pub use tracking::{ProcState, TrackReason, TRACKED_HINT_SLOTS};
 
 /// Bumped whenever a `#[repr(C)]` layout below changes.
-pub const ABI_VERSION: u32 = 7;
+pub const ABI_VERSION: u32 = 8;
 
 /// Largest payload one chunk record can carry. The per-CPU scratch buffer is
 /// sized for it, so it is a compile-time constant; the effective cap is
@@ -91,6 +91,6 @@ mod tests {
         assert_eq!(size_of::<ChunkRecord>(), 48 + 8 + 8 + 8 + 8 + 8 + 8 + 8 + 8 + 40);
         assert_eq!(size_of::<ProcessRecord>(), 64);
         assert_eq!(size_of::<StreamKey>(), 24);
-        assert_eq!(size_of::<KernelConfig>(), 24 + 24 * 4);
+        assert_eq!(size_of::<KernelConfig>(), 20 + 23 * 4);
     }
 }

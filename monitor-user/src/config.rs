@@ -104,6 +104,11 @@ pub struct CaptureConfig {
     /// agent runs, for `mcp_monitor_bpf_program_*` metrics. It is global:
     /// every eBPF program on the host then pays ~20 ns per run for it.
     pub program_stats: bool,
+    /// Obsolete (the syscall hooks take every call's arguments from the
+    /// saved registers): accepted so that configuration files written for
+    /// earlier versions still load, warned about at load, never written.
+    #[serde(skip_serializing)]
+    pub arguments_from_registers: Option<bool>,
     /// Capture TCP connections (MCP over HTTP) of processes that speak MCP:
     /// both directions' payloads; connections that are not MCP over HTTP
     /// leave capture after their first message.
@@ -135,6 +140,7 @@ impl Default for CaptureConfig {
             poll_interval_ms: 10,
             wakeup_bytes: 256 * 1024,
             program_stats: false,
+            arguments_from_registers: None,
             tcp: true,
             tls: true,
             tls_executables: vec!["node".into(), "nodejs".into()],
@@ -285,7 +291,22 @@ impl Config {
         let cfg: Config =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("configuration {} is invalid: {e}", path.display()))?;
         cfg.validate()?;
+        for w in cfg.obsolete_keys() {
+            log::warn!("configuration {}: {w}", path.display());
+        }
         Ok(cfg)
+    }
+
+    /// What the configuration sets that no longer has an effect.
+    pub fn obsolete_keys(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.capture.arguments_from_registers.is_some() {
+            out.push(
+                "capture.arguments_from_registers has no effect any more (every call's arguments come from \
+                 the saved registers, on the raw sys_enter/sys_exit tracepoints): remove it",
+            );
+        }
+        out
     }
 
     /// Checks values that TOML types cannot.
@@ -505,5 +526,18 @@ mod tests {
         let mut c = Config::default();
         c.capture.ring_buffer_bytes = 3 << 20;
         assert!(c.validate().unwrap_err().to_string().contains("power of two"));
+    }
+
+    #[test]
+    fn obsolete_keys_load_with_a_warning_and_are_not_written() {
+        let c: Config = toml::from_str("[capture]\narguments_from_registers = false\n").unwrap();
+        c.validate().unwrap();
+        let w = c.obsolete_keys();
+        assert!(
+            w.len() == 1 && w[0].contains("arguments_from_registers") && w[0].contains("remove it"),
+            "{w:?}"
+        );
+        assert!(Config::default().obsolete_keys().is_empty());
+        assert!(!toml::to_string(&c).unwrap().contains("arguments_from_registers"));
     }
 }
