@@ -62,7 +62,12 @@ pub(super) fn load(cfg: &CaptureConfig) -> anyhow::Result<(Ebpf, KernelConfig)> 
     }
     preflight::check_btf()?;
     let tracefs = preflight::ensure_tracefs()?;
-    let needed: Vec<(&str, &str)> = SCHED_PROGRAMS.iter().map(|(tp, _)| ("sched", *tp)).collect();
+    // The raw syscall tracepoints are the `raw_syscalls` events of tracefs.
+    let needed: Vec<(&str, &str)> = SYSCALL_PROGRAMS
+        .iter()
+        .map(|tp| ("raw_syscalls", *tp))
+        .chain(SCHED_PROGRAMS.iter().map(|(tp, _)| ("sched", *tp)))
+        .collect();
     preflight::check_tracepoints(tracefs, &needed)?;
     preflight::raise_memlock();
     if EBPF_OBJECT.is_empty() {

@@ -215,14 +215,15 @@ pub fn check_btf() -> anyhow::Result<()> {
     )
 }
 
-/// Fails when a syscall tracepoint the sensor needs does not exist.
+/// Fails when a tracepoint the sensor needs does not exist.
 pub fn check_tracepoints(tracefs: &str, needed: &[(&str, &str)]) -> anyhow::Result<()> {
     for (cat, name) in needed {
         let p = Path::new(tracefs).join("events").join(cat).join(name);
         if !p.exists() {
             anyhow::bail!(
                 "tracepoint {cat}/{name} is missing from {tracefs}/events.\n\
-                 Fix: the kernel needs CONFIG_FTRACE_SYSCALLS=y (syscall tracepoints); check \
+                 Fix: the kernel needs CONFIG_TRACEPOINTS=y and, for raw_syscalls, \
+                 CONFIG_HAVE_SYSCALL_TRACEPOINTS (every x86_64 kernel with tracing); check \
                  `ls {tracefs}/events/{cat}`."
             );
         }
@@ -334,5 +335,21 @@ mod tests {
         assert!(e.contains("missing CAP_BPF (") && !e.contains("CAP_PERFMON ("), "{e}");
         let e = check_privileges(0).unwrap_err().to_string();
         assert!(e.contains("CAP_BPF (") && e.contains("CAP_PERFMON ("), "{e}");
+    }
+
+    #[test]
+    fn a_missing_raw_syscall_tracepoint_is_named_with_the_fix() {
+        let dir = std::env::temp_dir().join(format!("mcpmon-tracefs-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("events/raw_syscalls/sys_enter")).unwrap();
+        let tracefs = dir.to_str().unwrap();
+        assert!(check_tracepoints(tracefs, &[("raw_syscalls", "sys_enter")]).is_ok());
+        let e = check_tracepoints(tracefs, &[("raw_syscalls", "sys_enter"), ("raw_syscalls", "sys_exit")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("raw_syscalls/sys_exit") && e.contains("CONFIG_HAVE_SYSCALL_TRACEPOINTS"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
