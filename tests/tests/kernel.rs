@@ -35,6 +35,18 @@ fn every_program_loads_within_the_verifier_budget() {
         stderr.contains("capture attached: raw tracepoints sys_enter and sys_exit"),
         "{stderr}"
     );
+    // And how the hooks reach the call's arguments on this kernel: the
+    // BTF path from 5.15 on, a kernel read before.
+    let (major, minor) = {
+        let mut it = release.trim().split(['.', '-']).filter_map(|p| p.parse::<u32>().ok());
+        (it.next().unwrap(), it.next().unwrap())
+    };
+    let expected = if (major, minor) >= (5, 15) {
+        "syscall arguments from the task's saved registers (bpf_task_pt_regs)"
+    } else {
+        "syscall arguments by a kernel read of the saved registers"
+    };
+    assert!(stderr.contains(expected), "{expected:?} missing from {stderr}");
 
     let limit = r["verifier_limit"].as_u64().unwrap();
     let budget = r["verifier_budget"].as_u64().unwrap();

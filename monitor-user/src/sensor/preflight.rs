@@ -181,7 +181,12 @@ pub fn kernel_paths() -> String {
     let at_least = |a, b| current.is_some_and(|v| v >= aya::util::KernelVersion::new(a, b, 0));
     format!(
         "kernel {release}: raw tracepoints sys_enter/sys_exit and sched_process_fork, sched tracepoints, uprobes for TLS, BPF ring buffer; \
-         verifier error reports {}",
+         syscall arguments {}; verifier error reports {}",
+        if has_task_pt_regs() {
+            "from the task's saved registers (bpf_task_pt_regs)"
+        } else {
+            "by a kernel read of the saved registers (before 5.15, or MCP_MONITOR_NO_TASK_PT_REGS=1)"
+        },
         if at_least(6, 4) {
             "with the instructions before the error"
         } else {
