@@ -667,3 +667,37 @@ fn validation_rules_are_not_passwords() {
     assert!(assignment_ok("password", "tiger|Lamp9|sun_Rise"));
     assert!(!assignment_ok("password", "required|string|min:12|confirmed"));
 }
+
+/// Rules are compiled when a message first selects them: a fresh scanner
+/// holds no automaton, text without a keyword compiles nothing, and a
+/// rule's example compiles that rule (and those sharing its keywords), not
+/// the whole set; clones share what was compiled.
+#[test]
+fn rules_are_compiled_when_a_message_first_selects_them() {
+    let s = SecretScanner::new(b"test-key-test-key-test-key-test!");
+    let compiled = |s: &SecretScanner| s.rules.iter().filter(|c| c.regex.is_compiled()).count();
+    assert_eq!(compiled(&s), 0, "a fresh scanner compiled rules");
+    assert!(scan_text(&s, "hello world, nothing to see here").is_empty());
+    assert_eq!(compiled(&s), 0, "text without a keyword compiled rules");
+    let clone = s.clone();
+    let rule = &builtin::RULES[0];
+    let found = scan_text(&s, rule.examples[0]);
+    assert!(
+        found.iter().any(|f| f.rule == rule.id),
+        "{} not found: {found:?}",
+        rule.id
+    );
+    let index = s.rules.iter().position(|c| c.def.id == rule.id).unwrap();
+    assert!(s.rules[index].regex.is_compiled());
+    let n = compiled(&s);
+    assert!(
+        n < s.rules.len() / 4,
+        "{n} of {} rules compiled for one example",
+        s.rules.len()
+    );
+    assert_eq!(
+        compiled(&clone),
+        n,
+        "a clone compiled its own or missed the shared ones"
+    );
+}
