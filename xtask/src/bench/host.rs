@@ -103,24 +103,67 @@ fn start_floor() -> Result<Child> {
     bail!("mcp-monitor floor exited before attaching (run as root; see its output above)")
 }
 
-/// User + system CPU seconds of a shell command and its children, pinned
-/// to CPU 0.
-fn cpu_seconds(script: &str) -> Result<f64> {
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(format!("TIMEFORMAT='%3U %3S'; time (taskset -c 0 {script}) >/dev/null"))
+/// What a workload cost: CPU time and context switches of its processes.
+struct Usage {
+    cpu_s: f64,
+    switches: f64,
+}
+
+/// `struct rusage` of x86_64 Linux (glibc's layout): two timevals, then
+/// fourteen longs, of which `ru_nvcsw` and `ru_nivcsw` are the last two.
+#[repr(C)]
+#[derive(Default)]
+struct RUsage {
+    utime: [i64; 2],
+    stime: [i64; 2],
+    longs: [i64; 14],
+}
+
+extern "C" {
+    fn getrusage(who: i32, usage: *mut RUsage) -> i32;
+}
+
+/// `RUSAGE_CHILDREN`: every child (and its descendants) waited for so far.
+const RUSAGE_CHILDREN: i32 = -1;
+
+fn children_usage() -> Usage {
+    let mut u = RUsage::default();
+    // SAFETY: a valid pointer to a zeroed struct of the kernel's layout.
+    unsafe { getrusage(RUSAGE_CHILDREN, &mut u) };
+    let secs = |tv: [i64; 2]| tv[0] as f64 + tv[1] as f64 / 1e6;
+    Usage {
+        cpu_s: secs(u.utime) + secs(u.stime),
+        // ru_nvcsw + ru_nivcsw.
+        switches: (u.longs[12] + u.longs[13]) as f64,
+    }
+}
+
+/// User + system CPU seconds and context switches of a shell command and
+/// its children, pinned to CPU 0: the difference of this process's
+/// children's usage around it (the agent and the floor, children too, are
+/// only waited for between workloads). The switches show how a workload
+/// reacts to slower calls: a pipe's reader is woken more often when each
+/// write costs more, and the switches cost more than the hooks.
+fn cpu_usage(script: &str) -> Result<Usage> {
+    let before = children_usage();
+    let out = Command::new("taskset")
+        .args(["-c", "0", "sh", "-c"])
+        .arg(format!("{script} >/dev/null"))
         .output()
-        .context("running bash")?;
+        .context("running taskset")?;
     if !out.status.success() {
         bail!("`{script}` failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let err = String::from_utf8_lossy(&out.stderr);
-    let last = err.lines().last().unwrap_or("");
-    let mut it = last.split_whitespace().map(|v| v.parse::<f64>());
-    match (it.next(), it.next()) {
-        (Some(Ok(u)), Some(Ok(s))) => Ok(u + s),
-        _ => bail!("no timing from `{script}`: {err}"),
-    }
+    let after = children_usage();
+    Ok(Usage {
+        cpu_s: after.cpu_s - before.cpu_s,
+        switches: after.switches - before.switches,
+    })
+}
+
+/// CPU seconds of a workload (`cpu_usage`).
+fn cpu_seconds(script: &str) -> Result<f64> {
+    Ok(cpu_usage(script)?.cpu_s)
 }
 
 /// redis-benchmark SET and GET requests/s against the bench's server.
@@ -155,6 +198,8 @@ struct Workload {
     /// per call; 0 where not counted.
     calls: u64,
     runs: [Vec<f64>; 3],
+    /// Context switches per run ("CPU s" workloads).
+    switches: [Vec<f64>; 3],
 }
 
 impl Workload {
@@ -164,6 +209,7 @@ impl Workload {
             unit,
             calls,
             runs: Default::default(),
+            switches: Default::default(),
         }
     }
 
@@ -187,6 +233,14 @@ impl Workload {
             v["agent_ns_per_call"] = json!(a);
             v["agent_over_floor"] = json!(if f > 0.0 { a / f } else { f64::NAN });
             v["ratio_agent"] = json!(agent / none);
+            let per_call: Vec<f64> = self
+                .switches
+                .iter()
+                .map(|r| median(r.clone()) / self.calls as f64)
+                .collect();
+            v["context_switches_per_call"] = json!({
+                "nothing": per_call[0], "floor": per_call[1], "agent": per_call[2],
+            });
         } else {
             v["ratio_floor"] = json!(floor / none);
             v["ratio_agent"] = json!(agent / none);
@@ -269,9 +323,11 @@ fn measure(port: u16) -> Result<Value> {
             let (s, g) = redis_rps()?;
             set.runs[i].push(s);
             get.runs[i].push(g);
-            json_w.runs[i].push(cpu_seconds(&json_pipe)?);
-            text_w.runs[i].push(cpu_seconds(&text_pipe)?);
-            dd_w.runs[i].push(cpu_seconds(&dd)?);
+            for (w, script) in [(&mut json_w, &json_pipe), (&mut text_w, &text_pipe), (&mut dd_w, &dd)] {
+                let u = cpu_usage(script)?;
+                w.runs[i].push(u.cpu_s);
+                w.switches[i].push(u.switches);
+            }
             attached.stop();
         }
     }
@@ -306,4 +362,32 @@ fn program_costs(port: u16, json_pipe: &str) -> Result<Value> {
     }
     let _ = std::fs::write(sysctl, before.trim());
     Ok(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout of `struct rusage` is declared by hand: a shell that
+    /// spins and then sleeps must show CPU time and at least the sleep's
+    /// context switch, and a second, shorter run less CPU.
+    #[test]
+    fn children_usage_reads_cpu_and_context_switches() {
+        let spin = |n: u32| format!("i=0; while [ $i -lt {n} ]; do i=$((i+1)); done; sleep 0.05");
+        let long = cpu_usage(&spin(300_000)).unwrap();
+        assert!(long.cpu_s > 0.05, "{} CPU s for a 300,000-step shell loop", long.cpu_s);
+        assert!(long.cpu_s < 60.0, "{} CPU s: not seconds", long.cpu_s);
+        assert!(
+            long.switches >= 1.0,
+            "{} context switches across a sleep",
+            long.switches
+        );
+        let short = cpu_usage(&spin(1_000)).unwrap();
+        assert!(
+            short.cpu_s < long.cpu_s,
+            "{} CPU s for 1,000 steps, {} for 300,000",
+            short.cpu_s,
+            long.cpu_s
+        );
+    }
 }

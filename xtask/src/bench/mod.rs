@@ -426,12 +426,17 @@ fn print_summary(r: &Value, path: &Path) {
         );
         for (name, w) in h["workloads"].as_object().into_iter().flatten() {
             if w["unit"] == "CPU s" {
+                let cs = &w["context_switches_per_call"];
                 println!(
-                    "    {name}: {:.3} s CPU alone, floor +{:.0} ns/call, agent +{:.0} ns/call ({:.2}x the floor)",
+                    "    {name}: {:.3} s CPU alone, floor +{:.0} ns/call, agent +{:.0} ns/call ({:.2}x the floor); \
+                     context switches per call {:.3} alone, {:.3} floor, {:.3} agent",
                     w["median_nothing"].as_f64().unwrap_or(0.0),
                     w["floor_ns_per_call"].as_f64().unwrap_or(0.0),
                     w["agent_ns_per_call"].as_f64().unwrap_or(0.0),
-                    w["agent_over_floor"].as_f64().unwrap_or(0.0)
+                    w["agent_over_floor"].as_f64().unwrap_or(0.0),
+                    cs["nothing"].as_f64().unwrap_or(0.0),
+                    cs["floor"].as_f64().unwrap_or(0.0),
+                    cs["agent"].as_f64().unwrap_or(0.0)
                 );
             } else {
                 println!(
