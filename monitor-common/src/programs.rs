@@ -1,18 +1,19 @@
 //! How userspace finds the kernel programs' pieces: tail-call slots and
 //! map names.
 
-/// Tail-call slots of the two program arrays, `JUMP` (syscall path) and
-/// `TLS_JUMP` (TLS path): the entry programs jump to these stages, and the
-/// loader fills the slots.
+/// Tail-call slots of the three program arrays, `ENTER_JUMP` and
+/// `EXIT_JUMP` (the syscall hooks) and `TLS_JUMP` (TLS path): the entry
+/// programs jump to these stages, and the loader fills the slots. Each
+/// array has its own copy of every stage, named with its prefix (`enter_`,
+/// `exit_`, `tls_`).
 pub mod jump_slot {
-    /// Is an untracked stream JSON-RPC? (`discover`, `tls_discover`)
+    /// Is an untracked stream JSON-RPC? (`*_discover`)
     pub const DISCOVER: u32 = 0;
-    /// Capture a tracked stream and send its bytes (`capture`, `tls_capture`).
+    /// Capture a tracked stream and send its bytes (`*_capture`).
     pub const CAPTURE: u32 = 1;
-    /// JSON-RPC inside an HTTP message (`discover_http`, `tls_discover_http`).
+    /// JSON-RPC inside an HTTP message (`*_discover_http`).
     pub const DISCOVER_HTTP: u32 = 2;
-    /// An MCP method at the start of the payload (`discover_jsonrpc`,
-    /// `tls_discover_jsonrpc`).
+    /// An MCP method at the start of the payload (`*_discover_jsonrpc`).
     pub const DISCOVER_JSONRPC: u32 = 3;
     /// Slots in each array.
     pub const COUNT: u32 = 4;
@@ -44,8 +45,10 @@ pub mod map_name {
     pub const PORT_SELECTORS: &str = "PORT_SELECTORS";
     /// Per-CPU [`Counter`](crate::Counter) array.
     pub const COUNTERS: &str = "COUNTERS";
-    /// Tail-call program array of the syscall path, indexed by `jump_slot`.
-    pub const JUMP: &str = "JUMP";
+    /// Tail-call program array of `sys_enter`, indexed by `jump_slot`.
+    pub const ENTER_JUMP: &str = "ENTER_JUMP";
+    /// Tail-call program array of `sys_exit`, indexed by `jump_slot`.
+    pub const EXIT_JUMP: &str = "EXIT_JUMP";
     /// Tail-call program array of the TLS (uprobe) path, indexed by `jump_slot`.
     pub const TLS_JUMP: &str = "TLS_JUMP";
     /// Arguments of in-flight `SSL_read`/`SSL_write` calls by pid_tgid.
@@ -55,7 +58,7 @@ pub mod map_name {
     /// they are not tracked without a hash lookup.
     pub const TRACKED_HINT: &str = "TRACKED_HINT";
     /// Every map userspace looks up.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         CONFIG,
         EVENTS,
         SCRATCH,
@@ -67,7 +70,8 @@ pub mod map_name {
         CGROUP_SELECTORS,
         PORT_SELECTORS,
         COUNTERS,
-        JUMP,
+        ENTER_JUMP,
+        EXIT_JUMP,
         TLS_JUMP,
         TLS_ARGS,
         TRACKED_HINT,

@@ -1,29 +1,41 @@
 //! The capture stage of the syscall path: the stream's state in `STREAMS`
 //! (capture, ignore, look again) and the chunk header of what is sent.
 
+use crate::hooks::SyscallContext;
 use crate::{
     emit::{emit_rest, fill_chunk_header, ring_flags, scratch, Scratch, HDR},
     hooks::mark_for_exit,
     kernel_read::conn_tuple,
     known_files::known_file_info,
-    maps::{config, count, EVENTS, JUMP, LAST_TCP_READ, STREAMS, TRANSFER},
+    maps::{config, count, ENTER_JUMP, EVENTS, EXIT_JUMP, LAST_TCP_READ, STREAMS, TRANSFER},
     maps::{SyscallArgs, Transfer},
     payload::starts_like_json,
     tracking::track,
 };
-use aya_ebpf::macros::raw_tracepoint;
+use aya_ebpf::macros::btf_tracepoint;
 use aya_ebpf::maps::ProgramArray;
-use aya_ebpf::programs::RawTracePointContext;
 use aya_ebpf::EbpfContext;
 use monitor_common::{
     chunk_flags, config_flags, jump_slot, stream_state, ChunkRecord, Counter, Direction, FdKind, KernelConfig,
     RecordKind, StreamKey, Syscall, TrackReason,
 };
 
-/// Tail-call target: classify the descriptor, consult the stream decision,
-/// and send a chunk (ingress) or a writer notice (egress).
-#[raw_tracepoint]
-pub fn capture(ctx: RawTracePointContext) -> i32 {
+/// Tail-call target of `sys_enter`: [`capture_stage`].
+#[btf_tracepoint]
+pub fn enter_capture(ctx: SyscallContext) -> i32 {
+    capture_stage(&ctx, &ENTER_JUMP)
+}
+
+/// Tail-call target of `sys_exit`: [`capture_stage`].
+#[btf_tracepoint]
+pub fn exit_capture(ctx: SyscallContext) -> i32 {
+    capture_stage(&ctx, &EXIT_JUMP)
+}
+
+/// Classify the descriptor, consult the stream decision, and send a chunk
+/// (ingress) or a writer notice (egress).
+#[inline(always)]
+fn capture_stage(ctx: &SyscallContext, jump: &ProgramArray) -> i32 {
     let Some(cfg) = config() else { return 0 };
     let Some(tp) = TRANSFER.get(0) else { return 0 };
     let t = *tp;
@@ -33,10 +45,10 @@ pub fn capture(ctx: RawTracePointContext) -> i32 {
         match capture_header(cfg, scratch, &t) {
             Header::Send => {}
             Header::Skip => return 0,
-            Header::Relook => return relook(&ctx, &JUMP) as i32,
+            Header::Relook => return relook(ctx, jump) as i32,
         }
     }
-    emit_rest(&ctx, &JUMP, cfg, scratch, header_flags(scratch));
+    emit_rest(ctx, jump, cfg, scratch, header_flags(scratch));
     0
 }
 

@@ -97,11 +97,20 @@ pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COU
 #[map]
 pub(crate) static TRANSFER: PerCpuArray<Transfer> = PerCpuArray::with_max_entries(1, 0);
 
-/// Tail-call targets. Splitting the work keeps each program small enough
-/// for the verifier: the 1 KiB discovery scan is verified once, on its own,
-/// instead of along every path of the capture code.
+/// Tail-call targets of `sys_enter` (writes). Splitting the work keeps
+/// each program small enough for the verifier: the 1 KiB discovery scan is
+/// verified once, on its own, instead of along every path of the capture
+/// code.
 #[map]
-pub(crate) static JUMP: ProgramArray = ProgramArray::with_max_entries(jump_slot::COUNT, 0);
+pub(crate) static ENTER_JUMP: ProgramArray = ProgramArray::with_max_entries(jump_slot::COUNT, 0);
+
+/// The same stages for `sys_exit` (reads, marked TCP writes): a BTF
+/// tracepoint program is loaded for one tracepoint, and recent kernels
+/// (6.18 here) refuse a tail call into a tracing program loaded for
+/// another tracepoint's prototype, so each hook has its own loaded copy of
+/// the stages.
+#[map]
+pub(crate) static EXIT_JUMP: ProgramArray = ProgramArray::with_max_entries(jump_slot::COUNT, 0);
 
 /// The same stages for TLS plaintext: tail calls only reach programs of the
 /// caller's type, and the TLS entry points are uprobes.

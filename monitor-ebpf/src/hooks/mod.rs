@@ -15,15 +15,16 @@ pub mod tls;
 pub mod write;
 
 use crate::{
-    kernel_read::kread,
-    maps::{config, count, SyscallArgs, ARGS, JUMP},
+    maps::{config, count, SyscallArgs, ARGS, EXIT_JUMP},
     tracking::{tracking, Tracking},
     transfer::begin_transfer,
 };
-use aya_ebpf::helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs};
-use aya_ebpf::programs::RawTracePointContext;
-use aya_ebpf::EbpfContext;
+use aya_ebpf::programs::BtfTracePointContext;
 use monitor_common::{Counter, Direction, KernelConfig, Syscall};
+
+/// The context of the syscall hooks and their tail-call stages: BTF
+/// tracepoints (`tp_btf`) on the raw `sys_enter`/`sys_exit` tracepoints.
+pub(crate) type SyscallContext = BtfTracePointContext;
 
 /// Offset of `dx` in x86_64 `struct pt_regs`; `si`, `di`, `orig_ax`, `ip`
 /// and `cs` follow at 104, 112, 120, 128 and 136.
@@ -41,15 +42,6 @@ pub(crate) struct SavedRegs {
     pub(crate) dx: u64,
 }
 
-/// Set at load by userspace on kernels with `bpf_task_pt_regs` (5.15+):
-/// the saved registers are then reached through the task's BTF pointer
-/// with plain loads, which the verifier makes fault-safe, instead of a
-/// kernel read (a helper call that copies). Read-only data the verifier
-/// sees as a constant, so on older kernels the branch that calls the
-/// newer helpers is dead code it never checks.
-#[no_mangle]
-static TASK_PT_REGS: u8 = 0;
-
 /// The low byte of the user code segment of 32-bit x86 processes
 /// (`__USER32_CS`, 0x23; 0xe023 under Xen PV).
 const USER32_CS: u64 = 0x23;
@@ -60,33 +52,24 @@ impl SavedRegs {
     /// `close` here) and take their arguments in other registers: the
     /// per-call tracepoints the hooks once used ignored such calls too.
     #[inline(always)]
-    pub(crate) fn of(ctx: &RawTracePointContext) -> Option<SavedRegs> {
+    pub(crate) fn of(ctx: &SyscallContext) -> Option<SavedRegs> {
         const AT: usize = (PT_REGS_DX / 8) as usize;
-        // SAFETY: a volatile read of a u8 static (any value valid); volatile
-        // so that LLVM keeps the load the loader's value reaches.
-        let [dx, si, di, nr, _ip, cs] = if unsafe { core::ptr::read_volatile(&TASK_PT_REGS) } != 0 {
-            // SAFETY: argument-less helper, then a helper given the trusted
-            // task pointer it returns; the loads are of u64 fields of
-            // `struct pt_regs` (dx, si, di, orig_ax, ip, cs at 96..144),
-            // which the verifier checks against the kernel's BTF.
-            unsafe {
-                let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u64;
-                [
-                    *regs.add(AT),
-                    *regs.add(AT + 1),
-                    *regs.add(AT + 2),
-                    *regs.add(AT + 3),
-                    0,
-                    *regs.add(AT + 5),
-                ]
-            }
-        } else {
-            // The `struct pt_regs` pointer both raw syscall tracepoints
-            // pass first.
-            let regs: u64 = ctx.arg(0);
-            // SAFETY: a kread of plain integers (any bit pattern valid); the
-            // helper checks the address and fails instead of faulting.
-            unsafe { kread::<[u64; 6]>(regs + PT_REGS_DX)? }
+        // Both syscall tracepoints pass the `struct pt_regs *` first. In a
+        // BTF tracepoint it is a typed kernel pointer: plain loads, which
+        // the verifier checks against the kernel's BTF and makes
+        // fault-safe, with no helper call.
+        let regs: *const u64 = ctx.arg(0);
+        // SAFETY: loads of u64 fields of `struct pt_regs` (dx, si, di,
+        // orig_ax, ip, cs at 96..144) through the pointer the tracepoint
+        // passes; the verifier checks each against the kernel's BTF.
+        let [dx, si, di, nr, cs] = unsafe {
+            [
+                *regs.add(AT),
+                *regs.add(AT + 1),
+                *regs.add(AT + 2),
+                *regs.add(AT + 3),
+                *regs.add(AT + 5),
+            ]
         };
         if cs & 0xff == USER32_CS {
             return None;
@@ -110,7 +93,7 @@ impl SavedRegs {
 /// The transfer of the `ret` bytes a call with `args` moved, at its exit.
 #[inline(always)]
 pub(crate) fn transfer_at_exit(
-    ctx: &RawTracePointContext,
+    ctx: &SyscallContext,
     cfg: &KernelConfig,
     dir: Direction,
     pid_tgid: u64,
@@ -122,7 +105,7 @@ pub(crate) fn transfer_at_exit(
         return;
     };
     begin_transfer(
-        ctx, &JUMP, cfg, pid_tgid, who, None, syscall, dir, args.fd, args.buf, args.len, ret as u64, true, 0, 0,
+        ctx, &EXIT_JUMP, cfg, pid_tgid, who, None, syscall, dir, args.fd, args.buf, args.len, ret as u64, true, 0, 0,
     );
 }
 
@@ -131,7 +114,7 @@ pub(crate) fn transfer_at_exit(
 /// to the thread's next write), and the bytes the kernel took are
 /// captured if the mark is this call's.
 #[inline(always)]
-pub(crate) fn marked_exit(ctx: &RawTracePointContext, pid_tgid: u64, syscall: Syscall, ret: i64) {
+pub(crate) fn marked_exit(ctx: &SyscallContext, pid_tgid: u64, syscall: Syscall, ret: i64) {
     // SAFETY: keyed by this thread's pid_tgid, which only this thread (now
     // running here) inserts or removes; the value is copied out at once.
     let Some(args) = (unsafe { ARGS.get(&pid_tgid) }).copied() else {

@@ -2,13 +2,13 @@
 //! at exit, where the count is known, with the arguments taken from the
 //! registers the kernel saved at entry, so a read costs one program run.
 
+use crate::hooks::SyscallContext;
 use crate::{
     hooks::{transfer_at_exit, SavedRegs},
     maps::config,
     tracking::tracking,
 };
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
-use aya_ebpf::programs::RawTracePointContext;
 use monitor_common::{Direction, Syscall};
 
 /// x86_64 system call numbers of the read side.
@@ -21,7 +21,7 @@ pub(crate) const NR_RECVMSG: u64 = 47;
 /// on the host comes here: an untracked process's read goes to discovery
 /// (thinned by `looked_at_recently`), a tracked one's to capture.
 #[inline(always)]
-pub(crate) fn on_read_exit(ctx: &RawTracePointContext, regs: &SavedRegs, syscall: Syscall, ret: i64) {
+pub(crate) fn on_read_exit(ctx: &SyscallContext, regs: &SavedRegs, syscall: Syscall, ret: i64) {
     let Some(cfg) = config() else { return };
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;

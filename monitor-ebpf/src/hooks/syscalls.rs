@@ -2,29 +2,33 @@
 //! each picks the calls of interest by number and hands them to their
 //! family (read.rs, write.rs, descriptors.rs, ports.rs).
 //!
-//! Raw tracepoints, not one `syscalls/sys_*_<call>` tracepoint per call:
-//! those build a record of the call's arguments for the perf buffer
+//! The raw tracepoints, not one `syscalls/sys_*_<call>` tracepoint per
+//! call: those build a record of the call's arguments for the perf buffer
 //! machinery before the program runs, which made the hooks alone cost a
 //! `dd` of 512-byte blocks +295 ns per call against +165 ns for programs
 //! that do nothing on these two (docs/BENCHMARKS.md, "What it costs a
 //! node"). Here the number (entry) and the return value (exit) come free
 //! with the context, and the arguments from the registers the kernel saved
-//! at entry (`SavedRegs`).
+//! at entry (`SavedRegs`). The programs are BTF tracepoints (`tp_btf`):
+//! the same kernel dispatch as a raw tracepoint program, but the
+//! `struct pt_regs *` they are passed is a typed pointer they may load
+//! from directly, where a raw tracepoint program needs a helper call
+//! (`bpf_probe_read_kernel`, or `bpf_task_pt_regs` from 5.15) to reach
+//! the registers.
 
 use crate::hooks::{
     descriptors::{forget, NR_CLOSE, NR_DUP2, NR_DUP3},
     ports::{on_port_call, port_selectors_on, NR_BIND, NR_CONNECT},
     read::{on_read_exit, NR_READ, NR_READV, NR_RECVFROM, NR_RECVMSG},
     write::{marks_possible, on_write_enter, on_write_exit, NR_SENDMSG, NR_SENDTO, NR_WRITE, NR_WRITEV},
-    SavedRegs,
+    SavedRegs, SyscallContext,
 };
-use aya_ebpf::macros::raw_tracepoint;
-use aya_ebpf::programs::RawTracePointContext;
+use aya_ebpf::macros::btf_tracepoint;
 use monitor_common::Syscall;
 
 /// `TP_PROTO(struct pt_regs *regs, long id)`.
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+#[btf_tracepoint(function = "sys_enter")]
+pub fn sys_enter(ctx: SyscallContext) -> i32 {
     let nr: u64 = ctx.arg(1);
     // One call site per family: each is inlined once.
     if let Some(syscall) = write_side(nr) {
@@ -78,8 +82,8 @@ fn read_side(nr: u64) -> Option<Syscall> {
 /// return value: a failed or empty call has nothing to capture, unless it
 /// is a marked write, whose mark must go (`marks_possible` tells the few
 /// processes that can have one without reading the registers).
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit(ctx: SyscallContext) -> i32 {
     let ret: i64 = ctx.arg(1);
     if ret <= 0 && !marks_possible() {
         return 0;

@@ -1,16 +1,16 @@
 //! Write-side calls (write, writev, sendto, sendmsg): writer notices for
 //! local IPC at entry, TCP payloads at exit.
 
+use crate::hooks::SyscallContext;
 use crate::{
     hooks::{marked_exit, SavedRegs},
     known_files::writer_notified,
-    maps::{config, count, JUMP},
+    maps::{config, count, ENTER_JUMP},
     payload::starts_like_json,
     tracking::{maybe_tracked, tracking},
     transfer::{begin_transfer, iovec, looked_at_recently, vector},
 };
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
-use aya_ebpf::programs::RawTracePointContext;
 use monitor_common::{config_flags, Counter, Direction, Syscall};
 
 /// x86_64 system call numbers of the write side.
@@ -34,7 +34,7 @@ pub(crate) fn marks_possible() -> bool {
 /// took (a partial write is not captured twice). Every write on the host
 /// comes here, and nearly all end at [`marks_possible`].
 #[inline(always)]
-pub(crate) fn on_write_exit(ctx: &RawTracePointContext, syscall: Syscall, ret: i64) {
+pub(crate) fn on_write_exit(ctx: &SyscallContext, syscall: Syscall, ret: i64) {
     if !marks_possible() {
         return;
     }
@@ -43,7 +43,7 @@ pub(crate) fn on_write_exit(ctx: &RawTracePointContext, syscall: Syscall, ret: i
 
 /// Entry of a write-side call.
 #[inline(always)]
-pub(crate) fn on_write_enter(ctx: &RawTracePointContext, syscall: Syscall) {
+pub(crate) fn on_write_enter(ctx: &SyscallContext, syscall: Syscall) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(cfg) = config() else { return };
     if (pid_tgid >> 32) as u32 == cfg.self_tgid {
@@ -83,7 +83,7 @@ pub(crate) fn on_write_enter(ctx: &RawTracePointContext, syscall: Syscall) {
     });
     begin_transfer(
         ctx,
-        &JUMP,
+        &ENTER_JUMP,
         cfg,
         pid_tgid,
         who,

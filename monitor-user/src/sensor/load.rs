@@ -26,6 +26,56 @@ pub(super) static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!(
 /// for its exit (`mark_for_exit`) is never left behind for a later call.
 pub(super) const SYSCALL_PROGRAMS: [&str; 2] = ["sys_exit", "sys_enter"];
 
+/// One syscall hook's copy of the tail-call stages.
+pub(super) struct StageSet {
+    /// The program array the hook jumps through.
+    pub(super) map: &'static str,
+    /// The tracepoint the stages are loaded for: the hook's own.
+    pub(super) tracepoint: &'static str,
+    /// The stage programs by slot.
+    pub(super) stages: [(u32, &'static str); jump_slot::COUNT as usize],
+}
+
+/// The tail-call stages of the syscall hooks. A BTF tracepoint program is
+/// loaded for one tracepoint, and recent kernels (6.18 here) refuse a tail
+/// call between tracing programs loaded for tracepoints of different
+/// prototypes: `sys_enter` and `sys_exit` each have their own copy of
+/// every stage.
+pub(super) const SYSCALL_STAGES: [StageSet; 2] = [
+    StageSet {
+        map: map_name::ENTER_JUMP,
+        tracepoint: "sys_enter",
+        stages: [
+            (jump_slot::DISCOVER, "enter_discover"),
+            (jump_slot::CAPTURE, "enter_capture"),
+            (jump_slot::DISCOVER_HTTP, "enter_discover_http"),
+            (jump_slot::DISCOVER_JSONRPC, "enter_discover_jsonrpc"),
+        ],
+    },
+    StageSet {
+        map: map_name::EXIT_JUMP,
+        tracepoint: "sys_exit",
+        stages: [
+            (jump_slot::DISCOVER, "exit_discover"),
+            (jump_slot::CAPTURE, "exit_capture"),
+            (jump_slot::DISCOVER_HTTP, "exit_discover_http"),
+            (jump_slot::DISCOVER_JSONRPC, "exit_discover_jsonrpc"),
+        ],
+    },
+];
+
+/// The tracepoint a BTF tracepoint program of the object is loaded for:
+/// its own name for the two syscall hooks, else that of its stage set.
+pub fn btf_tracepoint_of(program: &str) -> Option<&'static str> {
+    if let Some(hook) = SYSCALL_PROGRAMS.iter().find(|p| **p == program) {
+        return Some(hook);
+    }
+    SYSCALL_STAGES
+        .iter()
+        .find(|set| set.stages.iter().any(|(_, name)| *name == program))
+        .map(|set| set.tracepoint)
+}
+
 /// TLS entry probes: (program, OpenSSL function, required). A library
 /// without the required functions is not probed; OpenSSL before 1.1.1 has
 /// no `_ex` variants.
@@ -87,7 +137,6 @@ pub(super) fn load(cfg: &CaptureConfig) -> anyhow::Result<(Ebpf, KernelConfig)> 
     // which on a long path overflows any buffer and takes minutes.
     let mut ebpf = EbpfLoader::new()
         .verifier_log_level(VerifierLogLevel::STATS)
-        .override_global(TASK_PT_REGS, &u8::from(preflight::has_task_pt_regs()), true)
         .map_max_entries(map_name::SCRATCH, ncpus)
         .map_max_entries(map_name::EVENTS, cfg.ring_buffer_bytes)
         .map_max_entries(map_name::ARGS, cfg.max_inflight_syscalls)
@@ -125,15 +174,6 @@ pub(super) fn load(cfg: &CaptureConfig) -> anyhow::Result<(Ebpf, KernelConfig)> 
     Ok((ebpf, kcfg))
 }
 
-/// The read-only global that makes the syscall hooks reach the saved
-/// registers through `bpf_task_pt_regs` (monitor-ebpf `SavedRegs::of`).
-pub(super) const TASK_PT_REGS: &str = "TASK_PT_REGS";
-
-/// The read-only globals as the agent's load sets them.
-fn probe_globals() -> [(&'static str, &'static [u8]); 1] {
-    [(TASK_PT_REGS, if preflight::has_task_pt_regs() { &[1] } else { &[0] })]
-}
-
 /// Map sizes for the verifier probe: small (the verifier does not look at
 /// them), the ring a page-aligned power of two.
 const PROBE_MAP_SIZES: &[(&str, u32)] = &[
@@ -149,13 +189,13 @@ pub fn verifier_costs() -> anyhow::Result<Vec<verifier::ProgramCost>> {
     if EBPF_OBJECT.is_empty() {
         anyhow::bail!("this binary was built without its eBPF programs (MCP_MONITOR_SKIP_EBPF=1)");
     }
-    Ok(verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES, &probe_globals())?.costs())
+    Ok(verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES, &[])?.costs())
 }
 
 /// A program the kernel refused, explained (see [`verifier::explain_rejection`]).
 pub(super) fn rejected(prog: &str, e: aya::programs::ProgramError) -> anyhow::Error {
     let probe = if verifier::log_keeps_tail() {
-        verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES, &probe_globals()).ok()
+        verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES, &[]).ok()
     } else {
         None
     };
@@ -324,9 +364,9 @@ mod tests {
         for name in map_name::ALL {
             assert!(obj.maps.contains_key(name), "no map {name} in the object");
         }
-        let stages = ["discover", "capture", "discover_http", "discover_jsonrpc"];
-        for name in stages
+        for name in SYSCALL_STAGES
             .iter()
+            .flat_map(|set| set.stages.iter().map(|(_, n)| n))
             .chain(TLS_STAGES.iter().map(|(_, n)| n))
             .chain(GO_TLS_PROGRAMS.iter())
         {

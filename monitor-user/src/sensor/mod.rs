@@ -13,7 +13,7 @@ pub use floor::Floor;
 pub use load::verifier_costs;
 use load::{
     attach_boringssl_file, attach_go_file, attach_tls_file, detach_links, load, load_tls, rejected, Links,
-    SCHED_PROGRAMS, SYSCALL_PROGRAMS,
+    SCHED_PROGRAMS, SYSCALL_PROGRAMS, SYSCALL_STAGES,
 };
 use selectors::install_selectors;
 pub mod ports;
@@ -28,10 +28,10 @@ use std::{collections::HashSet, path::Path};
 use anyhow::Context;
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, RawTracePoint, TracePoint},
     Ebpf,
 };
-use monitor_common::{jump_slot, map_name, stream_state, Counter, StreamKey};
+use monitor_common::{map_name, stream_state, Counter, StreamKey};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
@@ -58,7 +58,7 @@ pub struct Sensor {
     // Keeps programs attached and maps alive.
     ebpf: Ebpf,
     // Taken out of `ebpf` to fill it; must outlive the programs using it.
-    _jump: ProgramArray<MapData>,
+    _jumps: Vec<ProgramArray<MapData>>,
     _tls_jump: Option<ProgramArray<MapData>>,
     /// TLS library files probed, and attachments that failed.
     tls_targets: u64,
@@ -98,27 +98,27 @@ impl Sensor {
         install_selectors(&mut ebpf, cfg)?;
 
         // Tail-call targets first: the entry programs jump to them.
-        let mut jump = ProgramArray::try_from(ebpf.take_map(map_name::JUMP).context("JUMP map")?)?;
-        for (index, prog) in [
-            (jump_slot::DISCOVER, "discover"),
-            (jump_slot::CAPTURE, "capture"),
-            (jump_slot::DISCOVER_HTTP, "discover_http"),
-            (jump_slot::DISCOVER_JSONRPC, "discover_jsonrpc"),
-        ] {
-            let p: &mut RawTracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
-            p.load().map_err(|e| rejected(prog, e))?;
-            jump.set(index, p.fd()?, 0)?;
+        let btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
+        let mut jumps = Vec::with_capacity(SYSCALL_STAGES.len());
+        for set in SYSCALL_STAGES {
+            let mut jump = ProgramArray::try_from(ebpf.take_map(set.map).context(set.map)?)?;
+            for (index, prog) in set.stages {
+                let p: &mut BtfTracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
+                p.load(set.tracepoint, &btf).map_err(|e| rejected(prog, e))?;
+                jump.set(index, p.fd()?, 0)?;
+            }
+            jumps.push(jump);
         }
 
         let tls_jump = if cfg.tls { Some(load_tls(&mut ebpf)?) } else { None };
 
         for prog in SYSCALL_PROGRAMS {
-            let p: &mut RawTracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
-            p.load().map_err(|e| rejected(prog, e))?;
+            let p: &mut BtfTracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
+            p.load(prog, &btf).map_err(|e| rejected(prog, e))?;
         }
         for tp in SYSCALL_PROGRAMS {
-            let p: &mut RawTracePoint = ebpf.program_mut(tp).context(tp)?.try_into()?;
-            p.attach(tp)
+            let p: &mut BtfTracePoint = ebpf.program_mut(tp).context(tp)?.try_into()?;
+            p.attach()
                 .with_context(|| format!("attaching to the raw tracepoint {tp}"))?;
         }
         for (tp, prog) in SCHED_PROGRAMS {
@@ -141,7 +141,7 @@ impl Sensor {
         let ring = unsafe { AsyncFd::register(ring) }
             .map_err(|e| anyhow::anyhow!("registering the ring buffer with tokio: {e}"))?;
         log::info!(
-            "capture attached: raw tracepoints sys_enter and sys_exit, {} CPUs, cap {} bytes/read, discovery {}",
+            "capture attached: BTF tracepoints on the raw tracepoints sys_enter and sys_exit, {} CPUs, cap {} bytes/read, discovery {}",
             ncpus,
             cfg.capture_cap_bytes,
             if cfg.discovery { "on" } else { "off" }
@@ -160,7 +160,7 @@ impl Sensor {
         };
         Ok(Self {
             ebpf,
-            _jump: jump,
+            _jumps: jumps,
             _tls_jump: tls_jump,
             tls_targets: 0,
             tls_attach_errors: 0,

@@ -180,32 +180,14 @@ pub fn kernel_paths() -> String {
     let current = aya::util::KernelVersion::current().ok();
     let at_least = |a, b| current.is_some_and(|v| v >= aya::util::KernelVersion::new(a, b, 0));
     format!(
-        "kernel {release}: raw tracepoints sys_enter/sys_exit and sched_process_fork, sched tracepoints, uprobes for TLS, BPF ring buffer; \
-         syscall arguments {}; verifier error reports {}",
-        if has_task_pt_regs() {
-            "from the task's saved registers (bpf_task_pt_regs)"
-        } else {
-            "by a kernel read of the saved registers (before 5.15, or MCP_MONITOR_NO_TASK_PT_REGS=1)"
-        },
+        "kernel {release}: BTF tracepoints on sys_enter/sys_exit (syscall arguments loaded from the saved registers they pass), \
+         raw tracepoint sched_process_fork, sched tracepoints, uprobes for TLS, BPF ring buffer; verifier error reports {}",
         if at_least(6, 4) {
             "with the instructions before the error"
         } else {
             "with the error line only (kernel before 6.4 keeps the start of long verifier logs)"
         }
     )
-}
-
-/// Whether the syscall hooks may reach the saved user registers through
-/// the task's BTF pointer (`bpf_get_current_task_btf`, 5.11, and
-/// `bpf_task_pt_regs`, 5.15) rather than a kernel read. The kernel version
-/// decides: a helper the kernel lacks would fail the program's load.
-/// `MCP_MONITOR_NO_TASK_PT_REGS=1` turns it off (to compare, or should a
-/// kernel refuse it).
-pub fn has_task_pt_regs() -> bool {
-    if std::env::var_os("MCP_MONITOR_NO_TASK_PT_REGS").is_some_and(|v| v == "1") {
-        return false;
-    }
-    aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 15, 0))
 }
 
 /// Fails unless the kernel exposes BTF.

@@ -20,7 +20,8 @@ use std::{
 
 use aya::{maps::MapData, programs::ProgramError, util::KernelVersion};
 use aya_obj::{
-    generated::{bpf_attr, bpf_cmd, bpf_insn, bpf_prog_type},
+    btf::BtfKind,
+    generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_insn, bpf_prog_type},
     EbpfSectionKind, Object, ProgramSection,
 };
 
@@ -128,6 +129,8 @@ pub struct Probe {
     obj: Object,
     // Keeps the maps the instructions refer to open.
     _maps: Vec<MapData>,
+    /// For BTF tracepoint programs, which are loaded for one tracepoint.
+    kernel_btf: Result<aya_obj::btf::Btf, String>,
 }
 
 /// How many instructions the verifier processed for one program.
@@ -135,7 +138,7 @@ pub struct Probe {
 pub struct ProgramCost {
     /// Program (function) name in the eBPF object.
     pub name: String,
-    /// `tracepoint`, `raw_tracepoint`, `uprobe`, `uretprobe`.
+    /// `tracepoint`, `raw_tracepoint`, `tp_btf`, `uprobe`, `uretprobe`.
     pub kind: &'static str,
     /// Instructions in the program (after relocation).
     pub insns: usize,
@@ -151,6 +154,7 @@ fn kind_of(section: &ProgramSection) -> Option<(&'static str, bpf_prog_type)> {
     match section {
         ProgramSection::TracePoint => Some(("tracepoint", bpf_prog_type::BPF_PROG_TYPE_TRACEPOINT)),
         ProgramSection::RawTracePoint => Some(("raw_tracepoint", bpf_prog_type::BPF_PROG_TYPE_RAW_TRACEPOINT)),
+        ProgramSection::BtfTracePoint => Some(("tp_btf", bpf_prog_type::BPF_PROG_TYPE_TRACING)),
         ProgramSection::UProbe { .. } => Some(("uprobe", bpf_prog_type::BPF_PROG_TYPE_KPROBE)),
         ProgramSection::URetProbe { .. } => Some(("uretprobe", bpf_prog_type::BPF_PROG_TYPE_KPROBE)),
         ProgramSection::KProbe => Some(("kprobe", bpf_prog_type::BPF_PROG_TYPE_KPROBE)),
@@ -196,7 +200,22 @@ impl Probe {
             .map(|((name, def), data)| (name.as_str(), data.fd().as_fd().as_raw_fd(), def));
         obj.relocate_maps(fds, &text_sections)?;
         obj.relocate_calls(&text_sections)?;
-        Ok(Self { obj, _maps: maps })
+        let kernel_btf = aya_obj::btf::Btf::from_sys_fs().map_err(|e| format!("reading /sys/kernel/btf/vmlinux: {e}"));
+        Ok(Self {
+            obj,
+            _maps: maps,
+            kernel_btf,
+        })
+    }
+
+    /// The kernel BTF id of the tracepoint a BTF tracepoint program is
+    /// loaded for (`btf_trace_<tracepoint>`), as the agent loads it.
+    fn btf_tracepoint_target(&self, program: &str) -> Result<u32, String> {
+        let tracepoint = super::load::btf_tracepoint_of(program)
+            .ok_or_else(|| format!("no tracepoint is known for the BTF tracepoint program {program}"))?;
+        let btf = self.kernel_btf.as_ref().map_err(|e| e.clone())?;
+        btf.id_by_type_name_kind(&format!("btf_trace_{tracepoint}"), BtfKind::Typedef)
+            .map_err(|e| format!("the kernel's BTF has no tracepoint {tracepoint}: {e}"))
     }
 
     /// Program names, sorted.
@@ -221,7 +240,23 @@ impl Probe {
         };
         let mut log = vec![0u8; log_size.max(1024)];
         let kver = KernelVersion::current().map_or(0, KernelVersion::code);
-        let r = prog_load(ty, &f.instructions, &self.obj.license, kver, program, level, &mut log);
+        let attach = match p.section {
+            ProgramSection::BtfTracePoint => match self.btf_tracepoint_target(program) {
+                Ok(id) => Some((bpf_attach_type::BPF_TRACE_RAW_TP, id)),
+                Err(e) => return (Err(std::io::Error::other(e)), String::new()),
+            },
+            _ => None,
+        };
+        let r = prog_load(
+            ty,
+            attach,
+            &f.instructions,
+            &self.obj.license,
+            kver,
+            program,
+            level,
+            &mut log,
+        );
         let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
         (r, String::from_utf8_lossy(&log[..end]).into_owned())
     }
@@ -299,8 +334,10 @@ fn write_section_data(fd: i32, data: &[u8], freeze: bool) -> std::io::Result<()>
 }
 
 /// `bpf(BPF_PROG_LOAD)` with our own log buffer.
+#[allow(clippy::too_many_arguments)]
 fn prog_load(
     ty: bpf_prog_type,
+    attach: Option<(bpf_attach_type, u32)>,
     insns: &[bpf_insn],
     license: &CString,
     kernel_version: u32,
@@ -313,6 +350,10 @@ fn prog_load(
     // SAFETY: BPF_PROG_LOAD uses the third member of the union.
     let u = unsafe { &mut attr.__bindgen_anon_3 };
     u.prog_type = ty as u32;
+    if let Some((attach_type, btf_id)) = attach {
+        u.expected_attach_type = attach_type as u32;
+        u.attach_btf_id = btf_id;
+    }
     u.insn_cnt = insns.len() as u32;
     u.insns = insns.as_ptr() as u64;
     u.license = license.as_ptr() as u64;
