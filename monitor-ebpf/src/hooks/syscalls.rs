@@ -20,7 +20,7 @@ use crate::hooks::{
     descriptors::{forget, NR_CLOSE, NR_DUP2, NR_DUP3},
     ports::{on_port_call, port_selectors_on, NR_BIND, NR_CONNECT},
     read::{on_read_exit, NR_READ, NR_READV, NR_RECVFROM, NR_RECVMSG},
-    write::{marks_possible, on_write_enter, on_write_exit, NR_SENDMSG, NR_SENDTO, NR_WRITE, NR_WRITEV},
+    write::{on_write_enter, on_write_exit, NR_SENDMSG, NR_SENDTO, NR_WRITE, NR_WRITEV},
     SavedRegs, SyscallContext,
 };
 use aya_ebpf::macros::btf_tracepoint;
@@ -78,16 +78,16 @@ fn read_side(nr: u64) -> Option<Syscall> {
     }
 }
 
-/// `TP_PROTO(struct pt_regs *regs, long ret)`. Most calls end at the
-/// return value: a failed or empty call has nothing to capture, unless it
-/// is a marked write, whose mark must go (`marks_possible` tells the few
-/// processes that can have one without reading the registers).
+/// `TP_PROTO(struct pt_regs *regs, long ret)`. Most calls end at their
+/// number, loaded from the saved registers as cheaply as the return value
+/// (plain loads): a read-side call that moved bytes is captured; a
+/// write-side call, whatever its outcome, goes to `on_write_exit`, which
+/// takes a marked write's mark; every other call returns here, before any
+/// helper call or map lookup (an event loop's failed and empty calls,
+/// EAGAIN reads, `futex`, `close`, included).
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit(ctx: SyscallContext) -> i32 {
     let ret: i64 = ctx.arg(1);
-    if ret <= 0 && !marks_possible() {
-        return 0;
-    }
     let Some(regs) = SavedRegs::of(&ctx) else { return 0 };
     if ret > 0 {
         if let Some(syscall) = read_side(regs.nr) {

@@ -24,7 +24,7 @@ pub(crate) const NR_SENDMSG: u64 = 46;
 /// untracked process's writes were judged on entry: had one found MCP,
 /// the process would be tracked now).
 #[inline(always)]
-pub(crate) fn marks_possible() -> bool {
+fn marks_possible() -> bool {
     let Some(cfg) = config() else { return false };
     cfg.flags & config_flags::CAPTURE_TCP != 0 && maybe_tracked((bpf_get_current_pid_tgid() >> 32) as u32)
 }

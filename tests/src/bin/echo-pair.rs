@@ -12,6 +12,11 @@
 //! each, to an `echo-pair log-reader` child over a pipe, and prints the
 //! rate: what a structured-log pipe costs.
 //!
+//! `echo-pair failing-calls --count N` makes N reads of an empty
+//! non-blocking pipe (EAGAIN) and N `close(-1)` (EBADF): the failed and
+//! empty calls an event loop makes, which a probe on every system call's
+//! exit sees too.
+//!
 //! `echo-pair burst --size BYTES --count N` performs the handshake, then
 //! writes N `notifications/progress` lines of exactly BYTES bytes as fast as
 //! the pipe takes them (a flood to overflow the monitor's ring buffer),
@@ -43,6 +48,7 @@ fn main() {
         Some("server") => server(),
         Some("client") => client(&args),
         Some("logs") => logs(&args),
+        Some("failing-calls") => failing_calls(&args),
         Some("burst") => burst(&args),
         Some("leak") => leak(&args),
         Some("log-reader") => {
@@ -149,6 +155,29 @@ fn logs(args: &[String]) {
     println!(
         "{}",
         serde_json::json!({"size": size, "lines": count, "elapsed_s": elapsed, "lines_per_s": count as f64 / elapsed})
+    );
+}
+
+fn failing_calls(args: &[String]) {
+    let count: u64 = arg(args, "--count").map_or(1_000_000, |v| v.parse().unwrap());
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) }, 0, "pipe2");
+    let mut buf = [0u8; 64];
+    let started = Instant::now();
+    for _ in 0..count {
+        // SAFETY: a read into a local buffer of its length; close of an
+        // invalid descriptor, which only fails.
+        unsafe {
+            let n = libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len());
+            assert!(n < 0, "the pipe has no writer data: the read must fail with EAGAIN");
+            libc::close(-1);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"calls": 2 * count, "elapsed_s": elapsed, "calls_per_s": 2.0 * count as f64 / elapsed})
     );
 }
 

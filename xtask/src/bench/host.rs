@@ -33,6 +33,10 @@ const DD_BLOCKS: u64 = 1_000_000;
 
 const REDIS_REQUESTS: u64 = 200_000;
 
+/// Of each kind of failing call (an event loop's EAGAIN reads and the
+/// like, which the agent's `sys_exit` sees too).
+const FAILING_CALLS: u64 = 1_000_000;
+
 /// What runs beside the workload.
 #[derive(Clone, Copy, PartialEq)]
 enum Setup {
@@ -297,6 +301,7 @@ fn measure(port: u16) -> Result<Value> {
     let json_pipe = format!("{pair} logs --size 200 --count {PIPE_LINES}");
     let text_pipe = format!("{pair} logs --text --size 200 --count {PIPE_LINES}");
     let dd = format!("dd if=/dev/zero of=/dev/null bs=512 count={DD_BLOCKS} status=none");
+    let failing = format!("{pair} failing-calls --count {FAILING_CALLS}");
     let mut set = Workload::new("redis SET", "requests/s", 0);
     let mut get = Workload::new("redis GET", "requests/s", 0);
     // A write per line; the reader reads 8 KiB at a time (about 40 lines).
@@ -304,6 +309,11 @@ fn measure(port: u16) -> Result<Value> {
     let mut json_w = Workload::new("JSON-log pipe (1M lines of 200 B)", "CPU s", calls);
     let mut text_w = Workload::new("text pipe (1M lines of 200 B)", "CPU s", calls);
     let mut dd_w = Workload::new("dd 512 B /dev/zero -> /dev/null (1M blocks)", "CPU s", 2 * DD_BLOCKS);
+    let mut failing_w = Workload::new(
+        "failing calls (1M EAGAIN reads of an empty pipe, 1M close(-1))",
+        "CPU s",
+        2 * FAILING_CALLS,
+    );
     for round in 0..ROUNDS {
         for (i, setup) in Setup::ALL.into_iter().enumerate() {
             step(&format!("host cost, round {} of {ROUNDS}: {}", round + 1, setup.name()));
@@ -311,7 +321,12 @@ fn measure(port: u16) -> Result<Value> {
             let (s, g) = redis_rps()?;
             set.runs[i].push(s);
             get.runs[i].push(g);
-            for (w, script) in [(&mut json_w, &json_pipe), (&mut text_w, &text_pipe), (&mut dd_w, &dd)] {
+            for (w, script) in [
+                (&mut json_w, &json_pipe),
+                (&mut text_w, &text_pipe),
+                (&mut dd_w, &dd),
+                (&mut failing_w, &failing),
+            ] {
                 let u = cpu_usage(script)?;
                 w.runs[i].push(u.cpu_s);
                 w.switches[i].push(u.switches);
@@ -320,7 +335,7 @@ fn measure(port: u16) -> Result<Value> {
         }
     }
     let mut workloads = serde_json::Map::new();
-    for w in [&set, &get, &json_w, &text_w, &dd_w] {
+    for w in [&set, &get, &json_w, &text_w, &dd_w, &failing_w] {
         workloads.insert(w.name.to_owned(), w.report());
     }
     Ok(json!({
