@@ -168,8 +168,8 @@ impl Probe {
     /// `max_entries` where the object leaves a size to the loader).
     /// Read-only globals (`globals`: name and bytes) are written into the
     /// object's `.rodata` and frozen as the loader does, so the verifier
-    /// prunes the same dead branches as in the real load (on 5.10, the
-    /// branch that calls 5.15 helpers).
+    /// prunes the same dead branches as in the real load (the agent sets
+    /// none today; a global that picks a path by kernel would need it).
     pub fn new(object: &[u8], max_entries: &[(&str, u32)], globals: &[(&str, &[u8])]) -> anyhow::Result<Self> {
         let mut obj = Object::parse(object)?;
         obj.patch_map_data(globals.iter().map(|(n, v)| (*n, (*v, true))).collect())
