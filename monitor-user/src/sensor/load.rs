@@ -189,13 +189,13 @@ pub fn verifier_costs() -> anyhow::Result<Vec<verifier::ProgramCost>> {
     if EBPF_OBJECT.is_empty() {
         anyhow::bail!("this binary was built without its eBPF programs (MCP_MONITOR_SKIP_EBPF=1)");
     }
-    Ok(verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES, &[])?.costs())
+    Ok(verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES)?.costs())
 }
 
 /// A program the kernel refused, explained (see [`verifier::explain_rejection`]).
 pub(super) fn rejected(prog: &str, e: aya::programs::ProgramError) -> anyhow::Error {
     let probe = if verifier::log_keeps_tail() {
-        verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES, &[]).ok()
+        verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES).ok()
     } else {
         None
     };

@@ -165,15 +165,11 @@ fn kind_of(section: &ProgramSection) -> Option<(&'static str, bpf_prog_type)> {
 
 impl Probe {
     /// Parses `object` and relocates it against new maps (sized by
-    /// `max_entries` where the object leaves a size to the loader).
-    /// Read-only globals (`globals`: name and bytes) are written into the
-    /// object's `.rodata` and frozen as the loader does, so the verifier
-    /// prunes the same dead branches as in the real load (the agent sets
-    /// none today; a global that picks a path by kernel would need it).
-    pub fn new(object: &[u8], max_entries: &[(&str, u32)], globals: &[(&str, &[u8])]) -> anyhow::Result<Self> {
+    /// `max_entries` where the object leaves a size to the loader). The
+    /// object's `.rodata` is written and frozen as the loader does, so the
+    /// verifier sees the same constants as in the real load.
+    pub fn new(object: &[u8], max_entries: &[(&str, u32)]) -> anyhow::Result<Self> {
         let mut obj = Object::parse(object)?;
-        obj.patch_map_data(globals.iter().map(|(n, v)| (*n, (*v, true))).collect())
-            .map_err(|e| anyhow::anyhow!("setting the globals for the verifier statistics: {e}"))?;
         let sizes: HashMap<&str, u32> = max_entries.iter().copied().collect();
         // The definitions stay borrowed by the relocation while `obj` is
         // changed: work on copies.
