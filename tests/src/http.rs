@@ -126,6 +126,31 @@ pub fn view(ev: &[Value], transport: &str, server_pid: u32, client_pid: u32, ser
         .collect()
 }
 
+/// One line per event of `transport`, for a failure's message: who is at
+/// each end as the agent saw it, and what went by (a failed view shows
+/// whether the messages were missing or attributed to someone else).
+pub fn transport_summary(ev: &[Value], transport: &str) -> String {
+    let mut out = String::new();
+    for e in ev.iter().filter(|e| e["transport"] == transport) {
+        let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+        out.push_str(&format!(
+            "  server {} client {} {} {} {} session {} local {} remote {}\n",
+            e["server"]["pid"],
+            e["client"]["pid"],
+            s(&e["direction"]),
+            s(&e["type"]),
+            s(&e["method"]),
+            s(&e["session"]),
+            s(&e["http"]["local"]),
+            s(&e["http"]["remote"]),
+        ));
+    }
+    if out.is_empty() {
+        out.push_str("  (none)\n");
+    }
+    out
+}
+
 /// (direction, type, method, tool) of events.
 pub fn rows(events: &[&Value]) -> Rows {
     events

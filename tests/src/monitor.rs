@@ -110,6 +110,13 @@ impl Monitor {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
+    /// The last `n` lines of the monitor's log, for a failure's message.
+    pub fn stderr_tail(&self, n: usize) -> String {
+        let log = self.stderr();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
     /// Events written so far.
     pub fn events(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(&self.events_path).unwrap_or_default();

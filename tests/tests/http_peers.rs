@@ -400,7 +400,10 @@ fn go_https_h2_of(peers: &'static GoPeers) {
             assert_eq!(
                 rows(&refs),
                 expected,
-                "session {n}, server side {server_side}: {mine:?}"
+                "session {n} (client pid {client}, server pid {server_pid}), server side {server_side}: {mine:?}\n\
+                 every https event:\n{}the agent's log:\n{}",
+                transport_summary(&events, "https"),
+                m.stderr_tail(60),
             );
             let responses: Vec<(Value, Value, Value)> = mine
                 .iter()

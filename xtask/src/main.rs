@@ -424,7 +424,7 @@ fn kernel_matrix(versions: &[String]) -> Result<()> {
                 o.version,
                 o.release,
                 o.check_seconds.unwrap_or(0),
-                kernels::GUEST_TESTS.len(),
+                o.runs,
                 o.seconds
             ));
         } else {

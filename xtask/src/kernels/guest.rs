@@ -100,14 +100,37 @@ pub struct GuestPlan {
 /// watchdog, so a slow guest gives every test the whole limit (the three
 /// HTTP tests in one binary outgrew 8 minutes on 6.12 under TCG) and a
 /// hang stops and reruns only the test that hung.
+///
+/// To chase a failure of one test on one kernel, `XTASK_GUEST_TESTS`
+/// (`bin.test`, comma-separated) runs only those, and `XTASK_GUEST_REPEAT`
+/// runs each that many times (runs named `bin.test.N`).
 fn guest_runs(plan: &GuestPlan) -> Vec<(String, &Path, &'static str)> {
-    GUEST_TESTS
-        .iter()
-        .filter_map(|(bin, test)| {
-            let (_, path) = plan.test_bins.iter().find(|(b, _)| b == bin)?;
-            Some((format!("{bin}.{test}"), path.as_path(), *test))
-        })
-        .collect()
+    let only = std::env::var("XTASK_GUEST_TESTS").ok();
+    let only: Option<Vec<&str>> = only.as_deref().map(|s| s.split(',').map(str::trim).collect());
+    let repeat: usize = std::env::var("XTASK_GUEST_REPEAT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let mut runs = Vec::new();
+    for (bin, test) in GUEST_TESTS {
+        let name = format!("{bin}.{test}");
+        if only.as_ref().is_some_and(|o| !o.contains(&name.as_str())) {
+            continue;
+        }
+        let Some((_, path)) = plan.test_bins.iter().find(|(b, _)| b == bin) else {
+            continue;
+        };
+        for i in 1..=repeat {
+            let run = if repeat == 1 {
+                name.clone()
+            } else {
+                format!("{name}.{i}")
+            };
+            runs.push((run, path.as_path(), *test));
+        }
+    }
+    runs
 }
 
 fn guest_script(plan: &GuestPlan) -> String {
@@ -209,6 +232,9 @@ pub struct Outcome {
     /// `mcp-monitor check --json` output, when it ran.
     pub check: Option<Value>,
     pub failures: Vec<String>,
+    /// Test runs the guest made (one per test, unless narrowed or repeated:
+    /// see [`guest_runs`]).
+    pub runs: usize,
     /// Stalls that a second run got past: reported, not failed.
     pub warnings: Vec<String>,
     /// The guest as a whole did not finish within GUEST_TIMEOUT.
@@ -359,6 +385,7 @@ pub fn boot(k: &Kernel, plan: &GuestPlan) -> Result<Outcome> {
         check_seconds: read("check.seconds").and_then(|s| s.parse().ok()),
         check,
         failures,
+        runs: guest_runs(plan).len(),
         warnings,
         timed_out,
     })
