@@ -151,7 +151,9 @@ impl Prefilter {
         let mut seen = 0u8;
         let lane = |mut s, bytes: &[u8], seen: &mut u8, h: &mut Hits| {
             for &b in bytes {
-                s = t.next(s, b);
+                // SAFETY: every state here is `t`'s start or came from
+                // `t.next` (the lanes below hand theirs on).
+                s = unsafe { t.next(s, b) };
                 if t.is_match(s) {
                     self.note(s, seen, h);
                 }
@@ -160,7 +162,7 @@ impl Prefilter {
         };
         if raw.len() < 64 * LANES {
             // Too short for the lanes to pay for their set-up.
-            lane(t.start, raw, &mut seen, h);
+            lane(t.start(), raw, &mut seen, h);
         } else {
             let part = raw.len().div_ceil(LANES);
             // Every part is `part` long except the last; walk them together
@@ -173,12 +175,16 @@ impl Prefilter {
                 &raw[2 * part..2 * part + common],
                 &raw[3 * part..3 * part + common],
             );
-            let mut s = [t.start; LANES];
+            let mut s = [t.start(); LANES];
             for i in 0..common {
-                s[0] = t.next(s[0], a[i]);
-                s[1] = t.next(s[1], b[i]);
-                s[2] = t.next(s[2], c[i]);
-                s[3] = t.next(s[3], d[i]);
+                // SAFETY: each lane's state is `t`'s start or came from
+                // `t.next`.
+                unsafe {
+                    s[0] = t.next(s[0], a[i]);
+                    s[1] = t.next(s[1], b[i]);
+                    s[2] = t.next(s[2], c[i]);
+                    s[3] = t.next(s[3], d[i]);
+                }
                 // Match states are numbered first: one comparison for four.
                 if t.is_match(s[0].min(s[1]).min(s[2].min(s[3]))) {
                     for &q in &s {
@@ -296,7 +302,7 @@ fn structural_with(raw: &[u8], h: &mut Hits, of_block: impl Fn(&[u8; 64]) -> Cla
             special &= special - 1;
         }
         if !h.encoded {
-            h.encoded = runs.next_block(raw, o, cur);
+            h.encoded = runs.next_block(o, cur);
         }
         o += 64;
     }
@@ -309,12 +315,13 @@ fn structural_with(raw: &[u8], h: &mut Hits, of_block: impl Fn(&[u8; 64]) -> Cla
 /// base64, upper case, lower case, digit. Runs of 24 set bits are found with
 /// shifts over the previous and current masks, and each candidate run (a
 /// path, a UUID, a real encoding) is judged with a few more bit operations.
-/// Only runs longer than the 128-byte window are walked byte by byte.
+/// A run that goes on past a block is carried into the next one with the
+/// classes it holds so far: no byte is looked at twice.
 pub fn has_encoded_run(raw: &[u8]) -> bool {
     let mut runs = EncodedRuns::default();
     let mut o = 0usize;
     while o < raw.len() {
-        if runs.next_block(raw, o, Classes::at(raw, o)) {
+        if runs.next_block(o, Classes::at(raw, o)) {
             return true;
         }
         o += 64;
@@ -329,19 +336,55 @@ struct EncodedRuns {
     prev: Classes,
     /// Bytes before this offset belong to runs already judged.
     checked_until: usize,
+    /// A run at least [`MIN_ENCODED_RUN`] long that reaches the end of the
+    /// previous block: the classes it holds so far ([`RunClasses`]). It is
+    /// judged as the blocks that continue it come, so a long run (a hash, a
+    /// padded field) costs each of its blocks a few bit operations, never a
+    /// second walk of its bytes.
+    open: Option<u8>,
+}
+
+/// The classes a run holds, as bits: upper case, lower case, digit.
+struct RunClasses;
+
+impl RunClasses {
+    const ALL: u8 = 0b111;
+
+    /// Which classes of `c` the bytes of `run` (a mask of the 128-bit
+    /// window whose low half is `p`, high half `c`) hold.
+    #[inline(always)]
+    fn of(p: Classes, c: Classes, run: u128) -> u8 {
+        let has = |lo: u64, hi: u64| ((lo as u128 | (hi as u128) << 64) & run != 0) as u8;
+        has(p.upper, c.upper) | has(p.lower, c.lower) << 1 | has(p.digit, c.digit) << 2
+    }
 }
 
 impl EncodedRuns {
     /// Takes the block at `o` (`cur`, its classes; blocks in order from 0):
-    /// does a qualifying run end in it or the one before?
+    /// does a qualifying run end in it or the one before, or has an open
+    /// run (see [`EncodedRuns::open`]) qualified by now?
     #[inline(always)]
-    fn next_block(&mut self, raw: &[u8], o: usize, cur: Classes) -> bool {
+    fn next_block(&mut self, o: usize, cur: Classes) -> bool {
         const _: () = assert!(MIN_ENCODED_RUN == 24, "the shift ladder below finds runs of 24");
         let prev = self.prev;
         self.prev = cur;
+        if let Some(held) = self.open.take() {
+            // The open run goes on from this block's first byte.
+            let n = cur.base64.trailing_ones();
+            let part = if n == 64 { u128::MAX >> 64 } else { (1u128 << n) - 1 };
+            let held = held | RunClasses::of(Classes::default(), cur, part << 64);
+            if held == RunClasses::ALL {
+                return true;
+            }
+            if n == 64 {
+                self.open = Some(held);
+                self.checked_until = o + 64;
+                return false;
+            }
+            self.checked_until = o + n as usize;
+        }
         // Bit i of the window is byte o - 64 + i.
-        let join = |p: u64, c: u64| p as u128 | (c as u128) << 64;
-        let w = join(prev.base64, cur.base64);
+        let w = prev.base64 as u128 | (cur.base64 as u128) << 64;
         let r2 = w & w >> 1;
         let r4 = r2 & r2 >> 2;
         let r8 = r4 & r4 >> 4;
@@ -353,24 +396,26 @@ impl EncodedRuns {
         while r != 0 {
             let p = r.trailing_zeros();
             // The run around p: it starts after the last non-base64 byte
-            // below p and ends at the first one above.
+            // below p and ends at the first one above. It cannot start
+            // before the window: such a run was open at the previous block
+            // (it was at least 64 bytes long there), and the bytes of an
+            // open run are checked.
             let below = !w & ((1u128 << p) - 1);
             let start = if below == 0 { 0 } else { 128 - below.leading_zeros() };
             let end = p + (w >> p).trailing_ones();
-            let first = o + start as usize - 64;
-            let (ok, run_end) = if (start == 0 && o > 0) || end == 128 {
-                // The run reaches past the window.
-                run_around(raw, o + p as usize - 64)
-            } else {
-                let run = (u128::MAX >> (128 - end)) & !((1u128 << start) - 1);
-                let has = |p: u64, c: u64| join(p, c) & run != 0;
-                let ok = has(prev.upper, cur.upper) && has(prev.lower, cur.lower) && has(prev.digit, cur.digit);
-                (ok, first + (end - start) as usize)
-            };
-            if ok {
+            let run = (u128::MAX >> (128 - end)) & !((1u128 << start) - 1);
+            let held = RunClasses::of(prev, cur, run);
+            if held == RunClasses::ALL {
                 return true;
             }
-            self.checked_until = run_end;
+            if end == 128 {
+                // It goes on past this block: judged as it goes on (every
+                // later candidate of this window is inside it).
+                self.open = Some(held);
+                self.checked_until = o + 64;
+                return false;
+            }
+            self.checked_until = o + end as usize - 64;
             let skip = (self.checked_until + 64).saturating_sub(o);
             r = if skip >= 128 { 0 } else { r & !((1u128 << skip) - 1) };
         }
@@ -512,74 +557,6 @@ impl Classes {
     }
 }
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// Are all eight bytes of `x` base64 characters (`A-Za-z0-9+/=-_`)?
-#[inline(always)]
-fn all_base64(x: u64) -> bool {
-    base64_bytes(x) == HI
-}
-
-/// The high bit of each byte of `x` that is a base64 character. Branch
-/// free: per-byte range tests on the whole word at once.
-#[inline(always)]
-fn base64_bytes(x: u64) -> u64 {
-    // With the high bit forced on, subtracting c (<= 0x80) from a byte never
-    // borrows from its neighbour; the high bit that survives says byte >= c.
-    let h = x | HI;
-    let ge = |c: u8| h.wrapping_sub(LO * c as u64) & HI;
-    let range = |a: u8, b: u8| ge(a) & !ge(b + 1);
-    let ascii = !x & HI;
-    let b64 = range(b'0', b'9')
-        | range(b'A', b'Z')
-        | range(b'a', b'z')
-        | range(b'+', b'+')
-        | range(b'-', b'-')
-        | range(b'/', b'/')
-        | range(b'=', b'=')
-        | range(b'_', b'_');
-    ascii & b64
-}
-
-/// Checks the run that contains byte `at`; returns whether it qualifies and
-/// where it ends.
-fn run_around(raw: &[u8], at: usize) -> (bool, usize) {
-    let mut a = at;
-    while a > 0 && B64[raw[a - 1] as usize] {
-        a -= 1;
-    }
-    let (mut up, mut low, mut dig) = (false, false, false);
-    for &c in &raw[a..at] {
-        up |= c.is_ascii_uppercase();
-        low |= c.is_ascii_lowercase();
-        dig |= c.is_ascii_digit();
-    }
-    // Whole blocks while they last (long paths are runs too, and common),
-    // then the tail byte by byte.
-    let mut b = at;
-    while b + 8 <= raw.len() {
-        let x = u64::from_le_bytes(raw[b..b + 8].try_into().expect("8 bytes"));
-        if !all_base64(x) {
-            break;
-        }
-        let h = x | HI;
-        let ge = |c: u8| h.wrapping_sub(LO * c as u64) & HI;
-        let range = |lo: u8, hi: u8| ge(lo) & !ge(hi + 1) != 0;
-        up |= range(b'A', b'Z');
-        low |= range(b'a', b'z');
-        dig |= range(b'0', b'9');
-        b += 8;
-    }
-    while b < raw.len() && B64[raw[b] as usize] {
-        up |= raw[b].is_ascii_uppercase();
-        low |= raw[b].is_ascii_lowercase();
-        dig |= raw[b].is_ascii_digit();
-        b += 1;
-    }
-    (b - a >= MIN_ENCODED_RUN && up && low && dig, b)
-}
-
 /// The escape or invisible character that may start at `raw[i]`, one of
 /// the bytes of [`Classes::special`].
 #[inline(always)]
@@ -672,11 +649,6 @@ mod tests {
 
     proptest! {
         #[test]
-        fn swar_classification_matches_the_table(bytes in proptest::array::uniform8(any::<u8>())) {
-            prop_assert_eq!(all_base64(u64::from_le_bytes(bytes)), bytes.iter().all(|&b| B64[b as usize]));
-        }
-
-        #[test]
         fn block_classes_match_the_bytewise_ones(bytes in proptest::collection::vec(any::<u8>(), 64)) {
             let block: &[u8; 64] = bytes.as_slice().try_into().unwrap();
             prop_assert_eq!(Classes::of_block(block), Classes::of_tail(&bytes));
@@ -699,7 +671,7 @@ mod tests {
         /// Runs made of few distinct characters, long and short, around
         /// block boundaries.
         #[test]
-        fn encoded_runs_match_naive_long(parts in proptest::collection::vec(("[aB3 ]", 1usize..40), 0..12)) {
+        fn encoded_runs_match_naive_long(parts in proptest::collection::vec(("[aB3 ]", 1usize..200), 0..12)) {
             let s: String = parts.iter().map(|(c, n)| c.repeat(*n)).collect();
             let naive = s.split(' ').any(|w| {
                 w.len() >= MIN_ENCODED_RUN && w.contains('a') && w.contains('B') && w.contains('3')

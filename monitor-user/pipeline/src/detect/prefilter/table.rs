@@ -21,7 +21,7 @@ pub(super) struct Table {
     /// Row of state `s` starts at `s` (ids are premultiplied by `stride`).
     trans: Vec<u32>,
     /// The start state.
-    pub start: u32,
+    start: u32,
     /// States below this id are match states.
     pub match_below: u32,
     /// Per match state (id / stride): the patterns that end there.
@@ -90,6 +90,14 @@ impl Table {
                     .collect();
             }
         }
+        // The invariant `next` relies on to skip its bounds check: every
+        // state id (the start and every transition's target) begins a whole
+        // row, and every class is inside a row.
+        let row_ok = |t: u32| t.is_multiple_of(stride) && t as usize + stride as usize <= trans.len();
+        assert!(
+            row_ok(new_id[0]) && trans.iter().all(|&t| row_ok(t)) && classes.iter().all(|&c| u32::from(c) < stride),
+            "prefilter table: a state id outside the table"
+        );
         Self {
             classes,
             stride,
@@ -100,10 +108,26 @@ impl Table {
         }
     }
 
+    /// The start state.
+    pub fn start(&self) -> u32 {
+        self.start
+    }
+
     /// The state after `s` on byte `b`.
+    ///
+    /// # Safety
+    /// `s` is this table's [`Table::start`] or a state this table's `next`
+    /// returned. Each is the first index of a whole row and a class is
+    /// less than a row's length (both checked in [`Table::new`]; the
+    /// fields never change after), so the load is inside the table without
+    /// a bounds check: that check was a compare and branch per byte of
+    /// every message, on the prefilter's critical path.
     #[inline(always)]
-    pub fn next(&self, s: u32, b: u8) -> u32 {
-        self.trans[s as usize + self.classes[b as usize] as usize]
+    pub unsafe fn next(&self, s: u32, b: u8) -> u32 {
+        let at = s as usize + self.classes[b as usize] as usize;
+        debug_assert!(at < self.trans.len());
+        // SAFETY: `at` is inside `trans` (see above).
+        unsafe { *self.trans.get_unchecked(at) }
     }
 
     /// Is `s` a match state?
@@ -150,7 +174,7 @@ mod tests {
             .unwrap();
         let t = Table::new(&dfa);
         assert!(t.stride < 256, "letters of both cases share a class");
-        let mut pairs = vec![(dfa.start_state(Anchored::No).unwrap(), t.start)];
+        let mut pairs = vec![(dfa.start_state(Anchored::No).unwrap(), t.start())];
         let mut seen: HashMap<u32, aho_corasick::automaton::StateID> = HashMap::new();
         while let Some((a, b)) = pairs.pop() {
             if let Some(&before) = seen.get(&b) {
@@ -170,7 +194,8 @@ mod tests {
                 assert_eq!(want, got);
             }
             for byte in 0..=255u8 {
-                pairs.push((dfa.next_state(Anchored::No, a, byte), t.next(b, byte)));
+                // SAFETY: `b` is `t`'s start or a state `t.next` returned.
+                pairs.push((dfa.next_state(Anchored::No, a, byte), unsafe { t.next(b, byte) }));
             }
         }
         assert!(seen.len() > patterns.iter().map(|p| p.len()).sum::<usize>() / 2);
