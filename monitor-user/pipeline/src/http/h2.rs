@@ -114,6 +114,24 @@ pub fn looks_like_frames(data: &[u8]) -> bool {
     frames > 0
 }
 
+/// True when `data` holds nothing but frames that either side sends
+/// (SETTINGS, PING, GOAWAY, WINDOW_UPDATE, RST_STREAM, PRIORITY), each
+/// whole: a lone SETTINGS acknowledgement or window update, which can reach
+/// the agent before the first request of a just-discovered process (its
+/// other thread's chunk wins the race into the ring), says nothing of the
+/// side its direction carries.
+pub fn tells_nothing(data: &[u8]) -> bool {
+    let mut rest = data;
+    while let Some(h) = FrameHeader::parse(rest) {
+        if !plausible(&h) || !matches!(h.kind, SETTINGS | 0x6 | 0x7 | 0x8 | RST_STREAM | 0x2) || rest.len() < 9 + h.len
+        {
+            return false;
+        }
+        rest = &rest[9 + h.len..];
+    }
+    rest.is_empty() && !data.is_empty()
+}
+
 /// The side a direction joined in progress carries, from its first
 /// frames: a HEADERS block opening with `:status` is a response's, with
 /// `:method` a request's; a DATA payload of events is a response's. `None`

@@ -220,6 +220,17 @@ impl Pipeline {
                 // The other direction's frames were seen, or capture joined
                 // an HTTP/2 connection in progress.
                 conn.h2 = true;
+                if conn.sides[1 - d].is_none()
+                    && h2::tells_nothing(&c.data)
+                    && conn.pending_bodies.iter().all(Vec::is_empty)
+                {
+                    // Connection-level frames alone (a SETTINGS ack, a
+                    // window update) tell nothing: taken for requests, a
+                    // client's first read would make it serve, and every
+                    // event of its session would lose the other end's
+                    // process. The next bytes decide.
+                    return;
+                }
                 let side = match conn.sides[1 - d] {
                     Some(Side::Requests) => Side::Responses,
                     Some(Side::Responses) => Side::Requests,

@@ -328,3 +328,67 @@ fn joined_at_a_bare_body(server_settings_late: bool) {
     let methods: Vec<&str> = ev.iter().map(|e| e["method"].as_str().unwrap_or("")).collect();
     assert_eq!(methods, ["tools/list"], "{ev:?}");
 }
+
+/// A just-discovered process's other thread can get its chunk into the ring
+/// before the discovering one: a client's first captured bytes may be its
+/// read of the server's SETTINGS acknowledgement, a server's its write of
+/// one. Such frames tell nothing of the side: the connection must still be
+/// taken for what its first request or answer says, or every event of the
+/// session loses the process at the other end (seen once on a 6.1 guest
+/// under TCG with the Go peers: the server's view named no client).
+#[test]
+fn a_lone_settings_ack_first_decides_no_side() {
+    for server_ack_first in [false, true] {
+        let mut s = Sim::with_detector();
+        let (client_end, server_end) = (loopback(40300, 8443), loopback(8443, 40300));
+        let client = TlsEnd::new(CLIENT, 0xd1, 5, client_end);
+        let server = TlsEnd::new(SERVER, 0x71, 7, server_end);
+        let (mut req_table, mut resp_table) = (Vec::new(), Vec::new());
+        let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"go-agent","version":"1.0"}}}"#;
+        let result = r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2.0"}}}"#;
+        let ack = frame(SETTINGS, 1, 0, &[]);
+        let window = frame(WINDOW_UPDATE, 0, 0, &[0, 0, 0, 200]);
+        if server_ack_first {
+            server.writes(&mut s, &ack);
+            tls(&mut s, server, Direction::Egress, &window, 0);
+        } else {
+            client.reads(&mut s, &ack);
+        }
+        // The first request, written after the preface and SETTINGS the
+        // kernel let pass before discovery.
+        let request = h2_post(&mut req_table, 1, init, None);
+        if server_ack_first {
+            client.writes(&mut s, &request);
+            tls(&mut s, server, Direction::Ingress, &request, 0);
+        } else {
+            tls(&mut s, client, Direction::Egress, &request, 0);
+            server.reads(&mut s, &request);
+        }
+        let mut answer = h2_head(&mut resp_table, 1, "application/json", "sid-ack");
+        answer.extend(frame(DATA, END_STREAM, 1, result.as_bytes()));
+        tls(&mut s, server, Direction::Egress, &answer, 0);
+        tls(&mut s, client, Direction::Ingress, &answer, 0);
+
+        let ev = s.events_json();
+        for server_side in [true, false] {
+            let view = view_of(&ev, server_side);
+            let rows: Vec<(&str, &str)> = view
+                .iter()
+                .map(|e| {
+                    (
+                        e["direction"].as_str().unwrap_or(""),
+                        e["method"].as_str().unwrap_or(""),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                rows,
+                [("client_to_server", "initialize"), ("server_to_client", "initialize")],
+                "server's ack first: {server_ack_first}, server side: {server_side}: {ev:?}"
+            );
+            for e in &view {
+                assert_eq!(e["client"]["pid"], CLIENT.pid, "{e}");
+            }
+        }
+    }
+}
