@@ -377,9 +377,7 @@ impl EncodedRuns {
                 return true;
             }
             if n == 64 {
-                self.open = Some(held);
-                self.checked_until = o + 64;
-                return false;
+                return self.carry(held, o);
             }
             self.checked_until = o + n as usize;
         }
@@ -391,8 +389,7 @@ impl EncodedRuns {
         let r16 = r8 & r8 >> 8;
         // Bit i set: bytes i .. i + 24 of the window are all base64.
         let mut r = r16 & r8 >> 16;
-        let skip = (self.checked_until + 64).saturating_sub(o);
-        r = if skip >= 128 { 0 } else { r & !((1u128 << skip) - 1) };
+        r = self.unchecked(r, o);
         while r != 0 {
             let p = r.trailing_zeros();
             // The run around p: it starts after the last non-base64 byte
@@ -409,16 +406,32 @@ impl EncodedRuns {
                 return true;
             }
             if end == 128 {
-                // It goes on past this block: judged as it goes on (every
-                // later candidate of this window is inside it).
-                self.open = Some(held);
-                self.checked_until = o + 64;
-                return false;
+                // Every later candidate of this window is inside it.
+                return self.carry(held, o);
             }
             self.checked_until = o + end as usize - 64;
-            let skip = (self.checked_until + 64).saturating_sub(o);
-            r = if skip >= 128 { 0 } else { r & !((1u128 << skip) - 1) };
+            r = self.unchecked(r, o);
         }
+        false
+    }
+
+    /// The candidates of the window at block `o` past the bytes judged.
+    #[inline(always)]
+    fn unchecked(&self, r: u128, o: usize) -> u128 {
+        let skip = (self.checked_until + 64).saturating_sub(o);
+        if skip >= 128 {
+            0
+        } else {
+            r & !((1u128 << skip) - 1)
+        }
+    }
+
+    /// A run that goes on past block `o` with the classes `held`: judged
+    /// as the blocks that continue it come.
+    #[inline(always)]
+    fn carry(&mut self, held: u8, o: usize) -> bool {
+        self.open = Some(held);
+        self.checked_until = o + 64;
         false
     }
 }
