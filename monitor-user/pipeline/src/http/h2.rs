@@ -997,7 +997,31 @@ mod tests {
         assert!(errors.contains(&"h2_streams_over_budget"), "{errors:?}");
     }
 
+    #[test]
+    fn connection_frames_alone_tell_nothing() {
+        let ack = frame(SETTINGS, 1, 0, &[]);
+        let mut two = ack.clone();
+        two.extend(frame(0x8, 0, 0, &[0, 0, 0, 200]));
+        assert!(tells_nothing(&ack) && tells_nothing(&two));
+        let mut with_data = two.clone();
+        with_data.extend(frame(DATA, END_STREAM, 1, b"{}"));
+        assert!(!tells_nothing(&with_data), "a DATA frame tells");
+        assert!(
+            !tells_nothing(&two[..two.len() - 1]),
+            "a frame cut short may go on into anything"
+        );
+        assert!(!tells_nothing(b""));
+    }
+
     proptest! {
+        /// Any bytes: no panic, and what tells nothing is frames.
+        #[test]
+        fn tells_nothing_on_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if tells_nothing(&data) {
+                prop_assert!(looks_like_frames(&data));
+            }
+        }
+
         /// Requests cut anywhere, Huffman or not, padded or not: every body
         /// is reported once, whole, with its stream and path.
         #[test]

@@ -220,17 +220,6 @@ impl Pipeline {
                 // The other direction's frames were seen, or capture joined
                 // an HTTP/2 connection in progress.
                 conn.h2 = true;
-                if conn.sides[1 - d].is_none()
-                    && h2::tells_nothing(&c.data)
-                    && conn.pending_bodies.iter().all(Vec::is_empty)
-                {
-                    // Connection-level frames alone (a SETTINGS ack, a
-                    // window update) tell nothing: taken for requests, a
-                    // client's first read would make it serve, and every
-                    // event of its session would lose the other end's
-                    // process. The next bytes decide.
-                    return;
-                }
                 let side = match conn.sides[1 - d] {
                     Some(Side::Requests) => Side::Responses,
                     Some(Side::Responses) => Side::Requests,
@@ -240,10 +229,19 @@ impl Pipeline {
                     // kernel discovers a client on its first request.
                     // A body held from before tells too (Go's server may
                     // first write a WINDOW_UPDATE, which tells nothing).
-                    None => h2::side_of_frames(&c.data)
+                    None => match h2::side_of_frames(&c.data)
                         .or_else(|| body_side(&conn.pending_bodies[1 - d]).map(Side::other))
                         .or_else(|| body_side(&conn.pending_bodies[d]))
-                        .unwrap_or(Side::Requests),
+                    {
+                        Some(side) => side,
+                        // Connection-level frames alone (a SETTINGS ack, a
+                        // window update) tell nothing: taken for requests,
+                        // a client's first read would make it serve, and
+                        // every event of its session would lose the other
+                        // end's process. The next bytes decide.
+                        None if h2::tells_nothing(&c.data) => return,
+                        None => Side::Requests,
+                    },
                 };
                 // Its start (the preface, or a server's first SETTINGS) was
                 // not seen: the header table is known only from here on,
