@@ -11,7 +11,10 @@
 //! - `pipeline/replay_with_detection`: the same with every detector on (the
 //!   rules compiled outside the timed loop, as at agent start);
 //! - `pipeline/small_messages`: 150-byte messages only (per-message cost);
-//! - `detection/messages`: the detector alone, on pre-decoded messages.
+//! - `detection/messages`: the detector alone, on pre-decoded messages;
+//! - `detection/prefilter`: its first pass alone (every literal of every
+//!   rule, the structural checks) over the raw messages, and over the
+//!   traced echo pair's 4 KiB request (`prefilter_echo_4k`).
 //!
 //! `cargo xtask bench` turns the timings into MB/s and messages/s per core.
 
@@ -22,7 +25,10 @@ use std::{hint::black_box, sync::Arc};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mcp_monitor_pipeline::{
-    detect::{rules::Rules, Detector, DetectorConfig, MessageCtx},
+    detect::{
+        lexicon, prefilter::Prefilter, rules::Rules, secrets::builtin, secrets::SecretScanner, Detector,
+        DetectorConfig, MessageCtx, SECRET_NAME_FRAGMENTS,
+    },
     event::{Event, Flow, Party, SharedParty, Transport},
     identity::ProcessInfo,
     jsonrpc::{self, Kind, Message},
@@ -491,6 +497,33 @@ fn bench(c: &mut Criterion) {
             },
             criterion::BatchSize::PerIteration,
         )
+    });
+    // Every rule's keywords, those of rules off by default too.
+    let secrets = SecretScanner::with_rules(builtin::RULES, b"bench-key-bench-key-bench-key-00", &[], &[]);
+    let prefilter = Prefilter::new(&secrets.keyword_rules(), SECRET_NAME_FRAGMENTS, &lexicon::phrases());
+    g.bench_function("prefilter", |b| {
+        b.iter(|| {
+            let mut hits = 0usize;
+            for m in &decoded {
+                let h = prefilter.scan(w.sessions[m.session].1[m.line].text.as_bytes());
+                hits += h.credential_rules.len() + h.encoded as usize;
+            }
+            black_box(hits)
+        })
+    });
+    g.finish();
+    // The traced echo pair's request (`cargo xtask bench overhead`): one
+    // 4 KiB line, its argument a single run of one letter.
+    let mut echo =
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":""#.to_owned();
+    let tail = r#""}}}"#;
+    echo.extend(std::iter::repeat_n('x', 4096 - echo.len() - tail.len()));
+    echo.push_str(tail);
+    assert_eq!(echo.len(), 4096);
+    let mut g = c.benchmark_group("detection");
+    g.throughput(Throughput::Bytes(echo.len() as u64));
+    g.bench_function("prefilter_echo_4k", |b| {
+        b.iter(|| black_box(prefilter.scan(black_box(echo.as_bytes()))))
     });
     g.finish();
 }

@@ -32,12 +32,14 @@ pub(super) fn overhead(port: u16) -> Result<Value> {
                 }
             ));
             let (mut without, mut with) = (Vec::new(), Vec::new());
-            let (mut drops, mut agent_cpu_s) = (0.0, 0.0);
+            let (mut drops, mut agent_cpu_s, mut wakeups) = (0.0, 0.0, 0);
             for _ in 0..ROUNDS {
                 without.push(pair_on(size, count, None, pair_cpu)?["msgs_per_s"].as_f64().unwrap());
                 let agent = Agent::start_on(port, agent_cpu)?;
                 let cpu0 = agent.cpu_seconds();
+                let irq_work = irq_work_interrupts();
                 with.push(pair_on(size, count, None, pair_cpu)?["msgs_per_s"].as_f64().unwrap());
+                wakeups += irq_work_interrupts().saturating_sub(irq_work);
                 std::thread::sleep(Duration::from_millis(500));
                 agent_cpu_s += agent.cpu_seconds() - cpu0;
                 drops += agent.metric("mcp_monitor_capture_dropped_total", "");
@@ -55,10 +57,25 @@ pub(super) fn overhead(port: u16) -> Result<Value> {
                 "ratio": m / w,
                 "agent_cpu_us_per_message": agent_cpu_s * 1e6 / (ROUNDS * count) as f64,
                 "drops_with_monitor": drops,
+                // The kernel's ring wake-ups of the agent (an IPI each, an
+                // exit to the hypervisor in a VM), with the host's other
+                // IRQ work (rare: none in rounds without the agent).
+                "irq_work_per_1000_messages": wakeups as f64 * 1000.0 / (ROUNDS * count) as f64,
             }));
         }
     }
     Ok(Value::Array(rows))
+}
+
+/// IRQ-work interrupts taken so far on every CPU (`/proc/interrupts`,
+/// `IWI`): how the kernel's ring wakes the agent. 0 where not shown.
+fn irq_work_interrupts() -> u64 {
+    std::fs::read_to_string("/proc/interrupts")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("IWI:"))
+        .map(|counts| counts.split_whitespace().map_while(|c| c.parse::<u64>().ok()).sum())
+        .unwrap_or(0)
 }
 
 /// A JSON-log pipe (not MCP) through `echo-pair logs`, in interleaved

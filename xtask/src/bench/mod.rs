@@ -333,14 +333,15 @@ fn print_summary(r: &Value, path: &Path) {
     if let Some(Value::Array(rows)) = r.get("overhead") {
         for o in rows {
             println!(
-                "  overhead {:>6} B {}: {:>8.0} msg/s without, {:>8.0} with, ratio {:.3}, agent {:.1} us CPU/msg (drops {})",
+                "  overhead {:>6} B {}: {:>8.0} msg/s without, {:>8.0} with, ratio {:.3}, agent {:.1} us CPU/msg (drops {}, ring wake-ups {:.1} per 1000 msgs)",
                 o["message_bytes"],
                 if o["pinned"].as_bool().unwrap_or(false) { "pinned  " } else { "unpinned" },
                 o["median_without"].as_f64().unwrap_or(0.0),
                 o["median_with"].as_f64().unwrap_or(0.0),
                 o["ratio"].as_f64().unwrap_or(0.0),
                 o["agent_cpu_us_per_message"].as_f64().unwrap_or(0.0),
-                o["drops_with_monitor"]
+                o["drops_with_monitor"],
+                o["irq_work_per_1000_messages"].as_f64().unwrap_or(0.0)
             );
         }
     }
