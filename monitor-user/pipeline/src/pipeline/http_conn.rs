@@ -552,23 +552,31 @@ impl Pipeline {
                         }
                         Some(id.proc)
                     }
-                    Some(true) => conn
+                    Some(true) => match conn
                         .ends
                         .and_then(|e| self.http.local.client_of(e))
                         .or(conn.paired_client)
-                        .or_else(|| {
-                            if side != Side::Requests {
-                                return None;
+                    {
+                        Some(client) => {
+                            if conn.tls && side == Side::Requests {
+                                self.http.local.server_named(&data, client, ts_ns);
                             }
+                            Some(client)
+                        }
+                        None if side != Side::Requests => None,
+                        None => {
                             // Reads whose client may be on this host: ends
                             // unknown, or a loopback peer.
                             let unpaired = conn.ends.is_none_or(|(_, r)| conn.tls && r.is_loopback());
-                            let client = self.http.local.server_read(&data, id, ts_ns, unpaired)?;
+                            let client = self.http.local.server_read(&data, id, ts_ns, unpaired);
                             // The response and later messages of this
                             // connection name it too.
-                            conn.paired_client = Some(client);
-                            Some(client)
-                        }),
+                            if client.is_some() {
+                                conn.paired_client = client;
+                            }
+                            client
+                        }
+                    },
                     None => None,
                 };
                 let mirror = conn.serves == Some(false) && conn.ends.is_some_and(|(_, r)| self.http.local.serves(&r));

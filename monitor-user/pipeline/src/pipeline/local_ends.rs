@@ -31,6 +31,10 @@ pub(super) struct LocalEnds {
     /// Requests servers read on such connections before the client's write
     /// came: (body hash, the server's connection, time).
     read_first: VecDeque<(u64, ConnId, u64)>,
+    /// TLS requests whose server named their client otherwise (the ends,
+    /// or the connection's earlier pairing) before the client's write
+    /// came: (body hash, client, time). That write pairs nothing.
+    named_first: VecDeque<(u64, ProcKey, u64)>,
 }
 
 impl LocalEnds {
@@ -83,11 +87,43 @@ impl LocalEnds {
         if let (Some(i), None) = (candidates.next(), candidates.next()) {
             return self.read_first.remove(i).map(|(_, conn, _)| conn);
         }
+        let named = self
+            .named_first
+            .iter()
+            .position(|(d, c, t)| *d == digest && *c == client && t.abs_diff(ts_ns) <= PAIRING_NS);
+        if let Some(i) = named {
+            self.named_first.remove(i);
+            return None;
+        }
         if self.written.len() >= MAX_UNPAIRED {
             self.written.pop_front();
         }
         self.written.push_back((digest, client, ts_ns));
         None
+    }
+
+    /// A server read the TLS request `body` from `client`, named by the
+    /// connection's ends or its earlier pairing. The client's write of it
+    /// (before or after this, in ring order) is this request, and must not
+    /// wait in `written`: every TLS request of a client is offered for
+    /// pairing by body (its socket may not be named yet), and one left
+    /// there would pair the next server read of the same body (`tools/list`
+    /// with the same id, `notifications/initialized`) within the pairing
+    /// window with this client instead of that read's own.
+    pub(super) fn server_named(&mut self, body: &[u8], client: ProcKey, ts_ns: u64) {
+        let digest = body_digest(body);
+        let waiting = self
+            .written
+            .iter()
+            .position(|(d, c, t)| *d == digest && *c == client && ts_ns.saturating_sub(*t) <= PAIRING_NS);
+        if let Some(i) = waiting {
+            self.written.remove(i);
+            return;
+        }
+        if self.named_first.len() >= MAX_UNPAIRED {
+            self.named_first.pop_front();
+        }
+        self.named_first.push_back((digest, client, ts_ns));
     }
 
     /// A server read `body` on `conn`, whose client its ends cannot name:

@@ -196,3 +196,57 @@ fn https_a_read_is_paired_with_a_later_write_only_when_unambiguous() {
         assert_eq!(r["client"]["pid"], Value::Null, "{r}");
     }
 }
+
+/// Every TLS request of a client is offered for pairing by body (its socket
+/// may not be named yet). One whose server named the client by the
+/// connection's ends must not stay offered: two clients send the same body
+/// (`tools/list`, same id), the first on a connection whose ends pair, the
+/// second to a server that cannot name it by ends; each server's view names
+/// its own client, whichever of the first connection's write and read
+/// reaches the agent first.
+#[test]
+fn https_a_request_paired_by_its_ends_pairs_no_other_read_by_body() {
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#;
+    let result = r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2.0"}}}"#;
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let other_server = ProcKey {
+        pid: 400,
+        start_ns: 4_000,
+    };
+    for server_first in [false, true] {
+        let mut s = Sim::new();
+        let a_client = TlsEnd::new(OTHER_CLIENT, 0xa1, 5, loopback(40040, 8443));
+        let a_server = TlsEnd::new(SERVER, 0x5a, 7, loopback(8443, 40040));
+        a_client.writes(&mut s, &post(init, None));
+        a_server.reads(&mut s, &post(init, None));
+        a_server.writes(&mut s, &json_response(result));
+        a_client.reads(&mut s, &json_response(result));
+        let (a_write, a_read) = (post(list, Some("sid-a")), post(list, Some("sid-a")));
+        if server_first {
+            tls(&mut s, a_server, Direction::Ingress, &a_read, 0);
+            tls(&mut s, a_client, Direction::Egress, &a_write, 0);
+        } else {
+            tls(&mut s, a_client, Direction::Egress, &a_write, 0);
+            tls(&mut s, a_server, Direction::Ingress, &a_read, 0);
+        }
+        // The second client and its server: neither socket named yet.
+        TlsEnd::unbound(CLIENT, 0xc7).writes(&mut s, &post(list, None));
+        TlsEnd::unbound(other_server, 0x57).reads(&mut s, &post(list, None));
+        let ev = s.events_json();
+        let at = |server: ProcKey| -> Vec<&Value> { ev.iter().filter(|e| e["server"]["pid"] == server.pid).collect() };
+        assert_eq!(at(SERVER).len(), 3, "server first: {server_first}: {ev:?}");
+        for e in at(SERVER) {
+            assert_eq!(
+                e["client"]["pid"], OTHER_CLIENT.pid,
+                "server first: {server_first}: {e}"
+            );
+        }
+        let second = at(other_server);
+        assert_eq!(second.len(), 1, "server first: {server_first}: {ev:?}");
+        assert_eq!(
+            second[0]["client"]["pid"], CLIENT.pid,
+            "server first: {server_first}: {}",
+            second[0]
+        );
+    }
+}
