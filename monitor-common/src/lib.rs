@@ -83,6 +83,31 @@ mod tests {
         }
     }
 
+    /// The kernel builds stream keys from words (`StreamKey::new`),
+    /// userspace from fields: both must name the same map entry.
+    #[test]
+    fn stream_keys_from_words_equal_keys_from_fields() {
+        for (tgid, fd, inode, direction) in [
+            (1u32, 0i32, 0u64, 0u8),
+            (u32::MAX, -1, u64::MAX, 1),
+            (4242, TLS_STREAM_FD, 0x7f00_dead_beef, 1),
+            (7, 3, 905, 0),
+        ] {
+            let fields = StreamKey {
+                tgid,
+                fd,
+                inode,
+                direction,
+                _pad: [0; 7],
+            };
+            let words = StreamKey::new(tgid, fd, inode, direction);
+            assert_eq!(words, fields);
+            // SAFETY: both are 24 initialised bytes (no implicit padding).
+            let bytes = |k: &StreamKey| unsafe { core::mem::transmute::<StreamKey, [u8; 24]>(*k) };
+            assert_eq!(bytes(&words), bytes(&fields));
+        }
+    }
+
     #[test]
     fn layouts_are_stable() {
         // These sizes are the ABI; a change needs an ABI_VERSION bump.

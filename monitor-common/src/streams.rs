@@ -33,6 +33,27 @@ pub struct StreamKey {
     pub _pad: [u8; 7],
 }
 
+impl StreamKey {
+    /// The key of stream (`tgid`, `fd`, `inode`, `direction`), padding
+    /// zeroed. Built from three words rather than a literal: in the
+    /// kernel programs a literal's `_pad: [0; 7]` became a call to the
+    /// byte-at-a-time `memset` the BPF linker provides (five instructions
+    /// per byte), on every traced read.
+    #[inline(always)]
+    pub fn new(tgid: u32, fd: i32, inode: u64, direction: u8) -> StreamKey {
+        let words = [tgid as u64 | (fd as u32 as u64) << 32, inode, direction as u64];
+        // SAFETY: StreamKey is repr(C), 24 bytes, 8-aligned (checked below):
+        // tgid and fd in the first word (little-endian: tgid low), inode the
+        // second, direction the low byte of the third and the padding the
+        // rest of it; any bit pattern is valid for every field.
+        unsafe { core::mem::transmute::<[u64; 3], StreamKey>(words) }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<StreamKey>() == 24 && core::mem::align_of::<StreamKey>() == 8);
+#[cfg(not(target_endian = "little"))]
+compile_error!("StreamKey::new assumes a little-endian target");
+
 /// Values of the per-stream decision map.
 pub mod stream_state {
     /// Capture every chunk of this stream.

@@ -124,7 +124,8 @@ fn exit_args(t: &Transfer) -> SyscallArgs {
         len: if t.iov_cnt == 0 { t.total } else { t.iov_cnt },
         fd: t.fd,
         syscall: t.syscall,
-        _pad: [0; 3],
+        _pad0: 0,
+        _pad1: 0,
     }
 }
 
@@ -228,13 +229,7 @@ pub(crate) fn capture_header(cfg: &KernelConfig, scratch: Scratch, t: &Transfer)
     if !(fi.kind.is_local_ipc() || (tcp && cfg.flags & config_flags::CAPTURE_TCP != 0)) {
         return Header::Skip;
     }
-    let key = StreamKey {
-        tgid,
-        fd,
-        inode: fi.inode,
-        direction: dir as u8,
-        _pad: [0; 7],
-    };
+    let key = StreamKey::new(tgid, fd, fi.inode, dir as u8);
     let state = stream_state_of(&key);
     let mut flags = 0u8;
     if state == stream_state::IGNORE_QUIET {

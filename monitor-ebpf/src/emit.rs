@@ -6,10 +6,11 @@ use crate::{
     maps::{config, count, Transfer, EVENTS, SCRATCH, TRANSFER},
     transfer::{iovec, mark_gap},
 };
+use aya_ebpf::helpers::bpf_get_current_uid_gid;
 use aya_ebpf::helpers::generated::{
-    bpf_get_current_cgroup_id, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_probe_read_user,
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
+    bpf_probe_read_user,
 };
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_uid_gid};
 use aya_ebpf::maps::ProgramArray;
 use aya_ebpf::EbpfContext;
 use core::ffi::c_void;
@@ -88,7 +89,11 @@ pub(crate) fn fill_header(h: &mut RecordHeader, kind: RecordKind, pid_tgid: u64,
     h.tgid = (pid_tgid >> 32) as u32;
     h.tid = pid_tgid as u32;
     h.start_ns = start_ns;
-    h.comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
+    // Straight into the header: the library's wrapper zeroes a local
+    // array first (a call to the byte-at-a-time memset) and copies it.
+    // SAFETY: h.comm is COMM_LEN writable bytes; the helper fills them,
+    // zero-padded, and zeroes them should it fail.
+    unsafe { bpf_get_current_comm(h.comm.as_mut_ptr() as *mut c_void, COMM_LEN as u32) };
 }
 
 /// Fills the chunk header in the scratch area (payload fields excepted).
@@ -118,10 +123,31 @@ pub(crate) fn fill_chunk_header(
     rec.inode = fi.inode;
     rec.channel = fi.channel;
     rec.peer = fi.peer;
-    rec.orig_len = 0;
-    rec.captured_len = 0;
-    rec.segment = 0;
-    rec.conn = Default::default();
+    // orig_len, captured_len, segment and conn: the header's last seven
+    // words, zeroed one store each (see `zero_words`).
+    const TAIL: usize = core::mem::offset_of!(ChunkRecord, orig_len);
+    const _: () = assert!(TAIL % 8 == 0 && HDR - TAIL == 56);
+    // SAFETY: the seven words from orig_len are inside `rec` (asserted
+    // just above) and 8-aligned (ChunkRecord is, and TAIL is a multiple of
+    // 8); every bit pattern of those fields is valid.
+    unsafe { zero_words(&mut rec.orig_len as *mut u64, 7) };
+}
+
+/// Zeroes the `n` words from `p` with one store each. LLVM merges a run of
+/// zeroed fields (a struct literal's, a `Default`) into a call to the
+/// byte-at-a-time `memset` the BPF linker provides: five instructions a
+/// byte, 280 for a chunk header's tail on every traced read. Volatile
+/// stores are never merged.
+///
+/// # Safety
+/// `p` is 8-aligned and the `n` words from it are writable memory of the
+/// program (stack or map value) that may hold any bit pattern.
+#[inline(always)]
+pub(crate) unsafe fn zero_words(p: *mut u64, n: usize) {
+    for i in 0..n {
+        // SAFETY: inside the caller's n words (see above).
+        unsafe { core::ptr::write_volatile(p.add(i), 0) };
+    }
 }
 
 /// Copies `len` bytes at user address `src` after the header already in

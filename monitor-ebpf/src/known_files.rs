@@ -51,7 +51,8 @@ pub(crate) fn known_file_info(
                 peer: fi.peer,
                 kind: fi.kind as u8,
                 uses_left: USES_PER_WALK,
-                _pad: [0; 6],
+                _pad0: 0,
+                _pad1: 0,
             };
         }
     }
@@ -120,12 +121,6 @@ pub(crate) fn writer_notified(pid_tgid: u64, start_ns: u64, fd: i32) -> bool {
     if !fi.kind.is_local_ipc() {
         return false;
     }
-    let key = StreamKey {
-        tgid: (pid_tgid >> 32) as u32,
-        fd,
-        inode: fi.inode,
-        direction: Direction::Egress as u8,
-        _pad: [0; 7],
-    };
+    let key = StreamKey::new((pid_tgid >> 32) as u32, fd, fi.inode, Direction::Egress as u8);
     stream_state_of(&key) == stream_state::WRITER_NOTIFIED
 }

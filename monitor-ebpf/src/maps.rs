@@ -160,7 +160,11 @@ pub(crate) struct TlsArgs {
     /// `_ex` variants: where the library stores the byte count; else 0.
     pub(crate) out_len: u64,
     pub(crate) direction: u8,
-    pub(crate) _pad: [u8; 7],
+    // Padding as fields of their own size, not byte arrays: a zeroed byte
+    // array becomes a call to the byte-at-a-time memset (here and below).
+    pub(crate) _pad0: u8,
+    pub(crate) _pad1: u16,
+    pub(crate) _pad2: u32,
 }
 
 #[repr(C)]
@@ -201,7 +205,8 @@ pub(crate) struct KnownFile {
     pub(crate) kind: u8,
     /// Transfers it may still serve before the descriptor is walked again.
     pub(crate) uses_left: u8,
-    pub(crate) _pad: [u8; 6],
+    pub(crate) _pad0: u16,
+    pub(crate) _pad1: u32,
 }
 
 #[repr(C)]
@@ -213,7 +218,8 @@ pub(crate) struct SyscallArgs {
     pub(crate) len: u64,
     pub(crate) fd: i32,
     pub(crate) syscall: u8,
-    pub(crate) _pad: [u8; 3],
+    pub(crate) _pad0: u8,
+    pub(crate) _pad1: u16,
 }
 
 #[inline(always)]

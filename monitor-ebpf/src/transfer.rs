@@ -143,13 +143,11 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
             pieces: 0,
             relook: 0,
             gap: 0,
-            key: StreamKey {
-                tgid: 0,
-                fd: 0,
-                inode: 0,
-                direction: 0,
-                _pad: [0; 7],
-            },
+            // Set by the capture stage once it knows the inode (before
+            // any chunk is sent). The placeholder's inode is not 0 so that
+            // it is word stores, not a run of zeros LLVM would turn into a
+            // call to the byte-at-a-time memset (see `zero_words`).
+            key: StreamKey::new((pid_tgid >> 32) as u32, fd, u64::MAX, dir as u8),
             // A vectored transfer starts with an empty range and all its
             // bytes in the iovecs.
             range_buf: if iov_cnt == 0 { buf } else { 0 },

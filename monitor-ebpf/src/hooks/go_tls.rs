@@ -88,7 +88,9 @@ fn on_read_entry(ctx: &ProbeContext) {
         len,
         out_len: 0,
         direction: Direction::Ingress as u8,
-        _pad: [0; 7],
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
     };
     if GO_TLS_CALLS.insert(&key, &args, 0).is_err() {
         count(Counter::DropArgsMapFull, 1);

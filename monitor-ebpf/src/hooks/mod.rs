@@ -85,7 +85,8 @@ impl SavedRegs {
             len: self.dx,
             fd: self.di as i32,
             syscall: syscall as u8,
-            _pad: [0; 3],
+            _pad0: 0,
+            _pad1: 0,
         }
     }
 }

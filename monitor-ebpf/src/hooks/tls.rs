@@ -55,13 +55,7 @@ pub(crate) fn tls_capture_header(
     let scratch = scratch.ptr();
     let pid_tgid = t.pid_tgid;
     let tgid = (pid_tgid >> 32) as u32;
-    let key = StreamKey {
-        tgid,
-        fd: TLS_STREAM_FD,
-        inode: t.ssl,
-        direction: dir as u8,
-        _pad: [0; 7],
-    };
+    let key = StreamKey::new(tgid, TLS_STREAM_FD, t.ssl, dir as u8);
     let state = stream_state_of(&key);
     let mut flags = t.extra_flags;
     if state == stream_state::IGNORE_QUIET {
@@ -139,7 +133,9 @@ pub(crate) fn tls_enter(ctx: &ProbeContext, dir: Direction, ex: bool) {
         len,
         out_len,
         direction: dir as u8,
-        _pad: [0; 7],
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
     };
     if TLS_ARGS.insert(&pid_tgid, &args, 0).is_err() {
         count(Counter::DropArgsMapFull, 1);
@@ -304,13 +300,7 @@ pub(crate) fn forget_tls_conn(tgid: u32, conn: u64) {
         _pad: 0,
         ssl: conn,
     });
-    let mut key = StreamKey {
-        tgid,
-        fd: TLS_STREAM_FD,
-        inode: conn,
-        direction: Direction::Ingress as u8,
-        _pad: [0; 7],
-    };
+    let mut key = StreamKey::new(tgid, TLS_STREAM_FD, conn, Direction::Ingress as u8);
     let _ = STREAMS.remove(&key);
     key.direction = Direction::Egress as u8;
     let _ = STREAMS.remove(&key);
