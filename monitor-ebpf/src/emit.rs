@@ -121,8 +121,13 @@ pub(crate) fn fill_chunk_header(
     rec.fd_kind = fi.kind as u8;
     rec.flags = flags;
     rec.inode = fi.inode;
-    rec.channel = fi.channel;
-    rec.peer = fi.peer;
+    // Volatile: for TLS both are constant 0, and LLVM would make the two
+    // stores a call to memset (see `zero_words`).
+    // SAFETY: plain u64 fields of `rec`.
+    unsafe {
+        core::ptr::write_volatile(&mut rec.channel, fi.channel);
+        core::ptr::write_volatile(&mut rec.peer, fi.peer);
+    }
     // orig_len, captured_len, segment and conn: the header's last seven
     // words, zeroed one store each (see `zero_words`).
     const TAIL: usize = core::mem::offset_of!(ChunkRecord, orig_len);

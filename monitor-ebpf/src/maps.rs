@@ -154,11 +154,13 @@ pub(crate) static LAST_TCP_READ: LruHashMap<u64, i32> = LruHashMap::with_max_ent
 #[derive(Clone, Copy)]
 pub(crate) struct TlsArgs {
     pub(crate) ssl: u64,
+    /// `_ex` variants: where the library stores the byte count; else 0.
+    /// Not next to `direction`, often 0 too: LLVM turns 16 zeroed bytes
+    /// into a call to the byte-at-a-time memset (see `emit::zero_words`).
+    pub(crate) out_len: u64,
     pub(crate) buf: u64,
     /// Requested byte count (`num`).
     pub(crate) len: u64,
-    /// `_ex` variants: where the library stores the byte count; else 0.
-    pub(crate) out_len: u64,
     pub(crate) direction: u8,
     // Padding as fields of their own size, not byte arrays: a zeroed byte
     // array becomes a call to the byte-at-a-time memset (here and below).
@@ -281,4 +283,87 @@ pub(crate) struct Transfer {
     pub(crate) iov_next: u32,
     pub(crate) _pad2: u32,
     pub(crate) iov_left: u64,
+}
+
+impl Transfer {
+    /// Writes every field to `*t` with a store of its own. A plain
+    /// assignment lets LLVM merge the fields that are constant 0 at a call
+    /// site (the iovec fields of a plain call, the counters, a TLS
+    /// transfer's descriptor fields) into a call to the byte-at-a-time
+    /// memset (see `emit::zero_words`); volatile stores are never merged.
+    /// The destructuring names every field, so a field added to the struct
+    /// and not stored here does not compile.
+    ///
+    /// # Safety
+    /// `t` is valid and aligned for a `Transfer` (a `TRANSFER` slot).
+    #[inline(always)]
+    pub(crate) unsafe fn store(self, t: *mut Transfer) {
+        let Transfer {
+            pid_tgid,
+            start_ns,
+            buf,
+            total,
+            iov,
+            iov_cnt,
+            first_buf,
+            first_len,
+            ssl,
+            fd,
+            syscall,
+            direction,
+            discovered,
+            at_exit,
+            extra_flags,
+            pieces,
+            relook,
+            gap,
+            key,
+            range_buf,
+            range_len,
+            iov_next,
+            _pad2,
+            iov_left,
+        } = self;
+        let StreamKey {
+            tgid: key_tgid,
+            fd: key_fd,
+            inode: key_inode,
+            direction: key_direction,
+            _pad: _,
+        } = key;
+        use core::ptr::{addr_of_mut, write_volatile as put};
+        // SAFETY: each is a field of the valid `*t` (see above).
+        unsafe {
+            put(addr_of_mut!((*t).pid_tgid), pid_tgid);
+            put(addr_of_mut!((*t).start_ns), start_ns);
+            put(addr_of_mut!((*t).buf), buf);
+            put(addr_of_mut!((*t).total), total);
+            put(addr_of_mut!((*t).iov), iov);
+            put(addr_of_mut!((*t).iov_cnt), iov_cnt);
+            put(addr_of_mut!((*t).first_buf), first_buf);
+            put(addr_of_mut!((*t).first_len), first_len);
+            put(addr_of_mut!((*t).ssl), ssl);
+            put(addr_of_mut!((*t).fd), fd);
+            put(addr_of_mut!((*t).syscall), syscall);
+            put(addr_of_mut!((*t).direction), direction);
+            put(addr_of_mut!((*t).discovered), discovered);
+            put(addr_of_mut!((*t).at_exit), at_exit);
+            put(addr_of_mut!((*t).extra_flags), extra_flags);
+            put(addr_of_mut!((*t).pieces), pieces);
+            put(addr_of_mut!((*t).relook), relook);
+            put(addr_of_mut!((*t).gap), gap);
+            // The key as three words, its padding zeroed (the layout
+            // `StreamKey::new` builds; the key is 8-aligned, below).
+            const _: () = assert!(core::mem::offset_of!(Transfer, key) % 8 == 0);
+            let k = addr_of_mut!((*t).key) as *mut u64;
+            put(k, key_tgid as u64 | (key_fd as u32 as u64) << 32);
+            put(k.add(1), key_inode);
+            put(k.add(2), key_direction as u64);
+            put(addr_of_mut!((*t).range_buf), range_buf);
+            put(addr_of_mut!((*t).range_len), range_len);
+            put(addr_of_mut!((*t).iov_next), iov_next);
+            put(addr_of_mut!((*t)._pad2), _pad2);
+            put(addr_of_mut!((*t).iov_left), iov_left);
+        }
+    }
 }

@@ -124,7 +124,7 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
     // a Transfer (maps.rs NOTE); tail_call never returns on success, and on
     // failure returns to the DropTailCall count below.
     unsafe {
-        *t = Transfer {
+        Transfer {
             pid_tgid,
             start_ns,
             buf,
@@ -144,10 +144,8 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
             relook: 0,
             gap: 0,
             // Set by the capture stage once it knows the inode (before
-            // any chunk is sent). The placeholder's inode is not 0 so that
-            // it is word stores, not a run of zeros LLVM would turn into a
-            // call to the byte-at-a-time memset (see `zero_words`).
-            key: StreamKey::new((pid_tgid >> 32) as u32, fd, u64::MAX, dir as u8),
+            // any chunk is sent).
+            key: StreamKey::new((pid_tgid >> 32) as u32, fd, 0, dir as u8),
             // A vectored transfer starts with an empty range and all its
             // bytes in the iovecs.
             range_buf: if iov_cnt == 0 { buf } else { 0 },
@@ -155,7 +153,8 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
             iov_next: 0,
             _pad2: 0,
             iov_left: if iov_cnt == 0 { 0 } else { total },
-        };
+        }
+        .store(t);
         jump.tail_call(
             ctx,
             if untracked {

@@ -374,8 +374,10 @@ mod tests {
         }
     }
 
-    /// The programs on the read path (every read exit on the host, and
-    /// the capture stages of traced reads and writes) call no BPF function.
+    /// The syscall hooks (every call on the host), the capture stages of
+    /// traced reads and writes and the TLS probes call no BPF function
+    /// (the discovery stages, which run for untracked streams that start
+    /// like JSON, still do).
     /// The only one in the object is the byte-at-a-time `memset` the BPF
     /// linker provides (five instructions a byte), which LLVM calls for a
     /// run of zeroed fields: a chunk header's tail, a stream key's padding,
@@ -391,7 +393,20 @@ mod tests {
         let obj = aya_obj::Object::parse(EBPF_OBJECT).unwrap();
         const BPF_CALL: u8 = 0x85; // BPF_JMP | BPF_CALL
         const BPF_PSEUDO_CALL: u8 = 1;
-        for name in ["sys_exit", "exit_capture", "enter_capture"] {
+        for name in [
+            "sys_enter",
+            "sys_exit",
+            "exit_capture",
+            "enter_capture",
+            "tls_capture",
+            "ssl_read",
+            "ssl_read_ex",
+            "ssl_write",
+            "ssl_write_ex",
+            "ssl_return",
+            "go_tls_read",
+            "go_tls_write",
+        ] {
             let f = obj
                 .functions
                 .values()
