@@ -324,13 +324,9 @@ impl Transfer {
             _pad2,
             iov_left,
         } = self;
-        let StreamKey {
-            tgid: key_tgid,
-            fd: key_fd,
-            inode: key_inode,
-            direction: key_direction,
-            _pad: _,
-        } = key;
+        // SAFETY: StreamKey is 24 bytes of plain integers with no implicit
+        // padding (its `_pad` is a field; `StreamKey::new` zeroes it).
+        let key: [u64; 3] = unsafe { core::mem::transmute(key) };
         use core::ptr::{addr_of_mut, write_volatile as put};
         // SAFETY: each is a field of the valid `*t` (see above).
         unsafe {
@@ -352,13 +348,12 @@ impl Transfer {
             put(addr_of_mut!((*t).pieces), pieces);
             put(addr_of_mut!((*t).relook), relook);
             put(addr_of_mut!((*t).gap), gap);
-            // The key as three words, its padding zeroed (the layout
-            // `StreamKey::new` builds; the key is 8-aligned, below).
+            // The key as its three words (8-aligned: asserted below).
             const _: () = assert!(core::mem::offset_of!(Transfer, key) % 8 == 0);
             let k = addr_of_mut!((*t).key) as *mut u64;
-            put(k, key_tgid as u64 | (key_fd as u32 as u64) << 32);
-            put(k.add(1), key_inode);
-            put(k.add(2), key_direction as u64);
+            put(k, key[0]);
+            put(k.add(1), key[1]);
+            put(k.add(2), key[2]);
             put(addr_of_mut!((*t).range_buf), range_buf);
             put(addr_of_mut!((*t).range_len), range_len);
             put(addr_of_mut!((*t).iov_next), iov_next);

@@ -354,13 +354,18 @@ mod tests {
         assert!(o.task_files > 0 && o.file_inode > 0 && o.inode_ino > 0);
     }
 
-    #[test]
-    fn the_object_has_every_map_and_stage_the_loader_looks_up() {
+    /// The kernel programs built into this binary, parsed.
+    fn embedded_object() -> aya_obj::Object {
         assert!(
             !EBPF_OBJECT.is_empty(),
             "built with MCP_MONITOR_SKIP_EBPF=1: no kernel programs to check"
         );
-        let obj = aya_obj::Object::parse(EBPF_OBJECT).unwrap();
+        aya_obj::Object::parse(EBPF_OBJECT).unwrap()
+    }
+
+    #[test]
+    fn the_object_has_every_map_and_stage_the_loader_looks_up() {
+        let obj = embedded_object();
         for name in map_name::ALL {
             assert!(obj.maps.contains_key(name), "no map {name} in the object");
         }
@@ -377,20 +382,15 @@ mod tests {
     /// The syscall hooks (every call on the host), the capture stages of
     /// traced reads and writes and the TLS probes call no BPF function
     /// (the discovery stages, which run for untracked streams that start
-    /// like JSON, still do).
-    /// The only one in the object is the byte-at-a-time `memset` the BPF
-    /// linker provides (five instructions a byte), which LLVM calls for a
-    /// run of zeroed fields: a chunk header's tail, a stream key's padding,
-    /// a zeroed local array. Those cost a traced read 19% of `sys_exit`'s
-    /// time at 200 B (2026-12-04); they are written as word stores now
-    /// (`zero_words`, `StreamKey::new`).
+    /// like JSON, still do). The only one in the object is the
+    /// byte-at-a-time `memset` the BPF linker provides (five instructions a
+    /// byte), which LLVM calls for a run of zeroed fields: a chunk header's
+    /// tail, a stream key's padding, a zeroed local array (7% of the
+    /// capture stage at 200 B in perf, 2026-12-04). They are word stores
+    /// now (`zero_words`, `StreamKey::new`, `Transfer::store`).
     #[test]
     fn the_read_path_calls_no_memset() {
-        assert!(
-            !EBPF_OBJECT.is_empty(),
-            "built with MCP_MONITOR_SKIP_EBPF=1: no kernel programs to check"
-        );
-        let obj = aya_obj::Object::parse(EBPF_OBJECT).unwrap();
+        let obj = embedded_object();
         const BPF_CALL: u8 = 0x85; // BPF_JMP | BPF_CALL
         const BPF_PSEUDO_CALL: u8 = 1;
         for name in [
