@@ -35,6 +35,9 @@ pub mod map_name {
     pub const STREAMS: &str = "STREAMS";
     /// TCP writes of tracked processes marked at entry for their exit, by pid_tgid.
     pub const ARGS: &str = "ARGS";
+    /// How many writes are marked in `ARGS` (one u64): a write's exit
+    /// looks no further while it is zero.
+    pub const MARKS: &str = "MARKS";
     /// Executable-name (comm) selectors, checked at exec.
     pub const COMM_SELECTORS: &str = "COMM_SELECTORS";
     /// First path segments of the MCP method names, filled by userspace for discovery.
@@ -58,13 +61,14 @@ pub mod map_name {
     /// they are not tracked without a hash lookup.
     pub const TRACKED_HINT: &str = "TRACKED_HINT";
     /// Every map userspace looks up.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         CONFIG,
         EVENTS,
         SCRATCH,
         PROCS,
         STREAMS,
         ARGS,
+        MARKS,
         COMM_SELECTORS,
         METHOD_ROOTS,
         CGROUP_SELECTORS,

@@ -18,6 +18,9 @@
 //!   captured from their first byte. Userspace marks streams it rejects as
 //!   ignored in `STREAMS`, after which they cost one map lookup.
 #![no_std]
+// `atomic_xadd` (hooks/mod.rs): the BPF target has no `fetch_add`.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 #![no_main]
 
 mod capture;

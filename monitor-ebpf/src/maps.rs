@@ -43,6 +43,15 @@ pub(crate) static STREAMS: LruHashMap<StreamKey, u8> = LruHashMap::with_max_entr
 #[map]
 pub(crate) static ARGS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(32768, 0);
 
+/// How many entries of `ARGS` exist, all CPUs together: while none does,
+/// a write's exit has nothing to take and leaves on this one load, before
+/// the helper call that names the thread (every write on the host exits
+/// through `sys_exit`). Counted up when a mark is made, down when one is
+/// taken, by atomic adds; a count left too high (a mark it could not
+/// take back) only sends exits to the lookup they made before.
+#[map]
+pub(crate) static MARKS: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Streams of untracked processes that were looked at and found not MCP:
 /// later transfers are looked at (first bytes read, then scanned) at
 /// growing intervals instead of every time (a log pipe or a redis socket

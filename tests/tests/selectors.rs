@@ -210,3 +210,59 @@ fn port_selector_captures_servers_that_listened_before_or_after_start_and_their_
         "a server on an unselected port was captured without discovery"
     );
 }
+
+/// A TCP write of a tracked process is marked at its entry and the mark
+/// taken at its exit (`MARKS` in the kernel programs): while no write is
+/// marked, every write exit on the host leaves after one load, so the
+/// count must come back to zero. A write blocked on a peer that does not
+/// read holds its mark; the peer's death ends the write, and the count
+/// falls back.
+#[test]
+fn a_blocked_tcp_write_holds_its_mark_until_its_exit() {
+    require_root();
+    let port = free_port();
+    let m = Monitor::start(&["--no-discovery", "--port", &port.to_string()]);
+    assert!(
+        m.metrics_text().contains("mcp_monitor_capture_marked_writes "),
+        "the gauge is not exported"
+    );
+    assert_eq!(m.metric("mcp_monitor_capture_marked_writes", &[]), 0.0);
+    // Bound after the monitor started: tracked at bind(). One send() of
+    // 64 MiB, which blocks once the peer's window and the socket buffer
+    // are full.
+    let server_code = format!(
+        "import socket\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', {port})); s.listen(1)\n\
+         c, _ = s.accept()\n\
+         try:\n    c.send(b'x' * (64 << 20))\n\
+         except OSError:\n    pass\n\
+         import time; time.sleep(60)\n"
+    );
+    let mut server = Command::new(python()).arg("-c").arg(&server_code).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !listening(port) {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let client_code = format!(
+        "import socket, time\n\
+         c = socket.create_connection(('127.0.0.1', {port}))\n\
+         time.sleep(600)\n"
+    );
+    let mut client = Command::new(python()).arg("-c").arg(&client_code).spawn().unwrap();
+    let held = m.wait_metric(SETTLE, "mcp_monitor_capture_marked_writes", &[], 1.0);
+    assert_eq!(held, 1.0, "the blocked send's mark is not counted");
+    // The peer dies: the send returns, its exit takes the mark.
+    let _ = client.kill();
+    let _ = client.wait();
+    let deadline = Instant::now() + scaled(SETTLE);
+    let mut left = held;
+    while left != 0.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        left = m.metric("mcp_monitor_capture_marked_writes", &[]);
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(left, 0.0, "a mark was left counted after its write ended");
+}

@@ -15,11 +15,12 @@ pub mod tls;
 pub mod write;
 
 use crate::{
-    maps::{config, count, SyscallArgs, ARGS, EXIT_JUMP},
+    maps::{config, count, SyscallArgs, ARGS, EXIT_JUMP, MARKS},
     tracking::{tracking, Tracking},
     transfer::begin_transfer,
 };
 use aya_ebpf::programs::BtfTracePointContext;
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use monitor_common::{Counter, Direction, KernelConfig, Syscall};
 
 /// The context of the syscall hooks and their tail-call stages: BTF
@@ -121,7 +122,7 @@ pub(crate) fn marked_exit(ctx: &SyscallContext, pid_tgid: u64, syscall: Syscall,
     let Some(args) = (unsafe { ARGS.get(&pid_tgid) }).copied() else {
         return;
     };
-    let _ = ARGS.remove(&pid_tgid);
+    take_mark(pid_tgid);
     if args.syscall != syscall as u8 || ret <= 0 {
         return;
     }
@@ -138,7 +139,41 @@ pub(crate) fn marked_exit(ctx: &SyscallContext, pid_tgid: u64, syscall: Syscall,
 /// exit (`marked_exit`), which captures the bytes the kernel took.
 #[inline(always)]
 pub(crate) fn mark_for_exit(pid_tgid: u64, args: &SyscallArgs) {
+    // SAFETY: presence only; the value is not read.
+    let new = unsafe { ARGS.get(&pid_tgid) }.is_none();
     if ARGS.insert(&pid_tgid, args, 0).is_err() {
         count(Counter::DropArgsMapFull, 1);
+    } else if new {
+        add_to_marks(1);
+    }
+}
+
+/// Removes the current thread's mark, `pid_tgid`, if it has one: taken at
+/// the write's exit, or left by a thread that exits inside a write.
+#[inline(always)]
+pub(crate) fn take_mark(pid_tgid: u64) {
+    if ARGS.remove(&pid_tgid).is_ok() {
+        add_to_marks(1u64.wrapping_neg());
+    }
+}
+
+/// Whether any write is marked for its exit, on any CPU ([`MARKS`]). A
+/// thread's own mark is always seen: its entry's atomic add came first.
+#[inline(always)]
+pub(crate) fn marks_pending() -> bool {
+    MARKS.get(0).is_some_and(|n| *n != 0)
+}
+
+/// Adds `n` (two's complement for a subtraction) to [`MARKS`], atomically:
+/// threads on other CPUs mark and take at the same time.
+#[inline(always)]
+fn add_to_marks(n: u64) {
+    if let Some(p) = MARKS.get_ptr_mut(0) {
+        // SAFETY: p is the array's one u64, valid and aligned for the life
+        // of the program. The intrinsic, not `AtomicU64::fetch_add`, which
+        // the BPF target does not offer (no compare-and-swap before v3);
+        // the result is not used, so LLVM emits the atomic add without
+        // fetch that every kernel of the matrix accepts.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, n) };
     }
 }

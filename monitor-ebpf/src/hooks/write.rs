@@ -3,11 +3,11 @@
 
 use crate::hooks::SyscallContext;
 use crate::{
-    hooks::{marked_exit, SavedRegs},
+    hooks::{marked_exit, marks_pending, SavedRegs},
     known_files::writer_notified,
     maps::{config, count, ENTER_JUMP},
     payload::starts_like_json,
-    tracking::{maybe_tracked, tracking},
+    tracking::tracking,
     transfer::{begin_transfer, iovec, looked_at_recently, vector},
 };
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
@@ -19,23 +19,14 @@ pub(crate) const NR_WRITEV: u64 = 20;
 pub(crate) const NR_SENDTO: u64 = 44;
 pub(crate) const NR_SENDMSG: u64 = 46;
 
-/// Whether the current process can have a write marked for its exit:
-/// TCP capture is on and a tracked process shares its hint slot (an
-/// untracked process's writes were judged on entry: had one found MCP,
-/// the process would be tracked now).
-#[inline(always)]
-fn marks_possible() -> bool {
-    let Some(cfg) = config() else { return false };
-    cfg.flags & config_flags::CAPTURE_TCP != 0 && maybe_tracked((bpf_get_current_pid_tgid() >> 32) as u32)
-}
-
 /// Exit of a write-side call: the TCP payload of a write that the capture
 /// stage marked at entry (`mark_for_exit`), with the byte count the kernel
 /// took (a partial write is not captured twice). Every write on the host
-/// comes here, and nearly all end at [`marks_possible`].
+/// comes here, and nearly all leave at [`marks_pending`]: no thread of
+/// the host has a write marked.
 #[inline(always)]
 pub(crate) fn on_write_exit(ctx: &SyscallContext, syscall: Syscall, ret: i64) {
-    if !marks_possible() {
+    if !marks_pending() {
         return;
     }
     marked_exit(ctx, bpf_get_current_pid_tgid(), syscall, ret);

@@ -27,7 +27,7 @@ use std::{collections::HashSet, path::Path};
 
 use anyhow::Context;
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{BtfTracePoint, RawTracePoint, TracePoint},
     Ebpf,
 };
@@ -311,6 +311,9 @@ impl Sensor {
         counters.push((CaptureCounter::BoringSslVerified, self.boringssl_verified));
         counters.push((CaptureCounter::TlsProbesRemoved, self.tls_probes_removed));
         counters.push((CaptureCounter::ExecNoticesDropped, self.exec_notices_dropped));
+        let marks = Array::<_, u64>::try_from(self.ebpf.map(map_name::MARKS).context("MARKS map")?)?;
+        // A count taken below zero (it should not be) reads as a huge u64.
+        counters.push((CaptureCounter::MarkedWrites, marks.get(&0, 0)?));
         let programs = self
             .ebpf
             .programs()
