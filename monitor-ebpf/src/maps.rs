@@ -55,7 +55,8 @@ pub(crate) static MARKS: Array<u64> = Array::with_max_entries(1, 0);
 /// Streams of untracked processes that were looked at and found not MCP:
 /// later transfers are looked at (first bytes read, then scanned) at
 /// growing intervals instead of every time (a log pipe or a redis socket
-/// pays the read once in 64 transfers). A direct-mapped cache, not a hash
+/// pays the read once in 64 transfers, a JSON-log pipe the scan once in
+/// 256). A direct-mapped cache, not a hash
 /// map (an array load is all such a call pays): slot
 /// [`judged_slot`](crate::transfer::judged_slot) of the stream's key, the
 /// key kept in the entry. A stream that takes another's slot only means

@@ -474,6 +474,56 @@ for l in sys.stdin: pass'"#)
     assert!(m.events().is_empty(), "noise produced events: {:?}", m.events());
 }
 
+/// A stream of JSON lines without MCP, written without pause: each look
+/// at it passes the 16-byte check and pays the discovery scan (up to
+/// 1 KiB), so after its first looks it is looked at once in 256 writes,
+/// where a stream whose first bytes fail the check is looked at once in
+/// 64. (The writer writes to /dev/null: the looks are per descriptor,
+/// whatever it is, and no reader's transfers mix into the count.)
+#[test]
+fn a_busy_json_stream_pays_the_discovery_scan_once_in_256_writes() {
+    require_root();
+    let m = Monitor::start(&[]);
+    const WRITES: f64 = 400_000.0;
+    let writer = || {
+        let started = Instant::now();
+        let st = Command::new("python3")
+            .arg("-c")
+            .arg(
+                r#"import json, os
+line = (json.dumps({"time": "2026-12-05T00:00:00Z", "level": "info", "msg": "working"}) + "\n").encode()
+fd = os.open("/dev/null", os.O_WRONLY)
+for i in range(400000): os.write(fd, line)"#,
+            )
+            .status()
+            .unwrap();
+        assert!(st.success());
+        started.elapsed()
+    };
+    let deferred = || m.metric("mcp_monitor_discovery_deferred_total", &[]);
+    let before = deferred();
+    let took = writer();
+    std::thread::sleep(Duration::from_secs(2));
+    let with_writer = deferred() - before;
+    // What the rest of the host adds over as long a time, without it.
+    let before = deferred();
+    std::thread::sleep(took + Duration::from_secs(2));
+    let idle = deferred() - before;
+    let looks = WRITES - (with_writer - idle);
+    // 1 in 256: ~1,600 looks, a few dozen more for each pause of 100 ms
+    // (a stream quiet that long is looked at afresh); 1 in 64 would be
+    // ~6,300.
+    assert!(
+        looks < 4_000.0,
+        "{looks} of {WRITES} JSON writes were looked at ({with_writer} passed unread, {idle} on the idle host)"
+    );
+    assert_eq!(
+        m.metric("mcp_monitor_capture_events_total", &[]),
+        0.0,
+        "JSON logs were captured"
+    );
+}
+
 /// A descriptor replaced by `dup2` is looked at afresh: a process that
 /// read a file hundreds of times on descriptor 9, and then reads MCP from
 /// its stdin moved onto 9, has its first request seen. (Without the

@@ -8,7 +8,7 @@ use crate::{
     maps::{config, count, ENTER_JUMP},
     payload::starts_like_json,
     tracking::tracking,
-    transfer::{begin_transfer, iovec, looked_at_recently, vector},
+    transfer::{begin_transfer, iovec, looked_at_recently, scanned_without_mcp, vector},
 };
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use monitor_common::{config_flags, Counter, Direction, Syscall};
@@ -67,10 +67,14 @@ pub(crate) fn on_write_enter(ctx: &SyscallContext, syscall: Syscall) {
             count(Counter::DiscoveryDeferred, 1);
             return false;
         }
-        match vector(syscall, buf, len) {
+        let json = match vector(syscall, buf, len) {
             None => starts_like_json(buf, len),
             Some((iov, cnt)) => cnt > 0 && iovec(iov, 0).is_some_and(|(b, l)| starts_like_json(b, l)),
+        };
+        if json {
+            scanned_without_mcp(pid_tgid, fd, Direction::Egress);
         }
+        json
     });
     begin_transfer(
         ctx,

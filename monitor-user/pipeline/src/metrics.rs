@@ -352,7 +352,7 @@ impl CaptureMetrics {
             ),
             discovery_deferred: r.counter(
                 "discovery_deferred_total",
-                "Transfers of untracked streams that discovery did not look at (first bytes unread, no scan): the stream was looked at moments ago and found not MCP (looks thin out to 1 in 64 transfers; a stream without a transfer for 25 timer ticks, 100 ms on Debian kernels and 25 ms at HZ=1000, is looked at afresh).",
+                "Transfers of untracked streams that discovery did not look at (first bytes unread, no scan): the stream was looked at moments ago and found not MCP (looks thin out to 1 in 64 transfers, 1 in 256 for JSON or HTTP without MCP; a stream without a transfer for 25 timer ticks, 100 ms on Debian kernels and 25 ms at HZ=1000, is looked at afresh).",
             ),
             tls_probe_targets: r.gauge(
                 "tls_probe_targets",
