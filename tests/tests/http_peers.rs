@@ -704,10 +704,16 @@ fn claude_code_end_alone_raises_the_alerts() {
     let home = ClaudeHome::new("remote", &format!("https://127.0.0.1:{port}/mcp"), &cert.cert);
     let m = Monitor::start(&["--exclude-pid", &server_pid.to_string()]);
     // Probed by a first run: this test is about the client's view, not
-    // about the race of a first run (the test above).
-    home.run(&["--version"]);
+    // about the race of a first run (the test above). `--version` exits
+    // within ~10 ms, often before the agent has read the exec notice and
+    // opened /proc/<pid>/exe (it failed half the time with one run), so it
+    // runs again until the executable is probed.
     assert!(
-        wait_until(scaled(SETTLE), || probed_as_bun(&m, &claude_exe())),
+        wait_until(scaled(SETTLE), || {
+            home.run(&["--version"]);
+            std::thread::sleep(Duration::from_millis(300));
+            probed_as_bun(&m, &claude_exe())
+        }),
         "{}",
         m.stderr()
     );
