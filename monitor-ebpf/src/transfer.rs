@@ -237,7 +237,7 @@ pub(crate) fn judged_slot(key: u64) -> u32 {
 /// number: a descriptor reused for another file inherits at most that many
 /// unread transfers. Skips are counted (`DiscoveryDeferred`). Two CPUs
 /// writing one slot at once can leave a mixed entry: at worst one stream's
-/// transfers pass unread on another's count, within the same bounds.
+/// transfers pass unread on another's count, up to 255 of them.
 #[inline(always)]
 pub(crate) fn looked_at_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool {
     let key = judged_key(pid_tgid, fd, dir);
@@ -284,9 +284,10 @@ pub(crate) fn looked_at_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool
 pub(crate) fn scanned_without_mcp(pid_tgid: u64, fd: i32, dir: Direction) {
     let key = judged_key(pid_tgid, fd, dir);
     if let Some(j) = JUDGED.get_ptr_mut(judged_slot(key)) {
-        // SAFETY: j points at the array value, valid for a Judgement; a
-        // racing writer can at worst leave a mixed entry, within the
-        // bounds of `looked_at_recently`.
+        // SAFETY: j points at the array value, valid for a Judgement. Not
+        // atomic with the check: another stream taking the slot in between
+        // can be given these 255 skips before its first looks (the same
+        // race in `looked_at_recently` is bounded by its 63).
         unsafe {
             if (*j).key == key && (*j).skip_left == MAX_SKIP {
                 (*j).skip_left = MAX_SKIP_SCANNED;

@@ -229,11 +229,13 @@ fn a_blocked_tcp_write_holds_its_mark_until_its_exit() {
     assert_eq!(m.metric("mcp_monitor_capture_marked_writes", &[]), 0.0);
     // Bound after the monitor started: tracked at bind(). One send() of
     // 64 MiB, which blocks once the peer's window and the socket buffer
-    // are full.
+    // are full (both set small, whatever the host's tcp_rmem/tcp_wmem;
+    // the accepted socket inherits the listener's).
     let server_code = format!(
         "import socket\n\
          s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
          s.bind(('127.0.0.1', {port})); s.listen(1)\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)\n\
          c, _ = s.accept()\n\
          try:\n    c.send(b'x' * (64 << 20))\n\
          except OSError:\n    pass\n\
@@ -247,7 +249,8 @@ fn a_blocked_tcp_write_holds_its_mark_until_its_exit() {
     }
     let client_code = format!(
         "import socket, time\n\
-         c = socket.create_connection(('127.0.0.1', {port}))\n\
+         c = socket.socket(); c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)\n\
+         c.connect(('127.0.0.1', {port}))\n\
          time.sleep(600)\n"
     );
     let mut client = Command::new(python()).arg("-c").arg(&client_code).spawn().unwrap();

@@ -312,7 +312,8 @@ impl Sensor {
         counters.push((CaptureCounter::TlsProbesRemoved, self.tls_probes_removed));
         counters.push((CaptureCounter::ExecNoticesDropped, self.exec_notices_dropped));
         let marks = Array::<_, u64>::try_from(self.ebpf.map(map_name::MARKS).context("MARKS map")?)?;
-        // A count taken below zero (it should not be) reads as a huge u64.
+        // A count taken below zero (it should not be) shows as a negative
+        // gauge (the u64 read as i64).
         counters.push((CaptureCounter::MarkedWrites, marks.get(&0, 0)?));
         let programs = self
             .ebpf
