@@ -194,8 +194,12 @@ pub(crate) struct Judgement {
     pub(crate) key: u64,
     /// The stream's last transfer, looked at or not (`jiffies`).
     pub(crate) last_tick: u64,
-    /// Transfers still to let pass unread.
-    pub(crate) skip_left: u32,
+    /// Transfers still to let pass unread (at most 255).
+    pub(crate) skip_left: u16,
+    /// 1 when the stream's last look ran the discovery scan
+    /// ([`scanned_without_mcp`](crate::transfer::scanned_without_mcp)),
+    /// read by its next look.
+    pub(crate) scanned: u16,
     /// Looks since the stream was last quiet.
     pub(crate) looks: u32,
 }

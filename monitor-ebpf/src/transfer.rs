@@ -183,14 +183,14 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
 }
 
 /// Longest run of transfers of a stream found not MCP that pass unread.
-const MAX_SKIP: u32 = 63;
+const MAX_SKIP: u16 = 63;
 
 /// The same for a stream whose looks pass the 16-byte check (JSON or an
 /// HTTP head that carries no MCP: JSON logs, a web server's requests):
 /// each of its looks pays the discovery scan of up to 1 KiB (~0.7 µs for
 /// a 200-byte log line), not only the 16-byte read, so at 1 in 64 a
 /// JSON-log pipe cost ~10 ns more per line than a text pipe.
-const MAX_SKIP_SCANNED: u32 = 255;
+const MAX_SKIP_SCANNED: u16 = 255;
 
 /// Looks at a stream before any transfer is let pass unread.
 const ALWAYS_LOOKED_AT: u32 = 8;
@@ -261,36 +261,49 @@ pub(crate) fn looked_at_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool
             (*j).skip_left = if looks < ALWAYS_LOOKED_AT {
                 0
             } else if looks >= ALWAYS_LOOKED_AT + 5 {
-                MAX_SKIP
+                if (*j).scanned != 0 {
+                    MAX_SKIP_SCANNED
+                } else {
+                    MAX_SKIP
+                }
             } else {
-                (1u32 << (looks - ALWAYS_LOOKED_AT + 1)) - 1
+                (1u16 << (looks - ALWAYS_LOOKED_AT + 1)) - 1
             };
+            // This look's own outcome is for the next one to read.
+            (*j).scanned = 0;
             return false;
         }
         (*j).key = key;
         (*j).last_tick = now;
         (*j).skip_left = 0;
+        (*j).scanned = 0;
         (*j).looks = 1;
     }
     false
 }
 
 /// A look that [`looked_at_recently`] allowed found bytes that start like
-/// JSON (or an HTTP head), so the discovery scan runs: if the stream was
-/// at its longest interval ([`MAX_SKIP`]), its next one is
-/// [`MAX_SKIP_SCANNED`]. Had the scan found MCP, the process would be
-/// tracked and no longer come here. Costs an array load, on looks only.
+/// JSON (or an HTTP head), so the discovery scan runs: the stream's next
+/// look, once the stream is at its longest interval, sets
+/// [`MAX_SKIP_SCANNED`] instead of [`MAX_SKIP`]. Had the scan found MCP,
+/// the process would be tracked and no longer come here. Costs an array
+/// load, on looks only.
+///
+/// Only a flag is set, and only the next look of the slot's stream reads
+/// it: a stream that took the slot between the key check and the store
+/// (another descriptor with the same hash) finds the flag on its second
+/// look, still one of its first [`ALWAYS_LOOKED_AT`], which ignores and
+/// clears it. Setting the interval here instead could give that fresh
+/// stream 255 unread transfers before its first looks.
 #[inline(always)]
 pub(crate) fn scanned_without_mcp(pid_tgid: u64, fd: i32, dir: Direction) {
     let key = judged_key(pid_tgid, fd, dir);
     if let Some(j) = JUDGED.get_ptr_mut(judged_slot(key)) {
-        // SAFETY: j points at the array value, valid for a Judgement. Not
-        // atomic with the check: another stream taking the slot in between
-        // can be given these 255 skips before its first looks (the same
-        // race in `looked_at_recently` is bounded by its 63).
+        // SAFETY: j points at the array value, valid for a Judgement (plain
+        // integers); a racing writer is covered above.
         unsafe {
-            if (*j).key == key && (*j).skip_left == MAX_SKIP {
-                (*j).skip_left = MAX_SKIP_SCANNED;
+            if (*j).key == key {
+                (*j).scanned = 1;
             }
         }
     }
