@@ -41,10 +41,15 @@ pub enum Counter {
     /// Transfers of untracked streams that start like JSON but were not
     /// scanned: the stream was scanned moments ago and found not MCP.
     DiscoveryDeferred = 16,
+    /// Syscall hook runs that did not find their thread's id in the
+    /// kernel's cache (`THREADS`) and asked the kernel for it: a thread's
+    /// first calls, and the first calls of every thread after any thread
+    /// of the host starts, ends or execs.
+    ThreadIdMisses = 17,
 }
 
 /// Number of entries in the counter array.
-pub const COUNTER_COUNT: u32 = 17;
+pub const COUNTER_COUNT: u32 = 18;
 
 impl Counter {
     /// All counters, in index order.
@@ -66,6 +71,7 @@ impl Counter {
         Self::Relooks,
         Self::Resumed,
         Self::DiscoveryDeferred,
+        Self::ThreadIdMisses,
     ];
 
     /// Stable snake_case name (used in recordings and logs).
@@ -88,6 +94,7 @@ impl Counter {
             Self::Relooks => "relooks",
             Self::Resumed => "resumed",
             Self::DiscoveryDeferred => "discovery_deferred",
+            Self::ThreadIdMisses => "thread_id_misses",
         }
     }
 

@@ -18,7 +18,7 @@
 //!   captured from their first byte. Userspace marks streams it rejects as
 //!   ignored in `STREAMS`, after which they cost one map lookup.
 #![no_std]
-// `atomic_xadd` (hooks/mod.rs): the BPF target has no `fetch_add`.
+// `atomic_xadd` (maps.rs): the BPF target has no `fetch_add`.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 #![no_main]
@@ -31,6 +31,7 @@ mod kernel_read;
 mod known_files;
 mod maps;
 mod payload;
+mod threads;
 mod tracking;
 mod transfer;
 

@@ -4,6 +4,7 @@
 
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf};
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use monitor_common::{
     jump_slot, Counter, KernelConfig, ProcState, StreamKey, TlsKey, COMM_LEN, COUNTER_COUNT, METHOD_ROOT_LEN,
     SCRATCH_SIZE, TRACKED_HINT_SLOTS,
@@ -72,6 +73,22 @@ pub(crate) const JUDGED_SLOTS: u32 = 16384;
 /// [`judged_slot`](crate::transfer::judged_slot) of the key, as `JUDGED`.
 #[map]
 pub(crate) static KNOWN_FILES: Array<KnownFile> = Array::with_max_entries(JUDGED_SLOTS, 0);
+
+/// The pid_tgid of recently seen threads, by the address of their saved
+/// registers ([`current_pid_tgid`](crate::threads::current_pid_tgid)): a
+/// direct-mapped cache; two live threads on one slot take turns, each
+/// miss costing a helper call.
+#[map]
+pub(crate) static THREADS: Array<ThreadSlot> = Array::with_max_entries(THREAD_SLOTS, 0);
+
+/// Slots of `THREADS` (a power of two).
+pub(crate) const THREAD_SLOTS: u32 = 16384;
+
+/// Moved on at every fork, exit and exec of the host
+/// ([`new_thread_epoch`](crate::threads::new_thread_epoch)); `THREADS`
+/// entries of an earlier epoch are not used.
+#[map]
+pub(crate) static THREAD_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Executable-name (comm) selectors, checked at exec.
 #[map]
@@ -204,6 +221,19 @@ pub(crate) struct Judgement {
     pub(crate) looks: u32,
 }
 
+/// One thread's entry in `THREADS`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct ThreadSlot {
+    /// The thread's register address, as a distance from the `CONFIG`
+    /// value; 0 for none.
+    pub(crate) key: u64,
+    pub(crate) pid_tgid: u64,
+    pub(crate) epoch: u64,
+    /// [`check`](crate::threads::check) of the three fields above.
+    pub(crate) check: u64,
+}
+
 /// One descriptor's [`FileInfo`](crate::kernel_read::FileInfo) in
 /// `KNOWN_FILES`.
 #[repr(C)]
@@ -245,6 +275,18 @@ pub(crate) fn count(counter: Counter, n: u64) {
         // u64; other CPUs have their own slot and userspace only reads it.
         unsafe { *p += n };
     }
+}
+
+/// Adds `n` (two's complement for a subtraction) to the u64 at `p`, a map
+/// value other CPUs update at the same time.
+#[inline(always)]
+pub(crate) fn add_atomic(p: *mut u64, n: u64) {
+    // SAFETY: callers pass a u64 of an array map value, valid and aligned
+    // for the life of the program. The intrinsic, not
+    // `AtomicU64::fetch_add`, which the BPF target does not offer (no
+    // compare-and-swap before v3); the result is not used, so LLVM emits
+    // the atomic add without fetch that every kernel of the matrix accepts.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, n) };
 }
 
 #[inline(always)]

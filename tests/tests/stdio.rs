@@ -526,6 +526,117 @@ for i in range(1600000): os.write(fd, line)"#,
     );
 }
 
+/// The syscall hooks name the calling thread from their cache (keyed by
+/// its kernel stack) instead of a helper call: a process that writes
+/// 400,000 times without starting anything asks the kernel for its id a
+/// handful of times, not once per call.
+#[test]
+fn a_steady_writer_is_named_from_the_thread_cache() {
+    require_root();
+    let m = Monitor::start(&[]);
+    const WRITES: f64 = 400_000.0;
+    let misses = || m.metric("mcp_monitor_capture_thread_id_misses_total", &[]);
+    let before = misses();
+    let st = Command::new("python3")
+        .arg("-c")
+        .arg(
+            r#"import os
+fd = os.open("/dev/null", os.O_WRONLY)
+for i in range(400000): os.write(fd, b"a log line\n")"#,
+        )
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::thread::sleep(Duration::from_secs(2));
+    let missed = misses() - before;
+    eprintln!("{missed} thread id misses over {WRITES} writes (and the rest of the host)");
+    assert!(missed > 0.0, "no miss counted: is the counter exported?");
+    // Without the cache every write would miss; with it, the writer's
+    // first calls and each thread's first calls after a fork, exit or
+    // exec anywhere on the host (python's start, the test's own threads).
+    assert!(
+        missed < WRITES / 10.0,
+        "{missed} misses over {WRITES} writes: the thread cache is not hit"
+    );
+}
+
+/// Processes started one after another, each on the kernel stack its
+/// predecessor freed, are each named by their own pid. The syscall hooks
+/// cache a thread's id by the address of its saved registers, which sits
+/// on its kernel stack; a new process is often given the stack the last
+/// one freed (one CPU here, so nearly always). Without the cache's epochs,
+/// moved on at every fork, exit and exec, each child's request would be
+/// attributed to the child before it.
+#[test]
+fn processes_on_reused_kernel_stacks_are_named_by_their_own_pids() {
+    require_root();
+    let m = Monitor::start(&[]);
+    const CHILDREN: usize = 30;
+    let script = r#"
+import os, json, sys
+for i in range(int(sys.argv[1])):
+    req_r, req_w = os.pipe()
+    resp_r, resp_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(req_w); os.close(resp_r)
+        os.read(req_r, 65536)
+        os.write(resp_w, b'{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"reuse-server","version":"1"}}}\n')
+        os._exit(0)
+    os.close(req_r); os.close(resp_w)
+    os.write(req_w, ('{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"reuse-client-%d","version":"1"}}}\n' % i).encode())
+    os.read(resp_r, 65536)
+    os.waitpid(pid, 0)
+    os.close(req_w); os.close(resp_r)
+    print(json.dumps({"i": i, "pid": pid}), flush=True)
+"#;
+    let out = Command::new("taskset")
+        .args(["-c", "0", "python3", "-c", script, &CHILDREN.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let children: Vec<(String, u64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (format!("reuse-client-{}", v["i"]), v["pid"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(children.len(), CHILDREN);
+    let request_of = |e: &serde_json::Value, name: &str| {
+        e["transport"] == "stdio"
+            && e["method"] == "initialize"
+            && e["type"] == "request"
+            && e["client"]["name"] == name
+    };
+    let events = m.wait_events(SETTLE, |ev| {
+        children.iter().all(|(name, _)| ev.iter().any(|e| request_of(e, name)))
+    });
+    let mut seen = 0;
+    for (name, pid) in &children {
+        let servers: Vec<_> = events
+            .iter()
+            .filter(|e| request_of(e, name))
+            .map(|e| e["server"]["pid"].as_u64())
+            .collect();
+        // The first few children may start before discovery knows the
+        // parent; every request that is seen must name its own reader.
+        if servers.is_empty() {
+            continue;
+        }
+        seen += 1;
+        assert!(
+            servers.iter().all(|p| *p == Some(*pid)),
+            "{name}'s request was read by pid {pid}, the events name {servers:?}"
+        );
+    }
+    eprintln!("{seen} of {CHILDREN} requests seen, each named by its reader's pid");
+    assert!(
+        seen >= CHILDREN - 2,
+        "only {seen} of {CHILDREN} requests were seen: {events:?}"
+    );
+}
+
 /// A descriptor replaced by `dup2` is looked at afresh: a process that
 /// read a file hundreds of times on descriptor 9, and then reads MCP from
 /// its stdin moved onto 9, has its first request seen. (Without the

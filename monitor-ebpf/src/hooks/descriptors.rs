@@ -7,8 +7,10 @@
 //! milliseconds) would have the looks at its MCP stream thinned before its
 //! first message.
 
-use crate::{known_files::forget_known_file, maps::config, transfer::forget_judged};
-use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use crate::{
+    hooks::SyscallContext, known_files::forget_known_file, maps::config, threads::current_pid_tgid,
+    transfer::forget_judged,
+};
 use monitor_common::config_flags;
 
 /// x86_64 system call numbers: `close(fd)`; `dup2(old, new)` and
@@ -19,9 +21,9 @@ pub(crate) const NR_DUP3: u64 = 292;
 
 /// Forgets descriptor `fd` of the current process: closed or replaced.
 #[inline(always)]
-pub(crate) fn forget(fd: u64) {
+pub(crate) fn forget(ctx: &SyscallContext, fd: u64) {
     let Some(cfg) = config() else { return };
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid_tgid = current_pid_tgid(ctx, cfg);
     forget_known_file(pid_tgid, fd as i32);
     if cfg.flags & config_flags::DISCOVERY != 0 {
         forget_judged(pid_tgid, fd as i32);

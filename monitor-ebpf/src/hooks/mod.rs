@@ -15,12 +15,11 @@ pub mod tls;
 pub mod write;
 
 use crate::{
-    maps::{config, count, SyscallArgs, ARGS, EXIT_JUMP, MARKS},
+    maps::{add_atomic, config, count, SyscallArgs, ARGS, EXIT_JUMP, MARKS},
     tracking::{tracking, Tracking},
     transfer::begin_transfer,
 };
 use aya_ebpf::programs::BtfTracePointContext;
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use monitor_common::{Counter, Direction, KernelConfig, Syscall};
 
 /// The context of the syscall hooks and their tail-call stages: BTF
@@ -169,11 +168,6 @@ pub(crate) fn marks_pending() -> bool {
 #[inline(always)]
 fn add_to_marks(n: u64) {
     if let Some(p) = MARKS.get_ptr_mut(0) {
-        // SAFETY: p is the array's one u64, valid and aligned for the life
-        // of the program. The intrinsic, not `AtomicU64::fetch_add`, which
-        // the BPF target does not offer (no compare-and-swap before v3);
-        // the result is not used, so LLVM emits the atomic add without
-        // fetch that every kernel of the matrix accepts.
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, n) };
+        add_atomic(p, n);
     }
 }

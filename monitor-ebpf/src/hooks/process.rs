@@ -6,6 +6,7 @@ use crate::{
     hooks::{marks_pending, take_mark},
     kernel_read::{current_start_ns, kread},
     maps::{config, COMM_SELECTORS, PROCS},
+    threads::new_thread_epoch,
     tracking::{track, tracked_reason},
     transfer::forget_descriptors_at_exec,
 };
@@ -19,6 +20,9 @@ use monitor_common::{config_flags, KernelConfig, RecordKind, TrackReason};
 /// children of tracked processes are tracked from birth.
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
+    // Every clone, threads too: the child may be given a dead thread's
+    // kernel stack.
+    new_thread_epoch();
     let Some(cfg) = config() else { return 0 };
     let o = &cfg.offsets;
     let child: u64 = ctx.arg(1);
@@ -69,6 +73,8 @@ pub(crate) fn parent_of_current(cfg: &KernelConfig) -> u32 {
 
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    // A thread that execs takes its process's id (the leader's).
+    new_thread_epoch();
     let Some(cfg) = config() else { return 0 };
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
@@ -99,6 +105,8 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    // Every thread's: its kernel stack goes to the next thread created.
+    new_thread_epoch();
     let pid_tgid = bpf_get_current_pid_tgid();
     // Defence: a mark its write's exit did not take (none is known: a
     // kill inside the call still passes the exit tracepoint) would keep

@@ -6,9 +6,9 @@ use crate::hooks::SyscallContext;
 use crate::{
     hooks::{transfer_at_exit, SavedRegs},
     maps::config,
+    threads::current_pid_tgid,
     tracking::tracking,
 };
-use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use monitor_common::{Direction, Syscall};
 
 /// x86_64 system call numbers of the read side.
@@ -23,7 +23,7 @@ pub(crate) const NR_RECVMSG: u64 = 47;
 #[inline(always)]
 pub(crate) fn on_read_exit(ctx: &SyscallContext, regs: &SavedRegs, syscall: Syscall, ret: i64) {
     let Some(cfg) = config() else { return };
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid_tgid = current_pid_tgid(ctx, cfg);
     let tgid = (pid_tgid >> 32) as u32;
     if tgid == cfg.self_tgid {
         return;

@@ -39,7 +39,7 @@ pub fn sys_enter(ctx: SyscallContext) -> i32 {
         NR_CLOSE | NR_DUP2 | NR_DUP3 => {
             if let Some(regs) = SavedRegs::of(&ctx) {
                 // close(fd); dup2/dup3(old, new): `new` is closed first.
-                forget(if nr == NR_CLOSE { regs.di } else { regs.si });
+                forget(&ctx, if nr == NR_CLOSE { regs.di } else { regs.si });
             }
         }
         NR_BIND | NR_CONNECT => {

@@ -7,10 +7,10 @@ use crate::{
     known_files::writer_notified,
     maps::{config, count, ENTER_JUMP},
     payload::starts_like_json,
+    threads::current_pid_tgid,
     tracking::tracking,
     transfer::{begin_transfer, iovec, looked_at_recently, scanned_without_mcp, vector},
 };
-use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use monitor_common::{config_flags, Counter, Direction, Syscall};
 
 /// x86_64 system call numbers of the write side.
@@ -29,14 +29,15 @@ pub(crate) fn on_write_exit(ctx: &SyscallContext, syscall: Syscall, ret: i64) {
     if !marks_pending() {
         return;
     }
-    marked_exit(ctx, bpf_get_current_pid_tgid(), syscall, ret);
+    let Some(cfg) = config() else { return };
+    marked_exit(ctx, current_pid_tgid(ctx, cfg), syscall, ret);
 }
 
 /// Entry of a write-side call.
 #[inline(always)]
 pub(crate) fn on_write_enter(ctx: &SyscallContext, syscall: Syscall) {
-    let pid_tgid = bpf_get_current_pid_tgid();
     let Some(cfg) = config() else { return };
+    let pid_tgid = current_pid_tgid(ctx, cfg);
     if (pid_tgid >> 32) as u32 == cfg.self_tgid {
         return;
     }

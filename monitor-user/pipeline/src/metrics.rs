@@ -71,6 +71,9 @@ pub struct CaptureMetrics {
     /// `mcp_monitor_discovery_deferred_total`: transfers of untracked streams that were not looked at
     /// (first bytes unread, no scan), because the stream was looked at moments ago and found not MCP.
     pub discovery_deferred: IntCounter,
+    /// `mcp_monitor_capture_thread_id_misses_total`: syscall hook runs that
+    /// asked the kernel for the calling thread's id (not in the kernel's cache)
+    pub thread_id_misses: IntCounter,
     /// `mcp_monitor_tls_probe_targets`: distinct files with TLS uprobes attached (libssl, statically linked
     /// node, Go programs with crypto/tls).
     pub tls_probe_targets: IntGauge,
@@ -353,6 +356,10 @@ impl CaptureMetrics {
             discovery_deferred: r.counter(
                 "discovery_deferred_total",
                 "Transfers of untracked streams that discovery did not look at (first bytes unread, no scan): the stream was looked at moments ago and found not MCP (looks thin out to 1 in 64 transfers, 1 in 256 for JSON or HTTP without MCP; a stream without a transfer for 25 timer ticks, 100 ms on Debian kernels and 25 ms at HZ=1000, is looked at afresh).",
+            ),
+            thread_id_misses: r.counter(
+                "capture_thread_id_misses_total",
+                "Syscall hook runs that did not find the calling thread's id in the kernel's cache and asked the kernel for it (a helper call, ~20 ns): a thread's first calls, and every thread's first calls after any thread of the host starts, ends or execs. Far below the host's read and write rate on a steady host.",
             ),
             tls_probe_targets: r.gauge(
                 "tls_probe_targets",

@@ -116,11 +116,9 @@ impl Sensor {
             let p: &mut BtfTracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
             p.load(prog, &btf).map_err(|e| rejected(prog, e))?;
         }
-        for tp in SYSCALL_PROGRAMS {
-            let p: &mut BtfTracePoint = ebpf.program_mut(tp).context(tp)?.try_into()?;
-            p.attach()
-                .with_context(|| format!("attaching to the raw tracepoint {tp}"))?;
-        }
+        // Fork, exit and exec before the syscall hooks: the syscall hooks'
+        // cache of thread ids (monitor-ebpf threads.rs) relies on seeing
+        // every thread born or gone while they run.
         for (tp, prog) in SCHED_PROGRAMS {
             let p: &mut TracePoint = ebpf.program_mut(prog).context(*prog)?.try_into()?;
             p.load().map_err(|e| rejected(prog, e))?;
@@ -134,6 +132,11 @@ impl Sensor {
         fork.load().map_err(|e| rejected("sched_process_fork", e))?;
         fork.attach("sched_process_fork")
             .context("attaching to sched_process_fork")?;
+        for tp in SYSCALL_PROGRAMS {
+            let p: &mut BtfTracePoint = ebpf.program_mut(tp).context(tp)?.try_into()?;
+            p.attach()
+                .with_context(|| format!("attaching to the raw tracepoint {tp}"))?;
+        }
 
         let ring = RingBuf::try_from(ebpf.take_map(map_name::EVENTS).context("EVENTS map")?)?;
         // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged,
