@@ -277,6 +277,13 @@ pub(crate) fn count(counter: Counter, n: u64) {
     }
 }
 
+/// Slot of `key` in a direct-mapped array of `slots` entries (a power of
+/// two): a multiplicative hash of it. `JUDGED`, `KNOWN_FILES`, `THREADS`.
+#[inline(always)]
+pub(crate) fn hashed_slot(key: u64, slots: u32) -> u32 {
+    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as u32 & (slots - 1)
+}
+
 /// Adds `n` (two's complement for a subtraction) to the u64 at `p`, a map
 /// value other CPUs update at the same time.
 #[inline(always)]

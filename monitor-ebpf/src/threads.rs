@@ -21,7 +21,7 @@
 
 use crate::{
     hooks::SyscallContext,
-    maps::{add_atomic, count, THREADS, THREAD_EPOCH, THREAD_SLOTS},
+    maps::{add_atomic, count, hashed_slot, THREADS, THREAD_EPOCH, THREAD_SLOTS},
 };
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use core::ptr::{read_volatile, write_volatile};
@@ -47,8 +47,7 @@ pub(crate) fn current_pid_tgid(ctx: &SyscallContext, cfg: &KernelConfig) -> u64 
     // SAFETY: a u64 of a one-entry array, read whole (x86_64 loads of an
     // aligned u64 are atomic).
     let epoch = THREAD_EPOCH.get_ptr(0).map_or(0, |p| unsafe { read_volatile(p) });
-    let index = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as u32 & (THREAD_SLOTS - 1);
-    let Some(slot) = THREADS.get_ptr_mut(index) else {
+    let Some(slot) = THREADS.get_ptr_mut(hashed_slot(key, THREAD_SLOTS)) else {
         return bpf_get_current_pid_tgid();
     };
     // SAFETY: `slot` is a valid, aligned entry of the array for the life

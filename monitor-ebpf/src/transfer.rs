@@ -4,7 +4,7 @@
 use crate::{
     kernel_read::{current_start_ns, uread},
     known_files::forget_known_file,
-    maps::{count, Transfer, JUDGED, JUDGED_SLOTS, STREAMS, TRANSFER},
+    maps::{count, hashed_slot, Transfer, JUDGED, JUDGED_SLOTS, STREAMS, TRANSFER},
     payload::starts_like_json,
     tracking::Tracking,
 };
@@ -208,10 +208,10 @@ pub(crate) fn judged_key(pid_tgid: u64, fd: i32, dir: Direction) -> u64 {
     (pid_tgid & 0xffff_ffff_0000_0000) | ((fd as u32 as u64 & 0x7fff_ffff) << 1) | (dir as u64 & 1)
 }
 
-/// `JUDGED` slot of a key: a multiplicative hash of it.
+/// `JUDGED` slot of a key.
 #[inline(always)]
 pub(crate) fn judged_slot(key: u64) -> u32 {
-    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as u32 & (JUDGED_SLOTS - 1)
+    hashed_slot(key, JUDGED_SLOTS)
 }
 
 /// Whether to let this transfer of an untracked stream pass without
