@@ -1,11 +1,10 @@
 //! How userspace finds the kernel programs' pieces: tail-call slots and
 //! map names.
 
-/// Tail-call slots of the three program arrays, `ENTER_JUMP` and
-/// `EXIT_JUMP` (the syscall hooks) and `TLS_JUMP` (TLS path): the entry
-/// programs jump to these stages, and the loader fills the slots. Each
-/// array has its own copy of every stage, named with its prefix (`enter_`,
-/// `exit_`, `tls_`).
+/// Tail-call slots of the two program arrays, `EXIT_JUMP` (the syscall
+/// hook) and `TLS_JUMP` (TLS path): the hooks jump to these stages, and the
+/// loader fills the slots. Each array has its own copy of every stage,
+/// named with its prefix (`exit_`, `tls_`).
 pub mod jump_slot {
     /// Is an untracked stream JSON-RPC? (`*_discover`)
     pub const DISCOVER: u32 = 0;
@@ -33,11 +32,6 @@ pub mod map_name {
     pub const PROCS: &str = "PROCS";
     /// Per-stream decisions: [`StreamKey`](crate::StreamKey) to a `stream_state` value.
     pub const STREAMS: &str = "STREAMS";
-    /// TCP writes of tracked processes marked at entry for their exit, by pid_tgid.
-    pub const ARGS: &str = "ARGS";
-    /// How many writes are marked in `ARGS` (one u64): a write's exit
-    /// looks no further while it is zero.
-    pub const MARKS: &str = "MARKS";
     /// Executable-name (comm) selectors, checked at exec.
     pub const COMM_SELECTORS: &str = "COMM_SELECTORS";
     /// First path segments of the MCP method names, filled by userspace for discovery.
@@ -48,8 +42,6 @@ pub mod map_name {
     pub const PORT_SELECTORS: &str = "PORT_SELECTORS";
     /// Per-CPU [`Counter`](crate::Counter) array.
     pub const COUNTERS: &str = "COUNTERS";
-    /// Tail-call program array of `sys_enter`, indexed by `jump_slot`.
-    pub const ENTER_JUMP: &str = "ENTER_JUMP";
     /// Tail-call program array of `sys_exit`, indexed by `jump_slot`.
     pub const EXIT_JUMP: &str = "EXIT_JUMP";
     /// Tail-call program array of the TLS (uprobe) path, indexed by `jump_slot`.
@@ -61,20 +53,17 @@ pub mod map_name {
     /// they are not tracked without a hash lookup.
     pub const TRACKED_HINT: &str = "TRACKED_HINT";
     /// Every map userspace looks up.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 14] = [
         CONFIG,
         EVENTS,
         SCRATCH,
         PROCS,
         STREAMS,
-        ARGS,
-        MARKS,
         COMM_SELECTORS,
         METHOD_ROOTS,
         CGROUP_SELECTORS,
         PORT_SELECTORS,
         COUNTERS,
-        ENTER_JUMP,
         EXIT_JUMP,
         TLS_JUMP,
         TLS_ARGS,

@@ -4,11 +4,9 @@
 use crate::hooks::SyscallContext;
 use crate::{
     emit::{emit_rest, fill_chunk_header, ring_flags, scratch, Scratch, HDR},
-    hooks::mark_for_exit,
     kernel_read::conn_tuple,
     known_files::known_file_info,
-    maps::{config, count, ENTER_JUMP, EVENTS, EXIT_JUMP, LAST_TCP_READ, STREAMS, TRANSFER},
-    maps::{SyscallArgs, Transfer},
+    maps::{config, count, Transfer, EVENTS, EXIT_JUMP, LAST_TCP_READ, STREAMS, TRANSFER},
     payload::starts_like_json,
     tracking::track,
 };
@@ -19,12 +17,6 @@ use monitor_common::{
     chunk_flags, config_flags, jump_slot, stream_state, ChunkRecord, Counter, Direction, FdKind, KernelConfig,
     RecordKind, StreamKey, Syscall, TrackReason,
 };
-
-/// Tail-call target of `sys_enter`: [`capture_stage`].
-#[btf_tracepoint]
-pub fn enter_capture(ctx: SyscallContext) -> i32 {
-    capture_stage(&ctx, &ENTER_JUMP)
-}
 
 /// Tail-call target of `sys_exit`: [`capture_stage`].
 #[btf_tracepoint]
@@ -112,21 +104,6 @@ pub(crate) fn open_stream(key: &StreamKey, state: u8) -> u8 {
     }
     keep_stream(key, state);
     flags
-}
-
-/// The arguments of the write `t` as its exit needs them.
-#[inline(always)]
-fn exit_args(t: &Transfer) -> SyscallArgs {
-    SyscallArgs {
-        buf: t.buf,
-        // Vectored calls: the iovec count (sendmsg's is read again from
-        // its header at exit).
-        len: if t.iov_cnt == 0 { t.total } else { t.iov_cnt },
-        fd: t.fd,
-        syscall: t.syscall,
-        _pad0: 0,
-        _pad1: 0,
-    }
 }
 
 /// What the first run of a capture stage decided for the transfer.
@@ -235,14 +212,9 @@ pub(crate) fn capture_header(cfg: &KernelConfig, scratch: Scratch, t: &Transfer)
     if state == stream_state::IGNORE_QUIET {
         return Header::Skip;
     }
-    if tcp && dir == Direction::Egress && t.at_exit == 0 && t.ssl == 0 {
-        // The payload is taken at the write's exit; only the writes marked
-        // here go that far there.
-        mark_for_exit(pid_tgid, &exit_args(t));
-    }
     if state == stream_state::IGNORE {
-        // TCP writes are captured at exit only.
-        if dir == Direction::Egress && t.at_exit == 0 {
+        // A local write's notice is for a stream userspace has not judged.
+        if dir == Direction::Egress && !tcp {
             return Header::Skip;
         }
         match ignored_stream(&key, t) {
@@ -252,14 +224,10 @@ pub(crate) fn capture_header(cfg: &KernelConfig, scratch: Scratch, t: &Transfer)
     }
     flags |= tracking_flags(t, tgid);
 
-    if dir == Direction::Egress && tcp {
-        // TCP payloads are taken at syscall exit, with the accepted count.
-        if t.at_exit == 0 {
-            return Header::Skip;
-        }
-    } else if dir == Direction::Egress {
-        // Local IPC writes: one notice per stream, no payload, at entry.
-        if state != NO_STATE || t.at_exit != 0 {
+    if dir == Direction::Egress && !tcp {
+        // Local IPC writes: one notice per stream, no payload (captured
+        // where it is read).
+        if state != NO_STATE {
             return Header::Skip;
         }
         if STREAMS.insert(&key, &stream_state::WRITER_NOTIFIED, 0).is_err() {

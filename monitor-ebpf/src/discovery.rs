@@ -1,13 +1,13 @@
 //! The discovery stages: does an untracked stream start like JSON-RPC, HTTP
-//! carrying it, or an MCP method? Shared by the syscall hooks (`ENTER_JUMP`,
-//! `EXIT_JUMP`) and the TLS path (`TLS_JUMP`): each stage is a BTF
-//! tracepoint per syscall hook and a uprobe.
+//! carrying it, or an MCP method? Shared by the syscall hook (`EXIT_JUMP`)
+//! and the TLS path (`TLS_JUMP`): each stage is a BTF tracepoint and a
+//! uprobe.
 
 use crate::hooks::SyscallContext;
 use crate::{
     emit::{scratch, Scratch, HDR},
     kernel_read::verifier_bound,
-    maps::{config, count, Transfer, ENTER_JUMP, EXIT_JUMP, METHOD_ROOTS, TLS_JUMP, TRANSFER},
+    maps::{config, count, Transfer, EXIT_JUMP, METHOD_ROOTS, TLS_JUMP, TRANSFER},
     transfer::{copied_window_len, discovered},
 };
 use aya_ebpf::helpers::generated::bpf_probe_read_user;
@@ -18,26 +18,19 @@ use aya_ebpf::EbpfContext;
 use core::ffi::c_void;
 use monitor_common::{jump_slot, Counter, KernelConfig, MAX_DISCOVERY_WINDOW, METHOD_ROOT_LEN};
 
-/// Defines a discovery stage three times, each running `$stage`: a BTF
-/// tracepoint for each syscall hook (tail calls through `ENTER_JUMP` and
-/// `EXIT_JUMP`: the kernel loads a tracing program for one tracepoint) and
-/// a uprobe for TLS plaintext (`TLS_JUMP`: a program has one context type,
+/// Defines a discovery stage twice, each running `$stage`: a BTF
+/// tracepoint for the syscall hook (tail calls through `EXIT_JUMP`) and a
+/// uprobe for TLS plaintext (`TLS_JUMP`: a program has one context type,
 /// so one function cannot serve both).
 macro_rules! stage_copies {
-    ($(#[$doc:meta])* $enter:ident, $exit:ident, $tls:ident => $stage:ident) => {
+    ($(#[$doc:meta])* $exit:ident, $tls:ident => $stage:ident) => {
         $(#[$doc])*
-        #[btf_tracepoint]
-        pub fn $enter(ctx: SyscallContext) -> i32 {
-            $stage(&ctx, &ENTER_JUMP) as i32
-        }
-
-        #[doc = concat!("[`", stringify!($enter), "`] for `sys_exit`.")]
         #[btf_tracepoint]
         pub fn $exit(ctx: SyscallContext) -> i32 {
             $stage(&ctx, &EXIT_JUMP) as i32
         }
 
-        #[doc = concat!("[`", stringify!($enter), "`] for TLS plaintext.")]
+        #[doc = concat!("[`", stringify!($exit), "`] for TLS plaintext.")]
         #[uprobe]
         pub fn $tls(ctx: ProbeContext) -> u32 {
             $stage(&ctx, &TLS_JUMP)
@@ -215,7 +208,7 @@ pub(crate) fn starts_with_mcp_method(scratch: Scratch, n: usize) -> bool {
 stage_copies! {
     /// Tail-call target: does the payload start like an MCP message (a
     /// `"method"` with an MCP method root, or a `"jsonrpc"` key in the window)?
-    enter_discover, exit_discover, tls_discover => discover_stage
+    exit_discover, tls_discover => discover_stage
 }
 
 #[inline(always)]
@@ -268,7 +261,7 @@ stage_copies! {
     /// its head names `text/event-stream` (Streamable HTTP clients accept it on
     /// every POST; SSE streams, the legacy transport's included, answer with
     /// it). The window is already in the scratch area.
-    enter_discover_http, exit_discover_http, tls_discover_http => discover_http_stage
+    exit_discover_http, tls_discover_http => discover_http_stage
 }
 
 #[inline(always)]
@@ -292,7 +285,7 @@ pub(crate) fn discover_http_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) 
 stage_copies! {
     /// Tail-call target of `discover_http`: an HTTP POST whose window holds
     /// `"jsonrpc"`.
-    enter_discover_jsonrpc, exit_discover_jsonrpc, tls_discover_jsonrpc => discover_jsonrpc_stage
+    exit_discover_jsonrpc, tls_discover_jsonrpc => discover_jsonrpc_stage
 }
 
 #[inline(always)]

@@ -1,7 +1,7 @@
 //! What a descriptor refers to, remembered per process, descriptor and
 //! direction (`KNOWN_FILES`), so the transfers of a tracked stream do not
 //! walk `current->files` and the file's inode and socket again each time
-//! (8 to 12 kernel reads: a third of a traced pipe write's entry).
+//! (8 to 12 kernel reads: a third of what a traced pipe write cost).
 //!
 //! A direct-mapped cache like `JUDGED`, forgotten where the number is
 //! (`close`, `dup2`/`dup3`, exec: see `forget_judged`). A number can still
@@ -106,7 +106,7 @@ pub(crate) fn forget_known_file(pid_tgid: u64, fd: i32) {
 
 /// Whether the current write, on descriptor `fd` of a tracked process
 /// (`pid_tgid`, started at `start_ns`), goes to a pipe or unix socket whose
-/// writer notice was sent: then its entry has nothing more to do (the
+/// writer notice was sent: then its exit has nothing more to do (the
 /// payload is captured where it is read), and leaves before the capture
 /// stage and its descriptor walk. Asks `STREAMS` each time, so a decision
 /// userspace makes about the stream is seen at once.

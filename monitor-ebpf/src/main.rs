@@ -8,8 +8,10 @@
 //!   **read** (the exit of read/readv/recvfrom/recvmsg). The reader sees
 //!   exactly the bytes that crossed, in pipe-sized pieces, so each byte is
 //!   captured once and a blocking 1 MiB write is not truncated. Writers only
-//!   send a payload-less writer notice, from `sys_enter`, i.e. before the
-//!   bytes can reach any reader; userspace uses it to name the peer.
+//!   send a payload-less writer notice, at the write's exit; userspace
+//!   uses it to name the peer (and takes each batch's notices before its
+//!   chunks, as a reader can have taken the bytes before the writer's exit
+//!   runs).
 //! - Which processes: tracked ones (userspace selectors, inherited at fork,
 //!   exe-name selector at exec, cgroup selector) and, without any
 //!   configuration, any stream whose payload starts with a JSON object or

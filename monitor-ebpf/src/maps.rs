@@ -39,20 +39,6 @@ pub(crate) static TRACKED_HINT: Array<u8> = Array::with_max_entries(TRACKED_HINT
 #[map]
 pub(crate) static STREAMS: LruHashMap<StreamKey, u8> = LruHashMap::with_max_entries(65536, 0);
 
-/// TCP writes of tracked processes marked at entry for their exit, by
-/// pid_tgid: the payload is taken there, with the count the kernel took.
-#[map]
-pub(crate) static ARGS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(32768, 0);
-
-/// How many entries of `ARGS` exist, all CPUs together: while none does,
-/// a write's exit has nothing to take and leaves on this one load, before
-/// the helper call that names the thread (every write on the host exits
-/// through `sys_exit`). Counted up when a mark is made, down when one is
-/// taken, by atomic adds; a count left too high (a mark it could not
-/// take back) only sends exits to the lookup they made before.
-#[map]
-pub(crate) static MARKS: Array<u64> = Array::with_max_entries(1, 0);
-
 /// Streams of untracked processes that were looked at and found not MCP:
 /// later transfers are looked at (first bytes read, then scanned) at
 /// growing intervals instead of every time (a log pipe or a redis socket
@@ -124,18 +110,12 @@ pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COU
 #[map]
 pub(crate) static TRANSFER: PerCpuArray<Transfer> = PerCpuArray::with_max_entries(1, 0);
 
-/// Tail-call targets of `sys_enter` (writes). Splitting the work keeps
-/// each program small enough for the verifier: the 1 KiB discovery scan is
-/// verified once, on its own, instead of along every path of the capture
-/// code.
-#[map]
-pub(crate) static ENTER_JUMP: ProgramArray = ProgramArray::with_max_entries(jump_slot::COUNT, 0);
-
-/// The same stages for `sys_exit` (reads, marked TCP writes): a BTF
-/// tracepoint program is loaded for one tracepoint, and recent kernels
-/// (6.18 here) refuse a tail call into a tracing program loaded for
-/// another tracepoint's prototype, so each hook has its own loaded copy of
-/// the stages.
+/// Tail-call targets of `sys_exit`. Splitting the work keeps each program
+/// small enough for the verifier: the 1 KiB discovery scan is verified
+/// once, on its own, instead of along every path of the capture code. The
+/// stages are BTF tracepoint programs loaded for `sys_exit` (recent kernels,
+/// 6.18 here, refuse a tail call into a tracing program loaded for another
+/// tracepoint's prototype).
 #[map]
 pub(crate) static EXIT_JUMP: ProgramArray = ProgramArray::with_max_entries(jump_slot::COUNT, 0);
 
@@ -255,19 +235,6 @@ pub(crate) struct KnownFile {
     pub(crate) _pad1: u32,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub(crate) struct SyscallArgs {
-    /// Buffer, iovec array or msghdr, depending on `syscall`.
-    pub(crate) buf: u64,
-    /// Byte count, or iovec count for readv.
-    pub(crate) len: u64,
-    pub(crate) fd: i32,
-    pub(crate) syscall: u8,
-    pub(crate) _pad0: u8,
-    pub(crate) _pad1: u16,
-}
-
 #[inline(always)]
 pub(crate) fn count(counter: Counter, n: u64) {
     if let Some(p) = COUNTERS.get_ptr_mut(counter as u32) {
@@ -309,7 +276,7 @@ pub(crate) struct Transfer {
     pub(crate) start_ns: u64,
     /// Buffer for plain calls.
     pub(crate) buf: u64,
-    /// Bytes moved (ingress) or requested (egress write/sendto).
+    /// Bytes the call moved.
     pub(crate) total: u64,
     /// iovec array and count for vectored calls (iov_cnt 0 otherwise).
     pub(crate) iov: u64,
@@ -324,9 +291,7 @@ pub(crate) struct Transfer {
     pub(crate) syscall: u8,
     pub(crate) direction: u8,
     pub(crate) discovered: u8,
-    /// Egress seen at syscall exit (TCP payloads, with the byte count the
-    /// kernel accepted) rather than at entry (local IPC writer notices).
-    pub(crate) at_exit: u8,
+    pub(crate) _pad3: u8,
     /// Extra [`chunk_flags`] for the chunk (TLS_FD_INFERRED).
     pub(crate) extra_flags: u8,
     /// Tail calls back into the capture stage so far (see `emit_rest`).
@@ -375,7 +340,7 @@ impl Transfer {
             syscall,
             direction,
             discovered,
-            at_exit,
+            _pad3,
             extra_flags,
             pieces,
             relook,
@@ -406,7 +371,7 @@ impl Transfer {
             put(addr_of_mut!((*t).syscall), syscall);
             put(addr_of_mut!((*t).direction), direction);
             put(addr_of_mut!((*t).discovered), discovered);
-            put(addr_of_mut!((*t).at_exit), at_exit);
+            put(addr_of_mut!((*t)._pad3), _pad3);
             put(addr_of_mut!((*t).extra_flags), extra_flags);
             put(addr_of_mut!((*t).pieces), pieces);
             put(addr_of_mut!((*t).relook), relook);

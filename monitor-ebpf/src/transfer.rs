@@ -66,8 +66,8 @@ pub(crate) fn vector(syscall: Syscall, buf: u64, len: u64) -> Option<(u64, u64)>
 /// First stage for a completed transfer of `total` bytes: cheap checks,
 /// then a tail call to `discover` (untracked process) or `capture`.
 ///
-/// Ingress: the payload will be captured. Egress (called from sys_enter,
-/// `total` = requested length): a writer notice is sent once per stream.
+/// Ingress and TCP egress: the payload will be captured. Local IPC egress:
+/// a writer notice is sent once per stream.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn begin_transfer<C: EbpfContext>(
@@ -84,13 +84,12 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
     buf: u64,
     len_arg: u64,
     total: u64,
-    at_exit: bool,
     ssl: u64,
     extra_flags: u8,
 ) {
     let untracked = who.untracked();
-    // Judged at entry already (every write on the host passes here): leave
-    // before reading the iovec again.
+    // Judged by the caller already (every write on the host passes here):
+    // leave before reading the iovec again.
     if untracked && (cfg.flags & config_flags::DISCOVERY == 0 || looks_like_mcp == Some(false)) {
         return;
     }
@@ -152,7 +151,7 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
             syscall: syscall as u8,
             direction: dir as u8,
             discovered: 0,
-            at_exit: at_exit as u8,
+            _pad3: 0,
             extra_flags,
             pieces: 0,
             relook: 0,

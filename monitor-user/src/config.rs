@@ -90,8 +90,10 @@ pub struct CaptureConfig {
     pub discovery_window_bytes: u32,
     /// Size of the kernel-to-agent ring buffer (power of two).
     pub ring_buffer_bytes: u32,
-    /// TCP writes of tracked processes in flight that the kernel can follow
-    /// from entry to exit (a thread blocked in a write counts).
+    /// TLS library reads and writes in flight that the kernel can follow
+    /// from the call to its return (`TLS_ARGS`; a thread blocked in
+    /// `SSL_read` counts). Until 2026-12-05 this sized the map of TCP
+    /// writes marked at their entry, which capture at exit made needless.
     pub max_inflight_syscalls: u32,
     /// The agent drains the ring buffer at least this often; the kernel
     /// wakes it earlier only when `wakeup_bytes` are waiting. Events reach
@@ -308,7 +310,7 @@ impl Config {
         if self.capture.arguments_from_registers.is_some() {
             out.push(
                 "capture.arguments_from_registers has no effect any more (every call's arguments come from \
-                 the saved registers, on the raw sys_enter/sys_exit tracepoints): remove it",
+                 the saved registers, on the raw sys_exit tracepoint): remove it",
             );
         }
         out

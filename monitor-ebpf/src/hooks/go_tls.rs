@@ -134,7 +134,6 @@ fn on_read_return(ctx: &ProbeContext) {
         args.buf,
         args.len,
         n as u64,
-        true,
         args.ssl,
         0,
     );
@@ -170,7 +169,6 @@ fn on_write_body(ctx: &ProbeContext) {
         buf,
         len,
         len,
-        true,
         conn,
         0,
     );

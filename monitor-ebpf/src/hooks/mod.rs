@@ -1,8 +1,8 @@
-//! Hooks by family. System calls come through two raw tracepoints,
-//! `sys_enter` and `sys_exit` (syscalls.rs), which pick the calls of
-//! interest by number and hand them to their family: reads (read.rs),
-//! writes (write.rs), descriptors closed or replaced (descriptors.rs) and
-//! port selectors (ports.rs).
+//! Hooks by family. System calls come through one raw tracepoint,
+//! `sys_exit` (syscalls.rs), which picks the calls of interest by number
+//! and hands them to their family: reads (read.rs), writes (write.rs),
+//! descriptors closed or replaced (descriptors.rs) and port selectors
+//! (ports.rs).
 
 pub mod descriptors;
 pub mod floor;
@@ -14,16 +14,12 @@ pub mod syscalls;
 pub mod tls;
 pub mod write;
 
-use crate::{
-    maps::{add_atomic, config, count, SyscallArgs, ARGS, EXIT_JUMP, MARKS},
-    tracking::{tracking, Tracking},
-    transfer::begin_transfer,
-};
+use crate::{maps::EXIT_JUMP, tracking::Tracking, transfer::begin_transfer};
 use aya_ebpf::programs::BtfTracePointContext;
-use monitor_common::{Counter, Direction, KernelConfig, Syscall};
+use monitor_common::{Direction, KernelConfig, Syscall};
 
-/// The context of the syscall hooks and their tail-call stages: BTF
-/// tracepoints (`tp_btf`) on the raw `sys_enter`/`sys_exit` tracepoints.
+/// The context of the syscall hook and its tail-call stages: BTF
+/// tracepoints (`tp_btf`) on the raw `sys_exit` tracepoint.
 pub(crate) type SyscallContext = BtfTracePointContext;
 
 /// Offset of `dx` in x86_64 `struct pt_regs`; `si`, `di`, `orig_ax`, `ip`
@@ -84,14 +80,23 @@ impl SavedRegs {
             buf: self.si,
             len: self.dx,
             fd: self.di as i32,
-            syscall: syscall as u8,
-            _pad0: 0,
-            _pad1: 0,
+            syscall,
         }
     }
 }
 
-/// The transfer of the `ret` bytes a call with `args` moved, at its exit.
+/// The arguments of a read or write call.
+#[derive(Clone, Copy)]
+pub(crate) struct SyscallArgs {
+    /// Buffer, iovec array or msghdr, depending on `syscall`.
+    pub(crate) buf: u64,
+    /// Byte count, or iovec count for readv and writev.
+    pub(crate) len: u64,
+    pub(crate) fd: i32,
+    pub(crate) syscall: Syscall,
+}
+
+/// The transfer of the `ret` bytes a read with `args` moved, at its exit.
 #[inline(always)]
 pub(crate) fn transfer_at_exit(
     ctx: &SyscallContext,
@@ -102,72 +107,20 @@ pub(crate) fn transfer_at_exit(
     args: &SyscallArgs,
     ret: i64,
 ) {
-    let Some(syscall) = Syscall::from_u8(args.syscall) else {
-        return;
-    };
     begin_transfer(
-        ctx, &EXIT_JUMP, cfg, pid_tgid, who, None, syscall, dir, args.fd, args.buf, args.len, ret as u64, true, 0, 0,
+        ctx,
+        &EXIT_JUMP,
+        cfg,
+        pid_tgid,
+        who,
+        None,
+        args.syscall,
+        dir,
+        args.fd,
+        args.buf,
+        args.len,
+        ret as u64,
+        0,
+        0,
     );
-}
-
-/// Exit of a write whose entry marked it (`mark_for_exit`): the mark is
-/// taken whatever the outcome (a failed write, EAGAIN, must not leave it
-/// to the thread's next write), and the bytes the kernel took are
-/// captured if the mark is this call's.
-#[inline(always)]
-pub(crate) fn marked_exit(ctx: &SyscallContext, pid_tgid: u64, syscall: Syscall, ret: i64) {
-    // SAFETY: keyed by this thread's pid_tgid, which only this thread (now
-    // running here) inserts or removes; the value is copied out at once.
-    let Some(args) = (unsafe { ARGS.get(&pid_tgid) }).copied() else {
-        return;
-    };
-    take_mark(pid_tgid);
-    if args.syscall != syscall as u8 || ret <= 0 {
-        return;
-    }
-    let Some(cfg) = config() else { return };
-    let who = tracking(cfg, (pid_tgid >> 32) as u32);
-    // Marked by a tracked process, which may have been forgotten since.
-    if who.untracked() {
-        return;
-    }
-    transfer_at_exit(ctx, cfg, Direction::Egress, pid_tgid, who, &args, ret);
-}
-
-/// Marks the current write, a TCP write of a tracked process, for its
-/// exit (`marked_exit`), which captures the bytes the kernel took.
-#[inline(always)]
-pub(crate) fn mark_for_exit(pid_tgid: u64, args: &SyscallArgs) {
-    // SAFETY: presence only; the value is not read.
-    let new = unsafe { ARGS.get(&pid_tgid) }.is_none();
-    if ARGS.insert(&pid_tgid, args, 0).is_err() {
-        count(Counter::DropArgsMapFull, 1);
-    } else if new {
-        add_to_marks(1);
-    }
-}
-
-/// Removes the current thread's mark, `pid_tgid`, if it has one: taken at
-/// the write's exit, or left by a thread that exits inside a write.
-#[inline(always)]
-pub(crate) fn take_mark(pid_tgid: u64) {
-    if ARGS.remove(&pid_tgid).is_ok() {
-        add_to_marks(1u64.wrapping_neg());
-    }
-}
-
-/// Whether any write is marked for its exit, on any CPU ([`MARKS`]). A
-/// thread's own mark is always seen: its entry's atomic add came first.
-#[inline(always)]
-pub(crate) fn marks_pending() -> bool {
-    MARKS.get(0).is_some_and(|n| *n != 0)
-}
-
-/// Adds `n` (two's complement for a subtraction) to [`MARKS`], atomically:
-/// threads on other CPUs mark and take at the same time.
-#[inline(always)]
-fn add_to_marks(n: u64) {
-    if let Some(p) = MARKS.get_ptr_mut(0) {
-        add_atomic(p, n);
-    }
 }

@@ -3,7 +3,6 @@
 
 use crate::{
     emit::emit_process,
-    hooks::{marks_pending, take_mark},
     kernel_read::{current_start_ns, kread},
     maps::{config, COMM_SELECTORS, PROCS},
     threads::new_thread_epoch,
@@ -108,13 +107,6 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     // Every thread's: its kernel stack goes to the next thread created.
     new_thread_epoch();
     let pid_tgid = bpf_get_current_pid_tgid();
-    // Defence: a mark its write's exit did not take (none is known: a
-    // kill inside the call still passes the exit tracepoint) would keep
-    // `MARKS` above zero, and every write exit of the host on the slower
-    // path, for good; and the next thread given this id would take it.
-    if marks_pending() {
-        take_mark(pid_tgid);
-    }
     let tgid = (pid_tgid >> 32) as u32;
     if tgid != pid_tgid as u32 {
         return 0; // a thread, not the process

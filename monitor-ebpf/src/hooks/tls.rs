@@ -252,7 +252,7 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         },
     };
     begin_transfer(
-        &ctx, &TLS_JUMP, cfg, pid_tgid, who, None, syscall, dir, fd, args.buf, args.len, n, true, args.ssl, extra,
+        &ctx, &TLS_JUMP, cfg, pid_tgid, who, None, syscall, dir, fd, args.buf, args.len, n, args.ssl, extra,
     );
     0
 }

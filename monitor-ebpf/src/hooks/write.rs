@@ -1,11 +1,12 @@
-//! Write-side calls (write, writev, sendto, sendmsg): writer notices for
-//! local IPC at entry, TCP payloads at exit.
+//! Write-side calls (write, writev, sendto, sendmsg), at their exit, with
+//! the count the kernel took: a writer notice for local IPC (the payload is
+//! captured where it is read), the payload for TCP; discovery of writers.
 
 use crate::hooks::SyscallContext;
 use crate::{
-    hooks::{marked_exit, marks_pending, SavedRegs},
+    hooks::SavedRegs,
     known_files::writer_notified,
-    maps::{config, count, ENTER_JUMP},
+    maps::{config, count, EXIT_JUMP},
     payload::starts_like_json,
     threads::current_pid_tgid,
     tracking::tracking,
@@ -19,23 +20,10 @@ pub(crate) const NR_WRITEV: u64 = 20;
 pub(crate) const NR_SENDTO: u64 = 44;
 pub(crate) const NR_SENDMSG: u64 = 46;
 
-/// Exit of a write-side call: the TCP payload of a write that the capture
-/// stage marked at entry (`mark_for_exit`), with the byte count the kernel
-/// took (a partial write is not captured twice). Every write on the host
-/// comes here, and nearly all leave at [`marks_pending`]: no thread of
-/// the host has a write marked.
+/// Exit of a write-side call that took `ret` (> 0) bytes, with its
+/// arguments in `regs`. Every such call on the host comes here.
 #[inline(always)]
-pub(crate) fn on_write_exit(ctx: &SyscallContext, syscall: Syscall, ret: i64) {
-    if !marks_pending() {
-        return;
-    }
-    let Some(cfg) = config() else { return };
-    marked_exit(ctx, current_pid_tgid(ctx, cfg), syscall, ret);
-}
-
-/// Entry of a write-side call.
-#[inline(always)]
-pub(crate) fn on_write_enter(ctx: &SyscallContext, syscall: Syscall) {
+pub(crate) fn on_write_exit(ctx: &SyscallContext, regs: &SavedRegs, syscall: Syscall, ret: i64) {
     let Some(cfg) = config() else { return };
     let pid_tgid = current_pid_tgid(ctx, cfg);
     if (pid_tgid >> 32) as u32 == cfg.self_tgid {
@@ -46,15 +34,8 @@ pub(crate) fn on_write_enter(ctx: &SyscallContext, syscall: Syscall) {
     if !tracked && cfg.flags & config_flags::DISCOVERY == 0 {
         return;
     }
-    let Some(regs) = SavedRegs::of(ctx) else { return };
     let args = regs.args(syscall);
     let (fd, buf, len) = (args.fd, args.buf, args.len);
-    // For vectored calls the byte total is unknown before the call; the
-    // notice only needs the first segment for discovery.
-    let total = match syscall {
-        Syscall::Write | Syscall::Sendto => len,
-        _ => u64::MAX,
-    };
     if tracked && writer_notified(pid_tgid, who.start_ns, fd) {
         return;
     }
@@ -79,7 +60,7 @@ pub(crate) fn on_write_enter(ctx: &SyscallContext, syscall: Syscall) {
     });
     begin_transfer(
         ctx,
-        &ENTER_JUMP,
+        &EXIT_JUMP,
         cfg,
         pid_tgid,
         who,
@@ -89,8 +70,7 @@ pub(crate) fn on_write_enter(ctx: &SyscallContext, syscall: Syscall) {
         fd,
         buf,
         len,
-        total,
-        false,
+        ret as u64,
         0,
         0,
     );

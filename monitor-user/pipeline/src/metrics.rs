@@ -77,9 +77,6 @@ pub struct CaptureMetrics {
     /// `mcp_monitor_tls_probe_targets`: distinct files with TLS uprobes attached (libssl, statically linked
     /// node, Go programs with crypto/tls).
     pub tls_probe_targets: IntGauge,
-    /// `mcp_monitor_capture_marked_writes`: TCP writes of tracked processes marked at their entry and not
-    /// yet taken at their exit; while it is zero, a write's exit costs one load.
-    pub marked_writes: IntGauge,
     /// `mcp_monitor_tls_attach_errors_total`: TLS library files found in a process whose uprobes could not
     /// be attached.
     pub tls_attach_errors: IntCounter,
@@ -364,10 +361,6 @@ impl CaptureMetrics {
             tls_probe_targets: r.gauge(
                 "tls_probe_targets",
                 "Distinct files with TLS uprobes attached (libssl, statically linked node, Go programs with crypto/tls).",
-            ),
-            marked_writes: r.gauge(
-                "capture_marked_writes",
-                "TCP writes of tracked processes marked at their entry whose exit has not taken the mark yet: a few at most, 0 when idle. While it is 0 every write exit on the host leaves after one load; a value that stays up sends them all to a map lookup.",
             ),
             tls_attach_errors: r.counter(
                 "tls_attach_errors_total",

@@ -165,9 +165,6 @@ pub enum CaptureCounter {
     /// New executables the TLS scan had no room to look at at once (a
     /// counter; the periodic scan finds them later).
     ExecNoticesDropped,
-    /// TCP writes of tracked processes marked at entry whose exit has not
-    /// taken the mark yet (a gauge; see `MARKS` in the kernel programs).
-    MarkedWrites,
 }
 
 impl CaptureCounter {
@@ -182,7 +179,6 @@ impl CaptureCounter {
             Self::BoringSslVerified => "boringssl_verified",
             Self::TlsProbesRemoved => "tls_probes_removed",
             Self::ExecNoticesDropped => "exec_notices_dropped",
-            Self::MarkedWrites => "marked_writes",
         }
     }
 
@@ -197,7 +193,6 @@ impl CaptureCounter {
             "boringssl_verified" => Some(Self::BoringSslVerified),
             "tls_probes_removed" => Some(Self::TlsProbesRemoved),
             "exec_notices_dropped" => Some(Self::ExecNoticesDropped),
-            "marked_writes" => Some(Self::MarkedWrites),
             _ => Counter::ALL.iter().find(|c| c.name() == name).map(|&c| Self::Kernel(c)),
         }
     }

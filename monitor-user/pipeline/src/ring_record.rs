@@ -43,6 +43,36 @@ pub enum Record {
     },
 }
 
+/// The records of one drain of the ring, in the order the pipeline takes
+/// them: writer notices first, then the rest as they came.
+///
+/// The kernel sends a local write's notice at the write's exit, and the
+/// reader, woken by the write, may have read the bytes and had them sent
+/// before that exit runs. The reader's chunks need the notice: it names
+/// the writer of the channel, the server of a client's inbound stream. A
+/// notice is sent once per stream, when its first write ends, so taking the
+/// batch's notices first gives its chunks the writers their writes had.
+#[derive(Debug, Default)]
+pub struct Batch {
+    notices: Vec<Record>,
+    rest: Vec<Record>,
+}
+
+impl Batch {
+    /// Adds the next record taken from the ring.
+    pub fn push(&mut self, r: Record) {
+        match r {
+            Record::WriterNotice { .. } => self.notices.push(r),
+            _ => self.rest.push(r),
+        }
+    }
+
+    /// The records in the pipeline's order (see [`Batch`]).
+    pub fn into_records(self) -> impl Iterator<Item = Record> {
+        self.notices.into_iter().chain(self.rest)
+    }
+}
+
 /// Why a record could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -302,6 +332,39 @@ mod tests {
         assert_eq!(
             notice.channel, c.channel,
             "the notice names the channel the reader's chunks do"
+        );
+    }
+
+    #[test]
+    fn a_batch_hands_its_writer_notices_before_its_chunks() {
+        let d = Decoder::new();
+        let decode = |r: &ChunkRecord| d.decode(&as_bytes(r)).unwrap();
+        let mut read = chunk_record(0, FdKind::Pipe, 1);
+        read.fd = 3;
+        let mut other = chunk_record(0, FdKind::Pipe, 2);
+        other.fd = 4;
+        let mut notice = chunk_record(0, FdKind::Pipe, 1);
+        notice.header = header(RecordKind::WriterNotice);
+        notice.direction = Direction::Egress as u8;
+        notice.fd = 1;
+        // As the ring can hold them: the reader's chunk, another stream's,
+        // then the notice of the write the first chunk came from.
+        let mut batch = Batch::default();
+        for r in [&read, &other, &notice] {
+            batch.push(decode(r));
+        }
+        let order: Vec<(bool, i32)> = batch
+            .into_records()
+            .map(|r| match r {
+                Record::WriterNotice { notice, .. } => (true, notice.fd),
+                Record::Chunk(c) => (false, c.fd),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [(true, 1), (false, 3), (false, 4)],
+            "chunks keep their order after the notice"
         );
     }
 

@@ -21,10 +21,10 @@ use mcp_monitor_pipeline::{boringssl_binary::BoringSslProbes, go_binary::GoTlsPr
 /// The eBPF object built by build.rs.
 pub(super) static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor.bpf.o"));
 
-/// The raw syscall tracepoints and their programs, of the same names, in
-/// the order they are attached: the exit first, so that a write's mark
-/// for its exit (`mark_for_exit`) is never left behind for a later call.
-pub(super) const SYSCALL_PROGRAMS: [&str; 2] = ["sys_exit", "sys_enter"];
+/// The raw syscall tracepoints and their programs, of the same names: the
+/// exit only (every program on a syscall tracepoint runs for every system
+/// call of the host; monitor-ebpf hooks/syscalls.rs).
+pub(super) const SYSCALL_PROGRAMS: [&str; 1] = ["sys_exit"];
 
 /// One syscall hook's copy of the tail-call stages.
 pub(super) struct StageSet {
@@ -36,33 +36,20 @@ pub(super) struct StageSet {
     pub(super) stages: [(u32, &'static str); jump_slot::COUNT as usize],
 }
 
-/// The tail-call stages of the syscall hooks. A BTF tracepoint program is
+/// The tail-call stages of the syscall hook. A BTF tracepoint program is
 /// loaded for one tracepoint, and recent kernels (6.18 here) refuse a tail
 /// call between tracing programs loaded for tracepoints of different
-/// prototypes: `sys_enter` and `sys_exit` each have their own copy of
-/// every stage.
-pub(super) const SYSCALL_STAGES: [StageSet; 2] = [
-    StageSet {
-        map: map_name::ENTER_JUMP,
-        tracepoint: "sys_enter",
-        stages: [
-            (jump_slot::DISCOVER, "enter_discover"),
-            (jump_slot::CAPTURE, "enter_capture"),
-            (jump_slot::DISCOVER_HTTP, "enter_discover_http"),
-            (jump_slot::DISCOVER_JSONRPC, "enter_discover_jsonrpc"),
-        ],
-    },
-    StageSet {
-        map: map_name::EXIT_JUMP,
-        tracepoint: "sys_exit",
-        stages: [
-            (jump_slot::DISCOVER, "exit_discover"),
-            (jump_slot::CAPTURE, "exit_capture"),
-            (jump_slot::DISCOVER_HTTP, "exit_discover_http"),
-            (jump_slot::DISCOVER_JSONRPC, "exit_discover_jsonrpc"),
-        ],
-    },
-];
+/// prototypes: the stages are loaded for the hook's own.
+pub(super) const SYSCALL_STAGES: [StageSet; 1] = [StageSet {
+    map: map_name::EXIT_JUMP,
+    tracepoint: "sys_exit",
+    stages: [
+        (jump_slot::DISCOVER, "exit_discover"),
+        (jump_slot::CAPTURE, "exit_capture"),
+        (jump_slot::DISCOVER_HTTP, "exit_discover_http"),
+        (jump_slot::DISCOVER_JSONRPC, "exit_discover_jsonrpc"),
+    ],
+}];
 
 /// The tracepoint a BTF tracepoint program of the object is loaded for:
 /// its own name for the two syscall hooks, else that of its stage set.
@@ -139,7 +126,7 @@ pub(super) fn load(cfg: &CaptureConfig) -> anyhow::Result<(Ebpf, KernelConfig)> 
         .verifier_log_level(VerifierLogLevel::STATS)
         .map_max_entries(map_name::SCRATCH, ncpus)
         .map_max_entries(map_name::EVENTS, cfg.ring_buffer_bytes)
-        .map_max_entries(map_name::ARGS, cfg.max_inflight_syscalls)
+        .map_max_entries(map_name::TLS_ARGS, cfg.max_inflight_syscalls)
         .load(EBPF_OBJECT)
         .map_err(|e| anyhow::anyhow!(preflight::explain_load_error(&e)))?;
 
@@ -178,7 +165,6 @@ pub(super) fn load(cfg: &CaptureConfig) -> anyhow::Result<(Ebpf, KernelConfig)> 
 /// them), the ring a page-aligned power of two.
 const PROBE_MAP_SIZES: &[(&str, u32)] = &[
     (map_name::EVENTS, 1 << 16),
-    (map_name::ARGS, 1024),
     (map_name::TLS_ARGS, 1024),
     (map_name::PROCS, 1024),
     (map_name::STREAMS, 1024),
@@ -394,10 +380,8 @@ mod tests {
         const BPF_CALL: u8 = 0x85; // BPF_JMP | BPF_CALL
         const BPF_PSEUDO_CALL: u8 = 1;
         for name in [
-            "sys_enter",
             "sys_exit",
             "exit_capture",
-            "enter_capture",
             "tls_capture",
             "ssl_read",
             "ssl_read_ex",

@@ -27,7 +27,7 @@ use std::{collections::HashSet, path::Path};
 
 use anyhow::Context;
 use aya::{
-    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{BtfTracePoint, RawTracePoint, TracePoint},
     Ebpf,
 };
@@ -144,7 +144,7 @@ impl Sensor {
         let ring = unsafe { AsyncFd::register(ring) }
             .map_err(|e| anyhow::anyhow!("registering the ring buffer with tokio: {e}"))?;
         log::info!(
-            "capture attached: BTF tracepoints on the raw tracepoints sys_enter and sys_exit, {} CPUs, cap {} bytes/read, discovery {}",
+            "capture attached: a BTF tracepoint on the raw tracepoint sys_exit, {} CPUs, cap {} bytes/read, discovery {}",
             ncpus,
             cfg.capture_cap_bytes,
             if cfg.discovery { "on" } else { "off" }
@@ -208,7 +208,7 @@ impl Sensor {
     pub fn drain(&mut self, mut out: impl FnMut(Observation)) -> bool {
         let mut n = 0;
         let mut bytes = 0;
-        let mut pending: Vec<ring_record::Record> = Vec::new();
+        let mut pending = ring_record::Batch::default();
         {
             let ring = self.ring.get_mut();
             while n < DRAIN_BUDGET && bytes < DRAIN_BYTES {
@@ -221,7 +221,7 @@ impl Sensor {
                 }
             }
         }
-        for r in pending {
+        for r in pending.into_records() {
             self.emit_observations(r, &mut out);
         }
         n >= DRAIN_BUDGET || bytes >= DRAIN_BYTES
@@ -314,10 +314,6 @@ impl Sensor {
         counters.push((CaptureCounter::BoringSslVerified, self.boringssl_verified));
         counters.push((CaptureCounter::TlsProbesRemoved, self.tls_probes_removed));
         counters.push((CaptureCounter::ExecNoticesDropped, self.exec_notices_dropped));
-        let marks = Array::<_, u64>::try_from(self.ebpf.map(map_name::MARKS).context("MARKS map")?)?;
-        // A count taken below zero (it should not be) shows as a negative
-        // gauge (the u64 read as i64).
-        counters.push((CaptureCounter::MarkedWrites, marks.get(&0, 0)?));
         let programs = self
             .ebpf
             .programs()

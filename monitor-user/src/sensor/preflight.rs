@@ -180,7 +180,7 @@ pub fn kernel_paths() -> String {
     let current = aya::util::KernelVersion::current().ok();
     let at_least = |a, b| current.is_some_and(|v| v >= aya::util::KernelVersion::new(a, b, 0));
     format!(
-        "kernel {release}: BTF tracepoints on sys_enter/sys_exit (syscall arguments loaded from the saved registers they pass), \
+        "kernel {release}: a BTF tracepoint on sys_exit (syscall arguments loaded from the saved registers it is passed), \
          raw tracepoint sched_process_fork, sched tracepoints, uprobes for TLS, BPF ring buffer; verifier error reports {}",
         if at_least(6, 4) {
             "with the instructions before the error"

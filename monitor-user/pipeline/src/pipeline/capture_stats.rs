@@ -45,10 +45,6 @@ impl CaptureTotals {
                     metrics.capture.tls_probe_targets.set(total as i64);
                     continue;
                 }
-                CaptureCounter::MarkedWrites => {
-                    metrics.capture.marked_writes.set(total as i64);
-                    continue;
-                }
                 CaptureCounter::TlsAttachErrors
                 | CaptureCounter::GoTlsRefused
                 | CaptureCounter::BoringSslRefused
