@@ -3,7 +3,7 @@
 //!
 //! Each workload runs pinned to CPU 0 in three set-ups, interleaved round
 //! by round: nothing attached; the floor (`mcp-monitor floor`: a program
-//! that does nothing, on the two raw syscall tracepoints the agent uses); the
+//! that does nothing, on the raw syscall tracepoint the agent uses); the
 //! agent (default configuration, on CPU 1). Medians per set-up, and for the
 //! CPU-time workloads the cost each adds per system call, so the agent's
 //! own work reads as a multiple of the hooks' price. A last pass turns on
