@@ -88,8 +88,8 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
     extra_flags: u8,
 ) {
     let untracked = who.untracked();
-    // Judged by the caller already (every write on the host passes here):
-    // leave before reading the iovec again.
+    // Judged by the caller already (every write on the host that moved
+    // bytes passes here): leave before reading the iovec again.
     if untracked && (cfg.flags & config_flags::DISCOVERY == 0 || looks_like_mcp == Some(false)) {
         return;
     }

@@ -52,7 +52,7 @@ pub(super) const SYSCALL_STAGES: [StageSet; 1] = [StageSet {
 }];
 
 /// The tracepoint a BTF tracepoint program of the object is loaded for:
-/// its own name for the two syscall hooks, else that of its stage set.
+/// its own name for the syscall hook, else that of its stage set.
 pub fn btf_tracepoint_of(program: &str) -> Option<&'static str> {
     if let Some(hook) = SYSCALL_PROGRAMS.iter().find(|p| **p == program) {
         return Some(hook);
