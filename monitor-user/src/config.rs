@@ -220,6 +220,11 @@ pub struct PipelineSettings {
     pub max_prelude_frames: u32,
     /// Times per minute a stream judged not MCP may be judged afresh.
     pub max_relooks_per_minute: u32,
+    /// Milliseconds the first messages of a stream whose session only its
+    /// writer can name (a client's inbound pipe) wait for the writer's
+    /// notice, which can come after the reader had the bytes (default
+    /// 1000; 0 lets them go on at once, without a server).
+    pub writer_wait_ms: u64,
 }
 
 impl Default for PipelineSettings {
@@ -237,6 +242,7 @@ impl Default for PipelineSettings {
             max_pending_requests: d.max_pending,
             max_prelude_frames: d.max_prelude_frames,
             max_relooks_per_minute: d.max_relooks_per_minute,
+            writer_wait_ms: d.writer_wait_ns / 1_000_000,
         }
     }
 }
@@ -396,6 +402,11 @@ impl Config {
             p.max_streams >= 16 && p.max_sessions >= 16,
             "pipeline.max_streams and max_sessions must be at least 16"
         );
+        anyhow::ensure!(
+            p.writer_wait_ms <= 60_000,
+            "pipeline.writer_wait_ms must be at most 60000 (got {}): messages wait that long for a notice that normally comes within milliseconds",
+            p.writer_wait_ms
+        );
         crate::identity::spiffe::SpiffeMapper::new(self.identity.clone(), "host")?;
         anyhow::ensure!(
             self.metrics.max_workload_label_values >= 1,
@@ -497,6 +508,7 @@ impl Config {
             session_idle_ns: p.session_idle_seconds * 1_000_000_000,
             max_prelude_frames: p.max_prelude_frames,
             max_relooks_per_minute: p.max_relooks_per_minute,
+            writer_wait_ns: p.writer_wait_ms * 1_000_000,
             discovery_window: self.capture.discovery_window_bytes as usize,
             identity: self.identity.clone(),
             exclude: crate::pipeline::Exclusions::new(&self.capture.exclude.pids, &self.capture.exclude.executables),
@@ -544,6 +556,17 @@ mod tests {
         assert!(e.contains("wakeup_bytes") && e.contains("set it to 524288"), "{e}");
         c.capture.wakeup_bytes = 524_288;
         c.validate().unwrap();
+        let mut c = Config::default();
+        c.pipeline.writer_wait_ms = 120_000;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("writer_wait_ms must be at most 60000"));
+        c.pipeline.writer_wait_ms = 0;
+        c.validate().unwrap();
+        assert_eq!(c.pipeline_config(0).writer_wait_ns, 0);
+        assert_eq!(Config::default().pipeline_config(0).writer_wait_ns, 1_000_000_000);
     }
 
     #[test]

@@ -130,14 +130,18 @@ pub struct PipelineMetrics {
     /// `mcp_monitor_stream_relooks_total`: streams judged not MCP that were looked at again, by `result`
     /// (kernel_looked, kernel_found, resumed, over_budget).
     pub stream_relooks: IntCounterVec,
+    /// `mcp_monitor_writer_waits_total`: streams whose first messages waited for their writer's notice, by
+    /// how the wait ended (`outcome`: named, timed_out, full, overtaken, reader_exited, evicted,
+    /// finished).
+    pub writer_waits: IntCounterVec,
     /// `mcp_monitor_http_header_mismatch_total`: requests whose `Mcp-Method` or `Mcp-Name` header
     /// disagrees with the body, by `header` (mcp-method, mcp-name).
     pub http_header_mismatch: IntCounterVec,
     /// `mcp_monitor_pending_requests_evicted_total`: requests forgotten before their response, by `reason`
     /// (limit, timeout, session_end).
     pub pending_evicted: IntCounterVec,
-    /// `mcp_monitor_state_evictions_total`: state dropped to stay within limits, by `kind` (stream, session,
-    /// held_event, chain_flow, quiet_stream).
+    /// `mcp_monitor_state_evictions_total`: state dropped to stay within limits, by `kind` (stream, writer,
+    /// session, held_event, chain_flow, quiet_stream).
     pub state_evictions: IntCounterVec,
     /// `mcp_monitor_buffered_bytes`: bytes held by partial messages of all streams and connections (bounded
     /// by `pipeline.max_buffered_bytes`).
@@ -456,6 +460,12 @@ impl PipelineMetrics {
                 "Streams and connections judged not MCP that were looked at again: kernel_looked (a transfer that starts like MCP ran discovery again), kernel_found (it found MCP and resumed capture), resumed (judged afresh), over_budget (not judged afresh: pipeline.max_relooks_per_minute spent).",
                 &["result"],
             ),
+            writer_waits: r.counters_of(
+                "writer_waits_total",
+                "Streams whose first messages waited for the notice that names their writer (the kernel sends it when the first write ends, which can be after the reader had the bytes), by how the wait ended: named (the notice came), timed_out (pipeline.writer_wait_ms passed; the messages went on without a server), full (the stream or the partial-message budget had no room for more), overtaken (a message of the session's other direction came, which may answer them; they went on without the writer), reader_exited, evicted (to make room for other streams), finished (end of a replay).",
+                "outcome",
+                &["named", "timed_out", "full", "overtaken", "reader_exited", "evicted", "finished"],
+            ),
             http_header_mismatch: r.counters_of(
                 "http_header_mismatch_total",
                 "Requests whose Mcp-Method or Mcp-Name header (stateless revision) disagrees with the body, by header.",
@@ -469,7 +479,7 @@ impl PipelineMetrics {
             ),
             state_evictions: r.counters(
                 "state_evictions_total",
-                "State dropped to stay within limits, by kind (stream, session, held_event, chain_flow, quiet_stream).",
+                "State dropped to stay within limits, by kind (stream, writer, session, held_event, chain_flow, quiet_stream).",
                 &["kind"],
             ),
             buffered_bytes: r.gauge(

@@ -51,10 +51,12 @@ pub enum Record {
 /// before that exit runs. The reader's chunks need the notice: it names
 /// the writer of the channel, the server of a client's inbound stream. A
 /// notice is sent once per stream, when its first write ends, so taking the
-/// batch's notices first gives its chunks the writers their writes had,
-/// within this batch only: a notice that lands in a later drain (a first
+/// batch's notices first gives its chunks the writers their writes had
+/// without any waiting. A notice that lands in a later drain (a first
 /// write larger than the pipe ends after the reader took its pieces) still
-/// comes after the chunks (docs/ARCHITECTURE.md, "Why the exit only").
+/// comes after the chunks; the pipeline holds such a stream's messages
+/// until it comes (`pipeline::writer_wait`; docs/ARCHITECTURE.md,
+/// "Writer notices that come late").
 #[derive(Debug, Default)]
 pub struct Batch {
     notices: Vec<Record>,

@@ -78,6 +78,10 @@ pub struct PipelineConfig {
     /// afresh because a later transfer or line starts like MCP (see
     /// [`crate::relook`]).
     pub max_relooks_per_minute: u32,
+    /// How long (ns) the messages of a stream whose session only its
+    /// writer can name wait for the writer's notice (see
+    /// [`writer_wait`]); 0 lets them go on at once.
+    pub writer_wait_ns: u64,
     /// Bytes at the start of a transfer that the kernel's discovery looks
     /// at (`capture.discovery_window_bytes`); the pipeline's re-look of
     /// lines uses the same window.
@@ -150,6 +154,7 @@ impl Default for PipelineConfig {
             max_pending_stream_bytes: 16 << 20,
             max_prelude_frames: 8,
             max_relooks_per_minute: 4,
+            writer_wait_ns: 1_000_000_000,
             discovery_window: 1024,
             identity: IdentityConfig::default(),
             hostname: String::new(),
@@ -203,27 +208,32 @@ pub struct Pipeline {
 }
 
 /// At `max` entries, evicts the least recently active eighth in one go, so
-/// a flood of new streams or connections costs amortised O(1) each.
+/// a flood of new streams or connections costs amortised O(1) each; returns
+/// what it evicted, counted in `mcp_monitor_state_evictions_total{kind}`.
 fn make_room<K: Copy + Eq + std::hash::Hash, V>(
     map: &mut FxHashMap<K, V>,
     max: usize,
     last_ns: impl Fn(&V) -> u64,
     metrics: &Metrics,
-) {
+    kind: &str,
+) -> Vec<(K, V)> {
     if map.len() < max {
-        return;
+        return Vec::new();
     }
     let mut by_age: Vec<(u64, K)> = map.iter().map(|(k, v)| (last_ns(v), *k)).collect();
     by_age.sort_unstable_by_key(|(t, _)| *t);
     let n = (max / 8).max(1);
-    for (_, k) in by_age.into_iter().take(n) {
-        map.remove(&k);
-    }
+    let evicted: Vec<(K, V)> = by_age
+        .into_iter()
+        .take(n)
+        .filter_map(|(_, k)| map.remove(&k).map(|v| (k, v)))
+        .collect();
     metrics
         .pipeline
         .state_evictions
-        .with_label_values(&["stream"])
+        .with_label_values(&[kind])
         .inc_by(n as u64);
+    evicted
 }
 
 impl Pipeline {
@@ -282,7 +292,15 @@ impl Pipeline {
     pub fn handle(&mut self, obs: Observation, sink: &mut impl Sink) {
         match obs {
             Observation::Chunk(c) => self.on_chunk(c, sink),
-            Observation::WriterNotice(n) => self.on_writer_notice(n),
+            Observation::WriterNotice(n) => self.on_writer_notice(n, sink),
+            Observation::Process(info)
+                if self.stdio.exited.contains(ProcKey {
+                    pid: info.pid,
+                    start_ns: info.start_ns,
+                }) =>
+            {
+                // Introduced again by a record that came after its exit.
+            }
             Observation::Process(mut info) => {
                 // The sensor scrubbed secret-named flags and common token
                 // shapes; the credential rules (when detection is on) catch
@@ -301,7 +319,7 @@ impl Pipeline {
                 self.processes.insert(key, Arc::from(info));
                 self.metrics.pipeline.processes_tracked.set(self.processes.len() as i64);
             }
-            Observation::Lifecycle(l) => self.on_lifecycle(l),
+            Observation::Lifecycle(l) => self.on_lifecycle(l, sink),
             Observation::Workload(w) => {
                 self.workloads.apply(w.update, w.ts_ns);
                 self.metrics.kubernetes.pods.set(self.workloads.pod_count() as i64);
@@ -309,6 +327,8 @@ impl Pipeline {
             }
             Observation::CaptureStats(s) => self.capture_totals.record(s, &self.metrics),
             Observation::Tick { ts_ns } => {
+                let due = self.stdio.waits.take_due(ts_ns, self.cfg.writer_wait_ns);
+                self.release_streams(due, writer_wait::Outcome::TimedOut, sink);
                 self.on_tick(ts_ns);
                 self.end_quiet(ts_ns, sink);
                 let now = ts_ns as i128 + self.cfg.boot_offset_ns;
@@ -321,9 +341,12 @@ impl Pipeline {
         }
     }
 
-    /// Ends the run: sessions still unconfirmed lose their held messages
+    /// Ends the run: messages waiting for their stream's writer go on
+    /// without it; sessions still unconfirmed lose their held messages
     /// (counted).
     pub fn finish(&mut self, sink: &mut impl Sink) {
+        let waiting = self.stdio.waits.take_all();
+        self.release_streams(waiting, writer_wait::Outcome::Finished, sink);
         let keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
         for k in keys {
             self.end_session(&k);
@@ -337,11 +360,35 @@ impl Pipeline {
 
     // ------------------------------------------------------------ chunks
 
-    fn on_writer_notice(&mut self, n: WriterNotice) {
-        if n.fd_kind.is_local_ipc() && n.channel != 0 {
-            self.stdio
-                .writers
-                .insert((n.fd_kind == FdKind::Pipe, n.channel), (n.proc, n.fd));
+    /// A writer notice names the writer of a channel; the streams that
+    /// waited for it go on.
+    /// A writer notice that comes after its process's exit still names
+    /// the writer of what waited for it, and is forgotten then.
+    fn on_writer_notice(&mut self, n: WriterNotice, sink: &mut impl Sink) {
+        if !n.fd_kind.is_local_ipc() || n.channel == 0 {
+            return;
+        }
+        let channel = (n.fd_kind == FdKind::Pipe, n.channel);
+        make_room(
+            &mut self.stdio.writers,
+            self.cfg.max_streams,
+            |w| w.ts_ns,
+            &self.metrics,
+            "writer",
+        );
+        let writer = stdio::Writer {
+            proc: n.proc,
+            fd: n.fd,
+            ts_ns: n.ts_ns,
+        };
+        let before = self.stdio.writers.insert(channel, writer);
+        let named = self.stdio.waits.take_channel(channel);
+        self.release_streams(named, writer_wait::Outcome::Named, sink);
+        if self.stdio.exited.contains(n.proc) {
+            match before {
+                Some(w) => self.stdio.writers.insert(channel, w),
+                None => self.stdio.writers.remove(&channel),
+            };
         }
     }
 
@@ -395,14 +442,17 @@ impl Pipeline {
 
     // --------------------------------------------------------- lifecycle
 
-    fn on_lifecycle(&mut self, l: Lifecycle) {
+    fn on_lifecycle(&mut self, l: Lifecycle, sink: &mut impl Sink) {
         if l.kind != LifecycleKind::Exit {
             return;
         }
         let gone = l.proc;
+        let waiting = self.stdio.waits.take_reader(gone);
+        self.release_streams(waiting, writer_wait::Outcome::ReaderExited, sink);
         self.stdio.streams.retain(|id, _| id.proc != gone);
         self.http.conns.retain(|id, _| id.proc != gone);
-        self.stdio.writers.retain(|_, (w, _)| *w != gone);
+        self.stdio.writers.retain(|_, w| w.proc != gone);
+        self.stdio.exited.insert(gone);
         let ended: Vec<SessionKey> = self
             .sessions
             .values()
@@ -461,6 +511,7 @@ mod local_ends;
 mod metric_handles;
 mod sessions;
 mod stdio;
+mod writer_wait;
 
 use sessions::{Route, SessionState};
 mod request;

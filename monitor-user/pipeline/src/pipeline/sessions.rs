@@ -34,20 +34,28 @@ pub(super) struct SessionState {
 }
 
 /// The last [`RecentSet::CAPACITY`] values inserted.
-#[derive(Default)]
-pub(super) struct RecentSet {
-    pub(super) set: std::collections::HashSet<u64>,
-    pub(super) order: std::collections::VecDeque<u64>,
+pub(super) struct RecentSet<T = u64> {
+    pub(super) set: std::collections::HashSet<T>,
+    pub(super) order: std::collections::VecDeque<T>,
 }
 
-impl RecentSet {
+impl<T> Default for RecentSet<T> {
+    fn default() -> Self {
+        Self {
+            set: std::collections::HashSet::new(),
+            order: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+impl<T: Copy + Eq + std::hash::Hash> RecentSet<T> {
     const CAPACITY: usize = 1024;
 
-    pub(super) fn contains(&self, v: u64) -> bool {
+    pub(super) fn contains(&self, v: T) -> bool {
         self.set.contains(&v)
     }
 
-    pub(super) fn insert(&mut self, v: u64) {
+    pub(super) fn insert(&mut self, v: T) {
         if !self.set.insert(v) {
             return;
         }

@@ -5,12 +5,19 @@
 //! A stream starts *pending*; valid JSON-RPC confirms it; up to
 //! `max_prelude_frames` lines that are not JSON (a banner) are skipped
 //! first, JSON that is not JSON-RPC rejects it at once. A rejected stream is
-//! judged afresh when the kernel resumes it, within its budget.
+//! judged afresh when the kernel resumes it, within its budget. A stream
+//! whose session only its writer can name waits for the writer's notice
+//! (see [`super::writer_wait`]).
 
 use monitor_common::{chunk_flags, Direction, FdKind};
 use rustc_hash::FxHashMap;
 
-use super::{make_room, Control, KernelStream, Pipeline, Route, Sink};
+use super::{
+    make_room,
+    sessions::RecentSet,
+    writer_wait::{ChannelKey, Outcome, Waiting, WriterWaits},
+    Control, KernelStream, Pipeline, Route, Sink,
+};
 use crate::{
     event::Flow,
     framing::{Frame, LineFramer},
@@ -26,9 +33,24 @@ use crate::{
 pub(super) struct StdioTables {
     /// Streams by (process, fd, inode, direction).
     pub(super) streams: FxHashMap<StreamId, Stream>,
-    /// Who writes into a channel (process and its fd), from writer notices,
-    /// keyed by (is_pipe, channel).
-    pub(super) writers: FxHashMap<(bool, u64), (ProcKey, i32)>,
+    /// Who writes into a channel, from writer notices, keyed by (is_pipe,
+    /// channel).
+    pub(super) writers: FxHashMap<ChannelKey, Writer>,
+    /// Processes that exited lately: a writer notice or an identity that
+    /// comes after its process's exit (the leader's exit is reported while
+    /// another thread can still be inside a write) must not bring it back.
+    pub(super) exited: RecentSet<ProcKey>,
+    /// Streams whose messages wait for their writer's notice.
+    pub(super) waits: WriterWaits,
+}
+
+/// The writer of a channel, as its notice named it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Writer {
+    pub(super) proc: ProcKey,
+    pub(super) fd: i32,
+    /// When the notice came (evictions take the oldest).
+    pub(super) ts_ns: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -72,6 +94,8 @@ pub(super) struct Stream {
     pub(super) prelude: u32,
     pub(super) relooks: RelookBudget,
     pub(super) last_ns: u64,
+    /// The stream has waited for its writer once; its messages never wait again.
+    pub(super) waited: bool,
 }
 
 impl StreamId {
@@ -118,7 +142,7 @@ impl Pipeline {
         let mut stream = match self.stdio.streams.remove(&id) {
             Some(s) if s.verdict == Verdict::Rejected => match self.relook_stream(s, &c, sink) {
                 Relook::Afresh(fresh) => fresh,
-                Relook::StillRejected(s) => return self.insert_stream(s),
+                Relook::StillRejected(s) => return self.insert_stream(s, sink),
             },
             Some(s) => s,
             None => self.new_stream(id, &c),
@@ -148,7 +172,7 @@ impl Pipeline {
                 self.reject(&mut stream, "no_frame", sink);
             }
         }
-        self.insert_stream(stream);
+        self.insert_stream(stream, sink);
     }
 
     /// A chunk of a stream judged not MCP: judged afresh when the kernel
@@ -206,16 +230,25 @@ impl Pipeline {
             session: None,
             pending_bytes: 0,
             last_ns: c.ts_ns,
+            waited: false,
         }
     }
 
-    pub(super) fn insert_stream(&mut self, stream: Stream) {
-        make_room(
+    /// Keeps `stream`, making room first: the messages of an evicted
+    /// stream that waited for its writer go on without it.
+    pub(super) fn insert_stream(&mut self, stream: Stream, sink: &mut impl Sink) {
+        let evicted = make_room(
             &mut self.stdio.streams,
             self.cfg.max_streams,
             |s| s.last_ns,
             &self.metrics,
+            "stream",
         );
+        for (id, mut old) in evicted {
+            if let Some(w) = self.stdio.waits.take(&id) {
+                self.release_waiting(&mut old, w, Outcome::Evicted, sink);
+            }
+        }
         self.stdio.streams.insert(stream.id, stream);
     }
 
@@ -368,7 +401,7 @@ impl Pipeline {
         self.stdio
             .writers
             .get(&(stream.kind == FdKind::Pipe, stream.channel))
-            .copied()
+            .map(|w| (w.proc, w.fd))
     }
 
     /// Conversation part of a session key. A server's stdio (pipes, or the
@@ -477,7 +510,102 @@ impl Pipeline {
         (key, peer)
     }
 
+    /// One decoded message of `stream`: routed to its session, or held
+    /// while the stream waits for its writer.
     pub(super) fn on_message(&mut self, stream: &mut Stream, msg: Message<'_>, ts_ns: u64, sink: &mut impl Sink) {
+        if self.waits_for_writer(stream) {
+            let channel = (stream.kind == FdKind::Pipe, stream.channel);
+            if self.stdio.waits.push(stream.id, channel, msg.raw, ts_ns, &self.budget) {
+                return;
+            }
+            self.stop_waiting(stream, Outcome::Full, sink);
+            if stream.verdict == Verdict::Rejected {
+                return;
+            }
+        }
+        self.route_message(stream, msg, ts_ns, sink);
+    }
+
+    /// Must the next message of `stream` wait for its writer (see
+    /// [`super::writer_wait`])? Yes while earlier ones wait; otherwise
+    /// when the stream has not waited yet, has no session yet and its
+    /// writer is unknown. The writer is the server of a client's inbound
+    /// stream, so its session, and the client of a server's (its identity
+    /// in every event, and the join of the two directions of a server that
+    /// reads and writes copies of two socketpairs).
+    fn waits_for_writer(&self, stream: &Stream) -> bool {
+        if self.stdio.waits.holds(&stream.id) {
+            return true;
+        }
+        !stream.waited && self.cfg.writer_wait_ns != 0 && stream.session.is_none() && self.writer_of(stream).is_none()
+    }
+
+    /// The messages of `stream` that wait for its writer go on now; the
+    /// stream waits no more.
+    pub(super) fn stop_waiting(&mut self, stream: &mut Stream, outcome: Outcome, sink: &mut impl Sink) {
+        stream.waited = true;
+        if let Some(w) = self.stdio.waits.take(&stream.id) {
+            self.release_waiting(stream, w, outcome, sink);
+        }
+    }
+
+    /// Lets the messages of streams taken from the waits go on, each stream
+    /// in turn; those of a stream evicted meanwhile are lost, and counted.
+    pub(super) fn release_streams(&mut self, taken: Vec<(StreamId, Waiting)>, outcome: Outcome, sink: &mut impl Sink) {
+        for (id, w) in taken {
+            match self.stdio.streams.remove(&id) {
+                Some(mut stream) => {
+                    self.release_waiting(&mut stream, w, outcome, sink);
+                    self.stdio.streams.insert(id, stream);
+                }
+                None => self
+                    .metrics
+                    .pipeline
+                    .state_evictions
+                    .with_label_values(&["held_event"])
+                    .inc_by(w.messages.len() as u64),
+            }
+        }
+    }
+
+    fn release_waiting(&mut self, stream: &mut Stream, w: Waiting, outcome: Outcome, sink: &mut impl Sink) {
+        stream.waited = true;
+        self.metrics
+            .pipeline
+            .writer_waits
+            .with_label_values(&[outcome.label()])
+            .inc();
+        'messages: for (raw, ts_ns) in &w.messages {
+            // Each decoded once already; decoding again is the price of
+            // not keeping borrowed messages.
+            let Ok(decoded) = jsonrpc::decode(raw, &self.cfg.limits) else {
+                continue;
+            };
+            for msg in decoded.into_messages() {
+                self.route_message(stream, msg, *ts_ns, sink);
+                if stream.verdict == Verdict::Rejected {
+                    break 'messages;
+                }
+            }
+        }
+    }
+
+    /// Before a message from `server` goes to its session, the messages
+    /// waiting on streams that server reads go on (without their writer
+    /// if it is still unknown): they came first, and this one may answer
+    /// them. A client writes and reads on one thread, so its notice comes
+    /// before it reads the answer; a client whose write and read run on
+    /// two threads need not.
+    fn release_overtaken(&mut self, server: ProcKey, sink: &mut impl Sink) {
+        if self.stdio.waits.is_empty() {
+            return;
+        }
+        let taken = self.stdio.waits.take_reader(server);
+        self.release_streams(taken, Outcome::Overtaken, sink);
+    }
+
+    /// One message of `stream` to its session.
+    fn route_message(&mut self, stream: &mut Stream, msg: Message<'_>, ts_ns: u64, sink: &mut impl Sink) {
         let role = match stream.role {
             Some(r) => r,
             None => {
@@ -486,6 +614,9 @@ impl Pipeline {
                 r
             }
         };
+        if let (Role::ClientInbound, Some((server, _))) = (role, self.writer_of(stream)) {
+            self.release_overtaken(server, sink);
+        }
         // Recompute while the server is unknown: a writer notice may have
         // named it since.
         let (computed, peer) = self.session_key(stream, role);

@@ -7,6 +7,7 @@ mod https;
 mod judging;
 mod state;
 mod stdio;
+mod writer_wait;
 
 use super::*;
 use crate::{

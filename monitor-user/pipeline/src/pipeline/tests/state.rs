@@ -123,6 +123,11 @@ fn state_tables_are_bounded() {
     assert!(s.pipeline.session_count() <= 16);
     assert!(s.metric("mcp_monitor_state_evictions_total", &[("kind", "stream")]) > 0.0);
     assert!(s.metric("mcp_monitor_state_evictions_total", &[("kind", "session")]) > 0.0);
+    // No writer notice came: each stream's message waited for one, and an
+    // evicted stream's went on at its eviction.
+    assert!(s.pipeline.stdio.waits.len() <= 16);
+    assert!(s.metric("mcp_monitor_writer_waits_total", &[("outcome", "evicted")]) > 0.0);
+    s.pipeline.finish(&mut s.out);
     assert_eq!(s.out.events.len(), 200, "evictions drop state, not messages");
 }
 

@@ -1,0 +1,396 @@
+//! Writer notices that come after the chunks they explain: the kernel sends
+//! a notice when the writer's first write ends, which can be after the
+//! reader had the bytes sent (and, across drains of the ring, after the
+//! agent took them).
+
+use super::*;
+
+/// What matters of an event for these tests: when, which way, what, the
+/// pairing, and both parties' pids and the session.
+fn projection(events: &[Event]) -> Vec<Value> {
+    let mut rows: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            json!({
+                "time": e.time.to_string(), "direction": format!("{:?}", e.direction), "kind": format!("{:?}", e.kind),
+                "method": e.method, "id": e.id.as_ref().map(|i| i.to_string()), "tool": e.tool,
+                "paired": e.latency_ms.is_some(), "server": e.server.pid, "client": e.client.pid,
+                "session": &*e.session,
+            })
+        })
+        .collect();
+    rows.sort_by_key(|r| {
+        (
+            r["time"].as_str().unwrap().parse::<i128>().unwrap(),
+            r["direction"].to_string(),
+        )
+    });
+    rows
+}
+
+/// A conversation as the kernel reports it, the writer notice of direction
+/// `d` (0: client to server) before the chunk at `at[d]` in the whole
+/// conversation, or after the last if past it. `socketpairs`: node's
+/// socketpairs with a server reading and writing copies of stdin and
+/// stdout (fds 6 and 7), else pipes on fds 0 and 1.
+fn observations(socketpairs: bool, at: [usize; 2]) -> Vec<Observation> {
+    let kind = if socketpairs { FdKind::UnixStream } else { FdKind::Pipe };
+    // (writer end, reader end, the writer's own socket) of each direction.
+    let (c2s_w, c2s_r, c2s_peer) = if socketpairs {
+        (
+            End {
+                proc: CLIENT,
+                fd: 19,
+                kind,
+                channel: 0x50,
+            },
+            End {
+                proc: SERVER,
+                fd: 6,
+                kind,
+                channel: 0x50,
+            },
+            0xc0,
+        )
+    } else {
+        (
+            End {
+                proc: CLIENT,
+                fd: 5,
+                kind,
+                channel: 11,
+            },
+            End {
+                proc: SERVER,
+                fd: 0,
+                kind,
+                channel: 11,
+            },
+            0,
+        )
+    };
+    let (s2c_w, s2c_r, s2c_peer) = if socketpairs {
+        (
+            End {
+                proc: SERVER,
+                fd: 7,
+                kind,
+                channel: 0xc1,
+            },
+            End {
+                proc: CLIENT,
+                fd: 21,
+                kind,
+                channel: 0xc1,
+            },
+            0x51,
+        )
+    } else {
+        (
+            End {
+                proc: SERVER,
+                fd: 1,
+                kind,
+                channel: 12,
+            },
+            End {
+                proc: CLIENT,
+                fd: 6,
+                kind,
+                channel: 12,
+            },
+            0,
+        )
+    };
+    let mut out = Vec::new();
+    let mut ts = 1_000_000;
+    let lines = conversation();
+    for (i, (c2s, line)) in lines.iter().enumerate() {
+        ts += 1_000;
+        for (d, w) in [c2s_w, s2c_w].into_iter().enumerate() {
+            if at[d] == i {
+                out.push(writer_notice(w, ts));
+            }
+        }
+        let (r, peer) = if *c2s { (c2s_r, c2s_peer) } else { (s2c_r, s2c_peer) };
+        let first = !lines[..i].iter().any(|(d, _)| d == c2s);
+        let mut c = chunk(
+            r,
+            Direction::Ingress,
+            format!("{line}\n").as_bytes(),
+            ts,
+            if first { chunk_flags::NEW_STREAM } else { 0 },
+        );
+        c.peer = peer;
+        out.push(Observation::Chunk(c));
+    }
+    for (d, w) in [c2s_w, s2c_w].into_iter().enumerate() {
+        if at[d] >= lines.len() {
+            out.push(writer_notice(w, ts));
+        }
+    }
+    out
+}
+
+/// Where each direction's first chunk is in [`conversation`]: notices
+/// there are on time.
+fn on_time() -> [usize; 2] {
+    let first = |c2s: bool| conversation().iter().position(|(d, _)| *d == c2s).unwrap();
+    [first(true), first(false)]
+}
+
+fn run(obs: Vec<Observation>, metrics: Arc<Metrics>) -> Recorder {
+    let mut p = Pipeline::new(PipelineConfig::default(), metrics);
+    let mut out = Recorder::default();
+    p.handle(info(CLIENT, "/usr/bin/node"), &mut out);
+    p.handle(info(SERVER, "/usr/bin/server"), &mut out);
+    for o in obs {
+        p.handle(o, &mut out);
+    }
+    p.finish(&mut out);
+    out
+}
+
+#[test]
+fn messages_read_before_their_writer_notice_wait_for_it() {
+    for socketpairs in [false, true] {
+        let on_time = run(observations(socketpairs, on_time()), Metrics::new());
+        let metrics = Metrics::new();
+        let never = conversation().len();
+        let late = run(observations(socketpairs, [never, never]), metrics.clone());
+        let expected = projection(&on_time.events);
+        assert_eq!(expected.len(), conversation().len());
+        assert!(
+            expected.iter().all(|e| e["server"] == SERVER.pid
+                && e["client"] == CLIENT.pid
+                && e["session"] == expected[0]["session"]),
+            "socketpairs {socketpairs}: {expected:#?}"
+        );
+        assert!(expected
+            .iter()
+            .filter(|e| e["kind"] == "Response")
+            .all(|e| e["paired"] == true));
+        assert_eq!(projection(&late.events), expected, "socketpairs {socketpairs}");
+        let named = metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("mcp_monitor_writer_waits_total{outcome=\"named\"}"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>();
+        // Both directions' streams waited.
+        assert_eq!(named, 2.0, "socketpairs {socketpairs}");
+    }
+}
+
+proptest! {
+    /// A notice comes before its writer reads again when it writes and
+    /// reads on one thread: the client's before it reads the answer to its
+    /// first request, the server's before it reads the next request.
+    /// Wherever the two notices land within that, the events are those of
+    /// notices that came first.
+    #[test]
+    fn wherever_one_thread_peers_notices_land_the_events_are_the_same(
+        socketpairs in any::<bool>(),
+        c2s_late in any::<bool>(),
+        s2c_late in any::<bool>(),
+    ) {
+        // The conversation starts: request, answer, request.
+        let [c2s, s2c] = on_time();
+        prop_assert_eq!((c2s, s2c), (0, 1));
+        let at = [c2s + usize::from(c2s_late), s2c + usize::from(s2c_late)];
+        let expected = projection(&run(observations(socketpairs, on_time()), Metrics::new()).events);
+        let late = projection(&run(observations(socketpairs, at), Metrics::new()).events);
+        prop_assert_eq!(late, expected);
+    }
+
+    /// Peers that write and read on two threads can have a notice come
+    /// later still. Wherever both land, every message is reported, with
+    /// its server; over pipes every answer is paired with its request, in
+    /// one session. A request that went on before its client was named
+    /// lacks the client; over copies of two socketpairs its session cannot
+    /// be joined with the answers' (the join needs the client).
+    #[test]
+    fn wherever_any_notices_land_every_message_is_reported_with_its_server(
+        socketpairs in any::<bool>(),
+        c2s in 0..=conversation().len(),
+        s2c in 1..=conversation().len(),
+    ) {
+        let late = projection(&run(observations(socketpairs, [c2s, s2c]), Metrics::new()).events);
+        prop_assert_eq!(late.len(), conversation().len());
+        for e in &late {
+            prop_assert_eq!(&e["server"], &json!(SERVER.pid));
+            prop_assert!(e["client"] == json!(CLIENT.pid) || e["client"].is_null(), "{}", e);
+            if e["kind"] == "Response" && !socketpairs {
+                prop_assert_eq!(&e["paired"], &json!(true), "{}", e);
+            }
+        }
+        if !socketpairs {
+            prop_assert!(late.iter().all(|e| e["session"] == late[0]["session"]));
+        }
+    }
+}
+
+/// The server's first answer, read by the client before the server's
+/// notice (no notice yet in `Sim`: marked sent without feeding it).
+fn answer_before_the_notice(s: &mut Sim) {
+    s.c(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}));
+    s.notified.push((SERVER, s.s2c));
+    s.s(json!({"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"srv","version":"2.0"}}}));
+}
+
+#[test]
+fn without_its_writer_notice_a_stream_waits_once_then_goes_on() {
+    let mut s = Sim::new();
+    answer_before_the_notice(&mut s);
+    assert_eq!(s.out.events.len(), 1, "the answer waits for its writer");
+    assert_eq!(s.pipeline.stdio.waits.len(), 1);
+    // A tick before the wait is over changes nothing.
+    s.feed(Observation::Tick {
+        ts_ns: s.ts + 999_999_999,
+    });
+    assert_eq!(s.pipeline.stdio.waits.len(), 1);
+    s.feed(Observation::Tick {
+        ts_ns: s.ts + 1_000_000_000,
+    });
+    assert_eq!(s.pipeline.stdio.waits.len(), 0, "the wait is over");
+    assert_eq!(
+        s.metric("mcp_monitor_writer_waits_total", &[("outcome", "timed_out")]),
+        1.0
+    );
+    // It went on without a server, as messages did before there was any
+    // waiting: to a session of its own, held until it shows MCP. The
+    // stream waits no more: its next message goes on at once.
+    s.s(json!({"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}));
+    assert_eq!(s.pipeline.stdio.waits.len(), 0);
+    let rows = s.rows();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows[1], row(S2C, Kind::Response, None, Some("0"), None));
+    assert_eq!(s.out.events[1].server.pid, None);
+    assert_eq!(s.out.events[1].client.pid, Some(CLIENT.pid));
+}
+
+#[test]
+fn a_waiting_stream_goes_on_when_full_or_when_its_reader_exits() {
+    let mut s = Sim::new();
+    answer_before_the_notice(&mut s);
+    for i in 1..crate::pipeline::writer_wait::MAX_WAITING_MESSAGES {
+        s.s(json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":i}}));
+    }
+    assert_eq!(
+        s.out.events.len(),
+        1,
+        "{} wait",
+        crate::pipeline::writer_wait::MAX_WAITING_MESSAGES
+    );
+    s.s(json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":-1}}));
+    assert_eq!(
+        s.out.events.len(),
+        2 + crate::pipeline::writer_wait::MAX_WAITING_MESSAGES
+    );
+    assert_eq!(s.metric("mcp_monitor_writer_waits_total", &[("outcome", "full")]), 1.0);
+    assert_eq!(s.pipeline.stdio.waits.len(), 0);
+
+    let mut s = Sim::new();
+    answer_before_the_notice(&mut s);
+    s.feed(Observation::Lifecycle(Lifecycle {
+        kind: LifecycleKind::Exit,
+        ts_ns: s.ts,
+        proc: CLIENT,
+        parent: None,
+        reason: TrackReason::Discovered,
+    }));
+    assert_eq!(s.pipeline.stdio.waits.len(), 0, "the reader's exit ends the wait");
+    assert_eq!(
+        s.metric("mcp_monitor_writer_waits_total", &[("outcome", "reader_exited")]),
+        1.0
+    );
+    // The answer went on to a session with no server, which the exit
+    // ended before it showed MCP: its held message is counted.
+    assert_eq!(
+        s.metric("mcp_monitor_state_evictions_total", &[("kind", "held_event")]),
+        1.0
+    );
+}
+
+#[test]
+fn a_waiting_stream_charges_the_partial_message_budget() {
+    let mut s = Sim::with(PipelineConfig {
+        max_buffered: 4096,
+        ..PipelineConfig::default()
+    });
+    answer_before_the_notice(&mut s);
+    assert!(s.pipeline.budget.used() > 0, "the waiting answer is charged");
+    let big = "x".repeat(4096);
+    s.s(json!({"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":big}}));
+    assert_eq!(s.pipeline.stdio.waits.len(), 0, "no room to wait: everything goes on");
+    assert_eq!(s.out.events.len(), 3);
+    assert_eq!(s.pipeline.budget.used(), 0);
+    assert_eq!(s.metric("mcp_monitor_writer_waits_total", &[("outcome", "full")]), 1.0);
+}
+
+#[test]
+fn a_notice_after_its_writers_exit_names_what_waited_and_is_forgotten() {
+    let mut s = Sim::new();
+    answer_before_the_notice(&mut s);
+    // The server's leader exits while another of its threads is still in
+    // the write; the write's notice comes after the exit, and the sensor
+    // introduces the process again.
+    s.feed(Observation::Lifecycle(Lifecycle {
+        kind: LifecycleKind::Exit,
+        ts_ns: s.ts,
+        proc: SERVER,
+        parent: None,
+        reason: TrackReason::Discovered,
+    }));
+    let tracked = s.metric("mcp_monitor_processes_tracked", &[]);
+    s.feed(info(SERVER, "/usr/bin/server"));
+    assert_eq!(
+        s.metric("mcp_monitor_processes_tracked", &[]),
+        tracked,
+        "an exited process is not brought back"
+    );
+    s.feed(writer_notice(
+        End {
+            proc: SERVER,
+            fd: 1,
+            kind: FdKind::Pipe,
+            channel: s.s2c,
+        },
+        s.ts,
+    ));
+    assert_eq!(s.metric("mcp_monitor_writer_waits_total", &[("outcome", "named")]), 1.0);
+    // The answer went on, named after its writer: into a session of that
+    // server (a new one, as the exit ended the first).
+    assert_eq!(s.pipeline.stdio.waits.len(), 0);
+    assert!(s.pipeline.sessions.keys().any(|k| k.server == Some(SERVER)));
+    assert!(s.pipeline.sessions.keys().all(|k| k.server.is_some()));
+    assert!(
+        s.pipeline.stdio.writers.values().all(|w| w.proc != SERVER),
+        "the dead writer is not kept"
+    );
+}
+
+#[test]
+fn the_writers_table_is_bounded() {
+    let mut s = Sim::with(PipelineConfig {
+        max_streams: 16,
+        ..PipelineConfig::default()
+    });
+    for i in 0..200u64 {
+        s.feed(writer_notice(
+            End {
+                proc: CLIENT,
+                fd: 5,
+                kind: FdKind::Pipe,
+                channel: 1_000 + i,
+            },
+            i,
+        ));
+    }
+    assert!(s.pipeline.stdio.writers.len() <= 16);
+    assert!(
+        s.pipeline.stdio.writers.contains_key(&(true, 1_199)),
+        "the newest is kept"
+    );
+    assert!(s.metric("mcp_monitor_state_evictions_total", &[("kind", "writer")]) > 0.0);
+}
