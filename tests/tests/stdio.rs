@@ -642,6 +642,56 @@ for i in range(int(sys.argv[1])):
 /// its stdin moved onto 9, has its first request seen. (Without the
 /// `dup2` hook the file's reads had the descriptor's looks thinned, and
 /// the request passed unread.)
+/// The kernel sends a writer notice when the writer's first write ends.
+/// Here the server's first write (its initialize answer and a 300 kB
+/// notification, in one `write`) is larger than the pipe, and the client
+/// pauses 200 ms after reading the answer: the answer reaches the agent
+/// long before the notice that names its server. Without waiting for the
+/// notice, the answer went to a session with no server, which never showed
+/// MCP, and was lost (three runs of 3 out of 3 sessions before the fix).
+#[test]
+fn an_answer_read_before_its_writer_notice_is_paired_in_its_session() {
+    require_root();
+    let m = Monitor::start(&[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_echo-pair"))
+        .args(["client", "--size", "200", "--count", "2"])
+        .args(["--first-write-pad", "300000", "--pause-ms", "200"])
+        .output()
+        .expect("run echo-pair");
+    assert!(out.status.success(), "echo-pair failed");
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).expect("echo-pair prints JSON");
+    let (client, server) = (run["client_pid"].as_u64().unwrap(), run["server_pid"].as_u64().unwrap());
+    // initialize, its answer, the notification, initialized, two calls and answers.
+    let of_pair = |ev: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        ev.iter()
+            .filter(|e| e["server"]["pid"].as_u64() == Some(server) || e["client"]["pid"].as_u64() == Some(client))
+            .cloned()
+            .collect()
+    };
+    let events = of_pair(&m.wait_events(SETTLE, |ev| of_pair(ev).len() >= 8));
+    let rows: Vec<String> = events
+        .iter()
+        .map(|e| format!("{} {} {}", e["type"], e["direction"], e["method"]))
+        .collect();
+    assert_eq!(events.len(), 8, "{rows:#?}");
+    let answer = events
+        .iter()
+        .find(|e| e["type"] == "response" && e["id"] == 0)
+        .unwrap_or_else(|| panic!("the initialize answer is missing: {rows:#?}"));
+    assert_eq!(answer["method"], "initialize", "paired with its request: {answer}");
+    assert!(answer["latency_ms"].as_f64().is_some(), "paired: {answer}");
+    for e in &events {
+        assert_eq!(e["server"]["pid"].as_u64(), Some(server), "{e}");
+        assert_eq!(e["client"]["pid"].as_u64(), Some(client), "{e}");
+        assert_eq!(e["session"], events[0]["session"], "one session: {e}");
+    }
+    let named = m.metric("mcp_monitor_writer_waits_total", &[("outcome", "named")]);
+    assert!(
+        named >= 1.0,
+        "no stream waited for its writer: the test did not make the notice late"
+    );
+}
+
 #[test]
 fn a_descriptor_replaced_by_dup2_is_looked_at_afresh() {
     require_root();

@@ -7,6 +7,14 @@
 //! the achieved rate. Native code, so the numbers measure the pipes and the
 //! monitor, not an interpreter.
 //!
+//! With `--first-write-pad BYTES --pause-ms MS`, the server writes its
+//! initialize answer and a `notifications/message` of BYTES bytes in one
+//! `write` (larger than the pipe, it ends only once the client has read
+//! nearly all of it), and the client, having read the answer, pauses MS
+//! before it reads on: the server's first write is still in progress while
+//! the client holds its answer, so the kernel's writer notice for that
+//! pipe, sent when the write ends, comes well after the answer's bytes.
+//!
 //! `echo-pair logs --size BYTES --count N [--text]` writes N JSON log lines
 //! (not JSON-RPC; plain text lines with `--text`) of BYTES bytes, one write
 //! each, to an `echo-pair log-reader` child over a pipe, and prints the
@@ -45,7 +53,7 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("server") => server(),
+        Some("server") => server(&args),
         Some("client") => client(&args),
         Some("logs") => logs(&args),
         Some("failing-calls") => failing_calls(&args),
@@ -181,8 +189,11 @@ fn failing_calls(args: &[String]) {
     );
 }
 
-/// Answers initialize and tools/call; echoes the text argument back.
-fn server() {
+/// Answers initialize and tools/call; echoes the text argument back. With
+/// `--first-write-pad BYTES`, a `notifications/message` of BYTES bytes
+/// follows the initialize answer in the same write.
+fn server(args: &[String]) {
+    let pad: Option<usize> = arg(args, "--first-write-pad").map(|v| v.parse().unwrap());
     let stdin = std::io::stdin();
     let mut input = BufReader::with_capacity(1 << 20, stdin.lock());
     let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
@@ -204,9 +215,16 @@ fn server() {
             }),
             _ => serde_json::json!({"content": [{"type": "text", "text": v["params"]["arguments"]["text"]}]}),
         };
+        let initialize = v["method"] == "initialize";
         let resp = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result});
         serde_json::to_writer(&mut out, &resp).unwrap();
         out.write_all(b"\n").unwrap();
+        if let (true, Some(pad)) = (initialize, pad) {
+            let note = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/message",
+                "params": {"level": "info", "data": "p".repeat(pad)}});
+            serde_json::to_writer(&mut out, &note).unwrap();
+            out.write_all(b"\n").unwrap();
+        }
         out.flush().unwrap();
     }
 }
@@ -220,8 +238,13 @@ struct Conn {
 
 impl Conn {
     fn spawn() -> Conn {
+        Conn::spawn_with(&[])
+    }
+
+    fn spawn_with(server_args: &[&str]) -> Conn {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .arg("server")
+            .args(server_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -296,8 +319,23 @@ fn client(args: &[String]) {
         return;
     }
 
-    let mut c = Conn::spawn();
-    c.handshake();
+    let mut c = match arg(args, "--first-write-pad") {
+        Some(pad) => {
+            let pause = Duration::from_millis(arg(args, "--pause-ms").map_or(200, |v| v.parse().unwrap()));
+            let mut c = Conn::spawn_with(&["--first-write-pad", &pad]);
+            c.send(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"echo-pair-client","version":"1"}}}"#);
+            c.recv();
+            std::thread::sleep(pause);
+            c.recv(); // the notification that shared the server's first write
+            c.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+            c
+        }
+        None => {
+            let mut c = Conn::spawn();
+            c.handshake();
+            c
+        }
+    };
     let started = Instant::now();
     let mut received = 0u64;
     let mut sent = 0u64;
