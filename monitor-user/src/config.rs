@@ -407,6 +407,12 @@ impl Config {
             "pipeline.writer_wait_ms must be at most 60000 (got {}): messages wait that long for a notice that normally comes within milliseconds",
             p.writer_wait_ms
         );
+        anyhow::ensure!(
+            p.session_idle_seconds.saturating_mul(1000) > p.writer_wait_ms,
+            "pipeline.session_idle_seconds ({} s) must be longer than pipeline.writer_wait_ms ({} ms): streams idle that long are forgotten, with what waits on them",
+            p.session_idle_seconds,
+            p.writer_wait_ms
+        );
         crate::identity::spiffe::SpiffeMapper::new(self.identity.clone(), "host")?;
         anyhow::ensure!(
             self.metrics.max_workload_label_values >= 1,
@@ -567,6 +573,10 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.pipeline_config(0).writer_wait_ns, 0);
         assert_eq!(Config::default().pipeline_config(0).writer_wait_ns, 1_000_000_000);
+        let mut c = Config::default();
+        c.pipeline.session_idle_seconds = 10;
+        c.pipeline.writer_wait_ms = 10_000;
+        assert!(c.validate().unwrap_err().to_string().contains("session_idle_seconds"));
     }
 
     #[test]

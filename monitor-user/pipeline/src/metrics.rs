@@ -462,7 +462,7 @@ impl PipelineMetrics {
             ),
             writer_waits: r.counters_of(
                 "writer_waits_total",
-                "Streams whose first messages waited for the notice that names their writer (the kernel sends it when the first write ends, which can be after the reader had the bytes), by how the wait ended: named (the notice came), timed_out (pipeline.writer_wait_ms passed; the messages went on without a server), full (the stream or the partial-message budget had no room for more), overtaken (a message of the session's other direction came, which may answer them; they went on without the writer), reader_exited, evicted (to make room for other streams), finished (end of a replay).",
+                "Streams whose first messages waited for the notice that names their writer (the kernel sends it when the first write ends, which can be after the reader had the bytes), by how the wait ended: named (the notice came), timed_out (pipeline.writer_wait_ms passed; the messages went on without a server), full (64 messages, an eighth of pipeline.max_buffered_bytes for the stream or a quarter for all), overtaken (the stream carries client-to-server messages and its reader, the server, had a message routed to its client, which may answer them; they went on, without the writer if still unknown), reader_exited, evicted (to make room for other streams), finished (end of a replay).",
                 "outcome",
                 &["named", "timed_out", "full", "overtaken", "reader_exited", "evicted", "finished"],
             ),

@@ -369,13 +369,9 @@ impl Pipeline {
             return;
         }
         let channel = (n.fd_kind == FdKind::Pipe, n.channel);
-        make_room(
-            &mut self.stdio.writers,
-            self.cfg.max_streams,
-            |w| w.ts_ns,
-            &self.metrics,
-            "writer",
-        );
+        if !self.stdio.writers.contains_key(&channel) && self.stdio.writers.len() >= self.cfg.max_streams {
+            self.evict_writers();
+        }
         let writer = stdio::Writer {
             proc: n.proc,
             fd: n.fd,
@@ -389,6 +385,51 @@ impl Pipeline {
                 Some(w) => self.stdio.writers.insert(channel, w),
                 None => self.stdio.writers.remove(&channel),
             };
+            // What it named went to sessions of a process whose exit has
+            // ended its sessions already: end these too.
+            self.end_sessions_of(n.proc);
+        }
+    }
+
+    /// Forgets the writers of an eighth of `pipeline.max_streams` channels:
+    /// those no stream reads first, then the oldest. (The kernel names a
+    /// writer once: a stream still read that lost its writer would wait
+    /// for a notice that does not come again.)
+    fn evict_writers(&mut self) {
+        let live: rustc_hash::FxHashSet<(bool, u64)> = self
+            .stdio
+            .streams
+            .values()
+            .map(|s| (s.kind == FdKind::Pipe, s.channel))
+            .collect();
+        let mut by_age: Vec<(bool, u64, (bool, u64))> = self
+            .stdio
+            .writers
+            .iter()
+            .map(|(c, w)| (live.contains(c), w.ts_ns, *c))
+            .collect();
+        by_age.sort_unstable();
+        let n = (self.cfg.max_streams / 8).max(1);
+        for (_, _, c) in by_age.into_iter().take(n) {
+            self.stdio.writers.remove(&c);
+        }
+        self.metrics
+            .pipeline
+            .state_evictions
+            .with_label_values(&["writer"])
+            .inc_by(n as u64);
+    }
+
+    /// Ends the sessions `proc` is the server or client of.
+    fn end_sessions_of(&mut self, proc: ProcKey) {
+        let ended: Vec<SessionKey> = self
+            .sessions
+            .values()
+            .filter(|s| s.session.server == Some(proc) || s.session.client == Some(proc))
+            .map(|s| s.session.key)
+            .collect();
+        for k in ended {
+            self.end_session(&k);
         }
     }
 
@@ -453,15 +494,7 @@ impl Pipeline {
         self.http.conns.retain(|id, _| id.proc != gone);
         self.stdio.writers.retain(|_, w| w.proc != gone);
         self.stdio.exited.insert(gone);
-        let ended: Vec<SessionKey> = self
-            .sessions
-            .values()
-            .filter(|s| s.session.server == Some(gone) || s.session.client == Some(gone))
-            .map(|s| s.session.key)
-            .collect();
-        for k in ended {
-            self.end_session(&k);
-        }
+        self.end_sessions_of(gone);
         self.processes.remove(&gone);
         self.workloads.forget(gone.pid, gone.start_ns);
         self.metrics.pipeline.processes_tracked.set(self.processes.len() as i64);

@@ -122,6 +122,16 @@ enum Relook {
     StillRejected(Stream),
 }
 
+/// The reader's role when `msg`'s method tells it: a method only clients
+/// send is read by a server, one only servers send by a client.
+fn told_role(msg: &Message<'_>) -> Option<Role> {
+    match msg.method.as_deref().and_then(mcp::lookup)?.origin {
+        Origin::Client => Some(Role::ServerInbound),
+        Origin::Server => Some(Role::ClientInbound),
+        Origin::Either => None,
+    }
+}
+
 fn first_json_byte(data: &[u8]) -> Option<u8> {
     data.iter().find(|b| !b.is_ascii_whitespace()).copied()
 }
@@ -420,12 +430,8 @@ impl Pipeline {
     }
 
     pub(super) fn infer_role(&self, stream: &Stream, msg: &Message<'_>) -> Role {
-        if let Some(info) = msg.method.as_deref().and_then(mcp::lookup) {
-            match info.origin {
-                Origin::Client => return Role::ServerInbound,
-                Origin::Server => return Role::ClientInbound,
-                Origin::Either => {}
-            }
+        if let Some(role) = told_role(msg) {
+            return role;
         }
         // A message that does not tell (ping, progress, a response): the
         // stream belongs to a session already known from the other side.
@@ -515,7 +521,12 @@ impl Pipeline {
     pub(super) fn on_message(&mut self, stream: &mut Stream, msg: Message<'_>, ts_ns: u64, sink: &mut impl Sink) {
         if self.waits_for_writer(stream) {
             let channel = (stream.kind == FdKind::Pipe, stream.channel);
-            if self.stdio.waits.push(stream.id, channel, msg.raw, ts_ns, &self.budget) {
+            let server_inbound = told_role(&msg).map(|r| r == Role::ServerInbound);
+            if self
+                .stdio
+                .waits
+                .push(stream.id, channel, msg.raw, server_inbound, ts_ns, &self.budget)
+            {
                 return;
             }
             self.stop_waiting(stream, Outcome::Full, sink);
@@ -550,12 +561,23 @@ impl Pipeline {
     }
 
     /// Lets the messages of streams taken from the waits go on, each stream
-    /// in turn; those of a stream evicted meanwhile are lost, and counted.
-    pub(super) fn release_streams(&mut self, taken: Vec<(StreamId, Waiting)>, outcome: Outcome, sink: &mut impl Sink) {
+    /// in turn; those of a stream that is gone (never, as exits and
+    /// evictions release first) are lost, and counted. Returns the sessions
+    /// of the streams their messages showed not to be MCP.
+    pub(super) fn release_streams(
+        &mut self,
+        taken: Vec<(StreamId, Waiting)>,
+        outcome: Outcome,
+        sink: &mut impl Sink,
+    ) -> Vec<SessionKey> {
+        let mut not_mcp = Vec::new();
         for (id, w) in taken {
             match self.stdio.streams.remove(&id) {
                 Some(mut stream) => {
                     self.release_waiting(&mut stream, w, outcome, sink);
+                    if stream.verdict == Verdict::Rejected {
+                        not_mcp.extend(stream.session);
+                    }
                     self.stdio.streams.insert(id, stream);
                 }
                 None => self
@@ -566,8 +588,12 @@ impl Pipeline {
                     .inc_by(w.messages.len() as u64),
             }
         }
+        not_mcp
     }
 
+    /// The waiting messages of `stream` go on, each as the line it came in
+    /// would have: a stream rejected on the way judges the rest afresh
+    /// (see `on_frame`).
     fn release_waiting(&mut self, stream: &mut Stream, w: Waiting, outcome: Outcome, sink: &mut impl Sink) {
         stream.waited = true;
         self.metrics
@@ -575,18 +601,10 @@ impl Pipeline {
             .writer_waits
             .with_label_values(&[outcome.label()])
             .inc();
-        'messages: for (raw, ts_ns) in &w.messages {
-            // Each decoded once already; decoding again is the price of
+        for (raw, ts_ns) in &w.messages {
+            // Each was decoded once already; decoding again is the price of
             // not keeping borrowed messages.
-            let Ok(decoded) = jsonrpc::decode(raw, &self.cfg.limits) else {
-                continue;
-            };
-            for msg in decoded.into_messages() {
-                self.route_message(stream, msg, *ts_ns, sink);
-                if stream.verdict == Verdict::Rejected {
-                    break 'messages;
-                }
-            }
+            self.on_frame(stream, Frame::Line(raw), *ts_ns, sink);
         }
     }
 
@@ -596,12 +614,17 @@ impl Pipeline {
     /// them. A client writes and reads on one thread, so its notice comes
     /// before it reads the answer; a client whose write and read run on
     /// two threads need not.
-    fn release_overtaken(&mut self, server: ProcKey, sink: &mut impl Sink) {
+    /// Only the streams that carry client-to-server messages go (see
+    /// `WriterWaits::take_server_inbound`): a server that is also a client
+    /// of another server (a proxy) has that server's answers waiting too,
+    /// which must keep waiting for their own writer. Returns the sessions
+    /// the released streams showed not to be MCP.
+    fn release_overtaken(&mut self, server: ProcKey, sink: &mut impl Sink) -> Vec<SessionKey> {
         if self.stdio.waits.is_empty() {
-            return;
+            return Vec::new();
         }
-        let taken = self.stdio.waits.take_reader(server);
-        self.release_streams(taken, Outcome::Overtaken, sink);
+        let taken = self.stdio.waits.take_server_inbound(server);
+        self.release_streams(taken, Outcome::Overtaken, sink)
     }
 
     /// One message of `stream` to its session.
@@ -614,9 +637,10 @@ impl Pipeline {
                 r
             }
         };
-        if let (Role::ClientInbound, Some((server, _))) = (role, self.writer_of(stream)) {
-            self.release_overtaken(server, sink);
-        }
+        let not_mcp = match (role, self.writer_of(stream)) {
+            (Role::ClientInbound, Some((server, _))) => self.release_overtaken(server, sink),
+            _ => Vec::new(),
+        };
         // Recompute while the server is unknown: a writer notice may have
         // named it since.
         let (computed, peer) = self.session_key(stream, role);
@@ -627,6 +651,13 @@ impl Pipeline {
             _ => self.existing_session(stream, computed, peer).unwrap_or(computed),
         };
         stream.session = Some(key);
+        if not_mcp.contains(&key) {
+            // The other direction's messages, just let go, showed the
+            // session not to be MCP and dropped it; this stream was out
+            // of the table then.
+            self.reject(stream, "not_mcp", sink);
+            return;
+        }
         let flow = match role {
             Role::ServerInbound => Flow::ClientToServer,
             Role::ClientInbound => Flow::ServerToClient,

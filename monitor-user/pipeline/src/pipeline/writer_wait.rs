@@ -12,10 +12,10 @@
 //! decoded but not routed to a session, and go on when the notice names
 //! the writer, or when `writer_wait_ns` has passed without one (then as
 //! before: a session with no server, which the next message joins to its
-//! writer's), or when the waiting outgrows its bound, or when a message
-//! of the other direction would overtake them (see
+//! writer's), or when the waiting outgrows its bound, or when the server
+//! that reads them sends its client a message that may answer them (see
 //! `Pipeline::release_overtaken`). A stream waits once: after that its
-//! messages never wait again.
+//! messages never wait again (unless it is judged afresh).
 
 use rustc_hash::FxHashMap;
 
@@ -42,8 +42,8 @@ pub(super) enum Outcome {
     /// The stream held [`MAX_WAITING_MESSAGES`], or the partial-message
     /// budget had no room for the next.
     Full,
-    /// A message of the other direction of its session came, which may
-    /// answer what waits.
+    /// The server reading the stream had a message routed to its client,
+    /// which may answer what waits.
     Overtaken,
     /// The reading process exited.
     ReaderExited,
@@ -73,6 +73,9 @@ pub(super) struct Waiting {
     channel: ChannelKey,
     /// When the first message came (`CLOCK_BOOTTIME` ns).
     since_ns: u64,
+    /// Whether the stream carries client-to-server messages, as the first
+    /// message whose method tells said (see [`WriterWaits::push`]).
+    server_inbound: Option<bool>,
     /// Each message's bytes and time, in the order they came.
     pub(super) messages: Vec<(Box<[u8]>, u64)>,
     bytes: usize,
@@ -85,6 +88,8 @@ pub(super) struct Waiting {
 pub(super) struct WriterWaits {
     streams: FxHashMap<StreamId, Waiting>,
     channels: FxHashMap<ChannelKey, Vec<StreamId>>,
+    /// Bytes all waiting messages hold.
+    bytes: usize,
 }
 
 impl WriterWaits {
@@ -104,36 +109,51 @@ impl WriterWaits {
         self.streams.is_empty()
     }
 
-    /// Adds one message of `id`, whose writer writes into `channel`. False,
-    /// adding nothing, when the stream already holds its most or the budget
-    /// has no room: the caller lets its messages go on.
-    pub(super) fn push(&mut self, id: StreamId, channel: ChannelKey, raw: &[u8], ts_ns: u64, budget: &Budget) -> bool {
-        if let Some(w) = self.streams.get_mut(&id) {
-            let bytes = w.bytes.saturating_add(raw.len());
-            if w.messages.len() >= MAX_WAITING_MESSAGES || !w.charge.fits(bytes) {
-                return false;
-            }
-            w.messages.push((raw.into(), ts_ns));
-            w.bytes = bytes;
-            w.charge.set(bytes);
-            return true;
-        }
-        let mut charge = Charge::new(budget);
-        if !charge.fits(raw.len()) {
+    /// Adds one message of `id`, whose writer writes into `channel`;
+    /// `server_inbound` is what its method tells of the stream's direction,
+    /// if anything. False, adding nothing, when the stream already holds
+    /// [`MAX_WAITING_MESSAGES`] or an eighth of the partial-message budget,
+    /// when all waiting streams together would hold more than a quarter of
+    /// it, or when it has no room: the caller lets the stream's messages go
+    /// on. (The budget is for messages in progress; waiting ones may not
+    /// starve them.)
+    pub(super) fn push(
+        &mut self,
+        id: StreamId,
+        channel: ChannelKey,
+        raw: &[u8],
+        server_inbound: Option<bool>,
+        ts_ns: u64,
+        budget: &Budget,
+    ) -> bool {
+        if self.bytes.saturating_add(raw.len()) > budget.max() / 4 {
             return false;
         }
-        charge.set(raw.len());
-        self.channels.entry(channel).or_default().push(id);
-        self.streams.insert(
-            id,
-            Waiting {
-                channel,
-                since_ns: ts_ns,
-                messages: vec![(raw.into(), ts_ns)],
-                bytes: raw.len(),
-                charge,
-            },
-        );
+        let w = match self.streams.get_mut(&id) {
+            Some(w) => w,
+            None => {
+                self.channels.entry(channel).or_default().push(id);
+                self.streams.entry(id).or_insert(Waiting {
+                    channel,
+                    since_ns: ts_ns,
+                    server_inbound: None,
+                    messages: Vec::new(),
+                    bytes: 0,
+                    charge: Charge::new(budget),
+                })
+            }
+        };
+        let bytes = w.bytes.saturating_add(raw.len());
+        if w.messages.len() >= MAX_WAITING_MESSAGES || bytes > budget.max() / 8 || !w.charge.fits(bytes) {
+            // A stream refused its first message is taken at once by the
+            // caller, which lets it go on.
+            return false;
+        }
+        w.messages.push((raw.into(), ts_ns));
+        w.bytes = bytes;
+        w.charge.set(bytes);
+        w.server_inbound = w.server_inbound.or(server_inbound);
+        self.bytes += raw.len();
         true
     }
 
@@ -146,26 +166,30 @@ impl WriterWaits {
                 self.channels.remove(&w.channel);
             }
         }
+        self.bytes -= w.bytes;
         Some(w)
     }
 
     /// Takes the streams that wait for the writer of `channel`.
     pub(super) fn take_channel(&mut self, channel: ChannelKey) -> Vec<(StreamId, Waiting)> {
-        let ids = self.channels.remove(&channel).unwrap_or_default();
+        let ids = self.channels.get(&channel).cloned().unwrap_or_default();
         ids.into_iter()
-            .filter_map(|id| self.streams.remove(&id).map(|w| (id, w)))
+            .filter_map(|id| self.take(&id).map(|w| (id, w)))
             .collect()
     }
 
     /// Takes the streams that satisfy `pred`, oldest first.
     fn take_where(&mut self, pred: impl Fn(&StreamId, &Waiting) -> bool) -> Vec<(StreamId, Waiting)> {
+        if self.streams.is_empty() {
+            return Vec::new();
+        }
         let mut ids: Vec<(u64, StreamId)> = self
             .streams
             .iter()
             .filter(|(id, w)| pred(id, w))
             .map(|(id, w)| (w.since_ns, *id))
             .collect();
-        ids.sort_unstable_by_key(|(since, id)| (*since, id.proc.pid, id.fd, id.inode));
+        ids.sort_unstable_by_key(|(since, id)| (*since, id.proc.pid, id.proc.start_ns, id.fd, id.inode));
         ids.into_iter()
             .filter_map(|(_, id)| self.take(&id).map(|w| (id, w)))
             .collect()
@@ -179,6 +203,13 @@ impl WriterWaits {
     /// Takes the streams read by `proc`.
     pub(super) fn take_reader(&mut self, proc: ProcKey) -> Vec<(StreamId, Waiting)> {
         self.take_where(|id, _| id.proc == proc)
+    }
+
+    /// Takes the streams read by `server` that carry client-to-server
+    /// messages: those whose first message that tells said so, or, if none
+    /// did, its standard input (the stdio convention).
+    pub(super) fn take_server_inbound(&mut self, server: ProcKey) -> Vec<(StreamId, Waiting)> {
+        self.take_where(|id, w| id.proc == server && w.server_inbound.unwrap_or(id.fd == 0))
     }
 
     /// Takes every waiting stream.
@@ -203,38 +234,48 @@ mod tests {
 
     #[test]
     fn a_stream_holds_its_messages_in_order_and_within_its_bounds() {
-        let budget = Budget::new(100);
+        let budget = Budget::new(1000);
         let mut w = WriterWaits::default();
-        assert!(w.push(id(1, 3), (true, 7), b"{\"a\":1}", 10, &budget));
-        assert!(w.push(id(1, 3), (true, 7), b"{\"b\":2}", 20, &budget));
+        assert!(w.push(id(1, 3), (true, 7), b"{\"a\":1}", None, 10, &budget));
+        assert!(w.push(id(1, 3), (true, 7), b"{\"b\":2}", Some(true), 20, &budget));
         assert_eq!(budget.used(), 14);
-        // Past the budget: refused, nothing added.
-        assert!(!w.push(id(1, 3), (true, 7), &[b' '; 90], 30, &budget));
+        // Past an eighth of the budget for one stream: refused, nothing added.
+        assert!(!w.push(id(1, 3), (true, 7), &[b' '; 112], None, 30, &budget));
+        // Past a quarter for all streams together.
+        assert!(w.push(id(2, 3), (true, 8), &[b' '; 120], None, 30, &budget));
+        assert!(w.push(id(3, 3), (true, 9), &[b' '; 110], None, 30, &budget));
+        assert!(!w.push(id(4, 3), (true, 9), &[b' '; 10], None, 30, &budget));
+        assert!(!w.holds(&id(4, 3)));
         let got = w.take(&id(1, 3)).unwrap();
+        assert_eq!(got.server_inbound, Some(true));
         assert_eq!(
             got.messages.iter().map(|(m, t)| (&m[..], *t)).collect::<Vec<_>>(),
             vec![(&b"{\"a\":1}"[..], 10), (&b"{\"b\":2}"[..], 20)]
         );
         drop(got);
-        assert_eq!(budget.used(), 0, "taken and dropped, the charge is given back");
+        assert_eq!(budget.used(), 230, "taken and dropped, the charge is given back");
         assert!(w.take_channel((true, 7)).is_empty(), "the channel index forgot it");
+        assert!(
+            w.push(id(4, 3), (true, 9), &[b' '; 10], None, 30, &budget),
+            "room again"
+        );
 
         let mut w = WriterWaits::default();
         let unlimited = Budget::unlimited();
         for i in 0..MAX_WAITING_MESSAGES {
-            assert!(w.push(id(1, 3), (true, 7), b"{}", i as u64, &unlimited));
+            assert!(w.push(id(1, 3), (true, 7), b"{}", None, i as u64, &unlimited));
         }
-        assert!(!w.push(id(1, 3), (true, 7), b"{}", 99, &unlimited));
+        assert!(!w.push(id(1, 3), (true, 7), b"{}", None, 99, &unlimited));
     }
 
     #[test]
     fn waiting_streams_are_taken_by_channel_time_and_reader() {
         let budget = Budget::unlimited();
         let mut w = WriterWaits::default();
-        w.push(id(1, 3), (true, 7), b"{}", 100, &budget);
-        w.push(id(2, 3), (true, 7), b"{}", 50, &budget);
-        w.push(id(3, 4), (false, 7), b"{}", 10, &budget);
-        w.push(id(4, 4), (true, 8), b"{}", 200, &budget);
+        w.push(id(1, 3), (true, 7), b"{}", None, 100, &budget);
+        w.push(id(2, 3), (true, 7), b"{}", None, 50, &budget);
+        w.push(id(3, 4), (false, 7), b"{}", None, 10, &budget);
+        w.push(id(4, 4), (true, 8), b"{}", None, 200, &budget);
         let named: Vec<StreamId> = w.take_channel((true, 7)).into_iter().map(|(i, _)| i).collect();
         assert_eq!(
             named,
@@ -248,5 +289,18 @@ mod tests {
         assert_eq!(w.take_reader(id(4, 0).proc).len(), 1);
         assert_eq!(w.len(), 0);
         assert!(w.take_all().is_empty());
+        // A server's inbound streams: what a method told, else its stdin.
+        w.push(id(5, 0), (true, 1), b"{}", None, 1, &budget);
+        w.push(id(5, 6), (true, 2), b"{}", None, 1, &budget);
+        w.push(id(5, 6), (true, 2), b"{}", Some(true), 1, &budget);
+        w.push(id(5, 7), (true, 3), b"{}", Some(false), 1, &budget);
+        w.push(id(5, 8), (true, 4), b"{}", None, 1, &budget);
+        let inbound: Vec<StreamId> = w
+            .take_server_inbound(id(5, 0).proc)
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(inbound, vec![id(5, 0), id(5, 6)]);
+        assert_eq!(w.len(), 2);
     }
 }

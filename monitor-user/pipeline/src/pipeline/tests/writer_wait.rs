@@ -360,22 +360,97 @@ fn a_notice_after_its_writers_exit_names_what_waited_and_is_forgotten() {
     ));
     assert_eq!(s.metric("mcp_monitor_writer_waits_total", &[("outcome", "named")]), 1.0);
     // The answer went on, named after its writer: into a session of that
-    // server (a new one, as the exit ended the first).
+    // server, a new one as the exit ended the first, which ends at once
+    // too (nothing else would end it), its held answer counted.
     assert_eq!(s.pipeline.stdio.waits.len(), 0);
-    assert!(s.pipeline.sessions.keys().any(|k| k.server == Some(SERVER)));
-    assert!(s.pipeline.sessions.keys().all(|k| k.server.is_some()));
+    assert_eq!(s.pipeline.session_count(), 0);
+    assert_eq!(
+        s.metric("mcp_monitor_state_evictions_total", &[("kind", "held_event")]),
+        1.0
+    );
     assert!(
         s.pipeline.stdio.writers.values().all(|w| w.proc != SERVER),
         "the dead writer is not kept"
     );
 }
 
+/// G is a server to C and a client of its own child server K (a stdio
+/// proxy). K's first answer to G waits for K's notice; G's answer to C,
+/// routed meanwhile, must not let it go as if G read it as a server.
 #[test]
-fn the_writers_table_is_bounded() {
+fn a_proxy_s_wait_for_its_child_server_is_not_overtaken_by_its_own_answers() {
+    const K: ProcKey = OTHER_CLIENT;
+    let g = SERVER;
+    let metrics = Metrics::new();
+    let mut p = Pipeline::new(PipelineConfig::default(), metrics.clone());
+    let mut out = Recorder::default();
+    for (proc, exe) in [(CLIENT, "/usr/bin/agent"), (g, "/usr/bin/proxy"), (K, "/usr/bin/child")] {
+        p.handle(info(proc, exe), &mut out);
+    }
+    let end = |proc, fd, channel| End {
+        proc,
+        fd,
+        kind: FdKind::Pipe,
+        channel,
+    };
+    let read = |reader: End, v: Value, ts: u64| {
+        Observation::Chunk(chunk(
+            reader,
+            Direction::Ingress,
+            format!("{v}\n").as_bytes(),
+            ts,
+            chunk_flags::NEW_STREAM,
+        ))
+    };
+    let init = |id: u64, name: &str| json!({"jsonrpc":"2.0","id":id,"method":"initialize","params":{"clientInfo":{"name":name,"version":"1"}}});
+    let answer = |id: u64, name: &str| json!({"jsonrpc":"2.0","id":id,"result":{"serverInfo":{"name":name,"version":"1"},"protocolVersion":"2025-06-18"}});
+    for o in [
+        // C asks G; G asks K; K's answer reaches G before K's notice.
+        writer_notice(end(CLIENT, 5, 11), 1),
+        read(end(g, 0, 11), init(0, "agent"), 1),
+        writer_notice(end(g, 9, 21), 2),
+        read(end(K, 0, 21), init(7, "proxy"), 2),
+        read(end(g, 8, 22), answer(7, "child"), 3),
+        // G answers C.
+        writer_notice(end(g, 1, 12), 4),
+        read(end(CLIENT, 6, 12), answer(0, "proxy"), 4),
+        // K's notice, at last.
+        writer_notice(end(K, 1, 22), 5),
+    ] {
+        p.handle(o, &mut out);
+    }
+    let k_answer = out
+        .events
+        .iter()
+        .find(|e| e.kind == Kind::Response && e.server.pid == Some(K.pid))
+        .unwrap_or_else(|| panic!("K's answer is missing: {:#?}", projection(&out.events)));
+    assert_eq!(
+        k_answer.method.as_deref(),
+        Some("initialize"),
+        "paired with G's request"
+    );
+    assert_eq!(k_answer.client.pid, Some(g.pid));
+    assert_eq!(k_answer.direction, S2C);
+    assert_eq!(out.events.len(), 4);
+    let count = |outcome: &str| {
+        metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with(&format!("mcp_monitor_writer_waits_total{{outcome=\"{outcome}\"}}")))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert_eq!((count("named"), count("overtaken")), (1.0, 0.0));
+}
+
+#[test]
+fn writers_of_channels_still_read_are_evicted_last() {
     let mut s = Sim::with(PipelineConfig {
         max_streams: 16,
         ..PipelineConfig::default()
     });
+    // A session whose server's notice is the oldest of all.
+    s.handshake();
     for i in 0..200u64 {
         s.feed(writer_notice(
             End {
@@ -384,13 +459,19 @@ fn the_writers_table_is_bounded() {
                 kind: FdKind::Pipe,
                 channel: 1_000 + i,
             },
-            i,
+            s.ts + i,
         ));
     }
     assert!(s.pipeline.stdio.writers.len() <= 16);
+    assert!(s.metric("mcp_monitor_state_evictions_total", &[("kind", "writer")]) > 0.0);
+    for channel in [s.c2s, s.s2c] {
+        assert!(
+            s.pipeline.stdio.writers.contains_key(&(true, channel)),
+            "the writer of a channel still read is kept"
+        );
+    }
     assert!(
         s.pipeline.stdio.writers.contains_key(&(true, 1_199)),
         "the newest is kept"
     );
-    assert!(s.metric("mcp_monitor_state_evictions_total", &[("kind", "writer")]) > 0.0);
 }
