@@ -253,6 +253,9 @@ pub(crate) fn capture_header(cfg: &KernelConfig, scratch: Scratch, t: &Transfer)
         let data = unsafe { core::slice::from_raw_parts(scratch as *const u8, HDR) };
         if EVENTS.output::<[u8]>(data, ring_flags(HDR as u64)).is_err() {
             count(Counter::DropRingFull, 1);
+            // Not sent: the stream's next write sends it again, or the
+            // reader's messages would never learn their writer.
+            let _ = STREAMS.remove(&key);
         } else {
             count(Counter::Records, 1);
         }
