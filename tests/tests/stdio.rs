@@ -964,6 +964,105 @@ fn a_full_ring_buffer_never_yields_a_message_that_was_not_sent() {
     assert!(other.is_empty(), "{other:?}");
 }
 
+/// A session that starts while the ring is full (a small ring, a flood
+/// while the agent is stopped, then 2,000 notices and tiny chunks so that
+/// not even a notice fits) loses its writer notices with everything
+/// else. The kernel names a stream's writer once, so before a lost notice
+/// was sent again, the session's later messages never learned their
+/// writers: the client's requests had no client, and the server's answers
+/// went to a session with no server that never showed MCP, and were lost.
+#[test]
+fn a_writer_notice_lost_to_a_full_ring_is_sent_again() {
+    require_root();
+    let dir = TempDir::new("ring");
+    let config = dir.path().join("monitor.toml");
+    std::fs::write(
+        &config,
+        "[capture]\ncapture_cap_bytes = 65536\nring_buffer_bytes = 262144\npoll_interval_ms = 100\nwakeup_bytes = 65536\n",
+    )
+    .unwrap();
+    let m = Monitor::start(&["--config", config.to_str().unwrap()]);
+    let mut flood = Command::new(env!("CARGO_BIN_EXE_echo-pair"))
+        .args([
+            "burst",
+            "--hold",
+            "--size",
+            "20000",
+            "--count",
+            "400",
+            "--notice-fill",
+            "2000",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run echo-pair");
+    let _watchdog = Watchdog::new(flood.id(), "echo-pair burst");
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(flood.stdout.as_mut().unwrap()), &mut first).unwrap();
+    let flood_server = serde_json::from_str::<serde_json::Value>(&first).expect("server pid")["server_pid"].clone();
+    let handshake = |e: &serde_json::Value| e["server"]["pid"] == flood_server && e["method"] == "initialize";
+    assert!(m
+        .wait_events(SETTLE, |ev| ev.iter().any(handshake))
+        .iter()
+        .any(handshake));
+    // Nothing between the stop and the continue may panic: a stopped agent
+    // would not take the SIGTERM that ends it.
+    m.signal(libc::SIGSTOP);
+    let go = std::io::Write::write_all(flood.stdin.as_mut().unwrap(), b"go\n");
+    let flooded = flood.wait_with_output();
+    // The ring is full: this session's handshake, first call and their
+    // notices are lost. Its later calls come after the agent goes on.
+    let late = Command::new(env!("CARGO_BIN_EXE_echo-pair"))
+        .args(["client", "--size", "300", "--count", "15", "--rate", "10"])
+        .stdout(std::process::Stdio::piped())
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    m.signal(libc::SIGCONT);
+    go.expect("release the flood");
+    assert!(flooded.expect("echo-pair burst").status.success());
+    let out = late
+        .expect("run echo-pair")
+        .wait_with_output()
+        .expect("echo-pair client");
+    assert!(out.status.success(), "echo-pair client failed");
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).expect("echo-pair prints JSON");
+    let (client, server) = (run["client_pid"].as_u64().unwrap(), run["server_pid"].as_u64().unwrap());
+    assert!(
+        m.metric("mcp_monitor_capture_dropped_total", &[("reason", "ring_full")]) >= 1.0,
+        "the flood did not overflow the ring:\n{}",
+        m.metrics_text()
+    );
+    let answered = |e: &serde_json::Value| {
+        e["server"]["pid"].as_u64() == Some(server)
+            && e["client"]["pid"].as_u64() == Some(client)
+            && e["type"] == "response"
+            && e["method"] == "tools/call"
+    };
+    let events = m.wait_events(SETTLE, |ev| ev.iter().filter(|e| answered(e)).count() >= 5);
+    let mine: Vec<String> = events
+        .iter()
+        .filter(|e| e["server"]["pid"].as_u64() == Some(server) || e["client"]["pid"].as_u64() == Some(client))
+        .map(|e| {
+            format!(
+                "{} {} {} {} {}",
+                e["type"], e["method"], e["id"], e["server"]["pid"], e["client"]["pid"]
+            )
+        })
+        .collect();
+    assert!(
+        events.iter().filter(|e| answered(e)).count() >= 5,
+        "the late session's answers are not reported with both ends: {mine:#?}\n{}",
+        m.metrics_text()
+    );
+    let requests_with_client = events
+        .iter()
+        .filter(|e| e["server"]["pid"].as_u64() == Some(server) && e["type"] == "request")
+        .filter(|e| e["client"]["pid"].as_u64() == Some(client))
+        .count();
+    assert!(requests_with_client >= 5, "{mine:#?}");
+}
+
 /// Eight sessions exchange 6 MB messages as fast as they can for 10 s (the
 /// kernel ring overflows, streams are torn by holes, partial messages pile
 /// up): the agent stays well under the DaemonSet's 256 MiB memory limit,
