@@ -81,7 +81,8 @@ impl Chunk {
 
 /// A process writes into a local channel (pipe or unix socket) whose reading
 /// end is captured. The kernel captures local IPC once, at the reader; the
-/// writer gets this payload-less notice, once per stream, so the pipeline
+/// writer gets this payload-less notice, once per stream (again if the ring
+/// had no room for it), so the pipeline
 /// knows which process sits at the other end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriterNotice {

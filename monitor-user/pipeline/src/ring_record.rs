@@ -50,7 +50,8 @@ pub enum Record {
 /// reader, woken by the write, may have read the bytes and had them sent
 /// before that exit runs. The reader's chunks need the notice: it names
 /// the writer of the channel, the server of a client's inbound stream. A
-/// notice is sent once per stream, when its first write ends, so taking the
+/// notice is sent once per stream, when its first write ends (again at the
+/// next write if the ring had no room for it), so taking the
 /// batch's notices first gives its chunks the writers their writes had
 /// without any waiting. A notice that lands in a later drain (a first
 /// write larger than the pipe ends after the reader took its pieces) still
