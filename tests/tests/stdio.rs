@@ -965,7 +965,7 @@ fn a_full_ring_buffer_never_yields_a_message_that_was_not_sent() {
 }
 
 /// A session that starts while the ring is full (a small ring, a flood
-/// while the agent is stopped, then 2,000 notices and tiny chunks so that
+/// while the agent is stopped, then the notices of 2,000 new pipes so that
 /// not even a notice fits) loses its writer notices with everything
 /// else. The kernel names a stream's writer once, so before a lost notice
 /// was sent again, the session's later messages never learned their

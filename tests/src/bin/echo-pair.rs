@@ -31,10 +31,9 @@
 //! then one ping-pong call so that the server has read everything. With
 //! `--hold`, it prints `{"server_pid": …}` after the handshake and waits for
 //! a line on its stdin before the flood (so that a test can stop the agent
-//! first). With `--notice-fill N`, after the flood it writes an empty line
-//! to the server through each of N new copies of its descriptor (`dup`):
-//! a writer notice each, and a tiny chunk, so that a stopped agent's ring
-//! is left with no room for even a notice.
+//! first). With `--notice-fill N`, after the flood it writes one byte into
+//! each of N new pipes: a writer notice each and nothing else, so that a
+//! stopped agent's ring is left with no room for even a notice.
 //!
 //! `echo-pair leak --count N --interval-ms MS` performs the handshake, then
 //! makes N echo calls, MS apart, each carrying a different planted (fake)
@@ -108,23 +107,22 @@ fn burst(args: &[String]) {
     c.tx.flush().unwrap();
     c.send(&request(count + 1, 200));
     c.recv();
-    {
-        use std::os::fd::AsRawFd;
-        let fd = c.tx.get_ref().as_raw_fd();
-        let mut copies = Vec::with_capacity(notice_fill);
-        for _ in 0..notice_fill {
-            // SAFETY: dup of a descriptor this process owns, and a one-byte
-            // write from a static buffer. The copies stay open until all are
-            // written (a closed one's number would be reused: one notice
-            // only), then close, so that the server sees the end of input.
-            let copy = unsafe { libc::dup(fd) };
-            assert!(copy >= 0, "dup: {}", std::io::Error::last_os_error());
-            assert_eq!(unsafe { libc::write(copy, b"\n".as_ptr().cast(), 1) }, 1);
-            copies.push(copy);
-        }
-        for copy in copies {
-            // SAFETY: each was returned by dup above and is closed once.
-            unsafe { libc::close(copy) };
+    for _ in 0..notice_fill {
+        // A new pipe, one byte written, both ends closed: a writer notice
+        // each (a new channel), whatever the limit on open files.
+        let mut fds = [0i32; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe writes; a
+        // one-byte write from a static buffer; each end closed once.
+        unsafe {
+            assert_eq!(
+                libc::pipe(fds.as_mut_ptr()),
+                0,
+                "pipe: {}",
+                std::io::Error::last_os_error()
+            );
+            assert_eq!(libc::write(fds[1], b"x".as_ptr().cast(), 1), 1);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
         }
     }
     println!(
