@@ -860,6 +860,51 @@ fn payloads_are_included_only_when_asked_and_redacted() {
     assert!(raw.contains("[REDACTED]"), "nothing was redacted");
 }
 
+/// A monitor on a ring small enough to overflow (256 KiB), and an
+/// `echo-pair burst --hold` pair (with `burst`'s options) whose handshake it
+/// has reported; the flood waits for a line on the pair's stdin.
+struct HeldFlood {
+    monitor: Monitor,
+    pair: std::process::Child,
+    server: u64,
+    _watchdog: Watchdog,
+    _dir: TempDir,
+}
+
+fn held_flood_on_a_small_ring(burst: &[&str]) -> HeldFlood {
+    let dir = TempDir::new("ring");
+    let config = dir.path().join("monitor.toml");
+    std::fs::write(
+        &config,
+        "[capture]\ncapture_cap_bytes = 65536\nring_buffer_bytes = 262144\npoll_interval_ms = 100\nwakeup_bytes = 65536\n",
+    )
+    .unwrap();
+    let m = Monitor::start(&["--config", config.to_str().unwrap()]);
+    let mut pair = Command::new(env!("CARGO_BIN_EXE_echo-pair"))
+        .args(["burst", "--hold"])
+        .args(burst)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run echo-pair");
+    let watchdog = Watchdog::new(pair.id(), "echo-pair burst");
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(pair.stdout.as_mut().unwrap()), &mut first).unwrap();
+    let held: serde_json::Value = serde_json::from_str(&first).expect("server pid after the handshake");
+    let server = held["server_pid"].as_u64().unwrap();
+    // The session is known to the agent before it stops.
+    let handshake = |e: &serde_json::Value| e["server"]["pid"] == server && e["method"] == "initialize";
+    let seen = m.wait_events(SETTLE, |ev| ev.iter().any(handshake));
+    assert!(seen.iter().any(handshake), "the handshake was not reported");
+    HeldFlood {
+        monitor: m,
+        pair,
+        server,
+        _watchdog: watchdog,
+        _dir: dir,
+    }
+}
+
 /// A ring buffer that overflows (a small one, a flood of large
 /// notifications while the agent is stopped): records are lost, and the
 /// monitor never reports a message that was not sent. Every reported
@@ -870,38 +915,10 @@ fn payloads_are_included_only_when_asked_and_redacted() {
 #[test]
 fn a_full_ring_buffer_never_yields_a_message_that_was_not_sent() {
     require_root();
-    let dir = TempDir::new("ring");
-    let config = dir.path().join("monitor.toml");
-    std::fs::write(
-        &config,
-        "[capture]\ncapture_cap_bytes = 65536\nring_buffer_bytes = 262144\npoll_interval_ms = 100\nwakeup_bytes = 65536\n",
-    )
-    .unwrap();
-    let m = Monitor::start(&["--config", config.to_str().unwrap()]);
     let size = 20_000;
     let count = 400;
-    let mut pair = Command::new(env!("CARGO_BIN_EXE_echo-pair"))
-        .args([
-            "burst",
-            "--hold",
-            "--size",
-            &size.to_string(),
-            "--count",
-            &count.to_string(),
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("run echo-pair");
-    let _watchdog = Watchdog::new(pair.id(), "echo-pair burst");
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(pair.stdout.as_mut().unwrap()), &mut first).unwrap();
-    let held: serde_json::Value = serde_json::from_str(&first).expect("server pid after the handshake");
-    let server = held["server_pid"].as_u64().unwrap();
-    // The session is known to the agent before it stops.
-    let handshake = |e: &serde_json::Value| e["server"]["pid"] == server && e["method"] == "initialize";
-    let seen = m.wait_events(SETTLE, |ev| ev.iter().any(handshake));
-    assert!(seen.iter().any(handshake), "the handshake was not reported");
+    let held = held_flood_on_a_small_ring(&["--size", &size.to_string(), "--count", &count.to_string()]);
+    let (m, mut pair, server) = (&held.monitor, held.pair, held.server);
     // Nothing between the stop and the continue may panic: a stopped agent
     // would not take the SIGTERM that ends it.
     m.signal(libc::SIGSTOP);
@@ -974,38 +991,8 @@ fn a_full_ring_buffer_never_yields_a_message_that_was_not_sent() {
 #[test]
 fn a_writer_notice_lost_to_a_full_ring_is_sent_again() {
     require_root();
-    let dir = TempDir::new("ring");
-    let config = dir.path().join("monitor.toml");
-    std::fs::write(
-        &config,
-        "[capture]\ncapture_cap_bytes = 65536\nring_buffer_bytes = 262144\npoll_interval_ms = 100\nwakeup_bytes = 65536\n",
-    )
-    .unwrap();
-    let m = Monitor::start(&["--config", config.to_str().unwrap()]);
-    let mut flood = Command::new(env!("CARGO_BIN_EXE_echo-pair"))
-        .args([
-            "burst",
-            "--hold",
-            "--size",
-            "20000",
-            "--count",
-            "400",
-            "--notice-fill",
-            "2000",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("run echo-pair");
-    let _watchdog = Watchdog::new(flood.id(), "echo-pair burst");
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(flood.stdout.as_mut().unwrap()), &mut first).unwrap();
-    let flood_server = serde_json::from_str::<serde_json::Value>(&first).expect("server pid")["server_pid"].clone();
-    let handshake = |e: &serde_json::Value| e["server"]["pid"] == flood_server && e["method"] == "initialize";
-    assert!(m
-        .wait_events(SETTLE, |ev| ev.iter().any(handshake))
-        .iter()
-        .any(handshake));
+    let held = held_flood_on_a_small_ring(&["--size", "20000", "--count", "400", "--notice-fill", "2000"]);
+    let (m, mut flood) = (&held.monitor, held.pair);
     // Nothing between the stop and the continue may panic: a stopped agent
     // would not take the SIGTERM that ends it.
     m.signal(libc::SIGSTOP);

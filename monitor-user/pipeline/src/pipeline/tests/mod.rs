@@ -128,6 +128,28 @@ fn chunk(end: End, dir: Direction, data: &[u8], ts: u64, flags: u8) -> Chunk {
     }
 }
 
+/// The sum of `name`'s series with `labels` in `metrics`.
+fn metric(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// `proc` exits at `ts`.
+fn exit(proc: ProcKey, ts: u64) -> Observation {
+    Observation::Lifecycle(Lifecycle {
+        kind: LifecycleKind::Exit,
+        ts_ns: ts,
+        proc,
+        parent: None,
+        reason: TrackReason::Discovered,
+    })
+}
+
 /// The writer notice of `end`: its process writes into `end.channel`.
 fn writer_notice(end: End, ts: u64) -> Observation {
     Observation::WriterNotice(WriterNotice {
@@ -266,12 +288,12 @@ impl Sim {
     }
 
     fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let text = self.metrics.render();
-        text.lines()
-            .filter(|l| l.starts_with(name))
-            .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum()
+        metric(&self.metrics, name, labels)
+    }
+
+    /// `proc` exits.
+    fn exit(&mut self, proc: ProcKey) {
+        self.feed(exit(proc, self.ts));
     }
 
     /// Every event so far, as the JSON it is written as.

@@ -7,13 +7,7 @@ use super::*;
 fn pid_reuse_never_mixes_sessions() {
     let mut s = Sim::new();
     s.handshake();
-    s.feed(Observation::Lifecycle(Lifecycle {
-        kind: LifecycleKind::Exit,
-        ts_ns: s.ts,
-        proc: SERVER,
-        parent: None,
-        reason: TrackReason::Discovered,
-    }));
+    s.exit(SERVER);
     assert_eq!(s.metric("mcp_monitor_sessions_active", &[]), 0.0);
     // Same pid, another process.
     let reborn = ProcKey {
@@ -37,13 +31,7 @@ fn exits_end_sessions_and_count_forgotten_requests() {
     let mut s = Sim::new();
     s.handshake();
     s.c(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}));
-    s.feed(Observation::Lifecycle(Lifecycle {
-        kind: LifecycleKind::Exit,
-        ts_ns: s.ts,
-        proc: SERVER,
-        parent: None,
-        reason: TrackReason::Discovered,
-    }));
+    s.exit(SERVER);
     assert_eq!(
         s.metric(
             "mcp_monitor_pending_requests_evicted_total",

@@ -326,12 +326,7 @@ fn stdio_on_copies_of_two_socketpairs_is_one_session() {
     assert_eq!(out.events[5].tool.as_deref(), Some("get_current_time"));
     assert_eq!(out.events[5].server.name.as_deref(), Some("mcp-time"));
     assert_eq!(out.events[5].client.pid, Some(CLIENT.pid));
-    let unpaired: f64 = metrics
-        .render()
-        .lines()
-        .filter(|l| l.starts_with("mcp_monitor_unpaired_responses_total"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum();
+    let unpaired = metric(&metrics, "mcp_monitor_unpaired_responses_total", &[]);
     assert_eq!(unpaired, 0.0);
 }
 

@@ -171,12 +171,7 @@ fn messages_read_before_their_writer_notice_wait_for_it() {
             .filter(|e| e["kind"] == "Response")
             .all(|e| e["paired"] == true));
         assert_eq!(projection(&late.events), expected, "socketpairs {socketpairs}");
-        let named = metrics
-            .render()
-            .lines()
-            .filter(|l| l.starts_with("mcp_monitor_writer_waits_total{outcome=\"named\"}"))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum::<f64>();
+        let named = metric(&metrics, "mcp_monitor_writer_waits_total", &[("outcome", "named")]);
         // Both directions' streams waited.
         assert_eq!(named, 2.0, "socketpairs {socketpairs}");
     }
@@ -292,13 +287,7 @@ fn a_waiting_stream_goes_on_when_full_or_when_its_reader_exits() {
 
     let mut s = Sim::new();
     answer_before_the_notice(&mut s);
-    s.feed(Observation::Lifecycle(Lifecycle {
-        kind: LifecycleKind::Exit,
-        ts_ns: s.ts,
-        proc: CLIENT,
-        parent: None,
-        reason: TrackReason::Discovered,
-    }));
+    s.exit(CLIENT);
     assert_eq!(s.pipeline.stdio.waits.len(), 0, "the reader's exit ends the wait");
     assert_eq!(
         s.metric("mcp_monitor_writer_waits_total", &[("outcome", "reader_exited")]),
@@ -335,13 +324,7 @@ fn a_notice_after_its_writers_exit_names_what_waited_and_is_forgotten() {
     // The server's leader exits while another of its threads is still in
     // the write; the write's notice comes after the exit, and the sensor
     // introduces the process again.
-    s.feed(Observation::Lifecycle(Lifecycle {
-        kind: LifecycleKind::Exit,
-        ts_ns: s.ts,
-        proc: SERVER,
-        parent: None,
-        reason: TrackReason::Discovered,
-    }));
+    s.exit(SERVER);
     let tracked = s.metric("mcp_monitor_processes_tracked", &[]);
     s.feed(info(SERVER, "/usr/bin/server"));
     assert_eq!(
@@ -432,14 +415,7 @@ fn a_proxy_s_wait_for_its_child_server_is_not_overtaken_by_its_own_answers() {
     assert_eq!(k_answer.client.pid, Some(g.pid));
     assert_eq!(k_answer.direction, S2C);
     assert_eq!(out.events.len(), 4);
-    let count = |outcome: &str| {
-        metrics
-            .render()
-            .lines()
-            .filter(|l| l.starts_with(&format!("mcp_monitor_writer_waits_total{{outcome=\"{outcome}\"}}")))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum::<f64>()
-    };
+    let count = |outcome: &str| metric(&metrics, "mcp_monitor_writer_waits_total", &[("outcome", outcome)]);
     assert_eq!((count("named"), count("overtaken")), (1.0, 0.0));
 }
 
