@@ -659,13 +659,7 @@ impl Pipeline {
     }
 
     fn insert_conn(&mut self, id: ConnId, conn: HttpConn) {
-        make_room(
-            &mut self.http.conns,
-            self.cfg.max_streams,
-            |c| c.last_ns,
-            &self.metrics,
-            "stream",
-        );
+        make_room(&mut self.http.conns, self.cfg.max_streams, |c| c.last_ns, &self.metrics);
         self.http.conns.insert(id, conn);
     }
 

@@ -209,13 +209,12 @@ pub struct Pipeline {
 
 /// At `max` entries, evicts the least recently active eighth in one go, so
 /// a flood of new streams or connections costs amortised O(1) each; returns
-/// what it evicted, counted in `mcp_monitor_state_evictions_total{kind}`.
+/// what it evicted.
 fn make_room<K: Copy + Eq + std::hash::Hash, V>(
     map: &mut FxHashMap<K, V>,
     max: usize,
     last_ns: impl Fn(&V) -> u64,
     metrics: &Metrics,
-    kind: &str,
 ) -> Vec<(K, V)> {
     if map.len() < max {
         return Vec::new();
@@ -231,7 +230,7 @@ fn make_room<K: Copy + Eq + std::hash::Hash, V>(
     metrics
         .pipeline
         .state_evictions
-        .with_label_values(&[kind])
+        .with_label_values(&["stream"])
         .inc_by(n as u64);
     evicted
 }
@@ -361,9 +360,8 @@ impl Pipeline {
     // ------------------------------------------------------------ chunks
 
     /// A writer notice names the writer of a channel; the streams that
-    /// waited for it go on.
-    /// A writer notice that comes after its process's exit still names
-    /// the writer of what waited for it, and is forgotten then.
+    /// waited for it go on. One that comes after its process's exit still
+    /// names the writer of what waited for it, and is forgotten then.
     fn on_writer_notice(&mut self, n: WriterNotice, sink: &mut impl Sink) {
         if !n.fd_kind.is_local_ipc() || n.channel == 0 {
             return;

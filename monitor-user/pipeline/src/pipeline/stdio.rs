@@ -252,7 +252,6 @@ impl Pipeline {
             self.cfg.max_streams,
             |s| s.last_ns,
             &self.metrics,
-            "stream",
         );
         for (id, mut old) in evicted {
             if let Some(w) = self.stdio.waits.take(&id) {
@@ -545,7 +544,7 @@ impl Pipeline {
     /// in every event, and the join of the two directions of a server that
     /// reads and writes copies of two socketpairs).
     fn waits_for_writer(&self, stream: &Stream) -> bool {
-        if self.stdio.waits.holds(&stream.id) {
+        if !self.stdio.waits.is_empty() && self.stdio.waits.holds(&stream.id) {
             return true;
         }
         !stream.waited && self.cfg.writer_wait_ns != 0 && stream.session.is_none() && self.writer_of(stream).is_none()
@@ -620,9 +619,6 @@ impl Pipeline {
     /// which must keep waiting for their own writer. Returns the sessions
     /// the released streams showed not to be MCP.
     fn release_overtaken(&mut self, server: ProcKey, sink: &mut impl Sink) -> Vec<SessionKey> {
-        if self.stdio.waits.is_empty() {
-            return Vec::new();
-        }
         let taken = self.stdio.waits.take_server_inbound(server);
         self.release_streams(taken, Outcome::Overtaken, sink)
     }
@@ -637,8 +633,12 @@ impl Pipeline {
                 r
             }
         };
-        let not_mcp = match (role, self.writer_of(stream)) {
-            (Role::ClientInbound, Some((server, _))) => self.release_overtaken(server, sink),
+        // (The table of waits is empty but for moments: no lookup then.)
+        let not_mcp = match role {
+            Role::ClientInbound if !self.stdio.waits.is_empty() => match self.writer_of(stream) {
+                Some((server, _)) => self.release_overtaken(server, sink),
+                None => Vec::new(),
+            },
             _ => Vec::new(),
         };
         // Recompute while the server is unknown: a writer notice may have
