@@ -789,7 +789,12 @@ os.waitpid(child, 0)
             && e["type"] == "request"
             && e["client"]["name"] == name
     };
-    let events = m.wait_events(SETTLE, |ev| ev.iter().any(|e| request_of(e, "second-client")));
+    // Wait for both: a stream whose writer sends no notice (`printf` in an
+    // untracked shell here) holds its messages up to pipeline.writer_wait_ms
+    // or its reader's exit, so the first request can come after the second.
+    let events = m.wait_events(SETTLE, |ev| {
+        ev.iter().any(|e| request_of(e, "second-client")) && ev.iter().any(|e| request_of(e, "first-client"))
+    });
     assert!(
         events.iter().any(|e| request_of(e, "first-client")),
         "the first client's request was not seen: {events:?}"
