@@ -692,6 +692,74 @@ fn an_answer_read_before_its_writer_notice_is_paired_in_its_session() {
     );
 }
 
+/// `printf '{...}' | server`: the writer writes, sends its notice and
+/// exits before the server reads. The agent forgets a writer at its exit,
+/// so the stream read after it had no writer and waited for a notice that
+/// had come already: the request was reported only when the server exited
+/// or `pipeline.writer_wait_ms` passed. With the wait at 60 s, the request
+/// must be reported while the server is still running.
+#[test]
+fn a_request_whose_writer_exited_before_the_read_goes_on_at_once() {
+    require_root();
+    let dir = TempDir::new("gone");
+    let config = dir.path().join("monitor.toml");
+    std::fs::write(&config, "[pipeline]\nwriter_wait_ms = 60000\n").unwrap();
+    let m = Monitor::start(&["--config", config.to_str().unwrap()]);
+    let go = dir.path().join("go");
+    let done = dir.path().join("done");
+    let server = r#"
+import os, time
+def until(path, limit):
+    end = time.time() + limit
+    while time.time() < end and not os.path.exists(path):
+        time.sleep(0.02)
+until(os.environ["GO"], 30)
+os.read(0, 65536)
+until(os.environ["DONE"], 60)
+"#;
+    let request = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"gone-client","version":"1"}}}"#;
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(r#"printf '%s\n' "$REQUEST""#)
+        .env("REQUEST", request)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = Command::new("python3")
+        .arg("-c")
+        .arg(server)
+        .env("GO", &go)
+        .env("DONE", &done)
+        .stdin(writer.stdout.take().unwrap())
+        .spawn()
+        .unwrap();
+    let _watchdog = Watchdog::new(reader.id(), "python3 server");
+    assert!(writer.wait().unwrap().success());
+    // The writer is gone before the server reads.
+    std::fs::write(&go, "").unwrap();
+    let pid = reader.id() as u64;
+    let seen = |e: &serde_json::Value| {
+        e["method"] == "initialize" && e["type"] == "request" && e["server"]["pid"].as_u64() == Some(pid)
+    };
+    let events = m.wait_events(SETTLE, |ev| ev.iter().any(seen));
+    let still_running = reader.try_wait().unwrap().is_none();
+    std::fs::write(&done, "").unwrap();
+    reader.wait().unwrap();
+    let request = events
+        .iter()
+        .find(|e| seen(e))
+        .unwrap_or_else(|| panic!("the request was not reported while its server ran: {events:?}"));
+    assert!(still_running, "reported only after its server exited");
+    assert_eq!(request["client"]["name"], "gone-client", "{request}");
+    for outcome in ["timed_out", "reader_exited"] {
+        assert_eq!(
+            m.metric("mcp_monitor_writer_waits_total", &[("outcome", outcome)]),
+            0.0,
+            "waited for a writer that had gone: {outcome}"
+        );
+    }
+}
+
 #[test]
 fn a_descriptor_replaced_by_dup2_is_looked_at_afresh() {
     require_root();
@@ -789,9 +857,8 @@ os.waitpid(child, 0)
             && e["type"] == "request"
             && e["client"]["name"] == name
     };
-    // Wait for both: a stream whose writer sends no notice (`printf` in an
-    // untracked shell here) holds its messages up to pipeline.writer_wait_ms
-    // or its reader's exit, so the first request can come after the second.
+    // Wait for both: they come on two streams, and the agent keeps no order
+    // between streams (a stream's messages can wait for its writer).
     let events = m.wait_events(SETTLE, |ev| {
         ev.iter().any(|e| request_of(e, "second-client")) && ev.iter().any(|e| request_of(e, "first-client"))
     });

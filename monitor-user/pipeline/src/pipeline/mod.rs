@@ -490,7 +490,13 @@ impl Pipeline {
         self.release_streams(waiting, writer_wait::Outcome::ReaderExited, sink);
         self.stdio.streams.retain(|id, _| id.proc != gone);
         self.http.conns.retain(|id, _| id.proc != gone);
-        self.stdio.writers.retain(|_, w| w.proc != gone);
+        let gone_writer = &mut self.stdio.writer_gone;
+        self.stdio.writers.retain(|c, w| {
+            if w.proc == gone {
+                gone_writer.insert(*c);
+            }
+            w.proc != gone
+        });
         self.stdio.exited.insert(gone);
         self.end_sessions_of(gone);
         self.processes.remove(&gone);

@@ -40,6 +40,12 @@ pub(super) struct StdioTables {
     /// comes after its process's exit (the leader's exit is reported while
     /// another thread can still be inside a write) must not bring it back.
     pub(super) exited: RecentSet<ProcKey>,
+    /// Channels whose named writer exited lately. A writer that writes and
+    /// exits before its reader reads (`printf ... | server`) is forgotten
+    /// at its exit, so the stream read after it has no writer; it has had
+    /// its notice, and no other is coming for those bytes: the stream does
+    /// not wait.
+    pub(super) writer_gone: RecentSet<ChannelKey>,
     /// Streams whose messages wait for their writer's notice.
     pub(super) waits: WriterWaits,
 }
@@ -539,7 +545,7 @@ impl Pipeline {
     /// Must the next message of `stream` wait for its writer (see
     /// [`super::writer_wait`])? Yes while earlier ones wait; otherwise
     /// when the stream has not waited yet, has no session yet and its
-    /// writer is unknown. The writer is the server of a client's inbound
+    /// writer is unknown (not named, or named and exited since). The writer is the server of a client's inbound
     /// stream, so its session, and the client of a server's (its identity
     /// in every event, and the join of the two directions of a server that
     /// reads and writes copies of two socketpairs).
@@ -547,7 +553,14 @@ impl Pipeline {
         if !self.stdio.waits.is_empty() && self.stdio.waits.holds(&stream.id) {
             return true;
         }
-        !stream.waited && self.cfg.writer_wait_ns != 0 && stream.session.is_none() && self.writer_of(stream).is_none()
+        !stream.waited
+            && self.cfg.writer_wait_ns != 0
+            && stream.session.is_none()
+            && self.writer_of(stream).is_none()
+            && !self
+                .stdio
+                .writer_gone
+                .contains((stream.kind == FdKind::Pipe, stream.channel))
     }
 
     /// The messages of `stream` that wait for its writer go on now; the

@@ -357,6 +357,31 @@ fn a_notice_after_its_writers_exit_names_what_waited_and_is_forgotten() {
     );
 }
 
+/// `printf '{...}' | server`: the writer's notice came, then its exit,
+/// and only then does the server read the bytes left in the pipe. The
+/// exit forgot the writer, but its notice was had: nothing is coming for
+/// the stream to wait for.
+#[test]
+fn a_stream_whose_writer_exited_before_the_read_does_not_wait() {
+    let mut s = Sim::new();
+    s.notice(CLIENT, 5, s.c2s);
+    s.exit(CLIENT);
+    s.c(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}));
+    assert_eq!(s.pipeline.stdio.waits.len(), 0, "nothing waits");
+    assert_eq!(s.metric("mcp_monitor_writer_waits_total", &[]), 0.0);
+    let rows = s.rows();
+    assert_eq!(
+        rows,
+        vec![row(C2S, Kind::Request, Some("initialize"), Some("0"), None)],
+        "the request goes on at once"
+    );
+    assert_eq!(s.out.events[0].server.pid, Some(SERVER.pid));
+    assert_eq!(s.out.events[0].client.pid, None, "its writer is gone");
+    // A writer named later on the same channel is its writer again.
+    s.notice(OTHER_CLIENT, 5, s.c2s);
+    assert!(s.pipeline.stdio.writers.contains_key(&(true, s.c2s)));
+}
+
 /// G is a server to C and a client of its own child server K (a stdio
 /// proxy). K's first answer to G waits for K's notice; G's answer to C,
 /// routed meanwhile, must not let it go as if G read it as a server.
