@@ -76,18 +76,14 @@ impl Attached {
     fn stop(self) {
         match self {
             Attached::Nothing => {}
-            Attached::Floor(mut c) => {
-                // SAFETY: signalling our own child.
-                unsafe { kill(c.id() as i32, 15) };
-                let _ = c.wait();
-            }
+            Attached::Floor(c) => stop_floor(c),
             Attached::Agent(a) => a.stop(),
         }
     }
 }
 
 /// `mcp-monitor floor` on CPU 1, returned once its programs are attached.
-fn start_floor() -> Result<Child> {
+pub(super) fn start_floor() -> Result<Child> {
     let mut child = pinned(Some(1), &monitor_bin())
         .arg("floor")
         .stdout(Stdio::null())
@@ -105,6 +101,13 @@ fn start_floor() -> Result<Child> {
     }
     let _ = child.wait();
     bail!("mcp-monitor floor exited before attaching (run as root; see its output above)")
+}
+
+/// Stops `mcp-monitor floor`.
+pub(super) fn stop_floor(mut c: Child) {
+    // SAFETY: signalling our own child.
+    unsafe { kill(c.id() as i32, 15) };
+    let _ = c.wait();
 }
 
 /// What a workload cost: CPU time and context switches of its processes.

@@ -31,10 +31,15 @@ pub(super) fn overhead(port: u16) -> Result<Value> {
                     ""
                 }
             ));
-            let (mut without, mut with) = (Vec::new(), Vec::new());
+            let (mut without, mut floor, mut with) = (Vec::new(), Vec::new(), Vec::new());
             let (mut drops, mut agent_cpu_s, mut wakeups) = (0.0, 0.0, 0);
             for _ in 0..ROUNDS {
                 without.push(pair_on(size, count, None, pair_cpu)?["msgs_per_s"].as_f64().unwrap());
+                // The floor: do-nothing programs on the agent's hooks, what
+                // any sensor on them costs the pair before doing anything.
+                let f = super::host::start_floor()?;
+                floor.push(pair_on(size, count, None, pair_cpu)?["msgs_per_s"].as_f64().unwrap());
+                super::host::stop_floor(f);
                 let agent = Agent::start_on(port, agent_cpu)?;
                 let cpu0 = agent.cpu_seconds();
                 let irq_work = irq_work_interrupts();
@@ -45,7 +50,7 @@ pub(super) fn overhead(port: u16) -> Result<Value> {
                 drops += agent.metric("mcp_monitor_capture_dropped_total", "");
                 agent.stop();
             }
-            let (w, m) = (median(without.clone()), median(with.clone()));
+            let (w, fl, m) = (median(without.clone()), median(floor.clone()), median(with.clone()));
             rows.push(json!({
                 "message_bytes": size,
                 "pinned": pin,
@@ -55,6 +60,9 @@ pub(super) fn overhead(port: u16) -> Result<Value> {
                 "median_without": w,
                 "median_with": m,
                 "ratio": m / w,
+                "floor_msgs_per_s": floor,
+                "median_floor": fl,
+                "ratio_floor": fl / w,
                 "agent_cpu_us_per_message": agent_cpu_s * 1e6 / (ROUNDS * count) as f64,
                 "drops_with_monitor": drops,
                 // The kernel's ring wake-ups of the agent (an IPI each, an

@@ -4,8 +4,9 @@
 //!    synthetic capture): MB/s and messages/s; the same with every detector
 //!    on, the detector alone in MB/s, and the cost it adds per message.
 //! 2. Capture overhead: a native stdio MCP echo pair (tests' `echo-pair`)
-//!    exchanging 200 B, 4 KiB and 64 KiB messages, with and without the
-//!    monitor attached, interleaved rounds, median ratio.
+//!    exchanging 200 B, 4 KiB and 64 KiB messages, with nothing, with
+//!    do-nothing programs on the agent's hooks (the floor) and with the
+//!    monitor attached, interleaved rounds, median ratios.
 //! 3. Drops: paced 4 KiB traffic at rising rates; the first rate with
 //!    capture drops (or the highest rate reached without any).
 //! 4. Agent memory: RSS idle and with 1,000 concurrent stdio sessions; the
@@ -333,12 +334,13 @@ fn print_summary(r: &Value, path: &Path) {
     if let Some(Value::Array(rows)) = r.get("overhead") {
         for o in rows {
             println!(
-                "  overhead {:>6} B {}: {:>8.0} msg/s without, {:>8.0} with, ratio {:.3}, agent {:.1} us CPU/msg (drops {}, ring wake-ups {:.1} per 1000 msgs)",
+                "  overhead {:>6} B {}: {:>8.0} msg/s without, {:>8.0} with, ratio {:.3} (floor {:.3}), agent {:.1} us CPU/msg (drops {}, ring wake-ups {:.1} per 1000 msgs)",
                 o["message_bytes"],
                 if o["pinned"].as_bool().unwrap_or(false) { "pinned  " } else { "unpinned" },
                 o["median_without"].as_f64().unwrap_or(0.0),
                 o["median_with"].as_f64().unwrap_or(0.0),
                 o["ratio"].as_f64().unwrap_or(0.0),
+                o["ratio_floor"].as_f64().unwrap_or(0.0),
                 o["agent_cpu_us_per_message"].as_f64().unwrap_or(0.0),
                 o["drops_with_monitor"],
                 o["irq_work_per_1000_messages"].as_f64().unwrap_or(0.0)
