@@ -361,7 +361,8 @@ impl Pipeline {
 
     /// A writer notice names the writer of a channel; the streams that
     /// waited for it go on. One that comes after its process's exit still
-    /// names the writer of what waited for it, and is forgotten then.
+    /// names the writer of what waited for it, and is forgotten then (a
+    /// pipe is marked as its exit would have marked it).
     fn on_writer_notice(&mut self, n: WriterNotice, sink: &mut impl Sink) {
         if !n.fd_kind.is_local_ipc() || n.channel == 0 {
             return;
@@ -380,12 +381,22 @@ impl Pipeline {
         self.release_streams(named, writer_wait::Outcome::Named, sink);
         if self.stdio.exited.contains(n.proc) {
             match before {
-                Some(w) => self.stdio.writers.insert(channel, w),
-                None => self.stdio.writers.remove(&channel),
-            };
+                Some(w) => {
+                    self.stdio.writers.insert(channel, w);
+                }
+                None => {
+                    self.stdio.writers.remove(&channel);
+                    // Named, and gone already: as if its exit came now.
+                    if channel.0 {
+                        self.stdio.writer_gone.insert(channel);
+                    }
+                }
+            }
             // What it named went to sessions of a process whose exit has
             // ended its sessions already: end these too.
             self.end_sessions_of(n.proc);
+        } else {
+            self.stdio.writer_gone.remove(channel);
         }
     }
 
@@ -492,7 +503,7 @@ impl Pipeline {
         self.http.conns.retain(|id, _| id.proc != gone);
         let gone_writer = &mut self.stdio.writer_gone;
         self.stdio.writers.retain(|c, w| {
-            if w.proc == gone {
+            if w.proc == gone && c.0 {
                 gone_writer.insert(*c);
             }
             w.proc != gone

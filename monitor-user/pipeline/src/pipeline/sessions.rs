@@ -55,6 +55,13 @@ impl<T: Copy + Eq + std::hash::Hash> RecentSet<T> {
         self.set.contains(&v)
     }
 
+    /// Forgets `v` (a linear walk of the order: for rare removals).
+    pub(super) fn remove(&mut self, v: T) {
+        if self.set.remove(&v) {
+            self.order.retain(|o| *o != v);
+        }
+    }
+
     pub(super) fn insert(&mut self, v: T) {
         if !self.set.insert(v) {
             return;

@@ -40,11 +40,13 @@ pub(super) struct StdioTables {
     /// comes after its process's exit (the leader's exit is reported while
     /// another thread can still be inside a write) must not bring it back.
     pub(super) exited: RecentSet<ProcKey>,
-    /// Channels whose named writer exited lately. A writer that writes and
-    /// exits before its reader reads (`printf ... | server`) is forgotten
-    /// at its exit, so the stream read after it has no writer; it has had
-    /// its notice, and no other is coming for those bytes: the stream does
-    /// not wait.
+    /// Pipes whose named writer exited lately, until another writer is
+    /// named. A writer that writes and exits before its reader reads
+    /// (`printf ... | server`) is forgotten at its exit, so the stream read
+    /// after it has no writer; it has had its notice, and no other is
+    /// coming for those bytes: the stream does not wait. Pipes only: a
+    /// socket's channel is its address, which the kernel reuses for
+    /// unrelated sockets at once.
     pub(super) writer_gone: RecentSet<ChannelKey>,
     /// Streams whose messages wait for their writer's notice.
     pub(super) waits: WriterWaits,

@@ -15,7 +15,9 @@
 //! writer's), or when the waiting outgrows its bound, or when the server
 //! that reads them sends its client a message that may answer them (see
 //! `Pipeline::release_overtaken`). A stream waits once: after that its
-//! messages never wait again (unless it is judged afresh).
+//! messages never wait again (unless it is judged afresh). A pipe whose
+//! named writer has exited since (`printf ... | server`: the bytes outlive
+//! the writer) is not waited on: its notice came, and the exit forgot it.
 
 use rustc_hash::FxHashMap;
 

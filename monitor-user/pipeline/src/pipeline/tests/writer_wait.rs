@@ -377,9 +377,36 @@ fn a_stream_whose_writer_exited_before_the_read_does_not_wait() {
     );
     assert_eq!(s.out.events[0].server.pid, Some(SERVER.pid));
     assert_eq!(s.out.events[0].client.pid, None, "its writer is gone");
-    // A writer named later on the same channel is its writer again.
+    // A live writer named later on the same pipe takes the mark away.
+    assert!(s.pipeline.stdio.writer_gone.contains((true, s.c2s)));
     s.notice(OTHER_CLIENT, 5, s.c2s);
-    assert!(s.pipeline.stdio.writers.contains_key(&(true, s.c2s)));
+    assert!(!s.pipeline.stdio.writer_gone.contains((true, s.c2s)));
+}
+
+/// The same when the notice reaches the agent after the writer's exit (the
+/// leader's exit can be reported while a thread is still in the write).
+#[test]
+fn a_stream_whose_writer_was_named_after_its_exit_does_not_wait() {
+    let mut s = Sim::new();
+    s.exit(CLIENT);
+    s.notice(CLIENT, 5, s.c2s);
+    s.c(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}));
+    assert_eq!(s.pipeline.stdio.waits.len(), 0, "nothing waits");
+    assert_eq!(s.rows().len(), 1, "the request goes on at once");
+}
+
+/// Only pipes: a unix socket's channel is its kernel address, which the
+/// kernel hands to unrelated sockets at once, so the exit of one socket's
+/// writer says nothing about the next socket at that address.
+#[test]
+fn a_socket_whose_writer_exited_is_still_waited_for() {
+    let mut s = Sim::new();
+    s.kind = FdKind::UnixStream;
+    s.notice(CLIENT, 5, s.c2s);
+    s.exit(CLIENT);
+    s.c(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}));
+    assert_eq!(s.pipeline.stdio.waits.len(), 1, "the request waits for a notice");
+    assert!(s.out.events.is_empty());
 }
 
 /// G is a server to C and a client of its own child server K (a stdio
