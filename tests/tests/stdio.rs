@@ -130,6 +130,74 @@ fn pypi_time_server_with_a_node_client() {
     );
 }
 
+/// A Go client over stdio (tests/go/mcpclient -stdio, standard library
+/// only), as Go MCP clients are built: requests written by one thread,
+/// answers read by a goroutine locked to another. A client's writer notice
+/// comes from the thread that writes, so nothing orders it before the
+/// answer its reader takes: every event must still name both processes,
+/// in one session, every answer paired. With PyPI's mcp-server-time.
+#[test]
+fn go_stdio_client_writing_and_reading_on_two_threads_with_a_pypi_server() {
+    require_root();
+    let m = Monitor::start(&[]);
+    let peers = go_peers("1.24");
+    let server = python().with_file_name("mcp-server-time");
+    let dir = TempDir::new("gostdio");
+    let calls = 20;
+    for round in 0..3 {
+        let transcript = dir.path().join(format!("t{round}.json"));
+        let st = status_bounded(
+            Command::new(&peers.client)
+                .args(["-stdio", "-calls", &calls.to_string(), "-transcript"])
+                .arg(&transcript)
+                .arg("--")
+                .arg(&server)
+                .stdout(std::process::Stdio::null()),
+            "the Go stdio client",
+        );
+        assert!(st.success(), "the Go stdio client failed: {st}");
+        let run: serde_json::Value = serde_json::from_slice(&std::fs::read(&transcript).unwrap()).unwrap();
+        let (client, server_pid) = (run["client_pid"].as_u64().unwrap(), run["server_pid"].as_u64().unwrap());
+        assert_eq!(run["responses"].as_array().unwrap().len(), 2 + calls, "{run}");
+        let of_pair = |ev: &[serde_json::Value]| -> Vec<serde_json::Value> {
+            ev.iter()
+                .filter(|e| {
+                    e["server"]["pid"].as_u64() == Some(server_pid) || e["client"]["pid"].as_u64() == Some(client)
+                })
+                .cloned()
+                .collect()
+        };
+        // initialize and its answer, initialized, tools/list and its answer,
+        // and each call with its answer.
+        let expected = 5 + 2 * calls;
+        let events = of_pair(&m.wait_events(SETTLE, |ev| of_pair(ev).len() >= expected));
+        let rows: Vec<String> = events
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} {} {}",
+                    e["type"], e["method"], e["client"]["pid"], e["server"]["pid"]
+                )
+            })
+            .collect();
+        assert_eq!(events.len(), expected, "round {round}: {rows:#?}");
+        for e in &events {
+            assert_eq!(e["client"]["pid"].as_u64(), Some(client), "round {round}: {e}");
+            assert_eq!(e["server"]["pid"].as_u64(), Some(server_pid), "round {round}: {e}");
+            assert_eq!(e["session"], events[0]["session"], "round {round}, one session: {e}");
+            if e["type"] == "response" {
+                assert!(e["latency_ms"].as_f64().is_some(), "round {round}, paired: {e}");
+            }
+        }
+        let answered = events
+            .iter()
+            .filter(|e| e["type"] == "response" && e["tool"] == "get_current_time")
+            .count();
+        assert_eq!(answered, calls, "round {round}: {rows:#?}");
+    }
+    assert_eq!(m.metric("mcp_monitor_unpaired_responses_total", &[]), 0.0);
+}
+
 /// The git reference server, with a GitHub token in a commit message: the
 /// `git_log` result carries it and must raise an alert (the responses of
 /// this server were not seen at all before).

@@ -6,6 +6,7 @@
 // writes what it received to its transcript. With -load SECONDS it then
 // calls echo from -conc goroutines for that long and prints
 // {"requests", "seconds", "rps"} instead (`cargo xtask bench https`).
+// With -stdio it speaks to a stdio server instead (stdio.go).
 package main
 
 import (
@@ -33,7 +34,13 @@ func main() {
 	wait := flag.Bool("wait", false, "wait for a line on stdin before connecting")
 	load := flag.Float64("load", 0, "after the session, call echo for this many seconds")
 	conc := flag.Int("conc", 1, "concurrent callers under -load")
+	stdio := flag.Bool("stdio", false, "spawn the server command given after the flags and use stdio (see stdio.go)")
+	calls := flag.Int("calls", 1, "tool calls in the stdio mode")
 	flag.Parse()
+	if *stdio {
+		runStdio(flag.Args(), *transcript, *calls)
+		return
+	}
 	pem, err := ioutil.ReadFile(*ca)
 	if err != nil {
 		log.Fatal(err)
