@@ -1,5 +1,5 @@
-//! Real Go peers (tests/go): an MCP server and client built from Go's
-//! standard library only, stripped (`-s -w`) as Go programs ship, with
+//! Real Go peers (tests/go): an MCP server and client, and an HTTPS
+//! service that is not MCP, built from Go's standard library only, stripped (`-s -w`) as Go programs ship, with
 //! Debian's Go toolchain (`cargo xtask setup` unpacks it under
 //! `.tools/go`).
 
@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::*;
 
-/// The two executables, built with one Go version.
+/// The executables, built with one Go version.
 pub struct GoPeers {
     /// The Go version (`1.24`).
     pub version: &'static str,
@@ -24,6 +24,9 @@ pub struct GoPeers {
     pub server: PathBuf,
     /// `tests/go/mcpclient`.
     pub client: PathBuf,
+    /// `tests/go/httpsload`: an HTTPS service that is not MCP, with its
+    /// load client.
+    pub https_service: PathBuf,
 }
 
 /// The peers built with Debian's Go `version` (`1.24`, `1.19`, `1.15`):
@@ -63,7 +66,7 @@ fn go_peers_built(version: &'static str, symbols: bool) -> &'static GoPeers {
             let st = Command::new(&go)
                 .args(["build", "-trimpath", ldflags, "-o"])
                 .arg(format!("{}/", out.display()))
-                .args(["./mcpserver", "./mcpclient"])
+                .args(["./mcpserver", "./mcpclient", "./httpsload"])
                 .current_dir(workspace().join("tests/go"))
                 .env("GOTOOLCHAIN", "local")
                 .env("GOPROXY", "off")
@@ -86,6 +89,7 @@ fn go_peers_built(version: &'static str, symbols: bool) -> &'static GoPeers {
         symbols,
         server: dir.join("mcpserver"),
         client: dir.join("mcpclient"),
+        https_service: dir.join("httpsload"),
     }));
     built.push(peers);
     peers

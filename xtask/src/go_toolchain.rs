@@ -91,7 +91,8 @@ fn ensure_one(version: &str, suite: &str) -> Result<()> {
 }
 
 /// Builds the Go peers of the tests (tests/go: an MCP server and client
-/// over HTTPS, standard library only) with each toolchain, stripped
+/// over HTTPS, and an HTTPS service that is not MCP with its load client;
+/// standard library only) with each toolchain, stripped
 /// (`-s -w`) as Go programs ship, into `out/X.Y/`.
 pub fn build_peers(out: &Path) -> Result<()> {
     let target = root().join("target");
@@ -101,7 +102,7 @@ pub fn build_peers(out: &Path) -> Result<()> {
         sh(Command::new(go_bin(version))
             .args(["build", "-trimpath", "-ldflags=-s -w", "-o"])
             .arg(format!("{}/", dest.display()))
-            .args(["./mcpserver", "./mcpclient"])
+            .args(["./mcpserver", "./mcpclient", "./httpsload"])
             .current_dir(root().join("tests/go"))
             .env("GOTOOLCHAIN", "local")
             .env("GOPROXY", "off")
