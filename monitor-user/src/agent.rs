@@ -272,7 +272,8 @@ fn start_tls_scan(
     if !cfg.tls {
         return Ok(None);
     }
-    let mut scanner = crate::sensor::tls::Scanner::new("/proc", cfg.tls_executables.clone());
+    let mut scanner = crate::sensor::tls::Scanner::new("/proc", cfg.tls_executables.clone())
+        .probing_every_go_program(cfg.tls_go == crate::config::TlsGo::All);
     // The host's libraries, also from inside a container sharing the
     // host's pid namespace (the DaemonSet): probed before any process loads
     // them, so that their first TLS bytes are seen.

@@ -127,6 +127,12 @@ pub struct CaptureConfig {
     /// File names of executables that link OpenSSL statically and export
     /// its symbols (`node` does).
     pub tls_executables: Vec<String>,
+    /// Which Go programs with `crypto/tls` get probes: `"mcp"`, those whose
+    /// strings hold one of MCP's names, `protocolVersion` or a method name (every Go MCP client and server does), or
+    /// `"all"`. A probed Go program pays two breakpoint traps per TLS read,
+    /// MCP or not; most Go programs on a node (kubelet, containerd, an API
+    /// server) are not MCP.
+    pub tls_go: TlsGo,
     /// How often processes are scanned for TLS libraries not probed yet
     /// (containers that started, libraries loaded with dlopen).
     pub tls_scan_interval_ms: u64,
@@ -151,11 +157,23 @@ impl Default for CaptureConfig {
             tcp: true,
             tls: true,
             tls_executables: vec!["node".into(), "nodejs".into()],
+            tls_go: TlsGo::Mcp,
             tls_scan_interval_ms: 2000,
             selectors: Selectors::default(),
             exclude: Exclude::default(),
         }
     }
+}
+
+/// Which Go programs with `crypto/tls` the agent probes (`capture.tls_go`).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsGo {
+    /// Only those whose strings hold one of MCP's names.
+    #[default]
+    Mcp,
+    /// Every one.
+    All,
 }
 
 /// Processes whose end of a session is never reported: their streams are

@@ -443,8 +443,11 @@ fn go_https_h2_of(peers: &'static GoPeers) {
     );
     let everything = format!("{:?}{:?}{}", m.events(), m.alerts(), m.stderr());
     assert!(!everything.contains(&secret[4..20]), "the token is exported nowhere");
-    // (The counter is host-wide: other Go programs may run here.)
-    assert!(!m.stderr().contains("TLS: not probing"), "{}", m.stderr());
+    for exe in [&peers.server, &peers.client] {
+        let exe = std::fs::canonicalize(exe).unwrap();
+        let refused = format!("TLS: not probing {}", exe.display());
+        assert!(!m.stderr().contains(&refused), "{}", m.stderr());
+    }
     assert_eq!(m.metric("mcp_monitor_tls_unbound_chunks_total", &[]), 0.0);
     drop(server);
 }
@@ -489,6 +492,63 @@ fn go_before_1_17_is_refused_and_counted() {
     assert!(m.metric("mcp_monitor_go_tls_refused_total", &[]) >= 2.0);
     assert!(m.events().iter().all(|e| e["transport"] != "https"), "{:?}", m.events());
     drop(server);
+}
+
+/// A Go program with `crypto/tls` whose strings hold none of MCP's names (an
+/// HTTPS service serving JSON, like most Go programs on a node) is not
+/// probed by default, so it pays no breakpoint trap per TLS read; the
+/// agent says so and counts it. With `capture.tls_go = "all"` it is
+/// probed. The Go MCP peers of the same build are probed either way
+/// (`go_https_h2_seen_from_both_ends` and the rest).
+#[test]
+fn a_go_program_whose_strings_hold_no_mcp_name_is_not_probed_unless_asked() {
+    require_root();
+    let peers = go_peers("1.24");
+    let cert = self_signed();
+    let exe = std::fs::canonicalize(&peers.https_service).unwrap();
+    let run_service = || {
+        let out = std::process::Command::new(&exe)
+            .arg("-cert")
+            .arg(&cert.cert)
+            .arg("-key")
+            .arg(&cert.key)
+            .args(["-conc", "2", "-seconds", "1"])
+            .output()
+            .expect("run tests/go/httpsload");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let rps: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert!(rps > 0.0, "the service answered");
+    };
+    let not_probed = format!("TLS: not probing {} (mapped by pid", exe.display());
+    let probed = format!("TLS: probing {} (mapped by pid", exe.display());
+
+    let m = Monitor::start(&[]);
+    run_service();
+    assert!(
+        wait_until(scaled(SETTLE), || m.stderr().contains(&not_probed)),
+        "{}",
+        m.stderr()
+    );
+    assert!(
+        m.stderr().contains("whose strings hold none of MCP's names"),
+        "{}",
+        m.stderr()
+    );
+    assert!(!m.stderr().contains(&probed), "{}", m.stderr());
+    assert!(m.metric("mcp_monitor_go_tls_not_mcp_total", &[]) >= 1.0);
+    drop(m);
+
+    let dir = TempDir::new("tlsgo");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[capture]\ntls_go = \"all\"\n").unwrap();
+    let m = Monitor::start(&["--config", config.to_str().unwrap()]);
+    run_service();
+    assert!(
+        wait_until(scaled(SETTLE), || m.stderr().contains(&probed)),
+        "{}",
+        m.stderr()
+    );
+    assert!(!m.stderr().contains(&not_probed), "{}", m.stderr());
 }
 
 /// The `TLS: probing` line of `exe` (canonical path), with Bun's BoringSSL

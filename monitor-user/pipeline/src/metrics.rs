@@ -83,6 +83,9 @@ pub struct CaptureMetrics {
     /// `mcp_monitor_go_tls_refused_total`: Go programs with crypto/tls left unprobed because their layout is
     /// not known (Go version, architecture) or their tables are damaged (see the agent log).
     pub go_tls_refused: IntCounter,
+    /// `mcp_monitor_go_tls_not_mcp_total`: Go programs with crypto/tls left unprobed because their strings
+    /// hold none of MCP's names (`capture.tls_go = "mcp"`, the default).
+    pub go_tls_not_mcp: IntCounter,
     /// `mcp_monitor_boringssl_refused_total`: Bun executables (Claude Code among them) left unprobed because
     /// their BoringSSL `SSL_read`/`SSL_write` were not recognised, or whose probes handed over no plaintext
     /// in their first captures and were taken off (see the agent log).
@@ -373,6 +376,10 @@ impl CaptureMetrics {
             go_tls_refused: r.counter(
                 "go_tls_refused_total",
                 "Go programs with crypto/tls left unprobed: their layout is not known (Go version, architecture) or their tables are damaged (see the agent log).",
+            ),
+            go_tls_not_mcp: r.counter(
+                "go_tls_not_mcp_total",
+                "Go programs with crypto/tls left unprobed because their strings hold none of MCP's names (`protocolVersion`, the method names), so they cannot speak MCP (capture.tls_go = \"mcp\", the default; \"all\" probes them).",
             ),
             boringssl_refused: r.counter(
                 "boringssl_refused_total",

@@ -154,6 +154,9 @@ pub enum CaptureCounter {
     /// Go programs with `crypto/tls` not probed (unknown version or
     /// architecture, damaged tables; a counter).
     GoTlsRefused,
+    /// Go programs with `crypto/tls` not probed because their strings name
+    /// no MCP method (a counter).
+    GoTlsNotMcp,
     /// Bun executables whose BoringSSL functions were not recognised (a
     /// counter).
     BoringSslRefused,
@@ -176,6 +179,7 @@ impl CaptureCounter {
             Self::TlsProbeTargets => "tls_probe_targets",
             Self::TlsAttachErrors => "tls_attach_errors",
             Self::GoTlsRefused => "go_tls_refused",
+            Self::GoTlsNotMcp => "go_tls_not_mcp",
             Self::BoringSslRefused => "boringssl_refused",
             Self::BoringSslVerified => "boringssl_verified",
             Self::TlsProbesRemoved => "tls_probes_removed",
@@ -190,6 +194,7 @@ impl CaptureCounter {
             "tls_probe_targets" => Some(Self::TlsProbeTargets),
             "tls_attach_errors" => Some(Self::TlsAttachErrors),
             "go_tls_refused" => Some(Self::GoTlsRefused),
+            "go_tls_not_mcp" => Some(Self::GoTlsNotMcp),
             "boringssl_refused" => Some(Self::BoringSslRefused),
             "boringssl_verified" => Some(Self::BoringSslVerified),
             "tls_probes_removed" => Some(Self::TlsProbesRemoved),

@@ -64,6 +64,9 @@ pub struct Sensor {
     tls_targets: u64,
     tls_attach_errors: u64,
     go_tls_refused: u64,
+    /// Go programs with `crypto/tls` left unprobed as they name no MCP
+    /// method.
+    go_tls_not_mcp: u64,
     boringssl_refused: u64,
     boringssl_verified: u64,
     tls_probes_removed: u64,
@@ -168,6 +171,7 @@ impl Sensor {
             tls_targets: 0,
             tls_attach_errors: 0,
             go_tls_refused: 0,
+            go_tls_not_mcp: 0,
             boringssl_refused: 0,
             boringssl_verified: 0,
             tls_probes_removed: 0,
@@ -310,6 +314,7 @@ impl Sensor {
         counters.push((CaptureCounter::TlsProbeTargets, self.tls_targets));
         counters.push((CaptureCounter::TlsAttachErrors, self.tls_attach_errors));
         counters.push((CaptureCounter::GoTlsRefused, self.go_tls_refused));
+        counters.push((CaptureCounter::GoTlsNotMcp, self.go_tls_not_mcp));
         counters.push((CaptureCounter::BoringSslRefused, self.boringssl_refused));
         counters.push((CaptureCounter::BoringSslVerified, self.boringssl_verified));
         counters.push((CaptureCounter::TlsProbesRemoved, self.tls_probes_removed));
@@ -362,6 +367,13 @@ impl Sensor {
                     format!(" (Go {} crypto/tls: {} return points)", p.version, p.read.returns.len()),
                 )
             }),
+            tls::Probes::GoNotMcp(version) => {
+                self.go_tls_not_mcp += 1;
+                log::info!(
+                    "TLS: not probing {where_}: a Go program ({version}) whose strings hold none of MCP's names (protocolVersion, tools/call, ...), so it cannot speak MCP; capture.tls_go = \"all\" probes every Go program"
+                );
+                return;
+            }
             tls::Probes::GoRefused(e) => {
                 self.go_tls_refused += 1;
                 log::warn!("TLS: not probing {where_}: {e}; its TLS traffic is not seen");

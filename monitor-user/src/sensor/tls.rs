@@ -40,6 +40,10 @@ pub enum Probes {
     OpenSsl,
     /// Go's `crypto/tls`, at the offsets its function table gives.
     Go(GoTlsProbes),
+    /// A Go program with `crypto/tls` whose strings hold none of MCP's names
+    /// (its Go version given): left unprobed, as it cannot speak MCP
+    /// (`capture.tls_go = "mcp"`, the default).
+    GoNotMcp(String),
     /// A Go program with `crypto/tls` that cannot be probed safely
     /// (unknown Go version, another architecture, a damaged table): logged
     /// and counted, never guessed.
@@ -291,6 +295,9 @@ pub struct Scanner {
     /// or directory is not searched again.
     /// Only successes are kept, with the code at both probe points.
     bun_builds: HashMap<String, (BoringSslProbes, [[u8; 32]; 2])>,
+    /// Probe Go programs whose strings hold no MCP name too (`capture.tls_go =
+    /// "all"`).
+    every_go_program: bool,
 }
 
 impl Scanner {
@@ -307,7 +314,15 @@ impl Scanner {
             max_held: max_held(),
             exes_checked: HashSet::new(),
             bun_builds: HashMap::new(),
+            every_go_program: false,
         }
+    }
+
+    /// Probe every Go program with `crypto/tls`, not only those whose
+    /// strings hold an MCP name (`capture.tls_go = "all"`).
+    pub fn probing_every_go_program(mut self, every: bool) -> Self {
+        self.every_go_program = every;
+        self
     }
 
     fn new_target(&mut self, open_path: PathBuf, path: &str, pid: u32) -> Option<TlsTarget> {
@@ -513,6 +528,7 @@ impl Scanner {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| open_path.display().to_string());
         let probes = match go_probes(&handle, md.len()) {
+            Ok(p) if !p.names_mcp && !self.every_go_program => Probes::GoNotMcp(p.version),
             Ok(p) => Probes::Go(p),
             Err(e @ (GoBinaryError::UnknownVersion(_) | GoBinaryError::Architecture | GoBinaryError::Malformed(_))) => {
                 Probes::GoRefused(e)

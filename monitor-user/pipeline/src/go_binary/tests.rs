@@ -397,3 +397,31 @@ fn a_table_of_another_layout_is_refused_only_when_it_names_crypto_tls() {
     no_tls.functions.retain(|(n, _)| !n.starts_with("crypto/tls"));
     assert_eq!(inspect(&build(&no_tls).0), Err(GoBinaryError::NoTls));
 }
+
+#[test]
+fn a_program_names_mcp_only_with_one_of_its_names_among_its_strings() {
+    let (file, _) = build(&Spec::new("go1.24.4"));
+    assert!(
+        !inspect(&file).unwrap().names_mcp,
+        "the synthetic program has no MCP strings"
+    );
+    for name in MCP_NAMES {
+        // No `.rodata` in the synthetic file: the whole file is searched.
+        let mut with = file.clone();
+        with.extend_from_slice(format!("\x00method\x00{name}\x00").as_bytes());
+        assert!(inspect(&with).unwrap().names_mcp, "{name}");
+    }
+    // Near misses: a function named after a method, a path that only
+    // starts like one, a method of another protocol.
+    for other in [
+        "main.handleToolsCall",
+        "tools/cal",
+        "notifications/initialize",
+        "textDocument/didOpen",
+        "ProtocolVersion",
+    ] {
+        assert!(!names_mcp(other.as_bytes()), "{other}");
+    }
+    assert!(names_mcp(b"..{\"method\":\"tools/call\"}.."));
+    assert!(names_mcp(b"\x00json:\"protocolVersion\"\x00"));
+}

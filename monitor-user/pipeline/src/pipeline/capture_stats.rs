@@ -47,6 +47,7 @@ impl CaptureTotals {
                 }
                 CaptureCounter::TlsAttachErrors
                 | CaptureCounter::GoTlsRefused
+                | CaptureCounter::GoTlsNotMcp
                 | CaptureCounter::BoringSslRefused
                 | CaptureCounter::BoringSslVerified
                 | CaptureCounter::TlsProbesRemoved
@@ -61,6 +62,7 @@ impl CaptureTotals {
             let Some(c) = c else {
                 match counter {
                     CaptureCounter::GoTlsRefused => metrics.capture.go_tls_refused.inc_by(delta),
+                    CaptureCounter::GoTlsNotMcp => metrics.capture.go_tls_not_mcp.inc_by(delta),
                     CaptureCounter::BoringSslRefused => metrics.capture.boringssl_refused.inc_by(delta),
                     CaptureCounter::BoringSslVerified => metrics.capture.boringssl_verified.inc_by(delta),
                     CaptureCounter::TlsProbesRemoved => metrics.capture.tls_probes_removed.inc_by(delta),
