@@ -1,6 +1,12 @@
 //! `cargo xtask bench host`: what the agent costs a node's other workloads,
 //! which have nothing to do with MCP.
 //!
+//! The workloads: redis-benchmark; a Go HTTPS service that is not MCP
+//! (tests/go/httpsload: Go's own TLS, which the agent probes only in
+//! programs that can speak MCP); curl calling it over OpenSSL (whose
+//! libssl the agent probes for every process); a JSON-log pipe, a text
+//! pipe, `dd` of small blocks, failing calls.
+//!
 //! Each workload runs pinned to CPU 0 in three set-ups, interleaved round
 //! by round: nothing attached; the floor (`mcp-monitor floor`: a program
 //! that does nothing, on the raw syscall tracepoint the agent uses); the
@@ -13,7 +19,7 @@ use std::{
     io::{BufRead, BufReader},
     path::Path,
     process::{Child, Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
@@ -32,6 +38,9 @@ const PIPE_LINES: u64 = 1_000_000;
 const DD_BLOCKS: u64 = 1_000_000;
 
 const REDIS_REQUESTS: u64 = 200_000;
+
+/// Seconds of each run of the Go HTTPS service (and its warm-up).
+const GO_HTTPS_SECONDS: &str = "4";
 
 /// Of each kind of failing call (an event loop's EAGAIN reads and the
 /// like, which the agent's `sys_exit` sees too).
@@ -244,8 +253,8 @@ impl Workload {
     }
 }
 
-/// Installs redis (server and benchmark) if missing: only this bench needs
-/// them.
+/// Installs redis (server and benchmark) and curl if missing: only this
+/// bench needs them.
 fn ensure_redis() -> Result<()> {
     let have = |bin: &str| {
         Command::new("sh")
@@ -253,10 +262,10 @@ fn ensure_redis() -> Result<()> {
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    if have("redis-server") && have("redis-benchmark") {
+    if have("redis-server") && have("redis-benchmark") && have("curl") {
         return Ok(());
     }
-    step("installing redis-server and redis-tools (Debian) for the host bench");
+    step("installing redis-server, redis-tools and curl (Debian) for the host bench");
     sh(Command::new("apt-get").arg("update").arg("-q"))?;
     sh(Command::new("apt-get")
         .args([
@@ -266,6 +275,7 @@ fn ensure_redis() -> Result<()> {
             "--no-install-recommends",
             "redis-server",
             "redis-tools",
+            "curl",
         ])
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
@@ -298,7 +308,90 @@ pub(super) fn host(port: u16) -> Result<Value> {
     result
 }
 
+/// A Go HTTPS service that is not MCP, with its load client in the same
+/// process (tests/go/httpsload: HTTP/1.1, 8 connections), pinned to CPU 0:
+/// requests/s. Go programs carry their own TLS, which the agent probes in
+/// the executable; one it leaves alone pays only the syscall hook.
+fn go_https_rps(bin: &Path, cert: &Path, key: &Path, seconds: &str) -> Result<f64> {
+    let out = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(bin)
+        .arg("-cert")
+        .arg(cert)
+        .arg("-key")
+        .arg(key)
+        .args(["-conc", "8", "-seconds", seconds])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running tests/go/httpsload")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.trim().parse() {
+        Ok(rps) if out.status.success() => Ok(rps),
+        _ => bail!("tests/go/httpsload failed or printed no rate: {text}"),
+    }
+}
+
+/// Port of the Go HTTPS service curl calls.
+const CURL_SERVICE_PORT: u16 = 18_555;
+
+/// Requests of each curl run, on one connection.
+const CURL_REQUESTS: u32 = 10_000;
+
+/// curl (OpenSSL's libssl, which the agent probes for every process that
+/// loads it) calling the Go HTTPS service `CURL_REQUESTS` times on one
+/// connection, pinned to CPU 0: requests/s.
+fn curl_rps() -> Result<f64> {
+    let started = Instant::now();
+    let out = Command::new("taskset")
+        .args(["-c", "0", "curl", "-sSk", "-o", "/dev/null"])
+        .arg(format!(
+            "https://127.0.0.1:{CURL_SERVICE_PORT}/api/items?[1-{CURL_REQUESTS}]"
+        ))
+        .output()
+        .context("running curl")?;
+    if !out.status.success() {
+        bail!("curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(f64::from(CURL_REQUESTS) / started.elapsed().as_secs_f64())
+}
+
+/// The Go HTTPS service on `CURL_SERVICE_PORT`, pinned to CPU 0.
+fn start_go_service(bin: &Path, cert: &Path, key: &Path) -> Result<Child> {
+    let child = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(bin)
+        .arg("-cert")
+        .arg(cert)
+        .arg("-key")
+        .arg(key)
+        .arg("-serve")
+        .arg(format!("127.0.0.1:{CURL_SERVICE_PORT}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting tests/go/httpsload -serve")?;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", CURL_SERVICE_PORT)).is_ok() {
+            return Ok(child);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("the Go HTTPS service did not listen on port {CURL_SERVICE_PORT}")
+}
+
 fn measure(port: u16) -> Result<Value> {
+    let peers = root().join("target/go-peers");
+    crate::go_toolchain::build_peers(&peers)?;
+    let https_bin = peers.join("1.24/httpsload");
+    let (cert, key) = super::https::certificate()?;
+    let mut service = start_go_service(&https_bin, &cert, &key)?;
+    let result = measure_with(port, &https_bin, &cert, &key);
+    let _ = service.kill();
+    let _ = service.wait();
+    result
+}
+
+fn measure_with(port: u16, https_bin: &Path, cert: &Path, key: &Path) -> Result<Value> {
     let pair = echo_pair();
     let pair = pair.display();
     let json_pipe = format!("{pair} logs --size 200 --count {PIPE_LINES}");
@@ -307,6 +400,12 @@ fn measure(port: u16) -> Result<Value> {
     let failing = format!("{pair} failing-calls --count {FAILING_CALLS}");
     let mut set = Workload::new("redis SET", "requests/s", 0);
     let mut get = Workload::new("redis GET", "requests/s", 0);
+    let mut go_https = Workload::new("Go HTTPS service, not MCP (HTTP/1.1, 8 connections)", "requests/s", 0);
+    let mut curl = Workload::new(
+        "curl over OpenSSL, not MCP (10,000 requests, one connection)",
+        "requests/s",
+        0,
+    );
     // A write per line; the reader reads 8 KiB at a time (about 40 lines).
     let calls = PIPE_LINES + PIPE_LINES * 200 / 8192;
     let mut json_w = Workload::new("JSON-log pipe (1M lines of 200 B)", "CPU s", calls);
@@ -324,6 +423,11 @@ fn measure(port: u16) -> Result<Value> {
             let (s, g) = redis_rps()?;
             set.runs[i].push(s);
             get.runs[i].push(g);
+            // A short first run: a new executable is looked at (and, if
+            // it is to be, probed) within milliseconds of its start.
+            go_https_rps(https_bin, cert, key, "0.5")?;
+            go_https.runs[i].push(go_https_rps(https_bin, cert, key, GO_HTTPS_SECONDS)?);
+            curl.runs[i].push(curl_rps()?);
             for (w, script) in [
                 (&mut json_w, &json_pipe),
                 (&mut text_w, &text_pipe),
@@ -338,7 +442,7 @@ fn measure(port: u16) -> Result<Value> {
         }
     }
     let mut workloads = serde_json::Map::new();
-    for w in [&set, &get, &json_w, &text_w, &dd_w, &failing_w] {
+    for w in [&set, &get, &go_https, &curl, &json_w, &text_w, &dd_w, &failing_w] {
         workloads.insert(w.name.to_owned(), w.report());
     }
     Ok(json!({

@@ -130,7 +130,7 @@ pub(super) fn https_go(port: u16) -> Result<Value> {
 }
 
 /// A self-signed certificate for 127.0.0.1 in target/bench-https.
-fn certificate() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+pub(super) fn certificate() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     let dir = root().join("target/bench-https");
     std::fs::create_dir_all(&dir)?;
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
