@@ -512,7 +512,9 @@ fn a_go_program_whose_strings_hold_no_mcp_name_is_not_probed_unless_asked() {
             .arg(&cert.cert)
             .arg("-key")
             .arg(&cert.key)
-            .args(["-conc", "2", "-seconds", "1"])
+            // Long enough for the periodic scan (2 s) to find it should
+            // its exec notice come late.
+            .args(["-conc", "2", "-seconds", "3"])
             .output()
             .expect("run tests/go/httpsload");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -535,7 +537,7 @@ fn a_go_program_whose_strings_hold_no_mcp_name_is_not_probed_unless_asked() {
         m.stderr()
     );
     assert!(!m.stderr().contains(&probed), "{}", m.stderr());
-    assert!(m.metric("mcp_monitor_go_tls_not_mcp_total", &[]) >= 1.0);
+    assert!(m.wait_metric(SETTLE, "mcp_monitor_go_tls_not_mcp_total", &[], 1.0) >= 1.0);
     drop(m);
 
     let dir = TempDir::new("tlsgo");

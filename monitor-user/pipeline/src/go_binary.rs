@@ -55,7 +55,7 @@ pub struct GoTlsProbes {
     /// `crypto/tls.(*Conn).Close` (entry only), when the program has it.
     pub close: Option<u64>,
     /// Whether the program's strings hold one of MCP's names
-    /// ([`names_mcp`]): a Go program that holds none cannot speak MCP, and
+    /// ([`names_mcp`]): a Go program that holds none does not handle MCP itself, and
     /// the agent leaves its TLS unprobed unless told otherwise
     /// (`capture.tls_go`).
     pub names_mcp: bool,
@@ -146,17 +146,18 @@ pub fn inspect(bytes: &[u8]) -> Result<GoTlsProbes, GoBinaryError> {
         close: close
             .and_then(|(start, _)| elf.file_offset(start))
             .filter(|&o| elf.bytes_at(o, 1).is_some()),
-        names_mcp: names_mcp(elf.section_bytes(b".rodata").map_or(bytes, |(b, _)| b)),
+        names_mcp: program_names_mcp(&elf, bytes),
     })
 }
 
 /// Names one of which every MCP client and server holds among its
 /// strings. `protocolVersion` is a key of both the client's `initialize`
 /// request and the server's answer, so a Go program that writes either
-/// holds it (a map key, or a struct tag: both are kept in `.rodata`,
-/// stripped or not). The method names catch the rest; alone they would
-/// not do, as the compiler turns a `switch` on short strings into
-/// compares of integers and keeps no bytes of them.
+/// holds it (a map key or string constant, kept in `.rodata`, or a struct
+/// tag, kept with the type data: `.rodata` too, `.data.rel.ro` in
+/// position-independent builds; stripped or not). The method names catch
+/// the rest; alone they would not do, as the compiler turns a `switch` on
+/// short strings into compares of integers and keeps no bytes of them.
 pub const MCP_NAMES: [&str; 6] = [
     "protocolVersion",
     "notifications/initialized",
@@ -166,14 +167,30 @@ pub const MCP_NAMES: [&str; 6] = [
     "prompts/get",
 ];
 
-/// Whether `bytes` (a Go program's `.rodata`, or the whole file) hold one
-/// of [`MCP_NAMES`]. A program that builds them at run time (from
-/// pieces, or from compressed data) would be missed: none of the Go MCP
-/// libraries does.
+/// Whether a Go program holds one of [`MCP_NAMES`]: in its read-only data
+/// (`.rodata`, `.data.rel.ro`), or anywhere in the file when it has
+/// neither section.
+fn program_names_mcp(elf: &Elf, bytes: &[u8]) -> bool {
+    let sections: Vec<&[u8]> = [&b".rodata"[..], b".data.rel.ro"]
+        .into_iter()
+        .filter_map(|name| elf.section_bytes(name).map(|(b, _)| b))
+        .collect();
+    if sections.is_empty() {
+        return names_mcp(bytes);
+    }
+    sections.into_iter().any(names_mcp)
+}
+
+/// Whether `bytes` hold one of [`MCP_NAMES`]. A program that builds them
+/// at run time (from pieces, or from compressed data) would be missed:
+/// none of the Go MCP libraries does.
 pub fn names_mcp(bytes: &[u8]) -> bool {
     // One pass over the bytes, whatever their size (a Go program may
     // have hundreds of megabytes), for all the names.
-    aho_corasick::AhoCorasick::new(MCP_NAMES).is_ok_and(|ac| ac.is_match(bytes))
+    static NAMES: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
+        std::sync::LazyLock::new(|| aho_corasick::AhoCorasick::new(MCP_NAMES).ok());
+    // Should the automaton not build, probe rather than miss MCP.
+    NAMES.as_ref().is_none_or(|ac| ac.is_match(bytes))
 }
 
 /// Whether an executable may be a Go program, from its ELF header and

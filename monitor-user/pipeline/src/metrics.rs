@@ -379,7 +379,7 @@ impl CaptureMetrics {
             ),
             go_tls_not_mcp: r.counter(
                 "go_tls_not_mcp_total",
-                "Go programs with crypto/tls left unprobed because their strings hold none of MCP's names (`protocolVersion`, the method names), so they cannot speak MCP (capture.tls_go = \"mcp\", the default; \"all\" probes them).",
+                "Go programs with crypto/tls left unprobed because their strings hold none of MCP's names (`protocolVersion`, the method names), so they do not handle MCP themselves (capture.tls_go = \"mcp\", the default; \"all\" probes them).",
             ),
             boringssl_refused: r.counter(
                 "boringssl_refused_total",

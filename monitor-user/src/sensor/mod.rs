@@ -370,7 +370,7 @@ impl Sensor {
             tls::Probes::GoNotMcp(version) => {
                 self.go_tls_not_mcp += 1;
                 log::info!(
-                    "TLS: not probing {where_}: a Go program ({version}) whose strings hold none of MCP's names (protocolVersion, tools/call, ...), so it cannot speak MCP; capture.tls_go = \"all\" probes every Go program"
+                    "TLS: not probing {where_}: a Go program ({version}) whose strings hold none of MCP's names (protocolVersion, tools/call, ...), so it does not handle MCP itself; capture.tls_go = \"all\" probes every Go program"
                 );
                 return;
             }

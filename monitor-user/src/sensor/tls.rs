@@ -41,8 +41,8 @@ pub enum Probes {
     /// Go's `crypto/tls`, at the offsets its function table gives.
     Go(GoTlsProbes),
     /// A Go program with `crypto/tls` whose strings hold none of MCP's names
-    /// (its Go version given): left unprobed, as it cannot speak MCP
-    /// (`capture.tls_go = "mcp"`, the default).
+    /// (its Go version given): left unprobed, as it does not handle MCP
+    /// itself (`capture.tls_go = "mcp"`, the default).
     GoNotMcp(String),
     /// A Go program with `crypto/tls` that cannot be probed safely
     /// (unknown Go version, another architecture, a damaged table): logged
@@ -544,7 +544,12 @@ impl Scanner {
             }
         };
         let handle = Arc::new(handle);
-        self.remember(file, &handle, &path);
+        // A file left unprobed needs no descriptor kept: `exes_checked`
+        // (device, inode, modification time, size) keeps it from being
+        // looked at again, and a rewritten or replaced file is new there.
+        if !matches!(probes, Probes::GoNotMcp(_)) {
+            self.remember(file, &handle, &path);
+        }
         Some(TlsTarget {
             probes,
             open_path,

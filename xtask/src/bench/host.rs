@@ -343,7 +343,7 @@ const CURL_REQUESTS: u32 = 10_000;
 fn curl_rps() -> Result<f64> {
     let started = Instant::now();
     let out = Command::new("taskset")
-        .args(["-c", "0", "curl", "-sSk", "-o", "/dev/null"])
+        .args(["-c", "0", "curl", "-fsSk", "-o", "/dev/null"])
         .arg(format!(
             "https://127.0.0.1:{CURL_SERVICE_PORT}/api/items?[1-{CURL_REQUESTS}]"
         ))
@@ -357,7 +357,7 @@ fn curl_rps() -> Result<f64> {
 
 /// The Go HTTPS service on `CURL_SERVICE_PORT`, pinned to CPU 0.
 fn start_go_service(bin: &Path, cert: &Path, key: &Path) -> Result<Child> {
-    let child = Command::new("taskset")
+    let mut child = Command::new("taskset")
         .args(["-c", "0"])
         .arg(bin)
         .arg("-cert")
@@ -371,6 +371,11 @@ fn start_go_service(bin: &Path, cert: &Path, key: &Path) -> Result<Child> {
         .spawn()
         .context("starting tests/go/httpsload -serve")?;
     for _ in 0..100 {
+        // Exited (the port taken by a service left over from an
+        // interrupted run, say): not the one to measure.
+        if let Some(status) = child.try_wait()? {
+            bail!("tests/go/httpsload -serve exited ({status}): is port {CURL_SERVICE_PORT} taken?");
+        }
         if std::net::TcpStream::connect(("127.0.0.1", CURL_SERVICE_PORT)).is_ok() {
             return Ok(child);
         }
