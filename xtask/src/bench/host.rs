@@ -308,18 +308,24 @@ pub(super) fn host(port: u16) -> Result<Value> {
     result
 }
 
+/// `tests/go/httpsload` with its certificate, pinned to CPU 0.
+fn httpsload(bin: &Path, cert: &Path, key: &Path) -> Command {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0"])
+        .arg(bin)
+        .arg("-cert")
+        .arg(cert)
+        .arg("-key")
+        .arg(key);
+    cmd
+}
+
 /// A Go HTTPS service that is not MCP, with its load client in the same
 /// process (tests/go/httpsload: HTTP/1.1, 8 connections), pinned to CPU 0:
 /// requests/s. Go programs carry their own TLS, which the agent probes in
 /// the executable; one it leaves alone pays only the syscall hook.
 fn go_https_rps(bin: &Path, cert: &Path, key: &Path, seconds: &str) -> Result<f64> {
-    let out = Command::new("taskset")
-        .args(["-c", "0"])
-        .arg(bin)
-        .arg("-cert")
-        .arg(cert)
-        .arg("-key")
-        .arg(key)
+    let out = httpsload(bin, cert, key)
         .args(["-conc", "8", "-seconds", seconds])
         .stderr(Stdio::inherit())
         .output()
@@ -357,13 +363,7 @@ fn curl_rps() -> Result<f64> {
 
 /// The Go HTTPS service on `CURL_SERVICE_PORT`, pinned to CPU 0.
 fn start_go_service(bin: &Path, cert: &Path, key: &Path) -> Result<Child> {
-    let mut child = Command::new("taskset")
-        .args(["-c", "0"])
-        .arg(bin)
-        .arg("-cert")
-        .arg(cert)
-        .arg("-key")
-        .arg(key)
+    let mut child = httpsload(bin, cert, key)
         .arg("-serve")
         .arg(format!("127.0.0.1:{CURL_SERVICE_PORT}"))
         .stdout(Stdio::null())
