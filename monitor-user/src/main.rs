@@ -24,8 +24,9 @@ enum Command {
     /// Check that the agent loads and attaches on this kernel, and print
     /// what each eBPF program costs the verifier (needs root).
     Check(CheckArgs),
-    /// Attach programs that do nothing to the syscall tracepoints `run`
-    /// uses, until interrupted: the price of the hooks alone, which
+    /// Attach programs that do nothing to the syscall tracepoint `run`
+    /// uses and to OpenSSL's functions in the host's libssl files, until
+    /// interrupted: the price of the hooks alone, which
     /// `cargo xtask bench host` compares the agent with (needs root).
     #[command(hide = true)]
     Floor(CheckArgs),
@@ -445,9 +446,11 @@ fn real_main() -> anyhow::Result<()> {
             };
             let floor = mcp_monitor::sensor::Floor::attach(&cfg.capture)?;
             eprintln!(
-                "floor: a do-nothing program on {} tracepoints ({}); interrupt to detach",
+                "floor: a do-nothing program on {} tracepoints ({}) and at OpenSSL's entries and returns in {} files ({}); interrupt to detach",
                 floor.tracepoints.len(),
-                floor.tracepoints.join(" ")
+                floor.tracepoints.join(" "),
+                floor.tls_files.len(),
+                floor.tls_files.join(" ")
             );
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async {

@@ -67,6 +67,8 @@ fn every_program_loads_within_the_verifier_budget() {
         "sys_exit",
         "sched_process_fork",
         "floor",
+        "floor_uprobe",
+        "floor_uretprobe",
         "tls_discover",
         "tls_capture",
         "ssl_return",

@@ -243,26 +243,38 @@ fn attach_one<'a>(
 /// probe goes first so that an entry never waits for a return that is not
 /// watched. On a failure the probes attached so far are taken off again.
 pub(super) fn attach_tls_file(ebpf: &mut Ebpf, path: &Path) -> anyhow::Result<(Links, Vec<&'static str>)> {
+    attach_tls_programs(ebpf, path, |prog| prog, "ssl_return")
+}
+
+/// [`attach_tls_file`] with other programs: `entry` names the program for
+/// each of the agent's entry programs, `ret` the return program (the floor
+/// attaches its do-nothing programs where the agent attaches its own).
+pub(super) fn attach_tls_programs(
+    ebpf: &mut Ebpf,
+    path: &Path,
+    entry: impl Fn(&'static str) -> &'static str,
+    ret: &'static str,
+) -> anyhow::Result<(Links, Vec<&'static str>)> {
     let mut missing = Vec::new();
     let mut links = Links::new();
-    for (prog, func, required) in TLS_ENTRY_PROBES {
-        let returns = matches!(*prog, "ssl_write" | "ssl_read" | "ssl_write_ex" | "ssl_read_ex");
+    for &(prog, func, required) in TLS_ENTRY_PROBES {
+        let returns = matches!(prog, "ssl_write" | "ssl_read" | "ssl_write_ex" | "ssl_read_ex");
         if returns {
-            if let Err(e) = attach_one(ebpf, &mut links, "ssl_return", *func, path) {
-                if *required {
+            if let Err(e) = attach_one(ebpf, &mut links, ret, func, path) {
+                if required {
                     detach_links(ebpf, links);
                     return Err(e.context(format!("return probe on {func}")));
                 }
-                missing.push(*func);
+                missing.push(func);
                 continue;
             }
         }
-        if let Err(e) = attach_one(ebpf, &mut links, prog, *func, path) {
-            if *required {
+        if let Err(e) = attach_one(ebpf, &mut links, entry(prog), func, path) {
+            if required {
                 detach_links(ebpf, links);
                 return Err(e.context(format!("probe on {func}")));
             }
-            missing.push(*func);
+            missing.push(func);
         }
     }
     Ok((links, missing))

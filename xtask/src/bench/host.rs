@@ -8,8 +8,9 @@
 //! pipe, `dd` of small blocks, failing calls.
 //!
 //! Each workload runs pinned to CPU 0 in three set-ups, interleaved round
-//! by round: nothing attached; the floor (`mcp-monitor floor`: a program
-//! that does nothing, on the raw syscall tracepoint the agent uses); the
+//! by round: nothing attached; the floor (`mcp-monitor floor`: programs
+//! that do nothing, on the raw syscall tracepoint the agent uses and at the
+//! entries and returns of OpenSSL's functions in the host's libssl); the
 //! agent (default configuration, on CPU 1). Medians per set-up, and for the
 //! CPU-time workloads the cost each adds per system call, so the agent's
 //! own work reads as a multiple of the hooks' price. A last pass turns on
@@ -103,6 +104,11 @@ pub(super) fn start_floor() -> Result<Child> {
     for line in lines.by_ref() {
         let line = line?;
         if line.starts_with("floor:") {
+            // curl's floor would be that of the syscall hook alone.
+            if !line.contains("libssl") {
+                stop_floor(child);
+                bail!("mcp-monitor floor probed no libssl file: {line}");
+            }
             // Keep draining its stderr so it never blocks on a full pipe.
             std::thread::spawn(move || lines.for_each(drop));
             return Ok(child);
@@ -248,6 +254,10 @@ impl Workload {
         } else {
             v["ratio_floor"] = json!(floor / none);
             v["ratio_agent"] = json!(agent / none);
+            // What each set-up adds to one request, in microseconds.
+            let added = |rate: f64| 1e6 / rate - 1e6 / none;
+            v["floor_us_per_request"] = json!(added(floor));
+            v["agent_us_per_request"] = json!(added(agent));
         }
         v
     }
@@ -458,7 +468,8 @@ fn measure_with(port: u16, https_bin: &Path, cert: &Path, key: &Path) -> Result<
 }
 
 /// Nanoseconds per run of each attached program (floor and agent), from
-/// `kernel.bpf_stats_enabled`, over the JSON-log pipe and redis.
+/// `kernel.bpf_stats_enabled`, over the JSON-log pipe, redis and curl (the
+/// time in the programs only: a uprobe's trap is not in it).
 fn program_costs(port: u16, json_pipe: &str) -> Result<Value> {
     step("host cost: nanoseconds per program run (kernel.bpf_stats_enabled)");
     let sysctl = Path::new("/proc/sys/kernel/bpf_stats_enabled");
@@ -470,7 +481,8 @@ fn program_costs(port: u16, json_pipe: &str) -> Result<Value> {
         let r = (|| -> Result<Value> {
             cpu_seconds(json_pipe)?;
             redis_rps()?;
-            program_run_costs(|name| name == "floor" || name.starts_with("sys_"))
+            curl_rps()?;
+            program_run_costs(|name| name.starts_with("floor") || name.starts_with("sys_") || name.starts_with("ssl_"))
         })();
         attached.stop();
         out.insert(setup.name().to_owned(), r?);

@@ -448,10 +448,13 @@ fn print_summary(r: &Value, path: &Path) {
                     ""
                 };
                 println!(
-                    "    {name}: {:.0}/s alone, floor ratio {:.3}, agent ratio {:.3}{target}",
+                    "    {name}: {:.0}/s alone, floor ratio {:.3} (+{:.1} µs per request), \
+                     agent ratio {:.3} (+{:.1} µs){target}",
                     w["median_nothing"].as_f64().unwrap_or(0.0),
                     w["ratio_floor"].as_f64().unwrap_or(0.0),
-                    w["ratio_agent"].as_f64().unwrap_or(0.0)
+                    w["floor_us_per_request"].as_f64().unwrap_or(0.0),
+                    w["ratio_agent"].as_f64().unwrap_or(0.0),
+                    w["agent_us_per_request"].as_f64().unwrap_or(0.0)
                 );
             }
         }
