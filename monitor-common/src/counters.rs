@@ -46,10 +46,14 @@ pub enum Counter {
     /// first calls, and the first calls of every thread after any thread
     /// of the host starts, ends or execs.
     ThreadIdMisses = 17,
+    /// `SSL_read`/`SSL_write` calls of untracked processes that discovery
+    /// did not look at: the connection was looked at moments ago and found
+    /// not MCP (as `DiscoveryDeferred`, for the TLS probes).
+    TlsDiscoveryDeferred = 18,
 }
 
 /// Number of entries in the counter array.
-pub const COUNTER_COUNT: u32 = 18;
+pub const COUNTER_COUNT: u32 = 19;
 
 impl Counter {
     /// All counters, in index order.
@@ -72,6 +76,7 @@ impl Counter {
         Self::Resumed,
         Self::DiscoveryDeferred,
         Self::ThreadIdMisses,
+        Self::TlsDiscoveryDeferred,
     ];
 
     /// Stable snake_case name (used in recordings and logs).
@@ -95,6 +100,7 @@ impl Counter {
             Self::Resumed => "resumed",
             Self::DiscoveryDeferred => "discovery_deferred",
             Self::ThreadIdMisses => "thread_id_misses",
+            Self::TlsDiscoveryDeferred => "tls_discovery_deferred",
         }
     }
 

@@ -94,8 +94,8 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
         return;
     }
     // Callers that judged the first bytes (`looks_like_mcp`) consulted
-    // `looked_at_recently` already. TLS plaintext is not thinned: its
-    // probes fire only in processes that use a TLS library.
+    // `looked_at_recently` already, and so did the TLS entry probes
+    // (hooks/tls.rs: keyed by the connection's object, not a descriptor).
     if untracked && ssl == 0 && looks_like_mcp.is_none() && looked_at_recently(pid_tgid, fd, dir) {
         count(Counter::DiscoveryDeferred, 1);
         return;
@@ -121,9 +121,12 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
                 if !starts_like_json(first_buf, first_len) {
                     return;
                 }
-                if ssl == 0 {
-                    scanned_without_mcp(pid_tgid, fd, dir);
-                }
+                let judged_fd = if ssl == 0 {
+                    fd
+                } else {
+                    crate::hooks::tls::tls_judged_fd(ssl)
+                };
+                scanned_without_mcp(pid_tgid, judged_fd, dir);
             }
         }
     }

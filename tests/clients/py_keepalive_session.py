@@ -4,14 +4,19 @@ connection judged not MCP before its MCP traffic, like the OAuth discovery
 requests of mcp-remote but more of them). Writes a transcript of every
 JSON-RPC message, with its exact size, in the format of transcript.mjs.
 
-usage: python py_keepalive_session.py <url> <transcript.json> <N> [pause_s]
+usage: python py_keepalive_session.py <url> <transcript.json> <N> [pause_s] [reconnect]
 pause_s: seconds to wait between the throwaway requests and the MCP ones
 (long enough for the monitor to have told its kernel programs to ignore
 the connection). Standard library only: the point is the one connection.
+An https URL is called over TLS (Python's libssl; the certificate is not
+checked). `reconnect`: the MCP requests go on a new connection, opened
+at once after the throwaway one is closed (its TLS object freed, whose
+address the new connection's often takes).
 """
 import http.client
 import json
 import os
+import ssl
 import sys
 import time
 import urllib.parse
@@ -20,8 +25,17 @@ from transcript import summarize
 
 url, path, throwaway = sys.argv[1], sys.argv[2], int(sys.argv[3])
 pause = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
+reconnect = len(sys.argv) > 5 and sys.argv[5] == "reconnect"
 u = urllib.parse.urlsplit(url)
-conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+
+
+def connect():
+    if u.scheme == "https":
+        return http.client.HTTPSConnection(u.hostname, u.port, timeout=30, context=ssl._create_unverified_context())
+    return http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+
+
+conn = connect()
 transcript = []
 
 
@@ -36,6 +50,9 @@ for i in range(throwaway):
     assert r.status == 404, r.status
 
 time.sleep(pause)
+if reconnect:
+    conn.close()
+    conn = connect()
 session = None
 
 

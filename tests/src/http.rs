@@ -9,8 +9,8 @@ use serde_json::Value;
 use std::time::Duration;
 
 use crate::{
-    assert_same, clients_dir, count, free_port, observed_rows, python, self_signed, status_bounded, wait_port,
-    Certificate, Monitor, Server, TempDir, Transcript,
+    assert_same, clients_dir, count, free_port, observed_rows, python, self_signed, status_bounded, wait_listening,
+    wait_port, Certificate, Monitor, Server, TempDir, Transcript,
 };
 
 /// The FastMCP test server over plain HTTP on `port`.
@@ -53,7 +53,21 @@ pub fn fastmcp_h2_server(port: u16, tls: Option<&Certificate>) -> Server {
     fastmcp_server_with(port, tls, true, "")
 }
 
+/// [`fastmcp_server`] over HTTPS, waited for without connecting to it
+/// ([`wait_listening`]): its first TLS connection is the test's.
+pub fn fastmcp_server_untouched(port: u16, tls: &Certificate) -> Server {
+    let server = spawn_fastmcp(port, Some(tls), false, "");
+    wait_listening(port);
+    server
+}
+
 fn fastmcp_server_with(port: u16, tls: Option<&Certificate>, h2: bool, variant: &str) -> Server {
+    let server = spawn_fastmcp(port, tls, h2, variant);
+    wait_port(port);
+    server
+}
+
+fn spawn_fastmcp(port: u16, tls: Option<&Certificate>, h2: bool, variant: &str) -> Server {
     let mut cmd = Command::new(python());
     cmd.arg(clients_dir().join("fastmcp_server.py"))
         .env("MCP_TEST_HTTP_PORT", port.to_string())
@@ -69,7 +83,6 @@ fn fastmcp_server_with(port: u16, tls: Option<&Certificate>, h2: bool, variant: 
         .stderr(Stdio::null())
         .spawn()
         .expect("start the FastMCP HTTP server");
-    wait_port(port);
     Server(child)
 }
 

@@ -30,9 +30,9 @@ pub use bounded::{command_output_bounded, output_bounded, peer_limit, status_bou
 pub use container::{podman_ulimit_args, test_image, PodSpec};
 pub use go_peers::{go_peers, go_peers_with_symbols, go_record, go_server, GoClient, GoPeers};
 pub use http::{
-    bun_server, everything_http, expected, fastmcp_h2_server, fastmcp_http, fastmcp_server, fastmcp_server_variant,
-    rows, session, session_h2, session_rows, session_with, transport_summary, ts_https_seen_from_both_ends, ts_session,
-    ts_session_under, view, Rows, TOOL_ROWS,
+    bun_server, everything_http, expected, fastmcp_h2_server, fastmcp_http, fastmcp_server, fastmcp_server_untouched,
+    fastmcp_server_variant, rows, session, session_h2, session_rows, session_with, transport_summary,
+    ts_https_seen_from_both_ends, ts_session, ts_session_under, view, Rows, TOOL_ROWS,
 };
 pub use leak::{has_all_rules, leak_session, wait_until, LEAK_RULES};
 pub use monitor::{metric_value, Monitor};
@@ -40,7 +40,7 @@ pub use peers::{
     bun_exe, claude_exe, inspector_cli, inspector_cli_with_env, python_session_under_shell, run_node,
     run_python_client, run_python_fastmcp, venv_script, ClaudeHome, Driver,
 };
-pub use servers::{self_signed, wait_port, Certificate, Server};
+pub use servers::{self_signed, wait_listening, wait_port, Certificate, Server};
 pub use transcript::{assert_same, count, observed, observed_rows, Row, Sent, Transcript};
 
 /// Root of the workspace (the parent directory of the `tests` crate).

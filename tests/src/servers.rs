@@ -31,6 +31,28 @@ pub fn wait_port(port: u16) {
     }
 }
 
+/// Waits until a TCP socket listens on `port` (IPv4), as `/proc/net/tcp`
+/// shows it: unlike [`wait_port`], no connection is made, so the server has
+/// accepted none when this returns.
+pub fn wait_listening(port: u16) {
+    let deadline = Instant::now() + scaled(Duration::from_secs(30));
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        // "sl local_address rem_address st ...": state 0A is LISTEN.
+        let listening = table.lines().skip(1).any(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.len() > 3
+                && f[3] == "0A"
+                && f[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
+        });
+        if listening {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A self-signed certificate for 127.0.0.1: `cert` and `key` PEM files, in
 /// a directory removed on drop.
 pub struct Certificate {

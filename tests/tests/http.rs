@@ -135,6 +135,56 @@ fn streamable_http_seen_from_both_ends() {
     drop(server);
 }
 
+/// An untracked client's busy TLS connection that carries no MCP (300
+/// requests over Python's libssl) is looked at less and less, at both ends
+/// (counted); MCP on the next connection, opened at once after that one
+/// is closed (its `SSL` object freed, whose address the new one often
+/// takes), is seen whole from both ends: `SSL_free` forgets the old
+/// connection's looks, so the new one is looked at from its first call.
+#[test]
+fn a_busy_tls_connection_without_mcp_is_thinned_and_the_next_seen_whole() {
+    require_root();
+    let m = Monitor::start(&[]);
+    let cert = self_signed();
+    let port = free_port();
+    // Nothing connects before the client: the server's first TLS
+    // connection is the busy one, and its object, freed when the client
+    // closes it, is the one the next connection's often reuses.
+    let server = fastmcp_server_untouched(port, &cert);
+    let server_pid = server.0.id();
+    let dir = TempDir::new("tls-burst");
+    let path = dir.path().join("t.json");
+    let st = Command::new(python())
+        .arg(clients_dir().join("py_keepalive_session.py"))
+        .arg(format!("https://127.0.0.1:{port}/mcp"))
+        .arg(&path)
+        .arg("300")
+        .arg("0")
+        .arg("reconnect")
+        .status()
+        .unwrap();
+    assert!(st.success(), "the keep-alive client failed");
+    let t = Transcript::load(&path);
+    let expected = t.expected(false);
+    let of = |ev: &[Value], server_side: bool| {
+        observed_rows(view(ev, "https", server_pid, t.client_pid, server_side).iter())
+    };
+    let events = m.wait_events(SETTLE, |ev| {
+        count(&of(ev, true)) >= count(&expected) && count(&of(ev, false)) >= count(&expected)
+    });
+    assert_same(&expected, &of(&events, true));
+    assert_same(&expected, &of(&events, false));
+    // 300 requests and answers on each of the four streams (two ends, two
+    // directions); each stream's first 8 calls and a few more are looked at.
+    let deferred = m.wait_metric(SETTLE, "mcp_monitor_tls_discovery_deferred_total", &[], 600.0);
+    assert!(
+        deferred >= 600.0,
+        "{deferred} TLS calls deferred:\n{}",
+        m.metrics_text()
+    );
+    drop(server);
+}
+
 #[test]
 fn https_seen_from_both_ends_at_the_tls_library() {
     require_root();

@@ -10,7 +10,7 @@ use crate::{
     maps::{config, count, TlsArgs, TlsBinding, LAST_TCP_READ, STREAMS, TLS_ARGS, TLS_FDS, TLS_JUMP, TRANSFER},
     payload::starts_like_json,
     tracking::{tracked_reason, tracking},
-    transfer::begin_transfer,
+    transfer::{begin_transfer, forget_judged, looked_at_recently},
 };
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::{uprobe, uretprobe};
@@ -97,12 +97,37 @@ pub(crate) fn tls_capture_header(
     Header::Send
 }
 
+/// How the entry probes of one TLS library treat an untracked process's
+/// connections.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Looks {
+    /// Thinned as untracked pipes and sockets are
+    /// ([`looked_at_recently`]), keyed by the `SSL` object, whose
+    /// record `SSL_free` clears (OpenSSL).
+    Thinned,
+    /// Every call looked at: the library has no `SSL_free` to watch
+    /// (BoringSSL in a Bun executable), so a connection whose object took
+    /// a freed one's address would inherit its thinning.
+    Every,
+}
+
+/// The `JUDGED` "descriptor" of a TLS connection of the current process:
+/// its `SSL` object's address, folded into 30 bits with bit 30 set, above
+/// any real descriptor number.
+#[inline(always)]
+pub(crate) fn tls_judged_fd(ssl: u64) -> i32 {
+    ((((ssl >> 4) as u32) & 0x3fff_ffff) | 0x4000_0000) as i32
+}
+
 /// Entry of `SSL_read`/`SSL_write` (`ex`: the `_ex` variants, which
 /// return the byte count through a fourth argument): stash the arguments
-/// for the return probe. Writes that neither come from a tracked process
-/// nor start like MCP are skipped here; reads are only known at return.
+/// for the return probe. For a process that is not tracked, the calls of a
+/// connection are looked at as an untracked pipe's are: its first 8, then
+/// fewer and fewer while it carries no MCP (`looks`); writes that do not
+/// start like MCP are left here, reads are only known at return. A call
+/// left here costs its return probe a lookup that misses.
 #[inline(always)]
-pub(crate) fn tls_enter(ctx: &ProbeContext, dir: Direction, ex: bool) {
+pub(crate) fn tls_enter(ctx: &ProbeContext, dir: Direction, ex: bool, looks: Looks) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(cfg) = config() else { return };
     if (pid_tgid >> 32) as u32 == cfg.self_tgid {
@@ -120,10 +145,15 @@ pub(crate) fn tls_enter(ctx: &ProbeContext, dir: Direction, ex: bool) {
     if ex && out_len == 0 {
         return;
     }
-    if dir == Direction::Egress {
-        if tracked_reason(cfg, (pid_tgid >> 32) as u32) == TrackReason::None as u32
-            && (cfg.flags & config_flags::DISCOVERY == 0 || !starts_like_json(buf, len))
-        {
+    if tracked_reason(cfg, (pid_tgid >> 32) as u32) == TrackReason::None as u32 {
+        if cfg.flags & config_flags::DISCOVERY == 0 {
+            return;
+        }
+        if looks == Looks::Thinned && looked_at_recently(pid_tgid, tls_judged_fd(ssl), dir) {
+            count(Counter::TlsDiscoveryDeferred, 1);
+            return;
+        }
+        if dir == Direction::Egress && !starts_like_json(buf, len) {
             return;
         }
     }
@@ -144,29 +174,45 @@ pub(crate) fn tls_enter(ctx: &ProbeContext, dir: Direction, ex: bool) {
 
 #[uprobe]
 pub fn ssl_write(ctx: ProbeContext) -> u32 {
-    tls_enter(&ctx, Direction::Egress, false);
+    tls_enter(&ctx, Direction::Egress, false, Looks::Thinned);
     0
 }
 
 #[uprobe]
 pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
-    tls_enter(&ctx, Direction::Egress, true);
+    tls_enter(&ctx, Direction::Egress, true, Looks::Thinned);
     0
 }
 
 #[uprobe]
 pub fn ssl_read(ctx: ProbeContext) -> u32 {
-    tls_enter(&ctx, Direction::Ingress, false);
+    tls_enter(&ctx, Direction::Ingress, false, Looks::Thinned);
     0
 }
 
 #[uprobe]
 pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
-    tls_enter(&ctx, Direction::Ingress, true);
+    tls_enter(&ctx, Direction::Ingress, true, Looks::Thinned);
     0
 }
 
-/// Return of any of the four: the plaintext the library actually moved.
+/// `SSL_read` of BoringSSL in a Bun executable (the arguments OpenSSL's
+/// take): every call looked at ([`Looks::Every`]).
+#[uprobe]
+pub fn boringssl_read(ctx: ProbeContext) -> u32 {
+    tls_enter(&ctx, Direction::Ingress, false, Looks::Every);
+    0
+}
+
+/// `SSL_write` of BoringSSL in a Bun executable, as [`boringssl_read`].
+#[uprobe]
+pub fn boringssl_write(ctx: ProbeContext) -> u32 {
+    tls_enter(&ctx, Direction::Egress, false, Looks::Every);
+    0
+}
+
+/// Return of any of the entries above: the plaintext the library actually
+/// moved.
 #[uretprobe]
 pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -295,6 +341,8 @@ pub fn ssl_free(ctx: ProbeContext) -> u32 {
 /// `(*Conn).Close`): its socket binding and stream decisions go with it.
 #[inline(always)]
 pub(crate) fn forget_tls_conn(tgid: u32, conn: u64) {
+    // The next connection may get the object's address.
+    forget_judged((tgid as u64) << 32, tls_judged_fd(conn));
     let _ = TLS_FDS.remove(&TlsKey {
         tgid,
         _pad: 0,

@@ -71,6 +71,10 @@ pub struct CaptureMetrics {
     /// `mcp_monitor_discovery_deferred_total`: transfers of untracked streams that were not looked at
     /// (first bytes unread, no scan), because the stream was looked at moments ago and found not MCP.
     pub discovery_deferred: IntCounter,
+    /// `mcp_monitor_tls_discovery_deferred_total`: `SSL_read`/`SSL_write`
+    /// calls of untracked processes that discovery did not look at, because
+    /// the connection was looked at moments ago and found not MCP.
+    pub tls_discovery_deferred: IntCounter,
     /// `mcp_monitor_capture_thread_id_misses_total`: syscall hook runs that
     /// asked the kernel for the calling thread's id (not in the kernel's cache)
     pub thread_id_misses: IntCounter,
@@ -360,6 +364,10 @@ impl CaptureMetrics {
             discovery_deferred: r.counter(
                 "discovery_deferred_total",
                 "Transfers of untracked streams that discovery did not look at (first bytes unread, no scan): the stream was looked at moments ago and found not MCP (looks thin out to 1 in 64 transfers, 1 in 256 for JSON or HTTP without MCP; a stream without a transfer for 25 timer ticks, 100 ms on Debian kernels and 25 ms at HZ=1000, is looked at afresh).",
+            ),
+            tls_discovery_deferred: r.counter(
+                "tls_discovery_deferred_total",
+                "SSL_read/SSL_write calls (OpenSSL's) of untracked processes that discovery did not look at: the connection was looked at moments ago and found not MCP (looks thin out as for other streams; SSL_free forgets a connection's looks).",
             ),
             thread_id_misses: r.counter(
                 "capture_thread_id_misses_total",

@@ -210,7 +210,7 @@ pub(super) fn load_tls(ebpf: &mut Ebpf) -> anyhow::Result<ProgramArray<MapData>>
         jump.set(index, p.fd()?, 0)?;
     }
     let mut names: Vec<&str> = TLS_ENTRY_PROBES.iter().map(|(p, _, _)| *p).collect();
-    names.push("ssl_return");
+    names.extend(["ssl_return", "boringssl_read", "boringssl_write"]);
     names.extend(GO_TLS_PROGRAMS);
     for prog in names {
         let p: &mut UProbe = ebpf.program_mut(prog).context(prog)?.try_into()?;
@@ -309,9 +309,11 @@ pub(super) fn attach_go_file(ebpf: &mut Ebpf, path: &Path, probes: &GoTlsProbes)
     attach_at_offsets(ebpf, path, &points)
 }
 
-/// Attaches the OpenSSL programs to a Bun executable's BoringSSL at the
-/// file offsets `probes` gives (BoringSSL's `SSL_read`/`SSL_write` take the
-/// arguments OpenSSL's do): return probes first, as in
+/// Attaches the BoringSSL entry programs (OpenSSL's, without the thinning
+/// of untracked connections that needs `SSL_free`, which Bun's BoringSSL
+/// has no symbol for) and OpenSSL's return program to a Bun executable at
+/// the file offsets `probes` gives (BoringSSL's `SSL_read`/`SSL_write` take
+/// the arguments OpenSSL's do): return probes first, as in
 /// [`attach_tls_file`].
 pub(super) fn attach_boringssl_file(ebpf: &mut Ebpf, path: &Path, probes: &BoringSslProbes) -> anyhow::Result<Links> {
     attach_at_offsets(
@@ -320,8 +322,8 @@ pub(super) fn attach_boringssl_file(ebpf: &mut Ebpf, path: &Path, probes: &Borin
         &[
             ("ssl_return", probes.read),
             ("ssl_return", probes.write),
-            ("ssl_read", probes.read),
-            ("ssl_write", probes.write),
+            ("boringssl_read", probes.read),
+            ("boringssl_write", probes.write),
         ],
     )
 }
@@ -400,6 +402,8 @@ mod tests {
             "ssl_write",
             "ssl_write_ex",
             "ssl_return",
+            "boringssl_read",
+            "boringssl_write",
             "go_tls_read",
             "go_tls_write",
         ] {

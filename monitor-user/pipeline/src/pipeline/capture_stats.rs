@@ -80,6 +80,7 @@ impl CaptureTotals {
                 Counter::DiscoveryHits => metrics.capture.discovery_hits.inc_by(delta),
                 Counter::DiscoveryDeferred => metrics.capture.discovery_deferred.inc_by(delta),
                 Counter::ThreadIdMisses => metrics.capture.thread_id_misses.inc_by(delta),
+                Counter::TlsDiscoveryDeferred => metrics.capture.tls_discovery_deferred.inc_by(delta),
                 Counter::TlsUnbound => metrics.capture.tls_unbound.inc_by(delta),
                 Counter::Relooks => metrics
                     .pipeline
