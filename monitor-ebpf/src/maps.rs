@@ -169,9 +169,11 @@ pub(crate) struct TlsArgs {
     /// Requested byte count (`num`).
     pub(crate) len: u64,
     pub(crate) direction: u8,
+    /// 1: an untracked process's reads of this connection are thinned at
+    /// return (`hooks::tls::Looks::Thinned`).
+    pub(crate) thinned: u8,
     // Padding as fields of their own size, not byte arrays: a zeroed byte
     // array becomes a call to the byte-at-a-time memset (here and below).
-    pub(crate) _pad0: u8,
     pub(crate) _pad1: u16,
     pub(crate) _pad2: u32,
 }

@@ -237,7 +237,10 @@ pub(crate) fn judged_slot(key: u64) -> u32 {
 /// 256 ([`scanned_without_mcp`]), and MCP after a burst of it is found
 /// within 256 transfers. The key is the descriptor
 /// number: a descriptor reused for another file inherits at most that many
-/// unread transfers. Skips are counted (`DiscoveryDeferred`). Two CPUs
+/// unread transfers. OpenSSL's probes key a connection by its `SSL` object
+/// instead (`hooks::tls::tls_judged_fd`), forgotten at `SSL_free` and
+/// `SSL_set_fd`; they count calls that moved bytes for reads and every call
+/// for writes (decided at entry, before the outcome is known). Skips are counted (`DiscoveryDeferred`). Two CPUs
 /// writing one slot at once can leave a mixed entry: at worst one stream's
 /// transfers pass unread on another's count, up to 255 of them.
 #[inline(always)]

@@ -72,8 +72,8 @@ fn every_program_loads_within_the_verifier_budget() {
         "tls_discover",
         "tls_capture",
         "ssl_return",
-        "boringssl_read",
-        "boringssl_write",
+        "ssl_read_every",
+        "ssl_write_every",
     ] {
         assert!(names.contains(&needed), "{needed} missing from {names:?}");
     }

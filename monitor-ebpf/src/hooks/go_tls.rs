@@ -88,7 +88,7 @@ fn on_read_entry(ctx: &ProbeContext) {
         len,
         out_len: 0,
         direction: Direction::Ingress as u8,
-        _pad0: 0,
+        thinned: 0,
         _pad1: 0,
         _pad2: 0,
     };

@@ -97,13 +97,13 @@ pub(crate) fn tls_capture_header(
     Header::Send
 }
 
-/// How the entry probes of one TLS library treat an untracked process's
+/// How the probes of one TLS library treat an untracked process's
 /// connections.
 #[derive(Clone, Copy, PartialEq)]
 pub(crate) enum Looks {
     /// Thinned as untracked pipes and sockets are
-    /// ([`looked_at_recently`]), keyed by the `SSL` object, whose
-    /// record `SSL_free` clears (OpenSSL).
+    /// ([`looked_at_recently`]), keyed by the `SSL` object, whose record
+    /// `SSL_free` and `SSL_set_fd` clear (OpenSSL).
     Thinned,
     /// Every call looked at: the library has no `SSL_free` to watch
     /// (BoringSSL in a Bun executable), so a connection whose object took
@@ -119,13 +119,22 @@ pub(crate) fn tls_judged_fd(ssl: u64) -> i32 {
     ((((ssl >> 4) as u32) & 0x3fff_ffff) | 0x4000_0000) as i32
 }
 
+/// Forgets discovery's looks at the connection of `SSL` object `ssl` of
+/// process `tgid`, both directions: the object is freed or given another
+/// socket, and the next connection on it is looked at from its first call.
+#[inline(always)]
+fn forget_tls_looks(tgid: u32, ssl: u64) {
+    forget_judged((tgid as u64) << 32, tls_judged_fd(ssl));
+}
+
 /// Entry of `SSL_read`/`SSL_write` (`ex`: the `_ex` variants, which
 /// return the byte count through a fourth argument): stash the arguments
-/// for the return probe. For a process that is not tracked, the calls of a
-/// connection are looked at as an untracked pipe's are: its first 8, then
-/// fewer and fewer while it carries no MCP (`looks`); writes that do not
-/// start like MCP are left here, reads are only known at return. A call
-/// left here costs its return probe a lookup that misses.
+/// for the return probe. A process that is not tracked has its calls looked
+/// at as an untracked pipe's are, per connection (`looks`): its writes here,
+/// where their bytes are known (those that do not start like MCP are left
+/// here too), its reads at return, once they moved bytes (a failed read,
+/// which event loops make between two that succeed, must not take a look,
+/// and a read that waited must see the pause before it).
 #[inline(always)]
 pub(crate) fn tls_enter(ctx: &ProbeContext, dir: Direction, ex: bool, looks: Looks) {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -145,7 +154,7 @@ pub(crate) fn tls_enter(ctx: &ProbeContext, dir: Direction, ex: bool, looks: Loo
     if ex && out_len == 0 {
         return;
     }
-    if tracked_reason(cfg, (pid_tgid >> 32) as u32) == TrackReason::None as u32 {
+    if dir == Direction::Egress && tracked_reason(cfg, (pid_tgid >> 32) as u32) == TrackReason::None as u32 {
         if cfg.flags & config_flags::DISCOVERY == 0 {
             return;
         }
@@ -153,7 +162,7 @@ pub(crate) fn tls_enter(ctx: &ProbeContext, dir: Direction, ex: bool, looks: Loo
             count(Counter::TlsDiscoveryDeferred, 1);
             return;
         }
-        if dir == Direction::Egress && !starts_like_json(buf, len) {
+        if !starts_like_json(buf, len) {
             return;
         }
     }
@@ -163,7 +172,7 @@ pub(crate) fn tls_enter(ctx: &ProbeContext, dir: Direction, ex: bool, looks: Loo
         len,
         out_len,
         direction: dir as u8,
-        _pad0: 0,
+        thinned: (looks == Looks::Thinned) as u8,
         _pad1: 0,
         _pad2: 0,
     };
@@ -196,17 +205,18 @@ pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// `SSL_read` of BoringSSL in a Bun executable (the arguments OpenSSL's
-/// take): every call looked at ([`Looks::Every`]).
+/// `SSL_read` of a library whose `SSL_free` is not watched (BoringSSL in a
+/// Bun executable, which takes the arguments OpenSSL's does): every call
+/// looked at ([`Looks::Every`]).
 #[uprobe]
-pub fn boringssl_read(ctx: ProbeContext) -> u32 {
+pub fn ssl_read_every(ctx: ProbeContext) -> u32 {
     tls_enter(&ctx, Direction::Ingress, false, Looks::Every);
     0
 }
 
-/// `SSL_write` of BoringSSL in a Bun executable, as [`boringssl_read`].
+/// `SSL_write` of such a library, as [`ssl_read_every`].
 #[uprobe]
-pub fn boringssl_write(ctx: ProbeContext) -> u32 {
+pub fn ssl_write_every(ctx: ProbeContext) -> u32 {
     tls_enter(&ctx, Direction::Egress, false, Looks::Every);
     0
 }
@@ -254,6 +264,18 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     let tgid = (pid_tgid >> 32) as u32;
     let who = tracking(cfg, tgid);
     let reason = who.reason;
+    // An untracked process's read that moved bytes: looked at, or let pass
+    // (`tls_enter`; its writes were decided at entry). Without discovery
+    // its reads are of no use (`begin_transfer` leaves them too).
+    if dir == Direction::Ingress && who.untracked() {
+        if cfg.flags & config_flags::DISCOVERY == 0 {
+            return 0;
+        }
+        if args.thinned != 0 && looked_at_recently(pid_tgid, tls_judged_fd(args.ssl), dir) {
+            count(Counter::TlsDiscoveryDeferred, 1);
+            return 0;
+        }
+    }
     let bkey = TlsKey {
         tgid,
         _pad: 0,
@@ -311,11 +333,11 @@ pub fn ssl_set_fd(ctx: ProbeContext) -> u32 {
     let (Some(ssl), Some(fd)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
         return 0;
     };
-    let key = TlsKey {
-        tgid: (pid_tgid >> 32) as u32,
-        _pad: 0,
-        ssl,
-    };
+    let tgid = (pid_tgid >> 32) as u32;
+    // A new socket for the object (a new connection, or one reused
+    // through `SSL_clear`): looked at from its first call.
+    forget_tls_looks(tgid, ssl);
+    let key = TlsKey { tgid, _pad: 0, ssl };
     let _ = TLS_FDS.insert(
         &key,
         &TlsBinding {
@@ -342,7 +364,7 @@ pub fn ssl_free(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 pub(crate) fn forget_tls_conn(tgid: u32, conn: u64) {
     // The next connection may get the object's address.
-    forget_judged((tgid as u64) << 32, tls_judged_fd(conn));
+    forget_tls_looks(tgid, conn);
     let _ = TLS_FDS.remove(&TlsKey {
         tgid,
         _pad: 0,

@@ -48,9 +48,16 @@ impl Floor {
             targets.extend(scanner.scan_processes());
             for t in targets.iter().filter(|t| matches!(t.probes, Probes::OpenSsl)) {
                 // Links stay with the programs until the object is dropped.
-                attach_tls_programs(&mut ebpf, &t.attach_path(), |_| "floor_uprobe", "floor_uretprobe")
-                    .with_context(|| format!("attaching the floor's uprobes to {}", t.path))?;
-                tls_files.push(t.path.clone());
+                match attach_tls_programs(
+                    &mut ebpf,
+                    &t.attach_path(),
+                    |_, _| Some("floor_uprobe"),
+                    "floor_uretprobe",
+                ) {
+                    Ok(_) => tls_files.push(t.path.clone()),
+                    // As the agent: a file that cannot be probed is left.
+                    Err(e) => log::warn!("floor: not probing {}: {e:#}", t.path),
+                }
             }
         }
         Ok(Self {

@@ -66,13 +66,15 @@ pub fn btf_tracepoint_of(program: &str) -> Option<&'static str> {
 /// TLS entry probes: (program, OpenSSL function, required). A library
 /// without the required functions is not probed; OpenSSL before 1.1.1 has
 /// no `_ex` variants.
+/// `SSL_free` goes first: without it, the others are attached in the
+/// variant that looks at every call (see [`attach_tls_file`]).
 pub(super) const TLS_ENTRY_PROBES: &[(&str, &str, bool)] = &[
+    ("ssl_free", "SSL_free", false),
     ("ssl_write", "SSL_write", true),
     ("ssl_read", "SSL_read", true),
     ("ssl_write_ex", "SSL_write_ex", false),
     ("ssl_read_ex", "SSL_read_ex", false),
     ("ssl_set_fd", "SSL_set_fd", false),
-    ("ssl_free", "SSL_free", false),
 ];
 
 /// Tail-call stages of the TLS path, by `TLS_JUMP` index (the same indices
@@ -210,7 +212,7 @@ pub(super) fn load_tls(ebpf: &mut Ebpf) -> anyhow::Result<ProgramArray<MapData>>
         jump.set(index, p.fd()?, 0)?;
     }
     let mut names: Vec<&str> = TLS_ENTRY_PROBES.iter().map(|(p, _, _)| *p).collect();
-    names.extend(["ssl_return", "boringssl_read", "boringssl_write"]);
+    names.extend(["ssl_return", "ssl_read_every", "ssl_write_every"]);
     names.extend(GO_TLS_PROGRAMS);
     for prog in names {
         let p: &mut UProbe = ebpf.program_mut(prog).context(prog)?.try_into()?;
@@ -242,22 +244,45 @@ fn attach_one<'a>(
 /// returns the links and the optional functions the file lacks. The return
 /// probe goes first so that an entry never waits for a return that is not
 /// watched. On a failure the probes attached so far are taken off again.
+///
+/// The entry programs thin out their looks at an untracked process's
+/// connection, keyed by its `SSL` object, whose looks `SSL_free` forgets. A
+/// file without `SSL_free` gets the variants that look at every call
+/// (`ssl_read_every`, `ssl_write_every`, as Bun's BoringSSL does), and its
+/// `_ex` functions, which have no such variant, are left unprobed.
 pub(super) fn attach_tls_file(ebpf: &mut Ebpf, path: &Path) -> anyhow::Result<(Links, Vec<&'static str>)> {
-    attach_tls_programs(ebpf, path, |prog| prog, "ssl_return")
+    attach_tls_programs(
+        ebpf,
+        path,
+        |prog, free_watched| match prog {
+            _ if free_watched => Some(prog),
+            "ssl_read" => Some("ssl_read_every"),
+            "ssl_write" => Some("ssl_write_every"),
+            "ssl_read_ex" | "ssl_write_ex" => None,
+            _ => Some(prog),
+        },
+        "ssl_return",
+    )
 }
 
 /// [`attach_tls_file`] with other programs: `entry` names the program for
-/// each of the agent's entry programs, `ret` the return program (the floor
-/// attaches its do-nothing programs where the agent attaches its own).
+/// each of the agent's entry programs, given whether `SSL_free` is watched
+/// (`None`: leave the function unprobed), `ret` the return program (the
+/// floor attaches its do-nothing programs where the agent attaches its own).
 pub(super) fn attach_tls_programs(
     ebpf: &mut Ebpf,
     path: &Path,
-    entry: impl Fn(&'static str) -> &'static str,
+    entry: impl Fn(&'static str, bool) -> Option<&'static str>,
     ret: &'static str,
 ) -> anyhow::Result<(Links, Vec<&'static str>)> {
     let mut missing = Vec::new();
     let mut links = Links::new();
     for &(prog, func, required) in TLS_ENTRY_PROBES {
+        let free_watched = !missing.contains(&"SSL_free");
+        let Some(entry_prog) = entry(prog, free_watched) else {
+            missing.push(func);
+            continue;
+        };
         let returns = matches!(prog, "ssl_write" | "ssl_read" | "ssl_write_ex" | "ssl_read_ex");
         if returns {
             if let Err(e) = attach_one(ebpf, &mut links, ret, func, path) {
@@ -269,7 +294,7 @@ pub(super) fn attach_tls_programs(
                 continue;
             }
         }
-        if let Err(e) = attach_one(ebpf, &mut links, entry(prog), func, path) {
+        if let Err(e) = attach_one(ebpf, &mut links, entry_prog, func, path) {
             if required {
                 detach_links(ebpf, links);
                 return Err(e.context(format!("probe on {func}")));
@@ -309,12 +334,11 @@ pub(super) fn attach_go_file(ebpf: &mut Ebpf, path: &Path, probes: &GoTlsProbes)
     attach_at_offsets(ebpf, path, &points)
 }
 
-/// Attaches the BoringSSL entry programs (OpenSSL's, without the thinning
-/// of untracked connections that needs `SSL_free`, which Bun's BoringSSL
-/// has no symbol for) and OpenSSL's return program to a Bun executable at
-/// the file offsets `probes` gives (BoringSSL's `SSL_read`/`SSL_write` take
-/// the arguments OpenSSL's do): return probes first, as in
-/// [`attach_tls_file`].
+/// Attaches the OpenSSL programs to a Bun executable's BoringSSL at the
+/// file offsets `probes` gives (BoringSSL's `SSL_read`/`SSL_write` take the
+/// arguments OpenSSL's do), in the entry variants that look at every call
+/// (Bun's BoringSSL has no symbol for `SSL_free`): return probes first, as
+/// in [`attach_tls_file`].
 pub(super) fn attach_boringssl_file(ebpf: &mut Ebpf, path: &Path, probes: &BoringSslProbes) -> anyhow::Result<Links> {
     attach_at_offsets(
         ebpf,
@@ -322,8 +346,8 @@ pub(super) fn attach_boringssl_file(ebpf: &mut Ebpf, path: &Path, probes: &Borin
         &[
             ("ssl_return", probes.read),
             ("ssl_return", probes.write),
-            ("boringssl_read", probes.read),
-            ("boringssl_write", probes.write),
+            ("ssl_read_every", probes.read),
+            ("ssl_write_every", probes.write),
         ],
     )
 }
@@ -402,8 +426,8 @@ mod tests {
             "ssl_write",
             "ssl_write_ex",
             "ssl_return",
-            "boringssl_read",
-            "boringssl_write",
+            "ssl_read_every",
+            "ssl_write_every",
             "go_tls_read",
             "go_tls_write",
         ] {
