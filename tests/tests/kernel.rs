@@ -74,6 +74,8 @@ fn every_program_loads_within_the_verifier_budget() {
         "ssl_return",
         "ssl_read_every",
         "ssl_write_every",
+        "ssl_read_ex_every",
+        "ssl_write_ex_every",
     ] {
         assert!(names.contains(&needed), "{needed} missing from {names:?}");
     }

@@ -221,6 +221,22 @@ pub fn ssl_write_every(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// `SSL_read_ex` of an OpenSSL whose `SSL_free` is not watched, as
+/// [`ssl_read_every`].
+#[uprobe]
+pub fn ssl_read_ex_every(ctx: ProbeContext) -> u32 {
+    tls_enter(&ctx, Direction::Ingress, true, Looks::Every);
+    0
+}
+
+/// `SSL_write_ex` of an OpenSSL whose `SSL_free` is not watched, as
+/// [`ssl_read_every`].
+#[uprobe]
+pub fn ssl_write_ex_every(ctx: ProbeContext) -> u32 {
+    tls_enter(&ctx, Direction::Egress, true, Looks::Every);
+    0
+}
+
 /// Return of any of the entries above: the plaintext the library actually
 /// moved.
 #[uretprobe]

@@ -367,7 +367,7 @@ impl CaptureMetrics {
             ),
             tls_discovery_deferred: r.counter(
                 "tls_discovery_deferred_total",
-                "SSL_read/SSL_write calls (OpenSSL's) of untracked processes that discovery did not look at: the connection was looked at moments ago and found not MCP (looks thin out as for other streams; SSL_free forgets a connection's looks).",
+                "SSL_read/SSL_write calls (OpenSSL's) of untracked processes that discovery did not look at: the connection was looked at moments ago and found not MCP (looks thin out as for other streams; SSL_free and SSL_set_fd forget a connection's looks).",
             ),
             thread_id_misses: r.counter(
                 "capture_thread_id_misses_total",

@@ -48,12 +48,7 @@ impl Floor {
             targets.extend(scanner.scan_processes());
             for t in targets.iter().filter(|t| matches!(t.probes, Probes::OpenSsl)) {
                 // Links stay with the programs until the object is dropped.
-                match attach_tls_programs(
-                    &mut ebpf,
-                    &t.attach_path(),
-                    |_, _| Some("floor_uprobe"),
-                    "floor_uretprobe",
-                ) {
+                match attach_tls_programs(&mut ebpf, &t.attach_path(), |_, _| "floor_uprobe", "floor_uretprobe") {
                     Ok(_) => tls_files.push(t.path.clone()),
                     // As the agent: a file that cannot be probed is left.
                     Err(e) => log::warn!("floor: not probing {}: {e:#}", t.path),

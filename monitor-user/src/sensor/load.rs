@@ -66,8 +66,8 @@ pub fn btf_tracepoint_of(program: &str) -> Option<&'static str> {
 /// TLS entry probes: (program, OpenSSL function, required). A library
 /// without the required functions is not probed; OpenSSL before 1.1.1 has
 /// no `_ex` variants.
-/// `SSL_free` goes first: without it, the others are attached in the
-/// variant that looks at every call (see [`attach_tls_file`]).
+/// `SSL_free` goes first: without its probe, the others are attached in
+/// the variant that looks at every call (see [`attach_tls_file`]).
 pub(super) const TLS_ENTRY_PROBES: &[(&str, &str, bool)] = &[
     ("ssl_free", "SSL_free", false),
     ("ssl_write", "SSL_write", true),
@@ -212,7 +212,13 @@ pub(super) fn load_tls(ebpf: &mut Ebpf) -> anyhow::Result<ProgramArray<MapData>>
         jump.set(index, p.fd()?, 0)?;
     }
     let mut names: Vec<&str> = TLS_ENTRY_PROBES.iter().map(|(p, _, _)| *p).collect();
-    names.extend(["ssl_return", "ssl_read_every", "ssl_write_every"]);
+    names.extend([
+        "ssl_return",
+        "ssl_read_every",
+        "ssl_write_every",
+        "ssl_read_ex_every",
+        "ssl_write_ex_every",
+    ]);
     names.extend(GO_TLS_PROGRAMS);
     for prog in names {
         let p: &mut UProbe = ebpf.program_mut(prog).context(prog)?.try_into()?;
@@ -247,42 +253,41 @@ fn attach_one<'a>(
 ///
 /// The entry programs thin out their looks at an untracked process's
 /// connection, keyed by its `SSL` object, whose looks `SSL_free` forgets. A
-/// file without `SSL_free` gets the variants that look at every call
-/// (`ssl_read_every`, `ssl_write_every`, as Bun's BoringSSL does), and its
-/// `_ex` functions, which have no such variant, are left unprobed.
+/// file whose `SSL_free` could not be probed gets the variants that look at
+/// every call (`ssl_read_every` and the like, as Bun's BoringSSL does).
 pub(super) fn attach_tls_file(ebpf: &mut Ebpf, path: &Path) -> anyhow::Result<(Links, Vec<&'static str>)> {
-    attach_tls_programs(
-        ebpf,
-        path,
-        |prog, free_watched| match prog {
-            _ if free_watched => Some(prog),
-            "ssl_read" => Some("ssl_read_every"),
-            "ssl_write" => Some("ssl_write_every"),
-            "ssl_read_ex" | "ssl_write_ex" => None,
-            _ => Some(prog),
-        },
-        "ssl_return",
-    )
+    attach_tls_programs(ebpf, path, agent_entry, "ssl_return")
+}
+
+/// The agent's program for entry program `prog` of [`TLS_ENTRY_PROBES`],
+/// given whether `SSL_free` is watched.
+fn agent_entry(prog: &'static str, free_watched: bool) -> &'static str {
+    match prog {
+        _ if free_watched => prog,
+        "ssl_read" => "ssl_read_every",
+        "ssl_write" => "ssl_write_every",
+        "ssl_read_ex" => "ssl_read_ex_every",
+        "ssl_write_ex" => "ssl_write_ex_every",
+        _ => prog,
+    }
 }
 
 /// [`attach_tls_file`] with other programs: `entry` names the program for
 /// each of the agent's entry programs, given whether `SSL_free` is watched
-/// (`None`: leave the function unprobed), `ret` the return program (the
-/// floor attaches its do-nothing programs where the agent attaches its own).
+/// (its probe is the first attached), `ret` the return program (the floor
+/// attaches its do-nothing programs where the agent attaches its own).
 pub(super) fn attach_tls_programs(
     ebpf: &mut Ebpf,
     path: &Path,
-    entry: impl Fn(&'static str, bool) -> Option<&'static str>,
+    entry: impl Fn(&'static str, bool) -> &'static str,
     ret: &'static str,
 ) -> anyhow::Result<(Links, Vec<&'static str>)> {
     let mut missing = Vec::new();
     let mut links = Links::new();
+    // Until SSL_free's probe is attached, as it is first.
+    let mut free_watched = false;
     for &(prog, func, required) in TLS_ENTRY_PROBES {
-        let free_watched = !missing.contains(&"SSL_free");
-        let Some(entry_prog) = entry(prog, free_watched) else {
-            missing.push(func);
-            continue;
-        };
+        let entry_prog = entry(prog, free_watched);
         let returns = matches!(prog, "ssl_write" | "ssl_read" | "ssl_write_ex" | "ssl_read_ex");
         if returns {
             if let Err(e) = attach_one(ebpf, &mut links, ret, func, path) {
@@ -294,12 +299,15 @@ pub(super) fn attach_tls_programs(
                 continue;
             }
         }
-        if let Err(e) = attach_one(ebpf, &mut links, entry_prog, func, path) {
-            if required {
-                detach_links(ebpf, links);
-                return Err(e.context(format!("probe on {func}")));
+        match attach_one(ebpf, &mut links, entry_prog, func, path) {
+            Ok(()) => free_watched |= func == "SSL_free",
+            Err(e) => {
+                if required {
+                    detach_links(ebpf, links);
+                    return Err(e.context(format!("probe on {func}")));
+                }
+                missing.push(func);
             }
-            missing.push(func);
         }
     }
     Ok((links, missing))
@@ -370,6 +378,24 @@ pub(super) fn detach_links(ebpf: &mut Ebpf, links: Links) {
 mod tests {
     use super::*;
 
+    /// `attach_tls_programs` knows whether `SSL_free` is watched only once
+    /// its probe was tried, so it must be first; every entry has a program
+    /// in the object either way.
+    #[test]
+    fn ssl_free_is_probed_first_and_every_entry_has_its_programs() {
+        assert_eq!(TLS_ENTRY_PROBES[0].1, "SSL_free");
+        let obj = embedded_object();
+        for &(prog, _, _) in TLS_ENTRY_PROBES {
+            for free_watched in [true, false] {
+                let name = agent_entry(prog, free_watched);
+                assert!(obj.programs.contains_key(name), "no program {name} in the object");
+            }
+        }
+        assert_eq!(agent_entry("ssl_read_ex", true), "ssl_read_ex");
+        assert_eq!(agent_entry("ssl_read_ex", false), "ssl_read_ex_every");
+        assert_eq!(agent_entry("ssl_set_fd", false), "ssl_set_fd");
+    }
+
     #[test]
     fn running_kernel_has_every_offset() {
         // Only meaningful where the kernel exposes BTF (CI machines do).
@@ -428,6 +454,8 @@ mod tests {
             "ssl_return",
             "ssl_read_every",
             "ssl_write_every",
+            "ssl_read_ex_every",
+            "ssl_write_ex_every",
             "go_tls_read",
             "go_tls_write",
         ] {
