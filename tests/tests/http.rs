@@ -19,6 +19,22 @@ use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(20);
 
+/// Runs tests/clients/py_keepalive_session.py against `url` with `args`
+/// (throwaway requests, pause, `reconnect`); returns its transcript.
+fn keepalive_session(url: &str, args: &[&str]) -> Transcript {
+    let dir = TempDir::new("keepalive");
+    let path = dir.path().join("t.json");
+    let st = Command::new(python())
+        .arg(clients_dir().join("py_keepalive_session.py"))
+        .arg(url)
+        .arg(&path)
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(st.success(), "the keep-alive client failed");
+    Transcript::load(&path)
+}
+
 /// The evasion over HTTP: more throwaway requests than the prelude budget
 /// on one keep-alive connection to a server the monitor already tracks,
 /// then MCP on that connection. The connection is judged not MCP on the
@@ -35,19 +51,9 @@ fn throwaway_requests_before_mcp_on_one_connection_do_not_blind_the_monitor() {
     // A first session gets the server discovered, hence tracked.
     let first_client = session(port, 10);
     m.wait_events(SETTLE, |ev| view(ev, "http", server_pid, first_client, true).len() >= 9);
-    let dir = TempDir::new("keepalive");
-    let path = dir.path().join("t.json");
-    let st = Command::new(python())
-        .arg(clients_dir().join("py_keepalive_session.py"))
-        .arg(format!("http://127.0.0.1:{port}/mcp"))
-        .arg(&path)
-        .arg("12")
-        // Time for the agent to have the kernel ignore the connection.
-        .arg(scaled(Duration::from_secs(1)).as_secs_f64().to_string())
-        .status()
-        .unwrap();
-    assert!(st.success(), "the keep-alive client failed");
-    let t = Transcript::load(&path);
+    // Time for the agent to have the kernel ignore the connection.
+    let pause = scaled(Duration::from_secs(1)).as_secs_f64().to_string();
+    let t = keepalive_session(&format!("http://127.0.0.1:{port}/mcp"), &["12", &pause]);
     let expected = t.expected(false);
     let second = |ev: &[Value]| {
         observed_rows(ev.iter().filter(|e| {
@@ -152,19 +158,7 @@ fn a_busy_tls_connection_without_mcp_is_thinned_and_the_next_seen_whole() {
     // closes it, is the one the next connection's often reuses.
     let server = fastmcp_server_untouched(port, &cert);
     let server_pid = server.0.id();
-    let dir = TempDir::new("tls-burst");
-    let path = dir.path().join("t.json");
-    let st = Command::new(python())
-        .arg(clients_dir().join("py_keepalive_session.py"))
-        .arg(format!("https://127.0.0.1:{port}/mcp"))
-        .arg(&path)
-        .arg("300")
-        .arg("0")
-        .arg("reconnect")
-        .status()
-        .unwrap();
-    assert!(st.success(), "the keep-alive client failed");
-    let t = Transcript::load(&path);
+    let t = keepalive_session(&format!("https://127.0.0.1:{port}/mcp"), &["300", "0", "reconnect"]);
     let expected = t.expected(false);
     let of = |ev: &[Value], server_side: bool| {
         observed_rows(view(ev, "https", server_pid, t.client_pid, server_side).iter())
