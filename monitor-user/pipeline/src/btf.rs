@@ -1,4 +1,5 @@
-//! Just enough of a BTF reader to find struct member offsets.
+//! Just enough of a BTF reader to find struct member offsets, and to tell
+//! whether kernel functions share a prototype (the syscall fexit hooks).
 //!
 //! Rust eBPF programs have no CO-RE field relocations, so the kernel programs
 //! read `task_struct`, `file`, `socket`... through byte offsets that this
@@ -74,6 +75,33 @@ enum Type {
     Alias {
         target: u32,
     },
+    Pointer {
+        target: u32,
+    },
+    /// A struct or union declared without its members.
+    Forward,
+    Func {
+        name: u32,
+        proto: u32,
+    },
+    /// A function prototype: its parameters' types.
+    Proto {
+        params: Vec<u32>,
+    },
+    Other,
+}
+
+/// What a pointer parameter of a kernel function points to, in the
+/// kernel's BTF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pointee {
+    /// A struct or union with its members: the verifier lets a tracing
+    /// program load through such a pointer.
+    Complete,
+    /// A struct declared without its members (`FWD`), which 5.10's
+    /// verifier refuses to let a program read the parameter as.
+    Forward,
+    /// Anything else.
     Other,
 }
 
@@ -84,6 +112,7 @@ pub struct Btf {
     /// Index = type id; id 0 is `void`.
     types: Vec<Type>,
     structs_by_name: HashMap<String, u32>,
+    funcs_by_name: HashMap<String, u32>,
 }
 
 fn u32_at(data: &[u8], off: usize, little: bool) -> Option<u32> {
@@ -132,7 +161,16 @@ impl Btf {
             pos += 12;
             let (ty, extra) = match kind {
                 KIND_INT => (Type::Other, 4),
-                KIND_PTR | KIND_FWD | KIND_FUNC | KIND_FLOAT => (Type::Other, 0),
+                KIND_PTR => (Type::Pointer { target: size_or_type }, 0),
+                KIND_FWD => (Type::Forward, 0),
+                KIND_FUNC => (
+                    Type::Func {
+                        name,
+                        proto: size_or_type,
+                    },
+                    0,
+                ),
+                KIND_FLOAT => (Type::Other, 0),
                 KIND_ARRAY => (Type::Other, 12),
                 KIND_STRUCT | KIND_UNION => {
                     let mut members = Vec::with_capacity(vlen);
@@ -160,7 +198,17 @@ impl Btf {
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
                     (Type::Alias { target: size_or_type }, 0)
                 }
-                KIND_FUNC_PROTO => (Type::Other, vlen * 8),
+                KIND_FUNC_PROTO => {
+                    let mut params = Vec::with_capacity(vlen);
+                    for p in 0..vlen {
+                        // Each parameter: name offset, type id.
+                        params.push(
+                            u32_at(type_sec, pos + p * 8 + 4, little)
+                                .ok_or(BtfError::Malformed("truncated parameter"))?,
+                        );
+                    }
+                    (Type::Proto { params }, vlen * 8)
+                }
                 KIND_VAR => (Type::Other, 4),
                 KIND_DATASEC => (Type::Other, vlen * 12),
                 KIND_DECL_TAG => (Type::Other, 4),
@@ -178,17 +226,49 @@ impl Btf {
             strings,
             types,
             structs_by_name: HashMap::new(),
+            funcs_by_name: HashMap::new(),
         };
         for (id, ty) in btf.types.iter().enumerate() {
-            if let Type::Composite { name, members } = ty {
+            match ty {
                 // Keep the first complete definition of each name.
-                if *name != 0 && !members.is_empty() {
+                Type::Composite { name, members } if *name != 0 && !members.is_empty() => {
                     let n = btf.string(*name).to_owned();
                     btf.structs_by_name.entry(n).or_insert(id as u32);
                 }
+                Type::Func { name, .. } => {
+                    let n = btf.string(*name).to_owned();
+                    btf.funcs_by_name.entry(n).or_insert(id as u32);
+                }
+                _ => {}
             }
         }
         Ok(btf)
+    }
+
+    /// The type id of kernel function `name`'s prototype: two functions
+    /// with the same id have the same prototype to the verifier (which
+    /// compares them by identity for tail calls between tracing programs).
+    pub fn func_proto(&self, name: &str) -> Option<u32> {
+        match self.types.get(*self.funcs_by_name.get(name)? as usize)? {
+            Type::Func { proto, .. } => Some(*proto),
+            _ => None,
+        }
+    }
+
+    /// What parameter `index` of kernel function `name` points to; `None`
+    /// when there is no such function or parameter, or it is not a pointer.
+    pub fn pointer_param(&self, name: &str, index: usize) -> Option<Pointee> {
+        let Some(Type::Proto { params }) = self.types.get(self.func_proto(name)? as usize) else {
+            return None;
+        };
+        let Some(Type::Pointer { target }) = self.types.get(self.resolve(*params.get(index)?) as usize) else {
+            return None;
+        };
+        Some(match self.types.get(self.resolve(*target) as usize) {
+            Some(Type::Composite { members, .. }) if !members.is_empty() => Pointee::Complete,
+            Some(Type::Forward) => Pointee::Forward,
+            _ => Pointee::Other,
+        })
     }
 
     fn string(&self, off: u32) -> &str {
@@ -367,6 +447,52 @@ mod tests {
         assert_eq!(btf.offset_of("sock", "sk_type").unwrap(), 16);
         assert!(matches!(btf.offset_of("sock", "nope"), Err(BtfError::NoMember { .. })));
         assert!(matches!(btf.offset_of("nope", "x"), Err(BtfError::NoStruct(_))));
+    }
+
+    #[test]
+    fn tells_functions_whose_pointer_parameter_is_a_forward_declaration() {
+        let mut b = Builder::new();
+        b.int("long"); // id 1
+        b.composite(KIND_STRUCT, "pt_regs", 8, &[("di", 1, 0)]); // id 2
+        let fwd = b.s("pt_regs");
+        // id 3: FWD struct pt_regs
+        b.word(fwd);
+        b.word(KIND_FWD << 24);
+        b.word(0);
+        // ids 4 and 6: const struct / const FWD; 5 and 7: pointers to them.
+        for (target, konst) in [(2, 4), (3, 6)] {
+            b.word(0);
+            b.word(KIND_CONST << 24);
+            b.word(target);
+            b.word(0);
+            b.word(KIND_PTR << 24);
+            b.word(konst);
+        }
+        // ids 8, 9: long (const struct pt_regs *) and long (const FWD pt_regs *)
+        for ptr in [5, 7] {
+            b.word(0);
+            b.word(KIND_FUNC_PROTO << 24 | 1);
+            b.word(1);
+            let name = b.s("regs");
+            b.word(name);
+            b.word(ptr);
+        }
+        for (name, proto) in [("__x64_sys_read", 8), ("__x64_sys_write", 8), ("__x64_sys_recvfrom", 9)] {
+            let n = b.s(name);
+            b.word(n);
+            b.word(KIND_FUNC << 24);
+            b.word(proto);
+        }
+        let btf = Btf::parse(&b.finish()).unwrap();
+        assert_eq!(btf.func_proto("__x64_sys_read"), Some(8));
+        assert_eq!(btf.func_proto("__x64_sys_write"), Some(8));
+        assert_eq!(btf.func_proto("__x64_sys_recvfrom"), Some(9));
+        assert_eq!(btf.func_proto("nope"), None);
+        assert_eq!(btf.pointer_param("__x64_sys_read", 0), Some(Pointee::Complete));
+        assert_eq!(btf.pointer_param("__x64_sys_recvfrom", 0), Some(Pointee::Forward));
+        assert_eq!(btf.pointer_param("__x64_sys_read", 1), None);
+        // The complete struct is still found by name, not the forward one.
+        assert_eq!(btf.offset_of("pt_regs", "di").unwrap(), 0);
     }
 
     #[test]
