@@ -1,10 +1,12 @@
 //! How userspace finds the kernel programs' pieces: tail-call slots and
 //! map names.
 
-/// Tail-call slots of the two program arrays, `EXIT_JUMP` (the syscall
-/// hook) and `TLS_JUMP` (TLS path): the hooks jump to these stages, and the
-/// loader fills the slots. Each array has its own copy of every stage,
-/// named with its prefix (`exit_`, `tls_`).
+/// Tail-call slots of the program arrays, `EXIT_JUMP` (the syscall
+/// tracepoint hook), `FEXIT_JUMP` (the syscall fexit hooks, where the
+/// kernel allows them) and `TLS_JUMP` (TLS path): the hooks jump to these
+/// stages, and the loader fills the slots. Each array has its own copy of
+/// every stage, named with its prefix (`exit_`, `fexit_`, `tls_`;
+/// `FEXIT_NET_JUMP`, of the network calls' fexit hooks, `fexit_net_`).
 pub mod jump_slot {
     /// Is an untracked stream JSON-RPC? (`*_discover`)
     pub const DISCOVER: u32 = 0;
@@ -44,6 +46,10 @@ pub mod map_name {
     pub const COUNTERS: &str = "COUNTERS";
     /// Tail-call program array of `sys_exit`, indexed by `jump_slot`.
     pub const EXIT_JUMP: &str = "EXIT_JUMP";
+    /// Tail-call program array of the syscall fexit hooks, indexed by `jump_slot`.
+    pub const FEXIT_JUMP: &str = "FEXIT_JUMP";
+    /// The same for the fexit hooks of the network calls (see monitor-ebpf maps.rs).
+    pub const FEXIT_NET_JUMP: &str = "FEXIT_NET_JUMP";
     /// Tail-call program array of the TLS (uprobe) path, indexed by `jump_slot`.
     pub const TLS_JUMP: &str = "TLS_JUMP";
     /// Arguments of in-flight `SSL_read`/`SSL_write` calls by pid_tgid.
@@ -53,7 +59,7 @@ pub mod map_name {
     /// they are not tracked without a hash lookup.
     pub const TRACKED_HINT: &str = "TRACKED_HINT";
     /// Every map userspace looks up.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 16] = [
         CONFIG,
         EVENTS,
         SCRATCH,
@@ -65,6 +71,8 @@ pub mod map_name {
         PORT_SELECTORS,
         COUNTERS,
         EXIT_JUMP,
+        FEXIT_JUMP,
+        FEXIT_NET_JUMP,
         TLS_JUMP,
         TLS_ARGS,
         TRACKED_HINT,

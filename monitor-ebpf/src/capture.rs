@@ -6,11 +6,12 @@ use crate::{
     emit::{emit_rest, fill_chunk_header, ring_flags, scratch, Scratch, HDR},
     kernel_read::conn_tuple,
     known_files::known_file_info,
-    maps::{config, count, Transfer, EVENTS, EXIT_JUMP, LAST_TCP_READ, STREAMS, TRANSFER},
+    maps::{config, count, Transfer, EVENTS, EXIT_JUMP, FEXIT_JUMP, FEXIT_NET_JUMP, LAST_TCP_READ, STREAMS, TRANSFER},
     payload::starts_like_json,
     tracking::track,
 };
-use aya_ebpf::macros::btf_tracepoint;
+use aya_ebpf::macros::{btf_tracepoint, fexit};
+use aya_ebpf::programs::FExitContext;
 use aya_ebpf::maps::ProgramArray;
 use aya_ebpf::EbpfContext;
 use monitor_common::{
@@ -22,6 +23,22 @@ use monitor_common::{
 #[btf_tracepoint]
 pub fn exit_capture(ctx: SyscallContext) -> i32 {
     capture_stage(&ctx, &EXIT_JUMP)
+}
+
+/// Tail-call target of the syscall fexit hooks: [`capture_stage`] (the
+/// context is laid out as the tracepoint's, `regs` then the return value;
+/// an fexit program must return 0).
+#[fexit]
+pub fn fexit_capture(ctx: FExitContext) -> i32 {
+    capture_stage(&SyscallContext::new(ctx.as_ptr()), &FEXIT_JUMP);
+    0
+}
+
+/// [`fexit_capture`] for the network calls' fexit hooks (`FEXIT_NET_JUMP`).
+#[fexit]
+pub fn fexit_net_capture(ctx: FExitContext) -> i32 {
+    capture_stage(&SyscallContext::new(ctx.as_ptr()), &FEXIT_NET_JUMP);
+    0
 }
 
 /// Classify the descriptor, consult the stream decision, and send a chunk

@@ -1,33 +1,49 @@
 //! The discovery stages: does an untracked stream start like JSON-RPC, HTTP
-//! carrying it, or an MCP method? Shared by the syscall hook (`EXIT_JUMP`)
-//! and the TLS path (`TLS_JUMP`): each stage is a BTF tracepoint and a
-//! uprobe.
+//! carrying it, or an MCP method? Shared by the syscall hooks (`EXIT_JUMP`,
+//! `FEXIT_JUMP`) and the TLS path (`TLS_JUMP`): each stage is a BTF
+//! tracepoint, an fexit program and a uprobe.
 
 use crate::hooks::SyscallContext;
 use crate::{
     emit::{scratch, Scratch, HDR},
     kernel_read::verifier_bound,
-    maps::{config, count, Transfer, EXIT_JUMP, METHOD_ROOTS, TLS_JUMP, TRANSFER},
+    maps::{config, count, Transfer, EXIT_JUMP, FEXIT_JUMP, FEXIT_NET_JUMP, METHOD_ROOTS, TLS_JUMP, TRANSFER},
     transfer::{copied_window_len, discovered},
 };
 use aya_ebpf::helpers::generated::bpf_probe_read_user;
-use aya_ebpf::macros::{btf_tracepoint, uprobe};
+use aya_ebpf::macros::{btf_tracepoint, fexit, uprobe};
 use aya_ebpf::maps::ProgramArray;
-use aya_ebpf::programs::ProbeContext;
+use aya_ebpf::programs::{FExitContext, ProbeContext};
 use aya_ebpf::EbpfContext;
 use core::ffi::c_void;
 use monitor_common::{jump_slot, Counter, KernelConfig, MAX_DISCOVERY_WINDOW, METHOD_ROOT_LEN};
 
-/// Defines a discovery stage twice, each running `$stage`: a BTF
-/// tracepoint for the syscall hook (tail calls through `EXIT_JUMP`) and a
-/// uprobe for TLS plaintext (`TLS_JUMP`: a program has one context type,
-/// so one function cannot serve both).
+/// Defines a discovery stage four times, each running `$stage`: a BTF
+/// tracepoint for the syscall tracepoint hook (tail calls through
+/// `EXIT_JUMP`), fexit programs for the syscall fexit hooks
+/// (`FEXIT_JUMP`, `FEXIT_NET_JUMP`: a tail call stays between programs
+/// loaded for the same prototype) and a uprobe for TLS plaintext (`TLS_JUMP`: a program has
+/// one context type, so one function cannot serve both).
 macro_rules! stage_copies {
-    ($(#[$doc:meta])* $exit:ident, $tls:ident => $stage:ident) => {
+    ($(#[$doc:meta])* $exit:ident, $fexit:ident, $fexit_net:ident, $tls:ident => $stage:ident) => {
         $(#[$doc])*
         #[btf_tracepoint]
         pub fn $exit(ctx: SyscallContext) -> i32 {
             $stage(&ctx, &EXIT_JUMP) as i32
+        }
+
+        #[doc = concat!("[`", stringify!($exit), "`] for the syscall fexit hooks (an fexit program must return 0).")]
+        #[fexit]
+        pub fn $fexit(ctx: FExitContext) -> i32 {
+            $stage(&SyscallContext::new(ctx.as_ptr()), &FEXIT_JUMP);
+            0
+        }
+
+        #[doc = concat!("[`", stringify!($exit), "`] for the network calls' fexit hooks.")]
+        #[fexit]
+        pub fn $fexit_net(ctx: FExitContext) -> i32 {
+            $stage(&SyscallContext::new(ctx.as_ptr()), &FEXIT_NET_JUMP);
+            0
         }
 
         #[doc = concat!("[`", stringify!($exit), "`] for TLS plaintext.")]
@@ -208,7 +224,7 @@ pub(crate) fn starts_with_mcp_method(scratch: Scratch, n: usize) -> bool {
 stage_copies! {
     /// Tail-call target: does the payload start like an MCP message (a
     /// `"method"` with an MCP method root, or a `"jsonrpc"` key in the window)?
-    exit_discover, tls_discover => discover_stage
+    exit_discover, fexit_discover, fexit_net_discover, tls_discover => discover_stage
 }
 
 #[inline(always)]
@@ -261,7 +277,7 @@ stage_copies! {
     /// its head names `text/event-stream` (Streamable HTTP clients accept it on
     /// every POST; SSE streams, the legacy transport's included, answer with
     /// it). The window is already in the scratch area.
-    exit_discover_http, tls_discover_http => discover_http_stage
+    exit_discover_http, fexit_discover_http, fexit_net_discover_http, tls_discover_http => discover_http_stage
 }
 
 #[inline(always)]
@@ -285,7 +301,7 @@ pub(crate) fn discover_http_stage<C: EbpfContext>(ctx: &C, jump: &ProgramArray) 
 stage_copies! {
     /// Tail-call target of `discover_http`: an HTTP POST whose window holds
     /// `"jsonrpc"`.
-    exit_discover_jsonrpc, tls_discover_jsonrpc => discover_jsonrpc_stage
+    exit_discover_jsonrpc, fexit_discover_jsonrpc, fexit_net_discover_jsonrpc, tls_discover_jsonrpc => discover_jsonrpc_stage
 }
 
 #[inline(always)]

@@ -119,6 +119,22 @@ pub(crate) static TRANSFER: PerCpuArray<Transfer> = PerCpuArray::with_max_entrie
 #[map]
 pub(crate) static EXIT_JUMP: ProgramArray = ProgramArray::with_max_entries(jump_slot::COUNT, 0);
 
+/// The same stages for the syscall fexit hooks (hooks/syscalls.rs), where
+/// the kernel allows them: loaded as fexit programs for `__x64_sys_read`,
+/// whose prototype every `__x64_sys_*` function shares.
+#[map]
+pub(crate) static FEXIT_JUMP: ProgramArray = ProgramArray::with_max_entries(jump_slot::COUNT, 0);
+
+/// The stages of the network calls' fexit hooks (recvfrom, recvmsg,
+/// sendto, sendmsg, bind, connect). Their functions can have another
+/// prototype than `__x64_sys_read` in the kernel's BTF (6.1 lists each
+/// twice, first with a `__unused` parameter name: the stub for kernels
+/// without networking), so the loader loads these stages for
+/// `__x64_sys_recvfrom`, or puts `FEXIT_JUMP`'s programs here where the
+/// prototypes are the same.
+#[map]
+pub(crate) static FEXIT_NET_JUMP: ProgramArray = ProgramArray::with_max_entries(jump_slot::COUNT, 0);
+
 /// The same stages for TLS plaintext: tail calls only reach programs of the
 /// caller's type, and the TLS entry points are uprobes.
 #[map]

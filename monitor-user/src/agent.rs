@@ -228,6 +228,11 @@ pub struct CheckReport {
     pub kernel: String,
     /// The paths chosen for this kernel (the start-up log line).
     pub paths: String,
+    /// How system calls are hooked: `fexit` or `tracepoint`.
+    pub syscall_hook: &'static str,
+    /// Why the kernel refused fexit, when it did (`capture.syscall_hook = "auto"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fexit_refused: Option<String>,
     /// Seconds to load and attach everything.
     pub load_seconds: f64,
     /// TLS library files probed at start.
@@ -250,15 +255,31 @@ pub fn check(cfg: &Config) -> anyhow::Result<CheckReport> {
     let _ = start_tls_scan(&cfg.capture, &mut sensor)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     let tls_targets = sensor.tls_targets();
+    let syscall_hook = sensor.syscall_hook().clone();
     drop(sensor);
+    let fexit_refused = match &syscall_hook {
+        crate::sensor::SyscallHook::Tracepoint { fexit_refused } => fexit_refused.clone(),
+        crate::sensor::SyscallHook::Fexit { .. } => None,
+    };
     Ok(CheckReport {
         kernel: crate::sensor::verifier::kernel_release(),
-        paths: crate::sensor::preflight::kernel_paths(),
+        paths: crate::sensor::preflight::kernel_paths(&syscall_hook),
+        syscall_hook: syscall_hook.name(),
+        fexit_refused: fexit_refused.clone(),
         load_seconds,
         tls_targets,
         verifier_limit: crate::sensor::verifier::VERIFIER_LIMIT,
         verifier_budget: crate::sensor::verifier::VERIFIER_BUDGET,
-        programs: crate::sensor::verifier_costs()?,
+        // Where the kernel refused fexit, the fexit programs are listed
+        // as skipped, with the reason, not measured.
+        programs: crate::sensor::verifier_costs(match &syscall_hook {
+            crate::sensor::SyscallHook::Fexit { .. } => None,
+            crate::sensor::SyscallHook::Tracepoint { fexit_refused } => Some(
+                fexit_refused
+                    .as_deref()
+                    .unwrap_or("capture.syscall_hook = \"tracepoint\""),
+            ),
+        })?,
     })
 }
 
@@ -352,6 +373,10 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
     // Before the probes: a watch that cannot start should fail fast.
     let mut pod_updates = start_pod_watch(&cfg.kubernetes, &metrics).await?;
     let mut sensor = Sensor::start(&cfg.capture, boot_offset)?;
+    metrics
+        .syscall_hook
+        .with_label_values(&[sensor.syscall_hook().name()])
+        .set(1);
     let mut tls_targets = start_tls_scan(&cfg.capture, &mut sensor)?;
     // Loading parsed the kernel's BTF (megabytes) twice, aya's copy and
     // ours; hand the freed heap back to the system.

@@ -111,6 +111,13 @@ pub struct CaptureConfig {
     /// agent runs, for `mcp_monitor_bpf_program_*` metrics. It is global:
     /// every eBPF program on the host then pays ~20 ns per run for it.
     pub program_stats: bool,
+    /// How system calls are hooked: `"auto"` (fexit programs on the calls
+    /// of interest where the kernel allows them, else the raw `sys_exit`
+    /// tracepoint), `"fexit"` (fail at start where the kernel refuses
+    /// them) or `"tracepoint"`. The tracepoint puts every system call of
+    /// every process on the kernel's slow syscall path and runs a program
+    /// for each; the fexit hooks cost only the calls they watch.
+    pub syscall_hook: SyscallHookChoice,
     /// Obsolete (the syscall hooks take every call's arguments from the
     /// saved registers): accepted so that configuration files written for
     /// earlier versions still load, warned about at load, never written.
@@ -153,6 +160,7 @@ impl Default for CaptureConfig {
             poll_interval_ms: 10,
             wakeup_bytes: 2 << 20,
             program_stats: false,
+            syscall_hook: SyscallHookChoice::Auto,
             arguments_from_registers: None,
             tcp: true,
             tls: true,
@@ -163,6 +171,19 @@ impl Default for CaptureConfig {
             exclude: Exclude::default(),
         }
     }
+}
+
+/// How system calls are hooked (`capture.syscall_hook`).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SyscallHookChoice {
+    /// fexit where the kernel allows it, else the tracepoint.
+    #[default]
+    Auto,
+    /// fexit programs on the system call functions, or fail at start.
+    Fexit,
+    /// The raw `sys_exit` tracepoint.
+    Tracepoint,
 }
 
 /// Which Go programs with `crypto/tls` the agent probes (`capture.tls_go`).

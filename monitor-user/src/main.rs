@@ -262,6 +262,9 @@ fn print_check(r: &agent::CheckReport) {
         if let Some(e) = &p.error {
             println!("    statistics load failed: {e}");
         }
+        if let Some(why) = &p.skipped {
+            println!("    not loaded on this kernel: {why}");
+        }
     }
 }
 
@@ -446,9 +449,8 @@ fn real_main() -> anyhow::Result<()> {
             };
             let floor = mcp_monitor::sensor::Floor::attach(&cfg.capture)?;
             eprintln!(
-                "floor: a do-nothing program on {} tracepoints ({}) and at OpenSSL's entries and returns in {} files ({}); interrupt to detach",
-                floor.tracepoints.len(),
-                floor.tracepoints.join(" "),
+                "floor: a do-nothing program where the agent hooks system calls here ({}) and at OpenSSL's entries and returns in {} files ({}); interrupt to detach",
+                floor.syscall_hook.describe(),
                 floor.tls_files.len(),
                 floor.tls_files.join(" ")
             );

@@ -23,20 +23,42 @@ fn every_program_loads_within_the_verifier_budget() {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_eq!(r["kernel"].as_str(), Some(release.trim()));
     // The one start-up line naming the paths chosen for this kernel, and
-    // the syscall hook: a BTF tracepoint on the raw syscall exit
-    // tracepoint (nothing per call, nothing at entry), which loads the
-    // call's arguments from the registers it is passed, on every kernel.
-    assert!(
-        stderr.contains(&format!(
-            "kernel {}: a BTF tracepoint on sys_exit (syscall arguments loaded from the saved registers it is passed)",
-            release.trim()
-        )),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("capture attached: a BTF tracepoint on the raw tracepoint sys_exit"),
-        "{stderr}"
-    );
+    // the syscall hook: fexit programs on the system call functions where
+    // the kernel allows them, else a BTF tracepoint on the raw syscall exit
+    // tracepoint, saying why (this machine's lockdown refuses fexit; the
+    // kernel matrix requires fexit on Debian's kernels).
+    let hook = r["syscall_hook"].as_str().expect("syscall_hook in the report");
+    match hook {
+        "fexit" => {
+            assert!(
+                stderr.contains(&format!(
+                    "kernel {}: fexit programs on 11 system call functions",
+                    release.trim()
+                )),
+                "{stderr}"
+            );
+            assert!(
+                stderr.contains("capture attached: fexit programs on 11 system call functions"),
+                "{stderr}"
+            );
+        }
+        "tracepoint" => {
+            let why = r["fexit_refused"].as_str().expect("why fexit was refused");
+            assert!(
+                stderr.contains(&format!(
+                    "kernel {}: a BTF tracepoint on sys_exit (syscall arguments loaded from the saved registers it is passed), \
+                     as the kernel refused fexit: {why}",
+                    release.trim()
+                )),
+                "{stderr}"
+            );
+            assert!(
+                stderr.contains("capture attached: a BTF tracepoint on the raw tracepoint sys_exit"),
+                "{stderr}"
+            );
+        }
+        other => panic!("unknown syscall hook {other}"),
+    }
 
     let limit = r["verifier_limit"].as_u64().unwrap();
     let budget = r["verifier_budget"].as_u64().unwrap();
@@ -56,6 +78,18 @@ fn every_program_loads_within_the_verifier_budget() {
         // call between tracing programs loaded for tracepoints of
         // different prototypes is refused (6.18 here).
         assert_eq!(kinds.get(name.as_str()), Some(&"tp_btf"), "{name} in {kinds:?}");
+        // The fexit hooks' own copies, loaded as fexit programs (the
+        // network calls' for their own prototype).
+        for name in [format!("fexit_{stage}"), format!("fexit_net_{stage}")] {
+            assert_eq!(kinds.get(name.as_str()), Some(&"fexit"), "{name} in {kinds:?}");
+        }
+    }
+    for call in [
+        "read", "readv", "recvfrom", "recvmsg", "write", "writev", "sendto", "sendmsg", "close", "dup2", "dup3",
+        "bind", "connect",
+    ] {
+        let name = format!("fexit_sys_{call}");
+        assert_eq!(kinds.get(name.as_str()), Some(&"fexit"), "{name} in {kinds:?}");
     }
     // Nothing on the syscall entry: a second hook would double what every
     // system call of the host pays.
@@ -67,6 +101,7 @@ fn every_program_loads_within_the_verifier_budget() {
         "sys_exit",
         "sched_process_fork",
         "floor",
+        "floor_fexit",
         "floor_uprobe",
         "floor_uretprobe",
         "tls_discover",
@@ -81,6 +116,12 @@ fn every_program_loads_within_the_verifier_budget() {
     }
     for p in programs {
         let name = p["name"].as_str().unwrap();
+        // fexit programs are measured only where the agent could use them.
+        if !p["skipped"].is_null() {
+            assert_eq!(p["kind"], "fexit", "{name} was skipped: {p}");
+            assert_eq!(hook, "tracepoint", "{name} was skipped although fexit is in use: {p}");
+            continue;
+        }
         let n = p["processed_insns"]
             .as_u64()
             .unwrap_or_else(|| panic!("no verifier count for {name}: {}", p["error"]));
@@ -92,6 +133,32 @@ fn every_program_loads_within_the_verifier_budget() {
             n <= budget,
             "{name} made the verifier process {n} instructions, over the budget of {budget}: \
              old kernels verify less cleverly, so this is where they start refusing it"
+        );
+    }
+}
+
+/// `capture.syscall_hook = "fexit"` either gets fexit or stops at start,
+/// saying what to set instead; never a silent tracepoint.
+#[test]
+fn asking_for_fexit_gets_it_or_a_start_up_error_naming_the_fix() {
+    require_root();
+    let dir = TempDir::new("fexit");
+    let cfg = dir.path().join("fexit.toml");
+    std::fs::write(&cfg, "[capture]\nsyscall_hook = \"fexit\"\n").unwrap();
+    let out = Command::new(monitor_bin())
+        .args(["check", "--json", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run mcp-monitor check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        let r: Value = serde_json::from_slice(&out.stdout).expect("check --json prints JSON");
+        assert_eq!(r["syscall_hook"], "fexit", "{r}");
+    } else {
+        assert!(
+            stderr.contains("capture.syscall_hook = \"fexit\", and the kernel refused it")
+                && stderr.contains("Fix: set capture.syscall_hook = \"auto\""),
+            "{stderr}"
         );
     }
 }

@@ -78,6 +78,17 @@ fn everything_server_with_typescript_client() {
         && e["direction"] == "client_to_server"
         && e["latency_ms"].is_number()));
     assert_eq!(m.metric("mcp_monitor_unpaired_responses_total", &[]), 0.0);
+    // The session above was seen through the system call hook this kernel
+    // should get: fexit where it allows it (the kernel matrix says which,
+    // in MCP_TEST_EXPECT_SYSCALL_HOOK), else the tracepoint; one of them.
+    let hooks: Vec<&str> = ["fexit", "tracepoint"]
+        .into_iter()
+        .filter(|h| m.metric("mcp_monitor_syscall_hook", &[("hook", h)]) == 1.0)
+        .collect();
+    assert_eq!(hooks.len(), 1, "{}", m.metrics_text());
+    if let Ok(expected) = std::env::var("MCP_TEST_EXPECT_SYSCALL_HOOK") {
+        assert_eq!(hooks[0], expected, "{}", m.metrics_text());
+    }
     assert_eq!(
         m.metric("mcp_monitor_frame_errors_total", &[]),
         0.0,

@@ -1,14 +1,21 @@
 //! Programs that do nothing. `mcp-monitor floor` attaches them where the
-//! agent attaches its own (the raw syscall tracepoint; the entries and
+//! agent attaches its own (the raw syscall tracepoint, or the system call
+//! functions where the agent uses fexit; the entries and
 //! returns of OpenSSL's `SSL_*` functions), so a benchmark can tell the
 //! price of the hooks themselves (the floor) from the work of the agent's
 //! programs.
 
-use aya_ebpf::macros::{raw_tracepoint, uprobe, uretprobe};
-use aya_ebpf::programs::{ProbeContext, RawTracePointContext, RetProbeContext};
+use aya_ebpf::macros::{fexit, raw_tracepoint, uprobe, uretprobe};
+use aya_ebpf::programs::{FExitContext, ProbeContext, RawTracePointContext, RetProbeContext};
 
 #[raw_tracepoint]
 pub fn floor(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+/// Loaded once per system call function the agent's fexit hooks use.
+#[fexit]
+pub fn floor_fexit(_ctx: FExitContext) -> i32 {
     0
 }
 

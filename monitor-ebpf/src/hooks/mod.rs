@@ -1,6 +1,6 @@
 //! Hooks by family. System calls come through one raw tracepoint,
-//! `sys_exit` (syscalls.rs), which picks the calls of interest by number
-//! and hands them to their family: reads (read.rs), writes (write.rs),
+//! `sys_exit`, or, where the kernel allows them, fexit programs on the
+//! calls of interest alone (syscalls.rs), which hand them to their family: reads (read.rs), writes (write.rs),
 //! descriptors closed or replaced (descriptors.rs) and port selectors
 //! (ports.rs).
 
@@ -14,12 +14,14 @@ pub mod syscalls;
 pub mod tls;
 pub mod write;
 
-use crate::{maps::EXIT_JUMP, tracking::Tracking, transfer::begin_transfer};
-use aya_ebpf::programs::BtfTracePointContext;
+use crate::{tracking::Tracking, transfer::begin_transfer};
+use aya_ebpf::{maps::ProgramArray, programs::BtfTracePointContext};
 use monitor_common::{Direction, KernelConfig, Syscall};
 
-/// The context of the syscall hook and its tail-call stages: BTF
-/// tracepoints (`tp_btf`) on the raw `sys_exit` tracepoint.
+/// The context of the syscall hooks and their tail-call stages: BTF
+/// tracepoints (`tp_btf`) on the raw `sys_exit` tracepoint. The fexit
+/// hooks' context is laid out the same way (`struct pt_regs *`, then the
+/// return value) and is read through this type too.
 pub(crate) type SyscallContext = BtfTracePointContext;
 
 /// Offset of `dx` in x86_64 `struct pt_regs`; `si`, `di`, `orig_ax`, `ip`
@@ -96,10 +98,13 @@ pub(crate) struct SyscallArgs {
     pub(crate) syscall: Syscall,
 }
 
-/// The transfer of the `ret` bytes a read with `args` moved, at its exit.
+/// The transfer of the `ret` bytes a read with `args` moved, at its exit;
+/// `jump` is the stage set of the hook that runs it.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn transfer_at_exit(
     ctx: &SyscallContext,
+    jump: &ProgramArray,
     cfg: &KernelConfig,
     dir: Direction,
     pid_tgid: u64,
@@ -109,7 +114,7 @@ pub(crate) fn transfer_at_exit(
 ) {
     begin_transfer(
         ctx,
-        &EXIT_JUMP,
+        jump,
         cfg,
         pid_tgid,
         who,

@@ -3,6 +3,7 @@
 //! registers the kernel saved at entry, so a read costs one program run.
 
 use crate::hooks::SyscallContext;
+use aya_ebpf::maps::ProgramArray;
 use crate::{
     hooks::{transfer_at_exit, SavedRegs},
     maps::config,
@@ -21,7 +22,7 @@ pub(crate) const NR_RECVMSG: u64 = 47;
 /// on the host comes here: an untracked process's read goes to discovery
 /// (thinned by `looked_at_recently`), a tracked one's to capture.
 #[inline(always)]
-pub(crate) fn on_read_exit(ctx: &SyscallContext, regs: &SavedRegs, syscall: Syscall, ret: i64) {
+pub(crate) fn on_read_exit(ctx: &SyscallContext, jump: &ProgramArray, regs: &SavedRegs, syscall: Syscall, ret: i64) {
     let Some(cfg) = config() else { return };
     let pid_tgid = current_pid_tgid(ctx, cfg);
     let tgid = (pid_tgid >> 32) as u32;
@@ -29,5 +30,5 @@ pub(crate) fn on_read_exit(ctx: &SyscallContext, regs: &SavedRegs, syscall: Sysc
         return;
     }
     let who = tracking(cfg, tgid);
-    transfer_at_exit(ctx, cfg, Direction::Ingress, pid_tgid, who, &regs.args(syscall), ret);
+    transfer_at_exit(ctx, jump, cfg, Direction::Ingress, pid_tgid, who, &regs.args(syscall), ret);
 }

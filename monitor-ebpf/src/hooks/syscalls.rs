@@ -1,6 +1,8 @@
 //! The raw syscall tracepoint every system call on the host passes at its
 //! exit: it picks the calls of interest by number and hands them to their
-//! family (read.rs, write.rs, descriptors.rs, ports.rs).
+//! family (read.rs, write.rs, descriptors.rs, ports.rs). Where the kernel
+//! allows fexit programs, one on each call of interest does the same
+//! instead (`fexit_hooks!` below), and the tracepoint is not attached.
 //!
 //! Exit only, not `sys_enter` too: every program attached to a syscall
 //! tracepoint runs for every system call of the host, MCP or not, so a
@@ -31,7 +33,13 @@ use crate::hooks::{
     write::{on_write_exit, NR_SENDMSG, NR_SENDTO, NR_WRITE, NR_WRITEV},
     SavedRegs, SyscallContext,
 };
-use aya_ebpf::macros::btf_tracepoint;
+use crate::maps::{EXIT_JUMP, FEXIT_JUMP, FEXIT_NET_JUMP};
+use aya_ebpf::{
+    macros::{btf_tracepoint, fexit},
+    maps::ProgramArray,
+    programs::FExitContext,
+    EbpfContext,
+};
 use monitor_common::Syscall;
 
 /// `-EBADF`: a `close` of a descriptor that was not open.
@@ -70,25 +78,36 @@ fn read_side(nr: u64) -> Option<Syscall> {
 /// reads and writes, `futex`, `close(-1)`, included).
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit(ctx: SyscallContext) -> i32 {
+    on_syscall_exit(&ctx, &EXIT_JUMP, None);
+    0
+}
+
+/// The exit of a system call: of call number `nr` (the fexit hooks, one
+/// per call, know theirs: the branches of the others are compiled out) or,
+/// with `None`, of the number the registers hold (the tracepoint, which
+/// every call of the host passes). `jump` is the hook's stage set.
+#[inline(always)]
+fn on_syscall_exit(ctx: &SyscallContext, jump: &ProgramArray, nr: Option<u64>) {
     let ret: i64 = ctx.arg(1);
-    let Some(regs) = SavedRegs::of(&ctx) else { return 0 };
+    let Some(regs) = SavedRegs::of(ctx) else { return };
+    let nr = nr.unwrap_or(regs.nr);
     // One call site per family: each is inlined once.
     if ret > 0 {
-        if let Some(syscall) = read_side(regs.nr) {
-            on_read_exit(&ctx, &regs, syscall, ret);
-            return 0;
+        if let Some(syscall) = read_side(nr) {
+            on_read_exit(ctx, jump, &regs, syscall, ret);
+            return;
         }
-        if let Some(syscall) = write_side(regs.nr) {
-            on_write_exit(&ctx, &regs, syscall, ret);
-            return 0;
+        if let Some(syscall) = write_side(nr) {
+            on_write_exit(ctx, jump, &regs, syscall, ret);
+            return;
         }
     }
-    match regs.nr {
+    match nr {
         // close(fd) releases the number whatever it returns, except for
         // a descriptor that was not open.
-        NR_CLOSE if ret != EBADF => forget(&ctx, regs.di),
+        NR_CLOSE if ret != EBADF => forget(ctx, regs.di),
         // dup2/dup3(old, new) closed `new` if they succeeded.
-        NR_DUP2 | NR_DUP3 if ret >= 0 => forget(&ctx, regs.si),
+        NR_DUP2 | NR_DUP3 if ret >= 0 => forget(ctx, regs.si),
         NR_BIND | NR_CONNECT => {
             if port_selectors_on() {
                 on_port_call(regs.si);
@@ -96,5 +115,46 @@ pub fn sys_exit(ctx: SyscallContext) -> i32 {
         }
         _ => {}
     }
-    0
+}
+
+/// Defines the fexit hook of one system call function: `long
+/// __x64_sys_<call>(const struct pt_regs *regs)`, whose fexit context is
+/// `regs` then the return value, as `sys_exit`'s. Where the kernel allows
+/// trampolines (fexit needs BTF and `CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS`;
+/// lockdown refuses them), these replace the tracepoint: only the calls of
+/// interest run a program, and no process on the host takes the slow
+/// syscall path a syscall tracepoint puts every system call on. The loader
+/// attaches each to its function (`SYSCALL_FEXITS` in monitor-user). The
+/// network calls jump through their own stage array (maps.rs,
+/// `FEXIT_NET_JUMP`).
+macro_rules! fexit_hooks {
+    ($($(#[$doc:meta])* $prog:ident => $function:literal, $nr:expr, $jump:ident;)*) => {
+        $(
+            $(#[$doc])*
+            #[fexit(function = $function)]
+            pub fn $prog(ctx: FExitContext) -> i32 {
+                on_syscall_exit(&SyscallContext::new(ctx.as_ptr()), &$jump, Some($nr));
+                // An fexit program must return 0.
+                0
+            }
+        )*
+    };
+}
+
+fexit_hooks! {
+    fexit_sys_read => "__x64_sys_read", NR_READ, FEXIT_JUMP;
+    fexit_sys_readv => "__x64_sys_readv", NR_READV, FEXIT_JUMP;
+    fexit_sys_recvfrom => "__x64_sys_recvfrom", NR_RECVFROM, FEXIT_NET_JUMP;
+    fexit_sys_recvmsg => "__x64_sys_recvmsg", NR_RECVMSG, FEXIT_NET_JUMP;
+    fexit_sys_write => "__x64_sys_write", NR_WRITE, FEXIT_JUMP;
+    fexit_sys_writev => "__x64_sys_writev", NR_WRITEV, FEXIT_JUMP;
+    fexit_sys_sendto => "__x64_sys_sendto", NR_SENDTO, FEXIT_NET_JUMP;
+    fexit_sys_sendmsg => "__x64_sys_sendmsg", NR_SENDMSG, FEXIT_NET_JUMP;
+    fexit_sys_close => "__x64_sys_close", NR_CLOSE, FEXIT_JUMP;
+    fexit_sys_dup2 => "__x64_sys_dup2", NR_DUP2, FEXIT_JUMP;
+    fexit_sys_dup3 => "__x64_sys_dup3", NR_DUP3, FEXIT_JUMP;
+    /// Attached only with port selectors, as only they need it.
+    fexit_sys_bind => "__x64_sys_bind", NR_BIND, FEXIT_NET_JUMP;
+    /// Attached only with port selectors, as only they need it.
+    fexit_sys_connect => "__x64_sys_connect", NR_CONNECT, FEXIT_NET_JUMP;
 }

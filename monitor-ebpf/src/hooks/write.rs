@@ -3,10 +3,11 @@
 //! captured where it is read), the payload for TCP; discovery of writers.
 
 use crate::hooks::SyscallContext;
+use aya_ebpf::maps::ProgramArray;
 use crate::{
     hooks::SavedRegs,
     known_files::writer_notified,
-    maps::{config, count, EXIT_JUMP},
+    maps::{config, count},
     payload::starts_like_json,
     threads::current_pid_tgid,
     tracking::tracking,
@@ -23,7 +24,7 @@ pub(crate) const NR_SENDMSG: u64 = 46;
 /// Exit of a write-side call that took `ret` (> 0) bytes, with its
 /// arguments in `regs`. Every such call on the host comes here.
 #[inline(always)]
-pub(crate) fn on_write_exit(ctx: &SyscallContext, regs: &SavedRegs, syscall: Syscall, ret: i64) {
+pub(crate) fn on_write_exit(ctx: &SyscallContext, jump: &ProgramArray, regs: &SavedRegs, syscall: Syscall, ret: i64) {
     let Some(cfg) = config() else { return };
     let pid_tgid = current_pid_tgid(ctx, cfg);
     if (pid_tgid >> 32) as u32 == cfg.self_tgid {
@@ -60,7 +61,7 @@ pub(crate) fn on_write_exit(ctx: &SyscallContext, regs: &SavedRegs, syscall: Sys
     });
     begin_transfer(
         ctx,
-        &EXIT_JUMP,
+        jump,
         cfg,
         pid_tgid,
         who,

@@ -32,6 +32,9 @@ pub struct Metrics {
     pub kubernetes: KubernetesMetrics,
     /// `mcp_monitor_build_info`: constant 1, labelled with the agent `version` and `kernel` release.
     pub build_info: IntGaugeVec,
+    /// `mcp_monitor_syscall_hook`: constant 1, labelled with how system
+    /// calls are hooked on this node (`hook`: `fexit` or `tracepoint`).
+    pub syscall_hook: IntGaugeVec,
     /// `mcp_monitor_workload_labels_folded_total`: messages and alerts counted under
     /// `workload="other"` because `metrics.max_workload_label_values` was reached.
     pub workload_labels_folded: IntCounter,
@@ -666,6 +669,11 @@ impl Metrics {
                 "Constant 1, labelled with the agent version and kernel release.",
                 &["version", "kernel"],
             ),
+            syscall_hook: r.gauges(
+                "syscall_hook",
+                "Constant 1, labelled with how system calls are hooked: fexit (only the calls of interest run a program) or tracepoint (every system call of the host does).",
+                &["hook"],
+            ),
             workload_labels_folded: r.counter(
                 "workload_labels_folded_total",
                 "Messages and alerts counted under workload=\"other\" because metrics.max_workload_label_values was reached.",
@@ -708,6 +716,7 @@ mod tests {
     fn exposition_has_the_contract_names() {
         let m = Metrics::new();
         m.set_build_info("6.1.0-test");
+        m.syscall_hook.with_label_values(&["fexit"]).set(1);
         m.pipeline
             .messages
             .with_label_values(&["stdio", "client_to_server", "request", "tools/call"])
@@ -718,6 +727,7 @@ mod tests {
             .observe(0.01);
         let text = m.render();
         for name in [
+            "mcp_monitor_syscall_hook{hook=\"fexit\"} 1",
             "mcp_monitor_messages_total{",
             "mcp_monitor_capture_events_total ",
             "mcp_monitor_capture_bytes_total ",

@@ -172,12 +172,15 @@ const PROBE_MAP_SIZES: &[(&str, u32)] = &[
     (map_name::STREAMS, 1024),
 ];
 
-/// The verifier's cost of each program on this kernel (`mcp-monitor check`).
-pub fn verifier_costs() -> anyhow::Result<Vec<verifier::ProgramCost>> {
+/// The verifier's cost of each program on this kernel (`mcp-monitor check`);
+/// with `skip_fexit`, the fexit programs are listed as skipped for that
+/// reason (the kernel refused fexit, or the configuration chose the
+/// tracepoint).
+pub fn verifier_costs(skip_fexit: Option<&str>) -> anyhow::Result<Vec<verifier::ProgramCost>> {
     if EBPF_OBJECT.is_empty() {
         anyhow::bail!("this binary was built without its eBPF programs (MCP_MONITOR_SKIP_EBPF=1)");
     }
-    Ok(verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES)?.costs())
+    Ok(verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES)?.costs(skip_fexit))
 }
 
 /// A program the kernel refused, explained (see [`verifier::explain_rejection`]).

@@ -13,13 +13,15 @@ pub use floor::Floor;
 pub use load::verifier_costs;
 use load::{
     attach_boringssl_file, attach_go_file, attach_tls_file, detach_links, load, load_tls, rejected, Links,
-    SCHED_PROGRAMS, SYSCALL_PROGRAMS, SYSCALL_STAGES,
+    SCHED_PROGRAMS,
 };
 use selectors::install_selectors;
+pub use syscall_hook::SyscallHook;
 pub mod ports;
 pub mod preflight;
 pub mod procfs;
 mod selectors;
+pub mod syscall_hook;
 pub mod tls;
 pub mod verifier;
 
@@ -28,7 +30,7 @@ use std::{collections::HashSet, path::Path};
 use anyhow::Context;
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{BtfTracePoint, RawTracePoint, TracePoint},
+    programs::{RawTracePoint, TracePoint},
     Ebpf,
 };
 use monitor_common::{map_name, stream_state, Counter, StreamKey};
@@ -59,6 +61,8 @@ pub struct Sensor {
     ebpf: Ebpf,
     // Taken out of `ebpf` to fill it; must outlive the programs using it.
     _jumps: Vec<ProgramArray<MapData>>,
+    /// How system calls are hooked on this kernel.
+    syscall_hook: SyscallHook,
     _tls_jump: Option<ProgramArray<MapData>>,
     /// TLS library files probed, and attachments that failed.
     tls_targets: u64,
@@ -102,23 +106,10 @@ impl Sensor {
 
         // Tail-call targets first: the entry programs jump to them.
         let btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
-        let mut jumps = Vec::with_capacity(SYSCALL_STAGES.len());
-        for set in SYSCALL_STAGES {
-            let mut jump = ProgramArray::try_from(ebpf.take_map(set.map).context(set.map)?)?;
-            for (index, prog) in set.stages {
-                let p: &mut BtfTracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
-                p.load(set.tracepoint, &btf).map_err(|e| rejected(prog, e))?;
-                jump.set(index, p.fd()?, 0)?;
-            }
-            jumps.push(jump);
-        }
+        let syscall_hooks = syscall_hook::prepare(&mut ebpf, &btf, cfg)?;
 
         let tls_jump = if cfg.tls { Some(load_tls(&mut ebpf)?) } else { None };
 
-        for prog in SYSCALL_PROGRAMS {
-            let p: &mut BtfTracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
-            p.load(prog, &btf).map_err(|e| rejected(prog, e))?;
-        }
         // Fork, exit and exec before the syscall hooks: the syscall hooks'
         // cache of thread ids (monitor-ebpf threads.rs) relies on seeing
         // every thread born or gone while they run.
@@ -135,11 +126,7 @@ impl Sensor {
         fork.load().map_err(|e| rejected("sched_process_fork", e))?;
         fork.attach("sched_process_fork")
             .context("attaching to sched_process_fork")?;
-        for tp in SYSCALL_PROGRAMS {
-            let p: &mut BtfTracePoint = ebpf.program_mut(tp).context(tp)?.try_into()?;
-            p.attach()
-                .with_context(|| format!("attaching to the raw tracepoint {tp}"))?;
-        }
+        let (syscall_hook, jumps) = syscall_hooks.attach(&mut ebpf, &btf, cfg)?;
 
         let ring = RingBuf::try_from(ebpf.take_map(map_name::EVENTS).context("EVENTS map")?)?;
         // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged,
@@ -147,12 +134,16 @@ impl Sensor {
         let ring = unsafe { AsyncFd::register(ring) }
             .map_err(|e| anyhow::anyhow!("registering the ring buffer with tokio: {e}"))?;
         log::info!(
-            "capture attached: a BTF tracepoint on the raw tracepoint sys_exit, {} CPUs, cap {} bytes/read, discovery {}",
+            "capture attached: {}, {} CPUs, cap {} bytes/read, discovery {}",
+            match &syscall_hook {
+                SyscallHook::Fexit { functions } => format!("fexit programs on {functions} system call functions"),
+                SyscallHook::Tracepoint { .. } => "a BTF tracepoint on the raw tracepoint sys_exit".to_owned(),
+            },
             ncpus,
             cfg.capture_cap_bytes,
             if cfg.discovery { "on" } else { "off" }
         );
-        log::info!("{}", preflight::kernel_paths());
+        log::info!("{}", preflight::kernel_paths(&syscall_hook));
         let program_stats = if cfg.program_stats {
             match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
                 Ok(fd) => Some(fd),
@@ -167,6 +158,7 @@ impl Sensor {
         Ok(Self {
             ebpf,
             _jumps: jumps,
+            syscall_hook,
             _tls_jump: tls_jump,
             tls_targets: 0,
             tls_attach_errors: 0,
@@ -328,6 +320,11 @@ impl Sensor {
             })
             .collect();
         Ok(CaptureStats { counters, programs })
+    }
+
+    /// How system calls are hooked on this kernel.
+    pub fn syscall_hook(&self) -> &SyscallHook {
+        &self.syscall_hook
     }
 
     /// TLS library files probed so far.

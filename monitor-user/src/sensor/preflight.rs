@@ -173,15 +173,17 @@ fn check_release(release: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One line naming the kernel and the paths chosen for it: features newer
-/// than 5.10 are used only where detected.
-pub fn kernel_paths() -> String {
+/// One line naming the kernel and the paths chosen for it (the system call
+/// hook in use among them): features newer than 5.10 are used only where
+/// detected.
+pub fn kernel_paths(syscall_hook: &super::SyscallHook) -> String {
     let release = super::verifier::kernel_release();
     let current = aya::util::KernelVersion::current().ok();
     let at_least = |a, b| current.is_some_and(|v| v >= aya::util::KernelVersion::new(a, b, 0));
     format!(
-        "kernel {release}: a BTF tracepoint on sys_exit (syscall arguments loaded from the saved registers it is passed), \
+        "kernel {release}: {}, \
          raw tracepoint sched_process_fork, sched tracepoints, uprobes for TLS, BPF ring buffer; verifier error reports {}",
+        syscall_hook.describe(),
         if at_least(6, 4) {
             "with the instructions before the error"
         } else {

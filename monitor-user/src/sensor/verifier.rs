@@ -148,6 +148,10 @@ pub struct ProgramCost {
     /// Why the statistics load failed: the error and the verifier log's last line; `None` on success.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why the program was not measured: an fexit program where the
+    /// system calls are hooked at the tracepoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 fn kind_of(section: &ProgramSection) -> Option<(&'static str, bpf_prog_type)> {
@@ -159,6 +163,7 @@ fn kind_of(section: &ProgramSection) -> Option<(&'static str, bpf_prog_type)> {
         ProgramSection::URetProbe { .. } => Some(("uretprobe", bpf_prog_type::BPF_PROG_TYPE_KPROBE)),
         ProgramSection::KProbe => Some(("kprobe", bpf_prog_type::BPF_PROG_TYPE_KPROBE)),
         ProgramSection::KRetProbe => Some(("kretprobe", bpf_prog_type::BPF_PROG_TYPE_KPROBE)),
+        ProgramSection::FExit { .. } => Some(("fexit", bpf_prog_type::BPF_PROG_TYPE_TRACING)),
         _ => None,
     }
 }
@@ -214,6 +219,16 @@ impl Probe {
             .map_err(|e| format!("the kernel's BTF has no tracepoint {tracepoint}: {e}"))
     }
 
+    /// The kernel BTF id of the function an fexit program is loaded for,
+    /// as the agent loads it.
+    fn fexit_target(&self, program: &str) -> Result<u32, String> {
+        let function = super::syscall_hook::fexit_function_of(program)
+            .ok_or_else(|| format!("no function is known for the fexit program {program}"))?;
+        let btf = self.kernel_btf.as_ref().map_err(|e| e.clone())?;
+        btf.id_by_type_name_kind(function, BtfKind::Func)
+            .map_err(|e| format!("the kernel's BTF has no function {function}: {e}"))
+    }
+
     /// Program names, sorted.
     pub fn programs(&self) -> Vec<String> {
         let mut v: Vec<String> = self.obj.programs.keys().cloned().collect();
@@ -241,6 +256,10 @@ impl Probe {
                 Ok(id) => Some((bpf_attach_type::BPF_TRACE_RAW_TP, id)),
                 Err(e) => return (Err(std::io::Error::other(e)), String::new()),
             },
+            ProgramSection::FExit { .. } => match self.fexit_target(program) {
+                Ok(id) => Some((bpf_attach_type::BPF_TRACE_FEXIT, id)),
+                Err(e) => return (Err(std::io::Error::other(e)), String::new()),
+            },
             _ => None,
         };
         let r = prog_load(
@@ -257,8 +276,9 @@ impl Probe {
         (r, String::from_utf8_lossy(&log[..end]).into_owned())
     }
 
-    /// The verifier's cost of every program of a type we load.
-    pub fn costs(&self) -> Vec<ProgramCost> {
+    /// The verifier's cost of every program of a type we load; fexit
+    /// programs are listed as skipped for `skip_fexit`'s reason when given.
+    pub fn costs(&self, skip_fexit: Option<&str>) -> Vec<ProgramCost> {
         let mut out = Vec::new();
         for name in self.programs() {
             let p = &self.obj.programs[&name];
@@ -268,6 +288,17 @@ impl Probe {
                 .functions
                 .get(&p.function_key())
                 .map_or(0, |f| f.instructions.len());
+            if let (Some(why), "fexit") = (skip_fexit, kind) {
+                out.push(ProgramCost {
+                    name,
+                    kind,
+                    insns,
+                    processed_insns: None,
+                    error: None,
+                    skipped: Some(why.to_owned()),
+                });
+                continue;
+            }
             let (r, log) = self.load(&name, LOG_STATS, 64 << 10);
             let (processed, error) = match r {
                 Ok(_fd) => (processed_insns(&log), None),
@@ -282,6 +313,7 @@ impl Probe {
                 insns,
                 processed_insns: processed,
                 error,
+                skipped: None,
             });
         }
         out

@@ -133,7 +133,10 @@ fn guest_runs(plan: &GuestPlan) -> Vec<(String, &Path, &'static str)> {
     runs
 }
 
-fn guest_script(plan: &GuestPlan) -> String {
+/// The guest's script; `expect_hook` is the system call hook the agent
+/// must use on this kernel, which the capture tests check
+/// (`MCP_TEST_EXPECT_SYSCALL_HOOK`).
+fn guest_script(plan: &GuestPlan, expect_hook: &str) -> String {
     let mut s = String::from(
         "set -u\n\
          export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root\n\
@@ -156,6 +159,7 @@ fn guest_script(plan: &GuestPlan) -> String {
     for (k, v) in &plan.env {
         let _ = writeln!(s, "export {k}='{v}'");
     }
+    let _ = writeln!(s, "export MCP_TEST_EXPECT_SYSCALL_HOOK='{expect_hook}'");
     let _ = writeln!(s, "cd '{}'", root().display());
     let _ = writeln!(
         s,
@@ -257,7 +261,12 @@ pub fn boot(k: &Kernel, plan: &GuestPlan) -> Result<Outcome> {
     let out = out_dir().join(k.version);
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("guest.sh"), guest_script(plan))?;
+    let expect_hook = if spec_of(k.version).is_some_and(|s| s.fexit) {
+        "fexit"
+    } else {
+        "tracepoint"
+    };
+    std::fs::write(out.join("guest.sh"), guest_script(plan, expect_hook))?;
     let console = std::fs::File::create(out.join("console.log"))?;
     step(&format!(
         "kernel {} ({}, {}): booting in qemu ({}) and running the agent and the capture tests",
@@ -377,6 +386,7 @@ pub fn boot(k: &Kernel, plan: &GuestPlan) -> Result<Outcome> {
     }
     if let Some(c) = &check {
         failures.extend(report_failures(c));
+        failures.extend(hook_failures(c, spec_of(k.version).is_some_and(|s| s.fexit)));
     }
     Ok(Outcome {
         version: k.version,

@@ -1,0 +1,436 @@
+//! How system calls are hooked (`capture.syscall_hook`): fexit programs on
+//! the system call functions of interest where the kernel allows them,
+//! else the raw `sys_exit` tracepoint (monitor-ebpf hooks/syscalls.rs).
+//!
+//! Why it matters to every process on the node: a program on a syscall
+//! tracepoint marks every task for the kernel's slow syscall path and runs
+//! for every system call of the host (`epoll_wait`, `futex`, `openat`...),
+//! while an fexit program runs only where the function it is attached to
+//! returns. Lockdown (integrity mode) and kernels without BTF trampolines
+//! refuse fexit; then the tracepoint, which loads everywhere, is used, and
+//! the start-up line says why.
+
+use anyhow::Context;
+use aya::{
+    maps::{MapData, ProgramArray},
+    programs::{BtfTracePoint, FExit, ProgramError},
+    Btf, Ebpf,
+};
+use monitor_common::{jump_slot, map_name};
+
+use super::load::{rejected, SYSCALL_PROGRAMS, SYSCALL_STAGES};
+use crate::btf::Pointee;
+use crate::config::{CaptureConfig, SyscallHookChoice};
+
+/// The fexit hooks and the system call function each is attached to
+/// (x86_64 syscall wrappers, `long __x64_sys_<call>(const struct pt_regs *)`).
+/// The last two are attached only with port selectors ([`PORT_FEXITS`]);
+/// those of [`NET_FEXITS`] jump to the stages of `FEXIT_NET_JUMP`.
+pub const SYSCALL_FEXITS: [(&str, &str); 13] = [
+    ("fexit_sys_read", "__x64_sys_read"),
+    ("fexit_sys_readv", "__x64_sys_readv"),
+    ("fexit_sys_recvfrom", "__x64_sys_recvfrom"),
+    ("fexit_sys_recvmsg", "__x64_sys_recvmsg"),
+    ("fexit_sys_write", "__x64_sys_write"),
+    ("fexit_sys_writev", "__x64_sys_writev"),
+    ("fexit_sys_sendto", "__x64_sys_sendto"),
+    ("fexit_sys_sendmsg", "__x64_sys_sendmsg"),
+    ("fexit_sys_close", "__x64_sys_close"),
+    ("fexit_sys_dup2", "__x64_sys_dup2"),
+    ("fexit_sys_dup3", "__x64_sys_dup3"),
+    ("fexit_sys_bind", "__x64_sys_bind"),
+    ("fexit_sys_connect", "__x64_sys_connect"),
+];
+
+/// The fexit hooks only port selectors need.
+pub const PORT_FEXITS: [&str; 2] = ["fexit_sys_bind", "fexit_sys_connect"];
+
+/// The network calls' fexit hooks, which jump through `FEXIT_NET_JUMP`.
+pub const NET_FEXITS: [&str; 6] = [
+    "fexit_sys_recvfrom",
+    "fexit_sys_recvmsg",
+    "fexit_sys_sendto",
+    "fexit_sys_sendmsg",
+    "fexit_sys_bind",
+    "fexit_sys_connect",
+];
+
+/// The function the fexit stages are loaded for: a tail call is refused
+/// between tracing programs loaded for different prototypes (6.11+), and
+/// every `__x64_sys_*` function has this one's.
+pub const FEXIT_STAGE_FUNCTION: &str = "__x64_sys_read";
+
+/// The tail-call stages of the fexit hooks, by `FEXIT_JUMP` slot.
+pub const FEXIT_STAGES: [(u32, &str); jump_slot::COUNT as usize] = [
+    (jump_slot::DISCOVER, "fexit_discover"),
+    (jump_slot::CAPTURE, "fexit_capture"),
+    (jump_slot::DISCOVER_HTTP, "fexit_discover_http"),
+    (jump_slot::DISCOVER_JSONRPC, "fexit_discover_jsonrpc"),
+];
+
+/// The function the network calls' stages are loaded for, when its
+/// prototype in the kernel's BTF is not [`FEXIT_STAGE_FUNCTION`]'s (6.1
+/// lists each network call twice, first as the stub of kernels without
+/// networking, whose parameter is named `__unused`; the loader, as the
+/// kernel, takes the first).
+pub const FEXIT_NET_STAGE_FUNCTION: &str = "__x64_sys_recvfrom";
+
+/// The stages of the network calls' fexit hooks, by `FEXIT_NET_JUMP` slot.
+pub const FEXIT_NET_STAGES: [(u32, &str); jump_slot::COUNT as usize] = [
+    (jump_slot::DISCOVER, "fexit_net_discover"),
+    (jump_slot::CAPTURE, "fexit_net_capture"),
+    (jump_slot::DISCOVER_HTTP, "fexit_net_discover_http"),
+    (jump_slot::DISCOVER_JSONRPC, "fexit_net_discover_jsonrpc"),
+];
+
+/// The function an fexit program of the object is loaded for (the hooks',
+/// the stages', the floor's).
+pub fn fexit_function_of(program: &str) -> Option<&'static str> {
+    if let Some((_, f)) = SYSCALL_FEXITS.iter().find(|(p, _)| *p == program) {
+        return Some(f);
+    }
+    if program == super::floor::FLOOR_FEXIT || FEXIT_STAGES.iter().any(|(_, p)| *p == program) {
+        return Some(FEXIT_STAGE_FUNCTION);
+    }
+    if FEXIT_NET_STAGES.iter().any(|(_, p)| *p == program) {
+        return Some(FEXIT_NET_STAGE_FUNCTION);
+    }
+    None
+}
+
+/// The system call hook in use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyscallHook {
+    /// fexit programs on system call functions.
+    Fexit {
+        /// How many functions.
+        functions: usize,
+    },
+    /// The raw `sys_exit` tracepoint.
+    Tracepoint {
+        /// Why fexit was not used; `None` when the configuration asked for
+        /// the tracepoint.
+        fexit_refused: Option<String>,
+    },
+}
+
+impl SyscallHook {
+    /// `"fexit"` or `"tracepoint"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Fexit { .. } => "fexit",
+            Self::Tracepoint { .. } => "tracepoint",
+        }
+    }
+
+    /// For the start-up line naming the paths chosen for this kernel.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Fexit { functions } => format!(
+                "fexit programs on {functions} system call functions (__x64_sys_read, __x64_sys_write, ...; \
+                 arguments loaded from the saved registers they are passed)"
+            ),
+            Self::Tracepoint { fexit_refused } => {
+                let mut s =
+                    "a BTF tracepoint on sys_exit (syscall arguments loaded from the saved registers it is passed)"
+                        .to_owned();
+                if let Some(why) = fexit_refused {
+                    s.push_str(&format!(", as the kernel refused fexit: {why}"));
+                }
+                s
+            }
+        }
+    }
+}
+
+/// The loaded stages of the chosen hook, attached by [`Prepared::attach`].
+pub(super) struct Prepared {
+    fexit: bool,
+    jumps: Vec<ProgramArray<MapData>>,
+    fexit_refused: Option<String>,
+}
+
+/// The start-up error where `capture.syscall_hook = "fexit"` is refused.
+const FEXIT_REFUSED: &str = "capture.syscall_hook = \"fexit\", and the kernel refused it.\n\
+     Fix: set capture.syscall_hook = \"auto\" (the sys_exit tracepoint where fexit is refused)";
+
+/// The fexit hooks this configuration attaches.
+pub(super) fn fexit_hooks(cfg: &CaptureConfig) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+    SYSCALL_FEXITS
+        .iter()
+        .copied()
+        .filter(|(p, _)| !cfg.selectors.ports.is_empty() || !PORT_FEXITS.contains(p))
+}
+
+/// Loads the stages and hooks of the hook `cfg` asks for; with `auto`, a
+/// refusal of fexit falls back to the tracepoint (and is said why).
+pub(super) fn prepare(ebpf: &mut Ebpf, btf: &Btf, cfg: &CaptureConfig) -> anyhow::Result<Prepared> {
+    if cfg.syscall_hook == SyscallHookChoice::Tracepoint {
+        return prepare_tracepoint(ebpf, btf, None);
+    }
+    match prepare_fexit(ebpf, btf, cfg) {
+        Ok(jumps) => Ok(Prepared {
+            fexit: true,
+            jumps,
+            fexit_refused: None,
+        }),
+        Err(e) if cfg.syscall_hook == SyscallHookChoice::Fexit => Err(e.context(FEXIT_REFUSED)),
+        Err(e) => {
+            unload_fexit(ebpf);
+            prepare_tracepoint(ebpf, btf, Some(refusal(&e)))
+        }
+    }
+}
+
+impl Prepared {
+    /// Attaches the hooks; with `auto`, an fexit attachment the kernel
+    /// refuses falls back to the tracepoint. Returns the hook in use and
+    /// the stage arrays, which must outlive the programs.
+    pub(super) fn attach(
+        self,
+        ebpf: &mut Ebpf,
+        btf: &Btf,
+        cfg: &CaptureConfig,
+    ) -> anyhow::Result<(SyscallHook, Vec<ProgramArray<MapData>>)> {
+        if !self.fexit {
+            attach_tracepoint(ebpf)?;
+            return Ok((
+                SyscallHook::Tracepoint {
+                    fexit_refused: self.fexit_refused,
+                },
+                self.jumps,
+            ));
+        }
+        let mut functions = 0;
+        let mut failed = None;
+        for (prog, function) in fexit_hooks(cfg) {
+            let p: &mut FExit = ebpf.program_mut(prog).context(prog)?.try_into()?;
+            match p.attach() {
+                Ok(_) => functions += 1,
+                Err(e) => {
+                    failed = Some(anyhow::Error::new(e).context(format!("attaching {prog} to {function}")));
+                    break;
+                }
+            }
+        }
+        let Some(e) = failed else {
+            return Ok((SyscallHook::Fexit { functions }, self.jumps));
+        };
+        if cfg.syscall_hook == SyscallHookChoice::Fexit {
+            return Err(e.context(FEXIT_REFUSED));
+        }
+        unload_fexit(ebpf);
+        drop(self.jumps);
+        let prepared = prepare_tracepoint(ebpf, btf, Some(refusal(&e)))?;
+        prepared.attach(ebpf, btf, cfg)
+    }
+}
+
+fn prepare_fexit(ebpf: &mut Ebpf, btf: &Btf, cfg: &CaptureConfig) -> anyhow::Result<Vec<ProgramArray<MapData>>> {
+    let kernel = super::load::kernel_btf()?;
+    let functions: Vec<&str> = fexit_hooks(cfg).map(|(_, f)| f).collect();
+    let net_apart = fexit_prototypes_fit(&kernel, &functions)?;
+    let mut jump = ProgramArray::try_from(ebpf.take_map(map_name::FEXIT_JUMP).context(map_name::FEXIT_JUMP)?)?;
+    let mut net_jump = ProgramArray::try_from(
+        ebpf.take_map(map_name::FEXIT_NET_JUMP)
+            .context(map_name::FEXIT_NET_JUMP)?,
+    )?;
+    for (index, prog) in FEXIT_STAGES {
+        let p: &mut FExit = ebpf.program_mut(prog).context(prog)?.try_into()?;
+        p.load(FEXIT_STAGE_FUNCTION, btf).map_err(|e| fexit_error(prog, e))?;
+        jump.set(index, p.fd()?, 0)?;
+        if !net_apart {
+            net_jump.set(index, p.fd()?, 0)?;
+        }
+    }
+    if net_apart {
+        for (index, prog) in FEXIT_NET_STAGES {
+            let p: &mut FExit = ebpf.program_mut(prog).context(prog)?.try_into()?;
+            p.load(FEXIT_NET_STAGE_FUNCTION, btf)
+                .map_err(|e| fexit_error(prog, e))?;
+            net_jump.set(index, p.fd()?, 0)?;
+        }
+    }
+    for (prog, function) in fexit_hooks(cfg) {
+        let p: &mut FExit = ebpf.program_mut(prog).context(prog)?.try_into()?;
+        p.load(function, btf).map_err(|e| fexit_error(prog, e))?;
+    }
+    Ok(vec![jump, net_jump])
+}
+
+/// Whether the kernel's BTF lets the hooks work on `functions`, and
+/// whether the network calls need their own stages. Each function must
+/// take a pointer to a complete `struct pt_regs`: 5.10's BTF declares it
+/// without members for the network calls, and its verifier then refuses to
+/// let a program read the parameter. Kernels since 6.11 refuse a tail call
+/// between tracing programs loaded for different prototypes (compared by
+/// identity), so every hook must share the prototype of the stages it
+/// jumps to: `__x64_sys_read`'s, or for the network calls
+/// `__x64_sys_recvfrom`'s (returns `true` when that one differs). The
+/// first function of each name counts, as for the loader and the kernel.
+pub(super) fn fexit_prototypes_fit(kernel: &crate::btf::Btf, functions: &[&str]) -> anyhow::Result<bool> {
+    let proto = |f: &str| {
+        kernel
+            .func_proto(f)
+            .with_context(|| format!("the kernel's BTF has no function {f}"))
+    };
+    let stages = proto(FEXIT_STAGE_FUNCTION)?;
+    let net_stages = proto(FEXIT_NET_STAGE_FUNCTION)?;
+    for f in functions {
+        match kernel.pointer_param(f, 0) {
+            Some(Pointee::Complete) => {}
+            Some(Pointee::Forward) => anyhow::bail!(
+                "the kernel's BTF declares the registers {f} is passed (struct pt_regs) without their members, \
+                 which its verifier refuses to read through"
+            ),
+            _ => anyhow::bail!("the kernel's BTF has no function {f} taking the saved registers"),
+        }
+        let net = SYSCALL_FEXITS.iter().any(|(p, g)| g == f && NET_FEXITS.contains(p));
+        let (want, of) = if net {
+            (net_stages, FEXIT_NET_STAGE_FUNCTION)
+        } else {
+            (stages, FEXIT_STAGE_FUNCTION)
+        };
+        if proto(f)? != want {
+            anyhow::bail!(
+                "the kernel's BTF gives {f} another prototype than {of}, so its hook could not jump to the stages"
+            );
+        }
+    }
+    Ok(net_stages != stages)
+}
+
+/// A refused fexit load, in one line: EPERM (lockdown, no trampolines) or
+/// the verifier's last words. The agent then uses the tracepoint (with
+/// `auto`), so this is a reason, not a fatal error; the matrix, which
+/// expects fexit on its kernels, fails on it.
+fn fexit_error(prog: &str, e: ProgramError) -> anyhow::Error {
+    match &e {
+        ProgramError::LoadError { io_error, .. } if io_error.raw_os_error() == Some(libc::EPERM) => {
+            anyhow::anyhow!("the kernel refused to load {prog} (EPERM)")
+        }
+        ProgramError::LoadError { io_error, verifier_log } => {
+            let log = verifier_log.to_string();
+            let last = super::verifier::error_lines(&log, 1).join(" ");
+            anyhow::anyhow!(
+                "the kernel refused {prog} ({io_error}){}",
+                if last.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {last}")
+                }
+            )
+        }
+        _ => anyhow::Error::new(e).context(format!("loading {prog}")),
+    }
+}
+
+/// Unloads every fexit program of the object that is loaded (detaching it).
+fn unload_fexit(ebpf: &mut Ebpf) {
+    let names = FEXIT_STAGES
+        .iter()
+        .map(|(_, p)| *p)
+        .chain(SYSCALL_FEXITS.iter().map(|(p, _)| *p));
+    for prog in names {
+        if let Some(p) = ebpf.program_mut(prog).and_then(|p| <&mut FExit>::try_from(p).ok()) {
+            // Never loaded is the usual case here: nothing to undo.
+            let _ = p.unload();
+        }
+    }
+}
+
+/// Why fexit was refused, in one line, naming the kernel's lockdown mode
+/// when it has one (it refuses BPF trampolines).
+fn refusal(e: &anyhow::Error) -> String {
+    let mut why = format!("{e:#}").replace('\n', " ");
+    if let Ok(mode) = std::fs::read_to_string("/sys/kernel/security/lockdown") {
+        if let Some(active) = mode.split_whitespace().find(|m| m.starts_with('[')) {
+            if active != "[none]" {
+                why.push_str(&format!(" (kernel lockdown is {})", active.trim_matches(['[', ']'])));
+            }
+        }
+    }
+    why
+}
+
+fn prepare_tracepoint(ebpf: &mut Ebpf, btf: &Btf, fexit_refused: Option<String>) -> anyhow::Result<Prepared> {
+    let set = &SYSCALL_STAGES[0];
+    let mut jump = ProgramArray::try_from(ebpf.take_map(set.map).context(set.map)?)?;
+    for (index, prog) in set.stages {
+        let p: &mut BtfTracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
+        p.load(set.tracepoint, btf).map_err(|e| rejected(prog, e))?;
+        jump.set(index, p.fd()?, 0)?;
+    }
+    for prog in SYSCALL_PROGRAMS {
+        let p: &mut BtfTracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
+        p.load(prog, btf).map_err(|e| rejected(prog, e))?;
+    }
+    Ok(Prepared {
+        fexit: false,
+        jumps: vec![jump],
+        fexit_refused,
+    })
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    for tp in SYSCALL_PROGRAMS {
+        let p: &mut BtfTracePoint = ebpf.program_mut(tp).context(tp)?.try_into()?;
+        p.attach()
+            .with_context(|| format!("attaching to the raw tracepoint {tp}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fexit_hooks_cover_the_calls_the_tracepoint_handles_and_ports_only_with_selectors() {
+        // The tracepoint hook handles these calls (monitor-ebpf
+        // hooks/syscalls.rs); each needs its fexit hook.
+        for call in [
+            "read", "readv", "recvfrom", "recvmsg", "write", "writev", "sendto", "sendmsg", "close", "dup2", "dup3",
+            "bind", "connect",
+        ] {
+            let prog = format!("fexit_sys_{call}");
+            assert_eq!(
+                fexit_function_of(&prog),
+                Some(format!("__x64_sys_{call}").as_str()),
+                "{prog}"
+            );
+        }
+        let mut cfg = CaptureConfig::default();
+        let names: Vec<_> = fexit_hooks(&cfg).map(|(p, _)| p).collect();
+        assert_eq!(names.len(), 11);
+        assert!(!names.contains(&"fexit_sys_bind"));
+        cfg.selectors.ports = vec![8080];
+        assert_eq!(fexit_hooks(&cfg).count(), 13);
+        for (_, stage) in FEXIT_STAGES {
+            assert_eq!(fexit_function_of(stage), Some(FEXIT_STAGE_FUNCTION));
+        }
+        for (_, stage) in FEXIT_NET_STAGES {
+            assert_eq!(fexit_function_of(stage), Some(FEXIT_NET_STAGE_FUNCTION));
+        }
+        // Every network call jumps through the network stages, and the
+        // function they are loaded for is one of them.
+        for call in ["recvfrom", "recvmsg", "sendto", "sendmsg", "bind", "connect"] {
+            assert!(NET_FEXITS.contains(&format!("fexit_sys_{call}").as_str()), "{call}");
+        }
+        assert!(SYSCALL_FEXITS
+            .iter()
+            .any(|(p, f)| *f == FEXIT_NET_STAGE_FUNCTION && NET_FEXITS.contains(p)));
+    }
+
+    #[test]
+    fn the_start_up_line_says_why_fexit_was_not_used() {
+        let hook = SyscallHook::Tracepoint {
+            fexit_refused: Some("loading fexit_discover: Operation not permitted".into()),
+        };
+        assert!(hook.describe().starts_with("a BTF tracepoint on sys_exit"));
+        assert!(hook
+            .describe()
+            .ends_with("as the kernel refused fexit: loading fexit_discover: Operation not permitted"));
+        assert_eq!(SyscallHook::Fexit { functions: 11 }.name(), "fexit");
+    }
+}
