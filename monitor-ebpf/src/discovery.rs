@@ -1,7 +1,7 @@
 //! The discovery stages: does an untracked stream start like JSON-RPC, HTTP
 //! carrying it, or an MCP method? Shared by the syscall hooks (`EXIT_JUMP`,
-//! `FEXIT_JUMP`) and the TLS path (`TLS_JUMP`): each stage is a BTF
-//! tracepoint, an fexit program and a uprobe.
+//! `FEXIT_JUMP`, `FEXIT_NET_JUMP`) and the TLS path (`TLS_JUMP`): each
+//! stage is a BTF tracepoint, two fexit programs and a uprobe.
 
 use crate::hooks::SyscallContext;
 use crate::{
@@ -22,8 +22,9 @@ use monitor_common::{jump_slot, Counter, KernelConfig, MAX_DISCOVERY_WINDOW, MET
 /// tracepoint for the syscall tracepoint hook (tail calls through
 /// `EXIT_JUMP`), fexit programs for the syscall fexit hooks
 /// (`FEXIT_JUMP`, `FEXIT_NET_JUMP`: a tail call stays between programs
-/// loaded for the same prototype) and a uprobe for TLS plaintext (`TLS_JUMP`: a program has
-/// one context type, so one function cannot serve both).
+/// loaded for the same prototype) and a uprobe for TLS plaintext
+/// (`TLS_JUMP`): a program has one context type and is loaded for one
+/// hook, so one function cannot serve them all.
 macro_rules! stage_copies {
     ($(#[$doc:meta])* $exit:ident, $fexit:ident, $fexit_net:ident, $tls:ident => $stage:ident) => {
         $(#[$doc])*

@@ -121,7 +121,8 @@ pub(crate) static EXIT_JUMP: ProgramArray = ProgramArray::with_max_entries(jump_
 
 /// The same stages for the syscall fexit hooks (hooks/syscalls.rs), where
 /// the kernel allows them: loaded as fexit programs for `__x64_sys_read`,
-/// whose prototype every `__x64_sys_*` function shares.
+/// whose prototype the read and write calls share, except the network
+/// ones (`FEXIT_NET_JUMP`).
 #[map]
 pub(crate) static FEXIT_JUMP: ProgramArray = ProgramArray::with_max_entries(jump_slot::COUNT, 0);
 

@@ -378,8 +378,9 @@ pub async fn run(mut cfg: Config, reread: impl Fn() -> anyhow::Result<Config>) -
         .with_label_values(&[sensor.syscall_hook().name()])
         .set(1);
     let mut tls_targets = start_tls_scan(&cfg.capture, &mut sensor)?;
-    // Loading parsed the kernel's BTF (megabytes) twice, aya's copy and
-    // ours; hand the freed heap back to the system.
+    // Loading parsed the kernel's BTF (megabytes) two or three times,
+    // aya's copy and ours (offsets; the fexit hooks' prototypes); hand the
+    // freed heap back to the system.
     // SAFETY: malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
     let mut outputs = Outputs::open(&cfg, &metrics)?;

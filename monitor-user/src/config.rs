@@ -355,7 +355,7 @@ impl Config {
         if self.capture.arguments_from_registers.is_some() {
             out.push(
                 "capture.arguments_from_registers has no effect any more (every call's arguments come from \
-                 the saved registers, on the raw sys_exit tracepoint): remove it",
+                 the saved registers the syscall hook is passed): remove it",
             );
         }
         out

@@ -137,24 +137,37 @@ fn every_program_loads_within_the_verifier_budget() {
     }
 }
 
-/// `capture.syscall_hook = "fexit"` either gets fexit or stops at start,
-/// saying what to set instead; never a silent tracepoint.
+/// `capture.syscall_hook = "fexit"` gets fexit where `auto` does, and
+/// elsewhere stops at start, saying what to set instead; never a silent
+/// tracepoint.
 #[test]
-fn asking_for_fexit_gets_it_or_a_start_up_error_naming_the_fix() {
+fn asking_for_fexit_gets_it_where_auto_does_or_a_start_up_error_naming_the_fix() {
     require_root();
+    let check = |config: Option<&std::path::Path>| {
+        let mut cmd = Command::new(monitor_bin());
+        cmd.args(["check", "--json"]);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.output().expect("run mcp-monitor check")
+    };
+    let auto = check(None);
+    assert!(auto.status.success(), "{}", String::from_utf8_lossy(&auto.stderr));
+    let auto: Value = serde_json::from_slice(&auto.stdout).expect("check --json prints JSON");
     let dir = TempDir::new("fexit");
     let cfg = dir.path().join("fexit.toml");
     std::fs::write(&cfg, "[capture]\nsyscall_hook = \"fexit\"\n").unwrap();
-    let out = Command::new(monitor_bin())
-        .args(["check", "--json", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("run mcp-monitor check");
+    let out = check(Some(&cfg));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() {
+    if auto["syscall_hook"] == "fexit" {
+        assert!(out.status.success(), "{stderr}");
         let r: Value = serde_json::from_slice(&out.stdout).expect("check --json prints JSON");
         assert_eq!(r["syscall_hook"], "fexit", "{r}");
     } else {
+        assert!(
+            !out.status.success(),
+            "fexit was refused under auto but not when asked for"
+        );
         assert!(
             stderr.contains("capture.syscall_hook = \"fexit\", and the kernel refused it")
                 && stderr.contains("Fix: set capture.syscall_hook = \"auto\""),

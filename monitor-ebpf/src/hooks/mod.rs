@@ -52,14 +52,16 @@ impl SavedRegs {
     #[inline(always)]
     pub(crate) fn of(ctx: &SyscallContext) -> Option<SavedRegs> {
         const AT: usize = (PT_REGS_DX / 8) as usize;
-        // Both syscall tracepoints pass the `struct pt_regs *` first. In a
-        // BTF tracepoint it is a typed kernel pointer: plain loads, which
-        // the verifier checks against the kernel's BTF and makes
-        // fault-safe, with no helper call.
+        // The syscall tracepoint and the fexit hooks pass the
+        // `struct pt_regs *` first. It is a typed kernel pointer: plain
+        // loads, which the verifier checks against the kernel's BTF and
+        // makes fault-safe, with no helper call (the loader uses fexit only
+        // where the BTF types it as a complete struct, not 5.10's forward
+        // declaration for the network calls).
         let regs: *const u64 = ctx.arg(0);
         // SAFETY: loads of u64 fields of `struct pt_regs` (dx, si, di,
-        // orig_ax, ip, cs at 96..144) through the pointer the tracepoint
-        // passes; the verifier checks each against the kernel's BTF.
+        // orig_ax, ip, cs at 96..144) through the pointer the hook is
+        // passed; the verifier checks each against the kernel's BTF.
         let [dx, si, di, nr, cs] = unsafe {
             [
                 *regs.add(AT),

@@ -40,25 +40,14 @@ pub(crate) fn on_write_exit(ctx: &SyscallContext, jump: &ProgramArray, regs: &Sa
     if tracked && writer_notified(pid_tgid, who.start_ns, fd) {
         return;
     }
-    // The first segment's first bytes (vectored calls: the first iovec,
-    // which for HTTP clients and servers holds the head).
-    // A stream looked at moments ago and found not MCP is not looked at
-    // again yet (see `looked_at_recently`): no read of its bytes at all, and
-    // `begin_transfer` leaves such a write at once.
-    let looks_like_mcp = (!tracked && cfg.flags & config_flags::DISCOVERY != 0).then(|| {
-        if looked_at_recently(pid_tgid, fd, Direction::Egress) {
-            count(Counter::DiscoveryDeferred, 1);
-            return false;
-        }
-        let json = match vector(syscall, buf, len) {
-            None => starts_like_json(buf, len),
-            Some((iov, cnt)) => cnt > 0 && iovec(iov, 0).is_some_and(|(b, l)| starts_like_json(b, l)),
-        };
-        if json {
-            scanned_without_mcp(pid_tgid, fd, Direction::Egress);
-        }
-        json
-    });
+    // An `if`, not `bool::then` with a closure: the closure is a function
+    // of its own that LLVM, with the write path in every fexit hook and in
+    // `sys_exit`, stopped inlining (a BPF-to-BPF call on every write).
+    let looks_like_mcp = if !tracked && cfg.flags & config_flags::DISCOVERY != 0 {
+        Some(writer_looks_like_mcp(pid_tgid, syscall, fd, buf, len))
+    } else {
+        None
+    };
     begin_transfer(
         ctx,
         jump,
@@ -75,4 +64,26 @@ pub(crate) fn on_write_exit(ctx: &SyscallContext, jump: &ProgramArray, regs: &Sa
         0,
         0,
     );
+}
+
+/// Whether an untracked writer's bytes start like JSON, unless its stream
+/// was looked at moments ago and found not MCP (see `looked_at_recently`):
+/// then no read of its bytes at all, and `begin_transfer` leaves such a
+/// write at once.
+#[inline(always)]
+fn writer_looks_like_mcp(pid_tgid: u64, syscall: Syscall, fd: i32, buf: u64, len: u64) -> bool {
+    if looked_at_recently(pid_tgid, fd, Direction::Egress) {
+        count(Counter::DiscoveryDeferred, 1);
+        return false;
+    }
+    // The first segment's first bytes (vectored calls: the first iovec,
+    // which for HTTP clients and servers holds the head).
+    let json = match vector(syscall, buf, len) {
+        None => starts_like_json(buf, len),
+        Some((iov, cnt)) => cnt > 0 && iovec(iov, 0).is_some_and(|(b, l)| starts_like_json(b, l)),
+    };
+    if json {
+        scanned_without_mcp(pid_tgid, fd, Direction::Egress);
+    }
+    json
 }

@@ -10,7 +10,7 @@ use aya::{
 };
 
 use super::load::{attach_tls_programs, load, rejected, SYSCALL_PROGRAMS};
-use super::syscall_hook::{fexit_hooks, fexit_prototypes_fit, SyscallHook};
+use super::syscall_hook::{fexit_hooks, fexit_prototypes_fit, refusal, SyscallHook, FEXIT_REFUSED};
 use super::tls::{host_root, Probes, Scanner};
 use crate::config::{CaptureConfig, SyscallHookChoice};
 
@@ -43,11 +43,11 @@ impl Floor {
             SyscallHookChoice::Tracepoint => SyscallHook::Tracepoint { fexit_refused: None },
             choice => match attach_fexit_floor(&mut ebpf, &btf, cfg, &mut fexit_links) {
                 Ok(functions) => SyscallHook::Fexit { functions },
-                Err(e) if choice == SyscallHookChoice::Fexit => return Err(e),
+                Err(e) if choice == SyscallHookChoice::Fexit => return Err(e.context(FEXIT_REFUSED)),
                 Err(e) => {
                     fexit_links.clear();
                     SyscallHook::Tracepoint {
-                        fexit_refused: Some(format!("{e:#}")),
+                        fexit_refused: Some(refusal(&e)),
                     }
                 }
             },

@@ -379,6 +379,8 @@ pub(super) fn detach_links(ebpf: &mut Ebpf, links: Links) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::floor::FLOOR_FEXIT;
+    use super::super::syscall_hook::{FEXIT_NET_STAGES, FEXIT_STAGES, SYSCALL_FEXITS};
     use super::*;
 
     /// `attach_tls_programs` knows whether `SSL_free` is watched only once
@@ -427,6 +429,9 @@ mod tests {
             .flat_map(|set| set.stages.iter().map(|(_, n)| n))
             .chain(TLS_STAGES.iter().map(|(_, n)| n))
             .chain(GO_TLS_PROGRAMS.iter())
+            .chain(FEXIT_STAGES.iter().chain(FEXIT_NET_STAGES.iter()).map(|(_, n)| n))
+            .chain(SYSCALL_FEXITS.iter().map(|(n, _)| n))
+            .chain([FLOOR_FEXIT].iter())
         {
             assert!(obj.programs.contains_key(*name), "no program {name} in the object");
         }
@@ -449,6 +454,12 @@ mod tests {
         for name in [
             "sys_exit",
             "exit_capture",
+            "fexit_capture",
+            "fexit_net_capture",
+            "fexit_sys_read",
+            "fexit_sys_recvfrom",
+            "fexit_sys_write",
+            "fexit_sys_sendto",
             "tls_capture",
             "ssl_read",
             "ssl_read_ex",

@@ -45,6 +45,18 @@ pub const SYSCALL_FEXITS: [(&str, &str); 13] = [
 /// The fexit hooks only port selectors need.
 pub const PORT_FEXITS: [&str; 2] = ["fexit_sys_bind", "fexit_sys_connect"];
 
+/// The fexit hooks that tail-call into the stages: the reads and writes.
+const TAIL_CALLING: [&str; 8] = [
+    "fexit_sys_read",
+    "fexit_sys_readv",
+    "fexit_sys_recvfrom",
+    "fexit_sys_recvmsg",
+    "fexit_sys_write",
+    "fexit_sys_writev",
+    "fexit_sys_sendto",
+    "fexit_sys_sendmsg",
+];
+
 /// The network calls' fexit hooks, which jump through `FEXIT_NET_JUMP`.
 pub const NET_FEXITS: [&str; 6] = [
     "fexit_sys_recvfrom",
@@ -56,8 +68,9 @@ pub const NET_FEXITS: [&str; 6] = [
 ];
 
 /// The function the fexit stages are loaded for: a tail call is refused
-/// between tracing programs loaded for different prototypes (6.11+), and
-/// every `__x64_sys_*` function has this one's.
+/// between tracing programs loaded for different prototypes (6.11, and
+/// 6.1.y where it was backported), and the read and write calls other
+/// than the network ones have this one's.
 pub const FEXIT_STAGE_FUNCTION: &str = "__x64_sys_read";
 
 /// The tail-call stages of the fexit hooks, by `FEXIT_JUMP` slot.
@@ -151,7 +164,7 @@ pub(super) struct Prepared {
 }
 
 /// The start-up error where `capture.syscall_hook = "fexit"` is refused.
-const FEXIT_REFUSED: &str = "capture.syscall_hook = \"fexit\", and the kernel refused it.\n\
+pub(super) const FEXIT_REFUSED: &str = "capture.syscall_hook = \"fexit\", and the kernel refused it.\n\
      Fix: set capture.syscall_hook = \"auto\" (the sys_exit tracepoint where fexit is refused)";
 
 /// The fexit hooks this configuration attaches.
@@ -177,7 +190,9 @@ pub(super) fn prepare(ebpf: &mut Ebpf, btf: &Btf, cfg: &CaptureConfig) -> anyhow
         Err(e) if cfg.syscall_hook == SyscallHookChoice::Fexit => Err(e.context(FEXIT_REFUSED)),
         Err(e) => {
             unload_fexit(ebpf);
-            prepare_tracepoint(ebpf, btf, Some(refusal(&e)))
+            let why = refusal(&e);
+            prepare_tracepoint(ebpf, btf, Some(why.clone()))
+                .with_context(|| format!("the kernel refused fexit too: {why}"))
         }
     }
 }
@@ -221,7 +236,9 @@ impl Prepared {
         }
         unload_fexit(ebpf);
         drop(self.jumps);
-        let prepared = prepare_tracepoint(ebpf, btf, Some(refusal(&e)))?;
+        let why = refusal(&e);
+        let prepared = prepare_tracepoint(ebpf, btf, Some(why.clone()))
+            .with_context(|| format!("the kernel refused fexit too: {why}"))?;
         prepared.attach(ebpf, btf, cfg)
     }
 }
@@ -285,7 +302,11 @@ pub(super) fn fexit_prototypes_fit(kernel: &crate::btf::Btf, functions: &[&str])
             ),
             _ => anyhow::bail!("the kernel's BTF has no function {f} taking the saved registers"),
         }
-        let net = SYSCALL_FEXITS.iter().any(|(p, g)| g == f && NET_FEXITS.contains(p));
+        let hook = SYSCALL_FEXITS.iter().find(|(_, g)| g == f).map(|(p, _)| *p);
+        if hook.is_some_and(|p| !TAIL_CALLING.contains(&p)) {
+            continue;
+        }
+        let net = hook.is_some_and(|p| NET_FEXITS.contains(&p));
         let (want, of) = if net {
             (net_stages, FEXIT_NET_STAGE_FUNCTION)
         } else {
@@ -329,6 +350,7 @@ fn fexit_error(prog: &str, e: ProgramError) -> anyhow::Error {
 fn unload_fexit(ebpf: &mut Ebpf) {
     let names = FEXIT_STAGES
         .iter()
+        .chain(FEXIT_NET_STAGES.iter())
         .map(|(_, p)| *p)
         .chain(SYSCALL_FEXITS.iter().map(|(p, _)| *p));
     for prog in names {
@@ -341,7 +363,7 @@ fn unload_fexit(ebpf: &mut Ebpf) {
 
 /// Why fexit was refused, in one line, naming the kernel's lockdown mode
 /// when it has one (it refuses BPF trampolines).
-fn refusal(e: &anyhow::Error) -> String {
+pub(super) fn refusal(e: &anyhow::Error) -> String {
     let mut why = format!("{e:#}").replace('\n', " ");
     if let Ok(mode) = std::fs::read_to_string("/sys/kernel/security/lockdown") {
         if let Some(active) = mode.split_whitespace().find(|m| m.starts_with('[')) {

@@ -9,8 +9,10 @@
 //!
 //! Each workload runs pinned to CPU 0 in three set-ups, interleaved round
 //! by round: nothing attached; the floor (`mcp-monitor floor`: programs
-//! that do nothing, on the raw syscall tracepoint the agent uses and at the
-//! entries and returns of OpenSSL's functions in the host's libssl); the
+//! that do nothing, where the agent hooks system calls on this kernel, the
+//! raw syscall tracepoint or fexit on the calls' functions, which the bench
+//! checks both use, and at the entries and returns of OpenSSL's functions
+//! in the host's libssl); the
 //! agent (default configuration, on CPU 1). Medians per set-up, and for the
 //! CPU-time workloads the cost each adds per system call, so the agent's
 //! own work reads as a multiple of the hooks' price. A last pass turns on
@@ -67,6 +69,12 @@ impl Setup {
     }
 }
 
+/// How the floor hooks system calls (from its start-up line).
+static FLOOR_HOOK: std::sync::OnceLock<&str> = std::sync::OnceLock::new();
+/// How the first floor or agent started hooked them (`fexit`,
+/// `tracepoint`); every later one must do the same.
+static SYSCALL_HOOK: std::sync::OnceLock<&str> = std::sync::OnceLock::new();
+
 /// The floor or the agent while it runs.
 enum Attached {
     Nothing,
@@ -76,11 +84,25 @@ enum Attached {
 
 impl Attached {
     fn start(setup: Setup, port: u16) -> Result<Attached> {
-        Ok(match setup {
-            Setup::Nothing => Attached::Nothing,
+        let attached = match setup {
+            Setup::Nothing => return Ok(Attached::Nothing),
             Setup::Floor => Attached::Floor(start_floor()?),
             Setup::Agent => Attached::Agent(Agent::start_on(port, Some(1))?),
-        })
+        };
+        let hook = match &attached {
+            Attached::Floor(_) => FLOOR_HOOK.get().copied().unwrap_or("?"),
+            Attached::Agent(a) if a.metric("mcp_monitor_syscall_hook", "hook=\"fexit\"") == 1.0 => "fexit",
+            _ => "tracepoint",
+        };
+        // The floor and the agent must hook system calls the same way, or
+        // the comparison is not like for like (the floor decides as the
+        // agent does, but the agent also loads its real programs).
+        let first = SYSCALL_HOOK.get_or_init(|| hook);
+        if *first != hook {
+            attached.stop();
+            bail!("the floor and the agent hook system calls differently here ({first} and {hook}): see their start-up lines");
+        }
+        Ok(attached)
     }
 
     fn stop(self) {
@@ -104,6 +126,12 @@ pub(super) fn start_floor() -> Result<Child> {
     for line in lines.by_ref() {
         let line = line?;
         if line.starts_with("floor:") {
+            let hook = if line.contains("(fexit programs on") {
+                "fexit"
+            } else {
+                "tracepoint"
+            };
+            let _ = FLOOR_HOOK.set(hook);
             // curl's floor would be that of the syscall hook alone.
             if !line.contains("libssl") {
                 stop_floor(child);
@@ -482,7 +510,7 @@ fn program_costs(port: u16, json_pipe: &str) -> Result<Value> {
             cpu_seconds(json_pipe)?;
             redis_rps()?;
             curl_rps()?;
-            program_run_costs(|name| name.starts_with("floor") || name.starts_with("sys_") || name.starts_with("ssl_"))
+            program_run_costs(|name| ["floor", "sys_", "fexit_", "ssl_"].iter().any(|p| name.starts_with(p)))
         })();
         attached.stop();
         out.insert(setup.name().to_owned(), r?);
