@@ -11,8 +11,8 @@ use crate::{
     tracking::track,
 };
 use aya_ebpf::macros::{btf_tracepoint, fexit};
-use aya_ebpf::programs::FExitContext;
 use aya_ebpf::maps::ProgramArray;
+use aya_ebpf::programs::FExitContext;
 use aya_ebpf::EbpfContext;
 use monitor_common::{
     chunk_flags, config_flags, jump_slot, stream_state, ChunkRecord, Counter, Direction, FdKind, KernelConfig,

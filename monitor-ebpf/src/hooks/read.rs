@@ -3,13 +3,13 @@
 //! registers the kernel saved at entry, so a read costs one program run.
 
 use crate::hooks::SyscallContext;
-use aya_ebpf::maps::ProgramArray;
 use crate::{
     hooks::{transfer_at_exit, SavedRegs},
     maps::config,
     threads::current_pid_tgid,
     tracking::tracking,
 };
+use aya_ebpf::maps::ProgramArray;
 use monitor_common::{Direction, Syscall};
 
 /// x86_64 system call numbers of the read side.
@@ -30,5 +30,14 @@ pub(crate) fn on_read_exit(ctx: &SyscallContext, jump: &ProgramArray, regs: &Sav
         return;
     }
     let who = tracking(cfg, tgid);
-    transfer_at_exit(ctx, jump, cfg, Direction::Ingress, pid_tgid, who, &regs.args(syscall), ret);
+    transfer_at_exit(
+        ctx,
+        jump,
+        cfg,
+        Direction::Ingress,
+        pid_tgid,
+        who,
+        &regs.args(syscall),
+        ret,
+    );
 }

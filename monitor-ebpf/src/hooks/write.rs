@@ -3,7 +3,6 @@
 //! captured where it is read), the payload for TCP; discovery of writers.
 
 use crate::hooks::SyscallContext;
-use aya_ebpf::maps::ProgramArray;
 use crate::{
     hooks::SavedRegs,
     known_files::writer_notified,
@@ -13,6 +12,7 @@ use crate::{
     tracking::tracking,
     transfer::{begin_transfer, iovec, looked_at_recently, scanned_without_mcp, vector},
 };
+use aya_ebpf::maps::ProgramArray;
 use monitor_common::{config_flags, Counter, Direction, Syscall};
 
 /// x86_64 system call numbers of the write side.
