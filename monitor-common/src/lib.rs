@@ -26,7 +26,7 @@ mod tracking;
 pub use channels::{Direction, FdKind, Syscall};
 pub use config::{config_flags, KernelConfig, KernelOffsets};
 pub use counters::{Counter, COUNTER_COUNT};
-pub use programs::{jump_slot, map_name};
+pub use programs::{global_name, jump_slot, map_name};
 pub use records::{chunk_flags, ChunkRecord, ConnTuple, ProcessRecord, RecordHeader, RecordKind};
 pub use streams::{stream_state, StreamKey, TlsKey, TLS_STREAM_FD};
 pub use tracking::{ProcState, TrackReason, TRACKED_HINT_SLOTS};

@@ -78,3 +78,15 @@ pub mod map_name {
         TRACKED_HINT,
     ];
 }
+
+/// Names of the kernel programs' constants that the loader sets before it
+/// loads them (read-only globals: the verifier sees their values, and does
+/// not look at the code they switch off).
+pub mod global_name {
+    /// `u8`, 1 where the kernel's BTF declares the registers the network
+    /// calls' functions are passed (`struct pt_regs`) without members, as
+    /// 5.10's does: its verifier refuses a program that reads through such
+    /// a pointer, so the network calls' fexit hooks read the registers
+    /// with a helper instead (`monitor-ebpf/src/hooks/mod.rs`).
+    pub const NET_REGS_BY_HELPER: &str = "NET_REGS_BY_HELPER";
+}

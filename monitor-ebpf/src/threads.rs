@@ -20,7 +20,7 @@
 //! (`ThreadIdMisses`).
 
 use crate::{
-    hooks::SyscallContext,
+    hooks::SavedRegs,
     maps::{add_atomic, count, hashed_slot, THREADS, THREAD_EPOCH, THREAD_SLOTS},
 };
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
@@ -35,15 +35,20 @@ pub(crate) fn check(key: u64, pid_tgid: u64, epoch: u64) -> u64 {
 }
 
 /// The current thread's pid_tgid (what `bpf_get_current_pid_tgid` gives),
-/// for the syscall hooks.
+/// for the syscall hooks, whose registers are `regs`.
 #[inline(always)]
-pub(crate) fn current_pid_tgid(ctx: &SyscallContext, cfg: &KernelConfig) -> u64 {
-    let regs: *const u8 = ctx.arg(0);
+pub(crate) fn current_pid_tgid(regs: &SavedRegs, cfg: &KernelConfig) -> u64 {
     // The address as a number: the verifier turns the difference of two
     // pointers into a plain value (privileged programs only, as these
     // are), where any other operation on a kernel pointer is refused.
-    // Any fixed address would do; the configuration is at hand.
-    let key = (regs as u64).wrapping_sub(cfg as *const KernelConfig as u64);
+    // Any fixed address would do; the configuration is at hand. An address
+    // a helper read is a number already; a thread whose calls find their
+    // registers both ways (5.10's fexit hooks) has an entry for each.
+    let key = if regs.by_pointer {
+        regs.addr.wrapping_sub(cfg as *const KernelConfig as u64)
+    } else {
+        regs.addr
+    };
     // SAFETY: a u64 of a one-entry array, read whole (x86_64 loads of an
     // aligned u64 are atomic).
     let epoch = THREAD_EPOCH.get_ptr(0).map_or(0, |p| unsafe { read_volatile(p) });

@@ -8,8 +8,7 @@
 //! first message.
 
 use crate::{
-    hooks::SyscallContext, known_files::forget_known_file, maps::config, threads::current_pid_tgid,
-    transfer::forget_judged,
+    hooks::SavedRegs, known_files::forget_known_file, maps::config, threads::current_pid_tgid, transfer::forget_judged,
 };
 use monitor_common::config_flags;
 
@@ -19,11 +18,12 @@ pub(crate) const NR_CLOSE: u64 = 3;
 pub(crate) const NR_DUP2: u64 = 33;
 pub(crate) const NR_DUP3: u64 = 292;
 
-/// Forgets descriptor `fd` of the current process: closed or replaced.
+/// Forgets descriptor `fd` of the current process (whose call's registers
+/// are `regs`): closed or replaced.
 #[inline(always)]
-pub(crate) fn forget(ctx: &SyscallContext, fd: u64) {
+pub(crate) fn forget(regs: &SavedRegs, fd: u64) {
     let Some(cfg) = config() else { return };
-    let pid_tgid = current_pid_tgid(ctx, cfg);
+    let pid_tgid = current_pid_tgid(regs, cfg);
     forget_known_file(pid_tgid, fd as i32);
     if cfg.flags & config_flags::DISCOVERY != 0 {
         forget_judged(pid_tgid, fd as i32);

@@ -14,8 +14,8 @@ pub mod syscalls;
 pub mod tls;
 pub mod write;
 
-use crate::{tracking::Tracking, transfer::begin_transfer};
-use aya_ebpf::{maps::ProgramArray, programs::BtfTracePointContext};
+use crate::{kernel_read::kread, tracking::Tracking, transfer::begin_transfer};
+use aya_ebpf::{maps::ProgramArray, programs::BtfTracePointContext, EbpfContext, Global};
 use monitor_common::{Direction, KernelConfig, Syscall};
 
 /// The context of the syscall hooks and their tail-call stages: BTF
@@ -28,6 +28,15 @@ pub(crate) type SyscallContext = BtfTracePointContext;
 /// and `cs` follow at 104, 112, 120, 128 and 136.
 const PT_REGS_DX: u64 = 96;
 
+/// 1 where the network calls' fexit hooks read the registers with a
+/// helper ([`SavedRegs::of_net`]); set by the loader
+/// (`global_name::NET_REGS_BY_HELPER`). A read-only global, so the verifier
+/// knows its value and never walks the branch it switches off: 5.10's
+/// refuses the plain loads through a pointer its BTF leaves without
+/// members, even in code that cannot run.
+#[unsafe(no_mangle)]
+static NET_REGS_BY_HELPER: Global<u8> = Global::new(0);
+
 /// The user registers the kernel saved at the entry of the current system
 /// call: its number and its first three arguments, which are all the
 /// hooks need (`fd, buf, len`; `fd, sockaddr`; `old, new`).
@@ -38,6 +47,12 @@ pub(crate) struct SavedRegs {
     pub(crate) di: u64,
     pub(crate) si: u64,
     pub(crate) dx: u64,
+    /// Where the registers are (at the top of the calling thread's kernel
+    /// stack: `threads.rs` keys its cache by it): the typed pointer the
+    /// hook was passed, or with [`Self::by_pointer`] false the address as a
+    /// plain number, read by a helper.
+    pub(crate) addr: u64,
+    pub(crate) by_pointer: bool,
 }
 
 /// The low byte of the user code segment of 32-bit x86 processes
@@ -55,9 +70,9 @@ impl SavedRegs {
         // The syscall tracepoint and the fexit hooks pass the
         // `struct pt_regs *` first. It is a typed kernel pointer: plain
         // loads, which the verifier checks against the kernel's BTF and
-        // makes fault-safe, with no helper call (the loader uses fexit only
-        // where the BTF types it as a complete struct, not 5.10's forward
-        // declaration for the network calls).
+        // makes fault-safe, with no helper call (where the BTF types it as
+        // a forward declaration, 5.10's for the network calls, their hooks
+        // read it with `of_net`; the loader uses fexit for no other).
         let regs: *const u64 = ctx.arg(0);
         // SAFETY: loads of u64 fields of `struct pt_regs` (dx, si, di,
         // orig_ax, ip, cs at 96..144) through the pointer the hook is
@@ -74,7 +89,44 @@ impl SavedRegs {
         if cs & 0xff == USER32_CS {
             return None;
         }
-        Some(SavedRegs { nr, di, si, dx })
+        Some(SavedRegs {
+            nr,
+            di,
+            si,
+            dx,
+            addr: regs as u64,
+            by_pointer: true,
+        })
+    }
+
+    /// The registers of a network call's fexit hook: as [`Self::of`], or
+    /// where the kernel's BTF declares them without members (5.10: the
+    /// verifier refuses to read the parameter at all) by two helper reads,
+    /// the parameter's value from the context, then the registers. Only the
+    /// network calls pay them there; their hooks still run only for those
+    /// calls.
+    #[inline(always)]
+    pub(crate) fn of_net(ctx: &SyscallContext) -> Option<SavedRegs> {
+        if NET_REGS_BY_HELPER.load() == 0 {
+            return Self::of(ctx);
+        }
+        // SAFETY: u64 values (any bit pattern valid), read by the helper,
+        // which checks the addresses: the context's first slot (the
+        // `struct pt_regs *`), then dx..cs of the registers it points to.
+        let addr: u64 = unsafe { kread(ctx.as_ptr() as u64)? };
+        // SAFETY: as above.
+        let [dx, si, di, nr, _ip, cs]: [u64; 6] = unsafe { kread(addr + PT_REGS_DX)? };
+        if cs & 0xff == USER32_CS {
+            return None;
+        }
+        Some(SavedRegs {
+            nr,
+            di,
+            si,
+            dx,
+            addr,
+            by_pointer: false,
+        })
     }
 
     /// The arguments of a read or write call.

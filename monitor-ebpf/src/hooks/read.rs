@@ -24,7 +24,7 @@ pub(crate) const NR_RECVMSG: u64 = 47;
 #[inline(always)]
 pub(crate) fn on_read_exit(ctx: &SyscallContext, jump: &ProgramArray, regs: &SavedRegs, syscall: Syscall, ret: i64) {
     let Some(cfg) = config() else { return };
-    let pid_tgid = current_pid_tgid(ctx, cfg);
+    let pid_tgid = current_pid_tgid(regs, cfg);
     let tgid = (pid_tgid >> 32) as u32;
     if tgid == cfg.self_tgid {
         return;

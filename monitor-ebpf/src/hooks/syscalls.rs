@@ -78,18 +78,19 @@ fn read_side(nr: u64) -> Option<Syscall> {
 /// reads and writes, `futex`, `close(-1)`, included).
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit(ctx: SyscallContext) -> i32 {
-    on_syscall_exit(&ctx, &EXIT_JUMP, None);
+    on_syscall_exit(&ctx, &EXIT_JUMP, None, SavedRegs::of(&ctx));
     0
 }
 
 /// The exit of a system call: of call number `nr` (the fexit hooks, one
 /// per call, know theirs: the branches of the others are compiled out) or,
 /// with `None`, of the number the registers hold (the tracepoint, which
-/// every call of the host passes). `jump` is the hook's stage set.
+/// every call of the host passes). `jump` is the hook's stage set, `regs`
+/// the registers saved at the call's entry (`None` for a 32-bit process).
 #[inline(always)]
-fn on_syscall_exit(ctx: &SyscallContext, jump: &ProgramArray, nr: Option<u64>) {
+fn on_syscall_exit(ctx: &SyscallContext, jump: &ProgramArray, nr: Option<u64>, regs: Option<SavedRegs>) {
     let ret: i64 = ctx.arg(1);
-    let Some(regs) = SavedRegs::of(ctx) else { return };
+    let Some(regs) = regs else { return };
     let nr = nr.unwrap_or(regs.nr);
     // One call site per family: each is inlined once.
     if ret > 0 {
@@ -105,9 +106,9 @@ fn on_syscall_exit(ctx: &SyscallContext, jump: &ProgramArray, nr: Option<u64>) {
     match nr {
         // close(fd) releases the number whatever it returns, except for
         // a descriptor that was not open.
-        NR_CLOSE if ret != EBADF => forget(ctx, regs.di),
+        NR_CLOSE if ret != EBADF => forget(&regs, regs.di),
         // dup2/dup3(old, new) closed `new` if they succeeded.
-        NR_DUP2 | NR_DUP3 if ret >= 0 => forget(ctx, regs.si),
+        NR_DUP2 | NR_DUP3 if ret >= 0 => forget(&regs, regs.si),
         NR_BIND | NR_CONNECT => {
             if port_selectors_on() {
                 on_port_call(regs.si);
@@ -126,14 +127,15 @@ fn on_syscall_exit(ctx: &SyscallContext, jump: &ProgramArray, nr: Option<u64>) {
 /// syscall path a syscall tracepoint puts every system call on. The loader
 /// attaches each to its function (`SYSCALL_FEXITS` in monitor-user). The
 /// network calls jump through their own stage array (maps.rs,
-/// `FEXIT_NET_JUMP`).
+/// `FEXIT_NET_JUMP`) and find their registers with `SavedRegs::of_net`.
 macro_rules! fexit_hooks {
-    ($($(#[$doc:meta])* $prog:ident => $function:literal, $nr:expr, $jump:ident;)*) => {
+    ($($(#[$doc:meta])* $prog:ident => $function:literal, $nr:expr, $jump:ident, $regs:ident;)*) => {
         $(
             $(#[$doc])*
             #[fexit(function = $function)]
             pub fn $prog(ctx: FExitContext) -> i32 {
-                on_syscall_exit(&SyscallContext::new(ctx.as_ptr()), &$jump, Some($nr));
+                let ctx = SyscallContext::new(ctx.as_ptr());
+                on_syscall_exit(&ctx, &$jump, Some($nr), SavedRegs::$regs(&ctx));
                 // An fexit program must return 0.
                 0
             }
@@ -142,19 +144,19 @@ macro_rules! fexit_hooks {
 }
 
 fexit_hooks! {
-    fexit_sys_read => "__x64_sys_read", NR_READ, FEXIT_JUMP;
-    fexit_sys_readv => "__x64_sys_readv", NR_READV, FEXIT_JUMP;
-    fexit_sys_recvfrom => "__x64_sys_recvfrom", NR_RECVFROM, FEXIT_NET_JUMP;
-    fexit_sys_recvmsg => "__x64_sys_recvmsg", NR_RECVMSG, FEXIT_NET_JUMP;
-    fexit_sys_write => "__x64_sys_write", NR_WRITE, FEXIT_JUMP;
-    fexit_sys_writev => "__x64_sys_writev", NR_WRITEV, FEXIT_JUMP;
-    fexit_sys_sendto => "__x64_sys_sendto", NR_SENDTO, FEXIT_NET_JUMP;
-    fexit_sys_sendmsg => "__x64_sys_sendmsg", NR_SENDMSG, FEXIT_NET_JUMP;
-    fexit_sys_close => "__x64_sys_close", NR_CLOSE, FEXIT_JUMP;
-    fexit_sys_dup2 => "__x64_sys_dup2", NR_DUP2, FEXIT_JUMP;
-    fexit_sys_dup3 => "__x64_sys_dup3", NR_DUP3, FEXIT_JUMP;
+    fexit_sys_read => "__x64_sys_read", NR_READ, FEXIT_JUMP, of;
+    fexit_sys_readv => "__x64_sys_readv", NR_READV, FEXIT_JUMP, of;
+    fexit_sys_recvfrom => "__x64_sys_recvfrom", NR_RECVFROM, FEXIT_NET_JUMP, of_net;
+    fexit_sys_recvmsg => "__x64_sys_recvmsg", NR_RECVMSG, FEXIT_NET_JUMP, of_net;
+    fexit_sys_write => "__x64_sys_write", NR_WRITE, FEXIT_JUMP, of;
+    fexit_sys_writev => "__x64_sys_writev", NR_WRITEV, FEXIT_JUMP, of;
+    fexit_sys_sendto => "__x64_sys_sendto", NR_SENDTO, FEXIT_NET_JUMP, of_net;
+    fexit_sys_sendmsg => "__x64_sys_sendmsg", NR_SENDMSG, FEXIT_NET_JUMP, of_net;
+    fexit_sys_close => "__x64_sys_close", NR_CLOSE, FEXIT_JUMP, of;
+    fexit_sys_dup2 => "__x64_sys_dup2", NR_DUP2, FEXIT_JUMP, of;
+    fexit_sys_dup3 => "__x64_sys_dup3", NR_DUP3, FEXIT_JUMP, of;
     /// Attached only with port selectors, as only they need it.
-    fexit_sys_bind => "__x64_sys_bind", NR_BIND, FEXIT_NET_JUMP;
+    fexit_sys_bind => "__x64_sys_bind", NR_BIND, FEXIT_NET_JUMP, of_net;
     /// Attached only with port selectors, as only they need it.
-    fexit_sys_connect => "__x64_sys_connect", NR_CONNECT, FEXIT_NET_JUMP;
+    fexit_sys_connect => "__x64_sys_connect", NR_CONNECT, FEXIT_NET_JUMP, of_net;
 }

@@ -26,7 +26,7 @@ pub(crate) const NR_SENDMSG: u64 = 46;
 #[inline(always)]
 pub(crate) fn on_write_exit(ctx: &SyscallContext, jump: &ProgramArray, regs: &SavedRegs, syscall: Syscall, ret: i64) {
     let Some(cfg) = config() else { return };
-    let pid_tgid = current_pid_tgid(ctx, cfg);
+    let pid_tgid = current_pid_tgid(regs, cfg);
     if (pid_tgid >> 32) as u32 == cfg.self_tgid {
         return;
     }

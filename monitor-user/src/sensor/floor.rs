@@ -42,7 +42,11 @@ impl Floor {
         let syscall_hook = match cfg.syscall_hook {
             SyscallHookChoice::Tracepoint => SyscallHook::Tracepoint { fexit_refused: None },
             choice => match attach_fexit_floor(&mut ebpf, &btf, cfg, &mut fexit_links) {
-                Ok(functions) => SyscallHook::Fexit { functions },
+                // The floor reads no registers.
+                Ok(functions) => SyscallHook::Fexit {
+                    functions,
+                    net_regs_by_helper: false,
+                },
                 Err(e) if choice == SyscallHookChoice::Fexit => return Err(e.context(FEXIT_REFUSED)),
                 Err(e) => {
                     fexit_links.clear();

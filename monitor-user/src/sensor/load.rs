@@ -12,7 +12,7 @@ use aya::{
     },
     Ebpf, EbpfLoader, VerifierLogLevel,
 };
-use monitor_common::{config_flags, jump_slot, map_name, KernelConfig};
+use monitor_common::{config_flags, global_name, jump_slot, map_name, KernelConfig};
 
 use super::{preflight, verifier};
 use crate::{btf::Btf, config::CaptureConfig};
@@ -116,9 +116,11 @@ pub(super) fn load(cfg: &CaptureConfig) -> anyhow::Result<(Ebpf, KernelConfig)> 
         );
     }
 
-    let offsets = kernel_btf()?
+    let kernel = kernel_btf()?;
+    let offsets = kernel
         .kernel_offsets()
         .context("resolving kernel structure offsets from BTF")?;
+    let [(global, value)] = globals(&kernel);
     let ncpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))? as u32;
 
     // A rejected program is retried by aya with a log: statistics only
@@ -129,6 +131,7 @@ pub(super) fn load(cfg: &CaptureConfig) -> anyhow::Result<(Ebpf, KernelConfig)> 
         .map_max_entries(map_name::SCRATCH, ncpus)
         .map_max_entries(map_name::EVENTS, cfg.ring_buffer_bytes)
         .map_max_entries(map_name::TLS_ARGS, cfg.max_inflight_syscalls)
+        .override_global(global, &value, true)
         .load(EBPF_OBJECT)
         .map_err(|e| anyhow::anyhow!(preflight::explain_load_error(&e)))?;
 
@@ -180,16 +183,26 @@ pub fn verifier_costs(skip_fexit: Option<&str>) -> anyhow::Result<Vec<verifier::
     if EBPF_OBJECT.is_empty() {
         anyhow::bail!("this binary was built without its eBPF programs (MCP_MONITOR_SKIP_EBPF=1)");
     }
-    Ok(verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES)?.costs(skip_fexit))
+    Ok(probe()?.costs(skip_fexit))
+}
+
+/// The values the loader gives the object's globals on this kernel.
+fn globals(kernel: &Btf) -> [(&'static str, u8); 1] {
+    [(
+        global_name::NET_REGS_BY_HELPER,
+        u8::from(super::syscall_hook::net_regs_by_helper(kernel)),
+    )]
+}
+
+/// The object for the verifier's statistics, with the globals of a real
+/// load.
+fn probe() -> anyhow::Result<verifier::Probe> {
+    verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES, &globals(&kernel_btf()?))
 }
 
 /// A program the kernel refused, explained (see [`verifier::explain_rejection`]).
 pub(super) fn rejected(prog: &str, e: aya::programs::ProgramError) -> anyhow::Error {
-    let probe = if verifier::log_keeps_tail() {
-        verifier::Probe::new(EBPF_OBJECT, PROBE_MAP_SIZES).ok()
-    } else {
-        None
-    };
+    let probe = if verifier::log_keeps_tail() { probe().ok() } else { None };
     anyhow::anyhow!(verifier::explain_rejection(prog, &e, probe.as_ref()))
 }
 
@@ -435,6 +448,16 @@ mod tests {
         {
             assert!(obj.programs.contains_key(*name), "no program {name} in the object");
         }
+        // The loader sets every global it knows (and fails if one is
+        // missing): each is in the object's read-only data, one byte.
+        let mut obj = embedded_object();
+        for value in [0u8, 1] {
+            obj.patch_map_data([(global_name::NET_REGS_BY_HELPER, (&[value][..], true))].into())
+                .expect("the global is in the object");
+        }
+        assert!(obj
+            .patch_map_data([("NO_SUCH_GLOBAL", (&[1u8][..], true))].into())
+            .is_err());
     }
 
     /// The syscall hooks (every call on the host), the capture stages of

@@ -136,7 +136,7 @@ impl Sensor {
         log::info!(
             "capture attached: {}, {} CPUs, cap {} bytes/read, discovery {}",
             match &syscall_hook {
-                SyscallHook::Fexit { functions } => format!("fexit programs on {functions} system call functions"),
+                SyscallHook::Fexit { functions, .. } => format!("fexit programs on {functions} system call functions"),
                 SyscallHook::Tracepoint { .. } => "a BTF tracepoint on the raw tracepoint sys_exit".to_owned(),
             },
             ncpus,

@@ -118,6 +118,9 @@ pub enum SyscallHook {
     Fexit {
         /// How many functions.
         functions: usize,
+        /// Whether the network calls' hooks read the registers with a
+        /// helper ([`net_regs_by_helper`]: 5.10).
+        net_regs_by_helper: bool,
     },
     /// The raw `sys_exit` tracepoint.
     Tracepoint {
@@ -139,9 +142,18 @@ impl SyscallHook {
     /// For the start-up line naming the paths chosen for this kernel.
     pub fn describe(&self) -> String {
         match self {
-            Self::Fexit { functions } => format!(
+            Self::Fexit {
+                functions,
+                net_regs_by_helper,
+            } => format!(
                 "fexit programs on {functions} system call functions (__x64_sys_read, __x64_sys_write, ...; \
-                 arguments loaded from the saved registers they are passed)"
+                 arguments loaded from the saved registers they are passed{})",
+                if *net_regs_by_helper {
+                    ", read by a helper for the network calls, whose registers the kernel's BTF declares \
+                     without members"
+                } else {
+                    ""
+                }
             ),
             Self::Tracepoint { fexit_refused } => {
                 let mut s =
@@ -159,6 +171,7 @@ impl SyscallHook {
 /// The loaded stages of the chosen hook, attached by [`Prepared::attach`].
 pub(super) struct Prepared {
     fexit: bool,
+    net_regs_by_helper: bool,
     jumps: Vec<ProgramArray<MapData>>,
     fexit_refused: Option<String>,
 }
@@ -182,8 +195,9 @@ pub(super) fn prepare(ebpf: &mut Ebpf, btf: &Btf, cfg: &CaptureConfig) -> anyhow
         return prepare_tracepoint(ebpf, btf, None);
     }
     match prepare_fexit(ebpf, btf, cfg) {
-        Ok(jumps) => Ok(Prepared {
+        Ok((jumps, net_regs_by_helper)) => Ok(Prepared {
             fexit: true,
+            net_regs_by_helper,
             jumps,
             fexit_refused: None,
         }),
@@ -229,7 +243,13 @@ impl Prepared {
             }
         }
         let Some(e) = failed else {
-            return Ok((SyscallHook::Fexit { functions }, self.jumps));
+            return Ok((
+                SyscallHook::Fexit {
+                    functions,
+                    net_regs_by_helper: self.net_regs_by_helper,
+                },
+                self.jumps,
+            ));
         };
         if cfg.syscall_hook == SyscallHookChoice::Fexit {
             return Err(e.context(FEXIT_REFUSED));
@@ -243,7 +263,13 @@ impl Prepared {
     }
 }
 
-fn prepare_fexit(ebpf: &mut Ebpf, btf: &Btf, cfg: &CaptureConfig) -> anyhow::Result<Vec<ProgramArray<MapData>>> {
+/// Loads the fexit stages and hooks; returns the stage arrays and whether
+/// the network calls' hooks read the registers with a helper.
+fn prepare_fexit(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    cfg: &CaptureConfig,
+) -> anyhow::Result<(Vec<ProgramArray<MapData>>, bool)> {
     let kernel = super::load::kernel_btf()?;
     let functions: Vec<&str> = fexit_hooks(cfg).map(|(_, f)| f).collect();
     let net_apart = fexit_prototypes_fit(&kernel, &functions)?;
@@ -272,19 +298,20 @@ fn prepare_fexit(ebpf: &mut Ebpf, btf: &Btf, cfg: &CaptureConfig) -> anyhow::Res
         let p: &mut FExit = ebpf.program_mut(prog).context(prog)?.try_into()?;
         p.load(function, btf).map_err(|e| fexit_error(prog, e))?;
     }
-    Ok(vec![jump, net_jump])
+    Ok((vec![jump, net_jump], net_regs_by_helper(&kernel)))
 }
 
 /// Whether the kernel's BTF lets the hooks work on `functions`, and
 /// whether the network calls need their own stages. Each function must
-/// take a pointer to a complete `struct pt_regs`: 5.10's BTF declares it
-/// without members for the network calls, and its verifier then refuses to
-/// let a program read the parameter. Kernels since 6.11 refuse a tail call
-/// between tracing programs loaded for different prototypes (compared by
-/// identity), so every hook must share the prototype of the stages it
-/// jumps to: `__x64_sys_read`'s, or for the network calls
-/// `__x64_sys_recvfrom`'s (returns `true` when that one differs). The
-/// first function of each name counts, as for the loader and the kernel.
+/// take a pointer to `struct pt_regs`: complete, or for the network calls
+/// declared without members, as 5.10's BTF does (their hooks then read the
+/// registers with a helper: [`net_regs_by_helper`]). Kernels since 6.11
+/// refuse a tail call between tracing programs loaded for different
+/// prototypes (compared by identity), so every hook must share the
+/// prototype of the stages it jumps to: `__x64_sys_read`'s, or for the
+/// network calls `__x64_sys_recvfrom`'s (returns `true` when that one
+/// differs). The first function of each name counts, as for the loader and
+/// the kernel.
 pub(super) fn fexit_prototypes_fit(kernel: &crate::btf::Btf, functions: &[&str]) -> anyhow::Result<bool> {
     let proto = |f: &str| {
         kernel
@@ -294,15 +321,8 @@ pub(super) fn fexit_prototypes_fit(kernel: &crate::btf::Btf, functions: &[&str])
     let stages = proto(FEXIT_STAGE_FUNCTION)?;
     let net_stages = proto(FEXIT_NET_STAGE_FUNCTION)?;
     for f in functions {
-        match kernel.pointer_param(f, 0) {
-            Some(Pointee::Complete) => {}
-            Some(Pointee::Forward) => anyhow::bail!(
-                "the kernel's BTF declares the registers {f} is passed (struct pt_regs) without their members, \
-                 which its verifier refuses to read through"
-            ),
-            _ => anyhow::bail!("the kernel's BTF has no function {f} taking the saved registers"),
-        }
-        let hook = SYSCALL_FEXITS.iter().find(|(_, g)| g == f).map(|(p, _)| *p);
+        registers_by_helper(f, kernel.pointer_param(f, 0))?;
+        let hook = hook_of(f);
         if hook.is_some_and(|p| !TAIL_CALLING.contains(&p)) {
             continue;
         }
@@ -319,6 +339,41 @@ pub(super) fn fexit_prototypes_fit(kernel: &crate::btf::Btf, functions: &[&str])
         }
     }
     Ok(net_stages != stages)
+}
+
+/// The fexit hook of system call function `function`.
+fn hook_of(function: &str) -> Option<&'static str> {
+    SYSCALL_FEXITS.iter().find(|(_, g)| *g == function).map(|(p, _)| *p)
+}
+
+/// Whether the hook of `function`, whose first parameter points to
+/// `pointee`, must read the registers with a helper (`Ok(true)`), can load
+/// them through the pointer (`Ok(false)`), or cannot work. The verifier
+/// (5.10's) refuses a program that so much as reads a parameter whose
+/// struct the BTF declares without members; only the network calls' hooks
+/// can read them otherwise (`SavedRegs::of_net` in monitor-ebpf).
+fn registers_by_helper(function: &str, pointee: Option<Pointee>) -> anyhow::Result<bool> {
+    match pointee {
+        Some(Pointee::Complete) => Ok(false),
+        Some(Pointee::Forward) if hook_of(function).is_some_and(|p| NET_FEXITS.contains(&p)) => Ok(true),
+        Some(Pointee::Forward) => anyhow::bail!(
+            "the kernel's BTF declares the registers {function} is passed (struct pt_regs) without their \
+             members, which its verifier refuses to read through"
+        ),
+        _ => anyhow::bail!("the kernel's BTF has no function {function} taking the saved registers"),
+    }
+}
+
+/// The value of the kernel programs' `NET_REGS_BY_HELPER` for this
+/// kernel: whether its BTF declares the registers of a network call's
+/// function without members (5.10), so that the network calls' fexit
+/// hooks read them with a helper. Set before the object is loaded, so the
+/// verifier never walks the other way.
+pub(super) fn net_regs_by_helper(kernel: &crate::btf::Btf) -> bool {
+    SYSCALL_FEXITS
+        .iter()
+        .filter(|(p, _)| NET_FEXITS.contains(p))
+        .any(|(_, f)| registers_by_helper(f, kernel.pointer_param(f, 0)).unwrap_or(false))
 }
 
 /// A refused fexit load, in one line: EPERM (lockdown, no trampolines) or
@@ -389,6 +444,7 @@ fn prepare_tracepoint(ebpf: &mut Ebpf, btf: &Btf, fexit_refused: Option<String>)
     }
     Ok(Prepared {
         fexit: false,
+        net_regs_by_helper: false,
         jumps: vec![jump],
         fexit_refused,
     })
@@ -445,6 +501,24 @@ mod tests {
     }
 
     #[test]
+    fn registers_declared_without_members_are_read_by_helper_in_the_network_hooks_only() {
+        for f in ["__x64_sys_read", "__x64_sys_recvfrom", "__x64_sys_close"] {
+            assert!(!registers_by_helper(f, Some(Pointee::Complete)).unwrap(), "{f}");
+        }
+        // 5.10: the network calls' registers are a forward declaration.
+        for call in ["recvfrom", "recvmsg", "sendto", "sendmsg", "bind", "connect"] {
+            let f = format!("__x64_sys_{call}");
+            assert!(registers_by_helper(&f, Some(Pointee::Forward)).unwrap(), "{f}");
+        }
+        // The other hooks load through the pointer: there a forward
+        // declaration means fexit cannot be used.
+        let e = registers_by_helper("__x64_sys_read", Some(Pointee::Forward)).unwrap_err();
+        assert!(e.to_string().contains("without their members"), "{e}");
+        assert!(registers_by_helper("__x64_sys_write", Some(Pointee::Other)).is_err());
+        assert!(registers_by_helper("__x64_sys_write", None).is_err());
+    }
+
+    #[test]
     fn the_start_up_line_says_why_fexit_was_not_used() {
         let hook = SyscallHook::Tracepoint {
             fexit_refused: Some("loading fexit_discover: Operation not permitted".into()),
@@ -453,6 +527,14 @@ mod tests {
         assert!(hook
             .describe()
             .ends_with("as the kernel refused fexit: loading fexit_discover: Operation not permitted"));
-        assert_eq!(SyscallHook::Fexit { functions: 11 }.name(), "fexit");
+        let fexit = |net_regs_by_helper| SyscallHook::Fexit {
+            functions: 11,
+            net_regs_by_helper,
+        };
+        assert_eq!(fexit(false).name(), "fexit");
+        assert!(!fexit(false).describe().contains("helper"));
+        assert!(fexit(true)
+            .describe()
+            .contains("read by a helper for the network calls"));
     }
 }

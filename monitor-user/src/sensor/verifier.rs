@@ -171,10 +171,19 @@ fn kind_of(section: &ProgramSection) -> Option<(&'static str, bpf_prog_type)> {
 impl Probe {
     /// Parses `object` and relocates it against new maps (sized by
     /// `max_entries` where the object leaves a size to the loader). The
-    /// object's `.rodata` is written and frozen as the loader does, so the
-    /// verifier sees the same constants as in the real load.
-    pub fn new(object: &[u8], max_entries: &[(&str, u32)]) -> anyhow::Result<Self> {
+    /// object's `.rodata` is written and frozen as the loader does, with
+    /// the `globals` the loader sets, so the verifier sees the same
+    /// constants as in the real load.
+    pub fn new(object: &[u8], max_entries: &[(&str, u32)], globals: &[(&str, u8)]) -> anyhow::Result<Self> {
         let mut obj = Object::parse(object)?;
+        let values: Vec<[u8; 1]> = globals.iter().map(|(_, v)| [*v]).collect();
+        obj.patch_map_data(
+            globals
+                .iter()
+                .zip(&values)
+                .map(|((name, _), v)| (*name, (&v[..], true)))
+                .collect(),
+        )?;
         let sizes: HashMap<&str, u32> = max_entries.iter().copied().collect();
         // The definitions stay borrowed by the relocation while `obj` is
         // changed: work on copies.

@@ -261,12 +261,7 @@ pub fn boot(k: &Kernel, plan: &GuestPlan) -> Result<Outcome> {
     let out = out_dir().join(k.version);
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
-    let expect_hook = if spec_of(k.version).is_some_and(|s| s.fexit) {
-        "fexit"
-    } else {
-        "tracepoint"
-    };
-    std::fs::write(out.join("guest.sh"), guest_script(plan, expect_hook))?;
+    std::fs::write(out.join("guest.sh"), guest_script(plan, "fexit"))?;
     let console = std::fs::File::create(out.join("console.log"))?;
     step(&format!(
         "kernel {} ({}, {}): booting in qemu ({}) and running the agent and the capture tests",
@@ -386,7 +381,7 @@ pub fn boot(k: &Kernel, plan: &GuestPlan) -> Result<Outcome> {
     }
     if let Some(c) = &check {
         failures.extend(report_failures(c));
-        failures.extend(hook_failures(c, spec_of(k.version).is_some_and(|s| s.fexit)));
+        failures.extend(hook_failures(c));
     }
     Ok(Outcome {
         version: k.version,
