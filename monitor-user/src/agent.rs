@@ -233,6 +233,10 @@ pub struct CheckReport {
     /// Why the kernel refused fexit, when it did (`capture.syscall_hook = "auto"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fexit_refused: Option<String>,
+    /// Whether the network calls' fexit hooks read the registers with a
+    /// helper (5.10, whose BTF declares them without members); false on
+    /// the tracepoint.
+    pub net_regs_by_helper: bool,
     /// Seconds to load and attach everything.
     pub load_seconds: f64,
     /// TLS library files probed at start.
@@ -266,6 +270,13 @@ pub fn check(cfg: &Config) -> anyhow::Result<CheckReport> {
         paths: crate::sensor::preflight::kernel_paths(&syscall_hook),
         syscall_hook: syscall_hook.name(),
         fexit_refused: fexit_refused.clone(),
+        net_regs_by_helper: matches!(
+            syscall_hook,
+            crate::sensor::SyscallHook::Fexit {
+                net_regs_by_helper: true,
+                ..
+            }
+        ),
         load_seconds,
         tls_targets,
         verifier_limit: crate::sensor::verifier::VERIFIER_LIMIT,

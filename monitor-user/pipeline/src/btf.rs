@@ -365,24 +365,29 @@ impl Btf {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// Hand-built BTF blobs, for the tests of code that reads kernel BTF
+/// (here and in the agent).
+#[doc(hidden)]
+pub mod fixtures {
     use super::*;
 
     /// Builds a little-endian BTF blob by hand.
-    struct Builder {
+    pub struct Builder {
         types: Vec<u8>,
         strings: Vec<u8>,
     }
 
     impl Builder {
-        fn new() -> Self {
+        /// An empty blob.
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
             Self {
                 types: Vec::new(),
                 strings: vec![0],
             }
         }
-        fn s(&mut self, name: &str) -> u32 {
+        /// Adds a string; its offset.
+        pub fn s(&mut self, name: &str) -> u32 {
             if name.is_empty() {
                 return 0;
             }
@@ -391,17 +396,20 @@ mod tests {
             self.strings.push(0);
             off
         }
-        fn word(&mut self, w: u32) {
+        /// Adds a word to the type section.
+        pub fn word(&mut self, w: u32) {
             self.types.extend_from_slice(&w.to_le_bytes());
         }
-        fn int(&mut self, name: &str) {
+        /// Adds a 32-bit integer type.
+        pub fn int(&mut self, name: &str) {
             let n = self.s(name);
             self.word(n);
             self.word(KIND_INT << 24);
             self.word(4);
             self.word(32);
         }
-        fn composite(&mut self, kind: u32, name: &str, size: u32, members: &[(&str, u32, u32)]) {
+        /// Adds a struct or union (`kind`) with (name, type, bit offset) members.
+        pub fn composite(&mut self, kind: u32, name: &str, size: u32, members: &[(&str, u32, u32)]) {
             let n = self.s(name);
             self.word(n);
             self.word(kind << 24 | members.len() as u32);
@@ -413,7 +421,8 @@ mod tests {
                 self.word(*bits);
             }
         }
-        fn finish(self) -> Vec<u8> {
+        /// The blob, header first.
+        pub fn finish(self) -> Vec<u8> {
             let mut out = vec![0x9f, 0xeb, 1, 0];
             out.extend_from_slice(&24u32.to_le_bytes());
             out.extend_from_slice(&0u32.to_le_bytes());
@@ -426,31 +435,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn resolves_nested_anonymous_members() {
-        let mut b = Builder::new();
-        b.int("int"); // id 1
-                      // id 2: anonymous union { int a; int skc_dport; } at bit 64
-        b.composite(KIND_UNION, "", 4, &[("a", 1, 0), ("skc_dport", 1, 0)]);
-        // id 3: struct sock_common { int x; int y; union {...}; int skc_family; }
-        b.composite(
-            KIND_STRUCT,
-            "sock_common",
-            16,
-            &[("x", 1, 0), ("y", 1, 32), ("", 2, 64), ("skc_family", 1, 96)],
-        );
-        // id 4: struct sock { struct sock_common __sk_common; int sk_type; }
-        b.composite(KIND_STRUCT, "sock", 20, &[("__sk_common", 3, 0), ("sk_type", 1, 128)]);
-        let btf = Btf::parse(&b.finish()).unwrap();
-        assert_eq!(btf.offset_of("sock", "__sk_common.skc_family").unwrap(), 12);
-        assert_eq!(btf.offset_of("sock", "__sk_common.skc_dport").unwrap(), 8);
-        assert_eq!(btf.offset_of("sock", "sk_type").unwrap(), 16);
-        assert!(matches!(btf.offset_of("sock", "nope"), Err(BtfError::NoMember { .. })));
-        assert!(matches!(btf.offset_of("nope", "x"), Err(BtfError::NoStruct(_))));
-    }
-
-    #[test]
-    fn tells_functions_whose_pointer_parameter_is_a_forward_declaration() {
+    /// Kernel BTF with system call wrappers `long f(const struct pt_regs
+    /// *regs)`: the functions of `complete` take a pointer to the complete
+    /// struct (prototype id 8), those of `forward` one to a forward
+    /// declaration of it (id 9), as 5.10's network calls do.
+    pub fn syscall_functions(complete: &[&str], forward: &[&str]) -> Vec<u8> {
         let mut b = Builder::new();
         b.int("long"); // id 1
         b.composite(KIND_STRUCT, "pt_regs", 8, &[("di", 1, 0)]); // id 2
@@ -477,13 +466,50 @@ mod tests {
             b.word(name);
             b.word(ptr);
         }
-        for (name, proto) in [("__x64_sys_read", 8), ("__x64_sys_write", 8), ("__x64_sys_recvfrom", 9)] {
-            let n = b.s(name);
-            b.word(n);
-            b.word(KIND_FUNC << 24);
-            b.word(proto);
+        for (names, proto) in [(complete, 8), (forward, 9)] {
+            for name in names {
+                let n = b.s(name);
+                b.word(n);
+                b.word(KIND_FUNC << 24);
+                b.word(proto);
+            }
         }
+        b.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{syscall_functions, Builder};
+    use super::*;
+
+    #[test]
+    fn resolves_nested_anonymous_members() {
+        let mut b = Builder::new();
+        b.int("int"); // id 1
+                      // id 2: anonymous union { int a; int skc_dport; } at bit 64
+        b.composite(KIND_UNION, "", 4, &[("a", 1, 0), ("skc_dport", 1, 0)]);
+        // id 3: struct sock_common { int x; int y; union {...}; int skc_family; }
+        b.composite(
+            KIND_STRUCT,
+            "sock_common",
+            16,
+            &[("x", 1, 0), ("y", 1, 32), ("", 2, 64), ("skc_family", 1, 96)],
+        );
+        // id 4: struct sock { struct sock_common __sk_common; int sk_type; }
+        b.composite(KIND_STRUCT, "sock", 20, &[("__sk_common", 3, 0), ("sk_type", 1, 128)]);
         let btf = Btf::parse(&b.finish()).unwrap();
+        assert_eq!(btf.offset_of("sock", "__sk_common.skc_family").unwrap(), 12);
+        assert_eq!(btf.offset_of("sock", "__sk_common.skc_dport").unwrap(), 8);
+        assert_eq!(btf.offset_of("sock", "sk_type").unwrap(), 16);
+        assert!(matches!(btf.offset_of("sock", "nope"), Err(BtfError::NoMember { .. })));
+        assert!(matches!(btf.offset_of("nope", "x"), Err(BtfError::NoStruct(_))));
+    }
+
+    #[test]
+    fn tells_functions_whose_pointer_parameter_is_a_forward_declaration() {
+        let b = syscall_functions(&["__x64_sys_read", "__x64_sys_write"], &["__x64_sys_recvfrom"]);
+        let btf = Btf::parse(&b).unwrap();
         assert_eq!(btf.func_proto("__x64_sys_read"), Some(8));
         assert_eq!(btf.func_proto("__x64_sys_write"), Some(8));
         assert_eq!(btf.func_proto("__x64_sys_recvfrom"), Some(9));

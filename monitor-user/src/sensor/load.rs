@@ -449,12 +449,23 @@ mod tests {
             assert!(obj.programs.contains_key(*name), "no program {name} in the object");
         }
         // The loader sets every global it knows (and fails if one is
-        // missing): each is in the object's read-only data, one byte.
+        // missing). Each must be in the object's read-only data, which the
+        // loader freezes: only there does the verifier take its value as
+        // known and leave the branch it switches off unwalked (in `.data`
+        // or `.bss`, 5.10 would walk the plain loads it refuses).
         let mut obj = embedded_object();
-        for value in [0u8, 1] {
-            obj.patch_map_data([(global_name::NET_REGS_BY_HELPER, (&[value][..], true))].into())
-                .expect("the global is in the object");
-        }
+        let before: std::collections::HashMap<String, Vec<u8>> =
+            obj.maps.iter().map(|(n, m)| (n.clone(), m.data().to_vec())).collect();
+        obj.patch_map_data([(global_name::NET_REGS_BY_HELPER, (&[1u8][..], true))].into())
+            .expect("the global is in the object");
+        let changed: Vec<_> = obj.maps.iter().filter(|(n, m)| m.data() != before[*n]).collect();
+        assert_eq!(changed.len(), 1, "one map holds the global");
+        assert_eq!(
+            changed[0].1.section_kind(),
+            aya_obj::EbpfSectionKind::Rodata,
+            "{} holds it",
+            changed[0].0
+        );
         assert!(obj
             .patch_map_data([("NO_SUCH_GLOBAL", (&[1u8][..], true))].into())
             .is_err());

@@ -518,6 +518,38 @@ mod tests {
         assert!(registers_by_helper("__x64_sys_write", None).is_err());
     }
 
+    /// The kernel BTF check on hand-built BTF: 5.10's (the network calls'
+    /// registers a forward declaration, with their own prototype), 6.1's
+    /// shape with complete registers, and one where a read's registers
+    /// are a forward declaration.
+    #[test]
+    fn the_btf_check_takes_5_10_with_network_registers_read_by_helper() {
+        use mcp_monitor_pipeline::btf::fixtures::syscall_functions;
+        let all: Vec<&str> = SYSCALL_FEXITS.iter().map(|(_, f)| *f).collect();
+        let of = |net: bool| -> Vec<&str> {
+            SYSCALL_FEXITS
+                .iter()
+                .filter(|(p, _)| NET_FEXITS.contains(p) == net)
+                .map(|(_, f)| *f)
+                .collect()
+        };
+        let (net, other) = (of(true), of(false));
+        let five_ten = crate::btf::Btf::parse(&syscall_functions(&other, &net)).unwrap();
+        assert!(net_regs_by_helper(&five_ten));
+        // The network calls have their own prototype there: their stages apart.
+        assert!(fexit_prototypes_fit(&five_ten, &all).unwrap());
+        let complete = crate::btf::Btf::parse(&syscall_functions(&all, &[])).unwrap();
+        assert!(!net_regs_by_helper(&complete));
+        assert!(!fexit_prototypes_fit(&complete, &all).unwrap());
+        // A read whose registers are a forward declaration: no fexit.
+        let mut forward = net.clone();
+        forward.push("__x64_sys_read");
+        let other: Vec<&str> = other.into_iter().filter(|f| *f != "__x64_sys_read").collect();
+        let broken = crate::btf::Btf::parse(&syscall_functions(&other, &forward)).unwrap();
+        let e = fexit_prototypes_fit(&broken, &all).unwrap_err();
+        assert!(e.to_string().contains("__x64_sys_read"), "{e}");
+    }
+
     #[test]
     fn the_start_up_line_says_why_fexit_was_not_used() {
         let hook = SyscallHook::Tracepoint {

@@ -133,10 +133,9 @@ fn guest_runs(plan: &GuestPlan) -> Vec<(String, &Path, &'static str)> {
     runs
 }
 
-/// The guest's script; `expect_hook` is the system call hook the agent
-/// must use on this kernel, which the capture tests check
-/// (`MCP_TEST_EXPECT_SYSCALL_HOOK`).
-fn guest_script(plan: &GuestPlan, expect_hook: &str) -> String {
+/// The guest's script. The capture tests check that the agent hooks system
+/// calls with fexit (`MCP_TEST_EXPECT_SYSCALL_HOOK`).
+fn guest_script(plan: &GuestPlan) -> String {
     let mut s = String::from(
         "set -u\n\
          export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root\n\
@@ -159,7 +158,8 @@ fn guest_script(plan: &GuestPlan, expect_hook: &str) -> String {
     for (k, v) in &plan.env {
         let _ = writeln!(s, "export {k}='{v}'");
     }
-    let _ = writeln!(s, "export MCP_TEST_EXPECT_SYSCALL_HOOK='{expect_hook}'");
+    // Every kernel of the matrix allows fexit.
+    let _ = writeln!(s, "export MCP_TEST_EXPECT_SYSCALL_HOOK=fexit");
     let _ = writeln!(s, "cd '{}'", root().display());
     let _ = writeln!(
         s,
@@ -261,7 +261,7 @@ pub fn boot(k: &Kernel, plan: &GuestPlan) -> Result<Outcome> {
     let out = out_dir().join(k.version);
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("guest.sh"), guest_script(plan, "fexit"))?;
+    std::fs::write(out.join("guest.sh"), guest_script(plan))?;
     let console = std::fs::File::create(out.join("console.log"))?;
     step(&format!(
         "kernel {} ({}, {}): booting in qemu ({}) and running the agent and the capture tests",
@@ -381,7 +381,11 @@ pub fn boot(k: &Kernel, plan: &GuestPlan) -> Result<Outcome> {
     }
     if let Some(c) = &check {
         failures.extend(report_failures(c));
-        failures.extend(hook_failures(c));
+        let by_helper = MATRIX
+            .iter()
+            .find(|s| s.version == k.version)
+            .is_some_and(|s| s.net_regs_by_helper);
+        failures.extend(hook_failures(c, by_helper));
     }
     Ok(Outcome {
         version: k.version,
