@@ -225,7 +225,8 @@ pub(crate) struct Judgement {
 #[derive(Clone, Copy)]
 pub(crate) struct ThreadSlot {
     /// The thread's register address, as a distance from the `CONFIG`
-    /// value; 0 for none.
+    /// value, or itself where a helper read it (`threads::current_pid_tgid`);
+    /// 0 for none.
     pub(crate) key: u64,
     pub(crate) pid_tgid: u64,
     pub(crate) epoch: u64,

@@ -43,7 +43,13 @@ pub(crate) fn current_pid_tgid(regs: &SavedRegs, cfg: &KernelConfig) -> u64 {
     // are), where any other operation on a kernel pointer is refused.
     // Any fixed address would do; the configuration is at hand. An address
     // a helper read is a number already; a thread whose calls find their
-    // registers both ways (5.10's fexit hooks) has an entry for each.
+    // registers both ways (5.10's fexit hooks) has an entry for each. The
+    // two kinds of key do not meet: a difference equals an address A only
+    // if the registers lie at A plus the configuration's address, wrapped,
+    // which is below the kernel's half of the address space, where no
+    // stack is. (Marking the kinds apart with the top bit, tried, made
+    // 5.10's verifier refuse `fexit_sys_recvfrom`: "math between map_value
+    // pointer and register with unbounded min value".)
     let key = if regs.by_pointer {
         regs.addr.wrapping_sub(cfg as *const KernelConfig as u64)
     } else {
