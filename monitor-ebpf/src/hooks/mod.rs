@@ -86,17 +86,7 @@ impl SavedRegs {
                 *regs.add(AT + 5),
             ]
         };
-        if cs & 0xff == USER32_CS {
-            return None;
-        }
-        Some(SavedRegs {
-            nr,
-            di,
-            si,
-            dx,
-            addr: regs as u64,
-            by_pointer: true,
-        })
+        Self::unless_32_bit(cs, [dx, si, di, nr], regs as u64, true)
     }
 
     /// The registers of a network call's fexit hook: as [`Self::of`], or
@@ -116,6 +106,13 @@ impl SavedRegs {
         let addr: u64 = unsafe { kread(ctx.as_ptr() as u64)? };
         // SAFETY: as above.
         let [dx, si, di, nr, _ip, cs]: [u64; 6] = unsafe { kread(addr + PT_REGS_DX)? };
+        Self::unless_32_bit(cs, [dx, si, di, nr], addr, false)
+    }
+
+    /// The registers read at `addr` (code segment `cs`), `None` for a
+    /// 32-bit process's call.
+    #[inline(always)]
+    fn unless_32_bit(cs: u64, [dx, si, di, nr]: [u64; 4], addr: u64, by_pointer: bool) -> Option<SavedRegs> {
         if cs & 0xff == USER32_CS {
             return None;
         }
@@ -125,7 +122,7 @@ impl SavedRegs {
             si,
             dx,
             addr,
-            by_pointer: false,
+            by_pointer,
         })
     }
 
