@@ -38,8 +38,10 @@ pub enum Counter {
     Relooks = 14,
     /// Ignored streams resumed because such a re-look found MCP.
     Resumed = 15,
-    /// Transfers of untracked streams that start like JSON but were not
-    /// scanned: the stream was scanned moments ago and found not MCP.
+    /// Transfers of untracked streams that discovery let pass unread: the
+    /// stream was looked at moments ago and found not MCP. Counted in
+    /// batches (monitor-ebpf `transfer::deferred`), up to 255 behind per
+    /// stream.
     DiscoveryDeferred = 16,
     /// Syscall hook runs that did not find their thread's id in the
     /// kernel's cache (`THREADS`) and asked the kernel for it: a thread's

@@ -47,9 +47,25 @@ pub(crate) static STREAMS: LruHashMap<StreamKey, u8> = LruHashMap::with_max_entr
 /// map (an array load is all such a call pays): slot
 /// [`judged_slot`](crate::transfer::judged_slot) of the stream's key, the
 /// key kept in the entry. A stream that takes another's slot only means
-/// the other's next transfer is looked at.
-#[map]
-pub(crate) static JUDGED: Array<Judgement> = Array::with_max_entries(JUDGED_SLOTS, 0);
+/// the other's next transfer is looked at. A global array (`.bss`, as
+/// `THREADS` and `THREAD_EPOCH`; [`judgement`] gives a slot), not an
+/// array map: every untracked read and write of the host takes a slot of
+/// each, and a map's slot costs a lookup (the index stored and loaded
+/// again, a bounds check, a null check) where a global's is an address.
+#[unsafe(no_mangle)]
+static mut JUDGED: [Judgement; JUDGED_SLOTS as usize] = [Judgement::EMPTY; JUDGED_SLOTS as usize];
+
+/// Slot `slot` of `JUDGED` (taken modulo its size).
+#[inline(always)]
+pub(crate) fn judgement(slot: u32) -> *mut Judgement {
+    // SAFETY: the index is masked to the array's bounds (a power of two),
+    // which the verifier sees too.
+    unsafe {
+        (&raw mut JUDGED)
+            .cast::<Judgement>()
+            .add((slot & (JUDGED_SLOTS - 1)) as usize)
+    }
+}
 
 /// Slots of `JUDGED` (a power of two).
 pub(crate) const JUDGED_SLOTS: u32 = 16384;
@@ -63,18 +79,33 @@ pub(crate) static KNOWN_FILES: Array<KnownFile> = Array::with_max_entries(JUDGED
 /// The pid_tgid of recently seen threads, by the address of their saved
 /// registers ([`current_pid_tgid`](crate::threads::current_pid_tgid)): a
 /// direct-mapped cache; two live threads on one slot take turns, each
-/// miss costing a helper call.
-#[map]
-pub(crate) static THREADS: Array<ThreadSlot> = Array::with_max_entries(THREAD_SLOTS, 0);
+/// miss costing a helper call. A global array, as `JUDGED`.
+#[unsafe(no_mangle)]
+static mut THREADS: [ThreadSlot; THREAD_SLOTS as usize] = [ThreadSlot::EMPTY; THREAD_SLOTS as usize];
+
+/// Slot `slot` of `THREADS` (taken modulo its size).
+#[inline(always)]
+pub(crate) fn thread_slot(slot: u32) -> *mut ThreadSlot {
+    // SAFETY: the index is masked to the array's bounds (a power of two),
+    // which the verifier sees too.
+    unsafe {
+        (&raw mut THREADS)
+            .cast::<ThreadSlot>()
+            .add((slot & (THREAD_SLOTS - 1)) as usize)
+    }
+}
 
 /// Slots of `THREADS` (a power of two).
 pub(crate) const THREAD_SLOTS: u32 = 16384;
 
 /// Moved on at every fork, exit and exec of the host
 /// ([`new_thread_epoch`](crate::threads::new_thread_epoch)); `THREADS`
-/// entries of an earlier epoch are not used.
-#[map]
-pub(crate) static THREAD_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
+/// entries of an earlier epoch are not used. A global (the object's
+/// `.bss`), not a one-entry array: the programs load it from a fixed
+/// address, where an array costs a lookup (the key stored and loaded
+/// again, a bounds check) on every read and write of the host.
+#[unsafe(no_mangle)]
+pub(crate) static mut THREAD_EPOCH: u64 = 0;
 
 /// Executable-name (comm) selectors, checked at exec.
 #[map]
@@ -212,12 +243,31 @@ pub(crate) struct Judgement {
     pub(crate) last_tick: u64,
     /// Transfers still to let pass unread (at most 255).
     pub(crate) skip_left: u16,
+    /// Transfers the last look let pass unread, `skip_left` of them still
+    /// to come: counted once they have passed, or when the entry is given
+    /// up ([`deferred`](crate::transfer::deferred)).
+    pub(crate) skips_granted: u16,
     /// 1 when the stream's last look ran the discovery scan
     /// ([`scanned_without_mcp`](crate::transfer::scanned_without_mcp)),
     /// read by its next look.
     pub(crate) scanned: u16,
+    pub(crate) _pad: u16,
     /// Looks since the stream was last quiet.
     pub(crate) looks: u32,
+    pub(crate) _pad1: u32,
+}
+
+impl Judgement {
+    const EMPTY: Judgement = Judgement {
+        key: 0,
+        last_tick: 0,
+        skip_left: 0,
+        skips_granted: 0,
+        scanned: 0,
+        _pad: 0,
+        looks: 0,
+        _pad1: 0,
+    };
 }
 
 /// One thread's entry in `THREADS`.
@@ -232,6 +282,15 @@ pub(crate) struct ThreadSlot {
     pub(crate) epoch: u64,
     /// [`check`](crate::threads::check) of the three fields above.
     pub(crate) check: u64,
+}
+
+impl ThreadSlot {
+    const EMPTY: ThreadSlot = ThreadSlot {
+        key: 0,
+        pid_tgid: 0,
+        epoch: 0,
+        check: 0,
+    };
 }
 
 /// One descriptor's [`FileInfo`](crate::kernel_read::FileInfo) in
@@ -275,8 +334,8 @@ pub(crate) fn hashed_slot(key: u64, slots: u32) -> u32 {
 /// value other CPUs update at the same time.
 #[inline(always)]
 pub(crate) fn add_atomic(p: *mut u64, n: u64) {
-    // SAFETY: callers pass a u64 of an array map value, valid and aligned
-    // for the life of the program. The intrinsic, not
+    // SAFETY: callers pass a u64 of map memory (an array's value, a
+    // global), valid and aligned for the life of the program. The intrinsic, not
     // `AtomicU64::fetch_add`, which the BPF target does not offer (no
     // compare-and-swap before v3); the result is not used, so LLVM emits
     // the atomic add without fetch that every kernel of the matrix accepts.

@@ -21,7 +21,7 @@
 
 use crate::{
     hooks::SavedRegs,
-    maps::{add_atomic, count, hashed_slot, THREADS, THREAD_EPOCH, THREAD_SLOTS},
+    maps::{add_atomic, count, hashed_slot, thread_slot, THREAD_EPOCH, THREAD_SLOTS},
 };
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use core::ptr::{read_volatile, write_volatile};
@@ -55,14 +55,11 @@ pub(crate) fn current_pid_tgid(regs: &SavedRegs, cfg: &KernelConfig) -> u64 {
     } else {
         regs.addr
     };
-    // SAFETY: a u64 of a one-entry array, read whole (x86_64 loads of an
-    // aligned u64 are atomic).
-    let epoch = THREAD_EPOCH.get_ptr(0).map_or(0, |p| unsafe { read_volatile(p) });
-    let Some(slot) = THREADS.get_ptr_mut(hashed_slot(key, THREAD_SLOTS)) else {
-        return bpf_get_current_pid_tgid();
-    };
-    // SAFETY: `slot` is a valid, aligned entry of the array for the life
-    // of the program; other CPUs may write it at the same time, which the
+    // SAFETY: an aligned u64 global, read whole (x86_64 loads of an
+    // aligned u64 are atomic); other CPUs only add to it.
+    let epoch = unsafe { read_volatile(&raw const THREAD_EPOCH) };
+    let slot = thread_slot(hashed_slot(key, THREAD_SLOTS));
+    // SAFETY: `slot` is a valid, aligned entry of the global array; other CPUs may write it at the same time, which the
     // check catches (each field is read whole).
     unsafe {
         let (k, id, e, c) = (
@@ -89,7 +86,5 @@ pub(crate) fn current_pid_tgid(regs: &SavedRegs, cfg: &KernelConfig) -> u64 {
 /// the agent attaches before the syscall hooks.
 #[inline(always)]
 pub(crate) fn new_thread_epoch() {
-    if let Some(p) = THREAD_EPOCH.get_ptr_mut(0) {
-        add_atomic(p, 1);
-    }
+    add_atomic(&raw mut THREAD_EPOCH, 1);
 }

@@ -4,7 +4,7 @@
 use crate::{
     kernel_read::{current_start_ns, uread},
     known_files::forget_known_file,
-    maps::{count, hashed_slot, Transfer, JUDGED, JUDGED_SLOTS, STREAMS, TRANSFER},
+    maps::{count, hashed_slot, judgement, Transfer, JUDGED_SLOTS, STREAMS, TRANSFER},
     payload::starts_like_json,
     tracking::Tracking,
 };
@@ -97,7 +97,6 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
     // `looked_at_recently` already, and so did the TLS entry probes
     // (hooks/tls.rs: keyed by the connection's object, not a descriptor).
     if untracked && ssl == 0 && looks_like_mcp.is_none() && looked_at_recently(pid_tgid, fd, dir) {
-        count(Counter::DiscoveryDeferred, 1);
         return;
     }
     let (iov, iov_cnt, first_buf, first_len) = match vector(syscall, buf, len_arg) {
@@ -240,18 +239,18 @@ pub(crate) fn judged_slot(key: u64) -> u32 {
 /// unread transfers. OpenSSL's probes key a connection by its `SSL` object
 /// instead (`hooks::tls::tls_judged_fd`), forgotten at `SSL_free` and
 /// `SSL_set_fd`; they count calls that moved bytes for reads and every call
-/// for writes (decided at entry, before the outcome is known). Skips are counted (`DiscoveryDeferred`). Two CPUs
-/// writing one slot at once can leave a mixed entry: at worst one stream's
-/// transfers pass unread on another's count, up to 255 of them.
+/// for writes (decided at entry, before the outcome is known). Skips are
+/// counted (`DiscoveryDeferred`, `TlsDiscoveryDeferred`) in batches, by
+/// [`deferred`]. Two CPUs writing one slot at once can leave a mixed
+/// entry: at worst one stream's transfers pass unread on another's count,
+/// up to 255 of them.
 #[inline(always)]
 pub(crate) fn looked_at_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool {
     let key = judged_key(pid_tgid, fd, dir);
     // SAFETY: bpf_jiffies64 takes no arguments.
     let now = unsafe { bpf_jiffies64() };
-    let Some(j) = JUDGED.get_ptr_mut(judged_slot(key)) else {
-        return false;
-    };
-    // SAFETY: j points at the array value, valid for a Judgement (plain
+    let j = judgement(judged_slot(key));
+    // SAFETY: j points at the array's entry, valid for a Judgement (plain
     // integers, any bit pattern valid); concurrent writers are covered above.
     unsafe {
         if (*j).key == key && now.wrapping_sub((*j).last_tick) < QUIET_TICKS {
@@ -261,9 +260,11 @@ pub(crate) fn looked_at_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool
                 (*j).skip_left -= 1;
                 return true;
             }
+            // Every skip the last look granted has passed.
+            deferred(key, (*j).skips_granted);
             let looks = (*j).looks + 1;
             (*j).looks = looks;
-            (*j).skip_left = if looks < ALWAYS_LOOKED_AT {
+            let skips = if looks < ALWAYS_LOOKED_AT {
                 0
             } else if looks >= ALWAYS_LOOKED_AT + 5 {
                 if (*j).scanned != 0 {
@@ -274,17 +275,50 @@ pub(crate) fn looked_at_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool
             } else {
                 (1u16 << (looks - ALWAYS_LOOKED_AT + 1)) - 1
             };
+            (*j).skip_left = skips;
+            (*j).skips_granted = skips;
             // This look's own outcome is for the next one to read.
             (*j).scanned = 0;
             return false;
         }
+        // The slot's stream (this one, after a quiet spell, or another)
+        // is given up: count the skips that passed.
+        deferred((*j).key, (*j).skips_granted.saturating_sub((*j).skip_left));
         (*j).key = key;
         (*j).last_tick = now;
         (*j).skip_left = 0;
+        (*j).skips_granted = 0;
         (*j).scanned = 0;
         (*j).looks = 1;
     }
     false
+}
+
+/// Counts `n` transfers of the stream of `JUDGED` key `key` that
+/// [`looked_at_recently`] let pass unread: `TlsDiscoveryDeferred` for a
+/// TLS connection's key (`hooks::tls::tls_judged_fd`), `DiscoveryDeferred`
+/// for a descriptor's.
+///
+/// In batches, not one by one: the count of a passed skip would be the
+/// only other map access of the skip (on kernels before 6.10 a helper
+/// call, per-CPU lookups not being inlined there), on every read and write
+/// of a busy stream without MCP. A batch is counted at the stream's next
+/// look, when its slot goes to another stream or to the same one after a
+/// quiet spell, and when it is forgotten (close, dup2/dup3, exec;
+/// `SSL_free`, `SSL_set_fd`), so the counters trail the skips by at most
+/// one batch (255) per stream in the middle of one.
+#[inline(always)]
+pub(crate) fn deferred(key: u64, n: u16) {
+    if n == 0 {
+        return;
+    }
+    // Bit 30 of the descriptor, shifted by judged_key's direction bit.
+    let counter = if key & (1 << 31) != 0 {
+        Counter::TlsDiscoveryDeferred
+    } else {
+        Counter::DiscoveryDeferred
+    };
+    count(counter, n as u64);
 }
 
 /// A look that [`looked_at_recently`] allowed found bytes that start like
@@ -303,13 +337,12 @@ pub(crate) fn looked_at_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool
 #[inline(always)]
 pub(crate) fn scanned_without_mcp(pid_tgid: u64, fd: i32, dir: Direction) {
     let key = judged_key(pid_tgid, fd, dir);
-    if let Some(j) = JUDGED.get_ptr_mut(judged_slot(key)) {
-        // SAFETY: j points at the array value, valid for a Judgement (plain
-        // integers); a racing writer is covered above.
-        unsafe {
-            if (*j).key == key {
-                (*j).scanned = 1;
-            }
+    let j = judgement(judged_slot(key));
+    // SAFETY: j points at the array's entry, valid for a Judgement (plain
+    // integers); a racing writer is covered above.
+    unsafe {
+        if (*j).key == key {
+            (*j).scanned = 1;
         }
     }
 }
@@ -321,15 +354,15 @@ pub(crate) fn scanned_without_mcp(pid_tgid: u64, fd: i32, dir: Direction) {
 pub(crate) fn forget_judged(pid_tgid: u64, fd: i32) {
     for dir in [Direction::Ingress, Direction::Egress] {
         let key = judged_key(pid_tgid, fd, dir);
-        if let Some(j) = JUDGED.get_ptr_mut(judged_slot(key)) {
-            // SAFETY: j points at the array value, valid for a Judgement;
-            // a racing writer can at worst leave a stale entry, within the
-            // bounds of `looked_at_recently`. Key 0 is nobody's (tgid 0
-            // never runs user code).
-            unsafe {
-                if (*j).key == key {
-                    (*j).key = 0;
-                }
+        let j = judgement(judged_slot(key));
+        // SAFETY: j points at the array's entry, valid for a Judgement; a
+        // racing writer can at worst leave a stale entry, within the
+        // bounds of `looked_at_recently`. Key 0 is nobody's (tgid 0 never
+        // runs user code).
+        unsafe {
+            if (*j).key == key {
+                deferred(key, (*j).skips_granted.saturating_sub((*j).skip_left));
+                (*j).key = 0;
             }
         }
     }

@@ -159,7 +159,6 @@ pub(crate) fn tls_enter(ctx: &ProbeContext, dir: Direction, ex: bool, looks: Loo
             return;
         }
         if looks == Looks::Thinned && looked_at_recently(pid_tgid, tls_judged_fd(ssl), dir) {
-            count(Counter::TlsDiscoveryDeferred, 1);
             return;
         }
         if !starts_like_json(buf, len) {
@@ -288,7 +287,6 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
             return 0;
         }
         if args.thinned != 0 && looked_at_recently(pid_tgid, tls_judged_fd(args.ssl), dir) {
-            count(Counter::TlsDiscoveryDeferred, 1);
             return 0;
         }
     }

@@ -73,7 +73,6 @@ pub(crate) fn on_write_exit(ctx: &SyscallContext, jump: &ProgramArray, regs: &Sa
 #[inline(always)]
 fn writer_looks_like_mcp(pid_tgid: u64, syscall: Syscall, fd: i32, buf: u64, len: u64) -> bool {
     if looked_at_recently(pid_tgid, fd, Direction::Egress) {
-        count(Counter::DiscoveryDeferred, 1);
         return false;
     }
     // The first segment's first bytes (vectored calls: the first iovec,
