@@ -40,8 +40,8 @@ pub enum Counter {
     Resumed = 15,
     /// Transfers of untracked streams that discovery let pass unread: the
     /// stream was looked at moments ago and found not MCP. Counted in
-    /// batches (monitor-ebpf `transfer::deferred`), up to 255 behind per
-    /// stream.
+    /// batches (monitor-ebpf `transfer::deferred`), up to 255 behind for
+    /// each stream whose slot still holds a batch.
     DiscoveryDeferred = 16,
     /// Syscall hook runs that did not find their thread's id in the
     /// kernel's cache (`THREADS`) and asked the kernel for it: a thread's

@@ -1,6 +1,8 @@
 //! Every map of the kernel programs, the private types they hold, and the two
 //! accessors every program uses ([`config`], [`count`]). Userspace finds the
-//! maps by these names (`monitor_common::map_name`).
+//! maps by these names (`monitor_common::map_name`). The caches only the
+//! kernel programs use (`JUDGED`, `THREADS`, `THREAD_EPOCH`) are globals
+//! instead, in the object's `.bss`.
 
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf};
@@ -50,8 +52,9 @@ pub(crate) static STREAMS: LruHashMap<StreamKey, u8> = LruHashMap::with_max_entr
 /// the other's next transfer is looked at. A global array (`.bss`, as
 /// `THREADS` and `THREAD_EPOCH`; [`judgement`] gives a slot), not an
 /// array map: every untracked read and write of the host takes a slot of
-/// each, and a map's slot costs a lookup (the index stored and loaded
-/// again, a bounds check, a null check) where a global's is an address.
+/// it and of `THREADS`, and a map's slot costs a lookup (the index stored
+/// and loaded again, a bounds check, a null check) where a global's is an
+/// address.
 #[unsafe(no_mangle)]
 static mut JUDGED: [Judgement; JUDGED_SLOTS as usize] = [Judgement::EMPTY; JUDGED_SLOTS as usize];
 
@@ -241,20 +244,19 @@ pub(crate) struct Judgement {
     pub(crate) key: u64,
     /// The stream's last transfer, looked at or not (`jiffies`).
     pub(crate) last_tick: u64,
-    /// Transfers still to let pass unread (at most 255).
-    pub(crate) skip_left: u16,
+    /// Transfers still to let pass unread.
+    pub(crate) skip_left: u8,
     /// Transfers the last look let pass unread, `skip_left` of them still
     /// to come: counted once they have passed, or when the entry is given
     /// up ([`deferred`](crate::transfer::deferred)).
-    pub(crate) skips_granted: u16,
+    pub(crate) skips_granted: u8,
     /// 1 when the stream's last look ran the discovery scan
     /// ([`scanned_without_mcp`](crate::transfer::scanned_without_mcp)),
     /// read by its next look.
-    pub(crate) scanned: u16,
-    pub(crate) _pad: u16,
+    pub(crate) scanned: u8,
+    pub(crate) _pad: u8,
     /// Looks since the stream was last quiet.
     pub(crate) looks: u32,
-    pub(crate) _pad1: u32,
 }
 
 impl Judgement {
@@ -266,7 +268,6 @@ impl Judgement {
         scanned: 0,
         _pad: 0,
         looks: 0,
-        _pad1: 0,
     };
 }
 

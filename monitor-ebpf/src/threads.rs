@@ -59,8 +59,9 @@ pub(crate) fn current_pid_tgid(regs: &SavedRegs, cfg: &KernelConfig) -> u64 {
     // aligned u64 are atomic); other CPUs only add to it.
     let epoch = unsafe { read_volatile(&raw const THREAD_EPOCH) };
     let slot = thread_slot(hashed_slot(key, THREAD_SLOTS));
-    // SAFETY: `slot` is a valid, aligned entry of the global array; other CPUs may write it at the same time, which the
-    // check catches (each field is read whole).
+    // SAFETY: `slot` is a valid, aligned entry of the global array; other
+    // CPUs may write it at the same time, which the check catches (each
+    // field is read whole).
     unsafe {
         let (k, id, e, c) = (
             read_volatile(&(*slot).key),

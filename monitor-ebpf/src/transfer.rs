@@ -4,7 +4,7 @@
 use crate::{
     kernel_read::{current_start_ns, uread},
     known_files::forget_known_file,
-    maps::{count, hashed_slot, judgement, Transfer, JUDGED_SLOTS, STREAMS, TRANSFER},
+    maps::{count, hashed_slot, judgement, Judgement, Transfer, JUDGED_SLOTS, STREAMS, TRANSFER},
     payload::starts_like_json,
     tracking::Tracking,
 };
@@ -184,14 +184,14 @@ pub(crate) fn begin_transfer<C: EbpfContext>(
 }
 
 /// Longest run of transfers of a stream found not MCP that pass unread.
-const MAX_SKIP: u16 = 63;
+const MAX_SKIP: u8 = 63;
 
 /// The same for a stream whose looks pass the 16-byte check (JSON or an
 /// HTTP head that carries no MCP: JSON logs, a web server's requests):
 /// each of its looks pays the discovery scan of up to 1 KiB (~0.7 µs for
 /// a 200-byte log line), not only the 16-byte read, so at 1 in 64 a
 /// JSON-log pipe cost ~10 ns more per line than a text pipe.
-const MAX_SKIP_SCANNED: u16 = 255;
+const MAX_SKIP_SCANNED: u8 = 255;
 
 /// Looks at a stream before any transfer is let pass unread.
 const ALWAYS_LOOKED_AT: u32 = 8;
@@ -243,7 +243,10 @@ pub(crate) fn judged_slot(key: u64) -> u32 {
 /// counted (`DiscoveryDeferred`, `TlsDiscoveryDeferred`) in batches, by
 /// [`deferred`]. Two CPUs writing one slot at once can leave a mixed
 /// entry: at worst one stream's transfers pass unread on another's count,
-/// up to 255 of them.
+/// up to 255 of them; and the counts are not exact under such races (two
+/// threads of a process that reach a look on one descriptor at once can
+/// both count its last batch; a decrement lost to another CPU's lets a
+/// transfer pass uncounted): there are no atomic exchanges on 5.10.
 #[inline(always)]
 pub(crate) fn looked_at_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool {
     let key = judged_key(pid_tgid, fd, dir);
@@ -260,8 +263,10 @@ pub(crate) fn looked_at_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool
                 (*j).skip_left -= 1;
                 return true;
             }
-            // Every skip the last look granted has passed.
-            deferred(key, (*j).skips_granted);
+            // Every skip the last look granted has passed: counted once
+            // the entry holds the next batch, which narrows the window in
+            // which another CPU's look counts the same batch.
+            let passed = (*j).skips_granted;
             let looks = (*j).looks + 1;
             (*j).looks = looks;
             let skips = if looks < ALWAYS_LOOKED_AT {
@@ -273,25 +278,42 @@ pub(crate) fn looked_at_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool
                     MAX_SKIP
                 }
             } else {
-                (1u16 << (looks - ALWAYS_LOOKED_AT + 1)) - 1
+                (1u8 << (looks - ALWAYS_LOOKED_AT + 1)) - 1
             };
             (*j).skip_left = skips;
             (*j).skips_granted = skips;
             // This look's own outcome is for the next one to read.
             (*j).scanned = 0;
+            deferred(key, passed);
             return false;
         }
         // The slot's stream (this one, after a quiet spell, or another)
         // is given up: count the skips that passed.
-        deferred((*j).key, (*j).skips_granted.saturating_sub((*j).skip_left));
+        let (given_up, passed) = ((*j).key, take_passed_skips(j));
         (*j).key = key;
         (*j).last_tick = now;
-        (*j).skip_left = 0;
-        (*j).skips_granted = 0;
         (*j).scanned = 0;
         (*j).looks = 1;
+        deferred(given_up, passed);
     }
     false
+}
+
+/// The skips of entry `j`'s batch that have passed; the entry is left
+/// with no batch, so nothing counts them again.
+///
+/// # Safety
+/// `j` must point at an entry of `JUDGED`.
+#[inline(always)]
+unsafe fn take_passed_skips(j: *mut Judgement) -> u8 {
+    // SAFETY: the caller's; plain integers, any bit pattern valid (a
+    // mixed entry gives at worst a count off by one batch).
+    unsafe {
+        let passed = (*j).skips_granted.saturating_sub((*j).skip_left);
+        (*j).skips_granted = 0;
+        (*j).skip_left = 0;
+        passed
+    }
 }
 
 /// Counts `n` transfers of the stream of `JUDGED` key `key` that
@@ -305,10 +327,13 @@ pub(crate) fn looked_at_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool
 /// of a busy stream without MCP. A batch is counted at the stream's next
 /// look, when its slot goes to another stream or to the same one after a
 /// quiet spell, and when it is forgotten (close, dup2/dup3, exec;
-/// `SSL_free`, `SSL_set_fd`), so the counters trail the skips by at most
-/// one batch (255) per stream in the middle of one.
+/// `SSL_free`, `SSL_set_fd`). The counters trail the skips by the part of
+/// a batch that passed, at most 255, for each stream whose slot still
+/// holds one: a stream in the middle of one, and a stream that ended
+/// without being forgotten (its process exited, or became tracked) until
+/// another takes its slot.
 #[inline(always)]
-pub(crate) fn deferred(key: u64, n: u16) {
+pub(crate) fn deferred(key: u64, n: u8) {
     if n == 0 {
         return;
     }
@@ -361,8 +386,9 @@ pub(crate) fn forget_judged(pid_tgid: u64, fd: i32) {
         // runs user code).
         unsafe {
             if (*j).key == key {
-                deferred(key, (*j).skips_granted.saturating_sub((*j).skip_left));
+                let passed = take_passed_skips(j);
                 (*j).key = 0;
+                deferred(key, passed);
             }
         }
     }

@@ -6,14 +6,14 @@ use crate::hooks::SyscallContext;
 use crate::{
     hooks::SavedRegs,
     known_files::writer_notified,
-    maps::{config, count},
+    maps::config,
     payload::starts_like_json,
     threads::current_pid_tgid,
     tracking::tracking,
     transfer::{begin_transfer, iovec, looked_at_recently, scanned_without_mcp, vector},
 };
 use aya_ebpf::maps::ProgramArray;
-use monitor_common::{config_flags, Counter, Direction, Syscall};
+use monitor_common::{config_flags, Direction, Syscall};
 
 /// x86_64 system call numbers of the write side.
 pub(crate) const NR_WRITE: u64 = 1;

@@ -366,7 +366,7 @@ impl CaptureMetrics {
             ),
             discovery_deferred: r.counter(
                 "discovery_deferred_total",
-                "Transfers of untracked streams that discovery did not look at (first bytes unread, no scan): the stream was looked at moments ago and found not MCP (looks thin out to 1 in 64 transfers, 1 in 256 for JSON or HTTP without MCP; a stream without a transfer for 25 timer ticks, 100 ms on Debian kernels and 25 ms at HZ=1000, is looked at afresh). Counted in batches, at the stream's next look or when it is closed or its slot is taken: up to 255 behind per stream in the middle of a run of unread transfers.",
+                "Transfers of untracked streams that discovery did not look at (first bytes unread, no scan): the stream was looked at moments ago and found not MCP (looks thin out to 1 in 64 transfers, 1 in 256 for JSON or HTTP without MCP; a stream without a transfer for 25 timer ticks, 100 ms on Debian kernels and 25 ms at HZ=1000, is looked at afresh). Counted in batches, at the stream's next look or when it is closed or its slot is taken: up to 255 behind for each stream whose slot still holds a batch.",
             ),
             tls_discovery_deferred: r.counter(
                 "tls_discovery_deferred_total",
