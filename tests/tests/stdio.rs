@@ -613,6 +613,56 @@ for i in range(1600000): os.write(fd, line)"#,
     );
 }
 
+/// Discovery counts the transfers it lets pass unread in batches, and a
+/// descriptor's close counts the part of its batch that passed: a writer
+/// that opens /dev/null, writes 100 lines and closes it, 2,000 times
+/// over (the same descriptor number each time, so the same slot), has
+/// each round's first 13 writes looked at and the other 87 let pass (8
+/// looks, then 1, 3, 7, 15 and 31 writes between looks, then 63: the
+/// last batch ends at the close after 30). A close that counted its batch
+/// and left it in the slot for the next round to count again gave 117 a
+/// round; a close that counted nothing, 57.
+#[test]
+fn a_closed_descriptor_counts_the_writes_it_let_pass_once() {
+    require_root();
+    let m = Monitor::start(&[]);
+    const ROUNDS: f64 = 2_000.0;
+    let writer = || {
+        let started = Instant::now();
+        let st = Command::new("python3")
+            .arg("-c")
+            .arg(
+                r#"import os
+line = b"plain text log line\n"
+for r in range(2000):
+    fd = os.open("/dev/null", os.O_WRONLY)
+    for i in range(100): os.write(fd, line)
+    os.close(fd)"#,
+            )
+            .status()
+            .unwrap();
+        assert!(st.success());
+        started.elapsed()
+    };
+    let deferred = || m.metric("mcp_monitor_discovery_deferred_total", &[]);
+    let before = deferred();
+    let took = writer();
+    std::thread::sleep(Duration::from_secs(2));
+    let with_writer = deferred() - before;
+    // What the rest of the host adds over as long a time, without it.
+    let before = deferred();
+    std::thread::sleep(took + Duration::from_secs(2));
+    let idle = deferred() - before;
+    let per_round = (with_writer - idle) / ROUNDS;
+    eprintln!("{per_round} writes a round counted as passed unread ({idle} on the idle host)");
+    // A round whose writes are more than 25 timer ticks apart starts over
+    // and is looked at more (fewer passed); none counts more than 87.
+    assert!(
+        (75.0..=90.0).contains(&per_round),
+        "{per_round} of 100 writes a round counted as passed unread, not 87 ({with_writer} in all, {idle} on the idle host)"
+    );
+}
+
 /// The syscall hooks name the calling thread from their cache (keyed by
 /// its kernel stack) instead of a helper call: a process that writes
 /// 400,000 times without starting anything asks the kernel for its id a
