@@ -61,13 +61,16 @@ static mut JUDGED: [Judgement; JUDGED_SLOTS as usize] = [Judgement::EMPTY; JUDGE
 /// Slot `slot` of `JUDGED` (taken modulo its size).
 #[inline(always)]
 pub(crate) fn judgement(slot: u32) -> *mut Judgement {
-    // SAFETY: the index is masked to the array's bounds (a power of two),
-    // which the verifier sees too.
-    unsafe {
-        (&raw mut JUDGED)
-            .cast::<Judgement>()
-            .add((slot & (JUDGED_SLOTS - 1)) as usize)
-    }
+    slot_of(&raw mut JUDGED, slot)
+}
+
+/// Entry `slot`, taken modulo `N` (a power of two), of the global array
+/// at `array`.
+#[inline(always)]
+fn slot_of<T, const N: usize>(array: *mut [T; N], slot: u32) -> *mut T {
+    // SAFETY: the index is masked to the array's bounds, which the
+    // verifier sees too.
+    unsafe { array.cast::<T>().add(slot as usize & (N - 1)) }
 }
 
 /// Slots of `JUDGED` (a power of two).
@@ -89,13 +92,7 @@ static mut THREADS: [ThreadSlot; THREAD_SLOTS as usize] = [ThreadSlot::EMPTY; TH
 /// Slot `slot` of `THREADS` (taken modulo its size).
 #[inline(always)]
 pub(crate) fn thread_slot(slot: u32) -> *mut ThreadSlot {
-    // SAFETY: the index is masked to the array's bounds (a power of two),
-    // which the verifier sees too.
-    unsafe {
-        (&raw mut THREADS)
-            .cast::<ThreadSlot>()
-            .add((slot & (THREAD_SLOTS - 1)) as usize)
-    }
+    slot_of(&raw mut THREADS, slot)
 }
 
 /// Slots of `THREADS` (a power of two).
