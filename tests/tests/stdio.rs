@@ -553,6 +553,23 @@ for l in sys.stdin: pass'"#)
     assert!(m.events().is_empty(), "noise produced events: {:?}", m.events());
 }
 
+/// What `mcp_monitor_discovery_deferred_total` grew by while a Python
+/// program ran (and 2 s after), then over as long a time without it: the
+/// rest of the host's share, to subtract.
+fn deferred_by(m: &Monitor, program: &str) -> (f64, f64) {
+    let deferred = || m.metric("mcp_monitor_discovery_deferred_total", &[]);
+    let before = deferred();
+    let started = Instant::now();
+    let st = Command::new("python3").arg("-c").arg(program).status().unwrap();
+    assert!(st.success());
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    let with_program = deferred() - before;
+    let before = deferred();
+    std::thread::sleep(took + Duration::from_secs(2));
+    (with_program, deferred() - before)
+}
+
 /// A stream of JSON lines without MCP, written without pause: each look
 /// at it passes the 16-byte check and pays the discovery scan (up to
 /// 1 KiB), so after its first looks it is looked at once in 256 writes,
@@ -564,30 +581,13 @@ fn a_busy_json_stream_pays_the_discovery_scan_once_in_256_writes() {
     require_root();
     let m = Monitor::start(&[]);
     const WRITES: f64 = 1_600_000.0;
-    let writer = || {
-        let started = Instant::now();
-        let st = Command::new("python3")
-            .arg("-c")
-            .arg(
-                r#"import json, os
+    let (with_writer, idle) = deferred_by(
+        &m,
+        r#"import json, os
 line = (json.dumps({"time": "2026-12-05T00:00:00Z", "level": "info", "msg": "working"}) + "\n").encode()
 fd = os.open("/dev/null", os.O_WRONLY)
 for i in range(1600000): os.write(fd, line)"#,
-            )
-            .status()
-            .unwrap();
-        assert!(st.success());
-        started.elapsed()
-    };
-    let deferred = || m.metric("mcp_monitor_discovery_deferred_total", &[]);
-    let before = deferred();
-    let took = writer();
-    std::thread::sleep(Duration::from_secs(2));
-    let with_writer = deferred() - before;
-    // What the rest of the host adds over as long a time, without it.
-    let before = deferred();
-    std::thread::sleep(took + Duration::from_secs(2));
-    let idle = deferred() - before;
+    );
     let looks = WRITES - (with_writer - idle);
     eprintln!("{looks} of {WRITES} JSON writes looked at ({idle} deferred on the idle host)");
     // 1 in 256: ~6,300 looks, a few dozen more for each pause of 100 ms
@@ -627,32 +627,15 @@ fn a_closed_descriptor_counts_the_writes_it_let_pass_once() {
     require_root();
     let m = Monitor::start(&[]);
     const ROUNDS: f64 = 2_000.0;
-    let writer = || {
-        let started = Instant::now();
-        let st = Command::new("python3")
-            .arg("-c")
-            .arg(
-                r#"import os
+    let (with_writer, idle) = deferred_by(
+        &m,
+        r#"import os
 line = b"plain text log line\n"
 for r in range(2000):
     fd = os.open("/dev/null", os.O_WRONLY)
     for i in range(100): os.write(fd, line)
     os.close(fd)"#,
-            )
-            .status()
-            .unwrap();
-        assert!(st.success());
-        started.elapsed()
-    };
-    let deferred = || m.metric("mcp_monitor_discovery_deferred_total", &[]);
-    let before = deferred();
-    let took = writer();
-    std::thread::sleep(Duration::from_secs(2));
-    let with_writer = deferred() - before;
-    // What the rest of the host adds over as long a time, without it.
-    let before = deferred();
-    std::thread::sleep(took + Duration::from_secs(2));
-    let idle = deferred() - before;
+    );
     let per_round = (with_writer - idle) / ROUNDS;
     eprintln!("{per_round} writes a round counted as passed unread ({idle} on the idle host)");
     // A round whose writes are more than 25 timer ticks apart starts over
