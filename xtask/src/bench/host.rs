@@ -251,6 +251,16 @@ impl Workload {
         }
     }
 
+    /// `f(nothing, floor, agent)` of each round's runs, in round order.
+    fn by_round(&self, f: impl Fn(f64, f64, f64) -> f64) -> Vec<f64> {
+        let [none, floor, agent] = &self.runs;
+        none.iter()
+            .zip(floor)
+            .zip(agent)
+            .map(|((n, fl), a)| f(*n, *fl, *a))
+            .collect()
+    }
+
     fn report(&self) -> Value {
         let med: Vec<f64> = self.runs.iter().map(|r| median(r.clone())).collect();
         let (none, floor, agent) = (med[0], med[1], med[2]);
@@ -270,6 +280,16 @@ impl Workload {
             v["floor_ns_per_call"] = json!(f);
             v["agent_ns_per_call"] = json!(a);
             v["agent_over_floor"] = json!(if f > 0.0 { a / f } else { f64::NAN });
+            // The same ratio within each round: how far one run's figure
+            // can be from another's on this machine.
+            v["agent_over_floor_by_round"] = json!(self.by_round(|none, floor, agent| {
+                let f = floor - none;
+                if f > 0.0 {
+                    (agent - none) / f
+                } else {
+                    f64::NAN
+                }
+            }));
             v["ratio_agent"] = json!(agent / none);
             let per_call: Vec<f64> = self
                 .switches
@@ -282,6 +302,7 @@ impl Workload {
         } else {
             v["ratio_floor"] = json!(floor / none);
             v["ratio_agent"] = json!(agent / none);
+            v["ratio_agent_by_round"] = json!(self.by_round(|none, _, agent| agent / none));
             // What each set-up adds to one request, in microseconds.
             let added = |rate: f64| 1e6 / rate - 1e6 / none;
             v["floor_us_per_request"] = json!(added(floor));
@@ -522,6 +543,45 @@ fn program_costs(port: u16, json_pipe: &str) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The per-round figures pair each round's own runs: a round whose
+    /// floor and agent both ran slow gives the same ratio as a fast one,
+    /// and the medians stay the medians of the runs.
+    #[test]
+    fn workload_reports_each_rounds_ratio_beside_the_medians() {
+        let mut w = Workload::new("w", "CPU s", 1_000_000);
+        for (none, floor, agent) in [(1.0, 1.02, 1.03), (2.0, 2.04, 2.06), (1.0, 1.02, 1.04)] {
+            w.runs[0].push(none);
+            w.runs[1].push(floor);
+            w.runs[2].push(agent);
+            for s in &mut w.switches {
+                s.push(0.0);
+            }
+        }
+        let r = w.report();
+        let rounds: Vec<f64> = r["agent_over_floor_by_round"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(rounds.len(), 3);
+        for (got, want) in rounds.iter().zip([1.5, 1.5, 2.0]) {
+            assert!((got - want).abs() < 1e-9, "{rounds:?}");
+        }
+        // Medians of the runs: nothing 1.0, floor 1.02, agent 1.04.
+        assert!((r["floor_ns_per_call"].as_f64().unwrap() - 20.0).abs() < 1e-6, "{r}");
+        assert!((r["agent_ns_per_call"].as_f64().unwrap() - 40.0).abs() < 1e-6, "{r}");
+
+        let mut rps = Workload::new("r", "requests/s", 0);
+        for (none, floor, agent) in [(100.0, 99.0, 95.0), (200.0, 190.0, 196.0)] {
+            rps.runs[0].push(none);
+            rps.runs[1].push(floor);
+            rps.runs[2].push(agent);
+        }
+        let r = rps.report();
+        assert_eq!(r["ratio_agent_by_round"], json!([0.95, 0.98]), "{r}");
+    }
 
     /// A shell that spins and then sleeps shows CPU time and at least the
     /// sleep's context switch, and a second, shorter run less CPU: the

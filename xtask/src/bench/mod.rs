@@ -197,6 +197,18 @@ fn pair_on(size: usize, count: u64, rate: Option<f64>, cpu: Option<u32>) -> Resu
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
+/// "lowest–highest" of a JSON array of figures, each with `unit` after it
+/// ("1.21x–1.58x"); "?" without figures.
+fn range(figures: &Value, unit: &str) -> String {
+    let mut v: Vec<f64> = figures.as_array().into_iter().flatten().filter_map(Value::as_f64).collect();
+    v.sort_by(f64::total_cmp);
+    match (v.first(), v.last()) {
+        (Some(lo), Some(hi)) if unit.is_empty() => format!("{lo:.3}–{hi:.3}"),
+        (Some(lo), Some(hi)) => format!("{lo:.2}{unit}–{hi:.2}{unit}"),
+        _ => "?".into(),
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -439,12 +451,13 @@ fn print_summary(r: &Value, path: &Path) {
             if w["unit"] == "CPU s" {
                 let cs = &w["context_switches_per_call"];
                 println!(
-                    "    {name}: {:.3} s CPU alone, floor +{:.0} ns/call, agent +{:.0} ns/call ({:.2}x the floor); \
-                     context switches per call {:.3} alone, {:.3} floor, {:.3} agent",
+                    "    {name}: {:.3} s CPU alone, floor +{:.0} ns/call, agent +{:.0} ns/call ({:.2}x the floor; \
+                     rounds {}); context switches per call {:.3} alone, {:.3} floor, {:.3} agent",
                     w["median_nothing"].as_f64().unwrap_or(0.0),
                     w["floor_ns_per_call"].as_f64().unwrap_or(0.0),
                     w["agent_ns_per_call"].as_f64().unwrap_or(0.0),
                     w["agent_over_floor"].as_f64().unwrap_or(0.0),
+                    range(&w["agent_over_floor_by_round"], "x"),
                     cs["nothing"].as_f64().unwrap_or(0.0),
                     cs["floor"].as_f64().unwrap_or(0.0),
                     cs["agent"].as_f64().unwrap_or(0.0)
@@ -457,12 +470,13 @@ fn print_summary(r: &Value, path: &Path) {
                 };
                 println!(
                     "    {name}: {:.0}/s alone, floor ratio {:.3} (+{:.1} µs per request), \
-                     agent ratio {:.3} (+{:.1} µs){target}",
+                     agent ratio {:.3} (+{:.1} µs; rounds {}){target}",
                     w["median_nothing"].as_f64().unwrap_or(0.0),
                     w["ratio_floor"].as_f64().unwrap_or(0.0),
                     w["floor_us_per_request"].as_f64().unwrap_or(0.0),
                     w["ratio_agent"].as_f64().unwrap_or(0.0),
-                    w["agent_us_per_request"].as_f64().unwrap_or(0.0)
+                    w["agent_us_per_request"].as_f64().unwrap_or(0.0),
+                    range(&w["ratio_agent_by_round"], "")
                 );
             }
         }
@@ -477,4 +491,17 @@ fn print_summary(r: &Value, path: &Path) {
         }
     }
     println!("  full results: {}", path.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_gives_the_lowest_and_highest_round_and_skips_missing_figures() {
+        assert_eq!(range(&json!([1.5, 1.21, f64::NAN, 1.58]), "x"), "1.21x–1.58x");
+        assert_eq!(range(&json!([0.95, 0.981]), ""), "0.950–0.981");
+        assert_eq!(range(&json!([]), "x"), "?");
+        assert_eq!(range(&Value::Null, "x"), "?");
+    }
 }
