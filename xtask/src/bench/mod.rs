@@ -200,7 +200,12 @@ fn pair_on(size: usize, count: u64, rate: Option<f64>, cpu: Option<u32>) -> Resu
 /// "lowest–highest" of a JSON array of figures, each with `unit` after it
 /// ("1.21x–1.58x"); "?" without figures.
 fn range(figures: &Value, unit: &str) -> String {
-    let mut v: Vec<f64> = figures.as_array().into_iter().flatten().filter_map(Value::as_f64).collect();
+    let mut v: Vec<f64> = figures
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_f64)
+        .collect();
     v.sort_by(f64::total_cmp);
     match (v.first(), v.last()) {
         (Some(lo), Some(hi)) if unit.is_empty() => format!("{lo:.3}–{hi:.3}"),
