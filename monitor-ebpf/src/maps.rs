@@ -82,9 +82,9 @@ pub(crate) const JUDGED_SLOTS: u32 = 16384;
 #[map]
 pub(crate) static KNOWN_FILES: Array<KnownFile> = Array::with_max_entries(JUDGED_SLOTS, 0);
 
-/// The pid_tgid of recently seen threads, by the address of their saved
-/// registers ([`current_pid_tgid`](crate::threads::current_pid_tgid)): a
-/// direct-mapped cache; two live threads on one slot take turns, each
+/// The pid_tgid and class of recently seen threads, by the address of
+/// their saved registers ([`current_caller`](crate::threads::current_caller)):
+/// a direct-mapped cache; two live threads on one slot take turns, each
 /// miss costing a helper call. A global array, as `JUDGED`.
 #[unsafe(no_mangle)]
 static mut THREADS: [ThreadSlot; THREAD_SLOTS as usize] = [ThreadSlot::EMPTY; THREAD_SLOTS as usize];
@@ -98,9 +98,9 @@ pub(crate) fn thread_slot(slot: u32) -> *mut ThreadSlot {
 /// Slots of `THREADS` (a power of two).
 pub(crate) const THREAD_SLOTS: u32 = 16384;
 
-/// Moved on at every fork, exit and exec of the host
-/// ([`new_thread_epoch`](crate::threads::new_thread_epoch)); `THREADS`
-/// entries of an earlier epoch are not used. A global (the object's
+/// Moved on at every fork, exit and exec of the host, and whenever a
+/// process is tracked ([`new_thread_epoch`](crate::threads::new_thread_epoch));
+/// `THREADS` entries of an earlier epoch are not used. A global (the object's
 /// `.bss`), not a one-entry array: the programs load it from a fixed
 /// address, where an array costs a lookup (the key stored and loaded
 /// again, a bounds check) on every read and write of the host.
@@ -272,11 +272,13 @@ impl Judgement {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct ThreadSlot {
-    /// The thread's register address, as a distance from the `CONFIG`
-    /// value, or itself where a helper read it (`threads::current_pid_tgid`);
-    /// 0 for none.
+    /// Where the thread's registers are (`SavedRegs::thread_key`); 0 for
+    /// none.
     pub(crate) key: u64,
     pub(crate) pid_tgid: u64,
+    /// The epoch the entry was written in, shifted left by two, and the
+    /// thread's [`caller_class`](crate::threads::caller_class) in the two
+    /// low bits.
     pub(crate) epoch: u64,
     /// [`check`](crate::threads::check) of the three fields above.
     pub(crate) check: u64,

@@ -3,8 +3,10 @@
 use crate::{
     kernel_read::current_start_ns,
     maps::{count, CGROUP_SELECTORS, PROCS, TRACKED_HINT},
+    threads::new_thread_epoch,
 };
 use aya_ebpf::helpers::generated::bpf_get_current_cgroup_id;
+use core::ptr::{read_volatile, write_volatile};
 use monitor_common::{config_flags, Counter, KernelConfig, ProcState, TrackReason, TRACKED_HINT_SLOTS};
 
 /// Why the current process is tracked, and its start time when finding
@@ -40,10 +42,11 @@ pub(crate) fn tracked_reason(cfg: &KernelConfig, tgid: u32) -> u32 {
 
 /// Why the current process, `tgid`, is tracked (`Tracking::NONE` if not).
 ///
-/// Every read and write on the host asks, so the common answer (not
-/// tracked) costs an array load (`TRACKED_HINT`); the hash lookup, and the
-/// process start time that tells a reused pid from the tracked process,
-/// only come after a hit.
+/// The reads and writes the syscall hooks do not settle from the thread's
+/// cached class (threads.rs) ask, and every TLS call, so the common answer
+/// (not tracked) costs an array load (`TRACKED_HINT`); the hash lookup, and
+/// the process start time that tells a reused pid from the tracked
+/// process, only come after a hit.
 #[inline(always)]
 pub(crate) fn tracking(cfg: &KernelConfig, tgid: u32) -> Tracking {
     if maybe_tracked(tgid) {
@@ -108,6 +111,19 @@ pub(crate) fn track(tgid: u32, start_ns: u64, reason: TrackReason) {
     if let Some(h) = TRACKED_HINT.get_ptr_mut(tgid % TRACKED_HINT_SLOTS) {
         // SAFETY: h is the slot's byte in the array; concurrent writers all
         // store 1.
-        unsafe { *h = 1 };
+        unsafe {
+            if read_volatile(h) == 0 {
+                write_volatile(h, 1);
+                // The hint, then the epoch: the syscall hooks cache with
+                // each thread's id whether its process's hint was set
+                // (threads.rs), and stop using what they cached before
+                // this. Only when the hint was not set: a set hint is
+                // never cleared, so no cached class depends on this call
+                // (every epoch moved on sends every thread of the host to
+                // the helper once). Userspace sets the hints of the
+                // processes it tracks before it attaches the hooks.
+                new_thread_epoch();
+            }
+        }
     }
 }

@@ -220,7 +220,8 @@ pub(crate) fn judged_slot(key: u64) -> u32 {
 /// bookkeeping for the next one.
 ///
 /// Every read and write of every untracked process on the host comes
-/// here, so this is what keeps the agent's price for non-MCP work (a
+/// here (most only as far as [`passes_unread`], from the syscall hooks),
+/// so this is what keeps the agent's price for non-MCP work (a
 /// redis socket, a log pipe, `dd`) near that of the hooks themselves: the
 /// 16-byte read of the first bytes costs more than everything else an
 /// untracked call does. A process stays untracked until a look finds MCP,
@@ -249,6 +250,9 @@ pub(crate) fn judged_slot(key: u64) -> u32 {
 /// transfer pass uncounted): there are no atomic exchanges on 5.10.
 #[inline(always)]
 pub(crate) fn looked_at_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool {
+    if passes_unread(pid_tgid, fd, dir) {
+        return true;
+    }
     let key = judged_key(pid_tgid, fd, dir);
     // SAFETY: bpf_jiffies64 takes no arguments.
     let now = unsafe { bpf_jiffies64() };
@@ -259,10 +263,8 @@ pub(crate) fn looked_at_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool
         if (*j).key == key && now.wrapping_sub((*j).last_tick) < QUIET_TICKS {
             // Quiet means no transfer at all, skipped ones included.
             (*j).last_tick = now;
-            if (*j).skip_left > 0 {
-                (*j).skip_left -= 1;
-                return true;
-            }
+            // A look: the batch is spent (or a look on another CPU granted
+            // a new one since `passes_unread`, which this one replaces).
             // Every skip the last look granted has passed: counted once
             // the entry holds the next batch, which narrows the window in
             // which another CPU's look counts the same batch.
@@ -295,6 +297,30 @@ pub(crate) fn looked_at_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool
         (*j).scanned = 0;
         (*j).looks = 1;
         deferred(given_up, passed);
+    }
+    false
+}
+
+/// The skip of [`looked_at_recently`] alone: true, with the stream's
+/// batch one shorter, when its slot holds the stream, not quiet, with
+/// skips left; otherwise false, and nothing is written. The syscall hooks
+/// settle most reads and writes of untracked processes with this and the
+/// thread's entry alone (`threads::Caller::passes`): a transfer it lets
+/// pass is one `looked_at_recently` would have let pass.
+#[inline(always)]
+pub(crate) fn passes_unread(pid_tgid: u64, fd: i32, dir: Direction) -> bool {
+    let key = judged_key(pid_tgid, fd, dir);
+    // SAFETY: bpf_jiffies64 takes no arguments.
+    let now = unsafe { bpf_jiffies64() };
+    let j = judgement(judged_slot(key));
+    // SAFETY: as in `looked_at_recently`.
+    unsafe {
+        if (*j).key == key && now.wrapping_sub((*j).last_tick) < QUIET_TICKS && (*j).skip_left > 0 {
+            // Quiet means no transfer at all, skipped ones included.
+            (*j).last_tick = now;
+            (*j).skip_left -= 1;
+            return true;
+        }
     }
     false
 }

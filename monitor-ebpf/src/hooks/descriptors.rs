@@ -8,7 +8,7 @@
 //! first message.
 
 use crate::{
-    hooks::SavedRegs, known_files::forget_known_file, maps::config, threads::current_pid_tgid, transfer::forget_judged,
+    hooks::SavedRegs, known_files::forget_known_file, maps::config, threads::current_caller, transfer::forget_judged,
 };
 use monitor_common::config_flags;
 
@@ -23,7 +23,7 @@ pub(crate) const NR_DUP3: u64 = 292;
 #[inline(always)]
 pub(crate) fn forget(regs: &SavedRegs, fd: u64) {
     let Some(cfg) = config() else { return };
-    let pid_tgid = current_pid_tgid(regs, cfg);
+    let pid_tgid = current_caller(regs).pid_tgid;
     forget_known_file(pid_tgid, fd as i32);
     if cfg.flags & config_flags::DISCOVERY != 0 {
         forget_judged(pid_tgid, fd as i32);

@@ -14,7 +14,12 @@ pub mod syscalls;
 pub mod tls;
 pub mod write;
 
-use crate::{kernel_read::kread, tracking::Tracking, transfer::begin_transfer};
+use crate::{
+    kernel_read::kread,
+    threads::{helper_thread_key, thread_key},
+    tracking::Tracking,
+    transfer::begin_transfer,
+};
 use aya_ebpf::{maps::ProgramArray, programs::BtfTracePointContext, EbpfContext, Global};
 use monitor_common::{Direction, KernelConfig, Syscall};
 
@@ -47,12 +52,11 @@ pub(crate) struct SavedRegs {
     pub(crate) di: u64,
     pub(crate) si: u64,
     pub(crate) dx: u64,
-    /// Where the registers are (at the top of the calling thread's kernel
-    /// stack: `threads.rs` keys its cache by it): the typed pointer the
-    /// hook was passed, or with [`Self::by_pointer`] false the address as a
-    /// plain number, read by a helper.
-    pub(crate) addr: u64,
-    pub(crate) by_pointer: bool,
+    /// Where the registers are, at the top of the calling thread's kernel
+    /// stack, as the key of the thread's entry in `THREADS`
+    /// ([`crate::threads::thread_key`], or [`crate::threads::helper_thread_key`]
+    /// where a helper read the address).
+    pub(crate) thread_key: u64,
 }
 
 /// The low byte of the user code segment of 32-bit x86 processes
@@ -86,7 +90,7 @@ impl SavedRegs {
                 *regs.add(AT + 5),
             ]
         };
-        Self::unless_32_bit(cs, [dx, si, di, nr], regs as u64, true)
+        Self::unless_32_bit(cs, [dx, si, di, nr], thread_key(regs))
     }
 
     /// The registers of a network call's fexit hook: as [`Self::of`], or
@@ -106,13 +110,13 @@ impl SavedRegs {
         let addr: u64 = unsafe { kread(ctx.as_ptr() as u64)? };
         // SAFETY: as above.
         let [dx, si, di, nr, _ip, cs]: [u64; 6] = unsafe { kread(addr + PT_REGS_DX)? };
-        Self::unless_32_bit(cs, [dx, si, di, nr], addr, false)
+        Self::unless_32_bit(cs, [dx, si, di, nr], helper_thread_key(addr))
     }
 
     /// The registers read at `addr` (code segment `cs`), `None` for a
     /// 32-bit process's call.
     #[inline(always)]
-    fn unless_32_bit(cs: u64, [dx, si, di, nr]: [u64; 4], addr: u64, by_pointer: bool) -> Option<SavedRegs> {
+    fn unless_32_bit(cs: u64, [dx, si, di, nr]: [u64; 4], thread_key: u64) -> Option<SavedRegs> {
         if cs & 0xff == USER32_CS {
             return None;
         }
@@ -121,8 +125,7 @@ impl SavedRegs {
             di,
             si,
             dx,
-            addr,
-            by_pointer,
+            thread_key,
         })
     }
 

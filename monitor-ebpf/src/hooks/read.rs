@@ -6,7 +6,7 @@ use crate::hooks::SyscallContext;
 use crate::{
     hooks::{transfer_at_exit, SavedRegs},
     maps::config,
-    threads::current_pid_tgid,
+    threads::current_caller,
     tracking::tracking,
 };
 use aya_ebpf::maps::ProgramArray;
@@ -19,25 +19,18 @@ pub(crate) const NR_RECVFROM: u64 = 45;
 pub(crate) const NR_RECVMSG: u64 = 47;
 
 /// Exit of a read-side call that moved `ret` (> 0) bytes. Every such call
-/// on the host comes here: an untracked process's read goes to discovery
-/// (thinned by `looked_at_recently`), a tracked one's to capture.
+/// on the host comes here: the thread's cached class settles the agent's
+/// own and most of untracked processes' (`Caller::passes`); another
+/// untracked process's read goes to discovery (thinned by
+/// `looked_at_recently`), a tracked one's to capture.
 #[inline(always)]
 pub(crate) fn on_read_exit(ctx: &SyscallContext, jump: &ProgramArray, regs: &SavedRegs, syscall: Syscall, ret: i64) {
-    let Some(cfg) = config() else { return };
-    let pid_tgid = current_pid_tgid(regs, cfg);
-    let tgid = (pid_tgid >> 32) as u32;
-    if tgid == cfg.self_tgid {
+    let caller = current_caller(regs);
+    let args = regs.args(syscall);
+    if caller.passes(args.fd, Direction::Ingress) {
         return;
     }
-    let who = tracking(cfg, tgid);
-    transfer_at_exit(
-        ctx,
-        jump,
-        cfg,
-        Direction::Ingress,
-        pid_tgid,
-        who,
-        &regs.args(syscall),
-        ret,
-    );
+    let Some(cfg) = config() else { return };
+    let who = tracking(cfg, (caller.pid_tgid >> 32) as u32);
+    transfer_at_exit(ctx, jump, cfg, Direction::Ingress, caller.pid_tgid, who, &args, ret);
 }

@@ -8,7 +8,7 @@ use crate::{
     known_files::writer_notified,
     maps::config,
     payload::starts_like_json,
-    threads::current_pid_tgid,
+    threads::current_caller,
     tracking::tracking,
     transfer::{begin_transfer, iovec, looked_at_recently, scanned_without_mcp, vector},
 };
@@ -25,17 +25,18 @@ pub(crate) const NR_SENDMSG: u64 = 46;
 /// arguments in `regs`. Every such call on the host comes here.
 #[inline(always)]
 pub(crate) fn on_write_exit(ctx: &SyscallContext, jump: &ProgramArray, regs: &SavedRegs, syscall: Syscall, ret: i64) {
-    let Some(cfg) = config() else { return };
-    let pid_tgid = current_pid_tgid(regs, cfg);
-    if (pid_tgid >> 32) as u32 == cfg.self_tgid {
+    let caller = current_caller(regs);
+    let args = regs.args(syscall);
+    if caller.passes(args.fd, Direction::Egress) {
         return;
     }
+    let Some(cfg) = config() else { return };
+    let pid_tgid = caller.pid_tgid;
     let who = tracking(cfg, (pid_tgid >> 32) as u32);
     let tracked = !who.untracked();
     if !tracked && cfg.flags & config_flags::DISCOVERY == 0 {
         return;
     }
-    let args = regs.args(syscall);
     let (fd, buf, len) = (args.fd, args.buf, args.len);
     if tracked && writer_notified(pid_tgid, who.start_ns, fd) {
         return;
