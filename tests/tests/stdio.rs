@@ -646,6 +646,54 @@ for r in range(2000):
     );
 }
 
+/// A process found to speak MCP on one stream is captured at once on its
+/// others, even one that discovery was letting pass unread: the syscall
+/// hooks cache with each thread whether its process may be tracked
+/// (monitor-ebpf threads.rs), and tracking a process must make them look
+/// again. The program reads 1,094 JSON log lines it writes to itself
+/// through a pipe (the reading stream's last look, at the 1,094th, gave it
+/// its longest run: the next 255 reads pass unread), writes an MCP request
+/// to a second pipe
+/// (discovered: the process is tracked), then passes 100 MCP requests
+/// through the first pipe. Each of the 100 reads is a chunk; a stale cache
+/// let them all pass.
+#[test]
+fn a_process_tracked_while_a_stream_of_it_passes_unread_is_captured_on_it_at_once() {
+    require_root();
+    let m = Monitor::start(&[]);
+    let before = m.metric("mcp_monitor_capture_events_total", &[]);
+    let st = Command::new("python3")
+        .arg("-c")
+        .arg(
+            r#"import json, os
+ra, wa = os.pipe()
+rb, wb = os.pipe()
+log = (json.dumps({"time": "2026-12-06T00:00:00Z", "level": "info", "msg": "working"}) + "\n").encode()
+for i in range(1094):
+    os.write(wa, log)
+    assert os.read(ra, 4096) == log
+os.write(wb, b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}\n')
+for i in range(1, 101):
+    line = (json.dumps({"jsonrpc": "2.0", "id": i, "method": "tools/list"}) + "\n").encode()
+    os.write(wa, line)
+    assert os.read(ra, 4096) == line"#,
+        )
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let captured = m.wait_metric(
+        Duration::from_secs(5),
+        "mcp_monitor_capture_events_total",
+        &[],
+        before + 100.0,
+    ) - before;
+    eprintln!("{captured} chunks captured");
+    assert!(
+        captured >= 100.0,
+        "{captured} chunks captured: the 100 reads of MCP requests after the process was tracked were not all captured"
+    );
+}
+
 /// The syscall hooks name the calling thread from their cache (keyed by
 /// its kernel stack) instead of a helper call: a process that writes
 /// 400,000 times without starting anything asks the kernel for its id a
