@@ -250,21 +250,18 @@ pub(crate) fn judged_slot(key: u64) -> u32 {
 /// transfer pass uncounted): there are no atomic exchanges on 5.10.
 #[inline(always)]
 pub(crate) fn looked_at_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool {
-    if passes_unread(pid_tgid, fd, dir) {
-        return true;
-    }
-    let key = judged_key(pid_tgid, fd, dir);
-    // SAFETY: bpf_jiffies64 takes no arguments.
-    let now = unsafe { bpf_jiffies64() };
-    let j = judgement(judged_slot(key));
+    let (key, now, j) = judged_entry(pid_tgid, fd, dir);
     // SAFETY: j points at the array's entry, valid for a Judgement (plain
     // integers, any bit pattern valid); concurrent writers are covered above.
     unsafe {
+        if take_skip(key, now, j) {
+            return true;
+        }
         if (*j).key == key && now.wrapping_sub((*j).last_tick) < QUIET_TICKS {
             // Quiet means no transfer at all, skipped ones included.
             (*j).last_tick = now;
             // A look: the batch is spent (or a look on another CPU granted
-            // a new one since `passes_unread`, which this one replaces).
+            // a new one since `take_skip`, which this one replaces).
             // Every skip the last look granted has passed: counted once
             // the entry holds the next batch, which narrows the window in
             // which another CPU's look counts the same batch.
@@ -309,11 +306,30 @@ pub(crate) fn looked_at_recently(pid_tgid: u64, fd: i32, dir: Direction) -> bool
 /// pass is one `looked_at_recently` would have let pass.
 #[inline(always)]
 pub(crate) fn passes_unread(pid_tgid: u64, fd: i32, dir: Direction) -> bool {
+    let (key, now, j) = judged_entry(pid_tgid, fd, dir);
+    // SAFETY: j is the key's entry of `JUDGED`.
+    unsafe { take_skip(key, now, j) }
+}
+
+/// The `JUDGED` key of a descriptor of the current process in one
+/// direction, the clock in timer ticks, and the key's entry.
+#[inline(always)]
+fn judged_entry(pid_tgid: u64, fd: i32, dir: Direction) -> (u64, u64, *mut Judgement) {
     let key = judged_key(pid_tgid, fd, dir);
     // SAFETY: bpf_jiffies64 takes no arguments.
     let now = unsafe { bpf_jiffies64() };
-    let j = judgement(judged_slot(key));
-    // SAFETY: as in `looked_at_recently`.
+    (key, now, judgement(judged_slot(key)))
+}
+
+/// Lets a transfer of the stream of key `key` pass, at tick `now`, if its
+/// entry `j` holds it, not quiet, with skips left: the batch one shorter.
+///
+/// # Safety
+/// `j` must point at an entry of `JUDGED` (plain integers, any bit
+/// pattern valid; concurrent writers as in [`looked_at_recently`]).
+#[inline(always)]
+unsafe fn take_skip(key: u64, now: u64, j: *mut Judgement) -> bool {
+    // SAFETY: the caller's.
     unsafe {
         if (*j).key == key && now.wrapping_sub((*j).last_tick) < QUIET_TICKS && (*j).skip_left > 0 {
             // Quiet means no transfer at all, skipped ones included.

@@ -653,9 +653,8 @@ for r in range(2000):
 /// again. The program reads 1,094 JSON log lines it writes to itself
 /// through a pipe (the reading stream's last look, at the 1,094th, gave it
 /// its longest run: the next 255 reads pass unread), writes an MCP request
-/// to a second pipe
-/// (discovered: the process is tracked), then passes 100 MCP requests
-/// through the first pipe. Each of the 100 reads is a chunk; a stale cache
+/// to a second pipe (discovered: the process is tracked), then passes 100
+/// MCP requests through the first pipe. Each of the 100 reads is a chunk; a stale cache
 /// let them all pass.
 #[test]
 fn a_process_tracked_while_a_stream_of_it_passes_unread_is_captured_on_it_at_once() {
