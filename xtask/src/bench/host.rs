@@ -154,13 +154,13 @@ pub(super) fn stop_floor(mut c: Child) {
 }
 
 /// What a workload cost: CPU time and context switches of its processes.
-struct Usage {
-    cpu_s: f64,
-    switches: f64,
+pub(super) struct Usage {
+    pub(super) cpu_s: f64,
+    pub(super) switches: f64,
 }
 
 /// Usage of every child (and its descendants) waited for so far.
-fn children_usage() -> Usage {
+pub(super) fn children_usage() -> Usage {
     // SAFETY: rusage is plain integers, valid zeroed; getrusage only
     // writes into it (and cannot fail for RUSAGE_CHILDREN and a valid
     // pointer).

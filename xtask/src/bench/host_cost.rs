@@ -75,6 +75,110 @@ pub(super) fn overhead(port: u16) -> Result<Value> {
     Ok(Value::Array(rows))
 }
 
+/// Round trips per second of [`pair_cpu`]: below what the agent keeps up
+/// with on one CPU (~75,000 of 4 KiB here), so no chunk is dropped and
+/// the comparison is of the same work.
+const PAIR_CPU_RATE: u64 = 30_000;
+
+/// Round trips per run of [`pair_cpu`] (two seconds at its rate).
+const PAIR_CPU_COUNT: u64 = 60_000;
+
+/// What a traced round trip costs the pair in CPU, not in rate: the
+/// pinned 4 KiB pair paced at [`PAIR_CPU_RATE`], its CPU time per round
+/// trip with nothing, the floor and the agent, in interleaved rounds; then
+/// one run with `kernel.bpf_stats_enabled` for the time spent inside the
+/// programs per round trip. The rate ratio of `overhead` moves with the
+/// agent's own CPU (once it saturates, dropped chunks cost the pair less);
+/// at a pace the agent keeps up with, the CPU added per round trip beside
+/// the programs' time says how much of the price is the programs' work.
+pub(super) fn pair_cpu(port: u16) -> Result<Value> {
+    const SIZE: usize = 4096;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if cores < 2 {
+        return Ok(json!({"skipped": "needs two CPUs (pair on one, agent on the other)"}));
+    }
+    step(&format!(
+        "the pinned {SIZE} B pair's CPU per round trip at {PAIR_CPU_RATE}/s: {ROUNDS} interleaved rounds of nothing / floor / agent"
+    ));
+    let rate = Some(PAIR_CPU_RATE as f64);
+    let per_round_trip_us = || -> Result<f64> {
+        let before = super::host::children_usage().cpu_s;
+        pair_on(SIZE, PAIR_CPU_COUNT, rate, Some(0))?;
+        Ok((super::host::children_usage().cpu_s - before) * 1e6 / PAIR_CPU_COUNT as f64)
+    };
+    let (mut without, mut floor, mut with) = (Vec::new(), Vec::new(), Vec::new());
+    let mut drops = 0.0;
+    for _ in 0..ROUNDS {
+        without.push(per_round_trip_us()?);
+        let f = super::host::start_floor()?;
+        floor.push(per_round_trip_us()?);
+        super::host::stop_floor(f);
+        let agent = Agent::start_on(port, Some(1))?;
+        with.push(per_round_trip_us()?);
+        std::thread::sleep(Duration::from_millis(500));
+        drops += agent.metric("mcp_monitor_capture_dropped_total", "");
+        agent.stop();
+    }
+    // The programs' own time: every program the agent loaded, statistics
+    // on only for this run (they add two clock reads to each program run).
+    let sysctl = Path::new("/proc/sys/kernel/bpf_stats_enabled");
+    let stats_before = std::fs::read_to_string(sysctl).unwrap_or_default();
+    std::fs::write(sysctl, "1").context("enabling kernel.bpf_stats_enabled")?;
+    let programs_ns = (|| -> Result<f64> {
+        let others = program_times()?;
+        let agent = Agent::start_on(port, Some(1))?;
+        let at = |t: &std::collections::HashMap<u64, u64>| {
+            t.iter()
+                .filter(|(id, _)| !others.contains_key(id))
+                .map(|(_, ns)| *ns as f64)
+                .sum::<f64>()
+        };
+        let t0 = at(&program_times()?);
+        let run = pair_on(SIZE, PAIR_CPU_COUNT, rate, Some(0));
+        let t1 = at(&program_times()?);
+        agent.stop();
+        run?;
+        Ok(t1 - t0)
+    })();
+    let _ = std::fs::write(sysctl, stats_before.trim());
+    let programs_ns = programs_ns?;
+    let (w, fl, m) = (median(without.clone()), median(floor.clone()), median(with.clone()));
+    Ok(json!({
+        "message_bytes": SIZE,
+        "round_trips_per_s": PAIR_CPU_RATE,
+        "round_trips_per_run": PAIR_CPU_COUNT,
+        "nothing_cpu_us_per_round_trip": without,
+        "floor_cpu_us_per_round_trip": floor,
+        "agent_cpu_us_per_round_trip": with,
+        "median_nothing": w,
+        "median_floor": fl,
+        "median_agent": m,
+        // The pair's work per CPU second with the agent, as a share of
+        // its work alone: what the rate ratio would be were the pair
+        // CPU-bound and the agent never behind.
+        "ratio_agent": w / m,
+        "ratio_floor": w / fl,
+        "drops_with_agent": drops,
+        "programs_us_per_round_trip": programs_ns / 1e3 / PAIR_CPU_COUNT as f64,
+    }))
+}
+
+/// Run time so far (`kernel.bpf_stats_enabled`) of every BPF program
+/// loaded on the host, by id.
+fn program_times() -> Result<std::collections::HashMap<u64, u64>> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .context("running bpftool")?;
+    let progs: Value = serde_json::from_slice(&out.stdout).context("reading bpftool's JSON")?;
+    Ok(progs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["id"].as_u64()?, p["run_time_ns"].as_u64().unwrap_or(0))))
+        .collect())
+}
+
 /// IRQ-work interrupts taken so far on every CPU (`/proc/interrupts`,
 /// `IWI`): how the kernel's ring wakes the agent. 0 where not shown.
 fn irq_work_interrupts() -> u64 {

@@ -6,7 +6,9 @@
 //! 2. Capture overhead: a native stdio MCP echo pair (tests' `echo-pair`)
 //!    exchanging 200 B, 4 KiB and 64 KiB messages, with nothing, with
 //!    do-nothing programs on the agent's hooks (the floor) and with the
-//!    monitor attached, interleaved rounds, median ratios.
+//!    monitor attached, interleaved rounds, median ratios; and the pinned
+//!    4 KiB pair paced below the agent's limit, its CPU per round trip
+//!    with each and the agent's programs' share of it (`pair_cpu`).
 //! 3. Drops: paced 4 KiB traffic at rising rates; the first rate with
 //!    capture drops (or the highest rate reached without any).
 //! 4. Agent memory: RSS idle and with 1,000 concurrent stdio sessions; the
@@ -44,7 +46,7 @@ mod https;
 mod memory;
 
 use host::host;
-use host_cost::{kernel_cost, log_pipe, overhead};
+use host_cost::{kernel_cost, log_pipe, overhead, pair_cpu};
 use https::{https, https_bun, https_go};
 use memory::{drops, memory};
 
@@ -304,6 +306,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let port = 19_464;
     if live && only.is_none_or(|o| o == "overhead") {
         results["overhead"] = overhead(port)?;
+        results["pair_cpu"] = pair_cpu(port)?;
     }
     if live && only.is_none_or(|o| o == "kernel") {
         results["kernel_cost"] = kernel_cost(port)?;
@@ -371,6 +374,22 @@ fn print_summary(r: &Value, path: &Path) {
                 o["irq_work_per_1000_messages"].as_f64().unwrap_or(0.0)
             );
         }
+    }
+    if let Some(p) = r.get("pair_cpu").filter(|p| p.get("median_agent").is_some()) {
+        println!(
+            "  pinned {} B pair at {}/s, CPU per round trip: {:.2} us alone, {:.2} floor, {:.2} agent (ratio {:.3}, floor {:.3}; \
+             rounds {}); {:.2} us of it in the agent's programs; drops {}",
+            p["message_bytes"],
+            p["round_trips_per_s"],
+            p["median_nothing"].as_f64().unwrap_or(0.0),
+            p["median_floor"].as_f64().unwrap_or(0.0),
+            p["median_agent"].as_f64().unwrap_or(0.0),
+            p["ratio_agent"].as_f64().unwrap_or(0.0),
+            p["ratio_floor"].as_f64().unwrap_or(0.0),
+            range(&p["agent_cpu_us_per_round_trip"], " us"),
+            p["programs_us_per_round_trip"].as_f64().unwrap_or(0.0),
+            p["drops_with_agent"]
+        );
     }
     if let Some(Value::Object(k)) = r.get("kernel_cost") {
         for (size, v) in k {
