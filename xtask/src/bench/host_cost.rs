@@ -166,12 +166,7 @@ pub(super) fn pair_cpu(port: u16) -> Result<Value> {
 /// Run time so far (`kernel.bpf_stats_enabled`) of every BPF program
 /// loaded on the host, by id.
 fn program_times() -> Result<std::collections::HashMap<u64, u64>> {
-    let out = Command::new("bpftool")
-        .args(["-j", "prog", "show"])
-        .output()
-        .context("running bpftool")?;
-    let progs: Value = serde_json::from_slice(&out.stdout).context("reading bpftool's JSON")?;
-    Ok(progs
+    Ok(bpf_programs()?
         .as_array()
         .into_iter()
         .flatten()

@@ -159,7 +159,7 @@ extern "C" {
 /// name `wanted` accepts and that ran (`bpftool`; needs
 /// `kernel.bpf_stats_enabled` on).
 fn program_run_costs(wanted: impl Fn(&str) -> bool) -> Result<Value> {
-    let progs: Value = serde_json::from_slice(&Command::new("bpftool").args(["-j", "prog", "show"]).output()?.stdout)?;
+    let progs = bpf_programs()?;
     let mut per: std::collections::BTreeMap<String, (u64, u64)> = std::collections::BTreeMap::new();
     for p in progs.as_array().into_iter().flatten() {
         let (Some(name), Some(cnt), Some(ns)) = (p["name"].as_str(), p["run_cnt"].as_u64(), p["run_time_ns"].as_u64())
@@ -179,6 +179,17 @@ fn program_run_costs(wanted: impl Fn(&str) -> bool) -> Result<Value> {
             .map(|(name, (cnt, ns))| (name, json!({"runs": cnt, "avg_ns": ns as f64 / cnt as f64})))
             .collect(),
     ))
+}
+
+/// Every BPF program loaded on the host, as `bpftool -j prog show` lists
+/// them (with `kernel.bpf_stats_enabled`, each with its `run_cnt` and
+/// `run_time_ns`).
+fn bpf_programs() -> Result<Value> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .context("running bpftool")?;
+    serde_json::from_slice(&out.stdout).context("reading bpftool's JSON")
 }
 
 /// One echo-pair run; returns its JSON report.
