@@ -68,6 +68,20 @@ mod pod {
     unsafe impl aya::Pod for StreamKey {}
 }
 
+/// Most bytes of one read `floor_copy` (`mcp-monitor floor --copy-reads`)
+/// puts in the ring: a traced 4 KiB message whole.
+pub const FLOOR_COPY_BYTES: usize = 4096;
+
+/// A record of `floor_copy`: the count it copied, then the bytes (the
+/// first `len` of `bytes` are the read's).
+#[repr(C)]
+pub struct FloorCopyRecord {
+    /// Bytes copied.
+    pub len: u64,
+    /// The read's first bytes.
+    pub bytes: [u8; FLOOR_COPY_BYTES],
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,3 +133,4 @@ mod tests {
         assert_eq!(size_of::<KernelConfig>(), 20 + 23 * 4);
     }
 }
+

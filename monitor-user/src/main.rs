@@ -27,9 +27,10 @@ enum Command {
     /// Attach programs that do nothing to the syscall tracepoint `run`
     /// uses and to OpenSSL's functions in the host's libssl files, until
     /// interrupted: the price of the hooks alone, which
-    /// `cargo xtask bench host` compares the agent with (needs root).
+    /// `cargo xtask bench host` compares the agent with; with
+    /// `--copy-reads`, the price of the least a capture does (needs root).
     #[command(hide = true)]
-    Floor(CheckArgs),
+    Floor(FloorArgs),
     /// Live terminal view of sessions, tools and alerts, from the agent's
     /// events and alerts files (or `-`: a pipe from `mcp-monitor run`).
     Top(TopArgs),
@@ -177,6 +178,18 @@ struct CheckArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args, Clone)]
+struct FloorArgs {
+    /// Configuration file (TOML); its `[capture]` section decides where the agent would hook.
+    #[arg(long, env = "MCP_MONITOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// The copy floor instead: put every `read` of the processes of this
+    /// name (comm) in the ring, one copy and nothing else, and read every
+    /// byte back; print what was read as JSON on exit.
+    #[arg(long, value_name = "NAME")]
+    copy_reads: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -447,6 +460,36 @@ fn real_main() -> anyhow::Result<()> {
                 Some(p) => Config::load(p)?,
                 None => Config::default(),
             };
+            let interrupted = || -> anyhow::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(async {
+                    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                    anyhow::Ok(())
+                })
+            };
+            if let Some(name) = &a.copy_reads {
+                let floor = mcp_monitor::sensor::CopyFloor::attach(&cfg.capture, name)?;
+                eprintln!(
+                    "floor: the copy floor on the raw tracepoint sys_exit, every read of the processes named {name:?}; interrupt to detach"
+                );
+                interrupted()?;
+                let r = floor.finish()?;
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "records": r.tally.records,
+                        "bytes": r.tally.bytes,
+                        "newlines": r.tally.newlines,
+                        "ring_full": r.ring_full,
+                        "copy_failed": r.copy_failed,
+                    })
+                );
+                return Ok(());
+            }
             let floor = mcp_monitor::sensor::Floor::attach(&cfg.capture)?;
             eprintln!(
                 "floor: a do-nothing program where the agent hooks system calls here ({}) and at OpenSSL's entries and returns in {} files ({}); interrupt to detach",
@@ -454,15 +497,7 @@ fn real_main() -> anyhow::Result<()> {
                 floor.tls_files.len(),
                 floor.tls_files.join(" ")
             );
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-                anyhow::Ok(())
-            })?;
+            interrupted()?;
             drop(floor);
             Ok(())
         }

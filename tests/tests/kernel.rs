@@ -3,7 +3,10 @@
 //! same check runs on 5.10, 6.1 and 6.12 in the kernel matrix
 //! (`cargo xtask test kernels`).
 
-use std::process::Command;
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+};
 
 use mcp_monitor_tests::*;
 use serde_json::Value;
@@ -84,6 +87,8 @@ fn every_program_loads_within_the_verifier_budget() {
         .filter_map(|p| Some((p["name"].as_str()?, p["kind"].as_str()?)))
         .collect();
     assert_eq!(kinds.get("sys_exit"), Some(&"tp_btf"), "sys_exit in {kinds:?}");
+    // The copy floor runs where the agent's tracepoint hook does.
+    assert_eq!(kinds.get("floor_copy"), Some(&"tp_btf"), "floor_copy in {kinds:?}");
     for stage in ["discover", "discover_http", "discover_jsonrpc", "capture"] {
         let name = format!("exit_{stage}");
         // Loaded for the tracepoint of the hook that jumps to it: a tail
@@ -116,6 +121,7 @@ fn every_program_loads_within_the_verifier_budget() {
         "floor_fexit",
         "floor_uprobe",
         "floor_uretprobe",
+        "floor_copy",
         "tls_discover",
         "tls_capture",
         "ssl_return",
@@ -186,4 +192,59 @@ fn asking_for_fexit_gets_it_where_auto_does_or_a_start_up_error_naming_the_fix()
             "{stderr}"
         );
     }
+}
+
+/// The copy floor `cargo xtask bench overhead` measures the agent against
+/// (`mcp-monitor floor --copy-reads NAME`) hands its reader every read of
+/// the processes of that name, whole up to 4 KiB, and no other process's
+/// reads: a floor that copied less, or more, would misstate how far the
+/// agent is from the least a capture costs.
+#[test]
+fn the_copy_floor_reads_back_every_read_of_the_named_processes_and_no_other() {
+    require_root();
+    let mut floor = Command::new(monitor_bin())
+        .args(["floor", "--copy-reads", "echo-pair"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mcp-monitor floor --copy-reads");
+    let mut lines = BufReader::new(floor.stderr.take().unwrap()).lines();
+    let started = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("floor:"));
+    assert!(started.is_some(), "the copy floor did not start (see its output above)");
+    std::thread::spawn(move || lines.for_each(drop));
+    // Another process's 4 KiB reads, which must not be copied.
+    let dd = Command::new("dd")
+        .args(["if=/dev/zero", "of=/dev/null", "bs=4096", "count=2000"])
+        .output()
+        .expect("run dd");
+    assert!(dd.status.success());
+    const ROUND_TRIPS: u64 = 500;
+    let pair = Command::new(env!("CARGO_BIN_EXE_echo-pair"))
+        .args(["client", "--size", "4096", "--count", &ROUND_TRIPS.to_string()])
+        .output()
+        .expect("run echo-pair");
+    assert!(pair.status.success(), "echo-pair failed");
+    let run: Value = serde_json::from_slice(&pair.stdout).expect("echo-pair prints JSON");
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(floor.id() as i32, libc::SIGTERM) }, 0);
+    let out = floor.wait_with_output().expect("wait for the copy floor");
+    assert!(out.status.success(), "the copy floor failed");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("the copy floor prints JSON on exit");
+    let (records, bytes) = (r["records"].as_u64().unwrap(), r["bytes"].as_u64().unwrap());
+    // Each round trip is two reads that move bytes (the server's of the
+    // request, the client's of the echo); the handshake adds a few; dd's
+    // 2,000 reads would show.
+    assert!(
+        (2 * ROUND_TRIPS..2 * ROUND_TRIPS + 100).contains(&records),
+        "{records} reads copied for {ROUND_TRIPS} round trips: {r}"
+    );
+    // The echoes whole (under 4 KiB each), and the requests at least to 4 KiB.
+    let echoes = run["received_bytes"].as_u64().unwrap();
+    assert!(
+        bytes >= echoes + ROUND_TRIPS * 4000,
+        "{bytes} bytes copied, {echoes} echoed: {r}"
+    );
+    assert!(r["newlines"].as_u64().unwrap() >= ROUND_TRIPS, "{r}");
+    assert_eq!(r["ring_full"], 0, "{r}");
+    assert_eq!(r["copy_failed"], 0, "{r}");
 }

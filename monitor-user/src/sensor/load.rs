@@ -57,6 +57,9 @@ pub fn btf_tracepoint_of(program: &str) -> Option<&'static str> {
     if let Some(hook) = SYSCALL_PROGRAMS.iter().find(|p| **p == program) {
         return Some(hook);
     }
+    if program == super::floor::FLOOR_COPY {
+        return Some(super::floor::FLOOR_COPY_TRACEPOINT);
+    }
     SYSCALL_STAGES
         .iter()
         .find(|set| set.stages.iter().any(|(_, name)| *name == program))
@@ -392,7 +395,7 @@ pub(super) fn detach_links(ebpf: &mut Ebpf, links: Links) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::floor::FLOOR_FEXIT;
+    use super::super::floor::{FLOOR_COPY, FLOOR_FEXIT};
     use super::super::syscall_hook::{FEXIT_NET_STAGES, FEXIT_STAGES, SYSCALL_FEXITS};
     use super::*;
 
@@ -444,7 +447,7 @@ mod tests {
             .chain(GO_TLS_PROGRAMS.iter())
             .chain(FEXIT_STAGES.iter().chain(FEXIT_NET_STAGES.iter()).map(|(_, n)| n))
             .chain(SYSCALL_FEXITS.iter().map(|(n, _)| n))
-            .chain([FLOOR_FEXIT].iter())
+            .chain([FLOOR_FEXIT, FLOOR_COPY].iter())
         {
             assert!(obj.programs.contains_key(*name), "no program {name} in the object");
         }

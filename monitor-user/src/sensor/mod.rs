@@ -9,7 +9,7 @@ mod found_probes;
 mod load;
 mod mapped_file;
 
-pub use floor::Floor;
+pub use floor::{CopyFloor, CopyFloorReport, CopyFloorTally, Floor};
 pub use load::verifier_costs;
 use load::{
     attach_boringssl_file, attach_go_file, attach_tls_file, detach_links, load, load_tls, rejected, Links,
