@@ -116,9 +116,45 @@ impl Attached {
 
 /// `mcp-monitor floor` on CPU 1, returned once its programs are attached.
 pub(super) fn start_floor() -> Result<Child> {
+    let (child, line) = spawn_floor(&[])?;
+    let hook = if line.contains("(fexit programs on") {
+        "fexit"
+    } else {
+        "tracepoint"
+    };
+    let _ = FLOOR_HOOK.set(hook);
+    // curl's floor would be that of the syscall hook alone.
+    if !line.contains("libssl") {
+        stop_floor(child);
+        bail!("mcp-monitor floor probed no libssl file: {line}");
+    }
+    Ok(child)
+}
+
+/// The copy floor (`mcp-monitor floor --copy-reads echo-pair`) on CPU 1,
+/// returned once its program is attached: every read of the echo pair put
+/// in the ring and read back, and nothing else.
+pub(super) fn start_copy_floor() -> Result<Child> {
+    Ok(spawn_floor(&["--copy-reads", "echo-pair"])?.0)
+}
+
+/// Stops the copy floor; what its reader took (its JSON line: `records`,
+/// `bytes`, `ring_full`, `copy_failed`).
+pub(super) fn stop_copy_floor(c: Child) -> Result<Value> {
+    // SAFETY: signalling our own child.
+    unsafe { kill(c.id() as i32, 15) };
+    let out = c.wait_with_output().context("waiting for the copy floor")?;
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("the copy floor's report: {:?}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `mcp-monitor floor ARGS` on CPU 1, and its start-up line, once it has
+/// attached (its stdout piped, its stderr drained).
+fn spawn_floor(args: &[&str]) -> Result<(Child, String)> {
     let mut child = pinned(Some(1), &monitor_bin())
         .arg("floor")
-        .stdout(Stdio::null())
+        .args(args)
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .context("starting mcp-monitor floor")?;
@@ -126,20 +162,9 @@ pub(super) fn start_floor() -> Result<Child> {
     for line in lines.by_ref() {
         let line = line?;
         if line.starts_with("floor:") {
-            let hook = if line.contains("(fexit programs on") {
-                "fexit"
-            } else {
-                "tracepoint"
-            };
-            let _ = FLOOR_HOOK.set(hook);
-            // curl's floor would be that of the syscall hook alone.
-            if !line.contains("libssl") {
-                stop_floor(child);
-                bail!("mcp-monitor floor probed no libssl file: {line}");
-            }
             // Keep draining its stderr so it never blocks on a full pipe.
             std::thread::spawn(move || lines.for_each(drop));
-            return Ok(child);
+            return Ok((child, line));
         }
     }
     let _ = child.wait();

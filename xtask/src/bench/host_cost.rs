@@ -8,6 +8,10 @@ use serde_json::{json, Value};
 
 use super::*;
 
+/// Most bytes of a read the copy floor puts in the ring
+/// (`monitor_common::FLOOR_COPY_BYTES`).
+const FLOOR_COPY_BYTES: usize = 4096;
+
 /// Rounds per overhead case; this class of machine varies by tens of
 /// percent from minute to minute, so medians of interleaved rounds.
 const ROUNDS: u64 = 5;
@@ -23,15 +27,20 @@ pub(super) fn overhead(port: u16) -> Result<Value> {
                 continue;
             }
             let (pair_cpu, agent_cpu) = if pin { (Some(0), Some(1)) } else { (None, None) };
+            // The copy floor where its records fit the messages (4 KiB:
+            // smaller ones would leave most of each record's ring space
+            // unused, larger ones be cut), and pinned, as it reads on CPU 1.
+            let with_copy_floor = pin && size == FLOOR_COPY_BYTES;
             step(&format!(
-                "overhead at {size} B{}: {ROUNDS} interleaved rounds without / with the monitor",
+                "overhead at {size} B{}: {ROUNDS} interleaved rounds of nothing / floor{} / agent",
                 if pin {
                     ", pair pinned to CPU 0 and agent to CPU 1"
                 } else {
                     ""
-                }
+                },
+                if with_copy_floor { " / copy floor" } else { "" }
             ));
-            let (mut without, mut floor, mut with) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut without, mut floor, mut copy, mut with) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let (mut drops, mut agent_cpu_s, mut wakeups) = (0.0, 0.0, 0);
             for _ in 0..ROUNDS {
                 without.push(pair_on(size, count, None, pair_cpu)?["msgs_per_s"].as_f64().unwrap());
@@ -40,6 +49,12 @@ pub(super) fn overhead(port: u16) -> Result<Value> {
                 let f = super::host::start_floor()?;
                 floor.push(pair_on(size, count, None, pair_cpu)?["msgs_per_s"].as_f64().unwrap());
                 super::host::stop_floor(f);
+                if with_copy_floor {
+                    let c = super::host::start_copy_floor()?;
+                    let run = pair_on(size, count, None, pair_cpu);
+                    copy_floor_whole(super::host::stop_copy_floor(c)?, count)?;
+                    copy.push(run?["msgs_per_s"].as_f64().unwrap());
+                }
                 let agent = Agent::start_on(port, agent_cpu)?;
                 let cpu0 = agent.cpu_seconds();
                 let irq_work = irq_work_interrupts();
@@ -51,6 +66,13 @@ pub(super) fn overhead(port: u16) -> Result<Value> {
                 agent.stop();
             }
             let (w, fl, m) = (median(without.clone()), median(floor.clone()), median(with.clone()));
+            let copy_floor = (!copy.is_empty()).then(|| {
+                json!({
+                    "msgs_per_s": copy,
+                    "median": median(copy.clone()),
+                    "ratio": median(copy.clone()) / w,
+                })
+            });
             rows.push(json!({
                 "message_bytes": size,
                 "pinned": pin,
@@ -63,6 +85,9 @@ pub(super) fn overhead(port: u16) -> Result<Value> {
                 "floor_msgs_per_s": floor,
                 "median_floor": fl,
                 "ratio_floor": fl / w,
+                // Each read's bytes put in the ring and read back, nothing
+                // else: what any sensor that ships them pays (`pair_cpu`).
+                "copy_floor": copy_floor,
                 "agent_cpu_us_per_message": agent_cpu_s * 1e6 / (ROUNDS * count) as f64,
                 "drops_with_monitor": drops,
                 // The kernel's ring wake-ups of the agent (an IPI each, an
@@ -85,12 +110,17 @@ const PAIR_CPU_COUNT: u64 = 60_000;
 
 /// What a traced round trip costs the pair in CPU, not in rate: the
 /// pinned 4 KiB pair paced at [`PAIR_CPU_RATE`], its CPU time per round
-/// trip with nothing, the floor and the agent, in interleaved rounds; then
-/// one run with `kernel.bpf_stats_enabled` for the time spent inside the
-/// programs per round trip. The rate ratio of `overhead` moves with the
-/// agent's own CPU (once it saturates, dropped chunks cost the pair less);
-/// at a pace the agent keeps up with, the CPU added per round trip beside
-/// the programs' time says how much of the price is the programs' work.
+/// trip with nothing, the floor, the copy floor and the agent, in
+/// interleaved rounds; then one run each of the copy floor and the agent
+/// with `kernel.bpf_stats_enabled` for the time spent inside their programs
+/// per round trip. The rate ratio of `overhead` moves with the agent's own
+/// CPU (once it saturates, dropped chunks cost the pair less); at a pace
+/// the agent keeps up with, the CPU added per round trip beside the
+/// programs' time says how much of the price is the programs' work. The
+/// copy floor (`mcp-monitor floor --copy-reads`: each read's bytes put in
+/// the ring in one copy and read back, nothing else) is what any sensor
+/// that ships the bytes to userspace pays; the agent's distance from it is
+/// its design's.
 pub(super) fn pair_cpu(port: u16) -> Result<Value> {
     const SIZE: usize = 4096;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -98,7 +128,7 @@ pub(super) fn pair_cpu(port: u16) -> Result<Value> {
         return Ok(json!({"skipped": "needs two CPUs (pair on one, agent on the other)"}));
     }
     step(&format!(
-        "the pinned {SIZE} B pair's CPU per round trip at {PAIR_CPU_RATE}/s: {ROUNDS} interleaved rounds of nothing / floor / agent"
+        "the pinned {SIZE} B pair's CPU per round trip at {PAIR_CPU_RATE}/s: {ROUNDS} interleaved rounds of nothing / floor / copy floor / agent"
     ));
     let rate = Some(PAIR_CPU_RATE as f64);
     let per_round_trip_us = || -> Result<f64> {
@@ -106,27 +136,34 @@ pub(super) fn pair_cpu(port: u16) -> Result<Value> {
         pair_on(SIZE, PAIR_CPU_COUNT, rate, Some(0))?;
         Ok((super::host::children_usage().cpu_s - before) * 1e6 / PAIR_CPU_COUNT as f64)
     };
-    let (mut without, mut floor, mut with) = (Vec::new(), Vec::new(), Vec::new());
-    let mut drops = 0.0;
+    let (mut without, mut floor, mut copy, mut with) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut drops, mut copy_lost, mut copied) = (0.0, 0, 0);
     for _ in 0..ROUNDS {
         without.push(per_round_trip_us()?);
         let f = super::host::start_floor()?;
         floor.push(per_round_trip_us()?);
         super::host::stop_floor(f);
+        let c = super::host::start_copy_floor()?;
+        let cpu = per_round_trip_us();
+        let report = copy_floor_whole(super::host::stop_copy_floor(c)?, PAIR_CPU_COUNT)?;
+        copy.push(cpu?);
+        copied += report["records"].as_u64().unwrap_or(0);
+        copy_lost += report["ring_full"].as_u64().unwrap_or(0) + report["copy_failed"].as_u64().unwrap_or(0);
         let agent = Agent::start_on(port, Some(1))?;
         with.push(per_round_trip_us()?);
         std::thread::sleep(Duration::from_millis(500));
         drops += agent.metric("mcp_monitor_capture_dropped_total", "");
         agent.stop();
     }
-    // The programs' own time: every program the agent loaded, statistics
-    // on only for this run (they add two clock reads to each program run).
+    // The programs' own time: every program the copy floor or the agent
+    // loaded, statistics on only for these runs (they add two clock reads
+    // to each program run).
     let sysctl = Path::new("/proc/sys/kernel/bpf_stats_enabled");
     let stats_before = std::fs::read_to_string(sysctl).unwrap_or_default();
     std::fs::write(sysctl, "1").context("enabling kernel.bpf_stats_enabled")?;
-    let programs_ns = (|| -> Result<f64> {
+    let programs_ns = |attach: &dyn Fn() -> Result<Box<dyn FnOnce()>>| -> Result<f64> {
         let others = program_times()?;
-        let agent = Agent::start_on(port, Some(1))?;
+        let detach = attach()?;
         let at = |t: &std::collections::HashMap<u64, u64>| {
             t.iter()
                 .filter(|(id, _)| !others.contains_key(id))
@@ -136,31 +173,65 @@ pub(super) fn pair_cpu(port: u16) -> Result<Value> {
         let t0 = at(&program_times()?);
         let run = pair_on(SIZE, PAIR_CPU_COUNT, rate, Some(0));
         let t1 = at(&program_times()?);
-        agent.stop();
+        detach();
         run?;
         Ok(t1 - t0)
-    })();
+    };
+    let copy_ns = programs_ns(&|| {
+        let c = super::host::start_copy_floor()?;
+        Ok(Box::new(move || drop(super::host::stop_copy_floor(c))))
+    });
+    let agent_ns = programs_ns(&|| {
+        let agent = Agent::start_on(port, Some(1))?;
+        Ok(Box::new(move || agent.stop()))
+    });
     let _ = std::fs::write(sysctl, stats_before.trim());
-    let programs_ns = programs_ns?;
-    let (w, fl, m) = (median(without.clone()), median(floor.clone()), median(with.clone()));
+    let (copy_ns, agent_ns) = (copy_ns?, agent_ns?);
+    let (w, fl, c, m) = (
+        median(without.clone()),
+        median(floor.clone()),
+        median(copy.clone()),
+        median(with.clone()),
+    );
     Ok(json!({
         "message_bytes": SIZE,
         "round_trips_per_s": PAIR_CPU_RATE,
         "round_trips_per_run": PAIR_CPU_COUNT,
         "nothing_cpu_us_per_round_trip": without,
         "floor_cpu_us_per_round_trip": floor,
+        "copy_floor_cpu_us_per_round_trip": copy,
         "agent_cpu_us_per_round_trip": with,
         "median_nothing": w,
         "median_floor": fl,
+        "median_copy_floor": c,
         "median_agent": m,
         // The pair's work per CPU second with the agent, as a share of
         // its work alone: what the rate ratio would be were the pair
         // CPU-bound and the agent never behind.
         "ratio_agent": w / m,
         "ratio_floor": w / fl,
+        "ratio_copy_floor": w / c,
         "drops_with_agent": drops,
-        "programs_us_per_round_trip": programs_ns / 1e3 / PAIR_CPU_COUNT as f64,
+        "copy_floor_reads": copied,
+        "copy_floor_lost": copy_lost,
+        "programs_us_per_round_trip": agent_ns / 1e3 / PAIR_CPU_COUNT as f64,
+        "copy_floor_programs_us_per_round_trip": copy_ns / 1e3 / PAIR_CPU_COUNT as f64,
     }))
+}
+
+/// The copy floor's report, if it copied both reads of every one of
+/// `round_trips`: one that copied fewer would flatter itself.
+fn copy_floor_whole(report: Value, round_trips: u64) -> Result<Value> {
+    let records = report["records"].as_u64().unwrap_or(0);
+    if records < 2 * round_trips {
+        bail!(
+            "the copy floor read back {records} reads for {round_trips} round trips, not two each \
+             (ring full {}, copy failed {}): its figures would be those of a lesser copy",
+            report["ring_full"],
+            report["copy_failed"]
+        );
+    }
+    Ok(report)
 }
 
 /// Run time so far (`kernel.bpf_stats_enabled`) of every BPF program

@@ -6,9 +6,12 @@
 //! 2. Capture overhead: a native stdio MCP echo pair (tests' `echo-pair`)
 //!    exchanging 200 B, 4 KiB and 64 KiB messages, with nothing, with
 //!    do-nothing programs on the agent's hooks (the floor) and with the
-//!    monitor attached, interleaved rounds, median ratios; and the pinned
-//!    4 KiB pair paced below the agent's limit, its CPU per round trip
-//!    with each and the agent's programs' share of it (`pair_cpu`).
+//!    monitor attached, interleaved rounds, median ratios; the pinned
+//!    4 KiB pair also with the copy floor (`mcp-monitor floor
+//!    --copy-reads`: each read's bytes put in the ring in one copy and read
+//!    back, nothing else); and the pinned 4 KiB pair paced below the
+//!    agent's limit, its CPU per round trip with each and the programs'
+//!    share of it (`pair_cpu`).
 //! 3. Drops: paced 4 KiB traffic at rising rates; the first rate with
 //!    capture drops (or the highest rate reached without any).
 //! 4. Agent memory: RSS idle and with 1,000 concurrent stdio sessions; the
@@ -384,22 +387,34 @@ fn print_summary(r: &Value, path: &Path) {
                 o["drops_with_monitor"],
                 o["irq_work_per_1000_messages"].as_f64().unwrap_or(0.0)
             );
+            if let Some(c) = o["copy_floor"].as_object() {
+                println!(
+                    "           copy floor (each read's bytes to the ring and back, nothing else): {:.0} msg/s, ratio {:.3}",
+                    c["median"].as_f64().unwrap_or(0.0),
+                    c["ratio"].as_f64().unwrap_or(0.0)
+                );
+            }
         }
     }
     if let Some(p) = r.get("pair_cpu").filter(|p| p.get("median_agent").is_some()) {
         println!(
-            "  pinned {} B pair at {}/s, CPU per round trip: {:.2} us alone, {:.2} floor, {:.2} agent (ratio {:.3}, floor {:.3}; \
-             rounds {}); {:.2} us of it in the agent's programs; drops {}",
+            "  pinned {} B pair at {}/s, CPU per round trip: {:.2} us alone, {:.2} floor, {:.2} copy floor, {:.2} agent \
+             (ratio {:.3}, floor {:.3}, copy floor {:.3}; agent rounds {}); in the programs {:.2} us (agent), {:.2} us (copy floor); \
+             drops {}, copy floor lost {}",
             p["message_bytes"],
             p["round_trips_per_s"],
             p["median_nothing"].as_f64().unwrap_or(0.0),
             p["median_floor"].as_f64().unwrap_or(0.0),
+            p["median_copy_floor"].as_f64().unwrap_or(0.0),
             p["median_agent"].as_f64().unwrap_or(0.0),
             p["ratio_agent"].as_f64().unwrap_or(0.0),
             p["ratio_floor"].as_f64().unwrap_or(0.0),
+            p["ratio_copy_floor"].as_f64().unwrap_or(0.0),
             range(&p["agent_cpu_us_per_round_trip"], " us"),
             p["programs_us_per_round_trip"].as_f64().unwrap_or(0.0),
-            p["drops_with_agent"]
+            p["copy_floor_programs_us_per_round_trip"].as_f64().unwrap_or(0.0),
+            p["drops_with_agent"],
+            p["copy_floor_lost"]
         );
     }
     if let Some(Value::Object(k)) = r.get("kernel_cost") {
