@@ -133,4 +133,3 @@ mod tests {
         assert_eq!(size_of::<KernelConfig>(), 20 + 23 * 4);
     }
 }
-
