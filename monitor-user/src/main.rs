@@ -460,23 +460,29 @@ fn real_main() -> anyhow::Result<()> {
                 Some(p) => Config::load(p)?,
                 None => Config::default(),
             };
-            let interrupted = || -> anyhow::Result<()> {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            // The handlers before the start-up line, which the bench and
+            // the tests wait for before they signal: a signal in between
+            // would end the process without its report.
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let (mut term, mut int) = {
+                let _in_runtime = rt.enter();
+                use tokio::signal::unix::{signal, SignalKind};
+                (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?)
+            };
+            let mut interrupted = || {
                 rt.block_on(async {
-                    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
                     tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
                         _ = term.recv() => {}
+                        _ = int.recv() => {}
                     }
-                    anyhow::Ok(())
                 })
             };
             if let Some(name) = &a.copy_reads {
                 let floor = mcp_monitor::sensor::CopyFloor::attach(&cfg.capture, name)?;
                 eprintln!(
-                    "floor: the copy floor on the raw tracepoint sys_exit, every read of the processes named {name:?}; interrupt to detach"
+                    "floor: the copy floor on a BTF tracepoint on sys_exit, every read of the processes named {name:?}; interrupt to detach"
                 );
-                interrupted()?;
+                interrupted();
                 let r = floor.finish()?;
                 println!(
                     "{}",
@@ -484,6 +490,7 @@ fn real_main() -> anyhow::Result<()> {
                         "records": r.tally.records,
                         "bytes": r.tally.bytes,
                         "newlines": r.tally.newlines,
+                        "submitted": r.submitted,
                         "ring_full": r.ring_full,
                         "copy_failed": r.copy_failed,
                     })
@@ -497,7 +504,7 @@ fn real_main() -> anyhow::Result<()> {
                 floor.tls_files.len(),
                 floor.tls_files.join(" ")
             );
-            interrupted()?;
+            interrupted();
             drop(floor);
             Ok(())
         }

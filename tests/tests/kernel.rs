@@ -202,13 +202,15 @@ fn asking_for_fexit_gets_it_where_auto_does_or_a_start_up_error_naming_the_fix()
 #[test]
 fn the_copy_floor_reads_back_every_read_of_the_named_processes_and_no_other() {
     require_root();
-    let mut floor = Command::new(monitor_bin())
-        .args(["floor", "--copy-reads", "echo-pair"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mcp-monitor floor --copy-reads");
-    let mut lines = BufReader::new(floor.stderr.take().unwrap()).lines();
+    let mut floor = KillOnDrop(Some(
+        Command::new(monitor_bin())
+            .args(["floor", "--copy-reads", "echo-pair"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mcp-monitor floor --copy-reads"),
+    ));
+    let mut lines = BufReader::new(floor.child().stderr.take().unwrap()).lines();
     let started = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("floor:"));
     assert!(started.is_some(), "the copy floor did not start (see its output above)");
     std::thread::spawn(move || lines.for_each(drop));
@@ -225,6 +227,7 @@ fn the_copy_floor_reads_back_every_read_of_the_named_processes_and_no_other() {
         .expect("run echo-pair");
     assert!(pair.status.success(), "echo-pair failed");
     let run: Value = serde_json::from_slice(&pair.stdout).expect("echo-pair prints JSON");
+    let floor = floor.0.take().unwrap();
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(floor.id() as i32, libc::SIGTERM) }, 0);
     let out = floor.wait_with_output().expect("wait for the copy floor");
@@ -247,4 +250,25 @@ fn the_copy_floor_reads_back_every_read_of_the_named_processes_and_no_other() {
     assert!(r["newlines"].as_u64().unwrap() >= ROUND_TRIPS, "{r}");
     assert_eq!(r["ring_full"], 0, "{r}");
     assert_eq!(r["copy_failed"], 0, "{r}");
+    // The reader took every record the program put in the ring.
+    assert_eq!(r["records"], r["submitted"], "{r}");
+}
+
+/// A child killed (and reaped) should the test fail before it ends it: a
+/// copy floor left attached would copy on after the test.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().unwrap()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }

@@ -19,7 +19,7 @@ use aya::{
     programs::{fexit::FExitLink, BtfTracePoint, FExit, RawTracePoint, UProbe},
     Btf, Ebpf,
 };
-use monitor_common::{map_name, Counter, COMM_LEN, FLOOR_COPY_BYTES};
+use monitor_common::{map_name, Counter, FloorCopyRecord, COMM_LEN, FLOOR_COPY_BYTES};
 
 use super::load::{attach_tls_programs, load, rejected, SYSCALL_PROGRAMS};
 use super::syscall_hook::{fexit_hooks, fexit_prototypes_fit, refusal, SyscallHook, FEXIT_REFUSED};
@@ -165,6 +165,9 @@ pub struct CopyFloorTally {
 pub struct CopyFloorReport {
     /// What the reader took.
     pub tally: CopyFloorTally,
+    /// Records the program put in the ring (`Counter::Records`): the
+    /// reader must have read them all.
+    pub submitted: u64,
     /// Reads the full ring refused.
     pub ring_full: u64,
     /// Reads whose bytes could not be copied.
@@ -187,7 +190,7 @@ impl CopyFloor {
         p.load(FLOOR_COPY_TRACEPOINT, &btf)
             .map_err(|e| rejected(FLOOR_COPY, e))?;
         p.attach()
-            .with_context(|| format!("attaching {FLOOR_COPY} to the raw tracepoint {FLOOR_COPY_TRACEPOINT}"))?;
+            .with_context(|| format!("attaching {FLOOR_COPY} to the BTF tracepoint on {FLOOR_COPY_TRACEPOINT}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let reader = std::thread::Builder::new()
@@ -195,7 +198,9 @@ impl CopyFloor {
             .spawn(move || {
                 let mut tally = CopyFloorTally::default();
                 loop {
-                    let last = stopping.load(Ordering::Relaxed);
+                    // Acquire: a pass begun after the stop flag is seen
+                    // begins after the program's detach (`finish`).
+                    let last = stopping.load(Ordering::Acquire);
                     drain(&mut ring, &mut tally);
                     if last {
                         return tally;
@@ -218,7 +223,7 @@ impl CopyFloor {
         // Programs first, so that the reader's last pass empties the ring.
         let p: &mut BtfTracePoint = self.ebpf.program_mut(FLOOR_COPY).context(FLOOR_COPY)?.try_into()?;
         p.unload().with_context(|| format!("detaching {FLOOR_COPY}"))?;
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Release);
         let tally = self
             .reader
             .take()
@@ -229,6 +234,7 @@ impl CopyFloor {
         let total = |c: Counter| -> anyhow::Result<u64> { Ok(counters.get(&(c as u32), 0)?.iter().sum()) };
         Ok(CopyFloorReport {
             tally,
+            submitted: total(Counter::Records)?,
             ring_full: total(Counter::DropRingFull)?,
             copy_failed: total(Counter::DropCopyFailed)?,
         })
@@ -237,17 +243,21 @@ impl CopyFloor {
 
 impl Drop for CopyFloor {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Release);
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }
     }
 }
 
+/// Where a [`FloorCopyRecord`]'s bytes start, after its count.
+const BYTES_AT: usize = std::mem::offset_of!(FloorCopyRecord, bytes);
+const _: () = assert!(BYTES_AT == 8, "the count is a u64 read from the record's first bytes");
+
 /// Reads every record in the ring, and every byte of each.
 fn drain(ring: &mut RingBuf<MapData>, tally: &mut CopyFloorTally) {
     while let Some(item) = ring.next() {
-        let (len, bytes) = item.split_at(8.min(item.len()));
+        let (len, bytes) = item.split_at(BYTES_AT.min(item.len()));
         let len = u64::from_ne_bytes(len.try_into().unwrap_or([0; 8])) as usize;
         let bytes = &bytes[..len.min(bytes.len()).min(FLOOR_COPY_BYTES)];
         tally.records += 1;

@@ -133,23 +133,30 @@ pub(super) fn start_floor() -> Result<Child> {
 
 /// The copy floor (`mcp-monitor floor --copy-reads echo-pair`) on CPU 1,
 /// returned once its program is attached: every read of the echo pair put
-/// in the ring and read back, and nothing else.
+/// in the ring and read back, and nothing else. Its stderr goes on to the
+/// bench's, after the start-up line.
 pub(super) fn start_copy_floor() -> Result<Child> {
     Ok(spawn_floor(&["--copy-reads", "echo-pair"])?.0)
 }
 
 /// Stops the copy floor; what its reader took (its JSON line: `records`,
-/// `bytes`, `ring_full`, `copy_failed`).
+/// `bytes`, `newlines`, `submitted`, `ring_full`, `copy_failed`).
 pub(super) fn stop_copy_floor(c: Child) -> Result<Value> {
     // SAFETY: signalling our own child.
     unsafe { kill(c.id() as i32, 15) };
     let out = c.wait_with_output().context("waiting for the copy floor")?;
+    if !out.status.success() {
+        bail!(
+            "mcp-monitor floor --copy-reads ended with {} (its errors are above)",
+            out.status
+        );
+    }
     serde_json::from_slice(&out.stdout)
         .with_context(|| format!("the copy floor's report: {:?}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// `mcp-monitor floor ARGS` on CPU 1, and its start-up line, once it has
-/// attached (its stdout piped, its stderr drained).
+/// attached (its stdout piped, its stderr passed on to the bench's).
 fn spawn_floor(args: &[&str]) -> Result<(Child, String)> {
     let mut child = pinned(Some(1), &monitor_bin())
         .arg("floor")
@@ -162,8 +169,9 @@ fn spawn_floor(args: &[&str]) -> Result<(Child, String)> {
     for line in lines.by_ref() {
         let line = line?;
         if line.starts_with("floor:") {
-            // Keep draining its stderr so it never blocks on a full pipe.
-            std::thread::spawn(move || lines.for_each(drop));
+            // Keep draining its stderr so it never blocks on a full pipe,
+            // onto the bench's: its warnings and errors show.
+            std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("{l}")));
             return Ok((child, line));
         }
     }
