@@ -140,7 +140,7 @@ pub(super) fn pair_cpu(port: u16) -> Result<Value> {
         Ok((super::host::children_usage().cpu_s - before) * 1e6 / PAIR_CPU_COUNT as f64)
     };
     let (mut without, mut floor, mut copy, mut with) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut drops, mut copy_lost, mut copied) = (0.0, 0, 0);
+    let (mut drops, mut copied) = (0.0, 0);
     for _ in 0..ROUNDS {
         without.push(per_round_trip_us()?);
         let f = super::host::start_floor()?;
@@ -152,7 +152,6 @@ pub(super) fn pair_cpu(port: u16) -> Result<Value> {
         copy.push(cpu?);
         let report = copy_floor_whole(report?, PAIR_CPU_COUNT)?;
         copied += report["records"].as_u64().unwrap_or(0);
-        copy_lost += report["ring_full"].as_u64().unwrap_or(0) + report["copy_failed"].as_u64().unwrap_or(0);
         let agent = Agent::start_on(port, Some(1))?;
         with.push(per_round_trip_us()?);
         std::thread::sleep(Duration::from_millis(500));
@@ -165,7 +164,8 @@ pub(super) fn pair_cpu(port: u16) -> Result<Value> {
     let sysctl = Path::new("/proc/sys/kernel/bpf_stats_enabled");
     let stats_before = std::fs::read_to_string(sysctl).unwrap_or_default();
     std::fs::write(sysctl, "1").context("enabling kernel.bpf_stats_enabled")?;
-    let programs_ns = |attach: &dyn Fn() -> Result<Box<dyn FnOnce()>>| -> Result<f64> {
+    // `attach` starts one and returns what stops it (and checks its run).
+    let programs_ns = |attach: &dyn Fn() -> Result<Box<dyn FnOnce() -> Result<()>>>| -> Result<f64> {
         let others = program_times()?;
         let detach = attach()?;
         let at = |t: &std::collections::HashMap<u64, u64>| {
@@ -177,17 +177,23 @@ pub(super) fn pair_cpu(port: u16) -> Result<Value> {
         let t0 = at(&program_times()?);
         let run = pair_on(SIZE, PAIR_CPU_COUNT, rate, Some(0));
         let t1 = at(&program_times()?);
-        detach();
+        let stopped = detach();
         run?;
+        stopped?;
         Ok(t1 - t0)
     };
     let copy_ns = programs_ns(&|| {
         let c = super::host::start_copy_floor()?;
-        Ok(Box::new(move || drop(super::host::stop_copy_floor(c))))
+        Ok(Box::new(move || {
+            copy_floor_whole(super::host::stop_copy_floor(c)?, PAIR_CPU_COUNT).map(drop)
+        }))
     });
     let agent_ns = programs_ns(&|| {
         let agent = Agent::start_on(port, Some(1))?;
-        Ok(Box::new(move || agent.stop()))
+        Ok(Box::new(move || {
+            agent.stop();
+            Ok(())
+        }))
     });
     let _ = std::fs::write(sysctl, stats_before.trim());
     let (copy_ns, agent_ns) = (copy_ns?, agent_ns?);
@@ -217,7 +223,6 @@ pub(super) fn pair_cpu(port: u16) -> Result<Value> {
         "ratio_copy_floor": w / c,
         "drops_with_agent": drops,
         "copy_floor_reads": copied,
-        "copy_floor_lost": copy_lost,
         "programs_us_per_round_trip": agent_ns / 1e3 / PAIR_CPU_COUNT as f64,
         "copy_floor_programs_us_per_round_trip": copy_ns / 1e3 / PAIR_CPU_COUNT as f64,
     }))
