@@ -1,8 +1,8 @@
 //! Every map of the kernel programs, the private types they hold, and the two
 //! accessors every program uses ([`config`], [`count`]). Userspace finds the
 //! maps by these names (`monitor_common::map_name`). The caches only the
-//! kernel programs use (`JUDGED`, `THREADS`, `THREAD_EPOCH`) are globals
-//! instead, in the object's `.bss`.
+//! kernel programs use (`JUDGED`, `THREADS`, `THREAD_STARTS`,
+//! `THREAD_EPOCH`) are globals instead, in the object's `.bss`.
 
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf};
@@ -97,6 +97,19 @@ pub(crate) fn thread_slot(slot: u32) -> *mut ThreadSlot {
 
 /// Slots of `THREADS` (a power of two).
 pub(crate) const THREAD_SLOTS: u32 = 16384;
+
+/// The start time of each `THREADS` entry's process, once a tracked call
+/// of the thread needed it ([`Caller::process_start_ns`](crate::threads::Caller::process_start_ns)):
+/// slot for slot with `THREADS`, but an array of its own, so that the
+/// lines every read and write of the host loads stay as they were.
+#[unsafe(no_mangle)]
+static mut THREAD_STARTS: [ThreadStart; THREAD_SLOTS as usize] = [ThreadStart::EMPTY; THREAD_SLOTS as usize];
+
+/// Slot `slot` of `THREAD_STARTS` (taken modulo its size).
+#[inline(always)]
+pub(crate) fn thread_start_slot(slot: u32) -> *mut ThreadStart {
+    slot_of(&raw mut THREAD_STARTS, slot)
+}
 
 /// Moved on at every fork, exit and exec of the host, and whenever a
 /// process is tracked ([`new_thread_epoch`](crate::threads::new_thread_epoch));
@@ -291,6 +304,22 @@ impl ThreadSlot {
         epoch: 0,
         check: 0,
     };
+}
+
+/// A process start time in `THREAD_STARTS`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct ThreadStart {
+    pub(crate) start_ns: u64,
+    /// [`start_check`](crate::threads::start_check) of `start_ns` and of
+    /// the `THREADS` entry it belongs to (its key, pid_tgid and epoch
+    /// field): a start time written for another thread, another epoch, or
+    /// torn by a concurrent write, fails it.
+    pub(crate) check: u64,
+}
+
+impl ThreadStart {
+    const EMPTY: ThreadStart = ThreadStart { start_ns: 0, check: 0 };
 }
 
 /// One descriptor's [`FileInfo`](crate::kernel_read::FileInfo) in

@@ -29,19 +29,28 @@
 
 use crate::{
     hooks::SavedRegs,
-    maps::{add_atomic, config, count, hashed_slot, thread_slot, THREAD_EPOCH, THREAD_SLOTS},
+    kernel_read::current_start_ns,
+    maps::{add_atomic, config, count, hashed_slot, thread_slot, thread_start_slot, THREAD_EPOCH, THREAD_SLOTS},
     tracking::maybe_tracked,
     transfer::passes_unread,
 };
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use core::ptr::{read_volatile, write_volatile};
-use monitor_common::{config_flags, Counter, Direction};
+use monitor_common::{config_flags, Counter, Direction, KernelConfig};
 
 /// A check of an entry's fields: an entry read while another CPU writes
 /// it, with fields of two writes, fails it.
 #[inline(always)]
 pub(crate) fn check(key: u64, pid_tgid: u64, epoch: u64) -> u64 {
     (key ^ pid_tgid.rotate_left(23) ^ epoch.rotate_left(47) ^ 0x5bd1_e995_2f6b_3c07).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// A check of a `THREAD_STARTS` entry: of its start time and of the
+/// `THREADS` entry it belongs to (`key`, `pid_tgid`, `epoch`, the latter
+/// with the class in its low bits).
+#[inline(always)]
+pub(crate) fn start_check(key: u64, pid_tgid: u64, epoch: u64, start_ns: u64) -> u64 {
+    check(key ^ start_ns.rotate_left(31), pid_tgid, epoch).rotate_left(17) ^ 0x2545_f491_4f6c_dd1d
 }
 
 /// What the syscall hooks do with a thread's reads and writes, as far as
@@ -70,6 +79,9 @@ pub(crate) struct Caller {
     pub(crate) pid_tgid: u64,
     /// A [`caller_class`] value.
     pub(crate) class: u64,
+    /// The `epoch` field of the thread's `THREADS` entry, checked (the
+    /// epoch shifted left by two, the class in the low bits).
+    entry_epoch: u64,
 }
 
 impl Caller {
@@ -84,6 +96,45 @@ impl Caller {
             caller_class::IGNORED => true,
             caller_class::DISCOVERY => passes_unread(self.pid_tgid, fd, dir),
             _ => false,
+        }
+    }
+
+    /// The start time of the thread's process (what
+    /// [`current_start_ns`] reads), cached per thread in `THREAD_STARTS`,
+    /// slot for slot with `THREADS`. Every call of a tracked process needs
+    /// it (to tell the tracked process from a later one with its pid, and
+    /// for its records), and reading it costs three helper calls (the
+    /// task, its group leader, the leader's start time): the largest part
+    /// of what the agent did on a tracked read or write besides copying
+    /// the bytes (docs/BENCHMARKS.md, "The process start time").
+    ///
+    /// It never changes while the thread lives (a thread that execs
+    /// becomes the leader and takes the old leader's start time). The
+    /// check binds it to the thread's key, id and epoch, as a later thread
+    /// may reuse the key and the pid only after a fork or exit moved the
+    /// epoch on. `regs` are the call's registers (the thread's key).
+    #[inline(always)]
+    pub(crate) fn process_start_ns(&self, regs: &SavedRegs, cfg: &KernelConfig) -> u64 {
+        let (key, e) = (regs.thread_key, self.entry_epoch);
+        let i = hashed_slot(key, THREAD_SLOTS);
+        let start = thread_start_slot(i);
+        // SAFETY: entries of both arrays are plain integers, written from
+        // any CPU, which the checks catch (each field is read whole).
+        unsafe {
+            let (s, c) = (read_volatile(&(*start).start_ns), read_volatile(&(*start).check));
+            if c == start_check(key, self.pid_tgid, e, s) {
+                return s;
+            }
+            let s = current_start_ns(cfg);
+            // Not when another thread holds the `THREADS` slot now (it
+            // would lose its own start time for one that cannot match
+            // it), nor in an epoch that has ended.
+            let slot = thread_slot(i);
+            if s != 0 && read_volatile(&(*slot).key) == key && read_volatile(&(*slot).epoch) == e {
+                write_volatile(&mut (*start).start_ns, s);
+                write_volatile(&mut (*start).check, start_check(key, self.pid_tgid, e, s));
+            }
+            s
         }
     }
 }
@@ -142,6 +193,7 @@ pub(crate) fn current_caller(regs: &SavedRegs) -> Caller {
             return Caller {
                 pid_tgid: id,
                 class: e & 3,
+                entry_epoch: e,
             };
         }
         count(Counter::ThreadIdMisses, 1);
@@ -152,7 +204,11 @@ pub(crate) fn current_caller(regs: &SavedRegs) -> Caller {
         write_volatile(&mut (*slot).pid_tgid, id);
         write_volatile(&mut (*slot).epoch, e);
         write_volatile(&mut (*slot).check, check(key, id, e));
-        Caller { pid_tgid: id, class }
+        Caller {
+            pid_tgid: id,
+            class,
+            entry_epoch: e,
+        }
     }
 }
 

@@ -1,9 +1,10 @@
 //! Which processes are tracked and why (`PROCS`).
 
 use crate::{
+    hooks::SavedRegs,
     kernel_read::current_start_ns,
     maps::{count, CGROUP_SELECTORS, PROCS, TRACKED_HINT},
-    threads::new_thread_epoch,
+    threads::{new_thread_epoch, Caller},
 };
 use aya_ebpf::helpers::generated::bpf_get_current_cgroup_id;
 use core::ptr::{read_volatile, write_volatile};
@@ -16,8 +17,10 @@ pub(crate) struct Tracking {
     /// A `TrackReason`.
     pub(crate) reason: u32,
     /// The process's start time, 0 when not read: the capture stages need
-    /// it, and it costs two kernel reads (the task's group leader, then
-    /// its start time), which a tracked process's check pays already.
+    /// it, and it costs three helper calls (the task, its group leader,
+    /// the leader's start time), which a tracked process's check pays
+    /// already. Always read for a tracked process of the syscall hooks
+    /// ([`thread_tracking`]), from the thread's cache.
     pub(crate) start_ns: u64,
 }
 
@@ -40,7 +43,57 @@ pub(crate) fn tracked_reason(cfg: &KernelConfig, tgid: u32) -> u32 {
     tracking(cfg, tgid).reason
 }
 
-/// Why the current process, `tgid`, is tracked (`Tracking::NONE` if not).
+/// Where a check of the current process finds its start time.
+pub(crate) trait StartTime {
+    /// Whether a tracked process whose `PROCS` entry does not know its
+    /// start time (userspace tracked it) gets it read all the same.
+    const FILL_UNKNOWN: bool;
+    fn start_ns(&self, cfg: &KernelConfig) -> u64;
+}
+
+/// The start time read from the current task ([`current_start_ns`]),
+/// only where the check needs it.
+pub(crate) struct FromTask;
+
+impl StartTime for FromTask {
+    const FILL_UNKNOWN: bool = false;
+    #[inline(always)]
+    fn start_ns(&self, cfg: &KernelConfig) -> u64 {
+        current_start_ns(cfg)
+    }
+}
+
+/// The start time a syscall hook's thread cache holds
+/// ([`Caller::process_start_ns`]), for every tracked process: cheap, and
+/// `writer_notified` needs it (`begin_transfer` would read it uncached).
+pub(crate) struct FromThread<'a>(pub(crate) &'a Caller, pub(crate) &'a SavedRegs);
+
+impl StartTime for FromThread<'_> {
+    const FILL_UNKNOWN: bool = true;
+    #[inline(always)]
+    fn start_ns(&self, cfg: &KernelConfig) -> u64 {
+        self.0.process_start_ns(self.1, cfg)
+    }
+}
+
+/// Why the current process, `tgid`, is tracked (`Tracking::NONE` if not),
+/// for the hooks without a thread entry (TLS, process and port hooks); the
+/// syscall hooks ask [`thread_tracking`].
+#[inline(always)]
+pub(crate) fn tracking(cfg: &KernelConfig, tgid: u32) -> Tracking {
+    tracking_with(cfg, tgid, &FromTask)
+}
+
+/// Why the process of the syscall hooks' `caller` is tracked
+/// (`Tracking::NONE` if not), with its start time from the thread's
+/// cache.
+#[inline(always)]
+pub(crate) fn thread_tracking(cfg: &KernelConfig, caller: &Caller, regs: &SavedRegs) -> Tracking {
+    tracking_with(cfg, (caller.pid_tgid >> 32) as u32, &FromThread(caller, regs))
+}
+
+/// Why the current process, `tgid`, is tracked (`Tracking::NONE` if not),
+/// its start time from `start`.
 ///
 /// The reads and writes the syscall hooks do not settle from the thread's
 /// cached class (threads.rs) ask, and every TLS call, so the common answer
@@ -48,9 +101,9 @@ pub(crate) fn tracked_reason(cfg: &KernelConfig, tgid: u32) -> u32 {
 /// the process start time that tells a reused pid from the tracked
 /// process, only come after a hit.
 #[inline(always)]
-pub(crate) fn tracking(cfg: &KernelConfig, tgid: u32) -> Tracking {
+fn tracking_with<S: StartTime>(cfg: &KernelConfig, tgid: u32, start: &S) -> Tracking {
     if maybe_tracked(tgid) {
-        if let Some(t) = procs_tracking(cfg, tgid) {
+        if let Some(t) = procs_tracking(cfg, tgid, start) {
             return t;
         }
     }
@@ -59,7 +112,7 @@ pub(crate) fn tracking(cfg: &KernelConfig, tgid: u32) -> Tracking {
         let cg = unsafe { bpf_get_current_cgroup_id() };
         // SAFETY: only presence is tested; the value is never read.
         if unsafe { CGROUP_SELECTORS.get(&cg) }.is_some() {
-            let start_ns = current_start_ns(cfg);
+            let start_ns = start.start_ns(cfg);
             track(tgid, start_ns, TrackReason::CgroupSelector);
             return Tracking {
                 reason: TrackReason::CgroupSelector as u32,
@@ -78,19 +131,19 @@ pub(crate) fn maybe_tracked(tgid: u32) -> bool {
 
 /// `tgid`'s `PROCS` entry, if it is this process's.
 #[inline(always)]
-fn procs_tracking(cfg: &KernelConfig, tgid: u32) -> Option<Tracking> {
+fn procs_tracking<S: StartTime>(cfg: &KernelConfig, tgid: u32, start: &S) -> Option<Tracking> {
     // SAFETY: the value is plain integers, read right away; a concurrent
     // update (userspace, another CPU) can at worst give a stale entry.
     let st = unsafe { PROCS.get(&tgid) }.copied()?;
     // Entries made by userspace may not know the start time (0).
-    if st.start_ns == 0 {
+    if st.start_ns == 0 && !S::FILL_UNKNOWN {
         return Some(Tracking {
             reason: st.reason,
             start_ns: 0,
         });
     }
-    let start_ns = current_start_ns(cfg);
-    (st.start_ns == start_ns).then_some(Tracking {
+    let start_ns = start.start_ns(cfg);
+    (st.start_ns == 0 || st.start_ns == start_ns).then_some(Tracking {
         reason: st.reason,
         start_ns,
     })

@@ -7,7 +7,7 @@ use crate::{
     hooks::{transfer_at_exit, SavedRegs},
     maps::config,
     threads::current_caller,
-    tracking::tracking,
+    tracking::thread_tracking,
 };
 use aya_ebpf::maps::ProgramArray;
 use monitor_common::{Direction, Syscall};
@@ -31,6 +31,6 @@ pub(crate) fn on_read_exit(ctx: &SyscallContext, jump: &ProgramArray, regs: &Sav
         return;
     }
     let Some(cfg) = config() else { return };
-    let who = tracking(cfg, (caller.pid_tgid >> 32) as u32);
+    let who = thread_tracking(cfg, &caller, regs);
     transfer_at_exit(ctx, jump, cfg, Direction::Ingress, caller.pid_tgid, who, &args, ret);
 }

@@ -9,7 +9,7 @@ use crate::{
     maps::config,
     payload::starts_like_json,
     threads::current_caller,
-    tracking::tracking,
+    tracking::thread_tracking,
     transfer::{begin_transfer, iovec, looked_at_recently, scanned_without_mcp, vector},
 };
 use aya_ebpf::maps::ProgramArray;
@@ -32,7 +32,7 @@ pub(crate) fn on_write_exit(ctx: &SyscallContext, jump: &ProgramArray, regs: &Sa
     }
     let Some(cfg) = config() else { return };
     let pid_tgid = caller.pid_tgid;
-    let who = tracking(cfg, (pid_tgid >> 32) as u32);
+    let who = thread_tracking(cfg, &caller, regs);
     let tracked = !who.untracked();
     if !tracked && cfg.flags & config_flags::DISCOVERY == 0 {
         return;
