@@ -52,10 +52,21 @@ pub enum Counter {
     /// did not look at: the connection was looked at moments ago and found
     /// not MCP (as `DiscoveryDeferred`, for the TLS probes).
     TlsDiscoveryDeferred = 18,
+    /// `SSL_read` returns of an `SSL` object whose socket was inferred
+    /// (TLS over a memory BIO: asyncio, anyio, node) after the thread read
+    /// another socket, while the object's own socket was still open: one
+    /// event loop reading several connections. The object keeps its socket
+    /// and stream decisions.
+    TlsReadsInterleaved = 19,
+    /// `SSL_read` returns of an `SSL` object whose inferred socket was
+    /// closed or replaced: the object's address was reused for another
+    /// connection without an `SSL_free` seen (Bun's BoringSSL has none).
+    /// Its socket is inferred again and its stream decisions forgotten.
+    TlsObjectsReused = 20,
 }
 
 /// Number of entries in the counter array.
-pub const COUNTER_COUNT: u32 = 19;
+pub const COUNTER_COUNT: u32 = 21;
 
 impl Counter {
     /// All counters, in index order.
@@ -79,6 +90,8 @@ impl Counter {
         Self::DiscoveryDeferred,
         Self::ThreadIdMisses,
         Self::TlsDiscoveryDeferred,
+        Self::TlsReadsInterleaved,
+        Self::TlsObjectsReused,
     ];
 
     /// Stable snake_case name (used in recordings and logs).
@@ -103,6 +116,8 @@ impl Counter {
             Self::DiscoveryDeferred => "discovery_deferred",
             Self::ThreadIdMisses => "thread_id_misses",
             Self::TlsDiscoveryDeferred => "tls_discovery_deferred",
+            Self::TlsReadsInterleaved => "tls_reads_interleaved",
+            Self::TlsObjectsReused => "tls_objects_reused",
         }
     }
 

@@ -6,7 +6,10 @@ use crate::{
     emit::{emit_rest, fill_chunk_header, ring_flags, scratch, Scratch, HDR},
     kernel_read::conn_tuple,
     known_files::known_file_info,
-    maps::{config, count, Transfer, EVENTS, EXIT_JUMP, FEXIT_JUMP, FEXIT_NET_JUMP, LAST_TCP_READ, STREAMS, TRANSFER},
+    maps::{
+        config, count, SocketRef, Transfer, EVENTS, EXIT_JUMP, FEXIT_JUMP, FEXIT_NET_JUMP, LAST_TCP_READ, STREAMS,
+        TRANSFER,
+    },
     payload::starts_like_json,
     tracking::track,
 };
@@ -218,7 +221,12 @@ pub(crate) fn capture_header(cfg: &KernelConfig, scratch: Scratch, t: &Transfer)
         // TLS over memory BIOs (asyncio, node): the socket is read, then
         // SSL_read runs on the same thread; this names the socket of an
         // SSL object that was never given one through SSL_set_fd.
-        let _ = LAST_TCP_READ.insert(&pid_tgid, &fd, 0);
+        let last = SocketRef {
+            fd,
+            _pad: 0,
+            inode: fi.inode,
+        };
+        let _ = LAST_TCP_READ.insert(&pid_tgid, &last, 0);
     }
     if !(fi.kind.is_local_ipc() || (tcp && cfg.flags & config_flags::CAPTURE_TCP != 0)) {
         return Header::Skip;

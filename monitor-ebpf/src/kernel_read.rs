@@ -100,16 +100,17 @@ pub(crate) struct FileInfo {
     pub(crate) peer: u64,
 }
 
-/// Walks `current->files->fdt->fd[fd]` to classify the descriptor.
+/// `current->files->fdt->fd[fd]`: the open file of descriptor `fd`, or
+/// None if it is closed, out of the table, or a read failed.
 #[inline(always)]
-pub(crate) fn file_info(cfg: &KernelConfig, fd: i32, dir: Direction) -> Option<FileInfo> {
+fn current_file(cfg: &KernelConfig, fd: i32) -> Option<u64> {
     if fd < 0 {
         return None;
     }
     let o = &cfg.offsets;
     // SAFETY: bpf_get_current_task takes no arguments; every kread is of a
-    // u64/u32/u16 (any bit pattern valid), and a bad address returns None.
-    let r = unsafe {
+    // u64/u32 (any bit pattern valid), and a bad address returns None.
+    unsafe {
         let task = bpf_get_current_task();
         let files: u64 = kread(task + o.task_files as u64)?;
         let fdt: u64 = kread(files + o.files_fdt as u64)?;
@@ -119,9 +120,35 @@ pub(crate) fn file_info(cfg: &KernelConfig, fd: i32, dir: Direction) -> Option<F
         }
         let fd_array: u64 = kread(fdt + o.fdt_fd as u64)?;
         let file: u64 = kread(fd_array + (fd as u64) * 8)?;
-        if file == 0 {
-            return None;
-        }
+        (file != 0).then_some(file)
+    }
+}
+
+/// The inode number of the file descriptor `fd` of the current process
+/// holds, or None if it is closed.
+#[inline(always)]
+pub(crate) fn fd_inode(cfg: &KernelConfig, fd: i32) -> Option<u64> {
+    let o = &cfg.offsets;
+    let file = current_file(cfg, fd)?;
+    // SAFETY: kreads of u64s (any bit pattern valid); a bad address
+    // returns None.
+    unsafe {
+        let inode: u64 = kread(file + o.file_inode as u64)?;
+        kread(inode + o.inode_ino as u64)
+    }
+}
+
+/// Walks `current->files->fdt->fd[fd]` to classify the descriptor.
+#[inline(always)]
+pub(crate) fn file_info(cfg: &KernelConfig, fd: i32, dir: Direction) -> Option<FileInfo> {
+    if fd < 0 {
+        return None;
+    }
+    let o = &cfg.offsets;
+    // SAFETY: every kread is of a u64/u16 (any bit pattern valid), and a
+    // bad address returns None.
+    let r = unsafe {
+        let file = current_file(cfg, fd)?;
         let inode: u64 = kread(file + o.file_inode as u64)?;
         let mode: u16 = kread(inode + o.inode_mode as u64)?;
         let ino: u64 = kread(inode + o.inode_ino as u64)?;

@@ -216,7 +216,17 @@ pub(crate) struct GoCallKey {
 
 /// The TCP socket each thread of a tracked process last read from.
 #[map]
-pub(crate) static LAST_TCP_READ: LruHashMap<u64, i32> = LruHashMap::with_max_entries(16384, 0);
+pub(crate) static LAST_TCP_READ: LruHashMap<u64, SocketRef> = LruHashMap::with_max_entries(16384, 0);
+
+/// A socket as a descriptor and the inode it held: the inode tells the
+/// socket from a later one given the same descriptor number.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct SocketRef {
+    pub(crate) fd: i32,
+    pub(crate) _pad: u32,
+    pub(crate) inode: u64,
+}
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -239,11 +249,16 @@ pub(crate) struct TlsArgs {
     pub(crate) _pad2: u32,
 }
 
+/// The socket of a TLS connection object (`TLS_FDS`).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct TlsBinding {
     pub(crate) fd: i32,
+    /// 1: inferred from the thread's last socket read (`LAST_TCP_READ`),
+    /// not given by `SSL_set_fd` or Go's `net.Conn`.
     pub(crate) inferred: u32,
+    /// The socket's inode when inferred, else 0.
+    pub(crate) inode: u64,
 }
 
 /// The looks discovery took at one untracked stream (`JUDGED`).

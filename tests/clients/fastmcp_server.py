@@ -2,12 +2,15 @@
 
 Tools: echo, add, big (returns N bytes of text), send_message (an
 "external sink" by its name). MCP_TEST_VARIANT changes the definitions:
-  v2        add's description changes (a rug pull when seen after v1)
-  poisoned  add's description hides instructions to the model
+  v2         add's description changes (a rug pull when seen after v1)
+  poisoned   add's description hides instructions to the model
+  notifying  adds big_while_notifying: big while the session's own
+             stream (the client's GET) carries resource updates
 """
+import asyncio
 import os
 
-from fastmcp import FastMCP
+from fastmcp import Context, FastMCP
 
 mcp = FastMCP("pyserver")
 VARIANT = os.environ.get("MCP_TEST_VARIANT", "")
@@ -29,7 +32,7 @@ def echo(message: str) -> str:
     return message
 
 
-@mcp.tool(description=ADD_DESCRIPTIONS[VARIANT])
+@mcp.tool(description=ADD_DESCRIPTIONS.get(VARIANT, ADD_DESCRIPTIONS[""]))
 def add(a: int, b: int, sidenote: str = "") -> int:
     return a + b
 
@@ -38,6 +41,33 @@ def add(a: int, b: int, sidenote: str = "") -> int:
 def big(size: int) -> str:
     """Returns `size` bytes of text."""
     return "z" * size
+
+
+# Background tasks of big_while_notifying, held until they end.
+_notifiers = set()
+
+
+async def big_while_notifying(size: int, ctx: Context) -> str:
+    """Returns `size` bytes of text; for 3 s from the call, a resource
+    update goes to the session's own stream every 10 ms."""
+    session = ctx.session
+
+    async def notify():
+        try:
+            for _ in range(300):
+                await session.send_resource_updated("notes://readme")
+                await asyncio.sleep(0.01)
+        except Exception:
+            pass  # the client went away
+
+    task = asyncio.get_running_loop().create_task(notify())
+    _notifiers.add(task)
+    task.add_done_callback(_notifiers.discard)
+    return "z" * size
+
+
+if VARIANT == "notifying":
+    mcp.tool(big_while_notifying)
 
 
 @mcp.tool

@@ -6,7 +6,8 @@ usage: python py_http_session.py <transcript.json> <url> [big_result_bytes]
 For an https URL, MCP_TEST_CA names the PEM file of the certificate
 authority to trust (the tests make a self-signed one). MCP_TEST_HTTP2=1
 speaks HTTP/2 only: h2 over TLS, or h2c with prior knowledge.
-MCP_TEST_ECHO: the message of the echo call.
+MCP_TEST_ECHO: the message of the echo call. MCP_TEST_BIG_TOOL: the tool
+of the last call (default big).
 """
 import asyncio
 import json
@@ -47,8 +48,9 @@ async def main():
             message = os.environ.get("MCP_TEST_ECHO") or "hello over http"
             r = await session.call_tool("echo", {"message": message})
             steps.append({"method": "tools/call", "tool": "echo", "bytes": len(r.content[0].text)})
-            r = await session.call_tool("big", {"size": big})
-            steps.append({"method": "tools/call", "tool": "big", "bytes": len(r.content[0].text)})
+            tool = os.environ.get("MCP_TEST_BIG_TOOL") or "big"
+            r = await session.call_tool(tool, {"size": big})
+            steps.append({"method": "tools/call", "tool": tool, "bytes": len(r.content[0].text)})
     with open(out, "w") as f:
         json.dump({"client_pid": os.getpid(), "steps": steps}, f)
 

@@ -102,6 +102,12 @@ pub fn session_h2(port: u16, big: usize, tls: Option<&Certificate>, echo: &str) 
     session_full(port, big, tls, &[("MCP_TEST_HTTP2", "1"), ("MCP_TEST_ECHO", echo)])
 }
 
+/// Runs the SDK client whose last call is `tool` (`MCP_TEST_BIG_TOOL`)
+/// asking for `big` bytes.
+pub fn session_calling(port: u16, big: usize, tls: Option<&Certificate>, tool: &str) -> u32 {
+    session_full(port, big, tls, &[("MCP_TEST_BIG_TOOL", tool)])
+}
+
 fn session_full(port: u16, big: usize, tls: Option<&Certificate>, env: &[(&str, &str)]) -> u32 {
     let dir = TempDir::new("http");
     let t = dir.path().join("t.json");

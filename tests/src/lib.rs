@@ -31,7 +31,7 @@ pub use container::{podman_ulimit_args, test_image, PodSpec};
 pub use go_peers::{go_peers, go_peers_with_symbols, go_record, go_server, GoClient, GoPeers};
 pub use http::{
     bun_server, everything_http, expected, fastmcp_h2_server, fastmcp_http, fastmcp_server, fastmcp_server_untouched,
-    fastmcp_server_variant, rows, session, session_h2, session_rows, session_with, transport_summary,
+    fastmcp_server_variant, rows, session, session_calling, session_h2, session_rows, session_with, transport_summary,
     ts_https_seen_from_both_ends, ts_session, ts_session_under, view, Rows, TOOL_ROWS,
 };
 pub use leak::{has_all_rules, leak_session, wait_until, LEAK_RULES};

@@ -176,6 +176,43 @@ impl Monitor {
         http_get(self.metrics_addr, "/metrics").expect("GET /metrics").1
     }
 
+    /// The nonzero samples of the metrics that count losses, drops, errors
+    /// and cut-short messages, one per line, for a failure's message: a
+    /// message missing from a view shows whether capture or parsing lost it.
+    pub fn loss_metrics(&self) -> String {
+        const WORDS: [&str; 9] = [
+            "drop",
+            "lost",
+            "error",
+            "truncat",
+            "evict",
+            "overflow",
+            "fail",
+            "abandon",
+            "incomplete",
+        ];
+        let text = self.metrics_text();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                let name = l.split(['{', ' ']).next().unwrap_or("");
+                WORDS.iter().any(|w| name.contains(w))
+            })
+            .filter(|l| {
+                l.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v != 0.0)
+            })
+            .collect();
+        if lines.is_empty() {
+            "  (none)".to_owned()
+        } else {
+            lines.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+        }
+    }
+
     /// Sum of all samples of metric `name` whose labels contain every
     /// `label="value"` in `labels`.
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {

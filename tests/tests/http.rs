@@ -196,7 +196,15 @@ fn https_seen_from_both_ends_at_the_tls_library() {
     for server_side in [true, false] {
         let mine = of(&events, server_side);
         let refs: Vec<&Value> = mine.iter().collect();
-        assert_eq!(rows(&refs), expected(), "server side: {server_side}");
+        assert_eq!(
+            rows(&refs),
+            expected(),
+            "server side: {server_side} (client pid {client_pid}, server pid {server_pid})\n\
+             every https event:\n{}the agent's loss counters:\n{}\nthe agent's log:\n{}",
+            transport_summary(&events, "https"),
+            m.loss_metrics(),
+            m.stderr_tail(60),
+        );
         let sessions: std::collections::HashSet<&str> = mine.iter().map(|e| e["session"].as_str().unwrap()).collect();
         assert_eq!(sessions.len(), 1, "{sessions:?}");
         assert!(sessions.iter().all(|s| s.starts_with("https:")));
@@ -233,6 +241,77 @@ fn https_seen_from_both_ends_at_the_tls_library() {
     );
     // The ciphertext on the sockets left capture after its first chunk.
     assert!(m.metric("mcp_monitor_streams_total", &[("verdict", "rejected:not_http")]) >= 2.0);
+    drop(server);
+}
+
+/// The Python SDK client (httpx on anyio) decrypts in its tasks what its
+/// event loop read from the sockets before (TLS over a memory BIO, no
+/// `SSL_set_fd`), so the kernel names each `SSL` object's socket after the
+/// last socket the thread read. While a 6 MB result arrives on a POST
+/// connection, the server sends resource updates on the session's GET
+/// stream, whose socket the loop reads between the POST socket's reads and
+/// the result's `SSL_read`s. The kernel keeps the POST connection's socket
+/// and stream (the socket is still open: not an `SSL` object freed and
+/// reused) and counts the interleaving. Before, it forgot the connection
+/// in the middle of the result: the client's view lost the result, and
+/// the rest of the connection was rejected as not HTTP.
+#[test]
+fn https_result_read_while_the_get_stream_carries_notifications() {
+    require_root();
+    let m = Monitor::start(&[]);
+    let cert = self_signed();
+    let port = free_port();
+    let server = fastmcp_server_variant(port, Some(&cert), "notifying");
+    let server_pid = server.0.id();
+    let client_pid = session_calling(port, 3_000_000, Some(&cert), "big_while_notifying");
+    const UPDATE: &str = "notifications/resources/updated";
+    let calls = |ev: &[Value], server_side: bool| -> Vec<Value> {
+        view(ev, "https", server_pid, client_pid, server_side)
+            .into_iter()
+            .filter(|e| e["method"] != UPDATE)
+            .collect()
+    };
+    let events = m.wait_events(SETTLE, |ev| calls(ev, true).len() >= 9 && calls(ev, false).len() >= 9);
+    let expected: Rows = expected()
+        .into_iter()
+        .map(|(d, t, method, tool)| {
+            let tool = if tool == "big" {
+                "big_while_notifying".to_owned()
+            } else {
+                tool
+            };
+            (d, t, method, tool)
+        })
+        .collect();
+    let port_text = format!("127.0.0.1:{port}");
+    for server_side in [true, false] {
+        let mine = calls(&events, server_side);
+        let refs: Vec<&Value> = mine.iter().collect();
+        assert_eq!(
+            rows(&refs),
+            expected,
+            "server side: {server_side} (client pid {client_pid}, server pid {server_pid})\n\
+             the agent's loss counters:\n{}\nthe agent's log:\n{}",
+            m.loss_metrics(),
+            m.stderr_tail(40),
+        );
+        let result = mine.last().unwrap();
+        assert!(result["bytes"].as_u64().unwrap() > 6_000_000, "{}", result["bytes"]);
+        // The result's connection keeps its own socket (the server's port),
+        // not the GET stream's.
+        let end = if server_side { "local" } else { "remote" };
+        assert_eq!(result["http"][end], port_text.as_str(), "{result}");
+    }
+    // The updates went by on the GET stream and the client's view has them.
+    let updates = view(&events, "https", server_pid, client_pid, false)
+        .iter()
+        .filter(|e| e["method"] == UPDATE)
+        .count();
+    assert!(updates >= 1, "no resource update seen by the client");
+    // The GET stream's socket was read between the result's socket and an
+    // SSL_read of the result, and the kernel kept the result's connection.
+    let interleaved = m.wait_metric(SETTLE, "mcp_monitor_tls_reads_interleaved_total", &[], 1.0);
+    assert!(interleaved >= 1.0, "{}", m.metrics_text());
     drop(server);
 }
 

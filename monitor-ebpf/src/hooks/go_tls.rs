@@ -205,7 +205,15 @@ fn conn_fd(cfg: &KernelConfig, tgid: u32, conn: u64) -> i32 {
     let fd = fd as i32;
     match file_info(cfg, fd, Direction::Ingress) {
         Some(f) if matches!(f.kind, FdKind::Tcp4 | FdKind::Tcp6) => {
-            let _ = TLS_FDS.insert(&key, &TlsBinding { fd, inferred: 0 }, 0);
+            let _ = TLS_FDS.insert(
+                &key,
+                &TlsBinding {
+                    fd,
+                    inferred: 0,
+                    inode: 0,
+                },
+                0,
+            );
             fd
         }
         _ => -1,

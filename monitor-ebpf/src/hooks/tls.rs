@@ -5,7 +5,7 @@
 use crate::{
     capture::{header_flags, ignored_stream, open_stream, relook, stream_state_of, tracking_flags, Header},
     emit::{emit_rest, fill_chunk_header, scratch, Scratch},
-    kernel_read::{conn_tuple, file_info, uread, FileInfo},
+    kernel_read::{conn_tuple, fd_inode, file_info, uread, FileInfo},
     maps::Transfer,
     maps::{config, count, TlsArgs, TlsBinding, LAST_TCP_READ, STREAMS, TLS_ARGS, TLS_FDS, TLS_JUMP, TRANSFER},
     payload::starts_like_json,
@@ -299,17 +299,27 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     // eviction can at worst give a stale binding.
     let mut binding = unsafe { TLS_FDS.get(&bkey) }.copied();
     if let Some(b) = binding {
-        // An inferred socket that is no longer the one this thread just
-        // read: the SSL object's address was freed and reused for another
-        // connection without an `SSL_free` seen (Bun's BoringSSL has no
-        // symbol for it). Forget the old connection's binding and stream
-        // decisions; the socket is inferred again below.
+        // An inferred socket that is not the one this thread read last.
+        // Either the thread's event loop read another connection's socket
+        // before it decrypted this one's bytes (Python's anyio reads every
+        // socket of the loop, then its tasks call SSL_read): this socket is
+        // still open, and the object keeps it. Or the SSL object's address
+        // was freed and reused for another connection without an
+        // `SSL_free` seen (Bun's BoringSSL has no symbol for it): the
+        // socket is closed, or its descriptor holds another socket. Then
+        // the old connection's binding and stream decisions go, and the
+        // socket is inferred again below.
         if b.inferred != 0 && dir == Direction::Ingress {
-            // SAFETY: an i32 copied out at once.
-            if let Some(fd) = unsafe { LAST_TCP_READ.get(&pid_tgid) }.copied() {
-                if fd != b.fd {
-                    forget_tls_conn(tgid, args.ssl);
-                    binding = None;
+            // SAFETY: plain integers copied out at once.
+            if let Some(last) = unsafe { LAST_TCP_READ.get(&pid_tgid) }.copied() {
+                if last.fd != b.fd || last.inode != b.inode {
+                    if last.fd != b.fd && fd_inode(cfg, b.fd) == Some(b.inode) {
+                        count(Counter::TlsReadsInterleaved, 1);
+                    } else {
+                        count(Counter::TlsObjectsReused, 1);
+                        forget_tls_conn(tgid, args.ssl);
+                        binding = None;
+                    }
                 }
             }
         }
@@ -326,9 +336,14 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         // SAFETY: an i32 copied out at once; LRU eviction by another CPU can
         // at worst give a stale descriptor.
         None => match unsafe { LAST_TCP_READ.get(&pid_tgid) }.copied() {
-            Some(fd) if reason != TrackReason::None as u32 => {
-                let _ = TLS_FDS.insert(&bkey, &TlsBinding { fd, inferred: 1 }, 0);
-                (fd, chunk_flags::TLS_FD_INFERRED)
+            Some(last) if reason != TrackReason::None as u32 => {
+                let b = TlsBinding {
+                    fd: last.fd,
+                    inferred: 1,
+                    inode: last.inode,
+                };
+                let _ = TLS_FDS.insert(&bkey, &b, 0);
+                (last.fd, chunk_flags::TLS_FD_INFERRED)
             }
             _ => (-1, 0),
         },
@@ -357,6 +372,7 @@ pub fn ssl_set_fd(ctx: ProbeContext) -> u32 {
         &TlsBinding {
             fd: fd as u32 as i32,
             inferred: 0,
+            inode: 0,
         },
         0,
     );

@@ -78,6 +78,17 @@ pub struct CaptureMetrics {
     /// calls of untracked processes that discovery did not look at, because
     /// the connection was looked at moments ago and found not MCP.
     pub tls_discovery_deferred: IntCounter,
+    /// `mcp_monitor_tls_reads_interleaved_total`: `SSL_read`s of a TLS
+    /// connection without `SSL_set_fd` that followed a read of another
+    /// socket while the connection's own stayed open (one event loop
+    /// reading several connections); the connection kept its socket.
+    pub tls_reads_interleaved: IntCounter,
+    /// `mcp_monitor_tls_objects_reused_total`: `SSL_read`s of a TLS
+    /// connection object without `SSL_set_fd` whose socket had been closed
+    /// or replaced (the object reused for a new connection without an
+    /// `SSL_free` seen); its socket was found again and its stream
+    /// decisions forgotten.
+    pub tls_objects_reused: IntCounter,
     /// `mcp_monitor_capture_thread_id_misses_total`: syscall hook runs that
     /// asked the kernel for the calling thread's id (not in the kernel's cache)
     pub thread_id_misses: IntCounter,
@@ -119,7 +130,8 @@ pub struct PipelineMetrics {
     /// `mcp_monitor_message_bytes_total`: bytes of MCP messages seen, by `transport` and `direction`.
     pub message_bytes: IntCounterVec,
     /// `mcp_monitor_frame_errors_total`: frames that were not usable JSON-RPC, by `reason` (not_json,
-    /// binary, invalid_utf8, not_jsonrpc, too_deep, batch_too_large, oversized, capture_gap, memory_budget).
+    /// binary, invalid_utf8, not_jsonrpc, too_deep, batch_too_large, oversized, capture_gap, memory_budget,
+    /// connection_replaced).
     pub frame_errors: IntCounterVec,
     /// `mcp_monitor_request_duration_seconds`: histogram of the time from request to response, by `method`.
     pub request_duration: HistogramVec,
@@ -372,6 +384,14 @@ impl CaptureMetrics {
                 "tls_discovery_deferred_total",
                 "SSL_read/SSL_write calls (OpenSSL's) of untracked processes that discovery did not look at: the connection was looked at moments ago and found not MCP (looks thin out as for other streams; SSL_free and SSL_set_fd forget a connection's looks). Counted in batches, as discovery_deferred_total.",
             ),
+            tls_reads_interleaved: r.counter(
+                "tls_reads_interleaved_total",
+                "SSL_read calls on a TLS connection whose socket the kernel inferred (no SSL_set_fd: TLS over a memory BIO, as in Python's asyncio and anyio or node) that came after the thread read another socket while the connection's own was still open: one event loop reading several connections. The connection kept its socket and stream.",
+            ),
+            tls_objects_reused: r.counter(
+                "tls_objects_reused_total",
+                "SSL_read calls on a TLS connection object whose inferred socket had been closed or replaced: the object's address was reused for a new connection without an SSL_free seen (Bun's BoringSSL has none). Its socket was inferred again and its stream decisions forgotten.",
+            ),
             thread_id_misses: r.counter(
                 "capture_thread_id_misses_total",
                 "Syscall hook runs that did not find the calling thread's id in the kernel's cache and asked the kernel for it (a helper call, ~20 ns): a thread's first calls, and every thread's first calls after any thread of the host starts, ends or execs. Far below the host's read and write rate on a steady host.",
@@ -431,7 +451,7 @@ impl PipelineMetrics {
             ),
             frame_errors: r.counters_of(
                 "frame_errors_total",
-                "Frames that were not usable JSON-RPC, by reason (not_json, binary, invalid_utf8, not_jsonrpc, too_deep, batch_too_large, oversized, capture_gap, memory_budget).",
+                "Frames that were not usable JSON-RPC, by reason (not_json, binary, invalid_utf8, not_jsonrpc, too_deep, batch_too_large, oversized, capture_gap, memory_budget, connection_replaced; HTTP and HTTP/2 reasons are listed in the README).",
                 "reason",
                 &[
                     "not_json",
@@ -443,6 +463,7 @@ impl PipelineMetrics {
                     "capture_gap",
                     "memory_budget",
                     "binary",
+                    "connection_replaced",
                 ],
             ),
             request_duration: r.histograms(

@@ -81,6 +81,8 @@ impl CaptureTotals {
                 Counter::DiscoveryDeferred => metrics.capture.discovery_deferred.inc_by(delta),
                 Counter::ThreadIdMisses => metrics.capture.thread_id_misses.inc_by(delta),
                 Counter::TlsDiscoveryDeferred => metrics.capture.tls_discovery_deferred.inc_by(delta),
+                Counter::TlsReadsInterleaved => metrics.capture.tls_reads_interleaved.inc_by(delta),
+                Counter::TlsObjectsReused => metrics.capture.tls_objects_reused.inc_by(delta),
                 Counter::TlsUnbound => metrics.capture.tls_unbound.inc_by(delta),
                 Counter::Relooks => metrics
                     .pipeline

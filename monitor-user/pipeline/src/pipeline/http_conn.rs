@@ -178,6 +178,15 @@ impl Pipeline {
                     && !c.flag(chunk_flags::RESUMED)
                     && (conn.rejected || conn.seen[c.direction as usize]) =>
             {
+                // A message the old connection had in progress ends here.
+                let cut = conn.halves.iter().flatten().filter(|h| h.buffered() > 0).count();
+                if cut > 0 {
+                    self.metrics
+                        .pipeline
+                        .frame_errors
+                        .with_label_values(&["connection_replaced"])
+                        .inc_by(cut as u64);
+                }
                 fresh()
             }
             Some(mut conn) if conn.rejected => match self.relook_conn(&mut conn, id, c, sink) {

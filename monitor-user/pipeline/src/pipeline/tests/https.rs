@@ -106,6 +106,11 @@ fn https_both_local_ends_are_paired_and_ssl_objects_reused() {
     );
     let last = serde_json::to_value(s.out.events.last().unwrap()).unwrap();
     assert_eq!(last["http"]["local"], "127.0.0.1:40002");
+    // The old connection's half-read response ended there, counted.
+    assert_eq!(
+        s.metric("mcp_monitor_frame_errors_total", &[("reason", "connection_replaced")]),
+        1.0
+    );
 
     // Ciphertext on the TCP socket (the process is tracked) leaves capture
     // with its first chunk.
