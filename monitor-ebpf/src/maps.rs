@@ -254,8 +254,9 @@ pub(crate) struct TlsArgs {
 #[derive(Clone, Copy)]
 pub(crate) struct TlsBinding {
     pub(crate) fd: i32,
-    /// 1: inferred from the thread's last socket read (`LAST_TCP_READ`),
-    /// not given by `SSL_set_fd` or Go's `net.Conn`.
+    /// 0: given by `SSL_set_fd` or Go's `net.Conn`; else inferred from the
+    /// thread's last socket read (`LAST_TCP_READ`): 1 tentative, 2
+    /// confirmed by a read (hooks/tls.rs, `checked_binding`).
     pub(crate) inferred: u32,
     /// The socket's inode when inferred, else 0.
     pub(crate) inode: u64,

@@ -284,6 +284,7 @@ fn https_result_read_while_the_get_stream_carries_notifications() {
         })
         .collect();
     let port_text = format!("127.0.0.1:{port}");
+    let mut results = Vec::new();
     for server_side in [true, false] {
         let mine = calls(&events, server_side);
         let refs: Vec<&Value> = mine.iter().collect();
@@ -295,19 +296,33 @@ fn https_result_read_while_the_get_stream_carries_notifications() {
             m.loss_metrics(),
             m.stderr_tail(40),
         );
-        let result = mine.last().unwrap();
+        let result = mine.last().unwrap().clone();
         assert!(result["bytes"].as_u64().unwrap() > 6_000_000, "{}", result["bytes"]);
-        // The result's connection keeps its own socket (the server's port),
-        // not the GET stream's.
         let end = if server_side { "local" } else { "remote" };
         assert_eq!(result["http"][end], port_text.as_str(), "{result}");
+        results.push(result);
     }
-    // The updates went by on the GET stream and the client's view has them.
-    let updates = view(&events, "https", server_pid, client_pid, false)
-        .iter()
+    // The client's view of the result keeps its own connection's socket,
+    // not the GET stream's: its local end is the one the server saw.
+    let (server_result, client_result) = (&results[0], &results[1]);
+    assert_eq!(
+        client_result["http"]["local"], server_result["http"]["remote"],
+        "{client_result}\n{server_result}"
+    );
+    // The updates went by on the GET stream, another connection, and the
+    // client's view has them.
+    let updates: Vec<Value> = view(&events, "https", server_pid, client_pid, false)
+        .into_iter()
         .filter(|e| e["method"] == UPDATE)
-        .count();
-    assert!(updates >= 1, "no resource update seen by the client");
+        .collect();
+    assert!(!updates.is_empty(), "no resource update seen by the client");
+    assert!(
+        updates
+            .iter()
+            .all(|u| u["http"]["local"] != client_result["http"]["local"]),
+        "{:?}",
+        updates.iter().map(|u| &u["http"]).collect::<Vec<_>>()
+    );
     // The GET stream's socket was read between the result's socket and an
     // SSL_read of the result, and the kernel kept the result's connection.
     let interleaved = m.wait_metric(SETTLE, "mcp_monitor_tls_reads_interleaved_total", &[], 1.0);

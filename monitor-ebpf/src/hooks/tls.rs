@@ -7,7 +7,9 @@ use crate::{
     emit::{emit_rest, fill_chunk_header, scratch, Scratch},
     kernel_read::{conn_tuple, fd_inode, file_info, uread, FileInfo},
     maps::Transfer,
-    maps::{config, count, TlsArgs, TlsBinding, LAST_TCP_READ, STREAMS, TLS_ARGS, TLS_FDS, TLS_JUMP, TRANSFER},
+    maps::{
+        config, count, SocketRef, TlsArgs, TlsBinding, LAST_TCP_READ, STREAMS, TLS_ARGS, TLS_FDS, TLS_JUMP, TRANSFER,
+    },
     payload::starts_like_json,
     tracking::{tracked_reason, tracking},
     transfer::{begin_transfer, forget_judged, looked_at_recently},
@@ -299,28 +301,10 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     // eviction can at worst give a stale binding.
     let mut binding = unsafe { TLS_FDS.get(&bkey) }.copied();
     if let Some(b) = binding {
-        // An inferred socket that is not the one this thread read last.
-        // Either the thread's event loop read another connection's socket
-        // before it decrypted this one's bytes (Python's anyio reads every
-        // socket of the loop, then its tasks call SSL_read): this socket is
-        // still open, and the object keeps it. Or the SSL object's address
-        // was freed and reused for another connection without an
-        // `SSL_free` seen (Bun's BoringSSL has no symbol for it): the
-        // socket is closed, or its descriptor holds another socket. Then
-        // the old connection's binding and stream decisions go, and the
-        // socket is inferred again below.
         if b.inferred != 0 && dir == Direction::Ingress {
             // SAFETY: plain integers copied out at once.
             if let Some(last) = unsafe { LAST_TCP_READ.get(&pid_tgid) }.copied() {
-                if last.fd != b.fd || last.inode != b.inode {
-                    if last.fd != b.fd && fd_inode(cfg, b.fd) == Some(b.inode) {
-                        count(Counter::TlsReadsInterleaved, 1);
-                    } else {
-                        count(Counter::TlsObjectsReused, 1);
-                        forget_tls_conn(tgid, args.ssl);
-                        binding = None;
-                    }
-                }
+                binding = checked_binding(cfg, &bkey, b, last);
             }
         }
     }
@@ -337,9 +321,13 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         // at worst give a stale descriptor.
         None => match unsafe { LAST_TCP_READ.get(&pid_tgid) }.copied() {
             Some(last) if reason != TrackReason::None as u32 => {
+                // Tentative until a read agrees (`checked_binding`): a
+                // connection written to before it was ever read (a
+                // client's first request) gets another connection's
+                // socket here.
                 let b = TlsBinding {
                     fd: last.fd,
-                    inferred: 1,
+                    inferred: INFERRED_TENTATIVE,
                     inode: last.inode,
                 };
                 let _ = TLS_FDS.insert(&bkey, &b, 0);
@@ -352,6 +340,55 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         &ctx, &TLS_JUMP, cfg, pid_tgid, who, None, syscall, dir, fd, args.buf, args.len, n, args.ssl, extra,
     );
     0
+}
+
+/// `TlsBinding::inferred` of a socket guessed and not confirmed yet: at a
+/// write, before the connection was ever read (a client's first request),
+/// or at a read that may have come just after the loop read another
+/// connection's socket.
+const INFERRED_TENTATIVE: u32 = 1;
+/// `TlsBinding::inferred` of a guess a later read agreed with.
+const INFERRED_CONFIRMED: u32 = 2;
+
+/// The binding of an `SSL` object whose socket was inferred (`b`), checked
+/// at a read against `last`, the TCP socket this thread read last; None
+/// if the object was forgotten, its socket to be inferred again.
+///
+/// They agree: the guess is confirmed. They disagree:
+/// - a tentative guess takes `last`, still tentative (the guess made at a
+///   connection's first write may be another connection's socket; so may
+///   one made at a read the loop did not make right after this socket's);
+/// - the thread's event loop read another connection's socket before it
+///   decrypted this one's bytes (Python's anyio reads every ready socket,
+///   then its tasks call `SSL_read`): the object's confirmed socket is
+///   still open under its descriptor, and the object keeps it
+///   (`TlsReadsInterleaved`);
+/// - the object's address was freed and reused for another connection
+///   without an `SSL_free` seen (Bun's BoringSSL has no symbol for it):
+///   its socket is closed, or its descriptor holds another socket. The old
+///   connection's binding and stream decisions go (`TlsObjectsReused`).
+#[inline(always)]
+fn checked_binding(cfg: &KernelConfig, bkey: &TlsKey, b: TlsBinding, last: SocketRef) -> Option<TlsBinding> {
+    let same = last.fd == b.fd && last.inode == b.inode;
+    if b.inferred == INFERRED_TENTATIVE {
+        let next = TlsBinding {
+            fd: last.fd,
+            inferred: if same { INFERRED_CONFIRMED } else { INFERRED_TENTATIVE },
+            inode: last.inode,
+        };
+        let _ = TLS_FDS.insert(bkey, &next, 0);
+        return Some(next);
+    }
+    if same {
+        return Some(b);
+    }
+    if last.fd != b.fd && fd_inode(cfg, b.fd) == Some(b.inode) {
+        count(Counter::TlsReadsInterleaved, 1);
+        return Some(b);
+    }
+    count(Counter::TlsObjectsReused, 1);
+    forget_tls_conn(bkey.tgid, bkey.ssl);
+    None
 }
 
 /// `SSL_set_fd(ssl, fd)` (also `SSL_set_rfd`/`SSL_set_wfd`): the socket

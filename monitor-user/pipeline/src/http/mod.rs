@@ -366,6 +366,15 @@ impl HttpHalf {
         }
     }
 
+    /// Bytes of a message (or HTTP/2 frame) in progress, which would be
+    /// lost if the connection ended now.
+    pub fn in_progress(&self) -> usize {
+        match &self.framing {
+            Framing::H1 { .. } => self.buffered(),
+            Framing::H2(h) => h.in_progress(),
+        }
+    }
+
     /// Bytes allocated for what it holds (what the budget is charged).
     fn allocated(&self) -> usize {
         match &self.framing {

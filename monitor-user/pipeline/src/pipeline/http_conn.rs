@@ -178,8 +178,9 @@ impl Pipeline {
                     && !c.flag(chunk_flags::RESUMED)
                     && (conn.rejected || conn.seen[c.direction as usize]) =>
             {
-                // A message the old connection had in progress ends here.
-                let cut = conn.halves.iter().flatten().filter(|h| h.buffered() > 0).count();
+                // A message the old connection had in progress ends here
+                // (its SSL object freed, or found reused, mid-message).
+                let cut = conn.halves.iter().flatten().filter(|h| h.in_progress() > 0).count();
                 if cut > 0 {
                     self.metrics
                         .pipeline
