@@ -131,7 +131,7 @@ pub struct PipelineMetrics {
     pub message_bytes: IntCounterVec,
     /// `mcp_monitor_frame_errors_total`: frames that were not usable JSON-RPC, by `reason` (not_json,
     /// binary, invalid_utf8, not_jsonrpc, too_deep, batch_too_large, oversized, capture_gap, memory_budget,
-    /// connection_replaced).
+    /// connection_replaced, process_exited, connection_idle).
     pub frame_errors: IntCounterVec,
     /// `mcp_monitor_request_duration_seconds`: histogram of the time from request to response, by `method`.
     pub request_duration: HistogramVec,
@@ -451,7 +451,7 @@ impl PipelineMetrics {
             ),
             frame_errors: r.counters_of(
                 "frame_errors_total",
-                "Frames that were not usable JSON-RPC, by reason (not_json, binary, invalid_utf8, not_jsonrpc, too_deep, batch_too_large, oversized, capture_gap, memory_budget, connection_replaced; HTTP and HTTP/2 reasons are listed in the README).",
+                "Frames that were not usable JSON-RPC, by reason (not_json, binary, invalid_utf8, not_jsonrpc, too_deep, batch_too_large, oversized, capture_gap, memory_budget; HTTP messages cut short: connection_replaced, process_exited, connection_idle; the HTTP and HTTP/2 reasons are listed in the README).",
                 "reason",
                 &[
                     "not_json",
@@ -464,6 +464,8 @@ impl PipelineMetrics {
                     "memory_budget",
                     "binary",
                     "connection_replaced",
+                    "process_exited",
+                    "connection_idle",
                 ],
             ),
             request_duration: r.histograms(

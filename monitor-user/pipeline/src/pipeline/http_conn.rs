@@ -30,6 +30,7 @@ use crate::{
         HttpHalf, HttpMeta, HttpOutput, HttpVersion,
     },
     jsonrpc,
+    metrics::Metrics,
     observation::{Chunk, ProcKey},
     relook::{self, RelookBudget},
     session::SessionKey,
@@ -133,6 +134,22 @@ fn body_side(body: &[u8]) -> Option<Side> {
     }
 }
 
+impl HttpConn {
+    /// Counts the messages this connection has in progress (one per
+    /// direction at most) as lost, under `reason` of
+    /// `frame_errors_total`: the connection ends before they did.
+    pub(super) fn count_cut(&self, metrics: &Metrics, reason: &str) {
+        let cut = self.halves.iter().flatten().filter(|h| h.in_progress() > 0).count();
+        if cut > 0 {
+            metrics
+                .pipeline
+                .frame_errors
+                .with_label_values(&[reason])
+                .inc_by(cut as u64);
+        }
+    }
+}
+
 impl Pipeline {
     /// A TCP chunk, or TLS plaintext (either direction).
     pub(super) fn on_tcp_chunk(&mut self, c: &Chunk, sink: &mut impl Sink) {
@@ -180,14 +197,7 @@ impl Pipeline {
             {
                 // A message the old connection had in progress ends here
                 // (its SSL object freed, or found reused, mid-message).
-                let cut = conn.halves.iter().flatten().filter(|h| h.in_progress() > 0).count();
-                if cut > 0 {
-                    self.metrics
-                        .pipeline
-                        .frame_errors
-                        .with_label_values(&["connection_replaced"])
-                        .inc_by(cut as u64);
-                }
+                conn.count_cut(&self.metrics, "connection_replaced");
                 fresh()
             }
             Some(mut conn) if conn.rejected => match self.relook_conn(&mut conn, id, c, sink) {

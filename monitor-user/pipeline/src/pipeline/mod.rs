@@ -500,7 +500,14 @@ impl Pipeline {
         let waiting = self.stdio.waits.take_reader(gone);
         self.release_streams(waiting, writer_wait::Outcome::ReaderExited, sink);
         self.stdio.streams.retain(|id, _| id.proc != gone);
-        self.http.conns.retain(|id, _| id.proc != gone);
+        let metrics = &self.metrics;
+        self.http.conns.retain(|id, c| {
+            if id.proc != gone {
+                return true;
+            }
+            c.count_cut(metrics, "process_exited");
+            false
+        });
         let gone_writer = &mut self.stdio.writer_gone;
         self.stdio.writers.retain(|c, w| {
             if w.proc == gone && c.0 {
@@ -545,7 +552,14 @@ impl Pipeline {
             self.end_session(&k);
         }
         self.stdio.streams.retain(|_, s| s.last_ns >= idle);
-        self.http.conns.retain(|_, c| c.last_ns >= idle);
+        let metrics = &self.metrics;
+        self.http.conns.retain(|_, c| {
+            if c.last_ns >= idle {
+                return true;
+            }
+            c.count_cut(metrics, "connection_idle");
+            false
+        });
     }
 }
 

@@ -111,6 +111,21 @@ fn https_both_local_ends_are_paired_and_ssl_objects_reused() {
         s.metric("mcp_monitor_frame_errors_total", &[("reason", "connection_replaced")]),
         1.0
     );
+    // A response the client is in the middle of when it exits is counted
+    // too; the server's connection, between messages, is not.
+    tls(
+        &mut s,
+        TlsEnd::new(CLIENT, 0xc1, 6, second),
+        Direction::Ingress,
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 90\r\n\r\n{\"jsonrpc\"",
+        0,
+    );
+    s.exit(CLIENT);
+    s.exit(SERVER);
+    assert_eq!(
+        s.metric("mcp_monitor_frame_errors_total", &[("reason", "process_exited")]),
+        1.0
+    );
 
     // Ciphertext on the TCP socket (the process is tracked) leaves capture
     // with its first chunk.
