@@ -266,7 +266,7 @@ impl H2Half {
             + self.streams.values().map(|(_, m)| m.buffered()).sum::<usize>()
     }
 
-    /// Bytes of frames and messages in progress: [`H2::buffered`] without
+    /// Bytes of frames and messages in progress: [`H2Half::buffered`] without
     /// the header table, which every connection keeps between messages.
     pub fn in_progress(&self) -> usize {
         self.buffered() - self.hpack.table_size()
